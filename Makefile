@@ -1,0 +1,33 @@
+# The two things a newcomer does: `make run` (playground on the embedded model) and `make test`.
+# Everything installs into .venv; the first install compiles llama.cpp (~4 min on 2 cores).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PORT ?= 8501
+
+.PHONY: install install-dev run gateway test bench clean
+
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -r requirements.txt
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
+	$(PY) -m pip install -r requirements-dev.txt
+	touch $@
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+run: install
+	$(PY) -m streamlit run playground/app.py --server.port $(PORT)
+
+gateway: install
+	$(PY) -m gateway
+
+test: install-dev
+	$(PY) -m pytest
+
+clean:
+	rm -rf $(VENV) .pytest_cache

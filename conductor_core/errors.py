@@ -1,0 +1,177 @@
+"""The exception tree. Providers map their SDK's exceptions to these in one function each;
+nothing else (no SDK exception, no API key) reaches a user.
+
+    ProviderError
+    ├── AuthenticationError      401/403: the key is missing or wrong
+    ├── RateLimitError           429: retryable, honours retry_after
+    ├── ProviderTimeoutError     no answer in time: retryable
+    ├── ProviderUnavailableError 5xx, connection refused, overloaded: retryable
+    ├── BadRequestError          400/404/422: the request itself must change
+    ├── StreamInterruptedError   the stream broke part-way: keeps the partial text
+    ├── NotConfiguredError       the provider has no key / endpoint configured
+    └── NoProviderAvailableError AUTO found nothing it may use
+"""
+
+from __future__ import annotations
+
+from .config import redact
+from .models import ErrorResponse
+
+__all__ = [
+    "ProviderError",
+    "AuthenticationError",
+    "RateLimitError",
+    "ProviderTimeoutError",
+    "ProviderUnavailableError",
+    "BadRequestError",
+    "StreamInterruptedError",
+    "NotConfiguredError",
+    "NoProviderAvailableError",
+    "error_for_status",
+    "parse_retry_after",
+    "transport_error",
+]
+
+
+class ProviderError(Exception):
+    type = "provider_error"
+    default_retryable = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str | None = None,
+        status_code: int | None = None,
+        retryable: bool | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        # Redact here, once, so whatever an SDK put in its message cannot carry a key further.
+        self.message = redact(message)
+        super().__init__(self.message)
+        self.provider = provider
+        self.status_code = status_code
+        self.retryable = self.default_retryable if retryable is None else retryable
+        self.retry_after = retry_after
+
+    def to_response(self, request_id: str | None = None) -> ErrorResponse:
+        return ErrorResponse(
+            type=self.type,
+            message=self.message,
+            provider=self.provider,
+            status_code=self.status_code,
+            retryable=self.retryable,
+            retry_after=self.retry_after,
+            request_id=request_id,
+        )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(provider={self.provider!r}, status_code={self.status_code}, message={self.message!r})"
+
+
+class AuthenticationError(ProviderError):
+    type = "authentication"
+
+
+class RateLimitError(ProviderError):
+    type = "rate_limit"
+    default_retryable = True
+
+
+class ProviderTimeoutError(ProviderError):
+    type = "timeout"
+    default_retryable = True
+
+
+class ProviderUnavailableError(ProviderError):
+    type = "unavailable"
+    default_retryable = True
+
+
+class BadRequestError(ProviderError):
+    type = "bad_request"
+
+
+class StreamInterruptedError(ProviderError):
+    type = "stream_interrupted"
+    default_retryable = True  # only before any text was shown; the router checks `partial_text`
+
+    def __init__(self, message: str, *, partial_text: str = "", **kwargs) -> None:
+        super().__init__(message, **kwargs)
+        self.partial_text = partial_text
+
+
+class NotConfiguredError(ProviderError):
+    type = "not_configured"
+
+
+class NoProviderAvailableError(ProviderError):
+    type = "no_provider_available"
+    default_retryable = True
+
+
+def error_for_status(
+    provider: str, status: int | None, detail: str, *, retry_after: float | None = None, key_hint: str | None = None
+) -> ProviderError:
+    """One mapping from an HTTP status to our tree, shared by every cloud provider."""
+    kwargs = {"provider": provider, "status_code": status, "retry_after": retry_after}
+    if status in (401, 403):
+        hint = f": check {key_hint}" if key_hint else ""
+        return AuthenticationError(f"{provider} rejected the API key{hint} ({detail})", **kwargs)
+    if status == 429:
+        wait = f"; retry after {retry_after:g} s" if retry_after else ""
+        return RateLimitError(f"{provider} is rate limiting requests{wait} ({detail})", **kwargs)
+    if status in (408, 504):
+        return ProviderTimeoutError(f"{provider} timed out ({detail})", **kwargs)
+    if status is not None and status >= 500 or status == 529:
+        return ProviderUnavailableError(f"{provider} is unavailable (HTTP {status}: {detail})", **kwargs)
+    if status is not None and 400 <= status < 500:
+        return BadRequestError(f"{provider} rejected the request (HTTP {status}: {detail})", **kwargs)
+    return ProviderError(f"{provider} failed: {detail}", **kwargs)
+
+
+def parse_retry_after(headers) -> float | None:
+    """Seconds from `retry-after-ms` or `retry-after` (seconds or an HTTP date), if present."""
+    if not headers:
+        return None
+    try:
+        if headers.get("retry-after-ms"):
+            return max(0.0, float(headers["retry-after-ms"]) / 1000)
+        value = headers.get("retry-after")
+        if not value:
+            return None
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            from email.utils import parsedate_to_datetime
+
+            from .models import utcnow
+
+            return max(0.0, (parsedate_to_datetime(value) - utcnow()).total_seconds())
+    except (TypeError, ValueError):
+        return None
+
+
+def _transport_modules() -> list:
+    # google-genai sits on httpx2 (a fork under another namespace), openai and anthropic on httpx.
+    import importlib
+
+    modules = []
+    for name in ("httpx", "httpx2"):
+        try:
+            modules.append(importlib.import_module(name))
+        except ImportError:
+            pass
+    return modules
+
+
+def transport_error(provider: str, exc: Exception) -> ProviderError | None:
+    """httpx/httpx2-level failures and malformed bodies, or None if `exc` is neither."""
+    for httpx in _transport_modules():
+        if isinstance(exc, httpx.TimeoutException):
+            return ProviderTimeoutError(f"{provider} did not answer in time", provider=provider)
+        if isinstance(exc, httpx.TransportError):
+            return ProviderUnavailableError(f"{provider} connection failed ({type(exc).__name__}: {exc})", provider=provider)
+    if isinstance(exc, ValueError):  # includes json.JSONDecodeError: a body that is not what the protocol says
+        return ProviderUnavailableError(f"{provider} sent a malformed response ({exc})", provider=provider)
+    return None
