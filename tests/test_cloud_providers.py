@@ -1,0 +1,195 @@
+"""Each cloud provider through its real SDK over real HTTP, against a loopback server that
+speaks the provider's protocol: answers, streams, usage, cost, and every failure mapped to
+the right `ProviderError`."""
+
+from __future__ import annotations
+
+import pytest
+
+from conductor_core.config import load_settings
+from conductor_core.errors import (
+    AuthenticationError,
+    BadRequestError,
+    ProviderTimeoutError,
+    ProviderUnavailableError,
+    RateLimitError,
+    StreamInterruptedError,
+)
+from conductor_core.models import ChatMessage, ChatRequest, StreamDone, TextDelta
+from conductor_core.providers import build_provider
+from conductor_core.testing.protocol_servers import AnthropicServer, Fault, GeminiServer, OpenAIServer
+
+REPLY = "The quick brown fox jumps over the lazy dog."
+KEY = "sk-test-provider-key-000000"
+
+# provider name -> (server class, settings fields that point the provider at it, key env var)
+KINDS = {
+    "openai": (OpenAIServer, "openai_api_key", "openai_base_url", "OPENAI_API_KEY"),
+    "anthropic": (AnthropicServer, "anthropic_api_key", "anthropic_base_url", "ANTHROPIC_API_KEY"),
+    "gemini": (GeminiServer, "gemini_api_key", "gemini_base_url", "GEMINI_API_KEY"),
+}
+
+
+@pytest.fixture(params=list(KINDS), scope="module")
+def kind(request):
+    return request.param
+
+
+@pytest.fixture(scope="module")
+def server(kind):
+    server_cls = KINDS[kind][0]
+    with server_cls(reply=REPLY, require_key=KEY) as srv:
+        yield srv
+
+
+@pytest.fixture
+def provider(kind, server, tmp_path):
+    server.script()  # nothing queued from an earlier test
+    server.set_down(False)
+    _, key_field, url_field, _ = KINDS[kind]
+    settings = load_settings(_env_file=None, timeout_s=2.0, data_dir=tmp_path, **{key_field: KEY, url_field: server.url})
+    return build_provider(kind, settings)
+
+
+def _request(**kw) -> ChatRequest:
+    messages = [
+        ChatMessage(role="system", content="You are terse."),
+        ChatMessage(role="user", content="Say the pangram please"),
+    ]
+    return ChatRequest(provider="auto", messages=messages, **{"max_tokens": 100, **kw})
+
+
+def test_chat_completion_with_usage_and_cost(provider, server):
+    response = provider.chat_completion(_request())
+    assert response.content == REPLY
+    assert response.metadata.provider == provider.name
+    assert response.metadata.model == provider.default_model
+    assert response.metadata.finish_reason == "stop"
+    a = response.analytics
+    assert a.input_tokens > 0 and a.output_tokens == len(REPLY.split())
+    assert a.cost_usd is not None and a.cost_usd > 0  # default models are all priced by genai-prices
+    assert a.latency_ms > 0 and a.time_to_first_token_ms is None
+    assert provider.successful_requests == 1 and provider.failed_requests == 0
+
+
+def test_stream_yields_deltas_then_done(provider):
+    events = list(provider.stream(_request()))
+    deltas = [e.text for e in events if isinstance(e, TextDelta)]
+    assert len(deltas) > 1 and "".join(deltas) == REPLY
+    done = events[-1]
+    assert isinstance(done, StreamDone)
+    a = done.response.analytics
+    assert done.response.content == REPLY
+    assert a.output_tokens == len(REPLY.split()) and a.input_tokens > 0
+    assert a.time_to_first_token_ms is not None and a.time_to_first_token_ms <= a.latency_ms
+    assert a.cost_usd is not None and a.cost_usd > 0
+
+
+def test_system_prompt_reaches_the_wire_in_the_provider_format(kind, provider, server):
+    provider.chat_completion(_request())
+    body = server.requests[-1]["json"]
+    if kind == "openai":
+        assert body["messages"][0] == {"role": "system", "content": "You are terse."}
+    elif kind == "anthropic":
+        assert body["system"] == "You are terse."
+        assert all(m["role"] != "system" for m in body["messages"])
+    else:
+        assert body["systemInstruction"]["parts"][0]["text"] == "You are terse."
+
+
+def test_max_tokens_reports_length(provider):
+    response = provider.chat_completion(_request(max_tokens=3))
+    assert response.metadata.finish_reason == "length"
+
+
+def test_models_listed_from_the_api(provider, server):
+    models = provider.get_available_models()
+    assert provider.default_model in models
+    assert provider.health_check() is True and provider.last_check is not None
+
+
+def test_wrong_key_is_an_authentication_error_naming_the_variable(kind, server, tmp_path):
+    _, key_field, url_field, env_var = KINDS[kind]
+    settings = load_settings(_env_file=None, timeout_s=2.0, **{key_field: "sk-wrong-key-123456", url_field: server.url})
+    bad = build_provider(kind, settings)
+    with pytest.raises(AuthenticationError) as info:
+        bad.chat_completion(_request())
+    assert info.value.status_code == 401 and not info.value.retryable
+    assert env_var in info.value.message
+    assert bad.health_check() is False and bad.state.value == "unhealthy"
+
+
+def test_rate_limit_carries_retry_after(provider, server):
+    server.script(Fault("status", status=429, retry_after=3))
+    with pytest.raises(RateLimitError) as info:
+        provider.chat_completion(_request())
+    assert info.value.retryable and info.value.retry_after == pytest.approx(3.0)
+    assert provider.failed_requests == 1
+
+
+@pytest.mark.parametrize("status", [500, 503])
+def test_server_errors_are_retryable_unavailable(provider, server, status):
+    server.script(Fault("status", status=status))
+    with pytest.raises(ProviderUnavailableError) as info:
+        provider.chat_completion(_request())
+    assert info.value.status_code == status and info.value.retryable
+
+
+def test_bad_request_is_not_retryable(provider, server):
+    server.script(Fault("status", status=400, message="max_tokens is too large"))
+    with pytest.raises(BadRequestError) as info:
+        provider.chat_completion(_request())
+    assert not info.value.retryable and "too large" in info.value.message
+
+
+def test_hang_past_the_timeout_is_a_timeout(provider, server):
+    server.script(Fault("hang", hang_s=5.0))
+    with pytest.raises(ProviderTimeoutError) as info:
+        provider.chat_completion(_request())
+    assert info.value.retryable
+
+
+def test_malformed_json_is_unavailable(provider, server):
+    server.script(Fault("malformed"))
+    with pytest.raises(ProviderUnavailableError):
+        provider.chat_completion(_request())
+
+
+def test_malformed_stream_is_reported(provider, server):
+    server.script(Fault("malformed"))
+    with pytest.raises((ProviderUnavailableError, StreamInterruptedError)):
+        list(provider.stream(_request()))
+
+
+def test_stream_cut_after_text_keeps_the_partial_text(provider, server):
+    server.script(Fault("cut"))
+    seen: list[str] = []
+    with pytest.raises(StreamInterruptedError) as info:
+        for event in provider.stream(_request()):
+            assert not isinstance(event, StreamDone), "a cut stream must never end as a success"
+            seen.append(event.text)
+    assert seen and info.value.partial_text == "".join(seen)
+    assert provider.failed_requests == 1 and provider.successful_requests == 0
+
+
+def test_stream_cut_before_first_token_is_a_plain_failure(provider, server):
+    server.script(Fault("cut_before_first"))
+    with pytest.raises((ProviderUnavailableError, StreamInterruptedError)) as info:
+        list(provider.stream(_request()))
+    assert getattr(info.value, "partial_text", "") == ""
+    assert info.value.retryable
+
+
+def test_stream_rate_limited_before_start(provider, server):
+    server.script(Fault("status", status=429, retry_after=1))
+    with pytest.raises(RateLimitError):
+        list(provider.stream(_request()))
+
+
+def test_unreachable_server_is_unavailable(kind, tmp_path):
+    _, key_field, url_field, _ = KINDS[kind]
+    settings = load_settings(_env_file=None, timeout_s=2.0, **{key_field: KEY, url_field: "http://127.0.0.1:9"})
+    dead = build_provider(kind, settings)
+    with pytest.raises((ProviderUnavailableError, ProviderTimeoutError)):
+        dead.chat_completion(_request())
+    assert dead.get_available_models()  # falls back to the built-in list
