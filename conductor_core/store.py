@@ -1,0 +1,726 @@
+"""The request log: every attempt at every provider, and every compare vote.
+
+A SQLite file under ``data_dir`` by default (nothing to install or start), PostgreSQL when
+``database_url`` says so (several processes, one shared history). SQLAlchemy 2 Core only:
+the rows are flat and the hot paths (write, dashboard reads) want no ORM overhead.
+
+Promises kept here:
+
+* ``write()`` never raises. A request must not fail because its log line could not be
+  written (disk full, database down, file locked): the failure is counted, kept and logged.
+* No key reaches the disk: free text (error messages, prompts, answers) goes through
+  ``redact()`` before it is written, and again on export in case an older row slipped by.
+* Dashboard reads are bounded: ``aggregate()`` groups in SQL, so its result size depends on
+  providers x buckets, never on the size of the log.
+
+Timestamps are stored twice: ``created_at`` (timezone-aware, exact, for people and
+round trips) and ``created_ts`` (float epoch seconds), which every range filter, ordering
+and bucket uses because it is fast to compare and portable across SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    DateTime,
+    Double,
+    Engine,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    case,
+    cast,
+    create_engine,
+    event,
+    func,
+    insert,
+    literal_column,
+    select,
+    text,
+)
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.schema import CreateIndex, CreateTable
+from sqlalchemy.sql import operators
+from sqlalchemy.sql.elements import ColumnElement, UnaryExpression
+
+from .config import redact
+from .models import AttemptRecord, ProviderUsage, Vote
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+    from .config import Settings
+
+__all__ = ["RequestLog", "FRAME_COLUMNS", "AGGREGATE_COLUMNS", "normalize_database_url"]
+
+log = logging.getLogger("conductor.store")
+
+# Columns `frame()` returns by default: what charts need, none of the free text.
+FRAME_COLUMNS: tuple[str, ...] = (
+    "created_at",
+    "provider",
+    "model",
+    "route",
+    "status",
+    "error_type",
+    "latency_ms",
+    "ttft_ms",
+    "input_tokens",
+    "output_tokens",
+    "cost_usd",
+    "source",
+)
+
+AGGREGATE_COLUMNS: tuple[str, ...] = (
+    "provider",
+    "bucket",
+    "requests",
+    "ok",
+    "errors",
+    "incomplete",
+    "mean_latency_ms",
+    "cost_usd",
+    "input_tokens",
+    "output_tokens",
+)
+
+_ATTEMPT_FIELDS: tuple[str, ...] = tuple(AttemptRecord.model_fields)
+_REDACTED_FIELDS = ("error_message", "prompt", "answer")
+_LABEL_COLUMNS = {"provider", "model", "route", "status", "error_type", "source"}
+
+# SQLite: how long a writer waits for the file lock before "database is locked", and how
+# often write() retries on top of that. Twenty threads writing at once queue up well
+# inside the timeout (each insert holds the lock for well under a millisecond); the retry
+# covers the rare busy error the timeout does not (a connection opening while another
+# switches the journal mode). Kept short: write() runs on the request path.
+_SQLITE_BUSY_TIMEOUT_MS = 5_000
+_WRITE_ATTEMPTS = 4
+# frame() reads in chunks of this many rows (bounded extra memory, same speed).
+_FETCH_CHUNK_ROWS = 50_000
+# A key for pg_advisory_xact_lock so processes starting at once create tables in turn
+# (CREATE TABLE IF NOT EXISTS alone races in PostgreSQL's catalog).
+_PG_SCHEMA_LOCK_KEY = 0x436F6E64  # "Cond"
+
+
+def _default_data_dir() -> Path:
+    # Same default as Settings.data_dir; repeated so the store works without Settings.
+    return Path.home() / ".local" / "share" / "conductor"
+
+
+def _as_utc(value: datetime) -> datetime:
+    """Naive datetimes are taken to be UTC (that is how we store them in SQLite)."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)
+
+
+def _epoch(value: datetime) -> float:
+    return _as_utc(value).timestamp()
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware datetime on every backend: SQLite keeps no offset, so values are
+    converted to UTC on the way in and marked UTC on the way out."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return None if value is None else _as_utc(value)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return None if value is None else _as_utc(value)
+
+
+metadata = MetaData()
+
+# String() without a length: VARCHAR on PostgreSQL (no limit to overflow), TEXT affinity on SQLite.
+attempts = Table(
+    "attempts",
+    metadata,
+    Column("id", String(), primary_key=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("created_ts", Double(), nullable=False),
+    Column("request_id", String(), nullable=False),
+    Column("provider", String(), nullable=False),
+    Column("model", String()),
+    Column("route", String(), nullable=False),
+    Column("group_id", String()),
+    Column("source", String(), nullable=False),
+    Column("streamed", Boolean(), nullable=False),
+    Column("status", String(), nullable=False),
+    Column("error_type", String()),
+    Column("error_message", Text()),
+    Column("input_tokens", Integer(), nullable=False),
+    Column("output_tokens", Integer(), nullable=False),
+    Column("latency_ms", Double()),
+    Column("ttft_ms", Double()),
+    Column("cost_usd", Double()),
+    Column("prompt", Text()),
+    Column("answer", Text()),
+    # Range filters, ordering and buckets all go through created_ts (see module docstring).
+    Index("ix_attempts_created_ts", "created_ts"),
+    Index("ix_attempts_provider_created_ts", "provider", "created_ts"),
+)
+
+votes_table = Table(
+    "votes",
+    metadata,
+    Column("id", String(), primary_key=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("created_ts", Double(), nullable=False),
+    Column("group_id", String(), nullable=False),
+    Column("targets", Text(), nullable=False),  # JSON array of target labels
+    Column("winner", String(), nullable=False),
+    Index("ix_votes_created_ts", "created_ts"),
+    Index("ix_votes_group_id", "group_id"),
+)
+
+
+def normalize_database_url(url: str) -> str:
+    """``postgres://`` and ``postgresql://`` mean psycopg 3 here (psycopg2 is not installed)."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def _is_transient(exc: BaseException) -> bool:
+    message = str(getattr(exc, "orig", None) or exc).lower()
+    return "database is locked" in message or "database table is locked" in message or "busy" in message
+
+
+def _is_schema_race(exc: BaseException) -> bool:
+    message = str(getattr(exc, "orig", None) or exc).lower()
+    return _is_transient(exc) or "already exists" in message or "duplicate key" in message
+
+
+class RequestLog:
+    """The persistent request log. Thread-safe: share one instance per process."""
+
+    def __init__(self, url: str | None = None, *, data_dir: Path | None = None, log_prompts: bool = True) -> None:
+        self.log_prompts = log_prompts
+        self.write_errors = 0
+        self.last_write_error: str | None = None
+        self._sqlite_dir: Path | None = None
+        if url is None:
+            directory = Path(data_dir) if data_dir is not None else _default_data_dir()
+            self._sqlite_dir = directory
+            self._url: URL = URL.create("sqlite+pysqlite", database=str(directory / "conductor.db"))
+        else:
+            self._url = make_url(normalize_database_url(url))
+            if self._url.get_backend_name() == "sqlite" and self._url.database not in (None, "", ":memory:"):
+                self._sqlite_dir = Path(self._url.database).parent
+        self._engine = self._create_engine(self._url)
+        self._ready = False
+        self._ready_lock = threading.Lock()
+        self._counter_lock = threading.Lock()
+        self._closed = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RequestLog:
+        return cls(settings.database_url, data_dir=settings.data_dir, log_prompts=settings.log_prompts)
+
+    def __repr__(self) -> str:
+        return f"RequestLog({self.url!r}, log_prompts={self.log_prompts})"
+
+    @property
+    def url(self) -> str:
+        """The database URL with its password hidden (safe to show or log)."""
+        return self._url.render_as_string(hide_password=True)
+
+    @property
+    def dialect(self) -> str:
+        return self._engine.dialect.name
+
+    # --- engine and schema -----------------------------------------------------------------
+
+    @staticmethod
+    def _create_engine(url: URL) -> Engine:
+        # hide_parameters: a failed INSERT must not put prompt text into an exception message.
+        if url.get_backend_name() == "sqlite":
+            engine = create_engine(
+                url,
+                hide_parameters=True,
+                # Many threads share the pool; each connection is used by one thread at a time.
+                connect_args={"check_same_thread": False, "timeout": _SQLITE_BUSY_TIMEOUT_MS / 1000},
+            )
+
+            @event.listens_for(engine, "connect")
+            def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+                cursor = dbapi_connection.cursor()
+                try:
+                    # busy_timeout first: switching to WAL itself may have to wait for a lock.
+                    cursor.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_TIMEOUT_MS}")
+                    # WAL: readers (the dashboard) never block writers (the router), and
+                    # several processes can share the file. NORMAL is durable enough in WAL.
+                    cursor.execute("PRAGMA journal_mode=WAL")
+                    cursor.execute("PRAGMA synchronous=NORMAL")
+                finally:
+                    cursor.close()
+
+            return engine
+        connect_args: dict[str, Any] = {}
+        if url.get_backend_name() == "postgresql" and "connect_timeout" not in url.query:
+            # write() runs on the request path: an unreachable database must cost seconds, not minutes.
+            connect_args["connect_timeout"] = 5
+        # pre_ping: after a database restart the first write gets a fresh connection, not an error.
+        return create_engine(url, hide_parameters=True, pool_pre_ping=True, connect_args=connect_args)
+
+    def _ensure_schema(self) -> None:
+        """Create directory and tables on first use. Safe when several processes start at once:
+        IF NOT EXISTS on both backends, plus an advisory lock on PostgreSQL."""
+        if self._ready:
+            return
+        with self._ready_lock:
+            if self._ready:
+                return
+            if self._closed:
+                raise RuntimeError("the request log is closed")
+            if self._sqlite_dir is not None:
+                self._sqlite_dir.mkdir(parents=True, exist_ok=True)
+            for attempt in range(_WRITE_ATTEMPTS):
+                try:
+                    with self._engine.begin() as conn:
+                        if conn.dialect.name == "postgresql":
+                            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_SCHEMA_LOCK_KEY})
+                        for table in metadata.sorted_tables:
+                            conn.execute(CreateTable(table, if_not_exists=True))
+                            for index in sorted(table.indexes, key=lambda i: str(i.name)):
+                                conn.execute(CreateIndex(index, if_not_exists=True))
+                    break
+                except Exception as exc:
+                    # Another process won a race the statements above could not prevent (a
+                    # locked SQLite file, a catalog conflict): the next round finds the tables.
+                    # Anything else (database down) fails at once: write() is on the request path.
+                    if attempt == _WRITE_ATTEMPTS - 1 or not _is_schema_race(exc):
+                        raise
+                    time.sleep(0.05 * (attempt + 1))
+            self._ready = True
+
+    # --- writing ---------------------------------------------------------------------------
+
+    def write(self, record: AttemptRecord) -> bool:
+        """Insert one attempt. Never raises: returns False and counts the failure instead."""
+        try:
+            row = self._attempt_row(record)
+        except Exception as exc:  # noqa: BLE001 - the promise is "never raises"
+            return self._failed(f"attempt {record.id}", exc)
+        return self._insert(attempts, [row], f"attempt {record.id}")
+
+    def write_many(self, records: Iterable[AttemptRecord]) -> int:
+        """Insert many attempts in one transaction (imports, benchmarks): all or nothing.
+        Same redaction and failure policy as `write()`; returns how many rows were written."""
+        try:
+            rows = [self._attempt_row(record) for record in records]
+        except Exception as exc:  # noqa: BLE001 - the promise is "never raises"
+            self._failed("attempts", exc)
+            return 0
+        if not rows:
+            return 0
+        return len(rows) if self._insert(attempts, rows, f"{len(rows)} attempts") else 0
+
+    def write_vote(self, vote: Vote) -> bool:
+        """Insert one compare vote. Same failure policy as `write()`."""
+        row = {
+            "id": vote.id,
+            "created_at": vote.created_at,
+            "created_ts": _epoch(vote.created_at),
+            "group_id": vote.group_id,
+            "targets": json.dumps(list(vote.targets)),
+            "winner": vote.winner,
+        }
+        return self._insert(votes_table, [row], f"vote {vote.id}")
+
+    def _attempt_row(self, record: AttemptRecord) -> dict[str, Any]:
+        row = record.model_dump()
+        row["created_ts"] = _epoch(record.created_at)
+        if not self.log_prompts:
+            row["prompt"] = None
+            row["answer"] = None
+        for name in _REDACTED_FIELDS:
+            if row[name] is not None:
+                row[name] = redact(row[name])
+        return row
+
+    def _insert(self, table: Table, rows: list[dict[str, Any]], what: str) -> bool:
+        if self._closed:
+            return self._failed(what, RuntimeError("the request log is closed"))
+        for attempt in range(_WRITE_ATTEMPTS):
+            try:
+                self._ensure_schema()
+                with self._engine.begin() as conn:
+                    conn.execute(insert(table), rows[0] if len(rows) == 1 else rows)
+                return True
+            except Exception as exc:  # noqa: BLE001 - the promise is "never raises"
+                if attempt < _WRITE_ATTEMPTS - 1 and _is_transient(exc):
+                    time.sleep(0.02 * 2**attempt)  # a locked SQLite file frees up within milliseconds
+                    continue
+                return self._failed(what, exc)
+        return False  # not reached: the last round returns from the except clause
+
+    def _failed(self, what: str, exc: BaseException) -> bool:
+        message = self._describe(exc)
+        with self._counter_lock:
+            self.write_errors += 1
+            self.last_write_error = message
+        log.warning("request log: could not write %s to %s: %s", what, self.url, message)
+        return False
+
+    def _describe(self, exc: BaseException) -> str:
+        # The driver's own message (SQLAlchemy's wrapper adds the SQL text), one line, no secrets.
+        original = getattr(exc, "orig", None) or exc
+        first_line = (str(original).strip().splitlines() or [""])[0]
+        message = f"{type(original).__name__}: {first_line}"[:500]
+        if self._url.password:
+            message = message.replace(str(self._url.password), "***")
+        return redact(message)
+
+    # --- reading ---------------------------------------------------------------------------
+    # Reads raise on failure (unlike writes): a dashboard should say the log is unreachable,
+    # not show an empty chart.
+
+    @staticmethod
+    def _range(
+        table: Table, since: datetime | None, until: datetime | None
+    ) -> list[ColumnElement[bool]]:
+        where: list[ColumnElement[bool]] = []
+        if since is not None:
+            where.append(table.c.created_ts >= _epoch(since))
+        if until is not None:
+            where.append(table.c.created_ts < _epoch(until))
+        return where
+
+    def _filters(
+        self,
+        since: datetime | None,
+        until: datetime | None,
+        provider: str | None,
+        status: str | None,
+    ) -> list[ColumnElement[bool]]:
+        where = self._range(attempts, since, until)
+        if provider is not None:
+            where.append(attempts.c.provider == provider)
+        if status is not None:
+            where.append(attempts.c.status == status)
+        return where
+
+    def records(
+        self,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        provider: str | None = None,
+        status: str | None = None,
+        limit: int | None = None,
+    ) -> list[AttemptRecord]:
+        """Attempts newest first. `since` is inclusive, `until` exclusive."""
+        self._ensure_schema()
+        columns = [attempts.c[name] for name in _ATTEMPT_FIELDS]
+        stmt = (
+            select(*columns)
+            .where(*self._filters(since, until, provider, status))
+            .order_by(attempts.c.created_ts.desc(), attempts.c.id.desc())
+        )
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        with self._engine.connect() as conn:
+            rows = conn.execute(stmt).mappings().all()
+        return [AttemptRecord.model_validate(dict(row)) for row in rows]
+
+    def count(
+        self,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        provider: str | None = None,
+        status: str | None = None,
+        limit: int | None = None,
+    ) -> int:
+        """How many attempts match (at most `limit`, to mirror `records()`)."""
+        self._ensure_schema()
+        stmt = select(func.count()).select_from(attempts).where(*self._filters(since, until, provider, status))
+        with self._engine.connect() as conn:
+            total = int(conn.execute(stmt).scalar_one())
+        return min(total, limit) if limit is not None else total
+
+    def frame(
+        self,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        columns: Sequence[str] | None = None,
+    ) -> pd.DataFrame:
+        """Attempts as a DataFrame for dashboards, oldest first (`since` inclusive, `until`
+        exclusive). Default columns: `FRAME_COLUMNS`; any attempt field may be asked for.
+
+        dtypes: created_at datetime64[us, UTC]; provider, model, route, status, error_type
+        and source are categoricals (few distinct values: small and fast to group by);
+        numbers are float64 (None as NaN) or int64.
+
+        For a whole-log overview prefer `aggregate()`: this returns one row per attempt,
+        and on SQLite most of its time is the driver turning cells into Python objects."""
+        # Imported here, not at the top: only dashboards need them, and the router (which
+        # imports this module in every process) starts faster without pandas.
+        import pandas as pd
+
+        self._ensure_schema()
+        wanted = list(columns) if columns is not None else list(FRAME_COLUMNS)
+        unknown = [name for name in wanted if name not in attempts.c or name == "created_ts"]
+        if unknown:
+            raise ValueError(f"unknown column(s) {unknown}; available: {list(_ATTEMPT_FIELDS)}")
+        # created_at is read from the float created_ts: parsing SQLite's datetime text for a
+        # million rows would cost more than everything else together.
+        selected = [attempts.c.created_ts if name == "created_at" else attempts.c[name] for name in wanted]
+        if "created_at" not in wanted:
+            selected.append(attempts.c.created_ts)  # needed to order the rows
+        # No ORDER BY: rows come back in insertion order, which is almost always time order,
+        # and checking (or sorting) in numpy is far cheaper than SQLite sorting the rows.
+        matrix = self._fetch_matrix(select(*selected).where(*self._range(attempts, since, until)))
+        ts_position = wanted.index("created_at") if "created_at" in wanted else len(selected) - 1
+        ts = matrix[:, ts_position].astype("float64")
+        frame = pd.DataFrame(
+            {name: self._frame_column(name, matrix[:, position]) for position, name in enumerate(wanted)},
+            columns=wanted,
+        )
+        if len(ts) > 1 and bool((ts[1:] < ts[:-1]).any()):
+            frame = frame.iloc[ts.argsort(kind="stable")].reset_index(drop=True)
+        return frame
+
+    @staticmethod
+    def _frame_column(name: str, values: np.ndarray) -> Any:
+        import numpy as np
+        import pandas as pd
+
+        if name == "created_at":
+            # Via integer microseconds: a float epoch carries ~0.2 us of noise that would
+            # otherwise show up as odd nanoseconds.
+            micros = np.round(values.astype("float64") * 1_000_000).astype("int64")
+            return pd.to_datetime(micros, unit="us", utc=True)
+        if name in _LABEL_COLUMNS:
+            # Sorted categories, so sorting or factorizing the column gives alphabetical
+            # order; None becomes code -1, i.e. NaN.
+            codes, categories = pd.factorize(values, sort=True)
+            return pd.Categorical.from_codes(codes, categories=categories)
+        column_type = attempts.c[name].type
+        if isinstance(column_type, Double):
+            return values.astype("float64")  # None becomes NaN
+        if isinstance(column_type, Integer):
+            return values.astype("int64")
+        if isinstance(column_type, Boolean):
+            return values.astype("bool")  # SQLite gives 0/1
+        return values  # free text and ids stay Python strings
+
+    def _fetch_matrix(self, stmt: Any) -> np.ndarray:
+        """Rows of a Core select as a 2-D object array, read from the DBAPI cursor directly.
+
+        SQLAlchemy Row objects and ``pd.read_sql`` cost several times more per row. Chunks
+        keep the peak memory near the size of the result instead of twice it."""
+        import numpy as np
+
+        width = len(stmt.selected_columns)
+        chunks: list[np.ndarray] = []
+        for rows in self._fetch_raw_chunks(stmt):
+            chunk = np.array(rows, dtype=object)  # about twice as fast as filling np.empty
+            if chunk.shape != (len(rows), width):  # a cell numpy took for a sequence: be exact
+                chunk = np.empty((len(rows), width), dtype=object)
+                chunk[:] = rows
+            chunks.append(chunk)
+        if not chunks:
+            return np.empty((0, width), dtype=object)
+        return chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
+
+    def _fetch_raw_chunks(self, stmt: Any, size: int = _FETCH_CHUNK_ROWS) -> Iterator[list[tuple[Any, ...]]]:
+        """Run a Core select on the DBAPI cursor directly: plain tuples, no Row objects."""
+        with self._engine.connect() as conn:
+            compiled = stmt.compile(dialect=conn.dialect)
+            params = compiled.construct_params()
+            if compiled.positional:
+                parameters: Any = tuple(params[name] for name in compiled.positiontup or ())
+            else:
+                parameters = params
+            cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+            try:
+                cursor.execute(str(compiled), parameters)
+                while rows := cursor.fetchmany(size):
+                    yield list(rows)
+            finally:
+                cursor.close()
+
+    def _fetch_raw(self, stmt: Any) -> list[tuple[Any, ...]]:
+        return [row for rows in self._fetch_raw_chunks(stmt) for row in rows]
+
+    def _bucket(self, bucket_s: int) -> ColumnElement[Any]:
+        # bucket_s goes in as a literal: with bound parameters PostgreSQL sees the SELECT and
+        # GROUP BY expressions as different ($1 vs $2) and rejects the query.
+        size: ColumnElement[Any] = literal_column(str(int(bucket_s)))
+        if self.dialect == "sqlite":
+            # SQLite's floor() exists only in builds with math functions; for positive
+            # epochs truncation is floor.
+            return cast(attempts.c.created_ts / size, Integer) * size
+        return func.floor(attempts.c.created_ts / size) * size
+
+    def aggregate(
+        self, *, since: datetime | None = None, until: datetime | None = None, bucket_s: int
+    ) -> pd.DataFrame:
+        """Per provider and time bucket, computed in SQL: at most providers x buckets rows.
+
+        Columns: provider, bucket (UTC start of the bucket), requests, ok, errors,
+        incomplete, mean_latency_ms (over successful attempts, like the live metrics),
+        cost_usd (unknown costs count as 0), input_tokens, output_tokens. Oldest bucket first."""
+        if int(bucket_s) <= 0:
+            raise ValueError("bucket_s must be a positive number of seconds")
+        import pandas as pd
+
+        self._ensure_schema()
+        bucket = self._bucket(int(bucket_s))
+        provider: ColumnElement[Any] = attempts.c.provider
+        if self.dialect == "sqlite":
+            # "+provider" keeps SQLite off the (provider, created_ts) index here: walking it
+            # means a table lookup per row in provider order, slower than a plain scan (or a
+            # created_ts range scan when `since` is given) followed by the GROUP BY sort.
+            provider = UnaryExpression(attempts.c.provider, operator=operators.custom_op("+"), type_=String())
+        status = attempts.c.status
+        stmt = (
+            select(
+                provider.label("provider"),
+                bucket.label("bucket"),
+                func.count().label("requests"),
+                func.sum(case((status == "ok", 1), else_=0)).label("ok"),
+                func.sum(case((status == "error", 1), else_=0)).label("errors"),
+                func.sum(case((status == "incomplete", 1), else_=0)).label("incomplete"),
+                func.avg(case((status == "ok", attempts.c.latency_ms), else_=None)).label("mean_latency_ms"),
+                func.sum(attempts.c.cost_usd).label("cost_usd"),
+                func.sum(attempts.c.input_tokens).label("input_tokens"),
+                func.sum(attempts.c.output_tokens).label("output_tokens"),
+            )
+            .where(*self._range(attempts, since, until))
+            .group_by(provider, bucket)
+        )
+        rows = self._fetch_raw(stmt)
+        frame = pd.DataFrame(rows, columns=list(AGGREGATE_COLUMNS))
+        frame["bucket"] = pd.to_datetime(frame["bucket"].astype("float64"), unit="s", utc=True)
+        for name in ("requests", "ok", "errors", "incomplete", "input_tokens", "output_tokens"):
+            frame[name] = frame[name].fillna(0).astype("int64")  # PostgreSQL sums come back as Decimal
+        frame["mean_latency_ms"] = frame["mean_latency_ms"].astype("float64")
+        frame["cost_usd"] = frame["cost_usd"].astype("float64").fillna(0.0)
+        frame["provider"] = frame["provider"].astype(object)
+        return frame.sort_values(["bucket", "provider"], kind="stable").reset_index(drop=True)
+
+    def export(
+        self,
+        fmt: Literal["csv", "json"],
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        provider: str | None = None,
+        status: str | None = None,
+        limit: int | None = None,
+    ) -> bytes:
+        """The matching attempts (newest first, like `records()`) as CSV with a header, or a
+        JSON array of objects with ISO 8601 timestamps. UTF-8."""
+        if fmt not in ("csv", "json"):
+            raise ValueError(f"unknown export format {fmt!r}; use 'csv' or 'json'")
+        found = self.records(since=since, until=until, provider=provider, status=status, limit=limit)
+        rows = [self._export_row(record) for record in found]
+        if fmt == "json":
+            return json.dumps(rows, ensure_ascii=False).encode("utf-8")
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(_ATTEMPT_FIELDS), lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({key: "" if value is None else value for key, value in row.items()})
+        return buffer.getvalue().encode("utf-8")
+
+    @staticmethod
+    def _export_row(record: AttemptRecord) -> dict[str, Any]:
+        row = record.model_dump(mode="json")
+        row["created_at"] = record.created_at.isoformat()
+        # Redacted on write already; again here for rows written before a key was registered.
+        for name in _REDACTED_FIELDS:
+            if row[name] is not None:
+                row[name] = redact(row[name])
+        return row
+
+    def provider_totals(self) -> dict[str, ProviderUsage]:
+        """Usage per provider over the whole log, summed in SQL."""
+        self._ensure_schema()
+        status = attempts.c.status
+        stmt = select(
+            attempts.c.provider,
+            func.count(),
+            func.sum(case((status == "ok", 1), else_=0)),
+            func.sum(case((status != "ok", 1), else_=0)),
+            func.sum(attempts.c.input_tokens),
+            func.sum(attempts.c.output_tokens),
+            func.sum(func.coalesce(attempts.c.cost_usd, 0.0)),
+        ).group_by(attempts.c.provider)
+        totals: dict[str, ProviderUsage] = {}
+        for provider, total, ok, failed, tokens_in, tokens_out, cost in self._fetch_raw(stmt):
+            totals[provider] = ProviderUsage(
+                total_requests=int(total),
+                successful_requests=int(ok or 0),
+                failed_requests=int(failed or 0),
+                input_tokens=int(tokens_in or 0),
+                output_tokens=int(tokens_out or 0),
+                cost_usd=float(cost or 0.0),
+            )
+        return totals
+
+    def recent_for_metrics(self, limit_per_provider: int, since: datetime) -> list[AttemptRecord]:
+        """The newest `limit_per_provider` attempts of each provider since `since`, oldest
+        first, without prompts and answers (metrics never need them). One indexed query per
+        provider on (provider, created_ts)."""
+        self._ensure_schema()
+        start = _epoch(since)
+        fields = [name for name in _ATTEMPT_FIELDS if name not in ("prompt", "answer")]
+        columns = [attempts.c[name] for name in fields]
+        found: list[AttemptRecord] = []
+        with self._engine.connect() as conn:
+            providers = conn.execute(
+                select(attempts.c.provider).where(attempts.c.created_ts >= start).distinct()
+            ).scalars().all()
+            for provider in providers:
+                stmt = (
+                    select(*columns)
+                    .where(attempts.c.provider == provider, attempts.c.created_ts >= start)
+                    .order_by(attempts.c.created_ts.desc(), attempts.c.id.desc())
+                    .limit(limit_per_provider)
+                )
+                found.extend(AttemptRecord.model_validate(dict(row)) for row in conn.execute(stmt).mappings())
+        found.sort(key=lambda record: (record.created_at, record.id))
+        return found
+
+    def votes(self, since: datetime | None = None) -> list[Vote]:
+        """Compare votes, oldest first (the order a leaderboard replays them in)."""
+        self._ensure_schema()
+        stmt = (
+            select(*(votes_table.c[name] for name in ("id", "created_at", "group_id", "targets", "winner")))
+            .where(*self._range(votes_table, since, None))
+            .order_by(votes_table.c.created_ts, votes_table.c.id)
+        )
+        with self._engine.connect() as conn:
+            rows = conn.execute(stmt).mappings().all()
+        return [Vote.model_validate({**row, "targets": json.loads(row["targets"])}) for row in rows]
+
+    def close(self) -> None:
+        """Release every connection. Later writes return False (and are counted)."""
+        self._closed = True
+        self._engine.dispose()

@@ -1,0 +1,1 @@
+"""Test helpers for Conductor (loopback protocol servers, ...)."""

@@ -1,0 +1,992 @@
+"""Loopback servers that speak the real provider wire protocols.
+
+Why this exists: Conductor talks to OpenAI, Anthropic and Google Gemini through
+their official SDKs. Mocking the SDK objects would hide exactly the bugs we care
+about (wrong paths, header handling, SSE parsing, retry/timeout behaviour on a
+broken connection). Instead, these servers speak the providers' HTTP protocols -
+JSON and SSE streaming - on 127.0.0.1, so the unmodified SDKs can be pointed at
+them with a base URL:
+
+    with OpenAIServer(reply="hi there") as srv:
+        client = openai.OpenAI(base_url=srv.url, api_key="test", max_retries=0)
+
+    with AnthropicServer() as srv:
+        client = anthropic.Anthropic(base_url=srv.url, api_key="test", max_retries=0)
+
+    with GeminiServer() as srv:
+        client = genai.Client(api_key="test",
+                              http_options=types.HttpOptions(base_url=srv.url))
+
+Each server is a small Starlette app served by uvicorn in a daemon thread, so
+it is concurrent (hundreds of simultaneous streams) and cheap enough for load
+tests and latency benchmarks.
+
+Behaviour can be scripted:
+
+* ``script(Fault(...), ...)`` - the next N *generation* requests get these
+  faults in order (HTTP error with the protocol's error body, hang, connection
+  cut mid-stream, cut before the first token, malformed JSON).
+* ``set_down(True)`` - every request (including model listing) answers 503.
+* ``failure_rate`` - that fraction of generation requests answers 500, chosen
+  by a ``random.Random(seed)`` so runs are reproducible.
+* ``require_key`` - requests carrying another API key get 401.
+
+Scripted faults and ``failure_rate`` apply only to generation endpoints
+(chat completions / messages / generateContent), so an SDK or router that lists
+models first does not silently consume a scripted fault. ``set_down`` and
+``require_key`` apply to every endpoint.
+
+Token usage is deterministic: input tokens = whitespace-separated words of all
+prompt text (min 1), output tokens = number of reply chunks (words).
+``max_tokens`` / ``max_completion_tokens`` / ``maxOutputTokens`` smaller than the
+reply truncates it (finish reason "length" / "max_tokens" / "MAX_TOKENS").
+
+Timing: ``latency_s`` delays successful (and malformed / cut) answers - for
+streams, headers go out at once and the delay comes before the first SSE frame,
+like a real time-to-first-token. Status errors (scripted, down, auth, random)
+answer immediately. ``chunk_delay_s`` separates text deltas.
+
+What the faults look like on the wire:
+
+* ``cut`` (stream): preamble + first text delta, then the connection is dropped
+  without the terminating chunk. Non-stream: Content-Length promised, half the
+  body sent, connection dropped.
+* ``cut_before_first`` (stream): only the protocol preamble that carries no text
+  (OpenAI: the role chunk with content ""; Anthropic: message_start,
+  content_block_start, ping; Gemini: nothing) then the drop.
+* ``malformed``: 200 with truncated JSON; for streams one SSE frame with broken
+  JSON (after the preamble), then a clean end of body.
+
+Per-request state is thread-safe; ``reset()`` restores the constructor settings
+so one server can be shared by many tests (stopping uvicorn takes ~0.2 s).
+
+Using async SDK clients against these servers: close them explicitly
+(``await client.close()``). In load runs, a dropped AsyncOpenAI client whose
+server had already stopped scheduled its ``aclose()`` from ``__del__`` and
+stalled other streams on the same event loop (a client-side issue; the server
+had answered every request).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import re
+import socket
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, MutableMapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal, Self
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+__all__ = [
+    "AnthropicServer",
+    "Fault",
+    "FaultKind",
+    "GeminiServer",
+    "OpenAIServer",
+    "ProtocolServer",
+]
+
+FaultKind = Literal["status", "hang", "cut", "cut_before_first", "malformed"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+# A frame of a streamed body, tagged so the generic streaming loop knows where
+# text deltas are (for chunk delays and for the "cut"/"malformed" faults):
+#   "pre"  - protocol preamble before any text (e.g. Anthropic message_start)
+#   "text" - a frame carrying one text delta
+#   "post" - the protocol's proper ending (finish reason, usage, [DONE], ...)
+FrameKind = Literal["pre", "text", "post"]
+Frame = tuple[FrameKind, bytes]
+
+
+@dataclass
+class Fault:
+    """One scripted misbehaviour for one request (see ``ProtocolServer.script``)."""
+
+    kind: FaultKind
+    status: int = 500  # kind="status": HTTP status, sent with the protocol's own error JSON
+    retry_after: float | None = None  # adds a Retry-After header (seconds) when set
+    hang_s: float = 30.0  # kind="hang": sleep this long before answering normally
+    message: str = "scripted failure"
+
+
+class _ScriptedCut(Exception):
+    """Raised inside a response body iterator to make uvicorn drop the connection.
+
+    Once the response has started, uvicorn cannot send an error any more, so an
+    exception from the app makes it close the transport without the terminating
+    chunk / without the promised Content-Length - exactly what a client sees when
+    an upstream dies mid-response.
+    """
+
+
+def _is_scripted_cut(exc: BaseException | None) -> bool:
+    if isinstance(exc, _ScriptedCut):
+        return True
+    # Starlette may wrap it in an exception group depending on the ASGI spec version.
+    if isinstance(exc, BaseExceptionGroup):
+        return bool(exc.exceptions) and all(_is_scripted_cut(e) for e in exc.exceptions)
+    return False
+
+
+class _DropScriptedCutLogs(logging.Filter):
+    """Keeps uvicorn's 'Exception in ASGI application' traceback for deliberate cuts out of test output."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not _is_scripted_cut(exc)
+
+
+_uvicorn_error_logger = logging.getLogger("uvicorn.error")
+if not any(isinstance(f, _DropScriptedCutLogs) for f in _uvicorn_error_logger.filters):
+    _uvicorn_error_logger.addFilter(_DropScriptedCutLogs())
+
+
+_WORD_CHUNK = re.compile(r"\S+\s*")
+
+
+def _split_reply(reply: str) -> list[str]:
+    """Split into word-ish chunks that keep their trailing spaces, so "".join(chunks) == reply."""
+    chunks = _WORD_CHUNK.findall(reply)
+    lead = reply[: len(reply) - len(reply.lstrip())]
+    if chunks and lead:
+        chunks[0] = lead + chunks[0]
+    return chunks
+
+
+def _collect_text(node: Any) -> list[str]:
+    """All prompt text in a message structure (strings under text/content/parts keys)."""
+    if isinstance(node, str):
+        return [node]
+    if isinstance(node, list):
+        return [s for item in node for s in _collect_text(item)]
+    if isinstance(node, dict):
+        out: list[str] = []
+        for key in ("text", "content", "parts"):
+            if key in node:
+                out.extend(_collect_text(node[key]))
+        return out
+    return []
+
+
+def _count_words(*nodes: Any) -> int:
+    return max(1, sum(len(s.split()) for node in nodes for s in _collect_text(node)))
+
+
+def _dumps(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _as_int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+@dataclass
+class _Call:
+    """A parsed generation request, in protocol-neutral form."""
+
+    model: str
+    stream: bool
+    input_tokens: int
+    max_tokens: int | None
+    body: dict[str, Any]
+
+
+class ProtocolServer:
+    """Base class: lifecycle, fault scripting, request log and the generic response flow.
+
+    Subclasses provide the routes and the protocol-specific JSON shapes.
+    """
+
+    default_models: ClassVar[list[str]] = []
+    url_path: ClassVar[str] = ""  # appended to http://127.0.0.1:PORT to form ``url``
+
+    def __init__(
+        self,
+        *,
+        reply: str = "Hello from the loopback server.",
+        latency_s: float = 0.0,
+        chunk_delay_s: float = 0.0,
+        models: list[str] | None = None,
+        failure_rate: float = 0.0,
+        seed: int = 0,
+        require_key: str | None = None,
+    ) -> None:
+        # Remembered so reset() can restore them (session-scoped servers are much faster than
+        # one server per test: uvicorn needs ~0.2 s to shut down).
+        self._defaults: dict[str, Any] = {
+            "reply": reply,
+            "latency_s": latency_s,
+            "chunk_delay_s": chunk_delay_s,
+            "models": list(models) if models is not None else None,
+            "failure_rate": failure_rate,
+            "seed": seed,
+            "require_key": require_key,
+        }
+        # Plain attributes: tests may change them while the server runs.
+        self.reply: str = reply
+        self.latency_s: float = latency_s
+        self.chunk_delay_s: float = chunk_delay_s
+        self.models: list[str] = list(models) if models is not None else list(self.default_models)
+        self.failure_rate: float = failure_rate
+        self.require_key: str | None = require_key
+        self.requests: list[dict[str, Any]] = []
+        self.url: str = ""
+        self.port: int = 0
+        # Concurrency gauges, handy for load tests.
+        self.in_flight: int = 0
+        self.peak_in_flight: int = 0
+
+        self._rng = random.Random(seed)
+        self._lock = threading.Lock()
+        self._script: deque[Fault] = deque()
+        self._down = False
+        self._stopping = False
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._sock: socket.socket | None = None
+        self._app = Starlette(routes=self._routes())
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> Self:
+        """Bind a free loopback port, start uvicorn in a daemon thread and wait until it accepts."""
+        if self._thread is not None and self._thread.is_alive():
+            return self
+        self._stopping = False
+        # Binding the socket ourselves gives us the port before uvicorn starts.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # Accepted sockets inherit TCP_NODELAY from the listener. Without it, the body write that
+        # follows the header write waits for the client's delayed ACK: ~40 ms per response.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.bind(("127.0.0.1", 0))
+        self._sock = sock
+        self.port = sock.getsockname()[1]
+        config = uvicorn.Config(
+            self._asgi,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            interface="asgi3",  # uvicorn's auto-detection mistakes a bound method for ASGI2
+            proxy_headers=False,  # no proxy in front of a loopback server; skip the middleware
+            log_config=None,  # don't let uvicorn reconfigure the host process's logging
+            timeout_graceful_shutdown=2,  # backstop: never let stop() wait on a stuck handler
+            timeout_keep_alive=30,
+            backlog=4096,
+        )
+        server = uvicorn.Server(config)
+        self._server = server
+        thread = threading.Thread(
+            target=server.run,
+            kwargs={"sockets": [sock]},
+            name=f"{type(self).__name__}:{self.port}",
+            daemon=True,
+        )
+        self._thread = thread
+        thread.start()
+        deadline = time.monotonic() + 10.0
+        while not server.started:
+            if not thread.is_alive():
+                raise RuntimeError(f"{type(self).__name__} failed to start")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{type(self).__name__} did not start within 10 s")
+            time.sleep(0.002)
+        self.url = f"http://127.0.0.1:{self.port}{self.url_path}"
+        return self
+
+    def stop(self) -> None:
+        """Ask uvicorn to exit (hanging handlers wake up early) and join the thread."""
+        server, thread = self._server, self._thread
+        if server is None or thread is None:
+            return
+        self._stopping = True
+        server.should_exit = True
+        thread.join(timeout=5.0)
+        if thread.is_alive():  # pragma: no cover - only if a handler ignores cancellation
+            server.force_exit = True
+            thread.join(timeout=5.0)
+        if self._sock is not None:
+            try:
+                self._sock.close()
+            except OSError:  # pragma: no cover
+                pass
+        self._server = self._thread = self._sock = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ scripting
+
+    def script(self, *faults: Fault) -> None:
+        """Queue faults: the next N generation requests get them in order, then normal behaviour."""
+        with self._lock:
+            self._script.extend(faults)
+
+    def set_down(self, down: bool) -> None:
+        """While down, every request answers 503 with the protocol's error body."""
+        self._down = down
+
+    def reset(self) -> None:
+        """Back to the constructor's settings: clears the script, the down flag, the request log
+        and the concurrency gauges, and re-seeds the failure RNG. The server keeps running."""
+        d = self._defaults
+        with self._lock:
+            self.reply = d["reply"]
+            self.latency_s = d["latency_s"]
+            self.chunk_delay_s = d["chunk_delay_s"]
+            self.models = list(d["models"]) if d["models"] is not None else list(self.default_models)
+            self.failure_rate = d["failure_rate"]
+            self.require_key = d["require_key"]
+            self._rng.seed(d["seed"])
+            self._script.clear()
+            self._down = False
+            self.requests.clear()
+            self.peak_in_flight = self.in_flight
+
+    @property
+    def request_count(self) -> int:
+        return len(self.requests)
+
+    # ------------------------------------------------------------------ protocol hooks (subclasses)
+
+    def _routes(self) -> list[Route]:
+        raise NotImplementedError
+
+    def _error_body(self, status: int, message: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _presented_key(self, request: Request) -> str | None:
+        raise NotImplementedError
+
+    def _completion(self, call: _Call, chunks: list[str], truncated: bool) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _stream_frames(self, call: _Call, chunks: list[str], truncated: bool) -> Iterable[Frame]:
+        raise NotImplementedError
+
+    def _malformed_body(self) -> bytes:
+        raise NotImplementedError
+
+    def _malformed_frame(self) -> bytes:
+        raise NotImplementedError
+
+    def _extra_headers(self) -> dict[str, str]:
+        return {}
+
+    # ------------------------------------------------------------------ generic machinery
+
+    async def _asgi(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # Thin wrapper to track concurrency; runs only on the server's event loop thread.
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        self.in_flight += 1
+        if self.in_flight > self.peak_in_flight:
+            self.peak_in_flight = self.in_flight
+        try:
+            await self._app(scope, receive, send)
+        finally:
+            self.in_flight -= 1
+
+    async def _sleep(self, seconds: float) -> None:
+        """asyncio.sleep that returns early when the server is stopping (so 'hang' never blocks stop())."""
+        if seconds <= 0:
+            return
+        if seconds <= 0.2:
+            await asyncio.sleep(seconds)
+            return
+        deadline = time.monotonic() + seconds
+        while not self._stopping:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            await asyncio.sleep(min(left, 0.1))
+
+    async def _read_json(self, request: Request) -> Any:
+        raw = await request.body()
+        if not raw:
+            return None
+        try:
+            return json.loads(raw)
+        except ValueError:
+            return None
+
+    def _key_ok(self, request: Request) -> bool:
+        return self.require_key is None or self._presented_key(request) == self.require_key
+
+    def _pick_fault(self, request: Request, generation: bool) -> Fault | None:
+        """Decide what goes wrong with this request: down > bad key > script > random failure."""
+        if self._down:
+            return Fault(
+                "status", status=503, message="The service is temporarily unavailable (server is down)."
+            )
+        if not self._key_ok(request):
+            return Fault("status", status=401, message="Invalid API key provided.")
+        if not generation:
+            return None
+        with self._lock:
+            if self._script:
+                return self._script.popleft()
+            # Always draw, so the i-th generation request's fate depends only on the seed.
+            if self._rng.random() < self.failure_rate:
+                return Fault("status", status=500, message="Randomly injected server error.")
+        return None
+
+    def _record(self, request: Request, body: Any, stream: bool, fault: Fault | None, **extra: Any) -> None:
+        entry: dict[str, Any] = {
+            "method": request.method,
+            "path": request.url.path,
+            "query": dict(request.query_params),
+            "headers": {k.lower(): v for k, v in request.headers.items()},
+            "json": body,
+            "stream": stream,
+            "fault": fault.kind if fault else None,
+            "status": fault.status if fault and fault.kind == "status" else 200,
+        }
+        entry.update(extra)
+        with self._lock:
+            self.requests.append(entry)
+
+    def _error_response(self, fault: Fault) -> Response:
+        headers = self._extra_headers()
+        if fault.retry_after is not None:
+            headers["retry-after"] = f"{fault.retry_after:g}"
+        return Response(
+            _dumps(self._error_body(fault.status, fault.message)),
+            status_code=fault.status,
+            media_type="application/json",
+            headers=headers,
+        )
+
+    async def _simple(self, request: Request, payload: Callable[[], dict[str, Any]]) -> Response:
+        """Non-generation endpoints (model listing): only down / auth apply."""
+        fault = self._pick_fault(request, generation=False)
+        self._record(request, await self._read_json(request), False, fault)
+        if fault is not None:
+            return self._error_response(fault)
+        return Response(_dumps(payload()), media_type="application/json", headers=self._extra_headers())
+
+    async def _generate(self, request: Request, call: _Call, **extra: Any) -> Response:
+        """The shared flow for a generation request, whatever the protocol."""
+        fault = self._pick_fault(request, generation=True)
+        self._record(request, call.body, call.stream, fault, model=call.model, **extra)
+        if fault is not None and fault.kind == "status":
+            return self._error_response(fault)
+        if fault is not None and fault.kind == "hang":
+            await self._sleep(fault.hang_s)  # the client should time out; then answer normally
+            fault = None
+
+        chunks = _split_reply(self.reply)
+        truncated = call.max_tokens is not None and call.max_tokens < len(chunks)
+        if truncated:
+            chunks = chunks[: max(call.max_tokens or 0, 0)]
+        kind = fault.kind if fault is not None else None
+
+        if call.stream:
+            return StreamingResponse(
+                self._stream_body(call, chunks, truncated, kind),
+                media_type="text/event-stream",
+                headers={"cache-control": "no-cache", **self._extra_headers()},
+            )
+
+        await self._sleep(self.latency_s)
+        if kind == "malformed":
+            return Response(
+                self._malformed_body(), media_type="application/json", headers=self._extra_headers()
+            )
+        body = _dumps(self._completion(call, chunks, truncated))
+        if kind in ("cut", "cut_before_first"):
+            # Promise the full Content-Length, deliver part of it, then drop the connection.
+            partial = b"" if kind == "cut_before_first" else body[: len(body) // 2]
+            return StreamingResponse(
+                self._cut_body(partial),
+                media_type="application/json",
+                headers={"content-length": str(len(body)), **self._extra_headers()},
+            )
+        return Response(body, media_type="application/json", headers=self._extra_headers())
+
+    async def _cut_body(self, partial: bytes) -> AsyncIterator[bytes]:
+        if partial:
+            yield partial
+        raise _ScriptedCut("scripted connection cut")
+
+    async def _stream_body(
+        self, call: _Call, chunks: list[str], truncated: bool, fault: FaultKind | None
+    ) -> AsyncIterator[bytes]:
+        """Generic SSE loop: latency before the first frame, chunk delay between text frames, faults."""
+        await self._sleep(self.latency_s)
+        sent_text = 0
+        for frame_kind, data in self._stream_frames(call, chunks, truncated):
+            if frame_kind == "pre":
+                yield data
+                continue
+            if fault == "cut_before_first" or (fault == "cut" and frame_kind == "post"):
+                # cut_before_first: preamble only. "cut" with an empty reply also ends up here.
+                raise _ScriptedCut("scripted stream cut")
+            if fault == "malformed":
+                yield self._malformed_frame()
+                return  # end the body cleanly: the client must fail on the JSON, not the connection
+            if frame_kind == "text":
+                if sent_text and self.chunk_delay_s > 0:
+                    await self._sleep(self.chunk_delay_s)
+                yield data
+                sent_text += 1
+                if fault == "cut":
+                    raise _ScriptedCut("scripted stream cut")
+            else:
+                yield data
+
+
+# ====================================================================== OpenAI
+
+
+class OpenAIServer(ProtocolServer):
+    """OpenAI Chat Completions: ``POST /v1/chat/completions`` and ``GET /v1/models``.
+
+    ``url`` ends in ``/v1`` because the openai SDK's base_url includes the version.
+    Auth: ``Authorization: Bearer <key>``.
+    """
+
+    default_models: ClassVar[list[str]] = ["gpt-4o-mini", "gpt-4o", "gpt-4.1-mini"]
+    url_path: ClassVar[str] = "/v1"
+
+    _ERROR_TYPES: ClassVar[dict[int, tuple[str, str | None]]] = {
+        400: ("invalid_request_error", None),
+        401: ("invalid_request_error", "invalid_api_key"),
+        403: ("permission_error", None),
+        404: ("invalid_request_error", "model_not_found"),
+        429: ("requests", "rate_limit_exceeded"),
+    }
+
+    def _routes(self) -> list[Route]:
+        return [
+            Route("/v1/chat/completions", self._chat, methods=["POST"]),
+            Route("/v1/models", self._list_models, methods=["GET"]),
+        ]
+
+    def _presented_key(self, request: Request) -> str | None:
+        auth = request.headers.get("authorization", "")
+        return auth[7:] if auth[:7].lower() == "bearer " else None
+
+    def _extra_headers(self) -> dict[str, str]:
+        return {"x-request-id": f"req_{uuid.uuid4().hex[:24]}"}
+
+    def _error_body(self, status: int, message: str) -> dict[str, Any]:
+        err_type, code = self._ERROR_TYPES.get(
+            status, ("server_error" if status >= 500 else "invalid_request_error", None)
+        )
+        return {"error": {"message": message, "type": err_type, "param": None, "code": code}}
+
+    async def _list_models(self, request: Request) -> Response:
+        return await self._simple(
+            request,
+            lambda: {
+                "object": "list",
+                "data": [
+                    {"id": m, "object": "model", "created": 1_700_000_000, "owned_by": "system"}
+                    for m in self.models
+                ],
+            },
+        )
+
+    async def _chat(self, request: Request) -> Response:
+        body = await self._read_json(request)
+        if not isinstance(body, dict):
+            fault = Fault("status", status=400, message="We could not parse the JSON body of your request.")
+            self._record(request, None, False, fault)
+            return self._error_response(fault)
+        max_tokens = _as_int(body.get("max_completion_tokens"))
+        if max_tokens is None:
+            max_tokens = _as_int(body.get("max_tokens"))
+        call = _Call(
+            model=str(body.get("model", "")),
+            stream=bool(body.get("stream", False)),
+            input_tokens=_count_words(body.get("messages", [])),
+            max_tokens=max_tokens,
+            body=body,
+        )
+        return await self._generate(request, call)
+
+    def _usage(self, call: _Call, chunks: list[str]) -> dict[str, Any]:
+        return {
+            "prompt_tokens": call.input_tokens,
+            "completion_tokens": len(chunks),
+            "total_tokens": call.input_tokens + len(chunks),
+        }
+
+    def _completion(self, call: _Call, chunks: list[str], truncated: bool) -> dict[str, Any]:
+        return {
+            "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": call.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {
+                        "role": "assistant",
+                        "content": "".join(chunks),
+                        "refusal": None,
+                        "annotations": [],
+                    },
+                    "logprobs": None,
+                    "finish_reason": "length" if truncated else "stop",
+                }
+            ],
+            "usage": self._usage(call, chunks),
+            "system_fingerprint": None,
+        }
+
+    def _stream_frames(self, call: _Call, chunks: list[str], truncated: bool) -> Iterable[Frame]:
+        cid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+        created = int(time.time())
+        opts = call.body.get("stream_options")
+        include_usage = isinstance(opts, dict) and bool(opts.get("include_usage"))
+
+        def chunk(delta: dict[str, Any], finish: str | None) -> bytes:
+            obj: dict[str, Any] = {
+                "id": cid,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": call.model,
+                "system_fingerprint": None,
+                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+            }
+            if include_usage:
+                obj["usage"] = None  # real API: null on every chunk but the last
+            return b"data: " + _dumps(obj) + b"\n\n"
+
+        yield "pre", chunk({"role": "assistant", "content": "", "refusal": None}, None)
+        for text in chunks:
+            yield "text", chunk({"content": text}, None)
+        yield "post", chunk({}, "length" if truncated else "stop")
+        if include_usage:
+            usage_obj = {
+                "id": cid,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": call.model,
+                "system_fingerprint": None,
+                "choices": [],
+                "usage": self._usage(call, chunks),
+            }
+            yield "post", b"data: " + _dumps(usage_obj) + b"\n\n"
+        yield "post", b"data: [DONE]\n\n"
+
+    def _malformed_body(self) -> bytes:
+        return b'{"id": "chatcmpl-broken", "object": "chat.completion", "choices": ['
+
+    def _malformed_frame(self) -> bytes:
+        return (
+            b'data: {"id": "chatcmpl-broken", "object": "chat.completion.chunk", "choices": [{"delta": {\n\n'
+        )
+
+
+# ====================================================================== Anthropic
+
+
+class AnthropicServer(ProtocolServer):
+    """Anthropic Messages: ``POST /v1/messages`` and ``GET /v1/models``.
+
+    ``url`` has no path: the anthropic SDK appends ``/v1/messages`` itself.
+    Auth: ``x-api-key`` or ``Authorization: Bearer`` - anthropic 2.x sends
+    ``api_key`` as a Bearer token, older releases as ``x-api-key``.
+    The request log entry also carries ``"system"`` (the system prompt).
+    """
+
+    default_models: ClassVar[list[str]] = ["claude-sonnet-4-5", "claude-haiku-4-5", "claude-opus-4-1"]
+    url_path: ClassVar[str] = ""
+
+    _ERROR_TYPES: ClassVar[dict[int, str]] = {
+        400: "invalid_request_error",
+        401: "authentication_error",
+        403: "permission_error",
+        404: "not_found_error",
+        413: "request_too_large",
+        429: "rate_limit_error",
+        500: "api_error",
+        503: "overloaded_error",
+        504: "timeout_error",
+        529: "overloaded_error",
+    }
+
+    def _routes(self) -> list[Route]:
+        return [
+            Route("/v1/messages", self._messages, methods=["POST"]),
+            Route("/v1/models", self._list_models, methods=["GET"]),
+        ]
+
+    def _presented_key(self, request: Request) -> str | None:
+        key = request.headers.get("x-api-key")
+        if key is not None:
+            return key
+        auth = request.headers.get("authorization", "")
+        return auth[7:] if auth[:7].lower() == "bearer " else None
+
+    def _extra_headers(self) -> dict[str, str]:
+        return {"request-id": f"req_{uuid.uuid4().hex[:24]}"}
+
+    def _error_body(self, status: int, message: str) -> dict[str, Any]:
+        err_type = self._ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+        return {"type": "error", "error": {"type": err_type, "message": message}}
+
+    async def _list_models(self, request: Request) -> Response:
+        def payload() -> dict[str, Any]:
+            data = [
+                {
+                    "type": "model",
+                    "id": m,
+                    "display_name": m.replace("-", " ").title(),
+                    "created_at": "2025-01-01T00:00:00Z",
+                }
+                for m in self.models
+            ]
+            return {
+                "data": data,
+                "has_more": False,
+                "first_id": data[0]["id"] if data else None,
+                "last_id": data[-1]["id"] if data else None,
+            }
+
+        return await self._simple(request, payload)
+
+    async def _messages(self, request: Request) -> Response:
+        body = await self._read_json(request)
+        if not isinstance(body, dict):
+            fault = Fault("status", status=400, message="messages: request body is not valid JSON")
+            self._record(request, None, False, fault)
+            return self._error_response(fault)
+        call = _Call(
+            model=str(body.get("model", "")),
+            stream=bool(body.get("stream", False)),
+            input_tokens=_count_words(body.get("system", ""), body.get("messages", [])),
+            max_tokens=_as_int(body.get("max_tokens")),
+            body=body,
+        )
+        return await self._generate(request, call, system=body.get("system"))
+
+    def _completion(self, call: _Call, chunks: list[str], truncated: bool) -> dict[str, Any]:
+        return {
+            "id": f"msg_{uuid.uuid4().hex[:24]}",
+            "type": "message",
+            "role": "assistant",
+            "model": call.model,
+            "content": [{"type": "text", "text": "".join(chunks)}],
+            "stop_reason": "max_tokens" if truncated else "end_turn",
+            "stop_sequence": None,
+            "usage": {
+                "input_tokens": call.input_tokens,
+                "output_tokens": len(chunks),
+                "cache_creation_input_tokens": 0,
+                "cache_read_input_tokens": 0,
+            },
+        }
+
+    @staticmethod
+    def _event(name: str, data: dict[str, Any]) -> bytes:
+        return b"event: " + name.encode() + b"\ndata: " + _dumps(data) + b"\n\n"
+
+    def _stream_frames(self, call: _Call, chunks: list[str], truncated: bool) -> Iterable[Frame]:
+        ev = self._event
+        message: dict[str, Any] = {
+            "id": f"msg_{uuid.uuid4().hex[:24]}",
+            "type": "message",
+            "role": "assistant",
+            "model": call.model,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {
+                "input_tokens": call.input_tokens,
+                "output_tokens": 1,
+                "cache_creation_input_tokens": 0,
+                "cache_read_input_tokens": 0,
+            },
+        }
+        yield "pre", ev("message_start", {"type": "message_start", "message": message})
+        yield (
+            "pre",
+            ev(
+                "content_block_start",
+                {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+            ),
+        )
+        yield "pre", ev("ping", {"type": "ping"})
+        for text in chunks:
+            yield (
+                "text",
+                ev(
+                    "content_block_delta",
+                    {
+                        "type": "content_block_delta",
+                        "index": 0,
+                        "delta": {"type": "text_delta", "text": text},
+                    },
+                ),
+            )
+        yield "post", ev("content_block_stop", {"type": "content_block_stop", "index": 0})
+        yield (
+            "post",
+            ev(
+                "message_delta",
+                {
+                    "type": "message_delta",
+                    "delta": {
+                        "stop_reason": "max_tokens" if truncated else "end_turn",
+                        "stop_sequence": None,
+                    },
+                    "usage": {"output_tokens": len(chunks)},
+                },
+            ),
+        )
+        yield "post", ev("message_stop", {"type": "message_stop"})
+
+    def _malformed_body(self) -> bytes:
+        return b'{"id": "msg_broken", "type": "message", "content": ['
+
+    def _malformed_frame(self) -> bytes:
+        return b'event: content_block_delta\ndata: {"type": "content_block_delta", "index": 0, "delta": {\n\n'
+
+
+# ====================================================================== Gemini
+
+
+class GeminiServer(ProtocolServer):
+    """Google Gemini (generativelanguage REST, as used by ``google-genai``).
+
+    ``url`` has no path; use it as ``HttpOptions(base_url=url)``. The SDK calls
+    ``POST /{version}/models/{model}:generateContent`` and
+    ``POST /{version}/models/{model}:streamGenerateContent?alt=sse``; model
+    listing is ``GET /{version}/models``. Any version segment is accepted:
+    google-genai 3.x defaults to ``v1`` (``v1beta`` with
+    ``HttpOptions(api_version="v1beta")``). Auth: ``x-goog-api-key`` header or
+    ``?key=`` query parameter. The log entry's ``"system"`` is the systemInstruction.
+    """
+
+    default_models: ClassVar[list[str]] = ["gemini-2.5-flash", "gemini-2.5-pro", "gemini-2.5-flash-lite"]
+    url_path: ClassVar[str] = ""
+
+    _STATUSES: ClassVar[dict[int, str]] = {
+        400: "INVALID_ARGUMENT",
+        401: "UNAUTHENTICATED",
+        403: "PERMISSION_DENIED",
+        404: "NOT_FOUND",
+        409: "ABORTED",
+        429: "RESOURCE_EXHAUSTED",
+        499: "CANCELLED",
+        500: "INTERNAL",
+        501: "NOT_IMPLEMENTED",
+        503: "UNAVAILABLE",
+        504: "DEADLINE_EXCEEDED",
+    }
+
+    def _routes(self) -> list[Route]:
+        # The model segment contains a colon ("gemini-2.5-flash:generateContent"), so take the rest as a path.
+        return [
+            Route("/{version}/models", self._list_models, methods=["GET"]),
+            Route("/{version}/models/{rest:path}", self._model_action, methods=["GET", "POST"]),
+        ]
+
+    def _presented_key(self, request: Request) -> str | None:
+        return request.headers.get("x-goog-api-key") or request.query_params.get("key")
+
+    def _error_body(self, status: int, message: str) -> dict[str, Any]:
+        return {
+            "error": {"code": status, "message": message, "status": self._STATUSES.get(status, "UNKNOWN")}
+        }
+
+    def _model_info(self, model: str) -> dict[str, Any]:
+        return {
+            "name": f"models/{model}",
+            "version": "001",
+            "displayName": model.replace("-", " ").title(),
+            "description": f"Loopback stand-in for {model}.",
+            "inputTokenLimit": 1_048_576,
+            "outputTokenLimit": 65_536,
+            "supportedGenerationMethods": ["generateContent", "countTokens"],
+        }
+
+    async def _list_models(self, request: Request) -> Response:
+        return await self._simple(request, lambda: {"models": [self._model_info(m) for m in self.models]})
+
+    async def _model_action(self, request: Request) -> Response:
+        rest: str = request.path_params["rest"]
+        if request.method == "GET":
+            return await self._simple(request, lambda: self._model_info(rest.removeprefix("models/")))
+        model, _, method = rest.rpartition(":")
+        if method not in ("generateContent", "streamGenerateContent"):
+            fault = Fault("status", status=404, message=f"Method {method!r} is not supported by this server.")
+            self._record(request, None, False, fault)
+            return self._error_response(fault)
+        body = await self._read_json(request)
+        if not isinstance(body, dict):
+            fault = Fault("status", status=400, message="Invalid JSON payload received.")
+            self._record(request, None, method == "streamGenerateContent", fault)
+            return self._error_response(fault)
+        gen_config = body.get("generationConfig")
+        call = _Call(
+            model=model.removeprefix("models/"),
+            stream=method == "streamGenerateContent",
+            input_tokens=_count_words(body.get("systemInstruction", {}), body.get("contents", [])),
+            max_tokens=_as_int(gen_config.get("maxOutputTokens")) if isinstance(gen_config, dict) else None,
+            body=body,
+        )
+        return await self._generate(request, call, system=body.get("systemInstruction"))
+
+    def _response(
+        self, call: _Call, text: str, finish: str | None, output_tokens: int, response_id: str
+    ) -> dict[str, Any]:
+        candidate: dict[str, Any] = {"content": {"parts": [{"text": text}], "role": "model"}, "index": 0}
+        if finish is not None:
+            candidate["finishReason"] = finish
+        return {
+            "candidates": [candidate],
+            "usageMetadata": {
+                "promptTokenCount": call.input_tokens,
+                "candidatesTokenCount": output_tokens,
+                "totalTokenCount": call.input_tokens + output_tokens,
+                "promptTokensDetails": [{"modality": "TEXT", "tokenCount": call.input_tokens}],
+            },
+            "modelVersion": call.model,
+            "responseId": response_id,
+        }
+
+    def _completion(self, call: _Call, chunks: list[str], truncated: bool) -> dict[str, Any]:
+        finish = "MAX_TOKENS" if truncated else "STOP"
+        return self._response(call, "".join(chunks), finish, len(chunks), uuid.uuid4().hex[:22])
+
+    def _stream_frames(self, call: _Call, chunks: list[str], truncated: bool) -> Iterable[Frame]:
+        # Every chunk is a full GenerateContentResponse; usage is cumulative, the last carries finishReason.
+        rid = uuid.uuid4().hex[:22]
+        finish = "MAX_TOKENS" if truncated else "STOP"
+        for i, text in enumerate(chunks):
+            last = i == len(chunks) - 1
+            obj = self._response(call, text, finish if last else None, i + 1, rid)
+            yield "text", b"data: " + _dumps(obj) + b"\r\n\r\n"
+        if not chunks:
+            yield "post", b"data: " + _dumps(self._response(call, "", finish, 0, rid)) + b"\r\n\r\n"
+
+    def _malformed_body(self) -> bytes:
+        return b'{"candidates": [{"content": {"parts": ['
+
+    def _malformed_frame(self) -> bytes:
+        return b'data: {"candidates": [{"content": {"parts": [{"text": \r\n\r\n'

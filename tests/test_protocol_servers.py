@@ -1,0 +1,672 @@
+"""The loopback protocol servers, exercised through the REAL official SDKs over HTTP.
+
+Nothing here mocks an SDK: if these pass, openai / anthropic / google-genai
+accept our wire format (paths, headers, JSON shapes, SSE framing) unchanged, and
+scripted faults surface as the exceptions a real outage would produce.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
+
+import anthropic
+import httpx
+import openai
+import pytest
+from google import genai
+from google.genai import errors as genai_errors
+from google.genai import types as genai_types
+
+from conductor_core.testing.protocol_servers import (
+    AnthropicServer,
+    Fault,
+    GeminiServer,
+    OpenAIServer,
+    ProtocolServer,
+)
+
+try:  # The current openai/anthropic/google-genai releases ship on httpx2 (an httpx fork).
+    import httpx2
+
+    _TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (httpx.TransportError, httpx2.TransportError)
+except ImportError:  # pragma: no cover
+    _TRANSPORT_ERRORS = (httpx.TransportError,)
+
+T = TypeVar("T")
+
+REPLY = "The quick brown fox jumps over the lazy dog."
+REPLY_WORDS = len(REPLY.split())  # 9
+PROMPT = "say something about foxes please"  # 5 words
+
+
+# ---------------------------------------------------------------------------- per-SDK adapters
+# Each adapter drives one official SDK; the fault tests below are parametrized over them.
+
+
+@dataclass
+class Result:
+    text: str
+    input_tokens: int
+    output_tokens: int
+    finish: str
+
+
+@dataclass
+class Adapter:
+    name: str
+    server_cls: type[ProtocolServer]
+    model: str
+    complete: Callable[..., Result]  # (server, *, key, timeout, max_tokens) -> Result
+    stream: Callable[..., Result]  # (server, deltas: list[str], *, key, timeout, max_tokens) -> Result
+    rate_limit_error: type[BaseException]
+    auth_error: type[BaseException]
+    unavailable_error: type[BaseException]
+    cut_stream_errors: tuple[type[BaseException], ...]
+    malformed_errors: tuple[type[BaseException], ...]
+    timeout_errors: tuple[type[BaseException], ...]
+    status_of: Callable[[BaseException], int]
+    headers_of: Callable[[BaseException], Any]
+
+
+# SDK clients cost 50-100 ms each to build (SSL contexts), so reuse them for the whole module.
+# The lock matters for the concurrency test: a duplicate client built by a racing thread would be
+# garbage-collected mid-request, and google-genai's Client closes its HTTP pool when collected.
+_CLIENTS: dict[tuple[str, ProtocolServer, str, float], Any] = {}
+_CLIENTS_LOCK = threading.Lock()
+
+
+def _cached(kind: str, srv: ProtocolServer, key: str, timeout: float, build: Callable[[], T]) -> T:
+    ck = (kind, srv, key, timeout)
+    with _CLIENTS_LOCK:
+        if ck not in _CLIENTS:
+            _CLIENTS[ck] = build()
+        return cast(T, _CLIENTS[ck])
+
+
+def _openai(srv: ProtocolServer, key: str, timeout: float) -> openai.OpenAI:
+    return _cached(
+        "openai",
+        srv,
+        key,
+        timeout,
+        lambda: openai.OpenAI(base_url=srv.url, api_key=key, max_retries=0, timeout=timeout),
+    )
+
+
+def oa_complete(
+    srv: ProtocolServer, *, key: str = "test", timeout: float = 5.0, max_tokens: int | None = None
+) -> Result:
+    extra: dict[str, Any] = {} if max_tokens is None else {"max_tokens": max_tokens}
+    r = _openai(srv, key, timeout).chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": PROMPT}], **extra
+    )
+    assert r.model == "gpt-4o-mini" and r.usage is not None
+    return Result(
+        r.choices[0].message.content or "",
+        r.usage.prompt_tokens,
+        r.usage.completion_tokens,
+        r.choices[0].finish_reason,
+    )
+
+
+def oa_stream(
+    srv: ProtocolServer,
+    deltas: list[str],
+    *,
+    key: str = "test",
+    timeout: float = 5.0,
+    max_tokens: int | None = None,
+) -> Result:
+    extra: dict[str, Any] = {} if max_tokens is None else {"max_tokens": max_tokens}
+    finish, usage = "", None
+    for chunk in _openai(srv, key, timeout).chat.completions.create(
+        model="gpt-4o-mini",
+        messages=[{"role": "user", "content": PROMPT}],
+        stream=True,
+        stream_options={"include_usage": True},
+        **extra,
+    ):
+        if chunk.usage is not None:
+            usage = chunk.usage
+        for choice in chunk.choices:
+            if choice.delta.content:
+                deltas.append(choice.delta.content)
+            finish = choice.finish_reason or finish
+    assert usage is not None
+    return Result("".join(deltas), usage.prompt_tokens, usage.completion_tokens, finish)
+
+
+def _anthropic(srv: ProtocolServer, key: str, timeout: float) -> anthropic.Anthropic:
+    return _cached(
+        "anthropic",
+        srv,
+        key,
+        timeout,
+        lambda: anthropic.Anthropic(base_url=srv.url, api_key=key, max_retries=0, timeout=timeout),
+    )
+
+
+def an_complete(
+    srv: ProtocolServer, *, key: str = "test", timeout: float = 5.0, max_tokens: int | None = None
+) -> Result:
+    m = _anthropic(srv, key, timeout).messages.create(
+        model="claude-haiku-4-5",
+        max_tokens=max_tokens or 256,
+        system="You are terse.",
+        messages=[{"role": "user", "content": PROMPT}],
+    )
+    assert m.model == "claude-haiku-4-5"
+    text = "".join(b.text for b in m.content if b.type == "text")
+    return Result(text, m.usage.input_tokens, m.usage.output_tokens, m.stop_reason or "")
+
+
+def an_stream(
+    srv: ProtocolServer,
+    deltas: list[str],
+    *,
+    key: str = "test",
+    timeout: float = 5.0,
+    max_tokens: int | None = None,
+) -> Result:
+    with _anthropic(srv, key, timeout).messages.stream(
+        model="claude-haiku-4-5",
+        max_tokens=max_tokens or 256,
+        system="You are terse.",
+        messages=[{"role": "user", "content": PROMPT}],
+    ) as stream:
+        for text in stream.text_stream:
+            deltas.append(text)
+        m = stream.get_final_message()
+    return Result("".join(deltas), m.usage.input_tokens, m.usage.output_tokens, m.stop_reason or "")
+
+
+def _gemini(srv: ProtocolServer, key: str, timeout: float) -> genai.Client:
+    return _cached(
+        "gemini",
+        srv,
+        key,
+        timeout,
+        lambda: genai.Client(
+            api_key=key, http_options=genai_types.HttpOptions(base_url=srv.url, timeout=int(timeout * 1000))
+        ),
+    )
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _drop_cached_clients() -> Iterator[None]:
+    yield
+    for client in _CLIENTS.values():
+        client.close()
+    _CLIENTS.clear()
+
+
+def _gemini_config(max_tokens: int | None) -> genai_types.GenerateContentConfig:
+    return genai_types.GenerateContentConfig(
+        system_instruction="You are terse.", max_output_tokens=max_tokens
+    )
+
+
+def ge_complete(
+    srv: ProtocolServer, *, key: str = "test", timeout: float = 5.0, max_tokens: int | None = None
+) -> Result:
+    r = _gemini(srv, key, timeout).models.generate_content(
+        model="gemini-2.5-flash", contents=PROMPT, config=_gemini_config(max_tokens)
+    )
+    assert r.model_version == "gemini-2.5-flash" and r.usage_metadata is not None and r.candidates
+    finish = r.candidates[0].finish_reason
+    return Result(
+        r.text or "",
+        r.usage_metadata.prompt_token_count or 0,
+        r.usage_metadata.candidates_token_count or 0,
+        finish.value if finish else "",
+    )
+
+
+def ge_stream(
+    srv: ProtocolServer,
+    deltas: list[str],
+    *,
+    key: str = "test",
+    timeout: float = 5.0,
+    max_tokens: int | None = None,
+) -> Result:
+    last = None
+    for chunk in _gemini(srv, key, timeout).models.generate_content_stream(
+        model="gemini-2.5-flash", contents=PROMPT, config=_gemini_config(max_tokens)
+    ):
+        if chunk.text:
+            deltas.append(chunk.text)
+        last = chunk
+    assert last is not None and last.usage_metadata is not None and last.candidates
+    finish = last.candidates[0].finish_reason
+    return Result(
+        "".join(deltas),
+        last.usage_metadata.prompt_token_count or 0,
+        last.usage_metadata.candidates_token_count or 0,
+        finish.value if finish else "",
+    )
+
+
+def _status_openai(e: BaseException) -> int:
+    assert isinstance(e, openai.APIStatusError)
+    return e.status_code
+
+
+def _status_anthropic(e: BaseException) -> int:
+    assert isinstance(e, anthropic.APIStatusError)
+    return e.status_code
+
+
+def _status_gemini(e: BaseException) -> int:
+    assert isinstance(e, genai_errors.APIError)
+    return e.code
+
+
+def _headers_sdk(e: BaseException) -> Any:
+    return e.response.headers  # type: ignore[attr-defined]
+
+
+ADAPTERS = [
+    Adapter(
+        name="openai",
+        server_cls=OpenAIServer,
+        model="gpt-4o-mini",
+        complete=oa_complete,
+        stream=oa_stream,
+        rate_limit_error=openai.RateLimitError,
+        auth_error=openai.AuthenticationError,
+        unavailable_error=openai.InternalServerError,
+        # openai wraps transport errors raised while iterating a stream.
+        cut_stream_errors=(openai.APIConnectionError,),
+        malformed_errors=(json.JSONDecodeError,),
+        timeout_errors=(openai.APITimeoutError,),
+        status_of=_status_openai,
+        headers_of=_headers_sdk,
+    ),
+    Adapter(
+        name="anthropic",
+        server_cls=AnthropicServer,
+        model="claude-haiku-4-5",
+        complete=an_complete,
+        stream=an_stream,
+        rate_limit_error=anthropic.RateLimitError,
+        auth_error=anthropic.AuthenticationError,
+        # 503 -> ServiceUnavailableError, a subclass of InternalServerError.
+        unavailable_error=anthropic.InternalServerError,
+        # anthropic does NOT wrap: the raw httpx2.RemoteProtocolError escapes from stream iteration.
+        cut_stream_errors=(anthropic.APIConnectionError, *_TRANSPORT_ERRORS),
+        malformed_errors=(json.JSONDecodeError,),
+        timeout_errors=(anthropic.APITimeoutError,),
+        status_of=_status_anthropic,
+        headers_of=_headers_sdk,
+    ),
+    Adapter(
+        name="gemini",
+        server_cls=GeminiServer,
+        model="gemini-2.5-flash",
+        complete=ge_complete,
+        stream=ge_stream,
+        rate_limit_error=genai_errors.ClientError,
+        auth_error=genai_errors.ClientError,
+        unavailable_error=genai_errors.ServerError,
+        cut_stream_errors=_TRANSPORT_ERRORS,  # google-genai lets httpx2.RemoteProtocolError through
+        malformed_errors=(json.JSONDecodeError, genai_errors.UnknownApiResponseError),
+        timeout_errors=_TRANSPORT_ERRORS,  # httpx2.ReadTimeout
+        status_of=_status_gemini,
+        headers_of=_headers_sdk,
+    ),
+]
+
+
+@pytest.fixture(params=ADAPTERS, ids=lambda a: a.name)
+def adapter(request: pytest.FixtureRequest) -> Adapter:
+    return cast(Adapter, request.param)
+
+
+@pytest.fixture(scope="module")
+def _shared_servers() -> Iterator[dict[str, ProtocolServer]]:
+    # One running server per protocol for the module (uvicorn takes ~0.2 s to shut down);
+    # each test gets it reset() to the constructor settings.
+    servers = {a.name: a.server_cls(reply=REPLY).start() for a in ADAPTERS}
+    yield servers
+    for srv in servers.values():
+        srv.stop()
+
+
+@contextlib.contextmanager
+def _reset(srv: ProtocolServer) -> Iterator[ProtocolServer]:
+    srv.reset()
+    try:
+        yield srv
+    finally:
+        srv.reset()
+
+
+@pytest.fixture
+def server(adapter: Adapter, _shared_servers: dict[str, ProtocolServer]) -> ProtocolServer:
+    srv = _shared_servers[adapter.name]
+    srv.reset()
+    return srv
+
+
+# ---------------------------------------------------------------------------- happy paths
+
+
+def test_non_stream_text_and_usage(adapter: Adapter, server: ProtocolServer) -> None:
+    r = adapter.complete(server)
+    assert r.text == REPLY
+    assert r.output_tokens == REPLY_WORDS
+    # Prompt words (plus the system prompt for Anthropic / Gemini).
+    assert r.input_tokens == (5 if adapter.name == "openai" else 5 + 3)
+    assert r.finish in ("stop", "end_turn", "STOP")
+    rec = server.requests[-1]
+    assert (
+        rec["stream"] is False
+        and rec["fault"] is None
+        and rec["json"]["contents" if adapter.name == "gemini" else "messages"]
+    )
+    assert all(k == k.lower() for k in rec["headers"])
+
+
+def test_stream_text_and_usage(adapter: Adapter, server: ProtocolServer) -> None:
+    deltas: list[str] = []
+    r = adapter.stream(server, deltas)
+    assert r.text == REPLY
+    assert len(deltas) == REPLY_WORDS  # word-ish chunks
+    assert r.output_tokens == REPLY_WORDS
+    assert r.input_tokens >= 5
+    assert r.finish in ("stop", "end_turn", "STOP")
+    assert server.requests[-1]["stream"] is True
+
+
+def test_max_tokens_truncates(adapter: Adapter, server: ProtocolServer) -> None:
+    r = adapter.complete(server, max_tokens=3)
+    assert r.text == "The quick brown "
+    assert r.output_tokens == 3
+    assert r.finish in ("length", "max_tokens", "MAX_TOKENS")
+    deltas: list[str] = []
+    r = adapter.stream(server, deltas, max_tokens=3)
+    assert deltas == ["The ", "quick ", "brown "]
+    assert r.finish in ("length", "max_tokens", "MAX_TOKENS")
+
+
+def test_request_log_details(_shared_servers: dict[str, ProtocolServer]) -> None:
+    with _reset(_shared_servers["openai"]) as srv:
+        oa_complete(srv, key="sk-abc")
+        rec = srv.requests[0]
+        assert rec["path"] == "/v1/chat/completions"
+        assert rec["headers"]["authorization"] == "Bearer sk-abc"
+        assert rec["json"]["model"] == "gpt-4o-mini" and rec["model"] == "gpt-4o-mini"
+        assert srv.request_count == 1
+    with _reset(_shared_servers["anthropic"]) as srv:
+        an_complete(srv)
+        rec = srv.requests[0]
+        assert rec["path"] == "/v1/messages"
+        # anthropic 2.x sends api_key as "Authorization: Bearer"; older releases used x-api-key.
+        assert (
+            rec["headers"].get("authorization") == "Bearer test" or rec["headers"].get("x-api-key") == "test"
+        )
+        assert "anthropic-version" in rec["headers"]
+        assert rec["system"] == "You are terse."
+    with _reset(_shared_servers["gemini"]) as srv:
+        ge_complete(srv)
+        rec = srv.requests[0]
+        # google-genai 3.x defaults to api_version "v1"; the server accepts any version segment.
+        assert rec["path"].endswith("/models/gemini-2.5-flash:generateContent")
+        assert rec["headers"]["x-goog-api-key"] == "test"
+        assert rec["json"]["systemInstruction"]["parts"][0]["text"] == "You are terse."
+
+
+def test_gemini_v1beta_and_sse_query() -> None:
+    with GeminiServer(reply="a b c") as srv:
+        client = genai.Client(
+            api_key="test", http_options=genai_types.HttpOptions(base_url=srv.url, api_version="v1beta")
+        )
+        assert client.models.generate_content(model="gemini-2.5-flash", contents="hi").text == "a b c"
+        text = "".join(
+            c.text or ""
+            for c in client.models.generate_content_stream(model="gemini-2.5-flash", contents="hi")
+        )
+        assert text == "a b c"
+        assert srv.requests[0]["path"] == "/v1beta/models/gemini-2.5-flash:generateContent"
+        assert srv.requests[1]["path"] == "/v1beta/models/gemini-2.5-flash:streamGenerateContent"
+        assert srv.requests[1]["query"] == {"alt": "sse"}
+
+
+def test_model_listing(_shared_servers: dict[str, ProtocolServer]) -> None:
+    with _reset(_shared_servers["openai"]) as srv:
+        srv.models = ["m1", "m2"]  # runtime-changeable
+        assert [m.id for m in _openai(srv, "test", 5).models.list()] == ["m1", "m2"]
+    with _reset(_shared_servers["anthropic"]) as srv:
+        srv.models = ["claude-a", "claude-b"]
+        page = _anthropic(srv, "test", 5).models.list()
+        assert [m.id for m in page.data] == ["claude-a", "claude-b"] and page.has_more is False
+    with _reset(_shared_servers["gemini"]) as srv:
+        srv.models = ["gemini-2.5-flash"]
+        models = list(_gemini(srv, "test", 5).models.list())
+        assert [m.name for m in models] == ["models/gemini-2.5-flash"]
+        assert models[0].supported_actions == ["generateContent", "countTokens"]
+        assert srv.requests[0]["path"].endswith("/models")
+
+
+def test_latency_and_chunk_delay() -> None:
+    with OpenAIServer(reply="one two three four", latency_s=0.15, chunk_delay_s=0.05) as srv:
+        client = _openai(srv, "test", 5)
+        t0 = time.perf_counter()
+        stream = client.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "x"}], stream=True
+        )
+        first_text_at = None
+        for chunk in stream:
+            if chunk.choices and chunk.choices[0].delta.content and first_text_at is None:
+                first_text_at = time.perf_counter() - t0
+        total = time.perf_counter() - t0
+        assert first_text_at is not None and first_text_at >= 0.15
+        assert total >= 0.15 + 3 * 0.05
+        srv.latency_s = 0.0  # runtime-changeable
+        t0 = time.perf_counter()
+        client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
+        assert time.perf_counter() - t0 < 0.15
+
+
+# ---------------------------------------------------------------------------- faults
+
+
+def test_rate_limit_with_retry_after(adapter: Adapter, server: ProtocolServer) -> None:
+    server.script(Fault("status", status=429, retry_after=7, message="slow down"))
+    with pytest.raises(adapter.rate_limit_error) as exc:
+        adapter.complete(server)
+    assert adapter.status_of(exc.value) == 429
+    assert adapter.headers_of(exc.value)["retry-after"] == "7"
+    body = json.loads(exc.value.response.text)  # type: ignore[attr-defined]
+    if adapter.name == "openai":
+        assert body["error"]["message"] == "slow down" and set(body["error"]) == {
+            "message",
+            "type",
+            "param",
+            "code",
+        }
+    elif adapter.name == "anthropic":
+        assert body["type"] == "error" and body["error"]["type"] == "rate_limit_error"
+    else:
+        assert body["error"] == {"code": 429, "message": "slow down", "status": "RESOURCE_EXHAUSTED"}
+    # The script is consumed: the next request is normal again.
+    assert adapter.complete(server).text == REPLY
+    assert [r["fault"] for r in server.requests] == ["status", None]
+
+
+def test_script_runs_in_order(adapter: Adapter, server: ProtocolServer) -> None:
+    server.script(Fault("status", status=500), Fault("status", status=429))
+    with pytest.raises(adapter.unavailable_error) as e1:
+        adapter.complete(server)
+    assert adapter.status_of(e1.value) == 500
+    with pytest.raises(adapter.rate_limit_error):
+        adapter.complete(server)
+    assert adapter.complete(server).text == REPLY
+
+
+def test_cut_stream_raises_after_first_delta(adapter: Adapter, server: ProtocolServer) -> None:
+    server.script(Fault("cut"))
+    deltas: list[str] = []
+    with pytest.raises(adapter.cut_stream_errors):
+        adapter.stream(server, deltas)
+    assert deltas == ["The "]  # at least one delta arrived before the connection dropped
+    assert server.requests[-1]["fault"] == "cut"
+
+
+def test_cut_before_first_raises_without_delta(adapter: Adapter, server: ProtocolServer) -> None:
+    server.script(Fault("cut_before_first"))
+    deltas: list[str] = []
+    with pytest.raises(adapter.cut_stream_errors):
+        adapter.stream(server, deltas)
+    assert deltas == []
+
+
+def test_cut_non_stream_raises(adapter: Adapter, server: ProtocolServer) -> None:
+    server.script(Fault("cut"))
+    with pytest.raises((openai.APIConnectionError, anthropic.APIConnectionError, *_TRANSPORT_ERRORS)):
+        adapter.complete(server)
+
+
+def test_malformed_raises(adapter: Adapter, server: ProtocolServer) -> None:
+    server.script(Fault("malformed"), Fault("malformed"))
+    with pytest.raises(adapter.malformed_errors):
+        adapter.complete(server)
+    with pytest.raises(adapter.malformed_errors):
+        adapter.stream(server, [])
+
+
+def test_require_key(adapter: Adapter) -> None:
+    with adapter.server_cls(reply=REPLY, require_key="sk-right") as srv:
+        with pytest.raises(adapter.auth_error) as exc:
+            adapter.complete(srv, key="sk-wrong")
+        assert adapter.status_of(exc.value) == 401
+        assert adapter.complete(srv, key="sk-right").text == REPLY
+
+
+def test_anthropic_accepts_x_api_key_header() -> None:
+    with AnthropicServer(reply="ok", require_key="k1") as srv:
+        body = {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+        ok = httpx.post(f"{srv.url}/v1/messages", headers={"x-api-key": "k1"}, json=body)
+        assert ok.status_code == 200 and ok.json()["content"][0]["text"] == "ok"
+        bad = httpx.post(f"{srv.url}/v1/messages", headers={"x-api-key": "k2"}, json=body)
+        assert bad.status_code == 401 and bad.json()["error"]["type"] == "authentication_error"
+
+
+def test_gemini_key_query_param() -> None:
+    with GeminiServer(reply="ok", require_key="k1") as srv:
+        url = f"{srv.url}/v1beta/models/gemini-2.5-flash:generateContent"
+        body = {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}
+        assert httpx.post(url, params={"key": "k1"}, json=body).status_code == 200
+        bad = httpx.post(url, params={"key": "nope"}, json=body)
+        assert bad.status_code == 401 and bad.json()["error"]["status"] == "UNAUTHENTICATED"
+
+
+def test_set_down(adapter: Adapter, server: ProtocolServer) -> None:
+    server.set_down(True)
+    with pytest.raises(adapter.unavailable_error) as exc:
+        adapter.complete(server)
+    assert adapter.status_of(exc.value) == 503
+    server.set_down(False)
+    assert adapter.complete(server).text == REPLY
+
+
+def test_hang_times_out_then_recovers(adapter: Adapter, server: ProtocolServer) -> None:
+    server.script(Fault("hang", hang_s=1.0))
+    t0 = time.perf_counter()
+    with pytest.raises(adapter.timeout_errors):
+        adapter.complete(server, timeout=0.25)
+    assert time.perf_counter() - t0 < 0.9
+    # A short hang with a patient client just delays a normal answer.
+    server.script(Fault("hang", hang_s=0.2))
+    t0 = time.perf_counter()
+    assert adapter.complete(server).text == REPLY
+    assert time.perf_counter() - t0 >= 0.2
+
+
+def test_stop_is_not_blocked_by_a_hanging_request() -> None:
+    srv = OpenAIServer().start()
+    srv.script(Fault("hang", hang_s=30))
+    with pytest.raises(openai.APITimeoutError):
+        oa_complete(srv, timeout=0.2)
+    t0 = time.perf_counter()
+    srv.stop()
+    assert time.perf_counter() - t0 < 2.0
+
+
+def test_faults_do_not_hit_model_listing() -> None:
+    with OpenAIServer() as srv:
+        srv.script(Fault("status", status=500))
+        client = _openai(srv, "test", 5)
+        assert [m.id for m in client.models.list()]  # listing does not consume the scripted fault
+        with pytest.raises(openai.InternalServerError):
+            client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
+        srv.set_down(True)  # ...but "down" applies to every endpoint
+        with pytest.raises(openai.InternalServerError):
+            client.models.list()
+
+
+def test_failure_rate_is_seeded() -> None:
+    n, rate, seed = 200, 0.3, 1
+    with OpenAIServer(failure_rate=rate, seed=seed) as srv, httpx.Client(base_url=srv.url) as http:
+        body = {"model": "m", "messages": [{"role": "user", "content": "x"}]}
+        statuses = [http.post("/chat/completions", json=body).status_code for _ in range(n)]
+        assert srv.request_count == n
+    failures = statuses.count(500)
+    assert set(statuses) == {200, 500}
+    assert 0.15 * n <= failures <= 0.45 * n
+    # Seeded: request i fails iff the i-th draw of random.Random(seed) is below the rate.
+    rng = random.Random(seed)
+    assert statuses == [500 if rng.random() < rate else 200 for _ in range(n)]
+
+
+def test_failure_rate_seen_by_sdk() -> None:
+    with AnthropicServer(failure_rate=1.0) as srv:
+        with pytest.raises(anthropic.InternalServerError):
+            an_complete(srv)
+        srv.failure_rate = 0.0  # runtime-changeable
+        assert an_complete(srv).text
+
+
+def test_reset_restores_constructor_settings() -> None:
+    with OpenAIServer(reply="a b", failure_rate=0.5, seed=3) as srv:
+        client = _openai(srv, "test", 5)
+        srv.reply, srv.failure_rate, srv.latency_s = "changed", 0.0, 0.01
+        srv.script(Fault("status"))
+        srv.set_down(True)
+        with pytest.raises(openai.InternalServerError):
+            client.models.list()
+        srv.reset()
+        assert (
+            srv.request_count == 0 and srv.reply == "a b" and srv.failure_rate == 0.5 and srv.latency_s == 0.0
+        )
+        srv.failure_rate = 0.0
+        assert oa_complete(srv).text == "a b"  # not down, script cleared
+
+
+def test_concurrent_streams(adapter: Adapter) -> None:
+    n = 50
+    with adapter.server_cls(reply="alpha beta gamma delta", chunk_delay_s=0.03) as srv:
+
+        def one(_: int) -> str:
+            return adapter.stream(srv, []).text
+
+        with ThreadPoolExecutor(max_workers=n) as pool:
+            texts = list(pool.map(one, range(n)))
+        assert texts == ["alpha beta gamma delta"] * n
+        assert srv.request_count == n
+        # Proof of concurrency that does not depend on machine speed: many streams were open at once.
+        # (Wall time is not asserted: the SDKs and the server share one GIL, so a loaded CI box skews it.)
+        assert srv.peak_in_flight >= 10, srv.peak_in_flight
+        deadline = time.monotonic() + 2.0  # the server may finish its last send just after the client
+        while srv.in_flight and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert srv.in_flight == 0

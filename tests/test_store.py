@@ -1,0 +1,613 @@
+r"""The request log, run against SQLite and PostgreSQL with the same tests.
+
+PostgreSQL is not started by these tests. Point ``CONDUCTOR_TEST_POSTGRES_URL`` at a
+database the tests may create schemas in. On Debian 12 as root (what .ci/run does; the
+role and database steps are idempotent, so a machine that already has them is fine)::
+
+    apt-get install -y postgresql
+    pg_ctlcluster 15 main start
+    pg_isready -h 127.0.0.1 -p 5432 -t 30
+    su postgres -c "psql -tAc \"SELECT 1 FROM pg_roles WHERE rolname='conductor'\"" | grep -q 1 \
+      || su postgres -c "psql -v ON_ERROR_STOP=1 -c \"CREATE ROLE conductor LOGIN PASSWORD 'conductor'\""
+    su postgres -c "psql -tAc \"SELECT 1 FROM pg_database WHERE datname='conductor_test'\"" | grep -q 1 \
+      || su postgres -c "createdb -O conductor conductor_test"
+    export CONDUCTOR_TEST_POSTGRES_URL=postgresql://conductor:conductor@127.0.0.1:5432/conductor_test
+
+A private throwaway cluster works too (any free port)::
+
+    mkdir -p /tmp/pg && chown postgres: /tmp/pg
+    su postgres -c "/usr/lib/postgresql/15/bin/initdb -D /tmp/pg/data -U postgres --auth=trust"
+    su postgres -c "/usr/lib/postgresql/15/bin/pg_ctl -D /tmp/pg/data -l /tmp/pg/log \
+      -o '-p 54329 -k /tmp/pg -c listen_addresses=127.0.0.1' -w start"
+    (then CREATE ROLE / createdb as above with psql -h 127.0.0.1 -p 54329)
+
+Without the variable the PostgreSQL cases are skipped, unless ``CONDUCTOR_REQUIRE_SERVICES=1``
+(CI), where a missing database fails them.
+
+Each PostgreSQL test gets its own schema (via ``search_path`` in the URL's ``options``),
+dropped afterwards, so tests are independent and can run in parallel.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from conductor_core.config import register_secret
+from conductor_core.models import AttemptRecord, ProviderUsage, Vote
+from conductor_core.store import AGGREGATE_COLUMNS, FRAME_COLUMNS, RequestLog, normalize_database_url
+
+POSTGRES_URL = os.environ.get("CONDUCTOR_TEST_POSTGRES_URL")
+REQUIRE_SERVICES = os.environ.get("CONDUCTOR_REQUIRE_SERVICES") == "1"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+T0 = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
+
+
+@dataclass
+class Backend:
+    name: str
+    url: str | None  # None: the default SQLite file under data_dir
+    data_dir: Path
+    opened: list[RequestLog] = field(default_factory=list)
+
+    def make(self, **kwargs: Any) -> RequestLog:
+        log = RequestLog(self.url, data_dir=self.data_dir, **kwargs)
+        self.opened.append(log)
+        return log
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        if self.url is None:
+            return f"sqlite:///{self.data_dir / 'conductor.db'}"
+        return normalize_database_url(self.url)
+
+    def raw_rows(self, table: str) -> list[tuple[Any, ...]]:
+        """Every row as the database holds it, read without RequestLog."""
+        engine = create_engine(self.sqlalchemy_url)
+        try:
+            with engine.connect() as conn:
+                return [tuple(row) for row in conn.execute(text(f"SELECT * FROM {table}"))]
+        finally:
+            engine.dispose()
+
+
+def _postgres_schema_url(schema: str) -> str:
+    assert POSTGRES_URL
+    url = make_url(normalize_database_url(POSTGRES_URL))
+    return url.update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(hide_password=False)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    if request.param == "sqlite":
+        found = Backend("sqlite", None, tmp_path / "data")
+        yield found
+        for log in found.opened:
+            log.close()
+        return
+
+    if not POSTGRES_URL:
+        message = "PostgreSQL tests need CONDUCTOR_TEST_POSTGRES_URL (see the top of tests/test_store.py)"
+        if REQUIRE_SERVICES:
+            pytest.fail(message + "; CONDUCTOR_REQUIRE_SERVICES=1 forbids skipping")
+        pytest.skip(message)
+    schema = f"test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(normalize_database_url(POSTGRES_URL))
+    try:
+        with admin.begin() as conn:  # a set but unreachable URL fails here: that is a real error
+            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+        found = Backend("postgresql", _postgres_schema_url(schema), tmp_path / "data")
+        yield found
+        for log in found.opened:
+            log.close()
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    finally:
+        admin.dispose()
+
+
+def make_record(**overrides: Any) -> AttemptRecord:
+    values: dict[str, Any] = {
+        "request_id": "req_test",
+        "provider": "gemini",
+        "model": "gemini-2.5-flash",
+        "status": "ok",
+        "created_at": T0,
+        "latency_ms": 120.5,
+        "input_tokens": 10,
+        "output_tokens": 20,
+        "cost_usd": 0.001,
+    }
+    values.update(overrides)
+    return AttemptRecord(**values)
+
+
+def full_record() -> AttemptRecord:
+    """Every field set to something other than its default."""
+    return AttemptRecord(
+        id="att_everyfield",
+        created_at=datetime(2025, 3, 1, 13, 14, 15, 123456, tzinfo=timezone(timedelta(hours=2))),
+        request_id="req_everyfield",
+        provider="anthropic",
+        model="claude-sonnet-4",
+        route="compare",
+        group_id="grp_1",
+        source="gateway",
+        streamed=True,
+        status="incomplete",
+        error_type="stream_interrupted",
+        error_message="the stream broke after 12 tokens",
+        input_tokens=123,
+        output_tokens=45,
+        latency_ms=987.654321,
+        ttft_ms=54.321,
+        cost_usd=0.000123456,
+        prompt="user: Write a haiku about latency — ünïcödé 🚀",
+        answer="Packets wait; the answer blooms",
+    )
+
+
+# --- round trip ---------------------------------------------------------------------------
+
+
+def test_round_trip_of_every_field(backend: Backend) -> None:
+    log = backend.make()
+    record = full_record()
+    assert set(record.model_fields_set) == set(AttemptRecord.model_fields)  # the test covers every field
+    sparse = AttemptRecord(request_id="req_sparse", provider="local", status="error", created_at=T0)
+    assert log.write(record) is True
+    assert log.write(sparse) is True
+    found = {r.id: r for r in log.records()}
+    assert found[record.id] == record
+    assert found[record.id].created_at.tzinfo is not None
+    assert found[record.id].created_at.utcoffset() == timedelta(0)  # read back as UTC
+    assert found[sparse.id] == sparse
+    assert log.write_errors == 0 and log.last_write_error is None
+
+
+def test_default_sqlite_file_is_created_under_data_dir(tmp_path: Path) -> None:
+    data_dir = tmp_path / "nested" / "dir"
+    log = RequestLog(data_dir=data_dir)
+    assert not data_dir.exists()  # nothing touches the disk before first use
+    assert log.write(make_record())
+    assert (data_dir / "conductor.db").is_file()
+    engine = create_engine(f"sqlite:///{data_dir / 'conductor.db'}")
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    engine.dispose()
+    log.close()
+
+
+def test_postgres_urls_are_rewritten_to_psycopg3() -> None:
+    assert normalize_database_url("postgresql://u:p@h/db") == "postgresql+psycopg://u:p@h/db"
+    assert normalize_database_url("postgres://u:p@h/db") == "postgresql+psycopg://u:p@h/db"
+    assert normalize_database_url("postgresql+psycopg://u:p@h/db") == "postgresql+psycopg://u:p@h/db"
+    assert normalize_database_url("sqlite:///x.db") == "sqlite:///x.db"
+    log = RequestLog("postgres://user:hunter2secret@localhost/db")
+    assert log.dialect == "postgresql" and "hunter2secret" not in repr(log)
+    log.close()
+
+
+def test_from_settings(tmp_path: Path) -> None:
+    from conductor_core.config import load_settings
+
+    settings = load_settings(_env_file=None, data_dir=tmp_path, log_prompts=False, database_url=None)
+    log = RequestLog.from_settings(settings)
+    assert log.log_prompts is False
+    assert log.write(make_record(prompt="secret plan"))
+    assert log.records()[0].prompt is None
+    assert (tmp_path / "conductor.db").is_file()
+    log.close()
+
+
+# --- secrets and privacy --------------------------------------------------------------------
+
+
+def test_canary_key_never_reaches_the_database_or_exports(backend: Backend) -> None:
+    canary = f"sk-canary-{uuid.uuid4().hex}"
+    plain_canary = f"zz{uuid.uuid4().hex}"  # a registered key with no well-known shape
+    register_secret(canary)
+    register_secret(plain_canary)
+    log = backend.make()
+    record = make_record(
+        status="error",
+        error_type="authentication",
+        error_message=f"invalid key {canary} / {plain_canary}",
+        prompt=f"my key is {canary} and {plain_canary}",
+        answer=f"echo {canary}",
+    )
+    assert log.write(record)
+    stored = log.records()[0]
+    for text_value in (stored.error_message, stored.prompt, stored.answer):
+        assert text_value and "[REDACTED]" in text_value
+    raw = repr(backend.raw_rows("attempts"))
+    assert canary not in raw and plain_canary not in raw
+    for fmt in ("csv", "json"):
+        exported = log.export(fmt).decode()
+        assert canary not in exported and plain_canary not in exported
+    if backend.name == "sqlite":
+        log.close()  # checkpoint the WAL, then look at the bytes on disk
+        for path in backend.data_dir.iterdir():
+            data = path.read_bytes()
+            assert canary.encode() not in data and plain_canary.encode() not in data
+
+
+def test_log_prompts_false_drops_prompt_and_answer(backend: Backend) -> None:
+    log = backend.make(log_prompts=False)
+    assert log.write(make_record(prompt="the prompt text", answer="the answer text", error_message="kept"))
+    stored = log.records()[0]
+    assert stored.prompt is None and stored.answer is None
+    assert stored.error_message == "kept"
+    raw = repr(backend.raw_rows("attempts"))
+    assert "the prompt text" not in raw and "the answer text" not in raw
+
+
+# --- reading ----------------------------------------------------------------------------------
+
+
+def _populate(log: RequestLog) -> list[AttemptRecord]:
+    records = []
+    for i in range(30):
+        records.append(
+            make_record(
+                provider=("gemini", "openai", "local")[i % 3],
+                status=("ok", "ok", "error", "incomplete", "ok")[i % 5],
+                created_at=T0 + timedelta(seconds=20 * i),
+                latency_ms=float(100 + i),
+                cost_usd=None if i % 7 == 0 else 0.01 * i,
+                output_tokens=i,
+                input_tokens=2 * i,
+            )
+        )
+    # Written out of time order: reads must order by time, not by insertion.
+    for record in reversed(records):
+        assert log.write(record)
+    return records
+
+
+def test_filters_and_order(backend: Backend) -> None:
+    log = backend.make()
+    records = _populate(log)
+    every = log.records()
+    assert [r.id for r in every] == [r.id for r in sorted(records, key=lambda r: r.created_at, reverse=True)]
+    assert log.count() == 30
+
+    since, until = T0 + timedelta(seconds=100), T0 + timedelta(seconds=300)  # since inclusive, until exclusive
+    window = log.records(since=since, until=until)
+    assert {r.id for r in window} == {r.id for r in records if since <= r.created_at < until}
+    assert len(window) == 10 and log.count(since=since, until=until) == 10
+
+    assert all(r.provider == "openai" for r in log.records(provider="openai"))
+    assert log.count(provider="openai") == 10
+    assert log.count(status="incomplete") == 6
+    assert log.count(provider="gemini", status="ok") == sum(
+        1 for r in records if r.provider == "gemini" and r.status == "ok"
+    )
+    newest = log.records(limit=3)
+    assert [r.created_at for r in newest] == [T0 + timedelta(seconds=20 * i) for i in (29, 28, 27)]
+    assert log.count(limit=3) == 3
+    # A naive datetime means UTC.
+    assert log.count(since=since.replace(tzinfo=None)) == log.count(since=since)
+
+
+def test_frame_columns_dtypes_and_order(backend: Backend) -> None:
+    log = backend.make()
+    records = _populate(log)
+    frame = log.frame()
+    assert list(frame.columns) == list(FRAME_COLUMNS)
+    assert len(frame) == 30
+    assert isinstance(frame["created_at"].dtype, pd.DatetimeTZDtype) and str(frame["created_at"].dt.tz) == "UTC"
+    assert frame["created_at"].is_monotonic_increasing  # oldest first
+    assert frame["created_at"].iloc[0] == pd.Timestamp(T0)
+    assert frame["latency_ms"].dtype == "float64" and frame["output_tokens"].dtype == "int64"
+    assert isinstance(frame["provider"].dtype, pd.CategoricalDtype)
+    assert sorted(frame["provider"].unique()) == ["gemini", "local", "openai"]
+    assert frame["error_type"].isna().all()  # None in a label column is NaN
+    assert frame.groupby("status", observed=True).size().to_dict() == {"error": 6, "incomplete": 6, "ok": 18}
+    expected_latency = [r.latency_ms for r in sorted(records, key=lambda r: r.created_at)]
+    assert frame["latency_ms"].tolist() == expected_latency
+    assert frame["cost_usd"].isna().sum() == sum(1 for r in records if r.cost_usd is None)
+    assert "prompt" not in frame.columns  # free text stays out of dashboards by default
+
+    window = log.frame(since=T0 + timedelta(seconds=100), until=T0 + timedelta(seconds=300), columns=["provider", "status"])
+    assert list(window.columns) == ["provider", "status"] and len(window) == 10
+    assert len(log.frame(since=T0 + timedelta(days=1))) == 0
+    with pytest.raises(ValueError):
+        log.frame(columns=["no_such_column"])
+
+
+def test_frame_any_field(backend: Backend) -> None:
+    log = backend.make()
+    record = full_record()
+    assert log.write(record)
+    frame = log.frame(columns=["id", "streamed", "prompt", "created_at"])
+    assert frame.to_dict("records")[0] == {
+        "id": record.id,
+        "streamed": True,
+        "prompt": record.prompt,
+        "created_at": pd.Timestamp(record.created_at),
+    }
+
+
+def test_write_many(backend: Backend) -> None:
+    canary = f"sk-canary-{uuid.uuid4().hex}"
+    register_secret(canary)
+    log = backend.make(log_prompts=False)
+    records = [make_record(error_message=f"bad {canary}", prompt="p", created_at=T0 + timedelta(seconds=i)) for i in range(500)]
+    assert log.write_many(records) == 500
+    assert log.write_many([]) == 0
+    assert log.count() == 500
+    stored = log.records(limit=1)[0]
+    assert stored.prompt is None and canary not in (stored.error_message or "")
+    # All or nothing: one duplicate id rejects the batch, counted once, nothing raised.
+    assert log.write_many([make_record(), records[0]]) == 0
+    assert log.count() == 500 and log.write_errors == 1
+
+
+def test_empty_log_reads(backend: Backend) -> None:
+    log = backend.make()
+    assert log.records() == [] and log.count() == 0
+    assert list(log.frame().columns) == list(FRAME_COLUMNS) and len(log.frame()) == 0
+    assert len(log.aggregate(bucket_s=60)) == 0
+    assert log.provider_totals() == {} and log.votes() == []
+    assert json.loads(log.export("json")) == []
+    assert log.export("csv").decode().strip().split(",")[0] == "id"
+
+
+def test_export_csv_and_json_parse_back(backend: Backend) -> None:
+    log = backend.make()
+    records = _populate(log)
+    log.write(full_record())
+    by_id = {r.id: r for r in [*records, full_record()]}
+
+    as_json = json.loads(log.export("json"))
+    assert len(as_json) == 31
+    for item in as_json:
+        assert item["created_at"].endswith("+00:00")  # ISO 8601, UTC
+        assert AttemptRecord.model_validate(item) == by_id[item["id"]]
+
+    rows = list(csv.DictReader(io.StringIO(log.export("csv").decode("utf-8"))))
+    assert len(rows) == 31
+    assert list(rows[0]) == list(AttemptRecord.model_fields)
+    for row in rows:
+        original = by_id[row["id"]]
+        assert datetime.fromisoformat(row["created_at"]) == original.created_at
+        assert row["provider"] == original.provider and row["status"] == original.status
+        assert int(row["output_tokens"]) == original.output_tokens
+        assert (float(row["cost_usd"]) if row["cost_usd"] else None) == original.cost_usd
+    assert next(r for r in rows if r["id"] == "att_everyfield")["prompt"] == full_record().prompt
+
+    only_openai = json.loads(log.export("json", provider="openai", limit=4))
+    assert len(only_openai) == 4 and {item["provider"] for item in only_openai} == {"openai"}
+    with pytest.raises(ValueError):
+        log.export("xml")  # type: ignore[arg-type]
+
+
+def test_aggregate_is_bounded_and_matches_counts(backend: Backend) -> None:
+    log = backend.make()
+    records = _populate(log)  # 30 records, 20 s apart: 10 minutes
+    agg = log.aggregate(bucket_s=60)
+    assert list(agg.columns) == list(AGGREGATE_COLUMNS)
+    assert len(agg) <= 3 * 10  # providers x buckets, whatever the number of rows
+    assert agg["requests"].sum() == 30
+    assert agg["ok"].sum() + agg["errors"].sum() + agg["incomplete"].sum() == 30
+    assert agg["bucket"].is_monotonic_increasing and str(agg["bucket"].dt.tz) == "UTC"
+    assert (agg["bucket"].dt.second == 0).all()
+
+    # Compare every cell with the same numbers computed in Python.
+    expected: dict[tuple[str, datetime], dict[str, Any]] = {}
+    for r in records:
+        start = datetime.fromtimestamp(int(r.created_at.timestamp()) // 60 * 60, tz=timezone.utc)
+        cell = expected.setdefault(
+            (r.provider, start),
+            {"requests": 0, "ok": 0, "errors": 0, "incomplete": 0, "lat": [], "cost": 0.0, "out": 0},
+        )
+        cell["requests"] += 1
+        cell[{"ok": "ok", "error": "errors", "incomplete": "incomplete"}[r.status]] += 1
+        if r.status == "ok":
+            cell["lat"].append(r.latency_ms)
+        cell["cost"] += r.cost_usd or 0.0
+        cell["out"] += r.output_tokens
+    assert len(agg) == len(expected)
+    for row in agg.itertuples():
+        cell = expected[(row.provider, row.bucket.to_pydatetime())]
+        assert (row.requests, row.ok, row.errors, row.incomplete) == (
+            cell["requests"], cell["ok"], cell["errors"], cell["incomplete"]
+        )
+        if cell["lat"]:
+            assert row.mean_latency_ms == pytest.approx(sum(cell["lat"]) / len(cell["lat"]))
+        else:
+            assert pd.isna(row.mean_latency_ms)
+        assert row.cost_usd == pytest.approx(cell["cost"])
+        assert row.output_tokens == cell["out"]
+
+    hourly = log.aggregate(bucket_s=3600)
+    assert len(hourly) == 3 and hourly["requests"].tolist() == [10, 10, 10]
+    ranged = log.aggregate(since=T0 + timedelta(seconds=120), until=T0 + timedelta(seconds=240), bucket_s=60)
+    assert ranged["requests"].sum() == 6
+    with pytest.raises(ValueError):
+        log.aggregate(bucket_s=0)
+
+
+def test_provider_totals_match(backend: Backend) -> None:
+    log = backend.make()
+    records = _populate(log)
+    totals = log.provider_totals()
+    assert set(totals) == {"gemini", "openai", "local"}
+    for provider, usage in totals.items():
+        mine = [r for r in records if r.provider == provider]
+        assert usage.total_requests == len(mine)
+        assert usage.successful_requests == sum(r.status == "ok" for r in mine)
+        assert usage.failed_requests == sum(r.status in ("error", "incomplete") for r in mine)
+        assert usage.input_tokens == sum(r.input_tokens for r in mine)
+        assert usage.output_tokens == sum(r.output_tokens for r in mine)
+        assert usage.cost_usd == pytest.approx(sum(r.cost_usd or 0.0 for r in mine))
+        assert isinstance(usage, ProviderUsage)
+
+
+def test_recent_for_metrics(backend: Backend) -> None:
+    log = backend.make()
+    records = _populate(log)
+    log.write(make_record(provider="anthropic", created_at=T0 - timedelta(hours=1)))  # before `since`
+    recent = log.recent_for_metrics(4, since=T0)
+    assert [r.created_at for r in recent] == sorted(r.created_at for r in recent)  # oldest first
+    for provider in ("gemini", "openai", "local"):
+        mine = [r.id for r in recent if r.provider == provider]
+        newest = [r.id for r in sorted((r for r in records if r.provider == provider), key=lambda r: r.created_at)][-4:]
+        assert mine == newest
+    assert all(r.provider != "anthropic" for r in recent)
+    assert all(r.prompt is None and r.answer is None for r in recent)
+
+
+# --- votes ------------------------------------------------------------------------------------
+
+
+def test_votes_round_trip(backend: Backend) -> None:
+    log = backend.make()
+    first = Vote(group_id="grp_a", targets=["gemini", "openai/gpt-4o-mini"], winner="gemini", created_at=T0)
+    second = Vote(group_id="grp_b", targets=["local", "anthropic", "openai"], winner="tie", created_at=T0 + timedelta(minutes=5))
+    assert log.write_vote(second) and log.write_vote(first)
+    assert log.votes() == [first, second]  # oldest first
+    assert log.votes(since=T0 + timedelta(minutes=1)) == [second]
+    assert log.write_vote(first) is False  # duplicate id: counted, not raised
+    assert log.write_errors == 1
+
+
+# --- concurrency and failure ------------------------------------------------------------------
+
+
+def test_concurrent_writers_from_20_threads(backend: Backend) -> None:
+    log = backend.make()
+    threads_n, per_thread = 20, 50
+    barrier = threading.Barrier(threads_n)
+    results: list[bool] = []
+    errors: list[BaseException] = []
+    results_lock = threading.Lock()
+
+    def worker(index: int) -> None:
+        try:
+            barrier.wait()
+            for i in range(per_thread):
+                ok = log.write(make_record(request_id=f"req_{index}_{i}", provider=f"p{index % 4}"))
+                with results_lock:
+                    results.append(ok)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(threads_n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    assert results.count(True) == threads_n * per_thread, log.last_write_error
+    assert log.write_errors == 0
+    assert log.count() == 1000
+
+
+def test_two_instances_share_one_database(backend: Backend) -> None:
+    first, second = backend.make(), backend.make()
+    assert first.write(make_record(provider="gemini"))
+    assert second.write(make_record(provider="openai"))
+    assert second.write_vote(Vote(group_id="g", targets=["a", "b"], winner="a"))
+    for log in (first, second):
+        assert {r.provider for r in log.records()} == {"gemini", "openai"}
+        assert len(log.votes()) == 1
+        assert set(log.provider_totals()) == {"gemini", "openai"}
+
+
+def test_processes_starting_at_once_share_one_database(backend: Backend) -> None:
+    """Several processes create the tables at the same moment: none fails."""
+    script = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from conductor_core.store import RequestLog\n"
+        "from conductor_core.models import AttemptRecord\n"
+        "url = sys.argv[1] or None\n"
+        "log = RequestLog(url, data_dir=Path(sys.argv[2]))\n"
+        "ok = all(log.write(AttemptRecord(request_id='r', provider='p', status='ok')) for _ in range(5))\n"
+        "print(log.last_write_error)\n"
+        "sys.exit(0 if ok else 1)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, backend.url or "", str(backend.data_dir)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    outputs = [proc.communicate(timeout=120)[0] for proc in procs]
+    assert [proc.returncode for proc in procs] == [0] * 4, outputs
+    assert backend.make().count() == 20
+
+
+def test_failing_write_returns_false_and_does_not_raise(
+    backend: Backend, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    broken: list[RequestLog] = []
+    if backend.name == "sqlite":
+        not_a_dir = tmp_path / "file"
+        not_a_dir.write_text("a file where the data directory should be")
+        broken.append(RequestLog(data_dir=not_a_dir))  # mkdir fails (even as root)
+        (tmp_path / "db_dir" / "conductor.db").mkdir(parents=True)
+        broken.append(RequestLog(data_dir=tmp_path / "db_dir"))  # SQLite cannot open a directory
+    else:
+        assert POSTGRES_URL
+        closed_port = make_url(normalize_database_url(POSTGRES_URL)).set(
+            host="127.0.0.1", port=1, password="pw-that-must-not-leak"
+        )
+        broken.append(RequestLog(closed_port.render_as_string(hide_password=False)))
+    for log in broken:
+        with caplog.at_level(logging.WARNING, logger="conductor.store"):
+            assert log.write(make_record()) is False
+            assert log.write(make_record()) is False
+            assert log.write_vote(Vote(group_id="g", targets=["a", "b"], winner="a")) is False
+        assert log.write_errors == 3
+        assert log.last_write_error
+        assert "pw-that-must-not-leak" not in log.last_write_error
+        log.close()
+    warnings = [r for r in caplog.records if r.name == "conductor.store" and r.levelno == logging.WARNING]
+    assert len(warnings) == 3 * len(broken)
+    assert all("pw-that-must-not-leak" not in r.getMessage() for r in warnings)
+
+
+def test_write_error_messages_are_redacted(backend: Backend) -> None:
+    canary = f"sk-canary-{uuid.uuid4().hex}"
+    register_secret(canary)
+    log = backend.make()
+    # A duplicate primary key makes the database reject the row; the message it reports
+    # must not carry anything the row contained.
+    record = make_record(id=f"att_{canary}", prompt=canary)
+    assert log.write(record)
+    assert log.write(record) is False
+    assert log.last_write_error and canary not in log.last_write_error
+
+
+def test_write_after_close_returns_false(backend: Backend) -> None:
+    log = backend.make()
+    assert log.write(make_record())
+    log.close()
+    assert log.write(make_record()) is False
+    assert log.write_errors == 1 and "closed" in (log.last_write_error or "")
