@@ -71,7 +71,8 @@ class EndpointConfig(BaseModel):
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="CONDUCTOR_", env_file=".env", extra="ignore", populate_by_name=True
+        # env_ignore_empty: `OPENAI_API_KEY=` (empty) must mean "not configured", not an empty key.
+        env_prefix="CONDUCTOR_", env_file=".env", extra="ignore", populate_by_name=True, env_ignore_empty=True
     )
 
     # Cloud providers: the SDKs' own variable names.

@@ -407,7 +407,8 @@ class Conductor:
         providers = {**self.registry.providers, **(overrides or {})}
         if not providers:
             raise NoProviderAvailableError(
-                "no provider is configured: " + "; ".join(f"{n}: {h}" for n, h in self.registry.unavailable.items())
+                "no provider is configured: " + "; ".join(f"{n}: {h}" for n, h in self.registry.unavailable.items()),
+                retryable=False,
             )
         usable = [p for p in providers.values() if p.is_healthy and self.breaker(p.name).would_allow()]
         if not usable:

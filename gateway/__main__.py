@@ -1,0 +1,42 @@
+"""``python -m gateway``: serve the gateway with uvicorn on CONDUCTOR_GATEWAY_HOST and
+CONDUCTOR_GATEWAY_PORT (default 127.0.0.1:8000)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import uvicorn
+from uvicorn.config import LOGGING_CONFIG
+
+from .settings import GatewaySettings
+
+
+def log_config(level: str) -> dict[str, Any]:
+    """uvicorn's logging, plus the gateway's and the core's loggers on the same handlers, with
+    every line passed through `redact()` at the handler (so no logger can bypass it)."""
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config.setdefault("filters", {})["redact"] = {"()": "gateway.middleware.RedactingFilter"}
+    for handler in config["handlers"].values():
+        handler.setdefault("filters", []).append("redact")
+    for name in ("gateway", "conductor"):
+        config["loggers"][name] = {"handlers": ["default"], "level": level.upper(), "propagate": False}
+    return config
+
+
+def main() -> None:
+    settings = GatewaySettings()
+    uvicorn.run(
+        "gateway.main:app",
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        log_config=log_config(settings.log_level),
+        # Long streams and many clients: keep-alive a little longer than proxies' defaults.
+        timeout_keep_alive=30,
+        backlog=4096,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,337 @@
+"""One place that turns every failure into the gateway's error body (`GatewayError`) and
+an HTTP status an OpenAI client understands:
+
+    400 validation / rejected request    -> openai.BadRequestError
+    401 missing or wrong gateway key     -> openai.AuthenticationError
+    404 unknown model or provider        -> openai.NotFoundError
+    413 body too large
+    429 provider rate limit              -> openai.RateLimitError   (Retry-After when known)
+    502 provider rejected our key, broke -> openai.InternalServerError
+    503 provider down, nothing available -> openai.InternalServerError (Retry-After when known)
+    504 provider timed out               -> openai.InternalServerError
+
+`x-should-retry` tells OpenAI's SDKs whether their own retry may help; every message
+goes through `redact()` so no key leaves in a body, a header or a log line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from conductor_core.config import redact
+from conductor_core.errors import (
+    AuthenticationError,
+    BadRequestError,
+    NoProviderAvailableError,
+    NotConfiguredError,
+    ProviderError,
+    ProviderTimeoutError,
+    ProviderUnavailableError,
+    RateLimitError,
+    StreamInterruptedError,
+)
+from conductor_core.models import new_id
+
+from .schemas import GatewayError, OpenAIErrorBody, bounds
+
+__all__ = [
+    "ApiError",
+    "ERROR_RESPONSES",
+    "error_body",
+    "error_response",
+    "install_error_handlers",
+    "provider_error",
+    "validation_error",
+]
+
+log = logging.getLogger("gateway")
+
+_OPENAI_TYPES = {
+    400: "invalid_request_error",
+    401: "invalid_request_error",
+    404: "invalid_request_error",
+    405: "invalid_request_error",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
+}
+
+
+class ApiError(Exception):
+    """An error the gateway itself raises (as opposed to a provider's)."""
+
+    def __init__(
+        self,
+        status: int,
+        type: str,
+        message: str,
+        *,
+        param: str | None = None,
+        provider: str | None = None,
+        retryable: bool = False,
+        retry_after: float | None = None,
+        details: Any = None,
+        request_id: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.status = status
+        self.type = type
+        self.message = redact(message)
+        self.param = param
+        self.provider = provider
+        self.retryable = retryable
+        self.retry_after = retry_after
+        self.details = details
+        self.request_id = request_id
+        self.headers = headers or {}
+        super().__init__(self.message)
+
+
+def error_body(error: ApiError) -> dict[str, Any]:
+    body = GatewayError(
+        error=OpenAIErrorBody(
+            message=error.message,
+            type=_OPENAI_TYPES.get(error.status, "server_error" if error.status >= 500 else "invalid_request_error"),
+            param=error.param,
+            code=error.type,
+        ),
+        type=error.type,
+        message=error.message,
+        provider=error.provider,
+        status_code=error.status,
+        retryable=error.retryable,
+        retry_after=error.retry_after,
+        request_id=error.request_id or new_id(),
+        details=error.details,
+    )
+    return body.model_dump(mode="json")
+
+
+def error_headers(error: ApiError, request_id: str) -> dict[str, str]:
+    headers = {"x-request-id": request_id, "x-should-retry": "true" if error.retryable else "false", **error.headers}
+    if error.retry_after is not None and error.status in (429, 503):
+        headers["retry-after"] = str(max(0, math.ceil(error.retry_after)))
+    return headers
+
+
+def error_response(error: ApiError) -> JSONResponse:
+    body = error_body(error)
+    return JSONResponse(body, status_code=error.status, headers=error_headers(error, body["request_id"]))
+
+
+# --- provider errors ------------------------------------------------------------------------
+
+
+def _status_for(error: ProviderError) -> int:
+    if isinstance(error, RateLimitError):
+        return 429
+    if isinstance(error, ProviderTimeoutError):
+        return 504
+    if isinstance(error, (ProviderUnavailableError, NoProviderAvailableError)):
+        return 503
+    if isinstance(error, NotConfiguredError):
+        return 404
+    if isinstance(error, BadRequestError):
+        return 404 if error.status_code == 404 else 400
+    if isinstance(error, (AuthenticationError, StreamInterruptedError)):
+        # The provider refused *our* key, or broke: the caller's request is fine.
+        return 502
+    if error.status_code in (400, 404):
+        return error.status_code
+    return 502
+
+
+def provider_error(error: ProviderError, *, hint: str | None = None) -> ApiError:
+    """A `ProviderError` from the core as the gateway's error: the provider, whether a retry
+    may help, when, and (for AUTO) every attempt that was made."""
+    status = _status_for(error)
+    attempts = getattr(error, "attempts", None) or []
+    details: dict[str, Any] = {}
+    if error.status_code is not None and error.status_code != status:
+        details["upstream_status_code"] = error.status_code
+    if attempts:
+        details["attempts"] = [a.model_dump(mode="json") for a in attempts]
+    message = error.message
+    if hint and status == 404:
+        message = f"{message}. {hint}"
+    return ApiError(
+        status,
+        error.type,
+        message,
+        param="model" if status == 404 else None,
+        provider=error.provider,
+        retryable=bool(error.retryable),
+        retry_after=error.retry_after,
+        details=details or None,
+        request_id=getattr(error, "request_id", None),
+    )
+
+
+# --- validation errors ------------------------------------------------------------------------
+
+_UNSUPPORTED = {
+    "tools": "tools are not supported by Conductor's gateway: send the request without tools",
+    "n": None,  # filled in by the range rule ("n must be 1, got 2")
+}
+
+
+def _field(loc: tuple[Any, ...]) -> str:
+    parts = list(loc[1:] if loc and loc[0] in ("body", "query", "path", "header") else loc)
+    out = ""
+    for part in parts:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, (bool, int, float)) or value is None:
+        return json.dumps(value)
+    if isinstance(value, str):
+        return repr(value if len(value) <= 40 else value[:40] + "...")
+    return {dict: "an object", list: "an array"}.get(type(value), type(value).__name__)
+
+
+def _range(name: str) -> tuple[Any, Any] | None:
+    leaf = name.rsplit(".", 1)[-1]
+    if leaf in ("max_completion_tokens",):
+        leaf = "max_tokens"
+    try:
+        low, high = bounds(leaf)
+    except KeyError:
+        low = high = None
+    if leaf == "n":
+        low, high = 1, 1
+    return (low, high) if low is not None and high is not None else None
+
+
+def _sentence(err: dict[str, Any]) -> str:
+    name = _field(tuple(err.get("loc", ())))
+    kind = err.get("type", "")
+    ctx = err.get("ctx") or {}
+    given = err.get("input")
+    what = name or "request body"
+    if kind == "missing":
+        return f"{what} is required" if name else "a JSON request body is required"
+    if kind == "json_invalid":
+        return f"request body is not valid JSON ({ctx.get('error', 'parse error')})"
+    if kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
+        span = _range(name)
+        if span and span[0] == span[1]:
+            return f"{what} must be {span[0]!r}, got {_show(given)}"
+        if span:
+            return f"{what} must be between {span[0]!r} and {span[1]!r}, got {_show(given)}"
+    if kind == "too_short":
+        if name == "messages":
+            return "messages must contain at least one message"
+        return f"{what} must have at least {ctx.get('min_length', 1)} item(s)"
+    if kind == "too_long" and name in _UNSUPPORTED and _UNSUPPORTED[name]:
+        return _UNSUPPORTED[name]
+    if kind == "string_too_short":
+        return f"{what} must not be empty"
+    if kind in ("literal_error", "enum"):
+        return f"{what} must be {ctx.get('expected', 'one of the documented values')}, got {_show(given)}"
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return f"{what} must be a JSON object, got {_show(given)}"
+    if kind in ("float_type", "float_parsing"):
+        return f"{what} must be a number, got {_show(given)}"
+    if kind in ("int_type", "int_parsing", "int_from_float"):
+        return f"{what} must be an integer, got {_show(given)}"
+    if kind in ("bool_type", "bool_parsing"):
+        return f"{what} must be true or false, got {_show(given)}"
+    if kind in ("string_type",):
+        return f"{what} must be a string, got {_show(given)}"
+    if kind in ("list_type",):
+        return f"{what} must be an array, got {_show(given)}"
+    message = str(err.get("msg", "is invalid")).removeprefix("Value error, ")
+    return f"{what} {message}" if message.startswith("must") else f"{what}: {message}"
+
+
+def validation_error(errors: list[dict[str, Any]]) -> ApiError:
+    """Pydantic's errors as one sentence per field (the first leads) plus field-level details."""
+    seen: dict[str, str] = {}
+    for err in errors:
+        name = _field(tuple(err.get("loc", ())))
+        seen.setdefault(name, redact(_sentence(err)))
+    sentences = list(seen.values())
+    message = sentences[0] if len(sentences) == 1 else "; ".join(sentences)
+    first = next(iter(seen), None)
+    details = [{"field": name or None, "message": text} for name, text in seen.items()]
+    return ApiError(400, "validation_error", message, param=first or None, details=details)
+
+
+# --- handlers -----------------------------------------------------------------------------
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc)
+
+    @app.exception_handler(ProviderError)
+    async def _provider_error(request: Request, exc: ProviderError) -> JSONResponse:
+        return error_response(provider_error(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def _request_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(validation_error(list(exc.errors())))
+
+    @app.exception_handler(ValidationError)
+    async def _validation(request: Request, exc: ValidationError) -> JSONResponse:
+        return error_response(validation_error(list(exc.errors())))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        status = exc.status_code
+        kinds = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}
+        if status == 404:
+            message = f"no endpoint at {request.method} {request.url.path}; see /docs"
+        elif status == 405:
+            message = f"{request.method} is not allowed on {request.url.path}; see /docs"
+        else:
+            message = str(exc.detail)
+        headers = dict(exc.headers or {})
+        return error_response(ApiError(status, kinds.get(status, "http_error"), message, headers=headers))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        error = unexpected(exc)
+        return error_response(error)
+
+
+def unexpected(exc: BaseException) -> ApiError:
+    """A bug, not a provider failure: logged (redacted) with an id the caller can quote."""
+    request_id = new_id()
+    log.error("unexpected error %s: %s: %s", request_id, type(exc).__name__, redact(exc))
+    return ApiError(
+        500,
+        "internal_error",
+        f"Conductor's gateway failed unexpectedly; quote request id {request_id} when reporting it",
+        request_id=request_id,
+    )
+
+
+# Documented on every operation, so /docs and schema checks know each status and its body.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": GatewayError, "description": "The request is invalid: the message names the field and what is allowed."},
+    401: {"model": GatewayError, "description": "CONDUCTOR_API_KEY is set and the bearer key is missing or wrong."},
+    413: {"model": GatewayError, "description": "The request body is larger than the gateway accepts."},
+    500: {"model": GatewayError, "description": "A bug in the gateway; the body carries an id to report."},
+}
+PROVIDER_RESPONSES: dict[int | str, dict[str, Any]] = {
+    404: {"model": GatewayError, "description": "Unknown or unconfigured model or provider; GET /v1/models lists them."},
+    429: {"model": GatewayError, "description": "The provider is rate limiting; Retry-After says when to retry, if known."},
+    502: {"model": GatewayError, "description": "The provider rejected Conductor's key, or its answer broke."},
+    503: {"model": GatewayError, "description": "The provider is down, or no provider is available; Retry-After when known."},
+    504: {"model": GatewayError, "description": "The provider did not answer in time."},
+}

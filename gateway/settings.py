@@ -1,0 +1,26 @@
+"""The gateway's own settings (where to listen, how much to accept). Everything about
+providers, keys, routing and the request log comes from `conductor_core.config.Settings`,
+shared with the playground, so both processes see the same configuration."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["GatewaySettings"]
+
+
+class GatewaySettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CONDUCTOR_GATEWAY_", env_file=".env", extra="ignore")
+
+    host: str = Field(default="127.0.0.1", description="Interface to listen on; 0.0.0.0 in a container.")
+    port: int = Field(default=8000, ge=0, le=65535)
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024, description="Largest request body accepted (413 above).")
+    threads: int = Field(
+        default=200,
+        ge=1,
+        description="Worker threads for the synchronous core; each open stream holds one while it waits for a token.",
+    )
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
