@@ -469,7 +469,8 @@ class ProtocolServer:
     def _error_response(self, fault: Fault) -> Response:
         headers = self._extra_headers()
         if fault.retry_after is not None:
-            headers["retry-after"] = f"{fault.retry_after:g}"
+            ra = fault.retry_after  # "7", not "7.0": HTTP's delay-seconds is an integer
+            headers["retry-after"] = str(int(ra)) if float(ra).is_integer() else str(ra)
         return Response(
             _dumps(self._error_body(fault.status, fault.message)),
             status_code=fault.status,
