@@ -176,7 +176,9 @@ class Conductor:
         """One answer. Raises `ProviderError` (with `.attempts`) when every candidate failed."""
         route, candidates = self._plan(request, overrides, streaming=False)
         last_error: ProviderError | None = None
-        for candidate in candidates:
+        for position, candidate in enumerate(candidates):
+            if position:
+                route.reason = _after_fallback(candidate, candidates[position - 1])
             try:
                 response = self._call_with_retries(candidate, request, route)
             except ProviderError as error:
@@ -198,6 +200,7 @@ class Conductor:
         last_error: ProviderError | None = None
         for position, candidate in enumerate(candidates):
             if position:
+                route.reason = _after_fallback(candidate, candidates[position - 1])
                 yield StatusNotice(
                     message=f"{candidates[position - 1].provider.name} failed: trying {candidate.provider.name}",
                     provider=candidate.provider.name,
@@ -669,6 +672,10 @@ class Conductor:
         with self._shared_lock:
             self._shared = (self._clock(), shared, totals)
         return shared, totals
+
+
+def _after_fallback(candidate: Candidate, failed: Candidate) -> str:
+    return f"{failed.provider.name} failed, so the next in line: {candidate.reason}"
 
 
 def _attempt(record: AttemptRecord) -> Attempt:

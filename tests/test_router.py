@@ -187,7 +187,8 @@ def test_auto_falls_back_and_lists_the_attempts(make, sleeps):
     response = conductor.chat(ask())
     assert response.metadata.provider == "beta" and response.content == "beta saves the day"
     assert [(x.provider, x.ok, x.error_type) for x in response.routing.attempts] == [("alpha", False, "unavailable")]
-    assert response.routing.mode == "auto" and response.routing.reason
+    assert response.routing.mode == "auto"
+    assert response.routing.reason == "alpha failed, so the next in line: no history yet for beta: trying it to learn its speed"
 
 
 def test_auto_falls_back_on_a_bad_key_too(make):
@@ -288,6 +289,7 @@ def test_stream_cut_before_first_token_falls_back(make):
     done = events[-1]
     assert isinstance(done, StreamDone) and done.response.metadata.provider == "beta"
     assert [x.provider for x in done.response.routing.attempts] == ["alpha"]
+    assert done.response.routing.reason.startswith("alpha failed, so the next in line")
 
 
 def test_stream_cut_after_text_is_incomplete_never_success(make):

@@ -26,6 +26,13 @@ BUILTIN_PROVIDERS: dict[str, tuple[str, str]] = {
     "openai": ("conductor_core.providers.openai_compat", "OpenAICompatProvider"),
     "anthropic": ("conductor_core.providers.anthropic", "AnthropicProvider"),
 }
+# The key each cloud provider needs, checked before its SDK is imported: importing an SDK
+# costs seconds, and a person with no Anthropic key should not wait for `import anthropic`.
+_REQUIRED_KEYS: dict[str, tuple[str, str]] = {
+    "gemini": ("gemini_api_key", "set GEMINI_API_KEY (or GOOGLE_API_KEY)"),
+    "openai": ("openai_api_key", "set OPENAI_API_KEY"),
+    "anthropic": ("anthropic_api_key", "set ANTHROPIC_API_KEY"),
+}
 
 
 def _provider_class(name: str) -> type[BaseProvider]:
@@ -99,6 +106,10 @@ def build_registry(settings: Settings, extra: Iterable[BaseProvider] = ()) -> Pr
     for name in BUILTIN_PROVIDERS:
         if name == "local" and not settings.local_enabled:
             registry.mark_unavailable(name, "set CONDUCTOR_LOCAL_ENABLED=true")
+            continue
+        field, hint = _REQUIRED_KEYS.get(name, (None, ""))
+        if field and getattr(settings, field) is None:
+            registry.mark_unavailable(name, hint)
             continue
         try:
             registry.add(_provider_class(name).from_settings(settings, name))

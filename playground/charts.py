@@ -1,0 +1,212 @@
+"""Chart builders: a data frame in, an Altair chart out. Pure (no Streamlit), tested with
+`chart.to_dict()`.
+
+Every builder sends at most `MAX_POINTS` rows to the browser: the dashboard's series are
+already bounded (`dashboard_data`), and each builder bounds its input again, evenly, so a
+caller that passes a raw frame cannot flood the page either.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+import altair as alt
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "MAX_POINTS",
+    "bound_points",
+    "latency_chart",
+    "metric_chart",
+    "success_rate_chart",
+    "ttft_chart",
+    "tokens_per_second_chart",
+    "cumulative_cost_chart",
+    "cost_per_request_chart",
+    "requests_per_minute_chart",
+    "win_rate_chart",
+]
+
+#: Most data points one chart sends to the browser.
+MAX_POINTS = 5_000
+
+_HEIGHT = 230
+_LEGEND = alt.Legend(orient="bottom", title=None, labelLimit=160, symbolType="stroke", symbolStrokeWidth=3)
+_AREA_LEGEND = alt.Legend(orient="bottom", title=None, labelLimit=160, symbolType="square")
+# Dots on a line only while they are few enough to read.
+_POINTS_PER_LINE = 40
+
+
+def _points(frame: pd.DataFrame) -> alt.OverlayMarkDef | bool:
+    lines = max(1, frame["provider"].nunique()) if "provider" in frame and len(frame) else 1
+    return alt.OverlayMarkDef(size=22, filled=True) if len(frame) / lines <= _POINTS_PER_LINE else False
+
+
+def bound_points(frame: pd.DataFrame, max_points: int = MAX_POINTS) -> pd.DataFrame:
+    """`frame` itself when small enough, else evenly spaced rows (first and last kept)."""
+    if len(frame) <= max_points:
+        return frame
+    positions = np.unique(np.linspace(0, len(frame) - 1, num=max_points).round().astype("int64"))
+    return frame.iloc[positions]
+
+
+def _domain(providers: Sequence[str] | None, frame: pd.DataFrame) -> list[str]:
+    if providers:
+        return list(providers)
+    return sorted(frame["provider"].dropna().unique().tolist()) if "provider" in frame else []
+
+
+def _x(start: datetime | None, end: datetime | None) -> alt.X:
+    if start is None or end is None:
+        return alt.X("bucket:T", title=None, axis=alt.Axis(labelOverlap=True, grid=False))
+    # Clock times for short windows, dates for long ones; the domain is the whole window,
+    # so a live chart moves with time even when no request arrives.
+    span_s = (end - start).total_seconds()
+    fmt = "%H:%M:%S" if span_s <= 600 else "%H:%M" if span_s <= 2 * 86400 else "%b %d"
+    return alt.X(
+        "bucket:T",
+        title=None,
+        scale=alt.Scale(domain=[start.isoformat(), end.isoformat()]),
+        axis=alt.Axis(format=fmt, labelOverlap=True, grid=False, tickCount=6),
+    )
+
+
+def _prepare(frame: pd.DataFrame, columns: list[str], value: str | None) -> pd.DataFrame:
+    data = frame.loc[:, [c for c in columns if c in frame]] if not frame.empty else pd.DataFrame(columns=columns)
+    if value is not None and value in data:
+        data = data[np.isfinite(pd.to_numeric(data[value], errors="coerce").to_numpy(dtype="float64", na_value=np.nan))]
+    return bound_points(data.reset_index(drop=True))
+
+
+def metric_chart(
+    series: pd.DataFrame,
+    field: str,
+    *,
+    title: str,
+    axis_format: str | None = None,
+    providers: Sequence[str] | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    mark: str = "line",
+) -> alt.Chart:
+    """One value per provider over time (a line per provider)."""
+    data = _prepare(series, ["provider", "bucket", field], field)
+    color = alt.Color(
+        "provider:N", scale=alt.Scale(domain=_domain(providers, data)), legend=_AREA_LEGEND if mark == "area" else _LEGEND
+    )
+    y = alt.Y(f"{field}:Q", title=None, axis=alt.Axis(format=axis_format) if axis_format else alt.Axis())
+    tooltip = [
+        alt.Tooltip("provider:N", title="Provider"),
+        alt.Tooltip("bucket:T", title="Time", format="%H:%M:%S"),
+        alt.Tooltip(f"{field}:Q", title=title, format=axis_format or ",.2f"),
+    ]
+    base = alt.Chart(data, title=alt.TitleParams(title, anchor="start", fontSize=14))
+    if mark == "area":
+        # Stacked steps: each bucket reads like a bar, and quiet buckets drop to zero.
+        chart = base.mark_area(opacity=0.8, interpolate="step-after").encode(
+            x=_x(start, end), y=y.stack(True), color=color, tooltip=tooltip
+        )
+    else:
+        chart = base.mark_line(point=_points(data), interpolate="monotone", strokeWidth=2).encode(
+            x=_x(start, end), y=y, color=color, tooltip=tooltip
+        )
+    return chart.properties(height=_HEIGHT)
+
+
+def latency_chart(
+    series: pd.DataFrame,
+    *,
+    providers: Sequence[str] | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> alt.Chart:
+    """p50 (solid) and p95 (dashed) latency per provider over time. When only the mean is
+    known (series built from SQL sums), the mean is drawn instead."""
+    columns = ["p50_latency_ms", "p95_latency_ms"]
+    has_percentiles = not series.empty and series[[c for c in columns if c in series]].notna().to_numpy().any()
+    if not has_percentiles and "mean_latency_ms" in series and series["mean_latency_ms"].notna().any():
+        columns = ["mean_latency_ms"]
+    names = {"p50_latency_ms": "p50", "p95_latency_ms": "p95", "mean_latency_ms": "mean"}
+    wide = series.loc[:, ["provider", "bucket", *[c for c in columns if c in series]]] if not series.empty else pd.DataFrame(
+        columns=["provider", "bucket", *columns]
+    )
+    long = wide.melt(id_vars=["provider", "bucket"], var_name="percentile", value_name="latency_ms")
+    long["percentile"] = long["percentile"].map(names)
+    long = long[np.isfinite(pd.to_numeric(long["latency_ms"], errors="coerce").to_numpy(dtype="float64", na_value=np.nan))]
+    long = bound_points(long.reset_index(drop=True))
+    color = alt.Color("provider:N", scale=alt.Scale(domain=_domain(providers, long)), legend=_LEGEND)
+    shown = [names[c] for c in columns]
+    title = "Latency (ms) · p50 solid, p95 dashed" if len(shown) > 1 else "Latency (ms) · mean"
+    dashes = {"p50": [1, 0], "p95": [5, 3], "mean": [1, 0]}
+    dash = alt.StrokeDash(
+        "percentile:N",
+        scale=alt.Scale(domain=shown, range=[dashes[name] for name in shown]),
+        legend=None,  # the title says which line is which
+    )
+    return (
+        alt.Chart(long, title=alt.TitleParams(title, anchor="start", fontSize=14))
+        .mark_line(interpolate="monotone", strokeWidth=2, point=_points(long))
+        .encode(
+            x=_x(start, end),
+            y=alt.Y("latency_ms:Q", title=None),
+            color=color,
+            strokeDash=dash,
+            tooltip=[
+                alt.Tooltip("provider:N", title="Provider"),
+                alt.Tooltip("percentile:N", title="Percentile"),
+                alt.Tooltip("bucket:T", title="Time", format="%H:%M:%S"),
+                alt.Tooltip("latency_ms:Q", title="Latency (ms)", format=",.0f"),
+            ],
+        )
+        .properties(height=_HEIGHT)
+    )
+
+
+def success_rate_chart(series: pd.DataFrame, **kwargs) -> alt.Chart:
+    chart = metric_chart(series, "success_rate", title="Success rate", axis_format="%", **kwargs)
+    return chart.encode(y=alt.Y("success_rate:Q", title=None, axis=alt.Axis(format="%"), scale=alt.Scale(domain=[0, 1])))
+
+
+def ttft_chart(series: pd.DataFrame, **kwargs) -> alt.Chart:
+    return metric_chart(series, "p50_ttft_ms", title="Time to first token (ms, p50)", axis_format=",.0f", **kwargs)
+
+
+def tokens_per_second_chart(series: pd.DataFrame, **kwargs) -> alt.Chart:
+    return metric_chart(series, "tokens_per_second", title="Tokens per second", axis_format=",.0f", **kwargs)
+
+
+def cumulative_cost_chart(series: pd.DataFrame, **kwargs) -> alt.Chart:
+    return metric_chart(series, "cumulative_cost_usd", title="Estimated cost, cumulative ($)", axis_format="$,.4f", **kwargs)
+
+
+def cost_per_request_chart(series: pd.DataFrame, **kwargs) -> alt.Chart:
+    return metric_chart(series, "cost_per_request_usd", title="Estimated cost per request ($)", axis_format="$,.5f", **kwargs)
+
+
+def requests_per_minute_chart(series: pd.DataFrame, **kwargs) -> alt.Chart:
+    return metric_chart(series, "requests_per_min", title="Requests per minute", axis_format=",.1f", mark="area", **kwargs)
+
+
+def win_rate_chart(table: pd.DataFrame) -> alt.Chart:
+    """Win rate per compare target (from `dashboard_data.win_rates`), best first."""
+    data = bound_points(table.loc[:, [c for c in ("target", "win_rate", "wins", "votes", "ties") if c in table]].reset_index(drop=True))
+    order = data["target"].tolist() if "target" in data else []
+    bars = (
+        alt.Chart(data, title=alt.TitleParams("Win rate from compare votes", anchor="start", fontSize=14))
+        .mark_bar(cornerRadiusEnd=4, size=18)
+        .encode(
+            y=alt.Y("target:N", sort=order, title=None, axis=alt.Axis(labelLimit=220)),
+            x=alt.X("win_rate:Q", title=None, axis=alt.Axis(format="%"), scale=alt.Scale(domain=[0, 1])),
+            color=alt.Color("target:N", legend=None),
+            tooltip=[
+                alt.Tooltip("target:N", title="Target"),
+                alt.Tooltip("win_rate:Q", title="Win rate", format=".0%"),
+                alt.Tooltip("wins:Q", title="Wins"),
+                alt.Tooltip("votes:Q", title="Votes"),
+            ],
+        )
+    )
+    # The height includes the title and the axis (Streamlit fits the chart to it).
+    return bars.properties(height=48 * max(1, len(data)) + 90, padding={"left": 12, "right": 8, "top": 4, "bottom": 4})

@@ -1,0 +1,395 @@
+"""The dashboard's data preparation: request-log rows in, small per-provider time series out.
+
+Pure functions (pandas/numpy in, pandas out; no Streamlit, no I/O), so they can be tested
+and benchmarked on their own. The promises:
+
+* **Bounded output.** The bucket size is chosen from the window so that a series has at
+  most `MAX_BUCKETS` buckets per provider, and at most `MAX_POINTS` rows in all, however
+  long the log grows. A chart therefore sends a bounded number of points to the browser.
+* **Vectorised.** One `groupby` over integer bucket codes; no Python loop over rows.
+  A million rows take well under a second.
+
+Two sources feed the same series shape:
+
+* `series_from_frame` — raw attempts (`RequestLog.frame()`): everything, including the
+  p50/p95 latency, time to first token and tokens per second that need individual rows.
+* `series_from_aggregate` — per-bucket sums computed in SQL (`RequestLog.aggregate()`):
+  for windows too large to read row by row; latency is then the mean (p50/p95 unknown).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "WINDOWS",
+    "MAX_BUCKETS",
+    "MAX_POINTS",
+    "SERIES_COLUMNS",
+    "bucket_seconds",
+    "window_bounds",
+    "series_from_frame",
+    "series_from_aggregate",
+    "summary",
+    "win_rates",
+    "status_table",
+    "humanize_seconds",
+]
+
+#: Time windows offered by the dashboard, in seconds (None: everything in the log).
+WINDOWS: dict[str, int | None] = {
+    "5 min": 5 * 60,
+    "15 min": 15 * 60,
+    "1 hour": 3600,
+    "6 hours": 6 * 3600,
+    "24 hours": 24 * 3600,
+    "7 days": 7 * 24 * 3600,
+    "All time": None,
+}
+
+#: Most buckets per provider in one series.
+MAX_BUCKETS = 120
+#: Most rows in one series (all providers together). The busiest chart (latency) draws
+#: two points per row (p50 and p95), so this keeps every chart under 5,000 points.
+MAX_POINTS = 2_500
+
+# Bucket sizes people read easily; the smallest one that keeps the buckets bounded wins.
+_NICE_BUCKETS_S = (
+    1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 2 * 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400,
+    2 * 86400, 7 * 86400, 14 * 86400, 30 * 86400,
+)
+
+SERIES_COLUMNS: tuple[str, ...] = (
+    "provider",
+    "bucket",
+    "requests",
+    "ok",
+    "errors",
+    "success_rate",
+    "p50_latency_ms",
+    "p95_latency_ms",
+    "mean_latency_ms",
+    "p50_ttft_ms",
+    "tokens_per_second",
+    "cost_usd",
+    "cost_per_request_usd",
+    "cumulative_cost_usd",
+    "requests_per_min",
+)
+
+_NS = 1_000_000_000
+
+
+def bucket_seconds(span_s: float, *, providers: int = 1, max_buckets: int = MAX_BUCKETS, max_points: int = MAX_POINTS) -> int:
+    """The bucket size (seconds) for a window of `span_s` seconds: the smallest "nice" size
+    giving at most `max_buckets` buckets, and at most `max_points` rows over `providers`."""
+    providers = max(1, int(providers))
+    buckets = max(1, min(max_buckets, max_points // providers))
+    needed = max(float(span_s), 1.0) / buckets
+    for size in _NICE_BUCKETS_S:
+        if size >= needed:
+            return size
+    return int(math.ceil(needed / 86400) * 86400)
+
+
+def window_bounds(
+    window_s: int | None, now: datetime, first: datetime | None = None
+) -> tuple[datetime, datetime]:
+    """Start and end of a window ending at `now`. For "All time" (None), it starts at the
+    oldest row (`first`), or one hour back when the log is empty."""
+    now = _utc(now)
+    if window_s is not None:
+        return now - timedelta(seconds=window_s), now
+    start = _utc(first) if first is not None else now - timedelta(hours=1)
+    return min(start, now - timedelta(minutes=1)), now
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+def _ns(values: Any) -> np.ndarray:
+    """Epoch nanoseconds (int64) of a datetime column, whatever its unit or timezone."""
+    series = pd.Series(values)
+    if not isinstance(series.dtype, pd.DatetimeTZDtype) and not pd.api.types.is_datetime64_dtype(series.dtype):
+        series = pd.to_datetime(series, utc=True)
+    elif isinstance(series.dtype, pd.DatetimeTZDtype):
+        series = series.dt.tz_convert("UTC")
+    return series.dt.tz_localize(None).astype("datetime64[ns]").to_numpy().view("int64")
+
+
+def _floats(frame: pd.DataFrame, name: str, fill: float = np.nan) -> np.ndarray:
+    if name not in frame:
+        return np.full(len(frame), fill)
+    return pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype="float64", na_value=fill)
+
+
+def _empty_series() -> pd.DataFrame:
+    frame = pd.DataFrame({name: pd.Series(dtype="float64") for name in SERIES_COLUMNS})
+    frame["provider"] = pd.Series(dtype=object)
+    frame["bucket"] = pd.Series(dtype="datetime64[ns, UTC]")
+    for name in ("requests", "ok", "errors"):
+        frame[name] = pd.Series(dtype="int64")
+    return frame
+
+
+def _grid(providers: np.ndarray, start_code: int, n_buckets: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every (provider index, bucket code) pair, provider-major: a full, bounded grid so a
+    quiet bucket shows 0 requests/min instead of a line drawn straight across the gap."""
+    provider_idx = np.repeat(np.arange(len(providers)), n_buckets)
+    bucket_code = np.tile(np.arange(start_code, start_code + n_buckets), len(providers))
+    return provider_idx, bucket_code
+
+
+def _finish(
+    frame: pd.DataFrame, providers: np.ndarray, bucket_s: int
+) -> pd.DataFrame:
+    frame["provider"] = providers[frame.pop("provider_idx").to_numpy()]
+    frame["bucket"] = pd.to_datetime(frame.pop("bucket_code").to_numpy() * (bucket_s * _NS), unit="ns", utc=True)
+    requests = frame["requests"].to_numpy()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        frame["success_rate"] = np.where(requests > 0, frame["ok"].to_numpy() / np.maximum(requests, 1), np.nan)
+        frame["cost_per_request_usd"] = np.where(
+            frame["priced"].to_numpy() > 0, frame["cost_usd"].to_numpy() / np.maximum(frame["priced"].to_numpy(), 1), np.nan
+        )
+    frame["cumulative_cost_usd"] = frame.groupby("provider", sort=False)["cost_usd"].cumsum()
+    frame["requests_per_min"] = requests / (bucket_s / 60.0)
+    for name in SERIES_COLUMNS:
+        if name not in frame:
+            frame[name] = np.nan
+    return frame.loc[:, list(SERIES_COLUMNS)].reset_index(drop=True)
+
+
+def series_from_frame(
+    frame: pd.DataFrame,
+    *,
+    start: datetime,
+    end: datetime,
+    bucket_s: int | None = None,
+) -> tuple[pd.DataFrame, int]:
+    """Per provider and time bucket from raw attempts (the columns of `RequestLog.frame()`:
+    created_at, provider, status, latency_ms, ttft_ms, output_tokens, cost_usd).
+
+    Returns the series (columns `SERIES_COLUMNS`, one row per provider and bucket over the
+    whole window, oldest first) and the bucket size used. Latency and time to first token
+    are over successful attempts; tokens per second is output tokens over generation time
+    (latency minus time to first token) of streamed successes."""
+    start, end = _utc(start), _utc(end)
+    span_s = max((end - start).total_seconds(), 1.0)
+    if frame is None or frame.empty:
+        return _empty_series(), bucket_s or bucket_seconds(span_s)
+
+    ts = _ns(frame["created_at"])
+    start_ns, end_ns = int(pd.Timestamp(start).value), int(pd.Timestamp(end).value)
+    keep = (ts >= start_ns) & (ts <= end_ns)
+    if not keep.all():
+        frame, ts = frame.loc[keep], ts[keep]
+    if frame.empty:
+        return _empty_series(), bucket_s or bucket_seconds(span_s)
+
+    provider_codes, providers = pd.factorize(frame["provider"], sort=True)
+    providers = np.asarray(providers, dtype=object)
+    size = bucket_s or bucket_seconds(span_s, providers=len(providers))
+    step = size * _NS
+    start_code = start_ns // step
+    n_buckets = int(end_ns // step - start_code + 1)
+    codes = ts // step
+
+    ok = frame["status"].eq("ok").to_numpy(dtype=bool, na_value=False)
+    latency = _floats(frame, "latency_ms")
+    ttft = _floats(frame, "ttft_ms")
+    tokens = _floats(frame, "output_tokens", fill=0.0)
+    cost = _floats(frame, "cost_usd")
+
+    # One integer key per (provider, bucket) over the full grid: sums are np.bincount calls
+    # and only the quantiles need a groupby (over successful rows only).
+    cells = len(providers) * n_buckets
+    key = provider_codes.astype("int64") * n_buckets + (codes - start_code)
+    generation_s = (latency - ttft) / 1000.0
+    streamed_ok = ok & np.isfinite(ttft) & (generation_s > 0) & (tokens > 0)
+    priced = np.isfinite(cost)
+
+    def total(weights: np.ndarray | None = None) -> np.ndarray:
+        return np.bincount(key, weights=weights, minlength=cells)[:cells]
+
+    requests = total().astype("int64")
+    ok_count = total(ok.astype("float64")).astype("int64")
+    provider_idx, bucket_code = _grid(providers, int(start_code), n_buckets)
+    full = pd.DataFrame({"provider_idx": provider_idx, "bucket_code": bucket_code})
+    full["requests"] = requests
+    full["ok"] = ok_count
+    full["errors"] = requests - ok_count
+    full["priced"] = total(priced.astype("float64")).astype("int64")
+    full["cost_usd"] = total(np.where(priced, cost, 0.0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        generation = total(np.where(streamed_ok, generation_s, 0.0))
+        full["tokens_per_second"] = np.where(generation > 0, total(np.where(streamed_ok, tokens, 0.0)) / generation, np.nan)
+
+    timed = ok & np.isfinite(latency)
+    by_cell = pd.Series(latency[timed]).groupby(key[timed], sort=True)
+    quantiles = by_cell.quantile([0.5, 0.95]).unstack() if timed.any() else pd.DataFrame(columns=[0.5, 0.95])
+    full["p50_latency_ms"] = quantiles[0.5].reindex(range(cells)).to_numpy() if timed.any() else np.nan
+    full["p95_latency_ms"] = quantiles[0.95].reindex(range(cells)).to_numpy() if timed.any() else np.nan
+    with np.errstate(invalid="ignore", divide="ignore"):
+        counts = total(timed.astype("float64"))
+        full["mean_latency_ms"] = np.where(counts > 0, total(np.where(timed, latency, 0.0)) / counts, np.nan)
+    first = ok & np.isfinite(ttft)
+    full["p50_ttft_ms"] = (
+        pd.Series(ttft[first]).groupby(key[first], sort=True).median().reindex(range(cells)).to_numpy() if first.any() else np.nan
+    )
+    return _finish(full, providers, size), size
+
+
+def series_from_aggregate(
+    aggregate: pd.DataFrame,
+    *,
+    start: datetime,
+    end: datetime,
+    bucket_s: int,
+) -> pd.DataFrame:
+    """The same series shape from `RequestLog.aggregate(bucket_s=...)` rows (sums per
+    provider and bucket computed in SQL). p50/p95, time to first token and tokens per
+    second need individual rows, so they are NaN here; the mean latency is set."""
+    if aggregate is None or aggregate.empty:
+        return _empty_series()
+    start, end = _utc(start), _utc(end)
+    step = bucket_s * _NS
+    start_code = int(pd.Timestamp(start).value) // step
+    n_buckets = int(pd.Timestamp(end).value // step - start_code + 1)
+    provider_codes, providers = pd.factorize(aggregate["provider"].to_numpy(), sort=True)
+    providers = np.asarray(providers, dtype=object)
+    codes = _ns(aggregate["bucket"]) // step
+    inside = (codes >= start_code) & (codes < start_code + n_buckets)
+    key = (provider_codes.astype("int64") * n_buckets + (codes - start_code))[inside]
+    rows = aggregate.loc[inside]
+    provider_idx, bucket_code = _grid(providers, start_code, n_buckets)
+    full = pd.DataFrame({"provider_idx": provider_idx, "bucket_code": bucket_code})
+    full_key = provider_idx.astype("int64") * n_buckets + (bucket_code - start_code)
+    mean = rows["mean_latency_ms"].to_numpy(dtype="float64", na_value=np.nan)
+    ok = rows["ok"].to_numpy(dtype="float64", na_value=0.0)
+    timed = np.isfinite(mean) & (ok > 0)
+    indexed = pd.DataFrame(
+        {
+            "requests": rows["requests"].to_numpy(),
+            "ok": rows["ok"].to_numpy(),
+            "cost": rows["cost_usd"].to_numpy(dtype="float64", na_value=0.0),
+            # Re-bucketing means: weight each by its successful attempts.
+            "latency_sum": np.where(timed, mean * ok, 0.0),
+            "timed": np.where(timed, ok, 0.0),
+        },
+        index=key,
+    )
+    indexed = indexed.groupby(level=0).sum().reindex(full_key)
+    full["requests"] = indexed["requests"].fillna(0).astype("int64").to_numpy()
+    full["ok"] = indexed["ok"].fillna(0).astype("int64").to_numpy()
+    full["errors"] = full["requests"] - full["ok"]
+    full["cost_usd"] = indexed["cost"].fillna(0.0).to_numpy()
+    # aggregate() counts unknown costs as 0, so every request counts as priced.
+    full["priced"] = full["requests"]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        timed_sum = indexed["timed"].to_numpy()
+        full["mean_latency_ms"] = np.where(timed_sum > 0, indexed["latency_sum"].to_numpy() / timed_sum, np.nan)
+    return _finish(full, providers, bucket_s)
+
+
+def summary(series: pd.DataFrame) -> dict[str, float | int | None]:
+    """Totals over a series: requests, successes, success rate, cost, mean requests per minute."""
+    requests = int(series["requests"].sum()) if not series.empty else 0
+    ok = int(series["ok"].sum()) if not series.empty else 0
+    per_bucket = series.groupby("bucket", sort=False)["requests_per_min"].sum() if not series.empty else pd.Series(dtype="float64")
+    return {
+        "requests": requests,
+        "ok": ok,
+        "success_rate": ok / requests if requests else None,
+        "cost_usd": float(series["cost_usd"].sum()) if not series.empty else 0.0,
+        "requests_per_min": float(per_bucket.mean()) if len(per_bucket) else 0.0,
+    }
+
+
+def win_rates(votes: Iterable[Any]) -> pd.DataFrame:
+    """Per target label: compares voted on, wins, ties, 'all bad' verdicts and the win rate
+    (wins over compares). `votes` are `Vote` objects (or dicts with targets and winner)."""
+    targets: list[str] = []
+    winners: list[str] = []
+    for vote in votes:
+        labels = vote["targets"] if isinstance(vote, Mapping) else vote.targets
+        winner = vote["winner"] if isinstance(vote, Mapping) else vote.winner
+        targets.extend(labels)
+        winners.extend([winner] * len(labels))
+    columns = ["target", "votes", "wins", "ties", "both_bad", "win_rate"]
+    if not targets:
+        return pd.DataFrame({name: pd.Series(dtype="float64" if name == "win_rate" else "int64") for name in columns}).astype({"target": object})
+    rows = pd.DataFrame({"target": targets, "winner": winners})
+    rows["win"] = (rows["winner"] == rows["target"]).astype("int64")
+    rows["tie"] = (rows["winner"] == "tie").astype("int64")
+    rows["bad"] = (rows["winner"] == "both_bad").astype("int64")
+    table = rows.groupby("target", sort=True).agg(votes=("win", "size"), wins=("win", "sum"), ties=("tie", "sum"), both_bad=("bad", "sum"))
+    table["win_rate"] = table["wins"] / table["votes"]
+    return table.reset_index().sort_values(["win_rate", "votes"], ascending=[False, False], kind="stable").reset_index(drop=True)
+
+
+_STATE_LABELS = {
+    "ready": "● ready",
+    "loading": "◐ loading",
+    "unhealthy": "✕ unhealthy",
+    "circuit_open": "◆ paused (breaker open)",
+    "not_configured": "○ not configured",
+}
+
+
+def humanize_seconds(seconds: float | None) -> str:
+    """A short duration for a person: "42 s", "3m 05s", "2h 10m", "3d 4h"."""
+    if seconds is None or (isinstance(seconds, float) and math.isnan(seconds)):
+        return "—"
+    seconds = max(0.0, float(seconds))
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds // 60:.0f}m {seconds % 60:02.0f}s"
+    if seconds < 86400:
+        return f"{seconds // 3600:.0f}h {seconds % 3600 // 60:02.0f}m"
+    return f"{seconds // 86400:.0f}d {seconds % 86400 // 3600:.0f}h"
+
+
+def _number(value: float | None) -> float:
+    return float("nan") if value is None else float(value)
+
+
+def status_table(status: Any, now: datetime | None = None) -> pd.DataFrame:
+    """One row per provider from `Conductor.status()`: state, breaker and when it retries,
+    p50/p95, success rate, requests, cost, last error and last check."""
+    now = _utc(now or datetime.now(timezone.utc))
+    rows = []
+    for name, p in status.providers.items():
+        state = p.health.state.value if hasattr(p.health.state, "value") else str(p.health.state)
+        breaker = p.reliability.breaker.value if hasattr(p.reliability.breaker, "value") else str(p.reliability.breaker)
+        retry = p.reliability.retry_in_s
+        if breaker == "open":
+            breaker_text = f"open · retries in {humanize_seconds(retry)}"
+        elif breaker == "half_open":
+            breaker_text = "half-open · probing"
+        else:
+            breaker_text = "closed"
+        last_check = p.health.last_check
+        rows.append(
+            {
+                "Provider": p.display_name if p.display_name and p.display_name != name else name,
+                "Name": name,
+                "State": _STATE_LABELS.get(state, state),
+                "Breaker": breaker_text,
+                "p50 ms": _number(p.performance.p50_latency_ms),
+                "p95 ms": _number(p.performance.p95_latency_ms),
+                "Success": _number(p.reliability.success_rate),
+                "Requests": p.usage.total_requests,
+                "Cost $": p.usage.cost_usd,
+                "Detail / last error": p.health.detail or p.reliability.last_error or "",
+                "Last check": f"{humanize_seconds((now - _utc(last_check)).total_seconds())} ago" if last_check else "never",
+            }
+        )
+    return pd.DataFrame(rows)

@@ -1,0 +1,256 @@
+"""Where the playground keeps things.
+
+* **One Conductor per process**, in `st.cache_resource`, shared by every session (it is
+  thread-safe). How it is built is configuration: by default `Conductor()`; when
+  `CONDUCTOR_PLAYGROUND_FACTORY="module:function"` is set, that function builds it (tests
+  inject scripted fakes this way, never by patching SDK internals).
+* **Per-session state** in `st.session_state`: the conversation, the compare runs, and the
+  providers this session built from a key typed on the Providers page or an endpoint it
+  added. Those are passed to the core as `overrides`; the key itself is never stored (only
+  the provider object built from it, whose repr shows no key).
+* **The dashboard's data**, shared by all sessions and refreshed at most every couple of
+  seconds (longer when the log is big), so many open dashboards do not multiply the load.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from conductor_core.errors import ProviderError
+from conductor_core.models import ProviderState, utcnow
+from conductor_core.providers import BaseProvider
+from conductor_core.router import Conductor
+
+from . import dashboard_data as dd
+
+__all__ = [
+    "FACTORY_ENV",
+    "LOCAL_NOTE",
+    "LOCAL_NOTE_SHORT",
+    "FRAME_ROW_LIMIT",
+    "conductor",
+    "session_providers",
+    "overrides",
+    "provider_names",
+    "configured_names",
+    "display_name",
+    "default_model",
+    "models_of",
+    "provider_label",
+    "provider_hint",
+    "readiness",
+    "DashboardSnapshot",
+    "dashboard_snapshot",
+]
+
+FACTORY_ENV = "CONDUCTOR_PLAYGROUND_FACTORY"
+LOCAL_NOTE_SHORT = (
+    "Gemma 3 270M is a small *base* model that runs on this machine: good for trying the tool, not for answer quality."
+)
+LOCAL_NOTE = (
+    "The local model is **Gemma 3 270M**, a small *base* model that runs on this machine: "
+    "good for trying the tool, not for answer quality. Add a key on the Providers page for better answers."
+)
+
+# --- the shared Conductor ---------------------------------------------------------------
+
+
+def _load_factory(spec: str):
+    module, _, attr = spec.partition(":")
+    return getattr(importlib.import_module(module), attr or "build_conductor")
+
+
+@st.cache_resource(show_spinner="Starting Conductor…")
+def _shared_conductor(factory_spec: str) -> Conductor:
+    # The spec is the cache key: a test that names another factory gets another Conductor.
+    if factory_spec:
+        return _load_factory(factory_spec)()
+    return Conductor(source="playground")
+
+
+def conductor() -> Conductor:
+    return _shared_conductor(os.environ.get(FACTORY_ENV, ""))
+
+
+# --- per-session providers ----------------------------------------------------------------
+
+
+def session_providers() -> dict[str, BaseProvider]:
+    """Providers this browser session built (typed keys, added endpoints): name -> provider."""
+    return st.session_state.setdefault("session_providers", {})
+
+
+def overrides() -> dict[str, BaseProvider]:
+    return dict(session_providers())
+
+
+def provider_names(c: Conductor) -> list[str]:
+    """Every provider this session can see, in display order."""
+    return list(dict.fromkeys([*c.registry.names(), *session_providers()]))
+
+
+def configured_names(c: Conductor) -> list[str]:
+    """Providers that can take a request now (configured, for everyone or this session)."""
+    ready = {**c.registry.providers, **session_providers()}
+    return [name for name in provider_names(c) if name in ready]
+
+
+def _provider(c: Conductor, name: str) -> BaseProvider | None:
+    return session_providers().get(name) or c.registry.providers.get(name)
+
+
+def default_model(c: Conductor, name: str) -> str:
+    provider = _provider(c, name)
+    return provider.default_model if provider is not None else "default"
+
+
+_DISPLAY_NAMES = {"local": "Local model", "gemini": "Google Gemini", "openai": "OpenAI", "anthropic": "Anthropic"}
+
+
+def display_name(c: Conductor, name: str) -> str:
+    """A provider's name for people ("Google Gemini"), configured or not."""
+    provider = _provider(c, name)
+    display = getattr(provider, "display_name", None) if provider is not None else None
+    return display or _DISPLAY_NAMES.get(name, name)
+
+
+def models_of(c: Conductor, name: str) -> list[str]:
+    """The models a provider offers (its default when it cannot list them)."""
+    try:
+        models = c.models(name, overrides=overrides()) or []
+    except ProviderError:
+        models = []
+    return models or [default_model(c, name)]
+
+
+def provider_label(c: Conductor, name: str) -> str:
+    """How a provider is named in menus: its display name, with a mark for its state."""
+    if name == "auto":
+        return "✦ AUTO · Conductor chooses"
+    provider = _provider(c, name)
+    if provider is None:
+        return f"○ {display_name(c, name)} · not configured"
+    display = getattr(provider, "display_name", None) or name
+    state = provider.state
+    label = display if name.lower() in display.lower() else f"{display} ({name})"
+    if state == ProviderState.loading:
+        return f"◐ {label} · loading"
+    if state == ProviderState.unhealthy:
+        return f"✕ {label} · unhealthy"
+    if c.breaker(name).state.value == "open":
+        return f"◆ {label} · paused"
+    return f"● {label}"
+
+
+def readiness(c: Conductor) -> tuple[int, int, int]:
+    """(ready, configured, loading) over the providers this session can use; cheap (no log read)."""
+    providers = {**c.registry.providers, **session_providers()}
+    ready = loading = 0
+    for name, provider in providers.items():
+        current = provider.state
+        loading += current == ProviderState.loading
+        ready += current in (ProviderState.ready, ProviderState.loading) and c.breaker(name).state.value != "open"
+    return ready, len(providers), loading
+
+
+def provider_hint(c: Conductor, name: str) -> str | None:
+    """What to do to use a provider that is not configured ("set GEMINI_API_KEY"), else None."""
+    if name == "auto" or _provider(c, name) is not None:
+        return None
+    return c.registry.unavailable.get(name, "add it on the Providers page")
+
+
+# --- the dashboard's shared data --------------------------------------------------------
+
+#: Above this many attempts in a window, the dashboard reads SQL sums (RequestLog.aggregate)
+#: instead of rows, and shows the mean latency instead of p50/p95.
+FRAME_ROW_LIMIT = 200_000
+_FRAME_COLUMNS = ["created_at", "provider", "status", "latency_ms", "ttft_ms", "output_tokens", "cost_usd"]
+
+
+@dataclass
+class DashboardSnapshot:
+    series: pd.DataFrame
+    bucket_s: int
+    start: datetime
+    end: datetime
+    rows: int
+    from_rows: bool  # True: p50/p95 from rows; False: SQL sums (mean latency only)
+    wins: pd.DataFrame
+    took_s: float
+    taken_at: float = field(default_factory=time.monotonic)
+    error: str | None = None
+
+
+def _build_snapshot(c: Conductor, window_s: int | None) -> DashboardSnapshot:
+    t0 = time.perf_counter()
+    now = utcnow()
+    log = c.log
+    since = now - timedelta(seconds=window_s) if window_s is not None else None
+    rows = log.count(since=since)
+    if rows <= FRAME_ROW_LIMIT:
+        frame = log.frame(since=since, columns=_FRAME_COLUMNS)
+        first = frame["created_at"].iloc[0].to_pydatetime() if len(frame) else None
+        start, end = dd.window_bounds(window_s, now, first)
+        series, bucket_s = dd.series_from_frame(frame, start=start, end=end)
+        from_rows = True
+    else:
+        if window_s is None:
+            daily = log.aggregate(bucket_s=86400)
+            first = daily["bucket"].min().to_pydatetime() if len(daily) else None
+        else:
+            first = None
+        start, end = dd.window_bounds(window_s, now, first)
+        span_s = (end - start).total_seconds()
+        # The bucket is chosen before the query, from the providers Conductor knows (no
+        # session state here: the snapshot is shared); more providers in the log than that
+        # are handled by re-bucketing the SQL sums, which stay exact.
+        bucket_s = dd.bucket_seconds(span_s, providers=len(c.registry.names()))
+        aggregate = log.aggregate(since=start, bucket_s=bucket_s)
+        series = dd.series_from_aggregate(aggregate, start=start, end=end, bucket_s=bucket_s)
+        if len(series) > dd.MAX_POINTS:
+            bucket_s = dd.bucket_seconds(span_s, providers=series["provider"].nunique())
+            series = dd.series_from_aggregate(aggregate, start=start, end=end, bucket_s=bucket_s)
+        from_rows = False
+    wins = dd.win_rates(log.votes(since=since))
+    return DashboardSnapshot(series, bucket_s, start, end, rows, from_rows, wins, time.perf_counter() - t0)
+
+
+class _SnapshotCache:
+    """One snapshot per window, shared by every session; rebuilt when older than two seconds,
+    or three times what it took to build (a big log must not keep the server busy)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._build_locks: dict[Any, threading.Lock] = {}
+        self._snapshots: dict[Any, DashboardSnapshot] = {}
+
+    def get(self, c: Conductor, window_s: int | None, min_age_s: float = 2.0) -> DashboardSnapshot:
+        key = (id(c), window_s)
+        with self._lock:
+            build_lock = self._build_locks.setdefault(key, threading.Lock())
+        with build_lock:  # one build per window at a time; the others wait and share it
+            cached = self._snapshots.get(key)
+            if cached and time.monotonic() - cached.taken_at < max(min_age_s, 3 * cached.took_s):
+                return cached
+            snapshot = _build_snapshot(c, window_s)
+            self._snapshots[key] = snapshot
+            return snapshot
+
+
+@st.cache_resource
+def _snapshot_cache() -> _SnapshotCache:
+    return _SnapshotCache()
+
+
+def dashboard_snapshot(c: Conductor, window_s: int | None) -> DashboardSnapshot:
+    return _snapshot_cache().get(c, window_s)

@@ -1,0 +1,133 @@
+"""Dashboard: everyone's traffic, live. Reads the request log and `Conductor.status()` (never a
+session's own state) and refreshes itself every two seconds without reloading the page."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import streamlit as st
+
+from conductor_core.models import utcnow
+
+from playground import charts
+from playground import components as ui
+from playground import dashboard_data as dd
+from playground import state
+
+c = state.conductor()
+
+st.title("Dashboard")
+
+controls = st.columns([5, 1.3, 1.3, 1.3], vertical_alignment="bottom")
+with controls[0]:
+    window_label = st.segmented_control(
+        "Time window", list(dd.WINDOWS), default="15 min", key="dash_window", persist_state="session", required=True
+    ) or "15 min"
+with controls[1]:
+    live = st.toggle("Live", value=True, key="dash_live", persist_state="session", help="Refresh every 2 seconds.")
+window_s = dd.WINDOWS[window_label]
+
+
+def export(fmt: str):
+    def build() -> bytes:
+        since = utcnow() - timedelta(seconds=window_s) if window_s is not None else None
+        return c.log.export(fmt, since=since)
+
+    return build
+
+
+suffix = window_label.replace(" ", "")
+with controls[2]:
+    st.download_button(
+        "CSV", export("csv"), file_name=f"conductor-log-{suffix}.csv", mime="text/csv", icon=":material/download:",
+        on_click="ignore", width="stretch", help=f"The request log for the window ({window_label}) as CSV.",
+    )
+with controls[3]:
+    st.download_button(
+        "JSON", export("json"), file_name=f"conductor-log-{suffix}.json", mime="application/json",
+        icon=":material/download:", on_click="ignore", width="stretch",
+        help=f"The request log for the window ({window_label}) as JSON.",
+    )
+
+
+def chart_grid(snapshot: state.DashboardSnapshot) -> None:
+    series, start, end = snapshot.series, snapshot.start, snapshot.end
+    providers = sorted(series["provider"].dropna().unique().tolist())
+    options = {"providers": providers, "start": start, "end": end}
+    pairs = [
+        (charts.latency_chart(series, **options), charts.requests_per_minute_chart(series, **options)),
+        (charts.success_rate_chart(series, **options), charts.ttft_chart(series, **options)),
+        (charts.tokens_per_second_chart(series, **options), charts.cumulative_cost_chart(series, **options)),
+    ]
+    for n, (left, right) in enumerate(pairs):
+        a, b = st.columns(2, gap="medium")
+        with a.container(border=True):
+            st.altair_chart(left, key=f"dash_chart_{n}_l")
+        with b.container(border=True):
+            st.altair_chart(right, key=f"dash_chart_{n}_r")
+    a, b = st.columns(2, gap="medium")
+    with a.container(border=True):
+        st.altair_chart(charts.cost_per_request_chart(series, **options), key="dash_chart_cost")
+    with b.container(border=True):
+        if snapshot.wins.empty:
+            st.markdown("**Win rate from compare votes**")
+            st.caption("No votes in this window yet: vote on the Compare page.")
+        else:
+            st.altair_chart(charts.win_rate_chart(snapshot.wins), key="dash_chart_wins")
+
+
+@st.fragment(run_every=2.0 if live else None)
+def live_panel() -> None:
+    try:
+        snapshot = state.dashboard_snapshot(c, window_s)
+        status = c.status(overrides=state.overrides())
+    except Exception as exc:  # noqa: BLE001 - an unreachable log is a message, the page keeps working
+        st.error(f"The request log could not be read: {ui.escape_md(ui.unexpected_error(exc))}", icon=":material/error:")
+        return
+    totals = dd.summary(snapshot.series)
+    configured = [p for p in status.providers.values() if p.health.state.value != "not_configured"]
+    ready = [p for p in configured if p.health.healthy]
+    kpis = st.columns(6)
+    kpis[0].metric("Requests", f"{totals['requests']:,}", help=f"Attempts in the last {window_label}.", border=True)
+    rate = totals["success_rate"]
+    kpis[1].metric("Success rate", "—" if rate is None else f"{rate:.1%}", border=True)
+    kpis[2].metric("Requests / min", f"{totals['requests_per_min']:,.1f}", border=True)
+    kpis[3].metric("Est. cost", ui.format_cost(totals["cost_usd"]) if totals["requests"] else "$0", border=True,
+                   help=f"All time: {ui.format_cost(status.totals.cost_usd)} over {status.totals.total_requests:,} requests.")
+    kpis[4].metric("Providers ready", f"{len(ready)} / {len(configured)}", border=True)
+    kpis[5].metric("Uptime", dd.humanize_seconds(status.uptime_s), border=True,
+                   help=f"All-time requests: {status.totals.total_requests:,}.")
+
+    st.markdown("##### Providers")
+    table = dd.status_table(status)
+    if not table.empty:
+        table["Provider"] = [state.display_name(c, name) for name in table["Name"]]
+    st.dataframe(
+        table.drop(columns=["Name"]),
+        hide_index=True,
+        placeholder="—",
+        column_config={
+            "Success": st.column_config.ProgressColumn("Success", format="percent", min_value=0.0, max_value=1.0),
+            "p50 ms": st.column_config.NumberColumn("p50", format="%.0f ms"),
+            "p95 ms": st.column_config.NumberColumn("p95", format="%.0f ms"),
+            "Cost $": st.column_config.NumberColumn("Cost", format="$%.5f"),
+            "Detail / last error": st.column_config.TextColumn("Detail / last error", width="large"),
+        },
+    )
+    source = "individual requests" if snapshot.from_rows else "SQL sums (mean latency; p50/p95 need a shorter window)"
+    st.caption(
+        f"Last {window_label} · {snapshot.rows:,} attempts · {snapshot.bucket_s:,} s buckets · from {source} · "
+        f"updated {snapshot.end:%H:%M:%S} UTC" + (" · live" if live else " · paused")
+    )
+    if snapshot.series.empty or not totals["requests"]:
+        st.info(
+            "No requests in this window yet. Send a prompt on the Playground or Compare page and watch it appear here.",
+            icon=":material/insights:",
+        )
+        if not snapshot.wins.empty:
+            st.altair_chart(charts.win_rate_chart(snapshot.wins), key="dash_chart_wins_only")
+        return
+    chart_grid(snapshot)
+
+
+live_panel()

@@ -1,0 +1,282 @@
+"""Chart builders (playground/charts.py) and the dashboard's data preparation
+(playground/dashboard_data.py): fields, encodings and the point bound, via `to_dict()`."""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from conductor_core.models import Vote  # noqa: E402
+from playground import charts  # noqa: E402
+from playground import dashboard_data as dd  # noqa: E402
+
+NOW = datetime(2026, 1, 15, 12, 0, tzinfo=timezone.utc)
+PROVIDERS = ["anthropic", "gemini", "local", "openai"]
+
+
+def attempts(n: int, *, span_s: float = 3600, providers=PROVIDERS, seed: int = 0) -> pd.DataFrame:
+    """Raw attempts shaped like RequestLog.frame(): oldest first."""
+    rng = np.random.default_rng(seed)
+    seconds = np.sort(rng.random(n) * span_s)
+    created = pd.to_datetime((NOW.timestamp() - span_s + seconds) * 1e6, unit="us", utc=True)
+    provider = np.asarray(providers, dtype=object)[rng.integers(0, len(providers), n)]
+    ok = rng.random(n) > 0.1
+    latency = rng.lognormal(6, 0.5, n)
+    cost = np.where(provider == "local", 0.0, 2e-5)
+    cost = np.where(provider == "gemini", np.nan, cost)  # a provider whose price is unknown
+    return pd.DataFrame(
+        {
+            "created_at": created,
+            "provider": provider,
+            "status": np.where(ok, "ok", "error"),
+            "latency_ms": latency,
+            "ttft_ms": np.where(ok, latency / 5, np.nan),
+            "output_tokens": np.where(ok, 50, 0),
+            "cost_usd": cost,
+        }
+    )
+
+
+def series_for(frame: pd.DataFrame, window_s: int = 3600) -> tuple[pd.DataFrame, datetime, datetime]:
+    start, end = dd.window_bounds(window_s, NOW)
+    series, _ = dd.series_from_frame(frame, start=start, end=end)
+    return series, start, end
+
+
+def data_rows(spec: dict) -> list[int]:
+    return [len(values) for values in spec.get("datasets", {}).values()]
+
+
+def layer_encoding(spec: dict) -> dict:
+    return spec["encoding"] if "encoding" in spec else spec["layer"][0]["encoding"]
+
+
+# --- dashboard_data ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("span_s", [60, 300, 3600, 6 * 3600, 86400, 7 * 86400, 365 * 86400, 10 * 365 * 86400])
+def test_bucket_size_bounds_the_number_of_buckets(span_s):
+    size = dd.bucket_seconds(span_s)
+    assert span_s / size <= dd.MAX_BUCKETS
+    many = dd.bucket_seconds(span_s, providers=60)
+    assert (span_s / many + 1) * 60 <= dd.MAX_POINTS + 60
+
+
+def test_series_from_frame_computes_the_figures():
+    frame = pd.DataFrame(
+        {
+            "created_at": pd.to_datetime([NOW - timedelta(seconds=s) for s in (50, 40, 30, 20)], utc=True),
+            "provider": ["a", "a", "a", "b"],
+            "status": ["ok", "ok", "error", "ok"],
+            "latency_ms": [100.0, 300.0, 5000.0, 50.0],
+            "ttft_ms": [20.0, 100.0, np.nan, 10.0],
+            "output_tokens": [8, 20, 0, 4],
+            "cost_usd": [0.01, 0.03, np.nan, np.nan],
+        }
+    )
+    series, size = dd.series_from_frame(frame, start=NOW - timedelta(minutes=5), end=NOW, bucket_s=300)
+    assert size == 300 and list(series.columns) == list(dd.SERIES_COLUMNS)
+    row_a = series[(series.provider == "a") & (series.requests > 0)].iloc[0]
+    assert (row_a.requests, row_a.ok, row_a.errors) == (3, 2, 1)
+    assert row_a.success_rate == pytest.approx(2 / 3)
+    assert row_a.p50_latency_ms == pytest.approx(200.0)  # failures do not count in latency
+    assert row_a.p95_latency_ms == pytest.approx(290.0)
+    assert row_a.p50_ttft_ms == pytest.approx(60.0)
+    assert row_a.tokens_per_second == pytest.approx(28 / ((80 + 200) / 1000))
+    assert row_a.cost_usd == pytest.approx(0.04)
+    assert row_a.cost_per_request_usd == pytest.approx(0.02)  # over the priced attempts
+    assert row_a.requests_per_min == pytest.approx(3 / 5)
+    row_b = series[(series.provider == "b") & (series.requests > 0)].iloc[0]
+    assert np.isnan(row_b.cost_per_request_usd)  # unknown price stays unknown
+
+
+def test_series_cover_the_window_with_a_bounded_grid():
+    frame = attempts(20_000)
+    series, start, end = series_for(frame)
+    assert len(series) <= dd.MAX_POINTS
+    assert series.groupby("provider").size().max() <= dd.MAX_BUCKETS + 1
+    assert series["bucket"].min() <= pd.Timestamp(start) + pd.Timedelta(seconds=60)
+    assert int(series["requests"].sum()) == 20_000
+    cumulative = series[series.provider == "openai"]["cumulative_cost_usd"].to_numpy()
+    assert (np.diff(cumulative) >= 0).all()
+
+
+def test_series_from_a_million_rows_is_bounded():
+    frame = attempts(1_000_000, span_s=86400, providers=[f"p{i}" for i in range(30)])
+    series, _, _ = series_for(frame, window_s=86400)
+    assert len(series) <= dd.MAX_POINTS
+    assert int(series["requests"].sum()) == 1_000_000
+    for builder in (charts.latency_chart, charts.requests_per_minute_chart, charts.success_rate_chart):
+        assert max(data_rows(builder(series).to_dict())) <= charts.MAX_POINTS
+
+
+def test_series_from_aggregate_matches_the_sql_shape():
+    buckets = pd.to_datetime([NOW - timedelta(minutes=m) for m in (30, 30, 10)], utc=True).floor("60s")
+    aggregate = pd.DataFrame(
+        {
+            "provider": ["a", "b", "a"],
+            "bucket": buckets,
+            "requests": [10, 4, 6],
+            "ok": [9, 4, 3],
+            "errors": [1, 0, 3],
+            "incomplete": [0, 0, 0],
+            "mean_latency_ms": [100.0, 50.0, 200.0],
+            "cost_usd": [0.1, 0.0, 0.2],
+            "input_tokens": [1, 1, 1],
+            "output_tokens": [1, 1, 1],
+        }
+    )
+    start, end = dd.window_bounds(3600, NOW)
+    series = dd.series_from_aggregate(aggregate, start=start, end=end, bucket_s=600)
+    assert list(series.columns) == list(dd.SERIES_COLUMNS) and len(series) <= 2 * 7
+    assert int(series["requests"].sum()) == 20
+    a = series[(series.provider == "a") & (series.requests > 0)]
+    assert a["success_rate"].round(2).tolist() == [0.9, 0.5]
+    assert series["p50_latency_ms"].isna().all() and a["mean_latency_ms"].tolist() == [100.0, 200.0]
+    # Re-bucketing weights the means by successful attempts.
+    wide = dd.series_from_aggregate(aggregate, start=start, end=end, bucket_s=3600)
+    assert wide[(wide.provider == "a") & (wide.requests > 0)]["mean_latency_ms"].iloc[0] == pytest.approx((900 + 600) / 12)
+
+
+def test_empty_inputs_give_empty_series():
+    start, end = dd.window_bounds(300, NOW)
+    series, _ = dd.series_from_frame(attempts(0), start=start, end=end)
+    assert series.empty and list(series.columns) == list(dd.SERIES_COLUMNS)
+    assert dd.summary(series)["requests"] == 0
+    assert dd.series_from_aggregate(pd.DataFrame(), start=start, end=end, bucket_s=60).empty
+
+
+def test_all_time_window_starts_at_the_first_row():
+    first = NOW - timedelta(days=3)
+    start, end = dd.window_bounds(None, NOW, first)
+    assert (start, end) == (first, NOW)
+    assert dd.window_bounds(None, NOW)[0] == NOW - timedelta(hours=1)
+
+
+def test_win_rates_from_votes():
+    votes = [
+        Vote(group_id="1", targets=["local/gemma", "openai/gpt"], winner="openai/gpt"),
+        Vote(group_id="2", targets=["local/gemma", "openai/gpt"], winner="tie"),
+        Vote(group_id="3", targets=["local/gemma", "openai/gpt", "gemini/flash"], winner="local/gemma"),
+        Vote(group_id="4", targets=["local/gemma", "gemini/flash"], winner="both_bad"),
+    ]
+    table = dd.win_rates(votes).set_index("target")
+    assert table.loc["local/gemma", ["votes", "wins", "ties", "both_bad"]].tolist() == [4, 1, 1, 1]
+    assert table.loc["openai/gpt", "win_rate"] == pytest.approx(1 / 3)
+    assert dd.win_rates([]).empty
+
+
+def test_status_table_rows(tmp_path):
+    from conductor_core.config import load_settings
+    from conductor_core.router import Conductor
+    from conductor_core.testing.fakes import ScriptedProvider
+
+    conductor = Conductor(load_settings(_env_file=None, local_enabled=False, data_dir=tmp_path), extra_providers=[ScriptedProvider("fake")])
+    try:
+        table = dd.status_table(conductor.status()).set_index("Name")
+    finally:
+        conductor.close()
+    assert table.loc["fake", "State"] == "● ready"
+    assert table.loc["gemini", "State"] == "○ not configured"
+    assert "GEMINI_API_KEY" in table.loc["gemini", "Detail / last error"]
+    assert table.loc["fake", "Breaker"] == "closed"
+
+
+# --- charts ---------------------------------------------------------------------------------
+
+TIME_SERIES = [
+    (charts.success_rate_chart, "success_rate"),
+    (charts.ttft_chart, "p50_ttft_ms"),
+    (charts.tokens_per_second_chart, "tokens_per_second"),
+    (charts.cumulative_cost_chart, "cumulative_cost_usd"),
+    (charts.cost_per_request_chart, "cost_per_request_usd"),
+    (charts.requests_per_minute_chart, "requests_per_min"),
+]
+
+
+@pytest.mark.parametrize(("builder", "field"), TIME_SERIES)
+def test_time_series_charts(builder, field):
+    series, start, end = series_for(attempts(5_000))
+    spec = builder(series, providers=PROVIDERS, start=start, end=end).to_dict()
+    encoding = layer_encoding(spec)
+    assert encoding["x"]["field"] == "bucket" and encoding["x"]["type"] == "temporal"
+    assert encoding["x"]["scale"]["domain"] == [start.isoformat(), end.isoformat()]
+    assert encoding["y"]["field"] == field and encoding["y"]["type"] == "quantitative"
+    assert encoding["color"]["field"] == "provider" and encoding["color"]["scale"]["domain"] == PROVIDERS
+    assert {t["field"] for t in encoding["tooltip"]} == {"provider", "bucket", field}
+    rows = data_rows(spec)
+    assert len(rows) == 1 and 0 < rows[0] <= charts.MAX_POINTS
+    (values,) = spec["datasets"].values()
+    assert set(values[0]) == {"provider", "bucket", field}  # only what the chart draws is sent
+    assert all(v[field] is not None for v in values)
+
+
+def test_latency_chart_draws_p50_and_p95():
+    series, start, end = series_for(attempts(5_000))
+    spec = charts.latency_chart(series, start=start, end=end).to_dict()
+    encoding = spec["encoding"]
+    assert encoding["y"]["field"] == "latency_ms"
+    assert encoding["strokeDash"]["field"] == "percentile"
+    (values,) = spec["datasets"].values()
+    assert {v["percentile"] for v in values} == {"p50", "p95"}
+    assert len(values) <= charts.MAX_POINTS
+
+
+def test_latency_chart_falls_back_to_the_mean_from_sql_sums():
+    aggregate = pd.DataFrame(
+        {"provider": ["a"], "bucket": [pd.Timestamp(NOW - timedelta(minutes=5)).floor("60s")], "requests": [3], "ok": [3],
+         "errors": [0], "incomplete": [0], "mean_latency_ms": [120.0], "cost_usd": [0.0], "input_tokens": [1], "output_tokens": [1]}
+    )
+    start, end = dd.window_bounds(3600, NOW)
+    series = dd.series_from_aggregate(aggregate, start=start, end=end, bucket_s=60)
+    (values,) = charts.latency_chart(series).to_dict()["datasets"].values()
+    assert [v["percentile"] for v in values] == ["mean"]
+
+
+def test_success_rate_axis_is_a_percentage_from_0_to_1():
+    series, _, _ = series_for(attempts(1_000))
+    y = charts.success_rate_chart(series).to_dict()["encoding"]["y"]
+    assert y["axis"]["format"] == "%" and y["scale"]["domain"] == [0, 1]
+
+
+def test_every_chart_bounds_a_raw_oversized_input():
+    # A caller that passes far too many rows still sends at most MAX_POINTS.
+    n = 3 * charts.MAX_POINTS
+    raw = pd.DataFrame(
+        {
+            "provider": np.asarray(PROVIDERS, dtype=object)[np.arange(n) % 4],
+            "bucket": pd.date_range(NOW - timedelta(days=1), NOW, periods=n, tz="UTC"),
+            **{name: np.random.default_rng(0).random(n) for name in dd.SERIES_COLUMNS if name not in ("provider", "bucket")},
+        }
+    )
+    for builder in (charts.latency_chart, *[b for b, _ in TIME_SERIES]):
+        rows = data_rows(builder(raw).to_dict())
+        assert max(rows) <= charts.MAX_POINTS, builder.__name__
+    bounded = charts.bound_points(raw)
+    assert len(bounded) == charts.MAX_POINTS and bounded.index[0] == 0 and bounded.index[-1] == n - 1
+
+
+def test_charts_accept_an_empty_series():
+    series, start, end = series_for(attempts(0))
+    for builder in (charts.latency_chart, *[b for b, _ in TIME_SERIES]):
+        spec = builder(series, start=start, end=end).to_dict()
+        assert data_rows(spec) == [0]
+
+
+def test_win_rate_chart():
+    table = dd.win_rates([Vote(group_id="1", targets=["a/x", "b/y"], winner="b/y")])
+    spec = charts.win_rate_chart(table).to_dict()
+    assert spec["mark"]["type"] == "bar"
+    assert spec["encoding"]["x"]["field"] == "win_rate" and spec["encoding"]["x"]["axis"]["format"] == "%"
+    assert spec["encoding"]["y"]["field"] == "target" and spec["encoding"]["y"]["sort"] == ["b/y", "a/x"]
+    (values,) = spec["datasets"].values()
+    assert [(v["target"], v["win_rate"]) for v in values] == [("b/y", 1.0), ("a/x", 0.0)]
