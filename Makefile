@@ -29,5 +29,14 @@ gateway: install
 test: install-dev
 	$(PY) -m pytest
 
+# LiteLLM (the overhead baseline) lives in its own venv: it would downgrade a core dependency.
+.venv-bench/.installed: requirements-bench.txt
+	$(PYTHON) -m venv .venv-bench
+	.venv-bench/bin/pip install -r requirements-bench.txt
+	touch $@
+
+bench: install-dev .venv-bench/.installed
+	$(PY) -m benchmarks
+
 clean:
 	rm -rf $(VENV) .pytest_cache
