@@ -8,15 +8,7 @@ from typing import Any
 import anthropic
 
 from ..config import Settings
-from ..errors import (
-    NotConfiguredError,
-    ProviderError,
-    ProviderTimeoutError,
-    ProviderUnavailableError,
-    error_for_status,
-    parse_retry_after,
-    transport_error,
-)
+from ..errors import NotConfiguredError, ProviderError, sdk_error
 from ..models import ChatRequest, MessageRole, Usage
 from .base import BaseProvider, Completion, StreamPiece
 
@@ -111,23 +103,7 @@ class AnthropicProvider(BaseProvider):
         )
 
     def _map_error(self, exc: Exception) -> ProviderError:
-        if isinstance(exc, anthropic.APITimeoutError):
-            return ProviderTimeoutError(f"{self.name} did not answer in {self.timeout_s:g} s", provider=self.name)
-        if isinstance(exc, anthropic.APIStatusError):
-            body = exc.body if isinstance(exc.body, dict) else {}
-            detail = (body.get("error") or {}).get("message") if isinstance(body.get("error"), dict) else None
-            return error_for_status(
-                self.name,
-                exc.status_code,
-                detail or exc.message,
-                retry_after=parse_retry_after(exc.response.headers),
-                key_hint="ANTHROPIC_API_KEY",
-            )
-        if isinstance(exc, anthropic.APIConnectionError):
-            return ProviderUnavailableError(f"{self.name} could not be reached ({exc.__cause__ or exc})", provider=self.name)
-        if isinstance(exc, anthropic.APIResponseValidationError):
-            return ProviderUnavailableError(f"{self.name} sent a malformed response", provider=self.name)
-        return transport_error(self.name, exc) or ProviderError(f"{self.name} failed: {exc}", provider=self.name)
+        return sdk_error(self.name, exc, anthropic, key_hint="ANTHROPIC_API_KEY", timeout_s=self.timeout_s)
 
     def health_check(self) -> bool:
         try:

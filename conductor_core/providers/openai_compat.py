@@ -9,15 +9,7 @@ from typing import Any
 import openai
 
 from ..config import EndpointConfig, Settings
-from ..errors import (
-    NotConfiguredError,
-    ProviderError,
-    ProviderTimeoutError,
-    ProviderUnavailableError,
-    error_for_status,
-    parse_retry_after,
-    transport_error,
-)
+from ..errors import NotConfiguredError, ProviderError, sdk_error
 from ..models import ChatRequest, Usage
 from .base import BaseProvider, Completion, StreamPiece
 
@@ -141,21 +133,7 @@ class OpenAICompatProvider(BaseProvider):
         yield Completion(text="", model=served_model, finish_reason=finish_reason, usage=usage)
 
     def _map_error(self, exc: Exception) -> ProviderError:
-        if isinstance(exc, openai.APITimeoutError):
-            return ProviderTimeoutError(f"{self.name} did not answer in {self.timeout_s:g} s", provider=self.name)
-        if isinstance(exc, openai.APIStatusError):
-            return error_for_status(
-                self.name,
-                exc.status_code,
-                _message(exc),
-                retry_after=parse_retry_after(exc.response.headers),
-                key_hint=self.key_env_var,
-            )
-        if isinstance(exc, openai.APIConnectionError):
-            return ProviderUnavailableError(f"{self.name} could not be reached ({exc.__cause__ or exc})", provider=self.name)
-        if isinstance(exc, openai.APIResponseValidationError):
-            return ProviderUnavailableError(f"{self.name} sent a malformed response", provider=self.name)
-        return transport_error(self.name, exc) or ProviderError(f"{self.name} failed: {exc}", provider=self.name)
+        return sdk_error(self.name, exc, openai, key_hint=self.key_env_var, timeout_s=self.timeout_s)
 
     def health_check(self) -> bool:
         try:
@@ -173,12 +151,3 @@ class OpenAICompatProvider(BaseProvider):
             return sorted(m.id for m in self._client.with_options(timeout=5.0).models.list())
 
         return self._cached_models(fetch, self._configured_models)
-
-
-def _message(exc: Exception) -> str:
-    body = getattr(exc, "body", None)
-    if isinstance(body, dict):
-        inner = body.get("error", body)
-        if isinstance(inner, dict) and inner.get("message"):
-            return str(inner["message"])
-    return str(getattr(exc, "message", exc))
