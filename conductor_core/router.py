@@ -73,6 +73,8 @@ __all__ = ["Conductor", "Candidate"]
 log = logging.getLogger("conductor.router")
 
 _HEALTH_CACHE_S = 15.0
+_SNAPSHOT_MAX_AGE_S = 1.0
+_SNAPSHOT_CACHE_MIN_SAMPLES = 20
 _SHARED_STATUS_CACHE_S = 2.0
 
 
@@ -163,6 +165,7 @@ class Conductor:
         self.metrics = MetricsRegistry()
         self.metrics.seed(self._recent_from_log())  # after a restart, routing remembers
         self._breakers: dict[str, CircuitBreaker] = {}
+        self._snapshots: dict[str, tuple[float, object]] = {}  # routing's view of the metrics
         self._breakers_lock = threading.Lock()
         self._health: tuple[float, HealthResponse] | None = None
         self._health_lock = threading.Lock()
@@ -230,8 +233,13 @@ class Conductor:
         group_id = new_id("cmp")
         events: queue.Queue[CompareEvent | None] = queue.Queue()
         cancelled = threading.Event()
+        # Every thread is started before any of them builds its request: Thread.start() waits
+        # for the new thread to run, and one building an SDK request holds the GIL for up to
+        # the 5 ms switch interval, which delayed the last target by ~5 ms a target.
+        go = threading.Event()
 
         def run(index: int, target: Target) -> None:
+            go.wait()
             sub = request.model_copy(update={"provider": target.provider, "model": target.model})
             route = _Route(sub, "compare", None, group_id)
             try:
@@ -255,6 +263,7 @@ class Conductor:
         ]
         for thread in threads:
             thread.start()
+        go.set()
         running = len(threads)
         try:
             while running:
@@ -265,6 +274,7 @@ class Conductor:
                     yield item
         finally:
             cancelled.set()
+            go.set()
 
     def models(self, provider: str, *, overrides: Mapping[str, BaseProvider] | None = None) -> list[str]:
         return self._provider(provider, overrides).get_available_models()
@@ -437,7 +447,7 @@ class Conductor:
         )
 
     def _score(self, p: BaseProvider, request: ChatRequest, streaming: bool) -> _Score:
-        snap = self.metrics.snapshot(p.name)
+        snap = self._routing_snapshot(p.name)
         ttft = snap.performance.p50_ttft_ms if streaming else None
         return _Score(
             samples=snap.samples,
@@ -446,6 +456,19 @@ class Conductor:
             success=snap.success_rate,
             cost=self._estimated_cost(p, request),
         )
+
+    def _routing_snapshot(self, name: str):
+        """Percentiles over a full window cost more than the rest of a request, and ranking
+        does not need them fresher than a second. A provider with little history is read
+        fresh every time (cheap), so exploration and a first failure count at once."""
+        now = time.monotonic()
+        cached = self._snapshots.get(name)
+        if cached and now - cached[0] < _SNAPSHOT_MAX_AGE_S:
+            return cached[1]
+        snap = self.metrics.snapshot(name)
+        if snap.samples >= _SNAPSHOT_CACHE_MIN_SAMPLES:
+            self._snapshots[name] = (now, snap)
+        return snap
 
     @staticmethod
     def _estimated_cost(p: BaseProvider, request: ChatRequest) -> float | None:
@@ -644,7 +667,8 @@ class Conductor:
 
     def _write(self, record: AttemptRecord) -> None:
         self.metrics.record(record)
-        self.log.write(record)  # never raises: a failed write is counted and reported by the log
+        # Queued for the log's writer thread: never raises, never waits for a commit.
+        self.log.submit(record)
 
     # --- shared view (everyone's traffic, from the log) -------------------------------------
 

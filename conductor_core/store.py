@@ -23,8 +23,11 @@ from __future__ import annotations
 import csv
 import io
 import json
+import atexit
 import logging
+import queue
 import threading
+import weakref
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timezone
@@ -194,6 +197,18 @@ votes_table = Table(
 )
 
 
+_STOP = object()  # tells a writer thread to finish
+_BATCH = 500  # most attempts in one background transaction
+_open_logs: weakref.WeakSet[RequestLog] = weakref.WeakSet()
+
+
+@atexit.register
+def _flush_open_logs() -> None:
+    # Attempts submitted just before the process exits are written, not dropped.
+    for log in list(_open_logs):
+        log.flush(timeout=10)
+
+
 def normalize_database_url(url: str) -> str:
     """``postgres://`` and ``postgresql://`` mean psycopg 3 here (psycopg2 is not installed)."""
     for prefix in ("postgres://", "postgresql://"):
@@ -233,6 +248,10 @@ class RequestLog:
         self._ready_lock = threading.Lock()
         self._counter_lock = threading.Lock()
         self._closed = False
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._pending = 0
+        self._pending_cond = threading.Condition()
+        self._writer: threading.Thread | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RequestLog:
@@ -325,17 +344,19 @@ class RequestLog:
             return self._failed(f"attempt {record.id}", exc)
         return self._insert(attempts, [row], f"attempt {record.id}")
 
-    def write_many(self, records: Iterable[AttemptRecord]) -> int:
+    def write_many(self, records: Iterable[AttemptRecord], *, quiet: bool = False) -> int:
         """Insert many attempts in one transaction (imports, benchmarks): all or nothing.
-        Same redaction and failure policy as `write()`; returns how many rows were written."""
+        Same redaction and failure policy as `write()`; returns how many rows were written.
+        `quiet`: a failure is not counted (the caller retries row by row and counts those)."""
         try:
             rows = [self._attempt_row(record) for record in records]
         except Exception as exc:  # noqa: BLE001 - the promise is "never raises"
-            self._failed("attempts", exc)
+            if not quiet:
+                self._failed("attempts", exc)
             return 0
         if not rows:
             return 0
-        return len(rows) if self._insert(attempts, rows, f"{len(rows)} attempts") else 0
+        return len(rows) if self._insert(attempts, rows, f"{len(rows)} attempts", quiet=quiet) else 0
 
     def write_vote(self, vote: Vote) -> bool:
         """Insert one compare vote. Same failure policy as `write()`."""
@@ -349,6 +370,45 @@ class RequestLog:
         }
         return self._insert(votes_table, [row], f"vote {vote.id}")
 
+    # --- writing off the request path ----------------------------------------------------
+
+    def submit(self, record: AttemptRecord) -> None:
+        """Queue one attempt for the background writer and return at once. This is the
+        router's path: a database commit costs more than everything else Conductor does for
+        a request. Records are inserted in batches; reads in this process flush first, so
+        they see their own writes; a failed insert is counted exactly as `write()` counts it."""
+        with self._pending_cond:
+            self._pending += 1
+            if self._writer is None:
+                self._writer = threading.Thread(target=self._drain, name="request-log-writer", daemon=True)
+                self._writer.start()
+                _open_logs.add(self)
+        self._queue.put(record)
+
+    def flush(self, timeout: float | None = 30.0) -> bool:
+        """Wait until every submitted attempt is written (or counted as failed)."""
+        with self._pending_cond:
+            return self._pending_cond.wait_for(lambda: self._pending == 0, timeout)
+
+    def _drain(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            while len(batch) < _BATCH and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            records = [item for item in batch if item is not _STOP]
+            if records:
+                self._write_batch(records)
+                with self._pending_cond:
+                    self._pending -= len(records)
+                    self._pending_cond.notify_all()
+            if len(records) != len(batch):
+                return
+
+    def _write_batch(self, records: list[AttemptRecord]) -> None:
+        if len(records) == 1 or not self.write_many(records, quiet=True):
+            for record in records:  # one bad row must not lose its batch: each counts its own failure
+                self.write(record)
+
     def _attempt_row(self, record: AttemptRecord) -> dict[str, Any]:
         row = record.model_dump()
         row["created_ts"] = _epoch(record.created_at)
@@ -360,9 +420,9 @@ class RequestLog:
                 row[name] = redact(row[name])
         return row
 
-    def _insert(self, table: Table, rows: list[dict[str, Any]], what: str) -> bool:
+    def _insert(self, table: Table, rows: list[dict[str, Any]], what: str, *, quiet: bool = False) -> bool:
         if self._closed:
-            return self._failed(what, RuntimeError("the request log is closed"))
+            return False if quiet else self._failed(what, RuntimeError("the request log is closed"))
         for attempt in range(_WRITE_ATTEMPTS):
             try:
                 self._ensure_schema()
@@ -373,7 +433,7 @@ class RequestLog:
                 if attempt < _WRITE_ATTEMPTS - 1 and _is_transient(exc):
                     time.sleep(0.02 * 2**attempt)  # a locked SQLite file frees up within milliseconds
                     continue
-                return self._failed(what, exc)
+                return False if quiet else self._failed(what, exc)
         return False  # not reached: the last round returns from the except clause
 
     def _failed(self, what: str, exc: BaseException) -> bool:
@@ -432,6 +492,7 @@ class RequestLog:
         limit: int | None = None,
     ) -> list[AttemptRecord]:
         """Attempts newest first. `since` is inclusive, `until` exclusive."""
+        self.flush()
         self._ensure_schema()
         columns = [attempts.c[name] for name in _ATTEMPT_FIELDS]
         stmt = (
@@ -455,6 +516,7 @@ class RequestLog:
         limit: int | None = None,
     ) -> int:
         """How many attempts match (at most `limit`, to mirror `records()`)."""
+        self.flush()
         self._ensure_schema()
         stmt = select(func.count()).select_from(attempts).where(*self._filters(since, until, provider, status))
         with self._engine.connect() as conn:
@@ -477,6 +539,7 @@ class RequestLog:
 
         For a whole-log overview prefer `aggregate()`: this returns one row per attempt,
         and on SQLite most of its time is the driver turning cells into Python objects."""
+        self.flush()
         # Imported here, not at the top: only dashboards need them, and the router (which
         # imports this module in every process) starts faster without pandas.
         import pandas as pd
@@ -585,6 +648,7 @@ class RequestLog:
         Columns: provider, bucket (UTC start of the bucket), requests, ok, errors,
         incomplete, mean_latency_ms (over successful attempts, like the live metrics),
         cost_usd (unknown costs count as 0), input_tokens, output_tokens. Oldest bucket first."""
+        self.flush()
         if int(bucket_s) <= 0:
             raise ValueError("bucket_s must be a positive number of seconds")
         import pandas as pd
@@ -636,6 +700,7 @@ class RequestLog:
     ) -> bytes:
         """The matching attempts (newest first, like `records()`) as CSV with a header, or a
         JSON array of objects with ISO 8601 timestamps. UTF-8."""
+        self.flush()
         if fmt not in ("csv", "json"):
             raise ValueError(f"unknown export format {fmt!r}; use 'csv' or 'json'")
         found = self.records(since=since, until=until, provider=provider, status=status, limit=limit)
@@ -661,6 +726,7 @@ class RequestLog:
 
     def provider_totals(self) -> dict[str, ProviderUsage]:
         """Usage per provider over the whole log, summed in SQL."""
+        self.flush()
         self._ensure_schema()
         status = attempts.c.status
         stmt = select(
@@ -688,6 +754,7 @@ class RequestLog:
         """The newest `limit_per_provider` attempts of each provider since `since`, oldest
         first, without prompts and answers (metrics never need them). One indexed query per
         provider on (provider, created_ts)."""
+        self.flush()
         self._ensure_schema()
         start = _epoch(since)
         fields = [name for name in _ATTEMPT_FIELDS if name not in ("prompt", "answer")]
@@ -721,6 +788,10 @@ class RequestLog:
         return [Vote.model_validate({**row, "targets": json.loads(row["targets"])}) for row in rows]
 
     def close(self) -> None:
-        """Release every connection. Later writes return False (and are counted)."""
+        """Write what is queued, then release every connection. Later writes return False (and are counted)."""
+        if self._writer is not None and not self._closed:
+            self.flush()
+            self._queue.put(_STOP)
+            self._writer.join(timeout=30)
         self._closed = True
         self._engine.dispose()

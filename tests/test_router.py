@@ -441,6 +441,7 @@ def test_a_broken_log_does_not_take_requests_down(tmp_path, clock):
     broken = RequestLog("postgresql://nobody:nothing@127.0.0.1:9/none")
     conductor = Conductor(settings, request_log=broken, extra_providers=[ScriptedProvider("alpha")], clock=clock)
     assert conductor.chat(ask("alpha")).content == "Scripted answer."
+    broken.flush()  # writes happen off the request path
     assert broken.write_errors >= 1 and broken.last_write_error
     assert conductor.metrics.snapshot("alpha").usage.total_requests == 1
     conductor.close()

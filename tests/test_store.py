@@ -362,6 +362,31 @@ def test_write_many(backend: Backend) -> None:
     assert log.count() == 500 and log.write_errors == 1
 
 
+def test_submitted_records_are_written_in_the_background_and_read_back(backend: Backend) -> None:
+    log = backend.make()
+
+    def submit(n: int) -> None:
+        for i in range(50):
+            log.submit(make_record(provider=f"p{n}", latency_ms=float(i)))
+
+    threads = [threading.Thread(target=submit, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert log.count() == 200  # a read flushes the queue first
+    assert {r.provider for r in log.records()} == {"p0", "p1", "p2", "p3"}
+    assert log.write_errors == 0
+
+
+def test_a_failed_background_write_is_counted_not_raised(tmp_path: Path) -> None:
+    log = RequestLog("postgresql://nobody:nothing@127.0.0.1:9/none")
+    log.submit(make_record())
+    log.submit(make_record())
+    assert log.flush(timeout=30)
+    assert log.write_errors == 2 and log.last_write_error
+
+
 def test_empty_log_reads(backend: Backend) -> None:
     log = backend.make()
     assert log.records() == [] and log.count() == 0
