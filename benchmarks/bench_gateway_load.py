@@ -1,0 +1,279 @@
+"""Gateway load: requests per second and added latency at concurrency 50.
+
+The gateway runs as users run it (`python -m gateway`, its own process, uvicorn, request
+log on) in front of a loopback OpenAI-compatible upstream (its own process, fixed latency).
+A load generator (asyncio, 50 workers on 50 keep-alive connections, each sending its next
+request as soon as the last one ends) sends the same chat completion for a fixed time,
+alternately straight to the upstream and through the gateway, in interleaved blocks.
+Non-streaming (latency) and streaming (time to first token, total).
+
+All three processes share this machine's cores, so the figures include the gateway
+competing with the load generator and the upstream for CPU, as on a small server.
+
+    python -m benchmarks.bench_gateway_load [--quick] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import (
+    GatewayProcess,
+    cpu_seconds,
+    Rounds,
+    Upstreams,
+    envelope,
+    parser,
+    percentile,
+    quiet_logging,
+    report,
+    rounded,
+    scrub_environ,
+    write_result,
+)
+
+NAME = "gateway_load"
+MODEL = "bench-model"
+CONCURRENCY = 50
+UPSTREAM_LATENCY_MS = 50.0
+REPLY = " ".join(f"word{i}" for i in range(20))
+SIZES = {"quick": {"rounds": 1, "block_s": 0.7, "warmup_s": 0.2}, "full": {"rounds": 3, "block_s": 8.0, "warmup_s": 3.0}}
+_FIRST_TEXT = re.compile(rb'"content":\s*"[^"]')
+
+
+class _Connection:
+    """A minimal HTTP/1.1 keep-alive client connection on asyncio streams.
+
+    httpx's AsyncClient spends far more CPU per request than the servers under test when
+    50 requests are in flight (encode/httpx#3215); on a 2-core machine the load generator
+    would then measure itself. This sends a prepared request and reads the response
+    (Content-Length or chunked), noting when the first text delta arrives."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def _open(self) -> None:
+        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        sock = self.writer.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            try:
+                await self.writer.wait_closed()
+            except OSError:
+                pass
+            self.reader = self.writer = None
+
+    async def send(self, raw: bytes, t0: float) -> tuple[int, float | None]:
+        """(status, seconds to the first text delta or None)."""
+        if self.writer is None:
+            await self._open()
+        assert self.reader is not None and self.writer is not None
+        self.writer.write(raw)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        headers = head.lower()
+        first = None
+        if b"transfer-encoding: chunked" in headers:
+            while True:
+                size = int((await self.reader.readuntil(b"\r\n")).split(b";")[0].strip(), 16)
+                if size == 0:
+                    await self.reader.readuntil(b"\r\n")
+                    break
+                data = await self.reader.readexactly(size + 2)
+                if first is None and _FIRST_TEXT.search(data):
+                    first = time.perf_counter() - t0
+        else:
+            match = re.search(rb"content-length:\s*(\d+)", headers)
+            body = await self.reader.readexactly(int(match.group(1))) if match else b""
+            if first is None and _FIRST_TEXT.search(body):
+                first = time.perf_counter() - t0
+        if b"connection: close" in headers:
+            await self.close()
+        return status, first
+
+
+def _raw_request(url: str, model: str, stream: bool) -> tuple[str, int, bytes]:
+    parts = urlsplit(url)
+    body = json.dumps(
+        {
+            "model": model,
+            "messages": [{"role": "user", "content": "Say hello to the load test."}],
+            "max_tokens": 64,
+            "temperature": 0.7,
+            **({"stream": True} if stream else {}),
+        }
+    ).encode()
+    head = (
+        f"POST {parts.path}/chat/completions HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+        "Content-Type: application/json\r\nAuthorization: Bearer sk-bench-not-a-key\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    return parts.hostname or "127.0.0.1", parts.port or 80, head + body
+
+
+async def _block(url: str, model: str, stream: bool, seconds: float, pids: dict[str, int] | None = None) -> dict[str, Any]:
+    """`CONCURRENCY` workers, one connection each, for `seconds`; per request the total
+    time and (streaming) the time to first text; and the CPU each process in `pids` (and
+    this one, the load generator) used per request."""
+    host, port, raw = _raw_request(url, model, stream)
+    total: list[float] = []
+    first: list[float] = []
+    errors = 0
+    deadline = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        nonlocal errors
+        connection = _Connection(host, port)
+        try:
+            while time.perf_counter() < deadline:
+                t0 = time.perf_counter()
+                try:
+                    status, ttft = await connection.send(raw, t0)
+                except (OSError, asyncio.IncompleteReadError, ValueError):
+                    errors += 1
+                    await connection.close()
+                    continue
+                if status != 200:
+                    errors += 1
+                    continue
+                total.append((time.perf_counter() - t0) * 1000)
+                if stream and ttft is not None:
+                    first.append(ttft * 1000)
+        finally:
+            await connection.close()
+
+    pids = pids or {}
+    cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    own0 = time.process_time()
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+    elapsed = time.perf_counter() - started
+    done = max(1, len(total))
+    cpu = {"load_generator": (time.process_time() - own0) * 1000 / done}
+    for name, pid in pids.items():
+        after = cpu_seconds(pid)
+        if after is not None and cpu0[name] is not None:
+            cpu[name] = (after - cpu0[name]) * 1000 / done
+    return {"total": total, "ttft": first, "errors": errors, "rps": len(total) / elapsed, "cpu_ms_per_request": cpu}
+
+
+async def _run(direct_url: str, gateway_url: str, size: dict[str, Any], pids: dict[str, int]) -> dict[str, Any]:
+    targets = {"direct": (direct_url, MODEL), "gateway": (gateway_url, f"up/{MODEL}")}
+    out: dict[str, Any] = {}
+    for mode, stream in (("non_streaming", False), ("streaming", True)):
+        latency, ttft = Rounds(), Rounds()
+        rps: dict[str, list[float]] = {"direct": [], "gateway": []}
+        cpu: dict[str, list[dict[str, float]]] = {"direct": [], "gateway": []}
+        errors = {"direct": 0, "gateway": 0}
+        for url, model in targets.values():
+            await _block(url, model, stream, size["warmup_s"])
+        order = list(targets)
+        for index in range(size["rounds"]):
+            for name in order if index % 2 == 0 else list(reversed(order)):
+                url, model = targets[name]
+                block = await _block(url, model, stream, size["block_s"], pids)
+                cpu[name].append(block["cpu_ms_per_request"])
+                latency.add(name, block["total"])
+                ttft.add(name, block["ttft"])
+                rps[name].append(block["rps"])
+                errors[name] += block["errors"]
+        section: dict[str, Any] = {
+            "requests_per_s": {k: rounded(statistics.median(v), 1) for k, v in rps.items()},
+            "latency_ms": {k: _pcts(latency.samples(k)) for k in targets},
+            "added_latency_ms": _added(latency),
+            "errors": errors,
+            # CPU per request of each process (median over blocks): where the machine's time goes.
+            "cpu_ms_per_request": {
+                name: {proc: rounded(statistics.median(b[proc] for b in blocks if proc in b), 3) for proc in blocks[0]}
+                for name, blocks in cpu.items()
+                if blocks
+            },
+        }
+        if stream:
+            section["ttft_ms"] = {k: _pcts(ttft.samples(k)) for k in targets}
+            section["added_ttft_ms"] = _added(ttft)
+        out[mode] = section
+    return out
+
+
+def _pcts(samples: list[float]) -> dict[str, Any]:
+    return {"n": len(samples), "p50": rounded(percentile(samples, 0.5)), "p99": rounded(percentile(samples, 0.99))}
+
+
+def _added(rounds: Rounds) -> dict[str, Any]:
+    g, d = rounds.samples("gateway"), rounds.samples("direct")
+    if not g or not d:
+        return {"p50": None, "p99": None}
+    return {
+        "p50": rounded(percentile(g, 0.5) - percentile(d, 0.5)),
+        "p99": rounded(percentile(g, 0.99) - percentile(d, 0.99)),
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parser(__doc__.splitlines()[0]).parse_args(argv)
+    size = SIZES["quick" if args.quick else "full"]
+    started = time.perf_counter()
+    scrub_environ()
+    quiet_logging()
+
+    from conductor_core.store import RequestLog
+
+    with tempfile.TemporaryDirectory(prefix="conductor-bench-gw-") as tmp, Upstreams(
+        [UPSTREAM_LATENCY_MS], reply=REPLY
+    ) as upstream:
+        data_dir = Path(tmp) / "gateway-data"
+        with GatewayProcess({"up": upstream.url}, data_dir) as gateway:
+            results = asyncio.run(_run(upstream.url, gateway.url, size, {"gateway": gateway.pid, "upstream": upstream.pid}))
+        log = RequestLog(data_dir=data_dir)
+        logged = log.count()
+        log.close()
+
+    payload = envelope(
+        NAME,
+        args,
+        started,
+        config={
+            "concurrency": CONCURRENCY,
+            "upstream_latency_ms": UPSTREAM_LATENCY_MS,
+            "reply_words": len(REPLY.split()),
+            **size,
+            "gateway": "python -m gateway (uvicorn, 1 process), access log off, SQLite request log on",
+            "load_generator": "asyncio, one keep-alive HTTP/1.1 connection per worker (benchmark process)",
+        },
+        gateway_request_log_rows=logged,
+        **results,
+    )
+    out = write_result(args.out, NAME, payload)
+    lines = [f"gateway_load -> {out}"]
+    for mode in ("non_streaming", "streaming"):
+        r = results[mode]
+        lines.append(
+            f"  {mode}: rps direct {r['requests_per_s']['direct']} gateway {r['requests_per_s']['gateway']}; "
+            f"added p50 {r['added_latency_ms']['p50']} ms p99 {r['added_latency_ms']['p99']} ms; errors {r['errors']}"
+        )
+    report(lines)
+    return payload
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,230 @@
+"""Markdown tables from the result files, so BENCHMARKS.md shows exactly what the JSON says.
+
+    python -m benchmarks.report                        # print the tables
+    python -m benchmarks.report --update BENCHMARKS.md # replace the text between the markers
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import RESULTS_DIR
+
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+
+LABELS = {
+    "direct": "(a) openai SDK, direct",
+    "conductor": "(b) Conductor, provider named",
+    "auto": "(c) Conductor AUTO",
+    "litellm": "(d) LiteLLM Router",
+    "litellm_direct": "(d') openai SDK, direct, in LiteLLM's process",
+    "gateway": "(e) gateway over HTTP",
+    "conductor_proto": "(b*) provider named, with the recommended fixes (prototype)",
+    "auto_proto": "(c*) AUTO, with the recommended fixes (prototype)",
+}
+
+
+def _f(value: Any, digits: int = 2) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def _load(results: Path, name: str) -> dict[str, Any] | None:
+    path = results / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _head(result: dict[str, Any]) -> str:
+    m = result["machine"]
+    return (
+        f"_Run {result['run_at']}, {result['duration_s']:.0f} s, load average at the end "
+        f"{' / '.join(str(x) for x in m['load_average'])}{', quick sizes' if result['quick'] else ''}._"
+    )
+
+
+def overhead(r: dict[str, Any]) -> list[str]:
+    out = [_head(r), ""]
+    sections = [
+        ("Non-streaming latency (ms)", r["non_streaming"]),
+        ("Streaming: time to first token (ms)", r["streaming"]["ttft"]),
+        ("Streaming: whole stream (ms)", r["streaming"]["total"]),
+    ]
+    for title, section in sections:
+        out += [f"**{title}**", "", "| path | median of round medians | p99 | added p50 | added p50 (paired rounds) | added p99 | added / LiteLLM's added |", "|---|---:|---:|---:|---:|---:|---:|"]
+        added, ratios = section["added_over_direct_ms"], section["ratio_to_litellm_added_p50"]
+        for name, figures in section["variants"].items():
+            a = added.get(name, {})
+            out.append(
+                f"| {LABELS.get(name, name)} | {_f(figures['median_of_round_medians'])} | {_f(figures['p99'])} | "
+                f"{_f(a.get('p50'))} | {_f(a.get('paired_round_median'))} | {_f(a.get('p99'))} | {_f(ratios.get(name), 3)} |"
+            )
+        out.append("")
+    cpu = r["non_streaming"].get("cpu_ms")
+    if cpu:
+        out += ["**CPU time of the calling process per non-streaming request (ms)**", "", "| path | median | added over (a) |", "|---|---:|---:|"]
+        for name, figures in cpu["variants"].items():
+            out.append(f"| {LABELS.get(name, name)} | {_f(figures['median_of_round_medians'], 3)} | {_f(cpu['added_over_direct_ms'].get(name, {}).get('p50'), 3)} |")
+        out.append("")
+    lite = r["litellm"]
+    out.append(
+        f"LiteLLM: {lite['status']}"
+        + (f" ({lite.get('versions', {}).get('litellm')}, in `{lite.get('python')}`)" if lite["status"] == "measured" else f": {lite['reason']}")
+        + f". Request log rows written by Conductor: {r['request_log']['rows_written']:,} (write errors {r['request_log']['write_errors']})."
+    )
+    return out
+
+
+def fanout(r: dict[str, Any]) -> list[str]:
+    out = [_head(r), "", "| measure | median of round medians (ms) | p99 (ms) |", "|---|---:|---:|"]
+    names = {"compare": "Conductor.compare over the four targets", "compare_gated": "the same, threads released together (prototype)"}
+    for name, figures in r["variants"].items():
+        label = names.get(name) or f"openai SDK stream straight to the {name.removeprefix('direct_t')} ms upstream"
+        out.append(f"| {label} | {_f(figures['median_of_round_medians'], 1)} | {_f(figures['p99'], 1)} |")
+    out += [
+        f"| sum of the four direct calls (what a sequential compare would take) | {_f(r['sequential_sum_direct_ms'], 1)} | |",
+        f"| slowest target's own latency inside the compare (provider-measured) | {_f(r['slowest_target_latency_inside_compare_ms'], 1)} | |",
+        "",
+        f"Compare wall time / slowest target direct: **{_f(r['ratio_to_slowest_direct'], 3)}** "
+        f"(paired by round {_f(r['ratio_to_slowest_direct_paired'], 3)}; / the slowest target inside the compare {_f(r['ratio_to_slowest_inside_compare'], 3)})"
+        + (f"; with the prototype: **{_f(r['prototype']['ratio_to_slowest_direct'], 3)}**." if r.get("prototype") else "."),
+    ]
+    return out
+
+
+def local(r: dict[str, Any]) -> list[str]:
+    if "skipped" in r:
+        return [_head(r), "", f"Skipped: {r['skipped']}."]
+    s, n = r["streaming"], r["non_streaming"]
+    out = [
+        _head(r),
+        "",
+        "| measure | Conductor local provider | raw llama-cpp-python | ratio |",
+        "|---|---:|---:|---:|",
+        f"| streaming tokens/s (after the first token) | {_f(s['tokens_per_second']['conductor']['median_of_round_medians'], 1)} | {_f(s['tokens_per_second']['raw']['median_of_round_medians'], 1)} | {_f(s['tps_ratio'], 3)} |",
+        f"| streaming time to first token (ms) | {_f(s['ttft_ms']['conductor']['median_of_round_medians'], 1)} | {_f(s['ttft_ms']['raw']['median_of_round_medians'], 1)} | added {_f(s['ttft_added_ms']['p50'], 1)} ms |",
+        f"| non-streaming tokens/s (whole call) | {_f(n['tokens_per_second']['conductor']['median_of_round_medians'], 1)} | {_f(n['tokens_per_second']['raw']['median_of_round_medians'], 1)} | {_f(n['tps_ratio'], 3)} |",
+        f"| model load (s) | {_f(r['load_s']['conductor'])} | {_f(r['load_s']['raw'])} | |",
+        "",
+        f"Model {r['config']['model']}, {r['config']['threads']} threads, context {r['config']['context']}, "
+        f"{r['config']['max_tokens']} tokens max, temperature 0 (both sides generated {r['tokens_generated']} tokens); "
+        f"parameters checked equal: {', '.join(f'{k}={v[0]}' for k, v in r['config']['params_checked'].items())}.",
+    ]
+    return out
+
+
+def dashboard(r: dict[str, Any]) -> list[str]:
+    out = [
+        _head(r),
+        "",
+        "| rows in the log | path | data (s) | status table (s) | charts build (s) | charts to Vega-Lite (s) | **total (s)** | rows read as | peak traced memory (MB) | most points in a chart |",
+        "|---:|---|---:|---:|---:|---:|---:|---|---:|---:|",
+    ]
+    names = {"page": "page (as shipped)", "rows": "forced: every row", "sql": "forced: SQL sums", "page_rollups": "page on rollups (prototype)"}
+    for rows, entry in r["sizes"].items():
+        for path in ("page", "rows", "sql", "page_rollups"):
+            if path not in entry:
+                continue
+            e = entry[path]
+            t = e["time_s"]
+            out.append(
+                f"| {int(rows):,} | {names[path]} | {_f(t['snapshot_s'], 3)} | {_f(t['summary_and_status_s'], 3)} | {_f(t['charts_build_s'], 3)} | "
+                f"{_f(t['charts_serialize_s'], 3)} | **{_f(t['total_s'], 3)}** | {'rows' if e['from_rows'] else 'SQL sums'} | {_f(e['peak_memory_mb'], 1)} | {e['max_points']:,} |"
+            )
+    out += ["", "Growth between consecutive sizes (log-log slope: 1 = linear, 0 = flat):", "", "| path | time | peak memory |", "|---|---|---|"]
+    for path, g in r["growth"].items():
+        out.append(f"| {names.get(path, path)} | {', '.join(_f(x, 2) for x in g['time_slope'])} | {', '.join(_f(x, 2) for x in g['memory_slope'])} |")
+    fill = ", ".join(f"{int(k):,}: {v['fill_s']} s / {v['database_mb']} MB" for k, v in r["sizes"].items())
+    out += ["", f"Synthetic logs (fill time / file size): {fill}."]
+    return out
+
+
+def request_log(r: dict[str, Any]) -> list[str]:
+    out = [_head(r), "", "| backend | 1 writer (writes/s) | p50 / p99 per write (ms) | 8 writers (writes/s) | p50 / p99 per write (ms) | write_many, 100 a batch (rows/s) |", "|---|---:|---:|---:|---:|---:|"]
+    for name, b in r["backends"].items():
+        if "skipped" in b:
+            out.append(f"| {name} | skipped: {b['skipped']} | | | | |")
+            continue
+        one, eight, many = b["one_writer"], b["8_writers"], b["write_many_100"]
+        out.append(
+            f"| {name} | {_f(one['writes_per_s'], 0)} | {_f(one['p50_ms'], 2)} / {_f(one['p99_ms'], 2)} | {_f(eight['writes_per_s'], 0)} | "
+            f"{_f(eight['p50_ms'], 2)} / {_f(eight['p99_ms'], 2)} | {_f(many['writes_per_s'], 0)} |"
+        )
+    return out
+
+
+def gateway_load(r: dict[str, Any]) -> list[str]:
+    out = [_head(r), "", "| mode | path | requests/s | p50 (ms) | p99 (ms) | added p50 / p99 (ms) | CPU ms per request: gateway / upstream / load generator |", "|---|---|---:|---:|---:|---:|---|"]
+    for mode in ("non_streaming", "streaming"):
+        m = r[mode]
+        metric = m.get("ttft_ms") if mode == "streaming" else m["latency_ms"]
+        added = m.get("added_ttft_ms") if mode == "streaming" else m["added_latency_ms"]
+        for path in ("direct", "gateway"):
+            cpu = m.get("cpu_ms_per_request", {}).get(path, {})
+            out.append(
+                f"| {mode.replace('_', '-')}{' (time to first token)' if mode == 'streaming' else ''} | {path} | {_f(m['requests_per_s'][path], 1)} | "
+                f"{_f(metric[path]['p50'], 1)} | {_f(metric[path]['p99'], 1)} | {(_f(added['p50'], 1) + ' / ' + _f(added['p99'], 1)) if path == 'gateway' else ''} | "
+                f"{_f(cpu.get('gateway'), 2) if path == 'gateway' else '—'} / {_f(cpu.get('upstream'), 2)} / {_f(cpu.get('load_generator'), 2)} |"
+            )
+    out += ["", f"Errors: {r['non_streaming']['errors']} (non-streaming), {r['streaming']['errors']} (streaming); rows the gateway logged: {r['gateway_request_log_rows']:,}."]
+    return out
+
+
+def targets(results: Path) -> list[str]:
+    out = ["| benchmark | target | limit | measured | met |", "|---|---|---:|---:|---|"]
+    for name in ("overhead", "fanout", "local", "dashboard"):
+        r = _load(results, name)
+        if r is None:
+            continue
+        for t in r.get("targets", []):
+            mark = {True: "**met**", False: "**missed**", None: "not measured"}[t["met"]]
+            out.append(f"| {name} | {t['target']} | {t['comparison']} {t['limit']:g} {t['unit']} | {_f(t['measured'], 3)} {t['unit']} | {mark} |")
+    return out
+
+
+SECTIONS = {
+    "overhead": ("1. Overhead", overhead),
+    "fanout": ("2. Fan-out", fanout),
+    "local": ("3. Local model", local),
+    "dashboard": ("4. Dashboard at scale", dashboard),
+    "request_log": ("5. Request log", request_log),
+    "gateway_load": ("6. Gateway load", gateway_load),
+}
+
+
+def render(results: Path) -> str:
+    out = ["### Targets", "", *targets(results), ""]
+    for name, (title, fn) in SECTIONS.items():
+        r = _load(results, name)
+        out += [f"### {title}", ""]
+        out += fn(r) if r is not None else ["_No result file._"]
+        out.append("")
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--results", type=Path, default=RESULTS_DIR)
+    p.add_argument("--update", type=Path, help=f"a markdown file with {START} ... {END}")
+    args = p.parse_args(argv)
+    text = render(args.results)
+    if args.update is None:
+        print(text)
+        return
+    doc = args.update.read_text()
+    head, _, rest = doc.partition(START)
+    _, _, tail = rest.partition(END)
+    args.update.write_text(f"{head}{START}\n{text}\n{END}{tail}")
+
+
+if __name__ == "__main__":
+    main()

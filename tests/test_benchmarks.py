@@ -1,0 +1,121 @@
+"""The benchmarks run: every script at its --quick size, through `python -m benchmarks
+--quick` (each benchmark in its own process), writes a well-formed result file.
+
+No test here asserts a time or a ratio: speed is what the benchmarks report (BENCHMARKS.md),
+and this machine is shared. LiteLLM is a benchmark-only dependency (requirements-bench.txt,
+its own virtualenv): without it the overhead benchmark records the skip in its JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
+
+REPO = Path(__file__).resolve().parents[1]
+NAMES = ("request_log", "overhead", "fanout", "gateway_load", "dashboard", "local")
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    out = tmp_path_factory.mktemp("bench-results")
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    run = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--out", str(out)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1100,
+    )
+    return out, run
+
+
+def _result(out: Path, name: str) -> dict[str, Any]:
+    path = out / f"{name}.json"
+    assert path.exists(), f"{name}.json was not written"
+    return json.loads(path.read_text())
+
+
+def test_every_benchmark_ran(quick_run: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
+    out, run = quick_run
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    assert "Targets" in run.stdout
+    summary = _result(out, "summary")
+    assert summary["failed"] == []
+    assert {row["benchmark"] for row in summary["targets"]} >= {"overhead", "fanout", "dashboard", "local"}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_result_file_is_well_formed(quick_run: tuple[Path, subprocess.CompletedProcess[str]], name: str) -> None:
+    out, _ = quick_run
+    result = _result(out, name)
+    assert result["benchmark"] == name
+    assert result["quick"] is True
+    machine = result["machine"]
+    assert machine["cores"] >= 1 and machine["python"] and machine["cpu"]
+    for row in result.get("targets", []):
+        assert set(row) >= {"target", "measured", "limit", "comparison", "met"}
+        assert row["met"] in (True, False, None)
+
+
+def test_overhead_measures_every_path_and_records_litellm(quick_run: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
+    out, _ = quick_run
+    result = _result(out, "overhead")
+    for section in (result["non_streaming"], result["streaming"]["ttft"]):
+        assert {"direct", "conductor", "auto", "gateway"} <= set(section["variants"])
+        assert section["variants"]["direct"]["n"] > 0
+    # The request log stayed on: every Conductor request left its row.
+    assert result["request_log"]["rows_written"] > 0 and result["request_log"]["write_errors"] == 0
+    litellm = result["litellm"]
+    assert litellm["status"] in ("measured", "skipped")
+    if litellm["status"] == "skipped":
+        assert "litellm" in litellm["reason"]
+        assert "litellm" not in result["non_streaming"]["variants"]
+    else:
+        assert {"litellm", "litellm_direct"} <= set(result["non_streaming"]["variants"])
+
+
+def test_litellm_is_skipped_when_not_installed(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from benchmarks import bench_overhead
+
+    monkeypatch.setenv("CONDUCTOR_BENCH_LITELLM_PYTHON", str(tmp_path / "no-such-python"))
+    monkeypatch.setattr(bench_overhead, "find_spec", lambda name: None)
+    python, reason = bench_overhead.litellm_python()
+    assert python is None
+    assert "litellm" in reason and "requirements-bench.txt" in reason
+
+
+def test_dashboard_counts_points_and_memory(quick_run: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
+    out, _ = quick_run
+    result = _result(out, "dashboard")
+    for size in result["sizes"].values():
+        for path in ("page", "rows", "sql"):
+            figures = size[path]
+            assert figures["points_per_chart"] and figures["peak_memory_mb"] > 0
+            assert set(figures["time_s"]) >= {"snapshot_s", "charts_build_s", "charts_serialize_s", "total_s"}
+
+
+def test_request_log_reports_both_backends(quick_run: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
+    out, _ = quick_run
+    backends = _result(out, "request_log")["backends"]
+    assert backends["sqlite"]["write_errors"] == 0 and backends["sqlite"]["one_writer"]["writes_per_s"] > 0
+    postgres = backends["postgresql"]
+    assert "skipped" in postgres or postgres["write_errors"] == 0
+
+
+def test_fanout_and_gateway_load_complete_without_errors(quick_run: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
+    out, _ = quick_run
+    fanout = _result(out, "fanout")
+    assert fanout["compare_wall_ms"] > 0 and fanout["slowest_direct_ms"] > 0
+    load = _result(out, "gateway_load")
+    for mode in ("non_streaming", "streaming"):
+        assert load[mode]["errors"] == {"direct": 0, "gateway": 0}
+        assert load[mode]["latency_ms"]["gateway"]["n"] > 0
