@@ -199,6 +199,7 @@ votes_table = Table(
 
 _STOP = object()  # tells a writer thread to finish
 _BATCH = 500  # most attempts in one background transaction
+_LINGER_S = 0.05
 _open_logs: weakref.WeakSet[RequestLog] = weakref.WeakSet()
 
 
@@ -393,6 +394,10 @@ class RequestLog:
     def _drain(self) -> None:
         while True:
             batch = [self._queue.get()]
+            if batch[0] is not _STOP:
+                # Let a batch gather: one transaction (and one wake-up of this thread, which
+                # competes with request threads for the GIL) per batch, not per attempt.
+                time.sleep(_LINGER_S)
             while len(batch) < _BATCH and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             records = [item for item in batch if item is not _STOP]
