@@ -75,16 +75,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             data_dir=Path(tmp),
         )
         conductor = Conductor(settings, source="benchmark")
-        from benchmarks.prototypes import GatedCompareConductor
-
-        gated = GatedCompareConductor(settings, source="benchmark", request_log=conductor.log)
         clients = {
             name: openai.OpenAI(base_url=url, api_key="sk-bench-not-a-key", max_retries=0, timeout=60)
             for name, url in zip(names, up.urls)
         }
         targets = [Target(provider=name, model=MODEL) for name in names]
 
-        def compare(n: int, conductor: Any = conductor, inner_slowest: list[float] = inner_slowest) -> dict[str, list[float]]:
+        def compare(n: int) -> dict[str, list[float]]:
             walls = []
             for _ in range(n):
                 t0 = time.perf_counter()
@@ -122,15 +119,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
             return run
 
-        gated_inner: list[float] = []
-        variants = {
-            "compare": compare,
-            "compare_gated": lambda n: compare(n, gated, gated_inner),
-            **{f"direct_{name}": direct(name) for name in names},
-        }
+        variants = {"compare": compare, **{f"direct_{name}": direct(name) for name in names}}
         results = interleaved(variants, **size)["wall"]
         logged = conductor.log.count()
-        gated._pool.shutdown(wait=False)  # noqa: SLF001 - shares the log closed below
         conductor.close()
 
     slowest = f"direct_{names[-1]}"
@@ -160,12 +151,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         slowest_target_latency_inside_compare_ms=rounded(statistics.median(inner)) if inner else None,
         ratio_to_slowest_inside_compare=rounded(inner_ratio, 4),
         request_log_rows=logged,
-        prototype={
-            "what": "compare_gated: benchmarks/prototypes.py GatedCompareConductor (every target thread "
-            "started before any is let go). Not the shipped code.",
-            "compare_wall_ms": rounded(results.median_of_medians("compare_gated")),
-            "ratio_to_slowest_direct": rounded(results.median_of_medians("compare_gated") / slowest_ms, 4) if slowest_ms else None,
-        },
         targets=[target("Compare wall time / the slowest target's time (direct)", ratio, LIMIT_RATIO, unit="x")],
     )
     path = write_result(args.out, NAME, payload)
@@ -173,8 +158,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         [
             f"fanout -> {path}",
             f"  compare {compare_ms:.1f} ms, slowest direct {slowest_ms:.1f} ms, ratio {ratio:.3f} "
-            f"(paired {payload['ratio_to_slowest_direct_paired']}), sum of targets {sum_direct:.0f} ms; "
-            f"gated prototype ratio {payload['prototype']['ratio_to_slowest_direct']}",
+            f"(paired {payload['ratio_to_slowest_direct_paired']}), sum of targets {sum_direct:.0f} ms",
         ]
     )
     return payload

@@ -15,6 +15,7 @@ competing with the load generator and the upstream for CPU, as on a small server
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import re
@@ -162,7 +163,7 @@ async def _block(url: str, model: str, stream: bool, seconds: float, pids: dict[
             await connection.close()
 
     pids = pids or {}
-    cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    cpu0 = {name: cpu_seconds(pid, children=True) for name, pid in pids.items()}
     own0 = time.process_time()
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
@@ -170,26 +171,26 @@ async def _block(url: str, model: str, stream: bool, seconds: float, pids: dict[
     done = max(1, len(total))
     cpu = {"load_generator": (time.process_time() - own0) * 1000 / done}
     for name, pid in pids.items():
-        after = cpu_seconds(pid)
+        after = cpu_seconds(pid, children=True)
         if after is not None and cpu0[name] is not None:
             cpu[name] = (after - cpu0[name]) * 1000 / done
     return {"total": total, "ttft": first, "errors": errors, "rps": len(total) / elapsed, "cpu_ms_per_request": cpu}
 
 
-async def _run(direct_url: str, gateway_url: str, size: dict[str, Any], pids: dict[str, int]) -> dict[str, Any]:
-    targets = {"direct": (direct_url, MODEL), "gateway": (gateway_url, f"up/{MODEL}")}
+async def _run(targets: dict[str, tuple[str, str, dict[str, int]]], size: dict[str, Any]) -> dict[str, Any]:
+    """`targets`: name -> (base URL, model, processes to account CPU to)."""
     out: dict[str, Any] = {}
     for mode, stream in (("non_streaming", False), ("streaming", True)):
         latency, ttft = Rounds(), Rounds()
-        rps: dict[str, list[float]] = {"direct": [], "gateway": []}
-        cpu: dict[str, list[dict[str, float]]] = {"direct": [], "gateway": []}
-        errors = {"direct": 0, "gateway": 0}
-        for url, model in targets.values():
+        rps: dict[str, list[float]] = {name: [] for name in targets}
+        cpu: dict[str, list[dict[str, float]]] = {name: [] for name in targets}
+        errors = {name: 0 for name in targets}
+        for url, model, _ in targets.values():
             await _block(url, model, stream, size["warmup_s"])
         order = list(targets)
         for index in range(size["rounds"]):
             for name in order if index % 2 == 0 else list(reversed(order)):
-                url, model = targets[name]
+                url, model, pids = targets[name]
                 block = await _block(url, model, stream, size["block_s"], pids)
                 cpu[name].append(block["cpu_ms_per_request"])
                 latency.add(name, block["total"])
@@ -200,6 +201,7 @@ async def _run(direct_url: str, gateway_url: str, size: dict[str, Any], pids: di
             "requests_per_s": {k: rounded(statistics.median(v), 1) for k, v in rps.items()},
             "latency_ms": {k: _pcts(latency.samples(k)) for k in targets},
             "added_latency_ms": _added(latency),
+            **({"added_latency_ms_2_workers": _added(latency, "gateway_2_workers")} if "gateway_2_workers" in targets else {}),
             "errors": errors,
             # CPU per request of each process (median over blocks): where the machine's time goes.
             "cpu_ms_per_request": {
@@ -211,6 +213,8 @@ async def _run(direct_url: str, gateway_url: str, size: dict[str, Any], pids: di
         if stream:
             section["ttft_ms"] = {k: _pcts(ttft.samples(k)) for k in targets}
             section["added_ttft_ms"] = _added(ttft)
+            if "gateway_2_workers" in targets:
+                section["added_ttft_ms_2_workers"] = _added(ttft, "gateway_2_workers")
         out[mode] = section
     return out
 
@@ -219,8 +223,8 @@ def _pcts(samples: list[float]) -> dict[str, Any]:
     return {"n": len(samples), "p50": rounded(percentile(samples, 0.5)), "p99": rounded(percentile(samples, 0.99))}
 
 
-def _added(rounds: Rounds) -> dict[str, Any]:
-    g, d = rounds.samples("gateway"), rounds.samples("direct")
+def _added(rounds: Rounds, name: str = "gateway") -> dict[str, Any]:
+    g, d = rounds.samples(name), rounds.samples("direct")
     if not g or not d:
         return {"p50": None, "p99": None}
     return {
@@ -230,7 +234,15 @@ def _added(rounds: Rounds) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = parser(__doc__.splitlines()[0]).parse_args(argv)
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument(
+        "--two-workers",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also measure the gateway app under `uvicorn --workers 2` (default: on, off with --quick)",
+    )
+    args = p.parse_args(argv)
+    two_workers = args.two_workers if args.two_workers is not None else not args.quick
     size = SIZES["quick" if args.quick else "full"]
     started = time.perf_counter()
     scrub_environ()
@@ -243,7 +255,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ) as upstream:
         data_dir = Path(tmp) / "gateway-data"
         with GatewayProcess({"up": upstream.url}, data_dir) as gateway:
-            results = asyncio.run(_run(upstream.url, gateway.url, size, {"gateway": gateway.pid, "upstream": upstream.pid}))
+            targets = {
+                "direct": (upstream.url, MODEL, {"gateway": gateway.pid, "upstream": upstream.pid}),
+                "gateway": (gateway.url, f"up/{MODEL}", {"gateway": gateway.pid, "upstream": upstream.pid}),
+            }
+            second = GatewayProcess({"up": upstream.url}, data_dir, workers=2) if two_workers else None
+            try:
+                if second is not None:
+                    targets["gateway_2_workers"] = (second.url, f"up/{MODEL}", {"gateway": second.pid, "upstream": upstream.pid})
+                results = asyncio.run(_run(targets, size))
+            finally:
+                if second is not None:
+                    second.close()
         log = RequestLog(data_dir=data_dir)
         logged = log.count()
         log.close()
@@ -259,6 +282,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             **size,
             "gateway": "python -m gateway (uvicorn, 1 process), access log off, SQLite request log on",
             "load_generator": "asyncio, one keep-alive HTTP/1.1 connection per worker (benchmark process)",
+            "gateway_2_workers": "the same app under `uvicorn gateway.main:app --workers 2`, same request log"
+            if two_workers
+            else None,
         },
         gateway_request_log_rows=logged,
         **results,

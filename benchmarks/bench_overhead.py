@@ -284,12 +284,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         }
         proto = None
         if args.prototypes if args.prototypes is not None else not args.quick:
-            from benchmarks.prototypes import BackgroundRequestLog, CachedRoutingConductor
+            from benchmarks.prototypes import LingeringRequestLog
 
-            proto_dir = Path(tmp) / "proto-data"
-            proto = CachedRoutingConductor(
-                settings, source="benchmark", request_log=BackgroundRequestLog(data_dir=proto_dir, linger_s=0.05)
-            )
+            log = LingeringRequestLog(data_dir=Path(tmp) / "proto-data")
+            proto = Conductor(settings, source="benchmark", request_log=log)
             runs["conductor_proto"] = _conductor_variant(proto, "up")
             runs["auto_proto"] = _conductor_variant(proto, "auto")
         try:
@@ -368,9 +366,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         prototypes=None
         if proto_logged is None
         else {
-            "what": "conductor_proto / auto_proto: Conductor with benchmarks/prototypes.py "
-            "(BackgroundRequestLog: write() queues, one thread inserts what gathered in 50 ms as one batch; "
-            "CachedRoutingConductor: AUTO scores on a metrics snapshot at most 1 s old). Not the shipped code.",
+            "what": "conductor_proto / auto_proto: the shipped Conductor on benchmarks/prototypes.py "
+            "LingeringRequestLog (the background writer commits what gathered in 50 ms as one batch). "
+            "Not the shipped code.",
             "request_log": proto_logged,
         },
         non_streaming=non_streaming,

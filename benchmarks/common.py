@@ -334,13 +334,19 @@ class Upstreams:
         self.close()
 
 
-def cpu_seconds(pid: int) -> float | None:
-    """CPU time (user + system, all threads) a process has used so far; None off Linux."""
+def cpu_seconds(pid: int, *, children: bool = False) -> float | None:
+    """CPU time (user + system, all threads) a process has used so far, plus that of its
+    live child processes when asked; None off Linux."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        total = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     except (OSError, IndexError, ValueError):
         return None
+    if children:
+        for task in Path(f"/proc/{pid}/task").glob("*/children"):
+            for child in task.read_text().split():
+                total += cpu_seconds(int(child), children=True) or 0.0
+    return total
 
 
 def free_port() -> int:
@@ -356,7 +362,13 @@ class GatewayProcess:
     environment variables with one named endpoint pointing at an upstream."""
 
     def __init__(
-        self, endpoints: dict[str, str], data_dir: Path, *, models: Sequence[str] = ("bench-model",), wait: bool = True
+        self,
+        endpoints: dict[str, str],
+        data_dir: Path,
+        *,
+        models: Sequence[str] = ("bench-model",),
+        wait: bool = True,
+        workers: int = 1,
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
@@ -370,9 +382,15 @@ class GatewayProcess:
             CONDUCTOR_DATA_DIR=str(data_dir),
             CONDUCTOR_ENDPOINTS=json.dumps(config),
         )
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "gateway"], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
+        command = [sys.executable, "-m", "gateway"]
+        if workers > 1:
+            # `python -m gateway` has no workers setting: the same app and options through
+            # uvicorn's CLI, with several worker processes.
+            command = [
+                sys.executable, "-m", "uvicorn", "gateway.main:app", "--host", "127.0.0.1", "--port", str(self.port),
+                "--log-level", "warning", "--timeout-keep-alive", "30", "--backlog", "4096", "--workers", str(workers),
+            ]  # fmt: skip
+        self._process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         if wait:
             self.wait_ready()
 

@@ -1,16 +1,17 @@
 """Prototypes of the core changes BENCHMARKS.md recommends, so their gain is measured in the
-same run as the code they would replace (bench_overhead --prototypes). Nothing here is used
-by Conductor itself; each class is written so it could move into conductor_core as is.
+same run as the code they would replace (bench_dashboard, bench_request_log).
+Nothing here is used by Conductor itself; each class is written so it could move into
+conductor_core as is. (Three earlier prototypes have since landed in the core: a background
+request-log writer, `RequestLog.submit`; a cached routing snapshot for AUTO,
+`Conductor._routing_snapshot`; and compare threads released together, the `go` event in
+`Conductor.compare`.)
 
-* `BackgroundRequestLog`: `write()` queues the record and returns; one writer thread turns
-  queued records into rows and inserts them in batches (one transaction per batch). Every
-  read first waits for the queue to drain, so a process still reads its own writes.
-* `CachedRoutingConductor`: AUTO ranks providers on a metrics snapshot at most
-  `max_age_s` old instead of recomputing percentiles over the window on every request.
-* `GatedCompareConductor`: `compare` starts every target's thread first and only then lets
-  them all go (one Event). `Thread.start()` waits for the new thread to run, and a thread
-  that is building its SDK request holds the GIL for up to the 5 ms switch interval, so
-  starting them one after the other delays the last target's request by ~5 ms a target.
+* `LingeringRequestLog`: the shipped background writer (`RequestLog.submit`) wakes and
+  commits once per attempt; this one lets attempts gather for up to `linger_s` (50 ms)
+  after the first arrives and commits them as one batch. In a single process the writer
+  thread competes with the request threads for the GIL, so a commit per request still costs
+  the request path most of what a synchronous write cost; one commit per batch does not.
+  `flush()` (every read) cuts the wait short, so reads still see their own writes at once.
 * `RollupRequestLog`: every insert also adds its attempts to a per-minute, per-provider
   rollup table (an upsert in the same transaction), and the dashboard's reads (`count`,
   `aggregate`, `provider_totals`) sum rollups instead of scanning every attempt: their
@@ -19,8 +20,6 @@ by Conductor itself; each class is written so it could move into conductor_core 
 
 from __future__ import annotations
 
-import logging
-import queue
 import threading
 import time
 from datetime import datetime
@@ -29,191 +28,42 @@ from typing import Any
 from sqlalchemy import Column, Double, Integer, MetaData, String, Table, text
 from sqlalchemy.schema import CreateTable
 
-from conductor_core.errors import BadRequestError, ProviderError
-from conductor_core.models import AttemptRecord, CompareEvent, ProviderUsage, new_id
-from conductor_core.router import Conductor, _Route, _Score
+from conductor_core import store
+from conductor_core.models import ProviderUsage
 from conductor_core.store import _WRITE_ATTEMPTS, RequestLog, _epoch, _is_transient, attempts
 
-_STOP = object()
 
+class LingeringRequestLog(RequestLog):
+    """`RequestLog` whose writer thread batches what arrives within `linger_s`. The body of
+    `_drain` is the shipped one; the lines marked "linger" are the change."""
 
-class BackgroundRequestLog(RequestLog):
-    """A RequestLog whose `write()` costs a queue put on the caller's thread."""
-
-    def __init__(self, *args: Any, max_batch: int = 500, linger_s: float = 0.0, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._max_batch = max_batch
-        # How long the writer lets records gather before a batch: one transaction (and one
-        # wake-up of this thread, competing for the GIL) per batch instead of per record.
-        self._linger_s = linger_s
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._pending = 0
-        self._drained = threading.Condition()
-        self._writer = threading.Thread(target=self._drain, name="request-log-writer", daemon=True)
-        self._writer.start()
-
-    def write(self, record: AttemptRecord) -> bool:
-        if self._closed:
-            return self._failed(f"attempt {record.id}", RuntimeError("the request log is closed"))
-        with self._drained:
-            self._pending += 1
-        self._queue.put(record)
-        return True  # queued: a failed insert is counted in write_errors, as before
-
-    def _drain(self) -> None:
-        while True:
-            item = self._queue.get()
-            if self._linger_s and item is not _STOP:
-                time.sleep(self._linger_s)
-            batch = [item]
-            while len(batch) < self._max_batch:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            records = [r for r in batch if r is not _STOP]
-            if records:
-                self._insert_batch(records)
-            with self._drained:
-                self._pending -= len(records)
-                self._drained.notify_all()
-            if len(records) != len(batch):
-                return
-
-    def _insert_batch(self, records: list[AttemptRecord]) -> None:
-        rows = []
-        for record in records:
-            try:
-                rows.append(self._attempt_row(record))
-            except Exception as exc:  # noqa: BLE001 - "never raises", as write()
-                self._failed(f"attempt {record.id}", exc)
-        if not rows:
-            return
-        if len(rows) == 1 or not self._insert_quiet(rows):
-            # One bad row must not lose its batch: retry one by one (each counts its failure).
-            for row in rows:
-                self._insert(attempts, [row], f"attempt {row['id']}")
-
-    def _insert_quiet(self, rows: list[dict[str, Any]]) -> bool:
-        try:
-            self._ensure_schema()
-            with self._engine.begin() as conn:
-                conn.execute(attempts.insert(), rows)
-            return True
-        except Exception:  # noqa: BLE001 - the row-by-row retry reports it
-            return False
-
-    def flush(self, timeout: float | None = 30.0) -> bool:
-        """Wait until every queued record is written (or failed)."""
-        with self._drained:
-            return self._drained.wait_for(lambda: self._pending == 0, timeout)
-
-    # Reads see every write made before them in this process.
-    def records(self, *args: Any, **kwargs: Any) -> Any:
-        self.flush()
-        return super().records(*args, **kwargs)
-
-    def count(self, *args: Any, **kwargs: Any) -> int:
-        self.flush()
-        return super().count(*args, **kwargs)
-
-    def frame(self, *args: Any, **kwargs: Any) -> Any:
-        self.flush()
-        return super().frame(*args, **kwargs)
-
-    def aggregate(self, *args: Any, **kwargs: Any) -> Any:
-        self.flush()
-        return super().aggregate(*args, **kwargs)
-
-    def provider_totals(self) -> Any:
-        self.flush()
-        return super().provider_totals()
-
-    def recent_for_metrics(self, *args: Any, **kwargs: Any) -> Any:
-        self.flush()
-        return super().recent_for_metrics(*args, **kwargs)
-
-    def close(self) -> None:
-        if not self._closed:
-            self.flush()
-            self._queue.put(_STOP)
-            self._writer.join(timeout=30)
-        super().close()
-
-
-class CachedRoutingConductor(Conductor):
-    """AUTO scores from a per-provider metrics snapshot cached for `max_age_s` seconds."""
-
-    routing_snapshot_max_age_s = 1.0
+    linger_s = 0.05
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._routing_snapshots: dict[str, tuple[float, Any]] = {}
+        self._cut_short = threading.Event()  # linger: set by flush()
 
-    def _score(self, p: Any, request: Any, streaming: bool) -> _Score:
-        now = time.monotonic()
-        cached = self._routing_snapshots.get(p.name)
-        if cached is None or now - cached[0] > self.routing_snapshot_max_age_s:
-            cached = self._routing_snapshots[p.name] = (now, self.metrics.snapshot(p.name))
-        snap = cached[1]
-        ttft = snap.performance.p50_ttft_ms if streaming else None
-        return _Score(
-            samples=snap.samples,
-            latency_ms=ttft or snap.performance.p50_latency_ms,
-            latency_kind="time to first token" if ttft else "latency",
-            success=snap.success_rate,
-            cost=self._estimated_cost(p, request),
-        )
+    def flush(self, timeout: float | None = 30.0) -> bool:
+        self._cut_short.set()  # linger: a reader does not wait out the linger
+        return super().flush(timeout)
 
-
-
-class GatedCompareConductor(Conductor):
-    """`Conductor.compare` with its target threads released together (see the module doc).
-    The body is the shipped one; the lines marked "gate" are the change."""
-
-    def compare(self, request: Any, targets: list[Any], *, overrides: Any = None) -> Any:
-        if not 2 <= len(targets) <= 4:
-            raise BadRequestError(f"a compare takes 2 to 4 targets, got {len(targets)}", status_code=400)
-        if any(t.provider == "auto" for t in targets):
-            raise BadRequestError("compare targets name a provider; 'auto' is not a target", status_code=400)
-        group_id = new_id("cmp")
-        events: queue.Queue[Any] = queue.Queue()
-        cancelled = threading.Event()
-        go = threading.Event()  # gate
-
-        def run(index: int, target: Any) -> None:
-            go.wait()  # gate: every thread is started before any builds its request
-            sub = request.model_copy(update={"provider": target.provider, "model": target.model})
-            route = _Route(sub, "compare", None, group_id)
-            try:
-                for event in self.stream(sub, overrides=overrides, _route=route):
-                    if cancelled.is_set():
-                        return
-                    events.put(CompareEvent(index=index, target=target, group_id=group_id, event=event))
-            except ProviderError as error:
-                events.put(CompareEvent(index=index, target=target, group_id=group_id, error=error.to_response(route.request_id)))
-            except Exception as exc:  # noqa: BLE001
-                logging.getLogger("conductor.router").exception("compare target %s crashed", target.label)
-                err = ProviderError(f"{target.label} failed unexpectedly: {exc}", provider=target.provider)
-                events.put(CompareEvent(index=index, target=target, group_id=group_id, error=err.to_response()))
-            finally:
-                events.put(None)
-
-        threads = [threading.Thread(target=run, args=(i, t), name=f"compare-{i}", daemon=True) for i, t in enumerate(targets)]
-        for thread in threads:
-            thread.start()
-        go.set()  # gate
-        running = len(threads)
-        try:
-            while running:
-                item = events.get()
-                if item is None:
-                    running -= 1
-                else:
-                    yield item
-        finally:
-            cancelled.set()
-            go.set()  # gate: never leave a thread waiting
+    def _drain(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is not store._STOP:  # linger: let a batch gather
+                self._cut_short.wait(self.linger_s)
+                self._cut_short.clear()
+            batch = [first]
+            while len(batch) < store._BATCH and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            records = [item for item in batch if item is not store._STOP]
+            if records:
+                self._write_batch(records)
+                with self._pending_cond:
+                    self._pending -= len(records)
+                    self._pending_cond.notify_all()
+            if len(records) != len(batch):
+                return
 
 
 # --- rollups ---------------------------------------------------------------------------------
@@ -265,6 +115,7 @@ class RollupRequestLog(RequestLog):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._rollups_ready = False
+        self._upsert_stmt: Any = None
 
     def _ensure_schema(self) -> None:
         super()._ensure_schema()
@@ -274,6 +125,12 @@ class RollupRequestLog(RequestLog):
             self._rollups_ready = True
 
     def _upsert(self) -> Any:
+        # Built once: constructing the statement costs more than executing it.
+        if self._upsert_stmt is None:
+            self._upsert_stmt = self._build_upsert()
+        return self._upsert_stmt
+
+    def _build_upsert(self) -> Any:
         if self.dialect == "postgresql":
             from sqlalchemy.dialects.postgresql import insert as dialect_insert
         else:
@@ -284,11 +141,12 @@ class RollupRequestLog(RequestLog):
             set_={name: rollups.c[name] + stmt.excluded[name] for name in _SUMMED},
         )
 
-    def _insert(self, table: Table, rows: list[dict[str, Any]], what: str) -> bool:
+    def _insert(self, table: Table, rows: list[dict[str, Any]], what: str, **kwargs: Any) -> bool:
         if table is not attempts:
-            return super()._insert(table, rows, what)
+            return super()._insert(table, rows, what, **kwargs)
+        quiet = kwargs.get("quiet", False)
         if self._closed:
-            return self._failed(what, RuntimeError("the request log is closed"))
+            return False if quiet else self._failed(what, RuntimeError("the request log is closed"))
         increments = _rollup_increments(rows)
         for attempt in range(_WRITE_ATTEMPTS):
             try:
@@ -301,11 +159,12 @@ class RollupRequestLog(RequestLog):
                 if attempt < _WRITE_ATTEMPTS - 1 and _is_transient(exc):
                     time.sleep(0.02 * 2**attempt)
                     continue
-                return self._failed(what, exc)
+                return False if quiet else self._failed(what, exc)
         return False
 
     def rebuild_rollups(self) -> None:
         """Rollups from the attempts already logged (a migration for an existing log)."""
+        self.flush()
         self._ensure_schema()
         minute = f"CAST(created_ts / {ROLLUP_S} AS INTEGER) * {ROLLUP_S}"
         if self.dialect == "postgresql":
@@ -337,6 +196,7 @@ class RollupRequestLog(RequestLog):
               status: str | None = None, limit: int | None = None) -> int:
         if until is not None or provider is not None or status is not None:
             return super().count(since=since, until=until, provider=provider, status=status, limit=limit)
+        self.flush()
         self._ensure_schema()
         start, first_full = self._split(since) if since is not None else (float("-inf"), float("-inf"))
         with self._engine.connect() as conn:
@@ -358,6 +218,7 @@ class RollupRequestLog(RequestLog):
 
         from conductor_core.store import AGGREGATE_COLUMNS
 
+        self.flush()
         self._ensure_schema()
         size = int(bucket_s)
         start, first_full = self._split(since) if since is not None else (float("-inf"), float("-inf"))
@@ -387,6 +248,7 @@ class RollupRequestLog(RequestLog):
         return frame.sort_values(["bucket", "provider"], kind="stable").reset_index(drop=True)
 
     def provider_totals(self) -> dict[str, ProviderUsage]:
+        self.flush()
         self._ensure_schema()
         sql = (
             "SELECT provider, SUM(requests), SUM(ok), SUM(requests) - SUM(ok), SUM(input_tokens), "

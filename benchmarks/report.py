@@ -26,8 +26,8 @@ LABELS = {
     "litellm": "(d) LiteLLM Router",
     "litellm_direct": "(d') openai SDK, direct, in LiteLLM's process",
     "gateway": "(e) gateway over HTTP",
-    "conductor_proto": "(b*) provider named, with the recommended fixes (prototype)",
-    "auto_proto": "(c*) AUTO, with the recommended fixes (prototype)",
+    "conductor_proto": "(b*) provider named, log writer batching 50 ms (prototype)",
+    "auto_proto": "(c*) AUTO, log writer batching 50 ms (prototype)",
 }
 
 
@@ -86,7 +86,7 @@ def overhead(r: dict[str, Any]) -> list[str]:
 
 def fanout(r: dict[str, Any]) -> list[str]:
     out = [_head(r), "", "| measure | median of round medians (ms) | p99 (ms) |", "|---|---:|---:|"]
-    names = {"compare": "Conductor.compare over the four targets", "compare_gated": "the same, threads released together (prototype)"}
+    names = {"compare": "Conductor.compare over the four targets"}
     for name, figures in r["variants"].items():
         label = names.get(name) or f"openai SDK stream straight to the {name.removeprefix('direct_t')} ms upstream"
         out.append(f"| {label} | {_f(figures['median_of_round_medians'], 1)} | {_f(figures['p99'], 1)} |")
@@ -95,8 +95,7 @@ def fanout(r: dict[str, Any]) -> list[str]:
         f"| slowest target's own latency inside the compare (provider-measured) | {_f(r['slowest_target_latency_inside_compare_ms'], 1)} | |",
         "",
         f"Compare wall time / slowest target direct: **{_f(r['ratio_to_slowest_direct'], 3)}** "
-        f"(paired by round {_f(r['ratio_to_slowest_direct_paired'], 3)}; / the slowest target inside the compare {_f(r['ratio_to_slowest_inside_compare'], 3)})"
-        + (f"; with the prototype: **{_f(r['prototype']['ratio_to_slowest_direct'], 3)}**." if r.get("prototype") else "."),
+        f"(paired by round {_f(r['ratio_to_slowest_direct_paired'], 3)}; / the slowest target inside the compare {_f(r['ratio_to_slowest_inside_compare'], 3)}).",
     ]
     return out
 
@@ -116,7 +115,9 @@ def local(r: dict[str, Any]) -> list[str]:
         f"| model load (s) | {_f(r['load_s']['conductor'])} | {_f(r['load_s']['raw'])} | |",
         "",
         f"Model {r['config']['model']}, {r['config']['threads']} threads, context {r['config']['context']}, "
-        f"{r['config']['max_tokens']} tokens max, temperature 0 (both sides generated {r['tokens_generated']} tokens); "
+        f"{r['config']['max_tokens']} tokens max, temperature 0 (tokens generated per answer: "
+        f"{', '.join(f'{side} {sorted(set(counts))}' for side, counts in r['tokens_generated'].items())}, "
+        "the base model stops at a stop sequence); "
         f"parameters checked equal: {', '.join(f'{k}={v[0]}' for k, v in r['config']['params_checked'].items())}.",
     ]
     return out
@@ -156,7 +157,7 @@ def request_log(r: dict[str, Any]) -> list[str]:
             continue
         one, eight, many = b["one_writer"], b["8_writers"], b["write_many_100"]
         out.append(
-            f"| {name} | {_f(one['writes_per_s'], 0)} | {_f(one['p50_ms'], 2)} / {_f(one['p99_ms'], 2)} | {_f(eight['writes_per_s'], 0)} | "
+            f"| {name.replace('+rollups', ' + rollups (prototype)')} | {_f(one['writes_per_s'], 0)} | {_f(one['p50_ms'], 2)} / {_f(one['p99_ms'], 2)} | {_f(eight['writes_per_s'], 0)} | "
             f"{_f(eight['p50_ms'], 2)} / {_f(eight['p99_ms'], 2)} | {_f(many['writes_per_s'], 0)} |"
         )
     return out
@@ -164,18 +165,20 @@ def request_log(r: dict[str, Any]) -> list[str]:
 
 def gateway_load(r: dict[str, Any]) -> list[str]:
     out = [_head(r), "", "| mode | path | requests/s | p50 (ms) | p99 (ms) | added p50 / p99 (ms) | CPU ms per request: gateway / upstream / load generator |", "|---|---|---:|---:|---:|---:|---|"]
+    labels = {"direct": "direct", "gateway": "gateway (`python -m gateway`)", "gateway_2_workers": "gateway app, `uvicorn --workers 2`"}
     for mode in ("non_streaming", "streaming"):
         m = r[mode]
         metric = m.get("ttft_ms") if mode == "streaming" else m["latency_ms"]
-        added = m.get("added_ttft_ms") if mode == "streaming" else m["added_latency_ms"]
-        for path in ("direct", "gateway"):
+        for path in m["requests_per_s"]:
+            suffix = "" if path == "gateway" else "_2_workers"
+            added = m.get(f"added_ttft_ms{suffix}") if mode == "streaming" else m.get(f"added_latency_ms{suffix}")
             cpu = m.get("cpu_ms_per_request", {}).get(path, {})
             out.append(
-                f"| {mode.replace('_', '-')}{' (time to first token)' if mode == 'streaming' else ''} | {path} | {_f(m['requests_per_s'][path], 1)} | "
-                f"{_f(metric[path]['p50'], 1)} | {_f(metric[path]['p99'], 1)} | {(_f(added['p50'], 1) + ' / ' + _f(added['p99'], 1)) if path == 'gateway' else ''} | "
-                f"{_f(cpu.get('gateway'), 2) if path == 'gateway' else '—'} / {_f(cpu.get('upstream'), 2)} / {_f(cpu.get('load_generator'), 2)} |"
+                f"| {mode.replace('_', '-')}{' (time to first token)' if mode == 'streaming' else ''} | {labels.get(path, path)} | {_f(m['requests_per_s'][path], 1)} | "
+                f"{_f(metric[path]['p50'], 1)} | {_f(metric[path]['p99'], 1)} | {(_f(added['p50'], 1) + ' / ' + _f(added['p99'], 1)) if added and path != 'direct' else ''} | "
+                f"{_f(cpu.get('gateway'), 2) if path != 'direct' else '—'} / {_f(cpu.get('upstream'), 2)} / {_f(cpu.get('load_generator'), 2)} |"
             )
-    out += ["", f"Errors: {r['non_streaming']['errors']} (non-streaming), {r['streaming']['errors']} (streaming); rows the gateway logged: {r['gateway_request_log_rows']:,}."]
+    out += ["", f"Errors: {r['non_streaming']['errors']} (non-streaming), {r['streaming']['errors']} (streaming); rows the gateways logged: {r['gateway_request_log_rows']:,}."]
     return out
 
 
@@ -187,7 +190,8 @@ def targets(results: Path) -> list[str]:
             continue
         for t in r.get("targets", []):
             mark = {True: "**met**", False: "**missed**", None: "not measured"}[t["met"]]
-            out.append(f"| {name} | {t['target']} | {t['comparison']} {t['limit']:g} {t['unit']} | {_f(t['measured'], 3)} {t['unit']} | {mark} |")
+            digits = 0 if t["unit"] == "points" else 3
+            out.append(f"| {name} | {t['target']} | {t['comparison']} {t['limit']:g} {t['unit']} | {_f(t['measured'], digits)} {t['unit']} | {mark} |")
     return out
 
 
