@@ -501,9 +501,7 @@ class Conductor:
         provider = candidate.provider
         for attempt in self._retrying():
             with attempt:
-                breaker = self.breaker(provider.name)
-                if not breaker.allow():
-                    raise self._breaker_open(provider.name)
+                breaker = self._admit(provider)
                 started = time.perf_counter()
                 try:
                     response = provider.chat_completion(request)
@@ -521,9 +519,7 @@ class Conductor:
         provider = candidate.provider
         for attempt in self._retrying():
             with attempt:
-                breaker = self.breaker(provider.name)
-                if not breaker.allow():
-                    raise self._breaker_open(provider.name)
+                breaker = self._admit(provider)
                 started = time.perf_counter()
                 parts: list[str] = []
                 finished = False
@@ -574,6 +570,13 @@ class Conductor:
             routing=route.info(),
         )
         return StreamIncomplete(partial=partial, error=error.to_response(route.request_id))
+
+    def _admit(self, provider: BaseProvider) -> CircuitBreaker:
+        """The provider's breaker, once it lets this attempt through; else a non-retryable error."""
+        breaker = self.breaker(provider.name)
+        if not breaker.allow():
+            raise self._breaker_open(provider.name)
+        return breaker
 
     def _breaker_open(self, name: str) -> ProviderUnavailableError:
         wait = self.breaker(name).retry_in_s()
