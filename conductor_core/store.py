@@ -10,8 +10,9 @@ Promises kept here:
   written (disk full, database down, file locked): the failure is counted, kept and logged.
 * No key reaches the disk: free text (error messages, prompts, answers) goes through
   ``redact()`` before it is written, and again on export in case an older row slipped by.
-* Dashboard reads are bounded: ``aggregate()`` groups in SQL, so its result size depends on
-  providers x buckets, never on the size of the log.
+* Dashboard reads are bounded: ``aggregate()``, ``count()`` and ``provider_totals()`` read
+  per-minute, per-provider rollups (``attempt_rollups``), kept in the same transaction as
+  every insert, so their cost follows the minutes in the window, not the rows in the log.
 
 Timestamps are stored twice: ``created_at`` (timezone-aware, exact, for people and
 round trips) and ``created_ts`` (float epoch seconds), which every range filter, ordering
@@ -47,6 +48,7 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    bindparam,
     case,
     cast,
     create_engine,
@@ -56,11 +58,11 @@ from sqlalchemy import (
     literal_column,
     select,
     text,
+    union_all,
 )
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.schema import CreateIndex, CreateTable
-from sqlalchemy.sql import operators
-from sqlalchemy.sql.elements import ColumnElement, UnaryExpression
+from sqlalchemy.sql.elements import ColumnElement
 
 from .config import redact
 from .models import AttemptRecord, ProviderUsage, Vote
@@ -98,7 +100,13 @@ AGGREGATE_COLUMNS: tuple[str, ...] = (
     "ok",
     "errors",
     "incomplete",
-    "mean_latency_ms",
+    "priced",  # attempts with a known cost
+    "mean_latency_ms",  # over successful attempts with a latency...
+    "latency_n",  # ...this many
+    "mean_ttft_ms",  # over successful attempts with a time to first token...
+    "ttft_n",  # ...this many
+    "generation_tokens",  # output tokens of streamed successes, and the seconds spent
+    "generation_s",  # generating them (latency - ttft): their ratio is tokens per second
     "cost_usd",
     "input_tokens",
     "output_tokens",
@@ -196,6 +204,63 @@ votes_table = Table(
     Index("ix_votes_group_id", "group_id"),
 )
 
+# One row per provider and minute, summing the attempts of that minute: what the dashboard
+# and status read, so a 1M-row log costs them minutes, not rows. Every insert into
+# `attempts` updates it in the same transaction (all or nothing); `_ROLLUP_SUMS` below is
+# the one definition of each sum, used both there and to rebuild it.
+ROLLUP_S = 60
+attempt_rollups = Table(
+    "attempt_rollups",
+    metadata,
+    Column("provider", String(), primary_key=True),
+    Column("bucket_ts", Double(), primary_key=True),  # start of the minute, epoch seconds
+    Column("requests", Integer(), nullable=False),
+    Column("ok", Integer(), nullable=False),
+    Column("errors", Integer(), nullable=False),
+    Column("incomplete", Integer(), nullable=False),
+    Column("priced", Integer(), nullable=False),
+    Column("latency_sum_ms", Double(), nullable=False),
+    Column("latency_n", Integer(), nullable=False),
+    Column("ttft_sum_ms", Double(), nullable=False),
+    Column("ttft_n", Integer(), nullable=False),
+    Column("generation_tokens", Integer(), nullable=False),
+    Column("generation_s", Double(), nullable=False),
+    Column("cost_usd", Double(), nullable=False),  # unknown costs count as 0
+    Column("input_tokens", Integer(), nullable=False),
+    Column("output_tokens", Integer(), nullable=False),
+)
+
+
+def _rollup_sums() -> dict[str, ColumnElement[Any]]:
+    """Each rollup column as a per-attempt SQL expression (summed per provider and minute)."""
+    a = attempts.c
+    ok = a.status == "ok"
+    timed = ok & a.latency_ms.is_not(None)
+    first = ok & a.ttft_ms.is_not(None)
+    # Tokens per second is over streamed successes: output tokens over the time after the
+    # first token (the same rule as dashboard_data.series_from_frame).
+    generating = timed & first & (a.latency_ms > a.ttft_ms) & (a.output_tokens > 0)
+    return {
+        "requests": literal_column("1"),
+        "ok": case((ok, 1), else_=0),
+        "errors": case((a.status == "error", 1), else_=0),
+        "incomplete": case((a.status == "incomplete", 1), else_=0),
+        "priced": case((a.cost_usd.is_not(None), 1), else_=0),
+        "latency_sum_ms": case((timed, a.latency_ms), else_=0.0),
+        "latency_n": case((timed, 1), else_=0),
+        "ttft_sum_ms": case((first, a.ttft_ms), else_=0.0),
+        "ttft_n": case((first, 1), else_=0),
+        "generation_tokens": case((generating, a.output_tokens), else_=0),
+        "generation_s": case((generating, (a.latency_ms - a.ttft_ms) / 1000.0), else_=0.0),
+        "cost_usd": func.coalesce(a.cost_usd, 0.0),
+        "input_tokens": a.input_tokens,
+        "output_tokens": a.output_tokens,
+    }
+
+
+_ROLLUP_SUMS = _rollup_sums()
+_STATUS_COLUMN = {"ok": "ok", "error": "errors", "incomplete": "incomplete"}
+
 
 _STOP = object()  # tells a writer thread to finish
 _BATCH = 500  # most attempts in one background transaction
@@ -220,7 +285,9 @@ def normalize_database_url(url: str) -> str:
 
 def _is_transient(exc: BaseException) -> bool:
     message = str(getattr(exc, "orig", None) or exc).lower()
-    return "database is locked" in message or "database table is locked" in message or "busy" in message
+    # "deadlock detected": two PostgreSQL transactions updating the same rollup rows; one is
+    # aborted and can simply run again.
+    return any(word in message for word in ("database is locked", "database table is locked", "busy", "deadlock detected"))
 
 
 def _is_schema_race(exc: BaseException) -> bool:
@@ -253,6 +320,7 @@ class RequestLog:
         self._pending = 0
         self._pending_cond = threading.Condition()
         self._writer: threading.Thread | None = None
+        self._upsert: Any = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RequestLog:
@@ -325,6 +393,10 @@ class RequestLog:
                             conn.execute(CreateTable(table, if_not_exists=True))
                             for index in sorted(table.indexes, key=lambda i: str(i.name)):
                                 conn.execute(CreateIndex(index, if_not_exists=True))
+                        if self._rollups_missing(conn):
+                            # A log written before rollups existed: build them once, here,
+                            # inside the same lock/transaction, so no process counts twice.
+                            self._fill_rollups(conn)
                     break
                 except Exception as exc:
                     # Another process won a race the statements above could not prevent (a
@@ -334,6 +406,51 @@ class RequestLog:
                         raise
                     time.sleep(0.05 * (attempt + 1))
             self._ready = True
+
+    # --- rollups ---------------------------------------------------------------------------
+
+    def _rollup_select(self, *where: ColumnElement[bool]) -> Any:
+        """Rollup rows for the attempts matching `where`, in key order (so PostgreSQL
+        transactions updating the same rows lock them in one order and cannot deadlock)."""
+        minute = self._bucket(ROLLUP_S)
+        return (
+            select(attempts.c.provider, minute.label("bucket_ts"), *(func.sum(expr).label(name) for name, expr in _ROLLUP_SUMS.items()))
+            .where(*where)
+            .group_by(attempts.c.provider, minute)
+            .order_by(attempts.c.provider, minute)
+        )
+
+    def _rollup_upsert(self) -> Any:
+        """Add the rollups of the attempts whose ids are bound as `ids` (built once: building
+        the statement costs more than running it)."""
+        if self._upsert is None:
+            if self.dialect == "postgresql":
+                from sqlalchemy.dialects.postgresql import insert as dialect_insert
+            else:
+                from sqlalchemy.dialects.sqlite import insert as dialect_insert
+            rows = self._rollup_select(attempts.c.id.in_(bindparam("ids", expanding=True)))
+            stmt = dialect_insert(attempt_rollups).from_select(["provider", "bucket_ts", *_ROLLUP_SUMS], rows)
+            self._upsert = stmt.on_conflict_do_update(
+                index_elements=[attempt_rollups.c.provider, attempt_rollups.c.bucket_ts],
+                set_={name: attempt_rollups.c[name] + stmt.excluded[name] for name in _ROLLUP_SUMS},
+            )
+        return self._upsert
+
+    def _rollups_missing(self, conn: Any) -> bool:
+        has_rollup = conn.execute(select(literal_column("1")).select_from(attempt_rollups).limit(1)).first()
+        return has_rollup is None and conn.execute(select(literal_column("1")).select_from(attempts).limit(1)).first() is not None
+
+    def _fill_rollups(self, conn: Any) -> None:
+        conn.execute(attempt_rollups.delete())
+        conn.execute(insert(attempt_rollups).from_select(["provider", "bucket_ts", *_ROLLUP_SUMS], self._rollup_select()))
+
+    def rebuild_rollups(self) -> None:
+        """Recompute every rollup from the attempts (after rows were loaded into `attempts`
+        by other means than this class, e.g. a bulk import with the database's own tools)."""
+        self.flush()
+        self._ensure_schema()
+        with self._engine.begin() as conn:
+            self._fill_rollups(conn)
 
     # --- writing ---------------------------------------------------------------------------
 
@@ -433,6 +550,8 @@ class RequestLog:
                 self._ensure_schema()
                 with self._engine.begin() as conn:
                     conn.execute(insert(table), rows[0] if len(rows) == 1 else rows)
+                    if table is attempts:  # the rollups move with the rows, or neither does
+                        conn.execute(self._rollup_upsert(), {"ids": [row["id"] for row in rows]})
                 return True
             except Exception as exc:  # noqa: BLE001 - the promise is "never raises"
                 if attempt < _WRITE_ATTEMPTS - 1 and _is_transient(exc):
@@ -523,10 +642,42 @@ class RequestLog:
         """How many attempts match (at most `limit`, to mirror `records()`)."""
         self.flush()
         self._ensure_schema()
-        stmt = select(func.count()).select_from(attempts).where(*self._filters(since, until, provider, status))
+        if status is not None and status not in _STATUS_COLUMN:
+            return 0  # no attempt has any other status
+        cells = self._cells(since, until)
+        column = cells.c[_STATUS_COLUMN[status] if status is not None else "requests"]
+        stmt = select(func.coalesce(func.sum(column), 0))
+        if provider is not None:
+            stmt = stmt.where(cells.c.provider == provider)
         with self._engine.connect() as conn:
             total = int(conn.execute(stmt).scalar_one())
         return min(total, limit) if limit is not None else total
+
+    def _cells(self, since: datetime | None, until: datetime | None, *, bucket_s: int = ROLLUP_S) -> Any:
+        """Sums per provider and `ts` covering exactly [since, until): whole minutes from the
+        rollups, the partial minutes at either edge from the attempts themselves (one cell per
+        attempt). For buckets that minutes do not divide evenly, every cell is an attempt."""
+        start = _epoch(since) if since is not None else None
+        end = _epoch(until) if until is not None else None
+        whole_from = -(-start // ROLLUP_S) * ROLLUP_S if start is not None else None  # ceil to the minute
+        whole_to = end // ROLLUP_S * ROLLUP_S if end is not None else None
+        use_rollups = bucket_s % ROLLUP_S == 0 and (whole_from is None or whole_to is None or whole_from <= whole_to)
+
+        def raw(lo: float | None, hi: float | None) -> Any:
+            ts = attempts.c.created_ts
+            where = ([ts >= lo] if lo is not None else []) + ([ts < hi] if hi is not None else [])
+            return select(attempts.c.provider, ts.label("ts"), *(expr.label(name) for name, expr in _ROLLUP_SUMS.items())).where(*where)
+
+        if not use_rollups:
+            return raw(start, end).subquery("cells")
+        r = attempt_rollups.c
+        where = ([r.bucket_ts >= whole_from] if whole_from is not None else []) + ([r.bucket_ts < whole_to] if whole_to is not None else [])
+        parts = [select(r.provider, r.bucket_ts.label("ts"), *(r[name] for name in _ROLLUP_SUMS)).where(*where)]
+        if start is not None and start < whole_from:
+            parts.append(raw(start, whole_from))
+        if end is not None and whole_to < end:
+            parts.append(raw(whole_to, end))
+        return (parts[0] if len(parts) == 1 else union_all(*parts)).subquery("cells")
 
     def frame(
         self,
@@ -635,61 +786,53 @@ class RequestLog:
     def _fetch_raw(self, stmt: Any) -> list[tuple[Any, ...]]:
         return [row for rows in self._fetch_raw_chunks(stmt) for row in rows]
 
-    def _bucket(self, bucket_s: int) -> ColumnElement[Any]:
+    def _bucket(self, bucket_s: int, ts: ColumnElement[Any] = attempts.c.created_ts) -> ColumnElement[Any]:
         # bucket_s goes in as a literal: with bound parameters PostgreSQL sees the SELECT and
         # GROUP BY expressions as different ($1 vs $2) and rejects the query.
         size: ColumnElement[Any] = literal_column(str(int(bucket_s)))
         if self.dialect == "sqlite":
             # SQLite's floor() exists only in builds with math functions; for positive
             # epochs truncation is floor.
-            return cast(attempts.c.created_ts / size, Integer) * size
-        return func.floor(attempts.c.created_ts / size) * size
+            return cast(ts / size, Integer) * size
+        return func.floor(ts / size) * size
 
     def aggregate(
         self, *, since: datetime | None = None, until: datetime | None = None, bucket_s: int
     ) -> pd.DataFrame:
         """Per provider and time bucket, computed in SQL: at most providers x buckets rows.
 
-        Columns: provider, bucket (UTC start of the bucket), requests, ok, errors,
-        incomplete, mean_latency_ms (over successful attempts, like the live metrics),
-        cost_usd (unknown costs count as 0), input_tokens, output_tokens. Oldest bucket first."""
+        Columns (`AGGREGATE_COLUMNS`): provider, bucket (UTC start of the bucket), requests,
+        ok, errors, incomplete, priced, mean_latency_ms and latency_n (over successful
+        attempts, like the live metrics), mean_ttft_ms and ttft_n, generation_tokens and
+        generation_s (streamed successes: tokens per second is their ratio), cost_usd
+        (unknown costs count as 0), input_tokens, output_tokens. Oldest bucket first.
+        When `bucket_s` is a whole number of minutes (the dashboard's case) this reads the
+        rollups, and costs the same for a thousand rows or a million."""
         self.flush()
         if int(bucket_s) <= 0:
             raise ValueError("bucket_s must be a positive number of seconds")
         import pandas as pd
 
         self._ensure_schema()
-        bucket = self._bucket(int(bucket_s))
-        provider: ColumnElement[Any] = attempts.c.provider
-        if self.dialect == "sqlite":
-            # "+provider" keeps SQLite off the (provider, created_ts) index here: walking it
-            # means a table lookup per row in provider order, slower than a plain scan (or a
-            # created_ts range scan when `since` is given) followed by the GROUP BY sort.
-            provider = UnaryExpression(attempts.c.provider, operator=operators.custom_op("+"), type_=String())
-        status = attempts.c.status
-        stmt = (
-            select(
-                provider.label("provider"),
-                bucket.label("bucket"),
-                func.count().label("requests"),
-                func.sum(case((status == "ok", 1), else_=0)).label("ok"),
-                func.sum(case((status == "error", 1), else_=0)).label("errors"),
-                func.sum(case((status == "incomplete", 1), else_=0)).label("incomplete"),
-                func.avg(case((status == "ok", attempts.c.latency_ms), else_=None)).label("mean_latency_ms"),
-                func.sum(attempts.c.cost_usd).label("cost_usd"),
-                func.sum(attempts.c.input_tokens).label("input_tokens"),
-                func.sum(attempts.c.output_tokens).label("output_tokens"),
-            )
-            .where(*self._range(attempts, since, until))
-            .group_by(provider, bucket)
-        )
-        rows = self._fetch_raw(stmt)
-        frame = pd.DataFrame(rows, columns=list(AGGREGATE_COLUMNS))
+        cells = self._cells(since, until, bucket_s=int(bucket_s))
+        bucket = self._bucket(int(bucket_s), cells.c.ts)
+        sums = {name: func.sum(cells.c[name]) for name in _ROLLUP_SUMS}
+        stmt = select(
+            cells.c.provider,
+            bucket.label("bucket"),
+            *(sums[name] for name in ("requests", "ok", "errors", "incomplete", "priced")),
+            sums["latency_sum_ms"] / func.nullif(sums["latency_n"], 0),
+            sums["latency_n"],
+            sums["ttft_sum_ms"] / func.nullif(sums["ttft_n"], 0),
+            *(sums[name] for name in ("ttft_n", "generation_tokens", "generation_s", "cost_usd", "input_tokens", "output_tokens")),
+        ).group_by(cells.c.provider, bucket)
+        frame = pd.DataFrame(self._fetch_raw(stmt), columns=list(AGGREGATE_COLUMNS))
         frame["bucket"] = pd.to_datetime(frame["bucket"].astype("float64"), unit="s", utc=True)
-        for name in ("requests", "ok", "errors", "incomplete", "input_tokens", "output_tokens"):
+        for name in ("requests", "ok", "errors", "incomplete", "priced", "latency_n", "ttft_n", "generation_tokens", "input_tokens", "output_tokens"):
             frame[name] = frame[name].fillna(0).astype("int64")  # PostgreSQL sums come back as Decimal
-        frame["mean_latency_ms"] = frame["mean_latency_ms"].astype("float64")
-        frame["cost_usd"] = frame["cost_usd"].astype("float64").fillna(0.0)
+        for name in ("mean_latency_ms", "mean_ttft_ms", "generation_s", "cost_usd"):
+            frame[name] = frame[name].astype("float64")
+        frame[["generation_s", "cost_usd"]] = frame[["generation_s", "cost_usd"]].fillna(0.0)
         frame["provider"] = frame["provider"].astype(object)
         return frame.sort_values(["bucket", "provider"], kind="stable").reset_index(drop=True)
 
@@ -730,25 +873,19 @@ class RequestLog:
         return row
 
     def provider_totals(self) -> dict[str, ProviderUsage]:
-        """Usage per provider over the whole log, summed in SQL."""
+        """Usage per provider over the whole log, summed from the rollups."""
         self.flush()
         self._ensure_schema()
-        status = attempts.c.status
+        r = attempt_rollups.c
         stmt = select(
-            attempts.c.provider,
-            func.count(),
-            func.sum(case((status == "ok", 1), else_=0)),
-            func.sum(case((status != "ok", 1), else_=0)),
-            func.sum(attempts.c.input_tokens),
-            func.sum(attempts.c.output_tokens),
-            func.sum(func.coalesce(attempts.c.cost_usd, 0.0)),
-        ).group_by(attempts.c.provider)
+            r.provider, func.sum(r.requests), func.sum(r.ok), func.sum(r.input_tokens), func.sum(r.output_tokens), func.sum(r.cost_usd)
+        ).group_by(r.provider)
         totals: dict[str, ProviderUsage] = {}
-        for provider, total, ok, failed, tokens_in, tokens_out, cost in self._fetch_raw(stmt):
+        for provider, total, ok, tokens_in, tokens_out, cost in self._fetch_raw(stmt):
             totals[provider] = ProviderUsage(
                 total_requests=int(total),
                 successful_requests=int(ok or 0),
-                failed_requests=int(failed or 0),
+                failed_requests=int(total) - int(ok or 0),
                 input_tokens=int(tokens_in or 0),
                 output_tokens=int(tokens_out or 0),
                 cost_usd=float(cost or 0.0),

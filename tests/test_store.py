@@ -472,6 +472,153 @@ def test_aggregate_is_bounded_and_matches_counts(backend: Backend) -> None:
         log.aggregate(bucket_s=0)
 
 
+# --- rollups: what the dashboard reads must equal what the rows say ----------------------
+
+
+def _random_records(n: int, seed: int) -> list[AttemptRecord]:
+    """Attempts over ~40 minutes with every combination the sums distinguish: statuses,
+    missing latency/TTFT/cost, TTFT equal to latency, zero output tokens."""
+    import random
+
+    rng = random.Random(seed)
+    records = []
+    for i in range(n):
+        status = rng.choice(["ok", "ok", "ok", "error", "incomplete"])
+        latency = rng.choice([None, round(rng.uniform(20, 900), 3)])
+        ttft = rng.choice([None, latency, round(rng.uniform(1, 200), 3)]) if latency is not None else rng.choice([None, 5.0])
+        records.append(
+            make_record(
+                id=f"att_r{seed}_{i:05d}",
+                provider=rng.choice(["gemini", "openai", "local"]),
+                status=status,
+                created_at=T0 + timedelta(seconds=rng.uniform(0, 2400)),
+                latency_ms=latency,
+                ttft_ms=ttft,
+                cost_usd=rng.choice([None, round(rng.uniform(0, 0.01), 6)]),
+                input_tokens=rng.randint(0, 50),
+                output_tokens=rng.choice([0, rng.randint(1, 300)]),
+            )
+        )
+    return records
+
+
+def _expected_cells(records: list[AttemptRecord], bucket_s: int, since: datetime | None, until: datetime | None) -> dict[Any, dict[str, Any]]:
+    """The aggregate() contract computed in plain Python from the records."""
+    cells: dict[Any, dict[str, Any]] = {}
+    for r in records:
+        ts = r.created_at.timestamp()
+        if (since is not None and ts < since.timestamp()) or (until is not None and ts >= until.timestamp()):
+            continue
+        key = (r.provider, int(ts // bucket_s * bucket_s))
+        c = cells.setdefault(key, {"requests": 0, "ok": 0, "errors": 0, "incomplete": 0, "priced": 0, "lat": [], "ttft": [],
+                                   "generation_tokens": 0, "generation_s": 0.0, "cost_usd": 0.0, "input_tokens": 0, "output_tokens": 0})
+        c["requests"] += 1
+        c[{"ok": "ok", "error": "errors", "incomplete": "incomplete"}[r.status]] += 1
+        c["priced"] += r.cost_usd is not None
+        c["cost_usd"] += r.cost_usd or 0.0
+        c["input_tokens"] += r.input_tokens
+        c["output_tokens"] += r.output_tokens
+        if r.status == "ok" and r.latency_ms is not None:
+            c["lat"].append(r.latency_ms)
+        if r.status == "ok" and r.ttft_ms is not None:
+            c["ttft"].append(r.ttft_ms)
+            if r.latency_ms is not None and r.latency_ms > r.ttft_ms and r.output_tokens > 0:
+                c["generation_tokens"] += r.output_tokens
+                c["generation_s"] += (r.latency_ms - r.ttft_ms) / 1000
+    return cells
+
+
+def _assert_aggregate_matches(agg: pd.DataFrame, expected: dict[Any, dict[str, Any]]) -> None:
+    assert list(agg.columns) == list(AGGREGATE_COLUMNS)
+    assert {(row.provider, int(row.bucket.timestamp())) for row in agg.itertuples()} == set(expected)
+    for row in agg.itertuples():
+        c = expected[(row.provider, int(row.bucket.timestamp()))]
+        for name in ("requests", "ok", "errors", "incomplete", "priced", "generation_tokens", "input_tokens", "output_tokens"):
+            assert getattr(row, name) == c[name], name
+        assert (row.latency_n, row.ttft_n) == (len(c["lat"]), len(c["ttft"]))
+        for mean, values in ((row.mean_latency_ms, c["lat"]), (row.mean_ttft_ms, c["ttft"])):
+            assert (pd.isna(mean) and not values) or mean == pytest.approx(sum(values) / len(values))
+        assert row.generation_s == pytest.approx(c["generation_s"])
+        assert row.cost_usd == pytest.approx(c["cost_usd"])
+
+
+def _rollup_rows(backend: Backend) -> list[tuple[Any, ...]]:
+    return sorted(tuple(round(float(v), 6) if isinstance(v, float) else v for v in row) for row in backend.raw_rows("attempt_rollups"))
+
+
+def test_aggregate_and_count_equal_the_rows_at_any_window_edge(backend: Backend) -> None:
+    log = backend.make()
+    records = _random_records(400, seed=1)
+    # Every write path keeps the rollups: write(), write_many(), submit() (the router's).
+    for r in records[:50]:
+        assert log.write(r)
+    assert log.write_many(records[50:250]) == 200
+    for r in records[250:]:
+        log.submit(r)
+    assert log.flush()
+    edges = [None, T0 + timedelta(seconds=61.5), T0 + timedelta(seconds=600), T0 + timedelta(seconds=1234.25)]
+    for since in edges:
+        for until in [None, T0 + timedelta(seconds=62), T0 + timedelta(seconds=1800), T0 + timedelta(seconds=1799.9)]:
+            if since is not None and until is not None and until <= since:
+                continue
+            for bucket_s in (60, 900, 45):  # 45 s: not whole minutes, so read from the rows
+                _assert_aggregate_matches(log.aggregate(since=since, until=until, bucket_s=bucket_s), _expected_cells(records, bucket_s, since, until))
+            inside = [r for r in records if (since is None or r.created_at >= since) and (until is None or r.created_at < until)]
+            assert log.count(since=since, until=until) == len(inside)
+            assert log.count(since=since, until=until, provider="openai", status="error") == sum(
+                r.provider == "openai" and r.status == "error" for r in inside
+            )
+    assert log.count(status="cancelled") == 0 and log.count(limit=7) == 7
+    # A window inside one minute reads only rows.
+    assert log.count(since=T0 + timedelta(seconds=10), until=T0 + timedelta(seconds=50)) == sum(
+        10 <= (r.created_at - T0).total_seconds() < 50 for r in records
+    )
+
+
+def test_rollups_equal_a_rebuild_and_survive_a_failed_insert(backend: Backend) -> None:
+    log = backend.make()
+    records = _random_records(120, seed=2)
+    assert log.write_many(records) == 120
+    kept = _rollup_rows(backend)
+    assert sum(row[2] for row in kept) == 120  # the requests column
+    # A batch with a duplicate id fails as a whole: neither its rows nor its sums land.
+    assert log.write_many([make_record(id="att_new_1"), records[0]], quiet=True) == 0
+    assert _rollup_rows(backend) == kept and log.count() == 120
+    log.rebuild_rollups()
+    assert _rollup_rows(backend) == kept
+
+
+def test_a_log_from_before_rollups_gets_them_on_open(backend: Backend) -> None:
+    log = backend.make()
+    records = _random_records(60, seed=3)
+    assert log.write_many(records) == 60
+    expected = log.provider_totals()
+    engine = create_engine(backend.sqlalchemy_url)
+    with engine.begin() as conn:
+        conn.execute(text("DROP TABLE attempt_rollups"))
+    engine.dispose()
+    reopened = backend.make()
+    assert reopened.provider_totals() == expected
+    _assert_aggregate_matches(reopened.aggregate(bucket_s=300), _expected_cells(records, 300, None, None))
+
+
+def test_concurrent_writers_keep_the_rollups_exact(backend: Backend) -> None:
+    """Writers in many threads add to the same provider-minute rows at once (upsert
+    conflicts on every write on PostgreSQL): no increment may be lost."""
+    log = backend.make()
+    records = [make_record(provider=f"p{i % 3}", created_at=T0 + timedelta(seconds=i % 90)) for i in range(400)]
+    threads = [threading.Thread(target=lambda chunk=records[n::8]: [log.write(r) for r in chunk]) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert log.write_errors == 0, log.last_write_error
+    assert len(backend.raw_rows("attempts")) == 400
+    totals = log.provider_totals()
+    assert {name: usage.total_requests for name, usage in totals.items()} == {"p0": 134, "p1": 133, "p2": 133}
+    assert sum(usage.output_tokens for usage in totals.values()) == 400 * 20
+
+
 def test_provider_totals_match(backend: Backend) -> None:
     log = backend.make()
     records = _populate(log)
