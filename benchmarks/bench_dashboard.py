@@ -12,13 +12,13 @@ in the window: the worst case) is measured, made the way the dashboard page make
 * charts: the eight builders `chart_grid` calls, each converted to the Vega-Lite spec the
   way `st.altair_chart` converts it (Streamlit's own converter, Arrow datasets).
 
-For every size, three paths: "page" (the page's choice), "rows" (forced to read every row:
-p50/p95 from individual attempts) and "sql" (forced to SQL sums). Time is the median of
-several refreshes; peak memory is traced (tracemalloc) in a separate refresh; points per
-chart are the data rows in `chart.to_dict()`. A fourth, "page_rollups", is the page on the
-prototype `RollupRequestLog` (benchmarks/prototypes.py: per-minute rollups kept on write)
-with the page's row limit lowered to 50,000: the fix BENCHMARKS.md recommends; the rollups
-are checked against the shipped aggregate first.
+For every size, three paths: "page" (the page's choice: rows up to
+`state.FRAME_ROW_LIMIT` attempts in the window, the log's per-minute rollups above it),
+"rows" (forced to read every row: p50/p95 from individual attempts) and "sql" (forced to
+the rollups). Time is the median of several refreshes; peak memory is traced
+(tracemalloc) in a separate refresh; points per chart are the data rows in
+`chart.to_dict()`. The log is loaded with raw inserts, so the store builds its rollups
+when it first opens it (timed: what opening a log from before rollups costs, once).
 
     python -m benchmarks.bench_dashboard [--quick] [--out DIR] [--sizes 10000,100000]
 """
@@ -50,9 +50,6 @@ PROVIDER_WEIGHTS = [0.3, 0.25, 0.2, 0.15, 0.1]
 LIMIT_S = 1.0
 LIMIT_POINTS = 5_000
 LIMIT_MEMORY_SLOPE = 1.1  # peak memory ~ rows^slope: 1 is linear
-# With rollups, the recommended row limit for reading individual attempts (p50/p95 from
-# rows): above it the page reads rollups. ~5-8 us a row keeps the rows path under ~0.5 s.
-ROLLUP_FRAME_ROW_LIMIT = 50_000
 BATCH = 100_000
 
 
@@ -142,6 +139,20 @@ def fill_log(data_dir: Path, rows: int, *, seed: int = 7, votes: int = 300) -> f
     con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     con.close()
     return time.perf_counter() - t0
+
+
+def build_rollups(data_dir: Path) -> float:
+    """Open the raw-loaded log the way every process does: the store finds attempts without
+    rollups and builds them once (the migration of a log from before rollups). Returns the
+    seconds that first read took."""
+    from conductor_core.store import RequestLog
+
+    log = RequestLog(data_dir=data_dir)
+    t0 = time.perf_counter()
+    log.count()
+    took = time.perf_counter() - t0
+    log.close()
+    return took
 
 
 # --- one refresh, as the page makes it -----------------------------------------------------------
@@ -244,58 +255,6 @@ def measure(conductor: Any, window_s: int, repeats: int, to_spec: Any, *, warm: 
     }
 
 
-def measure_rollups(
-    settings: Any, data_dir: Path, window_s: int, repeats: int, to_spec: Any, *, warm: bool = True
-) -> dict[str, Any]:
-    """The page on the prototype RollupRequestLog (rollups built from the attempts, as a
-    migration would), after checking it reads what the shipped store reads."""
-    from datetime import timedelta
-
-    import numpy as np
-
-    from benchmarks.prototypes import RollupRequestLog
-    from conductor_core.models import utcnow
-    from conductor_core.router import Conductor
-    from conductor_core.store import RequestLog
-
-    log = RollupRequestLog(data_dir=data_dir)
-    t0 = time.perf_counter()
-    log.rebuild_rollups()
-    rebuild_s = time.perf_counter() - t0
-    since = utcnow() - timedelta(seconds=window_s)
-    fast, slow = log.aggregate(since=since, bucket_s=900), RequestLog.aggregate(log, since=since, bucket_s=900)
-    same = (
-        len(fast) == len(slow)
-        and (fast[["requests", "ok", "errors", "incomplete", "input_tokens", "output_tokens"]].to_numpy()
-             == slow[["requests", "ok", "errors", "incomplete", "input_tokens", "output_tokens"]].to_numpy()).all()
-        and bool(np.allclose(fast["mean_latency_ms"], slow["mean_latency_ms"], rtol=1e-9, equal_nan=True))
-        and log.count(since=since) == RequestLog.count(log, since=since)
-        and log.provider_totals().keys() == RequestLog.provider_totals(log).keys()
-        and all(
-            a.total_requests == b.total_requests and a.output_tokens == b.output_tokens
-            for a, b in zip(log.provider_totals().values(), RequestLog.provider_totals(log).values())
-        )
-    )
-    if not same:
-        raise RuntimeError("the rollup prototype does not read what the store reads")
-    from playground import state
-
-    conductor = Conductor(settings, source="benchmark", request_log=log)
-    default_limit = state.FRAME_ROW_LIMIT
-    state.FRAME_ROW_LIMIT = ROLLUP_FRAME_ROW_LIMIT
-    try:
-        figures = measure(conductor, window_s, repeats, to_spec, warm=warm)
-    finally:
-        state.FRAME_ROW_LIMIT = default_limit
-        conductor.close()
-    return {
-        "rebuild_s": round(rebuild_s, 3),
-        "matches_shipped_aggregate": same,
-        "frame_row_limit": ROLLUP_FRAME_ROW_LIMIT,
-        **figures,
-    }
-
-
 def _slopes(sizes: list[int], values: list[float]) -> list[float | None]:
     """log-log slope between consecutive sizes: 1 means linear growth, 0 flat."""
     out: list[float | None] = []
@@ -329,6 +288,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for rows in sizes:
             data_dir = Path(tmp) / str(rows)
             load_s = fill_log(data_dir, rows)
+            rebuild_s = build_rollups(data_dir)
             db_mb = sum(f.stat().st_size for f in data_dir.glob("conductor.db*")) / 2**20
             settings = load_settings(
                 _env_file=None,
@@ -337,7 +297,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 data_dir=data_dir,
             )
             conductor = Conductor(settings, source="benchmark")
-            entry: dict[str, Any] = {"fill_s": round(load_s, 2), "database_mb": round(db_mb, 1)}
+            entry: dict[str, Any] = {"fill_s": round(load_s, 2), "rollup_rebuild_s": round(rebuild_s, 2), "database_mb": round(db_mb, 1)}
             try:
                 for path, limit in (("page", default_limit), ("rows", math.inf), ("sql", -1)):
                     state.FRAME_ROW_LIMIT = limit
@@ -345,16 +305,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             finally:
                 state.FRAME_ROW_LIMIT = default_limit
                 conductor.close()
-            entry["page_rollups"] = measure_rollups(settings, data_dir, window_s, repeats, to_spec, warm=not args.quick)
             results[str(rows)] = entry
             page = entry["page"]
             report([f"  {rows:>9,} rows: page {page['time_s']['total_s']:.3f} s "
                     f"({'rows' if page['from_rows'] else 'sql'}), rows path {entry['rows']['time_s']['total_s']:.3f} s, "
                     f"sql path {entry['sql']['time_s']['total_s']:.3f} s, max points {page['max_points']}, "
-                    f"peak {page['peak_memory_mb']} MB; with rollups {entry['page_rollups']['time_s']['total_s']:.3f} s"])
+                    f"peak {page['peak_memory_mb']} MB"])
 
     growth = {}
-    for path in ("page", "rows", "sql", "page_rollups"):
+    for path in ("page", "rows", "sql"):
         growth[path] = {
             "time_slope": _slopes(sizes, [results[str(n)][path]["time_s"]["total_s"] for n in sizes]),
             "memory_slope": _slopes(sizes, [results[str(n)][path]["peak_memory_mb"] for n in sizes]),
@@ -372,7 +331,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "repeats": repeats,
             "providers": PROVIDERS,
             "frame_row_limit": default_limit,
-            "database": "SQLite file (WAL), schema and indexes from RequestLog",
+            "database": "SQLite file (WAL), schema, indexes and rollups from RequestLog",
         },
         sizes=results,
         growth=growth,

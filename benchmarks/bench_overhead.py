@@ -19,7 +19,6 @@ log stays on (SQLite under a temporary data_dir): it is part of Conductor's real
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -219,7 +218,7 @@ def _both_modes(run: Any) -> tuple[Any, Any]:
     return plain, streamed
 
 
-_MEASURED = ("conductor", "auto", "gateway", "conductor_proto", "auto_proto")
+_MEASURED = ("conductor", "auto", "gateway")
 
 
 def _section(results: Rounds, variants: list[str], litellm: bool) -> dict[str, Any]:
@@ -241,12 +240,6 @@ def _section(results: Rounds, variants: list[str], litellm: bool) -> dict[str, A
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--no-gateway", action="store_true", help="skip the gateway variant")
-    p.add_argument(
-        "--prototypes",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="also measure the variants built on benchmarks/prototypes.py (default: on, off with --quick)",
-    )
     args = p.parse_args(argv)
     size = SIZES["quick" if args.quick else "full"]
     started = time.perf_counter()
@@ -282,14 +275,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "conductor": _conductor_variant(conductor, "up"),
             "auto": _conductor_variant(conductor, "auto"),
         }
-        proto = None
-        if args.prototypes if args.prototypes is not None else not args.quick:
-            from benchmarks.prototypes import LingeringRequestLog
-
-            log = LingeringRequestLog(data_dir=Path(tmp) / "proto-data")
-            proto = Conductor(settings, source="benchmark", request_log=log)
-            runs["conductor_proto"] = _conductor_variant(proto, "up")
-            runs["auto_proto"] = _conductor_variant(proto, "auto")
         try:
             if gateway is not None:
                 gateway.wait_ready()
@@ -314,10 +299,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         logged = conductor.log.count()
         log_errors = conductor.log.write_errors
         conductor.close()
-        proto_logged = None
-        if proto is not None:
-            proto_logged = {"rows_written": proto.log.count(), "write_errors": proto.log.write_errors}
-            proto.close()
 
     names = list(runs)
     latency = results["latency"]
@@ -363,14 +344,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         },
         litellm=litellm_info,
         request_log={"rows_written": logged, "write_errors": log_errors},
-        prototypes=None
-        if proto_logged is None
-        else {
-            "what": "conductor_proto / auto_proto: the shipped Conductor on benchmarks/prototypes.py "
-            "LingeringRequestLog (the background writer commits what gathered in 50 ms as one batch). "
-            "Not the shipped code.",
-            "request_log": proto_logged,
-        },
         non_streaming=non_streaming,
         streaming=streaming,
         targets=targets,

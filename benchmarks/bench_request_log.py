@@ -4,9 +4,9 @@ with eight concurrent writers (threads sharing one RequestLog, as the gateway's 
 Every attempt a Conductor makes is one `write()` on the request path, so the time of one
 write is part of every request's overhead (see bench_overhead) and the writes per second
 bound how many requests per second one process can log. `write_many` (one transaction for
-a batch) is measured too, as the ceiling a batching writer could reach. "+rollups" is the
-prototype `RollupRequestLog` (benchmarks/prototypes.py): each insert also upserts a
-per-minute rollup row in the same transaction; its cost is the price of the dashboard fix.
+a batch) is measured too: it is what the router's background writer (`submit`) does. Each
+insert also updates the per-minute rollups the dashboard reads, in the same transaction:
+their cost is in every figure.
 
 PostgreSQL: the URL in $CONDUCTOR_TEST_POSTGRES_URL (a throwaway schema is created and
 dropped); without it the PostgreSQL rows are skipped, and the result file says so.
@@ -135,20 +135,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     from conductor_core.store import RequestLog, normalize_database_url
 
-    from benchmarks.prototypes import RollupRequestLog
-
     backends: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="conductor-bench-log-") as tmp:
-        for name, cls in (("sqlite", RequestLog), ("sqlite+rollups", RollupRequestLog)):
-            log = cls(data_dir=Path(tmp) / name)
-            try:
-                backends[name] = {"url": "SQLite file (WAL, synchronous=NORMAL)", **_run_backend(log, size)}
-            finally:
-                log.close()
+        log = RequestLog(data_dir=Path(tmp) / "sqlite")
+        try:
+            backends["sqlite"] = {"url": "SQLite file (WAL, synchronous=NORMAL)", **_run_backend(log, size)}
+        finally:
+            log.close()
 
     if not postgres_url:
         backends["postgresql"] = {"skipped": "CONDUCTOR_TEST_POSTGRES_URL is not set"}
-        backends["postgresql+rollups"] = {"skipped": "CONDUCTOR_TEST_POSTGRES_URL is not set"}
     else:
         from sqlalchemy import create_engine, text
         from sqlalchemy.engine import make_url
@@ -160,15 +156,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 conn.execute(text(f'CREATE SCHEMA "{schema}"'))
             url = make_url(normalize_database_url(postgres_url)).update_query_dict({"options": f"-csearch_path={schema}"})
             try:
-                for name, cls in (("postgresql", RequestLog), ("postgresql+rollups", RollupRequestLog)):
-                    log = cls(url.render_as_string(hide_password=False))
-                    try:
-                        backends[name] = {"url": log.url, **_run_backend(log, size)}
-                    finally:
-                        log.close()
-                    with admin.begin() as conn:  # the next backend starts from empty tables
-                        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-                        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+                log = RequestLog(url.render_as_string(hide_password=False))
+                try:
+                    backends["postgresql"] = {"url": log.url, **_run_backend(log, size)}
+                finally:
+                    log.close()
             finally:
                 with admin.begin() as conn:
                     conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))

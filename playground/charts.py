@@ -123,7 +123,7 @@ def latency_chart(
     end: datetime | None = None,
 ) -> alt.Chart:
     """p50 (solid) and p95 (dashed) latency per provider over time. When only the mean is
-    known (series built from SQL sums), the mean is drawn instead."""
+    known (series built from the per-minute rollups), the mean is drawn instead."""
     columns = ["p50_latency_ms", "p95_latency_ms"]
     has_percentiles = not series.empty and series[[c for c in columns if c in series]].notna().to_numpy().any()
     if not has_percentiles and "mean_latency_ms" in series and series["mean_latency_ms"].notna().any():
@@ -170,7 +170,10 @@ def success_rate_chart(series: pd.DataFrame, **kwargs) -> alt.Chart:
 
 
 def ttft_chart(series: pd.DataFrame, **kwargs) -> alt.Chart:
-    return metric_chart(series, "p50_ttft_ms", title="Time to first token (ms, p50)", axis_format=",.0f", **kwargs)
+    """p50 time to first token; the mean when only sums are known (a window read from rollups)."""
+    if "p50_ttft_ms" in series and series["p50_ttft_ms"].notna().any() or "mean_ttft_ms" not in series:
+        return metric_chart(series, "p50_ttft_ms", title="Time to first token (ms, p50)", axis_format=",.0f", **kwargs)
+    return metric_chart(series, "mean_ttft_ms", title="Time to first token (ms, mean)", axis_format=",.0f", **kwargs)
 
 
 def tokens_per_second_chart(series: pd.DataFrame, **kwargs) -> alt.Chart:

@@ -13,8 +13,9 @@ Two sources feed the same series shape:
 
 * `series_from_frame` — raw attempts (`RequestLog.frame()`): everything, including the
   p50/p95 latency, time to first token and tokens per second that need individual rows.
-* `series_from_aggregate` — per-bucket sums computed in SQL (`RequestLog.aggregate()`):
-  for windows too large to read row by row; latency is then the mean (p50/p95 unknown).
+* `series_from_aggregate` — per-bucket sums from the log's per-minute rollups
+  (`RequestLog.aggregate()`): for windows too large to read row by row. Latency and time
+  to first token are then means (percentiles need rows); everything else is exact.
 """
 
 from __future__ import annotations
@@ -76,6 +77,7 @@ SERIES_COLUMNS: tuple[str, ...] = (
     "p95_latency_ms",
     "mean_latency_ms",
     "p50_ttft_ms",
+    "mean_ttft_ms",
     "tokens_per_second",
     "cost_usd",
     "cost_per_request_usd",
@@ -240,6 +242,9 @@ def series_from_frame(
         counts = total(timed.astype("float64"))
         full["mean_latency_ms"] = np.where(counts > 0, total(np.where(timed, latency, 0.0)) / counts, np.nan)
     first = ok & np.isfinite(ttft)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        counts = total(first.astype("float64"))
+        full["mean_ttft_ms"] = np.where(counts > 0, total(np.where(first, ttft, 0.0)) / counts, np.nan)
     full["p50_ttft_ms"] = (
         pd.Series(ttft[first]).groupby(key[first], sort=True).median().reindex(range(cells)).to_numpy() if first.any() else np.nan
     )
@@ -254,8 +259,9 @@ def series_from_aggregate(
     bucket_s: int,
 ) -> pd.DataFrame:
     """The same series shape from `RequestLog.aggregate(bucket_s=...)` rows (sums per
-    provider and bucket computed in SQL). p50/p95, time to first token and tokens per
-    second need individual rows, so they are NaN here; the mean latency is set."""
+    provider and bucket). p50/p95 need individual rows, so they are NaN here; the mean
+    latency and mean time to first token are set, tokens per second is exact. `bucket_s`
+    may be a multiple of the aggregate's bucket: the sums are re-bucketed exactly."""
     if aggregate is None or aggregate.empty:
         return _empty_series()
     start, end = _utc(start), _utc(end)
@@ -271,30 +277,39 @@ def series_from_aggregate(
     provider_idx, bucket_code = _grid(providers, start_code, n_buckets)
     full = pd.DataFrame({"provider_idx": provider_idx, "bucket_code": bucket_code})
     full_key = provider_idx.astype("int64") * n_buckets + (bucket_code - start_code)
-    mean = rows["mean_latency_ms"].to_numpy(dtype="float64", na_value=np.nan)
-    ok = rows["ok"].to_numpy(dtype="float64", na_value=0.0)
-    timed = np.isfinite(mean) & (ok > 0)
-    indexed = pd.DataFrame(
+
+    def column(name: str, fill: float = 0.0) -> np.ndarray:
+        return _floats(rows, name, fill)
+
+    # Means become sums (mean x count) so that re-bucketing stays exact.
+    latency_n, ttft_n = column("latency_n"), column("ttft_n")
+    latency_mean, ttft_mean = column("mean_latency_ms", np.nan), column("mean_ttft_ms", np.nan)
+    sums = pd.DataFrame(
         {
-            "requests": rows["requests"].to_numpy(),
-            "ok": rows["ok"].to_numpy(),
-            "cost": rows["cost_usd"].to_numpy(dtype="float64", na_value=0.0),
-            # Re-bucketing means: weight each by its successful attempts.
-            "latency_sum": np.where(timed, mean * ok, 0.0),
-            "timed": np.where(timed, ok, 0.0),
+            "requests": column("requests"),
+            "ok": column("ok"),
+            "priced": column("priced"),
+            "cost_usd": column("cost_usd"),
+            "latency_sum": np.where(latency_n > 0, np.nan_to_num(latency_mean) * latency_n, 0.0),
+            "latency_n": latency_n,
+            "ttft_sum": np.where(ttft_n > 0, np.nan_to_num(ttft_mean) * ttft_n, 0.0),
+            "ttft_n": ttft_n,
+            "generation_tokens": column("generation_tokens"),
+            "generation_s": column("generation_s"),
         },
         index=key,
     )
-    indexed = indexed.groupby(level=0).sum().reindex(full_key)
-    full["requests"] = indexed["requests"].fillna(0).astype("int64").to_numpy()
-    full["ok"] = indexed["ok"].fillna(0).astype("int64").to_numpy()
+    sums = sums.groupby(level=0).sum().reindex(full_key).fillna(0.0)
+    for name in ("requests", "ok", "priced"):
+        full[name] = sums[name].astype("int64").to_numpy()
     full["errors"] = full["requests"] - full["ok"]
-    full["cost_usd"] = indexed["cost"].fillna(0.0).to_numpy()
-    # aggregate() counts unknown costs as 0, so every request counts as priced.
-    full["priced"] = full["requests"]
+    full["cost_usd"] = sums["cost_usd"].to_numpy()
     with np.errstate(invalid="ignore", divide="ignore"):
-        timed_sum = indexed["timed"].to_numpy()
-        full["mean_latency_ms"] = np.where(timed_sum > 0, indexed["latency_sum"].to_numpy() / timed_sum, np.nan)
+        for mean, total, count in (("mean_latency_ms", "latency_sum", "latency_n"), ("mean_ttft_ms", "ttft_sum", "ttft_n")):
+            full[mean] = np.where(sums[count] > 0, sums[total] / sums[count], np.nan)
+        full["tokens_per_second"] = np.where(
+            sums["generation_s"] > 0, sums["generation_tokens"] / sums["generation_s"], np.nan
+        )
     return _finish(full, providers, bucket_s)
 
 

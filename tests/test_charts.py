@@ -129,7 +129,13 @@ def test_series_from_aggregate_matches_the_sql_shape():
             "ok": [9, 4, 3],
             "errors": [1, 0, 3],
             "incomplete": [0, 0, 0],
+            "priced": [10, 4, 6],
             "mean_latency_ms": [100.0, 50.0, 200.0],
+            "latency_n": [9, 4, 3],
+            "mean_ttft_ms": [20.0, np.nan, 40.0],
+            "ttft_n": [4, 0, 1],
+            "generation_tokens": [400, 0, 50],
+            "generation_s": [4.0, 0.0, 1.0],
             "cost_usd": [0.1, 0.0, 0.2],
             "input_tokens": [1, 1, 1],
             "output_tokens": [1, 1, 1],
@@ -142,9 +148,15 @@ def test_series_from_aggregate_matches_the_sql_shape():
     a = series[(series.provider == "a") & (series.requests > 0)]
     assert a["success_rate"].round(2).tolist() == [0.9, 0.5]
     assert series["p50_latency_ms"].isna().all() and a["mean_latency_ms"].tolist() == [100.0, 200.0]
-    # Re-bucketing weights the means by successful attempts.
+    assert a["mean_ttft_ms"].tolist() == [20.0, 40.0] and a["tokens_per_second"].tolist() == [100.0, 50.0]
+    assert series["p50_ttft_ms"].isna().all()
+    # Re-bucketing weights each mean by its own count, and sums tokens and seconds.
     wide = dd.series_from_aggregate(aggregate, start=start, end=end, bucket_s=3600)
-    assert wide[(wide.provider == "a") & (wide.requests > 0)]["mean_latency_ms"].iloc[0] == pytest.approx((900 + 600) / 12)
+    a_wide = wide[(wide.provider == "a") & (wide.requests > 0)].iloc[0]
+    assert a_wide["mean_latency_ms"] == pytest.approx((900 + 600) / 12)
+    assert a_wide["mean_ttft_ms"] == pytest.approx((80 + 40) / 5)
+    assert a_wide["tokens_per_second"] == pytest.approx(450 / 5)
+    assert charts.ttft_chart(wide).to_dict()["encoding"]["y"]["field"] == "mean_ttft_ms"
 
 
 def test_empty_inputs_give_empty_series():
@@ -234,7 +246,7 @@ def test_latency_chart_draws_p50_and_p95():
 def test_latency_chart_falls_back_to_the_mean_from_sql_sums():
     aggregate = pd.DataFrame(
         {"provider": ["a"], "bucket": [pd.Timestamp(NOW - timedelta(minutes=5)).floor("60s")], "requests": [3], "ok": [3],
-         "errors": [0], "incomplete": [0], "mean_latency_ms": [120.0], "cost_usd": [0.0], "input_tokens": [1], "output_tokens": [1]}
+         "errors": [0], "incomplete": [0], "mean_latency_ms": [120.0], "latency_n": [3], "cost_usd": [0.0], "input_tokens": [1], "output_tokens": [1]}
     )
     start, end = dd.window_bounds(3600, NOW)
     series = dd.series_from_aggregate(aggregate, start=start, end=end, bucket_s=60)

@@ -325,7 +325,7 @@ def test_dashboard_with_ten_thousand_rows_draws_bounded_charts(app):
     assert app.segmented_control(key="dash_window").value == "5 min"  # kept across pages
 
 
-def test_dashboard_reads_sql_sums_when_the_window_is_too_big_for_rows(app, monkeypatch):
+def test_dashboard_reads_rollups_when_the_window_is_too_big_for_rows(app, monkeypatch):
     import playground.state as playground_state
 
     log = conductor().log
@@ -334,7 +334,8 @@ def test_dashboard_reads_sql_sums_when_the_window_is_too_big_for_rows(app, monke
         log,
         [
             AttemptRecord(request_id=f"r{i}", provider="alpha", model="alpha-small", status="ok",
-                          created_at=now - timedelta(days=2, seconds=i * 60), latency_ms=100.0 + i, cost_usd=1e-4)
+                          created_at=now - timedelta(days=2, seconds=i * 60), latency_ms=100.0 + i, cost_usd=1e-4,
+                          streamed=True, ttft_ms=20.0, output_tokens=8)
             for i in range(50)
         ],
     )
@@ -343,9 +344,17 @@ def test_dashboard_reads_sql_sums_when_the_window_is_too_big_for_rows(app, monke
     app.segmented_control(key="dash_window").set_value("All time").run()
     no_traceback(app)
     assert next(m for m in app.metric if m.label == "Requests").value == "50"
-    assert any("from SQL sums" in c.value for c in app.caption)
+    assert any("from per-minute sums" in c.value for c in app.caption)
     latency = json.loads(app.get("vega_lite_chart")[0].proto.spec)
     assert latency["title"]["text"] == "Latency (ms) · mean"
+    # Time to first token and tokens/s come from the rollups' sums too (not empty charts).
+    data = {
+        json.loads(c.proto.spec)["title"]["text"]: pa.ipc.open_stream(c.proto.datasets[0].data.data).read_all().to_pandas()
+        for c in app.get("vega_lite_chart")
+        if c.proto.datasets
+    }
+    assert set(data["Time to first token (ms, mean)"]["mean_ttft_ms"].dropna()) == {20.0}
+    assert (data["Tokens per second"]["tokens_per_second"].dropna() > 0).any()
     assert max(chart_rows(app)) <= charts.MAX_POINTS
 
 

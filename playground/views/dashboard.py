@@ -114,7 +114,7 @@ def live_panel() -> None:
             "Detail / last error": st.column_config.TextColumn("Detail / last error", width="large"),
         },
     )
-    source = "individual requests" if snapshot.from_rows else "SQL sums (mean latency; p50/p95 need a shorter window)"
+    source = "individual requests" if snapshot.from_rows else "per-minute sums (means of latency and first token; p50/p95 need a shorter window)"
     st.caption(
         f"Last {window_label} · {snapshot.rows:,} attempts · {snapshot.bucket_s:,} s buckets · from {source} · "
         f"updated {snapshot.end:%H:%M:%S} UTC" + (" · live" if live else " · paused")
