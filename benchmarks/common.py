@@ -381,15 +381,9 @@ class GatewayProcess:
             CONDUCTOR_LOCAL_ENABLED="false",
             CONDUCTOR_DATA_DIR=str(data_dir),
             CONDUCTOR_ENDPOINTS=json.dumps(config),
+            CONDUCTOR_GATEWAY_WORKERS=str(workers),
         )
         command = [sys.executable, "-m", "gateway"]
-        if workers > 1:
-            # `python -m gateway` has no workers setting: the same app and options through
-            # uvicorn's CLI, with several worker processes.
-            command = [
-                sys.executable, "-m", "uvicorn", "gateway.main:app", "--host", "127.0.0.1", "--port", str(self.port),
-                "--log-level", "warning", "--timeout-keep-alive", "30", "--backlog", "4096", "--workers", str(workers),
-            ]  # fmt: skip
         self._process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         if wait:
             self.wait_ready()

@@ -1,5 +1,6 @@
 """``python -m gateway``: serve the gateway with uvicorn on CONDUCTOR_GATEWAY_HOST and
-CONDUCTOR_GATEWAY_PORT (default 127.0.0.1:8000)."""
+CONDUCTOR_GATEWAY_PORT (default 127.0.0.1:8000), in CONDUCTOR_GATEWAY_WORKERS processes
+(default 1)."""
 
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ def main() -> None:
         # Long streams and many clients: keep-alive a little longer than proxies' defaults.
         timeout_keep_alive=30,
         backlog=4096,
+        workers=settings.workers,
     )
 
 

@@ -113,7 +113,8 @@ def _summary(label: str, direct: list[Sample], gateway: list[Sample]) -> str:
 
 
 @pytest.fixture
-def gateway_process(tmp_path: Path):
+def gateway_process(tmp_path: Path, request: pytest.FixtureRequest):
+    workers = getattr(request, "param", 1)
     upstream = OpenAIServer(reply=REPLY, require_key=KEY).start()
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k not in _SCRUB}
@@ -128,6 +129,7 @@ def gateway_process(tmp_path: Path):
             "CONDUCTOR_LOCAL_ENABLED": "false",
             "CONDUCTOR_DATA_DIR": str(tmp_path / "data"),
             "CONDUCTOR_MAX_RETRIES": "0",
+            "CONDUCTOR_GATEWAY_WORKERS": str(workers),
         }
     )
     # cwd: an empty folder, so no developer's .env or conductor.toml is read.
@@ -201,3 +203,33 @@ def test_100_concurrent_streams_complete_and_each_is_logged_once(gateway_process
     assert set(ids) <= set(by_request)
     assert {(r.status, r.source, r.streamed, r.provider) for r in records} == {("ok", "gateway", True, "openai")}
     assert statistics.mean(r.output_tokens for r in records) == len(REPLY.split())
+
+
+def _children(pid: int) -> list[int]:
+    """Processes whose parent is `pid` (Linux /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
+@pytest.mark.parametrize("gateway_process", [2], indirect=True)
+def test_two_worker_processes_serve_and_share_one_log(gateway_process) -> None:
+    url, upstream, data_dir, pid = gateway_process
+    # uvicorn's supervisor plus its workers (multiprocessing may add a resource tracker).
+    workers = [child for child in _children(pid) if "multiprocessing.resource_tracker" not in Path(f"/proc/{child}/cmdline").read_text()]
+    assert len(workers) == 2, workers
+    upstream.latency_s, upstream.chunk_delay_s = 0.2, 0.0
+    samples = asyncio.run(_run(f"{url}/v1", "openai/gpt-4o-mini", 40, 20))
+    assert [s.text for s in samples] == [REPLY] * 40
+    log = RequestLog.from_settings(load_settings(_env_file=None, data_dir=data_dir, database_url=None))
+    try:
+        # Both processes write to one SQLite file: every request once, nothing lost.
+        assert sorted(r.request_id for r in log.records()) == sorted(s.request_id for s in samples)
+        assert log.provider_totals()["openai"].total_requests == 40
+    finally:
+        log.close()
