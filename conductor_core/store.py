@@ -123,6 +123,9 @@ _LABEL_COLUMNS = {"provider", "model", "route", "status", "error_type", "source"
 # switches the journal mode). Kept short: write() runs on the request path.
 _SQLITE_BUSY_TIMEOUT_MS = 5_000
 _WRITE_ATTEMPTS = 4
+# Ids bound in one rollup update: PostgreSQL's protocol takes at most 65,535 parameters a
+# statement, SQLite builds from 32,766 up.
+_IDS_PER_STATEMENT = 10_000
 # frame() reads in chunks of this many rows (bounded extra memory, same speed).
 _FETCH_CHUNK_ROWS = 50_000
 # A key for pg_advisory_xact_lock so processes starting at once create tables in turn
@@ -551,7 +554,9 @@ class RequestLog:
                 with self._engine.begin() as conn:
                     conn.execute(insert(table), rows[0] if len(rows) == 1 else rows)
                     if table is attempts:  # the rollups move with the rows, or neither does
-                        conn.execute(self._rollup_upsert(), {"ids": [row["id"] for row in rows]})
+                        ids = [row["id"] for row in rows]
+                        for at in range(0, len(ids), _IDS_PER_STATEMENT):
+                            conn.execute(self._rollup_upsert(), {"ids": ids[at : at + _IDS_PER_STATEMENT]})
                 return True
             except Exception as exc:  # noqa: BLE001 - the promise is "never raises"
                 if attempt < _WRITE_ATTEMPTS - 1 and _is_transient(exc):

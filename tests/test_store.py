@@ -588,6 +588,13 @@ def test_rollups_equal_a_rebuild_and_survive_a_failed_insert(backend: Backend) -
     assert _rollup_rows(backend) == kept
 
 
+def test_write_many_of_more_rows_than_one_statement_binds(backend: Backend) -> None:
+    log = backend.make()
+    records = [make_record(id=f"att_bulk_{i:06d}", provider=("a", "b")[i % 2], created_at=T0 + timedelta(seconds=i / 100)) for i in range(70_000)]
+    assert log.write_many(records) == 70_000, log.last_write_error  # over PostgreSQL's 65,535 parameters
+    assert {name: usage.total_requests for name, usage in log.provider_totals().items()} == {"a": 35_000, "b": 35_000}
+
+
 def test_a_log_from_before_rollups_gets_them_on_open(backend: Backend) -> None:
     log = backend.make()
     records = _random_records(60, seed=3)
