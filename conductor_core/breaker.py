@@ -17,6 +17,10 @@ from .models import BreakerState
 
 __all__ = ["CircuitBreaker"]
 
+# Module constants compared with `is`: an enum member read off its class costs more than the
+# rest of a check, and the breaker is asked several times a request.
+_CLOSED, _OPEN, _HALF_OPEN = BreakerState.closed, BreakerState.open, BreakerState.half_open
+
 
 class CircuitBreaker:
     def __init__(
@@ -36,7 +40,7 @@ class CircuitBreaker:
         self.max_cooldown_s = max_cooldown_s
         self._clock = clock
         self._lock = threading.Lock()
-        self._state = BreakerState.closed
+        self._state = _CLOSED
         self._outcomes: deque[bool] = deque(maxlen=window)  # True = failure
         self._consecutive = 0
         self._cooldown_s = cooldown_s
@@ -54,7 +58,7 @@ class CircuitBreaker:
     def retry_in_s(self) -> float | None:
         """Seconds until an open breaker lets a probe through; None unless open."""
         with self._lock:
-            if self._current() != BreakerState.open:
+            if self._current() is not _OPEN:
                 return None
             return max(0.0, self._opened_at + self._cooldown_s - self._clock())
 
@@ -62,16 +66,16 @@ class CircuitBreaker:
         """Whether `allow()` would let a call through now, without taking the probe."""
         with self._lock:
             state = self._current()
-            return state == BreakerState.closed or (state == BreakerState.half_open and not self._probe_in_flight)
+            return state is _CLOSED or (state is _HALF_OPEN and not self._probe_in_flight)
 
     # --- the protocol: allow(), then exactly one of success/failure/release ----------
 
     def allow(self) -> bool:
         with self._lock:
             state = self._current()
-            if state == BreakerState.closed:
+            if state is _CLOSED:
                 return True
-            if state == BreakerState.half_open and not self._probe_in_flight:
+            if state is _HALF_OPEN and not self._probe_in_flight:
                 self._probe_in_flight = True
                 return True
             return False
@@ -80,9 +84,9 @@ class CircuitBreaker:
         with self._lock:
             self._outcomes.append(False)
             self._consecutive = 0
-            if self._current() == BreakerState.half_open:
+            if self._current() is _HALF_OPEN:
                 # The probe got through: close, and forget the history that tripped it.
-                self._state = BreakerState.closed
+                self._state = _CLOSED
                 self._cooldown_s = self.base_cooldown_s
                 self._outcomes.clear()
             self._probe_in_flight = False
@@ -91,12 +95,12 @@ class CircuitBreaker:
         with self._lock:
             state = self._current()
             self._probe_in_flight = False
-            if state == BreakerState.half_open:
+            if state is _HALF_OPEN:
                 # The probe failed: open again, for longer each time.
                 self._cooldown_s = min(self._cooldown_s * 2, self.max_cooldown_s)
                 self._trip()
                 return
-            if state == BreakerState.open:
+            if state is _OPEN:
                 return
             self._outcomes.append(True)
             self._consecutive += 1
@@ -113,12 +117,12 @@ class CircuitBreaker:
     # --- internals (lock held) -------------------------------------------------------
 
     def _current(self) -> BreakerState:
-        if self._state == BreakerState.open and self._clock() >= self._opened_at + self._cooldown_s:
-            self._state = BreakerState.half_open
+        if self._state is _OPEN and self._clock() >= self._opened_at + self._cooldown_s:
+            self._state = _HALF_OPEN
         return self._state
 
     def _trip(self) -> None:
-        self._state = BreakerState.open
+        self._state = _OPEN
         self._opened_at = self._clock()
         self._consecutive = 0
         self._outcomes.clear()

@@ -45,7 +45,9 @@ def percentile(sorted_values: list[float], q: float) -> float | None:
     return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (position - low)
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass sets each field through object.__setattr__, which doubles
+# the cost of building one, and one is built per request. Entries are never changed.
+@dataclass(slots=True)
 class _Entry:
     ts: float  # epoch seconds of the attempt
     ok: bool

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from tenacity import (
+    AttemptManager,
     RetryCallState,
     Retrying,
     retry_if_exception,
@@ -84,7 +85,7 @@ class Candidate:
     reason: str
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: one is built per provider per AUTO request, and frozen doubles that cost
 class _Score:
     """What AUTO knows of one provider for one request; sorts and explains itself."""
 
@@ -289,6 +290,10 @@ class Conductor:
     # --- status ---------------------------------------------------------------------------
 
     def breaker(self, name: str) -> CircuitBreaker:
+        # Read several times a request: the lock is only needed to create one (dict.get is atomic).
+        breaker = self._breakers.get(name)
+        if breaker is not None:
+            return breaker
         with self._breakers_lock:
             breaker = self._breakers.get(name)
             if breaker is None:
@@ -497,63 +502,100 @@ class Conductor:
             reraise=True,
         )
 
-    def _call_with_retries(self, candidate: Candidate, request: ChatRequest, route: _Route) -> ChatResponse:
-        provider = candidate.provider
+    # Most calls succeed at the first try, so the first attempt runs outside tenacity, whose
+    # per-call Retrying loop costs more than the rest of an attempt's bookkeeping. Only a
+    # retryable failure enters the loop (`_retries`), with the same waits, Retry-After,
+    # max_retries and budget as if tenacity had run the first attempt itself.
+
+    def _retries(self, started: float, first_error: ProviderError) -> Iterator[AttemptManager]:
+        """tenacity's attempts after a first one (begun at monotonic `started`) failed with
+        `first_error`: it is replayed as tenacity's attempt 1, dated from when it began, so
+        the stop, wait and reraise decisions are tenacity's own."""
         for attempt in self._retrying():
+            if first_error is None:
+                yield attempt
+                continue
+            with attempt:  # records the failure; tenacity's next step sleeps or re-raises it
+                attempt.retry_state.start_time = started
+                error, first_error = first_error, None
+                raise error
+
+    def _call_with_retries(self, candidate: Candidate, request: ChatRequest, route: _Route) -> ChatResponse:
+        started = time.monotonic()
+        try:
+            return self._call_once(candidate.provider, request, route)
+        except ProviderError as error:
+            if not error.retryable:
+                raise
+            first_error = error
+        for attempt in self._retries(started, first_error):
             with attempt:
-                breaker = self._admit(provider)
-                started = time.perf_counter()
-                try:
-                    response = provider.chat_completion(request)
-                except ProviderError as error:
-                    self._record_failure(provider, request, route, error, started, streamed=False)
-                    raise
-                except BaseException:
-                    breaker.release()
-                    raise
-                self._record_success(provider, request, route, response, streamed=False)
-                return response
+                return self._call_once(candidate.provider, request, route)
         raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
 
+    def _call_once(self, provider: BaseProvider, request: ChatRequest, route: _Route) -> ChatResponse:
+        breaker = self._admit(provider)
+        started = time.perf_counter()
+        try:
+            response = provider.chat_completion(request)
+        except ProviderError as error:
+            self._record_failure(provider, request, route, error, started, streamed=False)
+            raise
+        except BaseException:
+            breaker.release()
+            raise
+        self._record_success(provider, request, route, response, streamed=False)
+        return response
+
     def _stream_with_retries(self, candidate: Candidate, request: ChatRequest, route: _Route) -> Iterator[StreamEvent]:
-        provider = candidate.provider
-        for attempt in self._retrying():
+        started = time.monotonic()
+        try:
+            yield from self._stream_once(candidate, request, route)
+            return
+        except ProviderError as error:
+            if not error.retryable:
+                raise
+            first_error = error
+        for attempt in self._retries(started, first_error):
             with attempt:
-                breaker = self._admit(provider)
-                started = time.perf_counter()
-                parts: list[str] = []
-                finished = False
-                try:
-                    # closing(): a reader that goes away must release the provider at once
-                    # (the local model holds a lock for the whole generation).
-                    with closing(provider.stream(request)) as events:
-                        for event in events:
-                            if isinstance(event, TextDelta):
-                                parts.append(event.text)
-                            elif isinstance(event, StreamDone):
-                                finished = True
-                                route.reason = route.reason or candidate.reason
-                                event.response.routing = route.info()
-                                self._record_success(provider, request, route, event.response, streamed=True)
-                            yield event
-                    return
-                except StreamInterruptedError as error:
-                    if not error.partial_text and not parts:
-                        self._record_failure(provider, request, route, error, started, streamed=True)
-                        raise  # nothing shown yet: retry or fall back
-                    yield self._incomplete(provider, request, route, error, started, "".join(parts))
-                    return
-                except ProviderError as error:
-                    self._record_failure(provider, request, route, error, started, streamed=True)
-                    raise
-                except GeneratorExit:
-                    if not finished:  # the reader went away (a rerun, a closed tab): keep the record
-                        breaker.release()
-                        cancelled = ProviderError("the client stopped reading before the end", provider=provider.name)
-                        cancelled.type = "cancelled"
-                        self._write(self._record(provider, request, route, "incomplete", started, cancelled, "".join(parts), True))
-                    raise
+                yield from self._stream_once(candidate, request, route)
+                return
         raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
+
+    def _stream_once(self, candidate: Candidate, request: ChatRequest, route: _Route) -> Iterator[StreamEvent]:
+        provider = candidate.provider
+        breaker = self._admit(provider)
+        started = time.perf_counter()
+        parts: list[str] = []
+        finished = False
+        try:
+            # closing(): a reader that goes away must release the provider at once
+            # (the local model holds a lock for the whole generation).
+            with closing(provider.stream(request)) as events:
+                for event in events:
+                    if isinstance(event, TextDelta):
+                        parts.append(event.text)
+                    elif isinstance(event, StreamDone):
+                        finished = True
+                        route.reason = route.reason or candidate.reason
+                        event.response.routing = route.info()
+                        self._record_success(provider, request, route, event.response, streamed=True)
+                    yield event
+        except StreamInterruptedError as error:
+            if not error.partial_text and not parts:
+                self._record_failure(provider, request, route, error, started, streamed=True)
+                raise  # nothing shown yet: retry or fall back
+            yield self._incomplete(provider, request, route, error, started, "".join(parts))
+        except ProviderError as error:
+            self._record_failure(provider, request, route, error, started, streamed=True)
+            raise
+        except GeneratorExit:
+            if not finished:  # the reader went away (a rerun, a closed tab): keep the record
+                breaker.release()
+                cancelled = ProviderError("the client stopped reading before the end", provider=provider.name)
+                cancelled.type = "cancelled"
+                self._write(self._record(provider, request, route, "incomplete", started, cancelled, "".join(parts), True))
+            raise
 
     def _incomplete(
         self, provider: BaseProvider, request: ChatRequest, route: _Route, error: ProviderError, started: float, text: str

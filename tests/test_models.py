@@ -100,6 +100,32 @@ def test_configured_endpoint_names_are_addressable():
     assert "my-ollama" in known_provider_names()
 
 
+def test_known_provider_names_built_ins_first_then_registered_names_sorted_once():
+    register_provider_name("zz-endpoint")
+    register_provider_name("aa-endpoint")
+    register_provider_name("aa-endpoint")
+    register_provider_name("openai")  # a built-in registered again is not listed twice
+    names = known_provider_names()
+    assert names[:5] == ["auto", "local", "gemini", "openai", "anthropic"]
+    extra = names[5:]
+    assert extra == sorted(extra) and len(extra) == len(set(extra)) and {"aa-endpoint", "zz-endpoint"} <= set(extra)
+    names.append("mutated")  # callers get a copy: the cached list cannot be changed through it
+    assert "mutated" not in known_provider_names()
+    with pytest.raises(ValidationError):
+        ChatRequest(provider="mutated", messages=USER)
+
+
+def test_ids_keep_their_format():
+    from conductor_core.models import new_id
+
+    ids = {new_id() for _ in range(100)}
+    assert len(ids) == 100
+    for value in ids:
+        prefix, digits = value.split("_")
+        assert prefix == "req" and len(digits) == 20 and int(digits, 16) >= 0
+    assert new_id("att").startswith("att_")
+
+
 def test_provider_names_are_case_insensitive():
     assert ChatRequest(provider="Gemini", messages=USER).provider == "gemini"
 

@@ -127,6 +127,49 @@ def test_retries_are_bounded_in_time(make, sleeps):
     assert len(a.calls) == 1  # the server asked for longer than the whole budget: give up now
 
 
+def test_backoff_grows_with_each_retry(make, sleeps):
+    # The first attempt runs outside tenacity; the retries must still count it as attempt 1.
+    a = ScriptedProvider("alpha").script(
+        ProviderUnavailableError("503", provider="alpha"), ProviderUnavailableError("503", provider="alpha"), "third"
+    )
+    conductor = make(a, max_retries=2, breaker_failures=10)
+    assert conductor.chat(ask("alpha")).content == "third"
+    assert len(sleeps) == 2
+    assert 0.2 <= sleeps[0] <= 0.4 and 0.4 <= sleeps[1] <= 0.6  # 0.2 * 2^(n-1) + up to 0.2 of jitter
+
+
+def test_the_first_attempt_counts_against_the_retry_budget(make, sleeps):
+    # The first attempt alone spends the budget (the provider sleeps that long before failing),
+    # so there is no retry even though max_retries allows several.
+    a = ScriptedProvider("alpha").script(
+        Reply(error=ProviderUnavailableError("503", provider="alpha"), latency_s=0.5), "too late"
+    )
+    conductor = make(a, max_retries=3, retry_budget_s=0.5)
+    with pytest.raises(ProviderUnavailableError):
+        conductor.chat(ask("alpha"))
+    assert len(a.calls) == 1 and sleeps == []
+
+
+def test_a_stream_is_retried_before_any_text(make, sleeps):
+    a = ScriptedProvider("alpha").script(
+        RateLimitError("slow down", provider="alpha", retry_after=1.5), Reply(text="second time lucky")
+    )
+    conductor = make(a)
+    events = list(conductor.stream(ask("alpha")))
+    assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "second time lucky"
+    assert isinstance(events[-1], StreamDone) and sleeps == [1.5] and len(a.calls) == 2
+    assert sorted(r.status for r in conductor.log.records()) == ["error", "ok"]
+
+
+def test_a_stream_that_keeps_failing_before_text_stops_at_max_retries(make, sleeps):
+    a = ScriptedProvider("alpha")
+    a.down = True
+    conductor = make(a, max_retries=2, breaker_failures=10)
+    with pytest.raises(ProviderUnavailableError) as info:
+        list(conductor.stream(ask("alpha")))
+    assert len(a.calls) == 3 and len(sleeps) == 2 and len(info.value.attempts) == 3
+
+
 def test_non_retryable_errors_are_not_retried(make, sleeps):
     a = ScriptedProvider("alpha").script(BadRequestError("prompt too long", provider="alpha"))
     conductor = make(a)
