@@ -267,7 +267,6 @@ _STATUS_COLUMN = {"ok": "ok", "error": "errors", "incomplete": "incomplete"}
 
 _STOP = object()  # tells a writer thread to finish
 _BATCH = 500  # most attempts in one background transaction
-_LINGER_S = 0.05
 _open_logs: weakref.WeakSet[RequestLog] = weakref.WeakSet()
 
 
@@ -301,6 +300,14 @@ def _is_schema_race(exc: BaseException) -> bool:
 class RequestLog:
     """The persistent request log. Thread-safe: share one instance per process."""
 
+    #: How long the background writer lets attempts gather before it writes them as one
+    #: batch. A batch costs ~0.5 ms of Python in the writer thread (which competes with
+    #: request threads for the GIL) plus ~0.1 ms a row: fewer, bigger batches keep it off
+    #: the requests' way (measured: 0.5 s instead of 0.05 s took ~0.15 ms off Conductor's
+    #: added p50). Reads in this process cut the wait short (`flush`); other processes
+    #: (a dashboard refreshing every 2 s) see rows at most this much later.
+    linger_s = 0.5
+
     def __init__(self, url: str | None = None, *, data_dir: Path | None = None, log_prompts: bool = True) -> None:
         self.log_prompts = log_prompts
         self.write_errors = 0
@@ -323,6 +330,7 @@ class RequestLog:
         self._pending = 0
         self._pending_cond = threading.Condition()
         self._writer: threading.Thread | None = None
+        self._cut_short = threading.Event()  # set by flush(): stop lingering, write now
         self._upsert: Any = None
 
     @classmethod
@@ -508,6 +516,7 @@ class RequestLog:
 
     def flush(self, timeout: float | None = 30.0) -> bool:
         """Wait until every submitted attempt is written (or counted as failed)."""
+        self._cut_short.set()
         with self._pending_cond:
             return self._pending_cond.wait_for(lambda: self._pending == 0, timeout)
 
@@ -517,7 +526,8 @@ class RequestLog:
             if batch[0] is not _STOP:
                 # Let a batch gather: one transaction (and one wake-up of this thread, which
                 # competes with request threads for the GIL) per batch, not per attempt.
-                time.sleep(_LINGER_S)
+                self._cut_short.wait(self.linger_s)
+                self._cut_short.clear()
             while len(batch) < _BATCH and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             records = [item for item in batch if item is not _STOP]

@@ -379,6 +379,17 @@ def test_submitted_records_are_written_in_the_background_and_read_back(backend: 
     assert log.write_errors == 0
 
 
+def test_the_writer_lingers_to_batch_and_a_read_cuts_the_wait_short(backend: Backend) -> None:
+    log, other = backend.make(), backend.make()
+    log.linger_s = 60.0
+    for i in range(10):
+        log.submit(make_record(request_id=f"req_{i}"))
+    assert other.count() == 0  # still gathering: another reader does not see them yet
+    # A read in the writing process flushes: it does not wait out the 60 s.
+    assert log.flush(timeout=20)
+    assert other.count() == 10 and log.count() == 10
+
+
 def test_a_failed_background_write_is_counted_not_raised(tmp_path: Path) -> None:
     log = RequestLog("postgresql://nobody:nothing@127.0.0.1:9/none")
     log.submit(make_record())
