@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--two-workers",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="also measure the gateway app under `uvicorn --workers 2` (default: on, off with --quick)",
+        help="also measure the gateway with CONDUCTOR_GATEWAY_WORKERS=2 (default: on, off with --quick)",
     )
     args = p.parse_args(argv)
     two_workers = args.two_workers if args.two_workers is not None else not args.quick
@@ -282,7 +282,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             **size,
             "gateway": "python -m gateway (uvicorn, 1 process), access log off, SQLite request log on",
             "load_generator": "asyncio, one keep-alive HTTP/1.1 connection per worker (benchmark process)",
-            "gateway_2_workers": "the same app under `uvicorn gateway.main:app --workers 2`, same request log"
+            "gateway_2_workers": "python -m gateway with CONDUCTOR_GATEWAY_WORKERS=2, same request log"
             if two_workers
             else None,
         },

@@ -165,7 +165,7 @@ def request_log(r: dict[str, Any]) -> list[str]:
 
 def gateway_load(r: dict[str, Any]) -> list[str]:
     out = [_head(r), "", "| mode | path | requests/s | p50 (ms) | p99 (ms) | added p50 / p99 (ms) | CPU ms per request: gateway / upstream / load generator |", "|---|---|---:|---:|---:|---:|---|"]
-    labels = {"direct": "direct", "gateway": "gateway (`python -m gateway`)", "gateway_2_workers": "gateway app, `uvicorn --workers 2`"}
+    labels = {"direct": "direct", "gateway": "gateway (`python -m gateway`)", "gateway_2_workers": "gateway, `CONDUCTOR_GATEWAY_WORKERS=2`"}
     for mode in ("non_streaming", "streaming"):
         m = r[mode]
         metric = m.get("ttft_ms") if mode == "streaming" else m["latency_ms"]
