@@ -292,3 +292,13 @@ def test_win_rate_chart():
     assert spec["encoding"]["y"]["field"] == "target" and spec["encoding"]["y"]["sort"] == ["b/y", "a/x"]
     (values,) = spec["datasets"].values()
     assert [(v["target"], v["win_rate"]) for v in values] == [("b/y", 1.0), ("a/x", 0.0)]
+
+
+def test_dashboard_tiles_show_big_numbers_compactly():
+    # A tile is a sixth of the page: "1,000,000" and "$45.471234" would be cut off there.
+    assert [dd.compact_count(n) for n in (0, 99_999, 100_000, 299_878, 1_000_000, 12_345_678)] == [
+        "0", "99,999", "100.0k", "299.9k", "1M", "12.3M"
+    ]
+    assert [dd.compact_cost(c) for c in (0.000123, 0.0123, 45.471234, 1234.5, 250_000.0)] == [
+        "$0.000123", "$0.0123", "$45.47", "$1,234.50", "$250.0k"
+    ]
