@@ -511,13 +511,14 @@ class Conductor:
         """tenacity's attempts after a first one (begun at monotonic `started`) failed with
         `first_error`: it is replayed as tenacity's attempt 1, dated from when it began, so
         the stop, wait and reraise decisions are tenacity's own."""
+        replay: ProviderError | None = first_error
         for attempt in self._retrying():
-            if first_error is None:
+            if replay is None:
                 yield attempt
                 continue
             with attempt:  # records the failure; tenacity's next step sleeps or re-raises it
                 attempt.retry_state.start_time = started
-                error, first_error = first_error, None
+                error, replay = replay, None
                 raise error
 
     def _call_with_retries(self, candidate: Candidate, request: ChatRequest, route: _Route) -> ChatResponse:

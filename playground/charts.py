@@ -171,9 +171,11 @@ def success_rate_chart(series: pd.DataFrame, **kwargs) -> alt.Chart:
 
 def ttft_chart(series: pd.DataFrame, **kwargs) -> alt.Chart:
     """p50 time to first token; the mean when only sums are known (a window read from rollups)."""
-    if "p50_ttft_ms" in series and series["p50_ttft_ms"].notna().any() or "mean_ttft_ms" not in series:
-        return metric_chart(series, "p50_ttft_ms", title="Time to first token (ms, p50)", axis_format=",.0f", **kwargs)
-    return metric_chart(series, "mean_ttft_ms", title="Time to first token (ms, mean)", axis_format=",.0f", **kwargs)
+    has_p50 = "p50_ttft_ms" in series and series["p50_ttft_ms"].notna().any()
+    has_mean = "mean_ttft_ms" in series and series["mean_ttft_ms"].notna().any()
+    if has_mean and not has_p50:
+        return metric_chart(series, "mean_ttft_ms", title="Time to first token (ms, mean)", axis_format=",.0f", **kwargs)
+    return metric_chart(series, "p50_ttft_ms", title="Time to first token (ms, p50)", axis_format=",.0f", **kwargs)
 
 
 def tokens_per_second_chart(series: pd.DataFrame, **kwargs) -> alt.Chart:

@@ -34,6 +34,7 @@ __all__ = [
     "Answer",
     "escape_md",
     "format_cost",
+    "format_total_cost",
     "format_ms",
     "figures_line",
     "render_figures",
@@ -70,6 +71,13 @@ def format_cost(value: float | None) -> str:
     if value == 0:
         return "free"
     return f"${value:.6f}" if value < 0.01 else f"${value:,.4f}"
+
+
+def format_total_cost(value: float) -> str:
+    """A total for a dashboard tile (a sixth of the page): cents once it reaches a dollar."""
+    if value < 1:
+        return format_cost(value)
+    return f"${value:,.2f}" if value < 100_000 else f"${value / 1000:,.1f}k"
 
 
 @dataclass

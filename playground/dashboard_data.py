@@ -42,7 +42,6 @@ __all__ = [
     "status_table",
     "humanize_seconds",
     "compact_count",
-    "compact_cost",
 ]
 
 #: Time windows offered by the dashboard, in seconds (None: everything in the log).
@@ -367,13 +366,6 @@ def compact_count(value: int) -> str:
     if value < 1_000_000:
         return f"{value / 1000:.1f}k"
     return f"{value / 1_000_000:.3g}M"
-
-
-def compact_cost(value: float) -> str:
-    """A total cost that fits a dashboard tile: cents once it reaches a dollar."""
-    if value >= 1:
-        return f"${value:,.2f}" if value < 100_000 else f"${compact_count(int(value))}"
-    return f"${value:.4f}" if value >= 0.01 else f"${value:.6f}"
 
 
 def humanize_seconds(seconds: float | None) -> str:

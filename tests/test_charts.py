@@ -299,6 +299,8 @@ def test_dashboard_tiles_show_big_numbers_compactly():
     assert [dd.compact_count(n) for n in (0, 99_999, 100_000, 299_878, 1_000_000, 12_345_678)] == [
         "0", "99,999", "100.0k", "299.9k", "1M", "12.3M"
     ]
-    assert [dd.compact_cost(c) for c in (0.000123, 0.0123, 45.471234, 1234.5, 250_000.0)] == [
-        "$0.000123", "$0.0123", "$45.47", "$1,234.50", "$250.0k"
+    from playground.components import format_total_cost
+
+    assert [format_total_cost(c) for c in (0.0, 0.000123, 0.0123, 45.471234, 1234.5, 250_000.0)] == [
+        "free", "$0.000123", "$0.0123", "$45.47", "$1,234.50", "$250.0k"
     ]

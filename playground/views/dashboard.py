@@ -92,7 +92,7 @@ def live_panel() -> None:
     rate = totals["success_rate"]
     kpis[1].metric("Success rate", "—" if rate is None else f"{rate:.1%}", border=True)
     kpis[2].metric("Requests / min", f"{totals['requests_per_min']:,.1f}", border=True)
-    kpis[3].metric("Est. cost", dd.compact_cost(totals["cost_usd"]) if totals["requests"] else "$0", border=True,
+    kpis[3].metric("Est. cost", ui.format_total_cost(totals["cost_usd"]) if totals["requests"] else "$0", border=True,
                    help=f"All time: {ui.format_cost(status.totals.cost_usd)} over {status.totals.total_requests:,} requests.")
     kpis[4].metric("Providers ready", f"{len(ready)} / {len(configured)}", border=True)
     kpis[5].metric("Uptime", dd.humanize_seconds(status.uptime_s), border=True,
