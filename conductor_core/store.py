@@ -73,7 +73,7 @@ if TYPE_CHECKING:
 
     from .config import Settings
 
-__all__ = ["RequestLog", "FRAME_COLUMNS", "AGGREGATE_COLUMNS", "normalize_database_url"]
+__all__ = ["RequestLog", "FRAME_COLUMNS", "AGGREGATE_COLUMNS", "normalize_database_url", "UTCDateTime", "SafeText"]
 
 log = logging.getLogger("conductor.store")
 
@@ -161,6 +161,19 @@ class UTCDateTime(TypeDecorator[datetime]):
 
     def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
         return None if value is None else _as_utc(value)
+
+
+class SafeText(TypeDecorator[str]):
+    """Free text that any caller may send. PostgreSQL's text types cannot hold NUL, so there
+    a NUL is stored as U+2400 (the visible symbol for NUL) instead of failing the insert."""
+
+    impl = Text()
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Any) -> str | None:
+        if value is not None and dialect.name == "postgresql" and "\x00" in value:
+            return value.replace("\x00", "\u2400")
+        return value
 
 
 metadata = MetaData()
@@ -277,6 +290,18 @@ def _flush_open_logs() -> None:
         log.flush(timeout=10)
 
 
+def _create_tables(conn: Any, tables: MetaData) -> None:
+    """CREATE TABLE/INDEX IF NOT EXISTS for `tables`, in `conn`'s transaction. On PostgreSQL
+    an advisory lock makes processes starting at once take turns (IF NOT EXISTS alone races
+    in the catalog)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_SCHEMA_LOCK_KEY})
+    for table in tables.sorted_tables:
+        conn.execute(CreateTable(table, if_not_exists=True))
+        for index in sorted(table.indexes, key=lambda i: str(i.name)):
+            conn.execute(CreateIndex(index, if_not_exists=True))
+
+
 def normalize_database_url(url: str) -> str:
     """``postgres://`` and ``postgresql://`` mean psycopg 3 here (psycopg2 is not installed)."""
     for prefix in ("postgres://", "postgresql://"):
@@ -349,6 +374,27 @@ class RequestLog:
     def dialect(self) -> str:
         return self._engine.dialect.name
 
+    @property
+    def engine(self) -> Engine:
+        """The database engine, for modules that keep their own tables next to the log
+        (sessions, experiments): one database, one connection pool. Call `ensure_tables`
+        with their MetaData before first use."""
+        return self._engine
+
+    def ensure_tables(self, extra: MetaData) -> None:
+        """Create another module's tables in this database (if missing), with the same care
+        as the log's own: IF NOT EXISTS, an advisory lock on PostgreSQL, retried races."""
+        self._ensure_schema()
+        for attempt in range(_WRITE_ATTEMPTS):
+            try:
+                with self._engine.begin() as conn:
+                    _create_tables(conn, extra)
+                return
+            except Exception as exc:
+                if attempt == _WRITE_ATTEMPTS - 1 or not _is_schema_race(exc):
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+
     # --- engine and schema -----------------------------------------------------------------
 
     @staticmethod
@@ -398,12 +444,7 @@ class RequestLog:
             for attempt in range(_WRITE_ATTEMPTS):
                 try:
                     with self._engine.begin() as conn:
-                        if conn.dialect.name == "postgresql":
-                            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_SCHEMA_LOCK_KEY})
-                        for table in metadata.sorted_tables:
-                            conn.execute(CreateTable(table, if_not_exists=True))
-                            for index in sorted(table.indexes, key=lambda i: str(i.name)):
-                                conn.execute(CreateIndex(index, if_not_exists=True))
+                        _create_tables(conn, metadata)
                         if self._rollups_missing(conn):
                             # A log written before rollups existed: build them once, here,
                             # inside the same lock/transaction, so no process counts twice.

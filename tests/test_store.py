@@ -801,3 +801,22 @@ def test_write_after_close_returns_false(backend: Backend) -> None:
     log.close()
     assert log.write(make_record()) is False
     assert log.write_errors == 1 and "closed" in (log.last_write_error or "")
+
+
+def test_other_modules_keep_their_tables_next_to_the_log(backend: Backend) -> None:
+    """Sessions and experiments live in the log's database: `ensure_tables` creates theirs
+    (twice is harmless), and `SafeText` keeps any text, NUL included, on either backend."""
+    from sqlalchemy import Column, MetaData, String, Table, insert, select
+
+    from conductor_core.store import SafeText
+
+    extra = MetaData()
+    notes = Table("test_notes", extra, Column("id", String(), primary_key=True), Column("body", SafeText()))
+    log = backend.make()
+    log.ensure_tables(extra)
+    log.ensure_tables(extra)
+    with log.engine.begin() as conn:
+        conn.execute(insert(notes), {"id": "n1", "body": "nul\x00byte"})
+    with log.engine.connect() as conn:
+        body = conn.execute(select(notes.c.body)).scalar_one()
+    assert body == ("nul\u2400byte" if backend.name == "postgresql" else "nul\x00byte")
