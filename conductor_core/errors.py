@@ -31,7 +31,19 @@ __all__ = [
     "parse_retry_after",
     "transport_error",
     "sdk_error",
+    "NOT_PROVIDER_FAULTS",
+    "provider_at_fault",
 ]
+
+#: Failures the request caused (its messages or settings must change: a context overflow, a
+#: bad parameter) or a person chose (stopping an answer). They stay in the request log, but
+#: do not count against the provider's success rate, circuit breaker or AUTO score.
+NOT_PROVIDER_FAULTS: frozenset[str] = frozenset({"bad_request", "cancelled"})
+
+
+def provider_at_fault(error_type: str | None) -> bool:
+    """Whether a failure of this type says something about the provider's health."""
+    return error_type is not None and error_type not in NOT_PROVIDER_FAULTS
 
 
 class ProviderError(Exception):

@@ -153,6 +153,15 @@ class ChatRequest(BaseModel):
     model: str | None = Field(default=None, description="Model name; None uses the provider's default.")
     temperature: float = Field(default=0.7, ge=0.0, le=2.0, description="Sampling temperature, 0.0 to 2.0.")
     max_tokens: int = Field(default=1000, ge=1, le=4000, description="Most tokens to generate, 1 to 4000.")
+    top_p: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="Nucleus sampling, 0.0 to 1.0; None uses the provider's default."
+    )
+    stop: list[Annotated[str, Field(min_length=1)]] | None = Field(
+        default=None, max_length=4, description="Up to 4 sequences that end the answer when generated."
+    )
+    seed: int | None = Field(
+        default=None, ge=0, le=2**31 - 1, description="Ask for repeatable sampling (providers that support it)."
+    )
     policy: RoutingPolicy | None = Field(
         default=None, description="AUTO policy for this request; None uses the configured default."
     )

@@ -157,3 +157,13 @@ def test_models_document_themselves():
     # Status models carry their sub-sections.
     assert set(ProviderStatus.model_fields) >= {"health", "performance", "reliability", "usage"}
     assert set(SystemStatus.model_fields) >= {"status", "providers", "totals", "uptime_s"}
+
+
+def test_optional_sampling_settings_are_validated_with_messages_that_say_what_to_change() -> None:
+    message = [{"role": "user", "content": "hi"}]
+    request = ChatRequest(messages=message, top_p=0.9, stop=["END"], seed=7)
+    assert (request.top_p, request.stop, request.seed) == (0.9, ["END"], 7)
+    assert ChatRequest(messages=message).top_p is None  # unset: the provider's own default
+    for bad, field in ((dict(top_p=5), "top_p"), (dict(stop=["a", "b", "c", "d", "e"]), "stop"), (dict(stop=[""]), "stop"), (dict(seed=-1), "seed")):
+        with pytest.raises(ValidationError, match=field):
+            ChatRequest(messages=message, **bad)

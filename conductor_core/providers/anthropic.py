@@ -20,6 +20,8 @@ class AnthropicProvider(BaseProvider):
     display_name = "Anthropic"
     key_env_var = "ANTHROPIC_API_KEY"
     price_provider_id = "anthropic"
+    # The anthropic SDK (2.x) has no sampling parameters on messages.create: only stop sequences.
+    supported_settings = frozenset({"stop"})
 
     def __init__(
         self,
@@ -61,6 +63,8 @@ class AnthropicProvider(BaseProvider):
         }
         if system:
             params["system"] = system
+        if request.stop:
+            params["stop_sequences"] = list(request.stop)
         return params
 
     @staticmethod

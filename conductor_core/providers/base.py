@@ -32,7 +32,10 @@ from ..models import (
     utcnow,
 )
 
-__all__ = ["BaseProvider", "Completion", "StreamPiece"]
+__all__ = ["BaseProvider", "Completion", "StreamPiece", "SAMPLING_SETTINGS"]
+
+#: ChatRequest fields that tune generation and that not every provider can honour.
+SAMPLING_SETTINGS: tuple[str, ...] = ("temperature", "top_p", "stop", "seed")
 
 _MODELS_CACHE_S = 300.0
 
@@ -58,6 +61,9 @@ class BaseProvider(ABC):
     #: genai-prices provider id used for cost (None: unknown unless overridden).
     price_provider_id: ClassVar[str | None] = None
     can_stream: ClassVar[bool] = True
+    #: The optional ChatRequest settings this provider passes on; the others it ignores, and
+    #: `ignored_settings` says so (the playground shows it beside the control).
+    supported_settings: ClassVar[frozenset[str]] = frozenset(SAMPLING_SETTINGS)
 
     def __init__(self, name: str, *, default_model: str, timeout_s: float = 60.0) -> None:
         self.name = name
@@ -123,6 +129,14 @@ class BaseProvider(ABC):
                 self.last_error = error
 
     # --- the public calls ----------------------------------------------------------
+
+    def ignored_settings(self, request: ChatRequest | None = None) -> list[str]:
+        """The sampling settings this provider does not pass on: all it cannot honour, or,
+        given a request, those the request actually sets."""
+        names = [n for n in SAMPLING_SETTINGS if n not in self.supported_settings]
+        if request is None:
+            return names
+        return [n for n in names if getattr(request, n) is not None]
 
     def resolve_model(self, request: ChatRequest) -> str:
         return request.model or self.default_model

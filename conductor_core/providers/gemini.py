@@ -65,6 +65,9 @@ class GeminiProvider(BaseProvider):
             system_instruction=system or None,
             temperature=request.temperature,
             max_output_tokens=request.max_tokens,
+            top_p=request.top_p,
+            stop_sequences=list(request.stop) if request.stop else None,
+            seed=request.seed,
         )
         return contents, config
 

@@ -262,14 +262,17 @@ class LocalProvider(BaseProvider):
 
     @staticmethod
     def _sampling(request: ChatRequest, max_tokens: int) -> dict[str, Any]:
-        return {
+        params: dict[str, Any] = {
             "max_tokens": max_tokens,
             "temperature": request.temperature,
-            "stop": STOP_SEQUENCES,
+            "stop": [*STOP_SEQUENCES, *(request.stop or [])],
             # llama-cpp-python reseeds every call with the same value, so without a fresh seed
             # "ask again" repeats the same answer even at a high temperature.
-            "seed": random.randrange(2**31),
+            "seed": request.seed if request.seed is not None else random.randrange(2**31),
         }
+        if request.top_p is not None:
+            params["top_p"] = request.top_p
+        return params
 
     def _complete(self, request: ChatRequest, model: str) -> Completion:
         with self._model_turn() as llm:

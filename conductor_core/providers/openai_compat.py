@@ -81,12 +81,19 @@ class OpenAICompatProvider(BaseProvider):
     # --- converters (pure) --------------------------------------------------------
 
     def _to_request(self, request: ChatRequest, model: str) -> dict[str, Any]:
-        return {
+        params: dict[str, Any] = {
             "model": model,
             "messages": [{"role": m.role.value, "content": m.content} for m in request.messages],
             "temperature": request.temperature,
             self._max_tokens_param: request.max_tokens,
         }
+        if request.top_p is not None:
+            params["top_p"] = request.top_p
+        if request.stop:
+            params["stop"] = list(request.stop)
+        if request.seed is not None:
+            params["seed"] = request.seed
+        return params
 
     @staticmethod
     def _usage(usage: Any) -> Usage | None:
