@@ -3,6 +3,7 @@ breakers, compare fan-out, the request log, restarts and concurrency."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -366,17 +367,19 @@ def test_abandoned_stream_is_recorded_not_lost(make):
 class BarrierProvider(ScriptedProvider):
     """Refuses to answer until every target of the compare is in flight at once."""
 
-    def __init__(self, name: str, barrier: threading.Barrier) -> None:
+    def __init__(self, name: str, barrier: asyncio.Barrier) -> None:
         super().__init__(name, reply=f"answer from {name}")
         self.barrier = barrier
 
-    def _stream(self, request, model):
-        self.barrier.wait(timeout=10)  # raises BrokenBarrierError if the calls ran one by one
-        yield from super()._stream(request, model)
+    async def _stream(self, request, model):
+        # Times out (and the target fails) if the calls ran one by one.
+        await asyncio.wait_for(self.barrier.wait(), 10)
+        async for piece in super()._stream(request, model):
+            yield piece
 
 
 def test_compare_runs_targets_concurrently_and_tags_events(make):
-    barrier = threading.Barrier(3)
+    barrier = asyncio.Barrier(3)
     providers = [BarrierProvider(n, barrier) for n in ("alpha", "beta", "gamma")]
     conductor = make(*providers)
     targets = [Target(provider=p.name) for p in providers]
