@@ -20,7 +20,10 @@ __all__ = [
     "ToolCall",
     "ToolFunction",
     "Tool",
+    "NamedToolChoice",
     "ResponseFormat",
+    "JsonSchemaSpec",
+    "response_schema",
     "Provider",
     "ProviderName",
     "register_provider_name",
@@ -138,7 +141,14 @@ class RoutingPolicy(StrEnum):
     reliable = "reliable"
 
 
+#: Shapes that come from OpenAI's wire format: strict, so that what the gateway's schema says
+#: (a boolean is true or false, not 0) is what is accepted.
+_WIRE = ConfigDict(strict=True)
+
+
 class FunctionCall(BaseModel):
+    model_config = _WIRE
+
     name: str = Field(min_length=1, description="The function the model calls.")
     arguments: str = Field(default="", description="Its arguments, as the JSON text the model wrote.")
 
@@ -146,13 +156,15 @@ class FunctionCall(BaseModel):
 class ToolCall(BaseModel):
     """A call the model asked for (OpenAI's shape: every provider's tool use is translated to it)."""
 
+    model_config = _WIRE
+
     id: str = Field(min_length=1)
     type: Literal["function"] = "function"
     function: FunctionCall
 
 
 class ToolFunction(BaseModel):
-    model_config = ConfigDict(extra="allow")  # e.g. OpenAI's "strict" travels on to OpenAI
+    model_config = ConfigDict(extra="allow", strict=True)  # e.g. OpenAI's "strict" travels on to OpenAI
 
     name: str = Field(min_length=1, max_length=64)
     description: str | None = None
@@ -164,24 +176,58 @@ class Tool(BaseModel):
     function: ToolFunction
 
 
-class ResponseFormat(BaseModel):
-    """OpenAI's `response_format`: free text, any JSON object, or JSON matching a schema."""
+class ToolName(BaseModel):
+    model_config = _WIRE
 
-    model_config = ConfigDict(extra="allow")
+    name: str = Field(min_length=1)
 
-    type: Literal["text", "json_object", "json_schema"]
-    json_schema: dict[str, Any] | None = Field(
-        default=None, description="For type json_schema: {'name': ..., 'schema': {...}, 'strict': ...}."
-    )
 
-    @model_validator(mode="after")
-    def _schema_given(self) -> "ResponseFormat":
-        if self.type == "json_schema" and not (self.json_schema and isinstance(self.json_schema.get("schema"), dict)):
-            raise ValueError("type json_schema needs json_schema.schema, a JSON Schema object")
-        return self
+class NamedToolChoice(BaseModel):
+    """Call this function: {'type': 'function', 'function': {'name': ...}}."""
 
-    def schema_(self) -> dict[str, Any] | None:
-        return self.json_schema["schema"] if self.type == "json_schema" and self.json_schema else None
+    model_config = _WIRE
+
+    type: Literal["function"] = "function"
+    function: ToolName
+
+
+class JsonSchemaSpec(BaseModel):
+    model_config = ConfigDict(extra="allow", populate_by_name=True, strict=True)
+
+    name: str = Field(min_length=1, max_length=64)
+    description: str | None = None
+    schema_: dict[str, Any] = Field(alias="schema", description="The JSON Schema the answer must match.")
+    strict: bool | None = None
+
+
+class ResponseFormatText(BaseModel):
+    model_config = _WIRE
+
+    type: Literal["text"]
+
+
+class ResponseFormatJsonObject(BaseModel):
+    model_config = _WIRE
+
+    type: Literal["json_object"]
+
+
+class ResponseFormatJsonSchema(BaseModel):
+    model_config = _WIRE
+
+    type: Literal["json_schema"]
+    json_schema: JsonSchemaSpec
+
+
+#: OpenAI's `response_format`: free text, any JSON object, or JSON matching a schema.
+ResponseFormat = Annotated[
+    ResponseFormatText | ResponseFormatJsonObject | ResponseFormatJsonSchema, Field(discriminator="type")
+]
+
+
+def response_schema(response_format: Any) -> dict[str, Any] | None:
+    """The JSON Schema a response format asks for (None for text or any JSON object)."""
+    return response_format.json_schema.schema_ if isinstance(response_format, ResponseFormatJsonSchema) else None
 
 
 class ChatMessage(BaseModel):
@@ -189,12 +235,31 @@ class ChatMessage(BaseModel):
     `tool_calls` and empty content; a `tool` message answers the call `tool_call_id` names."""
 
     model_config = ConfigDict(
-        json_schema_extra={"examples": [{"role": "user", "content": "Explain circuit breakers in one sentence."}]}
+        json_schema_extra={
+            "examples": [{"role": "user", "content": "Explain circuit breakers in one sentence."}],
+            # What the validators below enforce, for clients and schema checks.
+            "allOf": [
+                {
+                    "if": {"properties": {"role": {"enum": ["system", "user"]}}, "required": ["role"]},
+                    "then": {"required": ["content"], "properties": {"content": {"type": "string", "minLength": 1}}},
+                },
+                {
+                    "if": {"properties": {"role": {"const": "tool"}}, "required": ["role"]},
+                    "then": {"required": ["tool_call_id"], "properties": {"tool_call_id": {"type": "string", "minLength": 1}}},
+                },
+                {
+                    "if": {"properties": {"role": {"enum": ["system", "user", "tool"]}}, "required": ["role"]},
+                    "then": {"properties": {"tool_calls": {"type": "null"}}},
+                },
+            ],
+        }
     )
 
     role: MessageRole = Field(description="Who wrote the message: system, user, assistant or tool.")
     # Never None once validated (an assistant's null becomes ""), so every consumer can treat it as text.
-    content: str = Field(default="", description="The message text (system and user messages: at least one character).")
+    content: str = Field(
+        default="", validate_default=True, description="The message text (system and user messages: at least one character)."
+    )
     tool_calls: list[ToolCall] | None = Field(default=None, description="Assistant only: the calls it made.")
     tool_call_id: str | None = Field(default=None, description="Tool only: the call this message answers.")
     name: str | None = Field(default=None, description="Optional author name (OpenAI passes it on).")
@@ -263,8 +328,10 @@ class ChatRequest(BaseModel):
     top_logprobs: int | None = Field(default=None, ge=0, le=20, description="With logprobs: alternatives per token.")
     response_format: ResponseFormat | None = Field(default=None, description="Text, any JSON object, or a JSON Schema.")
     tools: list[Tool] | None = Field(default=None, max_length=128, description="Functions the model may call.")
-    tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = Field(
-        default=None, description="'none', 'auto', 'required', or {'type': 'function', 'function': {'name': ...}}."
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = Field(
+        default=None,
+        description="'none', 'auto', 'required', or {'type': 'function', 'function': {'name': ...}}; "
+        "passed on only with tools.",
     )
     parallel_tool_calls: bool | None = Field(default=None, description="Whether the model may call several tools at once.")
     user: str | None = Field(
@@ -280,16 +347,6 @@ class ChatRequest(BaseModel):
         "always rejected where unsupported.",
     )
 
-    @model_validator(mode="after")
-    def _tool_choice_shape(self) -> "ChatRequest":
-        choice = self.tool_choice
-        if isinstance(choice, dict):
-            function = choice.get("function")
-            if choice.get("type") != "function" or not isinstance(function, dict) or not function.get("name"):
-                raise ValueError("tool_choice as an object must be {'type': 'function', 'function': {'name': ...}}")
-        if choice not in (None, "none") and not self.tools:
-            raise ValueError("tool_choice needs tools")
-        return self
 
     def uses_tools(self) -> bool:
         """Whether the request offers tools or its conversation contains tool calls or results."""

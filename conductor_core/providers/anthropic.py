@@ -14,7 +14,7 @@ import anthropic
 from .. import aio
 from ..config import Settings
 from ..errors import NotConfiguredError, ProviderError, sdk_error
-from ..models import ChatMessage, ChatRequest, FunctionCall, MessageRole, ToolCall, ToolCallDelta, Usage
+from ..models import ChatMessage, ChatRequest, FunctionCall, MessageRole, ToolCall, ToolCallDelta, Usage, response_schema
 from .base import BaseProvider, Completion, Served, StreamPiece
 
 ANTHROPIC_MODELS = ["claude-sonnet-4-5", "claude-haiku-4-5", "claude-opus-4-1", "claude-3-5-haiku-latest"]
@@ -88,7 +88,7 @@ class AnthropicProvider(BaseProvider):
         if choice is not None:
             params["tool_choice"] = choice
         if request.response_format is not None and request.response_format.type != "text":
-            schema = request.response_format.schema_() or {"type": "object"}
+            schema = response_schema(request.response_format) or {"type": "object"}
             params["output_config"] = {"format": {"type": "json_schema", "schema": schema}}
         if request.user:
             params["metadata"] = {"user_id": request.user}
@@ -219,12 +219,12 @@ def _arguments(call: ToolCall) -> Any:
 
 
 def _tool_choice(request: ChatRequest) -> dict[str, Any] | None:
-    choice = request.tool_choice
+    choice = request.tool_choice if request.tools else None
     out: dict[str, Any] | None
     if choice is None:
         out = None
-    elif isinstance(choice, dict):
-        out = {"type": "tool", "name": choice["function"]["name"]}
+    elif not isinstance(choice, str):
+        out = {"type": "tool", "name": choice.function.name}
     else:
         out = {"type": {"auto": "auto", "required": "any", "none": "none"}[choice]}
     if request.parallel_tool_calls is False:

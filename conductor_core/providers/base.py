@@ -229,13 +229,15 @@ class BaseProvider(ABC):
         missing = self.unsupported(request)
         if missing:
             names = ", ".join(missing)
-            raise BadRequestError(
+            error = BadRequestError(
                 f"{self.name} does not support {names}: remove {'it' if len(missing) == 1 else 'them'} from the "
                 "request, or choose a provider that has it (OpenAI and OpenAI-compatible servers take every "
                 "OpenAI parameter)",
                 provider=self.name,
                 status_code=400,
             )
+            error.param = "messages" if missing[0] == "tool calls in messages" else missing[0]  # type: ignore[attr-defined]
+            raise error
 
     def resolve_model(self, request: ChatRequest) -> str:
         return request.model or self.default_model

@@ -17,7 +17,7 @@ from google.genai import types
 from .. import aio
 from ..config import Settings
 from ..errors import NotConfiguredError, ProviderError, error_for_status, parse_retry_after, transport_error
-from ..models import ChatMessage, ChatRequest, FunctionCall, MessageRole, ToolCall, ToolCallDelta, Usage, new_id
+from ..models import ChatMessage, ChatRequest, FunctionCall, MessageRole, ToolCall, ToolCallDelta, Usage, new_id, response_schema
 from .base import BaseProvider, Completion, Served, StreamPiece
 
 GEMINI_MODELS = ["gemini-2.5-flash", "gemini-2.5-flash-lite", "gemini-2.5-pro", "gemini-2.0-flash"]
@@ -80,7 +80,7 @@ class GeminiProvider(BaseProvider):
         response_format = request.response_format
         if response_format is not None and response_format.type != "text":
             fields["response_mime_type"] = "application/json"
-            fields["response_json_schema"] = response_format.schema_()
+            fields["response_json_schema"] = response_schema(response_format)
         if request.tools:
             fields["tools"] = [
                 types.Tool(
@@ -96,10 +96,10 @@ class GeminiProvider(BaseProvider):
             ]
             # Declarations only, never Python callables: the SDK must not run anything itself.
             fields["automatic_function_calling"] = types.AutomaticFunctionCallingConfig(disable=True)
-        choice = request.tool_choice
+        choice = request.tool_choice if request.tools else None
         if choice is not None:
-            if isinstance(choice, dict):
-                calling = types.FunctionCallingConfig(mode="ANY", allowed_function_names=[choice["function"]["name"]])
+            if not isinstance(choice, str):
+                calling = types.FunctionCallingConfig(mode="ANY", allowed_function_names=[choice.function.name])
             else:
                 calling = types.FunctionCallingConfig(mode=_MODES[choice])
             fields["tool_config"] = types.ToolConfig(function_calling_config=calling)

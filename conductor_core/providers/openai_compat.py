@@ -25,8 +25,7 @@ from .base import FEATURE_SETTINGS, SAMPLING_SETTINGS, BaseProvider, Completion,
 
 OPENAI_MODELS = ["gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "gpt-4.1", "gpt-4.1-nano"]
 # ChatRequest fields passed on under the same name when set.
-_PASSED_ON = ("top_p", "seed", "presence_penalty", "frequency_penalty", "logit_bias", "logprobs", "top_logprobs",
-              "tool_choice", "parallel_tool_calls", "user")
+_PASSED_ON = ("top_p", "seed", "presence_penalty", "frequency_penalty", "logit_bias", "logprobs", "top_logprobs", "user")
 
 
 class OpenAICompatProvider(BaseProvider):
@@ -110,9 +109,14 @@ class OpenAICompatProvider(BaseProvider):
             if value is not None:
                 params[name] = value
         if request.response_format is not None:
-            params["response_format"] = request.response_format.model_dump(exclude_none=True)
+            params["response_format"] = request.response_format.model_dump(by_alias=True, exclude_none=True)
         if request.tools:
             params["tools"] = [tool.model_dump(exclude_none=True) for tool in request.tools]
+            choice = request.tool_choice
+            if choice is not None:
+                params["tool_choice"] = choice if isinstance(choice, str) else choice.model_dump()
+            if request.parallel_tool_calls is not None:
+                params["parallel_tool_calls"] = request.parallel_tool_calls
         return params
 
     @staticmethod

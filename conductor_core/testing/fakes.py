@@ -40,6 +40,7 @@ class ScriptedProvider(BaseProvider):
         models: list[str] | None = None,
         cost_per_token: float | None = 0.0,
         healthy: bool = True,
+        supported_settings: frozenset[str] | None = None,
     ) -> None:
         models = models or [f"{name}-model"]
         super().__init__(name, default_model=models[0])
@@ -48,6 +49,8 @@ class ScriptedProvider(BaseProvider):
         self.models = models
         self.cost_per_token = cost_per_token
         self.healthy = healthy
+        if supported_settings is not None:  # e.g. claim every OpenAI parameter (they are accepted, not acted on)
+            self.supported_settings = supported_settings
         self.down = False
         self.calls: list[ChatRequest] = []
         self._script: deque[Reply] = deque()
