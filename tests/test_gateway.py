@@ -293,7 +293,7 @@ def test_a_client_that_goes_away_mid_stream_is_recorded_as_cancelled(tmp_path) -
         ({"model": " "}, openai.BadRequestError, "model must not be blank"),
         ({"messages": []}, openai.BadRequestError, "messages must contain at least one message"),
         ({"messages": [{"role": "user", "content": ""}]}, openai.BadRequestError, "messages[0].content must not be empty"),
-        ({"messages": [{"role": "tool", "content": "x"}]}, openai.BadRequestError, "needs tool_call_id"),
+        ({"messages": [{"role": "tool", "content": "x"}]}, openai.BadRequestError, "messages[0].tool_call_id is required"),
         ({"messages": [{"role": "robot", "content": "x"}]}, openai.BadRequestError, "messages[0].role must be"),
         ({"n": 2}, openai.BadRequestError, "n must be 1, got 2"),
         ({"model": "nosuch/model"}, openai.NotFoundError, "GET /v1/models"),
