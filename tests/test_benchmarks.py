@@ -117,5 +117,8 @@ def test_fanout_and_gateway_load_complete_without_errors(quick_run: tuple[Path, 
     assert fanout["compare_wall_ms"] > 0 and fanout["slowest_direct_ms"] > 0
     load = _result(out, "gateway_load")
     for mode in ("non_streaming", "streaming"):
-        assert load[mode]["errors"] == {"direct": 0, "gateway": 0}
+        errors = load[mode]["errors"]
+        assert {"direct", "gateway"} <= set(errors) and not any(errors.values())  # LiteLLM too, when installed
         assert load[mode]["latency_ms"]["gateway"]["n"] > 0
+    hung = load["hung_upstream"]
+    assert hung["health_ms"]["with_hung"]["n"] > 0 and hung["healthy_chat_ms"]["with_hung"]["n"] > 0
