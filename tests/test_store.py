@@ -391,11 +391,18 @@ def test_the_writer_lingers_to_batch_and_a_read_cuts_the_wait_short(backend: Bac
 
 
 def test_a_failed_background_write_is_counted_not_raised(tmp_path: Path) -> None:
-    log = RequestLog("postgresql://nobody:nothing@127.0.0.1:9/none")
+    log = RequestLog("postgresql://nobody:nothing@127.0.0.1:9/none", data_dir=tmp_path)
     log.submit(make_record())
     log.submit(make_record())
-    assert log.flush(timeout=30)
+    assert log.flush(timeout=30) is False  # the writer tried and the database was not there
     assert log.write_errors == 2 and log.last_write_error
+    assert log.flush(timeout=30) is False
+    assert log.write_errors == 2  # retried, but each attempt counts once
+    health = log.health()
+    assert (health.pending, health.database_ok, health.written) == (2, False, 0)
+    assert health.spool_files == 1 and health.spooled_bytes > 0
+    log.close()  # the two attempts stay in the spool for the next process
+    assert len(list((tmp_path / "spool").glob("*/*.spool"))) == 1
 
 
 def test_empty_log_reads(backend: Backend) -> None:
