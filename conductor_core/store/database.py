@@ -16,7 +16,7 @@ from ..config import redact
 from . import rollups
 from .schema import create_tables, default_data_dir, metadata, normalize_database_url
 
-__all__ = ["Database", "LogClosed", "is_outage", "is_schema_race", "is_transient"]
+__all__ = ["Database", "LogClosed", "is_missing_table", "is_outage", "is_schema_race", "is_transient"]
 
 # SQLite: how long a writer waits for the file lock before "database is locked", and how
 # often a write retries on top of that. Twenty threads writing at once queue up well
@@ -43,6 +43,13 @@ def is_transient(exc: BaseException) -> bool:
     # "deadlock detected": two PostgreSQL transactions updating the same rollup rows; one is
     # aborted and can simply run again.
     return any(word in _message(exc) for word in ("database is locked", "database table is locked", "busy", "deadlock detected"))
+
+
+def is_missing_table(exc: BaseException) -> bool:
+    """The tables are gone (dropped by hand, a SQLite file deleted under a running process):
+    create them again and run the same statement."""
+    message = _message(exc)
+    return "no such table" in message or ("relation" in message and "does not exist" in message)
 
 
 def is_schema_race(exc: BaseException) -> bool:
@@ -116,6 +123,10 @@ class Database:
                 self.sqlite_dir.mkdir(parents=True, exist_ok=True)
             self._with_retries(self._create_log_tables)
             self._ready = True
+
+    def forget_schema(self) -> None:
+        """Check (and create) the tables again before the next statement."""
+        self._ready = False
 
     def _create_log_tables(self) -> None:
         with self.engine.begin() as conn:

@@ -34,14 +34,16 @@ def neutralize_formula(value: str) -> str:
 
 
 def export_records(records: Iterable[AttemptRecord], fmt: Literal["csv", "json"]) -> bytes:
-    """CSV with a header, or a JSON array of objects with ISO 8601 timestamps. UTF-8."""
+    """CSV (RFC 4180) with a header, or a JSON array of objects with ISO 8601 timestamps. UTF-8."""
     if fmt not in ("csv", "json"):
         raise ValueError(f"unknown export format {fmt!r}; use 'csv' or 'json'")
     rows = [_export_row(record) for record in records]
     if fmt == "json":
         return json.dumps(rows, ensure_ascii=False).encode("utf-8")
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(ATTEMPT_FIELDS), lineterminator="\n")
+    # RFC 4180's CRLF: the csv module then also quotes a cell holding a lone CR (with "\n"
+    # it would write it bare, and readers would take it for the end of the row).
+    writer = csv.DictWriter(buffer, fieldnames=list(ATTEMPT_FIELDS), lineterminator="\r\n")
     writer.writeheader()
     for row in rows:
         writer.writerow({key: _csv_cell(value) for key, value in row.items()})

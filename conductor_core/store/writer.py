@@ -28,7 +28,7 @@ from sqlalchemy import Table, insert
 
 from ..config import redact
 from ..models import AttemptRecord, Vote
-from .database import WRITE_ATTEMPTS, Database, LogClosed, is_outage, is_transient
+from .database import WRITE_ATTEMPTS, Database, LogClosed, is_missing_table, is_outage, is_transient
 from .schema import attempts, epoch, votes_table
 from .spool import RESCAN_S, Batch, Spool
 
@@ -275,11 +275,20 @@ class LogWriter:
                         conn.execute(self._db.rollup_upsert(), {"ids": ids[at : at + _IDS_PER_STATEMENT]})
                 return len(ids)
             except Exception as exc:
-                if attempt < WRITE_ATTEMPTS - 1 and is_transient(exc):
-                    time.sleep(0.02 * 2**attempt)  # a locked SQLite file frees up within milliseconds
+                if attempt < WRITE_ATTEMPTS - 1 and self._retry_now(exc, attempt):
                     continue
                 raise
         raise AssertionError("not reached")
+
+    def _retry_now(self, exc: BaseException, attempt: int) -> bool:
+        """Whether the same statement should run again at once (after a short pause)."""
+        if is_missing_table(exc):
+            self._db.forget_schema()
+            return True
+        if is_transient(exc):
+            time.sleep(0.02 * 2**attempt)  # a locked SQLite file frees up within milliseconds
+            return True
+        return False
 
     def _outage(self, batch: Batch, exc: BaseException) -> None:
         message = self._db.describe(exc)
@@ -389,8 +398,7 @@ class LogWriter:
                             conn.execute(self._db.rollup_upsert(), {"ids": ids[at : at + _IDS_PER_STATEMENT]})
                 return True
             except Exception as exc:  # noqa: BLE001 - the promise is "never raises"
-                if attempt < WRITE_ATTEMPTS - 1 and is_transient(exc):
-                    time.sleep(0.02 * 2**attempt)  # a locked SQLite file frees up within milliseconds
+                if attempt < WRITE_ATTEMPTS - 1 and self._retry_now(exc, attempt):
                     continue
                 return False if quiet else self.failed(what, exc)
         return False  # not reached: the last round returns from the except clause
