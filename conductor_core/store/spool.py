@@ -111,16 +111,22 @@ class Spool:
         self._active: _Segment | None = None
         self._memory: deque[bytes] = deque()
         self._memory_counted = 0
-        self.pending = 0  # lines appended or adopted, not yet consumed
+        self.added = 0  # lines appended or adopted, ever
+        self.consumed = 0  # of them committed or set aside
         self.stats = _Stats()
         self._broken_until_rescan = False
 
     # --- appending (submit's path, writer lock held) -----------------------------------
 
+    @property
+    def pending(self) -> int:
+        """Lines appended or adopted and not yet consumed."""
+        return self.added - self.consumed
+
     def append(self, line: bytes) -> bool:
         """Append one line (it ends with a newline). True: it is on disk; False: the spool is
         unusable and the line is kept in memory."""
-        self.pending += 1
+        self.added += 1
         segment = self._active
         if segment is None and not self._broken_until_rescan and self.directory is not None:
             segment = self._open_own()
@@ -217,7 +223,7 @@ class Spool:
     def add_adopted(self, segments: list[_Segment]) -> None:
         for segment in segments:
             self._segments.insert(0, segment)
-            self.pending += segment.lines
+            self.added += segment.lines
             self.stats.recovered_lines += segment.lines
 
     # --- reading and consuming (writer thread) -------------------------------------------
@@ -273,7 +279,7 @@ class Spool:
     def consume(self, batch: Batch) -> None:
         """The batch is committed (or set aside): give its lines back."""
         consumed = len(batch.lines)
-        self.pending -= consumed
+        self.consumed += consumed
         segment = batch.segment
         if segment is None:
             for _ in range(batch.end):

@@ -85,7 +85,7 @@ class LogWriter:
         self._cond = threading.Condition()  # guards the spool, the counters and the flags below
         self._thread: threading.Thread | None = None
         self._idle = False  # the thread waits for work: submit() wakes it
-        self._flush_requested = False
+        self._flush_upto = 0  # a flush waits until this many lines are consumed
         self._stopping = False
         self._closed = False
         self._scanned = spool_dir is None  # the first look for orphaned spools is done
@@ -126,9 +126,11 @@ class LogWriter:
             self.failed(f"attempt {record.id}", LogClosed())
 
     def flush(self, timeout: float | None = 30.0) -> bool:
-        """Write what is waiting now. True once nothing is waiting; False when the database
-        could not take it (the writer tried once more and failed: the attempts stay in the
-        spool and are retried) or `timeout` passed."""
+        """Write what was submitted before this call (and, on first use, what dead processes
+        left in their spools). True once it is all written; False when the database could
+        not take it (the writer tried once more and failed: the attempts stay in the spool
+        and are retried) or `timeout` passed."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             if self._scanned and self._spool.pending == 0:
                 return True
@@ -136,15 +138,21 @@ class LogWriter:
                 return self._spool.pending == 0
             if self._thread is None:
                 self._start()
+            if not self._cond.wait_for(lambda: self._scanned or self._thread is None, _left(deadline)):
+                return False
+            upto = self._spool.added
             failed_before = self._failed_rounds
-            self._flush_requested = True
+            self._flush_upto = max(self._flush_upto, upto)
             self._idle = False
             self._cond.notify_all()
             self._cond.wait_for(
-                lambda: (self._scanned and self._spool.pending == 0) or self._failed_rounds > failed_before or self._thread is None,
-                timeout,
+                lambda: self._spool.consumed >= upto or self._failed_rounds > failed_before or self._thread is None, _left(deadline)
             )
-            return self._scanned and self._spool.pending == 0
+            return self._spool.consumed >= upto
+
+    @property
+    def _flush_requested(self) -> bool:
+        return self._flush_upto > self._spool.consumed
 
     def _start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="request-log-writer", daemon=True)
@@ -161,8 +169,7 @@ class LogWriter:
                         now = time.monotonic()
                         if self._stopping:
                             return
-                        work = self._spool.pending > 0 and (now >= self._retry_at or self._flush_requested)
-                        if work or now >= next_scan:
+                        if self._has_work(now) or now >= next_scan:
                             break
                         wake = next_scan if self._spool.pending == 0 else min(next_scan, self._retry_at)
                         self._idle = True
@@ -172,20 +179,22 @@ class LogWriter:
                     self._adopt_orphans()
                     next_scan = time.monotonic() + RESCAN_S
                 with self._cond:
-                    if not self._spool.pending:
-                        self._flush_requested = False
-                        self._cond.notify_all()
+                    if not self._has_work(time.monotonic()):
                         continue
                     # Let a batch gather: one transaction (and one wake-up of this thread,
                     # which competes with request threads for the GIL) per batch, not per
                     # attempt. A flush or close cuts the wait short.
                     self._cond.wait_for(lambda: self._flush_requested or self._stopping, self.linger_s)
-                    self._flush_requested = False
-                self._drain()
+                    gathered = self._spool.pending
+                self._drain(gathered)
         finally:
             with self._cond:
                 self._thread = None
                 self._cond.notify_all()
+
+    def _has_work(self, now: float) -> bool:
+        # While backing off, only a flush brings the next try forward.
+        return self._spool.pending > 0 and (now >= self._retry_at or self._flush_requested)
 
     def _adopt_orphans(self) -> None:
         try:
@@ -198,9 +207,15 @@ class LogWriter:
             self._scanned = True
             self._cond.notify_all()
 
-    def _drain(self) -> None:
-        """Commit batches until nothing is waiting or the database stops taking them."""
+    def _drain(self, gathered: int) -> None:
+        """Commit what gathered during the wait (everything, while a flush waits), in
+        batches, until done or the database stops taking them. What arrives meanwhile waits
+        for the next round, so under steady load the writer still wakes once per linger."""
+        drained = 0
         while True:
+            with self._cond:
+                if drained >= gathered and not self._flush_requested:
+                    return
             batch = self._spool.read(BATCH_ROWS)
             if batch is None:
                 return
@@ -208,12 +223,14 @@ class LogWriter:
             with self._cond:
                 if outcome is None:  # the database cannot take writes now: back off
                     self._failed_rounds += 1
+                    self._flush_upto = 0  # the flush gets its answer; the backoff holds
                     self._retry_at = time.monotonic() + self._backoff
                     self._backoff = min(self._backoff * 2, BACKOFF_MAX_S)
                     self._cond.notify_all()
                     return
                 self._spool.consume(batch)
                 self._spool.rotate_if_large()
+                drained += len(batch.lines)
                 self.written += outcome
                 self._backoff, self._retry_at = BACKOFF_S, 0.0
                 self._cond.notify_all()
@@ -498,6 +515,10 @@ def _decode(line: bytes) -> list[AttemptRecord | None]:
         # hold a raw NUL (JSON escapes it), so read around them.
         return [found for part in line.split(b"\x00") if part.strip() for found in _decode(part)]
     return [None]
+
+
+def _left(deadline: float | None) -> float | None:
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
 
 
 def _now() -> datetime:
