@@ -485,3 +485,34 @@ def test_a_busy_spool_rotates_and_deletes_what_is_committed(tmp_path: Path, monk
     assert second.stat().st_size == 0 and box.pending == 0 and box.read(10) is None  # emptied in place
     box.release()
     assert list(tmp_path.glob("*.spool")) == []
+
+
+def test_every_field_round_trips_through_the_spool(backend: Backend) -> None:
+    from tests.store_backends import full_record
+
+    log = backend.make()
+    log.submit(full_record())
+    assert log.flush()
+    assert log.records() == [full_record()]
+
+
+def test_a_forked_child_writes_through_a_spool_of_its_own(backend: Backend) -> None:
+    """A server that forks its workers after the log was used (gunicorn --preload): the
+    child must not append to, commit from, or truncate the parent's spool."""
+    log = backend.make()
+    log.linger_s = 3600.0
+    log.submit(make_record(id="att_parent_before"))
+    pid = os.fork()
+    if pid == 0:  # the child: exit without running the parent's test machinery
+        code = 1
+        try:
+            log.submit(make_record(id="att_child"))
+            code = 0 if log.flush(timeout=60) and log.health().pending == 0 else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    log.submit(make_record(id="att_parent_after"))
+    assert log.health().pending == 2  # the child committed only its own
+    assert log.flush()
+    assert {r.id for r in log.records()} == {"att_parent_before", "att_child", "att_parent_after"}

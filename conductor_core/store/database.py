@@ -171,6 +171,10 @@ class Database:
             message = message.replace(str(self.url.password), "***")
         return redact(message)
 
+    def after_fork(self) -> None:
+        """In a forked child: new connections of its own, leaving the parent's alone."""
+        self.engine.dispose(close=False)
+
     def dispose(self) -> None:
         self.closed = True
         self.engine.dispose()

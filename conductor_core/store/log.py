@@ -5,6 +5,7 @@ surface in one place; each part lives in its own module."""
 from __future__ import annotations
 
 import atexit
+import os
 import weakref
 from collections.abc import Iterable, Sequence
 from datetime import datetime
@@ -37,6 +38,17 @@ def _flush_open_logs() -> None:
     # Attempts submitted just before the process exits are written, not left to the next start.
     for request_log in list(_open_logs):
         request_log._writer.at_exit()
+
+
+def _after_fork_in_child() -> None:
+    # A server that forks workers after building its Conductor (gunicorn --preload): each
+    # worker writes through spool files and connections of its own.
+    for request_log in list(_open_logs):
+        request_log._db.after_fork()
+        request_log._writer.after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class RequestLog:

@@ -338,6 +338,19 @@ class Spool:
         return left
 
 
+    def forget(self) -> None:
+        """Drop everything without touching the files (a forked child's copy: the files and
+        their locks stay with the parent, which still has them open)."""
+        for segment in self._segments:
+            try:
+                os.close(segment.fd)
+            except OSError:
+                pass
+        self._segments.clear()
+        self._active = None
+        self._memory.clear()
+
+
 def _pread_all(fd: int, size: int) -> bytes:
     parts, offset = [], 0
     while offset < size:

@@ -465,6 +465,18 @@ class LogWriter:
             thread.join(timeout)
         self._let_go()
 
+    def after_fork(self) -> None:
+        """In a child forked from this process: the spool files, the waiting attempts and the
+        writer thread are the parent's (the parent commits them). Start afresh: the child's
+        first submit opens a spool file of its own."""
+        self._spool.forget()
+        self._spool = Spool(self._spool.directory, database_label=self._db.safe_url)
+        self._cond = threading.Condition()  # another thread may have held it at the fork
+        self._thread = None
+        self._idle = False
+        self._flush_upto = 0
+        self._scanned = self._spool.directory is None
+
     def at_exit(self) -> None:
         """At interpreter exit: write what is waiting, then delete the spool files that are
         fully committed (the writer keeps running for daemon threads that still submit)."""
