@@ -186,6 +186,10 @@ class LogWriter:
                     # attempt. A flush or close cuts the wait short.
                     self._cond.wait_for(lambda: self._flush_requested or self._stopping, self.linger_s)
                     gathered = self._spool.pending
+                    unsynced = self._spool.unsynced_fds()
+                # Before the commit gives the spool's bytes back: what a power cut can take is
+                # then one batch wait, not the kernel's write-back delay (~30 s).
+                self._spool.sync(unsynced)
                 self._drain(gathered)
         finally:
             with self._cond:
