@@ -160,6 +160,20 @@ def request_log(r: dict[str, Any]) -> list[str]:
             f"| {name} | {_f(one['writes_per_s'], 0)} | {_f(one['p50_ms'], 2)} / {_f(one['p99_ms'], 2)} | {_f(eight['writes_per_s'], 0)} | "
             f"{_f(eight['p50_ms'], 2)} / {_f(eight['p99_ms'], 2)} | {_f(many['writes_per_s'], 0)} |"
         )
+    submits = {name: b["submit"] for name, b in r["backends"].items() if "submit" in b}
+    if submits:
+        out += [
+            "",
+            "`submit()`, the router's path (µs per call; the spool makes it survive kill -9, the baseline keeps attempts in memory):",
+            "",
+            "| backend | with spool p50 / p99 | without spool p50 / p99 | added by the spool p50 / p99 |",
+            "|---|---:|---:|---:|",
+        ]
+        for name, sub in submits.items():
+            out.append(
+                f"| {name} | {_f(sub['spool']['p50_us'], 1)} / {_f(sub['spool']['p99_us'], 1)} | {_f(sub['no_spool']['p50_us'], 1)} / "
+                f"{_f(sub['no_spool']['p99_us'], 1)} | {_f(sub['added_p50_us'], 1)} / {_f(sub['added_p99_us'], 1)} |"
+            )
     return out
 
 

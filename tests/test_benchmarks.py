@@ -107,6 +107,9 @@ def test_request_log_reports_both_backends(quick_run: tuple[Path, subprocess.Com
     out, _ = quick_run
     backends = _result(out, "request_log")["backends"]
     assert backends["sqlite"]["write_errors"] == 0 and backends["sqlite"]["one_writer"]["writes_per_s"] > 0
+    submit = backends["sqlite"]["submit"]  # the spool's cost, against the same call without it
+    assert submit["spool"]["p50_us"] > 0 and submit["no_spool"]["p50_us"] > 0
+    assert submit["added_p50_us"] == pytest.approx(submit["spool"]["p50_us"] - submit["no_spool"]["p50_us"], abs=0.01)
     postgres = backends["postgresql"]
     assert "skipped" in postgres or postgres["write_errors"] == 0
 

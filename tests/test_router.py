@@ -485,7 +485,7 @@ def test_twenty_threads_fifty_requests_each(make):
 
 def test_a_broken_log_does_not_take_requests_down(tmp_path, clock):
     settings = load_settings(_env_file=None, local_enabled=False, data_dir=tmp_path)
-    broken = RequestLog("postgresql://nobody:nothing@127.0.0.1:9/none")
+    broken = RequestLog("postgresql://nobody:nothing@127.0.0.1:9/none", data_dir=tmp_path)  # its spool stays in tmp
     conductor = Conductor(settings, request_log=broken, extra_providers=[ScriptedProvider("alpha")], clock=clock)
     assert conductor.chat(ask("alpha")).content == "Scripted answer."
     broken.flush()  # writes happen off the request path
