@@ -395,6 +395,8 @@ def _random_records(n: int, seed: int) -> list[AttemptRecord]:
     records = []
     for i in range(n):
         status = rng.choice(["ok", "ok", "ok", "error", "incomplete"])
+        # Failures are the provider's (timeout) or not (a bad request, a person stopping it).
+        error_type = None if status == "ok" else rng.choice(["timeout", "bad_request", "cancelled"])
         latency = rng.choice([None, round(rng.uniform(20, 900), 3)])
         ttft = rng.choice([None, latency, round(rng.uniform(1, 200), 3)]) if latency is not None else rng.choice([None, 5.0])
         records.append(
@@ -402,12 +404,13 @@ def _random_records(n: int, seed: int) -> list[AttemptRecord]:
                 id=f"att_r{seed}_{i:05d}",
                 provider=rng.choice(["gemini", "openai", "local"]),
                 status=status,
+                error_type=error_type,
                 created_at=T0 + timedelta(seconds=rng.uniform(0, 2400)),
                 latency_ms=latency,
                 ttft_ms=ttft,
                 cost_usd=rng.choice([None, round(rng.uniform(0, 0.01), 6)]),
                 input_tokens=rng.randint(0, 50),
-                output_tokens=rng.choice([0, rng.randint(1, 300)]),
+                output_tokens=rng.choice([0, 1, 2, rng.randint(1, 300)]),
             )
         )
     return records
@@ -421,10 +424,11 @@ def _expected_cells(records: list[AttemptRecord], bucket_s: int, since: datetime
         if (since is not None and ts < since.timestamp()) or (until is not None and ts >= until.timestamp()):
             continue
         key = (r.provider, int(ts // bucket_s * bucket_s))
-        c = cells.setdefault(key, {"requests": 0, "ok": 0, "errors": 0, "incomplete": 0, "priced": 0, "lat": [], "ttft": [],
+        c = cells.setdefault(key, {"requests": 0, "ok": 0, "errors": 0, "incomplete": 0, "not_at_fault": 0, "priced": 0, "lat": [], "ttft": [],
                                    "generation_tokens": 0, "generation_s": 0.0, "cost_usd": 0.0, "input_tokens": 0, "output_tokens": 0})
         c["requests"] += 1
         c[{"ok": "ok", "error": "errors", "incomplete": "incomplete"}[r.status]] += 1
+        c["not_at_fault"] += r.status != "ok" and r.error_type in ("bad_request", "cancelled", "busy", "circuit_open")
         c["priced"] += r.cost_usd is not None
         c["cost_usd"] += r.cost_usd or 0.0
         c["input_tokens"] += r.input_tokens
@@ -433,8 +437,9 @@ def _expected_cells(records: list[AttemptRecord], bucket_s: int, since: datetime
             c["lat"].append(r.latency_ms)
         if r.status == "ok" and r.ttft_ms is not None:
             c["ttft"].append(r.ttft_ms)
-            if r.latency_ms is not None and r.latency_ms > r.ttft_ms and r.output_tokens > 0:
-                c["generation_tokens"] += r.output_tokens
+            # Tokens/s: the tokens after the first, over the time after the first (two at least).
+            if r.latency_ms is not None and r.latency_ms > r.ttft_ms and r.output_tokens >= 2:
+                c["generation_tokens"] += r.output_tokens - 1
                 c["generation_s"] += (r.latency_ms - r.ttft_ms) / 1000
     return cells
 
@@ -444,7 +449,7 @@ def _assert_aggregate_matches(agg: pd.DataFrame, expected: dict[Any, dict[str, A
     assert {(row.provider, int(row.bucket.timestamp())) for row in agg.itertuples()} == set(expected)
     for row in agg.itertuples():
         c = expected[(row.provider, int(row.bucket.timestamp()))]
-        for name in ("requests", "ok", "errors", "incomplete", "priced", "generation_tokens", "input_tokens", "output_tokens"):
+        for name in ("requests", "ok", "errors", "incomplete", "not_at_fault", "priced", "generation_tokens", "input_tokens", "output_tokens"):
             assert getattr(row, name) == c[name], name
         assert (row.latency_n, row.ttft_n) == (len(c["lat"]), len(c["ttft"]))
         for mean, values in ((row.mean_latency_ms, c["lat"]), (row.mean_ttft_ms, c["ttft"])):
@@ -518,6 +523,32 @@ def test_a_log_from_before_rollups_gets_them_on_open(backend: Backend) -> None:
     reopened = backend.make()
     assert reopened.provider_totals() == expected
     _assert_aggregate_matches(reopened.aggregate(bucket_s=300), _expected_cells(records, 300, None, None))
+
+
+def test_rollups_built_by_an_older_rule_are_rebuilt_once_on_open(backend: Backend) -> None:
+    """A log from before the `not_at_fault` column and today's tokens/s rule: opening it adds
+    the column and recomputes every minute from the rows, once."""
+    log = backend.make()
+    records = _random_records(80, seed=5)
+    assert log.write_many(records) == 80
+    engine = create_engine(backend.sqlalchemy_url)
+    with engine.begin() as conn:  # what version 1 of the schema left behind, with stale sums
+        conn.execute(text("DROP TABLE attempt_rollups"))
+        conn.execute(text("DELETE FROM conductor_schema"))
+        conn.execute(text(
+            "CREATE TABLE attempt_rollups (provider VARCHAR NOT NULL, bucket_ts FLOAT NOT NULL, requests INTEGER NOT NULL, "
+            "ok INTEGER NOT NULL, errors INTEGER NOT NULL, incomplete INTEGER NOT NULL, priced INTEGER NOT NULL, "
+            "latency_sum_ms FLOAT NOT NULL, latency_n INTEGER NOT NULL, ttft_sum_ms FLOAT NOT NULL, ttft_n INTEGER NOT NULL, "
+            "generation_tokens INTEGER NOT NULL, generation_s FLOAT NOT NULL, cost_usd FLOAT NOT NULL, "
+            "input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL, PRIMARY KEY (provider, bucket_ts))"
+        ))
+        conn.execute(text("INSERT INTO attempt_rollups VALUES ('gemini', 0, 99, 99, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)"))
+    engine.dispose()
+    reopened = backend.make()
+    _assert_aggregate_matches(reopened.aggregate(bucket_s=300), _expected_cells(records, 300, None, None))
+    before = _rollup_rows(backend)
+    backend.make().count()  # a second process opening it does not rebuild again
+    assert _rollup_rows(backend) == before
 
 
 def test_concurrent_writers_keep_the_rollups_exact(backend: Backend) -> None:

@@ -131,10 +131,9 @@ class Database:
     def _create_log_tables(self) -> None:
         with self.engine.begin() as conn:
             create_tables(conn, metadata)
-            if rollups.missing(conn):
-                # A log written before rollups existed: build them once, here, inside the
-                # same lock/transaction, so no process counts twice.
-                rollups.fill(conn)
+            # A log written before rollups existed, or by an older rule: (re)build them once,
+            # here, inside the same lock/transaction, so no process counts twice.
+            rollups.upgrade(conn)
 
     def ensure_tables(self, extra: MetaData) -> None:
         """Create another module's tables in this database (if missing), with the same care

@@ -213,7 +213,7 @@ class LogReader:
         stmt = select(
             cells.c.provider,
             bucket.label("bucket"),
-            *(sums[name] for name in ("requests", "ok", "errors", "incomplete", "priced")),
+            *(sums[name] for name in ("requests", "ok", "errors", "incomplete", "not_at_fault", "priced")),
             sums["latency_sum_ms"] / func.nullif(sums["latency_n"], 0),
             sums["latency_n"],
             sums["ttft_sum_ms"] / func.nullif(sums["ttft_n"], 0),
@@ -221,7 +221,7 @@ class LogReader:
         ).group_by(cells.c.provider, bucket)
         frame = pd.DataFrame(self._fetch_raw(stmt), columns=list(AGGREGATE_COLUMNS))
         frame["bucket"] = pd.to_datetime(frame["bucket"].astype("float64"), unit="s", utc=True)
-        for name in ("requests", "ok", "errors", "incomplete", "priced", "latency_n", "ttft_n", "generation_tokens", "input_tokens", "output_tokens"):
+        for name in ("requests", "ok", "errors", "incomplete", "not_at_fault", "priced", "latency_n", "ttft_n", "generation_tokens", "input_tokens", "output_tokens"):
             frame[name] = frame[name].fillna(0).astype("int64")  # PostgreSQL sums come back as Decimal
         for name in ("mean_latency_ms", "mean_ttft_ms", "generation_s", "cost_usd"):
             frame[name] = frame[name].astype("float64")

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Integer, bindparam, cast, func, insert, literal_column, select
+from sqlalchemy import Integer, bindparam, cast, func, insert, inspect, literal_column, select, text
 from sqlalchemy.sql.elements import ColumnElement
 
-from .schema import ROLLUP_S, ROLLUP_SUMS, attempt_rollups, attempts
+from .schema import ROLLUP_S, ROLLUP_SUMS, ROLLUPS_VERSION, attempt_rollups, attempts, schema_info
 
-__all__ = ["bucket", "fill", "missing", "upsert_for_ids"]
+__all__ = ["bucket", "fill", "upgrade", "upsert_for_ids"]
+
+_VERSION_KEY = "rollups_version"
 
 
 def bucket(dialect: str, bucket_s: int, ts: ColumnElement[Any] = attempts.c.created_ts) -> ColumnElement[Any]:
@@ -54,13 +56,33 @@ def upsert_for_ids(dialect: str) -> Any:
     )
 
 
-def missing(conn: Any) -> bool:
-    """Attempts but no rollups: a log written before rollups existed."""
-    has_rollup = conn.execute(select(literal_column("1")).select_from(attempt_rollups).limit(1)).first()
-    return has_rollup is None and conn.execute(select(literal_column("1")).select_from(attempts).limit(1)).first() is not None
-
-
 def fill(conn: Any) -> None:
     """Recompute every rollup from the attempts, in `conn`'s transaction."""
     conn.execute(attempt_rollups.delete())
     conn.execute(insert(attempt_rollups).from_select(["provider", "bucket_ts", *ROLLUP_SUMS], _select(conn.dialect.name)))
+
+
+def upgrade(conn: Any) -> bool:
+    """Bring the rollups up to `ROLLUPS_VERSION` in `conn`'s transaction (which holds the
+    schema lock): add the columns an older log lacks, then rebuild every rollup from the rows
+    once, so old minutes follow today's rules too. True when it rebuilt them."""
+    found = conn.execute(select(schema_info.c.value).where(schema_info.c.key == _VERSION_KEY)).scalar()
+    has_rows = conn.execute(select(literal_column("1")).select_from(attempts).limit(1)).first() is not None
+    if found is not None and int(found) >= ROLLUPS_VERSION:
+        # Up to date, unless the rollups were lost (a table dropped by hand): rebuild them.
+        if has_rows and conn.execute(select(literal_column("1")).select_from(attempt_rollups).limit(1)).first() is None:
+            fill(conn)
+            return True
+        return False
+    present = {column["name"] for column in inspect(conn).get_columns(attempt_rollups.name)}
+    for column in attempt_rollups.columns:
+        if column.name not in present:  # only counters are ever added
+            kind = column.type.compile(dialect=conn.dialect)
+            conn.execute(text(f"ALTER TABLE {attempt_rollups.name} ADD COLUMN {column.name} {kind} NOT NULL DEFAULT 0"))
+    if has_rows:
+        fill(conn)
+    if found is None:
+        conn.execute(insert(schema_info), {"key": _VERSION_KEY, "value": str(ROLLUPS_VERSION)})
+    else:
+        conn.execute(schema_info.update().where(schema_info.c.key == _VERSION_KEY).values(value=str(ROLLUPS_VERSION)))
+    return has_rows

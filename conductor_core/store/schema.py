@@ -31,17 +31,20 @@ from sqlalchemy import (
     case,
     func,
     literal_column,
+    or_,
     text,
 )
 from sqlalchemy.schema import CreateIndex, CreateTable
 from sqlalchemy.sql.elements import ColumnElement
 
+from ..errors import NOT_PROVIDER_FAULTS
 from ..models import AttemptRecord
 
 __all__ = [
     "AGGREGATE_COLUMNS",
     "FRAME_COLUMNS",
     "ROLLUP_S",
+    "ROLLUPS_VERSION",
     "SafeString",
     "SafeText",
     "UTCDateTime",
@@ -50,6 +53,7 @@ __all__ = [
     "create_tables",
     "metadata",
     "normalize_database_url",
+    "schema_info",
     "votes_table",
 ]
 
@@ -76,13 +80,14 @@ AGGREGATE_COLUMNS: tuple[str, ...] = (
     "ok",
     "errors",
     "incomplete",
+    "not_at_fault",  # failures the request caused or a person chose (errors.NOT_PROVIDER_FAULTS)
     "priced",  # attempts with a known cost
     "mean_latency_ms",  # over successful attempts with a latency...
     "latency_n",  # ...this many
     "mean_ttft_ms",  # over successful attempts with a time to first token...
     "ttft_n",  # ...this many
-    "generation_tokens",  # output tokens of streamed successes, and the seconds spent
-    "generation_s",  # generating them (latency - ttft): their ratio is tokens per second
+    "generation_tokens",  # tokens after the first of streamed successes, and the seconds
+    "generation_s",  # spent generating them (latency - ttft): their ratio is tokens per second
     "cost_usd",
     "input_tokens",
     "output_tokens",
@@ -228,6 +233,7 @@ attempt_rollups = Table(
     Column("ok", Integer(), nullable=False),
     Column("errors", Integer(), nullable=False),
     Column("incomplete", Integer(), nullable=False),
+    Column("not_at_fault", Integer(), nullable=False, server_default="0"),
     Column("priced", Integer(), nullable=False),
     Column("latency_sum_ms", Double(), nullable=False),
     Column("latency_n", Integer(), nullable=False),
@@ -247,20 +253,25 @@ def _rollup_sums() -> dict[str, ColumnElement[Any]]:
     ok = a.status == "ok"
     timed = ok & a.latency_ms.is_not(None)
     first = ok & a.ttft_ms.is_not(None)
-    # Tokens per second is over streamed successes: output tokens over the time after the
-    # first token (the same rule as dashboard_data.series_from_frame).
-    generating = timed & first & (a.latency_ms > a.ttft_ms) & (a.output_tokens > 0)
+    # Tokens per second is over streamed successes with at least two tokens: the tokens after
+    # the first over the time after the first (the rule of BaseProvider's figures and of
+    # dashboard_data.series_from_frame): the first token's wait is not generation.
+    generating = timed & first & (a.latency_ms > a.ttft_ms) & (a.output_tokens >= 2)
+    # Inlined constants, not bound parameters: these expressions are also compiled into
+    # statements that SQLAlchemy cannot expand an IN list in (INSERT ... SELECT, unions).
+    excused = or_(*(a.error_type == literal_column(f"'{kind}'") for kind in sorted(NOT_PROVIDER_FAULTS)))
     return {
         "requests": literal_column("1"),
         "ok": case((ok, 1), else_=0),
         "errors": case((a.status == "error", 1), else_=0),
         "incomplete": case((a.status == "incomplete", 1), else_=0),
+        "not_at_fault": case((~ok & excused, 1), else_=0),
         "priced": case((a.cost_usd.is_not(None), 1), else_=0),
         "latency_sum_ms": case((timed, a.latency_ms), else_=0.0),
         "latency_n": case((timed, 1), else_=0),
         "ttft_sum_ms": case((first, a.ttft_ms), else_=0.0),
         "ttft_n": case((first, 1), else_=0),
-        "generation_tokens": case((generating, a.output_tokens), else_=0),
+        "generation_tokens": case((generating, a.output_tokens - 1), else_=0),
         "generation_s": case((generating, (a.latency_ms - a.ttft_ms) / 1000.0), else_=0.0),
         "cost_usd": func.coalesce(a.cost_usd, 0.0),
         "input_tokens": a.input_tokens,
@@ -269,6 +280,17 @@ def _rollup_sums() -> dict[str, ColumnElement[Any]]:
 
 
 ROLLUP_SUMS = _rollup_sums()
+#: Raised whenever a rollup column or rule changes: a log whose rollups were built by an older
+#: rule gets them rebuilt once, on open (see database.py).
+ROLLUPS_VERSION = 2
+
+# Small facts about the database itself (the rollups' version).
+schema_info = Table(
+    "conductor_schema",
+    metadata,
+    Column("key", SafeString(), primary_key=True),
+    Column("value", SafeString(), nullable=False),
+)
 
 
 def create_tables(conn: Any, tables: MetaData) -> None:
