@@ -15,9 +15,10 @@ over each of the others; a tie, and "all bad", is a tie between every pair (LMAr
 keeps the Bradley–Terry likelihood (Davidson's extension would add a tie parameter that a
 few hundred votes cannot pin down).
 
-The fit: maximum likelihood by the minorise–maximise iteration (Zermelo 1929, Hunter 2004):
-p_i ← W_i / Σ_j n_ij / (p_i + p_j), which converges to the maximum for any data whose graph
-of comparisons is connected. Plain numpy: a few lines, exact, and no scipy (35 MB) for it.
+The fit: maximum likelihood by Newton's method on the (concave) log-likelihood, damped so an
+extreme record cannot overshoot; it converges in a handful of steps for any data whose graph
+of comparisons is connected, where Zermelo's classic iteration (the test's cross-check) needs
+thousands. Plain numpy: a few lines, exact, and no scipy (35 MB) for it.
 `prior` adds that many virtual ties per subject against a fixed reference at 1000: it keeps
 the ratings finite when a subject has won (or lost) every vote, and pulls a subject with few
 votes towards 1000; at the default of one virtual tie it moves a rating with 50 votes by a few
@@ -42,8 +43,8 @@ __all__ = ["Judgement", "Rating", "Leaderboard", "fit_ratings", "bradley_terry",
 
 SCALE = 400.0
 BASE = 1000.0
-_TOLERANCE = 1e-10
-_MAX_ITERATIONS = 10_000
+_TOLERANCE = 1e-9
+_MAX_ITERATIONS = 100
 
 
 class RatingError(ValueError):
@@ -120,24 +121,35 @@ def bradley_terry(
     wins = np.asarray(wins, dtype=float)
     n = len(wins)
     games = wins + wins.T
-    won = wins.sum(axis=1) + prior / 2
     if prior <= 0:
-        if np.any(won <= 0) or np.any(wins.sum(axis=0) <= 0):
+        if np.any(wins.sum(axis=1) <= 0) or np.any(wins.sum(axis=0) <= 0):
             raise RatingError("a subject has won no vote or lost none: its rating has no finite estimate (use prior > 0)")
         if not _connected(games > 0):
             raise RatingError("the votes fall apart into groups never compared with each other (use prior > 0)")
-    p = np.ones(n) if start is None else 10.0 ** np.asarray(start, dtype=float)
+    # Newton's method on the log-likelihood in natural-log strengths: it is concave, and
+    # strictly so with a prior, so a few damped steps reach the maximum.
+    theta = np.zeros(n) if start is None else np.asarray(start, dtype=float) * math.log(10)
+    scored = wins.sum(axis=1) + prior / 2
     for _ in range(_MAX_ITERATIONS):
-        sums = p[:, None] + p[None, :]
-        denominator = (games / sums).sum(axis=1) + prior / (p + 1.0)
-        updated = won / denominator
+        p = 1.0 / (1.0 + np.exp(theta[None, :] - theta[:, None]))  # p[i, j]: i beats j
+        anchor = 1.0 / (1.0 + np.exp(-theta))  # i beats the reference
+        gradient = scored - (games * p).sum(axis=1) - prior * anchor
+        curvature = games * p * (1.0 - p)
+        hessian = curvature.copy()
+        hessian[np.diag_indices(n)] = -curvature.sum(axis=1) - prior * anchor * (1.0 - anchor)
+        if prior > 0:
+            step = np.linalg.solve(hessian, -gradient)
+        else:  # the likelihood is flat along theta + c: the least-squares step, then centre
+            step = np.linalg.lstsq(hessian, -gradient, rcond=None)[0]
+        largest = np.max(np.abs(step))
+        if largest > 2.0:
+            step *= 2.0 / largest  # damped: extreme records must not overshoot
+        theta = theta + step
         if prior <= 0:
-            updated /= math.exp(np.log(updated).mean())
-        change = np.max(np.abs(np.log(updated) - np.log(p)))
-        p = updated
-        if change < _TOLERANCE:
+            theta -= theta.mean()
+        if largest < _TOLERANCE:
             break
-    return np.log10(p)
+    return theta / math.log(10)
 
 
 def _connected(adjacent: np.ndarray) -> bool:
