@@ -199,6 +199,10 @@ class Arena:
         row, answers = self._load(match_id)
         return BlindMatch(id=match_id, prompt=row["prompt"], letters=tuple(LETTERS[a["slot"]] for a in answers))
 
+    def finished(self, match_id: str) -> bool:
+        """Whether every answer has arrived, failed or been cancelled (a vote may be cast)."""
+        return all(a["status"] != "pending" for a in self._load(match_id)[1])
+
     def answers(
         self, conductor: Any, match_id: str, *, overrides: Mapping[str, Any] | None = None
     ) -> Iterator[BlindEvent]:

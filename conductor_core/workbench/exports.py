@@ -427,7 +427,7 @@ def to_html(doc: Document, *, charts: bool = True) -> str:
         letter=lambda i: chr(65 + i),
     )
     page = env.from_string(_PAGE).render(
-        csp=_CSP,
+        csp=Markup(_CSP),  # a constant of ours: its quotes must stay quotes
         title=_title(doc) if not isinstance(doc, RunReport) else doc.title,
         subtitle=subtitle,
         body=Markup(body),
