@@ -108,7 +108,7 @@ def test_the_gateway_snippets_run_against_a_gateway(clouds, tmp_path: Path) -> N
 
             command = curl(req, target, gateway_url=url)
             env = {**os.environ, "CONDUCTOR_API_KEY": "gateway-bearer-key-123456"}
-            answer = subprocess.run(["bash", "-c", command + " --silent --show-error"], env=env, capture_output=True, text=True, timeout=30)
+            answer = subprocess.run(["bash", "-c", command], env=env, capture_output=True, text=True, timeout=30)
             assert answer.returncode == 0, answer.stderr
             reply = json.loads(answer.stdout)
             assert reply["choices"][0]["message"]["content"] == clouds["anthropic"].reply

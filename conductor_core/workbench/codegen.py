@@ -122,7 +122,7 @@ def curl(request: ChatRequest, target: CodeTarget, *, gateway_url: str = DEFAULT
     """curl against the gateway; the key comes from $CONDUCTOR_API_KEY."""
     body = json.dumps(_gateway_body(request, target), ensure_ascii=False, indent=2)
     return (
-        f"curl {shlex.quote(gateway_url.rstrip('/') + '/chat/completions')} \\\n"
+        f"curl -sS {shlex.quote(gateway_url.rstrip('/') + '/chat/completions')} \\\n"
         '  -H "Content-Type: application/json" \\\n'
         '  -H "Authorization: Bearer ${CONDUCTOR_API_KEY:-unused}" \\\n'
         f"  -d {shlex.quote(body)}\n"
