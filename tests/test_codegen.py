@@ -123,7 +123,7 @@ def test_targets_follow_the_configuration_and_never_write_a_key() -> None:
         openai_api_key="sk-real-looking-openai-key-000000",
         endpoints={"groq": EndpointConfig(base_url="https://api.groq.com/openai/v1", api_key_env="GROQ_API_KEY", models=["llama-3.3-70b"])},
     )
-    req = request("groq")
+    req = request("openai")  # the provider named in the code is the target's, not the request's
     groq = code_target(settings, "groq")
     assert (groq.kind, groq.model, groq.key_env) == ("openai_compatible", "llama-3.3-70b", "GROQ_API_KEY")
     code = sdk_python(req, groq)
