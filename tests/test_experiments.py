@@ -281,3 +281,26 @@ def test_bad_experiments_are_refused_before_anything_is_sent(request_log: Reques
     with pytest.raises(CheckError, match="row 2: expected is not a valid regular expression"):
         store.new_run(experiment, CheckKind.regex, {})
     assert store.runs(experiment.id) == []
+
+
+def test_cells_the_database_refused_are_kept_and_written_later(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    conductor = scripted_conductor(tmp_path, None, ScriptedProvider("p", reply="fine"))
+    try:
+        store = ExperimentStore(conductor.log)
+        experiment = store.create("x", "{{q}}", read_dataset("q\n" + "".join(f"r{i}\n" for i in range(6))), [Variant(provider="p"), Variant(provider="p", temperature=0)])
+        real, refusals, errors_seen = store.write_cells, [2], []
+
+        def flaky(run_id, cells):
+            if refusals[0]:
+                refusals[0] -= 1
+                raise OSError("disk full")
+            return real(run_id, cells)
+
+        monkeypatch.setattr(store, "write_cells", flaky)
+        handle = start_run(conductor, store, experiment.id, on_progress=lambda p: errors_seen.append(p.database_error))
+        assert handle.wait(30)
+        assert any(e and "disk full" in e for e in errors_seen)  # said so while it lasted
+        assert handle.progress().database_error is None
+        assert len(store.cells(handle.run_id)) == 12 and store.run(handle.run_id).status == "completed"
+    finally:
+        conductor.close()

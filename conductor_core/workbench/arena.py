@@ -226,7 +226,10 @@ class Arena:
                 log.exception("arena contestant %s crashed", letter)
                 result = {"status": "error", "error_type": "internal"}
             finally:
-                self._store_answer(match_id, slot["slot"], result)
+                try:
+                    self._store_answer(match_id, slot["slot"], result)
+                except Exception:  # noqa: BLE001 - the page must still hear that this answer ended
+                    log.exception("arena answer %s of %s could not be stored", letter, match_id)
                 events.put(BlindEvent(letter=letter, finished=True, failed=result["status"] != "ok"))
                 events.put(None)
 

@@ -63,7 +63,7 @@ class Progress:
     state: State
     elapsed_s: float
     per_variant: tuple[int, ...]  # finished cells per variant
-    write_error: str | None = None  # the database refused the last batch (it is retried)
+    database_error: str | None = None  # the database refused the last batch (it is retried) or a read
 
     @property
     def fraction(self) -> float:
@@ -207,7 +207,14 @@ class RunHandle:
 
     def _work(self, source: _Cells) -> None:
         while not self._stop.is_set():
-            item = source.next()
+            try:
+                item = source.next()
+            except Exception as exc:  # noqa: BLE001 - the dataset could not be read: stop, say why
+                log.exception("experiment run %s: could not read the dataset", self.run_id)
+                with self._lock:
+                    self._progress = replace(self._progress, database_error=f"could not read the dataset: {type(exc).__name__}")
+                self.stop()
+                return
             if item is None:
                 return
             row, values, expected, variant = item
@@ -325,8 +332,11 @@ class RunHandle:
         stopped = self._stop.is_set()
         if stopped:
             for source in self._sources.values():
-                for row, _values, _expected, variant in source.rest():
-                    self._finish(Cell(row=row, variant=variant, status="cancelled"), was_running=False)
+                try:
+                    for row, _values, _expected, variant in source.rest():
+                        self._finish(Cell(row=row, variant=variant, status="cancelled"), was_running=False)
+                except Exception:  # noqa: BLE001 - those cells stay unwritten: the grid shows them "not run"
+                    log.exception("experiment run %s: could not mark the cells that did not run", self.run_id)
         self._results.put(None)
         self._writer.join()
         status: Literal["completed", "stopped"] = "stopped" if stopped else "completed"
@@ -384,11 +394,12 @@ class RunHandle:
             message = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
             log.warning("experiment run %s: could not store %d cell(s): %s", self.run_id, len(pending), message)
             with self._lock:
-                self._progress = replace(self._progress, write_error=message)
+                self._progress = replace(self._progress, database_error=message)
+            self._notify()
             return pending
         with self._lock:
-            if self._progress.write_error:
-                self._progress = replace(self._progress, write_error=None)
+            if self._progress.database_error:
+                self._progress = replace(self._progress, database_error=None)
         return []
 
 
