@@ -283,6 +283,20 @@ def test_bad_experiments_are_refused_before_anything_is_sent(request_log: Reques
     assert store.runs(experiment.id) == []
 
 
+def test_a_run_is_refused_when_the_dataset_is_over_the_configured_limit(tmp_path: Path) -> None:
+    provider = ScriptedProvider("p")
+    settings = load_settings(_env_file=None, local_enabled=False, data_dir=tmp_path, dataset_max_rows=2)
+    conductor = Conductor(settings, extra_providers=[provider])
+    try:
+        store = ExperimentStore(conductor.log)
+        experiment = store.create("x", "{{q}}", read_dataset("q\na\nb\nc\n"), [Variant(provider="p"), Variant(provider="p", temperature=0)])
+        with pytest.raises(DatasetTooLargeError, match="3 rows; the limit is 2"):
+            start_run(conductor, store, experiment.id)
+        assert provider.calls == [] and store.runs(experiment.id) == []
+    finally:
+        conductor.close()
+
+
 def test_cells_the_database_refused_are_kept_and_written_later(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     conductor = scripted_conductor(tmp_path, None, ScriptedProvider("p", reply="fine"))
     try:

@@ -34,6 +34,7 @@ from pydantic import ValidationError
 
 from ..errors import ProviderError
 from ..models import ChatMessage, MessageRole, StreamDone, StreamIncomplete, TextDelta
+from .datasets import DatasetTooLargeError
 from .experiments import Cell, CheckKind, Experiment, ExperimentError, ExperimentStore, check_answer
 from .templates import Template, TemplateError
 
@@ -418,6 +419,9 @@ def start_run(
     providers a browser session added (passed to every call); `concurrency` overrides the
     configured calls at once per provider for this run. Calling it again re-runs the experiment."""
     experiment = store.experiment(experiment_id)
+    limit = conductor.settings.dataset_max_rows
+    if experiment.row_count > limit:  # the limit may have been lowered since it was created
+        raise DatasetTooLargeError(experiment.row_count, limit)
     kind = CheckKind(check)
     providers = list(dict.fromkeys(v.provider for v in experiment.variants))
     limits = concurrency_limits(conductor.settings.experiment_concurrency, providers, concurrency)
