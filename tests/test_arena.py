@@ -10,7 +10,7 @@ import pytest
 
 from conductor_core.config import load_settings
 from conductor_core.router import Conductor
-from conductor_core.testing.fakes import Reply, ScriptedProvider
+from conductor_core.testing.fakes import ScriptedProvider
 from conductor_core.workbench.arena import Arena, ArenaError, BlindEvent
 from conductor_core.workbench.variants import Variant
 from workbench_support import clouds, cloud_conductor, database_url  # noqa: F401 - fixtures
@@ -81,7 +81,7 @@ def test_a_failed_answer_is_shown_failed_without_a_reason_and_not_judged(clouds,
         assert all("unavailable" not in e.model_dump_json() for e in events)
         with pytest.raises(ArenaError, match="already been answered"):
             list(arena.answers(conductor, match.id))
-        with pytest.raises(ArenaError, match=f"vote for one of"):
+        with pytest.raises(ArenaError, match="vote for one of"):
             arena.vote(match.id, failed[0].letter)  # a failed answer cannot win
         reveal = arena.vote(match.id, "tie")
         judged = {a.variant.provider for a in reveal.answers if a.judged}
