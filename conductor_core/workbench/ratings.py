@@ -28,7 +28,9 @@ mean is 1000).
 Confidence intervals: the fit is repeated on `rounds` bootstrap resamples of the votes (votes
 drawn with replacement; a vote is the unit, since its pairs are not independent), with a
 seeded generator, so the same votes give the same interval every time; the 95% interval is
-the 2.5th to 97.5th percentile of the resampled ratings.
+the 2.5th to 97.5th percentile of the resampled ratings. With few votes, or votes that all
+agree, every resample looks alike and the interval understates the uncertainty (three votes
+won by A give ± 0): that is what `min_votes` is for — below it a subject is "too few votes".
 """
 
 from __future__ import annotations
