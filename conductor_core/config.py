@@ -120,6 +120,14 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default_factory=lambda: Path.home() / ".local" / "share" / "conductor")
     log_prompts: bool = Field(default=True, description="Store prompts and answers in the request log.")
 
+    # Experiments (conductor_core.workbench): refused above this many rows, before any call.
+    dataset_max_rows: int = Field(default=1000, ge=1, description="Most rows an experiment's dataset may have.")
+    experiment_concurrency: dict[str, int] = Field(
+        default_factory=lambda: {"*": 4, "local": 1},
+        description="Calls at once per provider in an experiment run ('*': every other provider). "
+        "The embedded model answers one request at a time, so more would only queue.",
+    )
+
     # Gateway.
     api_key: SecretStr | None = Field(default=None, description="When set, the gateway requires this bearer key.")
 

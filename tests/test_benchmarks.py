@@ -20,7 +20,7 @@ import pytest
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
 REPO = Path(__file__).resolve().parents[1]
-NAMES = ("request_log", "overhead", "fanout", "gateway_load", "dashboard", "local")
+NAMES = ("request_log", "overhead", "fanout", "experiments", "gateway_load", "dashboard", "local")
 
 
 @pytest.fixture(scope="module")
@@ -125,3 +125,13 @@ def test_fanout_and_gateway_load_complete_without_errors(quick_run: tuple[Path, 
         assert load[mode]["latency_ms"]["gateway"]["n"] > 0
     hung = load["hung_upstream"]
     assert hung["health_ms"]["with_hung"]["n"] > 0 and hung["healthy_chat_ms"]["with_hung"]["n"] > 0
+
+
+def test_experiments_runs_every_cell_and_measures_progress_and_memory(quick_run: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
+    out, _ = quick_run
+    result = _result(out, "experiments")
+    assert result["cells"]["ok"] == result["cells"]["total"] == result["config"]["rows"] * result["config"]["variants"]
+    assert result["wall_s"] > 0 and result["ideal_s"] > 0 and result["baseline"]["wall_s"] > 0
+    assert result["progress"]["polls"] > 0 and result["progress"]["longest_gap_between_changes_s"] is not None
+    assert set(result["memory"]["by_rows"]) == {str(n) for n in result["config"]["memory_rows"]}
+    assert len(result["targets"]) == 4
