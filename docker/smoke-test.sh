@@ -5,7 +5,7 @@
 #   2. the base images: pulled, or stand-ins built from Debian's packages when no registry answers;
 #   3. `docker compose build`: conductor:latest, once, for both services;
 #   4. `docker run` of the gateway with a .env written for the host (127.0.0.1, another port):
-#      /health, a key that is in force, a chat answered by the local model, the key in no log line;
+#      refused without a key; with one, /health, a key that is in force, a chat answered by the local model, the key in no log line;
 #   5. `docker compose up -d --wait` with PostgreSQL: the playground's /_stcore/health and its first
 #      page in Chromium, a request through the gateway that lands in PostgreSQL's request log, the
 #      Dashboard counting it; `docker compose down -v`.
@@ -174,6 +174,12 @@ echo "the model is stored once: $big"
 # --- 4. the gateway alone, with a .env written for the host -----------------------------------
 step "docker run: the gateway, with a host .env (CONDUCTOR_GATEWAY_HOST=127.0.0.1, PORT=9000)"
 printf 'CONDUCTOR_GATEWAY_HOST=127.0.0.1\nCONDUCTOR_GATEWAY_PORT=9000\n' >"$WORK/host.env"
+# Without a key the container must not serve: it listens on every interface.
+if "$DOCKER" run --rm --env-file "$WORK/host.env" "$IMAGE" >"$WORK/nokey.log" 2>&1; then
+    fail "the gateway started on 0.0.0.0 without CONDUCTOR_API_KEY"
+fi
+grep -q "CONDUCTOR_API_KEY" "$WORK/nokey.log" || { cat "$WORK/nokey.log" >&2; fail "the refusal does not name CONDUCTOR_API_KEY"; }
+echo "without a key: refused ($(grep -m1 CONDUCTOR_API_KEY "$WORK/nokey.log" | cut -c1-120))"
 t=$(now)
 "$DOCKER" run -d --name "$SOLO" -p "127.0.0.1:$PORT_GATEWAY:8000" --env-file "$WORK/host.env" \
     -e CONDUCTOR_API_KEY "$IMAGE" >/dev/null
