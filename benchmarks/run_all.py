@@ -24,13 +24,14 @@ if __package__ in (None, ""):
 
 from benchmarks.common import REPO, RESULTS_DIR, child_env, load, machine, wait_for_quiet, write_result
 
-# Cheapest first; the local model last (it keeps both cores busy).
+# Cheapest first; the local model's two last (they keep both cores busy).
 BENCHMARKS = {
     "request_log": "benchmarks.bench_request_log",
     "overhead": "benchmarks.bench_overhead",
     "fanout": "benchmarks.bench_fanout",
     "gateway_load": "benchmarks.bench_gateway_load",
     "dashboard": "benchmarks.bench_dashboard",
+    "quality": "benchmarks.bench_quality",
     "local": "benchmarks.bench_local",
 }
 

@@ -3,7 +3,8 @@
 A `Llama` is one context and one KV cache, so it is not thread-safe: each process keeps one
 per (path, threads, context) in a module-level cache, and every generation holds that
 model's lock from the first token to the last (released in `finally`, also when a consumer
-abandons the stream). Loading is lazy: on first use or on `warm_up()`.
+abandons the stream). Loading is lazy: on first use or on `warm_up()`. What the model is fed
+(its chat template, or a few-shot transcript for a base model) is in local_prompt.py.
 """
 
 from __future__ import annotations
@@ -25,30 +26,15 @@ from ..errors import (
     ProviderTimeoutError,
     ProviderUnavailableError,
 )
-from ..models import ChatRequest, MessageRole, ProviderState, StatusNotice, Usage
+from ..models import ChatRequest, ProviderState, StatusNotice, Usage
 from .base import BaseProvider, Completion, StreamPiece
+from .local_prompt import STOP_SEQUENCES, ChatTemplate, PromptPlan, build_prompt, plan_prompt
 
 __all__ = ["LocalProvider", "build_prompt", "STOP_SEQUENCES"]
 
 BUNDLED_MODEL = "gemma-3-270m"
 BUNDLED_DISPLAY_NAME = "Local (Gemma 3 270M)"
 LOADING_MESSAGE = "Loading the local model (first use)…"
-
-# Gemma 3 270M is a small *base* model with no chat template: it continues text. A plain
-# transcript gets better answers than Gemma's turn markers, and these stops keep it from
-# writing the user's next turn itself.
-DEFAULT_SYSTEM = "The following is a conversation between a user and a helpful, concise assistant."
-STOP_SEQUENCES = ["\nUser:", "\nSystem:", "\nAssistant:", "User:"]
-_ROLE_LABELS = {MessageRole.user: "User", MessageRole.assistant: "Assistant"}
-
-
-def build_prompt(request: ChatRequest) -> str:
-    """System text first, then `User: ...` / `Assistant: ...` turns, ending with `Assistant:`."""
-    system = "\n".join(m.content.strip() for m in request.messages if m.role == MessageRole.system)
-    turns = [
-        f"{_ROLE_LABELS[m.role]}: {m.content.strip()}" for m in request.messages if m.role != MessageRole.system
-    ]
-    return f"{system or DEFAULT_SYSTEM}\n\n" + "\n".join(turns) + "\nAssistant:"
 
 
 # --- one model per process --------------------------------------------------------------
@@ -59,6 +45,7 @@ class _Slot:
     """One loaded (or loading) model, shared by every LocalProvider in the process."""
 
     llm: Any = None
+    template: ChatTemplate | None = None  # the GGUF's own chat template, if it has one
     loading: bool = False
     error: ProviderError | None = None
     load_seconds: float | None = None
@@ -183,7 +170,9 @@ class LocalProvider(BaseProvider):
                 path = self.model_path or _bundled_model_path()
                 if not path.is_file():
                     raise FileNotFoundError(str(path))
-                slot.llm = _load_llama(path, self.threads, self.context)
+                llm = _load_llama(path, self.threads, self.context)
+                slot.template = ChatTemplate.of(llm)
+                slot.llm = llm
                 slot.load_seconds = time.perf_counter() - t0
             except Exception as exc:
                 # Remembered for `state`; the next request tries again (the file may be fixed).
@@ -244,11 +233,25 @@ class LocalProvider(BaseProvider):
         finally:
             lock.release()
 
-    def _prompt(self, llm: Any, request: ChatRequest) -> tuple[list[int], int]:
-        """The prompt's tokens and how many may be generated after them."""
-        # Tokenized here the way llama-cpp-python would (BOS + special tokens), so the input
-        # count is exact and an over-long conversation gets a message saying what to change.
-        tokens = llm.tokenize(build_prompt(request).encode("utf-8"), add_bos=True, special=True)
+    def _prompt_plan(self, request: ChatRequest) -> PromptPlan:
+        """The prompt for this model: its own chat template, or the few-shot transcript."""
+        try:
+            return plan_prompt(request, self._slot.template)
+        except ValueError as exc:  # the model's chat template refused the conversation
+            raise BadRequestError(
+                f"the local model's chat template does not accept this conversation ({exc}): "
+                "change the order or roles of the messages",
+                provider=self.name,
+                status_code=400,
+            ) from None
+
+    def _prompt(self, llm: Any, request: ChatRequest) -> tuple[list[int], int, list[str]]:
+        """The prompt's tokens, how many may be generated after them, and the stop sequences."""
+        plan = self._prompt_plan(request)
+        # Tokenized here the way llama-cpp-python would (special tokens parsed; BOS unless a
+        # chat template wrote it), so the input count is exact and an over-long conversation
+        # gets a message saying what to change.
+        tokens = llm.tokenize(plan.text.encode("utf-8"), add_bos=plan.add_bos, special=True)
         room = llm.n_ctx() - len(tokens)
         if room < 1:
             raise BadRequestError(
@@ -258,14 +261,14 @@ class LocalProvider(BaseProvider):
                 provider=self.name,
                 status_code=400,
             )
-        return tokens, min(request.max_tokens, room)
+        return tokens, min(request.max_tokens, room), plan.stop
 
     @staticmethod
-    def _sampling(request: ChatRequest, max_tokens: int) -> dict[str, Any]:
+    def _sampling(request: ChatRequest, max_tokens: int, stop: list[str]) -> dict[str, Any]:
         return {
             "max_tokens": max_tokens,
             "temperature": request.temperature,
-            "stop": STOP_SEQUENCES,
+            "stop": stop,
             # llama-cpp-python reseeds every call with the same value, so without a fresh seed
             # "ask again" repeats the same answer even at a high temperature.
             "seed": random.randrange(2**31),
@@ -273,8 +276,8 @@ class LocalProvider(BaseProvider):
 
     def _complete(self, request: ChatRequest, model: str) -> Completion:
         with self._model_turn() as llm:
-            prompt, max_tokens = self._prompt(llm, request)
-            result = llm.create_completion(prompt, **self._sampling(request, max_tokens))
+            prompt, max_tokens, stop = self._prompt(llm, request)
+            result = llm.create_completion(prompt, **self._sampling(request, max_tokens, stop))
         choice, usage = result["choices"][0], result["usage"]
         return Completion(
             text=choice["text"].strip(),
@@ -289,8 +292,8 @@ class LocalProvider(BaseProvider):
         parts: list[str] = []
         tokens, finish_reason = 0, None
         with self._model_turn() as llm:
-            prompt, max_tokens = self._prompt(llm, request)
-            chunks = llm.create_completion(prompt, **self._sampling(request, max_tokens), stream=True)
+            prompt, max_tokens, stop = self._prompt(llm, request)
+            chunks = llm.create_completion(prompt, **self._sampling(request, max_tokens, stop), stream=True)
             with closing(chunks):  # stop llama's generator while we still hold the lock
                 for chunk in chunks:
                     choice = chunk["choices"][0]
