@@ -97,6 +97,35 @@ def test_system_prompt_reaches_the_wire_in_the_provider_format(kind, provider, s
         assert body["systemInstruction"]["parts"][0]["text"] == "You are terse."
 
 
+@pytest.mark.parametrize("streamed", [False, True])
+def test_top_p_stop_and_seed_reach_the_wire_where_the_provider_has_them(kind, provider, server, streamed):
+    request = _request(top_p=0.5, stop=["\n\n", "END"], seed=42)
+    if streamed:
+        list(provider.stream(request))
+    else:
+        provider.chat_completion(request)
+    body = server.requests[-1]["json"]
+    if kind == "openai":
+        assert (body["top_p"], body["stop"], body["seed"]) == (0.5, ["\n\n", "END"], 42)
+        assert provider.ignored_settings(request) == []
+    elif kind == "anthropic":
+        assert body["stop_sequences"] == ["\n\n", "END"]
+        assert "top_p" not in body and "seed" not in body and "temperature" not in body
+        # What it cannot pass on, it says, so the playground can show it beside the control.
+        assert provider.ignored_settings(request) == ["temperature", "top_p", "seed"]
+    else:
+        config = body["generationConfig"]
+        assert (config["topP"], config["stopSequences"], config["seed"]) == (0.5, ["\n\n", "END"], 42)
+        assert provider.ignored_settings(request) == []
+
+
+def test_unset_optional_settings_are_not_sent(kind, provider, server):
+    provider.chat_completion(_request())
+    body = server.requests[-1]["json"]
+    sent = body.get("generationConfig", body)
+    assert not {"top_p", "topP", "stop", "stop_sequences", "stopSequences", "seed"} & set(sent)
+
+
 def test_max_tokens_reports_length(provider):
     response = provider.chat_completion(_request(max_tokens=3))
     assert response.metadata.finish_reason == "length"
