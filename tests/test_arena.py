@@ -3,6 +3,8 @@ rows they judged, and the leaderboard from every blind vote. On SQLite and Postg
 
 from __future__ import annotations
 
+import asyncio
+
 import time
 from pathlib import Path
 
@@ -134,10 +136,10 @@ def test_votes_are_stored_and_feed_the_leaderboard(database_url, tmp_path: Path)
 class WordByWord(ScriptedProvider):
     """Streams its reply a word every 50 ms, so a reader can leave in the middle."""
 
-    def _stream(self, request, model):
-        for piece in super()._stream(request, model):
+    async def _stream(self, request, model):
+        async for piece in super()._stream(request, model):
             if isinstance(piece, str):
-                time.sleep(0.05)
+                await asyncio.sleep(0.05)
             yield piece
 
 

@@ -103,8 +103,9 @@ def test_the_gateway_snippets_run_against_a_gateway(clouds, tmp_path: Path) -> N
             assert printed.strip() == clouds["anthropic"].reply
             body = clouds["anthropic"].requests[-1]["json"]
             assert body["system"] == "Be terse." and body["messages"] == [{"role": "user", "content": TRICKY}]
-            # (stop, top_p and seed are in the snippet; passing them on is the gateway's job.)
-            assert (body["model"], body["max_tokens"]) == ("claude-haiku-4-5", 50)
+            # The gateway passes stop on; the settings Anthropic has no equivalent for are left out.
+            assert (body["model"], body["max_tokens"], body["stop_sequences"]) == ("claude-haiku-4-5", 50, ["END"])
+            assert "temperature=" not in code and "top_p=" not in code and "seed=" not in code
 
             command = curl(req, target, gateway_url=url)
             env = {**os.environ, "CONDUCTOR_API_KEY": "gateway-bearer-key-123456"}

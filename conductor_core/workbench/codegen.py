@@ -89,6 +89,12 @@ def _optional(request: ChatRequest, names: dict[str, str]) -> dict[str, object]:
     return {names[key]: value for key, value in values.items() if key in names and value is not None}
 
 
+# Sampling settings a target's provider cannot take (AnthropicProvider.supported_settings):
+# the gateway answers 400 to a parameter its provider has no equivalent for, so the snippet
+# leaves them out rather than hand the reader a call that fails.
+_NOT_TAKEN = {"anthropic": {"temperature", "top_p", "seed"}}
+
+
 def _gateway_body(request: ChatRequest, target: CodeTarget) -> dict[str, object]:
     body: dict[str, object] = {
         "model": f"{target.provider}/{target.model}",
@@ -97,6 +103,8 @@ def _gateway_body(request: ChatRequest, target: CodeTarget) -> dict[str, object]
         "max_tokens": request.max_tokens,
     }
     body.update(_optional(request, {"top_p": "top_p", "stop": "stop", "seed": "seed"}))
+    for name in _NOT_TAKEN.get(target.kind, ()):
+        body.pop(name, None)
     return body
 
 
