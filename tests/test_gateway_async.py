@@ -339,6 +339,47 @@ def test_a_masked_key_in_an_upstream_error_reaches_no_one(tmp_path) -> None:
         conductor.close()
 
 
+def test_status_shows_the_request_log_health_while_its_database_is_away(tmp_path) -> None:
+    """/status says whether the request log keeps up: written, then (the database's folder
+    gone, as an unmounted volume) attempts waiting in the spool, the failure counted, the
+    last error named (redacted); answered requests are never held back by it."""
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    with OpenAIServer(reply="logged") as upstream:
+        conductor = make_conductor(
+            tmp_path, endpoints=endpoints(up=upstream), database_url=f"sqlite:///{volume / 'log.db'}"
+        )
+        with serve(create_app(conductor)) as url, httpx.Client(base_url=url, timeout=30) as http:
+            client(url).chat.completions.create(model="up/m", messages=user())
+            assert conductor.log.flush() is True
+            healthy = http.get("/status").json()["request_log"]
+            assert (healthy["written"], healthy["pending"], healthy["write_errors"]) == (1, 0, 0)
+            assert healthy["database_ok"] is True and healthy["last_error"] is None
+
+            conductor.log._db.engine.dispose()  # noqa: SLF001 - no open connection keeps the old file alive
+            volume.rename(tmp_path / "volume.away")
+            volume.write_text("not a folder")  # nothing can create the database there again
+            for _ in range(3):
+                assert client(url).chat.completions.create(model="up/m", messages=user()).choices[0].message.content
+            assert conductor.log.flush(timeout=30) is False  # tried, and could not
+            down = http.get("/status").json()["request_log"]
+            assert down["pending"] == 3 and down["spool_files"] == 1 and down["spooled_bytes"] > 0
+            assert down["write_errors"] == 3 and down["database_ok"] is False and down["written"] == 1
+            assert down["last_error"] and down["last_error_at"]
+
+            volume.unlink()
+            (tmp_path / "volume.away").rename(volume)
+            assert conductor.log.flush(timeout=30) is True
+            back = http.get("/status").json()["request_log"]
+            assert (back["pending"], back["written"], back["database_ok"]) == (0, 4, True)
+
+            schema = http.get("/openapi.json").json()["components"]["schemas"]
+            documented = schema["SystemStatus"]["properties"]["request_log"]
+            assert {"$ref": "#/components/schemas/LogHealth"} in documented["anyOf"]
+            assert {"pending", "written", "write_errors", "rejected", "last_error"} <= set(schema["LogHealth"]["properties"])
+        conductor.close()
+
+
 def test_cors_is_off_by_default_and_a_preflight_needs_no_key(tmp_path) -> None:
     conductor = make_conductor(tmp_path, api_key="gateway-key-for-cors-0001")
     preflight = {"origin": "https://app.example", "access-control-request-method": "POST",
