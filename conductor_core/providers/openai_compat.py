@@ -19,13 +19,13 @@ The hot path is the gateway's, so the SDK is used the cheapest way it documents:
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Any
 
 import httpx2
 import openai
+import orjson
 
 from .. import aio
 from ..config import EndpointConfig, Settings
@@ -264,7 +264,7 @@ def _message(m: ChatMessage) -> dict[str, Any]:
 
 def _json_object(raw: bytes | str) -> dict[str, Any]:
     """A JSON object, or ValueError (mapped to a malformed-answer error) for anything else."""
-    data = json.loads(raw)
+    data = orjson.loads(raw)  # ~3x json.loads' speed, once per streamed chunk; its errors are ValueErrors
     if not isinstance(data, dict):
         raise ValueError(f"expected a JSON object, got {type(data).__name__}")
     return data
