@@ -424,7 +424,8 @@ class LiteLLMProxyProcess:
 
 class GatewayProcess:
     """The gateway as users start it (`python -m gateway`, its own process), configured by
-    environment variables with one named endpoint pointing at an upstream."""
+    environment variables with one named endpoint pointing at an upstream. `repo`: the
+    source tree it runs from (another revision's, for a before/after comparison)."""
 
     def __init__(
         self,
@@ -435,6 +436,7 @@ class GatewayProcess:
         wait: bool = True,
         workers: int = 1,
         api_key: str | None = None,
+        repo: Path = REPO,
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
@@ -450,8 +452,9 @@ class GatewayProcess:
             CONDUCTOR_GATEWAY_WORKERS=str(workers),
             **({"CONDUCTOR_API_KEY": api_key} if api_key else {}),
         )
+        env["PYTHONPATH"] = os.pathsep.join([str(repo), *env["PYTHONPATH"].split(os.pathsep)[1:]])
         command = [sys.executable, "-m", "gateway"]
-        self._process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self._process = subprocess.Popen(command, cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         if wait:
             self.wait_ready()
 

@@ -20,6 +20,8 @@ provider: waiting for those is the caller's choice, told by `retry_after`).
 
 from __future__ import annotations
 
+import sys
+
 from .config import redact
 from .models import ErrorResponse
 
@@ -204,12 +206,19 @@ def _transport_modules() -> list:
 
 
 def transport_error(provider: str, exc: Exception) -> ProviderError | None:
-    """httpx/httpx2-level failures and malformed bodies, or None if `exc` is neither."""
+    """httpx/httpx2/aiohttp-level failures and malformed bodies, or None if `exc` is none of
+    them. (google-genai's async client runs on aiohttp when it is installed, as it is here:
+    the openai SDK's aiohttp transport needs it.)"""
     for httpx in _transport_modules():
         if isinstance(exc, httpx.TimeoutException):
             return ProviderTimeoutError(f"{provider} did not answer in time", provider=provider)
         if isinstance(exc, httpx.TransportError):
             return ProviderUnavailableError(f"{provider} connection failed ({type(exc).__name__}: {exc})", provider=provider)
+    if isinstance(exc, TimeoutError):  # aiohttp's timeouts (asyncio.TimeoutError is TimeoutError)
+        return ProviderTimeoutError(f"{provider} did not answer in time", provider=provider)
+    aiohttp = sys.modules.get("aiohttp")  # only loaded when an SDK chose it
+    if aiohttp is not None and isinstance(exc, aiohttp.ClientError):
+        return ProviderUnavailableError(f"{provider} connection failed ({type(exc).__name__}: {exc})", provider=provider)
     if isinstance(exc, ValueError):  # includes json.JSONDecodeError: a body that is not what the protocol says
         return ProviderUnavailableError(f"{provider} sent a malformed response ({exc})", provider=provider)
     return None

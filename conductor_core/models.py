@@ -54,6 +54,7 @@ __all__ = [
     "ProviderUsage",
     "ProviderStatus",
     "SystemStatus",
+    "LogHealth",
     "ErrorResponse",
     "HealthResponse",
     "Target",
@@ -548,6 +549,28 @@ class ProviderStatus(BaseModel):
     usage: ProviderUsage = Field(default_factory=ProviderUsage)
 
 
+class LogHealth(BaseModel):
+    """What a status page needs to know about the request log's writing in this process
+    (`RequestLog.health()`; `/status` shows it as `request_log`)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    pending: int = Field(description="Attempts submitted (or taken over from a dead process) and not yet in the database.")
+    spool_files: int = Field(description="Spool files this process holds.")
+    spooled_bytes: int = Field(description="Bytes in them still waiting to be committed.")
+    in_memory: int = Field(description="Waiting attempts the spool could not take (disk problem): not durable across a kill.")
+    written: int = Field(description="Attempts this process's background writer has committed.")
+    recovered: int = Field(description="Attempts taken over from the spools of processes that died.")
+    write_errors: int = Field(description="Attempts (and direct writes) that failed at least once; each counted once.")
+    rejected: int = Field(description="Attempts the database refused outright, kept in rejected.jsonl in the spool folder.")
+    corrupt_lines: int = Field(description="Unreadable spool lines skipped (an append cut by a kill or a power cut).")
+    spool_errors: int = Field(description="Times the spool could not be written.")
+    database_ok: bool = Field(description="False from a failed write until the next one succeeds.")
+    last_error: str | None = Field(default=None, description="The last write error, redacted.")
+    last_error_at: datetime | None = None
+    spool_dir: str | None = None
+
+
 class SystemStatus(BaseModel):
     status: Literal["healthy", "degraded", "down"] = Field(
         description="healthy: every configured provider ready; degraded: some are; down: none."
@@ -556,6 +579,12 @@ class SystemStatus(BaseModel):
     totals: ProviderUsage
     started_at: datetime
     uptime_s: float
+    request_log: LogHealth | None = Field(
+        default=None,
+        description="This process's request-log writer: attempts waiting (spooled) to be committed, written, failed "
+        "and rejected, and the last write error (redacted). A growing `pending` with `database_ok` false means the "
+        "database is not taking writes; nothing is lost while the spool holds them.",
+    )
 
 
 class ErrorResponse(BaseModel):

@@ -222,3 +222,23 @@ def test_unreachable_server_is_unavailable(kind, tmp_path):
     with pytest.raises((ProviderUnavailableError, ProviderTimeoutError)):
         dead.chat_completion(_request())
     assert dead.get_available_models()  # falls back to the built-in list
+
+
+def test_openai_answers_are_parsed_strictly() -> None:
+    # The openai provider reads raw answers (the SDK sends the request and raises its errors;
+    # it does not build its models): anything that is not a chat completion is refused, and
+    # the ValueError becomes "sent a malformed response" (test_malformed_json_is_unavailable).
+    from conductor_core.providers.openai_compat import OpenAICompatProvider, _json_object
+
+    for raw in (b"[]", b'"text"', b"null", b"{", b""):
+        with pytest.raises(ValueError):
+            _json_object(raw)
+    assert _json_object(b'{"a": 1}') == {"a": 1}
+    for body in ({"object": "chat.completion"}, {"choices": []}, {"error": {"message": "overloaded"}}):
+        with pytest.raises(ValueError):
+            OpenAICompatProvider._from_response(body, "m")
+    completion = OpenAICompatProvider._from_response(
+        {"model": "m2", "choices": [{"message": {"content": "hi"}, "finish_reason": "stop"}], "usage": {"prompt_tokens": 3, "completion_tokens": 1}},
+        "m",
+    )
+    assert (completion.text, completion.model, completion.usage.input_tokens) == ("hi", "m2", 3)

@@ -9,11 +9,13 @@ Bounds on time here only prove that nothing waited behind the hung upstream (it 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -230,39 +232,112 @@ def test_translated_parameters_reach_anthropic_and_gemini(tmp_path) -> None:
 TOOLS = [{"type": "function", "function": {"name": "weather", "description": "Weather in a city", "parameters": {"type": "object"}}}]
 
 
-@pytest.mark.parametrize("stream", [False, True])
-def test_a_tool_call_round_trip(tmp_path, stream: bool) -> None:
-    with OpenAIServer(reply="It is sunny in Paris.") as upstream:
-        conductor = make_conductor(tmp_path, endpoints=endpoints(up=upstream))
-        with serve(create_app(conductor)) as url:
-            api = client(url)
-            if stream:
-                chunks = list(api.chat.completions.create(model="up/m", messages=user("Weather?"), tools=TOOLS, stream=True))
-                pieces = [tc for c in chunks if c.choices for tc in c.choices[0].delta.tool_calls or ()]
-                assert pieces[0].id and pieces[0].function.name == "weather"
-                call_id, arguments = pieces[0].id, "".join(p.function.arguments or "" for p in pieces)
-                assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["tool_calls"]
-                assert len({c.id for c in chunks}) == 1 and len({c.model for c in chunks}) == 1
-            else:
-                first = api.chat.completions.create(model="up/m", messages=user("Weather?"), tools=TOOLS)
-                assert first.choices[0].finish_reason == "tool_calls" and first.choices[0].message.content is None
-                [call] = first.choices[0].message.tool_calls
-                call_id, arguments = call.id, call.function.arguments
-            assert json.loads(arguments) == {"city": "Paris"}
+PROVIDER_KEY = "sk-test-provider-key-000000"
 
-            conversation = [
-                *user("Weather?"),
-                {"role": "assistant", "content": None, "tool_calls": [
-                    {"id": call_id, "type": "function", "function": {"name": "weather", "arguments": arguments}}
-                ]},
-                {"role": "tool", "tool_call_id": call_id, "content": '{"sky": "sunny"}'},
-            ]
-            final = api.chat.completions.create(model="up/m", messages=conversation, tools=TOOLS)
-            assert final.choices[0].message.content == "It is sunny in Paris."
-            sent = upstream.requests[-1]["json"]["messages"]
-            assert sent[1] == {"role": "assistant", "content": None, "tool_calls": conversation[1]["tool_calls"]}
-            assert sent[2] == {"role": "tool", "content": '{"sky": "sunny"}', "tool_call_id": call_id}
-        conductor.close()
+
+@contextlib.contextmanager
+def one_provider(tmp_path: Path, provider: str, reply: str) -> Iterator[tuple[Any, str, Any]]:
+    """A gateway whose only provider is `provider` (an OpenAI-compatible endpoint, Anthropic
+    or Gemini) on its loopback server: (the server, the gateway's URL, the conductor)."""
+    servers = {"openai": OpenAIServer, "anthropic": AnthropicServer, "gemini": GeminiServer}
+    with servers[provider](reply=reply) as upstream:
+        if provider == "openai":
+            conductor = make_conductor(tmp_path, endpoints=endpoints(up=upstream))
+        else:
+            conductor = make_conductor(tmp_path, **{f"{provider}_api_key": PROVIDER_KEY, f"{provider}_base_url": upstream.url})
+        try:
+            with serve(create_app(conductor)) as url:
+                yield upstream, url, conductor
+        finally:
+            conductor.close()
+
+
+MODELS = {"openai": "up/m", "anthropic": "anthropic", "gemini": "gemini"}
+
+
+def _sent_tool_turns(provider: str, body: dict[str, Any]) -> tuple[Any, Any]:
+    """The assistant's tool call and the tool's result as the upstream received them."""
+    turns = body["contents"] if provider == "gemini" else body["messages"]
+    return turns[1], turns[2]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("provider", ["openai", "anthropic", "gemini"])
+def test_a_tool_call_round_trip(tmp_path, provider: str, stream: bool) -> None:
+    """The openai client offers a tool, gets the call back in OpenAI's shape (streamed as
+    OpenAI's chunks), answers it with a tool message, and gets the final text: for an
+    OpenAI-compatible upstream, Anthropic (tool_use / tool_result) and Gemini (functionCall /
+    functionResponse), each speaking its own protocol on the wire."""
+    with one_provider(tmp_path, provider, "It is sunny in Paris.") as (upstream, url, _):
+        api = client(url)
+        model = MODELS[provider]
+        if stream:
+            chunks = list(api.chat.completions.create(model=model, messages=user("Weather?"), tools=TOOLS, stream=True))
+            pieces = [tc for c in chunks if c.choices for tc in c.choices[0].delta.tool_calls or ()]
+            assert pieces[0].id and pieces[0].function.name == "weather" and {p.index for p in pieces} == {0}
+            call_id, arguments = pieces[0].id, "".join(p.function.arguments or "" for p in pieces)
+            content = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) or None
+            assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["tool_calls"]
+            assert len({c.id for c in chunks}) == 1 and len({c.model for c in chunks}) == 1
+        else:
+            first = api.chat.completions.create(model=model, messages=user("Weather?"), tools=TOOLS)
+            assert first.choices[0].finish_reason == "tool_calls"
+            [call] = first.choices[0].message.tool_calls
+            call_id, arguments, content = call.id, call.function.arguments, first.choices[0].message.content
+        assert json.loads(arguments) == {"city": "Paris"}
+        # Claude writes a sentence before a call it chose to make; the others only call.
+        assert content == ("Let me look that up." if provider == "anthropic" else None)
+
+        conversation = [
+            *user("Weather?"),
+            {"role": "assistant", "content": content, "tool_calls": [
+                {"id": call_id, "type": "function", "function": {"name": "weather", "arguments": arguments}}
+            ]},
+            {"role": "tool", "tool_call_id": call_id, "content": '{"sky": "sunny"}'},
+        ]
+        final = api.chat.completions.create(model=model, messages=conversation, tools=TOOLS, stream=stream)
+        text = "".join(c.choices[0].delta.content or "" for c in final if c.choices) if stream else final.choices[0].message.content
+        assert text == "It is sunny in Paris."
+        called, result = _sent_tool_turns(provider, upstream.requests[-1]["json"])
+        if provider == "openai":
+            assert called == {"role": "assistant", "content": None, "tool_calls": conversation[1]["tool_calls"]}
+            assert result == {"role": "tool", "content": '{"sky": "sunny"}', "tool_call_id": call_id}
+        elif provider == "anthropic":
+            use = {"type": "tool_use", "id": call_id, "name": "weather", "input": {"city": "Paris"}}
+            assert called == {"role": "assistant", "content": [{"type": "text", "text": content}, use]}
+            assert result == {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call_id, "content": '{"sky": "sunny"}'}]}
+        else:
+            assert called == {"role": "model", "parts": [{"functionCall": {"id": call_id, "name": "weather", "args": {"city": "Paris"}}}]}
+            response = {"id": call_id, "name": "weather", "response": {"sky": "sunny"}}
+            assert result == {"role": "user", "parts": [{"functionResponse": response}]}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("provider", ["openai", "anthropic", "gemini"])
+def test_response_format_becomes_each_providers_json_output(tmp_path, provider: str, stream: bool) -> None:
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+    formats = {
+        "json_schema": {"type": "json_schema", "json_schema": {"name": "city", "schema": schema}},
+        "json_object": {"type": "json_object"},
+    }
+    with one_provider(tmp_path, provider, "not JSON at all") as (upstream, url, _):
+        for kind, fmt in formats.items():
+            result = client(url).chat.completions.create(
+                model=MODELS[provider], messages=user("Which city?"), response_format=fmt, stream=stream
+            )
+            text = "".join(c.choices[0].delta.content or "" for c in result if c.choices) if stream else result.choices[0].message.content
+            assert json.loads(text) == {"city": "Paris"}  # the upstream answered in its JSON mode
+            body = upstream.requests[-1]["json"]
+            expected = schema if kind == "json_schema" else None
+            if provider == "openai":
+                assert body["response_format"] == fmt
+            elif provider == "anthropic":
+                assert body["output_config"] == {"format": {"type": "json_schema", "schema": expected or {"type": "object"}}}
+            else:
+                config = body["generationConfig"]
+                assert config["responseMimeType"] == "application/json" and config.get("responseJsonSchema") == expected
+        plain = client(url).chat.completions.create(model=MODELS[provider], messages=user("Which city?"))
+        assert plain.choices[0].message.content == "not JSON at all"
 
 
 def test_empty_assistant_content_is_a_valid_conversation(tmp_path) -> None:
@@ -336,6 +411,47 @@ def test_a_masked_key_in_an_upstream_error_reaches_no_one(tmp_path) -> None:
         seen = [caught.value.response.text, status, *(r.error_message or "" for r in records)]
         assert records and all("zqUPca" not in text and "9041" not in text for text in seen)
         assert "[REDACTED]" in caught.value.response.text
+        conductor.close()
+
+
+def test_status_shows_the_request_log_health_while_its_database_is_away(tmp_path) -> None:
+    """/status says whether the request log keeps up: written, then (the database's folder
+    gone, as an unmounted volume) attempts waiting in the spool, the failure counted, the
+    last error named (redacted); answered requests are never held back by it."""
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    with OpenAIServer(reply="logged") as upstream:
+        conductor = make_conductor(
+            tmp_path, endpoints=endpoints(up=upstream), database_url=f"sqlite:///{volume / 'log.db'}"
+        )
+        with serve(create_app(conductor)) as url, httpx.Client(base_url=url, timeout=30) as http:
+            client(url).chat.completions.create(model="up/m", messages=user())
+            assert conductor.log.flush() is True
+            healthy = http.get("/status").json()["request_log"]
+            assert (healthy["written"], healthy["pending"], healthy["write_errors"]) == (1, 0, 0)
+            assert healthy["database_ok"] is True and healthy["last_error"] is None
+
+            conductor.log._db.engine.dispose()  # noqa: SLF001 - no open connection keeps the old file alive
+            volume.rename(tmp_path / "volume.away")
+            volume.write_text("not a folder")  # nothing can create the database there again
+            for _ in range(3):
+                assert client(url).chat.completions.create(model="up/m", messages=user()).choices[0].message.content
+            assert conductor.log.flush(timeout=30) is False  # tried, and could not
+            down = http.get("/status").json()["request_log"]
+            assert down["pending"] == 3 and down["spool_files"] == 1 and down["spooled_bytes"] > 0
+            assert down["write_errors"] == 3 and down["database_ok"] is False and down["written"] == 1
+            assert down["last_error"] and down["last_error_at"]
+
+            volume.unlink()
+            (tmp_path / "volume.away").rename(volume)
+            assert conductor.log.flush(timeout=30) is True
+            back = http.get("/status").json()["request_log"]
+            assert (back["pending"], back["written"], back["database_ok"]) == (0, 4, True)
+
+            schema = http.get("/openapi.json").json()["components"]["schemas"]
+            documented = schema["SystemStatus"]["properties"]["request_log"]
+            assert {"$ref": "#/components/schemas/LogHealth"} in documented["anyOf"]
+            assert {"pending", "written", "write_errors", "rejected", "last_error"} <= set(schema["LogHealth"]["properties"])
         conductor.close()
 
 

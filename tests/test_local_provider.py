@@ -118,6 +118,34 @@ def test_max_tokens_stops_with_length(provider: LocalProvider) -> None:
     assert 0 < done.response.analytics.output_tokens <= 5
 
 
+def test_penalties_and_top_p_reach_llama_cpp_only_when_set(provider: LocalProvider, monkeypatch) -> None:
+    # OpenAI's presence and frequency penalties are llama.cpp's too: passed on to the real
+    # model when the request sets them, llama.cpp's defaults otherwise.
+    llm = provider._slot.llm
+    seen: list[dict] = []
+    real = llm.create_completion
+
+    def recording(prompt, **kwargs):
+        seen.append(kwargs)
+        return real(prompt, **kwargs)
+
+    monkeypatch.setattr(llm, "create_completion", recording)
+    request = ask("Name a colour.", max_tokens=4).model_copy(
+        update={"presence_penalty": 1.5, "frequency_penalty": -0.5, "top_p": 0.9}
+    )
+    assert "presence_penalty" not in provider.ignored_settings(request)
+    assert provider.unsupported(request.model_copy(update={"unsupported": "reject"})) == []
+    response = provider.chat_completion(request)
+    assert response.analytics.output_tokens > 0
+    done = list(provider.stream(request))[-1]
+    assert isinstance(done, StreamDone)
+    provider.chat_completion(ask("Name a colour.", max_tokens=4))
+    asked, streamed, plain = seen
+    for kwargs in (asked, streamed):
+        assert (kwargs["presence_penalty"], kwargs["frequency_penalty"], kwargs["top_p"]) == (1.5, -0.5, 0.9)
+    assert not {"presence_penalty", "frequency_penalty", "top_p"} & plain.keys()
+
+
 def test_two_threads_streaming_at_once_both_finish(provider: LocalProvider) -> None:
     questions = ["What is the capital of France?", "What color is the sky on a clear day?"]
     results: dict[int, StreamDone] = {}

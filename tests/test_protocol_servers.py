@@ -670,3 +670,93 @@ def test_concurrent_streams(adapter: Adapter) -> None:
         while srv.in_flight and time.monotonic() < deadline:
             time.sleep(0.01)
         assert srv.in_flight == 0
+
+
+# ---------------------------------------------------------------------------- tool calls and JSON output
+# Each server answers tools and JSON output in its own API's shape; the official SDKs parse it.
+
+WEATHER_SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}}}
+
+
+def test_anthropic_tool_use_parsed_by_the_sdk(_shared_servers: dict[str, ProtocolServer]) -> None:
+    with _reset(_shared_servers["anthropic"]) as srv:
+        client = _anthropic(srv, "test", 5.0)
+        tools = [{"name": "weather", "description": "Weather in a city", "input_schema": WEATHER_SCHEMA}]
+        ask = [{"role": "user", "content": "Weather in Paris?"}]
+        message = client.messages.create(model="claude-haiku-4-5", max_tokens=100, messages=ask, tools=tools)
+        assert message.stop_reason == "tool_use"
+        text, use = message.content  # Claude writes a sentence before a call it chose to make
+        assert text.type == "text" and text.text == AnthropicServer.TOOL_PREAMBLE
+        assert use.type == "tool_use" and use.name == "weather" and use.input == {"city": "Paris"} and use.id.startswith("toolu_")
+
+        forced = client.messages.create(
+            model="claude-haiku-4-5", max_tokens=100, messages=ask, tools=tools, tool_choice={"type": "tool", "name": "weather"}
+        )
+        assert [b.type for b in forced.content] == ["tool_use"]  # a forced call comes without text
+
+        with client.messages.stream(model="claude-haiku-4-5", max_tokens=100, messages=ask, tools=tools) as stream:
+            events = list(stream)
+            final = stream.get_final_message()
+        assert final.stop_reason == "tool_use" and final.content[1].input == {"city": "Paris"}
+        pieces = [e.delta.partial_json for e in events if e.type == "content_block_delta" and e.delta.type == "input_json_delta"]
+        assert pieces == ["", *AnthropicServer.TOOL_ARGUMENTS]  # the input arrives in pieces, the first empty
+
+        answer = [*ask, {"role": "assistant", "content": [b.model_dump() for b in message.content]},
+                  {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id, "content": "sunny"}]}]
+        done = client.messages.create(model="claude-haiku-4-5", max_tokens=100, messages=answer, tools=tools)
+        assert done.stop_reason == "end_turn" and done.content[0].text == REPLY
+        none = client.messages.create(model="claude-haiku-4-5", max_tokens=100, messages=ask, tools=tools, tool_choice={"type": "none"})
+        assert none.content[0].text == REPLY
+
+
+def test_gemini_function_call_parsed_by_the_sdk(_shared_servers: dict[str, ProtocolServer]) -> None:
+    with _reset(_shared_servers["gemini"]) as srv:
+        client = _gemini(srv, "test", 5.0)
+        declaration = genai_types.FunctionDeclaration(name="weather", description="Weather", parameters_json_schema=WEATHER_SCHEMA)
+        config = genai_types.GenerateContentConfig(
+            tools=[genai_types.Tool(function_declarations=[declaration])],
+            automatic_function_calling=genai_types.AutomaticFunctionCallingConfig(disable=True),
+        )
+        response = client.models.generate_content(model="gemini-2.5-flash", contents="Weather in Paris?", config=config)
+        [call] = response.function_calls
+        assert call.name == "weather" and call.args == {"city": "Paris"}
+        assert response.candidates[0].finish_reason == genai_types.FinishReason.STOP
+        sent = srv.requests[-1]["json"]
+        assert sent["tools"][0]["functionDeclarations"][0]["name"] == "weather"
+
+        chunks = list(client.models.generate_content_stream(model="gemini-2.5-flash", contents="Weather?", config=config))
+        assert len(chunks) == 1 and chunks[0].function_calls[0].args == {"city": "Paris"}  # sent whole, in one chunk
+
+        none = config.model_copy(update={"tool_config": genai_types.ToolConfig(
+            function_calling_config=genai_types.FunctionCallingConfig(mode="NONE"))})
+        assert client.models.generate_content(model="gemini-2.5-flash", contents="Weather?", config=none).text == REPLY
+        history = [
+            genai_types.Content(role="user", parts=[genai_types.Part(text="Weather?")]),
+            response.candidates[0].content,
+            genai_types.Content(role="user", parts=[genai_types.Part(
+                function_response=genai_types.FunctionResponse(name="weather", response={"sky": "sunny"}))]),
+        ]
+        assert client.models.generate_content(model="gemini-2.5-flash", contents=history, config=config).text == REPLY
+
+
+def test_json_output_in_each_protocol(_shared_servers: dict[str, ProtocolServer]) -> None:
+    wanted = {"city": "Paris"}  # every server's default json_reply
+    with _reset(_shared_servers["openai"]) as srv:
+        r = _openai(srv, "test", 5.0).chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "City?"}], response_format={"type": "json_object"}
+        )
+        assert json.loads(r.choices[0].message.content or "") == wanted
+    with _reset(_shared_servers["anthropic"]) as srv:
+        m = _anthropic(srv, "test", 5.0).messages.create(
+            model="claude-haiku-4-5", max_tokens=100, messages=[{"role": "user", "content": "City?"}],
+            output_config={"format": {"type": "json_schema", "schema": WEATHER_SCHEMA}},
+        )
+        assert json.loads(m.content[0].text) == wanted
+        plain = _anthropic(srv, "test", 5.0).messages.create(
+            model="claude-haiku-4-5", max_tokens=100, messages=[{"role": "user", "content": "City?"}]
+        )
+        assert plain.content[0].text == REPLY
+    with _reset(_shared_servers["gemini"]) as srv:
+        config = genai_types.GenerateContentConfig(response_mime_type="application/json", response_json_schema=WEATHER_SCHEMA)
+        g = _gemini(srv, "test", 5.0).models.generate_content(model="gemini-2.5-flash", contents="City?", config=config)
+        assert json.loads(g.text) == wanted and g.parsed == wanted

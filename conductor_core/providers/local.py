@@ -336,8 +336,11 @@ class LocalProvider(BaseProvider):
             # "ask again" repeats the same answer even at a high temperature.
             "seed": request.seed if request.seed is not None else random.randrange(2**31),
         }
-        if request.top_p is not None:
-            params["top_p"] = request.top_p
+        # Set only when asked: llama.cpp's own defaults (top_p 0.95, no penalties) otherwise.
+        for name in ("top_p", "presence_penalty", "frequency_penalty"):
+            value = getattr(request, name)
+            if value is not None:
+                params[name] = value
         return params
 
     def _generate(self, request: ChatRequest, model: str, *, stream: bool) -> Callable[[Any, _Job], Completion]:

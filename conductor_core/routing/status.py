@@ -129,6 +129,7 @@ class StatusView:
             totals=totals_all,
             started_at=self.started_at,
             uptime_s=(utcnow() - self.started_at).total_seconds(),
+            request_log=self.log.health(),
         )
 
     def _provider_status(

@@ -23,11 +23,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Table, insert
 
 from ..config import redact
-from ..models import AttemptRecord, Vote
+from ..models import AttemptRecord, LogHealth, Vote
 from .database import WRITE_ATTEMPTS, Database, LogClosed, is_missing_table, is_outage, is_transient
 from .schema import attempts, epoch, votes_table
 from .spool import RESCAN_S, Batch, Spool
@@ -46,27 +45,6 @@ BACKOFF_MAX_S = 30.0
 # statement, SQLite builds from 32,766 up.
 _IDS_PER_STATEMENT = 10_000
 REJECTED_FILE = "rejected.jsonl"
-
-
-class LogHealth(BaseModel):
-    """What a status page needs to know about the request log's writing in this process."""
-
-    model_config = ConfigDict(frozen=True)
-
-    pending: int = Field(description="Attempts submitted (or taken over from a dead process) and not yet in the database.")
-    spool_files: int = Field(description="Spool files this process holds.")
-    spooled_bytes: int = Field(description="Bytes in them still waiting to be committed.")
-    in_memory: int = Field(description="Waiting attempts the spool could not take (disk problem): not durable across a kill.")
-    written: int = Field(description="Attempts this process's background writer has committed.")
-    recovered: int = Field(description="Attempts taken over from the spools of processes that died.")
-    write_errors: int = Field(description="Attempts (and direct writes) that failed at least once; each counted once.")
-    rejected: int = Field(description="Attempts the database refused outright, kept in rejected.jsonl in the spool folder.")
-    corrupt_lines: int = Field(description="Unreadable spool lines skipped (an append cut by a kill or a power cut).")
-    spool_errors: int = Field(description="Times the spool could not be written.")
-    database_ok: bool = Field(description="False from a failed write until the next one succeeds.")
-    last_error: str | None = Field(default=None, description="The last write error, redacted.")
-    last_error_at: datetime | None = None
-    spool_dir: str | None = None
 
 
 class LogWriter:

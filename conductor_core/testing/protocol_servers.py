@@ -30,9 +30,16 @@ Behaviour can be scripted:
 * ``failure_rate`` - that fraction of generation requests answers 500, chosen
   by a ``random.Random(seed)`` so runs are reproducible.
 * ``require_key`` - requests carrying another API key get 401.
-* Tool calls (OpenAI): a request that offers ``tools`` (and not ``tool_choice: "none"``)
-  and does not end with a tool result is answered with a call to the named or first tool,
-  arguments ``{"city": "Paris"}``, streamed as OpenAI does (id and name, then argument pieces).
+* Tool calls (every protocol): a request that offers tools (and does not say "none") and
+  does not end with a tool result is answered with a call to the named or first tool,
+  arguments ``{"city": "Paris"}``, in each API's own shape: OpenAI ``tool_calls`` (streamed as
+  id and name, then argument pieces); Anthropic ``tool_use`` blocks (streamed as
+  ``content_block_start`` then ``input_json_delta`` pieces, ``stop_reason: "tool_use"``; with
+  ``tool_choice`` auto a short text block comes first, as Claude writes one; forced calls have
+  none); Gemini a whole ``functionCall`` part in one chunk (``finishReason: "STOP"``).
+* JSON output: a request that asks for it (OpenAI ``response_format`` json_object/json_schema,
+  Anthropic ``output_config.format``, Gemini ``responseMimeType: application/json``) gets
+  ``json_reply`` instead of ``reply``.
 
 Every request is kept whole in ``requests`` (method, path, headers, the JSON body), so
 tests can check each field that arrived.
@@ -226,6 +233,7 @@ class ProtocolServer:
         self,
         *,
         reply: str = "Hello from the loopback server.",
+        json_reply: str = '{"city": "Paris"}',
         latency_s: float = 0.0,
         chunk_delay_s: float = 0.0,
         models: list[str] | None = None,
@@ -237,6 +245,7 @@ class ProtocolServer:
         # one server per test: uvicorn needs ~0.2 s to shut down).
         self._defaults: dict[str, Any] = {
             "reply": reply,
+            "json_reply": json_reply,
             "latency_s": latency_s,
             "chunk_delay_s": chunk_delay_s,
             "models": list(models) if models is not None else None,
@@ -246,6 +255,7 @@ class ProtocolServer:
         }
         # Plain attributes: tests may change them while the server runs.
         self.reply: str = reply
+        self.json_reply: str = json_reply
         self.latency_s: float = latency_s
         self.chunk_delay_s: float = chunk_delay_s
         self.models: list[str] = list(models) if models is not None else list(self.default_models)
@@ -357,6 +367,7 @@ class ProtocolServer:
         d = self._defaults
         with self._lock:
             self.reply = d["reply"]
+            self.json_reply = d["json_reply"]
             self.latency_s = d["latency_s"]
             self.chunk_delay_s = d["chunk_delay_s"]
             self.models = list(d["models"]) if d["models"] is not None else list(self.default_models)
@@ -397,6 +408,14 @@ class ProtocolServer:
 
     def _extra_headers(self) -> dict[str, str]:
         return {}
+
+    def _wants_json(self, call: _Call) -> bool:
+        """Whether the request asks for JSON output (the protocol's own setting)."""
+        return False
+
+    #: The arguments of every tool call these servers make, in the pieces they stream them in.
+    TOOL_ARGUMENTS: ClassVar[list[str]] = ['{"city": ', '"Paris"}']
+    TOOL_INPUT: ClassVar[dict[str, Any]] = {"city": "Paris"}
 
     # ------------------------------------------------------------------ generic machinery
 
@@ -502,7 +521,7 @@ class ProtocolServer:
             await self._sleep(fault.hang_s)  # the client should time out; then answer normally
             fault = None
 
-        chunks = _split_reply(self.reply)
+        chunks = _split_reply(self.json_reply if self._wants_json(call) else self.reply)
         truncated = call.max_tokens is not None and call.max_tokens < len(chunks)
         if truncated:
             chunks = chunks[: max(call.max_tokens or 0, 0)]
@@ -640,8 +659,9 @@ class OpenAIServer(ProtocolServer):
             "total_tokens": call.input_tokens + len(chunks),
         }
 
-    #: The arguments of the tool call this server makes, in the pieces it streams them in.
-    TOOL_ARGUMENTS: ClassVar[list[str]] = ['{"city": ', '"Paris"}']
+    def _wants_json(self, call: _Call) -> bool:
+        fmt = call.body.get("response_format")
+        return isinstance(fmt, dict) and fmt.get("type") in ("json_object", "json_schema")
 
     @staticmethod
     def _tool_call(call: _Call) -> dict[str, Any] | None:
@@ -810,21 +830,54 @@ class AnthropicServer(ProtocolServer):
         )
         return await self._generate(request, call, system=body.get("system"))
 
+    #: What Claude writes before a tool call it chose to make (tool_choice auto).
+    TOOL_PREAMBLE: ClassVar[str] = "Let me look that up."
+
+    def _wants_json(self, call: _Call) -> bool:
+        config = call.body.get("output_config")
+        return isinstance(config, dict) and isinstance(config.get("format"), dict)
+
+    @staticmethod
+    def _tool_call(call: _Call) -> dict[str, Any] | None:
+        """Offered tools (and not told "none"), and not answering tool results, the server
+        calls a tool: the one `tool_choice` names, else the first. `forced`: tool_choice
+        "any" or "tool", for which Claude writes no text first."""
+        body = call.body
+        tools = body.get("tools") or []
+        choice = body.get("tool_choice") if isinstance(body.get("tool_choice"), dict) else {"type": "auto"}
+        messages = body.get("messages") or []
+        last = messages[-1].get("content") if messages else None
+        answering = isinstance(last, list) and any(isinstance(b, dict) and b.get("type") == "tool_result" for b in last)
+        if not tools or choice.get("type") == "none" or answering:
+            return None
+        name = choice["name"] if choice.get("type") == "tool" else tools[0]["name"]
+        return {"id": f"toolu_{uuid.uuid4().hex[:24]}", "name": name, "forced": choice.get("type") in ("any", "tool")}
+
+    def _usage(self, call: _Call, output_tokens: int) -> dict[str, Any]:
+        return {
+            "input_tokens": call.input_tokens,
+            "output_tokens": output_tokens,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0,
+        }
+
     def _completion(self, call: _Call, chunks: list[str], truncated: bool) -> dict[str, Any]:
+        content: list[dict[str, Any]] = [{"type": "text", "text": "".join(chunks)}]
+        stop_reason, output_tokens = "max_tokens" if truncated else "end_turn", len(chunks)
+        tool = self._tool_call(call)
+        if tool is not None:
+            content = [] if tool["forced"] else [{"type": "text", "text": self.TOOL_PREAMBLE}]
+            content.append({"type": "tool_use", "id": tool["id"], "name": tool["name"], "input": self.TOOL_INPUT})
+            stop_reason, output_tokens = "tool_use", len(self.TOOL_ARGUMENTS)
         return {
             "id": f"msg_{uuid.uuid4().hex[:24]}",
             "type": "message",
             "role": "assistant",
             "model": call.model,
-            "content": [{"type": "text", "text": "".join(chunks)}],
-            "stop_reason": "max_tokens" if truncated else "end_turn",
+            "content": content,
+            "stop_reason": stop_reason,
             "stop_sequence": None,
-            "usage": {
-                "input_tokens": call.input_tokens,
-                "output_tokens": len(chunks),
-                "cache_creation_input_tokens": 0,
-                "cache_read_input_tokens": 0,
-            },
+            "usage": self._usage(call, output_tokens),
         }
 
     @staticmethod
@@ -841,14 +894,13 @@ class AnthropicServer(ProtocolServer):
             "content": [],
             "stop_reason": None,
             "stop_sequence": None,
-            "usage": {
-                "input_tokens": call.input_tokens,
-                "output_tokens": 1,
-                "cache_creation_input_tokens": 0,
-                "cache_read_input_tokens": 0,
-            },
+            "usage": self._usage(call, 1),
         }
         yield "pre", ev("message_start", {"type": "message_start", "message": message})
+        tool = self._tool_call(call)
+        if tool is not None:
+            yield from self._tool_frames(tool)
+            return
         yield (
             "pre",
             ev(
@@ -884,6 +936,32 @@ class AnthropicServer(ProtocolServer):
                 },
             ),
         )
+        yield "post", ev("message_stop", {"type": "message_stop"})
+
+    def _tool_frames(self, tool: dict[str, Any]) -> Iterable[Frame]:
+        """A tool call as Anthropic streams it: (a text block first unless forced) a tool_use
+        block opened with its id and name and empty input, the input as JSON pieces (the
+        first one empty, as the API sends it), then stop_reason "tool_use"."""
+        ev = self._event
+        index = 0
+        if not tool["forced"]:
+            start = {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}
+            yield "pre", ev("content_block_start", start)
+            yield "pre", ev("ping", {"type": "ping"})
+            delta = {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": self.TOOL_PREAMBLE}}
+            yield "text", ev("content_block_delta", delta)
+            yield "post", ev("content_block_stop", {"type": "content_block_stop", "index": 0})
+            index = 1
+        block = {"type": "tool_use", "id": tool["id"], "name": tool["name"], "input": {}}
+        yield "text", ev("content_block_start", {"type": "content_block_start", "index": index, "content_block": block})
+        if tool["forced"]:
+            yield "pre", ev("ping", {"type": "ping"})
+        for piece in ["", *self.TOOL_ARGUMENTS]:
+            delta = {"type": "content_block_delta", "index": index, "delta": {"type": "input_json_delta", "partial_json": piece}}
+            yield "text", ev("content_block_delta", delta)
+        yield "post", ev("content_block_stop", {"type": "content_block_stop", "index": index})
+        usage = {"output_tokens": len(self.TOOL_ARGUMENTS)}
+        yield "post", ev("message_delta", {"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": None}, "usage": usage})
         yield "post", ev("message_stop", {"type": "message_stop"})
 
     def _malformed_body(self) -> bytes:
@@ -978,10 +1056,36 @@ class GeminiServer(ProtocolServer):
         )
         return await self._generate(request, call, system=body.get("systemInstruction"))
 
+    def _wants_json(self, call: _Call) -> bool:
+        config = call.body.get("generationConfig")
+        return isinstance(config, dict) and config.get("responseMimeType") == "application/json"
+
+    @staticmethod
+    def _tool_call(call: _Call) -> dict[str, Any] | None:
+        """Offered function declarations (and not mode NONE), and not answering function
+        responses, the server calls one: the first allowed name, else the first declared.
+        Gemini's Developer API sends the call whole, without an id."""
+        body = call.body
+        declared = [d.get("name") for tool in body.get("tools") or () for d in tool.get("functionDeclarations") or ()]
+        config = (body.get("toolConfig") or {}).get("functionCallingConfig") or {}
+        contents = body.get("contents") or []
+        last = contents[-1].get("parts") if contents else None
+        answering = isinstance(last, list) and any(isinstance(p, dict) and "functionResponse" in p for p in last)
+        if not declared or config.get("mode") == "NONE" or answering:
+            return None
+        allowed = config.get("allowedFunctionNames") or declared
+        return {"name": allowed[0]}
+
     def _response(
-        self, call: _Call, text: str, finish: str | None, output_tokens: int, response_id: str
+        self,
+        call: _Call,
+        text: str,
+        finish: str | None,
+        output_tokens: int,
+        response_id: str,
+        parts: list[dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
-        candidate: dict[str, Any] = {"content": {"parts": [{"text": text}], "role": "model"}, "index": 0}
+        candidate: dict[str, Any] = {"content": {"parts": parts or [{"text": text}], "role": "model"}, "index": 0}
         if finish is not None:
             candidate["finishReason"] = finish
         return {
@@ -996,13 +1100,28 @@ class GeminiServer(ProtocolServer):
             "responseId": response_id,
         }
 
+    def _function_call(self, call: _Call, response_id: str) -> dict[str, Any] | None:
+        tool = self._tool_call(call)
+        if tool is None:
+            return None
+        part = {"functionCall": {"name": tool["name"], "args": self.TOOL_INPUT}}
+        return self._response(call, "", "STOP", len(self.TOOL_ARGUMENTS), response_id, parts=[part])
+
     def _completion(self, call: _Call, chunks: list[str], truncated: bool) -> dict[str, Any]:
+        rid = uuid.uuid4().hex[:22]
+        called = self._function_call(call, rid)
+        if called is not None:
+            return called
         finish = "MAX_TOKENS" if truncated else "STOP"
-        return self._response(call, "".join(chunks), finish, len(chunks), uuid.uuid4().hex[:22])
+        return self._response(call, "".join(chunks), finish, len(chunks), rid)
 
     def _stream_frames(self, call: _Call, chunks: list[str], truncated: bool) -> Iterable[Frame]:
         # Every chunk is a full GenerateContentResponse; usage is cumulative, the last carries finishReason.
         rid = uuid.uuid4().hex[:22]
+        called = self._function_call(call, rid)
+        if called is not None:  # one chunk with the whole call and the finish reason
+            yield "text", b"data: " + _dumps(called) + b"\r\n\r\n"
+            return
         finish = "MAX_TOKENS" if truncated else "STOP"
         for i, text in enumerate(chunks):
             last = i == len(chunks) - 1
