@@ -4,10 +4,15 @@
   thread-safe). How it is built is configuration: by default `Conductor()`; when
   `CONDUCTOR_PLAYGROUND_FACTORY="module:function"` is set, that function builds it (tests
   inject scripted fakes this way, never by patching SDK internals).
-* **Per-session state** in `st.session_state`: the conversation, the compare runs, and the
-  providers this session built from a key typed on the Providers page or an endpoint it
-  added. Those are passed to the core as `overrides`; the key itself is never stored (only
-  the provider object built from it, whose repr shows no key).
+* **Sessions** (every chat and comparison, with its settings and turns) in the request log's
+  database through one `SessionStore` per process, and answers streamed by one
+  `AnswerWorker` per process (background threads: an answer completes whatever the page
+  does). Pages read both; the URL's ``?session=`` names the session a tab shows.
+* **Per-browser-session state** in `st.session_state`: which session each page shows, the
+  controls' values, and the providers this browser session built from a key typed on the
+  Providers page or an endpoint it added. Those are passed to the core as `overrides`; the
+  key itself is never stored (only the provider object built from it, whose repr shows no
+  key), and never written with a session.
 * **The dashboard's data**, shared by all sessions and refreshed at most every couple of
   seconds (longer when the log is big), so many open dashboards do not multiply the load.
 """
@@ -29,6 +34,8 @@ from conductor_core.errors import ProviderError
 from conductor_core.models import ProviderState, utcnow
 from conductor_core.providers import BaseProvider
 from conductor_core.router import Conductor
+from conductor_core.workbench.sessions import SessionStore
+from conductor_core.workbench.streaming import AnswerWorker
 
 from . import dashboard_data as dd
 
@@ -38,6 +45,8 @@ __all__ = [
     "LOCAL_NOTE_SHORT",
     "FRAME_ROW_LIMIT",
     "conductor",
+    "sessions",
+    "worker",
     "session_providers",
     "overrides",
     "provider_names",
@@ -79,6 +88,23 @@ def _shared_conductor(factory_spec: str) -> Conductor:
 
 def conductor() -> Conductor:
     return _shared_conductor(os.environ.get(FACTORY_ENV, ""))
+
+
+@st.cache_resource(show_spinner=False)
+def _workbench(factory_spec: str) -> tuple[SessionStore, AnswerWorker]:
+    c = _shared_conductor(factory_spec)
+    store = SessionStore.for_log(c.log)
+    return store, AnswerWorker(c, store)
+
+
+def sessions() -> SessionStore:
+    """Every chat and comparison (shared by all browser sessions, and on PostgreSQL by every process)."""
+    return _workbench(os.environ.get(FACTORY_ENV, ""))[0]
+
+
+def worker() -> AnswerWorker:
+    """Streams answers in the background, into `sessions()`."""
+    return _workbench(os.environ.get(FACTORY_ENV, ""))[1]
 
 
 # --- per-session providers ----------------------------------------------------------------
@@ -123,13 +149,20 @@ def display_name(c: Conductor, name: str) -> str:
     return display or _DISPLAY_NAMES.get(name, name)
 
 
+#: What an OpenAI-compatible endpoint configured without models calls its model
+#: (providers/openai_compat.py). A server that checks names answers 404 to it: never offered.
+PLACEHOLDER_MODEL = "default"
+
+
 def models_of(c: Conductor, name: str) -> list[str]:
-    """The models a provider offers (its default when it cannot list them)."""
+    """The models a provider offers: its configured ones, then what it lists (its default
+    when it cannot list them). Never the placeholder "default" (empty: type a name)."""
     try:
         models = c.models(name, overrides=overrides()) or []
     except ProviderError:
         models = []
-    return models or [default_model(c, name)]
+    models = models or [default_model(c, name)]
+    return [m for m in models if m != PLACEHOLDER_MODEL]
 
 
 def provider_label(c: Conductor, name: str) -> str:

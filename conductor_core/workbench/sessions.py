@@ -470,13 +470,20 @@ class SessionStore:
         return turn, answers
 
     def add_answer(self, session_id: str, turn_id: str, lane: int, variant: Variant | None = None) -> Answer:
-        """Another alternative for `lane` of a turn (regenerate), chosen at once."""
+        """Another alternative for `lane` of a turn (regenerate), chosen at once; `variant`
+        defaults to the lane's current one."""
+        return self.add_answers(session_id, turn_id, [lane], [variant] if variant is not None else None)[0]
+
+    def add_answers(
+        self, session_id: str, turn_id: str, lanes: Sequence[int], variants: Sequence[Variant] | None = None
+    ) -> list[Answer]:
+        """Another alternative in each of `lanes` (a comparison's re-run), in one transaction."""
         with self._begin() as conn:
             self._touch(conn, session_id)
             self._refuse_if_live(conn, session_id)
-            if variant is None:
-                variant = self._lane_variants(conn, session_id)[lane]
-            return self._insert_answer(conn, session_id, turn_id, lane, variant)
+            current = self._lane_variants(conn, session_id)
+            chosen = list(variants) if variants is not None else [current[lane] for lane in lanes]
+            return [self._insert_answer(conn, session_id, turn_id, lane, v) for lane, v in zip(lanes, chosen)]
 
     def _refuse_if_live(self, conn: Any, session_id: str) -> None:
         a = answers_table.c
@@ -631,7 +638,8 @@ class SessionStore:
         with self._begin() as conn:
             conn.execute(update(answers_table).where(answers_table.c.id == answer_id).values(use_as_context=include))
 
-    def set_vote(self, turn_id: str, winner: str, vote_id: str | None) -> None:
+    def set_vote(self, turn_id: str, winner: str | None, vote_id: str | None) -> None:
+        """A comparison round's verdict (None clears it: its answers were regenerated)."""
         with self._begin() as conn:
             conn.execute(update(turns_table).where(turns_table.c.id == turn_id).values(vote=winner, vote_id=vote_id))
 
