@@ -54,6 +54,7 @@ __all__ = [
     "display_name",
     "default_model",
     "models_of",
+    "PLACEHOLDER_MODEL",
     "provider_label",
     "provider_hint",
     "readiness",

@@ -754,6 +754,35 @@ def test_an_endpoint_added_for_the_session(env):
         server.stop()
 
 
+def test_an_endpoint_added_without_models_sends_a_model_it_lists(env):
+    server = OpenAIServer(reply="Listed model here.", models=["qwen2.5:7b", "llama3.2:latest"]).start()
+    try:
+        at = new_session()
+        at.switch_page("views/providers.py").run()
+        at.text_input(key="ep_name").set_value("ollama")
+        at.text_input(key="ep_url").set_value(server.url)
+        next(b for b in at.get("form_submit_button") if b.form_id == "endpoint_form").click().run()
+        no_traceback(at)
+        assert any("with 2 models (llama3.2:latest, qwen2.5:7b)" in plain(s.value) for s in at.success)
+        at.switch_page("views/chat.py").run()
+        at.sidebar.selectbox(key="chat_provider").set_value("ollama").run()
+        assert at.sidebar.selectbox(key="chat_model_ollama").options == ["llama3.2:latest", "qwen2.5:7b"]
+        send(at, "Hi")
+        assert answer_text(assistant_messages(at)[-1]) == ["Listed model here."]
+        sent = [r["json"]["model"] for r in server.requests if r["path"].endswith("/chat/completions")]
+        assert sent == ["llama3.2:latest"]  # a name the server knows, never "default"
+        # A URL that does not answer is refused with what to check, and nothing is added.
+        at.switch_page("views/providers.py").run()
+        at.text_input(key="ep_name").set_value("nowhere")
+        at.text_input(key="ep_url").set_value("http://127.0.0.1:9/v1")
+        next(b for b in at.get("form_submit_button") if b.form_id == "endpoint_form").click().run()
+        assert any("did not answer" in plain(e.value) and "type the model names" in plain(e.value) for e in at.error)
+        at.switch_page("views/chat.py").run()
+        assert "nowhere" not in at.sidebar.selectbox(key="chat_provider").options
+    finally:
+        server.stop()
+
+
 def test_compare_with_one_provider_says_what_to_add(env, monkeypatch):
     monkeypatch.setattr(fakes, "build_conductor", _only_gamma)
     st.cache_resource.clear()
