@@ -14,7 +14,7 @@ if str(_ROOT) not in sys.path:  # `streamlit run` puts playground/ on the path, 
 
 import streamlit as st  # noqa: E402
 
-st.set_page_config(page_title="Conductor", page_icon=str(Path(__file__).resolve().parent / "static" / "icon.svg"), layout="wide", initial_sidebar_state="expanded")
+st.set_page_config(page_title="Conductor", page_icon=str(Path(__file__).resolve().parent / "static" / "icon.svg"), layout="wide", initial_sidebar_state="auto")
 
 from playground import components as ui  # noqa: E402
 from playground import state  # noqa: E402

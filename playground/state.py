@@ -209,7 +209,7 @@ def provider_hint(c: Conductor, name: str) -> str | None:
 #: (RequestLog.aggregate) instead of rows, and shows mean latency and time to first token
 #: instead of percentiles. Reading rows costs ~5-8 us each: this keeps a refresh under ~0.5 s.
 FRAME_ROW_LIMIT = 50_000
-_FRAME_COLUMNS = ["created_at", "provider", "status", "latency_ms", "ttft_ms", "output_tokens", "cost_usd"]
+_FRAME_COLUMNS = ["created_at", "provider", "status", "error_type", "latency_ms", "ttft_ms", "output_tokens", "cost_usd"]
 
 
 @dataclass
@@ -222,6 +222,7 @@ class DashboardSnapshot:
     from_rows: bool  # True: p50/p95 from rows; False: per-minute rollups (means only)
     wins: pd.DataFrame
     took_s: float
+    log_since: datetime | None = None  # the oldest attempt in the whole log (everyone's)
     taken_at: float = field(default_factory=time.monotonic)
     error: str | None = None
 
@@ -257,7 +258,29 @@ def _build_snapshot(c: Conductor, window_s: int | None) -> DashboardSnapshot:
             series = dd.series_from_aggregate(aggregate, start=start, end=end, bucket_s=bucket_s)
         from_rows = False
     wins = dd.win_rates(log.votes(since=since))
-    return DashboardSnapshot(series, bucket_s, start, end, rows, from_rows, wins, time.perf_counter() - t0)
+    return DashboardSnapshot(
+        series, bucket_s, start, end, rows, from_rows, wins, time.perf_counter() - t0, log_since=_log_since(c)
+    )
+
+
+_LOG_SINCE_S = 60.0
+_log_since_cache: dict[int, tuple[float, datetime | None]] = {}
+
+
+def _log_since(c: Conductor) -> datetime | None:
+    """When the request log starts, to the minute, from its rollups (two small queries,
+    asked at most once a minute: the answer only changes when old rows are removed)."""
+    cached = _log_since_cache.get(id(c))
+    if cached and time.monotonic() - cached[0] < _LOG_SINCE_S and cached[1] is not None:
+        return cached[1]
+    daily = c.log.aggregate(bucket_s=86400)
+    found = None
+    if len(daily):
+        day = daily["bucket"].min().to_pydatetime()
+        minutes = c.log.aggregate(since=day, until=day + timedelta(days=1), bucket_s=60)
+        found = (minutes["bucket"].min() if len(minutes) else daily["bucket"].min()).to_pydatetime()
+    _log_since_cache[id(c)] = (time.monotonic(), found)
+    return found
 
 
 class _SnapshotCache:

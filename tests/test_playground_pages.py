@@ -572,8 +572,38 @@ def test_dashboard_with_an_empty_log(app):
     no_traceback(app)
     assert any("No requests in this window yet" in i.value for i in app.info)
     assert len(app.dataframe) == 1
-    assert {m.label for m in app.metric} >= {"Requests", "Success rate", "Requests / min", "Est. cost", "Uptime"}
+    assert {m.label for m in app.metric} >= {"Requests", "Success rate", "Requests / min", "Est. cost", "Log since"}
+    assert next(m for m in app.metric if m.label == "Log since").value == "—"
     assert len(app.get("download_button")) == 2
+
+
+def test_dashboard_figures_tell_the_truth(app):
+    log = conductor().log
+    now = utcnow()
+    started = now - timedelta(minutes=3)
+    bulk_write(
+        log,
+        [
+            AttemptRecord(request_id="r1", provider="alpha", status="ok", created_at=started, latency_ms=100.0, cost_usd=1e-3),
+            AttemptRecord(request_id="r2", provider="beta", status="ok", created_at=now - timedelta(minutes=2), latency_ms=90.0),
+            AttemptRecord(request_id="r3", provider="alpha", status="error", error_type="bad_request",
+                          created_at=now - timedelta(minutes=1), error_message="context overflow"),
+            AttemptRecord(request_id="r4", provider="alpha", status="incomplete", error_type="cancelled",
+                          created_at=now - timedelta(seconds=50)),
+            AttemptRecord(request_id="r5", provider="beta", status="error", error_type="timeout", created_at=now - timedelta(seconds=40)),
+        ],
+    )
+    app.switch_page("views/dashboard.py").run()
+    no_traceback(app)
+    tile = {m.label: m.value for m in app.metric}
+    assert tile["Requests"] == "5"
+    assert tile["Success rate"] == "66.7%"  # 2 of 3: the bad request and the stopped answer are the request's doing
+    cost = next(m for m in app.metric if m.label == "Est. cost")
+    assert (cost.value, cost.delta) == ("$0.001000", "+ 1 unpriced")  # beta's success has no known price
+    assert tile["Log since"] == f"{started:%H:%M} UTC" or tile["Log since"] == f"{started:%b %d}"
+    log_since = next(m for m in app.metric if m.label == "Log since")
+    assert "This server has been up for" in log_since.proto.help and log_since.delta.startswith("this server up ")
+    assert next(m for m in app.metric if m.label == "Success rate").delta == "2 left out"
 
 
 def bulk_write(log, records: list[AttemptRecord]) -> None:
@@ -602,22 +632,22 @@ def test_dashboard_with_ten_thousand_rows_draws_bounded_charts(app):
     log.write_vote(Vote(group_id="g", targets=["alpha/a", "beta/b"], winner="alpha/a"))
     app.switch_page("views/dashboard.py").run()
     no_traceback(app)
-    assert app.segmented_control(key="dash_window").value == "15 min"
-    app.segmented_control(key="dash_window").set_value("1 hour").run()
+    assert app.segmented_control(key="dash_window").value == "15m"
+    app.segmented_control(key="dash_window").set_value("1h").run()
     requests = next(m for m in app.metric if m.label == "Requests")
     assert requests.value == "10,000"
     assert len(app.get("vega_lite_chart")) == 8  # seven time series and the win rate
     rows = chart_rows(app)
     assert rows and max(rows) <= charts.MAX_POINTS and min(rows) > 0
     # The window selector changes the view and survives reruns.
-    app.segmented_control(key="dash_window").set_value("5 min").run()
+    app.segmented_control(key="dash_window").set_value("5m").run()
     no_traceback(app)
     assert next(m for m in app.metric if m.label == "Requests").value != "10,000"
     app.run()
-    assert app.segmented_control(key="dash_window").value == "5 min"
+    assert app.segmented_control(key="dash_window").value == "5m"
     app.switch_page("views/chat.py").run()
     app.switch_page("views/dashboard.py").run()
-    assert app.segmented_control(key="dash_window").value == "5 min"  # kept across pages
+    assert app.segmented_control(key="dash_window").value == "5m"  # kept across pages
 
 
 def test_dashboard_reads_rollups_when_the_window_is_too_big_for_rows(app, monkeypatch):
@@ -636,7 +666,7 @@ def test_dashboard_reads_rollups_when_the_window_is_too_big_for_rows(app, monkey
     )
     monkeypatch.setattr(playground_state, "FRAME_ROW_LIMIT", 10)
     app.switch_page("views/dashboard.py").run()
-    app.segmented_control(key="dash_window").set_value("All time").run()
+    app.segmented_control(key="dash_window").set_value("All").run()
     no_traceback(app)
     assert next(m for m in app.metric if m.label == "Requests").value == "50"
     assert any("from per-minute sums" in c.value for c in app.caption)
