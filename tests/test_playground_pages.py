@@ -837,6 +837,21 @@ def _only_gamma():
     return conductor
 
 
+def test_a_password_from_secrets_guards_the_page(env):
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.secrets["playground_password"] = "correct horse 42"
+    at.run()
+    assert not at.chat_input and not at.sidebar.selectbox  # nothing of the app before the password
+    at.text_input(key="access_password").set_value("wrong")
+    at.get("form_submit_button")[0].click().run()
+    assert any("not right" in e.value for e in at.error) and not at.chat_input
+    at.text_input(key="access_password").set_value("correct horse 42")
+    at.get("form_submit_button")[0].click().run()
+    no_traceback(at)
+    assert at.chat_input and at.title[0].value == "Playground"
+    assert "correct horse 42" not in repr(at.session_state.to_dict())
+
+
 def test_a_conductor_that_cannot_start_is_a_message(env, monkeypatch):
     def broken():
         raise ValueError("endpoint 'x' has no base_url")
