@@ -84,7 +84,7 @@ def sidebar_list(kind: str, current_id: str | None) -> None:
             ui.escape_md(title[:40] + ("…" if len(title) > 40 else "")), key=f"{kind}_open_{session.id}",
             icon=":material/chevron_right:" if mine else ":material/chat_bubble_outline:", type="secondary" if mine else "tertiary",
             help=f"{title} · updated {session.updated_at:%Y-%m-%d %H:%M} UTC", width="stretch",
-            on_click=open_session, args=(kind, session.id), disabled=mine,
+            on_click=open_session, args=(kind, session.id),
         )
 
 

@@ -203,12 +203,12 @@ def _flip(label: str, options: Sequence[str], index: int, on_choose, key: str, *
     row = st.container(horizontal=True, gap="small", vertical_alignment="center", width="content")
     with row:
         st.button(
-            "", icon=":material/chevron_left:", key=f"{key}_prev", type="tertiary", disabled=index == 0,
+            "‹", key=f"{key}_prev", type="tertiary", disabled=index == 0,
             on_click=on_choose, args=(options[max(0, index - 1)],), help=f"Previous {label}",
         )
         st.caption(f"{label} {index + 1}/{len(options)}", help=help)
         st.button(
-            "", icon=":material/chevron_right:", key=f"{key}_next", type="tertiary", disabled=index >= len(options) - 1,
+            "›", key=f"{key}_next", type="tertiary", disabled=index >= len(options) - 1,
             on_click=on_choose, args=(options[min(len(options) - 1, index + 1)],), help=f"Next {label}",
         )
 
