@@ -305,8 +305,9 @@ def estimate_cost(c: Conductor, variant: Variant, conversation: Sequence[ChatMes
     text = low_text if low == high else f"{low_text} to {high_text}"
     said = f"AUTO may choose any of {len(costs)} providers; {detail}"
     if unknown:
-        text += f" · {len(unknown)} unpriced"
-        said += f"; no price for {', '.join(unknown)}"
+        names = ", ".join(unknown[:2]) + (f" +{len(unknown) - 2}" if len(unknown) > 2 else "")
+        text += f", unknown on {names}"
+        said += f"; no price is known for {', '.join(unknown)}"
     return CostEstimate(text, said, high)
 
 

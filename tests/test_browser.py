@@ -237,21 +237,27 @@ def ask(page, prompt: str) -> None:
     box.press("Enter")
 
 
+_FINISHED_ANSWER = """(n) => {
+    if (document.querySelector('[data-stale="true"]') || document.querySelector('[data-testid="stStatusWidget"]')) return false;
+    const m = [...document.querySelectorAll('[data-testid="stChatMessage"]')]
+        .filter(e => e.querySelector('[data-testid="stChatMessageAvatarAssistant"]'));
+    return m.length >= n && m[n - 1].innerText.includes('tok/s') && !m[n - 1].innerText.includes('Stop');
+}"""
+
+
 def assistant_with_figures(page, count: int, timeout_ms: int = 180_000):
     """The `count`-th assistant message, once it has finished (its figures, tok/s..., are
-    drawn) and the page has settled (no element left over from the previous run)."""
-    page.wait_for_function(
-        """(n) => {
-            if (document.querySelector('[data-stale="true"]')) return false;
-            const m = [...document.querySelectorAll('[data-testid="stChatMessage"]')]
-                .filter(e => e.querySelector('[data-testid="stChatMessageAvatarAssistant"]'));
-            return m.length >= n && m[n - 1].innerText.includes('tok/s');
-        }""",
-        arg=count,
-        timeout=timeout_ms,
-        polling=100,
-    )
-    _settle_quietly(page)
+    drawn) and the page is at rest. While a run redraws the page, React may briefly show an
+    earlier message in that slot: the state must hold for a moment to count."""
+    deadline = time.monotonic() + timeout_ms / 1000
+    while True:
+        left_ms = max(1_000, int((deadline - time.monotonic()) * 1000))
+        page.wait_for_function(_FINISHED_ANSWER, arg=count, timeout=left_ms, polling=100)
+        page.wait_for_timeout(700)
+        if page.evaluate(_FINISHED_ANSWER, count):
+            break
+        if time.monotonic() > deadline:
+            raise AssertionError(f"assistant message {count} did not finish and stay finished")
     return page.locator('[data-testid="stChatMessage"]:has([data-testid="stChatMessageAvatarAssistant"])').nth(count - 1)
 
 
@@ -334,7 +340,7 @@ def test_playground_in_a_real_browser(app_server, shots):
             wait_idle(page)
             users = page.locator('[data-testid="stChatMessage"]:has([data-testid="stChatMessageAvatarUser"])')
             assert "<script>alert(1)</script>" in users.last.inner_text()
-            assert "<img src=x onerror=alert(2)>" in reply.inner_text()
+            assert "<img src=x onerror=alert(2)>" in reply.inner_text(), reply.inner_text()
             messages = page.get_by_test_id("stChatMessage")
             assert messages.locator("script").count() == 0
             assert messages.locator("img[onerror], b").count() == 0
@@ -594,8 +600,9 @@ def test_failed_turns_regenerate_edit_and_leaving_mid_stream(app_server, loopbac
             loopback.reply = "A second opinion from the large model."
             assistant_messages(page).nth(2).get_by_role("button", name="Regenerate").click()
             page.get_by_text("A second opinion from the large model.").wait_for(timeout=60_000)
-            wait_idle(page)
-            third = assistant_messages(page).nth(2)
+            page.get_by_text("answer 2/2").wait_for(timeout=60_000)
+            wait_settled(page)
+            third = assistant_with_figures(page, 3, timeout_ms=60_000)
             assert "answer 2/2" in third.inner_text() and "loopback-large" in third.inner_text()
             assert chat_requests(loopback)[-1]["model"] == "loopback-large"
             assert [m["content"] for m in chat_requests(loopback)[-1]["messages"]] == ["Hello", LOOPBACK_REPLY, "hi"]
@@ -672,7 +679,7 @@ def test_every_page_at_phone_width_with_the_sidebar_closed(app_server, shots):
         try:
             # A phone as a browser reports it (390 x 844, a phone's user agent): Streamlit decides
             # "small device" from both, and closes the sidebar after a navigation on phones.
-            phone = {**p.devices["iPhone 13"], "viewport": {"width": 390, "height": 844}}
+            phone = {**p.devices["iPhone 13"], "viewport": {"width": 390, "height": 844}, "device_scale_factor": 1}
             phone.pop("default_browser_type", None)
             page = browser.new_context(**phone).new_page()
             open_chat(page, app_server["url"])
