@@ -228,7 +228,7 @@ def test_time_series_charts(builder, field):
     rows = data_rows(spec)
     assert len(rows) == 1 and 0 < rows[0] <= charts.MAX_POINTS
     (values,) = spec["datasets"].values()
-    assert set(values[0]) <= {"provider", "bucket", field, "segment", "alone"}  # only what the chart draws is sent
+    assert set(values[0]) <= {"provider", "bucket", field, "segment"}  # only what the chart draws is sent
     assert all(v[field] is not None for v in values)
 
 
@@ -359,15 +359,14 @@ def test_lines_are_straight_and_break_where_there_is_no_data():
     frame = rows((600, "a", "ok", None, 0.0), (590, "a", "error", "timeout", None), (30, "a", "ok", None, 0.0), (300, "b", "ok", None, 0.0))
     series, _ = dd.series_from_frame(frame, start=NOW - timedelta(minutes=15), end=NOW, bucket_s=60)
     spec = charts.success_rate_chart(series, start=NOW - timedelta(minutes=15), end=NOW).to_dict()
-    line, dots = spec["layer"]
-    assert line["mark"]["type"] == "line" and line["mark"]["interpolate"] == "linear"
-    assert line["encoding"]["detail"]["field"] == "segment"  # one path per run of buckets with data
+    assert spec["mark"]["type"] == "line" and spec["mark"]["interpolate"] == "linear"
+    assert spec["encoding"]["detail"]["field"] == "segment"  # one path per run of buckets with data
+    assert spec["mark"]["point"]["filled"]  # every point a dot: a lone bucket still shows
     (values,) = spec["datasets"].values()
     a = [v for v in values if v["provider"] == "a"]
     assert [v["success_rate"] for v in a] == [0.5, 1.0]
     assert a[0]["segment"] != a[1]["segment"]  # not joined across the 9 empty minutes
-    assert all(v["alone"] for v in values)  # no neighbours: each is drawn as a dot
-    assert dots["mark"]["type"] == "point"
+    assert len({v["segment"] for v in values}) == 3
     # Latency breaks the same way, per provider and percentile.
     latency = charts.latency_chart(series).to_dict()
     (points,) = latency["datasets"].values()
@@ -378,7 +377,7 @@ def test_consecutive_buckets_make_one_segment():
     frame = rows(*[(60 * i + 5, "a", "ok", None, 0.0) for i in range(5)])
     series, _ = dd.series_from_frame(frame, start=NOW - timedelta(minutes=10), end=NOW, bucket_s=60)
     (values,) = charts.success_rate_chart(series).to_dict()["datasets"].values()
-    assert len(values) == 5 and len({v["segment"] for v in values}) == 1 and not any(v["alone"] for v in values)
+    assert len(values) == 5 and len({v["segment"] for v in values}) == 1
 
 
 def test_legends_wrap_so_eight_providers_stay_readable():
