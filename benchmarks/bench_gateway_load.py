@@ -33,6 +33,7 @@ if __package__ in (None, ""):
 
 from benchmarks.common import (
     GatewayProcess,
+    LiteLLMProxyProcess,
     cpu_seconds,
     Rounds,
     Upstreams,
@@ -47,6 +48,8 @@ from benchmarks.common import (
 )
 
 NAME = "gateway_load"
+KEY = "sk-bench-not-a-key"  # the same bearer key on the gateway and the LiteLLM proxy
+HUNG_WAITING = 500
 MODEL = "bench-model"
 CONCURRENCY = 50
 UPSTREAM_LATENCY_MS = 50.0
@@ -233,6 +236,55 @@ def _added(rounds: Rounds, name: str = "gateway") -> dict[str, Any]:
     }
 
 
+def _hung_scenario(data_dir: Path, healthy_url: str, quick: bool) -> dict[str, Any]:
+    """One upstream hung (answers after 10 minutes) with `HUNG_WAITING` requests waiting on it:
+    `/health` latency and a healthy provider's p50, against the same gateway unloaded."""
+    waiting = 50 if quick else HUNG_WAITING
+    samples = 20 if quick else 200
+    with Upstreams([600_000], reply=REPLY) as hung, GatewayProcess(
+        {"up": healthy_url, "hung": hung.url}, data_dir / "hung", api_key=KEY
+    ) as gateway:
+        base = gateway.url.removesuffix("/v1")
+
+        async def measure() -> dict[str, Any]:
+            host, port, chat = _raw_request(gateway.url, f"up/{MODEL}", False)
+            health = f"GET /health HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode()
+            _, _, hung_chat = _raw_request(gateway.url, f"hung/{MODEL}", False)
+
+            async def timed(raw: bytes, n: int) -> list[float]:
+                connection, out = _Connection(host, port), []
+                for _ in range(n):
+                    t0 = time.perf_counter()
+                    status, _ = await connection.send(raw, t0)
+                    if status == 200:
+                        out.append((time.perf_counter() - t0) * 1000)
+                await connection.close()
+                return out
+
+            unloaded_chat = await timed(chat, samples)
+            unloaded_health = await timed(health, samples)
+            holders = [_Connection(host, port) for _ in range(waiting)]
+            tasks = [asyncio.ensure_future(c.send(hung_chat, time.perf_counter())) for c in holders]
+            await asyncio.sleep(2.0 if not quick else 0.5)  # all of them sent and waiting upstream
+            loaded_health = await timed(health, samples)
+            loaded_chat = await timed(chat, samples)
+            for task in tasks:
+                task.cancel()
+            for connection in holders:
+                await connection.close()
+            return {
+                "waiting_on_hung_upstream": waiting,
+                "health_ms": {"unloaded": _pcts(unloaded_health), "with_hung": _pcts(loaded_health)},
+                "healthy_chat_ms": {"unloaded": _pcts(unloaded_chat), "with_hung": _pcts(loaded_chat)},
+                "healthy_p50_ratio": rounded(percentile(loaded_chat, 0.5) / percentile(unloaded_chat, 0.5), 3)
+                if loaded_chat and unloaded_chat
+                else None,
+            }
+
+        _ = base
+        return asyncio.run(measure())
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = parser(__doc__.splitlines()[0])
     p.add_argument(
@@ -250,26 +302,48 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     from conductor_core.store import RequestLog
 
+    from benchmarks.bench_overhead import litellm_python
+
+    litellm, litellm_note = litellm_python()
+    if litellm is None and not args.quick:
+        raise SystemExit(f"LiteLLM is needed for the side-by-side figures: {litellm_note}")
     with tempfile.TemporaryDirectory(prefix="conductor-bench-gw-") as tmp, Upstreams(
         [UPSTREAM_LATENCY_MS], reply=REPLY
     ) as upstream:
         data_dir = Path(tmp) / "gateway-data"
-        with GatewayProcess({"up": upstream.url}, data_dir) as gateway:
+        with GatewayProcess({"up": upstream.url}, data_dir, api_key=KEY) as gateway:
             targets = {
                 "direct": (upstream.url, MODEL, {"gateway": gateway.pid, "upstream": upstream.pid}),
                 "gateway": (gateway.url, f"up/{MODEL}", {"gateway": gateway.pid, "upstream": upstream.pid}),
             }
-            second = GatewayProcess({"up": upstream.url}, data_dir, workers=2) if two_workers else None
+            extra: list[Any] = []
             try:
-                if second is not None:
+                if litellm is not None:
+                    proxy = LiteLLMProxyProcess(litellm, upstream.url, f"up/{MODEL}", KEY)
+                    extra.append(proxy)
+                    targets["litellm"] = (proxy.url, f"up/{MODEL}", {"litellm": proxy.pid, "upstream": upstream.pid})
+                if two_workers:
+                    second = GatewayProcess({"up": upstream.url}, data_dir, workers=2, api_key=KEY)
+                    extra.append(second)
                     targets["gateway_2_workers"] = (second.url, f"up/{MODEL}", {"gateway": second.pid, "upstream": upstream.pid})
+                    if litellm is not None:
+                        proxy2 = LiteLLMProxyProcess(litellm, upstream.url, f"up/{MODEL}", KEY, workers=2)
+                        extra.append(proxy2)
+                        targets["litellm_2_workers"] = (proxy2.url, f"up/{MODEL}", {"litellm": proxy2.pid, "upstream": upstream.pid})
                 results = asyncio.run(_run(targets, size))
             finally:
-                if second is not None:
-                    second.close()
+                for process in extra:
+                    process.close()
+            results["hung_upstream"] = _hung_scenario(data_dir, upstream.url, args.quick)
         log = RequestLog(data_dir=data_dir)
         logged = log.count()
         log.close()
+    for mode in ("non_streaming", "streaming"):
+        rps = results[mode]["requests_per_s"]
+        for suffix in ("", "_2_workers"):
+            if rps.get("litellm" + suffix):
+                results[mode]["gateway_over_litellm" + suffix] = rounded(rps["gateway" + suffix] / rps["litellm" + suffix], 2)
+    results["litellm"] = litellm_note
 
     payload = envelope(
         NAME,
@@ -285,6 +359,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "gateway_2_workers": "python -m gateway with CONDUCTOR_GATEWAY_WORKERS=2, same request log"
             if two_workers
             else None,
+            "litellm": "litellm --config (proxy 1.110.2, .venv-bench), same upstream, same bearer key",
+            "hung_waiting": HUNG_WAITING,
         },
         gateway_request_log_rows=logged,
         **results,

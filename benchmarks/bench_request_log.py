@@ -1,5 +1,6 @@
 """Request log: `RequestLog.write` per second on SQLite and PostgreSQL, with one writer and
-with eight concurrent writers (threads sharing one RequestLog, as the gateway's workers do).
+with eight concurrent writers (threads sharing one RequestLog, as the gateway's workers do),
+and what `submit()` (the router's path) costs with its spool against the same call without.
 
 Every attempt a Conductor makes is one `write()` on the request path, so the time of one
 write is part of every request's overhead (see bench_overhead) and the writes per second
@@ -7,6 +8,12 @@ bound how many requests per second one process can log. `write_many` (one transa
 a batch) is measured too: it is what the router's background writer (`submit`) does. Each
 insert also updates the per-minute rollups the dashboard reads, in the same transaction:
 their cost is in every figure.
+
+`submit()` is what a request actually waits for: it redacts and encodes the attempt and
+appends it to the spool file (one write(2), no fsync) so a finished request survives
+kill -9. The baseline in the same run is the same `submit()` with the spool switched off
+(attempts kept in memory until the background writer commits them, as before the spool
+existed), in interleaved rounds.
 
 PostgreSQL: the URL in $CONDUCTOR_TEST_POSTGRES_URL (a throwaway schema is created and
 dropped); without it the PostgreSQL rows are skipped, and the result file says so.
@@ -109,6 +116,40 @@ def _batched(log: Any, n: int) -> dict[str, float]:
     return {"writes_per_s": n / (time.perf_counter() - t0)}
 
 
+def _submit(log: Any, n: int) -> dict[str, float]:
+    records = _records(n)
+    latencies = []
+    for record in records:
+        t = time.perf_counter()
+        log.submit(record)
+        latencies.append((time.perf_counter() - t) * 1_000_000)
+    log.flush()  # not timed: the background commit is off the request path
+    return {"p50_us": percentile(latencies, 0.5), "p99_us": percentile(latencies, 0.99), "mean_us": statistics.fmean(latencies)}
+
+
+def _submit_with_and_without_spool(log: Any, size: dict[str, int]) -> dict[str, Any]:
+    from conductor_core.store.writer import LogWriter
+
+    spooled = log._writer  # noqa: SLF001 - the benchmark swaps the writer for its baseline
+    in_memory = LogWriter(log._db, None, log_prompts=log.log_prompts)  # noqa: SLF001
+    runs: dict[str, list[dict[str, float]]] = {"spool": [], "no_spool": []}
+    try:
+        for writer in (spooled, in_memory):  # warm-up
+            log._writer = writer  # noqa: SLF001
+            _submit(log, size["warmup"])
+        for _ in range(size["rounds"]):
+            for name, writer in (("spool", spooled), ("no_spool", in_memory)):
+                log._writer = writer  # noqa: SLF001
+                runs[name].append(_submit(log, size["writes"]))
+    finally:
+        log._writer = spooled  # noqa: SLF001
+        in_memory.close()
+    out: dict[str, Any] = {name: {key: rounded(statistics.median(r[key] for r in results), 2) for key in results[0]} for name, results in runs.items()}
+    out["added_p50_us"] = rounded(out["spool"]["p50_us"] - out["no_spool"]["p50_us"], 2)
+    out["added_p99_us"] = rounded(out["spool"]["p99_us"] - out["no_spool"]["p99_us"], 2)
+    return out
+
+
 def _run_backend(log: Any, size: dict[str, int]) -> dict[str, Any]:
     _single(log, size["warmup"])
     runs: dict[str, list[dict[str, float]]] = {"one_writer": [], f"{WRITERS}_writers": [], f"write_many_{BATCH}": []}
@@ -119,6 +160,7 @@ def _run_backend(log: Any, size: dict[str, int]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, results in runs.items():
         out[name] = {key: rounded(statistics.median(r[key] for r in results), 3) for key in results[0]}
+    out["submit"] = _submit_with_and_without_spool(log, size)
     out["rows"] = log.count()
     out["write_errors"] = log.write_errors
     out["last_write_error"] = log.last_write_error
@@ -137,7 +179,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     backends: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="conductor-bench-log-") as tmp:
-        log = RequestLog(data_dir=Path(tmp) / "sqlite")
+        log = RequestLog(data_dir=Path(tmp) / "sqlite")  # the spool goes under the same data_dir
         try:
             backends["sqlite"] = {"url": "SQLite file (WAL, synchronous=NORMAL)", **_run_backend(log, size)}
         finally:
@@ -156,11 +198,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 conn.execute(text(f'CREATE SCHEMA "{schema}"'))
             url = make_url(normalize_database_url(postgres_url)).update_query_dict({"options": f"-csearch_path={schema}"})
             try:
-                log = RequestLog(url.render_as_string(hide_password=False))
-                try:
-                    backends["postgresql"] = {"url": log.url, **_run_backend(log, size)}
-                finally:
-                    log.close()
+                with tempfile.TemporaryDirectory(prefix="conductor-bench-spool-") as spool_dir:
+                    log = RequestLog(url.render_as_string(hide_password=False), data_dir=Path(spool_dir))
+                    try:
+                        backends["postgresql"] = {"url": log.url, **_run_backend(log, size)}
+                    finally:
+                        log.close()
             finally:
                 with admin.begin() as conn:
                     conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
@@ -183,7 +226,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         lines.append(
             f"  {name}: 1 writer {figures['one_writer']['writes_per_s']:.0f}/s (p50 {figures['one_writer']['p50_ms']} ms), "
             f"{WRITERS} writers {figures[f'{WRITERS}_writers']['writes_per_s']:.0f}/s, "
-            f"write_many {figures[f'write_many_{BATCH}']['writes_per_s']:.0f} rows/s, errors {figures['write_errors']}"
+            f"write_many {figures[f'write_many_{BATCH}']['writes_per_s']:.0f} rows/s, errors {figures['write_errors']}; "
+            f"submit p50 {figures['submit']['spool']['p50_us']} us with the spool, {figures['submit']['no_spool']['p50_us']} us without "
+            f"(+{figures['submit']['added_p50_us']} us)"
         )
     report(lines)
     return payload

@@ -357,6 +357,71 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+class LiteLLMProxyProcess:
+    """The LiteLLM proxy (`litellm --config`, its own virtualenv) in front of the same upstream,
+    with a master key: the side-by-side baseline of the gateway benchmark."""
+
+    def __init__(self, python: str, upstream_url: str, model: str, key: str, workers: int = 1) -> None:
+        import tempfile
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        self._dir = tempfile.mkdtemp(prefix="litellm-bench-")
+        config = Path(self._dir) / "config.yaml"
+        config.write_text(
+            "model_list:\n"
+            f"  - model_name: {model}\n"
+            "    litellm_params:\n"
+            f"      model: openai/{model.split('/')[-1]}\n"
+            f"      api_base: {upstream_url}\n"
+            "      api_key: sk-upstream-not-a-key\n"
+            f"general_settings:\n  master_key: {key}\n"
+        )
+        env = child_env(LITELLM_MASTER_KEY=key, LITELLM_LOCAL_MODEL_COST_MAP="True", LITELLM_LOG="ERROR")
+        litellm = str(Path(python).with_name("litellm"))
+        command = [litellm, "--config", str(config), "--host", "127.0.0.1", "--port", str(self.port), "--num_workers", str(workers)]
+        self._process = subprocess.Popen(command, cwd=self._dir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self._key = key
+        self.wait_ready()
+
+    def wait_ready(self, timeout_s: float = 180.0) -> None:
+        import httpx
+
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                error = self._process.stderr.read().decode(errors="replace") if self._process.stderr else ""
+                raise RuntimeError(f"the LiteLLM proxy exited: {error[-2000:]}")
+            try:
+                r = httpx.get(self.url + "/models", headers={"Authorization": f"Bearer {self._key}"}, timeout=1.0)
+                if r.status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.25)
+        self.close()
+        raise TimeoutError("the LiteLLM proxy did not start")
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
+    def close(self) -> None:
+        if self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+
+    def __enter__(self) -> "LiteLLMProxyProcess":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 class GatewayProcess:
     """The gateway as users start it (`python -m gateway`, its own process), configured by
     environment variables with one named endpoint pointing at an upstream."""
@@ -369,6 +434,7 @@ class GatewayProcess:
         models: Sequence[str] = ("bench-model",),
         wait: bool = True,
         workers: int = 1,
+        api_key: str | None = None,
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
@@ -382,6 +448,7 @@ class GatewayProcess:
             CONDUCTOR_DATA_DIR=str(data_dir),
             CONDUCTOR_ENDPOINTS=json.dumps(config),
             CONDUCTOR_GATEWAY_WORKERS=str(workers),
+            **({"CONDUCTOR_API_KEY": api_key} if api_key else {}),
         )
         command = [sys.executable, "-m", "gateway"]
         self._process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

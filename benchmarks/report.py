@@ -160,6 +160,20 @@ def request_log(r: dict[str, Any]) -> list[str]:
             f"| {name} | {_f(one['writes_per_s'], 0)} | {_f(one['p50_ms'], 2)} / {_f(one['p99_ms'], 2)} | {_f(eight['writes_per_s'], 0)} | "
             f"{_f(eight['p50_ms'], 2)} / {_f(eight['p99_ms'], 2)} | {_f(many['writes_per_s'], 0)} |"
         )
+    submits = {name: b["submit"] for name, b in r["backends"].items() if "submit" in b}
+    if submits:
+        out += [
+            "",
+            "`submit()`, the router's path (µs per call; the spool makes it survive kill -9, the baseline keeps attempts in memory):",
+            "",
+            "| backend | with spool p50 / p99 | without spool p50 / p99 | added by the spool p50 / p99 |",
+            "|---|---:|---:|---:|",
+        ]
+        for name, sub in submits.items():
+            out.append(
+                f"| {name} | {_f(sub['spool']['p50_us'], 1)} / {_f(sub['spool']['p99_us'], 1)} | {_f(sub['no_spool']['p50_us'], 1)} / "
+                f"{_f(sub['no_spool']['p99_us'], 1)} | {_f(sub['added_p50_us'], 1)} / {_f(sub['added_p99_us'], 1)} |"
+            )
     return out
 
 
@@ -182,9 +196,44 @@ def gateway_load(r: dict[str, Any]) -> list[str]:
     return out
 
 
+def experiments(r: dict[str, Any]) -> list[str]:
+    c, b, p, m = r["config"], r["baseline"], r["progress"], r["memory"]
+    out = [
+        _head(r),
+        "",
+        f"{c['rows']} rows × {c['variants']} variants, each on its own loopback upstream "
+        f"({', '.join(f'{x:g}' for x in c['upstream_latencies_ms'])} ms), at most {c['concurrency_per_provider']} calls at once per provider.",
+        "",
+        "| measure | wall (s) | / ideal schedule | CPU a cell (ms) |",
+        "|---|---:|---:|---:|",
+        f"| ideal schedule (slowest provider: rows × latency ÷ concurrency) | {_f(r['ideal_s'])} | 1.000 | |",
+        f"| `start_run` (SDK, router, request log, run tables) | {_f(r['wall_s'])} | **{_f(r['ratio_to_ideal'], 3)}** | {_f(r['cpu_ms_per_cell'])} |",
+        f"| baseline: the openai SDK alone, 8 threads per upstream | {_f(b['wall_s'])} | {_f(b['ratio_to_ideal'], 3)} | {_f(b['cpu_ms_per_cell'])} |",
+        "",
+        f"`start_run` / the SDK-only baseline: {_f(r['ratio_to_baseline'], 3)}. Cells: {r['cells']['ok']:,} of {r['cells']['total']:,} answered; "
+        f"request-log rows {r['request_log_rows']:,}.",
+        "",
+        "| per variant | p50 latency (ms) | p95 latency (ms) |",
+        "|---|---:|---:|",
+        *[f"| {name} | {_f(v['p50_latency_ms'], 1)} | {_f(v['p95_latency_ms'], 1)} |" for name, v in r["per_variant"].items()],
+        "",
+        f"Progress, polled every {c['poll_interval_s']:g} s as a page would: first change after {_f(p['first_change_s'])} s, "
+        f"longest wait between two changes **{_f(p['longest_gap_between_changes_s'])} s**; `progress()` costs "
+        f"{_f(p['progress_call_us']['p50'], 1)} µs at p50, {_f(p['progress_call_us']['p99'], 1)} µs at p99.",
+        "",
+        "| rows | traced peak of the run (MB) | traced peak of a grid page + statistics (MB) |",
+        "|---:|---:|---:|",
+        *[f"| {int(rows):,} | {_f(v['run_peak_mb'])} | {_f(v['page_and_stats_peak_mb'], 3)} |" for rows, v in m["by_rows"].items()],
+        "",
+        f"Bigger / smaller: run {_f(m['run_ratio'], 3)}, page + statistics {_f(m['page_and_stats_ratio'], 3)} (flat: the runner keeps counters, "
+        "the cells go to the database as they finish, and statistics are SQL aggregates).",
+    ]
+    return out
+
+
 def targets(results: Path) -> list[str]:
     out = ["| benchmark | target | limit | measured | met |", "|---|---|---:|---:|---|"]
-    for name in ("overhead", "fanout", "local", "dashboard"):
+    for name in ("overhead", "fanout", "local", "dashboard", "experiments"):
         r = _load(results, name)
         if r is None:
             continue
@@ -202,6 +251,7 @@ SECTIONS = {
     "dashboard": ("4. Dashboard at scale", dashboard),
     "request_log": ("5. Request log", request_log),
     "gateway_load": ("6. Gateway load", gateway_load),
+    "experiments": ("7. Experiments: a dataset run", experiments),
 }
 
 

@@ -29,6 +29,7 @@ BENCHMARKS = {
     "request_log": "benchmarks.bench_request_log",
     "overhead": "benchmarks.bench_overhead",
     "fanout": "benchmarks.bench_fanout",
+    "experiments": "benchmarks.bench_experiments",
     "gateway_load": "benchmarks.bench_gateway_load",
     "dashboard": "benchmarks.bench_dashboard",
     "local": "benchmarks.bench_local",

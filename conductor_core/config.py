@@ -23,8 +23,14 @@ __all__ = ["EndpointConfig", "Settings", "load_settings", "redact", "register_se
 
 _secrets: set[str] = set()
 _secrets_lock = threading.Lock()
-# Shapes of well-known keys, caught even when nobody registered them.
-_KEY_PATTERNS = re.compile(r"(sk-[A-Za-z0-9_\-]{12,}|AIza[0-9A-Za-z_\-]{20,}|Bearer\s+[A-Za-z0-9_\-\.]{12,})")
+# Shapes of well-known keys, caught even when nobody registered them, and of keys an upstream
+# quotes masked ("zqUPca**********9041", "sk-...9041": the first and last characters of a key
+# are still a fragment of it, and several such quotes narrow it down).
+_KEY_PATTERNS = re.compile(
+    r"(sk-[A-Za-z0-9_\-]{12,}|AIza[0-9A-Za-z_\-]{20,}|Bearer\s+[A-Za-z0-9_\-\.]{12,}"
+    r"|[A-Za-z0-9_\-]{2,}[*•·]{3,}[A-Za-z0-9_\-]{2,}"
+    r"|\b(?:sk|key|api)[A-Za-z0-9_\-]*(?:\.{3}|…)[A-Za-z0-9_\-]+)"
+)
 REDACTED = "[REDACTED]"
 
 
@@ -103,11 +109,24 @@ class Settings(BaseSettings):
     breaker_window: int = Field(default=20, ge=2, description="Recent calls the failure rate is computed over.")
     breaker_cooldown_s: float = Field(default=10.0, gt=0)
     breaker_max_cooldown_s: float = Field(default=300.0, gt=0)
+    # Bulkheads: one provider that hangs cannot take every connection and every slot.
+    bulkhead_limit: int = Field(default=256, ge=1, description="Concurrent calls to one provider (the local model: 1).")
+    bulkhead_queue: int = Field(
+        default=256, ge=0, description="Calls that may wait for a slot; past that a call fails at once (busy, 503)."
+    )
 
     # Request log.
     database_url: str | None = None
     data_dir: Path = Field(default_factory=lambda: Path.home() / ".local" / "share" / "conductor")
     log_prompts: bool = Field(default=True, description="Store prompts and answers in the request log.")
+
+    # Experiments (conductor_core.workbench): refused above this many rows, before any call.
+    dataset_max_rows: int = Field(default=1000, ge=1, description="Most rows an experiment's dataset may have.")
+    experiment_concurrency: dict[str, int] = Field(
+        default_factory=lambda: {"*": 4, "local": 1},
+        description="Calls at once per provider in an experiment run ('*': every other provider). "
+        "The embedded model answers one request at a time, so more would only queue.",
+    )
 
     # Gateway.
     api_key: SecretStr | None = Field(default=None, description="When set, the gateway requires this bearer key.")

@@ -9,7 +9,13 @@ nothing else (no SDK exception, no API key) reaches a user.
     ├── BadRequestError          400/404/422: the request itself must change
     ├── StreamInterruptedError   the stream broke part-way: keeps the partial text
     ├── NotConfiguredError       the provider has no key / endpoint configured
-    └── NoProviderAvailableError AUTO found nothing it may use
+    ├── NoProviderAvailableError AUTO found nothing it may use
+    ├── CircuitOpenError         Conductor paused the provider after failures (retry_after: when it probes)
+    └── ProviderBusyError        the provider's concurrency limit and queue are full (retry_after: 1 s)
+
+`retryable` says whether trying again may help (the gateway's `x-should-retry`); the router
+retries in-process only errors that are also `retry_in_process` (not a paused or full
+provider: waiting for those is the caller's choice, told by `retry_after`).
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ __all__ = [
     "StreamInterruptedError",
     "NotConfiguredError",
     "NoProviderAvailableError",
+    "CircuitOpenError",
+    "ProviderBusyError",
     "error_for_status",
     "parse_retry_after",
     "transport_error",
@@ -36,9 +44,10 @@ __all__ = [
 ]
 
 #: Failures the request caused (its messages or settings must change: a context overflow, a
-#: bad parameter) or a person chose (stopping an answer). They stay in the request log, but
-#: do not count against the provider's success rate, circuit breaker or AUTO score.
-NOT_PROVIDER_FAULTS: frozenset[str] = frozenset({"bad_request", "cancelled"})
+#: bad parameter), a person chose (stopping an answer), or Conductor's own limits refused
+#: (a paused or full provider: no call was made). They stay in the request log, but do not
+#: count against the provider's success rate, circuit breaker or AUTO score.
+NOT_PROVIDER_FAULTS: frozenset[str] = frozenset({"bad_request", "cancelled", "busy", "circuit_open"})
 
 
 def provider_at_fault(error_type: str | None) -> bool:
@@ -49,6 +58,7 @@ def provider_at_fault(error_type: str | None) -> bool:
 class ProviderError(Exception):
     type = "provider_error"
     default_retryable = False
+    retry_in_process = True  # the router may retry it itself (when also retryable)
 
     def __init__(
         self,
@@ -121,6 +131,21 @@ class NotConfiguredError(ProviderError):
 class NoProviderAvailableError(ProviderError):
     type = "no_provider_available"
     default_retryable = True
+
+
+class CircuitOpenError(ProviderUnavailableError):
+    """No call was made: the provider's breaker is open after repeated failures."""
+
+    type = "circuit_open"
+    retry_in_process = False
+
+
+class ProviderBusyError(ProviderUnavailableError):
+    """No call was made: as many calls as the provider's limit allows are running, and as many
+    are already waiting for a slot (see `bulkhead_limit` and `bulkhead_queue`)."""
+
+    type = "busy"
+    retry_in_process = False
 
 
 def error_for_status(

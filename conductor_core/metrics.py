@@ -15,6 +15,14 @@ Two kinds of numbers, on purpose:
 
 An entry's time is the attempt's ``created_at``, not the time `record()` ran, so records
 replayed from the request log after a restart land where they belong in the window.
+
+Failures that are not the provider's fault (`conductor_core.errors.provider_at_fault`: a bad
+request, a stopped stream, a call Conductor refused itself) count in the usage totals only:
+they stay out of the window, the success rate, the failure streak and `last_error`, so they
+move neither the breaker nor AUTO's ranking.
+
+Tokens per second is generation speed: over streamed successes with a time to first token
+and at least two output tokens, (output tokens - 1) / (latency - TTFT), as a ratio of sums.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from .config import redact
+from .errors import provider_at_fault
 from .models import AttemptRecord, ProviderPerformance, ProviderUsage
 
 __all__ = ["MetricsRegistry", "MetricsSnapshot", "percentile"]
@@ -116,6 +125,10 @@ class _ProviderMetrics:
             window.popleft()
 
 
+def _counts_for_health(record: AttemptRecord) -> bool:
+    return record.status == "ok" or record.error_type is None or provider_at_fault(record.error_type)
+
+
 def _entry(record: AttemptRecord) -> _Entry:
     ok = record.status == "ok"
     return _Entry(
@@ -154,9 +167,13 @@ class MetricsRegistry:
 
     def record(self, record: AttemptRecord) -> None:
         """Count one attempt (hot path: O(1) amortised)."""
+        metrics = self._get(record.provider)
+        if not _counts_for_health(record):
+            with metrics.lock:
+                metrics.add_totals(record)
+            return
         entry = _entry(record)
         cutoff = self._clock() - self.window_s
-        metrics = self._get(record.provider)
         with metrics.lock:
             metrics.add_totals(record)
             metrics.update_streak(record, entry.ts)
@@ -182,9 +199,11 @@ class MetricsRegistry:
                 newest_before = metrics.newest_ts
                 fresh: list[_Entry] = []
                 for record in provider_records:
-                    entry = _entry(record)
                     if usage is None:
                         metrics.add_totals(record)
+                    if not _counts_for_health(record):
+                        continue
+                    entry = _entry(record)
                     if entry.ts >= newest_before:
                         metrics.update_streak(record, entry.ts)
                     if entry.ts >= cutoff:
@@ -258,17 +277,17 @@ def _performance(window: list[_Entry]) -> ProviderPerformance:
     successes = [entry for entry in window if entry.ok]
     latencies = sorted(entry.latency_ms for entry in successes if entry.latency_ms is not None)
     ttfts = sorted(entry.ttft_ms for entry in successes if entry.ttft_ms is not None)
-    # Tokens per second as a ratio of sums (total tokens / total generation time): a few
-    # tiny answers with near-zero durations cannot blow it up the way a mean of ratios can.
-    # Generation time excludes the wait for the first token when it is known.
+    # Tokens per second as a ratio of sums (tokens after the first / time after the first):
+    # a few tiny answers with near-zero durations cannot blow it up the way a mean of ratios
+    # can. Only streams know their first token; one token alone says nothing about speed.
     tokens = 0
     seconds = 0.0
     for entry in successes:
-        if entry.latency_ms is None or entry.output_tokens <= 0:
+        if entry.latency_ms is None or entry.ttft_ms is None or entry.output_tokens < 2:
             continue
-        duration_ms = entry.latency_ms - (entry.ttft_ms or 0.0)
+        duration_ms = entry.latency_ms - entry.ttft_ms
         if duration_ms > 0:
-            tokens += entry.output_tokens
+            tokens += entry.output_tokens - 1
             seconds += duration_ms / 1000
     return ProviderPerformance(
         avg_latency_ms=(sum(latencies) / len(latencies)) if latencies else None,

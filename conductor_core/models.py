@@ -12,10 +12,18 @@ from datetime import datetime, timezone
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 __all__ = [
     "MessageRole",
+    "FunctionCall",
+    "ToolCall",
+    "ToolFunction",
+    "Tool",
+    "NamedToolChoice",
+    "ResponseFormat",
+    "JsonSchemaSpec",
+    "response_schema",
     "Provider",
     "ProviderName",
     "register_provider_name",
@@ -26,10 +34,14 @@ __all__ = [
     "Usage",
     "ResponseMetadata",
     "ResponseAnalytics",
+    "tokens_per_second",
+    "MAX_TOKENS_LIMIT",
     "Attempt",
     "RoutingInfo",
     "ChatResponse",
     "TextDelta",
+    "ToolCallDelta",
+    "StreamStart",
     "StatusNotice",
     "StreamDone",
     "StreamIncomplete",
@@ -66,6 +78,7 @@ class MessageRole(StrEnum):
     system = "system"
     user = "user"
     assistant = "assistant"
+    tool = "tool"
 
 
 class Provider(StrEnum):
@@ -117,6 +130,10 @@ ProviderName = Annotated[
 ]
 
 
+#: The largest max_tokens a request may ask for (models' own caps are lower; the upstream says so).
+MAX_TOKENS_LIMIT = 1_000_000
+
+
 class RoutingPolicy(StrEnum):
     balanced = "balanced"
     fastest = "fastest"
@@ -124,13 +141,146 @@ class RoutingPolicy(StrEnum):
     reliable = "reliable"
 
 
+#: Shapes that come from OpenAI's wire format: strict, so that what the gateway's schema says
+#: (a boolean is true or false, not 0) is what is accepted.
+_WIRE = ConfigDict(strict=True)
+
+
+class FunctionCall(BaseModel):
+    model_config = _WIRE
+
+    name: str = Field(min_length=1, description="The function the model calls.")
+    arguments: str = Field(default="", description="Its arguments, as the JSON text the model wrote.")
+
+
+class ToolCall(BaseModel):
+    """A call the model asked for (OpenAI's shape: every provider's tool use is translated to it)."""
+
+    model_config = _WIRE
+
+    id: str = Field(min_length=1)
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class ToolFunction(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)  # e.g. OpenAI's "strict" travels on to OpenAI
+
+    name: str = Field(min_length=1, max_length=64)
+    description: str | None = None
+    parameters: dict[str, Any] | None = Field(default=None, description="JSON Schema of the arguments.")
+
+
+class Tool(BaseModel):
+    type: Literal["function"] = "function"
+    function: ToolFunction
+
+
+class ToolName(BaseModel):
+    model_config = _WIRE
+
+    name: str = Field(min_length=1)
+
+
+class NamedToolChoice(BaseModel):
+    """Call this function: {'type': 'function', 'function': {'name': ...}}."""
+
+    model_config = _WIRE
+
+    type: Literal["function"] = "function"
+    function: ToolName
+
+
+class JsonSchemaSpec(BaseModel):
+    model_config = ConfigDict(extra="allow", populate_by_name=True, strict=True)
+
+    name: str = Field(min_length=1, max_length=64)
+    description: str | None = None
+    schema_: dict[str, Any] = Field(alias="schema", description="The JSON Schema the answer must match.")
+    strict: bool | None = None
+
+
+class ResponseFormatText(BaseModel):
+    model_config = _WIRE
+
+    type: Literal["text"]
+
+
+class ResponseFormatJsonObject(BaseModel):
+    model_config = _WIRE
+
+    type: Literal["json_object"]
+
+
+class ResponseFormatJsonSchema(BaseModel):
+    model_config = _WIRE
+
+    type: Literal["json_schema"]
+    json_schema: JsonSchemaSpec
+
+
+#: OpenAI's `response_format`: free text, any JSON object, or JSON matching a schema.
+ResponseFormat = Annotated[
+    ResponseFormatText | ResponseFormatJsonObject | ResponseFormatJsonSchema, Field(discriminator="type")
+]
+
+
+def response_schema(response_format: Any) -> dict[str, Any] | None:
+    """The JSON Schema a response format asks for (None for text or any JSON object)."""
+    return response_format.json_schema.schema_ if isinstance(response_format, ResponseFormatJsonSchema) else None
+
+
 class ChatMessage(BaseModel):
+    """One message. System and user messages carry text; an assistant message may carry
+    `tool_calls` and empty content; a `tool` message answers the call `tool_call_id` names."""
+
     model_config = ConfigDict(
-        json_schema_extra={"examples": [{"role": "user", "content": "Explain circuit breakers in one sentence."}]}
+        json_schema_extra={
+            "examples": [{"role": "user", "content": "Explain circuit breakers in one sentence."}],
+            # What the validators below enforce, for clients and schema checks.
+            "allOf": [
+                {
+                    "if": {"properties": {"role": {"enum": ["system", "user"]}}, "required": ["role"]},
+                    "then": {"required": ["content"], "properties": {"content": {"type": "string", "minLength": 1}}},
+                },
+                {
+                    "if": {"properties": {"role": {"const": "tool"}}, "required": ["role"]},
+                    "then": {"required": ["tool_call_id"], "properties": {"tool_call_id": {"type": "string", "minLength": 1}}},
+                },
+                {
+                    "if": {"properties": {"role": {"enum": ["system", "user", "tool"]}}, "required": ["role"]},
+                    "then": {"properties": {"tool_calls": {"type": "null"}}},
+                },
+            ],
+        }
     )
 
-    role: MessageRole = Field(description="Who wrote the message: system, user or assistant.")
-    content: str = Field(min_length=1, description="The message text (at least one character).")
+    role: MessageRole = Field(description="Who wrote the message: system, user, assistant or tool.")
+    # Never None once validated (an assistant's null becomes ""), so every consumer can treat it as text.
+    content: str = Field(
+        default="", validate_default=True, description="The message text (system and user messages: at least one character)."
+    )
+    tool_calls: list[ToolCall] | None = Field(default=None, description="Assistant only: the calls it made.")
+    tool_call_id: str | None = Field(default=None, description="Tool only: the call this message answers.")
+    name: str | None = Field(default=None, description="Optional author name (OpenAI passes it on).")
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _content(cls, value: Any, info: ValidationInfo) -> Any:
+        role = info.data.get("role")
+        if value is None and role in (MessageRole.assistant, MessageRole.tool):
+            return ""  # an assistant that only calls tools sends null
+        if role in (MessageRole.system, MessageRole.user) and value == "":
+            raise ValueError(f"a {role.value} message needs non-empty content")
+        return value
+
+    @model_validator(mode="after")
+    def _shape(self) -> "ChatMessage":
+        if self.tool_calls and self.role != MessageRole.assistant:
+            raise ValueError("only assistant messages carry tool_calls")
+        if self.role == MessageRole.tool and not self.tool_call_id:
+            raise ValueError("a tool message needs tool_call_id, the id of the call it answers")
+        return self
 
 
 class ChatRequest(BaseModel):
@@ -151,8 +301,15 @@ class ChatRequest(BaseModel):
     provider: ProviderName = Field(default="auto", description="Provider to use; 'auto' lets Conductor choose.")
     messages: list[ChatMessage] = Field(min_length=1, description="The conversation, oldest first (at least one).")
     model: str | None = Field(default=None, description="Model name; None uses the provider's default.")
-    temperature: float = Field(default=0.7, ge=0.0, le=2.0, description="Sampling temperature, 0.0 to 2.0.")
-    max_tokens: int = Field(default=1000, ge=1, le=4000, description="Most tokens to generate, 1 to 4000.")
+    temperature: float | None = Field(
+        default=0.7, ge=0.0, le=2.0, description="Sampling temperature, 0.0 to 2.0; None sends none (the provider's default)."
+    )
+    max_tokens: int | None = Field(
+        default=1000,
+        ge=1,
+        le=MAX_TOKENS_LIMIT,
+        description=f"Most tokens to generate, 1 to {MAX_TOKENS_LIMIT}; None sends no cap (the provider's default).",
+    )
     top_p: float | None = Field(
         default=None, ge=0.0, le=1.0, description="Nucleus sampling, 0.0 to 1.0; None uses the provider's default."
     )
@@ -162,9 +319,38 @@ class ChatRequest(BaseModel):
     seed: int | None = Field(
         default=None, ge=0, le=2**31 - 1, description="Ask for repeatable sampling (providers that support it)."
     )
+    presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0, description="-2.0 to 2.0 (OpenAI's meaning).")
+    frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0, description="-2.0 to 2.0 (OpenAI's meaning).")
+    logit_bias: dict[str, Annotated[float, Field(ge=-100, le=100)]] | None = Field(
+        default=None, description="Token id -> bias, -100 to 100 (token ids of the upstream's tokenizer)."
+    )
+    logprobs: bool | None = Field(default=None, description="Return the log probabilities of the output tokens.")
+    top_logprobs: int | None = Field(default=None, ge=0, le=20, description="With logprobs: alternatives per token.")
+    response_format: ResponseFormat | None = Field(default=None, description="Text, any JSON object, or a JSON Schema.")
+    tools: list[Tool] | None = Field(default=None, max_length=128, description="Functions the model may call.")
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = Field(
+        default=None,
+        description="'none', 'auto', 'required', or {'type': 'function', 'function': {'name': ...}}; "
+        "passed on only with tools.",
+    )
+    parallel_tool_calls: bool | None = Field(default=None, description="Whether the model may call several tools at once.")
+    user: str | None = Field(
+        default=None, description="An id for the end user: passed on where the provider has one, else not sent."
+    )
     policy: RoutingPolicy | None = Field(
         default=None, description="AUTO policy for this request; None uses the configured default."
     )
+    unsupported: Literal["ignore", "reject"] = Field(
+        default="ignore",
+        description="A sampling setting the provider cannot honour: 'ignore' it (the playground says so) or 'reject' "
+        "the request (400, the gateway's OpenAI route). Features (tools, JSON output, logprobs, logit_bias) are "
+        "always rejected where unsupported.",
+    )
+
+
+    def uses_tools(self) -> bool:
+        """Whether the request offers tools or its conversation contains tool calls or results."""
+        return bool(self.tools) or any(m.tool_calls or m.role == MessageRole.tool for m in self.messages)
 
 
 class Usage(BaseModel):
@@ -185,11 +371,28 @@ class ResponseMetadata(BaseModel):
 class ResponseAnalytics(BaseModel):
     input_tokens: int = 0
     output_tokens: int = 0
+    output_tokens_estimated: bool = Field(
+        default=False, description="True when the provider reported no usage and output_tokens counts streamed chunks."
+    )
     cached_tokens: int = 0
-    latency_ms: float = Field(description="Wall time of the call, request sent to last byte.")
-    time_to_first_token_ms: float | None = Field(default=None, description="Streamed calls only.")
-    tokens_per_second: float | None = Field(default=None, description="Output tokens over generation time.")
+    latency_ms: float = Field(description="Wall time of the call, request sent to last byte (model loading excluded).")
+    time_to_first_token_ms: float | None = Field(
+        default=None, description="Streamed calls only: request sent (or model loaded) to the first token."
+    )
+    tokens_per_second: float | None = Field(
+        default=None,
+        description="Streamed calls with 2+ output tokens: (output_tokens - 1) / (latency - time to first token).",
+    )
+    load_ms: float | None = Field(default=None, description="Time spent loading the model first (local model), apart.")
     cost_usd: float | None = Field(default=None, description="Estimated cost; None when the price is unknown.")
+
+
+def tokens_per_second(output_tokens: int, latency_ms: float | None, ttft_ms: float | None) -> float | None:
+    """Generation speed: the tokens after the first over the time after the first. None without a
+    first-token time or with fewer than two tokens (one token says nothing about speed)."""
+    if output_tokens < 2 or latency_ms is None or ttft_ms is None or latency_ms <= ttft_ms:
+        return None
+    return (output_tokens - 1) / ((latency_ms - ttft_ms) / 1000)
 
 
 class Attempt(BaseModel):
@@ -228,6 +431,8 @@ class ChatResponse(BaseModel):
     metadata: ResponseMetadata
     analytics: ResponseAnalytics
     routing: RoutingInfo = Field(default_factory=RoutingInfo)
+    tool_calls: list[ToolCall] | None = Field(default=None, description="Calls the model asked for (finish_reason tool_calls).")
+    logprobs: dict[str, Any] | None = Field(default=None, description="Log probabilities, in OpenAI's shape, when asked for.")
 
 
 # --- stream events: a discriminated union on `type` -------------------------------
@@ -236,6 +441,26 @@ class ChatResponse(BaseModel):
 class TextDelta(BaseModel):
     type: Literal["text"] = "text"
     text: str
+
+
+class ToolCallDelta(BaseModel):
+    """A piece of a tool call, as OpenAI streams them: the first piece of call `index` has its
+    id and name, the following ones more of its arguments (JSON text)."""
+
+    type: Literal["tool_call"] = "tool_call"
+    index: int = 0
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+class StreamStart(BaseModel):
+    """Sent once, just before the first text (or tool call) of the attempt that serves: who answers."""
+
+    type: Literal["start"] = "start"
+    request_id: str
+    provider: str
+    model: str
 
 
 class StatusNotice(BaseModel):
@@ -259,7 +484,9 @@ class StreamIncomplete(BaseModel):
     error: ErrorResponse
 
 
-StreamEvent = Annotated[TextDelta | StatusNotice | StreamDone | StreamIncomplete, Field(discriminator="type")]
+StreamEvent = Annotated[
+    TextDelta | ToolCallDelta | StreamStart | StatusNotice | StreamDone | StreamIncomplete, Field(discriminator="type")
+]
 
 
 # --- status ------------------------------------------------------------------------

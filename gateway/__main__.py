@@ -1,6 +1,9 @@
 """``python -m gateway``: serve the gateway with uvicorn on CONDUCTOR_GATEWAY_HOST and
 CONDUCTOR_GATEWAY_PORT (default 127.0.0.1:8000), in CONDUCTOR_GATEWAY_WORKERS processes
-(default 1)."""
+(default 1), on uvloop and httptools when installed (uvicorn picks them).
+
+It refuses to listen on a non-loopback address without CONDUCTOR_API_KEY, unless
+CONDUCTOR_GATEWAY_ALLOW_UNAUTHENTICATED=true says that is meant."""
 
 from __future__ import annotations
 
@@ -10,7 +13,15 @@ from typing import Any
 import uvicorn
 from uvicorn.config import LOGGING_CONFIG
 
+from .middleware import exposure_error
 from .settings import GatewaySettings
+
+
+def _has_key() -> bool:
+    from conductor_core.config import load_settings
+
+    key = load_settings().api_key
+    return key is not None and bool(key.get_secret_value())
 
 
 def log_config(level: str) -> dict[str, Any]:
@@ -27,6 +38,9 @@ def log_config(level: str) -> dict[str, Any]:
 
 def main() -> None:
     settings = GatewaySettings()
+    refusal = exposure_error(settings.host, _has_key(), settings.allow_unauthenticated)
+    if refusal is not None:
+        raise SystemExit(f"Conductor gateway: {refusal}.")
     uvicorn.run(
         "gateway.main:app",
         host=settings.host,

@@ -1,131 +1,61 @@
-"""The bridge from async endpoints to the synchronous core: every call runs in a worker
-thread so the event loop never blocks; a stream is read by one worker for its whole life."""
+"""The gateway's side of the core: the `AsyncConductor` it awaits on uvicorn's event loop (no
+thread per request: a request waiting on a provider is a suspended coroutine), the request
+id every response carries, and cancellation when the client goes away."""
 
 from __future__ import annotations
 
 import asyncio
-import threading
-from collections.abc import Callable, Iterator
-from concurrent.futures import Executor
-from typing import Any, TypeVar
+from collections.abc import Awaitable
+from typing import TypeVar
 
 from fastapi import Request
-from starlette.concurrency import run_in_threadpool
 
-from conductor_core.errors import ProviderError
-from conductor_core.router import Conductor
+from conductor_core.routing import AsyncConductor
 
-from .errors import ApiError, unexpected
+from .errors import ApiError
 
-__all__ = ["call", "conductor_of", "stream_executor", "ThreadedStream"]
+__all__ = ["ClientDisconnected", "core_of", "request_id_of", "until_disconnect"]
 
 T = TypeVar("T")
-_END = object()
 
 
-def stream_executor(request: Request) -> Executor:
-    return request.app.state.stream_executor
+class ClientDisconnected(Exception):
+    """The client went away before its answer: the work was cancelled; nobody reads a reply."""
 
 
-def conductor_of(request: Request) -> Conductor:
-    conductor = getattr(request.app.state, "conductor", None)
-    if conductor is None:  # only before the lifespan has built it
+def core_of(request: Request) -> AsyncConductor:
+    core = getattr(request.app.state, "core", None)
+    if core is None:  # only before the lifespan has built it
         raise ApiError(503, "starting", "the gateway is still starting; retry in a moment", retryable=True, retry_after=1)
-    return conductor
+    return core
 
 
-async def call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """`fn(*args)` in a worker thread. ProviderErrors pass through (their handler maps them);
-    anything else is a bug, logged redacted and answered with a 500 that quotes an id."""
+def request_id_of(request: Request) -> str:
+    """The id `RequestIdMiddleware` chose (the client's own, when valid)."""
+    return request.scope["state"]["request_id"]
+
+
+async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
+    """`await work`, cancelled if the client disconnects meanwhile: its upstream call (or its
+    place in a provider's queue) is given up at once, and recorded as cancelled."""
+    task = asyncio.current_task()
+    assert task is not None
+    gone = False
+
+    async def watch() -> None:
+        nonlocal gone
+        while (await request.receive())["type"] != "http.disconnect":
+            pass  # the body was read already; only a disconnect can come now
+        gone = True
+        task.cancel()
+
+    watcher = asyncio.get_running_loop().create_task(watch())
     try:
-        return await run_in_threadpool(fn, *args, **kwargs)
-    except (ProviderError, ApiError):
-        raise
-    except Exception as exc:  # noqa: BLE001
-        raise unexpected(exc) from None
-
-
-class ThreadedStream:
-    """A core stream consumed by one worker thread for its whole life. Events cross to the
-    event loop through a shared list; the loop is woken once per burst, not once per token,
-    and takes everything that has arrived in one go. Cheaper than a thread hop per token
-    (100 streams x hundreds of tokens), and the generator is only ever touched, and closed,
-    by the thread that runs it."""
-
-    def __init__(self, events: Iterator[Any], executor: Executor) -> None:
-        self._events = events
-        self._loop = asyncio.get_running_loop()
-        self._ready = asyncio.Event()
-        self._lock = threading.Lock()
-        self._pending: list[tuple[Any, BaseException | None]] = []
-        self._wake_scheduled = False
-        self._stop = threading.Event()
-        self._end: tuple[Any, BaseException | None] | None = None
-        self._future = executor.submit(self._run)
-
-    def _post(self, item: Any, error: BaseException | None = None) -> None:
-        with self._lock:
-            self._pending.append((item, error))
-            if self._wake_scheduled:
-                return  # the reader has a wake-up coming and will take this too
-            self._wake_scheduled = True
-        try:
-            self._loop.call_soon_threadsafe(self._ready.set)
-        except RuntimeError:  # the loop is gone (shutdown): nobody is reading
-            self._stop.set()
-
-    def _run(self) -> None:
-        try:
-            for item in self._events:
-                if self._stop.is_set():
-                    break
-                self._post(item)
-        except BaseException as exc:  # noqa: BLE001 - handed to the reader, which decides
-            self._post(_END, exc)
-            return
-        finally:
-            # The reader went away (or the stream ended): close here, in the generator's own
-            # thread, so the core records a cancelled attempt and frees the provider.
-            close = getattr(self._events, "close", None)
-            if close is not None:
-                try:
-                    close()
-                except Exception:  # noqa: BLE001
-                    pass
-        self._post(_END)
-
-    async def _take(self) -> list[tuple[Any, BaseException | None]]:
-        while True:
-            with self._lock:
-                taken, self._pending = self._pending, []
-                if not taken:
-                    self._wake_scheduled = False
-                    self._ready.clear()
-            if taken:
-                return taken
-            await self._ready.wait()
-
-    async def batch(self) -> list[Any]:
-        """Every event that has arrived (waiting for at least one); [] at the end. An error
-        from the core is raised after the events that came before it have been returned."""
-        items: list[Any] = []
-        if self._end is None:
-            for item, error in await self._take():
-                if item is _END:
-                    self._end = (item, error)
-                    break
-                items.append(item)
-        if items:
-            return items
-        assert self._end is not None
-        error = self._end[1]
-        self._end = (_END, None)  # raise once
-        if error is None:
-            return []
-        if isinstance(error, (ProviderError, ApiError)):
-            raise error
-        raise unexpected(error) from None
-
-    def cancel(self) -> None:
-        """Stop reading: the worker closes the core stream at its next event."""
-        self._stop.set()
+        return await work
+    except asyncio.CancelledError:
+        if not gone:
+            raise
+        task.uncancel()
+        raise ClientDisconnected() from None
+    finally:
+        watcher.cancel()

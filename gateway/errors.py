@@ -23,7 +23,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -95,7 +95,7 @@ class ApiError(Exception):
         super().__init__(self.message)
 
 
-def error_body(error: ApiError) -> dict[str, Any]:
+def error_body(error: ApiError, request_id: str | None = None) -> dict[str, Any]:
     body = GatewayError(
         error=OpenAIErrorBody(
             message=error.message,
@@ -109,7 +109,7 @@ def error_body(error: ApiError) -> dict[str, Any]:
         status_code=error.status,
         retryable=error.retryable,
         retry_after=error.retry_after,
-        request_id=error.request_id or new_id(),
+        request_id=error.request_id or request_id or new_id(),
         details=error.details,
     )
     return body.model_dump(mode="json")
@@ -122,8 +122,8 @@ def error_headers(error: ApiError, request_id: str) -> dict[str, str]:
     return headers
 
 
-def error_response(error: ApiError) -> JSONResponse:
-    body = error_body(error)
+def error_response(error: ApiError, request_id: str | None = None) -> JSONResponse:
+    body = error_body(error, request_id)
     return JSONResponse(body, status_code=error.status, headers=error_headers(error, body["request_id"]))
 
 
@@ -162,11 +162,13 @@ def provider_error(error: ProviderError, *, hint: str | None = None) -> ApiError
     message = error.message
     if hint and status == 404:
         message = f"{message}. {hint}"
+    if attempts and not error.provider and len({a.provider for a in attempts}) == 1:
+        error.provider = attempts[0].provider
     return ApiError(
         status,
         error.type,
         message,
-        param="model" if status == 404 else None,
+        param="model" if status == 404 else getattr(error, "param", None),
         provider=error.provider,
         retryable=bool(error.retryable),
         retry_after=error.retry_after,
@@ -183,8 +185,13 @@ _UNSUPPORTED = {
 }
 
 
+_MESSAGE_TAGS = {"system", "developer", "user", "assistant", "tool"}
+
+
 def _field(loc: tuple[Any, ...]) -> str:
     parts = list(loc[1:] if loc and loc[0] in ("body", "query", "path", "header") else loc)
+    # A message's role picks its shape: pydantic puts the role in the path, people do not.
+    parts = [p for i, p in enumerate(parts) if not (p in _MESSAGE_TAGS and i and isinstance(parts[i - 1], int))]
     out = ""
     for part in parts:
         if isinstance(part, int):
@@ -231,9 +238,14 @@ def _sentence(err: dict[str, Any]) -> str:
             return f"{what} must be {span[0]!r}, got {_show(given)}"
         if span:
             return f"{what} must be between {span[0]!r} and {span[1]!r}, got {_show(given)}"
+    if kind == "union_tag_invalid":
+        expected = ctx.get("expected_tags", "one of the documented values")
+        return f"{what}.{ctx.get('discriminator', 'role').strip(chr(39))} must be {expected}, got {_show(ctx.get('tag'))}"
     if kind == "too_short":
         if name == "messages":
             return "messages must contain at least one message"
+        if isinstance(given, str):
+            return f"{what} must not be empty"
         return f"{what} must have at least {ctx.get('min_length', 1)} item(s)"
     if kind == "too_long" and name in _UNSUPPORTED and _UNSUPPORTED[name]:
         return _UNSUPPORTED[name]
@@ -273,22 +285,32 @@ def validation_error(errors: list[dict[str, Any]]) -> ApiError:
 # --- handlers -----------------------------------------------------------------------------
 
 
+def _id(request: Request) -> str | None:
+    return request.scope.get("state", {}).get("request_id")
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    from .core import ClientDisconnected
+
+    @app.exception_handler(ClientDisconnected)
+    async def _gone(request: Request, exc: ClientDisconnected) -> Response:
+        return Response(status_code=499)  # nobody reads it: the client went away (nginx's 499)
+
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return error_response(exc)
+        return error_response(exc, _id(request))
 
     @app.exception_handler(ProviderError)
     async def _provider_error(request: Request, exc: ProviderError) -> JSONResponse:
-        return error_response(provider_error(exc))
+        return error_response(provider_error(exc), _id(request))
 
     @app.exception_handler(RequestValidationError)
     async def _request_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(validation_error(list(exc.errors())))
+        return error_response(validation_error(list(exc.errors())), _id(request))
 
     @app.exception_handler(ValidationError)
     async def _validation(request: Request, exc: ValidationError) -> JSONResponse:
-        return error_response(validation_error(list(exc.errors())))
+        return error_response(validation_error(list(exc.errors())), _id(request))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -301,12 +323,14 @@ def install_error_handlers(app: FastAPI) -> None:
         else:
             message = str(exc.detail)
         headers = dict(exc.headers or {})
-        return error_response(ApiError(status, kinds.get(status, "http_error"), message, headers=headers))
+        if status == 400 and "parsing the body" in message:  # FastAPI's words for JSON it could not read
+            message = "request body could not be read as JSON (nested too deeply, or not JSON at all)"
+        return error_response(ApiError(status, kinds.get(status, "http_error"), message, headers=headers), _id(request))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         error = unexpected(exc)
-        return error_response(error)
+        return error_response(error, _id(request))
 
 
 def unexpected(exc: BaseException) -> ApiError:

@@ -1,29 +1,33 @@
-"""The FastAPI app. `create_app(conductor)` builds one around a Conductor; the module-level
-`app` (for ``uvicorn gateway.main:app``) builds its Conductor at startup, with
+"""The FastAPI app. `create_app(conductor)` builds one around a Conductor (or its async core);
+the module-level `app` (for ``uvicorn gateway.main:app``) builds its core at startup, with
 source="gateway", from the same settings as the playground, so both write to one request
-log and gateway traffic shows on the dashboard."""
+log and gateway traffic shows on the dashboard.
+
+Every route awaits the async core on uvicorn's event loop: waiting on a provider costs no
+thread, so a hung upstream holds only its own bulkhead's slots, and `/health`, `/status`
+and `/v1/models` answer while it hangs."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any
 
-import anyio.to_thread
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import TypeAdapter
-from starlette.concurrency import run_in_threadpool
+from starlette.middleware.cors import CORSMiddleware
 
 from conductor_core import __version__
 from conductor_core.models import ChatRequest, known_provider_names
 from conductor_core.router import Conductor
+from conductor_core.routing import AsyncConductor
 
 from . import native_api, openai_api
 from .errors import install_error_handlers
-from .middleware import BearerKeyMiddleware, BodyLimitMiddleware, RedactingFilter
+from .middleware import BearerKeyMiddleware, BodyLimitMiddleware, RedactingFilter, RequestIdMiddleware
 from .schemas import ChatCompletionChunk
 from .settings import GatewaySettings
 
@@ -43,7 +47,11 @@ OpenAI-compatible server (Ollama, vLLM, Groq...) and an embedded local model.
 * Every error has one body: OpenAI's `error` object plus Conductor's fields (`type`,
   `provider`, `retryable`, `retry_after`...). 429 and 503 carry `Retry-After` when known.
 * When `CONDUCTOR_API_KEY` is set, every endpoint but `/health` needs
-  `Authorization: Bearer <key>`.
+  `Authorization: Bearer <key>`. Without one the gateway serves loopback only (unless
+  `CONDUCTOR_GATEWAY_ALLOW_UNAUTHENTICATED=true`).
+* Every response carries `x-request-id` (yours, when you send a valid one). 503s from a
+  paused or full provider carry `Retry-After` and `x-should-retry: true`.
+* Browsers: set `CONDUCTOR_CORS_ORIGINS` to allow cross-origin calls.
 """
 
 TAGS = [
@@ -62,30 +70,30 @@ def _install_log_redaction() -> None:
             logger.addFilter(RedactingFilter())
 
 
-def create_app(conductor: Conductor | None = None, *, settings: GatewaySettings | None = None) -> FastAPI:
-    """The gateway around `conductor`; without one, a Conductor is built at startup
-    (lifespan) from the environment with source="gateway" and closed at shutdown."""
+def create_app(
+    conductor: Conductor | AsyncConductor | None = None, *, settings: GatewaySettings | None = None
+) -> FastAPI:
+    """The gateway around `conductor`; without one, a core is built at startup (lifespan) from
+    the environment with source="gateway" and closed at shutdown."""
     gateway_settings = settings or GatewaySettings()
     _install_log_redaction()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # Each open stream holds a worker thread while it waits for its next token; anyio's
-        # default of 40 would queue the 41st concurrent request.
-        limiter = anyio.to_thread.current_default_thread_limiter()
-        limiter.total_tokens = max(limiter.total_tokens, gateway_settings.threads)
-        app.state.stream_executor = _stream_executor(gateway_settings)
-        owned = app.state.conductor is None
+        owned = app.state.core is None
         if owned:
-            app.state.conductor = await run_in_threadpool(lambda: Conductor(source="gateway"))
-            log.info("Conductor ready: providers %s", ", ".join(app.state.conductor.registry.providers) or "none")
+            # Reading the log's recent history is synchronous: off the loop, once.
+            app.state.core = await asyncio.to_thread(lambda: AsyncConductor(source="gateway"))
+            log.info("Conductor ready: providers %s", ", ".join(app.state.core.registry.providers) or "none")
         try:
             yield
         finally:
-            app.state.stream_executor.shutdown(wait=False, cancel_futures=True)
-            if owned and app.state.conductor is not None:
-                await run_in_threadpool(app.state.conductor.close)
-                app.state.conductor = None
+            if owned and app.state.core is not None:
+                await app.state.core.aclose()
+                app.state.core = None
+            elif app.state.core is not None:
+                for provider in app.state.core.registry.providers.values():
+                    await provider.aclose()  # this loop's clients; the core itself is the caller's
 
     app = FastAPI(
         title="Conductor gateway",
@@ -94,21 +102,35 @@ def create_app(conductor: Conductor | None = None, *, settings: GatewaySettings 
         openapi_tags=TAGS,
         lifespan=lifespan,
     )
-    app.state.conductor = conductor
+    app.state.core = conductor.core if isinstance(conductor, Conductor) else conductor
     app.state.gateway_settings = gateway_settings
-    app.state.stream_executor = _stream_executor(gateway_settings)  # replaced at each startup
     install_error_handlers(app)
     app.include_router(openai_api.router)
     app.include_router(native_api.router)
     app.include_router(native_api.health_router)
 
     def current_key() -> Any:
-        current = app.state.conductor
+        current = app.state.core
         return current.settings.api_key if current is not None else None
 
-    # Added last = outermost: the key is checked before the body is read.
+    # Added last = outermost. The request id first (every response has one), then CORS (a
+    # browser's preflight needs no key), then the key, then the body limit (both before
+    # the body is read).
     app.add_middleware(BodyLimitMiddleware, max_bytes=gateway_settings.max_body_bytes)
-    app.add_middleware(BearerKeyMiddleware, get_key=current_key)
+    app.add_middleware(
+        BearerKeyMiddleware, get_key=current_key, allow_unauthenticated=gateway_settings.allow_unauthenticated
+    )
+    origins = gateway_settings.cors_origin_list()
+    if origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "POST", "HEAD", "OPTIONS"],
+            allow_headers=["authorization", "content-type", "x-request-id"],
+            expose_headers=EXPOSED_HEADERS,
+            max_age=600,
+        )
+    app.add_middleware(RequestIdMiddleware)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -119,9 +141,20 @@ def create_app(conductor: Conductor | None = None, *, settings: GatewaySettings 
     return app
 
 
-def _stream_executor(settings: GatewaySettings) -> ThreadPoolExecutor:
-    """One worker per open stream, for the stream's life (see `gateway.core.ThreadedStream`)."""
-    return ThreadPoolExecutor(max_workers=settings.threads, thread_name_prefix="gateway-stream")
+#: Headers a browser page may read from a cross-origin answer.
+EXPOSED_HEADERS = [
+    "x-request-id",
+    "x-should-retry",
+    "retry-after",
+    "x-conductor-provider",
+    "x-conductor-model",
+    "x-conductor-route",
+    "x-conductor-route-reason",
+    "x-conductor-latency-ms",
+    "x-conductor-ttft-ms",
+    "x-conductor-cost-usd",
+    "x-conductor-attempts",
+]
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:

@@ -1,10 +1,13 @@
-"""Pure ASGI middleware (no BaseHTTPMiddleware: it would buffer server-sent events):
-the optional bearer key and the request body limit, both checked before a body is read."""
+"""Pure ASGI middleware (no BaseHTTPMiddleware: it would buffer server-sent events): the
+request id every response carries, the bearer key (and the refusal to serve a non-loopback
+address without one), and the request body limit, all before a body is read."""
 
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import logging
+import re
 from collections.abc import Callable
 
 from pydantic import SecretStr
@@ -12,22 +15,94 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from conductor_core.config import redact
+from conductor_core.models import new_id
 
 from .errors import ApiError, error_response
 
-__all__ = ["BearerKeyMiddleware", "BodyLimitMiddleware", "RedactingFilter", "OPEN_PATHS"]
+__all__ = [
+    "BearerKeyMiddleware",
+    "BodyLimitMiddleware",
+    "RedactingFilter",
+    "RequestIdMiddleware",
+    "OPEN_PATHS",
+    "is_loopback",
+    "exposure_error",
+]
 
 #: Reachable without the key: a load balancer's probe must not need a secret.
 OPEN_PATHS = frozenset({"/health"})
+#: A client's x-request-id is kept when it looks like an id (and cannot inject anything).
+_CLIENT_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name other than localhost may resolve anywhere
+
+
+def exposure_error(host: str, has_key: bool, allow_unauthenticated: bool) -> str | None:
+    """Why serving on `host` is refused, or None. A gateway on a non-loopback address would
+    spend its providers' keys for anyone who can reach it."""
+    if has_key or allow_unauthenticated or is_loopback(host):
+        return None
+    return (
+        f"refusing to serve on {host} without an API key: anyone who can reach it could spend your providers' keys. "
+        "Set CONDUCTOR_API_KEY to a long random secret (clients then send 'Authorization: Bearer <key>'), "
+        "or, on a trusted network only, set CONDUCTOR_GATEWAY_ALLOW_UNAUTHENTICATED=true"
+    )
+
+
+class RequestIdMiddleware:
+    """Every response carries `x-request-id`: the client's own when it sent a valid one (so
+    its logs and ours agree), else a new id. The core logs each attempt under it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = None
+        for name, value in scope.get("headers", ()):
+            if name == b"x-request-id":
+                candidate = value.decode("latin-1").strip()
+                if _CLIENT_ID.fullmatch(candidate):
+                    request_id = candidate
+                break
+        request_id = request_id or new_id()
+        scope.setdefault("state", {})["request_id"] = request_id
+        header = (b"x-request-id", request_id.encode())
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", ()))
+                if not any(name.lower() == b"x-request-id" for name, _ in headers):
+                    headers.append(header)
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+def _scope_request_id(scope: Scope) -> str | None:
+    return scope.get("state", {}).get("request_id")
 
 
 class BearerKeyMiddleware:
     """When a key is configured, every path but /health needs `Authorization: Bearer <key>`.
     `get_key` is read per request, so the key comes from the Conductor's settings."""
 
-    def __init__(self, app: ASGIApp, get_key: Callable[[], SecretStr | None]) -> None:
+    def __init__(
+        self, app: ASGIApp, get_key: Callable[[], SecretStr | None], allow_unauthenticated: bool = False
+    ) -> None:
         self.app = app
         self.get_key = get_key
+        self.allow_unauthenticated = allow_unauthenticated
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
@@ -35,6 +110,14 @@ class BearerKeyMiddleware:
             return
         key = self.get_key()
         if key is None or not key.get_secret_value():
+            # `uvicorn gateway.main:app --host 0.0.0.0` bypasses `python -m gateway`'s check:
+            # a request that reached a non-loopback address is refused here instead.
+            server = scope.get("server") or ("127.0.0.1", 0)
+            refusal = exposure_error(str(server[0]), False, self.allow_unauthenticated)
+            if refusal is not None:
+                error = ApiError(403, "unauthenticated_exposure", refusal)
+                await error_response(error, _scope_request_id(scope))(scope, receive, send)
+                return
             await self.app(scope, receive, send)
             return
         presented = _bearer(scope)
@@ -46,7 +129,7 @@ class BearerKeyMiddleware:
             await self.app(scope, receive, send)
             return
         error = ApiError(401, "authentication", reason, headers={"www-authenticate": "Bearer"})
-        await error_response(error)(scope, receive, send)
+        await error_response(error, _scope_request_id(scope))(scope, receive, send)
 
 
 def _bearer(scope: Scope) -> str | None:
@@ -94,7 +177,7 @@ class BodyLimitMiddleware:
                 except ValueError:
                     declared = 0
                 if declared > self.max_bytes:
-                    await error_response(self._error())(scope, receive, send)
+                    await error_response(self._error(), _scope_request_id(scope))(scope, receive, send)
                     return
         received = 0
         started = False
@@ -119,7 +202,7 @@ class BodyLimitMiddleware:
         except _TooLarge:
             if started:
                 raise
-            await error_response(self._error())(scope, receive, send)
+            await error_response(self._error(), _scope_request_id(scope))(scope, receive, send)
 
 
 class RedactingFilter(logging.Filter):

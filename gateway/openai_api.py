@@ -3,16 +3,17 @@ and ``GET /v1/models``. Converters are pure functions, so tests can call them di
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator
-from concurrent.futures import Executor
+from contextlib import aclosing
 from typing import Annotated, Any
 
 import anyio
 from fastapi import APIRouter, Body, Request, Security
+from pydantic import ValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPBearer
 
@@ -25,13 +26,15 @@ from conductor_core.models import (
     StatusNotice,
     StreamDone,
     StreamIncomplete,
+    StreamStart,
     TextDelta,
+    ToolCallDelta,
     known_provider_names,
 )
-from conductor_core.router import Conductor
+from conductor_core.routing import AsyncConductor
 
-from .core import ThreadedStream, call, conductor_of, stream_executor
-from .errors import ERROR_RESPONSES, PROVIDER_RESPONSES, ApiError, error_body, provider_error
+from .core import core_of, request_id_of, until_disconnect
+from .errors import ERROR_RESPONSES, PROVIDER_RESPONSES, ApiError, error_body, provider_error, validation_error
 from .schemas import (
     ChatCompletion,
     ChatCompletionRequest,
@@ -56,19 +59,57 @@ _ROLES = {"developer": "system"}
 
 
 def to_chat_request(body: ChatCompletionRequest, provider: str, model: str | None) -> ChatRequest:
-    max_tokens = body.max_completion_tokens or body.max_tokens
+    """The OpenAI request as the core's, field for field. Nothing the client did not send is
+    added: no temperature, no token cap (the core's defaults are for the native route)."""
     fields: dict[str, Any] = {
         "provider": provider,
         "model": model,
-        "messages": [ChatMessage(role=_ROLES.get(m.role, m.role), content=m.content) for m in body.messages],
+        "messages": [_message(m) for m in body.messages],
+        "temperature": body.temperature,
+        "max_tokens": body.max_completion_tokens or body.max_tokens,
+        "unsupported": "reject",  # a provider without a parameter answers 400 naming it
     }
-    if body.temperature is not None:
-        fields["temperature"] = body.temperature
-    if max_tokens is not None:
-        fields["max_tokens"] = max_tokens
-    if body.policy is not None:
-        fields["policy"] = body.policy
+    for name in _PASSED_ON:
+        value = getattr(body, name)
+        if value is not None:
+            fields[name] = value
+    if isinstance(body.stop, str):
+        fields["stop"] = [body.stop]
+    if body.functions is not None and body.tools is None:  # the deprecated form of tools
+        fields["tools"] = [{"type": "function", "function": f} for f in body.functions]
+        if body.function_call is not None and not isinstance(body.function_call, str):
+            fields["tool_choice"] = {"type": "function", "function": {"name": body.function_call.name}}
+        elif body.function_call is not None:
+            fields["tool_choice"] = body.function_call
     return ChatRequest(**fields)
+
+
+_PASSED_ON = (
+    "top_p",
+    "stop",
+    "seed",
+    "presence_penalty",
+    "frequency_penalty",
+    "logit_bias",
+    "logprobs",
+    "top_logprobs",
+    "response_format",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "user",
+    "policy",
+)
+
+
+def _message(m: Any) -> ChatMessage:
+    return ChatMessage(
+        role=_ROLES.get(m.role, m.role),
+        content=m.content,
+        tool_calls=getattr(m, "tool_calls", None),
+        tool_call_id=getattr(m, "tool_call_id", None),
+        name=getattr(m, "name", None),
+    )
 
 
 def conductor_info(response: ChatResponse) -> ConductorInfo:
@@ -108,18 +149,26 @@ def _label(response: ChatResponse) -> str:
     return f"{response.metadata.provider}/{response.metadata.model}"
 
 
-def to_completion(response: ChatResponse) -> ChatCompletion:
+def completion_id(request_id: str) -> str:
+    return f"chatcmpl-{request_id.removeprefix('req_')}"
+
+
+def to_completion(response: ChatResponse, *, legacy_functions: bool = False) -> ChatCompletion:
+    message: dict[str, Any] = {"role": "assistant", "content": response.content}
+    finish = _finish(response.metadata.finish_reason)
+    if response.tool_calls:
+        if legacy_functions:  # a client that sent `functions` reads `function_call`
+            message["function_call"] = response.tool_calls[0].function.model_dump()
+            finish = "function_call"
+        else:
+            message["tool_calls"] = [call.model_dump() for call in response.tool_calls]
+            finish = "tool_calls"
+        message["content"] = response.content or None
     return ChatCompletion(
-        id=f"chatcmpl-{response.metadata.id.removeprefix('req_')}",
+        id=completion_id(response.metadata.id),
         created=int(response.metadata.finished_at.timestamp()),
         model=_label(response),
-        choices=[
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": response.content},
-                "finish_reason": _finish(response.metadata.finish_reason),
-            }
-        ],
+        choices=[{"index": 0, "message": message, "finish_reason": finish, "logprobs": response.logprobs}],
         usage=_usage(response),
         conductor=conductor_info(response),
     )
@@ -153,31 +202,32 @@ def conductor_headers(response: ChatResponse) -> dict[str, str]:
 # --- model names ----------------------------------------------------------------------------
 
 
-async def list_models(conductor: Conductor) -> list[ModelCard]:
+async def list_models(core: AsyncConductor) -> list[ModelCard]:
     """`auto`, then every model of every configured provider as `provider/model`. Providers are
-    asked concurrently; one that cannot list its models shows its configured ones."""
-    created = int(conductor.started_at.timestamp())
-    names = list(conductor.registry.providers)
-    found: dict[str, list[str]] = {}
+    asked concurrently, and none is waited on for long: one that cannot list its models in a
+    couple of seconds shows its configured ones (and finishes listing in the background)."""
+    created = int(core.started_at.timestamp())
+    providers = core.registry.providers
 
-    async def one(name: str) -> None:
+    async def one(provider: Any) -> list[str]:
         try:
-            found[name] = await call(conductor.models, name)
-        except (ProviderError, ApiError) as exc:
-            log.warning("could not list %s's models: %s", name, redact(exc))
-            found[name] = []
+            return await provider.aget_available_models(wait_s=_MODELS_WAIT_S)
+        except Exception as exc:  # noqa: BLE001 - listing is best effort
+            log.warning("could not list %s's models: %s", provider.name, redact(exc))
+            return []
 
-    async with anyio.create_task_group() as group:
-        for name in names:
-            group.start_soon(one, name)
+    found = await asyncio.gather(*(one(p) for p in providers.values()))
     cards = [ModelCard(id="auto", created=created, owned_by="conductor")]
-    for name in names:
-        for model in dict.fromkeys(found.get(name, [])):
+    for name, models in zip(providers, found):
+        for model in dict.fromkeys(models):
             cards.append(ModelCard(id=f"{name}/{model}", created=created, owned_by=name))
     return cards
 
 
-async def resolve_model(conductor: Conductor, requested: str) -> tuple[str, str | None]:
+_MODELS_WAIT_S = 2.0
+
+
+async def resolve_model(core: AsyncConductor, requested: str) -> tuple[str, str | None]:
     """`model` as (provider, model or None for its default):
     'auto', 'local', 'gemini/gemini-2.5-flash', or a bare model some configured provider lists."""
     text = requested.strip()
@@ -190,11 +240,11 @@ async def resolve_model(conductor: Conductor, requested: str) -> tuple[str, str 
     if not slash and text.lower() in known:
         return text.lower(), None
     # A bare model name ("gpt-4o-mini"): the first configured provider that lists it.
-    for card in await list_models(conductor):
+    for card in await list_models(core):
         provider, _, model = card.id.partition("/")
         if model == text:
             return provider, model
-    configured = ", ".join(conductor.registry.providers) or "none"
+    configured = ", ".join(core.registry.providers) or "none"
     raise ApiError(
         404,
         "model_not_found",
@@ -216,7 +266,7 @@ async def resolve_model(conductor: Conductor, requested: str) -> tuple[str, str 
     tags=["OpenAI-compatible"],
 )
 async def get_models(request: Request) -> ModelList:
-    return ModelList(data=await list_models(conductor_of(request)))
+    return ModelList(data=await list_models(core_of(request)))
 
 
 @router.get(
@@ -227,7 +277,7 @@ async def get_models(request: Request) -> ModelList:
     tags=["OpenAI-compatible"],
 )
 async def get_model(model_id: str, request: Request) -> ModelCard:
-    for card in await list_models(conductor_of(request)):
+    for card in await list_models(core_of(request)):
         if card.id == model_id:
             return card
     raise ApiError(404, "model_not_found", f"unknown model {model_id!r}; {MODELS_HINT}", param="model")
@@ -278,17 +328,22 @@ _STREAM_SCHEMA = {
 async def chat_completions(
     request: Request, body: Annotated[ChatCompletionRequest, Body(openapi_examples=CHAT_EXAMPLES)]
 ) -> Response:
-    conductor = conductor_of(request)
-    provider, model = await resolve_model(conductor, body.model)
-    chat_request = to_chat_request(body, provider, model)
+    core = core_of(request)
+    provider, model = await resolve_model(core, body.model)
+    try:
+        chat_request = to_chat_request(body, provider, model)
+    except ValidationError as error:  # a combination the core refuses (tool_choice without tools...)
+        raise validation_error(list(error.errors())) from None
+    request_id = request_id_of(request)
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return await _stream(conductor, chat_request, body.model, include_usage, stream_executor(request))
+        return await _stream(request, core, chat_request, include_usage, request_id)
     try:
-        response = await call(conductor.chat, chat_request)
+        response = await until_disconnect(request, core.chat(chat_request, request_id=request_id))
     except ProviderError as error:
         raise _with_hint(error) from None
-    return JSONResponse(to_completion(response).model_dump(mode="json"), headers=conductor_headers(response))
+    completion = to_completion(response, legacy_functions=body.functions is not None and body.tools is None)
+    return JSONResponse(completion.model_dump(mode="json", exclude_none=False), headers=conductor_headers(response))
 
 
 CHAT_EXAMPLES = {
@@ -337,10 +392,11 @@ def _sse(payload: dict[str, Any], event: str | None = None) -> bytes:
 
 
 class _Chunks:
-    """Builds the chunks of one streamed answer."""
+    """Builds the chunks of one streamed answer: every chunk has the same id (from the
+    request id) and names the model that serves (from `StreamStart`), as the usage chunk does."""
 
-    def __init__(self, model: str) -> None:
-        self.id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+    def __init__(self, request_id: str, model: str) -> None:
+        self.id = completion_id(request_id)
         self.created = int(time.time())
         self.model = model
 
@@ -362,7 +418,7 @@ class _Chunks:
                 "id": self.id,
                 "object": "chat.completion.chunk",
                 "created": self.created,
-                "model": _label(response),
+                "model": self.model,
                 "system_fingerprint": None,
                 "choices": [],
                 "usage": _usage(response),
@@ -382,72 +438,92 @@ class _SSEResponse(StreamingResponse):
                 await self.body_iterator.aclose()  # type: ignore[union-attr]
 
 
-async def _stream(
-    conductor: Conductor, chat_request: ChatRequest, requested: str, include_usage: bool, executor: Executor
-) -> Response:
-    stream = ThreadedStream(conductor.stream(chat_request), executor)
-    # Wait for the first text before answering: routing, retries and fallbacks happen before
-    # it, so a request that fails outright gets a real HTTP status (429, 503...), which OpenAI
-    # clients turn into the right exception, rather than a 200 with an error inside.
+async def _head(events: AsyncIterator[Any]) -> list[Any]:
+    """Events up to and including the first that is not a status notice (routing, retries and
+    fallbacks happen before it)."""
     head: list[Any] = []
+    async for event in events:
+        head.append(event)
+        if not isinstance(event, StatusNotice):
+            break
+    return head
+
+
+async def _stream(
+    request: Request, core: AsyncConductor, chat_request: ChatRequest, include_usage: bool, request_id: str
+) -> Response:
+    events = core.stream(chat_request, request_id=request_id)
+    # Wait for the first content before answering: a request that fails outright gets a real
+    # HTTP status (429, 503...), which OpenAI clients turn into the right exception, rather
+    # than a 200 with an error inside. A client that leaves meanwhile cancels it.
     try:
-        while all(isinstance(event, StatusNotice) for event in head):
-            batch = await stream.batch()
-            if not batch:
-                break
-            head.extend(batch)
+        head = await until_disconnect(request, _head(events))
     except ProviderError as error:
         raise _with_hint(error) from None
     except BaseException:
-        stream.cancel()
+        await events.aclose()
         raise
-    chunks = _Chunks(requested)
+    start = next((e for e in head if isinstance(e, StreamStart)), None)
+    served = f"{start.provider}/{start.model}" if start else chat_request.model or chat_request.provider
+    chunks = _Chunks(request_id, served)
 
     def render(event: Any) -> tuple[bytes, bool]:
         """One core event as SSE bytes, and whether it ends the stream."""
-        if isinstance(event, TextDelta):
+        kind = type(event)
+        if kind is TextDelta:
             return chunks.chunk({"content": event.text}), False
-        if isinstance(event, StatusNotice):
+        if kind is ToolCallDelta:
+            call: dict[str, Any] = {"index": event.index}
+            if event.id:
+                call.update(id=event.id, type="function")
+            function = {"arguments": event.arguments}
+            if event.name:
+                function["name"] = event.name
+            call["function"] = function
+            return chunks.chunk({"tool_calls": [call]}), False
+        if kind is StatusNotice:
             return f": {_header(event.message)}\n\n".encode(), False  # an SSE comment: clients skip it
-        if isinstance(event, StreamDone):
+        if kind is StreamDone:
             response = event.response
             info = conductor_info(response).model_dump(mode="json")
-            out = chunks.chunk({}, _finish(response.metadata.finish_reason), conductor=info)
+            finish = "tool_calls" if response.tool_calls else _finish(response.metadata.finish_reason)
+            out = chunks.chunk({}, finish, conductor=info)
             if include_usage:
                 out += chunks.usage(response)
             return out + b"data: [DONE]\n\n", True
-        if isinstance(event, StreamIncomplete):
+        if kind is StreamIncomplete:
             return _incomplete(event), True
-        return b"", False
+        return b"", False  # StreamStart: already used for the chunks' model
 
     async def body() -> AsyncIterator[bytes]:
-        try:
-            pending, out = head, [chunks.chunk({"role": "assistant", "content": ""})]
-            while True:
-                finished = False
-                for event in pending:
+        async with aclosing(events):
+            try:
+                out = [chunks.chunk({"role": "assistant", "content": ""})]
+                for event in head:
                     data, finished = render(event)
                     out.append(data)
                     if finished:
-                        break
-                if out:
-                    yield b"".join(out)  # whatever arrived meanwhile, in one write
-                    out = []
-                if finished:
-                    return
-                pending = await stream.batch()
-                if not pending:  # the core ended without StreamDone: not a success either
-                    error = ApiError(502, "stream_interrupted", "the stream ended before it finished")
-                    yield _sse(error_body(error), "error")
-                    return
-        except ProviderError as error:
-            yield _sse(error_body(provider_error(error)), "error")
-        except ApiError as error:
-            yield _sse(error_body(error), "error")
-        finally:
-            stream.cancel()
+                        yield b"".join(out)
+                        return
+                yield b"".join(out)
+                async for event in events:
+                    data, finished = render(event)
+                    if data:
+                        yield data
+                    if finished:
+                        return
+                # The core ended without StreamDone: not a success either.
+                error = ApiError(502, "stream_interrupted", "the stream ended before it finished", request_id=request_id)
+                yield _sse(error_body(error), "error")
+            except ProviderError as error:
+                yield _sse(error_body(provider_error(error), request_id), "error")
+            except ApiError as error:
+                yield _sse(error_body(error, request_id), "error")
 
-    headers = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+    headers = {"cache-control": "no-cache", "x-accel-buffering": "no", "x-request-id": request_id}
+    if start is not None:
+        headers["x-conductor-provider"] = _header(start.provider)
+        headers["x-conductor-model"] = _header(start.model)
     return _SSEResponse(body(), media_type="text/event-stream", headers=headers)
 
 

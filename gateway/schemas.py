@@ -1,19 +1,29 @@
 """Wire shapes of the OpenAI-compatible API, and the error body every endpoint returns.
 
 The request models are strict (a JSON string is not a number) so that what the OpenAPI
-document promises is exactly what the gateway accepts. Unknown OpenAI parameters
-(``top_p``, ``seed``, ``response_format``...) are ignored rather than rejected, so existing
-clients work unchanged; the ones Conductor cannot honour (``n`` > 1, ``tools``) are rejected
-with a sentence saying so.
+document promises is exactly what the gateway accepts. Every Chat Completions parameter
+that changes the answer is taken and passed on (see `gateway.openai_api.to_chat_request`);
+a provider that has no equivalent answers 400 naming the parameter. Unknown parameters are
+ignored, so newer clients work unchanged; `n` > 1 is rejected with a sentence saying so.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, WithJsonSchema
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, WithJsonSchema, field_validator
 
-from conductor_core.models import Attempt, ChatRequest, ErrorResponse
+from conductor_core.models import (
+    Attempt,
+    ChatRequest,
+    ErrorResponse,
+    NamedToolChoice,
+    ResponseFormat,
+    Tool,
+    ToolCall,
+    ToolFunction,
+    ToolName,
+)
 
 __all__ = [
     "ChatCompletionRequest",
@@ -48,6 +58,7 @@ def integral(value: Any) -> Any:
 
 _TEMPERATURE = bounds("temperature")
 _MAX_TOKENS = bounds("max_tokens")
+_SEED = bounds("seed")
 # Bounds before the validator, or pydantic writes them as "ge"/"le", which JSON Schema ignores.
 MaxTokens = Annotated[int, Field(ge=_MAX_TOKENS[0], le=_MAX_TOKENS[1]), BeforeValidator(integral)]
 OneChoice = Annotated[int, Field(ge=1, le=1), BeforeValidator(integral)]
@@ -56,8 +67,8 @@ OneChoice = Annotated[int, Field(ge=1, le=1), BeforeValidator(integral)]
 def _content_text(value: Any) -> str:
     """OpenAI content (a string, or a list of text parts) as one string."""
     if isinstance(value, str):
-        text = value
-    elif isinstance(value, list):
+        return value
+    if isinstance(value, list):
         pieces = []
         for part in value:
             if not isinstance(part, dict) or part.get("type") != "text":
@@ -66,46 +77,73 @@ def _content_text(value: Any) -> str:
             if not isinstance(piece, str) or not piece:
                 raise ValueError("a text part needs a non-empty 'text' string")
             pieces.append(piece)
-        text = "".join(pieces)
-    else:
-        raise ValueError("must be a string or a list of text parts")
-    if not text:
-        raise ValueError("must not be empty")
-    return text
+        return "".join(pieces)
+    raise ValueError("must be a string or a list of text parts")
 
 
-MessageContent = Annotated[
+def _text_content(value: Any) -> Any:
+    return None if value is None else _content_text(value)
+
+
+_PARTS = {
+    "type": "array",
+    "items": {
+        "type": "object",
+        "required": ["type", "text"],
+        "properties": {"type": {"type": "string", "enum": ["text"]}, "text": {"type": "string", "minLength": 1}},
+    },
+}
+_DESCRIPTION = "The message text, or a list of text parts (joined). Images, audio and files are not supported."
+#: Text that must not be empty (system, developer and user messages).
+RequiredText = Annotated[
     str,
-    PlainValidator(_content_text),
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "string", "minLength": 1},
-                {
-                    "type": "array",
-                    "minItems": 1,
-                    "items": {
-                        "type": "object",
-                        "required": ["type", "text"],
-                        "properties": {"type": {"type": "string", "enum": ["text"]}, "text": {"type": "string", "minLength": 1}},
-                    },
-                },
-            ],
-            "title": "Content",
-            "description": "The message text, or a list of text parts (joined). Images, audio and files are not supported.",
-        }
-    ),
+    BeforeValidator(_text_content),
+    Field(min_length=1),
+    WithJsonSchema({"anyOf": [{"type": "string", "minLength": 1}, {**_PARTS, "minItems": 1}], "description": _DESCRIPTION}),
+]
+#: Text that may be empty or null (an assistant that only calls tools; a tool's result).
+OptionalText = Annotated[
+    str | None,
+    BeforeValidator(_text_content),
+    WithJsonSchema({"anyOf": [{"type": "string"}, _PARTS, {"type": "null"}], "description": _DESCRIPTION}),
 ]
 
 
-class OpenAIMessage(BaseModel):
+class SystemMessage(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore")
 
-    role: Literal["system", "developer", "user", "assistant"] = Field(
-        description="Who wrote it; 'developer' is treated as 'system'. Tool messages are not supported."
-    )
-    content: MessageContent
-    name: str | None = Field(default=None, description="Accepted and ignored.")
+    role: Literal["system", "developer"] = Field(description="'developer' is treated as 'system'.")
+    content: RequiredText
+    name: str | None = Field(default=None, description="Passed on to OpenAI-compatible upstreams.")
+
+
+class UserMessage(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+    role: Literal["user"]
+    content: RequiredText
+    name: str | None = Field(default=None, description="Passed on to OpenAI-compatible upstreams.")
+
+
+class AssistantTurn(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+    role: Literal["assistant"]
+    content: OptionalText = None
+    name: str | None = None
+    tool_calls: list[ToolCall] | None = Field(default=None, description="The tool calls it made.")
+
+
+class ToolMessage(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+    role: Literal["tool"]
+    content: OptionalText = None
+    tool_call_id: str = Field(min_length=1, description="The assistant's tool call this answers.")
+
+
+#: One message of an OpenAI conversation, by role.
+OpenAIMessage = Annotated[SystemMessage | UserMessage | AssistantTurn | ToolMessage, Field(discriminator="role")]
 
 
 class StreamOptions(BaseModel):
@@ -152,24 +190,54 @@ class ChatCompletionRequest(BaseModel):
     )
     messages: list[OpenAIMessage] = Field(min_length=1, description="The conversation, oldest first (at least one).")
     temperature: float | None = Field(
-        default=None, ge=_TEMPERATURE[0], le=_TEMPERATURE[1], description="Sampling temperature; default 0.7."
+        default=None, ge=_TEMPERATURE[0], le=_TEMPERATURE[1], description="Sampling temperature; unset: the provider's default."
     )
-    max_tokens: MaxTokens | None = Field(default=None, description="Most tokens to generate; default 1000.")
+    max_tokens: MaxTokens | None = Field(default=None, description="Most tokens to generate; unset: no cap is sent.")
     max_completion_tokens: MaxTokens | None = Field(
         default=None, description="Newer name for max_tokens; wins if both are set."
     )
     stream: bool | None = Field(default=False, description="Answer with server-sent events in OpenAI's chunk format.")
     stream_options: StreamOptions | None = None
     n: OneChoice | None = Field(default=None, description="Number of choices: only 1 is supported.")
-    tools: list[dict[str, Any]] | None = Field(
-        default=None, max_length=0, description="Not supported: a request with tools is rejected."
+    top_p: float | None = Field(default=None, ge=0.0, le=1.0, description="Nucleus sampling, 0 to 1.")
+    stop: Annotated[str, Field(min_length=1)] | Annotated[list[Annotated[str, Field(min_length=1)]], Field(max_length=4)] | None = Field(
+        default=None, description="Up to 4 sequences that end the answer."
+    )
+    seed: Annotated[int, Field(ge=_SEED[0], le=_SEED[1]), BeforeValidator(integral)] | None = Field(
+        default=None, description="Repeatable sampling."
+    )
+    presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+    frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+    logit_bias: dict[str, Annotated[float, Field(ge=-100, le=100)]] | None = Field(
+        default=None, description="Token id -> bias (-100 to 100)."
+    )
+    logprobs: bool | None = Field(default=None, description="Return log probabilities of the output tokens.")
+    top_logprobs: Annotated[int, Field(ge=0, le=20), BeforeValidator(integral)] | None = None
+    response_format: ResponseFormat | None = Field(
+        default=None, description="{'type': 'json_object'} or {'type': 'json_schema', 'json_schema': {...}}."
+    )
+    tools: list[Tool] | None = Field(default=None, description="Functions the model may call.")
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    functions: list[ToolFunction] | None = Field(
+        default=None, description="Deprecated form of tools: taken as tools (answers carry function_call)."
+    )
+    function_call: Literal["none", "auto"] | ToolName | None = Field(
+        default=None, description="Deprecated form of tool_choice."
     )
     policy: Literal["balanced", "fastest", "cheapest", "reliable"] | None = Field(
         default=None,
         description="Conductor extension: the AUTO routing policy for this request (model 'auto' only). "
         "OpenAI clients pass it with extra_body.",
     )
-    user: str | None = Field(default=None, description="Accepted and ignored.")
+    user: str | None = Field(default=None, description="End-user id: passed on where the provider has one.")
+
+    @field_validator("model")
+    @classmethod
+    def _model_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank: use 'auto', a provider name or 'provider/model'")
+        return value
 
 
 # --- responses ----------------------------------------------------------------------------
@@ -200,15 +268,17 @@ class CompletionUsage(BaseModel):
 
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
-    content: str
+    content: str | None
     refusal: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    function_call: dict[str, Any] | None = Field(default=None, description="Only when the request used `functions`.")
 
 
 class Choice(BaseModel):
     index: int = 0
     message: AssistantMessage
-    finish_reason: str = Field(examples=["stop"], description="stop, length or content_filter.")
-    logprobs: None = None
+    finish_reason: str = Field(examples=["stop"], description="stop, length, content_filter or tool_calls.")
+    logprobs: dict[str, Any] | None = None
 
 
 class ChatCompletion(BaseModel):
@@ -256,16 +326,24 @@ class ChatCompletion(BaseModel):
     conductor: ConductorInfo
 
 
+class ChunkToolCall(BaseModel):
+    index: int
+    id: str | None = None
+    type: Literal["function"] | None = None
+    function: dict[str, str] | None = None
+
+
 class ChunkDelta(BaseModel):
     role: Literal["assistant"] | None = None
     content: str | None = None
+    tool_calls: list[ChunkToolCall] | None = None
 
 
 class ChunkChoice(BaseModel):
     index: int = 0
     delta: ChunkDelta
     finish_reason: str | None = None
-    logprobs: None = None
+    logprobs: dict[str, Any] | None = None
 
 
 class ChatCompletionChunk(BaseModel):

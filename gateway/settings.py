@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["GatewaySettings"]
@@ -18,11 +18,6 @@ class GatewaySettings(BaseSettings):
     host: str = Field(default="127.0.0.1", description="Interface to listen on; 0.0.0.0 in a container.")
     port: int = Field(default=8000, ge=0, le=65535)
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024, description="Largest request body accepted (413 above).")
-    threads: int = Field(
-        default=200,
-        ge=1,
-        description="Worker threads for the synchronous core; each open stream holds one while it waits for a token.",
-    )
     workers: int = Field(
         default=1,
         ge=1,
@@ -30,3 +25,16 @@ class GatewaySettings(BaseSettings):
         "+68% requests/s (BENCHMARKS.md). They share the request log (SQLite WAL or PostgreSQL).",
     )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    allow_unauthenticated: bool = Field(
+        default=False,
+        description="Serve on a non-loopback address without CONDUCTOR_API_KEY (a trusted network only). Off: the "
+        "gateway refuses to start there without a key.",
+    )
+    cors_origins: str = Field(
+        default="",
+        validation_alias=AliasChoices("CONDUCTOR_CORS_ORIGINS", "cors_origins"),
+        description="Comma-separated origins browsers may call the gateway from ('*' for any); empty: CORS off.",
+    )
+
+    def cors_origin_list(self) -> list[str]:
+        return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]

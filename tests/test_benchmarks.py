@@ -20,7 +20,7 @@ import pytest
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
 REPO = Path(__file__).resolve().parents[1]
-NAMES = ("request_log", "overhead", "fanout", "gateway_load", "dashboard", "local")
+NAMES = ("request_log", "overhead", "fanout", "experiments", "gateway_load", "dashboard", "local")
 
 
 @pytest.fixture(scope="module")
@@ -107,6 +107,9 @@ def test_request_log_reports_both_backends(quick_run: tuple[Path, subprocess.Com
     out, _ = quick_run
     backends = _result(out, "request_log")["backends"]
     assert backends["sqlite"]["write_errors"] == 0 and backends["sqlite"]["one_writer"]["writes_per_s"] > 0
+    submit = backends["sqlite"]["submit"]  # the spool's cost, against the same call without it
+    assert submit["spool"]["p50_us"] > 0 and submit["no_spool"]["p50_us"] > 0
+    assert submit["added_p50_us"] == pytest.approx(submit["spool"]["p50_us"] - submit["no_spool"]["p50_us"], abs=0.01)
     postgres = backends["postgresql"]
     assert "skipped" in postgres or postgres["write_errors"] == 0
 
@@ -117,5 +120,18 @@ def test_fanout_and_gateway_load_complete_without_errors(quick_run: tuple[Path, 
     assert fanout["compare_wall_ms"] > 0 and fanout["slowest_direct_ms"] > 0
     load = _result(out, "gateway_load")
     for mode in ("non_streaming", "streaming"):
-        assert load[mode]["errors"] == {"direct": 0, "gateway": 0}
+        errors = load[mode]["errors"]
+        assert {"direct", "gateway"} <= set(errors) and not any(errors.values())  # LiteLLM too, when installed
         assert load[mode]["latency_ms"]["gateway"]["n"] > 0
+    hung = load["hung_upstream"]
+    assert hung["health_ms"]["with_hung"]["n"] > 0 and hung["healthy_chat_ms"]["with_hung"]["n"] > 0
+
+
+def test_experiments_runs_every_cell_and_measures_progress_and_memory(quick_run: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
+    out, _ = quick_run
+    result = _result(out, "experiments")
+    assert result["cells"]["ok"] == result["cells"]["total"] == result["config"]["rows"] * result["config"]["variants"]
+    assert result["wall_s"] > 0 and result["ideal_s"] > 0 and result["baseline"]["wall_s"] > 0
+    assert result["progress"]["polls"] > 0 and result["progress"]["longest_gap_between_changes_s"] is not None
+    assert set(result["memory"]["by_rows"]) == {str(n) for n in result["config"]["memory_rows"]}
+    assert len(result["targets"]) == 4

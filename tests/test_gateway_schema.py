@@ -15,6 +15,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 
 from conductor_core.config import load_settings
+from conductor_core.providers.base import FEATURE_SETTINGS, SAMPLING_SETTINGS
 from conductor_core.router import Conductor
 from conductor_core.testing.fakes import ScriptedProvider
 from gateway.main import create_app
@@ -33,9 +34,14 @@ def _conductor() -> Conductor:
         "max_retries": 0,
         "data_dir": Path(tempfile.mkdtemp(prefix="conductor-schema-")),
     }
+    # They take every OpenAI parameter (as OpenAI-compatible upstreams do): a schema-valid
+    # request is then served, not refused for a parameter the provider lacks.
+    every = frozenset(SAMPLING_SETTINGS + FEATURE_SETTINGS)
     providers = [
-        ScriptedProvider("fake", reply="A scripted answer for schema tests.", models=["fake-small", "fake-large"]),
-        ScriptedProvider("spare", reply="Another scripted answer.", cost_per_token=None),
+        ScriptedProvider(
+            "fake", reply="A scripted answer for schema tests.", models=["fake-small", "fake-large"], supported_settings=every
+        ),
+        ScriptedProvider("spare", reply="Another scripted answer.", cost_per_token=None, supported_settings=every),
     ]
     return Conductor(load_settings(_env_file=None, **fields), extra_providers=providers, source="gateway")
 

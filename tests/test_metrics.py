@@ -88,12 +88,33 @@ def test_ttft_only_from_streamed_successes() -> None:
     assert registry.snapshot("gemini").performance.p50_ttft_ms == 30
 
 
-def test_tokens_per_second_is_tokens_over_generation_time() -> None:
+def test_tokens_per_second_is_tokens_after_the_first_over_time_after_the_first() -> None:
     registry = MetricsRegistry(clock=FakeClock())
-    # 100 tokens in (1100 - 100) ms of generation, and 300 tokens in 2000 ms (not streamed).
+    # 100 tokens, the first at 100 ms and the last at 1100 ms: 99 tokens in 1 s of generation.
     registry.record(attempt(latency_ms=1100, ttft_ms=100, streamed=True, output_tokens=100))
+    # Left out: not streamed (the first token's wait cannot be told apart), and one token alone.
     registry.record(attempt(latency_ms=2000, output_tokens=300))
-    assert registry.snapshot("gemini").performance.tokens_per_second == pytest.approx(400 / 3.0)
+    registry.record(attempt(latency_ms=500, ttft_ms=100, streamed=True, output_tokens=1))
+    assert registry.snapshot("gemini").performance.tokens_per_second == pytest.approx(99.0)
+    # 41 tokens after the first in 3 s more: (99 + 41) / (1 + 3).
+    registry.record(attempt(latency_ms=3200, ttft_ms=200, streamed=True, output_tokens=42))
+    assert registry.snapshot("gemini").performance.tokens_per_second == pytest.approx(140 / 4.0)
+
+
+@pytest.mark.parametrize("error_type", ["bad_request", "cancelled", "busy", "circuit_open"])
+def test_failures_that_are_not_the_providers_fault_do_not_count_against_it(error_type: str) -> None:
+    registry = MetricsRegistry(clock=FakeClock())
+    registry.record(attempt(latency_ms=100))
+    for _ in range(5):
+        registry.record(attempt(status="error", error_type=error_type, error_message="the request's fault"))
+    registry.record(attempt(status="incomplete", error_type=error_type, error_message="stopped"))
+    snap = registry.snapshot("gemini")
+    assert snap.success_rate == 1.0 and snap.samples == 1
+    assert snap.consecutive_failures == 0 and snap.last_error is None
+    assert snap.usage.total_requests == 7 and snap.usage.failed_requests == 6  # still logged and counted as usage
+    registry.record(attempt(status="error", error_type="unavailable", error_message="down"))
+    snap = registry.snapshot("gemini")
+    assert snap.success_rate == 0.5 and snap.consecutive_failures == 1 and "down" in snap.last_error
 
 
 def test_empty_provider_has_no_data() -> None:

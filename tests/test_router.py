@@ -3,6 +3,7 @@ breakers, compare fan-out, the request log, restarts and concurrency."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -24,6 +25,7 @@ from conductor_core.models import (
     StatusNotice,
     StreamDone,
     StreamIncomplete,
+    StreamStart,
     Target,
     TextDelta,
     Vote,
@@ -366,17 +368,19 @@ def test_abandoned_stream_is_recorded_not_lost(make):
 class BarrierProvider(ScriptedProvider):
     """Refuses to answer until every target of the compare is in flight at once."""
 
-    def __init__(self, name: str, barrier: threading.Barrier) -> None:
+    def __init__(self, name: str, barrier: asyncio.Barrier) -> None:
         super().__init__(name, reply=f"answer from {name}")
         self.barrier = barrier
 
-    def _stream(self, request, model):
-        self.barrier.wait(timeout=10)  # raises BrokenBarrierError if the calls ran one by one
-        yield from super()._stream(request, model)
+    async def _stream(self, request, model):
+        # Times out (and the target fails) if the calls ran one by one.
+        await asyncio.wait_for(self.barrier.wait(), 10)
+        async for piece in super()._stream(request, model):
+            yield piece
 
 
 def test_compare_runs_targets_concurrently_and_tags_events(make):
-    barrier = threading.Barrier(3)
+    barrier = asyncio.Barrier(3)
     providers = [BarrierProvider(n, barrier) for n in ("alpha", "beta", "gamma")]
     conductor = make(*providers)
     targets = [Target(provider=p.name) for p in providers]
@@ -481,7 +485,7 @@ def test_twenty_threads_fifty_requests_each(make):
 
 def test_a_broken_log_does_not_take_requests_down(tmp_path, clock):
     settings = load_settings(_env_file=None, local_enabled=False, data_dir=tmp_path)
-    broken = RequestLog("postgresql://nobody:nothing@127.0.0.1:9/none")
+    broken = RequestLog("postgresql://nobody:nothing@127.0.0.1:9/none", data_dir=tmp_path)  # its spool stays in tmp
     conductor = Conductor(settings, request_log=broken, extra_providers=[ScriptedProvider("alpha")], clock=clock)
     assert conductor.chat(ask("alpha")).content == "Scripted answer."
     broken.flush()  # writes happen off the request path
@@ -503,3 +507,64 @@ def _err(provider: str):
     from conductor_core.models import AttemptRecord
 
     return AttemptRecord(request_id="r", provider=provider, status="error", error_type="unavailable", latency_ms=5.0)
+
+
+# --- the sync facade over the async core ---------------------------------------------------------
+
+
+def test_many_threads_each_a_new_one_like_streamlit_reruns_abandoning_streams(make):
+    """Every rerun is a fresh thread; half of them walk away mid-stream. The one loop serves
+    them all, and every attempt is recorded: done, or cancelled."""
+    a = ScriptedProvider("alpha", reply="one two three four five six")
+    conductor = make(a)
+    outcomes: list[str] = []
+    lock = threading.Lock()
+
+    def rerun(i: int) -> None:
+        stream = conductor.stream(ask("alpha"))
+        for event in stream:
+            if isinstance(event, TextDelta) and i % 2:
+                stream.close()  # or simply dropped: Streamlit abandons generators
+                with lock:
+                    outcomes.append("stopped")
+                return
+        with lock:
+            outcomes.append("done")
+
+    for batch in range(5):
+        threads = [threading.Thread(target=rerun, args=(batch * 10 + i,)) for i in range(10)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=30)
+    assert outcomes.count("done") == 25 and outcomes.count("stopped") == 25
+    records = conductor.log.records()
+    assert len(records) == 50
+    assert sum(r.status == "ok" for r in records) == 25
+    assert {(r.status, r.error_type) for r in records if r.status != "ok"} == {("incomplete", "cancelled")}
+    assert conductor.breaker("alpha").state == BreakerState.closed
+    assert conductor.metrics.snapshot("alpha").success_rate == 1.0  # stopping is not the provider's fault
+
+
+def test_a_cut_stream_keeps_its_figures(make):
+    a = ScriptedProvider("alpha")
+    a.script(Reply(text="one two three four five", cut_after=3))
+    conductor = make(a)
+    events = list(conductor.stream(ask("alpha")))
+    start = next(e for e in events if isinstance(e, StreamStart))
+    assert (start.provider, start.model) == ("alpha", "alpha-model")
+    incomplete = events[-1]
+    assert isinstance(incomplete, StreamIncomplete)
+    a_ = incomplete.partial.analytics
+    assert a_.output_tokens == 3 and a_.output_tokens_estimated and a_.time_to_first_token_ms is not None
+    assert a_.tokens_per_second is not None and a_.latency_ms >= a_.time_to_first_token_ms
+    [record] = conductor.log.records()
+    assert record.status == "incomplete" and record.output_tokens == 3 and record.ttft_ms == a_.time_to_first_token_ms
+
+
+def test_a_request_id_given_by_the_caller_names_every_attempt(make):
+    a = ScriptedProvider("alpha")
+    conductor = make(a)
+    assert conductor.chat(ask("alpha"), request_id="mine-1").metadata.id == "mine-1"
+    assert [e for e in conductor.stream(ask("alpha"), request_id="mine-2") if isinstance(e, StreamDone)][0].response.metadata.id == "mine-2"
+    assert {r.request_id for r in conductor.log.records()} == {"mine-1", "mine-2"}

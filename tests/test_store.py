@@ -1,32 +1,5 @@
-r"""The request log, run against SQLite and PostgreSQL with the same tests.
-
-PostgreSQL is not started by these tests. Point ``CONDUCTOR_TEST_POSTGRES_URL`` at a
-database the tests may create schemas in. On Debian 12 as root (what .ci/run does; the
-role and database steps are idempotent, so a machine that already has them is fine)::
-
-    apt-get install -y postgresql
-    pg_ctlcluster 15 main start
-    pg_isready -h 127.0.0.1 -p 5432 -t 30
-    su postgres -c "psql -tAc \"SELECT 1 FROM pg_roles WHERE rolname='conductor'\"" | grep -q 1 \
-      || su postgres -c "psql -v ON_ERROR_STOP=1 -c \"CREATE ROLE conductor LOGIN PASSWORD 'conductor'\""
-    su postgres -c "psql -tAc \"SELECT 1 FROM pg_database WHERE datname='conductor_test'\"" | grep -q 1 \
-      || su postgres -c "createdb -O conductor conductor_test"
-    export CONDUCTOR_TEST_POSTGRES_URL=postgresql://conductor:conductor@127.0.0.1:5432/conductor_test
-
-A private throwaway cluster works too (any free port)::
-
-    mkdir -p /tmp/pg && chown postgres: /tmp/pg
-    su postgres -c "/usr/lib/postgresql/15/bin/initdb -D /tmp/pg/data -U postgres --auth=trust"
-    su postgres -c "/usr/lib/postgresql/15/bin/pg_ctl -D /tmp/pg/data -l /tmp/pg/log \
-      -o '-p 54329 -k /tmp/pg -c listen_addresses=127.0.0.1' -w start"
-    (then CREATE ROLE / createdb as above with psql -h 127.0.0.1 -p 54329)
-
-Without the variable the PostgreSQL cases are skipped, unless ``CONDUCTOR_REQUIRE_SERVICES=1``
-(CI), where a missing database fails them.
-
-Each PostgreSQL test gets its own schema (via ``search_path`` in the URL's ``options``),
-dropped afterwards, so tests are independent and can run in parallel.
-"""
+r"""The request log, run against SQLite and PostgreSQL with the same tests (the `backend`
+fixture, see tests/store_backends.py for how to point them at a PostgreSQL server)."""
 
 from __future__ import annotations
 
@@ -39,8 +12,6 @@ import subprocess
 import sys
 import threading
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -53,117 +24,7 @@ from sqlalchemy.engine import make_url
 from conductor_core.config import register_secret
 from conductor_core.models import AttemptRecord, ProviderUsage, Vote
 from conductor_core.store import AGGREGATE_COLUMNS, FRAME_COLUMNS, RequestLog, normalize_database_url
-
-POSTGRES_URL = os.environ.get("CONDUCTOR_TEST_POSTGRES_URL")
-REQUIRE_SERVICES = os.environ.get("CONDUCTOR_REQUIRE_SERVICES") == "1"
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-T0 = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
-
-
-@dataclass
-class Backend:
-    name: str
-    url: str | None  # None: the default SQLite file under data_dir
-    data_dir: Path
-    opened: list[RequestLog] = field(default_factory=list)
-
-    def make(self, **kwargs: Any) -> RequestLog:
-        log = RequestLog(self.url, data_dir=self.data_dir, **kwargs)
-        self.opened.append(log)
-        return log
-
-    @property
-    def sqlalchemy_url(self) -> str:
-        if self.url is None:
-            return f"sqlite:///{self.data_dir / 'conductor.db'}"
-        return normalize_database_url(self.url)
-
-    def raw_rows(self, table: str) -> list[tuple[Any, ...]]:
-        """Every row as the database holds it, read without RequestLog."""
-        engine = create_engine(self.sqlalchemy_url)
-        try:
-            with engine.connect() as conn:
-                return [tuple(row) for row in conn.execute(text(f"SELECT * FROM {table}"))]
-        finally:
-            engine.dispose()
-
-
-def _postgres_schema_url(schema: str) -> str:
-    assert POSTGRES_URL
-    url = make_url(normalize_database_url(POSTGRES_URL))
-    return url.update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(hide_password=False)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    if request.param == "sqlite":
-        found = Backend("sqlite", None, tmp_path / "data")
-        yield found
-        for log in found.opened:
-            log.close()
-        return
-
-    if not POSTGRES_URL:
-        message = "PostgreSQL tests need CONDUCTOR_TEST_POSTGRES_URL (see the top of tests/test_store.py)"
-        if REQUIRE_SERVICES:
-            pytest.fail(message + "; CONDUCTOR_REQUIRE_SERVICES=1 forbids skipping")
-        pytest.skip(message)
-    schema = f"test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(normalize_database_url(POSTGRES_URL))
-    try:
-        with admin.begin() as conn:  # a set but unreachable URL fails here: that is a real error
-            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-        found = Backend("postgresql", _postgres_schema_url(schema), tmp_path / "data")
-        yield found
-        for log in found.opened:
-            log.close()
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-    finally:
-        admin.dispose()
-
-
-def make_record(**overrides: Any) -> AttemptRecord:
-    values: dict[str, Any] = {
-        "request_id": "req_test",
-        "provider": "gemini",
-        "model": "gemini-2.5-flash",
-        "status": "ok",
-        "created_at": T0,
-        "latency_ms": 120.5,
-        "input_tokens": 10,
-        "output_tokens": 20,
-        "cost_usd": 0.001,
-    }
-    values.update(overrides)
-    return AttemptRecord(**values)
-
-
-def full_record() -> AttemptRecord:
-    """Every field set to something other than its default."""
-    return AttemptRecord(
-        id="att_everyfield",
-        created_at=datetime(2025, 3, 1, 13, 14, 15, 123456, tzinfo=timezone(timedelta(hours=2))),
-        request_id="req_everyfield",
-        provider="anthropic",
-        model="claude-sonnet-4",
-        route="compare",
-        group_id="grp_1",
-        source="gateway",
-        streamed=True,
-        status="incomplete",
-        error_type="stream_interrupted",
-        error_message="the stream broke after 12 tokens",
-        input_tokens=123,
-        output_tokens=45,
-        latency_ms=987.654321,
-        ttft_ms=54.321,
-        cost_usd=0.000123456,
-        prompt="user: Write a haiku about latency — ünïcödé 🚀",
-        answer="Packets wait; the answer blooms",
-    )
-
+from tests.store_backends import POSTGRES_URL, REPO_ROOT, T0, Backend, backend, full_record, make_record  # noqa: F401 - backend is a fixture
 
 # --- round trip ---------------------------------------------------------------------------
 
@@ -391,11 +252,18 @@ def test_the_writer_lingers_to_batch_and_a_read_cuts_the_wait_short(backend: Bac
 
 
 def test_a_failed_background_write_is_counted_not_raised(tmp_path: Path) -> None:
-    log = RequestLog("postgresql://nobody:nothing@127.0.0.1:9/none")
+    log = RequestLog("postgresql://nobody:nothing@127.0.0.1:9/none", data_dir=tmp_path)
     log.submit(make_record())
     log.submit(make_record())
-    assert log.flush(timeout=30)
+    assert log.flush(timeout=30) is False  # the writer tried and the database was not there
     assert log.write_errors == 2 and log.last_write_error
+    assert log.flush(timeout=30) is False
+    assert log.write_errors == 2  # retried, but each attempt counts once
+    health = log.health()
+    assert (health.pending, health.database_ok, health.written) == (2, False, 0)
+    assert health.spool_files == 1 and health.spooled_bytes > 0
+    log.close()  # the two attempts stay in the spool for the next process
+    assert len(list((tmp_path / "spool").glob("*/*.spool"))) == 1
 
 
 def test_empty_log_reads(backend: Backend) -> None:
@@ -435,6 +303,38 @@ def test_export_csv_and_json_parse_back(backend: Backend) -> None:
     assert len(only_openai) == 4 and {item["provider"] for item in only_openai} == {"openai"}
     with pytest.raises(ValueError):
         log.export("xml")  # type: ignore[arg-type]
+
+
+def test_csv_export_neutralises_formulas_and_json_stays_exact(backend: Backend) -> None:
+    """OWASP's CSV injection advice: a text cell a spreadsheet would run as a formula gets a
+    leading quote. Numbers stay numbers, negative ones included; JSON is untouched."""
+    log = backend.make()
+    link = '=HYPERLINK("http://example.invalid/x","click")'
+    risky = make_record(
+        id="att_formula",
+        answer=link,
+        prompt="+1+2",
+        error_message="-2+3",
+        model="@SUM(A1:A2)",
+        request_id="\tcmd",
+        group_id="\r=1",
+        latency_ms=-1.5,  # a clock step can make one negative: still a number
+        ttft_ms=-0.25,
+    )
+    plain = make_record(id="att_plain", answer="a = b, and - c", prompt="user: hi", model="gpt-4o-mini")
+    assert log.write(risky) and log.write(plain)
+    rows = {row["id"]: row for row in csv.DictReader(io.StringIO(log.export("csv").decode("utf-8")))}
+    row = rows["att_formula"]
+    assert row["answer"] == "'" + link
+    assert (row["prompt"], row["error_message"], row["model"]) == ("'+1+2", "'-2+3", "'@SUM(A1:A2)")
+    assert (row["request_id"], row["group_id"]) == ("'\tcmd", "'\r=1")
+    assert (row["latency_ms"], row["ttft_ms"], row["input_tokens"]) == ("-1.5", "-0.25", "10")
+    assert float(row["latency_ms"]) == -1.5
+    # Nothing else changes: a cell that does not start a formula is as it was.
+    assert {k: rows["att_plain"][k] for k in ("answer", "prompt", "model")} == {"answer": "a = b, and - c", "prompt": "user: hi", "model": "gpt-4o-mini"}
+    exact = {item["id"]: item for item in json.loads(log.export("json"))}
+    assert AttemptRecord.model_validate(exact["att_formula"]) == risky
+    assert exact["att_formula"]["answer"] == link and exact["att_formula"]["latency_ms"] == -1.5
 
 
 def test_aggregate_is_bounded_and_matches_counts(backend: Backend) -> None:
@@ -495,6 +395,8 @@ def _random_records(n: int, seed: int) -> list[AttemptRecord]:
     records = []
     for i in range(n):
         status = rng.choice(["ok", "ok", "ok", "error", "incomplete"])
+        # Failures are the provider's (timeout) or not (a bad request, a person stopping it).
+        error_type = None if status == "ok" else rng.choice(["timeout", "bad_request", "cancelled"])
         latency = rng.choice([None, round(rng.uniform(20, 900), 3)])
         ttft = rng.choice([None, latency, round(rng.uniform(1, 200), 3)]) if latency is not None else rng.choice([None, 5.0])
         records.append(
@@ -502,12 +404,13 @@ def _random_records(n: int, seed: int) -> list[AttemptRecord]:
                 id=f"att_r{seed}_{i:05d}",
                 provider=rng.choice(["gemini", "openai", "local"]),
                 status=status,
+                error_type=error_type,
                 created_at=T0 + timedelta(seconds=rng.uniform(0, 2400)),
                 latency_ms=latency,
                 ttft_ms=ttft,
                 cost_usd=rng.choice([None, round(rng.uniform(0, 0.01), 6)]),
                 input_tokens=rng.randint(0, 50),
-                output_tokens=rng.choice([0, rng.randint(1, 300)]),
+                output_tokens=rng.choice([0, 1, 2, rng.randint(1, 300)]),
             )
         )
     return records
@@ -521,10 +424,11 @@ def _expected_cells(records: list[AttemptRecord], bucket_s: int, since: datetime
         if (since is not None and ts < since.timestamp()) or (until is not None and ts >= until.timestamp()):
             continue
         key = (r.provider, int(ts // bucket_s * bucket_s))
-        c = cells.setdefault(key, {"requests": 0, "ok": 0, "errors": 0, "incomplete": 0, "priced": 0, "lat": [], "ttft": [],
+        c = cells.setdefault(key, {"requests": 0, "ok": 0, "errors": 0, "incomplete": 0, "not_at_fault": 0, "priced": 0, "lat": [], "ttft": [],
                                    "generation_tokens": 0, "generation_s": 0.0, "cost_usd": 0.0, "input_tokens": 0, "output_tokens": 0})
         c["requests"] += 1
         c[{"ok": "ok", "error": "errors", "incomplete": "incomplete"}[r.status]] += 1
+        c["not_at_fault"] += r.status != "ok" and r.error_type in ("bad_request", "cancelled", "busy", "circuit_open")
         c["priced"] += r.cost_usd is not None
         c["cost_usd"] += r.cost_usd or 0.0
         c["input_tokens"] += r.input_tokens
@@ -533,8 +437,9 @@ def _expected_cells(records: list[AttemptRecord], bucket_s: int, since: datetime
             c["lat"].append(r.latency_ms)
         if r.status == "ok" and r.ttft_ms is not None:
             c["ttft"].append(r.ttft_ms)
-            if r.latency_ms is not None and r.latency_ms > r.ttft_ms and r.output_tokens > 0:
-                c["generation_tokens"] += r.output_tokens
+            # Tokens/s: the tokens after the first, over the time after the first (two at least).
+            if r.latency_ms is not None and r.latency_ms > r.ttft_ms and r.output_tokens >= 2:
+                c["generation_tokens"] += r.output_tokens - 1
                 c["generation_s"] += (r.latency_ms - r.ttft_ms) / 1000
     return cells
 
@@ -544,7 +449,7 @@ def _assert_aggregate_matches(agg: pd.DataFrame, expected: dict[Any, dict[str, A
     assert {(row.provider, int(row.bucket.timestamp())) for row in agg.itertuples()} == set(expected)
     for row in agg.itertuples():
         c = expected[(row.provider, int(row.bucket.timestamp()))]
-        for name in ("requests", "ok", "errors", "incomplete", "priced", "generation_tokens", "input_tokens", "output_tokens"):
+        for name in ("requests", "ok", "errors", "incomplete", "not_at_fault", "priced", "generation_tokens", "input_tokens", "output_tokens"):
             assert getattr(row, name) == c[name], name
         assert (row.latency_n, row.ttft_n) == (len(c["lat"]), len(c["ttft"]))
         for mean, values in ((row.mean_latency_ms, c["lat"]), (row.mean_ttft_ms, c["ttft"])):
@@ -618,6 +523,32 @@ def test_a_log_from_before_rollups_gets_them_on_open(backend: Backend) -> None:
     reopened = backend.make()
     assert reopened.provider_totals() == expected
     _assert_aggregate_matches(reopened.aggregate(bucket_s=300), _expected_cells(records, 300, None, None))
+
+
+def test_rollups_built_by_an_older_rule_are_rebuilt_once_on_open(backend: Backend) -> None:
+    """A log from before the `not_at_fault` column and today's tokens/s rule: opening it adds
+    the column and recomputes every minute from the rows, once."""
+    log = backend.make()
+    records = _random_records(80, seed=5)
+    assert log.write_many(records) == 80
+    engine = create_engine(backend.sqlalchemy_url)
+    with engine.begin() as conn:  # what version 1 of the schema left behind, with stale sums
+        conn.execute(text("DROP TABLE attempt_rollups"))
+        conn.execute(text("DELETE FROM conductor_schema"))
+        conn.execute(text(
+            "CREATE TABLE attempt_rollups (provider VARCHAR NOT NULL, bucket_ts FLOAT NOT NULL, requests INTEGER NOT NULL, "
+            "ok INTEGER NOT NULL, errors INTEGER NOT NULL, incomplete INTEGER NOT NULL, priced INTEGER NOT NULL, "
+            "latency_sum_ms FLOAT NOT NULL, latency_n INTEGER NOT NULL, ttft_sum_ms FLOAT NOT NULL, ttft_n INTEGER NOT NULL, "
+            "generation_tokens INTEGER NOT NULL, generation_s FLOAT NOT NULL, cost_usd FLOAT NOT NULL, "
+            "input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL, PRIMARY KEY (provider, bucket_ts))"
+        ))
+        conn.execute(text("INSERT INTO attempt_rollups VALUES ('gemini', 0, 99, 99, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)"))
+    engine.dispose()
+    reopened = backend.make()
+    _assert_aggregate_matches(reopened.aggregate(bucket_s=300), _expected_cells(records, 300, None, None))
+    before = _rollup_rows(backend)
+    backend.make().count()  # a second process opening it does not rebuild again
+    assert _rollup_rows(backend) == before
 
 
 def test_concurrent_writers_keep_the_rollups_exact(backend: Backend) -> None:

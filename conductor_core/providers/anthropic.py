@@ -1,27 +1,39 @@
-"""Anthropic on the official `anthropic` SDK. System messages go to the `system` parameter."""
+"""Anthropic on the official `anthropic` SDK's async client. System messages go to the
+`system` parameter, tools and tool calls to Anthropic's tool_use / tool_result blocks, JSON
+output to `output_config.format`. The SDK (2.x) has no sampling parameters on
+`messages.create` (temperature, top_p...): only stop sequences."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 import anthropic
 
+from .. import aio
 from ..config import Settings
 from ..errors import NotConfiguredError, ProviderError, sdk_error
-from ..models import ChatRequest, MessageRole, Usage
-from .base import BaseProvider, Completion, StreamPiece
+from ..models import ChatMessage, ChatRequest, FunctionCall, MessageRole, ToolCall, ToolCallDelta, Usage, response_schema
+from .base import BaseProvider, Completion, Served, StreamPiece
 
 ANTHROPIC_MODELS = ["claude-sonnet-4-5", "claude-haiku-4-5", "claude-opus-4-1", "claude-3-5-haiku-latest"]
-_FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "refusal": "content_filter"}
+_FINISH = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+    "refusal": "content_filter",
+    "tool_use": "tool_calls",
+}
+#: Anthropic requires a cap; this one applies when the request sets none.
+DEFAULT_MAX_TOKENS = 4096
 
 
 class AnthropicProvider(BaseProvider):
     display_name = "Anthropic"
     key_env_var = "ANTHROPIC_API_KEY"
     price_provider_id = "anthropic"
-    # The anthropic SDK (2.x) has no sampling parameters on messages.create: only stop sequences.
-    supported_settings = frozenset({"stop"})
+    supported_settings = frozenset({"stop", "tools", "tool_choice", "parallel_tool_calls", "response_format"})
 
     def __init__(
         self,
@@ -33,8 +45,10 @@ class AnthropicProvider(BaseProvider):
         timeout_s: float = 60.0,
     ) -> None:
         super().__init__(name, default_model=default_model, timeout_s=timeout_s)
-        # max_retries=0: the router is the only retry loop.
-        self._client = anthropic.Anthropic(api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout_s)
+        # max_retries=0: the router is the only retry loop. One client per event loop.
+        self._clients = aio.PerLoop(
+            lambda: anthropic.AsyncAnthropic(api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout_s)
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings, name: str = "anthropic") -> "AnthropicProvider":
@@ -51,20 +65,33 @@ class AnthropicProvider(BaseProvider):
 
     @staticmethod
     def _to_request(request: ChatRequest, model: str) -> dict[str, Any]:
-        # No temperature: the anthropic SDK (2.x) no longer has sampling parameters on
-        # messages.create, so the request's temperature does not apply to Anthropic.
         system = "\n\n".join(m.content for m in request.messages if m.role == MessageRole.system)
         params: dict[str, Any] = {
             "model": model,
-            "max_tokens": request.max_tokens,
-            "messages": [
-                {"role": m.role.value, "content": m.content} for m in request.messages if m.role != MessageRole.system
-            ],
+            "max_tokens": request.max_tokens or DEFAULT_MAX_TOKENS,
+            "messages": _messages(request.messages),
         }
         if system:
             params["system"] = system
         if request.stop:
             params["stop_sequences"] = list(request.stop)
+        if request.tools:
+            params["tools"] = [
+                {
+                    "name": tool.function.name,
+                    **({"description": tool.function.description} if tool.function.description else {}),
+                    "input_schema": tool.function.parameters or {"type": "object", "properties": {}},
+                }
+                for tool in request.tools
+            ]
+        choice = _tool_choice(request)
+        if choice is not None:
+            params["tool_choice"] = choice
+        if request.response_format is not None and request.response_format.type != "text":
+            schema = response_schema(request.response_format) or {"type": "object"}
+            params["output_config"] = {"format": {"type": "json_schema", "schema": schema}}
+        if request.user:
+            params["metadata"] = {"user_id": request.user}
         return params
 
     @staticmethod
@@ -79,45 +106,127 @@ class AnthropicProvider(BaseProvider):
         )
 
     @staticmethod
-    def _text(message: Any) -> str:
-        return "".join(block.text for block in message.content if getattr(block, "type", None) == "text")
+    def _from_message(message: Any, model: str) -> Completion:
+        text = "".join(block.text for block in message.content if getattr(block, "type", None) == "text")
+        calls = [
+            ToolCall(id=block.id, function=FunctionCall(name=block.name, arguments=json.dumps(block.input)))
+            for block in message.content
+            if getattr(block, "type", None) == "tool_use"
+        ]
+        return Completion(
+            text=text,
+            model=message.model or model,
+            finish_reason=_FINISH.get(message.stop_reason or "", message.stop_reason),
+            usage=AnthropicProvider._usage(message.usage),
+            tool_calls=calls or None,
+        )
 
     # --- hooks ----------------------------------------------------------------------
 
-    def _complete(self, request: ChatRequest, model: str) -> Completion:
-        message = self._client.messages.create(**self._to_request(request, model))
-        return Completion(
-            text=self._text(message),
-            model=message.model or model,
-            finish_reason=_FINISH.get(message.stop_reason or "", message.stop_reason),
-            usage=self._usage(message.usage),
-        )
+    async def _complete(self, request: ChatRequest, model: str) -> Completion:
+        message = await self._clients.get().messages.create(**self._to_request(request, model))
+        return self._from_message(message, model)
 
-    def _stream(self, request: ChatRequest, model: str) -> Iterator[StreamPiece]:
-        with self._client.messages.stream(**self._to_request(request, model)) as stream:
-            yield from stream.text_stream
-            message = stream.get_final_message()
-        if message.stop_reason is None:
+    async def _stream(self, request: ChatRequest, model: str) -> AsyncIterator[StreamPiece]:
+        served, stop_reason = model, None
+        input_usage: Any = None
+        output_tokens = 0
+        tool_index: dict[int, int] = {}  # Anthropic's block index -> OpenAI's tool-call index
+        stream = await self._clients.get().messages.create(**self._to_request(request, model), stream=True)
+        async with stream:
+            async for event in stream:
+                kind = event.type
+                if kind == "content_block_delta":
+                    delta = event.delta
+                    if delta.type == "text_delta":
+                        yield delta.text
+                    elif delta.type == "input_json_delta" and event.index in tool_index:
+                        yield ToolCallDelta(index=tool_index[event.index], arguments=delta.partial_json)
+                elif kind == "content_block_start" and event.content_block.type == "tool_use":
+                    block = event.content_block
+                    tool_index[event.index] = len(tool_index)
+                    yield ToolCallDelta(index=tool_index[event.index], id=block.id, name=block.name)
+                elif kind == "message_start":
+                    served = event.message.model or model
+                    input_usage = event.message.usage
+                    yield Served(served)
+                elif kind == "message_delta":
+                    stop_reason = event.delta.stop_reason or stop_reason
+                    output_tokens = event.usage.output_tokens or output_tokens
+        if stop_reason is None:
             raise ValueError("stream ended without a stop reason")
+        usage = self._usage(input_usage) if input_usage is not None else Usage()
         yield Completion(
-            text=self._text(message),
-            model=message.model or model,
-            finish_reason=_FINISH.get(message.stop_reason, message.stop_reason),
-            usage=self._usage(message.usage),
+            text="",
+            model=served,
+            finish_reason=_FINISH.get(stop_reason, stop_reason),
+            usage=usage.model_copy(update={"output_tokens": output_tokens}),
         )
 
     def _map_error(self, exc: Exception) -> ProviderError:
         return sdk_error(self.name, exc, anthropic, key_hint="ANTHROPIC_API_KEY", timeout_s=self.timeout_s)
 
-    def health_check(self) -> bool:
-        try:
-            self._client.with_options(timeout=min(self.timeout_s, 10.0)).models.list(limit=1)
-        except Exception as exc:  # noqa: BLE001 - a health check reports, it does not raise
-            return self.mark_health(False, self._map_error(exc).message)
-        return self.mark_health(True)
+    async def _health(self) -> None:
+        await self._clients.get().with_options(timeout=min(self.timeout_s, 10.0)).models.list(limit=1)
 
-    def get_available_models(self) -> list[str]:
-        def fetch() -> list[str]:
-            return [m.id for m in self._client.with_options(timeout=5.0).models.list(limit=100)]
+    def builtin_models(self) -> list[str]:
+        return list(ANTHROPIC_MODELS)
 
-        return self._cached_models(fetch, ANTHROPIC_MODELS)
+    async def _list_models(self) -> list[str]:
+        page = await self._clients.get().with_options(timeout=5.0).models.list(limit=100)
+        return [m.id for m in page.data]
+
+    async def aclose(self) -> None:
+        client = self._clients.pop_current()
+        if client is not None:
+            await client.close()
+
+
+def _messages(messages: list[ChatMessage]) -> list[dict[str, Any]]:
+    """Our conversation in Anthropic's shape: tool calls as tool_use blocks, tool results as
+    tool_result blocks in a user turn (several results in a row share one turn)."""
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        if m.role == MessageRole.system:
+            continue
+        if m.role == MessageRole.tool:
+            block = {"type": "tool_result", "tool_use_id": m.tool_call_id, "content": m.content}
+            last = out[-1] if out else None
+            if last and last["role"] == "user" and isinstance(last["content"], list) and last.get("_results"):
+                last["content"].append(block)
+            else:
+                out.append({"role": "user", "content": [block], "_results": True})
+            continue
+        if m.role == MessageRole.assistant and m.tool_calls:
+            blocks: list[dict[str, Any]] = [{"type": "text", "text": m.content}] if m.content else []
+            for call in m.tool_calls:
+                blocks.append({"type": "tool_use", "id": call.id, "name": call.function.name, "input": _arguments(call)})
+            out.append({"role": "assistant", "content": blocks})
+            continue
+        if m.role == MessageRole.assistant and not m.content:
+            continue  # an empty turn (OpenAI allows it): Anthropic refuses empty text
+        out.append({"role": m.role.value, "content": m.content})
+    for message in out:
+        message.pop("_results", None)
+    return out
+
+
+def _arguments(call: ToolCall) -> Any:
+    try:
+        return json.loads(call.function.arguments or "{}")
+    except ValueError:
+        return {"_raw": call.function.arguments}  # what the model wrote, even when it is not JSON
+
+
+def _tool_choice(request: ChatRequest) -> dict[str, Any] | None:
+    choice = request.tool_choice if request.tools else None
+    out: dict[str, Any] | None
+    if choice is None:
+        out = None
+    elif not isinstance(choice, str):
+        out = {"type": "tool", "name": choice.function.name}
+    else:
+        out = {"type": {"auto": "auto", "required": "any", "none": "none"}[choice]}
+    if request.parallel_tool_calls is False:
+        out = {**(out or {"type": "auto"}), "disable_parallel_tool_use": True}
+    return out

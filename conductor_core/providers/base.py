@@ -1,43 +1,74 @@
 """The interface every provider follows.
 
-A provider file supplies small hooks: `_complete` (one call, whole answer), `_stream`
-(text pieces, then the final `Completion`), `_map_error` (its SDK's exceptions -> our
-tree), `health_check` and `get_available_models`. The public `chat_completion` and
-`stream` here wrap those hooks with the timing, time to first token, cost, error mapping
-and per-provider counters, so that no provider measures itself differently.
+A provider file supplies small async hooks: `_complete` (one call, whole answer), `_stream`
+(an async generator of pieces: text, tool-call pieces, then the final `Completion`),
+`_map_error` (its SDK's exceptions -> our tree), `_health` and `_list_models`. The public
+`achat` and `astream` here wrap those hooks with the timing, time to first token, cost,
+error mapping and per-provider counters, so that no provider measures itself differently.
+
+Waiting costs no thread: cloud providers use their SDK's async client, the local model
+runs in one worker thread of its own. `chat_completion`, `stream`, `health_check` and
+`get_available_models` are the same calls for synchronous code (through `conductor_core.aio`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from contextlib import aclosing
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import ClassVar
+from typing import Any, ClassVar
 
-from .. import pricing
-from ..errors import ProviderError, StreamInterruptedError
+from .. import aio, pricing
+from ..errors import BadRequestError, ProviderError, StreamInterruptedError
 from ..models import (
     ChatRequest,
     ChatResponse,
+    FunctionCall,
     ProviderState,
     ResponseAnalytics,
     ResponseMetadata,
     StatusNotice,
     StreamDone,
     TextDelta,
+    ToolCall,
+    ToolCallDelta,
     Usage,
+    tokens_per_second,
     utcnow,
 )
 
-__all__ = ["BaseProvider", "Completion", "StreamPiece", "SAMPLING_SETTINGS"]
+__all__ = [
+    "BaseProvider",
+    "Completion",
+    "Served",
+    "Loaded",
+    "StreamPiece",
+    "StreamStats",
+    "SAMPLING_SETTINGS",
+    "FEATURE_SETTINGS",
+]
 
-#: ChatRequest fields that tune generation and that not every provider can honour.
-SAMPLING_SETTINGS: tuple[str, ...] = ("temperature", "top_p", "stop", "seed")
+#: ChatRequest fields that tune generation and that not every provider can honour. Where a
+#: provider cannot, the request's `unsupported` says whether they are ignored or rejected.
+SAMPLING_SETTINGS: tuple[str, ...] = ("temperature", "top_p", "stop", "seed", "presence_penalty", "frequency_penalty")
+#: Fields that change what comes back: never silently dropped (a provider without them answers 400).
+FEATURE_SETTINGS: tuple[str, ...] = (
+    "response_format",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "logit_bias",
+    "logprobs",
+    "top_logprobs",
+)
 
 _MODELS_CACHE_S = 300.0
+_MODELS_FETCH_S = 5.0
 
 
 @dataclass
@@ -48,9 +79,42 @@ class Completion:
     model: str
     finish_reason: str | None = None
     usage: Usage | None = None  # None: the provider did not report it (cost is then unknown)
+    tool_calls: list[ToolCall] | None = None
+    logprobs: dict[str, Any] | None = None
+    load_ms: float | None = None  # time spent loading the model before generating (local)
 
 
-StreamPiece = str | StatusNotice | Completion
+@dataclass(slots=True)
+class Served:
+    """A stream piece: the upstream named the model that answers (before its first text)."""
+
+    model: str
+
+
+@dataclass(slots=True)
+class Loaded:
+    """A stream piece: the model finished loading after `ms`; timings restart from here."""
+
+    ms: float
+
+
+StreamPiece = str | ToolCallDelta | StatusNotice | Served | Loaded | Completion
+
+
+@dataclass(slots=True)
+class StreamStats:
+    """What a stream has shown so far, kept up to date as it goes: the router reads it when a
+    stream ends early (cut, stopped), so a partial answer has true figures too."""
+
+    model: str = ""
+    started_at: datetime = field(default_factory=utcnow)
+    t0: float = field(default_factory=time.perf_counter)
+    load_ms: float | None = None
+    ttft_ms: float | None = None
+    chunks: int = 0  # text and tool-call pieces received
+
+    def elapsed_ms(self) -> float:
+        return (time.perf_counter() - self.t0) * 1000
 
 
 class BaseProvider(ABC):
@@ -61,9 +125,11 @@ class BaseProvider(ABC):
     #: genai-prices provider id used for cost (None: unknown unless overridden).
     price_provider_id: ClassVar[str | None] = None
     can_stream: ClassVar[bool] = True
-    #: The optional ChatRequest settings this provider passes on; the others it ignores, and
-    #: `ignored_settings` says so (the playground shows it beside the control).
+    #: The optional ChatRequest settings this provider passes on (see SAMPLING_SETTINGS and
+    #: FEATURE_SETTINGS). `ignored_settings` and `check` say what it cannot.
     supported_settings: ClassVar[frozenset[str]] = frozenset(SAMPLING_SETTINGS)
+    #: Most concurrent calls (None: the configured `bulkhead_limit`).
+    max_concurrency: ClassVar[int | None] = None
 
     def __init__(self, name: str, *, default_model: str, timeout_s: float = 60.0) -> None:
         self.name = name
@@ -78,28 +144,37 @@ class BaseProvider(ABC):
         self.last_error: str | None = None
         self._counter_lock = threading.Lock()
         self._models_cache: tuple[float, list[str]] | None = None
+        self._models_fetch: asyncio.Task[list[str]] | None = None
 
     # --- hooks a provider implements --------------------------------------------
 
     @abstractmethod
-    def _complete(self, request: ChatRequest, model: str) -> Completion: ...
+    async def _complete(self, request: ChatRequest, model: str) -> Completion: ...
 
     @abstractmethod
-    def _stream(self, request: ChatRequest, model: str) -> Iterator[StreamPiece]:
-        """Yield text pieces (and optional status notices), then exactly one `Completion`."""
+    def _stream(self, request: ChatRequest, model: str) -> AsyncIterator[StreamPiece]:
+        """Yield text pieces (and tool-call pieces, status notices), then exactly one `Completion`."""
 
     @abstractmethod
     def _map_error(self, exc: Exception) -> ProviderError:
         """The one place this provider's SDK exceptions become our `ProviderError` tree."""
 
     @abstractmethod
-    def health_check(self) -> bool: ...
+    async def _health(self) -> None:
+        """Raise if the provider cannot be reached (a cheap call: list one model)."""
 
-    @abstractmethod
-    def get_available_models(self) -> list[str]: ...
+    async def _list_models(self) -> list[str]:
+        """What the provider's API lists (the built-in list comes first anyway)."""
+        return []
+
+    def builtin_models(self) -> list[str]:
+        return [self.default_model]
 
     def estimate_cost(self, tokens: Usage, model: str) -> float | None:
         return pricing.estimate_cost(tokens, model, self.price_provider_id)
+
+    async def aclose(self) -> None:
+        """Close what this provider holds on the running loop (SDK clients)."""
 
     # --- state --------------------------------------------------------------------
 
@@ -128,7 +203,7 @@ class BaseProvider(ABC):
                 self.failed_requests += 1
                 self.last_error = error
 
-    # --- the public calls ----------------------------------------------------------
+    # --- what a request may ask of this provider -------------------------------------
 
     def ignored_settings(self, request: ChatRequest | None = None) -> list[str]:
         """The sampling settings this provider does not pass on: all it cannot honour, or,
@@ -136,78 +211,160 @@ class BaseProvider(ABC):
         names = [n for n in SAMPLING_SETTINGS if n not in self.supported_settings]
         if request is None:
             return names
-        return [n for n in names if getattr(request, n) is not None]
+        return [n for n in names if _is_set(n, getattr(request, n))]
+
+    def unsupported(self, request: ChatRequest) -> list[str]:
+        """What `request` asks for that this provider cannot do and that may not be dropped:
+        features it lacks, tool calls in the conversation, and, when the request says
+        `unsupported="reject"`, sampling settings it lacks."""
+        missing = [n for n in FEATURE_SETTINGS if n not in self.supported_settings and _is_set(n, getattr(request, n))]
+        if "tools" not in self.supported_settings and "tools" not in missing and request.uses_tools():
+            missing.append("tool calls in messages")
+        if request.unsupported == "reject":
+            missing = self.ignored_settings(request) + missing
+        return missing
+
+    def check(self, request: ChatRequest) -> None:
+        """BadRequestError naming each parameter and this provider, if it cannot serve `request`."""
+        missing = self.unsupported(request)
+        if missing:
+            names = ", ".join(missing)
+            error = BadRequestError(
+                f"{self.name} does not support {names}: remove {'it' if len(missing) == 1 else 'them'} from the "
+                "request, or choose a provider that has it (OpenAI and OpenAI-compatible servers take every "
+                "OpenAI parameter)",
+                provider=self.name,
+                status_code=400,
+            )
+            error.param = "messages" if missing[0] == "tool calls in messages" else missing[0]  # type: ignore[attr-defined]
+            raise error
 
     def resolve_model(self, request: ChatRequest) -> str:
         return request.model or self.default_model
 
-    def chat_completion(self, request: ChatRequest) -> ChatResponse:
+    # --- the public calls ----------------------------------------------------------
+
+    async def achat(self, request: ChatRequest) -> ChatResponse:
+        self.check(request)
         model = self.resolve_model(request)
         started_at, t0 = utcnow(), time.perf_counter()
         try:
-            completion = self._complete(request, model)
+            completion = await self._complete(request, model)
         except Exception as exc:
             raise self._fail(exc, t0) from None
-        latency_ms = (time.perf_counter() - t0) * 1000
+        latency_ms = (time.perf_counter() - t0) * 1000 - (completion.load_ms or 0.0)
         self.update_metrics(True, latency_ms)
         return self._response(completion, started_at, latency_ms, ttft_ms=None)
 
-    def stream(self, request: ChatRequest) -> Iterator[TextDelta | StatusNotice | StreamDone]:
-        """Text deltas as they arrive, then one `StreamDone`. A break after text raises
-        `StreamInterruptedError` carrying the partial text; a break before it raises the mapped error."""
+    async def astream(self, request: ChatRequest, *, stats: StreamStats | None = None) -> AsyncIterator[Any]:
+        """Text (and tool-call) deltas as they arrive, then one `StreamDone`. A break after
+        text raises `StreamInterruptedError` carrying the partial text; a break before it
+        raises the mapped error. `stats` (optional) is kept up to date as the stream goes."""
+        self.check(request)
         model = self.resolve_model(request)
-        started_at, t0 = utcnow(), time.perf_counter()
-        ttft_ms: float | None = None
+        stats = stats if stats is not None else StreamStats()
+        stats.model, stats.started_at, stats.t0 = model, utcnow(), time.perf_counter()
         parts: list[str] = []
+        calls: dict[int, list[Any]] = {}
         completion: Completion | None = None
         try:
-            for piece in self._stream(request, model):
-                if isinstance(piece, str):
-                    if not piece:
-                        continue
-                    if ttft_ms is None:
-                        ttft_ms = (time.perf_counter() - t0) * 1000
-                    parts.append(piece)
-                    yield TextDelta(text=piece)
-                elif isinstance(piece, StatusNotice):
-                    yield piece
-                else:
-                    completion = piece
+            # aclosing: a reader that stops (a closed tab, a Stop button) closes the upstream stream now.
+            async with aclosing(self._stream(request, model)) as pieces:
+                async for piece in pieces:
+                    kind = type(piece)
+                    if kind is str:
+                        if not piece:
+                            continue
+                        if stats.ttft_ms is None:
+                            stats.ttft_ms = stats.elapsed_ms()
+                        stats.chunks += 1
+                        parts.append(piece)
+                        yield TextDelta(text=piece)
+                    elif kind is ToolCallDelta:
+                        if stats.ttft_ms is None:
+                            stats.ttft_ms = stats.elapsed_ms()
+                        stats.chunks += 1
+                        _add_call_piece(calls, piece)
+                        yield piece
+                    elif kind is Served:
+                        stats.model = piece.model
+                    elif kind is Loaded:
+                        stats.load_ms = piece.ms
+                        stats.t0 = time.perf_counter()  # loading is not a first-token time
+                    elif kind is StatusNotice:
+                        yield piece
+                    else:
+                        completion = piece
             if completion is None:
                 raise StreamInterruptedError(f"{self.name} ended the stream without finishing it", provider=self.name)
-        except GeneratorExit:
-            raise  # the consumer stopped reading: not the provider's failure
         except Exception as exc:
-            error = self._fail(exc, t0)
-            if parts:
+            error = self._fail(exc, stats.t0)
+            if stats.chunks:
                 raise StreamInterruptedError(
-                    f"{self.name} stream broke after {len(parts)} chunks: {error.message}",
+                    f"{self.name} stream broke after {stats.chunks} chunks: {error.message}",
                     provider=self.name,
                     status_code=error.status_code,
                     partial_text="".join(parts),
                 ) from None
             raise error from None
-        latency_ms = (time.perf_counter() - t0) * 1000
+        latency_ms = stats.elapsed_ms()
         if not completion.text:
             completion.text = "".join(parts)
+        if completion.tool_calls is None and calls:
+            completion.tool_calls = _finished_calls(calls)
+        completion.load_ms = stats.load_ms
         self.update_metrics(True, latency_ms)
-        yield StreamDone(response=self._response(completion, started_at, latency_ms, ttft_ms))
+        yield StreamDone(
+            response=self._response(completion, stats.started_at, latency_ms, stats.ttft_ms, chunks=stats.chunks)
+        )
 
-    # --- helpers ---------------------------------------------------------------------
+    async def ahealth_check(self) -> bool:
+        try:
+            await asyncio.wait_for(self._health(), min(self.timeout_s, 10.0))
+        except Exception as exc:  # noqa: BLE001 - a health check reports, it does not raise
+            mapped = self._map_error(exc) if not isinstance(exc, asyncio.TimeoutError) else None
+            return self.mark_health(False, mapped.message if mapped else f"{self.name} did not answer its health check")
+        return self.mark_health(True)
 
-    def _cached_models(self, fetch: Callable[[], list[str]], builtin: list[str]) -> list[str]:
-        """`builtin` first, then what the API lists; asked at most every few minutes, since the
-        UI asks on every rerun. A failed listing falls back to `builtin`."""
+    async def aget_available_models(self, *, wait_s: float = _MODELS_FETCH_S) -> list[str]:
+        """The built-in models first, then what the API lists; asked at most every few minutes
+        (the UI asks on every rerun). Waits at most `wait_s` for a listing: a slow or failed
+        one answers with what is known, and a slow one finishes in the background."""
         cached = self._models_cache
         if cached and time.monotonic() - cached[0] < _MODELS_CACHE_S:
             return cached[1]
+        fetch = self._models_fetch
+        if fetch is None or fetch.done() or fetch.get_loop() is not asyncio.get_running_loop():
+            fetch = self._models_fetch = asyncio.get_running_loop().create_task(self._fetch_models())
         try:
-            listed = fetch()
+            return await asyncio.wait_for(asyncio.shield(fetch), wait_s)
+        except asyncio.TimeoutError:
+            return cached[1] if cached else self.builtin_models()
+
+    async def _fetch_models(self) -> list[str]:
+        try:
+            listed = await asyncio.wait_for(self._list_models(), _MODELS_FETCH_S)
         except Exception:  # noqa: BLE001 - listing is best effort
             listed = []
-        models = list(dict.fromkeys([*builtin, *listed]))
+        models = list(dict.fromkeys([*self.builtin_models(), *listed]))
         self._models_cache = (time.monotonic(), models)
         return models
+
+    # --- the same, for synchronous callers ---------------------------------------------
+
+    def chat_completion(self, request: ChatRequest) -> ChatResponse:
+        return aio.run(self.achat(request))
+
+    def stream(self, request: ChatRequest) -> Iterator[Any]:
+        return aio.iterate(lambda: self.astream(request))
+
+    def health_check(self) -> bool:
+        return aio.run(self.ahealth_check())
+
+    def get_available_models(self) -> list[str]:
+        return aio.run(self.aget_available_models())
+
+    # --- helpers ---------------------------------------------------------------------
 
     def _fail(self, exc: Exception, t0: float) -> ProviderError:
         error = exc if isinstance(exc, ProviderError) else self._map_error(exc)
@@ -216,12 +373,11 @@ class BaseProvider(ABC):
         return error
 
     def _response(
-        self, completion: Completion, started_at: datetime, latency_ms: float, ttft_ms: float | None
+        self, completion: Completion, started_at: datetime, latency_ms: float, ttft_ms: float | None, chunks: int = 0
     ) -> ChatResponse:
         usage = completion.usage
-        out_tokens = usage.output_tokens if usage else 0
-        generation_ms = latency_ms - (ttft_ms or 0.0)
-        tps = out_tokens / (generation_ms / 1000) if usage and out_tokens and generation_ms > 0 else None
+        estimated = usage is None and chunks > 0
+        out_tokens = usage.output_tokens if usage else chunks
         return ChatResponse(
             content=completion.text,
             metadata=ResponseMetadata(
@@ -234,13 +390,48 @@ class BaseProvider(ABC):
             analytics=ResponseAnalytics(
                 input_tokens=usage.input_tokens if usage else 0,
                 output_tokens=out_tokens,
+                output_tokens_estimated=estimated,
                 cached_tokens=usage.cached_tokens if usage else 0,
                 latency_ms=round(latency_ms, 3),
                 time_to_first_token_ms=round(ttft_ms, 3) if ttft_ms is not None else None,
-                tokens_per_second=round(tps, 2) if tps else None,
+                tokens_per_second=_rounded(tokens_per_second(out_tokens, latency_ms, ttft_ms)),
+                load_ms=round(completion.load_ms, 3) if completion.load_ms is not None else None,
                 cost_usd=self.estimate_cost(usage, completion.model) if usage else None,
             ),
+            tool_calls=completion.tool_calls or None,
+            logprobs=completion.logprobs,
         )
 
     def __repr__(self) -> str:  # never shows a client (and so never a key)
         return f"<{type(self).__name__} {self.name!r} model={self.default_model!r}>"
+
+
+def _rounded(value: float | None) -> float | None:
+    return round(value, 2) if value is not None else None
+
+
+def _is_set(name: str, value: Any) -> bool:
+    """Whether a request setting asks for something (False and [] ask for nothing, except
+    parallel_tool_calls=False, which asks for one call at a time)."""
+    if value is None:
+        return False
+    if value is False and name != "parallel_tool_calls":
+        return False
+    return not (isinstance(value, (list, dict)) and not value)
+
+
+def _add_call_piece(calls: dict[int, list[Any]], piece: ToolCallDelta) -> None:
+    entry = calls.setdefault(piece.index, [None, None, []])
+    if piece.id:
+        entry[0] = piece.id
+    if piece.name:
+        entry[1] = piece.name
+    if piece.arguments:
+        entry[2].append(piece.arguments)
+
+
+def _finished_calls(calls: dict[int, list[Any]]) -> list[ToolCall]:
+    return [
+        ToolCall(id=call_id or f"call_{index}", function=FunctionCall(name=name or "unknown", arguments="".join(args)))
+        for index, (call_id, name, args) in sorted(calls.items())
+    ]

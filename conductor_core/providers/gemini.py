@@ -1,28 +1,37 @@
 """Gemini on `google-genai`, Google's maintained SDK (`google-generativeai` reached end of
-life on 2025-11-30)."""
+life on 2025-11-30), through its async client (`client.aio`). Tools become function
+declarations, tool calls and results `function_call` / `function_response` parts, JSON
+output `response_mime_type` (and `response_json_schema`)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
 from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 
+from .. import aio
 from ..config import Settings
 from ..errors import NotConfiguredError, ProviderError, error_for_status, parse_retry_after, transport_error
-from ..models import ChatRequest, MessageRole, Usage
-from .base import BaseProvider, Completion, StreamPiece
+from ..models import ChatMessage, ChatRequest, FunctionCall, MessageRole, ToolCall, ToolCallDelta, Usage, new_id, response_schema
+from .base import BaseProvider, Completion, Served, StreamPiece
 
 GEMINI_MODELS = ["gemini-2.5-flash", "gemini-2.5-flash-lite", "gemini-2.5-pro", "gemini-2.0-flash"]
 _FINISH = {"STOP": "stop", "MAX_TOKENS": "length", "SAFETY": "content_filter"}
+_MODES = {"auto": "AUTO", "required": "ANY", "none": "NONE"}
 
 
 class GeminiProvider(BaseProvider):
     display_name = "Google Gemini"
     key_env_var = "GEMINI_API_KEY"
     price_provider_id = "google"
+    supported_settings = frozenset(
+        {"temperature", "top_p", "stop", "seed", "presence_penalty", "frequency_penalty", "response_format", "tools", "tool_choice"}
+    )
 
     def __init__(
         self,
@@ -35,9 +44,11 @@ class GeminiProvider(BaseProvider):
     ) -> None:
         super().__init__(name, default_model=default_model, timeout_s=timeout_s)
         # No retry_options: the SDK then makes one attempt, and the router owns retries.
-        self._client = genai.Client(
-            api_key=api_key,
-            http_options=types.HttpOptions(base_url=base_url, timeout=int(timeout_s * 1000)),
+        # One client per event loop (its connection pool belongs to the loop it was made on).
+        self._clients = aio.PerLoop(
+            lambda: genai.Client(
+                api_key=api_key, http_options=types.HttpOptions(base_url=base_url, timeout=int(timeout_s * 1000))
+            ).aio
         )
 
     @classmethod
@@ -56,20 +67,43 @@ class GeminiProvider(BaseProvider):
     @staticmethod
     def _to_request(request: ChatRequest) -> tuple[list[types.Content], types.GenerateContentConfig]:
         system = "\n\n".join(m.content for m in request.messages if m.role == MessageRole.system)
-        contents = [
-            types.Content(role="model" if m.role == MessageRole.assistant else "user", parts=[types.Part(text=m.content)])
-            for m in request.messages
-            if m.role != MessageRole.system
-        ]
-        config = types.GenerateContentConfig(
-            system_instruction=system or None,
-            temperature=request.temperature,
-            max_output_tokens=request.max_tokens,
-            top_p=request.top_p,
-            stop_sequences=list(request.stop) if request.stop else None,
-            seed=request.seed,
-        )
-        return contents, config
+        fields: dict[str, Any] = {
+            "system_instruction": system or None,
+            "temperature": request.temperature,
+            "max_output_tokens": request.max_tokens,
+            "top_p": request.top_p,
+            "stop_sequences": list(request.stop) if request.stop else None,
+            "seed": request.seed,
+            "presence_penalty": request.presence_penalty,
+            "frequency_penalty": request.frequency_penalty,
+        }
+        response_format = request.response_format
+        if response_format is not None and response_format.type != "text":
+            fields["response_mime_type"] = "application/json"
+            fields["response_json_schema"] = response_schema(response_format)
+        if request.tools:
+            fields["tools"] = [
+                types.Tool(
+                    function_declarations=[
+                        types.FunctionDeclaration(
+                            name=tool.function.name,
+                            description=tool.function.description,
+                            parameters_json_schema=tool.function.parameters,
+                        )
+                        for tool in request.tools
+                    ]
+                )
+            ]
+            # Declarations only, never Python callables: the SDK must not run anything itself.
+            fields["automatic_function_calling"] = types.AutomaticFunctionCallingConfig(disable=True)
+        choice = request.tool_choice if request.tools else None
+        if choice is not None:
+            if not isinstance(choice, str):
+                calling = types.FunctionCallingConfig(mode="ANY", allowed_function_names=[choice.function.name])
+            else:
+                calling = types.FunctionCallingConfig(mode=_MODES[choice])
+            fields["tool_config"] = types.ToolConfig(function_calling_config=calling)
+        return _contents(request.messages), types.GenerateContentConfig(**fields)
 
     @staticmethod
     def _usage(meta: Any) -> Usage | None:
@@ -89,30 +123,59 @@ class GeminiProvider(BaseProvider):
         reason = getattr(reason, "value", reason)
         return _FINISH.get(str(reason), str(reason).lower())
 
+    @staticmethod
+    def _calls(response: Any) -> list[ToolCall]:
+        if not response.candidates or response.candidates[0].content is None:
+            return []
+        return [
+            ToolCall(
+                id=part.function_call.id or new_id("call"),
+                function=FunctionCall(name=part.function_call.name or "unknown", arguments=json.dumps(part.function_call.args or {})),
+            )
+            for part in response.candidates[0].content.parts or ()
+            if part.function_call is not None
+        ]
+
+    @staticmethod
+    def _text(response: Any) -> str:
+        if not response.candidates or response.candidates[0].content is None:
+            return ""
+        return "".join(part.text for part in response.candidates[0].content.parts or () if part.text and not part.thought)
+
     # --- hooks ----------------------------------------------------------------------
 
-    def _complete(self, request: ChatRequest, model: str) -> Completion:
+    async def _complete(self, request: ChatRequest, model: str) -> Completion:
         contents, config = self._to_request(request)
-        response = self._client.models.generate_content(model=model, contents=contents, config=config)
+        response = await self._clients.get().models.generate_content(model=model, contents=contents, config=config)
+        calls = self._calls(response)
         return Completion(
-            text=response.text or "",
+            text=self._text(response),
             model=response.model_version or model,
-            finish_reason=self._finish(response),
+            finish_reason="tool_calls" if calls else self._finish(response),
             usage=self._usage(response.usage_metadata),
+            tool_calls=calls or None,
         )
 
-    def _stream(self, request: ChatRequest, model: str) -> Iterator[StreamPiece]:
+    async def _stream(self, request: ChatRequest, model: str) -> AsyncIterator[StreamPiece]:
         contents, config = self._to_request(request)
-        served, finish, usage = model, None, None
-        for chunk in self._client.models.generate_content_stream(model=model, contents=contents, config=config):
-            if chunk.text:
-                yield chunk.text
-            served = chunk.model_version or served
-            finish = self._finish(chunk) or finish
-            usage = self._usage(chunk.usage_metadata) or usage
+        served, finish, usage, called = None, None, None, 0
+        chunks = await self._clients.get().models.generate_content_stream(model=model, contents=contents, config=config)
+        async with aclosing(chunks):
+            async for chunk in chunks:
+                if served is None and chunk.model_version:
+                    served = chunk.model_version
+                    yield Served(served)
+                text = self._text(chunk)
+                if text:
+                    yield text
+                for call in self._calls(chunk):  # Gemini sends each call whole
+                    yield ToolCallDelta(index=called, id=call.id, name=call.function.name, arguments=call.function.arguments)
+                    called += 1
+                finish = self._finish(chunk) or finish
+                usage = self._usage(chunk.usage_metadata) or usage
         if finish is None:
             raise ValueError("stream ended without a finish reason")
-        yield Completion(text="", model=served, finish_reason=finish, usage=usage)
+        yield Completion(text="", model=served or model, finish_reason="tool_calls" if called else finish, usage=usage)
 
     def _map_error(self, exc: Exception) -> ProviderError:
         if isinstance(exc, genai_errors.APIError):
@@ -126,19 +189,63 @@ class GeminiProvider(BaseProvider):
             )
         return transport_error(self.name, exc) or ProviderError(f"{self.name} failed: {exc}", provider=self.name)
 
-    def health_check(self) -> bool:
-        try:
-            next(iter(self._client.models.list(config={"page_size": 1})), None)
-        except Exception as exc:  # noqa: BLE001 - a health check reports, it does not raise
-            return self.mark_health(False, self._map_error(exc).message)
-        return self.mark_health(True)
+    async def _health(self) -> None:
+        pager = await self._clients.get().models.list(config={"page_size": 1})
+        async for _ in pager:
+            break
 
-    def get_available_models(self) -> list[str]:
-        def fetch() -> list[str]:
-            return sorted(
+    def builtin_models(self) -> list[str]:
+        return list(GEMINI_MODELS)
+
+    async def _list_models(self) -> list[str]:
+        pager = await self._clients.get().models.list()
+        return sorted(
+            [
                 m.name.removeprefix("models/")
-                for m in self._client.models.list()
+                async for m in pager
                 if m.name and "generateContent" in (m.supported_actions or ["generateContent"])
-            )
+            ]
+        )
 
-        return self._cached_models(fetch, GEMINI_MODELS)
+
+def _contents(messages: list[ChatMessage]) -> list[types.Content]:
+    """Our conversation in Gemini's shape: the assistant is "model", tool calls are
+    function_call parts, tool results function_response parts (named after their call)."""
+    names = {call.id: call.function.name for m in messages for call in m.tool_calls or ()}
+    out: list[types.Content] = []
+    for m in messages:
+        if m.role == MessageRole.system:
+            continue
+        if m.role == MessageRole.tool:
+            part = types.Part(
+                function_response=types.FunctionResponse(
+                    id=m.tool_call_id, name=names.get(m.tool_call_id or "", "unknown"), response=_result(m.content)
+                )
+            )
+            if out and out[-1].role == "user" and out[-1].parts and out[-1].parts[0].function_response is not None:
+                out[-1].parts.append(part)
+            else:
+                out.append(types.Content(role="user", parts=[part]))
+            continue
+        parts = [types.Part(text=m.content)] if m.content else []
+        for call in m.tool_calls or ():
+            parts.append(types.Part(function_call=types.FunctionCall(id=call.id, name=call.function.name, args=_args(call))))
+        if parts:
+            out.append(types.Content(role="model" if m.role == MessageRole.assistant else "user", parts=parts))
+    return out
+
+
+def _args(call: ToolCall) -> dict[str, Any]:
+    try:
+        value = json.loads(call.function.arguments or "{}")
+    except ValueError:
+        return {"_raw": call.function.arguments}
+    return value if isinstance(value, dict) else {"value": value}
+
+
+def _result(content: str) -> dict[str, Any]:
+    try:
+        value = json.loads(content)
+    except ValueError:
+        return {"result": content}
+    return value if isinstance(value, dict) else {"result": value}

@@ -1,18 +1,24 @@
 """The embedded model: any GGUF file on llama-cpp-python, by default the bundled Gemma 3 270M.
 
 A `Llama` is one context and one KV cache, so it is not thread-safe: each process keeps one
-per (path, threads, context) in a module-level cache, and every generation holds that
-model's lock from the first token to the last (released in `finally`, also when a consumer
-abandons the stream). Loading is lazy: on first use or on `warm_up()`.
+per (path, threads, context) in a module-level cache, driven by one worker thread of its
+own that takes generations from a queue, one at a time. Callers wait on their event loop,
+not in a thread; the worker hands each token over as it comes. A caller that goes away (a
+closed tab, a Stop button, a client that disconnects) marks its job cancelled: a queued job
+is skipped, a running one stops at its next token and the model moves on at once.
+Loading is lazy: on first use (in the worker) or on `warm_up()`; its time is reported apart
+(`load_ms`), never as a first-token time.
 """
 
 from __future__ import annotations
 
+import asyncio
+import queue
 import random
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,8 +31,8 @@ from ..errors import (
     ProviderTimeoutError,
     ProviderUnavailableError,
 )
-from ..models import ChatRequest, MessageRole, ProviderState, StatusNotice, Usage
-from .base import BaseProvider, Completion, StreamPiece
+from ..models import MAX_TOKENS_LIMIT, ChatRequest, MessageRole, ProviderState, StatusNotice, Usage
+from .base import BaseProvider, Completion, Loaded, StreamPiece
 
 __all__ = ["LocalProvider", "build_prompt", "STOP_SEQUENCES"]
 
@@ -63,7 +69,69 @@ class _Slot:
     error: ProviderError | None = None
     load_seconds: float | None = None
     load_lock: threading.Lock = field(default_factory=threading.Lock)  # one loader at a time
-    run_lock: threading.Lock = field(default_factory=threading.Lock)  # one generation at a time
+    jobs: queue.SimpleQueue[_Job] = field(default_factory=queue.SimpleQueue)  # one generation at a time
+    worker: threading.Thread | None = None
+    worker_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def submit(self, job: _Job) -> None:
+        with self.worker_lock:
+            if self.worker is None or not self.worker.is_alive():
+                self.worker = threading.Thread(target=self._work, name="local-model", daemon=True)
+                self.worker.start()
+        self.jobs.put(job)
+
+    def _work(self) -> None:
+        while True:
+            self.jobs.get().run()
+
+
+class _Job:
+    """One generation, run by the model's worker thread. Everything it produces goes to its
+    caller's event loop as ("loaded", ms), ("text", str) ... then ("done", Completion) or
+    ("error", exception)."""
+
+    def __init__(self, provider: LocalProvider, work: Callable[[Any, _Job], Completion]) -> None:
+        self.provider = provider
+        self.work = work
+        self.loop = asyncio.get_running_loop()
+        self.items: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        self.cancelled = False  # set by the caller; read by the worker between tokens
+        self.deadline = time.monotonic() + provider.timeout_s
+
+    def post(self, kind: str, value: Any) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self.items.put_nowait, (kind, value))
+        except RuntimeError:  # the caller's loop is gone: nobody is listening
+            self.cancelled = True
+
+    def run(self) -> None:
+        if self.cancelled:
+            return  # its caller went away while it was queued
+        if time.monotonic() > self.deadline:
+            name = self.provider.name
+            self.post("error", ProviderTimeoutError(
+                f"{name}: the local model stayed busy with other requests for {self.provider.timeout_s:g} s", provider=name
+            ))
+            return
+        try:
+            loaded_before = self.provider.is_loaded
+            t0 = time.perf_counter()
+            llm = self.provider.warm_up()
+            if not loaded_before:
+                self.post("loaded", (time.perf_counter() - t0) * 1000)
+            self.post("done", self.work(llm, self))
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller, which maps it
+            self.post("error", exc)
+
+    async def results(self) -> AsyncIterator[tuple[str, Any]]:
+        try:
+            while True:
+                item = await self.items.get()
+                yield item
+                if item[0] in ("done", "error"):
+                    return
+        finally:
+            self.cancelled = True
 
 
 _slots: dict[tuple[str | None, int, int], _Slot] = {}
@@ -124,6 +192,7 @@ class LocalProvider(BaseProvider):
     display_name = BUNDLED_DISPLAY_NAME
     key_env_var = None
     price_provider_id = None
+    max_concurrency = 1  # one model, one generation at a time: the others wait in the bulkhead's queue
 
     def __init__(
         self,
@@ -227,22 +296,16 @@ class LocalProvider(BaseProvider):
 
     # --- generation ---------------------------------------------------------------------
 
-    @contextmanager
-    def _model_turn(self) -> Iterator[Any]:
-        """The loaded model, held for this caller alone until the `with` block exits (also via
-        GeneratorExit, when a consumer abandons a stream)."""
-        llm = self.warm_up()
-        lock = self._slot.run_lock
-        # Callers queue for the one model; a bounded wait turns a stuck queue into a timeout.
-        if not lock.acquire(timeout=self.timeout_s):
-            raise ProviderTimeoutError(
-                f"{self.name}: the local model stayed busy with other requests for {self.timeout_s:g} s",
-                provider=self.name,
-            )
-        try:
-            yield llm
-        finally:
-            lock.release()
+    @staticmethod
+    def _with_defaults(request: ChatRequest) -> ChatRequest:
+        """A request that leaves temperature or the token cap to the provider gets llama.cpp's
+        default temperature (0.8) and the rest of the context as its cap."""
+        if request.temperature is not None and request.max_tokens is not None:
+            return request
+        return request.model_copy(
+            update={"temperature": 0.8 if request.temperature is None else request.temperature,
+                    "max_tokens": MAX_TOKENS_LIMIT if request.max_tokens is None else request.max_tokens}
+        )
 
     def _prompt(self, llm: Any, request: ChatRequest) -> tuple[list[int], int]:
         """The prompt's tokens and how many may be generated after them."""
@@ -274,28 +337,21 @@ class LocalProvider(BaseProvider):
             params["top_p"] = request.top_p
         return params
 
-    def _complete(self, request: ChatRequest, model: str) -> Completion:
-        with self._model_turn() as llm:
-            prompt, max_tokens = self._prompt(llm, request)
-            result = llm.create_completion(prompt, **self._sampling(request, max_tokens))
-        choice, usage = result["choices"][0], result["usage"]
-        return Completion(
-            text=choice["text"].strip(),
-            model=model,
-            finish_reason=choice["finish_reason"],
-            usage=Usage(input_tokens=usage["prompt_tokens"], output_tokens=usage["completion_tokens"]),
-        )
+    def _generate(self, request: ChatRequest, model: str, *, stream: bool) -> Callable[[Any, _Job], Completion]:
+        """The work of one generation, for the worker thread: streamed from llama.cpp token by
+        token either way, so that a caller who goes away stops it at the next token."""
+        request = self._with_defaults(request)
 
-    def _stream(self, request: ChatRequest, model: str) -> Iterator[StreamPiece]:
-        if not self.is_loaded:
-            yield StatusNotice(message=LOADING_MESSAGE, provider=self.name)
-        parts: list[str] = []
-        tokens, finish_reason = 0, None
-        with self._model_turn() as llm:
+        def work(llm: Any, job: _Job) -> Completion:
             prompt, max_tokens = self._prompt(llm, request)
+            parts: list[str] = []
+            tokens, finish_reason = 0, None
             chunks = llm.create_completion(prompt, **self._sampling(request, max_tokens), stream=True)
-            with closing(chunks):  # stop llama's generator while we still hold the lock
+            with closing(chunks):  # stop llama's generator before the next job starts
                 for chunk in chunks:
+                    if job.cancelled:
+                        finish_reason = "cancelled"
+                        break
                     choice = chunk["choices"][0]
                     if choice["finish_reason"]:
                         finish_reason = choice["finish_reason"]
@@ -306,13 +362,45 @@ class LocalProvider(BaseProvider):
                     text = choice["text"] if parts else choice["text"].lstrip()  # the space after "Assistant:"
                     if text:
                         parts.append(text)
-                        yield text
-        yield Completion(
-            text="".join(parts).strip(),
-            model=model,
-            finish_reason=finish_reason,
-            usage=Usage(input_tokens=len(prompt), output_tokens=tokens),
-        )
+                        if stream:
+                            job.post("text", text)
+            return Completion(
+                text="".join(parts).strip(),
+                model=model,
+                finish_reason=finish_reason,
+                usage=Usage(input_tokens=len(prompt), output_tokens=tokens),
+            )
+
+        return work
+
+    async def _run(self, work: Callable[[Any, _Job], Completion]) -> AsyncIterator[tuple[str, Any]]:
+        job = _Job(self, work)
+        self._slot.submit(job)
+        async for item in job.results():
+            if item[0] == "error":
+                raise item[1]
+            yield item
+
+    async def _complete(self, request: ChatRequest, model: str) -> Completion:
+        load_ms = None
+        async for kind, value in self._run(self._generate(request, model, stream=False)):
+            if kind == "loaded":
+                load_ms = value
+            elif kind == "done":
+                value.load_ms = load_ms
+                return value
+        raise ProviderError(f"{self.name}: the local model ended without an answer", provider=self.name)
+
+    async def _stream(self, request: ChatRequest, model: str) -> AsyncIterator[StreamPiece]:
+        if not self.is_loaded:
+            yield StatusNotice(message=LOADING_MESSAGE, provider=self.name)
+        async for kind, value in self._run(self._generate(request, model, stream=True)):
+            if kind == "text":
+                yield value
+            elif kind == "loaded":
+                yield Loaded(value)
+            else:
+                yield value
 
     def _map_error(self, exc: Exception) -> ProviderError:
         message = str(exc)
@@ -328,7 +416,7 @@ class LocalProvider(BaseProvider):
 
     # --- status ---------------------------------------------------------------------------
 
-    def health_check(self) -> bool:
+    async def ahealth_check(self) -> bool:
         """Healthy when the model is loaded, or its file is there to load. Never loads it."""
         if self.is_loaded:
             return self.mark_health(True)
@@ -338,7 +426,10 @@ class LocalProvider(BaseProvider):
             return self.mark_health(False, f"the local model file {self.model_path} is missing: check CONDUCTOR_LOCAL_MODEL_PATH")
         return self.mark_health(True)
 
-    def get_available_models(self) -> list[str]:
+    async def _health(self) -> None:  # pragma: no cover - ahealth_check is overridden
+        return None
+
+    def builtin_models(self) -> list[str]:
         return [self.default_model]
 
     def estimate_cost(self, tokens: Usage, model: str) -> float | None:

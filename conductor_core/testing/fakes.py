@@ -3,10 +3,10 @@ dependency injection instead of patching SDK internals (pydantic-ai's TestModel,
 
 from __future__ import annotations
 
+import asyncio
 import threading
-import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from ..errors import ProviderError, ProviderUnavailableError
@@ -40,6 +40,7 @@ class ScriptedProvider(BaseProvider):
         models: list[str] | None = None,
         cost_per_token: float | None = 0.0,
         healthy: bool = True,
+        supported_settings: frozenset[str] | None = None,
     ) -> None:
         models = models or [f"{name}-model"]
         super().__init__(name, default_model=models[0])
@@ -48,6 +49,8 @@ class ScriptedProvider(BaseProvider):
         self.models = models
         self.cost_per_token = cost_per_token
         self.healthy = healthy
+        if supported_settings is not None:  # e.g. claim every OpenAI parameter (they are accepted, not acted on)
+            self.supported_settings = supported_settings
         self.down = False
         self.calls: list[ChatRequest] = []
         self._script: deque[Reply] = deque()
@@ -75,16 +78,16 @@ class ScriptedProvider(BaseProvider):
         words = sum(len(m.content.split()) for m in request.messages)
         return Usage(input_tokens=max(1, words), output_tokens=max(1, len(text.split())))
 
-    def _complete(self, request: ChatRequest, model: str) -> Completion:
+    async def _complete(self, request: ChatRequest, model: str) -> Completion:
         reply = self._next(request)
-        time.sleep(reply.latency_s)
+        await asyncio.sleep(reply.latency_s)
         if reply.error:
             raise reply.error
         return Completion(text=reply.text, model=model, finish_reason="stop", usage=self._usage(request, reply.text))
 
-    def _stream(self, request: ChatRequest, model: str) -> Iterator[StreamPiece]:
+    async def _stream(self, request: ChatRequest, model: str) -> AsyncIterator[StreamPiece]:
         reply = self._next(request)
-        time.sleep(reply.latency_s)
+        await asyncio.sleep(reply.latency_s)
         if reply.error:
             raise reply.error
         words = reply.text.split(" ")
@@ -102,8 +105,11 @@ class ScriptedProvider(BaseProvider):
             return None
         return (tokens.input_tokens + tokens.output_tokens) * self.cost_per_token
 
-    def health_check(self) -> bool:
+    async def ahealth_check(self) -> bool:
         return self.mark_health(self.healthy and not self.down, None if self.healthy else f"{self.name} is unhealthy")
 
-    def get_available_models(self) -> list[str]:
+    async def _health(self) -> None:  # pragma: no cover - ahealth_check answers from the script
+        return None
+
+    def builtin_models(self) -> list[str]:
         return list(self.models)

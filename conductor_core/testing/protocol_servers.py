@@ -30,6 +30,12 @@ Behaviour can be scripted:
 * ``failure_rate`` - that fraction of generation requests answers 500, chosen
   by a ``random.Random(seed)`` so runs are reproducible.
 * ``require_key`` - requests carrying another API key get 401.
+* Tool calls (OpenAI): a request that offers ``tools`` (and not ``tool_choice: "none"``)
+  and does not end with a tool result is answered with a call to the named or first tool,
+  arguments ``{"city": "Paris"}``, streamed as OpenAI does (id and name, then argument pieces).
+
+Every request is kept whole in ``requests`` (method, path, headers, the JSON body), so
+tests can check each field that arrived.
 
 Scripted faults and ``failure_rate`` apply only to generation endpoints
 (chat completions / messages / generateContent), so an SDK or router that lists
@@ -634,25 +640,36 @@ class OpenAIServer(ProtocolServer):
             "total_tokens": call.input_tokens + len(chunks),
         }
 
+    #: The arguments of the tool call this server makes, in the pieces it streams them in.
+    TOOL_ARGUMENTS: ClassVar[list[str]] = ['{"city": ', '"Paris"}']
+
+    @staticmethod
+    def _tool_call(call: _Call) -> dict[str, Any] | None:
+        """Offered tools (and not told "none"), and not answering a tool result, the server
+        calls a tool: the one `tool_choice` names, else the first."""
+        body = call.body
+        tools = body.get("tools") or []
+        choice = body.get("tool_choice")
+        messages = body.get("messages") or []
+        if not tools or choice == "none" or (messages and messages[-1].get("role") == "tool"):
+            return None
+        name = choice["function"]["name"] if isinstance(choice, dict) else tools[0]["function"]["name"]
+        return {"id": f"call_{uuid.uuid4().hex[:12]}", "type": "function", "function": {"name": name}}
+
     def _completion(self, call: _Call, chunks: list[str], truncated: bool) -> dict[str, Any]:
+        tool = self._tool_call(call)
+        message: dict[str, Any] = {"role": "assistant", "content": "".join(chunks), "refusal": None, "annotations": []}
+        finish = "length" if truncated else "stop"
+        if tool is not None:
+            tool["function"]["arguments"] = "".join(self.TOOL_ARGUMENTS)
+            message.update(content=None, tool_calls=[tool])
+            finish, chunks = "tool_calls", self.TOOL_ARGUMENTS
         return {
             "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
             "object": "chat.completion",
             "created": int(time.time()),
             "model": call.model,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {
-                        "role": "assistant",
-                        "content": "".join(chunks),
-                        "refusal": None,
-                        "annotations": [],
-                    },
-                    "logprobs": None,
-                    "finish_reason": "length" if truncated else "stop",
-                }
-            ],
+            "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
             "usage": self._usage(call, chunks),
             "system_fingerprint": None,
         }
@@ -662,6 +679,7 @@ class OpenAIServer(ProtocolServer):
         created = int(time.time())
         opts = call.body.get("stream_options")
         include_usage = isinstance(opts, dict) and bool(opts.get("include_usage"))
+        tool = self._tool_call(call)
 
         def chunk(delta: dict[str, Any], finish: str | None) -> bytes:
             obj: dict[str, Any] = {
@@ -677,9 +695,16 @@ class OpenAIServer(ProtocolServer):
             return b"data: " + _dumps(obj) + b"\n\n"
 
         yield "pre", chunk({"role": "assistant", "content": "", "refusal": None}, None)
-        for text in chunks:
-            yield "text", chunk({"content": text}, None)
-        yield "post", chunk({}, "length" if truncated else "stop")
+        if tool is not None:  # as OpenAI streams a call: id and name first, then the arguments in pieces
+            yield "text", chunk({"tool_calls": [{"index": 0, **tool, "function": {**tool["function"], "arguments": ""}}]}, None)
+            for piece in self.TOOL_ARGUMENTS:
+                yield "text", chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}, None)
+            chunks = self.TOOL_ARGUMENTS
+            yield "post", chunk({}, "tool_calls")
+        else:
+            for text in chunks:
+                yield "text", chunk({"content": text}, None)
+            yield "post", chunk({}, "length" if truncated else "stop")
         if include_usage:
             usage_obj = {
                 "id": cid,

@@ -6,4 +6,14 @@ and exports of any of them. Each module keeps its own tables in the request log'
 (`RequestLog.engine`, created with `RequestLog.ensure_tables`), linked to the log rows
 (`attempts.request_id`) its answers produced, so work survives a reload and is shared by
 every process on PostgreSQL. No UI imports here: the playground's pages call these.
+
+    variants.py      Variant: provider, model and settings; labels that say what differs
+    templates.py     {{variable}} prompts (exact, nothing evaluated)
+    datasets.py      CSV / JSONL to rows; errors that name the line; the row limit
+    experiments.py   experiments, runs and cells in SQL; per-variant statistics; run-to-run changes
+    runner.py        start_run: rows x variants, a limit per provider, progress, Stop
+    arena.py         blind matches, votes, reveals
+    ratings.py       Bradley-Terry with bootstrap intervals: the leaderboard
+    exports.py       Markdown / JSON / self-contained HTML; report_charts.py draws its charts
+    codegen.py       "Get code": openai client via the gateway, the provider's SDK, curl
 """

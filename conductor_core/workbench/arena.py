@@ -1,0 +1,405 @@
+"""The blind arena: 2-4 variants answer one prompt as A, B, C, D in a random order; a person
+votes (one best, a tie, or all bad); then the names are revealed. Every vote feeds the
+Bradley–Terry leaderboard (`ratings.py`).
+
+    arena = Arena(conductor.log)
+    match = arena.start(prompt, variants)                 # BlindMatch: an id and letters, no names
+    for event in arena.answers(conductor, match.id):      # BlindEvent: a letter and text, no names
+        ...
+    reveal = arena.vote(match.id, "B")                    # or "tie" / "all_bad": then the names
+    arena.leaderboard()                                   # ratings over every blind vote
+
+Blindness is kept on the server side: which letter is which variant lives only in the
+database (shuffled with the `secrets` generator) until the vote. What a page gets before the
+vote — `BlindMatch`, `BlindEvent` — carries letters, text and whether an answer failed, never
+a provider, a model, an error message (they name the provider) or figures (a latency can give
+a local model away). `reveal()` refuses until the match is voted.
+
+What a vote judges: the answers that arrived complete. A failed, cut or cancelled answer is
+not part of the verdict (reliability is measured elsewhere, from the request log); a vote
+needs at least two complete answers. The vote is stored with the `request_id` of every answer
+it judged, so each verdict links to its rows in the request log.
+
+Tables:
+
+    arena_matches  id, created_at/_ts, prompt, status (open / voted), choice (a letter, tie,
+                   all_bad), voted_at/_ts, judged (JSON list of request_ids)
+    arena_answers  (match_id, slot) -> variant (JSON), label, target (provider/model that
+                   answered), status (pending / ok / error / incomplete / cancelled),
+                   request_id, answer, latency_ms, ttft_ms, cost_usd, error_type
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import secrets
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import Column, Double, Index, Integer, MetaData, String, Table, insert, select, update
+
+from ..config import redact
+from ..errors import ProviderError
+from ..models import ChatMessage, MessageRole, StreamDone, StreamIncomplete, TextDelta, new_id, utcnow
+from ..store import RequestLog, SafeText, UTCDateTime
+from .experiments import _variant
+from .ratings import Judgement, Leaderboard, fit_ratings
+from .variants import Variant, variant_labels
+
+__all__ = ["Arena", "ArenaError", "BlindMatch", "BlindEvent", "Reveal", "RevealedAnswer", "LETTERS", "metadata"]
+
+log = logging.getLogger("conductor.arena")
+
+LETTERS = "ABCD"
+Choice = Literal["A", "B", "C", "D", "tie", "all_bad"]
+AnswerStatus = Literal["pending", "ok", "error", "incomplete", "cancelled"]
+
+
+class ArenaError(ValueError):
+    pass
+
+
+metadata = MetaData()
+
+matches_table = Table(
+    "arena_matches",
+    metadata,
+    Column("id", String(), primary_key=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("created_ts", Double(), nullable=False),
+    Column("prompt", SafeText(), nullable=False),
+    Column("status", String(), nullable=False),
+    Column("choice", String()),
+    Column("voted_at", UTCDateTime()),
+    Column("voted_ts", Double()),
+    Column("judged", SafeText()),
+    Index("ix_arena_matches_voted_ts", "voted_ts"),
+)
+
+answers_table = Table(
+    "arena_answers",
+    metadata,
+    Column("match_id", String(), primary_key=True),
+    Column("slot", Integer(), primary_key=True),
+    Column("variant", SafeText(), nullable=False),
+    Column("label", SafeText(), nullable=False),
+    Column("target", String(), nullable=False),
+    Column("status", String(), nullable=False),
+    Column("request_id", String()),
+    Column("answer", SafeText()),
+    Column("latency_ms", Double()),
+    Column("ttft_ms", Double()),
+    Column("cost_usd", Double()),
+    Column("error_type", String()),
+)
+
+
+class BlindMatch(BaseModel):
+    """What a page may show before the vote."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    prompt: str
+    letters: tuple[str, ...]
+
+
+class BlindEvent(BaseModel):
+    """A piece of one anonymous answer. `finished` is set once, with `failed` when the answer
+    did not arrive complete (no reason is given before the vote: it would name the provider)."""
+
+    letter: str
+    text: str | None = None
+    finished: bool = False
+    failed: bool = False
+
+
+class RevealedAnswer(BaseModel):
+    letter: str
+    label: str = Field(description="The variant's label, saying what differs between twins.")
+    target: str = Field(description="provider/model that answered.")
+    variant: Variant
+    status: AnswerStatus
+    request_id: str | None
+    answer: str | None
+    latency_ms: float | None
+    ttft_ms: float | None
+    cost_usd: float | None
+    error_type: str | None
+    judged: bool = Field(description="Part of the verdict (a complete answer).")
+
+
+class Reveal(BaseModel):
+    match_id: str
+    prompt: str
+    choice: Choice
+    voted_at: datetime
+    answers: list[RevealedAnswer]
+
+    @property
+    def winner(self) -> RevealedAnswer | None:
+        return next((a for a in self.answers if a.letter == self.choice), None)
+
+    def describe(self) -> str:
+        if self.choice == "tie":
+            return "a tie between " + ", ".join(a.label for a in self.answers if a.judged)
+        if self.choice == "all_bad":
+            return "all bad: " + ", ".join(a.label for a in self.answers if a.judged)
+        winner = self.winner
+        return f"{self.choice} was {winner.label}" if winner else self.choice
+
+
+class Arena:
+    """Blind matches and their votes, in the request log's database. Thread-safe."""
+
+    def __init__(self, log: RequestLog) -> None:
+        self.engine = log.engine
+        self.keeps_text = log.log_prompts
+        log.ensure_tables(metadata)
+
+    def start(self, prompt: str, variants: Sequence[Variant]) -> BlindMatch:
+        if not prompt.strip():
+            raise ArenaError("write a prompt first")
+        if not 2 <= len(variants) <= 4:
+            raise ArenaError(f"a blind match takes 2 to 4 contestants, got {len(variants)}")
+        if any(v.provider == "auto" for v in variants):
+            raise ArenaError("each contestant names a provider: 'auto' is not a contestant")
+        order = list(range(len(variants)))
+        secrets.SystemRandom().shuffle(order)  # slot -> variant; stored, never shown before the vote
+        labels = variant_labels(variants)
+        now = utcnow()
+        match = BlindMatch(id=new_id("arena"), prompt=prompt, letters=tuple(LETTERS[: len(variants)]))
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(matches_table),
+                {"id": match.id, "created_at": now, "created_ts": now.timestamp(), "prompt": prompt, "status": "open"},
+            )
+            conn.execute(
+                insert(answers_table),
+                [
+                    {
+                        "match_id": match.id,
+                        "slot": slot,
+                        "variant": json.dumps(variants[chosen].model_dump(mode="json")),
+                        "label": labels[chosen],
+                        "target": variants[chosen].target,
+                        "status": "pending",
+                    }
+                    for slot, chosen in enumerate(order)
+                ],
+            )
+        return match
+
+    def match(self, match_id: str) -> BlindMatch:
+        row, answers = self._load(match_id)
+        return BlindMatch(id=match_id, prompt=row["prompt"], letters=tuple(LETTERS[a["slot"]] for a in answers))
+
+    def finished(self, match_id: str) -> bool:
+        """Whether every answer has arrived, failed or been cancelled (a vote may be cast)."""
+        return all(a["status"] != "pending" for a in self._load(match_id)[1])
+
+    def answers(
+        self, conductor: Any, match_id: str, *, overrides: Mapping[str, Any] | None = None
+    ) -> Iterator[BlindEvent]:
+        """Stream every contestant at once; events are tagged by letter only. Each answer is
+        stored as it finishes. Closing the iterator early (a rerun, a closed tab) closes the
+        calls in flight (the log says cancelled) and stores those answers as cancelled."""
+        row, slots = self._load(match_id)
+        if row["status"] != "open" or any(a["status"] != "pending" for a in slots):
+            raise ArenaError("this match has already been answered")
+        prompt = row["prompt"]
+        events: queue.Queue[BlindEvent | None] = queue.Queue()
+        cancelled = threading.Event()
+
+        def contest(slot: dict[str, Any]) -> None:
+            letter = LETTERS[slot["slot"]]
+            variant = _variant(json.loads(slot["variant"]))
+            result: dict[str, Any] = {"status": "error"}
+            try:
+                result = self._answer(conductor, variant, prompt, overrides, cancelled, lambda t: events.put(BlindEvent(letter=letter, text=t)))
+            except Exception:  # noqa: BLE001 - one contestant's bug must not hang the others
+                log.exception("arena contestant %s crashed", letter)
+                result = {"status": "error", "error_type": "internal"}
+            finally:
+                try:
+                    self._store_answer(match_id, slot["slot"], result)
+                except Exception:  # noqa: BLE001 - the page must still hear that this answer ended
+                    log.exception("arena answer %s of %s could not be stored", letter, match_id)
+                events.put(BlindEvent(letter=letter, finished=True, failed=result["status"] != "ok"))
+                events.put(None)
+
+        threads = [threading.Thread(target=contest, args=(slot,), daemon=True, name=f"arena-{slot['slot']}") for slot in slots]
+        for thread in threads:
+            thread.start()
+        running = len(threads)
+        try:
+            while running:
+                item = events.get()
+                if item is None:
+                    running -= 1
+                else:
+                    yield item
+        finally:
+            cancelled.set()
+
+    @staticmethod
+    def _answer(
+        conductor: Any,
+        variant: Variant,
+        prompt: str,
+        overrides: Mapping[str, Any] | None,
+        cancelled: threading.Event,
+        emit: Any,
+    ) -> dict[str, Any]:
+        request = variant.request([ChatMessage(role=MessageRole.user, content=prompt)])
+        stream = conductor.stream(request, overrides=overrides)
+        parts: list[str] = []
+        try:
+            for event in stream:
+                if isinstance(event, TextDelta):
+                    parts.append(event.text)
+                    emit(event.text)
+                elif isinstance(event, (StreamDone, StreamIncomplete)):
+                    response = event.response if isinstance(event, StreamDone) else event.partial
+                    a = response.analytics
+                    return {
+                        "status": "ok" if isinstance(event, StreamDone) else "incomplete",
+                        "request_id": response.metadata.id,
+                        "target": f"{response.metadata.provider}/{response.metadata.model}",
+                        "answer": response.content,
+                        "latency_ms": a.latency_ms,
+                        "ttft_ms": a.time_to_first_token_ms,
+                        "cost_usd": a.cost_usd,
+                        "error_type": None if isinstance(event, StreamDone) else event.error.type,
+                    }
+                if cancelled.is_set():
+                    return {"status": "cancelled", "answer": "".join(parts) or None, "error_type": "cancelled"}
+            return {"status": "error", "error_type": "incomplete"}
+        except ProviderError as error:
+            return {"status": "error", "request_id": getattr(error, "request_id", None), "error_type": error.type}
+        finally:
+            stream.close()
+
+    def _store_answer(self, match_id: str, slot: int, result: dict[str, Any]) -> None:
+        values = dict(result)
+        if values.get("answer") is not None:
+            values["answer"] = redact(values["answer"]) if self.keeps_text else None
+        a = answers_table.c
+        with self.engine.begin() as conn:
+            conn.execute(update(answers_table).where(a.match_id == match_id, a.slot == slot).values(**values))
+
+    def vote(self, match_id: str, choice: str) -> Reveal:
+        """Record the verdict, then reveal. `choice`: a letter of a complete answer, 'tie' or 'all_bad'."""
+        row, slots = self._load(match_id)
+        if row["status"] == "voted":
+            raise ArenaError("this match already has a vote")
+        if any(a["status"] == "pending" for a in slots):
+            raise ArenaError("wait until every answer has arrived, then vote")
+        complete = [a for a in slots if a["status"] == "ok"]
+        if len(complete) < 2:
+            raise ArenaError("fewer than two answers arrived complete, so there is nothing to compare; start another match")
+        letters = {LETTERS[a["slot"]] for a in complete}
+        if choice not in ("tie", "all_bad") and choice not in letters:
+            raise ArenaError(f"vote for one of {', '.join(sorted(letters))}, or 'tie', or 'all_bad'")
+        now = utcnow()
+        judged = [a["request_id"] for a in complete]
+        m = matches_table.c
+        with self.engine.begin() as conn:
+            changed = conn.execute(
+                update(matches_table)
+                .where(m.id == match_id, m.status == "open")
+                .values(status="voted", choice=choice, voted_at=now, voted_ts=now.timestamp(), judged=json.dumps(judged))
+            ).rowcount
+        if not changed:
+            raise ArenaError("this match already has a vote")
+        return self.reveal(match_id)
+
+    def reveal(self, match_id: str) -> Reveal:
+        row, slots = self._load(match_id)
+        if row["status"] != "voted":
+            raise ArenaError("vote first: the names are revealed after the vote")
+        return Reveal(
+            match_id=match_id,
+            prompt=row["prompt"],
+            choice=row["choice"],
+            voted_at=row["voted_at"],
+            answers=[
+                RevealedAnswer(
+                    letter=LETTERS[a["slot"]],
+                    label=a["label"],
+                    target=a["target"],
+                    variant=_variant(json.loads(a["variant"])),
+                    status=a["status"],
+                    request_id=a["request_id"],
+                    answer=a["answer"],
+                    latency_ms=a["latency_ms"],
+                    ttft_ms=a["ttft_ms"],
+                    cost_usd=a["cost_usd"],
+                    error_type=a["error_type"],
+                    judged=a["status"] == "ok",
+                )
+                for a in slots
+            ],
+        )
+
+    def _load(self, match_id: str) -> tuple[Any, list[dict[str, Any]]]:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(matches_table).where(matches_table.c.id == match_id)).mappings().first()
+            if row is None:
+                raise ArenaError(f"no match {match_id!r}")
+            slots = conn.execute(
+                select(answers_table).where(answers_table.c.match_id == match_id).order_by(answers_table.c.slot)
+            ).mappings().all()
+        return row, [dict(s) for s in slots]
+
+    # --- ratings -------------------------------------------------------------------------
+
+    def judgements(self, *, by: Literal["target", "provider", "label"] = "target") -> list[Judgement]:
+        """Every blind vote, oldest first, as the subjects it judged and the winner.
+        `by`: rate each provider/model ("target"), each provider, or each variant label."""
+        m, a = matches_table.c, answers_table.c
+        stmt = (
+            select(m.id, m.choice, a.slot, a.target, a.label)
+            .join(answers_table, a.match_id == m.id)
+            .where(m.status == "voted", a.status == "ok")
+            .order_by(m.voted_ts, m.id, a.slot)
+        )
+        found: dict[str, tuple[str, dict[str, str]]] = {}
+        with self.engine.connect() as conn:
+            for match_id, choice, slot, target, label in conn.execute(stmt):
+                subject = {"target": target, "provider": target.split("/", 1)[0], "label": label}[by]
+                found.setdefault(match_id, (choice, {}))[1][LETTERS[slot]] = subject
+        judgements = []
+        for choice, subjects in found.values():
+            if len(set(subjects.values())) < 2:
+                continue  # the same subject twice judges nothing about it
+            winner = subjects.get(choice)
+            judgements.append(Judgement(subjects=tuple(subjects.values()), winner=winner))
+        return judgements
+
+    def votes(self, *, limit: int = 50) -> list[Reveal]:
+        """The newest votes first, revealed (for a history list or an export)."""
+        stmt = (
+            select(matches_table.c.id)
+            .where(matches_table.c.status == "voted")
+            .order_by(matches_table.c.voted_ts.desc())
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            ids = conn.execute(stmt).scalars().all()
+        return [self.reveal(match_id) for match_id in ids]
+
+    def leaderboard(
+        self,
+        *,
+        by: Literal["target", "provider", "label"] = "target",
+        min_votes: int = 10,
+        rounds: int = 200,
+        seed: int = 0,
+    ) -> Leaderboard:
+        return fit_ratings(self.judgements(by=by), min_votes=min_votes, rounds=rounds, seed=seed)

@@ -1,0 +1,218 @@
+"""Get code: the same request as a program a person can run elsewhere — Python with the
+`openai` client against Conductor's gateway, Python with the provider's own SDK (sending what
+Conductor's provider sends), and curl against the gateway.
+
+    target = code_target(conductor.settings, "openai")             # or with an EndpointConfig
+    snippets(request, target)    # {"python_gateway": ..., "python_sdk": ... | None, "curl": ...}
+
+No snippet ever holds a key: each reads it from an environment variable (the provider's own,
+e.g. OPENAI_API_KEY, or CONDUCTOR_API_KEY for the gateway). Strings are written with Python's
+`repr` and JSON, so any prompt (quotes, newlines, backslashes) comes out as valid code.
+
+This module knows each SDK's call, one function per SDK, mirroring the provider files: the
+official OpenAI API takes `max_completion_tokens`, compatible servers `max_tokens`; the
+anthropic SDK 2.x takes no sampling parameters (only stop sequences), and the system prompt
+goes in `system`; google-genai takes a `GenerateContentConfig`.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from ..config import EndpointConfig, Settings
+from ..models import ChatRequest, MessageRole
+
+__all__ = ["CodeTarget", "code_target", "gateway_python", "sdk_python", "curl", "snippets", "DEFAULT_GATEWAY_URL"]
+
+DEFAULT_GATEWAY_URL = "http://127.0.0.1:8000/v1"
+SdkKind = Literal["openai", "openai_compatible", "anthropic", "gemini", "local"]
+
+
+class CodeTarget(BaseModel):
+    """Where a request goes, as far as code needs to know."""
+
+    provider: str
+    kind: SdkKind
+    model: str = Field(description="The model to name (the provider's default when the request has none).")
+    base_url: str | None = Field(default=None, description="A non-default base URL (compatible endpoints, overrides).")
+    key_env: str | None = Field(default=None, description="The environment variable holding the key; None: no key.")
+
+
+def code_target(
+    settings: Settings,
+    provider: str,
+    model: str | None = None,
+    *,
+    endpoint: EndpointConfig | None = None,
+    default_model: str | None = None,
+) -> CodeTarget:
+    """The target for a provider name: a built-in, a configured endpoint, or `endpoint` (one a
+    browser session added). `default_model`: the provider's default, when `model` is None."""
+    if provider == "openai":
+        return CodeTarget(provider=provider, kind="openai", model=model or default_model or "gpt-4o-mini", base_url=settings.openai_base_url, key_env="OPENAI_API_KEY")
+    if provider == "anthropic":
+        return CodeTarget(provider=provider, kind="anthropic", model=model or default_model or "claude-haiku-4-5", base_url=settings.anthropic_base_url, key_env="ANTHROPIC_API_KEY")
+    if provider == "gemini":
+        return CodeTarget(provider=provider, kind="gemini", model=model or default_model or "gemini-2.5-flash", base_url=settings.gemini_base_url, key_env="GEMINI_API_KEY")
+    if provider == "local":
+        return CodeTarget(provider=provider, kind="local", model=model or default_model or "gemma-3-270m")
+    found = endpoint or settings.endpoints.get(provider)
+    if found is None:
+        raise ValueError(f"unknown provider {provider!r}: no built-in and no configured endpoint of that name")
+    chosen = model or default_model or found.default_model or (found.models[0] if found.models else None)
+    if chosen is None:
+        raise ValueError(f"{provider} has no model to name: pick one from its list first")
+    # A key typed in the browser is never written out: the snippet reads an env var instead.
+    key_env = found.api_key_env or (f"{provider.upper().replace('-', '_')}_API_KEY" if found.api_key is not None else None)
+    return CodeTarget(provider=provider, kind="openai_compatible", model=chosen, base_url=found.base_url, key_env=key_env)
+
+
+def _messages(request: ChatRequest, *, system: bool = True) -> list[dict[str, str]]:
+    return [{"role": m.role.value, "content": m.content} for m in request.messages if system or m.role != MessageRole.system]
+
+
+def _system(request: ChatRequest) -> str:
+    return "\n\n".join(m.content for m in request.messages if m.role == MessageRole.system)
+
+
+def _kwargs(params: dict[str, object], indent: str = "    ") -> str:
+    return "".join(f"{indent}{name}={value!r},\n" for name, value in params.items())
+
+
+def _optional(request: ChatRequest, names: dict[str, str]) -> dict[str, object]:
+    """The request's optional settings that are set, under the names an API gives them."""
+    values = {"top_p": request.top_p, "stop": list(request.stop) if request.stop else None, "seed": request.seed}
+    return {names[key]: value for key, value in values.items() if key in names and value is not None}
+
+
+# Sampling settings a target's provider cannot take (AnthropicProvider.supported_settings):
+# the gateway answers 400 to a parameter its provider has no equivalent for, so the snippet
+# leaves them out rather than hand the reader a call that fails.
+_NOT_TAKEN = {"anthropic": {"temperature", "top_p", "seed"}}
+
+
+def _gateway_body(request: ChatRequest, target: CodeTarget) -> dict[str, object]:
+    body: dict[str, object] = {
+        "model": f"{target.provider}/{target.model}",
+        "messages": _messages(request),
+        "temperature": request.temperature,
+        "max_tokens": request.max_tokens,
+    }
+    body.update(_optional(request, {"top_p": "top_p", "stop": "stop", "seed": "seed"}))
+    for name in _NOT_TAKEN.get(target.kind, ()):
+        body.pop(name, None)
+    return body
+
+
+def gateway_python(request: ChatRequest, target: CodeTarget, *, gateway_url: str = DEFAULT_GATEWAY_URL) -> str:
+    """The `openai` client against Conductor's gateway (OpenAI-compatible), streamed."""
+    body = _gateway_body(request, target)
+    return (
+        "import os\n\n"
+        "from openai import OpenAI\n\n"
+        "# Conductor's gateway (python -m gateway). CONDUCTOR_API_KEY only if the gateway requires one.\n"
+        f'client = OpenAI(base_url={gateway_url!r}, api_key=os.environ.get("CONDUCTOR_API_KEY", "unused"))\n'
+        "stream = client.chat.completions.create(\n"
+        + _kwargs(body)
+        + "    stream=True,\n)\n"
+        "for chunk in stream:\n"
+        "    if chunk.choices and chunk.choices[0].delta.content:\n"
+        '        print(chunk.choices[0].delta.content, end="", flush=True)\n'
+        "print()\n"
+    )
+
+
+def curl(request: ChatRequest, target: CodeTarget, *, gateway_url: str = DEFAULT_GATEWAY_URL) -> str:
+    """curl against the gateway; the key comes from $CONDUCTOR_API_KEY."""
+    body = json.dumps(_gateway_body(request, target), ensure_ascii=False, indent=2)
+    return (
+        f"curl -sS {shlex.quote(gateway_url.rstrip('/') + '/chat/completions')} \\\n"
+        '  -H "Content-Type: application/json" \\\n'
+        '  -H "Authorization: Bearer ${CONDUCTOR_API_KEY:-unused}" \\\n'
+        f"  -d {shlex.quote(body)}\n"
+    )
+
+
+def sdk_python(request: ChatRequest, target: CodeTarget) -> str | None:
+    """The provider's own SDK, sending what Conductor's provider sends. None for the embedded
+    model, which runs inside Conductor (call it through the gateway)."""
+    return {"openai": _openai, "openai_compatible": _openai, "anthropic": _anthropic, "gemini": _gemini}.get(
+        target.kind, lambda *_: None
+    )(request, target)
+
+
+def _key(target: CodeTarget, default: str = "not-needed") -> str:
+    return f"os.environ[{target.key_env!r}]" if target.key_env else repr(default)
+
+
+def _openai(request: ChatRequest, target: CodeTarget) -> str:
+    official = target.kind == "openai"
+    params: dict[str, object] = {
+        "model": target.model,
+        "messages": _messages(request),
+        "temperature": request.temperature,
+        ("max_completion_tokens" if official else "max_tokens"): request.max_tokens,
+    }
+    params.update(_optional(request, {"top_p": "top_p", "stop": "stop", "seed": "seed"}))
+    base = f", base_url={target.base_url!r}" if target.base_url else ""
+    return (
+        "import os\n\n"
+        "from openai import OpenAI\n\n"
+        f"client = OpenAI(api_key={_key(target)}{base})\n"
+        "response = client.chat.completions.create(\n" + _kwargs(params) + ")\n"
+        "print(response.choices[0].message.content)\n"
+    )
+
+
+def _anthropic(request: ChatRequest, target: CodeTarget) -> str:
+    params: dict[str, object] = {"model": target.model, "max_tokens": request.max_tokens, "messages": _messages(request, system=False)}
+    if _system(request):
+        params["system"] = _system(request)
+    params.update(_optional(request, {"stop": "stop_sequences"}))
+    base = f", base_url={target.base_url!r}" if target.base_url else ""
+    return (
+        "import os\n\n"
+        "import anthropic\n\n"
+        f"client = anthropic.Anthropic(api_key={_key(target)}{base})\n"
+        "# No temperature, top_p or seed: the anthropic SDK 2.x has no sampling parameters on messages.create.\n"
+        "message = client.messages.create(\n" + _kwargs(params) + ")\n"
+        'print("".join(block.text for block in message.content if block.type == "text"))\n'
+    )
+
+
+def _gemini(request: ChatRequest, target: CodeTarget) -> str:
+    contents = "".join(
+        f"        types.Content(role={('model' if m.role == MessageRole.assistant else 'user')!r}, parts=[types.Part(text={m.content!r})]),\n"
+        for m in request.messages
+        if m.role != MessageRole.system
+    )
+    config: dict[str, object] = {"temperature": request.temperature, "max_output_tokens": request.max_tokens}
+    if _system(request):
+        config = {"system_instruction": _system(request), **config}
+    config.update(_optional(request, {"top_p": "top_p", "stop": "stop_sequences", "seed": "seed"}))
+    options = f", http_options=types.HttpOptions(base_url={target.base_url!r})" if target.base_url else ""
+    return (
+        "import os\n\n"
+        "from google import genai\n"
+        "from google.genai import types\n\n"
+        f"client = genai.Client(api_key={_key(target)}{options})\n"
+        "response = client.models.generate_content(\n"
+        f"    model={target.model!r},\n"
+        "    contents=[\n" + contents + "    ],\n"
+        "    config=types.GenerateContentConfig(\n" + _kwargs(config, "        ") + "    ),\n"
+        ")\n"
+        "print(response.text)\n"
+    )
+
+
+def snippets(request: ChatRequest, target: CodeTarget, *, gateway_url: str = DEFAULT_GATEWAY_URL) -> dict[str, str | None]:
+    """All three, keyed: python_gateway, python_sdk (None for the embedded model), curl."""
+    return {
+        "python_gateway": gateway_python(request, target, gateway_url=gateway_url),
+        "python_sdk": sdk_python(request, target),
+        "curl": curl(request, target, gateway_url=gateway_url),
+    }

@@ -1,0 +1,248 @@
+"""Datasets: pasted text or an uploaded file, read as CSV or JSONL, whose columns become a
+template's variables. An optional `expected` column holds what a good answer contains,
+matches or equals (the run chooses which).
+
+    dataset = read_dataset(uploaded.getvalue(), filename=uploaded.name, max_rows=settings.dataset_max_rows)
+    dataset.columns, dataset.rows[0], dataset.expected(0)
+
+Bad input gets an error a person can act on: a malformed CSV record or JSONL line names its
+line (and, for JSON, the column); a dataset over the row limit is refused before anything
+is sent, saying how many rows it has and which setting raises the limit.
+
+CSV: the standard library's reader (quoted fields may hold delimiters, quotes and line
+breaks), strict about quotes; the delimiter is the one of `,` `;` tab `|` that splits the
+header line into the most fields (a .tsv file is tab-separated). Every record must have as
+many fields as the header. JSONL: one JSON object per line (blank lines skipped); a file
+whose text starts with `[` is read as one JSON array of objects. Keys missing from a row are
+missing values (a template that uses one says which row); numbers and nested values are
+kept as JSON.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+__all__ = ["Dataset", "DatasetError", "DatasetTooLargeError", "read_dataset", "DEFAULT_MAX_ROWS", "EXPECTED_COLUMN"]
+
+DEFAULT_MAX_ROWS = 1000  # Settings.dataset_max_rows (CONDUCTOR_DATASET_MAX_ROWS) overrides it
+EXPECTED_COLUMN = "expected"
+_DELIMITERS = (",", ";", "\t", "|")
+_LIMIT_SETTING = "CONDUCTOR_DATASET_MAX_ROWS"
+
+Format = Literal["csv", "jsonl"]
+
+
+class DatasetError(ValueError):
+    """The dataset must change. `line` (1-based) and `column` say where, when known."""
+
+    def __init__(self, message: str, *, line: int | None = None, column: int | None = None) -> None:
+        self.line = line
+        self.column = column
+        where = f"line {line}" + (f", column {column}" if column is not None else "") if line is not None else ""
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class DatasetTooLargeError(DatasetError):
+    def __init__(self, rows: int, limit: int) -> None:
+        self.rows = rows
+        self.limit = limit
+        super().__init__(
+            f"the dataset has {rows:,} rows; the limit is {limit:,}. Split it, or raise the limit "
+            f"with the setting {_LIMIT_SETTING}. Nothing was sent."
+        )
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Rows of values by column name. `lines[i]` is the line row i starts on in the source."""
+
+    columns: tuple[str, ...]
+    rows: tuple[Mapping[str, Any], ...]
+    format: Format
+    lines: tuple[int, ...] = field(default=())
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def has_expected(self) -> bool:
+        return EXPECTED_COLUMN in self.columns
+
+    def expected(self, index: int) -> str | None:
+        """Row `index`'s expected answer (0-based), or None when it has none (blank counts as none)."""
+        value = self.rows[index].get(EXPECTED_COLUMN)
+        if value is None:
+            return None
+        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+        return text if text.strip() else None
+
+
+def read_dataset(
+    data: str | bytes,
+    *,
+    filename: str | None = None,
+    format: Format | None = None,
+    max_rows: int | None = None,
+) -> Dataset:
+    """Read pasted text or a file's bytes. The format is `format`, else the file's extension
+    (.csv/.tsv/.txt, .jsonl/.ndjson/.json), else JSON when the text starts with `{` or `[`."""
+    limit = DEFAULT_MAX_ROWS if max_rows is None else max_rows
+    text = _decode(data)
+    if not text.strip():
+        raise DatasetError("the dataset is empty: paste or upload CSV (a header line, then rows) or JSONL")
+    kind = format or _guess_format(text, filename)
+    dataset = _read_jsonl(text, limit) if kind == "jsonl" else _read_csv(text, limit, tab=_is_tsv(filename))
+    if not dataset.rows:
+        raise DatasetError("the dataset has a header but no rows")
+    return dataset
+
+
+def _decode(data: str | bytes) -> str:
+    if isinstance(data, str):
+        return data.removeprefix("\ufeff")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise DatasetError("the file is not UTF-8 text; save it as UTF-8 (CSV UTF-8 in a spreadsheet)", line=line) from None
+
+
+def _guess_format(text: str, filename: str | None) -> Format:
+    suffix = (filename or "").rsplit(".", 1)[-1].lower() if filename and "." in filename else ""
+    if suffix in ("jsonl", "ndjson", "json"):
+        return "jsonl"
+    if suffix in ("csv", "tsv", "txt"):
+        return "csv"
+    return "jsonl" if text.lstrip()[:1] in ("{", "[") else "csv"
+
+
+def _is_tsv(filename: str | None) -> bool:
+    return bool(filename) and filename.lower().endswith(".tsv")  # type: ignore[union-attr]
+
+
+def _too_large(count: int, limit: int) -> None:
+    if count > limit:
+        raise DatasetTooLargeError(count, limit)
+
+
+# --- CSV -------------------------------------------------------------------------------------
+
+
+def _delimiter(text: str) -> str:
+    header = next(iter(text.splitlines()), "")
+    best, fields = ",", 1
+    for candidate in _DELIMITERS:
+        try:
+            count = len(next(csv.reader([header], delimiter=candidate)))
+        except (csv.Error, StopIteration):
+            continue
+        if count > fields:
+            best, fields = candidate, count
+    return best
+
+
+def _read_csv(text: str, limit: int, *, tab: bool) -> Dataset:
+    delimiter = "\t" if tab else _delimiter(text)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    header: list[str] | None = None
+    rows: list[dict[str, str]] = []
+    lines: list[int] = []
+    count = 0
+    record_start = 1
+    while True:
+        record_start = reader.line_num + 1
+        try:
+            record = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            problem = str(exc)
+            if "end of data" in problem or "EOF" in problem:
+                problem = "a quoted field that is never closed (a \" is missing)"
+            raise DatasetError(f"malformed CSV: {problem}", line=record_start) from None
+        if not record or all(not cell.strip() for cell in record):
+            continue  # blank lines between records
+        if header is None:
+            header = _header(record, record_start)
+            continue
+        if len(record) != len(header):
+            raise DatasetError(
+                f"{len(record)} field(s), but the header has {len(header)} ({', '.join(header)}); "
+                "quote a field that contains the delimiter",
+                line=record_start,
+            )
+        count += 1
+        if count <= limit:
+            rows.append(dict(zip(header, record)))
+            lines.append(record_start)
+    _too_large(count, limit)
+    if header is None:
+        raise DatasetError("the dataset is empty")
+    return Dataset(columns=tuple(header), rows=tuple(rows), format="csv", lines=tuple(lines))
+
+
+def _header(record: list[str], line: int) -> list[str]:
+    names = [cell.strip() for cell in record]
+    for position, name in enumerate(names, 1):
+        if not name:
+            raise DatasetError("a header field is empty: every column needs a name", line=line, column=position)
+    seen: set[str] = set()
+    for position, name in enumerate(names, 1):
+        if name in seen:
+            raise DatasetError(f"the column name {name!r} appears twice in the header", line=line, column=position)
+        seen.add(name)
+    return names
+
+
+# --- JSONL -----------------------------------------------------------------------------------
+
+
+def _read_jsonl(text: str, limit: int) -> Dataset:
+    if text.lstrip().startswith("["):
+        return _read_json_array(text, limit)
+    columns: dict[str, None] = {}
+    rows: list[dict[str, Any]] = []
+    lines: list[int] = []
+    count = 0
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DatasetError(f"not valid JSON: {exc.msg}", line=number, column=exc.colno) from None
+        _check_object(value, number)
+        count += 1
+        if count <= limit:
+            columns.update(dict.fromkeys(value))
+            rows.append(value)
+            lines.append(number)
+    _too_large(count, limit)
+    return Dataset(columns=tuple(columns), rows=tuple(rows), format="jsonl", lines=tuple(lines))
+
+
+def _read_json_array(text: str, limit: int) -> Dataset:
+    try:
+        values = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DatasetError(f"not valid JSON: {exc.msg}", line=exc.lineno, column=exc.colno) from None
+    if not isinstance(values, list):
+        raise DatasetError("a JSON dataset is an array of objects, or one object per line (JSONL)", line=1)
+    _too_large(len(values), limit)
+    columns: dict[str, None] = {}
+    for position, value in enumerate(values, 1):
+        if not isinstance(value, dict):
+            raise DatasetError(f"item {position} of the array is not an object {{\"column\": value}}")
+        columns.update(dict.fromkeys(value))
+    return Dataset(columns=tuple(columns), rows=tuple(values), format="jsonl", lines=())
+
+
+def _check_object(value: Any, line: int) -> None:
+    if not isinstance(value, dict):
+        kind = {list: "an array", str: "a string"}.get(type(value), f"a {type(value).__name__}")
+        raise DatasetError(f"is {kind}; each line must be one JSON object such as {{\"question\": \"...\"}}", line=line)

@@ -1,0 +1,763 @@
+"""Experiments: a prompt template over a dataset, against 2-4 variants, and its runs.
+
+    store = ExperimentStore(conductor.log)
+    experiment = store.create("Capitals", "Capital of {{country}}?", dataset, variants)
+    handle = start_run(conductor, store, experiment.id, check=CheckKind.contains)   # runner.py
+    handle.progress()            # poll it (a page every second); handle.stop() keeps what finished
+    store.stats(handle.run_id)   # per variant, computed in SQL
+    store.grid(handle.run_id, offset=0, limit=25)   # one page of rows x variants
+    store.changes(handle.run_id) # "variant B: pass rate 82% → 74%, p50 +120 ms since run 3"
+
+An experiment is immutable once created (its template, dataset and variants), so every run of
+it is comparable with every other; change something and it is a new experiment. A run picks
+its check (contains / regex / equals against the `expected` column) and its concurrency per
+provider.
+
+Tables (beside the request log, created with `RequestLog.ensure_tables`):
+
+    experiments       id, created_at/_ts, name, template, variants (JSON list of Variant),
+                      columns (JSON), row_count, has_expected
+    experiment_rows   (experiment_id, row_index) -> line, row_values (JSON), expected
+    experiment_runs   id, experiment_id, number (1, 2, ... per experiment), created_at/_ts,
+                      check_kind, concurrency (JSON), status (running / completed / stopped),
+                      heartbeat_ts, finished_at, cells_total
+    experiment_cells  (run_id, row_index, variant_index) -> status (ok / error / incomplete /
+                      cancelled), request_id (the request log's attempts.request_id), answer,
+                      error_type, error_message, latency_ms, ttft_ms, input/output tokens,
+                      cost_usd, passed, rating (+1 / -1), finished_ts
+
+A run whose process died shows as `interrupted`: its heartbeat (written at least every few
+seconds while it runs) went stale. Statistics are computed in SQL (percentiles with window
+functions), so a page costs the same for 10 rows or 1,000; nothing holds a whole run in memory.
+
+Win rate, defined: in each row, every answered variant gets a score — 4 × its rating (+1 👍,
+−1 👎, 0 unrated) + 2 if it passed the check + 1 if it answered without error — so a person's
+verdict outweighs the automatic check, which outweighs merely answering. The variants with the
+row's top score share that row's win (two at the top get half each). A row where every
+variant scores the same decides nothing and is left out. Win rate = a variant's wins ÷ the
+rows that were decided. Cancelled cells take no part.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Double,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    UniqueConstraint,
+    and_,
+    case,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
+
+from ..config import redact
+from ..models import RoutingPolicy, new_id, utcnow
+from ..store import RequestLog, SafeText, UTCDateTime
+from .datasets import Dataset, DatasetTooLargeError, DEFAULT_MAX_ROWS
+from .templates import Template, TemplateError
+from .variants import Variant, variant_labels
+
+__all__ = [
+    "CheckKind",
+    "CheckError",
+    "ExperimentError",
+    "Experiment",
+    "Run",
+    "Cell",
+    "GridRow",
+    "VariantStats",
+    "ExperimentStore",
+    "check_answer",
+    "metadata",
+]
+
+CellStatus = Literal["ok", "error", "incomplete", "cancelled"]
+RunStatus = Literal["running", "completed", "stopped", "interrupted"]
+#: A running run whose heartbeat is older than this is shown as interrupted (its process died).
+STALE_AFTER_S = 30.0
+
+
+class ExperimentError(ValueError):
+    """The experiment cannot be created or run as asked; the message says what to change."""
+
+
+class CheckError(ExperimentError):
+    pass
+
+
+class CheckKind(StrEnum):
+    """How an answer is checked against the row's `expected` value."""
+
+    contains = "contains"  # the answer contains it (case and surrounding spaces ignored)
+    regex = "regex"  # Python `re.search` of it in the answer (add (?i) to ignore case)
+    equals = "equals"  # the answer is it (case and surrounding spaces ignored)
+
+
+def check_answer(kind: CheckKind | str, answer: str, expected: str) -> bool:
+    kind = CheckKind(kind)
+    if kind == CheckKind.regex:
+        return re.search(expected, answer) is not None
+    if kind == CheckKind.equals:
+        return answer.strip().casefold() == expected.strip().casefold()
+    return expected.strip().casefold() in answer.casefold()
+
+
+# --- tables ----------------------------------------------------------------------------------
+
+metadata = MetaData()
+
+experiments_table = Table(
+    "experiments",
+    metadata,
+    Column("id", String(), primary_key=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("created_ts", Double(), nullable=False),
+    Column("name", SafeText(), nullable=False),
+    Column("template", SafeText(), nullable=False),
+    Column("variants", SafeText(), nullable=False),
+    Column("columns", SafeText(), nullable=False),
+    Column("row_count", Integer(), nullable=False),
+    Column("has_expected", Boolean(), nullable=False),
+    Index("ix_experiments_created_ts", "created_ts"),
+)
+
+rows_table = Table(
+    "experiment_rows",
+    metadata,
+    Column("experiment_id", String(), primary_key=True),
+    Column("row_index", Integer(), primary_key=True),
+    Column("line", Integer()),
+    Column("row_values", SafeText(), nullable=False),
+    Column("expected", SafeText()),
+)
+
+runs_table = Table(
+    "experiment_runs",
+    metadata,
+    Column("id", String(), primary_key=True),
+    Column("experiment_id", String(), nullable=False),
+    Column("number", Integer(), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("created_ts", Double(), nullable=False),
+    Column("check_kind", String(), nullable=False),
+    Column("concurrency", SafeText(), nullable=False),
+    Column("status", String(), nullable=False),
+    Column("heartbeat_ts", Double(), nullable=False),
+    Column("finished_at", UTCDateTime()),
+    Column("cells_total", Integer(), nullable=False),
+    UniqueConstraint("experiment_id", "number", name="uq_experiment_runs_number"),
+)
+
+cells_table = Table(
+    "experiment_cells",
+    metadata,
+    Column("run_id", String(), primary_key=True),
+    Column("row_index", Integer(), primary_key=True),
+    Column("variant_index", Integer(), primary_key=True),
+    Column("status", String(), nullable=False),
+    Column("request_id", String()),
+    Column("answer", SafeText()),
+    Column("error_type", String()),
+    Column("error_message", SafeText()),
+    Column("latency_ms", Double()),
+    Column("ttft_ms", Double()),
+    Column("input_tokens", Integer(), nullable=False),
+    Column("output_tokens", Integer(), nullable=False),
+    Column("cost_usd", Double()),
+    Column("passed", Boolean()),
+    Column("rating", Integer()),
+    Column("finished_ts", Double(), nullable=False),
+    Index("ix_experiment_cells_request_id", "request_id"),
+)
+
+
+# --- models ----------------------------------------------------------------------------------
+
+
+def _variant(data: dict[str, Any]) -> Variant:
+    """A stored variant. Its provider may be an endpoint this process has not registered (added
+    in another browser session): it is still shown, not refused."""
+    try:
+        return Variant.model_validate(data)
+    except ValidationError:
+        fields = dict(data)
+        if fields.get("stop") is not None:
+            fields["stop"] = tuple(fields["stop"])
+        if fields.get("policy") is not None:
+            fields["policy"] = RoutingPolicy(fields["policy"])
+        return Variant.model_construct(**fields)
+
+
+class Experiment(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    created_at: datetime
+    name: str
+    template: str
+    variants: tuple[Variant, ...]
+    columns: tuple[str, ...]
+    row_count: int
+    has_expected: bool
+
+    @property
+    def labels(self) -> list[str]:
+        """One label per variant, saying what differs between variants of one target."""
+        return variant_labels(self.variants)
+
+
+class Run(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    experiment_id: str
+    number: int
+    created_at: datetime
+    check: CheckKind
+    concurrency: dict[str, int]
+    status: RunStatus
+    finished_at: datetime | None
+    cells_total: int
+
+
+class Cell(BaseModel):
+    """One answer of a run: one row, one variant."""
+
+    row: int = Field(description="0-based row index in the dataset.")
+    variant: int = Field(description="0-based index into the experiment's variants.")
+    status: CellStatus
+    request_id: str | None = Field(default=None, description="The request log's request_id for this answer.")
+    answer: str | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+    latency_ms: float | None = None
+    ttft_ms: float | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float | None = None
+    passed: bool | None = None
+    rating: int | None = Field(default=None, description="+1 (👍), -1 (👎) or None (not rated).")
+
+
+class GridRow(BaseModel):
+    """One row of the results grid: the row's values and one cell per variant (None: not run yet)."""
+
+    row: int
+    values: dict[str, Any]
+    expected: str | None
+    cells: list[Cell | None]
+
+
+class VariantStats(BaseModel):
+    variant: int
+    label: str
+    cells: int = 0
+    ok: int = 0
+    errors: int = 0
+    incomplete: int = 0
+    cancelled: int = 0
+    success_rate: float | None = Field(default=None, description="ok / cells that ran (cancelled ones excluded).")
+    p50_latency_ms: float | None = None
+    p95_latency_ms: float | None = None
+    p50_ttft_ms: float | None = None
+    cost_usd: float = Field(default=0.0, description="Sum over answers whose cost is known.")
+    priced: int = Field(default=0, description="Answers with a known cost.")
+    unpriced: int = Field(default=0, description="Answers whose cost is unknown (not in cost_usd).")
+    checked: int = Field(default=0, description="Cells that ran on a row with an expected value.")
+    passed: int = 0
+    pass_rate: float | None = None
+    thumbs_up: int = 0
+    thumbs_down: int = 0
+    avg_rating: float | None = Field(default=None, description="Mean of +1/-1 over rated cells.")
+    wins: float = Field(default=0.0, description="Rows won (shared wins count as fractions).")
+    decided_rows: int = Field(default=0, description="Rows where the variants' scores differed.")
+    win_rate: float | None = None
+
+
+# --- the store -------------------------------------------------------------------------------
+
+
+def _percentile_positions(n: int, q: float) -> tuple[int, float]:
+    position = (n - 1) * q
+    low = int(position)
+    return low, position - low
+
+
+class ExperimentStore:
+    """Experiments, their datasets, runs and cells, in the request log's database.
+    Thread-safe (one engine, short transactions); share one per process."""
+
+    def __init__(self, log: RequestLog) -> None:
+        self.log = log
+        self.engine = log.engine
+        #: With CONDUCTOR_LOG_PROMPTS=false answers are not kept (figures, checks and ratings are).
+        self.keeps_text = log.log_prompts
+        log.ensure_tables(metadata)
+
+    # --- experiments ---------------------------------------------------------------------
+
+    def create(
+        self,
+        name: str,
+        template: str,
+        dataset: Dataset,
+        variants: Sequence[Variant],
+        *,
+        max_rows: int = DEFAULT_MAX_ROWS,
+    ) -> Experiment:
+        """Check everything a run needs before storing it: 2-4 variants that name a provider,
+        a template whose variables the dataset has in every row, a dataset within the limit."""
+        if not 2 <= len(variants) <= 4:
+            raise ExperimentError(f"an experiment compares 2 to 4 variants, got {len(variants)}")
+        if any(v.provider == "auto" for v in variants):
+            raise ExperimentError("each variant names a provider: 'auto' would answer each row from another one")
+        if len(dataset) > max_rows:
+            raise DatasetTooLargeError(len(dataset), max_rows)
+        parsed = Template(template)  # raises TemplateError with line and column
+        if not parsed.variables:
+            raise TemplateError("the template uses no {{variable}}: every row would send the same prompt")
+        missing = parsed.missing(dataset.columns)
+        if missing:
+            names = ", ".join(f"{{{{{m}}}}}" for m in missing)
+            raise TemplateError(f"the dataset has no column for {names} (columns: {', '.join(dataset.columns)})")
+        for index, row in enumerate(dataset.rows):
+            # A row without a value names itself now, not in the middle of a run.
+            if not parsed.render(row, row=index + 1).strip():
+                raise TemplateError(f"row {index + 1}: the prompt is empty (its values are blank)")
+        experiment = Experiment(
+            id=new_id("exp"),
+            created_at=utcnow(),
+            name=name.strip() or "Untitled experiment",
+            template=template,
+            variants=tuple(variants),
+            columns=dataset.columns,
+            row_count=len(dataset),
+            has_expected=dataset.has_expected,
+        )
+        rows = [
+            {
+                "experiment_id": experiment.id,
+                "row_index": index,
+                "line": dataset.lines[index] if index < len(dataset.lines) else None,
+                "row_values": json.dumps(dict(row), ensure_ascii=False),
+                "expected": dataset.expected(index),
+            }
+            for index, row in enumerate(dataset.rows)
+        ]
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(experiments_table),
+                {
+                    "id": experiment.id,
+                    "created_at": experiment.created_at,
+                    "created_ts": experiment.created_at.timestamp(),
+                    "name": experiment.name,
+                    "template": template,
+                    "variants": json.dumps([v.model_dump(mode="json") for v in variants]),
+                    "columns": json.dumps(list(dataset.columns), ensure_ascii=False),
+                    "row_count": len(dataset),
+                    "has_expected": dataset.has_expected,
+                },
+            )
+            conn.execute(insert(rows_table), rows)
+        return experiment
+
+    def experiment(self, experiment_id: str) -> Experiment:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(experiments_table).where(experiments_table.c.id == experiment_id)).mappings().first()
+        if row is None:
+            raise ExperimentError(f"no experiment {experiment_id!r}")
+        return self._experiment(row)
+
+    def experiments(self, *, limit: int = 50) -> list[Experiment]:
+        """The newest first."""
+        stmt = select(experiments_table).order_by(experiments_table.c.created_ts.desc()).limit(limit)
+        with self.engine.connect() as conn:
+            return [self._experiment(row) for row in conn.execute(stmt).mappings()]
+
+    @staticmethod
+    def _experiment(row: Any) -> Experiment:
+        return Experiment(
+            id=row["id"],
+            created_at=row["created_at"],
+            name=row["name"],
+            template=row["template"],
+            variants=tuple(_variant(v) for v in json.loads(row["variants"])),
+            columns=tuple(json.loads(row["columns"])),
+            row_count=row["row_count"],
+            has_expected=bool(row["has_expected"]),
+        )
+
+    def rows(self, experiment_id: str, *, offset: int = 0, limit: int = 200) -> list[tuple[int, dict[str, Any], str | None]]:
+        """(row index, values, expected) for one page of the dataset, in order."""
+        r = rows_table.c
+        stmt = (
+            select(r.row_index, r.row_values, r.expected)
+            .where(r.experiment_id == experiment_id, r.row_index >= offset)
+            .order_by(r.row_index)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [(i, json.loads(values), expected) for i, values, expected in conn.execute(stmt)]
+
+    def iter_rows(self, experiment_id: str, *, page: int = 200) -> Iterator[tuple[int, dict[str, Any], str | None]]:
+        """Every row, read a page at a time (memory stays flat in the number of rows)."""
+        offset = 0
+        while True:
+            chunk = self.rows(experiment_id, offset=offset, limit=page)
+            yield from chunk
+            if len(chunk) < page:
+                return
+            offset = chunk[-1][0] + 1
+
+    def prompt(self, experiment: Experiment, values: dict[str, Any], row: int) -> str:
+        return Template(experiment.template).render(values, row=row + 1)
+
+    # --- runs ----------------------------------------------------------------------------
+
+    def new_run(self, experiment: Experiment, check: CheckKind, concurrency: dict[str, int]) -> Run:
+        """Number the run (1, 2, ... per experiment; several processes may race for a number)."""
+        if check == CheckKind.regex and experiment.has_expected:
+            for index, _values, expected in self.iter_rows(experiment.id):
+                if expected is None:
+                    continue
+                try:
+                    re.compile(expected)
+                except re.error as exc:
+                    raise CheckError(f"row {index + 1}: expected is not a valid regular expression ({exc})") from None
+        now = utcnow()
+        for attempt in range(5):
+            try:
+                with self.engine.begin() as conn:
+                    latest = conn.execute(
+                        select(func.max(runs_table.c.number)).where(runs_table.c.experiment_id == experiment.id)
+                    ).scalar()
+                    run = Run(
+                        id=new_id("run"),
+                        experiment_id=experiment.id,
+                        number=(latest or 0) + 1,
+                        created_at=now,
+                        check=check,
+                        concurrency=concurrency,
+                        status="running",
+                        finished_at=None,
+                        cells_total=experiment.row_count * len(experiment.variants),
+                    )
+                    conn.execute(
+                        insert(runs_table),
+                        {
+                            "id": run.id,
+                            "experiment_id": run.experiment_id,
+                            "number": run.number,
+                            "created_at": now,
+                            "created_ts": now.timestamp(),
+                            "check_kind": check.value,
+                            "concurrency": json.dumps(concurrency),
+                            "status": "running",
+                            "heartbeat_ts": time.time(),
+                            "cells_total": run.cells_total,
+                        },
+                    )
+                return run
+            except IntegrityError:
+                if attempt == 4:
+                    raise
+                # Another process took this number at the same moment: take the next one.
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def run(self, run_id: str) -> Run:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(runs_table).where(runs_table.c.id == run_id)).mappings().first()
+        if row is None:
+            raise ExperimentError(f"no run {run_id!r}")
+        return self._run(row)
+
+    def runs(self, experiment_id: str) -> list[Run]:
+        """Every run of an experiment, the newest first."""
+        stmt = select(runs_table).where(runs_table.c.experiment_id == experiment_id).order_by(runs_table.c.number.desc())
+        with self.engine.connect() as conn:
+            return [self._run(row) for row in conn.execute(stmt).mappings()]
+
+    @staticmethod
+    def _run(row: Any) -> Run:
+        status = row["status"]
+        if status == "running" and time.time() - row["heartbeat_ts"] > STALE_AFTER_S:
+            status = "interrupted"
+        return Run(
+            id=row["id"],
+            experiment_id=row["experiment_id"],
+            number=row["number"],
+            created_at=row["created_at"],
+            check=CheckKind(row["check_kind"]),
+            concurrency=json.loads(row["concurrency"]),
+            status=status,
+            finished_at=row["finished_at"],
+            cells_total=row["cells_total"],
+        )
+
+    def heartbeat(self, run_id: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(runs_table).where(runs_table.c.id == run_id).values(heartbeat_ts=time.time()))
+
+    def finish_run(self, run_id: str, status: Literal["completed", "stopped"]) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(runs_table)
+                .where(runs_table.c.id == run_id)
+                .values(status=status, finished_at=utcnow(), heartbeat_ts=time.time())
+            )
+
+    def write_cells(self, run_id: str, cells: Sequence[Cell]) -> None:
+        """Insert finished cells in one transaction (and beat the run's heart)."""
+        if not cells:
+            return
+        now = time.time()
+        rows = []
+        for cell in cells:
+            row = cell.model_dump()
+            row["row_index"] = row.pop("row")
+            row["variant_index"] = row.pop("variant")
+            row["run_id"] = run_id
+            row["finished_ts"] = now
+            row["answer"] = redact(cell.answer) if cell.answer is not None and self.keeps_text else None
+            row["error_message"] = redact(cell.error_message) if cell.error_message is not None else None
+            rows.append(row)
+        with self.engine.begin() as conn:
+            conn.execute(insert(cells_table), rows)
+            conn.execute(update(runs_table).where(runs_table.c.id == run_id).values(heartbeat_ts=now))
+
+    def rate(self, run_id: str, row: int, variant: int, rating: int | None) -> None:
+        """👍 (+1), 👎 (-1) or clear (None) one cell's rating."""
+        if rating not in (1, -1, None):
+            raise ExperimentError("a rating is +1 (👍), -1 (👎) or None (clear it)")
+        c = cells_table.c
+        with self.engine.begin() as conn:
+            changed = conn.execute(
+                update(cells_table)
+                .where(c.run_id == run_id, c.row_index == row, c.variant_index == variant, c.status != "cancelled")
+                .values(rating=rating)
+            ).rowcount
+        if not changed:
+            raise ExperimentError(f"row {row + 1}, variant {variant + 1} of this run has no answer to rate")
+
+    # --- reading results -----------------------------------------------------------------
+
+    def cells(self, run_id: str, *, offset: int = 0, limit: int | None = None) -> list[Cell]:
+        """Cells ordered by row then variant (exports read them in pages with `limit`)."""
+        c = cells_table.c
+        stmt = select(cells_table).where(c.run_id == run_id).order_by(c.row_index, c.variant_index).offset(offset)
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        with self.engine.connect() as conn:
+            return [self._cell(row) for row in conn.execute(stmt).mappings()]
+
+    @staticmethod
+    def _cell(row: Any) -> Cell:
+        return Cell(
+            row=row["row_index"],
+            variant=row["variant_index"],
+            **{name: row[name] for name in Cell.model_fields if name not in ("row", "variant")},
+        )
+
+    def grid(self, run_id: str, *, offset: int = 0, limit: int = 25) -> list[GridRow]:
+        """One page of the results grid: `limit` rows from `offset`, one cell per variant."""
+        run = self.run(run_id)
+        experiment = self.experiment(run.experiment_id)
+        rows = self.rows(experiment.id, offset=offset, limit=limit)
+        if not rows:
+            return []
+        c = cells_table.c
+        stmt = select(cells_table).where(
+            c.run_id == run_id, c.row_index >= rows[0][0], c.row_index <= rows[-1][0]
+        )
+        with self.engine.connect() as conn:
+            found = {(r["row_index"], r["variant_index"]): self._cell(r) for r in conn.execute(stmt).mappings()}
+        width = len(experiment.variants)
+        return [
+            GridRow(row=index, values=values, expected=expected, cells=[found.get((index, v)) for v in range(width)])
+            for index, values, expected in rows
+        ]
+
+    def stats(self, run_id: str) -> list[VariantStats]:
+        """Per variant, in the experiment's order. A few aggregate queries; no cell is loaded."""
+        run = self.run(run_id)
+        experiment = self.experiment(run.experiment_id)
+        labels = experiment.labels
+        stats = [VariantStats(variant=i, label=label) for i, label in enumerate(labels)]
+        c = cells_table.c
+        ran = c.status != "cancelled"
+        answered = c.status.in_(("ok", "incomplete"))
+
+        def n(condition: Any) -> Any:
+            return func.sum(case((condition, 1), else_=0))
+
+        counts = (
+            select(
+                c.variant_index,
+                func.count(),
+                n(c.status == "ok"),
+                n(c.status == "error"),
+                n(c.status == "incomplete"),
+                n(c.status == "cancelled"),
+                func.sum(case((answered & c.cost_usd.is_not(None), c.cost_usd), else_=0.0)),
+                n(answered & c.cost_usd.is_not(None)),
+                n(answered & c.cost_usd.is_(None)),
+                n(ran & c.passed.is_not(None)),
+                n(ran & (c.passed == True)),  # noqa: E712 - SQL, not Python truthiness
+                n(c.rating == 1),
+                n(c.rating == -1),
+            )
+            .where(c.run_id == run_id)
+            .group_by(c.variant_index)
+        )
+        with self.engine.connect() as conn:
+            for row in conn.execute(counts):
+                s = stats[row[0]]
+                (s.cells, s.ok, s.errors, s.incomplete, s.cancelled) = (int(x or 0) for x in row[1:6])
+                s.cost_usd = float(row[6] or 0.0)
+                (s.priced, s.unpriced, s.checked, s.passed, s.thumbs_up, s.thumbs_down) = (int(x or 0) for x in row[7:13])
+                s.success_rate = s.ok / (s.cells - s.cancelled) if s.cells - s.cancelled else None
+                s.pass_rate = s.passed / s.checked if s.checked else None
+                rated = s.thumbs_up + s.thumbs_down
+                s.avg_rating = (s.thumbs_up - s.thumbs_down) / rated if rated else None
+            ok = (c.run_id == run_id) & (c.status == "ok")
+            for field, column, q in (
+                ("p50_latency_ms", c.latency_ms, 0.5),
+                ("p95_latency_ms", c.latency_ms, 0.95),
+                ("p50_ttft_ms", c.ttft_ms, 0.5),
+            ):
+                for variant, value in self._percentiles(conn, column, ok & column.is_not(None), q).items():
+                    setattr(stats[variant], field, value)
+            self._win_rates(conn, run_id, stats)
+        return stats
+
+    @staticmethod
+    def _percentiles(conn: Any, column: Any, where: Any, q: float) -> dict[int, float]:
+        """The q-quantile of `column` per variant, interpolated like numpy's default, reading
+        only the two values either side of it (window functions; SQLite and PostgreSQL)."""
+        c = cells_table.c
+        ranked = (
+            select(
+                c.variant_index.label("variant"),
+                column.label("value"),
+                func.row_number().over(partition_by=c.variant_index, order_by=column).label("rank"),
+                func.count().over(partition_by=c.variant_index).label("n"),
+            )
+            .where(where)
+            .subquery()
+        )
+        # 0-based position of the lower neighbour: (n - 1) * q, in integer arithmetic (floor on
+        # both databases), as hundredths so q = 0.95 is exact.
+        low = (ranked.c.n - 1) * int(round(q * 100)) // 100
+        stmt = select(ranked.c.variant, ranked.c.value, ranked.c.rank, ranked.c.n).where(
+            (ranked.c.rank - 1 == low) | (ranked.c.rank - 2 == low)
+        )
+        found: dict[int, dict[int, float]] = {}
+        sizes: dict[int, int] = {}
+        for variant, value, rank, size in conn.execute(stmt):
+            found.setdefault(variant, {})[int(rank) - 1] = float(value)
+            sizes[variant] = int(size)
+        out: dict[int, float] = {}
+        for variant, values in found.items():
+            lo, frac = _percentile_positions(sizes[variant], q)
+            below = values[lo]
+            above = values.get(lo + 1, below)
+            out[variant] = below + (above - below) * frac
+        return out
+
+    @staticmethod
+    def _win_rates(conn: Any, run_id: str, stats: list[VariantStats]) -> None:
+        c = cells_table.c
+        score = (
+            4 * func.coalesce(c.rating, 0)
+            + case((c.passed == True, 2), else_=0)  # noqa: E712
+            + case((c.status == "ok", 1), else_=0)
+        )
+        scored = (
+            select(c.row_index.label("row"), c.variant_index.label("variant"), score.label("score"))
+            .where(c.run_id == run_id, c.status != "cancelled")
+            .subquery()
+        )
+        by_row = dict(partition_by=scored.c.row)
+        ranged = select(
+            scored.c.row,
+            scored.c.variant,
+            scored.c.score,
+            func.max(scored.c.score).over(**by_row).label("top"),
+            func.min(scored.c.score).over(**by_row).label("bottom"),
+        ).subquery()
+        tops = select(
+            ranged,
+            func.sum(case((ranged.c.score == ranged.c.top, 1), else_=0)).over(partition_by=ranged.c.row).label("at_top"),
+        ).subquery()
+        decided = and_(tops.c.top > tops.c.bottom)
+        wins = (
+            select(
+                tops.c.variant,
+                func.sum(case((decided & (tops.c.score == tops.c.top), literal(1.0) / tops.c.at_top), else_=0.0)),
+            )
+            .group_by(tops.c.variant)
+        )
+        decided_rows = select(func.count(func.distinct(tops.c.row))).where(decided)
+        total = int(conn.execute(decided_rows).scalar() or 0)
+        for variant, won in conn.execute(wins):
+            stats[variant].wins = round(float(won or 0.0), 6)
+        for s in stats:
+            s.decided_rows = total
+            s.win_rate = s.wins / total if total else None
+
+    def changes(self, run_id: str, earlier_run_id: str | None = None) -> list[str]:
+        """What moved since an earlier run of the same experiment (default: the one before),
+        a sentence per variant: "variant B · local: pass rate 82% → 74%, p50 +120 ms since run 3".
+        Empty when there is no earlier run."""
+        run = self.run(run_id)
+        if earlier_run_id is None:
+            earlier = next((r for r in self.runs(run.experiment_id) if r.number < run.number), None)
+        else:
+            earlier = self.run(earlier_run_id)
+            if earlier.experiment_id != run.experiment_id:
+                raise ExperimentError("runs of different experiments cannot be compared")
+        if earlier is None:
+            return []
+        now, before = self.stats(run.id), self.stats(earlier.id)
+        return [describe_change(a, b, earlier.number) for a, b in zip(now, before)]
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{value:.0%}"
+
+
+def describe_change(now: VariantStats, before: VariantStats, since_run: int) -> str:
+    letter = chr(ord("A") + now.variant)
+    parts: list[str] = []
+    if now.pass_rate is not None or before.pass_rate is not None:
+        parts.append(f"pass rate {_pct(before.pass_rate)} → {_pct(now.pass_rate)}")
+    if now.success_rate != before.success_rate:
+        parts.append(f"success {_pct(before.success_rate)} → {_pct(now.success_rate)}")
+    if now.p50_latency_ms is not None and before.p50_latency_ms is not None:
+        parts.append(f"p50 {int(round(now.p50_latency_ms - before.p50_latency_ms)):+d} ms")
+    if now.avg_rating is not None and before.avg_rating is not None and now.avg_rating != before.avg_rating:
+        parts.append(f"rating {before.avg_rating:+.2f} → {now.avg_rating:+.2f}")
+    if now.priced and before.priced and now.cost_usd != before.cost_usd:
+        parts.append(f"cost ${before.cost_usd:.4f} → ${now.cost_usd:.4f}")
+    said = ", ".join(parts) if parts else "no change"
+    return f"variant {letter} ({now.label}): {said} since run {since_run}"

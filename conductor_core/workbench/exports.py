@@ -1,0 +1,486 @@
+"""Exports for people who will never run the tool: a conversation, a comparison, an experiment
+run or the arena's leaderboard, as Markdown, JSON, or one self-contained HTML file.
+
+The inputs are small pydantic models of their own (`Transcript`, `Comparison`, `RunReport`,
+`ArenaReport`), so a page converts its session objects into them in a few lines, and the
+exports never depend on how sessions are stored. `run_report()` and `arena_report()` build
+the last two from the stores.
+
+    to_markdown(doc) / to_json(doc) / to_html(doc)      # str; every one passes through redact()
+
+Promises:
+
+* No key in an export: the whole output goes through `config.redact()` last (registered
+  secrets and anything shaped like a key), whatever field it came from.
+* The HTML opens offline: styles inline, charts as inline SVG (Altair specs rendered by
+  vl-convert, no script), and a Content-Security-Policy that allows no network request at all,
+  so even an image link inside a model's answer cannot make the file fetch anything.
+* Model output is Markdown rendered with raw HTML off (markdown-it-py: `<script>` shows as
+  text) and images off; what a person typed (prompts, templates) is shown literally.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from ..config import redact
+from ..models import utcnow
+from .arena import Arena, Reveal
+from .experiments import ExperimentStore, GridRow, VariantStats
+from .ratings import Leaderboard
+from .variants import Variant
+
+__all__ = [
+    "Figures",
+    "Turn",
+    "Transcript",
+    "Column",
+    "Comparison",
+    "RunReport",
+    "ArenaReport",
+    "Document",
+    "run_report",
+    "arena_report",
+    "to_markdown",
+    "to_json",
+    "to_html",
+    "filename",
+]
+
+EXPORT_VERSION = 1
+
+
+class Figures(BaseModel):
+    latency_ms: float | None = None
+    ttft_ms: float | None = None
+    tokens_per_second: float | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cost_usd: float | None = None
+
+
+class Turn(BaseModel):
+    role: Literal["system", "user", "assistant"]
+    content: str
+    label: str | None = Field(default=None, description="Who answered (provider/model and what differs).")
+    status: str = Field(default="ok", description="ok, stopped, failed, interrupted, incomplete...")
+    error: str | None = None
+    figures: Figures | None = None
+    request_id: str | None = None
+
+
+class Transcript(BaseModel):
+    kind: Literal["conversation"] = "conversation"
+    title: str
+    created_at: datetime | None = None
+    settings: Variant | None = None
+    turns: list[Turn]
+
+
+class Column(BaseModel):
+    label: str
+    answer: str | None = None
+    status: str = "ok"
+    error: str | None = None
+    figures: Figures | None = None
+    request_id: str | None = None
+    settings: Variant | None = None
+
+
+class Comparison(BaseModel):
+    kind: Literal["comparison"] = "comparison"
+    title: str
+    prompt: str
+    created_at: datetime | None = None
+    columns: list[Column] = Field(min_length=1, max_length=4)
+    vote: str | None = Field(default=None, description="The chosen column's label, 'tie' or 'all_bad'.")
+
+
+class RunReport(BaseModel):
+    kind: Literal["experiment_run"] = "experiment_run"
+    title: str
+    template: str
+    run_number: int
+    status: str
+    check: str
+    created_at: datetime
+    finished_at: datetime | None
+    variants: list[Variant]
+    labels: list[str]
+    columns: list[str]
+    stats: list[VariantStats]
+    changes: list[str] = Field(default_factory=list, description="Since the previous run, in words.")
+    rows: list[GridRow]
+    rows_total: int
+    leaderboard: Leaderboard | None = None
+
+
+class ArenaReport(BaseModel):
+    kind: Literal["arena"] = "arena"
+    title: str = "Blind arena"
+    leaderboard: Leaderboard
+    votes: list[Reveal] = Field(default_factory=list)
+
+
+Document = Transcript | Comparison | RunReport | ArenaReport
+
+
+def run_report(store: ExperimentStore, run_id: str, *, max_rows: int | None = None, leaderboard: Leaderboard | None = None) -> RunReport:
+    """A run with its figures, the changes since the run before, and its rows (all, or the
+    first `max_rows`), read from the store a page at a time."""
+    run = store.run(run_id)
+    experiment = store.experiment(run.experiment_id)
+    limit = experiment.row_count if max_rows is None else min(max_rows, experiment.row_count)
+    rows: list[GridRow] = []
+    while len(rows) < limit:
+        page = store.grid(run_id, offset=len(rows), limit=min(200, limit - len(rows)))
+        if not page:
+            break
+        rows.extend(page)
+    return RunReport(
+        title=experiment.name,
+        template=experiment.template,
+        run_number=run.number,
+        status=run.status,
+        check=run.check.value,
+        created_at=run.created_at,
+        finished_at=run.finished_at,
+        variants=list(experiment.variants),
+        labels=experiment.labels,
+        columns=list(experiment.columns),
+        stats=store.stats(run_id),
+        changes=store.changes(run_id),
+        rows=rows,
+        rows_total=experiment.row_count,
+        leaderboard=leaderboard,
+    )
+
+
+def arena_report(arena: Arena, *, votes: int = 50, **leaderboard_options: Any) -> ArenaReport:
+    return ArenaReport(leaderboard=arena.leaderboard(**leaderboard_options), votes=arena.votes(limit=votes))
+
+
+def filename(doc: Document, extension: str) -> str:
+    """A file name for a download: the title, made safe, and the extension."""
+    stem = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in doc.kind + "-" + _title(doc)).strip("-")
+    return f"{stem[:80] or 'export'}.{extension}"
+
+
+def _title(doc: Document) -> str:
+    return doc.title if not isinstance(doc, RunReport) else f"{doc.title}-run-{doc.run_number}"
+
+
+# --- JSON ------------------------------------------------------------------------------------
+
+
+def to_json(doc: Document) -> str:
+    payload = {"export_version": EXPORT_VERSION, "exported_at": utcnow().isoformat(), **doc.model_dump(mode="json")}
+    return redact(json.dumps(payload, ensure_ascii=False, indent=2))
+
+
+# --- Markdown --------------------------------------------------------------------------------
+
+
+def _fence(text: str) -> str:
+    """`text` in a code fence longer than any run of backticks inside it: shown literally."""
+    longest = max((len(run) for run in text.split("\n") for run in _backtick_runs(run)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}text\n{text}\n{fence}"
+
+
+def _backtick_runs(line: str) -> list[str]:
+    runs, current = [], ""
+    for ch in line:
+        if ch == "`":
+            current += ch
+        elif current:
+            runs.append(current)
+            current = ""
+    return runs + ([current] if current else [])
+
+
+def _cell(text: Any) -> str:
+    """A Markdown table cell: one line, pipes escaped."""
+    return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").strip() or " "
+
+
+def _ms(value: float | None) -> str:
+    return "—" if value is None else f"{value:,.0f} ms"
+
+
+def _usd(value: float | None) -> str:
+    if value is None:
+        return "unknown"
+    return "free" if value == 0 else f"${value:,.6f}".rstrip("0").rstrip(".")
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{value:.0%}"
+
+
+def _figures_line(f: Figures | None) -> str:
+    if f is None:
+        return ""
+    parts = [f"latency {_ms(f.latency_ms)}", f"first token {_ms(f.ttft_ms)}"]
+    if f.tokens_per_second is not None:
+        parts.append(f"{f.tokens_per_second:.1f} tok/s")
+    if f.input_tokens is not None or f.output_tokens is not None:
+        parts.append(f"{f.input_tokens or 0} in → {f.output_tokens or 0} out")
+    parts.append(f"cost {_usd(f.cost_usd)}")
+    return " · ".join(parts)
+
+
+def _stats_rows(stats: list[VariantStats]) -> list[list[str]]:
+    return [
+        [
+            chr(65 + s.variant),
+            s.label,
+            _pct(s.success_rate),
+            _ms(s.p50_latency_ms),
+            _ms(s.p95_latency_ms),
+            _ms(s.p50_ttft_ms),
+            _usd(s.cost_usd if s.priced else (None if s.unpriced else 0.0)) + (f" + {s.unpriced} unpriced" if s.unpriced and s.priced else ""),
+            _pct(s.pass_rate),
+            "—" if s.avg_rating is None else f"{s.avg_rating:+.2f} ({s.thumbs_up}👍 {s.thumbs_down}👎)",
+            _pct(s.win_rate),
+        ]
+        for s in stats
+    ]
+
+
+_STATS_HEAD = ["", "variant", "success", "p50", "p95", "p50 first token", "total cost", "pass rate", "rating", "win rate"]
+
+
+def _table(head: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(_cell(h) for h in head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
+    return lines
+
+
+def _ratings_rows(board: Leaderboard) -> list[list[str]]:
+    return [
+        [str(i + 1) if r.enough else "—", r.subject, f"{r.rating:,.0f}", f"{r.ci_low:,.0f} – {r.ci_high:,.0f}", str(r.votes), f"{r.wins}/{r.losses}/{r.ties}", r.describe()]
+        for i, r in enumerate(board.ratings)
+    ]
+
+
+_RATINGS_HEAD = ["rank", "target", "rating", "95% interval", "votes", "won/lost/tied", ""]
+
+
+def to_markdown(doc: Document) -> str:
+    out: list[str] = [f"# {_cell(doc.title)}", ""]
+    if isinstance(doc, Transcript):
+        if doc.settings is not None:
+            out += [f"Settings: `{doc.settings.target}`, temperature {doc.settings.temperature:g}, max {doc.settings.max_tokens} tokens", ""]
+        for turn in doc.turns:
+            who = "You" if turn.role == "user" else "System" if turn.role == "system" else (turn.label or "Assistant")
+            status = "" if turn.status == "ok" else f" ({turn.status})"
+            out += [f"## {_cell(who)}{status}", ""]
+            out += [_fence(turn.content) if turn.role != "assistant" else turn.content, ""]
+            if turn.error:
+                out += [f"> Error: {_cell(turn.error)}", ""]
+            if turn.figures:
+                out += [f"_{_figures_line(turn.figures)}_", ""]
+    elif isinstance(doc, Comparison):
+        out += ["## Prompt", "", _fence(doc.prompt), ""]
+        for column in doc.columns:
+            status = "" if column.status == "ok" else f" ({column.status})"
+            out += [f"## {_cell(column.label)}{status}", "", column.answer or "_(no answer)_", ""]
+            if column.error:
+                out += [f"> Error: {_cell(column.error)}", ""]
+            if column.figures:
+                out += [f"_{_figures_line(column.figures)}_", ""]
+        if doc.vote:
+            out += [f"**Vote:** {_cell(doc.vote)}", ""]
+    elif isinstance(doc, RunReport):
+        out += [
+            f"Run {doc.run_number} · {doc.status} · check: {doc.check} · {doc.rows_total} rows × {len(doc.variants)} variants",
+            "",
+            "## Template",
+            "",
+            _fence(doc.template),
+            "",
+            "## Results per variant",
+            "",
+            *_table(_STATS_HEAD, _stats_rows(doc.stats)),
+            "",
+        ]
+        if doc.changes:
+            out += ["## Since the previous run", "", *[f"- {_cell(line)}" for line in doc.changes], ""]
+        if doc.leaderboard and doc.leaderboard.ratings:
+            out += ["## Ratings", "", *_table(_RATINGS_HEAD, _ratings_rows(doc.leaderboard)), ""]
+        out += ["## Rows", ""]
+        for row in doc.rows:
+            values = ", ".join(f"{k} = {v}" for k, v in row.values.items())
+            out += [f"### Row {row.row + 1}", "", _fence(values), ""]
+            for label, cell in zip(doc.labels, row.cells):
+                if cell is None:
+                    out += [f"**{_cell(label)}**: not run", ""]
+                    continue
+                verdict = "" if cell.passed is None else (" ✅ pass" if cell.passed else " ❌ fail")
+                rating = {1: " 👍", -1: " 👎"}.get(cell.rating or 0, "")
+                out += [f"**{_cell(label)}** ({cell.status}{verdict}{rating}, {_ms(cell.latency_ms)}, {_usd(cell.cost_usd)})", ""]
+                out += [cell.answer or f"_({cell.error_message or 'no answer'})_", ""]
+        if len(doc.rows) < doc.rows_total:
+            out += [f"_{doc.rows_total - len(doc.rows)} more rows are not in this export._", ""]
+    else:
+        out += [f"{doc.leaderboard.votes} blind votes; a target needs {doc.leaderboard.min_votes} to be ranked.", ""]
+        out += [*_table(_RATINGS_HEAD, _ratings_rows(doc.leaderboard)), ""]
+        if doc.votes:
+            out += ["## Recent votes", ""]
+            out += [f"- {_cell(_clip(v.prompt))}: {_cell(v.describe())}" for v in doc.votes]
+            out.append("")
+    return redact("\n".join(out).rstrip() + "\n")
+
+
+def _clip(text: str, width: int = 80) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+# --- HTML ------------------------------------------------------------------------------------
+
+_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; font-src data:; base-uri 'none'; form-action 'none'"
+
+_PAGE = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="{{ csp }}">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="generator" content="Conductor">
+<title>{{ title }}</title>
+<style>
+body { font: 15px/1.5 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0 auto; max-width: 1100px; padding: 1.5rem; color: #1d1d1f; }
+h1 { font-size: 1.6rem; margin-bottom: .2rem; } h2 { margin-top: 2rem; border-bottom: 1px solid #ddd; }
+.meta { color: #666; } pre.literal { white-space: pre-wrap; background: #f5f5f7; padding: .6rem .8rem; border-radius: 6px; }
+table { border-collapse: collapse; width: 100%; font-size: .9rem; margin: .6rem 0; } th, td { border: 1px solid #ddd; padding: .3rem .5rem; text-align: left; vertical-align: top; }
+th { background: #fafafa; } .answer { overflow-wrap: anywhere; } .answer pre { white-space: pre-wrap; background: #f5f5f7; padding: .4rem; }
+.figures { color: #555; font-size: .85rem; } .bad { color: #b00020; } .good { color: #1b7f3b; } .charts svg { max-width: 100%; height: auto; margin: .5rem 1rem .5rem 0; }
+.grid td { min-width: 12rem; } .turn { margin: 1rem 0; } .who { font-weight: 600; }
+footer { margin-top: 3rem; color: #888; font-size: .8rem; }
+</style>
+</head>
+<body>
+<h1>{{ title }}</h1>
+<p class="meta">{{ subtitle }}</p>
+{{ body }}
+<footer>Exported from Conductor on {{ exported }}. This file makes no network request.</footer>
+</body>
+</html>
+"""
+
+
+def _markdown() -> Any:
+    from markdown_it import MarkdownIt
+
+    # commonmark with raw HTML off: a model's <script> is text. Images off: no remote fetches.
+    return MarkdownIt("commonmark", {"html": False, "linkify": False}).enable("table").disable("image")
+
+
+def _charts(charts: list[Any]) -> str:
+    from .report_charts import svg
+
+    return '<div class="charts">' + "".join(svg(chart) for chart in charts) + "</div>"
+
+
+def to_html(doc: Document, *, charts: bool = True) -> str:
+    """One HTML file: answers, figures, votes and ratings, charts as inline SVG."""
+    from jinja2 import Environment
+    from markupsafe import Markup
+
+    from . import report_charts
+
+    env = Environment(autoescape=True, trim_blocks=True, lstrip_blocks=True)
+    md = _markdown()
+    env.filters["markdown"] = lambda text: Markup(md.render(text or ""))
+    env.filters["ms"] = _ms
+    env.filters["usd"] = _usd
+    env.filters["pct"] = _pct
+    env.globals["figures_line"] = _figures_line
+    chart_html = ""
+    if isinstance(doc, RunReport):
+        subtitle = f"Run {doc.run_number} · {doc.status} · check: {doc.check} · {doc.rows_total} rows × {len(doc.variants)} variants"
+        if charts and doc.stats:
+            chart_html = _charts([report_charts.rates_chart(doc.stats), report_charts.latency_chart(doc.stats), report_charts.cost_chart(doc.stats)])
+            if doc.leaderboard and doc.leaderboard.ratings:
+                chart_html += _charts([report_charts.ratings_chart(doc.leaderboard.ratings)])
+    elif isinstance(doc, ArenaReport):
+        subtitle = f"{doc.leaderboard.votes} blind votes; a target needs {doc.leaderboard.min_votes} to be ranked"
+        if charts and doc.leaderboard.ratings:
+            chart_html = _charts([report_charts.ratings_chart(doc.leaderboard.ratings)])
+    elif isinstance(doc, Comparison):
+        subtitle = f"{len(doc.columns)} answers to one prompt"
+    else:
+        subtitle = f"{sum(t.role == 'user' for t in doc.turns)} messages" + (f" with {doc.settings.target}" if doc.settings else "")
+    body = env.from_string(_BODIES[doc.kind]).render(
+        doc=doc,
+        charts=Markup(chart_html),
+        stats_head=_STATS_HEAD,
+        stats_rows=_stats_rows(doc.stats) if isinstance(doc, RunReport) else [],
+        ratings_head=_RATINGS_HEAD,
+        ratings_rows=_ratings_rows(doc.leaderboard) if getattr(doc, "leaderboard", None) else [],
+        letter=lambda i: chr(65 + i),
+    )
+    page = env.from_string(_PAGE).render(
+        csp=Markup(_CSP),  # a constant of ours: its quotes must stay quotes
+        title=_title(doc) if not isinstance(doc, RunReport) else doc.title,
+        subtitle=subtitle,
+        body=Markup(body),
+        exported=utcnow().strftime("%Y-%m-%d %H:%M UTC"),
+    )
+    return redact(page)
+
+
+_RATINGS_TABLE = """
+<table><tr>{% for h in ratings_head %}<th>{{ h }}</th>{% endfor %}</tr>
+{% for row in ratings_rows %}<tr>{% for c in row %}<td>{{ c }}</td>{% endfor %}</tr>{% endfor %}
+</table>
+"""
+
+_BODIES = {
+    "conversation": """
+{% for turn in doc.turns %}
+<div class="turn"><div class="who">{{ "You" if turn.role == "user" else ("System" if turn.role == "system" else (turn.label or "Assistant")) }}{% if turn.status != "ok" %} <span class="bad">({{ turn.status }})</span>{% endif %}</div>
+{% if turn.role == "assistant" %}<div class="answer">{{ turn.content | markdown }}</div>{% else %}<pre class="literal">{{ turn.content }}</pre>{% endif %}
+{% if turn.error %}<div class="bad">Error: {{ turn.error }}</div>{% endif %}
+{% if turn.figures %}<div class="figures">{{ figures_line(turn.figures) }}</div>{% endif %}
+</div>
+{% endfor %}
+""",
+    "comparison": """
+<h2>Prompt</h2><pre class="literal">{{ doc.prompt }}</pre>
+<table class="grid"><tr>{% for c in doc.columns %}<th>{{ c.label }}{% if c.status != "ok" %} <span class="bad">({{ c.status }})</span>{% endif %}</th>{% endfor %}</tr>
+<tr>{% for c in doc.columns %}<td><div class="answer">{{ (c.answer or "") | markdown }}</div>{% if c.error %}<div class="bad">Error: {{ c.error }}</div>{% endif %}</td>{% endfor %}</tr>
+<tr>{% for c in doc.columns %}<td class="figures">{{ figures_line(c.figures) }}</td>{% endfor %}</tr></table>
+{% if doc.vote %}<p><strong>Vote:</strong> {{ doc.vote }}</p>{% endif %}
+""",
+    "experiment_run": """
+<h2>Template</h2><pre class="literal">{{ doc.template }}</pre>
+<h2>Results per variant</h2>
+<table><tr>{% for h in stats_head %}<th>{{ h }}</th>{% endfor %}</tr>
+{% for row in stats_rows %}<tr>{% for c in row %}<td>{{ c }}</td>{% endfor %}</tr>{% endfor %}</table>
+{{ charts }}
+{% if doc.changes %}<h2>Since the previous run</h2><ul>{% for line in doc.changes %}<li>{{ line }}</li>{% endfor %}</ul>{% endif %}
+{% if doc.leaderboard and doc.leaderboard.ratings %}<h2>Ratings</h2>""" + _RATINGS_TABLE + """{% endif %}
+<h2>Rows</h2>
+<table class="grid"><tr><th>#</th><th>values</th>{% for label in doc.labels %}<th>{{ letter(loop.index0) }} · {{ label }}</th>{% endfor %}</tr>
+{% for row in doc.rows %}<tr><td>{{ row.row + 1 }}</td><td><pre class="literal">{% for k, v in row.values.items() %}{{ k }} = {{ v }}
+{% endfor %}</pre></td>
+{% for cell in row.cells %}<td>{% if cell is none %}<span class="figures">not run</span>{% else %}
+<div class="figures">{{ cell.status }}{% if cell.passed is not none %} · <span class="{{ 'good' if cell.passed else 'bad' }}">{{ "pass" if cell.passed else "fail" }}</span>{% endif %}{% if cell.rating == 1 %} · 👍{% elif cell.rating == -1 %} · 👎{% endif %} · {{ cell.latency_ms | ms }} · {{ cell.cost_usd | usd }}</div>
+{% if cell.answer %}<div class="answer">{{ cell.answer | markdown }}</div>{% elif cell.error_message %}<div class="bad">{{ cell.error_message }}</div>{% endif %}
+{% endif %}</td>{% endfor %}</tr>
+{% endfor %}</table>
+{% if doc.rows | length < doc.rows_total %}<p class="meta">{{ doc.rows_total - (doc.rows | length) }} more rows are not in this export.</p>{% endif %}
+""",
+    "arena": """
+{{ charts }}
+<h2>Leaderboard</h2>""" + _RATINGS_TABLE + """
+{% if doc.votes %}<h2>Recent votes</h2><ul>{% for v in doc.votes %}<li><pre class="literal">{{ v.prompt }}</pre>{{ v.describe() }}</li>{% endfor %}</ul>{% endif %}
+""",
+}

@@ -1,0 +1,431 @@
+"""Runs an experiment: every row × every variant through the sync `Conductor.stream`, at most
+N calls at once per provider, with progress to poll, a Stop that keeps what finished, and
+every cell stored as it finishes.
+
+    handle = start_run(conductor, store, experiment.id, check=CheckKind.contains, overrides=session_providers)
+    handle.progress()    # a Progress snapshot; cheap, thread-safe: poll it (st.fragment(run_every=1))
+    handle.stop()        # no new calls; calls in flight are closed at their next chunk
+    handle.wait()        # until every cell is finished or marked cancelled and the run is stored
+    RunHandle.find(run_id)   # the live handle of a run in this process (a page after a rerun)
+
+The schedule: each provider gets `limit` worker threads that take that provider's cells in
+row order (a provider's variants share its limit), so a slow provider never holds back a
+fast one, and the wall time is the slowest provider's cells × latency ÷ limit. Cells go to
+the database in batches from one writer thread (one transaction per batch, not per cell);
+the runner keeps counters, never the results, so memory stays flat in the number of rows.
+
+Stop: workers take no new cell; a call in flight is closed at its next stream event, so the
+request log records it as cancelled (the core cannot interrupt a call that is still waiting
+for its first byte: that one is closed when the byte comes). Cells never started are stored
+as `cancelled` too, so a stopped run's grid says what did not run.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+from pydantic import ValidationError
+
+from ..errors import ProviderError
+from ..models import ChatMessage, MessageRole, StreamDone, StreamIncomplete, TextDelta
+from .datasets import DatasetTooLargeError
+from .experiments import Cell, CheckKind, Experiment, ExperimentError, ExperimentStore, check_answer
+from .templates import Template, TemplateError
+
+__all__ = ["Progress", "RunHandle", "start_run", "concurrency_limits"]
+
+log = logging.getLogger("conductor.experiments")
+
+_BATCH = 200  # most cells in one insert
+_LINGER_S = 0.25  # how long the writer lets cells gather
+_HEARTBEAT_S = 5.0  # the run's heartbeat, also when no cell finishes (a slow model)
+
+State = Literal["running", "stopping", "completed", "stopped"]
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a run stands. `done` counts finished cells of every status, cancelled included."""
+
+    run_id: str
+    total: int
+    done: int
+    ok: int
+    errors: int
+    incomplete: int
+    cancelled: int
+    running: int
+    state: State
+    elapsed_s: float
+    per_variant: tuple[int, ...]  # finished cells per variant
+    database_error: str | None = None  # the database refused the last batch (it is retried) or a read
+
+    @property
+    def fraction(self) -> float:
+        return self.done / self.total if self.total else 1.0
+
+    @property
+    def finished(self) -> bool:
+        return self.state in ("completed", "stopped")
+
+
+def concurrency_limits(settings_limits: Mapping[str, int], providers: list[str], asked: Mapping[str, int] | None) -> dict[str, int]:
+    """Calls at once per provider: asked for this run, else configured for the provider, else '*'."""
+    merged = {**settings_limits, **(asked or {})}
+    default = merged.get("*", 4)
+    limits = {name: int(merged.get(name, default)) for name in providers}
+    bad = [name for name, n in limits.items() if n < 1]
+    if bad:
+        raise ExperimentError(f"concurrency must be at least 1 (got {limits[bad[0]]} for {bad[0]})")
+    return limits
+
+
+class _Cells:
+    """One provider's cells in row order, shared by its workers (a lock around a generator)."""
+
+    def __init__(self, store: ExperimentStore, experiment: Experiment, variants: list[int]) -> None:
+        self._lock = threading.Lock()
+        self._source = ((row, values, expected, v) for row, values, expected in store.iter_rows(experiment.id) for v in variants)
+
+    def next(self) -> tuple[int, dict[str, Any], str | None, int] | None:
+        with self._lock:
+            return next(self._source, None)
+
+    def rest(self) -> Iterator[tuple[int, dict[str, Any], str | None, int]]:
+        while (item := self.next()) is not None:
+            yield item
+
+
+_live: dict[str, "RunHandle"] = {}
+_live_lock = threading.Lock()
+
+
+class RunHandle:
+    """A run in progress in this process. Thread-safe."""
+
+    def __init__(
+        self,
+        conductor: Any,
+        store: ExperimentStore,
+        experiment: Experiment,
+        run_id: str,
+        check: CheckKind,
+        limits: dict[str, int],
+        overrides: Mapping[str, Any] | None,
+        on_progress: Callable[[Progress], None] | None,
+    ) -> None:
+        self.run_id = run_id
+        self.experiment = experiment
+        self.check = check
+        self.limits = limits
+        self._conductor = conductor
+        self._store = store
+        self._template = Template(experiment.template)
+        self._overrides = overrides
+        self._on_progress = on_progress
+        self._stop = threading.Event()
+        self._done = threading.Event()
+        self._lock = threading.Lock()
+        self._started = time.monotonic()
+        self._ended: float | None = None
+        width = len(experiment.variants)
+        self._progress = Progress(
+            run_id=run_id,
+            total=experiment.row_count * width,
+            done=0,
+            ok=0,
+            errors=0,
+            incomplete=0,
+            cancelled=0,
+            running=0,
+            state="running",
+            elapsed_s=0.0,
+            per_variant=(0,) * width,
+        )
+        self._results: queue.SimpleQueue[Cell | None] = queue.SimpleQueue()
+        by_provider: dict[str, list[int]] = {}
+        for index, variant in enumerate(experiment.variants):
+            by_provider.setdefault(variant.provider, []).append(index)
+        self._sources = {name: _Cells(store, experiment, indexes) for name, indexes in by_provider.items()}
+        cells_of = {name: experiment.row_count * len(indexes) for name, indexes in by_provider.items()}
+        self._workers = [
+            threading.Thread(target=self._work, args=(source,), name=f"experiment-{name}-{i}", daemon=True)
+            for name, source in self._sources.items()
+            for i in range(max(1, min(limits[name], cells_of[name])))
+        ]
+        self._writer = threading.Thread(target=self._write, name="experiment-writer", daemon=True)
+        self._supervisor = threading.Thread(target=self._supervise, name="experiment-run", daemon=True)
+
+    # --- public --------------------------------------------------------------------------
+
+    @classmethod
+    def find(cls, run_id: str) -> RunHandle | None:
+        """The live handle of a run started by this process, while it runs."""
+        with _live_lock:
+            return _live.get(run_id)
+
+    def progress(self) -> Progress:
+        with self._lock:
+            end = self._ended if self._ended is not None else time.monotonic()
+            return replace(self._progress, elapsed_s=round(end - self._started, 3))
+
+    def stop(self) -> None:
+        """Take no new cell; close the calls in flight. Returns at once (see `wait`)."""
+        self._stop.set()
+        with self._lock:
+            if self._progress.state == "running":
+                self._progress = replace(self._progress, state="stopping")
+
+    @property
+    def finished(self) -> bool:
+        return self._done.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Until the run is stored as completed or stopped; False if `timeout` passed first."""
+        return self._done.wait(timeout)
+
+    def updates(self, interval_s: float = 0.5) -> Iterator[Progress]:
+        """A snapshot at least every `interval_s` until the run finishes (the last one is final)."""
+        while not self._done.wait(interval_s):
+            yield self.progress()
+        yield self.progress()
+
+    # --- running -------------------------------------------------------------------------
+
+    def _start(self) -> None:
+        with _live_lock:
+            _live[self.run_id] = self
+        self._writer.start()
+        for worker in self._workers:
+            worker.start()
+        self._supervisor.start()
+
+    def _work(self, source: _Cells) -> None:
+        while not self._stop.is_set():
+            try:
+                item = source.next()
+            except Exception as exc:  # noqa: BLE001 - the dataset could not be read: stop, say why
+                log.exception("experiment run %s: could not read the dataset", self.run_id)
+                with self._lock:
+                    self._progress = replace(self._progress, database_error=f"could not read the dataset: {type(exc).__name__}")
+                self.stop()
+                return
+            if item is None:
+                return
+            row, values, expected, variant = item
+            self._count(running=1)
+            try:
+                cell = self._run_cell(row, values, expected, variant)
+            except Exception as exc:  # noqa: BLE001 - one cell's bug must not end the run
+                log.exception("experiment cell %s/%s crashed", row, variant)
+                cell = Cell(row=row, variant=variant, status="error", error_type="internal", error_message=str(exc))
+            self._finish(cell)
+
+    def _run_cell(self, row: int, values: dict[str, Any], expected: str | None, variant_index: int) -> Cell:
+        variant = self.experiment.variants[variant_index]
+        if self._stop.is_set():
+            return Cell(row=row, variant=variant_index, status="cancelled")
+        try:
+            prompt = self._template.render(values, row=row + 1)
+            request = variant.request([ChatMessage(role=MessageRole.user, content=prompt)])
+        except (TemplateError, ValidationError) as exc:
+            return self._failed(row, variant_index, expected, "bad_request", str(exc), None)
+        stream = self._conductor.stream(request, overrides=self._overrides)
+        parts: list[str] = []
+        try:
+            for event in stream:
+                if isinstance(event, StreamDone):
+                    response = event.response
+                    a = response.analytics
+                    return Cell(
+                        row=row,
+                        variant=variant_index,
+                        status="ok",
+                        request_id=response.metadata.id,
+                        answer=response.content,
+                        latency_ms=a.latency_ms,
+                        ttft_ms=a.time_to_first_token_ms,
+                        input_tokens=a.input_tokens,
+                        output_tokens=a.output_tokens,
+                        cost_usd=a.cost_usd,
+                        passed=None if expected is None else check_answer(self.check, response.content, expected),
+                    )
+                if isinstance(event, StreamIncomplete):
+                    partial = event.partial
+                    a = partial.analytics
+                    return Cell(
+                        row=row,
+                        variant=variant_index,
+                        status="incomplete",
+                        request_id=partial.metadata.id,
+                        answer=partial.content,
+                        error_type=event.error.type,
+                        error_message=event.error.message,
+                        latency_ms=a.latency_ms,
+                        ttft_ms=a.time_to_first_token_ms,
+                        input_tokens=a.input_tokens,
+                        output_tokens=a.output_tokens,
+                        cost_usd=a.cost_usd,
+                        passed=None if expected is None else False,
+                    )
+                if isinstance(event, TextDelta):
+                    parts.append(event.text)
+                if self._stop.is_set():
+                    # Closing the stream (finally) makes the log record this attempt as cancelled.
+                    return Cell(row=row, variant=variant_index, status="cancelled", answer="".join(parts) or None)
+            return self._failed(row, variant_index, expected, "incomplete", "the stream ended without an answer", None)
+        except ProviderError as error:
+            return self._failed(row, variant_index, expected, error.type, error.message, getattr(error, "request_id", None))
+        finally:
+            stream.close()
+
+    @staticmethod
+    def _failed(row: int, variant: int, expected: str | None, kind: str, message: str, request_id: str | None) -> Cell:
+        return Cell(
+            row=row,
+            variant=variant,
+            status="error",
+            request_id=request_id,
+            error_type=kind,
+            error_message=message,
+            passed=None if expected is None else False,
+        )
+
+    def _count(self, *, running: int = 0) -> None:
+        with self._lock:
+            self._progress = replace(self._progress, running=self._progress.running + running)
+
+    def _finish(self, cell: Cell, *, was_running: bool = True) -> None:
+        self._results.put(cell)
+        with self._lock:
+            p = self._progress
+            per_variant = list(p.per_variant)
+            per_variant[cell.variant] += 1
+            self._progress = replace(
+                p,
+                done=p.done + 1,
+                ok=p.ok + (cell.status == "ok"),
+                errors=p.errors + (cell.status == "error"),
+                incomplete=p.incomplete + (cell.status == "incomplete"),
+                cancelled=p.cancelled + (cell.status == "cancelled"),
+                running=p.running - (1 if was_running else 0),
+                per_variant=tuple(per_variant),
+            )
+        self._notify()
+
+    def _notify(self) -> None:
+        if self._on_progress is None:
+            return
+        try:
+            self._on_progress(self.progress())
+        except Exception:  # noqa: BLE001 - a page's callback must not break the run
+            log.exception("experiment progress callback failed")
+
+    def _supervise(self) -> None:
+        for worker in self._workers:
+            worker.join()
+        stopped = self._stop.is_set()
+        if stopped:
+            for source in self._sources.values():
+                try:
+                    for row, _values, _expected, variant in source.rest():
+                        self._finish(Cell(row=row, variant=variant, status="cancelled"), was_running=False)
+                except Exception:  # noqa: BLE001 - those cells stay unwritten: the grid shows them "not run"
+                    log.exception("experiment run %s: could not mark the cells that did not run", self.run_id)
+        self._results.put(None)
+        self._writer.join()
+        status: Literal["completed", "stopped"] = "stopped" if stopped else "completed"
+        try:
+            self._store.finish_run(self.run_id, status)
+        except Exception as exc:  # noqa: BLE001
+            log.error("could not mark run %s %s: %s", self.run_id, status, exc)
+        with self._lock:
+            self._ended = time.monotonic()
+            self._progress = replace(self._progress, state=status)
+        with _live_lock:
+            _live.pop(self.run_id, None)
+        self._done.set()
+        self._notify()
+
+    def _write(self) -> None:
+        pending: list[Cell] = []
+        last_beat = time.monotonic()
+        finishing = False
+        while True:
+            try:
+                item = self._results.get(timeout=1.0)
+            except queue.Empty:
+                item = ...
+            if item is None:
+                finishing = True
+            elif isinstance(item, Cell):
+                pending.append(item)
+                deadline = time.monotonic() + _LINGER_S
+                while len(pending) < _BATCH and (left := deadline - time.monotonic()) > 0:
+                    try:
+                        more = self._results.get(timeout=left)
+                    except queue.Empty:
+                        break
+                    if more is None:
+                        finishing = True
+                        break
+                    pending.append(more)
+            if pending or time.monotonic() - last_beat > _HEARTBEAT_S:
+                pending = self._flush(pending, final=finishing)
+                last_beat = time.monotonic()
+            if finishing and not pending:
+                return
+            if finishing:
+                time.sleep(1.0)  # the database refused the batch: retry until it takes it
+
+    def _flush(self, pending: list[Cell], *, final: bool) -> list[Cell]:
+        try:
+            if pending:
+                for at in range(0, len(pending), _BATCH):
+                    self._store.write_cells(self.run_id, pending[at : at + _BATCH])
+            else:
+                self._store.heartbeat(self.run_id)
+        except Exception as exc:  # noqa: BLE001 - keep the cells and say so; retried next round
+            message = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            log.warning("experiment run %s: could not store %d cell(s): %s", self.run_id, len(pending), message)
+            with self._lock:
+                self._progress = replace(self._progress, database_error=message)
+            self._notify()
+            return pending
+        with self._lock:
+            if self._progress.database_error:
+                self._progress = replace(self._progress, database_error=None)
+        return []
+
+
+def start_run(
+    conductor: Any,
+    store: ExperimentStore,
+    experiment_id: str,
+    *,
+    check: CheckKind | str = CheckKind.contains,
+    concurrency: Mapping[str, int] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> RunHandle:
+    """Store a new run of the experiment and start it in the background. `conductor` is a
+    `Conductor` (its sync `stream` is called from worker threads); `overrides` are the
+    providers a browser session added (passed to every call); `concurrency` overrides the
+    configured calls at once per provider for this run. Calling it again re-runs the experiment."""
+    experiment = store.experiment(experiment_id)
+    limit = conductor.settings.dataset_max_rows
+    if experiment.row_count > limit:  # the limit may have been lowered since it was created
+        raise DatasetTooLargeError(experiment.row_count, limit)
+    kind = CheckKind(check)
+    providers = list(dict.fromkeys(v.provider for v in experiment.variants))
+    limits = concurrency_limits(conductor.settings.experiment_concurrency, providers, concurrency)
+    run = store.new_run(experiment, kind, limits)
+    handle = RunHandle(conductor, store, experiment, run.id, kind, limits, overrides, on_progress)
+    handle._start()
+    return handle

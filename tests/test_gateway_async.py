@@ -1,0 +1,378 @@
+"""Issue 13 over real HTTP with the official openai client: a hung upstream stops nothing
+else, a client that leaves cancels its upstream work, what the client sends arrives (and
+a provider without it answers 400), tool calls round-trip, and the protocol details (request
+ids, Retry-After, HEAD, CORS, deep JSON, masked keys, no key on a public address).
+
+Bounds on time here only prove that nothing waited behind the hung upstream (it hangs for
+30 s; the bounds are several seconds): they are not speed measurements."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from conductor_core.config import EndpointConfig
+from conductor_core.testing.protocol_servers import AnthropicServer, Fault, GeminiServer, OpenAIServer
+from gateway.main import create_app
+from gateway.settings import GatewaySettings
+from tests.test_gateway import client, make_conductor, serve, user
+
+HANG_S = 30.0
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def endpoints(**servers: OpenAIServer) -> dict[str, EndpointConfig]:
+    return {name: EndpointConfig(base_url=srv.url, models=["m"]) for name, srv in servers.items()}
+
+
+async def _hold(url: str, n: int, model: str, seconds: float) -> list[Any]:
+    """`n` concurrent chats to `model`, each given up after `seconds` (the client leaves)."""
+    async with httpx.AsyncClient(timeout=seconds, limits=httpx.Limits(max_connections=n + 10)) as http:
+
+        async def one() -> Any:
+            try:
+                return await http.post(f"{url}/v1/chat/completions", json={"model": model, "messages": user()})
+            except httpx.TimeoutException as exc:
+                return exc
+
+        return await asyncio.gather(*(one() for _ in range(n)))
+
+
+def test_a_hung_upstream_stops_nothing_else_and_leaving_clients_cancel_it(tmp_path) -> None:
+    with OpenAIServer(reply="fine") as hung, OpenAIServer(reply="healthy answer") as healthy:
+        n = 120
+        hung.script(*[Fault("hang", hang_s=HANG_S) for _ in range(n)])
+        conductor = make_conductor(tmp_path, endpoints=endpoints(hung=hung, ok=healthy), timeout_s=HANG_S + 30)
+        with serve(create_app(conductor)) as url:
+            loop = asyncio.new_event_loop()
+            holders = loop.run_in_executor(None, lambda: asyncio.run(_hold(url, n, "hung/m", 8.0)))
+            deadline = time.monotonic() + 10
+            bulkhead = conductor.core.attempts.bulkhead(conductor.registry.get("hung"))
+            while bulkhead.running < n and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert bulkhead.running == n  # every hung request is in flight at the upstream
+
+            with httpx.Client(base_url=url, timeout=HANG_S) as http:
+                for path in ("/health", "/status", "/v1/models"):
+                    t0 = time.monotonic()
+                    assert http.get(path).status_code == 200
+                    assert time.monotonic() - t0 < 5, path  # it did not wait behind the hung calls
+                assert http.head("/health").status_code == 200
+                t0 = time.monotonic()
+                answer = client(url).chat.completions.create(model="ok/m", messages=user())
+                assert answer.choices[0].message.content == "healthy answer"
+                assert time.monotonic() - t0 < 5
+                streamed = list(client(url).chat.completions.create(model="ok/m", messages=user(), stream=True))
+                assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices) == "healthy answer"
+
+            results = loop.run_until_complete(holders)
+            loop.close()
+            assert all(isinstance(r, httpx.TimeoutException) for r in results)  # the clients gave up at 8 s
+            # ...and their upstream calls were cancelled with them, not left hanging for 30 s.
+            deadline = time.monotonic() + 10
+            while bulkhead.running and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert bulkhead.running == 0
+            records = [r for r in conductor.log.records() if r.provider == "hung"]
+            assert len(records) == n and {(r.status, r.error_type) for r in records} == {("error", "cancelled")}
+            assert conductor.breaker("hung").state.value == "closed"  # a client leaving is not the provider's fault
+        conductor.close()
+
+
+def test_a_full_bulkhead_answers_503_with_retry_after(tmp_path) -> None:
+    with OpenAIServer() as hung:
+        hung.script(*[Fault("hang", hang_s=HANG_S) for _ in range(4)])
+        conductor = make_conductor(tmp_path, endpoints=endpoints(hung=hung), bulkhead_limit=2, bulkhead_queue=2)
+        with serve(create_app(conductor)) as url:
+            loop = asyncio.new_event_loop()
+            holders = loop.run_in_executor(None, lambda: asyncio.run(_hold(url, 4, "hung/m", 4.0)))
+            bulkhead = conductor.core.attempts.bulkhead(conductor.registry.get("hung"))
+            deadline = time.monotonic() + 10
+            while (bulkhead.running, bulkhead.waiting) != (2, 2) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            with pytest.raises(openai.InternalServerError) as caught:
+                client(url).chat.completions.create(model="hung/m", messages=user())
+            response = caught.value.response
+            assert response.status_code == 503 and response.headers["retry-after"] == "1"
+            assert response.headers["x-should-retry"] == "true"
+            body = response.json()
+            assert body["type"] == "busy" and "CONDUCTOR_BULKHEAD_LIMIT=2" in body["message"]
+            assert body["request_id"] == response.headers["x-request-id"]
+            loop.run_until_complete(holders)
+            loop.close()
+        conductor.close()
+
+
+def test_an_open_breaker_answers_503_with_retry_after_and_should_retry(tmp_path) -> None:
+    with OpenAIServer() as down:
+        down.set_down(True)
+        conductor = make_conductor(tmp_path, endpoints=endpoints(down=down), breaker_failures=2, breaker_cooldown_s=9)
+        with serve(create_app(conductor)) as url:
+            for _ in range(2):
+                with pytest.raises(openai.InternalServerError):
+                    client(url).chat.completions.create(model="down/m", messages=user())
+            with pytest.raises(openai.InternalServerError) as caught:
+                client(url).chat.completions.create(model="down/m", messages=user())
+            response = caught.value.response
+            assert response.status_code == 503 and response.json()["type"] == "circuit_open"
+            assert 1 <= int(response.headers["retry-after"]) <= 9 and response.headers["x-should-retry"] == "true"
+        conductor.close()
+
+
+# --- what the client sends arrives -------------------------------------------------------------
+
+EVERY_PARAMETER: dict[str, Any] = {
+    "temperature": 0.3,
+    "top_p": 0.9,
+    "stop": ["END"],
+    "seed": 7,
+    "presence_penalty": 0.5,
+    "frequency_penalty": -0.5,
+    "logit_bias": {"50256": -100},
+    "logprobs": True,
+    "top_logprobs": 2,
+    "response_format": {"type": "json_schema", "json_schema": {"name": "city", "schema": {"type": "object"}}},
+    "user": "user-42",
+    "parallel_tool_calls": False,
+    "tools": [{"type": "function", "function": {"name": "weather", "parameters": {"type": "object"}}}],
+    "tool_choice": {"type": "function", "function": {"name": "weather"}},
+    "max_completion_tokens": 77,
+}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_every_openai_parameter_reaches_an_openai_compatible_upstream(tmp_path, stream: bool) -> None:
+    with OpenAIServer() as upstream:
+        conductor = make_conductor(tmp_path, endpoints=endpoints(up=upstream))
+        with serve(create_app(conductor)) as url:
+            result = client(url).chat.completions.create(model="up/m", messages=user(), stream=stream, **EVERY_PARAMETER)
+            if stream:
+                list(result)
+            body = upstream.requests[-1]["json"]
+            for name, value in EVERY_PARAMETER.items():
+                sent = body.get("max_tokens") if name == "max_completion_tokens" else body.get(name)
+                assert sent == value, name  # compatible servers get max_tokens under its old name
+
+            upstream.requests.clear()
+            client(url).chat.completions.create(model="up/m", messages=user())
+            body = upstream.requests[-1]["json"]
+            # Nothing the client did not send: no default temperature, no token cap.
+            assert not {"temperature", "max_tokens", "max_completion_tokens", "top_p", "tools"} & set(body)
+        conductor.close()
+
+
+@pytest.mark.parametrize(
+    ("provider", "parameter", "value"),
+    [
+        ("anthropic", "seed", 7),
+        ("anthropic", "temperature", 0.2),
+        ("anthropic", "logit_bias", {"1": 5}),
+        ("gemini", "logit_bias", {"1": 5}),
+        ("gemini", "logprobs", True),
+    ],
+)
+def test_a_provider_without_a_parameter_answers_400_naming_both(tmp_path, provider, parameter, value) -> None:
+    servers = {"anthropic": AnthropicServer(), "gemini": GeminiServer()}
+    with servers[provider] as upstream:
+        settings = {f"{provider}_api_key": "sk-test-provider-key-000000", f"{provider}_base_url": upstream.url}
+        conductor = make_conductor(tmp_path, **settings)
+        with serve(create_app(conductor)) as url:
+            with pytest.raises(openai.BadRequestError) as caught:
+                client(url).chat.completions.create(model=provider, messages=user(), **{parameter: value})
+            assert f"{provider} does not support {parameter}" in caught.value.message
+            body = caught.value.response.json()
+            assert body["error"]["param"] == parameter and body["provider"] == provider
+            assert upstream.request_count == 0  # refused before any call
+            [record] = conductor.log.records()  # logged, and not held against the provider
+            assert record.error_type == "bad_request"
+            assert conductor.breaker(provider).state.value == "closed"
+        conductor.close()
+
+
+def test_translated_parameters_reach_anthropic_and_gemini(tmp_path) -> None:
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}}
+    fmt = {"type": "json_schema", "json_schema": {"name": "c", "schema": schema}}
+    with AnthropicServer() as anthropic_srv, GeminiServer() as gemini_srv:
+        conductor = make_conductor(
+            tmp_path,
+            anthropic_api_key="sk-test-provider-key-000000",
+            anthropic_base_url=anthropic_srv.url,
+            gemini_api_key="sk-test-provider-key-000000",
+            gemini_base_url=gemini_srv.url,
+        )
+        with serve(create_app(conductor)) as url:
+            api = client(url)
+            api.chat.completions.create(model="anthropic", messages=user(), stop="END", response_format=fmt, user="u1")
+            body = anthropic_srv.requests[-1]["json"]
+            assert body["stop_sequences"] == ["END"] and body["metadata"] == {"user_id": "u1"}
+            assert body["output_config"] == {"format": {"type": "json_schema", "schema": schema}}
+            api.chat.completions.create(
+                model="gemini", messages=user(), top_p=0.5, stop=["END"], seed=3, presence_penalty=1.0, response_format=fmt
+            )
+            config = gemini_srv.requests[-1]["json"]["generationConfig"]
+            assert (config["topP"], config["stopSequences"], config["seed"], config["presencePenalty"]) == (0.5, ["END"], 3, 1.0)
+            assert config["responseMimeType"] == "application/json" and config["responseJsonSchema"] == schema
+        conductor.close()
+
+
+# --- tool calls -------------------------------------------------------------------------------
+
+TOOLS = [{"type": "function", "function": {"name": "weather", "description": "Weather in a city", "parameters": {"type": "object"}}}]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_tool_call_round_trip(tmp_path, stream: bool) -> None:
+    with OpenAIServer(reply="It is sunny in Paris.") as upstream:
+        conductor = make_conductor(tmp_path, endpoints=endpoints(up=upstream))
+        with serve(create_app(conductor)) as url:
+            api = client(url)
+            if stream:
+                chunks = list(api.chat.completions.create(model="up/m", messages=user("Weather?"), tools=TOOLS, stream=True))
+                pieces = [tc for c in chunks if c.choices for tc in c.choices[0].delta.tool_calls or ()]
+                assert pieces[0].id and pieces[0].function.name == "weather"
+                call_id, arguments = pieces[0].id, "".join(p.function.arguments or "" for p in pieces)
+                assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["tool_calls"]
+                assert len({c.id for c in chunks}) == 1 and len({c.model for c in chunks}) == 1
+            else:
+                first = api.chat.completions.create(model="up/m", messages=user("Weather?"), tools=TOOLS)
+                assert first.choices[0].finish_reason == "tool_calls" and first.choices[0].message.content is None
+                [call] = first.choices[0].message.tool_calls
+                call_id, arguments = call.id, call.function.arguments
+            assert json.loads(arguments) == {"city": "Paris"}
+
+            conversation = [
+                *user("Weather?"),
+                {"role": "assistant", "content": None, "tool_calls": [
+                    {"id": call_id, "type": "function", "function": {"name": "weather", "arguments": arguments}}
+                ]},
+                {"role": "tool", "tool_call_id": call_id, "content": '{"sky": "sunny"}'},
+            ]
+            final = api.chat.completions.create(model="up/m", messages=conversation, tools=TOOLS)
+            assert final.choices[0].message.content == "It is sunny in Paris."
+            sent = upstream.requests[-1]["json"]["messages"]
+            assert sent[1] == {"role": "assistant", "content": None, "tool_calls": conversation[1]["tool_calls"]}
+            assert sent[2] == {"role": "tool", "content": '{"sky": "sunny"}', "tool_call_id": call_id}
+        conductor.close()
+
+
+def test_empty_assistant_content_is_a_valid_conversation(tmp_path) -> None:
+    with OpenAIServer(reply="ok") as upstream:
+        conductor = make_conductor(tmp_path, endpoints=endpoints(up=upstream))
+        with serve(create_app(conductor)) as url:
+            messages = [*user("one"), {"role": "assistant", "content": ""}, *user("two")]
+            assert client(url).chat.completions.create(model="up/m", messages=messages).choices[0].message.content == "ok"
+        conductor.close()
+
+
+# --- protocol details --------------------------------------------------------------------------
+
+
+def test_request_ids_streams_and_auto_chunks_are_consistent(tmp_path) -> None:
+    with OpenAIServer(reply="one two three") as upstream:
+        conductor = make_conductor(tmp_path, endpoints=endpoints(up=upstream))
+        with serve(create_app(conductor)) as url:
+            api = client(url, default_headers={"x-request-id": "client-id-123"})
+            raw = api.chat.completions.with_raw_response.create(model="auto", messages=user())
+            assert raw.headers["x-request-id"] == "client-id-123"
+            with api.chat.completions.with_streaming_response.create(
+                model="auto", messages=user(), stream=True, stream_options={"include_usage": True}
+            ) as response:
+                assert response.headers["x-request-id"] == "client-id-123"
+                chunks = [json.loads(line[6:]) for line in response.iter_lines() if line.startswith("data: {")]
+            assert {c["model"] for c in chunks} == {"up/m"}  # never "auto": the serving model, as in the usage chunk
+            assert {c["id"] for c in chunks} == {"chatcmpl-client-id-123"}
+            assert chunks[-1]["usage"]["completion_tokens"] == 3
+            assert {r.request_id for r in conductor.log.records()} == {"client-id-123"}
+            bad = httpx.post(f"{url}/v1/chat/completions", json={"model": "up/m", "messages": user()}, headers={"x-request-id": "no spaces\tor tabs"})
+            assert bad.headers["x-request-id"].startswith("req_")
+            assert httpx.get(f"{url}/nothing").headers["x-request-id"]  # errors have one too
+        conductor.close()
+
+
+def test_json_nested_1000_deep_is_a_400_on_both_routes_and_the_connection_survives(tmp_path) -> None:
+    with OpenAIServer() as upstream:
+        conductor = make_conductor(tmp_path, endpoints=endpoints(up=upstream))
+        with serve(create_app(conductor)) as url, httpx.Client(base_url=url) as http:
+            deep = b'{"model": "up/m", "messages": ' + b"[" * 1000 + b"]" * 1000 + b"}"
+            for path in ("/v1/chat/completions", "/v1/conductor/chat"):
+                r = http.post(path, content=deep, headers={"content-type": "application/json"})
+                assert r.status_code == 400, (path, r.text)
+                assert r.json()["error"]["message"]
+            assert http.get("/health").status_code == 200  # same keep-alive connection, still served
+        conductor.close()
+
+
+def test_native_route_streams_core_events(tmp_path) -> None:
+    with OpenAIServer(reply="a b c") as upstream:
+        conductor = make_conductor(tmp_path, endpoints=endpoints(up=upstream))
+        with serve(create_app(conductor)) as url:
+            body = {"provider": "up", "messages": user()}
+            with httpx.stream("POST", f"{url}/v1/conductor/chat?stream=true", json=body) as r:
+                events = [line[7:] for line in r.iter_lines() if line.startswith("event: ")]
+            assert events[0] == "start" and events.count("text") == 3 and events[-1] == "done"
+        conductor.close()
+
+
+def test_a_masked_key_in_an_upstream_error_reaches_no_one(tmp_path) -> None:
+    masked = "zqUPca**********9041"
+    with OpenAIServer() as upstream:
+        upstream.script(Fault("status", status=401, message=f"Incorrect API key provided: {masked}. See your dashboard."))
+        conductor = make_conductor(tmp_path, endpoints=endpoints(up=upstream))
+        with serve(create_app(conductor)) as url:
+            with pytest.raises(openai.InternalServerError) as caught:
+                client(url).chat.completions.create(model="up/m", messages=user())
+            status = httpx.get(f"{url}/status").text
+            records = conductor.log.records()
+        seen = [caught.value.response.text, status, *(r.error_message or "" for r in records)]
+        assert records and all("zqUPca" not in text and "9041" not in text for text in seen)
+        assert "[REDACTED]" in caught.value.response.text
+        conductor.close()
+
+
+def test_cors_is_off_by_default_and_a_preflight_needs_no_key(tmp_path) -> None:
+    conductor = make_conductor(tmp_path, api_key="gateway-key-for-cors-0001")
+    preflight = {"origin": "https://app.example", "access-control-request-method": "POST",
+                 "access-control-request-headers": "authorization,content-type"}
+    with serve(create_app(conductor, settings=GatewaySettings(_env_file=None))) as url:
+        r = httpx.options(f"{url}/v1/chat/completions", headers=preflight)
+        assert "access-control-allow-origin" not in r.headers
+    settings = GatewaySettings(_env_file=None, cors_origins="https://app.example")
+    with serve(create_app(conductor, settings=settings)) as url:
+        r = httpx.options(f"{url}/v1/chat/completions", headers=preflight)
+        assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "https://app.example"
+        r = httpx.get(f"{url}/status", headers={"origin": "https://app.example"})
+        assert r.status_code == 401  # the key is still required for the call itself
+        assert r.headers["access-control-allow-origin"] == "https://app.example"
+        assert "x-request-id" in r.headers["access-control-expose-headers"]
+    conductor.close()
+
+
+def test_the_gateway_refuses_a_public_address_without_a_key(tmp_path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONDUCTOR_") and k != "OPENAI_API_KEY"}
+    env.update(CONDUCTOR_GATEWAY_HOST="0.0.0.0", CONDUCTOR_GATEWAY_PORT="8659", CONDUCTOR_DATA_DIR=str(tmp_path))
+    run = subprocess.run([sys.executable, "-m", "gateway"], cwd=tmp_path, env={**env, "PYTHONPATH": str(ROOT)},
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode != 0
+    assert "refusing to serve on 0.0.0.0" in run.stderr and "CONDUCTOR_API_KEY" in run.stderr
+    assert "CONDUCTOR_GATEWAY_ALLOW_UNAUTHENTICATED=true" in run.stderr
+
+    # `uvicorn gateway.main:app --host 0.0.0.0` skips that check: a request that arrives on a
+    # non-loopback address is refused instead ("testserver" is not loopback).
+    from starlette.testclient import TestClient
+
+    conductor = make_conductor(tmp_path)
+    with TestClient(create_app(conductor, settings=GatewaySettings(_env_file=None))) as test:
+        r = test.get("/status")
+        assert r.status_code == 403 and "CONDUCTOR_API_KEY" in r.json()["message"]
+        assert test.get("/health").status_code == 200  # the probe stays open
+    conductor.close()

@@ -1,0 +1,100 @@
+"""Shared by the workbench tests: a request log on SQLite or PostgreSQL (each PostgreSQL test
+in its own schema, as tests/test_store.py does), and a Conductor in front of loopback servers
+that speak the real OpenAI, Anthropic and Gemini protocols."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from conductor_core.config import load_settings
+from conductor_core.router import Conductor
+from conductor_core.store import RequestLog, normalize_database_url
+from conductor_core.testing.protocol_servers import AnthropicServer, GeminiServer, OpenAIServer
+
+POSTGRES_URL = os.environ.get("CONDUCTOR_TEST_POSTGRES_URL")
+REQUIRE_SERVICES = os.environ.get("CONDUCTOR_REQUIRE_SERVICES") == "1"
+
+KEYS = {
+    "openai": "sk-workbench-openai-0000000000",
+    "anthropic": "sk-ant-workbench-000000000000",
+    "gemini": "AIzaWorkbenchGeminiKey000000000",
+}
+
+
+def database_urls(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str | None]:
+    """None (the default SQLite file under tmp_path) or a PostgreSQL URL bound to a fresh schema."""
+    if request.param == "sqlite":
+        yield None
+        return
+    if not POSTGRES_URL:
+        message = "PostgreSQL tests need CONDUCTOR_TEST_POSTGRES_URL (see the top of tests/test_store.py)"
+        if REQUIRE_SERVICES:
+            pytest.fail(message + "; CONDUCTOR_REQUIRE_SERVICES=1 forbids skipping")
+        pytest.skip(message)
+    schema = f"test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(normalize_database_url(POSTGRES_URL))
+    try:
+        with admin.begin() as conn:
+            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+        url = make_url(normalize_database_url(POSTGRES_URL))
+        yield url.update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(hide_password=False)
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    finally:
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str | None]:
+    yield from database_urls(request, tmp_path)
+
+
+@pytest.fixture
+def request_log(database_url: str | None, tmp_path: Path) -> Iterator[RequestLog]:
+    log = RequestLog(database_url, data_dir=tmp_path / "data")
+    yield log
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def clouds() -> Iterator[dict[str, Any]]:
+    """One loopback server per cloud protocol, shared by a module (reset per test)."""
+    servers = {
+        "openai": OpenAIServer(reply="Paris is the capital, I believe.", require_key=KEYS["openai"]),
+        "anthropic": AnthropicServer(reply="It is Paris.", require_key=KEYS["anthropic"]),
+        "gemini": GeminiServer(reply="Rome, surely.", require_key=KEYS["gemini"]),
+    }
+    for server in servers.values():
+        server.start()
+    yield servers
+    for server in servers.values():
+        server.stop()
+
+
+def cloud_conductor(servers: dict[str, Any], data_dir: Path, database_url: str | None = None, **settings: Any) -> Conductor:
+    for server in servers.values():
+        server.reset()
+    values: dict[str, Any] = {
+        "_env_file": None,
+        "local_enabled": False,
+        "data_dir": data_dir,
+        "database_url": database_url,
+        "max_retries": 0,
+        "timeout_s": 10.0,
+        "openai_api_key": KEYS["openai"],
+        "openai_base_url": servers["openai"].url,
+        "anthropic_api_key": KEYS["anthropic"],
+        "anthropic_base_url": servers["anthropic"].url,
+        "gemini_api_key": KEYS["gemini"],
+        "gemini_base_url": servers["gemini"].url,
+    }
+    values.update(settings)
+    return Conductor(load_settings(**values))
