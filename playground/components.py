@@ -80,6 +80,8 @@ def figures_line(response: ChatResponse) -> str:
     unreported = m.finish_reason == "incomplete"
     tokens_in = "—" if unreported and not a.input_tokens else f"{a.input_tokens:,}"
     tokens_out = "—" if unreported and not a.output_tokens else f"{a.output_tokens:,}"
+    if a.output_tokens_estimated and tokens_out != "—":
+        tokens_out = f"≈{tokens_out}"  # counted from the pieces that arrived: the provider did not say
     parts = [
         f":violet-badge[:material/dns: {escape_badge(m.provider)} · {escape_badge(m.model)}]",
         f":gray-badge[:material/timer: {format_ms(a.latency_ms)}]",
@@ -88,6 +90,8 @@ def figures_line(response: ChatResponse) -> str:
         f":gray-badge[:material/token: {tokens_in} in → {tokens_out} out]",
         f":{'green' if cost == 'free' else 'orange' if cost == 'unknown' else 'blue'}-badge[:material/payments: {cost}]",
     ]
+    if a.load_ms:
+        parts.append(f":gray-badge[:material/downloading: model load {format_ms(a.load_ms)}, not counted above]")
     if m.finish_reason == "length":
         parts.append(":gray-badge[:material/content_cut: stopped at max tokens]")
     return " ".join(parts)

@@ -17,9 +17,12 @@ Two sources feed the same series shape:
   request, a stopped answer) are counted as requests but not in the success rate.
 * `series_from_aggregate` — per-bucket sums from the log's per-minute rollups
   (`RequestLog.aggregate()`): for windows too large to read row by row. Latency and time
-  to first token are then means (percentiles need rows); everything else is exact,
-  except that the rollups do not say which failures the request caused, so there every
-  failure counts against the success rate.
+  to first token are then means (percentiles need rows); everything else is exact
+  (the rollups count the failures the request caused apart: `not_at_fault`).
+
+Tokens per second, on both paths: over streamed successes with at least two output tokens,
+the tokens after the first over the time after the first token (the first token's wait is
+not generation) — the rule of the providers' own figures and of the log's rollups.
 """
 
 from __future__ import annotations
@@ -197,8 +200,8 @@ def series_from_frame(
 
     Returns the series (columns `SERIES_COLUMNS`, one row per provider and bucket over the
     whole window, oldest first) and the bucket size used. Latency and time to first token
-    are over successful attempts; tokens per second is output tokens over generation time
-    (latency minus time to first token) of streamed successes."""
+    are over successful attempts; tokens per second is the tokens after the first over the
+    time after the first token, of streamed successes with two tokens or more."""
     start, end = _utc(start), _utc(end)
     span_s = max((end - start).total_seconds(), 1.0)
     if frame is None or frame.empty:
@@ -235,7 +238,7 @@ def series_from_frame(
     cells = len(providers) * n_buckets
     key = provider_codes.astype("int64") * n_buckets + (codes - start_code)
     generation_s = (latency - ttft) / 1000.0
-    streamed_ok = ok & np.isfinite(ttft) & (generation_s > 0) & (tokens > 0)
+    streamed_ok = ok & np.isfinite(ttft) & (generation_s > 0) & (tokens >= 2)
     priced = np.isfinite(cost)
 
     def total(weights: np.ndarray | None = None) -> np.ndarray:
@@ -254,7 +257,7 @@ def series_from_frame(
     full["cost_usd"] = total(np.where(priced, cost, 0.0))
     with np.errstate(invalid="ignore", divide="ignore"):
         generation = total(np.where(streamed_ok, generation_s, 0.0))
-        full["tokens_per_second"] = np.where(generation > 0, total(np.where(streamed_ok, tokens, 0.0)) / generation, np.nan)
+        full["tokens_per_second"] = np.where(generation > 0, total(np.where(streamed_ok, tokens - 1, 0.0)) / generation, np.nan)
 
     timed = ok & np.isfinite(latency)
     by_cell = pd.Series(latency[timed]).groupby(key[timed], sort=True)
@@ -311,6 +314,7 @@ def series_from_aggregate(
         {
             "requests": column("requests"),
             "ok": column("ok"),
+            "not_at_fault": column("not_at_fault"),
             "priced": column("priced"),
             "cost_usd": column("cost_usd"),
             "latency_sum": np.where(latency_n > 0, np.nan_to_num(latency_mean) * latency_n, 0.0),
@@ -326,7 +330,7 @@ def series_from_aggregate(
     for name in ("requests", "ok", "priced"):
         full[name] = sums[name].astype("int64").to_numpy()
     full["errors"] = full["requests"] - full["ok"]
-    full["counted"] = full["requests"]  # the rollups do not say which failures the request caused
+    full["counted"] = full["requests"] - sums["not_at_fault"].astype("int64").to_numpy()
     full["unpriced"] = np.maximum(full["ok"] - full["priced"], 0)  # errors have no cost
     full["cost_usd"] = sums["cost_usd"].to_numpy()
     with np.errstate(invalid="ignore", divide="ignore"):

@@ -91,7 +91,8 @@ def test_series_from_frame_computes_the_figures():
     assert row_a.p50_latency_ms == pytest.approx(200.0)  # failures do not count in latency
     assert row_a.p95_latency_ms == pytest.approx(290.0)
     assert row_a.p50_ttft_ms == pytest.approx(60.0)
-    assert row_a.tokens_per_second == pytest.approx(28 / ((80 + 200) / 1000))
+    # The tokens after the first, over the time after the first token (the log's rollup rule).
+    assert row_a.tokens_per_second == pytest.approx((7 + 19) / ((80 + 200) / 1000))
     assert row_a.cost_usd == pytest.approx(0.04)
     assert row_a.cost_per_request_usd == pytest.approx(0.02)  # over the priced attempts
     assert row_a.requests_per_min == pytest.approx(3 / 5)
@@ -323,6 +324,23 @@ def rows(*items: tuple[float, str, str, str | None, float | None]) -> pd.DataFra
             "cost_usd": [c for *_, c in items],
         }
     )
+
+
+def test_tokens_per_second_needs_two_tokens():
+    frame = rows((30, "a", "ok", None, 0.0))
+    frame["output_tokens"] = [1]  # one token: no speed can be measured from it
+    series, _ = dd.series_from_frame(frame, start=NOW - timedelta(minutes=5), end=NOW, bucket_s=300)
+    assert series["tokens_per_second"].isna().all()
+
+
+def test_the_rollup_path_leaves_out_failures_the_request_caused_too():
+    aggregate = pd.DataFrame(
+        {"provider": ["a"], "bucket": [pd.Timestamp(NOW - timedelta(minutes=2)).floor("60s")], "requests": [4], "ok": [2],
+         "errors": [2], "incomplete": [0], "not_at_fault": [1], "priced": [2], "cost_usd": [0.0]}
+    )
+    series = dd.series_from_aggregate(aggregate, start=NOW - timedelta(minutes=5), end=NOW, bucket_s=60)
+    row = series[series.requests > 0].iloc[0]
+    assert (row.requests, row.counted) == (4, 3) and row.success_rate == pytest.approx(2 / 3)
 
 
 def test_failures_the_request_caused_do_not_lower_the_success_rate():

@@ -311,7 +311,9 @@ def test_stop_keeps_the_partial_answer_and_the_log_says_cancelled(app):
     assert any("not sent as context" in c.value for c in answer.caption)
     assert not app.chat_input[0].disabled
     cancelled = [r for r in conductor().log.records() if r.error_type == "cancelled"]
-    assert [(r.provider, r.status) for r in cancelled] == [("beta", "incomplete")]
+    assert [r.provider for r in cancelled] == ["beta"]  # stopped while it waited: cancelled at once
+    stopped = playground_state.sessions().conversation(app.query_params["session"]).turns[-1].chosen[0]
+    assert stopped.request_id == cancelled[0].request_id  # the answer names its log row
     send(app, "Next")
     assert contents(slow.calls[-1]) == ["Next"]  # the stopped turn is not sent
 

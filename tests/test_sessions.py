@@ -400,6 +400,28 @@ def test_stop_closes_the_upstream_stream_keeps_the_text_and_the_log_says_cancell
     assert not stopped.in_context
 
 
+def test_stop_before_the_first_token_closes_the_upstream_at_once(conductor, upstream):
+    """A model still loading or an upstream that hangs: Stop does not wait for a token."""
+    store = SessionStore.for_log(conductor.log)
+    worker = AnswerWorker(conductor, store)
+    upstream.latency_s = 60.0  # nothing arrives for a minute
+    variant = Variant(provider="loop", model="slow-model")
+    session = store.create("chat", [variant])
+    _, (answer,) = store.add_turn(session.id, "Hello?", parent_id=None)
+    worker.start(answer.id, variant.request([ChatMessage(role="user", content="Hello?")]))
+    wait_for(lambda: upstream.in_flight == 1, 10)
+    asked = time.monotonic()
+    assert worker.stop(answer.id)
+    assert worker.wait(answer.id, 10)
+    wait_for(lambda: upstream.in_flight == 0, 10)
+    assert time.monotonic() - asked < 10  # well before the minute (a bound that proves it, not a speed)
+    stopped = store.answers([answer.id])[answer.id]
+    assert (stopped.status, stopped.content) == ("stopped", "")
+    # The answer names its request: the log's cancelled row is found from it.
+    rows = wait_for(lambda: [r for r in conductor.log.records() if r.request_id == stopped.request_id])
+    assert [r.error_type for r in rows] == ["cancelled"]  # status "error": nothing had arrived
+
+
 def test_stop_from_another_process_reaches_the_worker(conductor, upstream, logs):
     store = SessionStore.for_log(conductor.log)
     worker = AnswerWorker(conductor, store)

@@ -528,6 +528,11 @@ class SessionStore:
                 > 0
             )
 
+    def link_request(self, answer_id: str, request_id: str) -> None:
+        """The request id the answer's request-log rows carry (set when its request starts)."""
+        with self._begin() as conn:
+            conn.execute(update(answers_table).where(answers_table.c.id == answer_id).values(request_id=request_id))
+
     def heartbeat(self, answer_ids: Iterable[str]) -> None:
         ids = list(answer_ids)
         if not ids:

@@ -8,27 +8,33 @@ answer therefore completes whatever the page does, and any tab (or process, on
 PostgreSQL) shows its true state.
 
 Stop marks the answer "stopped" in the store at once. Its worker, wherever it runs, sees
-that at its next write (at most `FLUSH_S` after the next piece of text arrives), closes the
-provider's stream (the request log records the attempt as cancelled) and saves what had
-arrived. A worker that dies with its process leaves an answer whose heartbeat goes stale:
-the store then reports it "interrupted", with its partial text.
+that within `POLL_S` (its own process) or `REMOTE_POLL_S` (a Stop clicked on another
+replica, read from the store), even while it waits for the first token: it cancels the
+core's stream on the core's event loop, which closes the provider's stream and records the
+attempt as cancelled, then saves what had arrived. Each answer carries its own request id
+(given to the core), so its log rows are found from it whatever happened. A worker that
+dies with its process leaves an answer whose heartbeat goes stale: the store then reports
+it "interrupted", with its partial text.
 """
 
 from __future__ import annotations
 
+import asyncio
 import atexit
+import concurrent.futures
 import logging
 import threading
 import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+from .. import aio
 from ..errors import ProviderError
-from ..models import ChatRequest, StatusNotice, StreamDone, StreamIncomplete, TextDelta
-from .sessions import STALE_S, SessionStore
+from ..models import ChatRequest, StatusNotice, StreamDone, StreamIncomplete, TextDelta, new_id
+from .sessions import LIVE, STALE_S, SessionStore
 
-__all__ = ["AnswerWorker", "FLUSH_S", "HEARTBEAT_S"]
+__all__ = ["AnswerWorker", "FLUSH_S", "HEARTBEAT_S", "POLL_S", "REMOTE_POLL_S"]
 
 log = logging.getLogger("conductor.workbench")
 
@@ -36,6 +42,10 @@ log = logging.getLogger("conductor.workbench")
 FLUSH_S = 0.2
 #: A worker waiting for text (a model loading, a slow first token) still says it is alive this often.
 HEARTBEAT_S = min(5.0, STALE_S / 4)
+#: How often a worker waiting for the next piece checks for a Stop from its own process...
+POLL_S = 0.1
+#: ...and from another process (a read of the answer's row).
+REMOTE_POLL_S = 1.0
 
 _workers: weakref.WeakSet[AnswerWorker] = weakref.WeakSet()
 
@@ -122,6 +132,69 @@ class AnswerWorker:
 
     # --- the work -------------------------------------------------------------------------------
 
+    def _stopped(self, answer_id: str, stop: threading.Event) -> Callable[[], bool]:
+        """Whether the answer was stopped: here at once, elsewhere as its row says (read at
+        most every `REMOTE_POLL_S`)."""
+        checked = [time.monotonic()]
+
+        def stopped() -> bool:
+            if stop.is_set():
+                return True
+            if time.monotonic() - checked[0] >= REMOTE_POLL_S:
+                checked[0] = time.monotonic()
+                found = self.store.answers([answer_id]).get(answer_id)
+                if found is None or found.status != LIVE:
+                    stop.set()
+            return stop.is_set()
+
+        return stopped
+
+    def _events(self, request: ChatRequest, overrides: dict[str, Any], request_id: str, stopped: Callable[[], bool]) -> Iterator[Any]:
+        """The core's stream as a generator for this thread that ends as soon as `stopped()`,
+        even between two pieces of text: the pending read is cancelled on the core's loop,
+        which cancels the upstream call and records the attempt as cancelled."""
+        core = getattr(self.conductor, "core", None)
+        if core is None:  # a synchronous Conductor-like object (tests): stop between events
+            events = self.conductor.stream(request, overrides=overrides or None, request_id=request_id)
+            try:
+                for event in events:
+                    yield event
+                    if stopped():
+                        return
+            finally:
+                events.close()
+            return
+        stream = core.stream(request, overrides=overrides or None, request_id=request_id)
+        loop = aio.loop()
+        finished = False
+        try:
+            while True:
+                future = asyncio.run_coroutine_threadsafe(_next(stream), loop)
+                while True:
+                    try:
+                        event = future.result(timeout=POLL_S)
+                        break
+                    except concurrent.futures.TimeoutError:
+                        if stopped():
+                            future.cancel()
+                            return
+                    except StopAsyncIteration:
+                        finished = True
+                        return
+                    except BaseException:
+                        finished = True  # the stream raised: it has finished its own clean-up
+                        raise
+                yield event
+                if stopped():
+                    return
+        finally:
+            if not finished:
+                closing = asyncio.run_coroutine_threadsafe(stream.aclose(), loop)
+                try:
+                    closing.result(timeout=10)
+                except Exception:  # noqa: BLE001 - a cancelled read may already have closed it
+                    pass
+
     def _run(self, answer_id: str, request: ChatRequest, overrides: dict[str, Any], stop: threading.Event) -> None:
         store = self.store
         started = time.perf_counter()
@@ -129,11 +202,14 @@ class AnswerWorker:
         parts: list[str] = []
         written = 0.0
         kept = True  # False once the store says the answer no longer streams (stopped, deleted)
+        request_id = new_id("req")  # given to the core: the log's rows for this answer carry it
+        store.link_request(answer_id, request_id)
+        stopped = self._stopped(answer_id, stop)
 
         def elapsed() -> float:
             return round((time.perf_counter() - started) * 1000, 3)
 
-        events = self.conductor.stream(request, overrides=overrides or None)
+        events = self._events(request, overrides, request_id, stopped)
         try:
             for event in events:
                 if isinstance(event, TextDelta):
@@ -161,15 +237,19 @@ class AnswerWorker:
                         attempts=event.partial.routing.attempts, elapsed_ms=elapsed(), first_text_ms=first_text_ms,
                     )
                     return
-                if stop.is_set() or not kept:
+                if not kept:
+                    stop.set()
                     break
             # Stopped (here or in another process), deleted, or closed: keep what arrived.
             events.close()  # closes the provider's stream; the log records a cancelled attempt
-            store.finish(answer_id, "stopped", content="".join(parts), elapsed_ms=elapsed(), first_text_ms=first_text_ms)
+            store.finish(
+                answer_id, "stopped", content="".join(parts), request_id=request_id,
+                elapsed_ms=elapsed(), first_text_ms=first_text_ms,
+            )
         except ProviderError as error:
             store.finish(
                 answer_id, "error", content="".join(parts), error_type=error.type, error_message=error.message,
-                request_id=getattr(error, "request_id", None), attempts=getattr(error, "attempts", None) or (),
+                request_id=getattr(error, "request_id", None) or request_id, attempts=getattr(error, "attempts", None) or (),
                 elapsed_ms=elapsed(), first_text_ms=first_text_ms,
             )
         except Exception as exc:  # noqa: BLE001 - a bug is a message on the answer, not a dead thread
@@ -204,3 +284,7 @@ class AnswerWorker:
                 self.store.heartbeat(ids)
             except Exception:  # noqa: BLE001 - a missed beat is not fatal; the next one may work
                 log.warning("answer heartbeat failed", exc_info=True)
+
+
+async def _next(stream: Any) -> Any:
+    return await stream.__anext__()
