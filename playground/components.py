@@ -23,6 +23,7 @@ from conductor_core.models import (
 
 __all__ = [
     "escape_md",
+    "literal_label",
     "format_cost",
     "format_total_cost",
     "format_ms",
@@ -47,6 +48,13 @@ _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+\-.!|~$:])")
 def escape_md(text: Any) -> str:
     """`text` with markdown's special characters escaped, for values inside our own markdown."""
     return _MD_SPECIAL.sub(r"\\\1", str(text))
+
+
+def literal_label(text: Any) -> str:
+    """`text` for a widget label (a button, a link), shown as typed: Markdown escaped, and a
+    word joiner after each colon, because labels read ":material/home:" as an icon even
+    when the colons are escaped. Display only: the text itself is stored unchanged."""
+    return escape_md(text).replace(":", ":\u2060")
 
 
 def format_ms(value: float | None) -> str:

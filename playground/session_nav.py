@@ -81,7 +81,7 @@ def sidebar_list(kind: str, current_id: str | None) -> None:
         title = session.title or f"Untitled {noun}"
         mine = session.id == current_id
         st.button(
-            ui.escape_md(title[:40] + ("…" if len(title) > 40 else "")), key=f"{kind}_open_{session.id}",
+            ui.literal_label(title[:40] + ("…" if len(title) > 40 else "")), key=f"{kind}_open_{session.id}",
             icon=":material/chevron_right:" if mine else ":material/chat_bubble_outline:", type="secondary" if mine else "tertiary",
             help=f"{title} · updated {session.updated_at:%Y-%m-%d %H:%M} UTC", width="stretch",
             on_click=open_session, args=(kind, session.id),
@@ -111,7 +111,7 @@ def header(kind: str, session: SessionInfo | None, *, busy: bool) -> None:
         return
     row = st.container(horizontal=True, vertical_alignment="center", gap="small")
     with row:
-        st.markdown(f"**{ui.escape_md(session.title or f'Untitled {noun}')}**")
+        st.markdown(f"**{ui.literal_label(session.title or f'Untitled {noun}')}**")
         with st.popover("", icon=":material/more_horiz:", help=f"Rename or delete this {noun}", type="tertiary"):
             key = f"rename_{session.id}"
             st.text_input("Name", value=session.title, key=key, max_chars=80)

@@ -528,6 +528,10 @@ def test_a_session_survives_reload_and_two_tabs_share_it(app_server, loopback, s
             assert sent["messages"] == [{"role": "system", "content": "You are terse."}, {"role": "user", "content": prompt}]
             assert sent["max_tokens"] == 77 and sent["model"] == "loopback-model"
             assert "session=ses_" in page.url
+            # Its title, from the prompt, is literal in the sidebar and the header: no icon drawn.
+            listed = page.get_by_test_id("stSidebar").get_by_role("button", name="Big heading", exact=False)
+            assert ":material/home:" in listed.inner_text().replace("\u2060", "")
+            assert listed.locator("[data-testid='stIconMaterial']").count() <= 1  # the list's own chevron only
 
             # A reload opens the same session, with its settings.
             url = page.url

@@ -240,6 +240,9 @@ def test_prompts_are_shown_exactly_as_typed(app):
     send(app, prompt, provider="gamma")
     assert user_texts(app) == [prompt]  # st.text: no Markdown, directives or LaTeX
     assert not [m for m in app.chat_message[0].markdown if "Big heading" in m.value]
+    # The session's title (from the prompt) is literal too, in the sidebar and the header.
+    label = next(b.label for b in app.sidebar.button if "Big heading" in b.label)
+    assert ":\u2060material/home\\:\u2060" in label  # the shortcode broken by word joiners: shown, not drawn
     assert fakes.FAKES["gamma"].calls[-1].messages[-1].content == prompt
 
 
@@ -530,6 +533,15 @@ def test_a_follow_up_goes_to_every_column_with_its_own_history(app):
     other = new_session(session=app.query_params["session"])
     assert any(m.value == "#### Follow-up 2" for m in other.markdown)
     assert [t.value for t in other.text] == ["Round one", "Round two"]
+
+
+def test_a_comparison_url_opened_on_the_playground_shows_the_comparison(app):
+    run_compare(app, "Opened from a link", count=2)
+    sid = app.query_params["session"]
+    tab = new_session(session=sid)  # the bare URL opens the Playground page first
+    no_traceback(tab)
+    assert tab.title[0].value == "Compare" and "Opened from a link" in [t.value for t in tab.text]
+    assert tab.query_params["session"] == sid
 
 
 def test_compare_rerun_keeps_the_earlier_answers_and_votes_again(app):

@@ -671,11 +671,21 @@ class SessionStore:
     # --- reading a conversation -----------------------------------------------------------------
 
     def conversation(self, session_id: str) -> Conversation | None:
-        """The session and the path through its turns that is shown (see the module docstring)."""
-        self.interrupt_stale(session_id)
+        """The session and the path through its turns that is shown (see the module docstring).
+        A streaming answer whose worker stopped writing is marked interrupted on the way
+        (a write only then: pages read this on every rerun)."""
         session = self.get(session_id)
         if session is None:
             return None
+        rows = self._conversation_rows(session_id)
+        cutoff = time.time() - STALE_S
+        if any(r["status"] == LIVE and r["updated_ts"] < cutoff for r in rows[1]):
+            self.interrupt_stale(session_id)
+            rows = self._conversation_rows(session_id)
+        turn_rows, answer_rows = rows
+        return Conversation(session, _path(turn_rows, [_answer(r) for r in answer_rows], single_lane=len(session.variants) == 1))
+
+    def _conversation_rows(self, session_id: str) -> tuple[Sequence[Any], Sequence[Any]]:
         with self._begin() as conn:
             turn_rows = conn.execute(
                 select(turns_table).where(turns_table.c.session_id == session_id).order_by(turns_table.c.created_ts, turns_table.c.id)
@@ -685,7 +695,7 @@ class SessionStore:
                 .where(answers_table.c.session_id == session_id)
                 .order_by(answers_table.c.created_ts, answers_table.c.id)
             ).mappings().all()
-        return Conversation(session, _path(turn_rows, [_answer(r) for r in answer_rows], single_lane=len(session.variants) == 1))
+        return turn_rows, answer_rows
 
 
 class _Transaction:
