@@ -184,8 +184,13 @@ def live_answer(answer_id: str) -> None:
     """A streaming answer, redrawn from the store until it ends; then the whole page reruns
     (the input comes back, the answer gets its figures)."""
     found = state.sessions().answers([answer_id]).get(answer_id)
-    if found is None or not found.live or time.time() - found.updated_ts > STALE_S:
+    if found is None or not (found.live or found.settling) or time.time() - found.updated_ts > STALE_S:
         st.rerun()
+        return
+    if found.settling:  # stopped: its worker is closing the stream and saving what arrived
+        if found.content:
+            st.markdown(found.content)
+        st.caption(":material/stop_circle: Stopping: closing the stream and keeping what arrived…")
         return
     if found.content:
         st.markdown(found.content + " ▌")

@@ -223,6 +223,12 @@ class Answer:
         return self.status == LIVE
 
     @property
+    def settling(self) -> bool:
+        """Stopped by a person, and its worker has not yet saved what had arrived (it does
+        within moments; a worker that died never will: then this ends with the heartbeat)."""
+        return self.status == "stopped" and self.elapsed_ms is None and time.time() - self.updated_ts < STALE_S
+
+    @property
     def in_context(self) -> bool:
         """Whether later requests send this answer (and its prompt) as history."""
         if not self.content.strip():
@@ -267,6 +273,10 @@ class Conversation:
     @property
     def live(self) -> list[Answer]:
         return [a for t in self.turns for a in t.chosen.values() if a.live]
+
+    @property
+    def settling(self) -> list[Answer]:
+        return [a for t in self.turns for a in t.chosen.values() if a.settling]
 
     def context(self, lane: int, upto: int | None = None) -> list[ChatMessage]:
         """The history lane `lane` sends before turn number `upto` (default: after the last):

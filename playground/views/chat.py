@@ -64,7 +64,7 @@ for index, turn in enumerate(conversation.turns if conversation else []):
         answer = turn.chosen.get(0)
         if answer is None:
             st.caption("(no answer)")
-        elif answer.live:
+        elif answer.live or answer.settling:
             turns.live_answer(answer.id)
         else:
             turns.render_answer(answer, key=answer.id)

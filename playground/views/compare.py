@@ -163,7 +163,7 @@ def show_round(conv: Conversation, index: int, turn: Turn) -> None:
         answer = turn.chosen[lane]
         with column.container(border=True):
             st.markdown(f"**{ui.escape_md(answered_labels[lanes.index(lane)])}**")
-            if answer.live:
+            if answer.live or answer.settling:
                 turns.live_answer(answer.id)
                 continue
             marks = st.container(horizontal=True, gap="small")
