@@ -455,6 +455,15 @@ def assistant_messages(page):
     return page.locator('[data-testid="stChatMessage"]:has([data-testid="stChatMessageAvatarAssistant"])')
 
 
+def wait_user_messages(page, n: int, timeout_ms: int = 30_000) -> None:
+    """Until exactly `n` user messages are drawn and the page is at rest (a run redraws in steps)."""
+    page.wait_for_function(
+        """(n) => !document.querySelector('[data-stale="true"]') && [...document.querySelectorAll('[data-testid="stChatMessage"]')]
+            .filter(e => e.querySelector('[data-testid="stChatMessageAvatarUser"]')).length === n""",
+        arg=n, timeout=timeout_ms, polling=100,
+    )
+
+
 def chat_requests(server) -> list[dict]:
     return [r["json"] for r in server.requests if r["path"].endswith("/chat/completions")]
 
@@ -624,13 +633,11 @@ def test_failed_turns_regenerate_edit_and_leaving_mid_stream(app_server, loopbac
             page.get_by_role("button", name="Send edited").click()
             page.get_by_text("version 2/2").wait_for(timeout=60_000)
             assistant_with_figures(page, 1, timeout_ms=60_000)
-            wait_idle(page)
-            assert user_messages(page).count() == 1
+            wait_user_messages(page, 1)
             assert [m["content"] for m in chat_requests(loopback)[-1]["messages"]] == ["Hello again, edited"]
             user_messages(page).first.get_by_role("button", name="‹").click()
             page.get_by_text("version 1/2").wait_for(timeout=30_000)
-            wait_idle(page)
-            assert user_messages(page).count() == 3  # the first version, with what followed it
+            wait_user_messages(page, 3)  # the first version, with what followed it
 
             # Leave the page while an answer streams: it completes, and is there on return.
             loopback.reply = " ".join(f"tick{i}" for i in range(30))
