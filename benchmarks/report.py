@@ -121,6 +121,39 @@ def local(r: dict[str, Any]) -> list[str]:
     return out
 
 
+def quality(r: dict[str, Any]) -> list[str]:
+    if "skipped" in r:
+        return [_head(r), "", f"Skipped: {r['skipped']}."]
+    old, new = r["scores"]["old"], r["scores"]["new"]
+    out = [_head(r), "", "| category | questions | old prompt (bare transcript) | default prompt (few-shot) |", "|---|---:|---:|---:|"]
+    for category, n in new.items():
+        o = old[category]
+        label = "**all**" if category == "all" else category
+        out.append(f"| {label} | {n['asked']} | {o['right']} ({o['share']:.0%}) | {n['right']} ({n['share']:.0%}) |")
+    t, c = r["ttft_ms"], r["config"]
+    tokens = r["prompt_tokens"]
+    out += [
+        "",
+        "| time to first token (ms) | old prompt | default prompt | ratio | added |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for mode, label in (("cached", "prefix cached (steady state)"), ("cold", "cache emptied before each request")):
+        out.append(
+            f"| {label} | {_f(t[f'old_{mode}']['median_of_round_medians'], 1)} | {_f(t[f'new_{mode}']['median_of_round_medians'], 1)} | "
+            f"{_f(r['ttft_ratio'][mode], 3)} | {_f(r['ttft_added_ms'][mode]['p50'], 1)} ms |"
+        )
+    share = r.get("prefix_cache_share", {})
+    out += [
+        "",
+        f"Model {c['model']} ({c['prompt_format']} prompt), {c['threads']} threads, temperature 0, {c['max_tokens']} tokens max, "
+        f"{c['questions']} questions from `{c['questions_file']}`. Prompt tokens: old {tokens['old'][0]}-{tokens['old'][1]}, "
+        f"default {tokens['new'][0]}-{tokens['new'][1]}. Share of the prompt the KV cache already held (median): "
+        + ", ".join(f"{k.replace('_', ' ')} {_f(v, 2)}" for k, v in share.items())
+        + ".",
+    ]
+    return out
+
+
 def dashboard(r: dict[str, Any]) -> list[str]:
     out = [
         _head(r),
@@ -233,7 +266,7 @@ def experiments(r: dict[str, Any]) -> list[str]:
 
 def targets(results: Path) -> list[str]:
     out = ["| benchmark | target | limit | measured | met |", "|---|---|---:|---:|---|"]
-    for name in ("overhead", "fanout", "local", "dashboard", "experiments"):
+    for name in ("overhead", "fanout", "local", "quality", "dashboard", "experiments"):
         r = _load(results, name)
         if r is None:
             continue
@@ -252,6 +285,7 @@ SECTIONS = {
     "request_log": ("5. Request log", request_log),
     "gateway_load": ("6. Gateway load", gateway_load),
     "experiments": ("7. Experiments: a dataset run", experiments),
+    "quality": ("8. Quality of the embedded model", quality),
 }
 
 

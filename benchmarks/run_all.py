@@ -24,7 +24,7 @@ if __package__ in (None, ""):
 
 from benchmarks.common import REPO, RESULTS_DIR, child_env, load, machine, wait_for_quiet, write_result
 
-# Cheapest first; the local model last (it keeps both cores busy).
+# Cheapest first; the local model's two last (they keep both cores busy).
 BENCHMARKS = {
     "request_log": "benchmarks.bench_request_log",
     "overhead": "benchmarks.bench_overhead",
@@ -32,6 +32,7 @@ BENCHMARKS = {
     "experiments": "benchmarks.bench_experiments",
     "gateway_load": "benchmarks.bench_gateway_load",
     "dashboard": "benchmarks.bench_dashboard",
+    "quality": "benchmarks.bench_quality",
     "local": "benchmarks.bench_local",
 }
 

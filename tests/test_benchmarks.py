@@ -20,7 +20,7 @@ import pytest
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
 REPO = Path(__file__).resolve().parents[1]
-NAMES = ("request_log", "overhead", "fanout", "experiments", "gateway_load", "dashboard", "local")
+NAMES = ("request_log", "overhead", "fanout", "experiments", "gateway_load", "dashboard", "quality", "local")
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,7 @@ def test_every_benchmark_ran(quick_run: tuple[Path, subprocess.CompletedProcess[
     assert "Targets" in run.stdout
     summary = _result(out, "summary")
     assert summary["failed"] == []
-    assert {row["benchmark"] for row in summary["targets"]} >= {"overhead", "fanout", "dashboard", "local"}
+    assert {row["benchmark"] for row in summary["targets"]} >= {"overhead", "fanout", "dashboard", "quality", "local"}
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -135,3 +135,41 @@ def test_experiments_runs_every_cell_and_measures_progress_and_memory(quick_run:
     assert result["progress"]["polls"] > 0 and result["progress"]["longest_gap_between_changes_s"] is not None
     assert set(result["memory"]["by_rows"]) == {str(n) for n in result["config"]["memory_rows"]}
     assert len(result["targets"]) == 4
+
+
+def test_quality_scores_both_prompts_per_category_and_times_them(quick_run: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
+    out, run = quick_run
+    result = _result(out, "quality")
+    if "skipped" in result:
+        pytest.skip(result["skipped"])
+    from benchmarks.bench_quality import QUESTIONS, load_questions
+
+    asked = load_questions(QUESTIONS, per_category=1)  # the quick size: one question a category
+    assert [a["ask"] for a in result["answers"]] == [q["ask"] for q in asked]
+    for variant in ("old", "new"):
+        scores = result["scores"][variant]
+        assert set(scores) == {q["category"] for q in asked} | {"all"}
+        assert scores["all"]["asked"] == len(asked)
+        assert scores["all"]["right"] == sum(a[variant]["right"] for a in result["answers"])
+        assert all(isinstance(a[variant]["answer"], str) for a in result["answers"])
+    assert result["config"]["prompt_format"] == "few-shot"
+    assert result["prompt_tokens"]["new"][0] > result["prompt_tokens"]["old"][1]  # the examples are there
+    for name in ("new_cached", "old_cached", "new_cold", "old_cold"):
+        assert result["ttft_ms"][name]["n"] >= 1
+    # llama.cpp reuses the KV cache of the common prefix: with the previous request in the same
+    # format, most of the few-shot prompt is already evaluated; emptied, none of it is.
+    assert result["prefix_cache_share"]["new_cached"] > 0.5
+    assert result["prefix_cache_share"]["new_cold"] == 0
+    assert "quality ->" in run.stdout and "default prompt" in run.stdout
+
+
+def test_quality_answers_are_judged_by_their_patterns() -> None:
+    from benchmarks.bench_quality import is_right
+
+    question = {"answer": r"\bcanberra\b", "reject": r"\bsydney\b"}
+    assert is_right(question, "The capital of Australia is Canberra.")
+    assert is_right(question, "CANBERRA")
+    assert not is_right(question, "Sydney, not Canberra.")
+    assert not is_right(question, "The capital of Australia is Sydney.")
+    assert not is_right({"answer": r"(?<![\d.])5(?![\d.]\d)"}, "2 + 3 = 15.")
+    assert is_right({"answer": r"(?<![\d.])5(?![\d.]\d)"}, "2 + 3 = 5.")

