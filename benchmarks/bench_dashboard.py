@@ -42,7 +42,7 @@ if __package__ in (None, ""):
 from benchmarks.common import envelope, parser, quiet_logging, report, rounded, scrub_environ, target, write_result
 
 NAME = "dashboard"
-WINDOW_LABEL = "24 hours"
+WINDOW_LABEL = "24h"
 SIZES = {"quick": [1_000, 5_000], "full": [10_000, 100_000, 1_000_000]}
 REPEATS = {"quick": 1, "full": 5}
 PROVIDERS = ["gemini", "openai", "anthropic", "local", "ollama"]

@@ -1,6 +1,11 @@
 """Chart builders: a data frame in, an Altair chart out. Pure (no Streamlit), tested with
 `chart.to_dict()`.
 
+Lines are straight segments between real points, broken where a bucket has no data (a
+success rate measured at 12:00 and at 12:10 is two points, not a curve through 12:05);
+every point is a dot, so a bucket with no neighbour still shows. Counts per bucket are steps. Legends wrap
+into rows, so eight providers stay readable.
+
 Every builder sends at most `MAX_POINTS` rows to the browser: the dashboard's series are
 already bounded (`dashboard_data`), and each builder bounds its input again, evenly, so a
 caller that passes a raw frame cannot flood the page either.
@@ -32,16 +37,28 @@ __all__ = [
 #: Most data points one chart sends to the browser.
 MAX_POINTS = 5_000
 
-_HEIGHT = 230
-_LEGEND = alt.Legend(orient="bottom", title=None, labelLimit=160, symbolType="stroke", symbolStrokeWidth=3)
-_AREA_LEGEND = alt.Legend(orient="bottom", title=None, labelLimit=160, symbolType="square")
-# Dots on a line only while they are few enough to read.
+# Streamlit fits the whole chart (title, axis, legend) into the height: more legend rows
+# take more of it, so the height grows with them (`_height`).
+_HEIGHT = 270
+_LEGEND_ROW_PX = 18
+# A grid of at most three columns: eight providers are three short rows, and a phone's
+# narrow chart still shows every name (cut to 110 px with an ellipsis at worst).
+_LEGEND_OPTIONS = dict(orient="bottom", title=None, columns=3, labelLimit=110, columnPadding=12, rowPadding=4)
+_LEGEND = alt.Legend(symbolType="stroke", symbolStrokeWidth=3, **_LEGEND_OPTIONS)
+_AREA_LEGEND = alt.Legend(symbolType="square", **_LEGEND_OPTIONS)
+# Bigger dots on a line while they are few enough to read.
 _POINTS_PER_LINE = 40
 
 
-def _points(frame: pd.DataFrame) -> alt.OverlayMarkDef | bool:
+def _height(legend_entries: int) -> int:
+    rows = max(1, -(-legend_entries // _LEGEND_OPTIONS["columns"]))
+    return _HEIGHT + _LEGEND_ROW_PX * (rows - 1)
+
+
+def _dots(frame: pd.DataFrame) -> alt.OverlayMarkDef:
+    """Readable dots while they are few; small ones (still showing a lone point) when many."""
     lines = max(1, frame["provider"].nunique()) if "provider" in frame and len(frame) else 1
-    return alt.OverlayMarkDef(size=22, filled=True) if len(frame) / lines <= _POINTS_PER_LINE else False
+    return alt.OverlayMarkDef(size=22 if len(frame) / lines <= _POINTS_PER_LINE else 8, filled=True)
 
 
 def bound_points(frame: pd.DataFrame, max_points: int = MAX_POINTS) -> pd.DataFrame:
@@ -73,11 +90,54 @@ def _x(start: datetime | None, end: datetime | None) -> alt.X:
     )
 
 
-def _prepare(frame: pd.DataFrame, columns: list[str], value: str | None) -> pd.DataFrame:
+def _line_codes(data: pd.DataFrame, keys: list[str]) -> np.ndarray:
+    """One integer per line (the combination of `keys`)."""
+    codes = np.zeros(len(data), dtype="int64")
+    for key in keys:
+        part, uniques = pd.factorize(data[key], use_na_sentinel=False)
+        codes = codes * max(1, len(uniques)) + part
+    return codes
+
+
+def _prepare(frame: pd.DataFrame, columns: list[str], value: str | None, *, by: Sequence[str] = ("provider",)) -> pd.DataFrame:
+    """The rows with a value, each tagged with its `segment` (an integer): a run of
+    consecutive buckets with data on one line (`by`). A bucket without data ends a segment,
+    so the line breaks there. Vectorised, and no sort when the rows already come line by
+    line in time order (the dashboard's series do): eight of these run on each refresh."""
     data = frame.loc[:, [c for c in columns if c in frame]] if not frame.empty else pd.DataFrame(columns=columns)
-    if value is not None and value in data:
-        data = data[np.isfinite(pd.to_numeric(data[value], errors="coerce").to_numpy(dtype="float64", na_value=np.nan))]
-    return bound_points(data.reset_index(drop=True))
+    data = data.reset_index(drop=True)
+    keys = [k for k in by if k in data]
+    if value is None or value not in data or not len(data):
+        data["segment"] = np.zeros(len(data), dtype="int64")
+        return bound_points(data)
+    line = _line_codes(data, keys)
+    changes = np.empty(len(data), dtype=bool)
+    changes[0] = True
+    changes[1:] = line[1:] != line[:-1]
+    times = data["bucket"].to_numpy() if "bucket" in data else None
+    ordered = int(changes.sum()) == len(np.unique(line)) and (
+        times is None or bool(np.all(changes[1:] | (times[1:] >= times[:-1])))
+    )
+    if not ordered:
+        order = np.lexsort((times, line)) if times is not None else np.argsort(line, kind="stable")
+        data, line = data.iloc[order].reset_index(drop=True), line[order]
+        changes[1:] = line[1:] != line[:-1]
+    try:
+        values = data[value].to_numpy(dtype="float64", na_value=np.nan)
+    except (TypeError, ValueError):
+        values = pd.to_numeric(data[value], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+    finite = np.isfinite(values)
+    starts = changes.copy()
+    starts[1:] |= ~finite[:-1]  # a new line, or the row after a gap
+    data["segment"] = np.cumsum(starts) - 1
+    return bound_points(data[finite].reset_index(drop=True))
+
+
+def _lines(base: alt.Chart, data: pd.DataFrame, encodings: dict, *, interpolate: str = "linear") -> alt.Chart:
+    """Straight segments, one path per `segment` (so gaps stay gaps), with a dot on every
+    point: a point with no neighbour draws no line, and each dot is a bucket with data.
+    One mark, not a layer: a layered spec costs Altair twice the validation on each refresh."""
+    return base.mark_line(interpolate=interpolate, strokeWidth=2, point=_dots(data)).encode(detail="segment:N", **encodings)
 
 
 def metric_chart(
@@ -90,29 +150,37 @@ def metric_chart(
     start: datetime | None = None,
     end: datetime | None = None,
     mark: str = "line",
-) -> alt.Chart:
-    """One value per provider over time (a line per provider)."""
+    y_domain: Sequence[float] | None = None,
+) -> alt.Chart | alt.LayerChart:
+    """One value per provider over time: a line per provider ("line"), stacked steps
+    ("area"), or a running total ("step")."""
     data = _prepare(series, ["provider", "bucket", field], field)
     color = alt.Color(
         "provider:N", scale=alt.Scale(domain=_domain(providers, data)), legend=_AREA_LEGEND if mark == "area" else _LEGEND
     )
-    y = alt.Y(f"{field}:Q", title=None, axis=alt.Axis(format=axis_format) if axis_format else alt.Axis())
+    y = alt.Y(
+        f"{field}:Q", title=None, axis=alt.Axis(format=axis_format) if axis_format else alt.Axis(),
+        scale=alt.Scale(domain=list(y_domain)) if y_domain else alt.Undefined,
+    )
     tooltip = [
         alt.Tooltip("provider:N", title="Provider"),
         alt.Tooltip("bucket:T", title="Time", format="%H:%M:%S"),
         alt.Tooltip(f"{field}:Q", title=title, format=axis_format or ",.2f"),
     ]
-    base = alt.Chart(data, title=alt.TitleParams(title, anchor="start", fontSize=14))
+    base = alt.Chart(data)
     if mark == "area":
         # Stacked steps: each bucket reads like a bar, and quiet buckets drop to zero.
         chart = base.mark_area(opacity=0.8, interpolate="step-after").encode(
             x=_x(start, end), y=y.stack(True), color=color, tooltip=tooltip
         )
-    else:
-        chart = base.mark_line(point=_points(data), interpolate="monotone", strokeWidth=2).encode(
-            x=_x(start, end), y=y, color=color, tooltip=tooltip
+    elif mark == "step":
+        # A running total is known at every bucket: one unbroken step line.
+        chart = base.mark_line(interpolate="step-after", strokeWidth=2).encode(
+            x=_x(start, end), y=y, color=color, tooltip=tooltip, detail="segment:N"
         )
-    return chart.properties(height=_HEIGHT)
+    else:
+        chart = _lines(base, data, {"x": _x(start, end), "y": y, "color": color, "tooltip": tooltip})
+    return chart.properties(height=_height(len(_domain(providers, data))), title=alt.TitleParams(title, anchor="start", fontSize=14))
 
 
 def latency_chart(
@@ -134,8 +202,7 @@ def latency_chart(
     )
     long = wide.melt(id_vars=["provider", "bucket"], var_name="percentile", value_name="latency_ms")
     long["percentile"] = long["percentile"].map(names)
-    long = long[np.isfinite(pd.to_numeric(long["latency_ms"], errors="coerce").to_numpy(dtype="float64", na_value=np.nan))]
-    long = bound_points(long.reset_index(drop=True))
+    long = _prepare(long, ["provider", "bucket", "percentile", "latency_ms"], "latency_ms", by=("provider", "percentile"))
     color = alt.Color("provider:N", scale=alt.Scale(domain=_domain(providers, long)), legend=_LEGEND)
     shown = [names[c] for c in columns]
     title = "Latency (ms) · p50 solid, p95 dashed" if len(shown) > 1 else "Latency (ms) · mean"
@@ -145,28 +212,27 @@ def latency_chart(
         scale=alt.Scale(domain=shown, range=[dashes[name] for name in shown]),
         legend=None,  # the title says which line is which
     )
-    return (
-        alt.Chart(long, title=alt.TitleParams(title, anchor="start", fontSize=14))
-        .mark_line(interpolate="monotone", strokeWidth=2, point=_points(long))
-        .encode(
-            x=_x(start, end),
-            y=alt.Y("latency_ms:Q", title=None),
-            color=color,
-            strokeDash=dash,
-            tooltip=[
-                alt.Tooltip("provider:N", title="Provider"),
-                alt.Tooltip("percentile:N", title="Percentile"),
-                alt.Tooltip("bucket:T", title="Time", format="%H:%M:%S"),
-                alt.Tooltip("latency_ms:Q", title="Latency (ms)", format=",.0f"),
-            ],
-        )
-        .properties(height=_HEIGHT)
+    base = alt.Chart(long)
+    encodings = {
+        "x": _x(start, end),
+        "y": alt.Y("latency_ms:Q", title=None),
+        "color": color,
+        "strokeDash": dash,
+        "tooltip": [
+            alt.Tooltip("provider:N", title="Provider"),
+            alt.Tooltip("percentile:N", title="Percentile"),
+            alt.Tooltip("bucket:T", title="Time", format="%H:%M:%S"),
+            alt.Tooltip("latency_ms:Q", title="Latency (ms)", format=",.0f"),
+        ],
+    }
+    return _lines(base, long, encodings).properties(
+        height=_height(len(_domain(providers, long))), title=alt.TitleParams(title, anchor="start", fontSize=14)
     )
 
 
-def success_rate_chart(series: pd.DataFrame, **kwargs) -> alt.Chart:
-    chart = metric_chart(series, "success_rate", title="Success rate", axis_format="%", **kwargs)
-    return chart.encode(y=alt.Y("success_rate:Q", title=None, axis=alt.Axis(format="%"), scale=alt.Scale(domain=[0, 1])))
+def success_rate_chart(series: pd.DataFrame, **kwargs) -> alt.LayerChart:
+    """Successes over the attempts that count against a provider (not bad requests or stopped answers)."""
+    return metric_chart(series, "success_rate", title="Success rate", axis_format="%", y_domain=(0, 1), **kwargs)
 
 
 def ttft_chart(series: pd.DataFrame, **kwargs) -> alt.Chart:
@@ -183,7 +249,9 @@ def tokens_per_second_chart(series: pd.DataFrame, **kwargs) -> alt.Chart:
 
 
 def cumulative_cost_chart(series: pd.DataFrame, **kwargs) -> alt.Chart:
-    return metric_chart(series, "cumulative_cost_usd", title="Estimated cost, cumulative ($)", axis_format="$,.4f", **kwargs)
+    return metric_chart(
+        series, "cumulative_cost_usd", title="Estimated cost, cumulative ($)", axis_format="$,.4f", mark="step", **kwargs
+    )
 
 
 def cost_per_request_chart(series: pd.DataFrame, **kwargs) -> alt.Chart:

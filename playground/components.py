@@ -1,5 +1,5 @@
-"""Rendering shared by the pages: an answer's figures, routing, errors, and streaming an
-answer into the page.
+"""Rendering shared by the pages: an answer's figures, routing, errors, and the marks of a
+comparison.
 
 Model output and prompts are shown as markdown or text only, never with
 `unsafe_allow_html`: Streamlit's markdown shows raw HTML (a `<script>` tag...) as text.
@@ -10,52 +10,51 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from typing import Any
 
 import streamlit as st
 
 from conductor_core.config import redact
-from conductor_core.errors import ProviderError
 from conductor_core.models import (
     Attempt,
-    ChatRequest,
     ChatResponse,
-    StatusNotice,
-    StreamDone,
-    StreamIncomplete,
-    TextDelta,
 )
-from conductor_core.providers import BaseProvider
-from conductor_core.router import Conductor
 
 __all__ = [
-    "Answer",
     "escape_md",
+    "literal_label",
     "format_cost",
     "format_total_cost",
     "format_ms",
     "figures_line",
+    "seen_figures_line",
+    "compare_marks",
     "render_figures",
     "render_routing",
     "render_attempts",
     "render_error",
     "render_answer_text",
     "copy_control",
-    "stream_answer",
     "unexpected_error",
-    "generation_controls",
 ]
 
 log = logging.getLogger("conductor.playground")
 
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+\-.!|~$])")
+# ":" too: Streamlit reads ":red[...]", ":material/home:" and ":smile:" as directives.
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+\-.!|~$:])")
 
 
 def escape_md(text: Any) -> str:
     """`text` with markdown's special characters escaped, for values inside our own markdown."""
     return _MD_SPECIAL.sub(r"\\\1", str(text))
+
+
+def literal_label(text: Any) -> str:
+    """`text` for a widget label (a button, a link), shown as typed: Markdown escaped, and a
+    word joiner after each colon, because labels read ":material/home:" as an icon even
+    when the colons are escaped. Display only: the text itself is stored unchanged."""
+    return escape_md(text).replace(":", ":\u2060")
 
 
 def format_ms(value: float | None) -> str:
@@ -80,34 +79,60 @@ def format_total_cost(value: float) -> str:
     return f"${value:,.2f}" if value < 100_000 else f"${value / 1000:,.1f}k"
 
 
-@dataclass
-class Answer:
-    """What the page keeps of one answer (in session state, so it survives reruns)."""
-
-    content: str = ""
-    response: ChatResponse | None = None
-    error: str | None = None
-    error_type: str | None = None
-    attempts: list[Attempt] = field(default_factory=list)
-    incomplete: bool = False
-
-
 def figures_line(response: ChatResponse) -> str:
     """The figures of an answer as a row of small badges (markdown): provider and model,
     latency, time to first token, speed, tokens in/out, estimated cost."""
     a, m = response.analytics, response.metadata
     cost = format_cost(a.cost_usd)
+    # A stream cut short may come without usage: 0 tokens then means "not reported", not zero.
+    unreported = m.finish_reason == "incomplete"
+    tokens_in = "—" if unreported and not a.input_tokens else f"{a.input_tokens:,}"
+    tokens_out = "—" if unreported and not a.output_tokens else f"{a.output_tokens:,}"
+    if a.output_tokens_estimated and tokens_out != "—":
+        tokens_out = f"≈{tokens_out}"  # counted from the pieces that arrived: the provider did not say
     parts = [
         f":violet-badge[:material/dns: {escape_badge(m.provider)} · {escape_badge(m.model)}]",
         f":gray-badge[:material/timer: {format_ms(a.latency_ms)}]",
         f":gray-badge[:material/bolt: first token {format_ms(a.time_to_first_token_ms)}]",
         f":gray-badge[:material/speed: {a.tokens_per_second:,.1f} tok/s]" if a.tokens_per_second else ":gray-badge[:material/speed: — tok/s]",
-        f":gray-badge[:material/token: {a.input_tokens:,} in → {a.output_tokens:,} out]",
+        f":gray-badge[:material/token: {tokens_in} in → {tokens_out} out]",
         f":{'green' if cost == 'free' else 'orange' if cost == 'unknown' else 'blue'}-badge[:material/payments: {cost}]",
     ]
+    if a.load_ms:
+        parts.append(f":gray-badge[:material/downloading: model load {format_ms(a.load_ms)}, not counted above]")
     if m.finish_reason == "length":
         parts.append(":gray-badge[:material/content_cut: stopped at max tokens]")
     return " ".join(parts)
+
+
+def seen_figures_line(target: str, elapsed_ms: float, first_text_ms: float | None) -> str:
+    """For an answer stopped or interrupted before the provider reported figures: what the
+    page itself saw (the request log has the provider's row, marked cancelled)."""
+    return " ".join(
+        [
+            f":violet-badge[:material/dns: {escape_badge(target)}]",
+            f":gray-badge[:material/timer: {format_ms(elapsed_ms)} until stopped]",
+            f":gray-badge[:material/bolt: first text {format_ms(first_text_ms)}]",
+        ]
+    )
+
+
+def compare_marks(responses: list[ChatResponse | None]) -> tuple[set[int], set[int]]:
+    """(fastest, cheapest) positions among successful answers, compared as they are shown,
+    so two columns that both say "756 ms" are tied. Cheapest is only given among priced
+    answers, and only when at least two are priced (free is not cheaper than unknown)."""
+    done = [(i, r) for i, r in enumerate(responses) if r is not None]
+    if len(done) < 2:
+        return set(), set()
+    latency = {i: r.analytics.latency_ms for i, r in done}
+    best = format_ms(min(latency.values()))
+    fastest = {i for i, v in latency.items() if format_ms(v) == best}
+    priced = {i: r.analytics.cost_usd for i, r in done if r.analytics.cost_usd is not None}
+    cheapest: set[int] = set()
+    if len(priced) >= 2:
+        low = format_cost(min(priced.values()))
+        cheapest = {i for i, v in priced.items() if format_cost(v) == low}
+    return fastest, cheapest
 
 
 def escape_badge(text: Any) -> str:
@@ -176,70 +201,3 @@ def unexpected_error(exc: BaseException) -> str:
     """A sentence for a bug (not a provider failure): logged with its traceback, shown without."""
     log.exception("unexpected error in the playground")
     return f"Something went wrong: {redact(f'{type(exc).__name__}: {exc}')}. The app keeps working: try again."
-
-
-def stream_answer(
-    c: Conductor, request: ChatRequest, overrides: Mapping[str, BaseProvider] | None = None
-) -> Answer:
-    """Streams an answer into the current container as it arrives, with loading and fallback
-    notices shown before the text; returns what to keep. Never raises a provider error."""
-    answer = Answer()
-    notice = st.empty()
-    shown = {"notice": False}
-
-    def pieces():
-        for event in c.stream(request, overrides=overrides):
-            if isinstance(event, StatusNotice):
-                notice.info(escape_md(event.message), icon=":material/hourglass_top:")
-                shown["notice"] = True
-            elif isinstance(event, TextDelta):
-                if shown["notice"]:
-                    notice.empty()
-                    shown["notice"] = False
-                yield event.text
-            elif isinstance(event, StreamDone):
-                answer.response = event.response
-            elif isinstance(event, StreamIncomplete):
-                answer.response = event.partial
-                answer.error = event.error.message
-                answer.error_type = event.error.type
-                answer.incomplete = True
-
-    try:
-        with st.spinner("Waiting for the first token…", show_time=True):
-            stream = pieces()
-            first = next(stream, None)
-        if first is None:
-            written = ""
-        else:
-
-            def rest():
-                yield first
-                yield from stream
-
-            written = st.write_stream(rest())
-        answer.content = answer.response.content if answer.response and answer.response.content else (written if isinstance(written, str) else "")
-    except ProviderError as error:
-        answer.error, answer.error_type = error.message, error.type
-        answer.attempts = list(getattr(error, "attempts", []) or [])
-    except Exception as exc:  # noqa: BLE001 - a bug must show as a message, not a traceback
-        answer.error, answer.error_type = unexpected_error(exc), "unexpected"
-    notice.empty()
-    return answer
-
-
-def generation_controls(prefix: str) -> tuple[float, int, str]:
-    """Temperature, max tokens and system prompt, kept per page for the whole session."""
-    temperature = st.slider(
-        "Temperature", 0.0, 2.0, 0.7, 0.05, key=f"{prefix}_temperature", persist_state="session",
-        help="0 is focused and repeatable; higher is more varied.",
-    )
-    max_tokens = st.number_input(
-        "Max tokens", min_value=1, max_value=4000, value=256, step=32, key=f"{prefix}_max_tokens", persist_state="session",
-        help="The most tokens the answer may use (1 to 4000).",
-    )
-    system = st.text_area(
-        "System prompt", value="", key=f"{prefix}_system", persist_state="session", height=90,
-        placeholder="Optional: how the assistant should behave.",
-    )
-    return float(temperature), int(max_tokens), system.strip()

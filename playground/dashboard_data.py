@@ -13,9 +13,16 @@ Two sources feed the same series shape:
 
 * `series_from_frame` — raw attempts (`RequestLog.frame()`): everything, including the
   p50/p95 latency, time to first token and tokens per second that need individual rows.
+  Failures the request caused (`conductor_core.errors.provider_at_fault` is False: a bad
+  request, a stopped answer) are counted as requests but not in the success rate.
 * `series_from_aggregate` — per-bucket sums from the log's per-minute rollups
   (`RequestLog.aggregate()`): for windows too large to read row by row. Latency and time
-  to first token are then means (percentiles need rows); everything else is exact.
+  to first token are then means (percentiles need rows); everything else is exact
+  (the rollups count the failures the request caused apart: `not_at_fault`).
+
+Tokens per second, on both paths: over streamed successes with at least two output tokens,
+the tokens after the first over the time after the first token (the first token's wait is
+not generation) — the rule of the providers' own figures and of the log's rollups.
 """
 
 from __future__ import annotations
@@ -28,8 +35,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from conductor_core.errors import NOT_PROVIDER_FAULTS
+
 __all__ = [
     "WINDOWS",
+    "WINDOW_NAMES",
     "MAX_BUCKETS",
     "MAX_POINTS",
     "SERIES_COLUMNS",
@@ -38,21 +48,27 @@ __all__ = [
     "series_from_frame",
     "series_from_aggregate",
     "summary",
+    "cost_tile",
     "win_rates",
     "status_table",
     "humanize_seconds",
     "compact_count",
 ]
 
-#: Time windows offered by the dashboard, in seconds (None: everything in the log).
+#: Time windows offered by the dashboard, in seconds (None: everything in the log). Short
+#: labels: all seven fit one row at phone width (390 px).
 WINDOWS: dict[str, int | None] = {
-    "5 min": 5 * 60,
-    "15 min": 15 * 60,
-    "1 hour": 3600,
-    "6 hours": 6 * 3600,
-    "24 hours": 24 * 3600,
-    "7 days": 7 * 24 * 3600,
-    "All time": None,
+    "5m": 5 * 60,
+    "15m": 15 * 60,
+    "1h": 3600,
+    "6h": 6 * 3600,
+    "24h": 24 * 3600,
+    "7d": 7 * 24 * 3600,
+    "All": None,
+}
+#: How each window is said in sentences ("Last 15 minutes").
+WINDOW_NAMES: dict[str, str] = {
+    "5m": "5 minutes", "15m": "15 minutes", "1h": "hour", "6h": "6 hours", "24h": "24 hours", "7d": "7 days", "All": "whole log",
 }
 
 #: Most buckets per provider in one series.
@@ -73,7 +89,9 @@ SERIES_COLUMNS: tuple[str, ...] = (
     "requests",
     "ok",
     "errors",
-    "success_rate",
+    "counted",  # attempts that say something about the provider: successes and its failures
+    "unpriced",  # successful attempts whose cost is not known
+    "success_rate",  # ok / counted
     "p50_latency_ms",
     "p95_latency_ms",
     "mean_latency_ms",
@@ -137,7 +155,7 @@ def _empty_series() -> pd.DataFrame:
     frame = pd.DataFrame({name: pd.Series(dtype="float64") for name in SERIES_COLUMNS})
     frame["provider"] = pd.Series(dtype=object)
     frame["bucket"] = pd.Series(dtype="datetime64[ns, UTC]")
-    for name in ("requests", "ok", "errors"):
+    for name in ("requests", "ok", "errors", "counted", "unpriced"):
         frame[name] = pd.Series(dtype="int64")
     return frame
 
@@ -156,8 +174,9 @@ def _finish(
     frame["provider"] = providers[frame.pop("provider_idx").to_numpy()]
     frame["bucket"] = pd.to_datetime(frame.pop("bucket_code").to_numpy() * (bucket_s * _NS), unit="ns", utc=True)
     requests = frame["requests"].to_numpy()
+    counted = frame["counted"].to_numpy()
     with np.errstate(invalid="ignore", divide="ignore"):
-        frame["success_rate"] = np.where(requests > 0, frame["ok"].to_numpy() / np.maximum(requests, 1), np.nan)
+        frame["success_rate"] = np.where(counted > 0, frame["ok"].to_numpy() / np.maximum(counted, 1), np.nan)
         frame["cost_per_request_usd"] = np.where(
             frame["priced"].to_numpy() > 0, frame["cost_usd"].to_numpy() / np.maximum(frame["priced"].to_numpy(), 1), np.nan
         )
@@ -181,8 +200,8 @@ def series_from_frame(
 
     Returns the series (columns `SERIES_COLUMNS`, one row per provider and bucket over the
     whole window, oldest first) and the bucket size used. Latency and time to first token
-    are over successful attempts; tokens per second is output tokens over generation time
-    (latency minus time to first token) of streamed successes."""
+    are over successful attempts; tokens per second is the tokens after the first over the
+    time after the first token, of streamed successes with two tokens or more."""
     start, end = _utc(start), _utc(end)
     span_s = max((end - start).total_seconds(), 1.0)
     if frame is None or frame.empty:
@@ -205,6 +224,10 @@ def series_from_frame(
     codes = ts // step
 
     ok = frame["status"].eq("ok").to_numpy(dtype=bool, na_value=False)
+    if "error_type" in frame:
+        blameless = ~ok & frame["error_type"].astype(object).isin(NOT_PROVIDER_FAULTS).to_numpy(dtype=bool)
+    else:
+        blameless = np.zeros(len(frame), dtype=bool)
     latency = _floats(frame, "latency_ms")
     ttft = _floats(frame, "ttft_ms")
     tokens = _floats(frame, "output_tokens", fill=0.0)
@@ -215,7 +238,7 @@ def series_from_frame(
     cells = len(providers) * n_buckets
     key = provider_codes.astype("int64") * n_buckets + (codes - start_code)
     generation_s = (latency - ttft) / 1000.0
-    streamed_ok = ok & np.isfinite(ttft) & (generation_s > 0) & (tokens > 0)
+    streamed_ok = ok & np.isfinite(ttft) & (generation_s > 0) & (tokens >= 2)
     priced = np.isfinite(cost)
 
     def total(weights: np.ndarray | None = None) -> np.ndarray:
@@ -228,11 +251,13 @@ def series_from_frame(
     full["requests"] = requests
     full["ok"] = ok_count
     full["errors"] = requests - ok_count
+    full["counted"] = requests - total(blameless.astype("float64")).astype("int64")
     full["priced"] = total(priced.astype("float64")).astype("int64")
+    full["unpriced"] = total((ok & ~priced).astype("float64")).astype("int64")
     full["cost_usd"] = total(np.where(priced, cost, 0.0))
     with np.errstate(invalid="ignore", divide="ignore"):
         generation = total(np.where(streamed_ok, generation_s, 0.0))
-        full["tokens_per_second"] = np.where(generation > 0, total(np.where(streamed_ok, tokens, 0.0)) / generation, np.nan)
+        full["tokens_per_second"] = np.where(generation > 0, total(np.where(streamed_ok, tokens - 1, 0.0)) / generation, np.nan)
 
     timed = ok & np.isfinite(latency)
     by_cell = pd.Series(latency[timed]).groupby(key[timed], sort=True)
@@ -289,6 +314,7 @@ def series_from_aggregate(
         {
             "requests": column("requests"),
             "ok": column("ok"),
+            "not_at_fault": column("not_at_fault"),
             "priced": column("priced"),
             "cost_usd": column("cost_usd"),
             "latency_sum": np.where(latency_n > 0, np.nan_to_num(latency_mean) * latency_n, 0.0),
@@ -304,6 +330,8 @@ def series_from_aggregate(
     for name in ("requests", "ok", "priced"):
         full[name] = sums[name].astype("int64").to_numpy()
     full["errors"] = full["requests"] - full["ok"]
+    full["counted"] = full["requests"] - sums["not_at_fault"].astype("int64").to_numpy()
+    full["unpriced"] = np.maximum(full["ok"] - full["priced"], 0)  # errors have no cost
     full["cost_usd"] = sums["cost_usd"].to_numpy()
     with np.errstate(invalid="ignore", divide="ignore"):
         for mean, total, count in (("mean_latency_ms", "latency_sum", "latency_n"), ("mean_ttft_ms", "ttft_sum", "ttft_n")):
@@ -315,17 +343,33 @@ def series_from_aggregate(
 
 
 def summary(series: pd.DataFrame) -> dict[str, float | int | None]:
-    """Totals over a series: requests, successes, success rate, cost, mean requests per minute."""
-    requests = int(series["requests"].sum()) if not series.empty else 0
-    ok = int(series["ok"].sum()) if not series.empty else 0
+    """Totals over a series: requests, successes, success rate (over the attempts that count
+    against a provider), cost and how many successes are unpriced, mean requests per minute."""
+    def total(name: str) -> int:
+        return int(series[name].sum()) if not series.empty and name in series else 0
+
+    requests, ok, counted = total("requests"), total("ok"), total("counted")
     per_bucket = series.groupby("bucket", sort=False)["requests_per_min"].sum() if not series.empty else pd.Series(dtype="float64")
     return {
         "requests": requests,
         "ok": ok,
-        "success_rate": ok / requests if requests else None,
+        "counted": counted,
+        "success_rate": ok / counted if counted else None,
         "cost_usd": float(series["cost_usd"].sum()) if not series.empty else 0.0,
+        "unpriced": total("unpriced"),
         "requests_per_min": float(per_bucket.mean()) if len(per_bucket) else 0.0,
     }
+
+
+def cost_tile(cost_usd: float, unpriced: int, requests: int, format_cost) -> tuple[str, str | None]:
+    """The window's cost for a tile, as (value, line under it): ("$0.0123", None), ("free",
+    None), or ("$0.0123", "+ 3 unpriced") when some answers have no known price (never
+    "free" then: it is not known to be). Read together: "$0.0123 + 3 unpriced"."""
+    if not requests:
+        return "$0", None
+    if not unpriced:
+        return format_cost(cost_usd), None
+    return ("$0" if cost_usd == 0 else format_cost(cost_usd)), f"+ {compact_count(unpriced)} unpriced"
 
 
 def win_rates(votes: Iterable[Any]) -> pd.DataFrame:

@@ -4,10 +4,15 @@
   thread-safe). How it is built is configuration: by default `Conductor()`; when
   `CONDUCTOR_PLAYGROUND_FACTORY="module:function"` is set, that function builds it (tests
   inject scripted fakes this way, never by patching SDK internals).
-* **Per-session state** in `st.session_state`: the conversation, the compare runs, and the
-  providers this session built from a key typed on the Providers page or an endpoint it
-  added. Those are passed to the core as `overrides`; the key itself is never stored (only
-  the provider object built from it, whose repr shows no key).
+* **Sessions** (every chat and comparison, with its settings and turns) in the request log's
+  database through one `SessionStore` per process, and answers streamed by one
+  `AnswerWorker` per process (background threads: an answer completes whatever the page
+  does). Pages read both; the URL's ``?session=`` names the session a tab shows.
+* **Per-browser-session state** in `st.session_state`: which session each page shows, the
+  controls' values, and the providers this browser session built from a key typed on the
+  Providers page or an endpoint it added. Those are passed to the core as `overrides`; the
+  key itself is never stored (only the provider object built from it, whose repr shows no
+  key), and never written with a session.
 * **The dashboard's data**, shared by all sessions and refreshed at most every couple of
   seconds (longer when the log is big), so many open dashboards do not multiply the load.
 """
@@ -29,6 +34,8 @@ from conductor_core.errors import ProviderError
 from conductor_core.models import ProviderState, utcnow
 from conductor_core.providers import BaseProvider
 from conductor_core.router import Conductor
+from conductor_core.workbench.sessions import SessionStore
+from conductor_core.workbench.streaming import AnswerWorker
 
 from . import dashboard_data as dd
 
@@ -38,6 +45,8 @@ __all__ = [
     "LOCAL_NOTE_SHORT",
     "FRAME_ROW_LIMIT",
     "conductor",
+    "sessions",
+    "worker",
     "session_providers",
     "overrides",
     "provider_names",
@@ -45,6 +54,7 @@ __all__ = [
     "display_name",
     "default_model",
     "models_of",
+    "PLACEHOLDER_MODEL",
     "provider_label",
     "provider_hint",
     "readiness",
@@ -79,6 +89,23 @@ def _shared_conductor(factory_spec: str) -> Conductor:
 
 def conductor() -> Conductor:
     return _shared_conductor(os.environ.get(FACTORY_ENV, ""))
+
+
+@st.cache_resource(show_spinner=False)
+def _workbench(factory_spec: str) -> tuple[SessionStore, AnswerWorker]:
+    c = _shared_conductor(factory_spec)
+    store = SessionStore.for_log(c.log)
+    return store, AnswerWorker(c, store)
+
+
+def sessions() -> SessionStore:
+    """Every chat and comparison (shared by all browser sessions, and on PostgreSQL by every process)."""
+    return _workbench(os.environ.get(FACTORY_ENV, ""))[0]
+
+
+def worker() -> AnswerWorker:
+    """Streams answers in the background, into `sessions()`."""
+    return _workbench(os.environ.get(FACTORY_ENV, ""))[1]
 
 
 # --- per-session providers ----------------------------------------------------------------
@@ -123,13 +150,20 @@ def display_name(c: Conductor, name: str) -> str:
     return display or _DISPLAY_NAMES.get(name, name)
 
 
+#: What an OpenAI-compatible endpoint configured without models calls its model
+#: (providers/openai_compat.py). A server that checks names answers 404 to it: never offered.
+PLACEHOLDER_MODEL = "default"
+
+
 def models_of(c: Conductor, name: str) -> list[str]:
-    """The models a provider offers (its default when it cannot list them)."""
+    """The models a provider offers: its configured ones, then what it lists (its default
+    when it cannot list them). Never the placeholder "default" (empty: type a name)."""
     try:
         models = c.models(name, overrides=overrides()) or []
     except ProviderError:
         models = []
-    return models or [default_model(c, name)]
+    models = models or [default_model(c, name)]
+    return [m for m in models if m != PLACEHOLDER_MODEL]
 
 
 def provider_label(c: Conductor, name: str) -> str:
@@ -175,7 +209,7 @@ def provider_hint(c: Conductor, name: str) -> str | None:
 #: (RequestLog.aggregate) instead of rows, and shows mean latency and time to first token
 #: instead of percentiles. Reading rows costs ~5-8 us each: this keeps a refresh under ~0.5 s.
 FRAME_ROW_LIMIT = 50_000
-_FRAME_COLUMNS = ["created_at", "provider", "status", "latency_ms", "ttft_ms", "output_tokens", "cost_usd"]
+_FRAME_COLUMNS = ["created_at", "provider", "status", "error_type", "latency_ms", "ttft_ms", "output_tokens", "cost_usd"]
 
 
 @dataclass
@@ -188,6 +222,7 @@ class DashboardSnapshot:
     from_rows: bool  # True: p50/p95 from rows; False: per-minute rollups (means only)
     wins: pd.DataFrame
     took_s: float
+    log_since: datetime | None = None  # the oldest attempt in the whole log (everyone's)
     taken_at: float = field(default_factory=time.monotonic)
     error: str | None = None
 
@@ -223,7 +258,29 @@ def _build_snapshot(c: Conductor, window_s: int | None) -> DashboardSnapshot:
             series = dd.series_from_aggregate(aggregate, start=start, end=end, bucket_s=bucket_s)
         from_rows = False
     wins = dd.win_rates(log.votes(since=since))
-    return DashboardSnapshot(series, bucket_s, start, end, rows, from_rows, wins, time.perf_counter() - t0)
+    return DashboardSnapshot(
+        series, bucket_s, start, end, rows, from_rows, wins, time.perf_counter() - t0, log_since=_log_since(c)
+    )
+
+
+_LOG_SINCE_S = 60.0
+_log_since_cache: dict[int, tuple[float, datetime | None]] = {}
+
+
+def _log_since(c: Conductor) -> datetime | None:
+    """When the request log starts, to the minute, from its rollups (two small queries,
+    asked at most once a minute: the answer only changes when old rows are removed)."""
+    cached = _log_since_cache.get(id(c))
+    if cached and time.monotonic() - cached[0] < _LOG_SINCE_S and cached[1] is not None:
+        return cached[1]
+    daily = c.log.aggregate(bucket_s=86400)
+    found = None
+    if len(daily):
+        day = daily["bucket"].min().to_pydatetime()
+        minutes = c.log.aggregate(since=day, until=day + timedelta(days=1), bucket_s=60)
+        found = (minutes["bucket"].min() if len(minutes) else daily["bucket"].min()).to_pydatetime()
+    _log_since_cache[id(c)] = (time.monotonic(), found)
+    return found
 
 
 class _SnapshotCache:

@@ -94,46 +94,71 @@ def _wait_healthy(url: str, process: subprocess.Popen, timeout_s: float = 90.0) 
     raise TimeoutError(f"streamlit did not answer on {url} within {timeout_s:g} s")
 
 
+class Playground:
+    """One `streamlit run playground/app.py` process on a free loopback port."""
+
+    def __init__(self, work: Path, *, config: str, extra_env: dict[str, str] | None = None, name: str = "streamlit") -> None:
+        self.work = work
+        (work / f"{name}.toml").write_text(config)
+        env = {k: v for k, v in os.environ.items() if k not in KEY_VARS}
+        env.update(CONDUCTOR_DATA_DIR=str(work / "data"), CONDUCTOR_CONFIG=str(work / f"{name}.toml"), PYTHONUNBUFFERED="1")
+        env.update(extra_env or {})
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = open(work / f"{name}.log", "wb")
+        self.started = time.monotonic()
+        self.process = subprocess.Popen(
+            [
+                sys.executable, "-m", "streamlit", "run", str(ROOT / "playground" / "app.py"),
+                "--server.port", str(self.port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
+            ],
+            cwd=ROOT,  # .streamlit/config.toml is read from here (it binds 127.0.0.1)
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            _wait_healthy(self.url, self.process)
+        except BaseException:
+            self.stop()
+            raise
+        self.ready = time.monotonic() - self.started
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self.log.close()
+
+
+def endpoint_config(loopback, name: str = "loopback") -> str:
+    models = ", ".join(f'"{m}"' for m in loopback.models)
+    return f'[endpoints.{name}]\nbase_url = "{loopback.url}"\nmodels = [{models}]\n'
+
+
 @pytest.fixture(scope="module")
 def app_server(services, tmp_path_factory):
     from conductor_core.testing.protocol_servers import OpenAIServer
 
     work = tmp_path_factory.mktemp("browser")
-    loopback = OpenAIServer(reply=LOOPBACK_REPLY, models=["loopback-model"], chunk_delay_s=0.02).start()
-    config = work / "conductor.toml"
-    config.write_text(f'[endpoints.loopback]\nbase_url = "{loopback.url}"\nmodels = ["loopback-model"]\n')
-    env = {k: v for k, v in os.environ.items() if k not in KEY_VARS}
-    env.update(
-        CONDUCTOR_DATA_DIR=str(work / "data"),
-        CONDUCTOR_CONFIG=str(config),
-        PYTHONUNBUFFERED="1",
-    )
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = open(work / "streamlit.log", "wb")
-    started = time.monotonic()
-    process = subprocess.Popen(
-        [
-            sys.executable, "-m", "streamlit", "run", str(ROOT / "playground" / "app.py"),
-            "--server.port", str(port), "--server.address", "127.0.0.1", "--server.headless", "true",
-            "--browser.gatherUsageStats", "false",
-        ],
-        cwd=ROOT,  # .streamlit/config.toml is read from here
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    loopback = OpenAIServer(reply=LOOPBACK_REPLY, models=["loopback-model", "loopback-large"], chunk_delay_s=0.02).start()
+    server = Playground(work, config=endpoint_config(loopback))
     try:
-        _wait_healthy(url, process)
-        yield {"url": url, "loopback": loopback, "work": work, "started": started, "ready": time.monotonic() - started}
+        yield {"url": server.url, "loopback": loopback, "work": work, "started": server.started, "ready": server.ready}
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
+        server.stop()
         loopback.stop()
+
+
+@pytest.fixture
+def loopback(app_server):
+    """The app's loopback endpoint, put back as it was after each test."""
+    server = app_server["loopback"]
+    server.reset()
+    yield server
+    server.reset()
 
 
 def _settle_quietly(page) -> None:
@@ -212,18 +237,27 @@ def ask(page, prompt: str) -> None:
     box.press("Enter")
 
 
+_FINISHED_ANSWER = """(n) => {
+    if (document.querySelector('[data-stale="true"]') || document.querySelector('[data-testid="stStatusWidget"]')) return false;
+    const m = [...document.querySelectorAll('[data-testid="stChatMessage"]')]
+        .filter(e => e.querySelector('[data-testid="stChatMessageAvatarAssistant"]'));
+    return m.length >= n && m[n - 1].innerText.includes('tok/s') && !m[n - 1].innerText.includes('Stop');
+}"""
+
+
 def assistant_with_figures(page, count: int, timeout_ms: int = 180_000):
-    """The `count`-th assistant message, once its figures (tok/s...) are drawn."""
-    page.wait_for_function(
-        """(n) => {
-            const m = [...document.querySelectorAll('[data-testid="stChatMessage"]')]
-                .filter(e => e.querySelector('[data-testid="stChatMessageAvatarAssistant"]'));
-            return m.length >= n && m[n - 1].innerText.includes('tok/s');
-        }""",
-        arg=count,
-        timeout=timeout_ms,
-        polling=100,
-    )
+    """The `count`-th assistant message, once it has finished (its figures, tok/s..., are
+    drawn) and the page is at rest. While a run redraws the page, React may briefly show an
+    earlier message in that slot: the state must hold for a moment to count."""
+    deadline = time.monotonic() + timeout_ms / 1000
+    while True:
+        left_ms = max(1_000, int((deadline - time.monotonic()) * 1000))
+        page.wait_for_function(_FINISHED_ANSWER, arg=count, timeout=left_ms, polling=100)
+        page.wait_for_timeout(700)
+        if page.evaluate(_FINISHED_ANSWER, count):
+            break
+        if time.monotonic() > deadline:
+            raise AssertionError(f"assistant message {count} did not finish and stay finished")
     return page.locator('[data-testid="stChatMessage"]:has([data-testid="stChatMessageAvatarAssistant"])').nth(count - 1)
 
 
@@ -273,7 +307,7 @@ def test_playground_in_a_real_browser(app_server, shots):
             sidebar = page.get_by_test_id("stSidebar")
             choose(page, "Provider", "Local (Gemma 3 270M)", within=sidebar)
             wait_idle(page)
-            tokens = sidebar.get_by_test_id("stNumberInputField")
+            tokens = sidebar.get_by_label("Max tokens", exact=True)
             tokens.fill("40")
             tokens.press("Enter")
             wait_idle(page)
@@ -306,7 +340,7 @@ def test_playground_in_a_real_browser(app_server, shots):
             wait_idle(page)
             users = page.locator('[data-testid="stChatMessage"]:has([data-testid="stChatMessageAvatarUser"])')
             assert "<script>alert(1)</script>" in users.last.inner_text()
-            assert "<img src=x onerror=alert(2)>" in reply.inner_text()
+            assert "<img src=x onerror=alert(2)>" in reply.inner_text(), reply.inner_text()
             messages = page.get_by_test_id("stChatMessage")
             assert messages.locator("script").count() == 0
             assert messages.locator("img[onerror], b").count() == 0
@@ -318,18 +352,21 @@ def test_playground_in_a_real_browser(app_server, shots):
             # 4. Compare the local model with the loopback server, then vote.
             open_page(page, "Compare")
             wait_idle(page)
-            tokens = page.get_by_test_id("stSidebar").get_by_test_id("stNumberInputField")
+            tokens = page.get_by_label("Max tokens", exact=True).first  # column 1: the local model
             tokens.fill("32")  # the local model is slow on a busy CI machine: keep its answer short
             tokens.press("Enter")
             wait_idle(page)
             page.get_by_label("Prompt", exact=True).fill("Name three primary colours.")
             page.get_by_role("button", name="Run compare").click()
-            page.get_by_text("working", exact=False).first.wait_for(timeout=30_000)  # which targets still work
+            page.get_by_role("button", name="Stop all").wait_for(timeout=30_000)  # while the columns stream
             page.get_by_text("Which answer is better?").wait_for(timeout=180_000)
             wait_idle(page)
             columns_text = page.inner_text("body")
             assert "local/gemma-3-270m" in columns_text and "loopback/loopback-model" in columns_text
-            assert "Fastest" in columns_text and "Cheapest" in columns_text
+            # Fastest goes to one (or both, if tied); cheapest needs two priced answers, and the
+            # loopback endpoint has no price: the page says why there is no Cheapest badge.
+            assert "Fastest" in columns_text and "Cheapest" not in columns_text.replace("Cheapest is given", "")
+            assert "Cheapest is given among priced answers only" in columns_text
             assert LOOPBACK_REPLY in columns_text
             shots(page, "compare", full_page=True)
             page.get_by_role("button", name="Left is better").click()
@@ -401,3 +438,400 @@ def test_playground_in_a_real_browser(app_server, shots):
     if extra:
         (Path(extra) / "timings.json").write_text(json.dumps(timings, indent=2))
     print(f"\nbrowser timings: {json.dumps(timings)}\nscreenshots: {shots.directory}")
+
+
+# --- sessions and steering (issue 11), each against the loopback endpoint --------------------------
+
+
+def launch(p):
+    return p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+
+
+def user_messages(page):
+    return page.locator('[data-testid="stChatMessage"]:has([data-testid="stChatMessageAvatarUser"])')
+
+
+def assistant_messages(page):
+    return page.locator('[data-testid="stChatMessage"]:has([data-testid="stChatMessageAvatarAssistant"])')
+
+
+def wait_user_messages(page, n: int, timeout_ms: int = 30_000) -> None:
+    """Until exactly `n` user messages are drawn and the page is at rest (a run redraws in steps)."""
+    page.wait_for_function(
+        """(n) => !document.querySelector('[data-stale="true"]') && [...document.querySelectorAll('[data-testid="stChatMessage"]')]
+            .filter(e => e.querySelector('[data-testid="stChatMessageAvatarUser"]')).length === n""",
+        arg=n, timeout=timeout_ms, polling=100,
+    )
+
+
+def chat_requests(server) -> list[dict]:
+    return [r["json"] for r in server.requests if r["path"].endswith("/chat/completions")]
+
+
+def log_records(work: Path, **filters):
+    """The request log as the playground process wrote it (read from this process)."""
+    from conductor_core.store import RequestLog
+
+    log = RequestLog(os.environ.get("CONDUCTOR_TEST_DB_URL") or None, data_dir=work / "data")
+    try:
+        return log.records(**filters)
+    finally:
+        log.close()
+
+
+def eventually(check, timeout_s: float = 30.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not met within {timeout_s:g} s")
+        time.sleep(0.2)
+
+
+def open_chat(page, url: str) -> None:
+    page.goto(url)
+    page.get_by_test_id("stChatInput").wait_for(timeout=120_000)
+    wait_idle(page, 120_000)
+
+
+def use_loopback(page, model: str | None = None) -> None:
+    sidebar = page.get_by_test_id("stSidebar")
+    choose(page, "Provider", "loopback", within=sidebar)
+    wait_idle(page)
+    if model:
+        choose(page, "Model", model, within=sidebar)
+        wait_idle(page)
+
+
+def test_a_session_survives_reload_and_two_tabs_share_it(app_server, loopback, shots):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = launch(p)
+        try:
+            context = browser.new_context(viewport={"width": 1280, "height": 900})
+            page = context.new_page()
+            open_chat(page, app_server["url"])
+            use_loopback(page)
+            sidebar = page.get_by_test_id("stSidebar")
+            system = sidebar.get_by_label("System prompt (this conversation)", exact=True)
+            system.fill("You are terse.")
+            system.press("Tab")  # a text area commits its value when it loses focus
+            wait_idle(page)
+            tokens = sidebar.get_by_label("Max tokens", exact=True)
+            tokens.fill("77")
+            tokens.press("Enter")
+            wait_idle(page)
+
+            # What you typed is what you see: no heading, no colour directive, no icon, no LaTeX.
+            prompt = "# Big heading\n:red[x] :material/home: $E=mc^2$"
+            ask(page, prompt)
+            assistant_with_figures(page, 1, timeout_ms=60_000)
+            wait_idle(page)
+            text = user_messages(page).first.get_by_test_id("stText")
+            assert text.inner_text().strip() == prompt
+            assert text.locator("h1, h2, h3, .katex, [data-testid='stIconMaterial'], span[style*='color']").count() == 0
+            sent = chat_requests(loopback)[-1]
+            assert sent["messages"] == [{"role": "system", "content": "You are terse."}, {"role": "user", "content": prompt}]
+            assert sent["max_tokens"] == 77 and sent["model"] == "loopback-model"
+            assert "session=ses_" in page.url
+            # Its title, from the prompt, is literal in the sidebar and the header: no icon drawn.
+            listed = page.get_by_test_id("stSidebar").get_by_role("button", name="Big heading", exact=False)
+            assert ":material/home:" in listed.inner_text().replace("\u2060", "")
+            assert listed.locator("[data-testid='stIconMaterial']").count() <= 1  # the list's own chevron only
+
+            # A reload opens the same session, with its settings.
+            url = page.url
+            page.reload()
+            page.get_by_test_id("stChatInput").wait_for(timeout=60_000)
+            assistant_with_figures(page, 1, timeout_ms=60_000)
+            wait_idle(page)
+            assert user_messages(page).first.get_by_test_id("stText").inner_text().strip() == prompt
+            assert sidebar.get_by_label("System prompt (this conversation)", exact=True).input_value() == "You are terse."
+            assert sidebar.get_by_label("Max tokens", exact=True).input_value() == "77"
+            chosen = sidebar.locator('[data-testid="stSelectbox"] input').evaluate_all("(inputs) => inputs.map(i => i.value || i.placeholder)")
+            shown_sidebar = sidebar.inner_text()
+            assert "loopback-model" in shown_sidebar or "loopback-model" in chosen, (chosen, shown_sidebar[:300])
+            assert page.url == url
+
+            # A second tab on the same URL; a slow answer started in the first, stopped from the second.
+            other = context.new_page()
+            open_chat(other, url)
+            assistant_with_figures(other, 1, timeout_ms=60_000)
+            loopback.reply = " ".join(f"word{i}" for i in range(80))
+            loopback.chunk_delay_s = 0.15
+            ask(page, "Count slowly")
+            page.get_by_text("word3", exact=False).wait_for(timeout=30_000)  # it streams into the first tab
+            assert page.get_by_test_id("stChatInputTextArea").is_disabled()  # no second message meanwhile
+            other.reload()
+            other.get_by_role("button", name="Stop").wait_for(timeout=60_000)  # the second tab sees it streaming
+            other.get_by_role("button", name="Stop").click()
+            page.get_by_text("Stopped: the partial answer is kept.").wait_for(timeout=30_000)  # the first tab follows
+            wait_idle(page)
+            stopped = assistant_messages(page).nth(1).inner_text()
+            assert "word0 word1 word2 word3" in stopped and "word79" not in stopped
+            assert "not sent as context" in stopped
+            eventually(lambda: loopback.in_flight == 0, 20, "the upstream stream closed")
+            cancelled = eventually(lambda: log_records(app_server["work"], provider="loopback", status="incomplete"), 20, "a cancelled row")
+            assert cancelled[0].error_type == "cancelled"
+            assert not page.get_by_test_id("stChatInputTextArea").is_disabled()
+            shots(page, "chat_stopped")
+        finally:
+            browser.close()
+
+
+def test_failed_turns_regenerate_edit_and_leaving_mid_stream(app_server, loopback, shots):
+    from conductor_core.testing.protocol_servers import Fault
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = launch(p)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            open_chat(page, app_server["url"])
+            use_loopback(page)
+            ask(page, "Hello")
+            assistant_with_figures(page, 1, timeout_ms=60_000)
+            wait_idle(page)
+
+            # A failed turn is shown, and not sent with the next message.
+            loopback.script(Fault("status", status=400, message="This model's maximum context length is 2048 tokens"))
+            ask(page, "x" * 5_000)
+            page.get_by_test_id("stAlertContentError").get_by_text("maximum context length", exact=False).wait_for(timeout=60_000)
+            wait_idle(page)
+            ask(page, "hi")
+            assistant_with_figures(page, 3, timeout_ms=60_000)
+            wait_idle(page)
+            contents = [m["content"] for m in chat_requests(loopback)[-1]["messages"]]
+            assert contents == ["Hello", LOOPBACK_REPLY, "hi"]
+
+            # Regenerate with another model: both answers kept, flipped through.
+            choose(page, "Model", "loopback-large", within=page.get_by_test_id("stSidebar"))
+            wait_idle(page)
+            loopback.reply = "A second opinion from the large model."
+            assistant_messages(page).nth(2).get_by_role("button", name="Regenerate").click()
+            page.get_by_text("A second opinion from the large model.").wait_for(timeout=60_000)
+            page.get_by_text("answer 2/2").wait_for(timeout=60_000)
+            wait_settled(page)
+            third = assistant_with_figures(page, 3, timeout_ms=60_000)
+            assert "answer 2/2" in third.inner_text() and "loopback-large" in third.inner_text()
+            assert chat_requests(loopback)[-1]["model"] == "loopback-large"
+            assert [m["content"] for m in chat_requests(loopback)[-1]["messages"]] == ["Hello", LOOPBACK_REPLY, "hi"]
+            third.get_by_role("button", name="‹").click()
+            page.get_by_text("answer 1/2").wait_for(timeout=30_000)
+            wait_idle(page)
+            assert LOOPBACK_REPLY in assistant_messages(page).nth(2).inner_text()
+            shots(page, "chat_alternatives")
+
+            # Edit the first message: it is sent again from there; the old branch stays one click away.
+            first = user_messages(page).first
+            first.get_by_role("button", name="Edit").click()
+            editor = page.get_by_label("Edit the message")
+            editor.fill("Hello again, edited")
+            page.get_by_role("button", name="Send edited").click()
+            page.get_by_text("version 2/2").wait_for(timeout=60_000)
+            assistant_with_figures(page, 1, timeout_ms=60_000)
+            wait_user_messages(page, 1)
+            assert [m["content"] for m in chat_requests(loopback)[-1]["messages"]] == ["Hello again, edited"]
+            user_messages(page).first.get_by_role("button", name="‹").click()
+            page.get_by_text("version 1/2").wait_for(timeout=30_000)
+            wait_user_messages(page, 3)  # the first version, with what followed it
+
+            # Leave the page while an answer streams: it completes, and is there on return.
+            loopback.reply = " ".join(f"tick{i}" for i in range(30))
+            loopback.chunk_delay_s = 0.1
+            ask(page, "Stream while I look elsewhere")
+            page.get_by_text("tick2", exact=False).wait_for(timeout=30_000)
+            open_page(page, "Dashboard")
+            page.wait_for_timeout(4_000)  # the rest of the answer arrives meanwhile
+            open_page(page, "Playground")
+            last = assistant_with_figures(page, 4, timeout_ms=60_000)
+            assert "tick29" in last.inner_text()
+        finally:
+            browser.close()
+
+
+def test_an_endpoint_added_in_the_page_sends_a_model_it_lists(app_server, shots):
+    from conductor_core.testing.protocol_servers import OpenAIServer
+    from playwright.sync_api import sync_playwright
+
+    ollama_like = OpenAIServer(reply="From a listed model.", models=["qwen2.5:7b", "llama3.2:latest"]).start()
+    try:
+        with sync_playwright() as p:
+            browser = launch(p)
+            try:
+                page = browser.new_page(viewport={"width": 1280, "height": 900})
+                open_chat(page, app_server["url"])
+                open_page(page, "Providers")
+                page.get_by_label("Name", exact=True).fill("ollama")
+                page.get_by_label("Base URL", exact=True).fill(ollama_like.url)
+                page.get_by_role("button", name="Add endpoint").click()
+                page.get_by_text("Endpoint ollama added", exact=False).wait_for(timeout=30_000)
+                open_page(page, "Playground")
+                choose(page, "Provider", "ollama", within=page.get_by_test_id("stSidebar"))
+                wait_idle(page)
+                ask(page, "Which model are you?")
+                assistant_with_figures(page, 1, timeout_ms=60_000)
+                sent = chat_requests(ollama_like)[-1]
+                assert sent["model"] == "llama3.2:latest"  # a name the server lists, never "default"
+            finally:
+                browser.close()
+    finally:
+        ollama_like.stop()
+
+
+def test_every_page_at_phone_width_with_the_sidebar_closed(app_server, shots):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = launch(p)
+        try:
+            # A phone as a browser reports it (390 x 844, a phone's user agent): Streamlit decides
+            # "small device" from both, and closes the sidebar after a navigation on phones.
+            phone = {**p.devices["iPhone 13"], "viewport": {"width": 390, "height": 844}, "device_scale_factor": 1}
+            phone.pop("default_browser_type", None)
+            page = browser.new_context(**phone).new_page()
+            open_chat(page, app_server["url"])
+            for title, name in (("Playground", "phone_chat"), ("Compare", "phone_compare"), ("Dashboard", "phone_dashboard"), ("Providers", "phone_providers")):
+                if title != "Playground":
+                    page.get_by_test_id("stExpandSidebarButton").click()
+                    page.get_by_test_id("stSidebarNav").get_by_text(title, exact=True).click()
+                    page.get_by_role("heading", name=title, exact=True).wait_for(timeout=60_000)
+                wait_idle(page)
+                page.wait_for_timeout(1_000)
+                # The sidebar starts (and after navigating, stays) closed: the page has the width.
+                sidebar = page.get_by_test_id("stSidebar")
+                page.wait_for_function(  # it slides shut after a navigation
+                    "() => document.querySelector('[data-testid=\"stSidebar\"]').getBoundingClientRect().right <= 0", timeout=10_000
+                )
+                assert sidebar.get_attribute("data-collapsed") == "true", title
+                overflow = page.evaluate("() => document.querySelector('[data-testid=\"stMain\"]').scrollWidth - window.innerWidth")
+                assert overflow <= 1, f"{title} is {overflow}px wider than the phone"
+                shots(page, name)
+        finally:
+            browser.close()
+
+
+def test_a_csv_export_neutralises_formulas(app_server, loopback):
+    import importlib.util
+
+    try:
+        escaping = importlib.util.find_spec("conductor_core.store.export") is not None
+    except ModuleNotFoundError:  # conductor_core.store is still one module, not the package
+        escaping = False
+    if not escaping:
+        pytest.skip("CSV formula escaping lands with the request-log work (conductor_core/store/export.py, issue 13)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = launch(p)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            open_chat(page, app_server["url"])
+            use_loopback(page)
+            loopback.reply = '=HYPERLINK("http://example.invalid/x","click")'
+            ask(page, "Say the formula")
+            assistant_with_figures(page, 1, timeout_ms=60_000)
+            open_page(page, "Dashboard")
+            with page.expect_download(timeout=60_000) as download:
+                page.get_by_role("button", name="CSV", exact=True).click()
+            import csv
+
+            rows = list(csv.DictReader(open(download.value.path(), newline="", encoding="utf-8")))
+            answers = [r["answer"] for r in rows if "HYPERLINK" in (r["answer"] or "")]
+            assert answers and all(not a.startswith("=") for a in answers), answers
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def postgres_url():
+    """A fresh PostgreSQL schema (as tests/test_store.py makes them), dropped afterwards."""
+    import uuid
+
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    from conductor_core.store import normalize_database_url
+
+    base = os.environ.get("CONDUCTOR_TEST_POSTGRES_URL")
+    if not base:
+        message = "needs CONDUCTOR_TEST_POSTGRES_URL (see the top of tests/test_store.py)"
+        if os.environ.get("CONDUCTOR_REQUIRE_SERVICES") == "1":
+            pytest.fail(f"CONDUCTOR_REQUIRE_SERVICES=1 but this test {message}")
+        pytest.skip(f"This test {message}")
+    schema = f"test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(normalize_database_url(base))
+    try:
+        with admin.begin() as conn:
+            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+        url = make_url(normalize_database_url(base)).update_query_dict({"options": f"-csearch_path={schema}"})
+        yield url.render_as_string(hide_password=False)
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    finally:
+        admin.dispose()
+
+
+def test_two_playground_processes_share_sessions_on_postgresql(services, postgres_url, tmp_path, shots):
+    """Two replicas on one database: a session made on one opens on the other; an answer
+    streaming on one is stopped from the other (its worker hears it through the database)."""
+    from conductor_core.store import RequestLog
+    from conductor_core.testing.protocol_servers import OpenAIServer
+    from playwright.sync_api import sync_playwright
+
+    upstream = OpenAIServer(reply="Shared by both replicas.", models=["loopback-model"], chunk_delay_s=0.02).start()
+    replicas = []
+    try:
+        for name in ("one", "two"):
+            work = tmp_path / name
+            work.mkdir()
+            replicas.append(
+                Playground(
+                    work, config=endpoint_config(upstream), name=name,
+                    extra_env={"CONDUCTOR_DATABASE_URL": postgres_url, "CONDUCTOR_LOCAL_ENABLED": "false"},
+                )
+            )
+        one, two = replicas
+        with sync_playwright() as p:
+            browser = launch(p)
+            try:
+                page = browser.new_page(viewport={"width": 1280, "height": 900})
+                open_chat(page, one.url)
+                use_loopback(page)
+                ask(page, "Asked on replica one")
+                assistant_with_figures(page, 1, timeout_ms=60_000)
+                session = page.url.split("session=")[1]
+
+                other = browser.new_page(viewport={"width": 1280, "height": 900})
+                open_chat(other, f"{two.url}/?session={session}")
+                assistant_with_figures(other, 1, timeout_ms=60_000)
+                assert "Asked on replica one" in user_messages(other).first.inner_text()
+                assert "Shared by both replicas." in assistant_messages(other).first.inner_text()
+                assert "Asked on replica one" in other.get_by_test_id("stSidebar").inner_text()  # listed there too
+
+                # A slow answer streams on replica one; replica two's page shows it and stops it.
+                upstream.reply = " ".join(f"step{i}" for i in range(80))
+                upstream.chunk_delay_s = 0.15
+                ask(page, "Count on replica one")
+                page.get_by_text("step3", exact=False).wait_for(timeout=30_000)
+                other.reload()
+                other.get_by_text("step", exact=False).first.wait_for(timeout=30_000)
+                other.get_by_role("button", name="Stop").click()
+                page.get_by_text("Stopped: the partial answer is kept.").wait_for(timeout=30_000)
+                eventually(lambda: upstream.in_flight == 0, 20, "replica one closed the upstream stream")
+                shots(other, "replica_two")
+            finally:
+                browser.close()
+        log = RequestLog(postgres_url, data_dir=tmp_path / "reader")
+        try:
+            rows = eventually(lambda: [r for r in log.records() if r.error_type == "cancelled"], 20, "a cancelled row")
+            assert rows[0].provider == "loopback" and rows[0].status == "incomplete"
+        finally:
+            log.close()
+    finally:
+        for replica in replicas:
+            replica.stop()
+        upstream.stop()

@@ -91,7 +91,8 @@ def test_series_from_frame_computes_the_figures():
     assert row_a.p50_latency_ms == pytest.approx(200.0)  # failures do not count in latency
     assert row_a.p95_latency_ms == pytest.approx(290.0)
     assert row_a.p50_ttft_ms == pytest.approx(60.0)
-    assert row_a.tokens_per_second == pytest.approx(28 / ((80 + 200) / 1000))
+    # The tokens after the first, over the time after the first token (the log's rollup rule).
+    assert row_a.tokens_per_second == pytest.approx((7 + 19) / ((80 + 200) / 1000))
     assert row_a.cost_usd == pytest.approx(0.04)
     assert row_a.cost_per_request_usd == pytest.approx(0.02)  # over the priced attempts
     assert row_a.requests_per_min == pytest.approx(3 / 5)
@@ -156,7 +157,7 @@ def test_series_from_aggregate_matches_the_sql_shape():
     assert a_wide["mean_latency_ms"] == pytest.approx((900 + 600) / 12)
     assert a_wide["mean_ttft_ms"] == pytest.approx((80 + 40) / 5)
     assert a_wide["tokens_per_second"] == pytest.approx(450 / 5)
-    assert charts.ttft_chart(wide).to_dict()["encoding"]["y"]["field"] == "mean_ttft_ms"
+    assert layer_encoding(charts.ttft_chart(wide).to_dict())["y"]["field"] == "mean_ttft_ms"
 
 
 def test_empty_inputs_give_empty_series():
@@ -228,14 +229,14 @@ def test_time_series_charts(builder, field):
     rows = data_rows(spec)
     assert len(rows) == 1 and 0 < rows[0] <= charts.MAX_POINTS
     (values,) = spec["datasets"].values()
-    assert set(values[0]) == {"provider", "bucket", field}  # only what the chart draws is sent
+    assert set(values[0]) <= {"provider", "bucket", field, "segment"}  # only what the chart draws is sent
     assert all(v[field] is not None for v in values)
 
 
 def test_latency_chart_draws_p50_and_p95():
     series, start, end = series_for(attempts(5_000))
     spec = charts.latency_chart(series, start=start, end=end).to_dict()
-    encoding = spec["encoding"]
+    encoding = layer_encoding(spec)
     assert encoding["y"]["field"] == "latency_ms"
     assert encoding["strokeDash"]["field"] == "percentile"
     (values,) = spec["datasets"].values()
@@ -256,7 +257,7 @@ def test_latency_chart_falls_back_to_the_mean_from_sql_sums():
 
 def test_success_rate_axis_is_a_percentage_from_0_to_1():
     series, _, _ = series_for(attempts(1_000))
-    y = charts.success_rate_chart(series).to_dict()["encoding"]["y"]
+    y = layer_encoding(charts.success_rate_chart(series).to_dict())["y"]
     assert y["axis"]["format"] == "%" and y["scale"]["domain"] == [0, 1]
 
 
@@ -304,3 +305,104 @@ def test_dashboard_tiles_show_big_numbers_compactly():
     assert [format_total_cost(c) for c in (0.0, 0.000123, 0.0123, 45.471234, 1234.5, 250_000.0)] == [
         "free", "$0.000123", "$0.0123", "$45.47", "$1,234.50", "$250.0k"
     ]
+
+
+# --- figures that tell the truth (issue 11, point 7) ---------------------------------------------
+
+
+def rows(*items: tuple[float, str, str, str | None, float | None]) -> pd.DataFrame:
+    """Attempts as (seconds before NOW, provider, status, error_type, cost)."""
+    return pd.DataFrame(
+        {
+            "created_at": pd.to_datetime([NOW.timestamp() - s for s, *_ in items], unit="s", utc=True),
+            "provider": [p for _, p, *_ in items],
+            "status": [st for _, _, st, *_ in items],
+            "error_type": [e for *_, e, _ in items],
+            "latency_ms": [100.0] * len(items),
+            "ttft_ms": [20.0] * len(items),
+            "output_tokens": [10] * len(items),
+            "cost_usd": [c for *_, c in items],
+        }
+    )
+
+
+def test_tokens_per_second_needs_two_tokens():
+    frame = rows((30, "a", "ok", None, 0.0))
+    frame["output_tokens"] = [1]  # one token: no speed can be measured from it
+    series, _ = dd.series_from_frame(frame, start=NOW - timedelta(minutes=5), end=NOW, bucket_s=300)
+    assert series["tokens_per_second"].isna().all()
+
+
+def test_the_rollup_path_leaves_out_failures_the_request_caused_too():
+    aggregate = pd.DataFrame(
+        {"provider": ["a"], "bucket": [pd.Timestamp(NOW - timedelta(minutes=2)).floor("60s")], "requests": [4], "ok": [2],
+         "errors": [2], "incomplete": [0], "not_at_fault": [1], "priced": [2], "cost_usd": [0.0]}
+    )
+    series = dd.series_from_aggregate(aggregate, start=NOW - timedelta(minutes=5), end=NOW, bucket_s=60)
+    row = series[series.requests > 0].iloc[0]
+    assert (row.requests, row.counted) == (4, 3) and row.success_rate == pytest.approx(2 / 3)
+
+
+def test_failures_the_request_caused_do_not_lower_the_success_rate():
+    frame = rows(
+        (30, "a", "ok", None, 1e-4),
+        (29, "a", "error", "bad_request", None),  # a context overflow: the request's fault
+        (28, "a", "incomplete", "cancelled", None),  # stopped by the person
+        (27, "a", "error", "timeout", None),  # the provider's fault
+        (26, "a", "ok", None, 1e-4),
+    )
+    series, _ = dd.series_from_frame(frame, start=NOW - timedelta(minutes=5), end=NOW, bucket_s=300)
+    row = series[series.requests > 0].iloc[0]
+    assert (row.requests, row.ok, row.counted) == (5, 2, 3)
+    assert row.success_rate == pytest.approx(2 / 3)
+    totals = dd.summary(series)
+    assert totals["requests"] == 5 and totals["success_rate"] == pytest.approx(2 / 3)
+
+
+def test_a_total_with_unpriced_answers_says_so():
+    frame = rows((30, "a", "ok", None, 0.0), (20, "b", "ok", None, None), (10, "b", "ok", None, None), (5, "b", "error", "timeout", None))
+    series, _ = dd.series_from_frame(frame, start=NOW - timedelta(minutes=5), end=NOW)
+    totals = dd.summary(series)
+    assert totals["unpriced"] == 2  # successes with no price; a failure has no cost to know
+    from playground.components import format_total_cost
+
+    assert dd.cost_tile(totals["cost_usd"], totals["unpriced"], totals["requests"], format_total_cost) == ("$0", "+ 2 unpriced")
+    assert dd.cost_tile(0.0123, 0, 4, format_total_cost) == ("$0.0123", None)
+    assert dd.cost_tile(0.0, 0, 4, format_total_cost) == ("free", None)
+    assert dd.cost_tile(0.0, 0, 0, format_total_cost) == ("$0", None)
+
+
+def test_lines_are_straight_and_break_where_there_is_no_data():
+    # Success rate measured in two buckets ten minutes apart, and one lone bucket for b.
+    frame = rows((600, "a", "ok", None, 0.0), (590, "a", "error", "timeout", None), (30, "a", "ok", None, 0.0), (300, "b", "ok", None, 0.0))
+    series, _ = dd.series_from_frame(frame, start=NOW - timedelta(minutes=15), end=NOW, bucket_s=60)
+    spec = charts.success_rate_chart(series, start=NOW - timedelta(minutes=15), end=NOW).to_dict()
+    assert spec["mark"]["type"] == "line" and spec["mark"]["interpolate"] == "linear"
+    assert spec["encoding"]["detail"]["field"] == "segment"  # one path per run of buckets with data
+    assert spec["mark"]["point"]["filled"]  # every point a dot: a lone bucket still shows
+    (values,) = spec["datasets"].values()
+    a = [v for v in values if v["provider"] == "a"]
+    assert [v["success_rate"] for v in a] == [0.5, 1.0]
+    assert a[0]["segment"] != a[1]["segment"]  # not joined across the 9 empty minutes
+    assert len({v["segment"] for v in values}) == 3
+    # Latency breaks the same way, per provider and percentile.
+    latency = charts.latency_chart(series).to_dict()
+    (points,) = latency["datasets"].values()
+    assert len({v["segment"] for v in points if v["provider"] == "a" and v["percentile"] == "p50"}) == 2
+
+
+def test_consecutive_buckets_make_one_segment():
+    frame = rows(*[(60 * i + 5, "a", "ok", None, 0.0) for i in range(5)])
+    series, _ = dd.series_from_frame(frame, start=NOW - timedelta(minutes=10), end=NOW, bucket_s=60)
+    (values,) = charts.success_rate_chart(series).to_dict()["datasets"].values()
+    assert len(values) == 5 and len({v["segment"] for v in values}) == 1
+
+
+def test_legends_wrap_so_eight_providers_stay_readable():
+    eight = [f"provider-{i}" for i in range(8)]
+    series, start, end = series_for(attempts(2_000, providers=eight))
+    for builder in (charts.latency_chart, *[b for b, _ in TIME_SERIES]):
+        spec = builder(series, providers=eight, start=start, end=end).to_dict()
+        legend = layer_encoding(spec)["color"]["legend"]
+        assert legend["orient"] == "bottom" and legend["columns"] == 3 and legend["labelLimit"] >= 100, builder.__name__
+        assert layer_encoding(spec)["color"]["scale"]["domain"] == eight

@@ -23,7 +23,9 @@ from conductor_core.models import AttemptRecord, Vote, utcnow  # noqa: E402
 from conductor_core.testing.protocol_servers import GeminiServer, OpenAIServer  # noqa: E402
 
 import tests.playground_fakes as fakes  # noqa: E402  (the same module object the app imports)
+from conductor_core.testing.fakes import Reply  # noqa: E402
 from playground import charts  # noqa: E402
+from playground import state as playground_state  # noqa: E402
 from playground.state import FACTORY_ENV  # noqa: E402
 
 APP = ROOT / "playground" / "app.py"
@@ -44,13 +46,17 @@ def env(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no stray .env or conductor.toml
     st.cache_resource.clear()  # a fresh Conductor (and fresh fakes) for every test
     yield tmp_path
+    if fakes.CONDUCTORS:  # answers still streaming finish before their Conductor closes
+        settle_workers()
     st.cache_resource.clear()
     while fakes.CONDUCTORS:
         fakes.CONDUCTORS.pop().close()
 
 
-def new_session() -> AppTest:
+def new_session(**query) -> AppTest:
+    """A new browser tab; `session=...` opens that URL."""
     at = AppTest.from_file(str(APP), default_timeout=60)
+    at.query_params.update(query)
     at.run()
     assert not at.exception, at.exception
     return at
@@ -65,6 +71,19 @@ def conductor():
     return fakes.CONDUCTORS[-1]
 
 
+def settle_workers(timeout: float = 30.0) -> None:
+    """Until every answer this process streams has ended."""
+    assert playground_state.worker().wait_all(timeout), "an answer did not finish in time"
+
+
+def settle(at: AppTest) -> AppTest:
+    """What a person sees once the answers have arrived (the page refreshes itself)."""
+    settle_workers()
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
 def plain(text: str) -> str:
     return text.replace("\\", "")
 
@@ -74,11 +93,15 @@ def send(at: AppTest, text: str, provider: str | None = None) -> AppTest:
         at.sidebar.selectbox(key="chat_provider").set_value(provider).run()
     at.chat_input[0].set_value(text).run()
     assert not at.exception, at.exception
-    return at
+    return settle(at)
 
 
 def assistant_messages(at: AppTest):
     return [m for m in at.chat_message if m.name == "assistant"]
+
+
+def user_texts(at: AppTest) -> list[str]:
+    return [t.value for m in at.chat_message if m.name == "user" for t in m.text]
 
 
 def answer_text(message) -> list[str]:
@@ -89,10 +112,18 @@ def figures(message) -> str:
     return plain(next(m.value for m in message.markdown if "badge[:material/dns:" in m.value))
 
 
+def button(at_or_block, label: str, n: int = 0):
+    return [b for b in at_or_block.button if b.label == label][n]
+
+
 def no_traceback(at: AppTest) -> None:
     assert not at.exception, at.exception
     for element in [*at.error, *at.markdown, *at.caption]:
         assert "Traceback" not in str(element.value)
+
+
+def contents(call) -> list[str]:
+    return [m.content for m in call.messages]
 
 
 # --- Playground (chat) ---------------------------------------------------------------------
@@ -111,14 +142,17 @@ def test_chat_answer_appears_with_its_figures(app):
     app.switch_page("views/chat.py").run()
     assert [m.name for m in app.chat_message] == ["user", "assistant"]
     assert app.sidebar.selectbox(key="chat_provider").value == "alpha"
+    assert app.query_params["session"].startswith("ses_")
 
 
 def test_an_example_prompt_starts_the_conversation(app):
     app.sidebar.selectbox(key="chat_provider").set_value("gamma").run()
     app.pills(key="chat_example").set_value("Write a haiku about latency.").run()
+    settle(app)
     no_traceback(app)
     assert [m.name for m in app.chat_message] == ["user", "assistant"]
     assert fakes.FAKES["gamma"].calls[-1].messages[-1].content == "Write a haiku about latency."
+    assert len(fakes.FAKES["gamma"].calls) == 1  # sent once, not again on later runs
     assert not app.pills  # the examples make way for the conversation
 
 
@@ -129,24 +163,173 @@ def test_chat_lists_models_and_sends_parameters(app):
     model.set_value("alpha-large").run()
     app.sidebar.slider(key="chat_temperature").set_value(1.5).run()
     app.sidebar.number_input(key="chat_max_tokens").set_value(77).run()
+    app.sidebar.number_input(key="chat_top_p").set_value(0.4).run()
+    app.sidebar.number_input(key="chat_seed").set_value(1234).run()
+    app.sidebar.text_area(key="chat_stop").set_value("END\n\\n\\n").run()
     app.sidebar.text_area(key="chat_system").set_value("Be brief.").run()
     send(app, "Hi")
     request = fakes.FAKES["alpha"].calls[-1]
     assert (request.model, request.temperature, request.max_tokens) == ("alpha-large", 1.5, 77)
+    assert (request.top_p, request.seed, request.stop) == (0.4, 1234, ["END", "\n\n"])
     assert request.messages[0].role.value == "system" and request.messages[0].content == "Be brief."
     assert "alpha-large" in figures(assistant_messages(app)[-1])
 
 
-def test_chat_keeps_the_conversation_and_clears_it(app):
+def test_reload_and_a_second_tab_keep_the_session_and_its_settings(app):
+    app.sidebar.selectbox(key="chat_provider").set_value("alpha").run()
+    app.sidebar.slider(key="chat_temperature").set_value(0.25).run()
+    app.sidebar.text_area(key="chat_system").set_value("You are a pirate.").run()
+    send(app, "First question")
+    send(app, "Second question")
+    url = app.query_params["session"]
+    # A reload is a new browser session on the same URL.
+    again = new_session(session=url)
+    assert user_texts(again) == ["First question", "Second question"]
+    assert answer_text(assistant_messages(again)[-1]) == ["Alpha answers first."]
+    assert again.sidebar.selectbox(key="chat_provider").value == "alpha"
+    assert again.sidebar.slider(key="chat_temperature").value == 0.25
+    assert again.sidebar.text_area(key="chat_system").value == "You are a pirate."
+    # Settings changed in one tab reach the other on its next run, and are what it sends.
+    again.sidebar.slider(key="chat_temperature").set_value(1.75).run()
+    app.run()
+    assert app.sidebar.slider(key="chat_temperature").value == 1.75
+    send(app, "Third")
+    assert fakes.FAKES["alpha"].calls[-1].temperature == 1.75
+    settle(again)
+    assert user_texts(again) == ["First question", "Second question", "Third"]
+    # The sidebar lists it, titled by the first prompt; a new chat starts empty.
+    titles = [b.label for b in again.sidebar.button]
+    assert "First question" in titles
+    button(again.sidebar, "New chat").click().run()
+    assert not again.chat_message and "session" not in again.query_params
+    button(again.sidebar, "First question").click().run()
+    assert user_texts(again) == ["First question", "Second question", "Third"]
+
+
+def test_sessions_are_searched_renamed_and_deleted(app):
+    send(app, "Tell me about zebras", provider="gamma")
+    button(app.sidebar, "New chat").click().run()
+    send(app, "Now giraffes")
+    app.sidebar.text_input(key="chat_search").set_value("zebra").run()
+    assert [b.label for b in app.sidebar.button if b.label not in ("New chat",)] == ["Tell me about zebras"]
+    app.sidebar.text_input(key="chat_search").set_value("").run()
+    sid = app.query_params["session"]
+    app.text_input(key=f"rename_{sid}").set_value("Giraffe facts").run()
+    button(app, "Rename").click().run()
+    assert "Giraffe facts" in [b.label for b in app.sidebar.button]
+    button(app, "Delete this chat").click().run()
+    no_traceback(app)
+    assert not app.chat_message and "Giraffe facts" not in [b.label for b in app.sidebar.button]
+    assert playground_state.sessions().get(sid) is None
+    # Its URL, opened later, says so instead of failing.
+    gone = new_session(session=sid)
+    assert any("does not exist any more" in w.value for w in gone.warning)
+
+
+def test_chat_keeps_the_conversation_and_sends_it_as_history(app):
     send(app, "First", provider="gamma")
     send(app, "Second")
     send(app, "Third")
     assert [m.name for m in app.chat_message] == ["user", "assistant"] * 3
-    # Earlier turns are sent as history.
     last = fakes.FAKES["gamma"].calls[-1]
-    assert [m.content for m in last.messages] == ["First", "Gamma is free.", "Second", "Gamma is free.", "Third"]
-    app.sidebar.button[0].click().run()
-    assert not app.chat_message
+    assert contents(last) == ["First", "Gamma is free.", "Second", "Gamma is free.", "Third"]
+
+
+def test_prompts_are_shown_exactly_as_typed(app):
+    prompt = "# Big heading\n:red[x] :material/home: $E=mc^2$ **bold**"
+    send(app, prompt, provider="gamma")
+    assert user_texts(app) == [prompt]  # st.text: no Markdown, directives or LaTeX
+    assert not [m for m in app.chat_message[0].markdown if "Big heading" in m.value]
+    # The session's title (from the prompt) is literal too, in the sidebar and the header.
+    label = next(b.label for b in app.sidebar.button if "Big heading" in b.label)
+    assert ":\u2060material/home\\:\u2060" in label  # the shortcode broken by word joiners: shown, not drawn
+    assert fakes.FAKES["gamma"].calls[-1].messages[-1].content == prompt
+
+
+def test_a_failed_turn_is_shown_but_not_sent_again(app):
+    from conductor_core.errors import BadRequestError
+
+    send(app, "Hello", provider="alpha")
+    fakes.FAKES["alpha"].script(
+        BadRequestError("alpha rejected the request (HTTP 400: 3,730 tokens is over the context window)", provider="alpha", status_code=400)
+    )
+    send(app, "x" * 20_000)
+    assert any("over the context window" in plain(e.value) for e in app.error)
+    assert any("not sent as context" in c.value for c in app.caption)
+    send(app, "hi")
+    assert contents(fakes.FAKES["alpha"].calls[-1]) == ["Hello", "Alpha answers first.", "hi"]
+    assert answer_text(assistant_messages(app)[-1]) == ["Alpha answers first."]
+    # It stays visible, and can be deleted.
+    assert "x" * 20_000 in user_texts(app)
+    failed = [m for m in app.chat_message if m.name == "user"][1]
+    button(failed, "Delete").click().run()
+    assert user_texts(app) == ["Hello", "hi"]
+
+
+def test_regenerate_with_another_model_keeps_both_answers(app):
+    send(app, "Pick a colour", provider="alpha")
+    app.sidebar.selectbox(key="chat_model_alpha").set_value("alpha-large").run()
+    fakes.FAKES["alpha"].script("Blue, from the large model.")
+    button(assistant_messages(app)[0], "Regenerate").click().run()
+    settle(app)
+    answer = assistant_messages(app)[0]
+    assert answer_text(answer) == ["Blue, from the large model."]
+    assert "alpha-large" in figures(answer)
+    assert any("answer 2/2" in c.value for c in answer.caption)
+    assert contents(fakes.FAKES["alpha"].calls[-1]) == ["Pick a colour"]  # the same history, once
+    button(answer, "‹").click().run()  # the previous alternative
+    answer = assistant_messages(app)[0]
+    assert answer_text(answer) == ["Alpha answers first."] and any("answer 1/2" in c.value for c in answer.caption)
+    # The next message follows the answer shown.
+    send(app, "Why?")
+    assert contents(fakes.FAKES["alpha"].calls[-1]) == ["Pick a colour", "Alpha answers first.", "Why?"]
+
+
+def test_edit_resends_from_there_and_keeps_the_old_branch(app):
+    send(app, "Capital of Frnace?", provider="gamma")
+    send(app, "And its population?")
+    first = [m for m in app.chat_message if m.name == "user"][0]
+    first.text_area(key=next(k for k in [w.key for w in first.text_area] if k.startswith("edit_"))).set_value("Capital of France?")
+    button(first, "Send edited").click().run()
+    settle(app)
+    assert user_texts(app) == ["Capital of France?"]
+    assert contents(fakes.FAKES["gamma"].calls[-1]) == ["Capital of France?"]
+    first = [m for m in app.chat_message if m.name == "user"][0]
+    assert any("version 2/2" in c.value for c in first.caption)
+    button(first, "‹").click().run()  # back to the first version, with what followed it
+    assert user_texts(app) == ["Capital of Frnace?", "And its population?"]
+
+
+def test_stop_keeps_the_partial_answer_and_the_log_says_cancelled(app):
+    slow = fakes.FAKES["beta"]
+    slow.script(Reply(text="This answer would take a long time to arrive.", latency_s=1.5))
+    app.sidebar.selectbox(key="chat_provider").set_value("beta").run()
+    app.chat_input[0].set_value("Take your time").run()
+    # While it streams: a Stop button, and the input is disabled (no second message meanwhile).
+    assert app.chat_input[0].disabled
+    button(app, "Stop").click().run()
+    settle(app)
+    answer = assistant_messages(app)[-1]
+    assert any("Stopped" in c.value for c in answer.caption)
+    assert any("not sent as context" in c.value for c in answer.caption)
+    assert not app.chat_input[0].disabled
+    cancelled = [r for r in conductor().log.records() if r.error_type == "cancelled"]
+    assert [r.provider for r in cancelled] == ["beta"]  # stopped while it waited: cancelled at once
+    stopped = playground_state.sessions().conversation(app.query_params["session"]).turns[-1].chosen[0]
+    assert stopped.request_id == cancelled[0].request_id  # the answer names its log row
+    send(app, "Next")
+    assert contents(slow.calls[-1]) == ["Next"]  # the stopped turn is not sent
+
+
+def test_leaving_the_page_while_an_answer_streams_loses_nothing(app):
+    fakes.FAKES["beta"].script(Reply(text="Finished while you were away.", latency_s=0.8))
+    app.sidebar.selectbox(key="chat_provider").set_value("beta").run()
+    app.chat_input[0].set_value("Long question").run()
+    app.switch_page("views/dashboard.py").run()
+    settle_workers()
+    app.switch_page("views/chat.py").run()
+    assert answer_text(assistant_messages(app)[-1]) == ["Finished while you were away."]
+    assert "beta · beta-1" in figures(assistant_messages(app)[-1])
 
 
 def test_provider_error_is_a_message_and_the_app_keeps_working(app):
@@ -182,10 +365,66 @@ def test_auto_falls_back_and_shows_the_attempt(app):
 def test_html_in_prompts_and_answers_is_markdown_text_not_html(app):
     fakes.FAKES["alpha"].script("<script>alert(1)</script> <b>bold?</b>")
     send(app, "<script>alert(1)</script>", provider="alpha")
-    assert any(m.value == "<script>alert(1)</script>" for m in app.chat_message[0].markdown)
+    assert user_texts(app) == ["<script>alert(1)</script>"]
+    assert "<script>alert(1)</script> <b>bold?</b>" in answer_text(assistant_messages(app)[0])
     assert not app.get("html")  # nothing goes through st.html
     for element in app.markdown:
         assert not element.proto.allow_html, element.value
+
+
+def test_the_cost_of_the_next_request_is_shown_before_sending(app):
+    def shown() -> str:
+        return plain(next(c.value for c in app.caption if "Next request" in c.value))
+
+    app.sidebar.selectbox(key="chat_provider").set_value("alpha").run()  # priced at 1e-6 a token
+    assert shown().startswith(":material/payments: Next request: **≤ $0.00026")  # ~1 + 4 tokens in, 256 out
+    app.sidebar.number_input(key="chat_max_tokens").set_value(1000).run()
+    assert "≤ $0.001" in shown()  # the max-tokens bound moves it
+    app.sidebar.selectbox(key="chat_provider").set_value("gamma").run()
+    assert "**free**" in shown()
+    app.sidebar.selectbox(key="chat_provider").set_value("beta").run()
+    assert "**unknown**" in shown()
+    app.sidebar.selectbox(key="chat_provider").set_value("auto").run()
+    assert "free to ≤ $0.0010, unknown on beta" in shown()
+
+
+def test_a_setting_the_provider_ignores_says_so_beside_the_control(env, monkeypatch):
+    from conductor_core.testing.protocol_servers import AnthropicServer
+
+    server = AnthropicServer(reply="Claude here.").start()
+    try:
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "test-anthropic-key-1234")
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", server.url)
+        st.cache_resource.clear()
+        at = new_session()
+        at.sidebar.selectbox(key="chat_provider").set_value("anthropic").run()
+        notes = [plain(c.value) for c in at.sidebar.caption if "block" in c.value]
+        assert any("Anthropic ignores temperature" in n for n in notes), notes
+        assert any("Anthropic ignores top_p" in n for n in notes) and any("Anthropic ignores seed" in n for n in notes)
+        assert not any("stop sequences" in n for n in notes)  # it passes stop sequences on
+        at.sidebar.selectbox(key="chat_provider").set_value("alpha").run()
+        assert not [c for c in at.sidebar.caption if "ignores" in c.value]
+        at.sidebar.selectbox(key="chat_provider").set_value("auto").run()
+        assert any("If AUTO picks Anthropic, temperature is not sent" in plain(c.value) for c in at.sidebar.caption)
+        at.sidebar.selectbox(key="chat_provider").set_value("anthropic").run()
+        at.sidebar.text_area(key="chat_stop").set_value("STOP").run()
+        send(at, "Hello Claude")
+        body = server.requests[-1]["json"]
+        assert body["stop_sequences"] == ["STOP"] and "temperature" not in body
+    finally:
+        server.stop()
+
+
+def test_without_prompt_logging_the_page_says_sessions_are_not_kept(env, monkeypatch):
+    monkeypatch.setenv("CONDUCTOR_LOG_PROMPTS", "false")
+    st.cache_resource.clear()
+    at = new_session()
+    assert any("sessions are **not kept**" in i.value for i in at.info)
+    send(at, "private words 7c1d", provider="gamma")
+    assert user_texts(at) == ["private words 7c1d"]
+    for path in env.rglob("*"):
+        if path.is_file():
+            assert b"private words 7c1d" not in path.read_bytes(), path
 
 
 # --- Compare --------------------------------------------------------------------------------
@@ -193,68 +432,138 @@ def test_html_in_prompts_and_answers_is_markdown_text_not_html(app):
 
 def run_compare(at: AppTest, prompt: str, count: int = 2) -> AppTest:
     at.switch_page("views/compare.py").run()
-    at.segmented_control(key="cmp_count").set_value(count).run()
+    if at.segmented_control:
+        at.segmented_control(key="cmp_count").set_value(count).run()
     at.text_area(key="cmp_prompt").set_value(prompt)
     at.get("form_submit_button")[0].click().run()
     no_traceback(at)
-    return at
+    return settle(at)
 
 
-def test_compare_three_targets_marks_fastest_and_cheapest_and_records_the_vote(app):
+def column_titles(at: AppTest) -> list[str]:
+    return [plain(m.value) for m in at.markdown if m.value.startswith("**") and "/" in m.value]
+
+
+def marks(at: AppTest) -> tuple[list[str], list[str]]:
+    """The columns that carry the Fastest and Cheapest badges."""
+    fastest, cheapest, column = [], [], None
+    for node in at.main:  # every element, in page order
+        value = getattr(node, "value", None) if getattr(node, "type", None) == "markdown" else None
+        if not isinstance(value, str):
+            continue
+        if value.startswith("**") and "/" in value:
+            column = plain(value).strip("*")
+        elif "Fastest" in value and column:
+            fastest.append(column)
+        elif "Cheapest" in value and column:
+            cheapest.append(column)
+    return fastest, cheapest
+
+
+def test_compare_three_columns_marks_fastest_and_cheapest_and_records_the_vote(app):
+    # Latencies far apart (a shared machine's scheduling noise is tens of milliseconds).
+    fakes.FAKES["beta"].script(Reply(text="Beta answers too.", latency_s=0.6))
+    fakes.FAKES["gamma"].script(Reply(text="Gamma is free.", latency_s=0.4))
     run_compare(app, "Which is best?", count=3)
-    cells = [c for c in app.main.get("flex_container")]
     texts = [m.value for m in app.markdown]
     for reply in ("Alpha answers first.", "Beta answers too.", "Gamma is free."):
         assert reply in texts
     assert {call.messages[-1].content for name in ("alpha", "beta", "gamma") for call in fakes.FAKES[name].calls} == {"Which is best?"}
-    badges = [m.value for m in app.markdown if "badge" in m.value]
-    assert any("Fastest" in b for b in badges) and any("Cheapest" in b for b in badges)
-    # alpha is quickest (10 ms); gamma is free, alpha is priced, beta's price is unknown.
-    order = [plain(m.value) for m in app.markdown if m.value.startswith("**") or "badge" in m.value]
-    assert order.index("**gamma/gamma-1**") < next(i for i, v in enumerate(order) if "Cheapest" in v)
-    assert next(i for i, v in enumerate(order) if "Fastest" in v) < order.index("**beta/beta-1**")
-    assert cells  # columns were drawn
+    assert column_titles(app) == ["**alpha/alpha-small**", "**beta/beta-1**", "**gamma/gamma-1**"]
+    # alpha is quickest; among the priced answers (alpha, gamma) gamma is free: cheapest.
+    fastest, cheapest = marks(app)
+    assert (fastest, cheapest) == (["alpha/alpha-small"], ["gamma/gamma-1"])
     vote = next(b for b in app.button if b.label == "Best: gamma/gamma-1")
     vote.click().run()
     votes = conductor().log.votes()
     assert [(v.targets, v.winner) for v in votes] == [(["alpha/alpha-small", "beta/beta-1", "gamma/gamma-1"], "gamma/gamma-1")]
     assert any("Vote recorded" in s.value for s in app.success)
-    group = votes[0].group_id
-    assert {r.group_id for r in conductor().log.records()} == {group}
+    # The vote names the round; the round's answers name their request-log rows.
+    turn = playground_state.sessions().conversation(app.query_params["session"]).turns[0]
+    assert votes[0].group_id == turn.id and turn.vote == "gamma/gamma-1"
+    answered = {a.request_id for a in turn.chosen.values()}
+    assert answered == {r.request_id for r in conductor().log.records()}
 
 
-def test_compare_two_targets_vote_rerun_and_reopen(app):
+def test_compare_badges_ties_and_cheapest_only_among_priced_answers():
+    from playground.components import compare_marks
+    from conductor_core.models import ChatResponse
+
+    def answer(latency: float, cost: float | None) -> ChatResponse:
+        return ChatResponse(content="x", metadata={"provider": "p", "model": "m"}, analytics={"latency_ms": latency, "cost_usd": cost})
+
+    # Both show "756 ms": a tie. Free against unknown: no cheapest (unknown may be free too).
+    assert compare_marks([answer(756.2, 0.0), answer(756.4, None)]) == ({0, 1}, set())
+    assert compare_marks([answer(900, 0.0), answer(400, 0.002), answer(500, None)]) == ({1}, {0})
+    assert compare_marks([answer(1231, 0.001), answer(1234, 0.001)]) == ({0, 1}, {0, 1})  # "1.23 s" both
+    assert compare_marks([answer(100, 0.001), None]) == (set(), set())
+
+
+def test_compare_the_same_model_at_two_settings_labelled_by_what_differs(app):
+    app.switch_page("views/compare.py").run()
+    app.selectbox(key="cmp1_provider").set_value("alpha").run()
+    app.selectbox(key="cmp1_model_alpha").set_value("alpha-small").run()
+    app.slider(key="cmp0_temperature").set_value(0.0).run()
+    app.slider(key="cmp1_temperature").set_value(1.2).run()
+    app.text_area(key="cmp1_system").set_value("Answer like a poet.").run()
+    app.text_area(key="cmp_prompt").set_value("Same model twice")
+    app.get("form_submit_button")[0].click().run()
+    settle(app)
+    no_traceback(app)
+    calls = fakes.FAKES["alpha"].calls
+    assert sorted((c.temperature, c.messages[0].content) for c in calls) == [(0.0, "Same model twice"), (1.2, "Answer like a poet.")]
+    titles = column_titles(app)
+    assert titles == ["**alpha/alpha-small · T=0 · no system prompt**", "**alpha/alpha-small · T=1.2 · system “Answer like a poet.”**"]
+    next(b for b in app.button if b.label == "Right is better").click().run()
+    assert conductor().log.votes()[-1].winner == "alpha/alpha-small · T=1.2 · system “Answer like a poet.”"
+
+
+def test_a_follow_up_goes_to_every_column_with_its_own_history(app):
+    fakes.FAKES["beta"].script(ProviderUnavailableError("beta is unavailable (HTTP 503: overloaded)", provider="beta"))
+    run_compare(app, "Round one", count=2)
+    assert any("beta is unavailable" in plain(e.value) for e in app.error)
+    app.text_area(key="cmp_prompt").set_value("Round two")
+    app.get("form_submit_button")[0].click().run()
+    settle(app)
+    # alpha's column sends its history; beta's first round failed, so its column starts afresh.
+    assert contents(fakes.FAKES["alpha"].calls[-1]) == ["Round one", "Alpha answers first.", "Round two"]
+    assert contents(fakes.FAKES["beta"].calls[-1]) == ["Round two"]
+    assert [m.value for m in app.markdown if m.value.startswith("####")] == ["#### Message 1", "#### Follow-up 2"]
+    # The comparison is a session: another tab opens it from the URL.
+    other = new_session(session=app.query_params["session"])
+    assert any(m.value == "#### Follow-up 2" for m in other.markdown)
+    assert [t.value for t in other.text] == ["Round one", "Round two"]
+
+
+def test_a_comparison_url_opened_on_the_playground_shows_the_comparison(app):
+    run_compare(app, "Opened from a link", count=2)
+    sid = app.query_params["session"]
+    tab = new_session(session=sid)  # the bare URL opens the Playground page first
+    no_traceback(tab)
+    assert tab.title[0].value == "Compare" and "Opened from a link" in [t.value for t in tab.text]
+    assert tab.query_params["session"] == sid
+
+
+def test_compare_rerun_keeps_the_earlier_answers_and_votes_again(app):
     run_compare(app, "Left or right?", count=2)
     next(b for b in app.button if b.label == "Left is better").click().run()
     assert conductor().log.votes()[-1].winner == "alpha/alpha-small"
+    fakes.FAKES["alpha"].script("Alpha, second take.")
     next(b for b in app.button if b.label == "Re-run").click().run()
+    settle(app)
     no_traceback(app)
-    assert "#### Comparison #2" in [m.value for m in app.markdown]
+    assert "Alpha, second take." in [m.value for m in app.markdown]
+    assert any("answer 2/2" in c.value for c in app.caption)
     next(b for b in app.button if b.label == "Tie").click().run()
     assert [v.winner for v in conductor().log.votes()] == ["alpha/alpha-small", "tie"]
-    # Reopen the first comparison from the history menu: its vote is still there.
-    app.sidebar.selectbox(key="cmp_view").set_value(0).run()
-    assert "#### Comparison #1" in [m.value for m in app.markdown]
-    assert any("Vote recorded: alpha/alpha-small" in plain(s.value) for s in app.success)
-    # Results survive a rerun and a page switch.
+    # Past comparisons are listed in the sidebar and reopen with their votes.
     app.switch_page("views/chat.py").run()
     app.switch_page("views/compare.py").run()
-    assert "Left or right?" in [m.value for m in app.markdown]
+    assert "Left or right?" in [t.value for t in app.text]
+    assert any("Vote recorded: a tie" in plain(s.value) for s in app.success)
 
 
-def test_compare_same_provider_with_two_models(app):
-    app.switch_page("views/compare.py").run()
-    app.selectbox(key="cmp_provider_1").set_value("alpha").run()
-    app.selectbox(key="cmp_model_1_alpha").set_value("alpha-large").run()
-    app.text_area(key="cmp_prompt").set_value("Same provider")
-    app.get("form_submit_button")[0].click().run()
-    no_traceback(app)
-    assert {c.model for c in fakes.FAKES["alpha"].calls} == {"alpha-small", "alpha-large"}
-    next(b for b in app.button if b.label == "Right is better").click().run()
-    assert conductor().log.votes()[-1].winner == "alpha/alpha-large"
-
-
-def test_compare_target_failure_is_shown_in_its_column(app):
+def test_compare_column_failure_is_shown_in_its_column(app):
     fakes.FAKES["beta"].down = True
     run_compare(app, "One fails", count=2)
     assert any("beta is down" in plain(e.value) for e in app.error)
@@ -277,8 +586,38 @@ def test_dashboard_with_an_empty_log(app):
     no_traceback(app)
     assert any("No requests in this window yet" in i.value for i in app.info)
     assert len(app.dataframe) == 1
-    assert {m.label for m in app.metric} >= {"Requests", "Success rate", "Requests / min", "Est. cost", "Uptime"}
+    assert {m.label for m in app.metric} >= {"Requests", "Success rate", "Requests / min", "Est. cost", "Log since"}
+    assert next(m for m in app.metric if m.label == "Log since").value == "—"
     assert len(app.get("download_button")) == 2
+
+
+def test_dashboard_figures_tell_the_truth(app):
+    log = conductor().log
+    now = utcnow()
+    started = now - timedelta(minutes=3)
+    bulk_write(
+        log,
+        [
+            AttemptRecord(request_id="r1", provider="alpha", status="ok", created_at=started, latency_ms=100.0, cost_usd=1e-3),
+            AttemptRecord(request_id="r2", provider="beta", status="ok", created_at=now - timedelta(minutes=2), latency_ms=90.0),
+            AttemptRecord(request_id="r3", provider="alpha", status="error", error_type="bad_request",
+                          created_at=now - timedelta(minutes=1), error_message="context overflow"),
+            AttemptRecord(request_id="r4", provider="alpha", status="incomplete", error_type="cancelled",
+                          created_at=now - timedelta(seconds=50)),
+            AttemptRecord(request_id="r5", provider="beta", status="error", error_type="timeout", created_at=now - timedelta(seconds=40)),
+        ],
+    )
+    app.switch_page("views/dashboard.py").run()
+    no_traceback(app)
+    tile = {m.label: m.value for m in app.metric}
+    assert tile["Requests"] == "5"
+    assert tile["Success rate"] == "66.7%"  # 2 of 3: the bad request and the stopped answer are the request's doing
+    cost = next(m for m in app.metric if m.label == "Est. cost")
+    assert (cost.value, cost.delta) == ("$0.001000", "+ 1 unpriced")  # beta's success has no known price
+    assert tile["Log since"] == f"{started:%H:%M} UTC" or tile["Log since"] == f"{started:%b %d}"
+    log_since = next(m for m in app.metric if m.label == "Log since")
+    assert "This server has been up for" in log_since.proto.help and log_since.delta.startswith("this server up ")
+    assert next(m for m in app.metric if m.label == "Success rate").delta == "2 left out"
 
 
 def bulk_write(log, records: list[AttemptRecord]) -> None:
@@ -307,22 +646,22 @@ def test_dashboard_with_ten_thousand_rows_draws_bounded_charts(app):
     log.write_vote(Vote(group_id="g", targets=["alpha/a", "beta/b"], winner="alpha/a"))
     app.switch_page("views/dashboard.py").run()
     no_traceback(app)
-    assert app.segmented_control(key="dash_window").value == "15 min"
-    app.segmented_control(key="dash_window").set_value("1 hour").run()
+    assert app.segmented_control(key="dash_window").value == "15m"
+    app.segmented_control(key="dash_window").set_value("1h").run()
     requests = next(m for m in app.metric if m.label == "Requests")
     assert requests.value == "10,000"
     assert len(app.get("vega_lite_chart")) == 8  # seven time series and the win rate
     rows = chart_rows(app)
     assert rows and max(rows) <= charts.MAX_POINTS and min(rows) > 0
     # The window selector changes the view and survives reruns.
-    app.segmented_control(key="dash_window").set_value("5 min").run()
+    app.segmented_control(key="dash_window").set_value("5m").run()
     no_traceback(app)
     assert next(m for m in app.metric if m.label == "Requests").value != "10,000"
     app.run()
-    assert app.segmented_control(key="dash_window").value == "5 min"
+    assert app.segmented_control(key="dash_window").value == "5m"
     app.switch_page("views/chat.py").run()
     app.switch_page("views/dashboard.py").run()
-    assert app.segmented_control(key="dash_window").value == "5 min"  # kept across pages
+    assert app.segmented_control(key="dash_window").value == "5m"  # kept across pages
 
 
 def test_dashboard_reads_rollups_when_the_window_is_too_big_for_rows(app, monkeypatch):
@@ -341,7 +680,7 @@ def test_dashboard_reads_rollups_when_the_window_is_too_big_for_rows(app, monkey
     )
     monkeypatch.setattr(playground_state, "FRAME_ROW_LIMIT", 10)
     app.switch_page("views/dashboard.py").run()
-    app.segmented_control(key="dash_window").set_value("All time").run()
+    app.segmented_control(key="dash_window").set_value("All").run()
     no_traceback(app)
     assert next(m for m in app.metric if m.label == "Requests").value == "50"
     assert any("from per-minute sums" in c.value for c in app.caption)
@@ -459,14 +798,47 @@ def test_an_endpoint_added_for_the_session(env):
         server.stop()
 
 
+def test_an_endpoint_added_without_models_sends_a_model_it_lists(env):
+    server = OpenAIServer(reply="Listed model here.", models=["qwen2.5:7b", "llama3.2:latest"]).start()
+    try:
+        at = new_session()
+        at.switch_page("views/providers.py").run()
+        at.text_input(key="ep_name").set_value("ollama")
+        at.text_input(key="ep_url").set_value(server.url)
+        next(b for b in at.get("form_submit_button") if b.form_id == "endpoint_form").click().run()
+        no_traceback(at)
+        assert any("with 2 models (llama3.2:latest, qwen2.5:7b)" in plain(s.value) for s in at.success)
+        at.switch_page("views/chat.py").run()
+        at.sidebar.selectbox(key="chat_provider").set_value("ollama").run()
+        assert at.sidebar.selectbox(key="chat_model_ollama").options == ["llama3.2:latest", "qwen2.5:7b"]
+        send(at, "Hi")
+        assert answer_text(assistant_messages(at)[-1]) == ["Listed model here."]
+        sent = [r["json"]["model"] for r in server.requests if r["path"].endswith("/chat/completions")]
+        assert sent == ["llama3.2:latest"]  # a name the server knows, never "default"
+        # A URL that does not answer is refused with what to check, and nothing is added.
+        at.switch_page("views/providers.py").run()
+        at.text_input(key="ep_name").set_value("nowhere")
+        at.text_input(key="ep_url").set_value("http://127.0.0.1:9/v1")
+        next(b for b in at.get("form_submit_button") if b.form_id == "endpoint_form").click().run()
+        assert any("did not answer" in plain(e.value) and "type the model names" in plain(e.value) for e in at.error)
+        at.switch_page("views/chat.py").run()
+        assert "nowhere" not in at.sidebar.selectbox(key="chat_provider").options
+    finally:
+        server.stop()
+
+
 def test_compare_with_one_provider_says_what_to_add(env, monkeypatch):
     monkeypatch.setattr(fakes, "build_conductor", _only_gamma)
     st.cache_resource.clear()
     at = new_session()
     at.switch_page("views/compare.py").run()
     no_traceback(at)
-    assert any("needs two different targets" in i.value for i in at.info)
-    assert at.get("form_submit_button")[0].disabled
+    assert any("Only Scripted is configured: compare it with itself at other settings" in i.value for i in at.info)
+    at.slider(key="cmp1_temperature").set_value(1.5).run()
+    at.text_area(key="cmp_prompt").set_value("Myself, twice")
+    at.get("form_submit_button")[0].click().run()
+    settle(at)
+    assert column_titles(at) == ["**gamma/gamma-model · T=0.7**", "**gamma/gamma-model · T=1.5**"]
 
 
 def _only_gamma():
@@ -477,6 +849,21 @@ def _only_gamma():
     conductor = Conductor(load_settings(_env_file=None, local_enabled=False), extra_providers=[ScriptedProvider("gamma")])
     fakes.CONDUCTORS.append(conductor)
     return conductor
+
+
+def test_a_password_from_secrets_guards_the_page(env):
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.secrets["playground_password"] = "correct horse 42"
+    at.run()
+    assert not at.chat_input and not at.sidebar.selectbox  # nothing of the app before the password
+    at.text_input(key="access_password").set_value("wrong")
+    at.get("form_submit_button")[0].click().run()
+    assert any("not right" in e.value for e in at.error) and not at.chat_input
+    at.text_input(key="access_password").set_value("correct horse 42")
+    at.get("form_submit_button")[0].click().run()
+    no_traceback(at)
+    assert at.chat_input and at.title[0].value == "Playground"
+    assert "correct horse 42" not in repr(at.session_state.to_dict())
 
 
 def test_a_conductor_that_cannot_start_is_a_message(env, monkeypatch):

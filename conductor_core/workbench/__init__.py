@@ -8,6 +8,8 @@ and exports of any of them. Each module keeps its own tables in the request log'
 every process on PostgreSQL. No UI imports here: the playground's pages call these.
 
     variants.py      Variant: provider, model and settings; labels that say what differs
+    sessions.py      chats and comparisons: lanes (variants), turns, answer alternatives, branches
+    streaming.py     AnswerWorker: answers streamed by the process into the sessions store; Stop
     templates.py     {{variable}} prompts (exact, nothing evaluated)
     datasets.py      CSV / JSONL to rows; errors that name the line; the row limit
     experiments.py   experiments, runs and cells in SQL; per-variant statistics; run-to-run changes

@@ -1,116 +1,104 @@
-"""Playground: a conversation with one provider (or AUTO), answers streamed as they arrive,
-with the figures of each answer underneath."""
+"""Playground: a conversation with one provider (or AUTO), kept as a session.
+
+The URL names the session; its settings and every turn live in the database, so a reload,
+a second tab or another day opens it as it was. Answers stream in the background (they
+complete if you leave the page) and can be stopped, regenerated and flipped through; a
+message can be edited (a branch) or deleted; failed and stopped turns are not sent again.
+"""
 
 from __future__ import annotations
 
 import streamlit as st
 
-from conductor_core.errors import ProviderError
-from conductor_core.models import ChatMessage, ChatRequest, RoutingPolicy
-
-from playground import components as ui
-from playground import state
+from playground import controls, session_nav, state, turns
 
 c = state.conductor()
-messages: list[dict] = st.session_state.setdefault("chat_messages", [])
+store = state.sessions()
 
-# --- sidebar: who answers, and how ------------------------------------------------------
+sid = session_nav.current("chat")
+conversation = store.conversation(sid) if sid else None
+if sid and conversation is None:
+    session_nav.forget("chat")
+    sid = None
+session = conversation.session if conversation else None
+busy = bool(conversation and conversation.live)
+
+# --- settings: the session's, loaded into the controls when it opens or another tab changed them
+stored = session.variants[0] if session else st.session_state.get("chat_draft", controls.DEFAULT_VARIANT)
+revision = (sid, session.settings_rev if session else None)
+if st.session_state.get("chat_loaded") != revision or not controls.loaded("chat"):
+    controls.load("chat", stored)
+    st.session_state["chat_loaded"] = revision
+
 with st.sidebar:
+    session_nav.sidebar_list("chat", sid)
     st.subheader("Model")
-    options = ["auto", *state.provider_names(c)]
-    labels = {name: state.provider_label(c, name) for name in options}  # computed now, in this session
-    provider = st.selectbox(
-        "Provider", options, format_func=labels.__getitem__, key="chat_provider",
-        persist_state="session", help="AUTO picks the best healthy provider and falls back when one fails.",
-    )
-    hint = state.provider_hint(c, provider)
-    policy = None
-    model = None
-    if provider == "auto":
-        policy = st.selectbox(
-            "AUTO policy", [p.value for p in RoutingPolicy], key="chat_policy", persist_state="session",
-            format_func=str.capitalize, help="What AUTO optimises for.",
-        )
-        st.selectbox("Model", ["chosen by AUTO"], disabled=True, key="chat_model_auto")
-    elif hint:
-        st.selectbox("Model", ["—"], disabled=True, key="chat_model_missing")
-        st.info(f"**{ui.escape_md(state.display_name(c, provider))}** is not configured: {ui.escape_md(hint)}.", icon=":material/key:")
-        st.page_link("views/providers.py", label="Add a key for this session", icon=":material/arrow_forward:")
+    labels = {name: state.provider_label(c, name) for name in ["auto", *state.provider_names(c)]}
+    variant = controls.variant_controls(c, "chat", providers=state.provider_names(c), allow_auto=True, labels=labels)
+
+if variant is not None and variant != stored:
+    if session is not None:
+        st.session_state["chat_loaded"] = (sid, store.set_variants(sid, [variant]))
     else:
-        try:
-            models = c.models(provider, overrides=state.overrides()) or []
-        except ProviderError as error:
-            models = []
-            st.warning(error.message, icon=":material/warning:")
-        model = st.selectbox(
-            "Model", models or ["default"], key=f"chat_model_{provider}", persist_state="session",
-            accept_new_options=True, help="Listed by the provider; you can also type a model name.",
-        )
-        model = None if model == "default" else model
-    st.subheader("Parameters")
-    temperature, max_tokens, system = ui.generation_controls("chat")
-    if st.button("Clear chat", icon=":material/delete_sweep:", disabled=not messages, width="stretch"):
-        messages.clear()
-        st.rerun()
+        st.session_state["chat_draft"] = variant
 
-# --- the conversation -----------------------------------------------------------------
+# --- the conversation ---------------------------------------------------------------------------
 st.title("Playground")
-st.caption(state.LOCAL_NOTE)
+session_nav.header("chat", session, busy=busy)
+if store.memory:
+    st.info(
+        "Prompt logging is off (CONDUCTOR_LOG_PROMPTS=false), so sessions are **not kept**: they live in this "
+        "server's memory only and are gone when it restarts. Nothing of them is written to disk.",
+        icon=":material/visibility_off:",
+    )
+if (variant or stored).provider in ("auto", "local"):
+    st.caption(state.LOCAL_NOTE)
+turns.take_note()
 
-
-def show_assistant(entry: dict, index: int) -> None:
-    answer: ui.Answer = entry["answer"]
-    if answer.content or not answer.error:
-        ui.render_answer_text(answer.content)
-    if answer.error:
-        ui.render_error(answer.error, attempts=answer.attempts, incomplete=answer.incomplete)
-    if answer.response is not None:
-        row = st.columns([10, 1.4], vertical_alignment="center")
-        with row[0]:
-            ui.render_figures(answer.response)
-        with row[1]:
-            ui.copy_control(answer.content, key=f"copy_{index}")
-        ui.render_routing(answer.response)
-
-
-for index, entry in enumerate(messages):
-    with st.chat_message(entry["role"]):
-        if entry["role"] == "user":
-            st.markdown(entry["content"])
+for index, turn in enumerate(conversation.turns if conversation else []):
+    last = index == len(conversation.turns) - 1
+    with st.chat_message("user"):
+        turns.render_prompt(turn.prompt)
+        turns.turn_actions(session, turn, busy=busy)
+    with st.chat_message("assistant"):
+        answer = turn.chosen.get(0)
+        if answer is None:
+            st.caption("(no answer)")
+        elif answer.live or answer.settling:
+            turns.live_answer(answer.id)
         else:
-            show_assistant(entry, index)
+            turns.render_answer(answer, key=answer.id)
+            turns.answer_actions(session, turn, 0, busy=busy, last=last)
 
 EXAMPLES = [
     "Explain what a circuit breaker is in one paragraph.",
     "Write a haiku about latency.",
     "Give three tips for writing a good prompt.",
 ]
-example = None
-if not messages:
+
+
+def _take_example() -> None:
+    # Read once, then cleared: a chosen example is sent once, never again on a later run.
+    st.session_state["chat_pending_example"] = st.session_state.get("chat_example")
+    st.session_state["chat_example"] = None
+
+
+if not (conversation and conversation.turns):
     st.markdown(
         "##### Ask something to get started\n"
         "Pick **AUTO** to let Conductor choose the fastest healthy provider, or pick one yourself. "
         "Every answer shows who served it, how fast, and what it cost."
     )
-    example = st.pills("Try an example", EXAMPLES, key="chat_example", label_visibility="collapsed")
+    st.pills("Try an example", EXAMPLES, key="chat_example", label_visibility="collapsed", on_change=_take_example)
+example = st.session_state.pop("chat_pending_example", None)
 
-prompt = st.chat_input("Ask anything…") or example
-if prompt and prompt.strip():
-    history = [
-        ChatMessage(role=m["role"], content=m["content"] if m["role"] == "user" else m["answer"].content)
-        for m in messages
-        if (m["content"] if m["role"] == "user" else m["answer"].content)
-    ]
-    conversation = ([ChatMessage(role="system", content=system)] if system else []) + history
-    conversation.append(ChatMessage(role="user", content=prompt))
-    messages.append({"role": "user", "content": prompt})
-    with st.chat_message("user"):
-        st.markdown(prompt)
-    with st.chat_message("assistant"):
-        request = ChatRequest(
-            provider=provider, model=model, messages=conversation, temperature=temperature, max_tokens=max_tokens,
-            policy=RoutingPolicy(policy) if policy else None,
-        )
-        answer = ui.stream_answer(c, request, state.overrides())
-    messages.append({"role": "assistant", "answer": answer})
-    st.rerun()  # draw the new answer with its figures from the session's history
+with st.bottom:
+    prompt = st.chat_input(
+        "An answer is streaming: stop it or wait…" if busy else "Ask anything…", disabled=busy, key="chat_input"
+    )
+    controls.cost_caption(c, variant, conversation.context(0) if conversation else [])
+
+prompt = prompt or example
+if prompt and prompt.strip() and variant is not None and not busy:
+    turns.send("chat", sid, [variant], prompt)
+    st.rerun()  # draw the new turn, its answer streaming, and the input disabled

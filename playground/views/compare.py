@@ -1,243 +1,243 @@
-"""Compare: one prompt, 2 to 4 targets streaming side by side; the fastest and the cheapest
-are marked, the user votes, re-runs, or reopens a past comparison."""
+"""Compare: one prompt, 2 to 4 columns side by side, each with its own provider, model and
+settings (the same model twice at two temperatures is two columns, labelled by what
+differs). A follow-up goes to every column, each keeping its own history. A comparison is
+a session: the URL names it, and the sidebar lists past ones."""
 
 from __future__ import annotations
 
-import time
-from datetime import datetime
-
 import streamlit as st
 
-from conductor_core.errors import ProviderError
-from conductor_core.models import ChatMessage, ChatRequest, StatusNotice, StreamDone, StreamIncomplete, Target, TextDelta, Vote
+from conductor_core.models import Vote
+from conductor_core.workbench.sessions import Conversation, Turn
+from conductor_core.workbench.variants import Variant, variant_labels
 
 from playground import components as ui
-from playground import state
+from playground import controls, session_nav, state, turns
 
 c = state.conductor()
-runs: list[dict] = st.session_state.setdefault("compare_runs", [])
+store = state.sessions()
+
+sid = session_nav.current("compare")
+conversation = store.conversation(sid) if sid else None
+if sid and conversation is None:
+    session_nav.forget("compare")
+    sid = None
+session = conversation.session if conversation else None
+busy = bool(conversation and conversation.live)
+started = bool(conversation and conversation.turns)
+
+with st.sidebar:
+    session_nav.sidebar_list("compare", sid)
 
 st.title("Compare")
-st.caption("One prompt, several models side by side. Answers stream in parallel; vote for the better one.")
+st.caption(
+    "One prompt, several models or settings side by side. Answers stream in parallel; follow-ups go to every "
+    "column, each with its own history. Vote for the better answer."
+)
+session_nav.header("compare", session, busy=busy)
+turns.take_note()
 
 available = state.configured_names(c)
-labels = {name: state.provider_label(c, name) for name in available}  # computed now, in this session
-
-# --- sidebar: parameters and history ----------------------------------------------------------
-with st.sidebar:
-    st.subheader("Parameters")
-    temperature, max_tokens, system = ui.generation_controls("cmp")
-    if runs:
-        if st.session_state.pop("cmp_show_latest", False):
-            st.session_state["cmp_view"] = len(runs) - 1  # set before the menu is drawn
-        st.subheader("Past comparisons")
-        order = list(range(len(runs) - 1, -1, -1))
-        st.selectbox(
-            "Reopen", order, key="cmp_view", label_visibility="collapsed",
-            format_func=lambda i: f"#{i + 1} · {runs[i]['created']:%H:%M:%S} · {runs[i]['prompt'][:40]}",
-        )
-
 if not available:
     st.warning("No provider is configured yet: add a key or an endpoint on the Providers page.", icon=":material/key:")
     st.page_link("views/providers.py", label="Open Providers", icon=":material/arrow_forward:")
     st.stop()
-
-# --- targets and prompt -------------------------------------------------------------------
-count = st.segmented_control("Targets", [2, 3, 4], default=2, key="cmp_count", persist_state="session", required=True) or 2
-targets: list[Target] = []
-columns = st.columns(count)
-for i, column in enumerate(columns):
-    with column:
-        default = available[i % len(available)]
-        provider = st.selectbox(
-            f"Target {i + 1}", available, index=available.index(default), key=f"cmp_provider_{i}", persist_state="session",
-            format_func=labels.__getitem__,
-        )
-        models = state.models_of(c, provider)
-        model = st.selectbox(
-            "Model", models, key=f"cmp_model_{i}_{provider}", persist_state="session", label_visibility="collapsed",
-            accept_new_options=True,
-        )
-        targets.append(Target(provider=provider, model=model))
-
-target_labels = [t.label for t in targets]
-duplicates = len(set(target_labels)) < len(target_labels)
-if duplicates and len(available) == 1 and len(state.models_of(c, available[0])) < 2:
+labels = {name: state.provider_label(c, name) for name in available}
+if len(available) == 1 and len(state.models_of(c, available[0])) < 2 and not started:
     st.info(
-        f"A compare needs two different targets, and only {labels[available[0]].lstrip('● ')} is configured. "
-        "Add a key or an OpenAI-compatible endpoint (Ollama, vLLM...) to compare it with another model.",
+        f"Only {state.display_name(c, available[0])} is configured: compare it with itself at other settings "
+        "(temperature, system prompt…), or add a key or an OpenAI-compatible endpoint (Ollama, vLLM…) "
+        "on the Providers page to compare it with another model.",
         icon=":material/key:",
     )
-    st.page_link("views/providers.py", label="Open Providers", icon=":material/arrow_forward:")
-elif duplicates:
-    st.warning("Two columns name the same provider and model: pick another model for one of them.", icon=":material/warning:")
-
-with st.form("cmp_form", border=False):
-    prompt = st.text_area("Prompt", key="cmp_prompt", height=110, placeholder="Ask the same thing to every target…")
-    submitted = st.form_submit_button("Run compare", type="primary", icon=":material/play_arrow:", disabled=duplicates)
 
 
-# --- running -------------------------------------------------------------------------------
-def run_compare(config: dict) -> dict:
-    """Streams a compare into columns, showing which targets are still working; returns the run."""
-    targets = [Target(**t) for t in config["targets"]]
-    run = {**config, "created": datetime.now(), "group_id": None, "vote": None}
-    results = [ui.Answer() for _ in targets]
-    run["results"] = results
-    progress = st.status(f"Comparing {len(targets)} targets…", expanded=False)
-    cells = []
-    for target, column in zip(targets, st.columns(len(targets))):
-        with column.container(border=True):
-            st.markdown(f"**{ui.escape_md(target.label)}**")
-            cells.append({"status": st.empty(), "body": st.empty(), "drawn": 0.0})
-    for cell in cells:
-        cell["status"].caption(":material/hourglass_top: working…")
-    messages = ([ChatMessage(role="system", content=config["system"])] if config["system"] else []) + [
-        ChatMessage(role="user", content=config["prompt"])
+def default_variants(count: int) -> list[Variant]:
+    """Different providers first; with one provider, its models in turn; then the same again."""
+    chosen = []
+    pairs = [(p, m) for p in available for m in state.models_of(c, p)[:1]] + [
+        (p, m) for p in available for m in state.models_of(c, p)[1:]
     ]
-    request = ChatRequest(messages=messages, temperature=config["temperature"], max_tokens=config["max_tokens"])
-    finished: set[int] = set()
-    try:
-        for event in c.compare(request, targets, overrides=state.overrides()):
-            run["group_id"] = event.group_id
-            answer, cell = results[event.index], cells[event.index]
-            if event.error is not None:
-                answer.error, answer.error_type = event.error.message, event.error.type
-                cell["status"].error(ui.escape_md(event.error.message), icon=":material/error:")
-            elif isinstance(event.event, StatusNotice):
-                cell["status"].caption(f":material/hourglass_top: {ui.escape_md(event.event.message)}")
-            elif isinstance(event.event, TextDelta):
-                answer.content += event.event.text
-                if time.monotonic() - cell["drawn"] > 0.08:  # redraw a few times a second, not per token
-                    cell["body"].markdown(answer.content + " ▌")
-                    cell["drawn"] = time.monotonic()
-            elif isinstance(event.event, StreamDone):
-                answer.response = event.event.response
-                answer.content = answer.response.content or answer.content
-                cell["status"].caption(":green[:material/check_circle:] done")
-            elif isinstance(event.event, StreamIncomplete):
-                answer.response = event.event.partial
-                answer.error, answer.incomplete = event.event.error.message, True
-                cell["status"].warning("stopped part-way", icon=":material/content_cut:")
-            if event.finished:
-                finished.add(event.index)
-                if answer.content:
-                    cell["body"].markdown(answer.content)
-                working = [targets[i].label for i in range(len(targets)) if i not in finished]
-                progress.update(label=f"Still working: {', '.join(working)}" if working else "All targets answered")
-        progress.update(label="All targets answered", state="complete")
-    except ProviderError as error:
-        progress.update(label=error.message, state="error")
-        run["error"] = error.message
-    return run
+    for i in range(count):
+        provider, model = pairs[i % len(pairs)] if pairs else (available[0], None)
+        chosen.append(Variant(provider=provider, model=model, temperature=0.7, max_tokens=256))
+    return chosen
 
 
-if submitted and prompt.strip():
-    st.session_state["cmp_pending"] = {
-        "prompt": prompt.strip(), "system": system, "temperature": temperature, "max_tokens": max_tokens,
-        "targets": [t.model_dump() for t in targets],
-    }
-elif submitted:
-    st.warning("Type a prompt first.", icon=":material/edit:")
+# --- the columns' settings ---------------------------------------------------------------------
+if started:
+    count = len(session.variants)
+else:
+    initial = len(session.variants) if session else 2
+    if "cmp_count" not in st.session_state:
+        st.session_state["cmp_count"] = initial
+    count = st.segmented_control("Columns", [2, 3, 4], key="cmp_count", required=True) or initial
+draft: list[Variant] = st.session_state.get("cmp_draft") or []
+stored = list(session.variants) if session else (draft + default_variants(4))[:4]
+if not started and len(stored) < count:
+    stored = (stored + default_variants(4))[:count]
+stored = stored[:count]
+revision = (sid, session.settings_rev if session else None, count)
+if st.session_state.get("cmp_loaded") != revision or not all(controls.loaded(f"cmp{i}") for i in range(count)):
+    for i, v in enumerate(stored):
+        controls.load(f"cmp{i}", v)
+    st.session_state["cmp_loaded"] = revision
 
-pending = st.session_state.pop("cmp_pending", None)
-if pending:
-    runs.append(run_compare(pending))
-    st.session_state["cmp_show_latest"] = True
-    st.rerun()
-
-
-# --- a finished run: answers, marks, votes -------------------------------------------------
-def winners(results: list[ui.Answer]) -> tuple[set[int], set[int]]:
-    done = [(i, a.response) for i, a in enumerate(results) if a.response is not None and not a.error]
-    fastest, cheapest = set(), set()
-    if len(done) >= 2:
-        best = min(r.analytics.latency_ms for _, r in done)
-        fastest = {i for i, r in done if r.analytics.latency_ms == best}
-        priced = [(i, r.analytics.cost_usd) for i, r in done if r.analytics.cost_usd is not None]
-        if priced:
-            low = min(cost for _, cost in priced)
-            cheapest = {i for i, cost in priced if cost == low}
-    return fastest, cheapest
-
-
-def vote(run: dict, winner: str) -> None:
-    labels = [Target(**t).label for t in run["targets"]]
-    if run.get("group_id") and c.record_vote(Vote(group_id=run["group_id"], targets=labels, winner=winner)):
-        run["vote"] = winner
-    else:
-        run["vote_error"] = "The vote could not be saved to the request log; try again."
-
-
-def rerun(run: dict) -> None:
-    st.session_state["cmp_pending"] = {key: run[key] for key in ("prompt", "system", "temperature", "max_tokens", "targets")}
-
-
-def show_run(index: int, run: dict) -> None:
-    labels = [Target(**t).label for t in run["targets"]]
-    results: list[ui.Answer] = run["results"]
-    head, action = st.columns([6, 1], vertical_alignment="bottom")
-    with head:
-        st.markdown(f"#### Comparison #{index + 1}")
+shown: list[Variant | None] = []
+summary = " · ".join(f"{i + 1}. {v.target}" for i, v in enumerate(stored))
+with st.expander(f"Columns: {summary}", expanded=not started, icon=":material/view_column:"):
+    if started:
         st.caption(
-            f"{run['created']:%H:%M:%S} · temperature {run['temperature']:g} · max tokens {run['max_tokens']}"
-            + (" · with a system prompt" if run["system"] else "")
+            f"{count} columns, fixed for this comparison (start a new one for another number). "
+            "Settings changed here apply to the next message."
         )
-    with action:
-        st.button("Re-run", icon=":material/replay:", key=f"cmp_rerun_{index}", on_click=rerun, args=(run,), width="stretch")
-    with st.container(border=True):
-        st.markdown(run["prompt"])
-    if run.get("error"):
-        ui.render_error(run["error"])
-    fastest, cheapest = winners(results)
-    for i, (column, answer) in enumerate(zip(st.columns(len(results)), results)):
+    for i, column in enumerate(st.columns(count, gap="small")):
         with column.container(border=True):
-            st.markdown(f"**{ui.escape_md(labels[i])}**")
+            st.markdown(f"**Column {i + 1}**")
+            shown.append(controls.variant_controls(c, f"cmp{i}", providers=available, allow_auto=False, labels=labels, compact=True))
+variants = [v for v in shown if v is not None]
+ready = len(variants) == count
+if ready and variants != stored:
+    if session is not None:
+        try:
+            st.session_state["cmp_loaded"] = (sid, store.set_variants(sid, variants), count)
+        except ValueError as error:
+            st.warning(ui.escape_md(str(error)), icon=":material/warning:")
+    else:
+        st.session_state["cmp_draft"] = variants
+if ready and len(set(v.target for v in variants)) < len(variants):
+    st.caption(
+        "Columns with the same model are labelled by the settings that differ: "
+        + ui.escape_md(" · ".join(f"{i + 1}. {label}" for i, label in enumerate(variant_labels(variants))))
+    )
+
+
+# --- a round: the prompt, each column's answer, marks and votes ------------------------------------
+def _stop_all(answer_ids: list[str]) -> None:
+    for answer_id in answer_ids:
+        state.worker().stop(answer_id)
+
+
+def _vote(session_id: str, turn_id: str, targets: list[str], winner: str) -> None:
+    vote = Vote(group_id=turn_id, targets=targets, winner=winner)
+    if c.record_vote(vote):
+        store.set_vote(turn_id, winner, vote.id)
+    else:
+        turns.note("The vote could not be saved to the request log; try again.")
+
+
+def _rerun_round(session_id: str, turn_id: str) -> None:
+    """Every column answers the last message again (the earlier answers are kept)."""
+    fresh = store.conversation(session_id)
+    index = fresh.index_of(turn_id) if fresh else None
+    if index is None:
+        return
+    try:
+        answers = store.add_answers(session_id, turn_id, list(range(len(fresh.session.variants))))
+    except ValueError as error:
+        turns.note(str(error))
+        return
+    store.set_vote(turn_id, None, None)
+    turns.launch(fresh, index, fresh.turns[index].prompt, answers)
+
+
+def show_round(conv: Conversation, index: int, turn: Turn) -> None:
+    last = index == len(conv.turns) - 1
+    lanes = sorted(turn.chosen)
+    answered_labels = variant_labels([turn.chosen[lane].variant for lane in lanes])
+    head = st.container(horizontal=True, vertical_alignment="center", gap="small")
+    with head:
+        st.markdown(f"#### {'Message' if index == 0 else 'Follow-up'} {index + 1}")
+        if last:
+            st.button(
+                "Re-run", icon=":material/replay:", key=f"cmp_rerun_{turn.id}", disabled=busy, type="tertiary",
+                on_click=_rerun_round, args=(conv.session.id, turn.id),
+                help="Every column answers this message again with its current settings; the answers so far are kept.",
+            )
+    with st.container(border=True):
+        turns.render_prompt(turn.prompt)
+    live = [turn.chosen[lane].id for lane in lanes if turn.chosen[lane].live]
+    finished = [turn.chosen[lane] for lane in lanes]
+    fastest, cheapest = ui.compare_marks([a.response if a.status == "done" else None for a in finished])
+    for lane, column in zip(lanes, st.columns(len(lanes), gap="small")):
+        answer = turn.chosen[lane]
+        with column.container(border=True):
+            st.markdown(f"**{ui.escape_md(answered_labels[lanes.index(lane)])}**")
+            if answer.live or answer.settling:
+                turns.live_answer(answer.id)
+                continue
             marks = st.container(horizontal=True, gap="small")
             with marks:
-                if i in fastest:
-                    st.badge("Fastest", icon=":material/bolt:", color="green")
-                if i in cheapest:
-                    st.badge("Cheapest", icon=":material/savings:", color="blue")
-                if run.get("vote") == labels[i]:
+                if lane in fastest:
+                    st.badge("Fastest" if len(fastest) == 1 else "Tied fastest", icon=":material/bolt:", color="green")
+                if lane in cheapest:
+                    st.badge("Cheapest" if len(cheapest) == 1 else "Tied cheapest", icon=":material/savings:", color="blue")
+                if turn.vote == answered_labels[lanes.index(lane)]:
                     st.badge("Your pick", icon=":material/thumb_up:", color="violet")
-            if answer.content or not answer.error:
-                ui.render_answer_text(answer.content)
-            if answer.error:
-                ui.render_error(answer.error, incomplete=answer.incomplete)
-            if answer.response is not None:
-                ui.render_figures(answer.response)
-                ui.copy_control(answer.content, key=f"cmp_copy_{index}_{i}")
-    # Votes: left/right/tie/both bad for two; the best one for more.
-    if run.get("vote"):
-        verdict = {"tie": "a tie", "both_bad": "all bad"}.get(run["vote"], run["vote"])
+            turns.render_answer(answer, key=answer.id)
+            turns.answer_actions(conv.session, turn, lane, busy=busy, last=last, regenerate=last)
+    if live:
+        st.button("Stop all", icon=":material/stop_circle:", key=f"cmp_stop_{turn.id}", on_click=_stop_all, args=(live,))
+        return
+    priced = [a for a in finished if a.status == "done" and a.response is not None and a.response.analytics.cost_usd is not None]
+    done = [a for a in finished if a.status == "done"]
+    if len(done) >= 2 and len(priced) < len(done):
+        st.caption(":material/savings: Cheapest is given among priced answers only: some columns' price is unknown.")
+    if turn.vote:
+        verdict = {"tie": "a tie", "both_bad": "all bad"}.get(turn.vote, turn.vote)
         st.success(f"Vote recorded: {ui.escape_md(verdict)}. Thank you!", icon=":material/how_to_vote:")
         return
-    if not run.get("group_id"):
+    if not done:
         return
     st.markdown("**Which answer is better?**")
     buttons = st.container(horizontal=True, gap="small")
     with buttons:
-        if len(labels) == 2:
+        if len(lanes) == 2:
             choices = [
-                ("Left is better", labels[0], ":material/arrow_back:"),
-                ("Right is better", labels[1], ":material/arrow_forward:"),
+                ("Left is better", answered_labels[0], ":material/arrow_back:"),
+                ("Right is better", answered_labels[1], ":material/arrow_forward:"),
                 ("Tie", "tie", ":material/balance:"),
                 ("Both bad", "both_bad", ":material/thumb_down:"),
             ]
         else:
-            choices = [(f"Best: {label}", label, ":material/emoji_events:") for label in labels] + [
+            choices = [(f"Best: {label}", label, ":material/emoji_events:") for label in answered_labels] + [
                 ("Tie", "tie", ":material/balance:"),
                 ("All bad", "both_bad", ":material/thumb_down:"),
             ]
         for n, (text, winner, icon) in enumerate(choices):
-            st.button(text, key=f"cmp_vote_{index}_{n}", on_click=vote, args=(run, winner), icon=icon)
-    if run.get("vote_error"):
-        st.error(run["vote_error"])
+            st.button(
+                text, key=f"cmp_vote_{turn.id}_{n}", icon=icon,
+                on_click=_vote, args=(conv.session.id, turn.id, answered_labels, winner),
+            )
 
 
-if runs:
-    st.divider()
-    view = st.session_state.get("cmp_view", len(runs) - 1)
-    view = view if isinstance(view, int) and 0 <= view < len(runs) else len(runs) - 1
-    show_run(view, runs[view])
+if conversation is not None:
+    for index, turn in enumerate(conversation.turns):
+        st.divider()
+        show_round(conversation, index, turn)
+
+# --- the next message -----------------------------------------------------------------------------
+st.divider()
+with st.form("cmp_form", border=False, clear_on_submit=True):
+    prompt = st.text_area(
+        "Follow-up" if started else "Prompt", key="cmp_prompt", height=110,
+        placeholder="Sent to every column, each with its own history…" if started else "Ask the same thing to every column…",
+    )
+    submitted = st.form_submit_button(
+        "Send follow-up" if started else "Run compare", type="primary", icon=":material/play_arrow:", disabled=busy or not ready,
+    )
+if ready:
+    estimates = [controls.estimate_cost(c, v, conversation.context(i) if conversation else []) for i, v in enumerate(variants)]
+    st.caption(
+        ":material/payments: Next message, per column: "
+        + ui.escape_md(" · ".join(f"{i + 1}: {e.text}" for i, e in enumerate(estimates))),
+        help="; ".join(f"{i + 1}: {e.detail}" for i, e in enumerate(estimates)),
+    )
+if busy:
+    st.caption(":material/hourglass_top: Answers are streaming: the next message waits for them (or stop them).")
+
+if submitted and not (prompt or "").strip():
+    st.warning("Type a prompt first.", icon=":material/edit:")
+elif submitted and ready and not busy:
+    turns.send("compare", sid, variants, prompt)
+    st.rerun()

@@ -21,11 +21,14 @@ st.title("Dashboard")
 controls = st.columns([5, 1.3, 1.3, 1.3], vertical_alignment="bottom")
 with controls[0]:
     window_label = st.segmented_control(
-        "Time window", list(dd.WINDOWS), default="15 min", key="dash_window", persist_state="session", required=True
-    ) or "15 min"
+        "Time window", list(dd.WINDOWS), default="15m", key="dash_window", persist_state="session", required=True,
+        help="The last 5 or 15 minutes, 1, 6 or 24 hours, 7 days, or the whole log.",
+    ) or "15m"
 with controls[1]:
     live = st.toggle("Live", value=True, key="dash_live", persist_state="session", help="Refresh every 2 seconds.")
 window_s = dd.WINDOWS[window_label]
+window_name = dd.WINDOW_NAMES[window_label]
+in_window = "in the whole log" if window_s is None else f"in the last {window_name}"
 
 
 def export(fmt: str):
@@ -40,13 +43,13 @@ suffix = window_label.replace(" ", "")
 with controls[2]:
     st.download_button(
         "CSV", export("csv"), file_name=f"conductor-log-{suffix}.csv", mime="text/csv", icon=":material/download:",
-        on_click="ignore", width="stretch", help=f"The request log for the window ({window_label}) as CSV.",
+        on_click="ignore", width="stretch", help=f"The request log {in_window} as CSV.",
     )
 with controls[3]:
     st.download_button(
         "JSON", export("json"), file_name=f"conductor-log-{suffix}.json", mime="application/json",
         icon=":material/download:", on_click="ignore", width="stretch",
-        help=f"The request log for the window ({window_label}) as JSON.",
+        help=f"The request log {in_window} as JSON.",
     )
 
 
@@ -76,6 +79,12 @@ def chart_grid(snapshot: state.DashboardSnapshot) -> None:
             st.altair_chart(charts.win_rate_chart(snapshot.wins), key="dash_chart_wins")
 
 
+def _when(moment) -> str:
+    """A start time that fits a tile: the clock today, the date before."""
+    now = utcnow()
+    return f"{moment:%H:%M} UTC" if moment.date() == now.date() else f"{moment:%b %d}" if moment.year == now.year else f"{moment:%Y-%m-%d}"
+
+
 @st.fragment(run_every=2.0 if live else None)
 def live_panel() -> None:
     try:
@@ -87,16 +96,32 @@ def live_panel() -> None:
     totals = dd.summary(snapshot.series)
     configured = [p for p in status.providers.values() if p.health.state.value != "not_configured"]
     ready = [p for p in configured if p.health.healthy]
-    kpis = st.columns(6)
-    kpis[0].metric("Requests", dd.compact_count(totals["requests"]), help=f"{totals['requests']:,} attempts in the last {window_label}.", border=True)
+    top, bottom = st.columns(3), st.columns(3)
+    top[0].metric("Requests", dd.compact_count(totals["requests"]), help=f"{totals['requests']:,} attempts {in_window}.", border=True)
     rate = totals["success_rate"]
-    kpis[1].metric("Success rate", "—" if rate is None else f"{rate:.1%}", border=True)
-    kpis[2].metric("Requests / min", f"{totals['requests_per_min']:,.1f}", border=True)
-    kpis[3].metric("Est. cost", ui.format_total_cost(totals["cost_usd"]) if totals["requests"] else "$0", border=True,
-                   help=f"All time: {ui.format_cost(status.totals.cost_usd)} over {status.totals.total_requests:,} requests.")
-    kpis[4].metric("Providers ready", f"{len(ready)} / {len(configured)}", border=True)
-    kpis[5].metric("Uptime", dd.humanize_seconds(status.uptime_s), border=True,
-                   help=f"All-time requests: {status.totals.total_requests:,}.")
+    left_out = totals["requests"] - totals["counted"]
+    top[1].metric(
+        "Success rate", "—" if rate is None else f"{rate:.1%}", border=True,
+        delta=f"{left_out:,} left out" if left_out else None, delta_color="off", delta_arrow="off",
+        help="Successes over the attempts that say something about a provider"
+        + (f": {left_out:,} failed because of the request itself (a bad request, an answer stopped), shown in the log but left out here." if left_out else "."),
+    )
+    top[2].metric("Requests / min", f"{totals['requests_per_min']:,.1f}", border=True)
+    unpriced = totals["unpriced"]
+    value, extra = dd.cost_tile(totals["cost_usd"], unpriced, totals["requests"], ui.format_total_cost)
+    bottom[0].metric(
+        "Est. cost", value, delta=extra, delta_color="off", delta_arrow="off", border=True,
+        help="Known prices only" + (f"; {unpriced:,} answers have no known price" if unpriced else "")
+        + f". Whole log: {ui.format_cost(status.totals.cost_usd)} over {status.totals.total_requests:,} requests.",
+    )
+    bottom[1].metric("Providers ready", f"{len(ready)} / {len(configured)}", border=True)
+    since = snapshot.log_since
+    started = f"The request log (every process's traffic) starts {since:%Y-%m-%d %H:%M} UTC." if since else "The request log is empty."
+    bottom[2].metric(
+        "Log since", _when(since) if since else "—", border=True,
+        delta=f"this server up {dd.humanize_seconds(status.uptime_s)}", delta_color="off", delta_arrow="off",
+        help=f"{started} This server has been up for {dd.humanize_seconds(status.uptime_s)}.",
+    )
 
     st.markdown("##### Providers")
     table = dd.status_table(status)
@@ -116,8 +141,9 @@ def live_panel() -> None:
     )
     source = "individual requests" if snapshot.from_rows else "per-minute sums (means of latency and first token; p50/p95 need a shorter window)"
     st.caption(
-        f"Last {window_label} · {snapshot.rows:,} attempts · {snapshot.bucket_s:,} s buckets · from {source} · "
+        f"{'Whole log' if window_s is None else f'Last {window_name}'} · {snapshot.rows:,} attempts · {snapshot.bucket_s:,} s buckets · from {source} · "
         f"updated {snapshot.end:%H:%M:%S} UTC" + (" · live" if live else " · paused")
+        + f" · this server up for {dd.humanize_seconds(status.uptime_s)}"
     )
     if snapshot.series.empty or not totals["requests"]:
         st.info(

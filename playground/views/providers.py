@@ -24,7 +24,8 @@ notes: dict[str, tuple[str, str]] = st.session_state.setdefault("provider_notes"
 st.title("Providers")
 st.caption(
     "Conductor works with no keys at all (the local model is the default) and gets better with each key you add. "
-    "A key typed here is kept in this browser session only: masked, never written to disk, logs or the URL."
+    "A key typed here stays in this browser session only: masked, never written to disk, logs, the URL or your "
+    "saved sessions. After a reload, or in another tab, type it again (or set it in the environment)."
 )
 
 _KEY_SETTING = {"gemini": "gemini_api_key", "openai": "openai_api_key", "anthropic": "anthropic_api_key"}
@@ -81,11 +82,29 @@ def add_endpoint() -> None:
     try:
         from conductor_core.providers.openai_compat import OpenAICompatProvider
 
-        endpoint = EndpointConfig(base_url=url, models=models, api_key=SecretStr(key) if key else None)
+        secret = SecretStr(key) if key else None
+        if not models:
+            # Without a list the provider would fall back to the model name "default", which
+            # servers that check names (Ollama, vLLM) answer with 404: ask the server instead.
+            probe = OpenAICompatProvider.from_endpoint(name, EndpointConfig(base_url=url, api_key=secret), c.settings)
+            models = [m for m in probe.get_available_models() if m != state.PLACEHOLDER_MODEL]
+            if not models:
+                reachable = probe.health_check()
+                why = "lists no models" if reachable else f"did not answer ({probe.last_error or 'no reply'})"
+                notes["__endpoint__"] = (
+                    "error",
+                    f"{url} {why}: check the base URL (it usually ends in /v1), or type the model names it serves.",
+                )
+                return
+        endpoint = EndpointConfig(base_url=url, models=models, default_model=models[0], api_key=secret)
         provider = OpenAICompatProvider.from_endpoint(name, endpoint, c.settings)
         register_provider_name(name)  # so requests may name it
         session[name] = provider
-        notes["__endpoint__"] = ("success", f"Endpoint {name} added for this session. It is listed on every page.")
+        notes["__endpoint__"] = (
+            "success",
+            f"Endpoint {name} added for this session, with {len(models)} model{'s' if len(models) != 1 else ''} "
+            f"({', '.join(models[:5])}{'…' if len(models) > 5 else ''}). It is listed on every page.",
+        )
         for field in ("ep_name", "ep_url", "ep_models"):
             st.session_state[field] = ""
     except ProviderError as error:
@@ -189,7 +208,10 @@ with st.form("endpoint_form", border=True):
     a, b = st.columns(2)
     a.text_input("Name", key="ep_name", placeholder="ollama")
     b.text_input("Base URL", key="ep_url", placeholder="http://localhost:11434/v1")
-    a.text_input("Models (comma separated)", key="ep_models", placeholder="llama3.2, qwen2.5")
+    a.text_input(
+        "Models (comma separated)", key="ep_models", placeholder="empty: the ones its /models lists",
+        help="Leave empty to use the models the server lists at /models (Ollama, vLLM and most servers do).",
+    )
     b.text_input("API key (optional)", key="ep_key", type="password", autocomplete="off")
     st.form_submit_button("Add endpoint", on_click=add_endpoint, icon=":material/add_link:")
 show_note("__endpoint__")

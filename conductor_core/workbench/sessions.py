@@ -1,0 +1,808 @@
+"""Sessions: every chat and every comparison, kept in the request log's database.
+
+A session has 1 to 4 *lanes* (a chat has one; a comparison one per column), each with its
+own `Variant` (who answers, and how). A person's messages are *turns*; each turn gets one
+*answer* per lane, and more when an answer is regenerated (alternatives). Editing a turn
+adds a sibling turn (a branch). What the page shows is one *path* through that tree: at
+every fork the most recently chosen branch or alternative (`selected_ts`).
+
+Schema (tables prefixed ``wb_``; other workbench modules add their own beside these, and
+may add session kinds, without changing them)::
+
+    wb_sessions   id PK "ses_…", kind ("chat" | "compare" | …), title, created_at,
+                  updated_at, updated_ts (float epoch, for ordering), settings_rev (bumped
+                  when a lane's variant changes, so other tabs reload their controls)
+    wb_lanes      (session_id → wb_sessions, lane 0-3) PK, variant (Variant as JSON)
+    wb_turns      id PK "turn_…", session_id → wb_sessions, parent_id (the turn before,
+                  NULL for the first), after_answer_id (single-lane sessions: the answer
+                  alternative this turn followed; NULL in comparisons, whose later rounds
+                  follow every column), prompt, created_at/created_ts, selected_ts,
+                  vote (a comparison's verdict: a lane label, "tie" or "both_bad"), vote_id
+    wb_answers    id PK "ans_…", session_id, turn_id → wb_turns, lane, variant (what
+                  answered, as JSON), status, content (the text so far), notice (the last
+                  progress message), error_type, error_message, request_id (→ the request
+                  log's ``attempts.request_id``), response (the ChatResponse as JSON: figures
+                  and routing), attempts (failed attempts as JSON), use_as_context (NULL:
+                  by status), created_at/created_ts, updated_ts (progress/heartbeat),
+                  finished_ts, selected_ts, elapsed_ms and first_text_ms (as the page saw
+                  them: a stopped answer has no response)
+
+Answer statuses: ``streaming`` (a worker is writing it), ``done``, ``error`` (failed before
+any text), ``incomplete`` (the stream broke after text), ``stopped`` (a person stopped
+it), ``interrupted`` (its worker went away: the process ended; found by a heartbeat older
+than `STALE_S`). Only ``done`` answers are sent as context by default; a person can
+include a stopped/incomplete/interrupted answer's text, or leave a done one out
+(`use_as_context`). A failed turn is therefore never re-sent by accident.
+
+Thread-safe; one `SessionStore` per process. On PostgreSQL every process sees every
+session (a team's shared playground).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Double,
+    Engine,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    create_engine,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.pool import StaticPool
+
+from ..models import Attempt, ChatMessage, ChatResponse, MessageRole, new_id
+from ..store import RequestLog, SafeText, UTCDateTime
+from .variants import Variant, variant_labels
+
+__all__ = [
+    "SessionStore",
+    "SessionInfo",
+    "Turn",
+    "Answer",
+    "Conversation",
+    "SessionKind",
+    "AnswerStatus",
+    "LIVE",
+    "FINISHED",
+    "STALE_S",
+    "MAX_LANES",
+    "metadata",
+]
+
+SessionKind = str  # "chat", "compare"; other modules may add kinds
+AnswerStatus = Literal["streaming", "done", "error", "incomplete", "stopped", "interrupted"]
+LIVE = "streaming"
+FINISHED: frozenset[str] = frozenset({"done", "error", "incomplete", "stopped", "interrupted"})
+#: A streaming answer whose worker has not written for this long is taken as interrupted
+#: (its process ended). Workers write at least every few seconds, even while waiting.
+STALE_S = 30.0
+MAX_LANES = 4
+TITLE_CHARS = 80
+
+metadata = MetaData()
+
+sessions_table = Table(
+    "wb_sessions",
+    metadata,
+    Column("id", String(), primary_key=True),
+    Column("kind", String(), nullable=False),
+    Column("title", SafeText(), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    Column("updated_ts", Double(), nullable=False),
+    Column("settings_rev", Integer(), nullable=False),
+    Index("ix_wb_sessions_kind_updated", "kind", "updated_ts"),
+)
+
+lanes_table = Table(
+    "wb_lanes",
+    metadata,
+    Column("session_id", String(), ForeignKey("wb_sessions.id"), primary_key=True),
+    Column("lane", Integer(), primary_key=True),
+    Column("variant", SafeText(), nullable=False),
+)
+
+turns_table = Table(
+    "wb_turns",
+    metadata,
+    Column("id", String(), primary_key=True),
+    Column("session_id", String(), ForeignKey("wb_sessions.id"), nullable=False),
+    Column("parent_id", String()),
+    Column("after_answer_id", String()),
+    Column("prompt", SafeText(), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("created_ts", Double(), nullable=False),
+    Column("selected_ts", Double(), nullable=False),
+    Column("vote", String()),
+    Column("vote_id", String()),
+    Index("ix_wb_turns_session", "session_id", "created_ts"),
+)
+
+answers_table = Table(
+    "wb_answers",
+    metadata,
+    Column("id", String(), primary_key=True),
+    Column("session_id", String(), ForeignKey("wb_sessions.id"), nullable=False),
+    Column("turn_id", String(), ForeignKey("wb_turns.id"), nullable=False),
+    Column("lane", Integer(), nullable=False),
+    Column("variant", SafeText(), nullable=False),
+    Column("status", String(), nullable=False),
+    Column("content", SafeText(), nullable=False),
+    Column("notice", SafeText()),
+    Column("error_type", String()),
+    Column("error_message", SafeText()),
+    Column("request_id", String()),
+    Column("response", SafeText()),
+    Column("attempts", SafeText()),
+    Column("use_as_context", Boolean()),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("created_ts", Double(), nullable=False),
+    Column("updated_ts", Double(), nullable=False),
+    Column("finished_ts", Double()),
+    Column("selected_ts", Double(), nullable=False),
+    Column("elapsed_ms", Double()),
+    Column("first_text_ms", Double()),
+    Index("ix_wb_answers_session", "session_id", "created_ts"),
+    Index("ix_wb_answers_turn", "turn_id"),
+    Index("ix_wb_answers_request", "request_id"),
+)
+
+
+def _now() -> tuple[datetime, float]:
+    moment = datetime.now(timezone.utc)
+    return moment, moment.timestamp()
+
+
+def _title(prompt: str) -> str:
+    text = " ".join(prompt.split())
+    return text if len(text) <= TITLE_CHARS else text[: TITLE_CHARS - 1] + "…"
+
+
+# --- what the store hands back ---------------------------------------------------------------
+
+
+@dataclass
+class SessionInfo:
+    id: str
+    kind: SessionKind
+    title: str
+    created_at: datetime
+    updated_at: datetime
+    settings_rev: int
+    variants: list[Variant]
+
+    @property
+    def labels(self) -> list[str]:
+        """A label per lane, saying what differs between lanes (`variant_labels`)."""
+        return variant_labels(self.variants) if len(self.variants) > 1 else [v.target for v in self.variants]
+
+
+@dataclass
+class Answer:
+    id: str
+    turn_id: str
+    lane: int
+    variant: Variant
+    status: AnswerStatus
+    content: str
+    notice: str | None
+    error_type: str | None
+    error_message: str | None
+    request_id: str | None
+    response: ChatResponse | None
+    attempts: list[Attempt]
+    use_as_context: bool | None
+    created_at: datetime
+    updated_ts: float
+    elapsed_ms: float | None
+    first_text_ms: float | None
+    selected_ts: float = 0.0
+
+    @property
+    def live(self) -> bool:
+        return self.status == LIVE
+
+    @property
+    def settling(self) -> bool:
+        """Stopped by a person, and its worker has not yet saved what had arrived (it does
+        within moments; a worker that died never will: then this ends with the heartbeat)."""
+        return self.status == "stopped" and self.elapsed_ms is None and time.time() - self.updated_ts < STALE_S
+
+    @property
+    def in_context(self) -> bool:
+        """Whether later requests send this answer (and its prompt) as history."""
+        if not self.content.strip():
+            return False  # an empty answer would make two user messages in a row
+        if self.use_as_context is None:
+            return self.status == "done"
+        return self.use_as_context
+
+
+@dataclass
+class Turn:
+    id: str
+    parent_id: str | None
+    after_answer_id: str | None
+    prompt: str
+    created_at: datetime
+    vote: str | None
+    vote_id: str | None
+    #: Every answer per lane, oldest first (the alternatives).
+    alternatives: dict[int, list[Answer]] = field(default_factory=dict)
+    #: The shown alternative per lane.
+    chosen: dict[int, Answer] = field(default_factory=dict)
+    #: Turn ids at the same fork (this one and its edits), oldest first.
+    branches: list[str] = field(default_factory=list)
+
+    @property
+    def branch_index(self) -> int:
+        return self.branches.index(self.id) if self.id in self.branches else 0
+
+    def alternative_index(self, lane: int) -> int:
+        chosen = self.chosen.get(lane)
+        options = self.alternatives.get(lane, [])
+        return next((i for i, a in enumerate(options) if chosen and a.id == chosen.id), 0)
+
+
+@dataclass
+class Conversation:
+    session: SessionInfo
+    #: The path shown: one turn per exchange, oldest first.
+    turns: list[Turn]
+
+    @property
+    def live(self) -> list[Answer]:
+        return [a for t in self.turns for a in t.chosen.values() if a.live]
+
+    @property
+    def settling(self) -> list[Answer]:
+        return [a for t in self.turns for a in t.chosen.values() if a.settling]
+
+    def context(self, lane: int, upto: int | None = None) -> list[ChatMessage]:
+        """The history lane `lane` sends before turn number `upto` (default: after the last):
+        each earlier turn whose chosen answer is in context, as a user/assistant pair."""
+        messages: list[ChatMessage] = []
+        for turn in self.turns[: len(self.turns) if upto is None else upto]:
+            answer = turn.chosen.get(lane)
+            if answer is not None and answer.in_context:
+                messages.append(ChatMessage(role=MessageRole.user, content=turn.prompt))
+                messages.append(ChatMessage(role=MessageRole.assistant, content=answer.content))
+        return messages
+
+    def index_of(self, turn_id: str) -> int | None:
+        return next((i for i, t in enumerate(self.turns) if t.id == turn_id), None)
+
+
+# --- the store --------------------------------------------------------------------------------
+
+
+class SessionStore:
+    """Sessions, turns and answers in the request log's database (see the module docstring)."""
+
+    def __init__(self, engine: Engine, *, ensure: Any = None, memory: bool = False) -> None:
+        self._engine = engine
+        self._ensure = ensure
+        self._ready = False
+        self._ready_lock = threading.Lock()
+        # One shared in-memory SQLite connection: Python's sqlite3 objects must not be used
+        # by two threads at once, so memory mode takes turns.
+        self._lock: Any = threading.RLock() if memory else nullcontext()
+        self.memory = memory
+
+    @classmethod
+    def for_log(cls, log: RequestLog) -> SessionStore:
+        """Sessions next to `log`'s tables, or, when the log keeps no prompts
+        (`CONDUCTOR_LOG_PROMPTS=false`), in this process's memory only."""
+        if not log.log_prompts:
+            return cls.in_memory()
+        return cls(log.engine, ensure=lambda: log.ensure_tables(metadata))
+
+    @classmethod
+    def in_memory(cls) -> SessionStore:
+        """Kept in this process only, gone when it ends (nothing written to disk)."""
+        engine = create_engine("sqlite://", poolclass=StaticPool, connect_args={"check_same_thread": False})
+        return cls(engine, ensure=lambda: metadata.create_all(engine), memory=True)
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    def _ready_or_create(self) -> None:
+        if self._ready:
+            return
+        with self._ready_lock:
+            if not self._ready:
+                if self._ensure is not None:
+                    self._ensure()
+                self._ready = True
+
+    def _begin(self):
+        self._ready_or_create()
+        return _Transaction(self._engine, self._lock)
+
+    # --- sessions ---------------------------------------------------------------------------
+
+    def create(self, kind: SessionKind, variants: Sequence[Variant], *, title: str = "") -> SessionInfo:
+        if not 1 <= len(variants) <= MAX_LANES:
+            raise ValueError(f"a session has 1 to {MAX_LANES} lanes, got {len(variants)}")
+        moment, ts = _now()
+        session_id = new_id("ses")
+        with self._begin() as conn:
+            conn.execute(
+                insert(sessions_table).values(
+                    id=session_id, kind=kind, title=_title(title) if title else "", created_at=moment,
+                    updated_at=moment, updated_ts=ts, settings_rev=0,
+                )
+            )
+            conn.execute(
+                insert(lanes_table),
+                [{"session_id": session_id, "lane": i, "variant": v.model_dump_json()} for i, v in enumerate(variants)],
+            )
+        return SessionInfo(session_id, kind, _title(title) if title else "", moment, moment, 0, list(variants))
+
+    def get(self, session_id: str) -> SessionInfo | None:
+        found = self._sessions(select(sessions_table).where(sessions_table.c.id == session_id))
+        return found[0] if found else None
+
+    def recent(self, kind: SessionKind | None = None, *, search: str = "", limit: int = 30) -> list[SessionInfo]:
+        """Newest first. `search` matches titles, prompts and answers (case-insensitive)."""
+        s = sessions_table.c
+        stmt = select(sessions_table)
+        if kind is not None:
+            stmt = stmt.where(s.kind == kind)
+        text = search.strip()
+        if text:
+            in_turns = select(turns_table.c.session_id).where(turns_table.c.prompt.icontains(text, autoescape=True))
+            in_answers = select(answers_table.c.session_id).where(answers_table.c.content.icontains(text, autoescape=True))
+            stmt = stmt.where(or_(s.title.icontains(text, autoescape=True), s.id.in_(in_turns), s.id.in_(in_answers)))
+        return self._sessions(stmt.order_by(s.updated_ts.desc(), s.id.desc()).limit(limit))
+
+    def _sessions(self, stmt: Any) -> list[SessionInfo]:
+        with self._begin() as conn:
+            rows = conn.execute(stmt).mappings().all()
+            ids = [row["id"] for row in rows]
+            lanes: dict[str, list[Variant]] = {i: [] for i in ids}
+            if ids:
+                for lane in conn.execute(
+                    select(lanes_table).where(lanes_table.c.session_id.in_(ids)).order_by(lanes_table.c.session_id, lanes_table.c.lane)
+                ).mappings():
+                    lanes[lane["session_id"]].append(Variant.model_validate_json(lane["variant"]))
+        return [
+            SessionInfo(r["id"], r["kind"], r["title"], r["created_at"], r["updated_at"], r["settings_rev"], lanes[r["id"]])
+            for r in rows
+        ]
+
+    def rename(self, session_id: str, title: str) -> bool:
+        title = _title(title)
+        if not title:
+            raise ValueError("a session's name cannot be empty")
+        with self._begin() as conn:
+            return conn.execute(update(sessions_table).where(sessions_table.c.id == session_id).values(title=title)).rowcount > 0
+
+    def delete(self, session_id: str) -> bool:
+        """The session and everything in it (its request-log rows stay: the log is history)."""
+        with self._begin() as conn:
+            for table in (answers_table, turns_table, lanes_table):
+                conn.execute(delete(table).where(table.c.session_id == session_id))
+            return conn.execute(delete(sessions_table).where(sessions_table.c.id == session_id)).rowcount > 0
+
+    def set_variants(self, session_id: str, variants: Sequence[Variant]) -> int:
+        """Replace the lanes' variants (the number of lanes may change only while the session
+        has no turns). Returns the new settings revision."""
+        if not 1 <= len(variants) <= MAX_LANES:
+            raise ValueError(f"a session has 1 to {MAX_LANES} lanes, got {len(variants)}")
+        with self._begin() as conn:
+            current = conn.execute(
+                select(func.count()).select_from(lanes_table).where(lanes_table.c.session_id == session_id)
+            ).scalar_one()
+            if current != len(variants):
+                turns = conn.execute(
+                    select(func.count()).select_from(turns_table).where(turns_table.c.session_id == session_id)
+                ).scalar_one()
+                if turns:
+                    raise ValueError("the number of columns is fixed once a session has messages: start a new one")
+            conn.execute(delete(lanes_table).where(lanes_table.c.session_id == session_id))
+            conn.execute(
+                insert(lanes_table),
+                [{"session_id": session_id, "lane": i, "variant": v.model_dump_json()} for i, v in enumerate(variants)],
+            )
+            conn.execute(
+                update(sessions_table)
+                .where(sessions_table.c.id == session_id)
+                .values(settings_rev=sessions_table.c.settings_rev + 1)
+            )
+            return int(
+                conn.execute(select(sessions_table.c.settings_rev).where(sessions_table.c.id == session_id)).scalar_one()
+            )
+
+    def _touch(self, conn: Any, session_id: str, title_from: str | None = None) -> None:
+        moment, ts = _now()
+        values: dict[str, Any] = {"updated_at": moment, "updated_ts": ts}
+        conn.execute(update(sessions_table).where(sessions_table.c.id == session_id).values(**values))
+        if title_from:
+            conn.execute(
+                update(sessions_table)
+                .where(sessions_table.c.id == session_id, sessions_table.c.title == "")
+                .values(title=_title(title_from))
+            )
+
+    # --- turns and answers ----------------------------------------------------------------------
+
+    def add_turn(
+        self,
+        session_id: str,
+        prompt: str,
+        *,
+        parent_id: str | None,
+        after_answer_id: str | None = None,
+        lanes: Iterable[int] | None = None,
+    ) -> tuple[Turn, list[Answer]]:
+        """A new turn (chosen at its fork) with a streaming answer in each of `lanes` (default:
+        every lane, with each lane's current variant). Refused while the session has an answer
+        still streaming, so two tabs cannot interleave turns."""
+        if not prompt.strip():
+            raise ValueError("a message cannot be empty")
+        moment, ts = _now()
+        turn_id = new_id("turn")
+        with self._begin() as conn:
+            # Taking the session row first serialises two tabs sending at once.
+            self._touch(conn, session_id, title_from=prompt)
+            self._refuse_if_live(conn, session_id)
+            variants = self._lane_variants(conn, session_id)
+            conn.execute(
+                insert(turns_table).values(
+                    id=turn_id, session_id=session_id, parent_id=parent_id, after_answer_id=after_answer_id,
+                    prompt=prompt, created_at=moment, created_ts=ts, selected_ts=ts,
+                )
+            )
+            answers = [self._insert_answer(conn, session_id, turn_id, lane, variants[lane]) for lane in (lanes or range(len(variants)))]
+        turn = Turn(turn_id, parent_id, after_answer_id, prompt, moment, None, None)
+        return turn, answers
+
+    def add_answer(self, session_id: str, turn_id: str, lane: int, variant: Variant | None = None) -> Answer:
+        """Another alternative for `lane` of a turn (regenerate), chosen at once; `variant`
+        defaults to the lane's current one."""
+        return self.add_answers(session_id, turn_id, [lane], [variant] if variant is not None else None)[0]
+
+    def add_answers(
+        self, session_id: str, turn_id: str, lanes: Sequence[int], variants: Sequence[Variant] | None = None
+    ) -> list[Answer]:
+        """Another alternative in each of `lanes` (a comparison's re-run), in one transaction."""
+        with self._begin() as conn:
+            self._touch(conn, session_id)
+            self._refuse_if_live(conn, session_id)
+            current = self._lane_variants(conn, session_id)
+            chosen = list(variants) if variants is not None else [current[lane] for lane in lanes]
+            return [self._insert_answer(conn, session_id, turn_id, lane, v) for lane, v in zip(lanes, chosen)]
+
+    def _refuse_if_live(self, conn: Any, session_id: str) -> None:
+        a = answers_table.c
+        live = conn.execute(
+            select(func.count()).select_from(answers_table).where(
+                a.session_id == session_id, a.status == LIVE, a.updated_ts >= time.time() - STALE_S
+            )
+        ).scalar_one()
+        if live:
+            raise ValueError("an answer is still streaming in this session: wait for it, or stop it")
+
+    def _lane_variants(self, conn: Any, session_id: str) -> list[Variant]:
+        rows = conn.execute(
+            select(lanes_table.c.variant).where(lanes_table.c.session_id == session_id).order_by(lanes_table.c.lane)
+        ).scalars().all()
+        if not rows:
+            raise KeyError(f"no session {session_id!r}: it may have been deleted")
+        return [Variant.model_validate_json(v) for v in rows]
+
+    def _insert_answer(self, conn: Any, session_id: str, turn_id: str, lane: int, variant: Variant) -> Answer:
+        moment, ts = _now()
+        answer_id = new_id("ans")
+        conn.execute(
+            insert(answers_table).values(
+                id=answer_id, session_id=session_id, turn_id=turn_id, lane=lane, variant=variant.model_dump_json(),
+                status=LIVE, content="", created_at=moment, created_ts=ts, updated_ts=ts, selected_ts=ts,
+            )
+        )
+        return Answer(answer_id, turn_id, lane, variant, LIVE, "", None, None, None, None, None, [], None, moment, ts, None, None, ts)
+
+    def progress(self, answer_id: str, content: str, *, notice: str | None = None) -> bool:
+        """A streaming answer's text so far (also its heartbeat). False when it is no longer
+        streaming (stopped, or its session deleted): the worker then stops reading."""
+        values: dict[str, Any] = {"content": content, "updated_ts": time.time()}
+        if notice is not None:
+            values["notice"] = notice
+        with self._begin() as conn:
+            return (
+                conn.execute(
+                    update(answers_table).where(answers_table.c.id == answer_id, answers_table.c.status == LIVE).values(**values)
+                ).rowcount
+                > 0
+            )
+
+    def link_request(self, answer_id: str, request_id: str) -> None:
+        """The request id the answer's request-log rows carry (set when its request starts)."""
+        with self._begin() as conn:
+            conn.execute(update(answers_table).where(answers_table.c.id == answer_id).values(request_id=request_id))
+
+    def heartbeat(self, answer_ids: Iterable[str]) -> None:
+        ids = list(answer_ids)
+        if not ids:
+            return
+        with self._begin() as conn:
+            conn.execute(
+                update(answers_table)
+                .where(answers_table.c.id.in_(ids), answers_table.c.status == LIVE)
+                .values(updated_ts=time.time())
+            )
+
+    def finish(
+        self,
+        answer_id: str,
+        status: AnswerStatus,
+        *,
+        content: str,
+        response: ChatResponse | None = None,
+        error_type: str | None = None,
+        error_message: str | None = None,
+        request_id: str | None = None,
+        attempts: Sequence[Attempt] = (),
+        elapsed_ms: float | None = None,
+        first_text_ms: float | None = None,
+    ) -> bool:
+        """The end of an answer. A streaming answer takes any final status; one a person
+        stopped keeps "stopped" and gains the rest of its text and figures."""
+        if status not in FINISHED:
+            raise ValueError(f"not a final status: {status!r}")
+        values: dict[str, Any] = {
+            "content": content,
+            "response": response.model_dump_json() if response is not None else None,
+            "error_type": error_type,
+            "error_message": error_message,
+            "request_id": request_id or (response.metadata.id if response is not None else None),
+            "attempts": json.dumps([a.model_dump(mode="json") for a in attempts]) if attempts else None,
+            "updated_ts": time.time(),
+            "finished_ts": time.time(),
+            "elapsed_ms": elapsed_ms,
+            "first_text_ms": first_text_ms,
+            "notice": None,
+        }
+        a = answers_table.c
+        with self._begin() as conn:
+            done = conn.execute(update(answers_table).where(a.id == answer_id, a.status == LIVE).values(status=status, **values)).rowcount
+            if done:
+                return True
+            values.pop("finished_ts")
+            return conn.execute(update(answers_table).where(a.id == answer_id, a.status == "stopped").values(**values)).rowcount > 0
+
+    def stop(self, answer_id: str) -> bool:
+        """Mark a streaming answer stopped, at once (its worker, in whichever process, sees it
+        at its next write and closes the provider's stream). False if it had already ended."""
+        a = answers_table.c
+        with self._begin() as conn:
+            return (
+                conn.execute(
+                    update(answers_table)
+                    .where(a.id == answer_id, a.status == LIVE)
+                    .values(status="stopped", finished_ts=time.time(), notice=None)
+                ).rowcount
+                > 0
+            )
+
+    def interrupt_stale(self, session_id: str | None = None, *, older_than_s: float = STALE_S) -> int:
+        """Mark answers whose worker stopped writing (its process ended) interrupted."""
+        a = answers_table.c
+        where = [a.status == LIVE, a.updated_ts < time.time() - older_than_s]
+        if session_id is not None:
+            where.append(a.session_id == session_id)
+        with self._begin() as conn:
+            return conn.execute(update(answers_table).where(*where).values(status="interrupted", notice=None)).rowcount
+
+    def interrupt(self, answer_ids: Iterable[str]) -> int:
+        ids = list(answer_ids)
+        if not ids:
+            return 0
+        a = answers_table.c
+        with self._begin() as conn:
+            return conn.execute(update(answers_table).where(a.id.in_(ids), a.status == LIVE).values(status="interrupted", notice=None)).rowcount
+
+    def answers(self, answer_ids: Iterable[str]) -> dict[str, Answer]:
+        """Some answers by id, fresh from the database (what a refreshing page polls)."""
+        ids = list(answer_ids)
+        if not ids:
+            return {}
+        with self._begin() as conn:
+            rows = conn.execute(select(answers_table).where(answers_table.c.id.in_(ids))).mappings().all()
+        return {row["id"]: _answer(row) for row in rows}
+
+    def answer_for_request(self, request_id: str) -> Answer | None:
+        with self._begin() as conn:
+            row = conn.execute(select(answers_table).where(answers_table.c.request_id == request_id)).mappings().first()
+        return _answer(row) if row else None
+
+    def choose_turn(self, turn_id: str) -> None:
+        """Show this branch at its fork."""
+        with self._begin() as conn:
+            conn.execute(update(turns_table).where(turns_table.c.id == turn_id).values(selected_ts=time.time()))
+
+    def choose_answer(self, answer_id: str) -> None:
+        """Show this alternative in its lane."""
+        with self._begin() as conn:
+            conn.execute(update(answers_table).where(answers_table.c.id == answer_id).values(selected_ts=time.time()))
+
+    def set_context(self, answer_id: str, include: bool | None) -> None:
+        """Send this answer as history (True), never (False), or by its status (None)."""
+        with self._begin() as conn:
+            conn.execute(update(answers_table).where(answers_table.c.id == answer_id).values(use_as_context=include))
+
+    def set_vote(self, turn_id: str, winner: str | None, vote_id: str | None) -> None:
+        """A comparison round's verdict (None clears it: its answers were regenerated)."""
+        with self._begin() as conn:
+            conn.execute(update(turns_table).where(turns_table.c.id == turn_id).values(vote=winner, vote_id=vote_id))
+
+    def delete_turn(self, turn_id: str) -> bool:
+        """Remove one exchange; the turns after it stay, attached to the turn before it."""
+        t = turns_table.c
+        with self._begin() as conn:
+            row = conn.execute(select(turns_table).where(t.id == turn_id)).mappings().first()
+            if row is None:
+                return False
+            live = conn.execute(
+                select(func.count()).select_from(answers_table).where(answers_table.c.turn_id == turn_id, answers_table.c.status == LIVE)
+            ).scalar_one()
+            if live:
+                raise ValueError("this turn's answer is still streaming: stop it first")
+            conn.execute(
+                update(turns_table).where(t.parent_id == turn_id).values(parent_id=row["parent_id"], after_answer_id=row["after_answer_id"])
+            )
+            conn.execute(delete(answers_table).where(answers_table.c.turn_id == turn_id))
+            conn.execute(delete(turns_table).where(t.id == turn_id))
+            self._touch(conn, row["session_id"])
+            return True
+
+    # --- reading a conversation -----------------------------------------------------------------
+
+    def conversation(self, session_id: str) -> Conversation | None:
+        """The session and the path through its turns that is shown (see the module docstring).
+        A streaming answer whose worker stopped writing is marked interrupted on the way
+        (a write only then: pages read this on every rerun)."""
+        session = self.get(session_id)
+        if session is None:
+            return None
+        rows = self._conversation_rows(session_id)
+        cutoff = time.time() - STALE_S
+        if any(r["status"] == LIVE and r["updated_ts"] < cutoff for r in rows[1]):
+            self.interrupt_stale(session_id)
+            rows = self._conversation_rows(session_id)
+        turn_rows, answer_rows = rows
+        return Conversation(session, _path(turn_rows, [_answer(r) for r in answer_rows], single_lane=len(session.variants) == 1))
+
+    def _conversation_rows(self, session_id: str) -> tuple[Sequence[Any], Sequence[Any]]:
+        with self._begin() as conn:
+            turn_rows = conn.execute(
+                select(turns_table).where(turns_table.c.session_id == session_id).order_by(turns_table.c.created_ts, turns_table.c.id)
+            ).mappings().all()
+            answer_rows = conn.execute(
+                select(answers_table)
+                .where(answers_table.c.session_id == session_id)
+                .order_by(answers_table.c.created_ts, answers_table.c.id)
+            ).mappings().all()
+        return turn_rows, answer_rows
+
+
+class _Transaction:
+    """engine.begin(), holding the memory store's lock for the whole transaction."""
+
+    def __init__(self, engine: Engine, lock: Any) -> None:
+        self._engine, self._lock = engine, lock
+        self._context: Any = None
+
+    def __enter__(self):
+        self._lock.__enter__()
+        try:
+            self._context = self._engine.begin()
+            return self._context.__enter__()
+        except BaseException:
+            self._lock.__exit__(None, None, None)
+            raise
+
+    def __exit__(self, *exc: Any) -> Any:
+        try:
+            return self._context.__exit__(*exc)
+        finally:
+            self._lock.__exit__(None, None, None)
+
+
+def _answer(row: Any) -> Answer:
+    return Answer(
+        id=row["id"],
+        turn_id=row["turn_id"],
+        lane=row["lane"],
+        variant=Variant.model_validate_json(row["variant"]),
+        status=row["status"],
+        content=row["content"] or "",
+        notice=row["notice"],
+        error_type=row["error_type"],
+        error_message=row["error_message"],
+        request_id=row["request_id"],
+        response=ChatResponse.model_validate_json(row["response"]) if row["response"] else None,
+        attempts=[Attempt.model_validate(a) for a in json.loads(row["attempts"])] if row["attempts"] else [],
+        use_as_context=row["use_as_context"],
+        created_at=row["created_at"],
+        updated_ts=row["updated_ts"],
+        elapsed_ms=row["elapsed_ms"],
+        first_text_ms=row["first_text_ms"],
+        selected_ts=row["selected_ts"],
+    )
+
+
+def _path(turn_rows: Sequence[Any], answers: Sequence[Answer], *, single_lane: bool) -> list[Turn]:
+    """Walk the tree from the root, taking at each fork the most recently chosen branch; in a
+    single-lane session, only the turns that followed the chosen answer continue the path."""
+    by_turn: dict[str, list[Answer]] = {}
+    for answer in answers:
+        by_turn.setdefault(answer.turn_id, []).append(answer)
+    children: dict[str | None, list[Any]] = {}
+    for row in turn_rows:
+        children.setdefault(row["parent_id"], []).append(row)
+    known_turns = {row["id"] for row in turn_rows}
+    # A turn whose parent was removed by other means (never by this module) joins the root.
+    for parent in [p for p in children if p is not None and p not in known_turns]:
+        children.setdefault(None, []).extend(children.pop(parent))
+    selected_ts = {row["id"]: row["selected_ts"] for row in turn_rows}
+    answer_selected = _selected_answers(answers)
+
+    path: list[Turn] = []
+    parent: str | None = None
+    followed: str | None = None
+    seen: set[str] = set()
+    while True:
+        options = children.get(parent, [])
+        if single_lane and parent is not None:
+            options = [row for row in options if row["after_answer_id"] in (None, followed)]
+        if not options:
+            break
+        row = max(options, key=lambda r: (selected_ts[r["id"]], r["created_ts"], r["id"]))
+        if row["id"] in seen:  # a cycle cannot be made through this API; never loop on one
+            break
+        seen.add(row["id"])
+        slot = [r["id"] for r in options if r["after_answer_id"] == row["after_answer_id"]]
+        turn = Turn(row["id"], row["parent_id"], row["after_answer_id"], row["prompt"], row["created_at"], row["vote"], row["vote_id"])
+        turn.branches = slot
+        for answer in by_turn.get(row["id"], []):
+            turn.alternatives.setdefault(answer.lane, []).append(answer)
+        for lane in turn.alternatives:
+            turn.chosen[lane] = answer_selected[(row["id"], lane)]
+        path.append(turn)
+        parent = row["id"]
+        followed = turn.chosen[0].id if 0 in turn.chosen else None
+    return path
+
+
+def _selected_answers(answers: Sequence[Answer]) -> dict[tuple[str, int], Answer]:
+    """Per (turn, lane), the most recently chosen alternative."""
+    best: dict[tuple[str, int], Answer] = {}
+    for answer in answers:
+        key = (answer.turn_id, answer.lane)
+        current = best.get(key)
+        if current is None or (answer.selected_ts, answer.created_at, answer.id) > (current.selected_ts, current.created_at, current.id):
+            best[key] = answer
+    return best

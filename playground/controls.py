@@ -1,0 +1,319 @@
+"""The controls of a `Variant` (who answers, and how), shared by the chat's sidebar and each
+Compare column, and the estimated cost of the next request.
+
+Controls are keyed by a prefix ("chat", "cmp0"...). A page loads a session's variant into
+them (`load`) when it opens the session or when another tab changed its settings; what the
+controls show is then read back (`variant_controls`) and saved when it differs. A setting
+the chosen provider ignores says so beside its control.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import streamlit as st
+from pydantic import ValidationError
+
+from conductor_core.models import ChatMessage, RoutingPolicy, Usage
+from conductor_core.providers import BaseProvider
+from conductor_core.router import Conductor
+from conductor_core.workbench.variants import Variant
+
+from . import components as ui
+from . import state
+
+__all__ = [
+    "DEFAULT_VARIANT",
+    "load",
+    "variant_controls",
+    "ignored_by",
+    "parse_stop",
+    "format_stop",
+    "CostEstimate",
+    "estimate_cost",
+    "format_bound",
+    "loaded",
+    "cost_caption",
+    "CHARS_PER_TOKEN",
+]
+
+DEFAULT_VARIANT = Variant(provider="auto", temperature=0.7, max_tokens=256)
+_SETTING_NAMES = {"temperature": "temperature", "top_p": "top_p", "stop": "stop sequences", "seed": "seed"}
+
+
+# --- loading and reading ----------------------------------------------------------------------
+
+
+def _key(prefix: str, name: str) -> str:
+    return f"{prefix}_{name}"
+
+
+def load(prefix: str, variant: Variant) -> None:
+    """Put `variant` into the controls keyed by `prefix` (call before they are drawn)."""
+    ss = st.session_state
+    ss[_key(prefix, "provider")] = variant.provider
+    if variant.model:
+        ss[_key(prefix, f"model_{variant.provider}")] = variant.model
+    if variant.policy is not None:
+        ss[_key(prefix, "policy")] = variant.policy.value
+    ss[_key(prefix, "temperature")] = float(variant.temperature)
+    ss[_key(prefix, "max_tokens")] = int(variant.max_tokens)
+    ss[_key(prefix, "top_p")] = variant.top_p
+    ss[_key(prefix, "seed")] = variant.seed
+    ss[_key(prefix, "stop")] = format_stop(variant.stop)
+    ss[_key(prefix, "system")] = variant.system or ""
+
+
+def parse_stop(text: str) -> tuple[str, ...] | None:
+    r"""One stop sequence a line; `\n` and `\t` written out mean a newline and a tab."""
+    sequences = []
+    for line in text.splitlines():
+        if line.strip():
+            sequences.append(line.replace("\\n", "\n").replace("\\t", "\t"))
+    return tuple(sequences) or None
+
+
+def format_stop(stop: Sequence[str] | None) -> str:
+    return "\n".join(s.replace("\n", "\\n").replace("\t", "\\t") for s in stop or ())
+
+
+def ignored_by(c: Conductor, name: str) -> dict[str, list[str]]:
+    """Setting -> display names of the providers that ignore it: the chosen provider, or for
+    AUTO every provider it may choose."""
+    names = state.configured_names(c) if name == "auto" else [name]
+    ignored: dict[str, list[str]] = {}
+    for provider_name in names:
+        provider = state.session_providers().get(provider_name) or c.registry.providers.get(provider_name)
+        if provider is None:
+            continue
+        for setting in provider.ignored_settings():
+            ignored.setdefault(setting, []).append(state.display_name(c, provider_name))
+    return ignored
+
+
+def _ignored_note(setting: str, ignored: Mapping[str, list[str]], auto: bool) -> None:
+    who = ignored.get(setting)
+    if not who:
+        return
+    names = ", ".join(who)
+    text = (
+        f"If AUTO picks {names}, {_SETTING_NAMES[setting]} is not sent (it does not take it)."
+        if auto
+        else f"{names} ignores {_SETTING_NAMES[setting]}: it is not sent."
+    )
+    st.caption(f":orange[:material/block:] {ui.escape_md(text)}")
+
+
+def variant_controls(
+    c: Conductor,
+    prefix: str,
+    *,
+    providers: Sequence[str],
+    allow_auto: bool,
+    labels: Mapping[str, str],
+    compact: bool = False,
+) -> Variant | None:
+    """Draw the controls; return the variant they show (None if the values are refused, with
+    a message beside the control). `compact` (a Compare column) hides the labels that the
+    column's header makes obvious."""
+    options = (["auto"] if allow_auto else []) + list(providers)
+    ss = st.session_state
+    if ss.get(_key(prefix, "provider")) not in options and options:
+        ss[_key(prefix, "provider")] = options[0]
+    provider = st.selectbox(
+        "Provider", options, format_func=lambda n: labels.get(n, n), key=_key(prefix, "provider"),
+        help="AUTO picks the best healthy provider and falls back when one fails." if allow_auto else None,
+        label_visibility="collapsed" if compact else "visible",
+    )
+    policy = None
+    model: str | None = None
+    if provider == "auto":
+        policy = st.selectbox(
+            "AUTO policy", [p.value for p in RoutingPolicy], key=_key(prefix, "policy"), format_func=str.capitalize,
+            help="What AUTO optimises for.",
+        )
+    elif state.provider_hint(c, provider):
+        st.info(
+            f"**{ui.escape_md(state.display_name(c, provider))}** is not configured: "
+            f"{ui.escape_md(state.provider_hint(c, provider))}.",
+            icon=":material/key:",
+        )
+        st.page_link("views/providers.py", label="Add a key for this session", icon=":material/arrow_forward:")
+    else:
+        model = _model_control(c, prefix, provider, compact=compact)
+    ignored = ignored_by(c, provider)
+    auto = provider == "auto"
+
+    def more() -> tuple[float | None, int | None, str]:
+        top_p = st.number_input(
+            "Top p", min_value=0.0, max_value=1.0, value=None, step=0.05, key=_key(prefix, "top_p"), placeholder="provider default",
+            help="Nucleus sampling: only the most likely tokens whose probabilities add up to this. Empty: the provider's default.",
+        )
+        _ignored_note("top_p", ignored, auto)
+        seed = st.number_input(
+            "Seed", min_value=0, max_value=2**31 - 1, value=None, step=1, key=_key(prefix, "seed"), placeholder="random",
+            help="The same seed asks for the same sampling, where the provider supports it. Empty: random.",
+        )
+        _ignored_note("seed", ignored, auto)
+        stop_text = st.text_area(
+            "Stop sequences", key=_key(prefix, "stop"), height=68, placeholder="One a line (\\n for a newline), up to 4",
+            help="Generation ends when one of these is produced.",
+        )
+        _ignored_note("stop", ignored, auto)
+        return top_p, seed, stop_text
+
+    temperature = st.slider(
+        "Temperature", 0.0, 2.0, step=0.05, key=_key(prefix, "temperature"),
+        help="0 is focused and repeatable; higher is more varied.",
+    )
+    _ignored_note("temperature", ignored, auto)
+    max_tokens = st.number_input(
+        "Max tokens", min_value=1, max_value=4000, step=32, key=_key(prefix, "max_tokens"),
+        help="The most tokens the answer may use (1 to 4000).",
+    )
+    hidden = [s for s in ("top_p", "seed", "stop") if s in ignored]
+    note = f" · {len(hidden)} ignored" if hidden else ""
+    # In a Compare column (itself inside an expander, which cannot nest) a popover instead.
+    more_box = (
+        st.popover(f"System prompt, top p, seed, stop{note}", icon=":material/tune:", width="stretch")
+        if compact
+        else st.expander(f"Top p, seed, stop{note}", icon=":material/tune:")
+    )
+    with more_box:
+        if compact:
+            system = _system_control(prefix, compact=True)
+        top_p, seed, stop_text = more()
+    if not compact:
+        system = _system_control(prefix, compact=False)
+    stop = parse_stop(stop_text)
+    try:
+        return Variant(
+            provider=provider, model=model, temperature=temperature, max_tokens=int(max_tokens),
+            top_p=top_p, stop=stop, seed=int(seed) if seed is not None else None, system=system.strip() or None,
+            policy=RoutingPolicy(policy) if policy else None,
+        )
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in error.errors())
+        st.error(f"These settings cannot be sent: {ui.escape_md(problems)}", icon=":material/error:")
+        return None
+
+
+def _system_control(prefix: str, *, compact: bool) -> str:
+    return st.text_area(
+        "System prompt" if compact else "System prompt (this conversation)", key=_key(prefix, "system"),
+        height=80 if compact else 90, placeholder="Optional: how the assistant should behave.",
+        help="Sent first with every message of this column." if compact
+        else "Sent first with every message of this conversation; each Compare column has its own.",
+    )
+
+
+def _model_control(c: Conductor, prefix: str, provider: str, *, compact: bool) -> str | None:
+    models = state.models_of(c, provider)
+    key = _key(prefix, f"model_{provider}")
+    if not models:
+        # An endpoint that lists no models and was configured without any: ask for a name
+        # rather than send the placeholder "default" (servers that check names answer 404).
+        typed = st.text_input(
+            "Model", key=key, placeholder="Type the model name", label_visibility="collapsed" if compact else "visible",
+            help="This endpoint lists no models: type the name its server expects.",
+        )
+        if not (typed or "").strip():
+            st.warning("Type a model name for this endpoint.", icon=":material/edit:")
+            return None
+        return typed.strip()
+    current = st.session_state.get(key)
+    if current is not None and current not in models:
+        models = [*models, current]  # a name typed earlier (accept_new_options)
+    return st.selectbox(
+        "Model", models, key=key, accept_new_options=True, label_visibility="collapsed" if compact else "visible",
+        help="Listed by the provider; you can also type a model name.",
+    )
+
+
+def loaded(prefix: str) -> bool:
+    """Whether the controls keyed by `prefix` hold values (Streamlit forgets a widget's value
+    once a page without it has run, so coming back to a page means loading again)."""
+    return all(_key(prefix, name) in st.session_state for name in ("provider", "temperature", "max_tokens", "system"))
+
+
+# --- cost before sending ----------------------------------------------------------------------
+
+#: Characters a token, cautiously low (English averages about 4), so the bound holds for most text.
+CHARS_PER_TOKEN = 3.0
+#: Tokens a message costs beyond its text (role markers), as chat formats count them.
+TOKENS_PER_MESSAGE = 4
+
+
+@dataclass
+class CostEstimate:
+    text: str  # "≤ $0.0012", "free", "unknown", "free to ≤ $0.0031"
+    detail: str  # how it was estimated
+    bound: float | None  # the largest known cost (None: unknown or nothing priced)
+
+
+def format_bound(value: float) -> str:
+    """A cost with two significant digits, never in exponent notation: $0.0012, $0.000034, $1.25."""
+    if value >= 0.01:
+        return f"${value:,.4f}".rstrip("0").rstrip(".") if value < 1 else f"${value:,.2f}"
+    decimals = max(2, -math.floor(math.log10(value)) + 1)
+    return f"${value:.{decimals}f}"
+
+
+def _input_tokens(messages: Sequence[ChatMessage]) -> int:
+    chars = sum(len(m.content) for m in messages)
+    return math.ceil(chars / CHARS_PER_TOKEN) + TOKENS_PER_MESSAGE * len(messages)
+
+
+def _provider(c: Conductor, name: str) -> BaseProvider | None:
+    return state.session_providers().get(name) or c.registry.providers.get(name)
+
+
+def estimate_cost(c: Conductor, variant: Variant, conversation: Sequence[ChatMessage]) -> CostEstimate:
+    """What the next request may cost: the conversation as it stands (its system prompt
+    included) counted cautiously, plus `max_tokens` of answer, priced by genai-prices
+    through the provider. For AUTO: the range over the providers it may choose."""
+    messages = variant.request(list(conversation) or [ChatMessage(role="user", content=" ")]).messages
+    tokens_in = _input_tokens(messages)
+    usage = Usage(input_tokens=tokens_in, output_tokens=variant.max_tokens)
+    detail = f"about {tokens_in:,} tokens in (~{CHARS_PER_TOKEN:g} characters a token) + up to {variant.max_tokens:,} out"
+    if variant.provider != "auto":
+        provider = _provider(c, variant.provider)
+        if provider is None:
+            return CostEstimate("unknown", "the provider is not configured", None)
+        model = variant.model or provider.default_model
+        cost = provider.estimate_cost(usage, model)
+        if cost is None:
+            return CostEstimate("unknown", f"no price is known for {model}", None)
+        if cost == 0:
+            return CostEstimate("free", "runs on this machine" if variant.provider == "local" else f"{model} is priced at 0", 0.0)
+        return CostEstimate(f"≤ {format_bound(cost)}", f"{detail}, at {model}'s price", cost)
+    # AUTO: each provider it may choose, at its default model.
+    costs: dict[str, float | None] = {}
+    for name in state.configured_names(c):
+        provider = _provider(c, name)
+        if provider is not None:
+            costs[name] = provider.estimate_cost(usage, provider.default_model)
+    priced = {n: v for n, v in costs.items() if v is not None}
+    unknown = [n for n, v in costs.items() if v is None]
+    if not priced:
+        return CostEstimate("unknown", "no price is known for the providers AUTO may choose", None)
+    low, high = min(priced.values()), max(priced.values())
+    low_text = "free" if low == 0 else f"≤ {format_bound(low)}"
+    high_text = "free" if high == 0 else f"≤ {format_bound(high)}"
+    text = low_text if low == high else f"{low_text} to {high_text}"
+    said = f"AUTO may choose any of {len(costs)} providers; {detail}"
+    if unknown:
+        names = ", ".join(unknown[:2]) + (f" +{len(unknown) - 2}" if len(unknown) > 2 else "")
+        text += f", unknown on {names}"
+        said += f"; no price is known for {', '.join(unknown)}"
+    return CostEstimate(text, said, high)
+
+
+def cost_caption(c: Conductor, variant: Variant | None, conversation: Sequence[ChatMessage], *, prefix: str = "Next request") -> None:
+    if variant is None:
+        return
+    estimate = estimate_cost(c, variant, conversation)
+    st.caption(f":material/payments: {prefix}: **{ui.escape_md(estimate.text)}**", help=estimate.detail)
+

@@ -1,0 +1,127 @@
+"""Which session a page shows, and the sidebar's list of sessions.
+
+The URL names the session (``?session=ses_…``), so a reload, a bookmark or a second tab
+opens it again. Streamlit clears query parameters on a page switch, so each page also
+remembers its session in the browser session's state and puts it back in the URL.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from conductor_core.workbench.sessions import SessionInfo
+
+from . import components as ui
+from . import state
+
+__all__ = ["PAGES", "current", "open_session", "forget", "sidebar_list", "header"]
+
+#: The page that shows each kind of session.
+PAGES = {"chat": "views/chat.py", "compare": "views/compare.py"}
+_NOUN = {"chat": "chat", "compare": "comparison"}
+
+
+def _state_key(kind: str) -> str:
+    return f"{kind}_session"
+
+
+def current(kind: str) -> str | None:
+    """The session this page shows: the URL's, else the one this tab had open here."""
+    ss = st.session_state
+    wanted = st.query_params.get("session")
+    if wanted and wanted != ss.get(_state_key(kind)):
+        found = state.sessions().get(wanted)
+        if found is None:
+            st.warning("That session does not exist any more (it may have been deleted).", icon=":material/search_off:")
+            del st.query_params["session"]
+        elif found.kind != kind and found.kind in PAGES:
+            ss[_state_key(found.kind)] = found.id
+            st.switch_page(PAGES[found.kind], query_params={"session": found.id})
+        else:
+            ss[_state_key(kind)] = found.id
+    sid = ss.get(_state_key(kind))
+    if sid and st.query_params.get("session") != sid:
+        st.query_params["session"] = sid
+    return sid
+
+
+def open_session(kind: str, session_id: str) -> None:
+    st.session_state[_state_key(kind)] = session_id
+    st.query_params["session"] = session_id
+
+
+def forget(kind: str) -> None:
+    """Show a new, empty session (made when the first message is sent)."""
+    st.session_state.pop(_state_key(kind), None)
+    if "session" in st.query_params:
+        del st.query_params["session"]
+
+
+def sidebar_list(kind: str, current_id: str | None) -> None:
+    """New session, search, and the recent sessions of this kind (opened in this tab; the
+    address bar then names the session, to bookmark or open in another tab)."""
+    noun = _NOUN.get(kind, "session")
+    st.button(
+        f"New {noun}", icon=":material/add_comment:", key=f"{kind}_new", width="stretch",
+        on_click=forget, args=(kind,), disabled=current_id is None,
+    )
+    search = st.text_input(
+        "Search sessions", key=f"{kind}_search", placeholder=f"Search {noun}s…", label_visibility="collapsed",
+        icon=":material/search:",
+    )
+    try:
+        found = state.sessions().recent(kind, search=search or "", limit=12)
+    except Exception as exc:  # noqa: BLE001 - a database problem is a message, the page keeps working
+        st.caption(f"Sessions unavailable: {ui.escape_md(ui.unexpected_error(exc))}")
+        return
+    if not found:
+        st.caption(f"No {noun}s match “{ui.escape_md(search)}”." if search else f"Your {noun}s will be listed here.")
+        return
+    for session in found:
+        title = session.title or f"Untitled {noun}"
+        mine = session.id == current_id
+        st.button(
+            ui.literal_label(title[:40] + ("…" if len(title) > 40 else "")), key=f"{kind}_open_{session.id}",
+            icon=":material/chevron_right:" if mine else ":material/chat_bubble_outline:", type="secondary" if mine else "tertiary",
+            help=f"{title} · updated {session.updated_at:%Y-%m-%d %H:%M} UTC", width="stretch",
+            on_click=open_session, args=(kind, session.id),
+        )
+
+
+def _rename(session_id: str, key: str) -> None:
+    title = (st.session_state.get(key) or "").strip()
+    try:
+        state.sessions().rename(session_id, title)
+        st.toast("Renamed.", icon=":material/edit:")
+    except ValueError as error:
+        st.session_state["session_note"] = str(error)
+
+
+def _delete(kind: str, session_id: str) -> None:
+    state.sessions().delete(session_id)
+    forget(kind)
+    st.toast("Session deleted.", icon=":material/delete:")
+
+
+def header(kind: str, session: SessionInfo | None, *, busy: bool) -> None:
+    """The session's name, with rename and delete."""
+    noun = _NOUN.get(kind, "session")
+    if session is None:
+        st.caption(f"New {noun}: it is saved when you send the first message.")
+        return
+    row = st.container(horizontal=True, vertical_alignment="center", gap="small")
+    with row:
+        st.markdown(f"**{ui.literal_label(session.title or f'Untitled {noun}')}**")
+        with st.popover("", icon=":material/more_horiz:", help=f"Rename or delete this {noun}", type="tertiary"):
+            key = f"rename_{session.id}"
+            st.text_input("Name", value=session.title, key=key, max_chars=80)
+            st.button("Rename", key=f"do_rename_{session.id}", on_click=_rename, args=(session.id, key), icon=":material/edit:")
+            st.divider()
+            st.button(
+                f"Delete this {noun}", key=f"delete_{session.id}", on_click=_delete, args=(kind, session.id),
+                icon=":material/delete:", type="primary", disabled=busy,
+                help="Stop the answer that is streaming first." if busy else "Its request-log rows stay on the Dashboard.",
+            )
+    note = st.session_state.pop("session_note", None)
+    if note:
+        st.warning(ui.escape_md(note))
