@@ -44,6 +44,7 @@ from benchmarks.common import (
     report,
     rounded,
     scrub_environ,
+    target,
     write_result,
 )
 
@@ -53,6 +54,11 @@ HUNG_WAITING = 500
 MODEL = "bench-model"
 CONCURRENCY = 50
 UPSTREAM_LATENCY_MS = 50.0
+# Issue 13's targets, all same-run comparisons.
+LIMIT_OVER_LITELLM = 3.0  # throughput, x the LiteLLM proxy's (chat and streams)
+LIMIT_CPU_MS = {"non_streaming": 2.0, "streaming": 4.0}  # gateway CPU per request / per 20-chunk stream
+LIMIT_HEALTH_P99_MS = 100.0  # /health with HUNG_WAITING requests stuck on a hung upstream
+LIMIT_HEALTHY_RATIO = 1.2  # a healthy provider's p50 then, over its unloaded p50
 REPLY = " ".join(f"word{i}" for i in range(20))
 SIZES = {"quick": {"rounds": 1, "block_s": 0.7, "warmup_s": 0.2}, "full": {"rounds": 3, "block_s": 8.0, "warmup_s": 3.0}}
 _FIRST_TEXT = re.compile(rb'"content":\s*"[^"]')
@@ -344,6 +350,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if rps.get("litellm" + suffix):
                 results[mode]["gateway_over_litellm" + suffix] = rounded(rps["gateway" + suffix] / rps["litellm" + suffix], 2)
     results["litellm"] = litellm_note
+    results["targets"] = _targets(results)
 
     payload = envelope(
         NAME,
@@ -375,6 +382,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         )
     report(lines)
     return payload
+
+
+def _targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    for mode, what in (("non_streaming", "requests"), ("streaming", "20-chunk streams")):
+        r = results[mode]
+        out.append(target(f"Gateway {what}/s over the LiteLLM proxy's (1 process each)", r.get("gateway_over_litellm"), LIMIT_OVER_LITELLM, at_most=False, unit="x"))
+        out.append(target(f"Gateway CPU per {what[:-1]}", r["cpu_ms_per_request"]["gateway"]["gateway"], LIMIT_CPU_MS[mode], unit="ms"))
+    hung = results["hung_upstream"]
+    out.append(target(f"/health p99 with {hung['waiting_on_hung_upstream']} requests on a hung upstream", hung["health_ms"]["with_hung"]["p99"], LIMIT_HEALTH_P99_MS, unit="ms"))
+    out.append(target("Healthy provider p50 then / unloaded p50", hung["healthy_p50_ratio"], LIMIT_HEALTHY_RATIO, unit="x"))
+    return out
 
 
 if __name__ == "__main__":
