@@ -49,6 +49,7 @@ __all__ = [
     "to_json",
     "to_html",
     "filename",
+    "stats_table",
 ]
 
 EXPORT_VERSION = 1
@@ -253,6 +254,11 @@ def _stats_rows(stats: list[VariantStats]) -> list[list[str]]:
 
 
 _STATS_HEAD = ["", "variant", "success", "p50", "p95", "p50 first token", "total cost", "pass rate", "rating", "win rate"]
+
+
+def stats_table(stats: list[VariantStats]) -> tuple[list[str], list[list[str]]]:
+    """The per-variant figures as the reports show them (head, rows): the page shows the same."""
+    return list(_STATS_HEAD), _stats_rows(stats)
 
 
 def _table(head: list[str], rows: list[list[str]]) -> list[str]:

@@ -53,15 +53,7 @@ if len(available) == 1 and len(state.models_of(c, available[0])) < 2 and not sta
 
 
 def default_variants(count: int) -> list[Variant]:
-    """Different providers first; with one provider, its models in turn; then the same again."""
-    chosen = []
-    pairs = [(p, m) for p in available for m in state.models_of(c, p)[:1]] + [
-        (p, m) for p in available for m in state.models_of(c, p)[1:]
-    ]
-    for i in range(count):
-        provider, model = pairs[i % len(pairs)] if pairs else (available[0], None)
-        chosen.append(Variant(provider=provider, model=model, temperature=0.7, max_tokens=256))
-    return chosen
+    return controls.default_variants(c, available, count)
 
 
 # --- the columns' settings ---------------------------------------------------------------------
