@@ -244,13 +244,20 @@ def _stats_rows(stats: list[VariantStats]) -> list[list[str]]:
             _ms(s.p50_latency_ms),
             _ms(s.p95_latency_ms),
             _ms(s.p50_ttft_ms),
-            _usd(s.cost_usd if s.priced else (None if s.unpriced else 0.0)) + (f" + {s.unpriced} unpriced" if s.unpriced and s.priced else ""),
+            _total_cost(s),
             _pct(s.pass_rate),
             "—" if s.avg_rating is None else f"{s.avg_rating:+.2f} ({s.thumbs_up}👍 {s.thumbs_down}👎)",
             _pct(s.win_rate),
         ]
         for s in stats
     ]
+
+
+def _total_cost(s: VariantStats) -> str:
+    """A variant's total: "—" with no answer (not "free"), "unknown" with no price known."""
+    if not s.priced and not s.unpriced:
+        return "—"
+    return _usd(s.cost_usd if s.priced else None) + (f" + {s.unpriced} unpriced" if s.unpriced and s.priced else "")
 
 
 _STATS_HEAD = ["", "variant", "success", "p50", "p95", "p50 first token", "total cost", "pass rate", "rating", "win rate"]

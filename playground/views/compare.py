@@ -12,7 +12,7 @@ from conductor_core.workbench.sessions import Conversation, Turn
 from conductor_core.workbench.variants import Variant, variant_labels
 
 from playground import components as ui
-from playground import controls, session_nav, state, turns
+from playground import controls, session_nav, share, state, turns
 
 c = state.conductor()
 store = state.sessions()
@@ -133,6 +133,21 @@ def _rerun_round(session_id: str, turn_id: str) -> None:
     turns.launch(fresh, index, fresh.turns[index].prompt, answers)
 
 
+def _share_round(conv: Conversation, index: int, turn: Turn, labels: list[str]) -> None:
+    with st.expander("Share this round: export or get code", icon=":material/ios_share:"):
+        st.caption("The prompt, every column's answer and figures, and the vote, as a file. No key is ever written.")
+        sid_ = conv.session.id
+        share.export_buttons(
+            lambda: share.comparison(store.conversation(sid_), index), key=f"cmp_export_{turn.id}",
+            name=share.file_stem("comparison", conv.session.title or "compare", f"message-{index + 1}"),
+        )
+        lanes = sorted(turn.chosen)
+        st.markdown("**Get code** for one column's request")
+        lane = st.selectbox("Column", lanes, key=f"cmp_code_lane_{turn.id}", format_func=lambda n: labels[lanes.index(n)])
+        answer = turn.chosen[lane]
+        share.get_code(c, share.last_request(answer.variant, conv.context(lane, index), turn.prompt), key=f"cmp_code_{turn.id}")
+
+
 def show_round(conv: Conversation, index: int, turn: Turn) -> None:
     last = index == len(conv.turns) - 1
     lanes = sorted(turn.chosen)
@@ -171,6 +186,7 @@ def show_round(conv: Conversation, index: int, turn: Turn) -> None:
     if live:
         st.button("Stop all", icon=":material/stop_circle:", key=f"cmp_stop_{turn.id}", on_click=_stop_all, args=(live,))
         return
+    _share_round(conv, index, turn, answered_labels)
     priced = [a for a in finished if a.status == "done" and a.response is not None and a.response.analytics.cost_usd is not None]
     done = [a for a in finished if a.status == "done"]
     if len(done) >= 2 and len(priced) < len(done):

@@ -337,7 +337,8 @@ def _plain(value) -> str:
 
 
 def _run_label(run: Run) -> str:
-    return f"Run {run.number} · {run.status} · {run.check.value} · {run.created_at:%Y-%m-%d %H:%M} UTC"
+    # No status here: a select box keeps an option's first label while the run goes on.
+    return f"Run {run.number} · check: {run.check.value} · {run.created_at:%Y-%m-%d %H:%M:%S} UTC"
 
 
 def experiment_header(experiment: Experiment, runs: list[Run], run: Run | None) -> None:
@@ -459,7 +460,7 @@ def draw_progress(run: Run, stats) -> None:
 def draw_status(run: Run, stats) -> None:
     done = sum(s.cells - s.cancelled for s in stats)
     cancelled = sum(s.cancelled for s in stats)
-    took = f" in {(run.finished_at - run.created_at).total_seconds():,.1f} s" if run.finished_at else ""
+    took = f" in {ui.format_ms((run.finished_at - run.created_at).total_seconds() * 1000)}" if run.finished_at else ""
     if run.status == "completed":
         st.success(f"Run {run.number} completed{took}: {done:,} answers.", icon=":material/check_circle:")
     elif run.status == "stopped":
@@ -477,11 +478,11 @@ def draw_status(run: Run, stats) -> None:
 
 def draw_summary(stats) -> None:
     head, rows = exports.stats_table(stats)
-    frame = pd.DataFrame(rows, columns=[h or " " for h in head])
-    st.dataframe(frame, hide_index=True, height="auto")
+    # A table, not a data grid: ten short columns, readable (and copyable) as text.
+    st.table(pd.DataFrame(rows, columns=[h or " " for h in head]).set_index(head[0] or " "))
     st.caption(
         "Success: answered without error, of the requests that ran. Pass rate: of the rows with an expected value. "
-        "Win rate: rows where a variant scored best (your 👍/👎 first, then the check, then answering)."
+        "Win rate: rows where a variant scored best (your rating first, then the check, then answering)."
     )
 
 
@@ -505,9 +506,10 @@ def draw_grid(experiment: Experiment, run: Run, *, live: bool) -> None:
     for grid_row in store.grid(run.id, offset=(page - 1) * GRID_PAGE, limit=GRID_PAGE):
         with st.container(border=True):
             st.markdown(f"**Row {grid_row.row + 1}**")
-            st.text(", ".join(f"{k} = {_plain(v)}" for k, v in grid_row.values.items() if k != "expected"))
+            values = ", ".join(f"{k} = {_plain(v)}" for k, v in grid_row.values.items() if k != "expected")
             if grid_row.expected is not None:
-                st.text(f"expected ({run.check.value}): {grid_row.expected}")
+                values += f"\nexpected ({run.check.value}): {grid_row.expected}"
+            st.text(values)  # what the person wrote, literally
             for v, column in enumerate(st.columns(len(experiment.variants), gap="small")):
                 with column:
                     st.markdown(f"**{letter(v)}** · {ui.escape_md(labels[v])}")
