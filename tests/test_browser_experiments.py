@@ -26,6 +26,7 @@ if str(ROOT) not in sys.path:
 
 from tests.test_browser import (  # noqa: E402,F401  (services and shots are fixtures)
     Playground,
+    choose,
     endpoint_config,
     eventually,
     launch,
@@ -144,6 +145,10 @@ def run_text(page) -> str:
 
 def summary_rows(page) -> dict[str, list[str]]:
     """The per-variant table above the grid: letter -> its cells."""
+    page.wait_for_function(
+        "() => document.querySelectorAll('[data-testid=\"stTable\"] tbody tr').length > 0", timeout=30_000, polling=100
+    )
+    wait_settled(page)
     table = page.get_by_test_id("stTable").first
     rows = {}
     for tr in table.locator("tbody tr").all():
@@ -233,70 +238,93 @@ def exp_rating(work: Path, run_id: str) -> int | None:
         log.close()
 
 
+def make_experiment(work: Path, name: str) -> str:
+    """The 10-row experiment over fast, slow and broken, stored the way the page stores one
+    (the test and the app share the SQLite file)."""
+    from conductor_core.models import register_provider_name
+    from conductor_core.workbench.datasets import read_dataset
+    from conductor_core.workbench.variants import Variant
+
+    for name in ("fast", "slow", "broken"):  # the app's endpoints, which this process has not loaded
+        register_provider_name(name)
+    log, exp = store(work)
+    try:
+        variants = [Variant(provider=p, model=f"{p}-1", max_tokens=64) for p in ("fast", "slow", "broken")]
+        return exp.create(name, TEMPLATE, read_dataset(DATASET), variants).id
+    finally:
+        log.close()
+
+
+def start_run_from_page(page, number: int, *, calls_at_once: int | None = None) -> None:
+    page.get_by_role("button", name="Re-run").click()
+    if calls_at_once is not None:
+        page.get_by_label("Calls at once per provider", exact=True).last.fill(str(calls_at_once))
+        page.keyboard.press("Tab")
+        wait_idle(page)
+    page.get_by_role("button", name=f"Start run {number}").click()
+
+
 def test_stop_after_a_reload_keeps_what_finished_and_an_earlier_run_reopens(lab, shots):
     from playwright.sync_api import sync_playwright
 
-    lab["slow"].latency_s = 0.6  # one call at a time: 10 rows take ~6 s on the slow variant
-    try:
-        with sync_playwright() as p, browser_page(p, shots, "stop") as page:
-            if True:
-                open_experiments(page, lab["url"])
-                # Open the first test's experiment and run it again, one call at a time.
-                page.get_by_test_id("stSidebar").get_by_role("button").filter(has_text="Untitled experiment").first.click()
-                wait_idle(page)
-                page.get_by_role("button", name="Re-run").click()
-                page.get_by_label("Calls at once per provider", exact=True).last.fill("1")
-                page.keyboard.press("Tab")
-                wait_idle(page)
-                page.get_by_role("button", name="Start run 2").click()
-                page.get_by_test_id("stProgress").wait_for(timeout=30_000)
-                first_url = page.url
-                assert "run=" in first_url
+    experiment_id = make_experiment(lab["work"], "Stop and reopen")
+    with sync_playwright() as p, browser_page(p, shots, "stop") as page:
+        open_experiments(page, f"{lab['url']}/experiments?experiment={experiment_id}", ready="Re-run")
+        start_run_from_page(page, 1)
+        page.get_by_text("Run 1 completed", exact=False).wait_for(timeout=120_000)
+        wait_settled(page)
 
-                # Reload mid-run: the run goes on in the server, and the page finds it again.
-                page.reload()
-                page.get_by_test_id("stProgress").wait_for(timeout=60_000)
-                progress = page.get_by_test_id("stProgress").inner_text()
-                assert "of 30 answers" in progress, progress
-                page.wait_for_timeout(2_000)
-                page.get_by_role("button", name="Stop", exact=True).click()
-                page.get_by_text("Run 2 was stopped", exact=False).wait_for(timeout=60_000)
-                wait_settled(page)
-                text = run_text(page)
-                assert "cancelled: the run was stopped" in text
-                shots(page, "experiment_stopped", full_page=True)
+        # Run 2, one call at a time against a slow upstream: 10 rows take ~15 s on variant B.
+        lab["slow"].latency_s = 1.5
+        try:
+            start_run_from_page(page, 2, calls_at_once=1)
+            page.get_by_test_id("stProgress").wait_for(timeout=30_000)
+            assert "run=" in page.url
 
-                log, exp = store(lab["work"])
-                try:
-                    run_id = page.evaluate("() => new URLSearchParams(location.search).get('run')")
-                    run = exp.run(run_id)
-                    assert run.status == "stopped" and run.number == 2
-                    cells = exp.cells(run_id)
-                    statuses = [c.status for c in cells]
-                    assert len(cells) == 30 and "cancelled" in statuses
-                    # Nothing reported as a success that was not: every ok cell is a logged success.
-                    assert_logged_ok(log, cells)
-                    slow_ok = sum(1 for c in cells if c.variant == 1 and c.status == "ok")
-                    assert 0 < slow_ok < 10
-                    stats = exp.stats(run_id)
-                    assert stats[1].ok == slow_ok and stats[1].success_rate == 1.0  # cancelled cells are not failures
-                    assert f"{slow_ok + 10 + 10} of 30 requests finished" in text.replace(",", "")
-                    changes = exp.changes(run_id)
-                finally:
-                    log.close()
-                assert "since run 1" in text and changes[0] in text.replace("\\", "")
+            # Reload mid-run: the run goes on in the server, and the page finds it again.
+            page.reload()
+            page.get_by_role("button", name="Stop", exact=True).wait_for(timeout=60_000)
+            assert "of 30 answers" in page.get_by_test_id("stProgress").inner_text()
+            page.wait_for_function(  # at least one of the slow variant's answers is in
+                "() => document.body.innerText.includes('Slowly: I believe')", timeout=30_000, polling=200
+            )
+            page.get_by_role("button", name="Stop", exact=True).click()
+            page.get_by_text("Run 2 was stopped", exact=False).wait_for(timeout=60_000)
+        finally:
+            lab["slow"].latency_s = 0.05
+        text = run_text(page)
+        assert "cancelled: the run was stopped" in text
+        shots(page, "experiment_stopped", full_page=True)
 
-                # Open run 1 from the list; a reload shows run 1 again (the URL names it).
-                page.get_by_test_id("stSelectbox").filter(has_text="Run 2").first.click()
-                page.get_by_role("option").filter(has_text="Run 1").first.click()
-                page.get_by_text("Run 1 completed", exact=False).wait_for(timeout=30_000)
-                wait_settled(page)
-                page.reload()
-                page.get_by_text("Run 1 completed", exact=False).wait_for(timeout=60_000)
-                wait_settled(page)
-                assert "Run 2 was stopped" not in run_text(page)
-    finally:
-        lab["slow"].latency_s = 0.05
+        log, exp = store(lab["work"])
+        try:
+            run_id = page.evaluate("() => new URLSearchParams(location.search).get('run')")
+            run = exp.run(run_id)
+            assert run.status == "stopped" and run.number == 2 and run.concurrency["slow"] == 1
+            cells = exp.cells(run_id)
+            statuses = [c.status for c in cells]
+            assert len(cells) == 30 and "cancelled" in statuses
+            # Nothing reported as a success that was not: every ok cell is a logged success.
+            assert_logged_ok(log, cells)
+            slow_ok = sum(1 for c in cells if c.variant == 1 and c.status == "ok")
+            assert 0 < slow_ok < 10
+            stats = exp.stats(run_id)
+            assert stats[1].ok == slow_ok and stats[1].success_rate == 1.0  # cancelled cells are not failures
+            finished = sum(1 for c in cells if c.status != "cancelled")
+            assert f"{finished} of 30 requests finished" in text.replace(",", "")
+            changes = exp.changes(run_id)
+        finally:
+            log.close()
+        assert "since run 1" in text and changes[1] in text.replace("\\", "")
+
+        # Open run 1 from the list; a reload shows run 1 again (the URL names it).
+        choose(page, "Run", "Run 1 ·")
+        page.get_by_text("Run 1 completed", exact=False).wait_for(timeout=30_000)
+        wait_settled(page)
+        page.reload()
+        page.get_by_text("Run 1 completed", exact=False).wait_for(timeout=60_000)
+        wait_settled(page)
+        assert "Run 2 was stopped" not in run_text(page)
 
 
 def test_bad_input_is_named_on_the_page_and_nothing_is_sent(lab, shots):
