@@ -10,10 +10,7 @@ page to settle) are tests/test_browser.py's, imported rather than copied.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
-import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -42,6 +39,9 @@ CANARY = "sk-canary-experiments-0123456789abcdef"
 RIGHT_KEY = "sk-the-key-the-server-wants-000000"
 FAST_REPLY = "The capital is Paris, of course."
 SLOW_REPLY = "Slowly: I believe it is Paris."
+# The slow upstream also echoes the key the app holds for `broken` (a leaky server): the page and
+# every export must show the answer without it.
+SLOW_LEAK = f"{SLOW_REPLY} Your key: {CANARY}"
 ROW_LIMIT = 25
 COUNTRIES = ["France", "Japan", "Kenya", "Canada", "Peru", "Italy", "Chile", "Egypt", "India", "Spain"]
 # Six rows expect "Paris" (both replies contain it: pass), four expect the real capital (fail).
@@ -58,7 +58,7 @@ def lab(services, tmp_path_factory):
 
     work = tmp_path_factory.mktemp("experiments")
     fast = OpenAIServer(reply=FAST_REPLY, models=["fast-1"], chunk_delay_s=0.005).start()
-    slow = OpenAIServer(reply=SLOW_REPLY, models=["slow-1"], latency_s=0.05, chunk_delay_s=0.005).start()
+    slow = OpenAIServer(reply=SLOW_LEAK, models=["slow-1"], latency_s=0.05, chunk_delay_s=0.005).start()
     broken = OpenAIServer(reply="never", models=["broken-1"], require_key=RIGHT_KEY).start()
     config = (
         endpoint_config(fast, "fast")
@@ -161,73 +161,72 @@ def test_ten_rows_three_variants_one_failing_then_export(lab, shots):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p, browser_page(p, shots, "ten_rows", accept_downloads=True) as page:
-        if True:
-            open_experiments(page, lab["url"])
-            fill_form(page)
-            page.get_by_text("10 rows (limit 25)", exact=False).wait_for(timeout=30_000)
-            assert "an expected column" in run_text(page).replace("`", "")
-            page.get_by_role("button", name="Run experiment").click()
-            page.get_by_text("Run 1 completed", exact=False).wait_for(timeout=120_000)
-            wait_settled(page)
+        open_experiments(page, lab["url"])
+        fill_form(page)
+        page.get_by_text("10 rows (limit 25)", exact=False).wait_for(timeout=30_000)
+        assert "an expected column" in run_text(page).replace("`", "")
+        page.get_by_role("button", name="Run experiment").click()
+        page.get_by_text("Run 1 completed", exact=False).wait_for(timeout=120_000)
+        wait_settled(page)
 
-            # The upstreams got every row; the broken one refused each call until Conductor's
-            # breaker paused it (its later cells fail without a call, and say so).
-            assert generations(lab["fast"]) == 10 and generations(lab["slow"]) == 10
-            assert 1 <= generations(lab["broken"]) <= 10
-            rows = summary_rows(page)
-            assert set(rows) == {"A", "B", "C"}, rows
-            # variant, success, p50, p95, p50 first token, total cost, pass rate, rating, win rate
-            assert rows["A"][0] == "fast/fast-1" and rows["B"][0] == "slow/slow-1" and rows["C"][0] == "broken/broken-1"
-            assert rows["A"][1] == "100%" and rows["B"][1] == "100%" and rows["C"][1] == "0%"
-            assert rows["A"][6] == "60%" and rows["B"][6] == "60%" and rows["C"][6] == "0%"
-            assert rows["C"][2] == "—" and rows["C"][5] == "—"  # no latency and no cost from failures
-            text = run_text(page)
-            assert text.count(FAST_REPLY) == 10 and text.count(SLOW_REPLY) == 10
-            errors = page.get_by_test_id("stAlertContentError").all_inner_texts()
-            assert len(errors) == 10 and "rejected the API key" in errors[0], errors[:2]
-            assert all("rejected the API key" in e or "paused it" in e for e in errors), errors
-            assert CANARY not in page.content()
-            shots(page, "experiment_run", full_page=True)
+        # The upstreams got every row; the broken one refused each call until Conductor's
+        # breaker paused it (its later cells fail without a call, and say so).
+        assert generations(lab["fast"]) == 10 and generations(lab["slow"]) == 10
+        assert 1 <= generations(lab["broken"]) <= 10
+        rows = summary_rows(page)
+        assert set(rows) == {"A", "B", "C"}, rows
+        # variant, success, p50, p95, p50 first token, total cost, pass rate, rating, win rate
+        assert rows["A"][0] == "fast/fast-1" and rows["B"][0] == "slow/slow-1" and rows["C"][0] == "broken/broken-1"
+        assert rows["A"][1] == "100%" and rows["B"][1] == "100%" and rows["C"][1] == "0%"
+        assert rows["A"][6] == "60%" and rows["B"][6] == "60%" and rows["C"][6] == "0%"
+        assert rows["C"][2] == "—" and rows["C"][5] == "—"  # no latency and no cost from failures
+        text = run_text(page)
+        assert text.count(FAST_REPLY) == 10 and text.count(SLOW_REPLY) == 10
+        errors = page.get_by_test_id("stAlertContentError").all_inner_texts()
+        assert len(errors) == 10 and "rejected the API key" in errors[0], errors[:2]
+        assert all("rejected the API key" in e or "paused it" in e for e in errors), errors
+        assert CANARY not in page.content()
+        shots(page, "experiment_run", full_page=True)
 
-            # The stored run agrees with the page: each ok cell names its request-log row.
-            log, exp = store(lab["work"])
-            try:
-                run = exp.run(page.evaluate("() => new URLSearchParams(location.search).get('run')"))
-                assert run.status == "completed"
-                cells = exp.cells(run.id)
-                assert [c.status for c in cells].count("ok") == 20 and [c.status for c in cells].count("error") == 10
-                assert_logged_ok(log, cells)
-            finally:
-                log.close()
+        # The stored run agrees with the page: each ok cell names its request-log row.
+        log, exp = store(lab["work"])
+        try:
+            run = exp.run(page.evaluate("() => new URLSearchParams(location.search).get('run')"))
+            assert run.status == "completed"
+            cells = exp.cells(run.id)
+            assert [c.status for c in cells].count("ok") == 20 and [c.status for c in cells].count("error") == 10
+            assert_logged_ok(log, cells)
+        finally:
+            log.close()
 
-            # Rate a cell: the page and the store keep it.
-            page.get_by_test_id("stFeedback").first.locator("button").first.click()  # 👍 on row 1, A
-            wait_settled(page)
-            eventually(lambda: exp_rating(lab["work"], run.id) == 1, what="the rating is stored")
+        # Rate a cell: the page and the store keep it.
+        page.get_by_test_id("stFeedback").first.locator("button").first.click()  # 👍 on row 1, A
+        wait_settled(page)
+        eventually(lambda: exp_rating(lab["work"], run.id) == 1, what="the rating is stored")
 
-            # Exports: each download parses, holds the answers and the rating, and no key.
-            page.get_by_text("Share: export or get code").click()
-            downloads = {}
-            for label in ("Markdown", "JSON", "HTML report"):
-                with page.expect_download(timeout=60_000) as download:
-                    page.get_by_role("button", name=label, exact=True).click()
-                downloads[label] = Path(download.value.path()).read_text()
-            assert all(CANARY not in body for body in downloads.values())
-            report = json.loads(downloads["JSON"])
-            assert report["kind"] == "experiment_run" and report["rows_total"] == 10 and len(report["rows"]) == 10
-            answers = [cell["answer"] for row in report["rows"] for cell in row["cells"] if cell and cell["answer"]]
-            assert answers.count(FAST_REPLY) == 10 and answers.count(SLOW_REPLY) == 10
-            assert report["rows"][0]["cells"][0]["rating"] == 1
-            assert [s["pass_rate"] for s in report["stats"]] == [0.6, 0.6, 0.0]
-            assert FAST_REPLY in downloads["Markdown"] and "| A |" in downloads["Markdown"]
-            assert downloads["HTML report"].startswith("<!doctype html>") and "<svg" in downloads["HTML report"]
-            assert FAST_REPLY in downloads["HTML report"]
+        # Exports: each download parses, holds the answers and the rating, and no key.
+        page.get_by_text("Share: export or get code").click()
+        downloads = {}
+        for label in ("Markdown", "JSON", "HTML report"):
+            with page.expect_download(timeout=60_000) as download:
+                page.get_by_role("button", name=label, exact=True).click()
+            downloads[label] = Path(download.value.path()).read_text()
+        assert all(CANARY not in body for body in downloads.values())
+        report = json.loads(downloads["JSON"])
+        assert report["kind"] == "experiment_run" and report["rows_total"] == 10 and len(report["rows"]) == 10
+        answers = [cell["answer"] for row in report["rows"] for cell in row["cells"] if cell and cell["answer"]]
+        assert answers.count(FAST_REPLY) == 10 and sum(a.startswith(SLOW_REPLY) for a in answers) == 10
+        assert report["rows"][0]["cells"][0]["rating"] == 1
+        assert [s["pass_rate"] for s in report["stats"]] == [0.6, 0.6, 0.0]
+        assert FAST_REPLY in downloads["Markdown"] and "| A |" in downloads["Markdown"]
+        assert downloads["HTML report"].startswith("<!doctype html>") and "<svg" in downloads["HTML report"]
+        assert FAST_REPLY in downloads["HTML report"]
 
-            # Get code: the same request as code, with no key in it.
-            page.get_by_role("tab", name="curl").click()
-            code = page.get_by_test_id("stCode").all_inner_texts()
-            assert any("What is the capital of France? One word." in c for c in code)
-            assert all(CANARY not in c for c in code)
+        # Get code: the same request as code, with no key in it.
+        page.get_by_role("tab", name="curl").click()
+        code = page.get_by_test_id("stCode").all_inner_texts()
+        assert any("What is the capital of France? One word." in c for c in code)
+        assert all(CANARY not in c for c in code)
 
 
 def exp_rating(work: Path, run_id: str) -> int | None:
@@ -245,8 +244,8 @@ def make_experiment(work: Path, name: str) -> str:
     from conductor_core.workbench.datasets import read_dataset
     from conductor_core.workbench.variants import Variant
 
-    for name in ("fast", "slow", "broken"):  # the app's endpoints, which this process has not loaded
-        register_provider_name(name)
+    for endpoint in ("fast", "slow", "broken"):  # the app's endpoints, which this process has not loaded
+        register_provider_name(endpoint)
     log, exp = store(work)
     try:
         variants = [Variant(provider=p, model=f"{p}-1", max_tokens=64) for p in ("fast", "slow", "broken")]
@@ -332,38 +331,37 @@ def test_bad_input_is_named_on_the_page_and_nothing_is_sent(lab, shots):
 
     sent_before = sum(generations(lab[name]) for name in ("fast", "slow", "broken"))
     with sync_playwright() as p, browser_page(p, shots, "bad_input") as page:
-        if True:
-            open_experiments(page, lab["url"])
-            if page.get_by_role("button", name="New experiment").is_enabled():
-                page.get_by_role("button", name="New experiment").click()
-                wait_idle(page)
-
-            # A malformed CSV: the line is named, and the text stays as typed.
-            broken_csv = 'country,expected\nFrance,Paris\n"Japan,Tokyo\n'
-            fill_form(page, data=broken_csv)
-            error = page.get_by_test_id("stAlertContentError").first.inner_text()
-            assert "line 3" in error and "quoted field" in error, error
-            box = page.get_by_label("Rows: CSV with a header line, or JSONL (one JSON object a line)", exact=True)
-            assert box.input_value() == broken_csv
-
-            # A row without a variable's value: the variable and the row are named on Run.
-            jsonl = '{"country": "France"}\n{"country": "Japan"}\n{"nation": "Kenya"}\n'
-            fill_form(page, data=jsonl)
-            page.get_by_role("button", name="Run experiment").click()
+        open_experiments(page, lab["url"])
+        if page.get_by_role("button", name="New experiment").is_enabled():
+            page.get_by_role("button", name="New experiment").click()
             wait_idle(page)
-            error = page.get_by_test_id("stAlertContentError").first.inner_text()
-            assert "row 3" in error and "{{country}}" in error and "Nothing was sent" in error, error
-            assert box.input_value() == jsonl
 
-            # Over the row limit: refused before anything is sent, saying which setting raises it.
-            too_many = "country\n" + "".join(f"Country {i}\n" for i in range(ROW_LIMIT + 1))
-            fill_form(page, data=too_many)
-            error = page.get_by_test_id("stAlertContentError").first.inner_text()
-            assert f"{ROW_LIMIT + 1} rows" in error and "CONDUCTOR_DATASET_MAX_ROWS" in error, error
-            page.get_by_role("button", name="Run experiment").click()
-            wait_idle(page)
-            assert page.get_by_label("Prompt template", exact=True).input_value() == TEMPLATE
-            shots(page, "experiment_bad_input", full_page=True)
+        # A malformed CSV: the line is named, and the text stays as typed.
+        broken_csv = 'country,expected\nFrance,Paris\n"Japan,Tokyo\n'
+        fill_form(page, data=broken_csv)
+        error = page.get_by_test_id("stAlertContentError").first.inner_text()
+        assert "line 3" in error and "quoted field" in error, error
+        box = page.get_by_label("Rows: CSV with a header line, or JSONL (one JSON object a line)", exact=True)
+        assert box.input_value() == broken_csv
+
+        # A row without a variable's value: the variable and the row are named on Run.
+        jsonl = '{"country": "France"}\n{"country": "Japan"}\n{"nation": "Kenya"}\n'
+        fill_form(page, data=jsonl)
+        page.get_by_role("button", name="Run experiment").click()
+        wait_idle(page)
+        error = page.get_by_test_id("stAlertContentError").first.inner_text()
+        assert "row 3" in error and "{{country}}" in error and "Nothing was sent" in error, error
+        assert box.input_value() == jsonl
+
+        # Over the row limit: refused before anything is sent, saying which setting raises it.
+        too_many = "country\n" + "".join(f"Country {i}\n" for i in range(ROW_LIMIT + 1))
+        fill_form(page, data=too_many)
+        error = page.get_by_test_id("stAlertContentError").first.inner_text()
+        assert f"{ROW_LIMIT + 1} rows" in error and "CONDUCTOR_DATASET_MAX_ROWS" in error, error
+        page.get_by_role("button", name="Run experiment").click()
+        wait_idle(page)
+        assert page.get_by_label("Prompt template", exact=True).input_value() == TEMPLATE
+        shots(page, "experiment_bad_input", full_page=True)
     assert sum(generations(lab[name]) for name in ("fast", "slow", "broken")) == sent_before
 
 
@@ -376,14 +374,11 @@ def test_the_experiments_page_at_phone_width(lab, shots):
         with browser_page(p, shots, "phone", **phone) as page:
             open_experiments(page, lab["url"])
             shots(page, "phone_experiments_form", full_page=True)
-            log, exp = store(lab["work"])
-            try:
-                experiment = exp.experiments()[-1]
-                run = exp.runs(experiment.id)[-1]
-            finally:
-                log.close()
-            open_experiments(page, f"{lab['url']}/experiments?experiment={experiment.id}&run={run.id}")
-            page.get_by_text(f"Run {run.number} completed", exact=False).wait_for(timeout=60_000)
+            experiment_id = make_experiment(lab["work"], "On a phone")
+            open_experiments(page, f"{lab['url']}/experiments?experiment={experiment_id}", ready="Re-run")
+            start_run_from_page(page, 1)
+            page.get_by_text("Run 1 completed", exact=False).wait_for(timeout=120_000)
+            wait_settled(page)
             overflow = page.evaluate("() => document.querySelector('[data-testid=\"stMain\"]').scrollWidth - window.innerWidth")
             assert overflow <= 1, f"the run is {overflow}px wider than the phone"
             shots(page, "phone_experiment_run", full_page=True)

@@ -342,7 +342,7 @@ def _run_label(run: Run) -> str:
 
 
 def experiment_header(experiment: Experiment, runs: list[Run], run: Run | None) -> None:
-    st.subheader(experiment.name)
+    st.subheader(ui.escape_md(experiment.name))  # as typed: no Markdown, no directives
     st.caption(
         f"{experiment.row_count:,} rows × {len(experiment.variants)} variants · created "
         f"{experiment.created_at:%Y-%m-%d %H:%M} UTC · {len(runs)} run{'s' if len(runs) != 1 else ''}"
