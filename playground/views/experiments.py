@@ -417,7 +417,8 @@ def draw_cell(run: Run, cell: Cell | None, *, live: bool) -> None:
         st.caption(":material/hourglass_top: waiting…" if live else ":material/remove: not run")
         return
     if cell.status == "cancelled":
-        st.caption(":material/block: cancelled: the run was stopped before this answer finished (not counted)")
+        when = "while this answer streamed" if cell.answer else "before this answer arrived"
+        st.caption(f":material/block: cancelled: the run was stopped {when} (not counted)")
         return
     if cell.passed is not None:
         st.markdown(":green-badge[:material/check: pass]" if cell.passed else ":red-badge[:material/close: fail]")
