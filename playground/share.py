@@ -126,7 +126,7 @@ def file_stem(*parts: str) -> str:
     return stem[:80] or "export"
 
 
-def get_code(c: Conductor, request: ChatRequest, *, key: str) -> None:
+def get_code(c: Conductor, request: ChatRequest) -> None:
     """The three snippets for one request, in tabs. Keys are read from environment variables."""
     provider = request.provider
     try:
@@ -141,17 +141,20 @@ def get_code(c: Conductor, request: ChatRequest, *, key: str) -> None:
     tabs = st.tabs(["Python · gateway", "Python · provider SDK", "curl"])
     with tabs[0]:
         st.caption("The `openai` client against Conductor's gateway (`python -m gateway`).")
-        st.code(snippets["python_gateway"], language="python")
+        st.code(snippets["python_gateway"], language="python", wrap_lines=True)
     with tabs[1]:
         if snippets["python_sdk"] is None:
             st.caption("The embedded model runs inside Conductor: call it through the gateway.")
         else:
-            st.code(snippets["python_sdk"], language="python")
+            st.code(snippets["python_sdk"], language="python", wrap_lines=True)
     with tabs[2]:
-        st.code(snippets["curl"], language="bash")
+        st.code(snippets["curl"], language="bash", wrap_lines=True)
     st.caption(
-        ":material/key: No key is written in these: each reads it from an environment variable"
-        + (f" ({target.key_env})." if target.key_env else ".")
+        f":material/key: No key is written in these: the SDK's reads {target.key_env} from the environment, "
+        "the gateway's CONDUCTOR_API_KEY (if the gateway asks for one)."
+        if target.key_env
+        else ":material/key: No key is written in these: this target needs none; the gateway's reads "
+        "CONDUCTOR_API_KEY from the environment (if the gateway asks for one)."
     )
 
 

@@ -219,3 +219,22 @@ def test_share_a_conversation_and_a_comparison_without_the_key(env):
     data = json.loads(exports.to_json(share.comparison(compared, 0)))
     assert data["prompt"] == "Which is best?" and [c["label"] for c in data["columns"]] == ["alpha/alpha-small", "beta/beta-1"]
     assert data["vote"] == "alpha/alpha-small" and data["columns"][1]["answer"] == "Beta answers too."
+
+
+def test_edit_as_a_new_experiment_fills_the_form_and_runs_a_new_one(env):
+    at = finish(start(fill(experiments_page())))
+    experiment_id = at.query_params["experiment"]
+    at.button(key=f"exp_edit_{experiment_id}").click().run()
+    no_traceback(at)
+    assert "experiment" not in at.query_params
+    assert at.text_area(key="exp_template").value == TEMPLATE
+    rows = [json.loads(line) for line in at.text_area(key="exp_data_text").value.splitlines()]
+    assert rows[0] == {"country": "France", "expected": "Alpha"} and len(rows) == 3
+    assert at.text_input(key="exp_name").value == "Untitled experiment (copy)"
+    at.slider(key="exp1_temperature").set_value(0.0).run()  # the one change: B's temperature
+    finish(start(at))
+    store = playground_state.experiments()
+    copy = store.experiment(at.query_params["experiment"])
+    assert copy.id != experiment_id and copy.name == "Untitled experiment (copy)"
+    assert [v.temperature for v in copy.variants] == [0.7, 0.0, 0.7]
+    assert len(store.runs(experiment_id)) == 1  # the original is unchanged

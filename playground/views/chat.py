@@ -82,7 +82,7 @@ if conversation is not None and conversation.turns and not busy:
         if sent is not None:
             st.markdown("**Get code** for the last request")
             request = share.last_request(sent.variant, conversation.context(0, last), conversation.turns[last].prompt)
-            share.get_code(c, request, key=f"chat_code_{sid}")
+            share.get_code(c, request)
 
 EXAMPLES = [
     "Explain what a circuit breaker is in one paragraph.",

@@ -133,7 +133,10 @@ def _rerun_round(session_id: str, turn_id: str) -> None:
     turns.launch(fresh, index, fresh.turns[index].prompt, answers)
 
 
-def _share_round(conv: Conversation, index: int, turn: Turn, labels: list[str]) -> None:
+def _share_round(conv: Conversation, index: int, turn: Turn) -> None:
+    if any(answer.live or answer.settling for answer in turn.chosen.values()):
+        return
+    labels = variant_labels([turn.chosen[lane].variant for lane in sorted(turn.chosen)])
     with st.expander("Share this round: export or get code", icon=":material/ios_share:"):
         st.caption("The prompt, every column's answer and figures, and the vote, as a file. No key is ever written.")
         sid_ = conv.session.id
@@ -145,7 +148,7 @@ def _share_round(conv: Conversation, index: int, turn: Turn, labels: list[str]) 
         st.markdown("**Get code** for one column's request")
         lane = st.selectbox("Column", lanes, key=f"cmp_code_lane_{turn.id}", format_func=lambda n: labels[lanes.index(n)])
         answer = turn.chosen[lane]
-        share.get_code(c, share.last_request(answer.variant, conv.context(lane, index), turn.prompt), key=f"cmp_code_{turn.id}")
+        share.get_code(c, share.last_request(answer.variant, conv.context(lane, index), turn.prompt))
 
 
 def show_round(conv: Conversation, index: int, turn: Turn) -> None:
@@ -186,7 +189,6 @@ def show_round(conv: Conversation, index: int, turn: Turn) -> None:
     if live:
         st.button("Stop all", icon=":material/stop_circle:", key=f"cmp_stop_{turn.id}", on_click=_stop_all, args=(live,))
         return
-    _share_round(conv, index, turn, answered_labels)
     priced = [a for a in finished if a.status == "done" and a.response is not None and a.response.analytics.cost_usd is not None]
     done = [a for a in finished if a.status == "done"]
     if len(done) >= 2 and len(priced) < len(done):
@@ -223,6 +225,7 @@ if conversation is not None:
     for index, turn in enumerate(conversation.turns):
         st.divider()
         show_round(conversation, index, turn)
+        _share_round(conversation, index, turn)
 
 # --- the next message -----------------------------------------------------------------------------
 st.divider()

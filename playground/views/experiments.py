@@ -399,7 +399,7 @@ def share_run(experiment: Experiment, run: Run) -> None:
             index, values, _expected = rows[0]
             try:
                 prompt = store.prompt(experiment, values, index)
-                share.get_code(c, experiment.variants[v].request([ChatMessage(role="user", content=prompt)]), key=f"exp_code_{run.id}")
+                share.get_code(c, experiment.variants[v].request([ChatMessage(role="user", content=prompt)]))
             except (TemplateError, ValueError) as error:
                 st.caption(ui.escape_md(error))
 
