@@ -167,9 +167,11 @@ def test_ten_rows_three_variants_one_failing_then_export(lab, shots):
         fill_form(page)
         page.get_by_text("10 rows (limit 25)", exact=False).wait_for(timeout=30_000)
         assert "an expected column" in run_text(page).replace("`", "")
-        page.get_by_role("button", name="Run experiment").click()
+        page.get_by_role("button", name="Run experiment").click()  # at the bottom of a long form
         page.get_by_text("Run 1 completed", exact=False).wait_for(timeout=120_000)
         wait_settled(page)
+        # The run opens at its top (its progress and Stop), not scrolled down where the form ended.
+        assert page.evaluate("() => document.querySelector('[data-testid=\"stMain\"]').scrollTop") == 0
 
         # The upstreams got every row; the broken one refused each call until Conductor's
         # breaker paused it (its later cells fail without a call, and say so).
@@ -328,6 +330,13 @@ def test_stop_after_a_reload_keeps_what_finished_and_an_earlier_run_reopens(lab,
         assert "Run 2 was stopped" not in run_text(page)
 
 
+def alert(page, containing: str) -> str:
+    """The error message on the page that contains `containing`, once the page has drawn it."""
+    found = page.get_by_test_id("stAlertContentError").filter(has_text=containing).first
+    found.wait_for(timeout=30_000)
+    return found.inner_text()
+
+
 def test_bad_input_is_named_on_the_page_and_nothing_is_sent(lab, shots):
     from playwright.sync_api import sync_playwright
 
@@ -341,8 +350,8 @@ def test_bad_input_is_named_on_the_page_and_nothing_is_sent(lab, shots):
         # A malformed CSV: the line is named, and the text stays as typed.
         broken_csv = 'country,expected\nFrance,Paris\n"Japan,Tokyo\n'
         fill_form(page, data=broken_csv)
-        error = page.get_by_test_id("stAlertContentError").first.inner_text()
-        assert "line 3" in error and "quoted field" in error, error
+        error = alert(page, "line 3")
+        assert "quoted field" in error, error
         box = page.get_by_label("Rows: CSV with a header line, or JSONL (one JSON object a line)", exact=True)
         assert box.input_value() == broken_csv
 
@@ -350,16 +359,15 @@ def test_bad_input_is_named_on_the_page_and_nothing_is_sent(lab, shots):
         jsonl = '{"country": "France"}\n{"country": "Japan"}\n{"nation": "Kenya"}\n'
         fill_form(page, data=jsonl)
         page.get_by_role("button", name="Run experiment").click()
-        wait_idle(page)
-        error = page.get_by_test_id("stAlertContentError").first.inner_text()
-        assert "row 3" in error and "{{country}}" in error and "Nothing was sent" in error, error
+        error = alert(page, "row 3")
+        assert "{{country}}" in error and "Nothing was sent" in error, error
         assert box.input_value() == jsonl
 
         # Over the row limit: refused before anything is sent, saying which setting raises it.
         too_many = "country\n" + "".join(f"Country {i}\n" for i in range(ROW_LIMIT + 1))
         fill_form(page, data=too_many)
-        error = page.get_by_test_id("stAlertContentError").first.inner_text()
-        assert f"{ROW_LIMIT + 1} rows" in error and "CONDUCTOR_DATASET_MAX_ROWS" in error, error
+        error = alert(page, f"{ROW_LIMIT + 1} rows")
+        assert "CONDUCTOR_DATASET_MAX_ROWS" in error, error
         page.get_by_role("button", name="Run experiment").click()
         wait_idle(page)
         assert page.get_by_label("Prompt template", exact=True).input_value() == TEMPLATE

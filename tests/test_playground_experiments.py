@@ -230,11 +230,11 @@ def test_edit_as_a_new_experiment_fills_the_form_and_runs_a_new_one(env):
     assert at.text_area(key="exp_template").value == TEMPLATE
     rows = [json.loads(line) for line in at.text_area(key="exp_data_text").value.splitlines()]
     assert rows[0] == {"country": "France", "expected": "Alpha"} and len(rows) == 3
-    assert at.text_input(key="exp_name").value == "Untitled experiment (copy)"
+    assert at.text_input(key="exp_name").value == f"{TEMPLATE} (copy)"  # unnamed: titled by its template
     at.slider(key="exp1_temperature").set_value(0.0).run()  # the one change: B's temperature
     finish(start(at))
     store = playground_state.experiments()
     copy = store.experiment(at.query_params["experiment"])
-    assert copy.id != experiment_id and copy.name == "Untitled experiment (copy)"
+    assert copy.id != experiment_id and copy.name == f"{TEMPLATE} (copy)"
     assert [v.temperature for v in copy.variants] == [0.7, 0.0, 0.7]
     assert len(store.runs(experiment_id)) == 1  # the original is unchanged

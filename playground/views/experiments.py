@@ -169,6 +169,12 @@ st.caption(
     "One prompt template over many inputs, answered by 2-4 models or settings: every answer in a grid, with "
     "latency, cost, checks against an expected answer and your ratings. Runs are kept; re-run and compare."
 )
+if not store.keeps_text:
+    st.info(
+        "Prompt logging is off (CONDUCTOR_LOG_PROMPTS=false), so answers are **not kept**: each run keeps its "
+        "figures, checks and ratings only. Exports then hold no answers either.",
+        icon=":material/visibility_off:",
+    )
 message = ss.pop("exp_note", None)
 if message:
     st.warning(ui.escape_md(message), icon=":material/info:")
@@ -216,6 +222,13 @@ def new_experiment_form() -> None:
     ss.setdefault("exp_check", CheckKind.contains.value)
 
     st.subheader("New experiment")
+    if len(available) == 1 and len(state.models_of(c, available[0])) < 2:
+        st.info(
+            f"Only {state.display_name(c, available[0])} is configured: compare it with itself at other settings "
+            "(temperature, system prompt…), or add a key or an OpenAI-compatible endpoint (Ollama, vLLM…) on the "
+            "Providers page to compare it with another model.",
+            icon=":material/key:",
+        )
     st.text_input("Name", key="exp_name", placeholder="e.g. Capitals: three models", max_chars=80, persist_state=KEEP)
     template_text = st.text_area(
         "Prompt template", key="exp_template", height=110, placeholder=EXAMPLE_TEMPLATE,
@@ -276,6 +289,8 @@ def new_experiment_form() -> None:
             st.markdown(f"**{letter(i)}**")
             shown.append(controls.variant_controls(c, f"exp{i}", providers=available, allow_auto=False, labels=labels, compact=True))
     variants = [v for v in shown if v is not None]
+    if any(v.provider == "local" for v in variants):
+        st.caption(state.LOCAL_NOTE_SHORT + " It answers one request at a time.")
     if len(variants) == count:
         ss["exp_variants_draft"] = variants + defaults[count:]
         if len({v.target for v in variants}) < count:
@@ -317,7 +332,8 @@ def new_experiment_form() -> None:
             st.error("A variant's settings cannot be sent: see the message in its column.", icon=":material/error:")
         else:
             try:
-                created = store.create(ss.get("exp_name") or "", template_text, dataset, variants, max_rows=limit)
+                name = (ss.get("exp_name") or "").strip() or _clip(template_text)  # like a chat's title
+                created = store.create(name, template_text, dataset, variants, max_rows=limit)
                 handle = start_run(
                     c, store, created.id, check=ss.get("exp_check") or CheckKind.contains,
                     concurrency=_concurrency(ss.get("exp_concurrency")), overrides=state.overrides(),
@@ -326,7 +342,13 @@ def new_experiment_form() -> None:
                 st.error(f"Not started: {ui.escape_md(error)}. Nothing was sent.", icon=":material/error:")
             else:
                 open_run(created.id, handle.run_id)
+                ss["exp_scroll_top"] = True
                 st.rerun()
+
+
+def _clip(text: str, width: int = 60) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def _plain(value) -> str:
@@ -542,6 +564,10 @@ def live_run(experiment_id: str, run_id: str) -> None:
     draw_run(experiment, run, store.runs(experiment_id))
 
 
+#: Run was clicked at the bottom of a long form: the run's view would open scrolled down, its
+#: progress and Stop out of sight. A constant script of ours (no user or model text in it).
+SCROLL_TOP = "<script>document.querySelector('[data-testid=\"stMain\"]')?.scrollTo({top: 0});</script>"
+
 if experiment is None:
     new_experiment_form()
 else:
@@ -558,3 +584,5 @@ else:
             live_run(experiment.id, run.id)
         else:
             draw_run(experiment, run, runs)
+if ss.pop("exp_scroll_top", False):
+    st.html(SCROLL_TOP, unsafe_allow_javascript=True)
