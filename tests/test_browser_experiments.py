@@ -287,7 +287,13 @@ def test_stop_after_a_reload_keeps_what_finished_and_an_earlier_run_reopens(lab,
             # Reload mid-run: the run goes on in the server, and the page finds it again.
             page.reload()
             page.get_by_role("button", name="Stop", exact=True).wait_for(timeout=60_000)
-            assert "of 30 answers" in page.get_by_test_id("stProgress").inner_text()
+            before = page.get_by_test_id("stProgress").inner_text()
+            assert "of 30 answers" in before
+            page.wait_for_function(  # the bar moves by itself (no click, no reload)
+                "(before) => { const p = document.querySelector('[data-testid=\"stProgress\"]');"
+                " return p && p.innerText !== before; }",
+                arg=before, timeout=15_000, polling=100,
+            )
             page.wait_for_function(  # at least one of the slow variant's answers is in
                 "() => document.body.innerText.includes('Slowly: I believe')", timeout=30_000, polling=200
             )
@@ -371,6 +377,16 @@ def test_bad_input_is_named_on_the_page_and_nothing_is_sent(lab, shots):
         page.get_by_role("button", name="Run experiment").click()
         wait_idle(page)
         assert page.get_by_label("Prompt template", exact=True).input_value() == TEMPLATE
+
+        # An uploaded file: a bad JSONL line is named with its column; a good CSV file is read.
+        page.get_by_text("Upload a file", exact=True).click()
+        upload = page.locator("input[type=file]")
+        upload.wait_for(state="attached", timeout=30_000)
+        upload.set_input_files(files=[{"name": "rows.jsonl", "mimeType": "application/json", "buffer": b'{"country": "France"}\n{"country": }\n'}])
+        error = alert(page, "line 2, column")
+        assert "not valid JSON" in error, error
+        upload.set_input_files(files=[{"name": "rows.csv", "mimeType": "text/csv", "buffer": DATASET.encode()}])
+        page.get_by_text("10 rows (limit 25)", exact=False).wait_for(timeout=30_000)
         shots(page, "experiment_bad_input", full_page=True)
     assert sum(generations(lab[name]) for name in ("fast", "slow", "broken")) == sent_before
 

@@ -121,7 +121,6 @@ def edit_as_new(experiment_id: str) -> None:
     ss["exp_variants_draft"] = list(experiment.variants)
     for i, variant in enumerate(experiment.variants):
         controls.load(f"exp{i}", variant)
-    ss["exp_variants_loaded"] = True
     open_run(None, None)
 
 
