@@ -238,3 +238,14 @@ def test_edit_as_a_new_experiment_fills_the_form_and_runs_a_new_one(env):
     assert copy.id != experiment_id and copy.name == f"{TEMPLATE} (copy)"
     assert [v.temperature for v in copy.variants] == [0.7, 0.0, 0.7]
     assert len(store.runs(experiment_id)) == 1  # the original is unchanged
+
+
+def test_with_prompt_logging_off_the_page_says_answers_are_not_kept(env, monkeypatch):
+    monkeypatch.setenv("CONDUCTOR_LOG_PROMPTS", "false")
+    at = experiments_page()
+    assert any("answers are **not kept**" in i.value for i in at.info)
+    finish(start(fill(at)))
+    assert summary(at)["A"]["success"] == "100%"  # the figures are kept
+    assert "Alpha answers first." not in texts(at)
+    assert sum("answer not kept" in plain(c.value) for c in at.caption) == 9
+    assert all(c.answer is None for c in playground_state.experiments().cells(at.query_params["run"]))
