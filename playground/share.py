@@ -18,6 +18,7 @@ from conductor_core.models import ChatMessage, ChatRequest
 from conductor_core.router import Conductor
 from conductor_core.workbench import codegen, exports
 from conductor_core.workbench.sessions import Answer, Conversation, Turn
+from conductor_core.workbench.variants import variant_labels
 
 from . import components as ui
 from . import state
@@ -85,13 +86,15 @@ def comparison(conversation: Conversation, index: int) -> exports.Comparison:
     """One round of a comparison: its prompt, each column's answer, the vote."""
     turn: Turn = conversation.turns[index]
     lanes = sorted(turn.chosen)
-    labels = conversation.session.labels
+    # Labelled by the settings the answers were given with (as the page and the vote name them),
+    # not the columns' current settings, which may have changed since.
+    labels = variant_labels([turn.chosen[lane].variant for lane in lanes])
     columns = []
-    for lane in lanes:
+    for lane, label in zip(lanes, labels):
         answer = turn.chosen[lane]
         columns.append(
             exports.Column(
-                label=labels[lane] if lane < len(labels) else _label(answer), answer=answer.content or None,
+                label=label, answer=answer.content or None,
                 status=_status(answer), error=answer.error_message, figures=figures(answer),
                 request_id=answer.request_id, settings=answer.variant,
             )

@@ -249,3 +249,18 @@ def test_with_prompt_logging_off_the_page_says_answers_are_not_kept(env, monkeyp
     assert "Alpha answers first." not in texts(at)
     assert sum("answer not kept" in plain(c.value) for c in at.caption) == 9
     assert all(c.answer is None for c in playground_state.experiments().cells(at.query_params["run"]))
+
+
+def test_a_comparison_export_names_columns_by_the_settings_they_answered_with(env):
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.run()
+    at.switch_page("views/compare.py").run()
+    at.selectbox(key="cmp1_provider").set_value("alpha").run()
+    at.slider(key="cmp1_temperature").set_value(0.0).run()
+    run_compare(at, "Same model, two temperatures", count=2)
+    at.slider(key="cmp1_temperature").set_value(0.7).run()  # settings for the next message
+    no_traceback(at)
+    compared = playground_state.sessions().conversation(at.query_params["session"])
+    data = json.loads(exports.to_json(share.comparison(compared, 0)))
+    assert [c["label"] for c in data["columns"]] == ["alpha/alpha-small · T=0.7", "alpha/alpha-small · T=0"]
+    assert [c["settings"]["temperature"] for c in data["columns"]] == [0.7, 0.0]

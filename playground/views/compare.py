@@ -139,9 +139,9 @@ def _share_round(conv: Conversation, index: int, turn: Turn) -> None:
     labels = variant_labels([turn.chosen[lane].variant for lane in sorted(turn.chosen)])
     with st.expander("Share this round: export or get code", icon=":material/ios_share:"):
         st.caption("The prompt, every column's answer and figures, and the vote, as a file. No key is ever written.")
-        sid_ = conv.session.id
+        session_id = conv.session.id
         share.export_buttons(
-            lambda: share.comparison(store.conversation(sid_), index), key=f"cmp_export_{turn.id}",
+            lambda: share.comparison(store.conversation(session_id), index), key=f"cmp_export_{turn.id}",
             name=share.file_stem("comparison", conv.session.title or "compare", f"message-{index + 1}"),
         )
         lanes = sorted(turn.chosen)
