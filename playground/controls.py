@@ -26,6 +26,7 @@ from . import state
 
 __all__ = [
     "DEFAULT_VARIANT",
+    "default_variants",
     "load",
     "variant_controls",
     "ignored_by",
@@ -41,6 +42,19 @@ __all__ = [
 
 DEFAULT_VARIANT = Variant(provider="auto", temperature=0.7, max_tokens=256)
 _SETTING_NAMES = {"temperature": "temperature", "top_p": "top_p", "stop": "stop sequences", "seed": "seed"}
+
+
+def default_variants(c: Conductor, available: Sequence[str], count: int) -> list[Variant]:
+    """`count` variants to start a comparison or an experiment with: different providers
+    first; with one provider, its models in turn; then the same again."""
+    chosen = []
+    pairs = [(p, m) for p in available for m in state.models_of(c, p)[:1]] + [
+        (p, m) for p in available for m in state.models_of(c, p)[1:]
+    ]
+    for i in range(count):
+        provider, model = pairs[i % len(pairs)] if pairs else (available[0], None)
+        chosen.append(Variant(provider=provider, model=model, temperature=0.7, max_tokens=256))
+    return chosen
 
 
 # --- loading and reading ----------------------------------------------------------------------

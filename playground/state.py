@@ -34,6 +34,7 @@ from conductor_core.errors import ProviderError
 from conductor_core.models import ProviderState, utcnow
 from conductor_core.providers import BaseProvider
 from conductor_core.router import Conductor
+from conductor_core.workbench.experiments import ExperimentStore
 from conductor_core.workbench.sessions import SessionStore
 from conductor_core.workbench.streaming import AnswerWorker
 
@@ -47,6 +48,7 @@ __all__ = [
     "conductor",
     "sessions",
     "worker",
+    "experiments",
     "session_providers",
     "overrides",
     "provider_names",
@@ -106,6 +108,17 @@ def sessions() -> SessionStore:
 def worker() -> AnswerWorker:
     """Streams answers in the background, into `sessions()`."""
     return _workbench(os.environ.get(FACTORY_ENV, ""))[1]
+
+
+@st.cache_resource(show_spinner=False)
+def _experiment_store(factory_spec: str) -> ExperimentStore:
+    return ExperimentStore(_shared_conductor(factory_spec).log)
+
+
+def experiments() -> ExperimentStore:
+    """Experiments and their runs (runs are carried out by the process, not the page: see
+    conductor_core.workbench.runner, whose `RunHandle.find` a page uses after a reload)."""
+    return _experiment_store(os.environ.get(FACTORY_ENV, ""))
 
 
 # --- per-session providers ----------------------------------------------------------------

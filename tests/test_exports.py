@@ -202,3 +202,17 @@ def test_the_html_report_opens_in_chromium_with_no_network(finished_run, tmp_pat
             browser.close()
     assert requested == [path.as_uri()], requested  # the file itself, nothing else
     assert dialogs == []
+
+
+def test_stats_table_says_dash_for_a_variant_with_no_answer_never_free():
+    from conductor_core.workbench.experiments import VariantStats
+    from conductor_core.workbench.exports import stats_table
+
+    failed = VariantStats(variant=0, label="broken", cells=3, errors=3, success_rate=0.0)
+    free = VariantStats(variant=1, label="local", cells=3, ok=3, priced=3, cost_usd=0.0)
+    unpriced = VariantStats(variant=2, label="endpoint", cells=3, ok=3, unpriced=3)
+    mixed = VariantStats(variant=3, label="mixed", cells=3, ok=3, priced=2, unpriced=1, cost_usd=0.0012)
+    head, rows = stats_table([failed, free, unpriced, mixed])
+    cost = head.index("total cost")
+    assert [row[cost] for row in rows] == ["—", "free", "unknown", "$0.0012 + 1 unpriced"]
+    assert [row[0] for row in rows] == ["A", "B", "C", "D"]

@@ -49,6 +49,7 @@ __all__ = [
     "to_json",
     "to_html",
     "filename",
+    "stats_table",
 ]
 
 EXPORT_VERSION = 1
@@ -243,7 +244,7 @@ def _stats_rows(stats: list[VariantStats]) -> list[list[str]]:
             _ms(s.p50_latency_ms),
             _ms(s.p95_latency_ms),
             _ms(s.p50_ttft_ms),
-            _usd(s.cost_usd if s.priced else (None if s.unpriced else 0.0)) + (f" + {s.unpriced} unpriced" if s.unpriced and s.priced else ""),
+            _total_cost(s),
             _pct(s.pass_rate),
             "—" if s.avg_rating is None else f"{s.avg_rating:+.2f} ({s.thumbs_up}👍 {s.thumbs_down}👎)",
             _pct(s.win_rate),
@@ -252,7 +253,19 @@ def _stats_rows(stats: list[VariantStats]) -> list[list[str]]:
     ]
 
 
+def _total_cost(s: VariantStats) -> str:
+    """A variant's total: "—" with no answer (not "free"), "unknown" with no price known."""
+    if not s.priced and not s.unpriced:
+        return "—"
+    return _usd(s.cost_usd if s.priced else None) + (f" + {s.unpriced} unpriced" if s.unpriced and s.priced else "")
+
+
 _STATS_HEAD = ["", "variant", "success", "p50", "p95", "p50 first token", "total cost", "pass rate", "rating", "win rate"]
+
+
+def stats_table(stats: list[VariantStats]) -> tuple[list[str], list[list[str]]]:
+    """The per-variant figures as the reports show them (head, rows): the page shows the same."""
+    return list(_STATS_HEAD), _stats_rows(stats)
 
 
 def _table(head: list[str], rows: list[list[str]]) -> list[str]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from playground import controls, session_nav, state, turns
+from playground import controls, session_nav, share, state, turns
 
 c = state.conductor()
 store = state.sessions()
@@ -69,6 +69,20 @@ for index, turn in enumerate(conversation.turns if conversation else []):
         else:
             turns.render_answer(answer, key=answer.id)
             turns.answer_actions(session, turn, 0, busy=busy, last=last)
+
+if conversation is not None and conversation.turns and not busy:
+    with st.expander("Share: export or get code", icon=":material/ios_share:"):
+        st.caption("This conversation as a file for people who will never run the tool. No key is ever written.")
+        share.export_buttons(
+            lambda: share.transcript(store.conversation(sid)), key=f"chat_export_{sid}",
+            name=share.file_stem("conversation", session.title or "chat"),
+        )
+        last = len(conversation.turns) - 1
+        sent = conversation.turns[last].chosen.get(0)
+        if sent is not None:
+            st.markdown("**Get code** for the last request")
+            request = share.last_request(sent.variant, conversation.context(0, last), conversation.turns[last].prompt)
+            share.get_code(c, request)
 
 EXAMPLES = [
     "Explain what a circuit breaker is in one paragraph.",

@@ -12,7 +12,7 @@ from conductor_core.workbench.sessions import Conversation, Turn
 from conductor_core.workbench.variants import Variant, variant_labels
 
 from playground import components as ui
-from playground import controls, session_nav, state, turns
+from playground import controls, session_nav, share, state, turns
 
 c = state.conductor()
 store = state.sessions()
@@ -53,15 +53,7 @@ if len(available) == 1 and len(state.models_of(c, available[0])) < 2 and not sta
 
 
 def default_variants(count: int) -> list[Variant]:
-    """Different providers first; with one provider, its models in turn; then the same again."""
-    chosen = []
-    pairs = [(p, m) for p in available for m in state.models_of(c, p)[:1]] + [
-        (p, m) for p in available for m in state.models_of(c, p)[1:]
-    ]
-    for i in range(count):
-        provider, model = pairs[i % len(pairs)] if pairs else (available[0], None)
-        chosen.append(Variant(provider=provider, model=model, temperature=0.7, max_tokens=256))
-    return chosen
+    return controls.default_variants(c, available, count)
 
 
 # --- the columns' settings ---------------------------------------------------------------------
@@ -141,6 +133,24 @@ def _rerun_round(session_id: str, turn_id: str) -> None:
     turns.launch(fresh, index, fresh.turns[index].prompt, answers)
 
 
+def _share_round(conv: Conversation, index: int, turn: Turn) -> None:
+    if any(answer.live or answer.settling for answer in turn.chosen.values()):
+        return
+    labels = variant_labels([turn.chosen[lane].variant for lane in sorted(turn.chosen)])
+    with st.expander("Share this round: export or get code", icon=":material/ios_share:"):
+        st.caption("The prompt, every column's answer and figures, and the vote, as a file. No key is ever written.")
+        session_id = conv.session.id
+        share.export_buttons(
+            lambda: share.comparison(store.conversation(session_id), index), key=f"cmp_export_{turn.id}",
+            name=share.file_stem("comparison", conv.session.title or "compare", f"message-{index + 1}"),
+        )
+        lanes = sorted(turn.chosen)
+        st.markdown("**Get code** for one column's request")
+        lane = st.selectbox("Column", lanes, key=f"cmp_code_lane_{turn.id}", format_func=lambda n: labels[lanes.index(n)])
+        answer = turn.chosen[lane]
+        share.get_code(c, share.last_request(answer.variant, conv.context(lane, index), turn.prompt))
+
+
 def show_round(conv: Conversation, index: int, turn: Turn) -> None:
     last = index == len(conv.turns) - 1
     lanes = sorted(turn.chosen)
@@ -215,6 +225,7 @@ if conversation is not None:
     for index, turn in enumerate(conversation.turns):
         st.divider()
         show_round(conversation, index, turn)
+        _share_round(conversation, index, turn)
 
 # --- the next message -----------------------------------------------------------------------------
 st.divider()

@@ -100,6 +100,7 @@ def add_endpoint() -> None:
         provider = OpenAICompatProvider.from_endpoint(name, endpoint, c.settings)
         register_provider_name(name)  # so requests may name it
         session[name] = provider
+        st.session_state.setdefault("session_endpoints", {})[name] = endpoint  # Get code's base URL (share.py)
         notes["__endpoint__"] = (
             "success",
             f"Endpoint {name} added for this session, with {len(models)} model{'s' if len(models) != 1 else ''} "

@@ -1,0 +1,587 @@
+"""Experiments: a prompt template with {{variables}} over a dataset (pasted or uploaded CSV or
+JSONL), answered by 2-4 variants, with a grid of every answer, figures per variant, ratings
+and checks against an `expected` column. Runs are carried out by the process (the runner's
+threads), never by the page: a reload or another page loses nothing, and the URL
+(`?experiment=…&run=…`) opens the run again. Every run is stored; open an earlier one,
+re-run, and see what changed since another run of the same experiment.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import streamlit as st
+
+from conductor_core.models import ChatMessage
+from conductor_core.workbench import exports
+from conductor_core.workbench.datasets import Dataset, DatasetError, read_dataset
+from conductor_core.workbench.experiments import Cell, CheckKind, Experiment, ExperimentError, Run
+from conductor_core.workbench.runner import RunHandle, start_run
+from conductor_core.workbench.templates import Template, TemplateError
+from conductor_core.workbench.variants import variant_labels
+
+from playground import components as ui
+from playground import controls, share, state
+
+c = state.conductor()
+store = state.experiments()
+ss = st.session_state
+
+#: Rows of the grid drawn at a time (the store reads one page; memory stays flat in the rows).
+GRID_PAGE = 10
+#: How often a running run's progress and grid are redrawn.
+REFRESH_S = 1.0
+EXAMPLE_TEMPLATE = "What is the capital of {{country}}? Answer with the city only."
+EXAMPLE_DATA = "country,expected\nFrance,Paris\nJapan,Tokyo\nKenya,Nairobi\nCanada,Ottawa\nPeru,Lima\n"
+KEEP = "session"  # persist_state: a form's values survive a visit to another page
+_CHECK_HELP = {
+    "contains": "The answer contains the expected text (case ignored).",
+    "regex": "The expected value is a regular expression searched in the answer (add (?i) to ignore case).",
+    "equals": "The answer is the expected text (case and surrounding spaces ignored).",
+}
+
+
+def letter(i: int) -> str:
+    return chr(65 + i)
+
+
+# --- which experiment and run this tab shows ---------------------------------------------------
+
+
+def current() -> tuple[str | None, str | None]:
+    """The URL's experiment and run, else the ones this tab had open here (Streamlit clears the
+    query parameters on a page switch, so they are remembered and put back)."""
+    query = st.query_params
+    if query.get("experiment") and query.get("experiment") != ss.get("exp_open"):
+        ss["exp_open"], ss["exp_run"] = query.get("experiment"), query.get("run")
+    elif query.get("run") and query.get("run") != ss.get("exp_run"):
+        ss["exp_run"] = query.get("run")
+    experiment_id, run_id = ss.get("exp_open"), ss.get("exp_run")
+    if experiment_id and query.get("experiment") != experiment_id:
+        query["experiment"] = experiment_id
+    if run_id and query.get("run") != run_id:
+        query["run"] = run_id
+    return experiment_id, run_id
+
+
+def open_run(experiment_id: str | None, run_id: str | None) -> None:
+    ss["exp_open"], ss["exp_run"] = experiment_id, run_id
+    for name, value in (("experiment", experiment_id), ("run", run_id)):
+        if value:
+            st.query_params[name] = value
+        elif name in st.query_params:
+            del st.query_params[name]
+
+
+def note(message: str) -> None:
+    ss["exp_note"] = message  # for the next run of the page (callbacks cannot draw)
+
+
+# --- actions (widget callbacks: they run before the page, which then draws the new state) ---------
+
+
+def rerun(experiment_id: str) -> None:
+    try:
+        handle = start_run(
+            c, store, experiment_id, check=ss.get(f"exp_rerun_check_{experiment_id}") or CheckKind.contains,
+            concurrency=_concurrency(ss.get(f"exp_rerun_conc_{experiment_id}")), overrides=state.overrides(),
+        )
+    except (DatasetError, TemplateError, ExperimentError) as error:
+        note(str(error))
+        return
+    open_run(experiment_id, handle.run_id)
+
+
+def stop(run_id: str) -> None:
+    handle = RunHandle.find(run_id)
+    if handle is None:
+        note("This run is not running in this server process (it finished, or another process runs it).")
+        return
+    handle.stop()
+
+
+def rate(run_id: str, row: int, variant: int, key: str) -> None:
+    value = ss.get(key)
+    try:
+        store.rate(run_id, row, variant, None if value is None else (1 if value == 1 else -1))
+    except ExperimentError as error:
+        note(str(error))
+
+
+def edit_as_new(experiment_id: str) -> None:
+    """Fill the form with this experiment (template, rows as JSONL, variants): change what you
+    want and run it as a new experiment (an experiment never changes, so runs stay comparable)."""
+    experiment = store.experiment(experiment_id)
+    lines = [json.dumps(values, ensure_ascii=False) for _index, values, _expected in store.iter_rows(experiment_id)]
+    ss.update(
+        exp_name=f"{experiment.name} (copy)", exp_template=experiment.template, exp_source="Paste",
+        exp_data_text="\n".join(lines) + "\n", exp_count=len(experiment.variants),
+    )
+    ss["exp_variants_draft"] = list(experiment.variants)
+    for i, variant in enumerate(experiment.variants):
+        controls.load(f"exp{i}", variant)
+    open_run(None, None)
+
+
+def new_experiment() -> None:
+    open_run(None, None)
+
+
+def use_example() -> None:
+    ss.update(exp_source="Paste", exp_data_text=EXAMPLE_DATA)
+    if not (ss.get("exp_template") or "").strip():
+        ss["exp_template"] = EXAMPLE_TEMPLATE
+
+
+def _concurrency(value: int | None) -> dict[str, int] | None:
+    # '*' sets every provider's limit; a provider configured on its own (local: 1) keeps its own.
+    return {"*": int(value)} if value else None
+
+
+# --- the sidebar: experiments, newest first ------------------------------------------------------
+
+experiment_id, run_id = current()
+with st.sidebar:
+    st.button(
+        "New experiment", icon=":material/add:", key="exp_new", width="stretch", on_click=new_experiment,
+        disabled=experiment_id is None,
+    )
+    try:
+        recent = store.experiments(limit=15)
+    except Exception as exc:  # noqa: BLE001 - a database problem is a message; the page keeps working
+        recent = []
+        st.caption(f"Experiments unavailable: {ui.escape_md(ui.unexpected_error(exc))}")
+    if not recent:
+        st.caption("Your experiments will be listed here.")
+    for item in recent:
+        mine = item.id == experiment_id
+        st.button(
+            ui.literal_label(item.name[:40] + ("…" if len(item.name) > 40 else "")), key=f"exp_open_{item.id}",
+            icon=":material/chevron_right:" if mine else ":material/science:", type="secondary" if mine else "tertiary",
+            help=f"{item.row_count} rows × {len(item.variants)} variants · {item.created_at:%Y-%m-%d %H:%M} UTC",
+            width="stretch", on_click=open_run, args=(item.id, None),
+        )
+
+st.title("Experiments")
+st.caption(
+    "One prompt template over many inputs, answered by 2-4 models or settings: every answer in a grid, with "
+    "latency, cost, checks against an expected answer and your ratings. Runs are kept; re-run and compare."
+)
+if not store.keeps_text:
+    st.info(
+        "Prompt logging is off (CONDUCTOR_LOG_PROMPTS=false), so answers are **not kept**: each run keeps its "
+        "figures, checks and ratings only. Exports then hold no answers either.",
+        icon=":material/visibility_off:",
+    )
+message = ss.pop("exp_note", None)
+if message:
+    st.warning(ui.escape_md(message), icon=":material/info:")
+
+experiment: Experiment | None = None
+if experiment_id:
+    try:
+        experiment = store.experiment(experiment_id)
+    except ExperimentError:
+        st.warning("That experiment does not exist any more.", icon=":material/search_off:")
+        open_run(None, None)
+        experiment_id = run_id = None
+
+
+# --- a new experiment -----------------------------------------------------------------------------
+
+
+def read_input() -> tuple[Dataset | None, str | None]:
+    """The dataset the form holds, or the reason it cannot be read (naming the line)."""
+    limit = c.settings.dataset_max_rows
+    try:
+        if ss.get("exp_source") == "Upload a file":
+            uploaded = ss.get("exp_data_file")
+            if uploaded is None:
+                return None, None
+            return read_dataset(uploaded.getvalue(), filename=uploaded.name, max_rows=limit), None
+        text = ss.get("exp_data_text") or ""
+        if not text.strip():
+            return None, None
+        return read_dataset(text, max_rows=limit), None
+    except DatasetError as error:
+        return None, str(error)
+
+
+def new_experiment_form() -> None:
+    available = state.configured_names(c)
+    if not available:
+        st.warning("No provider is configured yet: add a key or an endpoint on the Providers page.", icon=":material/key:")
+        st.page_link("views/providers.py", label="Open Providers", icon=":material/arrow_forward:")
+        return
+    # The form's widgets keep their values for the browser session (persist_state), so what
+    # was typed is still there after a visit to another page.
+    ss.setdefault("exp_source", "Paste")
+    ss.setdefault("exp_count", 3 if len(available) > 2 else 2)
+    ss.setdefault("exp_check", CheckKind.contains.value)
+
+    st.subheader("New experiment")
+    if len(available) == 1 and len(state.models_of(c, available[0])) < 2:
+        st.info(
+            f"Only {state.display_name(c, available[0])} is configured: compare it with itself at other settings "
+            "(temperature, system prompt…), or add a key or an OpenAI-compatible endpoint (Ollama, vLLM…) on the "
+            "Providers page to compare it with another model.",
+            icon=":material/key:",
+        )
+    st.text_input("Name", key="exp_name", placeholder="e.g. Capitals: three models", max_chars=80, persist_state=KEEP)
+    template_text = st.text_area(
+        "Prompt template", key="exp_template", height=110, placeholder=EXAMPLE_TEMPLATE,
+        help="{{column}} is replaced by that column's value in each row. Write \\{{ for a literal {{.",
+        persist_state=KEEP,
+    )
+    template: Template | None = None
+    if template_text.strip():
+        try:
+            template = Template(template_text)
+            if template.variables:
+                st.caption("Variables: " + ui.escape_md(", ".join(f"{{{{{v}}}}}" for v in template.variables)))
+        except TemplateError as error:
+            st.error(f"The template cannot be used: {ui.escape_md(error)}", icon=":material/error:")
+
+    st.segmented_control("Dataset", ["Paste", "Upload a file"], key="exp_source", required=True, persist_state=KEEP)
+    if ss.get("exp_source") == "Upload a file":
+        st.file_uploader(
+            "CSV, TSV or JSONL file", type=["csv", "tsv", "txt", "jsonl", "ndjson", "json"], key="exp_data_file",
+            help="A header line, then one row a line (CSV); or one JSON object a line (JSONL).",
+        )
+    else:
+        st.text_area(
+            "Rows: CSV with a header line, or JSONL (one JSON object a line)", key="exp_data_text", height=150,
+            placeholder=EXAMPLE_DATA, persist_state=KEEP,
+        )
+        st.button("Use an example", key="exp_example", icon=":material/lightbulb:", type="tertiary", on_click=use_example)
+    dataset, problem = read_input()
+    limit = c.settings.dataset_max_rows
+    if problem:
+        st.error(f"The dataset cannot be used: {ui.escape_md(problem)}", icon=":material/error:")
+    elif dataset is not None:
+        has = "an `expected` column: answers are checked" if dataset.has_expected else "no `expected` column: answers are not checked"
+        st.caption(
+            f"{len(dataset):,} row{'s' if len(dataset) != 1 else ''} (limit {limit:,}) · columns: "
+            + ui.escape_md(", ".join(dataset.columns)) + f" · {has}"
+        )
+        preview = pd.DataFrame([{k: _plain(v) for k, v in row.items()} for row in dataset.rows[:5]])
+        st.dataframe(preview, hide_index=True, height="auto")
+        if template is not None and template.missing(dataset.columns):
+            st.error(
+                "The dataset has no column for "
+                + ui.escape_md(", ".join(f"{{{{{m}}}}}" for m in template.missing(dataset.columns)))
+                + ": rename a column or the variable.",
+                icon=":material/error:",
+            )
+
+    st.markdown("**Variants**")
+    count = st.segmented_control("Variants", [2, 3, 4], key="exp_count", required=True, label_visibility="collapsed", persist_state=KEEP) or 2
+    draft = list(ss.get("exp_variants_draft") or [])
+    defaults = (draft + controls.default_variants(c, available, 4))[:4]
+    labels = {name: state.provider_label(c, name) for name in available}
+    shown = []
+    for i, column in enumerate(st.columns(count, gap="small")):
+        if not controls.loaded(f"exp{i}"):
+            controls.load(f"exp{i}", defaults[i])
+        with column.container(border=True):
+            st.markdown(f"**{letter(i)}**")
+            shown.append(controls.variant_controls(c, f"exp{i}", providers=available, allow_auto=False, labels=labels, compact=True))
+    variants = [v for v in shown if v is not None]
+    if any(v.provider == "local" for v in variants):
+        st.caption(state.LOCAL_NOTE_SHORT + " It answers one request at a time.")
+    if len(variants) == count:
+        ss["exp_variants_draft"] = variants + defaults[count:]
+        if len({v.target for v in variants}) < count:
+            st.caption("Same model twice: labelled by what differs · " + ui.escape_md(" · ".join(
+                f"{letter(i)}: {label}" for i, label in enumerate(variant_labels(variants)))))
+
+    settings_row = st.columns([3, 2])
+    with settings_row[0]:
+        st.segmented_control(
+            "Check answers against `expected`", [k.value for k in CheckKind], key="exp_check", required=True, persist_state=KEEP,
+            help=" ".join(f"{k}: {v}" for k, v in _CHECK_HELP.items()),
+        )
+    with settings_row[1]:
+        configured = c.settings.experiment_concurrency
+        st.number_input(
+            "Calls at once per provider", min_value=1, max_value=64, value=None, step=1, key="exp_concurrency", persist_state=KEEP,
+            placeholder=f"configured ({configured.get('*', 4)}; " + ", ".join(f"{k} {v}" for k, v in configured.items() if k != "*") + ")",
+            help="At most this many requests in flight to each provider. Empty: the configured limits "
+            "(CONDUCTOR_EXPERIMENT_CONCURRENCY); the local model answers one at a time.",
+        )
+    if dataset is not None and len(variants) == count and template is not None:
+        estimates = [controls.estimate_cost(c, v, [ChatMessage(role="user", content=template.source)]) for v in variants]
+        bounds = [e.bound for e in estimates]
+        priced = [b for b in bounds if b is not None]
+        total = f"≤ {controls.format_bound(sum(priced) * len(dataset))}" if priced and sum(priced) else ("free" if priced else "unknown")
+        unknown = sum(b is None for b in bounds)
+        st.caption(
+            f":material/payments: {len(dataset) * count:,} requests; estimated cost {total}"
+            + (f" (+ {unknown} variant{'s' if unknown > 1 else ''} with no known price)" if unknown and priced else ""),
+            help="The template's length plus each variant's max tokens, per row, at each model's price.",
+        )
+
+    if st.button("Run experiment", type="primary", icon=":material/play_arrow:", key="exp_run_button"):
+        if not template_text.strip():
+            st.error("Write a prompt template first, with a {{variable}} for each column to use.", icon=":material/edit:")
+        elif dataset is None:
+            st.error(problem and f"The dataset cannot be used: {ui.escape_md(problem)}" or "Paste or upload a dataset first.", icon=":material/error:")
+        elif len(variants) != count:
+            st.error("A variant's settings cannot be sent: see the message in its column.", icon=":material/error:")
+        else:
+            try:
+                name = (ss.get("exp_name") or "").strip() or _clip(template_text)  # like a chat's title
+                created = store.create(name, template_text, dataset, variants, max_rows=limit)
+                handle = start_run(
+                    c, store, created.id, check=ss.get("exp_check") or CheckKind.contains,
+                    concurrency=_concurrency(ss.get("exp_concurrency")), overrides=state.overrides(),
+                )
+            except (DatasetError, TemplateError, ExperimentError) as error:
+                st.error(f"Not started: {ui.escape_md(error)}. Nothing was sent.", icon=":material/error:")
+            else:
+                open_run(created.id, handle.run_id)
+                ss["exp_scroll_top"] = True
+                st.rerun()
+
+
+def _clip(text: str, width: int = 60) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _plain(value) -> str:
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+# --- an experiment and its runs ---------------------------------------------------------------------
+
+
+def _run_label(run: Run) -> str:
+    # No status here: a select box keeps an option's first label while the run goes on.
+    return f"Run {run.number} · check: {run.check.value} · {run.created_at:%Y-%m-%d %H:%M:%S} UTC"
+
+
+def experiment_header(experiment: Experiment, runs: list[Run], run: Run | None) -> None:
+    st.subheader(ui.escape_md(experiment.name))  # as typed: no Markdown, no directives
+    st.caption(
+        f"{experiment.row_count:,} rows × {len(experiment.variants)} variants · created "
+        f"{experiment.created_at:%Y-%m-%d %H:%M} UTC · {len(runs)} run{'s' if len(runs) != 1 else ''}"
+    )
+    with st.expander("Template and variants", icon=":material/description:"):
+        st.code(experiment.template, language=None, wrap_lines=True)
+        for i, (variant, label) in enumerate(zip(experiment.variants, experiment.labels)):
+            extras = [f"T={variant.temperature:g}", f"max {variant.max_tokens} tok"]
+            if variant.top_p is not None:
+                extras.append(f"top_p={variant.top_p:g}")
+            if variant.seed is not None:
+                extras.append(f"seed {variant.seed}")
+            st.markdown(f"**{letter(i)}** · {ui.escape_md(label)} · {ui.escape_md(', '.join(extras))}")
+            if variant.system:
+                st.text(f"System prompt: {variant.system}")
+    bar = st.container(horizontal=True, gap="small", vertical_alignment="bottom")
+    with bar:
+        if runs:
+            ids = [r.id for r in runs]
+            pick = f"exp_pick_{experiment.id}"
+            if run is not None and ss.get(pick) != run.id:
+                ss[pick] = run.id
+            st.selectbox(
+                "Run", ids, key=pick, format_func=lambda i: _run_label(next(r for r in runs if r.id == i)),
+                on_change=lambda: open_run(experiment.id, ss.get(pick)), width=380,
+            )
+        live = any(r.status == "running" for r in runs)
+        with st.popover("Re-run", icon=":material/replay:", disabled=live, help="Wait for the run in progress first." if live else "Run it again: a new run, kept beside the others."):
+            key = f"exp_rerun_check_{experiment.id}"
+            ss.setdefault(key, (run.check.value if run else CheckKind.contains.value))
+            st.segmented_control("Check", [k.value for k in CheckKind], key=key, required=True)
+            st.number_input("Calls at once per provider", 1, 64, value=None, key=f"exp_rerun_conc_{experiment.id}", placeholder="configured")
+            st.button(f"Start run {max((r.number for r in runs), default=0) + 1}", type="primary", icon=":material/play_arrow:",
+                      key=f"exp_rerun_{experiment.id}", on_click=rerun, args=(experiment.id,))
+        st.button("Edit as a new experiment", icon=":material/edit:", type="tertiary", key=f"exp_edit_{experiment.id}",
+                  on_click=edit_as_new, args=(experiment.id,))
+
+
+def share_run(experiment: Experiment, run: Run) -> None:
+    with st.expander("Share: export or get code", icon=":material/ios_share:"):
+        st.caption("The run as a file for people who will never run the tool (answers, figures, ratings; charts in the HTML). No key is ever written.")
+        stem = share.file_stem("experiment-run", experiment.name, f"run-{run.number}")
+        share.export_buttons(lambda: exports.run_report(store, run.id), key=f"exp_export_{run.id}", name=stem)
+        st.divider()
+        st.markdown("**Get code** for one row's request")
+        cols = st.columns([3, 1])
+        with cols[0]:
+            v = st.selectbox("Variant", range(len(experiment.variants)), key=f"exp_code_v_{run.id}",
+                             format_func=lambda i: f"{letter(i)} · {experiment.labels[i]}")
+        with cols[1]:
+            row = st.number_input("Row", 1, experiment.row_count, 1, key=f"exp_code_row_{run.id}")
+        rows = store.rows(experiment.id, offset=int(row) - 1, limit=1)
+        if rows:
+            index, values, _expected = rows[0]
+            try:
+                prompt = store.prompt(experiment, values, index)
+                share.get_code(c, experiment.variants[v].request([ChatMessage(role="user", content=prompt)]))
+            except (TemplateError, ValueError) as error:
+                st.caption(ui.escape_md(error))
+
+
+def _cell_figures(cell: Cell) -> str:
+    parts = [ui.format_ms(cell.latency_ms), f"first token {ui.format_ms(cell.ttft_ms)}"]
+    if cell.input_tokens or cell.output_tokens:
+        parts.append(f"{cell.input_tokens:,} in → {cell.output_tokens:,} out")
+    parts.append(ui.format_cost(cell.cost_usd))
+    return " · ".join(parts)
+
+
+def draw_cell(run: Run, cell: Cell | None, *, live: bool) -> None:
+    if cell is None:
+        st.caption(":material/hourglass_top: waiting…" if live else ":material/remove: not run")
+        return
+    if cell.status == "cancelled":
+        when = "while this answer streamed" if cell.answer else "before this answer arrived"
+        st.caption(f":material/block: cancelled: the run was stopped {when} (not counted)")
+        return
+    if cell.passed is not None:
+        st.markdown(":green-badge[:material/check: pass]" if cell.passed else ":red-badge[:material/close: fail]")
+    if cell.status == "error":
+        st.error(ui.escape_md(cell.error_message or "The request failed."), icon=":material/error:")
+    elif cell.status == "incomplete":
+        st.warning(f"The answer stopped part-way: {ui.escape_md(cell.error_message or 'the stream broke')}", icon=":material/content_cut:")
+    if cell.answer is not None:
+        ui.render_answer_text(cell.answer)
+    elif cell.status == "ok":
+        st.caption("(answer not kept: prompt logging is off)")
+    if cell.status != "error" or cell.latency_ms is not None:
+        st.caption(ui.escape_md(_cell_figures(cell)))
+    if cell.status in ("ok", "incomplete"):
+        key = f"exp_rate_{run.id}_{cell.row}_{cell.variant}"
+        if key not in ss:
+            ss[key] = {1: 1, -1: 0}.get(cell.rating or 0)
+        st.feedback("thumbs", key=key, on_change=rate, args=(run.id, cell.row, cell.variant, key))
+
+
+def draw_progress(run: Run, stats) -> None:
+    handle = RunHandle.find(run.id)
+    if handle is not None:
+        p = handle.progress()
+        text = (
+            f"{p.done:,} of {p.total:,} answers · {p.ok:,} ok · {p.errors:,} failed"
+            + (f" · {p.incomplete:,} cut short" if p.incomplete else "")
+            + f" · {p.running} in flight · {p.elapsed_s:,.0f} s"
+        )
+        st.progress(p.fraction, text=("Stopping: closing the calls in flight… " if p.state == "stopping" else "") + text)
+        if p.database_error:
+            st.warning(f"The database refused the last results (they are kept and retried): {ui.escape_md(p.database_error)}", icon=":material/database:")
+        st.button("Stop", icon=":material/stop_circle:", key=f"exp_stop_{run.id}", on_click=stop, args=(run.id,),
+                  disabled=p.state == "stopping", help="No new request starts; the answers that finished are kept.")
+        return
+    done = sum(s.cells for s in stats)
+    st.progress(done / run.cells_total if run.cells_total else 1.0, text=f"{done:,} of {run.cells_total:,} answers · running in another server process")
+
+
+def draw_status(run: Run, stats) -> None:
+    done = sum(s.cells - s.cancelled for s in stats)
+    cancelled = sum(s.cancelled for s in stats)
+    took = f" in {ui.format_ms((run.finished_at - run.created_at).total_seconds() * 1000)}" if run.finished_at else ""
+    if run.status == "completed":
+        st.success(f"Run {run.number} completed{took}: {done:,} answers.", icon=":material/check_circle:")
+    elif run.status == "stopped":
+        st.warning(
+            f"Run {run.number} was stopped{took}: {done:,} of {run.cells_total:,} requests finished and are kept; "
+            f"{cancelled:,} did not run (cancelled, not counted in the figures).", icon=":material/stop_circle:",
+        )
+    elif run.status == "interrupted":
+        missing = run.cells_total - done - cancelled
+        st.error(
+            f"Run {run.number} was interrupted: the server stopped while it ran. {done:,} answers are kept; "
+            f"{missing:,} never ran. Re-run to complete it.", icon=":material/power_off:",
+        )
+
+
+def draw_summary(stats) -> None:
+    head, rows = exports.stats_table(stats)
+    # A table, not a data grid: ten short columns, readable (and copyable) as text.
+    st.table(pd.DataFrame(rows, columns=[h or " " for h in head]).set_index(head[0] or " "))
+    st.caption(
+        "Success: answered without error, of the requests that ran. Pass rate: of the rows with an expected value. "
+        "Win rate: rows where a variant scored best (your rating first, then the check, then answering)."
+    )
+
+
+def draw_changes(experiment: Experiment, runs: list[Run], run: Run) -> None:
+    earlier = [r for r in runs if r.number < run.number]
+    if not earlier:
+        return
+    key = f"exp_since_{run.id}"
+    since = st.selectbox("Compare with", [r.id for r in earlier], key=key,
+                         format_func=lambda i: _run_label(next(r for r in earlier if r.id == i)))
+    lines = store.changes(run.id, since)
+    st.markdown("\n".join(f"- {ui.escape_md(line)}" for line in lines))
+
+
+def draw_grid(experiment: Experiment, run: Run, *, live: bool) -> None:
+    pages = max(1, -(-experiment.row_count // GRID_PAGE))
+    page = 1
+    if pages > 1:
+        page = int(st.number_input(f"Rows page (of {pages})", 1, pages, 1, key=f"exp_page_{run.id}"))
+    labels = experiment.labels
+    for grid_row in store.grid(run.id, offset=(page - 1) * GRID_PAGE, limit=GRID_PAGE):
+        with st.container(border=True):
+            st.markdown(f"**Row {grid_row.row + 1}**")
+            values = ", ".join(f"{k} = {_plain(v)}" for k, v in grid_row.values.items() if k != "expected")
+            if grid_row.expected is not None:
+                values += f"\nexpected ({run.check.value}): {grid_row.expected}"
+            st.text(values)  # what the person wrote, literally
+            for v, column in enumerate(st.columns(len(experiment.variants), gap="small")):
+                with column:
+                    st.markdown(f"**{letter(v)}** · {ui.escape_md(labels[v])}")
+                    draw_cell(run, grid_row.cells[v], live=live)
+
+
+def draw_run(experiment: Experiment, run: Run, runs: list[Run]) -> None:
+    live = run.status == "running"
+    stats = store.stats(run.id)
+    if live:
+        draw_progress(run, stats)
+    else:
+        draw_status(run, stats)
+    draw_summary(stats)
+    if not live:
+        draw_changes(experiment, runs, run)
+    draw_grid(experiment, run, live=live)
+
+
+@st.fragment(run_every=REFRESH_S)
+def live_run(experiment_id: str, run_id: str) -> None:
+    """A running run, redrawn every second from the store; when it ends the page reruns (its
+    status, the changes since the last run, the Re-run button)."""
+    run = store.run(run_id)
+    if run.status != "running":
+        st.rerun()
+        return
+    experiment = store.experiment(experiment_id)
+    draw_run(experiment, run, store.runs(experiment_id))
+
+
+#: Run was clicked at the bottom of a long form: the run's view would open scrolled down, its
+#: progress and Stop out of sight. A constant script of ours (no user or model text in it).
+SCROLL_TOP = "<script>document.querySelector('[data-testid=\"stMain\"]')?.scrollTo({top: 0});</script>"
+
+if experiment is None:
+    new_experiment_form()
+else:
+    runs = store.runs(experiment.id)
+    run = next((r for r in runs if r.id == run_id), runs[0] if runs else None)
+    if run is not None and run.id != run_id:
+        open_run(experiment.id, run.id)
+    experiment_header(experiment, runs, run)
+    if run is None:
+        st.info("This experiment has no run yet: Re-run starts one.", icon=":material/info:")
+    else:
+        share_run(experiment, run)
+        if run.status == "running":
+            live_run(experiment.id, run.id)
+        else:
+            draw_run(experiment, run, runs)
+if ss.pop("exp_scroll_top", False):
+    st.html(SCROLL_TOP, unsafe_allow_javascript=True)

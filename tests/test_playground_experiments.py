@@ -1,0 +1,266 @@
+"""The Experiments page and the share buttons under `streamlit.testing.v1.AppTest`, with the
+scripted providers of tests/playground_fakes.py (no SDK patched): the logic a browser test
+would take minutes to walk through. The fixtures and helpers are tests/test_playground_pages.py's.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import tests.playground_fakes as fakes  # noqa: E402
+from conductor_core.config import register_secret  # noqa: E402
+from conductor_core.workbench import exports  # noqa: E402
+from conductor_core.workbench.runner import RunHandle  # noqa: E402
+from playground import share  # noqa: E402
+from playground import state as playground_state  # noqa: E402
+from tests.test_playground_pages import (  # noqa: E402,F401  (env is a fixture)
+    APP,
+    env,
+    no_traceback,
+    plain,
+    run_compare,
+    send,
+)
+
+pytestmark = pytest.mark.timeout(120)
+
+DATA = "country,expected\nFrance,Alpha\nJapan,first\nKenya,Tokyo\n"
+TEMPLATE = "Capital of {{country}}?"
+
+
+def experiments_page(**query) -> AppTest:
+    """A new browser tab on the Experiments page (`experiment=…, run=…` open that URL)."""
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.query_params.update(query)
+    at.run()
+    at.switch_page("views/experiments.py")
+    at.query_params.update(query)
+    at.run()
+    no_traceback(at)
+    return at
+
+
+def fill(at: AppTest, *, template: str = TEMPLATE, data: str = DATA) -> AppTest:
+    at.text_area(key="exp_template").set_value(template).run()
+    at.text_area(key="exp_data_text").set_value(data).run()
+    no_traceback(at)
+    return at
+
+
+def finish(at: AppTest) -> AppTest:
+    """Until the run the page shows has ended (the process runs it), then what the page shows."""
+    run_id = at.query_params["run"]
+    handle = RunHandle.find(run_id)
+    if handle is not None:
+        assert handle.wait(30), "the run did not finish"
+    at.run()
+    no_traceback(at)
+    return at
+
+
+def start(at: AppTest) -> AppTest:
+    at.button(key="exp_run_button").click().run()
+    no_traceback(at)
+    assert "run" in at.query_params, [e.value for e in at.error]
+    return at
+
+
+def summary(at: AppTest) -> dict[str, dict[str, str]]:
+    frame = at.table[0].value
+    return {letter: dict(row) for letter, row in frame.iterrows()}
+
+
+def texts(at: AppTest) -> list[str]:
+    return [plain(m.value) for m in at.markdown] + [plain(c.value) for c in at.caption] + [t.value for t in at.text]
+
+
+def test_a_run_over_three_variants_with_one_failing(env):
+    at = experiments_page()
+    fakes.FAKES["beta"].down = True
+    at = finish(start(fill(at)))
+    assert any("Run 1 completed" in s.value for s in at.success)
+    rows = summary(at)
+    assert [rows[k]["variant"] for k in "ABC"] == ["alpha/alpha-small", "beta/beta-1", "gamma/gamma-1"]
+    assert [rows[k]["success"] for k in "ABC"] == ["100%", "0%", "100%"]
+    # "Alpha answers first." contains "Alpha" (row 1) and "first" (row 2); gamma's answer neither.
+    assert [rows[k]["pass rate"] for k in "ABC"] == ["67%", "0%", "0%"]
+    assert rows["B"]["p50"] == "—" and rows["B"]["total cost"] == "—"
+    # Each of beta's cells shows its error; the other variants' answers are there.
+    assert sum("beta is down" in plain(e.value) for e in at.error) == 3
+    shown = texts(at)
+    assert shown.count("Alpha answers first.") == 3 and shown.count("Gamma is free.") == 3
+    assert {call.messages[-1].content for call in fakes.FAKES["alpha"].calls} == {
+        "Capital of France?", "Capital of Japan?", "Capital of Kenya?"
+    }
+    store = playground_state.experiments()
+    cells = store.cells(at.query_params["run"])
+    assert [c.status for c in cells].count("error") == 3 and [c.status for c in cells].count("ok") == 6
+    assert {c.passed for c in cells if c.variant == 1} == {False}  # a failure is never a pass
+
+
+def test_ratings_a_rerun_what_changed_and_an_earlier_run_by_url(env):
+    at = finish(start(fill(experiments_page())))
+    experiment_id, first_run = at.query_params["experiment"], at.query_params["run"]
+    store = playground_state.experiments()
+
+    at.get("feedback")[0].set_value(1).run()  # 👍 on row 1, variant A
+    no_traceback(at)
+    assert store.cells(first_run, limit=1)[0].rating == 1
+    assert summary(at)["A"]["rating"].startswith("+1.00")
+
+    fakes.FAKES["gamma"].script("Tokyo, I think.", "Tokyo, I think.", "Tokyo, I think.")
+    at.button(key=f"exp_rerun_{experiment_id}").click().run()
+    second_run = at.query_params["run"]
+    assert second_run != first_run
+    finish(at)
+    assert any("Run 2 completed" in s.value for s in at.success)
+    said = " ".join(texts(at))
+    assert "variant C (gamma/gamma-1): pass rate 0% → 33%" in said and "since run 1" in said
+
+    # A reload (a new tab on the same URL) opens the earlier run, not the newest.
+    again = experiments_page(experiment=experiment_id, run=first_run)
+    assert any("Run 1 completed" in s.value for s in again.success)
+    assert summary(again)["A"]["rating"].startswith("+1.00")
+
+
+def test_bad_input_is_named_and_nothing_is_sent(env, monkeypatch):
+    monkeypatch.setenv("CONDUCTOR_DATASET_MAX_ROWS", "5")
+    at = experiments_page()
+
+    fill(at, data='country\nFrance\n"Japan\n')
+    assert any("line 3" in plain(e.value) and "quoted field" in plain(e.value) for e in at.error), [e.value for e in at.error]
+
+    jsonl = '{"country": "France"}\n{"land": "Japan"}\n'
+    fill(at, data=jsonl)
+    at.button(key="exp_run_button").click().run()
+    refused = " ".join(plain(e.value) for e in at.error)
+    assert "row 2 has no value for {{country}}" in refused and "Nothing was sent" in refused
+    assert at.text_area(key="exp_data_text").value == jsonl and at.text_area(key="exp_template").value == TEMPLATE
+
+    fill(at, data="country\n" + "".join(f"C{i}\n" for i in range(6)))
+    assert any("6 rows; the limit is 5" in plain(e.value) for e in at.error)
+    at.button(key="exp_run_button").click().run()
+    assert "run" not in at.query_params
+    assert all(not fake.calls for fake in fakes.FAKES.values())
+    assert playground_state.experiments().experiments() == []
+
+
+def test_a_run_goes_on_while_the_page_is_left_and_stop_keeps_what_finished(env):
+    at = experiments_page()
+    fakes.FAKES["alpha"].latency_s = 0.25
+    at = fill(at, data="country\n" + "".join(f"C{i}\n" for i in range(12)))
+    at.number_input(key="exp_concurrency").set_value(1).run()
+    start(at)
+    run_id = at.query_params["run"]
+    handle = RunHandle.find(run_id)
+    assert handle is not None and not handle.finished
+
+    at.switch_page("views/dashboard.py").run()  # leave the page: the run goes on
+    at.switch_page("views/experiments.py").run()
+    no_traceback(at)
+    assert at.query_params["run"] == run_id and at.get("progress")
+    for progress in handle.updates(0.1):
+        if progress.per_variant[0] >= 2:
+            break
+    at.button(key=f"exp_stop_{run_id}").click().run()
+    assert handle.wait(30)
+    at.run()
+    no_traceback(at)
+    assert any("Run 1 was stopped" in w.value for w in at.warning)
+    cells = playground_state.experiments().cells(run_id)
+    alpha = [c for c in cells if c.variant == 0]
+    assert len(alpha) == 12 and 2 <= sum(c.status == "ok" for c in alpha) < 12
+    assert "cancelled" in {c.status for c in alpha}
+    logged = {r.request_id: r.status for r in fakes.CONDUCTORS[-1].log.records()}
+    assert all(logged.get(c.request_id) == "ok" for c in cells if c.status == "ok")
+    assert summary(at)["A"]["success"] == "100%"  # cancelled cells are not failures, nor successes
+
+
+CANARY = "canary-share-secret-Zq81Lw0Pe"
+
+
+def test_share_a_conversation_and_a_comparison_without_the_key(env):
+    register_secret(CANARY)
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.run()
+    fakes.FAKES["alpha"].script(f"Alpha says # not a heading and my key is {CANARY}")
+    send(at, "What is :red[this]?", provider="alpha")
+    expander = next(e for e in at.expander if e.label == "Share: export or get code")
+    assert [b.proto.label for b in expander.get("download_button")] == ["Markdown", "JSON", "HTML report"]
+    # The fakes are no endpoint: Get code says so instead of inventing a call.
+    assert any("unknown provider" in plain(c.value) for c in expander.caption)
+
+    conversation = playground_state.sessions().conversation(at.query_params["session"])
+    doc = share.transcript(conversation)
+    for body in (exports.to_markdown(doc), exports.to_json(doc), exports.to_html(doc, charts=False)):
+        assert CANARY not in body and "What is :red[this]?" in body
+    data = json.loads(exports.to_json(doc))
+    assert [t["role"] for t in data["turns"]] == ["user", "assistant"]
+    answer = data["turns"][1]
+    assert answer["label"] == "alpha/alpha-small" and answer["status"] == "ok" and answer["figures"]["latency_ms"] > 0
+    assert answer["request_id"] == conversation.turns[0].chosen[0].request_id
+
+    at = AppTest.from_file(str(APP), default_timeout=60)  # a new tab (this one's URL names the chat)
+    at.run()
+    run_compare(at, "Which is best?", count=2)
+    expander = next(e for e in at.expander if e.label.startswith("Share this round"))
+    assert len(expander.get("download_button")) == 3
+    next(b for b in at.button if b.label == "Left is better").click().run()
+    compared = playground_state.sessions().conversation(at.query_params["session"])
+    data = json.loads(exports.to_json(share.comparison(compared, 0)))
+    assert data["prompt"] == "Which is best?" and [c["label"] for c in data["columns"]] == ["alpha/alpha-small", "beta/beta-1"]
+    assert data["vote"] == "alpha/alpha-small" and data["columns"][1]["answer"] == "Beta answers too."
+
+
+def test_edit_as_a_new_experiment_fills_the_form_and_runs_a_new_one(env):
+    at = finish(start(fill(experiments_page())))
+    experiment_id = at.query_params["experiment"]
+    at.button(key=f"exp_edit_{experiment_id}").click().run()
+    no_traceback(at)
+    assert "experiment" not in at.query_params
+    assert at.text_area(key="exp_template").value == TEMPLATE
+    rows = [json.loads(line) for line in at.text_area(key="exp_data_text").value.splitlines()]
+    assert rows[0] == {"country": "France", "expected": "Alpha"} and len(rows) == 3
+    assert at.text_input(key="exp_name").value == f"{TEMPLATE} (copy)"  # unnamed: titled by its template
+    at.slider(key="exp1_temperature").set_value(0.0).run()  # the one change: B's temperature
+    finish(start(at))
+    store = playground_state.experiments()
+    copy = store.experiment(at.query_params["experiment"])
+    assert copy.id != experiment_id and copy.name == f"{TEMPLATE} (copy)"
+    assert [v.temperature for v in copy.variants] == [0.7, 0.0, 0.7]
+    assert len(store.runs(experiment_id)) == 1  # the original is unchanged
+
+
+def test_with_prompt_logging_off_the_page_says_answers_are_not_kept(env, monkeypatch):
+    monkeypatch.setenv("CONDUCTOR_LOG_PROMPTS", "false")
+    at = experiments_page()
+    assert any("answers are **not kept**" in i.value for i in at.info)
+    finish(start(fill(at)))
+    assert summary(at)["A"]["success"] == "100%"  # the figures are kept
+    assert "Alpha answers first." not in texts(at)
+    assert sum("answer not kept" in plain(c.value) for c in at.caption) == 9
+    assert all(c.answer is None for c in playground_state.experiments().cells(at.query_params["run"]))
+
+
+def test_a_comparison_export_names_columns_by_the_settings_they_answered_with(env):
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.run()
+    at.switch_page("views/compare.py").run()
+    at.selectbox(key="cmp1_provider").set_value("alpha").run()
+    at.slider(key="cmp1_temperature").set_value(0.0).run()
+    run_compare(at, "Same model, two temperatures", count=2)
+    at.slider(key="cmp1_temperature").set_value(0.7).run()  # settings for the next message
+    no_traceback(at)
+    compared = playground_state.sessions().conversation(at.query_params["session"])
+    data = json.loads(exports.to_json(share.comparison(compared, 0)))
+    assert [c["label"] for c in data["columns"]] == ["alpha/alpha-small · T=0.7", "alpha/alpha-small · T=0"]
+    assert [c["settings"]["temperature"] for c in data["columns"]] == [0.7, 0.0]
