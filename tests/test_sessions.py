@@ -486,3 +486,33 @@ def test_the_store_path_ignores_missing_parents(store, tmp_path: Path):
     turn, (answer,) = store.add_turn(session.id, "orphan", parent_id="turn_gone")
     finish_done(store, answer, "still shown")
     assert [t.prompt for t in store.conversation(session.id).turns] == ["orphan"]
+
+
+def test_a_key_an_upstream_echoes_is_never_stored_or_shown(logs):
+    """An upstream that quotes the caller's key in its answer (seen with misconfigured proxies):
+    the session keeps the answer with the key redacted, as the request log does, while it
+    streams and once it is done, so neither the page nor the sessions table holds it."""
+    canary = "sk-canary-sessions-9c1e4b7a2d5f8e3b"
+    echo = OpenAIServer(reply=f"Your key is {canary} and more words follow here", models=["echo"], chunk_delay_s=0.02).start()
+    settings = load_settings(
+        _env_file=None, local_enabled=False, max_retries=0,
+        endpoints={"echo": EndpointConfig(base_url=echo.url, api_key=canary, models=["echo"])},
+    )
+    conductor = Conductor(settings, request_log=logs())
+    try:
+        store = SessionStore.for_log(conductor.log)
+        worker = AnswerWorker(conductor, store)
+        variant = Variant(provider="echo", model="echo")
+        session = store.create("chat", [variant])
+        _, (answer,) = store.add_turn(session.id, "What is my key?", parent_id=None)
+        worker.start(answer.id, variant.request([ChatMessage(role="user", content="What is my key?")]))
+        assert worker.wait(answer.id, 30)
+        done = store.answers([answer.id])[answer.id]
+        assert done.status == "done" and "Your key is" in done.content
+        assert canary not in done.content and canary not in done.response.content
+        with conductor.log.engine.connect() as conn:
+            stored = conn.execute(text("SELECT content, response FROM wb_answers")).all()
+        assert stored and all(canary not in (value or "") for row in stored for value in row)
+    finally:
+        conductor.close()
+        echo.stop()

@@ -70,6 +70,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.pool import StaticPool
 
+from ..config import redact
 from ..models import Attempt, ChatMessage, ChatResponse, MessageRole, new_id
 from ..store import RequestLog, SafeText, UTCDateTime
 from .variants import Variant, variant_labels
@@ -527,9 +528,10 @@ class SessionStore:
     def progress(self, answer_id: str, content: str, *, notice: str | None = None) -> bool:
         """A streaming answer's text so far (also its heartbeat). False when it is no longer
         streaming (stopped, or its session deleted): the worker then stops reading."""
-        values: dict[str, Any] = {"content": content, "updated_ts": time.time()}
+        # Redacted as the request log is: an upstream may echo a key, and this text is shown.
+        values: dict[str, Any] = {"content": redact(content), "updated_ts": time.time()}
         if notice is not None:
-            values["notice"] = notice
+            values["notice"] = redact(notice)
         with self._begin() as conn:
             return (
                 conn.execute(
@@ -573,10 +575,10 @@ class SessionStore:
         if status not in FINISHED:
             raise ValueError(f"not a final status: {status!r}")
         values: dict[str, Any] = {
-            "content": content,
-            "response": response.model_dump_json() if response is not None else None,
+            "content": redact(content),
+            "response": redact(response.model_dump_json()) if response is not None else None,
             "error_type": error_type,
-            "error_message": error_message,
+            "error_message": redact(error_message) if error_message is not None else None,
             "request_id": request_id or (response.metadata.id if response is not None else None),
             "attempts": json.dumps([a.model_dump(mode="json") for a in attempts]) if attempts else None,
             "updated_ts": time.time(),
