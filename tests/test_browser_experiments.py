@@ -425,8 +425,11 @@ def test_share_a_conversation_and_a_comparison(lab, shots):
         ask(page, "Name a capital. Say `#1` literally.")
         assistant_with_figures(page, 1, timeout_ms=60_000)
         wait_idle(page)
-        # (The chat page itself still shows the echoed key: sessions store answers unredacted.
-        # Reported; the exports below are this test's concern.)
+        # The page shows the echoed answer without the key, also after a reload (from the store).
+        assert SLOW_REPLY in page.content() and CANARY not in page.content()
+        page.reload()
+        assistant_with_figures(page, 1, timeout_ms=60_000)
+        assert CANARY not in page.content()
         page.get_by_text("Share: export or get code").click()
         with page.expect_download(timeout=60_000) as download:
             page.get_by_role("button", name="Markdown", exact=True).click()
@@ -447,6 +450,7 @@ def test_share_a_conversation_and_a_comparison(lab, shots):
         page.get_by_role("button", name="Right is better").click()
         page.get_by_text("Vote recorded").wait_for(timeout=30_000)
         wait_idle(page)
+        assert CANARY not in page.content()
         page.get_by_text("Share this round: export or get code").click()
         with page.expect_download(timeout=60_000) as download:
             page.get_by_role("button", name="JSON", exact=True).click()
