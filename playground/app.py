@@ -29,6 +29,7 @@ _HERE = Path(__file__).resolve().parent
 pages = [
     st.Page(_HERE / "views" / "chat.py", title="Playground", icon=":material/forum:", default=True),
     st.Page(_HERE / "views" / "compare.py", title="Compare", icon=":material/view_column:"),
+    st.Page(_HERE / "views" / "arena.py", title="Arena", icon=":material/how_to_vote:"),
     st.Page(_HERE / "views" / "dashboard.py", title="Dashboard", icon=":material/monitoring:"),
     st.Page(_HERE / "views" / "providers.py", title="Providers", icon=":material/key:"),
 ]
