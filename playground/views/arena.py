@@ -181,7 +181,7 @@ def _figures(answer) -> str:
     parts = [f"{ui.format_ms(answer.latency_ms)} total"] if answer.latency_ms is not None else []
     if answer.ttft_ms is not None:
         parts.append(f"first token {ui.format_ms(answer.ttft_ms)}")
-    parts.append(ui.format_cost(answer.cost_usd))
+    parts.append("cost unknown" if answer.cost_usd is None else ui.format_cost(answer.cost_usd))
     return " · ".join(parts)
 
 

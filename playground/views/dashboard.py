@@ -157,3 +157,53 @@ def live_panel() -> None:
 
 
 live_panel()
+
+#: The leaderboard's figures (latency, success, cost) come from row reads: at most this far back.
+_FIGURES_MAX_S = 7 * 86400
+
+
+@st.cache_data(ttl=10, show_spinner=False)
+def _target_figures(window: int | None):
+    since = utcnow() - timedelta(seconds=min(window or _FIGURES_MAX_S, _FIGURES_MAX_S))
+    return c.log.frame(since=since, columns=["provider", "model", "status", "error_type", "latency_ms", "cost_usd"])
+
+
+@st.fragment(run_every=5.0 if live else None)
+def leaderboard() -> None:
+    st.markdown("##### Leaderboard from blind votes")
+    try:
+        board = c.ratings(fresh=True)
+        table = dd.leaderboard_table(board, _target_figures(window_s) if board.ratings else None)
+    except Exception as exc:  # noqa: BLE001
+        st.error(f"The ratings could not be read: {ui.escape_md(ui.unexpected_error(exc))}", icon=":material/error:")
+        return
+    if table.empty:
+        st.info(
+            "No blind votes yet. Vote in the Arena: models answer anonymously, you pick the best, and the ratings "
+            f"appear here (a model is ranked from {board.min_votes} votes on).",
+            icon=":material/leaderboard:",
+        )
+        st.page_link("views/arena.py", label="Open the Arena", icon=":material/how_to_vote:")
+        return
+    figures_over = "the whole log's last 7 days" if window_s is None or window_s > _FIGURES_MAX_S else f"the last {window_name}"
+    st.dataframe(
+        table,
+        hide_index=True,
+        placeholder="—",
+        key="dash_leaderboard",
+        column_config={
+            "Rating": st.column_config.NumberColumn("Rating", format="%.0f", help="Bradley–Terry rating on an Elo-like scale (1000 = average; +120 ≈ 2:1 odds)."),
+            "95% CI": st.column_config.TextColumn("95% CI", help="Bootstrap 95% interval over the votes."),
+            "p50 ms": st.column_config.NumberColumn("p50", format="%.0f ms"),
+            "Success": st.column_config.ProgressColumn("Success", format="percent", min_value=0.0, max_value=1.0),
+            "Cost / request $": st.column_config.NumberColumn("Cost / request", format="$%.6f"),
+        },
+    )
+    st.caption(
+        f"{board.votes:,} blind vote{'s' if board.votes != 1 else ''} · ranked from {board.min_votes} votes on "
+        f"(AUTO's *preferred* policy uses the same ratings) · latency, success and cost over {figures_over}; "
+        "an empty cost is an unknown price."
+    )
+
+
+leaderboard()
