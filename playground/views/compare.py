@@ -12,10 +12,12 @@ from conductor_core.workbench.sessions import Conversation, Turn
 from conductor_core.workbench.variants import Variant, variant_labels
 
 from playground import components as ui
-from playground import controls, session_nav, state, turns
+from playground import compare_links, controls, session_nav, state, turns
 
 c = state.conductor()
 store = state.sessions()
+# ?compare=provider/model,…&prompt=… : set up those columns and send the prompt, once.
+compare_links.take_url_comparison(c, lambda variants, prompt: turns.send("compare", None, variants, prompt))
 
 sid = session_nav.current("compare")
 conversation = store.conversation(sid) if sid else None
@@ -36,6 +38,17 @@ st.caption(
 )
 session_nav.header("compare", session, busy=busy)
 turns.take_note()
+compare_links.show_notes(sid)
+if conversation is not None and conversation.turns:
+    with st.popover("Copy link", icon=":material/link:"):
+        st.caption(
+            "Opens these columns (each provider and model) and sends the first prompt again, for anyone who has "
+            "them configured. The answers and the other settings are not in the link."
+        )
+        st.code(
+            compare_links.comparison_link(st.context.url or "", session.variants, conversation.turns[0].prompt),
+            language=None, wrap_lines=True,
+        )
 
 available = state.configured_names(c)
 if not available:

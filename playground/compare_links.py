@@ -1,0 +1,114 @@
+"""Comparisons opened from a URL, and the link that opens the current one.
+
+    /compare?compare=openai/gpt-4o-mini,local/gemma-3-270m&prompt=Why+is+the+sky+blue%3F
+
+opens Compare with those columns and sends that prompt once: the parameters are then taken
+off the URL, which names the new session instead (a reload shows it, never re-sends it). A
+target that is unknown or not configured is named with what it needs; the rest still open.
+Without `prompt` the columns are set up and nothing is sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+import streamlit as st
+
+from conductor_core.router import Conductor
+from conductor_core.workbench.variants import Variant
+
+from . import components as ui
+from . import state
+
+__all__ = ["parse_targets", "resolve_targets", "comparison_link", "take_url_comparison", "NOTES_KEY"]
+
+NOTES_KEY = "cmp_link_notes"
+MAX_COLUMNS = 4
+
+
+def parse_targets(text: str) -> list[tuple[str, str | None]]:
+    """ "openai/gpt-4o-mini, local" -> [("openai", "gpt-4o-mini"), ("local", None)]."""
+    found = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        provider, _, model = part.partition("/")
+        found.append((provider.strip(), model.strip() or None))
+    return found
+
+
+def resolve_targets(c: Conductor, text: str) -> tuple[list[Variant], list[str]]:
+    """The columns the URL asks for that can answer, and a sentence for each that cannot."""
+    configured = state.configured_names(c)
+    known = state.provider_names(c)
+    variants: list[Variant] = []
+    problems: list[str] = []
+    for provider, model in parse_targets(text):
+        target = f"{provider}/{model}" if model else provider
+        if provider not in known:
+            names = ", ".join(configured) or "none yet"
+            problems.append(f"'{target}' is not a provider Conductor knows (configured: {names}); it was left out.")
+            continue
+        if provider not in configured:
+            hint = state.provider_hint(c, provider) or "add it on the Providers page"
+            problems.append(f"'{target}' is not configured ({hint}; or type a key on the Providers page); it was left out.")
+            continue
+        variants.append(Variant(provider=provider, model=model or state.default_model(c, provider), temperature=0.7, max_tokens=256))
+    if len(variants) > MAX_COLUMNS:
+        dropped = ", ".join(v.target for v in variants[MAX_COLUMNS:])
+        problems.append(f"Compare shows at most {MAX_COLUMNS} columns: {dropped} left out.")
+        variants = variants[:MAX_COLUMNS]
+    return variants, problems
+
+
+def comparison_link(page_url: str, variants: Sequence[Variant], prompt: str | None) -> str:
+    """A URL that opens these columns (their provider and model) and sends `prompt`."""
+    scheme, netloc, path, _, _ = urlsplit(page_url)
+    query = {"compare": ",".join(v.target for v in variants)}
+    if prompt:
+        query["prompt"] = prompt
+    return urlunsplit((scheme, netloc, path, urlencode(query, safe="/,"), ""))
+
+
+def take_url_comparison(c: Conductor, send) -> None:
+    """Act on ?compare=…&prompt=… once, then take them off the URL. `send(variants, prompt)`
+    starts the comparison (a new session) and returns its id; with fewer than two columns, or no prompt, the
+    columns are only set up for the person to complete."""
+    params = st.query_params
+    if "compare" not in params:
+        return
+    spec, prompt = params.get("compare", ""), (params.get("prompt") or "").strip()
+    del params["compare"]
+    if "prompt" in params:
+        del params["prompt"]
+    variants, problems = resolve_targets(c, spec)
+    if not variants:
+        problems.append("None of the targets in the link can answer here, so nothing was sent.")
+    elif len(variants) < 2:
+        problems.append("A comparison needs two columns: add one below, then run it.")
+    st.session_state[NOTES_KEY] = (None, problems)
+    if not variants:
+        return
+    st.session_state.pop("compare_session", None)  # a new comparison, not the one this tab had open
+    if "session" in params:
+        del params["session"]
+    columns = variants if len(variants) >= 2 else [variants[0], variants[0]]
+    st.session_state["cmp_draft"] = columns
+    st.session_state["cmp_count"] = len(columns)
+    st.session_state.pop("cmp_loaded", None)
+    if prompt and len(variants) >= 2:
+        st.session_state[NOTES_KEY] = (send(variants, prompt), problems)
+    elif prompt:
+        st.session_state["cmp_prompt"] = prompt
+
+
+def show_notes(session_id: str | None) -> None:
+    """What the link asked for and could not get, for as long as its comparison is shown."""
+    owner, problems = st.session_state.get(NOTES_KEY) or (None, [])
+    if owner != session_id:
+        st.session_state.pop(NOTES_KEY, None)
+        return
+    for problem in problems:
+        st.warning(ui.escape_md(problem), icon=":material/link_off:")
