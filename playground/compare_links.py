@@ -16,10 +16,11 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 import streamlit as st
 
 from conductor_core.router import Conductor
+from conductor_core.workbench.replay import ReplayError, replay_of
 from conductor_core.workbench.variants import Variant
 
 from . import components as ui
-from . import state
+from . import session_nav, state
 
 __all__ = ["parse_targets", "resolve_targets", "comparison_link", "take_url_comparison", "NOTES_KEY"]
 
@@ -102,6 +103,45 @@ def take_url_comparison(c: Conductor, send) -> None:
         st.session_state[NOTES_KEY] = (send(variants, prompt), problems)
     elif prompt:
         st.session_state["cmp_prompt"] = prompt
+
+
+def take_replay(c: Conductor, store, send) -> None:
+    """Act on ?replay=REQUEST_ID&with=provider/model,… once: a new comparison whose first
+    column is the logged request's target with its parameters, the others the same request
+    to the `with` targets; the logged history is seeded as earlier turns (context for every
+    column), and the last user message is sent."""
+    params = st.query_params
+    if "replay" not in params:
+        return
+    request_id, spec = params.get("replay", ""), params.get("with", "")
+    for name in ("replay", "with"):
+        if name in params:
+            del params[name]
+    try:
+        replay = replay_of(c.log, store, request_id)
+    except ReplayError as error:
+        st.session_state[NOTES_KEY] = (None, [f"Cannot replay: {error}."])
+        return
+    others, problems = resolve_targets(c, spec)
+    same = {k: v for k, v in replay.variant.model_dump().items() if k not in ("provider", "model")}
+    variants = [replay.variant] + [v.model_copy(update=same) for v in others][: MAX_COLUMNS - 1]
+    if len(variants) < 2:
+        problems.append("A replay needs at least one other target to compare with: choose one on the Dashboard.")
+        st.session_state[NOTES_KEY] = (None, problems)
+        return
+    st.session_state.pop("compare_session", None)
+    if "session" in params:
+        del params["session"]
+    session_id = store.create("compare", variants, title=f"Replay: {replay.prompt[:60]}").id
+    session_nav.open_session("compare", session_id)
+    parent = None
+    for user, assistant in replay.history:
+        turn, answers = store.add_turn(session_id, user, parent_id=parent)
+        for answer in answers:  # the logged answer, the same in every column: context for what follows
+            store.finish(answer.id, "done", content=assistant)
+        parent = turn.id
+    problems.insert(0, f"Replay of request {request_id} ({replay.target}): {replay.note}.")
+    st.session_state[NOTES_KEY] = (send(session_id, variants, replay.prompt), problems)
 
 
 def show_notes(session_id: str | None) -> None:

@@ -175,10 +175,14 @@ class RequestLog:
         provider: str | None = None,
         status: str | None = None,
         limit: int | None = None,
+        request_id: str | None = None,
     ) -> list[AttemptRecord]:
-        """Attempts newest first. `since` is inclusive, `until` exclusive."""
+        """Attempts newest first. `since` is inclusive, `until` exclusive. `request_id`: the
+        attempts of one request (not indexed: for a person's look-up, not a hot path)."""
         self.flush()
-        return self._reader.records(since=since, until=until, provider=provider, status=status, limit=limit)
+        return self._reader.records(
+            since=since, until=until, provider=provider, status=status, limit=limit, request_id=request_id
+        )
 
     def count(
         self,

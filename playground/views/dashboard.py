@@ -207,3 +207,42 @@ def leaderboard() -> None:
 
 
 leaderboard()
+
+
+def _request_label(record) -> str:
+    target = f"{record.provider}/{record.model}" if record.model else record.provider
+    prompt = " ".join((record.prompt or "(prompt not logged)").split())
+    prompt = prompt if len(prompt) <= 70 else prompt[:69] + "…"
+    return f"{record.created_at:%H:%M:%S} · {target} · {record.status} · {prompt}"
+
+
+def replay_panel() -> None:
+    st.markdown("##### Replay a logged request")
+    records = c.log.records(limit=200)
+    latest: dict[str, object] = {}
+    for record in records:  # newest first: one entry per request (its last attempt)
+        latest.setdefault(record.request_id, record)
+    if not latest:
+        st.caption("No requests in the log yet.")
+        return
+    choices = list(latest)[:50]
+    with st.container(border=True):
+        chosen = st.selectbox(
+            "Request", choices, format_func=lambda rid: _request_label(latest[rid]), key="dash_replay_request",
+            help="The 50 newest requests. Its messages and, for the playground's own requests, its parameters "
+            "(temperature, max tokens, top_p, stop, seed, system prompt) are sent again.",
+        )
+        record = latest[chosen]
+        served = f"{record.provider}/{record.model}" if record.model else record.provider
+        others = [
+            f"{name}/{model}" for name in state.configured_names(c) for model in state.models_of(c, name)
+            if f"{name}/{model}" != served
+        ]
+        against = st.multiselect(
+            f"Against (it runs again on {served} too)", others, default=others[:1], max_selections=3, key="dash_replay_with",
+        )
+        if st.button("Replay in Compare", icon=":material/replay:", key="dash_replay_go", disabled=not against):
+            st.switch_page("views/compare.py", query_params={"replay": chosen, "with": ",".join(against)})
+
+
+replay_panel()
