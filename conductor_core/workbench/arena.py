@@ -413,6 +413,34 @@ class Arena:
             judgements.append(Judgement(subjects=tuple(subjects.values()), winner=winner))
         return judgements
 
+    def verdicts(self, records: Sequence[Any]) -> dict[str, tuple[str, str]]:
+        """How blind votes judged these attempts' answers, for the request log's exports
+        (`RequestLog.export(verdicts=arena.verdicts)`): request_id -> (verdict, match id), the
+        verdict one of "best", "not best", "tie", "all bad"."""
+        wanted = {r.request_id for r in records}
+        if not wanted:
+            return {}
+        m, a = matches_table.c, answers_table.c
+        stmt = (
+            select(a.request_id, a.slot, m.id, m.choice)
+            .join(matches_table, m.id == a.match_id)
+            .where(m.status == "voted", a.status == "ok", a.request_id.is_not(None))
+        )
+        found: dict[str, tuple[str, str]] = {}
+        with self.engine.connect() as conn:
+            # Chunks of ids: IN lists have limits (SQLite's is 32,766 parameters).
+            ids = sorted(wanted)
+            for start in range(0, len(ids), 500):
+                for request_id, slot, match_id, choice in conn.execute(stmt.where(a.request_id.in_(ids[start:start + 500]))):
+                    if choice == "tie":
+                        verdict = "tie"
+                    elif choice == "all_bad":
+                        verdict = "all bad"
+                    else:
+                        verdict = "best" if LETTERS[slot] == choice else "not best"
+                    found[request_id] = (verdict, match_id)
+        return found
+
     def votes(self, *, limit: int = 50) -> list[Reveal]:
         """The newest votes first, revealed (for a history list or an export)."""
         stmt = (
