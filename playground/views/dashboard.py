@@ -8,6 +8,7 @@ from datetime import timedelta
 import streamlit as st
 
 from conductor_core.models import utcnow
+from conductor_core.workbench.replay import parse_transcript
 
 from playground import charts
 from playground import components as ui
@@ -211,7 +212,9 @@ leaderboard()
 
 def _request_label(record) -> str:
     target = f"{record.provider}/{record.model}" if record.model else record.provider
-    prompt = " ".join((record.prompt or "(prompt not logged)").split())
+    said = [m.content for m in parse_transcript(record.prompt or "") if m.role == "user"]
+    turns = f" (after {len(said) - 1} earlier)" if len(said) > 1 else ""
+    prompt = " ".join(said[-1].split()) + turns if said else "(prompt not logged)"
     prompt = prompt if len(prompt) <= 70 else prompt[:69] + "…"
     return f"{record.created_at:%H:%M:%S} · {target} · {record.status} · {prompt}"
 
