@@ -25,6 +25,7 @@ from . import session_nav, state
 __all__ = ["parse_targets", "resolve_targets", "comparison_link", "take_url_comparison", "NOTES_KEY"]
 
 NOTES_KEY = "cmp_link_notes"
+REPLAY_NOTE_KEY = "cmp_replay_note"
 MAX_COLUMNS = 4
 
 
@@ -140,12 +141,17 @@ def take_replay(c: Conductor, store, send) -> None:
         for answer in answers:  # the logged answer, the same in every column: context for what follows
             store.finish(answer.id, "done", content=assistant)
         parent = turn.id
-    problems.insert(0, f"Replay of request {request_id} ({replay.target}): {replay.note}.")
     st.session_state[NOTES_KEY] = (send(session_id, variants, replay.prompt), problems)
+    st.session_state[REPLAY_NOTE_KEY] = (session_id, f"Replay of request {request_id} ({replay.target}): {replay.note}.")
 
 
 def show_notes(session_id: str | None) -> None:
     """What the link asked for and could not get, for as long as its comparison is shown."""
+    owner, said = st.session_state.get(REPLAY_NOTE_KEY) or (None, None)
+    if said and owner == session_id:
+        st.info(ui.escape_md(said), icon=":material/replay:")
+    elif said:
+        st.session_state.pop(REPLAY_NOTE_KEY, None)
     owner, problems = st.session_state.get(NOTES_KEY) or (None, [])
     if owner != session_id:
         st.session_state.pop(NOTES_KEY, None)

@@ -186,6 +186,8 @@ def leaderboard() -> None:
         )
         st.page_link("views/arena.py", label="Open the Arena", icon=":material/how_to_vote:")
         return
+    # Prices as everywhere else: "free" for 0, "unknown" where no price is known.
+    table["Cost / request"] = [ui.format_cost(None if v != v else v) for v in table.pop("Cost / request $")]
     figures_over = "the whole log's last 7 days" if window_s is None or window_s > _FIGURES_MAX_S else f"the last {window_name}"
     st.dataframe(
         table,
@@ -197,13 +199,12 @@ def leaderboard() -> None:
             "95% CI": st.column_config.TextColumn("95% CI", help="Bootstrap 95% interval over the votes."),
             "p50 ms": st.column_config.NumberColumn("p50", format="%.0f ms"),
             "Success": st.column_config.ProgressColumn("Success", format="percent", min_value=0.0, max_value=1.0),
-            "Cost / request $": st.column_config.NumberColumn("Cost / request", format="$%.6f"),
+            "Cost / request": st.column_config.TextColumn("Cost / request", help="Mean over its priced requests."),
         },
     )
     st.caption(
         f"{board.votes:,} blind vote{'s' if board.votes != 1 else ''} · ranked from {board.min_votes} votes on "
-        f"(AUTO's *preferred* policy uses the same ratings) · latency, success and cost over {figures_over}; "
-        "an empty cost is an unknown price."
+        f"(AUTO's *preferred* policy uses the same ratings) · latency, success and cost over {figures_over}."
     )
 
 
