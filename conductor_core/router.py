@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import aio
 from .breaker import CircuitBreaker
@@ -33,7 +33,9 @@ from .models import (
 from .providers import BaseProvider, ProviderRegistry
 from .routing import AsyncConductor, Candidate
 from .store import RequestLog
-from .workbench.ratings import Leaderboard
+
+if TYPE_CHECKING:
+    from .workbench.ratings import Leaderboard
 
 __all__ = ["Conductor", "AsyncConductor", "Candidate"]
 

@@ -18,11 +18,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from sqlalchemy import func, select
 
 from ..store import RequestLog
-from ..workbench.ratings import Leaderboard, Rating
+
+if TYPE_CHECKING:  # numpy comes with them: loaded on the first read, not with the router
+    from ..workbench.ratings import Leaderboard, Rating
 
 __all__ = ["PreferenceRatings", "DEFAULT_MIN_VOTES"]
 
@@ -64,8 +67,12 @@ class PreferenceRatings:
 
     def leaderboard(self) -> Leaderboard:
         self._maybe_refresh()
-        board = self._board
-        return board if board is not None else Leaderboard(ratings=[], votes=0, min_votes=self.min_votes, rounds=0, seed=0)
+        return self._board if self._board is not None else self._empty()
+
+    def _empty(self) -> Leaderboard:
+        from ..workbench.ratings import Leaderboard
+
+        return Leaderboard(ratings=[], votes=0, min_votes=self.min_votes, rounds=0, seed=0)
 
     def refresh(self) -> bool:
         """Check now, on this thread; refit if the votes changed. True when it refitted."""
@@ -104,7 +111,7 @@ class PreferenceRatings:
                 except Exception:  # noqa: BLE001 - no ratings is a fallback, never a failed request
                     log.exception("blind-vote ratings could not be read")
                     with self._lock:  # ranked without ratings until a background check succeeds
-                        self._board = self._board or Leaderboard(ratings=[], votes=0, min_votes=self.min_votes, rounds=0, seed=0)
+                        self._board = self._board or self._empty()
                         self._checked = self._clock()
                 finally:
                     with self._lock:

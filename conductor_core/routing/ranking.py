@@ -4,10 +4,13 @@ Pure: scores in, candidates out (the core gathers the scores from metrics and br
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..models import ChatRequest, RoutingPolicy, Usage
 from ..providers import BaseProvider
-from ..workbench.ratings import Rating
+
+if TYPE_CHECKING:  # the fit needs numpy: imported only where ratings are read
+    from ..workbench.ratings import Rating
 
 __all__ = ["Candidate", "Score", "order", "estimated_cost", "after_fallback"]
 
