@@ -157,3 +157,36 @@ def test_reasons_are_pure_functions_of_the_score():
         "too few blind votes (3 < 10): best balance of speed, reliability and cost: p50 latency 200 ms, 100% success, free"
     )
     assert Score(**base).explain(RoutingPolicy.preferred).startswith("too few blind votes (0 < 10): ")
+
+
+def test_the_gateway_takes_the_preferred_policy_and_says_why(tmp_path):
+    """Over HTTP with the openai client: `policy: preferred` (extra_body) is accepted and
+    routed by rating; the completion's `conductor.reason` quotes the rating."""
+    import openai
+
+    from gateway.main import create_app
+    from tests.test_gateway import serve
+
+    providers = [
+        ScriptedProvider("liked", reply="People like this.", models=["liked-1"]),
+        ScriptedProvider("quick", reply="Fast and cheap.", models=["quick-1"]),
+    ]
+    settings = load_settings(_env_file=None, local_enabled=False, data_dir=tmp_path, max_retries=0, preferred_min_votes=3)
+    conductor = Conductor(settings, extra_providers=providers, source="gateway")
+    try:
+        arena = Arena(conductor.log)
+        warm_quick_first(conductor)
+        for _ in range(3):
+            cast(arena, conductor, "liked/liked-1")
+        with serve(create_app(conductor)) as url:
+            client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=30)
+            completion = client.chat.completions.create(
+                model="auto", messages=[{"role": "user", "content": "hi"}], extra_body={"policy": "preferred"}
+            )
+            info = completion.model_extra["conductor"]
+            assert info["provider"] == "liked" and info["policy"] == "preferred"
+            assert info["reason"].startswith("highest rated: ") and info["reason"].endswith("from 3 blind votes")
+            with pytest.raises(openai.BadRequestError):
+                client.chat.completions.create(model="auto", messages=[{"role": "user", "content": "hi"}], extra_body={"policy": "liked"})
+    finally:
+        conductor.close()
