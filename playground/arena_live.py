@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +29,7 @@ class LiveRound:
     text: dict[str, str] = field(default_factory=dict)
     finished: dict[str, bool] = field(default_factory=dict)  # letter -> failed
     running: bool = True
+    ended: float | None = None  # monotonic time the round's answers ended
 
 
 class BlindRounds:
@@ -39,8 +41,14 @@ class BlindRounds:
         self._lock = threading.Lock()
         self._rounds: dict[str, LiveRound] = {}
 
+    #: How long an ended round's text stays here (the page reads the tables by then).
+    KEEP_ENDED_S = 60.0
+
     def launch(self, match_id: str, overrides: Mapping[str, Any] | None = None) -> None:
         with self._lock:
+            now = time.monotonic()
+            for gone in [k for k, r in self._rounds.items() if r.ended is not None and now - r.ended > self.KEEP_ENDED_S]:
+                del self._rounds[gone]
             if match_id in self._rounds:
                 return
             self._rounds[match_id] = LiveRound()
@@ -68,3 +76,4 @@ class BlindRounds:
         finally:
             with self._lock:
                 self._rounds[match_id].running = False
+                self._rounds[match_id].ended = time.monotonic()

@@ -133,7 +133,7 @@ def answering(match_id: str) -> None:
                 st.warning(f"Answer {letter} failed: it is not part of the vote (why is shown after the vote).", icon=":material/error:")
             elif answer.state == "pending":
                 if text:
-                    st.markdown(ui.escape_md(text) + " ▌")
+                    st.markdown(text + " ▌")  # Markdown as it will be drawn; raw HTML stays inert
                 else:
                     st.caption(":material/hourglass_top: Waiting for the first token…")
             else:
