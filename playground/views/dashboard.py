@@ -243,7 +243,7 @@ def replay_panel() -> None:
             if f"{name}/{model}" != served
         ]
         against = st.multiselect(
-            f"Against (it runs again on {served} too)", others, default=others[:1], max_selections=3, key="dash_replay_with",
+            f"Against (it runs again on {served} too)", others, default=others[:1], max_selections=3, key=f"dash_replay_with_{chosen}",
         )
         if st.button("Replay in Compare", icon=":material/replay:", key="dash_replay_go", disabled=not against):
             st.switch_page("views/compare.py", query_params={"replay": chosen, "with": ",".join(against)})
