@@ -50,6 +50,7 @@ __all__ = [
     "sessions",
     "arena",
     "blind_rounds",
+    "vote_verdicts",
     "worker",
     "session_providers",
     "overrides",
@@ -117,6 +118,11 @@ def arena() -> Arena:
 def blind_rounds() -> BlindRounds:
     """Blind rounds being answered by this process, in the background."""
     return _arena(os.environ.get(FACTORY_ENV, ""))[1]
+
+
+def vote_verdicts(records: Any) -> dict[str, tuple[str, str]]:
+    """Every vote on these attempts' answers, blind (the Arena) and open (Compare), for exports."""
+    return {**sessions().verdicts(records), **arena().verdicts(records)}
 
 
 def sessions() -> SessionStore:

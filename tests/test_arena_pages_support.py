@@ -222,3 +222,30 @@ def test_comparison_links_round_trip(tmp_path: Path) -> None:
     assert parse_targets(query["compare"][0] + ", anthropic ,") == [
         ("openai", "gpt-4o-mini"), ("local", "gemma-3-270m"), ("anthropic", None)
     ]
+
+
+def test_compare_votes_are_in_the_exports_too(database_url, tmp_path: Path) -> None:  # noqa: F811
+    """A Compare round's vote (by the labels its columns had) on the answers it showed."""
+    conductor = _conductor(tmp_path, database_url)
+    try:
+        store = SessionStore.for_log(conductor.log)
+        session = store.create("compare", variants())
+        labels = store.get(session.id).labels
+        for prompt, vote in (("Round one", labels[1]), ("Round two", "both_bad")):
+            conversation = store.conversation(session.id)
+            parent = conversation.turns[-1].id if conversation.turns else None
+            turn, answers = store.add_turn(session.id, prompt, parent_id=parent)
+            for answer in answers:
+                response = conductor.chat(answer.variant.request([ChatMessage(role=MessageRole.user, content=prompt)]))
+                store.finish(answer.id, "done", content=response.content, response=response)
+            store.set_vote(turn.id, vote, f"vote_{prompt[-3:]}")
+        rows = json.loads(conductor.log.export("json", verdicts=store.verdicts))
+        got = {(r["prompt"], r["provider"]): (r["vote"], r["vote_id"]) for r in rows}
+        assert got == {
+            ("user: Round one", "alpha"): ("not best", "vote_one"),
+            ("user: Round one", "beta"): ("best", "vote_one"),
+            ("user: Round two", "alpha"): ("all bad", "vote_two"),
+            ("user: Round two", "beta"): ("all bad", "vote_two"),
+        }
+    finally:
+        conductor.close()

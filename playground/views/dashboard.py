@@ -35,7 +35,7 @@ in_window = "in the whole log" if window_s is None else f"in the last {window_na
 def export(fmt: str):
     def build() -> bytes:
         since = utcnow() - timedelta(seconds=window_s) if window_s is not None else None
-        return c.log.export(fmt, since=since, verdicts=state.arena().verdicts)  # with the blind votes
+        return c.log.export(fmt, since=since, verdicts=state.vote_verdicts)  # with the votes
 
     return build
 
@@ -44,13 +44,13 @@ suffix = window_label.replace(" ", "")
 with controls[2]:
     st.download_button(
         "CSV", export("csv"), file_name=f"conductor-log-{suffix}.csv", mime="text/csv", icon=":material/download:",
-        on_click="ignore", width="stretch", help=f"The request log {in_window} as CSV, with the blind votes that judged each answer.",
+        on_click="ignore", width="stretch", help=f"The request log {in_window} as CSV, with the votes (Arena and Compare) that judged each answer.",
     )
 with controls[3]:
     st.download_button(
         "JSON", export("json"), file_name=f"conductor-log-{suffix}.json", mime="application/json",
         icon=":material/download:", on_click="ignore", width="stretch",
-        help=f"The request log {in_window} as JSON, with the blind votes that judged each answer.",
+        help=f"The request log {in_window} as JSON, with the votes (Arena and Compare) that judged each answer.",
     )
 
 
