@@ -102,6 +102,9 @@ class Settings(BaseSettings):
 
     # Routing (the router reads these).
     routing_policy: str = "balanced"
+    preferred_min_votes: int = Field(
+        default=10, ge=1, description="Blind votes a target needs before the `preferred` policy ranks it by rating."
+    )
     max_retries: int = Field(default=2, ge=0, le=10)
     retry_budget_s: float = Field(default=30.0, gt=0)
     breaker_failures: int = Field(default=5, ge=1, description="Consecutive failures that open a breaker.")

@@ -140,6 +140,7 @@ class RoutingPolicy(StrEnum):
     fastest = "fastest"
     cheapest = "cheapest"
     reliable = "reliable"
+    preferred = "preferred"  # by blind-vote rating; `balanced` where too few votes
 
 
 #: Shapes that come from OpenAI's wire format: strict, so that what the gateway's schema says

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import aio
 from .breaker import CircuitBreaker
@@ -33,6 +33,9 @@ from .models import (
 from .providers import BaseProvider, ProviderRegistry
 from .routing import AsyncConductor, Candidate
 from .store import RequestLog
+
+if TYPE_CHECKING:
+    from .workbench.ratings import Leaderboard
 
 __all__ = ["Conductor", "AsyncConductor", "Candidate"]
 
@@ -119,6 +122,13 @@ class Conductor:
         return self.core.record_vote(vote)
 
     # --- status -----------------------------------------------------------------------------
+
+    def ratings(self, *, fresh: bool = False) -> Leaderboard:
+        """The blind-vote leaderboard AUTO's `preferred` policy reads (cached; `fresh` checks
+        the votes first, which a page may afford and a request path should not)."""
+        if fresh:
+            self.core.ratings.refresh()
+        return self.core.ratings.leaderboard()
 
     def breaker(self, name: str) -> CircuitBreaker:
         return self.core.breaker(name)

@@ -225,9 +225,10 @@ class ChatCompletionRequest(BaseModel):
     function_call: Literal["none", "auto"] | ToolName | None = Field(
         default=None, description="Deprecated form of tool_choice."
     )
-    policy: Literal["balanced", "fastest", "cheapest", "reliable"] | None = Field(
+    policy: Literal["balanced", "fastest", "cheapest", "reliable", "preferred"] | None = Field(
         default=None,
-        description="Conductor extension: the AUTO routing policy for this request (model 'auto' only). "
+        description="Conductor extension: the AUTO routing policy for this request (model 'auto' only; "
+        "'preferred' ranks by blind-vote rating, as 'balanced' where too few votes). "
         "OpenAI clients pass it with extra_body.",
     )
     user: str | None = Field(default=None, description="End-user id: passed on where the provider has one.")

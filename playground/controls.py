@@ -146,7 +146,9 @@ def variant_controls(
     if provider == "auto":
         policy = st.selectbox(
             "AUTO policy", [p.value for p in RoutingPolicy], key=_key(prefix, "policy"), format_func=str.capitalize,
-            help="What AUTO optimises for.",
+            help="What AUTO optimises for. Balanced: speed, reliability and cost together; Preferred: the highest "
+            "rated in the Arena's blind votes (as Balanced for models with fewer than "
+            f"{c.settings.preferred_min_votes} votes).",
         )
     elif state.provider_hint(c, provider):
         st.info(

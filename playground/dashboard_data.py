@@ -50,6 +50,8 @@ __all__ = [
     "summary",
     "cost_tile",
     "win_rates",
+    "leaderboard_table",
+    "LEADERBOARD_COLUMNS",
     "status_table",
     "humanize_seconds",
     "compact_count",
@@ -392,6 +394,52 @@ def win_rates(votes: Iterable[Any]) -> pd.DataFrame:
     table = rows.groupby("target", sort=True).agg(votes=("win", "size"), wins=("win", "sum"), ties=("tie", "sum"), both_bad=("bad", "sum"))
     table["win_rate"] = table["wins"] / table["votes"]
     return table.reset_index().sort_values(["win_rate", "votes"], ascending=[False, False], kind="stable").reset_index(drop=True)
+
+
+LEADERBOARD_COLUMNS = ["Rank", "Target", "Rating", "95% CI", "Blind votes", "W / L / T", "p50 ms", "Success", "Cost / request $"]
+
+
+def leaderboard_table(board: Any, attempts: pd.DataFrame) -> pd.DataFrame:
+    """The blind-vote leaderboard (`Leaderboard`, best first) beside each target's figures
+    from the request log (`attempts`: provider, model, status, error_type, latency_ms,
+    cost_usd): p50 latency of its successes, success rate (failures the request caused left
+    out, as everywhere on the dashboard), mean cost of its priced requests (NaN: unknown).
+    Targets with too few votes keep their place after the ranked ones, with no rank."""
+    if not board.ratings:
+        return pd.DataFrame(columns=LEADERBOARD_COLUMNS)
+    figures: dict[str, tuple[float, float, float]] = {}
+    if not attempts.empty:
+        rows = attempts.assign(target=attempts["provider"].astype(str) + "/" + attempts["model"].astype(str))
+        ok = rows["status"].astype(str) == "ok"
+        blameless = ~ok & rows["error_type"].astype(object).isin(NOT_PROVIDER_FAULTS)
+        rows = rows.assign(ok=ok, counted=~blameless)
+        for target, group in rows.groupby("target", sort=False, observed=True):
+            counted = int(group["counted"].sum())
+            successes = group.loc[group["ok"], "latency_ms"].dropna()
+            priced = group["cost_usd"].dropna()
+            figures[target] = (
+                float(successes.median()) if len(successes) else np.nan,
+                float(group["ok"].sum()) / counted if counted else np.nan,
+                float(priced.mean()) if len(priced) else np.nan,
+            )
+    table = []
+    rank = 0
+    for rating in board.ratings:
+        rank += rating.enough
+        p50, success, cost = figures.get(rating.subject, (np.nan, np.nan, np.nan))
+        table.append({
+            "Rank": rank if rating.enough else None,
+            "Target": rating.subject,
+            "Rating": rating.rating if rating.enough else None,
+            "95% CI": f"± {rating.margin:,.0f} ({rating.ci_low:,.0f}–{rating.ci_high:,.0f})" if rating.enough
+            else f"too few votes ({rating.votes} < {rating.min_votes})",
+            "Blind votes": rating.votes,
+            "W / L / T": f"{rating.wins} / {rating.losses} / {rating.ties}",
+            "p50 ms": p50,
+            "Success": success,
+            "Cost / request $": cost,
+        })
+    return pd.DataFrame(table, columns=LEADERBOARD_COLUMNS).astype({"Rank": "Int64"})
 
 
 _STATE_LABELS = {

@@ -34,11 +34,13 @@ from conductor_core.errors import ProviderError
 from conductor_core.models import ProviderState, utcnow
 from conductor_core.providers import BaseProvider
 from conductor_core.router import Conductor
+from conductor_core.workbench.arena import Arena
 from conductor_core.workbench.experiments import ExperimentStore
 from conductor_core.workbench.sessions import SessionStore
 from conductor_core.workbench.streaming import AnswerWorker
 
 from . import dashboard_data as dd
+from .arena_live import BlindRounds
 
 __all__ = [
     "FACTORY_ENV",
@@ -47,6 +49,9 @@ __all__ = [
     "FRAME_ROW_LIMIT",
     "conductor",
     "sessions",
+    "arena",
+    "blind_rounds",
+    "vote_verdicts",
     "worker",
     "experiments",
     "session_providers",
@@ -98,6 +103,28 @@ def _workbench(factory_spec: str) -> tuple[SessionStore, AnswerWorker]:
     c = _shared_conductor(factory_spec)
     store = SessionStore.for_log(c.log)
     return store, AnswerWorker(c, store)
+
+
+@st.cache_resource(show_spinner=False)
+def _arena(factory_spec: str) -> tuple[Arena, BlindRounds]:
+    c = _shared_conductor(factory_spec)
+    arena = Arena(c.log)
+    return arena, BlindRounds(arena, c)
+
+
+def arena() -> Arena:
+    """Blind rounds and their votes (the request log's database)."""
+    return _arena(os.environ.get(FACTORY_ENV, ""))[0]
+
+
+def blind_rounds() -> BlindRounds:
+    """Blind rounds being answered by this process, in the background."""
+    return _arena(os.environ.get(FACTORY_ENV, ""))[1]
+
+
+def vote_verdicts(records: Any) -> dict[str, tuple[str, str]]:
+    """Every vote on these attempts' answers, blind (the Arena) and open (Compare), for exports."""
+    return {**sessions().verdicts(records), **arena().verdicts(records)}
 
 
 def sessions() -> SessionStore:

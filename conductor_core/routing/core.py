@@ -40,6 +40,7 @@ from ..store import RequestLog
 from . import ranking
 from .attempts import Attempts
 from .compare import fan_out
+from .preference import PreferenceRatings
 from .ranking import Candidate, Score
 from .recording import Recorder, Route
 from .status import StatusView
@@ -95,6 +96,8 @@ class AsyncConductor:
         self.attempts = Attempts(self.settings, self.recorder, self.breaker, _awaitable_sleep(sleep))
         self.view = StatusView(self.registry, self.log, self.metrics, self.breaker, self.started_at, clock)
         self.metrics.seed(self.view.recent_from_log())  # after a restart, routing remembers
+        # Blind-vote ratings for the `preferred` policy: fitted in the background, read cached.
+        self.ratings = PreferenceRatings(self.log, min_votes=self.settings.preferred_min_votes, clock=clock)
 
     # --- answers ---------------------------------------------------------------------------
 
@@ -273,20 +276,23 @@ class AsyncConductor:
         # A provider whose calls and queue are full goes last (it would refuse at once).
         roomy = [p for p in usable if self.attempts.bulkhead(p).has_room()]
         full = [p for p in usable if p not in roomy]
-        scores = {p.name: self._score(p, request, streaming) for p in roomy}
+        scores = {p.name: self._score(p, request, streaming, policy) for p in roomy}
         probes = [p for p in roomy if self.breaker(p.name).state == BreakerState.half_open]
         ordered = ranking.order(roomy, scores, probes, policy)
         return ordered + [Candidate(p, f"{p.name} is at its concurrency limit: tried last") for p in full]
 
-    def _score(self, p: BaseProvider, request: ChatRequest, streaming: bool) -> Score:
+    def _score(self, p: BaseProvider, request: ChatRequest, streaming: bool, policy: RoutingPolicy) -> Score:
         snap = self._routing_snapshot(p.name)
         ttft = snap.performance.p50_ttft_ms if streaming else None
+        preferred = policy == RoutingPolicy.preferred
         return Score(
             samples=snap.samples,
             latency_ms=ttft or snap.performance.p50_latency_ms,
             latency_kind="time to first token" if ttft else "latency",
             success=snap.success_rate,
             cost=ranking.estimated_cost(p, request),
+            rating=self.ratings.get(f"{p.name}/{p.resolve_model(request)}") if preferred else None,
+            min_votes=self.ratings.min_votes,
         )
 
     def _routing_snapshot(self, name: str):

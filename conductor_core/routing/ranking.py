@@ -4,9 +4,13 @@ Pure: scores in, candidates out (the core gathers the scores from metrics and br
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..models import ChatRequest, RoutingPolicy, Usage
 from ..providers import BaseProvider
+
+if TYPE_CHECKING:  # the fit needs numpy: imported only where ratings are read
+    from ..workbench.ratings import Rating
 
 __all__ = ["Candidate", "Score", "order", "estimated_cost", "after_fallback"]
 
@@ -29,6 +33,13 @@ class Score:
     latency_kind: str
     success: float | None
     cost: float | None
+    #: The target's blind-vote rating (read for the `preferred` policy only).
+    rating: Rating | None = None
+    min_votes: int = 10
+
+    @property
+    def rated(self) -> bool:
+        return self.rating is not None and self.rating.enough
 
     def key(self, policy: RoutingPolicy) -> tuple[float, ...]:
         inf = float("inf")
@@ -41,6 +52,11 @@ class Score:
             return (cost, latency)
         if policy == RoutingPolicy.reliable:
             return (-success, latency)
+        if policy == RoutingPolicy.preferred:
+            # Rated targets first, best rated first; the rest as `balanced` ranks them.
+            if self.rated:
+                return (0.0, -self.rating.rating, latency)  # type: ignore[union-attr]
+            return (1.0, *self.key(RoutingPolicy.balanced))
         # Balanced: expected seconds to a good answer (a failure costs another try, so divide
         # by the success rate, squared to punish flakiness), plus one second per tenth of a cent.
         return (latency / 1000 / max(success, 0.05) ** 2 + (0.0 if self.cost is None else self.cost * 1000),)
@@ -55,6 +71,12 @@ class Score:
             return f"cheapest healthy provider: {price} for this request"
         if policy == RoutingPolicy.reliable:
             return f"most reliable healthy provider: {rate}"
+        if policy == RoutingPolicy.preferred:
+            if self.rated:
+                return f"highest rated: {self.rating.describe()}"  # type: ignore[union-attr]
+            votes = self.rating.votes if self.rating else 0
+            needed = self.rating.min_votes if self.rating else self.min_votes
+            return f"too few blind votes ({votes} < {needed}): " + self.explain(RoutingPolicy.balanced)
         return f"best balance of speed, reliability and cost: {speed}, {rate}, {price}"
 
 
@@ -63,13 +85,19 @@ def order(
 ) -> list[Candidate]:
     """Half-open probes first (otherwise a provider that failed would rank last on its old
     record and never get the request that shows it recovered), then providers with no history
-    (explored, so a new one is not starved), then the rest by the policy's key."""
-    fresh = [p for p in usable if scores[p.name].samples == 0 and p not in probes]
-    known = sorted((p for p in usable if p not in probes and p not in fresh), key=lambda p: scores[p.name].key(policy))
+    (explored, so a new one is not starved), then the rest by the policy's key. Under
+    `preferred`, targets rated from enough blind votes come before the unexplored ones:
+    people's votes outrank the lack of a latency sample."""
+    rest = [p for p in usable if p not in probes]
+    rated = [p for p in rest if policy == RoutingPolicy.preferred and scores[p.name].rated]
+    fresh = [p for p in rest if scores[p.name].samples == 0 and p not in rated]
+    known = [p for p in rest if p not in rated and p not in fresh]
+    by_key = lambda group: sorted(group, key=lambda p: scores[p.name].key(policy))  # noqa: E731
     return (
         [Candidate(p, f"probing {p.name}: it was paused after failures, checking whether it recovered") for p in probes]
+        + [Candidate(p, scores[p.name].explain(policy)) for p in by_key(rated)]
         + [Candidate(p, f"no history yet for {p.name}: trying it to learn its speed") for p in fresh]
-        + [Candidate(p, scores[p.name].explain(policy)) for p in known]
+        + [Candidate(p, scores[p.name].explain(policy)) for p in by_key(known)]
     )
 
 

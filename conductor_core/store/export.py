@@ -15,7 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 from ..config import redact
@@ -23,7 +23,14 @@ from ..models import AttemptRecord
 from .schema import ATTEMPT_FIELDS
 from .writer import REDACTED_FIELDS
 
-__all__ = ["FORMULA_PREFIXES", "export_records", "neutralize_formula"]
+__all__ = ["FORMULA_PREFIXES", "VOTE_FIELDS", "Verdicts", "export_records", "neutralize_formula"]
+
+#: Columns added when the export carries votes: the verdict on this attempt's answer, and
+#: the vote's id (a blind match's id). Empty where no vote judged it.
+VOTE_FIELDS = ("vote", "vote_id")
+
+#: Attempts -> {request_id: (verdict, vote id)}; the workbench's votes (arena.py) provide one.
+Verdicts = Callable[[Sequence[AttemptRecord]], Mapping[str, tuple[str, str]]]
 
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
@@ -33,17 +40,29 @@ def neutralize_formula(value: str) -> str:
     return "'" + value if value.startswith(FORMULA_PREFIXES) else value
 
 
-def export_records(records: Iterable[AttemptRecord], fmt: Literal["csv", "json"]) -> bytes:
-    """CSV (RFC 4180) with a header, or a JSON array of objects with ISO 8601 timestamps. UTF-8."""
+def export_records(
+    records: Iterable[AttemptRecord], fmt: Literal["csv", "json"], *, verdicts: Verdicts | None = None
+) -> bytes:
+    """CSV (RFC 4180) with a header, or a JSON array of objects with ISO 8601 timestamps. UTF-8.
+    With `verdicts`, every row also says how a vote judged its answer (`VOTE_FIELDS`); only
+    the attempt that answered carries it (a failed attempt of the same request was not judged)."""
     if fmt not in ("csv", "json"):
         raise ValueError(f"unknown export format {fmt!r}; use 'csv' or 'json'")
+    records = list(records)
     rows = [_export_row(record) for record in records]
+    fields = list(ATTEMPT_FIELDS)
+    if verdicts is not None:
+        judged = verdicts(records)
+        fields += VOTE_FIELDS
+        for row, record in zip(rows, records):
+            verdict, vote_id = judged.get(record.request_id, (None, None)) if record.status == "ok" else (None, None)
+            row["vote"], row["vote_id"] = verdict, vote_id
     if fmt == "json":
         return json.dumps(rows, ensure_ascii=False).encode("utf-8")
     buffer = io.StringIO()
     # RFC 4180's CRLF: the csv module then also quotes a cell holding a lone CR (with "\n"
     # it would write it bare, and readers would take it for the end of the row).
-    writer = csv.DictWriter(buffer, fieldnames=list(ATTEMPT_FIELDS), lineterminator="\r\n")
+    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\r\n")
     writer.writeheader()
     for row in rows:
         writer.writerow({key: _csv_cell(value) for key, value in row.items()})

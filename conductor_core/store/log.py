@@ -17,7 +17,7 @@ from sqlalchemy import Engine, MetaData
 from ..models import AttemptRecord, ProviderUsage, Vote
 from . import rollups
 from .database import Database
-from .export import export_records
+from .export import Verdicts, export_records
 from .reads import LogReader
 from .schema import default_data_dir
 from .spool import spool_directory
@@ -175,10 +175,14 @@ class RequestLog:
         provider: str | None = None,
         status: str | None = None,
         limit: int | None = None,
+        request_id: str | None = None,
     ) -> list[AttemptRecord]:
-        """Attempts newest first. `since` is inclusive, `until` exclusive."""
+        """Attempts newest first. `since` is inclusive, `until` exclusive. `request_id`: the
+        attempts of one request (not indexed: for a person's look-up, not a hot path)."""
         self.flush()
-        return self._reader.records(since=since, until=until, provider=provider, status=status, limit=limit)
+        return self._reader.records(
+            since=since, until=until, provider=provider, status=status, limit=limit, request_id=request_id
+        )
 
     def count(
         self,
@@ -234,6 +238,7 @@ class RequestLog:
         provider: str | None = None,
         status: str | None = None,
         limit: int | None = None,
+        verdicts: Verdicts | None = None,
     ) -> bytes:
         """The matching attempts (newest first, like `records()`) as CSV with a header, or a
         JSON array of objects with ISO 8601 timestamps. UTF-8. JSON is exact; in CSV a text
@@ -241,7 +246,7 @@ class RequestLog:
         if fmt not in ("csv", "json"):
             raise ValueError(f"unknown export format {fmt!r}; use 'csv' or 'json'")
         found = self.records(since=since, until=until, provider=provider, status=status, limit=limit)
-        return export_records(found, fmt)
+        return export_records(found, fmt, verdicts=verdicts)
 
     def provider_totals(self) -> dict[str, ProviderUsage]:
         """Usage per provider over the whole log, summed from the rollups."""

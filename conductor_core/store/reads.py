@@ -49,9 +49,16 @@ class LogReader:
         self._db = database
 
     def _filters(
-        self, since: datetime | None, until: datetime | None, provider: str | None, status: str | None
+        self,
+        since: datetime | None,
+        until: datetime | None,
+        provider: str | None,
+        status: str | None,
+        request_id: str | None = None,
     ) -> list[ColumnElement[bool]]:
         where = _range(attempts, since, until)
+        if request_id is not None:
+            where.append(attempts.c.request_id == request_id)
         if provider is not None:
             where.append(attempts.c.provider == provider)
         if status is not None:
@@ -66,12 +73,13 @@ class LogReader:
         provider: str | None = None,
         status: str | None = None,
         limit: int | None = None,
+        request_id: str | None = None,
     ) -> list[AttemptRecord]:
         self._db.ensure_schema()
         columns = [attempts.c[name] for name in ATTEMPT_FIELDS]
         stmt = (
             select(*columns)
-            .where(*self._filters(since, until, provider, status))
+            .where(*self._filters(since, until, provider, status, request_id))
             .order_by(attempts.c.created_ts.desc(), attempts.c.id.desc())
         )
         if limit is not None:

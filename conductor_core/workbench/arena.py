@@ -51,7 +51,7 @@ from .experiments import _variant
 from .ratings import Judgement, Leaderboard, fit_ratings
 from .variants import Variant, variant_labels
 
-__all__ = ["Arena", "ArenaError", "BlindMatch", "BlindEvent", "Reveal", "RevealedAnswer", "LETTERS", "metadata"]
+__all__ = ["Arena", "ArenaError", "BlindMatch", "BlindEvent", "BlindAnswer", "Reveal", "RevealedAnswer", "LETTERS", "metadata"]
 
 log = logging.getLogger("conductor.arena")
 
@@ -117,6 +117,14 @@ class BlindEvent(BaseModel):
     text: str | None = None
     finished: bool = False
     failed: bool = False
+
+
+class BlindAnswer(BaseModel):
+    """One letter's stored answer before the vote: text and whether it can be voted for."""
+
+    letter: str
+    text: str | None
+    state: Literal["pending", "ok", "failed"]
 
 
 class RevealedAnswer(BaseModel):
@@ -198,6 +206,18 @@ class Arena:
     def match(self, match_id: str) -> BlindMatch:
         row, answers = self._load(match_id)
         return BlindMatch(id=match_id, prompt=row["prompt"], letters=tuple(LETTERS[a["slot"]] for a in answers))
+
+    def blind_answers(self, match_id: str) -> list[BlindAnswer]:
+        """Each letter's answer as stored so far, with no name, figure or error message (a
+        page draws a round from this after a reload)."""
+        row, slots = self._load(match_id)
+        return [
+            BlindAnswer(letter=LETTERS[a["slot"]], text=a["answer"], state={"pending": "pending", "ok": "ok"}.get(a["status"], "failed"))
+            for a in slots
+        ]
+
+    def voted(self, match_id: str) -> bool:
+        return self._load(match_id)[0]["status"] == "voted"
 
     def finished(self, match_id: str) -> bool:
         """Whether every answer has arrived, failed or been cancelled (a vote may be cast)."""
@@ -328,23 +348,34 @@ class Arena:
             prompt=row["prompt"],
             choice=row["choice"],
             voted_at=row["voted_at"],
-            answers=[
-                RevealedAnswer(
-                    letter=LETTERS[a["slot"]],
-                    label=a["label"],
-                    target=a["target"],
-                    variant=_variant(json.loads(a["variant"])),
-                    status=a["status"],
-                    request_id=a["request_id"],
-                    answer=a["answer"],
-                    latency_ms=a["latency_ms"],
-                    ttft_ms=a["ttft_ms"],
-                    cost_usd=a["cost_usd"],
-                    error_type=a["error_type"],
-                    judged=a["status"] == "ok",
-                )
-                for a in slots
-            ],
+            answers=[self._revealed(a) for a in slots],
+        )
+
+    def unjudgeable(self, match_id: str) -> list[RevealedAnswer]:
+        """The names of a match that can take no vote: every answer ended, fewer than two
+        complete (so nothing blind is left to protect). Refuses any other open match."""
+        row, slots = self._load(match_id)
+        if row["status"] == "voted":
+            return self.reveal(match_id).answers
+        if any(a["status"] == "pending" for a in slots) or sum(a["status"] == "ok" for a in slots) >= 2:
+            raise ArenaError("vote first: the names are revealed after the vote")
+        return [self._revealed(a) for a in slots]
+
+    @staticmethod
+    def _revealed(a: dict[str, Any]) -> RevealedAnswer:
+        return RevealedAnswer(
+            letter=LETTERS[a["slot"]],
+            label=a["label"],
+            target=a["target"],
+            variant=_variant(json.loads(a["variant"])),
+            status=a["status"],
+            request_id=a["request_id"],
+            answer=a["answer"],
+            latency_ms=a["latency_ms"],
+            ttft_ms=a["ttft_ms"],
+            cost_usd=a["cost_usd"],
+            error_type=a["error_type"],
+            judged=a["status"] == "ok",
         )
 
     def _load(self, match_id: str) -> tuple[Any, list[dict[str, Any]]]:
@@ -381,6 +412,34 @@ class Arena:
             winner = subjects.get(choice)
             judgements.append(Judgement(subjects=tuple(subjects.values()), winner=winner))
         return judgements
+
+    def verdicts(self, records: Sequence[Any]) -> dict[str, tuple[str, str]]:
+        """How blind votes judged these attempts' answers, for the request log's exports
+        (`RequestLog.export(verdicts=arena.verdicts)`): request_id -> (verdict, match id), the
+        verdict one of "best", "not best", "tie", "all bad"."""
+        wanted = {r.request_id for r in records}
+        if not wanted:
+            return {}
+        m, a = matches_table.c, answers_table.c
+        stmt = (
+            select(a.request_id, a.slot, m.id, m.choice)
+            .join(matches_table, m.id == a.match_id)
+            .where(m.status == "voted", a.status == "ok", a.request_id.is_not(None))
+        )
+        found: dict[str, tuple[str, str]] = {}
+        with self.engine.connect() as conn:
+            # Chunks of ids: IN lists have limits (SQLite's is 32,766 parameters).
+            ids = sorted(wanted)
+            for start in range(0, len(ids), 500):
+                for request_id, slot, match_id, choice in conn.execute(stmt.where(a.request_id.in_(ids[start:start + 500]))):
+                    if choice == "tie":
+                        verdict = "tie"
+                    elif choice == "all_bad":
+                        verdict = "all bad"
+                    else:
+                        verdict = "best" if LETTERS[slot] == choice else "not best"
+                    found[request_id] = (verdict, match_id)
+        return found
 
     def votes(self, *, limit: int = 50) -> list[Reveal]:
         """The newest votes first, revealed (for a history list or an export)."""

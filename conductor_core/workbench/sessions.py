@@ -660,6 +660,47 @@ class SessionStore:
         with self._begin() as conn:
             conn.execute(update(turns_table).where(turns_table.c.id == turn_id).values(vote=winner, vote_id=vote_id))
 
+    def verdicts(self, records: Iterable[Any]) -> dict[str, tuple[str, str]]:
+        """How comparison votes judged these attempts' answers, for the request log's exports
+        (`RequestLog.export(verdicts=...)`): request_id -> (verdict, vote id), the verdict one
+        of "best", "not best", "tie", "all bad". A vote judged the answers its round showed
+        (each lane's chosen alternative), named by the labels they had."""
+        wanted = sorted({r.request_id for r in records})
+        a, t = answers_table.c, turns_table.c
+        voted: set[str] = set()
+        with self._begin() as conn:
+            for start in range(0, len(wanted), 500):  # IN lists have limits
+                voted.update(conn.execute(
+                    select(a.turn_id).join(turns_table, t.id == a.turn_id)
+                    .where(t.vote.is_not(None), a.request_id.in_(wanted[start:start + 500]))
+                ).scalars())
+            rows = []
+            ids = sorted(voted)
+            for start in range(0, len(ids), 500):
+                rows += conn.execute(
+                    select(answers_table, t.vote, t.vote_id.label("turn_vote_id"))
+                    .join(turns_table, t.id == a.turn_id).where(a.turn_id.in_(ids[start:start + 500]))
+                ).mappings().all()
+        chosen = _selected_answers([_answer(row) for row in rows])
+        verdict_of = {row["turn_id"]: (row["vote"], row["turn_vote_id"]) for row in rows}
+        found: dict[str, tuple[str, str]] = {}
+        for turn_id in voted:
+            lanes = sorted(lane for (tid, lane) in chosen if tid == turn_id)
+            shown = [chosen[(turn_id, lane)] for lane in lanes]
+            labels = variant_labels([answer.variant for answer in shown])
+            vote, vote_id = verdict_of[turn_id]
+            for answer, label in zip(shown, labels):
+                if answer.request_id is None:
+                    continue
+                if vote == "tie":
+                    verdict = "tie"
+                elif vote == "both_bad":
+                    verdict = "all bad"
+                else:
+                    verdict = "best" if label == vote else "not best"
+                found[answer.request_id] = (verdict, vote_id or turn_id)
+        return found
+
     def delete_turn(self, turn_id: str) -> bool:
         """Remove one exchange; the turns after it stay, attached to the turn before it."""
         t = turns_table.c

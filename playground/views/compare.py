@@ -12,10 +12,14 @@ from conductor_core.workbench.sessions import Conversation, Turn
 from conductor_core.workbench.variants import Variant, variant_labels
 
 from playground import components as ui
-from playground import controls, session_nav, share, state, turns
+from playground import compare_links, controls, session_nav, share, state, turns
 
 c = state.conductor()
 store = state.sessions()
+# ?compare=provider/model,…&prompt=… : set up those columns and send the prompt, once.
+compare_links.take_url_comparison(c, lambda variants, prompt: turns.send("compare", None, variants, prompt))
+# ?replay=REQUEST_ID&with=… : a logged request again, against other targets (from the Dashboard).
+compare_links.take_replay(c, store, lambda session_id, variants, prompt: turns.send("compare", session_id, variants, prompt))
 
 sid = session_nav.current("compare")
 conversation = store.conversation(sid) if sid else None
@@ -36,6 +40,17 @@ st.caption(
 )
 session_nav.header("compare", session, busy=busy)
 turns.take_note()
+compare_links.show_notes(sid)
+if conversation is not None and conversation.turns:
+    with st.popover("Copy link", icon=":material/link:"):
+        st.caption(
+            "Opens these columns (each provider and model) and sends the first prompt again, for anyone who has "
+            "them configured. The answers and the other settings are not in the link."
+        )
+        st.code(
+            compare_links.comparison_link(st.context.url or "", session.variants, conversation.turns[0].prompt),
+            language=None, wrap_lines=True,
+        )
 
 available = state.configured_names(c)
 if not available:
@@ -168,6 +183,12 @@ def show_round(conv: Conversation, index: int, turn: Turn) -> None:
         turns.render_prompt(turn.prompt)
     live = [turn.chosen[lane].id for lane in lanes if turn.chosen[lane].live]
     finished = [turn.chosen[lane] for lane in lanes]
+    if all(a.status == "done" and a.response is None and a.request_id is None for a in finished):
+        # A replay's history, seeded from the log: one answer, sent as context to every column.
+        with st.container(border=True):
+            st.caption("The logged answer (history of the replayed request, sent as context to every column):")
+            ui.render_answer_text(finished[0].content)
+        return
     fastest, cheapest = ui.compare_marks([a.response if a.status == "done" else None for a in finished])
     for lane, column in zip(lanes, st.columns(len(lanes), gap="small")):
         answer = turn.chosen[lane]

@@ -8,6 +8,7 @@ from datetime import timedelta
 import streamlit as st
 
 from conductor_core.models import utcnow
+from conductor_core.workbench.replay import parse_transcript
 
 from playground import charts
 from playground import components as ui
@@ -34,7 +35,7 @@ in_window = "in the whole log" if window_s is None else f"in the last {window_na
 def export(fmt: str):
     def build() -> bytes:
         since = utcnow() - timedelta(seconds=window_s) if window_s is not None else None
-        return c.log.export(fmt, since=since)
+        return c.log.export(fmt, since=since, verdicts=state.vote_verdicts)  # with the votes
 
     return build
 
@@ -43,13 +44,13 @@ suffix = window_label.replace(" ", "")
 with controls[2]:
     st.download_button(
         "CSV", export("csv"), file_name=f"conductor-log-{suffix}.csv", mime="text/csv", icon=":material/download:",
-        on_click="ignore", width="stretch", help=f"The request log {in_window} as CSV.",
+        on_click="ignore", width="stretch", help=f"The request log {in_window} as CSV, with the votes (Arena and Compare) that judged each answer.",
     )
 with controls[3]:
     st.download_button(
         "JSON", export("json"), file_name=f"conductor-log-{suffix}.json", mime="application/json",
         icon=":material/download:", on_click="ignore", width="stretch",
-        help=f"The request log {in_window} as JSON.",
+        help=f"The request log {in_window} as JSON, with the votes (Arena and Compare) that judged each answer.",
     )
 
 
@@ -157,3 +158,95 @@ def live_panel() -> None:
 
 
 live_panel()
+
+#: The leaderboard's figures (latency, success, cost) come from row reads: at most this far back.
+_FIGURES_MAX_S = 7 * 86400
+
+
+@st.cache_data(ttl=10, show_spinner=False)
+def _target_figures(window: int | None):
+    since = utcnow() - timedelta(seconds=min(window or _FIGURES_MAX_S, _FIGURES_MAX_S))
+    return c.log.frame(since=since, columns=["provider", "model", "status", "error_type", "latency_ms", "cost_usd"])
+
+
+@st.fragment(run_every=5.0 if live else None)
+def leaderboard() -> None:
+    st.markdown("##### Leaderboard from blind votes")
+    try:
+        board = c.ratings(fresh=True)
+        table = dd.leaderboard_table(board, _target_figures(window_s) if board.ratings else None)
+    except Exception as exc:  # noqa: BLE001
+        st.error(f"The ratings could not be read: {ui.escape_md(ui.unexpected_error(exc))}", icon=":material/error:")
+        return
+    if table.empty:
+        st.info(
+            "No blind votes yet. Vote in the Arena: models answer anonymously, you pick the best, and the ratings "
+            f"appear here (a model is ranked from {board.min_votes} votes on).",
+            icon=":material/leaderboard:",
+        )
+        st.page_link("views/arena.py", label="Open the Arena", icon=":material/how_to_vote:")
+        return
+    # Prices as everywhere else: "free" for 0, "unknown" where no price is known.
+    table["Cost / request"] = [ui.format_cost(None if v != v else v) for v in table.pop("Cost / request $")]
+    figures_over = "the whole log's last 7 days" if window_s is None or window_s > _FIGURES_MAX_S else f"the last {window_name}"
+    st.dataframe(
+        table,
+        hide_index=True,
+        placeholder="—",
+        key="dash_leaderboard",
+        column_config={
+            "Rating": st.column_config.NumberColumn("Rating", format="%.0f", help="Bradley–Terry rating on an Elo-like scale (1000 = average; +120 ≈ 2:1 odds)."),
+            "95% CI": st.column_config.TextColumn("95% CI", help="Bootstrap 95% interval over the votes."),
+            "p50 ms": st.column_config.NumberColumn("p50", format="%.0f ms"),
+            "Success": st.column_config.ProgressColumn("Success", format="percent", min_value=0.0, max_value=1.0),
+            "Cost / request": st.column_config.TextColumn("Cost / request", help="Mean over its priced requests."),
+        },
+    )
+    st.caption(
+        f"{board.votes:,} blind vote{'s' if board.votes != 1 else ''} · ranked from {board.min_votes} votes on "
+        f"(AUTO's *preferred* policy uses the same ratings) · latency, success and cost over {figures_over}."
+    )
+
+
+leaderboard()
+
+
+def _request_label(record) -> str:
+    target = f"{record.provider}/{record.model}" if record.model else record.provider
+    said = [m.content for m in parse_transcript(record.prompt or "") if m.role == "user"]
+    turns = f" (after {len(said) - 1} earlier)" if len(said) > 1 else ""
+    prompt = " ".join(said[-1].split()) + turns if said else "(prompt not logged)"
+    prompt = prompt if len(prompt) <= 70 else prompt[:69] + "…"
+    return f"{record.created_at:%H:%M:%S} · {target} · {record.status} · {prompt}"
+
+
+def replay_panel() -> None:
+    st.markdown("##### Replay a logged request")
+    records = c.log.records(limit=200)
+    latest: dict[str, object] = {}
+    for record in records:  # newest first: one entry per request (its last attempt)
+        latest.setdefault(record.request_id, record)
+    if not latest:
+        st.caption("No requests in the log yet.")
+        return
+    choices = list(latest)[:50]
+    with st.container(border=True):
+        chosen = st.selectbox(
+            "Request", choices, format_func=lambda rid: _request_label(latest[rid]), key="dash_replay_request",
+            help="The 50 newest requests. Its messages and, for the playground's own requests, its parameters "
+            "(temperature, max tokens, top_p, stop, seed, system prompt) are sent again.",
+        )
+        record = latest[chosen]
+        served = f"{record.provider}/{record.model}" if record.model else record.provider
+        others = [
+            f"{name}/{model}" for name in state.configured_names(c) for model in state.models_of(c, name)
+            if f"{name}/{model}" != served
+        ]
+        against = st.multiselect(
+            f"Against (it runs again on {served} too)", others, default=others[:1], max_selections=3, key=f"dash_replay_with_{chosen}",
+        )
+        if st.button("Replay in Compare", icon=":material/replay:", key="dash_replay_go", disabled=not against):
+            st.switch_page("views/compare.py", query_params={"replay": chosen, "with": ",".join(against)})
+
+
+replay_panel()
