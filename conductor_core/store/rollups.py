@@ -41,13 +41,18 @@ def _select(dialect: str, *where: ColumnElement[bool]) -> Any:
     )
 
 
-def upsert_for_ids(dialect: str) -> Any:
-    """A statement that adds the rollups of the attempts whose ids are bound as `ids`.
-    Build it once per engine: building costs more than running it."""
+def _dialect_insert(dialect: str) -> Any:
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as dialect_insert
     else:
         from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    return dialect_insert
+
+
+def upsert_for_ids(dialect: str) -> Any:
+    """A statement that adds the rollups of the attempts whose ids are bound as `ids`.
+    Build it once per engine: building costs more than running it."""
+    dialect_insert = _dialect_insert(dialect)
     rows = _select(dialect, attempts.c.id.in_(bindparam("ids", expanding=True)))
     stmt = dialect_insert(attempt_rollups).from_select(["provider", "bucket_ts", *ROLLUP_SUMS], rows)
     return stmt.on_conflict_do_update(
@@ -66,6 +71,11 @@ def upgrade(conn: Any) -> bool:
     """Bring the rollups up to `ROLLUPS_VERSION` in `conn`'s transaction (which holds the
     schema lock): add the columns an older log lacks, then rebuild every rollup from the rows
     once, so old minutes follow today's rules too. True when it rebuilt them."""
+    # A write first: on SQLite it takes the database's write lock for the rest of this
+    # transaction, so processes starting at once upgrade one after the other (the second then
+    # finds the work done) instead of both adding the same column or version row.
+    claim = _dialect_insert(conn.dialect.name)(schema_info).values(key=_VERSION_KEY, value="0")
+    conn.execute(claim.on_conflict_do_nothing(index_elements=[schema_info.c.key]))
     found = conn.execute(select(schema_info.c.value).where(schema_info.c.key == _VERSION_KEY)).scalar()
     has_rows = conn.execute(select(literal_column("1")).select_from(attempts).limit(1)).first() is not None
     if found is not None and int(found) >= ROLLUPS_VERSION:
@@ -81,8 +91,5 @@ def upgrade(conn: Any) -> bool:
             conn.execute(text(f"ALTER TABLE {attempt_rollups.name} ADD COLUMN {column.name} {kind} NOT NULL DEFAULT 0"))
     if has_rows:
         fill(conn)
-    if found is None:
-        conn.execute(insert(schema_info), {"key": _VERSION_KEY, "value": str(ROLLUPS_VERSION)})
-    else:
-        conn.execute(schema_info.update().where(schema_info.c.key == _VERSION_KEY).values(value=str(ROLLUPS_VERSION)))
+    conn.execute(schema_info.update().where(schema_info.c.key == _VERSION_KEY).values(value=str(ROLLUPS_VERSION)))
     return has_rows
