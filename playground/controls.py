@@ -180,6 +180,10 @@ def variant_controls(
         _ignored_note("stop", ignored, auto)
         return top_p, seed, stop_text
 
+    # Sensible values when the controls were not loaded (a rerun that raced the page's first
+    # load): Streamlit would otherwise start them at their minimum, temperature 0 and 1 token.
+    st.session_state.setdefault(_key(prefix, "temperature"), DEFAULT_VARIANT.temperature)
+    st.session_state.setdefault(_key(prefix, "max_tokens"), DEFAULT_VARIANT.max_tokens)
     temperature = st.slider(
         "Temperature", 0.0, 2.0, step=0.05, key=_key(prefix, "temperature"),
         help="0 is focused and repeatable; higher is more varied.",

@@ -451,7 +451,9 @@ def test_share_a_conversation_and_a_comparison(lab, shots):
         page.get_by_text("Vote recorded").wait_for(timeout=30_000)
         wait_idle(page)
         assert CANARY not in page.content()
-        page.get_by_text("Share this round: export or get code").click()
+        share = page.get_by_text("Share this round: export or get code")
+        eventually(lambda: share.count() == 1, what="one round drawn (a rerun may briefly draw it twice)")
+        share.click()
         with page.expect_download(timeout=60_000) as download:
             page.get_by_role("button", name="JSON", exact=True).click()
         body = Path(download.value.path()).read_text()

@@ -24,7 +24,7 @@ from conductor_core.testing.protocol_servers import GeminiServer, OpenAIServer  
 
 import tests.playground_fakes as fakes  # noqa: E402  (the same module object the app imports)
 from conductor_core.testing.fakes import Reply  # noqa: E402
-from playground import charts  # noqa: E402
+from playground import charts, controls  # noqa: E402
 from playground import state as playground_state  # noqa: E402
 from playground.state import FACTORY_ENV  # noqa: E402
 
@@ -875,3 +875,21 @@ def test_a_conductor_that_cannot_start_is_a_message(env, monkeypatch):
     at = AppTest.from_file(str(APP), default_timeout=60).run()
     assert not at.exception
     assert any("Conductor could not start: ValueError: endpoint 'x' has no base" in plain(e.value) for e in at.error)
+
+
+def _controls_never_loaded() -> None:
+    """A Compare column's controls drawn before anything loaded their values (a rerun racing
+    the page's first load, as a quick typist or a slow machine makes happen)."""
+    from playground import controls, state
+
+    c = state.conductor()
+    controls.variant_controls(c, "unloaded", providers=state.provider_names(c), allow_auto=True, labels={}, compact=True)
+
+
+def test_controls_drawn_before_they_were_loaded_start_at_the_defaults_not_at_their_minimum(env):
+    """Seen in CI: a Compare column sent max_tokens=1 ("stopped at max tokens" after one word)
+    because its number input started at its minimum."""
+    at = AppTest.from_function(_controls_never_loaded, default_timeout=60).run()
+    assert not at.exception, at.exception
+    assert at.number_input(key="unloaded_max_tokens").value == controls.DEFAULT_VARIANT.max_tokens
+    assert at.slider(key="unloaded_temperature").value == controls.DEFAULT_VARIANT.temperature
