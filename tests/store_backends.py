@@ -33,6 +33,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -80,21 +81,10 @@ class Backend:
             engine.dispose()
 
 
-def _postgres_schema_url(schema: str) -> str:
-    assert POSTGRES_URL
-    url = make_url(normalize_database_url(POSTGRES_URL))
-    return url.update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(hide_password=False)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    if request.param == "sqlite":
-        found = Backend("sqlite", None, tmp_path / "data")
-        yield found
-        for log in found.opened:
-            log.close()
-        return
-
+@contextmanager
+def postgres_schema() -> Iterator[str]:
+    """The URL of a fresh schema on CONDUCTOR_TEST_POSTGRES_URL (its `search_path`), dropped
+    afterwards. Skips without the variable, or fails under CONDUCTOR_REQUIRE_SERVICES=1."""
     if not POSTGRES_URL:
         message = "PostgreSQL tests need CONDUCTOR_TEST_POSTGRES_URL (see the top of tests/store_backends.py)"
         if REQUIRE_SERVICES:
@@ -105,14 +95,27 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
     try:
         with admin.begin() as conn:  # a set but unreachable URL fails here: that is a real error
             conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-        found = Backend("postgresql", _postgres_schema_url(schema), tmp_path / "data")
-        yield found
-        for log in found.opened:
-            log.close()
+        url = make_url(normalize_database_url(POSTGRES_URL)).update_query_dict({"options": f"-csearch_path={schema}"})
+        yield url.render_as_string(hide_password=False)
         with admin.begin() as conn:
             conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
     finally:
         admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    if request.param == "sqlite":
+        found = Backend("sqlite", None, tmp_path / "data")
+        yield found
+        for log in found.opened:
+            log.close()
+        return
+    with postgres_schema() as url:
+        found = Backend("postgresql", url, tmp_path / "data")
+        yield found
+        for log in found.opened:
+            log.close()
 
 
 def make_record(**overrides: Any) -> AttemptRecord:

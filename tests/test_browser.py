@@ -560,30 +560,10 @@ def test_a_csv_export_neutralises_formulas(app_server, loopback):
 @pytest.fixture
 def postgres_url():
     """A fresh PostgreSQL schema (as tests/test_store.py makes them), dropped afterwards."""
-    import uuid
+    from tests.store_backends import postgres_schema
 
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    from conductor_core.store import normalize_database_url
-
-    base = os.environ.get("CONDUCTOR_TEST_POSTGRES_URL")
-    if not base:
-        message = "needs CONDUCTOR_TEST_POSTGRES_URL (see the top of tests/test_store.py)"
-        if os.environ.get("CONDUCTOR_REQUIRE_SERVICES") == "1":
-            pytest.fail(f"CONDUCTOR_REQUIRE_SERVICES=1 but this test {message}")
-        pytest.skip(f"This test {message}")
-    schema = f"test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(normalize_database_url(base))
-    try:
-        with admin.begin() as conn:
-            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-        url = make_url(normalize_database_url(base)).update_query_dict({"options": f"-csearch_path={schema}"})
-        yield url.render_as_string(hide_password=False)
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-    finally:
-        admin.dispose()
+    with postgres_schema() as url:
+        yield url
 
 
 def test_two_playground_processes_share_sessions_on_postgresql(services, postgres_url, tmp_path, shots):

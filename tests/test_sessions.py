@@ -4,52 +4,29 @@ real Conductor from loopback servers speaking the OpenAI protocol through the op
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import text
 
 from conductor_core.config import EndpointConfig, load_settings
 from conductor_core.models import ChatMessage, ChatResponse, MessageRole
 from conductor_core.router import Conductor
-from conductor_core.store import RequestLog, normalize_database_url
+from conductor_core.store import RequestLog
 from conductor_core.testing.fakes import Reply, ScriptedProvider
 from conductor_core.testing.protocol_servers import OpenAIServer
 from conductor_core.workbench.sessions import STALE_S, SessionStore, answers_table
 from conductor_core.workbench.streaming import AnswerWorker
 from conductor_core.workbench.variants import Variant
+from tests.store_backends import postgres_schema
 
-POSTGRES_URL = os.environ.get("CONDUCTOR_TEST_POSTGRES_URL")
-REQUIRE_SERVICES = os.environ.get("CONDUCTOR_REQUIRE_SERVICES") == "1"
 
 pytestmark = pytest.mark.timeout(120)
 
 CHAT = Variant(provider="local", model="gemma-3-270m", temperature=0.2)
-
-
-def postgres_schema() -> Iterator[str]:
-    """A fresh schema's URL, dropped afterwards (skips, or fails under CONDUCTOR_REQUIRE_SERVICES)."""
-    if not POSTGRES_URL:
-        message = "PostgreSQL tests need CONDUCTOR_TEST_POSTGRES_URL (see the top of tests/test_store.py)"
-        if REQUIRE_SERVICES:
-            pytest.fail(message + "; CONDUCTOR_REQUIRE_SERVICES=1 forbids skipping")
-        pytest.skip(message)
-    schema = f"test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(normalize_database_url(POSTGRES_URL))
-    try:
-        with admin.begin() as conn:
-            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-        url = make_url(normalize_database_url(POSTGRES_URL)).update_query_dict({"options": f"-csearch_path={schema}"})
-        yield url.render_as_string(hide_password=False)
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-    finally:
-        admin.dispose()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -57,7 +34,8 @@ def database_url(request, tmp_path) -> Iterator[str | None]:
     if request.param == "sqlite":
         yield None
     else:
-        yield from postgres_schema()
+        with postgres_schema() as url:
+            yield url
 
 
 @pytest.fixture

@@ -4,23 +4,18 @@ that speak the real OpenAI, Anthropic and Gemini protocols."""
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 from conductor_core.config import load_settings
 from conductor_core.router import Conductor
-from conductor_core.store import RequestLog, normalize_database_url
+from conductor_core.store import RequestLog
 from conductor_core.testing.protocol_servers import AnthropicServer, GeminiServer, OpenAIServer
+from tests.store_backends import postgres_schema
 
-POSTGRES_URL = os.environ.get("CONDUCTOR_TEST_POSTGRES_URL")
-REQUIRE_SERVICES = os.environ.get("CONDUCTOR_REQUIRE_SERVICES") == "1"
 
 KEYS = {
     "openai": "sk-workbench-openai-0000000000",
@@ -34,22 +29,8 @@ def database_urls(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[st
     if request.param == "sqlite":
         yield None
         return
-    if not POSTGRES_URL:
-        message = "PostgreSQL tests need CONDUCTOR_TEST_POSTGRES_URL (see the top of tests/test_store.py)"
-        if REQUIRE_SERVICES:
-            pytest.fail(message + "; CONDUCTOR_REQUIRE_SERVICES=1 forbids skipping")
-        pytest.skip(message)
-    schema = f"test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(normalize_database_url(POSTGRES_URL))
-    try:
-        with admin.begin() as conn:
-            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-        url = make_url(normalize_database_url(POSTGRES_URL))
-        yield url.update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(hide_password=False)
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-    finally:
-        admin.dispose()
+    with postgres_schema() as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
