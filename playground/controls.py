@@ -41,6 +41,10 @@ __all__ = [
 ]
 
 DEFAULT_VARIANT = Variant(provider="auto", temperature=0.7, max_tokens=256)
+#: The controls keep their values while their page is open, even through a run that did not draw
+#: them: a run the user interrupted (by editing one column while the page was still drawing
+#: the next) would otherwise leave a control to mount at its minimum, 1 token, and send that.
+KEEP = "page"
 _SETTING_NAMES = {"temperature": "temperature", "top_p": "top_p", "stop": "stop sequences", "seed": "seed"}
 
 
@@ -137,7 +141,7 @@ def variant_controls(
     if ss.get(_key(prefix, "provider")) not in options and options:
         ss[_key(prefix, "provider")] = options[0]
     provider = st.selectbox(
-        "Provider", options, format_func=lambda n: labels.get(n, n), key=_key(prefix, "provider"),
+        "Provider", options, format_func=lambda n: labels.get(n, n), key=_key(prefix, "provider"), persist_state=KEEP,
         help="AUTO picks the best healthy provider and falls back when one fails." if allow_auto else None,
         label_visibility="collapsed" if compact else "visible",
     )
@@ -145,7 +149,7 @@ def variant_controls(
     model: str | None = None
     if provider == "auto":
         policy = st.selectbox(
-            "AUTO policy", [p.value for p in RoutingPolicy], key=_key(prefix, "policy"), format_func=str.capitalize,
+            "AUTO policy", [p.value for p in RoutingPolicy], key=_key(prefix, "policy"), persist_state=KEEP, format_func=str.capitalize,
             help="What AUTO optimises for. Balanced: speed, reliability and cost together; Preferred: the highest "
             "rated in the Arena's blind votes (as Balanced for models with fewer than "
             f"{c.settings.preferred_min_votes} votes).",
@@ -164,17 +168,17 @@ def variant_controls(
 
     def more() -> tuple[float | None, int | None, str]:
         top_p = st.number_input(
-            "Top p", min_value=0.0, max_value=1.0, value=None, step=0.05, key=_key(prefix, "top_p"), placeholder="provider default",
+            "Top p", min_value=0.0, max_value=1.0, value=None, step=0.05, key=_key(prefix, "top_p"), persist_state=KEEP, placeholder="provider default",
             help="Nucleus sampling: only the most likely tokens whose probabilities add up to this. Empty: the provider's default.",
         )
         _ignored_note("top_p", ignored, auto)
         seed = st.number_input(
-            "Seed", min_value=0, max_value=2**31 - 1, value=None, step=1, key=_key(prefix, "seed"), placeholder="random",
+            "Seed", min_value=0, max_value=2**31 - 1, value=None, step=1, key=_key(prefix, "seed"), persist_state=KEEP, placeholder="random",
             help="The same seed asks for the same sampling, where the provider supports it. Empty: random.",
         )
         _ignored_note("seed", ignored, auto)
         stop_text = st.text_area(
-            "Stop sequences", key=_key(prefix, "stop"), height=68, placeholder="One a line (\\n for a newline), up to 4",
+            "Stop sequences", key=_key(prefix, "stop"), persist_state=KEEP, height=68, placeholder="One a line (\\n for a newline), up to 4",
             help="Generation ends when one of these is produced.",
         )
         _ignored_note("stop", ignored, auto)
@@ -185,12 +189,12 @@ def variant_controls(
     st.session_state.setdefault(_key(prefix, "temperature"), DEFAULT_VARIANT.temperature)
     st.session_state.setdefault(_key(prefix, "max_tokens"), DEFAULT_VARIANT.max_tokens)
     temperature = st.slider(
-        "Temperature", 0.0, 2.0, step=0.05, key=_key(prefix, "temperature"),
+        "Temperature", 0.0, 2.0, step=0.05, key=_key(prefix, "temperature"), persist_state=KEEP,
         help="0 is focused and repeatable; higher is more varied.",
     )
     _ignored_note("temperature", ignored, auto)
     max_tokens = st.number_input(
-        "Max tokens", min_value=1, max_value=4000, step=32, key=_key(prefix, "max_tokens"),
+        "Max tokens", min_value=1, max_value=4000, step=32, key=_key(prefix, "max_tokens"), persist_state=KEEP,
         help="The most tokens the answer may use (1 to 4000).",
     )
     hidden = [s for s in ("top_p", "seed", "stop") if s in ignored]
@@ -222,7 +226,7 @@ def variant_controls(
 
 def _system_control(prefix: str, *, compact: bool) -> str:
     return st.text_area(
-        "System prompt" if compact else "System prompt (this conversation)", key=_key(prefix, "system"),
+        "System prompt" if compact else "System prompt (this conversation)", key=_key(prefix, "system"), persist_state=KEEP,
         height=80 if compact else 90, placeholder="Optional: how the assistant should behave.",
         help="Sent first with every message of this column." if compact
         else "Sent first with every message of this conversation; each Compare column has its own.",
@@ -236,7 +240,7 @@ def _model_control(c: Conductor, prefix: str, provider: str, *, compact: bool) -
         # An endpoint that lists no models and was configured without any: ask for a name
         # rather than send the placeholder "default" (servers that check names answer 404).
         typed = st.text_input(
-            "Model", key=key, placeholder="Type the model name", label_visibility="collapsed" if compact else "visible",
+            "Model", key=key, persist_state=KEEP, placeholder="Type the model name", label_visibility="collapsed" if compact else "visible",
             help="This endpoint lists no models: type the name its server expects.",
         )
         if not (typed or "").strip():
@@ -247,7 +251,7 @@ def _model_control(c: Conductor, prefix: str, provider: str, *, compact: bool) -
     if current is not None and current not in models:
         models = [*models, current]  # a name typed earlier (accept_new_options)
     return st.selectbox(
-        "Model", models, key=key, accept_new_options=True, label_visibility="collapsed" if compact else "visible",
+        "Model", models, key=key, persist_state=KEEP, accept_new_options=True, label_visibility="collapsed" if compact else "visible",
         help="Listed by the provider; you can also type a model name.",
     )
 

@@ -158,10 +158,10 @@ def test_playground_in_a_real_browser(app_server, shots):
             body = answer.get_by_test_id("stMarkdownContainer").first.inner_text().strip()
             assert body, "the local model's answer is empty"
             states = page.evaluate("() => window.__answerStates")
-            # States with the start of the answer but not yet its figures: text arriving. (The
-            # spinner or loading notice may still be fading out in the same state.)
-            start = body[:12]
-            partial = [s for s in states if "tok/s" not in s and start in s]
+            # States with some of the answer (drawn with its cursor) but not yet its figures: text
+            # arriving. (The spinner or loading notice may still be fading out in the same state.)
+            first_word = body.split()[0]
+            partial = [s for s in states if "tok/s" not in s and "▌" in s and first_word in s]
             timings["streamed_states_seen"] = len(partial)
             if len(body.split()) >= 4:
                 assert partial, f"no partial answer was seen before the end: {states}"
@@ -204,7 +204,8 @@ def test_playground_in_a_real_browser(app_server, shots):
             # loopback endpoint has no price: the page says why there is no Cheapest badge.
             assert "Fastest" in columns_text and "Cheapest" not in columns_text.replace("Cheapest is given", "")
             assert "Cheapest is given among priced answers only" in columns_text
-            assert LOOPBACK_REPLY in columns_text
+            sent = [body.get("max_tokens") for body in chat_requests(app_server["loopback"])]
+            assert LOOPBACK_REPLY in columns_text, f"max_tokens the loopback endpoint received: {sent}"
             shots(page, "compare", full_page=True)
             page.get_by_role("button", name="Left is better").click()
             page.get_by_text("Vote recorded").wait_for(timeout=30_000)
@@ -491,6 +492,55 @@ def test_an_endpoint_added_in_the_page_sends_a_model_it_lists(app_server, shots)
                 browser.close()
     finally:
         ollama_like.stop()
+
+
+def test_editing_a_compare_column_while_the_page_draws_leaves_the_others_as_they_were(services, tmp_path, shots):
+    """A person who changes column 1's max tokens before the page has drawn column 2 (the
+    Compare page's first draw in a new process is slow) must not send column 2 at the
+    control's minimum. Before the fix, the interrupted run left column 2's control to mount at
+    1, and a CI run sent `max_tokens=1`. The window is a timing one: each attempt is a fresh
+    server, until one edit landed while only column 1 was drawn (usually the first)."""
+    from conductor_core.testing.protocol_servers import OpenAIServer
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = launch(p)
+        try:
+            for attempt in range(3):
+                endpoint = OpenAIServer(reply=LOOPBACK_REPLY, models=["loopback-model"]).start()
+                (tmp_path / f"attempt{attempt}").mkdir()
+                server = Playground(tmp_path / f"attempt{attempt}", config=endpoint_config(endpoint))
+                try:
+                    page = browser.new_page(viewport={"width": 1440, "height": 900})
+                    open_chat(page, server.url)
+                    use_loopback(page)
+                    ask(page, "hi")
+                    assistant_with_figures(page, 1, timeout_ms=60_000)
+                    open_page(page, "Compare")
+                    wait_idle(page)  # returns before the first run has drawn every column
+                    tokens = page.get_by_label("Max tokens", exact=True)
+                    tokens.first.wait_for()
+                    mid_draw = tokens.count() == 1
+                    tokens.first.fill("32")  # at once, as a quick person does
+                    tokens.first.press("Enter")
+                    page.wait_for_function("() => document.querySelectorAll('input[aria-label=\"Max tokens\"]').length === 2")
+                    wait_settled(page)
+                    page.wait_for_timeout(500)
+                    wait_settled(page)
+                    assert [tokens.nth(i).input_value() for i in range(2)] == ["32", "256"], f"attempt {attempt}"
+                    page.get_by_label("Prompt", exact=True).fill("Name three primary colours.")
+                    page.get_by_role("button", name="Run compare").click()
+                    sent = eventually(lambda: chat_requests(endpoint)[1:], what="column 2's request")
+                    assert sent[0]["max_tokens"] == 256, sent
+                    page.get_by_text("Which answer is better?").wait_for(timeout=180_000)
+                    if mid_draw:
+                        shots(page, "compare_edited_while_drawing")
+                        break
+                finally:
+                    server.stop()
+                    endpoint.stop()
+        finally:
+            browser.close()
 
 
 def test_every_page_at_phone_width_with_the_sidebar_closed(app_server, shots):
