@@ -50,7 +50,7 @@ class _Client(openai.AsyncOpenAI):
     """The SDK's async client, keeping the URL it prepares for each path: `_prepare_url`
     parses the path and the joined base URL on every call (~5% of the gateway's CPU a
     chat, most of it in httpx2's URL parser), and the answer only changes with the base
-    URL, which the setter below clears it for."""
+    URL, which the setter below clears it for. And no idempotency key nobody sends."""
 
     def __init__(self, **kwargs: Any) -> None:
         self._urls: dict[str, httpx2.URL] = {}
@@ -61,6 +61,11 @@ class _Client(openai.AsyncOpenAI):
         if prepared is None:
             prepared = self._urls[url] = super()._prepare_url(url)
         return prepared
+
+    def _idempotency_key(self) -> str:
+        # The SDK draws a uuid4 a call for an idempotency header, which OpenAI's client does
+        # not send (`_idempotency_header` is None): no key then, as none goes out.
+        return "" if self._idempotency_header is None else super()._idempotency_key()
 
     @property
     def base_url(self) -> httpx2.URL:
