@@ -18,8 +18,8 @@ The hot path is the gateway's, so the SDK is used the cheapest way it documents:
 * Per call the SDK rebuilds what does not change between calls: `_Client` keeps the URL
   of each path (`_prepare_url`, the hook the SDK's own `AzureOpenAI` overrides) and the
   request options of a chat are copied from one made once (`_CHAT`) rather than built
-  field by field (`post` builds them with every default deep-copied). ~0.15 ms of CPU a
-  call, ~7% of the gateway's per chat (BENCHMARKS.md, gateway CPU).
+  field by field (`post` builds them with every default deep-copied). ~0.2 ms of the
+  gateway's CPU a chat (BENCHMARKS.md, gateway CPU).
 """
 
 from __future__ import annotations
