@@ -8,7 +8,10 @@ import sqlite3
 import uuid
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
+from conductor_core import config
 from conductor_core.config import load_settings, redact
 from conductor_core.errors import ProviderError
 from conductor_core.models import ChatMessage, ChatRequest
@@ -95,3 +98,25 @@ def test_redact_removes_registered_and_key_shaped_strings():
     assert "sk-canary-redact-0123456789" not in redact("bad key sk-canary-redact-0123456789 given")
     assert "AIzaSyA1234567890abcdefghijk" not in redact("key=AIzaSyA1234567890abcdefghijk")
     assert redact("an ordinary sentence") == "an ordinary sentence"
+
+
+# Texts made of key-shaped pieces, masks and ellipses, and ordinary words, in any order.
+_PIECES = st.sampled_from(
+    ["sk-", "AIza", "Bearer ", "Bearer\t", "***", "•••", "···", "...", "…", "*", "key", "api", "sk",
+     "abcdefghijklmnopqrstuvwx", "0123456789", "-", "_", " ", ".", "word", "zqUPca", "9041", "é"]
+)
+
+
+@given(st.lists(_PIECES, max_size=12).map("".join))
+@example("key…9041")  # one text per shape, each with only the marker that shape needs
+@example("api...9041")
+@example("zqUPca***9041")
+@example("zq•••41")
+@example("zq···41")
+@example("Bearer\tabcdefghijklmnop")
+@example("AIzaabcdefghijklmnopqrstuvwx")
+@example("sk-abcdefghijklmnop")
+def test_redact_skips_its_patterns_only_when_they_cannot_match(text):
+    # redact() runs the key patterns only on a text holding one of their markers: the result
+    # must be the one the patterns give on every text.
+    assert redact(text) == config._KEY_PATTERNS.sub(config.REDACTED, text)
