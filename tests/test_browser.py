@@ -195,9 +195,11 @@ def test_playground_in_a_real_browser(app_server, shots):
             tokens.press("Enter")
             wait_idle(page)
             page.get_by_label("Prompt", exact=True).fill("Name three primary colours.")
+            app_server["loopback"].chunk_delay_s = 0.25  # column 2 streams for ~2 s, however fast column 1 is
             page.get_by_role("button", name="Run compare").click()
             page.get_by_role("button", name="Stop all").wait_for(timeout=30_000)  # while the columns stream
             page.get_by_text("Which answer is better?").wait_for(timeout=180_000)
+            app_server["loopback"].chunk_delay_s = 0.02
             wait_idle(page)
             columns_text = page.inner_text("body")
             assert "local/gemma-3-270m" in columns_text and "loopback/loopback-model" in columns_text
