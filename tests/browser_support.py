@@ -173,15 +173,30 @@ def shots(tmp_path_factory):
 
 def choose(page, label: str, option: str, *, within=None) -> None:
     """Open the select box labelled `label` and click the option containing `option`."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     scope = within or page
-    scope.get_by_test_id("stSelectbox").filter(has=page.get_by_text(label, exact=True)).first.click()
-    page.get_by_role("option").filter(has_text=option).first.click()
+    box = scope.get_by_test_id("stSelectbox").filter(has=page.get_by_text(label, exact=True)).first
+    options = page.get_by_role("option")
+    for _ in range(3):
+        # A click on a box the page has just scrolled to can focus it without opening its menu
+        # (seen on the Dashboard below its live charts): as a person would, click again.
+        box.click()
+        try:
+            options.first.wait_for(timeout=3_000)
+            break
+        except PlaywrightTimeout:
+            continue
+    options.filter(has_text=option).first.click()
 
 
 def wait_idle(page, timeout_ms: int = 60_000) -> None:
-    """Until the script stops running (the status widget goes away)."""
+    """Until the script stops running. The status widget shows only some time after a run
+    begins, so the app's own run state (set as soon as a rerun is asked for) is checked too."""
     page.wait_for_function(
-        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=timeout_ms, polling=100
+        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]') &&"
+        " document.querySelector('[data-testid=\"stApp\"]')?.dataset.testScriptState === 'notRunning'",
+        timeout=timeout_ms, polling=100,
     )
 
 

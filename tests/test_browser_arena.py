@@ -20,6 +20,7 @@ import pytest
 
 from browser_support import (  # noqa: F401 - services and shots are fixtures
     Playground,
+    choose,
     endpoint_config,
     eventually,
     launch,
@@ -253,9 +254,7 @@ def test_a_logged_request_is_replayed_from_the_dashboard_with_its_parameters(are
             page.goto(f"{arena_app['url']}/dashboard")
             page.get_by_text("Replay a logged request").wait_for(timeout=60_000)
             wait_idle(page)
-            selected = page.get_by_test_id("stSelectbox").filter(has_text="Request").first
-            selected.click()
-            page.get_by_role("option").filter(has_text="Replay me, please").first.click()
+            choose(page, "Request", "Replay me, please")
             wait_idle(page)
             against = page.get_by_test_id("stMultiSelect").filter(has_text="Against (it runs again on alpha/alpha-model")
             assert "beta/beta-model" in against.inner_text()  # the other endpoint is offered first
