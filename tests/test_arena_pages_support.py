@@ -28,7 +28,7 @@ from conductor_core.workbench.sessions import SessionStore
 from conductor_core.workbench.variants import Variant
 from playground import dashboard_data as dd
 from playground.compare_links import comparison_link, parse_targets
-from workbench_support import database_url  # noqa: F401 - fixture
+from workbench_support import chat_in_a_session, database_url  # noqa: F401 - fixture
 
 
 def _conductor(tmp_path: Path, database: str | None = None) -> Conductor:
@@ -159,14 +159,7 @@ def test_a_playground_request_replays_with_its_messages_and_parameters(tmp_path:
     try:
         store = SessionStore.for_log(conductor.log)
         variant = Variant(provider="alpha", model="alpha-1", temperature=0.2, max_tokens=77, top_p=0.9, stop=("END",), seed=7, system="Be brief.")
-        session = store.create("chat", [variant])
-        first, answers = store.add_turn(session.id, "First question", parent_id=None)
-        response = conductor.chat(variant.request([ChatMessage(role=MessageRole.user, content="First question")]))
-        store.finish(answers[0].id, "done", content=response.content, response=response)
-        second, answers = store.add_turn(session.id, "Second question", parent_id=first.id, after_answer_id=answers[0].id)
-        history = store.conversation(session.id).context(0)
-        response = conductor.chat(variant.request([*history, ChatMessage(role=MessageRole.user, content="Second question")]))
-        store.finish(answers[0].id, "done", content=response.content, response=response)
+        response = chat_in_a_session(conductor, store, variant, ["First question", "Second question"])
 
         replay = replay_of(conductor.log, store, response.metadata.id)
         assert replay.parameters_known and replay.target == "alpha/alpha-1"

@@ -217,10 +217,10 @@ def test_a_logged_request_is_replayed_from_the_dashboard_with_its_parameters(are
     from playwright.sync_api import sync_playwright
 
     from conductor_core.config import EndpointConfig, load_settings
-    from conductor_core.models import ChatMessage
     from conductor_core.router import Conductor
     from conductor_core.workbench.sessions import SessionStore
     from conductor_core.workbench.variants import Variant
+    from workbench_support import chat_in_a_session
 
     work = arena_app["work"]
     settings = load_settings(
@@ -231,15 +231,7 @@ def test_a_logged_request_is_replayed_from_the_dashboard_with_its_parameters(are
     try:
         store = SessionStore.for_log(conductor.log)
         variant = Variant(provider="alpha", model="alpha-model", temperature=0.3, max_tokens=42, top_p=0.8, stop=("END",), seed=5, system="Answer briefly.")
-        session = store.create("chat", [variant])
-        first, answers = store.add_turn(session.id, "First, a question", parent_id=None)
-        response = conductor.chat(variant.request([ChatMessage(role="user", content="First, a question")]))
-        store.finish(answers[0].id, "done", content=response.content, response=response)
-        _, answers = store.add_turn(session.id, "Replay me, please", parent_id=first.id, after_answer_id=answers[0].id)
-        history = store.conversation(session.id).context(0)
-        original = variant.request([*history, ChatMessage(role="user", content="Replay me, please")])
-        response = conductor.chat(original)
-        store.finish(answers[0].id, "done", content=response.content, response=response)
+        chat_in_a_session(conductor, store, variant, ["First, a question", "Replay me, please"])
         conductor.log.flush()
     finally:
         conductor.close()

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from browser_support import CHROMIUM, launch
 from conductor_core.config import load_settings, register_secret
 from conductor_core.router import Conductor
 from conductor_core.testing.fakes import ScriptedProvider
@@ -35,7 +36,6 @@ from conductor_core.workbench.runner import start_run
 from conductor_core.workbench.variants import Variant
 
 CANARY = "canary-export-secret-7Q2x9Lm4Pz"  # not key-shaped: only its registration redacts it
-CHROMIUM = "/usr/bin/chromium"
 HOSTILE = (
     "Sure. <script>alert('x')</script> <img src=\"http://127.0.0.1:9/pixel.png\"> "
     "![tracker](http://127.0.0.1:9/track.png) and **bold** with `code`."
@@ -176,10 +176,7 @@ def test_the_html_report_opens_in_chromium_with_no_network(finished_run, tmp_pat
     requested: list[str] = []
     dialogs: list[str] = []
     with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--no-first-run"],
-        )
+        browser = launch(p)
         try:
             context = browser.new_context(offline=True, viewport={"width": 1100, "height": 900})
             context.on("request", lambda request: requested.append(request.url))

@@ -11,9 +11,12 @@ from typing import Any
 import pytest
 
 from conductor_core.config import load_settings
+from conductor_core.models import ChatMessage, ChatResponse
 from conductor_core.router import Conductor
 from conductor_core.store import RequestLog
 from conductor_core.testing.protocol_servers import AnthropicServer, GeminiServer, OpenAIServer
+from conductor_core.workbench.sessions import SessionStore
+from conductor_core.workbench.variants import Variant
 from tests.store_backends import postgres_schema
 
 
@@ -79,3 +82,17 @@ def cloud_conductor(servers: dict[str, Any], data_dir: Path, database_url: str |
     }
     values.update(settings)
     return Conductor(load_settings(**values))
+
+
+def chat_in_a_session(conductor: Conductor, store: SessionStore, variant: Variant, prompts: list[str]) -> ChatResponse:
+    """A chat session in `store` with these prompts, each answered through `conductor` with
+    the history before it, as the Playground page sends them. Returns the last response."""
+    session = store.create("chat", [variant])
+    parent = after = None
+    for prompt in prompts:
+        turn, answers = store.add_turn(session.id, prompt, parent_id=parent, after_answer_id=after)
+        history = store.conversation(session.id).context(0)
+        response = conductor.chat(variant.request([*history, ChatMessage(role="user", content=prompt)]))
+        store.finish(answers[0].id, "done", content=response.content, response=response)
+        parent, after = turn.id, answers[0].id
+    return response
