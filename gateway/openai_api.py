@@ -37,6 +37,7 @@ from conductor_core.routing import AsyncConductor
 from .core import core_of, request_id_of, until_disconnect
 from .errors import ERROR_RESPONSES, PROVIDER_RESPONSES, ApiError, error_body, provider_error, validation_error
 from .schemas import (
+    BLANK,
     ChatCompletion,
     ChatCompletionRequest,
     ConductorInfo,
@@ -235,7 +236,7 @@ _MODELS_WAIT_S = 2.0
 async def resolve_model(core: AsyncConductor, requested: str) -> tuple[str, str | None]:
     """`model` as (provider, model or None for its default):
     'auto', 'local', 'gemini/gemini-2.5-flash', or a bare model some configured provider lists."""
-    text = requested.strip()
+    text = requested.strip(BLANK)
     known = known_provider_names()
     if text.lower() == "auto":
         return "auto", None

@@ -56,6 +56,10 @@ def integral(value: Any) -> Any:
     return value
 
 
+# A blank model is ASCII whitespace only. str.strip() also drops controls such as \x1c, which
+# a JSON Schema pattern's \s does not: an explicit class means the same to both.
+BLANK = " \t\n\r\f\v"
+MODEL_NOT_BLANK = r"[^ \t\n\r\f\v]"  # has a character not in BLANK
 _TEMPERATURE = bounds("temperature")
 _MAX_TOKENS = bounds("max_tokens")
 _SEED = bounds("seed")
@@ -187,6 +191,8 @@ class ChatCompletionRequest(BaseModel):
         description="'auto' (Conductor chooses), a provider name such as 'local' (its default model), or "
         "'provider/model' such as 'gemini/gemini-2.5-flash'. GET /v1/models lists them.",
         examples=["auto", "local", "gemini/gemini-2.5-flash", "ollama/llama3.2"],
+        # Documented, checked by the validator below (which gives the clearer message).
+        json_schema_extra={"pattern": MODEL_NOT_BLANK},
     )
     messages: list[OpenAIMessage] = Field(min_length=1, description="The conversation, oldest first (at least one).")
     temperature: float | None = Field(
@@ -236,7 +242,7 @@ class ChatCompletionRequest(BaseModel):
     @field_validator("model")
     @classmethod
     def _model_not_blank(cls, value: str) -> str:
-        if not value.strip():
+        if not value.strip(BLANK):
             raise ValueError("must not be blank: use 'auto', a provider name or 'provider/model'")
         return value
 

@@ -291,6 +291,7 @@ def test_a_client_that_goes_away_mid_stream_is_recorded_as_cancelled(tmp_path) -
         ({"max_tokens": 2_000_000}, openai.BadRequestError, "max_tokens must be between 1 and 1000000, got 2000000"),
         ({"top_p": 5}, openai.BadRequestError, "top_p must be between 0.0 and 1.0, got 5"),
         ({"model": " "}, openai.BadRequestError, "model must not be blank"),
+        ({"model": "\x1c"}, openai.NotFoundError, "GET /v1/models"),  # a name (if no model's), not blank
         ({"messages": []}, openai.BadRequestError, "messages must contain at least one message"),
         ({"messages": [{"role": "user", "content": ""}]}, openai.BadRequestError, "messages[0].content must not be empty"),
         ({"messages": [{"role": "tool", "content": "x"}]}, openai.BadRequestError, "messages[0].tool_call_id is required"),

@@ -75,3 +75,25 @@ def test_every_response_matches_the_schema_and_none_is_a_server_error(case) -> N
 def test_the_schema_run_reached_the_providers(conductor: Conductor) -> None:
     """Guards against a run that only ever produced 400s: valid requests were generated and served."""
     assert conductor.log.count(status="ok") > 0
+
+
+def test_the_documented_model_pattern_and_the_validator_agree_on_blank() -> None:
+    """Schemathesis found "\\x1c": valid by the documented schema, but Python's strip() made it
+    blank and the gateway answered 400. Every whitespace or control character, alone and padded."""
+    import re
+
+    from pydantic import ValidationError
+
+    from gateway.schemas import MODEL_NOT_BLANK, ChatCompletionRequest
+
+    pattern = ChatCompletionRequest.model_json_schema()["properties"]["model"]["pattern"]
+    assert pattern == MODEL_NOT_BLANK
+    odd = [chr(c) for c in range(0x3001) if chr(c).isspace() or not chr(c).isprintable()] + ["\ufeff"]
+    for model in [*odd, *(f" {c}\t" for c in odd), "  ", "auto"]:
+        documented_valid = re.search(pattern, model) is not None
+        try:
+            ChatCompletionRequest(model=model, messages=[{"role": "user", "content": "hi"}])
+            accepted = True
+        except ValidationError:
+            accepted = False
+        assert accepted == documented_valid, repr(model)
