@@ -18,7 +18,7 @@ from sqlalchemy import select
 
 from conductor_core.config import load_settings
 from conductor_core.errors import ProviderUnavailableError
-from conductor_core.models import AttemptRecord, ChatMessage, MessageRole
+from conductor_core.models import ChatMessage, MessageRole
 from conductor_core.router import Conductor
 from conductor_core.testing.fakes import ScriptedProvider
 from conductor_core.workbench.arena import Arena, ArenaError, answers_table
