@@ -32,7 +32,7 @@ import sys
 import tempfile
 import time
 import tracemalloc
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +65,7 @@ def fill_log(data_dir: Path, rows: int, *, seed: int = 7, votes: int = 300) -> f
 
     t0 = time.perf_counter()
     log = RequestLog(data_dir=data_dir)
-    log._ensure_schema()  # noqa: SLF001 - the real schema and indexes, created by the store itself
+    log._ensure_schema()
     log.close()
     rng = np.random.default_rng(seed)
     now = time.time()
@@ -74,8 +74,15 @@ def fill_log(data_dir: Path, rows: int, *, seed: int = 7, votes: int = 300) -> f
     con.execute("PRAGMA synchronous=OFF")  # loading only; the dashboard reads a normal file
     columns = [c.name for c in attempts.columns]
     sql = f"INSERT INTO attempts ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
-    prompts = ["user: Explain circuit breakers in one sentence.", "user: Write a haiku about latency.", "user: Summarise this text."]
-    answers = ["A circuit breaker stops calls to a failing service for a while. " * 3, "Packets drift slowly / the router hums " * 4]
+    prompts = [
+        "user: Explain circuit breakers in one sentence.",
+        "user: Write a haiku about latency.",
+        "user: Summarise this text.",
+    ]
+    answers = [
+        "A circuit breaker stops calls to a failing service for a while. " * 3,
+        "Packets drift slowly / the router hums " * 4,
+    ]
     done = 0
     while done < rows:
         n = min(BATCH, rows - done)
@@ -102,13 +109,17 @@ def fill_log(data_dir: Path, rows: int, *, seed: int = 7, votes: int = 300) -> f
             "created_ts": ts.tolist(),
             "request_id": [f"req_{i:012x}" for i in range(done, done + n)],
             "provider": np.array(PROVIDERS)[provider].tolist(),
-            "model": np.array(["gemini-2.5-flash", "gpt-4o-mini", "claude-haiku-4-5", "gemma-3-270m", "llama3.2"])[provider].tolist(),
+            "model": np.array(["gemini-2.5-flash", "gpt-4o-mini", "claude-haiku-4-5", "gemma-3-270m", "llama3.2"])[
+                provider
+            ].tolist(),
             "route": route.tolist(),
             "group_id": [None] * n,
             "source": source.tolist(),
             "streamed": streamed.astype(int).tolist(),
             "status": status.tolist(),
-            "error_type": np.where(ok, None, np.where(status == "error", "rate_limited", "stream_interrupted")).tolist(),
+            "error_type": np.where(
+                ok, None, np.where(status == "error", "rate_limited", "stream_interrupted")
+            ).tolist(),
             "error_message": np.where(ok, None, "upstream said no").tolist(),
             "input_tokens": tokens_in.tolist(),
             "output_tokens": tokens_out.tolist(),
@@ -130,9 +141,19 @@ def fill_log(data_dir: Path, rows: int, *, seed: int = 7, votes: int = 300) -> f
         ts = now - 86_400 + (i + 0.5) * 86_400 / votes
         pair = [labels[i % 4], labels[(i + 1) % 4]]
         winner = [pair[0], pair[1], "tie", "both_bad"][int(rng.integers(0, 4))]
-        created = datetime.fromtimestamp(ts, timezone.utc).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
-        vote_rows.append({"id": f"vote_{i:08x}", "created_at": created, "created_ts": ts, "group_id": f"cmp_{i:08x}",
-                          "targets": f'["{pair[0]}", "{pair[1]}"]', "winner": winner})
+        created = (
+            datetime.fromtimestamp(ts, UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+        )
+        vote_rows.append(
+            {
+                "id": f"vote_{i:08x}",
+                "created_at": created,
+                "created_ts": ts,
+                "group_id": f"cmp_{i:08x}",
+                "targets": f'["{pair[0]}", "{pair[1]}"]',
+                "winner": winner,
+            }
+        )
     con.execute("BEGIN")
     con.executemany(vote_sql, [tuple(row[c] for c in vote_columns) for row in vote_rows])
     con.execute("COMMIT")
@@ -196,10 +217,10 @@ def refresh(conductor: Any, window_s: int | None, to_spec: Any) -> dict[str, Any
     from playground import state
 
     t0 = time.perf_counter()
-    snapshot = state._build_snapshot(conductor, window_s)  # noqa: SLF001 - the page's own builder
+    snapshot = state._build_snapshot(conductor, window_s)
     t1 = time.perf_counter()
     dd.summary(snapshot.series)
-    conductor._shared = None  # noqa: SLF001 - measure status as rebuilt after its 2 s cache
+    conductor._shared = None
     dd.status_table(conductor.status())
     t2 = time.perf_counter()
     built = build_charts(snapshot)
@@ -297,7 +318,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 data_dir=data_dir,
             )
             conductor = Conductor(settings, source="benchmark")
-            entry: dict[str, Any] = {"fill_s": round(load_s, 2), "rollup_rebuild_s": round(rebuild_s, 2), "database_mb": round(db_mb, 1)}
+            entry: dict[str, Any] = {
+                "fill_s": round(load_s, 2),
+                "rollup_rebuild_s": round(rebuild_s, 2),
+                "database_mb": round(db_mb, 1),
+            }
             try:
                 for path, limit in (("page", default_limit), ("rows", math.inf), ("sql", -1)):
                     state.FRAME_ROW_LIMIT = limit
@@ -307,10 +332,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 conductor.close()
             results[str(rows)] = entry
             page = entry["page"]
-            report([f"  {rows:>9,} rows: page {page['time_s']['total_s']:.3f} s "
+            report(
+                [
+                    f"  {rows:>9,} rows: page {page['time_s']['total_s']:.3f} s "
                     f"({'rows' if page['from_rows'] else 'sql'}), rows path {entry['rows']['time_s']['total_s']:.3f} s, "
                     f"sql path {entry['sql']['time_s']['total_s']:.3f} s, max points {page['max_points']}, "
-                    f"peak {page['peak_memory_mb']} MB"])
+                    f"peak {page['peak_memory_mb']} MB"
+                ]
+            )
 
     growth = {}
     for path in ("page", "rows", "sql"):
@@ -336,8 +365,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         sizes=results,
         growth=growth,
         targets=[
-            target(f"Dashboard refresh (data + status + charts) for {sizes[-1]:,} rows", largest["time_s"]["total_s"], LIMIT_S, unit="s"),
-            target("Peak memory growth with the log (log-log slope; 1 = linear)", max(page_slopes) if page_slopes else None, LIMIT_MEMORY_SLOPE, unit=""),
+            target(
+                f"Dashboard refresh (data + status + charts) for {sizes[-1]:,} rows",
+                largest["time_s"]["total_s"],
+                LIMIT_S,
+                unit="s",
+            ),
+            target(
+                "Peak memory growth with the log (log-log slope; 1 = linear)",
+                max(page_slopes) if page_slopes else None,
+                LIMIT_MEMORY_SLOPE,
+                unit="",
+            ),
             target("Most points in one chart (any size, any path)", max_points, LIMIT_POINTS, unit="points"),
         ],
     )

@@ -27,7 +27,18 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import Upstreams, envelope, parser, percentile, quiet_logging, report, rounded, scrub_environ, target, write_result
+from benchmarks.common import (
+    Upstreams,
+    envelope,
+    parser,
+    percentile,
+    quiet_logging,
+    report,
+    rounded,
+    scrub_environ,
+    target,
+    write_result,
+)
 
 NAME = "experiments"
 MODEL = "bench-model"
@@ -58,7 +69,10 @@ def _direct(urls: list[str], rows: int) -> tuple[float, float]:
 
     def call(client: Any, i: int) -> None:
         with client.chat.completions.create(
-            model=MODEL, messages=[{"role": "user", "content": f"What is item {i}?"}], max_tokens=64, stream=True,
+            model=MODEL,
+            messages=[{"role": "user", "content": f"What is item {i}?"}],
+            max_tokens=64,
+            stream=True,
             stream_options={"include_usage": True},
         ) as events:
             for _chunk in events:
@@ -124,7 +138,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         variants = [Variant(provider=name, model=MODEL, max_tokens=64) for name in names]
 
         def experiment(rows: int) -> str:
-            return store.create(f"bench {rows}", "{{question}}", read_dataset(_dataset(rows)), variants, max_rows=1000).id
+            return store.create(
+                f"bench {rows}", "{{question}}", read_dataset(_dataset(rows)), variants, max_rows=1000
+            ).id
 
         # Warm up: SDK clients, connections, the tables.
         warm = start_run(conductor, store, experiment(CONCURRENCY))
@@ -193,7 +209,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     small, big = memory[str(small_rows)], memory[str(big_rows)]
     run_ratio = big["run_peak_mb"] / small["run_peak_mb"] if small["run_peak_mb"] else None
-    read_ratio = big["page_and_stats_peak_mb"] / small["page_and_stats_peak_mb"] if small["page_and_stats_peak_mb"] else None
+    read_ratio = (
+        big["page_and_stats_peak_mb"] / small["page_and_stats_peak_mb"] if small["page_and_stats_peak_mb"] else None
+    )
     payload = envelope(
         NAME,
         args,
@@ -221,19 +239,48 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ratio_to_baseline=rounded(wall_s / baseline_s, 4),
         cells={"total": final.total, "ok": final.ok, "errors": final.errors, "cancelled": final.cancelled},
         request_log_rows=logged,
-        per_variant={s.label: {"p50_latency_ms": rounded(s.p50_latency_ms), "p95_latency_ms": rounded(s.p95_latency_ms), "success_rate": s.success_rate} for s in stats},
+        per_variant={
+            s.label: {
+                "p50_latency_ms": rounded(s.p50_latency_ms),
+                "p95_latency_ms": rounded(s.p95_latency_ms),
+                "success_rate": s.success_rate,
+            }
+            for s in stats
+        },
         progress={
             "polls": len(seen),
             "first_change_s": rounded(first_change),
             "longest_gap_between_changes_s": rounded(worst_gap),
-            "progress_call_us": {"p50": rounded(percentile(poll_costs, 0.5)), "p99": rounded(percentile(poll_costs, 0.99))},
+            "progress_call_us": {
+                "p50": rounded(percentile(poll_costs, 0.5)),
+                "p99": rounded(percentile(poll_costs, 0.99)),
+            },
         },
-        memory={"by_rows": {k: {n: rounded(v) for n, v in m.items()} for k, m in memory.items()}, "run_ratio": rounded(run_ratio, 3), "page_and_stats_ratio": rounded(read_ratio, 3)},
+        memory={
+            "by_rows": {k: {n: rounded(v) for n, v in m.items()} for k, m in memory.items()},
+            "run_ratio": rounded(run_ratio, 3),
+            "page_and_stats_ratio": rounded(read_ratio, 3),
+        },
         targets=[
-            target("Dataset run wall time / ideal schedule (rows × latency ÷ concurrency, slowest provider)", ratio, LIMIT_RATIO, unit="x"),
+            target(
+                "Dataset run wall time / ideal schedule (rows × latency ÷ concurrency, slowest provider)",
+                ratio,
+                LIMIT_RATIO,
+                unit="x",
+            ),
             target("Longest wait between two progress changes a page sees", worst_gap, LIMIT_REFRESH_S, unit="s"),
-            target(f"Traced peak memory of a run: {big_rows} rows / {small_rows} rows", run_ratio, LIMIT_MEMORY_RATIO, unit="x"),
-            target(f"Traced peak memory of a grid page + statistics: {big_rows} rows / {small_rows} rows", read_ratio, LIMIT_MEMORY_RATIO, unit="x"),
+            target(
+                f"Traced peak memory of a run: {big_rows} rows / {small_rows} rows",
+                run_ratio,
+                LIMIT_MEMORY_RATIO,
+                unit="x",
+            ),
+            target(
+                f"Traced peak memory of a grid page + statistics: {big_rows} rows / {small_rows} rows",
+                read_ratio,
+                LIMIT_MEMORY_RATIO,
+                unit="x",
+            ),
         ],
     )
     if final.ok != final.total:

@@ -34,9 +34,9 @@ if __package__ in (None, ""):
 from benchmarks.common import (
     GatewayProcess,
     LiteLLMProxyProcess,
-    cpu_seconds,
     Rounds,
     Upstreams,
+    cpu_seconds,
     envelope,
     parser,
     percentile,
@@ -60,7 +60,10 @@ LIMIT_CPU_MS = {"non_streaming": 2.0, "streaming": 4.0}  # gateway CPU per reque
 LIMIT_HEALTH_P99_MS = 100.0  # /health with HUNG_WAITING requests stuck on a hung upstream
 LIMIT_HEALTHY_RATIO = 1.2  # a healthy provider's p50 then, over its unloaded p50
 REPLY = " ".join(f"word{i}" for i in range(20))
-SIZES = {"quick": {"rounds": 1, "block_s": 0.7, "warmup_s": 0.2}, "full": {"rounds": 3, "block_s": 8.0, "warmup_s": 3.0}}
+SIZES = {
+    "quick": {"rounds": 1, "block_s": 0.7, "warmup_s": 0.2},
+    "full": {"rounds": 3, "block_s": 8.0, "warmup_s": 3.0},
+}
 _FIRST_TEXT = re.compile(rb'"content":\s*"[^"]')
 
 
@@ -140,7 +143,9 @@ def _raw_request(url: str, model: str, stream: bool) -> tuple[str, int, bytes]:
     return parts.hostname or "127.0.0.1", parts.port or 80, head + body
 
 
-async def _block(url: str, model: str, stream: bool, seconds: float, pids: dict[str, int] | None = None) -> dict[str, Any]:
+async def _block(
+    url: str, model: str, stream: bool, seconds: float, pids: dict[str, int] | None = None
+) -> dict[str, Any]:
     """`CONCURRENCY` workers, one connection each, for `seconds`; per request the total
     time and (streaming) the time to first text; and the CPU each process in `pids` (and
     this one, the load generator) used per request."""
@@ -210,7 +215,11 @@ async def _run(targets: dict[str, tuple[str, str, dict[str, int]]], size: dict[s
             "requests_per_s": {k: rounded(statistics.median(v), 1) for k, v in rps.items()},
             "latency_ms": {k: _pcts(latency.samples(k)) for k in targets},
             "added_latency_ms": _added(latency),
-            **({"added_latency_ms_2_workers": _added(latency, "gateway_2_workers")} if "gateway_2_workers" in targets else {}),
+            **(
+                {"added_latency_ms_2_workers": _added(latency, "gateway_2_workers")}
+                if "gateway_2_workers" in targets
+                else {}
+            ),
             "errors": errors,
             # CPU per request of each process (median over blocks): where the machine's time goes.
             "cpu_ms_per_request": {
@@ -247,9 +256,10 @@ def _hung_scenario(data_dir: Path, healthy_url: str, quick: bool) -> dict[str, A
     `/health` latency and a healthy provider's p50, against the same gateway unloaded."""
     waiting = 50 if quick else HUNG_WAITING
     samples = 20 if quick else 200
-    with Upstreams([600_000], reply=REPLY) as hung, GatewayProcess(
-        {"up": healthy_url, "hung": hung.url}, data_dir / "hung", api_key=KEY
-    ) as gateway:
+    with (
+        Upstreams([600_000], reply=REPLY) as hung,
+        GatewayProcess({"up": healthy_url, "hung": hung.url}, data_dir / "hung", api_key=KEY) as gateway,
+    ):
         base = gateway.url.removesuffix("/v1")
 
         async def measure() -> dict[str, Any]:
@@ -306,16 +316,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     scrub_environ()
     quiet_logging()
 
-    from conductor_core.store import RequestLog
-
     from benchmarks.bench_overhead import litellm_python
+    from conductor_core.store import RequestLog
 
     litellm, litellm_note = litellm_python()
     if litellm is None and not args.quick:
         raise SystemExit(f"LiteLLM is needed for the side-by-side figures: {litellm_note}")
-    with tempfile.TemporaryDirectory(prefix="conductor-bench-gw-") as tmp, Upstreams(
-        [UPSTREAM_LATENCY_MS], reply=REPLY
-    ) as upstream:
+    with (
+        tempfile.TemporaryDirectory(prefix="conductor-bench-gw-") as tmp,
+        Upstreams([UPSTREAM_LATENCY_MS], reply=REPLY) as upstream,
+    ):
         data_dir = Path(tmp) / "gateway-data"
         with GatewayProcess({"up": upstream.url}, data_dir, api_key=KEY) as gateway:
             targets = {
@@ -331,11 +341,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 if two_workers:
                     second = GatewayProcess({"up": upstream.url}, data_dir, workers=2, api_key=KEY)
                     extra.append(second)
-                    targets["gateway_2_workers"] = (second.url, f"up/{MODEL}", {"gateway": second.pid, "upstream": upstream.pid})
+                    targets["gateway_2_workers"] = (
+                        second.url,
+                        f"up/{MODEL}",
+                        {"gateway": second.pid, "upstream": upstream.pid},
+                    )
                     if litellm is not None:
                         proxy2 = LiteLLMProxyProcess(litellm, upstream.url, f"up/{MODEL}", KEY, workers=2)
                         extra.append(proxy2)
-                        targets["litellm_2_workers"] = (proxy2.url, f"up/{MODEL}", {"litellm": proxy2.pid, "upstream": upstream.pid})
+                        targets["litellm_2_workers"] = (
+                            proxy2.url,
+                            f"up/{MODEL}",
+                            {"litellm": proxy2.pid, "upstream": upstream.pid},
+                        )
                 results = asyncio.run(_run(targets, size))
             finally:
                 for process in extra:
@@ -348,7 +366,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         rps = results[mode]["requests_per_s"]
         for suffix in ("", "_2_workers"):
             if rps.get("litellm" + suffix):
-                results[mode]["gateway_over_litellm" + suffix] = rounded(rps["gateway" + suffix] / rps["litellm" + suffix], 2)
+                results[mode]["gateway_over_litellm" + suffix] = rounded(
+                    rps["gateway" + suffix] / rps["litellm" + suffix], 2
+                )
     results["litellm"] = litellm_note
     results["targets"] = _targets(results)
 
@@ -388,11 +408,35 @@ def _targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
     for mode, what in (("non_streaming", "requests"), ("streaming", "20-chunk streams")):
         r = results[mode]
-        out.append(target(f"Gateway {what}/s over the LiteLLM proxy's (1 process each)", r.get("gateway_over_litellm"), LIMIT_OVER_LITELLM, at_most=False, unit="x"))
-        out.append(target(f"Gateway CPU per {what[:-1]}", r["cpu_ms_per_request"]["gateway"]["gateway"], LIMIT_CPU_MS[mode], unit="ms"))
+        out.append(
+            target(
+                f"Gateway {what}/s over the LiteLLM proxy's (1 process each)",
+                r.get("gateway_over_litellm"),
+                LIMIT_OVER_LITELLM,
+                at_most=False,
+                unit="x",
+            )
+        )
+        out.append(
+            target(
+                f"Gateway CPU per {what[:-1]}",
+                r["cpu_ms_per_request"]["gateway"]["gateway"],
+                LIMIT_CPU_MS[mode],
+                unit="ms",
+            )
+        )
     hung = results["hung_upstream"]
-    out.append(target(f"/health p99 with {hung['waiting_on_hung_upstream']} requests on a hung upstream", hung["health_ms"]["with_hung"]["p99"], LIMIT_HEALTH_P99_MS, unit="ms"))
-    out.append(target("Healthy provider p50 then / unloaded p50", hung["healthy_p50_ratio"], LIMIT_HEALTHY_RATIO, unit="x"))
+    out.append(
+        target(
+            f"/health p99 with {hung['waiting_on_hung_upstream']} requests on a hung upstream",
+            hung["health_ms"]["with_hung"]["p99"],
+            LIMIT_HEALTH_P99_MS,
+            unit="ms",
+        )
+    )
+    out.append(
+        target("Healthy provider p50 then / unloaded p50", hung["healthy_p50_ratio"], LIMIT_HEALTHY_RATIO, unit="x")
+    )
     return out
 
 

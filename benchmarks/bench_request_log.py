@@ -124,27 +124,34 @@ def _submit(log: Any, n: int) -> dict[str, float]:
         log.submit(record)
         latencies.append((time.perf_counter() - t) * 1_000_000)
     log.flush()  # not timed: the background commit is off the request path
-    return {"p50_us": percentile(latencies, 0.5), "p99_us": percentile(latencies, 0.99), "mean_us": statistics.fmean(latencies)}
+    return {
+        "p50_us": percentile(latencies, 0.5),
+        "p99_us": percentile(latencies, 0.99),
+        "mean_us": statistics.fmean(latencies),
+    }
 
 
 def _submit_with_and_without_spool(log: Any, size: dict[str, int]) -> dict[str, Any]:
     from conductor_core.store.writer import LogWriter
 
-    spooled = log._writer  # noqa: SLF001 - the benchmark swaps the writer for its baseline
-    in_memory = LogWriter(log._db, None, log_prompts=log.log_prompts)  # noqa: SLF001
+    spooled = log._writer
+    in_memory = LogWriter(log._db, None, log_prompts=log.log_prompts)
     runs: dict[str, list[dict[str, float]]] = {"spool": [], "no_spool": []}
     try:
         for writer in (spooled, in_memory):  # warm-up
-            log._writer = writer  # noqa: SLF001
+            log._writer = writer
             _submit(log, size["warmup"])
         for _ in range(size["rounds"]):
             for name, writer in (("spool", spooled), ("no_spool", in_memory)):
-                log._writer = writer  # noqa: SLF001
+                log._writer = writer
                 runs[name].append(_submit(log, size["writes"]))
     finally:
-        log._writer = spooled  # noqa: SLF001
+        log._writer = spooled
         in_memory.close()
-    out: dict[str, Any] = {name: {key: rounded(statistics.median(r[key] for r in results), 2) for key in results[0]} for name, results in runs.items()}
+    out: dict[str, Any] = {
+        name: {key: rounded(statistics.median(r[key] for r in results), 2) for key in results[0]}
+        for name, results in runs.items()
+    }
     out["added_p50_us"] = rounded(out["spool"]["p50_us"] - out["no_spool"]["p50_us"], 2)
     out["added_p99_us"] = rounded(out["spool"]["p99_us"] - out["no_spool"]["p99_us"], 2)
     return out
@@ -196,7 +203,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         try:
             with admin.begin() as conn:
                 conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-            url = make_url(normalize_database_url(postgres_url)).update_query_dict({"options": f"-csearch_path={schema}"})
+            url = make_url(normalize_database_url(postgres_url)).update_query_dict(
+                {"options": f"-csearch_path={schema}"}
+            )
             try:
                 with tempfile.TemporaryDirectory(prefix="conductor-bench-spool-") as spool_dir:
                     log = RequestLog(url.render_as_string(hide_password=False), data_dir=Path(spool_dir))

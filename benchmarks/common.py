@@ -24,13 +24,13 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO / "benchmarks" / "results"
@@ -75,8 +75,12 @@ _PACKAGES = (
 
 def parser(description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
-    p.add_argument("--quick", action="store_true", help="small sizes (CI): proves the benchmark runs, figures are rough")
-    p.add_argument("--out", type=Path, default=RESULTS_DIR, help="directory for the JSON result (default: benchmarks/results)")
+    p.add_argument(
+        "--quick", action="store_true", help="small sizes (CI): proves the benchmark runs, figures are rough"
+    )
+    p.add_argument(
+        "--out", type=Path, default=RESULTS_DIR, help="directory for the JSON result (default: benchmarks/results)"
+    )
     return p
 
 
@@ -147,14 +151,16 @@ def envelope(name: str, args: argparse.Namespace, started: float, **body: Any) -
     return {
         "benchmark": name,
         "quick": bool(args.quick),
-        "run_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "run_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "duration_s": round(time.perf_counter() - started, 2),
         "machine": machine(),
         **body,
     }
 
 
-def target(description: str, measured: float | None, limit: float, *, at_most: bool = True, unit: str = "") -> dict[str, Any]:
+def target(
+    description: str, measured: float | None, limit: float, *, at_most: bool = True, unit: str = ""
+) -> dict[str, Any]:
     """One target: met when `measured` is at most (or at least) `limit`. None: not measured."""
     met = None if measured is None else (measured <= limit if at_most else measured >= limit)
     return {
@@ -327,7 +333,7 @@ class Upstreams:
                 self._process.kill()
                 self._process.wait()
 
-    def __enter__(self) -> "Upstreams":
+    def __enter__(self) -> Upstreams:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -379,8 +385,20 @@ class LiteLLMProxyProcess:
         )
         env = child_env(LITELLM_MASTER_KEY=key, LITELLM_LOCAL_MODEL_COST_MAP="True", LITELLM_LOG="ERROR")
         litellm = str(Path(python).with_name("litellm"))
-        command = [litellm, "--config", str(config), "--host", "127.0.0.1", "--port", str(self.port), "--num_workers", str(workers)]
-        self._process = subprocess.Popen(command, cwd=self._dir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        command = [
+            litellm,
+            "--config",
+            str(config),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--num_workers",
+            str(workers),
+        ]
+        self._process = subprocess.Popen(
+            command, cwd=self._dir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
         self._key = key
         self.wait_ready()
 
@@ -415,7 +433,7 @@ class LiteLLMProxyProcess:
                 self._process.kill()
                 self._process.wait()
 
-    def __enter__(self) -> "LiteLLMProxyProcess":
+    def __enter__(self) -> LiteLLMProxyProcess:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -489,7 +507,7 @@ class GatewayProcess:
                 self._process.kill()
                 self._process.wait()
 
-    def __enter__(self) -> "GatewayProcess":
+    def __enter__(self) -> GatewayProcess:
         return self
 
     def __exit__(self, *exc: object) -> None:

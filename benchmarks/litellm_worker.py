@@ -68,7 +68,9 @@ class Worker:
         if variant == "direct":
             kwargs = dict(request, model=self.model)
             if stream:
-                with self.direct.chat.completions.create(**kwargs, stream=True, stream_options={"include_usage": True}) as s:
+                with self.direct.chat.completions.create(
+                    **kwargs, stream=True, stream_options={"include_usage": True}
+                ) as s:
                     for chunk in s:
                         if ttft is None and chunk.choices and chunk.choices[0].delta.content:
                             ttft = time.perf_counter()

@@ -81,9 +81,10 @@ def main(argv: list[str] | None = None) -> None:
         return
     scrub_environ()
     quiet_logging()
-    with tempfile.TemporaryDirectory(prefix="conductor-profile-gw-") as tmp, Upstreams(
-        [UPSTREAM_LATENCY_MS], reply=REPLY
-    ) as upstream:
+    with (
+        tempfile.TemporaryDirectory(prefix="conductor-profile-gw-") as tmp,
+        Upstreams([UPSTREAM_LATENCY_MS], reply=REPLY) as upstream,
+    ):
         repos = {"this checkout": REPO}
         if args.baseline:
             repos[f"baseline {args.baseline}"] = _export(args.baseline, Path(tmp) / "baseline")
@@ -103,9 +104,21 @@ def main(argv: list[str] | None = None) -> None:
                     args.py_spy.mkdir(parents=True, exist_ok=True)
                     out = args.py_spy / f"gateway-{mode}.txt"
                     spy = subprocess.Popen(
-                        [str(Path(sys.executable).with_name("py-spy")), "record", "-p", str(gateways["this checkout"].pid),
-                         "-o", str(out), "-f", "raw", "-r", "200", "--nonblocking"],
-                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                        [
+                            str(Path(sys.executable).with_name("py-spy")),
+                            "record",
+                            "-p",
+                            str(gateways["this checkout"].pid),
+                            "-o",
+                            str(out),
+                            "-f",
+                            "raw",
+                            "-r",
+                            "200",
+                            "--nonblocking",
+                        ],
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
                     )
                 names = list(gateways)
                 for index in range(args.blocks):

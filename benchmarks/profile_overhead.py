@@ -18,7 +18,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.bench_overhead import MODEL, REPLY, REQUEST, _conductor_variant
+from benchmarks.bench_overhead import MODEL, REPLY, _conductor_variant
 from benchmarks.common import Upstreams, quiet_logging, scrub_environ
 
 
@@ -28,7 +28,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--stream", action="store_true", help="profile Conductor.stream instead of .chat")
     p.add_argument("-n", type=int, default=300)
     p.add_argument("--latency-ms", type=float, default=0.0, help="upstream latency (0: only our own costs show)")
-    p.add_argument("--pyinstrument", action="store_true", help="use pyinstrument (pip install pyinstrument) instead of cProfile")
+    p.add_argument(
+        "--pyinstrument", action="store_true", help="use pyinstrument (pip install pyinstrument) instead of cProfile"
+    )
     p.add_argument("--top", type=int, default=35)
     args = p.parse_args(argv)
     scrub_environ()

@@ -1,7 +1,7 @@
 """Markdown tables from the result files, so BENCHMARKS.md shows exactly what the JSON says.
 
-    python -m benchmarks.report                        # print the tables
-    python -m benchmarks.report --update BENCHMARKS.md # replace the text between the markers
+python -m benchmarks.report                        # print the tables
+python -m benchmarks.report --update BENCHMARKS.md # replace the text between the markers
 """
 
 from __future__ import annotations
@@ -58,7 +58,12 @@ def overhead(r: dict[str, Any]) -> list[str]:
         ("Streaming: whole stream (ms)", r["streaming"]["total"]),
     ]
     for title, section in sections:
-        out += [f"**{title}**", "", "| path | median of round medians | p99 | added p50 | added p50 (paired rounds) | added p99 | added / LiteLLM's added |", "|---|---:|---:|---:|---:|---:|---:|"]
+        out += [
+            f"**{title}**",
+            "",
+            "| path | median of round medians | p99 | added p50 | added p50 (paired rounds) | added p99 | added / LiteLLM's added |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
         added, ratios = section["added_over_direct_ms"], section["ratio_to_litellm_added_p50"]
         for name, figures in section["variants"].items():
             a = added.get(name, {})
@@ -69,14 +74,25 @@ def overhead(r: dict[str, Any]) -> list[str]:
         out.append("")
     cpu = r["non_streaming"].get("cpu_ms")
     if cpu:
-        out += ["**CPU time of the calling process per non-streaming request (ms)**", "", "| path | median | added over (a) |", "|---|---:|---:|"]
+        out += [
+            "**CPU time of the calling process per non-streaming request (ms)**",
+            "",
+            "| path | median | added over (a) |",
+            "|---|---:|---:|",
+        ]
         for name, figures in cpu["variants"].items():
-            out.append(f"| {LABELS.get(name, name)} | {_f(figures['median_of_round_medians'], 3)} | {_f(cpu['added_over_direct_ms'].get(name, {}).get('p50'), 3)} |")
+            out.append(
+                f"| {LABELS.get(name, name)} | {_f(figures['median_of_round_medians'], 3)} | {_f(cpu['added_over_direct_ms'].get(name, {}).get('p50'), 3)} |"
+            )
         out.append("")
     lite = r["litellm"]
     out.append(
         f"LiteLLM: {lite['status']}"
-        + (f" ({lite.get('versions', {}).get('litellm')}, in `{lite.get('python')}`)" if lite["status"] == "measured" else f": {lite['reason']}")
+        + (
+            f" ({lite.get('versions', {}).get('litellm')}, in `{lite.get('python')}`)"
+            if lite["status"] == "measured"
+            else f": {lite['reason']}"
+        )
         + f". Request log rows written by Conductor: {r['request_log']['rows_written']:,} (write errors {r['request_log']['write_errors']})."
     )
     return out
@@ -125,7 +141,12 @@ def quality(r: dict[str, Any]) -> list[str]:
     if "skipped" in r:
         return [_head(r), "", f"Skipped: {r['skipped']}."]
     old, new = r["scores"]["old"], r["scores"]["new"]
-    out = [_head(r), "", "| category | questions | old prompt (bare transcript) | default prompt (few-shot) |", "|---|---:|---:|---:|"]
+    out = [
+        _head(r),
+        "",
+        "| category | questions | old prompt (bare transcript) | default prompt (few-shot) |",
+        "|---|---:|---:|---:|",
+    ]
     for category, n in new.items():
         o = old[category]
         label = "**all**" if category == "all" else category
@@ -172,18 +193,35 @@ def dashboard(r: dict[str, Any]) -> list[str]:
                 f"| {int(rows):,} | {names[path]} | {_f(t['snapshot_s'], 3)} | {_f(t['summary_and_status_s'], 3)} | {_f(t['charts_build_s'], 3)} | "
                 f"{_f(t['charts_serialize_s'], 3)} | **{_f(t['total_s'], 3)}** | {'rows' if e['from_rows'] else 'rollups'} | {_f(e['peak_memory_mb'], 1)} | {e['max_points']:,} |"
             )
-    out += ["", "Growth between consecutive sizes (log-log slope: 1 = linear, 0 = flat):", "", "| path | time | peak memory |", "|---|---|---|"]
+    out += [
+        "",
+        "Growth between consecutive sizes (log-log slope: 1 = linear, 0 = flat):",
+        "",
+        "| path | time | peak memory |",
+        "|---|---|---|",
+    ]
     for path, g in r["growth"].items():
-        out.append(f"| {names.get(path, path)} | {', '.join(_f(x, 2) for x in g['time_slope'])} | {', '.join(_f(x, 2) for x in g['memory_slope'])} |")
+        out.append(
+            f"| {names.get(path, path)} | {', '.join(_f(x, 2) for x in g['time_slope'])} | {', '.join(_f(x, 2) for x in g['memory_slope'])} |"
+        )
     fill = ", ".join(
-        f"{int(k):,}: {v['fill_s']} s / {v['database_mb']} MB (rollups rebuilt in {v.get('rollup_rebuild_s', '—')} s)" for k, v in r["sizes"].items()
+        f"{int(k):,}: {v['fill_s']} s / {v['database_mb']} MB (rollups rebuilt in {v.get('rollup_rebuild_s', '—')} s)"
+        for k, v in r["sizes"].items()
     )
-    out += ["", f"Synthetic logs (fill time / file size; the rebuild is what opening a log from before rollups costs once): {fill}."]
+    out += [
+        "",
+        f"Synthetic logs (fill time / file size; the rebuild is what opening a log from before rollups costs once): {fill}.",
+    ]
     return out
 
 
 def request_log(r: dict[str, Any]) -> list[str]:
-    out = [_head(r), "", "| backend | 1 writer (writes/s) | p50 / p99 per write (ms) | 8 writers (writes/s) | p50 / p99 per write (ms) | write_many, 100 a batch (rows/s) |", "|---|---:|---:|---:|---:|---:|"]
+    out = [
+        _head(r),
+        "",
+        "| backend | 1 writer (writes/s) | p50 / p99 per write (ms) | 8 writers (writes/s) | p50 / p99 per write (ms) | write_many, 100 a batch (rows/s) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for name, b in r["backends"].items():
         if "skipped" in b:
             out.append(f"| {name} | skipped: {b['skipped']} | | | | |")
@@ -211,8 +249,17 @@ def request_log(r: dict[str, Any]) -> list[str]:
 
 
 def gateway_load(r: dict[str, Any]) -> list[str]:
-    out = [_head(r), "", "| mode | path | requests/s | p50 (ms) | p99 (ms) | added p50 / p99 (ms) | CPU ms per request: gateway / upstream / load generator |", "|---|---|---:|---:|---:|---:|---|"]
-    labels = {"direct": "direct", "gateway": "gateway (`python -m gateway`)", "gateway_2_workers": "gateway, `CONDUCTOR_GATEWAY_WORKERS=2`"}
+    out = [
+        _head(r),
+        "",
+        "| mode | path | requests/s | p50 (ms) | p99 (ms) | added p50 / p99 (ms) | CPU ms per request: gateway / upstream / load generator |",
+        "|---|---|---:|---:|---:|---:|---|",
+    ]
+    labels = {
+        "direct": "direct",
+        "gateway": "gateway (`python -m gateway`)",
+        "gateway_2_workers": "gateway, `CONDUCTOR_GATEWAY_WORKERS=2`",
+    }
     for mode in ("non_streaming", "streaming"):
         m = r[mode]
         metric = m.get("ttft_ms") if mode == "streaming" else m["latency_ms"]
@@ -225,7 +272,10 @@ def gateway_load(r: dict[str, Any]) -> list[str]:
                 f"{_f(metric[path]['p50'], 1)} | {_f(metric[path]['p99'], 1)} | {(_f(added['p50'], 1) + ' / ' + _f(added['p99'], 1)) if added and path != 'direct' else ''} | "
                 f"{_f(cpu.get('gateway'), 2) if path != 'direct' else '—'} / {_f(cpu.get('upstream'), 2)} / {_f(cpu.get('load_generator'), 2)} |"
             )
-    out += ["", f"Errors: {r['non_streaming']['errors']} (non-streaming), {r['streaming']['errors']} (streaming); rows the gateways logged: {r['gateway_request_log_rows']:,}."]
+    out += [
+        "",
+        f"Errors: {r['non_streaming']['errors']} (non-streaming), {r['streaming']['errors']} (streaming); rows the gateways logged: {r['gateway_request_log_rows']:,}.",
+    ]
     return out
 
 
@@ -248,7 +298,10 @@ def experiments(r: dict[str, Any]) -> list[str]:
         "",
         "| per variant | p50 latency (ms) | p95 latency (ms) |",
         "|---|---:|---:|",
-        *[f"| {name} | {_f(v['p50_latency_ms'], 1)} | {_f(v['p95_latency_ms'], 1)} |" for name, v in r["per_variant"].items()],
+        *[
+            f"| {name} | {_f(v['p50_latency_ms'], 1)} | {_f(v['p95_latency_ms'], 1)} |"
+            for name, v in r["per_variant"].items()
+        ],
         "",
         f"Progress, polled every {c['poll_interval_s']:g} s as a page would: first change after {_f(p['first_change_s'])} s, "
         f"longest wait between two changes **{_f(p['longest_gap_between_changes_s'])} s**; `progress()` costs "
@@ -256,7 +309,10 @@ def experiments(r: dict[str, Any]) -> list[str]:
         "",
         "| rows | traced peak of the run (MB) | traced peak of a grid page + statistics (MB) |",
         "|---:|---:|---:|",
-        *[f"| {int(rows):,} | {_f(v['run_peak_mb'])} | {_f(v['page_and_stats_peak_mb'], 3)} |" for rows, v in m["by_rows"].items()],
+        *[
+            f"| {int(rows):,} | {_f(v['run_peak_mb'])} | {_f(v['page_and_stats_peak_mb'], 3)} |"
+            for rows, v in m["by_rows"].items()
+        ],
         "",
         f"Bigger / smaller: run {_f(m['run_ratio'], 3)}, page + statistics {_f(m['page_and_stats_ratio'], 3)} (flat: the runner keeps counters, "
         "the cells go to the database as they finish, and statistics are SQL aggregates).",
@@ -273,7 +329,9 @@ def targets(results: Path) -> list[str]:
         for t in r.get("targets", []):
             mark = {True: "**met**", False: "**missed**", None: "not measured"}[t["met"]]
             digits = 0 if t["unit"] == "points" else 3
-            out.append(f"| {name} | {t['target']} | {t['comparison']} {t['limit']:g} {t['unit']} | {_f(t['measured'], digits)} {t['unit']} | {mark} |")
+            out.append(
+                f"| {name} | {t['target']} | {t['comparison']} {t['limit']:g} {t['unit']} | {_f(t['measured'], digits)} {t['unit']} | {mark} |"
+            )
     return out
 
 

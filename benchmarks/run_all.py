@@ -49,7 +49,9 @@ def main(argv: list[str] | None = None) -> int:
         metavar="SECONDS",
         help="before each benchmark, wait up to this long for the 1-minute load average to drop below 2",
     )
-    p.add_argument("--summary-only", action="store_true", help="run nothing: rebuild summary.json from the result files")
+    p.add_argument(
+        "--summary-only", action="store_true", help="run nothing: rebuild summary.json from the result files"
+    )
     args = p.parse_args(argv)
     names = [n.strip() for n in args.only.split(",")] if args.only else list(BENCHMARKS)
     unknown = [n for n in names if n not in BENCHMARKS]
@@ -90,7 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     for row in rows:
         mark = {True: "MET   ", False: "MISSED", None: "n/a   "}[row["met"]]
         measured = "—" if row["measured"] is None else f"{row['measured']:g}"
-        print(f"  {mark} {row['benchmark']:<12} {row['target']}: {measured} {row['unit']} ({row['comparison']} {row['limit']:g})")
+        print(
+            f"  {mark} {row['benchmark']:<12} {row['target']}: {measured} {row['unit']} ({row['comparison']} {row['limit']:g})"
+        )
     print(f"\n{len(names)} benchmark(s) in {time.perf_counter() - started:.0f} s; results in {args.out}")
     return 1 if failed else 0
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .errors import *  # noqa: F401,F403
-from .models import *  # noqa: F401,F403
+from .errors import *  # noqa: F403
+from .models import *  # noqa: F403
 
 if TYPE_CHECKING:
     from .router import Conductor

@@ -87,11 +87,17 @@ class EndpointConfig(BaseModel):
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         # env_ignore_empty: `OPENAI_API_KEY=` (empty) must mean "not configured", not an empty key.
-        env_prefix="CONDUCTOR_", env_file=".env", extra="ignore", populate_by_name=True, env_ignore_empty=True
+        env_prefix="CONDUCTOR_",
+        env_file=".env",
+        extra="ignore",
+        populate_by_name=True,
+        env_ignore_empty=True,
     )
 
     # Cloud providers: the SDKs' own variable names.
-    gemini_api_key: SecretStr | None = Field(default=None, validation_alias=AliasChoices("GEMINI_API_KEY", "GOOGLE_API_KEY"))
+    gemini_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("GEMINI_API_KEY", "GOOGLE_API_KEY")
+    )
     gemini_base_url: str | None = Field(default=None, validation_alias=AliasChoices("GOOGLE_GEMINI_BASE_URL"))
     openai_api_key: SecretStr | None = Field(default=None, validation_alias=AliasChoices("OPENAI_API_KEY"))
     openai_base_url: str | None = Field(default=None, validation_alias=AliasChoices("OPENAI_BASE_URL"))
@@ -160,7 +166,7 @@ class Settings(BaseSettings):
         return init_settings, env_settings, dotenv_settings, toml
 
     @model_validator(mode="after")
-    def _register_secrets(self) -> "Settings":
+    def _register_secrets(self) -> Settings:
         for key in (self.gemini_api_key, self.openai_api_key, self.anthropic_api_key, self.api_key):
             register_secret(key)
         for endpoint in self.endpoints.values():

@@ -213,12 +213,16 @@ def transport_error(provider: str, exc: Exception) -> ProviderError | None:
         if isinstance(exc, httpx.TimeoutException):
             return ProviderTimeoutError(f"{provider} did not answer in time", provider=provider)
         if isinstance(exc, httpx.TransportError):
-            return ProviderUnavailableError(f"{provider} connection failed ({type(exc).__name__}: {exc})", provider=provider)
+            return ProviderUnavailableError(
+                f"{provider} connection failed ({type(exc).__name__}: {exc})", provider=provider
+            )
     if isinstance(exc, TimeoutError):  # aiohttp's timeouts (asyncio.TimeoutError is TimeoutError)
         return ProviderTimeoutError(f"{provider} did not answer in time", provider=provider)
     aiohttp = sys.modules.get("aiohttp")  # only loaded when an SDK chose it
     if aiohttp is not None and isinstance(exc, aiohttp.ClientError):
-        return ProviderUnavailableError(f"{provider} connection failed ({type(exc).__name__}: {exc})", provider=provider)
+        return ProviderUnavailableError(
+            f"{provider} connection failed ({type(exc).__name__}: {exc})", provider=provider
+        )
     if isinstance(exc, ValueError):  # includes json.JSONDecodeError: a body that is not what the protocol says
         return ProviderUnavailableError(f"{provider} sent a malformed response ({exc})", provider=provider)
     return None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -67,7 +67,7 @@ __all__ = [
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def new_id(prefix: str = "req") -> str:
@@ -127,7 +127,9 @@ def _check_provider_name(value: str) -> str:
 ProviderName = Annotated[
     str,
     AfterValidator(_check_provider_name),
-    Field(description="A built-in provider, a configured endpoint name, or 'auto'.", examples=["auto", "local", "gemini"]),
+    Field(
+        description="A built-in provider, a configured endpoint name, or 'auto'.", examples=["auto", "local", "gemini"]
+    ),
 ]
 
 
@@ -247,7 +249,10 @@ class ChatMessage(BaseModel):
                 },
                 {
                     "if": {"properties": {"role": {"const": "tool"}}, "required": ["role"]},
-                    "then": {"required": ["tool_call_id"], "properties": {"tool_call_id": {"type": "string", "minLength": 1}}},
+                    "then": {
+                        "required": ["tool_call_id"],
+                        "properties": {"tool_call_id": {"type": "string", "minLength": 1}},
+                    },
                 },
                 {
                     "if": {"properties": {"role": {"enum": ["system", "user", "tool"]}}, "required": ["role"]},
@@ -260,7 +265,9 @@ class ChatMessage(BaseModel):
     role: MessageRole = Field(description="Who wrote the message: system, user, assistant or tool.")
     # Never None once validated (an assistant's null becomes ""), so every consumer can treat it as text.
     content: str = Field(
-        default="", validate_default=True, description="The message text (system and user messages: at least one character)."
+        default="",
+        validate_default=True,
+        description="The message text (system and user messages: at least one character).",
     )
     tool_calls: list[ToolCall] | None = Field(default=None, description="Assistant only: the calls it made.")
     tool_call_id: str | None = Field(default=None, description="Tool only: the call this message answers.")
@@ -277,7 +284,7 @@ class ChatMessage(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _shape(self) -> "ChatMessage":
+    def _shape(self) -> ChatMessage:
         if self.tool_calls and self.role != MessageRole.assistant:
             raise ValueError("only assistant messages carry tool_calls")
         if self.role == MessageRole.tool and not self.tool_call_id:
@@ -304,7 +311,10 @@ class ChatRequest(BaseModel):
     messages: list[ChatMessage] = Field(min_length=1, description="The conversation, oldest first (at least one).")
     model: str | None = Field(default=None, description="Model name; None uses the provider's default.")
     temperature: float | None = Field(
-        default=0.7, ge=0.0, le=2.0, description="Sampling temperature, 0.0 to 2.0; None sends none (the provider's default)."
+        default=0.7,
+        ge=0.0,
+        le=2.0,
+        description="Sampling temperature, 0.0 to 2.0; None sends none (the provider's default).",
     )
     max_tokens: int | None = Field(
         default=1000,
@@ -322,7 +332,9 @@ class ChatRequest(BaseModel):
         default=None, ge=0, le=2**31 - 1, description="Ask for repeatable sampling (providers that support it)."
     )
     presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0, description="-2.0 to 2.0 (OpenAI's meaning).")
-    frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0, description="-2.0 to 2.0 (OpenAI's meaning).")
+    frequency_penalty: float | None = Field(
+        default=None, ge=-2.0, le=2.0, description="-2.0 to 2.0 (OpenAI's meaning)."
+    )
     logit_bias: dict[str, Annotated[float, Field(ge=-100, le=100)]] | None = Field(
         default=None, description="Token id -> bias, -100 to 100 (token ids of the upstream's tokenizer)."
     )
@@ -335,7 +347,9 @@ class ChatRequest(BaseModel):
         description="'none', 'auto', 'required', or {'type': 'function', 'function': {'name': ...}}; "
         "passed on only with tools.",
     )
-    parallel_tool_calls: bool | None = Field(default=None, description="Whether the model may call several tools at once.")
+    parallel_tool_calls: bool | None = Field(
+        default=None, description="Whether the model may call several tools at once."
+    )
     user: str | None = Field(
         default=None, description="An id for the end user: passed on where the provider has one, else not sent."
     )
@@ -348,7 +362,6 @@ class ChatRequest(BaseModel):
         "the request (400, the gateway's OpenAI route). Features (tools, JSON output, logprobs, logit_bias) are "
         "always rejected where unsupported.",
     )
-
 
     def uses_tools(self) -> bool:
         """Whether the request offers tools or its conversation contains tool calls or results."""
@@ -433,8 +446,12 @@ class ChatResponse(BaseModel):
     metadata: ResponseMetadata
     analytics: ResponseAnalytics
     routing: RoutingInfo = Field(default_factory=RoutingInfo)
-    tool_calls: list[ToolCall] | None = Field(default=None, description="Calls the model asked for (finish_reason tool_calls).")
-    logprobs: dict[str, Any] | None = Field(default=None, description="Log probabilities, in OpenAI's shape, when asked for.")
+    tool_calls: list[ToolCall] | None = Field(
+        default=None, description="Calls the model asked for (finish_reason tool_calls)."
+    )
+    logprobs: dict[str, Any] | None = Field(
+        default=None, description="Log probabilities, in OpenAI's shape, when asked for."
+    )
 
 
 # --- stream events: a discriminated union on `type` -------------------------------
@@ -556,14 +573,20 @@ class LogHealth(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    pending: int = Field(description="Attempts submitted (or taken over from a dead process) and not yet in the database.")
+    pending: int = Field(
+        description="Attempts submitted (or taken over from a dead process) and not yet in the database."
+    )
     spool_files: int = Field(description="Spool files this process holds.")
     spooled_bytes: int = Field(description="Bytes in them still waiting to be committed.")
-    in_memory: int = Field(description="Waiting attempts the spool could not take (disk problem): not durable across a kill.")
+    in_memory: int = Field(
+        description="Waiting attempts the spool could not take (disk problem): not durable across a kill."
+    )
     written: int = Field(description="Attempts this process's background writer has committed.")
     recovered: int = Field(description="Attempts taken over from the spools of processes that died.")
     write_errors: int = Field(description="Attempts (and direct writes) that failed at least once; each counted once.")
-    rejected: int = Field(description="Attempts the database refused outright, kept in rejected.jsonl in the spool folder.")
+    rejected: int = Field(
+        description="Attempts the database refused outright, kept in rejected.jsonl in the spool folder."
+    )
     corrupt_lines: int = Field(description="Unreadable spool lines skipped (an append cut by a kill or a power cut).")
     spool_errors: int = Field(description="Times the spool could not be written.")
     database_ok: bool = Field(description="False from a failed write until the next one succeeds.")

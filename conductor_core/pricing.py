@@ -67,6 +67,8 @@ def estimate_cost(usage: Usage, model: str, provider_id: str | None) -> float | 
             (usage.input_tokens - cached) * rates.input + cached * rates.cache_read + usage.output_tokens * rates.output
         )
     priced = _PriceUsage(
-        input_tokens=usage.input_tokens, output_tokens=usage.output_tokens, cache_read_tokens=usage.cached_tokens or None
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        cache_read_tokens=usage.cached_tokens or None,
     )
     return float(calc_price(priced, model_ref=model, provider_id=provider_id).total_price)

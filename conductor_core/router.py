@@ -89,7 +89,7 @@ class Conductor:
         return self.core.source
 
     @property
-    def started_at(self):  # noqa: ANN201
+    def started_at(self):
         return self.core.started_at
 
     # --- answers ------------------------------------------------------------------------------
@@ -98,13 +98,17 @@ class Conductor:
         """One answer. Raises `ProviderError` (with `.attempts` and `.request_id`) when every candidate failed."""
         return aio.run(self.core.chat(request, overrides=overrides, request_id=request_id))
 
-    def stream(self, request: ChatRequest, *, overrides: Overrides = None, request_id: str | None = None) -> Iterator[Any]:
+    def stream(
+        self, request: ChatRequest, *, overrides: Overrides = None, request_id: str | None = None
+    ) -> Iterator[Any]:
         """`StreamStart`, text deltas, then `StreamDone`, or `StreamIncomplete` if the stream broke
         after text; `StatusNotice`s along the way. Raises `ProviderError` (with `.attempts`) if
         every candidate failed before any text. Closing it early records a cancelled attempt."""
         return aio.iterate(lambda: self.core.stream(request, overrides=overrides, request_id=request_id))
 
-    def compare(self, request: ChatRequest, targets: list[Target], *, overrides: Overrides = None) -> Iterator[CompareEvent]:
+    def compare(
+        self, request: ChatRequest, targets: list[Target], *, overrides: Overrides = None
+    ) -> Iterator[CompareEvent]:
         """Streams one request to 2-4 targets at once; events arrive tagged by target as they come."""
         from .routing.compare import check_targets
 

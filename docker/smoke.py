@@ -86,8 +86,10 @@ def chat(base_url: str, key: str) -> dict:
     seconds = time.monotonic() - started
     check(reply.object == "chat.completion" and len(reply.choices) == 1, f"not one chat completion: {reply!r}")
     choice = reply.choices[0]
-    check(choice.message.role == "assistant" and isinstance(choice.message.content, str),
-          f"the answer is not an assistant message: {choice!r}")
+    check(
+        choice.message.role == "assistant" and isinstance(choice.message.content, str),
+        f"the answer is not an assistant message: {choice!r}",
+    )
     check(choice.finish_reason in ("stop", "length"), f"unexpected finish_reason {choice.finish_reason!r}")
     check(reply.model == LOCAL_MODEL, f"not served by {LOCAL_MODEL}: {reply.model!r}")
     check(reply.usage is not None and reply.usage.prompt_tokens > 0, f"no prompt token count: {reply.usage!r}")
@@ -126,7 +128,10 @@ def first_page(url: str, screenshots: Path | None) -> dict:
     manager, browser = _browser()
     try:
         found = {}
-        for name, viewport in (("first-page", {"width": 1440, "height": 960}), ("first-page-phone", {"width": 390, "height": 844})):
+        for name, viewport in (
+            ("first-page", {"width": 1440, "height": 960}),
+            ("first-page-phone", {"width": 390, "height": 844}),
+        ):
             page = browser.new_page(viewport=viewport)
             page.goto(url)
             page.get_by_role("heading", name="Playground", exact=True).wait_for(timeout=120_000)
@@ -175,7 +180,10 @@ def dashboard(url: str, requests: int, screenshots: Path | None) -> dict:
                 break
             page.wait_for_timeout(500)
         check(shown == str(requests), f"the dashboard shows Requests = {shown!r}, the log holds {requests}")
-        check(caption and f"{requests:,} attempts" in caption, f"the dashboard's caption does not count {requests} attempts: {caption!r}")
+        check(
+            caption and f"{requests:,} attempts" in caption,
+            f"the dashboard's caption does not count {requests} attempts: {caption!r}",
+        )
         _no_error_on_page(page)
         page.wait_for_timeout(1000)
         _shot(page, screenshots, "dashboard")

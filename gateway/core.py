@@ -26,7 +26,9 @@ class ClientDisconnected(Exception):
 def core_of(request: Request) -> AsyncConductor:
     core = getattr(request.app.state, "core", None)
     if core is None:  # only before the lifespan has built it
-        raise ApiError(503, "starting", "the gateway is still starting; retry in a moment", retryable=True, retry_after=1)
+        raise ApiError(
+            503, "starting", "the gateway is still starting; retry in a moment", retryable=True, retry_after=1
+        )
     return core
 
 

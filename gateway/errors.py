@@ -240,7 +240,9 @@ def _sentence(err: dict[str, Any]) -> str:
             return f"{what} must be between {span[0]!r} and {span[1]!r}, got {_show(given)}"
     if kind == "union_tag_invalid":
         expected = ctx.get("expected_tags", "one of the documented values")
-        return f"{what}.{ctx.get('discriminator', 'role').strip(chr(39))} must be {expected}, got {_show(ctx.get('tag'))}"
+        return (
+            f"{what}.{ctx.get('discriminator', 'role').strip(chr(39))} must be {expected}, got {_show(ctx.get('tag'))}"
+        )
     if kind == "too_short":
         if name == "messages":
             return "messages must contain at least one message"
@@ -347,15 +349,27 @@ def unexpected(exc: BaseException) -> ApiError:
 
 # Documented on every operation, so /docs and schema checks know each status and its body.
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: {"model": GatewayError, "description": "The request is invalid: the message names the field and what is allowed."},
+    400: {
+        "model": GatewayError,
+        "description": "The request is invalid: the message names the field and what is allowed.",
+    },
     401: {"model": GatewayError, "description": "CONDUCTOR_API_KEY is set and the bearer key is missing or wrong."},
     413: {"model": GatewayError, "description": "The request body is larger than the gateway accepts."},
     500: {"model": GatewayError, "description": "A bug in the gateway; the body carries an id to report."},
 }
 PROVIDER_RESPONSES: dict[int | str, dict[str, Any]] = {
-    404: {"model": GatewayError, "description": "Unknown or unconfigured model or provider; GET /v1/models lists them."},
-    429: {"model": GatewayError, "description": "The provider is rate limiting; Retry-After says when to retry, if known."},
+    404: {
+        "model": GatewayError,
+        "description": "Unknown or unconfigured model or provider; GET /v1/models lists them.",
+    },
+    429: {
+        "model": GatewayError,
+        "description": "The provider is rate limiting; Retry-After says when to retry, if known.",
+    },
     502: {"model": GatewayError, "description": "The provider rejected Conductor's key, or its answer broke."},
-    503: {"model": GatewayError, "description": "The provider is down, or no provider is available; Retry-After when known."},
+    503: {
+        "model": GatewayError,
+        "description": "The provider is down, or no provider is available; Retry-After when known.",
+    },
     504: {"model": GatewayError, "description": "The provider did not answer in time."},
 }

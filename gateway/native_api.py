@@ -22,7 +22,7 @@ from conductor_core.models import (
 
 from .core import core_of, request_id_of, until_disconnect
 from .errors import ERROR_RESPONSES, PROVIDER_RESPONSES, ApiError, error_body, provider_error
-from .openai_api import _SSEResponse, _head, bearer, conductor_headers
+from .openai_api import _head, _SSEResponse, bearer, conductor_headers
 from .schemas import integral
 
 __all__ = ["router", "health_router"]
@@ -39,7 +39,10 @@ _NATIVE_STREAM = {
             "error; `data:` the event (or a GatewayError) as JSON.",
             "required": ["data"],
             "properties": {
-                "event": {"type": "string", "enum": ["start", "status", "text", "tool_call", "done", "incomplete", "error"]},
+                "event": {
+                    "type": "string",
+                    "enum": ["start", "status", "text", "tool_call", "done", "incomplete", "error"],
+                },
                 "data": {"type": "string", "contentMediaType": "application/json"},
             },
         }
@@ -104,7 +107,9 @@ async def _native_stream(request: Request, body: ChatRequest, request_id: str) -
             except ProviderError as error:
                 yield _event("error", json.dumps(error_body(provider_error(error), request_id)))
 
-    return _SSEResponse(sse(), media_type="text/event-stream", headers={"cache-control": "no-cache", "x-request-id": request_id})
+    return _SSEResponse(
+        sse(), media_type="text/event-stream", headers={"cache-control": "no-cache", "x-request-id": request_id}
+    )
 
 
 _INTEGERS = {"max_tokens", "seed", "top_logprobs"}
@@ -172,7 +177,10 @@ async def provider_status(
 @health_router.get(
     "/health",
     response_model=HealthResponse,
-    responses={500: ERROR_RESPONSES[500], 503: {**PROVIDER_RESPONSES[503], "description": "The gateway is still starting."}},
+    responses={
+        500: ERROR_RESPONSES[500],
+        503: {**PROVIDER_RESPONSES[503], "description": "The gateway is still starting."},
+    },
     summary="Health",
     description="The providers' health, from checks run in the background (never waiting on a slow provider). "
     "Always 200 while the gateway runs: read `status` (ok, degraded, down) for the providers. HEAD answers the "

@@ -14,9 +14,9 @@ from typing import Annotated, Any
 import anyio
 import orjson
 from fastapi import APIRouter, Body, Request, Security
-from pydantic import ValidationError
 from fastapi.responses import Response, StreamingResponse
 from fastapi.security import HTTPBearer
+from pydantic import ValidationError
 
 from conductor_core.config import redact
 from conductor_core.errors import NotConfiguredError, ProviderError
@@ -356,7 +356,11 @@ async def chat_completions(
 CHAT_EXAMPLES = {
     "auto": {
         "summary": "AUTO: Conductor picks the provider",
-        "value": {"model": "auto", "messages": [{"role": "user", "content": "What is a circuit breaker?"}], "max_tokens": 128},
+        "value": {
+            "model": "auto",
+            "messages": [{"role": "user", "content": "What is a circuit breaker?"}],
+            "max_tokens": 128,
+        },
     },
     "provider_model": {
         "summary": "A provider's model",
@@ -574,7 +578,9 @@ async def _stream(
                     if finished:
                         return
                 # The core ended without StreamDone: not a success either.
-                error = ApiError(502, "stream_interrupted", "the stream ended before it finished", request_id=request_id)
+                error = ApiError(
+                    502, "stream_interrupted", "the stream ended before it finished", request_id=request_id
+                )
                 yield _sse(error_body(error), "error")
             except ProviderError as error:
                 yield _sse(error_body(provider_error(error), request_id), "error")

@@ -76,7 +76,9 @@ def _content_text(value: Any) -> str:
         pieces = []
         for part in value:
             if not isinstance(part, dict) or part.get("type") != "text":
-                raise ValueError("only text parts ({'type': 'text', 'text': '...'}) are supported, not images, audio or files")
+                raise ValueError(
+                    "only text parts ({'type': 'text', 'text': '...'}) are supported, not images, audio or files"
+                )
             piece = part.get("text")
             if not isinstance(piece, str) or not piece:
                 raise ValueError("a text part needs a non-empty 'text' string")
@@ -103,7 +105,9 @@ RequiredText = Annotated[
     str,
     BeforeValidator(_text_content),
     Field(min_length=1),
-    WithJsonSchema({"anyOf": [{"type": "string", "minLength": 1}, {**_PARTS, "minItems": 1}], "description": _DESCRIPTION}),
+    WithJsonSchema(
+        {"anyOf": [{"type": "string", "minLength": 1}, {**_PARTS, "minItems": 1}], "description": _DESCRIPTION}
+    ),
 ]
 #: Text that may be empty or null (an assistant that only calls tools; a tool's result).
 OptionalText = Annotated[
@@ -196,7 +200,10 @@ class ChatCompletionRequest(BaseModel):
     )
     messages: list[OpenAIMessage] = Field(min_length=1, description="The conversation, oldest first (at least one).")
     temperature: float | None = Field(
-        default=None, ge=_TEMPERATURE[0], le=_TEMPERATURE[1], description="Sampling temperature; unset: the provider's default."
+        default=None,
+        ge=_TEMPERATURE[0],
+        le=_TEMPERATURE[1],
+        description="Sampling temperature; unset: the provider's default.",
     )
     max_tokens: MaxTokens | None = Field(default=None, description="Most tokens to generate; unset: no cap is sent.")
     max_completion_tokens: MaxTokens | None = Field(
@@ -206,9 +213,11 @@ class ChatCompletionRequest(BaseModel):
     stream_options: StreamOptions | None = None
     n: OneChoice | None = Field(default=None, description="Number of choices: only 1 is supported.")
     top_p: float | None = Field(default=None, ge=0.0, le=1.0, description="Nucleus sampling, 0 to 1.")
-    stop: Annotated[str, Field(min_length=1)] | Annotated[list[Annotated[str, Field(min_length=1)]], Field(max_length=4)] | None = Field(
-        default=None, description="Up to 4 sequences that end the answer."
-    )
+    stop: (
+        Annotated[str, Field(min_length=1)]
+        | Annotated[list[Annotated[str, Field(min_length=1)]], Field(max_length=4)]
+        | None
+    ) = Field(default=None, description="Up to 4 sequences that end the answer.")
     seed: Annotated[int, Field(ge=_SEED[0], le=_SEED[1]), BeforeValidator(integral)] | None = Field(
         default=None, description="Repeatable sampling."
     )
@@ -300,7 +309,11 @@ class ChatCompletion(BaseModel):
                     "choices": [
                         {
                             "index": 0,
-                            "message": {"role": "assistant", "content": "Packets wait; the answer blooms.", "refusal": None},
+                            "message": {
+                                "role": "assistant",
+                                "content": "Packets wait; the answer blooms.",
+                                "refusal": None,
+                            },
                             "finish_reason": "stop",
                             "logprobs": None,
                         }

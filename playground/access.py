@@ -55,7 +55,9 @@ def require_access() -> None:
     st.title("Conductor")
     with st.form("access_form", border=True):
         st.text_input("Password", type="password", key="access_password", autocomplete="current-password")
-        st.form_submit_button("Enter", icon=":material/lock_open:", type="primary", on_click=_check_password, args=(str(password),))
+        st.form_submit_button(
+            "Enter", icon=":material/lock_open:", type="primary", on_click=_check_password, args=(str(password),)
+        )
     error = st.session_state.pop("access_error", None)
     if error:
         st.error(error, icon=":material/lock:")

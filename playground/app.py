@@ -14,11 +14,18 @@ if str(_ROOT) not in sys.path:  # `streamlit run` puts playground/ on the path, 
 
 import streamlit as st  # noqa: E402
 
-st.set_page_config(page_title="Conductor", page_icon=str(Path(__file__).resolve().parent / "static" / "icon.svg"), layout="wide", initial_sidebar_state="auto")
+st.set_page_config(
+    page_title="Conductor",
+    page_icon=str(Path(__file__).resolve().parent / "static" / "icon.svg"),
+    layout="wide",
+    initial_sidebar_state="auto",
+)
 
-from playground import access  # noqa: E402
+from playground import (
+    access,
+    state,
+)
 from playground import components as ui  # noqa: E402
-from playground import state  # noqa: E402
 
 access.require_access()  # a login, when the deployment configures one (secrets.toml)
 

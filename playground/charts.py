@@ -99,7 +99,9 @@ def _line_codes(data: pd.DataFrame, keys: list[str]) -> np.ndarray:
     return codes
 
 
-def _prepare(frame: pd.DataFrame, columns: list[str], value: str | None, *, by: Sequence[str] = ("provider",)) -> pd.DataFrame:
+def _prepare(
+    frame: pd.DataFrame, columns: list[str], value: str | None, *, by: Sequence[str] = ("provider",)
+) -> pd.DataFrame:
     """The rows with a value, each tagged with its `segment` (an integer): a run of
     consecutive buckets with data on one line (`by`). A bucket without data ends a segment,
     so the line breaks there. Vectorised, and no sort when the rows already come line by
@@ -137,7 +139,9 @@ def _lines(base: alt.Chart, data: pd.DataFrame, encodings: dict, *, interpolate:
     """Straight segments, one path per `segment` (so gaps stay gaps), with a dot on every
     point: a point with no neighbour draws no line, and each dot is a bucket with data.
     One mark, not a layer: a layered spec costs Altair twice the validation on each refresh."""
-    return base.mark_line(interpolate=interpolate, strokeWidth=2, point=_dots(data)).encode(detail="segment:N", **encodings)
+    return base.mark_line(interpolate=interpolate, strokeWidth=2, point=_dots(data)).encode(
+        detail="segment:N", **encodings
+    )
 
 
 def metric_chart(
@@ -156,10 +160,14 @@ def metric_chart(
     ("area"), or a running total ("step")."""
     data = _prepare(series, ["provider", "bucket", field], field)
     color = alt.Color(
-        "provider:N", scale=alt.Scale(domain=_domain(providers, data)), legend=_AREA_LEGEND if mark == "area" else _LEGEND
+        "provider:N",
+        scale=alt.Scale(domain=_domain(providers, data)),
+        legend=_AREA_LEGEND if mark == "area" else _LEGEND,
     )
     y = alt.Y(
-        f"{field}:Q", title=None, axis=alt.Axis(format=axis_format) if axis_format else alt.Axis(),
+        f"{field}:Q",
+        title=None,
+        axis=alt.Axis(format=axis_format) if axis_format else alt.Axis(),
         scale=alt.Scale(domain=list(y_domain)) if y_domain else alt.Undefined,
     )
     tooltip = [
@@ -180,7 +188,9 @@ def metric_chart(
         )
     else:
         chart = _lines(base, data, {"x": _x(start, end), "y": y, "color": color, "tooltip": tooltip})
-    return chart.properties(height=_height(len(_domain(providers, data))), title=alt.TitleParams(title, anchor="start", fontSize=14))
+    return chart.properties(
+        height=_height(len(_domain(providers, data))), title=alt.TitleParams(title, anchor="start", fontSize=14)
+    )
 
 
 def latency_chart(
@@ -197,12 +207,16 @@ def latency_chart(
     if not has_percentiles and "mean_latency_ms" in series and series["mean_latency_ms"].notna().any():
         columns = ["mean_latency_ms"]
     names = {"p50_latency_ms": "p50", "p95_latency_ms": "p95", "mean_latency_ms": "mean"}
-    wide = series.loc[:, ["provider", "bucket", *[c for c in columns if c in series]]] if not series.empty else pd.DataFrame(
-        columns=["provider", "bucket", *columns]
+    wide = (
+        series.loc[:, ["provider", "bucket", *[c for c in columns if c in series]]]
+        if not series.empty
+        else pd.DataFrame(columns=["provider", "bucket", *columns])
     )
     long = wide.melt(id_vars=["provider", "bucket"], var_name="percentile", value_name="latency_ms")
     long["percentile"] = long["percentile"].map(names)
-    long = _prepare(long, ["provider", "bucket", "percentile", "latency_ms"], "latency_ms", by=("provider", "percentile"))
+    long = _prepare(
+        long, ["provider", "bucket", "percentile", "latency_ms"], "latency_ms", by=("provider", "percentile")
+    )
     color = alt.Color("provider:N", scale=alt.Scale(domain=_domain(providers, long)), legend=_LEGEND)
     shown = [names[c] for c in columns]
     title = "Latency (ms) · p50 solid, p95 dashed" if len(shown) > 1 else "Latency (ms) · mean"
@@ -240,7 +254,9 @@ def ttft_chart(series: pd.DataFrame, **kwargs) -> alt.Chart:
     has_p50 = "p50_ttft_ms" in series and series["p50_ttft_ms"].notna().any()
     has_mean = "mean_ttft_ms" in series and series["mean_ttft_ms"].notna().any()
     if has_mean and not has_p50:
-        return metric_chart(series, "mean_ttft_ms", title="Time to first token (ms, mean)", axis_format=",.0f", **kwargs)
+        return metric_chart(
+            series, "mean_ttft_ms", title="Time to first token (ms, mean)", axis_format=",.0f", **kwargs
+        )
     return metric_chart(series, "p50_ttft_ms", title="Time to first token (ms, p50)", axis_format=",.0f", **kwargs)
 
 
@@ -250,21 +266,32 @@ def tokens_per_second_chart(series: pd.DataFrame, **kwargs) -> alt.Chart:
 
 def cumulative_cost_chart(series: pd.DataFrame, **kwargs) -> alt.Chart:
     return metric_chart(
-        series, "cumulative_cost_usd", title="Estimated cost, cumulative ($)", axis_format="$,.4f", mark="step", **kwargs
+        series,
+        "cumulative_cost_usd",
+        title="Estimated cost, cumulative ($)",
+        axis_format="$,.4f",
+        mark="step",
+        **kwargs,
     )
 
 
 def cost_per_request_chart(series: pd.DataFrame, **kwargs) -> alt.Chart:
-    return metric_chart(series, "cost_per_request_usd", title="Estimated cost per request ($)", axis_format="$,.5f", **kwargs)
+    return metric_chart(
+        series, "cost_per_request_usd", title="Estimated cost per request ($)", axis_format="$,.5f", **kwargs
+    )
 
 
 def requests_per_minute_chart(series: pd.DataFrame, **kwargs) -> alt.Chart:
-    return metric_chart(series, "requests_per_min", title="Requests per minute", axis_format=",.1f", mark="area", **kwargs)
+    return metric_chart(
+        series, "requests_per_min", title="Requests per minute", axis_format=",.1f", mark="area", **kwargs
+    )
 
 
 def win_rate_chart(table: pd.DataFrame) -> alt.Chart:
     """Win rate per compare target (from `dashboard_data.win_rates`), best first."""
-    data = bound_points(table.loc[:, [c for c in ("target", "win_rate", "wins", "votes", "ties") if c in table]].reset_index(drop=True))
+    data = bound_points(
+        table.loc[:, [c for c in ("target", "win_rate", "wins", "votes", "ties") if c in table]].reset_index(drop=True)
+    )
     order = data["target"].tolist() if "target" in data else []
     bars = (
         alt.Chart(data, title=alt.TitleParams("Win rate from compare votes", anchor="start", fontSize=14))

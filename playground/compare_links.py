@@ -55,9 +55,13 @@ def resolve_targets(c: Conductor, text: str) -> tuple[list[Variant], list[str]]:
             continue
         if provider not in configured:
             hint = state.provider_hint(c, provider) or "add it on the Providers page"
-            problems.append(f"'{target}' is not configured ({hint}; or type a key on the Providers page); it was left out.")
+            problems.append(
+                f"'{target}' is not configured ({hint}; or type a key on the Providers page); it was left out."
+            )
             continue
-        variants.append(Variant(provider=provider, model=model or state.default_model(c, provider), temperature=0.7, max_tokens=256))
+        variants.append(
+            Variant(provider=provider, model=model or state.default_model(c, provider), temperature=0.7, max_tokens=256)
+        )
     if len(variants) > MAX_COLUMNS:
         dropped = ", ".join(v.target for v in variants[MAX_COLUMNS:])
         problems.append(f"Compare shows at most {MAX_COLUMNS} columns: {dropped} left out.")
@@ -142,7 +146,10 @@ def take_replay(c: Conductor, store, send) -> None:
             store.finish(answer.id, "done", content=assistant)
         parent = turn.id
     st.session_state[NOTES_KEY] = (send(session_id, variants, replay.prompt), problems)
-    st.session_state[REPLAY_NOTE_KEY] = (session_id, f"Replay of request {request_id} ({replay.target}): {replay.note}.")
+    st.session_state[REPLAY_NOTE_KEY] = (
+        session_id,
+        f"Replay of request {request_id} ({replay.target}): {replay.note}.",
+    )
 
 
 def show_notes(session_id: str | None) -> None:

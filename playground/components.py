@@ -94,7 +94,9 @@ def figures_line(response: ChatResponse) -> str:
         f":violet-badge[:material/dns: {escape_badge(m.provider)} · {escape_badge(m.model)}]",
         f":gray-badge[:material/timer: {format_ms(a.latency_ms)}]",
         f":gray-badge[:material/bolt: first token {format_ms(a.time_to_first_token_ms)}]",
-        f":gray-badge[:material/speed: {a.tokens_per_second:,.1f} tok/s]" if a.tokens_per_second else ":gray-badge[:material/speed: — tok/s]",
+        f":gray-badge[:material/speed: {a.tokens_per_second:,.1f} tok/s]"
+        if a.tokens_per_second
+        else ":gray-badge[:material/speed: — tok/s]",
         f":gray-badge[:material/token: {tokens_in} in → {tokens_out} out]",
         f":{'green' if cost == 'free' else 'orange' if cost == 'unknown' else 'blue'}-badge[:material/payments: {cost}]",
     ]
@@ -168,7 +170,9 @@ def render_routing(response: ChatResponse) -> None:
         policy = routing.policy.value if routing.policy else "balanced"
         served = response.metadata.provider
         # After a fallback the core's reason already says which provider failed first.
-        st.caption(f":material/auto_awesome: AUTO ({escape_md(policy)}) chose **{escape_md(served)}**: {escape_md(routing.reason or '')}")
+        st.caption(
+            f":material/auto_awesome: AUTO ({escape_md(policy)}) chose **{escape_md(served)}**: {escape_md(routing.reason or '')}"
+        )
     render_attempts(routing.attempts, served_by=response.metadata.provider)
 
 

@@ -141,7 +141,11 @@ def variant_controls(
     if ss.get(_key(prefix, "provider")) not in options and options:
         ss[_key(prefix, "provider")] = options[0]
     provider = st.selectbox(
-        "Provider", options, format_func=lambda n: labels.get(n, n), key=_key(prefix, "provider"), persist_state=KEEP,
+        "Provider",
+        options,
+        format_func=lambda n: labels.get(n, n),
+        key=_key(prefix, "provider"),
+        persist_state=KEEP,
         help="AUTO picks the best healthy provider and falls back when one fails." if allow_auto else None,
         label_visibility="collapsed" if compact else "visible",
     )
@@ -149,7 +153,11 @@ def variant_controls(
     model: str | None = None
     if provider == "auto":
         policy = st.selectbox(
-            "AUTO policy", [p.value for p in RoutingPolicy], key=_key(prefix, "policy"), persist_state=KEEP, format_func=str.capitalize,
+            "AUTO policy",
+            [p.value for p in RoutingPolicy],
+            key=_key(prefix, "policy"),
+            persist_state=KEEP,
+            format_func=str.capitalize,
             help="What AUTO optimises for. Balanced: speed, reliability and cost together; Preferred: the highest "
             "rated in the Arena's blind votes (as Balanced for models with fewer than "
             f"{c.settings.preferred_min_votes} votes).",
@@ -168,17 +176,35 @@ def variant_controls(
 
     def more() -> tuple[float | None, int | None, str]:
         top_p = st.number_input(
-            "Top p", min_value=0.0, max_value=1.0, value=None, step=0.05, key=_key(prefix, "top_p"), persist_state=KEEP, placeholder="provider default",
+            "Top p",
+            min_value=0.0,
+            max_value=1.0,
+            value=None,
+            step=0.05,
+            key=_key(prefix, "top_p"),
+            persist_state=KEEP,
+            placeholder="provider default",
             help="Nucleus sampling: only the most likely tokens whose probabilities add up to this. Empty: the provider's default.",
         )
         _ignored_note("top_p", ignored, auto)
         seed = st.number_input(
-            "Seed", min_value=0, max_value=2**31 - 1, value=None, step=1, key=_key(prefix, "seed"), persist_state=KEEP, placeholder="random",
+            "Seed",
+            min_value=0,
+            max_value=2**31 - 1,
+            value=None,
+            step=1,
+            key=_key(prefix, "seed"),
+            persist_state=KEEP,
+            placeholder="random",
             help="The same seed asks for the same sampling, where the provider supports it. Empty: random.",
         )
         _ignored_note("seed", ignored, auto)
         stop_text = st.text_area(
-            "Stop sequences", key=_key(prefix, "stop"), persist_state=KEEP, height=68, placeholder="One a line (\\n for a newline), up to 4",
+            "Stop sequences",
+            key=_key(prefix, "stop"),
+            persist_state=KEEP,
+            height=68,
+            placeholder="One a line (\\n for a newline), up to 4",
             help="Generation ends when one of these is produced.",
         )
         _ignored_note("stop", ignored, auto)
@@ -189,12 +215,22 @@ def variant_controls(
     st.session_state.setdefault(_key(prefix, "temperature"), DEFAULT_VARIANT.temperature)
     st.session_state.setdefault(_key(prefix, "max_tokens"), DEFAULT_VARIANT.max_tokens)
     temperature = st.slider(
-        "Temperature", 0.0, 2.0, step=0.05, key=_key(prefix, "temperature"), persist_state=KEEP,
+        "Temperature",
+        0.0,
+        2.0,
+        step=0.05,
+        key=_key(prefix, "temperature"),
+        persist_state=KEEP,
         help="0 is focused and repeatable; higher is more varied.",
     )
     _ignored_note("temperature", ignored, auto)
     max_tokens = st.number_input(
-        "Max tokens", min_value=1, max_value=4000, step=32, key=_key(prefix, "max_tokens"), persist_state=KEEP,
+        "Max tokens",
+        min_value=1,
+        max_value=4000,
+        step=32,
+        key=_key(prefix, "max_tokens"),
+        persist_state=KEEP,
         help="The most tokens the answer may use (1 to 4000).",
     )
     hidden = [s for s in ("top_p", "seed", "stop") if s in ignored]
@@ -214,8 +250,14 @@ def variant_controls(
     stop = parse_stop(stop_text)
     try:
         return Variant(
-            provider=provider, model=model, temperature=temperature, max_tokens=int(max_tokens),
-            top_p=top_p, stop=stop, seed=int(seed) if seed is not None else None, system=system.strip() or None,
+            provider=provider,
+            model=model,
+            temperature=temperature,
+            max_tokens=int(max_tokens),
+            top_p=top_p,
+            stop=stop,
+            seed=int(seed) if seed is not None else None,
+            system=system.strip() or None,
             policy=RoutingPolicy(policy) if policy else None,
         )
     except ValidationError as error:
@@ -226,9 +268,13 @@ def variant_controls(
 
 def _system_control(prefix: str, *, compact: bool) -> str:
     return st.text_area(
-        "System prompt" if compact else "System prompt (this conversation)", key=_key(prefix, "system"), persist_state=KEEP,
-        height=80 if compact else 90, placeholder="Optional: how the assistant should behave.",
-        help="Sent first with every message of this column." if compact
+        "System prompt" if compact else "System prompt (this conversation)",
+        key=_key(prefix, "system"),
+        persist_state=KEEP,
+        height=80 if compact else 90,
+        placeholder="Optional: how the assistant should behave.",
+        help="Sent first with every message of this column."
+        if compact
         else "Sent first with every message of this conversation; each Compare column has its own.",
     )
 
@@ -240,7 +286,11 @@ def _model_control(c: Conductor, prefix: str, provider: str, *, compact: bool) -
         # An endpoint that lists no models and was configured without any: ask for a name
         # rather than send the placeholder "default" (servers that check names answer 404).
         typed = st.text_input(
-            "Model", key=key, persist_state=KEEP, placeholder="Type the model name", label_visibility="collapsed" if compact else "visible",
+            "Model",
+            key=key,
+            persist_state=KEEP,
+            placeholder="Type the model name",
+            label_visibility="collapsed" if compact else "visible",
             help="This endpoint lists no models: type the name its server expects.",
         )
         if not (typed or "").strip():
@@ -251,7 +301,12 @@ def _model_control(c: Conductor, prefix: str, provider: str, *, compact: bool) -
     if current is not None and current not in models:
         models = [*models, current]  # a name typed earlier (accept_new_options)
     return st.selectbox(
-        "Model", models, key=key, persist_state=KEEP, accept_new_options=True, label_visibility="collapsed" if compact else "visible",
+        "Model",
+        models,
+        key=key,
+        persist_state=KEEP,
+        accept_new_options=True,
+        label_visibility="collapsed" if compact else "visible",
         help="Listed by the provider; you can also type a model name.",
     )
 
@@ -301,7 +356,9 @@ def estimate_cost(c: Conductor, variant: Variant, conversation: Sequence[ChatMes
     messages = variant.request(list(conversation) or [ChatMessage(role="user", content=" ")]).messages
     tokens_in = _input_tokens(messages)
     usage = Usage(input_tokens=tokens_in, output_tokens=variant.max_tokens)
-    detail = f"about {tokens_in:,} tokens in (~{CHARS_PER_TOKEN:g} characters a token) + up to {variant.max_tokens:,} out"
+    detail = (
+        f"about {tokens_in:,} tokens in (~{CHARS_PER_TOKEN:g} characters a token) + up to {variant.max_tokens:,} out"
+    )
     if variant.provider != "auto":
         provider = _provider(c, variant.provider)
         if provider is None:
@@ -311,7 +368,9 @@ def estimate_cost(c: Conductor, variant: Variant, conversation: Sequence[ChatMes
         if cost is None:
             return CostEstimate("unknown", f"no price is known for {model}", None)
         if cost == 0:
-            return CostEstimate("free", "runs on this machine" if variant.provider == "local" else f"{model} is priced at 0", 0.0)
+            return CostEstimate(
+                "free", "runs on this machine" if variant.provider == "local" else f"{model} is priced at 0", 0.0
+            )
         return CostEstimate(f"≤ {format_bound(cost)}", f"{detail}, at {model}'s price", cost)
     # AUTO: each provider it may choose, at its default model.
     costs: dict[str, float | None] = {}
@@ -335,9 +394,10 @@ def estimate_cost(c: Conductor, variant: Variant, conversation: Sequence[ChatMes
     return CostEstimate(text, said, high)
 
 
-def cost_caption(c: Conductor, variant: Variant | None, conversation: Sequence[ChatMessage], *, prefix: str = "Next request") -> None:
+def cost_caption(
+    c: Conductor, variant: Variant | None, conversation: Sequence[ChatMessage], *, prefix: str = "Next request"
+) -> None:
     if variant is None:
         return
     estimate = estimate_cost(c, variant, conversation)
     st.caption(f":material/payments: {prefix}: **{ui.escape_md(estimate.text)}**", help=estimate.detail)
-

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -70,7 +70,13 @@ WINDOWS: dict[str, int | None] = {
 }
 #: How each window is said in sentences ("Last 15 minutes").
 WINDOW_NAMES: dict[str, str] = {
-    "5m": "5 minutes", "15m": "15 minutes", "1h": "hour", "6h": "6 hours", "24h": "24 hours", "7d": "7 days", "All": "whole log",
+    "5m": "5 minutes",
+    "15m": "15 minutes",
+    "1h": "hour",
+    "6h": "6 hours",
+    "24h": "24 hours",
+    "7d": "7 days",
+    "All": "whole log",
 }
 
 #: Most buckets per provider in one series.
@@ -81,8 +87,28 @@ MAX_POINTS = 2_500
 
 # Bucket sizes people read easily; the smallest one that keeps the buckets bounded wins.
 _NICE_BUCKETS_S = (
-    1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 2 * 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400,
-    2 * 86400, 7 * 86400, 14 * 86400, 30 * 86400,
+    1,
+    2,
+    5,
+    10,
+    15,
+    30,
+    60,
+    120,
+    300,
+    600,
+    900,
+    1800,
+    3600,
+    2 * 3600,
+    3 * 3600,
+    6 * 3600,
+    12 * 3600,
+    86400,
+    2 * 86400,
+    7 * 86400,
+    14 * 86400,
+    30 * 86400,
 )
 
 SERIES_COLUMNS: tuple[str, ...] = (
@@ -109,7 +135,9 @@ SERIES_COLUMNS: tuple[str, ...] = (
 _NS = 1_000_000_000
 
 
-def bucket_seconds(span_s: float, *, providers: int = 1, max_buckets: int = MAX_BUCKETS, max_points: int = MAX_POINTS) -> int:
+def bucket_seconds(
+    span_s: float, *, providers: int = 1, max_buckets: int = MAX_BUCKETS, max_points: int = MAX_POINTS
+) -> int:
     """The bucket size (seconds) for a window of `span_s` seconds: the smallest "nice" size
     giving at most `max_buckets` buckets, and at most `max_points` rows over `providers`."""
     providers = max(1, int(providers))
@@ -121,9 +149,7 @@ def bucket_seconds(span_s: float, *, providers: int = 1, max_buckets: int = MAX_
     return int(math.ceil(needed / 86400) * 86400)
 
 
-def window_bounds(
-    window_s: int | None, now: datetime, first: datetime | None = None
-) -> tuple[datetime, datetime]:
+def window_bounds(window_s: int | None, now: datetime, first: datetime | None = None) -> tuple[datetime, datetime]:
     """Start and end of a window ending at `now`. For "All time" (None), it starts at the
     oldest row (`first`), or one hour back when the log is empty."""
     now = _utc(now)
@@ -134,7 +160,7 @@ def window_bounds(
 
 
 def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def _ns(values: Any) -> np.ndarray:
@@ -170,9 +196,7 @@ def _grid(providers: np.ndarray, start_code: int, n_buckets: int) -> tuple[np.nd
     return provider_idx, bucket_code
 
 
-def _finish(
-    frame: pd.DataFrame, providers: np.ndarray, bucket_s: int
-) -> pd.DataFrame:
+def _finish(frame: pd.DataFrame, providers: np.ndarray, bucket_s: int) -> pd.DataFrame:
     frame["provider"] = providers[frame.pop("provider_idx").to_numpy()]
     frame["bucket"] = pd.to_datetime(frame.pop("bucket_code").to_numpy() * (bucket_s * _NS), unit="ns", utc=True)
     requests = frame["requests"].to_numpy()
@@ -180,7 +204,9 @@ def _finish(
     with np.errstate(invalid="ignore", divide="ignore"):
         frame["success_rate"] = np.where(counted > 0, frame["ok"].to_numpy() / np.maximum(counted, 1), np.nan)
         frame["cost_per_request_usd"] = np.where(
-            frame["priced"].to_numpy() > 0, frame["cost_usd"].to_numpy() / np.maximum(frame["priced"].to_numpy(), 1), np.nan
+            frame["priced"].to_numpy() > 0,
+            frame["cost_usd"].to_numpy() / np.maximum(frame["priced"].to_numpy(), 1),
+            np.nan,
         )
     frame["cumulative_cost_usd"] = frame.groupby("provider", sort=False)["cost_usd"].cumsum()
     frame["requests_per_min"] = requests / (bucket_s / 60.0)
@@ -259,7 +285,9 @@ def series_from_frame(
     full["cost_usd"] = total(np.where(priced, cost, 0.0))
     with np.errstate(invalid="ignore", divide="ignore"):
         generation = total(np.where(streamed_ok, generation_s, 0.0))
-        full["tokens_per_second"] = np.where(generation > 0, total(np.where(streamed_ok, tokens - 1, 0.0)) / generation, np.nan)
+        full["tokens_per_second"] = np.where(
+            generation > 0, total(np.where(streamed_ok, tokens - 1, 0.0)) / generation, np.nan
+        )
 
     timed = ok & np.isfinite(latency)
     by_cell = pd.Series(latency[timed]).groupby(key[timed], sort=True)
@@ -274,7 +302,9 @@ def series_from_frame(
         counts = total(first.astype("float64"))
         full["mean_ttft_ms"] = np.where(counts > 0, total(np.where(first, ttft, 0.0)) / counts, np.nan)
     full["p50_ttft_ms"] = (
-        pd.Series(ttft[first]).groupby(key[first], sort=True).median().reindex(range(cells)).to_numpy() if first.any() else np.nan
+        pd.Series(ttft[first]).groupby(key[first], sort=True).median().reindex(range(cells)).to_numpy()
+        if first.any()
+        else np.nan
     )
     return _finish(full, providers, size), size
 
@@ -336,7 +366,10 @@ def series_from_aggregate(
     full["unpriced"] = np.maximum(full["ok"] - full["priced"], 0)  # errors have no cost
     full["cost_usd"] = sums["cost_usd"].to_numpy()
     with np.errstate(invalid="ignore", divide="ignore"):
-        for mean, total, count in (("mean_latency_ms", "latency_sum", "latency_n"), ("mean_ttft_ms", "ttft_sum", "ttft_n")):
+        for mean, total, count in (
+            ("mean_latency_ms", "latency_sum", "latency_n"),
+            ("mean_ttft_ms", "ttft_sum", "ttft_n"),
+        ):
             full[mean] = np.where(sums[count] > 0, sums[total] / sums[count], np.nan)
         full["tokens_per_second"] = np.where(
             sums["generation_s"] > 0, sums["generation_tokens"] / sums["generation_s"], np.nan
@@ -347,11 +380,16 @@ def series_from_aggregate(
 def summary(series: pd.DataFrame) -> dict[str, float | int | None]:
     """Totals over a series: requests, successes, success rate (over the attempts that count
     against a provider), cost and how many successes are unpriced, mean requests per minute."""
+
     def total(name: str) -> int:
         return int(series[name].sum()) if not series.empty and name in series else 0
 
     requests, ok, counted = total("requests"), total("ok"), total("counted")
-    per_bucket = series.groupby("bucket", sort=False)["requests_per_min"].sum() if not series.empty else pd.Series(dtype="float64")
+    per_bucket = (
+        series.groupby("bucket", sort=False)["requests_per_min"].sum()
+        if not series.empty
+        else pd.Series(dtype="float64")
+    )
     return {
         "requests": requests,
         "ok": ok,
@@ -386,17 +424,35 @@ def win_rates(votes: Iterable[Any]) -> pd.DataFrame:
         winners.extend([winner] * len(labels))
     columns = ["target", "votes", "wins", "ties", "both_bad", "win_rate"]
     if not targets:
-        return pd.DataFrame({name: pd.Series(dtype="float64" if name == "win_rate" else "int64") for name in columns}).astype({"target": object})
+        return pd.DataFrame(
+            {name: pd.Series(dtype="float64" if name == "win_rate" else "int64") for name in columns}
+        ).astype({"target": object})
     rows = pd.DataFrame({"target": targets, "winner": winners})
     rows["win"] = (rows["winner"] == rows["target"]).astype("int64")
     rows["tie"] = (rows["winner"] == "tie").astype("int64")
     rows["bad"] = (rows["winner"] == "both_bad").astype("int64")
-    table = rows.groupby("target", sort=True).agg(votes=("win", "size"), wins=("win", "sum"), ties=("tie", "sum"), both_bad=("bad", "sum"))
+    table = rows.groupby("target", sort=True).agg(
+        votes=("win", "size"), wins=("win", "sum"), ties=("tie", "sum"), both_bad=("bad", "sum")
+    )
     table["win_rate"] = table["wins"] / table["votes"]
-    return table.reset_index().sort_values(["win_rate", "votes"], ascending=[False, False], kind="stable").reset_index(drop=True)
+    return (
+        table.reset_index()
+        .sort_values(["win_rate", "votes"], ascending=[False, False], kind="stable")
+        .reset_index(drop=True)
+    )
 
 
-LEADERBOARD_COLUMNS = ["Rank", "Target", "Rating", "95% CI", "Blind votes", "W / L / T", "p50 ms", "Success", "Cost / request $"]
+LEADERBOARD_COLUMNS = [
+    "Rank",
+    "Target",
+    "Rating",
+    "95% CI",
+    "Blind votes",
+    "W / L / T",
+    "p50 ms",
+    "Success",
+    "Cost / request $",
+]
 
 
 def leaderboard_table(board: Any, attempts: pd.DataFrame) -> pd.DataFrame:
@@ -427,18 +483,21 @@ def leaderboard_table(board: Any, attempts: pd.DataFrame) -> pd.DataFrame:
     for rating in board.ratings:
         rank += rating.enough
         p50, success, cost = figures.get(rating.subject, (np.nan, np.nan, np.nan))
-        table.append({
-            "Rank": rank if rating.enough else None,
-            "Target": rating.subject,
-            "Rating": rating.rating if rating.enough else None,
-            "95% CI": f"± {rating.margin:,.0f} ({rating.ci_low:,.0f}–{rating.ci_high:,.0f})" if rating.enough
-            else f"too few votes ({rating.votes} < {rating.min_votes})",
-            "Blind votes": rating.votes,
-            "W / L / T": f"{rating.wins} / {rating.losses} / {rating.ties}",
-            "p50 ms": p50,
-            "Success": success,
-            "Cost / request $": cost,
-        })
+        table.append(
+            {
+                "Rank": rank if rating.enough else None,
+                "Target": rating.subject,
+                "Rating": rating.rating if rating.enough else None,
+                "95% CI": f"± {rating.margin:,.0f} ({rating.ci_low:,.0f}–{rating.ci_high:,.0f})"
+                if rating.enough
+                else f"too few votes ({rating.votes} < {rating.min_votes})",
+                "Blind votes": rating.votes,
+                "W / L / T": f"{rating.wins} / {rating.losses} / {rating.ties}",
+                "p50 ms": p50,
+                "Success": success,
+                "Cost / request $": cost,
+            }
+        )
     return pd.DataFrame(table, columns=LEADERBOARD_COLUMNS).astype({"Rank": "Int64"})
 
 
@@ -481,7 +540,7 @@ def _number(value: float | None) -> float:
 def status_table(status: Any, now: datetime | None = None) -> pd.DataFrame:
     """One row per provider from `Conductor.status()`: state, breaker and when it retries,
     p50/p95, success rate, requests, cost, last error and last check."""
-    now = _utc(now or datetime.now(timezone.utc))
+    now = _utc(now or datetime.now(UTC))
     rows = []
     for name, p in status.providers.items():
         state = p.health.state.value if hasattr(p.health.state, "value") else str(p.health.state)
@@ -506,7 +565,9 @@ def status_table(status: Any, now: datetime | None = None) -> pd.DataFrame:
                 "Requests": p.usage.total_requests,
                 "Cost $": p.usage.cost_usd,
                 "Detail / last error": p.health.detail or p.reliability.last_error or "",
-                "Last check": f"{humanize_seconds((now - _utc(last_check)).total_seconds())} ago" if last_check else "never",
+                "Last check": f"{humanize_seconds((now - _utc(last_check)).total_seconds())} ago"
+                if last_check
+                else "never",
             }
         )
     return pd.DataFrame(rows)

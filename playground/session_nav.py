@@ -62,11 +62,19 @@ def sidebar_list(kind: str, current_id: str | None) -> None:
     address bar then names the session, to bookmark or open in another tab)."""
     noun = _NOUN.get(kind, "session")
     st.button(
-        f"New {noun}", icon=":material/add_comment:", key=f"{kind}_new", width="stretch",
-        on_click=forget, args=(kind,), disabled=current_id is None,
+        f"New {noun}",
+        icon=":material/add_comment:",
+        key=f"{kind}_new",
+        width="stretch",
+        on_click=forget,
+        args=(kind,),
+        disabled=current_id is None,
     )
     search = st.text_input(
-        "Search sessions", key=f"{kind}_search", placeholder=f"Search {noun}s…", label_visibility="collapsed",
+        "Search sessions",
+        key=f"{kind}_search",
+        placeholder=f"Search {noun}s…",
+        label_visibility="collapsed",
         icon=":material/search:",
     )
     try:
@@ -81,10 +89,14 @@ def sidebar_list(kind: str, current_id: str | None) -> None:
         title = session.title or f"Untitled {noun}"
         mine = session.id == current_id
         st.button(
-            ui.literal_label(title[:40] + ("…" if len(title) > 40 else "")), key=f"{kind}_open_{session.id}",
-            icon=":material/chevron_right:" if mine else ":material/chat_bubble_outline:", type="secondary" if mine else "tertiary",
-            help=f"{title} · updated {session.updated_at:%Y-%m-%d %H:%M} UTC", width="stretch",
-            on_click=open_session, args=(kind, session.id),
+            ui.literal_label(title[:40] + ("…" if len(title) > 40 else "")),
+            key=f"{kind}_open_{session.id}",
+            icon=":material/chevron_right:" if mine else ":material/chat_bubble_outline:",
+            type="secondary" if mine else "tertiary",
+            help=f"{title} · updated {session.updated_at:%Y-%m-%d %H:%M} UTC",
+            width="stretch",
+            on_click=open_session,
+            args=(kind, session.id),
         )
 
 
@@ -115,12 +127,25 @@ def header(kind: str, session: SessionInfo | None, *, busy: bool) -> None:
         with st.popover("", icon=":material/more_horiz:", help=f"Rename or delete this {noun}", type="tertiary"):
             key = f"rename_{session.id}"
             st.text_input("Name", value=session.title, key=key, max_chars=80)
-            st.button("Rename", key=f"do_rename_{session.id}", on_click=_rename, args=(session.id, key), icon=":material/edit:")
+            st.button(
+                "Rename",
+                key=f"do_rename_{session.id}",
+                on_click=_rename,
+                args=(session.id, key),
+                icon=":material/edit:",
+            )
             st.divider()
             st.button(
-                f"Delete this {noun}", key=f"delete_{session.id}", on_click=_delete, args=(kind, session.id),
-                icon=":material/delete:", type="primary", disabled=busy,
-                help="Stop the answer that is streaming first." if busy else "Its request-log rows stay on the Dashboard.",
+                f"Delete this {noun}",
+                key=f"delete_{session.id}",
+                on_click=_delete,
+                args=(kind, session.id),
+                icon=":material/delete:",
+                type="primary",
+                disabled=busy,
+                help="Stop the answer that is streaming first."
+                if busy
+                else "Its request-log rows stay on the Dashboard.",
             )
     note = st.session_state.pop("session_note", None)
     if note:

@@ -45,8 +45,12 @@ def figures(answer: Answer) -> exports.Figures | None:
         return None
     a = answer.response.analytics
     return exports.Figures(
-        latency_ms=a.latency_ms, ttft_ms=a.time_to_first_token_ms, tokens_per_second=a.tokens_per_second,
-        input_tokens=a.input_tokens, output_tokens=a.output_tokens, cost_usd=a.cost_usd,
+        latency_ms=a.latency_ms,
+        ttft_ms=a.time_to_first_token_ms,
+        tokens_per_second=a.tokens_per_second,
+        input_tokens=a.input_tokens,
+        output_tokens=a.output_tokens,
+        cost_usd=a.cost_usd,
     )
 
 
@@ -72,13 +76,20 @@ def transcript(conversation: Conversation) -> exports.Transcript:
         if answer is not None:
             turns.append(
                 exports.Turn(
-                    role="assistant", content=answer.content, label=_label(answer), status=_status(answer),
-                    error=answer.error_message, figures=figures(answer), request_id=answer.request_id,
+                    role="assistant",
+                    content=answer.content,
+                    label=_label(answer),
+                    status=_status(answer),
+                    error=answer.error_message,
+                    figures=figures(answer),
+                    request_id=answer.request_id,
                 )
             )
     return exports.Transcript(
-        title=conversation.session.title or "Conversation", created_at=conversation.session.created_at,
-        settings=variant, turns=turns,
+        title=conversation.session.title or "Conversation",
+        created_at=conversation.session.created_at,
+        settings=variant,
+        turns=turns,
     )
 
 
@@ -94,9 +105,13 @@ def comparison(conversation: Conversation, index: int) -> exports.Comparison:
         answer = turn.chosen[lane]
         columns.append(
             exports.Column(
-                label=label, answer=answer.content or None,
-                status=_status(answer), error=answer.error_message, figures=figures(answer),
-                request_id=answer.request_id, settings=answer.variant,
+                label=label,
+                answer=answer.content or None,
+                status=_status(answer),
+                error=answer.error_message,
+                figures=figures(answer),
+                request_id=answer.request_id,
+                settings=answer.variant,
             )
         )
     title = conversation.session.title or "Comparison"
@@ -116,10 +131,16 @@ def export_buttons(build: Callable[[], exports.Document], *, key: str, name: str
     with row:
         for label, extension, mime, render in _FORMATS:
             st.download_button(
-                label, data=lambda render=render: render(build()), file_name=f"{name}.{extension}", mime=mime,
-                key=f"{key}_{extension}", icon=":material/download:", on_click="ignore",
+                label,
+                data=lambda render=render: render(build()),
+                file_name=f"{name}.{extension}",
+                mime=mime,
+                key=f"{key}_{extension}",
+                icon=":material/download:",
+                on_click="ignore",
                 help="A self-contained file (styles and charts inside): it opens offline and makes no network request."
-                if extension == "html" else None,
+                if extension == "html"
+                else None,
             )
 
 
@@ -134,7 +155,10 @@ def get_code(c: Conductor, request: ChatRequest) -> None:
     provider = request.provider
     try:
         target = codegen.code_target(
-            c.settings, provider, request.model, endpoint=session_endpoints().get(provider),
+            c.settings,
+            provider,
+            request.model,
+            endpoint=session_endpoints().get(provider),
             default_model=state.default_model(c, provider),
         )
     except ValueError as error:

@@ -249,7 +249,16 @@ def provider_hint(c: Conductor, name: str) -> str | None:
 #: (RequestLog.aggregate) instead of rows, and shows mean latency and time to first token
 #: instead of percentiles. Reading rows costs ~5-8 us each: this keeps a refresh under ~0.5 s.
 FRAME_ROW_LIMIT = 50_000
-_FRAME_COLUMNS = ["created_at", "provider", "status", "error_type", "latency_ms", "ttft_ms", "output_tokens", "cost_usd"]
+_FRAME_COLUMNS = [
+    "created_at",
+    "provider",
+    "status",
+    "error_type",
+    "latency_ms",
+    "ttft_ms",
+    "output_tokens",
+    "cost_usd",
+]
 
 
 @dataclass

@@ -62,7 +62,13 @@ def launch(conversation: Conversation | None, upto: int | None, prompt: str, ans
             request = answer.variant.request([*history, ChatMessage(role="user", content=prompt)])
         except ValidationError as error:
             problems = "; ".join(e["msg"] for e in error.errors())
-            store.finish(answer.id, "error", content="", error_type="bad_request", error_message=f"This request cannot be sent: {problems}")
+            store.finish(
+                answer.id,
+                "error",
+                content="",
+                error_type="bad_request",
+                error_message=f"This request cannot be sent: {problems}",
+            )
             continue
         worker.start(answer.id, request, state.overrides())
 
@@ -157,7 +163,10 @@ def render_prompt(text: str) -> None:
 
 _STATUS = {
     "stopped": (":material/stop_circle:", "Stopped: the partial answer is kept."),
-    "interrupted": (":material/power_off:", "Interrupted: the server stopped while this answer was streaming; the partial answer is kept."),
+    "interrupted": (
+        ":material/power_off:",
+        "Interrupted: the server stopped while this answer was streaming; the partial answer is kept.",
+    ),
 }
 
 
@@ -198,7 +207,14 @@ def live_answer(answer_id: str) -> None:
         st.caption(f":material/hourglass_top: {ui.escape_md(found.notice or 'Waiting for the first token…')}")
     if found.notice and found.content:
         st.caption(f":material/hourglass_top: {ui.escape_md(found.notice)}")
-    st.button("Stop", key=f"stop_{answer_id}", on_click=_stop, args=(answer_id,), icon=":material/stop_circle:", type="secondary")
+    st.button(
+        "Stop",
+        key=f"stop_{answer_id}",
+        on_click=_stop,
+        args=(answer_id,),
+        icon=":material/stop_circle:",
+        type="secondary",
+    )
 
 
 def _flip(label: str, options: Sequence[str], index: int, on_choose, key: str, *, help: str) -> None:
@@ -208,29 +224,52 @@ def _flip(label: str, options: Sequence[str], index: int, on_choose, key: str, *
     row = st.container(horizontal=True, gap="small", vertical_alignment="center", width="content")
     with row:
         st.button(
-            "‹", key=f"{key}_prev", type="tertiary", disabled=index == 0,
-            on_click=on_choose, args=(options[max(0, index - 1)],), help=f"Previous {label}",
+            "‹",
+            key=f"{key}_prev",
+            type="tertiary",
+            disabled=index == 0,
+            on_click=on_choose,
+            args=(options[max(0, index - 1)],),
+            help=f"Previous {label}",
         )
         st.caption(f"{label} {index + 1}/{len(options)}", help=help)
         st.button(
-            "›", key=f"{key}_next", type="tertiary", disabled=index >= len(options) - 1,
-            on_click=on_choose, args=(options[min(len(options) - 1, index + 1)],), help=f"Next {label}",
+            "›",
+            key=f"{key}_next",
+            type="tertiary",
+            disabled=index >= len(options) - 1,
+            on_click=on_choose,
+            args=(options[min(len(options) - 1, index + 1)],),
+            help=f"Next {label}",
         )
 
 
-def answer_actions(session: SessionInfo, turn: Turn, lane: int, *, busy: bool, last: bool, regenerate: bool = True) -> None:
+def answer_actions(
+    session: SessionInfo, turn: Turn, lane: int, *, busy: bool, last: bool, regenerate: bool = True
+) -> None:
     """Under an answer: its alternatives, Regenerate, Copy, and whether it is sent as context."""
     answer = turn.chosen[lane]
     row = st.container(horizontal=True, gap="small", vertical_alignment="center")
     with row:
         options = [a.id for a in turn.alternatives.get(lane, [])]
-        _flip("answer", options, turn.alternative_index(lane), _choose_answer, f"alt_{turn.id}_{lane}",
-              help="Answers to this message, kept when you regenerate.")
+        _flip(
+            "answer",
+            options,
+            turn.alternative_index(lane),
+            _choose_answer,
+            f"alt_{turn.id}_{lane}",
+            help="Answers to this message, kept when you regenerate.",
+        )
         if regenerate:
             target = session.variants[lane].target
             st.button(
-                "Regenerate", icon=":material/refresh:", key=f"regen_{turn.id}_{lane}", type="tertiary", disabled=busy,
-                on_click=_regenerate, args=(session.id, turn.id, lane),
+                "Regenerate",
+                icon=":material/refresh:",
+                key=f"regen_{turn.id}_{lane}",
+                type="tertiary",
+                disabled=busy,
+                on_click=_regenerate,
+                args=(session.id, turn.id, lane),
                 help=f"Ask {target} again (change the model in the settings to ask another); the answers so far are kept."
                 + ("" if last else " Later messages stay with the answer they followed."),
             )
@@ -238,15 +277,23 @@ def answer_actions(session: SessionInfo, turn: Turn, lane: int, *, busy: bool, l
         if answer.content.strip():
             if answer.in_context:
                 st.button(
-                    "Leave out", icon=":material/visibility_off:", key=f"ctx_{answer.id}", type="tertiary",
-                    on_click=_set_context, args=(answer.id, False if answer.status == "done" else None),
+                    "Leave out",
+                    icon=":material/visibility_off:",
+                    key=f"ctx_{answer.id}",
+                    type="tertiary",
+                    on_click=_set_context,
+                    args=(answer.id, False if answer.status == "done" else None),
                     help="Do not send this message and answer with the next ones.",
                 )
             else:
                 st.caption(":material/visibility_off: not sent as context")
                 st.button(
-                    "Send as context", icon=":material/visibility:", key=f"ctx_{answer.id}", type="tertiary",
-                    on_click=_set_context, args=(answer.id, True if answer.status != "done" else None),
+                    "Send as context",
+                    icon=":material/visibility:",
+                    key=f"ctx_{answer.id}",
+                    type="tertiary",
+                    on_click=_set_context,
+                    args=(answer.id, True if answer.status != "done" else None),
                     help="Send this message and its (partial) answer with the next ones.",
                 )
         elif answer.status != "done":
@@ -257,15 +304,33 @@ def turn_actions(session: SessionInfo, turn: Turn, *, busy: bool) -> None:
     """Under a message: its branches, Edit (resend from here), Delete."""
     row = st.container(horizontal=True, gap="small", vertical_alignment="center")
     with row:
-        _flip("version", turn.branches, turn.branch_index, _choose_turn, f"branch_{turn.id}",
-              help="Edited versions of this message; each keeps the conversation that followed it.")
+        _flip(
+            "version",
+            turn.branches,
+            turn.branch_index,
+            _choose_turn,
+            f"branch_{turn.id}",
+            help="Edited versions of this message; each keeps the conversation that followed it.",
+        )
         with st.popover("Edit", icon=":material/edit:", type="tertiary", disabled=busy, key=f"edit_pop_{turn.id}"):
             key = f"edit_{turn.id}"
             st.text_area("Edit the message", value=turn.prompt, key=key, height=120)
             st.caption("Sends it again from here. What followed stays on the other version, one click away.")
-            st.button("Send edited", key=f"edit_send_{turn.id}", icon=":material/send:", type="primary",
-                      on_click=_edit, args=(session.id, turn.id, key))
+            st.button(
+                "Send edited",
+                key=f"edit_send_{turn.id}",
+                icon=":material/send:",
+                type="primary",
+                on_click=_edit,
+                args=(session.id, turn.id, key),
+            )
         st.button(
-            "Delete", icon=":material/delete:", key=f"del_{turn.id}", type="tertiary", disabled=busy,
-            on_click=_delete_turn, args=(turn.id,), help="Remove this message and its answers; later messages stay.",
+            "Delete",
+            icon=":material/delete:",
+            key=f"del_{turn.id}",
+            type="tertiary",
+            disabled=busy,
+            on_click=_delete_turn,
+            args=(turn.id,),
+            help="Remove this message and its answers; later messages stay.",
         )

@@ -25,8 +25,21 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 __all__ = [
-    "ROOT", "CHROMIUM", "CHROMIUM_ARGS", "KEY_VARS", "services", "shots", "Playground", "endpoint_config",
-    "choose", "wait_idle", "wait_settled", "open_page", "launch", "log_records", "eventually",
+    "ROOT",
+    "CHROMIUM",
+    "CHROMIUM_ARGS",
+    "KEY_VARS",
+    "services",
+    "shots",
+    "Playground",
+    "endpoint_config",
+    "choose",
+    "wait_idle",
+    "wait_settled",
+    "open_page",
+    "launch",
+    "log_records",
+    "eventually",
 ]
 
 CHROMIUM = "/usr/bin/chromium"
@@ -40,9 +53,18 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 KEY_VARS = (
-    "GEMINI_API_KEY", "GOOGLE_API_KEY", "OPENAI_API_KEY", "ANTHROPIC_API_KEY", "OPENAI_BASE_URL",
-    "GOOGLE_GEMINI_BASE_URL", "ANTHROPIC_BASE_URL", "CONDUCTOR_DATABASE_URL", "CONDUCTOR_PLAYGROUND_FACTORY",
+    "GEMINI_API_KEY",
+    "GOOGLE_API_KEY",
+    "OPENAI_API_KEY",
+    "ANTHROPIC_API_KEY",
+    "OPENAI_BASE_URL",
+    "GOOGLE_GEMINI_BASE_URL",
+    "ANTHROPIC_BASE_URL",
+    "CONDUCTOR_DATABASE_URL",
+    "CONDUCTOR_PLAYGROUND_FACTORY",
 )
+
+
 def _missing() -> str | None:
     if not Path(CHROMIUM).exists():
         return f"Debian chromium is not installed at {CHROMIUM} (apt-get install chromium)"
@@ -91,11 +113,15 @@ def _wait_healthy(url: str, process: subprocess.Popen, timeout_s: float = 90.0) 
 class Playground:
     """One `streamlit run playground/app.py` process on a free loopback port."""
 
-    def __init__(self, work: Path, *, config: str, extra_env: dict[str, str] | None = None, name: str = "streamlit") -> None:
+    def __init__(
+        self, work: Path, *, config: str, extra_env: dict[str, str] | None = None, name: str = "streamlit"
+    ) -> None:
         self.work = work
         (work / f"{name}.toml").write_text(config)
         env = {k: v for k, v in os.environ.items() if k not in KEY_VARS}
-        env.update(CONDUCTOR_DATA_DIR=str(work / "data"), CONDUCTOR_CONFIG=str(work / f"{name}.toml"), PYTHONUNBUFFERED="1")
+        env.update(
+            CONDUCTOR_DATA_DIR=str(work / "data"), CONDUCTOR_CONFIG=str(work / f"{name}.toml"), PYTHONUNBUFFERED="1"
+        )
         env.update(extra_env or {})
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -103,8 +129,17 @@ class Playground:
         self.started = time.monotonic()
         self.process = subprocess.Popen(
             [
-                sys.executable, "-m", "streamlit", "run", str(ROOT / "playground" / "app.py"),
-                "--server.port", str(self.port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
+                sys.executable,
+                "-m",
+                "streamlit",
+                "run",
+                str(ROOT / "playground" / "app.py"),
+                "--server.port",
+                str(self.port),
+                "--server.headless",
+                "true",
+                "--browser.gatherUsageStats",
+                "false",
             ],
             cwd=ROOT,  # .streamlit/config.toml is read from here (it binds 127.0.0.1)
             env=env,
@@ -151,7 +186,7 @@ def shots(tmp_path_factory):
             # viewport to the content's height for the picture, then put it back.
             size = page.viewport_size
             height = page.evaluate(
-                "() => Math.max(...[...document.querySelectorAll('[data-testid=\"stMain\"], [data-testid=\"stMainBlockContainer\"]')]"
+                '() => Math.max(...[...document.querySelectorAll(\'[data-testid="stMain"], [data-testid="stMainBlockContainer"]\')]'
                 ".map(e => e.scrollHeight), document.body.scrollHeight)"
             )
             page.set_viewport_size({"width": size["width"], "height": min(max(size["height"], int(height) + 40), 6000)})
@@ -196,7 +231,8 @@ def wait_idle(page, timeout_ms: int = 60_000) -> None:
     page.wait_for_function(
         "() => !document.querySelector('[data-testid=\"stStatusWidget\"]') &&"
         " document.querySelector('[data-testid=\"stApp\"]')?.dataset.testScriptState === 'notRunning'",
-        timeout=timeout_ms, polling=100,
+        timeout=timeout_ms,
+        polling=100,
     )
 
 

@@ -23,9 +23,15 @@ def build_conductor() -> Conductor:
     FAKES.clear()
     FAKES.update(
         alpha=ScriptedProvider(
-            "alpha", reply="Alpha answers first.", latency_s=0.01, models=["alpha-small", "alpha-large"], cost_per_token=1e-6
+            "alpha",
+            reply="Alpha answers first.",
+            latency_s=0.01,
+            models=["alpha-small", "alpha-large"],
+            cost_per_token=1e-6,
         ),
-        beta=ScriptedProvider("beta", reply="Beta answers too.", latency_s=0.03, models=["beta-1"], cost_per_token=None),
+        beta=ScriptedProvider(
+            "beta", reply="Beta answers too.", latency_s=0.03, models=["beta-1"], cost_per_token=None
+        ),
         gamma=ScriptedProvider("gamma", reply="Gamma is free.", latency_s=0.02, models=["gamma-1"], cost_per_token=0.0),
     )
     # Retries off and no back-off: a scripted failure is seen at once.

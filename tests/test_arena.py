@@ -4,18 +4,17 @@ rows they judged, and the leaderboard from every blind vote. On SQLite and Postg
 from __future__ import annotations
 
 import asyncio
-
 import time
 from pathlib import Path
 
 import pytest
+from workbench_support import cloud_conductor, clouds, database_url  # noqa: F401 - fixtures
 
 from conductor_core.config import load_settings
 from conductor_core.router import Conductor
 from conductor_core.testing.fakes import ScriptedProvider
 from conductor_core.workbench.arena import Arena, ArenaError, BlindEvent
 from conductor_core.workbench.variants import Variant
-from workbench_support import clouds, cloud_conductor, database_url  # noqa: F401 - fixtures
 
 NAMES = ("openai", "anthropic", "gemini", "gpt-4o-mini", "claude", "gemini-2.5-flash")
 
@@ -36,7 +35,11 @@ def test_a_blind_match_over_real_sdks_votes_then_reveals(clouds, tmp_path: Path)
     conductor = cloud_conductor(clouds, tmp_path)
     try:
         arena = Arena(conductor.log)
-        variants = [Variant(provider="openai", model="gpt-4o-mini"), Variant(provider="anthropic"), Variant(provider="gemini")]
+        variants = [
+            Variant(provider="openai", model="gpt-4o-mini"),
+            Variant(provider="anthropic"),
+            Variant(provider="gemini"),
+        ]
         match = arena.start("Capital of France?", variants)
         assert match.letters == ("A", "B", "C")
         blind = [match.model_dump_json()]
@@ -76,7 +79,9 @@ def test_a_failed_answer_is_shown_failed_without_a_reason_and_not_judged(clouds,
     clouds["gemini"].set_down(True)
     try:
         arena = Arena(conductor.log)
-        match = arena.start("Hi", [Variant(provider="openai"), Variant(provider="gemini"), Variant(provider="anthropic")])
+        match = arena.start(
+            "Hi", [Variant(provider="openai"), Variant(provider="gemini"), Variant(provider="anthropic")]
+        )
         events = list(arena.answers(conductor, match.id))
         failed = [e for e in events if e.failed]
         assert len(failed) == 1 and failed[0].finished and failed[0].text is None
@@ -99,7 +104,9 @@ def test_a_failed_answer_is_shown_failed_without_a_reason_and_not_judged(clouds,
 
 
 def scripted(tmp_path: Path, database_url: str | None, *providers: ScriptedProvider) -> Conductor:
-    settings = load_settings(_env_file=None, local_enabled=False, data_dir=tmp_path / "data", database_url=database_url, max_retries=0)
+    settings = load_settings(
+        _env_file=None, local_enabled=False, data_dir=tmp_path / "data", database_url=database_url, max_retries=0
+    )
     return Conductor(settings, extra_providers=list(providers))
 
 
@@ -114,13 +121,18 @@ def test_votes_are_stored_and_feed_the_leaderboard(database_url, tmp_path: Path)
             answers = drain(arena, conductor, match.id)
             orders.add(tuple(sorted(answers, key=lambda letter: answers[letter])))
             # The voter prefers the fine answer 3 times in 4, and calls every fourth a tie.
-            best = next(letter for letter, text in answers.items() if text == ("a fine answer" if n % 4 else "a weak answer"))
+            best = next(
+                letter for letter, text in answers.items() if text == ("a fine answer" if n % 4 else "a weak answer")
+            )
             arena.vote(match.id, "tie" if n % 8 == 0 else best)
         assert len(orders) == 2  # the letters were shuffled: each order happened
 
         again = Arena(conductor.log)  # as another process would read them
         judgements = again.judgements()
-        assert len(judgements) == 24 and {j.subjects for j in judgements} <= {("good/good-model", "meh/meh-model"), ("meh/meh-model", "good/good-model")}
+        assert len(judgements) == 24 and {j.subjects for j in judgements} <= {
+            ("good/good-model", "meh/meh-model"),
+            ("meh/meh-model", "good/good-model"),
+        }
         board = again.leaderboard(min_votes=10, seed=1)
         top, second = board.ratings
         assert (top.subject, second.subject) == ("good/good-model", "meh/meh-model")

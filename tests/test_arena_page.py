@@ -15,10 +15,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+import tests.playground_fakes as fakes  # noqa: E402  (the same module object the app imports)
 from conductor_core.errors import AuthenticationError  # noqa: E402
 from conductor_core.testing.fakes import Reply  # noqa: E402
-
-import tests.playground_fakes as fakes  # noqa: E402  (the same module object the app imports)
 from playground import state as playground_state  # noqa: E402
 from playground.state import FACTORY_ENV  # noqa: E402
 
@@ -33,7 +32,14 @@ pytestmark = pytest.mark.timeout(120)
 def arena_page(tmp_path, monkeypatch):
     monkeypatch.setenv("CONDUCTOR_DATA_DIR", str(tmp_path))
     monkeypatch.setenv(FACTORY_ENV, "tests.playground_fakes:build_conductor")
-    for name in ("GEMINI_API_KEY", "GOOGLE_API_KEY", "OPENAI_API_KEY", "ANTHROPIC_API_KEY", "CONDUCTOR_CONFIG", "CONDUCTOR_DATABASE_URL"):
+    for name in (
+        "GEMINI_API_KEY",
+        "GOOGLE_API_KEY",
+        "OPENAI_API_KEY",
+        "ANTHROPIC_API_KEY",
+        "CONDUCTOR_CONFIG",
+        "CONDUCTOR_DATABASE_URL",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
     st.cache_resource.clear()
@@ -62,7 +68,9 @@ def wait_for_round(at: AppTest, timeout_s: float = 30.0) -> AppTest:
 
 def everything_shown(at: AppTest) -> str:
     """Every text and label on the page, Markdown escapes taken out."""
-    return ("\n".join(str(getattr(e, "value", "")) for e in at) + "\n".join(b.label for b in at.button)).replace("\\", "")
+    return ("\n".join(str(getattr(e, "value", "")) for e in at) + "\n".join(b.label for b in at.button)).replace(
+        "\\", ""
+    )
 
 
 def start_round(at: AppTest, prompt: str) -> AppTest:
@@ -92,7 +100,9 @@ def test_a_round_is_blind_a_failure_says_nothing_of_who_and_the_vote_reveals(are
     other = AppTest.from_file(str(APP), default_timeout=60)
     other.query_params["match"] = at.query_params["match"]
     other.switch_page("views/arena.py").run()
-    assert [b.label for b in other.button if b.label.endswith(" is best")] == [f"{letter} is best" for letter in letters]
+    assert [b.label for b in other.button if b.label.endswith(" is best")] == [
+        f"{letter} is best" for letter in letters
+    ]
     assert {name: len(fakes.FAKES[name].calls) for name in NAMES} == calls
 
     next(b for b in at.button if b.label == "Tie").click().run()

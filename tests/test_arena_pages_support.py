@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from sqlalchemy import select
+from workbench_support import chat_in_a_session, database_url  # noqa: F401 - fixture
 
 from conductor_core.config import load_settings
 from conductor_core.errors import ProviderUnavailableError
@@ -28,7 +29,6 @@ from conductor_core.workbench.sessions import SessionStore
 from conductor_core.workbench.variants import Variant
 from playground import dashboard_data as dd
 from playground.compare_links import comparison_link, parse_targets
-from workbench_support import chat_in_a_session, database_url  # noqa: F401 - fixture
 
 
 def _conductor(tmp_path: Path, database: str | None = None) -> Conductor:
@@ -36,7 +36,9 @@ def _conductor(tmp_path: Path, database: str | None = None) -> Conductor:
         ScriptedProvider("alpha", reply="Alpha says =1+1.", models=["alpha-1"], cost_per_token=1e-6),
         ScriptedProvider("beta", reply="Beta says hi.", models=["beta-1"], cost_per_token=None),
     ]
-    settings = load_settings(_env_file=None, local_enabled=False, data_dir=tmp_path, max_retries=0, database_url=database)
+    settings = load_settings(
+        _env_file=None, local_enabled=False, data_dir=tmp_path, max_retries=0, database_url=database
+    )
     return Conductor(settings, extra_providers=providers)
 
 
@@ -103,14 +105,18 @@ def test_votes_are_in_the_csv_and_json_exports(database_url, tmp_path: Path) -> 
         rows = json.loads(conductor.log.export("json", verdicts=arena.verdicts))
         by_prompt = {}
         for row in rows:
-            by_prompt.setdefault(row["prompt"].removeprefix("user: "), {})[row["provider"]] = (row["vote"], row["vote_id"])
+            by_prompt.setdefault(row["prompt"].removeprefix("user: "), {})[row["provider"]] = (
+                row["vote"],
+                row["vote_id"],
+            )
         assert by_prompt["Say hi"] == {"alpha": ("best", match.id), "beta": ("not best", match.id)}
         assert by_prompt["Again"] == {"alpha": ("tie", tie.id), "beta": ("tie", tie.id)}
         assert by_prompt["not judged"] == {"alpha": (None, None)}
 
         table = list(csv.DictReader(io.StringIO(conductor.log.export("csv", verdicts=arena.verdicts).decode())))
         assert {(r["provider"], r["vote"], r["vote_id"]) for r in table if r["prompt"] == "user: Say hi"} == {
-            ("alpha", "best", match.id), ("beta", "not best", match.id)
+            ("alpha", "best", match.id),
+            ("beta", "not best", match.id),
         }
         assert next(r for r in table if r["prompt"] == "user: not judged")["vote"] == ""
         # A CSV answer that would start a formula is still neutralised next to the new columns.
@@ -123,23 +129,29 @@ def test_votes_are_in_the_csv_and_json_exports(database_url, tmp_path: Path) -> 
 
 
 def test_leaderboard_table_puts_ratings_beside_each_targets_figures() -> None:
-    votes = [Judgement(subjects=("a/1", "b/1"), winner="a/1")] * 8 + [Judgement(subjects=("a/1", "b/1"), winner="b/1")] * 4
+    votes = [Judgement(subjects=("a/1", "b/1"), winner="a/1")] * 8 + [
+        Judgement(subjects=("a/1", "b/1"), winner="b/1")
+    ] * 4
     votes += [Judgement(subjects=("a/1", "c/1"), winner=None)]
     board = fit_ratings(votes, min_votes=10, rounds=50)
-    attempts = pd.DataFrame({
-        "provider": ["a", "a", "a", "b", "b", "b"],
-        "model": ["1", "1", "1", "1", "1", "1"],
-        "status": ["ok", "ok", "error", "ok", "error", "error"],
-        "error_type": [None, None, "server_error", None, "bad_request", "server_error"],
-        "latency_ms": [100.0, 300.0, np.nan, 50.0, np.nan, np.nan],
-        "cost_usd": [0.001, 0.003, np.nan, np.nan, np.nan, np.nan],
-    })
+    attempts = pd.DataFrame(
+        {
+            "provider": ["a", "a", "a", "b", "b", "b"],
+            "model": ["1", "1", "1", "1", "1", "1"],
+            "status": ["ok", "ok", "error", "ok", "error", "error"],
+            "error_type": [None, None, "server_error", None, "bad_request", "server_error"],
+            "latency_ms": [100.0, 300.0, np.nan, 50.0, np.nan, np.nan],
+            "cost_usd": [0.001, 0.003, np.nan, np.nan, np.nan, np.nan],
+        }
+    )
     table = dd.leaderboard_table(board, attempts)
     assert list(table["Target"]) == ["a/1", "b/1", "c/1"]
     assert list(table["Rank"].astype(object).where(table["Rank"].notna(), None)) == [1, 2, None]
     a, b, c = table.to_dict("records")
     assert a["Rating"] > b["Rating"] and a["Blind votes"] == 13 and a["W / L / T"] == "8 / 4 / 1"
-    assert a["p50 ms"] == 200.0 and a["Success"] == pytest.approx(2 / 3) and a["Cost / request $"] == pytest.approx(0.002)
+    assert (
+        a["p50 ms"] == 200.0 and a["Success"] == pytest.approx(2 / 3) and a["Cost / request $"] == pytest.approx(0.002)
+    )
     assert b["Success"] == pytest.approx(1 / 2)  # the bad request is the caller's fault: left out
     assert np.isnan(b["Cost / request $"])  # unpriced: unknown, not free
     assert c["95% CI"] == "too few votes (1 < 10)" and pd.isna(c["Rating"]) and np.isnan(c["p50 ms"])
@@ -149,7 +161,10 @@ def test_leaderboard_table_puts_ratings_beside_each_targets_figures() -> None:
 def test_transcripts_are_read_back_into_messages() -> None:
     messages = parse_transcript("system: Be brief.\nuser: Hi\nthere\nassistant: Hello.\nuser: And now?")
     assert [(m.role.value, m.content) for m in messages] == [
-        ("system", "Be brief."), ("user", "Hi\nthere"), ("assistant", "Hello."), ("user", "And now?"),
+        ("system", "Be brief."),
+        ("user", "Hi\nthere"),
+        ("assistant", "Hello."),
+        ("user", "And now?"),
     ]
     assert [(m.role.value, m.content) for m in parse_transcript("no role prefix")] == [("user", "no role prefix")]
 
@@ -158,14 +173,26 @@ def test_a_playground_request_replays_with_its_messages_and_parameters(tmp_path:
     conductor = _conductor(tmp_path)
     try:
         store = SessionStore.for_log(conductor.log)
-        variant = Variant(provider="alpha", model="alpha-1", temperature=0.2, max_tokens=77, top_p=0.9, stop=("END",), seed=7, system="Be brief.")
+        variant = Variant(
+            provider="alpha",
+            model="alpha-1",
+            temperature=0.2,
+            max_tokens=77,
+            top_p=0.9,
+            stop=("END",),
+            seed=7,
+            system="Be brief.",
+        )
         response = chat_in_a_session(conductor, store, variant, ["First question", "Second question"])
 
         replay = replay_of(conductor.log, store, response.metadata.id)
         assert replay.parameters_known and replay.target == "alpha/alpha-1"
         assert replay.variant == variant
         assert [(m.role.value, m.content) for m in replay.messages] == [
-            ("system", "Be brief."), ("user", "First question"), ("assistant", "Alpha says =1+1."), ("user", "Second question"),
+            ("system", "Be brief."),
+            ("user", "First question"),
+            ("assistant", "Alpha says =1+1."),
+            ("user", "Second question"),
         ]
         assert replay.history == [("First question", "Alpha says =1+1.")] and replay.prompt == "Second question"
     finally:
@@ -176,8 +203,11 @@ def test_a_request_known_only_to_the_log_replays_its_transcript_with_default_par
     conductor = _conductor(tmp_path)
     try:
         request = Variant(provider="beta", model="beta-1", temperature=0.0, system="Sys").request(
-            [ChatMessage(role=MessageRole.user, content="Q1"), ChatMessage(role=MessageRole.assistant, content="A1"),
-             ChatMessage(role=MessageRole.user, content="Q2")]
+            [
+                ChatMessage(role=MessageRole.user, content="Q1"),
+                ChatMessage(role=MessageRole.assistant, content="A1"),
+                ChatMessage(role=MessageRole.user, content="Q2"),
+            ]
         )
         response = conductor.chat(request)
         replay = replay_of(conductor.log, None, response.metadata.id)
@@ -194,7 +224,9 @@ def test_with_prompt_logging_off_a_replay_is_refused_with_the_reason(tmp_path: P
     settings = load_settings(_env_file=None, local_enabled=False, data_dir=tmp_path, log_prompts=False)
     conductor = Conductor(settings, extra_providers=[ScriptedProvider("alpha", models=["alpha-1"])])
     try:
-        response = conductor.chat(Variant(provider="alpha").request([ChatMessage(role=MessageRole.user, content="secret")]))
+        response = conductor.chat(
+            Variant(provider="alpha").request([ChatMessage(role=MessageRole.user, content="secret")])
+        )
         with pytest.raises(ReplayError, match="CONDUCTOR_LOG_PROMPTS=false"):
             replay_of(conductor.log, None, response.metadata.id)
     finally:
@@ -211,9 +243,14 @@ def test_comparison_links_round_trip(tmp_path: Path) -> None:
     parts = urlsplit(link)
     assert parts.path == "/compare" and "session" not in parts.query
     query = parse_qs(parts.query)
-    assert query == {"compare": ["openai/gpt-4o-mini,local/gemma-3-270m"], "prompt": ["Why is the sky blue? & 100% sure"]}
+    assert query == {
+        "compare": ["openai/gpt-4o-mini,local/gemma-3-270m"],
+        "prompt": ["Why is the sky blue? & 100% sure"],
+    }
     assert parse_targets(query["compare"][0] + ", anthropic ,") == [
-        ("openai", "gpt-4o-mini"), ("local", "gemma-3-270m"), ("anthropic", None)
+        ("openai", "gpt-4o-mini"),
+        ("local", "gemma-3-270m"),
+        ("anthropic", None),
     ]
 
 

@@ -66,7 +66,9 @@ def test_result_file_is_well_formed(quick_run: tuple[Path, subprocess.CompletedP
         assert row["met"] in (True, False, None)
 
 
-def test_overhead_measures_every_path_and_records_litellm(quick_run: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
+def test_overhead_measures_every_path_and_records_litellm(
+    quick_run: tuple[Path, subprocess.CompletedProcess[str]],
+) -> None:
     out, _ = quick_run
     result = _result(out, "overhead")
     for section in (result["non_streaming"], result["streaming"]["ttft"]):
@@ -114,7 +116,9 @@ def test_request_log_reports_both_backends(quick_run: tuple[Path, subprocess.Com
     assert "skipped" in postgres or postgres["write_errors"] == 0
 
 
-def test_fanout_and_gateway_load_complete_without_errors(quick_run: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
+def test_fanout_and_gateway_load_complete_without_errors(
+    quick_run: tuple[Path, subprocess.CompletedProcess[str]],
+) -> None:
     out, _ = quick_run
     fanout = _result(out, "fanout")
     assert fanout["compare_wall_ms"] > 0 and fanout["slowest_direct_ms"] > 0
@@ -127,7 +131,9 @@ def test_fanout_and_gateway_load_complete_without_errors(quick_run: tuple[Path, 
     assert hung["health_ms"]["with_hung"]["n"] > 0 and hung["healthy_chat_ms"]["with_hung"]["n"] > 0
 
 
-def test_experiments_runs_every_cell_and_measures_progress_and_memory(quick_run: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
+def test_experiments_runs_every_cell_and_measures_progress_and_memory(
+    quick_run: tuple[Path, subprocess.CompletedProcess[str]],
+) -> None:
     out, _ = quick_run
     result = _result(out, "experiments")
     assert result["cells"]["ok"] == result["cells"]["total"] == result["config"]["rows"] * result["config"]["variants"]
@@ -137,7 +143,9 @@ def test_experiments_runs_every_cell_and_measures_progress_and_memory(quick_run:
     assert len(result["targets"]) == 4
 
 
-def test_quality_scores_both_prompts_per_category_and_times_them(quick_run: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
+def test_quality_scores_both_prompts_per_category_and_times_them(
+    quick_run: tuple[Path, subprocess.CompletedProcess[str]],
+) -> None:
     out, run = quick_run
     result = _result(out, "quality")
     if "skipped" in result:

@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from browser_support import (  # noqa: F401 - services and shots are fixtures
     CHROMIUM,
     CHROMIUM_ARGS,
@@ -47,7 +46,9 @@ def app_server(services, tmp_path_factory):
     from conductor_core.testing.protocol_servers import OpenAIServer
 
     work = tmp_path_factory.mktemp("browser")
-    loopback = OpenAIServer(reply=LOOPBACK_REPLY, models=["loopback-model", "loopback-large"], chunk_delay_s=0.02).start()
+    loopback = OpenAIServer(
+        reply=LOOPBACK_REPLY, models=["loopback-model", "loopback-large"], chunk_delay_s=0.02
+    ).start()
     server = Playground(work, config=endpoint_config(loopback))
     try:
         yield {"url": server.url, "loopback": loopback, "work": work, "started": server.started, "ready": server.ready}
@@ -95,7 +96,9 @@ def assistant_with_figures(page, count: int, timeout_ms: int = 180_000):
             break
         if time.monotonic() > deadline:
             raise AssertionError(f"assistant message {count} did not finish and stay finished")
-    return page.locator('[data-testid="stChatMessage"]:has([data-testid="stChatMessageAvatarAssistant"])').nth(count - 1)
+    return page.locator('[data-testid="stChatMessage"]:has([data-testid="stChatMessageAvatarAssistant"])').nth(
+        count - 1
+    )
 
 
 WATCH_STREAM = """() => {
@@ -297,7 +300,9 @@ def wait_user_messages(page, n: int, timeout_ms: int = 30_000) -> None:
     page.wait_for_function(
         """(n) => !document.querySelector('[data-stale="true"]') && [...document.querySelectorAll('[data-testid="stChatMessage"]')]
             .filter(e => e.querySelector('[data-testid="stChatMessageAvatarUser"]')).length === n""",
-        arg=n, timeout=timeout_ms, polling=100,
+        arg=n,
+        timeout=timeout_ms,
+        polling=100,
     )
 
 
@@ -349,7 +354,10 @@ def test_a_session_survives_reload_and_two_tabs_share_it(app_server, loopback, s
             assert text.inner_text().strip() == prompt
             assert text.locator("h1, h2, h3, .katex, [data-testid='stIconMaterial'], span[style*='color']").count() == 0
             sent = chat_requests(loopback)[-1]
-            assert sent["messages"] == [{"role": "system", "content": "You are terse."}, {"role": "user", "content": prompt}]
+            assert sent["messages"] == [
+                {"role": "system", "content": "You are terse."},
+                {"role": "user", "content": prompt},
+            ]
             assert sent["max_tokens"] == 77 and sent["model"] == "loopback-model"
             assert "session=ses_" in page.url
             # Its title, from the prompt, is literal in the sidebar and the header: no icon drawn.
@@ -364,9 +372,13 @@ def test_a_session_survives_reload_and_two_tabs_share_it(app_server, loopback, s
             assistant_with_figures(page, 1, timeout_ms=60_000)
             wait_idle(page)
             assert user_messages(page).first.get_by_test_id("stText").inner_text().strip() == prompt
-            assert sidebar.get_by_label("System prompt (this conversation)", exact=True).input_value() == "You are terse."
+            assert (
+                sidebar.get_by_label("System prompt (this conversation)", exact=True).input_value() == "You are terse."
+            )
             assert sidebar.get_by_label("Max tokens", exact=True).input_value() == "77"
-            chosen = sidebar.locator('[data-testid="stSelectbox"] input').evaluate_all("(inputs) => inputs.map(i => i.value || i.placeholder)")
+            chosen = sidebar.locator('[data-testid="stSelectbox"] input').evaluate_all(
+                "(inputs) => inputs.map(i => i.value || i.placeholder)"
+            )
             shown_sidebar = sidebar.inner_text()
             assert "loopback-model" in shown_sidebar or "loopback-model" in chosen, (chosen, shown_sidebar[:300])
             assert page.url == url
@@ -389,7 +401,9 @@ def test_a_session_survives_reload_and_two_tabs_share_it(app_server, loopback, s
             assert "word0 word1 word2 word3" in stopped and "word79" not in stopped
             assert "not sent as context" in stopped
             eventually(lambda: loopback.in_flight == 0, 20, "the upstream stream closed")
-            cancelled = eventually(lambda: log_records(app_server["work"], provider="loopback", status="incomplete"), 20, "a cancelled row")
+            cancelled = eventually(
+                lambda: log_records(app_server["work"], provider="loopback", status="incomplete"), 20, "a cancelled row"
+            )
             assert cancelled[0].error_type == "cancelled"
             # The input comes back once the run that drew "Stopped" reaches it (it is drawn last, and
             # the status widget can show after this run has begun drawing, so wait_idle may not cover it).
@@ -400,8 +414,9 @@ def test_a_session_survives_reload_and_two_tabs_share_it(app_server, loopback, s
 
 
 def test_failed_turns_regenerate_edit_and_leaving_mid_stream(app_server, loopback, shots):
-    from conductor_core.testing.protocol_servers import Fault
     from playwright.sync_api import sync_playwright
+
+    from conductor_core.testing.protocol_servers import Fault
 
     with sync_playwright() as p:
         browser = launch(p)
@@ -416,7 +431,9 @@ def test_failed_turns_regenerate_edit_and_leaving_mid_stream(app_server, loopbac
             # A failed turn is shown, and not sent with the next message.
             loopback.script(Fault("status", status=400, message="This model's maximum context length is 2048 tokens"))
             ask(page, "x" * 5_000)
-            page.get_by_test_id("stAlertContentError").get_by_text("maximum context length", exact=False).wait_for(timeout=60_000)
+            page.get_by_test_id("stAlertContentError").get_by_text("maximum context length", exact=False).wait_for(
+                timeout=60_000
+            )
             wait_idle(page)
             ask(page, "hi")
             assistant_with_figures(page, 3, timeout_ms=60_000)
@@ -471,8 +488,9 @@ def test_failed_turns_regenerate_edit_and_leaving_mid_stream(app_server, loopbac
 
 
 def test_an_endpoint_added_in_the_page_sends_a_model_it_lists(app_server, shots):
-    from conductor_core.testing.protocol_servers import OpenAIServer
     from playwright.sync_api import sync_playwright
+
+    from conductor_core.testing.protocol_servers import OpenAIServer
 
     ollama_like = OpenAIServer(reply="From a listed model.", models=["qwen2.5:7b", "llama3.2:latest"]).start()
     try:
@@ -505,8 +523,9 @@ def test_editing_a_compare_column_while_the_page_draws_leaves_the_others_as_they
     control's minimum. Before the fix, the interrupted run left column 2's control to mount at
     1, and a CI run sent `max_tokens=1`. The window is a timing one: each attempt is a fresh
     server, until one edit landed while only column 1 was drawn (usually the first)."""
-    from conductor_core.testing.protocol_servers import OpenAIServer
     from playwright.sync_api import sync_playwright
+
+    from conductor_core.testing.protocol_servers import OpenAIServer
 
     with sync_playwright() as p:
         browser = launch(p)
@@ -528,7 +547,9 @@ def test_editing_a_compare_column_while_the_page_draws_leaves_the_others_as_they
                     mid_draw = tokens.count() == 1
                     tokens.first.fill("32")  # at once, as a quick person does
                     tokens.first.press("Enter")
-                    page.wait_for_function("() => document.querySelectorAll('input[aria-label=\"Max tokens\"]').length === 2")
+                    page.wait_for_function(
+                        "() => document.querySelectorAll('input[aria-label=\"Max tokens\"]').length === 2"
+                    )
                     wait_settled(page)
                     page.wait_for_timeout(500)
                     wait_settled(page)
@@ -560,7 +581,12 @@ def test_every_page_at_phone_width_with_the_sidebar_closed(app_server, shots):
             phone.pop("default_browser_type", None)
             page = browser.new_context(**phone).new_page()
             open_chat(page, app_server["url"])
-            for title, name in (("Playground", "phone_chat"), ("Compare", "phone_compare"), ("Dashboard", "phone_dashboard"), ("Providers", "phone_providers")):
+            for title, name in (
+                ("Playground", "phone_chat"),
+                ("Compare", "phone_compare"),
+                ("Dashboard", "phone_dashboard"),
+                ("Providers", "phone_providers"),
+            ):
                 if title != "Playground":
                     page.get_by_test_id("stExpandSidebarButton").click()
                     page.get_by_test_id("stSidebarNav").get_by_text(title, exact=True).click()
@@ -570,10 +596,13 @@ def test_every_page_at_phone_width_with_the_sidebar_closed(app_server, shots):
                 # The sidebar starts (and after navigating, stays) closed: the page has the width.
                 sidebar = page.get_by_test_id("stSidebar")
                 page.wait_for_function(  # it slides shut after a navigation
-                    "() => document.querySelector('[data-testid=\"stSidebar\"]').getBoundingClientRect().right <= 0", timeout=10_000
+                    "() => document.querySelector('[data-testid=\"stSidebar\"]').getBoundingClientRect().right <= 0",
+                    timeout=10_000,
                 )
                 assert sidebar.get_attribute("data-collapsed") == "true", title
-                overflow = page.evaluate("() => document.querySelector('[data-testid=\"stMain\"]').scrollWidth - window.innerWidth")
+                overflow = page.evaluate(
+                    "() => document.querySelector('[data-testid=\"stMain\"]').scrollWidth - window.innerWidth"
+                )
                 assert overflow <= 1, f"{title} is {overflow}px wider than the phone"
                 shots(page, name)
         finally:
@@ -624,9 +653,10 @@ def postgres_url():
 def test_two_playground_processes_share_sessions_on_postgresql(services, postgres_url, tmp_path, shots):
     """Two replicas on one database: a session made on one opens on the other; an answer
     streaming on one is stopped from the other (its worker hears it through the database)."""
+    from playwright.sync_api import sync_playwright
+
     from conductor_core.store import RequestLog
     from conductor_core.testing.protocol_servers import OpenAIServer
-    from playwright.sync_api import sync_playwright
 
     upstream = OpenAIServer(reply="Shared by both replicas.", models=["loopback-model"], chunk_delay_s=0.02).start()
     replicas = []
@@ -636,7 +666,9 @@ def test_two_playground_processes_share_sessions_on_postgresql(services, postgre
             work.mkdir()
             replicas.append(
                 Playground(
-                    work, config=endpoint_config(upstream), name=name,
+                    work,
+                    config=endpoint_config(upstream),
+                    name=name,
                     extra_env={"CONDUCTOR_DATABASE_URL": postgres_url, "CONDUCTOR_LOCAL_ENABLED": "false"},
                 )
             )

@@ -17,7 +17,6 @@ import os
 from pathlib import Path
 
 import pytest
-
 from browser_support import (  # noqa: F401 - services and shots are fixtures
     Playground,
     choose,
@@ -161,7 +160,10 @@ def test_a_blind_vote_hides_the_names_until_the_vote_then_rates_them(arena_app, 
             phone.goto(f"{arena_app['url']}/arena?match={match_id}")
             phone.get_by_text("Your vote:").wait_for(timeout=60_000)
             wait_settled(phone)
-            assert phone.get_by_test_id("stSidebar").bounding_box()["x"] < 0 or not phone.get_by_test_id("stSidebar").is_visible()
+            assert (
+                phone.get_by_test_id("stSidebar").bounding_box()["x"] < 0
+                or not phone.get_by_test_id("stSidebar").is_visible()
+            )
             shots(phone, "arena-reveal-390", full_page=True)
             phone.close()
         finally:
@@ -215,22 +217,33 @@ def test_a_logged_request_is_replayed_from_the_dashboard_with_its_parameters(are
     """A playground chat (written from this process into the app's database, as the chat page
     would) with history and non-default parameters, replayed against the other endpoint."""
     from playwright.sync_api import sync_playwright
+    from workbench_support import chat_in_a_session
 
     from conductor_core.config import EndpointConfig, load_settings
     from conductor_core.router import Conductor
     from conductor_core.workbench.sessions import SessionStore
     from conductor_core.workbench.variants import Variant
-    from workbench_support import chat_in_a_session
 
     work = arena_app["work"]
     settings = load_settings(
-        _env_file=None, local_enabled=False, data_dir=work / "data",
+        _env_file=None,
+        local_enabled=False,
+        data_dir=work / "data",
         endpoints={n: EndpointConfig(base_url=s.url, models=[MODELS[n]]) for n, s in servers.items()},
     )
     conductor = Conductor(settings)
     try:
         store = SessionStore.for_log(conductor.log)
-        variant = Variant(provider="alpha", model="alpha-model", temperature=0.3, max_tokens=42, top_p=0.8, stop=("END",), seed=5, system="Answer briefly.")
+        variant = Variant(
+            provider="alpha",
+            model="alpha-model",
+            temperature=0.3,
+            max_tokens=42,
+            top_p=0.8,
+            stop=("END",),
+            seed=5,
+            system="Answer briefly.",
+        )
         chat_in_a_session(conductor, store, variant, ["First, a question", "Replay me, please"])
         conductor.log.flush()
     finally:
@@ -248,22 +261,32 @@ def test_a_logged_request_is_replayed_from_the_dashboard_with_its_parameters(are
             wait_idle(page)
             choose(page, "Request", "Replay me, please")
             wait_idle(page)
-            against = page.get_by_test_id("stMultiSelect").filter(has_text="Against (it runs again on alpha/alpha-model")
+            against = page.get_by_test_id("stMultiSelect").filter(
+                has_text="Against (it runs again on alpha/alpha-model"
+            )
             assert "beta/beta-model" in against.inner_text()  # the other endpoint is offered first
             page.get_by_text("Replay a logged request").scroll_into_view_if_needed()
             shots(page, "dashboard-replay-1280")
             page.get_by_role("button", name="Replay in Compare").click()
             page.get_by_role("heading", name="Compare", exact=True).wait_for(timeout=60_000)
             page.get_by_text(REPLIES["beta"]).last.wait_for(timeout=60_000)
-            eventually(lambda: len(chats(servers["alpha"])) == 1 and len(chats(servers["beta"])) == 1, 30, "both replayed")
+            eventually(
+                lambda: len(chats(servers["alpha"])) == 1 and len(chats(servers["beta"])) == 1, 30, "both replayed"
+            )
             wait_settled(page)
             assert "Replay of request" in main_text(page)
             shots(page, "compare-replay-1280", full_page=True)
         finally:
             browser.close()
 
-    expected = {k: sent_before[k] for k in ("messages", "temperature", "max_tokens", "top_p", "stop", "seed") if k in sent_before}
-    assert expected["messages"][0] == {"role": "system", "content": "Answer briefly."} and len(expected["messages"]) == 4
+    expected = {
+        k: sent_before[k]
+        for k in ("messages", "temperature", "max_tokens", "top_p", "stop", "seed")
+        if k in sent_before
+    }
+    assert (
+        expected["messages"][0] == {"role": "system", "content": "Answer briefly."} and len(expected["messages"]) == 4
+    )
     for name in ("alpha", "beta"):
         replayed = chats(servers[name])[0]
         assert replayed["model"] == MODELS[name]

@@ -69,8 +69,14 @@ def lab(services, tmp_path_factory):
         + 'api_key_env = "BROKEN_API_KEY"\n'
     )
     server = Playground(
-        work, config=config, name="experiments",
-        extra_env={"CONDUCTOR_LOCAL_ENABLED": "false", "BROKEN_API_KEY": CANARY, "CONDUCTOR_DATASET_MAX_ROWS": str(ROW_LIMIT)},
+        work,
+        config=config,
+        name="experiments",
+        extra_env={
+            "CONDUCTOR_LOCAL_ENABLED": "false",
+            "BROKEN_API_KEY": CANARY,
+            "CONDUCTOR_DATASET_MAX_ROWS": str(ROW_LIMIT),
+        },
     )
     try:
         yield {"url": server.url, "work": work, "fast": fast, "slow": slow, "broken": broken}
@@ -292,7 +298,9 @@ def test_stop_after_a_reload_keeps_what_finished_and_an_earlier_run_reopens(lab,
             page.wait_for_function(  # the bar moves by itself (no click, no reload)
                 "(before) => { const p = document.querySelector('[data-testid=\"stProgress\"]');"
                 " return p && p.innerText !== before; }",
-                arg=before, timeout=15_000, polling=100,
+                arg=before,
+                timeout=15_000,
+                polling=100,
             )
             page.wait_for_function(  # at least one of the slow variant's answers is in
                 "() => document.body.innerText.includes('Slowly: I believe')", timeout=30_000, polling=200
@@ -382,7 +390,15 @@ def test_bad_input_is_named_on_the_page_and_nothing_is_sent(lab, shots):
         page.get_by_text("Upload a file", exact=True).click()
         upload = page.locator("input[type=file]")
         upload.wait_for(state="attached", timeout=30_000)
-        upload.set_input_files(files=[{"name": "rows.jsonl", "mimeType": "application/json", "buffer": b'{"country": "France"}\n{"country": }\n'}])
+        upload.set_input_files(
+            files=[
+                {
+                    "name": "rows.jsonl",
+                    "mimeType": "application/json",
+                    "buffer": b'{"country": "France"}\n{"country": }\n',
+                }
+            ]
+        )
         error = alert(page, "line 2, column")
         assert "not valid JSON" in error, error
         upload.set_input_files(files=[{"name": "rows.csv", "mimeType": "text/csv", "buffer": DATASET.encode()}])
@@ -405,7 +421,9 @@ def test_the_experiments_page_at_phone_width(lab, shots):
             start_run_from_page(page, 1)
             page.get_by_text("Run 1 completed", exact=False).wait_for(timeout=120_000)
             wait_settled(page)
-            overflow = page.evaluate("() => document.querySelector('[data-testid=\"stMain\"]').scrollWidth - window.innerWidth")
+            overflow = page.evaluate(
+                "() => document.querySelector('[data-testid=\"stMain\"]').scrollWidth - window.innerWidth"
+            )
             assert overflow <= 1, f"the run is {overflow}px wider than the phone"
             shots(page, "phone_experiment_run", full_page=True)
 

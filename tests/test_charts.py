@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +19,7 @@ from conductor_core.models import Vote  # noqa: E402
 from playground import charts  # noqa: E402
 from playground import dashboard_data as dd  # noqa: E402
 
-NOW = datetime(2026, 1, 15, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 1, 15, 12, 0, tzinfo=UTC)
 PROVIDERS = ["anthropic", "gemini", "local", "openai"]
 
 
@@ -193,7 +193,10 @@ def test_status_table_rows(tmp_path):
     from conductor_core.router import Conductor
     from conductor_core.testing.fakes import ScriptedProvider
 
-    conductor = Conductor(load_settings(_env_file=None, local_enabled=False, data_dir=tmp_path), extra_providers=[ScriptedProvider("fake")])
+    conductor = Conductor(
+        load_settings(_env_file=None, local_enabled=False, data_dir=tmp_path),
+        extra_providers=[ScriptedProvider("fake")],
+    )
     try:
         table = dd.status_table(conductor.status()).set_index("Name")
     finally:
@@ -246,8 +249,19 @@ def test_latency_chart_draws_p50_and_p95():
 
 def test_latency_chart_falls_back_to_the_mean_from_sql_sums():
     aggregate = pd.DataFrame(
-        {"provider": ["a"], "bucket": [pd.Timestamp(NOW - timedelta(minutes=5)).floor("60s")], "requests": [3], "ok": [3],
-         "errors": [0], "incomplete": [0], "mean_latency_ms": [120.0], "latency_n": [3], "cost_usd": [0.0], "input_tokens": [1], "output_tokens": [1]}
+        {
+            "provider": ["a"],
+            "bucket": [pd.Timestamp(NOW - timedelta(minutes=5)).floor("60s")],
+            "requests": [3],
+            "ok": [3],
+            "errors": [0],
+            "incomplete": [0],
+            "mean_latency_ms": [120.0],
+            "latency_n": [3],
+            "cost_usd": [0.0],
+            "input_tokens": [1],
+            "output_tokens": [1],
+        }
     )
     start, end = dd.window_bounds(3600, NOW)
     series = dd.series_from_aggregate(aggregate, start=start, end=end, bucket_s=60)
@@ -268,7 +282,11 @@ def test_every_chart_bounds_a_raw_oversized_input():
         {
             "provider": np.asarray(PROVIDERS, dtype=object)[np.arange(n) % 4],
             "bucket": pd.date_range(NOW - timedelta(days=1), NOW, periods=n, tz="UTC"),
-            **{name: np.random.default_rng(0).random(n) for name in dd.SERIES_COLUMNS if name not in ("provider", "bucket")},
+            **{
+                name: np.random.default_rng(0).random(n)
+                for name in dd.SERIES_COLUMNS
+                if name not in ("provider", "bucket")
+            },
         }
     )
     for builder in (charts.latency_chart, *[b for b, _ in TIME_SERIES]):
@@ -298,12 +316,22 @@ def test_win_rate_chart():
 def test_dashboard_tiles_show_big_numbers_compactly():
     # A tile is a sixth of the page: "1,000,000" and "$45.471234" would be cut off there.
     assert [dd.compact_count(n) for n in (0, 99_999, 100_000, 299_878, 1_000_000, 12_345_678)] == [
-        "0", "99,999", "100.0k", "299.9k", "1M", "12.3M"
+        "0",
+        "99,999",
+        "100.0k",
+        "299.9k",
+        "1M",
+        "12.3M",
     ]
     from playground.components import format_total_cost
 
     assert [format_total_cost(c) for c in (0.0, 0.000123, 0.0123, 45.471234, 1234.5, 250_000.0)] == [
-        "free", "$0.000123", "$0.0123", "$45.47", "$1,234.50", "$250.0k"
+        "free",
+        "$0.000123",
+        "$0.0123",
+        "$45.47",
+        "$1,234.50",
+        "$250.0k",
     ]
 
 
@@ -335,8 +363,17 @@ def test_tokens_per_second_needs_two_tokens():
 
 def test_the_rollup_path_leaves_out_failures_the_request_caused_too():
     aggregate = pd.DataFrame(
-        {"provider": ["a"], "bucket": [pd.Timestamp(NOW - timedelta(minutes=2)).floor("60s")], "requests": [4], "ok": [2],
-         "errors": [2], "incomplete": [0], "not_at_fault": [1], "priced": [2], "cost_usd": [0.0]}
+        {
+            "provider": ["a"],
+            "bucket": [pd.Timestamp(NOW - timedelta(minutes=2)).floor("60s")],
+            "requests": [4],
+            "ok": [2],
+            "errors": [2],
+            "incomplete": [0],
+            "not_at_fault": [1],
+            "priced": [2],
+            "cost_usd": [0.0],
+        }
     )
     series = dd.series_from_aggregate(aggregate, start=NOW - timedelta(minutes=5), end=NOW, bucket_s=60)
     row = series[series.requests > 0].iloc[0]
@@ -360,13 +397,21 @@ def test_failures_the_request_caused_do_not_lower_the_success_rate():
 
 
 def test_a_total_with_unpriced_answers_says_so():
-    frame = rows((30, "a", "ok", None, 0.0), (20, "b", "ok", None, None), (10, "b", "ok", None, None), (5, "b", "error", "timeout", None))
+    frame = rows(
+        (30, "a", "ok", None, 0.0),
+        (20, "b", "ok", None, None),
+        (10, "b", "ok", None, None),
+        (5, "b", "error", "timeout", None),
+    )
     series, _ = dd.series_from_frame(frame, start=NOW - timedelta(minutes=5), end=NOW)
     totals = dd.summary(series)
     assert totals["unpriced"] == 2  # successes with no price; a failure has no cost to know
     from playground.components import format_total_cost
 
-    assert dd.cost_tile(totals["cost_usd"], totals["unpriced"], totals["requests"], format_total_cost) == ("$0", "+ 2 unpriced")
+    assert dd.cost_tile(totals["cost_usd"], totals["unpriced"], totals["requests"], format_total_cost) == (
+        "$0",
+        "+ 2 unpriced",
+    )
     assert dd.cost_tile(0.0123, 0, 4, format_total_cost) == ("$0.0123", None)
     assert dd.cost_tile(0.0, 0, 4, format_total_cost) == ("free", None)
     assert dd.cost_tile(0.0, 0, 0, format_total_cost) == ("$0", None)
@@ -374,7 +419,12 @@ def test_a_total_with_unpriced_answers_says_so():
 
 def test_lines_are_straight_and_break_where_there_is_no_data():
     # Success rate measured in two buckets ten minutes apart, and one lone bucket for b.
-    frame = rows((600, "a", "ok", None, 0.0), (590, "a", "error", "timeout", None), (30, "a", "ok", None, 0.0), (300, "b", "ok", None, 0.0))
+    frame = rows(
+        (600, "a", "ok", None, 0.0),
+        (590, "a", "error", "timeout", None),
+        (30, "a", "ok", None, 0.0),
+        (300, "b", "ok", None, 0.0),
+    )
     series, _ = dd.series_from_frame(frame, start=NOW - timedelta(minutes=15), end=NOW, bucket_s=60)
     spec = charts.success_rate_chart(series, start=NOW - timedelta(minutes=15), end=NOW).to_dict()
     assert spec["mark"]["type"] == "line" and spec["mark"]["interpolate"] == "linear"

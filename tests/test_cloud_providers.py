@@ -47,7 +47,9 @@ def provider(kind, server, tmp_path):
     server.script()  # nothing queued from an earlier test
     server.set_down(False)
     _, key_field, url_field, _ = KINDS[kind]
-    settings = load_settings(_env_file=None, timeout_s=2.0, data_dir=tmp_path, **{key_field: KEY, url_field: server.url})
+    settings = load_settings(
+        _env_file=None, timeout_s=2.0, data_dir=tmp_path, **{key_field: KEY, url_field: server.url}
+    )
     return build_provider(kind, settings)
 
 
@@ -238,7 +240,11 @@ def test_openai_answers_are_parsed_strictly() -> None:
         with pytest.raises(ValueError):
             OpenAICompatProvider._from_response(body, "m")
     completion = OpenAICompatProvider._from_response(
-        {"model": "m2", "choices": [{"message": {"content": "hi"}, "finish_reason": "stop"}], "usage": {"prompt_tokens": 3, "completion_tokens": 1}},
+        {
+            "model": "m2",
+            "choices": [{"message": {"content": "hi"}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 1},
+        },
         "m",
     )
     assert (completion.text, completion.model, completion.usage.input_tokens) == ("hi", "m2", 3)

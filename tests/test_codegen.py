@@ -18,18 +18,20 @@ from typing import Any
 
 import pytest
 import uvicorn
+from workbench_support import KEYS, cloud_conductor, clouds  # noqa: F401 - fixtures
 
 from conductor_core.config import EndpointConfig, SecretStr, load_settings
 from conductor_core.models import ChatMessage, ChatRequest
 from conductor_core.workbench.codegen import code_target, curl, gateway_python, sdk_python, snippets
-from workbench_support import KEYS, clouds, cloud_conductor  # noqa: F401 - fixtures
 
 TRICKY = 'Say "hi" — it\'s a test\nwith a second line and a \\ backslash'
 
 
 def request(provider: str, **kw: Any) -> ChatRequest:
     messages = [ChatMessage(role="system", content="Be terse."), ChatMessage(role="user", content=TRICKY)]
-    return ChatRequest(provider=provider, messages=messages, **{"temperature": 0.3, "max_tokens": 50, "stop": ["END"], **kw})
+    return ChatRequest(
+        provider=provider, messages=messages, **{"temperature": 0.3, "max_tokens": 50, "stop": ["END"], **kw}
+    )
 
 
 def run_python(code: str, env: dict[str, str]) -> str:
@@ -74,7 +76,9 @@ def serve(app: Any) -> Iterator[str]:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, lifespan="on", log_config=None, access_log=False, timeout_graceful_shutdown=2))
+    server = uvicorn.Server(
+        uvicorn.Config(app, lifespan="on", log_config=None, access_log=False, timeout_graceful_shutdown=2)
+    )
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 15
@@ -98,7 +102,11 @@ def test_the_gateway_snippets_run_against_a_gateway(clouds, tmp_path: Path) -> N
         target = code_target(conductor.settings, "anthropic", "claude-haiku-4-5")
         with serve(create_app(conductor)) as url:
             code = gateway_python(req, target, gateway_url=url)
-            assert "gateway-bearer-key" not in code and "model='anthropic/claude-haiku-4-5'" in code and "stop=['END']" in code
+            assert (
+                "gateway-bearer-key" not in code
+                and "model='anthropic/claude-haiku-4-5'" in code
+                and "stop=['END']" in code
+            )
             printed = run_python(code, {"CONDUCTOR_API_KEY": "gateway-bearer-key-123456"})
             assert printed.strip() == clouds["anthropic"].reply
             body = clouds["anthropic"].requests[-1]["json"]
@@ -122,7 +130,11 @@ def test_targets_follow_the_configuration_and_never_write_a_key() -> None:
     settings = load_settings(
         _env_file=None,
         openai_api_key="sk-real-looking-openai-key-000000",
-        endpoints={"groq": EndpointConfig(base_url="https://api.groq.com/openai/v1", api_key_env="GROQ_API_KEY", models=["llama-3.3-70b"])},
+        endpoints={
+            "groq": EndpointConfig(
+                base_url="https://api.groq.com/openai/v1", api_key_env="GROQ_API_KEY", models=["llama-3.3-70b"]
+            )
+        },
     )
     req = request("openai")  # the provider named in the code is the target's, not the request's
     groq = code_target(settings, "groq")
@@ -134,7 +146,9 @@ def test_targets_follow_the_configuration_and_never_write_a_key() -> None:
     for snippet in snippets(request("openai"), code_target(settings, "openai")).values():
         assert snippet and "sk-real-looking" not in snippet
     # A key typed in the browser for a session endpoint is referred to by a variable name.
-    typed = EndpointConfig(base_url="http://10.0.0.5:8000/v1", api_key=SecretStr("sk-typed-in-browser-00000000"), models=["m"])
+    typed = EndpointConfig(
+        base_url="http://10.0.0.5:8000/v1", api_key=SecretStr("sk-typed-in-browser-00000000"), models=["m"]
+    )
     session = code_target(settings, "my-vllm", endpoint=typed)
     assert session.key_env == "MY_VLLM_API_KEY" and "sk-typed" not in sdk_python(req, session)
     local = snippets(request("local"), code_target(settings, "local"))

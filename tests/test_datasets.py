@@ -80,7 +80,7 @@ def test_bad_jsonl_names_line_and_column(text: str, line: int, column: int) -> N
 
 
 def test_a_jsonl_line_that_is_not_an_object_says_so() -> None:
-    with pytest.raises(DatasetError, match=r'^line 2: is a string; each line must be one JSON object'):
+    with pytest.raises(DatasetError, match=r"^line 2: is a string; each line must be one JSON object"):
         read_dataset('{"q": 1}\n"just text"\n', format="jsonl")
 
 

@@ -49,8 +49,16 @@ KILL_AT_S = 2.5 * LogWriter.linger_s
 MARKER = re.compile(r"durability-[a-z0-9]+-\d+")
 # Variables that would point the gateway elsewhere or enable other providers.
 _SCRUB = (
-    "OPENAI_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "GEMINI_API_KEY",
-    "GOOGLE_API_KEY", "GOOGLE_GEMINI_BASE_URL", "CONDUCTOR_API_KEY", "CONDUCTOR_DATABASE_URL", "CONDUCTOR_CONFIG",
+    "OPENAI_API_KEY",
+    "OPENAI_BASE_URL",
+    "ANTHROPIC_API_KEY",
+    "ANTHROPIC_BASE_URL",
+    "GEMINI_API_KEY",
+    "GOOGLE_API_KEY",
+    "GOOGLE_GEMINI_BASE_URL",
+    "CONDUCTOR_API_KEY",
+    "CONDUCTOR_DATABASE_URL",
+    "CONDUCTOR_CONFIG",
     "CONDUCTOR_DATA_DIR",
 )
 
@@ -122,7 +130,9 @@ async def _one(client: openai.AsyncOpenAI, marker: str, stream: bool) -> bool:
         response = await client.chat.completions.create(model="openai/gpt-4o-mini", messages=messages, max_tokens=50)
         return response.choices[0].finish_reason is not None
     finished = False
-    events = await client.chat.completions.create(model="openai/gpt-4o-mini", messages=messages, max_tokens=50, stream=True)
+    events = await client.chat.completions.create(
+        model="openai/gpt-4o-mini", messages=messages, max_tokens=50, stream=True
+    )
     async for chunk in events:
         finished = finished or any(choice.finish_reason for choice in chunk.choices)
     return finished
@@ -224,12 +234,16 @@ def test_kill_9_mid_load_loses_no_completed_request(backend: Backend, workers: i
         client = openai.OpenAI(base_url=f"{restarted.url}/v1", api_key=GATEWAY_KEY, max_retries=0, timeout=60)
         after = {f"durability-b-{n}" for n in range(5)}
         for marker in sorted(after):
-            client.chat.completions.create(model="openai/gpt-4o-mini", messages=[{"role": "user", "content": marker}], max_tokens=20)
+            client.chat.completions.create(
+                model="openai/gpt-4o-mini", messages=[{"role": "user", "content": marker}], max_tokens=20
+            )
         client.close()
 
         logged = _logged_markers(backend, completed | after)
         missing = (completed | after) - set(logged)
-        assert not missing, f"{len(missing)} completed request(s) have no attempt in the log, e.g. {sorted(missing)[:5]}"
+        assert not missing, (
+            f"{len(missing)} completed request(s) have no attempt in the log, e.g. {sorted(missing)[:5]}"
+        )
         twice = {marker: n for marker, n in logged.items() if n > 1}
         assert not twice, f"recorded more than once: {dict(list(twice.items())[:5])}"
         assert set(logged) <= sent | after  # nothing else

@@ -10,11 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from sqlalchemy import update
+from workbench_support import cloud_conductor, clouds, database_url, request_log  # noqa: F401 - fixtures
 
-from conductor_core.store import RequestLog
-from conductor_core.testing.fakes import ScriptedProvider
 from conductor_core.config import load_settings
 from conductor_core.router import Conductor
+from conductor_core.store import RequestLog
+from conductor_core.testing.fakes import ScriptedProvider
 from conductor_core.workbench.datasets import DatasetTooLargeError, read_dataset
 from conductor_core.workbench.experiments import (
     Cell,
@@ -28,7 +29,6 @@ from conductor_core.workbench.experiments import (
 from conductor_core.workbench.runner import RunHandle, start_run
 from conductor_core.workbench.templates import TemplateError
 from conductor_core.workbench.variants import Variant
-from workbench_support import clouds, cloud_conductor, database_url, request_log  # noqa: F401 - fixtures
 
 COUNTRIES = ["France", "Italy", "Spain", "Japan", "Peru", "Chile", "Kenya", "Laos", "Fiji", "Oman"]
 
@@ -53,7 +53,13 @@ def test_a_ten_row_dataset_over_three_variants_with_one_failing_upstream(clouds,
         handle = start_run(conductor, store, experiment.id, check=CheckKind.contains, on_progress=seen.append)
         assert handle.wait(60)
         progress = handle.progress()
-        assert (progress.state, progress.done, progress.total, progress.ok, progress.errors) == ("completed", 30, 30, 20, 10)
+        assert (progress.state, progress.done, progress.total, progress.ok, progress.errors) == (
+            "completed",
+            30,
+            30,
+            20,
+            10,
+        )
         assert progress.per_variant == (10, 10, 10)
         assert seen and seen[-1].finished and [p.done for p in seen] == sorted(p.done for p in seen)
 
@@ -102,7 +108,11 @@ def test_the_concurrency_limit_per_provider_is_what_the_upstream_sees(clouds, tm
             "{{country}}",
             read_dataset(ten_rows()),
             # Two variants on openai share its limit of 2; anthropic may run 3 at once.
-            [Variant(provider="openai", temperature=0.0), Variant(provider="openai", temperature=1.0), Variant(provider="anthropic")],
+            [
+                Variant(provider="openai", temperature=0.0),
+                Variant(provider="openai", temperature=1.0),
+                Variant(provider="anthropic"),
+            ],
         )
         handle = start_run(conductor, store, experiment.id, concurrency={"openai": 2, "anthropic": 3})
         assert handle.limits == {"openai": 2, "anthropic": 3}
@@ -122,7 +132,10 @@ def test_stop_keeps_what_finished_marks_the_rest_and_the_log_says_cancelled(clou
     try:
         store = ExperimentStore(conductor.log)
         experiment = store.create(
-            "Stop", "{{country}}", read_dataset(ten_rows()), [Variant(provider="openai"), Variant(provider="openai", temperature=0)]
+            "Stop",
+            "{{country}}",
+            read_dataset(ten_rows()),
+            [Variant(provider="openai"), Variant(provider="openai", temperature=0)],
         )
         handle = start_run(conductor, store, experiment.id, concurrency={"openai": 2})
         assert RunHandle.find(handle.run_id) is handle
@@ -159,7 +172,9 @@ def test_stop_keeps_what_finished_marks_the_rest_and_the_log_says_cancelled(clou
 
 
 def scripted_conductor(tmp_path: Path, database_url: str | None, *providers: ScriptedProvider) -> Conductor:
-    settings = load_settings(_env_file=None, local_enabled=False, data_dir=tmp_path / "data", database_url=database_url, max_retries=0)
+    settings = load_settings(
+        _env_file=None, local_enabled=False, data_dir=tmp_path / "data", database_url=database_url, max_retries=0
+    )
     return Conductor(settings, extra_providers=list(providers))
 
 
@@ -169,8 +184,12 @@ def test_runs_are_stored_reopened_rated_rerun_and_compared(database_url, tmp_pat
     conductor = scripted_conductor(tmp_path, database_url, fast, slow)
     try:
         store = ExperimentStore(conductor.log)
-        dataset = read_dataset('{"q": "France?", "expected": "paris"}\n{"q": "Nul \\u0000 byte", "expected": "paris"}\n{"q": "Peru?"}\n')
-        experiment = store.create("Stored", "Capital: {{q}}", dataset, [Variant(provider="fast"), Variant(provider="slow")])
+        dataset = read_dataset(
+            '{"q": "France?", "expected": "paris"}\n{"q": "Nul \\u0000 byte", "expected": "paris"}\n{"q": "Peru?"}\n'
+        )
+        experiment = store.create(
+            "Stored", "Capital: {{q}}", dataset, [Variant(provider="fast"), Variant(provider="slow")]
+        )
         first = start_run(conductor, store, experiment.id, check="contains")
         assert first.wait(30)
         store.rate(first.run_id, 2, 1, 1)  # 👍 on "slow" for the row without an expected answer
@@ -190,7 +209,12 @@ def test_runs_are_stored_reopened_rated_rerun_and_compared(database_url, tmp_pat
             assert [g.row for g in grid] == [1, 2] and grid[1].expected is None
             assert grid[1].cells[1].rating == 1 and grid[1].cells[1].passed is None
             stats = other.stats(first.run_id)
-            assert (stats[0].thumbs_down, stats[0].avg_rating, stats[1].thumbs_up, stats[1].avg_rating) == (1, -1.0, 1, 1.0)
+            assert (stats[0].thumbs_down, stats[0].avg_rating, stats[1].thumbs_up, stats[1].avg_rating) == (
+                1,
+                -1.0,
+                1,
+                1.0,
+            )
             assert (stats[0].pass_rate, stats[1].pass_rate) == (1.0, 0.0)
             assert (stats[1].priced, stats[1].unpriced, stats[1].cost_usd) == (0, 3, 0.0)
         finally:
@@ -210,7 +234,9 @@ def test_runs_are_stored_reopened_rated_rerun_and_compared(database_url, tmp_pat
 
 def test_a_run_whose_process_died_shows_as_interrupted(request_log: RequestLog) -> None:  # noqa: F811
     store = ExperimentStore(request_log)
-    experiment = store.create("x", "{{q}}", read_dataset("q\na\n"), [Variant(provider="local"), Variant(provider="local", temperature=0)])
+    experiment = store.create(
+        "x", "{{q}}", read_dataset("q\na\n"), [Variant(provider="local"), Variant(provider="local", temperature=0)]
+    )
     run = store.new_run(experiment, CheckKind.contains, {"local": 1})
     assert store.run(run.id).status == "running"
     with store.engine.begin() as conn:
@@ -221,11 +247,22 @@ def test_a_run_whose_process_died_shows_as_interrupted(request_log: RequestLog) 
 def test_statistics_in_sql_match_numpy_and_the_win_rate_definition(request_log: RequestLog) -> None:  # noqa: F811
     store = ExperimentStore(request_log)
     rows = "q,expected\n" + "".join(f"r{i},x\n" for i in range(7))
-    experiment = store.create("s", "{{q}}", read_dataset(rows), [Variant(provider="local"), Variant(provider="local", temperature=0)])
+    experiment = store.create(
+        "s", "{{q}}", read_dataset(rows), [Variant(provider="local"), Variant(provider="local", temperature=0)]
+    )
     run = store.new_run(experiment, CheckKind.contains, {"local": 1})
     a_latency = [120.0, 80.0, 300.0, 95.5, 101.0, 250.0]
     cells = [
-        Cell(row=i, variant=0, status="ok", latency_ms=ms, ttft_ms=ms / 2, cost_usd=0.001, passed=i % 2 == 0, request_id=f"req_a{i}")
+        Cell(
+            row=i,
+            variant=0,
+            status="ok",
+            latency_ms=ms,
+            ttft_ms=ms / 2,
+            cost_usd=0.001,
+            passed=i % 2 == 0,
+            request_id=f"req_a{i}",
+        )
         for i, ms in enumerate(a_latency)
     ]
     cells.append(Cell(row=6, variant=0, status="cancelled"))
@@ -291,7 +328,9 @@ def test_a_run_is_refused_when_the_dataset_is_over_the_configured_limit(tmp_path
     conductor = Conductor(settings, extra_providers=[provider])
     try:
         store = ExperimentStore(conductor.log)
-        experiment = store.create("x", "{{q}}", read_dataset("q\na\nb\nc\n"), [Variant(provider="p"), Variant(provider="p", temperature=0)])
+        experiment = store.create(
+            "x", "{{q}}", read_dataset("q\na\nb\nc\n"), [Variant(provider="p"), Variant(provider="p", temperature=0)]
+        )
         with pytest.raises(DatasetTooLargeError, match="3 rows; the limit is 2"):
             start_run(conductor, store, experiment.id)
         assert provider.calls == [] and store.runs(experiment.id) == []
@@ -303,7 +342,12 @@ def test_cells_the_database_refused_are_kept_and_written_later(tmp_path: Path, m
     conductor = scripted_conductor(tmp_path, None, ScriptedProvider("p", reply="fine"))
     try:
         store = ExperimentStore(conductor.log)
-        experiment = store.create("x", "{{q}}", read_dataset("q\n" + "".join(f"r{i}\n" for i in range(6))), [Variant(provider="p"), Variant(provider="p", temperature=0)])
+        experiment = store.create(
+            "x",
+            "{{q}}",
+            read_dataset("q\n" + "".join(f"r{i}\n" for i in range(6))),
+            [Variant(provider="p"), Variant(provider="p", temperature=0)],
+        )
         real, refusals, errors_seen = store.write_cells, [2], []
 
         def flaky(run_id, cells):

@@ -10,8 +10,8 @@ import re
 from pathlib import Path
 
 import pytest
-
 from browser_support import CHROMIUM, launch
+
 from conductor_core.config import load_settings, register_secret
 from conductor_core.router import Conductor
 from conductor_core.testing.fakes import ScriptedProvider
@@ -51,8 +51,12 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory):
     settings = load_settings(_env_file=None, local_enabled=False, data_dir=tmp / "data", max_retries=0)
     conductor = Conductor(settings, extra_providers=[good, bad])
     store = ExperimentStore(conductor.log)
-    dataset = read_dataset(f"question,expected\nCapital of France?,paris\nMy key is {CANARY}?,paris\n\"a | pipe\nand a line\",x\n")
-    experiment = store.create("Capitals <b>quiz</b>", "Answer: {{question}}", dataset, [Variant(provider="good"), Variant(provider="bad")])
+    dataset = read_dataset(
+        f'question,expected\nCapital of France?,paris\nMy key is {CANARY}?,paris\n"a | pipe\nand a line",x\n'
+    )
+    experiment = store.create(
+        "Capitals <b>quiz</b>", "Answer: {{question}}", dataset, [Variant(provider="good"), Variant(provider="bad")]
+    )
     first = start_run(conductor, store, experiment.id)
     first.wait(30)
     store.rate(first.run_id, 0, 0, 1)
@@ -66,7 +70,10 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory):
             if event.text:
                 letters[event.letter] = letters.get(event.letter, "") + event.text
         arena.vote(match.id, next(letter for letter, text in letters.items() if text.startswith("Paris")))
-    yield {"report": run_report(store, second.run_id, leaderboard=arena.leaderboard(min_votes=2)), "arena": arena_report(arena, min_votes=2)}
+    yield {
+        "report": run_report(store, second.run_id, leaderboard=arena.leaderboard(min_votes=2)),
+        "arena": arena_report(arena, min_votes=2),
+    }
     conductor.close()
 
 
@@ -76,7 +83,13 @@ def transcript() -> Transcript:
         settings=Variant(provider="local", temperature=0.2),
         turns=[
             Turn(role="user", content=f"# not a heading\n```\nmy key {CANARY}\n```"),
-            Turn(role="assistant", content=HOSTILE, label="local", figures=Figures(latency_ms=812.4, ttft_ms=45.0, output_tokens=12, cost_usd=0.0), request_id="req_1"),
+            Turn(
+                role="assistant",
+                content=HOSTILE,
+                label="local",
+                figures=Figures(latency_ms=812.4, ttft_ms=45.0, output_tokens=12, cost_usd=0.0),
+                request_id="req_1",
+            ),
             Turn(role="user", content="and then?"),
             Turn(role="assistant", content="partial", label="local", status="stopped"),
         ],
@@ -88,7 +101,11 @@ def comparison() -> Comparison:
         title="Two temperatures",
         prompt="Write a haiku",
         columns=[
-            Column(label="openai/gpt-4o-mini · T=0", answer="Calm *lake*", figures=Figures(latency_ms=400, cost_usd=0.00012)),
+            Column(
+                label="openai/gpt-4o-mini · T=0",
+                answer="Calm *lake*",
+                figures=Figures(latency_ms=400, cost_usd=0.00012),
+            ),
             Column(label="openai/gpt-4o-mini · T=1", answer=None, status="failed", error=f"bad key sk-proj-{CANARY}"),
         ],
         vote="openai/gpt-4o-mini · T=0",
@@ -152,11 +169,24 @@ def test_report_charts_are_specs_with_the_data() -> None:
     from conductor_core.workbench.experiments import VariantStats
     from conductor_core.workbench.ratings import Rating
 
-    stats = [VariantStats(variant=0, label="a", p50_latency_ms=100, p95_latency_ms=180, success_rate=1.0, pass_rate=0.5, cost_usd=0.01, priced=2)]
+    stats = [
+        VariantStats(
+            variant=0,
+            label="a",
+            p50_latency_ms=100,
+            p95_latency_ms=180,
+            success_rate=1.0,
+            pass_rate=0.5,
+            cost_usd=0.01,
+            priced=2,
+        )
+    ]
     assert {row["ms"] for row in next(iter(latency_chart(stats).to_dict()["datasets"].values()))} == {100, 180}
     assert {row["rate"] for row in next(iter(rates_chart(stats).to_dict()["datasets"].values()))} == {"success", "pass"}
     assert next(iter(cost_chart(stats).to_dict()["datasets"].values()))[0]["note"] == "all priced"
-    rating = Rating(subject="x", rating=1010, ci_low=990, ci_high=1030, votes=3, wins=2, losses=1, ties=0, enough=False, min_votes=5)
+    rating = Rating(
+        subject="x", rating=1010, ci_low=990, ci_high=1030, votes=3, wins=2, losses=1, ties=0, enough=False, min_votes=5
+    )
     assert next(iter(ratings_chart([rating]).to_dict()["datasets"].values()))[0]["ranked"] is False
 
 

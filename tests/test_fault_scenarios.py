@@ -22,7 +22,9 @@ class Clock:
 
 
 def ask(provider: str = "auto", **kw) -> ChatRequest:
-    return ChatRequest(provider=provider, messages=[ChatMessage(role="user", content="status report please")], max_tokens=50, **kw)
+    return ChatRequest(
+        provider=provider, messages=[ChatMessage(role="user", content="status report please")], max_tokens=50, **kw
+    )
 
 
 def conductor_for(tmp_path, servers: dict[str, OpenAIServer], clock, sleeps, **overrides) -> Conductor:
@@ -40,9 +42,11 @@ def conductor_for(tmp_path, servers: dict[str, OpenAIServer], clock, sleeps, **o
 
 def test_one_down_one_flaky_one_healthy_1000_auto_requests(tmp_path):
     clock, sleeps = Clock(), []
-    with OpenAIServer(reply="dead") as dead, OpenAIServer(reply="flaky", failure_rate=0.3, seed=3) as flaky, OpenAIServer(
-        reply="healthy"
-    ) as healthy:
+    with (
+        OpenAIServer(reply="dead") as dead,
+        OpenAIServer(reply="flaky", failure_rate=0.3, seed=3) as flaky,
+        OpenAIServer(reply="healthy") as healthy,
+    ):
         dead.set_down(True)
         conductor = conductor_for(tmp_path, {"dead": dead, "flaky": flaky, "healthy": healthy}, clock, sleeps)
         ok = 0

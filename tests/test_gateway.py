@@ -293,8 +293,16 @@ def test_a_client_that_goes_away_mid_stream_is_recorded_as_cancelled(tmp_path) -
         ({"model": " "}, openai.BadRequestError, "model must not be blank"),
         ({"model": "\x1c"}, openai.NotFoundError, "GET /v1/models"),  # a name (if no model's), not blank
         ({"messages": []}, openai.BadRequestError, "messages must contain at least one message"),
-        ({"messages": [{"role": "user", "content": ""}]}, openai.BadRequestError, "messages[0].content must not be empty"),
-        ({"messages": [{"role": "tool", "content": "x"}]}, openai.BadRequestError, "messages[0].tool_call_id is required"),
+        (
+            {"messages": [{"role": "user", "content": ""}]},
+            openai.BadRequestError,
+            "messages[0].content must not be empty",
+        ),
+        (
+            {"messages": [{"role": "tool", "content": "x"}]},
+            openai.BadRequestError,
+            "messages[0].tool_call_id is required",
+        ),
         ({"messages": [{"role": "robot", "content": "x"}]}, openai.BadRequestError, "messages[0].role must be"),
         ({"n": 2}, openai.BadRequestError, "n must be 1, got 2"),
         ({"model": "nosuch/model"}, openai.NotFoundError, "GET /v1/models"),
@@ -365,7 +373,10 @@ def test_native_chat_and_status_endpoints(cloud_gateway) -> None:
     assert r.status_code == 400 and "unknown provider 'nope'" in r.json()["message"]
 
     status = httpx.get(f"{url}/status").json()
-    assert set(DEFAULTS) <= set(status["providers"]) and status["providers"]["local"]["health"]["state"] == "not_configured"
+    assert (
+        set(DEFAULTS) <= set(status["providers"])
+        and status["providers"]["local"]["health"]["state"] == "not_configured"
+    )
     assert httpx.get(f"{url}/providers/gemini/status").json()["name"] == "gemini"
     missing = httpx.get(f"{url}/providers/nope/status")
     assert missing.status_code == 404 and missing.json()["error"]["param"] == "name"
@@ -389,9 +400,23 @@ def test_every_request_is_in_the_shared_log_as_gateway_traffic(clouds, tmp_path)
 def test_openapi_describes_every_endpoint_with_examples(cloud_gateway) -> None:
     url, _ = cloud_gateway
     schema = httpx.get(f"{url}/openapi.json").json()
-    assert {"/v1/chat/completions", "/v1/models", "/v1/conductor/chat", "/status", "/health", "/providers/{name}/status"} <= set(schema["paths"])
+    assert {
+        "/v1/chat/completions",
+        "/v1/models",
+        "/v1/conductor/chat",
+        "/status",
+        "/health",
+        "/providers/{name}/status",
+    } <= set(schema["paths"])
     components = schema["components"]["schemas"]
-    for name in ("ChatCompletionRequest", "ChatCompletion", "ChatCompletionChunk", "GatewayError", "ChatRequest", "ChatResponse"):
+    for name in (
+        "ChatCompletionRequest",
+        "ChatCompletion",
+        "ChatCompletionChunk",
+        "GatewayError",
+        "ChatRequest",
+        "ChatResponse",
+    ):
         assert name in components
     assert components["ChatCompletionRequest"]["examples"] and components["GatewayError"]["examples"]
     assert components["ChatRequest"]["examples"] and components["ChatResponse"]["examples"]
@@ -463,11 +488,16 @@ def test_a_provider_key_appears_in_no_response_header_or_log_line(tmp_path, capl
                     statuses.append(r.status_code)
                     seen.append(r.text)
                     seen.extend(f"{k}: {v}" for k, v in r.headers.items())
-                r = httpx.post(f"{url}/v1/chat/completions", json={"model": "openai", "messages": user()},
-                               headers={"authorization": "Bearer sk-wrong-gateway-key-123456"})
+                r = httpx.post(
+                    f"{url}/v1/chat/completions",
+                    json={"model": "openai", "messages": user()},
+                    headers={"authorization": "Bearer sk-wrong-gateway-key-123456"},
+                )
                 seen.append(r.text)
                 seen.extend(f"{k}: {v}" for k, v in r.headers.items())
-            assert statuses[:5] == [502, 502, 502, 502, 400], statuses  # the provider rejected our key: not the caller's fault
+            assert statuses[:5] == [502, 502, 502, 502, 400], (
+                statuses
+            )  # the provider rejected our key: not the caller's fault
             assert "rejected the API key" in json.loads(seen[0])["message"]
             records = conductor.log.records()
         finally:
@@ -531,8 +561,13 @@ def test_log_redaction_keeps_uvicorn_access_lines_intact() -> None:
     secret = f"secret-{uuid.uuid4().hex}"
     register_secret(secret)
     record = logging.LogRecord(
-        "uvicorn.access", logging.INFO, __file__, 1, '%s - "%s %s HTTP/%s" %d',
-        ("127.0.0.1:5000", "GET", f"/v1/models?key={secret}", "1.1", 200), None,
+        "uvicorn.access",
+        logging.INFO,
+        __file__,
+        1,
+        '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:5000", "GET", f"/v1/models?key={secret}", "1.1", 200),
+        None,
     )
     assert RedactingFilter().filter(record)
     line = AccessFormatter('%(client_addr)s - "%(request_line)s" %(status_code)s').format(record)

@@ -157,7 +157,9 @@ def test_every_openai_parameter_reaches_an_openai_compatible_upstream(tmp_path, 
     with OpenAIServer() as upstream:
         conductor = make_conductor(tmp_path, endpoints=endpoints(up=upstream))
         with serve(create_app(conductor)) as url:
-            result = client(url).chat.completions.create(model="up/m", messages=user(), stream=stream, **EVERY_PARAMETER)
+            result = client(url).chat.completions.create(
+                model="up/m", messages=user(), stream=stream, **EVERY_PARAMETER
+            )
             if stream:
                 list(result)
             body = upstream.requests[-1]["json"]
@@ -219,17 +221,33 @@ def test_translated_parameters_reach_anthropic_and_gemini(tmp_path) -> None:
             assert body["stop_sequences"] == ["END"] and body["metadata"] == {"user_id": "u1"}
             assert body["output_config"] == {"format": {"type": "json_schema", "schema": schema}}
             api.chat.completions.create(
-                model="gemini", messages=user(), top_p=0.5, stop=["END"], seed=3, presence_penalty=1.0, response_format=fmt
+                model="gemini",
+                messages=user(),
+                top_p=0.5,
+                stop=["END"],
+                seed=3,
+                presence_penalty=1.0,
+                response_format=fmt,
             )
             config = gemini_srv.requests[-1]["json"]["generationConfig"]
-            assert (config["topP"], config["stopSequences"], config["seed"], config["presencePenalty"]) == (0.5, ["END"], 3, 1.0)
+            assert (config["topP"], config["stopSequences"], config["seed"], config["presencePenalty"]) == (
+                0.5,
+                ["END"],
+                3,
+                1.0,
+            )
             assert config["responseMimeType"] == "application/json" and config["responseJsonSchema"] == schema
         conductor.close()
 
 
 # --- tool calls -------------------------------------------------------------------------------
 
-TOOLS = [{"type": "function", "function": {"name": "weather", "description": "Weather in a city", "parameters": {"type": "object"}}}]
+TOOLS = [
+    {
+        "type": "function",
+        "function": {"name": "weather", "description": "Weather in a city", "parameters": {"type": "object"}},
+    }
+]
 
 
 PROVIDER_KEY = "sk-test-provider-key-000000"
@@ -244,7 +262,9 @@ def one_provider(tmp_path: Path, provider: str, reply: str) -> Iterator[tuple[An
         if provider == "openai":
             conductor = make_conductor(tmp_path, endpoints=endpoints(up=upstream))
         else:
-            conductor = make_conductor(tmp_path, **{f"{provider}_api_key": PROVIDER_KEY, f"{provider}_base_url": upstream.url})
+            conductor = make_conductor(
+                tmp_path, **{f"{provider}_api_key": PROVIDER_KEY, f"{provider}_base_url": upstream.url}
+            )
         try:
             with serve(create_app(conductor)) as url:
                 yield upstream, url, conductor
@@ -277,7 +297,9 @@ def test_a_tool_call_round_trip(tmp_path, provider: str, stream: bool) -> None:
             assert pieces[0].id and pieces[0].function.name == "weather" and {p.index for p in pieces} == {0}
             call_id, arguments = pieces[0].id, "".join(p.function.arguments or "" for p in pieces)
             content = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) or None
-            assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["tool_calls"]
+            assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == [
+                "tool_calls"
+            ]
             assert len({c.id for c in chunks}) == 1 and len({c.model for c in chunks}) == 1
         else:
             first = api.chat.completions.create(model=model, messages=user("Weather?"), tools=TOOLS)
@@ -290,13 +312,21 @@ def test_a_tool_call_round_trip(tmp_path, provider: str, stream: bool) -> None:
 
         conversation = [
             *user("Weather?"),
-            {"role": "assistant", "content": content, "tool_calls": [
-                {"id": call_id, "type": "function", "function": {"name": "weather", "arguments": arguments}}
-            ]},
+            {
+                "role": "assistant",
+                "content": content,
+                "tool_calls": [
+                    {"id": call_id, "type": "function", "function": {"name": "weather", "arguments": arguments}}
+                ],
+            },
             {"role": "tool", "tool_call_id": call_id, "content": '{"sky": "sunny"}'},
         ]
         final = api.chat.completions.create(model=model, messages=conversation, tools=TOOLS, stream=stream)
-        text = "".join(c.choices[0].delta.content or "" for c in final if c.choices) if stream else final.choices[0].message.content
+        text = (
+            "".join(c.choices[0].delta.content or "" for c in final if c.choices)
+            if stream
+            else final.choices[0].message.content
+        )
         assert text == "It is sunny in Paris."
         called, result = _sent_tool_turns(provider, upstream.requests[-1]["json"])
         if provider == "openai":
@@ -305,9 +335,15 @@ def test_a_tool_call_round_trip(tmp_path, provider: str, stream: bool) -> None:
         elif provider == "anthropic":
             use = {"type": "tool_use", "id": call_id, "name": "weather", "input": {"city": "Paris"}}
             assert called == {"role": "assistant", "content": [{"type": "text", "text": content}, use]}
-            assert result == {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call_id, "content": '{"sky": "sunny"}'}]}
+            assert result == {
+                "role": "user",
+                "content": [{"type": "tool_result", "tool_use_id": call_id, "content": '{"sky": "sunny"}'}],
+            }
         else:
-            assert called == {"role": "model", "parts": [{"functionCall": {"id": call_id, "name": "weather", "args": {"city": "Paris"}}}]}
+            assert called == {
+                "role": "model",
+                "parts": [{"functionCall": {"id": call_id, "name": "weather", "args": {"city": "Paris"}}}],
+            }
             response = {"id": call_id, "name": "weather", "response": {"sky": "sunny"}}
             assert result == {"role": "user", "parts": [{"functionResponse": response}]}
 
@@ -325,14 +361,20 @@ def test_response_format_becomes_each_providers_json_output(tmp_path, provider: 
             result = client(url).chat.completions.create(
                 model=MODELS[provider], messages=user("Which city?"), response_format=fmt, stream=stream
             )
-            text = "".join(c.choices[0].delta.content or "" for c in result if c.choices) if stream else result.choices[0].message.content
+            text = (
+                "".join(c.choices[0].delta.content or "" for c in result if c.choices)
+                if stream
+                else result.choices[0].message.content
+            )
             assert json.loads(text) == {"city": "Paris"}  # the upstream answered in its JSON mode
             body = upstream.requests[-1]["json"]
             expected = schema if kind == "json_schema" else None
             if provider == "openai":
                 assert body["response_format"] == fmt
             elif provider == "anthropic":
-                assert body["output_config"] == {"format": {"type": "json_schema", "schema": expected or {"type": "object"}}}
+                assert body["output_config"] == {
+                    "format": {"type": "json_schema", "schema": expected or {"type": "object"}}
+                }
             else:
                 config = body["generationConfig"]
                 assert config["responseMimeType"] == "application/json" and config.get("responseJsonSchema") == expected
@@ -345,7 +387,9 @@ def test_empty_assistant_content_is_a_valid_conversation(tmp_path) -> None:
         conductor = make_conductor(tmp_path, endpoints=endpoints(up=upstream))
         with serve(create_app(conductor)) as url:
             messages = [*user("one"), {"role": "assistant", "content": ""}, *user("two")]
-            assert client(url).chat.completions.create(model="up/m", messages=messages).choices[0].message.content == "ok"
+            assert (
+                client(url).chat.completions.create(model="up/m", messages=messages).choices[0].message.content == "ok"
+            )
         conductor.close()
 
 
@@ -368,7 +412,11 @@ def test_request_ids_streams_and_auto_chunks_are_consistent(tmp_path) -> None:
             assert {c["id"] for c in chunks} == {"chatcmpl-client-id-123"}
             assert chunks[-1]["usage"]["completion_tokens"] == 3
             assert {r.request_id for r in conductor.log.records()} == {"client-id-123"}
-            bad = httpx.post(f"{url}/v1/chat/completions", json={"model": "up/m", "messages": user()}, headers={"x-request-id": "no spaces\tor tabs"})
+            bad = httpx.post(
+                f"{url}/v1/chat/completions",
+                json={"model": "up/m", "messages": user()},
+                headers={"x-request-id": "no spaces\tor tabs"},
+            )
             assert bad.headers["x-request-id"].startswith("req_")
             assert httpx.get(f"{url}/nothing").headers["x-request-id"]  # errors have one too
         conductor.close()
@@ -401,7 +449,9 @@ def test_native_route_streams_core_events(tmp_path) -> None:
 def test_a_masked_key_in_an_upstream_error_reaches_no_one(tmp_path) -> None:
     masked = "zqUPca**********9041"
     with OpenAIServer() as upstream:
-        upstream.script(Fault("status", status=401, message=f"Incorrect API key provided: {masked}. See your dashboard."))
+        upstream.script(
+            Fault("status", status=401, message=f"Incorrect API key provided: {masked}. See your dashboard.")
+        )
         conductor = make_conductor(tmp_path, endpoints=endpoints(up=upstream))
         with serve(create_app(conductor)) as url:
             with pytest.raises(openai.InternalServerError) as caught:
@@ -431,7 +481,7 @@ def test_status_shows_the_request_log_health_while_its_database_is_away(tmp_path
             assert (healthy["written"], healthy["pending"], healthy["write_errors"]) == (1, 0, 0)
             assert healthy["database_ok"] is True and healthy["last_error"] is None
 
-            conductor.log._db.engine.dispose()  # noqa: SLF001 - no open connection keeps the old file alive
+            conductor.log._db.engine.dispose()
             volume.rename(tmp_path / "volume.away")
             volume.write_text("not a folder")  # nothing can create the database there again
             for _ in range(3):
@@ -451,14 +501,19 @@ def test_status_shows_the_request_log_health_while_its_database_is_away(tmp_path
             schema = http.get("/openapi.json").json()["components"]["schemas"]
             documented = schema["SystemStatus"]["properties"]["request_log"]
             assert {"$ref": "#/components/schemas/LogHealth"} in documented["anyOf"]
-            assert {"pending", "written", "write_errors", "rejected", "last_error"} <= set(schema["LogHealth"]["properties"])
+            assert {"pending", "written", "write_errors", "rejected", "last_error"} <= set(
+                schema["LogHealth"]["properties"]
+            )
         conductor.close()
 
 
 def test_cors_is_off_by_default_and_a_preflight_needs_no_key(tmp_path) -> None:
     conductor = make_conductor(tmp_path, api_key="gateway-key-for-cors-0001")
-    preflight = {"origin": "https://app.example", "access-control-request-method": "POST",
-                 "access-control-request-headers": "authorization,content-type"}
+    preflight = {
+        "origin": "https://app.example",
+        "access-control-request-method": "POST",
+        "access-control-request-headers": "authorization,content-type",
+    }
     with serve(create_app(conductor, settings=GatewaySettings(_env_file=None))) as url:
         r = httpx.options(f"{url}/v1/chat/completions", headers=preflight)
         assert "access-control-allow-origin" not in r.headers
@@ -476,8 +531,14 @@ def test_cors_is_off_by_default_and_a_preflight_needs_no_key(tmp_path) -> None:
 def test_the_gateway_refuses_a_public_address_without_a_key(tmp_path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONDUCTOR_") and k != "OPENAI_API_KEY"}
     env.update(CONDUCTOR_GATEWAY_HOST="0.0.0.0", CONDUCTOR_GATEWAY_PORT="8659", CONDUCTOR_DATA_DIR=str(tmp_path))
-    run = subprocess.run([sys.executable, "-m", "gateway"], cwd=tmp_path, env={**env, "PYTHONPATH": str(ROOT)},
-                         capture_output=True, text=True, timeout=60)
+    run = subprocess.run(
+        [sys.executable, "-m", "gateway"],
+        cwd=tmp_path,
+        env={**env, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert run.returncode != 0
     assert "refusing to serve on 0.0.0.0" in run.stderr and "CONDUCTOR_API_KEY" in run.stderr
     assert "CONDUCTOR_GATEWAY_ALLOW_UNAUTHENTICATED=true" in run.stderr

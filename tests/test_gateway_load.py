@@ -33,8 +33,16 @@ CONCURRENCY = 100
 SEQUENTIAL = 30
 # Variables that would point the gateway elsewhere or enable other providers.
 _SCRUB = (
-    "OPENAI_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "GEMINI_API_KEY",
-    "GOOGLE_API_KEY", "GOOGLE_GEMINI_BASE_URL", "CONDUCTOR_API_KEY", "CONDUCTOR_DATABASE_URL", "CONDUCTOR_CONFIG",
+    "OPENAI_API_KEY",
+    "OPENAI_BASE_URL",
+    "ANTHROPIC_API_KEY",
+    "ANTHROPIC_BASE_URL",
+    "GEMINI_API_KEY",
+    "GOOGLE_API_KEY",
+    "GOOGLE_GEMINI_BASE_URL",
+    "CONDUCTOR_API_KEY",
+    "CONDUCTOR_DATABASE_URL",
+    "CONDUCTOR_CONFIG",
 )
 
 
@@ -105,8 +113,8 @@ def _summary(label: str, direct: list[Sample], gateway: list[Sample]) -> str:
         d = [pick(s) for s in direct]
         g = [pick(s) for s in gateway]
         return (
-            f"  {name:>5}: direct p50 {_pct(d, .5):7.1f} p99 {_pct(d, .99):7.1f} | gateway p50 {_pct(g, .5):7.1f} "
-            f"p99 {_pct(g, .99):7.1f} | added p50 {_pct(g, .5) - _pct(d, .5):+7.1f} p99 {_pct(g, .99) - _pct(d, .99):+7.1f} ms"
+            f"  {name:>5}: direct p50 {_pct(d, 0.5):7.1f} p99 {_pct(d, 0.99):7.1f} | gateway p50 {_pct(g, 0.5):7.1f} "
+            f"p99 {_pct(g, 0.99):7.1f} | added p50 {_pct(g, 0.5) - _pct(d, 0.5):+7.1f} p99 {_pct(g, 0.99) - _pct(d, 0.99):+7.1f} ms"
         )
 
     return "\n".join([label, line("total", lambda s: s.total_ms), line("ttft", lambda s: s.ttft_ms)])
@@ -230,7 +238,11 @@ def _children(pid: int) -> list[int]:
 def test_two_worker_processes_serve_and_share_one_log(gateway_process) -> None:
     url, upstream, data_dir, pid = gateway_process
     # uvicorn's supervisor plus its workers (multiprocessing may add a resource tracker).
-    workers = [child for child in _children(pid) if "multiprocessing.resource_tracker" not in Path(f"/proc/{child}/cmdline").read_text()]
+    workers = [
+        child
+        for child in _children(pid)
+        if "multiprocessing.resource_tracker" not in Path(f"/proc/{child}/cmdline").read_text()
+    ]
     assert len(workers) == 2, workers
     upstream.latency_s, upstream.chunk_delay_s = 0.2, 0.0
     samples = asyncio.run(_run(f"{url}/v1", "openai/gpt-4o-mini", 40, 20))

@@ -40,7 +40,10 @@ def _conductor() -> Conductor:
     every = frozenset(SAMPLING_SETTINGS + FEATURE_SETTINGS)
     providers = [
         ScriptedProvider(
-            "fake", reply="A scripted answer for schema tests.", models=["fake-small", "fake-large"], supported_settings=every
+            "fake",
+            reply="A scripted answer for schema tests.",
+            models=["fake-small", "fake-large"],
+            supported_settings=every,
         ),
         ScriptedProvider("spare", reply="Another scripted answer.", cost_per_token=None, supported_settings=every),
     ]

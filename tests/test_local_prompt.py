@@ -63,13 +63,14 @@ def chat(*turns: tuple[str, str]) -> ChatRequest:
 def test_few_shot_prompt_is_examples_then_the_transcript() -> None:
     request = chat(("user", "Hi"), ("assistant", "Hello!"), ("user", "  Name a colour. "))
     assert build_prompt(request) == (
-        f"{FEW_SHOT_HEADER}\n\n{EXAMPLES_TEXT}\n\n"
-        "User: Hi\nAssistant: Hello!\nUser: Name a colour.\nAssistant:"
+        f"{FEW_SHOT_HEADER}\n\n{EXAMPLES_TEXT}\n\nUser: Hi\nAssistant: Hello!\nUser: Name a colour.\nAssistant:"
     )
 
 
 def test_a_users_system_prompt_comes_right_before_the_conversation_it_governs() -> None:
-    request = chat(("system", "Be brief."), ("user", "Hi"), ("system", "Answer in French."), ("user", "Capital of Spain?"))
+    request = chat(
+        ("system", "Be brief."), ("user", "Hi"), ("system", "Answer in French."), ("user", "Capital of Spain?")
+    )
     prompt = build_prompt(request)
     assert prompt == (
         f"{FEW_SHOT_HEADER}\n\n{EXAMPLES_TEXT}\n\n"
@@ -116,7 +117,9 @@ def _normal(text: str) -> str:
 
 def test_no_question_of_the_benchmark_is_in_the_examples() -> None:
     questions = tomllib.loads(QUESTIONS.read_text())["question"]
-    asked = [q["ask"] for q in questions] + [text for q in questions for role, text in q.get("history", []) if role == "user"]
+    asked = [q["ask"] for q in questions] + [
+        text for q in questions for role, text in q.get("history", []) if role == "user"
+    ]
     examples = [question for conversation in FEW_SHOT_EXAMPLES for question, _ in conversation]
     preamble = _normal(build_prompt(chat(("user", "x"))))
     assert len(questions) >= 60
@@ -130,7 +133,15 @@ def test_no_question_of_the_benchmark_is_in_the_examples() -> None:
 def test_every_benchmark_question_has_a_category_and_a_valid_answer_pattern() -> None:
     questions = tomllib.loads(QUESTIONS.read_text())["question"]
     categories = {q["category"] for q in questions}
-    assert {"capitals", "arithmetic", "units and counting", "everyday science", "people and works", "language", "follow-ups"} <= categories
+    assert {
+        "capitals",
+        "arithmetic",
+        "units and counting",
+        "everyday science",
+        "people and works",
+        "language",
+        "follow-ups",
+    } <= categories
     for q in questions:
         re.compile(q["answer"])
         if "reject" in q:

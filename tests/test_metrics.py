@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
@@ -11,7 +11,7 @@ import pytest
 from conductor_core.metrics import MetricsRegistry, percentile
 from conductor_core.models import AttemptRecord, ProviderUsage
 
-T0 = datetime(2025, 1, 1, 12, 0, tzinfo=timezone.utc)
+T0 = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
 
 
 class FakeClock:
@@ -187,7 +187,9 @@ def test_consecutive_failures_and_last_error() -> None:
 
 def test_last_error_is_redacted() -> None:
     registry = MetricsRegistry(clock=FakeClock())
-    registry.record(attempt(status="error", error_type="authentication", error_message="bad key sk-abcdefghijklmnop1234"))
+    registry.record(
+        attempt(status="error", error_type="authentication", error_message="bad key sk-abcdefghijklmnop1234")
+    )
     assert "sk-abcdefghijklmnop1234" not in (registry.snapshot("gemini").last_error or "")
 
 
@@ -272,7 +274,9 @@ def test_seed_with_totals_from_the_log_and_window_bound() -> None:
     registry = MetricsRegistry(window_size=5, clock=FakeClock())
     registry.seed(
         [attempt("openai", at=T0 - timedelta(seconds=100 - i), latency_ms=float(i)) for i in range(50)],
-        usage={"openai": ProviderUsage(total_requests=1234, successful_requests=1200, failed_requests=34, cost_usd=1.5)},
+        usage={
+            "openai": ProviderUsage(total_requests=1234, successful_requests=1200, failed_requests=34, cost_usd=1.5)
+        },
     )
     snap = registry.snapshot("openai")
     assert snap.samples == 5

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from conductor_core.models import (
     ChatMessage,
@@ -13,14 +13,12 @@ from conductor_core.models import (
     MessageRole,
     ProviderStatus,
     StreamDone,
+    StreamEvent,
     SystemStatus,
     TextDelta,
     known_provider_names,
     register_provider_name,
 )
-from pydantic import TypeAdapter
-
-from conductor_core.models import StreamEvent
 
 USER = [{"role": "user", "content": "hi"}]
 
@@ -152,7 +150,9 @@ def test_models_document_themselves():
         assert schema.get("examples"), model.__name__
     props = ChatRequest.model_json_schema()["properties"]
     # None is allowed too (no temperature, no cap: the provider's defaults).
-    temperature, max_tokens = (next(s for s in props[n]["anyOf"] if s["type"] != "null") for n in ("temperature", "max_tokens"))
+    temperature, max_tokens = (
+        next(s for s in props[n]["anyOf"] if s["type"] != "null") for n in ("temperature", "max_tokens")
+    )
     assert temperature["maximum"] == 2.0 and temperature["minimum"] == 0.0
     assert max_tokens["maximum"] == 1_000_000 and max_tokens["minimum"] == 1
     assert all("description" in p for p in props.values())
@@ -166,6 +166,11 @@ def test_optional_sampling_settings_are_validated_with_messages_that_say_what_to
     request = ChatRequest(messages=message, top_p=0.9, stop=["END"], seed=7)
     assert (request.top_p, request.stop, request.seed) == (0.9, ["END"], 7)
     assert ChatRequest(messages=message).top_p is None  # unset: the provider's own default
-    for bad, field in ((dict(top_p=5), "top_p"), (dict(stop=["a", "b", "c", "d", "e"]), "stop"), (dict(stop=[""]), "stop"), (dict(seed=-1), "seed")):
+    for bad, field in (
+        (dict(top_p=5), "top_p"),
+        (dict(stop=["a", "b", "c", "d", "e"]), "stop"),
+        (dict(stop=[""]), "stop"),
+        (dict(seed=-1), "seed"),
+    ):
         with pytest.raises(ValidationError, match=field):
             ChatRequest(messages=message, **bad)

@@ -99,7 +99,9 @@ def test_a_run_over_three_variants_with_one_failing(env):
     shown = texts(at)
     assert shown.count("Alpha answers first.") == 3 and shown.count("Gamma is free.") == 3
     assert {call.messages[-1].content for call in fakes.FAKES["alpha"].calls} == {
-        "Capital of France?", "Capital of Japan?", "Capital of Kenya?"
+        "Capital of France?",
+        "Capital of Japan?",
+        "Capital of Kenya?",
     }
     store = playground_state.experiments()
     cells = store.cells(at.query_params["run"])
@@ -137,7 +139,9 @@ def test_bad_input_is_named_and_nothing_is_sent(env, monkeypatch):
     at = experiments_page()
 
     fill(at, data='country\nFrance\n"Japan\n')
-    assert any("line 3" in plain(e.value) and "quoted field" in plain(e.value) for e in at.error), [e.value for e in at.error]
+    assert any("line 3" in plain(e.value) and "quoted field" in plain(e.value) for e in at.error), [
+        e.value for e in at.error
+    ]
 
     jsonl = '{"country": "France"}\n{"land": "Japan"}\n'
     fill(at, data=jsonl)
@@ -217,7 +221,10 @@ def test_share_a_conversation_and_a_comparison_without_the_key(env):
     next(b for b in at.button if b.label == "Left is better").click().run()
     compared = playground_state.sessions().conversation(at.query_params["session"])
     data = json.loads(exports.to_json(share.comparison(compared, 0)))
-    assert data["prompt"] == "Which is best?" and [c["label"] for c in data["columns"]] == ["alpha/alpha-small", "beta/beta-1"]
+    assert data["prompt"] == "Which is best?" and [c["label"] for c in data["columns"]] == [
+        "alpha/alpha-small",
+        "beta/beta-1",
+    ]
     assert data["vote"] == "alpha/alpha-small" and data["columns"][1]["answer"] == "Beta answers too."
 
 

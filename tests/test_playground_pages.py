@@ -18,20 +18,26 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+import tests.playground_fakes as fakes  # noqa: E402  (the same module object the app imports)
 from conductor_core.errors import AuthenticationError, ProviderUnavailableError  # noqa: E402
 from conductor_core.models import AttemptRecord, Vote, utcnow  # noqa: E402
-from conductor_core.testing.protocol_servers import GeminiServer, OpenAIServer  # noqa: E402
-
-import tests.playground_fakes as fakes  # noqa: E402  (the same module object the app imports)
 from conductor_core.testing.fakes import Reply  # noqa: E402
+from conductor_core.testing.protocol_servers import GeminiServer, OpenAIServer  # noqa: E402
 from playground import charts, controls  # noqa: E402
 from playground import state as playground_state  # noqa: E402
 from playground.state import FACTORY_ENV  # noqa: E402
 
 APP = ROOT / "playground" / "app.py"
 KEY_VARS = (
-    "GEMINI_API_KEY", "GOOGLE_API_KEY", "OPENAI_API_KEY", "ANTHROPIC_API_KEY", "OPENAI_BASE_URL",
-    "GOOGLE_GEMINI_BASE_URL", "ANTHROPIC_BASE_URL", "CONDUCTOR_CONFIG", "CONDUCTOR_DATABASE_URL",
+    "GEMINI_API_KEY",
+    "GOOGLE_API_KEY",
+    "OPENAI_API_KEY",
+    "ANTHROPIC_API_KEY",
+    "OPENAI_BASE_URL",
+    "GOOGLE_GEMINI_BASE_URL",
+    "ANTHROPIC_BASE_URL",
+    "CONDUCTOR_CONFIG",
+    "CONDUCTOR_DATABASE_URL",
 )
 
 pytestmark = pytest.mark.timeout(120)
@@ -251,7 +257,11 @@ def test_a_failed_turn_is_shown_but_not_sent_again(app):
 
     send(app, "Hello", provider="alpha")
     fakes.FAKES["alpha"].script(
-        BadRequestError("alpha rejected the request (HTTP 400: 3,730 tokens is over the context window)", provider="alpha", status_code=400)
+        BadRequestError(
+            "alpha rejected the request (HTTP 400: 3,730 tokens is over the context window)",
+            provider="alpha",
+            status_code=400,
+        )
     )
     send(app, "x" * 20_000)
     assert any("over the context window" in plain(e.value) for e in app.error)
@@ -289,7 +299,9 @@ def test_edit_resends_from_there_and_keeps_the_old_branch(app):
     send(app, "Capital of Frnace?", provider="gamma")
     send(app, "And its population?")
     first = [m for m in app.chat_message if m.name == "user"][0]
-    first.text_area(key=next(k for k in [w.key for w in first.text_area] if k.startswith("edit_"))).set_value("Capital of France?")
+    first.text_area(key=next(k for k in [w.key for w in first.text_area] if k.startswith("edit_"))).set_value(
+        "Capital of France?"
+    )
     button(first, "Send edited").click().run()
     settle(app)
     assert user_texts(app) == ["Capital of France?"]
@@ -333,7 +345,9 @@ def test_leaving_the_page_while_an_answer_streams_loses_nothing(app):
 
 
 def test_provider_error_is_a_message_and_the_app_keeps_working(app):
-    fakes.FAKES["alpha"].script(AuthenticationError("alpha rejected the API key: check ALPHA_API_KEY", provider="alpha"))
+    fakes.FAKES["alpha"].script(
+        AuthenticationError("alpha rejected the API key: check ALPHA_API_KEY", provider="alpha")
+    )
     send(app, "Hello", provider="alpha")
     no_traceback(app)
     assert any("alpha rejected the API key: check ALPHA_API_KEY" in plain(e.value) for e in app.error)
@@ -350,7 +364,9 @@ def test_unconfigured_provider_says_what_to_set(app):
 
 
 def test_auto_falls_back_and_shows_the_attempt(app):
-    fakes.FAKES["alpha"].script(ProviderUnavailableError("alpha is unavailable (HTTP 503: overloaded)", provider="alpha"))
+    fakes.FAKES["alpha"].script(
+        ProviderUnavailableError("alpha is unavailable (HTTP 503: overloaded)", provider="alpha")
+    )
     send(app, "Hello", provider="auto")
     no_traceback(app)
     answer = assistant_messages(app)[-1]
@@ -468,7 +484,9 @@ def test_compare_three_columns_marks_fastest_and_cheapest_and_records_the_vote(a
     texts = [m.value for m in app.markdown]
     for reply in ("Alpha answers first.", "Beta answers too.", "Gamma is free."):
         assert reply in texts
-    assert {call.messages[-1].content for name in ("alpha", "beta", "gamma") for call in fakes.FAKES[name].calls} == {"Which is best?"}
+    assert {call.messages[-1].content for name in ("alpha", "beta", "gamma") for call in fakes.FAKES[name].calls} == {
+        "Which is best?"
+    }
     assert column_titles(app) == ["**alpha/alpha-small**", "**beta/beta-1**", "**gamma/gamma-1**"]
     # alpha is quickest; among the priced answers (alpha, gamma) gamma is free: cheapest.
     fastest, cheapest = marks(app)
@@ -476,7 +494,9 @@ def test_compare_three_columns_marks_fastest_and_cheapest_and_records_the_vote(a
     vote = next(b for b in app.button if b.label == "Best: gamma/gamma-1")
     vote.click().run()
     votes = conductor().log.votes()
-    assert [(v.targets, v.winner) for v in votes] == [(["alpha/alpha-small", "beta/beta-1", "gamma/gamma-1"], "gamma/gamma-1")]
+    assert [(v.targets, v.winner) for v in votes] == [
+        (["alpha/alpha-small", "beta/beta-1", "gamma/gamma-1"], "gamma/gamma-1")
+    ]
     assert any("Vote recorded" in s.value for s in app.success)
     # The vote names the round; the round's answers name their request-log rows.
     turn = playground_state.sessions().conversation(app.query_params["session"]).turns[0]
@@ -486,11 +506,13 @@ def test_compare_three_columns_marks_fastest_and_cheapest_and_records_the_vote(a
 
 
 def test_compare_badges_ties_and_cheapest_only_among_priced_answers():
-    from playground.components import compare_marks
     from conductor_core.models import ChatResponse
+    from playground.components import compare_marks
 
     def answer(latency: float, cost: float | None) -> ChatResponse:
-        return ChatResponse(content="x", metadata={"provider": "p", "model": "m"}, analytics={"latency_ms": latency, "cost_usd": cost})
+        return ChatResponse(
+            content="x", metadata={"provider": "p", "model": "m"}, analytics={"latency_ms": latency, "cost_usd": cost}
+        )
 
     # Both show "756 ms": a tie. Free against unknown: no cheapest (unknown may be free too).
     assert compare_marks([answer(756.2, 0.0), answer(756.4, None)]) == ({0, 1}, set())
@@ -511,9 +533,15 @@ def test_compare_the_same_model_at_two_settings_labelled_by_what_differs(app):
     settle(app)
     no_traceback(app)
     calls = fakes.FAKES["alpha"].calls
-    assert sorted((c.temperature, c.messages[0].content) for c in calls) == [(0.0, "Same model twice"), (1.2, "Answer like a poet.")]
+    assert sorted((c.temperature, c.messages[0].content) for c in calls) == [
+        (0.0, "Same model twice"),
+        (1.2, "Answer like a poet."),
+    ]
     titles = column_titles(app)
-    assert titles == ["**alpha/alpha-small · T=0 · no system prompt**", "**alpha/alpha-small · T=1.2 · system “Answer like a poet.”**"]
+    assert titles == [
+        "**alpha/alpha-small · T=0 · no system prompt**",
+        "**alpha/alpha-small · T=1.2 · system “Answer like a poet.”**",
+    ]
     next(b for b in app.button if b.label == "Right is better").click().run()
     assert conductor().log.votes()[-1].winner == "alpha/alpha-small · T=1.2 · system “Answer like a poet.”"
 
@@ -598,13 +626,34 @@ def test_dashboard_figures_tell_the_truth(app):
     bulk_write(
         log,
         [
-            AttemptRecord(request_id="r1", provider="alpha", status="ok", created_at=started, latency_ms=100.0, cost_usd=1e-3),
-            AttemptRecord(request_id="r2", provider="beta", status="ok", created_at=now - timedelta(minutes=2), latency_ms=90.0),
-            AttemptRecord(request_id="r3", provider="alpha", status="error", error_type="bad_request",
-                          created_at=now - timedelta(minutes=1), error_message="context overflow"),
-            AttemptRecord(request_id="r4", provider="alpha", status="incomplete", error_type="cancelled",
-                          created_at=now - timedelta(seconds=50)),
-            AttemptRecord(request_id="r5", provider="beta", status="error", error_type="timeout", created_at=now - timedelta(seconds=40)),
+            AttemptRecord(
+                request_id="r1", provider="alpha", status="ok", created_at=started, latency_ms=100.0, cost_usd=1e-3
+            ),
+            AttemptRecord(
+                request_id="r2", provider="beta", status="ok", created_at=now - timedelta(minutes=2), latency_ms=90.0
+            ),
+            AttemptRecord(
+                request_id="r3",
+                provider="alpha",
+                status="error",
+                error_type="bad_request",
+                created_at=now - timedelta(minutes=1),
+                error_message="context overflow",
+            ),
+            AttemptRecord(
+                request_id="r4",
+                provider="alpha",
+                status="incomplete",
+                error_type="cancelled",
+                created_at=now - timedelta(seconds=50),
+            ),
+            AttemptRecord(
+                request_id="r5",
+                provider="beta",
+                status="error",
+                error_type="timeout",
+                created_at=now - timedelta(seconds=40),
+            ),
         ],
     )
     app.switch_page("views/dashboard.py").run()
@@ -636,10 +685,17 @@ def test_dashboard_with_ten_thousand_rows_draws_bounded_charts(app):
         latency = float(rng.lognormal(5, 0.4))
         records.append(
             AttemptRecord(
-                request_id=f"r{i}", provider=provider, model=f"{provider}-m", status="ok" if ok else "error",
-                created_at=now - timedelta(seconds=3500 * (1 - i / 10_000)), latency_ms=latency,
-                ttft_ms=latency / 4 if ok else None, input_tokens=5, output_tokens=40 if ok else 0,
-                cost_usd=None if provider == "beta" else 2e-5, error_type=None if ok else "timeout",
+                request_id=f"r{i}",
+                provider=provider,
+                model=f"{provider}-m",
+                status="ok" if ok else "error",
+                created_at=now - timedelta(seconds=3500 * (1 - i / 10_000)),
+                latency_ms=latency,
+                ttft_ms=latency / 4 if ok else None,
+                input_tokens=5,
+                output_tokens=40 if ok else 0,
+                cost_usd=None if provider == "beta" else 2e-5,
+                error_type=None if ok else "timeout",
             )
         )
     bulk_write(log, records)
@@ -672,9 +728,18 @@ def test_dashboard_reads_rollups_when_the_window_is_too_big_for_rows(app, monkey
     bulk_write(
         log,
         [
-            AttemptRecord(request_id=f"r{i}", provider="alpha", model="alpha-small", status="ok",
-                          created_at=now - timedelta(days=2, seconds=i * 60), latency_ms=100.0 + i, cost_usd=1e-4,
-                          streamed=True, ttft_ms=20.0, output_tokens=8)
+            AttemptRecord(
+                request_id=f"r{i}",
+                provider="alpha",
+                model="alpha-small",
+                status="ok",
+                created_at=now - timedelta(days=2, seconds=i * 60),
+                latency_ms=100.0 + i,
+                cost_usd=1e-4,
+                streamed=True,
+                ttft_ms=20.0,
+                output_tokens=8,
+            )
             for i in range(50)
         ],
     )
@@ -688,7 +753,9 @@ def test_dashboard_reads_rollups_when_the_window_is_too_big_for_rows(app, monkey
     assert latency["title"]["text"] == "Latency (ms) · mean"
     # Time to first token and tokens/s come from the rollups' sums too (not empty charts).
     data = {
-        json.loads(c.proto.spec)["title"]["text"]: pa.ipc.open_stream(c.proto.datasets[0].data.data).read_all().to_pandas()
+        json.loads(c.proto.spec)["title"]["text"]: pa.ipc.open_stream(c.proto.datasets[0].data.data)
+        .read_all()
+        .to_pandas()
         for c in app.get("vega_lite_chart")
         if c.proto.datasets
     }
@@ -713,7 +780,12 @@ def test_providers_page_says_what_to_set(app):
     app.switch_page("views/providers.py").run()
     no_traceback(app)
     text = plain(" ".join(m.value for m in app.markdown))
-    for hint in ("set GEMINI_API_KEY", "set OPENAI_API_KEY", "set ANTHROPIC_API_KEY", "set CONDUCTOR_LOCAL_ENABLED=true"):
+    for hint in (
+        "set GEMINI_API_KEY",
+        "set OPENAI_API_KEY",
+        "set ANTHROPIC_API_KEY",
+        "set CONDUCTOR_LOCAL_ENABLED=true",
+    ):
         assert hint in text, hint
     assert "Gemma 3 270M" in " ".join(c.value for c in app.caption)
     badges = " ".join(m.value for m in app.markdown if "badge" in m.value)
@@ -846,7 +918,9 @@ def _only_gamma():
     from conductor_core.router import Conductor
     from conductor_core.testing.fakes import ScriptedProvider
 
-    conductor = Conductor(load_settings(_env_file=None, local_enabled=False), extra_providers=[ScriptedProvider("gamma")])
+    conductor = Conductor(
+        load_settings(_env_file=None, local_enabled=False), extra_providers=[ScriptedProvider("gamma")]
+    )
     fakes.CONDUCTORS.append(conductor)
     return conductor
 
@@ -883,7 +957,9 @@ def _controls_never_loaded() -> None:
     from playground import controls, state
 
     c = state.conductor()
-    controls.variant_controls(c, "unloaded", providers=state.provider_names(c), allow_auto=True, labels={}, compact=True)
+    controls.variant_controls(
+        c, "unloaded", providers=state.provider_names(c), allow_auto=True, labels={}, compact=True
+    )
 
 
 def test_controls_drawn_before_they_were_loaded_start_at_the_defaults_not_at_their_minimum(env):

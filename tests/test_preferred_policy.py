@@ -49,12 +49,18 @@ def warm_quick_first(conductor: Conductor) -> None:
     from conductor_core.models import AttemptRecord
 
     for _ in range(5):
-        conductor.metrics.record(AttemptRecord(request_id="r", provider="quick", model="quick-1", status="ok", latency_ms=20.0))
-        conductor.metrics.record(AttemptRecord(request_id="r", provider="liked", model="liked-1", status="ok", latency_ms=900.0))
+        conductor.metrics.record(
+            AttemptRecord(request_id="r", provider="quick", model="quick-1", status="ok", latency_ms=20.0)
+        )
+        conductor.metrics.record(
+            AttemptRecord(request_id="r", provider="liked", model="liked-1", status="ok", latency_ms=900.0)
+        )
 
 
 def ask() -> ChatRequest:
-    return ChatRequest(provider="auto", policy=RoutingPolicy.preferred, messages=[ChatMessage(role="user", content="hi")])
+    return ChatRequest(
+        provider="auto", policy=RoutingPolicy.preferred, messages=[ChatMessage(role="user", content="hi")]
+    )
 
 
 def test_too_few_votes_falls_back_to_balanced_and_says_so(conductor):
@@ -65,7 +71,9 @@ def test_too_few_votes_falls_back_to_balanced_and_says_so(conductor):
     conductor.core.ratings.refresh()
     response = conductor.chat(ask())
     assert response.metadata.provider == "quick"  # balanced's choice, not the 3-vote favourite
-    assert response.routing.reason.startswith("too few blind votes (3 < 10): best balance of speed, reliability and cost")
+    assert response.routing.reason.startswith(
+        "too few blind votes (3 < 10): best balance of speed, reliability and cost"
+    )
 
 
 def test_enough_votes_ranks_by_rating_and_quotes_it(conductor):
@@ -96,7 +104,9 @@ def test_threshold_is_a_setting(tmp_path):
         conductor.core.ratings.refresh()
         response = conductor.chat(ask())
         assert response.metadata.provider == "liked"
-        assert response.routing.reason.startswith("highest rated: ") and response.routing.reason.endswith("from 2 blind votes")
+        assert response.routing.reason.startswith("highest rated: ") and response.routing.reason.endswith(
+            "from 2 blind votes"
+        )
     finally:
         conductor.close()
 
@@ -144,15 +154,30 @@ def test_a_request_never_refits_on_its_own_thread(conductor, monkeypatch):
 
 def test_other_policies_do_not_read_ratings(conductor):
     ratings = conductor.core.ratings
-    conductor.chat(ChatRequest(provider="auto", policy=RoutingPolicy.balanced, messages=[ChatMessage(role="user", content="hi")]))
+    conductor.chat(
+        ChatRequest(provider="auto", policy=RoutingPolicy.balanced, messages=[ChatMessage(role="user", content="hi")])
+    )
     assert ratings.fits == 0
 
 
 def test_reasons_are_pure_functions_of_the_score():
-    rated = Rating(subject="a/m", rating=1112.4, ci_low=1072.0, ci_high=1152.0, votes=57, wins=40, losses=10, ties=7, enough=True, min_votes=10)
+    rated = Rating(
+        subject="a/m",
+        rating=1112.4,
+        ci_low=1072.0,
+        ci_high=1152.0,
+        votes=57,
+        wins=40,
+        losses=10,
+        ties=7,
+        enough=True,
+        min_votes=10,
+    )
     few = rated.model_copy(update={"votes": 3, "enough": False})
     base = dict(samples=5, latency_ms=200.0, latency_kind="latency", success=1.0, cost=0.0)
-    assert Score(**base, rating=rated).explain(RoutingPolicy.preferred) == "highest rated: 1,112 ± 40 from 57 blind votes"
+    assert (
+        Score(**base, rating=rated).explain(RoutingPolicy.preferred) == "highest rated: 1,112 ± 40 from 57 blind votes"
+    )
     assert Score(**base, rating=few).explain(RoutingPolicy.preferred) == (
         "too few blind votes (3 < 10): best balance of speed, reliability and cost: p50 latency 200 ms, 100% success, free"
     )
@@ -171,7 +196,9 @@ def test_the_gateway_takes_the_preferred_policy_and_says_why(tmp_path):
         ScriptedProvider("liked", reply="People like this.", models=["liked-1"]),
         ScriptedProvider("quick", reply="Fast and cheap.", models=["quick-1"]),
     ]
-    settings = load_settings(_env_file=None, local_enabled=False, data_dir=tmp_path, max_retries=0, preferred_min_votes=3)
+    settings = load_settings(
+        _env_file=None, local_enabled=False, data_dir=tmp_path, max_retries=0, preferred_min_votes=3
+    )
     conductor = Conductor(settings, extra_providers=providers, source="gateway")
     try:
         arena = Arena(conductor.log)
@@ -187,6 +214,8 @@ def test_the_gateway_takes_the_preferred_policy_and_says_why(tmp_path):
             assert info["provider"] == "liked" and info["policy"] == "preferred"
             assert info["reason"].startswith("highest rated: ") and info["reason"].endswith("from 3 blind votes")
             with pytest.raises(openai.BadRequestError):
-                client.chat.completions.create(model="auto", messages=[{"role": "user", "content": "hi"}], extra_body={"policy": "liked"})
+                client.chat.completions.create(
+                    model="auto", messages=[{"role": "user", "content": "hi"}], extra_body={"policy": "liked"}
+                )
     finally:
         conductor.close()

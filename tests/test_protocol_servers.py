@@ -209,9 +209,7 @@ def _drop_cached_clients() -> Iterator[None]:
 
 
 def _gemini_config(max_tokens: int | None) -> genai_types.GenerateContentConfig:
-    return genai_types.GenerateContentConfig(
-        system_instruction="You are terse.", max_output_tokens=max_tokens
-    )
+    return genai_types.GenerateContentConfig(system_instruction="You are terse.", max_output_tokens=max_tokens)
 
 
 def ge_complete(
@@ -411,9 +409,7 @@ def test_request_log_details(_shared_servers: dict[str, ProtocolServer]) -> None
         rec = srv.requests[0]
         assert rec["path"] == "/v1/messages"
         # anthropic 2.x sends api_key as "Authorization: Bearer"; older releases used x-api-key.
-        assert (
-            rec["headers"].get("authorization") == "Bearer test" or rec["headers"].get("x-api-key") == "test"
-        )
+        assert rec["headers"].get("authorization") == "Bearer test" or rec["headers"].get("x-api-key") == "test"
         assert "anthropic-version" in rec["headers"]
         assert rec["system"] == "You are terse."
     with _reset(_shared_servers["gemini"]) as srv:
@@ -432,8 +428,7 @@ def test_gemini_v1beta_and_sse_query() -> None:
         )
         assert client.models.generate_content(model="gemini-2.5-flash", contents="hi").text == "a b c"
         text = "".join(
-            c.text or ""
-            for c in client.models.generate_content_stream(model="gemini-2.5-flash", contents="hi")
+            c.text or "" for c in client.models.generate_content_stream(model="gemini-2.5-flash", contents="hi")
         )
         assert text == "a b c"
         assert srv.requests[0]["path"] == "/v1beta/models/gemini-2.5-flash:generateContent"
@@ -461,9 +456,7 @@ def test_latency_and_chunk_delay() -> None:
     with OpenAIServer(reply="one two three four", latency_s=0.15, chunk_delay_s=0.05) as srv:
         client = _openai(srv, "test", 5)
         t0 = time.perf_counter()
-        stream = client.chat.completions.create(
-            model="m", messages=[{"role": "user", "content": "x"}], stream=True
-        )
+        stream = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}], stream=True)
         first_text_at = None
         for chunk in stream:
             if chunk.choices and chunk.choices[0].delta.content and first_text_at is None:
@@ -645,9 +638,7 @@ def test_reset_restores_constructor_settings() -> None:
         with pytest.raises(openai.InternalServerError):
             client.models.list()
         srv.reset()
-        assert (
-            srv.request_count == 0 and srv.reply == "a b" and srv.failure_rate == 0.5 and srv.latency_s == 0.0
-        )
+        assert srv.request_count == 0 and srv.reply == "a b" and srv.failure_rate == 0.5 and srv.latency_s == 0.0
         srv.failure_rate = 0.0
         assert oa_complete(srv).text == "a b"  # not down, script cleared
 
@@ -687,10 +678,19 @@ def test_anthropic_tool_use_parsed_by_the_sdk(_shared_servers: dict[str, Protoco
         assert message.stop_reason == "tool_use"
         text, use = message.content  # Claude writes a sentence before a call it chose to make
         assert text.type == "text" and text.text == AnthropicServer.TOOL_PREAMBLE
-        assert use.type == "tool_use" and use.name == "weather" and use.input == {"city": "Paris"} and use.id.startswith("toolu_")
+        assert (
+            use.type == "tool_use"
+            and use.name == "weather"
+            and use.input == {"city": "Paris"}
+            and use.id.startswith("toolu_")
+        )
 
         forced = client.messages.create(
-            model="claude-haiku-4-5", max_tokens=100, messages=ask, tools=tools, tool_choice={"type": "tool", "name": "weather"}
+            model="claude-haiku-4-5",
+            max_tokens=100,
+            messages=ask,
+            tools=tools,
+            tool_choice={"type": "tool", "name": "weather"},
         )
         assert [b.type for b in forced.content] == ["tool_use"]  # a forced call comes without text
 
@@ -698,21 +698,32 @@ def test_anthropic_tool_use_parsed_by_the_sdk(_shared_servers: dict[str, Protoco
             events = list(stream)
             final = stream.get_final_message()
         assert final.stop_reason == "tool_use" and final.content[1].input == {"city": "Paris"}
-        pieces = [e.delta.partial_json for e in events if e.type == "content_block_delta" and e.delta.type == "input_json_delta"]
+        pieces = [
+            e.delta.partial_json
+            for e in events
+            if e.type == "content_block_delta" and e.delta.type == "input_json_delta"
+        ]
         assert pieces == ["", *AnthropicServer.TOOL_ARGUMENTS]  # the input arrives in pieces, the first empty
 
-        answer = [*ask, {"role": "assistant", "content": [b.model_dump() for b in message.content]},
-                  {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id, "content": "sunny"}]}]
+        answer = [
+            *ask,
+            {"role": "assistant", "content": [b.model_dump() for b in message.content]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id, "content": "sunny"}]},
+        ]
         done = client.messages.create(model="claude-haiku-4-5", max_tokens=100, messages=answer, tools=tools)
         assert done.stop_reason == "end_turn" and done.content[0].text == REPLY
-        none = client.messages.create(model="claude-haiku-4-5", max_tokens=100, messages=ask, tools=tools, tool_choice={"type": "none"})
+        none = client.messages.create(
+            model="claude-haiku-4-5", max_tokens=100, messages=ask, tools=tools, tool_choice={"type": "none"}
+        )
         assert none.content[0].text == REPLY
 
 
 def test_gemini_function_call_parsed_by_the_sdk(_shared_servers: dict[str, ProtocolServer]) -> None:
     with _reset(_shared_servers["gemini"]) as srv:
         client = _gemini(srv, "test", 5.0)
-        declaration = genai_types.FunctionDeclaration(name="weather", description="Weather", parameters_json_schema=WEATHER_SCHEMA)
+        declaration = genai_types.FunctionDeclaration(
+            name="weather", description="Weather", parameters_json_schema=WEATHER_SCHEMA
+        )
         config = genai_types.GenerateContentConfig(
             tools=[genai_types.Tool(function_declarations=[declaration])],
             automatic_function_calling=genai_types.AutomaticFunctionCallingConfig(disable=True),
@@ -724,17 +735,30 @@ def test_gemini_function_call_parsed_by_the_sdk(_shared_servers: dict[str, Proto
         sent = srv.requests[-1]["json"]
         assert sent["tools"][0]["functionDeclarations"][0]["name"] == "weather"
 
-        chunks = list(client.models.generate_content_stream(model="gemini-2.5-flash", contents="Weather?", config=config))
+        chunks = list(
+            client.models.generate_content_stream(model="gemini-2.5-flash", contents="Weather?", config=config)
+        )
         assert len(chunks) == 1 and chunks[0].function_calls[0].args == {"city": "Paris"}  # sent whole, in one chunk
 
-        none = config.model_copy(update={"tool_config": genai_types.ToolConfig(
-            function_calling_config=genai_types.FunctionCallingConfig(mode="NONE"))})
+        none = config.model_copy(
+            update={
+                "tool_config": genai_types.ToolConfig(
+                    function_calling_config=genai_types.FunctionCallingConfig(mode="NONE")
+                )
+            }
+        )
         assert client.models.generate_content(model="gemini-2.5-flash", contents="Weather?", config=none).text == REPLY
         history = [
             genai_types.Content(role="user", parts=[genai_types.Part(text="Weather?")]),
             response.candidates[0].content,
-            genai_types.Content(role="user", parts=[genai_types.Part(
-                function_response=genai_types.FunctionResponse(name="weather", response={"sky": "sunny"}))]),
+            genai_types.Content(
+                role="user",
+                parts=[
+                    genai_types.Part(
+                        function_response=genai_types.FunctionResponse(name="weather", response={"sky": "sunny"})
+                    )
+                ],
+            ),
         ]
         assert client.models.generate_content(model="gemini-2.5-flash", contents=history, config=config).text == REPLY
 
@@ -743,12 +767,16 @@ def test_json_output_in_each_protocol(_shared_servers: dict[str, ProtocolServer]
     wanted = {"city": "Paris"}  # every server's default json_reply
     with _reset(_shared_servers["openai"]) as srv:
         r = _openai(srv, "test", 5.0).chat.completions.create(
-            model="gpt-4o-mini", messages=[{"role": "user", "content": "City?"}], response_format={"type": "json_object"}
+            model="gpt-4o-mini",
+            messages=[{"role": "user", "content": "City?"}],
+            response_format={"type": "json_object"},
         )
         assert json.loads(r.choices[0].message.content or "") == wanted
     with _reset(_shared_servers["anthropic"]) as srv:
         m = _anthropic(srv, "test", 5.0).messages.create(
-            model="claude-haiku-4-5", max_tokens=100, messages=[{"role": "user", "content": "City?"}],
+            model="claude-haiku-4-5",
+            max_tokens=100,
+            messages=[{"role": "user", "content": "City?"}],
             output_config={"format": {"type": "json_schema", "schema": WEATHER_SCHEMA}},
         )
         assert json.loads(m.content[0].text) == wanted
@@ -757,6 +785,8 @@ def test_json_output_in_each_protocol(_shared_servers: dict[str, ProtocolServer]
         )
         assert plain.content[0].text == REPLY
     with _reset(_shared_servers["gemini"]) as srv:
-        config = genai_types.GenerateContentConfig(response_mime_type="application/json", response_json_schema=WEATHER_SCHEMA)
+        config = genai_types.GenerateContentConfig(
+            response_mime_type="application/json", response_json_schema=WEATHER_SCHEMA
+        )
         g = _gemini(srv, "test", 5.0).models.generate_content(model="gemini-2.5-flash", contents="City?", config=config)
         assert json.loads(g.text) == wanted and g.parsed == wanted

@@ -34,10 +34,14 @@ def test_two_subjects_three_to_one() -> None:
 def test_a_tie_is_half_a_win_each_way() -> None:
     # 2 wins for A and 2 ties: A scored 3 of 4, exactly as in the example above.
     with_ties = fit_ratings(votes("A", "B", 2, 0, ties=2), prior=0, rounds=0, min_votes=1)
-    assert by_subject(with_ties) == pytest.approx(by_subject(fit_ratings(votes("A", "B", 3, 1), prior=0, rounds=0)), abs=0.01)
+    assert by_subject(with_ties) == pytest.approx(
+        by_subject(fit_ratings(votes("A", "B", 3, 1), prior=0, rounds=0)), abs=0.01
+    )
     assert [(r.subject, r.wins, r.losses, r.ties) for r in with_ties.ratings] == [("A", 2, 0, 2), ("B", 0, 2, 2)]
     # Only ties: equal strength.
-    assert by_subject(fit_ratings(votes("A", "B", 0, 0, ties=5), prior=0, rounds=0)) == pytest.approx({"A": 1000, "B": 1000})
+    assert by_subject(fit_ratings(votes("A", "B", 0, 0, ties=5), prior=0, rounds=0)) == pytest.approx(
+        {"A": 1000, "B": 1000}
+    )
 
 
 def test_three_subjects_whose_results_fit_the_model_exactly() -> None:
@@ -80,7 +84,10 @@ def test_the_fit_agrees_with_an_independent_maximum_likelihood() -> None:
 def test_a_vote_among_several_answers() -> None:
     # One best of three: two wins. A tie among three: three pairwise ties.
     board = fit_ratings(
-        [Judgement(subjects=("A", "B", "C"), winner="A"), Judgement(subjects=("A", "B", "C"))], prior=0.5, rounds=0, min_votes=1
+        [Judgement(subjects=("A", "B", "C"), winner="A"), Judgement(subjects=("A", "B", "C"))],
+        prior=0.5,
+        rounds=0,
+        min_votes=1,
     )
     a, b = board.get("A"), board.get("B")
     assert (a.wins, a.ties, a.votes, b.losses, b.ties) == (1, 1, 2, 1, 1)
@@ -117,7 +124,18 @@ def test_leaderboard_says_too_few_votes_and_ranks_them_last() -> None:
 
 
 def test_describe_reads_like_a_leaderboard_line() -> None:
-    rating = Rating(subject="x", rating=1112.4, ci_low=1070.0, ci_high=1150.2, votes=57, wins=30, losses=20, ties=7, enough=True, min_votes=10)
+    rating = Rating(
+        subject="x",
+        rating=1112.4,
+        ci_low=1070.0,
+        ci_high=1150.2,
+        votes=57,
+        wins=30,
+        losses=20,
+        ties=7,
+        enough=True,
+        min_votes=10,
+    )
     assert rating.describe() == "1,112 ± 40 from 57 blind votes"
 
 

@@ -89,7 +89,12 @@ def test_manual_request_is_served_and_logged(make):
     assert response.content == "Hi from alpha"
     assert response.routing.mode == "manual" and response.routing.reason == "chosen by you"
     [record] = conductor.log.records()
-    assert (record.provider, record.status, record.route, record.request_id) == ("alpha", "ok", "manual", response.metadata.id)
+    assert (record.provider, record.status, record.route, record.request_id) == (
+        "alpha",
+        "ok",
+        "manual",
+        response.metadata.id,
+    )
     assert record.prompt == "user: hello world" and record.answer == "Hi from alpha"
 
 
@@ -233,7 +238,10 @@ def test_auto_falls_back_and_lists_the_attempts(make, sleeps):
     assert response.metadata.provider == "beta" and response.content == "beta saves the day"
     assert [(x.provider, x.ok, x.error_type) for x in response.routing.attempts] == [("alpha", False, "unavailable")]
     assert response.routing.mode == "auto"
-    assert response.routing.reason == "alpha failed, so the next in line: no history yet for beta: trying it to learn its speed"
+    assert (
+        response.routing.reason
+        == "alpha failed, so the next in line: no history yet for beta: trying it to learn its speed"
+    )
 
 
 def test_auto_falls_back_on_a_bad_key_too(make):
@@ -401,7 +409,11 @@ def test_compare_same_provider_two_models_and_a_failing_target(make):
     b = ScriptedProvider("beta")
     b.down = True
     conductor = make(a, b, max_retries=0)
-    targets = [Target(provider="alpha", model="small"), Target(provider="alpha", model="large"), Target(provider="beta")]
+    targets = [
+        Target(provider="alpha", model="small"),
+        Target(provider="alpha", model="large"),
+        Target(provider="beta"),
+    ]
     events = list(conductor.compare(ask(), targets))
     done = {e.index: e.event.response.metadata.model for e in events if isinstance(e.event, StreamDone)}
     assert done == {0: "small", 1: "large"}
@@ -566,5 +578,7 @@ def test_a_request_id_given_by_the_caller_names_every_attempt(make):
     a = ScriptedProvider("alpha")
     conductor = make(a)
     assert conductor.chat(ask("alpha"), request_id="mine-1").metadata.id == "mine-1"
-    assert [e for e in conductor.stream(ask("alpha"), request_id="mine-2") if isinstance(e, StreamDone)][0].response.metadata.id == "mine-2"
+    assert [e for e in conductor.stream(ask("alpha"), request_id="mine-2") if isinstance(e, StreamDone)][
+        0
+    ].response.metadata.id == "mine-2"
     assert {r.request_id for r in conductor.log.records()} == {"mine-1", "mine-2"}

@@ -28,9 +28,11 @@ CANARIES = {
 @pytest.fixture
 def servers():
     # Each server expects a different key, so every canary is rejected with a 401.
-    with OpenAIServer(require_key="right-key-1") as o, AnthropicServer(require_key="right-key-2") as a, GeminiServer(
-        require_key="right-key-3"
-    ) as g:
+    with (
+        OpenAIServer(require_key="right-key-1") as o,
+        AnthropicServer(require_key="right-key-2") as a,
+        GeminiServer(require_key="right-key-3") as g,
+    ):
         yield {"openai": o, "anthropic": a, "gemini": g}
 
 
@@ -67,7 +69,9 @@ def test_canary_keys_never_leak(servers, tmp_path, caplog, monkeypatch):
             seen += [error, error.message, error.to_response().model_dump_json(), error.__cause__, error.__context__]
         # Other failures too: a 500 whose body echoes the key, and a timeout.
         servers[name].require_key = None
-        servers[name].script(Fault("status", status=500, message=f"upstream saw key {CANARIES[name]}"), Fault("hang", hang_s=4))
+        servers[name].script(
+            Fault("status", status=500, message=f"upstream saw key {CANARIES[name]}"), Fault("hang", hang_s=4)
+        )
         for _ in range(2):
             with pytest.raises(ProviderError) as info:
                 conductor.chat(request)
@@ -102,8 +106,31 @@ def test_redact_removes_registered_and_key_shaped_strings():
 
 # Texts made of key-shaped pieces, masks and ellipses, and ordinary words, in any order.
 _PIECES = st.sampled_from(
-    ["sk-", "AIza", "Bearer ", "Bearer\t", "***", "•••", "···", "...", "…", "*", "key", "api", "sk",
-     "abcdefghijklmnopqrstuvwx", "0123456789", "-", "_", " ", ".", "word", "zqUPca", "9041", "é"]
+    [
+        "sk-",
+        "AIza",
+        "Bearer ",
+        "Bearer\t",
+        "***",
+        "•••",
+        "···",
+        "...",
+        "…",
+        "*",
+        "key",
+        "api",
+        "sk",
+        "abcdefghijklmnopqrstuvwx",
+        "0123456789",
+        "-",
+        "_",
+        " ",
+        ".",
+        "word",
+        "zqUPca",
+        "9041",
+        "é",
+    ]
 )
 
 

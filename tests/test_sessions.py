@@ -23,7 +23,6 @@ from conductor_core.workbench.streaming import AnswerWorker
 from conductor_core.workbench.variants import Variant
 from tests.store_backends import postgres_schema
 
-
 pytestmark = pytest.mark.timeout(120)
 
 CHAT = Variant(provider="local", model="gemma-3-270m", temperature=0.2)
@@ -61,7 +60,11 @@ def store(logs) -> SessionStore:
 def finish_done(store: SessionStore, answer, text: str) -> None:
     response = ChatResponse(
         content=text,
-        metadata={"id": f"req_{uuid.uuid4().hex[:8]}", "provider": answer.variant.provider, "model": answer.variant.model or "m"},
+        metadata={
+            "id": f"req_{uuid.uuid4().hex[:8]}",
+            "provider": answer.variant.provider,
+            "model": answer.variant.model or "m",
+        },
         analytics={"latency_ms": 12.0, "input_tokens": 3, "output_tokens": len(text.split())},
     )
     assert store.finish(answer.id, "done", content=text, response=response)
@@ -78,7 +81,9 @@ def say(store: SessionStore, session, prompt: str, reply: str | None, *, status:
         if status == "done":
             finish_done(store, answer, reply or "")
         else:
-            store.finish(answer.id, status, content=reply or "", error_type="bad_request" if status == "error" else None)
+            store.finish(
+                answer.id, status, content=reply or "", error_type="bad_request" if status == "error" else None
+            )
     return turn, answers
 
 
@@ -91,7 +96,9 @@ def test_a_session_keeps_its_settings_and_is_found_again(store):
     say(store, session, "What is   a circuit\nbreaker?", "A pattern.")
     found = store.get(session.id)
     assert found.title == "What is a circuit breaker?"  # from the first prompt, on one line
-    changed = CHAT.model_copy(update={"temperature": 1.3, "system": "Be brief.", "top_p": 0.5, "stop": ("END",), "seed": 7})
+    changed = CHAT.model_copy(
+        update={"temperature": 1.3, "system": "Be brief.", "top_p": 0.5, "stop": ("END",), "seed": 7}
+    )
     rev = store.set_variants(session.id, [changed])
     assert rev == found.settings_rev + 1
     assert store.get(session.id).variants == [changed]
@@ -183,7 +190,9 @@ def test_edit_makes_a_branch_you_can_go_back_to(store):
     two, _ = say(store, session, "Q2 with a typo", "A2")
     say(store, session, "Q3", "A3")
     conversation = store.conversation(session.id)
-    edited, (answer,) = store.add_turn(session.id, "Q2 fixed", parent_id=two.parent_id, after_answer_id=two.after_answer_id)
+    edited, (answer,) = store.add_turn(
+        session.id, "Q2 fixed", parent_id=two.parent_id, after_answer_id=two.after_answer_id
+    )
     # What the edited turn sends: the history before the turn it replaces.
     assert [m.content for m in conversation.context(0, upto=conversation.index_of(two.id))] == ["Q1", "A1"]
     finish_done(store, answer, "A2 fixed")
@@ -307,7 +316,9 @@ def test_without_prompt_logging_sessions_live_in_memory_only(tmp_path):
 
 @pytest.fixture
 def upstream():
-    server = OpenAIServer(reply=" ".join(f"word{i}" for i in range(60)), models=["slow-model"], chunk_delay_s=0.05).start()
+    server = OpenAIServer(
+        reply=" ".join(f"word{i}" for i in range(60)), models=["slow-model"], chunk_delay_s=0.05
+    ).start()
     yield server
     server.stop()
 
@@ -315,7 +326,9 @@ def upstream():
 @pytest.fixture
 def conductor(logs, upstream):
     settings = load_settings(
-        _env_file=None, local_enabled=False, max_retries=0,
+        _env_file=None,
+        local_enabled=False,
+        max_retries=0,
         endpoints={"loop": EndpointConfig(base_url=upstream.url, models=["slow-model"])},
     )
     scripted = ScriptedProvider("scripted", reply="Scripted reply.", models=["s-1"])
@@ -337,12 +350,16 @@ def wait_for(predicate, timeout: float = 20.0):
 def test_the_worker_streams_an_answer_into_the_store(conductor, upstream):
     store = SessionStore.for_log(conductor.log)
     worker = AnswerWorker(conductor, store)
-    variant = Variant(provider="loop", model="slow-model", temperature=0.3, max_tokens=200, top_p=0.9, seed=3, system="Terse.")
+    variant = Variant(
+        provider="loop", model="slow-model", temperature=0.3, max_tokens=200, top_p=0.9, seed=3, system="Terse."
+    )
     session = store.create("chat", [variant])
     turn, (answer,) = store.add_turn(session.id, "Count", parent_id=None)
     worker.start(answer.id, variant.request([ChatMessage(role="user", content="Count")]))
     # Progress is visible while it streams, from the store alone.
-    partial = wait_for(lambda: (a := store.answers([answer.id])[answer.id]).live and a.content.startswith("word0") and a)
+    partial = wait_for(
+        lambda: (a := store.answers([answer.id])[answer.id]).live and a.content.startswith("word0") and a
+    )
     assert partial.content and len(partial.content) < len(upstream.reply)
     assert worker.wait(answer.id, 30)
     done = store.answers([answer.id])[answer.id]
@@ -350,7 +367,13 @@ def test_the_worker_streams_an_answer_into_the_store(conductor, upstream):
     assert done.response.analytics.output_tokens > 0 and done.first_text_ms is not None
     # The upstream received the variant's settings, system prompt first.
     body = upstream.requests[-1]["json"]
-    assert (body["model"], body["temperature"], body["top_p"], body["seed"], body["max_tokens"]) == ("slow-model", 0.3, 0.9, 3, 200)
+    assert (body["model"], body["temperature"], body["top_p"], body["seed"], body["max_tokens"]) == (
+        "slow-model",
+        0.3,
+        0.9,
+        3,
+        200,
+    )
     assert body["messages"] == [{"role": "system", "content": "Terse."}, {"role": "user", "content": "Count"}]
     # The answer is linked to its request-log row.
     rows = conductor.log.records()
@@ -422,7 +445,9 @@ def test_failures_and_cut_streams_are_recorded_on_the_answer(conductor):
     from conductor_core.errors import BadRequestError
 
     scripted.script(
-        BadRequestError("scripted rejected the request (HTTP 400: context overflow)", provider="scripted", status_code=400),
+        BadRequestError(
+            "scripted rejected the request (HTTP 400: context overflow)", provider="scripted", status_code=400
+        ),
         Reply(text="one two three four five six", cut_after=3),
     )
     variant = Variant(provider="scripted", model="s-1")
@@ -434,7 +459,9 @@ def test_failures_and_cut_streams_are_recorded_on_the_answer(conductor):
     assert (failed.status, failed.error_type) == ("error", "bad_request")
     assert "context overflow" in failed.error_message and failed.request_id
     _, (cut,) = store.add_turn(session.id, "Again", parent_id=turn.id, after_answer_id=failed.id)
-    worker.start(cut.id, variant.request(store.conversation(session.id).context(0) + [ChatMessage(role="user", content="Again")]))
+    worker.start(
+        cut.id, variant.request(store.conversation(session.id).context(0) + [ChatMessage(role="user", content="Again")])
+    )
     assert worker.wait(cut.id, 10)
     cut = store.answers([cut.id])[cut.id]
     assert (cut.status, cut.content) == ("incomplete", "one two three")
@@ -471,9 +498,13 @@ def test_a_key_an_upstream_echoes_is_never_stored_or_shown(logs):
     the session keeps the answer with the key redacted, as the request log does, while it
     streams and once it is done, so neither the page nor the sessions table holds it."""
     canary = "sk-canary-sessions-9c1e4b7a2d5f8e3b"
-    echo = OpenAIServer(reply=f"Your key is {canary} and more words follow here", models=["echo"], chunk_delay_s=0.02).start()
+    echo = OpenAIServer(
+        reply=f"Your key is {canary} and more words follow here", models=["echo"], chunk_delay_s=0.02
+    ).start()
     settings = load_settings(
-        _env_file=None, local_enabled=False, max_retries=0,
+        _env_file=None,
+        local_enabled=False,
+        max_retries=0,
         endpoints={"echo": EndpointConfig(base_url=echo.url, api_key=canary, models=["echo"])},
     )
     conductor = Conductor(settings, request_log=logs())

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -188,7 +188,9 @@ def test_frame_columns_dtypes_and_order(backend: Backend) -> None:
     assert frame["cost_usd"].isna().sum() == sum(1 for r in records if r.cost_usd is None)
     assert "prompt" not in frame.columns  # free text stays out of dashboards by default
 
-    window = log.frame(since=T0 + timedelta(seconds=100), until=T0 + timedelta(seconds=300), columns=["provider", "status"])
+    window = log.frame(
+        since=T0 + timedelta(seconds=100), until=T0 + timedelta(seconds=300), columns=["provider", "status"]
+    )
     assert list(window.columns) == ["provider", "status"] and len(window) == 10
     assert len(log.frame(since=T0 + timedelta(days=1))) == 0
     with pytest.raises(ValueError):
@@ -212,7 +214,9 @@ def test_write_many(backend: Backend) -> None:
     canary = f"sk-canary-{uuid.uuid4().hex}"
     register_secret(canary)
     log = backend.make(log_prompts=False)
-    records = [make_record(error_message=f"bad {canary}", prompt="p", created_at=T0 + timedelta(seconds=i)) for i in range(500)]
+    records = [
+        make_record(error_message=f"bad {canary}", prompt="p", created_at=T0 + timedelta(seconds=i)) for i in range(500)
+    ]
     assert log.write_many(records) == 500
     assert log.write_many([]) == 0
     assert log.count() == 500
@@ -331,7 +335,11 @@ def test_csv_export_neutralises_formulas_and_json_stays_exact(backend: Backend) 
     assert (row["latency_ms"], row["ttft_ms"], row["input_tokens"]) == ("-1.5", "-0.25", "10")
     assert float(row["latency_ms"]) == -1.5
     # Nothing else changes: a cell that does not start a formula is as it was.
-    assert {k: rows["att_plain"][k] for k in ("answer", "prompt", "model")} == {"answer": "a = b, and - c", "prompt": "user: hi", "model": "gpt-4o-mini"}
+    assert {k: rows["att_plain"][k] for k in ("answer", "prompt", "model")} == {
+        "answer": "a = b, and - c",
+        "prompt": "user: hi",
+        "model": "gpt-4o-mini",
+    }
     exact = {item["id"]: item for item in json.loads(log.export("json"))}
     assert AttemptRecord.model_validate(exact["att_formula"]) == risky
     assert exact["att_formula"]["answer"] == link and exact["att_formula"]["latency_ms"] == -1.5
@@ -351,7 +359,7 @@ def test_aggregate_is_bounded_and_matches_counts(backend: Backend) -> None:
     # Compare every cell with the same numbers computed in Python.
     expected: dict[tuple[str, datetime], dict[str, Any]] = {}
     for r in records:
-        start = datetime.fromtimestamp(int(r.created_at.timestamp()) // 60 * 60, tz=timezone.utc)
+        start = datetime.fromtimestamp(int(r.created_at.timestamp()) // 60 * 60, tz=UTC)
         cell = expected.setdefault(
             (r.provider, start),
             {"requests": 0, "ok": 0, "errors": 0, "incomplete": 0, "lat": [], "cost": 0.0, "out": 0},
@@ -366,7 +374,10 @@ def test_aggregate_is_bounded_and_matches_counts(backend: Backend) -> None:
     for row in agg.itertuples():
         cell = expected[(row.provider, row.bucket.to_pydatetime())]
         assert (row.requests, row.ok, row.errors, row.incomplete) == (
-            cell["requests"], cell["ok"], cell["errors"], cell["incomplete"]
+            cell["requests"],
+            cell["ok"],
+            cell["errors"],
+            cell["incomplete"],
         )
         if cell["lat"]:
             assert row.mean_latency_ms == pytest.approx(sum(cell["lat"]) / len(cell["lat"]))
@@ -398,7 +409,11 @@ def _random_records(n: int, seed: int) -> list[AttemptRecord]:
         # Failures are the provider's (timeout) or not (a bad request, a person stopping it).
         error_type = None if status == "ok" else rng.choice(["timeout", "bad_request", "cancelled"])
         latency = rng.choice([None, round(rng.uniform(20, 900), 3)])
-        ttft = rng.choice([None, latency, round(rng.uniform(1, 200), 3)]) if latency is not None else rng.choice([None, 5.0])
+        ttft = (
+            rng.choice([None, latency, round(rng.uniform(1, 200), 3)])
+            if latency is not None
+            else rng.choice([None, 5.0])
+        )
         records.append(
             make_record(
                 id=f"att_r{seed}_{i:05d}",
@@ -416,7 +431,9 @@ def _random_records(n: int, seed: int) -> list[AttemptRecord]:
     return records
 
 
-def _expected_cells(records: list[AttemptRecord], bucket_s: int, since: datetime | None, until: datetime | None) -> dict[Any, dict[str, Any]]:
+def _expected_cells(
+    records: list[AttemptRecord], bucket_s: int, since: datetime | None, until: datetime | None
+) -> dict[Any, dict[str, Any]]:
     """The aggregate() contract computed in plain Python from the records."""
     cells: dict[Any, dict[str, Any]] = {}
     for r in records:
@@ -424,8 +441,24 @@ def _expected_cells(records: list[AttemptRecord], bucket_s: int, since: datetime
         if (since is not None and ts < since.timestamp()) or (until is not None and ts >= until.timestamp()):
             continue
         key = (r.provider, int(ts // bucket_s * bucket_s))
-        c = cells.setdefault(key, {"requests": 0, "ok": 0, "errors": 0, "incomplete": 0, "not_at_fault": 0, "priced": 0, "lat": [], "ttft": [],
-                                   "generation_tokens": 0, "generation_s": 0.0, "cost_usd": 0.0, "input_tokens": 0, "output_tokens": 0})
+        c = cells.setdefault(
+            key,
+            {
+                "requests": 0,
+                "ok": 0,
+                "errors": 0,
+                "incomplete": 0,
+                "not_at_fault": 0,
+                "priced": 0,
+                "lat": [],
+                "ttft": [],
+                "generation_tokens": 0,
+                "generation_s": 0.0,
+                "cost_usd": 0.0,
+                "input_tokens": 0,
+                "output_tokens": 0,
+            },
+        )
         c["requests"] += 1
         c[{"ok": "ok", "error": "errors", "incomplete": "incomplete"}[r.status]] += 1
         c["not_at_fault"] += r.status != "ok" and r.error_type in ("bad_request", "cancelled", "busy", "circuit_open")
@@ -449,7 +482,17 @@ def _assert_aggregate_matches(agg: pd.DataFrame, expected: dict[Any, dict[str, A
     assert {(row.provider, int(row.bucket.timestamp())) for row in agg.itertuples()} == set(expected)
     for row in agg.itertuples():
         c = expected[(row.provider, int(row.bucket.timestamp()))]
-        for name in ("requests", "ok", "errors", "incomplete", "not_at_fault", "priced", "generation_tokens", "input_tokens", "output_tokens"):
+        for name in (
+            "requests",
+            "ok",
+            "errors",
+            "incomplete",
+            "not_at_fault",
+            "priced",
+            "generation_tokens",
+            "input_tokens",
+            "output_tokens",
+        ):
             assert getattr(row, name) == c[name], name
         assert (row.latency_n, row.ttft_n) == (len(c["lat"]), len(c["ttft"]))
         for mean, values in ((row.mean_latency_ms, c["lat"]), (row.mean_ttft_ms, c["ttft"])):
@@ -459,7 +502,10 @@ def _assert_aggregate_matches(agg: pd.DataFrame, expected: dict[Any, dict[str, A
 
 
 def _rollup_rows(backend: Backend) -> list[tuple[Any, ...]]:
-    return sorted(tuple(round(float(v), 6) if isinstance(v, float) else v for v in row) for row in backend.raw_rows("attempt_rollups"))
+    return sorted(
+        tuple(round(float(v), 6) if isinstance(v, float) else v for v in row)
+        for row in backend.raw_rows("attempt_rollups")
+    )
 
 
 def test_aggregate_and_count_equal_the_rows_at_any_window_edge(backend: Backend) -> None:
@@ -478,8 +524,15 @@ def test_aggregate_and_count_equal_the_rows_at_any_window_edge(backend: Backend)
             if since is not None and until is not None and until <= since:
                 continue
             for bucket_s in (60, 900, 45):  # 45 s: not whole minutes, so read from the rows
-                _assert_aggregate_matches(log.aggregate(since=since, until=until, bucket_s=bucket_s), _expected_cells(records, bucket_s, since, until))
-            inside = [r for r in records if (since is None or r.created_at >= since) and (until is None or r.created_at < until)]
+                _assert_aggregate_matches(
+                    log.aggregate(since=since, until=until, bucket_s=bucket_s),
+                    _expected_cells(records, bucket_s, since, until),
+                )
+            inside = [
+                r
+                for r in records
+                if (since is None or r.created_at >= since) and (until is None or r.created_at < until)
+            ]
             assert log.count(since=since, until=until) == len(inside)
             assert log.count(since=since, until=until, provider="openai", status="error") == sum(
                 r.provider == "openai" and r.status == "error" for r in inside
@@ -506,7 +559,10 @@ def test_rollups_equal_a_rebuild_and_survive_a_failed_insert(backend: Backend) -
 
 def test_write_many_of_more_rows_than_one_statement_binds(backend: Backend) -> None:
     log = backend.make()
-    records = [make_record(id=f"att_bulk_{i:06d}", provider=("a", "b")[i % 2], created_at=T0 + timedelta(seconds=i / 100)) for i in range(70_000)]
+    records = [
+        make_record(id=f"att_bulk_{i:06d}", provider=("a", "b")[i % 2], created_at=T0 + timedelta(seconds=i / 100))
+        for i in range(70_000)
+    ]
     assert log.write_many(records) == 70_000, log.last_write_error  # over PostgreSQL's 65,535 parameters
     assert {name: usage.total_requests for name, usage in log.provider_totals().items()} == {"a": 35_000, "b": 35_000}
 
@@ -535,14 +591,18 @@ def test_rollups_built_by_an_older_rule_are_rebuilt_once_on_open(backend: Backen
     with engine.begin() as conn:  # what version 1 of the schema left behind, with stale sums
         conn.execute(text("DROP TABLE attempt_rollups"))
         conn.execute(text("DELETE FROM conductor_schema"))
-        conn.execute(text(
-            "CREATE TABLE attempt_rollups (provider VARCHAR NOT NULL, bucket_ts FLOAT NOT NULL, requests INTEGER NOT NULL, "
-            "ok INTEGER NOT NULL, errors INTEGER NOT NULL, incomplete INTEGER NOT NULL, priced INTEGER NOT NULL, "
-            "latency_sum_ms FLOAT NOT NULL, latency_n INTEGER NOT NULL, ttft_sum_ms FLOAT NOT NULL, ttft_n INTEGER NOT NULL, "
-            "generation_tokens INTEGER NOT NULL, generation_s FLOAT NOT NULL, cost_usd FLOAT NOT NULL, "
-            "input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL, PRIMARY KEY (provider, bucket_ts))"
-        ))
-        conn.execute(text("INSERT INTO attempt_rollups VALUES ('gemini', 0, 99, 99, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)"))
+        conn.execute(
+            text(
+                "CREATE TABLE attempt_rollups (provider VARCHAR NOT NULL, bucket_ts FLOAT NOT NULL, requests INTEGER NOT NULL, "
+                "ok INTEGER NOT NULL, errors INTEGER NOT NULL, incomplete INTEGER NOT NULL, priced INTEGER NOT NULL, "
+                "latency_sum_ms FLOAT NOT NULL, latency_n INTEGER NOT NULL, ttft_sum_ms FLOAT NOT NULL, ttft_n INTEGER NOT NULL, "
+                "generation_tokens INTEGER NOT NULL, generation_s FLOAT NOT NULL, cost_usd FLOAT NOT NULL, "
+                "input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL, PRIMARY KEY (provider, bucket_ts))"
+            )
+        )
+        conn.execute(
+            text("INSERT INTO attempt_rollups VALUES ('gemini', 0, 99, 99, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)")
+        )
     engine.dispose()
     reopened = backend.make()
     _assert_aggregate_matches(reopened.aggregate(bucket_s=300), _expected_cells(records, 300, None, None))
@@ -604,7 +664,9 @@ def test_recent_for_metrics(backend: Backend) -> None:
 def test_votes_round_trip(backend: Backend) -> None:
     log = backend.make()
     first = Vote(group_id="grp_a", targets=["gemini", "openai/gpt-4o-mini"], winner="gemini", created_at=T0)
-    second = Vote(group_id="grp_b", targets=["local", "anthropic", "openai"], winner="tie", created_at=T0 + timedelta(minutes=5))
+    second = Vote(
+        group_id="grp_b", targets=["local", "anthropic", "openai"], winner="tie", created_at=T0 + timedelta(minutes=5)
+    )
     assert log.write_vote(second) and log.write_vote(first)
     assert log.votes() == [first, second]  # oldest first
     assert log.votes(since=T0 + timedelta(minutes=1)) == [second]

@@ -97,7 +97,10 @@ def _ids(tag: str, n: int) -> set[str]:
 
 
 def _rollup_rows(backend: Backend) -> list[tuple[Any, ...]]:
-    return sorted(tuple(round(float(v), 6) if isinstance(v, float) else v for v in row) for row in backend.raw_rows("attempt_rollups"))
+    return sorted(
+        tuple(round(float(v), 6) if isinstance(v, float) else v for v in row)
+        for row in backend.raw_rows("attempt_rollups")
+    )
 
 
 # --- kill -9 ----------------------------------------------------------------------------------
@@ -153,7 +156,10 @@ def test_processes_share_the_takeover_of_orphaned_spools(backend: Backend) -> No
         env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
         takers = [
             subprocess.Popen(
-                [sys.executable, "-c", script, backend.url or "", str(backend.data_dir)], env=env, stdout=subprocess.PIPE, text=True
+                [sys.executable, "-c", script, backend.url or "", str(backend.data_dir)],
+                env=env,
+                stdout=subprocess.PIPE,
+                text=True,
             )
             for _ in range(4)
         ]
@@ -239,7 +245,10 @@ def test_the_spool_gives_its_bytes_back(backend: Backend, monkeypatch: pytest.Mo
 def test_nul_bytes_and_lone_surrogates_are_stored(backend: Backend) -> None:
     log = backend.make()
     nul = "nul\u0000byte"
-    fields = {name: nul for name in ("request_id", "model", "group_id", "source", "error_type", "error_message", "prompt", "answer")}
+    fields = {
+        name: nul
+        for name in ("request_id", "model", "group_id", "source", "error_type", "error_message", "prompt", "answer")
+    }
     spooled = make_record(id="att_nul_submit", provider="prov\u0000ider", **fields)
     direct = make_record(id="att_nul_write", **fields)
     surrogate = make_record(id="att_surrogate", prompt="half \ud83d of an emoji", answer="pair \ud83d\ude00 joined")
@@ -372,7 +381,7 @@ def outage(backend: Backend, tmp_path: Path) -> Iterator[Outage]:
     backend.opened.append(log)
 
     def down() -> None:
-        log._db.engine.dispose()  # noqa: SLF001 - no open connection may keep the old file alive
+        log._db.engine.dispose()
         if volume.exists():
             volume.rename(away)
         volume.write_text("not a folder")

@@ -22,7 +22,7 @@ def test_column_names_with_spaces_and_punctuation_are_variables() -> None:
 def test_a_backslash_before_two_braces_writes_them_literally() -> None:
     template = Template(r"Fill \{{name}} with {{name}}; JSON {\"a\": {\"b\": 1}} and } }} stay.")
     assert template.variables == ["name"]
-    assert template.render({"name": "x"}) == r'Fill {{name}} with x; JSON {\"a\": {\"b\": 1}} and } }} stay.'
+    assert template.render({"name": "x"}) == r"Fill {{name}} with x; JSON {\"a\": {\"b\": 1}} and } }} stay."
 
 
 def test_other_backslashes_and_single_braces_are_left_alone() -> None:

@@ -10,7 +10,9 @@ from conductor_core.workbench.variants import Variant, variant_labels
 
 
 def test_a_variant_builds_the_request_with_its_own_system_prompt_first() -> None:
-    variant = Variant(provider="local", temperature=0.0, max_tokens=50, top_p=0.9, stop=("END",), seed=3, system="Be terse.")
+    variant = Variant(
+        provider="local", temperature=0.0, max_tokens=50, top_p=0.9, stop=("END",), seed=3, system="Be terse."
+    )
     request = variant.request(
         [ChatMessage(role="system", content="an older system prompt"), ChatMessage(role="user", content="Hi")]
     )
@@ -48,6 +50,10 @@ def test_identical_variants_are_numbered_and_distinct_targets_stay_bare() -> Non
 
 
 def test_bad_settings_are_refused_naming_the_field() -> None:
-    for bad, field in ((dict(temperature=3), "temperature"), (dict(top_p=2), "top_p"), (dict(provider="nope"), "provider")):
+    for bad, field in (
+        (dict(temperature=3), "temperature"),
+        (dict(top_p=2), "top_p"),
+        (dict(provider="nope"), "provider"),
+    ):
         with pytest.raises(ValidationError, match=field):
             Variant(**{"provider": "local", **bad})

@@ -19,7 +19,6 @@ from conductor_core.workbench.sessions import SessionStore
 from conductor_core.workbench.variants import Variant
 from tests.store_backends import postgres_schema
 
-
 KEYS = {
     "openai": "sk-workbench-openai-0000000000",
     "anthropic": "sk-ant-workbench-000000000000",
@@ -63,7 +62,9 @@ def clouds() -> Iterator[dict[str, Any]]:
         server.stop()
 
 
-def cloud_conductor(servers: dict[str, Any], data_dir: Path, database_url: str | None = None, **settings: Any) -> Conductor:
+def cloud_conductor(
+    servers: dict[str, Any], data_dir: Path, database_url: str | None = None, **settings: Any
+) -> Conductor:
     for server in servers.values():
         server.reset()
     values: dict[str, Any] = {

@@ -129,5 +129,7 @@ def build_provider(name: str, settings: Settings) -> BaseProvider:
     """One built-in provider from `settings` (the playground builds session-only providers
     this way from a key a person typed). Raises `NotConfiguredError` naming what to set."""
     if name not in BUILTIN_PROVIDERS:
-        raise ProviderError(f"unknown built-in provider {name!r}; built-ins: {', '.join(BUILTIN_PROVIDERS)}", provider=name)
+        raise ProviderError(
+            f"unknown built-in provider {name!r}; built-ins: {', '.join(BUILTIN_PROVIDERS)}", provider=name
+        )
     return _provider_class(name).from_settings(settings, name)

@@ -14,7 +14,16 @@ import anthropic
 from .. import aio
 from ..config import Settings
 from ..errors import NotConfiguredError, ProviderError, sdk_error
-from ..models import ChatMessage, ChatRequest, FunctionCall, MessageRole, ToolCall, ToolCallDelta, Usage, response_schema
+from ..models import (
+    ChatMessage,
+    ChatRequest,
+    FunctionCall,
+    MessageRole,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+    response_schema,
+)
 from .base import BaseProvider, Completion, Served, StreamPiece
 
 ANTHROPIC_MODELS = ["claude-sonnet-4-5", "claude-haiku-4-5", "claude-opus-4-1", "claude-3-5-haiku-latest"]
@@ -51,7 +60,7 @@ class AnthropicProvider(BaseProvider):
         )
 
     @classmethod
-    def from_settings(cls, settings: Settings, name: str = "anthropic") -> "AnthropicProvider":
+    def from_settings(cls, settings: Settings, name: str = "anthropic") -> AnthropicProvider:
         if settings.anthropic_api_key is None:
             raise NotConfiguredError("set ANTHROPIC_API_KEY", provider=name)
         return cls(
@@ -200,7 +209,9 @@ def _messages(messages: list[ChatMessage]) -> list[dict[str, Any]]:
         if m.role == MessageRole.assistant and m.tool_calls:
             blocks: list[dict[str, Any]] = [{"type": "text", "text": m.content}] if m.content else []
             for call in m.tool_calls:
-                blocks.append({"type": "tool_use", "id": call.id, "name": call.function.name, "input": _arguments(call)})
+                blocks.append(
+                    {"type": "tool_use", "id": call.id, "name": call.function.name, "input": _arguments(call)}
+                )
             out.append({"role": "assistant", "content": blocks})
             continue
         if m.role == MessageRole.assistant and not m.content:

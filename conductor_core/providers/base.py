@@ -17,8 +17,8 @@ import asyncio
 import threading
 import time
 from abc import ABC, abstractmethod
-from contextlib import aclosing
 from collections.abc import AsyncIterator, Iterator
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
@@ -338,7 +338,7 @@ class BaseProvider(ABC):
             fetch = self._models_fetch = asyncio.get_running_loop().create_task(self._fetch_models())
         try:
             return await asyncio.wait_for(asyncio.shield(fetch), wait_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return cached[1] if cached else self.builtin_models()
 
     async def _fetch_models(self) -> list[str]:

@@ -17,7 +17,17 @@ from google.genai import types
 from .. import aio
 from ..config import Settings
 from ..errors import NotConfiguredError, ProviderError, error_for_status, parse_retry_after, transport_error
-from ..models import ChatMessage, ChatRequest, FunctionCall, MessageRole, ToolCall, ToolCallDelta, Usage, new_id, response_schema
+from ..models import (
+    ChatMessage,
+    ChatRequest,
+    FunctionCall,
+    MessageRole,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+    new_id,
+    response_schema,
+)
 from .base import BaseProvider, Completion, Served, StreamPiece
 
 GEMINI_MODELS = ["gemini-2.5-flash", "gemini-2.5-flash-lite", "gemini-2.5-pro", "gemini-2.0-flash"]
@@ -30,7 +40,17 @@ class GeminiProvider(BaseProvider):
     key_env_var = "GEMINI_API_KEY"
     price_provider_id = "google"
     supported_settings = frozenset(
-        {"temperature", "top_p", "stop", "seed", "presence_penalty", "frequency_penalty", "response_format", "tools", "tool_choice"}
+        {
+            "temperature",
+            "top_p",
+            "stop",
+            "seed",
+            "presence_penalty",
+            "frequency_penalty",
+            "response_format",
+            "tools",
+            "tool_choice",
+        }
     )
 
     def __init__(
@@ -46,13 +66,15 @@ class GeminiProvider(BaseProvider):
         # No retry_options: the SDK then makes one attempt, and the router owns retries.
         # One client per event loop (its connection pool belongs to the loop it was made on).
         self._clients = aio.PerLoop(
-            lambda: genai.Client(
-                api_key=api_key, http_options=types.HttpOptions(base_url=base_url, timeout=int(timeout_s * 1000))
-            ).aio
+            lambda: (
+                genai.Client(
+                    api_key=api_key, http_options=types.HttpOptions(base_url=base_url, timeout=int(timeout_s * 1000))
+                ).aio
+            )
         )
 
     @classmethod
-    def from_settings(cls, settings: Settings, name: str = "gemini") -> "GeminiProvider":
+    def from_settings(cls, settings: Settings, name: str = "gemini") -> GeminiProvider:
         if settings.gemini_api_key is None:
             raise NotConfiguredError("set GEMINI_API_KEY (or GOOGLE_API_KEY)", provider=name)
         return cls(
@@ -130,7 +152,9 @@ class GeminiProvider(BaseProvider):
         return [
             ToolCall(
                 id=part.function_call.id or new_id("call"),
-                function=FunctionCall(name=part.function_call.name or "unknown", arguments=json.dumps(part.function_call.args or {})),
+                function=FunctionCall(
+                    name=part.function_call.name or "unknown", arguments=json.dumps(part.function_call.args or {})
+                ),
             )
             for part in response.candidates[0].content.parts or ()
             if part.function_call is not None
@@ -140,7 +164,9 @@ class GeminiProvider(BaseProvider):
     def _text(response: Any) -> str:
         if not response.candidates or response.candidates[0].content is None:
             return ""
-        return "".join(part.text for part in response.candidates[0].content.parts or () if part.text and not part.thought)
+        return "".join(
+            part.text for part in response.candidates[0].content.parts or () if part.text and not part.thought
+        )
 
     # --- hooks ----------------------------------------------------------------------
 
@@ -169,7 +195,9 @@ class GeminiProvider(BaseProvider):
                 if text:
                     yield text
                 for call in self._calls(chunk):  # Gemini sends each call whole
-                    yield ToolCallDelta(index=called, id=call.id, name=call.function.name, arguments=call.function.arguments)
+                    yield ToolCallDelta(
+                        index=called, id=call.id, name=call.function.name, arguments=call.function.arguments
+                    )
                     called += 1
                 finish = self._finish(chunk) or finish
                 usage = self._usage(chunk.usage_metadata) or usage
@@ -229,7 +257,9 @@ def _contents(messages: list[ChatMessage]) -> list[types.Content]:
             continue
         parts = [types.Part(text=m.content)] if m.content else []
         for call in m.tool_calls or ():
-            parts.append(types.Part(function_call=types.FunctionCall(id=call.id, name=call.function.name, args=_args(call))))
+            parts.append(
+                types.Part(function_call=types.FunctionCall(id=call.id, name=call.function.name, args=_args(call)))
+            )
         if parts:
             out.append(types.Content(role="model" if m.role == MessageRole.assistant else "user", parts=parts))
     return out

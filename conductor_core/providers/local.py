@@ -96,9 +96,13 @@ class _Job:
             return  # its caller went away while it was queued
         if time.monotonic() > self.deadline:
             name = self.provider.name
-            self.post("error", ProviderTimeoutError(
-                f"{name}: the local model stayed busy with other requests for {self.provider.timeout_s:g} s", provider=name
-            ))
+            self.post(
+                "error",
+                ProviderTimeoutError(
+                    f"{name}: the local model stayed busy with other requests for {self.provider.timeout_s:g} s",
+                    provider=name,
+                ),
+            )
             return
         try:
             loaded_before = self.provider.is_loaded
@@ -205,7 +209,7 @@ class LocalProvider(BaseProvider):
         self._slot = _slot_for((str(self.model_path) if self.model_path else None, threads, context))
 
     @classmethod
-    def from_settings(cls, settings: Settings, name: str = "local") -> "LocalProvider":
+    def from_settings(cls, settings: Settings, name: str = "local") -> LocalProvider:
         return cls(
             name,
             model_path=settings.local_model_path,
@@ -292,8 +296,10 @@ class LocalProvider(BaseProvider):
         if request.temperature is not None and request.max_tokens is not None:
             return request
         return request.model_copy(
-            update={"temperature": 0.8 if request.temperature is None else request.temperature,
-                    "max_tokens": MAX_TOKENS_LIMIT if request.max_tokens is None else request.max_tokens}
+            update={
+                "temperature": 0.8 if request.temperature is None else request.temperature,
+                "max_tokens": MAX_TOKENS_LIMIT if request.max_tokens is None else request.max_tokens,
+            }
         )
 
     def _prompt_plan(self, request: ChatRequest) -> PromptPlan:
@@ -429,7 +435,9 @@ class LocalProvider(BaseProvider):
         if self._slot.error is not None:
             return self.mark_health(False, self._slot.error.message)
         if self.model_path is not None and not self.model_path.is_file():
-            return self.mark_health(False, f"the local model file {self.model_path} is missing: check CONDUCTOR_LOCAL_MODEL_PATH")
+            return self.mark_health(
+                False, f"the local model file {self.model_path} is missing: check CONDUCTOR_LOCAL_MODEL_PATH"
+            )
         return self.mark_health(True)
 
     async def _health(self) -> None:  # pragma: no cover - ahealth_check is overridden

@@ -35,7 +35,9 @@ __all__ = [
     "transcript",
 ]
 
-FEW_SHOT_HEADER = "The following are conversations between a user and a helpful assistant that answers correctly and briefly."
+FEW_SHOT_HEADER = (
+    "The following are conversations between a user and a helpful assistant that answers correctly and briefly."
+)
 
 # Generic questions of the everyday kinds people try first (a place, a sum, a "why", a book
 # and a follow-up that needs the previous answer), each answered in one plain sentence that
@@ -127,7 +129,7 @@ class ChatTemplate:
 
 
 def _token_text(llm: Any, token_id: int) -> str:
-    return llm._model.token_get_text(token_id) if token_id != -1 else ""  # noqa: SLF001 - as Llama does
+    return llm._model.token_get_text(token_id) if token_id != -1 else ""
 
 
 @dataclass(frozen=True)

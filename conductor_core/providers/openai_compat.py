@@ -41,7 +41,16 @@ from .base import FEATURE_SETTINGS, SAMPLING_SETTINGS, BaseProvider, Completion,
 
 OPENAI_MODELS = ["gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "gpt-4.1", "gpt-4.1-nano"]
 # ChatRequest fields passed on under the same name when set.
-_PASSED_ON = ("top_p", "seed", "presence_penalty", "frequency_penalty", "logit_bias", "logprobs", "top_logprobs", "user")
+_PASSED_ON = (
+    "top_p",
+    "seed",
+    "presence_penalty",
+    "frequency_penalty",
+    "logit_bias",
+    "logprobs",
+    "top_logprobs",
+    "user",
+)
 # What `client.post("/chat/completions", body=...)` builds, made once; each call copies it.
 _CHAT = FinalRequestOptions.construct(method="post", url="/chat/completions")
 
@@ -117,7 +126,7 @@ class OpenAICompatProvider(BaseProvider):
         self._max_tokens_param = "max_completion_tokens" if official else "max_tokens"
 
     @classmethod
-    def from_settings(cls, settings: Settings, name: str = "openai") -> "OpenAICompatProvider":
+    def from_settings(cls, settings: Settings, name: str = "openai") -> OpenAICompatProvider:
         if settings.openai_api_key is None:
             raise NotConfiguredError("set OPENAI_API_KEY", provider=name)
         return cls(
@@ -130,7 +139,7 @@ class OpenAICompatProvider(BaseProvider):
         )
 
     @classmethod
-    def from_endpoint(cls, name: str, endpoint: EndpointConfig, settings: Settings) -> "OpenAICompatProvider":
+    def from_endpoint(cls, name: str, endpoint: EndpointConfig, settings: Settings) -> OpenAICompatProvider:
         key = endpoint.resolved_key()
         if key is None and endpoint.api_key_env:
             raise NotConfiguredError(f"set {endpoint.api_key_env}", provider=name)

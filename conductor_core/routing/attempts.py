@@ -86,7 +86,13 @@ class Attempts:
             return await self._admit(provider)
         except ProviderError as error:
             route.attempts.append(
-                Attempt(provider=provider.name, model=provider.default_model, ok=False, error_type=error.type, error=error.message)
+                Attempt(
+                    provider=provider.name,
+                    model=provider.default_model,
+                    ok=False,
+                    error_type=error.type,
+                    error=error.message,
+                )
             )
             raise
 
@@ -98,11 +104,17 @@ class Attempts:
         try:
             await bulkhead.acquire(timeout=provider.timeout_s)
         except BulkheadFull:
-            raise self._busy(provider, bulkhead, f"{provider.name} has {bulkhead.limit} calls running and "
-                                                 f"{bulkhead.waiting} waiting, its most") from None
-        except asyncio.TimeoutError:
-            raise self._busy(provider, bulkhead, f"no call to {provider.name} finished in {provider.timeout_s:g} s "
-                                                 "to free a slot for this one") from None
+            raise self._busy(
+                provider,
+                bulkhead,
+                f"{provider.name} has {bulkhead.limit} calls running and {bulkhead.waiting} waiting, its most",
+            ) from None
+        except TimeoutError:
+            raise self._busy(
+                provider,
+                bulkhead,
+                f"no call to {provider.name} finished in {provider.timeout_s:g} s to free a slot for this one",
+            ) from None
         if not breaker.allow():
             bulkhead.release()
             raise self.breaker_open(provider.name)
@@ -143,8 +155,14 @@ class Attempts:
             self.recorder.failure(provider, request, route, error, started, streamed=False)
             raise
         except asyncio.CancelledError:  # the client went away: the upstream call is cancelled with it
-            self.recorder.failure(provider, request, route, cancelled_error(provider.name, "the client went away"),
-                                  started, streamed=False)
+            self.recorder.failure(
+                provider,
+                request,
+                route,
+                cancelled_error(provider.name, "the client went away"),
+                started,
+                streamed=False,
+            )
             raise
         except BaseException:
             self.breaker(provider.name).release()
@@ -248,4 +266,3 @@ class Attempts:
             routing=route.info(),
         )
         return StreamIncomplete(partial=partial, error=error.to_response(route.request_id))
-

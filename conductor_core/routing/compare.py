@@ -44,7 +44,7 @@ async def fan_out(
             events.put_nowait(
                 CompareEvent(index=index, target=target, group_id=group_id, error=error.to_response(route.request_id))
             )
-        except Exception as exc:  # noqa: BLE001 - one target's bug must not hang the others
+        except Exception as exc:
             log.exception("compare target %s crashed", target.label)
             err = ProviderError(f"{target.label} failed unexpectedly: {exc}", provider=target.provider)
             events.put_nowait(CompareEvent(index=index, target=target, group_id=group_id, error=err.to_response()))

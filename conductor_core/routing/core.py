@@ -155,7 +155,9 @@ class AsyncConductor:
                     break
         raise self._exhausted(route, last_error)
 
-    def compare(self, request: ChatRequest, targets: list[Target], *, overrides: Overrides = None) -> AsyncIterator[CompareEvent]:
+    def compare(
+        self, request: ChatRequest, targets: list[Target], *, overrides: Overrides = None
+    ) -> AsyncIterator[CompareEvent]:
         """Streams one request to 2-4 targets at once; events arrive tagged by target as they come."""
         return fan_out(request, targets, lambda sub, route: self.stream(sub, overrides=overrides, _route=route))
 

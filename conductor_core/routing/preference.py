@@ -83,9 +83,7 @@ class PreferenceRatings:
         arena = self._arena
         m = matches_table.c
         with arena.engine.connect() as conn:
-            count, newest = conn.execute(
-                select(func.count(), func.max(m.voted_ts)).where(m.status == "voted")
-            ).one()
+            count, newest = conn.execute(select(func.count(), func.max(m.voted_ts)).where(m.status == "voted")).one()
         signature = (int(count or 0), newest)
         with self._lock:
             self._checked = self._clock()
@@ -108,7 +106,7 @@ class PreferenceRatings:
             if first:
                 try:
                     self.refresh()
-                except Exception:  # noqa: BLE001 - no ratings is a fallback, never a failed request
+                except Exception:
                     log.exception("blind-vote ratings could not be read")
                     with self._lock:  # ranked without ratings until a background check succeeds
                         self._board = self._board or self._empty()
@@ -126,7 +124,7 @@ class PreferenceRatings:
     def _background_check(self) -> None:
         try:
             self.refresh()
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.exception("blind-vote ratings could not be refreshed")
             with self._lock:
                 self._checked = self._clock()

@@ -66,15 +66,13 @@ def cancelled_error(provider: str, what: str = "the client stopped reading befor
 
 
 class Recorder:
-    def __init__(self, metrics: MetricsRegistry, log: RequestLog, source: str, breaker) -> None:  # noqa: ANN001
+    def __init__(self, metrics: MetricsRegistry, log: RequestLog, source: str, breaker) -> None:
         self.metrics = metrics
         self.log = log
         self.source = source
         self._breaker = breaker  # name -> CircuitBreaker
 
-    def success(
-        self, provider: BaseProvider, route: Route, response: ChatResponse, *, streamed: bool
-    ) -> None:
+    def success(self, provider: BaseProvider, route: Route, response: ChatResponse, *, streamed: bool) -> None:
         self._breaker(provider.name).record_success()
         a = response.analytics
         response.metadata.id = route.request_id
@@ -128,7 +126,9 @@ class Recorder:
     ) -> AttemptRecord:
         """A stream that ended after text (cut, or stopped by its reader): incomplete."""
         self.verdict(self._breaker(provider.name), error)
-        record = self.record(provider, request, route, "incomplete", error, started, streamed=True, stats=stats, answer=text)
+        record = self.record(
+            provider, request, route, "incomplete", error, started, streamed=True, stats=stats, answer=text
+        )
         self.write(record)
         route.attempts.append(attempt_of(record))
         return record

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 
@@ -82,7 +81,7 @@ class StatusView:
             return cached[1]
         try:
             return await asyncio.wait_for(asyncio.shield(task), _FIRST_HEALTH_WAIT_S)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return self._from_flags()  # what the providers' own state says until the checks answer
 
     def _refresh_task(self) -> asyncio.Task[HealthResponse]:
@@ -210,5 +209,3 @@ async def _safe_health_check(provider: BaseProvider) -> bool:
         return bool(await provider.ahealth_check())
     except Exception as exc:  # noqa: BLE001 - a health check reports, it never raises
         return provider.mark_health(False, redact(exc))
-
-

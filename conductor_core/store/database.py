@@ -42,7 +42,10 @@ def is_transient(exc: BaseException) -> bool:
     """A conflict that clears within milliseconds: run the same statement again."""
     # "deadlock detected": two PostgreSQL transactions updating the same rollup rows; one is
     # aborted and can simply run again.
-    return any(word in _message(exc) for word in ("database is locked", "database table is locked", "busy", "deadlock detected"))
+    return any(
+        word in _message(exc)
+        for word in ("database is locked", "database table is locked", "busy", "deadlock detected")
+    )
 
 
 def is_missing_table(exc: BaseException) -> bool:
@@ -61,7 +64,17 @@ def is_outage(exc: BaseException) -> bool:
     """The database cannot take writes right now (unreachable, restarting, disk full, the
     data directory unusable), as opposed to refusing these particular rows: wait and try the
     same rows again later."""
-    if isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.DisconnectionError, sa_exc.TimeoutError, OSError, LogClosed)):
+    if isinstance(
+        exc,
+        (
+            sa_exc.OperationalError,
+            sa_exc.InterfaceError,
+            sa_exc.DisconnectionError,
+            sa_exc.TimeoutError,
+            OSError,
+            LogClosed,
+        ),
+    ):
         return True
     return isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated
 

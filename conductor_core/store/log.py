@@ -62,7 +62,9 @@ class RequestLog:
         self._db = Database(url, data_dir)
         spool_dir = None
         if not self._db.in_memory:  # an in-memory database dies with its process: nothing to replay
-            spool_dir = spool_directory(Path(data_dir) if data_dir is not None else default_data_dir(), self._db.identity)
+            spool_dir = spool_directory(
+                Path(data_dir) if data_dir is not None else default_data_dir(), self._db.identity
+            )
         self._writer = LogWriter(self._db, spool_dir, log_prompts=log_prompts)
         self._reader = LogReader(self._db)
         _open_logs.add(self)

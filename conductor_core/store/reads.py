@@ -21,7 +21,17 @@ from sqlalchemy.sql.elements import ColumnElement
 from ..models import AttemptRecord, ProviderUsage, Vote
 from . import rollups
 from .database import Database
-from .schema import AGGREGATE_COLUMNS, ATTEMPT_FIELDS, FRAME_COLUMNS, ROLLUP_S, ROLLUP_SUMS, attempt_rollups, attempts, epoch, votes_table
+from .schema import (
+    AGGREGATE_COLUMNS,
+    ATTEMPT_FIELDS,
+    FRAME_COLUMNS,
+    ROLLUP_S,
+    ROLLUP_SUMS,
+    attempt_rollups,
+    attempts,
+    epoch,
+    votes_table,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -122,12 +132,16 @@ class LogReader:
         def raw(lo: float | None, hi: float | None) -> Any:
             ts = attempts.c.created_ts
             where = ([ts >= lo] if lo is not None else []) + ([ts < hi] if hi is not None else [])
-            return select(attempts.c.provider, ts.label("ts"), *(expr.label(name) for name, expr in ROLLUP_SUMS.items())).where(*where)
+            return select(
+                attempts.c.provider, ts.label("ts"), *(expr.label(name) for name, expr in ROLLUP_SUMS.items())
+            ).where(*where)
 
         if not use_rollups:
             return raw(start, end).subquery("cells")
         r = attempt_rollups.c
-        where = ([r.bucket_ts >= whole_from] if whole_from is not None else []) + ([r.bucket_ts < whole_to] if whole_to is not None else [])
+        where = ([r.bucket_ts >= whole_from] if whole_from is not None else []) + (
+            [r.bucket_ts < whole_to] if whole_to is not None else []
+        )
         parts = [select(r.provider, r.bucket_ts.label("ts"), *(r[name] for name in ROLLUP_SUMS)).where(*where)]
         if start is not None and start < whole_from:
             parts.append(raw(start, whole_from))
@@ -225,11 +239,26 @@ class LogReader:
             sums["latency_sum_ms"] / func.nullif(sums["latency_n"], 0),
             sums["latency_n"],
             sums["ttft_sum_ms"] / func.nullif(sums["ttft_n"], 0),
-            *(sums[name] for name in ("ttft_n", "generation_tokens", "generation_s", "cost_usd", "input_tokens", "output_tokens")),
+            *(
+                sums[name]
+                for name in ("ttft_n", "generation_tokens", "generation_s", "cost_usd", "input_tokens", "output_tokens")
+            ),
         ).group_by(cells.c.provider, bucket)
         frame = pd.DataFrame(self._fetch_raw(stmt), columns=list(AGGREGATE_COLUMNS))
         frame["bucket"] = pd.to_datetime(frame["bucket"].astype("float64"), unit="s", utc=True)
-        for name in ("requests", "ok", "errors", "incomplete", "not_at_fault", "priced", "latency_n", "ttft_n", "generation_tokens", "input_tokens", "output_tokens"):
+        for name in (
+            "requests",
+            "ok",
+            "errors",
+            "incomplete",
+            "not_at_fault",
+            "priced",
+            "latency_n",
+            "ttft_n",
+            "generation_tokens",
+            "input_tokens",
+            "output_tokens",
+        ):
             frame[name] = frame[name].fillna(0).astype("int64")  # PostgreSQL sums come back as Decimal
         for name in ("mean_latency_ms", "mean_ttft_ms", "generation_s", "cost_usd"):
             frame[name] = frame[name].astype("float64")
@@ -241,7 +270,12 @@ class LogReader:
         self._db.ensure_schema()
         r = attempt_rollups.c
         stmt = select(
-            r.provider, func.sum(r.requests), func.sum(r.ok), func.sum(r.input_tokens), func.sum(r.output_tokens), func.sum(r.cost_usd)
+            r.provider,
+            func.sum(r.requests),
+            func.sum(r.ok),
+            func.sum(r.input_tokens),
+            func.sum(r.output_tokens),
+            func.sum(r.cost_usd),
         ).group_by(r.provider)
         totals: dict[str, ProviderUsage] = {}
         for provider, total, ok, tokens_in, tokens_out, cost in self._fetch_raw(stmt):
@@ -262,7 +296,11 @@ class LogReader:
         columns = [attempts.c[name] for name in fields]
         found: list[AttemptRecord] = []
         with self._db.engine.connect() as conn:
-            providers = conn.execute(select(attempts.c.provider).where(attempts.c.created_ts >= start).distinct()).scalars().all()
+            providers = (
+                conn.execute(select(attempts.c.provider).where(attempts.c.created_ts >= start).distinct())
+                .scalars()
+                .all()
+            )
             for provider in providers:
                 stmt = (
                     select(*columns)

@@ -34,7 +34,11 @@ def _select(dialect: str, *where: ColumnElement[bool]) -> Any:
     transactions updating the same rows lock them in one order and cannot deadlock)."""
     minute = bucket(dialect, ROLLUP_S)
     return (
-        select(attempts.c.provider, minute.label("bucket_ts"), *(func.sum(expr).label(name) for name, expr in ROLLUP_SUMS.items()))
+        select(
+            attempts.c.provider,
+            minute.label("bucket_ts"),
+            *(func.sum(expr).label(name) for name, expr in ROLLUP_SUMS.items()),
+        )
         .where(*where)
         .group_by(attempts.c.provider, minute)
         .order_by(attempts.c.provider, minute)
@@ -64,7 +68,9 @@ def upsert_for_ids(dialect: str) -> Any:
 def fill(conn: Any) -> None:
     """Recompute every rollup from the attempts, in `conn`'s transaction."""
     conn.execute(attempt_rollups.delete())
-    conn.execute(insert(attempt_rollups).from_select(["provider", "bucket_ts", *ROLLUP_SUMS], _select(conn.dialect.name)))
+    conn.execute(
+        insert(attempt_rollups).from_select(["provider", "bucket_ts", *ROLLUP_SUMS], _select(conn.dialect.name))
+    )
 
 
 def upgrade(conn: Any) -> bool:

@@ -12,7 +12,7 @@ a Python string, but not encodable as UTF-8, so refused by both drivers) becomes
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -107,8 +107,8 @@ def default_data_dir() -> Path:
 def as_utc(value: datetime) -> datetime:
     """Naive datetimes are taken to be UTC (that is how we store them in SQLite)."""
     if value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
 
 
 def epoch(value: datetime) -> float:

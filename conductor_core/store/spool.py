@@ -51,7 +51,7 @@ import logging
 import os
 import secrets
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = ["Batch", "Spool", "spool_directory"]
@@ -180,7 +180,9 @@ class Spool:
             # Do not retry on every submit (each would pay for a failing mkdir): the next
             # rescan clears this.
             self._broken_until_rescan = True
-            log.warning("request log: no spool under %s (%s): attempts are kept in memory until written", self.directory, exc)
+            log.warning(
+                "request log: no spool under %s (%s): attempts are kept in memory until written", self.directory, exc
+            )
             return None
 
     def _seal_active(self) -> None:
@@ -352,7 +354,6 @@ class Spool:
         self._segments.clear()
         self._active = None
         return left
-
 
     def forget(self) -> None:
         """Drop everything without touching the files (a forked child's copy: the files and

@@ -18,8 +18,8 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
-from datetime import datetime, timezone
+from collections.abc import Iterable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -124,7 +124,8 @@ class LogWriter:
             self._idle = False
             self._cond.notify_all()
             self._cond.wait_for(
-                lambda: self._spool.consumed >= upto or self._failed_rounds > failed_before or self._thread is None, _left(deadline)
+                lambda: self._spool.consumed >= upto or self._failed_rounds > failed_before or self._thread is None,
+                _left(deadline),
             )
             return self._spool.consumed >= upto
 
@@ -227,7 +228,11 @@ class LogWriter:
                 if record is None:
                     with self._cond:
                         self._spool.stats.corrupt_lines += 1
-                    log.warning("request log: skipped an unreadable spool line (%d bytes%s)", len(line), ", torn by a kill" if batch.torn_tail else "")
+                    log.warning(
+                        "request log: skipped an unreadable spool line (%d bytes%s)",
+                        len(line),
+                        ", torn by a kill" if batch.torn_tail else "",
+                    )
                     continue
                 records.append(record)
                 rows.append(row_of(record))
@@ -303,7 +308,10 @@ class LogWriter:
             waiting = self._spool.pending
         if first:
             log.warning(
-                "request log: cannot write to %s (%s); %d attempt(s) wait in the spool and are retried", self._db.safe_url, message, waiting
+                "request log: cannot write to %s (%s); %d attempt(s) wait in the spool and are retried",
+                self._db.safe_url,
+                message,
+                waiting,
             )
 
     def _back_up(self) -> None:
@@ -335,7 +343,9 @@ class LogWriter:
             self.write_errors += len(lines)
             self.last_write_error = message
             self._last_error_at = _now()
-        log.warning("request log: %s refused %d attempt(s) (%s); kept in %s", self._db.safe_url, len(lines), message, where)
+        log.warning(
+            "request log: %s refused %d attempt(s) (%s); kept in %s", self._db.safe_url, len(lines), message, where
+        )
 
     # --- direct writes ------------------------------------------------------------------------
 
@@ -473,7 +483,9 @@ class LogWriter:
             in_memory = self._spool.in_memory
             left = self._spool.release()
         if left:
-            log.warning("request log: %d attempt(s) not yet written stay in %s for the next start", left, self._spool.directory)
+            log.warning(
+                "request log: %d attempt(s) not yet written stay in %s for the next start", left, self._spool.directory
+            )
         if in_memory:
             log.warning("request log: %d attempt(s) that had no spool could not be written and are lost", in_memory)
 
@@ -516,4 +528,4 @@ def _left(deadline: float | None) -> float | None:
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)

@@ -56,7 +56,7 @@ class ScriptedProvider(BaseProvider):
         self._script: deque[Reply] = deque()
         self._lock = threading.Lock()
 
-    def script(self, *replies: Reply | str | ProviderError) -> "ScriptedProvider":
+    def script(self, *replies: Reply | str | ProviderError) -> ScriptedProvider:
         with self._lock:
             for r in replies:
                 if isinstance(r, str):
@@ -70,7 +70,9 @@ class ScriptedProvider(BaseProvider):
         with self._lock:
             self.calls.append(request)
             if self.down:
-                return Reply(error=ProviderUnavailableError(f"{self.name} is down", provider=self.name, status_code=503))
+                return Reply(
+                    error=ProviderUnavailableError(f"{self.name} is down", provider=self.name, status_code=503)
+                )
             return self._script.popleft() if self._script else Reply(text=self.reply, latency_s=self.latency_s)
 
     @staticmethod

@@ -461,9 +461,7 @@ class ProtocolServer:
     def _pick_fault(self, request: Request, generation: bool) -> Fault | None:
         """Decide what goes wrong with this request: down > bad key > script > random failure."""
         if self._down:
-            return Fault(
-                "status", status=503, message="The service is temporarily unavailable (server is down)."
-            )
+            return Fault("status", status=503, message="The service is temporarily unavailable (server is down).")
         if not self._key_ok(request):
             return Fault("status", status=401, message="Invalid API key provided.")
         if not generation:
@@ -536,9 +534,7 @@ class ProtocolServer:
 
         await self._sleep(self.latency_s)
         if kind == "malformed":
-            return Response(
-                self._malformed_body(), media_type="application/json", headers=self._extra_headers()
-            )
+            return Response(self._malformed_body(), media_type="application/json", headers=self._extra_headers())
         body = _dumps(self._completion(call, chunks, truncated))
         if kind in ("cut", "cut_before_first"):
             # Promise the full Content-Length, deliver part of it, then drop the connection.
@@ -628,8 +624,7 @@ class OpenAIServer(ProtocolServer):
             lambda: {
                 "object": "list",
                 "data": [
-                    {"id": m, "object": "model", "created": 1_700_000_000, "owned_by": "system"}
-                    for m in self.models
+                    {"id": m, "object": "model", "created": 1_700_000_000, "owned_by": "system"} for m in self.models
                 ],
             },
         )
@@ -716,7 +711,10 @@ class OpenAIServer(ProtocolServer):
 
         yield "pre", chunk({"role": "assistant", "content": "", "refusal": None}, None)
         if tool is not None:  # as OpenAI streams a call: id and name first, then the arguments in pieces
-            yield "text", chunk({"tool_calls": [{"index": 0, **tool, "function": {**tool["function"], "arguments": ""}}]}, None)
+            yield (
+                "text",
+                chunk({"tool_calls": [{"index": 0, **tool, "function": {**tool["function"], "arguments": ""}}]}, None),
+            )
             for piece in self.TOOL_ARGUMENTS:
                 yield "text", chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}, None)
             chunks = self.TOOL_ARGUMENTS
@@ -742,9 +740,7 @@ class OpenAIServer(ProtocolServer):
         return b'{"id": "chatcmpl-broken", "object": "chat.completion", "choices": ['
 
     def _malformed_frame(self) -> bytes:
-        return (
-            b'data: {"id": "chatcmpl-broken", "object": "chat.completion.chunk", "choices": [{"delta": {\n\n'
-        )
+        return b'data: {"id": "chatcmpl-broken", "object": "chat.completion.chunk", "choices": [{"delta": {\n\n'
 
 
 # ====================================================================== Anthropic
@@ -948,7 +944,11 @@ class AnthropicServer(ProtocolServer):
             start = {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}
             yield "pre", ev("content_block_start", start)
             yield "pre", ev("ping", {"type": "ping"})
-            delta = {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": self.TOOL_PREAMBLE}}
+            delta = {
+                "type": "content_block_delta",
+                "index": 0,
+                "delta": {"type": "text_delta", "text": self.TOOL_PREAMBLE},
+            }
             yield "text", ev("content_block_delta", delta)
             yield "post", ev("content_block_stop", {"type": "content_block_stop", "index": 0})
             index = 1
@@ -957,11 +957,21 @@ class AnthropicServer(ProtocolServer):
         if tool["forced"]:
             yield "pre", ev("ping", {"type": "ping"})
         for piece in ["", *self.TOOL_ARGUMENTS]:
-            delta = {"type": "content_block_delta", "index": index, "delta": {"type": "input_json_delta", "partial_json": piece}}
+            delta = {
+                "type": "content_block_delta",
+                "index": index,
+                "delta": {"type": "input_json_delta", "partial_json": piece},
+            }
             yield "text", ev("content_block_delta", delta)
         yield "post", ev("content_block_stop", {"type": "content_block_stop", "index": index})
         usage = {"output_tokens": len(self.TOOL_ARGUMENTS)}
-        yield "post", ev("message_delta", {"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": None}, "usage": usage})
+        yield (
+            "post",
+            ev(
+                "message_delta",
+                {"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": None}, "usage": usage},
+            ),
+        )
         yield "post", ev("message_stop", {"type": "message_stop"})
 
     def _malformed_body(self) -> bytes:
@@ -1014,9 +1024,7 @@ class GeminiServer(ProtocolServer):
         return request.headers.get("x-goog-api-key") or request.query_params.get("key")
 
     def _error_body(self, status: int, message: str) -> dict[str, Any]:
-        return {
-            "error": {"code": status, "message": message, "status": self._STATUSES.get(status, "UNKNOWN")}
-        }
+        return {"error": {"code": status, "message": message, "status": self._STATUSES.get(status, "UNKNOWN")}}
 
     def _model_info(self, model: str) -> dict[str, Any]:
         return {

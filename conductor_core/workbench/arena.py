@@ -51,7 +51,17 @@ from .experiments import _variant
 from .ratings import Judgement, Leaderboard, fit_ratings
 from .variants import Variant, variant_labels
 
-__all__ = ["Arena", "ArenaError", "BlindMatch", "BlindEvent", "BlindAnswer", "Reveal", "RevealedAnswer", "LETTERS", "metadata"]
+__all__ = [
+    "Arena",
+    "ArenaError",
+    "BlindMatch",
+    "BlindEvent",
+    "BlindAnswer",
+    "Reveal",
+    "RevealedAnswer",
+    "LETTERS",
+    "metadata",
+]
 
 log = logging.getLogger("conductor.arena")
 
@@ -212,7 +222,11 @@ class Arena:
         page draws a round from this after a reload)."""
         row, slots = self._load(match_id)
         return [
-            BlindAnswer(letter=LETTERS[a["slot"]], text=a["answer"], state={"pending": "pending", "ok": "ok"}.get(a["status"], "failed"))
+            BlindAnswer(
+                letter=LETTERS[a["slot"]],
+                text=a["answer"],
+                state={"pending": "pending", "ok": "ok"}.get(a["status"], "failed"),
+            )
             for a in slots
         ]
 
@@ -241,19 +255,28 @@ class Arena:
             variant = _variant(json.loads(slot["variant"]))
             result: dict[str, Any] = {"status": "error"}
             try:
-                result = self._answer(conductor, variant, prompt, overrides, cancelled, lambda t: events.put(BlindEvent(letter=letter, text=t)))
-            except Exception:  # noqa: BLE001 - one contestant's bug must not hang the others
+                result = self._answer(
+                    conductor,
+                    variant,
+                    prompt,
+                    overrides,
+                    cancelled,
+                    lambda t: events.put(BlindEvent(letter=letter, text=t)),
+                )
+            except Exception:
                 log.exception("arena contestant %s crashed", letter)
                 result = {"status": "error", "error_type": "internal"}
             finally:
                 try:
                     self._store_answer(match_id, slot["slot"], result)
-                except Exception:  # noqa: BLE001 - the page must still hear that this answer ended
+                except Exception:
                     log.exception("arena answer %s of %s could not be stored", letter, match_id)
                 events.put(BlindEvent(letter=letter, finished=True, failed=result["status"] != "ok"))
                 events.put(None)
 
-        threads = [threading.Thread(target=contest, args=(slot,), daemon=True, name=f"arena-{slot['slot']}") for slot in slots]
+        threads = [
+            threading.Thread(target=contest, args=(slot,), daemon=True, name=f"arena-{slot['slot']}") for slot in slots
+        ]
         for thread in threads:
             thread.start()
         running = len(threads)
@@ -322,7 +345,9 @@ class Arena:
             raise ArenaError("wait until every answer has arrived, then vote")
         complete = [a for a in slots if a["status"] == "ok"]
         if len(complete) < 2:
-            raise ArenaError("fewer than two answers arrived complete, so there is nothing to compare; start another match")
+            raise ArenaError(
+                "fewer than two answers arrived complete, so there is nothing to compare; start another match"
+            )
         letters = {LETTERS[a["slot"]] for a in complete}
         if choice not in ("tie", "all_bad") and choice not in letters:
             raise ArenaError(f"vote for one of {', '.join(sorted(letters))}, or 'tie', or 'all_bad'")
@@ -333,7 +358,9 @@ class Arena:
             changed = conn.execute(
                 update(matches_table)
                 .where(m.id == match_id, m.status == "open")
-                .values(status="voted", choice=choice, voted_at=now, voted_ts=now.timestamp(), judged=json.dumps(judged))
+                .values(
+                    status="voted", choice=choice, voted_at=now, voted_ts=now.timestamp(), judged=json.dumps(judged)
+                )
             ).rowcount
         if not changed:
             raise ArenaError("this match already has a vote")
@@ -383,9 +410,13 @@ class Arena:
             row = conn.execute(select(matches_table).where(matches_table.c.id == match_id)).mappings().first()
             if row is None:
                 raise ArenaError(f"no match {match_id!r}")
-            slots = conn.execute(
-                select(answers_table).where(answers_table.c.match_id == match_id).order_by(answers_table.c.slot)
-            ).mappings().all()
+            slots = (
+                conn.execute(
+                    select(answers_table).where(answers_table.c.match_id == match_id).order_by(answers_table.c.slot)
+                )
+                .mappings()
+                .all()
+            )
         return row, [dict(s) for s in slots]
 
     # --- ratings -------------------------------------------------------------------------
@@ -431,7 +462,9 @@ class Arena:
             # Chunks of ids: IN lists have limits (SQLite's is 32,766 parameters).
             ids = sorted(wanted)
             for start in range(0, len(ids), 500):
-                for request_id, slot, match_id, choice in conn.execute(stmt.where(a.request_id.in_(ids[start:start + 500]))):
+                for request_id, slot, match_id, choice in conn.execute(
+                    stmt.where(a.request_id.in_(ids[start : start + 500]))
+                ):
                     if choice == "tie":
                         verdict = "tie"
                     elif choice == "all_bad":

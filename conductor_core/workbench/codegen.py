@@ -53,11 +53,29 @@ def code_target(
     """The target for a provider name: a built-in, a configured endpoint, or `endpoint` (one a
     browser session added). `default_model`: the provider's default, when `model` is None."""
     if provider == "openai":
-        return CodeTarget(provider=provider, kind="openai", model=model or default_model or "gpt-4o-mini", base_url=settings.openai_base_url, key_env="OPENAI_API_KEY")
+        return CodeTarget(
+            provider=provider,
+            kind="openai",
+            model=model or default_model or "gpt-4o-mini",
+            base_url=settings.openai_base_url,
+            key_env="OPENAI_API_KEY",
+        )
     if provider == "anthropic":
-        return CodeTarget(provider=provider, kind="anthropic", model=model or default_model or "claude-haiku-4-5", base_url=settings.anthropic_base_url, key_env="ANTHROPIC_API_KEY")
+        return CodeTarget(
+            provider=provider,
+            kind="anthropic",
+            model=model or default_model or "claude-haiku-4-5",
+            base_url=settings.anthropic_base_url,
+            key_env="ANTHROPIC_API_KEY",
+        )
     if provider == "gemini":
-        return CodeTarget(provider=provider, kind="gemini", model=model or default_model or "gemini-2.5-flash", base_url=settings.gemini_base_url, key_env="GEMINI_API_KEY")
+        return CodeTarget(
+            provider=provider,
+            kind="gemini",
+            model=model or default_model or "gemini-2.5-flash",
+            base_url=settings.gemini_base_url,
+            key_env="GEMINI_API_KEY",
+        )
     if provider == "local":
         return CodeTarget(provider=provider, kind="local", model=model or default_model or "gemma-3-270m")
     found = endpoint or settings.endpoints.get(provider)
@@ -67,12 +85,18 @@ def code_target(
     if chosen is None:
         raise ValueError(f"{provider} has no model to name: pick one from its list first")
     # A key typed in the browser is never written out: the snippet reads an env var instead.
-    key_env = found.api_key_env or (f"{provider.upper().replace('-', '_')}_API_KEY" if found.api_key is not None else None)
-    return CodeTarget(provider=provider, kind="openai_compatible", model=chosen, base_url=found.base_url, key_env=key_env)
+    key_env = found.api_key_env or (
+        f"{provider.upper().replace('-', '_')}_API_KEY" if found.api_key is not None else None
+    )
+    return CodeTarget(
+        provider=provider, kind="openai_compatible", model=chosen, base_url=found.base_url, key_env=key_env
+    )
 
 
 def _messages(request: ChatRequest, *, system: bool = True) -> list[dict[str, str]]:
-    return [{"role": m.role.value, "content": m.content} for m in request.messages if system or m.role != MessageRole.system]
+    return [
+        {"role": m.role.value, "content": m.content} for m in request.messages if system or m.role != MessageRole.system
+    ]
 
 
 def _system(request: ChatRequest) -> str:
@@ -116,9 +140,7 @@ def gateway_python(request: ChatRequest, target: CodeTarget, *, gateway_url: str
         "from openai import OpenAI\n\n"
         "# Conductor's gateway (python -m gateway). CONDUCTOR_API_KEY only if the gateway requires one.\n"
         f'client = OpenAI(base_url={gateway_url!r}, api_key=os.environ.get("CONDUCTOR_API_KEY", "unused"))\n'
-        "stream = client.chat.completions.create(\n"
-        + _kwargs(body)
-        + "    stream=True,\n)\n"
+        "stream = client.chat.completions.create(\n" + _kwargs(body) + "    stream=True,\n)\n"
         "for chunk in stream:\n"
         "    if chunk.choices and chunk.choices[0].delta.content:\n"
         '        print(chunk.choices[0].delta.content, end="", flush=True)\n'
@@ -169,7 +191,11 @@ def _openai(request: ChatRequest, target: CodeTarget) -> str:
 
 
 def _anthropic(request: ChatRequest, target: CodeTarget) -> str:
-    params: dict[str, object] = {"model": target.model, "max_tokens": request.max_tokens, "messages": _messages(request, system=False)}
+    params: dict[str, object] = {
+        "model": target.model,
+        "max_tokens": request.max_tokens,
+        "messages": _messages(request, system=False),
+    }
     if _system(request):
         params["system"] = _system(request)
     params.update(_optional(request, {"stop": "stop_sequences"}))
@@ -209,7 +235,9 @@ def _gemini(request: ChatRequest, target: CodeTarget) -> str:
     )
 
 
-def snippets(request: ChatRequest, target: CodeTarget, *, gateway_url: str = DEFAULT_GATEWAY_URL) -> dict[str, str | None]:
+def snippets(
+    request: ChatRequest, target: CodeTarget, *, gateway_url: str = DEFAULT_GATEWAY_URL
+) -> dict[str, str | None]:
     """All three, keyed: python_gateway, python_sdk (None for the embedded model), curl."""
     return {
         "python_gateway": gateway_python(request, target, gateway_url=gateway_url),

@@ -109,7 +109,9 @@ def _decode(data: str | bytes) -> str:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
-        raise DatasetError("the file is not UTF-8 text; save it as UTF-8 (CSV UTF-8 in a spreadsheet)", line=line) from None
+        raise DatasetError(
+            "the file is not UTF-8 text; save it as UTF-8 (CSV UTF-8 in a spreadsheet)", line=line
+        ) from None
 
 
 def _guess_format(text: str, filename: str | None) -> Format:
@@ -163,7 +165,7 @@ def _read_csv(text: str, limit: int, *, tab: bool) -> Dataset:
         except csv.Error as exc:
             problem = str(exc)
             if "end of data" in problem or "EOF" in problem:
-                problem = "a quoted field that is never closed (a \" is missing)"
+                problem = 'a quoted field that is never closed (a " is missing)'
             raise DatasetError(f"malformed CSV: {problem}", line=record_start) from None
         if not record or all(not cell.strip() for cell in record):
             continue  # blank lines between records
@@ -237,7 +239,7 @@ def _read_json_array(text: str, limit: int) -> Dataset:
     columns: dict[str, None] = {}
     for position, value in enumerate(values, 1):
         if not isinstance(value, dict):
-            raise DatasetError(f"item {position} of the array is not an object {{\"column\": value}}")
+            raise DatasetError(f'item {position} of the array is not an object {{"column": value}}')
         columns.update(dict.fromkeys(value))
     return Dataset(columns=tuple(columns), rows=tuple(values), format="jsonl", lines=())
 
@@ -245,4 +247,4 @@ def _read_json_array(text: str, limit: int) -> Dataset:
 def _check_object(value: Any, line: int) -> None:
     if not isinstance(value, dict):
         kind = {list: "an array", str: "a string"}.get(type(value), f"a {type(value).__name__}")
-        raise DatasetError(f"is {kind}; each line must be one JSON object such as {{\"question\": \"...\"}}", line=line)
+        raise DatasetError(f'is {kind}; each line must be one JSON object such as {{"question": "..."}}', line=line)

@@ -49,7 +49,6 @@ from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy import (
     Boolean,
     Column,
@@ -68,11 +67,12 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.exc import IntegrityError
 
 from ..config import redact
 from ..models import RoutingPolicy, new_id, utcnow
 from ..store import RequestLog, SafeText, UTCDateTime
-from .datasets import Dataset, DatasetTooLargeError, DEFAULT_MAX_ROWS
+from .datasets import DEFAULT_MAX_ROWS, Dataset, DatasetTooLargeError
 from .templates import Template, TemplateError
 from .variants import Variant, variant_labels
 
@@ -383,7 +383,11 @@ class ExperimentStore:
 
     def experiment(self, experiment_id: str) -> Experiment:
         with self.engine.connect() as conn:
-            row = conn.execute(select(experiments_table).where(experiments_table.c.id == experiment_id)).mappings().first()
+            row = (
+                conn.execute(select(experiments_table).where(experiments_table.c.id == experiment_id))
+                .mappings()
+                .first()
+            )
         if row is None:
             raise ExperimentError(f"no experiment {experiment_id!r}")
         return self._experiment(row)
@@ -407,7 +411,9 @@ class ExperimentStore:
             has_expected=bool(row["has_expected"]),
         )
 
-    def rows(self, experiment_id: str, *, offset: int = 0, limit: int = 200) -> list[tuple[int, dict[str, Any], str | None]]:
+    def rows(
+        self, experiment_id: str, *, offset: int = 0, limit: int = 200
+    ) -> list[tuple[int, dict[str, Any], str | None]]:
         """(row index, values, expected) for one page of the dataset, in order."""
         r = rows_table.c
         stmt = (
@@ -493,7 +499,9 @@ class ExperimentStore:
 
     def runs(self, experiment_id: str) -> list[Run]:
         """Every run of an experiment, the newest first."""
-        stmt = select(runs_table).where(runs_table.c.experiment_id == experiment_id).order_by(runs_table.c.number.desc())
+        stmt = (
+            select(runs_table).where(runs_table.c.experiment_id == experiment_id).order_by(runs_table.c.number.desc())
+        )
         with self.engine.connect() as conn:
             return [self._run(row) for row in conn.execute(stmt).mappings()]
 
@@ -586,9 +594,7 @@ class ExperimentStore:
         if not rows:
             return []
         c = cells_table.c
-        stmt = select(cells_table).where(
-            c.run_id == run_id, c.row_index >= rows[0][0], c.row_index <= rows[-1][0]
-        )
+        stmt = select(cells_table).where(c.run_id == run_id, c.row_index >= rows[0][0], c.row_index <= rows[-1][0])
         with self.engine.connect() as conn:
             found = {(r["row_index"], r["variant_index"]): self._cell(r) for r in conn.execute(stmt).mappings()}
         width = len(experiment.variants)
@@ -634,7 +640,9 @@ class ExperimentStore:
                 s = stats[row[0]]
                 (s.cells, s.ok, s.errors, s.incomplete, s.cancelled) = (int(x or 0) for x in row[1:6])
                 s.cost_usd = float(row[6] or 0.0)
-                (s.priced, s.unpriced, s.checked, s.passed, s.thumbs_up, s.thumbs_down) = (int(x or 0) for x in row[7:13])
+                (s.priced, s.unpriced, s.checked, s.passed, s.thumbs_up, s.thumbs_down) = (
+                    int(x or 0) for x in row[7:13]
+                )
                 s.success_rate = s.ok / (s.cells - s.cancelled) if s.cells - s.cancelled else None
                 s.pass_rate = s.passed / s.checked if s.checked else None
                 rated = s.thumbs_up + s.thumbs_down
@@ -707,16 +715,15 @@ class ExperimentStore:
         ).subquery()
         tops = select(
             ranged,
-            func.sum(case((ranged.c.score == ranged.c.top, 1), else_=0)).over(partition_by=ranged.c.row).label("at_top"),
+            func.sum(case((ranged.c.score == ranged.c.top, 1), else_=0))
+            .over(partition_by=ranged.c.row)
+            .label("at_top"),
         ).subquery()
         decided = and_(tops.c.top > tops.c.bottom)
-        wins = (
-            select(
-                tops.c.variant,
-                func.sum(case((decided & (tops.c.score == tops.c.top), literal(1.0) / tops.c.at_top), else_=0.0)),
-            )
-            .group_by(tops.c.variant)
-        )
+        wins = select(
+            tops.c.variant,
+            func.sum(case((decided & (tops.c.score == tops.c.top), literal(1.0) / tops.c.at_top), else_=0.0)),
+        ).group_by(tops.c.variant)
         decided_rows = select(func.count(func.distinct(tops.c.row))).where(decided)
         total = int(conn.execute(decided_rows).scalar() or 0)
         for variant, won in conn.execute(wins):

@@ -130,7 +130,9 @@ class ArenaReport(BaseModel):
 Document = Transcript | Comparison | RunReport | ArenaReport
 
 
-def run_report(store: ExperimentStore, run_id: str, *, max_rows: int | None = None, leaderboard: Leaderboard | None = None) -> RunReport:
+def run_report(
+    store: ExperimentStore, run_id: str, *, max_rows: int | None = None, leaderboard: Leaderboard | None = None
+) -> RunReport:
     """A run with its figures, the changes since the run before, and its rows (all, or the
     first `max_rows`), read from the store a page at a time."""
     run = store.run(run_id)
@@ -260,7 +262,18 @@ def _total_cost(s: VariantStats) -> str:
     return _usd(s.cost_usd if s.priced else None) + (f" + {s.unpriced} unpriced" if s.unpriced and s.priced else "")
 
 
-_STATS_HEAD = ["", "variant", "success", "p50", "p95", "p50 first token", "total cost", "pass rate", "rating", "win rate"]
+_STATS_HEAD = [
+    "",
+    "variant",
+    "success",
+    "p50",
+    "p95",
+    "p50 first token",
+    "total cost",
+    "pass rate",
+    "rating",
+    "win rate",
+]
 
 
 def stats_table(stats: list[VariantStats]) -> tuple[list[str], list[list[str]]]:
@@ -276,7 +289,15 @@ def _table(head: list[str], rows: list[list[str]]) -> list[str]:
 
 def _ratings_rows(board: Leaderboard) -> list[list[str]]:
     return [
-        [str(i + 1) if r.enough else "—", r.subject, f"{r.rating:,.0f}", f"{r.ci_low:,.0f} – {r.ci_high:,.0f}", str(r.votes), f"{r.wins}/{r.losses}/{r.ties}", r.describe()]
+        [
+            str(i + 1) if r.enough else "—",
+            r.subject,
+            f"{r.rating:,.0f}",
+            f"{r.ci_low:,.0f} – {r.ci_high:,.0f}",
+            str(r.votes),
+            f"{r.wins}/{r.losses}/{r.ties}",
+            r.describe(),
+        ]
         for i, r in enumerate(board.ratings)
     ]
 
@@ -288,7 +309,10 @@ def to_markdown(doc: Document) -> str:
     out: list[str] = [f"# {_cell(doc.title)}", ""]
     if isinstance(doc, Transcript):
         if doc.settings is not None:
-            out += [f"Settings: `{doc.settings.target}`, temperature {doc.settings.temperature:g}, max {doc.settings.max_tokens} tokens", ""]
+            out += [
+                f"Settings: `{doc.settings.target}`, temperature {doc.settings.temperature:g}, max {doc.settings.max_tokens} tokens",
+                "",
+            ]
         for turn in doc.turns:
             who = "You" if turn.role == "user" else "System" if turn.role == "system" else (turn.label or "Assistant")
             status = "" if turn.status == "ok" else f" ({turn.status})"
@@ -336,7 +360,10 @@ def to_markdown(doc: Document) -> str:
                     continue
                 verdict = "" if cell.passed is None else (" ✅ pass" if cell.passed else " ❌ fail")
                 rating = {1: " 👍", -1: " 👎"}.get(cell.rating or 0, "")
-                out += [f"**{_cell(label)}** ({cell.status}{verdict}{rating}, {_ms(cell.latency_ms)}, {_usd(cell.cost_usd)})", ""]
+                out += [
+                    f"**{_cell(label)}** ({cell.status}{verdict}{rating}, {_ms(cell.latency_ms)}, {_usd(cell.cost_usd)})",
+                    "",
+                ]
                 out += [cell.answer or f"_({cell.error_message or 'no answer'})_", ""]
         if len(doc.rows) < doc.rows_total:
             out += [f"_{doc.rows_total - len(doc.rows)} more rows are not in this export._", ""]
@@ -357,7 +384,9 @@ def _clip(text: str, width: int = 80) -> str:
 
 # --- HTML ------------------------------------------------------------------------------------
 
-_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; font-src data:; base-uri 'none'; form-action 'none'"
+_CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src data:; font-src data:; base-uri 'none'; form-action 'none'"
+)
 
 _PAGE = """<!doctype html>
 <html lang="en">
@@ -419,7 +448,13 @@ def to_html(doc: Document, *, charts: bool = True) -> str:
     if isinstance(doc, RunReport):
         subtitle = f"Run {doc.run_number} · {doc.status} · check: {doc.check} · {doc.rows_total} rows × {len(doc.variants)} variants"
         if charts and doc.stats:
-            chart_html = _charts([report_charts.rates_chart(doc.stats), report_charts.latency_chart(doc.stats), report_charts.cost_chart(doc.stats)])
+            chart_html = _charts(
+                [
+                    report_charts.rates_chart(doc.stats),
+                    report_charts.latency_chart(doc.stats),
+                    report_charts.cost_chart(doc.stats),
+                ]
+            )
             if doc.leaderboard and doc.leaderboard.ratings:
                 chart_html += _charts([report_charts.ratings_chart(doc.leaderboard.ratings)])
     elif isinstance(doc, ArenaReport):
@@ -429,7 +464,9 @@ def to_html(doc: Document, *, charts: bool = True) -> str:
     elif isinstance(doc, Comparison):
         subtitle = f"{len(doc.columns)} answers to one prompt"
     else:
-        subtitle = f"{sum(t.role == 'user' for t in doc.turns)} messages" + (f" with {doc.settings.target}" if doc.settings else "")
+        subtitle = f"{sum(t.role == 'user' for t in doc.turns)} messages" + (
+            f" with {doc.settings.target}" if doc.settings else ""
+        )
     body = env.from_string(_BODIES[doc.kind]).render(
         doc=doc,
         charts=Markup(chart_html),
@@ -479,7 +516,9 @@ _BODIES = {
 {% for row in stats_rows %}<tr>{% for c in row %}<td>{{ c }}</td>{% endfor %}</tr>{% endfor %}</table>
 {{ charts }}
 {% if doc.changes %}<h2>Since the previous run</h2><ul>{% for line in doc.changes %}<li>{{ line }}</li>{% endfor %}</ul>{% endif %}
-{% if doc.leaderboard and doc.leaderboard.ratings %}<h2>Ratings</h2>""" + _RATINGS_TABLE + """{% endif %}
+{% if doc.leaderboard and doc.leaderboard.ratings %}<h2>Ratings</h2>"""
+    + _RATINGS_TABLE
+    + """{% endif %}
 <h2>Rows</h2>
 <table class="grid"><tr><th>#</th><th>values</th>{% for label in doc.labels %}<th>{{ letter(loop.index0) }} · {{ label }}</th>{% endfor %}</tr>
 {% for row in doc.rows %}<tr><td>{{ row.row + 1 }}</td><td><pre class="literal">{% for k, v in row.values.items() %}{{ k }} = {{ v }}
@@ -493,7 +532,9 @@ _BODIES = {
 """,
     "arena": """
 {{ charts }}
-<h2>Leaderboard</h2>""" + _RATINGS_TABLE + """
+<h2>Leaderboard</h2>"""
+    + _RATINGS_TABLE
+    + """
 {% if doc.votes %}<h2>Recent votes</h2><ul>{% for v in doc.votes %}<li><pre class="literal">{{ v.prompt }}</pre>{{ v.describe() }}</li>{% endfor %}</ul>{% endif %}
 """,
 }

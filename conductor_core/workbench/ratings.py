@@ -96,7 +96,9 @@ class Leaderboard(BaseModel):
         return next((r for r in self.ratings if r.subject == subject), None)
 
 
-def _pairs(judgements: Sequence[Judgement], index: dict[str, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _pairs(
+    judgements: Sequence[Judgement], index: dict[str, int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Every pairwise outcome as arrays: vote number, i, j, and i's score against j (1, 0.5)."""
     votes, first, second, score = [], [], [], []
     for number, judgement in enumerate(judgements):
@@ -109,13 +111,21 @@ def _pairs(judgements: Sequence[Judgement], index: dict[str, int]) -> tuple[np.n
         else:
             for a in range(len(subjects)):
                 for b in range(a + 1, len(subjects)):
-                    votes.append(number), first.append(index[subjects[a]]), second.append(index[subjects[b]]), score.append(0.5)
-    return np.array(votes, dtype=np.int64), np.array(first, dtype=np.int64), np.array(second, dtype=np.int64), np.array(score)
+                    (
+                        votes.append(number),
+                        first.append(index[subjects[a]]),
+                        second.append(index[subjects[b]]),
+                        score.append(0.5),
+                    )
+    return (
+        np.array(votes, dtype=np.int64),
+        np.array(first, dtype=np.int64),
+        np.array(second, dtype=np.int64),
+        np.array(score),
+    )
 
 
-def bradley_terry(
-    wins: np.ndarray, *, prior: float = 1.0, start: np.ndarray | None = None
-) -> np.ndarray:
+def bradley_terry(wins: np.ndarray, *, prior: float = 1.0, start: np.ndarray | None = None) -> np.ndarray:
     """Log10 strengths from a matrix `wins[i, j]` = how often i beat j (ties as 0.5 each way).
     With `prior` > 0 the scale is fixed by a reference of strength 1 (log 0); with 0 the mean
     log strength is 0. Raises RatingError when the data have no finite maximum (prior 0 and a
@@ -125,7 +135,9 @@ def bradley_terry(
     games = wins + wins.T
     if prior <= 0:
         if np.any(wins.sum(axis=1) <= 0) or np.any(wins.sum(axis=0) <= 0):
-            raise RatingError("a subject has won no vote or lost none: its rating has no finite estimate (use prior > 0)")
+            raise RatingError(
+                "a subject has won no vote or lost none: its rating has no finite estimate (use prior > 0)"
+            )
         if not _connected(games > 0):
             raise RatingError("the votes fall apart into groups never compared with each other (use prior > 0)")
     # Newton's method on the log-likelihood in natural-log strengths: it is concave, and

@@ -70,7 +70,7 @@ def parse_transcript(text: str) -> list[ChatMessage]:
         return [ChatMessage(role=MessageRole.user, content=text)] if text.strip() else []
     messages = []
     for mark, following in zip(marks, [*marks[1:], None]):
-        content = text[mark.end(): following.start() - 1 if following else len(text)]
+        content = text[mark.end() : following.start() - 1 if following else len(text)]
         if mark.group(1) != "tool":
             messages.append(ChatMessage(role=MessageRole(mark.group(1)), content=content))
     return messages
@@ -94,7 +94,9 @@ def replay_of(log: RequestLog, sessions: SessionStore | None, request_id: str) -
     if found is not None:
         variant, messages = found
         variant = variant.model_copy(update={"provider": served.provider, "model": served.model or variant.model})
-        return Replay(request_id, target, messages, variant, True, "messages and parameters as the playground sent them")
+        return Replay(
+            request_id, target, messages, variant, True, "messages and parameters as the playground sent them"
+        )
     if served.prompt is None:
         raise ReplayError(
             "the request log kept no prompt for this request (prompt logging was off, CONDUCTOR_LOG_PROMPTS=false), "
@@ -120,7 +122,9 @@ def _from_session(sessions: SessionStore, request_id: str) -> tuple[Variant, lis
     a, t = answers_table.c, turns_table.c
     with sessions.engine.connect() as conn:
         row = conn.execute(
-            select(a.session_id, a.turn_id, a.lane, t.prompt).join(turns_table, t.id == a.turn_id).where(a.request_id == request_id)
+            select(a.session_id, a.turn_id, a.lane, t.prompt)
+            .join(turns_table, t.id == a.turn_id)
+            .where(a.request_id == request_id)
         ).first()
     if row is None:
         return None

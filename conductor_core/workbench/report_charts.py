@@ -32,7 +32,11 @@ def latency_chart(stats: Sequence[VariantStats]) -> alt.Chart:
     rows = [
         {"variant": s.label, "measure": name, "ms": value}
         for s in stats
-        for name, value in (("p50 latency", s.p50_latency_ms), ("p95 latency", s.p95_latency_ms), ("p50 first token", s.p50_ttft_ms))
+        for name, value in (
+            ("p50 latency", s.p50_latency_ms),
+            ("p95 latency", s.p95_latency_ms),
+            ("p50 first token", s.p50_ttft_ms),
+        )
         if value is not None
     ]
     frame = pd.DataFrame(rows, columns=["variant", "measure", "ms"])
@@ -107,7 +111,14 @@ def ratings_chart(ratings: Sequence[Rating]) -> alt.Chart:
 
     frame = pd.DataFrame(
         [
-            {"subject": r.subject, "rating": r.rating, "low": r.ci_low, "high": r.ci_high, "votes": r.votes, "ranked": r.enough}
+            {
+                "subject": r.subject,
+                "rating": r.rating,
+                "low": r.ci_low,
+                "high": r.ci_high,
+                "votes": r.votes,
+                "ranked": r.enough,
+            }
             for r in ratings
         ],
         columns=["subject", "rating", "low", "high", "votes", "ranked"],
@@ -122,7 +133,13 @@ def ratings_chart(ratings: Sequence[Rating]) -> alt.Chart:
     point = base.mark_point(filled=True, size=80).encode(
         x="rating:Q",
         opacity=alt.condition("datum.ranked", alt.value(1.0), alt.value(0.35)),
-        tooltip=["subject", alt.Tooltip("rating:Q", format=",.0f"), alt.Tooltip("low:Q", format=",.0f"), alt.Tooltip("high:Q", format=",.0f"), "votes"],
+        tooltip=[
+            "subject",
+            alt.Tooltip("rating:Q", format=",.0f"),
+            alt.Tooltip("low:Q", format=",.0f"),
+            alt.Tooltip("high:Q", format=",.0f"),
+            "votes",
+        ],
     )
     return (rule + point).properties(width=_WIDTH, height=_height(len(ratings)))
 

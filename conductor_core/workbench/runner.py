@@ -75,7 +75,9 @@ class Progress:
         return self.state in ("completed", "stopped")
 
 
-def concurrency_limits(settings_limits: Mapping[str, int], providers: list[str], asked: Mapping[str, int] | None) -> dict[str, int]:
+def concurrency_limits(
+    settings_limits: Mapping[str, int], providers: list[str], asked: Mapping[str, int] | None
+) -> dict[str, int]:
     """Calls at once per provider: asked for this run, else configured for the provider, else '*'."""
     merged = {**settings_limits, **(asked or {})}
     default = merged.get("*", 4)
@@ -91,7 +93,9 @@ class _Cells:
 
     def __init__(self, store: ExperimentStore, experiment: Experiment, variants: list[int]) -> None:
         self._lock = threading.Lock()
-        self._source = ((row, values, expected, v) for row, values, expected in store.iter_rows(experiment.id) for v in variants)
+        self._source = (
+            (row, values, expected, v) for row, values, expected in store.iter_rows(experiment.id) for v in variants
+        )
 
     def next(self) -> tuple[int, dict[str, Any], str | None, int] | None:
         with self._lock:
@@ -102,7 +106,7 @@ class _Cells:
             yield item
 
 
-_live: dict[str, "RunHandle"] = {}
+_live: dict[str, RunHandle] = {}
 _live_lock = threading.Lock()
 
 
@@ -210,10 +214,12 @@ class RunHandle:
         while not self._stop.is_set():
             try:
                 item = source.next()
-            except Exception as exc:  # noqa: BLE001 - the dataset could not be read: stop, say why
+            except Exception as exc:
                 log.exception("experiment run %s: could not read the dataset", self.run_id)
                 with self._lock:
-                    self._progress = replace(self._progress, database_error=f"could not read the dataset: {type(exc).__name__}")
+                    self._progress = replace(
+                        self._progress, database_error=f"could not read the dataset: {type(exc).__name__}"
+                    )
                 self.stop()
                 return
             if item is None:
@@ -222,7 +228,7 @@ class RunHandle:
             self._count(running=1)
             try:
                 cell = self._run_cell(row, values, expected, variant)
-            except Exception as exc:  # noqa: BLE001 - one cell's bug must not end the run
+            except Exception as exc:
                 log.exception("experiment cell %s/%s crashed", row, variant)
                 cell = Cell(row=row, variant=variant, status="error", error_type="internal", error_message=str(exc))
             self._finish(cell)
@@ -281,7 +287,9 @@ class RunHandle:
                     return Cell(row=row, variant=variant_index, status="cancelled", answer="".join(parts) or None)
             return self._failed(row, variant_index, expected, "incomplete", "the stream ended without an answer", None)
         except ProviderError as error:
-            return self._failed(row, variant_index, expected, error.type, error.message, getattr(error, "request_id", None))
+            return self._failed(
+                row, variant_index, expected, error.type, error.message, getattr(error, "request_id", None)
+            )
         finally:
             stream.close()
 
@@ -324,7 +332,7 @@ class RunHandle:
             return
         try:
             self._on_progress(self.progress())
-        except Exception:  # noqa: BLE001 - a page's callback must not break the run
+        except Exception:
             log.exception("experiment progress callback failed")
 
     def _supervise(self) -> None:
@@ -336,7 +344,7 @@ class RunHandle:
                 try:
                     for row, _values, _expected, variant in source.rest():
                         self._finish(Cell(row=row, variant=variant, status="cancelled"), was_running=False)
-                except Exception:  # noqa: BLE001 - those cells stay unwritten: the grid shows them "not run"
+                except Exception:
                     log.exception("experiment run %s: could not mark the cells that did not run", self.run_id)
         self._results.put(None)
         self._writer.join()

@@ -46,7 +46,7 @@ import time
 from collections.abc import Iterable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from sqlalchemy import (
@@ -170,7 +170,7 @@ answers_table = Table(
 
 
 def _now() -> tuple[datetime, float]:
-    moment = datetime.now(timezone.utc)
+    moment = datetime.now(UTC)
     return moment, moment.timestamp()
 
 
@@ -351,8 +351,13 @@ class SessionStore:
         with self._begin() as conn:
             conn.execute(
                 insert(sessions_table).values(
-                    id=session_id, kind=kind, title=_title(title) if title else "", created_at=moment,
-                    updated_at=moment, updated_ts=ts, settings_rev=0,
+                    id=session_id,
+                    kind=kind,
+                    title=_title(title) if title else "",
+                    created_at=moment,
+                    updated_at=moment,
+                    updated_ts=ts,
+                    settings_rev=0,
                 )
             )
             conn.execute(
@@ -374,7 +379,9 @@ class SessionStore:
         text = search.strip()
         if text:
             in_turns = select(turns_table.c.session_id).where(turns_table.c.prompt.icontains(text, autoescape=True))
-            in_answers = select(answers_table.c.session_id).where(answers_table.c.content.icontains(text, autoescape=True))
+            in_answers = select(answers_table.c.session_id).where(
+                answers_table.c.content.icontains(text, autoescape=True)
+            )
             stmt = stmt.where(or_(s.title.icontains(text, autoescape=True), s.id.in_(in_turns), s.id.in_(in_answers)))
         return self._sessions(stmt.order_by(s.updated_ts.desc(), s.id.desc()).limit(limit))
 
@@ -385,11 +392,15 @@ class SessionStore:
             lanes: dict[str, list[Variant]] = {i: [] for i in ids}
             if ids:
                 for lane in conn.execute(
-                    select(lanes_table).where(lanes_table.c.session_id.in_(ids)).order_by(lanes_table.c.session_id, lanes_table.c.lane)
+                    select(lanes_table)
+                    .where(lanes_table.c.session_id.in_(ids))
+                    .order_by(lanes_table.c.session_id, lanes_table.c.lane)
                 ).mappings():
                     lanes[lane["session_id"]].append(Variant.model_validate_json(lane["variant"]))
         return [
-            SessionInfo(r["id"], r["kind"], r["title"], r["created_at"], r["updated_at"], r["settings_rev"], lanes[r["id"]])
+            SessionInfo(
+                r["id"], r["kind"], r["title"], r["created_at"], r["updated_at"], r["settings_rev"], lanes[r["id"]]
+            )
             for r in rows
         ]
 
@@ -398,7 +409,12 @@ class SessionStore:
         if not title:
             raise ValueError("a session's name cannot be empty")
         with self._begin() as conn:
-            return conn.execute(update(sessions_table).where(sessions_table.c.id == session_id).values(title=title)).rowcount > 0
+            return (
+                conn.execute(
+                    update(sessions_table).where(sessions_table.c.id == session_id).values(title=title)
+                ).rowcount
+                > 0
+            )
 
     def delete(self, session_id: str) -> bool:
         """The session and everything in it (its request-log rows stay: the log is history)."""
@@ -433,7 +449,9 @@ class SessionStore:
                 .values(settings_rev=sessions_table.c.settings_rev + 1)
             )
             return int(
-                conn.execute(select(sessions_table.c.settings_rev).where(sessions_table.c.id == session_id)).scalar_one()
+                conn.execute(
+                    select(sessions_table.c.settings_rev).where(sessions_table.c.id == session_id)
+                ).scalar_one()
             )
 
     def _touch(self, conn: Any, session_id: str, title_from: str | None = None) -> None:
@@ -472,11 +490,20 @@ class SessionStore:
             variants = self._lane_variants(conn, session_id)
             conn.execute(
                 insert(turns_table).values(
-                    id=turn_id, session_id=session_id, parent_id=parent_id, after_answer_id=after_answer_id,
-                    prompt=prompt, created_at=moment, created_ts=ts, selected_ts=ts,
+                    id=turn_id,
+                    session_id=session_id,
+                    parent_id=parent_id,
+                    after_answer_id=after_answer_id,
+                    prompt=prompt,
+                    created_at=moment,
+                    created_ts=ts,
+                    selected_ts=ts,
                 )
             )
-            answers = [self._insert_answer(conn, session_id, turn_id, lane, variants[lane]) for lane in (lanes or range(len(variants)))]
+            answers = [
+                self._insert_answer(conn, session_id, turn_id, lane, variants[lane])
+                for lane in (lanes or range(len(variants)))
+            ]
         turn = Turn(turn_id, parent_id, after_answer_id, prompt, moment, None, None)
         return turn, answers
 
@@ -499,17 +526,21 @@ class SessionStore:
     def _refuse_if_live(self, conn: Any, session_id: str) -> None:
         a = answers_table.c
         live = conn.execute(
-            select(func.count()).select_from(answers_table).where(
-                a.session_id == session_id, a.status == LIVE, a.updated_ts >= time.time() - STALE_S
-            )
+            select(func.count())
+            .select_from(answers_table)
+            .where(a.session_id == session_id, a.status == LIVE, a.updated_ts >= time.time() - STALE_S)
         ).scalar_one()
         if live:
             raise ValueError("an answer is still streaming in this session: wait for it, or stop it")
 
     def _lane_variants(self, conn: Any, session_id: str) -> list[Variant]:
-        rows = conn.execute(
-            select(lanes_table.c.variant).where(lanes_table.c.session_id == session_id).order_by(lanes_table.c.lane)
-        ).scalars().all()
+        rows = (
+            conn.execute(
+                select(lanes_table.c.variant).where(lanes_table.c.session_id == session_id).order_by(lanes_table.c.lane)
+            )
+            .scalars()
+            .all()
+        )
         if not rows:
             raise KeyError(f"no session {session_id!r}: it may have been deleted")
         return [Variant.model_validate_json(v) for v in rows]
@@ -519,11 +550,39 @@ class SessionStore:
         answer_id = new_id("ans")
         conn.execute(
             insert(answers_table).values(
-                id=answer_id, session_id=session_id, turn_id=turn_id, lane=lane, variant=variant.model_dump_json(),
-                status=LIVE, content="", created_at=moment, created_ts=ts, updated_ts=ts, selected_ts=ts,
+                id=answer_id,
+                session_id=session_id,
+                turn_id=turn_id,
+                lane=lane,
+                variant=variant.model_dump_json(),
+                status=LIVE,
+                content="",
+                created_at=moment,
+                created_ts=ts,
+                updated_ts=ts,
+                selected_ts=ts,
             )
         )
-        return Answer(answer_id, turn_id, lane, variant, LIVE, "", None, None, None, None, None, [], None, moment, ts, None, None, ts)
+        return Answer(
+            answer_id,
+            turn_id,
+            lane,
+            variant,
+            LIVE,
+            "",
+            None,
+            None,
+            None,
+            None,
+            None,
+            [],
+            None,
+            moment,
+            ts,
+            None,
+            None,
+            ts,
+        )
 
     def progress(self, answer_id: str, content: str, *, notice: str | None = None) -> bool:
         """A streaming answer's text so far (also its heartbeat). False when it is no longer
@@ -535,7 +594,9 @@ class SessionStore:
         with self._begin() as conn:
             return (
                 conn.execute(
-                    update(answers_table).where(answers_table.c.id == answer_id, answers_table.c.status == LIVE).values(**values)
+                    update(answers_table)
+                    .where(answers_table.c.id == answer_id, answers_table.c.status == LIVE)
+                    .values(**values)
                 ).rowcount
                 > 0
             )
@@ -589,11 +650,18 @@ class SessionStore:
         }
         a = answers_table.c
         with self._begin() as conn:
-            done = conn.execute(update(answers_table).where(a.id == answer_id, a.status == LIVE).values(status=status, **values)).rowcount
+            done = conn.execute(
+                update(answers_table).where(a.id == answer_id, a.status == LIVE).values(status=status, **values)
+            ).rowcount
             if done:
                 return True
             values.pop("finished_ts")
-            return conn.execute(update(answers_table).where(a.id == answer_id, a.status == "stopped").values(**values)).rowcount > 0
+            return (
+                conn.execute(
+                    update(answers_table).where(a.id == answer_id, a.status == "stopped").values(**values)
+                ).rowcount
+                > 0
+            )
 
     def stop(self, answer_id: str) -> bool:
         """Mark a streaming answer stopped, at once (its worker, in whichever process, sees it
@@ -624,7 +692,9 @@ class SessionStore:
             return 0
         a = answers_table.c
         with self._begin() as conn:
-            return conn.execute(update(answers_table).where(a.id.in_(ids), a.status == LIVE).values(status="interrupted", notice=None)).rowcount
+            return conn.execute(
+                update(answers_table).where(a.id.in_(ids), a.status == LIVE).values(status="interrupted", notice=None)
+            ).rowcount
 
     def answers(self, answer_ids: Iterable[str]) -> dict[str, Answer]:
         """Some answers by id, fresh from the database (what a refreshing page polls)."""
@@ -670,17 +740,25 @@ class SessionStore:
         voted: set[str] = set()
         with self._begin() as conn:
             for start in range(0, len(wanted), 500):  # IN lists have limits
-                voted.update(conn.execute(
-                    select(a.turn_id).join(turns_table, t.id == a.turn_id)
-                    .where(t.vote.is_not(None), a.request_id.in_(wanted[start:start + 500]))
-                ).scalars())
+                voted.update(
+                    conn.execute(
+                        select(a.turn_id)
+                        .join(turns_table, t.id == a.turn_id)
+                        .where(t.vote.is_not(None), a.request_id.in_(wanted[start : start + 500]))
+                    ).scalars()
+                )
             rows = []
             ids = sorted(voted)
             for start in range(0, len(ids), 500):
-                rows += conn.execute(
-                    select(answers_table, t.vote, t.vote_id.label("turn_vote_id"))
-                    .join(turns_table, t.id == a.turn_id).where(a.turn_id.in_(ids[start:start + 500]))
-                ).mappings().all()
+                rows += (
+                    conn.execute(
+                        select(answers_table, t.vote, t.vote_id.label("turn_vote_id"))
+                        .join(turns_table, t.id == a.turn_id)
+                        .where(a.turn_id.in_(ids[start : start + 500]))
+                    )
+                    .mappings()
+                    .all()
+                )
         chosen = _selected_answers([_answer(row) for row in rows])
         verdict_of = {row["turn_id"]: (row["vote"], row["turn_vote_id"]) for row in rows}
         found: dict[str, tuple[str, str]] = {}
@@ -709,12 +787,16 @@ class SessionStore:
             if row is None:
                 return False
             live = conn.execute(
-                select(func.count()).select_from(answers_table).where(answers_table.c.turn_id == turn_id, answers_table.c.status == LIVE)
+                select(func.count())
+                .select_from(answers_table)
+                .where(answers_table.c.turn_id == turn_id, answers_table.c.status == LIVE)
             ).scalar_one()
             if live:
                 raise ValueError("this turn's answer is still streaming: stop it first")
             conn.execute(
-                update(turns_table).where(t.parent_id == turn_id).values(parent_id=row["parent_id"], after_answer_id=row["after_answer_id"])
+                update(turns_table)
+                .where(t.parent_id == turn_id)
+                .values(parent_id=row["parent_id"], after_answer_id=row["after_answer_id"])
             )
             conn.execute(delete(answers_table).where(answers_table.c.turn_id == turn_id))
             conn.execute(delete(turns_table).where(t.id == turn_id))
@@ -736,18 +818,30 @@ class SessionStore:
             self.interrupt_stale(session_id)
             rows = self._conversation_rows(session_id)
         turn_rows, answer_rows = rows
-        return Conversation(session, _path(turn_rows, [_answer(r) for r in answer_rows], single_lane=len(session.variants) == 1))
+        return Conversation(
+            session, _path(turn_rows, [_answer(r) for r in answer_rows], single_lane=len(session.variants) == 1)
+        )
 
     def _conversation_rows(self, session_id: str) -> tuple[Sequence[Any], Sequence[Any]]:
         with self._begin() as conn:
-            turn_rows = conn.execute(
-                select(turns_table).where(turns_table.c.session_id == session_id).order_by(turns_table.c.created_ts, turns_table.c.id)
-            ).mappings().all()
-            answer_rows = conn.execute(
-                select(answers_table)
-                .where(answers_table.c.session_id == session_id)
-                .order_by(answers_table.c.created_ts, answers_table.c.id)
-            ).mappings().all()
+            turn_rows = (
+                conn.execute(
+                    select(turns_table)
+                    .where(turns_table.c.session_id == session_id)
+                    .order_by(turns_table.c.created_ts, turns_table.c.id)
+                )
+                .mappings()
+                .all()
+            )
+            answer_rows = (
+                conn.execute(
+                    select(answers_table)
+                    .where(answers_table.c.session_id == session_id)
+                    .order_by(answers_table.c.created_ts, answers_table.c.id)
+                )
+                .mappings()
+                .all()
+            )
         return turn_rows, answer_rows
 
 
@@ -828,7 +922,15 @@ def _path(turn_rows: Sequence[Any], answers: Sequence[Answer], *, single_lane: b
             break
         seen.add(row["id"])
         slot = [r["id"] for r in options if r["after_answer_id"] == row["after_answer_id"]]
-        turn = Turn(row["id"], row["parent_id"], row["after_answer_id"], row["prompt"], row["created_at"], row["vote"], row["vote_id"])
+        turn = Turn(
+            row["id"],
+            row["parent_id"],
+            row["after_answer_id"],
+            row["prompt"],
+            row["created_at"],
+            row["vote"],
+            row["vote_id"],
+        )
         turn.branches = slot
         for answer in by_turn.get(row["id"], []):
             turn.alternatives.setdefault(answer.lane, []).append(answer)
@@ -846,6 +948,10 @@ def _selected_answers(answers: Sequence[Answer]) -> dict[tuple[str, int], Answer
     for answer in answers:
         key = (answer.turn_id, answer.lane)
         current = best.get(key)
-        if current is None or (answer.selected_ts, answer.created_at, answer.id) > (current.selected_ts, current.created_at, current.id):
+        if current is None or (answer.selected_ts, answer.created_at, answer.id) > (
+            current.selected_ts,
+            current.created_at,
+            current.id,
+        ):
             best[key] = answer
     return best

@@ -60,7 +60,9 @@ def _interrupt_on_exit() -> None:
 class AnswerWorker:
     """Streams answers into a `SessionStore`. Thread-safe; one per process."""
 
-    def __init__(self, conductor: Any, store: SessionStore, *, flush_s: float = FLUSH_S, heartbeat_s: float = HEARTBEAT_S) -> None:
+    def __init__(
+        self, conductor: Any, store: SessionStore, *, flush_s: float = FLUSH_S, heartbeat_s: float = HEARTBEAT_S
+    ) -> None:
         self.conductor = conductor
         self.store = store
         self.flush_s = flush_s
@@ -78,7 +80,10 @@ class AnswerWorker:
         """Stream `request` into the answer `answer_id` (a streaming row the store made)."""
         stop = threading.Event()
         thread = threading.Thread(
-            target=self._run, args=(answer_id, request, dict(overrides or {}), stop), name=f"answer-{answer_id}", daemon=True
+            target=self._run,
+            args=(answer_id, request, dict(overrides or {}), stop),
+            name=f"answer-{answer_id}",
+            daemon=True,
         )
         with self._lock:
             if self._closed:
@@ -149,7 +154,9 @@ class AnswerWorker:
 
         return stopped
 
-    def _events(self, request: ChatRequest, overrides: dict[str, Any], request_id: str, stopped: Callable[[], bool]) -> Iterator[Any]:
+    def _events(
+        self, request: ChatRequest, overrides: dict[str, Any], request_id: str, stopped: Callable[[], bool]
+    ) -> Iterator[Any]:
         """The core's stream as a generator for this thread that ends as soon as `stopped()`,
         even between two pieces of text: the pending read is cancelled on the core's loop,
         which cancels the upstream call and records the attempt as cancelled."""
@@ -225,16 +232,26 @@ class AnswerWorker:
                 elif isinstance(event, StreamDone):
                     response = event.response
                     store.finish(
-                        answer_id, "done", content=response.content or "".join(parts), response=response,
-                        elapsed_ms=elapsed(), first_text_ms=first_text_ms,
+                        answer_id,
+                        "done",
+                        content=response.content or "".join(parts),
+                        response=response,
+                        elapsed_ms=elapsed(),
+                        first_text_ms=first_text_ms,
                     )
                     return
                 elif isinstance(event, StreamIncomplete):
                     store.finish(
-                        answer_id, "incomplete", content=event.partial.content or "".join(parts), response=event.partial,
-                        error_type=event.error.type, error_message=event.error.message,
+                        answer_id,
+                        "incomplete",
+                        content=event.partial.content or "".join(parts),
+                        response=event.partial,
+                        error_type=event.error.type,
+                        error_message=event.error.message,
                         request_id=event.error.request_id or event.partial.metadata.id,
-                        attempts=event.partial.routing.attempts, elapsed_ms=elapsed(), first_text_ms=first_text_ms,
+                        attempts=event.partial.routing.attempts,
+                        elapsed_ms=elapsed(),
+                        first_text_ms=first_text_ms,
                     )
                     return
                 if not kept:
@@ -243,26 +260,40 @@ class AnswerWorker:
             # Stopped (here or in another process), deleted, or closed: keep what arrived.
             events.close()  # closes the provider's stream; the log records a cancelled attempt
             store.finish(
-                answer_id, "stopped", content="".join(parts), request_id=request_id,
-                elapsed_ms=elapsed(), first_text_ms=first_text_ms,
+                answer_id,
+                "stopped",
+                content="".join(parts),
+                request_id=request_id,
+                elapsed_ms=elapsed(),
+                first_text_ms=first_text_ms,
             )
         except ProviderError as error:
             store.finish(
-                answer_id, "error", content="".join(parts), error_type=error.type, error_message=error.message,
-                request_id=getattr(error, "request_id", None) or request_id, attempts=getattr(error, "attempts", None) or (),
-                elapsed_ms=elapsed(), first_text_ms=first_text_ms,
+                answer_id,
+                "error",
+                content="".join(parts),
+                error_type=error.type,
+                error_message=error.message,
+                request_id=getattr(error, "request_id", None) or request_id,
+                attempts=getattr(error, "attempts", None) or (),
+                elapsed_ms=elapsed(),
+                first_text_ms=first_text_ms,
             )
-        except Exception as exc:  # noqa: BLE001 - a bug is a message on the answer, not a dead thread
+        except Exception as exc:
             log.exception("answer %s failed unexpectedly", answer_id)
             from ..config import redact
 
             try:
                 store.finish(
-                    answer_id, "error", content="".join(parts), error_type="unexpected",
+                    answer_id,
+                    "error",
+                    content="".join(parts),
+                    error_type="unexpected",
                     error_message=f"Something went wrong: {redact(f'{type(exc).__name__}: {exc}')}",
-                    elapsed_ms=elapsed(), first_text_ms=first_text_ms,
+                    elapsed_ms=elapsed(),
+                    first_text_ms=first_text_ms,
                 )
-            except Exception:  # noqa: BLE001 - the database itself failed; the heartbeat will tell
+            except Exception:
                 log.exception("could not record the failure of answer %s", answer_id)
         finally:
             events.close()
@@ -282,7 +313,7 @@ class AnswerWorker:
                 continue
             try:
                 self.store.heartbeat(ids)
-            except Exception:  # noqa: BLE001 - a missed beat is not fatal; the next one may work
+            except Exception:
                 log.warning("answer heartbeat failed", exc_info=True)
 
 

@@ -13,7 +13,6 @@ import streamlit as st
 from conductor_core.models import ProviderState
 from conductor_core.workbench.arena import ArenaError, Reveal
 from conductor_core.workbench.variants import Variant
-
 from playground import components as ui
 from playground import state
 
@@ -84,7 +83,11 @@ def new_round() -> None:
         return f"{state.display_name(c, provider)} · {model}"
 
     chosen = st.multiselect(
-        "Contestants (2 to 4)", targets, key="arena_targets", max_selections=4, format_func=label,
+        "Contestants (2 to 4)",
+        targets,
+        key="arena_targets",
+        max_selections=4,
+        format_func=label,
         help="Their answers are shown as A, B, C, D in a random order; the names are revealed after your vote.",
     )
     with st.expander("Settings (the same for every contestant)", icon=":material/tune:"):
@@ -92,7 +95,9 @@ def new_round() -> None:
         temperature = left.slider("Temperature", 0.0, 2.0, 0.7, 0.1, key="arena_temperature")
         max_tokens = right.number_input("Max tokens", 1, 4000, 256, key="arena_max_tokens")
     with st.form("arena_form", border=False):
-        prompt = st.text_area("Prompt", key="arena_prompt", height=110, placeholder="Ask something all of them will answer…")
+        prompt = st.text_area(
+            "Prompt", key="arena_prompt", height=110, placeholder="Ask something all of them will answer…"
+        )
         started = st.form_submit_button("Start blind round", type="primary", icon=":material/play_arrow:")
     if not started:
         return
@@ -100,7 +105,9 @@ def new_round() -> None:
         st.warning("Choose 2 to 4 contestants.", icon=":material/group:")
         return
     variants = [
-        Variant(provider=t.partition("/")[0], model=t.partition("/")[2], temperature=temperature, max_tokens=int(max_tokens))
+        Variant(
+            provider=t.partition("/")[0], model=t.partition("/")[2], temperature=temperature, max_tokens=int(max_tokens)
+        )
         for t in chosen
     ]
     try:
@@ -130,7 +137,10 @@ def answering(match_id: str) -> None:
             answer = stored[letter]
             text = answer.text if answer.state != "pending" else (live.text.get(letter, "") if live else "")
             if answer.state == "failed" or (live and live.finished.get(letter)):
-                st.warning(f"Answer {letter} failed: it is not part of the vote (why is shown after the vote).", icon=":material/error:")
+                st.warning(
+                    f"Answer {letter} failed: it is not part of the vote (why is shown after the vote).",
+                    icon=":material/error:",
+                )
             elif answer.state == "pending":
                 if text:
                     st.markdown(text + " ▌")  # Markdown as it will be drawn; raw HTML stays inert
@@ -168,9 +178,21 @@ def voting(match_id: str) -> None:
     st.markdown("**Which answer is best?**")
     with st.container(horizontal=True, gap="small"):
         for letter in complete:
-            st.button(f"{letter} is best", key=f"arena_vote_{letter}", icon=":material/emoji_events:", on_click=_vote, args=(match_id, letter))
+            st.button(
+                f"{letter} is best",
+                key=f"arena_vote_{letter}",
+                icon=":material/emoji_events:",
+                on_click=_vote,
+                args=(match_id, letter),
+            )
         st.button("Tie", key="arena_vote_tie", icon=":material/balance:", on_click=_vote, args=(match_id, "tie"))
-        st.button("All bad", key="arena_vote_all_bad", icon=":material/thumb_down:", on_click=_vote, args=(match_id, "all_bad"))
+        st.button(
+            "All bad",
+            key="arena_vote_all_bad",
+            icon=":material/thumb_down:",
+            on_click=_vote,
+            args=(match_id, "all_bad"),
+        )
 
 
 def _reveal_only(match_id: str) -> None:
@@ -201,7 +223,10 @@ def revealed(reveal: Reveal | None, match_id: str) -> None:
             else:
                 if answer.answer:
                     ui.render_answer_text(answer.answer)
-                st.warning(f"Not judged: {ui.escape_md(answer.status)} ({ui.escape_md(answer.error_type or 'no detail')}).", icon=":material/error:")
+                st.warning(
+                    f"Not judged: {ui.escape_md(answer.status)} ({ui.escape_md(answer.error_type or 'no detail')}).",
+                    icon=":material/error:",
+                )
             st.caption(ui.escape_md(_figures(answer)))
     st.page_link("views/dashboard.py", label="See the ratings on the Dashboard", icon=":material/leaderboard:")
 

@@ -74,7 +74,8 @@ if conversation is not None and conversation.turns and not busy:
     with st.expander("Share: export or get code", icon=":material/ios_share:"):
         st.caption("This conversation as a file for people who will never run the tool. No key is ever written.")
         share.export_buttons(
-            lambda: share.transcript(store.conversation(sid)), key=f"chat_export_{sid}",
+            lambda: share.transcript(store.conversation(sid)),
+            key=f"chat_export_{sid}",
             name=share.file_stem("conversation", session.title or "chat"),
         )
         last = len(conversation.turns) - 1

@@ -10,16 +10,17 @@ import streamlit as st
 from conductor_core.models import Vote
 from conductor_core.workbench.sessions import Conversation, Turn
 from conductor_core.workbench.variants import Variant, variant_labels
-
-from playground import components as ui
 from playground import compare_links, controls, session_nav, share, state, turns
+from playground import components as ui
 
 c = state.conductor()
 store = state.sessions()
 # ?compare=provider/model,…&prompt=… : set up those columns and send the prompt, once.
 compare_links.take_url_comparison(c, lambda variants, prompt: turns.send("compare", None, variants, prompt))
 # ?replay=REQUEST_ID&with=… : a logged request again, against other targets (from the Dashboard).
-compare_links.take_replay(c, store, lambda session_id, variants, prompt: turns.send("compare", session_id, variants, prompt))
+compare_links.take_replay(
+    c, store, lambda session_id, variants, prompt: turns.send("compare", session_id, variants, prompt)
+)
 
 sid = session_nav.current("compare")
 conversation = store.conversation(sid) if sid else None
@@ -49,7 +50,8 @@ if conversation is not None and conversation.turns:
         )
         st.code(
             compare_links.comparison_link(st.context.url or "", session.variants, conversation.turns[0].prompt),
-            language=None, wrap_lines=True,
+            language=None,
+            wrap_lines=True,
         )
 
 available = state.configured_names(c)
@@ -101,7 +103,11 @@ with st.expander(f"Columns: {summary}", expanded=not started, icon=":material/vi
     for i, column in enumerate(st.columns(count, gap="small")):
         with column.container(border=True):
             st.markdown(f"**Column {i + 1}**")
-            shown.append(controls.variant_controls(c, f"cmp{i}", providers=available, allow_auto=False, labels=labels, compact=True))
+            shown.append(
+                controls.variant_controls(
+                    c, f"cmp{i}", providers=available, allow_auto=False, labels=labels, compact=True
+                )
+            )
 variants = [v for v in shown if v is not None]
 ready = len(variants) == count
 if ready and variants != stored:
@@ -156,12 +162,15 @@ def _share_round(conv: Conversation, index: int, turn: Turn) -> None:
         st.caption("The prompt, every column's answer and figures, and the vote, as a file. No key is ever written.")
         session_id = conv.session.id
         share.export_buttons(
-            lambda: share.comparison(store.conversation(session_id), index), key=f"cmp_export_{turn.id}",
+            lambda: share.comparison(store.conversation(session_id), index),
+            key=f"cmp_export_{turn.id}",
             name=share.file_stem("comparison", conv.session.title or "compare", f"message-{index + 1}"),
         )
         lanes = sorted(turn.chosen)
         st.markdown("**Get code** for one column's request")
-        lane = st.selectbox("Column", lanes, key=f"cmp_code_lane_{turn.id}", format_func=lambda n: labels[lanes.index(n)])
+        lane = st.selectbox(
+            "Column", lanes, key=f"cmp_code_lane_{turn.id}", format_func=lambda n: labels[lanes.index(n)]
+        )
         answer = turn.chosen[lane]
         share.get_code(c, share.last_request(answer.variant, conv.context(lane, index), turn.prompt))
 
@@ -175,8 +184,13 @@ def show_round(conv: Conversation, index: int, turn: Turn) -> None:
         st.markdown(f"#### {'Message' if index == 0 else 'Follow-up'} {index + 1}")
         if last:
             st.button(
-                "Re-run", icon=":material/replay:", key=f"cmp_rerun_{turn.id}", disabled=busy, type="tertiary",
-                on_click=_rerun_round, args=(conv.session.id, turn.id),
+                "Re-run",
+                icon=":material/replay:",
+                key=f"cmp_rerun_{turn.id}",
+                disabled=busy,
+                type="tertiary",
+                on_click=_rerun_round,
+                args=(conv.session.id, turn.id),
                 help="Every column answers this message again with its current settings; the answers so far are kept.",
             )
     with st.container(border=True):
@@ -202,15 +216,23 @@ def show_round(conv: Conversation, index: int, turn: Turn) -> None:
                 if lane in fastest:
                     st.badge("Fastest" if len(fastest) == 1 else "Tied fastest", icon=":material/bolt:", color="green")
                 if lane in cheapest:
-                    st.badge("Cheapest" if len(cheapest) == 1 else "Tied cheapest", icon=":material/savings:", color="blue")
+                    st.badge(
+                        "Cheapest" if len(cheapest) == 1 else "Tied cheapest", icon=":material/savings:", color="blue"
+                    )
                 if turn.vote == answered_labels[lanes.index(lane)]:
                     st.badge("Your pick", icon=":material/thumb_up:", color="violet")
             turns.render_answer(answer, key=answer.id)
             turns.answer_actions(conv.session, turn, lane, busy=busy, last=last, regenerate=last)
     if live:
-        st.button("Stop all", icon=":material/stop_circle:", key=f"cmp_stop_{turn.id}", on_click=_stop_all, args=(live,))
+        st.button(
+            "Stop all", icon=":material/stop_circle:", key=f"cmp_stop_{turn.id}", on_click=_stop_all, args=(live,)
+        )
         return
-    priced = [a for a in finished if a.status == "done" and a.response is not None and a.response.analytics.cost_usd is not None]
+    priced = [
+        a
+        for a in finished
+        if a.status == "done" and a.response is not None and a.response.analytics.cost_usd is not None
+    ]
     done = [a for a in finished if a.status == "done"]
     if len(done) >= 2 and len(priced) < len(done):
         st.caption(":material/savings: Cheapest is given among priced answers only: some columns' price is unknown.")
@@ -237,8 +259,11 @@ def show_round(conv: Conversation, index: int, turn: Turn) -> None:
             ]
         for n, (text, winner, icon) in enumerate(choices):
             st.button(
-                text, key=f"cmp_vote_{turn.id}_{n}", icon=icon,
-                on_click=_vote, args=(conv.session.id, turn.id, answered_labels, winner),
+                text,
+                key=f"cmp_vote_{turn.id}_{n}",
+                icon=icon,
+                on_click=_vote,
+                args=(conv.session.id, turn.id, answered_labels, winner),
             )
 
 
@@ -252,14 +277,23 @@ if conversation is not None:
 st.divider()
 with st.form("cmp_form", border=False, clear_on_submit=True):
     prompt = st.text_area(
-        "Follow-up" if started else "Prompt", key="cmp_prompt", height=110,
-        placeholder="Sent to every column, each with its own history…" if started else "Ask the same thing to every column…",
+        "Follow-up" if started else "Prompt",
+        key="cmp_prompt",
+        height=110,
+        placeholder="Sent to every column, each with its own history…"
+        if started
+        else "Ask the same thing to every column…",
     )
     submitted = st.form_submit_button(
-        "Send follow-up" if started else "Run compare", type="primary", icon=":material/play_arrow:", disabled=busy or not ready,
+        "Send follow-up" if started else "Run compare",
+        type="primary",
+        icon=":material/play_arrow:",
+        disabled=busy or not ready,
     )
 if ready:
-    estimates = [controls.estimate_cost(c, v, conversation.context(i) if conversation else []) for i, v in enumerate(variants)]
+    estimates = [
+        controls.estimate_cost(c, v, conversation.context(i) if conversation else []) for i, v in enumerate(variants)
+    ]
     st.caption(
         ":material/payments: Next message, per column: "
         + ui.escape_md(" · ".join(f"{i + 1}: {e.text}" for i, e in enumerate(estimates))),

@@ -9,11 +9,9 @@ import streamlit as st
 
 from conductor_core.models import utcnow
 from conductor_core.workbench.replay import parse_transcript
-
-from playground import charts
+from playground import charts, state
 from playground import components as ui
 from playground import dashboard_data as dd
-from playground import state
 
 c = state.conductor()
 
@@ -21,10 +19,18 @@ st.title("Dashboard")
 
 controls = st.columns([5, 1.3, 1.3, 1.3], vertical_alignment="bottom")
 with controls[0]:
-    window_label = st.segmented_control(
-        "Time window", list(dd.WINDOWS), default="15m", key="dash_window", persist_state="session", required=True,
-        help="The last 5 or 15 minutes, 1, 6 or 24 hours, 7 days, or the whole log.",
-    ) or "15m"
+    window_label = (
+        st.segmented_control(
+            "Time window",
+            list(dd.WINDOWS),
+            default="15m",
+            key="dash_window",
+            persist_state="session",
+            required=True,
+            help="The last 5 or 15 minutes, 1, 6 or 24 hours, 7 days, or the whole log.",
+        )
+        or "15m"
+    )
 with controls[1]:
     live = st.toggle("Live", value=True, key="dash_live", persist_state="session", help="Refresh every 2 seconds.")
 window_s = dd.WINDOWS[window_label]
@@ -43,13 +49,24 @@ def export(fmt: str):
 suffix = window_label.replace(" ", "")
 with controls[2]:
     st.download_button(
-        "CSV", export("csv"), file_name=f"conductor-log-{suffix}.csv", mime="text/csv", icon=":material/download:",
-        on_click="ignore", width="stretch", help=f"The request log {in_window} as CSV, with the votes (Arena and Compare) that judged each answer.",
+        "CSV",
+        export("csv"),
+        file_name=f"conductor-log-{suffix}.csv",
+        mime="text/csv",
+        icon=":material/download:",
+        on_click="ignore",
+        width="stretch",
+        help=f"The request log {in_window} as CSV, with the votes (Arena and Compare) that judged each answer.",
     )
 with controls[3]:
     st.download_button(
-        "JSON", export("json"), file_name=f"conductor-log-{suffix}.json", mime="application/json",
-        icon=":material/download:", on_click="ignore", width="stretch",
+        "JSON",
+        export("json"),
+        file_name=f"conductor-log-{suffix}.json",
+        mime="application/json",
+        icon=":material/download:",
+        on_click="ignore",
+        width="stretch",
         help=f"The request log {in_window} as JSON, with the votes (Arena and Compare) that judged each answer.",
     )
 
@@ -83,7 +100,13 @@ def chart_grid(snapshot: state.DashboardSnapshot) -> None:
 def _when(moment) -> str:
     """A start time that fits a tile: the clock today, the date before."""
     now = utcnow()
-    return f"{moment:%H:%M} UTC" if moment.date() == now.date() else f"{moment:%b %d}" if moment.year == now.year else f"{moment:%Y-%m-%d}"
+    return (
+        f"{moment:%H:%M} UTC"
+        if moment.date() == now.date()
+        else f"{moment:%b %d}"
+        if moment.year == now.year
+        else f"{moment:%Y-%m-%d}"
+    )
 
 
 @st.fragment(run_every=2.0 if live else None)
@@ -92,35 +115,64 @@ def live_panel() -> None:
         snapshot = state.dashboard_snapshot(c, window_s)
         status = c.status(overrides=state.overrides())
     except Exception as exc:  # noqa: BLE001 - an unreachable log is a message, the page keeps working
-        st.error(f"The request log could not be read: {ui.escape_md(ui.unexpected_error(exc))}", icon=":material/error:")
+        st.error(
+            f"The request log could not be read: {ui.escape_md(ui.unexpected_error(exc))}", icon=":material/error:"
+        )
         return
     totals = dd.summary(snapshot.series)
     configured = [p for p in status.providers.values() if p.health.state.value != "not_configured"]
     ready = [p for p in configured if p.health.healthy]
     top, bottom = st.columns(3), st.columns(3)
-    top[0].metric("Requests", dd.compact_count(totals["requests"]), help=f"{totals['requests']:,} attempts {in_window}.", border=True)
+    top[0].metric(
+        "Requests",
+        dd.compact_count(totals["requests"]),
+        help=f"{totals['requests']:,} attempts {in_window}.",
+        border=True,
+    )
     rate = totals["success_rate"]
     left_out = totals["requests"] - totals["counted"]
     top[1].metric(
-        "Success rate", "—" if rate is None else f"{rate:.1%}", border=True,
-        delta=f"{left_out:,} left out" if left_out else None, delta_color="off", delta_arrow="off",
+        "Success rate",
+        "—" if rate is None else f"{rate:.1%}",
+        border=True,
+        delta=f"{left_out:,} left out" if left_out else None,
+        delta_color="off",
+        delta_arrow="off",
         help="Successes over the attempts that say something about a provider"
-        + (f": {left_out:,} failed because of the request itself (a bad request, an answer stopped), shown in the log but left out here." if left_out else "."),
+        + (
+            f": {left_out:,} failed because of the request itself (a bad request, an answer stopped), shown in the log but left out here."
+            if left_out
+            else "."
+        ),
     )
     top[2].metric("Requests / min", f"{totals['requests_per_min']:,.1f}", border=True)
     unpriced = totals["unpriced"]
     value, extra = dd.cost_tile(totals["cost_usd"], unpriced, totals["requests"], ui.format_total_cost)
     bottom[0].metric(
-        "Est. cost", value, delta=extra, delta_color="off", delta_arrow="off", border=True,
-        help="Known prices only" + (f"; {unpriced:,} answers have no known price" if unpriced else "")
+        "Est. cost",
+        value,
+        delta=extra,
+        delta_color="off",
+        delta_arrow="off",
+        border=True,
+        help="Known prices only"
+        + (f"; {unpriced:,} answers have no known price" if unpriced else "")
         + f". Whole log: {ui.format_cost(status.totals.cost_usd)} over {status.totals.total_requests:,} requests.",
     )
     bottom[1].metric("Providers ready", f"{len(ready)} / {len(configured)}", border=True)
     since = snapshot.log_since
-    started = f"The request log (every process's traffic) starts {since:%Y-%m-%d %H:%M} UTC." if since else "The request log is empty."
+    started = (
+        f"The request log (every process's traffic) starts {since:%Y-%m-%d %H:%M} UTC."
+        if since
+        else "The request log is empty."
+    )
     bottom[2].metric(
-        "Log since", _when(since) if since else "—", border=True,
-        delta=f"this server up {dd.humanize_seconds(status.uptime_s)}", delta_color="off", delta_arrow="off",
+        "Log since",
+        _when(since) if since else "—",
+        border=True,
+        delta=f"this server up {dd.humanize_seconds(status.uptime_s)}",
+        delta_color="off",
+        delta_arrow="off",
         help=f"{started} This server has been up for {dd.humanize_seconds(status.uptime_s)}.",
     )
 
@@ -140,10 +192,15 @@ def live_panel() -> None:
             "Detail / last error": st.column_config.TextColumn("Detail / last error", width="large"),
         },
     )
-    source = "individual requests" if snapshot.from_rows else "per-minute sums (means of latency and first token; p50/p95 need a shorter window)"
+    source = (
+        "individual requests"
+        if snapshot.from_rows
+        else "per-minute sums (means of latency and first token; p50/p95 need a shorter window)"
+    )
     st.caption(
         f"{'Whole log' if window_s is None else f'Last {window_name}'} · {snapshot.rows:,} attempts · {snapshot.bucket_s:,} s buckets · from {source} · "
-        f"updated {snapshot.end:%H:%M:%S} UTC" + (" · live" if live else " · paused")
+        f"updated {snapshot.end:%H:%M:%S} UTC"
+        + (" · live" if live else " · paused")
         + f" · this server up for {dd.humanize_seconds(status.uptime_s)}"
     )
     if snapshot.series.empty or not totals["requests"]:
@@ -188,14 +245,20 @@ def leaderboard() -> None:
         return
     # Prices as everywhere else: "free" for 0, "unknown" where no price is known.
     table["Cost / request"] = [ui.format_cost(None if v != v else v) for v in table.pop("Cost / request $")]
-    figures_over = "the whole log's last 7 days" if window_s is None or window_s > _FIGURES_MAX_S else f"the last {window_name}"
+    figures_over = (
+        "the whole log's last 7 days" if window_s is None or window_s > _FIGURES_MAX_S else f"the last {window_name}"
+    )
     st.dataframe(
         table,
         hide_index=True,
         placeholder="—",
         key="dash_leaderboard",
         column_config={
-            "Rating": st.column_config.NumberColumn("Rating", format="%.0f", help="Bradley–Terry rating on an Elo-like scale (1000 = average; +120 ≈ 2:1 odds)."),
+            "Rating": st.column_config.NumberColumn(
+                "Rating",
+                format="%.0f",
+                help="Bradley–Terry rating on an Elo-like scale (1000 = average; +120 ≈ 2:1 odds).",
+            ),
             "95% CI": st.column_config.TextColumn("95% CI", help="Bootstrap 95% interval over the votes."),
             "p50 ms": st.column_config.NumberColumn("p50", format="%.0f ms"),
             "Success": st.column_config.ProgressColumn("Success", format="percent", min_value=0.0, max_value=1.0),
@@ -232,18 +295,27 @@ def replay_panel() -> None:
     choices = list(latest)[:50]
     with st.container(border=True):
         chosen = st.selectbox(
-            "Request", choices, format_func=lambda rid: _request_label(latest[rid]), key="dash_replay_request",
+            "Request",
+            choices,
+            format_func=lambda rid: _request_label(latest[rid]),
+            key="dash_replay_request",
             help="The 50 newest requests. Its messages and, for the playground's own requests, its parameters "
             "(temperature, max tokens, top_p, stop, seed, system prompt) are sent again.",
         )
         record = latest[chosen]
         served = f"{record.provider}/{record.model}" if record.model else record.provider
         others = [
-            f"{name}/{model}" for name in state.configured_names(c) for model in state.models_of(c, name)
+            f"{name}/{model}"
+            for name in state.configured_names(c)
+            for model in state.models_of(c, name)
             if f"{name}/{model}" != served
         ]
         against = st.multiselect(
-            f"Against (it runs again on {served} too)", others, default=others[:1], max_selections=3, key=f"dash_replay_with_{chosen}",
+            f"Against (it runs again on {served} too)",
+            others,
+            default=others[:1],
+            max_selections=3,
+            key=f"dash_replay_with_{chosen}",
         )
         if st.button("Replay in Compare", icon=":material/replay:", key="dash_replay_go", disabled=not against):
             st.switch_page("views/compare.py", query_params={"replay": chosen, "with": ",".join(against)})

@@ -20,7 +20,6 @@ from conductor_core.workbench.experiments import Cell, CheckKind, Experiment, Ex
 from conductor_core.workbench.runner import RunHandle, start_run
 from conductor_core.workbench.templates import Template, TemplateError
 from conductor_core.workbench.variants import variant_labels
-
 from playground import components as ui
 from playground import controls, share, state
 
@@ -84,8 +83,12 @@ def note(message: str) -> None:
 def rerun(experiment_id: str) -> None:
     try:
         handle = start_run(
-            c, store, experiment_id, check=ss.get(f"exp_rerun_check_{experiment_id}") or CheckKind.contains,
-            concurrency=_concurrency(ss.get(f"exp_rerun_conc_{experiment_id}")), overrides=state.overrides(),
+            c,
+            store,
+            experiment_id,
+            check=ss.get(f"exp_rerun_check_{experiment_id}") or CheckKind.contains,
+            concurrency=_concurrency(ss.get(f"exp_rerun_conc_{experiment_id}")),
+            overrides=state.overrides(),
         )
     except (DatasetError, TemplateError, ExperimentError) as error:
         note(str(error))
@@ -115,8 +118,11 @@ def edit_as_new(experiment_id: str) -> None:
     experiment = store.experiment(experiment_id)
     lines = [json.dumps(values, ensure_ascii=False) for _index, values, _expected in store.iter_rows(experiment_id)]
     ss.update(
-        exp_name=f"{experiment.name} (copy)", exp_template=experiment.template, exp_source="Paste",
-        exp_data_text="\n".join(lines) + "\n", exp_count=len(experiment.variants),
+        exp_name=f"{experiment.name} (copy)",
+        exp_template=experiment.template,
+        exp_source="Paste",
+        exp_data_text="\n".join(lines) + "\n",
+        exp_count=len(experiment.variants),
     )
     ss["exp_variants_draft"] = list(experiment.variants)
     for i, variant in enumerate(experiment.variants):
@@ -144,7 +150,11 @@ def _concurrency(value: int | None) -> dict[str, int] | None:
 experiment_id, run_id = current()
 with st.sidebar:
     st.button(
-        "New experiment", icon=":material/add:", key="exp_new", width="stretch", on_click=new_experiment,
+        "New experiment",
+        icon=":material/add:",
+        key="exp_new",
+        width="stretch",
+        on_click=new_experiment,
         disabled=experiment_id is None,
     )
     try:
@@ -157,10 +167,14 @@ with st.sidebar:
     for item in recent:
         mine = item.id == experiment_id
         st.button(
-            ui.literal_label(item.name[:40] + ("…" if len(item.name) > 40 else "")), key=f"exp_open_{item.id}",
-            icon=":material/chevron_right:" if mine else ":material/science:", type="secondary" if mine else "tertiary",
+            ui.literal_label(item.name[:40] + ("…" if len(item.name) > 40 else "")),
+            key=f"exp_open_{item.id}",
+            icon=":material/chevron_right:" if mine else ":material/science:",
+            type="secondary" if mine else "tertiary",
             help=f"{item.row_count} rows × {len(item.variants)} variants · {item.created_at:%Y-%m-%d %H:%M} UTC",
-            width="stretch", on_click=open_run, args=(item.id, None),
+            width="stretch",
+            on_click=open_run,
+            args=(item.id, None),
         )
 
 st.title("Experiments")
@@ -211,7 +225,9 @@ def read_input() -> tuple[Dataset | None, str | None]:
 def new_experiment_form() -> None:
     available = state.configured_names(c)
     if not available:
-        st.warning("No provider is configured yet: add a key or an endpoint on the Providers page.", icon=":material/key:")
+        st.warning(
+            "No provider is configured yet: add a key or an endpoint on the Providers page.", icon=":material/key:"
+        )
         st.page_link("views/providers.py", label="Open Providers", icon=":material/arrow_forward:")
         return
     # The form's widgets keep their values for the browser session (persist_state), so what
@@ -230,7 +246,10 @@ def new_experiment_form() -> None:
         )
     st.text_input("Name", key="exp_name", placeholder="e.g. Capitals: three models", max_chars=80, persist_state=KEEP)
     template_text = st.text_area(
-        "Prompt template", key="exp_template", height=110, placeholder=EXAMPLE_TEMPLATE,
+        "Prompt template",
+        key="exp_template",
+        height=110,
+        placeholder=EXAMPLE_TEMPLATE,
         help="{{column}} is replaced by that column's value in each row. Write \\{{ for a literal {{.",
         persist_state=KEEP,
     )
@@ -246,24 +265,36 @@ def new_experiment_form() -> None:
     st.segmented_control("Dataset", ["Paste", "Upload a file"], key="exp_source", required=True, persist_state=KEEP)
     if ss.get("exp_source") == "Upload a file":
         st.file_uploader(
-            "CSV, TSV or JSONL file", type=["csv", "tsv", "txt", "jsonl", "ndjson", "json"], key="exp_data_file",
+            "CSV, TSV or JSONL file",
+            type=["csv", "tsv", "txt", "jsonl", "ndjson", "json"],
+            key="exp_data_file",
             help="A header line, then one row a line (CSV); or one JSON object a line (JSONL).",
         )
     else:
         st.text_area(
-            "Rows: CSV with a header line, or JSONL (one JSON object a line)", key="exp_data_text", height=150,
-            placeholder=EXAMPLE_DATA, persist_state=KEEP,
+            "Rows: CSV with a header line, or JSONL (one JSON object a line)",
+            key="exp_data_text",
+            height=150,
+            placeholder=EXAMPLE_DATA,
+            persist_state=KEEP,
         )
-        st.button("Use an example", key="exp_example", icon=":material/lightbulb:", type="tertiary", on_click=use_example)
+        st.button(
+            "Use an example", key="exp_example", icon=":material/lightbulb:", type="tertiary", on_click=use_example
+        )
     dataset, problem = read_input()
     limit = c.settings.dataset_max_rows
     if problem:
         st.error(f"The dataset cannot be used: {ui.escape_md(problem)}", icon=":material/error:")
     elif dataset is not None:
-        has = "an `expected` column: answers are checked" if dataset.has_expected else "no `expected` column: answers are not checked"
+        has = (
+            "an `expected` column: answers are checked"
+            if dataset.has_expected
+            else "no `expected` column: answers are not checked"
+        )
         st.caption(
             f"{len(dataset):,} row{'s' if len(dataset) != 1 else ''} (limit {limit:,}) · columns: "
-            + ui.escape_md(", ".join(dataset.columns)) + f" · {has}"
+            + ui.escape_md(", ".join(dataset.columns))
+            + f" · {has}"
         )
         preview = pd.DataFrame([{k: _plain(v) for k, v in row.items()} for row in dataset.rows[:5]])
         st.dataframe(preview, hide_index=True, height="auto")
@@ -276,7 +307,12 @@ def new_experiment_form() -> None:
             )
 
     st.markdown("**Variants**")
-    count = st.segmented_control("Variants", [2, 3, 4], key="exp_count", required=True, label_visibility="collapsed", persist_state=KEEP) or 2
+    count = (
+        st.segmented_control(
+            "Variants", [2, 3, 4], key="exp_count", required=True, label_visibility="collapsed", persist_state=KEEP
+        )
+        or 2
+    )
     draft = list(ss.get("exp_variants_draft") or [])
     defaults = (draft + controls.default_variants(c, available, 4))[:4]
     labels = {name: state.provider_label(c, name) for name in available}
@@ -286,35 +322,59 @@ def new_experiment_form() -> None:
             controls.load(f"exp{i}", defaults[i])
         with column.container(border=True):
             st.markdown(f"**{letter(i)}**")
-            shown.append(controls.variant_controls(c, f"exp{i}", providers=available, allow_auto=False, labels=labels, compact=True))
+            shown.append(
+                controls.variant_controls(
+                    c, f"exp{i}", providers=available, allow_auto=False, labels=labels, compact=True
+                )
+            )
     variants = [v for v in shown if v is not None]
     if any(v.provider == "local" for v in variants):
         st.caption(state.LOCAL_NOTE_SHORT + " It answers one request at a time.")
     if len(variants) == count:
         ss["exp_variants_draft"] = variants + defaults[count:]
         if len({v.target for v in variants}) < count:
-            st.caption("Same model twice: labelled by what differs · " + ui.escape_md(" · ".join(
-                f"{letter(i)}: {label}" for i, label in enumerate(variant_labels(variants)))))
+            st.caption(
+                "Same model twice: labelled by what differs · "
+                + ui.escape_md(" · ".join(f"{letter(i)}: {label}" for i, label in enumerate(variant_labels(variants))))
+            )
 
     settings_row = st.columns([3, 2])
     with settings_row[0]:
         st.segmented_control(
-            "Check answers against `expected`", [k.value for k in CheckKind], key="exp_check", required=True, persist_state=KEEP,
+            "Check answers against `expected`",
+            [k.value for k in CheckKind],
+            key="exp_check",
+            required=True,
+            persist_state=KEEP,
             help=" ".join(f"{k}: {v}" for k, v in _CHECK_HELP.items()),
         )
     with settings_row[1]:
         configured = c.settings.experiment_concurrency
         st.number_input(
-            "Calls at once per provider", min_value=1, max_value=64, value=None, step=1, key="exp_concurrency", persist_state=KEEP,
-            placeholder=f"configured ({configured.get('*', 4)}; " + ", ".join(f"{k} {v}" for k, v in configured.items() if k != "*") + ")",
+            "Calls at once per provider",
+            min_value=1,
+            max_value=64,
+            value=None,
+            step=1,
+            key="exp_concurrency",
+            persist_state=KEEP,
+            placeholder=f"configured ({configured.get('*', 4)}; "
+            + ", ".join(f"{k} {v}" for k, v in configured.items() if k != "*")
+            + ")",
             help="At most this many requests in flight to each provider. Empty: the configured limits "
             "(CONDUCTOR_EXPERIMENT_CONCURRENCY); the local model answers one at a time.",
         )
     if dataset is not None and len(variants) == count and template is not None:
-        estimates = [controls.estimate_cost(c, v, [ChatMessage(role="user", content=template.source)]) for v in variants]
+        estimates = [
+            controls.estimate_cost(c, v, [ChatMessage(role="user", content=template.source)]) for v in variants
+        ]
         bounds = [e.bound for e in estimates]
         priced = [b for b in bounds if b is not None]
-        total = f"≤ {controls.format_bound(sum(priced) * len(dataset))}" if priced and sum(priced) else ("free" if priced else "unknown")
+        total = (
+            f"≤ {controls.format_bound(sum(priced) * len(dataset))}"
+            if priced and sum(priced)
+            else ("free" if priced else "unknown")
+        )
         unknown = sum(b is None for b in bounds)
         st.caption(
             f":material/payments: {len(dataset) * count:,} requests; estimated cost {total}"
@@ -324,9 +384,16 @@ def new_experiment_form() -> None:
 
     if st.button("Run experiment", type="primary", icon=":material/play_arrow:", key="exp_run_button"):
         if not template_text.strip():
-            st.error("Write a prompt template first, with a {{variable}} for each column to use.", icon=":material/edit:")
+            st.error(
+                "Write a prompt template first, with a {{variable}} for each column to use.", icon=":material/edit:"
+            )
         elif dataset is None:
-            st.error(problem and f"The dataset cannot be used: {ui.escape_md(problem)}" or "Paste or upload a dataset first.", icon=":material/error:")
+            st.error(
+                problem
+                and f"The dataset cannot be used: {ui.escape_md(problem)}"
+                or "Paste or upload a dataset first.",
+                icon=":material/error:",
+            )
         elif len(variants) != count:
             st.error("A variant's settings cannot be sent: see the message in its column.", icon=":material/error:")
         else:
@@ -334,8 +401,12 @@ def new_experiment_form() -> None:
                 name = (ss.get("exp_name") or "").strip() or _clip(template_text)  # like a chat's title
                 created = store.create(name, template_text, dataset, variants, max_rows=limit)
                 handle = start_run(
-                    c, store, created.id, check=ss.get("exp_check") or CheckKind.contains,
-                    concurrency=_concurrency(ss.get("exp_concurrency")), overrides=state.overrides(),
+                    c,
+                    store,
+                    created.id,
+                    check=ss.get("exp_check") or CheckKind.contains,
+                    concurrency=_concurrency(ss.get("exp_concurrency")),
+                    overrides=state.overrides(),
                 )
             except (DatasetError, TemplateError, ExperimentError) as error:
                 st.error(f"Not started: {ui.escape_md(error)}. Nothing was sent.", icon=":material/error:")
@@ -387,32 +458,66 @@ def experiment_header(experiment: Experiment, runs: list[Run], run: Run | None) 
             if run is not None and ss.get(pick) != run.id:
                 ss[pick] = run.id
             st.selectbox(
-                "Run", ids, key=pick, format_func=lambda i: _run_label(next(r for r in runs if r.id == i)),
-                on_change=lambda: open_run(experiment.id, ss.get(pick)), width=380,
+                "Run",
+                ids,
+                key=pick,
+                format_func=lambda i: _run_label(next(r for r in runs if r.id == i)),
+                on_change=lambda: open_run(experiment.id, ss.get(pick)),
+                width=380,
             )
         live = any(r.status == "running" for r in runs)
-        with st.popover("Re-run", icon=":material/replay:", disabled=live, help="Wait for the run in progress first." if live else "Run it again: a new run, kept beside the others."):
+        with st.popover(
+            "Re-run",
+            icon=":material/replay:",
+            disabled=live,
+            help="Wait for the run in progress first." if live else "Run it again: a new run, kept beside the others.",
+        ):
             key = f"exp_rerun_check_{experiment.id}"
             ss.setdefault(key, (run.check.value if run else CheckKind.contains.value))
             st.segmented_control("Check", [k.value for k in CheckKind], key=key, required=True)
-            st.number_input("Calls at once per provider", 1, 64, value=None, key=f"exp_rerun_conc_{experiment.id}", placeholder="configured")
-            st.button(f"Start run {max((r.number for r in runs), default=0) + 1}", type="primary", icon=":material/play_arrow:",
-                      key=f"exp_rerun_{experiment.id}", on_click=rerun, args=(experiment.id,))
-        st.button("Edit as a new experiment", icon=":material/edit:", type="tertiary", key=f"exp_edit_{experiment.id}",
-                  on_click=edit_as_new, args=(experiment.id,))
+            st.number_input(
+                "Calls at once per provider",
+                1,
+                64,
+                value=None,
+                key=f"exp_rerun_conc_{experiment.id}",
+                placeholder="configured",
+            )
+            st.button(
+                f"Start run {max((r.number for r in runs), default=0) + 1}",
+                type="primary",
+                icon=":material/play_arrow:",
+                key=f"exp_rerun_{experiment.id}",
+                on_click=rerun,
+                args=(experiment.id,),
+            )
+        st.button(
+            "Edit as a new experiment",
+            icon=":material/edit:",
+            type="tertiary",
+            key=f"exp_edit_{experiment.id}",
+            on_click=edit_as_new,
+            args=(experiment.id,),
+        )
 
 
 def share_run(experiment: Experiment, run: Run) -> None:
     with st.expander("Share: export or get code", icon=":material/ios_share:"):
-        st.caption("The run as a file for people who will never run the tool (answers, figures, ratings; charts in the HTML). No key is ever written.")
+        st.caption(
+            "The run as a file for people who will never run the tool (answers, figures, ratings; charts in the HTML). No key is ever written."
+        )
         stem = share.file_stem("experiment-run", experiment.name, f"run-{run.number}")
         share.export_buttons(lambda: exports.run_report(store, run.id), key=f"exp_export_{run.id}", name=stem)
         st.divider()
         st.markdown("**Get code** for one row's request")
         cols = st.columns([3, 1])
         with cols[0]:
-            v = st.selectbox("Variant", range(len(experiment.variants)), key=f"exp_code_v_{run.id}",
-                             format_func=lambda i: f"{letter(i)} · {experiment.labels[i]}")
+            v = st.selectbox(
+                "Variant",
+                range(len(experiment.variants)),
+                key=f"exp_code_v_{run.id}",
+                format_func=lambda i: f"{letter(i)} · {experiment.labels[i]}",
+            )
         with cols[1]:
             row = st.number_input("Row", 1, experiment.row_count, 1, key=f"exp_code_row_{run.id}")
         rows = store.rows(experiment.id, offset=int(row) - 1, limit=1)
@@ -446,7 +551,10 @@ def draw_cell(run: Run, cell: Cell | None, *, live: bool) -> None:
     if cell.status == "error":
         st.error(ui.escape_md(cell.error_message or "The request failed."), icon=":material/error:")
     elif cell.status == "incomplete":
-        st.warning(f"The answer stopped part-way: {ui.escape_md(cell.error_message or 'the stream broke')}", icon=":material/content_cut:")
+        st.warning(
+            f"The answer stopped part-way: {ui.escape_md(cell.error_message or 'the stream broke')}",
+            icon=":material/content_cut:",
+        )
     if cell.answer is not None:
         ui.render_answer_text(cell.answer)
     elif cell.status == "ok":
@@ -469,14 +577,29 @@ def draw_progress(run: Run, stats) -> None:
             + (f" · {p.incomplete:,} cut short" if p.incomplete else "")
             + f" · {p.running} in flight · {p.elapsed_s:,.0f} s"
         )
-        st.progress(p.fraction, text=("Stopping: closing the calls in flight… " if p.state == "stopping" else "") + text)
+        st.progress(
+            p.fraction, text=("Stopping: closing the calls in flight… " if p.state == "stopping" else "") + text
+        )
         if p.database_error:
-            st.warning(f"The database refused the last results (they are kept and retried): {ui.escape_md(p.database_error)}", icon=":material/database:")
-        st.button("Stop", icon=":material/stop_circle:", key=f"exp_stop_{run.id}", on_click=stop, args=(run.id,),
-                  disabled=p.state == "stopping", help="No new request starts; the answers that finished are kept.")
+            st.warning(
+                f"The database refused the last results (they are kept and retried): {ui.escape_md(p.database_error)}",
+                icon=":material/database:",
+            )
+        st.button(
+            "Stop",
+            icon=":material/stop_circle:",
+            key=f"exp_stop_{run.id}",
+            on_click=stop,
+            args=(run.id,),
+            disabled=p.state == "stopping",
+            help="No new request starts; the answers that finished are kept.",
+        )
         return
     done = sum(s.cells for s in stats)
-    st.progress(done / run.cells_total if run.cells_total else 1.0, text=f"{done:,} of {run.cells_total:,} answers · running in another server process")
+    st.progress(
+        done / run.cells_total if run.cells_total else 1.0,
+        text=f"{done:,} of {run.cells_total:,} answers · running in another server process",
+    )
 
 
 def draw_status(run: Run, stats) -> None:
@@ -488,13 +611,15 @@ def draw_status(run: Run, stats) -> None:
     elif run.status == "stopped":
         st.warning(
             f"Run {run.number} was stopped{took}: {done:,} of {run.cells_total:,} requests finished and are kept; "
-            f"{cancelled:,} did not run (cancelled, not counted in the figures).", icon=":material/stop_circle:",
+            f"{cancelled:,} did not run (cancelled, not counted in the figures).",
+            icon=":material/stop_circle:",
         )
     elif run.status == "interrupted":
         missing = run.cells_total - done - cancelled
         st.error(
             f"Run {run.number} was interrupted: the server stopped while it ran. {done:,} answers are kept; "
-            f"{missing:,} never ran. Re-run to complete it.", icon=":material/power_off:",
+            f"{missing:,} never ran. Re-run to complete it.",
+            icon=":material/power_off:",
         )
 
 
@@ -513,8 +638,12 @@ def draw_changes(experiment: Experiment, runs: list[Run], run: Run) -> None:
     if not earlier:
         return
     key = f"exp_since_{run.id}"
-    since = st.selectbox("Compare with", [r.id for r in earlier], key=key,
-                         format_func=lambda i: _run_label(next(r for r in earlier if r.id == i)))
+    since = st.selectbox(
+        "Compare with",
+        [r.id for r in earlier],
+        key=key,
+        format_func=lambda i: _run_label(next(r for r in earlier if r.id == i)),
+    )
     lines = store.changes(run.id, since)
     st.markdown("\n".join(f"- {ui.escape_md(line)}" for line in lines))
 

@@ -12,7 +12,6 @@ from conductor_core.config import EndpointConfig, register_secret
 from conductor_core.errors import ProviderError
 from conductor_core.models import ProviderState, register_provider_name
 from conductor_core.providers import BUILTIN_PROVIDERS, build_provider
-
 from playground import components as ui
 from playground import dashboard_data as dd
 from playground import state
@@ -132,7 +131,9 @@ def health_check() -> None:
 # --- the page ----------------------------------------------------------------------------
 top = st.columns([4, 1.3], vertical_alignment="center")
 with top[1]:
-    st.button("Run health checks", icon=":material/monitor_heart:", on_click=health_check, type="primary", width="stretch")
+    st.button(
+        "Run health checks", icon=":material/monitor_heart:", on_click=health_check, type="primary", width="stretch"
+    )
 if st.session_state.get("health_summary"):
     with top[0]:
         st.info(st.session_state["health_summary"], icon=":material/monitor_heart:")
@@ -162,15 +163,25 @@ def provider_card(name: str) -> None:
             st.caption(state.LOCAL_NOTE_SHORT)
             if provider is not None and p.health.state == ProviderState.ready:
                 loaded = getattr(provider, "load_seconds", None)
-                st.caption(f"Loaded in {loaded:.1f} s." if loaded else "Loads on first use (a few seconds); later answers start at once.")
+                st.caption(
+                    f"Loaded in {loaded:.1f} s."
+                    if loaded
+                    else "Loads on first use (a few seconds); later answers start at once."
+                )
         detail = p.health.detail
         if p.health.state == ProviderState.not_configured:
             st.markdown(f"To use it: **{ui.escape_md(detail or 'configure it')}**")
         elif p.health.state == ProviderState.loading:
-            st.markdown(f":material/hourglass_top: {ui.escape_md(detail or 'Loading the model; the first answer waits for it.')}")
+            st.markdown(
+                f":material/hourglass_top: {ui.escape_md(detail or 'Loading the model; the first answer waits for it.')}"
+            )
         elif p.health.state in (ProviderState.unhealthy, ProviderState.circuit_open):
             why = detail or p.reliability.last_error or "recent requests failed"
-            retry = f" It will be tried again in {dd.humanize_seconds(p.reliability.retry_in_s)}." if p.reliability.retry_in_s else ""
+            retry = (
+                f" It will be tried again in {dd.humanize_seconds(p.reliability.retry_in_s)}."
+                if p.reliability.retry_in_s
+                else ""
+            )
             st.markdown(f"Why: {ui.escape_md(why)}.{retry}")
         facts = []
         if provider is not None:
@@ -185,12 +196,17 @@ def provider_card(name: str) -> None:
         if name in _KEY_SETTING and (name in session or p.health.state == ProviderState.not_configured):
             if name in session:
                 st.text_input("API key", value="••••••••••••", disabled=True, key=f"key_mask_{name}", type="password")
-                st.button("Forget this key", key=f"forget_{name}", on_click=forget, args=(name,), icon=":material/key_off:")
+                st.button(
+                    "Forget this key", key=f"forget_{name}", on_click=forget, args=(name,), icon=":material/key_off:"
+                )
             else:
                 with st.form(f"key_form_{name}", clear_on_submit=True, border=False):
                     env = getattr(provider, "key_env_var", None) or _KEY_SETTING[name].upper()
                     st.text_input(
-                        "API key for this session", type="password", key=f"key_input_{name}", autocomplete="off",
+                        "API key for this session",
+                        type="password",
+                        key=f"key_input_{name}",
+                        autocomplete="off",
                         placeholder=f"Paste your {state.display_name(c, name)} key (or set {env} before starting)",
                     )
                     st.form_submit_button("Use key", on_click=use_key, args=(name,), icon=":material/key:")
@@ -210,7 +226,9 @@ with st.form("endpoint_form", border=True):
     a.text_input("Name", key="ep_name", placeholder="ollama")
     b.text_input("Base URL", key="ep_url", placeholder="http://localhost:11434/v1")
     a.text_input(
-        "Models (comma separated)", key="ep_models", placeholder="empty: the ones its /models lists",
+        "Models (comma separated)",
+        key="ep_models",
+        placeholder="empty: the ones its /models lists",
         help="Leave empty to use the models the server lists at /models (Ollama, vLLM and most servers do).",
     )
     b.text_input("API key (optional)", key="ep_key", type="password", autocomplete="off")
