@@ -35,7 +35,7 @@ from conductor_core.workbench.report_charts import cost_chart, latency_chart, ra
 from conductor_core.workbench.runner import start_run
 from conductor_core.workbench.variants import Variant
 
-CANARY = "canary-export-secret-7Q2x9Lm4Pz"  # not key-shaped: only its registration redacts it
+CANARY = "uKJilX1XBmy_ZeT7wHvoV8Ta"  # not key-shaped: only its registration redacts it
 HOSTILE = (
     "Sure. <script>alert('x')</script> <img src=\"http://127.0.0.1:9/pixel.png\"> "
     "![tracker](http://127.0.0.1:9/track.png) and **bold** with `code`."

@@ -9,7 +9,6 @@ import logging
 import socket
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,7 +26,7 @@ from conductor_core.testing.protocol_servers import AnthropicServer, Fault, Gemi
 from gateway.main import create_app
 
 REPLY = "The quick brown fox jumps over the lazy dog."
-KEY = "sk-test-provider-key-000000"
+KEY = "sk-Yc8s31bI4f2OuS31GmKFtx9J"
 NO_KEYS = {"openai_api_key": None, "anthropic_api_key": None, "gemini_api_key": None, "api_key": None}
 
 
@@ -431,7 +430,7 @@ def test_openapi_describes_every_endpoint_with_examples(cloud_gateway) -> None:
 
 
 def test_gateway_key_is_required_everywhere_but_health(clouds, tmp_path) -> None:
-    gateway_key = f"gw-{uuid.uuid4().hex}"
+    gateway_key = "gw-zFcfVZChkB8TcBnAR4GhILJF"
     conductor = make_conductor(tmp_path, api_key=gateway_key, openai_api_key=KEY, openai_base_url=clouds["openai"].url)
     try:
         with serve(create_app(conductor)) as url:
@@ -462,8 +461,8 @@ class EchoingOpenAIServer(OpenAIServer):
 
 
 def test_a_provider_key_appears_in_no_response_header_or_log_line(tmp_path, caplog) -> None:
-    canary = f"sk-canary-{uuid.uuid4().hex}"
-    gateway_key = f"gw-canary-{uuid.uuid4().hex}"
+    canary = "sk-IoNjG9exDKU4eyF94P5drQv2"
+    gateway_key = "gw-I9QkFC217yf0rRa4KIn4zXcI"
     caplog.set_level(logging.DEBUG)
     seen: list[str] = []
     with EchoingOpenAIServer(require_key="sk-the-right-one-000000") as upstream:
@@ -558,7 +557,7 @@ def test_log_redaction_keeps_uvicorn_access_lines_intact() -> None:
     from conductor_core.config import register_secret
     from gateway.middleware import RedactingFilter
 
-    secret = f"secret-{uuid.uuid4().hex}"
+    secret = "GthSvHHjbsVGX-HrfG1OUpUO"
     register_secret(secret)
     record = logging.LogRecord(
         "uvicorn.access",

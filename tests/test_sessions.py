@@ -497,7 +497,7 @@ def test_a_key_an_upstream_echoes_is_never_stored_or_shown(logs):
     """An upstream that quotes the caller's key in its answer (seen with misconfigured proxies):
     the session keeps the answer with the key redacted, as the request log does, while it
     streams and once it is done, so neither the page nor the sessions table holds it."""
-    canary = "sk-canary-sessions-9c1e4b7a2d5f8e3b"
+    canary = "sk-AgI8zakxMJ8tUzFxWBFBmdK8"
     echo = OpenAIServer(
         reply=f"Your key is {canary} and more words follow here", models=["echo"], chunk_delay_s=0.02
     ).start()
