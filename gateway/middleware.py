@@ -207,11 +207,16 @@ class BodyLimitMiddleware:
 
 class RedactingFilter(logging.Filter):
     """Runs `redact()` over a record's message, arguments and traceback: whatever a library
-    logs, no key reaches a log line. Attached to the gateway's and uvicorn's loggers.
-    Arguments keep their shape (uvicorn's access formatter unpacks them): numbers stay
-    numbers, everything else becomes its redacted text."""
+    logs, no key reaches a log line. Attached to the gateway's and uvicorn's loggers and
+    handlers. Arguments keep their shape (uvicorn's access formatter unpacks them): numbers
+    stay numbers, everything else becomes its redacted text. Then the line as it will read:
+    a key can be split between the message and an argument, or two arguments; such a line
+    is kept as one redacted string."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "conductor_redacted", False):  # by the logger's filter, now at its handler
+            return True
+        record.conductor_redacted = True
         if isinstance(record.msg, str):
             record.msg = redact(record.msg)
         else:
@@ -220,9 +225,18 @@ class RedactingFilter(logging.Filter):
             record.args = tuple(_redact_arg(arg) for arg in record.args)
         elif isinstance(record.args, dict):
             record.args = {key: _redact_arg(value) for key, value in record.args.items()}
+        if record.args:
+            try:
+                line = record.getMessage()
+            except Exception:  # noqa: BLE001 - a bad format: logging reports it when it prints
+                line = None
+            if line is not None and (clean := redact(line)) != line:
+                record.msg, record.args = clean, None
         if record.exc_info:
             record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
             record.exc_info = None
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
         return True
 
 

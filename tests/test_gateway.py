@@ -4,6 +4,7 @@ Anthropic and Gemini protocols (and the real embedded model). No mocks."""
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import socket
@@ -24,6 +25,7 @@ from conductor_core.config import load_settings
 from conductor_core.router import Conductor
 from conductor_core.testing.protocol_servers import AnthropicServer, Fault, GeminiServer, OpenAIServer
 from gateway.main import create_app
+from tests.secret_support import leaks
 
 REPLY = "The quick brown fox jumps over the lazy dog."
 KEY = "sk-Yc8s31bI4f2OuS31GmKFtx9J"
@@ -571,3 +573,37 @@ def test_log_redaction_keeps_uvicorn_access_lines_intact() -> None:
     assert RedactingFilter().filter(record)
     line = AccessFormatter('%(client_addr)s - "%(request_line)s" %(status_code)s').format(record)
     assert line == '127.0.0.1:5000 - "GET /v1/models?key=[REDACTED] HTTP/1.1" 200 OK'
+
+
+def test_log_redaction_catches_a_key_split_between_the_message_and_its_arguments() -> None:
+    from conductor_core.config import register_secret
+    from gateway.middleware import RedactingFilter
+
+    secret = "GthSvHHjbsVGX-HrfG1OUpUO"
+    register_secret(secret)
+    # No part holds six of the key's characters; the line does.
+    record = logging.LogRecord(
+        "gateway", logging.WARNING, __file__, 1, f"upstream said {secret[:4]}%s%s", (secret[4:7], secret[7:9]), None
+    )
+    assert RedactingFilter().filter(record)
+    line = record.getMessage()
+    assert line.startswith("upstream said ") and not leaks(secret, line), line
+
+
+def test_the_cores_log_lines_are_redacted_where_the_gateway_prints_them() -> None:
+    """Served as `uvicorn gateway.main:app`, the core's loggers (`conductor.*`) reach only the
+    root's handlers (or the last-resort one): the gateway puts its filter on those too."""
+    from conductor_core.config import register_secret
+    from gateway.settings import GatewaySettings
+
+    secret = "GthSvHHjbsVGX-HrfG1OUpUO"
+    register_secret(secret)
+    printed = io.StringIO()
+    handler = logging.StreamHandler(printed)
+    logging.getLogger().addHandler(handler)
+    try:
+        create_app(settings=GatewaySettings(_env_file=None))
+        logging.getLogger("conductor.store").warning("could not write: %s", f"bad key {' '.join(secret[2:12])}")
+    finally:
+        logging.getLogger().removeHandler(handler)
+    assert "could not write: bad key " in printed.getvalue() and not leaks(secret, printed.getvalue())
