@@ -225,3 +225,16 @@ class Redactor:
 _registry = Redactor()
 register_secret = _registry.register
 redact = _registry.redact
+
+
+def redact_json(value: Any) -> Any:
+    """A JSON-shaped value (dicts, lists, strings, numbers) with every string redacted: for
+    JSON, redact the values, not the encoded text, whose escapes (a key's characters separated
+    by "\\n" read as letters) and quotes (a span across two fields) redaction must not meet."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {key: redact_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact_json(item) for item in value]
+    return value
