@@ -607,3 +607,18 @@ def test_the_cores_log_lines_are_redacted_where_the_gateway_prints_them() -> Non
     finally:
         logging.getLogger().removeHandler(handler)
     assert "could not write: bad key " in printed.getvalue() and not leaks(secret, printed.getvalue())
+
+
+def test_log_redaction_sees_a_key_an_argument_shows_by_its_repr() -> None:
+    from conductor_core.config import register_secret
+    from gateway.middleware import RedactingFilter
+
+    secret = "GthSvHHjbsVGX-HrfG1OUpUO"
+    register_secret(secret)
+    # %r writes the line breaks as the letters "\n": the printed line alone would hide the key.
+    record = logging.LogRecord(
+        "gateway", logging.WARNING, __file__, 1, "upstream said %r", ("\n".join(secret[3:12]),), None
+    )
+    assert RedactingFilter().filter(record)
+    line = record.getMessage()
+    assert line.startswith("upstream said ") and not leaks(secret, line.replace("\\n", " ")), line
