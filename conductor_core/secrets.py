@@ -12,10 +12,12 @@ miss one. The whole quoted span is replaced, separators inside it included. Keys
 shaped like well-known ones (`sk-…`, `AIza…`, `Bearer …`, masked `ab***yz`) are removed even
 when nobody registered them.
 
-How, in one pass: the text is folded (letters and digits only, lower-cased: `bytes.translate`
-for ASCII text), then an Aho-Corasick automaton (`ahocorasick_rs`, over the keys' six-
-character windows) finds every window in it. Positions in the original text are worked out
-only when something matched. BENCHMARKS.md ("Redaction") has the costs.
+How, in one pass: the text's UTF-8 is folded to its ASCII letters and digits, lower-cased
+(one `bytes.translate`), and an Aho-Corasick automaton (`ahocorasick_rs`, over the keys' six-
+character windows) finds every window in it. For ASCII text that is the whole answer; for
+other text, dropping its other characters can only join more, so only the stretches found
+get the exact fold (where "é" is a letter and "•" is not). Positions in the original text
+are worked out only when something matched. BENCHMARKS.md ("Redaction") has the costs.
 
 Rules that keep it sound:
 
