@@ -137,7 +137,7 @@ def test_no_piece_of_a_key_leaves_the_gateway(backend: Backend, tmp_path: Path) 
                 Fault("error_event", status=500, message=quoted),
             )
             refused = chat(name)
-            assert refused.status_code >= 400 and "rejected the API key" in refused.json()["message"]
+            assert refused.status_code >= 400 and "Incorrect API key provided" in refused.text  # the upstream's words
             assert chat(name, prompt=f"my key is {quotes(KEYS[name])}").status_code == 400
             assert chat(name).status_code >= 500
             streamed = chat(name, stream=True)
@@ -161,7 +161,7 @@ def test_no_piece_of_a_key_leaves_the_gateway(backend: Backend, tmp_path: Path) 
             answer = httpx.get(f"{gateway.url}{path}", headers=auth, timeout=30)
             assert answer.status_code == 200, (path, answer.text)
             seen.append(answer.text)
-        assert "rejected the API key" in json.dumps(httpx.get(f"{gateway.url}/status", headers=auth).json())
+        assert "Incorrect API key provided" in httpx.get(f"{gateway.url}/status", headers=auth).text
 
         log = RequestLog(backend.url, data_dir=backend.data_dir)
         try:
@@ -218,7 +218,9 @@ def test_no_piece_of_a_key_reaches_the_chat_page(services, tmp_path: Path) -> No
 
                 upstream.script(Fault("status", status=401, message=quotes(key)))
                 _ask(page, "First question")
-                page.get_by_test_id("stAlertContentError").get_by_text("rejected the API key").wait_for(timeout=60_000)
+                page.get_by_test_id("stAlertContentError").get_by_text("Incorrect API key provided").wait_for(
+                    timeout=60_000
+                )
                 wait_idle(page)
                 upstream.script(Fault("error_event", status=500, message=quotes(key)))
                 _ask(page, "Second question")
@@ -228,7 +230,9 @@ def test_no_piece_of_a_key_reaches_the_chat_page(services, tmp_path: Path) -> No
 
                 page.reload()
                 page.get_by_text("The answer stopped part-way").wait_for(timeout=120_000)
-                page.get_by_test_id("stAlertContentError").get_by_text("rejected the API key").wait_for(timeout=60_000)
+                page.get_by_test_id("stAlertContentError").get_by_text("Incorrect API key provided").wait_for(
+                    timeout=60_000
+                )
                 wait_idle(page)
                 _page_holds_no_piece_of(page, key)
             finally:
