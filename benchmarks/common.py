@@ -380,7 +380,7 @@ class LiteLLMProxyProcess:
             "    litellm_params:\n"
             f"      model: openai/{model.split('/')[-1]}\n"
             f"      api_base: {upstream_url}\n"
-            "      api_key: sk-upstream-not-a-key\n"
+            "      api_key: sk-2YUtYk7puEkl_r2TPJrz6Dim\n"
             f"general_settings:\n  master_key: {key}\n"
         )
         env = child_env(LITELLM_MASTER_KEY=key, LITELLM_LOCAL_MODEL_COST_MAP="True", LITELLM_LOG="ERROR")

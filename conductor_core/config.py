@@ -1,66 +1,23 @@
 """Settings from the environment, a `.env` file and an optional `conductor.toml`.
 
 Keys are `SecretStr`: their repr and model dumps show `**********`. Every key that is
-loaded is also registered with `redact()`, which the error tree and the request log
-apply to any text that came from outside, so a key that an SDK echoes back in an error
-message still never reaches a user, a log line or the disk.
+loaded is also registered with `redact()` (`conductor_core.secrets`, re-exported here),
+which every exit applies to any text that came from outside, so a key, or any piece of
+one, that an SDK echoes back in an error message never reaches a user, a log line or the disk.
 """
 
 from __future__ import annotations
 
 import os
-import re
-import threading
 from pathlib import Path
 from typing import Any
 
 from pydantic import AliasChoices, BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
-__all__ = ["EndpointConfig", "Settings", "load_settings", "redact", "register_secret"]
+from .secrets import REDACTED, redact, register_secret
 
-# --- secrets ---------------------------------------------------------------------
-
-_secrets: set[str] = set()
-_secrets_lock = threading.Lock()
-# The registered keys, longest first (a key that contains another is removed whole): rebuilt
-# when one is registered, read by redact() without the lock (a tuple is replaced whole).
-_longest_first: tuple[str, ...] = ()
-# Shapes of well-known keys, caught even when nobody registered them, and of keys an upstream
-# quotes masked ("zqUPca**********9041", "sk-...9041": the first and last characters of a key
-# are still a fragment of it, and several such quotes narrow it down).
-_KEY_PATTERNS = re.compile(
-    r"(sk-[A-Za-z0-9_\-]{12,}|AIza[0-9A-Za-z_\-]{20,}|Bearer\s+[A-Za-z0-9_\-\.]{12,}"
-    r"|[A-Za-z0-9_\-]{2,}[*•·]{3,}[A-Za-z0-9_\-]{2,}"
-    r"|\b(?:sk|key|api)[A-Za-z0-9_\-]*(?:\.{3}|…)[A-Za-z0-9_\-]+)"
-)
-# Every shape above contains one of these, so a text without any cannot match: checked
-# first, as the patterns cost ~0.1 ms on a 1 kB prompt and most texts hold none.
-_KEY_MARKERS = ("sk-", "AIza", "Bearer", "*", "•", "·", "...", "…")
-REDACTED = "[REDACTED]"
-
-
-def register_secret(value: str | SecretStr | None) -> None:
-    global _longest_first
-    if isinstance(value, SecretStr):
-        value = value.get_secret_value()
-    if value and len(value) >= 6:  # shorter strings would redact ordinary words
-        with _secrets_lock:
-            _secrets.add(value)
-            _longest_first = tuple(sorted(_secrets, key=len, reverse=True))
-
-
-def redact(text: Any) -> str:
-    """`text` as a string with every known key, and anything shaped like one, removed."""
-    text = str(text)
-    for secret in _longest_first:
-        if secret in text:
-            text = text.replace(secret, REDACTED)
-    for marker in _KEY_MARKERS:
-        if marker in text:
-            return _KEY_PATTERNS.sub(REDACTED, text)
-    return text
-
+__all__ = ["REDACTED", "EndpointConfig", "Settings", "load_settings", "redact", "register_secret"]
 
 # --- settings --------------------------------------------------------------------
 

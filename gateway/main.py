@@ -64,10 +64,23 @@ _LOGGERS = ("gateway", "uvicorn", "uvicorn.error", "uvicorn.access")
 
 
 def _install_log_redaction() -> None:
+    """The filter on the gateway's and uvicorn's loggers, and on every handler already set up
+    (uvicorn's, the root's, the last-resort one): a handler's filter also sees the records of
+    loggers that only propagate to it, such as the core's `conductor.*`. `python -m gateway`
+    puts it on its handlers itself (`log_config`)."""
+    handlers = {logging.lastResort, *logging.getLogger().handlers}
     for name in _LOGGERS:
         logger = logging.getLogger(name)
-        if not any(isinstance(f, RedactingFilter) for f in logger.filters):
-            logger.addFilter(RedactingFilter())
+        handlers.update(logger.handlers)
+        _add_filter(logger)
+    for handler in handlers:
+        if handler is not None:
+            _add_filter(handler)
+
+
+def _add_filter(target: logging.Filterer) -> None:
+    if not any(isinstance(f, RedactingFilter) for f in target.filters):
+        target.addFilter(RedactingFilter())
 
 
 def create_app(

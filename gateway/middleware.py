@@ -206,24 +206,49 @@ class BodyLimitMiddleware:
 
 
 class RedactingFilter(logging.Filter):
-    """Runs `redact()` over a record's message, arguments and traceback: whatever a library
-    logs, no key reaches a log line. Attached to the gateway's and uvicorn's loggers.
-    Arguments keep their shape (uvicorn's access formatter unpacks them): numbers stay
-    numbers, everything else becomes its redacted text."""
+    """Runs `redact()` over a record's line, arguments and traceback: whatever a library logs,
+    no key reaches a log line. Attached to the gateway's and uvicorn's loggers and handlers.
+
+    The line as it will read is checked (one redact() for the usual clean line), so a key
+    split between the message and an argument, or two arguments, is caught. Each part is
+    redacted on its own when the line needed it (formatters such as uvicorn's access one
+    read the arguments again: they keep their shape, numbers stay numbers) or may hide it
+    (an argument shown by its repr writes a line break as the letters "\\n"); a line still
+    holding a piece of a key then is kept as one redacted string."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.msg, str):
+        if getattr(record, "conductor_redacted", False):  # by the logger's filter, now at its handler
+            return True
+        record.conductor_redacted = True
+        if not isinstance(record.msg, str):
+            record.msg = str(record.msg)
+        line = _line(record)
+        if line is None or redact(line) != line or (record.args and _REPR.search(record.msg)):
             record.msg = redact(record.msg)
-        else:
-            record.msg = redact(str(record.msg))
-        if isinstance(record.args, tuple):
-            record.args = tuple(_redact_arg(arg) for arg in record.args)
-        elif isinstance(record.args, dict):
-            record.args = {key: _redact_arg(value) for key, value in record.args.items()}
+            if isinstance(record.args, tuple):
+                record.args = tuple(_redact_arg(arg) for arg in record.args)
+            elif isinstance(record.args, dict):
+                record.args = {key: _redact_arg(value) for key, value in record.args.items()}
+            line = _line(record) if record.args else None
+            if line is not None and (clean := redact(line)) != line:
+                record.msg, record.args = clean, None
         if record.exc_info:
             record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
             record.exc_info = None
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
         return True
+
+
+# A %-conversion that shows an argument by its repr: %r, %a, %(name)r, %-10r...
+_REPR = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(?:\*|\d+)?(?:\.(?:\*|\d+))?[ra]")
+
+
+def _line(record: logging.LogRecord) -> str | None:
+    try:
+        return record.getMessage()
+    except Exception:  # noqa: BLE001 - a bad format: logging reports it when it prints
+        return None
 
 
 def _redact_arg(value: object) -> object:

@@ -22,7 +22,7 @@ from playground import state as playground_state  # noqa: E402
 from playground.state import FACTORY_ENV  # noqa: E402
 
 APP = ROOT / "playground" / "app.py"
-CANARY = "sk-arena-canary-5f2c9a7e01d4b3"
+CANARY = "sk-6YVbgvpP_uM8UavD64sogJGD"
 NAMES = ("alpha", "beta", "gamma")
 
 pytestmark = pytest.mark.timeout(120)

@@ -20,7 +20,7 @@ from conductor_core.providers import build_provider
 from conductor_core.testing.protocol_servers import AnthropicServer, Fault, GeminiServer, OpenAIServer
 
 REPLY = "The quick brown fox jumps over the lazy dog."
-KEY = "sk-test-provider-key-000000"
+KEY = "sk-Yc8s31bI4f2OuS31GmKFtx9J"
 
 # provider name -> (server class, settings fields that point the provider at it, key env var)
 KINDS = {
@@ -141,7 +141,9 @@ def test_models_listed_from_the_api(provider, server):
 
 def test_wrong_key_is_an_authentication_error_naming_the_variable(kind, server, tmp_path):
     _, key_field, url_field, env_var = KINDS[kind]
-    settings = load_settings(_env_file=None, timeout_s=2.0, **{key_field: "sk-wrong-key-123456", url_field: server.url})
+    settings = load_settings(
+        _env_file=None, timeout_s=2.0, **{key_field: "sk-ZBLEYD3wxmiM7OYEyHjOJNs3", url_field: server.url}
+    )
     bad = build_provider(kind, settings)
     with pytest.raises(AuthenticationError) as info:
         bad.chat_completion(_request())

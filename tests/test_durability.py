@@ -37,8 +37,8 @@ from tests.store_backends import REPO_ROOT, Backend, backend  # noqa: F401 - bac
 
 pytestmark = pytest.mark.slow
 
-UPSTREAM_KEY = "sk-durability-upstream-0000000000"
-GATEWAY_KEY = "durability-gateway-key-0000"
+UPSTREAM_KEY = "sk-oXoHq8StKhhdUZc04ZGgo66b"
+GATEWAY_KEY = "hl1q5e8EZWgR6CvOW_h6N1Uk"
 REPLY = " ".join(f"w{i}" for i in range(12))
 CONCURRENCY = 24
 KILL_AFTER = 60  # completed requests before the kill, at least...

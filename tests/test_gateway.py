@@ -4,12 +4,12 @@ Anthropic and Gemini protocols (and the real embedded model). No mocks."""
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import socket
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,9 +25,10 @@ from conductor_core.config import load_settings
 from conductor_core.router import Conductor
 from conductor_core.testing.protocol_servers import AnthropicServer, Fault, GeminiServer, OpenAIServer
 from gateway.main import create_app
+from tests.secret_support import leaks
 
 REPLY = "The quick brown fox jumps over the lazy dog."
-KEY = "sk-test-provider-key-000000"
+KEY = "sk-Yc8s31bI4f2OuS31GmKFtx9J"
 NO_KEYS = {"openai_api_key": None, "anthropic_api_key": None, "gemini_api_key": None, "api_key": None}
 
 
@@ -431,7 +432,7 @@ def test_openapi_describes_every_endpoint_with_examples(cloud_gateway) -> None:
 
 
 def test_gateway_key_is_required_everywhere_but_health(clouds, tmp_path) -> None:
-    gateway_key = f"gw-{uuid.uuid4().hex}"
+    gateway_key = "gw-zFcfVZChkB8TcBnAR4GhILJF"
     conductor = make_conductor(tmp_path, api_key=gateway_key, openai_api_key=KEY, openai_base_url=clouds["openai"].url)
     try:
         with serve(create_app(conductor)) as url:
@@ -462,8 +463,8 @@ class EchoingOpenAIServer(OpenAIServer):
 
 
 def test_a_provider_key_appears_in_no_response_header_or_log_line(tmp_path, caplog) -> None:
-    canary = f"sk-canary-{uuid.uuid4().hex}"
-    gateway_key = f"gw-canary-{uuid.uuid4().hex}"
+    canary = "sk-IoNjG9exDKU4eyF94P5drQv2"
+    gateway_key = "gw-I9QkFC217yf0rRa4KIn4zXcI"
     caplog.set_level(logging.DEBUG)
     seen: list[str] = []
     with EchoingOpenAIServer(require_key="sk-the-right-one-000000") as upstream:
@@ -558,7 +559,7 @@ def test_log_redaction_keeps_uvicorn_access_lines_intact() -> None:
     from conductor_core.config import register_secret
     from gateway.middleware import RedactingFilter
 
-    secret = f"secret-{uuid.uuid4().hex}"
+    secret = "GthSvHHjbsVGX-HrfG1OUpUO"
     register_secret(secret)
     record = logging.LogRecord(
         "uvicorn.access",
@@ -572,3 +573,52 @@ def test_log_redaction_keeps_uvicorn_access_lines_intact() -> None:
     assert RedactingFilter().filter(record)
     line = AccessFormatter('%(client_addr)s - "%(request_line)s" %(status_code)s').format(record)
     assert line == '127.0.0.1:5000 - "GET /v1/models?key=[REDACTED] HTTP/1.1" 200 OK'
+
+
+def test_log_redaction_catches_a_key_split_between_the_message_and_its_arguments() -> None:
+    from conductor_core.config import register_secret
+    from gateway.middleware import RedactingFilter
+
+    secret = "GthSvHHjbsVGX-HrfG1OUpUO"
+    register_secret(secret)
+    # No part holds six of the key's characters; the line does.
+    record = logging.LogRecord(
+        "gateway", logging.WARNING, __file__, 1, f"upstream said {secret[:4]}%s%s", (secret[4:7], secret[7:9]), None
+    )
+    assert RedactingFilter().filter(record)
+    line = record.getMessage()
+    assert line.startswith("upstream said ") and not leaks(secret, line), line
+
+
+def test_the_cores_log_lines_are_redacted_where_the_gateway_prints_them() -> None:
+    """Served as `uvicorn gateway.main:app`, the core's loggers (`conductor.*`) reach only the
+    root's handlers (or the last-resort one): the gateway puts its filter on those too."""
+    from conductor_core.config import register_secret
+    from gateway.settings import GatewaySettings
+
+    secret = "GthSvHHjbsVGX-HrfG1OUpUO"
+    register_secret(secret)
+    printed = io.StringIO()
+    handler = logging.StreamHandler(printed)
+    logging.getLogger().addHandler(handler)
+    try:
+        create_app(settings=GatewaySettings(_env_file=None))
+        logging.getLogger("conductor.store").warning("could not write: %s", f"bad key {' '.join(secret[2:12])}")
+    finally:
+        logging.getLogger().removeHandler(handler)
+    assert "could not write: bad key " in printed.getvalue() and not leaks(secret, printed.getvalue())
+
+
+def test_log_redaction_sees_a_key_an_argument_shows_by_its_repr() -> None:
+    from conductor_core.config import register_secret
+    from gateway.middleware import RedactingFilter
+
+    secret = "GthSvHHjbsVGX-HrfG1OUpUO"
+    register_secret(secret)
+    # %r writes the line breaks as the letters "\n": the printed line alone would hide the key.
+    record = logging.LogRecord(
+        "gateway", logging.WARNING, __file__, 1, "upstream said %r", ("\n".join(secret[3:12]),), None
+    )
+    assert RedactingFilter().filter(record)
+    line = record.getMessage()
+    assert line.startswith("upstream said ") and not leaks(secret, line.replace("\\n", " ")), line

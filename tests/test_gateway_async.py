@@ -188,7 +188,7 @@ def test_every_openai_parameter_reaches_an_openai_compatible_upstream(tmp_path, 
 def test_a_provider_without_a_parameter_answers_400_naming_both(tmp_path, provider, parameter, value) -> None:
     servers = {"anthropic": AnthropicServer(), "gemini": GeminiServer()}
     with servers[provider] as upstream:
-        settings = {f"{provider}_api_key": "sk-test-provider-key-000000", f"{provider}_base_url": upstream.url}
+        settings = {f"{provider}_api_key": "sk-Yc8s31bI4f2OuS31GmKFtx9J", f"{provider}_base_url": upstream.url}
         conductor = make_conductor(tmp_path, **settings)
         with serve(create_app(conductor)) as url:
             with pytest.raises(openai.BadRequestError) as caught:
@@ -209,9 +209,9 @@ def test_translated_parameters_reach_anthropic_and_gemini(tmp_path) -> None:
     with AnthropicServer() as anthropic_srv, GeminiServer() as gemini_srv:
         conductor = make_conductor(
             tmp_path,
-            anthropic_api_key="sk-test-provider-key-000000",
+            anthropic_api_key="sk-Yc8s31bI4f2OuS31GmKFtx9J",
             anthropic_base_url=anthropic_srv.url,
-            gemini_api_key="sk-test-provider-key-000000",
+            gemini_api_key="sk-Yc8s31bI4f2OuS31GmKFtx9J",
             gemini_base_url=gemini_srv.url,
         )
         with serve(create_app(conductor)) as url:
@@ -250,7 +250,7 @@ TOOLS = [
 ]
 
 
-PROVIDER_KEY = "sk-test-provider-key-000000"
+PROVIDER_KEY = "sk-Yc8s31bI4f2OuS31GmKFtx9J"
 
 
 @contextlib.contextmanager
@@ -508,7 +508,7 @@ def test_status_shows_the_request_log_health_while_its_database_is_away(tmp_path
 
 
 def test_cors_is_off_by_default_and_a_preflight_needs_no_key(tmp_path) -> None:
-    conductor = make_conductor(tmp_path, api_key="gateway-key-for-cors-0001")
+    conductor = make_conductor(tmp_path, api_key="eccfUHIapFMftqYAznMuNvET")
     preflight = {
         "origin": "https://app.example",
         "access-control-request-method": "POST",

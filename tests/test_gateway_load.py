@@ -27,7 +27,7 @@ from conductor_core.testing.protocol_servers import OpenAIServer
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
-KEY = "sk-load-test-key-0000000000"
+KEY = "sk-xWhqhUpaOnu-EysF0NmXnbWM"
 REPLY = " ".join(f"word{i}" for i in range(30))
 CONCURRENCY = 100
 SEQUENTIAL = 30

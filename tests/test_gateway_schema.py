@@ -21,7 +21,7 @@ from conductor_core.router import Conductor
 from conductor_core.testing.fakes import ScriptedProvider
 from gateway.main import create_app
 
-GATEWAY_KEY = "schema-test-gateway-key-0001"
+GATEWAY_KEY = "sHxhgOPS9ZGpISEg_9GYkYmC"
 AUTH = {"Authorization": f"Bearer {GATEWAY_KEY}"}
 
 

@@ -409,7 +409,7 @@ def test_a_setting_the_provider_ignores_says_so_beside_the_control(env, monkeypa
 
     server = AnthropicServer(reply="Claude here.").start()
     try:
-        monkeypatch.setenv("ANTHROPIC_API_KEY", "test-anthropic-key-1234")
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-api03-lZTC3CPUnybYyTQGQZGnqnCu")
         monkeypatch.setenv("ANTHROPIC_BASE_URL", server.url)
         st.cache_resource.clear()
         at = new_session()
@@ -795,7 +795,7 @@ def test_providers_page_says_what_to_set(app):
     assert any("Health check: 3 of 3" in i.value for i in app.info)
 
 
-CANARY = "canary-session-key-5b8e1f02c9d4"
+CANARY = "tnAaRnhOkTdg0Pry_cthCL2S"
 
 
 def test_a_typed_key_is_used_for_the_session_only_and_never_stored(env, monkeypatch):
@@ -837,14 +837,14 @@ def test_a_wrong_key_is_an_actionable_message(env, monkeypatch):
         st.cache_resource.clear()
         at = new_session()
         at.switch_page("views/providers.py").run()
-        at.text_input(key="key_input_gemini").set_value("a-wrong-key-456789")
+        at.text_input(key="key_input_gemini").set_value("f8CZpUTCx6Fx1aIVSEpaWHhT")
         next(b for b in at.get("form_submit_button") if b.form_id == "key_form_gemini").click().run()
         at.switch_page("views/chat.py").run()
         send(at, "Hello", provider="gemini")
         no_traceback(at)
         errors = [plain(e.value) for e in at.error]
         assert any("gemini rejected the API key: check GEMINI_API_KEY" in e for e in errors), errors
-        assert not any("a-wrong-key-456789" in e for e in errors)
+        assert not any("f8CZpUTCx6Fx1aIVSEpaWHhT" in e for e in errors)
     finally:
         server.stop()
 

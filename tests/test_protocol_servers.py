@@ -515,6 +515,17 @@ def test_cut_stream_raises_after_first_delta(adapter: Adapter, server: ProtocolS
     assert server.requests[-1]["fault"] == "cut"
 
 
+def test_error_event_after_first_delta_raises_with_its_message(adapter: Adapter, server: ProtocolServer) -> None:
+    server.script(Fault("error_event", status=500, message="overloaded mid-answer"), Fault("error_event", status=503))
+    deltas: list[str] = []
+    with pytest.raises((openai.APIError, anthropic.APIError, genai_errors.APIError)) as caught:
+        adapter.stream(server, deltas)
+    assert deltas == ["The "] and "overloaded mid-answer" in str(caught.value)
+    assert server.requests[-1]["fault"] == "error_event" and server.requests[-1]["status"] == 200
+    with pytest.raises(adapter.unavailable_error):  # not streamed: the status error
+        adapter.complete(server)
+
+
 def test_cut_before_first_raises_without_delta(adapter: Adapter, server: ProtocolServer) -> None:
     server.script(Fault("cut_before_first"))
     deltas: list[str] = []

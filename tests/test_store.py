@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 import threading
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -83,8 +82,8 @@ def test_from_settings(tmp_path: Path) -> None:
 
 
 def test_canary_key_never_reaches_the_database_or_exports(backend: Backend) -> None:
-    canary = f"sk-canary-{uuid.uuid4().hex}"
-    plain_canary = f"zz{uuid.uuid4().hex}"  # a registered key with no well-known shape
+    canary = "sk-Z6Bi-yRPnDp-ZwxfE0zOxlOI"
+    plain_canary = "mm3zDW3V7npl50D4934LLm_e"  # a registered key with no well-known shape
     register_secret(canary)
     register_secret(plain_canary)
     log = backend.make()
@@ -211,7 +210,7 @@ def test_frame_any_field(backend: Backend) -> None:
 
 
 def test_write_many(backend: Backend) -> None:
-    canary = f"sk-canary-{uuid.uuid4().hex}"
+    canary = "sk-Z6Bi-yRPnDp-ZwxfE0zOxlOI"
     register_secret(canary)
     log = backend.make(log_prompts=False)
     records = [
@@ -777,7 +776,7 @@ def test_failing_write_returns_false_and_does_not_raise(
 
 
 def test_write_error_messages_are_redacted(backend: Backend) -> None:
-    canary = f"sk-canary-{uuid.uuid4().hex}"
+    canary = "sk-Z6Bi-yRPnDp-ZwxfE0zOxlOI"
     register_secret(canary)
     log = backend.make()
     # A duplicate primary key makes the database reject the row; the message it reports

@@ -15,7 +15,6 @@ import socket
 import subprocess
 import sys
 import threading
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -204,7 +203,7 @@ def test_a_zero_filled_block_from_a_power_cut_is_read_around(backend: Backend) -
 
 
 def test_spooled_text_is_redacted_and_respects_log_prompts(backend: Backend) -> None:
-    canary = f"sk-canary-{uuid.uuid4().hex}"
+    canary = "sk-wp02om_zzdEaQi51EhZG0ohl"
     register_secret(canary)
     log = backend.make(log_prompts=False)
     log.linger_s = 3600.0

@@ -138,7 +138,9 @@ class StatusView:
         breaker = self.breaker(name)
         if provider is None:
             detail = self.registry.unavailable.get(name)
-            health = ProviderHealth(healthy=False, state=ProviderState.not_configured, detail=detail)
+            health = ProviderHealth(
+                healthy=False, state=ProviderState.not_configured, detail=redact(detail) if detail else detail
+            )
             display, models = name, []
         else:
             state = provider.state
@@ -147,7 +149,7 @@ class StatusView:
             health = ProviderHealth(
                 healthy=provider.is_healthy and state in (ProviderState.ready, ProviderState.loading),
                 state=state,
-                detail=provider.describe(),
+                detail=redact(provider.describe() or "") or None,
                 last_check=provider.last_check,
             )
             display, models = getattr(provider, "display_name", name), [provider.default_model]

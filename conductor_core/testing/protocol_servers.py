@@ -69,6 +69,10 @@ What the faults look like on the wire:
   content_block_start, ping; Gemini: nothing) then the drop.
 * ``malformed``: 200 with truncated JSON; for streams one SSE frame with broken
   JSON (after the preamble), then a clean end of body.
+* ``error_event`` (stream): preamble + first text delta, then the protocol's own in-stream
+  error carrying the fault's ``message`` (OpenAI and Anthropic ``event: error``, Gemini a
+  chunk ``{"error": {...}}``), then a clean end of body: how each API reports a failure
+  after it has begun to answer. Non-stream: answered as ``status``.
 
 Per-request state is thread-safe; ``reset()`` restores the constructor settings
 so one server can be shared by many tests (stopping uvicorn takes ~0.2 s).
@@ -111,7 +115,7 @@ __all__ = [
     "ProtocolServer",
 ]
 
-FaultKind = Literal["status", "hang", "cut", "cut_before_first", "malformed"]
+FaultKind = Literal["status", "hang", "cut", "cut_before_first", "malformed", "error_event"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -132,7 +136,7 @@ class Fault:
     """One scripted misbehaviour for one request (see ``ProtocolServer.script``)."""
 
     kind: FaultKind
-    status: int = 500  # kind="status": HTTP status, sent with the protocol's own error JSON
+    status: int = 500  # kind="status" (and "error_event"): HTTP status, sent with the protocol's own error JSON
     retry_after: float | None = None  # adds a Retry-After header (seconds) when set
     hang_s: float = 30.0  # kind="hang": sleep this long before answering normally
     message: str = "scripted failure"
@@ -406,6 +410,10 @@ class ProtocolServer:
     def _malformed_frame(self) -> bytes:
         raise NotImplementedError
 
+    def _error_frame(self, fault: Fault) -> bytes:
+        """The protocol's in-stream error event (kind="error_event")."""
+        raise NotImplementedError
+
     def _extra_headers(self) -> dict[str, str]:
         return {}
 
@@ -513,7 +521,7 @@ class ProtocolServer:
         """The shared flow for a generation request, whatever the protocol."""
         fault = self._pick_fault(request, generation=True)
         self._record(request, call.body, call.stream, fault, model=call.model, **extra)
-        if fault is not None and fault.kind == "status":
+        if fault is not None and (fault.kind == "status" or (fault.kind == "error_event" and not call.stream)):
             return self._error_response(fault)
         if fault is not None and fault.kind == "hang":
             await self._sleep(fault.hang_s)  # the client should time out; then answer normally
@@ -527,7 +535,7 @@ class ProtocolServer:
 
         if call.stream:
             return StreamingResponse(
-                self._stream_body(call, chunks, truncated, kind),
+                self._stream_body(call, chunks, truncated, kind, fault),
                 media_type="text/event-stream",
                 headers={"cache-control": "no-cache", **self._extra_headers()},
             )
@@ -552,7 +560,7 @@ class ProtocolServer:
         raise _ScriptedCut("scripted connection cut")
 
     async def _stream_body(
-        self, call: _Call, chunks: list[str], truncated: bool, fault: FaultKind | None
+        self, call: _Call, chunks: list[str], truncated: bool, fault: FaultKind | None, scripted: Fault | None = None
     ) -> AsyncIterator[bytes]:
         """Generic SSE loop: latency before the first frame, chunk delay between text frames, faults."""
         await self._sleep(self.latency_s)
@@ -574,6 +582,9 @@ class ProtocolServer:
                 sent_text += 1
                 if fault == "cut":
                     raise _ScriptedCut("scripted stream cut")
+                if fault == "error_event" and scripted is not None:
+                    yield self._error_frame(scripted)
+                    return
             else:
                 yield data
 
@@ -741,6 +752,9 @@ class OpenAIServer(ProtocolServer):
 
     def _malformed_frame(self) -> bytes:
         return b'data: {"id": "chatcmpl-broken", "object": "chat.completion.chunk", "choices": [{"delta": {\n\n'
+
+    def _error_frame(self, fault: Fault) -> bytes:
+        return b"event: error\ndata: " + _dumps(self._error_body(fault.status, fault.message)) + b"\n\n"
 
 
 # ====================================================================== Anthropic
@@ -980,6 +994,9 @@ class AnthropicServer(ProtocolServer):
     def _malformed_frame(self) -> bytes:
         return b'event: content_block_delta\ndata: {"type": "content_block_delta", "index": 0, "delta": {\n\n'
 
+    def _error_frame(self, fault: Fault) -> bytes:
+        return b"event: error\ndata: " + _dumps(self._error_body(fault.status, fault.message)) + b"\n\n"
+
 
 # ====================================================================== Gemini
 
@@ -1143,3 +1160,6 @@ class GeminiServer(ProtocolServer):
 
     def _malformed_frame(self) -> bytes:
         return b'data: {"candidates": [{"content": {"parts": [{"text": \r\n\r\n'
+
+    def _error_frame(self, fault: Fault) -> bytes:
+        return b"data: " + _dumps(self._error_body(fault.status, fault.message)) + b"\r\n\r\n"

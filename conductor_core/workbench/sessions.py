@@ -70,8 +70,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.pool import StaticPool
 
-from ..config import redact
 from ..models import Attempt, ChatMessage, ChatResponse, MessageRole, new_id
+from ..secrets import redact, redact_json
 from ..store import RequestLog, SafeText, UTCDateTime
 from .variants import Variant, variant_labels
 
@@ -637,11 +637,12 @@ class SessionStore:
             raise ValueError(f"not a final status: {status!r}")
         values: dict[str, Any] = {
             "content": redact(content),
-            "response": redact(response.model_dump_json()) if response is not None else None,
+            # Its strings redacted, not its JSON (whose escapes and quotes redaction must not meet).
+            "response": json.dumps(redact_json(response.model_dump(mode="json"))) if response is not None else None,
             "error_type": error_type,
             "error_message": redact(error_message) if error_message is not None else None,
             "request_id": request_id or (response.metadata.id if response is not None else None),
-            "attempts": json.dumps([a.model_dump(mode="json") for a in attempts]) if attempts else None,
+            "attempts": json.dumps(redact_json([a.model_dump(mode="json") for a in attempts])) if attempts else None,
             "updated_ts": time.time(),
             "finished_ts": time.time(),
             "elapsed_ms": elapsed_ms,
