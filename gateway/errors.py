@@ -45,6 +45,7 @@ from .schemas import GatewayError, OpenAIErrorBody, bounds
 
 __all__ = [
     "ApiError",
+    "ClientDisconnected",
     "ERROR_RESPONSES",
     "error_body",
     "error_response",
@@ -63,6 +64,10 @@ _OPENAI_TYPES = {
     413: "invalid_request_error",
     429: "rate_limit_error",
 }
+
+
+class ClientDisconnected(Exception):
+    """The client went away before its answer: the work was cancelled; nobody reads a reply."""
 
 
 class ApiError(Exception):
@@ -292,8 +297,6 @@ def _id(request: Request) -> str | None:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    from .core import ClientDisconnected
-
     @app.exception_handler(ClientDisconnected)
     async def _gone(request: Request, exc: ClientDisconnected) -> Response:
         return Response(status_code=499)  # nobody reads it: the client went away (nginx's 499)
