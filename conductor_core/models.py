@@ -30,6 +30,9 @@ __all__ = [
     "known_provider_names",
     "ChatMessage",
     "ChatRequest",
+    "TEXT_CHECKED",
+    "unencodable_text",
+    "unencodable_message",
     "RoutingPolicy",
     "Usage",
     "ResponseMetadata",
@@ -292,6 +295,57 @@ class ChatMessage(BaseModel):
         return self
 
 
+def unencodable_text(value: Any, path: str = "") -> tuple[str, str] | None:
+    """The first text in `value` (a model, a dict, a list: keys included) that cannot be encoded
+    as UTF-8, as (its place, e.g. "messages[0].content"; the offending character), or None.
+    Valid JSON may hold such text (a lone surrogate escape, "\\ud800"), and no provider can be sent it."""
+    if isinstance(value, str):
+        if value.isascii():
+            return None
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            return path or "text", value[exc.start : exc.end]
+        return None
+    if isinstance(value, BaseModel):
+        fields = type(value).model_fields
+        items = [(fields[k].alias or k if k in fields else k, v) for k, v in value.__dict__.items()]
+        items += list((value.__pydantic_extra__ or {}).items())
+        return _first_unencodable(items, path)
+    if isinstance(value, dict):
+        for key in value:
+            found = unencodable_text(key)
+            if found:
+                return f"a key of {path or 'the request'}", found[1]
+        return _first_unencodable(value.items(), path)
+    if isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            found = unencodable_text(item, f"{path}[{index}]")
+            if found:
+                return found
+    return None
+
+
+def _first_unencodable(items: Any, path: str) -> tuple[str, str] | None:
+    for key, item in items:
+        found = unencodable_text(item, f"{path}.{key}" if path else str(key))
+        if found:
+            return found
+    return None
+
+
+#: Validation context for a ChatRequest whose text was checked already (the gateway checks the
+#: raw body, and skips the walk when no lone surrogate can be in it).
+TEXT_CHECKED = {"text_checked": True}
+
+
+def unencodable_message(place: str, character: str) -> str:
+    return (
+        f"{place} holds text that cannot be sent: {character!r} is a lone surrogate, not a character "
+        "(it cannot be encoded as UTF-8); send valid Unicode text"
+    )
+
+
 class ChatRequest(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={
@@ -362,6 +416,15 @@ class ChatRequest(BaseModel):
         "the request (400, the gateway's OpenAI route). Features (tools, JSON output, logprobs, logit_bias) are "
         "always rejected where unsupported.",
     )
+
+    @model_validator(mode="after")
+    def _sendable(self, info: ValidationInfo) -> ChatRequest:
+        # Before any provider is tried: no provider can be sent such text, so it is the request's fault.
+        if not (info.context and info.context.get("text_checked")):
+            found = unencodable_text(self)
+            if found:
+                raise ValueError(unencodable_message(*found))
+        return self
 
     def uses_tools(self) -> bool:
         """Whether the request offers tools or its conversation contains tool calls or results."""

@@ -6,6 +6,7 @@ an HTTP status an OpenAI client understands:
     404 unknown model or provider        -> openai.NotFoundError
     413 body too large
     429 provider rate limit              -> openai.RateLimitError   (Retry-After when known)
+    500 a bug in Conductor (an id to quote; never counted against a provider)
     502 provider rejected our key, broke -> openai.InternalServerError
     503 provider down, nothing available -> openai.InternalServerError (Retry-After when known)
     504 provider timed out               -> openai.InternalServerError
@@ -31,6 +32,7 @@ from conductor_core.config import redact
 from conductor_core.errors import (
     AuthenticationError,
     BadRequestError,
+    InternalError,
     NoProviderAvailableError,
     NotConfiguredError,
     ProviderError,
@@ -136,6 +138,8 @@ def error_response(error: ApiError, request_id: str | None = None) -> JSONRespon
 
 
 def _status_for(error: ProviderError) -> int:
+    if isinstance(error, InternalError):  # a bug in Conductor, not the provider's doing
+        return 500
     if isinstance(error, RateLimitError):
         return 429
     if isinstance(error, ProviderTimeoutError):

@@ -10,10 +10,11 @@ and `/v1/models` answer while it hangs."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
@@ -28,7 +29,7 @@ from conductor_core.routing import AsyncConductor
 from . import native_api, openai_api
 from .errors import install_error_handlers
 from .middleware import BearerKeyMiddleware, BodyLimitMiddleware, RedactingFilter, RequestIdMiddleware
-from .schemas import ChatCompletionChunk
+from .schemas import ChatCompletionChunk, ChatCompletionRequest
 from .settings import GatewaySettings
 
 __all__ = ["app", "create_app"]
@@ -134,7 +135,7 @@ def create_app(
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = _openapi(app)
+            app.openapi_schema = _openapi(app, gateway_settings.max_messages)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
@@ -157,7 +158,7 @@ EXPOSED_HEADERS = [
 ]
 
 
-def _openapi(app: FastAPI) -> dict[str, Any]:
+def _openapi(app: FastAPI, max_messages: int) -> dict[str, Any]:
     """FastAPI's document, with its 422 responses removed: validation errors are 400s in the
     `GatewayError` shape (what OpenAI clients expect), which every operation documents."""
     schema = get_openapi(
@@ -170,19 +171,47 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     for unused in ("HTTPValidationError", "ValidationError"):
         components.pop(unused, None)
-    # Shapes the document refers to but FastAPI does not see: the streamed chunk, and the
-    # native chat request (parsed by hand, strictly).
-    for model in (ChatCompletionChunk, ChatRequest):
-        definition = TypeAdapter(model).json_schema(ref_template="#/components/schemas/{model}")
-        for name, nested in definition.pop("$defs", {}).items():
-            components.setdefault(name, nested)
-        components[model.__name__] = definition
+    # Shapes the document refers to but FastAPI does not see: the streamed chunk, and the two
+    # chat requests (each route reads its body itself).
+    _add_schema(components, ChatCompletionChunk, "validation")
+    for model in (ChatCompletionRequest, ChatRequest):
+        _add_schema(components, model, "validation")
+        components[model.__name__]["properties"]["messages"]["maxItems"] = max_messages
     # The provider names this gateway knows (built-ins and configured endpoints), as an enum.
     provider = components["ChatRequest"]["properties"]["provider"]
     provider.pop("type", None)
     provider["enum"] = known_provider_names()
     provider["type"] = "string"
     return schema
+
+
+def _add_schema(components: dict[str, Any], model: type, mode: Literal["validation", "serialization"]) -> None:
+    """`model`'s JSON Schema under its name, with the models it uses. One FastAPI described
+    already keeps its name when the two agree; a different one is added as `Name-Input` (as
+    FastAPI names a model whose request and response shapes differ)."""
+    definition = TypeAdapter(model).json_schema(ref_template="#/components/schemas/{model}", mode=mode)
+    nested = definition.pop("$defs", {})
+    renamed = {
+        name: f"{name}-Input"
+        for name, shape in nested.items()
+        if name in components and _without_defaults(components[name]) != _without_defaults(shape)
+    }
+    text = json.dumps({"definition": definition, "nested": nested})
+    for old, new in renamed.items():
+        text = text.replace(f'"#/components/schemas/{old}"', f'"#/components/schemas/{new}"')
+    rewritten = json.loads(text)
+    for name, shape in rewritten["nested"].items():
+        components.setdefault(renamed.get(name, name), shape)
+    components[model.__name__] = rewritten["definition"]
+
+
+def _without_defaults(shape: Any) -> Any:
+    """A schema without its `default`s (FastAPI leaves out `default: null`; pydantic writes it)."""
+    if isinstance(shape, dict):
+        return {k: _without_defaults(v) for k, v in shape.items() if k != "default"}
+    if isinstance(shape, list):
+        return [_without_defaults(v) for v in shape]
+    return shape
 
 
 app = create_app()

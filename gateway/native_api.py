@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse, Response
 
 from conductor_core.errors import ProviderError
 from conductor_core.models import (
+    TEXT_CHECKED,
     ChatRequest,
     ChatResponse,
     HealthResponse,
@@ -20,6 +21,7 @@ from conductor_core.models import (
     SystemStatus,
 )
 
+from .body import check_message_count, check_text, load_json, may_hold_surrogate, off_loop
 from .core import core_of, request_id_of, until_disconnect
 from .errors import ERROR_RESPONSES, PROVIDER_RESPONSES, ApiError, error_body, provider_error
 from .openai_api import _head, _SSEResponse, bearer, conductor_headers
@@ -75,8 +77,10 @@ async def native_chat(
     ),
 ) -> Response:
     # Parsed here, strictly and in JSON mode (a string is not a number, false is not 0.0):
-    # FastAPI would validate the core's model leniently. The schema is documented below.
-    body = parse_chat_request(await request.body())
+    # FastAPI would validate the core's model leniently. The schema is documented below. A
+    # large body is parsed in a worker thread, off the event loop.
+    raw = await request.body()
+    body = await off_loop(len(raw), parse_chat_request, raw, request.app.state.gateway_settings.max_messages)
     core = core_of(request)
     request_id = request_id_of(request)
     if stream:
@@ -115,11 +119,14 @@ async def _native_stream(request: Request, body: ChatRequest, request_id: str) -
 _INTEGERS = {"max_tokens", "seed", "top_logprobs"}
 
 
-def parse_chat_request(raw: bytes) -> ChatRequest:
+def parse_chat_request(raw: bytes, max_messages: int) -> ChatRequest:
     """The body as a ChatRequest, strictly, in JSON mode. A ValidationError becomes a 400
-    naming the field (its handler)."""
+    naming the field (its handler), as do text no provider can be sent (checked only when the
+    bytes could hold it) and more than `max_messages` messages."""
     if not raw.strip():
         raise ApiError(400, "validation_error", "a JSON request body is required", details=[])
+    if may_hold_surrogate(raw):
+        check_text(load_json(raw))
     try:
         data = json.loads(raw)
     except RecursionError:
@@ -133,7 +140,9 @@ def parse_chat_request(raw: bytes) -> ChatRequest:
         for name in _INTEGERS & data.keys():
             data[name] = integral(data[name])
         raw = json.dumps(data).encode()
-    return ChatRequest.model_validate_json(raw, strict=True)
+    body = ChatRequest.model_validate_json(raw, strict=True, context=TEXT_CHECKED)
+    check_message_count(len(body.messages), max_messages)
+    return body
 
 
 @router.get(

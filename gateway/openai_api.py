@@ -9,11 +9,11 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing
-from typing import Annotated, Any
+from typing import Any
 
 import anyio
 import orjson
-from fastapi import APIRouter, Body, Request, Security
+from fastapi import APIRouter, Request, Security
 from fastapi.responses import Response, StreamingResponse
 from fastapi.security import HTTPBearer
 from pydantic import ValidationError
@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from conductor_core.config import redact
 from conductor_core.errors import NotConfiguredError, ProviderError
 from conductor_core.models import (
+    TEXT_CHECKED,
     ChatMessage,
     ChatRequest,
     ChatResponse,
@@ -34,6 +35,7 @@ from conductor_core.models import (
 )
 from conductor_core.routing import AsyncConductor
 
+from .body import check_message_count, check_text, load_json, may_hold_surrogate, off_loop
 from .core import core_of, request_id_of, until_disconnect
 from .errors import ERROR_RESPONSES, PROVIDER_RESPONSES, ApiError, error_body, provider_error, validation_error
 from .schemas import (
@@ -45,7 +47,15 @@ from .schemas import (
     ModelList,
 )
 
-__all__ = ["router", "to_chat_request", "to_completion", "conductor_info", "resolve_model", "list_models"]
+__all__ = [
+    "router",
+    "parse_completion_request",
+    "to_chat_request",
+    "to_completion",
+    "conductor_info",
+    "resolve_model",
+    "list_models",
+]
 
 log = logging.getLogger("gateway")
 
@@ -60,9 +70,23 @@ _ROLES = {"developer": "system"}
 # --- converters (pure) -------------------------------------------------------------------
 
 
+def parse_completion_request(raw: bytes, max_messages: int) -> ChatCompletionRequest:
+    """The body as a ChatCompletionRequest. Refused (400 naming the field) before anything is
+    sent: text no provider can be sent (checked only when the bytes could hold it), more than
+    `max_messages` messages (counted before the messages are validated one by one)."""
+    data = load_json(raw)
+    if may_hold_surrogate(raw):
+        check_text(data)
+    messages = data.get("messages") if isinstance(data, dict) else None
+    if isinstance(messages, list):
+        check_message_count(len(messages), max_messages)
+    return ChatCompletionRequest.model_validate(data)
+
+
 def to_chat_request(body: ChatCompletionRequest, provider: str, model: str | None) -> ChatRequest:
     """The OpenAI request as the core's, field for field. Nothing the client did not send is
-    added: no temperature, no token cap (the core's defaults are for the native route)."""
+    added: no temperature, no token cap (the core's defaults are for the native route). Its
+    text was checked with the body (`parse_completion_request`)."""
     fields: dict[str, Any] = {
         "provider": provider,
         "model": model,
@@ -83,7 +107,10 @@ def to_chat_request(body: ChatCompletionRequest, provider: str, model: str | Non
             fields["tool_choice"] = {"type": "function", "function": {"name": body.function_call.name}}
         elif body.function_call is not None:
             fields["tool_choice"] = body.function_call
-    return ChatRequest(**fields)
+    try:
+        return ChatRequest.model_validate(fields, context=TEXT_CHECKED)
+    except ValidationError as error:  # a combination the core refuses (tool_choice without tools...)
+        raise validation_error(list(error.errors())) from None
 
 
 _PASSED_ON = (
@@ -224,7 +251,7 @@ async def list_models(core: AsyncConductor) -> list[ModelCard]:
 
     found = await asyncio.gather(*(one(p) for p in providers.values()))
     cards = [ModelCard(id="auto", created=created, owned_by="conductor")]
-    for name, models in zip(providers, found):
+    for name, models in zip(providers, found, strict=True):
         for model in dict.fromkeys(models):
             cards.append(ModelCard(id=f"{name}/{model}", created=created, owned_by=name))
     return cards
@@ -289,6 +316,43 @@ async def get_model(model_id: str, request: Request) -> ModelCard:
     raise ApiError(404, "model_not_found", f"unknown model {model_id!r}; {MODELS_HINT}", param="model")
 
 
+CHAT_EXAMPLES = {
+    "auto": {
+        "summary": "AUTO: Conductor picks the provider",
+        "value": {
+            "model": "auto",
+            "messages": [{"role": "user", "content": "What is a circuit breaker?"}],
+            "max_tokens": 128,
+        },
+    },
+    "provider_model": {
+        "summary": "A provider's model",
+        "value": {
+            "model": "gemini/gemini-2.5-flash",
+            "messages": [
+                {"role": "system", "content": "Answer in one sentence."},
+                {"role": "user", "content": "Why do retries need jitter?"},
+            ],
+            "temperature": 0.3,
+        },
+    },
+    "local_stream": {
+        "summary": "The embedded model, streamed",
+        "value": {
+            "model": "local",
+            "messages": [{"role": "user", "content": "Name three colours."}],
+            "max_tokens": 32,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        },
+    },
+    "fastest": {
+        "summary": "AUTO with a routing policy (Conductor extension)",
+        "value": {"model": "auto", "policy": "fastest", "messages": [{"role": "user", "content": "Hi!"}]},
+    },
+}
+
+
 def _json_data(ref: str) -> dict[str, Any]:
     return {
         "type": "string",
@@ -330,16 +394,27 @@ _STREAM_SCHEMA = {
     description="OpenAI's Chat Completions API over every Conductor provider. Figures travel in `x-conductor-*` "
     "headers and in the extra `conductor` field (on the final chunk when streaming).",
     tags=["OpenAI-compatible"],
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {"$ref": "#/components/schemas/ChatCompletionRequest"},
+                    "examples": CHAT_EXAMPLES,
+                }
+            },
+        }
+    },
 )
-async def chat_completions(
-    request: Request, body: Annotated[ChatCompletionRequest, Body(openapi_examples=CHAT_EXAMPLES)]
-) -> Response:
+async def chat_completions(request: Request) -> Response:
+    # The body is read here, not by FastAPI: checked before anything else, and a large one is
+    # parsed (and turned into the core's request) in a worker thread, off the event loop.
+    raw = await request.body()
+    max_messages = request.app.state.gateway_settings.max_messages
+    body = await off_loop(len(raw), parse_completion_request, raw, max_messages)
     core = core_of(request)
     provider, model = await resolve_model(core, body.model)
-    try:
-        chat_request = to_chat_request(body, provider, model)
-    except ValidationError as error:  # a combination the core refuses (tool_choice without tools...)
-        raise validation_error(list(error.errors())) from None
+    chat_request = await off_loop(len(raw), to_chat_request, body, provider, model)
     request_id = request_id_of(request)
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
@@ -351,43 +426,6 @@ async def chat_completions(
     completion = to_completion(response, legacy_functions=body.functions is not None and body.tools is None)
     # Serialised by pydantic-core in one pass (no intermediate dict, no json.dumps).
     return Response(completion.model_dump_json(), media_type="application/json", headers=conductor_headers(response))
-
-
-CHAT_EXAMPLES = {
-    "auto": {
-        "summary": "AUTO: Conductor picks the provider",
-        "value": {
-            "model": "auto",
-            "messages": [{"role": "user", "content": "What is a circuit breaker?"}],
-            "max_tokens": 128,
-        },
-    },
-    "provider_model": {
-        "summary": "A provider's model",
-        "value": {
-            "model": "gemini/gemini-2.5-flash",
-            "messages": [
-                {"role": "system", "content": "Answer in one sentence."},
-                {"role": "user", "content": "Why do retries need jitter?"},
-            ],
-            "temperature": 0.3,
-        },
-    },
-    "local_stream": {
-        "summary": "The embedded model, streamed",
-        "value": {
-            "model": "local",
-            "messages": [{"role": "user", "content": "Name three colours."}],
-            "max_tokens": 32,
-            "stream": True,
-            "stream_options": {"include_usage": True},
-        },
-    },
-    "fastest": {
-        "summary": "AUTO with a routing policy (Conductor extension)",
-        "value": {"model": "auto", "policy": "fastest", "messages": [{"role": "user", "content": "Hi!"}]},
-    },
-}
 
 
 def _with_hint(error: ProviderError) -> ApiError:

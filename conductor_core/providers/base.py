@@ -17,14 +17,14 @@ import asyncio
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from .. import aio, pricing
-from ..errors import BadRequestError, ProviderError, StreamInterruptedError
+from ..errors import BadRequestError, ProviderError, StreamInterruptedError, classify
 from ..models import (
     ChatRequest,
     ChatResponse,
@@ -69,6 +69,8 @@ FEATURE_SETTINGS: tuple[str, ...] = (
 
 _MODELS_CACHE_S = 300.0
 _MODELS_FETCH_S = 5.0
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -173,7 +175,7 @@ class BaseProvider(ABC):
     def estimate_cost(self, tokens: Usage, model: str) -> float | None:
         return pricing.estimate_cost(tokens, model, self.price_provider_id)
 
-    async def aclose(self) -> None:
+    async def aclose(self) -> None:  # noqa: B027 - optional hook: most providers hold nothing to close
         """Close what this provider holds on the running loop (SDK clients)."""
 
     # --- state --------------------------------------------------------------------
@@ -242,6 +244,14 @@ class BaseProvider(ABC):
     def resolve_model(self, request: ChatRequest) -> str:
         return request.model or self.default_model
 
+    def _prepared(self, build: Callable[..., T], *args: Any) -> T:
+        """`build(*args)`: the upstream request, as Conductor builds it from ours. Nothing it
+        raises is the upstream's doing: the request's fault or a bug in Conductor (`classify`)."""
+        try:
+            return build(*args)
+        except Exception as exc:
+            raise classify(self.name, exc) from exc
+
     # --- the public calls ----------------------------------------------------------
 
     async def achat(self, request: ChatRequest) -> ChatResponse:
@@ -250,7 +260,7 @@ class BaseProvider(ABC):
         started_at, t0 = utcnow(), time.perf_counter()
         try:
             completion = await self._complete(request, model)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - every failure is mapped to our tree, none escapes raw
             raise self._fail(exc, t0) from None
         latency_ms = (time.perf_counter() - t0) * 1000 - (completion.load_ms or 0.0)
         self.update_metrics(True, latency_ms)
@@ -297,7 +307,7 @@ class BaseProvider(ABC):
                         completion = piece
             if completion is None:
                 raise StreamInterruptedError(f"{self.name} ended the stream without finishing it", provider=self.name)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - every failure is mapped to our tree, none escapes raw
             error = self._fail(exc, stats.t0)
             if stats.chunks:
                 raise StreamInterruptedError(

@@ -31,6 +31,7 @@ from ..errors import (
     ProviderError,
     ProviderTimeoutError,
     ProviderUnavailableError,
+    classify,
 )
 from ..models import MAX_TOKENS_LIMIT, ChatRequest, ProviderState, StatusNotice, Usage
 from .base import BaseProvider, Completion, Loaded, StreamPiece
@@ -247,7 +248,7 @@ class LocalProvider(BaseProvider):
                 slot.template = ChatTemplate.of(llm)
                 slot.llm = llm
                 slot.load_seconds = time.perf_counter() - t0
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - remembered and re-raised as our error
                 # Remembered for `state`; the next request tries again (the file may be fixed).
                 slot.error = self._load_error(exc)
                 self.mark_health(False, slot.error.message)
@@ -422,9 +423,9 @@ class LocalProvider(BaseProvider):
                 provider=self.name,
                 status_code=400,
             )
-        if isinstance(exc, (MemoryError, RuntimeError)):
+        if isinstance(exc, (MemoryError, RuntimeError)):  # llama.cpp's own failures: this provider's
             return ProviderUnavailableError(f"{self.name}: llama.cpp failed ({message})", provider=self.name)
-        return ProviderError(f"{self.name} failed: {type(exc).__name__}: {message}", provider=self.name)
+        return classify(self.name, exc)  # the request's fault (text it cannot encode) or a bug in Conductor
 
     # --- status ---------------------------------------------------------------------------
 

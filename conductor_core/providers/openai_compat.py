@@ -32,10 +32,18 @@ import httpx2
 import openai
 import orjson
 from openai._models import FinalRequestOptions
+from pydantic import ValidationError
 
 from .. import aio
 from ..config import EndpointConfig, Settings
-from ..errors import NotConfiguredError, ProviderError, ProviderUnavailableError, error_for_status, sdk_error
+from ..errors import (
+    MalformedResponse,
+    NotConfiguredError,
+    ProviderError,
+    ProviderUnavailableError,
+    error_for_status,
+    sdk_error,
+)
 from ..models import ChatMessage, ChatRequest, ToolCall, ToolCallDelta, Usage
 from .base import FEATURE_SETTINGS, SAMPLING_SETTINGS, BaseProvider, Completion, Served, StreamPiece
 
@@ -53,6 +61,9 @@ _PASSED_ON = (
 )
 # What `client.post("/chat/completions", body=...)` builds, made once; each call copies it.
 _CHAT = FinalRequestOptions.construct(method="post", url="/chat/completions")
+#: What reading an answer of the wrong shape raises (a string where an object belongs, a
+#: missing key...): the upstream's doing, reported as MalformedResponse.
+_WRONG_SHAPE = (KeyError, IndexError, TypeError, AttributeError, ValidationError)
 
 
 class _Client(openai.AsyncOpenAI):
@@ -196,32 +207,36 @@ class OpenAICompatProvider(BaseProvider):
 
     @staticmethod
     def _from_response(data: dict[str, Any], model: str) -> Completion:
-        """A chat.completion body (parsed JSON) as our Completion."""
+        """A chat.completion body (parsed JSON) as our Completion; MalformedResponse if it is not one."""
         if "error" in data and "choices" not in data:
-            raise ValueError(f"error in a 200 answer: {data['error']}")
-        choices = data.get("choices")
-        if not choices:
-            raise ValueError("response has no choices")
-        choice = choices[0]
-        message = choice.get("message") or {}
-        calls = message.get("tool_calls")
-        return Completion(
-            text=message.get("content") or "",
-            model=data.get("model") or model,
-            finish_reason=choice.get("finish_reason"),
-            usage=OpenAICompatProvider._usage(data.get("usage")),
-            tool_calls=[ToolCall.model_validate(call) for call in calls] if calls else None,
-            logprobs=choice.get("logprobs"),
-        )
+            raise MalformedResponse(f"error in a 200 answer: {data['error']}")
+        try:
+            choices = data.get("choices")
+            if not choices:
+                raise MalformedResponse("response has no choices")
+            choice = choices[0]
+            message = choice.get("message") or {}
+            calls = message.get("tool_calls")
+            return Completion(
+                text=_text(message.get("content")),
+                model=data.get("model") or model,
+                finish_reason=choice.get("finish_reason"),
+                usage=OpenAICompatProvider._usage(data.get("usage")),
+                tool_calls=[ToolCall.model_validate(call) for call in calls] if calls else None,
+                logprobs=choice.get("logprobs"),
+            )
+        except _WRONG_SHAPE as exc:
+            raise MalformedResponse(f"not a chat completion ({type(exc).__name__}: {exc})") from exc
 
     # --- hooks ----------------------------------------------------------------------
 
     async def _complete(self, request: ChatRequest, model: str) -> Completion:
-        response = await self._post(self._to_request(request, model), stream=False)
+        response = await self._post(self._prepared(self._to_request, request, model), stream=False)
         return self._from_response(_json_object(response.content), model)
 
     async def _stream(self, request: ChatRequest, model: str) -> AsyncIterator[StreamPiece]:
-        body = {**self._to_request(request, model), "stream": True, "stream_options": {"include_usage": True}}
+        body = {**self._prepared(self._to_request, request, model), "stream": True}
+        body["stream_options"] = {"include_usage": True}
         finish_reason, served_model, usage = None, None, None
         logprobs: list[Any] = []
         response = await self._post(body, stream=True)
@@ -235,29 +250,32 @@ class OpenAICompatProvider(BaseProvider):
                 data = _json_object(payload)
                 if data.get("error"):
                     raise _stream_error(self.name, data["error"])
-                if served_model is None and data.get("model"):
-                    served_model = data["model"]
-                    yield Served(served_model)
-                if data.get("usage"):
-                    usage = self._usage(data["usage"])
-                for choice in data.get("choices") or ():
-                    delta = choice.get("delta") or {}
-                    if delta.get("content"):
-                        yield delta["content"]
-                    for call in delta.get("tool_calls") or ():
-                        function = call.get("function") or {}
-                        yield ToolCallDelta(
-                            index=call.get("index", 0),
-                            id=call.get("id"),
-                            name=function.get("name"),
-                            arguments=function.get("arguments") or "",
-                        )
-                    if choice.get("logprobs") and choice["logprobs"].get("content"):
-                        logprobs.extend(choice["logprobs"]["content"])
-                    if choice.get("finish_reason"):
-                        finish_reason = choice["finish_reason"]
+                try:
+                    if served_model is None and data.get("model"):
+                        served_model = data["model"]
+                        yield Served(served_model)
+                    if data.get("usage"):
+                        usage = self._usage(data["usage"])
+                    for choice in data.get("choices") or ():
+                        delta = choice.get("delta") or {}
+                        if delta.get("content"):
+                            yield _text(delta["content"])
+                        for call in delta.get("tool_calls") or ():
+                            function = call.get("function") or {}
+                            yield ToolCallDelta(
+                                index=call.get("index", 0),
+                                id=call.get("id"),
+                                name=function.get("name"),
+                                arguments=function.get("arguments") or "",
+                            )
+                        if choice.get("logprobs") and choice["logprobs"].get("content"):
+                            logprobs.extend(choice["logprobs"]["content"])
+                        if choice.get("finish_reason"):
+                            finish_reason = choice["finish_reason"]
+                except _WRONG_SHAPE as exc:
+                    raise MalformedResponse(f"not a chat completion chunk ({type(exc).__name__}: {exc})") from exc
         if finish_reason is None:
-            raise ValueError("stream ended without a finish reason")
+            raise MalformedResponse("stream ended without a finish reason")
         yield Completion(
             text="",
             model=served_model or model,
@@ -314,11 +332,20 @@ def _message(m: ChatMessage) -> dict[str, Any]:
 
 
 def _json_object(raw: bytes | str) -> dict[str, Any]:
-    """A JSON object, or ValueError (mapped to a malformed-answer error) for anything else."""
-    data = orjson.loads(raw)  # ~3x json.loads' speed, once per streamed chunk; its errors are ValueErrors
+    """A JSON object, or a malformed-answer error (orjson's JSONDecodeError, MalformedResponse)."""
+    data = orjson.loads(raw)  # ~3x json.loads' speed, once per streamed chunk
     if not isinstance(data, dict):
-        raise ValueError(f"expected a JSON object, got {type(data).__name__}")
+        raise MalformedResponse(f"expected a JSON object, got {type(data).__name__}")
     return data
+
+
+def _text(content: Any) -> str:
+    """A message's content: text (or null, nothing)."""
+    if content is None:
+        return ""
+    if not isinstance(content, str):
+        raise MalformedResponse(f"message content is {type(content).__name__}, not text")
+    return content
 
 
 def _stream_error(provider: str, error: Any) -> ProviderError:
