@@ -136,8 +136,9 @@ ProviderName = Annotated[
 ]
 
 
-#: The largest max_tokens a request may ask for (models' own caps are lower; the upstream says so).
-MAX_TOKENS_LIMIT = 1_000_000
+#: The largest max_tokens a ChatRequest may ask for: the seed's contract (the native route, the
+#: playground's controls). The gateway's OpenAI route keeps OpenAI's own (an integer >= 1).
+MAX_TOKENS_LIMIT = 4000
 
 
 class RoutingPolicy(StrEnum):

@@ -25,7 +25,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from conductor_core.config import redact
@@ -41,9 +41,9 @@ from conductor_core.errors import (
     RateLimitError,
     StreamInterruptedError,
 )
-from conductor_core.models import new_id
+from conductor_core.models import ChatRequest, new_id
 
-from .schemas import GatewayError, OpenAIErrorBody, bounds
+from .schemas import ChatCompletionRequest, GatewayError, OpenAIChatRequest, OpenAIErrorBody, bounds
 
 __all__ = [
     "ApiError",
@@ -188,6 +188,9 @@ def provider_error(error: ProviderError, *, hint: str | None = None) -> ApiError
 
 # --- validation errors ------------------------------------------------------------------------
 
+#: The request models a ValidationError may be about, by its title.
+_MODELS: dict[str, type[BaseModel]] = {m.__name__: m for m in (ChatRequest, ChatCompletionRequest, OpenAIChatRequest)}
+
 _UNSUPPORTED = {
     "tools": "tools are not supported by Conductor's gateway: send the request without tools",
     "n": None,  # filled in by the range rule ("n must be 1, got 2")
@@ -218,20 +221,18 @@ def _show(value: Any) -> str:
     return {dict: "an object", list: "an array"}.get(type(value), type(value).__name__)
 
 
-def _range(name: str) -> tuple[Any, Any] | None:
-    leaf = name.rsplit(".", 1)[-1]
-    if leaf in ("max_completion_tokens",):
-        leaf = "max_tokens"
+def _range(name: str, model: type[BaseModel], ctx: dict[str, Any]) -> tuple[Any, Any]:
+    """The field's (lowest, highest), from the model it belongs to, else from the error itself."""
     try:
-        low, high = bounds(leaf)
-    except KeyError:
+        low, high = bounds(name, model)
+    except KeyError:  # a nested field (logit_bias values...): the error's own bound
         low = high = None
-    if leaf == "n":
-        low, high = 1, 1
-    return (low, high) if low is not None and high is not None else None
+    low = low if low is not None else ctx.get("ge", ctx.get("gt"))
+    high = high if high is not None else ctx.get("le", ctx.get("lt"))
+    return low, high
 
 
-def _sentence(err: dict[str, Any]) -> str:
+def _sentence(err: dict[str, Any], model: type[BaseModel]) -> str:
     name = _field(tuple(err.get("loc", ())))
     kind = err.get("type", "")
     ctx = err.get("ctx") or {}
@@ -242,11 +243,15 @@ def _sentence(err: dict[str, Any]) -> str:
     if kind == "json_invalid":
         return f"request body is not valid JSON ({ctx.get('error', 'parse error')})"
     if kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
-        span = _range(name)
-        if span and span[0] == span[1]:
-            return f"{what} must be {span[0]!r}, got {_show(given)}"
-        if span:
-            return f"{what} must be between {span[0]!r} and {span[1]!r}, got {_show(given)}"
+        low, high = _range(name, model, ctx)
+        if low is not None and low == high:
+            return f"{what} must be {low!r}, got {_show(given)}"
+        if low is not None and high is not None:
+            return f"{what} must be between {low!r} and {high!r}, got {_show(given)}"
+        if low is not None:
+            return f"{what} must be at least {low!r}, got {_show(given)}"
+        if high is not None:
+            return f"{what} must be at most {high!r}, got {_show(given)}"
     if kind == "union_tag_invalid":
         expected = ctx.get("expected_tags", "one of the documented values")
         return (
@@ -280,12 +285,14 @@ def _sentence(err: dict[str, Any]) -> str:
     return f"{what} {message}" if message.startswith("must") else f"{what}: {message}"
 
 
-def validation_error(errors: list[dict[str, Any]]) -> ApiError:
-    """Pydantic's errors as one sentence per field (the first leads) plus field-level details."""
+def validation_error(errors: list[dict[str, Any]], model: type[BaseModel] | str | None = None) -> ApiError:
+    """Pydantic's errors as one sentence per field (the first leads) plus field-level details.
+    `model`: the model (or its name, a ValidationError's title) the errors are about."""
+    shape = _MODELS.get(model, ChatRequest) if isinstance(model, str) or model is None else model
     seen: dict[str, str] = {}
     for err in errors:
         name = _field(tuple(err.get("loc", ())))
-        seen.setdefault(name, redact(_sentence(err)))
+        seen.setdefault(name, redact(_sentence(err, shape)))
     sentences = list(seen.values())
     message = sentences[0] if len(sentences) == 1 else "; ".join(sentences)
     first = next(iter(seen), None)
@@ -319,7 +326,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ValidationError)
     async def _validation(request: Request, exc: ValidationError) -> JSONResponse:
-        return error_response(validation_error(list(exc.errors())), _id(request))
+        return error_response(validation_error(list(exc.errors()), exc.title), _id(request))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

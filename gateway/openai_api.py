@@ -45,6 +45,7 @@ from .schemas import (
     ConductorInfo,
     ModelCard,
     ModelList,
+    OpenAIChatRequest,
 )
 
 __all__ = [
@@ -108,9 +109,9 @@ def to_chat_request(body: ChatCompletionRequest, provider: str, model: str | Non
         elif body.function_call is not None:
             fields["tool_choice"] = body.function_call
     try:
-        return ChatRequest.model_validate(fields, context=TEXT_CHECKED)
+        return OpenAIChatRequest.model_validate(fields, context=TEXT_CHECKED)
     except ValidationError as error:  # a combination the core refuses (tool_choice without tools...)
-        raise validation_error(list(error.errors())) from None
+        raise validation_error(list(error.errors()), OpenAIChatRequest) from None
 
 
 _PASSED_ON = (

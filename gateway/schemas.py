@@ -9,7 +9,8 @@ ignored, so newer clients work unchanged; `n` > 1 is rejected with a sentence sa
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator
 
@@ -33,19 +34,31 @@ __all__ = [
     "GatewayError",
     "ModelCard",
     "ModelList",
+    "OpenAIChatRequest",
     "OpenAIErrorBody",
     "StreamOptions",
     "bounds",
 ]
 
 
-def bounds(field: str) -> tuple[Any, Any]:
-    """(lowest, highest) allowed for a numeric field of `ChatRequest`: one source of truth for
-    the core's limits, the OpenAI shape's limits and the error sentences."""
+def bounds(field: str, model: type[BaseModel] = ChatRequest) -> tuple[Any, Any]:
+    """(lowest, highest) allowed for a numeric field of `model` (None where unbounded): one
+    source of truth for the core's limits, the OpenAI shape's limits and the error sentences."""
+    info = model.model_fields[field]
+    return _bounds_of([*info.metadata, info.annotation])
+
+
+def _bounds_of(items: list[Any]) -> tuple[Any, Any]:
     low = high = None
-    for item in ChatRequest.model_fields[field].metadata:
-        low = getattr(item, "ge", low)
-        high = getattr(item, "le", high)
+    for item in items:
+        if get_origin(item) is Annotated:
+            inner = _bounds_of(list(get_args(item)[1:]))
+        elif get_origin(item) in (Union, UnionType):
+            inner = _bounds_of(list(get_args(item)))
+        else:
+            inner = (getattr(item, "ge", None), getattr(item, "le", None))
+        low = inner[0] if inner[0] is not None else low
+        high = inner[1] if inner[1] is not None else high
     return low, high
 
 
@@ -61,11 +74,19 @@ def integral(value: Any) -> Any:
 BLANK = " \t\n\r\f\v"
 MODEL_NOT_BLANK = r"[^ \t\n\r\f\v]"  # has a character not in BLANK
 _TEMPERATURE = bounds("temperature")
-_MAX_TOKENS = bounds("max_tokens")
 _SEED = bounds("seed")
 # Bounds before the validator, or pydantic writes them as "ge"/"le", which JSON Schema ignores.
-MaxTokens = Annotated[int, Field(ge=_MAX_TOKENS[0], le=_MAX_TOKENS[1]), BeforeValidator(integral)]
+# OpenAI's contract for the token cap: an integer >= 1 (the model's own limit is the upstream's to say).
+MaxTokens = Annotated[int, Field(ge=1), BeforeValidator(integral)]
 OneChoice = Annotated[int, Field(ge=1, le=1), BeforeValidator(integral)]
+
+
+class OpenAIChatRequest(ChatRequest):
+    """The core's request as the OpenAI route builds it: OpenAI's contract for `max_tokens` (an
+    integer >= 1, no Conductor cap; a provider whose model cannot produce that many says so)
+    instead of the seed's 1-4000."""
+
+    max_tokens: int | None = Field(default=None, ge=1, description="Most tokens to generate; None sends no cap.")
 
 
 def _content_text(value: Any) -> str:

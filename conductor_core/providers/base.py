@@ -132,6 +132,10 @@ class BaseProvider(ABC):
     supported_settings: ClassVar[frozenset[str]] = frozenset(SAMPLING_SETTINGS)
     #: Most concurrent calls (None: the configured `bulkhead_limit`).
     max_concurrency: ClassVar[int | None] = None
+    #: The most tokens one answer can have (None: not known here; the upstream says, as OpenAI does).
+    max_output_tokens: int | None = None
+    #: Said after that limit in a refusal, e.g. which setting raises it.
+    output_limit_note: ClassVar[str] = ""
 
     def __init__(self, name: str, *, default_model: str, timeout_s: float = 60.0) -> None:
         self.name = name
@@ -224,10 +228,26 @@ class BaseProvider(ABC):
             missing.append("tool calls in messages")
         if request.unsupported == "reject":
             missing = self.ignored_settings(request) + missing
+        if self._too_many_tokens(request):
+            missing.append(f"max_tokens above {self.max_output_tokens}")
         return missing
+
+    def _too_many_tokens(self, request: ChatRequest) -> bool:
+        limit = self.max_output_tokens
+        return limit is not None and request.max_tokens is not None and request.max_tokens > limit
 
     def check(self, request: ChatRequest) -> None:
         """BadRequestError naming each parameter and this provider, if it cannot serve `request`."""
+        if self._too_many_tokens(request):  # as OpenAI says it: no silent cap
+            limit = self.max_output_tokens
+            error = BadRequestError(
+                f"max_tokens is too large: {request.max_tokens}. {self.name} ({self.resolve_model(request)}) can "
+                f"produce at most {limit} tokens{self.output_limit_note}: ask for at most {limit}",
+                provider=self.name,
+                status_code=400,
+            )
+            error.param = "max_tokens"  # type: ignore[attr-defined]
+            raise error
         missing = self.unsupported(request)
         if missing:
             names = ", ".join(missing)

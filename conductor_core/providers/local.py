@@ -33,7 +33,7 @@ from ..errors import (
     ProviderUnavailableError,
     classify,
 )
-from ..models import MAX_TOKENS_LIMIT, ChatRequest, ProviderState, StatusNotice, Usage
+from ..models import ChatRequest, ProviderState, StatusNotice, Usage
 from .base import BaseProvider, Completion, Loaded, StreamPiece
 from .local_prompt import STOP_SEQUENCES, ChatTemplate, PromptPlan, build_prompt, plan_prompt
 
@@ -185,6 +185,7 @@ class LocalProvider(BaseProvider):
     key_env_var = None
     price_provider_id = None
     max_concurrency = 1  # one model, one generation at a time: the others wait in the bulkhead's queue
+    output_limit_note = " (its context window, CONDUCTOR_LOCAL_CONTEXT)"
 
     def __init__(
         self,
@@ -207,6 +208,7 @@ class LocalProvider(BaseProvider):
         self.display_name = f"Local ({model})" if self.model_path else BUNDLED_DISPLAY_NAME
         self.threads = threads
         self.context = context
+        self.max_output_tokens = context  # prompt and answer share the context: never more than all of it
         self._slot = _slot_for((str(self.model_path) if self.model_path else None, threads, context))
 
     @classmethod
@@ -290,8 +292,7 @@ class LocalProvider(BaseProvider):
 
     # --- generation ---------------------------------------------------------------------
 
-    @staticmethod
-    def _with_defaults(request: ChatRequest) -> ChatRequest:
+    def _with_defaults(self, request: ChatRequest) -> ChatRequest:
         """A request that leaves temperature or the token cap to the provider gets llama.cpp's
         default temperature (0.8) and the rest of the context as its cap."""
         if request.temperature is not None and request.max_tokens is not None:
@@ -299,7 +300,7 @@ class LocalProvider(BaseProvider):
         return request.model_copy(
             update={
                 "temperature": 0.8 if request.temperature is None else request.temperature,
-                "max_tokens": MAX_TOKENS_LIMIT if request.max_tokens is None else request.max_tokens,
+                "max_tokens": self.context if request.max_tokens is None else request.max_tokens,
             }
         )
 
