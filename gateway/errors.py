@@ -288,7 +288,7 @@ def _sentence(err: dict[str, Any], model: type[BaseModel]) -> str:
 def validation_error(errors: list[dict[str, Any]], model: type[BaseModel] | str | None = None) -> ApiError:
     """Pydantic's errors as one sentence per field (the first leads) plus field-level details.
     `model`: the model (or its name, a ValidationError's title) the errors are about."""
-    shape = _MODELS.get(model, ChatRequest) if isinstance(model, str) or model is None else model
+    shape = model if isinstance(model, type) else _MODELS.get(model or "", ChatRequest)
     seen: dict[str, str] = {}
     for err in errors:
         name = _field(tuple(err.get("loc", ())))
