@@ -282,7 +282,7 @@ def _sentence(err: dict[str, Any], model: type[BaseModel]) -> str:
     if kind in ("list_type",):
         return f"{what} must be an array, got {_show(given)}"
     message = str(err.get("msg", "is invalid")).removeprefix("Value error, ")
-    return f"{what} {message}" if message.startswith("must") else f"{what}: {message}"
+    return f"{what} {message}" if message.startswith(("must ", "needs ")) else f"{what}: {message}"
 
 
 def validation_error(errors: list[dict[str, Any]], model: type[BaseModel] | str | None = None) -> ApiError:

@@ -16,11 +16,12 @@ import orjson
 from fastapi import APIRouter, Request, Security
 from fastapi.responses import Response, StreamingResponse
 from fastapi.security import HTTPBearer
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from conductor_core.config import redact
 from conductor_core.errors import NotConfiguredError, ProviderError
 from conductor_core.models import (
+    SPELLED_BY_CLIENT,
     TEXT_CHECKED,
     ChatMessage,
     ChatRequest,
@@ -32,6 +33,8 @@ from conductor_core.models import (
     TextDelta,
     ToolCallDelta,
     known_provider_names,
+    tool_choice_from_function_call,
+    tools_from_functions,
 )
 from conductor_core.routing import AsyncConductor
 
@@ -96,6 +99,15 @@ def to_chat_request(body: ChatCompletionRequest, provider: str, model: str | Non
         "max_tokens": body.max_completion_tokens or body.max_tokens,
         "unsupported": "reject",  # a provider without a parameter answers 400 naming it
     }
+    # What OpenAI-compatible upstreams get as the client sent it: parameters Conductor does not
+    # model (the upstream's business), and the client's own spelling of some it does.
+    extra = dict(body.model_extra or {})
+    sent = body.model_fields_set
+    for name in SPELLED_BY_CLIENT:
+        if name in sent and getattr(body, name) is not None:
+            extra[name] = _as_sent(getattr(body, name))
+    if extra:
+        fields["extra_params"] = extra
     for name in _PASSED_ON:
         value = getattr(body, name)
         if value is not None:
@@ -103,11 +115,9 @@ def to_chat_request(body: ChatCompletionRequest, provider: str, model: str | Non
     if isinstance(body.stop, str):
         fields["stop"] = [body.stop]
     if body.functions is not None and body.tools is None:  # the deprecated form of tools
-        fields["tools"] = [{"type": "function", "function": f} for f in body.functions]
-        if body.function_call is not None and not isinstance(body.function_call, str):
-            fields["tool_choice"] = {"type": "function", "function": {"name": body.function_call.name}}
-        elif body.function_call is not None:
-            fields["tool_choice"] = body.function_call
+        fields["tools"] = tools_from_functions(body.functions)
+        if body.function_call is not None:
+            fields["tool_choice"] = tool_choice_from_function_call(body.function_call)
     try:
         return OpenAIChatRequest.model_validate(fields, context=TEXT_CHECKED)
     except ValidationError as error:  # a combination the core refuses (tool_choice without tools...)
@@ -130,6 +140,15 @@ _PASSED_ON = (
     "user",
     "policy",
 )
+
+
+def _as_sent(value: Any) -> Any:
+    """A validated value as the client wrote it (the fields it set, no defaults added)."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json", by_alias=True, exclude_unset=True)
+    if isinstance(value, list):
+        return [_as_sent(item) for item in value]
+    return value
 
 
 def _message(m: Any) -> ChatMessage:
@@ -182,8 +201,10 @@ def _label(response: ChatResponse) -> str:
     return f"{response.metadata.provider}/{response.metadata.model}"
 
 
-def completion_id(request_id: str) -> str:
-    return f"chatcmpl-{request_id.removeprefix('req_')}"
+def completion_id(request_id: str, upstream_id: str | None = None) -> str:
+    """The answer's id: the upstream's own (chatcmpl-..., msg_..., Gemini's responseId) when it
+    gave one, else one from Conductor's request id (which `x-request-id` always carries)."""
+    return upstream_id or f"chatcmpl-{request_id.removeprefix('req_')}"
 
 
 def to_completion(response: ChatResponse, *, legacy_functions: bool = False) -> ChatCompletion:
@@ -198,11 +219,12 @@ def to_completion(response: ChatResponse, *, legacy_functions: bool = False) -> 
             finish = "tool_calls"
         message["content"] = response.content or None
     return ChatCompletion(
-        id=completion_id(response.metadata.id),
+        id=completion_id(response.metadata.id, response.metadata.upstream_id),
         created=int(response.metadata.finished_at.timestamp()),
         model=_label(response),
         choices=[{"index": 0, "message": message, "finish_reason": finish, "logprobs": response.logprobs}],
         usage=_usage(response),
+        system_fingerprint=response.metadata.system_fingerprint,
         conductor=conductor_info(response),
     )
 
@@ -417,14 +439,15 @@ async def chat_completions(request: Request) -> Response:
     provider, model = await resolve_model(core, body.model)
     chat_request = await off_loop(len(raw), to_chat_request, body, provider, model)
     request_id = request_id_of(request)
+    legacy = body.functions is not None and body.tools is None  # the client reads function_call
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return await _stream(request, core, chat_request, include_usage, request_id)
+        return await _stream(request, core, chat_request, include_usage, request_id, legacy)
     try:
         response = await until_disconnect(request, core.chat(chat_request, request_id=request_id))
     except ProviderError as error:
         raise _with_hint(error) from None
-    completion = to_completion(response, legacy_functions=body.functions is not None and body.tools is None)
+    completion = to_completion(response, legacy_functions=legacy)
     # Serialised by pydantic-core in one pass (no intermediate dict, no json.dumps).
     return Response(completion.model_dump_json(), media_type="application/json", headers=conductor_headers(response))
 
@@ -446,10 +469,11 @@ class _Chunks:
     """Builds the chunks of one streamed answer: every chunk has the same id (from the
     request id) and names the model that serves (from `StreamStart`), as the usage chunk does."""
 
-    def __init__(self, request_id: str, model: str) -> None:
-        self.id = completion_id(request_id)
+    def __init__(self, request_id: str, model: str, start: StreamStart | None = None) -> None:
+        self.id = completion_id(request_id, start.upstream_id if start else None)
         self.created = int(time.time())
         self.model = model
+        self.fingerprint = start.system_fingerprint if start else None
 
     def chunk(self, delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:
         body = {
@@ -457,7 +481,7 @@ class _Chunks:
             "object": "chat.completion.chunk",
             "created": self.created,
             "model": self.model,
-            "system_fingerprint": None,
+            "system_fingerprint": self.fingerprint,
             "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
             **extra,
         }
@@ -470,7 +494,7 @@ class _Chunks:
                 "object": "chat.completion.chunk",
                 "created": self.created,
                 "model": self.model,
-                "system_fingerprint": None,
+                "system_fingerprint": self.fingerprint,
                 "choices": [],
                 "usage": _usage(response),
             }
@@ -554,7 +578,12 @@ async def _head(events: AsyncIterator[Any]) -> list[Any]:
 
 
 async def _stream(
-    request: Request, core: AsyncConductor, chat_request: ChatRequest, include_usage: bool, request_id: str
+    request: Request,
+    core: AsyncConductor,
+    chat_request: ChatRequest,
+    include_usage: bool,
+    request_id: str,
+    legacy_functions: bool = False,
 ) -> Response:
     events = core.stream(chat_request, request_id=request_id)
     # Wait for the first content before answering: a request that fails outright gets a real
@@ -569,7 +598,7 @@ async def _stream(
         raise
     start = next((e for e in head if isinstance(e, StreamStart)), None)
     served = f"{start.provider}/{start.model}" if start else chat_request.model or chat_request.provider
-    chunks = _Chunks(request_id, served)
+    chunks = _Chunks(request_id, served, start)
 
     def render(event: Any) -> tuple[bytes, bool]:
         """One core event as SSE bytes, and whether it ends the stream."""
@@ -577,12 +606,14 @@ async def _stream(
         if kind is TextDelta:
             return chunks.chunk({"content": event.text}), False
         if kind is ToolCallDelta:
-            call: dict[str, Any] = {"index": event.index}
-            if event.id:
-                call.update(id=event.id, type="function")
             function = {"arguments": event.arguments}
             if event.name:
                 function["name"] = event.name
+            if legacy_functions:  # a client that sent `functions` reads `function_call` pieces
+                return chunks.chunk({"function_call": function}), False
+            call: dict[str, Any] = {"index": event.index}
+            if event.id:
+                call.update(id=event.id, type="function")
             call["function"] = function
             return chunks.chunk({"tool_calls": [call]}), False
         if kind is StatusNotice:
@@ -590,7 +621,9 @@ async def _stream(
         if kind is StreamDone:
             response = event.response
             info = conductor_info(response).model_dump(mode="json")
-            finish = "tool_calls" if response.tool_calls else _finish(response.metadata.finish_reason)
+            finish = _finish(response.metadata.finish_reason)
+            if response.tool_calls:
+                finish = "function_call" if legacy_functions else "tool_calls"
             out = chunks.chunk({}, finish, conductor=info)
             if include_usage:
                 out += chunks.usage(response)

@@ -1,10 +1,12 @@
 """Wire shapes of the OpenAI-compatible API, and the error body every endpoint returns.
 
 The request models are strict (a JSON string is not a number) so that what the OpenAPI
-document promises is exactly what the gateway accepts. Every Chat Completions parameter
-that changes the answer is taken and passed on (see `gateway.openai_api.to_chat_request`);
-a provider that has no equivalent answers 400 naming the parameter. Unknown parameters are
-ignored, so newer clients work unchanged; `n` > 1 is rejected with a sentence saying so.
+document promises is exactly what the gateway accepts. Every Chat Completions parameter the
+client sends arrives (see `gateway.openai_api.to_chat_request`): those Conductor models are
+checked and translated for each provider; the others (reasoning_effort, service_tier, store,
+metadata, any newer one) are the upstream's business, sent as they are to OpenAI and
+OpenAI-compatible upstreams. A provider that cannot honour one answers 400 naming it. `n` > 1
+is rejected with a sentence saying so.
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ from __future__ import annotations
 from types import UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, WithJsonSchema, field_validator
+from pydantic.fields import FieldInfo
 
 from conductor_core.models import (
+    CONTROL_CHARACTERS,
     Attempt,
     ChatRequest,
     ErrorResponse,
@@ -24,6 +28,8 @@ from conductor_core.models import (
     ToolCall,
     ToolFunction,
     ToolName,
+    check_model_name,
+    needs,
 )
 
 __all__ = [
@@ -55,6 +61,8 @@ def _bounds_of(items: list[Any]) -> tuple[Any, Any]:
             inner = _bounds_of(list(get_args(item)[1:]))
         elif get_origin(item) in (Union, UnionType):
             inner = _bounds_of(list(get_args(item)))
+        elif isinstance(item, FieldInfo):  # Field(ge=..., le=...) inside an Annotated
+            inner = _bounds_of(list(item.metadata))
         else:
             inner = (getattr(item, "ge", None), getattr(item, "le", None))
         low = inner[0] if inner[0] is not None else low
@@ -73,6 +81,9 @@ def integral(value: Any) -> Any:
 # a JSON Schema pattern's \s does not: an explicit class means the same to both.
 BLANK = " \t\n\r\f\v"
 MODEL_NOT_BLANK = r"[^ \t\n\r\f\v]"  # has a character not in BLANK
+#: A model name holds no control character (a JSON Schema `not`: a pattern alone would need
+#: anchors, and `$` means different things to different regex engines).
+NO_CONTROL_CHARACTERS: dict[str, Any] = {"type": "string", "pattern": CONTROL_CHARACTERS}
 _TEMPERATURE = bounds("temperature")
 _SEED = bounds("seed")
 # Bounds before the validator, or pydantic writes them as "ge"/"le", which JSON Schema ignores.
@@ -176,7 +187,7 @@ OpenAIMessage = Annotated[SystemMessage | UserMessage | AssistantTurn | ToolMess
 
 
 class StreamOptions(BaseModel):
-    model_config = ConfigDict(strict=True, extra="ignore")
+    model_config = ConfigDict(strict=True, extra="allow")  # newer options travel on to OpenAI upstreams
 
     include_usage: bool | None = Field(
         default=None, description="Send a last chunk with `usage` and an empty `choices` list before [DONE]."
@@ -185,12 +196,16 @@ class StreamOptions(BaseModel):
 
 class ChatCompletionRequest(BaseModel):
     """OpenAI's Chat Completions request. `model` picks the provider: `auto`, a provider name
-    (its default model), or `provider/model`."""
+    (its default model), or `provider/model`. Parameters not listed here (reasoning_effort,
+    service_tier, store, metadata, prediction, ...) are sent as they are to OpenAI and
+    OpenAI-compatible upstreams; other providers answer 400 naming them."""
 
     model_config = ConfigDict(
         strict=True,
-        extra="ignore",
+        extra="allow",
         json_schema_extra={
+            # What the validators below check: OpenAI refuses these without what they choose from.
+            "allOf": [needs("tool_choice", "tools"), needs("function_call", "functions")],
             "examples": [
                 {
                     "model": "auto",
@@ -207,7 +222,7 @@ class ChatCompletionRequest(BaseModel):
                     "stream": True,
                     "stream_options": {"include_usage": True},
                 },
-            ]
+            ],
         },
     )
 
@@ -217,7 +232,7 @@ class ChatCompletionRequest(BaseModel):
         "'provider/model' such as 'gemini/gemini-2.5-flash'. GET /v1/models lists them.",
         examples=["auto", "local", "gemini/gemini-2.5-flash", "ollama/llama3.2"],
         # Documented, checked by the validator below (which gives the clearer message).
-        json_schema_extra={"pattern": MODEL_NOT_BLANK},
+        json_schema_extra={"pattern": MODEL_NOT_BLANK, "not": NO_CONTROL_CHARACTERS},
     )
     messages: list[OpenAIMessage] = Field(min_length=1, description="The conversation, oldest first (at least one).")
     temperature: float | None = Field(
@@ -274,6 +289,22 @@ class ChatCompletionRequest(BaseModel):
     def _model_not_blank(cls, value: str) -> str:
         if not value.strip(BLANK):
             raise ValueError("must not be blank: use 'auto', a provider name or 'provider/model'")
+        check_model_name(value)
+        return value
+
+    # OpenAI refuses a tool choice without tools (400); so does the gateway, rather than drop it.
+    @field_validator("tool_choice")
+    @classmethod
+    def _tool_choice_needs_tools(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is not None and not info.data.get("tools"):
+            raise ValueError("needs tools: send the functions the model may call in tools, or leave tool_choice out")
+        return value
+
+    @field_validator("function_call")
+    @classmethod
+    def _function_call_needs_functions(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is not None and not info.data.get("functions"):
+            raise ValueError("needs functions: send the functions the model may call, or leave function_call out")
         return value
 
 
@@ -378,6 +409,7 @@ class ChunkDelta(BaseModel):
     role: Literal["assistant"] | None = None
     content: str | None = None
     tool_calls: list[ChunkToolCall] | None = None
+    function_call: dict[str, str] | None = Field(default=None, description="Only when the request used `functions`.")
 
 
 class ChunkChoice(BaseModel):

@@ -132,6 +132,7 @@ class AnthropicProvider(BaseProvider):
                 finish_reason=_FINISH.get(message.stop_reason or "", message.stop_reason),
                 usage=AnthropicProvider._usage(message.usage),
                 tool_calls=calls or None,
+                response_id=message.id,
             )
         except (*_WRONG_SHAPE, ValueError) as exc:
             raise MalformedResponse(f"not a message ({type(exc).__name__}: {exc})") from exc
@@ -167,7 +168,7 @@ class AnthropicProvider(BaseProvider):
                     elif kind == "message_start":
                         served = event.message.model or model
                         input_usage = event.message.usage
-                        yield Served(served)
+                        yield Served(served, event.message.id)
                     elif kind == "message_delta":
                         stop_reason = event.delta.stop_reason or stop_reason
                         output_tokens = event.usage.output_tokens or output_tokens

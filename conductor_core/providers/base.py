@@ -21,11 +21,12 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar, cast
 
 from .. import aio, pricing
 from ..errors import BadRequestError, ProviderError, StreamInterruptedError, classify
 from ..models import (
+    SPELLED_BY_CLIENT,
     ChatRequest,
     ChatResponse,
     FunctionCall,
@@ -57,6 +58,8 @@ __all__ = [
 #: provider cannot, the request's `unsupported` says whether they are ignored or rejected.
 SAMPLING_SETTINGS: tuple[str, ...] = ("temperature", "top_p", "stop", "seed", "presence_penalty", "frequency_penalty")
 #: Fields that change what comes back: never silently dropped (a provider without them answers 400).
+#: A provider that lacks `extra_params` answers 400 naming each parameter in it (but those every
+#: provider honours through Conductor's own fields: `SPELLED_BY_CLIENT`).
 FEATURE_SETTINGS: tuple[str, ...] = (
     "response_format",
     "tools",
@@ -65,6 +68,7 @@ FEATURE_SETTINGS: tuple[str, ...] = (
     "logit_bias",
     "logprobs",
     "top_logprobs",
+    "extra_params",
 )
 
 _MODELS_CACHE_S = 300.0
@@ -84,13 +88,18 @@ class Completion:
     tool_calls: list[ToolCall] | None = None
     logprobs: dict[str, Any] | None = None
     load_ms: float | None = None  # time spent loading the model before generating (local)
+    response_id: str | None = None  # the upstream's own id for the answer
+    system_fingerprint: str | None = None
 
 
 @dataclass(slots=True)
 class Served:
-    """A stream piece: the upstream named the model that answers (before its first text)."""
+    """A stream piece: the upstream named the model that answers (before its first text), and
+    its own id for the answer when it gives one."""
 
     model: str
+    response_id: str | None = None
+    system_fingerprint: str | None = None
 
 
 @dataclass(slots=True)
@@ -114,6 +123,8 @@ class StreamStats:
     load_ms: float | None = None
     ttft_ms: float | None = None
     chunks: int = 0  # text and tool-call pieces received
+    response_id: str | None = None  # the upstream's id for the answer (Served)
+    system_fingerprint: str | None = None
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.t0) * 1000
@@ -224,6 +235,13 @@ class BaseProvider(ABC):
         features it lacks, tool calls in the conversation, and, when the request says
         `unsupported="reject"`, sampling settings it lacks."""
         missing = [n for n in FEATURE_SETTINGS if n not in self.supported_settings and _is_set(n, getattr(request, n))]
+        if "extra_params" in missing:  # named one by one, as the client sent them
+            missing.remove("extra_params")
+            missing += [
+                name
+                for name, value in (request.extra_params or {}).items()
+                if value is not None and name not in SPELLED_BY_CLIENT
+            ]
         if "tools" not in self.supported_settings and "tools" not in missing and request.uses_tools():
             missing.append("tool calls in messages")
         if request.unsupported == "reject":
@@ -317,7 +335,10 @@ class BaseProvider(ABC):
                         _add_call_piece(calls, piece)
                         yield piece
                     elif kind is Served:
-                        stats.model = piece.model
+                        served = cast(Served, piece)
+                        stats.model = served.model
+                        stats.response_id = served.response_id or stats.response_id
+                        stats.system_fingerprint = served.system_fingerprint or stats.system_fingerprint
                     elif kind is Loaded:
                         stats.load_ms = piece.ms
                         stats.t0 = time.perf_counter()  # loading is not a first-token time
@@ -343,6 +364,8 @@ class BaseProvider(ABC):
         if completion.tool_calls is None and calls:
             completion.tool_calls = _finished_calls(calls)
         completion.load_ms = stats.load_ms
+        completion.response_id = completion.response_id or stats.response_id
+        completion.system_fingerprint = completion.system_fingerprint or stats.system_fingerprint
         self.update_metrics(True, latency_ms)
         yield StreamDone(
             response=self._response(completion, stats.started_at, latency_ms, stats.ttft_ms, chunks=stats.chunks)
@@ -414,6 +437,8 @@ class BaseProvider(ABC):
                 provider=self.name,
                 model=completion.model,
                 finish_reason=completion.finish_reason,
+                upstream_id=completion.response_id,
+                system_fingerprint=completion.system_fingerprint,
                 started_at=started_at,
                 finished_at=utcnow(),
             ),

@@ -192,6 +192,7 @@ class GeminiProvider(BaseProvider):
                 finish_reason="tool_calls" if calls else self._finish(response),
                 usage=self._usage(response.usage_metadata),
                 tool_calls=calls or None,
+                response_id=response.response_id,
             )
         except _WRONG_SHAPE as exc:
             raise MalformedResponse(f"not a GenerateContentResponse ({type(exc).__name__}: {exc})") from exc
@@ -205,7 +206,7 @@ class GeminiProvider(BaseProvider):
                 try:
                     if served is None and chunk.model_version:
                         served = chunk.model_version
-                        yield Served(served)
+                        yield Served(served, chunk.response_id)
                     text = self._text(chunk)
                     if text:
                         yield text

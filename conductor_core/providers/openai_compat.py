@@ -44,7 +44,15 @@ from ..errors import (
     error_for_status,
     sdk_error,
 )
-from ..models import ChatMessage, ChatRequest, ToolCall, ToolCallDelta, Usage
+from ..models import (
+    ChatMessage,
+    ChatRequest,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+    tool_choice_from_function_call,
+    tools_from_functions,
+)
 from .base import FEATURE_SETTINGS, SAMPLING_SETTINGS, BaseProvider, Completion, Served, StreamPiece
 
 OPENAI_MODELS = ["gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "gpt-4.1", "gpt-4.1-nano"]
@@ -61,6 +69,8 @@ _PASSED_ON = (
 )
 # What `client.post("/chat/completions", body=...)` builds, made once; each call copies it.
 _CHAT = FinalRequestOptions.construct(method="post", url="/chat/completions")
+#: A legacy `function_call` answer has no id; the tool call it becomes is given this one.
+_FUNCTION_CALL_ID = "function_call"
 #: What reading an answer of the wrong shape raises (a string where an object belongs, a
 #: missing key...): the upstream's doing, reported as MalformedResponse.
 _WRONG_SHAPE = (KeyError, IndexError, TypeError, AttributeError, ValidationError)
@@ -192,6 +202,9 @@ class OpenAICompatProvider(BaseProvider):
                 params["tool_choice"] = choice if isinstance(choice, str) else choice.model_dump()
             if request.parallel_tool_calls is not None:
                 params["parallel_tool_calls"] = request.parallel_tool_calls
+        if request.extra_params:
+            _respell(params, request)
+            params.update(request.extra_params)  # as the client sent them: the upstream's business
         return params
 
     @staticmethod
@@ -216,14 +229,18 @@ class OpenAICompatProvider(BaseProvider):
                 raise MalformedResponse("response has no choices")
             choice = choices[0]
             message = choice.get("message") or {}
-            calls = message.get("tool_calls")
+            calls = [ToolCall.model_validate(call) for call in message.get("tool_calls") or ()]
+            if message.get("function_call"):  # the answer to the deprecated `functions`
+                calls.append(ToolCall(id=_FUNCTION_CALL_ID, function=message["function_call"]))
             return Completion(
                 text=_text(message.get("content")),
                 model=data.get("model") or model,
                 finish_reason=choice.get("finish_reason"),
                 usage=OpenAICompatProvider._usage(data.get("usage")),
-                tool_calls=[ToolCall.model_validate(call) for call in calls] if calls else None,
+                tool_calls=calls or None,
                 logprobs=choice.get("logprobs"),
+                response_id=_optional_text(data.get("id")),
+                system_fingerprint=_optional_text(data.get("system_fingerprint")),
             )
         except _WRONG_SHAPE as exc:
             raise MalformedResponse(f"not a chat completion ({type(exc).__name__}: {exc})") from exc
@@ -236,8 +253,10 @@ class OpenAICompatProvider(BaseProvider):
 
     async def _stream(self, request: ChatRequest, model: str) -> AsyncIterator[StreamPiece]:
         body = {**self._prepared(self._to_request, request, model), "stream": True}
-        body["stream_options"] = {"include_usage": True}
-        finish_reason, served_model, usage = None, None, None
+        # The client's stream options, with usage always asked for: Conductor needs it (the
+        # gateway relays the usage chunk only to a client that asked for it).
+        body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+        finish_reason, served_model, usage, answer_id, fingerprint = None, None, None, None, None
         logprobs: list[Any] = []
         response = await self._post(body, stream=True)
         async with aclosing(response):  # the upstream stream ends when the reader stops
@@ -253,7 +272,9 @@ class OpenAICompatProvider(BaseProvider):
                 try:
                     if served_model is None and data.get("model"):
                         served_model = data["model"]
-                        yield Served(served_model)
+                        answer_id = _optional_text(data.get("id"))
+                        fingerprint = _optional_text(data.get("system_fingerprint"))
+                        yield Served(served_model, answer_id, fingerprint)
                     if data.get("usage"):
                         usage = self._usage(data["usage"])
                     for choice in data.get("choices") or ():
@@ -267,6 +288,14 @@ class OpenAICompatProvider(BaseProvider):
                                 id=call.get("id"),
                                 name=function.get("name"),
                                 arguments=function.get("arguments") or "",
+                            )
+                        legacy = delta.get("function_call")  # the answer to the deprecated `functions`
+                        if legacy:
+                            yield ToolCallDelta(
+                                index=0,
+                                id=_FUNCTION_CALL_ID if legacy.get("name") else None,
+                                name=legacy.get("name"),
+                                arguments=legacy.get("arguments") or "",
                             )
                         if choice.get("logprobs") and choice["logprobs"].get("content"):
                             logprobs.extend(choice["logprobs"]["content"])
@@ -282,6 +311,8 @@ class OpenAICompatProvider(BaseProvider):
             finish_reason=finish_reason,
             usage=usage,
             logprobs={"content": logprobs} if logprobs else None,
+            response_id=answer_id,
+            system_fingerprint=fingerprint,
         )
 
     async def _post(self, body: dict[str, Any], *, stream: bool) -> httpx2.Response:
@@ -318,6 +349,20 @@ class OpenAICompatProvider(BaseProvider):
             await client.close()
 
 
+def _respell(params: dict[str, Any], request: ChatRequest) -> None:
+    """Leave out Conductor's spelling of a setting the client spelled its own way (in
+    extra_params, sent as it is): the token cap's other name; tools and tool_choice made from
+    the deprecated functions and function_call (not tools the client sent beside them)."""
+    extra = request.extra_params or {}
+    if "max_tokens" in extra or "max_completion_tokens" in extra:
+        params.pop("max_tokens", None)
+        params.pop("max_completion_tokens", None)
+    if "functions" in extra and request.tools == tools_from_functions(extra["functions"]):
+        params.pop("tools", None)
+    if "function_call" in extra and request.tool_choice == tool_choice_from_function_call(extra["function_call"]):
+        params.pop("tool_choice", None)
+
+
 def _message(m: ChatMessage) -> dict[str, Any]:
     out: dict[str, Any] = {"role": m.role.value, "content": m.content}
     if m.tool_calls:
@@ -337,6 +382,12 @@ def _json_object(raw: bytes | str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise MalformedResponse(f"expected a JSON object, got {type(data).__name__}")
     return data
+
+
+def _optional_text(value: Any) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise MalformedResponse(f"expected text or null, got {type(value).__name__}")
+    return value
 
 
 def _text(content: Any) -> str:
