@@ -19,7 +19,6 @@ from typing import Any, Literal
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import TypeAdapter
-from starlette.middleware.cors import CORSMiddleware
 
 from conductor_core import __version__
 from conductor_core.models import ChatRequest, known_provider_names
@@ -28,7 +27,7 @@ from conductor_core.routing import AsyncConductor
 
 from . import native_api, openai_api
 from .errors import install_error_handlers
-from .middleware import BearerKeyMiddleware, BodyLimitMiddleware, RedactingFilter, RequestIdMiddleware
+from .middleware import BearerKeyMiddleware, BodyLimitMiddleware, CorsMiddleware, RedactingFilter, RequestIdMiddleware
 from .schemas import ChatCompletionChunk, ChatCompletionRequest
 from .settings import GatewaySettings
 
@@ -52,7 +51,8 @@ OpenAI-compatible server (Ollama, vLLM, Groq...) and an embedded local model.
   `CONDUCTOR_GATEWAY_ALLOW_UNAUTHENTICATED=true`).
 * Every response carries `x-request-id` (yours, when you send a valid one). 503s from a
   paused or full provider carry `Retry-After` and `x-should-retry: true`.
-* Browsers: set `CONDUCTOR_CORS_ORIGINS` to allow cross-origin calls.
+* Browsers: set `CONDUCTOR_CORS_ORIGINS` to allow cross-origin calls (any request header
+  from an allowed origin, as the official SDKs send their own).
 """
 
 TAGS = [
@@ -124,10 +124,12 @@ def create_app(
     origins = gateway_settings.cors_origin_list()
     if origins:
         app.add_middleware(
-            CORSMiddleware,
+            CorsMiddleware,
             allow_origins=origins,
             allow_methods=["GET", "POST", "HEAD", "OPTIONS"],
-            allow_headers=["authorization", "content-type", "x-request-id"],
+            # Any header an allowed origin asks for (reflected): the official SDKs send their own
+            # (openai-node: x-stainless-*), and the origin, not the header, is what is trusted.
+            allow_headers=["*"],
             expose_headers=EXPOSED_HEADERS,
             max_age=600,
         )

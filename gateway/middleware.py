@@ -11,7 +11,10 @@ import re
 from collections.abc import Callable
 
 from pydantic import SecretStr
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from conductor_core.config import redact
@@ -21,6 +24,7 @@ from .errors import ApiError, error_response
 
 __all__ = [
     "BearerKeyMiddleware",
+    "CorsMiddleware",
     "BodyLimitMiddleware",
     "RedactingFilter",
     "RequestIdMiddleware",
@@ -203,6 +207,50 @@ class BodyLimitMiddleware:
             if started:
                 raise
             await error_response(self._error(), _scope_request_id(scope))(scope, receive, send)
+
+
+class CorsMiddleware(CORSMiddleware):
+    """Starlette's CORS, with its refusals of a preflight in the gateway's JSON error shape (it
+    answers them in plain text), saying what to change. Give it `allow_headers=["*"]`: an
+    allowed origin may then send any header (they are reflected), as the official SDKs need
+    (openai-node always sends `x-stainless-*` headers)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "OPTIONS":
+            headers = Headers(scope=scope)
+            if "origin" in headers and "access-control-request-method" in headers:
+                response = self.preflight_response(request_headers=headers)
+                if response.status_code >= 400:
+                    response = self._refusal(response, headers, scope)
+                await response(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+    def _refusal(self, refused: Response, asked: Headers, scope: Scope) -> Response:
+        failures = refused.body.decode().removeprefix("Disallowed CORS ").split(", ")
+        reasons = []
+        if "origin" in failures:
+            reasons.append(
+                f"the origin {asked['origin']} may not call this gateway from a browser: "
+                "add it to CONDUCTOR_CORS_ORIGINS"
+            )
+        if "method" in failures:
+            reasons.append(
+                f"{asked['access-control-request-method']} is not allowed from a browser: the gateway takes "
+                f"{', '.join(m for m in self.allow_methods if m != 'OPTIONS')}"
+            )
+        if "headers" in failures:
+            reasons.append(f"the headers {asked.get('access-control-request-headers')} are not allowed")
+        if "private-network" in failures:
+            reasons.append("a public page may not call a gateway on a private network")
+        error = ApiError(400, "cors_rejected", "; ".join(reasons) or refused.body.decode())
+        response = error_response(error, _scope_request_id(scope))
+        for name, value in refused.headers.items():
+            if name.startswith("access-control-") or name == "vary":
+                response.headers[name] = value
+        if "origin" in failures and "access-control-allow-headers" in response.headers:
+            del response.headers["access-control-allow-headers"]  # nothing granted to a refused origin
+        return response
 
 
 class RedactingFilter(logging.Filter):
