@@ -34,6 +34,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -93,6 +94,8 @@ class ProviderError(Exception):
         status_code: int | None = None,
         retryable: bool | None = None,
         retry_after: float | None = None,
+        code: str | None = None,
+        param: str | None = None,
     ) -> None:
         # Redact here, once, so whatever an SDK put in its message cannot carry a key further.
         self.message = redact(message)
@@ -101,6 +104,11 @@ class ProviderError(Exception):
         self.status_code = status_code
         self.retryable = self.default_retryable if retryable is None else retryable
         self.retry_after = retry_after
+        #: The upstream's own machine-readable code (OpenAI's error.code, e.g. context_length_exceeded;
+        #: Anthropic's error type; Gemini's status), when it gave one.
+        self.code = code
+        #: The request field at fault (the upstream's error.param, or Conductor's own check).
+        self.param = param
 
     def to_response(self, request_id: str | None = None) -> ErrorResponse:
         return ErrorResponse(
@@ -198,10 +206,23 @@ class MalformedResponse(ValueError):
 
 
 def error_for_status(
-    provider: str, status: int | None, detail: str, *, retry_after: float | None = None, key_hint: str | None = None
+    provider: str,
+    status: int | None,
+    detail: str,
+    *,
+    retry_after: float | None = None,
+    key_hint: str | None = None,
+    code: str | None = None,
+    param: str | None = None,
 ) -> ProviderError:
     """One mapping from an HTTP status to our tree, shared by every cloud provider."""
-    kwargs = {"provider": provider, "status_code": status, "retry_after": retry_after}
+    kwargs: dict[str, Any] = {
+        "provider": provider,
+        "status_code": status,
+        "retry_after": retry_after,
+        "code": code,
+        "param": param,
+    }
     if status in (401, 403):
         hint = f": check {key_hint}" if key_hint else ""
         return AuthenticationError(f"{provider} rejected the API key{hint} ({detail})", **kwargs)
@@ -315,13 +336,17 @@ def sdk_error(provider: str, exc: Exception, sdk, *, key_hint: str | None, timeo
     if isinstance(exc, sdk.APIStatusError):
         body = exc.body if isinstance(exc.body, dict) else {}
         inner = body.get("error", body)
-        detail = inner.get("message") if isinstance(inner, dict) else None
+        inner = inner if isinstance(inner, dict) else {}
+        # OpenAI's machine-readable `code`; Anthropic ({"type": "error", "error": {...}}) has only its type.
+        code = inner.get("code") if body.get("type") != "error" else inner.get("type")
         return error_for_status(
             provider,
             exc.status_code,
-            str(detail or exc.message),
+            str(inner.get("message") or exc.message),
             retry_after=parse_retry_after(exc.response.headers),
             key_hint=key_hint,
+            code=code if isinstance(code, str) else None,
+            param=inner.get("param") if isinstance(inner.get("param"), str) else None,
         )
     if isinstance(exc, sdk.APIConnectionError):
         return ProviderUnavailableError(f"{provider} could not be reached ({exc.__cause__ or exc})", provider=provider)

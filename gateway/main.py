@@ -12,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import warnings
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, Literal
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute
 from pydantic import TypeAdapter
 
 from conductor_core import __version__
@@ -42,15 +44,25 @@ OpenAI-compatible server (Ollama, vLLM, Groq...) and an embedded local model.
 * Point any OpenAI client at `http://HOST:PORT/v1` and set `model` to `auto` (Conductor
   chooses, retries and falls back), a provider name such as `local`, or `provider/model`
   such as `gemini/gemini-2.5-flash`. `GET /v1/models` lists them.
+* Every Chat Completions parameter you send arrives: those Conductor models are checked and
+  translated for each provider; the others (`reasoning_effort`, `service_tier`, `store`,
+  `metadata`, any newer one) are sent as they are to OpenAI and OpenAI-compatible upstreams,
+  and another provider answers 400 naming them. The answer keeps the upstream's `id` and
+  `system_fingerprint`; Conductor's own id is in `x-request-id`.
 * Conductor's figures (provider, latency, cost, why AUTO chose it) travel in `x-conductor-*`
   headers and in an extra `conductor` field that OpenAI clients ignore.
 * Every error has one body: OpenAI's `error` object plus Conductor's fields (`type`,
-  `provider`, `retryable`, `retry_after`...). 429 and 503 carry `Retry-After` when known.
+  `provider`, `retryable`, `retry_after`...). 429 and 503 carry `Retry-After` when known. A
+  provider's own error code (e.g. `context_length_exceeded`) is kept in `error.code`.
+* A chat request holds at most `CONDUCTOR_GATEWAY_MAX_MESSAGES` messages (2048 by default)
+  and `CONDUCTOR_GATEWAY_MAX_BODY_BYTES` bytes (1 MiB): 400 and 413 above.
 * When `CONDUCTOR_API_KEY` is set, every endpoint but `/health` needs
-  `Authorization: Bearer <key>`. Without one the gateway serves loopback only (unless
-  `CONDUCTOR_GATEWAY_ALLOW_UNAUTHENTICATED=true`).
+  `Authorization: Bearer <key>` (without it, `/health` says only up or down). Without a key
+  the gateway serves loopback only (unless `CONDUCTOR_GATEWAY_ALLOW_UNAUTHENTICATED=true`);
+  on another address the key must have at least 32 characters.
 * Every response carries `x-request-id` (yours, when you send a valid one). 503s from a
-  paused or full provider carry `Retry-After` and `x-should-retry: true`.
+  paused or full provider carry `Retry-After` and `x-should-retry: true`. HEAD works on every
+  GET route.
 * Browsers: set `CONDUCTOR_CORS_ORIGINS` to allow cross-origin calls (any request header
   from an allowed origin, as the official SDKs send their own).
 """
@@ -106,9 +118,11 @@ def create_app(
     app.state.core = conductor.core if isinstance(conductor, Conductor) else conductor
     app.state.gateway_settings = gateway_settings
     install_error_handlers(app)
-    app.include_router(openai_api.router)
-    app.include_router(native_api.router)
-    app.include_router(native_api.health_router)
+    for router in (openai_api.router, native_api.router, native_api.health_router):
+        for route in router.routes:  # HEAD on every GET route: the same answer without its body
+            if isinstance(route, APIRoute) and route.methods and "GET" in route.methods:
+                route.methods.add("HEAD")
+        app.include_router(router)
 
     def current_key() -> Any:
         current = app.state.core
@@ -163,10 +177,13 @@ EXPOSED_HEADERS = [
 def _openapi(app: FastAPI, max_messages: int) -> dict[str, Any]:
     """FastAPI's document, with its 422 responses removed: validation errors are 400s in the
     `GatewayError` shape (what OpenAI clients expect), which every operation documents."""
-    schema = get_openapi(
-        title=app.title, version=app.version, description=app.description, routes=app.routes, tags=app.openapi_tags
-    )
+    with warnings.catch_warnings():  # a HEAD operation shares its GET's id: both named, the HEAD one removed below
+        warnings.filterwarnings("ignore", message="Duplicate Operation ID", category=UserWarning)
+        schema = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes, tags=app.openapi_tags
+        )
     for path in schema.get("paths", {}).values():
+        path.pop("head", None)  # HEAD answers as GET does, without a body: said in the description
         for operation in path.values():
             if isinstance(operation, dict):
                 operation.get("responses", {}).pop("422", None)

@@ -29,8 +29,10 @@ __all__ = [
     "RedactingFilter",
     "RequestIdMiddleware",
     "OPEN_PATHS",
+    "MIN_PUBLIC_KEY_LENGTH",
     "is_loopback",
     "exposure_error",
+    "presents_key",
 ]
 
 #: Reachable without the key: a load balancer's probe must not need a secret.
@@ -48,16 +50,30 @@ def is_loopback(host: str) -> bool:
         return False  # a name other than localhost may resolve anywhere
 
 
-def exposure_error(host: str, has_key: bool, allow_unauthenticated: bool) -> str | None:
-    """Why serving on `host` is refused, or None. A gateway on a non-loopback address would
-    spend its providers' keys for anyone who can reach it."""
-    if has_key or allow_unauthenticated or is_loopback(host):
+#: The shortest CONDUCTOR_API_KEY a gateway on a non-loopback address accepts: a short one can be guessed.
+MIN_PUBLIC_KEY_LENGTH = 32
+MAKE_A_KEY = 'python -c "import secrets; print(secrets.token_urlsafe(32))"'
+
+
+def exposure_error(host: str, key: str | None, allow_unauthenticated: bool) -> str | None:
+    """Why serving on `host` with this gateway key is refused, or None. A gateway on a
+    non-loopback address would spend its providers' keys for anyone who can reach it, or
+    guess a short key."""
+    if allow_unauthenticated or is_loopback(host):
         return None
-    return (
-        f"refusing to serve on {host} without an API key: anyone who can reach it could spend your providers' keys. "
-        "Set CONDUCTOR_API_KEY to a long random secret (clients then send 'Authorization: Bearer <key>'), "
-        "or, on a trusted network only, set CONDUCTOR_GATEWAY_ALLOW_UNAUTHENTICATED=true"
-    )
+    if not key:
+        return (
+            f"refusing to serve on {host} without an API key: anyone who can reach it could spend your providers' "
+            f"keys. Set CONDUCTOR_API_KEY to a random secret of at least {MIN_PUBLIC_KEY_LENGTH} characters (make one "
+            f"with {MAKE_A_KEY}; clients then send 'Authorization: Bearer <key>'), "
+            "or, on a trusted network only, set CONDUCTOR_GATEWAY_ALLOW_UNAUTHENTICATED=true"
+        )
+    if len(key) < MIN_PUBLIC_KEY_LENGTH:
+        return (
+            f"refusing to serve on {host} with a {len(key)}-character CONDUCTOR_API_KEY: on a non-loopback address "
+            f"it must be at least {MIN_PUBLIC_KEY_LENGTH} characters, or it can be guessed. Make one with {MAKE_A_KEY}"
+        )
+    return None
 
 
 class RequestIdMiddleware:
@@ -113,27 +129,38 @@ class BearerKeyMiddleware:
             await self.app(scope, receive, send)
             return
         key = self.get_key()
-        if key is None or not key.get_secret_value():
+        secret = key.get_secret_value() if key is not None else ""
+        if len(secret) < MIN_PUBLIC_KEY_LENGTH:
             # `uvicorn gateway.main:app --host 0.0.0.0` bypasses `python -m gateway`'s check:
             # a request that reached a non-loopback address is refused here instead.
             server = scope.get("server") or ("127.0.0.1", 0)
-            refusal = exposure_error(str(server[0]), False, self.allow_unauthenticated)
+            refusal = exposure_error(str(server[0]), secret, self.allow_unauthenticated)
             if refusal is not None:
                 error = ApiError(403, "unauthenticated_exposure", refusal)
                 await error_response(error, _scope_request_id(scope))(scope, receive, send)
                 return
+        if not secret:
             await self.app(scope, receive, send)
             return
         presented = _bearer(scope)
         if presented is None:
             reason = "missing API key: send 'Authorization: Bearer <CONDUCTOR_API_KEY>'"
-        elif not hmac.compare_digest(presented.encode(), key.get_secret_value().encode()):
+        elif not hmac.compare_digest(presented.encode(), secret.encode()):
             reason = "invalid API key: the bearer key does not match CONDUCTOR_API_KEY"
         else:
             await self.app(scope, receive, send)
             return
         error = ApiError(401, "authentication", reason, headers={"www-authenticate": "Bearer"})
         await error_response(error, _scope_request_id(scope))(scope, receive, send)
+
+
+def presents_key(scope: Scope, key: SecretStr | None) -> bool:
+    """Whether the request carries the gateway's key (True when none is configured)."""
+    secret = key.get_secret_value() if key is not None else ""
+    if not secret:
+        return True
+    presented = _bearer(scope)
+    return presented is not None and hmac.compare_digest(presented.encode(), secret.encode())
 
 
 def _bearer(scope: Scope) -> str | None:
@@ -227,7 +254,8 @@ class CorsMiddleware(CORSMiddleware):
         await super().__call__(scope, receive, send)
 
     def _refusal(self, refused: Response, asked: Headers, scope: Scope) -> Response:
-        failures = refused.body.decode().removeprefix("Disallowed CORS ").split(", ")
+        said = bytes(refused.body).decode()
+        failures = said.removeprefix("Disallowed CORS ").split(", ")
         reasons = []
         if "origin" in failures:
             reasons.append(
@@ -243,7 +271,7 @@ class CorsMiddleware(CORSMiddleware):
             reasons.append(f"the headers {asked.get('access-control-request-headers')} are not allowed")
         if "private-network" in failures:
             reasons.append("a public page may not call a gateway on a private network")
-        error = ApiError(400, "cors_rejected", "; ".join(reasons) or refused.body.decode())
+        error = ApiError(400, "cors_rejected", "; ".join(reasons) or said)
         response = error_response(error, _scope_request_id(scope))
         for name, value in refused.headers.items():
             if name.startswith("access-control-") or name == "vary":

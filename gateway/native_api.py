@@ -24,8 +24,9 @@ from conductor_core.models import (
 from .body import check_message_count, check_text, load_json, may_hold_surrogate, off_loop
 from .core import core_of, request_id_of, until_disconnect
 from .errors import ERROR_RESPONSES, PROVIDER_RESPONSES, ApiError, error_body, provider_error
+from .middleware import presents_key
 from .openai_api import _head, _SSEResponse, bearer, conductor_headers
-from .schemas import integral
+from .schemas import PublicHealth, integral
 
 __all__ = ["router", "health_router"]
 
@@ -182,10 +183,9 @@ async def provider_status(
         raise ApiError(404, "unknown_provider", error.message, param="name") from None
 
 
-@health_router.head("/health", include_in_schema=False)
 @health_router.get(
     "/health",
-    response_model=HealthResponse,
+    response_model=HealthResponse | PublicHealth,
     responses={
         500: ERROR_RESPONSES[500],
         503: {**PROVIDER_RESPONSES[503], "description": "The gateway is still starting."},
@@ -193,8 +193,13 @@ async def provider_status(
     summary="Health",
     description="The providers' health, from checks run in the background (never waiting on a slow provider). "
     "Always 200 while the gateway runs: read `status` (ok, degraded, down) for the providers. HEAD answers the "
-    "same without a body. Needs no key.",
+    "same without a body. Needs no key; when CONDUCTOR_API_KEY is set, a caller without it reads only `status` "
+    "up or down (PublicHealth), not which providers there are.",
     tags=["Status"],
 )
-async def health(request: Request) -> HealthResponse:
-    return await core_of(request).health()
+async def health(request: Request) -> HealthResponse | PublicHealth:
+    core = core_of(request)
+    full = await core.health()
+    if presents_key(request.scope, core.settings.api_key):
+        return full
+    return PublicHealth(status="down" if full.status == "down" else "up")

@@ -42,6 +42,7 @@ __all__ = [
     "ModelList",
     "OpenAIChatRequest",
     "OpenAIErrorBody",
+    "PublicHealth",
     "StreamOptions",
     "bounds",
 ]
@@ -63,6 +64,8 @@ def _bounds_of(items: list[Any]) -> tuple[Any, Any]:
             inner = _bounds_of(list(get_args(item)))
         elif isinstance(item, FieldInfo):  # Field(ge=..., le=...) inside an Annotated
             inner = _bounds_of(list(item.metadata))
+        elif get_origin(item) is dict:  # a map's values (logit_bias)
+            inner = _bounds_of([get_args(item)[1]])
         else:
             inner = (getattr(item, "ge", None), getattr(item, "le", None))
         low = inner[0] if inner[0] is not None else low
@@ -461,6 +464,15 @@ class ModelList(BaseModel):
     data: list[ModelCard]
 
 
+class PublicHealth(BaseModel):
+    """What /health tells a caller without the gateway's key (a load balancer's probe): only
+    whether the gateway can serve. Which providers it has is for key holders."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"status": "up"}]})
+
+    status: Literal["up", "down"] = Field(description="up: at least one provider is healthy; down: none is.")
+
+
 # --- errors -------------------------------------------------------------------------------
 
 
@@ -468,7 +480,11 @@ class OpenAIErrorBody(BaseModel):
     message: str
     type: str = Field(examples=["invalid_request_error"], description="OpenAI's error class.")
     param: str | None = Field(default=None, description="The request field at fault, if any.")
-    code: str | None = Field(default=None, description="Conductor's machine-readable kind, e.g. rate_limit.")
+    code: str | None = Field(
+        default=None,
+        description="The upstream provider's own code for a 4xx it answered (e.g. context_length_exceeded), else "
+        "Conductor's machine-readable kind (the top-level `type`), e.g. rate_limit.",
+    )
 
 
 class GatewayError(ErrorResponse):

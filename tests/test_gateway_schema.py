@@ -21,7 +21,8 @@ from conductor_core.router import Conductor
 from conductor_core.testing.fakes import ScriptedProvider
 from gateway.main import create_app
 
-GATEWAY_KEY = "schema-test-gateway-key-0001"
+# At least 32 characters: the ASGI client's address ("testserver") is not loopback.
+GATEWAY_KEY = "schema-test-gateway-key-0001-0123456789"
 AUTH = {"Authorization": f"Bearer {GATEWAY_KEY}"}
 
 

@@ -264,7 +264,7 @@ class BaseProvider(ABC):
                 provider=self.name,
                 status_code=400,
             )
-            error.param = "max_tokens"  # type: ignore[attr-defined]
+            error.param = "max_tokens"
             raise error
         missing = self.unsupported(request)
         if missing:
@@ -276,7 +276,7 @@ class BaseProvider(ABC):
                 provider=self.name,
                 status_code=400,
             )
-            error.param = "messages" if missing[0] == "tool calls in messages" else missing[0]  # type: ignore[attr-defined]
+            error.param = "messages" if missing[0] == "tool calls in messages" else missing[0]
             raise error
 
     def resolve_model(self, request: ChatRequest) -> str:

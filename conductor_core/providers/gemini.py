@@ -232,6 +232,7 @@ class GeminiProvider(BaseProvider):
                 exc.message or exc.status or "error",
                 retry_after=parse_retry_after(headers),
                 key_hint="GEMINI_API_KEY",
+                code=exc.status or None,  # Google's own code, e.g. INVALID_ARGUMENT
             )
         if isinstance(exc, genai_errors.UnknownApiResponseError):  # the SDK could not read the answer
             return ProviderUnavailableError(f"{self.name} sent a malformed response ({exc})", provider=self.name)

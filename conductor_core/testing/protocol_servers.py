@@ -138,6 +138,7 @@ class Fault:
     retry_after: float | None = None  # adds a Retry-After header (seconds) when set
     hang_s: float = 30.0  # kind="hang": sleep this long before answering normally
     message: str = "scripted failure"
+    code: str | None = None  # kind="status": the error's own code (OpenAI's error.code), if not the usual one
 
 
 class _ScriptedCut(Exception):
@@ -496,8 +497,12 @@ class ProtocolServer:
         if fault.retry_after is not None:
             ra = fault.retry_after  # "7", not "7.0": HTTP's delay-seconds is an integer
             headers["retry-after"] = str(int(ra)) if float(ra).is_integer() else str(ra)
+        body = self._error_body(fault.status, fault.message)
+        inner = body.get("error")
+        if fault.code is not None and isinstance(inner, dict) and not isinstance(inner.get("code"), int):
+            inner["code"] = fault.code  # OpenAI's string code (Gemini's `code` is the HTTP status)
         return Response(
-            _dumps(self._error_body(fault.status, fault.message)),
+            _dumps(body),
             status_code=fault.status,
             media_type="application/json",
             headers=headers,
