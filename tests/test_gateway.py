@@ -225,7 +225,8 @@ def test_provider_failures_map_to_the_right_openai_exceptions(openai_server, tmp
             assert caught.value.response.headers["x-should-retry"] == "true"
             body = caught.value.response.json()
             assert body["provider"] == "openai" and body["retryable"] is True and body["retry_after"] == 7
-            assert body["error"]["code"] == "rate_limit"
+            # The upstream's own code (OpenAI's), as OpenAI would send it; Conductor's kind is the top-level type.
+            assert body["error"]["code"] == "rate_limit_exceeded" and body["type"] == "rate_limit"
 
             openai_server.set_down(True)
             with pytest.raises(openai.InternalServerError) as caught:
