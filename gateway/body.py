@@ -9,11 +9,14 @@ for the whole body."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import anyio
 import anyio.to_thread
 import orjson
 
@@ -85,7 +88,22 @@ def check_message_count(count: int, limit: int) -> None:
 
 
 async def off_loop(size: int, work: Callable[..., T], *args: Any) -> T:
-    """`work(*args)`, on the event loop for a small body, in a worker thread for a large one."""
+    """`work(*args)`, on the event loop for a small body, in a worker thread for a large one,
+    one large body at a time: each thread at work takes turns at the GIL with the event loop,
+    so several would leave the loop a smaller share (parsing is CPU-bound: more threads would
+    not finish sooner)."""
     if size <= INLINE_BYTES:
         return work(*args)
-    return await anyio.to_thread.run_sync(work, *args)
+    return await anyio.to_thread.run_sync(work, *args, limiter=_one_at_a_time())
+
+
+def _one_at_a_time() -> anyio.CapacityLimiter:
+    """This event loop's limiter (made on first use, inside the loop, as anyio asks)."""
+    loop = asyncio.get_running_loop()
+    limiter = _LIMITERS.get(loop)
+    if limiter is None:
+        limiter = _LIMITERS[loop] = anyio.CapacityLimiter(1)
+    return limiter
+
+
+_LIMITERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, anyio.CapacityLimiter] = weakref.WeakKeyDictionary()
