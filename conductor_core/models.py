@@ -364,9 +364,12 @@ def _first_unencodable(items: Any, path: str) -> tuple[str, str] | None:
 SPELLED_BY_CLIENT = frozenset(
     {"max_tokens", "max_completion_tokens", "functions", "function_call", "stream_options", "n"}
 )
-#: Keys extra_params may not hold: what Conductor decides itself (model, messages, streaming) and
-#: what ChatRequest models (set those as its fields) - but for the client's spellings above.
+#: Keys extra_params may not hold: what Conductor writes in an upstream body itself (model,
+#: messages, streaming, and the settings ChatRequest models: set those as its fields), but for
+#: the client's spellings above. Conductor's own fields that no upstream body holds (provider,
+#: policy...) may be an upstream's own parameters (OpenRouter's `provider`): they pass.
 _NOT_EXTRA = frozenset({"model", "messages", "stream"})
+_CONDUCTORS_OWN = frozenset({"provider", "policy", "unsupported", "extra_params"})
 
 # Unicode's control characters (C0, DEL, C1): never part of a model's name.
 CONTROL_CHARACTERS = "[\u0000-\u001f\u007f-\u009f]"
@@ -497,7 +500,7 @@ class ChatRequest(BaseModel):
     @field_validator("extra_params")
     @classmethod
     def _extra_params(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        modelled = (_NOT_EXTRA | cls.model_fields.keys()) - SPELLED_BY_CLIENT
+        modelled = (_NOT_EXTRA | cls.model_fields.keys()) - SPELLED_BY_CLIENT - _CONDUCTORS_OWN
         clash = sorted(modelled & (value or {}).keys())
         if clash:
             raise ValueError(f"must not hold {', '.join(clash)}: set them as the request's own fields")

@@ -73,7 +73,8 @@ TAGS = [
     {"name": "Status", "description": "Health, performance and usage per provider."},
 ]
 
-_LOGGERS = ("gateway", "uvicorn", "uvicorn.error", "uvicorn.access")
+# "conductor": the core logs a bug met while calling a provider there, with its traceback.
+_LOGGERS = ("gateway", "conductor", "uvicorn", "uvicorn.error", "uvicorn.access")
 
 
 def _install_log_redaction() -> None:

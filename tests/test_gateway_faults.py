@@ -249,7 +249,7 @@ def test_unencodable_text_met_by_the_sdk_is_the_requests_fault(tmp_path, provide
 
 
 def _bug(*args: Any, **kwargs: Any) -> Any:
-    raise TypeError("an unexpected keyword argument (a bug in Conductor's converter)")
+    raise TypeError(f"an unexpected keyword argument (a bug in Conductor's converter, near {KEY})")
 
 
 @pytest.mark.parametrize("mode", ["manual", "auto"])
@@ -277,7 +277,9 @@ def test_a_bug_in_conductor_is_a_500_and_never_the_providers(
         assert record.provider == provider and record.error_type == "internal_error"
         assert incident in (record.error_message or "")
         logged = [r for r in caplog.records if incident in r.getMessage()]
-        assert logged and logged[0].exc_info and "TypeError" in logged[0].getMessage()
+        assert logged and "TypeError" in logged[0].getMessage()
+        assert "Traceback" in (logged[0].exc_text or "") and "_bug" in (logged[0].exc_text or "")
+        assert KEY not in caplog.text and KEY not in response.text  # logged redacted, traceback too
         assert generation_calls(servers) == 0
         assert breakers(conductor, [provider]) == {provider: "closed"}
 
