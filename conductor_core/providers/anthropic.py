@@ -13,7 +13,7 @@ import anthropic
 
 from .. import aio
 from ..config import Settings
-from ..errors import NotConfiguredError, ProviderError, sdk_error
+from ..errors import MalformedResponse, NotConfiguredError, ProviderError, sdk_error
 from ..models import (
     ChatMessage,
     ChatRequest,
@@ -36,6 +36,8 @@ _FINISH = {
 }
 #: Anthropic requires a cap; this one applies when the request sets none.
 DEFAULT_MAX_TOKENS = 4096
+#: What reading an answer of the wrong shape raises: the upstream's doing (MalformedResponse).
+_WRONG_SHAPE = (KeyError, IndexError, TypeError, AttributeError)
 
 
 class AnthropicProvider(BaseProvider):
@@ -116,24 +118,30 @@ class AnthropicProvider(BaseProvider):
 
     @staticmethod
     def _from_message(message: Any, model: str) -> Completion:
-        text = "".join(block.text for block in message.content if getattr(block, "type", None) == "text")
-        calls = [
-            ToolCall(id=block.id, function=FunctionCall(name=block.name, arguments=json.dumps(block.input)))
-            for block in message.content
-            if getattr(block, "type", None) == "tool_use"
-        ]
-        return Completion(
-            text=text,
-            model=message.model or model,
-            finish_reason=_FINISH.get(message.stop_reason or "", message.stop_reason),
-            usage=AnthropicProvider._usage(message.usage),
-            tool_calls=calls or None,
-        )
+        """A Message as our Completion; MalformedResponse if it is not one."""
+        try:
+            text = "".join(block.text for block in message.content if getattr(block, "type", None) == "text")
+            calls = [
+                ToolCall(id=block.id, function=FunctionCall(name=block.name, arguments=json.dumps(block.input)))
+                for block in message.content
+                if getattr(block, "type", None) == "tool_use"
+            ]
+            return Completion(
+                text=text,
+                model=message.model or model,
+                finish_reason=_FINISH.get(message.stop_reason or "", message.stop_reason),
+                usage=AnthropicProvider._usage(message.usage),
+                tool_calls=calls or None,
+                response_id=message.id,
+            )
+        except (*_WRONG_SHAPE, ValueError) as exc:
+            raise MalformedResponse(f"not a message ({type(exc).__name__}: {exc})") from exc
 
     # --- hooks ----------------------------------------------------------------------
 
     async def _complete(self, request: ChatRequest, model: str) -> Completion:
-        message = await self._clients.get().messages.create(**self._to_request(request, model))
+        params = self._prepared(self._to_request, request, model)
+        message = await self._clients.get().messages.create(**params)
         return self._from_message(message, model)
 
     async def _stream(self, request: ChatRequest, model: str) -> AsyncIterator[StreamPiece]:
@@ -141,29 +149,33 @@ class AnthropicProvider(BaseProvider):
         input_usage: Any = None
         output_tokens = 0
         tool_index: dict[int, int] = {}  # Anthropic's block index -> OpenAI's tool-call index
-        stream = await self._clients.get().messages.create(**self._to_request(request, model), stream=True)
+        params = self._prepared(self._to_request, request, model)
+        stream = await self._clients.get().messages.create(**params, stream=True)
         async with stream:
             async for event in stream:
-                kind = event.type
-                if kind == "content_block_delta":
-                    delta = event.delta
-                    if delta.type == "text_delta":
-                        yield delta.text
-                    elif delta.type == "input_json_delta" and event.index in tool_index:
-                        yield ToolCallDelta(index=tool_index[event.index], arguments=delta.partial_json)
-                elif kind == "content_block_start" and event.content_block.type == "tool_use":
-                    block = event.content_block
-                    tool_index[event.index] = len(tool_index)
-                    yield ToolCallDelta(index=tool_index[event.index], id=block.id, name=block.name)
-                elif kind == "message_start":
-                    served = event.message.model or model
-                    input_usage = event.message.usage
-                    yield Served(served)
-                elif kind == "message_delta":
-                    stop_reason = event.delta.stop_reason or stop_reason
-                    output_tokens = event.usage.output_tokens or output_tokens
+                try:
+                    kind = event.type
+                    if kind == "content_block_delta":
+                        delta = event.delta
+                        if delta.type == "text_delta":
+                            yield delta.text
+                        elif delta.type == "input_json_delta" and event.index in tool_index:
+                            yield ToolCallDelta(index=tool_index[event.index], arguments=delta.partial_json)
+                    elif kind == "content_block_start" and event.content_block.type == "tool_use":
+                        block = event.content_block
+                        tool_index[event.index] = len(tool_index)
+                        yield ToolCallDelta(index=tool_index[event.index], id=block.id, name=block.name)
+                    elif kind == "message_start":
+                        served = event.message.model or model
+                        input_usage = event.message.usage
+                        yield Served(served, event.message.id)
+                    elif kind == "message_delta":
+                        stop_reason = event.delta.stop_reason or stop_reason
+                        output_tokens = event.usage.output_tokens or output_tokens
+                except _WRONG_SHAPE as exc:
+                    raise MalformedResponse(f"not a message event ({type(exc).__name__}: {exc})") from exc
         if stop_reason is None:
-            raise ValueError("stream ended without a stop reason")
+            raise MalformedResponse("stream ended without a stop reason")
         usage = self._usage(input_usage) if input_usage is not None else Usage()
         yield Completion(
             text="",

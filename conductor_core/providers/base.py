@@ -17,15 +17,16 @@ import asyncio
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar, cast
 
 from .. import aio, pricing
-from ..errors import BadRequestError, ProviderError, StreamInterruptedError
+from ..errors import BadRequestError, ProviderError, StreamInterruptedError, classify
 from ..models import (
+    SPELLED_BY_CLIENT,
     ChatRequest,
     ChatResponse,
     FunctionCall,
@@ -57,6 +58,8 @@ __all__ = [
 #: provider cannot, the request's `unsupported` says whether they are ignored or rejected.
 SAMPLING_SETTINGS: tuple[str, ...] = ("temperature", "top_p", "stop", "seed", "presence_penalty", "frequency_penalty")
 #: Fields that change what comes back: never silently dropped (a provider without them answers 400).
+#: A provider that lacks `extra_params` answers 400 naming each parameter in it (but those every
+#: provider honours through Conductor's own fields: `SPELLED_BY_CLIENT`).
 FEATURE_SETTINGS: tuple[str, ...] = (
     "response_format",
     "tools",
@@ -65,10 +68,13 @@ FEATURE_SETTINGS: tuple[str, ...] = (
     "logit_bias",
     "logprobs",
     "top_logprobs",
+    "extra_params",
 )
 
 _MODELS_CACHE_S = 300.0
 _MODELS_FETCH_S = 5.0
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -82,13 +88,18 @@ class Completion:
     tool_calls: list[ToolCall] | None = None
     logprobs: dict[str, Any] | None = None
     load_ms: float | None = None  # time spent loading the model before generating (local)
+    response_id: str | None = None  # the upstream's own id for the answer
+    system_fingerprint: str | None = None
 
 
 @dataclass(slots=True)
 class Served:
-    """A stream piece: the upstream named the model that answers (before its first text)."""
+    """A stream piece: the upstream named the model that answers (before its first text), and
+    its own id for the answer when it gives one."""
 
     model: str
+    response_id: str | None = None
+    system_fingerprint: str | None = None
 
 
 @dataclass(slots=True)
@@ -112,6 +123,8 @@ class StreamStats:
     load_ms: float | None = None
     ttft_ms: float | None = None
     chunks: int = 0  # text and tool-call pieces received
+    response_id: str | None = None  # the upstream's id for the answer (Served)
+    system_fingerprint: str | None = None
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.t0) * 1000
@@ -130,6 +143,10 @@ class BaseProvider(ABC):
     supported_settings: ClassVar[frozenset[str]] = frozenset(SAMPLING_SETTINGS)
     #: Most concurrent calls (None: the configured `bulkhead_limit`).
     max_concurrency: ClassVar[int | None] = None
+    #: The most tokens one answer can have (None: not known here; the upstream says, as OpenAI does).
+    max_output_tokens: int | None = None
+    #: Said after that limit in a refusal, e.g. which setting raises it.
+    output_limit_note: ClassVar[str] = ""
 
     def __init__(self, name: str, *, default_model: str, timeout_s: float = 60.0) -> None:
         self.name = name
@@ -173,7 +190,7 @@ class BaseProvider(ABC):
     def estimate_cost(self, tokens: Usage, model: str) -> float | None:
         return pricing.estimate_cost(tokens, model, self.price_provider_id)
 
-    async def aclose(self) -> None:
+    async def aclose(self) -> None:  # noqa: B027 - optional hook: most providers hold nothing to close
         """Close what this provider holds on the running loop (SDK clients)."""
 
     # --- state --------------------------------------------------------------------
@@ -218,14 +235,37 @@ class BaseProvider(ABC):
         features it lacks, tool calls in the conversation, and, when the request says
         `unsupported="reject"`, sampling settings it lacks."""
         missing = [n for n in FEATURE_SETTINGS if n not in self.supported_settings and _is_set(n, getattr(request, n))]
+        if "extra_params" in missing:  # named one by one, as the client sent them
+            missing.remove("extra_params")
+            missing += [
+                name
+                for name, value in (request.extra_params or {}).items()
+                if value is not None and name not in SPELLED_BY_CLIENT
+            ]
         if "tools" not in self.supported_settings and "tools" not in missing and request.uses_tools():
             missing.append("tool calls in messages")
         if request.unsupported == "reject":
             missing = self.ignored_settings(request) + missing
+        if self._too_many_tokens(request):
+            missing.append(f"max_tokens above {self.max_output_tokens}")
         return missing
+
+    def _too_many_tokens(self, request: ChatRequest) -> bool:
+        limit = self.max_output_tokens
+        return limit is not None and request.max_tokens is not None and request.max_tokens > limit
 
     def check(self, request: ChatRequest) -> None:
         """BadRequestError naming each parameter and this provider, if it cannot serve `request`."""
+        if self._too_many_tokens(request):  # as OpenAI says it: no silent cap
+            limit = self.max_output_tokens
+            error = BadRequestError(
+                f"max_tokens is too large: {request.max_tokens}. {self.name} ({self.resolve_model(request)}) can "
+                f"produce at most {limit} tokens{self.output_limit_note}: ask for at most {limit}",
+                provider=self.name,
+                status_code=400,
+            )
+            error.param = "max_tokens"
+            raise error
         missing = self.unsupported(request)
         if missing:
             names = ", ".join(missing)
@@ -236,11 +276,19 @@ class BaseProvider(ABC):
                 provider=self.name,
                 status_code=400,
             )
-            error.param = "messages" if missing[0] == "tool calls in messages" else missing[0]  # type: ignore[attr-defined]
+            error.param = "messages" if missing[0] == "tool calls in messages" else missing[0]
             raise error
 
     def resolve_model(self, request: ChatRequest) -> str:
         return request.model or self.default_model
+
+    def _prepared(self, build: Callable[..., T], *args: Any) -> T:
+        """`build(*args)`: the upstream request, as Conductor builds it from ours. Nothing it
+        raises is the upstream's doing: the request's fault or a bug in Conductor (`classify`)."""
+        try:
+            return build(*args)
+        except Exception as exc:
+            raise classify(self.name, exc) from exc
 
     # --- the public calls ----------------------------------------------------------
 
@@ -250,7 +298,7 @@ class BaseProvider(ABC):
         started_at, t0 = utcnow(), time.perf_counter()
         try:
             completion = await self._complete(request, model)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - every failure is mapped to our tree, none escapes raw
             raise self._fail(exc, t0) from None
         latency_ms = (time.perf_counter() - t0) * 1000 - (completion.load_ms or 0.0)
         self.update_metrics(True, latency_ms)
@@ -287,7 +335,10 @@ class BaseProvider(ABC):
                         _add_call_piece(calls, piece)
                         yield piece
                     elif kind is Served:
-                        stats.model = piece.model
+                        served = cast(Served, piece)
+                        stats.model = served.model
+                        stats.response_id = served.response_id or stats.response_id
+                        stats.system_fingerprint = served.system_fingerprint or stats.system_fingerprint
                     elif kind is Loaded:
                         stats.load_ms = piece.ms
                         stats.t0 = time.perf_counter()  # loading is not a first-token time
@@ -297,7 +348,7 @@ class BaseProvider(ABC):
                         completion = piece
             if completion is None:
                 raise StreamInterruptedError(f"{self.name} ended the stream without finishing it", provider=self.name)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - every failure is mapped to our tree, none escapes raw
             error = self._fail(exc, stats.t0)
             if stats.chunks:
                 raise StreamInterruptedError(
@@ -313,6 +364,8 @@ class BaseProvider(ABC):
         if completion.tool_calls is None and calls:
             completion.tool_calls = _finished_calls(calls)
         completion.load_ms = stats.load_ms
+        completion.response_id = completion.response_id or stats.response_id
+        completion.system_fingerprint = completion.system_fingerprint or stats.system_fingerprint
         self.update_metrics(True, latency_ms)
         yield StreamDone(
             response=self._response(completion, stats.started_at, latency_ms, stats.ttft_ms, chunks=stats.chunks)
@@ -384,6 +437,8 @@ class BaseProvider(ABC):
                 provider=self.name,
                 model=completion.model,
                 finish_reason=completion.finish_reason,
+                upstream_id=completion.response_id,
+                system_fingerprint=completion.system_fingerprint,
                 started_at=started_at,
                 finished_at=utcnow(),
             ),

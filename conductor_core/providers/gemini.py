@@ -16,7 +16,16 @@ from google.genai import types
 
 from .. import aio
 from ..config import Settings
-from ..errors import NotConfiguredError, ProviderError, error_for_status, parse_retry_after, transport_error
+from ..errors import (
+    MalformedResponse,
+    NotConfiguredError,
+    ProviderError,
+    ProviderUnavailableError,
+    classify,
+    error_for_status,
+    parse_retry_after,
+    transport_error,
+)
 from ..models import (
     ChatMessage,
     ChatRequest,
@@ -33,6 +42,8 @@ from .base import BaseProvider, Completion, Served, StreamPiece
 GEMINI_MODELS = ["gemini-2.5-flash", "gemini-2.5-flash-lite", "gemini-2.5-pro", "gemini-2.0-flash"]
 _FINISH = {"STOP": "stop", "MAX_TOKENS": "length", "SAFETY": "content_filter"}
 _MODES = {"auto": "AUTO", "required": "ANY", "none": "NONE"}
+#: What reading an answer of the wrong shape raises: the upstream's doing (MalformedResponse).
+_WRONG_SHAPE = (KeyError, IndexError, TypeError, AttributeError)
 
 
 class GeminiProvider(BaseProvider):
@@ -171,38 +182,45 @@ class GeminiProvider(BaseProvider):
     # --- hooks ----------------------------------------------------------------------
 
     async def _complete(self, request: ChatRequest, model: str) -> Completion:
-        contents, config = self._to_request(request)
+        contents, config = self._prepared(self._to_request, request)
         response = await self._clients.get().models.generate_content(model=model, contents=contents, config=config)
-        calls = self._calls(response)
-        return Completion(
-            text=self._text(response),
-            model=response.model_version or model,
-            finish_reason="tool_calls" if calls else self._finish(response),
-            usage=self._usage(response.usage_metadata),
-            tool_calls=calls or None,
-        )
+        try:
+            calls = self._calls(response)
+            return Completion(
+                text=self._text(response),
+                model=response.model_version or model,
+                finish_reason="tool_calls" if calls else self._finish(response),
+                usage=self._usage(response.usage_metadata),
+                tool_calls=calls or None,
+                response_id=response.response_id,
+            )
+        except _WRONG_SHAPE as exc:
+            raise MalformedResponse(f"not a GenerateContentResponse ({type(exc).__name__}: {exc})") from exc
 
     async def _stream(self, request: ChatRequest, model: str) -> AsyncIterator[StreamPiece]:
-        contents, config = self._to_request(request)
+        contents, config = self._prepared(self._to_request, request)
         served, finish, usage, called = None, None, None, 0
         chunks = await self._clients.get().models.generate_content_stream(model=model, contents=contents, config=config)
         async with aclosing(chunks):
             async for chunk in chunks:
-                if served is None and chunk.model_version:
-                    served = chunk.model_version
-                    yield Served(served)
-                text = self._text(chunk)
-                if text:
-                    yield text
-                for call in self._calls(chunk):  # Gemini sends each call whole
-                    yield ToolCallDelta(
-                        index=called, id=call.id, name=call.function.name, arguments=call.function.arguments
-                    )
-                    called += 1
-                finish = self._finish(chunk) or finish
-                usage = self._usage(chunk.usage_metadata) or usage
+                try:
+                    if served is None and chunk.model_version:
+                        served = chunk.model_version
+                        yield Served(served, chunk.response_id)
+                    text = self._text(chunk)
+                    if text:
+                        yield text
+                    for call in self._calls(chunk):  # Gemini sends each call whole
+                        yield ToolCallDelta(
+                            index=called, id=call.id, name=call.function.name, arguments=call.function.arguments
+                        )
+                        called += 1
+                    finish = self._finish(chunk) or finish
+                    usage = self._usage(chunk.usage_metadata) or usage
+                except _WRONG_SHAPE as exc:
+                    raise MalformedResponse(f"not a GenerateContentResponse ({type(exc).__name__}: {exc})") from exc
         if finish is None:
-            raise ValueError("stream ended without a finish reason")
+            raise MalformedResponse("stream ended without a finish reason")
         yield Completion(text="", model=served or model, finish_reason="tool_calls" if called else finish, usage=usage)
 
     def _map_error(self, exc: Exception) -> ProviderError:
@@ -214,8 +232,11 @@ class GeminiProvider(BaseProvider):
                 exc.message or exc.status or "error",
                 retry_after=parse_retry_after(headers),
                 key_hint="GEMINI_API_KEY",
+                code=exc.status or None,  # Google's own code, e.g. INVALID_ARGUMENT
             )
-        return transport_error(self.name, exc) or ProviderError(f"{self.name} failed: {exc}", provider=self.name)
+        if isinstance(exc, genai_errors.UnknownApiResponseError):  # the SDK could not read the answer
+            return ProviderUnavailableError(f"{self.name} sent a malformed response ({exc})", provider=self.name)
+        return transport_error(self.name, exc) or classify(self.name, exc)
 
     async def _health(self) -> None:
         pager = await self._clients.get().models.list(config={"page_size": 1})

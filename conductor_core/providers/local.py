@@ -31,8 +31,9 @@ from ..errors import (
     ProviderError,
     ProviderTimeoutError,
     ProviderUnavailableError,
+    classify,
 )
-from ..models import MAX_TOKENS_LIMIT, ChatRequest, ProviderState, StatusNotice, Usage
+from ..models import ChatRequest, ProviderState, StatusNotice, Usage
 from .base import BaseProvider, Completion, Loaded, StreamPiece
 from .local_prompt import STOP_SEQUENCES, ChatTemplate, PromptPlan, build_prompt, plan_prompt
 
@@ -184,6 +185,7 @@ class LocalProvider(BaseProvider):
     key_env_var = None
     price_provider_id = None
     max_concurrency = 1  # one model, one generation at a time: the others wait in the bulkhead's queue
+    output_limit_note = " (its context window, CONDUCTOR_LOCAL_CONTEXT)"
 
     def __init__(
         self,
@@ -206,6 +208,7 @@ class LocalProvider(BaseProvider):
         self.display_name = f"Local ({model})" if self.model_path else BUNDLED_DISPLAY_NAME
         self.threads = threads
         self.context = context
+        self.max_output_tokens = context  # prompt and answer share the context: never more than all of it
         self._slot = _slot_for((str(self.model_path) if self.model_path else None, threads, context))
 
     @classmethod
@@ -247,7 +250,7 @@ class LocalProvider(BaseProvider):
                 slot.template = ChatTemplate.of(llm)
                 slot.llm = llm
                 slot.load_seconds = time.perf_counter() - t0
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - remembered and re-raised as our error
                 # Remembered for `state`; the next request tries again (the file may be fixed).
                 slot.error = self._load_error(exc)
                 self.mark_health(False, slot.error.message)
@@ -289,8 +292,7 @@ class LocalProvider(BaseProvider):
 
     # --- generation ---------------------------------------------------------------------
 
-    @staticmethod
-    def _with_defaults(request: ChatRequest) -> ChatRequest:
+    def _with_defaults(self, request: ChatRequest) -> ChatRequest:
         """A request that leaves temperature or the token cap to the provider gets llama.cpp's
         default temperature (0.8) and the rest of the context as its cap."""
         if request.temperature is not None and request.max_tokens is not None:
@@ -298,7 +300,7 @@ class LocalProvider(BaseProvider):
         return request.model_copy(
             update={
                 "temperature": 0.8 if request.temperature is None else request.temperature,
-                "max_tokens": MAX_TOKENS_LIMIT if request.max_tokens is None else request.max_tokens,
+                "max_tokens": self.context if request.max_tokens is None else request.max_tokens,
             }
         )
 
@@ -422,9 +424,9 @@ class LocalProvider(BaseProvider):
                 provider=self.name,
                 status_code=400,
             )
-        if isinstance(exc, (MemoryError, RuntimeError)):
+        if isinstance(exc, (MemoryError, RuntimeError)):  # llama.cpp's own failures: this provider's
             return ProviderUnavailableError(f"{self.name}: llama.cpp failed ({message})", provider=self.name)
-        return ProviderError(f"{self.name} failed: {type(exc).__name__}: {message}", provider=self.name)
+        return classify(self.name, exc)  # the request's fault (text it cannot encode) or a bug in Conductor
 
     # --- status ---------------------------------------------------------------------------
 

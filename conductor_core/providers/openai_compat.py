@@ -32,11 +32,27 @@ import httpx2
 import openai
 import orjson
 from openai._models import FinalRequestOptions
+from pydantic import ValidationError
 
 from .. import aio
 from ..config import EndpointConfig, Settings
-from ..errors import NotConfiguredError, ProviderError, ProviderUnavailableError, error_for_status, sdk_error
-from ..models import ChatMessage, ChatRequest, ToolCall, ToolCallDelta, Usage
+from ..errors import (
+    MalformedResponse,
+    NotConfiguredError,
+    ProviderError,
+    ProviderUnavailableError,
+    error_for_status,
+    sdk_error,
+)
+from ..models import (
+    ChatMessage,
+    ChatRequest,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+    tool_choice_from_function_call,
+    tools_from_functions,
+)
 from .base import FEATURE_SETTINGS, SAMPLING_SETTINGS, BaseProvider, Completion, Served, StreamPiece
 
 OPENAI_MODELS = ["gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "gpt-4.1", "gpt-4.1-nano"]
@@ -53,6 +69,11 @@ _PASSED_ON = (
 )
 # What `client.post("/chat/completions", body=...)` builds, made once; each call copies it.
 _CHAT = FinalRequestOptions.construct(method="post", url="/chat/completions")
+#: A legacy `function_call` answer has no id; the tool call it becomes is given this one.
+_FUNCTION_CALL_ID = "function_call"
+#: What reading an answer of the wrong shape raises (a string where an object belongs, a
+#: missing key...): the upstream's doing, reported as MalformedResponse.
+_WRONG_SHAPE = (KeyError, IndexError, TypeError, AttributeError, ValidationError)
 
 
 class _Client(openai.AsyncOpenAI):
@@ -181,6 +202,9 @@ class OpenAICompatProvider(BaseProvider):
                 params["tool_choice"] = choice if isinstance(choice, str) else choice.model_dump()
             if request.parallel_tool_calls is not None:
                 params["parallel_tool_calls"] = request.parallel_tool_calls
+        if request.extra_params:
+            _respell(params, request)
+            params.update(request.extra_params)  # as the client sent them: the upstream's business
         return params
 
     @staticmethod
@@ -196,33 +220,43 @@ class OpenAICompatProvider(BaseProvider):
 
     @staticmethod
     def _from_response(data: dict[str, Any], model: str) -> Completion:
-        """A chat.completion body (parsed JSON) as our Completion."""
+        """A chat.completion body (parsed JSON) as our Completion; MalformedResponse if it is not one."""
         if "error" in data and "choices" not in data:
-            raise ValueError(f"error in a 200 answer: {data['error']}")
-        choices = data.get("choices")
-        if not choices:
-            raise ValueError("response has no choices")
-        choice = choices[0]
-        message = choice.get("message") or {}
-        calls = message.get("tool_calls")
-        return Completion(
-            text=message.get("content") or "",
-            model=data.get("model") or model,
-            finish_reason=choice.get("finish_reason"),
-            usage=OpenAICompatProvider._usage(data.get("usage")),
-            tool_calls=[ToolCall.model_validate(call) for call in calls] if calls else None,
-            logprobs=choice.get("logprobs"),
-        )
+            raise MalformedResponse(f"error in a 200 answer: {data['error']}")
+        try:
+            choices = data.get("choices")
+            if not choices:
+                raise MalformedResponse("response has no choices")
+            choice = choices[0]
+            message = choice.get("message") or {}
+            calls = [ToolCall.model_validate(call) for call in message.get("tool_calls") or ()]
+            if message.get("function_call"):  # the answer to the deprecated `functions`
+                calls.append(ToolCall(id=_FUNCTION_CALL_ID, function=message["function_call"]))
+            return Completion(
+                text=_text(message.get("content")),
+                model=data.get("model") or model,
+                finish_reason=choice.get("finish_reason"),
+                usage=OpenAICompatProvider._usage(data.get("usage")),
+                tool_calls=calls or None,
+                logprobs=choice.get("logprobs"),
+                response_id=_optional_text(data.get("id")),
+                system_fingerprint=_optional_text(data.get("system_fingerprint")),
+            )
+        except _WRONG_SHAPE as exc:
+            raise MalformedResponse(f"not a chat completion ({type(exc).__name__}: {exc})") from exc
 
     # --- hooks ----------------------------------------------------------------------
 
     async def _complete(self, request: ChatRequest, model: str) -> Completion:
-        response = await self._post(self._to_request(request, model), stream=False)
+        response = await self._post(self._prepared(self._to_request, request, model), stream=False)
         return self._from_response(_json_object(response.content), model)
 
     async def _stream(self, request: ChatRequest, model: str) -> AsyncIterator[StreamPiece]:
-        body = {**self._to_request(request, model), "stream": True, "stream_options": {"include_usage": True}}
-        finish_reason, served_model, usage = None, None, None
+        body = {**self._prepared(self._to_request, request, model), "stream": True}
+        # The client's stream options, with usage always asked for: Conductor needs it (the
+        # gateway relays the usage chunk only to a client that asked for it).
+        body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+        finish_reason, served_model, usage, answer_id, fingerprint = None, None, None, None, None
         logprobs: list[Any] = []
         response = await self._post(body, stream=True)
         async with aclosing(response):  # the upstream stream ends when the reader stops
@@ -235,35 +269,50 @@ class OpenAICompatProvider(BaseProvider):
                 data = _json_object(payload)
                 if data.get("error"):
                     raise _stream_error(self.name, data["error"])
-                if served_model is None and data.get("model"):
-                    served_model = data["model"]
-                    yield Served(served_model)
-                if data.get("usage"):
-                    usage = self._usage(data["usage"])
-                for choice in data.get("choices") or ():
-                    delta = choice.get("delta") or {}
-                    if delta.get("content"):
-                        yield delta["content"]
-                    for call in delta.get("tool_calls") or ():
-                        function = call.get("function") or {}
-                        yield ToolCallDelta(
-                            index=call.get("index", 0),
-                            id=call.get("id"),
-                            name=function.get("name"),
-                            arguments=function.get("arguments") or "",
-                        )
-                    if choice.get("logprobs") and choice["logprobs"].get("content"):
-                        logprobs.extend(choice["logprobs"]["content"])
-                    if choice.get("finish_reason"):
-                        finish_reason = choice["finish_reason"]
+                try:
+                    if served_model is None and data.get("model"):
+                        served_model = data["model"]
+                        answer_id = _optional_text(data.get("id"))
+                        fingerprint = _optional_text(data.get("system_fingerprint"))
+                        yield Served(served_model, answer_id, fingerprint)
+                    if data.get("usage"):
+                        usage = self._usage(data["usage"])
+                    for choice in data.get("choices") or ():
+                        delta = choice.get("delta") or {}
+                        if delta.get("content"):
+                            yield _text(delta["content"])
+                        for call in delta.get("tool_calls") or ():
+                            function = call.get("function") or {}
+                            yield ToolCallDelta(
+                                index=call.get("index", 0),
+                                id=call.get("id"),
+                                name=function.get("name"),
+                                arguments=function.get("arguments") or "",
+                            )
+                        legacy = delta.get("function_call")  # the answer to the deprecated `functions`
+                        if legacy:
+                            yield ToolCallDelta(
+                                index=0,
+                                id=_FUNCTION_CALL_ID if legacy.get("name") else None,
+                                name=legacy.get("name"),
+                                arguments=legacy.get("arguments") or "",
+                            )
+                        if choice.get("logprobs") and choice["logprobs"].get("content"):
+                            logprobs.extend(choice["logprobs"]["content"])
+                        if choice.get("finish_reason"):
+                            finish_reason = choice["finish_reason"]
+                except _WRONG_SHAPE as exc:
+                    raise MalformedResponse(f"not a chat completion chunk ({type(exc).__name__}: {exc})") from exc
         if finish_reason is None:
-            raise ValueError("stream ended without a finish reason")
+            raise MalformedResponse("stream ended without a finish reason")
         yield Completion(
             text="",
             model=served_model or model,
             finish_reason=finish_reason,
             usage=usage,
             logprobs={"content": logprobs} if logprobs else None,
+            response_id=answer_id,
+            system_fingerprint=fingerprint,
         )
 
     async def _post(self, body: dict[str, Any], *, stream: bool) -> httpx2.Response:
@@ -300,6 +349,20 @@ class OpenAICompatProvider(BaseProvider):
             await client.close()
 
 
+def _respell(params: dict[str, Any], request: ChatRequest) -> None:
+    """Leave out Conductor's spelling of a setting the client spelled its own way (in
+    extra_params, sent as it is): the token cap's other name; tools and tool_choice made from
+    the deprecated functions and function_call (not tools the client sent beside them)."""
+    extra = request.extra_params or {}
+    if "max_tokens" in extra or "max_completion_tokens" in extra:
+        params.pop("max_tokens", None)
+        params.pop("max_completion_tokens", None)
+    if "functions" in extra and request.tools == tools_from_functions(extra["functions"]):
+        params.pop("tools", None)
+    if "function_call" in extra and request.tool_choice == tool_choice_from_function_call(extra["function_call"]):
+        params.pop("tool_choice", None)
+
+
 def _message(m: ChatMessage) -> dict[str, Any]:
     out: dict[str, Any] = {"role": m.role.value, "content": m.content}
     if m.tool_calls:
@@ -314,11 +377,26 @@ def _message(m: ChatMessage) -> dict[str, Any]:
 
 
 def _json_object(raw: bytes | str) -> dict[str, Any]:
-    """A JSON object, or ValueError (mapped to a malformed-answer error) for anything else."""
-    data = orjson.loads(raw)  # ~3x json.loads' speed, once per streamed chunk; its errors are ValueErrors
+    """A JSON object, or a malformed-answer error (orjson's JSONDecodeError, MalformedResponse)."""
+    data = orjson.loads(raw)  # ~3x json.loads' speed, once per streamed chunk
     if not isinstance(data, dict):
-        raise ValueError(f"expected a JSON object, got {type(data).__name__}")
+        raise MalformedResponse(f"expected a JSON object, got {type(data).__name__}")
     return data
+
+
+def _optional_text(value: Any) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise MalformedResponse(f"expected text or null, got {type(value).__name__}")
+    return value
+
+
+def _text(content: Any) -> str:
+    """A message's content: text (or null, nothing)."""
+    if content is None:
+        return ""
+    if not isinstance(content, str):
+        raise MalformedResponse(f"message content is {type(content).__name__}, not text")
+    return content
 
 
 def _stream_error(provider: str, error: Any) -> ProviderError:

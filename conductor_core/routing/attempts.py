@@ -207,7 +207,13 @@ class Attempts:
                 if kind is TextDelta or kind is ToolCallDelta:
                     if not route.started:  # the first content: this attempt serves (no fallback after text)
                         route.started = True
-                        yield StreamStart(request_id=route.request_id, provider=provider.name, model=stats.model)
+                        yield StreamStart(
+                            request_id=route.request_id,
+                            provider=provider.name,
+                            model=stats.model,
+                            upstream_id=stats.response_id,
+                            system_fingerprint=stats.system_fingerprint,
+                        )
                     if kind is TextDelta:
                         parts.append(event.text)
                 elif kind is StreamDone:

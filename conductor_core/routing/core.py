@@ -114,7 +114,7 @@ class AsyncConductor:
                 response = await self.attempts.call(candidate, request, route)
             except ProviderError as error:
                 last_error = error
-                if route.mode != "auto":
+                if route.mode != "auto" or not error.falls_back:  # every provider would fail alike
                     break
                 continue
             route.reason = route.reason or candidate.reason
@@ -151,7 +151,7 @@ class AsyncConductor:
                 return
             except ProviderError as error:
                 last_error = error
-                if route.mode != "auto":
+                if route.mode != "auto" or not error.falls_back:  # every provider would fail alike
                     break
         raise self._exhausted(route, last_error)
 

@@ -37,6 +37,8 @@ Behaviour can be scripted:
   ``content_block_start`` then ``input_json_delta`` pieces, ``stop_reason: "tool_use"``; with
   ``tool_choice`` auto a short text block comes first, as Claude writes one; forced calls have
   none); Gemini a whole ``functionCall`` part in one chunk (``finishReason: "STOP"``).
+* OpenAI's deprecated ``functions`` (without tools): answered with a ``function_call`` (streamed
+  as ``delta.function_call`` pieces, ``finish_reason: "function_call"``).
 * JSON output: a request that asks for it (OpenAI ``response_format`` json_object/json_schema,
   Anthropic ``output_config.format``, Gemini ``responseMimeType: application/json``) gets
   ``json_reply`` instead of ``reply``.
@@ -140,6 +142,7 @@ class Fault:
     retry_after: float | None = None  # adds a Retry-After header (seconds) when set
     hang_s: float = 30.0  # kind="hang": sleep this long before answering normally
     message: str = "scripted failure"
+    code: str | None = None  # kind="status": the error's own code (OpenAI's error.code), if not the usual one
 
 
 class _ScriptedCut(Exception):
@@ -502,8 +505,12 @@ class ProtocolServer:
         if fault.retry_after is not None:
             ra = fault.retry_after  # "7", not "7.0": HTTP's delay-seconds is an integer
             headers["retry-after"] = str(int(ra)) if float(ra).is_integer() else str(ra)
+        body = self._error_body(fault.status, fault.message)
+        inner = body.get("error")
+        if fault.code is not None and isinstance(inner, dict) and not isinstance(inner.get("code"), int):
+            inner["code"] = fault.code  # OpenAI's string code (Gemini's `code` is the HTTP status)
         return Response(
-            _dumps(self._error_body(fault.status, fault.message)),
+            _dumps(body),
             status_code=fault.status,
             media_type="application/json",
             headers=headers,
@@ -602,6 +609,18 @@ class OpenAIServer(ProtocolServer):
     default_models: ClassVar[list[str]] = ["gpt-4o-mini", "gpt-4o", "gpt-4.1-mini"]
     url_path: ClassVar[str] = "/v1"
 
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        #: Sent as `system_fingerprint` on every answer and chunk (OpenAI's own is a string such as fp_...).
+        self.system_fingerprint: str | None = None
+        #: The `id` of every answer given (a stream's chunks share one), in order.
+        self.response_ids: list[str] = []
+
+    def reset(self) -> None:
+        super().reset()
+        self.system_fingerprint = None
+        self.response_ids.clear()
+
     _ERROR_TYPES: ClassVar[dict[int, tuple[str, str | None]]] = {
         400: ("invalid_request_error", None),
         401: ("invalid_request_error", "invalid_api_key"),
@@ -682,30 +701,53 @@ class OpenAIServer(ProtocolServer):
         name = choice["function"]["name"] if isinstance(choice, dict) else tools[0]["function"]["name"]
         return {"id": f"call_{uuid.uuid4().hex[:12]}", "type": "function", "function": {"name": name}}
 
+    @staticmethod
+    def _function_call(call: _Call) -> str | None:
+        """The deprecated form: offered `functions` (no tools, not told "none", not answering a
+        function's result), the server answers with a `function_call` to the named or first one."""
+        body = call.body
+        functions = body.get("functions") or []
+        choice = body.get("function_call")
+        messages = body.get("messages") or []
+        if body.get("tools") or not functions or choice == "none":
+            return None
+        if messages and messages[-1].get("role") in ("function", "tool"):
+            return None
+        return choice["name"] if isinstance(choice, dict) else functions[0]["name"]
+
     def _completion(self, call: _Call, chunks: list[str], truncated: bool) -> dict[str, Any]:
         tool = self._tool_call(call)
+        function = self._function_call(call)
         message: dict[str, Any] = {"role": "assistant", "content": "".join(chunks), "refusal": None, "annotations": []}
         finish = "length" if truncated else "stop"
         if tool is not None:
             tool["function"]["arguments"] = "".join(self.TOOL_ARGUMENTS)
             message.update(content=None, tool_calls=[tool])
             finish, chunks = "tool_calls", self.TOOL_ARGUMENTS
+        elif function is not None:
+            message.update(content=None, function_call={"name": function, "arguments": "".join(self.TOOL_ARGUMENTS)})
+            finish, chunks = "function_call", self.TOOL_ARGUMENTS
+        answer_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+        self.response_ids.append(answer_id)
         return {
-            "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
+            "id": answer_id,
             "object": "chat.completion",
             "created": int(time.time()),
             "model": call.model,
             "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
             "usage": self._usage(call, chunks),
-            "system_fingerprint": None,
+            "system_fingerprint": self.system_fingerprint,
         }
 
     def _stream_frames(self, call: _Call, chunks: list[str], truncated: bool) -> Iterable[Frame]:
         cid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+        self.response_ids.append(cid)
         created = int(time.time())
         opts = call.body.get("stream_options")
         include_usage = isinstance(opts, dict) and bool(opts.get("include_usage"))
         tool = self._tool_call(call)
+        function = self._function_call(call)
+        fingerprint = self.system_fingerprint
 
         def chunk(delta: dict[str, Any], finish: str | None) -> bytes:
             obj: dict[str, Any] = {
@@ -713,7 +755,7 @@ class OpenAIServer(ProtocolServer):
                 "object": "chat.completion.chunk",
                 "created": created,
                 "model": call.model,
-                "system_fingerprint": None,
+                "system_fingerprint": fingerprint,
                 "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
             }
             if include_usage:
@@ -721,7 +763,13 @@ class OpenAIServer(ProtocolServer):
             return b"data: " + _dumps(obj) + b"\n\n"
 
         yield "pre", chunk({"role": "assistant", "content": "", "refusal": None}, None)
-        if tool is not None:  # as OpenAI streams a call: id and name first, then the arguments in pieces
+        if tool is None and function is not None:  # the deprecated form: name first, then argument pieces
+            yield "text", chunk({"function_call": {"name": function, "arguments": ""}}, None)
+            for piece in self.TOOL_ARGUMENTS:
+                yield "text", chunk({"function_call": {"arguments": piece}}, None)
+            chunks = self.TOOL_ARGUMENTS
+            yield "post", chunk({}, "function_call")
+        elif tool is not None:  # as OpenAI streams a call: id and name first, then the arguments in pieces
             yield (
                 "text",
                 chunk({"tool_calls": [{"index": 0, **tool, "function": {**tool["function"], "arguments": ""}}]}, None),
@@ -740,7 +788,7 @@ class OpenAIServer(ProtocolServer):
                 "object": "chat.completion.chunk",
                 "created": created,
                 "model": call.model,
-                "system_fingerprint": None,
+                "system_fingerprint": fingerprint,
                 "choices": [],
                 "usage": self._usage(call, chunks),
             }
