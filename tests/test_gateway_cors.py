@@ -33,7 +33,7 @@ from tests.test_gateway_async import endpoints
 
 TESTS = Path(__file__).resolve().parent
 OPENAI_NODE = TESTS / "node_modules" / "openai" / "index.mjs"
-GATEWAY_KEY = "cors-test-gateway-key-0123456789abcdef"
+GATEWAY_KEY = "Wq4nZ8vR2tLx7KpM3cYh9BsD5fGj6NaE1uTo"
 
 
 def _unavailable() -> str | None:

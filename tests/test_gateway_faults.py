@@ -35,7 +35,7 @@ from conductor_core.testing.protocol_servers import AnthropicServer, Fault, Gemi
 from gateway.main import create_app
 from tests.test_gateway import make_conductor, serve
 
-KEY = "sk-test-provider-key-000000"
+KEY = "sk-Qm7vT2xK9pLd4RwZ8nBc"
 SERVERS = {"openai": OpenAIServer, "anthropic": AnthropicServer, "gemini": GeminiServer}
 CLASSES = {"openai": OpenAICompatProvider, "anthropic": AnthropicProvider, "gemini": GeminiProvider}
 # A valid JSON body whose text holds a lone surrogate: the escape as a client writes it.

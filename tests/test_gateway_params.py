@@ -95,7 +95,7 @@ def test_every_parameter_of_the_sdk_arrives_at_an_openai_upstream_unchanged(tmp_
 def test_unknown_fields_pass_through_and_names_keep_the_clients_spelling(tmp_path) -> None:
     with OpenAIServer() as compatible, OpenAIServer() as official:
         conductor = make_conductor(
-            tmp_path, endpoints=endpoints(up=compatible), openai_api_key="sk-test-000", openai_base_url=official.url
+            tmp_path, endpoints=endpoints(up=compatible), openai_api_key="sk-Hv3nW8qJ5tYr2LcP6xZa", openai_base_url=official.url
         )
         with serve(create_app(conductor)) as url:
             api = client(url)
@@ -244,7 +244,7 @@ def test_auto_skips_providers_that_cannot_take_a_parameter_and_says_why(tmp_path
         conductor = make_conductor(
             tmp_path,
             endpoints=endpoints(up=openai_srv),
-            anthropic_api_key="sk-test-provider-key-000000",
+            anthropic_api_key="sk-Qm7vT2xK9pLd4RwZ8nBc",
             anthropic_base_url=anthropic_srv.url,
         )
         with serve(create_app(conductor)) as url:
@@ -255,7 +255,7 @@ def test_auto_skips_providers_that_cannot_take_a_parameter_and_says_why(tmp_path
                 assert raw.headers["x-conductor-provider"] == "up"
             assert anthropic_srv.request_count == 0
             only_anthropic = make_conductor(
-                tmp_path / "a", anthropic_api_key="sk-test-provider-key-000000", anthropic_base_url=anthropic_srv.url
+                tmp_path / "a", anthropic_api_key="sk-Qm7vT2xK9pLd4RwZ8nBc", anthropic_base_url=anthropic_srv.url
             )
             with serve(create_app(only_anthropic)) as url2:
                 with pytest.raises(openai.BadRequestError) as caught:

@@ -63,8 +63,8 @@ def test_the_gateway_package_has_no_import_cycle() -> None:
 
 # --- a public bind needs a key of at least 32 characters ---------------------------------------
 
-SHORT_KEY = "short-gateway-key-2026"  # 22 characters
-LONG_KEY = "a-gateway-key-long-enough-0123456789"
+SHORT_KEY = "Tz6pQw2RkN9vXc4mLh8JyB"  # 22 characters
+LONG_KEY = "Xk7RmP2vQ9wLt4ZcN8hB3sYd6FgJ5aTu"
 
 
 def _python_m_gateway(tmp_path, key: str) -> subprocess.CompletedProcess[str]:
