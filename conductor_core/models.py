@@ -593,6 +593,12 @@ class LogHealth(BaseModel):
     last_error: str | None = Field(default=None, description="The last write error, redacted.")
     last_error_at: datetime | None = None
     spool_dir: str | None = None
+    schema_error: str | None = Field(
+        default=None,
+        description="Set when the database's schema is not this code's (a newer release's database, a table or "
+        "column missing): what to run or which release to use. Attempts are then set aside in rejected.jsonl, not "
+        "retried.",
+    )
 
 
 class SystemStatus(BaseModel):

@@ -90,14 +90,28 @@ class RequestLog:
     @property
     def engine(self) -> Engine:
         """The database engine, for modules that keep their own tables next to the log
-        (sessions, experiments): one database, one connection pool. Call `ensure_tables`
+        (sessions, experiments): one database, one connection pool. Call `require_tables`
         with their MetaData before first use."""
         return self._db.engine
 
-    def ensure_tables(self, extra: MetaData) -> None:
-        """Create another module's tables in this database (if missing), with the same care
-        as the log's own: IF NOT EXISTS, an advisory lock on PostgreSQL, retried races."""
-        self._db.ensure_tables(extra)
+    def open(self) -> None:
+        """Bring the database's schema to this code's now (it happens on first use anyway):
+        nothing when it already is, an upgrade in place when it is older (see migrate.py).
+        Raises `SchemaError` (what to run, or which release to use) when this code cannot use
+        it; an unreachable database raises the driver's error."""
+        self._db.ensure_schema()
+
+    def require_tables(self, extra: MetaData) -> None:
+        """Check that another module's tables exist in this database, once the migrations ran
+        (they create every table, the workbench's too). Raises `SchemaError` naming the ones
+        no migration created."""
+        self._db.require_tables(extra)
+
+    @property
+    def schema_error(self) -> str | None:
+        """Why this code cannot use the database (a newer release's, or one whose schema does
+        not match), as found on open: what to run or which release to use. None otherwise."""
+        return self._db.schema_error
 
     @property
     def log_prompts(self) -> bool:
