@@ -549,9 +549,21 @@ class ProviderReliability(BaseModel):
 
 
 class ProviderUsage(BaseModel):
-    total_requests: int = 0
-    successful_requests: int = 0
-    failed_requests: int = 0
+    total_requests: int = Field(
+        default=0,
+        description="In a status's `totals`: the requests made (a request's retries and fallbacks count once). For one "
+        "provider: the calls sent to it (each attempt is one).",
+    )
+    total_attempts: int = Field(
+        default=0,
+        description="Attempts, retries and fallbacks included (rows of the request log). For one provider this is "
+        "`total_requests`.",
+    )
+    successful_requests: int = Field(default=0, description="Requests (or, for one provider, calls) that succeeded.")
+    failed_requests: int = Field(
+        default=0,
+        description="In `totals`: requests that got no answer. For one provider: its calls that failed.",
+    )
     input_tokens: int = 0
     output_tokens: int = 0
     cost_usd: float = 0.0
@@ -684,6 +696,12 @@ class AttemptRecord(BaseModel):
     cost_usd: float | None = None
     prompt: str | None = Field(default=None, description="Omitted when prompt logging is off.")
     answer: str | None = None
+    attempt_index: int | None = Field(
+        default=None,
+        ge=0,
+        description="Position of this attempt within its request, as logged: 0 the first, then 1, 2... for its "
+        "retries and fallbacks. None: not known (a row written by other means); counted as a request of its own.",
+    )
 
 
 class Vote(BaseModel):

@@ -200,7 +200,13 @@ def test_usage_totals_treat_unknown_cost_as_zero() -> None:
     registry.record(attempt(status="error", cost_usd=None))
     usage = registry.snapshot("gemini").usage
     assert usage == ProviderUsage(
-        total_requests=3, successful_requests=2, failed_requests=1, input_tokens=11, output_tokens=7, cost_usd=0.25
+        total_requests=3,
+        total_attempts=3,
+        successful_requests=2,
+        failed_requests=1,
+        input_tokens=11,
+        output_tokens=7,
+        cost_usd=0.25,
     )
 
 

@@ -27,7 +27,7 @@ from sqlalchemy.engine import make_url
 
 from conductor_core.config import load_settings
 from conductor_core.errors import NOT_PROVIDER_FAULTS
-from conductor_core.models import register_provider_name
+from conductor_core.models import AttemptRecord, register_provider_name
 from conductor_core.router import Conductor
 from conductor_core.store import (
     DatabaseNewerError,
@@ -161,6 +161,18 @@ def _same(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
+def _expected_attempt_index(attempts: list[dict[str, Any]]) -> dict[str, int]:
+    """Each attempt's position within its request, by time (then id)."""
+    by_request: dict[str, list[dict[str, Any]]] = {}
+    for row in attempts:
+        by_request.setdefault(row["request_id"], []).append(row)
+    return {
+        row["id"]: position
+        for rows in by_request.values()
+        for position, row in enumerate(sorted(rows, key=lambda r: (r["created_ts"], r["id"])))
+    }
+
+
 # --- the history itself ------------------------------------------------------------------------
 
 
@@ -261,8 +273,21 @@ def test_a_previous_release_database_upgrades_in_place_and_keeps_every_row(
                     assert _same(upgraded[name], value), (table, name, row, upgraded)
         assert "conductor_schema" not in set(inspect(create_engine(opened.sqlalchemy_url)).get_table_names())
 
+        # The new columns: positions of old attempts backfilled; requests counted in the rollups.
+        attempts = opened.rows("attempts")
+        expected = _expected_attempt_index(attempts)
+        assert {row["id"]: row["attempt_index"] for row in attempts} == expected
+        assert max(expected.values()) >= 2  # the fixture has a request with retries or fallbacks
+        requests = len({row["request_id"] for row in attempts})
+        assert requests < len(attempts)
+        rollups = opened.rows("attempt_rollups")
+        assert sum(row["first_attempts"] for row in rollups) == requests
+        assert sum(row["requests"] for row in rollups) == len(attempts)
+
         # And through the public API, as every page and endpoint reads them.
         assert len(log.records()) == counts["attempts"]
+        totals = log.usage_totals()
+        assert (totals.total_requests, totals.total_attempts) == (requests, len(attempts))
         assert len(log.votes()) == counts["votes"]
         sessions = SessionStore.for_log(log)
         listed = sessions.recent(limit=100)
@@ -281,7 +306,7 @@ def test_a_previous_release_database_upgrades_in_place_and_keeps_every_row(
         assert len(experiments.cells(run.id)) == counts["experiment_cells"]
         assert sum(stats.thumbs_up + stats.thumbs_down for stats in experiments.stats(run.id)) == 2
         # ...and it takes new rows.
-        assert log.write(make_record(id="att_after_upgrade", request_id="req_after_upgrade"))
+        assert log.write(make_record(id="att_after_upgrade", request_id="req_after_upgrade", attempt_index=0))
         assert log.count() == counts["attempts"] + 1
     finally:
         log.close()
@@ -327,6 +352,7 @@ def test_processes_opening_an_old_database_at_once_upgrade_it_once(previous_rele
     assert len(attempts) == MANIFEST[opened.backend]["attempts"] + 4
     rollups = opened.rows("attempt_rollups")
     assert sum(row["requests"] for row in rollups) == len(attempts)
+    assert sum(row["first_attempts"] for row in rollups) == len({row["request_id"] for row in attempts})
 
 
 def _wait_for(condition: Any, what: str, timeout: float = 120.0) -> None:
@@ -350,7 +376,8 @@ def test_downgrade_to_the_baseline_and_up_again_keeps_the_rows(previous_release:
         assert opened.rows("conductor_schema") == [{"key": "rollups_version", "value": "2"}]
         migrate.upgrade(engine, "old")
         assert migrate.differences(engine) == []
-        assert len(opened.rows("attempts")) == MANIFEST[opened.backend]["attempts"]
+        attempts = opened.rows("attempts")
+        assert {row["id"]: row["attempt_index"] for row in attempts} == _expected_attempt_index(attempts)
     finally:
         engine.dispose()
 
@@ -393,6 +420,50 @@ def _models_with(extra: Column[Any]) -> list[MetaData]:
             table.to_metadata(changed)
     changed.tables["experiments"].append_column(extra)
     return [changed]
+
+
+def test_a_database_at_an_older_revision_is_upgraded_and_its_requests_counted(place: Place) -> None:
+    """A database two revisions behind (before attempt_index): its attempts get their
+    positions, the rollups count requests apart from attempts."""
+    place.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = place.engine()
+    migrate.upgrade(engine, "older", target="0002")
+    engine.dispose()
+    values = []
+    for n, (request, provider, status, seconds) in enumerate(
+        [
+            ("req_a", "alpha", "error", 0.0),  # a retry...
+            ("req_a", "alpha", "ok", 1.0),
+            ("req_b", "alpha", "error", 2.0),  # ...a fallback to another provider...
+            ("req_b", "beta", "error", 3.0),
+            ("req_b", "gamma", "ok", 4.0),
+            ("req_c", "beta", "ok", 5.0),  # ...and a plain request
+        ]
+    ):
+        at = T0 + timedelta(seconds=seconds)
+        values.append(
+            f"('att_{n}', '{at.isoformat()}', {at.timestamp()}, '{request}', '{provider}', 'manual', 'gateway', "
+            f"{'true' if place.backend == 'postgresql' else 1}, '{status}', 1, 2)"
+        )
+    place.execute(
+        "INSERT INTO attempts (id, created_at, created_ts, request_id, provider, route, source, streamed, status, "
+        "input_tokens, output_tokens) VALUES " + ", ".join(values)
+    )
+    log = place.open_log()
+    try:
+        log.open()
+        assert place.revisions() == (migrate.HEAD,)
+        found = {row["id"]: row["attempt_index"] for row in place.rows("attempts")}
+        assert found == {"att_0": 0, "att_1": 1, "att_2": 0, "att_3": 1, "att_4": 2, "att_5": 0}
+        totals = log.usage_totals()
+        assert (totals.total_requests, totals.total_attempts, totals.successful_requests) == (3, 6, 3)
+        assert totals.failed_requests == 0  # every request got its answer in the end
+        by_provider = {name: usage.total_requests for name, usage in log.provider_totals().items()}
+        assert by_provider == {"alpha": 3, "beta": 2, "gamma": 1}  # calls each provider received
+        aggregate = log.aggregate(bucket_s=60)
+        assert (aggregate["requests"].sum(), aggregate["first_attempts"].sum()) == (6, 3)
+    finally:
+        log.close()
 
 
 def test_a_database_newer_than_the_code_is_a_clear_error_and_no_row_is_retried_for_ever(
@@ -470,7 +541,8 @@ def test_an_unversioned_log_from_before_rollups_and_the_workbench_is_adopted(pla
         engine = place.engine()
         assert migrate.differences(engine) == []
         engine.dispose()
-        assert sum(r["requests"] for r in place.rows("attempt_rollups")) == 3
+        rollups = place.rows("attempt_rollups")
+        assert (sum(r["requests"] for r in rollups), sum(r["first_attempts"] for r in rollups)) == (3, 2)
         assert SessionStore.for_log(log).recent() == []  # its tables exist now
     finally:
         log.close()
@@ -594,3 +666,16 @@ def test_a_new_revision_is_autogenerated_from_a_model_change_and_applies(tmp_pat
         assert migrate.differences(engine) == []
     finally:
         engine.dispose()
+
+
+def test_a_record_survives_a_round_trip_with_its_position(place: Place) -> None:
+    log = place.open_log()
+    try:
+        record = AttemptRecord(request_id="r", provider="alpha", status="ok", attempt_index=2)
+        assert log.write(record)
+        (found,) = log.records()
+        assert found.attempt_index == 2
+        assert json.loads(log.export("json"))[0]["attempt_index"] == 2
+        assert "attempt_index" in log.export("csv").decode().splitlines()[0].split(",")
+    finally:
+        log.close()

@@ -426,6 +426,8 @@ def _random_records(n: int, seed: int) -> list[AttemptRecord]:
                 cost_usd=rng.choice([None, round(rng.uniform(0, 0.01), 6)]),
                 input_tokens=rng.randint(0, 50),
                 output_tokens=rng.choice([0, 1, 2, rng.randint(1, 300)]),
+                # A first attempt, a retry or fallback, or a position not known (a request of its own).
+                attempt_index=rng.choice([0, 0, 1, 2, None]),
             )
         )
     return records
@@ -445,6 +447,7 @@ def _expected_cells(
             key,
             {
                 "requests": 0,
+                "first_attempts": 0,
                 "ok": 0,
                 "errors": 0,
                 "incomplete": 0,
@@ -460,6 +463,7 @@ def _expected_cells(
             },
         )
         c["requests"] += 1
+        c["first_attempts"] += r.attempt_index in (0, None)
         c[{"ok": "ok", "error": "errors", "incomplete": "incomplete"}[r.status]] += 1
         c["not_at_fault"] += r.status != "ok" and r.error_type in ("bad_request", "cancelled", "busy", "circuit_open")
         c["priced"] += r.cost_usd is not None
@@ -484,6 +488,7 @@ def _assert_aggregate_matches(agg: pd.DataFrame, expected: dict[Any, dict[str, A
         c = expected[(row.provider, int(row.bucket.timestamp()))]
         for name in (
             "requests",
+            "first_attempts",
             "ok",
             "errors",
             "incomplete",

@@ -9,6 +9,8 @@ column and calls `rebuild(conn, new_rule)`. The rules read only the columns of t
 attempts table that existed when they were written, named here, not the live models.
 
 Rule 2: the sums of the release before migrations (its ROLLUPS_VERSION 2).
+Rule 3: rule 2 plus `first_attempts` (attempts with `attempt_index` 0: requests; an attempt
+        whose position is unknown, NULL, counts as a request of its own).
 """
 
 from __future__ import annotations
@@ -21,13 +23,14 @@ from sqlalchemy.sql.elements import ColumnClause, ColumnElement
 __all__ = ["CURRENT", "EXCUSED", "ROLLUP_S", "bucket", "rebuild", "sums"]
 
 #: The rule new rows are summed by.
-CURRENT = 2
+CURRENT = 3
 #: Seconds in one rollup bucket.
 ROLLUP_S = 60
 #: Failures that do not count against a provider (errors.NOT_PROVIDER_FAULTS), as each rule
 #: knew them. A test checks the current rule's set against errors.NOT_PROVIDER_FAULTS.
 EXCUSED: dict[int, frozenset[str]] = {
     2: frozenset({"bad_request", "cancelled", "busy", "circuit_open"}),
+    3: frozenset({"bad_request", "cancelled", "busy", "circuit_open"}),
 }
 
 
@@ -59,7 +62,7 @@ def sums(a: Any, rule: int = CURRENT) -> dict[str, ColumnElement[Any]]:
     # statements that SQLAlchemy cannot expand an IN list in (INSERT ... SELECT, unions).
     excused = or_(*(a.error_type == literal_column(f"'{kind}'") for kind in sorted(EXCUSED[rule])))
     found: dict[str, ColumnElement[Any]] = {
-        "requests": literal_column("1"),  # attempts
+        "requests": literal_column("1"),  # attempts (the column's name predates rule 3)
         "ok": case((ok, 1), else_=0),
         "errors": case((a.status == "error", 1), else_=0),
         "incomplete": case((a.status == "incomplete", 1), else_=0),
@@ -75,6 +78,10 @@ def sums(a: Any, rule: int = CURRENT) -> dict[str, ColumnElement[Any]]:
         "input_tokens": a.input_tokens,
         "output_tokens": a.output_tokens,
     }
+    if rule >= 3:
+        found["first_attempts"] = case(
+            (or_(a.attempt_index == literal_column("0"), a.attempt_index.is_(None)), 1), else_=0
+        )
     return found
 
 
@@ -92,6 +99,8 @@ def _attempts(rule: int) -> Any:
         column("ttft_ms", Double()),
         column("cost_usd", Double()),
     ]
+    if rule >= 3:
+        columns.append(column("attempt_index", Integer()))
     return table("attempts", *columns)
 
 

@@ -70,7 +70,8 @@ FRAME_COLUMNS: tuple[str, ...] = (
 AGGREGATE_COLUMNS: tuple[str, ...] = (
     "provider",
     "bucket",
-    "requests",
+    "requests",  # attempts, retries and fallbacks included
+    "first_attempts",  # requests: attempts with attempt_index 0 (or unknown)
     "ok",
     "errors",
     "incomplete",
@@ -192,6 +193,8 @@ attempts = Table(
     Column("cost_usd", Double()),
     Column("prompt", SafeText()),
     Column("answer", SafeText()),
+    # Position of this logged attempt within its request: 0 the first, retries and fallbacks 1, 2...
+    Column("attempt_index", Integer()),
     # Range filters, ordering and buckets all go through created_ts (see module docstring).
     Index("ix_attempts_created_ts", "created_ts"),
     Index("ix_attempts_provider_created_ts", "provider", "created_ts"),
@@ -221,7 +224,7 @@ attempt_rollups = Table(
     metadata,
     Column("provider", SafeString(), primary_key=True),
     Column("bucket_ts", Double(), primary_key=True),  # start of the minute, epoch seconds
-    Column("requests", Integer(), nullable=False),
+    Column("requests", Integer(), nullable=False),  # attempts
     Column("ok", Integer(), nullable=False),
     Column("errors", Integer(), nullable=False),
     Column("incomplete", Integer(), nullable=False),
@@ -236,6 +239,7 @@ attempt_rollups = Table(
     Column("cost_usd", Double(), nullable=False),  # unknown costs count as 0
     Column("input_tokens", Integer(), nullable=False),
     Column("output_tokens", Integer(), nullable=False),
+    Column("first_attempts", Integer(), nullable=False, server_default="0"),  # requests
 )
 
 ROLLUP_SUMS = rollup_rules.sums(attempts.c)
