@@ -702,6 +702,9 @@ class AttemptRecord(BaseModel):
         description="Position of this attempt within its request, as logged: 0 the first, then 1, 2... for its "
         "retries and fallbacks. None: not known (a row written by other means); counted as a request of its own.",
     )
+    overhead_ms: float | None = Field(
+        default=None, description="Time Conductor itself spent on the request, the upstream's time excluded."
+    )
 
 
 class Vote(BaseModel):

@@ -157,4 +157,5 @@ def full_record() -> AttemptRecord:
         prompt="user: Write a haiku about latency — ünïcödé 🚀",
         answer="Packets wait; the answer blooms",
         attempt_index=1,
+        overhead_ms=0.375,
     )

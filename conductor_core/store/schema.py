@@ -195,6 +195,8 @@ attempts = Table(
     Column("answer", SafeText()),
     # Position of this logged attempt within its request: 0 the first, retries and fallbacks 1, 2...
     Column("attempt_index", Integer()),
+    # Time Conductor itself spent on the request, the upstream's time excluded.
+    Column("overhead_ms", Double()),
     # Range filters, ordering and buckets all go through created_ts (see module docstring).
     Index("ix_attempts_created_ts", "created_ts"),
     Index("ix_attempts_provider_created_ts", "provider", "created_ts"),
