@@ -669,6 +669,29 @@ def test_dashboard_figures_tell_the_truth(app):
     assert next(m for m in app.metric if m.label == "Success rate").delta == "2 left out"
 
 
+def test_dashboard_requests_card_counts_the_messages_sent_and_shows_attempts_apart(app):
+    """What a person saw: messages typed on the Playground, some retried or answered by a
+    fallback, and the "Requests" card counted every attempt (17 messages showed as 22). It
+    counts requests now, with the attempts beside them."""
+    c = conductor()
+    c.settings.max_retries = 1
+    alpha, beta, gamma = (fakes.FAKES[name] for name in ("alpha", "beta", "gamma"))
+    alpha.script(ProviderUnavailableError("alpha is overloaded", provider="alpha", status_code=503, retry_after=0.01))
+    send(app, "First: alpha answers on its second try", provider="alpha")
+    beta.down = gamma.down = True  # AUTO falls back to alpha from whichever it tries first
+    send(app, "Second: through AUTO", provider="auto")
+    beta.down = gamma.down = False
+    send(app, "Third: plain", provider="alpha")
+    assert len(assistant_messages(app)) == 3
+    records = c.log.records()
+    assert len({r.request_id for r in records}) == 3 and len(records) >= 4  # at least the retry
+    app.switch_page("views/dashboard.py").run()
+    no_traceback(app)
+    card = next(m for m in app.metric if m.label == "Requests")
+    assert (card.value, card.delta) == ("3", f"{len(records)} attempts")
+    assert "3 requests" in card.proto.help and f"{len(records)} attempts" in card.proto.help
+
+
 def bulk_write(log, records: list[AttemptRecord]) -> None:
     # One transaction for all 10,000 rows (write() would be one per row).
     assert log.write_many(records) == len(records)
