@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 
 from conductor_core.config import register_secret
