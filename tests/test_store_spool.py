@@ -446,6 +446,7 @@ def test_a_table_dropped_by_hand_is_a_schema_mismatch_set_aside_not_an_outage(ba
     health = log.health()
     assert (health.pending, health.rejected, health.database_ok) == (0, 3, True)
     assert health.schema_error and "attempts" in health.schema_error
+    assert "python -m conductor_core.store check" in health.schema_error  # what to run
     rejected = (Path(health.spool_dir or "") / "rejected.jsonl").read_text()
     assert all(f"att_after_drop_{i}" in rejected for i in range(3))
 

@@ -253,6 +253,17 @@ class Database:
             message = message.replace(str(self.url.password), "***")
         return redact(message)
 
+    def schema_mismatch(self, exc: BaseException) -> str:
+        """What to tell a person when a statement failed because the schema is not this
+        code's (`is_schema_mismatch`): the error, and what to run."""
+        if isinstance(exc, SchemaError):
+            return self.describe(exc)
+        return (
+            f"{self.describe(exc)}: the schema of {self.safe_url} is not this release's (a newer release upgraded it, "
+            "or it was changed by hand). `python -m conductor_core.store check` lists the differences; a newer "
+            "release's database needs that release."
+        )
+
     def after_fork(self) -> None:
         """In a forked child: new connections of its own, leaving the parent's alone."""
         self.engine.dispose(close=False)

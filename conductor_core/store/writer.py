@@ -341,7 +341,7 @@ class LogWriter:
         person to look at without blocking the rows behind them."""
         message = self._db.describe(exc)
         if is_schema_mismatch(exc):
-            self._schema_refusal = message
+            self._schema_refusal = self._db.schema_mismatch(exc)
         where = "nowhere: no spool folder"
         directory = self._spool.directory
         if directory is not None:
@@ -432,7 +432,7 @@ class LogWriter:
     def failed(self, what: str, exc: BaseException) -> bool:
         message = self._db.describe(exc)
         if is_schema_mismatch(exc):
-            self._schema_refusal = message
+            self._schema_refusal = self._db.schema_mismatch(exc)
         with self._cond:
             self.write_errors += 1
             self.last_write_error = message

@@ -122,6 +122,11 @@ def live_panel() -> None:
     totals = dd.summary(snapshot.series)
     configured = [p for p in status.providers.values() if p.health.state.value != "not_configured"]
     ready = [p for p in configured if p.health.healthy]
+    if status.request_log is not None and status.request_log.schema_error:
+        st.error(
+            f"The request log is not being written: {ui.escape_md(status.request_log.schema_error)}",
+            icon=":material/database:",
+        )
     top, bottom = st.columns(3), st.columns(3)
     attempts, requests = totals["requests"], totals["first_attempts"]
     top[0].metric(
