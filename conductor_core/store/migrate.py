@@ -303,10 +303,13 @@ def _adopt(conn: Connection, label: str) -> None:
             "this one from a backup; `python -m conductor_core.store check` lists every difference."
         )
     ops = Operations(MigrationContext.configure(conn))
+    absent = [table for table in baseline.sorted_tables if table.name not in present]
+    if absent:
+        # Releases before migrations created a module's tables on its first use.
+        log.warning("request log: %s lacked %s: created", label, ", ".join(table.name for table in absent))
     for table in baseline.sorted_tables:
         if table.name not in present:
             table.create(conn)  # with its indexes
-            log.warning("request log: %s had no table %s (added by a later release): created", label, table.name)
             continue
         for column in missing.get(table.name, []):
             ops.add_column(
