@@ -96,11 +96,14 @@ def main(argv: list[str] | None = None) -> int:
             state = "up to date" if found == (HEAD,) else "needs `upgrade`" if found else "not versioned"
             print(f"{label}: {', '.join(found) or 'no revision'} (this code's newest: {HEAD}; {state})")
         elif args.command == "check":
-            found = differences(database.engine)
-            for difference in found:
+            differing = differences(database.engine)
+            for difference in differing:
                 print(difference)
-            print(f"{label}: " + (f"{len(found)} difference(s) from the models" if found else "matches the models"))
-            return 1 if found else 0
+            print(
+                f"{label}: "
+                + (f"{len(differing)} difference(s) from the models" if differing else "matches the models")
+            )
+            return 1 if differing else 0
         elif args.command == "downgrade":
             before = downgrade(database.engine, label, args.revision)
             print(f"{label}: downgraded from {', '.join(before) or 'nothing'} to {args.revision}")
