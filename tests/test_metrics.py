@@ -234,7 +234,7 @@ def test_thread_safety_counts_are_exact() -> None:
                 registry.record(attempt(provider, status, output_tokens=1, cost_usd=0.001))
                 if i % 50 == 0:
                     registry.snapshot(provider)  # readers run alongside writers
-        except BaseException as exc:  # pragma: no cover - reported below
+        except BaseException as exc:  # noqa: BLE001  # pragma: no cover - reported below
             errors.append(exc)
 
     threads = [threading.Thread(target=worker, args=(n,)) for n in range(threads_n)]

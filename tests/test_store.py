@@ -653,7 +653,7 @@ def test_concurrent_writers_from_20_threads(backend: Backend) -> None:
                 ok = log.write(make_record(request_id=f"req_{index}_{i}", provider=f"p{index % 4}"))
                 with results_lock:
                     results.append(ok)
-        except BaseException as exc:  # pragma: no cover - reported below
+        except BaseException as exc:  # noqa: BLE001  # pragma: no cover - reported below
             errors.append(exc)
 
     threads = [threading.Thread(target=worker, args=(n,)) for n in range(threads_n)]
