@@ -32,7 +32,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Column, Connection, Engine, MetaData, create_engine, inspect, text
+from sqlalchemy import Column, Connection, DefaultClause, Engine, MetaData, create_engine, inspect, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.types import TypeDecorator
 
@@ -189,9 +189,13 @@ def differences(engine: Engine) -> list[Any]:
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
 
+    models = MetaData()  # compare_metadata takes one
+    for metadata in model_metadata():
+        for table in metadata.tables.values():
+            table.to_metadata(models)
     with engine.connect() as conn:
-        context = MigrationContext.configure(conn, opts={**CONTEXT_OPTIONS, "target_metadata": model_metadata()})
-        return list(compare_metadata(context, model_metadata()))  # type: ignore[arg-type]
+        context = MigrationContext.configure(conn, opts={**CONTEXT_OPTIONS, "target_metadata": models})
+        return list(compare_metadata(context, models))
 
 
 def new_revision(message: str, *, autogenerate: bool, engine: Engine | None = None) -> Path:
@@ -312,9 +316,11 @@ def _adopt(conn: Connection, label: str) -> None:
             table.create(conn)  # with its indexes
             continue
         for column in missing.get(table.name, []):
+            default = column.server_default
+            # Only columns with a default are added (above); the baseline's are plain text ("0").
+            assert isinstance(default, DefaultClause) and isinstance(default.arg, str)
             ops.add_column(
-                table.name,
-                Column(column.name, column.type, nullable=column.nullable, server_default=column.server_default.arg),  # type: ignore[union-attr]
+                table.name, Column(column.name, column.type, nullable=column.nullable, server_default=default.arg)
             )
         indexed = {index["name"] for index in found.get_indexes(table.name)}
         for index in table.indexes:
