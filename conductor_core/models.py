@@ -715,9 +715,21 @@ class ProviderReliability(BaseModel):
 
 
 class ProviderUsage(BaseModel):
-    total_requests: int = 0
-    successful_requests: int = 0
-    failed_requests: int = 0
+    total_requests: int = Field(
+        default=0,
+        description="In a status's `totals`: the requests made (a request's retries and fallbacks count once). For one "
+        "provider: the calls sent to it (each attempt is one).",
+    )
+    total_attempts: int = Field(
+        default=0,
+        description="Attempts, retries and fallbacks included (rows of the request log). For one provider this is "
+        "`total_requests`.",
+    )
+    successful_requests: int = Field(default=0, description="Requests (or, for one provider, calls) that succeeded.")
+    failed_requests: int = Field(
+        default=0,
+        description="In `totals`: requests that got no answer. For one provider: its calls that failed.",
+    )
     input_tokens: int = 0
     output_tokens: int = 0
     cost_usd: float = 0.0
@@ -759,6 +771,12 @@ class LogHealth(BaseModel):
     last_error: str | None = Field(default=None, description="The last write error, redacted.")
     last_error_at: datetime | None = None
     spool_dir: str | None = None
+    schema_error: str | None = Field(
+        default=None,
+        description="Set when the database's schema is not this code's (a newer release's database, a table or "
+        "column missing): what to run or which release to use. Attempts are then set aside in rejected.jsonl, not "
+        "retried.",
+    )
 
 
 class SystemStatus(BaseModel):
@@ -844,6 +862,15 @@ class AttemptRecord(BaseModel):
     cost_usd: float | None = None
     prompt: str | None = Field(default=None, description="Omitted when prompt logging is off.")
     answer: str | None = None
+    attempt_index: int | None = Field(
+        default=None,
+        ge=0,
+        description="Position of this attempt within its request, as logged: 0 the first, then 1, 2... for its "
+        "retries and fallbacks. None: not known (a row written by other means); counted as a request of its own.",
+    )
+    overhead_ms: float | None = Field(
+        default=None, description="Time Conductor itself spent on the request, the upstream's time excluded."
+    )
 
 
 class Vote(BaseModel):

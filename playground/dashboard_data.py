@@ -114,7 +114,8 @@ _NICE_BUCKETS_S = (
 SERIES_COLUMNS: tuple[str, ...] = (
     "provider",
     "bucket",
-    "requests",
+    "requests",  # attempts, retries and fallbacks included
+    "first_attempts",  # requests: attempts with attempt_index 0 (or unknown)
     "ok",
     "errors",
     "counted",  # attempts that say something about the provider: successes and its failures
@@ -183,7 +184,7 @@ def _empty_series() -> pd.DataFrame:
     frame = pd.DataFrame({name: pd.Series(dtype="float64") for name in SERIES_COLUMNS})
     frame["provider"] = pd.Series(dtype=object)
     frame["bucket"] = pd.Series(dtype="datetime64[ns, UTC]")
-    for name in ("requests", "ok", "errors", "counted", "unpriced"):
+    for name in ("requests", "first_attempts", "ok", "errors", "counted", "unpriced"):
         frame[name] = pd.Series(dtype="int64")
     return frame
 
@@ -252,6 +253,8 @@ def series_from_frame(
     codes = ts // step
 
     ok = frame["status"].eq("ok").to_numpy(dtype=bool, na_value=False)
+    # A request's first attempt (an unknown position counts as one: a request of its own).
+    first_attempt = ~(_floats(frame, "attempt_index") > 0)
     if "error_type" in frame:
         blameless = ~ok & frame["error_type"].astype(object).isin(NOT_PROVIDER_FAULTS).to_numpy(dtype=bool)
     else:
@@ -277,6 +280,7 @@ def series_from_frame(
     provider_idx, bucket_code = _grid(providers, int(start_code), n_buckets)
     full = pd.DataFrame({"provider_idx": provider_idx, "bucket_code": bucket_code})
     full["requests"] = requests
+    full["first_attempts"] = total(first_attempt.astype("float64")).astype("int64")
     full["ok"] = ok_count
     full["errors"] = requests - ok_count
     full["counted"] = requests - total(blameless.astype("float64")).astype("int64")
@@ -345,6 +349,8 @@ def series_from_aggregate(
     sums = pd.DataFrame(
         {
             "requests": column("requests"),
+            # Sums without the column (made by hand): each attempt counts as a request.
+            "first_attempts": column("first_attempts") if "first_attempts" in rows else column("requests"),
             "ok": column("ok"),
             "not_at_fault": column("not_at_fault"),
             "priced": column("priced"),
@@ -359,7 +365,7 @@ def series_from_aggregate(
         index=key,
     )
     sums = sums.groupby(level=0).sum().reindex(full_key).fillna(0.0)
-    for name in ("requests", "ok", "priced"):
+    for name in ("requests", "first_attempts", "ok", "priced"):
         full[name] = sums[name].astype("int64").to_numpy()
     full["errors"] = full["requests"] - full["ok"]
     full["counted"] = full["requests"] - sums["not_at_fault"].astype("int64").to_numpy()
@@ -378,13 +384,15 @@ def series_from_aggregate(
 
 
 def summary(series: pd.DataFrame) -> dict[str, float | int | None]:
-    """Totals over a series: requests, successes, success rate (over the attempts that count
-    against a provider), cost and how many successes are unpriced, mean requests per minute."""
+    """Totals over a series: attempts (`requests`, retries and fallbacks included) and the
+    requests they belong to (`first_attempts`), successes, success rate (over the attempts
+    that count against a provider), cost and how many successes are unpriced, mean attempts
+    per minute and mean requests per minute."""
 
     def total(name: str) -> int:
         return int(series[name].sum()) if not series.empty and name in series else 0
 
-    requests, ok, counted = total("requests"), total("ok"), total("counted")
+    requests, ok, counted, first = total("requests"), total("ok"), total("counted"), total("first_attempts")
     per_bucket = (
         series.groupby("bucket", sort=False)["requests_per_min"].sum()
         if not series.empty
@@ -392,12 +400,15 @@ def summary(series: pd.DataFrame) -> dict[str, float | int | None]:
     )
     return {
         "requests": requests,
+        "first_attempts": total("first_attempts"),
         "ok": ok,
         "counted": counted,
         "success_rate": ok / counted if counted else None,
         "cost_usd": float(series["cost_usd"].sum()) if not series.empty else 0.0,
         "unpriced": total("unpriced"),
         "requests_per_min": float(per_bucket.mean()) if len(per_bucket) else 0.0,
+        # Every bucket has the same size, so the requests' rate is the attempts' scaled.
+        "first_attempts_per_min": float(per_bucket.mean()) * first / requests if requests else 0.0,
     }
 
 

@@ -258,6 +258,7 @@ _FRAME_COLUMNS = [
     "ttft_ms",
     "output_tokens",
     "cost_usd",
+    "attempt_index",  # 0 (or unknown) marks a request's first attempt: requests are counted apart
 ]
 
 

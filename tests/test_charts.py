@@ -396,6 +396,38 @@ def test_failures_the_request_caused_do_not_lower_the_success_rate():
     assert totals["requests"] == 5 and totals["success_rate"] == pytest.approx(2 / 3)
 
 
+def test_requests_are_counted_apart_from_their_attempts_on_both_paths():
+    """A request retried once and one that fell back to another provider: 2 requests, 4
+    attempts (an attempt of unknown position counts as a request of its own)."""
+    frame = rows(
+        (40, "a", "error", "unavailable", None),
+        (39, "a", "ok", None, 1e-4),  # the retry
+        (30, "a", "error", "authentication", None),
+        (29, "b", "ok", None, None),  # the fallback
+        (10, "b", "ok", None, None),  # written without a position
+    )
+    frame["attempt_index"] = [0.0, 1.0, 0.0, 1.0, float("nan")]
+    series, _ = dd.series_from_frame(frame, start=NOW - timedelta(minutes=5), end=NOW, bucket_s=300)
+    totals = dd.summary(series)
+    assert (totals["requests"], totals["first_attempts"]) == (5, 3)
+    assert totals["first_attempts_per_min"] == pytest.approx(totals["requests_per_min"] * 3 / 5)
+    aggregate = pd.DataFrame(
+        {
+            "provider": ["a", "b"],
+            "bucket": [pd.Timestamp(NOW - timedelta(minutes=2)).floor("60s")] * 2,
+            "requests": [3, 2],
+            "first_attempts": [2, 1],
+            "ok": [1, 2],
+            "not_at_fault": [0, 0],
+            "priced": [1, 0],
+            "cost_usd": [1e-4, 0.0],
+        }
+    )
+    series = dd.series_from_aggregate(aggregate, start=NOW - timedelta(minutes=5), end=NOW, bucket_s=60)
+    totals = dd.summary(series)
+    assert (totals["requests"], totals["first_attempts"]) == (5, 3)
+
+
 def test_a_total_with_unpriced_answers_says_so():
     frame = rows(
         (30, "a", "ok", None, 0.0),

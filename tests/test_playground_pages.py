@@ -669,6 +669,72 @@ def test_dashboard_figures_tell_the_truth(app):
     assert next(m for m in app.metric if m.label == "Success rate").delta == "2 left out"
 
 
+def test_dashboard_requests_card_counts_the_messages_sent_and_shows_attempts_apart(app):
+    """What a person saw: messages typed on the Playground, some retried or answered by a
+    fallback, and the "Requests" card counted every attempt (17 messages showed as 22). It
+    counts requests now, with the attempts beside them."""
+    c = conductor()
+    c.settings.max_retries = 1
+    alpha, beta, gamma = (fakes.FAKES[name] for name in ("alpha", "beta", "gamma"))
+    alpha.script(ProviderUnavailableError("alpha is overloaded", provider="alpha", status_code=503, retry_after=0.01))
+    send(app, "First: alpha answers on its second try", provider="alpha")
+    beta.down = gamma.down = True  # AUTO falls back to alpha from whichever it tries first
+    send(app, "Second: through AUTO", provider="auto")
+    beta.down = gamma.down = False
+    send(app, "Third: plain", provider="alpha")
+    assert len(assistant_messages(app)) == 3
+    records = c.log.records()
+    assert len({r.request_id for r in records}) == 3 and len(records) >= 4  # at least the retry
+    app.switch_page("views/dashboard.py").run()
+    no_traceback(app)
+    card = next(m for m in app.metric if m.label == "Requests")
+    assert (card.value, card.delta) == ("3", f"{len(records)} attempts")
+    assert "3 requests" in card.proto.help and f"{len(records)} attempts" in card.proto.help
+
+
+def test_a_database_newer_than_this_release_is_said_plainly_on_every_page(env):
+    from sqlalchemy import create_engine, text
+
+    from conductor_core.store import RequestLog
+
+    made = RequestLog(data_dir=env)
+    made.open()
+    made.close()
+    engine = create_engine(f"sqlite:///{env / 'conductor.db'}")
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '0099'"))  # a newer release's
+    engine.dispose()
+    at = new_session()
+    for page in (None, "views/dashboard.py"):
+        if page:
+            at.switch_page(page).run()
+        assert not at.exception, at.exception
+        (error,) = at.error
+        assert "cannot be used by this release" in error.value and "0099" in error.value
+        assert "newer release" in error.value and "Something went wrong" not in error.value
+
+
+def test_the_dashboard_says_when_the_log_refuses_rows_for_its_schema(app):
+    """A column gone under a running server (a newer release's migration, a hand edit): the
+    answers still arrive, their log rows are set aside, and the Dashboard says why."""
+    from sqlalchemy import create_engine, text
+
+    c = conductor()
+    send(app, "Written to the log", provider="alpha")
+    assert c.log.flush(timeout=30)
+    engine = create_engine(f"sqlite:///{c.log.url.split(':///', 1)[1]}")
+    with engine.begin() as conn:
+        conn.execute(text("ALTER TABLE attempts DROP COLUMN answer"))
+    engine.dispose()
+    send(app, "Set aside", provider="alpha")
+    assert len(assistant_messages(app)) == 2
+    assert c.log.flush(timeout=30) and c.log.health().rejected == 1
+    app.switch_page("views/dashboard.py").run()
+    assert not app.exception, app.exception
+    (banner,) = [plain(e.value) for e in app.error if "The request log is not being written" in e.value]
+    assert "no column named answer" in banner and "python -m conductor_core.store check" in banner
+
+
 def bulk_write(log, records: list[AttemptRecord]) -> None:
     # One transaction for all 10,000 rows (write() would be one per row).
     assert log.write_many(records) == len(records)

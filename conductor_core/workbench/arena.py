@@ -178,7 +178,7 @@ class Arena:
     def __init__(self, log: RequestLog) -> None:
         self.engine = log.engine
         self.keeps_text = log.log_prompts
-        log.ensure_tables(metadata)
+        log.require_tables(metadata)
 
     def start(self, prompt: str, variants: Sequence[Variant]) -> BlindMatch:
         if not prompt.strip():

@@ -13,7 +13,7 @@ it is comparable with every other; change something and it is a new experiment. 
 its check (contains / regex / equals against the `expected` column) and its concurrency per
 provider.
 
-Tables (beside the request log, created with `RequestLog.ensure_tables`):
+Tables (beside the request log, created by its migrations, conductor_core/store/migrations):
 
     experiments       id, created_at/_ts, name, template, variants (JSON list of Variant),
                       columns (JSON), row_count, has_expected
@@ -311,7 +311,7 @@ class ExperimentStore:
         self.engine = log.engine
         #: With CONDUCTOR_LOG_PROMPTS=false answers are not kept (figures, checks and ratings are).
         self.keeps_text = log.log_prompts
-        log.ensure_tables(metadata)
+        log.require_tables(metadata)
 
     # --- experiments ---------------------------------------------------------------------
 
@@ -746,7 +746,7 @@ class ExperimentStore:
         if earlier is None:
             return []
         now, before = self.stats(run.id), self.stats(earlier.id)
-        return [describe_change(a, b, earlier.number) for a, b in zip(now, before)]
+        return [describe_change(a, b, earlier.number) for a, b in zip(now, before, strict=False)]
 
 
 def _pct(value: float | None) -> str:

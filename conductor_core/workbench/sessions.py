@@ -316,7 +316,7 @@ class SessionStore:
         (`CONDUCTOR_LOG_PROMPTS=false`), in this process's memory only."""
         if not log.log_prompts:
             return cls.in_memory()
-        return cls(log.engine, ensure=lambda: log.ensure_tables(metadata))
+        return cls(log.engine, ensure=lambda: log.require_tables(metadata))
 
     @classmethod
     def in_memory(cls) -> SessionStore:
@@ -521,7 +521,9 @@ class SessionStore:
             self._refuse_if_live(conn, session_id)
             current = self._lane_variants(conn, session_id)
             chosen = list(variants) if variants is not None else [current[lane] for lane in lanes]
-            return [self._insert_answer(conn, session_id, turn_id, lane, v) for lane, v in zip(lanes, chosen)]
+            return [
+                self._insert_answer(conn, session_id, turn_id, lane, v) for lane, v in zip(lanes, chosen, strict=False)
+            ]
 
     def _refuse_if_live(self, conn: Any, session_id: str) -> None:
         a = answers_table.c
@@ -768,7 +770,7 @@ class SessionStore:
             shown = [chosen[(turn_id, lane)] for lane in lanes]
             labels = variant_labels([answer.variant for answer in shown])
             vote, vote_id = verdict_of[turn_id]
-            for answer, label in zip(shown, labels):
+            for answer, label in zip(shown, labels, strict=True):
                 if answer.request_id is None:
                     continue
                 if vote == "tie":

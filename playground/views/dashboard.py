@@ -122,11 +122,21 @@ def live_panel() -> None:
     totals = dd.summary(snapshot.series)
     configured = [p for p in status.providers.values() if p.health.state.value != "not_configured"]
     ready = [p for p in configured if p.health.healthy]
+    if status.request_log is not None and status.request_log.schema_error:
+        st.error(
+            f"The request log is not being written: {ui.escape_md(status.request_log.schema_error)}",
+            icon=":material/database:",
+        )
     top, bottom = st.columns(3), st.columns(3)
+    attempts, requests = totals["requests"], totals["first_attempts"]
     top[0].metric(
         "Requests",
-        dd.compact_count(totals["requests"]),
-        help=f"{totals['requests']:,} attempts {in_window}.",
+        dd.compact_count(requests),
+        delta=f"{dd.compact_count(attempts)} attempt{'s' if attempts != 1 else ''}" if attempts else None,
+        delta_color="off",
+        delta_arrow="off",
+        help=f"{requests:,} requests {in_window}, sent as {attempts:,} attempts: "
+        "a retry or a fallback to another provider is another attempt of the same request.",
         border=True,
     )
     rate = totals["success_rate"]
@@ -145,7 +155,13 @@ def live_panel() -> None:
             else "."
         ),
     )
-    top[2].metric("Requests / min", f"{totals['requests_per_min']:,.1f}", border=True)
+    top[2].metric(
+        "Requests / min",
+        f"{totals['first_attempts_per_min']:,.1f}",
+        help=f"Requests per minute {in_window}; with retries and fallbacks, {totals['requests_per_min']:,.1f} "
+        "attempts per minute.",
+        border=True,
+    )
     unpriced = totals["unpriced"]
     value, extra = dd.cost_tile(totals["cost_usd"], unpriced, totals["requests"], ui.format_total_cost)
     bottom[0].metric(
