@@ -50,7 +50,7 @@ from tests.store_backends import REPO_ROOT, T0, make_record, postgres_schema
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "previous_release"
 MANIFEST = json.loads((FIXTURES / "manifest.json").read_text())
 FLOAT_TOLERANCE = 1e-9
-GATEWAY_KEY = "migrations-test-gateway-key-0123456789"
+GATEWAY_KEY = "Rb5wKq8ZtN2vLm7XcJ4hPy9GdS3fTa6U"
 MODELS = migrate.model_metadata  # the real one, for tests that stand another in
 
 

@@ -10,7 +10,9 @@ attempts table that existed when they were written, named here, not the live mod
 
 Rule 2: the sums of the release before migrations (its ROLLUPS_VERSION 2).
 Rule 3: rule 2 plus `first_attempts` (attempts with `attempt_index` 0: requests; an attempt
-        whose position is unknown, NULL, counts as a request of its own).
+        whose position is unknown, NULL, counts as a request of its own), and `internal_error`
+        (a bug in Conductor, new in the same release) among the failures that are not the
+        provider's.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ ROLLUP_S = 60
 #: knew them. A test checks the current rule's set against errors.NOT_PROVIDER_FAULTS.
 EXCUSED: dict[int, frozenset[str]] = {
     2: frozenset({"bad_request", "cancelled", "busy", "circuit_open"}),
-    3: frozenset({"bad_request", "cancelled", "busy", "circuit_open"}),
+    3: frozenset({"bad_request", "cancelled", "busy", "circuit_open", "internal_error"}),
 }
 
 
