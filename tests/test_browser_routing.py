@@ -177,3 +177,33 @@ def test_a_chosen_provider_stays_chosen_when_its_breaker_opens(routing_app, serv
             assert stored_provider(routing_app["work"], page.url) == "alpha"
         finally:
             browser.close()
+
+
+def test_auto_answers_fast_when_an_endpoint_it_never_tried_hangs(routing_app, servers, shots):  # noqa: F811
+    """AUTO tries `hang` first (nothing is known yet, and it is listed first); `hang` sends nothing
+    until the test ends. The answer must come from another endpoint once the first-try deadline
+    passes, not after the provider's timeout (five minutes here)."""
+    from playwright.sync_api import sync_playwright
+
+    servers["hang"].script(Fault("hang", hang_s=600))
+    with sync_playwright() as p:
+        browser = launch(p)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        try:
+            page.goto(routing_app["url"])
+            page.get_by_test_id("stChatInput").wait_for(timeout=60_000)
+            wait_idle(page)
+            assert "AUTO" in chosen_provider(page)
+            ask(page, "Who answers first?")
+            # Generous, yet far below the hang: without the deadline the answer waits for the timeout.
+            answer = answered(page, 1, timeout_ms=60_000).inner_text()
+            served_by = next(name for name in ("alpha", "beta") if REPLIES[name] in answer)
+            assert chats(servers["hang"]) and "hang" in answer  # it was tried first, and the page says so
+            shots(page, "chat-auto-first-try-1280")
+        finally:
+            browser.close()
+
+    [missed] = log_records(routing_app["work"], provider="hang")
+    assert missed.error_type == "timeout" and f"within {FIRST_TRY_S} s" in missed.error_message
+    [served] = [r for r in log_records(routing_app["work"], provider=served_by) if r.prompt.endswith("first?")]
+    assert served.status == "ok" and served.request_id == missed.request_id
