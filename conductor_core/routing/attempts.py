@@ -18,8 +18,9 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
+from typing import Any
 
 from ..breaker import CircuitBreaker
 from ..bulkhead import Bulkhead, BulkheadFull
@@ -204,7 +205,7 @@ class Attempts:
 
     # --- one stream ---------------------------------------------------------------------------
 
-    async def stream(self, candidate: Candidate, request: ChatRequest, route: Route) -> AsyncIterator:
+    async def stream(self, candidate: Candidate, request: ChatRequest, route: Route) -> AsyncGenerator[Any, None]:
         started = time.monotonic()
         try:
             async with aclosing(self._stream_once(candidate, request, route)) as events:
@@ -223,7 +224,7 @@ class Attempts:
                 return
         raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
 
-    async def _stream_once(self, candidate: Candidate, request: ChatRequest, route: Route) -> AsyncIterator:
+    async def _stream_once(self, candidate: Candidate, request: ChatRequest, route: Route) -> AsyncGenerator[Any, None]:
         provider = candidate.provider
         bulkhead = await self.admit(provider, route)
         started = time.perf_counter()
