@@ -291,3 +291,90 @@ def test_a_logged_request_is_replayed_from_the_dashboard_with_its_parameters(are
         replayed = chats(servers[name])[0]
         assert replayed["model"] == MODELS[name]
         assert {k: replayed.get(k) for k in expected} == expected, name
+
+
+def test_a_hanging_contestant_is_stopped_and_a_round_left_by_a_dead_server_is_closed(arena_app, servers, shots):  # noqa: F811
+    """beta hangs until the test ends: only Stop can end the round. Then a round that no server
+    answers (its server died) is closed when it is opened, not shown waiting for ever."""
+    from playwright.sync_api import sync_playwright
+
+    from conductor_core.config import EndpointConfig, load_settings
+    from conductor_core.router import Conductor
+    from conductor_core.testing.protocol_servers import Fault
+    from conductor_core.workbench.arena import Arena
+    from conductor_core.workbench.variants import Variant
+
+    servers["beta"].script(Fault("hang", hang_s=600))
+    try:
+        with sync_playwright() as p:
+            browser = launch(p)
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            try:
+                page.goto(f"{arena_app['url']}/arena")
+                page.get_by_role("heading", name="Arena", exact=True).wait_for(timeout=60_000)
+                wait_idle(page)
+                page.get_by_label("Prompt").fill("Will both of you answer?")
+                page.get_by_role("button", name="Start blind round").click()
+                page.get_by_text(REPLIES["alpha"]).wait_for(timeout=60_000)
+                page.get_by_text("Waiting for the first token").wait_for(timeout=30_000)
+                eventually(lambda: chats(servers["beta"]), 30, "beta asked")
+                match_id = page.url.split("match=")[1].split("&")[0]
+                shots(page, "arena-waiting-1280")
+
+                page.get_by_role("button", name="Stop", exact=True).click()
+                page.get_by_text("Fewer than two answers arrived complete").wait_for(timeout=30_000)
+                wait_settled(page)
+                assert "was stopped before it finished" in main_text(page)
+                shots(page, "arena-stopped-1280", full_page=True)
+                # The hanging call is cancelled at the upstream, not left to run to its timeout.
+                eventually(lambda: servers["beta"].in_flight == 0, 30, "beta's call cancelled")
+                calls = [r for r in servers["beta"].requests if r["path"].endswith("/chat/completions")]
+                assert calls and all(r.get("disconnected") for r in calls)
+
+                page.get_by_role("button", name="Reveal without a vote").click()
+                page.get_by_text("Not judged: cancelled").wait_for(timeout=30_000)
+                wait_settled(page)
+                assert "beta/beta-model" in main_text(page)
+
+                phone = browser.new_page(viewport={"width": 390, "height": 844})
+                phone.goto(f"{arena_app['url']}/arena?match={match_id}")
+                phone.get_by_text("Fewer than two answers arrived complete").wait_for(timeout=60_000)
+                wait_settled(phone)
+                shots(phone, "arena-stopped-390", full_page=True)
+                phone.close()
+
+                # A round its server left behind (answers pending, no live process on it).
+                work = arena_app["work"]
+                settings = load_settings(
+                    _env_file=None,
+                    local_enabled=False,
+                    data_dir=work / "data",
+                    endpoints={n: EndpointConfig(base_url=s.url, models=[MODELS[n]]) for n, s in servers.items()},
+                )
+                conductor = Conductor(settings)
+                try:
+                    orphan = Arena(conductor.log).start(
+                        "Left behind", [Variant(provider=n, model=MODELS[n]) for n in ("alpha", "beta")]
+                    )
+                finally:
+                    conductor.close()
+                page.goto(f"{arena_app['url']}/arena?match={orphan.id}")
+                page.get_by_text("The server answering this round stopped").wait_for(timeout=60_000)
+                page.get_by_text("Fewer than two answers arrived complete").wait_for(timeout=30_000)
+                wait_settled(page)
+                shots(page, "arena-abandoned-1280")
+            finally:
+                browser.close()
+    finally:
+        servers["beta"].release()
+
+    log = _log(arena_app["work"])
+    try:
+        arena = Arena(log)
+        stopped = {a.target.split("/")[0]: a for a in arena.unjudgeable(match_id)}
+        assert stopped["alpha"].status == "ok" and stopped["beta"].status == "cancelled"
+        [cancelled] = log.records(request_id=stopped["beta"].request_id)
+        assert (cancelled.provider, cancelled.error_type) == ("beta", "cancelled")
+        assert {a.status for a in arena.unjudgeable(orphan.id)} == {"cancelled"}
+    finally:
+        log.close()
