@@ -378,3 +378,48 @@ def test_a_hanging_contestant_is_stopped_and_a_round_left_by_a_dead_server_is_cl
         assert {a.status for a in arena.unjudgeable(orphan.id)} == {"cancelled"}
     finally:
         log.close()
+
+
+def test_a_blind_round_s_request_is_replayed_with_its_parameters(arena_app, servers, shots):  # noqa: F811
+    """A blind round with 123 max tokens (not the defaults), then one of its requests replayed
+    from the Dashboard: both columns get 123, and the page names where the request came from."""
+    from playwright.sync_api import sync_playwright
+
+    prompt = "Replay this blind round, please"
+    with sync_playwright() as p:
+        browser = launch(p)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        try:
+            page.goto(f"{arena_app['url']}/arena")
+            page.get_by_role("heading", name="Arena", exact=True).wait_for(timeout=60_000)
+            wait_idle(page)
+            page.get_by_text("Settings (the same for every contestant)").click()
+            tokens = page.get_by_label("Max tokens", exact=True)
+            tokens.fill("123")
+            tokens.press("Enter")
+            wait_idle(page)
+            page.get_by_label("Prompt").fill(prompt)
+            page.get_by_role("button", name="Start blind round").click()
+            page.get_by_text("Which answer is best?").wait_for(timeout=60_000)
+            assert {chats(servers[n])[0]["max_tokens"] for n in REPLIES} == {123}
+            for server in servers.values():
+                server.requests.clear()
+
+            page.goto(f"{arena_app['url']}/dashboard")
+            page.get_by_text("Replay a logged request").wait_for(timeout=60_000)
+            wait_idle(page)
+            choose(page, "Request", prompt)
+            wait_idle(page)
+            page.get_by_role("button", name="Replay in Compare").click()
+            page.get_by_role("heading", name="Compare", exact=True).wait_for(timeout=60_000)
+            eventually(lambda: chats(servers["alpha"]) and chats(servers["beta"]), 60, "both columns replayed")
+            page.get_by_text("Replay of request").wait_for(timeout=30_000)
+            wait_settled(page)
+            text = main_text(page)
+            assert "blind round (Arena)" in text and "outside the playground" not in text
+            shots(page, "compare-arena-replay-1280", full_page=True)
+        finally:
+            browser.close()
+    for name in REPLIES:
+        [sent] = chats(servers[name])
+        assert sent["max_tokens"] == 123 and sent["messages"] == [{"role": "user", "content": prompt}], name

@@ -529,6 +529,15 @@ class Arena:
             judged=a["status"] == "ok",
         )
 
+    def sent_for(self, request_id: str) -> tuple[Variant, str] | None:
+        """The contestant's variant and the round's prompt behind a logged request (replay), or None."""
+        a, m = answers_table.c, matches_table.c
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(a.variant, m.prompt).join(matches_table, m.id == a.match_id).where(a.request_id == request_id)
+            ).first()
+        return None if row is None else (_variant(json.loads(row[0])), row[1])
+
     def _load(self, match_id: str) -> tuple[Any, list[dict[str, Any]]]:
         with self.engine.connect() as conn:
             row = conn.execute(select(matches_table).where(matches_table.c.id == match_id)).mappings().first()

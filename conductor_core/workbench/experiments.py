@@ -627,6 +627,26 @@ class ExperimentStore:
             **{name: row[name] for name in Cell.model_fields if name not in ("row", "variant")},
         )
 
+    def sent_for(self, request_id: str) -> tuple[Experiment, Run, int, str] | None:
+        """Which cell sent a logged request (replay): its experiment, run, variant index and the
+        prompt its row rendered; None when no cell did."""
+        c = cells_table.c
+        with self.engine.connect() as conn:
+            cell = conn.execute(
+                select(c.run_id, c.row_index, c.variant_index).where(c.request_id == request_id)
+            ).first()
+            if cell is None:
+                return None
+            run = self.run(cell.run_id)
+            values = conn.execute(
+                select(rows_table.c.row_values).where(
+                    rows_table.c.experiment_id == run.experiment_id, rows_table.c.row_index == cell.row_index
+                )
+            ).scalar()
+        experiment = self.experiment(run.experiment_id)
+        prompt = self.prompt(experiment, json.loads(values) if values else {}, cell.row_index)
+        return experiment, run, cell.variant_index, prompt
+
     def grid(self, run_id: str, *, offset: int = 0, limit: int = 25) -> list[GridRow]:
         """One page of the results grid: `limit` rows from `offset`, one cell per variant."""
         run = self.run(run_id)
