@@ -182,7 +182,11 @@ def test_a_comparison_opens_from_a_url_once_and_names_what_is_missing(arena_app,
     )
     with sync_playwright() as p:
         browser = launch(p)
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        # Clipboard permissions, as a person's browser grants a page it is using.
+        context = browser.new_context(
+            viewport={"width": 1280, "height": 900}, permissions=["clipboard-read", "clipboard-write"]
+        )
+        page = context.new_page()
         try:
             page.goto(url)
             page.get_by_text(REPLIES["beta"]).wait_for(timeout=60_000)
@@ -198,10 +202,16 @@ def test_a_comparison_opens_from_a_url_once_and_names_what_is_missing(arena_app,
                 assert sent[0]["messages"][-1] == {"role": "user", "content": prompt}
             shots(page, "compare-from-url-1280", full_page=True)
 
-            # "Copy link" gives the URL that opens this comparison again.
+            # "Copy link" puts the URL that opens this comparison again on the clipboard...
+            page.evaluate("() => navigator.clipboard.writeText('nothing yet')")
             page.get_by_role("button", name="Copy link").click()
-            link = page.get_by_test_id("stCode").filter(has_text="compare=").inner_text()
+            page.get_by_text("Link copied").wait_for(timeout=10_000)
+            link = page.evaluate("() => navigator.clipboard.readText()")
             assert "compare=alpha/alpha-model,beta/beta-model" in link and "prompt=Compare+us" in link
+            # ...and the link is still there to read, for a browser that will not copy.
+            page.get_by_role("button", name="Show link").click()
+            assert page.get_by_test_id("stCode").filter(has_text="compare=").inner_text().strip() == link
+            shots(page, "compare-copy-link-1280")
 
             # A reload shows the comparison and sends nothing again.
             page.reload()
@@ -423,3 +433,38 @@ def test_a_blind_round_s_request_is_replayed_with_its_parameters(arena_app, serv
     for name in REPLIES:
         [sent] = chats(servers[name])
         assert sent["max_tokens"] == 123 and sent["messages"] == [{"role": "user", "content": prompt}], name
+
+
+def test_compare_column_headers_say_what_differs_between_different_models(arena_app, servers, shots):  # noqa: F811
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = launch(p)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        try:
+            page.goto(f"{arena_app['url']}/compare")
+            page.get_by_role("heading", name="Compare", exact=True).wait_for(timeout=60_000)
+            wait_idle(page)
+            if page.get_by_role("button", name="New comparison").is_enabled():
+                page.get_by_role("button", name="New comparison").click()
+                wait_idle(page)
+            tokens = page.get_by_label("Max tokens", exact=True).first  # column 1 (alpha)
+            tokens.fill("64")
+            tokens.press("Enter")
+            wait_idle(page)
+            page.get_by_label("Prompt", exact=True).fill("Same prompt, other settings")
+            page.get_by_role("button", name="Run compare").click()
+            page.get_by_text(REPLIES["alpha"]).wait_for(timeout=60_000)
+            page.get_by_text(REPLIES["beta"]).wait_for(timeout=60_000)
+            wait_settled(page)
+            headers = [
+                box.inner_text()
+                for box in page.get_by_test_id("stVerticalBlock").filter(has_text=REPLIES["alpha"]).all()
+                + page.get_by_test_id("stVerticalBlock").filter(has_text=REPLIES["beta"]).all()
+            ]
+            assert any("alpha/alpha-model" in h and "max 64 tok" in h and "max 256 tok" not in h for h in headers)
+            assert any("beta/beta-model" in h and "max 256 tok" in h and "max 64 tok" not in h for h in headers)
+            shots(page, "compare-headers-differ-1280", full_page=True)
+        finally:
+            browser.close()
+    assert chats(servers["alpha"])[0]["max_tokens"] == 64 and chats(servers["beta"])[0]["max_tokens"] == 256
