@@ -435,6 +435,76 @@ def test_a_blind_round_s_request_is_replayed_with_its_parameters(arena_app, serv
         assert sent["max_tokens"] == 123 and sent["messages"] == [{"role": "user", "content": prompt}], name
 
 
+def test_same_titled_comparisons_are_told_apart_on_a_phone_and_delete_asks_first(arena_app, servers, shots):  # noqa: F811
+    """Two comparisons with the same prompt (so the same title), opened from a link; on a phone the
+    sidebar tells them apart by when each was used. Deleting one asks first: Cancel keeps it."""
+    from urllib.parse import quote
+
+    from playwright.sync_api import sync_playwright
+    from sqlalchemy import select
+
+    from conductor_core.workbench.sessions import sessions_table
+
+    title = "The same question twice"
+    link = f"{arena_app['url']}/compare?compare=alpha/alpha-model,beta/beta-model&prompt={quote(title)}"
+
+    def sessions_titled() -> list[str]:
+        log = _log(arena_app["work"])  # read as stored (this process knows no endpoint names)
+        try:
+            with log.engine.connect() as conn:
+                return list(conn.execute(select(sessions_table.c.id).where(sessions_table.c.title == title)).scalars())
+        finally:
+            log.close()
+
+    with sync_playwright() as p:
+        browser = launch(p)
+        phone = {**p.devices["iPhone 13"], "viewport": {"width": 390, "height": 844}, "device_scale_factor": 1}
+        phone.pop("default_browser_type", None)
+        page = browser.new_context(**phone).new_page()
+        try:
+            for _ in range(2):
+                page.goto(link)
+                page.get_by_text(REPLIES["alpha"]).wait_for(timeout=60_000)
+                page.get_by_text(REPLIES["beta"]).wait_for(timeout=60_000)
+                wait_settled(page)
+                page.wait_for_timeout(1_100)  # the second one is at least a second newer
+            assert len(sessions_titled()) == 2
+            kept = page.url.split("session=")[1].split("&")[0]
+
+            page.get_by_test_id("stExpandSidebarButton").click()
+            sidebar = page.get_by_test_id("stSidebar")
+            buttons = sidebar.get_by_role("button").filter(has_text=title)
+            eventually(lambda: buttons.count() == 2, 30, "both comparisons listed")
+            page.wait_for_function(  # slid open
+                "() => document.querySelector('[data-testid=\"stSidebar\"]').getBoundingClientRect().left >= 0",
+                timeout=10_000,
+            )
+            labels = [b.get_by_test_id("stMarkdownContainer").inner_text() for b in buttons.all()]  # not the icon
+            assert labels[0] != labels[1], labels  # not only in a tooltip, which a phone never shows
+            assert all(" · " in label for label in labels)
+            shots(page, "compare-sessions-phone-390")
+            page.get_by_test_id("stSidebarCollapseButton").locator("button").click()
+
+            # Delete asks first; Cancel keeps the comparison.
+            page.get_by_role("button").filter(has_text="more_horiz").first.click()
+            page.get_by_role("button", name="Delete this comparison").click()
+            page.get_by_text("for good").wait_for(timeout=30_000)
+            wait_settled(page)
+            assert kept in sessions_titled()
+            shots(page, "compare-delete-asks-390")
+            page.get_by_role("button", name="Cancel", exact=True).click()
+            page.get_by_role("button", name="Delete this comparison").wait_for(timeout=30_000)
+            wait_settled(page)
+            assert kept in sessions_titled() and f"session={kept}" in page.url
+
+            page.get_by_role("button", name="Delete this comparison").click()
+            page.get_by_role("button", name="Delete comparison", exact=True).click()
+            eventually(lambda: kept not in sessions_titled(), 30, "the comparison deleted")
+            assert len(sessions_titled()) == 1
+        finally:
+            browser.close()
+
+
 def test_compare_column_headers_say_what_differs_between_different_models(arena_app, servers, shots):  # noqa: F811
     from playwright.sync_api import sync_playwright
 
