@@ -149,3 +149,38 @@ def test_a_run_this_process_started_reads_running_until_it_is_finished(request_l
     store.finish_run(run.id, "completed")
     assert store.run(run.id).status == "completed"
     assert not store.leases.held(f"experiment-run:{run.id}")
+
+
+def test_on_postgresql_the_lease_connection_is_open_only_while_a_lease_is_held(tmp_path: Path) -> None:
+    """Other tests (and other people) share the database: the holder is found by its lock, not counted."""
+    from sqlalchemy import text
+
+    from conductor_core.store.leases import _advisory_key
+    from tests.store_backends import postgres_schema
+
+    def holder(log: RequestLog, name: str) -> int | None:
+        key = _advisory_key(name) & 0xFFFFFFFFFFFFFFFF  # pg_locks shows a bigint key as two oids
+        query = (
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND classid = :high AND objid = :low "
+            "AND objsubid = 1 AND granted"
+        )
+        with log.engine.connect() as conn:
+            return conn.execute(text(query), {"high": key >> 32, "low": key & 0xFFFFFFFF}).scalar()
+
+    def alive(log: RequestLog, pid: int) -> bool:
+        with log.engine.connect() as conn:
+            return bool(
+                conn.execute(text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid"), {"pid": pid}).scalar()
+            )
+
+    with postgres_schema() as url:
+        log = RequestLog(url, data_dir=tmp_path / "data")
+        try:
+            leases = leases_for(log.engine)
+            with leases.hold("job:a"), leases.hold("job:b"):
+                pid = holder(log, "job:a")
+                assert pid is not None and holder(log, "job:b") == pid  # one connection for every lease
+            assert holder(log, "job:a") is None
+            eventually(lambda: not alive(log, pid), "the lease connection closed")
+        finally:
+            log.close()

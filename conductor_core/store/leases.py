@@ -11,7 +11,7 @@ process" for 30 s after a restart). A lease is held by the operating system or t
 exactly as long as its process lives, so a reader knows at once:
 
 * **PostgreSQL**: a session advisory lock, taken on one connection the process keeps for its
-  leases (outside the pool, in autocommit: no transaction stays open). The server drops it
+  leases while it holds any (outside the pool, in autocommit: no transaction stays open). The server drops it
   when that connection ends, however the process ended. Read by trying the lock inside a
   transaction of one's own (`pg_try_advisory_xact_lock`, released at once). If the lease
   connection breaks (a database restart), `renew()` reconnects and takes its leases again.
@@ -236,11 +236,15 @@ class _PostgresLeases(Leases):
             self._held[name] -= 1
             if self._held[name] == 0:
                 del self._held[name]
-            if self._connection is not None:
-                try:
-                    self._connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _advisory_key(name)})
-                except SQLAlchemyError:  # a lost connection has let go of it already
-                    self._drop()
+            if self._connection is None:
+                return
+            try:
+                self._connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _advisory_key(name)})
+                if not self._held:  # nothing held: no connection kept open for nothing
+                    self._connection.close()
+                    self._connection = None
+            except SQLAlchemyError:  # a lost connection has let go of it already
+                self._drop()
 
     def renew(self) -> None:
         with self._lock:
