@@ -36,7 +36,7 @@ MODELS = {"alpha": "alpha-model", "beta": "beta-model"}
 
 
 @pytest.fixture(scope="module")
-def arena_app(services, tmp_path_factory):
+def arena_app(services, tmp_path_factory):  # noqa: F811 - services is a fixture
     from conductor_core.testing.protocol_servers import OpenAIServer
 
     work = tmp_path_factory.mktemp("browser_arena")
@@ -80,7 +80,7 @@ def leaderboard_rows(page) -> list[str]:
     return [row.text_content() for row in grid.locator("[role=row]").all()][1:]
 
 
-def test_a_blind_vote_hides_the_names_until_the_vote_then_rates_them(arena_app, servers, shots):
+def test_a_blind_vote_hides_the_names_until_the_vote_then_rates_them(arena_app, servers, shots):  # noqa: F811
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -170,7 +170,7 @@ def test_a_blind_vote_hides_the_names_until_the_vote_then_rates_them(arena_app, 
             browser.close()
 
 
-def test_a_comparison_opens_from_a_url_once_and_names_what_is_missing(arena_app, servers, shots):
+def test_a_comparison_opens_from_a_url_once_and_names_what_is_missing(arena_app, servers, shots):  # noqa: F811
     from urllib.parse import quote
 
     from playwright.sync_api import sync_playwright
@@ -223,7 +223,7 @@ def test_a_comparison_opens_from_a_url_once_and_names_what_is_missing(arena_app,
             browser.close()
 
 
-def test_a_logged_request_is_replayed_from_the_dashboard_with_its_parameters(arena_app, servers, shots):
+def test_a_logged_request_is_replayed_from_the_dashboard_with_its_parameters(arena_app, servers, shots):  # noqa: F811
     """A playground chat (written from this process into the app's database, as the chat page
     would) with history and non-default parameters, replayed against the other endpoint."""
     from playwright.sync_api import sync_playwright

@@ -807,7 +807,7 @@ class ExperimentStore:
         if earlier is None:
             return []
         now, before = self.stats(run.id), self.stats(earlier.id)
-        return [describe_change(a, b, earlier.number) for a, b in zip(now, before)]
+        return [describe_change(a, b, earlier.number) for a, b in zip(now, before, strict=True)]
 
 
 def _pct(value: float | None) -> str:

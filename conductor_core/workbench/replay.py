@@ -77,7 +77,7 @@ def parse_transcript(text: str) -> list[ChatMessage]:
     if not marks or marks[0].start() != 0:
         return [ChatMessage(role=MessageRole.user, content=text)] if text.strip() else []
     messages = []
-    for mark, following in zip(marks, [*marks[1:], None]):
+    for mark, following in zip(marks, [*marks[1:], None], strict=True):
         content = text[mark.end() : following.start() - 1 if following else len(text)]
         if mark.group(1) != "tool":
             messages.append(ChatMessage(role=MessageRole(mark.group(1)), content=content))

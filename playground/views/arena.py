@@ -135,7 +135,7 @@ def answering(match_id: str) -> None:
     if all(a.state != "pending" for a in stored.values()):
         st.rerun()
         return
-    for letter, column in zip(stored, st.columns(len(stored), gap="small")):
+    for letter, column in zip(stored, st.columns(len(stored), gap="small"), strict=True):
         with column.container(border=True):
             st.markdown(f"**Answer {letter}**")
             answer = stored[letter]
@@ -167,7 +167,7 @@ def answering(match_id: str) -> None:
 
 def voting(match_id: str) -> None:
     answers = arena.blind_answers(match_id)
-    for answer, column in zip(answers, st.columns(len(answers), gap="small")):
+    for answer, column in zip(answers, st.columns(len(answers), gap="small"), strict=True):
         with column.container(border=True):
             st.markdown(f"**Answer {answer.letter}**")
             if answer.state == "ok":
@@ -228,7 +228,7 @@ def revealed(reveal: Reveal | None, match_id: str) -> None:
         answers = reveal.answers
     else:
         answers = arena.unjudgeable(match_id)
-    for answer, column in zip(answers, st.columns(len(answers), gap="small")):
+    for answer, column in zip(answers, st.columns(len(answers), gap="small"), strict=True):
         with column.container(border=True):
             st.markdown(f"**{answer.letter} · {ui.escape_md(answer.label)}**")
             if reveal is not None and reveal.choice == answer.letter:

@@ -206,7 +206,7 @@ def show_round(conv: Conversation, index: int, turn: Turn) -> None:
         return
     fastest, cheapest = ui.compare_marks([a.response if a.status == "done" else None for a in finished])
     settings = differing_settings([turn.chosen[lane].variant for lane in lanes])
-    for lane, column in zip(lanes, st.columns(len(lanes), gap="small")):
+    for lane, column in zip(lanes, st.columns(len(lanes), gap="small"), strict=True):
         answer = turn.chosen[lane]
         with column.container(border=True):
             label = answered_labels[lanes.index(lane)]
