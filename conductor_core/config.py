@@ -77,6 +77,12 @@ class Settings(BaseSettings):
     preferred_min_votes: int = Field(
         default=10, ge=1, description="Blind votes a target needs before the `preferred` policy ranks it by rating."
     )
+    first_try_timeout_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="AUTO gives a provider with no recent success this long for its first token, while other "
+        "providers remain to fall back to (a hanging endpoint then costs seconds, not the whole timeout). 0: off.",
+    )
     max_retries: int = Field(default=2, ge=0, le=10)
     retry_budget_s: float = Field(default=30.0, gt=0)
     breaker_failures: int = Field(default=5, ge=1, description="Consecutive failures that open a breaker.")

@@ -63,6 +63,7 @@ __all__ = [
     "models_of",
     "PLACEHOLDER_MODEL",
     "provider_label",
+    "provider_status",
     "provider_hint",
     "readiness",
     "DashboardSnapshot",
@@ -207,22 +208,42 @@ def models_of(c: Conductor, name: str) -> list[str]:
 
 
 def provider_label(c: Conductor, name: str) -> str:
-    """How a provider is named in menus: its display name, with a mark for its state."""
+    """How a provider is named in menus: its display name, and whether it is configured.
+
+    Never its live state (loading, paused, unhealthy: `provider_status` says that beside the
+    control). Streamlit knows a chosen option by its label: a label that changed since the
+    choice is no option any more, and the control falls back to its first one, AUTO."""
     if name == "auto":
         return "✦ AUTO · Conductor chooses"
     provider = _provider(c, name)
     if provider is None:
         return f"○ {display_name(c, name)} · not configured"
     display = getattr(provider, "display_name", None) or name
+    return display if name.lower() in display.lower() else f"{display} ({name})"
+
+
+def provider_status(c: Conductor, name: str) -> str | None:
+    """A configured provider's live state as a sentence for beside its control, or None when
+    it is ready. A request that names a paused provider fails at once with that error (it is
+    never sent to another provider); AUTO sends it elsewhere."""
+    provider = _provider(c, name)
+    if name == "auto" or provider is None:
+        return None
     state = provider.state
-    label = display if name.lower() in display.lower() else f"{display} ({name})"
     if state == ProviderState.loading:
-        return f"◐ {label} · loading"
+        return "◐ Loading: the first answer waits until the model has loaded."
     if state == ProviderState.unhealthy:
-        return f"✕ {label} · unhealthy"
-    if c.breaker(name).state.value == "open":
-        return f"◆ {label} · paused"
-    return f"● {label}"
+        why = provider.describe()
+        return "✕ Unhealthy" + (f": {why}" if why else "") + ". Requests to it are still sent."
+    breaker = c.breaker(name)
+    if breaker.state.value == "open":
+        wait = breaker.retry_in_s()
+        when = f"in {wait:.0f} s" if wait else "soon"
+        return (
+            f"◆ Paused after repeated failures: it is tried again {when}; until then a request to it fails at once "
+            "(AUTO answers with another provider)."
+        )
+    return None
 
 
 def readiness(c: Conductor) -> tuple[int, int, int]:

@@ -122,6 +122,15 @@ def button(at_or_block, label: str, n: int = 0):
     return [b for b in at_or_block.button if b.label == label][n]
 
 
+def listed(at: AppTest) -> list[str]:
+    """The sessions the sidebar lists, by title (each button also says when it was used: "title · 14:05")."""
+    return [b.label.split(" · ")[0] for b in at.sidebar.button if " · " in b.label]
+
+
+def session_button(at: AppTest, title: str):
+    return next(b for b in at.sidebar.button if b.label.split(" · ")[0] == title)
+
+
 def no_traceback(at: AppTest) -> None:
     assert not at.exception, at.exception
     for element in [*at.error, *at.markdown, *at.caption]:
@@ -204,11 +213,10 @@ def test_reload_and_a_second_tab_keep_the_session_and_its_settings(app):
     settle(again)
     assert user_texts(again) == ["First question", "Second question", "Third"]
     # The sidebar lists it, titled by the first prompt; a new chat starts empty.
-    titles = [b.label for b in again.sidebar.button]
-    assert "First question" in titles
+    assert "First question" in listed(again)
     button(again.sidebar, "New chat").click().run()
     assert not again.chat_message and "session" not in again.query_params
-    button(again.sidebar, "First question").click().run()
+    session_button(again, "First question").click().run()
     assert user_texts(again) == ["First question", "Second question", "Third"]
 
 
@@ -217,15 +225,20 @@ def test_sessions_are_searched_renamed_and_deleted(app):
     button(app.sidebar, "New chat").click().run()
     send(app, "Now giraffes")
     app.sidebar.text_input(key="chat_search").set_value("zebra").run()
-    assert [b.label for b in app.sidebar.button if b.label not in ("New chat",)] == ["Tell me about zebras"]
+    assert listed(app) == ["Tell me about zebras"]
     app.sidebar.text_input(key="chat_search").set_value("").run()
     sid = app.query_params["session"]
     app.text_input(key=f"rename_{sid}").set_value("Giraffe facts").run()
     button(app, "Rename").click().run()
-    assert "Giraffe facts" in [b.label for b in app.sidebar.button]
+    assert "Giraffe facts" in listed(app)
+    button(app, "Delete this chat").click().run()  # asks first
+    assert any("for good" in w.value for w in app.warning) and playground_state.sessions().get(sid) is not None
+    button(app, "Cancel").click().run()
+    assert playground_state.sessions().get(sid) is not None
     button(app, "Delete this chat").click().run()
+    button(app, "Delete chat").click().run()
     no_traceback(app)
-    assert not app.chat_message and "Giraffe facts" not in [b.label for b in app.sidebar.button]
+    assert not app.chat_message and "Giraffe facts" not in listed(app)
     assert playground_state.sessions().get(sid) is None
     # Its URL, opened later, says so instead of failing.
     gone = new_session(session=sid)
@@ -1035,3 +1048,35 @@ def test_controls_drawn_before_they_were_loaded_start_at_the_defaults_not_at_the
     assert not at.exception, at.exception
     assert at.number_input(key="unloaded_max_tokens").value == controls.DEFAULT_VARIANT.max_tokens
     assert at.slider(key="unloaded_temperature").value == controls.DEFAULT_VARIANT.temperature
+
+
+def test_sessions_are_listed_with_when_they_were_used_beside_their_title() -> None:
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from conductor_core.workbench.sessions import SessionInfo
+    from playground.session_nav import session_labels
+
+    utc, paris = ZoneInfo("UTC"), ZoneInfo("Europe/Paris")
+
+    def session(title: str, *when: int) -> SessionInfo:
+        moment = datetime(*when, tzinfo=utc)
+        return SessionInfo("ses_" + title, "chat", title, moment, moment, 1, [])
+
+    now = datetime(2025, 6, 2, 18, 0, tzinfo=paris)
+    found = [
+        session("Capitals", 2025, 6, 2, 12, 5, 1),  # today (14:05 in Paris)
+        session("Capitals", 2025, 3, 12, 9, 0),  # this year
+        session("Capitals", 2024, 3, 12, 9, 0),  # an earlier year
+        session("", 2025, 6, 2, 12, 30, 7),
+        session("", 2025, 6, 2, 12, 30, 45),  # the same title and minute: the seconds tell them apart
+        session("A title far longer than a phone's sidebar can show in full", 2025, 6, 2, 12, 0),
+    ]
+    assert session_labels(found, noun="chat", now=now, zone=paris) == [
+        "Capitals · 14:05",
+        "Capitals · 12 Mar 10:00",
+        "Capitals · 12 Mar 2024",
+        "Untitled chat · 14:30:07",
+        "Untitled chat · 14:30:45",
+        "A title far longer than a phone's sideba… · 14:00",
+    ]

@@ -26,6 +26,9 @@ Behaviour can be scripted:
 * ``script(Fault(...), ...)`` - the next N *generation* requests get these
   faults in order (HTTP error with the protocol's error body, hang, connection
   cut mid-stream, cut before the first token, malformed JSON).
+* ``release()`` - every request hanging now answers at once (a test's upstream that "hangs
+  until told", with no race on speed). A hanging request whose client goes away ends there,
+  its entry in ``requests`` marked ``"disconnected": True`` (the client cancelled its call).
 * ``set_down(True)`` - every request (including model listing) answers 503.
 * ``failure_rate`` - that fraction of generation requests answers 500, chosen
   by a ``random.Random(seed)`` so runs are reproducible.
@@ -140,7 +143,7 @@ class Fault:
     kind: FaultKind
     status: int = 500  # kind="status" (and "error_event"): HTTP status, sent with the protocol's own error JSON
     retry_after: float | None = None  # adds a Retry-After header (seconds) when set
-    hang_s: float = 30.0  # kind="hang": sleep this long before answering normally
+    hang_s: float = 30.0  # kind="hang": sleep this long (or until `release()`) before answering normally
     message: str = "scripted failure"
     code: str | None = None  # kind="status": the error's own code (OpenAI's error.code), if not the usual one
 
@@ -280,6 +283,7 @@ class ProtocolServer:
         self._script: deque[Fault] = deque()
         self._down = False
         self._stopping = False
+        self._releases = 0  # release() counts up; a hang that began before the count moved ends
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._sock: socket.socket | None = None
@@ -363,6 +367,10 @@ class ProtocolServer:
         """Queue faults: the next N generation requests get them in order, then normal behaviour."""
         with self._lock:
             self._script.extend(faults)
+
+    def release(self) -> None:
+        """End every hang in progress now: those requests are answered normally."""
+        self._releases += 1
 
     def set_down(self, down: bool) -> None:
         """While down, every request answers 503 with the protocol's error body."""
@@ -457,6 +465,17 @@ class ProtocolServer:
                 return
             await asyncio.sleep(min(left, 0.1))
 
+    async def _hang(self, request: Request, seconds: float) -> bool:
+        """Wait `seconds`, or until `release()`, or the server stops; True if the client went
+        away meanwhile (it cancelled the call)."""
+        releases = self._releases
+        deadline = time.monotonic() + seconds
+        while not self._stopping and self._releases == releases and time.monotonic() < deadline:
+            if await request.is_disconnected():
+                return True
+            await asyncio.sleep(0.05)
+        return False
+
     async def _read_json(self, request: Request) -> Any:
         raw = await request.body()
         if not raw:
@@ -485,7 +504,7 @@ class ProtocolServer:
                 return Fault("status", status=500, message="Randomly injected server error.")
         return None
 
-    def _record(self, request: Request, body: Any, stream: bool, fault: Fault | None, **extra: Any) -> None:
+    def _record(self, request: Request, body: Any, stream: bool, fault: Fault | None, **extra: Any) -> dict[str, Any]:
         entry: dict[str, Any] = {
             "method": request.method,
             "path": request.url.path,
@@ -499,6 +518,7 @@ class ProtocolServer:
         entry.update(extra)
         with self._lock:
             self.requests.append(entry)
+        return entry
 
     def _error_response(self, fault: Fault) -> Response:
         headers = self._extra_headers()
@@ -527,11 +547,14 @@ class ProtocolServer:
     async def _generate(self, request: Request, call: _Call, **extra: Any) -> Response:
         """The shared flow for a generation request, whatever the protocol."""
         fault = self._pick_fault(request, generation=True)
-        self._record(request, call.body, call.stream, fault, model=call.model, **extra)
+        entry = self._record(request, call.body, call.stream, fault, model=call.model, **extra)
         if fault is not None and (fault.kind == "status" or (fault.kind == "error_event" and not call.stream)):
             return self._error_response(fault)
         if fault is not None and fault.kind == "hang":
-            await self._sleep(fault.hang_s)  # the client should time out; then answer normally
+            # The client should time out or give up; otherwise answer normally once it ends.
+            if await self._hang(request, fault.hang_s):
+                entry["disconnected"] = True
+                return Response(status_code=499)  # nobody reads it: the client has gone
             fault = None
 
         chunks = _split_reply(self.json_reply if self._wants_json(call) else self.reply)

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..models import ChatMessage, ChatRequest, MessageRole, ProviderName, RoutingPolicy
 
-__all__ = ["Variant", "variant_labels"]
+__all__ = ["Variant", "variant_labels", "differing_settings"]
 
 # The settings a label may mention, in the order it mentions them, with how to say each.
 _LABELLED = (
@@ -89,3 +89,11 @@ def variant_labels(variants: Sequence[Variant]) -> list[str]:
             for n, i in enumerate(positions, 1):
                 labels[i] = f"{label} #{n}"
     return labels
+
+
+def differing_settings(variants: Sequence[Variant]) -> list[tuple[str, ...]]:
+    """Per variant, its value of every setting that differs between the variants, whatever
+    their targets (("T=0.2", "max 64 tok"); () when they share every setting). A Compare
+    column's header shows them under the column's label, leaving out what the label says."""
+    differ = [say for name, say in _LABELLED if len({getattr(v, name) for v in variants}) > 1]
+    return [tuple(say(v) for say in differ) for v in variants]
