@@ -3,9 +3,11 @@
 Pure functions (pandas/numpy in, pandas out; no Streamlit, no I/O), so they can be tested
 and benchmarked on their own. The promises:
 
-* **Bounded output.** The bucket size is chosen from the window so that a series has at
-  most `MAX_BUCKETS` buckets per provider, and at most `MAX_POINTS` rows in all, however
-  long the log grows. A chart therefore sends a bounded number of points to the browser.
+* **A few dozen points per line.** The bucket size is chosen from the window so that a
+  series has at most `MAX_BUCKETS` (40) buckets per provider, at least 24 for every window
+  the page offers, and at most `MAX_POINTS` rows in all, however long the log grows: a
+  line a person can follow (not 120 zig-zags), and a bounded number of points sent to
+  the browser.
 * **Vectorised.** One `groupby` over integer bucket codes; no Python loop over rows.
   A million rows take well under a second.
 
@@ -79,8 +81,9 @@ WINDOW_NAMES: dict[str, str] = {
     "All": "whole log",
 }
 
-#: Most buckets per provider in one series.
-MAX_BUCKETS = 120
+#: Most buckets per provider in one series: every window the page offers gets 24 to 40 (a
+#: few dozen points per line; an hour is 30 two-minute buckets).
+MAX_BUCKETS = 40
 #: Most rows in one series (all providers together). The busiest chart (latency) draws
 #: two points per row (p50 and p95), so this keeps every chart under 5,000 points.
 MAX_POINTS = 2_500

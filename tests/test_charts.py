@@ -71,6 +71,14 @@ def test_bucket_size_bounds_the_number_of_buckets(span_s):
     assert (span_s / many + 1) * 60 <= dd.MAX_POINTS + 60
 
 
+@pytest.mark.parametrize("window", [label for label, span in dd.WINDOWS.items() if span])
+def test_every_window_draws_a_few_dozen_points_per_line(window):
+    # 120 thirty-second zig-zags per provider made an hour unreadable; a few dozen points make a line.
+    series, _, _ = series_for(attempts(20_000, span_s=dd.WINDOWS[window]), window_s=dd.WINDOWS[window])
+    per_line = series.groupby("provider").size()
+    assert 24 <= per_line.min() and per_line.max() <= 40 + 1, per_line.to_dict()  # + 1: a bucket the window cuts
+
+
 def test_series_from_frame_computes_the_figures():
     frame = pd.DataFrame(
         {
