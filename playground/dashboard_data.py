@@ -116,7 +116,8 @@ _NICE_BUCKETS_S = (
 
 SERIES_COLUMNS: tuple[str, ...] = (
     "provider",
-    "bucket",
+    "bucket",  # the bucket's start
+    "time",  # where its point is drawn: the middle of the part of the bucket inside the window
     "requests",
     "ok",
     "errors",
@@ -127,11 +128,12 @@ SERIES_COLUMNS: tuple[str, ...] = (
     "p95_latency_ms",
     "mean_latency_ms",
     "p50_ttft_ms",
+    "p95_ttft_ms",
     "mean_ttft_ms",
     "tokens_per_second",
     "cost_usd",
     "cost_per_request_usd",
-    "cumulative_cost_usd",
+    "cumulative_cost_usd",  # NaN until the provider's first priced answer: unknown is not $0
     "requests_per_min",
 )
 
@@ -186,6 +188,7 @@ def _empty_series() -> pd.DataFrame:
     frame = pd.DataFrame({name: pd.Series(dtype="float64") for name in SERIES_COLUMNS})
     frame["provider"] = pd.Series(dtype=object)
     frame["bucket"] = pd.Series(dtype="datetime64[ns, UTC]")
+    frame["time"] = pd.Series(dtype="datetime64[ns, UTC]")
     for name in ("requests", "ok", "errors", "counted", "unpriced"):
         frame[name] = pd.Series(dtype="int64")
     return frame
@@ -199,10 +202,18 @@ def _grid(providers: np.ndarray, start_code: int, n_buckets: int) -> tuple[np.nd
     return provider_idx, bucket_code
 
 
-def _finish(frame: pd.DataFrame, providers: np.ndarray, bucket_s: int) -> pd.DataFrame:
+def _finish(frame: pd.DataFrame, providers: np.ndarray, bucket_s: int, start: datetime, end: datetime) -> pd.DataFrame:
     frame["provider"] = providers[frame.pop("provider_idx").to_numpy()]
-    frame["bucket"] = pd.to_datetime(frame.pop("bucket_code").to_numpy() * (bucket_s * _NS), unit="ns", utc=True)
-    requests = frame["requests"].to_numpy()
+    first_ns = frame.pop("bucket_code").to_numpy() * (bucket_s * _NS)
+    frame["bucket"] = pd.to_datetime(first_ns, unit="ns", utc=True)
+    # The window cuts its first and last buckets: a point is drawn in the middle of the part
+    # inside the window (not before the axis starts), and a rate is over that part (the
+    # current bucket does not dip because it has just begun), over a quarter of a bucket at
+    # least so that a few seconds of traffic do not make a spike.
+    lo = np.maximum(first_ns, int(pd.Timestamp(start).value))
+    hi = np.maximum(np.minimum(first_ns + bucket_s * _NS, int(pd.Timestamp(end).value)), lo)
+    frame["time"] = pd.to_datetime(lo + (hi - lo) // 2, unit="ns", utc=True)
+    covered_min = np.clip((hi - lo) / _NS, bucket_s / 4, bucket_s) / 60.0
     counted = frame["counted"].to_numpy()
     with np.errstate(invalid="ignore", divide="ignore"):
         frame["success_rate"] = np.where(counted > 0, frame["ok"].to_numpy() / np.maximum(counted, 1), np.nan)
@@ -211,8 +222,10 @@ def _finish(frame: pd.DataFrame, providers: np.ndarray, bucket_s: int) -> pd.Dat
             frame["cost_usd"].to_numpy() / np.maximum(frame["priced"].to_numpy(), 1),
             np.nan,
         )
-    frame["cumulative_cost_usd"] = frame.groupby("provider", sort=False)["cost_usd"].cumsum()
-    frame["requests_per_min"] = requests / (bucket_s / 60.0)
+    by_provider = frame.groupby("provider", sort=False)
+    priced_so_far = by_provider["priced"].cumsum().to_numpy()
+    frame["cumulative_cost_usd"] = np.where(priced_so_far > 0, by_provider["cost_usd"].cumsum().to_numpy(), np.nan)
+    frame["requests_per_min"] = frame["requests"].to_numpy() / covered_min
     for name in SERIES_COLUMNS:
         if name not in frame:
             frame[name] = np.nan
@@ -231,7 +244,7 @@ def series_from_frame(
 
     Returns the series (columns `SERIES_COLUMNS`, one row per provider and bucket over the
     whole window, oldest first) and the bucket size used. Latency and time to first token
-    are over successful attempts; tokens per second is the tokens after the first over the
+    (p50, p95) are over successful attempts; tokens per second is the tokens after the first over the
     time after the first token, of streamed successes with two tokens or more."""
     start, end = _utc(start), _utc(end)
     span_s = max((end - start).total_seconds(), 1.0)
@@ -304,12 +317,13 @@ def series_from_frame(
     with np.errstate(invalid="ignore", divide="ignore"):
         counts = total(first.astype("float64"))
         full["mean_ttft_ms"] = np.where(counts > 0, total(np.where(first, ttft, 0.0)) / counts, np.nan)
-    full["p50_ttft_ms"] = (
-        pd.Series(ttft[first]).groupby(key[first], sort=True).median().reindex(range(cells)).to_numpy()
-        if first.any()
-        else np.nan
-    )
-    return _finish(full, providers, size), size
+    if first.any():
+        ttft_quantiles = pd.Series(ttft[first]).groupby(key[first], sort=True).quantile([0.5, 0.95]).unstack()
+        full["p50_ttft_ms"] = ttft_quantiles[0.5].reindex(range(cells)).to_numpy()
+        full["p95_ttft_ms"] = ttft_quantiles[0.95].reindex(range(cells)).to_numpy()
+    else:
+        full["p50_ttft_ms"] = full["p95_ttft_ms"] = np.nan
+    return _finish(full, providers, size, start, end), size
 
 
 def series_from_aggregate(
@@ -377,7 +391,7 @@ def series_from_aggregate(
         full["tokens_per_second"] = np.where(
             sums["generation_s"] > 0, sums["generation_tokens"] / sums["generation_s"], np.nan
         )
-    return _finish(full, providers, bucket_s)
+    return _finish(full, providers, bucket_s, start, end)
 
 
 def summary(series: pd.DataFrame) -> dict[str, float | int | None]:

@@ -79,6 +79,44 @@ def test_every_window_draws_a_few_dozen_points_per_line(window):
     assert 24 <= per_line.min() and per_line.max() <= 40 + 1, per_line.to_dict()  # + 1: a bucket the window cuts
 
 
+def test_points_are_drawn_inside_the_window():
+    # A window from 11:00:20 cuts its first two-minute bucket (10:58-11:00 is not even in it):
+    # every point sits in the middle of the part of its bucket inside the window.
+    start, end = NOW - timedelta(minutes=59, seconds=40), NOW + timedelta(seconds=20)
+    series, size = dd.series_from_frame(attempts(2_000, span_s=3560), start=start, end=end)
+    assert size == 120
+    times = series["time"]
+    assert times.min() >= pd.Timestamp(start) and times.max() <= pd.Timestamp(end)
+    first = series[series["bucket"] == series["bucket"].min()].iloc[0]
+    first_end = first["bucket"] + pd.Timedelta(seconds=size)
+    assert first["time"] == pd.Timestamp(start) + (first_end - pd.Timestamp(start)) / 2
+    middle = series.iloc[10]
+    assert middle["time"] == middle["bucket"] + pd.Timedelta(seconds=size / 2)
+
+
+def test_the_current_bucket_rate_is_over_the_time_it_covers():
+    # One request every 10 s (6 a minute); the window ends 60 s into a 2-minute bucket.
+    end = NOW + timedelta(seconds=60)
+    frame = rows(*[(-60 + 10 * i + 5, "a", "ok", None, 0.0) for i in range(30)])
+    series, _ = dd.series_from_frame(frame, start=end - timedelta(minutes=5), end=end, bucket_s=120)
+    current = series[series["bucket"] == series["bucket"].max()].iloc[0]
+    assert current["requests"] == 6 and current["requests_per_min"] == pytest.approx(6.0)  # not 3: no dip
+
+
+def test_cumulative_cost_is_unknown_until_a_priced_answer():
+    frame = rows(
+        (290, "a", "ok", None, None),  # a's first answer has no price...
+        (170, "a", "ok", None, 2e-3),  # ...its second has one
+        (100, "a", "ok", None, 1e-3),
+        (250, "b", "ok", None, None),  # b's price is never known
+        (50, "b", "ok", None, None),
+    )
+    series, _ = dd.series_from_frame(frame, start=NOW - timedelta(minutes=5), end=NOW, bucket_s=60)
+    a = series[series.provider == "a"].set_index("bucket")["cumulative_cost_usd"]
+    assert a.iloc[:2].isna().all() and a.iloc[2] == pytest.approx(2e-3) and a.iloc[-1] == pytest.approx(3e-3)
+    assert series.loc[series.provider == "b", "cumulative_cost_usd"].isna().all()  # no flat line at $0
+
+
 def test_series_from_frame_computes_the_figures():
     frame = pd.DataFrame(
         {
@@ -99,6 +137,7 @@ def test_series_from_frame_computes_the_figures():
     assert row_a.p50_latency_ms == pytest.approx(200.0)  # failures do not count in latency
     assert row_a.p95_latency_ms == pytest.approx(290.0)
     assert row_a.p50_ttft_ms == pytest.approx(60.0)
+    assert row_a.p95_ttft_ms == pytest.approx(96.0)
     # The tokens after the first, over the time after the first token (the log's rollup rule).
     assert row_a.tokens_per_second == pytest.approx((7 + 19) / ((80 + 200) / 1000))
     assert row_a.cost_usd == pytest.approx(0.04)
