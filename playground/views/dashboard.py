@@ -74,7 +74,27 @@ with controls[3]:
 def chart_grid(snapshot: state.DashboardSnapshot) -> None:
     series, start, end = snapshot.series, snapshot.start, snapshot.end
     providers = sorted(series["provider"].dropna().unique().tolist())
-    options = {"providers": providers, "start": start, "end": end}
+    hint, toggle = st.columns([5, 1.6], vertical_alignment="center")
+    with toggle:
+        split = st.toggle(
+            "Per provider",
+            key="dash_split",
+            persist_state="session",
+            help="Small multiples: one short row per provider, on shared axes, instead of one chart for all.",
+        )
+    hint.caption(
+        "A row per provider, on shared axes."
+        if split
+        else "Click a legend entry to isolate a provider (shift-click adds one, double-click shows all again)."
+    )
+    options = {"providers": providers, "start": start, "end": end, "split": split}
+
+    def show(chart, key: str) -> None:
+        # With "rerun" Streamlit keeps a legend click (a provider isolated) when the live refresh
+        # redraws the chart; with "ignore" the click is forgotten within 2 seconds. Small
+        # multiples have no legend to click.
+        st.altair_chart(chart, key=f"{key}_split" if split else key, on_select="ignore" if split else "rerun")
+
     pairs = [
         (charts.latency_chart(series, **options), charts.requests_per_minute_chart(series, **options)),
         (charts.success_rate_chart(series, **options), charts.ttft_chart(series, **options)),
@@ -83,12 +103,12 @@ def chart_grid(snapshot: state.DashboardSnapshot) -> None:
     for n, (left, right) in enumerate(pairs):
         a, b = st.columns(2, gap="medium")
         with a.container(border=True):
-            st.altair_chart(left, key=f"dash_chart_{n}_l")
+            show(left, f"dash_chart_{n}_l")
         with b.container(border=True):
-            st.altair_chart(right, key=f"dash_chart_{n}_r")
+            show(right, f"dash_chart_{n}_r")
     a, b = st.columns(2, gap="medium")
     with a.container(border=True):
-        st.altair_chart(charts.cost_per_request_chart(series, **options), key="dash_chart_cost")
+        show(charts.cost_per_request_chart(series, **options), "dash_chart_cost")
     with b.container(border=True):
         if snapshot.wins.empty:
             st.markdown("**Win rate from compare votes**")
