@@ -30,7 +30,7 @@ not generation) — the rule of the providers' own figures and of the log's roll
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -55,7 +55,12 @@ __all__ = [
     "leaderboard_table",
     "LEADERBOARD_COLUMNS",
     "status_table",
+    "window_figures",
+    "cost_text",
+    "fit_widths",
+    "text_width",
     "humanize_seconds",
+    "bucket_name",
     "compact_count",
 ]
 
@@ -536,6 +541,14 @@ def compact_count(value: int) -> str:
     return f"{value / 1_000_000:.3g}M"
 
 
+def bucket_name(bucket_s: int) -> str:
+    """A bucket size as said in a sentence: "10-second", "2-minute", "6-hour", "1-day"."""
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if bucket_s >= size and bucket_s % size == 0:
+            return f"{bucket_s // size}-{unit}"
+    return f"{bucket_s}-second"
+
+
 def humanize_seconds(seconds: float | None) -> str:
     """A short duration for a person: "42 s", "3m 05s", "2h 10m", "3d 4h"."""
     if seconds is None or (isinstance(seconds, float) and math.isnan(seconds)):
@@ -554,10 +567,87 @@ def _number(value: float | None) -> float:
     return float("nan") if value is None else float(value)
 
 
-def status_table(status: Any, now: datetime | None = None) -> pd.DataFrame:
+def cost_text(cost_usd: float, answers: int, unpriced: int, format_cost: Callable[[float | None], str]) -> str:
+    """A provider's cost in a table cell: "—" with no answer, "unknown" when none of its
+    answers has a known price (never "$0.00000": it is not known to be free), "$0.0123 + 3
+    unpriced" when some have none, else the cost ("free" for 0)."""
+    if not answers:
+        return "—"
+    if unpriced >= answers:
+        return format_cost(None)
+    if unpriced:
+        return f"{'$0' if cost_usd == 0 else format_cost(cost_usd)} + {compact_count(unpriced)} unpriced"
+    return format_cost(cost_usd)
+
+
+def window_figures(series: pd.DataFrame) -> pd.DataFrame:
+    """Per provider over a series: requests, answers, unpriced answers and cost, the latency
+    trend (p50 of each bucket with answers, oldest first; the mean when the series comes from
+    rollups; None under two points) and the traffic (requests in every bucket)."""
+    columns = ["requests", "ok", "unpriced", "cost_usd", "latency_trend", "traffic"]
+    if series.empty:
+        return pd.DataFrame(columns=columns).rename_axis("provider")
+    latency = "p50_latency_ms" if series["p50_latency_ms"].notna().any() else "mean_latency_ms"
+    rows = {}
+    for provider, group in series.groupby("provider", sort=True):
+        trend = group[latency].dropna().round(1).tolist()  # a sparkline takes no gaps
+        rows[provider] = {
+            "requests": int(group["requests"].sum()),
+            "ok": int(group["ok"].sum()),
+            "unpriced": int(group["unpriced"].sum()),
+            "cost_usd": float(group["cost_usd"].sum()),
+            "latency_trend": trend if len(trend) >= 2 else None,
+            "traffic": group["requests"].astype(int).tolist(),
+        }
+    return pd.DataFrame.from_dict(rows, orient="index", columns=columns).rename_axis("provider")
+
+
+# Character widths of the table's font (14 px Source Sans, measured in Chromium), by class,
+# each class at its widest: an estimate that errs wide by a few pixels, never narrow.
+_NARROW, _THIN, _DIGIT, _WIDE, _WIDEST, _OTHER = 3.7, 5.0, 7.0, 9.4, 12.3, 7.8
+_CHAR_CLASSES = (
+    ("ilIj.,:;·'|!", _NARROW),
+    ("ftr()-/ ", _THIN),
+    ("0123456789$+_", _DIGIT),
+    ("mw%MW—◐✕", _WIDEST),
+    ("ABCDEFGHJKLNOPQRSTUVXYZ●○◆", _WIDE),
+)
+_CELL_PADDING_PX = 20  # 8 px each side in the grid, and a little air
+
+
+def text_width(text: str) -> int:
+    """Pixels the table's font needs for `text` (an estimate, 5% wide)."""
+    total = sum(next((px for chars, px in _CHAR_CLASSES if ch in chars), _OTHER) for ch in text)
+    return math.ceil(total * 1.05)
+
+
+def fit_widths(table: pd.DataFrame, shown: Mapping[str, Callable[[Any], str]]) -> dict[str, int]:
+    """Pixels each column of `shown` needs for its longest text, header included, as the
+    table shows it (`shown[column]` formats a value). The grid sizes a column once, for the
+    values it first draws, and keeps that width: a p50 that grows from "90 ms" to "2034 ms"
+    would read "034 ms"; a width set from the values themselves grows with them."""
+    widths = {}
+    for column, text in shown.items():
+        values = table[column] if column in table else []
+        texts = [column, *(text(v) for v in values if v is not None and v == v)]
+        widths[column] = max(text_width(t) for t in texts) + _CELL_PADDING_PX
+    return widths
+
+
+def status_table(
+    status: Any,
+    now: datetime | None = None,
+    *,
+    series: pd.DataFrame | None = None,
+    format_cost: Callable[[float | None], str] | None = None,
+) -> pd.DataFrame:
     """One row per provider from `Conductor.status()`: state, breaker and when it retries,
-    p50/p95, success rate, requests, cost, last error and last check."""
+    p50/p95 and success rate from the router's live figures, then from `series` (the
+    dashboard's window): the latency trend, requests, traffic and cost (`cost_text`), then the
+    last error and last check."""
     now = _utc(now or datetime.now(UTC))
+    window = window_figures(series if series is not None else _empty_series())
+    format_cost = format_cost or (lambda v: "unknown" if v is None else f"${v:,.6f}")
     rows = []
     for name, p in status.providers.items():
         state = p.health.state.value if hasattr(p.health.state, "value") else str(p.health.state)
@@ -570,6 +660,7 @@ def status_table(status: Any, now: datetime | None = None) -> pd.DataFrame:
         else:
             breaker_text = "closed"
         last_check = p.health.last_check
+        figures = window.loc[name] if name in window.index else None
         rows.append(
             {
                 "Provider": p.display_name if p.display_name and p.display_name != name else name,
@@ -579,8 +670,12 @@ def status_table(status: Any, now: datetime | None = None) -> pd.DataFrame:
                 "p50 ms": _number(p.performance.p50_latency_ms),
                 "p95 ms": _number(p.performance.p95_latency_ms),
                 "Success": _number(p.reliability.success_rate),
-                "Requests": p.usage.total_requests,
-                "Cost $": p.usage.cost_usd,
+                "Latency trend": None if figures is None else figures["latency_trend"],
+                "Requests": 0 if figures is None else int(figures["requests"]),
+                "Traffic": None if figures is None else figures["traffic"],
+                "Cost": "—"
+                if figures is None
+                else cost_text(figures["cost_usd"], int(figures["ok"]), int(figures["unpriced"]), format_cost),
                 "Detail / last error": p.health.detail or p.reliability.last_error or "",
                 "Last check": f"{humanize_seconds((now - _utc(last_check)).total_seconds())} ago"
                 if last_check

@@ -252,6 +252,73 @@ def test_status_table_rows(tmp_path):
     assert table.loc["fake", "Breaker"] == "closed"
 
 
+def test_a_table_cell_never_says_zero_for_an_unknown_price():
+    from playground.components import format_cost
+
+    assert dd.cost_text(0.0, answers=0, unpriced=0, format_cost=format_cost) == "—"  # nothing answered
+    assert dd.cost_text(0.0, answers=3, unpriced=3, format_cost=format_cost) == "unknown"
+    assert dd.cost_text(0.0, answers=3, unpriced=0, format_cost=format_cost) == "free"
+    assert dd.cost_text(0.0012, answers=3, unpriced=1, format_cost=format_cost) == "$0.001200 + 1 unpriced"
+    assert dd.cost_text(0.0, answers=3, unpriced=1, format_cost=format_cost) == "$0 + 1 unpriced"
+    assert dd.cost_text(0.0123, answers=3, unpriced=0, format_cost=format_cost) == "$0.0123"
+
+
+def test_window_figures_per_provider():
+    frame = rows(
+        (280, "a", "ok", None, 1e-3),
+        (150, "a", "ok", None, 1e-3),
+        (100, "a", "error", "timeout", None),
+        (20, "b", "ok", None, None),
+    )
+    frame.loc[1, "latency_ms"] = 300.0
+    series, _ = dd.series_from_frame(frame, start=NOW - timedelta(minutes=5), end=NOW, bucket_s=60)
+    figures = dd.window_figures(series)
+    a, b = figures.loc["a"], figures.loc["b"]
+    assert (a["requests"], a["ok"], a["unpriced"], a["cost_usd"]) == (3, 2, 0, pytest.approx(2e-3))
+    assert a["latency_trend"] == [100.0, 300.0]  # p50 of each bucket with answers, no gap
+    assert a["traffic"] == series.loc[series.provider == "a", "requests"].tolist() and sum(a["traffic"]) == 3
+    assert (b["unpriced"], b["latency_trend"]) == (1, None)  # one point is no trend
+    assert dd.window_figures(series.iloc[0:0]).empty
+
+
+# Widths of some texts in the table's font (14 px Source Sans), measured in Chromium.
+MEASURED_PX = {
+    "12034 ms": 55.1,
+    "Local (Gemma 3 270M)": 131.8,
+    "○ not configured": 96.7,
+    "unknown": 55.1,
+    "$0.000123 + 3 unpriced": 133.6,
+}
+
+
+def test_text_widths_err_a_little_wide_never_narrow():
+    for text, measured in MEASURED_PX.items():
+        assert measured <= dd.text_width(text) <= measured * 1.3 + 4, text
+
+
+def test_columns_are_as_wide_as_their_longest_text():
+    table = pd.DataFrame({"p50 ms": [90.0, 12034.0, np.nan], "Cost": ["free", "unknown", None]})
+    widths = dd.fit_widths(table, {"p50 ms": "{:.0f} ms".format, "Cost": str, "Missing": str})
+    assert widths["p50 ms"] == dd.text_width("12034 ms") + 20  # grows with the value, not its first draw
+    assert widths["Cost"] == dd.text_width("unknown") + 20
+    assert widths["Missing"] == dd.text_width("Missing") + 20  # the header, at least
+    narrow = dd.fit_widths(table.iloc[:1], {"p50 ms": "{:.0f} ms".format})
+    assert narrow["p50 ms"] < widths["p50 ms"]
+
+
+def test_bucket_sizes_are_said_in_words():
+    assert [dd.bucket_name(s) for s in (10, 30, 120, 600, 3600, 21600, 86400, 90)] == [
+        "10-second",
+        "30-second",
+        "2-minute",
+        "10-minute",
+        "1-hour",
+        "6-hour",
+        "1-day",
+        "90-second",
+    ]
+
+
 # --- charts ---------------------------------------------------------------------------------
 
 TIME_SERIES = [

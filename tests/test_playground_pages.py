@@ -24,6 +24,7 @@ from conductor_core.models import AttemptRecord, Vote, utcnow  # noqa: E402
 from conductor_core.testing.fakes import Reply  # noqa: E402
 from conductor_core.testing.protocol_servers import GeminiServer, OpenAIServer  # noqa: E402
 from playground import charts, controls  # noqa: E402
+from playground import dashboard_data as dd  # noqa: E402
 from playground import state as playground_state  # noqa: E402
 from playground.state import FACTORY_ENV  # noqa: E402
 
@@ -771,6 +772,26 @@ def test_dashboard_shows_everyones_traffic_but_sessions_keep_their_conversations
     assert not two.chat_message  # session two does not see session one's conversation
     two.switch_page("views/dashboard.py").run()
     assert next(m for m in two.metric if m.label == "Requests").value == "1"
+
+
+def test_the_providers_table_says_unknown_for_a_provider_with_no_price(app):
+    # alpha has a price, beta none (an endpoint), gamma is free; the built-ins have no traffic.
+    for provider in ("alpha", "beta", "gamma"):
+        send(app, f"Hello {provider}", provider=provider)
+    app.switch_page("views/dashboard.py").run()
+    no_traceback(app)
+    table = app.dataframe[0].value
+    table.index = list(conductor().status().providers)  # the fakes all show as "Scripted"
+    cost = table["Cost"].to_dict()
+    assert cost["beta"] == "unknown"  # not "$0.00000": nothing says it is free
+    assert cost["gamma"] == "free" and cost["alpha"].startswith("$") and cost["alpha"] != "$0"
+    assert cost["openai"] == "—"  # no answer in this window
+    assert table.loc["beta", "Requests"] == 1 and table.loc["openai", "Requests"] == 0
+    assert len(table.loc["beta", "Traffic"]) >= 24  # a sparkline over the window's buckets
+    # Each column is as wide as its longest text (the grid would otherwise keep its first width).
+    config = json.loads(app.dataframe[0].proto.columns)
+    assert config["Cost"]["width"] > dd.text_width("unknown") and config["p50 ms"]["width"] > dd.text_width("p50 ms")
+    assert config["Latency trend"]["type_config"]["type"] == "line_chart"
 
 
 # --- Providers ------------------------------------------------------------------------------
