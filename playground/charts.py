@@ -8,7 +8,9 @@ Made to be read at a glance, with 6-8 providers over an hour:
   bucket has no data (a success rate measured at 12:00 and at 12:10 is two points, not a
   curve through 12:05); every point is a dot, so a bucket with no neighbour still shows.
 * **p50 as a line, p95 as a band** above it (latency, time to first token). The bands are
-  faint while every provider shows, and stand out for an isolated one.
+  faint while every provider shows, and stand out for an isolated one. When the providers'
+  typical latencies are more than `LOG_SCALE_SPREAD` apart, the axis is logarithmic (and
+  the title says so): a slow local model does not flatten the others onto the axis.
 * **A click on a legend entry isolates that provider** (the others fade; shift-click adds
   one, a double-click shows all again): a point selection named `ISOLATE`, bound to the
   legend. The page shows these charts with `on_select="rerun"` so that Streamlit keeps the
@@ -40,6 +42,7 @@ __all__ = [
     "MAX_POINTS",
     "ISOLATE",
     "FEW_REQUESTS",
+    "LOG_SCALE_SPREAD",
     "bound_points",
     "latency_chart",
     "metric_chart",
@@ -336,6 +339,9 @@ def _band_chart(
     wide = series.rename(columns={mean: "mid"} if means else {p50: "mid", p95: "high"})
     data = _prepare(wide, ["provider", "bucket", "time", "ok", "mid", "high"], "mid")
     title = f"{name} ({unit}, mean)" if means else f"{name} ({unit}) · p50, band to p95"
+    log = _needs_log_scale(data)
+    if log:
+        title += " · log scale"
     value = "Mean" if means else "p50"
     tooltip = [
         alt.Tooltip("provider:N", title="Provider"),
@@ -344,7 +350,12 @@ def _band_chart(
         *([] if means else [alt.Tooltip("high:Q", title=f"p95 ({unit})", format=",.0f")]),
         alt.Tooltip("ok:Q", title="Answers", format=","),
     ]
-    y = alt.Y("mid:Q", title=None, axis=alt.Axis(format=",.0f", tickCount=4))
+    y = alt.Y(
+        "mid:Q",
+        title=None,
+        axis=alt.Axis(format=",.0f", tickCount=4),
+        scale=alt.Scale(type="log") if log else alt.Undefined,
+    )
 
     def layers(base: alt.Chart, x: alt.X, color: alt.Color, pick: alt.Parameter | None) -> alt.LayerChart:
         line = base.mark_line(interpolate="linear", strokeWidth=2, point=_dots(data)).encode(
@@ -361,6 +372,23 @@ def _band_chart(
         return alt.layer(band, line)
 
     return _time_chart(data, layers, title=title, providers=providers, start=start, end=end, split=split)
+
+
+#: Lines further apart than this (slowest over fastest p50) are drawn on a log scale.
+LOG_SCALE_SPREAD = 10.0
+
+
+def _needs_log_scale(data: pd.DataFrame) -> bool:
+    """A slow provider (a local model at 13 s beside APIs at 0.5 s) would flatten every other
+    line onto the axis, hiding a degradation there: on a log scale each stays readable."""
+    if data.empty:
+        return False
+    values = data[[c for c in ("mid", "high") if c in data]].to_numpy(dtype="float64", na_value=np.nan)
+    values = values[np.isfinite(values)]
+    if not len(values) or values.min() <= 0:
+        return False
+    by_provider = data.groupby("provider", sort=False)["mid"].median()
+    return bool(by_provider.max() / by_provider.min() > LOG_SCALE_SPREAD)
 
 
 def latency_chart(

@@ -392,6 +392,22 @@ def test_latency_is_a_p50_line_with_a_band_up_to_the_p95():
         assert drawn[(row.provider, row.bucket)] == pytest.approx((row.p50_latency_ms, row.p95_latency_ms))
 
 
+def test_latencies_an_order_of_magnitude_apart_are_drawn_on_a_log_scale():
+    # A local model at ~13 s beside APIs at ~0.5 s: on a linear axis the APIs are a flat line at 0.
+    frame = attempts(2_000)
+    slow = frame["provider"] == "local"
+    frame.loc[slow, "latency_ms"] *= 40
+    frame.loc[slow, "ttft_ms"] *= 40
+    series, start, end = series_for(frame)
+    for builder in (charts.latency_chart, charts.ttft_chart):
+        spec = builder(series, start=start, end=end).to_dict()
+        assert spec["layer"][1]["encoding"]["y"]["scale"] == {"type": "log"}, builder.__name__
+        assert spec["title"]["text"].endswith("· log scale")
+    close, _, _ = series_for(attempts(2_000))  # every provider within a few times of the others
+    spec = charts.latency_chart(close, start=start, end=end).to_dict()
+    assert "scale" not in spec["layer"][1]["encoding"]["y"] and "log" not in spec["title"]["text"]
+
+
 def test_time_to_first_token_has_its_p95_band_too():
     series, start, end = series_for(attempts(2_000))
     spec = charts.ttft_chart(series, start=start, end=end).to_dict()
