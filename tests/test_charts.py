@@ -406,6 +406,11 @@ def test_latencies_an_order_of_magnitude_apart_are_drawn_on_a_log_scale():
     close, _, _ = series_for(attempts(2_000))  # every provider within a few times of the others
     spec = charts.latency_chart(close, start=start, end=end).to_dict()
     assert "scale" not in spec["layer"][1]["encoding"]["y"] and "log" not in spec["title"]["text"]
+    # One long wait sets a linear axis as surely as a slow provider does.
+    spike = attempts(2_000)
+    spike.loc[spike.index[spike["provider"] == "local"][:3], "ttft_ms"] = 60_000.0
+    series, start, end = series_for(spike)
+    assert charts.ttft_chart(series, start=start, end=end).to_dict()["title"]["text"].endswith("· log scale")
 
 
 def test_time_to_first_token_has_its_p95_band_too():
