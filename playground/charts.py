@@ -134,6 +134,25 @@ def _when(start: datetime | None, end: datetime | None) -> alt.Tooltip:
     return alt.Tooltip("bucket:T", title="From", format="%b %d %H:%M" if fmt == "%b %d" else fmt)
 
 
+def _y_axis(fmt: str | None, *, split: bool, ticks: int = 4) -> alt.Axis:
+    """A value axis. In small multiples its labels sit inside the plot, above their grid
+    lines: Streamlit gives each row the column's whole width for its plot, so labels beside
+    it would push the rows past the column's edge."""
+    if not split:
+        return alt.Axis(format=fmt, tickCount=ticks) if fmt else alt.Axis(tickCount=ticks)
+    return alt.Axis(
+        format=fmt or alt.Undefined,
+        tickCount=2,
+        ticks=False,
+        domain=False,
+        labelAlign="left",
+        labelBaseline="bottom",
+        labelPadding=-4,
+        labelFontSize=10,
+        labelColor="#6b6f80",
+    )
+
+
 def _title(text: str, subtitle: str | None = None) -> alt.TitleParams:
     if not subtitle:
         return alt.TitleParams(text, anchor="start", fontSize=14)
@@ -146,18 +165,24 @@ def _isolate() -> alt.Parameter:
     return alt.selection_point(name=ISOLATE, fields=["provider"], bind="legend")
 
 
-def _opacity(pick: alt.Parameter | None, shown: float) -> Any:
+# Encodings are given as typed channel objects, never as the dicts `alt.value` and
+# `alt.condition` return: Altair resolves a dict against the whole schema (~15 ms each), and
+# eight charts are built on every refresh.
+_SEGMENT = alt.Detail("segment:N")
+
+
+def _opacity(pick: alt.Parameter | None, shown: float) -> alt.OpacityValue:
     """`shown` for the isolated provider (or every provider while none is), faded otherwise."""
     if pick is None:
-        return alt.value(shown)
-    return alt.condition(pick, alt.value(shown), alt.value(_FADED))
+        return alt.OpacityValue(shown)
+    return alt.OpacityValue(_FADED, condition={"param": ISOLATE, "value": shown})
 
 
 def _band_opacity(pick: alt.Parameter | None) -> Any:
     """A p95 band: faint while every provider shows (eight bands must not hide the lines),
     clear for an isolated provider, gone for the others."""
     if pick is None:
-        return alt.value(0.22)
+        return alt.OpacityValue(0.22)
     return alt.OpacityValue(
         0.0,
         condition=[
@@ -237,13 +262,17 @@ def _time_chart(
         chart = layers(
             alt.Chart(data), _x(start, end, x_field), alt.Color("provider:N", scale=scale, legend=legend), pick
         )
-        return chart.properties(height=_height(len(domain)), title=_title(title, subtitle))
+        # Set on the chart just built, not through .properties(), which copies it and validates
+        # each value again (the whole spec is validated when it is sent).
+        chart.height, chart.title = _height(len(domain)), _title(title, subtitle)
+        return chart
     rows = []
     for n, name in enumerate(shown):
         base = alt.Chart().transform_filter(alt.FieldEqualPredicate(field="provider", equal=name))
         x = _x(start, end, x_field, labels=n == len(shown) - 1)
         row = layers(base, x, alt.Color("provider:N", scale=scale, legend=None), None)
-        rows.append(row.properties(height=_ROW_HEIGHT, title=alt.TitleParams(name, anchor="start", fontSize=12)))
+        row.height, row.title = _ROW_HEIGHT, alt.TitleParams(name, anchor="start", fontSize=12)
+        rows.append(row)
     return (
         alt.vconcat(*rows, data=data, spacing=6, title=_title(title, subtitle))
         .resolve_scale(x="shared", y="shared", color="shared")
@@ -279,7 +308,7 @@ def metric_chart(
     y = alt.Y(
         f"{field}:Q",
         title=None,
-        axis=alt.Axis(format=axis_format, tickCount=4) if axis_format else alt.Axis(tickCount=4),
+        axis=_y_axis(axis_format, split=split),
         scale=alt.Scale(domain=list(y_domain)) if y_domain else alt.Undefined,
     )
     tooltip = [
@@ -298,11 +327,11 @@ def metric_chart(
         elif mark == "step":
             # A running total is known at every bucket from the first priced one: one step line.
             chart = base.mark_line(interpolate="step-after", strokeWidth=2, clip=True).encode(
-                x=x, y=y, color=color, opacity=_opacity(pick, 1.0), tooltip=tooltip, detail="segment:N"
+                x=x, y=y, color=color, opacity=_opacity(pick, 1.0), tooltip=tooltip, detail=_SEGMENT
             )
         else:
             chart = base.mark_line(interpolate="linear", strokeWidth=2, point=_dots(data)).encode(
-                x=x, y=y, color=color, opacity=_opacity(pick, 1.0), tooltip=tooltip, detail="segment:N"
+                x=x, y=y, color=color, opacity=_opacity(pick, 1.0), tooltip=tooltip, detail=_SEGMENT
             )
         return chart.add_params(pick) if pick is not None else chart
 
@@ -354,13 +383,13 @@ def _band_chart(
     y = alt.Y(
         "mid:Q",
         title=None,
-        axis=alt.Axis(format=",.0f", tickCount=4),
+        axis=_y_axis(",.0f", split=split),
         scale=alt.Scale(type="log") if log else alt.Undefined,
     )
 
     def layers(base: alt.Chart, x: alt.X, color: alt.Color, pick: alt.Parameter | None) -> alt.LayerChart:
         line = base.mark_line(interpolate="linear", strokeWidth=2, point=_dots(data)).encode(
-            x=x, y=y, color=color, opacity=_opacity(pick, 1.0), tooltip=tooltip, detail="segment:N"
+            x=x, y=y, color=color, opacity=_opacity(pick, 1.0), tooltip=tooltip, detail=_SEGMENT
         )
         if pick is not None:
             line = line.add_params(pick)
@@ -368,7 +397,7 @@ def _band_chart(
             return alt.layer(line)
         # No tooltip on the band: an area is one shape, its tooltip would show one point of it.
         band = base.mark_area(interpolate="linear").encode(
-            x=x, y=y, y2="high:Q", color=color, opacity=_band_opacity(pick), detail="segment:N"
+            x=x, y=y, y2=alt.Y2("high:Q"), color=color, opacity=_band_opacity(pick), detail=_SEGMENT
         )
         return alt.layer(band, line)
 
@@ -455,7 +484,7 @@ def success_rate_chart(
     data = _prepare(series, ["provider", "bucket", "time", "requests", "counted", "ok", "success_rate"], "success_rate")
     data["failed"] = data["counted"] - data["ok"]
     data["weight"] = np.where(data["counted"] >= FEW_REQUESTS, 1.0, 0.35)
-    y = alt.Y("success_rate:Q", title=None, axis=alt.Axis(format="%", tickCount=3), scale=alt.Scale(domain=[0, 1]))
+    y = alt.Y("success_rate:Q", title=None, axis=_y_axis("%", split=split, ticks=3), scale=alt.Scale(domain=[0, 1]))
     tooltip = [
         alt.Tooltip("provider:N", title="Provider"),
         _when(start, end),
@@ -467,11 +496,11 @@ def success_rate_chart(
 
     def layers(base: alt.Chart, x: alt.X, color: alt.Color, pick: alt.Parameter | None) -> alt.LayerChart:
         line = base.mark_line(interpolate="linear", strokeWidth=1.5).encode(
-            x=x, y=y, color=color, opacity=_opacity(pick, 0.6), detail="segment:N"
+            x=x, y=y, color=color, opacity=_opacity(pick, 0.6), detail=_SEGMENT
         )
         if pick is not None:
             line = line.add_params(pick)
-        weight = alt.Opacity("weight:Q", scale=None, legend=None)
+        weight = {"field": "weight", "type": "quantitative", "scale": None, "legend": None}
         dots = base.mark_circle().encode(
             x=x,
             y=y,
@@ -481,7 +510,9 @@ def success_rate_chart(
                 scale=alt.Scale(type="sqrt", domain=[0, _FULL_DOT_REQUESTS], range=[8, 110], clamp=True),
                 legend=None,
             ),
-            opacity=weight if pick is None else alt.condition(pick, weight, alt.value(_FADED)),
+            opacity=alt.Opacity(**weight)
+            if pick is None
+            else alt.OpacityValue(_FADED, condition={"param": ISOLATE, **weight}),
             tooltip=tooltip,
         )
         return alt.layer(line, dots)

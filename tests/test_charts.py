@@ -509,6 +509,8 @@ def test_small_multiples_draw_one_row_per_provider(builder, field):
             assert view["encoding"]["color"]["legend"] is None
             assert view["encoding"]["color"]["scale"]["domain"] == PROVIDERS
             assert view["encoding"]["x"]["axis"].get("labels", True) is (n == len(rows) - 1)  # the bottom row's
+            # Values labelled inside the plot: Streamlit gives each row's plot the column's width.
+            assert view["encoding"]["y"]["axis"]["labelPadding"] < 0
 
 
 def test_small_multiples_of_an_empty_series_are_one_empty_chart():

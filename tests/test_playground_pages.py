@@ -721,6 +721,43 @@ def test_dashboard_with_ten_thousand_rows_draws_bounded_charts(app):
     assert app.segmented_control(key="dash_window").value == "5m"  # kept across pages
 
 
+def test_per_provider_draws_one_chart_of_small_multiples(app):
+    now = utcnow()
+    bulk_write(
+        conductor().log,
+        [
+            AttemptRecord(
+                request_id=f"r{i}-{provider}",
+                provider=provider,
+                status="ok",
+                created_at=now - timedelta(seconds=20 * i + 5),
+                latency_ms=100.0 + i,
+                ttft_ms=20.0,
+                output_tokens=8,
+                streamed=True,
+            )
+            for i in range(30)
+            for provider in ("alpha", "beta")
+        ],
+    )
+    app.switch_page("views/dashboard.py").run()
+    grid = [json.loads(c.proto.spec) for c in app.get("vega_lite_chart")]
+    assert len(grid) == 7 and all("vconcat" not in spec for spec in grid)
+    assert all(c.proto.selection_mode == ["isolate"] for c in app.get("vega_lite_chart"))  # the legend click
+
+    app.toggle(key="dash_split").set_value(True).run()
+    no_traceback(app)
+    (chart,) = app.get("vega_lite_chart")  # one chart at a time: all seven would cost several refreshes
+    spec = json.loads(chart.proto.spec)
+    assert [row["title"]["text"] for row in spec["vconcat"]] == ["alpha", "beta"]
+    assert spec["title"]["text"].startswith("Latency")
+    app.segmented_control(key="dash_split_chart").set_value("Success").run()
+    (chart,) = app.get("vega_lite_chart")
+    assert json.loads(chart.proto.spec)["title"]["text"] == "Success rate"
+    app.run()  # a refresh keeps the choice
+    assert app.toggle(key="dash_split").value and app.segmented_control(key="dash_split_chart").value == "Success"
+
+
 def test_dashboard_reads_rollups_when_the_window_is_too_big_for_rows(app, monkeypatch):
     import playground.state as playground_state
 

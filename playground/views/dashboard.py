@@ -71,6 +71,19 @@ with controls[3]:
     )
 
 
+#: The charts "Per provider" draws as small multiples, one at a time (all seven at once cost
+#: the server several times a refresh of the grid).
+SMALL_MULTIPLES = {
+    "Latency": charts.latency_chart,
+    "Success": charts.success_rate_chart,
+    "First token": charts.ttft_chart,
+    "Tokens/s": charts.tokens_per_second_chart,
+    "Requests/min": charts.requests_per_minute_chart,
+    "Cost": charts.cumulative_cost_chart,
+    "Cost/request": charts.cost_per_request_chart,
+}
+
+
 def chart_grid(snapshot: state.DashboardSnapshot) -> None:
     series, start, end = snapshot.series, snapshot.start, snapshot.end
     providers = sorted(series["provider"].dropna().unique().tolist())
@@ -80,36 +93,52 @@ def chart_grid(snapshot: state.DashboardSnapshot) -> None:
             "Per provider",
             key="dash_split",
             persist_state="session",
-            help="Small multiples: one short row per provider, on shared axes, instead of one chart for all.",
+            help="Small multiples: one chart, a short row per provider on shared axes, instead of all of them at once.",
         )
-    hint.caption(
-        "A row per provider, on shared axes."
-        if split
-        else "Click a legend entry to isolate a provider (shift-click adds one, double-click shows all again)."
-    )
-    options = {"providers": providers, "start": start, "end": end, "split": split}
+    options = {"providers": providers, "start": start, "end": end}
+    if split:
+        hint.caption("One row per provider, on shared axes.")
+        metric = (
+            st.segmented_control(
+                "Chart",
+                list(SMALL_MULTIPLES),
+                default="Latency",
+                key="dash_split_chart",
+                persist_state="session",
+                required=True,
+                label_visibility="collapsed",
+            )
+            or "Latency"
+        )
+        with st.container(border=True):
+            # "stretch" said explicitly: Streamlit gives a column of layered rows its content
+            # width by default (a nested composition).
+            chart = SMALL_MULTIPLES[metric](series, **options, split=True)
+            st.altair_chart(chart, key="dash_chart_split", width="stretch")
+    else:
+        hint.caption("Click a legend entry to isolate a provider (shift-click adds one, double-click shows all again).")
 
-    def show(chart, key: str) -> None:
-        # With "rerun" Streamlit keeps a legend click (a provider isolated) when the live refresh
-        # redraws the chart; with "ignore" the click is forgotten within 2 seconds. Small
-        # multiples have no legend to click.
-        st.altair_chart(chart, key=f"{key}_split" if split else key, on_select="ignore" if split else "rerun")
+        def show(chart, key: str) -> None:
+            # With "rerun" Streamlit keeps a legend click (a provider isolated) when the live
+            # refresh redraws the chart; with "ignore" the click is forgotten within 2 seconds.
+            st.altair_chart(chart, key=key, on_select="rerun")
 
-    pairs = [
-        (charts.latency_chart(series, **options), charts.requests_per_minute_chart(series, **options)),
-        (charts.success_rate_chart(series, **options), charts.ttft_chart(series, **options)),
-        (charts.tokens_per_second_chart(series, **options), charts.cumulative_cost_chart(series, **options)),
-    ]
-    for n, (left, right) in enumerate(pairs):
-        a, b = st.columns(2, gap="medium")
-        with a.container(border=True):
-            show(left, f"dash_chart_{n}_l")
-        with b.container(border=True):
-            show(right, f"dash_chart_{n}_r")
+        pairs = [
+            (charts.latency_chart(series, **options), charts.requests_per_minute_chart(series, **options)),
+            (charts.success_rate_chart(series, **options), charts.ttft_chart(series, **options)),
+            (charts.tokens_per_second_chart(series, **options), charts.cumulative_cost_chart(series, **options)),
+        ]
+        for n, (left, right) in enumerate(pairs):
+            a, b = st.columns(2, gap="medium")
+            with a.container(border=True):
+                show(left, f"dash_chart_{n}_l")
+            with b.container(border=True):
+                show(right, f"dash_chart_{n}_r")
     a, b = st.columns(2, gap="medium")
-    with a.container(border=True):
-        show(charts.cost_per_request_chart(series, **options), "dash_chart_cost")
-    with b.container(border=True):
+    if not split:
+        with a.container(border=True):
+            st.altair_chart(charts.cost_per_request_chart(series, **options), key="dash_chart_cost", on_select="rerun")
+    with (a if split else b).container(border=True):
         if snapshot.wins.empty:
             st.markdown("**Win rate from compare votes**")
             st.caption("No votes in this window yet: vote on the Compare page.")
