@@ -82,7 +82,7 @@ _POINTS_PER_LINE = 40
 # How much of a provider shows when another one is isolated.
 _FADED = 0.08
 
-Layers = Callable[[alt.Chart, alt.X, alt.Color, "alt.Parameter | None"], alt.Chart | alt.LayerChart]
+Layers = Callable[[alt.X, alt.Color, "alt.Parameter | None"], alt.Chart | alt.LayerChart]
 
 
 def _height(legend_entries: int) -> int:
@@ -253,24 +253,25 @@ def _time_chart(
     x_field: str = "time",
 ) -> alt.Chart | alt.LayerChart | alt.VConcatChart:
     """One chart whose legend isolates a provider, or (`split`) one row per provider with
-    data, on shared axes: `layers(base, x, color, pick)` draws what one chart shows."""
+    data, on shared axes: `layers(x, color, pick)` draws what one chart shows, without data.
+
+    Built for the refresh's sake (eight charts every 2 seconds, per open dashboard): the data
+    is set once on the finished chart (Altair copies every layer that carries its own), what
+    layers share is encoded once on the layer, and height and title are set on the chart
+    just built instead of through .properties() (a copy and a validation each)."""
     domain = _domain(providers, data)
     scale = alt.Scale(domain=domain)
     shown = [name for name in domain if name in set(data["provider"])] if split and len(data) else []
     if not shown:
         pick = _isolate()
-        chart = layers(
-            alt.Chart(data), _x(start, end, x_field), alt.Color("provider:N", scale=scale, legend=legend), pick
-        )
-        # Set on the chart just built, not through .properties(), which copies it and validates
-        # each value again (the whole spec is validated when it is sent).
-        chart.height, chart.title = _height(len(domain)), _title(title, subtitle)
+        chart = layers(_x(start, end, x_field), alt.Color("provider:N", scale=scale, legend=legend), pick)
+        chart.data, chart.height, chart.title = data, _height(len(domain)), _title(title, subtitle)
         return chart
     rows = []
     for n, name in enumerate(shown):
-        base = alt.Chart().transform_filter(alt.FieldEqualPredicate(field="provider", equal=name))
         x = _x(start, end, x_field, labels=n == len(shown) - 1)
-        row = layers(base, x, alt.Color("provider:N", scale=scale, legend=None), None)
+        row = layers(x, alt.Color("provider:N", scale=scale, legend=None), None)
+        row = row.transform_filter(alt.FieldEqualPredicate(field="provider", equal=name))
         row.height, row.title = _ROW_HEIGHT, alt.TitleParams(name, anchor="start", fontSize=12)
         rows.append(row)
     return (
@@ -318,7 +319,8 @@ def metric_chart(
         alt.Tooltip("requests:Q", title="Requests", format=","),
     ]
 
-    def layers(base: alt.Chart, x: alt.X, color: alt.Color, pick: alt.Parameter | None) -> alt.Chart:
+    def layers(x: alt.X, color: alt.Color, pick: alt.Parameter | None) -> alt.Chart:
+        base = alt.Chart()
         if mark == "area":
             # Stacked steps: each bucket reads like a bar, and quiet buckets drop to zero.
             chart = base.mark_area(interpolate="step-after", clip=True).encode(
@@ -383,29 +385,29 @@ def _band_chart(
     y = alt.Y(
         "mid:Q",
         title=None,
-        axis=_y_axis(",.0f", split=split),
+        axis=_y_axis(",.0f", split=split, ticks=3 if log else 4),  # a log axis with 4 ticks grids every 1-9
         scale=alt.Scale(type="log") if log else alt.Undefined,
     )
 
-    def layers(base: alt.Chart, x: alt.X, color: alt.Color, pick: alt.Parameter | None) -> alt.LayerChart:
-        line = base.mark_line(interpolate="linear", strokeWidth=2, point=_dots(data)).encode(
-            x=x, y=y, color=color, opacity=_opacity(pick, 1.0), tooltip=tooltip, detail=_SEGMENT
+    def layers(x: alt.X, color: alt.Color, pick: alt.Parameter | None) -> alt.Chart | alt.LayerChart:
+        line = (
+            alt.Chart()
+            .mark_line(interpolate="linear", strokeWidth=2, point=_dots(data))
+            .encode(y=y, opacity=_opacity(pick, 1.0), tooltip=tooltip)
         )
         if pick is not None:
             line = line.add_params(pick)
         if means:
-            return alt.layer(line)
+            return line.encode(x=x, color=color, detail=_SEGMENT)
         # No tooltip on the band: an area is one shape, its tooltip would show one point of it.
-        band = base.mark_area(interpolate="linear").encode(
-            x=x, y=y, y2=alt.Y2("high:Q"), color=color, opacity=_band_opacity(pick), detail=_SEGMENT
-        )
-        return alt.layer(band, line)
+        band = alt.Chart().mark_area(interpolate="linear").encode(y=y, y2=alt.Y2("high:Q"), opacity=_band_opacity(pick))
+        return alt.layer(band, line).encode(x=x, color=color, detail=_SEGMENT)
 
     return _time_chart(data, layers, title=title, providers=providers, start=start, end=end, split=split)
 
 
 #: When the top of the axis is this many times a provider's typical p50, the axis is logarithmic.
-LOG_SCALE_SPREAD = 10.0
+LOG_SCALE_SPREAD = 20.0
 
 
 def _needs_log_scale(data: pd.DataFrame) -> bool:
@@ -494,28 +496,27 @@ def success_rate_chart(
         alt.Tooltip("requests:Q", title="Requests", format=","),
     ]
 
-    def layers(base: alt.Chart, x: alt.X, color: alt.Color, pick: alt.Parameter | None) -> alt.LayerChart:
-        line = base.mark_line(interpolate="linear", strokeWidth=1.5).encode(
-            x=x, y=y, color=color, opacity=_opacity(pick, 0.6), detail=_SEGMENT
-        )
+    def layers(x: alt.X, color: alt.Color, pick: alt.Parameter | None) -> alt.LayerChart:
+        line = alt.Chart().mark_line(interpolate="linear", strokeWidth=1.5).encode(opacity=_opacity(pick, 0.6))
         if pick is not None:
             line = line.add_params(pick)
         weight = {"field": "weight", "type": "quantitative", "scale": None, "legend": None}
-        dots = base.mark_circle().encode(
-            x=x,
-            y=y,
-            color=color,
-            size=alt.Size(
-                "counted:Q",
-                scale=alt.Scale(type="sqrt", domain=[0, _FULL_DOT_REQUESTS], range=[8, 110], clamp=True),
-                legend=None,
-            ),
-            opacity=alt.Opacity(**weight)
-            if pick is None
-            else alt.OpacityValue(_FADED, condition={"param": ISOLATE, **weight}),
-            tooltip=tooltip,
+        dots = (
+            alt.Chart()
+            .mark_circle()
+            .encode(
+                size=alt.Size(
+                    "counted:Q",
+                    scale=alt.Scale(type="sqrt", domain=[0, _FULL_DOT_REQUESTS], range=[8, 110], clamp=True),
+                    legend=None,
+                ),
+                opacity=alt.Opacity(**weight)
+                if pick is None
+                else alt.OpacityValue(_FADED, condition={"param": ISOLATE, **weight}),
+                tooltip=tooltip,
+            )
         )
-        return alt.layer(line, dots)
+        return alt.layer(line, dots).encode(x=x, y=y, color=color, detail=_SEGMENT)
 
     return _time_chart(
         data,

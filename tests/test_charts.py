@@ -337,11 +337,15 @@ def mark_type(view: dict) -> str:
     return mark if isinstance(mark, str) else mark["type"]
 
 
-def views(spec: dict) -> list[dict]:
-    """The single views of a chart: itself, its layers, or its small multiples' layers."""
+def views(spec: dict, inherited: dict | None = None) -> list[dict]:
+    """The single views of a chart (itself, its layers, or its small multiples' layers), each
+    with the encoding it draws with: the layer's shared channels and its own."""
+    encoding = {**(inherited or {}), **spec.get("encoding", {})}
     if "vconcat" in spec:
-        return [v for row in spec["vconcat"] for v in views(row)]
-    return [v for layer in spec["layer"] for v in views(layer)] if "layer" in spec else [spec]
+        return [v for row in spec["vconcat"] for v in views(row, encoding)]
+    if "layer" in spec:
+        return [v for layer in spec["layer"] for v in views(layer, encoding)]
+    return [{**spec, "encoding": encoding}]
 
 
 def main_view(spec: dict) -> dict:
@@ -500,7 +504,7 @@ def test_small_multiples_draw_one_row_per_provider(builder, field):
     shown = ["anthropic", "openai"] if "cost" in field else ["anthropic", "gemini", "openai"]
     assert [row["title"]["text"] for row in rows] == shown
     for name, row in zip(shown, rows, strict=True):
-        assert all(v["transform"] == [{"filter": {"field": "provider", "equal": name}}] for v in views(row))
+        assert row["transform"] == [{"filter": {"field": "provider", "equal": name}}]
     assert spec["resolve"]["scale"] == {"x": "shared", "y": "shared", "color": "shared"}
     assert len(data_rows(spec)) == 1  # one dataset for every row
     assert not params(spec)  # no legend to click
@@ -698,7 +702,7 @@ def test_lines_are_straight_and_break_where_there_is_no_data():
     )
     series, _ = dd.series_from_frame(frame, start=NOW - timedelta(minutes=15), end=NOW, bucket_s=60)
     spec = charts.success_rate_chart(series, start=NOW - timedelta(minutes=15), end=NOW).to_dict()
-    line, dots = spec["layer"]
+    line, dots = views(spec)
     assert line["mark"]["type"] == "line" and line["mark"]["interpolate"] == "linear"
     assert line["encoding"]["detail"]["field"] == "segment"  # one path per run of buckets with data
     assert dots["mark"]["type"] == "circle"  # every point a dot: a lone bucket still shows
@@ -709,7 +713,7 @@ def test_lines_are_straight_and_break_where_there_is_no_data():
     assert len({v["segment"] for v in values}) == 3
     # Latency breaks the same way, and its band too.
     latency = charts.latency_chart(series).to_dict()
-    assert {v["encoding"]["detail"]["field"] for v in latency["layer"]} == {"segment"}
+    assert {v["encoding"]["detail"]["field"] for v in views(latency)} == {"segment"}
     (points,) = latency["datasets"].values()
     assert len({v["segment"] for v in points if v["provider"] == "a"}) == 2
     tokens = charts.tokens_per_second_chart(series).to_dict()
