@@ -82,6 +82,8 @@ _POINTS_PER_LINE = 40
 # How much of a provider shows when another one is isolated.
 _FADED = 0.08
 
+#: What a time-series builder returns: one view, a layer, or small multiples.
+TimeChart = alt.Chart | alt.LayerChart | alt.VConcatChart
 Layers = Callable[[alt.X, alt.Color, "alt.Parameter | None"], alt.Chart | alt.LayerChart]
 
 
@@ -251,7 +253,7 @@ def _time_chart(
     split: bool,
     legend: alt.Legend = _LEGEND,
     x_field: str = "time",
-) -> alt.Chart | alt.LayerChart | alt.VConcatChart:
+) -> TimeChart:
     """One chart whose legend isolates a provider, or (`split`) one row per provider with
     data, on shared axes: `layers(x, color, pick)` draws what one chart shows, without data.
 
@@ -294,7 +296,7 @@ def metric_chart(
     mark: str = "line",
     y_domain: Sequence[float] | None = None,
     split: bool = False,
-) -> alt.Chart | alt.LayerChart | alt.VConcatChart:
+) -> TimeChart:
     """One value per provider over time: a line per provider ("line"), stacked steps
     ("area"), or a running total ("step")."""
     steps = mark in ("area", "step")
@@ -363,7 +365,7 @@ def _band_chart(
     start: datetime | None,
     end: datetime | None,
     split: bool,
-) -> alt.LayerChart | alt.VConcatChart:
+) -> TimeChart:
     """p50 per provider as a line, with a band from p50 up to p95. When only the mean is
     known (a window read from the per-minute rollups), the mean, with no band."""
     percentiles = p50 in series and series[p50].notna().any()
@@ -432,7 +434,7 @@ def latency_chart(
     start: datetime | None = None,
     end: datetime | None = None,
     split: bool = False,
-) -> alt.LayerChart | alt.VConcatChart:
+) -> TimeChart:
     """p50 latency of each provider's answers as a line, with a band up to the p95; the mean
     when only sums are known (series built from the per-minute rollups)."""
     return _band_chart(
@@ -456,7 +458,7 @@ def ttft_chart(
     start: datetime | None = None,
     end: datetime | None = None,
     split: bool = False,
-) -> alt.LayerChart | alt.VConcatChart:
+) -> TimeChart:
     """p50 time to first token with a band up to the p95; the mean when only sums are known."""
     return _band_chart(
         series,
@@ -479,7 +481,7 @@ def success_rate_chart(
     start: datetime | None = None,
     end: datetime | None = None,
     split: bool = False,
-) -> alt.LayerChart | alt.VConcatChart:
+) -> TimeChart:
     """Successes over the attempts that count against a provider (not bad requests or stopped
     answers). Each dot is sized by those attempts and faded under `FEW_REQUESTS`, and its
     tooltip gives the counts: a 0% from one request reads as one request, not an outage."""
@@ -500,7 +502,9 @@ def success_rate_chart(
         line = alt.Chart().mark_line(interpolate="linear", strokeWidth=1.5).encode(opacity=_opacity(pick, 0.6))
         if pick is not None:
             line = line.add_params(pick)
-        weight = {"field": "weight", "type": "quantitative", "scale": None, "legend": None}
+        # Full strength from FEW_REQUESTS on, faded under: the data's own 1.0 or 0.35.
+        weight = alt.Opacity("weight:Q", scale=None, legend=None)
+        isolated = {"param": ISOLATE, "field": "weight", "type": "quantitative", "scale": None, "legend": None}
         dots = (
             alt.Chart()
             .mark_circle()
@@ -510,9 +514,7 @@ def success_rate_chart(
                     scale=alt.Scale(type="sqrt", domain=[0, _FULL_DOT_REQUESTS], range=[8, 110], clamp=True),
                     legend=None,
                 ),
-                opacity=alt.Opacity(**weight)
-                if pick is None
-                else alt.OpacityValue(_FADED, condition={"param": ISOLATE, **weight}),
+                opacity=weight if pick is None else alt.OpacityValue(_FADED, condition=isolated),
                 tooltip=tooltip,
             )
         )
@@ -530,7 +532,7 @@ def success_rate_chart(
     )
 
 
-def tokens_per_second_chart(series: pd.DataFrame, **kwargs: Any) -> alt.Chart | alt.VConcatChart:
+def tokens_per_second_chart(series: pd.DataFrame, **kwargs: Any) -> TimeChart:
     return metric_chart(series, "tokens_per_second", title="Tokens per second", axis_format=",.0f", **kwargs)
 
 
@@ -549,7 +551,7 @@ def _unpriced_note(series: pd.DataFrame) -> str | None:
     return f"Price unknown, not counted: {answers} ({', '.join(f'{n} {c:,}' for n, c in unpriced.items())})"
 
 
-def cumulative_cost_chart(series: pd.DataFrame, **kwargs: Any) -> alt.Chart | alt.VConcatChart:
+def cumulative_cost_chart(series: pd.DataFrame, **kwargs: Any) -> TimeChart:
     return metric_chart(
         series,
         "cumulative_cost_usd",
@@ -561,7 +563,7 @@ def cumulative_cost_chart(series: pd.DataFrame, **kwargs: Any) -> alt.Chart | al
     )
 
 
-def cost_per_request_chart(series: pd.DataFrame, **kwargs: Any) -> alt.Chart | alt.VConcatChart:
+def cost_per_request_chart(series: pd.DataFrame, **kwargs: Any) -> TimeChart:
     return metric_chart(
         series,
         "cost_per_request_usd",
@@ -572,7 +574,7 @@ def cost_per_request_chart(series: pd.DataFrame, **kwargs: Any) -> alt.Chart | a
     )
 
 
-def requests_per_minute_chart(series: pd.DataFrame, **kwargs: Any) -> alt.Chart | alt.VConcatChart:
+def requests_per_minute_chart(series: pd.DataFrame, **kwargs: Any) -> TimeChart:
     return metric_chart(
         series, "requests_per_min", title="Requests per minute", axis_format=",.1f", mark="area", **kwargs
     )
