@@ -24,6 +24,7 @@ from conductor_core.models import AttemptRecord, Vote, utcnow  # noqa: E402
 from conductor_core.testing.fakes import Reply  # noqa: E402
 from conductor_core.testing.protocol_servers import GeminiServer, OpenAIServer  # noqa: E402
 from playground import charts, controls  # noqa: E402
+from playground import dashboard_data as dd  # noqa: E402
 from playground import state as playground_state  # noqa: E402
 from playground.state import FACTORY_ENV  # noqa: E402
 
@@ -799,6 +800,43 @@ def test_dashboard_with_ten_thousand_rows_draws_bounded_charts(app):
     assert app.segmented_control(key="dash_window").value == "5m"  # kept across pages
 
 
+def test_per_provider_draws_one_chart_of_small_multiples(app):
+    now = utcnow()
+    bulk_write(
+        conductor().log,
+        [
+            AttemptRecord(
+                request_id=f"r{i}-{provider}",
+                provider=provider,
+                status="ok",
+                created_at=now - timedelta(seconds=20 * i + 5),
+                latency_ms=100.0 + i,
+                ttft_ms=20.0,
+                output_tokens=8,
+                streamed=True,
+            )
+            for i in range(30)
+            for provider in ("alpha", "beta")
+        ],
+    )
+    app.switch_page("views/dashboard.py").run()
+    grid = [json.loads(c.proto.spec) for c in app.get("vega_lite_chart")]
+    assert len(grid) == 7 and all("vconcat" not in spec for spec in grid)
+    assert all(c.proto.selection_mode == ["isolate"] for c in app.get("vega_lite_chart"))  # the legend click
+
+    app.toggle(key="dash_split").set_value(True).run()
+    no_traceback(app)
+    (chart,) = app.get("vega_lite_chart")  # one chart at a time: all seven would cost several refreshes
+    spec = json.loads(chart.proto.spec)
+    assert [row["title"]["text"] for row in spec["vconcat"]] == ["alpha", "beta"]
+    assert spec["title"]["text"].startswith("Latency")
+    app.segmented_control(key="dash_split_chart").set_value("Success").run()
+    (chart,) = app.get("vega_lite_chart")
+    assert json.loads(chart.proto.spec)["title"]["text"] == "Success rate"
+    app.run()  # a refresh keeps the choice
+    assert app.toggle(key="dash_split").value and app.segmented_control(key="dash_split_chart").value == "Success"
+
+
 def test_dashboard_reads_rollups_when_the_window_is_too_big_for_rows(app, monkeypatch):
     import playground.state as playground_state
 
@@ -829,7 +867,7 @@ def test_dashboard_reads_rollups_when_the_window_is_too_big_for_rows(app, monkey
     assert next(m for m in app.metric if m.label == "Requests").value == "50"
     assert any("from per-minute sums" in c.value for c in app.caption)
     latency = json.loads(app.get("vega_lite_chart")[0].proto.spec)
-    assert latency["title"]["text"] == "Latency (ms) · mean"
+    assert latency["title"]["text"] == "Latency (ms, mean)"
     # Time to first token and tokens/s come from the rollups' sums too (not empty charts).
     data = {
         json.loads(c.proto.spec)["title"]["text"]: pa.ipc.open_stream(c.proto.datasets[0].data.data)
@@ -838,7 +876,7 @@ def test_dashboard_reads_rollups_when_the_window_is_too_big_for_rows(app, monkey
         for c in app.get("vega_lite_chart")
         if c.proto.datasets
     }
-    assert set(data["Time to first token (ms, mean)"]["mean_ttft_ms"].dropna()) == {20.0}
+    assert set(data["Time to first token (ms, mean)"]["mid"].dropna()) == {20.0}
     assert (data["Tokens per second"]["tokens_per_second"].dropna() > 0).any()
     assert max(chart_rows(app)) <= charts.MAX_POINTS
 
@@ -850,6 +888,26 @@ def test_dashboard_shows_everyones_traffic_but_sessions_keep_their_conversations
     assert not two.chat_message  # session two does not see session one's conversation
     two.switch_page("views/dashboard.py").run()
     assert next(m for m in two.metric if m.label == "Requests").value == "1"
+
+
+def test_the_providers_table_says_unknown_for_a_provider_with_no_price(app):
+    # alpha has a price, beta none (an endpoint), gamma is free; the built-ins have no traffic.
+    for provider in ("alpha", "beta", "gamma"):
+        send(app, f"Hello {provider}", provider=provider)
+    app.switch_page("views/dashboard.py").run()
+    no_traceback(app)
+    table = app.dataframe[0].value
+    table.index = list(conductor().status().providers)  # the fakes all show as "Scripted"
+    cost = table["Cost"].to_dict()
+    assert cost["beta"] == "unknown"  # not "$0.00000": nothing says it is free
+    assert cost["gamma"] == "free" and cost["alpha"].startswith("$") and cost["alpha"] != "$0"
+    assert cost["openai"] == "—"  # no answer in this window
+    assert table.loc["beta", "Requests"] == 1 and table.loc["openai", "Requests"] == 0
+    assert len(table.loc["beta", "Traffic"]) >= 24  # a sparkline over the window's buckets
+    # Each column is as wide as its longest text (the grid would otherwise keep its first width).
+    config = json.loads(app.dataframe[0].proto.columns)
+    assert config["Cost"]["width"] > dd.text_width("unknown") and config["p50 ms"]["width"] > dd.text_width("p50 ms")
+    assert config["Latency trend"]["type_config"]["type"] == "line_chart"
 
 
 # --- Providers ------------------------------------------------------------------------------
