@@ -130,6 +130,9 @@ def fill_log(data_dir: Path, rows: int, *, seed: int = 7, votes: int = 300) -> f
             "cost_usd": [None if math.isnan(x) else x for x in cost.tolist()],
             "prompt": np.array(prompts)[rng.integers(0, len(prompts), size=n)].tolist(),
             "answer": np.where(ok, np.array(answers)[rng.integers(0, len(answers), size=n)], None).tolist(),
+            # Every 20th attempt a retry (the dashboard counts requests by first attempts).
+            "attempt_index": (rng.random(n) < 0.05).astype(int).tolist(),
+            "overhead_ms": np.where(source == "gateway", np.round(rng.uniform(0.5, 3.0, size=n), 3), None).tolist(),
         }
         con.execute("BEGIN")
         con.executemany(sql, zip(*(values[c] for c in columns), strict=True))
