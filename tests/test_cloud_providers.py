@@ -250,3 +250,24 @@ def test_openai_answers_are_parsed_strictly() -> None:
         "m",
     )
     assert (completion.text, completion.model, completion.usage.input_tokens) == ("hi", "m2", 3)
+
+
+def test_openai_asks_models_that_reason_by_default_not_to(tmp_path) -> None:
+    # GPT-6 Luna, the default, reasons unless told not to, and then Chat Completions refuses
+    # temperature, top_p, logprobs and function tools: its spec adds reasoning_effort "none".
+    from conductor_core.config import EndpointConfig
+    from conductor_core.providers.openai_compat import SPEC, OpenAICompatProvider
+
+    with OpenAIServer(reply=REPLY) as server:
+        settings = load_settings(_env_file=None, data_dir=tmp_path, openai_api_key=KEY, openai_base_url=server.url)
+        provider = build_provider("openai", settings)
+        assert provider.default_model == SPEC.default_model
+        provider.chat_completion(_request(temperature=0.2))
+        body = server.requests[-1]["json"]
+        assert (body["model"], body["reasoning_effort"], body["temperature"]) == (SPEC.default_model, "none", 0.2)
+        list(provider.stream(_request()))
+        assert server.requests[-1]["json"]["reasoning_effort"] == "none"
+        # A compatible server is not OpenAI: it gets only what the request says, whatever the name.
+        endpoint = EndpointConfig(base_url=server.url, models=[SPEC.default_model])
+        OpenAICompatProvider.from_endpoint("compatible", endpoint, settings).chat_completion(_request())
+        assert "reasoning_effort" not in server.requests[-1]["json"]

@@ -22,6 +22,7 @@ import uvicorn
 from starlette.requests import Request
 
 from conductor_core.config import load_settings
+from conductor_core.providers.spec import provider_specs
 from conductor_core.router import Conductor
 from conductor_core.testing.protocol_servers import AnthropicServer, Fault, GeminiServer, OpenAIServer
 from gateway.main import create_app
@@ -110,7 +111,7 @@ def cloud_gateway(clouds: dict[str, Any], tmp_path_factory: pytest.TempPathFacto
 
 # --- chat through each provider's real protocol ----------------------------------------------
 
-DEFAULTS = {"openai": "gpt-4o-mini", "anthropic": "claude-haiku-4-5", "gemini": "gemini-2.5-flash"}
+DEFAULTS = {name: provider_specs()[name].default_model for name in ("openai", "anthropic", "gemini")}
 
 
 @pytest.mark.parametrize("provider", list(DEFAULTS))
@@ -165,7 +166,7 @@ def test_models_lists_every_configured_provider_and_auto(cloud_gateway) -> None:
     for provider, model in DEFAULTS.items():
         assert f"{provider}/{model}" in ids
     assert not any(i.startswith("local/") for i in ids), "a disabled provider lists nothing"
-    one = client(url).models.retrieve("gemini/gemini-2.5-flash")
+    one = client(url).models.retrieve(f"gemini/{DEFAULTS['gemini']}")
     assert one.owned_by == "gemini"
     with pytest.raises(openai.NotFoundError):
         client(url).models.retrieve("gemini/no-such-model")
@@ -173,8 +174,8 @@ def test_models_lists_every_configured_provider_and_auto(cloud_gateway) -> None:
 
 def test_a_bare_model_name_finds_its_provider(cloud_gateway) -> None:
     url, _ = cloud_gateway
-    completion = client(url).chat.completions.create(model="claude-haiku-4-5", messages=user())
-    assert completion.model == "anthropic/claude-haiku-4-5"
+    completion = client(url).chat.completions.create(model=DEFAULTS["anthropic"], messages=user())
+    assert completion.model == f"anthropic/{DEFAULTS['anthropic']}"
 
 
 # --- AUTO and failures -----------------------------------------------------------------------

@@ -5,8 +5,10 @@ provider names in requests, and each provider class's attributes. Reading them i
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+from datetime import date, datetime
 from pathlib import Path
 
 import pytest
@@ -194,3 +196,62 @@ def test_provider_names_in_requests_come_from_the_specs():
     assert known_provider_names()[:5] == ["auto", *provider_specs()]
     with pytest.raises(ValidationError, match="available: auto, local, gemini, openai, anthropic"):
         ChatRequest(provider="gemnini", messages=[ChatMessage(role="user", content="hi")])
+
+
+# --- model lists: current, with their retirement dates ---------------------------------------
+
+
+def test_no_listed_or_default_model_is_past_its_retirement_date():
+    # Today's date from the clock: the day a listed model retires, this fails, before a person
+    # meets the provider's 404.
+    today = date.today()
+    for spec in provider_specs().values():
+        retired = [(m.id, m.retires.isoformat()) for m in spec.retired_models(today) if m.retires]
+        assert not retired, f"{spec.name} lists retired models {retired}: update SPEC in {spec.module}"
+        assert not spec.model(spec.default_model).retired(today)
+
+
+def test_a_model_past_its_date_counts_as_retired():
+    model = ModelSpec("old-model", retires=date(2026, 11, 30))
+    assert not model.retired(date(2026, 11, 29)) and model.retired(date(2026, 11, 30))
+    assert not ModelSpec("current").retired(date(2099, 1, 1))
+
+
+def _anthropic_table() -> dict[str, date]:
+    from anthropic._data import DEPRECATED_MODELS
+
+    def day(text: str) -> date:  # "November 30th, 2026"
+        return datetime.strptime(re.sub(r"(\d)(st|nd|rd|th)", r"\1", text), "%B %d, %Y").date()
+
+    return {model: day(when) for model, when in DEPRECATED_MODELS.items()}
+
+
+def _openai_table() -> dict[str, date]:
+    import openai.types.shared.chat_model as chat_model
+
+    notes = Path(chat_model.__file__).read_text().split('"""Deprecated values:', 1)[1]
+    table: dict[str, date] = {}
+    for item in notes.split("\n- "):
+        when = re.search(r"shutdown\s+date:\s+(\d{4}-\d{2}-\d{2})", item)
+        if when:
+            for model in re.findall(r'"([^"]+)"', item.split(":", 1)[0]):
+                table[model] = date.fromisoformat(when.group(1))
+    return table
+
+
+@pytest.mark.parametrize(("provider", "table"), [("anthropic", _anthropic_table), ("openai", _openai_table)])
+def test_the_dates_agree_with_the_pinned_sdks_own_deprecation_tables(provider, table):
+    # anthropic ships a table (and warns on each call to a model in it); openai's ChatModel type
+    # lists shutdown dates. A listed model the SDK dates must carry that date in our spec.
+    known = table()
+    assert known, f"the {provider} SDK's table was not found: did its layout change?"
+    for model in provider_specs()[provider].models:
+        assert model.retires == known.get(model.id), f"{model.id}: the {provider} SDK says {known.get(model.id)}"
+
+
+def test_default_models_are_priced_by_genai_prices():
+    from conductor_core.pricing import model_is_priced
+
+    for spec in provider_specs().values():
+        if spec.price_provider_id is not None:
+            assert all(model_is_priced(m.id, spec.price_provider_id) for m in spec.models), spec.name

@@ -28,17 +28,20 @@ from .spec import Capabilities, CodeStyle, ModelSpec, ProviderSpec
 if TYPE_CHECKING:
     from ..config import Settings
 
+# Models as of 2026-12-07 (Anthropic's model deprecations page; the pinned SDK's table,
+# anthropic/_data/deprecated_models.py, retires claude-sonnet-4-5 on 2026-11-30 and
+# claude-opus-4-5 on 2027-01-22; claude-opus-4-1 retired on 2026-08-05, claude-3-5-haiku on
+# 2026-02-19). All three below are active, with no retirement date announced.
 SPEC = ProviderSpec(
     name="anthropic",
     display_name="Anthropic",
     module=__name__,
     class_name="AnthropicProvider",
-    default_model="claude-haiku-4-5",
+    default_model="claude-haiku-5-5",
     models=(
-        ModelSpec("claude-haiku-4-5"),
-        ModelSpec("claude-sonnet-4-5"),
-        ModelSpec("claude-opus-4-1"),
-        ModelSpec("claude-3-5-haiku-latest"),
+        ModelSpec("claude-haiku-5-5", note="the cheapest ($0.10 / $0.50 per MTok); refuses an assistant prefill"),
+        ModelSpec("claude-sonnet-5-5", note="refuses forced tool use (tool_choice required or a named tool)"),
+        ModelSpec("claude-opus-5-5", note="refuses forced tool use (tool_choice required or a named tool)"),
     ),
     capabilities=Capabilities(
         sampling=frozenset({"stop"}),  # messages.create has stop_sequences and no other sampling setting

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from contextlib import aclosing
+from datetime import date
 from typing import TYPE_CHECKING, Any
 
 from .. import aio
@@ -41,17 +42,19 @@ if TYPE_CHECKING:
 
     from ..config import Settings
 
+# Models as of 2026-12-07 (Google's Gemini deprecations page): gemini-2.5-flash and
+# gemini-2.5-pro shut down on 2026-12-01 (their named replacements: gemini-3.5-flash-lite and
+# gemini-3.8-flash), gemini-2.0-flash on 2026-06-01.
 SPEC = ProviderSpec(
     name="gemini",
     display_name="Google Gemini",
     module=__name__,
     class_name="GeminiProvider",
-    default_model="gemini-2.5-flash",
+    default_model="gemini-3.5-flash-lite",
     models=(
-        ModelSpec("gemini-2.5-flash"),
-        ModelSpec("gemini-2.5-flash-lite"),
-        ModelSpec("gemini-2.5-pro"),
-        ModelSpec("gemini-2.0-flash"),
+        ModelSpec("gemini-3.5-flash-lite", note="no shutdown date announced"),
+        ModelSpec("gemini-3.8-flash", note="no shutdown date announced"),
+        ModelSpec("gemini-3.1-flash-lite", retires=date(2027, 5, 7), note="the cheapest ($0.25 / $1.50 per MTok)"),
     ),
     capabilities=Capabilities(
         sampling=frozenset(SAMPLING_SETTINGS),

@@ -58,18 +58,23 @@ if TYPE_CHECKING:
 
     from ..config import EndpointConfig, Settings
 
+# OpenAI's models as of 2026-12-07 (OpenAI's deprecations page; the pinned SDK's ChatModel
+# type lists the shutdown dates): gpt-4o, gpt-4o-mini, gpt-4.1 and gpt-4.1-mini shut down on
+# 2027-01-14 (replacement: gpt-6-luna), gpt-4.1-nano shut down on 2026-10-23 and gpt-5, gpt-5-mini
+# and gpt-5-nano on 2026-12-11. The three below have no shutdown date. They reason by default,
+# and with a reasoning effort other than "none" Chat Completions refuses temperature, top_p,
+# logprobs and function tools: Conductor asks for "none" (OpenAI's GPT-6 migration guidance).
+_NO_REASONING = {"reasoning_effort": "none"}
 SPEC = ProviderSpec(
     name="openai",
     display_name="OpenAI",
     module=__name__,
     class_name="OpenAICompatProvider",
-    default_model="gpt-4o-mini",
+    default_model="gpt-6-luna",
     models=(
-        ModelSpec("gpt-4o-mini"),
-        ModelSpec("gpt-4o"),
-        ModelSpec("gpt-4.1-mini"),
-        ModelSpec("gpt-4.1"),
-        ModelSpec("gpt-4.1-nano"),
+        ModelSpec("gpt-6-luna", request_fields=_NO_REASONING, note="the cheapest ($0.10 / $0.50 per MTok)"),
+        ModelSpec("gpt-6-sol", request_fields=_NO_REASONING),
+        ModelSpec("gpt-5.4-mini", request_fields=_NO_REASONING),
     ),
     # Every OpenAI parameter is passed on as it is (compatible servers take the same ones).
     capabilities=Capabilities(
