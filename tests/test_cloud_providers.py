@@ -271,3 +271,27 @@ def test_openai_asks_models_that_reason_by_default_not_to(tmp_path) -> None:
         endpoint = EndpointConfig(base_url=server.url, models=[SPEC.default_model])
         OpenAICompatProvider.from_endpoint("compatible", endpoint, settings).chat_completion(_request())
         assert "reasoning_effort" not in server.requests[-1]["json"]
+
+
+# Names the real APIs refuse today (retired on 2026-10-23, 2026-08-05 and 2026-12-01).
+RETIRED = {"openai": "gpt-4.1-nano", "anthropic": "claude-opus-4-1", "gemini": "gemini-2.5-flash"}
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_a_model_the_api_does_not_list_is_a_request_error_naming_what_it_lists(kind, provider, server, streamed):
+    request = _request(model=RETIRED[kind])
+    with pytest.raises(BadRequestError) as info:
+        list(provider.stream(request)) if streamed else provider.chat_completion(request)
+    assert info.value.status_code == 404 and not info.value.retryable and info.value.param == "model"
+    assert info.value.message == (
+        f"model {RETIRED[kind]!r} was not found at {kind}: GET /v1/models lists {', '.join(sorted(server.models))}"
+    )
+    assert server.requests[-1]["method"] == "GET"  # the listing, asked after the 404
+
+
+def test_another_404_is_left_as_it_came(provider, server):
+    # The model is listed, so the 404 meant something else: nothing to explain.
+    server.script(Fault("status", status=404, message="no such route"))
+    with pytest.raises(BadRequestError) as info:
+        provider.chat_completion(_request())
+    assert "no such route" in info.value.message and "was not found at" not in info.value.message

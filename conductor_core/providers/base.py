@@ -302,7 +302,7 @@ class BaseProvider(ABC):
         try:
             completion = await self._complete(request, model)
         except Exception as exc:  # noqa: BLE001 - every failure is mapped to our tree, none escapes raw
-            raise self._fail(exc, t0) from None
+            raise self._fail(await self._explain_missing_model(exc, model), t0) from None
         latency_ms = (time.perf_counter() - t0) * 1000 - (completion.load_ms or 0.0)
         self.update_metrics(True, latency_ms)
         return self._response(completion, started_at, latency_ms, ttft_ms=None)
@@ -352,7 +352,7 @@ class BaseProvider(ABC):
             if completion is None:
                 raise StreamInterruptedError(f"{self.name} ended the stream without finishing it", provider=self.name)
         except Exception as exc:  # noqa: BLE001 - every failure is mapped to our tree, none escapes raw
-            error = self._fail(exc, stats.t0)
+            error = self._fail(exc if stats.chunks else await self._explain_missing_model(exc, model), stats.t0)
             if stats.chunks:
                 raise StreamInterruptedError(
                     f"{self.name} stream broke after {stats.chunks} chunks: {error.message}",
@@ -421,6 +421,33 @@ class BaseProvider(ABC):
         return aio.run(self.aget_available_models())
 
     # --- helpers ---------------------------------------------------------------------
+
+    def models_endpoint(self) -> str:
+        """Where the API lists its models, in words for a person."""
+        return self.spec.models_endpoint if self.spec is not None else "its model list"
+
+    async def _explain_missing_model(self, exc: Exception, model: str) -> Exception:
+        """A 404 for a model the API does not list (retired, mistyped) as a request error that
+        says so and names what it lists; any other failure, or a listing that fails or shows
+        the model after all (another 404), as it was."""
+        error = exc if isinstance(exc, ProviderError) else self._map_error(exc)
+        if not (isinstance(error, BadRequestError) and error.status_code == 404):
+            return error
+        try:
+            listed = await asyncio.wait_for(self._list_models(), _MODELS_FETCH_S)
+        except Exception:  # noqa: BLE001 - the original error is still the answer
+            return error
+        if not listed or model in listed:
+            return error
+        listed = sorted(listed)
+        shown = ", ".join(listed[:12]) + (f" and {len(listed) - 12} more" if len(listed) > 12 else "")
+        return BadRequestError(
+            f"model {model!r} was not found at {self.name}: {self.models_endpoint()} lists {shown}",
+            provider=self.name,
+            status_code=404,
+            code=error.code,  # the upstream's own (model_not_found, not_found_error, NOT_FOUND)
+            param="model",
+        )
 
     def _fail(self, exc: Exception, t0: float) -> ProviderError:
         error = exc if isinstance(exc, ProviderError) else self._map_error(exc)

@@ -397,6 +397,11 @@ class OpenAICompatProvider(BaseProvider):
     async def _health(self) -> None:  # pragma: no cover - ahealth_check is overridden
         await self._clients.get().models.list()
 
+    def models_endpoint(self) -> str:
+        if self.spec is None and self._base_url:  # a configured endpoint: its own URL
+            return f"GET {self._base_url.rstrip('/')}/models"
+        return super().models_endpoint()
+
     def builtin_models(self) -> list[str]:
         """The configured models first, then whatever the server lists."""
         return list(self._configured_models)

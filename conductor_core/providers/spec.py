@@ -164,6 +164,8 @@ class ProviderSpec:
     key_env_vars: tuple[str, ...] = ()
     base_url_env_vars: tuple[str, ...] = ()
     price_provider_id: str | None = None  # genai-prices provider id: None means cost unknown
+    #: Where the API lists its models, for a person told that a model was not found.
+    models_endpoint: str = "GET /v1/models"
     code: CodeStyle = field(default_factory=CodeStyle)
 
     def __post_init__(self) -> None:
