@@ -122,8 +122,9 @@ def _forget_names() -> None:
 
 
 def register_provider_name(name: str) -> None:
+    """Let requests name a configured endpoint (a provider with a spec is known already)."""
     with _names_lock:
-        if name in _extra_names:
+        if name in _extra_names or name in _known_names()[0]:
             return
         _extra_names.add(name)
         _forget_names()

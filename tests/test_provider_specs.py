@@ -255,3 +255,16 @@ def test_default_models_are_priced_by_genai_prices():
     for spec in provider_specs().values():
         if spec.price_provider_id is not None:
             assert all(model_is_priced(m.id, spec.price_provider_id) for m in spec.models), spec.name
+
+
+def test_python_m_conductor_core_providers_prints_every_spec():
+    done = subprocess.run(
+        [sys.executable, "-m", "conductor_core.providers"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0 and not done.stderr, done.stderr
+    for spec in provider_specs().values():
+        assert f"{spec.name} ({spec.display_name}): {spec.key_hint or 'no key'}" in done.stdout
+        assert f"  {spec.default_model} (default" in done.stdout
+        for model in spec.models:
+            if model.retires:
+                assert f"  {model.id} (retires {model.retires.isoformat()})" in done.stdout

@@ -39,6 +39,7 @@ __all__ = [
     "registered",
     "specs_version",
     "on_change",
+    "describe",
 ]
 
 #: ChatRequest fields that tune generation and that not every provider can honour. Where a
@@ -296,3 +297,20 @@ def registered(spec: ProviderSpec) -> Iterator[ProviderSpec]:
         yield spec
     finally:
         unregister(spec.name)
+
+
+def describe() -> str:
+    """Every provider's spec as text a person reads (`python -m conductor_core.providers`)."""
+    lines = []
+    for spec in provider_specs().values():
+        key = spec.key_hint or "no key"
+        url = f", base URL from {' or '.join(spec.base_url_env_vars)}" if spec.base_url_env_vars else ""
+        lines.append(f"{spec.name} ({spec.display_name}): {key}{url}")
+        for model in spec.models:
+            marks = [m for m in ("default" if model.id == spec.default_model else "", _retires(model)) if m]
+            lines.append(f"  {model.id}" + (f" ({', '.join(marks)})" if marks else ""))
+    return "\n".join(lines)
+
+
+def _retires(model: ModelSpec) -> str:
+    return f"retires {model.retires.isoformat()}" if model.retires else ""
