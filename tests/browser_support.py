@@ -24,6 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from conductor_core.testing.chromium import CHROMIUM, CHROMIUM_ARGS  # noqa: E402 - the root is on the path first
+
 __all__ = [
     "ROOT",
     "CHROMIUM",
@@ -42,16 +44,6 @@ __all__ = [
     "eventually",
 ]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-quic",
-    "--disable-sync",
-]
 KEY_VARS = (
     "GEMINI_API_KEY",
     "GOOGLE_API_KEY",
