@@ -21,7 +21,7 @@ import openai
 import pytest
 
 from conductor_core.config import load_settings
-from conductor_core.providers.spec import provider_specs
+from conductor_core.providers.spec import provider_specs, provider_variables
 from conductor_core.store import RequestLog
 from conductor_core.testing.protocol_servers import OpenAIServer
 
@@ -36,13 +36,7 @@ CONCURRENCY = 100
 SEQUENTIAL = 30
 # Variables that would point the gateway elsewhere or enable other providers.
 _SCRUB = (
-    "OPENAI_API_KEY",
-    "OPENAI_BASE_URL",
-    "ANTHROPIC_API_KEY",
-    "ANTHROPIC_BASE_URL",
-    "GEMINI_API_KEY",
-    "GOOGLE_API_KEY",
-    "GOOGLE_GEMINI_BASE_URL",
+    *provider_variables(),  # every provider's key and base URL (their specs)
     "CONDUCTOR_API_KEY",
     "CONDUCTOR_DATABASE_URL",
     "CONDUCTOR_CONFIG",

@@ -25,17 +25,16 @@ from conductor_core.providers.spec import (
     ModelSpec,
     ProviderSpec,
     provider_specs,
+    provider_variables,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
 SDKS = ("anthropic", "openai", "google.genai", "llama_cpp")
-# Every variable a built-in provider reads: cleared so a developer's own keys never reach a test.
-PROVIDER_VARS = [v for s in provider_specs().values() for v in (*s.key_env_vars, *s.base_url_env_vars)]
 
 
 @pytest.fixture
 def clean_env(monkeypatch, tmp_path):
-    for var in PROVIDER_VARS:
+    for var in provider_variables():  # a developer's own keys never reach a test
         monkeypatch.delenv(var, raising=False)
     monkeypatch.delenv("CONDUCTOR_CONFIG", raising=False)
     monkeypatch.chdir(tmp_path)  # no stray .env or conductor.toml

@@ -40,6 +40,7 @@ __all__ = [
     "specs_version",
     "on_change",
     "describe",
+    "provider_variables",
 ]
 
 #: ChatRequest fields that tune generation and that not every provider can honour. Where a
@@ -297,6 +298,13 @@ def registered(spec: ProviderSpec) -> Iterator[ProviderSpec]:
         yield spec
     finally:
         unregister(spec.name)
+
+
+def provider_variables() -> tuple[str, ...]:
+    """Every variable a provider reads (keys and base URLs): what a test or a benchmark clears
+    so that a developer's own keys never reach it."""
+    found = (v for spec in provider_specs().values() for v in (*spec.key_env_vars, *spec.base_url_env_vars))
+    return tuple(dict.fromkeys(found))
 
 
 def describe() -> str:
