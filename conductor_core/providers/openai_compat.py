@@ -27,6 +27,7 @@ from __future__ import annotations
 import functools
 from collections.abc import AsyncIterator
 from contextlib import aclosing
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
@@ -64,7 +65,7 @@ if TYPE_CHECKING:
 # and gpt-5-nano on 2026-12-11. The three below have no shutdown date. They reason by default,
 # and with a reasoning effort other than "none" Chat Completions refuses temperature, top_p,
 # logprobs and function tools: Conductor asks for "none" (OpenAI's GPT-6 migration guidance).
-_NO_REASONING = {"reasoning_effort": "none"}
+_NO_REASONING = MappingProxyType({"reasoning_effort": "none"})
 SPEC = ProviderSpec(
     name="openai",
     display_name="OpenAI",
