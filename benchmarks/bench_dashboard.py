@@ -111,7 +111,7 @@ def fill_log(data_dir: Path, rows: int, *, seed: int = 7, votes: int = 300) -> f
             "created_ts": ts.tolist(),
             "request_id": [f"req_{i:012x}" for i in range(done, done + n)],
             "provider": np.array(PROVIDERS)[provider].tolist(),
-            "model": np.array(["gemini-2.5-flash", "gpt-4o-mini", "claude-haiku-4-5", "gemma-3-270m", "llama3.2"])[
+            "model": np.array(["gemini-3.5-flash-lite", "gpt-6-luna", "claude-haiku-5-5", "gemma-3-270m", "llama3.2"])[
                 provider
             ].tolist(),
             "route": route.tolist(),
@@ -140,7 +140,7 @@ def fill_log(data_dir: Path, rows: int, *, seed: int = 7, votes: int = 300) -> f
         done += n
     vote_columns = [c.name for c in votes_table.columns]
     vote_sql = f"INSERT INTO votes ({', '.join(vote_columns)}) VALUES ({', '.join('?' * len(vote_columns))})"
-    labels = ["gemini/gemini-2.5-flash", "openai/gpt-4o-mini", "anthropic/claude-haiku-4-5", "local/gemma-3-270m"]
+    labels = ["gemini/gemini-3.5-flash-lite", "openai/gpt-6-luna", "anthropic/claude-haiku-5-5", "local/gemma-3-270m"]
     vote_rows = []
     for i in range(votes):
         ts = now - 86_400 + (i + 0.5) * 86_400 / votes

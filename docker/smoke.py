@@ -26,15 +26,14 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
-LOCAL_MODEL = "local/gemma-3-270m"
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as `python docker/smoke.py` from the checkout
+    sys.path.insert(0, str(ROOT))
+
+from conductor_core.providers.spec import get_spec  # noqa: E402 - the root is on the path first
+from conductor_core.testing.chromium import CHROMIUM, CHROMIUM_ARGS  # noqa: E402 - the same flags as the browser tests
+
+LOCAL_MODEL = f"local/{get_spec('local').default_model}"  # the image keeps the bundled model's name
 
 
 class SmokeFailure(Exception):

@@ -32,7 +32,7 @@ import streamlit as st
 
 from conductor_core.errors import ProviderError
 from conductor_core.models import ProviderState, utcnow
-from conductor_core.providers import BaseProvider
+from conductor_core.providers import BaseProvider, get_spec
 from conductor_core.router import Conductor
 from conductor_core.workbench.arena import Arena
 from conductor_core.workbench.experiments import ExperimentStore
@@ -181,14 +181,12 @@ def default_model(c: Conductor, name: str) -> str:
     return provider.default_model if provider is not None else "default"
 
 
-_DISPLAY_NAMES = {"local": "Local model", "gemini": "Google Gemini", "openai": "OpenAI", "anthropic": "Anthropic"}
-
-
 def display_name(c: Conductor, name: str) -> str:
-    """A provider's name for people ("Google Gemini"), configured or not."""
+    """A provider's name for people ("Google Gemini"), configured or not (from its spec)."""
     provider = _provider(c, name)
     display = getattr(provider, "display_name", None) if provider is not None else None
-    return display or _DISPLAY_NAMES.get(name, name)
+    spec = get_spec(name)
+    return display or (spec.display_name if spec is not None else name)
 
 
 #: What an OpenAI-compatible endpoint configured without models calls its model

@@ -21,6 +21,7 @@ if str(ROOT) not in sys.path:
 import tests.playground_fakes as fakes  # noqa: E402  (the same module object the app imports)
 from conductor_core.errors import AuthenticationError, ProviderUnavailableError  # noqa: E402
 from conductor_core.models import AttemptRecord, Vote, utcnow  # noqa: E402
+from conductor_core.providers.spec import provider_variables  # noqa: E402
 from conductor_core.testing.fakes import Reply  # noqa: E402
 from conductor_core.testing.protocol_servers import GeminiServer, OpenAIServer  # noqa: E402
 from playground import charts, controls  # noqa: E402
@@ -30,13 +31,7 @@ from playground.state import FACTORY_ENV  # noqa: E402
 
 APP = ROOT / "playground" / "app.py"
 KEY_VARS = (
-    "GEMINI_API_KEY",
-    "GOOGLE_API_KEY",
-    "OPENAI_API_KEY",
-    "ANTHROPIC_API_KEY",
-    "OPENAI_BASE_URL",
-    "GOOGLE_GEMINI_BASE_URL",
-    "ANTHROPIC_BASE_URL",
+    *provider_variables(),  # every provider's key and base URL (their specs)
     "CONDUCTOR_CONFIG",
     "CONDUCTOR_DATABASE_URL",
 )

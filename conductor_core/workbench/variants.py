@@ -71,7 +71,7 @@ class Variant(BaseModel):
 
 def variant_labels(variants: Sequence[Variant]) -> list[str]:
     """A short label per variant: its target, plus the settings in which it differs from the
-    others that share that target ("openai/gpt-4o-mini · T=0", "openai/gpt-4o-mini · T=1").
+    others that share that target ("openai/gpt-6-luna · T=0", "openai/gpt-6-luna · T=1").
     Variants that are identical in every setting are numbered ("local #1", "local #2")."""
     labels: list[str] = []
     for variant in variants:
