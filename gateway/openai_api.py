@@ -7,7 +7,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from typing import Any
 
@@ -17,6 +17,7 @@ from fastapi import APIRouter, Request, Security
 from fastapi.responses import Response, StreamingResponse
 from fastapi.security import HTTPBearer
 from pydantic import BaseModel, ValidationError
+from starlette.types import Send
 
 from conductor_core.config import redact
 from conductor_core.errors import NotConfiguredError, ProviderError
@@ -44,8 +45,11 @@ from .core import core_of, request_id_of, until_disconnect
 from .errors import ERROR_RESPONSES, PROVIDER_RESPONSES, ApiError, error_body, provider_error, validation_error
 from .schemas import (
     BLANK,
+    AssistantMessage,
     ChatCompletion,
     ChatCompletionRequest,
+    Choice,
+    CompletionUsage,
     ConductorInfo,
     ModelCard,
     ModelList,
@@ -228,8 +232,10 @@ def to_completion(response: ChatResponse, *, legacy_functions: bool = False) -> 
         id=completion_id(response.metadata.id, response.metadata.upstream_id),
         created=int(response.metadata.finished_at.timestamp()),
         model=_label(response),
-        choices=[{"index": 0, "message": message, "finish_reason": finish, "logprobs": response.logprobs}],
-        usage=_usage(response),
+        choices=[
+            Choice(message=AssistantMessage.model_validate(message), finish_reason=finish, logprobs=response.logprobs)
+        ],
+        usage=CompletionUsage.model_validate(_usage(response)),
         system_fingerprint=response.metadata.system_fingerprint,
         conductor=conductor_info(response),
     )
@@ -511,12 +517,13 @@ class _SSEResponse(StreamingResponse):
     """Closes the body iterator whatever happens (a client that goes away makes `send` raise),
     so the core stream is stopped and the provider released promptly, not when GC runs."""
 
-    async def stream_response(self, send) -> None:  # type: ignore[no-untyped-def]
+    async def stream_response(self, send: Send) -> None:
         try:
             await super().stream_response(send)
         finally:
             with anyio.CancelScope(shield=True):
-                await self.body_iterator.aclose()  # type: ignore[union-attr]
+                if isinstance(self.body_iterator, AsyncGenerator):  # ours always is
+                    await self.body_iterator.aclose()
 
 
 async def coalesced(source: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

@@ -25,7 +25,7 @@ The hot path is the gateway's, so the SDK is used the cheapest way it documents:
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -155,6 +155,7 @@ def _sdk() -> _Sdk:
         @base_url.setter
         def base_url(self, url: httpx2.URL | str) -> None:
             self._urls = {}
+            # mypy reads a property on the class as its value's type, not as the property.
             openai.AsyncOpenAI.base_url.fset(self, url)  # type: ignore[attr-defined]
 
     return _Sdk(
@@ -314,7 +315,7 @@ class OpenAICompatProvider(BaseProvider):
         response = await self._post(self._prepared(self._to_request, request, model), stream=False)
         return self._from_response(_json_object(response.content), model)
 
-    async def _stream(self, request: ChatRequest, model: str) -> AsyncIterator[StreamPiece]:
+    async def _stream(self, request: ChatRequest, model: str) -> AsyncGenerator[StreamPiece, None]:
         body = {**self._prepared(self._to_request, request, model), "stream": True}
         # The client's stream options, with usage always asked for: Conductor needs it (the
         # gateway relays the usage chunk only to a client that asked for it).
