@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from workbench_support import cloud_conductor, clouds, database_url  # noqa: F401 - fixtures
+from workbench_support import cloud_conductor
 
 from conductor_core.config import load_settings
 from conductor_core.providers.spec import provider_specs
@@ -119,7 +119,7 @@ def scripted(tmp_path: Path, database_url: str | None, *providers: ScriptedProvi
     return Conductor(settings, extra_providers=list(providers))
 
 
-def test_votes_are_stored_and_feed_the_leaderboard(database_url, tmp_path: Path) -> None:  # noqa: F811
+def test_votes_are_stored_and_feed_the_leaderboard(database_url, tmp_path: Path) -> None:
     good, meh = ScriptedProvider("good", reply="a fine answer"), ScriptedProvider("meh", reply="a weak answer")
     conductor = scripted(tmp_path, database_url, good, meh)
     try:

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from browser_support import (  # noqa: F401 - services and shots are fixtures
+from browser_support import (
     CHROMIUM,
     CHROMIUM_ARGS,
     Playground,
@@ -29,8 +29,6 @@ from browser_support import (  # noqa: F401 - services and shots are fixtures
     launch,
     log_records,
     open_page,
-    services,
-    shots,
     wait_idle,
     wait_settled,
 )
@@ -556,7 +554,7 @@ def test_editing_a_compare_column_while_the_page_draws_leaves_the_others_as_they
                     assert [tokens.nth(i).input_value() for i in range(2)] == ["32", "256"], f"attempt {attempt}"
                     page.get_by_label("Prompt", exact=True).fill("Name three primary colours.")
                     page.get_by_role("button", name="Run compare").click()
-                    sent = eventually(lambda: chat_requests(endpoint)[1:], what="column 2's request")
+                    sent = eventually(lambda endpoint=endpoint: chat_requests(endpoint)[1:], what="column 2's request")
                     assert sent[0]["max_tokens"] == 256, sent
                     page.get_by_text("Which answer is better?").wait_for(timeout=180_000)
                     if mid_draw:

@@ -4,8 +4,8 @@ which is also the canary: it must never reach a page or an export), Stop in the 
 run after a reload, the exports downloaded and parsed, an earlier run opened from the URL
 after a reload, and bad input named on the page with nothing sent.
 
-The helpers and fixtures (the app process, chromium's flags, screenshots, waiting for the
-page to settle) are tests/test_browser.py's, imported rather than copied.
+The helpers (the app process, chromium's flags, waiting for the page to settle) are
+tests/test_browser.py's, imported rather than copied; the fixtures are tests/browser_support.py's.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.test_browser import (  # noqa: E402,F401  (services and shots are fixtures)
+from tests.test_browser import (  # noqa: E402
     Playground,
     ask,
     assistant_with_figures,
@@ -29,8 +29,6 @@ from tests.test_browser import (  # noqa: E402,F401  (services and shots are fix
     endpoint_config,
     eventually,
     launch,
-    services,
-    shots,
     wait_idle,
     wait_settled,
 )
@@ -48,7 +46,7 @@ ROW_LIMIT = 25
 COUNTRIES = ["France", "Japan", "Kenya", "Canada", "Peru", "Italy", "Chile", "Egypt", "India", "Spain"]
 # Six rows expect "Paris" (both replies contain it: pass), four expect the real capital (fail).
 EXPECTED = ["Paris"] * 6 + ["Tokyo", "Nairobi", "Ottawa", "Lima"]
-DATASET = "country,expected\n" + "".join(f"{c},{e}\n" for c, e in zip(COUNTRIES, EXPECTED))
+DATASET = "country,expected\n" + "".join(f"{c},{e}\n" for c, e in zip(COUNTRIES, EXPECTED, strict=True))
 TEMPLATE = "What is the capital of {{country}}? One word."
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import uvicorn
-from workbench_support import KEYS, cloud_conductor, clouds  # noqa: F401 - fixtures
+from workbench_support import KEYS, cloud_conductor
 
 from conductor_core.config import EndpointConfig, SecretStr, load_settings
 from conductor_core.models import ChatMessage, ChatRequest

@@ -1,6 +1,7 @@
 """The Experiments page and the share buttons under `streamlit.testing.v1.AppTest`, with the
 scripted providers of tests/playground_fakes.py (no SDK patched): the logic a browser test
-would take minutes to walk through. The fixtures and helpers are tests/test_playground_pages.py's.
+would take minutes to walk through. The helpers are tests/test_playground_pages.py's, the `env`
+fixture tests/playground_support.py's.
 """
 
 from __future__ import annotations
@@ -22,9 +23,8 @@ from conductor_core.workbench import exports  # noqa: E402
 from conductor_core.workbench.runner import RunHandle  # noqa: E402
 from playground import share  # noqa: E402
 from playground import state as playground_state  # noqa: E402
-from tests.test_playground_pages import (  # noqa: E402,F401  (env is a fixture)
+from tests.test_playground_pages import (  # noqa: E402
     APP,
-    env,
     no_traceback,
     plain,
     run_compare,

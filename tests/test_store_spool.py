@@ -28,7 +28,7 @@ from sqlalchemy.engine import make_url
 from conductor_core.config import register_secret
 from conductor_core.models import AttemptRecord, Vote
 from conductor_core.store import RequestLog, spool
-from tests.store_backends import REPO_ROOT, T0, Backend, backend, make_record  # noqa: F401 - backend is a fixture
+from tests.store_backends import REPO_ROOT, T0, Backend, make_record
 
 # A process that opens the log, submits attempts and dies by SIGKILL: no atexit, no flush,
 # no close, exactly like `kill -9` from outside. MODE "before": the writer never commits
