@@ -222,7 +222,7 @@ class Rounds:
         medians, the median of the per-round differences (paired, so drifts between rounds
         cancel), and the difference of their p99s."""
         a, b = self.rounds.get(variant, []), self.rounds.get(baseline, [])
-        paired = [statistics.median(x) - statistics.median(y) for x, y in zip(a, b) if x and y]
+        paired = [statistics.median(x) - statistics.median(y) for x, y in zip(a, b, strict=False) if x and y]
         mv, mb = self.median_of_medians(variant), self.median_of_medians(baseline)
         pv, pb = percentile(self.samples(variant), 0.99), percentile(self.samples(baseline), 0.99)
         return {
