@@ -25,6 +25,7 @@ from sqlalchemy import func, select
 from ..store import RequestLog
 
 if TYPE_CHECKING:  # numpy comes with them: loaded on the first read, not with the router
+    from ..workbench.arena import Arena
     from ..workbench.ratings import Leaderboard, Rating
 
 __all__ = ["PreferenceRatings", "DEFAULT_MIN_VOTES"]
@@ -56,7 +57,7 @@ class PreferenceRatings:
         self._signature: tuple[int, float | None] | None = None
         self._checked = float("-inf")
         self._checking = False
-        self._arena = None
+        self._arena: Arena | None = None
         self.fits = 0  # how many times the ratings were fitted (tests read it)
 
     def get(self, target: str) -> Rating | None:
