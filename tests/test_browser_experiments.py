@@ -11,17 +11,12 @@ tests/test_browser.py's, imported rather than copied; the fixtures are tests/bro
 from __future__ import annotations
 
 import json
-import sys
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from tests.test_browser import (  # noqa: E402
+from tests.test_browser import (
     Playground,
     ask,
     assistant_with_figures,

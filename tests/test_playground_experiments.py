@@ -7,23 +7,17 @@ fixture tests/playground_support.py's.
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-import tests.playground_fakes as fakes  # noqa: E402
-from conductor_core.config import register_secret  # noqa: E402
-from conductor_core.workbench import exports  # noqa: E402
-from conductor_core.workbench.runner import RunHandle  # noqa: E402
-from playground import share  # noqa: E402
-from playground import state as playground_state  # noqa: E402
-from tests.test_playground_pages import (  # noqa: E402
+import tests.playground_fakes as fakes
+from conductor_core.config import register_secret
+from conductor_core.workbench import exports
+from conductor_core.workbench.runner import RunHandle
+from playground import share
+from playground import state as playground_state
+from tests.test_playground_pages import (
     APP,
     no_traceback,
     plain,

@@ -4,7 +4,6 @@ injected through the playground's factory (tests/playground_fakes.py): no SDK is
 from __future__ import annotations
 
 import json
-import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -14,20 +13,17 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
+import tests.playground_fakes as fakes  # the same module object the app imports
+from conductor_core.errors import AuthenticationError, ProviderUnavailableError
+from conductor_core.models import AttemptRecord, Vote, utcnow
+from conductor_core.testing.fakes import Reply
+from conductor_core.testing.protocol_servers import GeminiServer, OpenAIServer
+from playground import charts, controls
+from playground import dashboard_data as dd
+from playground import state as playground_state
+from tests.playground_support import settle_workers  # `env`, the fixture, is there too
+
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-import tests.playground_fakes as fakes  # noqa: E402  (the same module object the app imports)
-from conductor_core.errors import AuthenticationError, ProviderUnavailableError  # noqa: E402
-from conductor_core.models import AttemptRecord, Vote, utcnow  # noqa: E402
-from conductor_core.testing.fakes import Reply  # noqa: E402
-from conductor_core.testing.protocol_servers import GeminiServer, OpenAIServer  # noqa: E402
-from playground import charts, controls  # noqa: E402
-from playground import dashboard_data as dd  # noqa: E402
-from playground import state as playground_state  # noqa: E402
-from tests.playground_support import settle_workers  # noqa: E402  (`env`, the fixture, is there too)
-
 APP = ROOT / "playground" / "app.py"
 
 pytestmark = pytest.mark.timeout(120)
