@@ -41,6 +41,7 @@ from conductor_core.models import (
     tools_from_functions,
 )
 from conductor_core.routing import AsyncConductor
+from conductor_core.secrets import registered
 
 from .asgi import DisconnectWatch, read_body
 from .body import check_message_count, check_text, load_json, may_hold_surrogate, off_loop
@@ -286,14 +287,39 @@ def _header(value: Any) -> str:
     return redact(text)[:512]
 
 
+def _known_header(value: str) -> str:
+    """`_header(value)` for text that repeats from request to request (provider, model, route,
+    reason), remembered until another key is registered (what redaction removes changes)."""
+    cache = _HEADER_CACHE
+    if cache.keys_seen is not registered():
+        cache.clear()
+        cache.keys_seen = registered()
+    found = cache.get(value)
+    if found is None:
+        if len(cache) >= _HEADER_CACHE_SIZE:
+            cache.clear()
+        found = cache[value] = _header(value)
+    return found
+
+
+class _HeaderCache(dict[str, str]):
+    keys_seen: object = None
+
+
+_HEADER_CACHE = _HeaderCache()
+_HEADER_CACHE_SIZE = 512
+
+
 def conductor_headers(response: ChatResponse) -> dict[str, str]:
-    """Conductor's figures as response headers (for clients that only see the OpenAI body)."""
+    """Conductor's figures as response headers (for clients that only see the OpenAI body).
+    Text goes through `redact()` (a model's name comes from the upstream); the figures are
+    numbers Conductor formats itself."""
     a, r = response.analytics, response.routing
     headers = {
-        "x-request-id": response.metadata.id,
-        "x-conductor-provider": response.metadata.provider,
-        "x-conductor-model": response.metadata.model,
-        "x-conductor-route": r.mode,
+        "x-request-id": _header(response.metadata.id),
+        "x-conductor-provider": _known_header(response.metadata.provider),
+        "x-conductor-model": _known_header(response.metadata.model),
+        "x-conductor-route": _known_header(r.mode),
         "x-conductor-latency-ms": f"{a.latency_ms:.1f}",
         "x-conductor-cost-usd": "unknown" if a.cost_usd is None else f"{a.cost_usd:.8f}",
         "x-conductor-attempts": str(len(r.attempts)),
@@ -301,8 +327,8 @@ def conductor_headers(response: ChatResponse) -> dict[str, str]:
     if a.time_to_first_token_ms is not None:
         headers["x-conductor-ttft-ms"] = f"{a.time_to_first_token_ms:.1f}"
     if r.reason:
-        headers["x-conductor-route-reason"] = r.reason
-    return {k: _header(v) for k, v in headers.items()}
+        headers["x-conductor-route-reason"] = _known_header(r.reason)
+    return headers
 
 
 # --- model names ----------------------------------------------------------------------------
@@ -715,8 +741,8 @@ async def _serve_stream(
         (b"x-request-id", request_id.encode()),
     ]
     if start_event is not None:
-        headers.append((b"x-conductor-provider", _header(start_event.provider).encode("latin-1")))
-        headers.append((b"x-conductor-model", _header(start_event.model).encode("latin-1")))
+        headers.append((b"x-conductor-provider", _known_header(start_event.provider).encode("latin-1")))
+        headers.append((b"x-conductor-model", _known_header(start_event.model).encode("latin-1")))
     clock = overhead.current()
     if clock is not None:  # as a header, only the time before the first byte: the last chunk has all of it
         headers.append((_OVERHEAD, overhead_value(clock.overhead_ms()).encode()))
