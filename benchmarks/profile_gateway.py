@@ -154,6 +154,11 @@ def main(argv: list[str] | None = None) -> None:
                         f"(blocks {', '.join(f'{x:.2f}' for x in cpu[name])}); "
                         f"{statistics.median(rps[name]):6.1f} per s"
                     )
+                if len(gateways) > 1:  # block by block (neighbours in time): drifts of the machine's load cancel
+                    first = names[0]
+                    for name in names[1:]:
+                        paired = [a - b for a, b in zip(cpu[first], cpu[name], strict=True)]
+                        print(f"  {first} - {name}: median of paired blocks {statistics.median(paired):+.3f} ms")
         finally:
             for gateway in gateways.values():
                 gateway.close()
