@@ -10,6 +10,7 @@ and `/v1/models` answer while it hangs."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import warnings
@@ -127,6 +128,7 @@ def create_app(
             # Reading the log's recent history is synchronous: off the loop, once.
             app.state.core = await asyncio.to_thread(lambda: AsyncConductor(source="gateway"))
             log.info("Conductor ready: providers %s", ", ".join(app.state.core.registry.providers) or "none")
+            settle_heap()
         try:
             yield
         finally:
@@ -188,6 +190,22 @@ def create_app(
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+def settle_heap() -> None:
+    """For a process that is the gateway (the core built here, at startup, not handed in by an
+    embedding program): what startup built (modules, the core, the SDKs' types) lives as long
+    as the process, so it is frozen out of the cyclic garbage collector, whose full passes
+    would walk it again and again; and young collections run every 7,000 net allocations
+    instead of 700 (a request leaves a few dozen objects behind for a while: metrics windows,
+    the log's queue). Measured by benchmarks/profile_gateway.py against the same gateway
+    without it, paired blocks of one run: -0.35 ms CPU per chat, -0.28 ms per stream."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(_YOUNG_COLLECTION_EVERY, *gc.get_threshold()[1:])
+
+
+_YOUNG_COLLECTION_EVERY = 7000
 
 
 #: Headers a browser page may read from a cross-origin answer.
