@@ -32,19 +32,15 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from conductor_core.providers.spec import provider_variables
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO / "benchmarks" / "results"
 
 # Variables that would point a Conductor at real providers or another config: a benchmark
 # must measure only the loopback endpoints it configures itself.
 SCRUBBED_ENV = (
-    "OPENAI_API_KEY",
-    "OPENAI_BASE_URL",
-    "ANTHROPIC_API_KEY",
-    "ANTHROPIC_BASE_URL",
-    "GEMINI_API_KEY",
-    "GOOGLE_API_KEY",
-    "GOOGLE_GEMINI_BASE_URL",
+    *provider_variables(),  # every provider's key and base URL (their specs)
     "CONDUCTOR_API_KEY",
     "CONDUCTOR_DATABASE_URL",
     "CONDUCTOR_CONFIG",

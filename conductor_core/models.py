@@ -25,7 +25,6 @@ __all__ = [
     "ResponseFormat",
     "JsonSchemaSpec",
     "response_schema",
-    "Provider",
     "ProviderName",
     "register_provider_name",
     "known_provider_names",
@@ -92,44 +91,52 @@ class MessageRole(StrEnum):
     tool = "tool"
 
 
-class Provider(StrEnum):
-    """The built-in providers. Named OpenAI-compatible endpoints from configuration
-    (``ollama``, ``groq``...) are addressed by their name as well: see `ProviderName`."""
-
-    auto = "auto"
-    local = "local"
-    gemini = "gemini"
-    openai = "openai"
-    anthropic = "anthropic"
-
-
-# Names of configured OpenAI-compatible endpoints join the built-ins here when the
-# registry reads configuration, so a request can say provider="ollama".
-_BUILTIN_NAMES = tuple(p.value for p in Provider)
+# The names a request may give: "auto", every provider with a spec (providers/spec.py), and
+# the configured OpenAI-compatible endpoints, which join when the registry reads configuration
+# (so a request can say provider="ollama"). Every ChatRequest checks its provider name: the
+# list and its set are rebuilt when a name or a spec is registered, not on each request. One
+# tuple, so a reader never sees them out of step.
 _extra_names: set[str] = set()
-_names_lock = threading.Lock()
-# Every ChatRequest checks its provider name: the list and its set are rebuilt when a name
-# is registered, not on each request. One tuple, so a reader never sees them out of step.
-_known: tuple[tuple[str, ...], frozenset[str]] = (_BUILTIN_NAMES, frozenset(_BUILTIN_NAMES))
+_names_lock = threading.RLock()
+_known: tuple[tuple[str, ...], frozenset[str]] | None = None  # None: to be rebuilt
+
+
+def _known_names() -> tuple[tuple[str, ...], frozenset[str]]:
+    global _known
+    known = _known
+    if known is None:
+        from .providers import spec  # not at the top: providers/ imports this module
+
+        spec.on_change(_forget_names)
+        with _names_lock:
+            builtin = ("auto", *spec.provider_specs())
+            names = builtin + tuple(sorted(_extra_names.difference(builtin)))
+            known = _known = (names, frozenset(names))
+    return known
+
+
+def _forget_names() -> None:
+    global _known
+    with _names_lock:  # not while a rebuild is reading the old names
+        _known = None
 
 
 def register_provider_name(name: str) -> None:
-    global _known
+    """Let requests name a configured endpoint (a provider with a spec is known already)."""
     with _names_lock:
-        if name in _extra_names:
+        if name in _extra_names or name in _known_names()[0]:
             return
         _extra_names.add(name)
-        names = _BUILTIN_NAMES + tuple(sorted(_extra_names.difference(_BUILTIN_NAMES)))
-        _known = (names, frozenset(names))
+        _forget_names()
 
 
 def known_provider_names() -> list[str]:
-    return list(_known[0])
+    return list(_known_names()[0])
 
 
 def _check_provider_name(value: str) -> str:
     name = value.strip().lower()
-    if name not in _known[1]:
+    if name not in (_known or _known_names())[1]:
         raise ValueError(f"unknown provider {value!r}; available: {', '.join(known_provider_names())}")
     return name
 

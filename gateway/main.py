@@ -46,7 +46,7 @@ OpenAI-compatible server (Ollama, vLLM, Groq...) and an embedded local model.
 
 * Point any OpenAI client at `http://HOST:PORT/v1` and set `model` to `auto` (Conductor
   chooses, retries and falls back), a provider name such as `local`, or `provider/model`
-  such as `gemini/gemini-2.5-flash`. `GET /v1/models` lists them.
+  such as `gemini/gemini-3.5-flash-lite`. `GET /v1/models` lists them.
 * Every Chat Completions parameter you send arrives: those Conductor models are checked and
   translated for each provider; the others (`reasoning_effort`, `service_tier`, `store`,
   `metadata`, any newer one) are sent as they are to OpenAI and OpenAI-compatible upstreams,

@@ -361,7 +361,7 @@ _MODELS_WAIT_S = 2.0
 
 async def resolve_model(core: AsyncConductor, requested: str) -> tuple[str, str | None]:
     """`model` as (provider, model or None for its default):
-    'auto', 'local', 'gemini/gemini-2.5-flash', or a bare model some configured provider lists."""
+    'auto', 'local', 'gemini/gemini-3.5-flash-lite', or a bare model some configured provider lists."""
     text = requested.strip(BLANK)
     known = known_provider_names()
     if text.lower() == "auto":
@@ -371,7 +371,7 @@ async def resolve_model(core: AsyncConductor, requested: str) -> tuple[str, str 
         return prefix.lower(), rest or None
     if not slash and text.lower() in known:
         return text.lower(), None
-    # A bare model name ("gpt-4o-mini"): the first configured provider that lists it.
+    # A bare model name ("gpt-6-luna"): the first configured provider that lists it.
     for card in await list_models(core):
         provider, _, model = card.id.partition("/")
         if model == text:
@@ -427,7 +427,7 @@ CHAT_EXAMPLES = {
     "provider_model": {
         "summary": "A provider's model",
         "value": {
-            "model": "gemini/gemini-2.5-flash",
+            "model": "gemini/gemini-3.5-flash-lite",
             "messages": [
                 {"role": "system", "content": "Answer in one sentence."},
                 {"role": "user", "content": "Why do retries need jitter?"},

@@ -220,7 +220,7 @@ class ChatCompletionRequest(BaseModel):
                     "max_tokens": 128,
                 },
                 {
-                    "model": "gemini/gemini-2.5-flash",
+                    "model": "gemini/gemini-3.5-flash-lite",
                     "messages": [{"role": "user", "content": "Write a haiku about latency."}],
                     "stream": True,
                     "stream_options": {"include_usage": True},
@@ -232,8 +232,8 @@ class ChatCompletionRequest(BaseModel):
     model: str = Field(
         min_length=1,
         description="'auto' (Conductor chooses), a provider name such as 'local' (its default model), or "
-        "'provider/model' such as 'gemini/gemini-2.5-flash'. GET /v1/models lists them.",
-        examples=["auto", "local", "gemini/gemini-2.5-flash", "ollama/llama3.2"],
+        "'provider/model' such as 'gemini/gemini-3.5-flash-lite'. GET /v1/models lists them.",
+        examples=["auto", "local", "gemini/gemini-3.5-flash-lite", "ollama/llama3.2"],
         # Documented, checked by the validator below (which gives the clearer message).
         json_schema_extra={"pattern": MODEL_NOT_BLANK, "not": NO_CONTROL_CHARACTERS},
     )
@@ -319,7 +319,7 @@ class ConductorInfo(BaseModel):
 
     request_id: str
     provider: str = Field(examples=["gemini"])
-    model: str = Field(examples=["gemini-2.5-flash"])
+    model: str = Field(examples=["gemini-3.5-flash-lite"])
     route: Literal["manual", "auto", "compare"] = "manual"
     policy: str | None = None
     reason: str | None = Field(default=None, description="Why this provider served (AUTO).")
@@ -365,7 +365,7 @@ class ChatCompletion(BaseModel):
                     "id": "chatcmpl-3f2a9c",
                     "object": "chat.completion",
                     "created": 1767225600,
-                    "model": "gemini/gemini-2.5-flash",
+                    "model": "gemini/gemini-3.5-flash-lite",
                     "choices": [
                         {
                             "index": 0,
@@ -383,7 +383,7 @@ class ChatCompletion(BaseModel):
                     "conductor": {
                         "request_id": "req_3f2a9c",
                         "provider": "gemini",
-                        "model": "gemini-2.5-flash",
+                        "model": "gemini-3.5-flash-lite",
                         "route": "auto",
                         "policy": "balanced",
                         "reason": "best balance of speed, reliability and cost: p50 latency 410 ms, 100% success, est. $0.00002",
@@ -444,7 +444,7 @@ class ChatCompletionChunk(BaseModel):
 
 
 class ModelCard(BaseModel):
-    id: str = Field(examples=["gemini/gemini-2.5-flash"])
+    id: str = Field(examples=["gemini/gemini-3.5-flash-lite"])
     object: Literal["model"] = "model"
     created: int
     owned_by: str = Field(examples=["gemini"], description="The provider, or 'conductor' for auto.")

@@ -22,8 +22,10 @@ from workbench_support import KEYS, cloud_conductor, clouds  # noqa: F401 - fixt
 
 from conductor_core.config import EndpointConfig, SecretStr, load_settings
 from conductor_core.models import ChatMessage, ChatRequest
+from conductor_core.providers.spec import provider_specs
 from conductor_core.workbench.codegen import code_target, curl, gateway_python, sdk_python, snippets
 
+CLAUDE = provider_specs()["anthropic"].default_model
 TRICKY = 'Say "hi" — it\'s a test\nwith a second line and a \\ backslash'
 
 
@@ -99,20 +101,16 @@ def test_the_gateway_snippets_run_against_a_gateway(clouds, tmp_path: Path) -> N
     conductor = cloud_conductor(clouds, tmp_path, api_key="sej1A5wPkGPdXDJ-hFzKnGwW")
     try:
         req = request("anthropic")
-        target = code_target(conductor.settings, "anthropic", "claude-haiku-4-5")
+        target = code_target(conductor.settings, "anthropic", CLAUDE)
         with serve(create_app(conductor)) as url:
             code = gateway_python(req, target, gateway_url=url)
-            assert (
-                "sej1A5wPkGPdXDJ" not in code
-                and "model='anthropic/claude-haiku-4-5'" in code
-                and "stop=['END']" in code
-            )
+            assert "sej1A5wPkGPdXDJ" not in code and f"model='anthropic/{CLAUDE}'" in code and "stop=['END']" in code
             printed = run_python(code, {"CONDUCTOR_API_KEY": "sej1A5wPkGPdXDJ-hFzKnGwW"})
             assert printed.strip() == clouds["anthropic"].reply
             body = clouds["anthropic"].requests[-1]["json"]
             assert body["system"] == "Be terse." and body["messages"] == [{"role": "user", "content": TRICKY}]
             # The gateway passes stop on; the settings Anthropic has no equivalent for are left out.
-            assert (body["model"], body["max_tokens"], body["stop_sequences"]) == ("claude-haiku-4-5", 50, ["END"])
+            assert (body["model"], body["max_tokens"], body["stop_sequences"]) == (CLAUDE, 50, ["END"])
             assert "temperature=" not in code and "top_p=" not in code and "seed=" not in code
 
             command = curl(req, target, gateway_url=url)

@@ -192,6 +192,48 @@ def test_report_charts_are_specs_with_the_data() -> None:
     assert next(iter(ratings_chart([rating]).to_dict()["datasets"].values()))[0]["ranked"] is False
 
 
+def test_a_cost_chart_with_no_priced_answer_says_so() -> None:
+    from conductor_core.workbench.experiments import VariantStats
+    from conductor_core.workbench.report_charts import svg
+
+    unpriced = [
+        VariantStats(variant=0, label="endpoint/llama", cells=3, ok=3, unpriced=3),
+        VariantStats(variant=1, label="broken", cells=3, errors=3),
+    ]
+    spec = cost_chart(unpriced).to_dict()
+    assert spec["mark"]["type"] == "text"
+    assert spec["encoding"]["x"] == {"value": 4}  # a sentence at a fixed place, no axis
+    (values,) = spec["datasets"].values()
+    assert values[0]["note"].startswith("No priced answers")
+    drawn = svg(cost_chart(unpriced))
+    assert "No priced answers" in drawn
+    assert "role-axis" not in drawn  # not an empty axis with a single "0" tick
+
+
+def test_cost_bars_are_labelled_as_the_tables_say_it() -> None:
+    from conductor_core.workbench.experiments import VariantStats
+
+    stats = [
+        VariantStats(variant=0, label="priced", cells=3, ok=3, priced=3, cost_usd=0.00042),
+        VariantStats(variant=1, label="mixed", cells=3, ok=3, priced=2, unpriced=1, cost_usd=0.0012),
+        VariantStats(variant=2, label="endpoint", cells=3, ok=3, unpriced=3),
+        VariantStats(variant=3, label="local", cells=3, ok=3, priced=3, cost_usd=0.0),
+        VariantStats(variant=4, label="broken", cells=3, errors=3),
+    ]
+    spec = cost_chart(stats).to_dict()
+    (values,) = spec["datasets"].values()
+    assert [(v["variant"], v["label"]) for v in values] == [
+        ("priced", "$0.00042"),
+        ("mixed", "$0.0012 + 1 unpriced"),
+        ("endpoint", "unknown"),
+        ("local", "free"),
+        ("broken", "—"),
+    ]
+    assert [v["usd"] for v in values][2] is None  # no bar at $0 for an unknown price
+    bars, labels = spec["layer"]
+    assert bars["mark"]["type"] == "bar" and labels["mark"]["type"] == "text"
+
+
 def test_the_html_report_opens_in_chromium_with_no_network(finished_run, tmp_path: Path) -> None:
     try:
         from playwright.sync_api import sync_playwright

@@ -22,6 +22,7 @@ import uvicorn
 from starlette.requests import Request
 
 from conductor_core.config import load_settings
+from conductor_core.providers.spec import provider_specs
 from conductor_core.router import Conductor
 from conductor_core.testing.protocol_servers import AnthropicServer, Fault, GeminiServer, OpenAIServer
 from gateway.main import create_app
@@ -110,7 +111,7 @@ def cloud_gateway(clouds: dict[str, Any], tmp_path_factory: pytest.TempPathFacto
 
 # --- chat through each provider's real protocol ----------------------------------------------
 
-DEFAULTS = {"openai": "gpt-4o-mini", "anthropic": "claude-haiku-4-5", "gemini": "gemini-2.5-flash"}
+DEFAULTS = {name: provider_specs()[name].default_model for name in ("openai", "anthropic", "gemini")}
 
 
 @pytest.mark.parametrize("provider", list(DEFAULTS))
@@ -165,7 +166,7 @@ def test_models_lists_every_configured_provider_and_auto(cloud_gateway) -> None:
     for provider, model in DEFAULTS.items():
         assert f"{provider}/{model}" in ids
     assert not any(i.startswith("local/") for i in ids), "a disabled provider lists nothing"
-    one = client(url).models.retrieve("gemini/gemini-2.5-flash")
+    one = client(url).models.retrieve(f"gemini/{DEFAULTS['gemini']}")
     assert one.owned_by == "gemini"
     with pytest.raises(openai.NotFoundError):
         client(url).models.retrieve("gemini/no-such-model")
@@ -173,8 +174,8 @@ def test_models_lists_every_configured_provider_and_auto(cloud_gateway) -> None:
 
 def test_a_bare_model_name_finds_its_provider(cloud_gateway) -> None:
     url, _ = cloud_gateway
-    completion = client(url).chat.completions.create(model="claude-haiku-4-5", messages=user())
-    assert completion.model == "anthropic/claude-haiku-4-5"
+    completion = client(url).chat.completions.create(model=DEFAULTS["anthropic"], messages=user())
+    assert completion.model == f"anthropic/{DEFAULTS['anthropic']}"
 
 
 # --- AUTO and failures -----------------------------------------------------------------------
@@ -231,14 +232,37 @@ def test_provider_failures_map_to_the_right_openai_exceptions(openai_server, tmp
 
             openai_server.set_down(True)
             with pytest.raises(openai.InternalServerError) as caught:
-                api.chat.completions.create(model="openai/gpt-4o", messages=user(), stream=True)
+                api.chat.completions.create(model=f"openai/{DEFAULTS['openai']}", messages=user(), stream=True)
             assert caught.value.status_code == 503
             assert caught.value.response.json()["provider"] == "openai"
             openai_server.set_down(False)
 
-            openai_server.script(Fault("status", status=404, message="The model does not exist"))
-            with pytest.raises(openai.NotFoundError):
+            with pytest.raises(openai.NotFoundError):  # the upstream does not serve it
                 api.chat.completions.create(model="openai/gpt-nope", messages=user())
+    finally:
+        conductor.close()
+
+
+def test_a_retired_model_is_refused_end_to_end_as_the_requests_fault(openai_server, tmp_path) -> None:
+    # gpt-4.1-nano was shut down on 2026-10-23: the API answers 404, and a person reads which
+    # models it has. The request was wrong, not the provider: its breaker and success rate stay.
+    conductor = make_conductor(tmp_path, openai_api_key=KEY, openai_base_url=openai_server.url)
+    listed = ", ".join(sorted(provider_specs()["openai"].model_ids))
+    try:
+        with serve(create_app(conductor)) as url:
+            api = client(url)
+            for stream in (False, True) * 3:  # more than enough failures to open a breaker
+                with pytest.raises(openai.NotFoundError) as caught:
+                    list(api.chat.completions.create(model="openai/gpt-4.1-nano", messages=user(), stream=stream))
+                assert caught.value.body["message"] == (
+                    f"model 'gpt-4.1-nano' was not found at openai: GET /v1/models lists {listed}"
+                )
+                assert caught.value.body["param"] == "model" and caught.value.body["code"] == "model_not_found"
+            records = conductor.log.records()
+            assert len(records) == 6 and {(r.status, r.error_type) for r in records} == {("error", "bad_request")}
+            openai_status = conductor.status().providers["openai"]
+            assert openai_status.reliability.breaker == "closed" and openai_status.health.healthy
+            assert api.chat.completions.create(model="openai", messages=user()).choices[0].message.content == REPLY
     finally:
         conductor.close()
 
@@ -457,10 +481,10 @@ def test_gateway_key_is_required_everywhere_but_health(clouds, tmp_path) -> None
 class EchoingOpenAIServer(OpenAIServer):
     """Like the real API, its 401 quotes the key it was sent (which must then go no further)."""
 
-    def _pick_fault(self, request: Request, generation: bool) -> Fault | None:
+    def _pick_fault(self, request: Request, generation: bool, model: str | None = None) -> Fault | None:
         if not self._key_ok(request):
             return Fault("status", status=401, message=f"Incorrect API key provided: {self._presented_key(request)}.")
-        return super()._pick_fault(request, generation)
+        return super()._pick_fault(request, generation, model)
 
 
 def test_a_provider_key_appears_in_no_response_header_or_log_line(tmp_path, caplog) -> None:

@@ -34,6 +34,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def endpoints(**servers: OpenAIServer) -> dict[str, EndpointConfig]:
+    """Each server as an OpenAI-compatible endpoint that serves the model "m"."""
+    for srv in servers.values():
+        srv.models = ["m"]
     return {name: EndpointConfig(base_url=srv.url, models=["m"]) for name, srv in servers.items()}
 
 

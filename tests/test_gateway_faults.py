@@ -30,6 +30,7 @@ from conductor_core.models import ChatMessage, ChatRequest, MessageRole
 from conductor_core.providers.anthropic import AnthropicProvider
 from conductor_core.providers.gemini import GeminiProvider
 from conductor_core.providers.openai_compat import OpenAICompatProvider
+from conductor_core.providers.spec import provider_specs
 from conductor_core.routing import AsyncConductor
 from conductor_core.testing.protocol_servers import AnthropicServer, Fault, GeminiServer, OpenAIServer
 from gateway.main import create_app
@@ -78,7 +79,7 @@ def breakers(conductor: Any, names: list[str]) -> dict[str, str]:
 # --- the issue's case, first ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("model", ["openai/gpt-4o-mini", "auto"])
+@pytest.mark.parametrize("model", [f"openai/{provider_specs()['openai'].default_model}", "auto"])
 def test_two_lone_surrogate_requests_do_not_pause_providers_for_another_client(tmp_path, model: str) -> None:
     """As reported: the default settings (2 retries, a breaker that opens after 5 failures),
     one client sends a lone surrogate twice, then another client sends a valid request. It

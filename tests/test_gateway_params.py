@@ -19,6 +19,7 @@ import pytest
 from openai.types.chat import completion_create_params
 
 from conductor_core.models import ChatRequest
+from conductor_core.providers.spec import provider_specs
 from conductor_core.testing.protocol_servers import AnthropicServer, OpenAIServer
 from gateway.main import create_app
 from tests.test_gateway import client, make_conductor, serve, user
@@ -95,11 +96,17 @@ def test_every_parameter_of_the_sdk_arrives_at_an_openai_upstream_unchanged(tmp_
 def test_unknown_fields_pass_through_and_names_keep_the_clients_spelling(tmp_path) -> None:
     with OpenAIServer() as compatible, OpenAIServer() as official:
         conductor = make_conductor(
-            tmp_path, endpoints=endpoints(up=compatible), openai_api_key="sk-Hv3nW8qJ5tYr2LcP6xZa", openai_base_url=official.url
+            tmp_path,
+            endpoints=endpoints(up=compatible),
+            openai_api_key="sk-Hv3nW8qJ5tYr2LcP6xZa",
+            openai_base_url=official.url,
         )
         with serve(create_app(conductor)) as url:
             api = client(url)
-            for upstream, model in ((compatible, "up/m"), (official, "openai/gpt-4o-mini")):
+            for upstream, model in (
+                (compatible, "up/m"),
+                (official, f"openai/{provider_specs()['openai'].default_model}"),
+            ):
                 # OpenRouter's own `provider` (routing preferences) is not Conductor's provider here.
                 vendor = {"vendor_option": {"x": [1, 2]}, "provider": {"order": ["a", "b"]}}
                 api.chat.completions.create(model=model, messages=user(), max_tokens=12, extra_body=vendor)

@@ -24,6 +24,7 @@ import httpx
 import openai
 import pytest
 
+from conductor_core.providers.spec import provider_specs
 from conductor_core.store import RequestLog
 from conductor_core.testing.protocol_servers import AnthropicServer, Fault, GeminiServer, OpenAIServer
 from tests.browser_support import (
@@ -49,8 +50,9 @@ KEYS = {
 }
 GATEWAY_KEY = "Tae6exbRFh41nD0qXt2RZyu7"
 SERVERS = {"openai": OpenAIServer, "anthropic": AnthropicServer, "gemini": GeminiServer}
-BASE_URL_VARS = {"openai": "OPENAI_BASE_URL", "anthropic": "ANTHROPIC_BASE_URL", "gemini": "GOOGLE_GEMINI_BASE_URL"}
-KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY", "gemini": "GEMINI_API_KEY"}
+# Each provider's own variables, from its spec.
+BASE_URL_VARS = {name: provider_specs()[name].base_url_env_vars[0] for name in SERVERS}
+KEY_ENV = {name: provider_specs()[name].key_env_vars[0] for name in SERVERS}
 
 
 def _no_piece_of_any_key(where: str, text: str) -> None:

@@ -1,18 +1,16 @@
 """Anthropic on the official `anthropic` SDK's async client. System messages go to the
 `system` parameter, tools and tool calls to Anthropic's tool_use / tool_result blocks, JSON
 output to `output_config.format`. The SDK (2.x) has no sampling parameters on
-`messages.create` (temperature, top_p...): only stop sequences."""
+`messages.create` (temperature, top_p, top_k...): only stop sequences. The SDK is imported
+when a provider is built, not with this module (it takes seconds): see providers/spec.py."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from typing import Any
-
-import anthropic
+from typing import TYPE_CHECKING, Any
 
 from .. import aio
-from ..config import Settings
 from ..errors import MalformedResponse, NotConfiguredError, ProviderError, sdk_error
 from ..models import (
     ChatMessage,
@@ -25,8 +23,39 @@ from ..models import (
     response_schema,
 )
 from .base import BaseProvider, Completion, Served, StreamPiece
+from .spec import Capabilities, CodeStyle, ModelSpec, ProviderSpec
 
-ANTHROPIC_MODELS = ["claude-sonnet-4-5", "claude-haiku-4-5", "claude-opus-4-1", "claude-3-5-haiku-latest"]
+if TYPE_CHECKING:
+    from ..config import Settings
+
+# Models as of 2026-12-07 (Anthropic's model deprecations page; the pinned SDK's table,
+# anthropic/_data/deprecated_models.py, retires claude-sonnet-4-5 on 2026-11-30 and
+# claude-opus-4-5 on 2027-01-22; claude-opus-4-1 retired on 2026-08-05, claude-3-5-haiku on
+# 2026-02-19). All three below are active, with no retirement date announced.
+SPEC = ProviderSpec(
+    name="anthropic",
+    display_name="Anthropic",
+    module=__name__,
+    class_name="AnthropicProvider",
+    default_model="claude-haiku-5-5",
+    models=(
+        ModelSpec("claude-haiku-5-5", note="the cheapest ($0.10 / $0.50 per MTok); refuses an assistant prefill"),
+        ModelSpec("claude-sonnet-5-5", note="refuses forced tool use (tool_choice required or a named tool)"),
+        ModelSpec("claude-opus-5-5", note="refuses forced tool use (tool_choice required or a named tool)"),
+    ),
+    capabilities=Capabilities(
+        sampling=frozenset({"stop"}),  # messages.create has stop_sequences and no other sampling setting
+        tools=True,
+        tool_choice=True,
+        parallel_tool_calls=True,  # as tool_choice.disable_parallel_tool_use
+        structured_output=frozenset({"json_object", "json_schema"}),  # both as output_config.format
+        vision=True,
+    ),
+    key_env_vars=("ANTHROPIC_API_KEY",),
+    base_url_env_vars=("ANTHROPIC_BASE_URL",),
+    price_provider_id="anthropic",
+    code=CodeStyle(package="anthropic", snippet="anthropic"),
+)
 _FINISH = {
     "end_turn": "stop",
     "stop_sequence": "stop",
@@ -41,10 +70,7 @@ _WRONG_SHAPE = (KeyError, IndexError, TypeError, AttributeError)
 
 
 class AnthropicProvider(BaseProvider):
-    display_name = "Anthropic"
-    key_env_var = "ANTHROPIC_API_KEY"
-    price_provider_id = "anthropic"
-    supported_settings = frozenset({"stop", "tools", "tool_choice", "parallel_tool_calls", "response_format"})
+    spec = SPEC
 
     def __init__(
         self,
@@ -52,9 +78,11 @@ class AnthropicProvider(BaseProvider):
         *,
         api_key: str,
         base_url: str | None = None,
-        default_model: str = "claude-haiku-4-5",
+        default_model: str | None = None,
         timeout_s: float = 60.0,
     ) -> None:
+        import anthropic
+
         super().__init__(name, default_model=default_model, timeout_s=timeout_s)
         # max_retries=0: the router is the only retry loop. One client per event loop.
         self._clients = aio.PerLoop(
@@ -63,12 +91,13 @@ class AnthropicProvider(BaseProvider):
 
     @classmethod
     def from_settings(cls, settings: Settings, name: str = "anthropic") -> AnthropicProvider:
-        if settings.anthropic_api_key is None:
-            raise NotConfiguredError("set ANTHROPIC_API_KEY", provider=name)
+        key = settings.provider_key(SPEC.name)
+        if key is None:
+            raise NotConfiguredError(SPEC.key_hint, provider=name)
         return cls(
             name,
-            api_key=settings.anthropic_api_key.get_secret_value(),
-            base_url=settings.anthropic_base_url,
+            api_key=key.get_secret_value(),
+            base_url=settings.provider_base_url(SPEC.name),
             timeout_s=settings.timeout_s,
         )
 
@@ -185,13 +214,12 @@ class AnthropicProvider(BaseProvider):
         )
 
     def _map_error(self, exc: Exception) -> ProviderError:
-        return sdk_error(self.name, exc, anthropic, key_hint="ANTHROPIC_API_KEY", timeout_s=self.timeout_s)
+        import anthropic
+
+        return sdk_error(self.name, exc, anthropic, key_hint=self.key_env_var, timeout_s=self.timeout_s)
 
     async def _health(self) -> None:
         await self._clients.get().with_options(timeout=min(self.timeout_s, 10.0)).models.list(limit=1)
-
-    def builtin_models(self) -> list[str]:
-        return list(ANTHROPIC_MODELS)
 
     async def _list_models(self) -> list[str]:
         page = await self._clients.get().with_options(timeout=5.0).models.list(limit=100)

@@ -42,6 +42,7 @@ from ..models import (
     tokens_per_second,
     utcnow,
 )
+from .spec import FEATURE_SETTINGS, SAMPLING_SETTINGS, ProviderSpec
 
 __all__ = [
     "BaseProvider",
@@ -53,23 +54,6 @@ __all__ = [
     "SAMPLING_SETTINGS",
     "FEATURE_SETTINGS",
 ]
-
-#: ChatRequest fields that tune generation and that not every provider can honour. Where a
-#: provider cannot, the request's `unsupported` says whether they are ignored or rejected.
-SAMPLING_SETTINGS: tuple[str, ...] = ("temperature", "top_p", "stop", "seed", "presence_penalty", "frequency_penalty")
-#: Fields that change what comes back: never silently dropped (a provider without them answers 400).
-#: A provider that lacks `extra_params` answers 400 naming each parameter in it (but those every
-#: provider honours through Conductor's own fields: `SPELLED_BY_CLIENT`).
-FEATURE_SETTINGS: tuple[str, ...] = (
-    "response_format",
-    "tools",
-    "tool_choice",
-    "parallel_tool_calls",
-    "logit_bias",
-    "logprobs",
-    "top_logprobs",
-    "extra_params",
-)
 
 _MODELS_CACHE_S = 300.0
 _MODELS_FETCH_S = 5.0
@@ -131,6 +115,10 @@ class StreamStats:
 
 
 class BaseProvider(ABC):
+    #: What Conductor knows about this provider (providers/spec.py). A class that sets it takes
+    #: the attributes below from it; a provider without one (a fake, a configured endpoint)
+    #: sets them itself.
+    spec: ProviderSpec | None = None
     #: Shown in the UI.
     display_name: ClassVar[str] = "Provider"
     #: The variable a user sets to enable it (None: needs no key).
@@ -148,7 +136,21 @@ class BaseProvider(ABC):
     #: Said after that limit in a refusal, e.g. which setting raises it.
     output_limit_note: ClassVar[str] = ""
 
-    def __init__(self, name: str, *, default_model: str, timeout_s: float = 60.0) -> None:
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        spec = cls.__dict__.get("spec")
+        if spec is not None:
+            cls.display_name = spec.display_name
+            cls.key_env_var = spec.key_env_vars[0] if spec.key_env_vars else None
+            cls.price_provider_id = spec.price_provider_id
+            cls.can_stream = spec.capabilities.streaming
+            cls.supported_settings = spec.capabilities.settings()
+
+    def __init__(self, name: str, *, default_model: str | None = None, timeout_s: float = 60.0) -> None:
+        if default_model is None:
+            if self.spec is None:
+                raise TypeError(f"{type(self).__name__} has no spec: give it a default_model")
+            default_model = self.spec.default_model
         self.name = name
         self.default_model = default_model
         self.timeout_s = timeout_s
@@ -185,7 +187,8 @@ class BaseProvider(ABC):
         return []
 
     def builtin_models(self) -> list[str]:
-        return [self.default_model]
+        """The models offered before the API is asked: the default first, then the spec's."""
+        return list(dict.fromkeys([self.default_model, *(self.spec.model_ids if self.spec else ())]))
 
     def estimate_cost(self, tokens: Usage, model: str) -> float | None:
         return pricing.estimate_cost(tokens, model, self.price_provider_id)
@@ -302,7 +305,8 @@ class BaseProvider(ABC):
         try:
             completion = await self._complete(request, model)
         except Exception as exc:  # noqa: BLE001 - every failure is mapped to our tree, none escapes raw
-            raise self._fail(exc, t0) from None
+            # A model the upstream does not know is explained by asking it (its list): upstream time too.
+            raise self._fail(await self._explain_missing_model(exc, model), t0) from None
         finally:
             if clock is not None:
                 clock.upstream_ended()
@@ -360,7 +364,7 @@ class BaseProvider(ABC):
             if completion is None:
                 raise StreamInterruptedError(f"{self.name} ended the stream without finishing it", provider=self.name)
         except Exception as exc:  # noqa: BLE001 - every failure is mapped to our tree, none escapes raw
-            error = self._fail(exc, stats.t0)
+            error = self._fail(exc if stats.chunks else await self._explain_missing_model(exc, model), stats.t0)
             if stats.chunks:
                 raise StreamInterruptedError(
                     f"{self.name} stream broke after {stats.chunks} chunks: {error.message}",
@@ -432,6 +436,33 @@ class BaseProvider(ABC):
         return aio.run(self.aget_available_models())
 
     # --- helpers ---------------------------------------------------------------------
+
+    def models_endpoint(self) -> str:
+        """Where the API lists its models, in words for a person."""
+        return self.spec.models_endpoint if self.spec is not None else "its model list"
+
+    async def _explain_missing_model(self, exc: Exception, model: str) -> Exception:
+        """A 404 for a model the API does not list (retired, mistyped) as a request error that
+        says so and names what it lists; any other failure, or a listing that fails or shows
+        the model after all (another 404), as it was."""
+        error = exc if isinstance(exc, ProviderError) else self._map_error(exc)
+        if not (isinstance(error, BadRequestError) and error.status_code == 404):
+            return error
+        try:
+            listed = await asyncio.wait_for(self._list_models(), _MODELS_FETCH_S)
+        except Exception:  # noqa: BLE001 - the original error is still the answer
+            return error
+        if not listed or model in listed:
+            return error
+        listed = sorted(listed)
+        shown = ", ".join(listed[:12]) + (f" and {len(listed) - 12} more" if len(listed) > 12 else "")
+        return BadRequestError(
+            f"model {model!r} was not found at {self.name}: {self.models_endpoint()} lists {shown}",
+            provider=self.name,
+            status_code=404,
+            code=error.code,  # the upstream's own (model_not_found, not_found_error, NOT_FOUND)
+            param="model",
+        )
 
     def _fail(self, exc: Exception, t0: float) -> ProviderError:
         error = exc if isinstance(exc, ProviderError) else self._map_error(exc)

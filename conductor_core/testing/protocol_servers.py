@@ -26,10 +26,18 @@ Behaviour can be scripted:
 * ``script(Fault(...), ...)`` - the next N *generation* requests get these
   faults in order (HTTP error with the protocol's error body, hang, connection
   cut mid-stream, cut before the first token, malformed JSON).
+* ``release()`` - every request hanging now answers at once (a test's upstream that "hangs
+  until told", with no race on speed). A hanging request whose client goes away ends there,
+  its entry in ``requests`` marked ``"disconnected": True`` (the client cancelled its call).
 * ``set_down(True)`` - every request (including model listing) answers 503.
 * ``failure_rate`` - that fraction of generation requests answers 500, chosen
   by a ``random.Random(seed)`` so runs are reproducible.
 * ``require_key`` - requests carrying another API key get 401.
+* ``models`` - the models the server serves (default: its provider's spec models, those not
+  past their retirement date; providers/spec.py). A generation request for any other model
+  gets the API's own 404 (OpenAI ``model_not_found``, Anthropic ``not_found_error``, Gemini
+  ``NOT_FOUND``), as a retired or mistyped name does from the real API; ``/models`` lists
+  them, and retrieving one that is not served is a 404 too.
 * Tool calls (every protocol): a request that offers tools (and does not say "none") and
   does not end with a tool result is answered with a call to the named or first tool,
   arguments ``{"city": "Paris"}``, in each API's own shape: OpenAI ``tool_calls`` (streamed as
@@ -49,7 +57,8 @@ tests can check each field that arrived.
 Scripted faults and ``failure_rate`` apply only to generation endpoints
 (chat completions / messages / generateContent), so an SDK or router that lists
 models first does not silently consume a scripted fault. ``set_down`` and
-``require_key`` apply to every endpoint.
+``require_key`` apply to every endpoint. What goes wrong first: down, then a wrong key,
+then an unknown model (which consumes no scripted fault), then the script.
 
 Token usage is deterministic: input tokens = whitespace-separated words of all
 prompt text (min 1), output tokens = number of reply chunks (words).
@@ -100,6 +109,7 @@ import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, MutableMapping
 from dataclasses import dataclass
+from datetime import date
 from typing import Any, ClassVar, Literal, Self
 
 import uvicorn
@@ -107,6 +117,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
+
+from ..providers.spec import get_spec
 
 __all__ = [
     "AnthropicServer",
@@ -140,7 +152,7 @@ class Fault:
     kind: FaultKind
     status: int = 500  # kind="status" (and "error_event"): HTTP status, sent with the protocol's own error JSON
     retry_after: float | None = None  # adds a Retry-After header (seconds) when set
-    hang_s: float = 30.0  # kind="hang": sleep this long before answering normally
+    hang_s: float = 30.0  # kind="hang": sleep this long (or until `release()`) before answering normally
     message: str = "scripted failure"
     code: str | None = None  # kind="status": the error's own code (OpenAI's error.code), if not the usual one
 
@@ -233,8 +245,15 @@ class ProtocolServer:
     Subclasses provide the routes and the protocol-specific JSON shapes.
     """
 
-    default_models: ClassVar[list[str]] = []
+    provider: ClassVar[str] = ""  # whose spec names the models served by default
     url_path: ClassVar[str] = ""  # appended to http://127.0.0.1:PORT to form ``url``
+
+    @classmethod
+    def default_models(cls) -> list[str]:
+        """The provider's spec models that have not retired (today, by the clock)."""
+        spec = get_spec(cls.provider)
+        today = date.today()
+        return [m.id for m in spec.models if not m.retired(today)] if spec is not None else []
 
     def __init__(
         self,
@@ -265,7 +284,7 @@ class ProtocolServer:
         self.json_reply: str = json_reply
         self.latency_s: float = latency_s
         self.chunk_delay_s: float = chunk_delay_s
-        self.models: list[str] = list(models) if models is not None else list(self.default_models)
+        self.models: list[str] = list(models) if models is not None else self.default_models()
         self.failure_rate: float = failure_rate
         self.require_key: str | None = require_key
         self.requests: list[dict[str, Any]] = []
@@ -280,6 +299,7 @@ class ProtocolServer:
         self._script: deque[Fault] = deque()
         self._down = False
         self._stopping = False
+        self._releases = 0  # release() counts up; a hang that began before the count moved ends
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._sock: socket.socket | None = None
@@ -364,6 +384,10 @@ class ProtocolServer:
         with self._lock:
             self._script.extend(faults)
 
+    def release(self) -> None:
+        """End every hang in progress now: those requests are answered normally."""
+        self._releases += 1
+
     def set_down(self, down: bool) -> None:
         """While down, every request answers 503 with the protocol's error body."""
         self._down = down
@@ -377,7 +401,7 @@ class ProtocolServer:
             self.json_reply = d["json_reply"]
             self.latency_s = d["latency_s"]
             self.chunk_delay_s = d["chunk_delay_s"]
-            self.models = list(d["models"]) if d["models"] is not None else list(self.default_models)
+            self.models = list(d["models"]) if d["models"] is not None else self.default_models()
             self.failure_rate = d["failure_rate"]
             self.require_key = d["require_key"]
             self._rng.seed(d["seed"])
@@ -457,6 +481,17 @@ class ProtocolServer:
                 return
             await asyncio.sleep(min(left, 0.1))
 
+    async def _hang(self, request: Request, seconds: float) -> bool:
+        """Wait `seconds`, or until `release()`, or the server stops; True if the client went
+        away meanwhile (it cancelled the call)."""
+        releases = self._releases
+        deadline = time.monotonic() + seconds
+        while not self._stopping and self._releases == releases and time.monotonic() < deadline:
+            if await request.is_disconnected():
+                return True
+            await asyncio.sleep(0.05)
+        return False
+
     async def _read_json(self, request: Request) -> Any:
         raw = await request.body()
         if not raw:
@@ -469,12 +504,19 @@ class ProtocolServer:
     def _key_ok(self, request: Request) -> bool:
         return self.require_key is None or self._presented_key(request) == self.require_key
 
-    def _pick_fault(self, request: Request, generation: bool) -> Fault | None:
-        """Decide what goes wrong with this request: down > bad key > script > random failure."""
+    def _model_not_found(self, model: str) -> str:
+        """The API's own words for a model it does not serve."""
+        raise NotImplementedError
+
+    def _pick_fault(self, request: Request, generation: bool, model: str | None = None) -> Fault | None:
+        """Decide what goes wrong with this request: down > bad key > unknown model > script >
+        random failure."""
         if self._down:
             return Fault("status", status=503, message="The service is temporarily unavailable (server is down).")
         if not self._key_ok(request):
             return Fault("status", status=401, message="Invalid API key provided.")
+        if model is not None and model not in self.models:
+            return Fault("status", status=404, message=self._model_not_found(model))
         if not generation:
             return None
         with self._lock:
@@ -485,7 +527,7 @@ class ProtocolServer:
                 return Fault("status", status=500, message="Randomly injected server error.")
         return None
 
-    def _record(self, request: Request, body: Any, stream: bool, fault: Fault | None, **extra: Any) -> None:
+    def _record(self, request: Request, body: Any, stream: bool, fault: Fault | None, **extra: Any) -> dict[str, Any]:
         entry: dict[str, Any] = {
             "method": request.method,
             "path": request.url.path,
@@ -499,6 +541,7 @@ class ProtocolServer:
         entry.update(extra)
         with self._lock:
             self.requests.append(entry)
+        return entry
 
     def _error_response(self, fault: Fault) -> Response:
         headers = self._extra_headers()
@@ -516,9 +559,12 @@ class ProtocolServer:
             headers=headers,
         )
 
-    async def _simple(self, request: Request, payload: Callable[[], dict[str, Any]]) -> Response:
-        """Non-generation endpoints (model listing): only down / auth apply."""
-        fault = self._pick_fault(request, generation=False)
+    async def _simple(
+        self, request: Request, payload: Callable[[], dict[str, Any]], *, model: str | None = None
+    ) -> Response:
+        """Non-generation endpoints (model listing, one model): only down, auth and, given a
+        `model`, whether it is served apply."""
+        fault = self._pick_fault(request, generation=False, model=model)
         self._record(request, await self._read_json(request), False, fault)
         if fault is not None:
             return self._error_response(fault)
@@ -526,12 +572,15 @@ class ProtocolServer:
 
     async def _generate(self, request: Request, call: _Call, **extra: Any) -> Response:
         """The shared flow for a generation request, whatever the protocol."""
-        fault = self._pick_fault(request, generation=True)
-        self._record(request, call.body, call.stream, fault, model=call.model, **extra)
+        fault = self._pick_fault(request, generation=True, model=call.model)
+        entry = self._record(request, call.body, call.stream, fault, model=call.model, **extra)
         if fault is not None and (fault.kind == "status" or (fault.kind == "error_event" and not call.stream)):
             return self._error_response(fault)
         if fault is not None and fault.kind == "hang":
-            await self._sleep(fault.hang_s)  # the client should time out; then answer normally
+            # The client should time out or give up; otherwise answer normally once it ends.
+            if await self._hang(request, fault.hang_s):
+                entry["disconnected"] = True
+                return Response(status_code=499)  # nobody reads it: the client has gone
             fault = None
 
         chunks = _split_reply(self.json_reply if self._wants_json(call) else self.reply)
@@ -606,7 +655,7 @@ class OpenAIServer(ProtocolServer):
     Auth: ``Authorization: Bearer <key>``.
     """
 
-    default_models: ClassVar[list[str]] = ["gpt-4o-mini", "gpt-4o", "gpt-4.1-mini"]
+    provider: ClassVar[str] = "openai"
     url_path: ClassVar[str] = "/v1"
 
     def __init__(self, **kwargs: Any) -> None:
@@ -633,6 +682,7 @@ class OpenAIServer(ProtocolServer):
         return [
             Route("/v1/chat/completions", self._chat, methods=["POST"]),
             Route("/v1/models", self._list_models, methods=["GET"]),
+            Route("/v1/models/{model:path}", self._model, methods=["GET"]),
         ]
 
     def _presented_key(self, request: Request) -> str | None:
@@ -641,6 +691,17 @@ class OpenAIServer(ProtocolServer):
 
     def _extra_headers(self) -> dict[str, str]:
         return {"x-request-id": f"req_{uuid.uuid4().hex[:24]}"}
+
+    def _model_not_found(self, model: str) -> str:
+        return f"The model `{model}` does not exist or you do not have access to it."
+
+    @staticmethod
+    def _model_card(model: str) -> dict[str, Any]:
+        return {"id": model, "object": "model", "created": 1_700_000_000, "owned_by": "system"}
+
+    async def _model(self, request: Request) -> Response:
+        model = request.path_params["model"]
+        return await self._simple(request, lambda: self._model_card(model), model=model)
 
     def _error_body(self, status: int, message: str) -> dict[str, Any]:
         err_type, code = self._ERROR_TYPES.get(
@@ -651,12 +712,7 @@ class OpenAIServer(ProtocolServer):
     async def _list_models(self, request: Request) -> Response:
         return await self._simple(
             request,
-            lambda: {
-                "object": "list",
-                "data": [
-                    {"id": m, "object": "model", "created": 1_700_000_000, "owned_by": "system"} for m in self.models
-                ],
-            },
+            lambda: {"object": "list", "data": [self._model_card(m) for m in self.models]},
         )
 
     async def _chat(self, request: Request) -> Response:
@@ -817,7 +873,7 @@ class AnthropicServer(ProtocolServer):
     The request log entry also carries ``"system"`` (the system prompt).
     """
 
-    default_models: ClassVar[list[str]] = ["claude-sonnet-4-5", "claude-haiku-4-5", "claude-opus-4-1"]
+    provider: ClassVar[str] = "anthropic"
     url_path: ClassVar[str] = ""
 
     _ERROR_TYPES: ClassVar[dict[int, str]] = {
@@ -837,7 +893,24 @@ class AnthropicServer(ProtocolServer):
         return [
             Route("/v1/messages", self._messages, methods=["POST"]),
             Route("/v1/models", self._list_models, methods=["GET"]),
+            Route("/v1/models/{model:path}", self._model, methods=["GET"]),
         ]
+
+    def _model_not_found(self, model: str) -> str:
+        return f"model: {model}"
+
+    @staticmethod
+    def _model_info(model: str) -> dict[str, Any]:
+        return {
+            "type": "model",
+            "id": model,
+            "display_name": model.replace("-", " ").title(),
+            "created_at": "2025-01-01T00:00:00Z",
+        }
+
+    async def _model(self, request: Request) -> Response:
+        model = request.path_params["model"]
+        return await self._simple(request, lambda: self._model_info(model), model=model)
 
     def _presented_key(self, request: Request) -> str | None:
         key = request.headers.get("x-api-key")
@@ -855,15 +928,7 @@ class AnthropicServer(ProtocolServer):
 
     async def _list_models(self, request: Request) -> Response:
         def payload() -> dict[str, Any]:
-            data = [
-                {
-                    "type": "model",
-                    "id": m,
-                    "display_name": m.replace("-", " ").title(),
-                    "created_at": "2025-01-01T00:00:00Z",
-                }
-                for m in self.models
-            ]
+            data = [self._model_info(m) for m in self.models]
             return {
                 "data": data,
                 "has_more": False,
@@ -1061,7 +1126,7 @@ class GeminiServer(ProtocolServer):
     ``?key=`` query parameter. The log entry's ``"system"`` is the systemInstruction.
     """
 
-    default_models: ClassVar[list[str]] = ["gemini-2.5-flash", "gemini-2.5-pro", "gemini-2.5-flash-lite"]
+    provider: ClassVar[str] = "gemini"
     url_path: ClassVar[str] = ""
 
     _STATUSES: ClassVar[dict[int, str]] = {
@@ -1079,7 +1144,7 @@ class GeminiServer(ProtocolServer):
     }
 
     def _routes(self) -> list[Route]:
-        # The model segment contains a colon ("gemini-2.5-flash:generateContent"), so take the rest as a path.
+        # The model segment contains a colon ("gemini-3.5-flash-lite:generateContent"), so take the rest as a path.
         return [
             Route("/{version}/models", self._list_models, methods=["GET"]),
             Route("/{version}/models/{rest:path}", self._model_action, methods=["GET", "POST"]),
@@ -1090,6 +1155,12 @@ class GeminiServer(ProtocolServer):
 
     def _error_body(self, status: int, message: str) -> dict[str, Any]:
         return {"error": {"code": status, "message": message, "status": self._STATUSES.get(status, "UNKNOWN")}}
+
+    def _model_not_found(self, model: str) -> str:
+        return (
+            f"models/{model} is not found for this API version, or is not supported for generateContent. "
+            "Call ListModels to see the list of available models and their supported methods."
+        )
 
     def _model_info(self, model: str) -> dict[str, Any]:
         return {
@@ -1108,7 +1179,8 @@ class GeminiServer(ProtocolServer):
     async def _model_action(self, request: Request) -> Response:
         rest: str = request.path_params["rest"]
         if request.method == "GET":
-            return await self._simple(request, lambda: self._model_info(rest.removeprefix("models/")))
+            model = rest.removeprefix("models/")
+            return await self._simple(request, lambda: self._model_info(model), model=model)
         model, _, method = rest.rpartition(":")
         if method not in ("generateContent", "streamGenerateContent"):
             fault = Fault("status", status=404, message=f"Method {method!r} is not supported by this server.")

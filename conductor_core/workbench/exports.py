@@ -51,6 +51,7 @@ __all__ = [
     "to_html",
     "filename",
     "stats_table",
+    "total_cost_text",
 ]
 
 EXPORT_VERSION = 1
@@ -249,7 +250,7 @@ def _stats_rows(stats: list[VariantStats]) -> list[list[str]]:
             _ms(s.p50_latency_ms),
             _ms(s.p95_latency_ms),
             _ms(s.p50_ttft_ms),
-            _total_cost(s),
+            total_cost_text(s),
             _pct(s.pass_rate),
             "—" if s.avg_rating is None else f"{s.avg_rating:+.2f} ({s.thumbs_up}👍 {s.thumbs_down}👎)",
             _pct(s.win_rate),
@@ -258,7 +259,7 @@ def _stats_rows(stats: list[VariantStats]) -> list[list[str]]:
     ]
 
 
-def _total_cost(s: VariantStats) -> str:
+def total_cost_text(s: VariantStats) -> str:
     """A variant's total: "—" with no answer (not "free"), "unknown" with no price known."""
     if not s.priced and not s.unpriced:
         return "—"
@@ -365,7 +366,7 @@ def to_markdown(doc: Document) -> str:
         for row in doc.rows:
             values = ", ".join(f"{k} = {v}" for k, v in row.values.items())
             out += [f"### Row {row.row + 1}", "", _fence(values), ""]
-            for label, cell in zip(doc.labels, row.cells):
+            for label, cell in zip(doc.labels, row.cells, strict=False):
                 if cell is None:
                     out += [f"**{_cell(label)}**: not run", ""]
                     continue
