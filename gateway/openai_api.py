@@ -7,7 +7,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from functools import partial
 from typing import Any
@@ -649,7 +649,7 @@ class _SSEResponse(StreamingResponse):
                 await self.body_iterator.aclose()  # type: ignore[union-attr]
 
 
-async def coalesced(source: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+async def coalesced(source: AsyncIterator[bytes]) -> AsyncGenerator[bytes, None]:
     """`source`'s pieces, joined when several are ready at once. The source runs in its own
     task and this side sends whatever has gathered each time it wakes: chunks that arrive
     together from the upstream (one TCP read often holds many) leave in one write, not one
