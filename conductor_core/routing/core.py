@@ -40,7 +40,7 @@ from ..store import RequestLog
 from . import ranking
 from .attempts import Attempts
 from .compare import fan_out
-from .preference import PreferenceRatings
+from .preference import NoRatings, RatingsSource
 from .ranking import Candidate, Score
 from .recording import Recorder, Route
 from .status import StatusView
@@ -78,7 +78,10 @@ class AsyncConductor:
         source: str = "playground",
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Any] | None = None,
+        ratings: RatingsSource | None = None,
     ) -> None:
+        """`ratings`: the blind-vote ratings the `preferred` policy ranks by (the workbench's,
+        as `conductor_core.router.Conductor` wires them); without them no target is rated."""
         self.settings = settings or load_settings()
         self.registry = registry or build_registry(self.settings, extra_providers)
         if registry is not None:
@@ -96,8 +99,7 @@ class AsyncConductor:
         self.attempts = Attempts(self.settings, self.recorder, self.breaker, _awaitable_sleep(sleep))
         self.view = StatusView(self.registry, self.log, self.metrics, self.breaker, self.started_at, clock)
         self.metrics.seed(self.view.recent_from_log())  # after a restart, routing remembers
-        # Blind-vote ratings for the `preferred` policy: fitted in the background, read cached.
-        self.ratings = PreferenceRatings(self.log, min_votes=self.settings.preferred_min_votes, clock=clock)
+        self.ratings: RatingsSource = ratings if ratings is not None else NoRatings(self.settings.preferred_min_votes)
 
     # --- answers ---------------------------------------------------------------------------
 
