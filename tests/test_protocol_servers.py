@@ -585,6 +585,41 @@ def test_hang_times_out_then_recovers(adapter: Adapter, server: ProtocolServer) 
     assert time.perf_counter() - t0 >= 0.2
 
 
+def until(check: Callable[[], bool], what: str, timeout_s: float = 60.0) -> None:
+    """Poll for a state with a generous deadline (a busy machine is slow, not wrong)."""
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout_s:g} s")
+        time.sleep(0.01)
+
+
+def test_held_requests_answer_only_when_released(adapter: Adapter, server: ProtocolServer) -> None:
+    """hold(): requests arrive, are recorded and wait; release(n) lets n through (a scripted
+    fault answered then), release() the rest; a client that gives up stops waiting."""
+    server.script(Fault("status", status=503))
+    server.hold()
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        answers = [pool.submit(adapter.stream, server, [], timeout=60.0) for _ in range(3)]
+        until(lambda: server.held == 3, "three requests held")
+        assert server.request_count == 3 and not any(a.done() for a in answers)
+        server.release(1)
+        until(lambda: sum(a.done() for a in answers) == 1, "one request answered")
+        assert server.held == 2
+        [failed] = [a for a in answers if a.done()]
+        with pytest.raises(adapter.unavailable_error):
+            failed.result()  # the first request's scripted fault, answered once released
+        server.release()
+        texts = [a.result(timeout=60).text for a in answers if a is not failed]
+    assert texts == [REPLY, REPLY] and server.held == 0
+
+    server.hold()
+    with pytest.raises((*adapter.timeout_errors, *_TRANSPORT_ERRORS)):
+        adapter.stream(server, [], timeout=0.5)
+    until(lambda: server.held == 0, "the abandoned request stops waiting")
+    server.release()
+
+
 def test_stop_is_not_blocked_by_a_hanging_request() -> None:
     srv = OpenAIServer().start()
     srv.script(Fault("hang", hang_s=30))

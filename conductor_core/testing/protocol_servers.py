@@ -27,6 +27,11 @@ Behaviour can be scripted:
   faults in order (HTTP error with the protocol's error body, hang, connection
   cut mid-stream, cut before the first token, malformed JSON).
 * ``set_down(True)`` - every request (including model listing) answers 503.
+* ``hold()`` - generation requests wait (arrived and recorded, nothing answered) until
+  ``release(n)`` lets the ``n`` longest waiting through (or the next ``n`` to arrive), or
+  ``release()`` all and stops holding: an upstream that answers when the test says so, so
+  a test waits for a state (``held`` requests waiting) instead of racing a latency. A held
+  request whose client went away stops waiting.
 * ``failure_rate`` - that fraction of generation requests answers 500, chosen
   by a ``random.Random(seed)`` so runs are reproducible.
 * ``require_key`` - requests carrying another API key get 401.
@@ -209,6 +214,15 @@ def _as_int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+class _Held:
+    """A request waiting in `ProtocolServer.hold()`."""
+
+    __slots__ = ("released",)
+
+    def __init__(self) -> None:
+        self.released = False
+
+
 @dataclass
 class _Call:
     """A parsed generation request, in protocol-neutral form."""
@@ -272,6 +286,9 @@ class ProtocolServer:
         self._lock = threading.Lock()
         self._script: deque[Fault] = deque()
         self._down = False
+        self._holding = False
+        self._waiting: deque[_Held] = deque()  # held requests, longest waiting first
+        self._permits = 0  # released by release(n) before any request waited for them
         self._stopping = False
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -361,6 +378,31 @@ class ProtocolServer:
         """While down, every request answers 503 with the protocol's error body."""
         self._down = down
 
+    def hold(self) -> None:
+        """From now on, generation requests wait for `release()` before answering (after their
+        fault is picked and they are recorded: a scripted fault is answered once released)."""
+        with self._lock:
+            self._holding = True
+            self._permits = 0
+
+    def release(self, n: int | None = None) -> None:
+        """Let the `n` longest-held requests answer (or, past those waiting, the next to arrive);
+        without `n`, every one, and stop holding."""
+        with self._lock:
+            if n is None:
+                self._holding = False
+                n = len(self._waiting)
+            for _ in range(n):
+                if self._waiting:
+                    self._waiting.popleft().released = True
+                else:
+                    self._permits += 1
+
+    @property
+    def held(self) -> int:
+        """Requests waiting in `hold()` right now."""
+        return len(self._waiting)
+
     def reset(self) -> None:
         """Back to the constructor's settings: clears the script, the down flag, the request log
         and the concurrency gauges, and re-seeds the failure RNG. The server keeps running."""
@@ -376,6 +418,11 @@ class ProtocolServer:
             self._rng.seed(d["seed"])
             self._script.clear()
             self._down = False
+            self._holding = False
+            self._permits = 0
+            for waiting in self._waiting:
+                waiting.released = True
+            self._waiting.clear()
             self.requests.clear()
             self.peak_in_flight = self.in_flight
 
@@ -455,6 +502,24 @@ class ProtocolServer:
         except ValueError:
             return None
 
+    async def _wait_for_release(self, request: Request) -> None:
+        """While `hold()` is on: wait until `release()` lets this request through."""
+        with self._lock:
+            if not self._holding:
+                return
+            if self._permits:
+                self._permits -= 1
+                return
+            held = _Held()
+            self._waiting.append(held)
+        while not held.released and not self._stopping:
+            if await request.is_disconnected():  # the client gave up: it leaves the line
+                with self._lock:
+                    if not held.released:
+                        self._waiting.remove(held)
+                return
+            await asyncio.sleep(0.01)
+
     def _key_ok(self, request: Request) -> bool:
         return self.require_key is None or self._presented_key(request) == self.require_key
 
@@ -513,6 +578,8 @@ class ProtocolServer:
         """The shared flow for a generation request, whatever the protocol."""
         fault = self._pick_fault(request, generation=True)
         self._record(request, call.body, call.stream, fault, model=call.model, **extra)
+        if self._holding:
+            await self._wait_for_release(request)
         if fault is not None and fault.kind == "status":
             return self._error_response(fault)
         if fault is not None and fault.kind == "hang":
