@@ -67,6 +67,13 @@ def _awaitable_sleep(sleep: Callable[[float], Any] | None) -> Callable[[float], 
     return call
 
 
+def _falls_back(route: Route, error: ProviderError) -> bool:
+    """Whether AUTO tries the next candidate after `error`: after any failure of the provider
+    (a wrong key, a limit, an outage, a broken or paused or full provider), but not after a bad
+    request: the request itself must change, and another provider would only refuse it too."""
+    return route.mode == "auto" and not isinstance(error, BadRequestError)
+
+
 class AsyncConductor:
     def __init__(
         self,
@@ -116,7 +123,7 @@ class AsyncConductor:
                 response = await self.attempts.call(candidate, request, route)
             except ProviderError as error:
                 last_error = error
-                if route.mode != "auto":
+                if not _falls_back(route, error):
                     break
                 continue
             route.reason = route.reason or candidate.reason
@@ -153,7 +160,7 @@ class AsyncConductor:
                 return
             except ProviderError as error:
                 last_error = error
-                if route.mode != "auto":
+                if not _falls_back(route, error):
                     break
         raise self._exhausted(route, last_error)
 
@@ -314,7 +321,12 @@ class AsyncConductor:
 
     def _exhausted(self, route: Route, last_error: ProviderError | None) -> ProviderError:
         error = last_error or NoProviderAvailableError("no provider could take the request")
-        if route.mode == "auto" and len({a.provider for a in route.attempts}) > 1:
+        # A bad request stays one (400: change the request), whoever refused before it.
+        if (
+            route.mode == "auto"
+            and len({a.provider for a in route.attempts}) > 1
+            and not isinstance(error, BadRequestError)
+        ):
             tried = ", ".join(f"{a.provider} ({a.error_type})" for a in route.attempts)
             error = NoProviderAvailableError(
                 f"every provider failed: {tried}. Last: {error.message}",
