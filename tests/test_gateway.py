@@ -48,10 +48,10 @@ def serve(app: Any) -> Iterator[str]:
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 90
     while not server.started:
         assert thread.is_alive(), "the gateway did not start"
-        assert time.monotonic() < deadline, "the gateway did not start in 15 s"
+        assert time.monotonic() < deadline, "the gateway did not start in 90 s"
         time.sleep(0.005)
     try:
         yield f"http://127.0.0.1:{port}"

@@ -410,12 +410,12 @@ def test_stop_before_the_first_token_closes_the_upstream_at_once(conductor, upst
     session = store.create("chat", [variant])
     _, (answer,) = store.add_turn(session.id, "Hello?", parent_id=None)
     worker.start(answer.id, variant.request([ChatMessage(role="user", content="Hello?")]))
-    wait_for(lambda: upstream.in_flight == 1, 10)
+    wait_for(lambda: upstream.in_flight == 1, 60)
     asked = time.monotonic()
     assert worker.stop(answer.id)
-    assert worker.wait(answer.id, 10)
-    wait_for(lambda: upstream.in_flight == 0, 10)
-    assert time.monotonic() - asked < 10  # well before the minute (a bound that proves it, not a speed)
+    assert worker.wait(answer.id, 40)
+    wait_for(lambda: upstream.in_flight == 0, 40)
+    assert time.monotonic() - asked < 45  # before the minute was up (a bound that proves it, not a speed)
     stopped = store.answers([answer.id])[answer.id]
     assert (stopped.status, stopped.content) == ("stopped", "")
     # The answer names its request: the log's cancelled row is found from it.
