@@ -53,7 +53,7 @@ def test_canary_keys_never_leak(servers, tmp_path, caplog, monkeypatch):
         gemini_base_url=servers["gemini"].url,
         local_enabled=False,
         data_dir=tmp_path,
-        timeout_s=2.0,
+        timeout_s=5.0,  # the hang below outlasts it; anything else answers at once
         max_retries=0,
     )
     conductor = Conductor(settings)
@@ -70,7 +70,7 @@ def test_canary_keys_never_leak(servers, tmp_path, caplog, monkeypatch):
         # Other failures too: a 500 whose body echoes the key, and a timeout.
         servers[name].require_key = None
         servers[name].script(
-            Fault("status", status=500, message=f"upstream saw key {CANARIES[name]}"), Fault("hang", hang_s=4)
+            Fault("status", status=500, message=f"upstream saw key {CANARIES[name]}"), Fault("hang", hang_s=120)
         )
         for _ in range(2):
             with pytest.raises(ProviderError) as info:
