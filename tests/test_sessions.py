@@ -337,7 +337,7 @@ def conductor(logs, upstream):
     c.close()
 
 
-def wait_for(predicate, timeout: float = 20.0):
+def wait_for(predicate, timeout: float = 60.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
