@@ -115,7 +115,9 @@ def test_request_log_reports_both_backends(quick_run: tuple[Path, subprocess.Com
     assert submit["spool"]["p50_us"] > 0 and submit["no_spool"]["p50_us"] > 0
     assert submit["added_p50_us"] == pytest.approx(submit["spool"]["p50_us"] - submit["no_spool"]["p50_us"], abs=0.01)
     postgres = backends["postgresql"]
-    assert "skipped" in postgres or postgres["write_errors"] == 0
+    if "skipped" in postgres:
+        missing(f"the request-log benchmark left PostgreSQL out: {postgres['skipped']}")
+    assert postgres["write_errors"] == 0
 
 
 def test_fanout_and_gateway_load_complete_without_errors(
