@@ -71,6 +71,10 @@ def _log(work: Path):
 
 
 def main_text(page) -> str:
+    """The page's text once its script has finished drawing it (settled alone can come while a
+    rerun is still drawing, before its status widget shows)."""
+    wait_idle(page)
+    wait_settled(page)
     return page.get_by_test_id("stMain").inner_text()
 
 

@@ -149,6 +149,10 @@ def fill_form(page, *, template: str = TEMPLATE, data: str = DATASET) -> None:
 
 
 def run_text(page) -> str:
+    """The page's text once its script has finished drawing it: "settled" alone (nothing faded)
+    can come while a rerun is still drawing the grid, before its status widget shows (seen on a
+    busy machine: the text ended at row 1)."""
+    wait_idle(page)
     wait_settled(page)
     return page.get_by_test_id("stMain").inner_text()
 
