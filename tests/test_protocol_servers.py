@@ -622,6 +622,30 @@ def test_held_requests_answer_only_when_released(adapter: Adapter, server: Proto
     server.release()
 
 
+def test_a_stream_held_mid_answer(adapter: Adapter, server: ProtocolServer) -> None:
+    """hold(after_chunks=2): a stream sends two text chunks, then waits for release()."""
+    deltas: list[str] = []
+    server.hold(after_chunks=2)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        answer = pool.submit(adapter.stream, server, deltas, timeout=60.0)
+        until(lambda: len(deltas) == 2 and server.held == 1, "two chunks sent, then held")
+        assert not answer.done()
+        server.release()
+        assert answer.result(timeout=60).text == REPLY and "".join(deltas) == REPLY
+
+
+def test_a_client_that_closes_a_held_stream_leaves_the_line() -> None:
+    with OpenAIServer(reply=REPLY) as srv:
+        srv.hold(after_chunks=1)
+        client = _openai(srv, "test", 60)
+        stream = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}], stream=True)
+        first = next(c for c in stream if c.choices and c.choices[0].delta.content)
+        assert first.choices[0].delta.content == REPLY.split()[0] + " "
+        until(lambda: srv.held == 1, "held after the first chunk")
+        stream.close()
+        until(lambda: srv.held == 0 and srv.in_flight == 0, "the closed stream left the line")
+
+
 def test_stop_is_not_blocked_by_a_hanging_request() -> None:
     srv = OpenAIServer().start()
     srv.script(Fault("hang", hang_s=120))

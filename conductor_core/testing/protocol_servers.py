@@ -31,7 +31,9 @@ Behaviour can be scripted:
   ``release(n)`` lets the ``n`` longest waiting through (or the next ``n`` to arrive), or
   ``release()`` all and stops holding: an upstream that answers when the test says so, so
   a test waits for a state (``held`` requests waiting) instead of racing a latency. A held
-  request whose client went away stops waiting.
+  request whose client went away stops waiting. ``hold(after_chunks=n)`` holds streams
+  mid-answer instead, after their first ``n`` text chunks (an answer still streaming for as
+  long as the test needs it to).
 * ``failure_rate`` - that fraction of generation requests answers 500, chosen
   by a ``random.Random(seed)`` so runs are reproducible.
 * ``require_key`` - requests carrying another API key get 401.
@@ -287,6 +289,7 @@ class ProtocolServer:
         self._script: deque[Fault] = deque()
         self._down = False
         self._holding = False
+        self._hold_after = 0  # hold streams after this many text chunks (0: before answering)
         self._waiting: deque[_Held] = deque()  # held requests, longest waiting first
         self._permits = 0  # released by release(n) before any request waited for them
         self._stopping = False
@@ -378,11 +381,14 @@ class ProtocolServer:
         """While down, every request answers 503 with the protocol's error body."""
         self._down = down
 
-    def hold(self) -> None:
+    def hold(self, *, after_chunks: int = 0) -> None:
         """From now on, generation requests wait for `release()` before answering (after their
-        fault is picked and they are recorded: a scripted fault is answered once released)."""
+        fault is picked and they are recorded: a scripted fault is answered once released).
+        With `after_chunks`, streams wait after sending that many text chunks instead, and
+        answers that are not streamed are not held."""
         with self._lock:
             self._holding = True
+            self._hold_after = after_chunks
             self._permits = 0
 
     def release(self, n: int | None = None) -> None:
@@ -419,6 +425,7 @@ class ProtocolServer:
             self._script.clear()
             self._down = False
             self._holding = False
+            self._hold_after = 0
             self._permits = 0
             for waiting in self._waiting:
                 waiting.released = True
@@ -512,13 +519,15 @@ class ProtocolServer:
                 return
             held = _Held()
             self._waiting.append(held)
-        while not held.released and not self._stopping:
-            if await request.is_disconnected():  # the client gave up: it leaves the line
-                with self._lock:
-                    if not held.released:
-                        self._waiting.remove(held)
-                return
-            await asyncio.sleep(0.01)
+        try:
+            while not held.released and not self._stopping:
+                if await request.is_disconnected():
+                    return
+                await asyncio.sleep(0.01)
+        finally:  # released, or the client gave up (or a stream's body was cancelled): out of the line
+            with self._lock:
+                if not held.released and held in self._waiting:
+                    self._waiting.remove(held)
 
     def _key_ok(self, request: Request) -> bool:
         return self.require_key is None or self._presented_key(request) == self.require_key
@@ -578,7 +587,7 @@ class ProtocolServer:
         """The shared flow for a generation request, whatever the protocol."""
         fault = self._pick_fault(request, generation=True)
         self._record(request, call.body, call.stream, fault, model=call.model, **extra)
-        if self._holding:
+        if self._holding and not (call.stream and self._hold_after):
             await self._wait_for_release(request)
         if fault is not None and fault.kind == "status":
             return self._error_response(fault)
@@ -594,7 +603,7 @@ class ProtocolServer:
 
         if call.stream:
             return StreamingResponse(
-                self._stream_body(call, chunks, truncated, kind),
+                self._stream_body(request, call, chunks, truncated, kind),
                 media_type="text/event-stream",
                 headers={"cache-control": "no-cache", **self._extra_headers()},
             )
@@ -619,7 +628,7 @@ class ProtocolServer:
         raise _ScriptedCut("scripted connection cut")
 
     async def _stream_body(
-        self, call: _Call, chunks: list[str], truncated: bool, fault: FaultKind | None
+        self, request: Request, call: _Call, chunks: list[str], truncated: bool, fault: FaultKind | None
     ) -> AsyncIterator[bytes]:
         """Generic SSE loop: latency before the first frame, chunk delay between text frames, faults."""
         await self._sleep(self.latency_s)
@@ -641,6 +650,8 @@ class ProtocolServer:
                 sent_text += 1
                 if fault == "cut":
                     raise _ScriptedCut("scripted stream cut")
+                if self._holding and sent_text == self._hold_after:
+                    await self._wait_for_release(request)
             else:
                 yield data
 
