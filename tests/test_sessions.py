@@ -401,6 +401,28 @@ def test_stop_closes_the_upstream_stream_keeps_the_text_and_the_log_says_cancell
     assert not stopped.in_context
 
 
+def test_an_answer_that_pauses_shows_every_word_that_came_before_the_pause(conductor, upstream):
+    """Text is written at most every FLUSH_S while it comes; when the upstream pauses mid-answer
+    (here: held after three words), what came last is written too, not kept back until the next
+    word (the page showed "word0" for as long as the pause lasted)."""
+    store = SessionStore.for_log(conductor.log)
+    worker = AnswerWorker(conductor, store)
+    upstream.chunk_delay_s = 0.0  # the three words come at once, inside one FLUSH_S
+    upstream.hold(after_chunks=3)
+    try:
+        variant = Variant(provider="loop", model="slow-model")
+        session = store.create("chat", [variant])
+        _, (answer,) = store.add_turn(session.id, "Count", parent_id=None)
+        worker.start(answer.id, variant.request([ChatMessage(role="user", content="Count")]))
+        wait_for(lambda: upstream.held == 1)
+        shown = wait_for(lambda: (a := store.answers([answer.id])[answer.id]).content == "word0 word1 word2 " and a)
+        assert shown.live
+    finally:
+        upstream.release()
+    assert worker.wait(answer.id, 60)
+    assert store.answers([answer.id])[answer.id].content == upstream.reply
+
+
 def test_stop_before_the_first_token_closes_the_upstream_at_once(conductor, upstream):
     """A model still loading or an upstream that hangs: Stop does not wait for a token."""
     store = SessionStore.for_log(conductor.log)

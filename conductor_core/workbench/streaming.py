@@ -49,6 +49,10 @@ REMOTE_POLL_S = 1.0
 
 _workers: weakref.WeakSet[AnswerWorker] = weakref.WeakSet()
 
+#: What `_events` yields when no piece came within `POLL_S`: a moment to write text that
+#: arrived just before an upstream paused (it would otherwise wait for the next piece).
+_QUIET = object()
+
 
 @atexit.register
 def _interrupt_on_exit() -> None:
@@ -185,6 +189,11 @@ class AnswerWorker:
                         if stopped():
                             future.cancel()
                             return
+                        try:
+                            yield _QUIET
+                        except GeneratorExit:
+                            future.cancel()
+                            raise
                     except StopAsyncIteration:
                         finished = True
                         return
@@ -208,6 +217,7 @@ class AnswerWorker:
         first_text_ms: float | None = None
         parts: list[str] = []
         written = 0.0
+        unwritten = False  # text arrived since the last write
         kept = True  # False once the store says the answer no longer streams (stopped, deleted)
         request_id = new_id("req")  # given to the core: the log's rows for this answer carry it
         store.link_request(answer_id, request_id)
@@ -219,16 +229,22 @@ class AnswerWorker:
         events = self._events(request, overrides, request_id, stopped)
         try:
             for event in events:
-                if isinstance(event, TextDelta):
-                    if first_text_ms is None:
-                        first_text_ms = elapsed()
-                    parts.append(event.text)
-                    if time.monotonic() - written >= self.flush_s:
+                if event is _QUIET or isinstance(event, TextDelta):
+                    if event is not _QUIET:
+                        if first_text_ms is None:
+                            first_text_ms = elapsed()
+                        parts.append(event.text)
+                        unwritten = True
+                    # At most every flush_s while text comes; and what came last is written
+                    # when the upstream pauses, not when (if ever) its next piece comes.
+                    if unwritten and time.monotonic() - written >= self.flush_s:
                         kept = store.progress(answer_id, "".join(parts))
                         written = time.monotonic()
+                        unwritten = False
                 elif isinstance(event, StatusNotice):
                     kept = store.progress(answer_id, "".join(parts), notice=event.message)
                     written = time.monotonic()
+                    unwritten = False
                 elif isinstance(event, StreamDone):
                     response = event.response
                     store.finish(
