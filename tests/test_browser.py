@@ -165,15 +165,23 @@ def test_playground_in_a_real_browser(app_server, shots):
             shots(page, "chat")
 
             # 3. HTML in a prompt (and in an answer) is text, and runs nothing.
-            # Its chunks come 0.25 s apart, so the page's redraws (every 0.5 s) show it arriving.
+            # The answer streams two chunks and waits (held) until the page has shown it arriving.
             app_server["loopback"].reply = HTML_REPLY
-            app_server["loopback"].chunk_delay_s = 0.25
             choose(page, "Provider", "loopback", within=sidebar)
             wait_idle(page)
             page.evaluate(WATCH_STREAM)
-            ask(page, "<script>alert(1)</script>")
+            app_server["loopback"].hold(after_chunks=2)
+            try:
+                ask(page, "<script>alert(1)</script>")
+                page.wait_for_function(
+                    "() => window.__answerStates.some(s => s.includes('▌') && s.includes('Echo:')"
+                    " && !s.includes('tok/s') && !s.includes('not bold'))",
+                    timeout=60_000,
+                    polling=100,
+                )
+            finally:
+                app_server["loopback"].release()
             reply = assistant_with_figures(page, 2, timeout_ms=60_000)
-            app_server["loopback"].chunk_delay_s = 0.02
             wait_idle(page)
             states = page.evaluate("() => window.__answerStates")
             partial = [s for s in states if "▌" in s and "Echo:" in s and "tok/s" not in s and "not bold" not in s]
@@ -198,11 +206,13 @@ def test_playground_in_a_real_browser(app_server, shots):
             tokens.press("Enter")
             wait_idle(page)
             page.get_by_label("Prompt", exact=True).fill("Name three primary colours.")
-            app_server["loopback"].chunk_delay_s = 0.25  # column 2 streams for ~2 s, however fast column 1 is
-            page.get_by_role("button", name="Run compare").click()
-            page.get_by_role("button", name="Stop all").wait_for(timeout=30_000)  # while the columns stream
+            app_server["loopback"].hold(after_chunks=2)  # column 2 streams until released, however fast column 1 is
+            try:
+                page.get_by_role("button", name="Run compare").click()
+                page.get_by_role("button", name="Stop all").wait_for(timeout=60_000)  # while the columns stream
+            finally:
+                app_server["loopback"].release()
             page.get_by_text("Which answer is better?").wait_for(timeout=180_000)
-            app_server["loopback"].chunk_delay_s = 0.02
             wait_idle(page)
             columns_text = page.inner_text("body")
             assert "local/gemma-3-270m" in columns_text and "loopback/loopback-model" in columns_text
@@ -388,14 +398,17 @@ def test_a_session_survives_reload_and_two_tabs_share_it(app_server, loopback, s
             open_chat(other, url)
             assistant_with_figures(other, 1, timeout_ms=60_000)
             loopback.reply = " ".join(f"word{i}" for i in range(80))
-            loopback.chunk_delay_s = 0.15
-            ask(page, "Count slowly")
-            page.get_by_text("word3", exact=False).wait_for(timeout=30_000)  # it streams into the first tab
-            assert page.get_by_test_id("stChatInputTextArea").is_disabled()  # no second message meanwhile
-            other.reload()
-            other.get_by_role("button", name="Stop").wait_for(timeout=60_000)  # the second tab sees it streaming
-            other.get_by_role("button", name="Stop").click()
-            page.get_by_text("Stopped: the partial answer is kept.").wait_for(timeout=30_000)  # the first tab follows
+            loopback.hold(after_chunks=4)  # the answer streams four words, then waits: still streaming however slow
+            try:
+                ask(page, "Count slowly")
+                page.get_by_text("word3", exact=False).wait_for(timeout=60_000)  # it streams into the first tab
+                assert page.get_by_test_id("stChatInputTextArea").is_disabled()  # no second message meanwhile
+                other.reload()
+                other.get_by_role("button", name="Stop").wait_for(timeout=60_000)  # the second tab sees it streaming
+                other.get_by_role("button", name="Stop").click()
+                page.get_by_text("Stopped: the partial answer is kept.").wait_for(timeout=60_000)  # the first follows
+            finally:
+                loopback.release()
             wait_idle(page)
             stopped = assistant_messages(page).nth(1).inner_text()
             assert "word0 word1 word2 word3" in stopped and "word79" not in stopped
@@ -696,15 +709,19 @@ def test_two_playground_processes_share_sessions_on_postgresql(services, postgre
                 assert "Shared by both replicas." in assistant_messages(other).first.inner_text()
                 assert "Asked on replica one" in other.get_by_test_id("stSidebar").inner_text()  # listed there too
 
-                # A slow answer streams on replica one; replica two's page shows it and stops it.
+                # An answer streams on replica one (four words, then held: it is still streaming
+                # however slow the machine); replica two's page shows it and stops it.
                 upstream.reply = " ".join(f"step{i}" for i in range(80))
-                upstream.chunk_delay_s = 0.15
-                ask(page, "Count on replica one")
-                page.get_by_text("step3", exact=False).wait_for(timeout=30_000)
-                other.reload()
-                other.get_by_text("step", exact=False).first.wait_for(timeout=30_000)
-                other.get_by_role("button", name="Stop").click()
-                page.get_by_text("Stopped: the partial answer is kept.").wait_for(timeout=30_000)
+                upstream.hold(after_chunks=4)
+                try:
+                    ask(page, "Count on replica one")
+                    page.get_by_text("step3", exact=False).wait_for(timeout=60_000)
+                    other.reload()
+                    other.get_by_text("step", exact=False).first.wait_for(timeout=60_000)
+                    other.get_by_role("button", name="Stop").click()
+                    page.get_by_text("Stopped: the partial answer is kept.").wait_for(timeout=60_000)
+                finally:
+                    upstream.release()
                 eventually(lambda: upstream.in_flight == 0, 60, "replica one closed the upstream stream")
                 shots(other, "replica_two")
             finally:
