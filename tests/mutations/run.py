@@ -4,7 +4,7 @@
 uncommitted changes too) to a temporary directory, checks that those tests pass there
 untouched, then applies each patch in turn, runs its tests and reverts it:
 
-    python tests/mutations/run.py                 # every patch (10-15 minutes on 2 cores)
+    python tests/mutations/run.py                 # every patch (about 15 minutes on 2 cores)
     python tests/mutations/run.py ratings_*       # some of them
 
 A table says which faults were caught (their tests failed) and which survived; the exit status
