@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 8501
 
-.PHONY: install install-dev run gateway test bench docker-test clean
+.PHONY: install install-dev run gateway test bench screenshots docker-test clean
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,11 @@ test: install-dev
 
 bench: install-dev .venv-bench/.installed
 	$(PY) -m benchmarks
+
+# docs/*.png from a real run: loopback protocol servers, the embedded model, an hour of traffic through
+# the core, then Chromium on every page (scripts/screenshots.py; about 10 minutes).
+screenshots: install-dev
+	$(PY) scripts/screenshots.py --out docs
 
 # The Docker image and the compose stack, built once and smoke-tested as a user would (gateway,
 # playground in Chromium, PostgreSQL): docker/smoke-test.sh. Starts (and then stops) dockerd

@@ -21,9 +21,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--latency-ms", default="0", help="comma-separated: one server per value")
     p.add_argument("--chunk-delay-ms", type=float, default=0.0)
     p.add_argument("--reply", default="Hello from the loopback server.")
+    # The model every benchmark names (a server refuses a model it does not serve, as the APIs do).
+    p.add_argument("--models", default="bench-model", help="comma-separated: the models the servers serve")
     args = p.parse_args(argv)
     servers = [
-        OpenAIServer(reply=args.reply, latency_s=float(ms) / 1000, chunk_delay_s=args.chunk_delay_ms / 1000).start()
+        OpenAIServer(
+            reply=args.reply,
+            latency_s=float(ms) / 1000,
+            chunk_delay_s=args.chunk_delay_ms / 1000,
+            models=args.models.split(","),
+        ).start()
         for ms in args.latency_ms.split(",")
     ]
     stop = threading.Event()

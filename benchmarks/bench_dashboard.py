@@ -10,7 +10,9 @@ in the window: the worst case) is measured, made the way the dashboard page make
   providers table, `dashboard_data.status_table(conductor.status())` (status rebuilt from
   the log each time, as after its 2-second cache expires);
 * charts: the eight builders `chart_grid` calls, each converted to the Vega-Lite spec the
-  way `st.altair_chart` converts it (Streamlit's own converter, Arrow datasets).
+  way `st.altair_chart` converts it (Streamlit's own converter, Arrow datasets); the same
+  latency chart as small multiples (what the page's "Per provider" toggle draws first) is
+  timed apart (`small_multiples_s`, not in `total_s`).
 
 For every size, three paths: "page" (the page's choice: rows up to
 `state.FRAME_ROW_LIMIT` attempts in the window, the log's per-minute rollups above it),
@@ -109,7 +111,7 @@ def fill_log(data_dir: Path, rows: int, *, seed: int = 7, votes: int = 300) -> f
             "created_ts": ts.tolist(),
             "request_id": [f"req_{i:012x}" for i in range(done, done + n)],
             "provider": np.array(PROVIDERS)[provider].tolist(),
-            "model": np.array(["gemini-2.5-flash", "gpt-4o-mini", "claude-haiku-4-5", "gemma-3-270m", "llama3.2"])[
+            "model": np.array(["gemini-3.5-flash-lite", "gpt-6-luna", "claude-haiku-5-5", "gemma-3-270m", "llama3.2"])[
                 provider
             ].tolist(),
             "route": route.tolist(),
@@ -128,22 +130,23 @@ def fill_log(data_dir: Path, rows: int, *, seed: int = 7, votes: int = 300) -> f
             "cost_usd": [None if math.isnan(x) else x for x in cost.tolist()],
             "prompt": np.array(prompts)[rng.integers(0, len(prompts), size=n)].tolist(),
             "answer": np.where(ok, np.array(answers)[rng.integers(0, len(answers), size=n)], None).tolist(),
+            # Every 20th attempt a retry (the dashboard counts requests by first attempts).
+            "attempt_index": (rng.random(n) < 0.05).astype(int).tolist(),
+            "overhead_ms": np.where(source == "gateway", np.round(rng.uniform(0.5, 3.0, size=n), 3), None).tolist(),
         }
         con.execute("BEGIN")
-        con.executemany(sql, zip(*(values[c] for c in columns)))
+        con.executemany(sql, zip(*(values[c] for c in columns), strict=True))
         con.execute("COMMIT")
         done += n
     vote_columns = [c.name for c in votes_table.columns]
     vote_sql = f"INSERT INTO votes ({', '.join(vote_columns)}) VALUES ({', '.join('?' * len(vote_columns))})"
-    labels = ["gemini/gemini-2.5-flash", "openai/gpt-4o-mini", "anthropic/claude-haiku-4-5", "local/gemma-3-270m"]
+    labels = ["gemini/gemini-3.5-flash-lite", "openai/gpt-6-luna", "anthropic/claude-haiku-5-5", "local/gemma-3-270m"]
     vote_rows = []
     for i in range(votes):
         ts = now - 86_400 + (i + 0.5) * 86_400 / votes
         pair = [labels[i % 4], labels[(i + 1) % 4]]
         winner = [pair[0], pair[1], "tie", "both_bad"][int(rng.integers(0, 4))]
-        created = (
-            datetime.fromtimestamp(ts, UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
-        )
+        created = datetime.fromtimestamp(ts, UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
         vote_rows.append(
             {
                 "id": f"vote_{i:08x}",
@@ -190,13 +193,18 @@ def _streamlit_spec():
         return lambda chart: chart.to_dict()
 
 
+def chart_options(snapshot: Any) -> dict[str, Any]:
+    series = snapshot.series
+    providers = sorted(series["provider"].dropna().unique().tolist())
+    return {"providers": providers, "start": snapshot.start, "end": snapshot.end}
+
+
 def build_charts(snapshot: Any) -> list[tuple[str, Any]]:
-    """The charts `chart_grid` in playground/pages/dashboard.py builds, with the same options."""
+    """The charts `chart_grid` in playground/views/dashboard.py builds, with the same options."""
     from playground import charts
 
-    series, start, end = snapshot.series, snapshot.start, snapshot.end
-    providers = sorted(series["provider"].dropna().unique().tolist())
-    options = {"providers": providers, "start": start, "end": end}
+    series = snapshot.series
+    options = chart_options(snapshot)
     built = [
         ("latency", charts.latency_chart(series, **options)),
         ("requests_per_minute", charts.requests_per_minute_chart(series, **options)),
@@ -213,27 +221,33 @@ def build_charts(snapshot: Any) -> list[tuple[str, Any]]:
 
 def refresh(conductor: Any, window_s: int | None, to_spec: Any) -> dict[str, Any]:
     """One dashboard refresh; the seconds each part took."""
+    from playground import charts, state
     from playground import dashboard_data as dd
-    from playground import state
+    from playground.components import format_cost
 
     t0 = time.perf_counter()
     snapshot = state._build_snapshot(conductor, window_s)
     t1 = time.perf_counter()
     dd.summary(snapshot.series)
     conductor._shared = None
-    dd.status_table(conductor.status())
+    table = dd.status_table(conductor.status(), series=snapshot.series, format_cost=format_cost)
+    dd.fit_widths(table, {"p50 ms": "{:.0f} ms".format, "p95 ms": "{:.0f} ms".format, "Cost": str})
     t2 = time.perf_counter()
     built = build_charts(snapshot)
     t3 = time.perf_counter()
     for _, chart in built:
         to_spec(chart)
     t4 = time.perf_counter()
+    # The "Per provider" toggle, apart from the total: one chart of small multiples (latency first).
+    to_spec(charts.latency_chart(snapshot.series, **chart_options(snapshot), split=True))
+    t5 = time.perf_counter()
     return {
         "snapshot_s": t1 - t0,
         "summary_and_status_s": t2 - t1,
         "charts_build_s": t3 - t2,
         "charts_serialize_s": t4 - t3,
         "total_s": t4 - t0,
+        "small_multiples_s": t5 - t4,
         "snapshot": snapshot,
         "charts": built,
     }
@@ -251,7 +265,14 @@ def measure(conductor: Any, window_s: int, repeats: int, to_spec: Any, *, warm: 
     if warm:
         refresh(conductor, window_s, to_spec)  # warm: imports, SQLite page cache, Altair schema
     runs = [refresh(conductor, window_s, to_spec) for _ in range(repeats)]
-    parts = ("snapshot_s", "summary_and_status_s", "charts_build_s", "charts_serialize_s", "total_s")
+    parts = (
+        "snapshot_s",
+        "summary_and_status_s",
+        "charts_build_s",
+        "charts_serialize_s",
+        "total_s",
+        "small_multiples_s",
+    )
     timing = {part: rounded(statistics.median(r[part] for r in runs), 4) for part in parts}
     last = runs[-1]
     del runs
@@ -279,7 +300,8 @@ def measure(conductor: Any, window_s: int, repeats: int, to_spec: Any, *, warm: 
 def _slopes(sizes: list[int], values: list[float]) -> list[float | None]:
     """log-log slope between consecutive sizes: 1 means linear growth, 0 flat."""
     out: list[float | None] = []
-    for (n1, v1), (n2, v2) in zip(zip(sizes, values), zip(sizes[1:], values[1:])):
+    pairs = zip(zip(sizes, values, strict=True), zip(sizes[1:], values[1:], strict=True), strict=False)
+    for (n1, v1), (n2, v2) in pairs:
         out.append(round(math.log(v2 / v1) / math.log(n2 / n1), 3) if v1 > 0 and v2 > 0 else None)
     return out
 

@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         )
         conductor = Conductor(settings, source="benchmark")
         clients = {
-            name: openai.OpenAI(base_url=url, api_key="sk-bench-not-a-key", max_retries=0, timeout=60)
+            name: openai.OpenAI(base_url=url, api_key="sk-Ry4KmpNXF9-NAVrCkFK_23wY", max_retries=0, timeout=60)
             for name, url in zip(names, up.urls)
         }
         targets = [Target(provider=name, model=MODEL) for name in names]

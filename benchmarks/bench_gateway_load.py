@@ -49,7 +49,7 @@ from benchmarks.common import (
 )
 
 NAME = "gateway_load"
-KEY = "sk-bench-not-a-key"  # the same bearer key on the gateway and the LiteLLM proxy
+KEY = "sk-Ry4KmpNXF9-NAVrCkFK_23wY"  # the same bearer key on the gateway and the LiteLLM proxy
 HUNG_WAITING = 500
 MODEL = "bench-model"
 CONCURRENCY = 50
@@ -137,7 +137,7 @@ def _raw_request(url: str, model: str, stream: bool) -> tuple[str, int, bytes]:
     ).encode()
     head = (
         f"POST {parts.path}/chat/completions HTTP/1.1\r\nHost: {parts.netloc}\r\n"
-        "Content-Type: application/json\r\nAuthorization: Bearer sk-bench-not-a-key\r\n"
+        "Content-Type: application/json\r\nAuthorization: Bearer sk-Ry4KmpNXF9-NAVrCkFK_23wY\r\n"
         f"Content-Length: {len(body)}\r\n\r\n"
     ).encode()
     return parts.hostname or "127.0.0.1", parts.port or 80, head + body

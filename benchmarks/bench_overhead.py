@@ -274,7 +274,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             data_dir=Path(tmp) / "data",
         )
         conductor = Conductor(settings, source="benchmark")
-        direct = openai.OpenAI(base_url=upstream.url, api_key="sk-bench-not-a-key", max_retries=0, timeout=60)
+        direct = openai.OpenAI(base_url=upstream.url, api_key="sk-Ry4KmpNXF9-NAVrCkFK_23wY", max_retries=0, timeout=60)
         runs = {
             "direct": _sdk_variant(direct, MODEL),
             "conductor": _conductor_variant(conductor, "up"),
@@ -284,7 +284,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if gateway is not None:
                 gateway.wait_ready()
                 via_gateway = openai.OpenAI(
-                    base_url=gateway.url, api_key="sk-bench-not-a-key", max_retries=0, timeout=60
+                    base_url=gateway.url, api_key="sk-Ry4KmpNXF9-NAVrCkFK_23wY", max_retries=0, timeout=60
                 )
                 runs["gateway"] = _sdk_variant(via_gateway, f"up/{MODEL}")
             if worker is not None:

@@ -53,7 +53,7 @@ def _records(n: int) -> list[Any]:
         AttemptRecord(
             request_id=f"req_{uuid.uuid4().hex[:16]}",
             provider="openai",
-            model="gpt-4o-mini",
+            model="gpt-6-luna",
             route="auto",
             source="benchmark",
             streamed=True,

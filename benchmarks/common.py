@@ -32,19 +32,15 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from conductor_core.providers.spec import provider_variables
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO / "benchmarks" / "results"
 
 # Variables that would point a Conductor at real providers or another config: a benchmark
 # must measure only the loopback endpoints it configures itself.
 SCRUBBED_ENV = (
-    "OPENAI_API_KEY",
-    "OPENAI_BASE_URL",
-    "ANTHROPIC_API_KEY",
-    "ANTHROPIC_BASE_URL",
-    "GEMINI_API_KEY",
-    "GOOGLE_API_KEY",
-    "GOOGLE_GEMINI_BASE_URL",
+    *provider_variables(),  # every provider's key and base URL (their specs)
     "CONDUCTOR_API_KEY",
     "CONDUCTOR_DATABASE_URL",
     "CONDUCTOR_CONFIG",
@@ -380,7 +376,7 @@ class LiteLLMProxyProcess:
             "    litellm_params:\n"
             f"      model: openai/{model.split('/')[-1]}\n"
             f"      api_base: {upstream_url}\n"
-            "      api_key: sk-upstream-not-a-key\n"
+            "      api_key: sk-2YUtYk7puEkl_r2TPJrz6Dim\n"
             f"general_settings:\n  master_key: {key}\n"
         )
         env = child_env(LITELLM_MASTER_KEY=key, LITELLM_LOCAL_MODEL_COST_MAP="True", LITELLM_LOG="ERROR")

@@ -50,14 +50,18 @@ class Worker:
 
         litellm.suppress_debug_info = True
         self.model = model
-        self.direct = openai.OpenAI(base_url=url, api_key="sk-bench-not-a-key", max_retries=0, timeout=60)
+        self.direct = openai.OpenAI(base_url=url, api_key="sk-Ry4KmpNXF9-NAVrCkFK_23wY", max_retries=0, timeout=60)
         # LiteLLM's documented way to reach any OpenAI-compatible server: the "openai/" prefix
         # and api_base. Everything else is LiteLLM's default Router.
         self.router = Router(
             model_list=[
                 {
                     "model_name": model,
-                    "litellm_params": {"model": f"openai/{model}", "api_base": url, "api_key": "sk-bench-not-a-key"},
+                    "litellm_params": {
+                        "model": f"openai/{model}",
+                        "api_base": url,
+                        "api_key": "sk-Ry4KmpNXF9-NAVrCkFK_23wY",
+                    },
                 }
             ]
         )

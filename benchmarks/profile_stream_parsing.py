@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> None:
 
     reply = " ".join(f"word{i}" for i in range(args.chunks))
     with Upstreams([0], reply=reply) as upstream:
-        client = openai.OpenAI(base_url=upstream.url, api_key="sk-bench-not-a-key", max_retries=0)
+        client = openai.OpenAI(base_url=upstream.url, api_key="sk-Ry4KmpNXF9-NAVrCkFK_23wY", max_retries=0)
         request = dict(
             model="bench-model",
             messages=[{"role": "user", "content": "hi"}],

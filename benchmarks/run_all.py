@@ -26,6 +26,7 @@ from benchmarks.common import REPO, RESULTS_DIR, child_env, load, machine, wait_
 
 # Cheapest first; the local model's two last (they keep both cores busy).
 BENCHMARKS = {
+    "redact": "benchmarks.bench_redact",
     "request_log": "benchmarks.bench_request_log",
     "overhead": "benchmarks.bench_overhead",
     "fanout": "benchmarks.bench_fanout",

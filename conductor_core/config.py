@@ -1,66 +1,33 @@
 """Settings from the environment, a `.env` file and an optional `conductor.toml`.
 
 Keys are `SecretStr`: their repr and model dumps show `**********`. Every key that is
-loaded is also registered with `redact()`, which the error tree and the request log
-apply to any text that came from outside, so a key that an SDK echoes back in an error
-message still never reaches a user, a log line or the disk.
+loaded is also registered with `redact()` (`conductor_core.secrets`, re-exported here),
+which every exit applies to any text that came from outside, so a key, or any piece of
+one, that an SDK echoes back in an error message never reaches a user, a log line or the disk.
 """
 
 from __future__ import annotations
 
 import os
-import re
-import threading
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
-
-__all__ = ["EndpointConfig", "Settings", "load_settings", "redact", "register_secret"]
-
-# --- secrets ---------------------------------------------------------------------
-
-_secrets: set[str] = set()
-_secrets_lock = threading.Lock()
-# The registered keys, longest first (a key that contains another is removed whole): rebuilt
-# when one is registered, read by redact() without the lock (a tuple is replaced whole).
-_longest_first: tuple[str, ...] = ()
-# Shapes of well-known keys, caught even when nobody registered them, and of keys an upstream
-# quotes masked ("zqUPca**********9041", "sk-...9041": the first and last characters of a key
-# are still a fragment of it, and several such quotes narrow it down).
-_KEY_PATTERNS = re.compile(
-    r"(sk-[A-Za-z0-9_\-]{12,}|AIza[0-9A-Za-z_\-]{20,}|Bearer\s+[A-Za-z0-9_\-\.]{12,}"
-    r"|[A-Za-z0-9_\-]{2,}[*•·]{3,}[A-Za-z0-9_\-]{2,}"
-    r"|\b(?:sk|key|api)[A-Za-z0-9_\-]*(?:\.{3}|…)[A-Za-z0-9_\-]+)"
+from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
 )
-# Every shape above contains one of these, so a text without any cannot match: checked
-# first, as the patterns cost ~0.1 ms on a 1 kB prompt and most texts hold none.
-_KEY_MARKERS = ("sk-", "AIza", "Bearer", "*", "•", "·", "...", "…")
-REDACTED = "[REDACTED]"
 
+if TYPE_CHECKING:
+    from .providers.spec import ProviderSpec
 
-def register_secret(value: str | SecretStr | None) -> None:
-    global _longest_first
-    if isinstance(value, SecretStr):
-        value = value.get_secret_value()
-    if value and len(value) >= 6:  # shorter strings would redact ordinary words
-        with _secrets_lock:
-            _secrets.add(value)
-            _longest_first = tuple(sorted(_secrets, key=len, reverse=True))
+from .secrets import REDACTED, redact, register_secret
 
-
-def redact(text: Any) -> str:
-    """`text` as a string with every known key, and anything shaped like one, removed."""
-    text = str(text)
-    for secret in _longest_first:
-        if secret in text:
-            text = text.replace(secret, REDACTED)
-    for marker in _KEY_MARKERS:
-        if marker in text:
-            return _KEY_PATTERNS.sub(REDACTED, text)
-    return text
-
+__all__ = ["REDACTED", "EndpointConfig", "Settings", "load_settings", "redact", "register_secret"]
 
 # --- settings --------------------------------------------------------------------
 
@@ -94,15 +61,13 @@ class Settings(BaseSettings):
         env_ignore_empty=True,
     )
 
-    # Cloud providers: the SDKs' own variable names.
-    gemini_api_key: SecretStr | None = Field(
-        default=None, validation_alias=AliasChoices("GEMINI_API_KEY", "GOOGLE_API_KEY")
-    )
-    gemini_base_url: str | None = Field(default=None, validation_alias=AliasChoices("GOOGLE_GEMINI_BASE_URL"))
-    openai_api_key: SecretStr | None = Field(default=None, validation_alias=AliasChoices("OPENAI_API_KEY"))
-    openai_base_url: str | None = Field(default=None, validation_alias=AliasChoices("OPENAI_BASE_URL"))
-    anthropic_api_key: SecretStr | None = Field(default=None, validation_alias=AliasChoices("ANTHROPIC_API_KEY"))
-    anthropic_base_url: str | None = Field(default=None, validation_alias=AliasChoices("ANTHROPIC_BASE_URL"))
+    # Providers' keys and base URLs, by provider name, from the variables each provider's spec
+    # names (providers/spec.py), which are the SDKs' own: GEMINI_API_KEY or GOOGLE_API_KEY,
+    # GOOGLE_GEMINI_BASE_URL, OPENAI_API_KEY... in the environment, .env or conductor.toml.
+    # Read them with `provider_key(name)` and `provider_base_url(name)`; the names `gemini_api_key`,
+    # `openai_base_url`... still work as arguments, attributes and conductor.toml keys.
+    provider_keys: dict[str, SecretStr] = Field(default_factory=dict, description="API keys by provider name.")
+    provider_base_urls: dict[str, str] = Field(default_factory=dict, description="Base URLs by provider name.")
 
     # The embedded model.
     local_enabled: bool = True
@@ -119,6 +84,12 @@ class Settings(BaseSettings):
     routing_policy: str = "balanced"
     preferred_min_votes: int = Field(
         default=10, ge=1, description="Blind votes a target needs before the `preferred` policy ranks it by rating."
+    )
+    first_try_timeout_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="AUTO gives a provider with no recent success this long for its first token, while other "
+        "providers remain to fall back to (a hanging endpoint then costs seconds, not the whole timeout). 0: off.",
     )
     max_retries: int = Field(default=2, ge=0, le=10)
     retry_budget_s: float = Field(default=30.0, gt=0)
@@ -162,16 +133,144 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         toml_path = Path(os.environ.get("CONDUCTOR_CONFIG", "conductor.toml"))
         toml = TomlConfigSettingsSource(settings_cls, toml_file=toml_path if toml_path.is_file() else None)
+        providers = _ProviderVariables(settings_cls, init_settings, env_settings, dotenv_settings, toml)
         # Explicit arguments win, then the environment, then .env, then conductor.toml.
-        return init_settings, env_settings, dotenv_settings, toml
+        return init_settings, env_settings, dotenv_settings, toml, providers
 
     @model_validator(mode="after")
     def _register_secrets(self) -> Settings:
-        for key in (self.gemini_api_key, self.openai_api_key, self.anthropic_api_key, self.api_key):
+        for key in (*self.provider_keys.values(), self.api_key):
             register_secret(key)
         for endpoint in self.endpoints.values():
             register_secret(endpoint.resolved_key())
         return self
+
+    def provider_key(self, provider: str) -> SecretStr | None:
+        """A provider's key (None: not set)."""
+        return self.provider_keys.get(provider)
+
+    def provider_base_url(self, provider: str) -> str | None:
+        """A provider's base URL (None: its SDK's default)."""
+        return self.provider_base_urls.get(provider)
+
+    def with_api_key(self, provider: str, key: str | SecretStr) -> Settings:
+        """A copy with `provider`'s key set (the playground: a key typed for one session)."""
+        secret = key if isinstance(key, SecretStr) else SecretStr(key)
+        register_secret(secret)
+        return self.model_copy(update={"provider_keys": {**self.provider_keys, provider: secret}})
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Settings:
+        names = _provider_settings()
+        if update and any(name in names for name in update):  # model_copy(update={"openai_api_key": ...})
+            keys, urls = dict(self.provider_keys), dict(self.provider_base_urls)
+            for setting, value in update.items():
+                if setting in names:
+                    provider, kind = names[setting]
+                    _set(keys if kind == "key" else urls, provider, value, secret=kind == "key")
+            update = {
+                **{k: v for k, v in update.items() if k not in names},
+                "provider_keys": keys,
+                "provider_base_urls": urls,
+            }
+        return super().model_copy(update=update, deep=deep)
+
+    if not TYPE_CHECKING:
+
+        def __getattr__(self, name: str) -> Any:
+            # settings.gemini_api_key, settings.openai_base_url: the names from before specs.
+            found = _provider_settings().get(name)
+            if found is not None:
+                provider, kind = found
+                return self.provider_key(provider) if kind == "key" else self.provider_base_url(provider)
+            return super().__getattr__(name)
+
+
+class _ProviderVariables(PydanticBaseSettingsSource):
+    """Each provider's key and base URL, from the variables its spec names. An argument by one
+    of those names wins (`Settings(gemini_api_key=...)`; None or "" means not set), then the
+    environment, then .env, then conductor.toml (where the spec's setting name works too,
+    `gemini_api_key = "..."`). Read from what pydantic-settings' own sources loaded, so case,
+    empty values and the choice of `.env` file behave as for every other setting."""
+
+    def __init__(
+        self,
+        settings_cls: type[BaseSettings],
+        init: PydanticBaseSettingsSource,
+        env: PydanticBaseSettingsSource,
+        dotenv: PydanticBaseSettingsSource,
+        toml: TomlConfigSettingsSource,
+    ) -> None:
+        super().__init__(settings_cls)
+        self._arguments: dict[str, Any] = getattr(init, "init_kwargs", {})
+        self._layers = [source for source in (env, dotenv) if isinstance(source, EnvSettingsSource)]
+        self._toml = toml.toml_data
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover - unused
+        return None, field_name, False
+
+    def _value(self, variables: Iterable[str], setting: str | None) -> Any:
+        names = (*([setting] if setting else []), *variables)
+        for name in names:
+            if name in self._arguments:
+                return self._arguments[name]
+        for layer in self._layers:
+            for variable in variables:
+                value = layer.env_vars.get(variable if layer.case_sensitive else variable.lower())
+                if value:
+                    return value
+        for name in names:
+            if self._toml.get(name):
+                return self._toml[name]
+        return None
+
+    def __call__(self) -> dict[str, Any]:
+        from .providers.spec import provider_specs
+
+        keys: dict[str, Any] = {}
+        urls: dict[str, Any] = {}
+        for name, spec in provider_specs().items():
+            _set(keys, name, self._value(spec.key_env_vars, spec.key_setting), secret=True)
+            _set(urls, name, self._value(spec.base_url_env_vars, spec.base_url_setting), secret=False)
+        return {"provider_keys": keys, "provider_base_urls": urls}
+
+
+def _set(found: dict[str, Any], provider: str, value: Any, *, secret: bool) -> None:
+    """`found[provider] = value`, or no entry for None or ""; a key as a registered SecretStr."""
+    if value is None or value == "":
+        found.pop(provider, None)
+    elif secret:
+        found[provider] = key = value if isinstance(value, SecretStr) else SecretStr(str(value))
+        register_secret(key)  # model_copy does not run _register_secrets
+    else:
+        found[provider] = str(value)
+
+
+_provider_settings_cache: tuple[int, dict[str, tuple[str, str]]] | None = None
+
+
+def _provider_settings() -> dict[str, tuple[str, str]]:
+    """Every name a provider's key or base URL goes by (its spec's setting name and variables):
+    name -> (provider, "key" | "base_url")."""
+    global _provider_settings_cache
+    from .providers.spec import provider_specs, specs_version
+
+    cached = _provider_settings_cache
+    if cached is None or cached[0] != specs_version():
+        names: dict[str, tuple[str, str]] = {}
+        for provider, spec in provider_specs().items():
+            names.update(_names_of(spec, provider))
+        cached = _provider_settings_cache = (specs_version(), names)
+    return cached[1]
+
+
+def _names_of(spec: ProviderSpec, provider: str) -> dict[str, tuple[str, str]]:
+    names = {variable: (provider, "key") for variable in spec.key_env_vars}
+    names.update({variable: (provider, "base_url") for variable in spec.base_url_env_vars})
+    if spec.key_setting:
+        names[spec.key_setting] = (provider, "key")
+    if spec.base_url_setting:
+        names[spec.base_url_setting] = (provider, "base_url")
+    return names
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -11,19 +11,35 @@ nothing else (no SDK exception, no API key) reaches a user.
     ├── NotConfiguredError       the provider has no key / endpoint configured
     ├── NoProviderAvailableError AUTO found nothing it may use
     ├── CircuitOpenError         Conductor paused the provider after failures (retry_after: when it probes)
-    └── ProviderBusyError        the provider's concurrency limit and queue are full (retry_after: 1 s)
+    ├── ProviderBusyError        the provider's concurrency limit and queue are full (retry_after: 1 s)
+    ├── UnsendableRequestError   (a BadRequestError) the request holds what no provider can be sent
+    └── InternalError            a bug in Conductor while preparing the call (500; logged with an id)
 
 `retryable` says whether trying again may help (the gateway's `x-should-retry`); the router
 retries in-process only errors that are also `retry_in_process` (not a paused or full
-provider: waiting for those is the caller's choice, told by `retry_after`).
+provider: waiting for those is the caller's choice, told by `retry_after`), and AUTO falls back
+to another provider only after errors that are `falls_back` (not after one every provider
+would meet the same way).
+
+Where an exception came from decides whose fault it is (`classify`): only what the upstream
+did (an SDK's status, connection or timeout error, a transport error, a body that is not what
+the protocol says: `MalformedResponse`, a JSON decode error, a pydantic ValidationError of
+upstream data) counts against a provider and its breaker. Text that cannot be encoded is the
+request's fault (400); anything else raised while Conductor builds the call is Conductor's own
+(500), never the provider's.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import sys
+from typing import Any
+
+from pydantic import ValidationError
 
 from .config import redact
-from .models import ErrorResponse
+from .models import ErrorResponse, new_id
 
 __all__ = [
     "ProviderError",
@@ -37,6 +53,10 @@ __all__ = [
     "NoProviderAvailableError",
     "CircuitOpenError",
     "ProviderBusyError",
+    "UnsendableRequestError",
+    "InternalError",
+    "MalformedResponse",
+    "classify",
     "error_for_status",
     "parse_retry_after",
     "transport_error",
@@ -46,10 +66,13 @@ __all__ = [
 ]
 
 #: Failures the request caused (its messages or settings must change: a context overflow, a
-#: bad parameter), a person chose (stopping an answer), or Conductor's own limits refused
-#: (a paused or full provider: no call was made). They stay in the request log, but do not
-#: count against the provider's success rate, circuit breaker or AUTO score.
-NOT_PROVIDER_FAULTS: frozenset[str] = frozenset({"bad_request", "cancelled", "busy", "circuit_open"})
+#: bad parameter), a person chose (stopping an answer), Conductor's own limits refused (a
+#: paused or full provider: no call was made), or a bug in Conductor caused. They stay in the
+#: request log, but do not count against the provider's success rate, circuit breaker or AUTO
+#: score.
+NOT_PROVIDER_FAULTS: frozenset[str] = frozenset({"bad_request", "cancelled", "busy", "circuit_open", "internal_error"})
+
+log = logging.getLogger("conductor")
 
 
 def provider_at_fault(error_type: str | None) -> bool:
@@ -61,6 +84,7 @@ class ProviderError(Exception):
     type = "provider_error"
     default_retryable = False
     retry_in_process = True  # the router may retry it itself (when also retryable)
+    falls_back = True  # AUTO may try the next provider after it
 
     def __init__(
         self,
@@ -70,6 +94,8 @@ class ProviderError(Exception):
         status_code: int | None = None,
         retryable: bool | None = None,
         retry_after: float | None = None,
+        code: str | None = None,
+        param: str | None = None,
     ) -> None:
         # Redact here, once, so whatever an SDK put in its message cannot carry a key further.
         self.message = redact(message)
@@ -78,6 +104,11 @@ class ProviderError(Exception):
         self.status_code = status_code
         self.retryable = self.default_retryable if retryable is None else retryable
         self.retry_after = retry_after
+        #: The upstream's own machine-readable code (OpenAI's error.code, e.g. context_length_exceeded;
+        #: Anthropic's error type; Gemini's status), when it gave one.
+        self.code = code
+        #: The request field at fault (the upstream's error.param, or Conductor's own check).
+        self.param = param
 
     def to_response(self, request_id: str | None = None) -> ErrorResponse:
         return ErrorResponse(
@@ -150,11 +181,48 @@ class ProviderBusyError(ProviderUnavailableError):
     retry_in_process = False
 
 
+class UnsendableRequestError(BadRequestError):
+    """No call was made, or none could be sent: the request holds what no provider can take
+    (text that cannot be encoded). Trying another provider would fail the same way."""
+
+    falls_back = False
+
+
+class InternalError(ProviderError):
+    """A bug in Conductor while it prepared the call (not the provider's fault, not the
+    request's): logged with the traceback under `incident`, the id the message asks to quote."""
+
+    type = "internal_error"
+    falls_back = False  # every provider goes through the same code
+
+    def __init__(self, message: str, *, incident: str, **kwargs) -> None:
+        super().__init__(message, **kwargs)
+        self.incident = incident
+
+
+class MalformedResponse(ValueError):
+    """The upstream answered with a body that is not what its protocol says (raised by the
+    providers' converters; counted against the provider, as a broken answer is)."""
+
+
 def error_for_status(
-    provider: str, status: int | None, detail: str, *, retry_after: float | None = None, key_hint: str | None = None
+    provider: str,
+    status: int | None,
+    detail: str,
+    *,
+    retry_after: float | None = None,
+    key_hint: str | None = None,
+    code: str | None = None,
+    param: str | None = None,
 ) -> ProviderError:
     """One mapping from an HTTP status to our tree, shared by every cloud provider."""
-    kwargs = {"provider": provider, "status_code": status, "retry_after": retry_after}
+    kwargs: dict[str, Any] = {
+        "provider": provider,
+        "status_code": status,
+        "retry_after": retry_after,
+        "code": code,
+        "param": param,
+    }
     if status in (401, 403):
         hint = f": check {key_hint}" if key_hint else ""
         return AuthenticationError(f"{provider} rejected the API key{hint} ({detail})", **kwargs)
@@ -206,8 +274,8 @@ def _transport_modules() -> list:
 
 
 def transport_error(provider: str, exc: Exception) -> ProviderError | None:
-    """httpx/httpx2/aiohttp-level failures and malformed bodies, or None if `exc` is none of
-    them. (google-genai's async client runs on aiohttp when it is installed, as it is here:
+    """httpx/httpx2/aiohttp-level failures and malformed bodies (the upstream's doing), or None
+    if `exc` is none of them. (google-genai's async client runs on aiohttp when it is installed, as it is here:
     the openai SDK's aiohttp transport needs it.)"""
     for httpx in _transport_modules():
         if isinstance(exc, httpx.TimeoutException):
@@ -223,9 +291,41 @@ def transport_error(provider: str, exc: Exception) -> ProviderError | None:
         return ProviderUnavailableError(
             f"{provider} connection failed ({type(exc).__name__}: {exc})", provider=provider
         )
-    if isinstance(exc, ValueError):  # includes json.JSONDecodeError: a body that is not what the protocol says
+    if isinstance(exc, _MALFORMED):
         return ProviderUnavailableError(f"{provider} sent a malformed response ({exc})", provider=provider)
     return None
+
+
+#: A body that is not what the protocol says. orjson's decode error is a json.JSONDecodeError;
+#: a pydantic ValidationError reaches here only from an SDK parsing the upstream's answer (the
+#: converters wrap their own reading in MalformedResponse); UnicodeDecodeError: bytes that are not text.
+_MALFORMED = (MalformedResponse, json.JSONDecodeError, ValidationError, UnicodeDecodeError)
+
+
+def classify(provider: str, exc: BaseException) -> ProviderError:
+    """An exception that is neither an SDK's nor a transport's nor a malformed answer (those
+    are the upstream's, and `transport_error`/`sdk_error` map them): the request's fault when
+    its text cannot be encoded (400, no other provider would take it), else a bug in Conductor
+    (500, logged with its traceback under an id the message gives). Neither counts against
+    the provider."""
+    if isinstance(exc, UnicodeEncodeError):
+        bad = repr(exc.object[exc.start : exc.end]) if isinstance(exc.object, str) else "a character"
+        return UnsendableRequestError(
+            f"the request holds text that cannot be encoded as {exc.encoding.upper()} ({bad}, a lone surrogate?): "
+            "send valid Unicode text",
+            provider=provider,
+            status_code=400,
+        )
+    incident = new_id("err")
+    log.error(
+        "internal error %s while calling %s: %s: %s", incident, provider, type(exc).__name__, redact(exc), exc_info=exc
+    )
+    return InternalError(
+        f"Conductor failed while preparing the call to {provider} ({type(exc).__name__}); this is a bug in Conductor, "
+        f"not the provider's fault: quote {incident} when reporting it",
+        provider=provider,
+        incident=incident,
+    )
 
 
 def sdk_error(provider: str, exc: Exception, sdk, *, key_hint: str | None, timeout_s: float) -> ProviderError:
@@ -236,16 +336,20 @@ def sdk_error(provider: str, exc: Exception, sdk, *, key_hint: str | None, timeo
     if isinstance(exc, sdk.APIStatusError):
         body = exc.body if isinstance(exc.body, dict) else {}
         inner = body.get("error", body)
-        detail = inner.get("message") if isinstance(inner, dict) else None
+        inner = inner if isinstance(inner, dict) else {}
+        # OpenAI's machine-readable `code`; Anthropic ({"type": "error", "error": {...}}) has only its type.
+        code = inner.get("code") if body.get("type") != "error" else inner.get("type")
         return error_for_status(
             provider,
             exc.status_code,
-            str(detail or exc.message),
+            str(inner.get("message") or exc.message),
             retry_after=parse_retry_after(exc.response.headers),
             key_hint=key_hint,
+            code=code if isinstance(code, str) else None,
+            param=inner.get("param") if isinstance(inner.get("param"), str) else None,
         )
     if isinstance(exc, sdk.APIConnectionError):
         return ProviderUnavailableError(f"{provider} could not be reached ({exc.__cause__ or exc})", provider=provider)
     if isinstance(exc, sdk.APIResponseValidationError):
         return ProviderUnavailableError(f"{provider} sent a malformed response", provider=provider)
-    return transport_error(provider, exc) or ProviderError(f"{provider} failed: {exc}", provider=provider)
+    return transport_error(provider, exc) or classify(provider, exc)

@@ -236,6 +236,7 @@ class MetricsRegistry:
             window = [entry for entry in metrics.window if entry.ts >= cutoff]
             usage = ProviderUsage(
                 total_requests=metrics.total,
+                total_attempts=metrics.total,  # for one provider every attempt is a call to it
                 successful_requests=metrics.ok,
                 failed_requests=metrics.failed,
                 input_tokens=metrics.input_tokens,

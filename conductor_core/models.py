@@ -7,6 +7,7 @@ OpenAPI page and the playground's tooltips come from one place.
 from __future__ import annotations
 
 import os
+import re
 import threading
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -24,12 +25,20 @@ __all__ = [
     "ResponseFormat",
     "JsonSchemaSpec",
     "response_schema",
-    "Provider",
     "ProviderName",
     "register_provider_name",
     "known_provider_names",
     "ChatMessage",
     "ChatRequest",
+    "TEXT_CHECKED",
+    "SPELLED_BY_CLIENT",
+    "needs",
+    "tools_from_functions",
+    "tool_choice_from_function_call",
+    "CONTROL_CHARACTERS",
+    "check_model_name",
+    "unencodable_text",
+    "unencodable_message",
     "RoutingPolicy",
     "Usage",
     "ResponseMetadata",
@@ -82,44 +91,52 @@ class MessageRole(StrEnum):
     tool = "tool"
 
 
-class Provider(StrEnum):
-    """The built-in providers. Named OpenAI-compatible endpoints from configuration
-    (``ollama``, ``groq``...) are addressed by their name as well: see `ProviderName`."""
-
-    auto = "auto"
-    local = "local"
-    gemini = "gemini"
-    openai = "openai"
-    anthropic = "anthropic"
-
-
-# Names of configured OpenAI-compatible endpoints join the built-ins here when the
-# registry reads configuration, so a request can say provider="ollama".
-_BUILTIN_NAMES = tuple(p.value for p in Provider)
+# The names a request may give: "auto", every provider with a spec (providers/spec.py), and
+# the configured OpenAI-compatible endpoints, which join when the registry reads configuration
+# (so a request can say provider="ollama"). Every ChatRequest checks its provider name: the
+# list and its set are rebuilt when a name or a spec is registered, not on each request. One
+# tuple, so a reader never sees them out of step.
 _extra_names: set[str] = set()
-_names_lock = threading.Lock()
-# Every ChatRequest checks its provider name: the list and its set are rebuilt when a name
-# is registered, not on each request. One tuple, so a reader never sees them out of step.
-_known: tuple[tuple[str, ...], frozenset[str]] = (_BUILTIN_NAMES, frozenset(_BUILTIN_NAMES))
+_names_lock = threading.RLock()
+_known: tuple[tuple[str, ...], frozenset[str]] | None = None  # None: to be rebuilt
+
+
+def _known_names() -> tuple[tuple[str, ...], frozenset[str]]:
+    global _known
+    known = _known
+    if known is None:
+        from .providers import spec  # not at the top: providers/ imports this module
+
+        spec.on_change(_forget_names)
+        with _names_lock:
+            builtin = ("auto", *spec.provider_specs())
+            names = builtin + tuple(sorted(_extra_names.difference(builtin)))
+            known = _known = (names, frozenset(names))
+    return known
+
+
+def _forget_names() -> None:
+    global _known
+    with _names_lock:  # not while a rebuild is reading the old names
+        _known = None
 
 
 def register_provider_name(name: str) -> None:
-    global _known
+    """Let requests name a configured endpoint (a provider with a spec is known already)."""
     with _names_lock:
-        if name in _extra_names:
+        if name in _extra_names or name in _known_names()[0]:
             return
         _extra_names.add(name)
-        names = _BUILTIN_NAMES + tuple(sorted(_extra_names.difference(_BUILTIN_NAMES)))
-        _known = (names, frozenset(names))
+        _forget_names()
 
 
 def known_provider_names() -> list[str]:
-    return list(_known[0])
+    return list(_known_names()[0])
 
 
 def _check_provider_name(value: str) -> str:
     name = value.strip().lower()
-    if name not in _known[1]:
+    if name not in (_known or _known_names())[1]:
         raise ValueError(f"unknown provider {value!r}; available: {', '.join(known_provider_names())}")
     return name
 
@@ -133,8 +150,9 @@ ProviderName = Annotated[
 ]
 
 
-#: The largest max_tokens a request may ask for (models' own caps are lower; the upstream says so).
-MAX_TOKENS_LIMIT = 1_000_000
+#: The largest max_tokens a ChatRequest may ask for: the seed's contract (the native route, the
+#: playground's controls). The gateway's OpenAI route keeps OpenAI's own (an integer >= 1).
+MAX_TOKENS_LIMIT = 4000
 
 
 class RoutingPolicy(StrEnum):
@@ -234,6 +252,19 @@ def response_schema(response_format: Any) -> dict[str, Any] | None:
     return response_format.json_schema.schema_ if isinstance(response_format, ResponseFormatJsonSchema) else None
 
 
+def tools_from_functions(functions: list[Any]) -> list[Tool]:
+    """OpenAI's deprecated `functions` as `tools` (each function becomes a function tool)."""
+    return [Tool(function=f if isinstance(f, ToolFunction) else ToolFunction.model_validate(f)) for f in functions]
+
+
+def tool_choice_from_function_call(value: Any) -> str | NamedToolChoice:
+    """OpenAI's deprecated `function_call` ("none", "auto" or {"name": ...}) as a `tool_choice`."""
+    if isinstance(value, str):
+        return value
+    name = value.name if isinstance(value, ToolName) else value["name"]
+    return NamedToolChoice(function=ToolName(name=name))
+
+
 class ChatMessage(BaseModel):
     """One message. System and user messages carry text; an assistant message may carry
     `tool_calls` and empty content; a `tool` message answers the call `tool_call_id` names."""
@@ -292,6 +323,98 @@ class ChatMessage(BaseModel):
         return self
 
 
+def unencodable_text(value: Any, path: str = "") -> tuple[str, str] | None:
+    """The first text in `value` (a model, a dict, a list: keys included) that cannot be encoded
+    as UTF-8, as (its place, e.g. "messages[0].content"; the offending character), or None.
+    Valid JSON may hold such text (a lone surrogate escape, "\\ud800"), and no provider can be sent it."""
+    if isinstance(value, str):
+        if value.isascii():
+            return None
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            return path or "text", value[exc.start : exc.end]
+        return None
+    if isinstance(value, BaseModel):
+        fields = type(value).model_fields
+        items = [(fields[k].alias or k if k in fields else k, v) for k, v in value.__dict__.items()]
+        items += list((value.__pydantic_extra__ or {}).items())
+        return _first_unencodable(items, path)
+    if isinstance(value, dict):
+        for key in value:
+            found = unencodable_text(key)
+            if found:
+                return f"a key of {path or 'the request'}", found[1]
+        return _first_unencodable(value.items(), path)
+    if isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            found = unencodable_text(item, f"{path}[{index}]")
+            if found:
+                return found
+    return None
+
+
+def _first_unencodable(items: Any, path: str) -> tuple[str, str] | None:
+    for key, item in items:
+        found = unencodable_text(item, f"{path}.{key}" if path else str(key))
+        if found:
+            return found
+    return None
+
+
+#: `extra_params` that Conductor's own fields already carry for every provider: the client's
+#: spelling of a setting Conductor models (max_tokens or max_completion_tokens; functions and
+#: function_call, the old form of tools and tool_choice: see `tools_from_functions`), what the
+#: gateway handles itself (stream_options: it relays usage only when asked) and n (always 1).
+#: An OpenAI-compatible provider sends them as they are, in place of its own spelling of the
+#: same setting; other providers never refuse them.
+SPELLED_BY_CLIENT = frozenset(
+    {"max_tokens", "max_completion_tokens", "functions", "function_call", "stream_options", "n"}
+)
+#: Keys extra_params may not hold: what Conductor writes in an upstream body itself (model,
+#: messages, streaming, and the settings ChatRequest models: set those as its fields), but for
+#: the client's spellings above. Conductor's own fields that no upstream body holds (provider,
+#: policy...) may be an upstream's own parameters (OpenRouter's `provider`): they pass.
+_NOT_EXTRA = frozenset({"model", "messages", "stream"})
+_CONDUCTORS_OWN = frozenset({"provider", "policy", "unsupported", "extra_params"})
+
+# Unicode's control characters (C0, DEL, C1): never part of a model's name.
+CONTROL_CHARACTERS = "[\u0000-\u001f\u007f-\u009f]"
+_CONTROL = re.compile(CONTROL_CHARACTERS)
+
+
+def check_model_name(value: str | None) -> str | None:
+    """A model name without control characters (they would be sent upstream, in a URL or a body)."""
+    if value is not None:
+        found = _CONTROL.search(value)
+        if found:
+            raise ValueError(
+                f"must not contain control characters (found {found.group()!r} at position {found.start()}): "
+                "use the model's name as GET /v1/models lists it"
+            )
+    return value
+
+
+#: Validation context for a ChatRequest whose text was checked already (the gateway checks the
+#: raw body, and skips the walk when no lone surrogate can be in it).
+TEXT_CHECKED = {"text_checked": True}
+
+
+def unencodable_message(place: str, character: str) -> str:
+    return (
+        f"{place} holds text that cannot be sent: {character!r} is a lone surrogate, not a character "
+        "(it cannot be encoded as UTF-8); send valid Unicode text"
+    )
+
+
+def needs(field: str, needed: str) -> dict[str, Any]:
+    """JSON Schema for "`field` (when set) needs a non-empty `needed` array", as a validator checks."""
+    return {
+        "if": {"required": [field], "properties": {field: {"not": {"type": "null"}}}},
+        "then": {"required": [needed], "properties": {needed: {"type": "array", "minItems": 1}}},
+    }
+
+
 class ChatRequest(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={
@@ -303,13 +426,18 @@ class ChatRequest(BaseModel):
                     "temperature": 0.7,
                     "max_tokens": 256,
                 }
-            ]
+            ],
+            "allOf": [needs("tool_choice", "tools")],  # what _tool_choice_with_tools checks
         }
     )
 
     provider: ProviderName = Field(default="auto", description="Provider to use; 'auto' lets Conductor choose.")
     messages: list[ChatMessage] = Field(min_length=1, description="The conversation, oldest first (at least one).")
-    model: str | None = Field(default=None, description="Model name; None uses the provider's default.")
+    model: str | None = Field(
+        default=None,
+        description="Model name; None uses the provider's default.",
+        json_schema_extra={"not": {"type": "string", "pattern": CONTROL_CHARACTERS}},  # checked by _model_name
+    )
     temperature: float | None = Field(
         default=0.7,
         ge=0.0,
@@ -362,6 +490,45 @@ class ChatRequest(BaseModel):
         "the request (400, the gateway's OpenAI route). Features (tools, JSON output, logprobs, logit_bias) are "
         "always rejected where unsupported.",
     )
+    extra_params: dict[str, Any] | None = Field(
+        default=None,
+        description="OpenAI Chat Completions parameters Conductor does not model (reasoning_effort, service_tier, "
+        "store, metadata...), or a client's own spelling of one it does (max_completion_tokens, functions): sent "
+        "as they are by OpenAI and OpenAI-compatible providers, in their request body; every other provider "
+        "answers 400 naming those it cannot take.",
+        examples=[{"reasoning_effort": "low", "service_tier": "flex"}],
+    )
+
+    @field_validator("model")
+    @classmethod
+    def _model_name(cls, value: str | None) -> str | None:
+        return check_model_name(value)
+
+    @field_validator("extra_params")
+    @classmethod
+    def _extra_params(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        modelled = (_NOT_EXTRA | cls.model_fields.keys()) - SPELLED_BY_CLIENT - _CONDUCTORS_OWN
+        clash = sorted(modelled & (value or {}).keys())
+        if clash:
+            raise ValueError(f"must not hold {', '.join(clash)}: set them as the request's own fields")
+        return value
+
+    @model_validator(mode="after")
+    def _tool_choice_with_tools(self) -> ChatRequest:
+        if self.tool_choice is not None and not self.tools:
+            raise ValueError(
+                "tool_choice needs tools: send the functions the model may call in tools, or leave tool_choice out"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _sendable(self, info: ValidationInfo) -> ChatRequest:
+        # Before any provider is tried: no provider can be sent such text, so it is the request's fault.
+        if not (info.context and info.context.get("text_checked")):
+            found = unencodable_text(self)
+            if found:
+                raise ValueError(unencodable_message(*found))
+        return self
 
     def uses_tools(self) -> bool:
         """Whether the request offers tools or its conversation contains tool calls or results."""
@@ -379,6 +546,10 @@ class ResponseMetadata(BaseModel):
     provider: str = Field(description="Provider that served the answer.", examples=["local"])
     model: str = Field(description="Model that actually answered.", examples=["gemma-3-270m"])
     finish_reason: str | None = Field(default=None, description="Why generation stopped: stop, length, ...")
+    upstream_id: str | None = Field(
+        default=None, description="The upstream's own id for the answer (chatcmpl-..., msg_..., Gemini's responseId)."
+    )
+    system_fingerprint: str | None = Field(default=None, description="OpenAI's system_fingerprint, when sent.")
     started_at: datetime = Field(default_factory=utcnow)
     finished_at: datetime = Field(default_factory=utcnow)
 
@@ -480,6 +651,8 @@ class StreamStart(BaseModel):
     request_id: str
     provider: str
     model: str
+    upstream_id: str | None = Field(default=None, description="The upstream's own id for the answer, when known.")
+    system_fingerprint: str | None = None
 
 
 class StatusNotice(BaseModel):
@@ -549,9 +722,21 @@ class ProviderReliability(BaseModel):
 
 
 class ProviderUsage(BaseModel):
-    total_requests: int = 0
-    successful_requests: int = 0
-    failed_requests: int = 0
+    total_requests: int = Field(
+        default=0,
+        description="In a status's `totals`: the requests made (a request's retries and fallbacks count once). For one "
+        "provider: the calls sent to it (each attempt is one).",
+    )
+    total_attempts: int = Field(
+        default=0,
+        description="Attempts, retries and fallbacks included (rows of the request log). For one provider this is "
+        "`total_requests`.",
+    )
+    successful_requests: int = Field(default=0, description="Requests (or, for one provider, calls) that succeeded.")
+    failed_requests: int = Field(
+        default=0,
+        description="In `totals`: requests that got no answer. For one provider: its calls that failed.",
+    )
     input_tokens: int = 0
     output_tokens: int = 0
     cost_usd: float = 0.0
@@ -593,6 +778,12 @@ class LogHealth(BaseModel):
     last_error: str | None = Field(default=None, description="The last write error, redacted.")
     last_error_at: datetime | None = None
     spool_dir: str | None = None
+    schema_error: str | None = Field(
+        default=None,
+        description="Set when the database's schema is not this code's (a newer release's database, a table or "
+        "column missing): what to run or which release to use. Attempts are then set aside in rejected.jsonl, not "
+        "retried.",
+    )
 
 
 class SystemStatus(BaseModel):
@@ -678,6 +869,15 @@ class AttemptRecord(BaseModel):
     cost_usd: float | None = None
     prompt: str | None = Field(default=None, description="Omitted when prompt logging is off.")
     answer: str | None = None
+    attempt_index: int | None = Field(
+        default=None,
+        ge=0,
+        description="Position of this attempt within its request, as logged: 0 the first, then 1, 2... for its "
+        "retries and fallbacks. None: not known (a row written by other means); counted as a request of its own.",
+    )
+    overhead_ms: float | None = Field(
+        default=None, description="Time Conductor itself spent on the request, the upstream's time excluded."
+    )
 
 
 class Vote(BaseModel):

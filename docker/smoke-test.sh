@@ -11,13 +11,16 @@
 #      Dashboard counting it; `docker compose down -v`.
 # Leaves no container and no daemon it started. Timings and the image size go to stdout.
 #
-# Host ports (loopback only), overridable: DOCKER_TEST_PORTS="8620 8621 8622" (gateway alone,
-# compose gateway, compose playground). Needs root on Debian for the packages it installs.
+# Host ports (loopback only): Docker picks free ones (another program on 8622 cannot fail the run),
+# unless DOCKER_TEST_PORTS="8620 8621 8622" names them (gateway alone, compose gateway, compose
+# playground): those are checked first, and one that is taken is named. Needs root on Debian for
+# the packages it installs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PY=${PY:-.venv/bin/python}
-read -r PORT_GATEWAY PORT_STACK_GATEWAY PORT_STACK_PLAYGROUND <<<"${DOCKER_TEST_PORTS:-8620 8621 8622}"
+# Empty: Docker chooses (`-p 127.0.0.1::8000`); the URLs are read back from `docker port`.
+read -r PORT_GATEWAY PORT_STACK_GATEWAY PORT_STACK_PLAYGROUND <<<"${DOCKER_TEST_PORTS:-}" || true
 PROJECT=conductor-smoke
 IMAGE=conductor:latest
 SOLO=conductor-smoke-gateway
@@ -141,6 +144,13 @@ export CONDUCTOR_PLAYGROUND_PUBLISH=127.0.0.1:$PORT_STACK_PLAYGROUND
 # A stack left by an interrupted earlier run would hold the ports.
 "$DOCKER" rm -f "$SOLO" >/dev/null 2>&1 || true
 "${COMPOSE[@]}" down -v --remove-orphans >/dev/null 2>&1 || true
+if [ -n "${DOCKER_TEST_PORTS:-}" ]; then
+    [ -n "$PORT_STACK_PLAYGROUND" ] || fail "DOCKER_TEST_PORTS needs three ports (gateway alone, compose gateway, compose playground), got '$DOCKER_TEST_PORTS'"
+    "$PY" docker/smoke.py ports-free "$PORT_GATEWAY" "$PORT_STACK_GATEWAY" "$PORT_STACK_PLAYGROUND" >/dev/null || exit 1
+    echo "host ports (DOCKER_TEST_PORTS): $PORT_GATEWAY $PORT_STACK_GATEWAY $PORT_STACK_PLAYGROUND"
+else
+    echo "host ports: free ones, chosen by Docker (DOCKER_TEST_PORTS names them instead)"
+fi
 
 # --- 2. base images -----------------------------------------------------------------------------
 step "Base images"
@@ -183,10 +193,12 @@ echo "without a key: refused ($(grep -m1 CONDUCTOR_API_KEY "$WORK/nokey.log" | c
 t=$(now)
 "$DOCKER" run -d --name "$SOLO" -p "127.0.0.1:$PORT_GATEWAY:8000" --env-file "$WORK/host.env" \
     -e CONDUCTOR_API_KEY "$IMAGE" >/dev/null
-"$PY" docker/smoke.py health "http://127.0.0.1:$PORT_GATEWAY/health" --timeout 120 \
+solo=$("$PY" docker/smoke.py published "$("$DOCKER" port "$SOLO" 8000)") || fail "no host port for the gateway alone"
+echo "the gateway alone: $solo"
+"$PY" docker/smoke.py health "$solo/health" --timeout 120 \
     || { "$DOCKER" logs "$SOLO" 2>&1 | tail -n 30 >&2; fail "the gateway's /health"; }
 T_SOLO_HEALTH=$(since "$t")
-chat=$("$PY" docker/smoke.py chat "http://127.0.0.1:$PORT_GATEWAY") \
+chat=$("$PY" docker/smoke.py chat "$solo") \
     || { "$DOCKER" logs "$SOLO" 2>&1 | tail -n 30 >&2; fail "a chat through the gateway"; }
 T_SOLO_ANSWER=$(since "$t")
 echo "health after $T_SOLO_HEALTH s, first answer after $T_SOLO_ANSWER s: $chat"
@@ -203,8 +215,9 @@ STACK_UP=1
 T_UP=$(since "$t")
 "${COMPOSE[@]}" ps --format '{{.Service}}: {{.Status}}'
 echo "healthy after $T_UP s"
-gateway=http://127.0.0.1:$PORT_STACK_GATEWAY
-playground=http://127.0.0.1:$PORT_STACK_PLAYGROUND
+gateway=$("$PY" docker/smoke.py published "$("${COMPOSE[@]}" port gateway 8000)") || fail "no host port for the gateway"
+playground=$("$PY" docker/smoke.py published "$("${COMPOSE[@]}" port playground 8501)") || fail "no host port for the playground"
+echo "gateway $gateway, playground $playground"
 
 chat=$("$PY" docker/smoke.py chat "$gateway") || fail "a chat through the stack's gateway"
 T_STACK_ANSWER=$(since "$t")

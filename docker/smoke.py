@@ -6,6 +6,8 @@ against the playground's. Each subcommand exits non-zero with a sentence saying 
     python docker/smoke.py chat URL               (the key in CONDUCTOR_API_KEY)
     python docker/smoke.py first-page URL
     python docker/smoke.py dashboard URL --requests N
+    python docker/smoke.py ports-free PORT...      (each free on 127.0.0.1, or the taken one named)
+    python docker/smoke.py published "$(docker port NAME 8000)"   (the URL of a published port)
 
 It never asserts the words the model writes (they differ from one CPU to the next): an answer
 arrived, from the local model, with the token counts the gateway reports.
@@ -17,21 +19,21 @@ import argparse
 import json
 import os
 import re
+import socket
 import sys
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
-LOCAL_MODEL = "local/gemma-3-270m"
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as `python docker/smoke.py` from the checkout
+    sys.path.insert(0, str(ROOT))
+
+from conductor_core.providers.spec import get_spec  # noqa: E402 - the root is on the path first
+from conductor_core.testing.chromium import CHROMIUM, CHROMIUM_ARGS  # noqa: E402 - the same flags as the browser tests
+
+LOCAL_MODEL = f"local/{get_spec('local').default_model}"  # the image keeps the bundled model's name
 
 
 class SmokeFailure(Exception):
@@ -193,6 +195,33 @@ def dashboard(url: str, requests: int, screenshots: Path | None) -> dict:
         manager.stop()
 
 
+def ports_free(ports: list[int], host: str = "127.0.0.1") -> dict:
+    """Each port free on `host` (a bind succeeds, as Docker's would), else the first taken one
+    named, with how to choose others."""
+    for port in ports:
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Docker binds: TIME_WAIT is no owner
+            try:
+                sock.bind((host, port))
+            except OSError as exc:
+                raise SmokeFailure(
+                    f"{host}:{port} is already in use ({exc.strerror}): another program listens there. Set "
+                    "DOCKER_TEST_PORTS to three free ports (gateway alone, compose gateway, compose playground), "
+                    "or leave it unset and Docker picks free ones"
+                ) from None
+    return {"free": ports}
+
+
+def published(port_output: str) -> str:
+    """The loopback URL of a published port, from what `docker port` or `docker compose port`
+    prints ("127.0.0.1:49153", one line per address; IPv6 lines are skipped)."""
+    for address in port_output.split():
+        host, _, port = address.rpartition(":")
+        if port.isdigit() and host in ("127.0.0.1", "0.0.0.0"):
+            return f"http://127.0.0.1:{port}"
+    raise SmokeFailure(f"no IPv4 host port in {port_output!r}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -208,6 +237,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("url")
     p.add_argument("--requests", type=int, required=True)
     p.add_argument("--screenshots", type=Path)
+    p = sub.add_parser("ports-free")
+    p.add_argument("ports", type=int, nargs="+")
+    p = sub.add_parser("published")
+    p.add_argument("port_output")
     args = parser.parse_args(argv)
     try:
         if args.command == "health":
@@ -218,6 +251,11 @@ def main(argv: list[str] | None = None) -> int:
             result = chat(args.url.rstrip("/"), key)
         elif args.command == "first-page":
             result = first_page(args.url, args.screenshots)
+        elif args.command == "ports-free":
+            result = ports_free(args.ports)
+        elif args.command == "published":
+            print(published(args.port_output))  # the URL alone, for the shell
+            return 0
         else:
             result = dashboard(args.url, args.requests, args.screenshots)
     except SmokeFailure as exc:

@@ -2,8 +2,8 @@
 CONDUCTOR_GATEWAY_PORT (default 127.0.0.1:8000), in CONDUCTOR_GATEWAY_WORKERS processes
 (default 1), on uvloop and httptools when installed (uvicorn picks them).
 
-It refuses to listen on a non-loopback address without CONDUCTOR_API_KEY, unless
-CONDUCTOR_GATEWAY_ALLOW_UNAUTHENTICATED=true says that is meant."""
+It refuses to listen on a non-loopback address without a CONDUCTOR_API_KEY of at least 32
+characters, unless CONDUCTOR_GATEWAY_ALLOW_UNAUTHENTICATED=true says that is meant."""
 
 from __future__ import annotations
 
@@ -17,11 +17,11 @@ from .middleware import exposure_error
 from .settings import GatewaySettings
 
 
-def _has_key() -> bool:
+def _key() -> str | None:
     from conductor_core.config import load_settings
 
     key = load_settings().api_key
-    return key is not None and bool(key.get_secret_value())
+    return key.get_secret_value() if key is not None else None
 
 
 def log_config(level: str) -> dict[str, Any]:
@@ -38,7 +38,7 @@ def log_config(level: str) -> dict[str, Any]:
 
 def main() -> None:
     settings = GatewaySettings()
-    refusal = exposure_error(settings.host, _has_key(), settings.allow_unauthenticated)
+    refusal = exposure_error(settings.host, _key(), settings.allow_unauthenticated)
     if refusal is not None:
         raise SystemExit(f"Conductor gateway: {refusal}.")
     uvicorn.run(

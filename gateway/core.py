@@ -12,15 +12,11 @@ from fastapi import Request
 
 from conductor_core.routing import AsyncConductor
 
-from .errors import ApiError
+from .errors import ApiError, ClientDisconnected
 
 __all__ = ["ClientDisconnected", "core_of", "request_id_of", "until_disconnect"]
 
 T = TypeVar("T")
-
-
-class ClientDisconnected(Exception):
-    """The client went away before its answer: the work was cancelled; nobody reads a reply."""
 
 
 def core_of(request: Request) -> AsyncConductor:

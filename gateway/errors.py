@@ -6,6 +6,7 @@ an HTTP status an OpenAI client understands:
     404 unknown model or provider        -> openai.NotFoundError
     413 body too large
     429 provider rate limit              -> openai.RateLimitError   (Retry-After when known)
+    500 a bug in Conductor (an id to quote; never counted against a provider)
     502 provider rejected our key, broke -> openai.InternalServerError
     503 provider down, nothing available -> openai.InternalServerError (Retry-After when known)
     504 provider timed out               -> openai.InternalServerError
@@ -19,18 +20,20 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from conductor_core.config import redact
 from conductor_core.errors import (
     AuthenticationError,
     BadRequestError,
+    InternalError,
     NoProviderAvailableError,
     NotConfiguredError,
     ProviderError,
@@ -39,12 +42,13 @@ from conductor_core.errors import (
     RateLimitError,
     StreamInterruptedError,
 )
-from conductor_core.models import new_id
+from conductor_core.models import ChatRequest, new_id
 
-from .schemas import GatewayError, OpenAIErrorBody, bounds
+from .schemas import ChatCompletionRequest, GatewayError, OpenAIChatRequest, OpenAIErrorBody, bounds
 
 __all__ = [
     "ApiError",
+    "ClientDisconnected",
     "ERROR_RESPONSES",
     "error_body",
     "error_response",
@@ -65,6 +69,10 @@ _OPENAI_TYPES = {
 }
 
 
+class ClientDisconnected(Exception):
+    """The client went away before its answer: the work was cancelled; nobody reads a reply."""
+
+
 class ApiError(Exception):
     """An error the gateway itself raises (as opposed to a provider's)."""
 
@@ -81,9 +89,11 @@ class ApiError(Exception):
         details: Any = None,
         request_id: str | None = None,
         headers: dict[str, str] | None = None,
+        code: str | None = None,
     ) -> None:
         self.status = status
         self.type = type
+        self.code = code  # OpenAI's error.code, when not Conductor's kind (an upstream's own code)
         self.message = redact(message)
         self.param = param
         self.provider = provider
@@ -101,7 +111,7 @@ def error_body(error: ApiError, request_id: str | None = None) -> dict[str, Any]
             message=error.message,
             type=_OPENAI_TYPES.get(error.status, "server_error" if error.status >= 500 else "invalid_request_error"),
             param=error.param,
-            code=error.type,
+            code=error.code or error.type,
         ),
         type=error.type,
         message=error.message,
@@ -131,6 +141,8 @@ def error_response(error: ApiError, request_id: str | None = None) -> JSONRespon
 
 
 def _status_for(error: ProviderError) -> int:
+    if isinstance(error, InternalError):  # a bug in Conductor, not the provider's doing
+        return 500
     if isinstance(error, RateLimitError):
         return 429
     if isinstance(error, ProviderTimeoutError):
@@ -168,16 +180,21 @@ def provider_error(error: ProviderError, *, hint: str | None = None) -> ApiError
         status,
         error.type,
         message,
-        param="model" if status == 404 else getattr(error, "param", None),
+        param="model" if status == 404 else error.param,
         provider=error.provider,
         retryable=bool(error.retryable),
         retry_after=error.retry_after,
         details=details or None,
         request_id=getattr(error, "request_id", None),
+        # The upstream's own code, where its 4xx is the client's to act on (not its refusal of our key).
+        code=error.code if 400 <= status < 500 else None,
     )
 
 
 # --- validation errors ------------------------------------------------------------------------
+
+#: The request models a ValidationError may be about, by its title.
+_MODELS: dict[str, type[BaseModel]] = {m.__name__: m for m in (ChatRequest, ChatCompletionRequest, OpenAIChatRequest)}
 
 _UNSUPPORTED = {
     "tools": "tools are not supported by Conductor's gateway: send the request without tools",
@@ -186,14 +203,35 @@ _UNSUPPORTED = {
 
 
 _MESSAGE_TAGS = {"system", "developer", "user", "assistant", "tool"}
+#: Discriminated unions: pydantic puts the chosen shape's tag in the path, people do not.
+_TAGGED = {"response_format": {"text", "json_object", "json_schema"}}
+#: A union's member, as pydantic names it in an error's path ("constrained-str",
+#: "list[constrained-str]", "literal['none','auto']", "NamedToolChoice", "function-after[...]").
+_MEMBER = re.compile(r"^(?:[A-Z]\w*|[a-z]+(?:-[a-z]+)*(?:\[.*\])?|literal\[.*\])$")
+_FIELD_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+
+
+def _parts(loc: tuple[Any, ...]) -> tuple[list[Any], list[str]]:
+    """An error's path as people read it, and the union members pydantic put in it."""
+    raw = list(loc[1:] if loc and loc[0] in ("body", "query", "path", "header") else loc)
+    parts: list[Any] = []
+    members: list[str] = []
+    for i, part in enumerate(raw):
+        before = raw[i - 1] if i else None
+        if isinstance(part, str) and part in _MESSAGE_TAGS and isinstance(before, int):
+            continue  # a message's role picks its shape
+        if isinstance(part, str) and part in _TAGGED.get(str(before), ()):
+            continue
+        if isinstance(part, str) and not _FIELD_NAME.match(part) and _MEMBER.match(part):
+            members.append(part)
+            continue
+        parts.append(part)
+    return parts, members
 
 
 def _field(loc: tuple[Any, ...]) -> str:
-    parts = list(loc[1:] if loc and loc[0] in ("body", "query", "path", "header") else loc)
-    # A message's role picks its shape: pydantic puts the role in the path, people do not.
-    parts = [p for i, p in enumerate(parts) if not (p in _MESSAGE_TAGS and i and isinstance(parts[i - 1], int))]
     out = ""
-    for part in parts:
+    for part in _parts(loc)[0]:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
@@ -209,20 +247,22 @@ def _show(value: Any) -> str:
     return {dict: "an object", list: "an array"}.get(type(value), type(value).__name__)
 
 
-def _range(name: str) -> tuple[Any, Any] | None:
-    leaf = name.rsplit(".", 1)[-1]
-    if leaf in ("max_completion_tokens",):
-        leaf = "max_tokens"
-    try:
-        low, high = bounds(leaf)
-    except KeyError:
-        low = high = None
-    if leaf == "n":
-        low, high = 1, 1
-    return (low, high) if low is not None and high is not None else None
+def _range(name: str, model: type[BaseModel], ctx: dict[str, Any]) -> tuple[Any, Any]:
+    """The field's (lowest, highest), from the model it belongs to (a value of a map such as
+    logit_bias: the map's), else from the error itself."""
+    low = high = None
+    for candidate in (name, name.split(".")[0].split("[")[0]):
+        try:
+            low, high = bounds(candidate, model)
+            break
+        except KeyError:
+            continue
+    low = low if low is not None else ctx.get("ge", ctx.get("gt"))
+    high = high if high is not None else ctx.get("le", ctx.get("lt"))
+    return low, high
 
 
-def _sentence(err: dict[str, Any]) -> str:
+def _sentence(err: dict[str, Any], model: type[BaseModel]) -> str:
     name = _field(tuple(err.get("loc", ())))
     kind = err.get("type", "")
     ctx = err.get("ctx") or {}
@@ -233,16 +273,24 @@ def _sentence(err: dict[str, Any]) -> str:
     if kind == "json_invalid":
         return f"request body is not valid JSON ({ctx.get('error', 'parse error')})"
     if kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
-        span = _range(name)
-        if span and span[0] == span[1]:
-            return f"{what} must be {span[0]!r}, got {_show(given)}"
-        if span:
-            return f"{what} must be between {span[0]!r} and {span[1]!r}, got {_show(given)}"
-    if kind == "union_tag_invalid":
-        expected = ctx.get("expected_tags", "one of the documented values")
-        return (
-            f"{what}.{ctx.get('discriminator', 'role').strip(chr(39))} must be {expected}, got {_show(ctx.get('tag'))}"
-        )
+        low, high = _range(name, model, ctx)
+        if low is not None and low == high:
+            return f"{what} must be {low!r}, got {_show(given)}"
+        if low is not None and high is not None:
+            return f"{what} must be between {low!r} and {high!r}, got {_show(given)}"
+        if low is not None:
+            return f"{what} must be at least {low!r}, got {_show(given)}"
+        if high is not None:
+            return f"{what} must be at most {high!r}, got {_show(given)}"
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        tag = str(ctx.get("discriminator", "role")).strip("'")
+        expected = str(ctx.get("expected_tags", "")).replace("'", "")
+        if not expected and tag == "role":
+            expected = "system, developer, user, assistant, tool"
+        allowed = f" must be one of {expected}" if expected else " is not one the gateway knows"
+        if kind == "union_tag_not_found":
+            return f"{what}.{tag} is required" + (f": one of {expected}" if expected else "")
+        return f"{what}.{tag}{allowed}, got {_show(ctx.get('tag'))}"
     if kind == "too_short":
         if name == "messages":
             return "messages must contain at least one message"
@@ -251,10 +299,13 @@ def _sentence(err: dict[str, Any]) -> str:
         return f"{what} must have at least {ctx.get('min_length', 1)} item(s)"
     if kind == "too_long" and name in _UNSUPPORTED and _UNSUPPORTED[name]:
         return _UNSUPPORTED[name]
+    if kind == "too_long":
+        return f"{what} must have at most {ctx.get('max_length')} items, got {ctx.get('actual_length')}"
     if kind == "string_too_short":
         return f"{what} must not be empty"
     if kind in ("literal_error", "enum"):
-        return f"{what} must be {ctx.get('expected', 'one of the documented values')}, got {_show(given)}"
+        expected = str(ctx.get("expected", "one of the documented values"))
+        return f"{what} must be {expected}, got {_show(given)}"
     if kind in ("model_type", "model_attributes_type", "dict_type"):
         return f"{what} must be a JSON object, got {_show(given)}"
     if kind in ("float_type", "float_parsing"):
@@ -268,15 +319,98 @@ def _sentence(err: dict[str, Any]) -> str:
     if kind in ("list_type",):
         return f"{what} must be an array, got {_show(given)}"
     message = str(err.get("msg", "is invalid")).removeprefix("Value error, ")
-    return f"{what} {message}" if message.startswith("must") else f"{what}: {message}"
+    return f"{what} {message}" if message.startswith(("must ", "needs ")) else f"{what}: {message}"
 
 
-def validation_error(errors: list[dict[str, Any]]) -> ApiError:
-    """Pydantic's errors as one sentence per field (the first leads) plus field-level details."""
-    seen: dict[str, str] = {}
+def _branch(member: str) -> str:
+    """What a union member takes, in words."""
+    if member.startswith("literal["):
+        return _either(re.findall(r"'[^']*'", member))
+    if member.startswith("list[") or member == "list":
+        return "an array"
+    if member[:1].isupper() or member.startswith("dict"):
+        return "a JSON object"
+    if "str" in member:
+        return "a string"
+    if "int" in member:
+        return "an integer"
+    if "float" in member:
+        return "a number"
+    return member
+
+
+def _wrong_type(err: dict[str, Any], depth: int) -> bool:
+    """Whether a union member's error says only that the value is not of that member's type."""
+    parts, _ = _parts(tuple(err.get("loc", ())))
+    kind = err.get("type", "")
+    if len(parts) > depth:  # an error inside the value: this member is the right kind of value
+        return False
+    return (
+        kind.endswith("_type")
+        or kind in ("model_attributes_type",)
+        or (kind == "literal_error" and not isinstance(err.get("input"), str))
+    )
+
+
+def _union_sentences(errors: list[dict[str, Any]], model: type[BaseModel]) -> list[tuple[str, str]]:
+    """One member's errors for a value no member of a union took: the member of the value's
+    kind (a string for a string...), else one sentence naming every kind allowed."""
+    loc = tuple(errors[0].get("loc", ()))
+    field = _field(loc)
+    depth = len(_parts(loc)[0])
+    by_member: dict[str, list[dict[str, Any]]] = {}
     for err in errors:
-        name = _field(tuple(err.get("loc", ())))
-        seen.setdefault(name, redact(_sentence(err)))
+        by_member.setdefault(_parts(tuple(err.get("loc", ())))[1][0], []).append(err)
+    fitting = [errs for errs in by_member.values() if not all(_wrong_type(e, depth) for e in errs)]
+    if fitting:
+        chosen = fitting[0]
+        sentences = [(_field(tuple(e.get("loc", ()))), _sentence(e, model)) for e in chosen]
+        # A value of the right kind but not one of the words allowed: say the other kinds too.
+        if len(chosen) == 1 and chosen[0].get("type") == "literal_error" and len(by_member) > 1:
+            words = re.findall(r"'[^']*'", str((chosen[0].get("ctx") or {}).get("expected", "")))
+            kinds = words + [_branch(m) for m in by_member if not m.startswith("literal[")]
+            name = sentences[0][0]
+            sentences = [(name, f"{name} must be {_either(kinds)}, got {_show(chosen[0].get('input'))}")]
+        return sentences
+    given = next((e.get("input") for e in errors if len(_parts(tuple(e.get("loc", ())))[0]) == depth), None)
+    kinds = list(dict.fromkeys(_branch(m) for m in by_member))
+    return [(field, f"{field or 'request body'} must be {_either(kinds)}, got {_show(given)}")]
+
+
+def _either(words: list[str]) -> str:
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} or {words[-1]}"
+
+
+def _name(err: dict[str, Any]) -> str:
+    """The field an error is about (a message's role, not the message, when the role is wrong)."""
+    name = _field(tuple(err.get("loc", ())))
+    if err.get("type") in ("union_tag_invalid", "union_tag_not_found"):
+        tag = str((err.get("ctx") or {}).get("discriminator", "role")).strip("'")
+        return f"{name}.{tag}" if name else tag
+    return name
+
+
+def validation_error(errors: list[dict[str, Any]], model: type[BaseModel] | str | None = None) -> ApiError:
+    """Pydantic's errors as one sentence per field (the first leads) plus field-level details,
+    in users' words: no pydantic type names, one sentence for a value a union did not take.
+    `model`: the model (or its name, a ValidationError's title) the errors are about."""
+    shape = model if isinstance(model, type) else _MODELS.get(model or "", ChatRequest)
+    unions: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    plain: list[dict[str, Any]] = []
+    for err in errors:
+        parts, members = _parts(tuple(err.get("loc", ())))
+        if members:  # keyed by where the union sits: the path before its first member
+            loc = tuple(err.get("loc", ()))
+            cut = next(i for i, p in enumerate(loc) if p == members[0])
+            unions.setdefault(loc[:cut], []).append(err)
+        else:
+            plain.append(err)
+    found: list[tuple[str, str]] = [(_name(e), _sentence(e, shape)) for e in plain]
+    for grouped in unions.values():
+        found += _union_sentences(grouped, shape)
+    seen: dict[str, str] = {}
+    for name, text in found:
+        seen.setdefault(name, redact(text))
     sentences = list(seen.values())
     message = sentences[0] if len(sentences) == 1 else "; ".join(sentences)
     first = next(iter(seen), None)
@@ -292,8 +426,6 @@ def _id(request: Request) -> str | None:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    from .core import ClientDisconnected
-
     @app.exception_handler(ClientDisconnected)
     async def _gone(request: Request, exc: ClientDisconnected) -> Response:
         return Response(status_code=499)  # nobody reads it: the client went away (nginx's 499)
@@ -312,7 +444,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ValidationError)
     async def _validation(request: Request, exc: ValidationError) -> JSONResponse:
-        return error_response(validation_error(list(exc.errors())), _id(request))
+        return error_response(validation_error(list(exc.errors()), exc.title), _id(request))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -10,15 +10,17 @@ and `/v1/models` answer while it hangs."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import warnings
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute
 from pydantic import TypeAdapter
-from starlette.middleware.cors import CORSMiddleware
 
 from conductor_core import __version__
 from conductor_core.models import ChatRequest, known_provider_names
@@ -27,8 +29,8 @@ from conductor_core.routing import AsyncConductor
 
 from . import native_api, openai_api
 from .errors import install_error_handlers
-from .middleware import BearerKeyMiddleware, BodyLimitMiddleware, RedactingFilter, RequestIdMiddleware
-from .schemas import ChatCompletionChunk
+from .middleware import BearerKeyMiddleware, BodyLimitMiddleware, CorsMiddleware, RedactingFilter, RequestIdMiddleware
+from .schemas import ChatCompletionChunk, ChatCompletionRequest
 from .settings import GatewaySettings
 
 __all__ = ["app", "create_app"]
@@ -41,17 +43,28 @@ OpenAI-compatible server (Ollama, vLLM, Groq...) and an embedded local model.
 
 * Point any OpenAI client at `http://HOST:PORT/v1` and set `model` to `auto` (Conductor
   chooses, retries and falls back), a provider name such as `local`, or `provider/model`
-  such as `gemini/gemini-2.5-flash`. `GET /v1/models` lists them.
+  such as `gemini/gemini-3.5-flash-lite`. `GET /v1/models` lists them.
+* Every Chat Completions parameter you send arrives: those Conductor models are checked and
+  translated for each provider; the others (`reasoning_effort`, `service_tier`, `store`,
+  `metadata`, any newer one) are sent as they are to OpenAI and OpenAI-compatible upstreams,
+  and another provider answers 400 naming them. The answer keeps the upstream's `id` and
+  `system_fingerprint`; Conductor's own id is in `x-request-id`.
 * Conductor's figures (provider, latency, cost, why AUTO chose it) travel in `x-conductor-*`
   headers and in an extra `conductor` field that OpenAI clients ignore.
 * Every error has one body: OpenAI's `error` object plus Conductor's fields (`type`,
-  `provider`, `retryable`, `retry_after`...). 429 and 503 carry `Retry-After` when known.
+  `provider`, `retryable`, `retry_after`...). 429 and 503 carry `Retry-After` when known. A
+  provider's own error code (e.g. `context_length_exceeded`) is kept in `error.code`.
+* A chat request holds at most `CONDUCTOR_GATEWAY_MAX_MESSAGES` messages (2048 by default)
+  and `CONDUCTOR_GATEWAY_MAX_BODY_BYTES` bytes (1 MiB): 400 and 413 above.
 * When `CONDUCTOR_API_KEY` is set, every endpoint but `/health` needs
-  `Authorization: Bearer <key>`. Without one the gateway serves loopback only (unless
-  `CONDUCTOR_GATEWAY_ALLOW_UNAUTHENTICATED=true`).
+  `Authorization: Bearer <key>` (without it, `/health` says only up or down). Without a key
+  the gateway serves loopback only (unless `CONDUCTOR_GATEWAY_ALLOW_UNAUTHENTICATED=true`);
+  on another address the key must have at least 32 characters.
 * Every response carries `x-request-id` (yours, when you send a valid one). 503s from a
-  paused or full provider carry `Retry-After` and `x-should-retry: true`.
-* Browsers: set `CONDUCTOR_CORS_ORIGINS` to allow cross-origin calls.
+  paused or full provider carry `Retry-After` and `x-should-retry: true`. HEAD works on every
+  GET route.
+* Browsers: set `CONDUCTOR_CORS_ORIGINS` to allow cross-origin calls (any request header
+  from an allowed origin, as the official SDKs send their own).
 """
 
 TAGS = [
@@ -60,14 +73,28 @@ TAGS = [
     {"name": "Status", "description": "Health, performance and usage per provider."},
 ]
 
-_LOGGERS = ("gateway", "uvicorn", "uvicorn.error", "uvicorn.access")
+# "conductor": the core logs a bug met while calling a provider there, with its traceback.
+_LOGGERS = ("gateway", "conductor", "uvicorn", "uvicorn.error", "uvicorn.access")
 
 
 def _install_log_redaction() -> None:
+    """The filter on the gateway's and uvicorn's loggers, and on every handler already set up
+    (uvicorn's, the root's, the last-resort one): a handler's filter also sees the records of
+    loggers that only propagate to it, such as the core's `conductor.*`. `python -m gateway`
+    puts it on its handlers itself (`log_config`)."""
+    handlers = {logging.lastResort, *logging.getLogger().handlers}
     for name in _LOGGERS:
         logger = logging.getLogger(name)
-        if not any(isinstance(f, RedactingFilter) for f in logger.filters):
-            logger.addFilter(RedactingFilter())
+        handlers.update(logger.handlers)
+        _add_filter(logger)
+    for handler in handlers:
+        if handler is not None:
+            _add_filter(handler)
+
+
+def _add_filter(target: logging.Filterer) -> None:
+    if not any(isinstance(f, RedactingFilter) for f in target.filters):
+        target.addFilter(RedactingFilter())
 
 
 def create_app(
@@ -106,9 +133,11 @@ def create_app(
     app.state.core = conductor.core if isinstance(conductor, Conductor) else conductor
     app.state.gateway_settings = gateway_settings
     install_error_handlers(app)
-    app.include_router(openai_api.router)
-    app.include_router(native_api.router)
-    app.include_router(native_api.health_router)
+    for router in (openai_api.router, native_api.router, native_api.health_router):
+        for route in router.routes:  # HEAD on every GET route: the same answer without its body
+            if isinstance(route, APIRoute) and route.methods and "GET" in route.methods:
+                route.methods.add("HEAD")
+        app.include_router(router)
 
     def current_key() -> Any:
         current = app.state.core
@@ -124,10 +153,12 @@ def create_app(
     origins = gateway_settings.cors_origin_list()
     if origins:
         app.add_middleware(
-            CORSMiddleware,
+            CorsMiddleware,
             allow_origins=origins,
             allow_methods=["GET", "POST", "HEAD", "OPTIONS"],
-            allow_headers=["authorization", "content-type", "x-request-id"],
+            # Any header an allowed origin asks for (reflected): the official SDKs send their own
+            # (openai-node: x-stainless-*), and the origin, not the header, is what is trusted.
+            allow_headers=["*"],
             expose_headers=EXPOSED_HEADERS,
             max_age=600,
         )
@@ -135,7 +166,7 @@ def create_app(
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = _openapi(app)
+            app.openapi_schema = _openapi(app, gateway_settings.max_messages)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
@@ -158,32 +189,63 @@ EXPOSED_HEADERS = [
 ]
 
 
-def _openapi(app: FastAPI) -> dict[str, Any]:
+def _openapi(app: FastAPI, max_messages: int) -> dict[str, Any]:
     """FastAPI's document, with its 422 responses removed: validation errors are 400s in the
     `GatewayError` shape (what OpenAI clients expect), which every operation documents."""
-    schema = get_openapi(
-        title=app.title, version=app.version, description=app.description, routes=app.routes, tags=app.openapi_tags
-    )
+    with warnings.catch_warnings():  # a HEAD operation shares its GET's id: both named, the HEAD one removed below
+        warnings.filterwarnings("ignore", message="Duplicate Operation ID", category=UserWarning)
+        schema = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes, tags=app.openapi_tags
+        )
     for path in schema.get("paths", {}).values():
+        path.pop("head", None)  # HEAD answers as GET does, without a body: said in the description
         for operation in path.values():
             if isinstance(operation, dict):
                 operation.get("responses", {}).pop("422", None)
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     for unused in ("HTTPValidationError", "ValidationError"):
         components.pop(unused, None)
-    # Shapes the document refers to but FastAPI does not see: the streamed chunk, and the
-    # native chat request (parsed by hand, strictly).
-    for model in (ChatCompletionChunk, ChatRequest):
-        definition = TypeAdapter(model).json_schema(ref_template="#/components/schemas/{model}")
-        for name, nested in definition.pop("$defs", {}).items():
-            components.setdefault(name, nested)
-        components[model.__name__] = definition
+    # Shapes the document refers to but FastAPI does not see: the streamed chunk, and the two
+    # chat requests (each route reads its body itself).
+    _add_schema(components, ChatCompletionChunk, "validation")
+    for model in (ChatCompletionRequest, ChatRequest):
+        _add_schema(components, model, "validation")
+        components[model.__name__]["properties"]["messages"]["maxItems"] = max_messages
     # The provider names this gateway knows (built-ins and configured endpoints), as an enum.
     provider = components["ChatRequest"]["properties"]["provider"]
     provider.pop("type", None)
     provider["enum"] = known_provider_names()
     provider["type"] = "string"
     return schema
+
+
+def _add_schema(components: dict[str, Any], model: type, mode: Literal["validation", "serialization"]) -> None:
+    """`model`'s JSON Schema under its name, with the models it uses. One FastAPI described
+    already keeps its name when the two agree; a different one is added as `Name-Input` (as
+    FastAPI names a model whose request and response shapes differ)."""
+    definition = TypeAdapter(model).json_schema(ref_template="#/components/schemas/{model}", mode=mode)
+    nested = definition.pop("$defs", {})
+    renamed = {
+        name: f"{name}-Input"
+        for name, shape in nested.items()
+        if name in components and _without_defaults(components[name]) != _without_defaults(shape)
+    }
+    text = json.dumps({"definition": definition, "nested": nested})
+    for old, new in renamed.items():
+        text = text.replace(f'"#/components/schemas/{old}"', f'"#/components/schemas/{new}"')
+    rewritten = json.loads(text)
+    for name, shape in rewritten["nested"].items():
+        components.setdefault(renamed.get(name, name), shape)
+    components[model.__name__] = rewritten["definition"]
+
+
+def _without_defaults(shape: Any) -> Any:
+    """A schema without its `default`s (FastAPI leaves out `default: null`; pydantic writes it)."""
+    if isinstance(shape, dict):
+        return {k: _without_defaults(v) for k, v in shape.items() if k != "default"}
+    if isinstance(shape, list):
+        return [_without_defaults(v) for v in shape]
+    return shape
 
 
 app = create_app()

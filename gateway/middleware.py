@@ -11,7 +11,10 @@ import re
 from collections.abc import Callable
 
 from pydantic import SecretStr
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from conductor_core.config import redact
@@ -21,12 +24,15 @@ from .errors import ApiError, error_response
 
 __all__ = [
     "BearerKeyMiddleware",
+    "CorsMiddleware",
     "BodyLimitMiddleware",
     "RedactingFilter",
     "RequestIdMiddleware",
     "OPEN_PATHS",
+    "MIN_PUBLIC_KEY_LENGTH",
     "is_loopback",
     "exposure_error",
+    "presents_key",
 ]
 
 #: Reachable without the key: a load balancer's probe must not need a secret.
@@ -44,16 +50,30 @@ def is_loopback(host: str) -> bool:
         return False  # a name other than localhost may resolve anywhere
 
 
-def exposure_error(host: str, has_key: bool, allow_unauthenticated: bool) -> str | None:
-    """Why serving on `host` is refused, or None. A gateway on a non-loopback address would
-    spend its providers' keys for anyone who can reach it."""
-    if has_key or allow_unauthenticated or is_loopback(host):
+#: The shortest CONDUCTOR_API_KEY a gateway on a non-loopback address accepts: a short one can be guessed.
+MIN_PUBLIC_KEY_LENGTH = 32
+MAKE_A_KEY = 'python -c "import secrets; print(secrets.token_urlsafe(32))"'
+
+
+def exposure_error(host: str, key: str | None, allow_unauthenticated: bool) -> str | None:
+    """Why serving on `host` with this gateway key is refused, or None. A gateway on a
+    non-loopback address would spend its providers' keys for anyone who can reach it, or
+    guess a short key."""
+    if allow_unauthenticated or is_loopback(host):
         return None
-    return (
-        f"refusing to serve on {host} without an API key: anyone who can reach it could spend your providers' keys. "
-        "Set CONDUCTOR_API_KEY to a long random secret (clients then send 'Authorization: Bearer <key>'), "
-        "or, on a trusted network only, set CONDUCTOR_GATEWAY_ALLOW_UNAUTHENTICATED=true"
-    )
+    if not key:
+        return (
+            f"refusing to serve on {host} without an API key: anyone who can reach it could spend your providers' "
+            f"keys. Set CONDUCTOR_API_KEY to a random secret of at least {MIN_PUBLIC_KEY_LENGTH} characters (make one "
+            f"with {MAKE_A_KEY}; clients then send 'Authorization: Bearer <key>'), "
+            "or, on a trusted network only, set CONDUCTOR_GATEWAY_ALLOW_UNAUTHENTICATED=true"
+        )
+    if len(key) < MIN_PUBLIC_KEY_LENGTH:
+        return (
+            f"refusing to serve on {host} with a {len(key)}-character CONDUCTOR_API_KEY: on a non-loopback address "
+            f"it must be at least {MIN_PUBLIC_KEY_LENGTH} characters, or it can be guessed. Make one with {MAKE_A_KEY}"
+        )
+    return None
 
 
 class RequestIdMiddleware:
@@ -109,27 +129,38 @@ class BearerKeyMiddleware:
             await self.app(scope, receive, send)
             return
         key = self.get_key()
-        if key is None or not key.get_secret_value():
+        secret = key.get_secret_value() if key is not None else ""
+        if len(secret) < MIN_PUBLIC_KEY_LENGTH:
             # `uvicorn gateway.main:app --host 0.0.0.0` bypasses `python -m gateway`'s check:
             # a request that reached a non-loopback address is refused here instead.
             server = scope.get("server") or ("127.0.0.1", 0)
-            refusal = exposure_error(str(server[0]), False, self.allow_unauthenticated)
+            refusal = exposure_error(str(server[0]), secret, self.allow_unauthenticated)
             if refusal is not None:
                 error = ApiError(403, "unauthenticated_exposure", refusal)
                 await error_response(error, _scope_request_id(scope))(scope, receive, send)
                 return
+        if not secret:
             await self.app(scope, receive, send)
             return
         presented = _bearer(scope)
         if presented is None:
             reason = "missing API key: send 'Authorization: Bearer <CONDUCTOR_API_KEY>'"
-        elif not hmac.compare_digest(presented.encode(), key.get_secret_value().encode()):
+        elif not hmac.compare_digest(presented.encode(), secret.encode()):
             reason = "invalid API key: the bearer key does not match CONDUCTOR_API_KEY"
         else:
             await self.app(scope, receive, send)
             return
         error = ApiError(401, "authentication", reason, headers={"www-authenticate": "Bearer"})
         await error_response(error, _scope_request_id(scope))(scope, receive, send)
+
+
+def presents_key(scope: Scope, key: SecretStr | None) -> bool:
+    """Whether the request carries the gateway's key (True when none is configured)."""
+    secret = key.get_secret_value() if key is not None else ""
+    if not secret:
+        return True
+    presented = _bearer(scope)
+    return presented is not None and hmac.compare_digest(presented.encode(), secret.encode())
 
 
 def _bearer(scope: Scope) -> str | None:
@@ -205,25 +236,95 @@ class BodyLimitMiddleware:
             await error_response(self._error(), _scope_request_id(scope))(scope, receive, send)
 
 
+class CorsMiddleware(CORSMiddleware):
+    """Starlette's CORS, with its refusals of a preflight in the gateway's JSON error shape (it
+    answers them in plain text), saying what to change. Give it `allow_headers=["*"]`: an
+    allowed origin may then send any header (they are reflected), as the official SDKs need
+    (openai-node always sends `x-stainless-*` headers)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "OPTIONS":
+            headers = Headers(scope=scope)
+            if "origin" in headers and "access-control-request-method" in headers:
+                response = self.preflight_response(request_headers=headers)
+                if response.status_code >= 400:
+                    response = self._refusal(response, headers, scope)
+                await response(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+    def _refusal(self, refused: Response, asked: Headers, scope: Scope) -> Response:
+        said = bytes(refused.body).decode()
+        failures = said.removeprefix("Disallowed CORS ").split(", ")
+        reasons = []
+        if "origin" in failures:
+            reasons.append(
+                f"the origin {asked['origin']} may not call this gateway from a browser: "
+                "add it to CONDUCTOR_CORS_ORIGINS"
+            )
+        if "method" in failures:
+            reasons.append(
+                f"{asked['access-control-request-method']} is not allowed from a browser: the gateway takes "
+                f"{', '.join(m for m in self.allow_methods if m != 'OPTIONS')}"
+            )
+        if "headers" in failures:
+            reasons.append(f"the headers {asked.get('access-control-request-headers')} are not allowed")
+        if "private-network" in failures:
+            reasons.append("a public page may not call a gateway on a private network")
+        error = ApiError(400, "cors_rejected", "; ".join(reasons) or said)
+        response = error_response(error, _scope_request_id(scope))
+        for name, value in refused.headers.items():
+            if name.startswith("access-control-") or name == "vary":
+                response.headers[name] = value
+        if "origin" in failures and "access-control-allow-headers" in response.headers:
+            del response.headers["access-control-allow-headers"]  # nothing granted to a refused origin
+        return response
+
+
 class RedactingFilter(logging.Filter):
-    """Runs `redact()` over a record's message, arguments and traceback: whatever a library
-    logs, no key reaches a log line. Attached to the gateway's and uvicorn's loggers.
-    Arguments keep their shape (uvicorn's access formatter unpacks them): numbers stay
-    numbers, everything else becomes its redacted text."""
+    """Runs `redact()` over a record's line, arguments and traceback: whatever a library logs,
+    no key reaches a log line. Attached to the gateway's and uvicorn's loggers and handlers.
+
+    The line as it will read is checked (one redact() for the usual clean line), so a key
+    split between the message and an argument, or two arguments, is caught. Each part is
+    redacted on its own when the line needed it (formatters such as uvicorn's access one
+    read the arguments again: they keep their shape, numbers stay numbers) or may hide it
+    (an argument shown by its repr writes a line break as the letters "\\n"); a line still
+    holding a piece of a key then is kept as one redacted string."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.msg, str):
+        if getattr(record, "conductor_redacted", False):  # by the logger's filter, now at its handler
+            return True
+        record.conductor_redacted = True
+        if not isinstance(record.msg, str):
+            record.msg = str(record.msg)
+        line = _line(record)
+        if line is None or redact(line) != line or (record.args and _REPR.search(record.msg)):
             record.msg = redact(record.msg)
-        else:
-            record.msg = redact(str(record.msg))
-        if isinstance(record.args, tuple):
-            record.args = tuple(_redact_arg(arg) for arg in record.args)
-        elif isinstance(record.args, dict):
-            record.args = {key: _redact_arg(value) for key, value in record.args.items()}
+            if isinstance(record.args, tuple):
+                record.args = tuple(_redact_arg(arg) for arg in record.args)
+            elif isinstance(record.args, dict):
+                record.args = {key: _redact_arg(value) for key, value in record.args.items()}
+            line = _line(record) if record.args else None
+            if line is not None and (clean := redact(line)) != line:
+                record.msg, record.args = clean, None
         if record.exc_info:
             record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
             record.exc_info = None
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
         return True
+
+
+# A %-conversion that shows an argument by its repr: %r, %a, %(name)r, %-10r...
+_REPR = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(?:\*|\d+)?(?:\.(?:\*|\d+))?[ra]")
+
+
+def _line(record: logging.LogRecord) -> str | None:
+    try:
+        return record.getMessage()
+    except Exception:  # noqa: BLE001 - a bad format: logging reports it when it prints
+        return None
 
 
 def _redact_arg(value: object) -> object:

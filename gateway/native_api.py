@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse, Response
 
 from conductor_core.errors import ProviderError
 from conductor_core.models import (
+    TEXT_CHECKED,
     ChatRequest,
     ChatResponse,
     HealthResponse,
@@ -20,10 +21,12 @@ from conductor_core.models import (
     SystemStatus,
 )
 
+from .body import check_message_count, check_text, load_json, may_hold_surrogate, off_loop
 from .core import core_of, request_id_of, until_disconnect
 from .errors import ERROR_RESPONSES, PROVIDER_RESPONSES, ApiError, error_body, provider_error
+from .middleware import presents_key
 from .openai_api import _head, _SSEResponse, bearer, conductor_headers
-from .schemas import integral
+from .schemas import PublicHealth, integral
 
 __all__ = ["router", "health_router"]
 
@@ -75,8 +78,10 @@ async def native_chat(
     ),
 ) -> Response:
     # Parsed here, strictly and in JSON mode (a string is not a number, false is not 0.0):
-    # FastAPI would validate the core's model leniently. The schema is documented below.
-    body = parse_chat_request(await request.body())
+    # FastAPI would validate the core's model leniently. The schema is documented below. A
+    # large body is parsed in a worker thread, off the event loop.
+    raw = await request.body()
+    body = await off_loop(len(raw), parse_chat_request, raw, request.app.state.gateway_settings.max_messages)
     core = core_of(request)
     request_id = request_id_of(request)
     if stream:
@@ -115,11 +120,14 @@ async def _native_stream(request: Request, body: ChatRequest, request_id: str) -
 _INTEGERS = {"max_tokens", "seed", "top_logprobs"}
 
 
-def parse_chat_request(raw: bytes) -> ChatRequest:
+def parse_chat_request(raw: bytes, max_messages: int) -> ChatRequest:
     """The body as a ChatRequest, strictly, in JSON mode. A ValidationError becomes a 400
-    naming the field (its handler)."""
+    naming the field (its handler), as do text no provider can be sent (checked only when the
+    bytes could hold it) and more than `max_messages` messages."""
     if not raw.strip():
         raise ApiError(400, "validation_error", "a JSON request body is required", details=[])
+    if may_hold_surrogate(raw):
+        check_text(load_json(raw))
     try:
         data = json.loads(raw)
     except RecursionError:
@@ -133,7 +141,9 @@ def parse_chat_request(raw: bytes) -> ChatRequest:
         for name in _INTEGERS & data.keys():
             data[name] = integral(data[name])
         raw = json.dumps(data).encode()
-    return ChatRequest.model_validate_json(raw, strict=True)
+    body = ChatRequest.model_validate_json(raw, strict=True, context=TEXT_CHECKED)
+    check_message_count(len(body.messages), max_messages)
+    return body
 
 
 @router.get(
@@ -173,10 +183,9 @@ async def provider_status(
         raise ApiError(404, "unknown_provider", error.message, param="name") from None
 
 
-@health_router.head("/health", include_in_schema=False)
 @health_router.get(
     "/health",
-    response_model=HealthResponse,
+    response_model=HealthResponse | PublicHealth,
     responses={
         500: ERROR_RESPONSES[500],
         503: {**PROVIDER_RESPONSES[503], "description": "The gateway is still starting."},
@@ -184,8 +193,13 @@ async def provider_status(
     summary="Health",
     description="The providers' health, from checks run in the background (never waiting on a slow provider). "
     "Always 200 while the gateway runs: read `status` (ok, degraded, down) for the providers. HEAD answers the "
-    "same without a body. Needs no key.",
+    "same without a body. Needs no key; when CONDUCTOR_API_KEY is set, a caller without it reads only `status` "
+    "up or down (PublicHealth), not which providers there are.",
     tags=["Status"],
 )
-async def health(request: Request) -> HealthResponse:
-    return await core_of(request).health()
+async def health(request: Request) -> HealthResponse | PublicHealth:
+    core = core_of(request)
+    full = await core.health()
+    if presents_key(request.scope, core.settings.api_key):
+        return full
+    return PublicHealth(status="down" if full.status == "down" else "up")

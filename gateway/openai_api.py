@@ -9,21 +9,24 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing
-from typing import Annotated, Any
+from typing import Any
 
 import anyio
 import orjson
-from fastapi import APIRouter, Body, Request, Security
+from fastapi import APIRouter, Request, Security
 from fastapi.responses import Response, StreamingResponse
 from fastapi.security import HTTPBearer
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from conductor_core.config import redact
 from conductor_core.errors import NotConfiguredError, ProviderError
 from conductor_core.models import (
+    SPELLED_BY_CLIENT,
+    TEXT_CHECKED,
     ChatMessage,
     ChatRequest,
     ChatResponse,
+    MessageRole,
     StatusNotice,
     StreamDone,
     StreamIncomplete,
@@ -31,9 +34,12 @@ from conductor_core.models import (
     TextDelta,
     ToolCallDelta,
     known_provider_names,
+    tool_choice_from_function_call,
+    tools_from_functions,
 )
 from conductor_core.routing import AsyncConductor
 
+from .body import check_message_count, check_text, load_json, may_hold_surrogate, off_loop
 from .core import core_of, request_id_of, until_disconnect
 from .errors import ERROR_RESPONSES, PROVIDER_RESPONSES, ApiError, error_body, provider_error, validation_error
 from .schemas import (
@@ -43,9 +49,18 @@ from .schemas import (
     ConductorInfo,
     ModelCard,
     ModelList,
+    OpenAIChatRequest,
 )
 
-__all__ = ["router", "to_chat_request", "to_completion", "conductor_info", "resolve_model", "list_models"]
+__all__ = [
+    "router",
+    "parse_completion_request",
+    "to_chat_request",
+    "to_completion",
+    "conductor_info",
+    "resolve_model",
+    "list_models",
+]
 
 log = logging.getLogger("gateway")
 
@@ -54,15 +69,28 @@ router = APIRouter(dependencies=[Security(bearer)])
 
 MODELS_HINT = "GET /v1/models lists the available models"
 _FINISH = {"stop", "length", "content_filter", "tool_calls", "function_call"}
-_ROLES = {"developer": "system"}
 
 
 # --- converters (pure) -------------------------------------------------------------------
 
 
+def parse_completion_request(raw: bytes, max_messages: int) -> ChatCompletionRequest:
+    """The body as a ChatCompletionRequest. Refused (400 naming the field) before anything is
+    sent: text no provider can be sent (checked only when the bytes could hold it), more than
+    `max_messages` messages (counted before the messages are validated one by one)."""
+    data = load_json(raw)
+    if may_hold_surrogate(raw):
+        check_text(data)
+    messages = data.get("messages") if isinstance(data, dict) else None
+    if isinstance(messages, list):
+        check_message_count(len(messages), max_messages)
+    return ChatCompletionRequest.model_validate(data)
+
+
 def to_chat_request(body: ChatCompletionRequest, provider: str, model: str | None) -> ChatRequest:
     """The OpenAI request as the core's, field for field. Nothing the client did not send is
-    added: no temperature, no token cap (the core's defaults are for the native route)."""
+    added: no temperature, no token cap (the core's defaults are for the native route). Its
+    text was checked with the body (`parse_completion_request`)."""
     fields: dict[str, Any] = {
         "provider": provider,
         "model": model,
@@ -71,6 +99,15 @@ def to_chat_request(body: ChatCompletionRequest, provider: str, model: str | Non
         "max_tokens": body.max_completion_tokens or body.max_tokens,
         "unsupported": "reject",  # a provider without a parameter answers 400 naming it
     }
+    # What OpenAI-compatible upstreams get as the client sent it: parameters Conductor does not
+    # model (the upstream's business), and the client's own spelling of some it does.
+    extra = dict(body.model_extra or {})
+    sent = body.model_fields_set
+    for name in SPELLED_BY_CLIENT:
+        if name in sent and getattr(body, name) is not None:
+            extra[name] = _as_sent(getattr(body, name))
+    if extra:
+        fields["extra_params"] = extra
     for name in _PASSED_ON:
         value = getattr(body, name)
         if value is not None:
@@ -78,12 +115,13 @@ def to_chat_request(body: ChatCompletionRequest, provider: str, model: str | Non
     if isinstance(body.stop, str):
         fields["stop"] = [body.stop]
     if body.functions is not None and body.tools is None:  # the deprecated form of tools
-        fields["tools"] = [{"type": "function", "function": f} for f in body.functions]
-        if body.function_call is not None and not isinstance(body.function_call, str):
-            fields["tool_choice"] = {"type": "function", "function": {"name": body.function_call.name}}
-        elif body.function_call is not None:
-            fields["tool_choice"] = body.function_call
-    return ChatRequest(**fields)
+        fields["tools"] = tools_from_functions(body.functions)
+        if body.function_call is not None:
+            fields["tool_choice"] = tool_choice_from_function_call(body.function_call)
+    try:
+        return OpenAIChatRequest.model_validate(fields, context=TEXT_CHECKED)
+    except ValidationError as error:  # a combination the core refuses (tool_choice without tools...)
+        raise validation_error(list(error.errors()), OpenAIChatRequest) from None
 
 
 _PASSED_ON = (
@@ -104,13 +142,28 @@ _PASSED_ON = (
 )
 
 
+def _as_sent(value: Any) -> Any:
+    """A validated value as the client wrote it (the fields it set, no defaults added)."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json", by_alias=True, exclude_unset=True)
+    if isinstance(value, list):
+        return [_as_sent(item) for item in value]
+    return value
+
+
+_ROLE = {role.value: role for role in MessageRole} | {"developer": MessageRole.system}
+
+
 def _message(m: Any) -> ChatMessage:
+    """One validated OpenAI message as the core's, built without validating it again: its shape
+    (by role) already holds every rule ChatMessage checks (text where required, tool calls only
+    from the assistant, a tool's call id), and checking 2048 messages twice cost ~10 us each."""
     # The fields from the model's __dict__: a missing attribute on a pydantic model raises
     # through its metaclass (~30 us for the three a user message lacks).
     fields = m.__dict__
-    return ChatMessage(
-        role=_ROLES.get(m.role, m.role),
-        content=m.content,
+    return ChatMessage.model_construct(
+        role=_ROLE[m.role],
+        content=m.content if m.content is not None else "",  # an assistant that only calls tools: null
         tool_calls=fields.get("tool_calls"),
         tool_call_id=fields.get("tool_call_id"),
         name=fields.get("name"),
@@ -154,8 +207,10 @@ def _label(response: ChatResponse) -> str:
     return f"{response.metadata.provider}/{response.metadata.model}"
 
 
-def completion_id(request_id: str) -> str:
-    return f"chatcmpl-{request_id.removeprefix('req_')}"
+def completion_id(request_id: str, upstream_id: str | None = None) -> str:
+    """The answer's id: the upstream's own (chatcmpl-..., msg_..., Gemini's responseId) when it
+    gave one, else one from Conductor's request id (which `x-request-id` always carries)."""
+    return upstream_id or f"chatcmpl-{request_id.removeprefix('req_')}"
 
 
 def to_completion(response: ChatResponse, *, legacy_functions: bool = False) -> ChatCompletion:
@@ -170,11 +225,12 @@ def to_completion(response: ChatResponse, *, legacy_functions: bool = False) -> 
             finish = "tool_calls"
         message["content"] = response.content or None
     return ChatCompletion(
-        id=completion_id(response.metadata.id),
+        id=completion_id(response.metadata.id, response.metadata.upstream_id),
         created=int(response.metadata.finished_at.timestamp()),
         model=_label(response),
         choices=[{"index": 0, "message": message, "finish_reason": finish, "logprobs": response.logprobs}],
         usage=_usage(response),
+        system_fingerprint=response.metadata.system_fingerprint,
         conductor=conductor_info(response),
     )
 
@@ -224,7 +280,7 @@ async def list_models(core: AsyncConductor) -> list[ModelCard]:
 
     found = await asyncio.gather(*(one(p) for p in providers.values()))
     cards = [ModelCard(id="auto", created=created, owned_by="conductor")]
-    for name, models in zip(providers, found):
+    for name, models in zip(providers, found, strict=True):
         for model in dict.fromkeys(models):
             cards.append(ModelCard(id=f"{name}/{model}", created=created, owned_by=name))
     return cards
@@ -235,7 +291,7 @@ _MODELS_WAIT_S = 2.0
 
 async def resolve_model(core: AsyncConductor, requested: str) -> tuple[str, str | None]:
     """`model` as (provider, model or None for its default):
-    'auto', 'local', 'gemini/gemini-2.5-flash', or a bare model some configured provider lists."""
+    'auto', 'local', 'gemini/gemini-3.5-flash-lite', or a bare model some configured provider lists."""
     text = requested.strip(BLANK)
     known = known_provider_names()
     if text.lower() == "auto":
@@ -245,7 +301,7 @@ async def resolve_model(core: AsyncConductor, requested: str) -> tuple[str, str 
         return prefix.lower(), rest or None
     if not slash and text.lower() in known:
         return text.lower(), None
-    # A bare model name ("gpt-4o-mini"): the first configured provider that lists it.
+    # A bare model name ("gpt-6-luna"): the first configured provider that lists it.
     for card in await list_models(core):
         provider, _, model = card.id.partition("/")
         if model == text:
@@ -289,6 +345,43 @@ async def get_model(model_id: str, request: Request) -> ModelCard:
     raise ApiError(404, "model_not_found", f"unknown model {model_id!r}; {MODELS_HINT}", param="model")
 
 
+CHAT_EXAMPLES = {
+    "auto": {
+        "summary": "AUTO: Conductor picks the provider",
+        "value": {
+            "model": "auto",
+            "messages": [{"role": "user", "content": "What is a circuit breaker?"}],
+            "max_tokens": 128,
+        },
+    },
+    "provider_model": {
+        "summary": "A provider's model",
+        "value": {
+            "model": "gemini/gemini-3.5-flash-lite",
+            "messages": [
+                {"role": "system", "content": "Answer in one sentence."},
+                {"role": "user", "content": "Why do retries need jitter?"},
+            ],
+            "temperature": 0.3,
+        },
+    },
+    "local_stream": {
+        "summary": "The embedded model, streamed",
+        "value": {
+            "model": "local",
+            "messages": [{"role": "user", "content": "Name three colours."}],
+            "max_tokens": 32,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        },
+    },
+    "fastest": {
+        "summary": "AUTO with a routing policy (Conductor extension)",
+        "value": {"model": "auto", "policy": "fastest", "messages": [{"role": "user", "content": "Hi!"}]},
+    },
+}
+
+
 def _json_data(ref: str) -> dict[str, Any]:
     return {
         "type": "string",
@@ -330,64 +423,39 @@ _STREAM_SCHEMA = {
     description="OpenAI's Chat Completions API over every Conductor provider. Figures travel in `x-conductor-*` "
     "headers and in the extra `conductor` field (on the final chunk when streaming).",
     tags=["OpenAI-compatible"],
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {"$ref": "#/components/schemas/ChatCompletionRequest"},
+                    "examples": CHAT_EXAMPLES,
+                }
+            },
+        }
+    },
 )
-async def chat_completions(
-    request: Request, body: Annotated[ChatCompletionRequest, Body(openapi_examples=CHAT_EXAMPLES)]
-) -> Response:
+async def chat_completions(request: Request) -> Response:
+    # The body is read here, not by FastAPI: checked before anything else, and a large one is
+    # parsed (and turned into the core's request) in a worker thread, off the event loop.
+    raw = await request.body()
+    max_messages = request.app.state.gateway_settings.max_messages
+    body = await off_loop(len(raw), parse_completion_request, raw, max_messages)
     core = core_of(request)
     provider, model = await resolve_model(core, body.model)
-    try:
-        chat_request = to_chat_request(body, provider, model)
-    except ValidationError as error:  # a combination the core refuses (tool_choice without tools...)
-        raise validation_error(list(error.errors())) from None
+    chat_request = await off_loop(len(raw), to_chat_request, body, provider, model)
     request_id = request_id_of(request)
+    legacy = body.functions is not None and body.tools is None  # the client reads function_call
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return await _stream(request, core, chat_request, include_usage, request_id)
+        return await _stream(request, core, chat_request, include_usage, request_id, legacy)
     try:
         response = await until_disconnect(request, core.chat(chat_request, request_id=request_id))
     except ProviderError as error:
         raise _with_hint(error) from None
-    completion = to_completion(response, legacy_functions=body.functions is not None and body.tools is None)
+    completion = to_completion(response, legacy_functions=legacy)
     # Serialised by pydantic-core in one pass (no intermediate dict, no json.dumps).
     return Response(completion.model_dump_json(), media_type="application/json", headers=conductor_headers(response))
-
-
-CHAT_EXAMPLES = {
-    "auto": {
-        "summary": "AUTO: Conductor picks the provider",
-        "value": {
-            "model": "auto",
-            "messages": [{"role": "user", "content": "What is a circuit breaker?"}],
-            "max_tokens": 128,
-        },
-    },
-    "provider_model": {
-        "summary": "A provider's model",
-        "value": {
-            "model": "gemini/gemini-2.5-flash",
-            "messages": [
-                {"role": "system", "content": "Answer in one sentence."},
-                {"role": "user", "content": "Why do retries need jitter?"},
-            ],
-            "temperature": 0.3,
-        },
-    },
-    "local_stream": {
-        "summary": "The embedded model, streamed",
-        "value": {
-            "model": "local",
-            "messages": [{"role": "user", "content": "Name three colours."}],
-            "max_tokens": 32,
-            "stream": True,
-            "stream_options": {"include_usage": True},
-        },
-    },
-    "fastest": {
-        "summary": "AUTO with a routing policy (Conductor extension)",
-        "value": {"model": "auto", "policy": "fastest", "messages": [{"role": "user", "content": "Hi!"}]},
-    },
-}
 
 
 def _with_hint(error: ProviderError) -> ApiError:
@@ -407,10 +475,11 @@ class _Chunks:
     """Builds the chunks of one streamed answer: every chunk has the same id (from the
     request id) and names the model that serves (from `StreamStart`), as the usage chunk does."""
 
-    def __init__(self, request_id: str, model: str) -> None:
-        self.id = completion_id(request_id)
+    def __init__(self, request_id: str, model: str, start: StreamStart | None = None) -> None:
+        self.id = completion_id(request_id, start.upstream_id if start else None)
         self.created = int(time.time())
         self.model = model
+        self.fingerprint = start.system_fingerprint if start else None
 
     def chunk(self, delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:
         body = {
@@ -418,7 +487,7 @@ class _Chunks:
             "object": "chat.completion.chunk",
             "created": self.created,
             "model": self.model,
-            "system_fingerprint": None,
+            "system_fingerprint": self.fingerprint,
             "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
             **extra,
         }
@@ -431,7 +500,7 @@ class _Chunks:
                 "object": "chat.completion.chunk",
                 "created": self.created,
                 "model": self.model,
-                "system_fingerprint": None,
+                "system_fingerprint": self.fingerprint,
                 "choices": [],
                 "usage": _usage(response),
             }
@@ -515,7 +584,12 @@ async def _head(events: AsyncIterator[Any]) -> list[Any]:
 
 
 async def _stream(
-    request: Request, core: AsyncConductor, chat_request: ChatRequest, include_usage: bool, request_id: str
+    request: Request,
+    core: AsyncConductor,
+    chat_request: ChatRequest,
+    include_usage: bool,
+    request_id: str,
+    legacy_functions: bool = False,
 ) -> Response:
     events = core.stream(chat_request, request_id=request_id)
     # Wait for the first content before answering: a request that fails outright gets a real
@@ -530,7 +604,7 @@ async def _stream(
         raise
     start = next((e for e in head if isinstance(e, StreamStart)), None)
     served = f"{start.provider}/{start.model}" if start else chat_request.model or chat_request.provider
-    chunks = _Chunks(request_id, served)
+    chunks = _Chunks(request_id, served, start)
 
     def render(event: Any) -> tuple[bytes, bool]:
         """One core event as SSE bytes, and whether it ends the stream."""
@@ -538,12 +612,14 @@ async def _stream(
         if kind is TextDelta:
             return chunks.chunk({"content": event.text}), False
         if kind is ToolCallDelta:
-            call: dict[str, Any] = {"index": event.index}
-            if event.id:
-                call.update(id=event.id, type="function")
             function = {"arguments": event.arguments}
             if event.name:
                 function["name"] = event.name
+            if legacy_functions:  # a client that sent `functions` reads `function_call` pieces
+                return chunks.chunk({"function_call": function}), False
+            call: dict[str, Any] = {"index": event.index}
+            if event.id:
+                call.update(id=event.id, type="function")
             call["function"] = function
             return chunks.chunk({"tool_calls": [call]}), False
         if kind is StatusNotice:
@@ -551,7 +627,9 @@ async def _stream(
         if kind is StreamDone:
             response = event.response
             info = conductor_info(response).model_dump(mode="json")
-            finish = "tool_calls" if response.tool_calls else _finish(response.metadata.finish_reason)
+            finish = _finish(response.metadata.finish_reason)
+            if response.tool_calls:
+                finish = "function_call" if legacy_functions else "tool_calls"
             out = chunks.chunk({}, finish, conductor=info)
             if include_usage:
                 out += chunks.usage(response)

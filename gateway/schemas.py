@@ -1,19 +1,24 @@
 """Wire shapes of the OpenAI-compatible API, and the error body every endpoint returns.
 
 The request models are strict (a JSON string is not a number) so that what the OpenAPI
-document promises is exactly what the gateway accepts. Every Chat Completions parameter
-that changes the answer is taken and passed on (see `gateway.openai_api.to_chat_request`);
-a provider that has no equivalent answers 400 naming the parameter. Unknown parameters are
-ignored, so newer clients work unchanged; `n` > 1 is rejected with a sentence saying so.
+document promises is exactly what the gateway accepts. Every Chat Completions parameter the
+client sends arrives (see `gateway.openai_api.to_chat_request`): those Conductor models are
+checked and translated for each provider; the others (reasoning_effort, service_tier, store,
+metadata, any newer one) are the upstream's business, sent as they are to OpenAI and
+OpenAI-compatible upstreams. A provider that cannot honour one answers 400 naming it. `n` > 1
+is rejected with a sentence saying so.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, WithJsonSchema, field_validator
+from pydantic.fields import FieldInfo
 
 from conductor_core.models import (
+    CONTROL_CHARACTERS,
     Attempt,
     ChatRequest,
     ErrorResponse,
@@ -23,6 +28,8 @@ from conductor_core.models import (
     ToolCall,
     ToolFunction,
     ToolName,
+    check_model_name,
+    needs,
 )
 
 __all__ = [
@@ -33,19 +40,36 @@ __all__ = [
     "GatewayError",
     "ModelCard",
     "ModelList",
+    "OpenAIChatRequest",
     "OpenAIErrorBody",
+    "PublicHealth",
     "StreamOptions",
     "bounds",
 ]
 
 
-def bounds(field: str) -> tuple[Any, Any]:
-    """(lowest, highest) allowed for a numeric field of `ChatRequest`: one source of truth for
-    the core's limits, the OpenAI shape's limits and the error sentences."""
+def bounds(field: str, model: type[BaseModel] = ChatRequest) -> tuple[Any, Any]:
+    """(lowest, highest) allowed for a numeric field of `model` (None where unbounded): one
+    source of truth for the core's limits, the OpenAI shape's limits and the error sentences."""
+    info = model.model_fields[field]
+    return _bounds_of([*info.metadata, info.annotation])
+
+
+def _bounds_of(items: list[Any]) -> tuple[Any, Any]:
     low = high = None
-    for item in ChatRequest.model_fields[field].metadata:
-        low = getattr(item, "ge", low)
-        high = getattr(item, "le", high)
+    for item in items:
+        if get_origin(item) is Annotated:
+            inner = _bounds_of(list(get_args(item)[1:]))
+        elif get_origin(item) in (Union, UnionType):
+            inner = _bounds_of(list(get_args(item)))
+        elif isinstance(item, FieldInfo):  # Field(ge=..., le=...) inside an Annotated
+            inner = _bounds_of(list(item.metadata))
+        elif get_origin(item) is dict:  # a map's values (logit_bias)
+            inner = _bounds_of([get_args(item)[1]])
+        else:
+            inner = (getattr(item, "ge", None), getattr(item, "le", None))
+        low = inner[0] if inner[0] is not None else low
+        high = inner[1] if inner[1] is not None else high
     return low, high
 
 
@@ -60,12 +84,23 @@ def integral(value: Any) -> Any:
 # a JSON Schema pattern's \s does not: an explicit class means the same to both.
 BLANK = " \t\n\r\f\v"
 MODEL_NOT_BLANK = r"[^ \t\n\r\f\v]"  # has a character not in BLANK
+#: A model name holds no control character (a JSON Schema `not`: a pattern alone would need
+#: anchors, and `$` means different things to different regex engines).
+NO_CONTROL_CHARACTERS: dict[str, Any] = {"type": "string", "pattern": CONTROL_CHARACTERS}
 _TEMPERATURE = bounds("temperature")
-_MAX_TOKENS = bounds("max_tokens")
 _SEED = bounds("seed")
 # Bounds before the validator, or pydantic writes them as "ge"/"le", which JSON Schema ignores.
-MaxTokens = Annotated[int, Field(ge=_MAX_TOKENS[0], le=_MAX_TOKENS[1]), BeforeValidator(integral)]
+# OpenAI's contract for the token cap: an integer >= 1 (the model's own limit is the upstream's to say).
+MaxTokens = Annotated[int, Field(ge=1), BeforeValidator(integral)]
 OneChoice = Annotated[int, Field(ge=1, le=1), BeforeValidator(integral)]
+
+
+class OpenAIChatRequest(ChatRequest):
+    """The core's request as the OpenAI route builds it: OpenAI's contract for `max_tokens` (an
+    integer >= 1, no Conductor cap; a provider whose model cannot produce that many says so)
+    instead of the seed's 1-4000."""
+
+    max_tokens: int | None = Field(default=None, ge=1, description="Most tokens to generate; None sends no cap.")
 
 
 def _content_text(value: Any) -> str:
@@ -155,7 +190,7 @@ OpenAIMessage = Annotated[SystemMessage | UserMessage | AssistantTurn | ToolMess
 
 
 class StreamOptions(BaseModel):
-    model_config = ConfigDict(strict=True, extra="ignore")
+    model_config = ConfigDict(strict=True, extra="allow")  # newer options travel on to OpenAI upstreams
 
     include_usage: bool | None = Field(
         default=None, description="Send a last chunk with `usage` and an empty `choices` list before [DONE]."
@@ -164,12 +199,16 @@ class StreamOptions(BaseModel):
 
 class ChatCompletionRequest(BaseModel):
     """OpenAI's Chat Completions request. `model` picks the provider: `auto`, a provider name
-    (its default model), or `provider/model`."""
+    (its default model), or `provider/model`. Parameters not listed here (reasoning_effort,
+    service_tier, store, metadata, prediction, ...) are sent as they are to OpenAI and
+    OpenAI-compatible upstreams; other providers answer 400 naming them."""
 
     model_config = ConfigDict(
         strict=True,
-        extra="ignore",
+        extra="allow",
         json_schema_extra={
+            # What the validators below check: OpenAI refuses these without what they choose from.
+            "allOf": [needs("tool_choice", "tools"), needs("function_call", "functions")],
             "examples": [
                 {
                     "model": "auto",
@@ -181,22 +220,22 @@ class ChatCompletionRequest(BaseModel):
                     "max_tokens": 128,
                 },
                 {
-                    "model": "gemini/gemini-2.5-flash",
+                    "model": "gemini/gemini-3.5-flash-lite",
                     "messages": [{"role": "user", "content": "Write a haiku about latency."}],
                     "stream": True,
                     "stream_options": {"include_usage": True},
                 },
-            ]
+            ],
         },
     )
 
     model: str = Field(
         min_length=1,
         description="'auto' (Conductor chooses), a provider name such as 'local' (its default model), or "
-        "'provider/model' such as 'gemini/gemini-2.5-flash'. GET /v1/models lists them.",
-        examples=["auto", "local", "gemini/gemini-2.5-flash", "ollama/llama3.2"],
+        "'provider/model' such as 'gemini/gemini-3.5-flash-lite'. GET /v1/models lists them.",
+        examples=["auto", "local", "gemini/gemini-3.5-flash-lite", "ollama/llama3.2"],
         # Documented, checked by the validator below (which gives the clearer message).
-        json_schema_extra={"pattern": MODEL_NOT_BLANK},
+        json_schema_extra={"pattern": MODEL_NOT_BLANK, "not": NO_CONTROL_CHARACTERS},
     )
     messages: list[OpenAIMessage] = Field(min_length=1, description="The conversation, oldest first (at least one).")
     temperature: float | None = Field(
@@ -253,6 +292,22 @@ class ChatCompletionRequest(BaseModel):
     def _model_not_blank(cls, value: str) -> str:
         if not value.strip(BLANK):
             raise ValueError("must not be blank: use 'auto', a provider name or 'provider/model'")
+        check_model_name(value)
+        return value
+
+    # OpenAI refuses a tool choice without tools (400); so does the gateway, rather than drop it.
+    @field_validator("tool_choice")
+    @classmethod
+    def _tool_choice_needs_tools(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is not None and not info.data.get("tools"):
+            raise ValueError("needs tools: send the functions the model may call in tools, or leave tool_choice out")
+        return value
+
+    @field_validator("function_call")
+    @classmethod
+    def _function_call_needs_functions(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is not None and not info.data.get("functions"):
+            raise ValueError("needs functions: send the functions the model may call, or leave function_call out")
         return value
 
 
@@ -264,7 +319,7 @@ class ConductorInfo(BaseModel):
 
     request_id: str
     provider: str = Field(examples=["gemini"])
-    model: str = Field(examples=["gemini-2.5-flash"])
+    model: str = Field(examples=["gemini-3.5-flash-lite"])
     route: Literal["manual", "auto", "compare"] = "manual"
     policy: str | None = None
     reason: str | None = Field(default=None, description="Why this provider served (AUTO).")
@@ -305,7 +360,7 @@ class ChatCompletion(BaseModel):
                     "id": "chatcmpl-3f2a9c",
                     "object": "chat.completion",
                     "created": 1767225600,
-                    "model": "gemini/gemini-2.5-flash",
+                    "model": "gemini/gemini-3.5-flash-lite",
                     "choices": [
                         {
                             "index": 0,
@@ -323,7 +378,7 @@ class ChatCompletion(BaseModel):
                     "conductor": {
                         "request_id": "req_3f2a9c",
                         "provider": "gemini",
-                        "model": "gemini-2.5-flash",
+                        "model": "gemini-3.5-flash-lite",
                         "route": "auto",
                         "policy": "balanced",
                         "reason": "best balance of speed, reliability and cost: p50 latency 410 ms, 100% success, est. $0.00002",
@@ -357,6 +412,7 @@ class ChunkDelta(BaseModel):
     role: Literal["assistant"] | None = None
     content: str | None = None
     tool_calls: list[ChunkToolCall] | None = None
+    function_call: dict[str, str] | None = Field(default=None, description="Only when the request used `functions`.")
 
 
 class ChunkChoice(BaseModel):
@@ -383,7 +439,7 @@ class ChatCompletionChunk(BaseModel):
 
 
 class ModelCard(BaseModel):
-    id: str = Field(examples=["gemini/gemini-2.5-flash"])
+    id: str = Field(examples=["gemini/gemini-3.5-flash-lite"])
     object: Literal["model"] = "model"
     created: int
     owned_by: str = Field(examples=["gemini"], description="The provider, or 'conductor' for auto.")
@@ -408,6 +464,15 @@ class ModelList(BaseModel):
     data: list[ModelCard]
 
 
+class PublicHealth(BaseModel):
+    """What /health tells a caller without the gateway's key (a load balancer's probe): only
+    whether the gateway can serve. Which providers it has is for key holders."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"status": "up"}]})
+
+    status: Literal["up", "down"] = Field(description="up: at least one provider is healthy; down: none is.")
+
+
 # --- errors -------------------------------------------------------------------------------
 
 
@@ -415,7 +480,11 @@ class OpenAIErrorBody(BaseModel):
     message: str
     type: str = Field(examples=["invalid_request_error"], description="OpenAI's error class.")
     param: str | None = Field(default=None, description="The request field at fault, if any.")
-    code: str | None = Field(default=None, description="Conductor's machine-readable kind, e.g. rate_limit.")
+    code: str | None = Field(
+        default=None,
+        description="The upstream provider's own code for a 4xx it answered (e.g. context_length_exceeded), else "
+        "Conductor's machine-readable kind (the top-level `type`), e.g. rate_limit.",
+    )
 
 
 class GatewayError(ErrorResponse):

@@ -18,6 +18,11 @@ class GatewaySettings(BaseSettings):
     host: str = Field(default="127.0.0.1", description="Interface to listen on; 0.0.0.0 in a container.")
     port: int = Field(default=8000, ge=0, le=65535)
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024, description="Largest request body accepted (413 above).")
+    max_messages: int = Field(
+        default=2048,
+        ge=1,
+        description="Most messages in one chat request (400 above): bounds the work one request can cost.",
+    )
     workers: int = Field(
         default=1,
         ge=1,

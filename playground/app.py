@@ -21,7 +21,8 @@ st.set_page_config(
     initial_sidebar_state="auto",
 )
 
-from playground import (
+from conductor_core.store import SchemaError  # noqa: E402
+from playground import (  # noqa: E402
     access,
     state,
 )
@@ -55,6 +56,18 @@ except Exception as exc:  # noqa: BLE001 - a broken configuration is a message, 
         icon=":material/error:",
     )
     st.stop()
+
+if conductor.log.schema_error is not None:
+    try:
+        conductor.log.open()  # checks again (at most every 30 s): someone may have run the upgrade
+    except SchemaError as exc:
+        st.error(
+            f"The request log's database cannot be used by this release: {ui.escape_md(str(exc))}",
+            icon=":material/database:",
+        )
+        st.stop()
+    except Exception:  # noqa: BLE001 - unreachable now: each page says so where it reads the log
+        pass
 
 with st.sidebar:
     try:

@@ -3,7 +3,9 @@
 `Arena.answers()` streams on the thread that reads it, and closing it cancels the calls: a
 Streamlit rerun would do exactly that. So one `BlindRounds` per process (in
 `st.cache_resource`) reads each round's stream on a daemon thread and keeps the text that
-has arrived per letter, in memory. The page draws from here while a round runs; once an
+has arrived per letter, in memory. It claims the round's lease before that thread starts, so
+no page (of any process) takes a round being answered for one a dead server left behind;
+`stop()` is the page's Stop. The page draws from here while a round runs; once an
 answer ends it is in the arena's tables (the source of truth after a reload or a restart).
 Only letters and text are kept here, never which model answered: the page cannot leak it.
 """
@@ -17,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from conductor_core.store.leases import Lease
 from conductor_core.workbench.arena import Arena
 
 __all__ = ["BlindRounds", "LiveRound"]
@@ -54,9 +57,19 @@ class BlindRounds:
             if match_id in self._rounds:
                 return
             self._rounds[match_id] = LiveRound()
+        try:
+            lease = self.arena.claim(match_id)
+        except Exception:
+            with self._lock:
+                del self._rounds[match_id]
+            raise
         threading.Thread(
-            target=self._run, args=(match_id, dict(overrides or {})), daemon=True, name=f"arena-{match_id}"
+            target=self._run, args=(match_id, dict(overrides or {}), lease), daemon=True, name=f"arena-{match_id}"
         ).start()
+
+    def stop(self, match_id: str) -> bool:
+        """Stop the round's answers still coming (whichever process answers them)."""
+        return self.arena.stop(match_id)
 
     def live(self, match_id: str) -> LiveRound | None:
         """A copy of what has arrived, or None when this process is not answering the round."""
@@ -66,9 +79,9 @@ class BlindRounds:
                 return None
             return LiveRound(text=dict(found.text), finished=dict(found.finished), running=found.running)
 
-    def _run(self, match_id: str, overrides: dict[str, Any]) -> None:
+    def _run(self, match_id: str, overrides: dict[str, Any], lease: Lease) -> None:
         try:
-            for event in self.arena.answers(self.conductor, match_id, overrides=overrides or None):
+            for event in self.arena.answers(self.conductor, match_id, overrides=overrides or None, lease=lease):
                 with self._lock:
                     current = self._rounds[match_id]
                     if event.text:

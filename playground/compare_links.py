@@ -1,6 +1,6 @@
 """Comparisons opened from a URL, and the link that opens the current one.
 
-    /compare?compare=openai/gpt-4o-mini,local/gemma-3-270m&prompt=Why+is+the+sky+blue%3F
+    /compare?compare=openai/gpt-6-luna,local/gemma-3-270m&prompt=Why+is+the+sky+blue%3F
 
 opens Compare with those columns and sends that prompt once: the parameters are then taken
 off the URL, which names the new session instead (a reload shows it, never re-sends it). A
@@ -30,7 +30,7 @@ MAX_COLUMNS = 4
 
 
 def parse_targets(text: str) -> list[tuple[str, str | None]]:
-    """ "openai/gpt-4o-mini, local" -> [("openai", "gpt-4o-mini"), ("local", None)]."""
+    """ "openai/gpt-6-luna, local" -> [("openai", "gpt-6-luna"), ("local", None)]."""
     found = []
     for part in text.split(","):
         part = part.strip()

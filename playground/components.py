@@ -36,6 +36,7 @@ __all__ = [
     "render_error",
     "render_answer_text",
     "copy_control",
+    "copy_button",
     "unexpected_error",
 ]
 
@@ -199,6 +200,61 @@ def copy_control(content: str, key: str) -> None:
     with st.popover("Copy", icon=":material/content_copy:", type="tertiary", key=key):
         st.caption("Raw text: use the copy icon at the top right.")
         st.code(content, language=None, wrap_lines=True)
+
+
+# A button that puts a text on the clipboard: Streamlit has none (st.code's icon shows on hover
+# only). Our own constant HTML and script; the text and the words arrive as data and are set
+# as text (never parsed as HTML). Without the Clipboard API (a page served over plain HTTP
+# from another machine), a hidden text area and the browser's copy command are the fallback;
+# if both fail the button says so, and the caller shows the text to copy by hand.
+_COPY_HTML = (
+    '<button type="button" class="copy"><svg viewBox="0 0 24 24" aria-hidden="true"><path d="M3.9 12c0-1.71 1.39-3.1'
+    " 3.1-3.1h4V7H7c-2.76 0-5 2.24-5 5s2.24 5 5 5h4v-1.9H7c-1.71 0-3.1-1.39-3.1-3.1zM8 13h8v-2H8v2zm9-6h-4v1.9h4c1.71"
+    ' 0 3.1 1.39 3.1 3.1s-1.39 3.1-3.1 3.1h-4V17h4c2.76 0 5-2.24 5-5s-2.24-5-5-5z"/></svg>'
+    '<span class="label"></span></button><span class="said" role="status"></span>'
+)
+_COPY_CSS = """
+.copy { font: inherit; font-size: 0.875rem; padding: 0.25rem 0.75rem; min-height: 2.5rem; cursor: pointer;
+  display: inline-flex; align-items: center; gap: 0.4rem;
+  border-radius: 0.5rem; border: 1px solid var(--st-border-color, rgba(49, 51, 63, 0.2));
+  background: var(--st-background-color, #fff); color: var(--st-text-color, inherit); }
+.copy:hover { border-color: var(--st-primary-color, #ff4b4b); color: var(--st-primary-color, #ff4b4b); }
+.copy svg { width: 1.1rem; height: 1.1rem; fill: currentColor; }
+.said { margin-left: 0.5rem; font-size: 0.875rem; opacity: 0.75; }
+"""
+_COPY_JS = """
+export default function (component) {
+    const { data, parentElement } = component;
+    const button = parentElement.querySelector("button.copy");
+    const said = parentElement.querySelector(".said");
+    button.querySelector(".label").textContent = data.label;
+    button.onclick = async () => {
+        let copied = false;
+        try {
+            await navigator.clipboard.writeText(data.text);
+            copied = true;
+        } catch (error) {
+            const area = document.createElement("textarea");
+            area.value = data.text;
+            area.setAttribute("readonly", "");
+            area.style.position = "fixed";
+            area.style.opacity = "0";
+            document.body.appendChild(area);
+            area.select();
+            try { copied = document.execCommand("copy"); } catch (ignored) { copied = false; }
+            area.remove();
+        }
+        said.textContent = copied ? data.copied : data.failed;
+        button.dataset.copied = String(copied);
+    };
+}
+"""
+_copy_component = st.components.v2.component("conductor.copy_button", html=_COPY_HTML, css=_COPY_CSS, js=_COPY_JS)
+
+
+def copy_button(label: str, text: str, *, key: str, copied: str = "Copied", failed: str = "Not copied") -> None:
+    """A button that copies `text` to the clipboard, then says `copied` (or `failed`) beside it."""
+    _copy_component(data={"label": label, "text": text, "copied": copied, "failed": failed}, key=key, width="content")
 
 
 def unexpected_error(exc: BaseException) -> str:

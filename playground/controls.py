@@ -149,6 +149,9 @@ def variant_controls(
         help="AUTO picks the best healthy provider and falls back when one fails." if allow_auto else None,
         label_visibility="collapsed" if compact else "visible",
     )
+    status = state.provider_status(c, provider)
+    if status:  # beside the control, never in its option's label (see state.provider_label)
+        st.caption(ui.escape_md(status))
     policy = None
     model: str | None = None
     if provider == "auto":

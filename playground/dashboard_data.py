@@ -3,9 +3,11 @@
 Pure functions (pandas/numpy in, pandas out; no Streamlit, no I/O), so they can be tested
 and benchmarked on their own. The promises:
 
-* **Bounded output.** The bucket size is chosen from the window so that a series has at
-  most `MAX_BUCKETS` buckets per provider, and at most `MAX_POINTS` rows in all, however
-  long the log grows. A chart therefore sends a bounded number of points to the browser.
+* **A few dozen points per line.** The bucket size is chosen from the window so that a
+  series has at most `MAX_BUCKETS` (40) buckets per provider, at least 24 for every window
+  the page offers, and at most `MAX_POINTS` rows in all, however long the log grows: a
+  line a person can follow (not 120 zig-zags), and a bounded number of points sent to
+  the browser.
 * **Vectorised.** One `groupby` over integer bucket codes; no Python loop over rows.
   A million rows take well under a second.
 
@@ -28,7 +30,7 @@ not generation) — the rule of the providers' own figures and of the log's roll
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -53,7 +55,12 @@ __all__ = [
     "leaderboard_table",
     "LEADERBOARD_COLUMNS",
     "status_table",
+    "window_figures",
+    "cost_text",
+    "fit_widths",
+    "text_width",
     "humanize_seconds",
+    "bucket_name",
     "compact_count",
 ]
 
@@ -79,8 +86,9 @@ WINDOW_NAMES: dict[str, str] = {
     "All": "whole log",
 }
 
-#: Most buckets per provider in one series.
-MAX_BUCKETS = 120
+#: Most buckets per provider in one series: every window the page offers gets 24 to 40 (a
+#: few dozen points per line; an hour is 30 two-minute buckets).
+MAX_BUCKETS = 40
 #: Most rows in one series (all providers together). The busiest chart (latency) draws
 #: two points per row (p50 and p95), so this keeps every chart under 5,000 points.
 MAX_POINTS = 2_500
@@ -113,8 +121,10 @@ _NICE_BUCKETS_S = (
 
 SERIES_COLUMNS: tuple[str, ...] = (
     "provider",
-    "bucket",
-    "requests",
+    "bucket",  # the bucket's start
+    "time",  # where its point is drawn: the middle of the part of the bucket inside the window
+    "requests",  # attempts, retries and fallbacks included
+    "first_attempts",  # requests: attempts with attempt_index 0 (or unknown)
     "ok",
     "errors",
     "counted",  # attempts that say something about the provider: successes and its failures
@@ -124,11 +134,12 @@ SERIES_COLUMNS: tuple[str, ...] = (
     "p95_latency_ms",
     "mean_latency_ms",
     "p50_ttft_ms",
+    "p95_ttft_ms",
     "mean_ttft_ms",
     "tokens_per_second",
     "cost_usd",
     "cost_per_request_usd",
-    "cumulative_cost_usd",
+    "cumulative_cost_usd",  # NaN until the provider's first priced answer: unknown is not $0
     "requests_per_min",
 )
 
@@ -183,7 +194,8 @@ def _empty_series() -> pd.DataFrame:
     frame = pd.DataFrame({name: pd.Series(dtype="float64") for name in SERIES_COLUMNS})
     frame["provider"] = pd.Series(dtype=object)
     frame["bucket"] = pd.Series(dtype="datetime64[ns, UTC]")
-    for name in ("requests", "ok", "errors", "counted", "unpriced"):
+    frame["time"] = pd.Series(dtype="datetime64[ns, UTC]")
+    for name in ("requests", "first_attempts", "ok", "errors", "counted", "unpriced"):
         frame[name] = pd.Series(dtype="int64")
     return frame
 
@@ -196,10 +208,18 @@ def _grid(providers: np.ndarray, start_code: int, n_buckets: int) -> tuple[np.nd
     return provider_idx, bucket_code
 
 
-def _finish(frame: pd.DataFrame, providers: np.ndarray, bucket_s: int) -> pd.DataFrame:
+def _finish(frame: pd.DataFrame, providers: np.ndarray, bucket_s: int, start: datetime, end: datetime) -> pd.DataFrame:
     frame["provider"] = providers[frame.pop("provider_idx").to_numpy()]
-    frame["bucket"] = pd.to_datetime(frame.pop("bucket_code").to_numpy() * (bucket_s * _NS), unit="ns", utc=True)
-    requests = frame["requests"].to_numpy()
+    first_ns = frame.pop("bucket_code").to_numpy() * (bucket_s * _NS)
+    frame["bucket"] = pd.to_datetime(first_ns, unit="ns", utc=True)
+    # The window cuts its first and last buckets: a point is drawn in the middle of the part
+    # inside the window (not before the axis starts), and a rate is over that part (the
+    # current bucket does not dip because it has just begun), over a quarter of a bucket at
+    # least so that a few seconds of traffic do not make a spike.
+    lo = np.maximum(first_ns, int(pd.Timestamp(start).value))
+    hi = np.maximum(np.minimum(first_ns + bucket_s * _NS, int(pd.Timestamp(end).value)), lo)
+    frame["time"] = pd.to_datetime(lo + (hi - lo) // 2, unit="ns", utc=True)
+    covered_min = np.clip((hi - lo) / _NS, bucket_s / 4, bucket_s) / 60.0
     counted = frame["counted"].to_numpy()
     with np.errstate(invalid="ignore", divide="ignore"):
         frame["success_rate"] = np.where(counted > 0, frame["ok"].to_numpy() / np.maximum(counted, 1), np.nan)
@@ -208,8 +228,10 @@ def _finish(frame: pd.DataFrame, providers: np.ndarray, bucket_s: int) -> pd.Dat
             frame["cost_usd"].to_numpy() / np.maximum(frame["priced"].to_numpy(), 1),
             np.nan,
         )
-    frame["cumulative_cost_usd"] = frame.groupby("provider", sort=False)["cost_usd"].cumsum()
-    frame["requests_per_min"] = requests / (bucket_s / 60.0)
+    by_provider = frame.groupby("provider", sort=False)
+    priced_so_far = by_provider["priced"].cumsum().to_numpy()
+    frame["cumulative_cost_usd"] = np.where(priced_so_far > 0, by_provider["cost_usd"].cumsum().to_numpy(), np.nan)
+    frame["requests_per_min"] = frame["requests"].to_numpy() / covered_min
     for name in SERIES_COLUMNS:
         if name not in frame:
             frame[name] = np.nan
@@ -228,7 +250,7 @@ def series_from_frame(
 
     Returns the series (columns `SERIES_COLUMNS`, one row per provider and bucket over the
     whole window, oldest first) and the bucket size used. Latency and time to first token
-    are over successful attempts; tokens per second is the tokens after the first over the
+    (p50, p95) are over successful attempts; tokens per second is the tokens after the first over the
     time after the first token, of streamed successes with two tokens or more."""
     start, end = _utc(start), _utc(end)
     span_s = max((end - start).total_seconds(), 1.0)
@@ -252,6 +274,8 @@ def series_from_frame(
     codes = ts // step
 
     ok = frame["status"].eq("ok").to_numpy(dtype=bool, na_value=False)
+    # A request's first attempt (an unknown position counts as one: a request of its own).
+    first_attempt = ~(_floats(frame, "attempt_index") > 0)
     if "error_type" in frame:
         blameless = ~ok & frame["error_type"].astype(object).isin(NOT_PROVIDER_FAULTS).to_numpy(dtype=bool)
     else:
@@ -277,6 +301,7 @@ def series_from_frame(
     provider_idx, bucket_code = _grid(providers, int(start_code), n_buckets)
     full = pd.DataFrame({"provider_idx": provider_idx, "bucket_code": bucket_code})
     full["requests"] = requests
+    full["first_attempts"] = total(first_attempt.astype("float64")).astype("int64")
     full["ok"] = ok_count
     full["errors"] = requests - ok_count
     full["counted"] = requests - total(blameless.astype("float64")).astype("int64")
@@ -301,12 +326,13 @@ def series_from_frame(
     with np.errstate(invalid="ignore", divide="ignore"):
         counts = total(first.astype("float64"))
         full["mean_ttft_ms"] = np.where(counts > 0, total(np.where(first, ttft, 0.0)) / counts, np.nan)
-    full["p50_ttft_ms"] = (
-        pd.Series(ttft[first]).groupby(key[first], sort=True).median().reindex(range(cells)).to_numpy()
-        if first.any()
-        else np.nan
-    )
-    return _finish(full, providers, size), size
+    if first.any():
+        ttft_quantiles = pd.Series(ttft[first]).groupby(key[first], sort=True).quantile([0.5, 0.95]).unstack()
+        full["p50_ttft_ms"] = ttft_quantiles[0.5].reindex(range(cells)).to_numpy()
+        full["p95_ttft_ms"] = ttft_quantiles[0.95].reindex(range(cells)).to_numpy()
+    else:
+        full["p50_ttft_ms"] = full["p95_ttft_ms"] = np.nan
+    return _finish(full, providers, size, start, end), size
 
 
 def series_from_aggregate(
@@ -345,6 +371,8 @@ def series_from_aggregate(
     sums = pd.DataFrame(
         {
             "requests": column("requests"),
+            # Sums without the column (made by hand): each attempt counts as a request.
+            "first_attempts": column("first_attempts") if "first_attempts" in rows else column("requests"),
             "ok": column("ok"),
             "not_at_fault": column("not_at_fault"),
             "priced": column("priced"),
@@ -359,7 +387,7 @@ def series_from_aggregate(
         index=key,
     )
     sums = sums.groupby(level=0).sum().reindex(full_key).fillna(0.0)
-    for name in ("requests", "ok", "priced"):
+    for name in ("requests", "first_attempts", "ok", "priced"):
         full[name] = sums[name].astype("int64").to_numpy()
     full["errors"] = full["requests"] - full["ok"]
     full["counted"] = full["requests"] - sums["not_at_fault"].astype("int64").to_numpy()
@@ -374,17 +402,19 @@ def series_from_aggregate(
         full["tokens_per_second"] = np.where(
             sums["generation_s"] > 0, sums["generation_tokens"] / sums["generation_s"], np.nan
         )
-    return _finish(full, providers, bucket_s)
+    return _finish(full, providers, bucket_s, start, end)
 
 
 def summary(series: pd.DataFrame) -> dict[str, float | int | None]:
-    """Totals over a series: requests, successes, success rate (over the attempts that count
-    against a provider), cost and how many successes are unpriced, mean requests per minute."""
+    """Totals over a series: attempts (`requests`, retries and fallbacks included) and the
+    requests they belong to (`first_attempts`), successes, success rate (over the attempts
+    that count against a provider), cost and how many successes are unpriced, mean attempts
+    per minute and mean requests per minute."""
 
     def total(name: str) -> int:
         return int(series[name].sum()) if not series.empty and name in series else 0
 
-    requests, ok, counted = total("requests"), total("ok"), total("counted")
+    requests, ok, counted, first = total("requests"), total("ok"), total("counted"), total("first_attempts")
     per_bucket = (
         series.groupby("bucket", sort=False)["requests_per_min"].sum()
         if not series.empty
@@ -392,12 +422,15 @@ def summary(series: pd.DataFrame) -> dict[str, float | int | None]:
     )
     return {
         "requests": requests,
+        "first_attempts": total("first_attempts"),
         "ok": ok,
         "counted": counted,
         "success_rate": ok / counted if counted else None,
         "cost_usd": float(series["cost_usd"].sum()) if not series.empty else 0.0,
         "unpriced": total("unpriced"),
         "requests_per_min": float(per_bucket.mean()) if len(per_bucket) else 0.0,
+        # Every bucket has the same size, so the requests' rate is the attempts' scaled.
+        "first_attempts_per_min": float(per_bucket.mean()) * first / requests if requests else 0.0,
     }
 
 
@@ -519,6 +552,14 @@ def compact_count(value: int) -> str:
     return f"{value / 1_000_000:.3g}M"
 
 
+def bucket_name(bucket_s: int) -> str:
+    """A bucket size as said in a sentence: "10-second", "2-minute", "6-hour", "1-day"."""
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if bucket_s >= size and bucket_s % size == 0:
+            return f"{bucket_s // size}-{unit}"
+    return f"{bucket_s}-second"
+
+
 def humanize_seconds(seconds: float | None) -> str:
     """A short duration for a person: "42 s", "3m 05s", "2h 10m", "3d 4h"."""
     if seconds is None or (isinstance(seconds, float) and math.isnan(seconds)):
@@ -537,10 +578,87 @@ def _number(value: float | None) -> float:
     return float("nan") if value is None else float(value)
 
 
-def status_table(status: Any, now: datetime | None = None) -> pd.DataFrame:
+def cost_text(cost_usd: float, answers: int, unpriced: int, format_cost: Callable[[float | None], str]) -> str:
+    """A provider's cost in a table cell: "—" with no answer, "unknown" when none of its
+    answers has a known price (never "$0.00000": it is not known to be free), "$0.0123 + 3
+    unpriced" when some have none, else the cost ("free" for 0)."""
+    if not answers:
+        return "—"
+    if unpriced >= answers:
+        return format_cost(None)
+    if unpriced:
+        return f"{'$0' if cost_usd == 0 else format_cost(cost_usd)} + {compact_count(unpriced)} unpriced"
+    return format_cost(cost_usd)
+
+
+def window_figures(series: pd.DataFrame) -> pd.DataFrame:
+    """Per provider over a series: requests, answers, unpriced answers and cost, the latency
+    trend (p50 of each bucket with answers, oldest first; the mean when the series comes from
+    rollups; None under two points) and the traffic (requests in every bucket)."""
+    columns = ["requests", "ok", "unpriced", "cost_usd", "latency_trend", "traffic"]
+    if series.empty:
+        return pd.DataFrame(columns=columns).rename_axis("provider")
+    latency = "p50_latency_ms" if series["p50_latency_ms"].notna().any() else "mean_latency_ms"
+    rows = {}
+    for provider, group in series.groupby("provider", sort=True):
+        trend = group[latency].dropna().round(1).tolist()  # a sparkline takes no gaps
+        rows[provider] = {
+            "requests": int(group["requests"].sum()),
+            "ok": int(group["ok"].sum()),
+            "unpriced": int(group["unpriced"].sum()),
+            "cost_usd": float(group["cost_usd"].sum()),
+            "latency_trend": trend if len(trend) >= 2 else None,
+            "traffic": group["requests"].astype(int).tolist(),
+        }
+    return pd.DataFrame.from_dict(rows, orient="index", columns=columns).rename_axis("provider")
+
+
+# Character widths of the table's font (14 px Source Sans, measured in Chromium), by class,
+# each class at its widest: an estimate that errs wide by a few pixels, never narrow.
+_NARROW, _THIN, _DIGIT, _WIDE, _WIDEST, _OTHER = 3.7, 5.0, 7.0, 9.4, 12.3, 7.8
+_CHAR_CLASSES = (
+    ("ilIj.,:;·'|!", _NARROW),
+    ("ftr()-/ ", _THIN),
+    ("0123456789$+_", _DIGIT),
+    ("mw%MW—◐✕", _WIDEST),
+    ("ABCDEFGHJKLNOPQRSTUVXYZ●○◆", _WIDE),
+)
+_CELL_PADDING_PX = 20  # 8 px each side in the grid, and a little air
+
+
+def text_width(text: str) -> int:
+    """Pixels the table's font needs for `text` (an estimate, 5% wide)."""
+    total = sum(next((px for chars, px in _CHAR_CLASSES if ch in chars), _OTHER) for ch in text)
+    return math.ceil(total * 1.05)
+
+
+def fit_widths(table: pd.DataFrame, shown: Mapping[str, Callable[[Any], str]]) -> dict[str, int]:
+    """Pixels each column of `shown` needs for its longest text, header included, as the
+    table shows it (`shown[column]` formats a value). The grid sizes a column once, for the
+    values it first draws, and keeps that width: a p50 that grows from "90 ms" to "2034 ms"
+    would read "034 ms"; a width set from the values themselves grows with them."""
+    widths = {}
+    for column, text in shown.items():
+        values = table[column] if column in table else []
+        texts = [column, *(text(v) for v in values if v is not None and v == v)]
+        widths[column] = max(text_width(t) for t in texts) + _CELL_PADDING_PX
+    return widths
+
+
+def status_table(
+    status: Any,
+    now: datetime | None = None,
+    *,
+    series: pd.DataFrame | None = None,
+    format_cost: Callable[[float | None], str] | None = None,
+) -> pd.DataFrame:
     """One row per provider from `Conductor.status()`: state, breaker and when it retries,
-    p50/p95, success rate, requests, cost, last error and last check."""
+    p50/p95 and success rate from the router's live figures, then from `series` (the
+    dashboard's window): the latency trend, requests, traffic and cost (`cost_text`), then the
+    last error and last check."""
     now = _utc(now or datetime.now(UTC))
+    window = window_figures(series if series is not None else _empty_series())
+    format_cost = format_cost or (lambda v: "unknown" if v is None else f"${v:,.6f}")
     rows = []
     for name, p in status.providers.items():
         state = p.health.state.value if hasattr(p.health.state, "value") else str(p.health.state)
@@ -553,6 +671,7 @@ def status_table(status: Any, now: datetime | None = None) -> pd.DataFrame:
         else:
             breaker_text = "closed"
         last_check = p.health.last_check
+        figures = window.loc[name] if name in window.index else None
         rows.append(
             {
                 "Provider": p.display_name if p.display_name and p.display_name != name else name,
@@ -562,8 +681,12 @@ def status_table(status: Any, now: datetime | None = None) -> pd.DataFrame:
                 "p50 ms": _number(p.performance.p50_latency_ms),
                 "p95 ms": _number(p.performance.p95_latency_ms),
                 "Success": _number(p.reliability.success_rate),
-                "Requests": p.usage.total_requests,
-                "Cost $": p.usage.cost_usd,
+                "Latency trend": None if figures is None else figures["latency_trend"],
+                "Requests": 0 if figures is None else int(figures["requests"]),
+                "Traffic": None if figures is None else figures["traffic"],
+                "Cost": "—"
+                if figures is None
+                else cost_text(figures["cost_usd"], int(figures["ok"]), int(figures["unpriced"]), format_cost),
                 "Detail / last error": p.health.detail or p.reliability.last_error or "",
                 "Last check": f"{humanize_seconds((now - _utc(last_check)).total_seconds())} ago"
                 if last_check

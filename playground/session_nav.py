@@ -7,6 +7,10 @@ remembers its session in the browser session's state and puts it back in the URL
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import datetime
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
 import streamlit as st
 
 from conductor_core.workbench.sessions import SessionInfo
@@ -14,7 +18,7 @@ from conductor_core.workbench.sessions import SessionInfo
 from . import components as ui
 from . import state
 
-__all__ = ["PAGES", "current", "open_session", "forget", "sidebar_list", "header"]
+__all__ = ["PAGES", "current", "open_session", "forget", "sidebar_list", "session_labels", "header"]
 
 #: The page that shows each kind of session.
 PAGES = {"chat": "views/chat.py", "compare": "views/compare.py"}
@@ -85,19 +89,54 @@ def sidebar_list(kind: str, current_id: str | None) -> None:
     if not found:
         st.caption(f"No {noun}s match “{ui.escape_md(search)}”." if search else f"Your {noun}s will be listed here.")
         return
-    for session in found:
+    zone = _browser_zone()
+    labels = session_labels(found, noun=noun, now=datetime.now(zone), zone=zone)
+    for session, label in zip(found, labels, strict=True):
         title = session.title or f"Untitled {noun}"
         mine = session.id == current_id
         st.button(
-            ui.literal_label(title[:40] + ("…" if len(title) > 40 else "")),
+            ui.literal_label(label),
             key=f"{kind}_open_{session.id}",
             icon=":material/chevron_right:" if mine else ":material/chat_bubble_outline:",
             type="secondary" if mine else "tertiary",
-            help=f"{title} · updated {session.updated_at:%Y-%m-%d %H:%M} UTC",
+            help=f"{title} · updated {session.updated_at.astimezone(zone):%Y-%m-%d %H:%M} ({zone.key})",
             width="stretch",
             on_click=open_session,
             args=(kind, session.id),
         )
+
+
+def _browser_zone() -> ZoneInfo:
+    """The reader's time zone (the browser says it), else UTC."""
+    try:
+        return ZoneInfo(st.context.timezone or "UTC")
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("UTC")
+
+
+def session_labels(sessions: Sequence[SessionInfo], *, noun: str, now: datetime, zone: ZoneInfo) -> list[str]:
+    """A button label per session: its title (shortened) and, beside it, when it was last
+    used ("14:05" today, "12 Mar 14:05" this year, "12 Mar 2024" before), so sessions with the
+    same title can be told apart on a phone too, where no tooltip shows. Labels that would
+    still be the same get the seconds."""
+
+    def when(moment: datetime, seconds: bool = False) -> str:
+        local = moment.astimezone(zone)
+        clock = f"{local:%H:%M:%S}" if seconds else f"{local:%H:%M}"
+        if local.date() == now.date():
+            return clock
+        return f"{local:%d %b} {clock}" if local.year == now.year else f"{local:%d %b %Y}"
+
+    def title(session: SessionInfo) -> str:
+        text = session.title or f"Untitled {noun}"
+        return text[:40] + ("…" if len(text) > 40 else "")
+
+    labels = [f"{title(s)} · {when(s.updated_at)}" for s in sessions]
+    repeated = {label for label in labels if labels.count(label) > 1}
+    return [
+        f"{title(s)} · {when(s.updated_at, seconds=True)}" if label in repeated else label
+        for s, label in zip(sessions, labels, strict=True)
+    ]
 
 
 def _rename(session_id: str, key: str) -> None:
@@ -113,6 +152,14 @@ def _delete(kind: str, session_id: str) -> None:
     state.sessions().delete(session_id)
     forget(kind)
     st.toast("Session deleted.", icon=":material/delete:")
+
+
+def _ask_delete(session_id: str, asked: bool) -> None:
+    st.session_state[_asked_key(session_id)] = asked
+
+
+def _asked_key(session_id: str) -> str:
+    return f"delete_asked_{session_id}"
 
 
 def header(kind: str, session: SessionInfo | None, *, busy: bool) -> None:
@@ -135,18 +182,37 @@ def header(kind: str, session: SessionInfo | None, *, busy: bool) -> None:
                 icon=":material/edit:",
             )
             st.divider()
-            st.button(
-                f"Delete this {noun}",
-                key=f"delete_{session.id}",
-                on_click=_delete,
-                args=(kind, session.id),
-                icon=":material/delete:",
-                type="primary",
-                disabled=busy,
-                help="Stop the answer that is streaming first."
-                if busy
-                else "Its request-log rows stay on the Dashboard.",
-            )
+            if st.session_state.get(_asked_key(session.id)) and not busy:
+                # Deleting cannot be undone: say what goes, and wait for a second click.
+                st.warning(
+                    f"Delete **{ui.escape_md(session.title or f'Untitled {noun}')}** for good, with every "
+                    "message and answer in it? The requests it made stay in the request log (Dashboard).",
+                    icon=":material/delete_forever:",
+                )
+                with st.container(horizontal=True, gap="small"):
+                    st.button(
+                        f"Delete {noun}",
+                        key=f"delete_confirmed_{session.id}",
+                        type="primary",
+                        icon=":material/delete:",
+                        on_click=_delete,
+                        args=(kind, session.id),
+                    )
+                    st.button(
+                        "Cancel", key=f"delete_cancelled_{session.id}", on_click=_ask_delete, args=(session.id, False)
+                    )
+            else:
+                st.button(
+                    f"Delete this {noun}",
+                    key=f"delete_{session.id}",
+                    on_click=_ask_delete,
+                    args=(session.id, True),
+                    icon=":material/delete:",
+                    disabled=busy,
+                    help="Stop the answer that is streaming first."
+                    if busy
+                    else "Asks before it deletes; its request-log rows stay on the Dashboard.",
+                )
     note = st.session_state.pop("session_note", None)
     if note:
         st.warning(ui.escape_md(note))

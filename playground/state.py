@@ -32,7 +32,7 @@ import streamlit as st
 
 from conductor_core.errors import ProviderError
 from conductor_core.models import ProviderState, utcnow
-from conductor_core.providers import BaseProvider
+from conductor_core.providers import BaseProvider, get_spec
 from conductor_core.router import Conductor
 from conductor_core.workbench.arena import Arena
 from conductor_core.workbench.experiments import ExperimentStore
@@ -63,6 +63,7 @@ __all__ = [
     "models_of",
     "PLACEHOLDER_MODEL",
     "provider_label",
+    "provider_status",
     "provider_hint",
     "readiness",
     "DashboardSnapshot",
@@ -180,14 +181,12 @@ def default_model(c: Conductor, name: str) -> str:
     return provider.default_model if provider is not None else "default"
 
 
-_DISPLAY_NAMES = {"local": "Local model", "gemini": "Google Gemini", "openai": "OpenAI", "anthropic": "Anthropic"}
-
-
 def display_name(c: Conductor, name: str) -> str:
-    """A provider's name for people ("Google Gemini"), configured or not."""
+    """A provider's name for people ("Google Gemini"), configured or not (from its spec)."""
     provider = _provider(c, name)
     display = getattr(provider, "display_name", None) if provider is not None else None
-    return display or _DISPLAY_NAMES.get(name, name)
+    spec = get_spec(name)
+    return display or (spec.display_name if spec is not None else name)
 
 
 #: What an OpenAI-compatible endpoint configured without models calls its model
@@ -207,22 +206,42 @@ def models_of(c: Conductor, name: str) -> list[str]:
 
 
 def provider_label(c: Conductor, name: str) -> str:
-    """How a provider is named in menus: its display name, with a mark for its state."""
+    """How a provider is named in menus: its display name, and whether it is configured.
+
+    Never its live state (loading, paused, unhealthy: `provider_status` says that beside the
+    control). Streamlit knows a chosen option by its label: a label that changed since the
+    choice is no option any more, and the control falls back to its first one, AUTO."""
     if name == "auto":
         return "✦ AUTO · Conductor chooses"
     provider = _provider(c, name)
     if provider is None:
         return f"○ {display_name(c, name)} · not configured"
     display = getattr(provider, "display_name", None) or name
+    return display if name.lower() in display.lower() else f"{display} ({name})"
+
+
+def provider_status(c: Conductor, name: str) -> str | None:
+    """A configured provider's live state as a sentence for beside its control, or None when
+    it is ready. A request that names a paused provider fails at once with that error (it is
+    never sent to another provider); AUTO sends it elsewhere."""
+    provider = _provider(c, name)
+    if name == "auto" or provider is None:
+        return None
     state = provider.state
-    label = display if name.lower() in display.lower() else f"{display} ({name})"
     if state == ProviderState.loading:
-        return f"◐ {label} · loading"
+        return "◐ Loading: the first answer waits until the model has loaded."
     if state == ProviderState.unhealthy:
-        return f"✕ {label} · unhealthy"
-    if c.breaker(name).state.value == "open":
-        return f"◆ {label} · paused"
-    return f"● {label}"
+        why = provider.describe()
+        return "✕ Unhealthy" + (f": {why}" if why else "") + ". Requests to it are still sent."
+    breaker = c.breaker(name)
+    if breaker.state.value == "open":
+        wait = breaker.retry_in_s()
+        when = f"in {wait:.0f} s" if wait else "soon"
+        return (
+            f"◆ Paused after repeated failures: it is tried again {when}; until then a request to it fails at once "
+            "(AUTO answers with another provider)."
+        )
+    return None
 
 
 def readiness(c: Conductor) -> tuple[int, int, int]:
@@ -258,6 +277,7 @@ _FRAME_COLUMNS = [
     "ttft_ms",
     "output_tokens",
     "cost_usd",
+    "attempt_index",  # 0 (or unknown) marks a request's first attempt: requests are counted apart
 ]
 
 

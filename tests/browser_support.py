@@ -24,6 +24,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from conductor_core.providers.spec import provider_variables  # noqa: E402 - the root is on the path first
+from conductor_core.testing.chromium import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
+
 __all__ = [
     "ROOT",
     "CHROMIUM",
@@ -42,24 +45,8 @@ __all__ = [
     "eventually",
 ]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-quic",
-    "--disable-sync",
-]
 KEY_VARS = (
-    "GEMINI_API_KEY",
-    "GOOGLE_API_KEY",
-    "OPENAI_API_KEY",
-    "ANTHROPIC_API_KEY",
-    "OPENAI_BASE_URL",
-    "GOOGLE_GEMINI_BASE_URL",
-    "ANTHROPIC_BASE_URL",
+    *provider_variables(),  # every provider's key and base URL (their specs)
     "CONDUCTOR_DATABASE_URL",
     "CONDUCTOR_PLAYGROUND_FACTORY",
 )

@@ -156,4 +156,6 @@ def full_record() -> AttemptRecord:
         cost_usd=0.000123456,
         prompt="user: Write a haiku about latency — ünïcödé 🚀",
         answer="Packets wait; the answer blooms",
+        attempt_index=1,
+        overhead_ms=0.375,
     )

@@ -11,12 +11,21 @@ import pytest
 from workbench_support import cloud_conductor, clouds, database_url  # noqa: F401 - fixtures
 
 from conductor_core.config import load_settings
+from conductor_core.providers.spec import provider_specs
 from conductor_core.router import Conductor
 from conductor_core.testing.fakes import ScriptedProvider
 from conductor_core.workbench.arena import Arena, ArenaError, BlindEvent
 from conductor_core.workbench.variants import Variant
 
-NAMES = ("openai", "anthropic", "gemini", "gpt-4o-mini", "claude", "gemini-2.5-flash")
+SPECS = provider_specs()
+# What must not show before the vote: the providers' names and the models that answer.
+NAMES = (
+    "openai",
+    "anthropic",
+    "gemini",
+    "claude",
+    *(SPECS[p].default_model for p in ("openai", "anthropic", "gemini")),
+)
 
 
 def drain(arena: Arena, conductor: Conductor, match_id: str) -> dict[str, str]:
@@ -36,7 +45,7 @@ def test_a_blind_match_over_real_sdks_votes_then_reveals(clouds, tmp_path: Path)
     try:
         arena = Arena(conductor.log)
         variants = [
-            Variant(provider="openai", model="gpt-4o-mini"),
+            Variant(provider="openai", model=SPECS["openai"].default_model),
             Variant(provider="anthropic"),
             Variant(provider="gemini"),
         ]

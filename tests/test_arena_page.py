@@ -17,12 +17,13 @@ if str(ROOT) not in sys.path:
 
 import tests.playground_fakes as fakes  # noqa: E402  (the same module object the app imports)
 from conductor_core.errors import AuthenticationError  # noqa: E402
+from conductor_core.providers.spec import provider_variables  # noqa: E402
 from conductor_core.testing.fakes import Reply  # noqa: E402
 from playground import state as playground_state  # noqa: E402
 from playground.state import FACTORY_ENV  # noqa: E402
 
 APP = ROOT / "playground" / "app.py"
-CANARY = "sk-arena-canary-5f2c9a7e01d4b3"
+CANARY = "sk-6YVbgvpP_uM8UavD64sogJGD"
 NAMES = ("alpha", "beta", "gamma")
 
 pytestmark = pytest.mark.timeout(120)
@@ -33,10 +34,7 @@ def arena_page(tmp_path, monkeypatch):
     monkeypatch.setenv("CONDUCTOR_DATA_DIR", str(tmp_path))
     monkeypatch.setenv(FACTORY_ENV, "tests.playground_fakes:build_conductor")
     for name in (
-        "GEMINI_API_KEY",
-        "GOOGLE_API_KEY",
-        "OPENAI_API_KEY",
-        "ANTHROPIC_API_KEY",
+        *provider_variables(),  # every provider's key and base URL (their specs)
         "CONDUCTOR_CONFIG",
         "CONDUCTOR_DATABASE_URL",
     ):

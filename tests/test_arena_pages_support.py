@@ -220,6 +220,51 @@ def test_a_request_known_only_to_the_log_replays_its_transcript_with_default_par
         conductor.close()
 
 
+def test_a_blind_round_s_request_replays_with_its_prompt_and_parameters(tmp_path: Path) -> None:
+    conductor = _conductor(tmp_path)
+    try:
+        arena = Arena(conductor.log)
+        contestants = [v.model_copy(update={"temperature": 0.3, "max_tokens": 256}) for v in variants()]
+        match = arena.start("Which is best?", contestants)
+        list(arena.answers(conductor, match.id))
+        [answer] = [a for a in arena.vote(match.id, "tie").answers if a.target == "beta/beta-1"]
+
+        replay = replay_of(conductor.log, SessionStore.for_log(conductor.log), answer.request_id)
+        assert replay.parameters_known and "blind round (Arena)" in replay.note
+        assert replay.variant == contestants[1]  # max_tokens 256, not the default 1000
+        assert [(m.role.value, m.content) for m in replay.messages] == [("user", "Which is best?")]
+    finally:
+        conductor.close()
+
+
+def test_an_experiment_cell_s_request_replays_with_its_rendered_prompt_and_parameters(tmp_path: Path) -> None:
+    from conductor_core.workbench.datasets import read_dataset
+    from conductor_core.workbench.experiments import ExperimentStore
+    from conductor_core.workbench.runner import start_run
+
+    conductor = _conductor(tmp_path)
+    try:
+        store = ExperimentStore(conductor.log)
+        arms = [
+            Variant(provider="alpha", model="alpha-1", temperature=0.1, max_tokens=64, system="One word."),
+            Variant(provider="alpha", model="alpha-1", temperature=0.9, max_tokens=64, system="One word."),
+        ]
+        experiment = store.create("Capitals", "Capital of {{country}}?", read_dataset("country\nFrance\nPeru\n"), arms)
+        handle = start_run(conductor, store, experiment.id)
+        assert handle.wait(30)
+        [cell] = [c for c in store.cells(handle.run_id) if c.row == 1 and c.variant == 1]
+
+        replay = replay_of(conductor.log, None, cell.request_id)
+        assert replay.parameters_known and "experiment “Capitals”, run 1, variant alpha/alpha-1 · T=0.9" in replay.note
+        assert replay.variant == arms[1]
+        assert [(m.role.value, m.content) for m in replay.messages] == [
+            ("system", "One word."),
+            ("user", "Capital of Peru?"),
+        ]
+    finally:
+        conductor.close()
+
+
 def test_with_prompt_logging_off_a_replay_is_refused_with_the_reason(tmp_path: Path) -> None:
     settings = load_settings(_env_file=None, local_enabled=False, data_dir=tmp_path, log_prompts=False)
     conductor = Conductor(settings, extra_providers=[ScriptedProvider("alpha", models=["alpha-1"])])

@@ -36,7 +36,7 @@ MODELS = {"alpha": "alpha-model", "beta": "beta-model"}
 
 
 @pytest.fixture(scope="module")
-def arena_app(services, tmp_path_factory):
+def arena_app(services, tmp_path_factory):  # noqa: F811 - services is a fixture
     from conductor_core.testing.protocol_servers import OpenAIServer
 
     work = tmp_path_factory.mktemp("browser_arena")
@@ -84,7 +84,7 @@ def leaderboard_rows(page) -> list[str]:
     return [row.text_content() for row in grid.locator("[role=row]").all()][1:]
 
 
-def test_a_blind_vote_hides_the_names_until_the_vote_then_rates_them(arena_app, servers, shots):
+def test_a_blind_vote_hides_the_names_until_the_vote_then_rates_them(arena_app, servers, shots):  # noqa: F811
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -174,7 +174,7 @@ def test_a_blind_vote_hides_the_names_until_the_vote_then_rates_them(arena_app, 
             browser.close()
 
 
-def test_a_comparison_opens_from_a_url_once_and_names_what_is_missing(arena_app, servers, shots):
+def test_a_comparison_opens_from_a_url_once_and_names_what_is_missing(arena_app, servers, shots):  # noqa: F811
     from urllib.parse import quote
 
     from playwright.sync_api import sync_playwright
@@ -186,7 +186,11 @@ def test_a_comparison_opens_from_a_url_once_and_names_what_is_missing(arena_app,
     )
     with sync_playwright() as p:
         browser = launch(p)
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        # Clipboard permissions, as a person's browser grants a page it is using.
+        context = browser.new_context(
+            viewport={"width": 1280, "height": 900}, permissions=["clipboard-read", "clipboard-write"]
+        )
+        page = context.new_page()
         try:
             page.goto(url)
             page.get_by_text(REPLIES["beta"]).wait_for(timeout=60_000)
@@ -202,10 +206,16 @@ def test_a_comparison_opens_from_a_url_once_and_names_what_is_missing(arena_app,
                 assert sent[0]["messages"][-1] == {"role": "user", "content": prompt}
             shots(page, "compare-from-url-1280", full_page=True)
 
-            # "Copy link" gives the URL that opens this comparison again.
+            # "Copy link" puts the URL that opens this comparison again on the clipboard...
+            page.evaluate("() => navigator.clipboard.writeText('nothing yet')")
             page.get_by_role("button", name="Copy link").click()
-            link = page.get_by_test_id("stCode").filter(has_text="compare=").inner_text()
+            page.get_by_text("Link copied").wait_for(timeout=10_000)
+            link = page.evaluate("() => navigator.clipboard.readText()")
             assert "compare=alpha/alpha-model,beta/beta-model" in link and "prompt=Compare+us" in link
+            # ...and the link is still there to read, for a browser that will not copy.
+            page.get_by_role("button", name="Show link").click()
+            assert page.get_by_test_id("stCode").filter(has_text="compare=").inner_text().strip() == link
+            shots(page, "compare-copy-link-1280")
 
             # A reload shows the comparison and sends nothing again.
             page.reload()
@@ -217,7 +227,7 @@ def test_a_comparison_opens_from_a_url_once_and_names_what_is_missing(arena_app,
             browser.close()
 
 
-def test_a_logged_request_is_replayed_from_the_dashboard_with_its_parameters(arena_app, servers, shots):
+def test_a_logged_request_is_replayed_from_the_dashboard_with_its_parameters(arena_app, servers, shots):  # noqa: F811
     """A playground chat (written from this process into the app's database, as the chat page
     would) with history and non-default parameters, replayed against the other endpoint."""
     from playwright.sync_api import sync_playwright
@@ -295,3 +305,240 @@ def test_a_logged_request_is_replayed_from_the_dashboard_with_its_parameters(are
         replayed = chats(servers[name])[0]
         assert replayed["model"] == MODELS[name]
         assert {k: replayed.get(k) for k in expected} == expected, name
+
+
+def test_a_hanging_contestant_is_stopped_and_a_round_left_by_a_dead_server_is_closed(arena_app, servers, shots):  # noqa: F811
+    """beta hangs until the test ends: only Stop can end the round. Then a round that no server
+    answers (its server died) is closed when it is opened, not shown waiting for ever."""
+    from playwright.sync_api import sync_playwright
+
+    from conductor_core.config import EndpointConfig, load_settings
+    from conductor_core.router import Conductor
+    from conductor_core.testing.protocol_servers import Fault
+    from conductor_core.workbench.arena import Arena
+    from conductor_core.workbench.variants import Variant
+
+    servers["beta"].script(Fault("hang", hang_s=600))
+    try:
+        with sync_playwright() as p:
+            browser = launch(p)
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            try:
+                page.goto(f"{arena_app['url']}/arena")
+                page.get_by_role("heading", name="Arena", exact=True).wait_for(timeout=60_000)
+                wait_idle(page)
+                page.get_by_label("Prompt").fill("Will both of you answer?")
+                page.get_by_role("button", name="Start blind round").click()
+                page.get_by_text(REPLIES["alpha"]).wait_for(timeout=60_000)
+                page.get_by_text("Waiting for the first token").wait_for(timeout=30_000)
+                eventually(lambda: chats(servers["beta"]), 30, "beta asked")
+                match_id = page.url.split("match=")[1].split("&")[0]
+                shots(page, "arena-waiting-1280")
+
+                page.get_by_role("button", name="Stop", exact=True).click()
+                page.get_by_text("Fewer than two answers arrived complete").wait_for(timeout=30_000)
+                wait_settled(page)
+                assert "was stopped before it finished" in main_text(page)
+                shots(page, "arena-stopped-1280", full_page=True)
+                # The hanging call is cancelled at the upstream, not left to run to its timeout.
+                eventually(lambda: servers["beta"].in_flight == 0, 30, "beta's call cancelled")
+                calls = [r for r in servers["beta"].requests if r["path"].endswith("/chat/completions")]
+                assert calls and all(r.get("disconnected") for r in calls)
+
+                page.get_by_role("button", name="Reveal without a vote").click()
+                page.get_by_text("Not judged: cancelled").wait_for(timeout=30_000)
+                wait_settled(page)
+                assert "beta/beta-model" in main_text(page)
+
+                phone = browser.new_page(viewport={"width": 390, "height": 844})
+                phone.goto(f"{arena_app['url']}/arena?match={match_id}")
+                phone.get_by_text("Fewer than two answers arrived complete").wait_for(timeout=60_000)
+                wait_settled(phone)
+                shots(phone, "arena-stopped-390", full_page=True)
+                phone.close()
+
+                # A round its server left behind (answers pending, no live process on it).
+                work = arena_app["work"]
+                settings = load_settings(
+                    _env_file=None,
+                    local_enabled=False,
+                    data_dir=work / "data",
+                    endpoints={n: EndpointConfig(base_url=s.url, models=[MODELS[n]]) for n, s in servers.items()},
+                )
+                conductor = Conductor(settings)
+                try:
+                    orphan = Arena(conductor.log).start(
+                        "Left behind", [Variant(provider=n, model=MODELS[n]) for n in ("alpha", "beta")]
+                    )
+                finally:
+                    conductor.close()
+                page.goto(f"{arena_app['url']}/arena?match={orphan.id}")
+                page.get_by_text("The server answering this round stopped").wait_for(timeout=60_000)
+                page.get_by_text("Fewer than two answers arrived complete").wait_for(timeout=30_000)
+                wait_settled(page)
+                shots(page, "arena-abandoned-1280")
+            finally:
+                browser.close()
+    finally:
+        servers["beta"].release()
+
+    log = _log(arena_app["work"])
+    try:
+        arena = Arena(log)
+        stopped = {a.target.split("/")[0]: a for a in arena.unjudgeable(match_id)}
+        assert stopped["alpha"].status == "ok" and stopped["beta"].status == "cancelled"
+        [cancelled] = log.records(request_id=stopped["beta"].request_id)
+        assert (cancelled.provider, cancelled.error_type) == ("beta", "cancelled")
+        assert {a.status for a in arena.unjudgeable(orphan.id)} == {"cancelled"}
+    finally:
+        log.close()
+
+
+def test_a_blind_round_s_request_is_replayed_with_its_parameters(arena_app, servers, shots):  # noqa: F811
+    """A blind round with 123 max tokens (not the defaults), then one of its requests replayed
+    from the Dashboard: both columns get 123, and the page names where the request came from."""
+    from playwright.sync_api import sync_playwright
+
+    prompt = "Replay this blind round, please"
+    with sync_playwright() as p:
+        browser = launch(p)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        try:
+            page.goto(f"{arena_app['url']}/arena")
+            page.get_by_role("heading", name="Arena", exact=True).wait_for(timeout=60_000)
+            wait_idle(page)
+            page.get_by_text("Settings (the same for every contestant)").click()
+            tokens = page.get_by_label("Max tokens", exact=True)
+            tokens.fill("123")
+            tokens.press("Enter")
+            wait_idle(page)
+            page.get_by_label("Prompt").fill(prompt)
+            page.get_by_role("button", name="Start blind round").click()
+            page.get_by_text("Which answer is best?").wait_for(timeout=60_000)
+            assert {chats(servers[n])[0]["max_tokens"] for n in REPLIES} == {123}
+            for server in servers.values():
+                server.requests.clear()
+
+            page.goto(f"{arena_app['url']}/dashboard")
+            page.get_by_text("Replay a logged request").wait_for(timeout=60_000)
+            wait_idle(page)
+            choose(page, "Request", prompt)
+            wait_idle(page)
+            page.get_by_role("button", name="Replay in Compare").click()
+            page.get_by_role("heading", name="Compare", exact=True).wait_for(timeout=60_000)
+            eventually(lambda: chats(servers["alpha"]) and chats(servers["beta"]), 60, "both columns replayed")
+            page.get_by_text("Replay of request").wait_for(timeout=30_000)
+            wait_settled(page)
+            text = main_text(page)
+            assert "blind round (Arena)" in text and "outside the playground" not in text
+            shots(page, "compare-arena-replay-1280", full_page=True)
+        finally:
+            browser.close()
+    for name in REPLIES:
+        [sent] = chats(servers[name])
+        assert sent["max_tokens"] == 123 and sent["messages"] == [{"role": "user", "content": prompt}], name
+
+
+def test_same_titled_comparisons_are_told_apart_on_a_phone_and_delete_asks_first(arena_app, servers, shots):  # noqa: F811
+    """Two comparisons with the same prompt (so the same title), opened from a link; on a phone the
+    sidebar tells them apart by when each was used. Deleting one asks first: Cancel keeps it."""
+    from urllib.parse import quote
+
+    from playwright.sync_api import sync_playwright
+    from sqlalchemy import select
+
+    from conductor_core.workbench.sessions import sessions_table
+
+    title = "The same question twice"
+    link = f"{arena_app['url']}/compare?compare=alpha/alpha-model,beta/beta-model&prompt={quote(title)}"
+
+    def sessions_titled() -> list[str]:
+        log = _log(arena_app["work"])  # read as stored (this process knows no endpoint names)
+        try:
+            with log.engine.connect() as conn:
+                return list(conn.execute(select(sessions_table.c.id).where(sessions_table.c.title == title)).scalars())
+        finally:
+            log.close()
+
+    with sync_playwright() as p:
+        browser = launch(p)
+        phone = {**p.devices["iPhone 13"], "viewport": {"width": 390, "height": 844}, "device_scale_factor": 1}
+        phone.pop("default_browser_type", None)
+        page = browser.new_context(**phone).new_page()
+        try:
+            for _ in range(2):
+                page.goto(link)
+                page.get_by_text(REPLIES["alpha"]).wait_for(timeout=60_000)
+                page.get_by_text(REPLIES["beta"]).wait_for(timeout=60_000)
+                wait_settled(page)
+                page.wait_for_timeout(1_100)  # the second one is at least a second newer
+            assert len(sessions_titled()) == 2
+            kept = page.url.split("session=")[1].split("&")[0]
+
+            page.get_by_test_id("stExpandSidebarButton").click()
+            sidebar = page.get_by_test_id("stSidebar")
+            buttons = sidebar.get_by_role("button").filter(has_text=title)
+            eventually(lambda: buttons.count() == 2, 30, "both comparisons listed")
+            page.wait_for_function(  # slid open
+                "() => document.querySelector('[data-testid=\"stSidebar\"]').getBoundingClientRect().left >= 0",
+                timeout=10_000,
+            )
+            labels = [b.get_by_test_id("stMarkdownContainer").inner_text() for b in buttons.all()]  # not the icon
+            assert labels[0] != labels[1], labels  # not only in a tooltip, which a phone never shows
+            assert all(" · " in label for label in labels)
+            shots(page, "compare-sessions-phone-390")
+            page.get_by_test_id("stSidebarCollapseButton").locator("button").click()
+
+            # Delete asks first; Cancel keeps the comparison.
+            page.get_by_role("button").filter(has_text="more_horiz").first.click()
+            page.get_by_role("button", name="Delete this comparison").click()
+            page.get_by_text("for good").wait_for(timeout=30_000)
+            wait_settled(page)
+            assert kept in sessions_titled()
+            shots(page, "compare-delete-asks-390")
+            page.get_by_role("button", name="Cancel", exact=True).click()
+            page.get_by_role("button", name="Delete this comparison").wait_for(timeout=30_000)
+            wait_settled(page)
+            assert kept in sessions_titled() and f"session={kept}" in page.url
+
+            page.get_by_role("button", name="Delete this comparison").click()
+            page.get_by_role("button", name="Delete comparison", exact=True).click()
+            eventually(lambda: kept not in sessions_titled(), 30, "the comparison deleted")
+            assert len(sessions_titled()) == 1
+        finally:
+            browser.close()
+
+
+def test_compare_column_headers_say_what_differs_between_different_models(arena_app, servers, shots):  # noqa: F811
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = launch(p)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        try:
+            page.goto(f"{arena_app['url']}/compare")
+            page.get_by_role("heading", name="Compare", exact=True).wait_for(timeout=60_000)
+            wait_idle(page)
+            if page.get_by_role("button", name="New comparison").is_enabled():
+                page.get_by_role("button", name="New comparison").click()
+                wait_idle(page)
+            tokens = page.get_by_label("Max tokens", exact=True).first  # column 1 (alpha)
+            tokens.fill("64")
+            tokens.press("Enter")
+            wait_idle(page)
+            page.get_by_label("Prompt", exact=True).fill("Same prompt, other settings")
+            page.get_by_role("button", name="Run compare").click()
+            page.get_by_text(REPLIES["alpha"]).wait_for(timeout=60_000)
+            page.get_by_text(REPLIES["beta"]).wait_for(timeout=60_000)
+            wait_settled(page)
+            headers = [
+                box.inner_text()
+                for box in page.get_by_test_id("stVerticalBlock").filter(has_text=REPLIES["alpha"]).all()
+                + page.get_by_test_id("stVerticalBlock").filter(has_text=REPLIES["beta"]).all()
+            ]
+            assert any("alpha/alpha-model" in h and "max 64 tok" in h and "max 256 tok" not in h for h in headers)
+            assert any("beta/beta-model" in h and "max 256 tok" in h and "max 64 tok" not in h for h in headers)
+            shots(page, "compare-headers-differ-1280", full_page=True)
+        finally:
+            browser.close()
+    assert chats(servers["alpha"])[0]["max_tokens"] == 64 and chats(servers["beta"])[0]["max_tokens"] == 256

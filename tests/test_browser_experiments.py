@@ -37,7 +37,7 @@ from tests.test_browser import (  # noqa: E402,F401  (services and shots are fix
 
 pytestmark = pytest.mark.timeout(420)
 
-CANARY = "sk-canary-experiments-0123456789abcdef"
+CANARY = "sk-2M7ZmzxVxKtn_upTSApQfNdA"
 RIGHT_KEY = "sk-the-key-the-server-wants-000000"
 FAST_REPLY = "The capital is Paris, of course."
 SLOW_REPLY = "Slowly: I believe it is Paris."

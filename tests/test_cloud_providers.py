@@ -20,7 +20,7 @@ from conductor_core.providers import build_provider
 from conductor_core.testing.protocol_servers import AnthropicServer, Fault, GeminiServer, OpenAIServer
 
 REPLY = "The quick brown fox jumps over the lazy dog."
-KEY = "sk-test-provider-key-000000"
+KEY = "sk-Yc8s31bI4f2OuS31GmKFtx9J"
 
 # provider name -> (server class, settings fields that point the provider at it, key env var)
 KINDS = {
@@ -142,7 +142,7 @@ def test_models_listed_from_the_api(provider, server):
 def test_wrong_key_is_an_authentication_error_naming_the_variable(kind, server, tmp_path):
     _, key_field, url_field, env_var = KINDS[kind]
     settings = load_settings(
-        _env_file=None, timeout_s=30.0, **{key_field: "sk-wrong-key-123456", url_field: server.url}
+        _env_file=None, timeout_s=30.0, **{key_field: "sk-ZBLEYD3wxmiM7OYEyHjOJNs3", url_field: server.url}
     )
     bad = build_provider(kind, settings)
     with pytest.raises(AuthenticationError) as info:
@@ -255,3 +255,48 @@ def test_openai_answers_are_parsed_strictly() -> None:
         "m",
     )
     assert (completion.text, completion.model, completion.usage.input_tokens) == ("hi", "m2", 3)
+
+
+def test_openai_asks_models_that_reason_by_default_not_to(tmp_path) -> None:
+    # GPT-6 Luna, the default, reasons unless told not to, and then Chat Completions refuses
+    # temperature, top_p, logprobs and function tools: its spec adds reasoning_effort "none".
+    from conductor_core.config import EndpointConfig
+    from conductor_core.providers.openai_compat import SPEC, OpenAICompatProvider
+
+    with OpenAIServer(reply=REPLY) as server:
+        settings = load_settings(_env_file=None, data_dir=tmp_path, openai_api_key=KEY, openai_base_url=server.url)
+        provider = build_provider("openai", settings)
+        assert provider.default_model == SPEC.default_model
+        provider.chat_completion(_request(temperature=0.2))
+        body = server.requests[-1]["json"]
+        assert (body["model"], body["reasoning_effort"], body["temperature"]) == (SPEC.default_model, "none", 0.2)
+        list(provider.stream(_request()))
+        assert server.requests[-1]["json"]["reasoning_effort"] == "none"
+        # A compatible server is not OpenAI: it gets only what the request says, whatever the name.
+        endpoint = EndpointConfig(base_url=server.url, models=[SPEC.default_model])
+        OpenAICompatProvider.from_endpoint("compatible", endpoint, settings).chat_completion(_request())
+        assert "reasoning_effort" not in server.requests[-1]["json"]
+
+
+# Names the real APIs refuse today (retired on 2026-10-23, 2026-08-05 and 2026-12-01).
+RETIRED = {"openai": "gpt-4.1-nano", "anthropic": "claude-opus-4-1", "gemini": "gemini-2.5-flash"}
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_a_model_the_api_does_not_list_is_a_request_error_naming_what_it_lists(kind, provider, server, streamed):
+    request = _request(model=RETIRED[kind])
+    with pytest.raises(BadRequestError) as info:
+        list(provider.stream(request)) if streamed else provider.chat_completion(request)
+    assert info.value.status_code == 404 and not info.value.retryable and info.value.param == "model"
+    assert info.value.message == (
+        f"model {RETIRED[kind]!r} was not found at {kind}: GET /v1/models lists {', '.join(sorted(server.models))}"
+    )
+    assert server.requests[-1]["method"] == "GET"  # the listing, asked after the 404
+
+
+def test_another_404_is_left_as_it_came(provider, server):
+    # The model is listed, so the 404 meant something else: nothing to explain.
+    server.script(Fault("status", status=404, message="no such route"))
+    with pytest.raises(BadRequestError) as info:
+        provider.chat_completion(_request())
+    assert "no such route" in info.value.message and "was not found at" not in info.value.message

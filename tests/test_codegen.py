@@ -22,8 +22,10 @@ from workbench_support import KEYS, cloud_conductor, clouds  # noqa: F401 - fixt
 
 from conductor_core.config import EndpointConfig, SecretStr, load_settings
 from conductor_core.models import ChatMessage, ChatRequest
+from conductor_core.providers.spec import provider_specs
 from conductor_core.workbench.codegen import code_target, curl, gateway_python, sdk_python, snippets
 
+CLAUDE = provider_specs()["anthropic"].default_model
 TRICKY = 'Say "hi" — it\'s a test\nwith a second line and a \\ backslash'
 
 
@@ -96,27 +98,23 @@ def serve(app: Any) -> Iterator[str]:
 def test_the_gateway_snippets_run_against_a_gateway(clouds, tmp_path: Path) -> None:
     from gateway.main import create_app
 
-    conductor = cloud_conductor(clouds, tmp_path, api_key="gateway-bearer-key-123456")
+    conductor = cloud_conductor(clouds, tmp_path, api_key="sej1A5wPkGPdXDJ-hFzKnGwW")
     try:
         req = request("anthropic")
-        target = code_target(conductor.settings, "anthropic", "claude-haiku-4-5")
+        target = code_target(conductor.settings, "anthropic", CLAUDE)
         with serve(create_app(conductor)) as url:
             code = gateway_python(req, target, gateway_url=url)
-            assert (
-                "gateway-bearer-key" not in code
-                and "model='anthropic/claude-haiku-4-5'" in code
-                and "stop=['END']" in code
-            )
-            printed = run_python(code, {"CONDUCTOR_API_KEY": "gateway-bearer-key-123456"})
+            assert "sej1A5wPkGPdXDJ" not in code and f"model='anthropic/{CLAUDE}'" in code and "stop=['END']" in code
+            printed = run_python(code, {"CONDUCTOR_API_KEY": "sej1A5wPkGPdXDJ-hFzKnGwW"})
             assert printed.strip() == clouds["anthropic"].reply
             body = clouds["anthropic"].requests[-1]["json"]
             assert body["system"] == "Be terse." and body["messages"] == [{"role": "user", "content": TRICKY}]
             # The gateway passes stop on; the settings Anthropic has no equivalent for are left out.
-            assert (body["model"], body["max_tokens"], body["stop_sequences"]) == ("claude-haiku-4-5", 50, ["END"])
+            assert (body["model"], body["max_tokens"], body["stop_sequences"]) == (CLAUDE, 50, ["END"])
             assert "temperature=" not in code and "top_p=" not in code and "seed=" not in code
 
             command = curl(req, target, gateway_url=url)
-            env = {**os.environ, "CONDUCTOR_API_KEY": "gateway-bearer-key-123456"}
+            env = {**os.environ, "CONDUCTOR_API_KEY": "sej1A5wPkGPdXDJ-hFzKnGwW"}
             answer = subprocess.run(["bash", "-c", command], env=env, capture_output=True, text=True, timeout=30)
             assert answer.returncode == 0, answer.stderr
             reply = json.loads(answer.stdout)
@@ -129,7 +127,7 @@ def test_the_gateway_snippets_run_against_a_gateway(clouds, tmp_path: Path) -> N
 def test_targets_follow_the_configuration_and_never_write_a_key() -> None:
     settings = load_settings(
         _env_file=None,
-        openai_api_key="sk-real-looking-openai-key-000000",
+        openai_api_key="sk-koD2iSdVs3smATnbpPuhcYhT",
         endpoints={
             "groq": EndpointConfig(
                 base_url="https://api.groq.com/openai/v1", api_key_env="GROQ_API_KEY", models=["llama-3.3-70b"]
@@ -144,13 +142,13 @@ def test_targets_follow_the_configuration_and_never_write_a_key() -> None:
     assert "os.environ['GROQ_API_KEY']" in code
     assert "max_completion_tokens=50" in sdk_python(request("openai"), code_target(settings, "openai"))
     for snippet in snippets(request("openai"), code_target(settings, "openai")).values():
-        assert snippet and "sk-real-looking" not in snippet
+        assert snippet and "koD2iSdVs3sm" not in snippet
     # A key typed in the browser for a session endpoint is referred to by a variable name.
     typed = EndpointConfig(
-        base_url="http://10.0.0.5:8000/v1", api_key=SecretStr("sk-typed-in-browser-00000000"), models=["m"]
+        base_url="http://10.0.0.5:8000/v1", api_key=SecretStr("sk-x0TBQA9ou8refc5FkALKBD4_"), models=["m"]
     )
     session = code_target(settings, "my-vllm", endpoint=typed)
-    assert session.key_env == "MY_VLLM_API_KEY" and "sk-typed" not in sdk_python(req, session)
+    assert session.key_env == "MY_VLLM_API_KEY" and "x0TBQA9ou8re" not in sdk_python(req, session)
     local = snippets(request("local"), code_target(settings, "local"))
     assert local["python_sdk"] is None and '"model": "local/gemma-3-270m"' in local["curl"]
     anthropic = sdk_python(request("anthropic", top_p=0.5, seed=1), code_target(settings, "anthropic"))

@@ -30,15 +30,18 @@ import openai
 import pytest
 from sqlalchemy import create_engine, text
 
+from conductor_core.providers.spec import provider_specs, provider_variables
 from conductor_core.store import RequestLog
 from conductor_core.store.writer import LogWriter
 from conductor_core.testing.protocol_servers import OpenAIServer
 from tests.store_backends import REPO_ROOT, Backend, backend  # noqa: F401 - backend is a fixture
 
+GPT = provider_specs()["openai"].default_model  # served by the loopback OpenAIServer
+
 pytestmark = pytest.mark.slow
 
-UPSTREAM_KEY = "sk-durability-upstream-0000000000"
-GATEWAY_KEY = "durability-gateway-key-0000"
+UPSTREAM_KEY = "sk-oXoHq8StKhhdUZc04ZGgo66b"
+GATEWAY_KEY = "hl1q5e8EZWgR6CvOW_h6N1Uk"
 REPLY = " ".join(f"w{i}" for i in range(12))
 CONCURRENCY = 24
 KILL_AFTER = 60  # completed requests before the kill, at least...
@@ -49,13 +52,7 @@ KILL_AT_S = 2.5 * LogWriter.linger_s
 MARKER = re.compile(r"durability-[a-z0-9]+-\d+")
 # Variables that would point the gateway elsewhere or enable other providers.
 _SCRUB = (
-    "OPENAI_API_KEY",
-    "OPENAI_BASE_URL",
-    "ANTHROPIC_API_KEY",
-    "ANTHROPIC_BASE_URL",
-    "GEMINI_API_KEY",
-    "GOOGLE_API_KEY",
-    "GOOGLE_GEMINI_BASE_URL",
+    *provider_variables(),  # every provider's key and base URL (their specs)
     "CONDUCTOR_API_KEY",
     "CONDUCTOR_DATABASE_URL",
     "CONDUCTOR_CONFIG",
@@ -127,12 +124,10 @@ async def _one(client: openai.AsyncOpenAI, marker: str, stream: bool) -> bool:
     """True once the response is complete: the whole body, or a stream up to its finish."""
     messages = [{"role": "user", "content": marker}]
     if not stream:
-        response = await client.chat.completions.create(model="openai/gpt-4o-mini", messages=messages, max_tokens=50)
+        response = await client.chat.completions.create(model=f"openai/{GPT}", messages=messages, max_tokens=50)
         return response.choices[0].finish_reason is not None
     finished = False
-    events = await client.chat.completions.create(
-        model="openai/gpt-4o-mini", messages=messages, max_tokens=50, stream=True
-    )
+    events = await client.chat.completions.create(model=f"openai/{GPT}", messages=messages, max_tokens=50, stream=True)
     async for chunk in events:
         finished = finished or any(choice.finish_reason for choice in chunk.choices)
     return finished
@@ -235,7 +230,7 @@ def test_kill_9_mid_load_loses_no_completed_request(backend: Backend, workers: i
         after = {f"durability-b-{n}" for n in range(5)}
         for marker in sorted(after):
             client.chat.completions.create(
-                model="openai/gpt-4o-mini", messages=[{"role": "user", "content": marker}], max_tokens=20
+                model=f"openai/{GPT}", messages=[{"role": "user", "content": marker}], max_tokens=20
             )
         client.close()
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from html import unescape
 from pathlib import Path
 
 import pytest
@@ -34,8 +35,9 @@ from conductor_core.workbench.exports import (
 from conductor_core.workbench.report_charts import cost_chart, latency_chart, rates_chart, ratings_chart
 from conductor_core.workbench.runner import start_run
 from conductor_core.workbench.variants import Variant
+from tests.secret_support import leaks
 
-CANARY = "canary-export-secret-7Q2x9Lm4Pz"  # not key-shaped: only its registration redacts it
+CANARY = "uKJilX1XBmy_ZeT7wHvoV8Ta"  # not key-shaped: only its registration redacts it
 HOSTILE = (
     "Sure. <script>alert('x')</script> <img src=\"http://127.0.0.1:9/pixel.png\"> "
     "![tracker](http://127.0.0.1:9/track.png) and **bold** with `code`."
@@ -190,6 +192,48 @@ def test_report_charts_are_specs_with_the_data() -> None:
     assert next(iter(ratings_chart([rating]).to_dict()["datasets"].values()))[0]["ranked"] is False
 
 
+def test_a_cost_chart_with_no_priced_answer_says_so() -> None:
+    from conductor_core.workbench.experiments import VariantStats
+    from conductor_core.workbench.report_charts import svg
+
+    unpriced = [
+        VariantStats(variant=0, label="endpoint/llama", cells=3, ok=3, unpriced=3),
+        VariantStats(variant=1, label="broken", cells=3, errors=3),
+    ]
+    spec = cost_chart(unpriced).to_dict()
+    assert spec["mark"]["type"] == "text"
+    assert spec["encoding"]["x"] == {"value": 4}  # a sentence at a fixed place, no axis
+    (values,) = spec["datasets"].values()
+    assert values[0]["note"].startswith("No priced answers")
+    drawn = svg(cost_chart(unpriced))
+    assert "No priced answers" in drawn
+    assert "role-axis" not in drawn  # not an empty axis with a single "0" tick
+
+
+def test_cost_bars_are_labelled_as_the_tables_say_it() -> None:
+    from conductor_core.workbench.experiments import VariantStats
+
+    stats = [
+        VariantStats(variant=0, label="priced", cells=3, ok=3, priced=3, cost_usd=0.00042),
+        VariantStats(variant=1, label="mixed", cells=3, ok=3, priced=2, unpriced=1, cost_usd=0.0012),
+        VariantStats(variant=2, label="endpoint", cells=3, ok=3, unpriced=3),
+        VariantStats(variant=3, label="local", cells=3, ok=3, priced=3, cost_usd=0.0),
+        VariantStats(variant=4, label="broken", cells=3, errors=3),
+    ]
+    spec = cost_chart(stats).to_dict()
+    (values,) = spec["datasets"].values()
+    assert [(v["variant"], v["label"]) for v in values] == [
+        ("priced", "$0.00042"),
+        ("mixed", "$0.0012 + 1 unpriced"),
+        ("endpoint", "unknown"),
+        ("local", "free"),
+        ("broken", "—"),
+    ]
+    assert [v["usd"] for v in values][2] is None  # no bar at $0 for an unknown price
+    bars, labels = spec["layer"]
+    assert bars["mark"]["type"] == "bar" and labels["mark"]["type"] == "text"
+
+
 def test_the_html_report_opens_in_chromium_with_no_network(finished_run, tmp_path: Path) -> None:
     try:
         from playwright.sync_api import sync_playwright
@@ -243,3 +287,27 @@ def test_stats_table_says_dash_for_a_variant_with_no_answer_never_free():
     cost = head.index("total cost")
     assert [row[cost] for row in rows] == ["—", "free", "unknown", "$0.0012 + 1 unpriced"]
     assert [row[0] for row in rows] == ["A", "B", "C", "D"]
+
+
+def test_pieces_of_a_key_that_markup_or_escapes_would_hide_are_redacted_in_every_format() -> None:
+    """Rendering can hide a quote from a redaction of the output while the reader still sees
+    the characters side by side: Markdown turns "*a*b*c*" into a<em>b</em>c, JSON writes a
+    line break as "\\n". Each format, as its reader sees it, holds no piece of the key."""
+    register_secret(CANARY)
+    doc = Transcript(
+        title="Pieces",
+        turns=[
+            Turn(role="user", content="What did the upstream say?"),
+            Turn(
+                role="assistant",
+                content=f"It said *{'*'.join(CANARY[2:10])}*, then\n{chr(10).join(CANARY[12:20])}\nand stopped.",
+                label="local",
+            ),
+        ],
+    )
+    data = json.loads(to_json(doc))
+    assert "It said" in data["turns"][1]["content"] and not leaks(CANARY, data["turns"][1]["content"])
+    html = to_html(doc)
+    shown = unescape(re.sub(r"<[^>]+>", "", html))  # the text as the browser draws it
+    assert "It said" in shown and "<em>" in html and not leaks(CANARY, shown)
+    assert not leaks(CANARY, to_markdown(doc))

@@ -28,7 +28,9 @@ def ask(provider: str = "auto", **kw) -> ChatRequest:
 
 
 def conductor_for(tmp_path, servers: dict[str, OpenAIServer], clock, sleeps, **overrides) -> Conductor:
-    endpoints = {name: EndpointConfig(base_url=srv.url, models=[f"{name}-model"]) for name, srv in servers.items()}
+    for name, srv in servers.items():
+        srv.models = [f"{name}-model"]  # each server serves the model its endpoint names
+    endpoints = {name: EndpointConfig(base_url=srv.url, models=srv.models) for name, srv in servers.items()}
     settings = load_settings(
         _env_file=None,
         local_enabled=False,

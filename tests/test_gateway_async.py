@@ -36,6 +36,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def endpoints(**servers: OpenAIServer) -> dict[str, EndpointConfig]:
+    """Each server as an OpenAI-compatible endpoint that serves the model "m"."""
+    for srv in servers.values():
+        srv.models = ["m"]
     return {name: EndpointConfig(base_url=srv.url, models=["m"]) for name, srv in servers.items()}
 
 
@@ -184,8 +187,7 @@ def test_every_openai_parameter_reaches_an_openai_compatible_upstream(tmp_path, 
                 list(result)
             body = upstream.requests[-1]["json"]
             for name, value in EVERY_PARAMETER.items():
-                sent = body.get("max_tokens") if name == "max_completion_tokens" else body.get(name)
-                assert sent == value, name  # compatible servers get max_tokens under its old name
+                assert body.get(name) == value, name  # under the name the client used
 
             upstream.requests.clear()
             client(url).chat.completions.create(model="up/m", messages=user())
@@ -208,7 +210,7 @@ def test_every_openai_parameter_reaches_an_openai_compatible_upstream(tmp_path, 
 def test_a_provider_without_a_parameter_answers_400_naming_both(tmp_path, provider, parameter, value) -> None:
     servers = {"anthropic": AnthropicServer(), "gemini": GeminiServer()}
     with servers[provider] as upstream:
-        settings = {f"{provider}_api_key": "sk-test-provider-key-000000", f"{provider}_base_url": upstream.url}
+        settings = {f"{provider}_api_key": "sk-Yc8s31bI4f2OuS31GmKFtx9J", f"{provider}_base_url": upstream.url}
         conductor = make_conductor(tmp_path, **settings)
         with serve(create_app(conductor)) as url:
             with pytest.raises(openai.BadRequestError) as caught:
@@ -229,9 +231,9 @@ def test_translated_parameters_reach_anthropic_and_gemini(tmp_path) -> None:
     with AnthropicServer() as anthropic_srv, GeminiServer() as gemini_srv:
         conductor = make_conductor(
             tmp_path,
-            anthropic_api_key="sk-test-provider-key-000000",
+            anthropic_api_key="sk-Yc8s31bI4f2OuS31GmKFtx9J",
             anthropic_base_url=anthropic_srv.url,
-            gemini_api_key="sk-test-provider-key-000000",
+            gemini_api_key="sk-Yc8s31bI4f2OuS31GmKFtx9J",
             gemini_base_url=gemini_srv.url,
         )
         with serve(create_app(conductor)) as url:
@@ -270,7 +272,7 @@ TOOLS = [
 ]
 
 
-PROVIDER_KEY = "sk-test-provider-key-000000"
+PROVIDER_KEY = "sk-Yc8s31bI4f2OuS31GmKFtx9J"
 
 
 @contextlib.contextmanager
@@ -429,7 +431,8 @@ def test_request_ids_streams_and_auto_chunks_are_consistent(tmp_path) -> None:
                 assert response.headers["x-request-id"] == "client-id-123"
                 chunks = [json.loads(line[6:]) for line in response.iter_lines() if line.startswith("data: {")]
             assert {c["model"] for c in chunks} == {"up/m"}  # never "auto": the serving model, as in the usage chunk
-            assert {c["id"] for c in chunks} == {"chatcmpl-client-id-123"}
+            assert {c["id"] for c in chunks} == {upstream.response_ids[-1]}  # one id: the upstream's own
+            assert chunks[-2]["conductor"]["request_id"] == "client-id-123"  # Conductor's, with the header
             assert chunks[-1]["usage"]["completion_tokens"] == 3
             assert {r.request_id for r in conductor.log.records()} == {"client-id-123"}
             bad = httpx.post(
@@ -528,7 +531,7 @@ def test_status_shows_the_request_log_health_while_its_database_is_away(tmp_path
 
 
 def test_cors_is_off_by_default_and_a_preflight_needs_no_key(tmp_path) -> None:
-    conductor = make_conductor(tmp_path, api_key="gateway-key-for-cors-0001")
+    conductor = make_conductor(tmp_path, api_key="eccfUHIapFMftqYAznMuNvET")
     preflight = {
         "origin": "https://app.example",
         "access-control-request-method": "POST",

@@ -22,25 +22,22 @@ import openai
 import pytest
 
 from conductor_core.config import load_settings
+from conductor_core.providers.spec import provider_specs, provider_variables
 from conductor_core.store import RequestLog
 from conductor_core.testing.protocol_servers import OpenAIServer
+
+GPT = provider_specs()["openai"].default_model  # served by the loopback OpenAIServer
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
-KEY = "sk-load-test-key-0000000000"
+KEY = "sk-xWhqhUpaOnu-EysF0NmXnbWM"
 REPLY = " ".join(f"word{i}" for i in range(30))
 CONCURRENCY = 100
 SEQUENTIAL = 30
 # Variables that would point the gateway elsewhere or enable other providers.
 _SCRUB = (
-    "OPENAI_API_KEY",
-    "OPENAI_BASE_URL",
-    "ANTHROPIC_API_KEY",
-    "ANTHROPIC_BASE_URL",
-    "GEMINI_API_KEY",
-    "GOOGLE_API_KEY",
-    "GOOGLE_GEMINI_BASE_URL",
+    *provider_variables(),  # every provider's key and base URL (their specs)
     "CONDUCTOR_API_KEY",
     "CONDUCTOR_DATABASE_URL",
     "CONDUCTOR_CONFIG",
@@ -187,10 +184,10 @@ def test_100_concurrent_streams_complete_and_each_is_logged_once(gateway_process
     # Warm both paths (connections, first-call imports), then measure one request at a time:
     # the cleanest view of what the gateway adds to a single call.
     upstream.latency_s, upstream.chunk_delay_s = 0.0, 0.001
-    asyncio.run(_run(gateway_v1, "openai/gpt-4o-mini", 5, 1))
-    asyncio.run(_run(direct_v1, "gpt-4o-mini", 5, 1))
-    direct_seq = asyncio.run(_run(direct_v1, "gpt-4o-mini", SEQUENTIAL, 1))
-    gateway_seq = asyncio.run(_run(gateway_v1, "openai/gpt-4o-mini", SEQUENTIAL, 1))
+    asyncio.run(_run(gateway_v1, f"openai/{GPT}", 5, 1))
+    asyncio.run(_run(direct_v1, GPT, 5, 1))
+    direct_seq = asyncio.run(_run(direct_v1, GPT, SEQUENTIAL, 1))
+    gateway_seq = asyncio.run(_run(gateway_v1, f"openai/{GPT}", SEQUENTIAL, 1))
 
     # 100 at once, each held at the upstream until all of them are open there at the same
     # time: the gateway must not queue them (anyio's default thread limit of 40 would). No
@@ -200,7 +197,7 @@ def test_100_concurrent_streams_complete_and_each_is_logged_once(gateway_process
     try:
         with ThreadPoolExecutor(max_workers=1) as pool:
             cpu0, t0 = _cpu_seconds(pid), time.perf_counter()
-            running = pool.submit(asyncio.run, _run(gateway_v1, "openai/gpt-4o-mini", CONCURRENCY, CONCURRENCY))
+            running = pool.submit(asyncio.run, _run(gateway_v1, f"openai/{GPT}", CONCURRENCY, CONCURRENCY))
             deadline = time.monotonic() + 120
             while upstream.held < CONCURRENCY:
                 assert not running.done(), running.result()  # its error, if it failed
@@ -256,7 +253,7 @@ def test_two_worker_processes_serve_and_share_one_log(gateway_process) -> None:
     ]
     assert len(workers) == 2, workers
     upstream.latency_s, upstream.chunk_delay_s = 0.2, 0.0
-    samples = asyncio.run(_run(f"{url}/v1", "openai/gpt-4o-mini", 40, 20))
+    samples = asyncio.run(_run(f"{url}/v1", f"openai/{GPT}", 40, 20))
     assert [s.text for s in samples] == [REPLY] * 40
     # Both processes write to one SQLite file: every request once, nothing lost.
     records = _logged(data_dir, 40)

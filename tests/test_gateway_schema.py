@@ -22,7 +22,8 @@ from conductor_core.router import Conductor
 from conductor_core.testing.fakes import ScriptedProvider
 from gateway.main import create_app
 
-GATEWAY_KEY = "schema-test-gateway-key-0001"
+# At least 32 characters: the ASGI client's address ("testserver") is not loopback.
+GATEWAY_KEY = "sHxhgOPS9ZGpISEg_9GYkYmCq7Lw2Rt5Zx"
 AUTH = {"Authorization": f"Bearer {GATEWAY_KEY}"}
 
 
@@ -97,23 +98,24 @@ def test_schema_valid_requests_reach_the_providers(conductor: Conductor) -> None
     assert conductor.log.count(status="ok") > served_before
 
 
-def test_the_documented_model_pattern_and_the_validator_agree_on_blank() -> None:
+def test_the_documented_model_schema_and_the_validator_agree_on_blank_and_control_characters() -> None:
     """Schemathesis found "\\x1c": valid by the documented schema, but Python's strip() made it
-    blank and the gateway answered 400. Every whitespace or control character, alone and padded."""
-    import re
-
+    blank and the gateway answered 400. Now control characters are refused too (they were sent
+    upstream): every whitespace or control character, alone, padded and inside a name, is
+    judged alike by a JSON Schema validator reading the documented schema and by the gateway."""
+    from jsonschema import Draft202012Validator
     from pydantic import ValidationError
 
     from gateway.schemas import MODEL_NOT_BLANK, ChatCompletionRequest
 
-    pattern = ChatCompletionRequest.model_json_schema()["properties"]["model"]["pattern"]
-    assert pattern == MODEL_NOT_BLANK
+    documented = ChatCompletionRequest.model_json_schema()["properties"]["model"]
+    assert documented["pattern"] == MODEL_NOT_BLANK
+    schema = Draft202012Validator(documented)
     odd = [chr(c) for c in range(0x3001) if chr(c).isspace() or not chr(c).isprintable()] + ["\ufeff"]
-    for model in [*odd, *(f" {c}\t" for c in odd), "  ", "auto"]:
-        documented_valid = re.search(pattern, model) is not None
+    for model in [*odd, *(f" {c}\t" for c in odd), *(f"up/m{c}x" for c in odd), "  ", "auto"]:
         try:
             ChatCompletionRequest(model=model, messages=[{"role": "user", "content": "hi"}])
             accepted = True
         except ValidationError:
             accepted = False
-        assert accepted == documented_valid, repr(model)
+        assert accepted == schema.is_valid(model), repr(model)

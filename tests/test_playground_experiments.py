@@ -209,7 +209,7 @@ def test_a_run_goes_on_while_the_page_is_left_and_stop_keeps_what_finished(env):
     assert summary(at)["A"]["success"] == "100%"  # cancelled cells are not failures, nor successes
 
 
-CANARY = "canary-share-secret-Zq81Lw0Pe"
+CANARY = "0qX06KzBNqr1HB63jVpynp4G"
 
 
 def test_share_a_conversation_and_a_comparison_without_the_key(env):

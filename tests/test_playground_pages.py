@@ -21,21 +21,17 @@ if str(ROOT) not in sys.path:
 import tests.playground_fakes as fakes  # noqa: E402  (the same module object the app imports)
 from conductor_core.errors import AuthenticationError, ProviderUnavailableError  # noqa: E402
 from conductor_core.models import AttemptRecord, Vote, utcnow  # noqa: E402
+from conductor_core.providers.spec import provider_variables  # noqa: E402
 from conductor_core.testing.fakes import Reply  # noqa: E402
 from conductor_core.testing.protocol_servers import GeminiServer, OpenAIServer  # noqa: E402
 from playground import charts, controls  # noqa: E402
+from playground import dashboard_data as dd  # noqa: E402
 from playground import state as playground_state  # noqa: E402
 from playground.state import FACTORY_ENV  # noqa: E402
 
 APP = ROOT / "playground" / "app.py"
 KEY_VARS = (
-    "GEMINI_API_KEY",
-    "GOOGLE_API_KEY",
-    "OPENAI_API_KEY",
-    "ANTHROPIC_API_KEY",
-    "OPENAI_BASE_URL",
-    "GOOGLE_GEMINI_BASE_URL",
-    "ANTHROPIC_BASE_URL",
+    *provider_variables(),  # every provider's key and base URL (their specs)
     "CONDUCTOR_CONFIG",
     "CONDUCTOR_DATABASE_URL",
 )
@@ -122,6 +118,15 @@ def button(at_or_block, label: str, n: int = 0):
     return [b for b in at_or_block.button if b.label == label][n]
 
 
+def listed(at: AppTest) -> list[str]:
+    """The sessions the sidebar lists, by title (each button also says when it was used: "title · 14:05")."""
+    return [b.label.split(" · ")[0] for b in at.sidebar.button if " · " in b.label]
+
+
+def session_button(at: AppTest, title: str):
+    return next(b for b in at.sidebar.button if b.label.split(" · ")[0] == title)
+
+
 def no_traceback(at: AppTest) -> None:
     assert not at.exception, at.exception
     for element in [*at.error, *at.markdown, *at.caption]:
@@ -204,11 +209,10 @@ def test_reload_and_a_second_tab_keep_the_session_and_its_settings(app):
     settle(again)
     assert user_texts(again) == ["First question", "Second question", "Third"]
     # The sidebar lists it, titled by the first prompt; a new chat starts empty.
-    titles = [b.label for b in again.sidebar.button]
-    assert "First question" in titles
+    assert "First question" in listed(again)
     button(again.sidebar, "New chat").click().run()
     assert not again.chat_message and "session" not in again.query_params
-    button(again.sidebar, "First question").click().run()
+    session_button(again, "First question").click().run()
     assert user_texts(again) == ["First question", "Second question", "Third"]
 
 
@@ -217,15 +221,20 @@ def test_sessions_are_searched_renamed_and_deleted(app):
     button(app.sidebar, "New chat").click().run()
     send(app, "Now giraffes")
     app.sidebar.text_input(key="chat_search").set_value("zebra").run()
-    assert [b.label for b in app.sidebar.button if b.label not in ("New chat",)] == ["Tell me about zebras"]
+    assert listed(app) == ["Tell me about zebras"]
     app.sidebar.text_input(key="chat_search").set_value("").run()
     sid = app.query_params["session"]
     app.text_input(key=f"rename_{sid}").set_value("Giraffe facts").run()
     button(app, "Rename").click().run()
-    assert "Giraffe facts" in [b.label for b in app.sidebar.button]
+    assert "Giraffe facts" in listed(app)
+    button(app, "Delete this chat").click().run()  # asks first
+    assert any("for good" in w.value for w in app.warning) and playground_state.sessions().get(sid) is not None
+    button(app, "Cancel").click().run()
+    assert playground_state.sessions().get(sid) is not None
     button(app, "Delete this chat").click().run()
+    button(app, "Delete chat").click().run()
     no_traceback(app)
-    assert not app.chat_message and "Giraffe facts" not in [b.label for b in app.sidebar.button]
+    assert not app.chat_message and "Giraffe facts" not in listed(app)
     assert playground_state.sessions().get(sid) is None
     # Its URL, opened later, says so instead of failing.
     gone = new_session(session=sid)
@@ -409,7 +418,7 @@ def test_a_setting_the_provider_ignores_says_so_beside_the_control(env, monkeypa
 
     server = AnthropicServer(reply="Claude here.").start()
     try:
-        monkeypatch.setenv("ANTHROPIC_API_KEY", "test-anthropic-key-1234")
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-api03-lZTC3CPUnybYyTQGQZGnqnCu")
         monkeypatch.setenv("ANTHROPIC_BASE_URL", server.url)
         st.cache_resource.clear()
         at = new_session()
@@ -669,6 +678,72 @@ def test_dashboard_figures_tell_the_truth(app):
     assert next(m for m in app.metric if m.label == "Success rate").delta == "2 left out"
 
 
+def test_dashboard_requests_card_counts_the_messages_sent_and_shows_attempts_apart(app):
+    """What a person saw: messages typed on the Playground, some retried or answered by a
+    fallback, and the "Requests" card counted every attempt (17 messages showed as 22). It
+    counts requests now, with the attempts beside them."""
+    c = conductor()
+    c.settings.max_retries = 1
+    alpha, beta, gamma = (fakes.FAKES[name] for name in ("alpha", "beta", "gamma"))
+    alpha.script(ProviderUnavailableError("alpha is overloaded", provider="alpha", status_code=503, retry_after=0.01))
+    send(app, "First: alpha answers on its second try", provider="alpha")
+    beta.down = gamma.down = True  # AUTO falls back to alpha from whichever it tries first
+    send(app, "Second: through AUTO", provider="auto")
+    beta.down = gamma.down = False
+    send(app, "Third: plain", provider="alpha")
+    assert len(assistant_messages(app)) == 3
+    records = c.log.records()
+    assert len({r.request_id for r in records}) == 3 and len(records) >= 4  # at least the retry
+    app.switch_page("views/dashboard.py").run()
+    no_traceback(app)
+    card = next(m for m in app.metric if m.label == "Requests")
+    assert (card.value, card.delta) == ("3", f"{len(records)} attempts")
+    assert "3 requests" in card.proto.help and f"{len(records)} attempts" in card.proto.help
+
+
+def test_a_database_newer_than_this_release_is_said_plainly_on_every_page(env):
+    from sqlalchemy import create_engine, text
+
+    from conductor_core.store import RequestLog
+
+    made = RequestLog(data_dir=env)
+    made.open()
+    made.close()
+    engine = create_engine(f"sqlite:///{env / 'conductor.db'}")
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '0099'"))  # a newer release's
+    engine.dispose()
+    at = new_session()
+    for page in (None, "views/dashboard.py"):
+        if page:
+            at.switch_page(page).run()
+        assert not at.exception, at.exception
+        (error,) = at.error
+        assert "cannot be used by this release" in error.value and "0099" in error.value
+        assert "newer release" in error.value and "Something went wrong" not in error.value
+
+
+def test_the_dashboard_says_when_the_log_refuses_rows_for_its_schema(app):
+    """A column gone under a running server (a newer release's migration, a hand edit): the
+    answers still arrive, their log rows are set aside, and the Dashboard says why."""
+    from sqlalchemy import create_engine, text
+
+    c = conductor()
+    send(app, "Written to the log", provider="alpha")
+    assert c.log.flush(timeout=30)
+    engine = create_engine(f"sqlite:///{c.log.url.split(':///', 1)[1]}")
+    with engine.begin() as conn:
+        conn.execute(text("ALTER TABLE attempts DROP COLUMN answer"))
+    engine.dispose()
+    send(app, "Set aside", provider="alpha")
+    assert len(assistant_messages(app)) == 2
+    assert c.log.flush(timeout=30) and c.log.health().rejected == 1
+    app.switch_page("views/dashboard.py").run()
+    assert not app.exception, app.exception
+    (banner,) = [plain(e.value) for e in app.error if "The request log is not being written" in e.value]
+    assert "no column named answer" in banner and "python -m conductor_core.store check" in banner
+
+
 def bulk_write(log, records: list[AttemptRecord]) -> None:
     # One transaction for all 10,000 rows (write() would be one per row).
     assert log.write_many(records) == len(records)
@@ -720,6 +795,43 @@ def test_dashboard_with_ten_thousand_rows_draws_bounded_charts(app):
     assert app.segmented_control(key="dash_window").value == "5m"  # kept across pages
 
 
+def test_per_provider_draws_one_chart_of_small_multiples(app):
+    now = utcnow()
+    bulk_write(
+        conductor().log,
+        [
+            AttemptRecord(
+                request_id=f"r{i}-{provider}",
+                provider=provider,
+                status="ok",
+                created_at=now - timedelta(seconds=20 * i + 5),
+                latency_ms=100.0 + i,
+                ttft_ms=20.0,
+                output_tokens=8,
+                streamed=True,
+            )
+            for i in range(30)
+            for provider in ("alpha", "beta")
+        ],
+    )
+    app.switch_page("views/dashboard.py").run()
+    grid = [json.loads(c.proto.spec) for c in app.get("vega_lite_chart")]
+    assert len(grid) == 7 and all("vconcat" not in spec for spec in grid)
+    assert all(c.proto.selection_mode == ["isolate"] for c in app.get("vega_lite_chart"))  # the legend click
+
+    app.toggle(key="dash_split").set_value(True).run()
+    no_traceback(app)
+    (chart,) = app.get("vega_lite_chart")  # one chart at a time: all seven would cost several refreshes
+    spec = json.loads(chart.proto.spec)
+    assert [row["title"]["text"] for row in spec["vconcat"]] == ["alpha", "beta"]
+    assert spec["title"]["text"].startswith("Latency")
+    app.segmented_control(key="dash_split_chart").set_value("Success").run()
+    (chart,) = app.get("vega_lite_chart")
+    assert json.loads(chart.proto.spec)["title"]["text"] == "Success rate"
+    app.run()  # a refresh keeps the choice
+    assert app.toggle(key="dash_split").value and app.segmented_control(key="dash_split_chart").value == "Success"
+
+
 def test_dashboard_reads_rollups_when_the_window_is_too_big_for_rows(app, monkeypatch):
     import playground.state as playground_state
 
@@ -750,7 +862,7 @@ def test_dashboard_reads_rollups_when_the_window_is_too_big_for_rows(app, monkey
     assert next(m for m in app.metric if m.label == "Requests").value == "50"
     assert any("from per-minute sums" in c.value for c in app.caption)
     latency = json.loads(app.get("vega_lite_chart")[0].proto.spec)
-    assert latency["title"]["text"] == "Latency (ms) · mean"
+    assert latency["title"]["text"] == "Latency (ms, mean)"
     # Time to first token and tokens/s come from the rollups' sums too (not empty charts).
     data = {
         json.loads(c.proto.spec)["title"]["text"]: pa.ipc.open_stream(c.proto.datasets[0].data.data)
@@ -759,7 +871,7 @@ def test_dashboard_reads_rollups_when_the_window_is_too_big_for_rows(app, monkey
         for c in app.get("vega_lite_chart")
         if c.proto.datasets
     }
-    assert set(data["Time to first token (ms, mean)"]["mean_ttft_ms"].dropna()) == {20.0}
+    assert set(data["Time to first token (ms, mean)"]["mid"].dropna()) == {20.0}
     assert (data["Tokens per second"]["tokens_per_second"].dropna() > 0).any()
     assert max(chart_rows(app)) <= charts.MAX_POINTS
 
@@ -771,6 +883,26 @@ def test_dashboard_shows_everyones_traffic_but_sessions_keep_their_conversations
     assert not two.chat_message  # session two does not see session one's conversation
     two.switch_page("views/dashboard.py").run()
     assert next(m for m in two.metric if m.label == "Requests").value == "1"
+
+
+def test_the_providers_table_says_unknown_for_a_provider_with_no_price(app):
+    # alpha has a price, beta none (an endpoint), gamma is free; the built-ins have no traffic.
+    for provider in ("alpha", "beta", "gamma"):
+        send(app, f"Hello {provider}", provider=provider)
+    app.switch_page("views/dashboard.py").run()
+    no_traceback(app)
+    table = app.dataframe[0].value
+    table.index = list(conductor().status().providers)  # the fakes all show as "Scripted"
+    cost = table["Cost"].to_dict()
+    assert cost["beta"] == "unknown"  # not "$0.00000": nothing says it is free
+    assert cost["gamma"] == "free" and cost["alpha"].startswith("$") and cost["alpha"] != "$0"
+    assert cost["openai"] == "—"  # no answer in this window
+    assert table.loc["beta", "Requests"] == 1 and table.loc["openai", "Requests"] == 0
+    assert len(table.loc["beta", "Traffic"]) >= 24  # a sparkline over the window's buckets
+    # Each column is as wide as its longest text (the grid would otherwise keep its first width).
+    config = json.loads(app.dataframe[0].proto.columns)
+    assert config["Cost"]["width"] > dd.text_width("unknown") and config["p50 ms"]["width"] > dd.text_width("p50 ms")
+    assert config["Latency trend"]["type_config"]["type"] == "line_chart"
 
 
 # --- Providers ------------------------------------------------------------------------------
@@ -795,7 +927,7 @@ def test_providers_page_says_what_to_set(app):
     assert any("Health check: 3 of 3" in i.value for i in app.info)
 
 
-CANARY = "canary-session-key-5b8e1f02c9d4"
+CANARY = "tnAaRnhOkTdg0Pry_cthCL2S"
 
 
 def test_a_typed_key_is_used_for_the_session_only_and_never_stored(env, monkeypatch):
@@ -837,14 +969,14 @@ def test_a_wrong_key_is_an_actionable_message(env, monkeypatch):
         st.cache_resource.clear()
         at = new_session()
         at.switch_page("views/providers.py").run()
-        at.text_input(key="key_input_gemini").set_value("a-wrong-key-456789")
+        at.text_input(key="key_input_gemini").set_value("f8CZpUTCx6Fx1aIVSEpaWHhT")
         next(b for b in at.get("form_submit_button") if b.form_id == "key_form_gemini").click().run()
         at.switch_page("views/chat.py").run()
         send(at, "Hello", provider="gemini")
         no_traceback(at)
         errors = [plain(e.value) for e in at.error]
         assert any("gemini rejected the API key: check GEMINI_API_KEY" in e for e in errors), errors
-        assert not any("a-wrong-key-456789" in e for e in errors)
+        assert not any("f8CZpUTCx6Fx1aIVSEpaWHhT" in e for e in errors)
     finally:
         server.stop()
 
@@ -969,3 +1101,35 @@ def test_controls_drawn_before_they_were_loaded_start_at_the_defaults_not_at_the
     assert not at.exception, at.exception
     assert at.number_input(key="unloaded_max_tokens").value == controls.DEFAULT_VARIANT.max_tokens
     assert at.slider(key="unloaded_temperature").value == controls.DEFAULT_VARIANT.temperature
+
+
+def test_sessions_are_listed_with_when_they_were_used_beside_their_title() -> None:
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from conductor_core.workbench.sessions import SessionInfo
+    from playground.session_nav import session_labels
+
+    utc, paris = ZoneInfo("UTC"), ZoneInfo("Europe/Paris")
+
+    def session(title: str, *when: int) -> SessionInfo:
+        moment = datetime(*when, tzinfo=utc)
+        return SessionInfo("ses_" + title, "chat", title, moment, moment, 1, [])
+
+    now = datetime(2025, 6, 2, 18, 0, tzinfo=paris)
+    found = [
+        session("Capitals", 2025, 6, 2, 12, 5, 1),  # today (14:05 in Paris)
+        session("Capitals", 2025, 3, 12, 9, 0),  # this year
+        session("Capitals", 2024, 3, 12, 9, 0),  # an earlier year
+        session("", 2025, 6, 2, 12, 30, 7),
+        session("", 2025, 6, 2, 12, 30, 45),  # the same title and minute: the seconds tell them apart
+        session("A title far longer than a phone's sidebar can show in full", 2025, 6, 2, 12, 0),
+    ]
+    assert session_labels(found, noun="chat", now=now, zone=paris) == [
+        "Capitals · 14:05",
+        "Capitals · 12 Mar 10:00",
+        "Capitals · 12 Mar 2024",
+        "Untitled chat · 14:30:07",
+        "Untitled chat · 14:30:45",
+        "A title far longer than a phone's sideba… · 14:00",
+    ]

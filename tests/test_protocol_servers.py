@@ -25,6 +25,7 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types as genai_types
 
+from conductor_core.providers.spec import provider_specs
 from conductor_core.testing.protocol_servers import (
     AnthropicServer,
     Fault,
@@ -42,6 +43,10 @@ except ImportError:  # pragma: no cover
 
 T = TypeVar("T")
 
+# The models each server serves by default: its provider's current ones (providers/spec.py).
+GPT = provider_specs()["openai"].default_model
+CLAUDE = provider_specs()["anthropic"].default_model
+GEMINI = provider_specs()["gemini"].default_model
 REPLY = "The quick brown fox jumps over the lazy dog."
 REPLY_WORDS = len(REPLY.split())  # 9
 PROMPT = "say something about foxes please"  # 5 words
@@ -106,9 +111,9 @@ def oa_complete(
 ) -> Result:
     extra: dict[str, Any] = {} if max_tokens is None else {"max_tokens": max_tokens}
     r = _openai(srv, key, timeout).chat.completions.create(
-        model="gpt-4o-mini", messages=[{"role": "user", "content": PROMPT}], **extra
+        model=GPT, messages=[{"role": "user", "content": PROMPT}], **extra
     )
-    assert r.model == "gpt-4o-mini" and r.usage is not None
+    assert r.model == GPT and r.usage is not None
     return Result(
         r.choices[0].message.content or "",
         r.usage.prompt_tokens,
@@ -128,7 +133,7 @@ def oa_stream(
     extra: dict[str, Any] = {} if max_tokens is None else {"max_tokens": max_tokens}
     finish, usage = "", None
     for chunk in _openai(srv, key, timeout).chat.completions.create(
-        model="gpt-4o-mini",
+        model=GPT,
         messages=[{"role": "user", "content": PROMPT}],
         stream=True,
         stream_options={"include_usage": True},
@@ -158,12 +163,12 @@ def an_complete(
     srv: ProtocolServer, *, key: str = "test", timeout: float = 30.0, max_tokens: int | None = None
 ) -> Result:
     m = _anthropic(srv, key, timeout).messages.create(
-        model="claude-haiku-4-5",
+        model=CLAUDE,
         max_tokens=max_tokens or 256,
         system="You are terse.",
         messages=[{"role": "user", "content": PROMPT}],
     )
-    assert m.model == "claude-haiku-4-5"
+    assert m.model == CLAUDE
     text = "".join(b.text for b in m.content if b.type == "text")
     return Result(text, m.usage.input_tokens, m.usage.output_tokens, m.stop_reason or "")
 
@@ -177,7 +182,7 @@ def an_stream(
     max_tokens: int | None = None,
 ) -> Result:
     with _anthropic(srv, key, timeout).messages.stream(
-        model="claude-haiku-4-5",
+        model=CLAUDE,
         max_tokens=max_tokens or 256,
         system="You are terse.",
         messages=[{"role": "user", "content": PROMPT}],
@@ -216,9 +221,9 @@ def ge_complete(
     srv: ProtocolServer, *, key: str = "test", timeout: float = 30.0, max_tokens: int | None = None
 ) -> Result:
     r = _gemini(srv, key, timeout).models.generate_content(
-        model="gemini-2.5-flash", contents=PROMPT, config=_gemini_config(max_tokens)
+        model=GEMINI, contents=PROMPT, config=_gemini_config(max_tokens)
     )
-    assert r.model_version == "gemini-2.5-flash" and r.usage_metadata is not None and r.candidates
+    assert r.model_version == GEMINI and r.usage_metadata is not None and r.candidates
     finish = r.candidates[0].finish_reason
     return Result(
         r.text or "",
@@ -238,7 +243,7 @@ def ge_stream(
 ) -> Result:
     last = None
     for chunk in _gemini(srv, key, timeout).models.generate_content_stream(
-        model="gemini-2.5-flash", contents=PROMPT, config=_gemini_config(max_tokens)
+        model=GEMINI, contents=PROMPT, config=_gemini_config(max_tokens)
     ):
         if chunk.text:
             deltas.append(chunk.text)
@@ -276,7 +281,7 @@ ADAPTERS = [
     Adapter(
         name="openai",
         server_cls=OpenAIServer,
-        model="gpt-4o-mini",
+        model=GPT,
         complete=oa_complete,
         stream=oa_stream,
         rate_limit_error=openai.RateLimitError,
@@ -292,7 +297,7 @@ ADAPTERS = [
     Adapter(
         name="anthropic",
         server_cls=AnthropicServer,
-        model="claude-haiku-4-5",
+        model=CLAUDE,
         complete=an_complete,
         stream=an_stream,
         rate_limit_error=anthropic.RateLimitError,
@@ -309,7 +314,7 @@ ADAPTERS = [
     Adapter(
         name="gemini",
         server_cls=GeminiServer,
-        model="gemini-2.5-flash",
+        model=GEMINI,
         complete=ge_complete,
         stream=ge_stream,
         rate_limit_error=genai_errors.ClientError,
@@ -402,7 +407,7 @@ def test_request_log_details(_shared_servers: dict[str, ProtocolServer]) -> None
         rec = srv.requests[0]
         assert rec["path"] == "/v1/chat/completions"
         assert rec["headers"]["authorization"] == "Bearer sk-abc"
-        assert rec["json"]["model"] == "gpt-4o-mini" and rec["model"] == "gpt-4o-mini"
+        assert rec["json"]["model"] == GPT and rec["model"] == GPT
         assert srv.request_count == 1
     with _reset(_shared_servers["anthropic"]) as srv:
         an_complete(srv)
@@ -416,7 +421,7 @@ def test_request_log_details(_shared_servers: dict[str, ProtocolServer]) -> None
         ge_complete(srv)
         rec = srv.requests[0]
         # google-genai 3.x defaults to api_version "v1"; the server accepts any version segment.
-        assert rec["path"].endswith("/models/gemini-2.5-flash:generateContent")
+        assert rec["path"].endswith(f"/models/{GEMINI}:generateContent")
         assert rec["headers"]["x-goog-api-key"] == "test"
         assert rec["json"]["systemInstruction"]["parts"][0]["text"] == "You are terse."
 
@@ -426,13 +431,11 @@ def test_gemini_v1beta_and_sse_query() -> None:
         client = genai.Client(
             api_key="test", http_options=genai_types.HttpOptions(base_url=srv.url, api_version="v1beta")
         )
-        assert client.models.generate_content(model="gemini-2.5-flash", contents="hi").text == "a b c"
-        text = "".join(
-            c.text or "" for c in client.models.generate_content_stream(model="gemini-2.5-flash", contents="hi")
-        )
+        assert client.models.generate_content(model=GEMINI, contents="hi").text == "a b c"
+        text = "".join(c.text or "" for c in client.models.generate_content_stream(model=GEMINI, contents="hi"))
         assert text == "a b c"
-        assert srv.requests[0]["path"] == "/v1beta/models/gemini-2.5-flash:generateContent"
-        assert srv.requests[1]["path"] == "/v1beta/models/gemini-2.5-flash:streamGenerateContent"
+        assert srv.requests[0]["path"] == f"/v1beta/models/{GEMINI}:generateContent"
+        assert srv.requests[1]["path"] == f"/v1beta/models/{GEMINI}:streamGenerateContent"
         assert srv.requests[1]["query"] == {"alt": "sse"}
 
 
@@ -445,9 +448,9 @@ def test_model_listing(_shared_servers: dict[str, ProtocolServer]) -> None:
         page = _anthropic(srv, "test", 5).models.list()
         assert [m.id for m in page.data] == ["claude-a", "claude-b"] and page.has_more is False
     with _reset(_shared_servers["gemini"]) as srv:
-        srv.models = ["gemini-2.5-flash"]
+        srv.models = [GEMINI]
         models = list(_gemini(srv, "test", 5).models.list())
-        assert [m.name for m in models] == ["models/gemini-2.5-flash"]
+        assert [m.name for m in models] == [f"models/{GEMINI}"]
         assert models[0].supported_actions == ["generateContent", "countTokens"]
         assert srv.requests[0]["path"].endswith("/models")
 
@@ -456,7 +459,7 @@ def test_latency_and_chunk_delay() -> None:
     with OpenAIServer(reply="one two three four", latency_s=0.15, chunk_delay_s=0.05) as srv:
         client = _openai(srv, "test", 5)
         t0 = time.perf_counter()
-        stream = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}], stream=True)
+        stream = client.chat.completions.create(model=GPT, messages=[{"role": "user", "content": "x"}], stream=True)
         first_text_at = None
         for chunk in stream:
             if chunk.choices and chunk.choices[0].delta.content and first_text_at is None:
@@ -468,9 +471,9 @@ def test_latency_and_chunk_delay() -> None:
         # outlasts a 1 s client timeout; set back to 0, an answer comes well within 30 s.
         srv.latency_s = 60.0
         with pytest.raises(openai.APITimeoutError):
-            _openai(srv, "test", 1).chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
+            _openai(srv, "test", 1).chat.completions.create(model=GPT, messages=[{"role": "user", "content": "x"}])
         srv.latency_s = 0.0
-        _openai(srv, "test", 30).chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
+        _openai(srv, "test", 30).chat.completions.create(model=GPT, messages=[{"role": "user", "content": "x"}])
 
 
 # ---------------------------------------------------------------------------- faults
@@ -518,6 +521,17 @@ def test_cut_stream_raises_after_first_delta(adapter: Adapter, server: ProtocolS
     assert server.requests[-1]["fault"] == "cut"
 
 
+def test_error_event_after_first_delta_raises_with_its_message(adapter: Adapter, server: ProtocolServer) -> None:
+    server.script(Fault("error_event", status=500, message="overloaded mid-answer"), Fault("error_event", status=503))
+    deltas: list[str] = []
+    with pytest.raises((openai.APIError, anthropic.APIError, genai_errors.APIError)) as caught:
+        adapter.stream(server, deltas)
+    assert deltas == ["The "] and "overloaded mid-answer" in str(caught.value)
+    assert server.requests[-1]["fault"] == "error_event" and server.requests[-1]["status"] == 200
+    with pytest.raises(adapter.unavailable_error):  # not streamed: the status error
+        adapter.complete(server)
+
+
 def test_cut_before_first_raises_without_delta(adapter: Adapter, server: ProtocolServer) -> None:
     server.script(Fault("cut_before_first"))
     deltas: list[str] = []
@@ -550,7 +564,7 @@ def test_require_key(adapter: Adapter) -> None:
 
 def test_anthropic_accepts_x_api_key_header() -> None:
     with AnthropicServer(reply="ok", require_key="k1") as srv:
-        body = {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+        body = {"model": CLAUDE, "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
         ok = httpx.post(f"{srv.url}/v1/messages", headers={"x-api-key": "k1"}, json=body)
         assert ok.status_code == 200 and ok.json()["content"][0]["text"] == "ok"
         bad = httpx.post(f"{srv.url}/v1/messages", headers={"x-api-key": "k2"}, json=body)
@@ -559,7 +573,7 @@ def test_anthropic_accepts_x_api_key_header() -> None:
 
 def test_gemini_key_query_param() -> None:
     with GeminiServer(reply="ok", require_key="k1") as srv:
-        url = f"{srv.url}/v1beta/models/gemini-2.5-flash:generateContent"
+        url = f"{srv.url}/v1beta/models/{GEMINI}:generateContent"
         body = {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}
         assert httpx.post(url, params={"key": "k1"}, json=body).status_code == 200
         bad = httpx.post(url, params={"key": "nope"}, json=body)
@@ -638,7 +652,7 @@ def test_a_client_that_closes_a_held_stream_leaves_the_line() -> None:
     with OpenAIServer(reply=REPLY) as srv:
         srv.hold(after_chunks=1)
         client = _openai(srv, "test", 60)
-        stream = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}], stream=True)
+        stream = client.chat.completions.create(model=GPT, messages=[{"role": "user", "content": "x"}], stream=True)
         first = next(c for c in stream if c.choices and c.choices[0].delta.content)
         assert first.choices[0].delta.content == REPLY.split()[0] + " "
         until(lambda: srv.held == 1, "held after the first chunk")
@@ -662,7 +676,7 @@ def test_faults_do_not_hit_model_listing() -> None:
         client = _openai(srv, "test", 5)
         assert [m.id for m in client.models.list()]  # listing does not consume the scripted fault
         with pytest.raises(openai.InternalServerError):
-            client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
+            client.chat.completions.create(model=GPT, messages=[{"role": "user", "content": "x"}])
         srv.set_down(True)  # ...but "down" applies to every endpoint
         with pytest.raises(openai.InternalServerError):
             client.models.list()
@@ -671,7 +685,7 @@ def test_faults_do_not_hit_model_listing() -> None:
 def test_failure_rate_is_seeded() -> None:
     n, rate, seed = 200, 0.3, 1
     with OpenAIServer(failure_rate=rate, seed=seed) as srv, httpx.Client(base_url=srv.url) as http:
-        body = {"model": "m", "messages": [{"role": "user", "content": "x"}]}
+        body = {"model": GPT, "messages": [{"role": "user", "content": "x"}]}
         statuses = [http.post("/chat/completions", json=body).status_code for _ in range(n)]
         assert srv.request_count == n
     failures = statuses.count(500)
@@ -737,7 +751,7 @@ def test_anthropic_tool_use_parsed_by_the_sdk(_shared_servers: dict[str, Protoco
         client = _anthropic(srv, "test", 5.0)
         tools = [{"name": "weather", "description": "Weather in a city", "input_schema": WEATHER_SCHEMA}]
         ask = [{"role": "user", "content": "Weather in Paris?"}]
-        message = client.messages.create(model="claude-haiku-4-5", max_tokens=100, messages=ask, tools=tools)
+        message = client.messages.create(model=CLAUDE, max_tokens=100, messages=ask, tools=tools)
         assert message.stop_reason == "tool_use"
         text, use = message.content  # Claude writes a sentence before a call it chose to make
         assert text.type == "text" and text.text == AnthropicServer.TOOL_PREAMBLE
@@ -749,7 +763,7 @@ def test_anthropic_tool_use_parsed_by_the_sdk(_shared_servers: dict[str, Protoco
         )
 
         forced = client.messages.create(
-            model="claude-haiku-4-5",
+            model=CLAUDE,
             max_tokens=100,
             messages=ask,
             tools=tools,
@@ -757,7 +771,7 @@ def test_anthropic_tool_use_parsed_by_the_sdk(_shared_servers: dict[str, Protoco
         )
         assert [b.type for b in forced.content] == ["tool_use"]  # a forced call comes without text
 
-        with client.messages.stream(model="claude-haiku-4-5", max_tokens=100, messages=ask, tools=tools) as stream:
+        with client.messages.stream(model=CLAUDE, max_tokens=100, messages=ask, tools=tools) as stream:
             events = list(stream)
             final = stream.get_final_message()
         assert final.stop_reason == "tool_use" and final.content[1].input == {"city": "Paris"}
@@ -773,10 +787,10 @@ def test_anthropic_tool_use_parsed_by_the_sdk(_shared_servers: dict[str, Protoco
             {"role": "assistant", "content": [b.model_dump() for b in message.content]},
             {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id, "content": "sunny"}]},
         ]
-        done = client.messages.create(model="claude-haiku-4-5", max_tokens=100, messages=answer, tools=tools)
+        done = client.messages.create(model=CLAUDE, max_tokens=100, messages=answer, tools=tools)
         assert done.stop_reason == "end_turn" and done.content[0].text == REPLY
         none = client.messages.create(
-            model="claude-haiku-4-5", max_tokens=100, messages=ask, tools=tools, tool_choice={"type": "none"}
+            model=CLAUDE, max_tokens=100, messages=ask, tools=tools, tool_choice={"type": "none"}
         )
         assert none.content[0].text == REPLY
 
@@ -791,16 +805,14 @@ def test_gemini_function_call_parsed_by_the_sdk(_shared_servers: dict[str, Proto
             tools=[genai_types.Tool(function_declarations=[declaration])],
             automatic_function_calling=genai_types.AutomaticFunctionCallingConfig(disable=True),
         )
-        response = client.models.generate_content(model="gemini-2.5-flash", contents="Weather in Paris?", config=config)
+        response = client.models.generate_content(model=GEMINI, contents="Weather in Paris?", config=config)
         [call] = response.function_calls
         assert call.name == "weather" and call.args == {"city": "Paris"}
         assert response.candidates[0].finish_reason == genai_types.FinishReason.STOP
         sent = srv.requests[-1]["json"]
         assert sent["tools"][0]["functionDeclarations"][0]["name"] == "weather"
 
-        chunks = list(
-            client.models.generate_content_stream(model="gemini-2.5-flash", contents="Weather?", config=config)
-        )
+        chunks = list(client.models.generate_content_stream(model=GEMINI, contents="Weather?", config=config))
         assert len(chunks) == 1 and chunks[0].function_calls[0].args == {"city": "Paris"}  # sent whole, in one chunk
 
         none = config.model_copy(
@@ -810,7 +822,7 @@ def test_gemini_function_call_parsed_by_the_sdk(_shared_servers: dict[str, Proto
                 )
             }
         )
-        assert client.models.generate_content(model="gemini-2.5-flash", contents="Weather?", config=none).text == REPLY
+        assert client.models.generate_content(model=GEMINI, contents="Weather?", config=none).text == REPLY
         history = [
             genai_types.Content(role="user", parts=[genai_types.Part(text="Weather?")]),
             response.candidates[0].content,
@@ -823,33 +835,120 @@ def test_gemini_function_call_parsed_by_the_sdk(_shared_servers: dict[str, Proto
                 ],
             ),
         ]
-        assert client.models.generate_content(model="gemini-2.5-flash", contents=history, config=config).text == REPLY
+        assert client.models.generate_content(model=GEMINI, contents=history, config=config).text == REPLY
 
 
 def test_json_output_in_each_protocol(_shared_servers: dict[str, ProtocolServer]) -> None:
     wanted = {"city": "Paris"}  # every server's default json_reply
     with _reset(_shared_servers["openai"]) as srv:
         r = _openai(srv, "test", 5.0).chat.completions.create(
-            model="gpt-4o-mini",
+            model=GPT,
             messages=[{"role": "user", "content": "City?"}],
             response_format={"type": "json_object"},
         )
         assert json.loads(r.choices[0].message.content or "") == wanted
     with _reset(_shared_servers["anthropic"]) as srv:
         m = _anthropic(srv, "test", 5.0).messages.create(
-            model="claude-haiku-4-5",
+            model=CLAUDE,
             max_tokens=100,
             messages=[{"role": "user", "content": "City?"}],
             output_config={"format": {"type": "json_schema", "schema": WEATHER_SCHEMA}},
         )
         assert json.loads(m.content[0].text) == wanted
         plain = _anthropic(srv, "test", 5.0).messages.create(
-            model="claude-haiku-4-5", max_tokens=100, messages=[{"role": "user", "content": "City?"}]
+            model=CLAUDE, max_tokens=100, messages=[{"role": "user", "content": "City?"}]
         )
         assert plain.content[0].text == REPLY
     with _reset(_shared_servers["gemini"]) as srv:
         config = genai_types.GenerateContentConfig(
             response_mime_type="application/json", response_json_schema=WEATHER_SCHEMA
         )
-        g = _gemini(srv, "test", 5.0).models.generate_content(model="gemini-2.5-flash", contents="City?", config=config)
+        g = _gemini(srv, "test", 5.0).models.generate_content(model=GEMINI, contents="City?", config=config)
         assert json.loads(g.text) == wanted and g.parsed == wanted
+
+
+# ---------------------------------------------------------------------------- models served
+
+
+# Names the real APIs refuse today (retired on 2026-10-23, 2026-08-05 and 2026-12-01).
+RETIRED = {"openai": "gpt-4.1-nano", "anthropic": "claude-opus-4-1", "gemini": "gemini-2.5-flash"}
+
+
+def test_a_model_not_served_is_refused_as_each_api_refuses_it() -> None:
+    # A retired or mistyped name: the API's own 404, whatever is scripted, and no scripted fault used.
+    with OpenAIServer(reply=REPLY) as o, AnthropicServer(reply=REPLY) as a, GeminiServer(reply=REPLY) as g:
+        for srv in (o, a, g):
+            srv.script(Fault("status", status=500))
+        gpt = openai.OpenAI(base_url=o.url, api_key="k", max_retries=0)
+        with pytest.raises(openai.NotFoundError) as info:
+            gpt.chat.completions.create(model=RETIRED["openai"], messages=[{"role": "user", "content": "x"}])
+        assert info.value.code == "model_not_found" and f"`{RETIRED['openai']}` does not exist" in info.value.message
+        with pytest.raises(openai.NotFoundError):
+            gpt.chat.completions.create(model="gpt-nope", messages=[{"role": "user", "content": "x"}], stream=True)
+        with pytest.raises(openai.NotFoundError):
+            gpt.models.retrieve(RETIRED["openai"])
+        assert gpt.models.retrieve(GPT).id == GPT
+
+        claude = anthropic.Anthropic(base_url=a.url, api_key="k", max_retries=0)
+        with pytest.raises(anthropic.NotFoundError) as refused:
+            claude.messages.create(
+                model=RETIRED["anthropic"], max_tokens=5, messages=[{"role": "user", "content": "x"}]
+            )
+        assert refused.value.body == {
+            "type": "error",
+            "error": {"type": "not_found_error", "message": f"model: {RETIRED['anthropic']}"},
+        }
+        assert claude.models.retrieve(CLAUDE).id == CLAUDE
+
+        gemini = _gemini(g, "k", 5.0)
+        with pytest.raises(genai_errors.ClientError) as missing:
+            gemini.models.generate_content(model=RETIRED["gemini"], contents="x")
+        assert (missing.value.code, missing.value.status) == (404, "NOT_FOUND")
+        with pytest.raises(genai_errors.ClientError):
+            gemini.models.get(model=RETIRED["gemini"])
+
+        for srv in (o, a, g):
+            assert all(r["status"] in (200, 404) for r in srv.requests) and srv.requests[0]["status"] == 404
+            assert len(srv._script) == 1  # the next request for a served model still gets the scripted 500
+        with pytest.raises(openai.InternalServerError):
+            gpt.chat.completions.create(model=GPT, messages=[{"role": "user", "content": "x"}])
+
+
+def test_servers_serve_their_providers_current_models_and_list_them() -> None:
+    with OpenAIServer() as o, AnthropicServer() as a, GeminiServer() as g:
+        assert [m.id for m in openai.OpenAI(base_url=o.url, api_key="k").models.list()] == provider_specs()[
+            "openai"
+        ].model_ids
+        assert [m.id for m in anthropic.Anthropic(base_url=a.url, api_key="k").models.list()] == provider_specs()[
+            "anthropic"
+        ].model_ids
+        listed = [m.name for m in _gemini(g, "k", 5.0).models.list()]
+        assert listed == [f"models/{m}" for m in provider_specs()["gemini"].model_ids]
+    # The constructor says which models a server serves (an Ollama stand-in serves its own).
+    with OpenAIServer(reply="ok", models=["llama3.2"]) as ollama:
+        client = openai.OpenAI(base_url=ollama.url, api_key="k", max_retries=0)
+        assert client.chat.completions.create(model="llama3.2", messages=[{"role": "user", "content": "x"}])
+        with pytest.raises(openai.NotFoundError):
+            client.chat.completions.create(model=GPT, messages=[{"role": "user", "content": "x"}])
+
+
+def test_a_spec_model_past_its_retirement_date_is_not_served() -> None:
+    from datetime import date
+
+    from conductor_core.providers.spec import Capabilities, ModelSpec, ProviderSpec, registered
+
+    spec = ProviderSpec(
+        name="dated",
+        display_name="Dated",
+        module=__name__,
+        class_name="Unused",
+        default_model="current-model",
+        models=(ModelSpec("current-model"), ModelSpec("old-model", retires=date(2026, 1, 1))),
+        capabilities=Capabilities(),
+    )
+
+    class DatedServer(OpenAIServer):
+        provider = "dated"
+
+    with registered(spec):
+        assert DatedServer.default_models() == ["current-model"]

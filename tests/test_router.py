@@ -429,6 +429,65 @@ def test_compare_takes_two_to_four_targets(make):
         list(conductor.compare(ask(), [Target(provider="alpha")] * 5))
 
 
+# --- requests and their attempts in the log -----------------------------------------------------
+
+
+class HeldProvider(ScriptedProvider):
+    """Answers at once, except while `held`: a call then waits (holding its bulkhead slot)
+    until the test lets it go; `entered` says a call is waiting."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.held = threading.Event()
+        self.entered = threading.Event()
+
+    async def _complete(self, request, model):
+        while self.held.is_set():
+            self.entered.set()
+            await asyncio.sleep(0.01)
+        return await super()._complete(request, model)
+
+
+def test_each_logged_attempt_knows_its_place_in_its_request(make):
+    """0 for a request's first logged attempt, then 1, 2... for its retries and fallbacks. A
+    call refused before it was made (a full bulkhead) is not logged, so it takes no place."""
+    alpha, beta = HeldProvider("alpha"), ScriptedProvider("beta")
+    conductor = make(alpha, beta, max_retries=1, bulkhead_limit=1, bulkhead_queue=1, breaker_failures=10)
+    alpha.timeout_s = 0.2  # how long a call waits for a slot before it is refused
+    for provider, ms in ((alpha, 40.0), (beta, 400.0)):  # AUTO's fastest is alpha
+        for _ in range(5):
+            conductor.metrics.record(_ok(provider.name, ms))
+
+    plain = conductor.chat(ask("beta"))
+    beta.script(ProviderUnavailableError("503", provider="beta"), "second time lucky")
+    retried = conductor.chat(ask("beta"))
+    # alpha's one slot taken by a call in flight: AUTO's next request waits for it, is refused
+    # (not logged, but listed in its routing) and falls back to beta, its first logged attempt.
+    alpha.held.set()
+    holder = threading.Thread(target=conductor.chat, args=(ask("alpha"),))
+    holder.start()
+    assert alpha.entered.wait(30)
+    refused_first = conductor.chat(ask(policy=RoutingPolicy.fastest))
+    alpha.held.clear()
+    holder.join(30)
+    assert [(a.provider, a.error_type) for a in refused_first.routing.attempts][0] == ("alpha", "busy")
+    alpha.script(AuthenticationError("alpha rejected the key", provider="alpha"))
+    fallen_back = [e for e in conductor.stream(ask(policy=RoutingPolicy.fastest)) if isinstance(e, StreamDone)][0]
+
+    logged: dict[str, list[tuple[str, str, int | None]]] = {}
+    for record in sorted(conductor.log.records(), key=lambda r: (r.created_at, r.attempt_index or 0)):
+        logged.setdefault(record.request_id, []).append((record.provider, record.status, record.attempt_index))
+    assert logged[plain.metadata.id] == [("beta", "ok", 0)]
+    assert logged[retried.metadata.id] == [("beta", "error", 0), ("beta", "ok", 1)]
+    assert logged[fallen_back.response.metadata.id] == [("alpha", "error", 0), ("beta", "ok", 1)]
+    assert logged[refused_first.metadata.id] == [("beta", "ok", 0)]
+    # Five requests (the held one included), seven attempts: counted apart.
+    totals = conductor.status().totals
+    assert (totals.total_requests, totals.total_attempts, totals.successful_requests) == (5, 7, 5)
+    assert conductor.log.usage_totals() == totals
+    assert sum(p.usage.total_requests for p in conductor.status().providers.values()) == 7  # calls per provider
+
+
 # --- status, restart, concurrency, a broken log ---------------------------------------------------
 
 

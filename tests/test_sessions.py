@@ -4,6 +4,7 @@ real Conductor from loopback servers speaking the OpenAI protocol through the op
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from conductor_core.testing.protocol_servers import OpenAIServer
 from conductor_core.workbench.sessions import STALE_S, SessionStore, answers_table
 from conductor_core.workbench.streaming import AnswerWorker
 from conductor_core.workbench.variants import Variant
+from tests.secret_support import leaks
 from tests.store_backends import postgres_schema
 
 pytestmark = pytest.mark.timeout(120)
@@ -519,10 +521,10 @@ def test_a_key_an_upstream_echoes_is_never_stored_or_shown(logs):
     """An upstream that quotes the caller's key in its answer (seen with misconfigured proxies):
     the session keeps the answer with the key redacted, as the request log does, while it
     streams and once it is done, so neither the page nor the sessions table holds it."""
-    canary = "sk-canary-sessions-9c1e4b7a2d5f8e3b"
-    echo = OpenAIServer(
-        reply=f"Your key is {canary} and more words follow here", models=["echo"], chunk_delay_s=0.02
-    ).start()
+    canary = "sk-AgI8zakxMJ8tUzFxWBFBmdK8"
+    # Whole, and a piece of it one character a line (which the stored JSON writes as "\n").
+    reply = f"Your key is {canary}, or:\n{chr(10).join(canary[3:13])}\nand more words follow here"
+    echo = OpenAIServer(reply=reply, models=["echo"], chunk_delay_s=0.02).start()
     settings = load_settings(
         _env_file=None,
         local_enabled=False,
@@ -540,10 +542,12 @@ def test_a_key_an_upstream_echoes_is_never_stored_or_shown(logs):
         assert worker.wait(answer.id, 30)
         done = store.answers([answer.id])[answer.id]
         assert done.status == "done" and "Your key is" in done.content
-        assert canary not in done.content and canary not in done.response.content
+        assert not leaks(canary, done.content) and not leaks(canary, done.response.content)
         with conductor.log.engine.connect() as conn:
             stored = conn.execute(text("SELECT content, response FROM wb_answers")).all()
-        assert stored and all(canary not in (value or "") for row in stored for value in row)
+        assert stored and all(not leaks(canary, content or "") for content, _ in stored)
+        for _, response in stored:
+            assert response is None or not leaks(canary, json.loads(response)["content"])
     finally:
         conductor.close()
         echo.stop()

@@ -11,14 +11,13 @@ import os
 import subprocess
 import sys
 import threading
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 
 from conductor_core.config import register_secret
@@ -83,8 +82,8 @@ def test_from_settings(tmp_path: Path) -> None:
 
 
 def test_canary_key_never_reaches_the_database_or_exports(backend: Backend) -> None:
-    canary = f"sk-canary-{uuid.uuid4().hex}"
-    plain_canary = f"zz{uuid.uuid4().hex}"  # a registered key with no well-known shape
+    canary = "sk-Z6Bi-yRPnDp-ZwxfE0zOxlOI"
+    plain_canary = "mm3zDW3V7npl50D4934LLm_e"  # a registered key with no well-known shape
     register_secret(canary)
     register_secret(plain_canary)
     log = backend.make()
@@ -211,7 +210,7 @@ def test_frame_any_field(backend: Backend) -> None:
 
 
 def test_write_many(backend: Backend) -> None:
-    canary = f"sk-canary-{uuid.uuid4().hex}"
+    canary = "sk-Z6Bi-yRPnDp-ZwxfE0zOxlOI"
     register_secret(canary)
     log = backend.make(log_prompts=False)
     records = [
@@ -426,6 +425,8 @@ def _random_records(n: int, seed: int) -> list[AttemptRecord]:
                 cost_usd=rng.choice([None, round(rng.uniform(0, 0.01), 6)]),
                 input_tokens=rng.randint(0, 50),
                 output_tokens=rng.choice([0, 1, 2, rng.randint(1, 300)]),
+                # A first attempt, a retry or fallback, or a position not known (a request of its own).
+                attempt_index=rng.choice([0, 0, 1, 2, None]),
             )
         )
     return records
@@ -445,6 +446,7 @@ def _expected_cells(
             key,
             {
                 "requests": 0,
+                "first_attempts": 0,
                 "ok": 0,
                 "errors": 0,
                 "incomplete": 0,
@@ -460,6 +462,7 @@ def _expected_cells(
             },
         )
         c["requests"] += 1
+        c["first_attempts"] += r.attempt_index in (0, None)
         c[{"ok": "ok", "error": "errors", "incomplete": "incomplete"}[r.status]] += 1
         c["not_at_fault"] += r.status != "ok" and r.error_type in ("bad_request", "cancelled", "busy", "circuit_open")
         c["priced"] += r.cost_usd is not None
@@ -484,6 +487,7 @@ def _assert_aggregate_matches(agg: pd.DataFrame, expected: dict[Any, dict[str, A
         c = expected[(row.provider, int(row.bucket.timestamp()))]
         for name in (
             "requests",
+            "first_attempts",
             "ok",
             "errors",
             "incomplete",
@@ -567,50 +571,6 @@ def test_write_many_of_more_rows_than_one_statement_binds(backend: Backend) -> N
     assert {name: usage.total_requests for name, usage in log.provider_totals().items()} == {"a": 35_000, "b": 35_000}
 
 
-def test_a_log_from_before_rollups_gets_them_on_open(backend: Backend) -> None:
-    log = backend.make()
-    records = _random_records(60, seed=3)
-    assert log.write_many(records) == 60
-    expected = log.provider_totals()
-    engine = create_engine(backend.sqlalchemy_url)
-    with engine.begin() as conn:
-        conn.execute(text("DROP TABLE attempt_rollups"))
-    engine.dispose()
-    reopened = backend.make()
-    assert reopened.provider_totals() == expected
-    _assert_aggregate_matches(reopened.aggregate(bucket_s=300), _expected_cells(records, 300, None, None))
-
-
-def test_rollups_built_by_an_older_rule_are_rebuilt_once_on_open(backend: Backend) -> None:
-    """A log from before the `not_at_fault` column and today's tokens/s rule: opening it adds
-    the column and recomputes every minute from the rows, once."""
-    log = backend.make()
-    records = _random_records(80, seed=5)
-    assert log.write_many(records) == 80
-    engine = create_engine(backend.sqlalchemy_url)
-    with engine.begin() as conn:  # what version 1 of the schema left behind, with stale sums
-        conn.execute(text("DROP TABLE attempt_rollups"))
-        conn.execute(text("DELETE FROM conductor_schema"))
-        conn.execute(
-            text(
-                "CREATE TABLE attempt_rollups (provider VARCHAR NOT NULL, bucket_ts FLOAT NOT NULL, requests INTEGER NOT NULL, "
-                "ok INTEGER NOT NULL, errors INTEGER NOT NULL, incomplete INTEGER NOT NULL, priced INTEGER NOT NULL, "
-                "latency_sum_ms FLOAT NOT NULL, latency_n INTEGER NOT NULL, ttft_sum_ms FLOAT NOT NULL, ttft_n INTEGER NOT NULL, "
-                "generation_tokens INTEGER NOT NULL, generation_s FLOAT NOT NULL, cost_usd FLOAT NOT NULL, "
-                "input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL, PRIMARY KEY (provider, bucket_ts))"
-            )
-        )
-        conn.execute(
-            text("INSERT INTO attempt_rollups VALUES ('gemini', 0, 99, 99, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)")
-        )
-    engine.dispose()
-    reopened = backend.make()
-    _assert_aggregate_matches(reopened.aggregate(bucket_s=300), _expected_cells(records, 300, None, None))
-    before = _rollup_rows(backend)
-    backend.make().count()  # a second process opening it does not rebuild again
-    assert _rollup_rows(backend) == before
-
-
 def test_concurrent_writers_keep_the_rollups_exact(backend: Backend) -> None:
     """Writers in many threads add to the same provider-minute rows at once (upsert
     conflicts on every write on PostgreSQL): no increment may be lost."""
@@ -692,7 +652,7 @@ def test_concurrent_writers_from_20_threads(backend: Backend) -> None:
                 ok = log.write(make_record(request_id=f"req_{index}_{i}", provider=f"p{index % 4}"))
                 with results_lock:
                     results.append(ok)
-        except BaseException as exc:  # pragma: no cover - reported below
+        except BaseException as exc:  # noqa: BLE001  # pragma: no cover - reported below
             errors.append(exc)
 
     threads = [threading.Thread(target=worker, args=(n,)) for n in range(threads_n)]
@@ -777,7 +737,7 @@ def test_failing_write_returns_false_and_does_not_raise(
 
 
 def test_write_error_messages_are_redacted(backend: Backend) -> None:
-    canary = f"sk-canary-{uuid.uuid4().hex}"
+    canary = "sk-Z6Bi-yRPnDp-ZwxfE0zOxlOI"
     register_secret(canary)
     log = backend.make()
     # A duplicate primary key makes the database reject the row; the message it reports
@@ -797,17 +757,24 @@ def test_write_after_close_returns_false(backend: Backend) -> None:
 
 
 def test_other_modules_keep_their_tables_next_to_the_log(backend: Backend) -> None:
-    """Sessions and experiments live in the log's database: `ensure_tables` creates theirs
-    (twice is harmless), and `SafeText` keeps any text, NUL included, on either backend."""
+    """Sessions and experiments live in the log's database: the migrations create their
+    tables, `require_tables` checks them (twice is harmless) and names a table no migration
+    creates; `SafeText` keeps any text, NUL included, on either backend."""
     from sqlalchemy import Column, MetaData, String, Table, insert, select
 
-    from conductor_core.store import SafeText
+    from conductor_core.store import SafeText, SchemaError
+    from conductor_core.workbench import experiments
 
+    log = backend.make()
+    log.require_tables(experiments.metadata)
+    log.require_tables(experiments.metadata)
     extra = MetaData()
     notes = Table("test_notes", extra, Column("id", String(), primary_key=True), Column("body", SafeText()))
-    log = backend.make()
-    log.ensure_tables(extra)
-    log.ensure_tables(extra)
+    with pytest.raises(SchemaError, match="no table test_notes: no migration creates it"):
+        log.require_tables(extra)
+    with log.engine.begin() as conn:
+        notes.create(conn)  # as a migration would
+    log.require_tables(extra)
     with log.engine.begin() as conn:
         conn.execute(insert(notes), {"id": "n1", "body": "nul\x00byte"})
     with log.engine.connect() as conn:

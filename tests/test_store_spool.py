@@ -16,7 +16,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -24,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import MetaData, create_engine, text
 from sqlalchemy.engine import make_url
 
 from conductor_core.config import register_secret
@@ -225,7 +224,7 @@ def test_a_zero_filled_block_from_a_power_cut_is_read_around(backend: Backend) -
 
 
 def test_spooled_text_is_redacted_and_respects_log_prompts(backend: Backend) -> None:
-    canary = f"sk-canary-{uuid.uuid4().hex}"
+    canary = "sk-wp02om_zzdEaQi51EhZG0ohl"
     register_secret(canary)
     log = backend.make(log_prompts=False)
     log.linger_s = 3600.0
@@ -451,17 +450,42 @@ def test_attempts_left_at_close_while_down_are_written_by_the_next_process(outag
     assert reopened.health().recovered == 4 and _spool_files(backend) == []
 
 
-def test_a_dropped_table_is_created_again_not_a_reason_to_reject(backend: Backend) -> None:
+def test_a_table_dropped_by_hand_is_a_schema_mismatch_set_aside_not_an_outage(backend: Backend) -> None:
+    """The database is up but lacks a table the migrations made: retrying would never end
+    (SQLite reports it as an OperationalError, like an outage). The rows are set aside, and
+    health() says why."""
     log = backend.make()
     assert log.write(make_record(id="att_first"))
     engine = create_engine(backend.sqlalchemy_url)
     with engine.begin() as conn:
         conn.execute(text("DROP TABLE attempts"))
     engine.dispose()
+    for i in range(3):
+        log.submit(make_record(id=f"att_after_drop_{i}"))
+    assert log.flush(timeout=60) is True  # nothing left waiting: set aside, not retried for ever
+    health = log.health()
+    assert (health.pending, health.rejected, health.database_ok) == (0, 3, True)
+    assert health.schema_error and "attempts" in health.schema_error
+    assert "python -m conductor_core.store check" in health.schema_error  # what to run
+    rejected = (Path(health.spool_dir or "") / "rejected.jsonl").read_text()
+    assert all(f"att_after_drop_{i}" in rejected for i in range(3))
+
+
+def test_a_database_emptied_under_a_running_process_is_migrated_again(backend: Backend) -> None:
+    """Every table gone, the version table too (a schema dropped and created again): the next
+    write finds an empty database and the migrations build it afresh."""
+    log = backend.make()
+    assert log.write(make_record(id="att_first"))
+    engine = create_engine(backend.sqlalchemy_url)
+    everything = MetaData()
+    everything.reflect(engine)
+    assert "alembic_version" in everything.tables
+    everything.drop_all(engine)
+    engine.dispose()
     log.submit(make_record(id="att_after_drop"))
     assert log.flush() is True
     assert [r.id for r in log.records()] == ["att_after_drop"]
-    assert log.health().rejected == 0 and log.write_errors == 0
+    assert log.health().rejected == 0 and log.write_errors == 0 and log.health().schema_error is None
 
 
 def test_submit_after_close_is_counted(backend: Backend) -> None:

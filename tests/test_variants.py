@@ -57,3 +57,20 @@ def test_bad_settings_are_refused_naming_the_field() -> None:
     ):
         with pytest.raises(ValidationError, match=field):
             Variant(**{"provider": "local", **bad})
+
+
+def test_differing_settings_name_what_differs_between_all_variants_whatever_their_targets() -> None:
+    from conductor_core.workbench.variants import differing_settings
+
+    same = [Variant(provider="openai", model="gpt-4o-mini"), Variant(provider="local")]
+    assert differing_settings(same) == [(), ()]
+    columns = [
+        Variant(provider="openai", model="gpt-4o-mini", temperature=0.2, max_tokens=64),
+        Variant(provider="local", temperature=1.0, max_tokens=64, system="Be brief."),
+        Variant(provider="local", temperature=1.0, max_tokens=64),
+    ]
+    assert differing_settings(columns) == [
+        ("T=0.2", "no system prompt"),
+        ("T=1", "system “Be brief.”"),
+        ("T=1", "no system prompt"),
+    ]

@@ -20,9 +20,9 @@ from conductor_core.workbench.variants import Variant
 from tests.store_backends import postgres_schema
 
 KEYS = {
-    "openai": "sk-workbench-openai-0000000000",
-    "anthropic": "sk-ant-workbench-000000000000",
-    "gemini": "AIzaWorkbenchGeminiKey000000000",
+    "openai": "sk-cs0nkEdBf_8NzORVABv5sVnd",
+    "anthropic": "sk-ant-api03-O6rVCoNhYu0QR64FXm32FyBN",
+    "gemini": "AIzaFndD4fdhzhyeX3EIZgUzivMs",
 }
 
 

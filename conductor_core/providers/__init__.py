@@ -1,43 +1,36 @@
 """Registry and factory: builds the providers that configuration enables.
 
-SDKs are imported lazily (a user with no Anthropic key never imports `anthropic`), and a
-provider that is not configured is kept as a sentence saying exactly what to set.
-Knowledge of a provider stays in its own file: each class builds itself with
+What Conductor knows about each provider is its spec (providers/spec.py), defined next to its
+class in its own module. A provider whose key is missing is kept as a sentence saying exactly
+what to set, before its module's SDK is imported (importing an SDK costs seconds: a person with
+no Anthropic key never waits for `import anthropic`). Each class builds itself with
 `from_settings`, and raises `NotConfiguredError` naming what is missing.
 """
 
 from __future__ import annotations
 
-import importlib
 import threading
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
-from ..config import EndpointConfig, Settings
 from ..errors import NotConfiguredError, ProviderError
 from ..models import known_provider_names, register_provider_name
 from .base import BaseProvider, Completion
+from .spec import ProviderSpec, get_spec, provider_specs
 
-__all__ = ["BaseProvider", "Completion", "ProviderRegistry", "build_registry", "build_provider", "BUILTIN_PROVIDERS"]
+if TYPE_CHECKING:
+    from ..config import EndpointConfig, Settings
 
-# name -> (module, class). Order is the order the UI lists them in.
-BUILTIN_PROVIDERS: dict[str, tuple[str, str]] = {
-    "local": ("conductor_core.providers.local", "LocalProvider"),
-    "gemini": ("conductor_core.providers.gemini", "GeminiProvider"),
-    "openai": ("conductor_core.providers.openai_compat", "OpenAICompatProvider"),
-    "anthropic": ("conductor_core.providers.anthropic", "AnthropicProvider"),
-}
-# The key each cloud provider needs, checked before its SDK is imported: importing an SDK
-# costs seconds, and a person with no Anthropic key should not wait for `import anthropic`.
-_REQUIRED_KEYS: dict[str, tuple[str, str]] = {
-    "gemini": ("gemini_api_key", "set GEMINI_API_KEY (or GOOGLE_API_KEY)"),
-    "openai": ("openai_api_key", "set OPENAI_API_KEY"),
-    "anthropic": ("anthropic_api_key", "set ANTHROPIC_API_KEY"),
-}
-
-
-def _provider_class(name: str) -> type[BaseProvider]:
-    module, cls = BUILTIN_PROVIDERS[name]
-    return getattr(importlib.import_module(module), cls)
+__all__ = [
+    "BaseProvider",
+    "Completion",
+    "ProviderRegistry",
+    "ProviderSpec",
+    "build_registry",
+    "build_provider",
+    "provider_specs",
+    "get_spec",
+]
 
 
 class ProviderRegistry:
@@ -95,24 +88,21 @@ class ProviderRegistry:
 
     def names(self) -> list[str]:
         """Every known provider, configured or not, in display order."""
+        specs = provider_specs()
         with self._lock:
-            return list(dict.fromkeys([*BUILTIN_PROVIDERS, *self._providers, *self._unavailable]))
+            return list(dict.fromkeys([*specs, *self._providers, *self._unavailable]))
 
 
 def build_registry(settings: Settings, extra: Iterable[BaseProvider] = ()) -> ProviderRegistry:
-    """Every built-in provider that `settings` enables, every configured endpoint, plus `extra`
-    (scripted fakes in tests, or providers a caller built itself)."""
+    """Every provider with a spec that `settings` enables, every configured endpoint, plus
+    `extra` (scripted fakes in tests, or providers a caller built itself)."""
     registry = ProviderRegistry()
-    for name in BUILTIN_PROVIDERS:
-        if name == "local" and not settings.local_enabled:
-            registry.mark_unavailable(name, "set CONDUCTOR_LOCAL_ENABLED=true")
-            continue
-        field, hint = _REQUIRED_KEYS.get(name, (None, ""))
-        if field and getattr(settings, field) is None:
-            registry.mark_unavailable(name, hint)
+    for name, spec in provider_specs().items():
+        if spec.needs_key and settings.provider_key(name) is None:
+            registry.mark_unavailable(name, spec.key_hint)
             continue
         try:
-            registry.add(_provider_class(name).from_settings(settings, name))
+            registry.add(spec.provider_class().from_settings(settings, name))
         except NotConfiguredError as missing:
             registry.mark_unavailable(name, missing.message)
     for name, endpoint in settings.endpoints.items():
@@ -126,10 +116,11 @@ def build_registry(settings: Settings, extra: Iterable[BaseProvider] = ()) -> Pr
 
 
 def build_provider(name: str, settings: Settings) -> BaseProvider:
-    """One built-in provider from `settings` (the playground builds session-only providers
+    """One provider with a spec, from `settings` (the playground builds session-only providers
     this way from a key a person typed). Raises `NotConfiguredError` naming what to set."""
-    if name not in BUILTIN_PROVIDERS:
+    spec = get_spec(name)
+    if spec is None:
         raise ProviderError(
-            f"unknown built-in provider {name!r}; built-ins: {', '.join(BUILTIN_PROVIDERS)}", provider=name
+            f"unknown built-in provider {name!r}; built-ins: {', '.join(provider_specs())}", provider=name
         )
-    return _provider_class(name).from_settings(settings, name)
+    return spec.provider_class().from_settings(settings, name)

@@ -1,19 +1,17 @@
 """Anthropic on the official `anthropic` SDK's async client. System messages go to the
 `system` parameter, tools and tool calls to Anthropic's tool_use / tool_result blocks, JSON
 output to `output_config.format`. The SDK (2.x) has no sampling parameters on
-`messages.create` (temperature, top_p...): only stop sequences."""
+`messages.create` (temperature, top_p, top_k...): only stop sequences. The SDK is imported
+when a provider is built, not with this module (it takes seconds): see providers/spec.py."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from typing import Any
-
-import anthropic
+from typing import TYPE_CHECKING, Any
 
 from .. import aio
-from ..config import Settings
-from ..errors import NotConfiguredError, ProviderError, sdk_error
+from ..errors import MalformedResponse, NotConfiguredError, ProviderError, sdk_error
 from ..models import (
     ChatMessage,
     ChatRequest,
@@ -25,8 +23,39 @@ from ..models import (
     response_schema,
 )
 from .base import BaseProvider, Completion, Served, StreamPiece
+from .spec import Capabilities, CodeStyle, ModelSpec, ProviderSpec
 
-ANTHROPIC_MODELS = ["claude-sonnet-4-5", "claude-haiku-4-5", "claude-opus-4-1", "claude-3-5-haiku-latest"]
+if TYPE_CHECKING:
+    from ..config import Settings
+
+# Models as of 2026-12-07 (Anthropic's model deprecations page; the pinned SDK's table,
+# anthropic/_data/deprecated_models.py, retires claude-sonnet-4-5 on 2026-11-30 and
+# claude-opus-4-5 on 2027-01-22; claude-opus-4-1 retired on 2026-08-05, claude-3-5-haiku on
+# 2026-02-19). All three below are active, with no retirement date announced.
+SPEC = ProviderSpec(
+    name="anthropic",
+    display_name="Anthropic",
+    module=__name__,
+    class_name="AnthropicProvider",
+    default_model="claude-haiku-5-5",
+    models=(
+        ModelSpec("claude-haiku-5-5", note="the cheapest ($0.10 / $0.50 per MTok); refuses an assistant prefill"),
+        ModelSpec("claude-sonnet-5-5", note="refuses forced tool use (tool_choice required or a named tool)"),
+        ModelSpec("claude-opus-5-5", note="refuses forced tool use (tool_choice required or a named tool)"),
+    ),
+    capabilities=Capabilities(
+        sampling=frozenset({"stop"}),  # messages.create has stop_sequences and no other sampling setting
+        tools=True,
+        tool_choice=True,
+        parallel_tool_calls=True,  # as tool_choice.disable_parallel_tool_use
+        structured_output=frozenset({"json_object", "json_schema"}),  # both as output_config.format
+        vision=True,
+    ),
+    key_env_vars=("ANTHROPIC_API_KEY",),
+    base_url_env_vars=("ANTHROPIC_BASE_URL",),
+    price_provider_id="anthropic",
+    code=CodeStyle(package="anthropic", snippet="anthropic"),
+)
 _FINISH = {
     "end_turn": "stop",
     "stop_sequence": "stop",
@@ -36,13 +65,12 @@ _FINISH = {
 }
 #: Anthropic requires a cap; this one applies when the request sets none.
 DEFAULT_MAX_TOKENS = 4096
+#: What reading an answer of the wrong shape raises: the upstream's doing (MalformedResponse).
+_WRONG_SHAPE = (KeyError, IndexError, TypeError, AttributeError)
 
 
 class AnthropicProvider(BaseProvider):
-    display_name = "Anthropic"
-    key_env_var = "ANTHROPIC_API_KEY"
-    price_provider_id = "anthropic"
-    supported_settings = frozenset({"stop", "tools", "tool_choice", "parallel_tool_calls", "response_format"})
+    spec = SPEC
 
     def __init__(
         self,
@@ -50,9 +78,11 @@ class AnthropicProvider(BaseProvider):
         *,
         api_key: str,
         base_url: str | None = None,
-        default_model: str = "claude-haiku-4-5",
+        default_model: str | None = None,
         timeout_s: float = 60.0,
     ) -> None:
+        import anthropic
+
         super().__init__(name, default_model=default_model, timeout_s=timeout_s)
         # max_retries=0: the router is the only retry loop. One client per event loop.
         self._clients = aio.PerLoop(
@@ -61,12 +91,13 @@ class AnthropicProvider(BaseProvider):
 
     @classmethod
     def from_settings(cls, settings: Settings, name: str = "anthropic") -> AnthropicProvider:
-        if settings.anthropic_api_key is None:
-            raise NotConfiguredError("set ANTHROPIC_API_KEY", provider=name)
+        key = settings.provider_key(SPEC.name)
+        if key is None:
+            raise NotConfiguredError(SPEC.key_hint, provider=name)
         return cls(
             name,
-            api_key=settings.anthropic_api_key.get_secret_value(),
-            base_url=settings.anthropic_base_url,
+            api_key=key.get_secret_value(),
+            base_url=settings.provider_base_url(SPEC.name),
             timeout_s=settings.timeout_s,
         )
 
@@ -116,24 +147,30 @@ class AnthropicProvider(BaseProvider):
 
     @staticmethod
     def _from_message(message: Any, model: str) -> Completion:
-        text = "".join(block.text for block in message.content if getattr(block, "type", None) == "text")
-        calls = [
-            ToolCall(id=block.id, function=FunctionCall(name=block.name, arguments=json.dumps(block.input)))
-            for block in message.content
-            if getattr(block, "type", None) == "tool_use"
-        ]
-        return Completion(
-            text=text,
-            model=message.model or model,
-            finish_reason=_FINISH.get(message.stop_reason or "", message.stop_reason),
-            usage=AnthropicProvider._usage(message.usage),
-            tool_calls=calls or None,
-        )
+        """A Message as our Completion; MalformedResponse if it is not one."""
+        try:
+            text = "".join(block.text for block in message.content if getattr(block, "type", None) == "text")
+            calls = [
+                ToolCall(id=block.id, function=FunctionCall(name=block.name, arguments=json.dumps(block.input)))
+                for block in message.content
+                if getattr(block, "type", None) == "tool_use"
+            ]
+            return Completion(
+                text=text,
+                model=message.model or model,
+                finish_reason=_FINISH.get(message.stop_reason or "", message.stop_reason),
+                usage=AnthropicProvider._usage(message.usage),
+                tool_calls=calls or None,
+                response_id=message.id,
+            )
+        except (*_WRONG_SHAPE, ValueError) as exc:
+            raise MalformedResponse(f"not a message ({type(exc).__name__}: {exc})") from exc
 
     # --- hooks ----------------------------------------------------------------------
 
     async def _complete(self, request: ChatRequest, model: str) -> Completion:
-        message = await self._clients.get().messages.create(**self._to_request(request, model))
+        params = self._prepared(self._to_request, request, model)
+        message = await self._clients.get().messages.create(**params)
         return self._from_message(message, model)
 
     async def _stream(self, request: ChatRequest, model: str) -> AsyncIterator[StreamPiece]:
@@ -141,29 +178,33 @@ class AnthropicProvider(BaseProvider):
         input_usage: Any = None
         output_tokens = 0
         tool_index: dict[int, int] = {}  # Anthropic's block index -> OpenAI's tool-call index
-        stream = await self._clients.get().messages.create(**self._to_request(request, model), stream=True)
+        params = self._prepared(self._to_request, request, model)
+        stream = await self._clients.get().messages.create(**params, stream=True)
         async with stream:
             async for event in stream:
-                kind = event.type
-                if kind == "content_block_delta":
-                    delta = event.delta
-                    if delta.type == "text_delta":
-                        yield delta.text
-                    elif delta.type == "input_json_delta" and event.index in tool_index:
-                        yield ToolCallDelta(index=tool_index[event.index], arguments=delta.partial_json)
-                elif kind == "content_block_start" and event.content_block.type == "tool_use":
-                    block = event.content_block
-                    tool_index[event.index] = len(tool_index)
-                    yield ToolCallDelta(index=tool_index[event.index], id=block.id, name=block.name)
-                elif kind == "message_start":
-                    served = event.message.model or model
-                    input_usage = event.message.usage
-                    yield Served(served)
-                elif kind == "message_delta":
-                    stop_reason = event.delta.stop_reason or stop_reason
-                    output_tokens = event.usage.output_tokens or output_tokens
+                try:
+                    kind = event.type
+                    if kind == "content_block_delta":
+                        delta = event.delta
+                        if delta.type == "text_delta":
+                            yield delta.text
+                        elif delta.type == "input_json_delta" and event.index in tool_index:
+                            yield ToolCallDelta(index=tool_index[event.index], arguments=delta.partial_json)
+                    elif kind == "content_block_start" and event.content_block.type == "tool_use":
+                        block = event.content_block
+                        tool_index[event.index] = len(tool_index)
+                        yield ToolCallDelta(index=tool_index[event.index], id=block.id, name=block.name)
+                    elif kind == "message_start":
+                        served = event.message.model or model
+                        input_usage = event.message.usage
+                        yield Served(served, event.message.id)
+                    elif kind == "message_delta":
+                        stop_reason = event.delta.stop_reason or stop_reason
+                        output_tokens = event.usage.output_tokens or output_tokens
+                except _WRONG_SHAPE as exc:
+                    raise MalformedResponse(f"not a message event ({type(exc).__name__}: {exc})") from exc
         if stop_reason is None:
-            raise ValueError("stream ended without a stop reason")
+            raise MalformedResponse("stream ended without a stop reason")
         usage = self._usage(input_usage) if input_usage is not None else Usage()
         yield Completion(
             text="",
@@ -173,13 +214,12 @@ class AnthropicProvider(BaseProvider):
         )
 
     def _map_error(self, exc: Exception) -> ProviderError:
-        return sdk_error(self.name, exc, anthropic, key_hint="ANTHROPIC_API_KEY", timeout_s=self.timeout_s)
+        import anthropic
+
+        return sdk_error(self.name, exc, anthropic, key_hint=self.key_env_var, timeout_s=self.timeout_s)
 
     async def _health(self) -> None:
         await self._clients.get().with_options(timeout=min(self.timeout_s, 10.0)).models.list(limit=1)
-
-    def builtin_models(self) -> list[str]:
-        return list(ANTHROPIC_MODELS)
 
     async def _list_models(self) -> list[str]:
         page = await self._clients.get().with_options(timeout=5.0).models.list(limit=100)

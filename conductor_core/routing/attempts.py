@@ -5,20 +5,33 @@ SDK client is built with its own retries off).
 A caller that goes away cancels its attempt wherever it is: waiting in the bulkhead's
 queue, waiting for the upstream, or part-way through a stream (`CancelledError` from the
 event loop, `GeneratorExit` from a closed stream). The upstream call is closed, its slot
-freed, and the attempt recorded as cancelled (not the provider's fault)."""
+freed, and the attempt recorded as cancelled (not the provider's fault).
+
+A candidate with a first-try deadline (`Candidate.first_try_s`, see first_try.py) that shows
+no first token in time is a timeout, recorded against the provider and not retried here: the
+caller moves on to the next candidate. A non-streamed request is streamed for such an attempt
+(the answer is the same `ChatResponse`), so the deadline is on its first token too, never on
+the length of the answer."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
+from typing import Any
 
 from ..breaker import CircuitBreaker
 from ..bulkhead import Bulkhead, BulkheadFull
 from ..config import Settings
-from ..errors import CircuitOpenError, ProviderBusyError, ProviderError, StreamInterruptedError
+from ..errors import (
+    CircuitOpenError,
+    ProviderBusyError,
+    ProviderError,
+    ProviderTimeoutError,
+    StreamInterruptedError,
+)
 from ..models import (
     Attempt,
     ChatRequest,
@@ -31,7 +44,7 @@ from ..models import (
 )
 from ..providers import BaseProvider
 from ..providers.base import StreamStats
-from . import retry
+from . import first_try, retry
 from .ranking import Candidate
 from .recording import Recorder, Route, cancelled_error, partial_analytics
 
@@ -134,6 +147,8 @@ class Attempts:
     # --- one answer -------------------------------------------------------------------------
 
     async def call(self, candidate: Candidate, request: ChatRequest, route: Route) -> ChatResponse:
+        if candidate.first_try_s is not None and candidate.provider.can_stream:
+            return await self._call_by_stream(candidate, request, route)
         started = time.monotonic()
         try:
             return await self._call_once(candidate.provider, request, route)
@@ -172,9 +187,25 @@ class Attempts:
         self.recorder.success(provider, route, response, streamed=False)
         return response
 
+    async def _call_by_stream(self, candidate: Candidate, request: ChatRequest, route: Route) -> ChatResponse:
+        """A non-streamed answer read from a stream, so a first-try deadline applies to its first
+        token. A stream cut after text was recorded as incomplete: the caller may fall back."""
+        async with aclosing(self.stream(candidate, request, route)) as events:
+            async for event in events:
+                if isinstance(event, StreamDone):
+                    return event.response
+                if isinstance(event, StreamIncomplete):
+                    error = event.error
+                    raise StreamInterruptedError(
+                        error.message, provider=error.provider, status_code=error.status_code, retryable=False
+                    )
+        raise StreamInterruptedError(
+            f"{candidate.provider.name} ended the stream without an answer", provider=candidate.provider.name
+        )
+
     # --- one stream ---------------------------------------------------------------------------
 
-    async def stream(self, candidate: Candidate, request: ChatRequest, route: Route) -> AsyncIterator:
+    async def stream(self, candidate: Candidate, request: ChatRequest, route: Route) -> AsyncGenerator[Any, None]:
         started = time.monotonic()
         try:
             async with aclosing(self._stream_once(candidate, request, route)) as events:
@@ -193,7 +224,7 @@ class Attempts:
                 return
         raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
 
-    async def _stream_once(self, candidate: Candidate, request: ChatRequest, route: Route) -> AsyncIterator:
+    async def _stream_once(self, candidate: Candidate, request: ChatRequest, route: Route) -> AsyncGenerator[Any, None]:
         provider = candidate.provider
         bulkhead = await self.admit(provider, route)
         started = time.perf_counter()
@@ -201,13 +232,31 @@ class Attempts:
         parts: list[str] = []
         finished = False
         events = provider.astream(request, stats=stats)
+        # Until the first content, with a first-try deadline: each piece is awaited with what is left of it.
+        first_by = None if candidate.first_try_s is None else time.monotonic() + candidate.first_try_s
         try:
-            async for event in events:
+            while True:
+                try:
+                    if first_by is None:
+                        event = await anext(events)
+                    else:
+                        event = await asyncio.wait_for(anext(events), max(0.0, first_by - time.monotonic()))
+                except StopAsyncIteration:
+                    break
+                except TimeoutError:
+                    raise _missed_first_try(provider, candidate.first_try_s) from None
                 kind = type(event)
                 if kind is TextDelta or kind is ToolCallDelta:
+                    first_by = None
                     if not route.started:  # the first content: this attempt serves (no fallback after text)
                         route.started = True
-                        yield StreamStart(request_id=route.request_id, provider=provider.name, model=stats.model)
+                        yield StreamStart(
+                            request_id=route.request_id,
+                            provider=provider.name,
+                            model=stats.model,
+                            upstream_id=stats.response_id,
+                            system_fingerprint=stats.system_fingerprint,
+                        )
                     if kind is TextDelta:
                         parts.append(event.text)
                 elif kind is StreamDone:
@@ -266,3 +315,10 @@ class Attempts:
             routing=route.info(),
         )
         return StreamIncomplete(partial=partial, error=error.to_response(route.request_id))
+
+
+def _missed_first_try(provider: BaseProvider, deadline_s: float | None) -> ProviderTimeoutError:
+    """A timeout (it counts against the provider) that the retry loop leaves to the next candidate."""
+    error = ProviderTimeoutError(first_try.why(provider.name, deadline_s or 0.0), provider=provider.name)
+    error.retry_in_process = False
+    return error

@@ -37,7 +37,7 @@ from ..models import (
 )
 from ..providers import BaseProvider, ProviderRegistry, build_registry
 from ..store import RequestLog
-from . import ranking
+from . import first_try, ranking
 from .attempts import Attempts
 from .compare import fan_out
 from .preference import NoRatings, RatingsSource
@@ -69,9 +69,13 @@ def _awaitable_sleep(sleep: Callable[[float], Any] | None) -> Callable[[float], 
 
 def _falls_back(route: Route, error: ProviderError) -> bool:
     """Whether AUTO tries the next candidate after `error`: after any failure of the provider
-    (a wrong key, a limit, an outage, a broken or paused or full provider), but not after a bad
-    request: the request itself must change, and another provider would only refuse it too."""
-    return route.mode == "auto" and not isinstance(error, BadRequestError)
+    (a wrong key, a limit, an outage, a broken or paused or full provider, a model it does not
+    serve: its configured one), but not after an error every provider would meet alike (not
+    `falls_back`: Conductor's own, text no provider can take) nor after a bad request: the
+    request itself must change, and another provider would only refuse it too."""
+    if route.mode != "auto" or not error.falls_back:
+        return False
+    return not isinstance(error, BadRequestError) or error.status_code == 404
 
 
 class AsyncConductor:
@@ -247,9 +251,20 @@ class AsyncConductor:
             return route, [Candidate(provider, route.reason)]
         policy = request.policy or RoutingPolicy(self.settings.routing_policy)
         route = route or Route(request, "auto", policy, None, request_id)
-        candidates = self.rank(request, policy, streaming=streaming, overrides=overrides)
+        candidates = self._with_first_try_deadlines(
+            self.rank(request, policy, streaming=streaming, overrides=overrides)
+        )
         route.reason = candidates[0].reason
         return route, candidates
+
+    def _with_first_try_deadlines(self, candidates: list[Candidate]) -> list[Candidate]:
+        """A short deadline for the first token of each candidate with no success in its recent
+        window, while others remain (first_try.py says why)."""
+
+        def proven(name: str) -> bool:
+            return (self._routing_snapshot(name).success_rate or 0.0) > 0
+
+        return first_try.with_first_try_deadlines(candidates, proven, self.settings.first_try_timeout_s)
 
     def rank(
         self,

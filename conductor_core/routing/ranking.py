@@ -19,6 +19,9 @@ _UNCAPPED_ESTIMATE_TOKENS = 1000
 class Candidate:
     provider: BaseProvider
     reason: str
+    #: Seconds this attempt has for its first token before AUTO moves on (see first_try.py); None: no limit
+    #: but the provider's own timeout.
+    first_try_s: float | None = None
 
 
 @dataclass(slots=True)  # not frozen: one is built per provider per AUTO request, and frozen doubles that cost

@@ -34,7 +34,7 @@ __all__ = ["Route", "Recorder", "cancelled_error"]
 class Route:
     """Per-request bookkeeping: what was tried, for the response and the log."""
 
-    __slots__ = ("request_id", "mode", "policy", "group_id", "attempts", "reason", "prompt", "started")
+    __slots__ = ("request_id", "mode", "policy", "group_id", "attempts", "reason", "prompt", "started", "logged")
 
     def __init__(
         self,
@@ -52,6 +52,16 @@ class Route:
         self.reason: str | None = None
         self.started = False  # a stream has shown its first content (StreamStart sent)
         self.prompt = "\n".join(f"{m.role.value}: {m.content}" for m in request.messages)
+        # Attempts written to the log so far. Not len(attempts): that also lists calls
+        # refused before they were made (breaker open, bulkhead full), which are not logged.
+        self.logged = 0
+
+    def next_attempt_index(self) -> int:
+        """The log position of the attempt about to be written: 0 for the first, 1, 2... for
+        the retries and fallbacks after it (what makes "requests" countable in the log)."""
+        index = self.logged
+        self.logged += 1
+        return index
 
     def info(self) -> RoutingInfo:
         return RoutingInfo(
@@ -93,6 +103,7 @@ class Recorder:
                 cost_usd=a.cost_usd,
                 prompt=route.prompt,
                 answer=response.content,
+                attempt_index=route.next_attempt_index(),
             )
         )
 
@@ -172,6 +183,7 @@ class Recorder:
             ttft_ms=round(stats.ttft_ms, 3) if stats is not None and stats.ttft_ms is not None else None,
             prompt=route.prompt,
             answer=answer,
+            attempt_index=route.next_attempt_index(),
         )
 
     def write(self, record: AttemptRecord) -> None:

@@ -31,7 +31,7 @@ from ..models import (
     SystemStatus,
     utcnow,
 )
-from ..providers import BaseProvider, ProviderRegistry
+from ..providers import BaseProvider, ProviderRegistry, get_spec
 from ..store import RequestLog
 
 __all__ = ["StatusView"]
@@ -63,6 +63,7 @@ class StatusView:
         self._health_task: asyncio.Task[HealthResponse] | None = None
         self._health_lock = threading.Lock()
         self._shared: tuple[float, MetricsRegistry, dict[str, ProviderUsage]] | None = None
+        self._log_totals: ProviderUsage | None = None  # the whole log's, read with `_shared`
         self._shared_lock = threading.Lock()
 
     # --- health ---------------------------------------------------------------------------
@@ -95,7 +96,7 @@ class StatusView:
     async def _check_all(self) -> HealthResponse:
         providers = self.registry.providers
         results = await asyncio.gather(*(_safe_health_check(p) for p in providers.values()))
-        response = _health_response(dict(zip(providers, results)))
+        response = _health_response(dict(zip(providers, results, strict=True)))
         self._health = (self._clock(), response)
         return response
 
@@ -114,8 +115,11 @@ class StatusView:
         configured = [p for p in statuses.values() if p.health.state != ProviderState.not_configured]
         ready = [p for p in configured if p.health.healthy]
         overall = "healthy" if configured and len(ready) == len(configured) else "degraded" if ready else "down"
-        totals_all = ProviderUsage(
+        # Requests, not attempts: from the log's rollups (a request's retries and fallbacks
+        # count once). Without them, the providers' calls are all there is to add up.
+        totals_all = self._log_totals or ProviderUsage(
             total_requests=sum(p.usage.total_requests for p in statuses.values()),
+            total_attempts=sum(p.usage.total_attempts for p in statuses.values()),
             successful_requests=sum(p.usage.successful_requests for p in statuses.values()),
             failed_requests=sum(p.usage.failed_requests for p in statuses.values()),
             input_tokens=sum(p.usage.input_tokens for p in statuses.values()),
@@ -138,8 +142,11 @@ class StatusView:
         breaker = self.breaker(name)
         if provider is None:
             detail = self.registry.unavailable.get(name)
-            health = ProviderHealth(healthy=False, state=ProviderState.not_configured, detail=detail)
-            display, models = name, []
+            health = ProviderHealth(
+                healthy=False, state=ProviderState.not_configured, detail=redact(detail) if detail else detail
+            )
+            spec = get_spec(name)
+            display, models = (spec.display_name if spec is not None else name), []
         else:
             state = provider.state
             if state == ProviderState.ready and breaker.state == BreakerState.open:
@@ -147,7 +154,7 @@ class StatusView:
             health = ProviderHealth(
                 healthy=provider.is_healthy and state in (ProviderState.ready, ProviderState.loading),
                 state=state,
-                detail=provider.describe(),
+                detail=redact(provider.describe() or "") or None,
                 last_check=provider.last_check,
             )
             display, models = getattr(provider, "display_name", name), [provider.default_model]
@@ -190,11 +197,13 @@ class StatusView:
         shared.seed(self.recent_from_log())
         try:
             totals = self.log.provider_totals()
+            log_totals: ProviderUsage | None = self.log.usage_totals()
         except Exception as exc:  # noqa: BLE001
             log.warning("could not read totals from the request log: %s", redact(exc))
-            totals = {}
+            totals, log_totals = {}, None
         with self._shared_lock:
             self._shared = (self._clock(), shared, totals)
+            self._log_totals = log_totals
         return shared, totals
 
 

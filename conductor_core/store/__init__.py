@@ -6,9 +6,12 @@ the rows are flat and the hot paths (write, dashboard reads) want no ORM overhea
 
 One file, one job:
 
-* ``schema.py``  tables, column types (`SafeText`: any text is storable), table creation
-* ``database.py`` the engine, first-use schema and rollup migration, what an error means
+* ``schema.py``  tables and column types (`SafeText`: any text is storable), as the code expects
+* ``migrate.py`` the schema brought to the code's on open (Alembic; ``migrations/``), or a
+                 clear `SchemaError`; ``python -m conductor_core.store`` does it by hand
+* ``database.py`` the engine, first-use schema check, what an error means
 * ``rollups.py`` per-minute sums kept with every insert, and their rebuild
+* ``rollup_rules.py`` how each rollup column sums the attempts, by rule (append-only)
 * ``spool.py``   append-only spool files: durable between `submit()` and the commit
 * ``writer.py``  `submit()` and the background batch writer; `write()`, `write_many()`, votes
 * ``reads.py``   records, counts, frames, aggregates, totals, metrics seed, votes
@@ -27,6 +30,9 @@ Promises kept here:
 * Any text is stored: NUL bytes (escaped on PostgreSQL) and lone surrogates included.
 * No key reaches the disk: free text (error messages, prompts, answers) goes through
   ``redact()`` before it is spooled or written, and again on export.
+* The schema is this code's, or nothing is written: a database made before migrations is
+  upgraded in place on open; one a newer release upgraded is a clear error (`SchemaError`,
+  also in `health().schema_error`), never an outage retried for ever.
 * Dashboard reads are bounded: ``aggregate()``, ``count()`` and ``provider_totals()`` read
   the per-minute rollups, so their cost follows the minutes in the window, not the rows.
 """
@@ -34,6 +40,7 @@ Promises kept here:
 from __future__ import annotations
 
 from .log import RequestLog
+from .migrate import DatabaseNewerError, SchemaError, SchemaMismatchError
 from .schema import (
     AGGREGATE_COLUMNS,
     FRAME_COLUMNS,
@@ -51,8 +58,11 @@ from .writer import LogHealth
 __all__ = [
     "AGGREGATE_COLUMNS",
     "FRAME_COLUMNS",
+    "DatabaseNewerError",
     "LogHealth",
     "RequestLog",
+    "SchemaError",
+    "SchemaMismatchError",
     "SafeString",
     "SafeText",
     "UTCDateTime",

@@ -1,22 +1,35 @@
-"""The database behind the log: engine, first-use schema creation (and the rollup
-migration), and what a failure means (retry now, back off, or the row itself is refused)."""
+"""The database behind the log: engine, its schema brought to this code's on first use
+(migrate.py), and what a failure means (retry now, back off, or the row itself is refused:
+a schema that does not match is never taken for an outage)."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, MetaData, create_engine, event
+from sqlalchemy import Engine, MetaData, create_engine, event, inspect
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, make_url
 
 from ..config import redact
-from . import rollups
-from .schema import create_tables, default_data_dir, metadata, normalize_database_url
+from . import migrate, rollups
+from .migrate import SchemaError
+from .schema import default_data_dir, normalize_database_url
 
-__all__ = ["Database", "LogClosed", "is_missing_table", "is_outage", "is_schema_race", "is_transient"]
+__all__ = [
+    "Database",
+    "LogClosed",
+    "is_missing_table",
+    "is_outage",
+    "is_schema_mismatch",
+    "is_schema_race",
+    "is_transient",
+]
+
+log = logging.getLogger("conductor.store")
 
 # SQLite: how long a writer waits for the file lock before "database is locked", and how
 # often a write retries on top of that. Twenty threads writing at once queue up well
@@ -25,6 +38,9 @@ __all__ = ["Database", "LogClosed", "is_missing_table", "is_outage", "is_schema_
 # switches the journal mode).
 SQLITE_BUSY_TIMEOUT_MS = 5_000
 WRITE_ATTEMPTS = 4
+#: After the schema was found unusable, how long every use fails with the same error before
+#: it is checked again (a person may have run the upgrade meanwhile).
+SCHEMA_RECHECK_S = 30.0
 
 
 class LogClosed(RuntimeError):
@@ -49,10 +65,23 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def is_missing_table(exc: BaseException) -> bool:
-    """The tables are gone (dropped by hand, a SQLite file deleted under a running process):
-    create them again and run the same statement."""
+    """A table is gone (the database emptied under a running process, say): check the schema
+    again (an empty database is migrated afresh) and run the same statement once more."""
+    if isinstance(exc, SchemaError):
+        return False
     message = _message(exc)
     return "no such table" in message or ("relation" in message and "does not exist" in message)
+
+
+def is_schema_mismatch(exc: BaseException) -> bool:
+    """The database is up but its schema is not this code's (a table or column missing, a
+    newer release's database): the statement will fail however often it is retried."""
+    if isinstance(exc, SchemaError):
+        return True
+    message = _message(exc)
+    return any(words in message for words in ("no such table", "no such column", "has no column named")) or (
+        "does not exist" in message and ("relation" in message or "column" in message)
+    )
 
 
 def is_schema_race(exc: BaseException) -> bool:
@@ -63,7 +92,9 @@ def is_schema_race(exc: BaseException) -> bool:
 def is_outage(exc: BaseException) -> bool:
     """The database cannot take writes right now (unreachable, restarting, disk full, the
     data directory unusable), as opposed to refusing these particular rows: wait and try the
-    same rows again later."""
+    same rows again later. A schema mismatch is not an outage: waiting would never end."""
+    if is_schema_mismatch(exc):
+        return False
     if isinstance(
         exc,
         (
@@ -95,9 +126,15 @@ class Database:
         self.engine = _create_engine(self.url)
         self.dialect: str = self.engine.dialect.name
         self.closed = False
+        #: Why the schema could not be brought to this code's on open (a `SchemaError`'s
+        #: message: what to run or which release to use); None when it was.
+        self.schema_error: str | None = None
         self._ready = False
         self._ready_lock = threading.Lock()
         self._upsert: Any = None
+        self._tables: set[str] | None = None
+        self._failure: SchemaError | None = None  # why the last check failed...
+        self._unusable_until = 0.0  # ...and no new check before this
 
     @property
     def safe_url(self) -> str:
@@ -123,8 +160,10 @@ class Database:
         return self._upsert
 
     def ensure_schema(self) -> None:
-        """Create directory and tables on first use. Safe when several processes start at once:
-        IF NOT EXISTS on both backends, plus an advisory lock on PostgreSQL."""
+        """On first use: the directory, and the schema brought to this code's (migrate.py:
+        one SELECT when it already is). Safe when several processes start at once. Raises
+        `SchemaError` when the database cannot be used by this code (and remembers why, for
+        `schema_error`); an outage raises the driver's error (the caller waits and retries)."""
         if self._ready:
             return
         with self._ready_lock:
@@ -132,32 +171,61 @@ class Database:
                 return
             if self.closed:
                 raise LogClosed()
+            if self._failure is not None and time.monotonic() < self._unusable_until:
+                # Each write would otherwise check again; a new instance: raised from many threads.
+                raise type(self._failure)(str(self._failure))
             if self.sqlite_dir is not None:
                 self.sqlite_dir.mkdir(parents=True, exist_ok=True)
-            self._with_retries(self._create_log_tables)
+            try:
+                self._with_retries(lambda: migrate.ensure_current(self.engine, self.safe_url))
+            except SchemaError as exc:
+                self._unusable(exc)
+                raise
+            except Exception as exc:
+                if is_outage(exc) or is_transient(exc):
+                    raise
+                # A migration failed on this database's data (its transaction rolled back).
+                error = SchemaError(
+                    f"The database {self.safe_url} could not be upgraded to this release's schema "
+                    f"({self.describe(exc)}). Nothing was changed. Run `python -m conductor_core.store upgrade` "
+                    "to see the whole error."
+                )
+                self._unusable(error)
+                raise error from exc
+            self.schema_error, self._failure = None, None
+            self._tables = None
             self._ready = True
 
+    def _unusable(self, error: SchemaError) -> None:
+        self.schema_error, self._failure = str(error), error
+        self._unusable_until = time.monotonic() + SCHEMA_RECHECK_S
+        log.error("request log: %s", error)
+
     def forget_schema(self) -> None:
-        """Check (and create) the tables again before the next statement."""
+        """Check the schema again before the next statement."""
         self._ready = False
 
-    def _create_log_tables(self) -> None:
-        with self.engine.begin() as conn:
-            create_tables(conn, metadata)
-            # A log written before rollups existed, or by an older rule: (re)build them once,
-            # here, inside the same lock/transaction, so no process counts twice.
-            rollups.upgrade(conn)
-
-    def ensure_tables(self, extra: MetaData) -> None:
-        """Create another module's tables in this database (if missing), with the same care
-        as the log's own."""
+    def require_tables(self, extra: MetaData) -> None:
+        """Check that another module's tables (sessions, experiments...) exist, after the
+        migrations ran: a table the migrations do not create is a clear error, not a failed
+        statement later."""
         self.ensure_schema()
+        missing = sorted(set(extra.tables) - self._table_names())
+        if missing:
+            self._tables = None  # read again once: it may have been created since
+            missing = sorted(set(extra.tables) - self._table_names())
+        if missing:
+            raise SchemaError(
+                f"The database {self.safe_url} has no table {', '.join(missing)}: no migration creates it (or it was "
+                'dropped by hand). A new table needs a migration (README, "Adding a migration"); then run '
+                "`python -m conductor_core.store upgrade`."
+            )
 
-        def create() -> None:
-            with self.engine.begin() as conn:
-                create_tables(conn, extra)
-
-        self._with_retries(create)
+    def _table_names(self) -> set[str]:
+        if self._tables is None:
+            with self.engine.connect() as conn:
+                self._tables = set(inspect(conn).get_table_names())
+        return self._tables
 
     @staticmethod
     def _with_retries(step: Any) -> None:
@@ -176,12 +244,25 @@ class Database:
     def describe(self, exc: BaseException) -> str:
         """The driver's own message (SQLAlchemy's wrapper adds the SQL text), one line, no
         secrets: safe for a log line, a status page or `last_write_error`."""
+        if isinstance(exc, SchemaError):  # written to be shown whole
+            return redact(str(exc))
         original = getattr(exc, "orig", None) or exc
         first_line = (str(original).strip().splitlines() or [""])[0]
         message = f"{type(original).__name__}: {first_line}"[:500]
         if self.url.password:
             message = message.replace(str(self.url.password), "***")
         return redact(message)
+
+    def schema_mismatch(self, exc: BaseException) -> str:
+        """What to tell a person when a statement failed because the schema is not this
+        code's (`is_schema_mismatch`): the error, and what to run."""
+        if isinstance(exc, SchemaError):
+            return self.describe(exc)
+        return (
+            f"{self.describe(exc)}: the schema of {self.safe_url} is not this release's (a newer release upgraded it, "
+            "or it was changed by hand). `python -m conductor_core.store check` lists the differences; a newer "
+            "release's database needs that release."
+        )
 
     def after_fork(self) -> None:
         """In a forked child: new connections of its own, leaving the parent's alone."""

@@ -90,14 +90,28 @@ class RequestLog:
     @property
     def engine(self) -> Engine:
         """The database engine, for modules that keep their own tables next to the log
-        (sessions, experiments): one database, one connection pool. Call `ensure_tables`
+        (sessions, experiments): one database, one connection pool. Call `require_tables`
         with their MetaData before first use."""
         return self._db.engine
 
-    def ensure_tables(self, extra: MetaData) -> None:
-        """Create another module's tables in this database (if missing), with the same care
-        as the log's own: IF NOT EXISTS, an advisory lock on PostgreSQL, retried races."""
-        self._db.ensure_tables(extra)
+    def open(self) -> None:
+        """Bring the database's schema to this code's now (it happens on first use anyway):
+        nothing when it already is, an upgrade in place when it is older (see migrate.py).
+        Raises `SchemaError` (what to run, or which release to use) when this code cannot use
+        it; an unreachable database raises the driver's error."""
+        self._db.ensure_schema()
+
+    def require_tables(self, extra: MetaData) -> None:
+        """Check that another module's tables exist in this database, once the migrations ran
+        (they create every table, the workbench's too). Raises `SchemaError` naming the ones
+        no migration created."""
+        self._db.require_tables(extra)
+
+    @property
+    def schema_error(self) -> str | None:
+        """Why this code cannot use the database (a newer release's, or one whose schema does
+        not match), as found on open: what to run or which release to use. None otherwise."""
+        return self._db.schema_error
 
     @property
     def log_prompts(self) -> bool:
@@ -195,7 +209,8 @@ class RequestLog:
         status: str | None = None,
         limit: int | None = None,
     ) -> int:
-        """How many attempts match (at most `limit`, to mirror `records()`)."""
+        """How many attempts match (at most `limit`, to mirror `records()`); requests are
+        `aggregate()`'s `first_attempts`."""
         self.flush()
         return self._reader.count(since=since, until=until, provider=provider, status=status, limit=limit)
 
@@ -211,7 +226,8 @@ class RequestLog:
 
         dtypes: created_at datetime64[us, UTC]; provider, model, route, status, error_type
         and source are categoricals (few distinct values: small and fast to group by);
-        numbers are float64 (None as NaN) or int64.
+        numbers are float64 (None as NaN) or int64 (float64 for attempt_index, which may be
+        None).
 
         For a whole-log overview prefer `aggregate()`: this returns one row per attempt,
         and on SQLite most of its time is the driver turning cells into Python objects."""
@@ -221,8 +237,9 @@ class RequestLog:
     def aggregate(self, *, since: datetime | None = None, until: datetime | None = None, bucket_s: int) -> pd.DataFrame:
         """Per provider and time bucket, computed in SQL: at most providers x buckets rows.
 
-        Columns (`AGGREGATE_COLUMNS`): provider, bucket (UTC start of the bucket), requests,
-        ok, errors, incomplete, priced, mean_latency_ms and latency_n (over successful
+        Columns (`AGGREGATE_COLUMNS`): provider, bucket (UTC start of the bucket), requests
+        (attempts, retries and fallbacks included), first_attempts (the requests they belong
+        to), ok, errors, incomplete, not_at_fault, priced, mean_latency_ms and latency_n (over successful
         attempts, like the live metrics), mean_ttft_ms and ttft_n, generation_tokens and
         generation_s (streamed successes: tokens per second is their ratio), cost_usd
         (unknown costs count as 0), input_tokens, output_tokens. Oldest bucket first.
@@ -251,9 +268,16 @@ class RequestLog:
         return export_records(found, fmt, verdicts=verdicts)
 
     def provider_totals(self) -> dict[str, ProviderUsage]:
-        """Usage per provider over the whole log, summed from the rollups."""
+        """Usage per provider over the whole log, summed from the rollups. For one provider
+        every attempt is a request sent to it: `total_requests` equals `total_attempts`."""
         self.flush()
         return self._reader.provider_totals()
+
+    def usage_totals(self) -> ProviderUsage:
+        """Usage over the whole log, from the rollups: `total_requests` counts requests (a
+        request's retries and fallbacks once), `total_attempts` every attempt."""
+        self.flush()
+        return self._reader.usage_totals()
 
     def recent_for_metrics(self, limit_per_provider: int, since: datetime) -> list[AttemptRecord]:
         """The newest `limit_per_provider` attempts of each provider since `since`, oldest

@@ -235,7 +235,10 @@ class LogReader:
         stmt = select(
             cells.c.provider,
             bucket.label("bucket"),
-            *(sums[name] for name in ("requests", "ok", "errors", "incomplete", "not_at_fault", "priced")),
+            *(
+                sums[name]
+                for name in ("requests", "first_attempts", "ok", "errors", "incomplete", "not_at_fault", "priced")
+            ),
             sums["latency_sum_ms"] / func.nullif(sums["latency_n"], 0),
             sums["latency_n"],
             sums["ttft_sum_ms"] / func.nullif(sums["ttft_n"], 0),
@@ -248,6 +251,7 @@ class LogReader:
         frame["bucket"] = pd.to_datetime(frame["bucket"].astype("float64"), unit="s", utc=True)
         for name in (
             "requests",
+            "first_attempts",
             "ok",
             "errors",
             "incomplete",
@@ -280,7 +284,8 @@ class LogReader:
         totals: dict[str, ProviderUsage] = {}
         for provider, total, ok, tokens_in, tokens_out, cost in self._fetch_raw(stmt):
             totals[provider] = ProviderUsage(
-                total_requests=int(total),
+                total_requests=int(total),  # every attempt is a call to the provider
+                total_attempts=int(total),
                 successful_requests=int(ok or 0),
                 failed_requests=int(total) - int(ok or 0),
                 input_tokens=int(tokens_in or 0),
@@ -288,6 +293,27 @@ class LogReader:
                 cost_usd=float(cost or 0.0),
             )
         return totals
+
+    def usage_totals(self) -> ProviderUsage:
+        self._db.ensure_schema()
+        r = attempt_rollups.c
+        stmt = select(
+            *(
+                func.coalesce(func.sum(column), 0)
+                for column in (r.first_attempts, r.requests, r.ok, r.input_tokens, r.output_tokens, r.cost_usd)
+            )
+        )
+        ((requests, attempted, ok, tokens_in, tokens_out, cost),) = self._fetch_raw(stmt)
+        return ProviderUsage(
+            total_requests=int(requests),
+            total_attempts=int(attempted),
+            successful_requests=int(ok),
+            # A request succeeds at most once; a row of unknown position counts as a request.
+            failed_requests=max(0, int(requests) - int(ok)),
+            input_tokens=int(tokens_in),
+            output_tokens=int(tokens_out),
+            cost_usd=float(cost),
+        )
 
     def recent_for_metrics(self, limit_per_provider: int, since: datetime) -> list[AttemptRecord]:
         self._db.ensure_schema()
@@ -342,7 +368,8 @@ def _frame_column(name: str, values: np.ndarray) -> Any:
     if isinstance(column_type, Double):
         return values.astype("float64")  # None becomes NaN
     if isinstance(column_type, Integer):
-        return values.astype("int64")
+        # A column that may hold NULL (attempt_index) as float64, where None is NaN.
+        return values.astype("float64" if attempts.c[name].nullable else "int64")
     if isinstance(column_type, Boolean):
         return values.astype("bool")  # SQLite gives 0/1
     return values  # free text and ids stay Python strings

@@ -1,4 +1,5 @@
-"""The request log's tables and column types, and how they are created.
+"""The request log's tables and column types (what the code expects; the migrations in
+``migrations/`` create them, see migrate.py).
 
 Timestamps are stored twice: ``created_at`` (timezone-aware, exact, for people and round
 trips) and ``created_ts`` (float epoch seconds), which every range filter, ordering and
@@ -8,6 +9,9 @@ Every string column is `SafeString`/`SafeText`: any text a caller sends is store
 cannot hold NUL in text, so there NUL is stored as U+2400 (the visible symbol for NUL; the
 one change to the text, on that backend only); a lone UTF-16 surrogate (valid in JSON and in
 a Python string, but not encodable as UTF-8, so refused by both drivers) becomes U+FFFD.
+
+A change to a table here is not enough: add a migration (README, "Adding a migration");
+tests/test_migrations.py fails until the migrations build what these tables describe.
 """
 
 from __future__ import annotations
@@ -28,32 +32,22 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
-    case,
-    func,
-    literal_column,
-    or_,
-    text,
 )
-from sqlalchemy.schema import CreateIndex, CreateTable
-from sqlalchemy.sql.elements import ColumnElement
 
-from ..errors import NOT_PROVIDER_FAULTS
 from ..models import AttemptRecord
+from . import rollup_rules
 
 __all__ = [
     "AGGREGATE_COLUMNS",
     "FRAME_COLUMNS",
     "ROLLUP_S",
-    "ROLLUPS_VERSION",
     "SafeString",
     "SafeText",
     "UTCDateTime",
     "attempt_rollups",
     "attempts",
-    "create_tables",
     "metadata",
     "normalize_database_url",
-    "schema_info",
     "votes_table",
 ]
 
@@ -76,7 +70,8 @@ FRAME_COLUMNS: tuple[str, ...] = (
 AGGREGATE_COLUMNS: tuple[str, ...] = (
     "provider",
     "bucket",
-    "requests",
+    "requests",  # attempts, retries and fallbacks included
+    "first_attempts",  # requests: attempts with attempt_index 0 (or unknown)
     "ok",
     "errors",
     "incomplete",
@@ -94,9 +89,6 @@ AGGREGATE_COLUMNS: tuple[str, ...] = (
 )
 
 ATTEMPT_FIELDS: tuple[str, ...] = tuple(AttemptRecord.model_fields)
-# A key for pg_advisory_xact_lock so processes starting at once create tables in turn
-# (CREATE TABLE IF NOT EXISTS alone races in PostgreSQL's catalog).
-_PG_SCHEMA_LOCK_KEY = 0x436F6E64  # "Cond"
 
 
 def default_data_dir() -> Path:
@@ -201,6 +193,10 @@ attempts = Table(
     Column("cost_usd", Double()),
     Column("prompt", SafeText()),
     Column("answer", SafeText()),
+    # Position of this logged attempt within its request: 0 the first, retries and fallbacks 1, 2...
+    Column("attempt_index", Integer()),
+    # Time Conductor itself spent on the request, the upstream's time excluded.
+    Column("overhead_ms", Double()),
     # Range filters, ordering and buckets all go through created_ts (see module docstring).
     Index("ix_attempts_created_ts", "created_ts"),
     Index("ix_attempts_provider_created_ts", "provider", "created_ts"),
@@ -221,15 +217,16 @@ votes_table = Table(
 
 # One row per provider and minute, summing the attempts of that minute: what the dashboard
 # and status read, so a 1M-row log costs them minutes, not rows. Every insert into
-# `attempts` updates it in the same transaction (all or nothing); `ROLLUP_SUMS` below is
-# the one definition of each sum, used both there and to rebuild it (see rollups.py).
-ROLLUP_S = 60
+# `attempts` updates it in the same transaction (all or nothing); `ROLLUP_SUMS` below (the
+# current rule of rollup_rules.py) is the one definition of each sum, used both there and to
+# rebuild it (see rollups.py).
+ROLLUP_S = rollup_rules.ROLLUP_S
 attempt_rollups = Table(
     "attempt_rollups",
     metadata,
     Column("provider", SafeString(), primary_key=True),
     Column("bucket_ts", Double(), primary_key=True),  # start of the minute, epoch seconds
-    Column("requests", Integer(), nullable=False),
+    Column("requests", Integer(), nullable=False),  # attempts
     Column("ok", Integer(), nullable=False),
     Column("errors", Integer(), nullable=False),
     Column("incomplete", Integer(), nullable=False),
@@ -244,62 +241,7 @@ attempt_rollups = Table(
     Column("cost_usd", Double(), nullable=False),  # unknown costs count as 0
     Column("input_tokens", Integer(), nullable=False),
     Column("output_tokens", Integer(), nullable=False),
+    Column("first_attempts", Integer(), nullable=False, server_default="0"),  # requests
 )
 
-
-def _rollup_sums() -> dict[str, ColumnElement[Any]]:
-    """Each rollup column as a per-attempt SQL expression (summed per provider and minute)."""
-    a = attempts.c
-    ok = a.status == "ok"
-    timed = ok & a.latency_ms.is_not(None)
-    first = ok & a.ttft_ms.is_not(None)
-    # Tokens per second is over streamed successes with at least two tokens: the tokens after
-    # the first over the time after the first (the rule of BaseProvider's figures and of
-    # dashboard_data.series_from_frame): the first token's wait is not generation.
-    generating = timed & first & (a.latency_ms > a.ttft_ms) & (a.output_tokens >= 2)
-    # Inlined constants, not bound parameters: these expressions are also compiled into
-    # statements that SQLAlchemy cannot expand an IN list in (INSERT ... SELECT, unions).
-    excused = or_(*(a.error_type == literal_column(f"'{kind}'") for kind in sorted(NOT_PROVIDER_FAULTS)))
-    return {
-        "requests": literal_column("1"),
-        "ok": case((ok, 1), else_=0),
-        "errors": case((a.status == "error", 1), else_=0),
-        "incomplete": case((a.status == "incomplete", 1), else_=0),
-        "not_at_fault": case((~ok & excused, 1), else_=0),
-        "priced": case((a.cost_usd.is_not(None), 1), else_=0),
-        "latency_sum_ms": case((timed, a.latency_ms), else_=0.0),
-        "latency_n": case((timed, 1), else_=0),
-        "ttft_sum_ms": case((first, a.ttft_ms), else_=0.0),
-        "ttft_n": case((first, 1), else_=0),
-        "generation_tokens": case((generating, a.output_tokens - 1), else_=0),
-        "generation_s": case((generating, (a.latency_ms - a.ttft_ms) / 1000.0), else_=0.0),
-        "cost_usd": func.coalesce(a.cost_usd, 0.0),
-        "input_tokens": a.input_tokens,
-        "output_tokens": a.output_tokens,
-    }
-
-
-ROLLUP_SUMS = _rollup_sums()
-#: Raised whenever a rollup column or rule changes: a log whose rollups were built by an older
-#: rule gets them rebuilt once, on open (see database.py).
-ROLLUPS_VERSION = 2
-
-# Small facts about the database itself (the rollups' version).
-schema_info = Table(
-    "conductor_schema",
-    metadata,
-    Column("key", SafeString(), primary_key=True),
-    Column("value", SafeString(), nullable=False),
-)
-
-
-def create_tables(conn: Any, tables: MetaData) -> None:
-    """CREATE TABLE/INDEX IF NOT EXISTS for `tables`, in `conn`'s transaction. On PostgreSQL
-    an advisory lock makes processes starting at once take turns (IF NOT EXISTS alone races
-    in the catalog)."""
-    if conn.dialect.name == "postgresql":
-        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_SCHEMA_LOCK_KEY})
-    for table in tables.sorted_tables:
-        conn.execute(CreateTable(table, if_not_exists=True))
-        for index in sorted(table.indexes, key=lambda i: str(i.name)):
-            conn.execute(CreateIndex(index, if_not_exists=True))
+ROLLUP_SUMS = rollup_rules.sums(attempts.c)

@@ -7,9 +7,11 @@ writes (unreachable, restarting, locked, disk full): it stays in the spool and t
 tries again with backoff (`BACKOFF_S` doubling to `BACKOFF_MAX_S`; a `flush()` tries at once).
 An attempt the database itself refuses (the database is up but rejects that row) is set
 aside in ``rejected.jsonl`` next to the spool, counted and logged, so one bad row cannot
-block the rows behind it and is not lost either. Every failure counts once per attempt in
-`write_errors`, however many times it is retried; `health()` says what is waiting, where,
-and the last error (redacted).
+block the rows behind it and is not lost either. A schema that does not match this code (a
+newer release's database, a table or column missing) is such a refusal, not an outage: the
+rows are set aside at once and `health()` says why (`schema_error`) instead of retrying them
+for ever. Every failure counts once per attempt in `write_errors`, however many times it is
+retried; `health()` says what is waiting, where, and the last error (redacted).
 """
 
 from __future__ import annotations
@@ -27,7 +29,15 @@ from sqlalchemy import Table, insert
 
 from ..config import redact
 from ..models import AttemptRecord, LogHealth, Vote
-from .database import WRITE_ATTEMPTS, Database, LogClosed, is_missing_table, is_outage, is_transient
+from .database import (
+    WRITE_ATTEMPTS,
+    Database,
+    LogClosed,
+    is_missing_table,
+    is_outage,
+    is_schema_mismatch,
+    is_transient,
+)
 from .schema import attempts, epoch, votes_table
 from .spool import RESCAN_S, Batch, Spool
 
@@ -77,6 +87,7 @@ class LogWriter:
         self.last_write_error: str | None = None
         self._last_error_at: datetime | None = None
         self._database_ok = True
+        self._schema_refusal: str | None = None  # the last write refused for a schema mismatch
 
     # --- the router's path ----------------------------------------------------------------
 
@@ -245,19 +256,20 @@ class LogWriter:
                 self._outage(batch, exc)
                 return None
             batch_error = exc
-        # The database refused the batch: find the rows it refuses, one by one.
+        # The database refused the batch: find the rows it refuses, one by one (every row,
+        # when its schema is not this code's: no need to ask).
+        if len(rows) == 1 or is_schema_mismatch(batch_error):
+            self._reject([_encode(record).rstrip(b"\n") for record in records], batch_error)
+            return 0
         new, refused = 0, []
-        if len(rows) == 1:
-            refused.append((records[0], batch_error))
-        else:
-            for record, row in zip(records, rows):
-                try:
-                    new += self._insert_new([row])
-                except Exception as exc:  # noqa: BLE001
-                    if is_outage(exc):
-                        self._outage(batch, exc)
-                        return None  # rows committed so far are skipped on the retry (idempotent)
-                    refused.append((record, exc))
+        for record, row in zip(records, rows, strict=True):
+            try:
+                new += self._insert_new([row])
+            except Exception as exc:  # noqa: BLE001
+                if is_outage(exc):
+                    self._outage(batch, exc)
+                    return None  # rows committed so far are skipped on the retry (idempotent)
+                refused.append((record, exc))
         for record, exc in refused:
             self._reject([_encode(record).rstrip(b"\n")], exc)
         return new
@@ -277,6 +289,7 @@ class LogWriter:
                     ids = list(conn.execute(stmt, rows).scalars())
                     for at in range(0, len(ids), _IDS_PER_STATEMENT):
                         conn.execute(self._db.rollup_upsert(), {"ids": ids[at : at + _IDS_PER_STATEMENT]})
+                self._schema_refusal = None
                 return len(ids)
             except Exception as exc:
                 if attempt < WRITE_ATTEMPTS - 1 and self._retry_now(exc, attempt):
@@ -327,6 +340,8 @@ class LogWriter:
         """Set aside rows the database refuses, next to the spool, so they are kept for a
         person to look at without blocking the rows behind them."""
         message = self._db.describe(exc)
+        if is_schema_mismatch(exc):
+            self._schema_refusal = self._db.schema_mismatch(exc)
         where = "nowhere: no spool folder"
         directory = self._spool.directory
         if directory is not None:
@@ -405,6 +420,8 @@ class LogWriter:
                         ids = [row["id"] for row in rows]
                         for at in range(0, len(ids), _IDS_PER_STATEMENT):
                             conn.execute(self._db.rollup_upsert(), {"ids": ids[at : at + _IDS_PER_STATEMENT]})
+                if table is attempts:
+                    self._schema_refusal = None
                 return True
             except Exception as exc:  # noqa: BLE001 - the promise is "never raises"
                 if attempt < WRITE_ATTEMPTS - 1 and self._retry_now(exc, attempt):
@@ -414,6 +431,8 @@ class LogWriter:
 
     def failed(self, what: str, exc: BaseException) -> bool:
         message = self._db.describe(exc)
+        if is_schema_mismatch(exc):
+            self._schema_refusal = self._db.schema_mismatch(exc)
         with self._cond:
             self.write_errors += 1
             self.last_write_error = message
@@ -441,6 +460,7 @@ class LogWriter:
                 last_error=self.last_write_error,
                 last_error_at=self._last_error_at,
                 spool_dir=str(spool.directory) if spool.directory is not None else None,
+                schema_error=self._db.schema_error or self._schema_refusal,
             )
 
     def close(self, timeout: float = 30.0) -> None:

@@ -26,17 +26,27 @@ Behaviour can be scripted:
 * ``script(Fault(...), ...)`` - the next N *generation* requests get these
   faults in order (HTTP error with the protocol's error body, hang, connection
   cut mid-stream, cut before the first token, malformed JSON).
+* ``release()`` - every request hanging now (a scripted ``hang``) answers at once (a test's
+  upstream that "hangs until told", with no race on speed). A hanging request whose client
+  goes away ends there, its entry in ``requests`` marked ``"disconnected": True`` (the client
+  cancelled its call).
 * ``set_down(True)`` - every request (including model listing) answers 503.
 * ``hold()`` - generation requests wait (arrived and recorded, nothing answered) until
   ``release(n)`` lets the ``n`` longest waiting through (or the next ``n`` to arrive), or
   ``release()`` all and stops holding: an upstream that answers when the test says so, so
   a test waits for a state (``held`` requests waiting) instead of racing a latency. A held
-  request whose client went away stops waiting. ``hold(after_chunks=n)`` holds streams
+  request whose client went away stops waiting (marked ``"disconnected"`` as a hang's is).
+  ``hold(after_chunks=n)`` holds streams
   mid-answer instead, after their first ``n`` text chunks (an answer still streaming for as
   long as the test needs it to).
 * ``failure_rate`` - that fraction of generation requests answers 500, chosen
   by a ``random.Random(seed)`` so runs are reproducible.
 * ``require_key`` - requests carrying another API key get 401.
+* ``models`` - the models the server serves (default: its provider's spec models, those not
+  past their retirement date; providers/spec.py). A generation request for any other model
+  gets the API's own 404 (OpenAI ``model_not_found``, Anthropic ``not_found_error``, Gemini
+  ``NOT_FOUND``), as a retired or mistyped name does from the real API; ``/models`` lists
+  them, and retrieving one that is not served is a 404 too.
 * Tool calls (every protocol): a request that offers tools (and does not say "none") and
   does not end with a tool result is answered with a call to the named or first tool,
   arguments ``{"city": "Paris"}``, in each API's own shape: OpenAI ``tool_calls`` (streamed as
@@ -44,6 +54,8 @@ Behaviour can be scripted:
   ``content_block_start`` then ``input_json_delta`` pieces, ``stop_reason: "tool_use"``; with
   ``tool_choice`` auto a short text block comes first, as Claude writes one; forced calls have
   none); Gemini a whole ``functionCall`` part in one chunk (``finishReason: "STOP"``).
+* OpenAI's deprecated ``functions`` (without tools): answered with a ``function_call`` (streamed
+  as ``delta.function_call`` pieces, ``finish_reason: "function_call"``).
 * JSON output: a request that asks for it (OpenAI ``response_format`` json_object/json_schema,
   Anthropic ``output_config.format``, Gemini ``responseMimeType: application/json``) gets
   ``json_reply`` instead of ``reply``.
@@ -54,7 +66,8 @@ tests can check each field that arrived.
 Scripted faults and ``failure_rate`` apply only to generation endpoints
 (chat completions / messages / generateContent), so an SDK or router that lists
 models first does not silently consume a scripted fault. ``set_down`` and
-``require_key`` apply to every endpoint.
+``require_key`` apply to every endpoint. What goes wrong first: down, then a wrong key,
+then an unknown model (which consumes no scripted fault), then the script.
 
 Token usage is deterministic: input tokens = whitespace-separated words of all
 prompt text (min 1), output tokens = number of reply chunks (words).
@@ -76,6 +89,10 @@ What the faults look like on the wire:
   content_block_start, ping; Gemini: nothing) then the drop.
 * ``malformed``: 200 with truncated JSON; for streams one SSE frame with broken
   JSON (after the preamble), then a clean end of body.
+* ``error_event`` (stream): preamble + first text delta, then the protocol's own in-stream
+  error carrying the fault's ``message`` (OpenAI and Anthropic ``event: error``, Gemini a
+  chunk ``{"error": {...}}``), then a clean end of body: how each API reports a failure
+  after it has begun to answer. Non-stream: answered as ``status``.
 
 Per-request state is thread-safe; ``reset()`` restores the constructor settings
 so one server can be shared by many tests (stopping uvicorn takes ~0.2 s).
@@ -101,6 +118,7 @@ import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, MutableMapping
 from dataclasses import dataclass
+from datetime import date
 from typing import Any, ClassVar, Literal, Self
 
 import uvicorn
@@ -108,6 +126,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
+
+from ..providers.spec import get_spec
 
 __all__ = [
     "AnthropicServer",
@@ -118,7 +138,7 @@ __all__ = [
     "ProtocolServer",
 ]
 
-FaultKind = Literal["status", "hang", "cut", "cut_before_first", "malformed"]
+FaultKind = Literal["status", "hang", "cut", "cut_before_first", "malformed", "error_event"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -139,10 +159,11 @@ class Fault:
     """One scripted misbehaviour for one request (see ``ProtocolServer.script``)."""
 
     kind: FaultKind
-    status: int = 500  # kind="status": HTTP status, sent with the protocol's own error JSON
+    status: int = 500  # kind="status" (and "error_event"): HTTP status, sent with the protocol's own error JSON
     retry_after: float | None = None  # adds a Retry-After header (seconds) when set
-    hang_s: float = 30.0  # kind="hang": sleep this long before answering normally
+    hang_s: float = 30.0  # kind="hang": sleep this long (or until `release()`) before answering normally
     message: str = "scripted failure"
+    code: str | None = None  # kind="status": the error's own code (OpenAI's error.code), if not the usual one
 
 
 class _ScriptedCut(Exception):
@@ -242,8 +263,15 @@ class ProtocolServer:
     Subclasses provide the routes and the protocol-specific JSON shapes.
     """
 
-    default_models: ClassVar[list[str]] = []
+    provider: ClassVar[str] = ""  # whose spec names the models served by default
     url_path: ClassVar[str] = ""  # appended to http://127.0.0.1:PORT to form ``url``
+
+    @classmethod
+    def default_models(cls) -> list[str]:
+        """The provider's spec models that have not retired (today, by the clock)."""
+        spec = get_spec(cls.provider)
+        today = date.today()
+        return [m.id for m in spec.models if not m.retired(today)] if spec is not None else []
 
     def __init__(
         self,
@@ -274,7 +302,7 @@ class ProtocolServer:
         self.json_reply: str = json_reply
         self.latency_s: float = latency_s
         self.chunk_delay_s: float = chunk_delay_s
-        self.models: list[str] = list(models) if models is not None else list(self.default_models)
+        self.models: list[str] = list(models) if models is not None else self.default_models()
         self.failure_rate: float = failure_rate
         self.require_key: str | None = require_key
         self.requests: list[dict[str, Any]] = []
@@ -293,6 +321,7 @@ class ProtocolServer:
         self._waiting: deque[_Held] = deque()  # held requests, longest waiting first
         self._permits = 0  # released by release(n) before any request waited for them
         self._stopping = False
+        self._releases = 0  # release() counts up; a hang that began before the count moved ends
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._sock: socket.socket | None = None
@@ -393,9 +422,11 @@ class ProtocolServer:
 
     def release(self, n: int | None = None) -> None:
         """Let the `n` longest-held requests answer (or, past those waiting, the next to arrive);
-        without `n`, every one, and stop holding."""
+        without `n`, every one, and stop holding, and end every scripted hang in progress (those
+        requests are answered normally)."""
         with self._lock:
             if n is None:
+                self._releases += 1
                 self._holding = False
                 n = len(self._waiting)
             for _ in range(n):
@@ -418,7 +449,7 @@ class ProtocolServer:
             self.json_reply = d["json_reply"]
             self.latency_s = d["latency_s"]
             self.chunk_delay_s = d["chunk_delay_s"]
-            self.models = list(d["models"]) if d["models"] is not None else list(self.default_models)
+            self.models = list(d["models"]) if d["models"] is not None else self.default_models()
             self.failure_rate = d["failure_rate"]
             self.require_key = d["require_key"]
             self._rng.seed(d["seed"])
@@ -458,6 +489,10 @@ class ProtocolServer:
         raise NotImplementedError
 
     def _malformed_frame(self) -> bytes:
+        raise NotImplementedError
+
+    def _error_frame(self, fault: Fault) -> bytes:
+        """The protocol's in-stream error event (kind="error_event")."""
         raise NotImplementedError
 
     def _extra_headers(self) -> dict[str, str]:
@@ -500,6 +535,17 @@ class ProtocolServer:
                 return
             await asyncio.sleep(min(left, 0.1))
 
+    async def _hang(self, request: Request, seconds: float) -> bool:
+        """Wait `seconds`, or until `release()`, or the server stops; True if the client went
+        away meanwhile (it cancelled the call)."""
+        releases = self._releases
+        deadline = time.monotonic() + seconds
+        while not self._stopping and self._releases == releases and time.monotonic() < deadline:
+            if await request.is_disconnected():
+                return True
+            await asyncio.sleep(0.05)
+        return False
+
     async def _read_json(self, request: Request) -> Any:
         raw = await request.body()
         if not raw:
@@ -509,21 +555,23 @@ class ProtocolServer:
         except ValueError:
             return None
 
-    async def _wait_for_release(self, request: Request) -> None:
-        """While `hold()` is on: wait until `release()` lets this request through."""
+    async def _wait_for_release(self, request: Request) -> bool:
+        """While `hold()` is on: wait until `release()` lets this request through; True if the
+        client went away meanwhile (it cancelled the call)."""
         with self._lock:
             if not self._holding:
-                return
+                return False
             if self._permits:
                 self._permits -= 1
-                return
+                return False
             held = _Held()
             self._waiting.append(held)
         try:
             while not held.released and not self._stopping:
                 if await request.is_disconnected():
-                    return
+                    return True
                 await asyncio.sleep(0.01)
+            return False
         finally:  # released, or the client gave up (or a stream's body was cancelled): out of the line
             with self._lock:
                 if not held.released and held in self._waiting:
@@ -532,12 +580,19 @@ class ProtocolServer:
     def _key_ok(self, request: Request) -> bool:
         return self.require_key is None or self._presented_key(request) == self.require_key
 
-    def _pick_fault(self, request: Request, generation: bool) -> Fault | None:
-        """Decide what goes wrong with this request: down > bad key > script > random failure."""
+    def _model_not_found(self, model: str) -> str:
+        """The API's own words for a model it does not serve."""
+        raise NotImplementedError
+
+    def _pick_fault(self, request: Request, generation: bool, model: str | None = None) -> Fault | None:
+        """Decide what goes wrong with this request: down > bad key > unknown model > script >
+        random failure."""
         if self._down:
             return Fault("status", status=503, message="The service is temporarily unavailable (server is down).")
         if not self._key_ok(request):
             return Fault("status", status=401, message="Invalid API key provided.")
+        if model is not None and model not in self.models:
+            return Fault("status", status=404, message=self._model_not_found(model))
         if not generation:
             return None
         with self._lock:
@@ -548,7 +603,7 @@ class ProtocolServer:
                 return Fault("status", status=500, message="Randomly injected server error.")
         return None
 
-    def _record(self, request: Request, body: Any, stream: bool, fault: Fault | None, **extra: Any) -> None:
+    def _record(self, request: Request, body: Any, stream: bool, fault: Fault | None, **extra: Any) -> dict[str, Any]:
         entry: dict[str, Any] = {
             "method": request.method,
             "path": request.url.path,
@@ -562,22 +617,30 @@ class ProtocolServer:
         entry.update(extra)
         with self._lock:
             self.requests.append(entry)
+        return entry
 
     def _error_response(self, fault: Fault) -> Response:
         headers = self._extra_headers()
         if fault.retry_after is not None:
             ra = fault.retry_after  # "7", not "7.0": HTTP's delay-seconds is an integer
             headers["retry-after"] = str(int(ra)) if float(ra).is_integer() else str(ra)
+        body = self._error_body(fault.status, fault.message)
+        inner = body.get("error")
+        if fault.code is not None and isinstance(inner, dict) and not isinstance(inner.get("code"), int):
+            inner["code"] = fault.code  # OpenAI's string code (Gemini's `code` is the HTTP status)
         return Response(
-            _dumps(self._error_body(fault.status, fault.message)),
+            _dumps(body),
             status_code=fault.status,
             media_type="application/json",
             headers=headers,
         )
 
-    async def _simple(self, request: Request, payload: Callable[[], dict[str, Any]]) -> Response:
-        """Non-generation endpoints (model listing): only down / auth apply."""
-        fault = self._pick_fault(request, generation=False)
+    async def _simple(
+        self, request: Request, payload: Callable[[], dict[str, Any]], *, model: str | None = None
+    ) -> Response:
+        """Non-generation endpoints (model listing, one model): only down, auth and, given a
+        `model`, whether it is served apply."""
+        fault = self._pick_fault(request, generation=False, model=model)
         self._record(request, await self._read_json(request), False, fault)
         if fault is not None:
             return self._error_response(fault)
@@ -585,14 +648,18 @@ class ProtocolServer:
 
     async def _generate(self, request: Request, call: _Call, **extra: Any) -> Response:
         """The shared flow for a generation request, whatever the protocol."""
-        fault = self._pick_fault(request, generation=True)
-        self._record(request, call.body, call.stream, fault, model=call.model, **extra)
-        if self._holding and not (call.stream and self._hold_after):
-            await self._wait_for_release(request)
-        if fault is not None and fault.kind == "status":
+        fault = self._pick_fault(request, generation=True, model=call.model)
+        entry = self._record(request, call.body, call.stream, fault, model=call.model, **extra)
+        if self._holding and not (call.stream and self._hold_after) and await self._wait_for_release(request):
+            entry["disconnected"] = True
+            return Response(status_code=499)  # nobody reads it: the client has gone
+        if fault is not None and (fault.kind == "status" or (fault.kind == "error_event" and not call.stream)):
             return self._error_response(fault)
         if fault is not None and fault.kind == "hang":
-            await self._sleep(fault.hang_s)  # the client should time out; then answer normally
+            # The client should time out or give up; otherwise answer normally once it ends.
+            if await self._hang(request, fault.hang_s):
+                entry["disconnected"] = True
+                return Response(status_code=499)  # nobody reads it: the client has gone
             fault = None
 
         chunks = _split_reply(self.json_reply if self._wants_json(call) else self.reply)
@@ -603,7 +670,7 @@ class ProtocolServer:
 
         if call.stream:
             return StreamingResponse(
-                self._stream_body(request, call, chunks, truncated, kind),
+                self._stream_body(request, call, chunks, truncated, kind, fault),
                 media_type="text/event-stream",
                 headers={"cache-control": "no-cache", **self._extra_headers()},
             )
@@ -628,7 +695,13 @@ class ProtocolServer:
         raise _ScriptedCut("scripted connection cut")
 
     async def _stream_body(
-        self, request: Request, call: _Call, chunks: list[str], truncated: bool, fault: FaultKind | None
+        self,
+        request: Request,
+        call: _Call,
+        chunks: list[str],
+        truncated: bool,
+        fault: FaultKind | None,
+        scripted: Fault | None = None,
     ) -> AsyncIterator[bytes]:
         """Generic SSE loop: latency before the first frame, chunk delay between text frames, faults."""
         await self._sleep(self.latency_s)
@@ -650,8 +723,11 @@ class ProtocolServer:
                 sent_text += 1
                 if fault == "cut":
                     raise _ScriptedCut("scripted stream cut")
-                if self._holding and sent_text == self._hold_after:
-                    await self._wait_for_release(request)
+                if fault == "error_event" and scripted is not None:
+                    yield self._error_frame(scripted)
+                    return
+                if self._holding and sent_text == self._hold_after and await self._wait_for_release(request):
+                    return  # the client has gone
             else:
                 yield data
 
@@ -666,8 +742,20 @@ class OpenAIServer(ProtocolServer):
     Auth: ``Authorization: Bearer <key>``.
     """
 
-    default_models: ClassVar[list[str]] = ["gpt-4o-mini", "gpt-4o", "gpt-4.1-mini"]
+    provider: ClassVar[str] = "openai"
     url_path: ClassVar[str] = "/v1"
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        #: Sent as `system_fingerprint` on every answer and chunk (OpenAI's own is a string such as fp_...).
+        self.system_fingerprint: str | None = None
+        #: The `id` of every answer given (a stream's chunks share one), in order.
+        self.response_ids: list[str] = []
+
+    def reset(self) -> None:
+        super().reset()
+        self.system_fingerprint = None
+        self.response_ids.clear()
 
     _ERROR_TYPES: ClassVar[dict[int, tuple[str, str | None]]] = {
         400: ("invalid_request_error", None),
@@ -681,6 +769,7 @@ class OpenAIServer(ProtocolServer):
         return [
             Route("/v1/chat/completions", self._chat, methods=["POST"]),
             Route("/v1/models", self._list_models, methods=["GET"]),
+            Route("/v1/models/{model:path}", self._model, methods=["GET"]),
         ]
 
     def _presented_key(self, request: Request) -> str | None:
@@ -689,6 +778,17 @@ class OpenAIServer(ProtocolServer):
 
     def _extra_headers(self) -> dict[str, str]:
         return {"x-request-id": f"req_{uuid.uuid4().hex[:24]}"}
+
+    def _model_not_found(self, model: str) -> str:
+        return f"The model `{model}` does not exist or you do not have access to it."
+
+    @staticmethod
+    def _model_card(model: str) -> dict[str, Any]:
+        return {"id": model, "object": "model", "created": 1_700_000_000, "owned_by": "system"}
+
+    async def _model(self, request: Request) -> Response:
+        model = request.path_params["model"]
+        return await self._simple(request, lambda: self._model_card(model), model=model)
 
     def _error_body(self, status: int, message: str) -> dict[str, Any]:
         err_type, code = self._ERROR_TYPES.get(
@@ -699,12 +799,7 @@ class OpenAIServer(ProtocolServer):
     async def _list_models(self, request: Request) -> Response:
         return await self._simple(
             request,
-            lambda: {
-                "object": "list",
-                "data": [
-                    {"id": m, "object": "model", "created": 1_700_000_000, "owned_by": "system"} for m in self.models
-                ],
-            },
+            lambda: {"object": "list", "data": [self._model_card(m) for m in self.models]},
         )
 
     async def _chat(self, request: Request) -> Response:
@@ -749,30 +844,53 @@ class OpenAIServer(ProtocolServer):
         name = choice["function"]["name"] if isinstance(choice, dict) else tools[0]["function"]["name"]
         return {"id": f"call_{uuid.uuid4().hex[:12]}", "type": "function", "function": {"name": name}}
 
+    @staticmethod
+    def _function_call(call: _Call) -> str | None:
+        """The deprecated form: offered `functions` (no tools, not told "none", not answering a
+        function's result), the server answers with a `function_call` to the named or first one."""
+        body = call.body
+        functions = body.get("functions") or []
+        choice = body.get("function_call")
+        messages = body.get("messages") or []
+        if body.get("tools") or not functions or choice == "none":
+            return None
+        if messages and messages[-1].get("role") in ("function", "tool"):
+            return None
+        return choice["name"] if isinstance(choice, dict) else functions[0]["name"]
+
     def _completion(self, call: _Call, chunks: list[str], truncated: bool) -> dict[str, Any]:
         tool = self._tool_call(call)
+        function = self._function_call(call)
         message: dict[str, Any] = {"role": "assistant", "content": "".join(chunks), "refusal": None, "annotations": []}
         finish = "length" if truncated else "stop"
         if tool is not None:
             tool["function"]["arguments"] = "".join(self.TOOL_ARGUMENTS)
             message.update(content=None, tool_calls=[tool])
             finish, chunks = "tool_calls", self.TOOL_ARGUMENTS
+        elif function is not None:
+            message.update(content=None, function_call={"name": function, "arguments": "".join(self.TOOL_ARGUMENTS)})
+            finish, chunks = "function_call", self.TOOL_ARGUMENTS
+        answer_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+        self.response_ids.append(answer_id)
         return {
-            "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
+            "id": answer_id,
             "object": "chat.completion",
             "created": int(time.time()),
             "model": call.model,
             "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
             "usage": self._usage(call, chunks),
-            "system_fingerprint": None,
+            "system_fingerprint": self.system_fingerprint,
         }
 
     def _stream_frames(self, call: _Call, chunks: list[str], truncated: bool) -> Iterable[Frame]:
         cid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+        self.response_ids.append(cid)
         created = int(time.time())
         opts = call.body.get("stream_options")
         include_usage = isinstance(opts, dict) and bool(opts.get("include_usage"))
         tool = self._tool_call(call)
+        function = self._function_call(call)
+        fingerprint = self.system_fingerprint
 
         def chunk(delta: dict[str, Any], finish: str | None) -> bytes:
             obj: dict[str, Any] = {
@@ -780,7 +898,7 @@ class OpenAIServer(ProtocolServer):
                 "object": "chat.completion.chunk",
                 "created": created,
                 "model": call.model,
-                "system_fingerprint": None,
+                "system_fingerprint": fingerprint,
                 "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
             }
             if include_usage:
@@ -788,7 +906,13 @@ class OpenAIServer(ProtocolServer):
             return b"data: " + _dumps(obj) + b"\n\n"
 
         yield "pre", chunk({"role": "assistant", "content": "", "refusal": None}, None)
-        if tool is not None:  # as OpenAI streams a call: id and name first, then the arguments in pieces
+        if tool is None and function is not None:  # the deprecated form: name first, then argument pieces
+            yield "text", chunk({"function_call": {"name": function, "arguments": ""}}, None)
+            for piece in self.TOOL_ARGUMENTS:
+                yield "text", chunk({"function_call": {"arguments": piece}}, None)
+            chunks = self.TOOL_ARGUMENTS
+            yield "post", chunk({}, "function_call")
+        elif tool is not None:  # as OpenAI streams a call: id and name first, then the arguments in pieces
             yield (
                 "text",
                 chunk({"tool_calls": [{"index": 0, **tool, "function": {**tool["function"], "arguments": ""}}]}, None),
@@ -807,7 +931,7 @@ class OpenAIServer(ProtocolServer):
                 "object": "chat.completion.chunk",
                 "created": created,
                 "model": call.model,
-                "system_fingerprint": None,
+                "system_fingerprint": fingerprint,
                 "choices": [],
                 "usage": self._usage(call, chunks),
             }
@@ -819,6 +943,9 @@ class OpenAIServer(ProtocolServer):
 
     def _malformed_frame(self) -> bytes:
         return b'data: {"id": "chatcmpl-broken", "object": "chat.completion.chunk", "choices": [{"delta": {\n\n'
+
+    def _error_frame(self, fault: Fault) -> bytes:
+        return b"event: error\ndata: " + _dumps(self._error_body(fault.status, fault.message)) + b"\n\n"
 
 
 # ====================================================================== Anthropic
@@ -833,7 +960,7 @@ class AnthropicServer(ProtocolServer):
     The request log entry also carries ``"system"`` (the system prompt).
     """
 
-    default_models: ClassVar[list[str]] = ["claude-sonnet-4-5", "claude-haiku-4-5", "claude-opus-4-1"]
+    provider: ClassVar[str] = "anthropic"
     url_path: ClassVar[str] = ""
 
     _ERROR_TYPES: ClassVar[dict[int, str]] = {
@@ -853,7 +980,24 @@ class AnthropicServer(ProtocolServer):
         return [
             Route("/v1/messages", self._messages, methods=["POST"]),
             Route("/v1/models", self._list_models, methods=["GET"]),
+            Route("/v1/models/{model:path}", self._model, methods=["GET"]),
         ]
+
+    def _model_not_found(self, model: str) -> str:
+        return f"model: {model}"
+
+    @staticmethod
+    def _model_info(model: str) -> dict[str, Any]:
+        return {
+            "type": "model",
+            "id": model,
+            "display_name": model.replace("-", " ").title(),
+            "created_at": "2025-01-01T00:00:00Z",
+        }
+
+    async def _model(self, request: Request) -> Response:
+        model = request.path_params["model"]
+        return await self._simple(request, lambda: self._model_info(model), model=model)
 
     def _presented_key(self, request: Request) -> str | None:
         key = request.headers.get("x-api-key")
@@ -871,15 +1015,7 @@ class AnthropicServer(ProtocolServer):
 
     async def _list_models(self, request: Request) -> Response:
         def payload() -> dict[str, Any]:
-            data = [
-                {
-                    "type": "model",
-                    "id": m,
-                    "display_name": m.replace("-", " ").title(),
-                    "created_at": "2025-01-01T00:00:00Z",
-                }
-                for m in self.models
-            ]
+            data = [self._model_info(m) for m in self.models]
             return {
                 "data": data,
                 "has_more": False,
@@ -1058,6 +1194,9 @@ class AnthropicServer(ProtocolServer):
     def _malformed_frame(self) -> bytes:
         return b'event: content_block_delta\ndata: {"type": "content_block_delta", "index": 0, "delta": {\n\n'
 
+    def _error_frame(self, fault: Fault) -> bytes:
+        return b"event: error\ndata: " + _dumps(self._error_body(fault.status, fault.message)) + b"\n\n"
+
 
 # ====================================================================== Gemini
 
@@ -1074,7 +1213,7 @@ class GeminiServer(ProtocolServer):
     ``?key=`` query parameter. The log entry's ``"system"`` is the systemInstruction.
     """
 
-    default_models: ClassVar[list[str]] = ["gemini-2.5-flash", "gemini-2.5-pro", "gemini-2.5-flash-lite"]
+    provider: ClassVar[str] = "gemini"
     url_path: ClassVar[str] = ""
 
     _STATUSES: ClassVar[dict[int, str]] = {
@@ -1092,7 +1231,7 @@ class GeminiServer(ProtocolServer):
     }
 
     def _routes(self) -> list[Route]:
-        # The model segment contains a colon ("gemini-2.5-flash:generateContent"), so take the rest as a path.
+        # The model segment contains a colon ("gemini-3.5-flash-lite:generateContent"), so take the rest as a path.
         return [
             Route("/{version}/models", self._list_models, methods=["GET"]),
             Route("/{version}/models/{rest:path}", self._model_action, methods=["GET", "POST"]),
@@ -1103,6 +1242,12 @@ class GeminiServer(ProtocolServer):
 
     def _error_body(self, status: int, message: str) -> dict[str, Any]:
         return {"error": {"code": status, "message": message, "status": self._STATUSES.get(status, "UNKNOWN")}}
+
+    def _model_not_found(self, model: str) -> str:
+        return (
+            f"models/{model} is not found for this API version, or is not supported for generateContent. "
+            "Call ListModels to see the list of available models and their supported methods."
+        )
 
     def _model_info(self, model: str) -> dict[str, Any]:
         return {
@@ -1121,7 +1266,8 @@ class GeminiServer(ProtocolServer):
     async def _model_action(self, request: Request) -> Response:
         rest: str = request.path_params["rest"]
         if request.method == "GET":
-            return await self._simple(request, lambda: self._model_info(rest.removeprefix("models/")))
+            model = rest.removeprefix("models/")
+            return await self._simple(request, lambda: self._model_info(model), model=model)
         model, _, method = rest.rpartition(":")
         if method not in ("generateContent", "streamGenerateContent"):
             fault = Fault("status", status=404, message=f"Method {method!r} is not supported by this server.")
@@ -1221,3 +1367,6 @@ class GeminiServer(ProtocolServer):
 
     def _malformed_frame(self) -> bytes:
         return b'data: {"candidates": [{"content": {"parts": [{"text": \r\n\r\n'
+
+    def _error_frame(self, fault: Fault) -> bytes:
+        return b"data: " + _dumps(self._error_body(fault.status, fault.message)) + b"\r\n\r\n"

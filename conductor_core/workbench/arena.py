@@ -15,6 +15,13 @@ vote — `BlindMatch`, `BlindEvent` — carries letters, text and whether an ans
 a provider, a model, an error message (they name the provider) or figures (a latency can give
 a local model away). `reveal()` refuses until the match is voted.
 
+Stop: `stop()` closes the answers still coming (stored as cancelled at once, so every page and
+process sees the round end); the process answering them cancels their upstream calls (within
+`POLL_S` in its own process, `REMOTE_POLL_S` from another), the log records those attempts as
+cancelled, and what had arrived is kept. The process answering a round holds its lease
+(`store/leases.py`) until every answer is stored; a round with answers pending and no lease
+held was cut off by a dead server, and `close_if_abandoned()` closes it the same way.
+
 What a vote judges: the answers that arrived complete. A failed, cut or cancelled answer is
 not part of the verdict (reliability is measured elsewhere, from the request log); a vote
 needs at least two complete answers. The vote is stored with the `request_id` of every answer
@@ -27,6 +34,7 @@ Tables:
     arena_answers  (match_id, slot) -> variant (JSON), label, target (provider/model that
                    answered), status (pending / ok / error / incomplete / cancelled),
                    request_id, answer, latency_ms, ttft_ms, cost_usd, error_type
+                   ("cancelled" when stopped, "interrupted" when its server died)
 """
 
 from __future__ import annotations
@@ -36,7 +44,8 @@ import logging
 import queue
 import secrets
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Literal
 
@@ -47,8 +56,10 @@ from ..config import redact
 from ..errors import ProviderError
 from ..models import ChatMessage, MessageRole, StreamDone, StreamIncomplete, TextDelta, new_id, utcnow
 from ..store import RequestLog, SafeText, UTCDateTime
+from ..store.leases import Lease, leases_for
 from .experiments import _variant
 from .ratings import Judgement, Leaderboard, fit_ratings
+from .streaming import REMOTE_POLL_S, stoppable_events
 from .variants import Variant, variant_labels
 
 __all__ = [
@@ -129,12 +140,18 @@ class BlindEvent(BaseModel):
     failed: bool = False
 
 
+BlindState = Literal["pending", "ok", "failed", "stopped"]
+#: A stored status as a page may see it before the vote (any other status: "failed").
+_BLIND_STATES: dict[str, BlindState] = {"pending": "pending", "ok": "ok", "cancelled": "stopped"}
+
+
 class BlindAnswer(BaseModel):
-    """One letter's stored answer before the vote: text and whether it can be voted for."""
+    """One letter's stored answer before the vote: text and whether it can be voted for
+    ("stopped": by Stop, or by the death of the server answering it; not the provider's doing)."""
 
     letter: str
     text: str | None
-    state: Literal["pending", "ok", "failed"]
+    state: BlindState
 
 
 class RevealedAnswer(BaseModel):
@@ -178,7 +195,10 @@ class Arena:
     def __init__(self, log: RequestLog) -> None:
         self.engine = log.engine
         self.keeps_text = log.log_prompts
-        log.ensure_tables(metadata)
+        self._leases = leases_for(log.engine)
+        self._stops: dict[str, threading.Event] = {}  # rounds answered here: match -> its Stop
+        self._stops_lock = threading.Lock()
+        log.require_tables(metadata)
 
     def start(self, prompt: str, variants: Sequence[Variant]) -> BlindMatch:
         if not prompt.strip():
@@ -225,7 +245,7 @@ class Arena:
             BlindAnswer(
                 letter=LETTERS[a["slot"]],
                 text=a["answer"],
-                state={"pending": "pending", "ok": "ok"}.get(a["status"], "failed"),
+                state=_BLIND_STATES.get(a["status"], "failed"),
             )
             for a in slots
         ]
@@ -237,18 +257,55 @@ class Arena:
         """Whether every answer has arrived, failed or been cancelled (a vote may be cast)."""
         return all(a["status"] != "pending" for a in self._load(match_id)[1])
 
+    def claim(self, match_id: str) -> Lease:
+        """The round's lease, for the process that will answer it: take it before the answers
+        start (`answers(lease=...)` lets it go when they are all stored), so the round never
+        looks abandoned in between."""
+        return self._leases.hold(_round_lease(match_id))
+
+    def answering(self, match_id: str) -> bool:
+        """Whether a live process (this one included) is answering the round."""
+        return self._leases.held(_round_lease(match_id))
+
     def answers(
-        self, conductor: Any, match_id: str, *, overrides: Mapping[str, Any] | None = None
+        self,
+        conductor: Any,
+        match_id: str,
+        *,
+        overrides: Mapping[str, Any] | None = None,
+        lease: Lease | None = None,
     ) -> Iterator[BlindEvent]:
         """Stream every contestant at once; events are tagged by letter only. Each answer is
-        stored as it finishes. Closing the iterator early (a rerun, a closed tab) closes the
-        calls in flight (the log says cancelled) and stores those answers as cancelled."""
-        row, slots = self._load(match_id)
-        if row["status"] != "open" or any(a["status"] != "pending" for a in slots):
-            raise ArenaError("this match has already been answered")
+        stored as it finishes. `stop()` (from any process), or closing the iterator early (a
+        rerun, a closed tab), cancels the calls in flight (the log says cancelled) and stores
+        those answers as cancelled. `lease`: the round's, from `claim()` (taken here if None)."""
+        try:
+            row, slots = self._load(match_id)
+            if row["status"] != "open" or any(a["status"] != "pending" for a in slots):
+                raise ArenaError("this match has already been answered")
+            lease = lease or self.claim(match_id)
+        except BaseException:
+            if lease is not None:
+                lease.release()
+            raise
         prompt = row["prompt"]
         events: queue.Queue[BlindEvent | None] = queue.Queue()
-        cancelled = threading.Event()
+        stop = threading.Event()
+        with self._stops_lock:
+            self._stops[match_id] = stop
+        running = [len(slots)]
+        running_lock = threading.Lock()
+
+        def all_stored() -> None:
+            # The last contestant to finish lets the round go: no answer of it is pending any more.
+            with running_lock:
+                running[0] -= 1
+                if running[0]:
+                    return
+            with self._stops_lock:
+                if self._stops.get(match_id) is stop:
+                    del self._stops[match_id]
+            lease.release()
 
         def contest(slot: dict[str, Any]) -> None:
             letter = LETTERS[slot["slot"]]
@@ -260,7 +317,7 @@ class Arena:
                     variant,
                     prompt,
                     overrides,
-                    cancelled,
+                    self._stopped(match_id, slot["slot"], stop),
                     lambda t: events.put(BlindEvent(letter=letter, text=t)),
                 )
             except Exception:
@@ -271,6 +328,7 @@ class Arena:
                     self._store_answer(match_id, slot["slot"], result)
                 except Exception:
                     log.exception("arena answer %s of %s could not be stored", letter, match_id)
+                all_stored()
                 events.put(BlindEvent(letter=letter, finished=True, failed=result["status"] != "ok"))
                 events.put(None)
 
@@ -279,16 +337,63 @@ class Arena:
         ]
         for thread in threads:
             thread.start()
-        running = len(threads)
+        waiting = len(threads)
         try:
-            while running:
+            while waiting:
                 item = events.get()
                 if item is None:
-                    running -= 1
+                    waiting -= 1
                 else:
                     yield item
         finally:
-            cancelled.set()
+            stop.set()
+
+    def stop(self, match_id: str) -> bool:
+        """Stop the answers still coming: stored as cancelled now (every page sees the round
+        end); their calls are cancelled by the process answering them. True if any was."""
+        stopped = self._close_pending(match_id, "cancelled")
+        with self._stops_lock:
+            stop = self._stops.get(match_id)
+        if stop is not None:
+            stop.set()
+        return stopped
+
+    def close_if_abandoned(self, match_id: str) -> bool:
+        """Close a round cut off by a dead server: answers pending and no live process holding
+        the round. Its pending answers are stored as cancelled ("interrupted"). True if it was."""
+        _row, slots = self._load(match_id)
+        if not any(a["status"] == "pending" for a in slots) or self.answering(match_id):
+            return False
+        return self._close_pending(match_id, "interrupted")
+
+    def _close_pending(self, match_id: str, why: str) -> bool:
+        a = answers_table.c
+        with self.engine.begin() as conn:
+            closed = conn.execute(
+                update(answers_table)
+                .where(a.match_id == match_id, a.status == "pending")
+                .values(status="cancelled", error_type=why)
+            ).rowcount
+        return bool(closed)
+
+    def _stopped(self, match_id: str, slot: int, stop: threading.Event) -> Callable[[], bool]:
+        """Whether this answer was stopped: here at once, from another process as its row says
+        (read at most every `REMOTE_POLL_S`)."""
+        checked = [time.monotonic()]
+
+        def stopped() -> bool:
+            if stop.is_set():
+                return True
+            if time.monotonic() - checked[0] >= REMOTE_POLL_S:
+                checked[0] = time.monotonic()
+                a = answers_table.c
+                with self.engine.connect() as conn:
+                    status = conn.execute(select(a.status).where(a.match_id == match_id, a.slot == slot)).scalar()
+                if status != "pending":
+                    stop.set()
+            return stop.is_set()
+
+        return stopped
 
     @staticmethod
     def _answer(
@@ -296,14 +401,15 @@ class Arena:
         variant: Variant,
         prompt: str,
         overrides: Mapping[str, Any] | None,
-        cancelled: threading.Event,
+        stopped: Callable[[], bool],
         emit: Any,
     ) -> dict[str, Any]:
         request = variant.request([ChatMessage(role=MessageRole.user, content=prompt)])
-        stream = conductor.stream(request, overrides=overrides)
+        request_id = new_id("req")  # given to the core: a stopped answer still names its log rows
+        events = stoppable_events(conductor, request, overrides=overrides, request_id=request_id, stopped=stopped)
         parts: list[str] = []
         try:
-            for event in stream:
+            for event in events:
                 if isinstance(event, TextDelta):
                     parts.append(event.text)
                     emit(event.text)
@@ -320,13 +426,22 @@ class Arena:
                         "cost_usd": a.cost_usd,
                         "error_type": None if isinstance(event, StreamDone) else event.error.type,
                     }
-                if cancelled.is_set():
-                    return {"status": "cancelled", "answer": "".join(parts) or None, "error_type": "cancelled"}
-            return {"status": "error", "error_type": "incomplete"}
+            if stopped():
+                return {
+                    "status": "cancelled",
+                    "request_id": request_id,
+                    "answer": "".join(parts) or None,
+                    "error_type": "cancelled",
+                }
+            return {"status": "error", "request_id": request_id, "error_type": "incomplete"}
         except ProviderError as error:
-            return {"status": "error", "request_id": getattr(error, "request_id", None), "error_type": error.type}
+            return {
+                "status": "error",
+                "request_id": getattr(error, "request_id", None) or request_id,
+                "error_type": error.type,
+            }
         finally:
-            stream.close()
+            events.close()
 
     def _store_answer(self, match_id: str, slot: int, result: dict[str, Any]) -> None:
         values = dict(result)
@@ -334,7 +449,16 @@ class Arena:
             values["answer"] = redact(values["answer"]) if self.keeps_text else None
         a = answers_table.c
         with self.engine.begin() as conn:
-            conn.execute(update(answers_table).where(a.match_id == match_id, a.slot == slot).values(**values))
+            stored = conn.execute(
+                update(answers_table)
+                .where(a.match_id == match_id, a.slot == slot, a.status == "pending")
+                .values(**values)
+            ).rowcount
+            if not stored:
+                # Stopped or closed first: that verdict stays; what arrived is kept with it.
+                kept = {k: v for k, v in values.items() if k not in ("status", "error_type")}
+                if kept:
+                    conn.execute(update(answers_table).where(a.match_id == match_id, a.slot == slot).values(**kept))
 
     def vote(self, match_id: str, choice: str) -> Reveal:
         """Record the verdict, then reveal. `choice`: a letter of a complete answer, 'tie' or 'all_bad'."""
@@ -404,6 +528,15 @@ class Arena:
             error_type=a["error_type"],
             judged=a["status"] == "ok",
         )
+
+    def sent_for(self, request_id: str) -> tuple[Variant, str] | None:
+        """The contestant's variant and the round's prompt behind a logged request (replay), or None."""
+        a, m = answers_table.c, matches_table.c
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(a.variant, m.prompt).join(matches_table, m.id == a.match_id).where(a.request_id == request_id)
+            ).first()
+        return None if row is None else (_variant(json.loads(row[0])), row[1])
 
     def _load(self, match_id: str) -> tuple[Any, list[dict[str, Any]]]:
         with self.engine.connect() as conn:
@@ -495,3 +628,7 @@ class Arena:
         seed: int = 0,
     ) -> Leaderboard:
         return fit_ratings(self.judgements(by=by), min_votes=min_votes, rounds=rounds, seed=seed)
+
+
+def _round_lease(match_id: str) -> str:
+    return f"arena-round:{match_id}"

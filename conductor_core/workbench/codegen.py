@@ -9,10 +9,11 @@ No snippet ever holds a key: each reads it from an environment variable (the pro
 e.g. OPENAI_API_KEY, or CONDUCTOR_API_KEY for the gateway). Strings are written with Python's
 `repr` and JSON, so any prompt (quotes, newlines, backslashes) comes out as valid code.
 
-This module knows each SDK's call, one function per SDK, mirroring the provider files: the
-official OpenAI API takes `max_completion_tokens`, compatible servers `max_tokens`; the
-anthropic SDK 2.x takes no sampling parameters (only stop sequences), and the system prompt
-goes in `system`; google-genai takes a `GenerateContentConfig`.
+This module knows each SDK's call, one function per SDK, mirroring the provider files; which
+SDK a provider uses, its default model, key variable and settings come from its spec
+(providers/spec.py). The official OpenAI API takes `max_completion_tokens`, compatible servers
+`max_tokens`; the anthropic SDK 2.x takes no sampling parameters (only stop sequences), and the
+system prompt goes in `system`; google-genai takes a `GenerateContentConfig`.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pydantic import BaseModel, Field
 
 from ..config import EndpointConfig, Settings
 from ..models import ChatRequest, MessageRole
+from ..providers.spec import ProviderSpec, get_spec
 
 __all__ = ["CodeTarget", "code_target", "gateway_python", "sdk_python", "curl", "snippets", "DEFAULT_GATEWAY_URL"]
 
@@ -50,34 +52,18 @@ def code_target(
     endpoint: EndpointConfig | None = None,
     default_model: str | None = None,
 ) -> CodeTarget:
-    """The target for a provider name: a built-in, a configured endpoint, or `endpoint` (one a
-    browser session added). `default_model`: the provider's default, when `model` is None."""
-    if provider == "openai":
+    """The target for a provider name: one with a spec (a built-in), a configured endpoint, or
+    `endpoint` (one a browser session added). `default_model`: the provider's default, when
+    `model` is None."""
+    spec = get_spec(provider)
+    if spec is not None:
         return CodeTarget(
             provider=provider,
-            kind="openai",
-            model=model or default_model or "gpt-4o-mini",
-            base_url=settings.openai_base_url,
-            key_env="OPENAI_API_KEY",
+            kind=spec.code.snippet or "local",
+            model=model or default_model or spec.default_model,
+            base_url=settings.provider_base_url(provider),
+            key_env=spec.key_env_vars[0] if spec.key_env_vars else None,
         )
-    if provider == "anthropic":
-        return CodeTarget(
-            provider=provider,
-            kind="anthropic",
-            model=model or default_model or "claude-haiku-4-5",
-            base_url=settings.anthropic_base_url,
-            key_env="ANTHROPIC_API_KEY",
-        )
-    if provider == "gemini":
-        return CodeTarget(
-            provider=provider,
-            kind="gemini",
-            model=model or default_model or "gemini-2.5-flash",
-            base_url=settings.gemini_base_url,
-            key_env="GEMINI_API_KEY",
-        )
-    if provider == "local":
-        return CodeTarget(provider=provider, kind="local", model=model or default_model or "gemma-3-270m")
     found = endpoint or settings.endpoints.get(provider)
     if found is None:
         raise ValueError(f"unknown provider {provider!r}: no built-in and no configured endpoint of that name")
@@ -113,10 +99,8 @@ def _optional(request: ChatRequest, names: dict[str, str]) -> dict[str, object]:
     return {names[key]: value for key, value in values.items() if key in names and value is not None}
 
 
-# Sampling settings a target's provider cannot take (AnthropicProvider.supported_settings):
-# the gateway answers 400 to a parameter its provider has no equivalent for, so the snippet
-# leaves them out rather than hand the reader a call that fails.
-_NOT_TAKEN = {"anthropic": {"temperature", "top_p", "seed"}}
+def _spec(target: CodeTarget) -> ProviderSpec | None:
+    return get_spec(target.provider)  # None for a configured endpoint
 
 
 def _gateway_body(request: ChatRequest, target: CodeTarget) -> dict[str, object]:
@@ -127,8 +111,14 @@ def _gateway_body(request: ChatRequest, target: CodeTarget) -> dict[str, object]
         "max_tokens": request.max_tokens,
     }
     body.update(_optional(request, {"top_p": "top_p", "stop": "stop", "seed": "seed"}))
-    for name in _NOT_TAKEN.get(target.kind, ()):
-        body.pop(name, None)
+    # Sampling settings the target's provider cannot take (its spec's capabilities): the
+    # gateway answers 400 to a parameter its provider has no equivalent for, so the snippet
+    # leaves them out rather than hand the reader a call that fails.
+    spec = _spec(target)
+    if spec is not None:
+        for name in ("temperature", "top_p", "stop", "seed"):
+            if name not in spec.capabilities.sampling:
+                body.pop(name, None)
     return body
 
 
@@ -180,6 +170,10 @@ def _openai(request: ChatRequest, target: CodeTarget) -> str:
         ("max_completion_tokens" if official else "max_tokens"): request.max_tokens,
     }
     params.update(_optional(request, {"top_p": "top_p", "stop": "stop", "seed": "seed"}))
+    spec = _spec(target)
+    known = spec.model(target.model) if spec is not None else None
+    if known is not None:
+        params.update(known.request_fields)  # what Conductor's provider adds for this model
     base = f", base_url={target.base_url!r}" if target.base_url else ""
     return (
         "import os\n\n"

@@ -13,7 +13,7 @@ it is comparable with every other; change something and it is a new experiment. 
 its check (contains / regex / equals against the `expected` column) and its concurrency per
 provider.
 
-Tables (beside the request log, created with `RequestLog.ensure_tables`):
+Tables (beside the request log, created by its migrations, conductor_core/store/migrations):
 
     experiments       id, created_at/_ts, name, template, variants (JSON list of Variant),
                       columns (JSON), row_count, has_expected
@@ -26,8 +26,10 @@ Tables (beside the request log, created with `RequestLog.ensure_tables`):
                       error_type, error_message, latency_ms, ttft_ms, input/output tokens,
                       cost_usd, passed, rating (+1 / -1), finished_ts
 
-A run whose process died shows as `interrupted`: its heartbeat (written at least every few
-seconds while it runs) went stale. Statistics are computed in SQL (percentiles with window
+A run whose process died shows as `interrupted` at once: the process holds the run's lease
+(`store/leases.py`: an advisory lock on PostgreSQL, a file lock beside SQLite's file) from
+`new_run` to `finish_run`, and the lease dies with it. A run whose heartbeat (written at least
+every few seconds while it runs) went stale is interrupted too (a process alive but stuck). Statistics are computed in SQL (percentiles with window
 functions), so a page costs the same for 10 rows or 1,000; nothing holds a whole run in memory.
 
 Win rate, defined: in each row, every answered variant gets a score — 4 × its rating (+1 👍,
@@ -42,6 +44,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from datetime import datetime
@@ -72,6 +75,7 @@ from sqlalchemy.exc import IntegrityError
 from ..config import redact
 from ..models import RoutingPolicy, new_id, utcnow
 from ..store import RequestLog, SafeText, UTCDateTime
+from ..store.leases import Lease, leases_for
 from .datasets import DEFAULT_MAX_ROWS, Dataset, DatasetTooLargeError
 from .templates import Template, TemplateError
 from .variants import Variant, variant_labels
@@ -309,9 +313,12 @@ class ExperimentStore:
     def __init__(self, log: RequestLog) -> None:
         self.log = log
         self.engine = log.engine
+        self.leases = leases_for(log.engine)
+        self._run_leases: dict[str, Lease] = {}  # the runs this store started and has not finished
+        self._run_leases_lock = threading.Lock()
         #: With CONDUCTOR_LOG_PROMPTS=false answers are not kept (figures, checks and ratings are).
         self.keeps_text = log.log_prompts
-        log.ensure_tables(metadata)
+        log.require_tables(metadata)
 
     # --- experiments ---------------------------------------------------------------------
 
@@ -451,6 +458,21 @@ class ExperimentStore:
                 except re.error as exc:
                     raise CheckError(f"row {index + 1}: expected is not a valid regular expression ({exc})") from None
         now = utcnow()
+        run_id = new_id("run")
+        # Held before the row exists, so no reader ever sees this run running and unheld.
+        lease = self.leases.hold(_run_lease(run_id))
+        try:
+            run = self._insert_run(run_id, experiment, check, concurrency, now)
+        except BaseException:
+            lease.release()
+            raise
+        with self._run_leases_lock:
+            self._run_leases[run_id] = lease
+        return run
+
+    def _insert_run(
+        self, run_id: str, experiment: Experiment, check: CheckKind, concurrency: dict[str, int], now: datetime
+    ) -> Run:
         for attempt in range(5):
             try:
                 with self.engine.begin() as conn:
@@ -458,7 +480,7 @@ class ExperimentStore:
                         select(func.max(runs_table.c.number)).where(runs_table.c.experiment_id == experiment.id)
                     ).scalar()
                     run = Run(
-                        id=new_id("run"),
+                        id=run_id,
                         experiment_id=experiment.id,
                         number=(latest or 0) + 1,
                         created_at=now,
@@ -505,10 +527,15 @@ class ExperimentStore:
         with self.engine.connect() as conn:
             return [self._run(row) for row in conn.execute(stmt).mappings()]
 
-    @staticmethod
-    def _run(row: Any) -> Run:
+    def run_is_live(self, run_id: str) -> bool:
+        """Whether a live process (this one included) holds the run's lease."""
+        return self.leases.held(_run_lease(run_id))
+
+    def _run(self, row: Any) -> Run:
         status = row["status"]
-        if status == "running" and time.time() - row["heartbeat_ts"] > STALE_AFTER_S:
+        if status == "running" and (
+            time.time() - row["heartbeat_ts"] > STALE_AFTER_S or not self.run_is_live(row["id"])
+        ):
             status = "interrupted"
         return Run(
             id=row["id"],
@@ -523,16 +550,29 @@ class ExperimentStore:
         )
 
     def heartbeat(self, run_id: str) -> None:
+        self._renew(run_id)
         with self.engine.begin() as conn:
             conn.execute(update(runs_table).where(runs_table.c.id == run_id).values(heartbeat_ts=time.time()))
 
+    def _renew(self, run_id: str) -> None:
+        with self._run_leases_lock:
+            lease = self._run_leases.get(run_id)
+        if lease is not None:
+            lease.renew()
+
     def finish_run(self, run_id: str, status: Literal["completed", "stopped"]) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(
-                update(runs_table)
-                .where(runs_table.c.id == run_id)
-                .values(status=status, finished_at=utcnow(), heartbeat_ts=time.time())
-            )
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    update(runs_table)
+                    .where(runs_table.c.id == run_id)
+                    .values(status=status, finished_at=utcnow(), heartbeat_ts=time.time())
+                )
+        finally:
+            with self._run_leases_lock:
+                lease = self._run_leases.pop(run_id, None)
+            if lease is not None:
+                lease.release()
 
     def write_cells(self, run_id: str, cells: Sequence[Cell]) -> None:
         """Insert finished cells in one transaction (and beat the run's heart)."""
@@ -549,6 +589,7 @@ class ExperimentStore:
             row["answer"] = redact(cell.answer) if cell.answer is not None and self.keeps_text else None
             row["error_message"] = redact(cell.error_message) if cell.error_message is not None else None
             rows.append(row)
+        self._renew(run_id)
         with self.engine.begin() as conn:
             conn.execute(insert(cells_table), rows)
             conn.execute(update(runs_table).where(runs_table.c.id == run_id).values(heartbeat_ts=now))
@@ -585,6 +626,26 @@ class ExperimentStore:
             variant=row["variant_index"],
             **{name: row[name] for name in Cell.model_fields if name not in ("row", "variant")},
         )
+
+    def sent_for(self, request_id: str) -> tuple[Experiment, Run, int, str] | None:
+        """Which cell sent a logged request (replay): its experiment, run, variant index and the
+        prompt its row rendered; None when no cell did."""
+        c = cells_table.c
+        with self.engine.connect() as conn:
+            cell = conn.execute(
+                select(c.run_id, c.row_index, c.variant_index).where(c.request_id == request_id)
+            ).first()
+            if cell is None:
+                return None
+            run = self.run(cell.run_id)
+            values = conn.execute(
+                select(rows_table.c.row_values).where(
+                    rows_table.c.experiment_id == run.experiment_id, rows_table.c.row_index == cell.row_index
+                )
+            ).scalar()
+        experiment = self.experiment(run.experiment_id)
+        prompt = self.prompt(experiment, json.loads(values) if values else {}, cell.row_index)
+        return experiment, run, cell.variant_index, prompt
 
     def grid(self, run_id: str, *, offset: int = 0, limit: int = 25) -> list[GridRow]:
         """One page of the results grid: `limit` rows from `offset`, one cell per variant."""
@@ -746,7 +807,7 @@ class ExperimentStore:
         if earlier is None:
             return []
         now, before = self.stats(run.id), self.stats(earlier.id)
-        return [describe_change(a, b, earlier.number) for a, b in zip(now, before)]
+        return [describe_change(a, b, earlier.number) for a, b in zip(now, before, strict=True)]
 
 
 def _pct(value: float | None) -> str:
@@ -768,3 +829,7 @@ def describe_change(now: VariantStats, before: VariantStats, since_run: int) -> 
         parts.append(f"cost ${before.cost_usd:.4f} → ${now.cost_usd:.4f}")
     said = ", ".join(parts) if parts else "no change"
     return f"variant {letter} ({now.label}): {said} since run {since_run}"
+
+
+def _run_lease(run_id: str) -> str:
+    return f"experiment-run:{run_id}"

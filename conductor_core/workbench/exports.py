@@ -6,12 +6,13 @@ The inputs are small pydantic models of their own (`Transcript`, `Comparison`, `
 exports never depend on how sessions are stored. `run_report()` and `arena_report()` build
 the last two from the stores.
 
-    to_markdown(doc) / to_json(doc) / to_html(doc)      # str; every one passes through redact()
+    to_markdown(doc) / to_json(doc) / to_html(doc)      # str; every one redacted
 
 Promises:
 
-* No key in an export: the whole output goes through `config.redact()` last (registered
-  secrets and anything shaped like a key), whatever field it came from.
+* No key in an export: every string of the document is redacted before it is rendered (any
+  piece of a registered key, anything shaped like a key), and the Markdown and HTML output
+  again as a whole, whatever field it came from.
 * The HTML opens offline: styles inline, charts as inline SVG (Altair specs rendered by
   vl-convert, no script), and a Content-Security-Policy that allows no network request at all,
   so even an image link inside a model's answer cannot make the file fetch anything.
@@ -27,8 +28,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from ..config import redact
 from ..models import utcnow
+from ..secrets import redact, redact_json
 from .arena import Arena, Reveal
 from .experiments import ExperimentStore, GridRow, VariantStats
 from .ratings import Leaderboard
@@ -50,6 +51,7 @@ __all__ = [
     "to_html",
     "filename",
     "stats_table",
+    "total_cost_text",
 ]
 
 EXPORT_VERSION = 1
@@ -182,7 +184,9 @@ def _title(doc: Document) -> str:
 
 def to_json(doc: Document) -> str:
     payload = {"export_version": EXPORT_VERSION, "exported_at": utcnow().isoformat(), **doc.model_dump(mode="json")}
-    return redact(json.dumps(payload, ensure_ascii=False, indent=2))
+    # The values redacted, not the JSON text: its escapes ("\n" reads as a letter) would hide a
+    # quote from redaction, and a span replaced across two fields would break the JSON.
+    return json.dumps(redact_json(payload), ensure_ascii=False, indent=2)
 
 
 # --- Markdown --------------------------------------------------------------------------------
@@ -246,7 +250,7 @@ def _stats_rows(stats: list[VariantStats]) -> list[list[str]]:
             _ms(s.p50_latency_ms),
             _ms(s.p95_latency_ms),
             _ms(s.p50_ttft_ms),
-            _total_cost(s),
+            total_cost_text(s),
             _pct(s.pass_rate),
             "—" if s.avg_rating is None else f"{s.avg_rating:+.2f} ({s.thumbs_up}👍 {s.thumbs_down}👎)",
             _pct(s.win_rate),
@@ -255,7 +259,7 @@ def _stats_rows(stats: list[VariantStats]) -> list[list[str]]:
     ]
 
 
-def _total_cost(s: VariantStats) -> str:
+def total_cost_text(s: VariantStats) -> str:
     """A variant's total: "—" with no answer (not "free"), "unknown" with no price known."""
     if not s.priced and not s.unpriced:
         return "—"
@@ -305,7 +309,15 @@ def _ratings_rows(board: Leaderboard) -> list[list[str]]:
 _RATINGS_HEAD = ["rank", "target", "rating", "95% interval", "votes", "won/lost/tied", ""]
 
 
+def _redacted(doc: Document) -> Document:
+    """`doc` with every string in it redacted: before rendering, as rendering can hide a quote
+    from a redaction of the output (Markdown turns "a*b*c" into a<em>b</em>c, HTML escapes
+    quotes to "&#x27;"), while the reader still sees the characters side by side."""
+    return type(doc).model_validate(redact_json(doc.model_dump(mode="json")))
+
+
 def to_markdown(doc: Document) -> str:
+    doc = _redacted(doc)
     out: list[str] = [f"# {_cell(doc.title)}", ""]
     if isinstance(doc, Transcript):
         if doc.settings is not None:
@@ -354,7 +366,7 @@ def to_markdown(doc: Document) -> str:
         for row in doc.rows:
             values = ", ".join(f"{k} = {v}" for k, v in row.values.items())
             out += [f"### Row {row.row + 1}", "", _fence(values), ""]
-            for label, cell in zip(doc.labels, row.cells):
+            for label, cell in zip(doc.labels, row.cells, strict=False):
                 if cell is None:
                     out += [f"**{_cell(label)}**: not run", ""]
                     continue
@@ -432,6 +444,7 @@ def _charts(charts: list[Any]) -> str:
 
 def to_html(doc: Document, *, charts: bool = True) -> str:
     """One HTML file: answers, figures, votes and ratings, charts as inline SVG."""
+    doc = _redacted(doc)
     from jinja2 import Environment
     from markupsafe import Markup
 

@@ -3,7 +3,7 @@ with bootstrap confidence intervals.
 
     board = fit_ratings(judgements, min_votes=10, rounds=200, seed=0)
     board.ratings[0].describe()   # "1,112 ± 40 from 57 blind votes"
-    board.get("openai/gpt-4o-mini")
+    board.get("openai/gpt-6-luna")
 
 The model: each subject i has a strength p_i, and i beats j with probability p_i / (p_i + p_j).
 The rating is 1000 + 400 · log10(p_i), so 400 points mean 10:1 odds and 120 points 2:1, as

@@ -5,12 +5,14 @@
     replay.variant     # who answered, with the parameters it was sent with (when known)
     replay.note        # what was recovered, and what could not be
 
-Two sources, the better first:
+Sources, the better first:
 
 * **A playground session** (chat or comparison): the answer linked to the request
   (`wb_answers.request_id`) keeps the variant it was sent with — model, temperature, max
   tokens, top_p, stop, seed, system prompt — and its turn gives the prompt and the history
   before it (the turns on the conversation's path, as that lane sent them).
+* **A blind round** (the Arena): the contestant's variant and the round's prompt.
+* **An experiment run**: the cell's variant, and the prompt its row rendered from the template.
 * **The request log alone** (gateway traffic, scripts): each attempt row keeps the provider,
   the model and the prompt as a transcript (``role: content`` lines), and no sampling
   parameters. The messages are read back from the transcript (a message whose text holds a
@@ -30,6 +32,8 @@ from sqlalchemy import select
 
 from ..models import ChatMessage, MessageRole
 from ..store import RequestLog
+from .arena import Arena
+from .experiments import ExperimentStore
 from .sessions import SessionStore, answers_table, turns_table
 from .variants import Variant
 
@@ -38,6 +42,10 @@ __all__ = ["Replay", "ReplayError", "replay_of", "parse_transcript"]
 
 class ReplayError(ValueError):
     pass
+
+
+#: What a workbench source knows of a request: the variant, the messages, and a note for the page.
+Sent = tuple[Variant, list[ChatMessage], str]
 
 
 @dataclass(frozen=True)
@@ -69,7 +77,7 @@ def parse_transcript(text: str) -> list[ChatMessage]:
     if not marks or marks[0].start() != 0:
         return [ChatMessage(role=MessageRole.user, content=text)] if text.strip() else []
     messages = []
-    for mark, following in zip(marks, [*marks[1:], None]):
+    for mark, following in zip(marks, [*marks[1:], None], strict=True):
         content = text[mark.end() : following.start() - 1 if following else len(text)]
         if mark.group(1) != "tool":
             messages.append(ChatMessage(role=MessageRole(mark.group(1)), content=content))
@@ -90,13 +98,12 @@ def replay_of(log: RequestLog, sessions: SessionStore | None, request_id: str) -
         raise ReplayError(f"no request {request_id!r} in the request log")
     served = next((r for r in rows if r.status == "ok"), rows[0])  # newest first: the one that answered
     target = f"{served.provider}/{served.model}" if served.model else served.provider
-    found = _from_session(sessions, request_id) if sessions is not None else None
-    if found is not None:
-        variant, messages = found
+    sent = _from_session(sessions, request_id) if sessions is not None else None
+    sent = sent or _from_arena(log, request_id) or _from_experiment(log, request_id)
+    if sent is not None:
+        variant, messages, note = sent
         variant = variant.model_copy(update={"provider": served.provider, "model": served.model or variant.model})
-        return Replay(
-            request_id, target, messages, variant, True, "messages and parameters as the playground sent them"
-        )
+        return Replay(request_id, target, messages, variant, True, note)
     if served.prompt is None:
         raise ReplayError(
             "the request log kept no prompt for this request (prompt logging was off, CONDUCTOR_LOG_PROMPTS=false), "
@@ -118,7 +125,36 @@ def replay_of(log: RequestLog, sessions: SessionStore | None, request_id: str) -
     return Replay(request_id, target, messages, variant, False, note)
 
 
-def _from_session(sessions: SessionStore, request_id: str) -> tuple[Variant, list[ChatMessage]] | None:
+def _single_turn(variant: Variant, prompt: str) -> list[ChatMessage]:
+    return variant.request([ChatMessage(role=MessageRole.user, content=prompt)]).messages
+
+
+def _from_arena(log: RequestLog, request_id: str) -> Sent | None:
+    found = Arena(log).sent_for(request_id)
+    if found is None:
+        return None
+    variant, prompt = found
+    return variant, _single_turn(variant, prompt), "the prompt and parameters of the blind round (Arena) that sent it"
+
+
+def _from_experiment(log: RequestLog, request_id: str) -> Sent | None:
+    found = ExperimentStore(log).sent_for(request_id)
+    if found is None:
+        return None
+    experiment, run, index, prompt = found
+    variant = experiment.variants[index]
+    label = experiment.labels[index]
+    return (
+        variant,
+        _single_turn(variant, prompt),
+        f"the prompt and parameters of experiment “{experiment.name}”, run {run.number}, variant {label}",
+    )
+
+
+def _from_session(sessions: SessionStore, request_id: str) -> Sent | None:
+    answer = sessions.answer_for_request(request_id)  # first: it creates the tables of a database without them
+    if answer is None:
+        return None
     a, t = answers_table.c, turns_table.c
     with sessions.engine.connect() as conn:
         row = conn.execute(
@@ -129,14 +165,13 @@ def _from_session(sessions: SessionStore, request_id: str) -> tuple[Variant, lis
     if row is None:
         return None
     session_id, turn_id, lane, prompt = row
-    answer = sessions.answer_for_request(request_id)
     conversation = sessions.conversation(session_id)
     index = conversation.index_of(turn_id) if conversation is not None else None
     history = conversation.context(lane, index) if conversation is not None and index is not None else []
-    variant = answer.variant if answer is not None else None
+    variant = answer.variant
     if variant is None:
         return None
     messages = [*history, ChatMessage(role=MessageRole.user, content=prompt)]
     if variant.system and variant.system.strip():
         messages.insert(0, ChatMessage(role=MessageRole.system, content=variant.system))
-    return variant, messages
+    return variant, messages, "messages and parameters as the playground sent them"

@@ -80,27 +80,47 @@ def rates_chart(stats: Sequence[VariantStats]) -> alt.Chart:
     )
 
 
-def cost_chart(stats: Sequence[VariantStats]) -> alt.Chart:
-    """Total known cost per variant (USD); the label says how many answers had no price."""
+def cost_chart(stats: Sequence[VariantStats]) -> alt.Chart | alt.LayerChart:
+    """Total known cost per variant (USD), each bar labelled as the tables say it ("$0.0012
+    + 1 unpriced", "unknown", "free"). With no priced answer at all, a sentence saying so
+    instead of an empty axis with a single "0" tick."""
     import altair as alt
     import pandas as pd
 
+    from .exports import total_cost_text
+
+    title = "Total cost per variant (USD, priced answers)"
+    if not any(s.priced for s in stats):
+        note = pd.DataFrame({"note": ["No priced answers: no price is known for any variant's answers."]})
+        return (
+            alt.Chart(note, title=title)
+            .mark_text(align="left", baseline="middle", fontSize=13, color="#555")
+            .encode(text="note:N", x=alt.value(4), y=alt.value(20))
+            .properties(width=_WIDTH, height=40)
+            .configure_view(stroke=None)
+        )
     frame = pd.DataFrame(
         [
-            {"variant": s.label, "usd": s.cost_usd, "note": f"{s.unpriced} unpriced" if s.unpriced else "all priced"}
+            {
+                "variant": s.label,
+                "usd": s.cost_usd if s.priced else None,
+                "label": total_cost_text(s),
+                "note": f"{s.unpriced} unpriced" if s.unpriced else "all priced",
+            }
             for s in stats
         ],
-        columns=["variant", "usd", "note"],
+        columns=["variant", "usd", "label", "note"],
     )
-    return (
-        alt.Chart(frame, title="Total cost per variant (USD, priced answers)")
-        .mark_bar()
-        .encode(
-            y=alt.Y("variant:N", title=None, sort=[s.label for s in stats], axis=alt.Axis(labelLimit=220)),
-            x=alt.X("usd:Q", title="USD"),
-            tooltip=["variant", alt.Tooltip("usd:Q", format="$,.6f"), "note"],
-        )
-        .properties(width=_WIDTH, height=_height(len(stats)))
+    base = alt.Chart(frame, title=title).encode(
+        y=alt.Y("variant:N", title=None, sort=[s.label for s in stats], axis=alt.Axis(labelLimit=220))
+    )
+    bars = base.mark_bar().encode(
+        x=alt.X("usd:Q", title="USD"), tooltip=["variant", alt.Tooltip("usd:Q", format="$,.6f"), "note"]
+    )
+    # The label sits after the bar; a variant with no known price has no bar, only "unknown".
+    labels = base.mark_text(align="left", dx=4, fontSize=11, color="#333").encode(x=alt.X("bar_end:Q"), text="label:N")
+    return (bars + labels.transform_calculate(bar_end="isValid(datum.usd) ? datum.usd : 0")).properties(
+        width=_WIDTH, height=_height(len(stats))
     )
 
 

@@ -433,7 +433,11 @@ def start_run(
     kind = CheckKind(check)
     providers = list(dict.fromkeys(v.provider for v in experiment.variants))
     limits = concurrency_limits(conductor.settings.experiment_concurrency, providers, concurrency)
-    run = store.new_run(experiment, kind, limits)
-    handle = RunHandle(conductor, store, experiment, run.id, kind, limits, overrides, on_progress)
-    handle._start()
+    run = store.new_run(experiment, kind, limits)  # holds the run's lease until finish_run
+    try:
+        handle = RunHandle(conductor, store, experiment, run.id, kind, limits, overrides, on_progress)
+        handle._start()
+    except BaseException:
+        store.finish_run(run.id, "stopped")  # never left "running" by a live process that does not run it
+        raise
     return handle

@@ -70,8 +70,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.pool import StaticPool
 
-from ..config import redact
 from ..models import Attempt, ChatMessage, ChatResponse, MessageRole, new_id
+from ..secrets import redact, redact_json
 from ..store import RequestLog, SafeText, UTCDateTime
 from .variants import Variant, variant_labels
 
@@ -316,7 +316,7 @@ class SessionStore:
         (`CONDUCTOR_LOG_PROMPTS=false`), in this process's memory only."""
         if not log.log_prompts:
             return cls.in_memory()
-        return cls(log.engine, ensure=lambda: log.ensure_tables(metadata))
+        return cls(log.engine, ensure=lambda: log.require_tables(metadata))
 
     @classmethod
     def in_memory(cls) -> SessionStore:
@@ -521,7 +521,9 @@ class SessionStore:
             self._refuse_if_live(conn, session_id)
             current = self._lane_variants(conn, session_id)
             chosen = list(variants) if variants is not None else [current[lane] for lane in lanes]
-            return [self._insert_answer(conn, session_id, turn_id, lane, v) for lane, v in zip(lanes, chosen)]
+            return [
+                self._insert_answer(conn, session_id, turn_id, lane, v) for lane, v in zip(lanes, chosen, strict=False)
+            ]
 
     def _refuse_if_live(self, conn: Any, session_id: str) -> None:
         a = answers_table.c
@@ -637,11 +639,12 @@ class SessionStore:
             raise ValueError(f"not a final status: {status!r}")
         values: dict[str, Any] = {
             "content": redact(content),
-            "response": redact(response.model_dump_json()) if response is not None else None,
+            # Its strings redacted, not its JSON (whose escapes and quotes redaction must not meet).
+            "response": json.dumps(redact_json(response.model_dump(mode="json"))) if response is not None else None,
             "error_type": error_type,
             "error_message": redact(error_message) if error_message is not None else None,
             "request_id": request_id or (response.metadata.id if response is not None else None),
-            "attempts": json.dumps([a.model_dump(mode="json") for a in attempts]) if attempts else None,
+            "attempts": json.dumps(redact_json([a.model_dump(mode="json") for a in attempts])) if attempts else None,
             "updated_ts": time.time(),
             "finished_ts": time.time(),
             "elapsed_ms": elapsed_ms,
@@ -767,7 +770,7 @@ class SessionStore:
             shown = [chosen[(turn_id, lane)] for lane in lanes]
             labels = variant_labels([answer.variant for answer in shown])
             vote, vote_id = verdict_of[turn_id]
-            for answer, label in zip(shown, labels):
+            for answer, label in zip(shown, labels, strict=True):
                 if answer.request_id is None:
                     continue
                 if vote == "tie":

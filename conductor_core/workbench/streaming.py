@@ -26,7 +26,7 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from typing import Any
 
 from .. import aio
@@ -34,7 +34,7 @@ from ..errors import ProviderError
 from ..models import ChatRequest, StatusNotice, StreamDone, StreamIncomplete, TextDelta, new_id
 from .sessions import LIVE, STALE_S, SessionStore
 
-__all__ = ["AnswerWorker", "FLUSH_S", "HEARTBEAT_S", "POLL_S", "REMOTE_POLL_S"]
+__all__ = ["AnswerWorker", "FLUSH_S", "HEARTBEAT_S", "POLL_S", "REMOTE_POLL_S", "stoppable_events"]
 
 log = logging.getLogger("conductor.workbench")
 
@@ -49,8 +49,8 @@ REMOTE_POLL_S = 1.0
 
 _workers: weakref.WeakSet[AnswerWorker] = weakref.WeakSet()
 
-#: What `_events` yields when no piece came within `POLL_S`: a moment to write text that
-#: arrived just before an upstream paused (it would otherwise wait for the next piece).
+#: What `stoppable_events(quiet=True)` yields when no piece came within `POLL_S`: a moment to
+#: write text that arrived just before an upstream paused (it would otherwise wait for the next piece).
 _QUIET = object()
 
 
@@ -158,59 +158,6 @@ class AnswerWorker:
 
         return stopped
 
-    def _events(
-        self, request: ChatRequest, overrides: dict[str, Any], request_id: str, stopped: Callable[[], bool]
-    ) -> Iterator[Any]:
-        """The core's stream as a generator for this thread that ends as soon as `stopped()`,
-        even between two pieces of text: the pending read is cancelled on the core's loop,
-        which cancels the upstream call and records the attempt as cancelled."""
-        core = getattr(self.conductor, "core", None)
-        if core is None:  # a synchronous Conductor-like object (tests): stop between events
-            events = self.conductor.stream(request, overrides=overrides or None, request_id=request_id)
-            try:
-                for event in events:
-                    yield event
-                    if stopped():
-                        return
-            finally:
-                events.close()
-            return
-        stream = core.stream(request, overrides=overrides or None, request_id=request_id)
-        loop = aio.loop()
-        finished = False
-        try:
-            while True:
-                future = asyncio.run_coroutine_threadsafe(_next(stream), loop)
-                while True:
-                    try:
-                        event = future.result(timeout=POLL_S)
-                        break
-                    except concurrent.futures.TimeoutError:
-                        if stopped():
-                            future.cancel()
-                            return
-                        try:
-                            yield _QUIET
-                        except GeneratorExit:
-                            future.cancel()
-                            raise
-                    except StopAsyncIteration:
-                        finished = True
-                        return
-                    except BaseException:
-                        finished = True  # the stream raised: it has finished its own clean-up
-                        raise
-                yield event
-                if stopped():
-                    return
-        finally:
-            if not finished:
-                closing = asyncio.run_coroutine_threadsafe(stream.aclose(), loop)
-                try:
-                    closing.result(timeout=10)
-                except Exception:  # noqa: BLE001 - a cancelled read may already have closed it
-                    pass
-
     def _run(self, answer_id: str, request: ChatRequest, overrides: dict[str, Any], stop: threading.Event) -> None:
         store = self.store
         started = time.perf_counter()
@@ -226,7 +173,9 @@ class AnswerWorker:
         def elapsed() -> float:
             return round((time.perf_counter() - started) * 1000, 3)
 
-        events = self._events(request, overrides, request_id, stopped)
+        events = stoppable_events(
+            self.conductor, request, overrides=overrides, request_id=request_id, stopped=stopped, quiet=True
+        )
         try:
             for event in events:
                 if event is _QUIET or isinstance(event, TextDelta):
@@ -331,6 +280,69 @@ class AnswerWorker:
                 self.store.heartbeat(ids)
             except Exception:
                 log.warning("answer heartbeat failed", exc_info=True)
+
+
+def stoppable_events(
+    conductor: Any,
+    request: ChatRequest,
+    *,
+    overrides: Mapping[str, Any] | None,
+    request_id: str,
+    stopped: Callable[[], bool],
+    quiet: bool = False,
+) -> Generator[Any, None, None]:
+    """The core's stream of `request` as a generator for the calling thread that ends as soon as
+    `stopped()` says so, even between two pieces of text or before the first: the pending read
+    is cancelled on the core's loop, which cancels the upstream call and records the attempt as
+    cancelled. `stopped` is polled every `POLL_S`; with `quiet`, each poll that found no piece
+    also yields `_QUIET`. (Used by the answer worker and the Arena.)"""
+    core = getattr(conductor, "core", None)
+    if core is None:  # a synchronous Conductor-like object (tests): stop between events
+        events = conductor.stream(request, overrides=overrides or None, request_id=request_id)
+        try:
+            for event in events:
+                yield event
+                if stopped():
+                    return
+        finally:
+            events.close()
+        return
+    stream = core.stream(request, overrides=overrides or None, request_id=request_id)
+    loop = aio.loop()
+    finished = False
+    try:
+        while True:
+            future = asyncio.run_coroutine_threadsafe(_next(stream), loop)
+            while True:
+                try:
+                    event = future.result(timeout=POLL_S)
+                    break
+                except concurrent.futures.TimeoutError:
+                    if stopped():
+                        future.cancel()
+                        return
+                    if quiet:
+                        try:
+                            yield _QUIET
+                        except GeneratorExit:
+                            future.cancel()
+                            raise
+                except StopAsyncIteration:
+                    finished = True
+                    return
+                except BaseException:
+                    finished = True  # the stream raised: it has finished its own clean-up
+                    raise
+            yield event
+            if stopped():
+                return
+    finally:
+        if not finished:
+            closing = asyncio.run_coroutine_threadsafe(stream.aclose(), loop)
+            try:
+                closing.result(timeout=10)
+            except Exception:  # noqa: BLE001 - a cancelled read may already have closed it
+                pass
 
 
 async def _next(stream: Any) -> Any:

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..models import ChatMessage, ChatRequest, MessageRole, ProviderName, RoutingPolicy
 
-__all__ = ["Variant", "variant_labels"]
+__all__ = ["Variant", "variant_labels", "differing_settings"]
 
 # The settings a label may mention, in the order it mentions them, with how to say each.
 _LABELLED = (
@@ -71,7 +71,7 @@ class Variant(BaseModel):
 
 def variant_labels(variants: Sequence[Variant]) -> list[str]:
     """A short label per variant: its target, plus the settings in which it differs from the
-    others that share that target ("openai/gpt-4o-mini · T=0", "openai/gpt-4o-mini · T=1").
+    others that share that target ("openai/gpt-6-luna · T=0", "openai/gpt-6-luna · T=1").
     Variants that are identical in every setting are numbered ("local #1", "local #2")."""
     labels: list[str] = []
     for variant in variants:
@@ -89,3 +89,11 @@ def variant_labels(variants: Sequence[Variant]) -> list[str]:
             for n, i in enumerate(positions, 1):
                 labels[i] = f"{label} #{n}"
     return labels
+
+
+def differing_settings(variants: Sequence[Variant]) -> list[tuple[str, ...]]:
+    """Per variant, its value of every setting that differs between the variants, whatever
+    their targets (("T=0.2", "max 64 tok"); () when they share every setting). A Compare
+    column's header shows them under the column's label, leaving out what the label says."""
+    differ = [say for name, say in _LABELLED if len({getattr(v, name) for v in variants}) > 1]
+    return [tuple(say(v) for say in differ) for v in variants]

@@ -41,6 +41,10 @@ def _leave_round() -> None:
     st.query_params.pop("match", None)
 
 
+def _stop(match_id: str) -> None:
+    rounds.stop(match_id)
+
+
 def _vote(match_id: str, choice: str) -> None:
     try:
         arena.vote(match_id, choice)
@@ -131,12 +135,14 @@ def answering(match_id: str) -> None:
     if all(a.state != "pending" for a in stored.values()):
         st.rerun()
         return
-    for letter, column in zip(stored, st.columns(len(stored), gap="small")):
+    for letter, column in zip(stored, st.columns(len(stored), gap="small"), strict=True):
         with column.container(border=True):
             st.markdown(f"**Answer {letter}**")
             answer = stored[letter]
             text = answer.text if answer.state != "pending" else (live.text.get(letter, "") if live else "")
-            if answer.state == "failed" or (live and live.finished.get(letter)):
+            if answer.state == "stopped":
+                st.caption(f":material/stop_circle: Answer {letter} was stopped: it is not part of the vote.")
+            elif answer.state == "failed" or (live and live.finished.get(letter)):
                 st.warning(
                     f"Answer {letter} failed: it is not part of the vote (why is shown after the vote).",
                     icon=":material/error:",
@@ -148,20 +154,29 @@ def answering(match_id: str) -> None:
                     st.caption(":material/hourglass_top: Waiting for the first token…")
             else:
                 ui.render_answer_text(text or "")
-    if live is None:
-        st.caption(
-            ":material/hourglass_top: Still waiting for answers. If the server restarted while this round was "
-            "running, it will not finish: start a new round."
-        )
+    st.button(
+        "Stop",
+        icon=":material/stop_circle:",
+        key=f"arena_stop_{match_id}",
+        on_click=_stop,
+        args=(match_id,),
+        help="Stop the answers still coming: they are left out of the vote (the ones that arrived can still be "
+        "judged), and their requests are cancelled.",
+    )
 
 
 def voting(match_id: str) -> None:
     answers = arena.blind_answers(match_id)
-    for answer, column in zip(answers, st.columns(len(answers), gap="small")):
+    for answer, column in zip(answers, st.columns(len(answers), gap="small"), strict=True):
         with column.container(border=True):
             st.markdown(f"**Answer {answer.letter}**")
             if answer.state == "ok":
                 ui.render_answer_text(answer.text or "")
+            elif answer.state == "stopped":
+                st.caption(
+                    f":material/stop_circle: Answer {answer.letter} was stopped before it finished: it is not part "
+                    "of the vote."
+                )
             else:
                 st.warning(
                     f"Answer {answer.letter} failed: it is not part of the vote (why is shown after the vote).",
@@ -213,7 +228,7 @@ def revealed(reveal: Reveal | None, match_id: str) -> None:
         answers = reveal.answers
     else:
         answers = arena.unjudgeable(match_id)
-    for answer, column in zip(answers, st.columns(len(answers), gap="small")):
+    for answer, column in zip(answers, st.columns(len(answers), gap="small"), strict=True):
         with column.container(border=True):
             st.markdown(f"**{answer.letter} · {ui.escape_md(answer.label)}**")
             if reveal is not None and reveal.choice == answer.letter:
@@ -247,6 +262,13 @@ if match_id:
             st.text(match.prompt)  # literally what was typed
         if arena.voted(match.id):
             revealed(arena.reveal(match.id), match.id)
+        elif not arena.finished(match.id) and rounds.live(match.id) is None and arena.close_if_abandoned(match.id):
+            # No live process holds the round: the server answering it died. Closed, not waited on for ever.
+            _note(
+                "The server answering this round stopped before every answer arrived: those answers are closed "
+                "(not part of the vote)."
+            )
+            st.rerun()
         elif not arena.finished(match.id):
             answering(match.id)
         elif st.session_state.get(f"arena_unvoted_{match.id}"):

@@ -9,7 +9,7 @@ import streamlit as st
 
 from conductor_core.models import Vote
 from conductor_core.workbench.sessions import Conversation, Turn
-from conductor_core.workbench.variants import Variant, variant_labels
+from conductor_core.workbench.variants import Variant, differing_settings, variant_labels
 from playground import compare_links, controls, session_nav, share, state, turns
 from playground import components as ui
 
@@ -43,16 +43,17 @@ session_nav.header("compare", session, busy=busy)
 turns.take_note()
 compare_links.show_notes(sid)
 if conversation is not None and conversation.turns:
-    with st.popover("Copy link", icon=":material/link:"):
-        st.caption(
-            "Opens these columns (each provider and model) and sends the first prompt again, for anyone who has "
-            "them configured. The answers and the other settings are not in the link."
+    link = compare_links.comparison_link(st.context.url or "", session.variants, conversation.turns[0].prompt)
+    with st.container(horizontal=True, gap="small", vertical_alignment="center"):
+        ui.copy_button(
+            "Copy link", link, key=f"cmp_copy_link_{sid}", copied="Link copied", failed="Not copied: see Show link"
         )
-        st.code(
-            compare_links.comparison_link(st.context.url or "", session.variants, conversation.turns[0].prompt),
-            language=None,
-            wrap_lines=True,
-        )
+        with st.popover("Show link", icon=":material/link:", type="tertiary"):
+            st.caption(
+                "Opens these columns (each provider and model) and sends the first prompt again, for anyone who has "
+                "them configured. The answers and the other settings are not in the link."
+            )
+            st.code(link, language=None, wrap_lines=True)
 
 available = state.configured_names(c)
 if not available:
@@ -204,10 +205,16 @@ def show_round(conv: Conversation, index: int, turn: Turn) -> None:
             ui.render_answer_text(finished[0].content)
         return
     fastest, cheapest = ui.compare_marks([a.response if a.status == "done" else None for a in finished])
-    for lane, column in zip(lanes, st.columns(len(lanes), gap="small")):
+    settings = differing_settings([turn.chosen[lane].variant for lane in lanes])
+    for lane, column in zip(lanes, st.columns(len(lanes), gap="small"), strict=True):
         answer = turn.chosen[lane]
         with column.container(border=True):
-            st.markdown(f"**{ui.escape_md(answered_labels[lanes.index(lane)])}**")
+            label = answered_labels[lanes.index(lane)]
+            st.markdown(f"**{ui.escape_md(label)}**")
+            # What differs between the columns (the label names it only between twins of one model).
+            unsaid = [part for part in settings[lanes.index(lane)] if part not in label]
+            if unsaid:
+                st.caption(ui.escape_md(" · ".join(unsaid)))
             if answer.live or answer.settling:
                 turns.live_answer(answer.id)
                 continue

@@ -71,25 +71,74 @@ with controls[3]:
     )
 
 
+#: The charts "Per provider" draws as small multiples, one at a time (all seven at once cost
+#: the server several times a refresh of the grid).
+SMALL_MULTIPLES = {
+    "Latency": charts.latency_chart,
+    "Success": charts.success_rate_chart,
+    "First token": charts.ttft_chart,
+    "Tokens/s": charts.tokens_per_second_chart,
+    "Requests/min": charts.requests_per_minute_chart,
+    "Cost": charts.cumulative_cost_chart,
+    "Cost/request": charts.cost_per_request_chart,
+}
+
+
 def chart_grid(snapshot: state.DashboardSnapshot) -> None:
     series, start, end = snapshot.series, snapshot.start, snapshot.end
     providers = sorted(series["provider"].dropna().unique().tolist())
+    hint, toggle = st.columns([5, 1.6], vertical_alignment="center")
+    with toggle:
+        split = st.toggle(
+            "Per provider",
+            key="dash_split",
+            persist_state="session",
+            help="Small multiples: one chart, a short row per provider on shared axes, instead of all of them at once.",
+        )
     options = {"providers": providers, "start": start, "end": end}
-    pairs = [
-        (charts.latency_chart(series, **options), charts.requests_per_minute_chart(series, **options)),
-        (charts.success_rate_chart(series, **options), charts.ttft_chart(series, **options)),
-        (charts.tokens_per_second_chart(series, **options), charts.cumulative_cost_chart(series, **options)),
-    ]
-    for n, (left, right) in enumerate(pairs):
-        a, b = st.columns(2, gap="medium")
-        with a.container(border=True):
-            st.altair_chart(left, key=f"dash_chart_{n}_l")
-        with b.container(border=True):
-            st.altair_chart(right, key=f"dash_chart_{n}_r")
+    if split:
+        hint.caption("One row per provider, on shared axes.")
+        metric = (
+            st.segmented_control(
+                "Chart",
+                list(SMALL_MULTIPLES),
+                default="Latency",
+                key="dash_split_chart",
+                persist_state="session",
+                required=True,
+                label_visibility="collapsed",
+            )
+            or "Latency"
+        )
+        with st.container(border=True):
+            # "stretch" said explicitly: Streamlit gives a column of layered rows its content
+            # width by default (a nested composition).
+            chart = SMALL_MULTIPLES[metric](series, **options, split=True)
+            st.altair_chart(chart, key="dash_chart_split", width="stretch")
+    else:
+        hint.caption("Click a legend entry to isolate a provider (shift-click adds one, double-click shows all again).")
+
+        def show(chart, key: str) -> None:
+            # With "rerun" Streamlit keeps a legend click (a provider isolated) when the live
+            # refresh redraws the chart; with "ignore" the click is forgotten within 2 seconds.
+            st.altair_chart(chart, key=key, on_select="rerun")
+
+        pairs = [
+            (charts.latency_chart(series, **options), charts.requests_per_minute_chart(series, **options)),
+            (charts.success_rate_chart(series, **options), charts.ttft_chart(series, **options)),
+            (charts.tokens_per_second_chart(series, **options), charts.cumulative_cost_chart(series, **options)),
+        ]
+        for n, (left, right) in enumerate(pairs):
+            a, b = st.columns(2, gap="medium")
+            with a.container(border=True):
+                show(left, f"dash_chart_{n}_l")
+            with b.container(border=True):
+                show(right, f"dash_chart_{n}_r")
     a, b = st.columns(2, gap="medium")
-    with a.container(border=True):
-        st.altair_chart(charts.cost_per_request_chart(series, **options), key="dash_chart_cost")
-    with b.container(border=True):
+    if not split:
+        with a.container(border=True):
+            st.altair_chart(charts.cost_per_request_chart(series, **options), key="dash_chart_cost", on_select="rerun")
+    with (a if split else b).container(border=True):
         if snapshot.wins.empty:
             st.markdown("**Win rate from compare votes**")
             st.caption("No votes in this window yet: vote on the Compare page.")
@@ -122,11 +171,21 @@ def live_panel() -> None:
     totals = dd.summary(snapshot.series)
     configured = [p for p in status.providers.values() if p.health.state.value != "not_configured"]
     ready = [p for p in configured if p.health.healthy]
+    if status.request_log is not None and status.request_log.schema_error:
+        st.error(
+            f"The request log is not being written: {ui.escape_md(status.request_log.schema_error)}",
+            icon=":material/database:",
+        )
     top, bottom = st.columns(3), st.columns(3)
+    attempts, requests = totals["requests"], totals["first_attempts"]
     top[0].metric(
         "Requests",
-        dd.compact_count(totals["requests"]),
-        help=f"{totals['requests']:,} attempts {in_window}.",
+        dd.compact_count(requests),
+        delta=f"{dd.compact_count(attempts)} attempt{'s' if attempts != 1 else ''}" if attempts else None,
+        delta_color="off",
+        delta_arrow="off",
+        help=f"{requests:,} requests {in_window}, sent as {attempts:,} attempts: "
+        "a retry or a fallback to another provider is another attempt of the same request.",
         border=True,
     )
     rate = totals["success_rate"]
@@ -145,7 +204,13 @@ def live_panel() -> None:
             else "."
         ),
     )
-    top[2].metric("Requests / min", f"{totals['requests_per_min']:,.1f}", border=True)
+    top[2].metric(
+        "Requests / min",
+        f"{totals['first_attempts_per_min']:,.1f}",
+        help=f"Requests per minute {in_window}; with retries and fallbacks, {totals['requests_per_min']:,.1f} "
+        "attempts per minute.",
+        border=True,
+    )
     unpriced = totals["unpriced"]
     value, extra = dd.cost_tile(totals["cost_usd"], unpriced, totals["requests"], ui.format_total_cost)
     bottom[0].metric(
@@ -177,19 +242,83 @@ def live_panel() -> None:
     )
 
     st.markdown("##### Providers")
-    table = dd.status_table(status)
+    table = dd.status_table(status, series=snapshot.series, format_cost=ui.format_cost)
     if not table.empty:
         table["Provider"] = [state.display_name(c, name) for name in table["Name"]]
+    # Widths from the values themselves: the grid sizes a column once, for what it first
+    # draws, so a p50 grown from "90 ms" to "2034 ms" would read "034 ms".
+    widths = dd.fit_widths(
+        table,
+        {
+            "Provider": str,
+            "State": str,
+            "Breaker": str,
+            "p50 ms": "{:.0f} ms".format,
+            "p95 ms": "{:.0f} ms".format,
+            "Requests": "{:d}".format,
+            "Cost": str,
+            "Last check": str,
+        },
+    )
+    live_figures = "the router's live figures: its last attempts within the hour, what AUTO ranks by"
     st.dataframe(
-        table.drop(columns=["Name"]),
+        table,
         hide_index=True,
         placeholder="—",
+        key="dash_providers",
+        # What a glance needs first, so that it fits 1400 px: the live figures, then the
+        # window's requests and cost, the trends, and the details (the breaker is in State too).
+        column_order=[
+            "Provider",
+            "State",
+            "p50 ms",
+            "p95 ms",
+            "Success",
+            "Requests",
+            "Cost",
+            "Latency trend",
+            "Traffic",
+            "Breaker",
+            "Detail / last error",
+            "Last check",
+        ],
         column_config={
-            "Success": st.column_config.ProgressColumn("Success", format="percent", min_value=0.0, max_value=1.0),
-            "p50 ms": st.column_config.NumberColumn("p50", format="%.0f ms"),
-            "p95 ms": st.column_config.NumberColumn("p95", format="%.0f ms"),
-            "Cost $": st.column_config.NumberColumn("Cost", format="$%.5f"),
+            "Provider": st.column_config.TextColumn("Provider", width=widths["Provider"]),
+            "State": st.column_config.TextColumn("State", width=widths["State"]),
+            "Breaker": st.column_config.TextColumn("Breaker", width=widths["Breaker"]),
+            "p50 ms": st.column_config.NumberColumn(
+                "p50", format="%.0f ms", width=widths["p50 ms"], help=f"Median latency, from {live_figures}."
+            ),
+            "p95 ms": st.column_config.NumberColumn(
+                "p95", format="%.0f ms", width=widths["p95 ms"], help=f"95th percentile latency, from {live_figures}."
+            ),
+            "Success": st.column_config.ProgressColumn(
+                "Success",
+                format="percent",
+                min_value=0.0,
+                max_value=1.0,
+                width=120,
+                help=f"Success rate, from {live_figures}.",
+            ),
+            "Latency trend": st.column_config.LineChartColumn(
+                "Latency trend",
+                width=110,
+                y_min=0,
+                help=f"p50 latency of each bucket with answers, {in_window} (the mean for long windows).",
+            ),
+            "Requests": st.column_config.NumberColumn(
+                "Requests", format="%d", width=widths["Requests"], help=f"Attempts on this provider {in_window}."
+            ),
+            "Traffic": st.column_config.BarChartColumn(
+                "Traffic", width=100, y_min=0, help=f"Attempts in each bucket, {in_window}."
+            ),
+            "Cost": st.column_config.TextColumn(
+                "Cost",
+                width=widths["Cost"],
+                help=f"Estimated cost of its answers {in_window}: unknown when no price is known for them.",
+            ),
             "Detail / last error": st.column_config.TextColumn("Detail / last error", width="large"),
+            "Last check": st.column_config.TextColumn("Last check", width=widths["Last check"]),
         },
     )
     source = (
@@ -198,7 +327,7 @@ def live_panel() -> None:
         else "per-minute sums (means of latency and first token; p50/p95 need a shorter window)"
     )
     st.caption(
-        f"{'Whole log' if window_s is None else f'Last {window_name}'} · {snapshot.rows:,} attempts · {snapshot.bucket_s:,} s buckets · from {source} · "
+        f"{'Whole log' if window_s is None else f'Last {window_name}'} · {snapshot.rows:,} attempts · {dd.bucket_name(snapshot.bucket_s)} buckets · from {source} · "
         f"updated {snapshot.end:%H:%M:%S} UTC"
         + (" · live" if live else " · paused")
         + f" · this server up for {dd.humanize_seconds(status.uptime_s)}"

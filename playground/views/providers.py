@@ -11,7 +11,7 @@ from pydantic import SecretStr
 from conductor_core.config import EndpointConfig, register_secret
 from conductor_core.errors import ProviderError
 from conductor_core.models import ProviderState, register_provider_name
-from conductor_core.providers import BUILTIN_PROVIDERS, build_provider
+from conductor_core.providers import build_provider, get_spec, provider_specs
 from playground import components as ui
 from playground import dashboard_data as dd
 from playground import state
@@ -27,7 +27,6 @@ st.caption(
     "saved sessions. After a reload, or in another tab, type it again (or set it in the environment)."
 )
 
-_KEY_SETTING = {"gemini": "gemini_api_key", "openai": "openai_api_key", "anthropic": "anthropic_api_key"}
 _STATE_BADGE = {
     ProviderState.ready: ("Ready", "green", ":material/check_circle:"),
     ProviderState.loading: ("Loading", "orange", ":material/hourglass_top:"),
@@ -47,8 +46,7 @@ def use_key(name: str) -> None:
         return
     register_secret(key)  # redacted everywhere from now on, before anything can echo it
     try:
-        settings = c.settings.model_copy(update={_KEY_SETTING[name]: SecretStr(key)})
-        session[name] = build_provider(name, settings)
+        session[name] = build_provider(name, c.settings.with_api_key(name, SecretStr(key)))
         notes[name] = ("success", "Key set for this session. Run a health check to verify it.")
     except ProviderError as error:
         notes[name] = ("error", error.message)
@@ -70,7 +68,7 @@ def add_endpoint() -> None:
     if not re.fullmatch(r"[a-z][a-z0-9_\-]{0,31}", name or ""):
         notes["__endpoint__"] = ("error", "Name the endpoint with letters, digits, - or _ (for example: ollama).")
         return
-    if name in ("auto", *BUILTIN_PROVIDERS) or name in c.registry.providers:
+    if name in ("auto", *provider_specs()) or name in c.registry.providers:
         notes["__endpoint__"] = ("error", f"{name} is already a provider: choose another name.")
         return
     if not url.startswith(("http://", "https://")):
@@ -193,7 +191,8 @@ def provider_card(name: str) -> None:
         facts.append(f"{p.usage.total_requests:,} requests")
         facts.append(f"last check: {p.health.last_check:%H:%M:%S} UTC" if p.health.last_check else "not checked yet")
         st.caption(" · ".join(facts))
-        if name in _KEY_SETTING and (name in session or p.health.state == ProviderState.not_configured):
+        spec = get_spec(name)
+        if spec is not None and spec.needs_key and (name in session or p.health.state == ProviderState.not_configured):
             if name in session:
                 st.text_input("API key", value="••••••••••••", disabled=True, key=f"key_mask_{name}", type="password")
                 st.button(
@@ -201,7 +200,7 @@ def provider_card(name: str) -> None:
                 )
             else:
                 with st.form(f"key_form_{name}", clear_on_submit=True, border=False):
-                    env = getattr(provider, "key_env_var", None) or _KEY_SETTING[name].upper()
+                    env = spec.key_env_vars[0]
                     st.text_input(
                         "API key for this session",
                         type="password",
