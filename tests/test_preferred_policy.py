@@ -265,7 +265,7 @@ def test_the_gateway_built_from_the_environment_ranks_by_the_arena_votes(tmp_pat
         monkeypatch.setenv("CONDUCTOR_DATA_DIR", str(tmp_path / "data"))
         monkeypatch.setenv("CONDUCTOR_LOCAL_ENABLED", "false")
         monkeypatch.setenv("CONDUCTOR_PREFERRED_MIN_VOTES", "3")
-        monkeypatch.setenv("CONDUCTOR_API_KEY", "gateway-key-for-this-test")
+        monkeypatch.setenv("CONDUCTOR_API_KEY", "2wukQKqZViwZooD2tcQjUvdx6kZEUjTSbQfz")
         playground = Conductor(load_settings(_env_file=None))
         try:
             arena = Arena(playground.log)
@@ -278,7 +278,7 @@ def test_the_gateway_built_from_the_environment_ranks_by_the_arena_votes(tmp_pat
             answer = client.post(
                 "/v1/chat/completions",
                 json={"model": "auto", "messages": [{"role": "user", "content": "hi"}], "policy": "preferred"},
-                headers={"Authorization": "Bearer gateway-key-for-this-test"},
+                headers={"Authorization": "Bearer 2wukQKqZViwZooD2tcQjUvdx6kZEUjTSbQfz"},
             )
         assert answer.status_code == 200, answer.text
         info = answer.json()["conductor"]
