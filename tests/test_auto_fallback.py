@@ -3,7 +3,8 @@ chose first fails before any text, the answer comes from the next one, whatever 
 (a wrong key, a rate limit, a timeout or a hang, an outage, a malformed answer, a stream cut
 before its first token, a breaker that opened, a provider whose calls and queue are full). A
 bad request is the request's fault: no fallback, the 400 comes back. And when every provider
-is full, the caller gets a 503 with Retry-After, not a crash.
+is full, the caller gets a 503 with Retry-After, not a crash. (A model the provider does not
+serve, a 404, is the provider's: AUTO falls back.)
 
 Real SDKs over real HTTP: the first choice is each cloud provider in turn (openai, anthropic,
 google-genai against loopback servers speaking their protocols), the fallback an OpenAI-
@@ -39,7 +40,7 @@ from conductor_core.testing.protocol_servers import AnthropicServer, Fault, Gemi
 
 FIRST_REPLY = "The first choice answered."
 BACKUP_REPLY = "The backup answered instead."
-KEY = "sk-auto-fallback-test-key-0000"
+KEY = "sk-ofvd5xkPG091J4cGQoLTGgNP"
 
 # provider name -> (server class, settings field of its key, settings field of its base URL)
 KINDS = {
@@ -250,6 +251,22 @@ def test_a_bad_request_does_not_fall_back(make, kind, first, backup, streamed):
     assert "maximum context length" in caught.value.message and not caught.value.retryable
     assert [(a.provider, a.error_type) for a in caught.value.attempts] == [(kind, "bad_request")]
     assert first.request_count == 1 and backup.request_count == 0
+
+
+@pytest.mark.parametrize("streamed", [True, False])
+def test_a_model_the_first_choice_does_not_serve_falls_back(make, kind, first, backup, streamed):
+    """The model the first choice is set up with is not served (retired or mistyped: a 404).
+    AUTO named no model, so that is the provider's fault, not the request's: the backup answers."""
+    conductor = make()
+    first.models = ["another-model"]
+    if streamed:
+        assert_served_by_backup(list(conductor.stream(ask())), kind, {"bad_request"})
+    else:
+        response = conductor.chat(ask())
+        assert response.metadata.provider == "backup" and response.content == BACKUP_REPLY
+        [failed] = response.routing.attempts
+        assert failed.provider == kind and failed.error_type == "bad_request"
+    assert backup.request_count == 1
 
 
 def test_a_bad_request_after_a_fallback_is_still_a_bad_request(make, kind, first, backup):
