@@ -179,7 +179,7 @@ class AnswerWorker:
         try:
             for event in events:
                 if event is _QUIET or isinstance(event, TextDelta):
-                    if event is not _QUIET:
+                    if isinstance(event, TextDelta):
                         if first_text_ms is None:
                             first_text_ms = elapsed()
                         parts.append(event.text)
