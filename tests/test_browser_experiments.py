@@ -48,12 +48,12 @@ ROW_LIMIT = 25
 COUNTRIES = ["France", "Japan", "Kenya", "Canada", "Peru", "Italy", "Chile", "Egypt", "India", "Spain"]
 # Six rows expect "Paris" (both replies contain it: pass), four expect the real capital (fail).
 EXPECTED = ["Paris"] * 6 + ["Tokyo", "Nairobi", "Ottawa", "Lima"]
-DATASET = "country,expected\n" + "".join(f"{c},{e}\n" for c, e in zip(COUNTRIES, EXPECTED))
+DATASET = "country,expected\n" + "".join(f"{c},{e}\n" for c, e in zip(COUNTRIES, EXPECTED, strict=True))
 TEMPLATE = "What is the capital of {{country}}? One word."
 
 
 @pytest.fixture(scope="module")
-def lab(services, tmp_path_factory):
+def lab(services, tmp_path_factory):  # noqa: F811
     """A playground whose only providers are three loopback endpoints: `fast`, `slow` and
     `broken` (it wants another key than the one configured: every call answers 401)."""
     from conductor_core.testing.protocol_servers import OpenAIServer
@@ -89,7 +89,7 @@ def lab(services, tmp_path_factory):
 
 
 @contextmanager
-def browser_page(p, shots, name: str, **context):
+def browser_page(p, shots, name: str, **context):  # noqa: F811
     """A page in a fresh browser; a screenshot named after the test when it fails."""
     browser = launch(p)
     page = browser.new_context(**({"viewport": {"width": 1280, "height": 900}} | context)).new_page()
@@ -171,9 +171,11 @@ def summary_rows(page) -> dict[str, list[str]]:
     return rows
 
 
-def test_ten_rows_three_variants_one_failing_then_export(lab, shots):
+def test_ten_rows_three_variants_one_failing_then_export(lab, shots):  # noqa: F811
     from playwright.sync_api import sync_playwright
 
+    upstreams = ("fast", "slow", "broken")
+    before = {name: generations(lab[name]) for name in upstreams}  # the module's other tests may have run first
     with sync_playwright() as p, browser_page(p, shots, "ten_rows", accept_downloads=True) as page:
         open_experiments(page, lab["url"])
         fill_form(page)
@@ -190,9 +192,11 @@ def test_ten_rows_three_variants_one_failing_then_export(lab, shots):
         )
 
         # The upstreams got every row; the broken one refused each call until Conductor's
-        # breaker paused it (its later cells fail without a call, and say so).
-        assert generations(lab["fast"]) == 10 and generations(lab["slow"]) == 10
-        assert 1 <= generations(lab["broken"]) <= 10
+        # breaker paused it (its later cells fail without a call, and say so). Its breaker may
+        # be paused already when another test ran first, so its refusals are counted over them all.
+        sent = {name: generations(lab[name]) - before[name] for name in upstreams}
+        assert sent["fast"] == 10 and sent["slow"] == 10, sent
+        assert sent["broken"] <= 10 and generations(lab["broken"]) >= 1, sent
         rows = summary_rows(page)
         assert set(rows) == {"A", "B", "C"}, rows
         # variant, success, p50, p95, p50 first token, total cost, pass rate, rating, win rate
@@ -283,7 +287,7 @@ def start_run_from_page(page, number: int, *, calls_at_once: int | None = None) 
     page.get_by_role("button", name=f"Start run {number}").click()
 
 
-def test_stop_after_a_reload_keeps_what_finished_and_an_earlier_run_reopens(lab, shots):
+def test_stop_after_a_reload_keeps_what_finished_and_an_earlier_run_reopens(lab, shots):  # noqa: F811
     from playwright.sync_api import sync_playwright
 
     experiment_id = make_experiment(lab["work"], "Stop and reopen")
@@ -368,7 +372,7 @@ def alert(page, containing: str) -> str:
     return found.inner_text()
 
 
-def test_bad_input_is_named_on_the_page_and_nothing_is_sent(lab, shots):
+def test_bad_input_is_named_on_the_page_and_nothing_is_sent(lab, shots):  # noqa: F811
     from playwright.sync_api import sync_playwright
 
     sent_before = sum(generations(lab[name]) for name in ("fast", "slow", "broken"))
@@ -424,7 +428,7 @@ def test_bad_input_is_named_on_the_page_and_nothing_is_sent(lab, shots):
     assert sum(generations(lab[name]) for name in ("fast", "slow", "broken")) == sent_before
 
 
-def test_the_experiments_page_at_phone_width(lab, shots):
+def test_the_experiments_page_at_phone_width(lab, shots):  # noqa: F811
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -445,7 +449,7 @@ def test_the_experiments_page_at_phone_width(lab, shots):
             shots(page, "phone_experiment_run", full_page=True)
 
 
-def test_share_a_conversation_and_a_comparison(lab, shots):
+def test_share_a_conversation_and_a_comparison(lab, shots):  # noqa: F811
     """Export and Get code on the Playground chat and on a Compare round, through the page's
     downloads: the files parse and hold the answers, and never the key (the slow upstream
     echoes it in every answer)."""
