@@ -42,7 +42,7 @@ pytestmark = pytest.mark.timeout(420)
 
 
 @pytest.fixture(scope="module")
-def app_server(services, tmp_path_factory):
+def app_server(services, tmp_path_factory):  # noqa: F811
     from conductor_core.testing.protocol_servers import OpenAIServer
 
     work = tmp_path_factory.mktemp("browser")
@@ -118,7 +118,7 @@ WATCH_STREAM = """() => {
 # --- the flows --------------------------------------------------------------------------------
 
 
-def test_playground_in_a_real_browser(app_server, shots):
+def test_playground_in_a_real_browser(app_server, shots):  # noqa: F811
     from playwright.sync_api import sync_playwright
 
     timings: dict[str, float] = {"server_ready_s": round(app_server["ready"], 2)}
@@ -335,7 +335,7 @@ def use_loopback(page, model: str | None = None) -> None:
         wait_idle(page)
 
 
-def test_a_session_survives_reload_and_two_tabs_share_it(app_server, loopback, shots):
+def test_a_session_survives_reload_and_two_tabs_share_it(app_server, loopback, shots):  # noqa: F811
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -426,7 +426,7 @@ def test_a_session_survives_reload_and_two_tabs_share_it(app_server, loopback, s
             browser.close()
 
 
-def test_failed_turns_regenerate_edit_and_leaving_mid_stream(app_server, loopback, shots):
+def test_failed_turns_regenerate_edit_and_leaving_mid_stream(app_server, loopback, shots):  # noqa: F811
     from playwright.sync_api import sync_playwright
 
     from conductor_core.testing.protocol_servers import Fault
@@ -506,7 +506,7 @@ def test_failed_turns_regenerate_edit_and_leaving_mid_stream(app_server, loopbac
             browser.close()
 
 
-def test_an_endpoint_added_in_the_page_sends_a_model_it_lists(app_server, shots):
+def test_an_endpoint_added_in_the_page_sends_a_model_it_lists(app_server, shots):  # noqa: F811
     from playwright.sync_api import sync_playwright
 
     from conductor_core.testing.protocol_servers import OpenAIServer
@@ -536,7 +536,7 @@ def test_an_endpoint_added_in_the_page_sends_a_model_it_lists(app_server, shots)
         ollama_like.stop()
 
 
-def test_editing_a_compare_column_while_the_page_draws_leaves_the_others_as_they_were(services, tmp_path, shots):
+def test_editing_a_compare_column_while_the_page_draws_leaves_the_others_as_they_were(services, tmp_path, shots):  # noqa: F811
     """A person who changes column 1's max tokens before the page has drawn column 2 (the
     Compare page's first draw in a new process is slow) must not send column 2 at the
     control's minimum. Before the fix, the interrupted run left column 2's control to mount at
@@ -575,7 +575,7 @@ def test_editing_a_compare_column_while_the_page_draws_leaves_the_others_as_they
                     assert [tokens.nth(i).input_value() for i in range(2)] == ["32", "256"], f"attempt {attempt}"
                     page.get_by_label("Prompt", exact=True).fill("Name three primary colours.")
                     page.get_by_role("button", name="Run compare").click()
-                    sent = eventually(lambda: chat_requests(endpoint)[1:], what="column 2's request")
+                    sent = eventually(lambda upstream=endpoint: chat_requests(upstream)[1:], what="column 2's request")
                     assert sent[0]["max_tokens"] == 256, sent
                     page.get_by_text("Which answer is better?").wait_for(timeout=180_000)
                     if mid_draw:
@@ -588,7 +588,7 @@ def test_editing_a_compare_column_while_the_page_draws_leaves_the_others_as_they
             browser.close()
 
 
-def test_every_page_at_phone_width_with_the_sidebar_closed(app_server, shots):
+def test_every_page_at_phone_width_with_the_sidebar_closed(app_server, shots):  # noqa: F811
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -669,7 +669,7 @@ def postgres_url():
         yield url
 
 
-def test_two_playground_processes_share_sessions_on_postgresql(services, postgres_url, tmp_path, shots):
+def test_two_playground_processes_share_sessions_on_postgresql(services, postgres_url, tmp_path, shots):  # noqa: F811
     """Two replicas on one database: a session made on one opens on the other; an answer
     streaming on one is stopped from the other (its worker hears it through the database)."""
     from playwright.sync_api import sync_playwright
