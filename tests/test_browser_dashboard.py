@@ -22,6 +22,8 @@ import browser_support
 import pytest
 from browser_support import Playground, endpoint_config, launch, open_page, wait_idle
 
+from conductor_core.providers.spec import get_spec
+
 # The fixtures this module uses, bound by name (pytest finds fixtures among a module's names).
 services = browser_support.services
 shots = browser_support.shots
@@ -192,7 +194,8 @@ def test_the_providers_table_says_unknown_and_keeps_a_grown_p50_whole(dashboard_
             open_dashboard(page, dashboard_server["url"])
             page.wait_for_function(CELL, arg=["loopback", "p50"], timeout=60_000)
             assert page.evaluate(CELL, ["loopback", "Cost"]) == "unknown"  # never "$0.00000"
-            assert page.evaluate(CELL, ["Local model", "Cost"]) == "free"
+            local_name = get_spec("local").display_name  # the table names providers for people
+            assert page.evaluate(CELL, [local_name, "Cost"]) == "free"
 
             # The table was drawn for a 90 ms p50; then the endpoint slows down.
             write_traffic(dashboard_server["work"], loopback_ms=SLOW_MS, tag="slow", n=400)
