@@ -612,7 +612,8 @@ def until(check: Callable[[], bool], what: str, timeout_s: float = 60.0) -> None
 
 def test_held_requests_answer_only_when_released(adapter: Adapter, server: ProtocolServer) -> None:
     """hold(): requests arrive, are recorded and wait; release(n) lets n through (a scripted
-    fault answered then), release() the rest; a client that gives up stops waiting."""
+    fault answered then), release() the rest; a client that gives up stops waiting (and its
+    request is marked disconnected, as a hang's is)."""
     server.script(Fault("status", status=503))
     server.hold()
     with ThreadPoolExecutor(max_workers=3) as pool:
@@ -633,6 +634,7 @@ def test_held_requests_answer_only_when_released(adapter: Adapter, server: Proto
     with pytest.raises((*adapter.timeout_errors, *_TRANSPORT_ERRORS)):
         adapter.stream(server, [], timeout=0.5)
     until(lambda: server.held == 0, "the abandoned request stops waiting")
+    until(lambda: server.requests[-1].get("disconnected") is True, "the abandoned request marked disconnected")
     server.release()
 
 
