@@ -4,8 +4,12 @@ The gateway runs as users run it (`python -m gateway`, its own process, uvicorn,
 log on) in front of a loopback OpenAI-compatible upstream (its own process, fixed latency).
 A load generator (asyncio, 50 workers on 50 keep-alive connections, each sending its next
 request as soon as the last one ends) sends the same chat completion for a fixed time,
-alternately straight to the upstream and through the gateway, in interleaved blocks.
-Non-streaming (latency) and streaming (time to first token, total).
+alternately straight to the upstream, through the gateway, through the LiteLLM proxy and
+through the floor of the gateway's stack (`benchmarks/floor_proxy.py`: uvicorn + aiohttp, a
+bearer check, nothing else), in interleaved blocks. Non-streaming (latency) and streaming
+(time to first token, total). The gateway's CPU per request is reported as a multiple of the
+floor's and as a fraction of LiteLLM's, and the gateway's own `x-conductor-overhead-ms`
+(header; a stream's whole figure from its last chunk) as p50/p99.
 
 All three processes share this machine's cores, so the figures include the gateway
 competing with the load generator and the upstream for CPU, as on a small server.
@@ -32,6 +36,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import (
+    FloorProcess,
     GatewayProcess,
     LiteLLMProxyProcess,
     Rounds,
@@ -54,9 +59,10 @@ HUNG_WAITING = 500
 MODEL = "bench-model"
 CONCURRENCY = 50
 UPSTREAM_LATENCY_MS = 50.0
-# Issue 13's targets, all same-run comparisons.
+# Issues 13 and 18's targets, all same-run comparisons.
 LIMIT_OVER_LITELLM = 3.0  # throughput, x the LiteLLM proxy's (chat and streams)
-LIMIT_CPU_MS = {"non_streaming": 2.0, "streaming": 4.0}  # gateway CPU per request / per 20-chunk stream
+LIMIT_CPU_MS = {"non_streaming": 1.5, "streaming": 3.0}  # gateway CPU per request / per 20-chunk stream
+LIMIT_OVER_FLOOR = 2.0  # gateway CPU per request, x the floor's (an aim)
 LIMIT_HEALTH_P99_MS = 100.0  # /health with HUNG_WAITING requests stuck on a hung upstream
 LIMIT_HEALTHY_RATIO = 1.2  # a healthy provider's p50 then, over its unloaded p50
 REPLY = " ".join(f"word{i}" for i in range(20))
@@ -65,6 +71,8 @@ SIZES = {
     "full": {"rounds": 3, "block_s": 8.0, "warmup_s": 3.0},
 }
 _FIRST_TEXT = re.compile(rb'"content":\s*"[^"]')
+_OVERHEAD_HEADER = re.compile(rb"x-conductor-overhead-ms:\s*([0-9.]+)")
+_OVERHEAD_FIELD = re.compile(rb'"overhead_ms":\s*([0-9.]+)')
 
 
 class _Connection:
@@ -73,10 +81,14 @@ class _Connection:
     httpx's AsyncClient spends far more CPU per request than the servers under test when
     50 requests are in flight (encode/httpx#3215); on a 2-core machine the load generator
     would then measure itself. This sends a prepared request and reads the response
-    (Content-Length or chunked), noting when the first text delta arrives."""
+    (Content-Length or chunked), noting when the first text delta arrives and, from the
+    gateway, its overhead figures (`overhead`: the header; `overhead_whole`: the last
+    `conductor.overhead_ms` in the body)."""
 
     def __init__(self, host: str, port: int) -> None:
         self.host, self.port = host, port
+        self.overhead: float | None = None
+        self.overhead_whole: float | None = None
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
@@ -105,6 +117,9 @@ class _Connection:
         status = int(head[9:12])
         headers = head.lower()
         first = None
+        found = _OVERHEAD_HEADER.search(headers)
+        self.overhead = float(found.group(1)) if found else None
+        self.overhead_whole = None
         if b"transfer-encoding: chunked" in headers:
             while True:
                 size = int((await self.reader.readuntil(b"\r\n")).split(b";")[0].strip(), 16)
@@ -114,11 +129,17 @@ class _Connection:
                 data = await self.reader.readexactly(size + 2)
                 if first is None and _FIRST_TEXT.search(data):
                     first = time.perf_counter() - t0
+                if self.overhead is not None and b'"overhead_ms"' in data:
+                    whole = _OVERHEAD_FIELD.search(data)
+                    self.overhead_whole = float(whole.group(1)) if whole else None
         else:
             match = re.search(rb"content-length:\s*(\d+)", headers)
             body = await self.reader.readexactly(int(match.group(1))) if match else b""
             if first is None and _FIRST_TEXT.search(body):
                 first = time.perf_counter() - t0
+            if self.overhead is not None:
+                whole = _OVERHEAD_FIELD.search(body)
+                self.overhead_whole = float(whole.group(1)) if whole else None
         if b"connection: close" in headers:
             await self.close()
         return status, first
@@ -152,6 +173,8 @@ async def _block(
     host, port, raw = _raw_request(url, model, stream)
     total: list[float] = []
     first: list[float] = []
+    overhead: list[float] = []
+    overhead_whole: list[float] = []
     errors = 0
     deadline = time.perf_counter() + seconds
 
@@ -173,6 +196,10 @@ async def _block(
                 total.append((time.perf_counter() - t0) * 1000)
                 if stream and ttft is not None:
                     first.append(ttft * 1000)
+                if connection.overhead is not None:
+                    overhead.append(connection.overhead)
+                if connection.overhead_whole is not None:
+                    overhead_whole.append(connection.overhead_whole)
         finally:
             await connection.close()
 
@@ -188,14 +215,22 @@ async def _block(
         after = cpu_seconds(pid, children=True)
         if after is not None and cpu0[name] is not None:
             cpu[name] = (after - cpu0[name]) * 1000 / done
-    return {"total": total, "ttft": first, "errors": errors, "rps": len(total) / elapsed, "cpu_ms_per_request": cpu}
+    return {
+        "total": total,
+        "ttft": first,
+        "overhead": overhead,
+        "overhead_whole": overhead_whole,
+        "errors": errors,
+        "rps": len(total) / elapsed,
+        "cpu_ms_per_request": cpu,
+    }
 
 
 async def _run(targets: dict[str, tuple[str, str, dict[str, int]]], size: dict[str, Any]) -> dict[str, Any]:
     """`targets`: name -> (base URL, model, processes to account CPU to)."""
     out: dict[str, Any] = {}
     for mode, stream in (("non_streaming", False), ("streaming", True)):
-        latency, ttft = Rounds(), Rounds()
+        latency, ttft, overhead, overhead_whole = Rounds(), Rounds(), Rounds(), Rounds()
         rps: dict[str, list[float]] = {name: [] for name in targets}
         cpu: dict[str, list[dict[str, float]]] = {name: [] for name in targets}
         errors = {name: 0 for name in targets}
@@ -209,6 +244,8 @@ async def _run(targets: dict[str, tuple[str, str, dict[str, int]]], size: dict[s
                 cpu[name].append(block["cpu_ms_per_request"])
                 latency.add(name, block["total"])
                 ttft.add(name, block["ttft"])
+                overhead.add(name, block["overhead"])
+                overhead_whole.add(name, block["overhead_whole"])
                 rps[name].append(block["rps"])
                 errors[name] += block["errors"]
         section: dict[str, Any] = {
@@ -227,6 +264,11 @@ async def _run(targets: dict[str, tuple[str, str, dict[str, int]]], size: dict[s
                 for name, blocks in cpu.items()
                 if blocks
             },
+        }
+        # The gateway's own figure: the header (a stream's: up to its head) and the body's whole.
+        section["overhead_header_ms"] = {k: _pcts(overhead.samples(k)) for k in targets if overhead.samples(k)}
+        section["overhead_whole_ms"] = {
+            k: _pcts(overhead_whole.samples(k)) for k in targets if overhead_whole.samples(k)
         }
         if stream:
             section["ttft_ms"] = {k: _pcts(ttft.samples(k)) for k in targets}
@@ -338,6 +380,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     proxy = LiteLLMProxyProcess(litellm, upstream.url, f"up/{MODEL}", KEY)
                     extra.append(proxy)
                     targets["litellm"] = (proxy.url, f"up/{MODEL}", {"litellm": proxy.pid, "upstream": upstream.pid})
+                floor = FloorProcess(upstream.url, KEY)
+                extra.append(floor)
+                targets["floor"] = (floor.url, MODEL, {"floor": floor.pid, "upstream": upstream.pid})
                 if two_workers:
                     second = GatewayProcess({"up": upstream.url}, data_dir, workers=2, api_key=KEY)
                     extra.append(second)
@@ -369,6 +414,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 results[mode]["gateway_over_litellm" + suffix] = rounded(
                     rps["gateway" + suffix] / rps["litellm" + suffix], 2
                 )
+        cpu = results[mode]["cpu_ms_per_request"]
+        gateway_cpu = cpu["gateway"]["gateway"]
+        # The gateway's CPU per request against the floor of its stack and against LiteLLM's.
+        results[mode]["gateway_cpu_over_floor"] = (
+            rounded(gateway_cpu / cpu["floor"]["floor"], 2) if cpu.get("floor", {}).get("floor") else None
+        )
+        results[mode]["gateway_cpu_of_litellm"] = (
+            rounded(gateway_cpu / cpu["litellm"]["litellm"], 3) if cpu.get("litellm", {}).get("litellm") else None
+        )
     results["litellm"] = litellm_note
     results["targets"] = _targets(results)
 
@@ -387,6 +441,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if two_workers
             else None,
             "litellm": "litellm --config (proxy 1.110.2, .venv-bench), same upstream, same bearer key",
+            "floor": "benchmarks/floor_proxy.py: uvicorn + aiohttp, a bearer check, the body forwarded, the answer "
+            "streamed back",
             "hung_waiting": HUNG_WAITING,
         },
         gateway_request_log_rows=logged,
@@ -396,9 +452,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     lines = [f"gateway_load -> {out}"]
     for mode in ("non_streaming", "streaming"):
         r = results[mode]
+        cpu = r["cpu_ms_per_request"]
         lines.append(
             f"  {mode}: rps direct {r['requests_per_s']['direct']} gateway {r['requests_per_s']['gateway']}; "
             f"added p50 {r['added_latency_ms']['p50']} ms p99 {r['added_latency_ms']['p99']} ms; errors {r['errors']}"
+        )
+        lines.append(
+            f"    CPU ms/request: gateway {cpu['gateway']['gateway']}, floor {cpu.get('floor', {}).get('floor')}, "
+            f"LiteLLM {cpu.get('litellm', {}).get('litellm')}; gateway = {r['gateway_cpu_over_floor']}x the floor, "
+            f"{r['gateway_cpu_of_litellm']} of LiteLLM"
+        )
+        header = r["overhead_header_ms"].get("gateway", {})
+        whole = r["overhead_whole_ms"].get("gateway", {})
+        lines.append(
+            f"    x-conductor-overhead-ms: header p50 {header.get('p50')} p99 {header.get('p99')}; "
+            f"whole (body) p50 {whole.get('p50')} p99 {whole.get('p99')}"
         )
     report(lines)
     return payload
@@ -423,6 +491,14 @@ def _targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 r["cpu_ms_per_request"]["gateway"]["gateway"],
                 LIMIT_CPU_MS[mode],
                 unit="ms",
+            )
+        )
+        out.append(
+            target(
+                f"Gateway CPU per {what[:-1]}, x the floor's (uvicorn + aiohttp)",
+                r.get("gateway_cpu_over_floor"),
+                LIMIT_OVER_FLOOR,
+                unit="x",
             )
         )
     hung = results["hung_upstream"]

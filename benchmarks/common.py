@@ -222,7 +222,7 @@ class Rounds:
         medians, the median of the per-round differences (paired, so drifts between rounds
         cancel), and the difference of their p99s."""
         a, b = self.rounds.get(variant, []), self.rounds.get(baseline, [])
-        paired = [statistics.median(x) - statistics.median(y) for x, y in zip(a, b) if x and y]
+        paired = [statistics.median(x) - statistics.median(y) for x, y in zip(a, b, strict=False) if x and y]
         mv, mb = self.median_of_medians(variant), self.median_of_medians(baseline)
         pv, pb = percentile(self.samples(variant), 0.99), percentile(self.samples(baseline), 0.99)
         return {
@@ -504,6 +504,54 @@ class GatewayProcess:
                 self._process.wait()
 
     def __enter__(self) -> GatewayProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class FloorProcess:
+    """The floor of the gateway's stack (`benchmarks/floor_proxy.py`: uvicorn and aiohttp, a
+    bearer check, the body forwarded and the answer streamed back) in its own process."""
+
+    def __init__(self, upstream_url: str, key: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        env = child_env(FLOOR_UPSTREAM=upstream_url, FLOOR_KEY=key, FLOOR_PORT=str(self.port))
+        command = [sys.executable, "-m", "benchmarks.floor_proxy"]
+        self._process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.wait_ready()
+
+    def wait_ready(self, timeout_s: float = 60.0) -> None:
+        import httpx
+
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                error = self._process.stderr.read().decode(errors="replace") if self._process.stderr else ""
+                raise RuntimeError(f"the floor proxy exited: {error[-2000:]}")
+            try:
+                httpx.get(self.url + "/chat/completions", timeout=1.0)  # 401: it answers
+                return
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        self.close()
+        raise TimeoutError("the floor proxy did not start")
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
+    def close(self) -> None:
+        if self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+
+    def __enter__(self) -> FloorProcess:
         return self
 
     def __exit__(self, *exc: object) -> None:

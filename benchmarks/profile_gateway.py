@@ -9,7 +9,7 @@ CPU per request is the gateway process's CPU seconds (user + system, all threads
 machine. Not a benchmark with a target (no JSON in results/): the tool behind the figures
 in BENCHMARKS.md's gateway section.
 
-    python -m benchmarks.profile_gateway [--baseline main] [--blocks 4] [--block-s 6] [--py-spy /tmp/flames]
+    python -m benchmarks.profile_gateway [--baseline main] [--floor] [--blocks 4] [--block-s 6] [--py-spy /tmp/flames]
 """
 
 from __future__ import annotations
@@ -31,7 +31,15 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.bench_gateway_load import KEY, MODEL, REPLY, UPSTREAM_LATENCY_MS, _block
-from benchmarks.common import REPO, GatewayProcess, Upstreams, load, quiet_logging, scrub_environ
+from benchmarks.common import (
+    REPO,
+    FloorProcess,
+    GatewayProcess,
+    Upstreams,
+    load,
+    quiet_logging,
+    scrub_environ,
+)
 
 
 def _export(revision: str, into: Path) -> Path:
@@ -75,6 +83,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--block-s", type=float, default=6.0)
     p.add_argument("--py-spy", type=Path, help="record this checkout's gateway with py-spy into DIR (slows it)")
     p.add_argument("--modes", default="chat,stream")
+    p.add_argument("--floor", action="store_true", help="also measure the floor (benchmarks/floor_proxy.py)")
     args = p.parse_args(argv)
     if args.summarise:
         summarise(args.summarise)
@@ -88,17 +97,20 @@ def main(argv: list[str] | None = None) -> None:
         repos = {"this checkout": REPO}
         if args.baseline:
             repos[f"baseline {args.baseline}"] = _export(args.baseline, Path(tmp) / "baseline")
-        gateways = {
+        gateways: dict[str, GatewayProcess | FloorProcess] = {
             name: GatewayProcess({"up": upstream.url}, Path(tmp) / f"data-{i}", api_key=KEY, repo=repo)
             for i, (name, repo) in enumerate(repos.items())
         }
+        if args.floor:
+            gateways["floor (uvicorn + aiohttp)"] = FloorProcess(upstream.url, KEY)
+        models = {name: MODEL if isinstance(g, FloorProcess) else f"up/{MODEL}" for name, g in gateways.items()}
         try:
             for mode in args.modes.split(","):
                 stream = mode == "stream"
                 cpu: dict[str, list[float]] = {name: [] for name in gateways}
                 rps: dict[str, list[float]] = {name: [] for name in gateways}
-                for gateway in gateways.values():
-                    asyncio.run(_block(gateway.url, f"up/{MODEL}", stream, 2.0))  # warm-up
+                for name, gateway in gateways.items():
+                    asyncio.run(_block(gateway.url, models[name], stream, 2.0))  # warm-up
                 spy = None
                 if args.py_spy:
                     args.py_spy.mkdir(parents=True, exist_ok=True)
@@ -125,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
                     for name in names if index % 2 == 0 else reversed(names):
                         gateway = gateways[name]
                         block = asyncio.run(
-                            _block(gateway.url, f"up/{MODEL}", stream, args.block_s, {"gateway": gateway.pid})
+                            _block(gateway.url, models[name], stream, args.block_s, {"gateway": gateway.pid})
                         )
                         cpu[name].append(block["cpu_ms_per_request"]["gateway"])
                         rps[name].append(block["rps"])
@@ -142,6 +154,11 @@ def main(argv: list[str] | None = None) -> None:
                         f"(blocks {', '.join(f'{x:.2f}' for x in cpu[name])}); "
                         f"{statistics.median(rps[name]):6.1f} per s"
                     )
+                if len(gateways) > 1:  # block by block (neighbours in time): drifts of the machine's load cancel
+                    first = names[0]
+                    for name in names[1:]:
+                        paired = [a - b for a, b in zip(cpu[first], cpu[name], strict=True)]
+                        print(f"  {first} - {name}: median of paired blocks {statistics.median(paired):+.3f} ms")
         finally:
             for gateway in gateways.values():
                 gateway.close()

@@ -252,13 +252,14 @@ def gateway_load(r: dict[str, Any]) -> list[str]:
     out = [
         _head(r),
         "",
-        "| mode | path | requests/s | p50 (ms) | p99 (ms) | added p50 / p99 (ms) | CPU ms per request: gateway / upstream / load generator |",
+        "| mode | path | requests/s | p50 (ms) | p99 (ms) | added p50 / p99 (ms) | CPU ms per request: the path's server / upstream / load generator |",
         "|---|---|---:|---:|---:|---:|---|",
     ]
     labels = {
         "direct": "direct",
         "gateway": "gateway (`python -m gateway`)",
         "gateway_2_workers": "gateway, `CONDUCTOR_GATEWAY_WORKERS=2`",
+        "floor": "floor (uvicorn + aiohttp, `benchmarks/floor_proxy.py`)",
     }
     for mode in ("non_streaming", "streaming"):
         m = r[mode]
@@ -267,15 +268,29 @@ def gateway_load(r: dict[str, Any]) -> list[str]:
             suffix = "" if path == "gateway" else "_2_workers"
             added = m.get(f"added_ttft_ms{suffix}") if mode == "streaming" else m.get(f"added_latency_ms{suffix}")
             cpu = m.get("cpu_ms_per_request", {}).get(path, {})
+            server = "litellm" if path.startswith("litellm") else "floor" if path == "floor" else "gateway"
+            shown_added = added and path not in ("direct", "floor") and not path.startswith("litellm")
             out.append(
                 f"| {mode.replace('_', '-')}{' (time to first token)' if mode == 'streaming' else ''} | {labels.get(path, path)} | {_f(m['requests_per_s'][path], 1)} | "
-                f"{_f(metric[path]['p50'], 1)} | {_f(metric[path]['p99'], 1)} | {(_f(added['p50'], 1) + ' / ' + _f(added['p99'], 1)) if added and path != 'direct' else ''} | "
-                f"{_f(cpu.get('gateway'), 2) if path != 'direct' else '—'} / {_f(cpu.get('upstream'), 2)} / {_f(cpu.get('load_generator'), 2)} |"
+                f"{_f(metric[path]['p50'], 1)} | {_f(metric[path]['p99'], 1)} | {(_f(added['p50'], 1) + ' / ' + _f(added['p99'], 1)) if shown_added else ''} | "
+                f"{_f(cpu.get(server), 2) if path != 'direct' else '—'} / {_f(cpu.get('upstream'), 2)} / {_f(cpu.get('load_generator'), 2)} |"
             )
     out += [
         "",
         f"Errors: {r['non_streaming']['errors']} (non-streaming), {r['streaming']['errors']} (streaming); rows the gateways logged: {r['gateway_request_log_rows']:,}.",
     ]
+    for mode, what in (("non_streaming", "a chat"), ("streaming", "a 20-chunk stream")):
+        m = r[mode]
+        if "gateway_cpu_over_floor" not in m:
+            continue
+        header = m.get("overhead_header_ms", {}).get("gateway", {})
+        whole = m.get("overhead_whole_ms", {}).get("gateway", {})
+        out += [
+            "",
+            f"Gateway CPU for {what}: {_f(m['gateway_cpu_over_floor'], 2)}x the floor's, {_f(m['gateway_cpu_of_litellm'], 3)} of "
+            f"LiteLLM's. `x-conductor-overhead-ms` p50 / p99: header {_f(header.get('p50'), 3)} / {_f(header.get('p99'), 3)} ms, "
+            f"the body's whole figure {_f(whole.get('p50'), 3)} / {_f(whole.get('p99'), 3)} ms.",
+        ]
     return out
 
 

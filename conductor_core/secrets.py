@@ -52,6 +52,7 @@ __all__ = [
     "redact",
     "redact_json",
     "register_secret",
+    "registered",
     "windows_of",
 ]
 
@@ -284,6 +285,8 @@ class Redactor:
 _registry = Redactor()
 register_secret = _registry.register
 redact = _registry.redact
+#: The registered keys: a new set whenever one is added, so a cache of redacted text can key on it.
+registered = _registry.registered
 
 
 def redact_json(value: Any) -> Any:

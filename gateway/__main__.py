@@ -47,6 +47,9 @@ def main() -> None:
         port=settings.port,
         log_level=settings.log_level,
         log_config=log_config(settings.log_level),
+        # Access lines are logged at INFO: above it uvicorn would still build each line's
+        # arguments (the client's address, the quoted path) for nothing.
+        access_log=settings.log_level in ("info", "debug"),
         # Long streams and many clients: keep-alive a little longer than proxies' defaults.
         timeout_keep_alive=30,
         backlog=4096,

@@ -6,21 +6,26 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from fastapi import Request
 
 from conductor_core.routing import AsyncConductor
 
+from .asgi import DisconnectWatch
 from .errors import ApiError, ClientDisconnected
 
-__all__ = ["ClientDisconnected", "core_of", "request_id_of", "until_disconnect"]
+__all__ = ["ClientDisconnected", "core_of", "core_of_app", "request_id_of", "until_disconnect"]
 
 T = TypeVar("T")
 
 
 def core_of(request: Request) -> AsyncConductor:
-    core = getattr(request.app.state, "core", None)
+    return core_of_app(request.app)
+
+
+def core_of_app(app: Any) -> AsyncConductor:
+    core = getattr(app.state, "core", None)
     if core is None:  # only before the lifespan has built it
         raise ApiError(
             503, "starting", "the gateway is still starting; retry in a moment", retryable=True, retry_after=1
@@ -29,31 +34,20 @@ def core_of(request: Request) -> AsyncConductor:
 
 
 def request_id_of(request: Request) -> str:
-    """The id `RequestIdMiddleware` chose (the client's own, when valid)."""
+    """The id the front door chose (the client's own, when valid)."""
     return request.scope["state"]["request_id"]
 
 
 async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
     """`await work`, cancelled if the client disconnects meanwhile: its upstream call (or its
     place in a provider's queue) is given up at once, and recorded as cancelled."""
-    task = asyncio.current_task()
-    assert task is not None
-    gone = False
-
-    async def watch() -> None:
-        nonlocal gone
-        while (await request.receive())["type"] != "http.disconnect":
-            pass  # the body was read already; only a disconnect can come now
-        gone = True
-        task.cancel()
-
-    watcher = asyncio.get_running_loop().create_task(watch())
+    watch = DisconnectWatch(request.receive)
     try:
         return await work
     except asyncio.CancelledError:
-        if not gone:
+        if not watch.gone:
             raise
-        task.uncancel()
+        asyncio.current_task().uncancel()  # type: ignore[union-attr]
         raise ClientDisconnected() from None
     finally:
-        watcher.cancel()
+        watch.close()

@@ -54,6 +54,7 @@ __all__ = [
     "error_response",
     "install_error_handlers",
     "provider_error",
+    "response_for",
     "validation_error",
 ]
 
@@ -426,45 +427,43 @@ def _id(request: Request) -> str | None:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(ClientDisconnected)
-    async def _gone(request: Request, exc: ClientDisconnected) -> Response:
+    for kind in (ClientDisconnected, ApiError, ProviderError, RequestValidationError, ValidationError):
+        app.add_exception_handler(kind, _handler)
+    app.add_exception_handler(StarletteHTTPException, _handler)
+    app.add_exception_handler(Exception, _handler)
+
+
+async def _handler(request: Request, exc: Exception) -> Response:
+    return response_for(exc, _id(request), request.method, request.url.path)
+
+
+def response_for(exc: BaseException, request_id: str | None, method: str, path: str) -> Response:
+    """The gateway's answer to `exc`, raised while handling `method path`: one mapping for the
+    app's exception handlers and for the routes that answer without FastAPI (`routes.py`)."""
+    if isinstance(exc, ClientDisconnected):
         return Response(status_code=499)  # nobody reads it: the client went away (nginx's 499)
-
-    @app.exception_handler(ApiError)
-    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return error_response(exc, _id(request))
-
-    @app.exception_handler(ProviderError)
-    async def _provider_error(request: Request, exc: ProviderError) -> JSONResponse:
-        return error_response(provider_error(exc), _id(request))
-
-    @app.exception_handler(RequestValidationError)
-    async def _request_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(validation_error(list(exc.errors())), _id(request))
-
-    @app.exception_handler(ValidationError)
-    async def _validation(request: Request, exc: ValidationError) -> JSONResponse:
-        return error_response(validation_error(list(exc.errors()), exc.title), _id(request))
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    if isinstance(exc, ApiError):
+        return error_response(exc, request_id)
+    if isinstance(exc, ProviderError):
+        return error_response(provider_error(exc), request_id)
+    if isinstance(exc, RequestValidationError):
+        return error_response(validation_error(list(exc.errors())), request_id)
+    if isinstance(exc, ValidationError):
+        return error_response(validation_error(list(exc.errors()), exc.title), request_id)
+    if isinstance(exc, StarletteHTTPException):
         status = exc.status_code
         kinds = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}
         if status == 404:
-            message = f"no endpoint at {request.method} {request.url.path}; see /docs"
+            message = f"no endpoint at {method} {path}; see /docs"
         elif status == 405:
-            message = f"{request.method} is not allowed on {request.url.path}; see /docs"
+            message = f"{method} is not allowed on {path}; see /docs"
         else:
             message = str(exc.detail)
         headers = dict(exc.headers or {})
         if status == 400 and "parsing the body" in message:  # FastAPI's words for JSON it could not read
             message = "request body could not be read as JSON (nested too deeply, or not JSON at all)"
-        return error_response(ApiError(status, kinds.get(status, "http_error"), message, headers=headers), _id(request))
-
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        error = unexpected(exc)
-        return error_response(error, _id(request))
+        return error_response(ApiError(status, kinds.get(status, "http_error"), message, headers=headers), request_id)
+    return error_response(unexpected(exc), request_id)
 
 
 def unexpected(exc: BaseException) -> ApiError:

@@ -10,17 +10,20 @@ and `/v1/models` answer while it hangs."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import warnings
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any, Literal
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
 from pydantic import TypeAdapter
+from starlette.types import Receive, Scope, Send
 
 from conductor_core import __version__
 from conductor_core.models import ChatRequest, known_provider_names
@@ -29,11 +32,11 @@ from conductor_core.routing import AsyncConductor
 
 from . import native_api, openai_api
 from .errors import install_error_handlers
-from .middleware import BearerKeyMiddleware, BodyLimitMiddleware, CorsMiddleware, RedactingFilter, RequestIdMiddleware
+from .middleware import OVERHEAD_HEADER, FrontDoor, RedactingFilter
 from .schemas import ChatCompletionChunk, ChatCompletionRequest
 from .settings import GatewaySettings
 
-__all__ = ["app", "create_app"]
+__all__ = ["GatewayApp", "app", "create_app"]
 
 log = logging.getLogger("gateway")
 
@@ -97,6 +100,19 @@ def _add_filter(target: logging.Filterer) -> None:
         target.addFilter(RedactingFilter())
 
 
+class GatewayApp(FastAPI):
+    """FastAPI, entered through the gateway's `FrontDoor` (request id, overhead clock, CORS, key,
+    body limit, and the hot routes that answer in plain ASGI) for every HTTP request."""
+
+    front: FrontDoor
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await self.front(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
+
+
 def create_app(
     conductor: Conductor | AsyncConductor | None = None, *, settings: GatewaySettings | None = None
 ) -> FastAPI:
@@ -113,6 +129,7 @@ def create_app(
             # Conductor wires the core to the arena's ratings (the `preferred` policy); the gateway awaits the core.
             app.state.core = await asyncio.to_thread(lambda: Conductor(source="gateway").core)
             log.info("Conductor ready: providers %s", ", ".join(app.state.core.registry.providers) or "none")
+            settle_heap()
         try:
             yield
         finally:
@@ -123,7 +140,7 @@ def create_app(
                 for provider in app.state.core.registry.providers.values():
                     await provider.aclose()  # this loop's clients; the core itself is the caller's
 
-    app = FastAPI(
+    app = GatewayApp(
         title="Conductor gateway",
         version=__version__,
         description=DESCRIPTION,
@@ -143,26 +160,29 @@ def create_app(
         current = app.state.core
         return current.settings.api_key if current is not None else None
 
-    # Added last = outermost. The request id first (every response has one), then CORS (a
-    # browser's preflight needs no key), then the key, then the body limit (both before
-    # the body is read).
-    app.add_middleware(BodyLimitMiddleware, max_bytes=gateway_settings.max_body_bytes)
-    app.add_middleware(
-        BearerKeyMiddleware, get_key=current_key, allow_unauthenticated=gateway_settings.allow_unauthenticated
-    )
     origins = gateway_settings.cors_origin_list()
-    if origins:
-        app.add_middleware(
-            CorsMiddleware,
-            allow_origins=origins,
-            allow_methods=["GET", "POST", "HEAD", "OPTIONS"],
+    cors = (
+        {
+            "allow_origins": origins,
+            "allow_methods": ["GET", "POST", "HEAD", "OPTIONS"],
             # Any header an allowed origin asks for (reflected): the official SDKs send their own
             # (openai-node: x-stainless-*), and the origin, not the header, is what is trusted.
-            allow_headers=["*"],
-            expose_headers=EXPOSED_HEADERS,
-            max_age=600,
-        )
-    app.add_middleware(RequestIdMiddleware)
+            "allow_headers": ["*"],
+            "expose_headers": EXPOSED_HEADERS,
+            "max_age": 600,
+        }
+        if origins
+        else None
+    )
+    app.front = FrontDoor(
+        partial(FastAPI.__call__, app),
+        get_key=current_key,
+        max_body_bytes=gateway_settings.max_body_bytes,
+        allow_unauthenticated=gateway_settings.allow_unauthenticated,
+        cors=cors,
+        # The hot path, without FastAPI's routing, dependencies and exception middleware per request.
+        routes={("POST", "/v1/chat/completions"): partial(openai_api.serve_chat, app)},
+    )
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -171,6 +191,22 @@ def create_app(
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+def settle_heap() -> None:
+    """For a process that is the gateway (the core built here, at startup, not handed in by an
+    embedding program): what startup built (modules, the core, the SDKs' types) lives as long
+    as the process, so it is frozen out of the cyclic garbage collector, whose full passes
+    would walk it again and again; and young collections run every 7,000 net allocations
+    instead of 700 (a request leaves a few dozen objects behind for a while: metrics windows,
+    the log's queue). Measured by benchmarks/profile_gateway.py against the same gateway
+    without it, paired blocks of one run: -0.35 ms CPU per chat, -0.28 ms per stream."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(_YOUNG_COLLECTION_EVERY, *gc.get_threshold()[1:])
+
+
+_YOUNG_COLLECTION_EVERY = 7000
 
 
 #: Headers a browser page may read from a cross-origin answer.
@@ -186,6 +222,7 @@ EXPOSED_HEADERS = [
     "x-conductor-ttft-ms",
     "x-conductor-cost-usd",
     "x-conductor-attempts",
+    OVERHEAD_HEADER,
 ]
 
 

@@ -1,6 +1,8 @@
 """Pure ASGI middleware (no BaseHTTPMiddleware: it would buffer server-sent events): the
-request id every response carries, the bearer key (and the refusal to serve a non-loopback
-address without one), and the request body limit, all before a body is read."""
+request id and the overhead figure every response carries, the bearer key (and the refusal
+to serve a non-loopback address without one), and the request body limit, all before a body
+is read, in one layer (`FrontDoor`); CORS's refusals in the gateway's error shape; and the
+filter that redacts every log line."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import ipaddress
 import logging
 import re
 from collections.abc import Callable
+from typing import Any
 
 from pydantic import SecretStr
 from starlette.datastructures import Headers
@@ -17,17 +20,20 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from conductor_core import overhead
 from conductor_core.config import redact
 from conductor_core.models import new_id
 
 from .errors import ApiError, error_response
 
 __all__ = [
-    "BearerKeyMiddleware",
     "CorsMiddleware",
-    "BodyLimitMiddleware",
+    "FrontDoor",
+    "OVERHEAD_HEADER",
     "RedactingFilter",
-    "RequestIdMiddleware",
+    "Routes",
+    "overhead_value",
+    "too_large",
     "OPEN_PATHS",
     "MIN_PUBLIC_KEY_LENGTH",
     "is_loopback",
@@ -76,82 +82,191 @@ def exposure_error(host: str, key: str | None, allow_unauthenticated: bool) -> s
     return None
 
 
-class RequestIdMiddleware:
-    """Every response carries `x-request-id`: the client's own when it sent a valid one (so
-    its logs and ours agree), else a new id. The core logs each attempt under it."""
+#: (method, path) -> an ASGI handler that answers without FastAPI (see `FrontDoor`).
+Routes = dict[tuple[str, str], ASGIApp]
 
-    def __init__(self, app: ASGIApp) -> None:
+OVERHEAD_HEADER = "x-conductor-overhead-ms"
+_OVERHEAD = OVERHEAD_HEADER.encode()
+
+
+def overhead_value(ms: float) -> str:
+    return f"{ms:.3f}"
+
+
+class FrontDoor:
+    """Every HTTP request's way in, as one pure-ASGI layer (three separate middlewares cost a
+    call, a wrapped `send` and a wrapped `receive` each, on every request): the request id,
+    the overhead clock, CORS, the bearer key and the body limit. Then `routes`, the hot
+    endpoints, which answer without FastAPI's per-request machinery (they read their own
+    body, within the same limit, and set their own headers), or else the app.
+
+    The order is the one the separate middlewares had: the request id first (every response
+    has one), then CORS (a browser's preflight needs no key), then the key, then the body
+    limit (both before the body is read).
+
+    * `x-request-id` on every response: the client's own when it sent a valid one (so its
+      logs and ours agree), else a new id. The core logs each attempt under it.
+    * `x-conductor-overhead-ms` on every response: the time spent in Conductor, the upstream's
+      excluded (`conductor_core.overhead`), measured from here.
+    * When a key is configured, every path but /health needs `Authorization: Bearer <key>`.
+      `get_key` is read per request, so the key comes from the Conductor's settings.
+    * 413 for a body over `max_body_bytes`: at once when Content-Length says so, otherwise as
+      soon as the streamed body passes the limit (before the endpoint has answered anything).
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        get_key: Callable[[], SecretStr | None],
+        max_body_bytes: int,
+        allow_unauthenticated: bool = False,
+        cors: dict[str, Any] | None = None,
+        routes: Routes | None = None,
+    ) -> None:
         self.app = app
+        self.get_key = get_key
+        self.max_body_bytes = max_body_bytes
+        self.allow_unauthenticated = allow_unauthenticated
+        self.routes: Routes = routes or {}
+        self.cors = CorsMiddleware(self._guarded, **cors) if cors else None
+        self._refusals: dict[tuple[str, str], str | None] = {}  # (server host, key) -> exposure_error
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        clock = overhead.started()
         request_id = None
-        for name, value in scope.get("headers", ()):
+        origin = False
+        for name, value in scope["headers"]:
             if name == b"x-request-id":
-                candidate = value.decode("latin-1").strip()
-                if _CLIENT_ID.fullmatch(candidate):
-                    request_id = candidate
-                break
+                if request_id is None:
+                    candidate = value.decode("latin-1").strip()
+                    request_id = candidate if _CLIENT_ID.fullmatch(candidate) else ""
+            elif name == b"origin":
+                origin = True
         request_id = request_id or new_id()
         scope.setdefault("state", {})["request_id"] = request_id
-        header = (b"x-request-id", request_id.encode())
+        try:
+            if self.cors is not None and origin:
+                await self.cors(scope, receive, _stamped(send, request_id, clock))
+            else:
+                await self._guarded(scope, receive, send)
+        finally:
+            clock.release()  # the answer's log row, if nothing sent it yet (an error, a client gone)
 
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", ()))
-                if not any(name.lower() == b"x-request-id" for name, _ in headers):
-                    headers.append(header)
-                message["headers"] = headers
-            await send(message)
-
-        await self.app(scope, receive, send_with_id)
-
-
-def _scope_request_id(scope: Scope) -> str | None:
-    return scope.get("state", {}).get("request_id")
-
-
-class BearerKeyMiddleware:
-    """When a key is configured, every path but /health needs `Authorization: Bearer <key>`.
-    `get_key` is read per request, so the key comes from the Conductor's settings."""
-
-    def __init__(
-        self, app: ASGIApp, get_key: Callable[[], SecretStr | None], allow_unauthenticated: bool = False
-    ) -> None:
-        self.app = app
-        self.get_key = get_key
-        self.allow_unauthenticated = allow_unauthenticated
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
-            await self.app(scope, receive, send)
+    async def _guarded(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["path"] not in OPEN_PATHS:
+            refusal = self._refusal(scope)
+            if refusal is not None:
+                request_id = scope["state"]["request_id"]
+                await error_response(refusal, request_id)(scope, receive, _stamped(send, request_id))
+                return
+        route = self.routes.get((scope["method"], _route_path(scope)))
+        if route is not None:  # it reads its body within the limit and sets its own headers
+            await route(scope, receive, send)
             return
+        await self._limited(scope, receive, _stamped(send, scope["state"]["request_id"]))
+
+    def _refusal(self, scope: Scope) -> ApiError | None:
         key = self.get_key()
         secret = key.get_secret_value() if key is not None else ""
         if len(secret) < MIN_PUBLIC_KEY_LENGTH:
             # `uvicorn gateway.main:app --host 0.0.0.0` bypasses `python -m gateway`'s check:
             # a request that reached a non-loopback address is refused here instead.
             server = scope.get("server") or ("127.0.0.1", 0)
-            refusal = exposure_error(str(server[0]), secret, self.allow_unauthenticated)
+            cache_key = (str(server[0]), secret)
+            if cache_key not in self._refusals:
+                if len(self._refusals) > 64:
+                    self._refusals.clear()
+                self._refusals[cache_key] = exposure_error(cache_key[0], secret, self.allow_unauthenticated)
+            refusal = self._refusals[cache_key]
             if refusal is not None:
-                error = ApiError(403, "unauthenticated_exposure", refusal)
-                await error_response(error, _scope_request_id(scope))(scope, receive, send)
-                return
+                return ApiError(403, "unauthenticated_exposure", refusal)
         if not secret:
-            await self.app(scope, receive, send)
-            return
+            return None
         presented = _bearer(scope)
         if presented is None:
             reason = "missing API key: send 'Authorization: Bearer <CONDUCTOR_API_KEY>'"
         elif not hmac.compare_digest(presented.encode(), secret.encode()):
             reason = "invalid API key: the bearer key does not match CONDUCTOR_API_KEY"
         else:
-            await self.app(scope, receive, send)
-            return
-        error = ApiError(401, "authentication", reason, headers={"www-authenticate": "Bearer"})
-        await error_response(error, _scope_request_id(scope))(scope, receive, send)
+            return None
+        return ApiError(401, "authentication", reason, headers={"www-authenticate": "Bearer"})
+
+    async def _limited(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The app, with the body limit."""
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = 0
+                if declared > self.max_body_bytes:
+                    await error_response(too_large(self.max_body_bytes), scope["state"]["request_id"])(
+                        scope, receive, send
+                    )
+                    return
+        received = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    raise _TooLarge(413, too_large(self.max_body_bytes).message)
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _TooLarge:
+            if started:
+                raise
+            await error_response(too_large(self.max_body_bytes), scope["state"]["request_id"])(scope, receive, send)
+
+
+def _route_path(scope: Scope) -> str:
+    """The path without the root path a proxy mounted the gateway under (as Starlette routes)."""
+    path: str = scope["path"]
+    root = scope.get("root_path")
+    return path[len(root) :] if root and path.startswith(root) else path
+
+
+def _stamped(send: Send, request_id: str, clock: overhead.RequestClock | None = None) -> Send:
+    """`send`, adding `x-request-id` and `x-conductor-overhead-ms` to a response that lacks them,
+    and writing the answer's held log row before the response's first byte."""
+    clock = clock or overhead.current()
+    header = (b"x-request-id", request_id.encode())
+
+    async def send_stamped(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers", ()))
+            names = {name.lower() for name, _ in headers}
+            if b"x-request-id" not in names:
+                headers.append(header)
+            if clock is not None:
+                spent = clock.release()
+                if _OVERHEAD not in names:
+                    headers.append((_OVERHEAD, overhead_value(spent).encode()))
+            message["headers"] = headers
+        elif clock is not None:
+            clock.release()  # a row held after the start (a stream's answer) leaves before its last byte
+        await send(message)
+
+    return send_stamped
+
+
+def _scope_request_id(scope: Scope) -> str | None:
+    return scope.get("state", {}).get("request_id")
 
 
 def presents_key(scope: Scope, key: SecretStr | None) -> bool:
@@ -179,61 +294,15 @@ class _TooLarge(StarletteHTTPException):
     the app's own handler renders it as a 413."""
 
 
-class BodyLimitMiddleware:
-    """413 for a body over `max_bytes`: at once when Content-Length says so, otherwise as soon
-    as the streamed body passes the limit (before the endpoint has answered anything)."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    def _error(self) -> ApiError:
-        mib = self.max_bytes / (1024 * 1024)
-        size = f"{mib:g} MiB" if mib >= 1 else f"{self.max_bytes} bytes"
-        return ApiError(
-            413,
-            "request_too_large",
-            f"request body is larger than the gateway accepts ({size}); shorten the conversation "
-            "or raise CONDUCTOR_GATEWAY_MAX_BODY_BYTES",
-        )
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        for name, value in scope.get("headers", ()):
-            if name == b"content-length":
-                try:
-                    declared = int(value)
-                except ValueError:
-                    declared = 0
-                if declared > self.max_bytes:
-                    await error_response(self._error(), _scope_request_id(scope))(scope, receive, send)
-                    return
-        received = 0
-        started = False
-
-        async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise _TooLarge(413, self._error().message)
-            return message
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _TooLarge:
-            if started:
-                raise
-            await error_response(self._error(), _scope_request_id(scope))(scope, receive, send)
+def too_large(max_bytes: int) -> ApiError:
+    mib = max_bytes / (1024 * 1024)
+    size = f"{mib:g} MiB" if mib >= 1 else f"{max_bytes} bytes"
+    return ApiError(
+        413,
+        "request_too_large",
+        f"request body is larger than the gateway accepts ({size}); shorten the conversation "
+        "or raise CONDUCTOR_GATEWAY_MAX_BODY_BYTES",
+    )
 
 
 class CorsMiddleware(CORSMiddleware):

@@ -7,8 +7,9 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
+from functools import partial
 from typing import Any
 
 import anyio
@@ -17,7 +18,9 @@ from fastapi import APIRouter, Request, Security
 from fastapi.responses import Response, StreamingResponse
 from fastapi.security import HTTPBearer
 from pydantic import BaseModel, ValidationError
+from starlette.types import Receive, Scope, Send
 
+from conductor_core import overhead
 from conductor_core.config import redact
 from conductor_core.errors import NotConfiguredError, ProviderError
 from conductor_core.models import (
@@ -38,10 +41,22 @@ from conductor_core.models import (
     tools_from_functions,
 )
 from conductor_core.routing import AsyncConductor
+from conductor_core.secrets import registered
 
+from .asgi import DisconnectWatch, read_body
 from .body import check_message_count, check_text, load_json, may_hold_surrogate, off_loop
-from .core import core_of, request_id_of, until_disconnect
-from .errors import ERROR_RESPONSES, PROVIDER_RESPONSES, ApiError, error_body, provider_error, validation_error
+from .core import core_of, core_of_app
+from .errors import (
+    ERROR_RESPONSES,
+    PROVIDER_RESPONSES,
+    ApiError,
+    ClientDisconnected,
+    error_body,
+    provider_error,
+    response_for,
+    validation_error,
+)
+from .middleware import OVERHEAD_HEADER, overhead_value
 from .schemas import (
     BLANK,
     ChatCompletion,
@@ -57,7 +72,10 @@ __all__ = [
     "parse_completion_request",
     "to_chat_request",
     "to_completion",
+    "completion_body",
     "conductor_info",
+    "conductor_info_body",
+    "serve_chat",
     "resolve_model",
     "list_models",
 ]
@@ -170,21 +188,27 @@ def _message(m: Any) -> ChatMessage:
     )
 
 
-def conductor_info(response: ChatResponse) -> ConductorInfo:
+def conductor_info(response: ChatResponse, overhead_ms: float | None = None) -> ConductorInfo:
+    return ConductorInfo.model_validate(conductor_info_body(response, overhead_ms))
+
+
+def conductor_info_body(response: ChatResponse, overhead_ms: float | None = None) -> dict[str, Any]:
+    """`conductor_info` as the JSON it dumps to (built directly: the hot path's)."""
     a, r = response.analytics, response.routing
-    return ConductorInfo(
-        request_id=response.metadata.id,
-        provider=response.metadata.provider,
-        model=response.metadata.model,
-        route=r.mode,
-        policy=r.policy.value if r.policy else None,
-        reason=r.reason,
-        attempts=r.attempts,
-        latency_ms=a.latency_ms,
-        time_to_first_token_ms=a.time_to_first_token_ms,
-        tokens_per_second=a.tokens_per_second,
-        cost_usd=a.cost_usd,
-    )
+    return {
+        "request_id": response.metadata.id,
+        "provider": response.metadata.provider,
+        "model": response.metadata.model,
+        "route": r.mode,
+        "policy": r.policy.value if r.policy else None,
+        "reason": r.reason,
+        "attempts": [attempt.model_dump(mode="json") for attempt in r.attempts],
+        "latency_ms": a.latency_ms,
+        "time_to_first_token_ms": a.time_to_first_token_ms,
+        "tokens_per_second": a.tokens_per_second,
+        "cost_usd": a.cost_usd,
+        "overhead_ms": None if overhead_ms is None else round(overhead_ms, 3),
+    }
 
 
 def _finish(reason: str | None) -> str:
@@ -213,26 +237,47 @@ def completion_id(request_id: str, upstream_id: str | None = None) -> str:
     return upstream_id or f"chatcmpl-{request_id.removeprefix('req_')}"
 
 
-def to_completion(response: ChatResponse, *, legacy_functions: bool = False) -> ChatCompletion:
-    message: dict[str, Any] = {"role": "assistant", "content": response.content}
+def to_completion(
+    response: ChatResponse, *, legacy_functions: bool = False, overhead_ms: float | None = None
+) -> ChatCompletion:
+    return ChatCompletion.model_validate(
+        completion_body(response, legacy_functions=legacy_functions, overhead_ms=overhead_ms)
+    )
+
+
+def completion_body(
+    response: ChatResponse, *, legacy_functions: bool = False, overhead_ms: float | None = None
+) -> dict[str, Any]:
+    """`to_completion` as the JSON it dumps to, built directly (the hot path's: validating the
+    answer into the response models and dumping them again cost more than the rest of it)."""
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": response.content,
+        "refusal": None,
+        "tool_calls": None,
+        "function_call": None,
+    }
     finish = _finish(response.metadata.finish_reason)
     if response.tool_calls:
         if legacy_functions:  # a client that sent `functions` reads `function_call`
-            message["function_call"] = response.tool_calls[0].function.model_dump()
+            message["function_call"] = response.tool_calls[0].function.model_dump(mode="json")
             finish = "function_call"
         else:
-            message["tool_calls"] = [call.model_dump() for call in response.tool_calls]
+            message["tool_calls"] = [call.model_dump(mode="json") for call in response.tool_calls]
             finish = "tool_calls"
         message["content"] = response.content or None
-    return ChatCompletion(
-        id=completion_id(response.metadata.id, response.metadata.upstream_id),
-        created=int(response.metadata.finished_at.timestamp()),
-        model=_label(response),
-        choices=[{"index": 0, "message": message, "finish_reason": finish, "logprobs": response.logprobs}],
-        usage=_usage(response),
-        system_fingerprint=response.metadata.system_fingerprint,
-        conductor=conductor_info(response),
-    )
+    usage = _usage(response)
+    usage.setdefault("prompt_tokens_details", None)
+    return {
+        "id": completion_id(response.metadata.id, response.metadata.upstream_id),
+        "object": "chat.completion",
+        "created": int(response.metadata.finished_at.timestamp()),
+        "model": _label(response),
+        "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": response.logprobs}],
+        "usage": usage,
+        "system_fingerprint": response.metadata.system_fingerprint,
+        "conductor": conductor_info_body(response, overhead_ms),
+    }
 
 
 def _header(value: Any) -> str:
@@ -242,14 +287,39 @@ def _header(value: Any) -> str:
     return redact(text)[:512]
 
 
+def _known_header(value: str) -> str:
+    """`_header(value)` for text that repeats from request to request (provider, model, route,
+    reason), remembered until another key is registered (what redaction removes changes)."""
+    cache = _HEADER_CACHE
+    if cache.keys_seen is not registered():
+        cache.clear()
+        cache.keys_seen = registered()
+    found = cache.get(value)
+    if found is None:
+        if len(cache) >= _HEADER_CACHE_SIZE:
+            cache.clear()
+        found = cache[value] = _header(value)
+    return found
+
+
+class _HeaderCache(dict[str, str]):
+    keys_seen: object = None
+
+
+_HEADER_CACHE = _HeaderCache()
+_HEADER_CACHE_SIZE = 512
+
+
 def conductor_headers(response: ChatResponse) -> dict[str, str]:
-    """Conductor's figures as response headers (for clients that only see the OpenAI body)."""
+    """Conductor's figures as response headers (for clients that only see the OpenAI body).
+    Text goes through `redact()` (a model's name comes from the upstream); the figures are
+    numbers Conductor formats itself."""
     a, r = response.analytics, response.routing
     headers = {
-        "x-request-id": response.metadata.id,
-        "x-conductor-provider": response.metadata.provider,
-        "x-conductor-model": response.metadata.model,
-        "x-conductor-route": r.mode,
+        "x-request-id": _header(response.metadata.id),
+        "x-conductor-provider": _known_header(response.metadata.provider),
+        "x-conductor-model": _known_header(response.metadata.model),
+        "x-conductor-route": _known_header(r.mode),
         "x-conductor-latency-ms": f"{a.latency_ms:.1f}",
         "x-conductor-cost-usd": "unknown" if a.cost_usd is None else f"{a.cost_usd:.8f}",
         "x-conductor-attempts": str(len(r.attempts)),
@@ -257,8 +327,8 @@ def conductor_headers(response: ChatResponse) -> dict[str, str]:
     if a.time_to_first_token_ms is not None:
         headers["x-conductor-ttft-ms"] = f"{a.time_to_first_token_ms:.1f}"
     if r.reason:
-        headers["x-conductor-route-reason"] = r.reason
-    return {k: _header(v) for k, v in headers.items()}
+        headers["x-conductor-route-reason"] = _known_header(r.reason)
+    return headers
 
 
 # --- model names ----------------------------------------------------------------------------
@@ -436,26 +506,86 @@ _STREAM_SCHEMA = {
     },
 )
 async def chat_completions(request: Request) -> Response:
-    # The body is read here, not by FastAPI: checked before anything else, and a large one is
-    # parsed (and turned into the core's request) in a worker thread, off the event loop.
-    raw = await request.body()
-    max_messages = request.app.state.gateway_settings.max_messages
-    body = await off_loop(len(raw), parse_completion_request, raw, max_messages)
-    core = core_of(request)
-    provider, model = await resolve_model(core, body.model)
-    chat_request = await off_loop(len(raw), to_chat_request, body, provider, model)
-    request_id = request_id_of(request)
-    legacy = body.functions is not None and body.tools is None  # the client reads function_call
-    if body.stream:
-        include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return await _stream(request, core, chat_request, include_usage, request_id, legacy)
+    # Documentation, and the way in for an app that mounts this router itself: the gateway's
+    # front door hands this path straight to `serve_chat` (no FastAPI machinery per request).
+    return _Handled(partial(serve_chat, request.app))
+
+
+class _Handled(Response):
+    """A handler that answers in plain ASGI, as FastAPI's endpoint response."""
+
+    def __init__(self, handler: Callable[[Scope, Receive, Send], Awaitable[None]]) -> None:
+        self.handler = handler
+        self.background = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.handler(scope, receive, send)
+
+
+async def serve_chat(app: Any, scope: Scope, receive: Receive, send: Send) -> None:
+    """``POST /v1/chat/completions`` in plain ASGI, the gateway's hot path: the body is read
+    and checked here (a large one parsed, and turned into the core's request, in a worker
+    thread, off the event loop), the answer is built as bytes, and every failure is answered
+    as the app's exception handlers answer it (`response_for`). The client going away cancels
+    the request wherever it is (`DisconnectWatch`)."""
+    request_id: str = scope["state"]["request_id"]
+    clock = overhead.current()
+    watch: DisconnectWatch | None = None
+    started = False
+
+    async def start(status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        nonlocal started
+        started = True
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+
     try:
-        response = await until_disconnect(request, core.chat(chat_request, request_id=request_id))
-    except ProviderError as error:
-        raise _with_hint(error) from None
-    completion = to_completion(response, legacy_functions=legacy)
-    # Serialised by pydantic-core in one pass (no intermediate dict, no json.dumps).
-    return Response(completion.model_dump_json(), media_type="application/json", headers=conductor_headers(response))
+        settings = app.state.gateway_settings
+        raw = await read_body(receive, settings.max_body_bytes)
+        watch = DisconnectWatch(receive)
+        body = await off_loop(len(raw), parse_completion_request, raw, settings.max_messages)
+        core = core_of_app(app)
+        provider, model = await resolve_model(core, body.model)
+        chat_request = await off_loop(len(raw), to_chat_request, body, provider, model)
+        legacy = body.functions is not None and body.tools is None  # the client reads function_call
+        if body.stream:
+            include_usage = bool(body.stream_options and body.stream_options.include_usage)
+            await _serve_stream(core, chat_request, include_usage, request_id, legacy, start, send)
+            return
+        try:
+            response = await core.chat(chat_request, request_id=request_id)
+        except ProviderError as error:
+            raise _with_hint(error) from None
+        spent = clock.release() if clock is not None else None
+        content = orjson.dumps(completion_body(response, legacy_functions=legacy, overhead_ms=spent))
+        headers = _raw(conductor_headers(response))
+        if spent is not None:
+            headers.append((_OVERHEAD, overhead_value(spent).encode()))
+        headers += [(b"content-length", str(len(content)).encode()), (b"content-type", b"application/json")]
+        await start(200, headers)
+        await send({"type": "http.response.body", "body": content})
+    except asyncio.CancelledError:
+        if watch is None or not watch.gone:
+            raise
+        asyncio.current_task().uncancel()  # type: ignore[union-attr]  # the client left: nobody to answer
+    except ClientDisconnected:
+        pass
+    except Exception as exc:  # answered as the app's handlers answer it
+        if started:
+            raise
+        answer = response_for(exc, request_id, scope["method"], scope["path"])
+        if clock is not None:
+            answer.headers[OVERHEAD_HEADER] = overhead_value(clock.release())
+        await answer(scope, receive, send)
+    finally:
+        if watch is not None:
+            watch.close()
+
+
+def _raw(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    return [(name.encode(), value.encode("latin-1")) for name, value in headers.items()]
+
+
+_OVERHEAD = OVERHEAD_HEADER.encode()
 
 
 def _with_hint(error: ProviderError) -> ApiError:
@@ -519,7 +649,7 @@ class _SSEResponse(StreamingResponse):
                 await self.body_iterator.aclose()  # type: ignore[union-attr]
 
 
-async def coalesced(source: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+async def coalesced(source: AsyncIterator[bytes]) -> AsyncGenerator[bytes, None]:
     """`source`'s pieces, joined when several are ready at once. The source runs in its own
     task and this side sends whatever has gathered each time it wakes: chunks that arrive
     together from the upstream (one TCP read often holds many) leave in one write, not one
@@ -583,26 +713,60 @@ async def _head(events: AsyncIterator[Any]) -> list[Any]:
     return head
 
 
-async def _stream(
-    request: Request,
+async def _serve_stream(
     core: AsyncConductor,
     chat_request: ChatRequest,
     include_usage: bool,
     request_id: str,
-    legacy_functions: bool = False,
-) -> Response:
+    legacy_functions: bool,
+    start: Callable[[int, list[tuple[bytes, bytes]]], Awaitable[None]],
+    send: Send,
+) -> None:
     events = core.stream(chat_request, request_id=request_id)
     # Wait for the first content before answering: a request that fails outright gets a real
     # HTTP status (429, 503...), which OpenAI clients turn into the right exception, rather
-    # than a 200 with an error inside. A client that leaves meanwhile cancels it.
+    # than a 200 with an error inside.
     try:
-        head = await until_disconnect(request, _head(events))
+        head = await _head(events)
     except ProviderError as error:
+        await events.aclose()
         raise _with_hint(error) from None
     except BaseException:
         await events.aclose()
         raise
-    start = next((e for e in head if isinstance(e, StreamStart)), None)
+    start_event = next((e for e in head if isinstance(e, StreamStart)), None)
+    headers = [
+        (b"cache-control", b"no-cache"),
+        (b"x-accel-buffering", b"no"),
+        (b"x-request-id", request_id.encode()),
+    ]
+    if start_event is not None:
+        headers.append((b"x-conductor-provider", _known_header(start_event.provider).encode("latin-1")))
+        headers.append((b"x-conductor-model", _known_header(start_event.model).encode("latin-1")))
+    clock = overhead.current()
+    if clock is not None:  # as a header, only the time before the first byte: the last chunk has all of it
+        headers.append((_OVERHEAD, overhead_value(clock.overhead_ms()).encode()))
+    headers.append((b"content-type", b"text/event-stream; charset=utf-8"))
+    pieces = coalesced(
+        _stream_body(events, head, start_event, chat_request, include_usage, request_id, legacy_functions)
+    )
+    async with aclosing(pieces):
+        await start(200, headers)
+        async for data in pieces:
+            await send({"type": "http.response.body", "body": data, "more_body": True})
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _stream_body(
+    events: AsyncIterator[Any],
+    head: list[Any],
+    start: StreamStart | None,
+    chat_request: ChatRequest,
+    include_usage: bool,
+    request_id: str,
+    legacy_functions: bool,
+) -> AsyncIterator[bytes]:
+    """The SSE bytes of a stream whose first events (`head`) were read already."""
     served = f"{start.provider}/{start.model}" if start else chat_request.model or chat_request.provider
     chunks = _Chunks(request_id, served, start)
 
@@ -626,7 +790,10 @@ async def _stream(
             return f": {_header(event.message)}\n\n".encode(), False  # an SSE comment: clients skip it
         if kind is StreamDone:
             response = event.response
-            info = conductor_info(response).model_dump(mode="json")
+            clock = overhead.current()
+            # The whole figure, up to this last chunk; the answer's log row is written with it, now.
+            spent = clock.release() if clock is not None else None
+            info = conductor_info_body(response, spent)
             finish = _finish(response.metadata.finish_reason)
             if response.tool_calls:
                 finish = "function_call" if legacy_functions else "tool_calls"
@@ -638,38 +805,29 @@ async def _stream(
             return _incomplete(event), True
         return b"", False  # StreamStart: already used for the chunks' model
 
-    async def body() -> AsyncIterator[bytes]:
-        async with aclosing(events):
-            try:
-                out = [chunks.chunk({"role": "assistant", "content": ""})]
-                for event in head:
-                    data, finished = render(event)
-                    out.append(data)
-                    if finished:
-                        yield b"".join(out)
-                        return
-                yield b"".join(out)
-                async for event in events:
-                    data, finished = render(event)
-                    if data:
-                        yield data
-                    if finished:
-                        return
-                # The core ended without StreamDone: not a success either.
-                error = ApiError(
-                    502, "stream_interrupted", "the stream ended before it finished", request_id=request_id
-                )
-                yield _sse(error_body(error), "error")
-            except ProviderError as error:
-                yield _sse(error_body(provider_error(error), request_id), "error")
-            except ApiError as error:
-                yield _sse(error_body(error, request_id), "error")
-
-    headers = {"cache-control": "no-cache", "x-accel-buffering": "no", "x-request-id": request_id}
-    if start is not None:
-        headers["x-conductor-provider"] = _header(start.provider)
-        headers["x-conductor-model"] = _header(start.model)
-    return _SSEResponse(coalesced(body()), media_type="text/event-stream", headers=headers)
+    async with aclosing(events):
+        try:
+            out = [chunks.chunk({"role": "assistant", "content": ""})]
+            for event in head:
+                data, finished = render(event)
+                out.append(data)
+                if finished:
+                    yield b"".join(out)
+                    return
+            yield b"".join(out)
+            async for event in events:
+                data, finished = render(event)
+                if data:
+                    yield data
+                if finished:
+                    return
+            # The core ended without StreamDone: not a success either.
+            error = ApiError(502, "stream_interrupted", "the stream ended before it finished", request_id=request_id)
+            yield _sse(error_body(error), "error")
+        except ProviderError as error:
+            yield _sse(error_body(provider_error(error), request_id), "error")
+        except ApiError as error:
+            yield _sse(error_body(error, request_id), "error")
 
 
 def _incomplete(event: StreamIncomplete) -> bytes:

@@ -328,6 +328,11 @@ class ConductorInfo(BaseModel):
     time_to_first_token_ms: float | None = None
     tokens_per_second: float | None = None
     cost_usd: float | None = Field(default=None, description="Estimated; null when the price is unknown.")
+    overhead_ms: float | None = Field(
+        default=None,
+        description="Time spent in Conductor, the upstream's excluded (as in the x-conductor-overhead-ms header, "
+        "which for a stream can only hold the time before its first byte; this is the whole figure).",
+    )
 
 
 class CompletionUsage(BaseModel):

@@ -131,6 +131,10 @@ def test_fanout_and_gateway_load_complete_without_errors(
         errors = load[mode]["errors"]
         assert {"direct", "gateway"} <= set(errors) and not any(errors.values())  # LiteLLM too, when installed
         assert load[mode]["latency_ms"]["gateway"]["n"] > 0
+        # The floor measured beside it, and the gateway's own overhead figure read off its answers.
+        assert load[mode]["cpu_ms_per_request"]["floor"]["floor"] > 0 and load[mode]["gateway_cpu_over_floor"] > 0
+        assert load[mode]["overhead_header_ms"]["gateway"]["n"] == load[mode]["latency_ms"]["gateway"]["n"]
+        assert load[mode]["overhead_whole_ms"]["gateway"]["n"] == load[mode]["latency_ms"]["gateway"]["n"]
     hung = load["hung_upstream"]
     assert hung["health_ms"]["with_hung"]["n"] > 0 and hung["healthy_chat_ms"]["with_hung"]["n"] > 0
 

@@ -1133,3 +1133,37 @@ def test_sessions_are_listed_with_when_they_were_used_beside_their_title() -> No
         "Untitled chat · 14:30:45",
         "A title far longer than a phone's sideba… · 14:00",
     ]
+
+
+def test_dashboard_shows_the_gateways_overhead_per_request(app):
+    """p50/p99 of x-conductor-overhead-ms over the gateway's requests (a request's attempts'
+    shares summed); the card is absent while only the playground has traffic."""
+    log = conductor().log
+    now = utcnow()
+    bulk_write(
+        log, [AttemptRecord(request_id="p1", provider="alpha", status="ok", source="playground", created_at=now)]
+    )
+    app.switch_page("views/dashboard.py").run()
+    no_traceback(app)
+    assert "Gateway overhead" not in {m.label for m in app.metric}
+
+    def row(request_id: str, overhead_ms: float, status: str = "ok") -> AttemptRecord:
+        return AttemptRecord(
+            request_id=request_id,
+            provider="alpha",
+            status=status,
+            source="gateway",
+            created_at=now - timedelta(seconds=30),
+            overhead_ms=overhead_ms,
+        )
+
+    # Requests of 1, 2, ... 100 ms; the 10 ms one was a failed attempt (4 ms) and a fallback (6 ms).
+    rows = [row(f"g{n}", float(n)) for n in range(1, 101) if n != 10]
+    rows += [row("g10", 4.0, "error"), row("g10", 6.0)]
+    bulk_write(log, rows)
+    app.run()
+    no_traceback(app)
+    card = next(m for m in app.metric if m.label == "Gateway overhead")
+    assert (card.value, card.delta) == ("50.50 ms", "p99 99.01 ms")
+    assert "100 requests" in card.proto.help
+    assert log.gateway_overhead(since=now - timedelta(seconds=5)) is None  # a window without them

@@ -604,6 +604,32 @@ def test_provider_totals_match(backend: Backend) -> None:
         assert isinstance(usage, ProviderUsage)
 
 
+def test_gateway_overhead_sums_a_requests_attempts_and_reads_only_the_gateways_newest_rows(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from conductor_core.store import reads
+
+    log = backend.make()
+    assert log.gateway_overhead() is None
+    rows = [
+        make_record(request_id=f"r{n}", source="gateway", overhead_ms=float(n), created_at=T0 + timedelta(seconds=n))
+        for n in range(1, 6)
+    ]
+    rows.append(make_record(request_id="r3", source="gateway", status="error", overhead_ms=3.0, created_at=T0))
+    rows.append(make_record(request_id="p", source="playground", overhead_ms=500.0, created_at=T0))
+    rows.append(make_record(request_id="old", source="gateway", overhead_ms=None, created_at=T0))
+    assert log.write_many(rows) == len(rows)
+    found = log.gateway_overhead()
+    # Requests of 1, 2, 3 + 3, 4, 5 ms.
+    assert found is not None and found.requests == 5
+    assert (found.p50_ms, found.p99_ms) == pytest.approx((4.0, 5.96))
+    recent = log.gateway_overhead(since=T0 + timedelta(seconds=4))
+    assert recent is not None and (recent.requests, recent.p50_ms) == (2, 4.5)
+    monkeypatch.setattr(reads, "OVERHEAD_ROW_LIMIT", 2)  # the newest rows only: r5 and r4
+    newest = log.gateway_overhead()
+    assert newest is not None and (newest.requests, newest.p50_ms) == (2, 4.5)
+
+
 def test_recent_for_metrics(backend: Backend) -> None:
     log = backend.make()
     records = _populate(log)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar, TypeVar, cast
 
-from .. import aio, pricing
+from .. import aio, overhead, pricing
 from ..errors import BadRequestError, ProviderError, StreamInterruptedError, classify
 from ..models import (
     SPELLED_BY_CLIENT,
@@ -299,10 +299,17 @@ class BaseProvider(ABC):
         self.check(request)
         model = self.resolve_model(request)
         started_at, t0 = utcnow(), time.perf_counter()
+        clock = overhead.current()  # the upstream's time, left out of Conductor's overhead
+        if clock is not None:
+            clock.upstream_started()
         try:
             completion = await self._complete(request, model)
         except Exception as exc:  # noqa: BLE001 - every failure is mapped to our tree, none escapes raw
+            # A model the upstream does not know is explained by asking it (its list): upstream time too.
             raise self._fail(await self._explain_missing_model(exc, model), t0) from None
+        finally:
+            if clock is not None:
+                clock.upstream_ended()
         latency_ms = (time.perf_counter() - t0) * 1000 - (completion.load_ms or 0.0)
         self.update_metrics(True, latency_ms)
         return self._response(completion, started_at, latency_ms, ttft_ms=None)
@@ -318,10 +325,15 @@ class BaseProvider(ABC):
         parts: list[str] = []
         calls: dict[int, list[Any]] = {}
         completion: Completion | None = None
+        clock = overhead.current()  # the upstream's time (to its latest piece), left out of the overhead
+        if clock is not None:
+            clock.upstream_started()
         try:
             # aclosing: a reader that stops (a closed tab, a Stop button) closes the upstream stream now.
             async with aclosing(self._stream(request, model)) as pieces:
                 async for piece in pieces:
+                    if clock is not None:
+                        clock.upstream_piece()
                     kind = type(piece)
                     if kind is str:
                         if not piece:
@@ -361,6 +373,9 @@ class BaseProvider(ABC):
                     partial_text="".join(parts),
                 ) from None
             raise error from None
+        finally:
+            if clock is not None:
+                clock.upstream_ended()
         latency_ms = stats.elapsed_ms()
         if not completion.text:
             completion.text = "".join(parts)

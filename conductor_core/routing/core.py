@@ -13,7 +13,7 @@ import asyncio
 import inspect
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import aclosing
 from typing import Any
 
@@ -142,7 +142,7 @@ class AsyncConductor:
         overrides: Overrides = None,
         request_id: str | None = None,
         _route: Route | None = None,
-    ) -> AsyncIterator[Any]:
+    ) -> AsyncGenerator[Any, None]:
         """`StreamStart`, text (and tool-call) deltas, then `StreamDone`, or `StreamIncomplete`
         if the stream broke after text; `StatusNotice`s along the way. Raises `ProviderError`
         (with `.attempts`) if every candidate failed before any text."""

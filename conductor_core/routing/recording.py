@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 
+from .. import overhead
 from ..breaker import CircuitBreaker
 from ..config import redact
 from ..errors import NotConfiguredError, ProviderError, provider_at_fault
@@ -188,6 +189,12 @@ class Recorder:
 
     def write(self, record: AttemptRecord) -> None:
         self.metrics.record(record)
+        clock = overhead.current()
+        if clock is not None:  # a server timing the request: this attempt's share of Conductor's time
+            if record.status == "ok":
+                clock.hold(record, self.log)  # written with its share when the response is ready
+                return
+            record.overhead_ms = clock.attribute()
         # Queued for the log's writer thread: never raises, never waits for a commit.
         self.log.submit(record)
 

@@ -18,7 +18,7 @@ from ..models import AttemptRecord, ProviderUsage, Vote
 from . import rollups
 from .database import Database
 from .export import Verdicts, export_records
-from .reads import LogReader
+from .reads import GatewayOverhead, LogReader
 from .schema import default_data_dir
 from .spool import spool_directory
 from .writer import LogHealth, LogWriter
@@ -285,6 +285,12 @@ class RequestLog:
         provider on (provider, created_ts)."""
         self.flush()
         return self._reader.recent_for_metrics(limit_per_provider, since)
+
+    def gateway_overhead(self, since: datetime | None = None) -> GatewayOverhead | None:
+        """p50/p99 of `x-conductor-overhead-ms` over the gateway's requests since `since` (the
+        newest 20,000 attempts at most, by the created_ts index), or None if it has none."""
+        self.flush()
+        return self._reader.gateway_overhead(since)
 
     def votes(self, since: datetime | None = None) -> list[Vote]:
         """Compare votes, oldest first (the order a leaderboard replays them in)."""

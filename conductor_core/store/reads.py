@@ -1,7 +1,7 @@
 """Reading the log: rows for people (`records`), counts and sums for status and the
 dashboard (`count`, `aggregate`, `provider_totals`, from the rollups where whole minutes
 allow), DataFrames for charts (`frame`), the window that seeds live metrics
-(`recent_for_metrics`) and compare votes.
+(`recent_for_metrics`), compare votes and the gateway's own overhead (`gateway_overhead`).
 
 Reads raise on failure (unlike writes): a dashboard should say the log is unreachable, not
 show an empty chart. Each read in the writing process flushes first (see `RequestLog`), so
@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sqlalchemy import Boolean, Double, Integer, Table, func, select, union_all
 from sqlalchemy.sql.elements import ColumnElement
@@ -37,12 +37,26 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
-__all__ = ["LogReader"]
+__all__ = ["GatewayOverhead", "LogReader"]
 
 _LABEL_COLUMNS = {"provider", "model", "route", "status", "error_type", "source"}
 _STATUS_COLUMN = {"ok": "ok", "error": "errors", "incomplete": "incomplete"}
 # frame() reads in chunks of this many rows (bounded extra memory, same speed).
 _FETCH_CHUNK_ROWS = 50_000
+
+
+#: gateway_overhead() reads at most this many of the newest rows: its percentiles stay cheap
+#: to refresh every few seconds however long the window.
+OVERHEAD_ROW_LIMIT = 20_000
+
+
+class GatewayOverhead(NamedTuple):
+    """Percentiles of the time gateway requests spent in Conductor (`x-conductor-overhead-ms`),
+    per request (its attempts' shares summed), over the newest `requests` of a window."""
+
+    requests: int
+    p50_ms: float
+    p99_ms: float
 
 
 def _range(table: Table, since: datetime | None, until: datetime | None) -> list[ColumnElement[bool]]:
@@ -337,6 +351,25 @@ class LogReader:
                 found.extend(AttemptRecord.model_validate(dict(row)) for row in conn.execute(stmt).mappings())
         found.sort(key=lambda record: (record.created_at, record.id))
         return found
+
+    def gateway_overhead(self, since: datetime | None = None) -> GatewayOverhead | None:
+        import numpy as np
+
+        self._db.ensure_schema()
+        a = attempts.c
+        newest = (
+            select(a.request_id, a.overhead_ms)
+            .where(a.source == "gateway", a.overhead_ms.is_not(None), *_range(attempts, since, None))
+            .order_by(a.created_ts.desc())
+            .limit(OVERHEAD_ROW_LIMIT)
+            .subquery()
+        )
+        stmt = select(func.sum(newest.c.overhead_ms)).group_by(newest.c.request_id)
+        values = np.array([float(total) for (total,) in self._fetch_raw(stmt)], dtype="float64")
+        if not len(values):
+            return None
+        p50, p99 = np.percentile(values, [50, 99])
+        return GatewayOverhead(len(values), float(p50), float(p99))
 
     def votes(self, since: datetime | None = None) -> list[Vote]:
         self._db.ensure_schema()

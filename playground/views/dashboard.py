@@ -163,6 +163,7 @@ def live_panel() -> None:
     try:
         snapshot = state.dashboard_snapshot(c, window_s)
         status = c.status(overrides=state.overrides())
+        gateway = c.log.gateway_overhead(since=utcnow() - timedelta(seconds=window_s) if window_s else None)
     except Exception as exc:  # noqa: BLE001 - an unreachable log is a message, the page keeps working
         st.error(
             f"The request log could not be read: {ui.escape_md(ui.unexpected_error(exc))}", icon=":material/error:"
@@ -240,6 +241,18 @@ def live_panel() -> None:
         delta_arrow="off",
         help=f"{started} This server has been up for {dd.humanize_seconds(status.uptime_s)}.",
     )
+
+    if gateway is not None:  # only where the gateway served requests
+        st.columns(3)[0].metric(
+            "Gateway overhead",
+            f"{gateway.p50_ms:.2f} ms",
+            delta=f"p99 {gateway.p99_ms:.2f} ms",
+            delta_color="off",
+            delta_arrow="off",
+            border=True,
+            help=f"Time spent in Conductor per gateway request (x-conductor-overhead-ms: the upstream's time "
+            f"excluded), median and 99th percentile over {gateway.requests:,} requests {in_window}.",
+        )
 
     st.markdown("##### Providers")
     table = dd.status_table(status, series=snapshot.series, format_cost=ui.format_cost)
