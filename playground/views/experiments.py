@@ -441,7 +441,7 @@ def experiment_header(experiment: Experiment, runs: list[Run], run: Run | None) 
     )
     with st.expander("Template and variants", icon=":material/description:"):
         st.code(experiment.template, language=None, wrap_lines=True)
-        for i, (variant, label) in enumerate(zip(experiment.variants, experiment.labels)):
+        for i, (variant, label) in enumerate(zip(experiment.variants, experiment.labels, strict=True)):
             extras = [f"T={variant.temperature:g}", f"max {variant.max_tokens} tok"]
             if variant.top_p is not None:
                 extras.append(f"top_p={variant.top_p:g}")
