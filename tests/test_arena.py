@@ -40,7 +40,7 @@ def drain(arena: Arena, conductor: Conductor, match_id: str) -> dict[str, str]:
     return {letter: ("FAILED" if failed else texts.get(letter, "")) for letter, failed in finished.items()}
 
 
-def test_a_blind_match_over_real_sdks_votes_then_reveals(clouds, tmp_path: Path) -> None:
+def test_a_blind_match_over_real_sdks_votes_then_reveals(clouds, tmp_path: Path) -> None:  # noqa: F811
     conductor = cloud_conductor(clouds, tmp_path)
     try:
         arena = Arena(conductor.log)
@@ -83,7 +83,7 @@ def test_a_blind_match_over_real_sdks_votes_then_reveals(clouds, tmp_path: Path)
         conductor.close()
 
 
-def test_a_failed_answer_is_shown_failed_without_a_reason_and_not_judged(clouds, tmp_path: Path) -> None:
+def test_a_failed_answer_is_shown_failed_without_a_reason_and_not_judged(clouds, tmp_path: Path) -> None:  # noqa: F811
     conductor = cloud_conductor(clouds, tmp_path)
     clouds["gemini"].set_down(True)
     try:
@@ -112,7 +112,7 @@ def test_a_failed_answer_is_shown_failed_without_a_reason_and_not_judged(clouds,
         conductor.close()
 
 
-def scripted(tmp_path: Path, database_url: str | None, *providers: ScriptedProvider) -> Conductor:
+def scripted(tmp_path: Path, database_url: str | None, *providers: ScriptedProvider) -> Conductor:  # noqa: F811
     settings = load_settings(
         _env_file=None, local_enabled=False, data_dir=tmp_path / "data", database_url=database_url, max_retries=0
     )
@@ -173,7 +173,7 @@ def test_closing_the_answers_early_cancels_the_calls_in_flight(tmp_path: Path) -
         assert next(events).text
         assert not arena.finished(match.id)
         events.close()  # the page went away (a rerun, a closed tab)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60
         while not arena.finished(match.id) and time.monotonic() < deadline:
             time.sleep(0.02)
         assert arena.finished(match.id)

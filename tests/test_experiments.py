@@ -38,7 +38,7 @@ def ten_rows() -> str:
     return "country,expected\n" + "".join(f"{c},{'paris' if i < 5 else 'rome'}\n" for i, c in enumerate(COUNTRIES))
 
 
-def test_a_ten_row_dataset_over_three_variants_with_one_failing_upstream(clouds, tmp_path: Path) -> None:
+def test_a_ten_row_dataset_over_three_variants_with_one_failing_upstream(clouds, tmp_path: Path) -> None:  # noqa: F811
     conductor = cloud_conductor(clouds, tmp_path)  # resets the servers first
     clouds["gemini"].set_down(True)
     try:
@@ -97,7 +97,7 @@ def test_a_ten_row_dataset_over_three_variants_with_one_failing_upstream(clouds,
         conductor.close()
 
 
-def test_the_concurrency_limit_per_provider_is_what_the_upstream_sees(clouds, tmp_path: Path) -> None:
+def test_the_concurrency_limit_per_provider_is_what_the_upstream_sees(clouds, tmp_path: Path) -> None:  # noqa: F811
     conductor = cloud_conductor(clouds, tmp_path)
     clouds["openai"].latency_s = 0.3
     clouds["anthropic"].latency_s = 0.3
@@ -125,7 +125,7 @@ def test_the_concurrency_limit_per_provider_is_what_the_upstream_sees(clouds, tm
         conductor.close()
 
 
-def test_stop_keeps_what_finished_marks_the_rest_and_the_log_says_cancelled(clouds, tmp_path: Path) -> None:
+def test_stop_keeps_what_finished_marks_the_rest_and_the_log_says_cancelled(clouds, tmp_path: Path) -> None:  # noqa: F811
     conductor = cloud_conductor(clouds, tmp_path)
     clouds["openai"].latency_s = 0.05
     clouds["openai"].chunk_delay_s = 0.1  # several chunks, so a stop lands mid-stream
@@ -139,12 +139,12 @@ def test_stop_keeps_what_finished_marks_the_rest_and_the_log_says_cancelled(clou
         )
         handle = start_run(conductor, store, experiment.id, concurrency={"openai": 2})
         assert RunHandle.find(handle.run_id) is handle
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
         while handle.progress().ok < 3 and time.monotonic() < deadline:
             time.sleep(0.02)
         handle.stop()
         assert handle.progress().state in ("stopping", "stopped")
-        assert handle.wait(30)
+        assert handle.wait(60)
         progress = handle.progress()
         assert progress.state == "stopped" and progress.done == progress.total == 20
         assert progress.ok >= 3 and progress.cancelled == 20 - progress.ok - progress.errors
@@ -171,7 +171,7 @@ def test_stop_keeps_what_finished_marks_the_rest_and_the_log_says_cancelled(clou
 # --- storage, on both databases ---------------------------------------------------------------
 
 
-def scripted_conductor(tmp_path: Path, database_url: str | None, *providers: ScriptedProvider) -> Conductor:
+def scripted_conductor(tmp_path: Path, database_url: str | None, *providers: ScriptedProvider) -> Conductor:  # noqa: F811
     settings = load_settings(
         _env_file=None, local_enabled=False, data_dir=tmp_path / "data", database_url=database_url, max_retries=0
     )

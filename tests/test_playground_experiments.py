@@ -83,7 +83,7 @@ def texts(at: AppTest) -> list[str]:
     return [plain(m.value) for m in at.markdown] + [plain(c.value) for c in at.caption] + [t.value for t in at.text]
 
 
-def test_a_run_over_three_variants_with_one_failing(env):
+def test_a_run_over_three_variants_with_one_failing(env):  # noqa: F811
     at = experiments_page()
     fakes.FAKES["beta"].down = True
     at = finish(start(fill(at)))
@@ -109,7 +109,27 @@ def test_a_run_over_three_variants_with_one_failing(env):
     assert {c.passed for c in cells if c.variant == 1} == {False}  # a failure is never a pass
 
 
-def test_ratings_a_rerun_what_changed_and_an_earlier_run_by_url(env):
+def test_a_run_started_from_the_form_is_scrolled_to_on_every_full_run(env):  # noqa: F811
+    """Run is clicked at the bottom of a long form: the page scrolls to the run's top. The
+    script goes out with every full run while that run is shown (once, it was popped on the
+    first: a busy browser had not drawn it when the run's next rerun replaced it, and the run
+    stayed scrolled down); the browser scrolls once per run. A tab that opens the run by its
+    URL is not scrolled."""
+
+    def scroll_scripts(at: AppTest) -> list[str]:
+        return [h.value for h in at.get("html") if "scrollTo" in h.value]
+
+    at = start(fill(experiments_page()))
+    run_id = at.query_params["run"]
+    assert len(scroll_scripts(at)) == 1 and f'"conductor-run-opened-{run_id}"' in scroll_scripts(at)[0]
+    at = finish(at)  # the full rerun after the run ended
+    assert any("Run 1 completed" in s.value for s in at.success)
+    assert len(scroll_scripts(at)) == 1 and f'"conductor-run-opened-{run_id}"' in scroll_scripts(at)[0]
+    elsewhere = experiments_page(experiment=at.query_params["experiment"], run=run_id)
+    assert scroll_scripts(elsewhere) == []
+
+
+def test_ratings_a_rerun_what_changed_and_an_earlier_run_by_url(env):  # noqa: F811
     at = finish(start(fill(experiments_page())))
     experiment_id, first_run = at.query_params["experiment"], at.query_params["run"]
     store = playground_state.experiments()
@@ -134,7 +154,7 @@ def test_ratings_a_rerun_what_changed_and_an_earlier_run_by_url(env):
     assert summary(again)["A"]["rating"].startswith("+1.00")
 
 
-def test_bad_input_is_named_and_nothing_is_sent(env, monkeypatch):
+def test_bad_input_is_named_and_nothing_is_sent(env, monkeypatch):  # noqa: F811
     monkeypatch.setenv("CONDUCTOR_DATASET_MAX_ROWS", "5")
     at = experiments_page()
 
@@ -158,7 +178,7 @@ def test_bad_input_is_named_and_nothing_is_sent(env, monkeypatch):
     assert playground_state.experiments().experiments() == []
 
 
-def test_a_run_goes_on_while_the_page_is_left_and_stop_keeps_what_finished(env):
+def test_a_run_goes_on_while_the_page_is_left_and_stop_keeps_what_finished(env):  # noqa: F811
     at = experiments_page()
     fakes.FAKES["alpha"].latency_s = 0.25
     at = fill(at, data="country\n" + "".join(f"C{i}\n" for i in range(12)))
@@ -192,7 +212,7 @@ def test_a_run_goes_on_while_the_page_is_left_and_stop_keeps_what_finished(env):
 CANARY = "0qX06KzBNqr1HB63jVpynp4G"
 
 
-def test_share_a_conversation_and_a_comparison_without_the_key(env):
+def test_share_a_conversation_and_a_comparison_without_the_key(env):  # noqa: F811
     register_secret(CANARY)
     at = AppTest.from_file(str(APP), default_timeout=60)
     at.run()
@@ -228,7 +248,7 @@ def test_share_a_conversation_and_a_comparison_without_the_key(env):
     assert data["vote"] == "alpha/alpha-small" and data["columns"][1]["answer"] == "Beta answers too."
 
 
-def test_edit_as_a_new_experiment_fills_the_form_and_runs_a_new_one(env):
+def test_edit_as_a_new_experiment_fills_the_form_and_runs_a_new_one(env):  # noqa: F811
     at = finish(start(fill(experiments_page())))
     experiment_id = at.query_params["experiment"]
     at.button(key=f"exp_edit_{experiment_id}").click().run()
@@ -247,7 +267,7 @@ def test_edit_as_a_new_experiment_fills_the_form_and_runs_a_new_one(env):
     assert len(store.runs(experiment_id)) == 1  # the original is unchanged
 
 
-def test_with_prompt_logging_off_the_page_says_answers_are_not_kept(env, monkeypatch):
+def test_with_prompt_logging_off_the_page_says_answers_are_not_kept(env, monkeypatch):  # noqa: F811
     monkeypatch.setenv("CONDUCTOR_LOG_PROMPTS", "false")
     at = experiments_page()
     assert any("answers are **not kept**" in i.value for i in at.info)
@@ -258,7 +278,7 @@ def test_with_prompt_logging_off_the_page_says_answers_are_not_kept(env, monkeyp
     assert all(c.answer is None for c in playground_state.experiments().cells(at.query_params["run"]))
 
 
-def test_a_comparison_export_names_columns_by_the_settings_they_answered_with(env):
+def test_a_comparison_export_names_columns_by_the_settings_they_answered_with(env):  # noqa: F811
     at = AppTest.from_file(str(APP), default_timeout=60)
     at.run()
     at.switch_page("views/compare.py").run()
