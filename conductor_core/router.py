@@ -7,6 +7,10 @@ SDK client is ever left bound to a dead loop.
 The routing, retries, breakers, bulkheads, metrics and logging are the core's: there is one
 implementation, and this module only carries calls across. Code that runs on an event loop
 (the gateway) uses `conductor.core` directly.
+
+This is also where routing meets the workbench: the core's `preferred` policy reads the
+arena's blind-vote ratings (`workbench.preference`) through routing's `RatingsSource`, and
+routing itself imports nothing from the workbench.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import aio
 from .breaker import CircuitBreaker
-from .config import EndpointConfig, Settings
+from .config import EndpointConfig, Settings, load_settings
 from .metrics import MetricsRegistry
 from .models import (
     ChatRequest,
@@ -33,6 +37,7 @@ from .models import (
 from .providers import BaseProvider, ProviderRegistry
 from .routing import AsyncConductor, Candidate
 from .store import RequestLog
+from .workbench.preference import PreferenceRatings
 
 if TYPE_CHECKING:
     from .workbench.ratings import Leaderboard
@@ -56,14 +61,20 @@ class Conductor:
     ) -> None:
         """`sleep` receives each retry wait instead of asyncio's sleep (tests pass a function
         that records it); a coroutine function is awaited."""
+        settings = settings or load_settings()
+        log = request_log if request_log is not None else RequestLog.from_settings(settings)
+        #: The arena's blind-vote ratings: the core's `preferred` policy ranks by them, the
+        #: Dashboard shows them (`ratings()`). Fitted in the background, read cached.
+        self.preference = PreferenceRatings(log, min_votes=settings.preferred_min_votes, clock=clock)
         self.core = AsyncConductor(
             settings,
             registry=registry,
-            request_log=request_log,
+            request_log=log,
             extra_providers=extra_providers,
             source=source,
             clock=clock,
             sleep=None if sleep is time.sleep else sleep,
+            ratings=self.preference,
         )
 
     # --- what the core holds --------------------------------------------------------------
@@ -131,8 +142,8 @@ class Conductor:
         """The blind-vote leaderboard AUTO's `preferred` policy reads (cached; `fresh` checks
         the votes first, which a page may afford and a request path should not)."""
         if fresh:
-            self.core.ratings.refresh()
-        return self.core.ratings.leaderboard()
+            self.preference.refresh()
+        return self.preference.leaderboard()
 
     def breaker(self, name: str) -> CircuitBreaker:
         return self.core.breaker(name)

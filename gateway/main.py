@@ -126,7 +126,8 @@ def create_app(
         owned = app.state.core is None
         if owned:
             # Reading the log's recent history is synchronous: off the loop, once.
-            app.state.core = await asyncio.to_thread(lambda: AsyncConductor(source="gateway"))
+            # Conductor wires the core to the arena's ratings (the `preferred` policy); the gateway awaits the core.
+            app.state.core = await asyncio.to_thread(lambda: Conductor(source="gateway").core)
             log.info("Conductor ready: providers %s", ", ".join(app.state.core.registry.providers) or "none")
             settle_heap()
         try:

@@ -252,7 +252,7 @@ def log_records(work: Path, **filters):
         log.close()
 
 
-def eventually(check, timeout_s: float = 30.0, what: str = "condition"):
+def eventually(check, timeout_s: float = 60.0, what: str = "condition"):
     deadline = time.monotonic() + timeout_s
     while True:
         value = check()

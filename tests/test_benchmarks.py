@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from tests.dependencies import missing
+
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
 REPO = Path(__file__).resolve().parents[1]
@@ -113,7 +115,9 @@ def test_request_log_reports_both_backends(quick_run: tuple[Path, subprocess.Com
     assert submit["spool"]["p50_us"] > 0 and submit["no_spool"]["p50_us"] > 0
     assert submit["added_p50_us"] == pytest.approx(submit["spool"]["p50_us"] - submit["no_spool"]["p50_us"], abs=0.01)
     postgres = backends["postgresql"]
-    assert "skipped" in postgres or postgres["write_errors"] == 0
+    if "skipped" in postgres:
+        missing(f"the request-log benchmark left PostgreSQL out: {postgres['skipped']}")
+    assert postgres["write_errors"] == 0
 
 
 def test_fanout_and_gateway_load_complete_without_errors(
@@ -153,7 +157,7 @@ def test_quality_scores_both_prompts_per_category_and_times_them(
     out, run = quick_run
     result = _result(out, "quality")
     if "skipped" in result:
-        pytest.skip(result["skipped"])
+        missing(f"the quality benchmark was skipped: {result['skipped']}")
     from benchmarks.bench_quality import QUESTIONS, load_questions
 
     asked = load_questions(QUESTIONS, per_category=1)  # the quick size: one question a category

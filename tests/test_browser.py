@@ -163,15 +163,23 @@ def test_playground_in_a_real_browser(app_server, shots):
             shots(page, "chat")
 
             # 3. HTML in a prompt (and in an answer) is text, and runs nothing.
-            # Its chunks come 0.25 s apart, so the page's redraws (every 0.5 s) show it arriving.
+            # The answer streams two chunks and waits (held) until the page has shown it arriving.
             app_server["loopback"].reply = HTML_REPLY
-            app_server["loopback"].chunk_delay_s = 0.25
             choose(page, "Provider", "loopback", within=sidebar)
             wait_idle(page)
             page.evaluate(WATCH_STREAM)
-            ask(page, "<script>alert(1)</script>")
+            app_server["loopback"].hold(after_chunks=2)
+            try:
+                ask(page, "<script>alert(1)</script>")
+                page.wait_for_function(
+                    "() => window.__answerStates.some(s => s.includes('▌') && s.includes('Echo:')"
+                    " && !s.includes('tok/s') && !s.includes('not bold'))",
+                    timeout=60_000,
+                    polling=100,
+                )
+            finally:
+                app_server["loopback"].release()
             reply = assistant_with_figures(page, 2, timeout_ms=60_000)
-            app_server["loopback"].chunk_delay_s = 0.02
             wait_idle(page)
             states = page.evaluate("() => window.__answerStates")
             partial = [s for s in states if "▌" in s and "Echo:" in s and "tok/s" not in s and "not bold" not in s]
@@ -196,11 +204,13 @@ def test_playground_in_a_real_browser(app_server, shots):
             tokens.press("Enter")
             wait_idle(page)
             page.get_by_label("Prompt", exact=True).fill("Name three primary colours.")
-            app_server["loopback"].chunk_delay_s = 0.25  # column 2 streams for ~2 s, however fast column 1 is
-            page.get_by_role("button", name="Run compare").click()
-            page.get_by_role("button", name="Stop all").wait_for(timeout=30_000)  # while the columns stream
+            app_server["loopback"].hold(after_chunks=2)  # column 2 streams until released, however fast column 1 is
+            try:
+                page.get_by_role("button", name="Run compare").click()
+                page.get_by_role("button", name="Stop all").wait_for(timeout=60_000)  # while the columns stream
+            finally:
+                app_server["loopback"].release()
             page.get_by_text("Which answer is better?").wait_for(timeout=180_000)
-            app_server["loopback"].chunk_delay_s = 0.02
             wait_idle(page)
             columns_text = page.inner_text("body")
             assert "local/gemma-3-270m" in columns_text and "loopback/loopback-model" in columns_text
@@ -240,7 +250,7 @@ def test_playground_in_a_real_browser(app_server, shots):
                 "(before) => [...document.querySelectorAll('[data-testid=\"stCaptionContainer\"]')]"
                 ".some(e => e.innerText.includes('updated') && e.innerText !== before)",
                 arg=before,
-                timeout=15_000,
+                timeout=60_000,
             )
             assert "Requests" in page.inner_text("body")
             with page.expect_download(timeout=60_000) as download:
@@ -386,21 +396,24 @@ def test_a_session_survives_reload_and_two_tabs_share_it(app_server, loopback, s
             open_chat(other, url)
             assistant_with_figures(other, 1, timeout_ms=60_000)
             loopback.reply = " ".join(f"word{i}" for i in range(80))
-            loopback.chunk_delay_s = 0.15
-            ask(page, "Count slowly")
-            page.get_by_text("word3", exact=False).wait_for(timeout=30_000)  # it streams into the first tab
-            assert page.get_by_test_id("stChatInputTextArea").is_disabled()  # no second message meanwhile
-            other.reload()
-            other.get_by_role("button", name="Stop").wait_for(timeout=60_000)  # the second tab sees it streaming
-            other.get_by_role("button", name="Stop").click()
-            page.get_by_text("Stopped: the partial answer is kept.").wait_for(timeout=30_000)  # the first tab follows
+            loopback.hold(after_chunks=4)  # the answer streams four words, then waits: still streaming however slow
+            try:
+                ask(page, "Count slowly")
+                page.get_by_text("word3", exact=False).wait_for(timeout=60_000)  # it streams into the first tab
+                assert page.get_by_test_id("stChatInputTextArea").is_disabled()  # no second message meanwhile
+                other.reload()
+                other.get_by_role("button", name="Stop").wait_for(timeout=60_000)  # the second tab sees it streaming
+                other.get_by_role("button", name="Stop").click()
+                page.get_by_text("Stopped: the partial answer is kept.").wait_for(timeout=60_000)  # the first follows
+            finally:
+                loopback.release()
             wait_idle(page)
             stopped = assistant_messages(page).nth(1).inner_text()
             assert "word0 word1 word2 word3" in stopped and "word79" not in stopped
             assert "not sent as context" in stopped
-            eventually(lambda: loopback.in_flight == 0, 20, "the upstream stream closed")
+            eventually(lambda: loopback.in_flight == 0, 60, "the upstream stream closed")
             cancelled = eventually(
-                lambda: log_records(app_server["work"], provider="loopback", status="incomplete"), 20, "a cancelled row"
+                lambda: log_records(app_server["work"], provider="loopback", status="incomplete"), 60, "a cancelled row"
             )
             assert cancelled[0].error_type == "cancelled"
             # The input comes back once the run that drew "Stopped" reaches it (it is drawn last, and
@@ -477,7 +490,13 @@ def test_failed_turns_regenerate_edit_and_leaving_mid_stream(app_server, loopbac
             ask(page, "Stream while I look elsewhere")
             page.get_by_text("tick2", exact=False).wait_for(timeout=30_000)
             open_page(page, "Dashboard")
-            page.wait_for_timeout(4_000)  # the rest of the answer arrives meanwhile
+            eventually(  # the rest of the answer arrives meanwhile, with nobody on the page
+                lambda: [
+                    r for r in log_records(app_server["work"], provider="loopback") if "tick29" in (r.answer or "")
+                ],
+                60,
+                "the answer finished while the page was elsewhere",
+            )
             open_page(page, "Playground")
             last = assistant_with_figures(page, 4, timeout_ms=60_000)
             assert "tick29" in last.inner_text()
@@ -554,7 +573,7 @@ def test_editing_a_compare_column_while_the_page_draws_leaves_the_others_as_they
                     assert [tokens.nth(i).input_value() for i in range(2)] == ["32", "256"], f"attempt {attempt}"
                     page.get_by_label("Prompt", exact=True).fill("Name three primary colours.")
                     page.get_by_role("button", name="Run compare").click()
-                    sent = eventually(lambda endpoint=endpoint: chat_requests(endpoint)[1:], what="column 2's request")
+                    sent = eventually(lambda upstream=endpoint: chat_requests(upstream)[1:], what="column 2's request")
                     assert sent[0]["max_tokens"] == 256, sent
                     page.get_by_text("Which answer is better?").wait_for(timeout=180_000)
                     if mid_draw:
@@ -595,7 +614,7 @@ def test_every_page_at_phone_width_with_the_sidebar_closed(app_server, shots):
                 sidebar = page.get_by_test_id("stSidebar")
                 page.wait_for_function(  # it slides shut after a navigation
                     "() => document.querySelector('[data-testid=\"stSidebar\"]').getBoundingClientRect().right <= 0",
-                    timeout=10_000,
+                    timeout=60_000,
                 )
                 assert sidebar.get_attribute("data-collapsed") == "true", title
                 overflow = page.evaluate(
@@ -688,22 +707,26 @@ def test_two_playground_processes_share_sessions_on_postgresql(services, postgre
                 assert "Shared by both replicas." in assistant_messages(other).first.inner_text()
                 assert "Asked on replica one" in other.get_by_test_id("stSidebar").inner_text()  # listed there too
 
-                # A slow answer streams on replica one; replica two's page shows it and stops it.
+                # An answer streams on replica one (four words, then held: it is still streaming
+                # however slow the machine); replica two's page shows it and stops it.
                 upstream.reply = " ".join(f"step{i}" for i in range(80))
-                upstream.chunk_delay_s = 0.15
-                ask(page, "Count on replica one")
-                page.get_by_text("step3", exact=False).wait_for(timeout=30_000)
-                other.reload()
-                other.get_by_text("step", exact=False).first.wait_for(timeout=30_000)
-                other.get_by_role("button", name="Stop").click()
-                page.get_by_text("Stopped: the partial answer is kept.").wait_for(timeout=30_000)
-                eventually(lambda: upstream.in_flight == 0, 20, "replica one closed the upstream stream")
+                upstream.hold(after_chunks=4)
+                try:
+                    ask(page, "Count on replica one")
+                    page.get_by_text("step3", exact=False).wait_for(timeout=60_000)
+                    other.reload()
+                    other.get_by_text("step", exact=False).first.wait_for(timeout=60_000)
+                    other.get_by_role("button", name="Stop").click()
+                    page.get_by_text("Stopped: the partial answer is kept.").wait_for(timeout=60_000)
+                finally:
+                    upstream.release()
+                eventually(lambda: upstream.in_flight == 0, 60, "replica one closed the upstream stream")
                 shots(other, "replica_two")
             finally:
                 browser.close()
         log = RequestLog(postgres_url, data_dir=tmp_path / "reader")
         try:
-            rows = eventually(lambda: [r for r in log.records() if r.error_type == "cancelled"], 20, "a cancelled row")
+            rows = eventually(lambda: [r for r in log.records() if r.error_type == "cancelled"], 60, "a cancelled row")
             assert rows[0].provider == "loopback" and rows[0].status == "incomplete"
         finally:
             log.close()

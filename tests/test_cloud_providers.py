@@ -48,7 +48,7 @@ def provider(kind, server, tmp_path):
     server.set_down(False)
     _, key_field, url_field, _ = KINDS[kind]
     settings = load_settings(
-        _env_file=None, timeout_s=2.0, data_dir=tmp_path, **{key_field: KEY, url_field: server.url}
+        _env_file=None, timeout_s=30.0, data_dir=tmp_path, **{key_field: KEY, url_field: server.url}
     )
     return build_provider(kind, settings)
 
@@ -142,7 +142,7 @@ def test_models_listed_from_the_api(provider, server):
 def test_wrong_key_is_an_authentication_error_naming_the_variable(kind, server, tmp_path):
     _, key_field, url_field, env_var = KINDS[kind]
     settings = load_settings(
-        _env_file=None, timeout_s=2.0, **{key_field: "sk-ZBLEYD3wxmiM7OYEyHjOJNs3", url_field: server.url}
+        _env_file=None, timeout_s=30.0, **{key_field: "sk-ZBLEYD3wxmiM7OYEyHjOJNs3", url_field: server.url}
     )
     bad = build_provider(kind, settings)
     with pytest.raises(AuthenticationError) as info:
@@ -175,10 +175,15 @@ def test_bad_request_is_not_retryable(provider, server):
     assert not info.value.retryable and "too large" in info.value.message
 
 
-def test_hang_past_the_timeout_is_a_timeout(provider, server):
-    server.script(Fault("hang", hang_s=5.0))
+def test_hang_past_the_timeout_is_a_timeout(kind, server, tmp_path):
+    _, key_field, url_field, _ = KINDS[kind]
+    settings = load_settings(
+        _env_file=None, timeout_s=1.0, data_dir=tmp_path, **{key_field: KEY, url_field: server.url}
+    )
+    impatient = build_provider(kind, settings)
+    server.script(Fault("hang", hang_s=120.0))  # far past the timeout, however slow the machine
     with pytest.raises(ProviderTimeoutError) as info:
-        provider.chat_completion(_request())
+        impatient.chat_completion(_request())
     assert info.value.retryable
 
 

@@ -83,7 +83,7 @@ def serve(app: Any) -> Iterator[str]:
     )
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 90
     while not server.started:
         assert thread.is_alive() and time.monotonic() < deadline, "the gateway did not start"
         time.sleep(0.01)

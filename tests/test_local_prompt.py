@@ -21,6 +21,7 @@ from conductor_core.providers.local_prompt import (
     plan_prompt,
     transcript,
 )
+from tests.dependencies import require_module
 
 QUESTIONS = Path(__file__).resolve().parents[1] / "benchmarks" / "quality_questions.toml"
 
@@ -161,7 +162,7 @@ def test_chat_template_is_read_from_gguf_metadata() -> None:
 
 
 def test_a_model_with_a_template_gets_its_own_format_not_the_examples() -> None:
-    pytest.importorskip("llama_cpp")
+    require_module("llama_cpp")
     template = ChatTemplate(GEMMA_TEMPLATE, bos_token="<bos>", eos_token="<eos>")
     request = chat(("system", "Be brief."), ("user", "Hi"), ("assistant", "Hello!"), ("user", "Name a colour."))
     plan = plan_prompt(request, template)
@@ -178,7 +179,7 @@ def test_a_model_with_a_template_gets_its_own_format_not_the_examples() -> None:
 
 
 def test_a_template_that_refuses_the_conversation_says_why() -> None:
-    pytest.importorskip("llama_cpp")
+    require_module("llama_cpp")
     template = ChatTemplate(GEMMA_TEMPLATE, bos_token="<bos>", eos_token="<eos>")
     with pytest.raises(ValueError, match="must alternate"):
         plan_prompt(chat(("user", "a"), ("user", "b")), template)

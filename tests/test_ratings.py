@@ -142,3 +142,34 @@ def test_describe_reads_like_a_leaderboard_line() -> None:
 def test_a_winner_outside_the_judged_answers_is_refused() -> None:
     with pytest.raises(RatingError, match="not one of the judged"):
         fit_ratings([Judgement(subjects=("A", "B"), winner="C")])
+
+
+def luce_tournament(rng: np.random.Generator, truth: dict[str, float], n: int) -> list[Judgement]:
+    """`n` blind votes among four answers, the winner drawn by the model's own law: each
+    subject wins with probability proportional to its strength 10^((rating - 1000) / 400)."""
+    names = list(truth)
+    strength = np.array([10 ** ((truth[s] - 1000) / 400) for s in names])
+    judgements = []
+    for _ in range(n):
+        shown = rng.choice(len(names), size=4, replace=False)
+        winner = rng.choice(shown, p=strength[shown] / strength[shown].sum())
+        judgements.append(Judgement(subjects=tuple(names[i] for i in shown), winner=names[winner]))
+    return judgements
+
+
+def test_the_95_percent_interval_covers_the_true_rating_about_95_percent_of_the_time() -> None:
+    """60 synthetic tournaments of 150 four-answer votes among subjects of known strength: the
+    share of "95%" intervals that contain the true rating. The votes are four-answer ones
+    because a vote's three pairs share its winner: resampling pairs instead of votes then
+    shows as intervals too narrow. Seen with seed 0: 0.94 (0.91-0.94 over seeds 0-5: 100
+    resamples and the prior undercover slightly); with the interval shrunk to 50%: 0.50
+    (0.40-0.53 over seeds 0-2); with pairs resampled instead of votes: 0.82 (0.78-0.82)."""
+    truth = {"a": 850.0, "b": 950.0, "c": 1050.0, "d": 1150.0}  # centred on the prior's 1000
+    rng = np.random.default_rng(0)
+    covered = []
+    for tournament in range(60):
+        board = fit_ratings(luce_tournament(rng, truth, 150), rounds=100, seed=tournament)
+        covered += [r.ci_low <= truth[r.subject] <= r.ci_high for r in board.ratings]
+    coverage = sum(covered) / len(covered)
+    assert len(covered) == 240
+    assert 0.87 <= coverage <= 0.99, f"the 95% interval covered the true rating in {coverage:.1%} of cases"

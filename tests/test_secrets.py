@@ -59,7 +59,7 @@ def test_canary_keys_never_leak(servers, tmp_path, caplog, monkeypatch):
         gemini_base_url=servers["gemini"].url,
         local_enabled=False,
         data_dir=tmp_path,
-        timeout_s=2.0,
+        timeout_s=5.0,  # the hang below outlasts it; anything else answers at once
         max_retries=0,
     )
     conductor = Conductor(settings)
@@ -78,7 +78,7 @@ def test_canary_keys_never_leak(servers, tmp_path, caplog, monkeypatch):
         servers[name].script(
             Fault("status", status=401, message=quotes(CANARIES[name])),
             Fault("status", status=500, message=f"upstream saw key {quotes(CANARIES[name])}"),
-            Fault("hang", hang_s=4),
+            Fault("hang", hang_s=120),
         )
         for _ in range(3):
             with pytest.raises(ProviderError) as info:

@@ -339,7 +339,7 @@ def conductor(logs, upstream):
     c.close()
 
 
-def wait_for(predicate, timeout: float = 20.0):
+def wait_for(predicate, timeout: float = 60.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
@@ -403,6 +403,28 @@ def test_stop_closes_the_upstream_stream_keeps_the_text_and_the_log_says_cancell
     assert not stopped.in_context
 
 
+def test_an_answer_that_pauses_shows_every_word_that_came_before_the_pause(conductor, upstream):
+    """Text is written at most every FLUSH_S while it comes; when the upstream pauses mid-answer
+    (here: held after three words), what came last is written too, not kept back until the next
+    word (the page showed "word0" for as long as the pause lasted)."""
+    store = SessionStore.for_log(conductor.log)
+    worker = AnswerWorker(conductor, store)
+    upstream.chunk_delay_s = 0.0  # the three words come at once, inside one FLUSH_S
+    upstream.hold(after_chunks=3)
+    try:
+        variant = Variant(provider="loop", model="slow-model")
+        session = store.create("chat", [variant])
+        _, (answer,) = store.add_turn(session.id, "Count", parent_id=None)
+        worker.start(answer.id, variant.request([ChatMessage(role="user", content="Count")]))
+        wait_for(lambda: upstream.held == 1)
+        shown = wait_for(lambda: (a := store.answers([answer.id])[answer.id]).content == "word0 word1 word2 " and a)
+        assert shown.live
+    finally:
+        upstream.release()
+    assert worker.wait(answer.id, 60)
+    assert store.answers([answer.id])[answer.id].content == upstream.reply
+
+
 def test_stop_before_the_first_token_closes_the_upstream_at_once(conductor, upstream):
     """A model still loading or an upstream that hangs: Stop does not wait for a token."""
     store = SessionStore.for_log(conductor.log)
@@ -412,12 +434,12 @@ def test_stop_before_the_first_token_closes_the_upstream_at_once(conductor, upst
     session = store.create("chat", [variant])
     _, (answer,) = store.add_turn(session.id, "Hello?", parent_id=None)
     worker.start(answer.id, variant.request([ChatMessage(role="user", content="Hello?")]))
-    wait_for(lambda: upstream.in_flight == 1, 10)
+    wait_for(lambda: upstream.in_flight == 1, 60)
     asked = time.monotonic()
     assert worker.stop(answer.id)
-    assert worker.wait(answer.id, 10)
-    wait_for(lambda: upstream.in_flight == 0, 10)
-    assert time.monotonic() - asked < 10  # well before the minute (a bound that proves it, not a speed)
+    assert worker.wait(answer.id, 40)
+    wait_for(lambda: upstream.in_flight == 0, 40)
+    assert time.monotonic() - asked < 45  # before the minute was up (a bound that proves it, not a speed)
     stopped = store.answers([answer.id])[answer.id]
     assert (stopped.status, stopped.content) == ("stopped", "")
     # The answer names its request: the log's cancelled row is found from it.

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -28,6 +29,7 @@ from sqlalchemy.engine import make_url
 from conductor_core.config import register_secret
 from conductor_core.models import AttemptRecord, Vote
 from conductor_core.store import RequestLog, spool
+from conductor_core.store import writer as writer_module
 from tests.store_backends import REPO_ROOT, T0, Backend, make_record
 
 # A process that opens the log, submits attempts and dies by SIGKILL: no atexit, no flush,
@@ -116,6 +118,26 @@ def test_submitted_attempts_survive_kill_9_and_are_replayed_on_open(backend: Bac
     assert _spool_files(backend) == []  # committed, so deleted
     assert log.provider_totals()["alpha"].total_requests == 25
     assert (files[0].parent / "DATABASE").read_text().strip() == log.url  # which database, no password
+
+
+def test_a_spool_orphaned_while_this_process_runs_is_taken_over_by_the_rescan(
+    backend: Backend,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Not only at start: a process that dies while this one runs leaves a spool that this
+    one's periodic rescan takes over (every RESCAN_S, short here), with no new open and no
+    read to prompt it."""
+    monkeypatch.setattr(writer_module, "RESCAN_S", 0.2)
+    log = backend.make()
+    assert log.count() == 0  # the writer has started, and made its first look for orphans
+    _killed_submitter(backend, "late", 20)
+    assert len(_spool_files(backend)) == 1
+    deadline = time.monotonic() + 60
+    while log.health().recovered < 20:  # health() reads counters only: it prompts nothing
+        assert time.monotonic() < deadline, "the orphaned spool was not taken over by a rescan"
+        time.sleep(0.05)
+    assert {r.id for r in log.records()} == _ids("late", 20)
+    assert log.health().recovered == 20 and _spool_files(backend) == []
 
 
 def test_a_batch_committed_just_before_the_kill_counts_once(backend: Backend) -> None:

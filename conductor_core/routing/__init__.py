@@ -1,7 +1,7 @@
 """Conductor's routing, one job per module:
 
     ranking.py    AUTO's order of candidates and the sentence that explains each (pure)
-    preference.py the blind-vote ratings the `preferred` policy reads: cached, refitted in the background
+    preference.py what the `preferred` policy reads: blind-vote ratings, through an interface the workbench provides
     retry.py      when to retry and how long to wait: tenacity's policy, honouring Retry-After (pure)
     recording.py  what an attempt leaves behind: the breaker's verdict, metrics, the request log
     attempts.py   running attempts: admission (breaker, bulkhead), one call or stream, retries

@@ -40,7 +40,7 @@ from ..store import RequestLog
 from . import first_try, ranking
 from .attempts import Attempts
 from .compare import fan_out
-from .preference import PreferenceRatings
+from .preference import NoRatings, RatingsSource
 from .ranking import Candidate, Score
 from .recording import Recorder, Route
 from .status import StatusView
@@ -67,6 +67,17 @@ def _awaitable_sleep(sleep: Callable[[float], Any] | None) -> Callable[[float], 
     return call
 
 
+def _falls_back(route: Route, error: ProviderError) -> bool:
+    """Whether AUTO tries the next candidate after `error`: after any failure of the provider
+    (a wrong key, a limit, an outage, a broken or paused or full provider, a model it does not
+    serve: its configured one), but not after an error every provider would meet alike (not
+    `falls_back`: Conductor's own, text no provider can take) nor after a bad request: the
+    request itself must change, and another provider would only refuse it too."""
+    if route.mode != "auto" or not error.falls_back:
+        return False
+    return not isinstance(error, BadRequestError) or error.status_code == 404
+
+
 class AsyncConductor:
     def __init__(
         self,
@@ -78,7 +89,10 @@ class AsyncConductor:
         source: str = "playground",
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Any] | None = None,
+        ratings: RatingsSource | None = None,
     ) -> None:
+        """`ratings`: the blind-vote ratings the `preferred` policy ranks by (the workbench's,
+        as `conductor_core.router.Conductor` wires them); without them no target is rated."""
         self.settings = settings or load_settings()
         self.registry = registry or build_registry(self.settings, extra_providers)
         if registry is not None:
@@ -96,8 +110,7 @@ class AsyncConductor:
         self.attempts = Attempts(self.settings, self.recorder, self.breaker, _awaitable_sleep(sleep))
         self.view = StatusView(self.registry, self.log, self.metrics, self.breaker, self.started_at, clock)
         self.metrics.seed(self.view.recent_from_log())  # after a restart, routing remembers
-        # Blind-vote ratings for the `preferred` policy: fitted in the background, read cached.
-        self.ratings = PreferenceRatings(self.log, min_votes=self.settings.preferred_min_votes, clock=clock)
+        self.ratings: RatingsSource = ratings if ratings is not None else NoRatings(self.settings.preferred_min_votes)
 
     # --- answers ---------------------------------------------------------------------------
 
@@ -114,7 +127,7 @@ class AsyncConductor:
                 response = await self.attempts.call(candidate, request, route)
             except ProviderError as error:
                 last_error = error
-                if route.mode != "auto" or not error.falls_back:  # every provider would fail alike
+                if not _falls_back(route, error):
                     break
                 continue
             route.reason = route.reason or candidate.reason
@@ -151,7 +164,7 @@ class AsyncConductor:
                 return
             except ProviderError as error:
                 last_error = error
-                if route.mode != "auto" or not error.falls_back:  # every provider would fail alike
+                if not _falls_back(route, error):
                     break
         raise self._exhausted(route, last_error)
 
@@ -323,7 +336,12 @@ class AsyncConductor:
 
     def _exhausted(self, route: Route, last_error: ProviderError | None) -> ProviderError:
         error = last_error or NoProviderAvailableError("no provider could take the request")
-        if route.mode == "auto" and len({a.provider for a in route.attempts}) > 1:
+        # A bad request stays one (400: change the request), whoever refused before it.
+        if (
+            route.mode == "auto"
+            and len({a.provider for a in route.attempts}) > 1
+            and not isinstance(error, BadRequestError)
+        ):
             tried = ", ".join(f"{a.provider} ({a.error_type})" for a in route.attempts)
             error = NoProviderAvailableError(
                 f"every provider failed: {tried}. Last: {error.message}",

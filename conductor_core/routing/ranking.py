@@ -4,13 +4,10 @@ Pure: scores in, candidates out (the core gathers the scores from metrics and br
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from ..models import ChatRequest, RoutingPolicy, Usage
 from ..providers import BaseProvider
-
-if TYPE_CHECKING:  # the fit needs numpy: imported only where ratings are read
-    from ..workbench.ratings import Rating
+from .preference import TargetRating
 
 __all__ = ["Candidate", "Score", "order", "estimated_cost", "after_fallback"]
 
@@ -37,7 +34,7 @@ class Score:
     success: float | None
     cost: float | None
     #: The target's blind-vote rating (read for the `preferred` policy only).
-    rating: Rating | None = None
+    rating: TargetRating | None = None
     min_votes: int = 10
 
     @property

@@ -26,10 +26,19 @@ Behaviour can be scripted:
 * ``script(Fault(...), ...)`` - the next N *generation* requests get these
   faults in order (HTTP error with the protocol's error body, hang, connection
   cut mid-stream, cut before the first token, malformed JSON).
-* ``release()`` - every request hanging now answers at once (a test's upstream that "hangs
-  until told", with no race on speed). A hanging request whose client goes away ends there,
-  its entry in ``requests`` marked ``"disconnected": True`` (the client cancelled its call).
+* ``release()`` - every request hanging now (a scripted ``hang``) answers at once (a test's
+  upstream that "hangs until told", with no race on speed). A hanging request whose client
+  goes away ends there, its entry in ``requests`` marked ``"disconnected": True`` (the client
+  cancelled its call).
 * ``set_down(True)`` - every request (including model listing) answers 503.
+* ``hold()`` - generation requests wait (arrived and recorded, nothing answered) until
+  ``release(n)`` lets the ``n`` longest waiting through (or the next ``n`` to arrive), or
+  ``release()`` all and stops holding: an upstream that answers when the test says so, so
+  a test waits for a state (``held`` requests waiting) instead of racing a latency. A held
+  request whose client went away stops waiting (marked ``"disconnected"`` as a hang's is).
+  ``hold(after_chunks=n)`` holds streams
+  mid-answer instead, after their first ``n`` text chunks (an answer still streaming for as
+  long as the test needs it to).
 * ``failure_rate`` - that fraction of generation requests answers 500, chosen
   by a ``random.Random(seed)`` so runs are reproducible.
 * ``require_key`` - requests carrying another API key get 401.
@@ -228,6 +237,15 @@ def _as_int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+class _Held:
+    """A request waiting in `ProtocolServer.hold()`."""
+
+    __slots__ = ("released",)
+
+    def __init__(self) -> None:
+        self.released = False
+
+
 @dataclass
 class _Call:
     """A parsed generation request, in protocol-neutral form."""
@@ -298,6 +316,10 @@ class ProtocolServer:
         self._lock = threading.Lock()
         self._script: deque[Fault] = deque()
         self._down = False
+        self._holding = False
+        self._hold_after = 0  # hold streams after this many text chunks (0: before answering)
+        self._waiting: deque[_Held] = deque()  # held requests, longest waiting first
+        self._permits = 0  # released by release(n) before any request waited for them
         self._stopping = False
         self._releases = 0  # release() counts up; a hang that began before the count moved ends
         self._server: uvicorn.Server | None = None
@@ -384,13 +406,39 @@ class ProtocolServer:
         with self._lock:
             self._script.extend(faults)
 
-    def release(self) -> None:
-        """End every hang in progress now: those requests are answered normally."""
-        self._releases += 1
-
     def set_down(self, down: bool) -> None:
         """While down, every request answers 503 with the protocol's error body."""
         self._down = down
+
+    def hold(self, *, after_chunks: int = 0) -> None:
+        """From now on, generation requests wait for `release()` before answering (after their
+        fault is picked and they are recorded: a scripted fault is answered once released).
+        With `after_chunks`, streams wait after sending that many text chunks instead, and
+        answers that are not streamed are not held."""
+        with self._lock:
+            self._holding = True
+            self._hold_after = after_chunks
+            self._permits = 0
+
+    def release(self, n: int | None = None) -> None:
+        """Let the `n` longest-held requests answer (or, past those waiting, the next to arrive);
+        without `n`, every one, and stop holding, and end every scripted hang in progress (those
+        requests are answered normally)."""
+        with self._lock:
+            if n is None:
+                self._releases += 1
+                self._holding = False
+                n = len(self._waiting)
+            for _ in range(n):
+                if self._waiting:
+                    self._waiting.popleft().released = True
+                else:
+                    self._permits += 1
+
+    @property
+    def held(self) -> int:
+        """Requests waiting in `hold()` right now."""
+        return len(self._waiting)
 
     def reset(self) -> None:
         """Back to the constructor's settings: clears the script, the down flag, the request log
@@ -407,6 +455,12 @@ class ProtocolServer:
             self._rng.seed(d["seed"])
             self._script.clear()
             self._down = False
+            self._holding = False
+            self._hold_after = 0
+            self._permits = 0
+            for waiting in self._waiting:
+                waiting.released = True
+            self._waiting.clear()
             self.requests.clear()
             self.peak_in_flight = self.in_flight
 
@@ -501,6 +555,28 @@ class ProtocolServer:
         except ValueError:
             return None
 
+    async def _wait_for_release(self, request: Request) -> bool:
+        """While `hold()` is on: wait until `release()` lets this request through; True if the
+        client went away meanwhile (it cancelled the call)."""
+        with self._lock:
+            if not self._holding:
+                return False
+            if self._permits:
+                self._permits -= 1
+                return False
+            held = _Held()
+            self._waiting.append(held)
+        try:
+            while not held.released and not self._stopping:
+                if await request.is_disconnected():
+                    return True
+                await asyncio.sleep(0.01)
+            return False
+        finally:  # released, or the client gave up (or a stream's body was cancelled): out of the line
+            with self._lock:
+                if not held.released and held in self._waiting:
+                    self._waiting.remove(held)
+
     def _key_ok(self, request: Request) -> bool:
         return self.require_key is None or self._presented_key(request) == self.require_key
 
@@ -574,6 +650,9 @@ class ProtocolServer:
         """The shared flow for a generation request, whatever the protocol."""
         fault = self._pick_fault(request, generation=True, model=call.model)
         entry = self._record(request, call.body, call.stream, fault, model=call.model, **extra)
+        if self._holding and not (call.stream and self._hold_after) and await self._wait_for_release(request):
+            entry["disconnected"] = True
+            return Response(status_code=499)  # nobody reads it: the client has gone
         if fault is not None and (fault.kind == "status" or (fault.kind == "error_event" and not call.stream)):
             return self._error_response(fault)
         if fault is not None and fault.kind == "hang":
@@ -591,7 +670,7 @@ class ProtocolServer:
 
         if call.stream:
             return StreamingResponse(
-                self._stream_body(call, chunks, truncated, kind, fault),
+                self._stream_body(request, call, chunks, truncated, kind, fault),
                 media_type="text/event-stream",
                 headers={"cache-control": "no-cache", **self._extra_headers()},
             )
@@ -616,7 +695,13 @@ class ProtocolServer:
         raise _ScriptedCut("scripted connection cut")
 
     async def _stream_body(
-        self, call: _Call, chunks: list[str], truncated: bool, fault: FaultKind | None, scripted: Fault | None = None
+        self,
+        request: Request,
+        call: _Call,
+        chunks: list[str],
+        truncated: bool,
+        fault: FaultKind | None,
+        scripted: Fault | None = None,
     ) -> AsyncIterator[bytes]:
         """Generic SSE loop: latency before the first frame, chunk delay between text frames, faults."""
         await self._sleep(self.latency_s)
@@ -641,6 +726,8 @@ class ProtocolServer:
                 if fault == "error_event" and scripted is not None:
                     yield self._error_frame(scripted)
                     return
+                if self._holding and sent_text == self._hold_after and await self._wait_for_release(request):
+                    return  # the client has gone
             else:
                 yield data
 

@@ -17,6 +17,7 @@ every process on PostgreSQL. No UI imports here: the playground's pages call the
     runner.py        start_run: rows x variants, a limit per provider, progress, Stop
     arena.py         blind matches, votes, reveals
     ratings.py       Bradley-Terry with bootstrap intervals: the leaderboard
+    preference.py    the ratings AUTO's `preferred` policy reads: cached, refitted in the background
     exports.py       Markdown / JSON / self-contained HTML; report_charts.py draws its charts
     codegen.py       "Get code": openai client via the gateway, the provider's SDK, curl
 """

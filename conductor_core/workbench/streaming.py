@@ -49,6 +49,10 @@ REMOTE_POLL_S = 1.0
 
 _workers: weakref.WeakSet[AnswerWorker] = weakref.WeakSet()
 
+#: What `stoppable_events(quiet=True)` yields when no piece came within `POLL_S`: a moment to
+#: write text that arrived just before an upstream paused (it would otherwise wait for the next piece).
+_QUIET = object()
+
 
 @atexit.register
 def _interrupt_on_exit() -> None:
@@ -160,6 +164,7 @@ class AnswerWorker:
         first_text_ms: float | None = None
         parts: list[str] = []
         written = 0.0
+        unwritten = False  # text arrived since the last write
         kept = True  # False once the store says the answer no longer streams (stopped, deleted)
         request_id = new_id("req")  # given to the core: the log's rows for this answer carry it
         store.link_request(answer_id, request_id)
@@ -168,19 +173,27 @@ class AnswerWorker:
         def elapsed() -> float:
             return round((time.perf_counter() - started) * 1000, 3)
 
-        events = stoppable_events(self.conductor, request, overrides=overrides, request_id=request_id, stopped=stopped)
+        events = stoppable_events(
+            self.conductor, request, overrides=overrides, request_id=request_id, stopped=stopped, quiet=True
+        )
         try:
             for event in events:
-                if isinstance(event, TextDelta):
-                    if first_text_ms is None:
-                        first_text_ms = elapsed()
-                    parts.append(event.text)
-                    if time.monotonic() - written >= self.flush_s:
+                if event is _QUIET or isinstance(event, TextDelta):
+                    if isinstance(event, TextDelta):
+                        if first_text_ms is None:
+                            first_text_ms = elapsed()
+                        parts.append(event.text)
+                        unwritten = True
+                    # At most every flush_s while text comes; and what came last is written
+                    # when the upstream pauses, not when (if ever) its next piece comes.
+                    if unwritten and time.monotonic() - written >= self.flush_s:
                         kept = store.progress(answer_id, "".join(parts))
                         written = time.monotonic()
+                        unwritten = False
                 elif isinstance(event, StatusNotice):
                     kept = store.progress(answer_id, "".join(parts), notice=event.message)
                     written = time.monotonic()
+                    unwritten = False
                 elif isinstance(event, StreamDone):
                     response = event.response
                     store.finish(
@@ -276,11 +289,13 @@ def stoppable_events(
     overrides: Mapping[str, Any] | None,
     request_id: str,
     stopped: Callable[[], bool],
+    quiet: bool = False,
 ) -> Generator[Any, None, None]:
     """The core's stream of `request` as a generator for the calling thread that ends as soon as
     `stopped()` says so, even between two pieces of text or before the first: the pending read
     is cancelled on the core's loop, which cancels the upstream call and records the attempt as
-    cancelled. `stopped` is polled every `POLL_S`. (Used by the answer worker and the Arena.)"""
+    cancelled. `stopped` is polled every `POLL_S`; with `quiet`, each poll that found no piece
+    also yields `_QUIET`. (Used by the answer worker and the Arena.)"""
     core = getattr(conductor, "core", None)
     if core is None:  # a synchronous Conductor-like object (tests): stop between events
         events = conductor.stream(request, overrides=overrides or None, request_id=request_id)
@@ -306,6 +321,12 @@ def stoppable_events(
                     if stopped():
                         future.cancel()
                         return
+                    if quiet:
+                        try:
+                            yield _QUIET
+                        except GeneratorExit:
+                            future.cancel()
+                            raise
                 except StopAsyncIteration:
                     finished = True
                     return

@@ -412,7 +412,7 @@ def new_experiment_form() -> None:
                 st.error(f"Not started: {ui.escape_md(error)}. Nothing was sent.", icon=":material/error:")
             else:
                 open_run(created.id, handle.run_id)
-                ss["exp_scroll_top"] = True
+                ss["exp_scroll_top"] = handle.run_id
                 st.rerun()
 
 
@@ -692,9 +692,19 @@ def live_run(experiment_id: str, run_id: str) -> None:
     draw_run(experiment, run, store.runs(experiment_id))
 
 
-#: Run was clicked at the bottom of a long form: the run's view would open scrolled down, its
-#: progress and Stop out of sight. A constant script of ours (no user or model text in it).
-SCROLL_TOP = "<script>document.querySelector('[data-testid=\"stMain\"]')?.scrollTo({top: 0});</script>"
+def scroll_to_top_once(run_id: str) -> str:
+    """Run was clicked at the bottom of a long form: the run's view would open scrolled down,
+    its progress and Stop out of sight. The script goes out with every full run of the page
+    while that run is shown (a busy browser may never draw a one-off element: the run's next
+    rerun replaced it first), and scrolls once per run in this tab, so it leaves alone a
+    person who scrolls down afterwards. Ours only: the run id is the one thing it carries."""
+    key = json.dumps(f"conductor-run-opened-{run_id}")
+    return (
+        "<script>(() => { const key = " + key + "; if (sessionStorage.getItem(key)) return;"
+        " const main = document.querySelector('[data-testid=\"stMain\"]'); if (!main) return;"
+        " sessionStorage.setItem(key, '1'); main.scrollTo({top: 0}); })();</script>"
+    )
+
 
 if experiment is None:
     new_experiment_form()
@@ -712,5 +722,5 @@ else:
             live_run(experiment.id, run.id)
         else:
             draw_run(experiment, run, runs)
-if ss.pop("exp_scroll_top", False):
-    st.html(SCROLL_TOP, unsafe_allow_javascript=True)
+    if run is not None and ss.get("exp_scroll_top") == run.id:
+        st.html(scroll_to_top_once(run.id), unsafe_allow_javascript=True)
