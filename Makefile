@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 8501
 
-.PHONY: install install-dev run gateway test bench screenshots docker-test clean
+.PHONY: install install-dev run gateway test lint bench screenshots docker-test clean
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,13 @@ gateway: install
 test: install-dev
 	$(PY) -m pytest
 
+# Static checks (settings in pyproject.toml): ruff's lint and format check over the tree, mypy over
+# conductor_core and gateway. CI runs it before the tests.
+lint: install-dev
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
+
 # LiteLLM (the overhead baseline) lives in its own venv: it would downgrade a core dependency.
 .venv-bench/.installed: requirements-bench.txt
 	$(PYTHON) -m venv .venv-bench
@@ -50,4 +57,4 @@ docker-test: install-dev
 	PY=$(PY) bash docker/smoke-test.sh
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -21,6 +21,7 @@ import tempfile
 import threading
 import time
 import tracemalloc
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -129,7 +130,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         settings = load_settings(
             _env_file=None,
             local_enabled=False,
-            endpoints={name: EndpointConfig(base_url=url, models=[MODEL]) for name, url in zip(names, up.urls)},
+            endpoints={
+                name: EndpointConfig(base_url=url, models=[MODEL]) for name, url in zip(names, up.urls, strict=True)
+            },
             data_dir=Path(tmp),
             max_retries=0,
             experiment_concurrency={"*": CONCURRENCY},
@@ -176,9 +179,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         stop_polling.set()
         poller.join()
         final = handle.progress()
-        changes = [t for (t, done), (_, before) in zip(seen[1:], seen[:-1]) if done != before]
+        changes = [t for (_, before), (t, done) in pairwise(seen) if done != before]
         first_change = changes[0] if changes else None
-        gaps = [b - a for a, b in zip(changes, changes[1:])]
+        gaps = [b - a for a, b in pairwise(changes)]
         worst_gap = max(gaps) if gaps else None
         ideal_s = max(size["rows"] * ms / 1000 / CONCURRENCY for ms in LATENCIES_MS)
         ratio = wall_s / ideal_s

@@ -71,13 +71,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         settings = load_settings(
             _env_file=None,
             local_enabled=False,
-            endpoints={name: EndpointConfig(base_url=url, models=[MODEL]) for name, url in zip(names, up.urls)},
+            endpoints={
+                name: EndpointConfig(base_url=url, models=[MODEL]) for name, url in zip(names, up.urls, strict=True)
+            },
             data_dir=Path(tmp),
         )
         conductor = Conductor(settings, source="benchmark")
         clients = {
             name: openai.OpenAI(base_url=url, api_key="sk-Ry4KmpNXF9-NAVrCkFK_23wY", max_retries=0, timeout=60)
-            for name, url in zip(names, up.urls)
+            for name, url in zip(names, up.urls, strict=True)
         }
         targets = [Target(provider=name, model=MODEL) for name in names]
 
@@ -130,7 +132,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ratio = compare_ms / slowest_ms if compare_ms and slowest_ms else None
     paired = [
         statistics.median(c) / statistics.median(s)
-        for c, s in zip(results.rounds["compare"], results.rounds[slowest])
+        for c, s in zip(results.rounds["compare"], results.rounds[slowest], strict=True)
         if c and s
     ]
     # The warm-up's compares are included in inner_slowest: drop them.

@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         }
         results = interleaved(variants, rounds=size["rounds"], per_round=size["per_round"], warmup=size["warmup"])
         conductor.close()
-        del raw
+        raw.close()  # the raw model's memory back now, before the figures are worked out
 
     tps, ttft, chat = results["tps"], results["ttft"], results["chat_tps"]
     ratio = _ratio(tps, "conductor", "raw")

@@ -189,8 +189,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         }
         ttft = interleaved(variants, rounds=size["rounds"], per_round=size["per_round"], warmup=1)["ttft"]
         prompt_tokens = {
-            variant: sorted({len(provider._prompt(llm, r)[0]) for r in cycle})
-            for variant, provider in prompts.items()
+            variant: sorted({len(provider._prompt(llm, r)[0]) for r in cycle}) for variant, provider in prompts.items()
         }
         conductor.close()
 
@@ -264,7 +263,7 @@ def _common_prefix(llm: Any, tokens: list[int]) -> int:
     """How many of `tokens` the model's KV cache already holds (what `Llama.generate` reuses)."""
     cached = llm._input_ids[: llm.n_tokens]
     n = 0
-    for a, b in zip(cached, tokens):
+    for a, b in zip(cached, tokens, strict=False):
         if a != b:
             break
         n += 1

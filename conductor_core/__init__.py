@@ -17,7 +17,7 @@ from .errors import *  # noqa: F403
 from .models import *  # noqa: F403
 
 if TYPE_CHECKING:
-    from .router import Conductor
+    from .router import Conductor as Conductor
 
 __version__ = "0.1.0"
 

@@ -30,10 +30,10 @@ _CLOSE_TIMEOUT_S = 10.0
 
 def loop() -> asyncio.AbstractEventLoop:
     """The process's loop, started on first use (and again in a forked child)."""
+    global _loop, _thread
     current = _loop
     if current is not None:
         return current
-    global _thread
     with _lock:
         if _loop is None:
             ready = threading.Event()
@@ -41,9 +41,8 @@ def loop() -> asyncio.AbstractEventLoop:
             thread = threading.Thread(target=_serve, args=(new, ready), name="conductor-loop", daemon=True)
             thread.start()
             ready.wait()
-            _thread = thread
-            globals()["_loop"] = new
-    return _loop  # type: ignore[return-value]
+            _thread, _loop = thread, new
+    return _loop
 
 
 def _serve(new: asyncio.AbstractEventLoop, ready: threading.Event) -> None:

@@ -34,12 +34,13 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import ValidationError
 
 from .config import redact
-from .models import ErrorResponse, new_id
+from .models import Attempt, ErrorResponse, new_id
 
 __all__ = [
     "ProviderError",
@@ -85,6 +86,9 @@ class ProviderError(Exception):
     default_retryable = False
     retry_in_process = True  # the router may retry it itself (when also retryable)
     falls_back = True  # AUTO may try the next provider after it
+    #: On the error the router raises once every candidate failed: what was tried, for which request.
+    attempts: Sequence[Attempt] = ()
+    request_id: str | None = None
 
     def __init__(
         self,

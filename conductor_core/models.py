@@ -46,6 +46,7 @@ __all__ = [
     "tokens_per_second",
     "MAX_TOKENS_LIMIT",
     "Attempt",
+    "RouteMode",
     "RoutingInfo",
     "ChatResponse",
     "TextDelta",
@@ -62,11 +63,14 @@ __all__ = [
     "ProviderReliability",
     "ProviderUsage",
     "ProviderStatus",
+    "OverallStatus",
     "SystemStatus",
     "LogHealth",
     "ErrorResponse",
+    "HealthStatus",
     "HealthResponse",
     "Target",
+    "AttemptStatus",
     "AttemptRecord",
     "Vote",
     "CompareEvent",
@@ -592,8 +596,11 @@ class Attempt(BaseModel):
     latency_ms: float | None = None
 
 
+RouteMode = Literal["manual", "auto", "compare"]
+
+
 class RoutingInfo(BaseModel):
-    mode: Literal["manual", "auto", "compare"] = "manual"
+    mode: RouteMode = "manual"
     policy: RoutingPolicy | None = None
     reason: str | None = Field(default=None, examples=["fastest healthy provider: p50 410 ms"])
     attempts: list[Attempt] = Field(default_factory=list, description="Failed attempts before the one that served.")
@@ -786,8 +793,11 @@ class LogHealth(BaseModel):
     )
 
 
+OverallStatus = Literal["healthy", "degraded", "down"]
+
+
 class SystemStatus(BaseModel):
-    status: Literal["healthy", "degraded", "down"] = Field(
+    status: OverallStatus = Field(
         description="healthy: every configured provider ready; degraded: some are; down: none."
     )
     providers: dict[str, ProviderStatus]
@@ -829,8 +839,11 @@ class ErrorResponse(BaseModel):
     details: Any = Field(default=None, description="Field-level details for validation errors.")
 
 
+HealthStatus = Literal["ok", "degraded", "down"]
+
+
 class HealthResponse(BaseModel):
-    status: Literal["ok", "degraded", "down"]
+    status: HealthStatus
     timestamp: datetime = Field(default_factory=utcnow)
     providers: dict[str, bool] = Field(default_factory=dict, description="Health check result per configured provider.")
     version: str = "0.1.0"
@@ -847,6 +860,9 @@ class Target(BaseModel):
         return f"{self.provider}/{self.model}" if self.model else self.provider
 
 
+AttemptStatus = Literal["ok", "error", "incomplete"]
+
+
 class AttemptRecord(BaseModel):
     """One row of the request log: every try at every provider, successful or not."""
 
@@ -855,11 +871,11 @@ class AttemptRecord(BaseModel):
     request_id: str = Field(description="The user-level request this attempt belongs to.")
     provider: str
     model: str | None = None
-    route: Literal["manual", "auto", "compare"] = "manual"
+    route: RouteMode = "manual"
     group_id: str | None = Field(default=None, description="Compare group, when route is compare.")
     source: str = Field(default="playground", description="Which process sent it: playground, gateway, ...")
     streamed: bool = False
-    status: Literal["ok", "error", "incomplete"]
+    status: AttemptStatus
     error_type: str | None = None
     error_message: str | None = None
     input_tokens: int = 0

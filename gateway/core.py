@@ -47,7 +47,8 @@ async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
     except asyncio.CancelledError:
         if not watch.gone:
             raise
-        asyncio.current_task().uncancel()  # type: ignore[union-attr]
+        if (task := asyncio.current_task()) is not None:  # always: this is a coroutine
+            task.uncancel()
         raise ClientDisconnected() from None
     finally:
         watch.close()

@@ -21,6 +21,7 @@ import json
 import logging
 import math
 import re
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -240,12 +241,15 @@ def _field(loc: tuple[Any, ...]) -> str:
     return out
 
 
+_KINDS: dict[type, str] = {dict: "an object", list: "an array"}
+
+
 def _show(value: Any) -> str:
     if isinstance(value, (bool, int, float)) or value is None:
         return json.dumps(value)
     if isinstance(value, str):
         return repr(value if len(value) <= 40 else value[:40] + "...")
-    return {dict: "an object", list: "an array"}.get(type(value), type(value).__name__)
+    return _KINDS.get(type(value), type(value).__name__)
 
 
 def _range(name: str, model: type[BaseModel], ctx: dict[str, Any]) -> tuple[Any, Any]:
@@ -263,7 +267,7 @@ def _range(name: str, model: type[BaseModel], ctx: dict[str, Any]) -> tuple[Any,
     return low, high
 
 
-def _sentence(err: dict[str, Any], model: type[BaseModel]) -> str:
+def _sentence(err: Mapping[str, Any], model: type[BaseModel]) -> str:
     name = _field(tuple(err.get("loc", ())))
     kind = err.get("type", "")
     ctx = err.get("ctx") or {}
@@ -298,8 +302,8 @@ def _sentence(err: dict[str, Any], model: type[BaseModel]) -> str:
         if isinstance(given, str):
             return f"{what} must not be empty"
         return f"{what} must have at least {ctx.get('min_length', 1)} item(s)"
-    if kind == "too_long" and name in _UNSUPPORTED and _UNSUPPORTED[name]:
-        return _UNSUPPORTED[name]
+    if kind == "too_long" and (unsupported := _UNSUPPORTED.get(name)):
+        return unsupported
     if kind == "too_long":
         return f"{what} must have at most {ctx.get('max_length')} items, got {ctx.get('actual_length')}"
     if kind == "string_too_short":
@@ -340,7 +344,7 @@ def _branch(member: str) -> str:
     return member
 
 
-def _wrong_type(err: dict[str, Any], depth: int) -> bool:
+def _wrong_type(err: Mapping[str, Any], depth: int) -> bool:
     """Whether a union member's error says only that the value is not of that member's type."""
     parts, _ = _parts(tuple(err.get("loc", ())))
     kind = err.get("type", "")
@@ -353,13 +357,13 @@ def _wrong_type(err: dict[str, Any], depth: int) -> bool:
     )
 
 
-def _union_sentences(errors: list[dict[str, Any]], model: type[BaseModel]) -> list[tuple[str, str]]:
+def _union_sentences(errors: list[Mapping[str, Any]], model: type[BaseModel]) -> list[tuple[str, str]]:
     """One member's errors for a value no member of a union took: the member of the value's
     kind (a string for a string...), else one sentence naming every kind allowed."""
     loc = tuple(errors[0].get("loc", ()))
     field = _field(loc)
     depth = len(_parts(loc)[0])
-    by_member: dict[str, list[dict[str, Any]]] = {}
+    by_member: dict[str, list[Mapping[str, Any]]] = {}
     for err in errors:
         by_member.setdefault(_parts(tuple(err.get("loc", ())))[1][0], []).append(err)
     fitting = [errs for errs in by_member.values() if not all(_wrong_type(e, depth) for e in errs)]
@@ -382,7 +386,7 @@ def _either(words: list[str]) -> str:
     return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} or {words[-1]}"
 
 
-def _name(err: dict[str, Any]) -> str:
+def _name(err: Mapping[str, Any]) -> str:
     """The field an error is about (a message's role, not the message, when the role is wrong)."""
     name = _field(tuple(err.get("loc", ())))
     if err.get("type") in ("union_tag_invalid", "union_tag_not_found"):
@@ -391,13 +395,13 @@ def _name(err: dict[str, Any]) -> str:
     return name
 
 
-def validation_error(errors: list[dict[str, Any]], model: type[BaseModel] | str | None = None) -> ApiError:
+def validation_error(errors: Iterable[Mapping[str, Any]], model: type[BaseModel] | str | None = None) -> ApiError:
     """Pydantic's errors as one sentence per field (the first leads) plus field-level details,
     in users' words: no pydantic type names, one sentence for a value a union did not take.
     `model`: the model (or its name, a ValidationError's title) the errors are about."""
     shape = model if isinstance(model, type) else _MODELS.get(model or "", ChatRequest)
-    unions: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
-    plain: list[dict[str, Any]] = []
+    unions: dict[tuple[Any, ...], list[Mapping[str, Any]]] = {}
+    plain: list[Mapping[str, Any]] = []
     for err in errors:
         parts, members = _parts(tuple(err.get("loc", ())))
         if members:  # keyed by where the union sits: the path before its first member

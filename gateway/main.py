@@ -189,7 +189,7 @@ def create_app(
             app.openapi_schema = _openapi(app, gateway_settings.max_messages)
         return app.openapi_schema
 
-    app.openapi = openapi  # type: ignore[method-assign]
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to customise the schema
     return app
 
 

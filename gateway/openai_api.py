@@ -566,7 +566,8 @@ async def serve_chat(app: Any, scope: Scope, receive: Receive, send: Send) -> No
     except asyncio.CancelledError:
         if watch is None or not watch.gone:
             raise
-        asyncio.current_task().uncancel()  # type: ignore[union-attr]  # the client left: nobody to answer
+        if (task := asyncio.current_task()) is not None:  # always: this is a coroutine
+            task.uncancel()  # the client left: nobody to answer
     except ClientDisconnected:
         pass
     except Exception as exc:  # answered as the app's handlers answer it
@@ -641,12 +642,13 @@ class _SSEResponse(StreamingResponse):
     """Closes the body iterator whatever happens (a client that goes away makes `send` raise),
     so the core stream is stopped and the provider released promptly, not when GC runs."""
 
-    async def stream_response(self, send) -> None:  # type: ignore[no-untyped-def]
+    async def stream_response(self, send: Send) -> None:
         try:
             await super().stream_response(send)
         finally:
             with anyio.CancelScope(shield=True):
-                await self.body_iterator.aclose()  # type: ignore[union-attr]
+                if isinstance(self.body_iterator, AsyncGenerator):  # ours always is
+                    await self.body_iterator.aclose()
 
 
 async def coalesced(source: AsyncIterator[bytes]) -> AsyncGenerator[bytes, None]:
@@ -758,7 +760,7 @@ async def _serve_stream(
 
 
 async def _stream_body(
-    events: AsyncIterator[Any],
+    events: AsyncGenerator[Any, None],
     head: list[Any],
     start: StreamStart | None,
     chat_request: ChatRequest,

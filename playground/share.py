@@ -101,7 +101,7 @@ def comparison(conversation: Conversation, index: int) -> exports.Comparison:
     # not the columns' current settings, which may have changed since.
     labels = variant_labels([turn.chosen[lane].variant for lane in lanes])
     columns = []
-    for lane, label in zip(lanes, labels):
+    for lane, label in zip(lanes, labels, strict=True):
         answer = turn.chosen[lane]
         columns.append(
             exports.Column(

@@ -1,7 +1,7 @@
 """What the browser tests share: Debian's chromium through Playwright, a `streamlit run` of
 the playground on a free loopback port, screenshots, and the small actions a person does
-(choose an option, wait until the page is at rest, open a page). Imported by
-tests/test_browser.py and tests/test_browser_arena.py (fixtures included: import them by name).
+(choose an option, wait until the page is at rest, open a page). The browser tests import its
+helpers; its fixtures (`services`, `shots`) reach every test module as a plugin (tests/conftest.py).
 
 Skipped with the reason when chromium, playwright or the local model is missing, unless
 CONDUCTOR_REQUIRE_SERVICES=1 (CI), where that is a failure.

@@ -1,4 +1,4 @@
-"""Suite-wide checks.
+"""Suite-wide checks, and the fixtures many test modules share.
 
 Every key a test registers (through `Settings` or `register_secret`) stays registered for the
 rest of the pytest process, and `redact()` removes six of its letters or digits in a row from
@@ -13,6 +13,10 @@ import pytest
 
 from conductor_core import secrets
 from tests.secret_support import problems
+
+# The shared fixtures' modules, as plugins: a test module names a fixture as a parameter and
+# imports only helpers (the modules' names as tests import them; a dependency before its users).
+pytest_plugins = ["tests.store_backends", "workbench_support", "browser_support", "tests.playground_support"]
 
 _seen: frozenset[str] = frozenset()  # checked already (the first test also checks what imports registered)
 

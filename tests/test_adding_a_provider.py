@@ -22,10 +22,9 @@ from conductor_core.providers.spec import ProviderSpec, provider_specs, register
 from conductor_core.router import Conductor
 from conductor_core.workbench.codegen import code_target, curl, snippets
 from tests.test_codegen import run_python, serve
-from tests.test_playground_pages import (  # noqa: F401 - env is a fixture
+from tests.test_playground_pages import (
     answer_text,
     assistant_messages,
-    env,
     new_session,
     no_traceback,
     plain,

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from workbench_support import cloud_conductor, clouds, database_url  # noqa: F401 - fixtures
+from workbench_support import cloud_conductor
 
 from conductor_core.config import load_settings
 from conductor_core.providers.spec import provider_specs
@@ -40,7 +40,7 @@ def drain(arena: Arena, conductor: Conductor, match_id: str) -> dict[str, str]:
     return {letter: ("FAILED" if failed else texts.get(letter, "")) for letter, failed in finished.items()}
 
 
-def test_a_blind_match_over_real_sdks_votes_then_reveals(clouds, tmp_path: Path) -> None:  # noqa: F811
+def test_a_blind_match_over_real_sdks_votes_then_reveals(clouds, tmp_path: Path) -> None:
     conductor = cloud_conductor(clouds, tmp_path)
     try:
         arena = Arena(conductor.log)
@@ -83,7 +83,7 @@ def test_a_blind_match_over_real_sdks_votes_then_reveals(clouds, tmp_path: Path)
         conductor.close()
 
 
-def test_a_failed_answer_is_shown_failed_without_a_reason_and_not_judged(clouds, tmp_path: Path) -> None:  # noqa: F811
+def test_a_failed_answer_is_shown_failed_without_a_reason_and_not_judged(clouds, tmp_path: Path) -> None:
     conductor = cloud_conductor(clouds, tmp_path)
     clouds["gemini"].set_down(True)
     try:
@@ -112,14 +112,14 @@ def test_a_failed_answer_is_shown_failed_without_a_reason_and_not_judged(clouds,
         conductor.close()
 
 
-def scripted(tmp_path: Path, database_url: str | None, *providers: ScriptedProvider) -> Conductor:  # noqa: F811
+def scripted(tmp_path: Path, database_url: str | None, *providers: ScriptedProvider) -> Conductor:
     settings = load_settings(
         _env_file=None, local_enabled=False, data_dir=tmp_path / "data", database_url=database_url, max_retries=0
     )
     return Conductor(settings, extra_providers=list(providers))
 
 
-def test_votes_are_stored_and_feed_the_leaderboard(database_url, tmp_path: Path) -> None:  # noqa: F811
+def test_votes_are_stored_and_feed_the_leaderboard(database_url, tmp_path: Path) -> None:
     good, meh = ScriptedProvider("good", reply="a fine answer"), ScriptedProvider("meh", reply="a weak answer")
     conductor = scripted(tmp_path, database_url, good, meh)
     try:

@@ -3,7 +3,6 @@ the scripted providers of tests/playground_fakes.py (no SDK patched)."""
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
@@ -11,17 +10,14 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
+import tests.playground_fakes as fakes  # the same module object the app imports
+from conductor_core.errors import AuthenticationError
+from conductor_core.providers.spec import provider_variables
+from conductor_core.testing.fakes import Reply
+from playground import state as playground_state
+from playground.state import FACTORY_ENV
+
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-import tests.playground_fakes as fakes  # noqa: E402  (the same module object the app imports)
-from conductor_core.errors import AuthenticationError  # noqa: E402
-from conductor_core.providers.spec import provider_variables  # noqa: E402
-from conductor_core.testing.fakes import Reply  # noqa: E402
-from playground import state as playground_state  # noqa: E402
-from playground.state import FACTORY_ENV  # noqa: E402
-
 APP = ROOT / "playground" / "app.py"
 CANARY = "sk-6YVbgvpP_uM8UavD64sogJGD"
 NAMES = ("alpha", "beta", "gamma")

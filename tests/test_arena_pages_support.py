@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from sqlalchemy import select
-from workbench_support import chat_in_a_session, database_url  # noqa: F401 - fixture
+from workbench_support import chat_in_a_session
 
 from conductor_core.config import load_settings
 from conductor_core.errors import ProviderUnavailableError
@@ -54,7 +54,7 @@ def variants() -> list[Variant]:
     return [Variant(provider="alpha", model="alpha-1"), Variant(provider="beta", model="beta-1")]
 
 
-def test_blind_answers_carry_text_and_state_but_no_name(database_url, tmp_path: Path) -> None:  # noqa: F811
+def test_blind_answers_carry_text_and_state_but_no_name(database_url, tmp_path: Path) -> None:
     conductor = _conductor(tmp_path, database_url)
     try:
         arena = Arena(conductor.log)
@@ -90,7 +90,7 @@ def test_a_match_with_one_complete_answer_can_be_revealed_without_a_vote(tmp_pat
         conductor.close()
 
 
-def test_votes_are_in_the_csv_and_json_exports(database_url, tmp_path: Path) -> None:  # noqa: F811
+def test_votes_are_in_the_csv_and_json_exports(database_url, tmp_path: Path) -> None:
     conductor = _conductor(tmp_path, database_url)
     try:
         arena = Arena(conductor.log)
@@ -299,7 +299,7 @@ def test_comparison_links_round_trip(tmp_path: Path) -> None:
     ]
 
 
-def test_compare_votes_are_in_the_exports_too(database_url, tmp_path: Path) -> None:  # noqa: F811
+def test_compare_votes_are_in_the_exports_too(database_url, tmp_path: Path) -> None:
     """A Compare round's vote (by the labels its columns had) on the answers it showed."""
     conductor = _conductor(tmp_path, database_url)
     try:

@@ -13,7 +13,6 @@ import threading
 import time
 
 import pytest
-from workbench_support import database_url  # noqa: F401 - a fixture
 
 from conductor_core.config import EndpointConfig, load_settings
 from conductor_core.router import Conductor
@@ -41,7 +40,7 @@ def endpoints():
 
 
 @pytest.fixture
-def conductor(endpoints, database_url, tmp_path):  # noqa: F811
+def conductor(endpoints, database_url, tmp_path):
     settings = load_settings(
         _env_file=None,
         local_enabled=False,
@@ -115,7 +114,7 @@ def test_stop_ends_a_round_whose_contestant_hangs(conductor, endpoints):
     assert not arena.stop(match_id)  # nothing left to stop
 
 
-def test_stop_from_another_process_reaches_the_one_answering(conductor, endpoints, database_url, tmp_path):  # noqa: F811
+def test_stop_from_another_process_reaches_the_one_answering(conductor, endpoints, database_url, tmp_path):
     arena = Arena(conductor.log)
     match_id = start(arena)
     answering = Answering(arena, conductor, match_id)

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from browser_support import (  # noqa: F401 - services and shots are fixtures
+from browser_support import (
     CHROMIUM,
     CHROMIUM_ARGS,
     Playground,
@@ -29,8 +29,6 @@ from browser_support import (  # noqa: F401 - services and shots are fixtures
     launch,
     log_records,
     open_page,
-    services,
-    shots,
     wait_idle,
     wait_settled,
 )
@@ -42,7 +40,7 @@ pytestmark = pytest.mark.timeout(420)
 
 
 @pytest.fixture(scope="module")
-def app_server(services, tmp_path_factory):  # noqa: F811
+def app_server(services, tmp_path_factory):
     from conductor_core.testing.protocol_servers import OpenAIServer
 
     work = tmp_path_factory.mktemp("browser")
@@ -118,7 +116,7 @@ WATCH_STREAM = """() => {
 # --- the flows --------------------------------------------------------------------------------
 
 
-def test_playground_in_a_real_browser(app_server, shots):  # noqa: F811
+def test_playground_in_a_real_browser(app_server, shots):
     from playwright.sync_api import sync_playwright
 
     timings: dict[str, float] = {"server_ready_s": round(app_server["ready"], 2)}
@@ -335,7 +333,7 @@ def use_loopback(page, model: str | None = None) -> None:
         wait_idle(page)
 
 
-def test_a_session_survives_reload_and_two_tabs_share_it(app_server, loopback, shots):  # noqa: F811
+def test_a_session_survives_reload_and_two_tabs_share_it(app_server, loopback, shots):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -426,7 +424,7 @@ def test_a_session_survives_reload_and_two_tabs_share_it(app_server, loopback, s
             browser.close()
 
 
-def test_failed_turns_regenerate_edit_and_leaving_mid_stream(app_server, loopback, shots):  # noqa: F811
+def test_failed_turns_regenerate_edit_and_leaving_mid_stream(app_server, loopback, shots):
     from playwright.sync_api import sync_playwright
 
     from conductor_core.testing.protocol_servers import Fault
@@ -506,7 +504,7 @@ def test_failed_turns_regenerate_edit_and_leaving_mid_stream(app_server, loopbac
             browser.close()
 
 
-def test_an_endpoint_added_in_the_page_sends_a_model_it_lists(app_server, shots):  # noqa: F811
+def test_an_endpoint_added_in_the_page_sends_a_model_it_lists(app_server, shots):
     from playwright.sync_api import sync_playwright
 
     from conductor_core.testing.protocol_servers import OpenAIServer
@@ -536,7 +534,7 @@ def test_an_endpoint_added_in_the_page_sends_a_model_it_lists(app_server, shots)
         ollama_like.stop()
 
 
-def test_editing_a_compare_column_while_the_page_draws_leaves_the_others_as_they_were(services, tmp_path, shots):  # noqa: F811
+def test_editing_a_compare_column_while_the_page_draws_leaves_the_others_as_they_were(services, tmp_path, shots):
     """A person who changes column 1's max tokens before the page has drawn column 2 (the
     Compare page's first draw in a new process is slow) must not send column 2 at the
     control's minimum. Before the fix, the interrupted run left column 2's control to mount at
@@ -588,7 +586,7 @@ def test_editing_a_compare_column_while_the_page_draws_leaves_the_others_as_they
             browser.close()
 
 
-def test_every_page_at_phone_width_with_the_sidebar_closed(app_server, shots):  # noqa: F811
+def test_every_page_at_phone_width_with_the_sidebar_closed(app_server, shots):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -669,7 +667,7 @@ def postgres_url():
         yield url
 
 
-def test_two_playground_processes_share_sessions_on_postgresql(services, postgres_url, tmp_path, shots):  # noqa: F811
+def test_two_playground_processes_share_sessions_on_postgresql(services, postgres_url, tmp_path, shots):
     """Two replicas on one database: a session made on one opens on the other; an answer
     streaming on one is stopped from the other (its worker hears it through the database)."""
     from playwright.sync_api import sync_playwright

@@ -17,14 +17,12 @@ import os
 from pathlib import Path
 
 import pytest
-from browser_support import (  # noqa: F401 - services and shots are fixtures
+from browser_support import (
     Playground,
     choose,
     endpoint_config,
     eventually,
     launch,
-    services,
-    shots,
     wait_idle,
     wait_settled,
 )
@@ -36,7 +34,7 @@ MODELS = {"alpha": "alpha-model", "beta": "beta-model"}
 
 
 @pytest.fixture(scope="module")
-def arena_app(services, tmp_path_factory):  # noqa: F811 - services is a fixture
+def arena_app(services, tmp_path_factory):
     from conductor_core.testing.protocol_servers import OpenAIServer
 
     work = tmp_path_factory.mktemp("browser_arena")
@@ -84,7 +82,7 @@ def leaderboard_rows(page) -> list[str]:
     return [row.text_content() for row in grid.locator("[role=row]").all()][1:]
 
 
-def test_a_blind_vote_hides_the_names_until_the_vote_then_rates_them(arena_app, servers, shots):  # noqa: F811
+def test_a_blind_vote_hides_the_names_until_the_vote_then_rates_them(arena_app, servers, shots):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -174,7 +172,7 @@ def test_a_blind_vote_hides_the_names_until_the_vote_then_rates_them(arena_app, 
             browser.close()
 
 
-def test_a_comparison_opens_from_a_url_once_and_names_what_is_missing(arena_app, servers, shots):  # noqa: F811
+def test_a_comparison_opens_from_a_url_once_and_names_what_is_missing(arena_app, servers, shots):
     from urllib.parse import quote
 
     from playwright.sync_api import sync_playwright
@@ -227,7 +225,7 @@ def test_a_comparison_opens_from_a_url_once_and_names_what_is_missing(arena_app,
             browser.close()
 
 
-def test_a_logged_request_is_replayed_from_the_dashboard_with_its_parameters(arena_app, servers, shots):  # noqa: F811
+def test_a_logged_request_is_replayed_from_the_dashboard_with_its_parameters(arena_app, servers, shots):
     """A playground chat (written from this process into the app's database, as the chat page
     would) with history and non-default parameters, replayed against the other endpoint."""
     from playwright.sync_api import sync_playwright
@@ -307,7 +305,7 @@ def test_a_logged_request_is_replayed_from_the_dashboard_with_its_parameters(are
         assert {k: replayed.get(k) for k in expected} == expected, name
 
 
-def test_a_hanging_contestant_is_stopped_and_a_round_left_by_a_dead_server_is_closed(arena_app, servers, shots):  # noqa: F811
+def test_a_hanging_contestant_is_stopped_and_a_round_left_by_a_dead_server_is_closed(arena_app, servers, shots):
     """beta hangs until the test ends: only Stop can end the round. Then a round that no server
     answers (its server died) is closed when it is opened, not shown waiting for ever."""
     from playwright.sync_api import sync_playwright
@@ -394,7 +392,7 @@ def test_a_hanging_contestant_is_stopped_and_a_round_left_by_a_dead_server_is_cl
         log.close()
 
 
-def test_a_blind_round_s_request_is_replayed_with_its_parameters(arena_app, servers, shots):  # noqa: F811
+def test_a_blind_round_s_request_is_replayed_with_its_parameters(arena_app, servers, shots):
     """A blind round with 123 max tokens (not the defaults), then one of its requests replayed
     from the Dashboard: both columns get 123, and the page names where the request came from."""
     from playwright.sync_api import sync_playwright
@@ -440,7 +438,7 @@ def test_a_blind_round_s_request_is_replayed_with_its_parameters(arena_app, serv
         assert sent["max_tokens"] == 123 and sent["messages"] == [{"role": "user", "content": prompt}], name
 
 
-def test_same_titled_comparisons_are_told_apart_on_a_phone_and_delete_asks_first(arena_app, servers, shots):  # noqa: F811
+def test_same_titled_comparisons_are_told_apart_on_a_phone_and_delete_asks_first(arena_app, servers, shots):
     """Two comparisons with the same prompt (so the same title), opened from a link; on a phone the
     sidebar tells them apart by when each was used. Deleting one asks first: Cancel keeps it."""
     from urllib.parse import quote
@@ -510,7 +508,7 @@ def test_same_titled_comparisons_are_told_apart_on_a_phone_and_delete_asks_first
             browser.close()
 
 
-def test_compare_column_headers_say_what_differs_between_different_models(arena_app, servers, shots):  # noqa: F811
+def test_compare_column_headers_say_what_differs_between_different_models(arena_app, servers, shots):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:

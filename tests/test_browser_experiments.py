@@ -4,24 +4,19 @@ which is also the canary: it must never reach a page or an export), Stop in the 
 run after a reload, the exports downloaded and parsed, an earlier run opened from the URL
 after a reload, and bad input named on the page with nothing sent.
 
-The helpers and fixtures (the app process, chromium's flags, screenshots, waiting for the
-page to settle) are tests/test_browser.py's, imported rather than copied.
+The helpers (the app process, chromium's flags, waiting for the page to settle) are
+tests/test_browser.py's, imported rather than copied; the fixtures are tests/browser_support.py's.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from tests.test_browser import (  # noqa: E402,F401  (services and shots are fixtures)
+from tests.test_browser import (
     Playground,
     ask,
     assistant_with_figures,
@@ -29,8 +24,6 @@ from tests.test_browser import (  # noqa: E402,F401  (services and shots are fix
     endpoint_config,
     eventually,
     launch,
-    services,
-    shots,
     wait_idle,
     wait_settled,
 )
@@ -53,7 +46,7 @@ TEMPLATE = "What is the capital of {{country}}? One word."
 
 
 @pytest.fixture(scope="module")
-def lab(services, tmp_path_factory):  # noqa: F811
+def lab(services, tmp_path_factory):
     """A playground whose only providers are three loopback endpoints: `fast`, `slow` and
     `broken` (it wants another key than the one configured: every call answers 401)."""
     from conductor_core.testing.protocol_servers import OpenAIServer
@@ -89,7 +82,7 @@ def lab(services, tmp_path_factory):  # noqa: F811
 
 
 @contextmanager
-def browser_page(p, shots, name: str, **context):  # noqa: F811
+def browser_page(p, shots, name: str, **context):
     """A page in a fresh browser; a screenshot named after the test when it fails."""
     browser = launch(p)
     page = browser.new_context(**({"viewport": {"width": 1280, "height": 900}} | context)).new_page()
@@ -171,7 +164,7 @@ def summary_rows(page) -> dict[str, list[str]]:
     return rows
 
 
-def test_ten_rows_three_variants_one_failing_then_export(lab, shots):  # noqa: F811
+def test_ten_rows_three_variants_one_failing_then_export(lab, shots):
     from playwright.sync_api import sync_playwright
 
     upstreams = ("fast", "slow", "broken")
@@ -287,7 +280,7 @@ def start_run_from_page(page, number: int, *, calls_at_once: int | None = None) 
     page.get_by_role("button", name=f"Start run {number}").click()
 
 
-def test_stop_after_a_reload_keeps_what_finished_and_an_earlier_run_reopens(lab, shots):  # noqa: F811
+def test_stop_after_a_reload_keeps_what_finished_and_an_earlier_run_reopens(lab, shots):
     from playwright.sync_api import sync_playwright
 
     experiment_id = make_experiment(lab["work"], "Stop and reopen")
@@ -372,7 +365,7 @@ def alert(page, containing: str) -> str:
     return found.inner_text()
 
 
-def test_bad_input_is_named_on_the_page_and_nothing_is_sent(lab, shots):  # noqa: F811
+def test_bad_input_is_named_on_the_page_and_nothing_is_sent(lab, shots):
     from playwright.sync_api import sync_playwright
 
     sent_before = sum(generations(lab[name]) for name in ("fast", "slow", "broken"))
@@ -428,7 +421,7 @@ def test_bad_input_is_named_on_the_page_and_nothing_is_sent(lab, shots):  # noqa
     assert sum(generations(lab[name]) for name in ("fast", "slow", "broken")) == sent_before
 
 
-def test_the_experiments_page_at_phone_width(lab, shots):  # noqa: F811
+def test_the_experiments_page_at_phone_width(lab, shots):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -449,7 +442,7 @@ def test_the_experiments_page_at_phone_width(lab, shots):  # noqa: F811
             shots(page, "phone_experiment_run", full_page=True)
 
 
-def test_share_a_conversation_and_a_comparison(lab, shots):  # noqa: F811
+def test_share_a_conversation_and_a_comparison(lab, shots):
     """Export and Get code on the Playground chat and on a Compare round, through the page's
     downloads: the files parse and hold the answers, and never the key (the slow upstream
     echoes it in every answer)."""

@@ -12,12 +12,10 @@ from __future__ import annotations
 import time
 
 import pytest
-from browser_support import (  # noqa: F401 - services and shots are fixtures
+from browser_support import (
     Playground,
     endpoint_config,
     launch,
-    services,
-    shots,
     wait_idle,
     wait_settled,
 )
@@ -72,7 +70,7 @@ def freshen_heartbeats(work) -> None:
         log.close()
 
 
-def test_a_run_cut_off_by_a_restart_reads_interrupted_at_once(services, tmp_path, shots):  # noqa: F811
+def test_a_run_cut_off_by_a_restart_reads_interrupted_at_once(services, tmp_path, shots):
     from playwright.sync_api import sync_playwright
 
     from conductor_core.testing.protocol_servers import OpenAIServer

@@ -11,15 +11,13 @@ speed: without the fixes the awaited state never comes.
 from __future__ import annotations
 
 import pytest
-from browser_support import (  # noqa: F401 - services and shots are fixtures
+from browser_support import (
     Playground,
     choose,
     endpoint_config,
     eventually,
     launch,
     log_records,
-    services,
-    shots,
     wait_idle,
     wait_settled,
 )
@@ -37,7 +35,7 @@ FIRST_TRY_S = 4
 
 
 @pytest.fixture(scope="module")
-def routing_app(services, tmp_path_factory):  # noqa: F811 - services is a fixture
+def routing_app(services, tmp_path_factory):
     from conductor_core.testing.protocol_servers import OpenAIServer
 
     work = tmp_path_factory.mktemp("browser_routing")
@@ -126,7 +124,7 @@ def stored_provider(work, url: str) -> str:
         log.close()
 
 
-def test_a_chosen_provider_stays_chosen_when_its_breaker_opens(routing_app, servers, shots):  # noqa: F811
+def test_a_chosen_provider_stays_chosen_when_its_breaker_opens(routing_app, servers, shots):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -179,7 +177,7 @@ def test_a_chosen_provider_stays_chosen_when_its_breaker_opens(routing_app, serv
             browser.close()
 
 
-def test_auto_answers_fast_when_an_endpoint_it_never_tried_hangs(routing_app, servers, shots):  # noqa: F811
+def test_auto_answers_fast_when_an_endpoint_it_never_tried_hangs(routing_app, servers, shots):
     """AUTO tries `hang` first (nothing is known yet, and it is listed first); `hang` sends nothing
     until the test ends. The answer must come from another endpoint once the first-try deadline
     passes, not after the provider's timeout (five minutes here)."""

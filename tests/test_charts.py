@@ -3,21 +3,15 @@
 
 from __future__ import annotations
 
-import sys
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from conductor_core.models import Vote  # noqa: E402
-from playground import charts  # noqa: E402
-from playground import dashboard_data as dd  # noqa: E402
+from conductor_core.models import Vote
+from playground import charts
+from playground import dashboard_data as dd
 
 NOW = datetime(2026, 1, 15, 12, 0, tzinfo=UTC)
 PROVIDERS = ["anthropic", "gemini", "local", "openai"]

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import uvicorn
-from workbench_support import KEYS, cloud_conductor, clouds  # noqa: F401 - fixtures
+from workbench_support import KEYS, cloud_conductor
 
 from conductor_core.config import EndpointConfig, SecretStr, load_settings
 from conductor_core.models import ChatMessage, ChatRequest
@@ -53,7 +53,7 @@ def run_python(code: str, env: dict[str, str]) -> str:
 
 
 @pytest.mark.parametrize("kind", ["openai", "anthropic", "gemini"])
-def test_the_sdk_snippet_sends_what_conductor_sends(kind: str, clouds, tmp_path: Path) -> None:  # noqa: F811
+def test_the_sdk_snippet_sends_what_conductor_sends(kind: str, clouds, tmp_path: Path) -> None:
     conductor = cloud_conductor(clouds, tmp_path)
     server = clouds[kind]
     try:
@@ -95,7 +95,7 @@ def serve(app: Any) -> Iterator[str]:
         sock.close()
 
 
-def test_the_gateway_snippets_run_against_a_gateway(clouds, tmp_path: Path) -> None:  # noqa: F811
+def test_the_gateway_snippets_run_against_a_gateway(clouds, tmp_path: Path) -> None:
     from gateway.main import create_app
 
     conductor = cloud_conductor(clouds, tmp_path, api_key="sej1A5wPkGPdXDJ-hFzKnGwW")

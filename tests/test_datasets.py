@@ -91,7 +91,7 @@ def test_over_the_limit_is_refused_with_the_count_and_the_setting() -> None:
     assert (caught.value.rows, caught.value.limit) == (1001, 1000)
     assert "CONDUCTOR_DATASET_MAX_ROWS" in str(caught.value) and "1,001 rows" in str(caught.value)
     assert len(read_dataset(text, max_rows=2000)) == 1001
-    jsonl = "".join('{"q": %d}\n' % i for i in range(6))
+    jsonl = "".join(f'{{"q": {i}}}\n' for i in range(6))
     with pytest.raises(DatasetTooLargeError):
         read_dataset(jsonl, max_rows=5)
 

@@ -34,7 +34,7 @@ from conductor_core.providers.spec import provider_specs, provider_variables
 from conductor_core.store import RequestLog
 from conductor_core.store.writer import LogWriter
 from conductor_core.testing.protocol_servers import OpenAIServer
-from tests.store_backends import REPO_ROOT, Backend, backend  # noqa: F401 - backend is a fixture
+from tests.store_backends import REPO_ROOT, Backend
 
 GPT = provider_specs()["openai"].default_model  # served by the loopback OpenAIServer
 

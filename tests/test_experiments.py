@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from sqlalchemy import update
-from workbench_support import cloud_conductor, clouds, database_url, request_log  # noqa: F401 - fixtures
+from workbench_support import cloud_conductor
 
 from conductor_core.config import load_settings
 from conductor_core.router import Conductor
@@ -38,7 +38,7 @@ def ten_rows() -> str:
     return "country,expected\n" + "".join(f"{c},{'paris' if i < 5 else 'rome'}\n" for i, c in enumerate(COUNTRIES))
 
 
-def test_a_ten_row_dataset_over_three_variants_with_one_failing_upstream(clouds, tmp_path: Path) -> None:  # noqa: F811
+def test_a_ten_row_dataset_over_three_variants_with_one_failing_upstream(clouds, tmp_path: Path) -> None:
     conductor = cloud_conductor(clouds, tmp_path)  # resets the servers first
     clouds["gemini"].set_down(True)
     try:
@@ -97,7 +97,7 @@ def test_a_ten_row_dataset_over_three_variants_with_one_failing_upstream(clouds,
         conductor.close()
 
 
-def test_the_concurrency_limit_per_provider_is_what_the_upstream_sees(clouds, tmp_path: Path) -> None:  # noqa: F811
+def test_the_concurrency_limit_per_provider_is_what_the_upstream_sees(clouds, tmp_path: Path) -> None:
     conductor = cloud_conductor(clouds, tmp_path)
     clouds["openai"].latency_s = 0.3
     clouds["anthropic"].latency_s = 0.3
@@ -125,7 +125,7 @@ def test_the_concurrency_limit_per_provider_is_what_the_upstream_sees(clouds, tm
         conductor.close()
 
 
-def test_stop_keeps_what_finished_marks_the_rest_and_the_log_says_cancelled(clouds, tmp_path: Path) -> None:  # noqa: F811
+def test_stop_keeps_what_finished_marks_the_rest_and_the_log_says_cancelled(clouds, tmp_path: Path) -> None:
     conductor = cloud_conductor(clouds, tmp_path)
     clouds["openai"].latency_s = 0.05
     clouds["openai"].chunk_delay_s = 0.1  # several chunks, so a stop lands mid-stream
@@ -171,14 +171,14 @@ def test_stop_keeps_what_finished_marks_the_rest_and_the_log_says_cancelled(clou
 # --- storage, on both databases ---------------------------------------------------------------
 
 
-def scripted_conductor(tmp_path: Path, database_url: str | None, *providers: ScriptedProvider) -> Conductor:  # noqa: F811
+def scripted_conductor(tmp_path: Path, database_url: str | None, *providers: ScriptedProvider) -> Conductor:
     settings = load_settings(
         _env_file=None, local_enabled=False, data_dir=tmp_path / "data", database_url=database_url, max_retries=0
     )
     return Conductor(settings, extra_providers=list(providers))
 
 
-def test_runs_are_stored_reopened_rated_rerun_and_compared(database_url, tmp_path: Path) -> None:  # noqa: F811
+def test_runs_are_stored_reopened_rated_rerun_and_compared(database_url, tmp_path: Path) -> None:
     fast = ScriptedProvider("fast", reply="Paris, of course")
     slow = ScriptedProvider("slow", reply="No idea", cost_per_token=None)
     conductor = scripted_conductor(tmp_path, database_url, fast, slow)
@@ -232,7 +232,7 @@ def test_runs_are_stored_reopened_rated_rerun_and_compared(database_url, tmp_pat
         conductor.close()
 
 
-def test_a_run_whose_process_died_shows_as_interrupted(request_log: RequestLog) -> None:  # noqa: F811
+def test_a_run_whose_process_died_shows_as_interrupted(request_log: RequestLog) -> None:
     store = ExperimentStore(request_log)
     experiment = store.create(
         "x", "{{q}}", read_dataset("q\na\n"), [Variant(provider="local"), Variant(provider="local", temperature=0)]
@@ -244,7 +244,7 @@ def test_a_run_whose_process_died_shows_as_interrupted(request_log: RequestLog) 
     assert store.run(run.id).status == "interrupted"
 
 
-def test_statistics_in_sql_match_numpy_and_the_win_rate_definition(request_log: RequestLog) -> None:  # noqa: F811
+def test_statistics_in_sql_match_numpy_and_the_win_rate_definition(request_log: RequestLog) -> None:
     store = ExperimentStore(request_log)
     rows = "q,expected\n" + "".join(f"r{i},x\n" for i in range(7))
     experiment = store.create(
@@ -298,7 +298,7 @@ def test_check_kinds() -> None:
     assert check_answer(CheckKind.regex, "Answer", "(?i)answer")
 
 
-def test_bad_experiments_are_refused_before_anything_is_sent(request_log: RequestLog) -> None:  # noqa: F811
+def test_bad_experiments_are_refused_before_anything_is_sent(request_log: RequestLog) -> None:
     store = ExperimentStore(request_log)
     two = [Variant(provider="local"), Variant(provider="local", temperature=0)]
     rows = read_dataset("country,expected\nFrance,paris\nPeru,\n")

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import update
-from workbench_support import database_url, request_log  # noqa: F401 - fixtures
 
 from conductor_core.store import RequestLog
 from conductor_core.store.leases import leases_for
@@ -75,7 +74,7 @@ def eventually(check, what: str, timeout_s: float = 10.0) -> None:
         time.sleep(0.05)
 
 
-def test_a_lease_is_seen_by_its_own_process_until_released(request_log: RequestLog) -> None:  # noqa: F811
+def test_a_lease_is_seen_by_its_own_process_until_released(request_log: RequestLog) -> None:
     leases = leases_for(request_log.engine)
     assert not leases.held("job:1")
     with leases.hold("job:1"):
@@ -88,8 +87,8 @@ def test_a_lease_is_seen_by_its_own_process_until_released(request_log: RequestL
 
 
 def test_another_process_s_lease_is_held_while_it_lives_and_free_once_it_is_killed(
-    request_log: RequestLog,  # noqa: F811
-    database_url: str | None,  # noqa: F811
+    request_log: RequestLog,
+    database_url: str | None,
     tmp_path: Path,
 ) -> None:
     holder = Holder(
@@ -113,8 +112,8 @@ def test_another_process_s_lease_is_held_while_it_lives_and_free_once_it_is_kill
 
 
 def test_a_run_whose_process_is_killed_reads_interrupted_at_once(
-    request_log: RequestLog,  # noqa: F811
-    database_url: str | None,  # noqa: F811
+    request_log: RequestLog,
+    database_url: str | None,
     tmp_path: Path,
 ) -> None:
     store = ExperimentStore(request_log)
@@ -141,7 +140,7 @@ def test_a_run_whose_process_is_killed_reads_interrupted_at_once(
         holder.close()
 
 
-def test_a_run_this_process_started_reads_running_until_it_is_finished(request_log: RequestLog) -> None:  # noqa: F811
+def test_a_run_this_process_started_reads_running_until_it_is_finished(request_log: RequestLog) -> None:
     store = ExperimentStore(request_log)
     experiment = store.create("x", "{{q}}", read_dataset("q\na\n"), [Variant(provider="local")] * 2)
     run = store.new_run(experiment, CheckKind.contains, {"local": 1})

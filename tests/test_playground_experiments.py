@@ -1,30 +1,24 @@
 """The Experiments page and the share buttons under `streamlit.testing.v1.AppTest`, with the
 scripted providers of tests/playground_fakes.py (no SDK patched): the logic a browser test
-would take minutes to walk through. The fixtures and helpers are tests/test_playground_pages.py's.
+would take minutes to walk through. The helpers are tests/test_playground_pages.py's, the `env`
+fixture tests/playground_support.py's.
 """
 
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-import tests.playground_fakes as fakes  # noqa: E402
-from conductor_core.config import register_secret  # noqa: E402
-from conductor_core.workbench import exports  # noqa: E402
-from conductor_core.workbench.runner import RunHandle  # noqa: E402
-from playground import share  # noqa: E402
-from playground import state as playground_state  # noqa: E402
-from tests.test_playground_pages import (  # noqa: E402,F401  (env is a fixture)
+import tests.playground_fakes as fakes
+from conductor_core.config import register_secret
+from conductor_core.workbench import exports
+from conductor_core.workbench.runner import RunHandle
+from playground import share
+from playground import state as playground_state
+from tests.test_playground_pages import (
     APP,
-    env,
     no_traceback,
     plain,
     run_compare,
@@ -83,7 +77,7 @@ def texts(at: AppTest) -> list[str]:
     return [plain(m.value) for m in at.markdown] + [plain(c.value) for c in at.caption] + [t.value for t in at.text]
 
 
-def test_a_run_over_three_variants_with_one_failing(env):  # noqa: F811
+def test_a_run_over_three_variants_with_one_failing(env):
     at = experiments_page()
     fakes.FAKES["beta"].down = True
     at = finish(start(fill(at)))
@@ -109,7 +103,7 @@ def test_a_run_over_three_variants_with_one_failing(env):  # noqa: F811
     assert {c.passed for c in cells if c.variant == 1} == {False}  # a failure is never a pass
 
 
-def test_a_run_started_from_the_form_is_scrolled_to_on_every_full_run(env):  # noqa: F811
+def test_a_run_started_from_the_form_is_scrolled_to_on_every_full_run(env):
     """Run is clicked at the bottom of a long form: the page scrolls to the run's top. The
     script goes out with every full run while that run is shown (once, it was popped on the
     first: a busy browser had not drawn it when the run's next rerun replaced it, and the run
@@ -129,7 +123,7 @@ def test_a_run_started_from_the_form_is_scrolled_to_on_every_full_run(env):  # n
     assert scroll_scripts(elsewhere) == []
 
 
-def test_ratings_a_rerun_what_changed_and_an_earlier_run_by_url(env):  # noqa: F811
+def test_ratings_a_rerun_what_changed_and_an_earlier_run_by_url(env):
     at = finish(start(fill(experiments_page())))
     experiment_id, first_run = at.query_params["experiment"], at.query_params["run"]
     store = playground_state.experiments()
@@ -154,7 +148,7 @@ def test_ratings_a_rerun_what_changed_and_an_earlier_run_by_url(env):  # noqa: F
     assert summary(again)["A"]["rating"].startswith("+1.00")
 
 
-def test_bad_input_is_named_and_nothing_is_sent(env, monkeypatch):  # noqa: F811
+def test_bad_input_is_named_and_nothing_is_sent(env, monkeypatch):
     monkeypatch.setenv("CONDUCTOR_DATASET_MAX_ROWS", "5")
     at = experiments_page()
 
@@ -178,7 +172,7 @@ def test_bad_input_is_named_and_nothing_is_sent(env, monkeypatch):  # noqa: F811
     assert playground_state.experiments().experiments() == []
 
 
-def test_a_run_goes_on_while_the_page_is_left_and_stop_keeps_what_finished(env):  # noqa: F811
+def test_a_run_goes_on_while_the_page_is_left_and_stop_keeps_what_finished(env):
     at = experiments_page()
     fakes.FAKES["alpha"].latency_s = 0.25
     at = fill(at, data="country\n" + "".join(f"C{i}\n" for i in range(12)))
@@ -212,7 +206,7 @@ def test_a_run_goes_on_while_the_page_is_left_and_stop_keeps_what_finished(env):
 CANARY = "0qX06KzBNqr1HB63jVpynp4G"
 
 
-def test_share_a_conversation_and_a_comparison_without_the_key(env):  # noqa: F811
+def test_share_a_conversation_and_a_comparison_without_the_key(env):
     register_secret(CANARY)
     at = AppTest.from_file(str(APP), default_timeout=60)
     at.run()
@@ -248,7 +242,7 @@ def test_share_a_conversation_and_a_comparison_without_the_key(env):  # noqa: F8
     assert data["vote"] == "alpha/alpha-small" and data["columns"][1]["answer"] == "Beta answers too."
 
 
-def test_edit_as_a_new_experiment_fills_the_form_and_runs_a_new_one(env):  # noqa: F811
+def test_edit_as_a_new_experiment_fills_the_form_and_runs_a_new_one(env):
     at = finish(start(fill(experiments_page())))
     experiment_id = at.query_params["experiment"]
     at.button(key=f"exp_edit_{experiment_id}").click().run()
@@ -267,7 +261,7 @@ def test_edit_as_a_new_experiment_fills_the_form_and_runs_a_new_one(env):  # noq
     assert len(store.runs(experiment_id)) == 1  # the original is unchanged
 
 
-def test_with_prompt_logging_off_the_page_says_answers_are_not_kept(env, monkeypatch):  # noqa: F811
+def test_with_prompt_logging_off_the_page_says_answers_are_not_kept(env, monkeypatch):
     monkeypatch.setenv("CONDUCTOR_LOG_PROMPTS", "false")
     at = experiments_page()
     assert any("answers are **not kept**" in i.value for i in at.info)
@@ -278,7 +272,7 @@ def test_with_prompt_logging_off_the_page_says_answers_are_not_kept(env, monkeyp
     assert all(c.answer is None for c in playground_state.experiments().cells(at.query_params["run"]))
 
 
-def test_a_comparison_export_names_columns_by_the_settings_they_answered_with(env):  # noqa: F811
+def test_a_comparison_export_names_columns_by_the_settings_they_answered_with(env):
     at = AppTest.from_file(str(APP), default_timeout=60)
     at.run()
     at.switch_page("views/compare.py").run()

@@ -4,7 +4,6 @@ injected through the playground's factory (tests/playground_fakes.py): no SDK is
 from __future__ import annotations
 
 import json
-import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -14,45 +13,20 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
+import tests.playground_fakes as fakes  # the same module object the app imports
+from conductor_core.errors import AuthenticationError, ProviderUnavailableError
+from conductor_core.models import AttemptRecord, Vote, utcnow
+from conductor_core.testing.fakes import Reply
+from conductor_core.testing.protocol_servers import GeminiServer, OpenAIServer
+from playground import charts, controls
+from playground import dashboard_data as dd
+from playground import state as playground_state
+from tests.playground_support import settle_workers  # `env`, the fixture, is there too
+
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-import tests.playground_fakes as fakes  # noqa: E402  (the same module object the app imports)
-from conductor_core.errors import AuthenticationError, ProviderUnavailableError  # noqa: E402
-from conductor_core.models import AttemptRecord, Vote, utcnow  # noqa: E402
-from conductor_core.providers.spec import provider_variables  # noqa: E402
-from conductor_core.testing.fakes import Reply  # noqa: E402
-from conductor_core.testing.protocol_servers import GeminiServer, OpenAIServer  # noqa: E402
-from playground import charts, controls  # noqa: E402
-from playground import dashboard_data as dd  # noqa: E402
-from playground import state as playground_state  # noqa: E402
-from playground.state import FACTORY_ENV  # noqa: E402
-
 APP = ROOT / "playground" / "app.py"
-KEY_VARS = (
-    *provider_variables(),  # every provider's key and base URL (their specs)
-    "CONDUCTOR_CONFIG",
-    "CONDUCTOR_DATABASE_URL",
-)
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture
-def env(tmp_path, monkeypatch):
-    monkeypatch.setenv("CONDUCTOR_DATA_DIR", str(tmp_path))
-    monkeypatch.setenv(FACTORY_ENV, "tests.playground_fakes:build_conductor")
-    for name in KEY_VARS:
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.chdir(tmp_path)  # no stray .env or conductor.toml
-    st.cache_resource.clear()  # a fresh Conductor (and fresh fakes) for every test
-    yield tmp_path
-    if fakes.CONDUCTORS:  # answers still streaming finish before their Conductor closes
-        settle_workers()
-    st.cache_resource.clear()
-    while fakes.CONDUCTORS:
-        fakes.CONDUCTORS.pop().close()
 
 
 def new_session(**query) -> AppTest:
@@ -71,11 +45,6 @@ def app(env) -> AppTest:
 
 def conductor():
     return fakes.CONDUCTORS[-1]
-
-
-def settle_workers(timeout: float = 30.0) -> None:
-    """Until every answer this process streams has ended."""
-    assert playground_state.worker().wait_all(timeout), "an answer did not finish in time"
 
 
 def settle(at: AppTest) -> AppTest:

@@ -34,11 +34,10 @@ from tests.browser_support import (
     endpoint_config,
     eventually,
     launch,
-    services,  # noqa: F401 - a fixture
     wait_idle,
 )
 from tests.secret_support import leaks, problems, quotes
-from tests.store_backends import REPO_ROOT, Backend, backend  # noqa: F401 - backend is a fixture
+from tests.store_backends import REPO_ROOT, Backend
 
 pytestmark = pytest.mark.timeout(420)
 
@@ -115,7 +114,7 @@ class _Gateway:
             self.process.wait(timeout=30)
 
 
-def test_no_piece_of_a_key_leaves_the_gateway(backend: Backend, tmp_path: Path) -> None:  # noqa: F811
+def test_no_piece_of_a_key_leaves_the_gateway(backend: Backend, tmp_path: Path) -> None:
     upstreams = {name: SERVERS[name](require_key=KEYS[name]).start() for name in KEYS}
     gateway = _Gateway(tmp_path, backend, upstreams)
     auth = {"authorization": f"Bearer {GATEWAY_KEY}"}
@@ -198,7 +197,7 @@ def test_no_piece_of_a_key_leaves_the_gateway(backend: Backend, tmp_path: Path) 
         _no_piece_of_any_key(where, text)
 
 
-def test_no_piece_of_a_key_reaches_the_chat_page(services, tmp_path: Path) -> None:  # noqa: F811
+def test_no_piece_of_a_key_reaches_the_chat_page(services, tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 
     key = KEYS["openai"]

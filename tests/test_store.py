@@ -23,7 +23,7 @@ from sqlalchemy.engine import make_url
 from conductor_core.config import register_secret
 from conductor_core.models import AttemptRecord, ProviderUsage, Vote
 from conductor_core.store import AGGREGATE_COLUMNS, FRAME_COLUMNS, RequestLog, normalize_database_url
-from tests.store_backends import POSTGRES_URL, REPO_ROOT, T0, Backend, backend, full_record, make_record  # noqa: F401 - backend is a fixture
+from tests.store_backends import POSTGRES_URL, REPO_ROOT, T0, Backend, full_record, make_record
 
 # --- round trip ---------------------------------------------------------------------------
 

@@ -30,7 +30,7 @@ from conductor_core.config import register_secret
 from conductor_core.models import AttemptRecord, Vote
 from conductor_core.store import RequestLog, spool
 from conductor_core.store import writer as writer_module
-from tests.store_backends import REPO_ROOT, T0, Backend, backend, make_record  # noqa: F401 - backend is a fixture
+from tests.store_backends import REPO_ROOT, T0, Backend, make_record
 
 # A process that opens the log, submits attempts and dies by SIGKILL: no atexit, no flush,
 # no close, exactly like `kill -9` from outside. MODE "before": the writer never commits
@@ -73,7 +73,7 @@ os.kill(os.getpid(), signal.SIGKILL)
 """
 
 
-def _run_submitter(backend: Backend, tag: str, n: int, mode: str = "before", **popen: Any) -> subprocess.Popen[str]:  # noqa: F811
+def _run_submitter(backend: Backend, tag: str, n: int, mode: str = "before", **popen: Any) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     return subprocess.Popen(
         [sys.executable, "-c", _SUBMITTER, backend.url or "", str(backend.data_dir), tag, str(n), mode],
@@ -83,13 +83,13 @@ def _run_submitter(backend: Backend, tag: str, n: int, mode: str = "before", **p
     )
 
 
-def _killed_submitter(backend: Backend, tag: str, n: int, mode: str = "before") -> None:  # noqa: F811
+def _killed_submitter(backend: Backend, tag: str, n: int, mode: str = "before") -> None:
     proc = _run_submitter(backend, tag, n, mode, stderr=subprocess.PIPE)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == -signal.SIGKILL, err
 
 
-def _spool_files(backend: Backend) -> list[Path]:  # noqa: F811
+def _spool_files(backend: Backend) -> list[Path]:
     return sorted((backend.data_dir / "spool").glob("*/*.spool"))
 
 
@@ -97,7 +97,7 @@ def _ids(tag: str, n: int) -> set[str]:
     return {f"att_{tag}_{i:04d}" for i in range(n)}
 
 
-def _rollup_rows(backend: Backend) -> list[tuple[Any, ...]]:  # noqa: F811
+def _rollup_rows(backend: Backend) -> list[tuple[Any, ...]]:
     return sorted(
         tuple(round(float(v), 6) if isinstance(v, float) else v for v in row)
         for row in backend.raw_rows("attempt_rollups")
@@ -107,7 +107,7 @@ def _rollup_rows(backend: Backend) -> list[tuple[Any, ...]]:  # noqa: F811
 # --- kill -9 ----------------------------------------------------------------------------------
 
 
-def test_submitted_attempts_survive_kill_9_and_are_replayed_on_open(backend: Backend) -> None:  # noqa: F811
+def test_submitted_attempts_survive_kill_9_and_are_replayed_on_open(backend: Backend) -> None:
     _killed_submitter(backend, "k9", 50)
     files = _spool_files(backend)
     assert len(files) == 1 and files[0].read_bytes().count(b"\n") == 50  # on disk before submit() returned
@@ -121,7 +121,7 @@ def test_submitted_attempts_survive_kill_9_and_are_replayed_on_open(backend: Bac
 
 
 def test_a_spool_orphaned_while_this_process_runs_is_taken_over_by_the_rescan(
-    backend: Backend,  # noqa: F811
+    backend: Backend,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Not only at start: a process that dies while this one runs leaves a spool that this
@@ -140,7 +140,7 @@ def test_a_spool_orphaned_while_this_process_runs_is_taken_over_by_the_rescan(
     assert log.health().recovered == 20 and _spool_files(backend) == []
 
 
-def test_a_batch_committed_just_before_the_kill_counts_once(backend: Backend) -> None:  # noqa: F811
+def test_a_batch_committed_just_before_the_kill_counts_once(backend: Backend) -> None:
     _killed_submitter(backend, "dup", 40, mode="after")
     assert len(backend.raw_rows("attempts")) == 40  # the commit happened...
     assert sum(1 for f in _spool_files(backend) for _ in f.read_bytes().splitlines()) == 40  # ...the spool kept them
@@ -155,7 +155,7 @@ def test_a_batch_committed_just_before_the_kill_counts_once(backend: Backend) ->
     assert _spool_files(backend) == []
 
 
-def test_processes_share_the_takeover_of_orphaned_spools(backend: Backend) -> None:  # noqa: F811
+def test_processes_share_the_takeover_of_orphaned_spools(backend: Backend) -> None:
     """Three processes died with attempts in their spools and one is alive with its own:
     four processes opening the log at once take every orphan over, each attempt lands once,
     and nobody touches the living process's spool."""
@@ -199,7 +199,7 @@ def test_processes_share_the_takeover_of_orphaned_spools(backend: Backend) -> No
     assert reader.count() == 100 and _spool_files(backend) == []
 
 
-def test_a_torn_last_line_is_skipped_and_counted(backend: Backend) -> None:  # noqa: F811
+def test_a_torn_last_line_is_skipped_and_counted(backend: Backend) -> None:
     _killed_submitter(backend, "torn", 20)
     (path,) = _spool_files(backend)
     data = path.read_bytes()
@@ -212,7 +212,7 @@ def test_a_torn_last_line_is_skipped_and_counted(backend: Backend) -> None:  # n
     assert _spool_files(backend) == []
 
 
-def test_a_zero_filled_block_from_a_power_cut_is_read_around(backend: Backend) -> None:  # noqa: F811
+def test_a_zero_filled_block_from_a_power_cut_is_read_around(backend: Backend) -> None:
     _killed_submitter(backend, "zero", 6)
     (path,) = _spool_files(backend)
     lines = path.read_bytes().splitlines(keepends=True)
@@ -224,7 +224,7 @@ def test_a_zero_filled_block_from_a_power_cut_is_read_around(backend: Backend) -
     assert log.health().corrupt_lines == 1
 
 
-def test_spooled_text_is_redacted_and_respects_log_prompts(backend: Backend) -> None:  # noqa: F811
+def test_spooled_text_is_redacted_and_respects_log_prompts(backend: Backend) -> None:
     canary = "sk-wp02om_zzdEaQi51EhZG0ohl"
     register_secret(canary)
     log = backend.make(log_prompts=False)
@@ -238,7 +238,7 @@ def test_spooled_text_is_redacted_and_respects_log_prompts(backend: Backend) -> 
     assert canary not in (log.records()[0].error_message or "")
 
 
-def test_the_spool_gives_its_bytes_back(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+def test_the_spool_gives_its_bytes_back(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(spool, "ROTATE_BYTES", 4096)  # a few attempts a file, so files rotate under load
     log = backend.make()
     log.linger_s = 0.01
@@ -263,7 +263,7 @@ def test_the_spool_gives_its_bytes_back(backend: Backend, monkeypatch: pytest.Mo
 # --- any text ----------------------------------------------------------------------------------
 
 
-def test_nul_bytes_and_lone_surrogates_are_stored(backend: Backend) -> None:  # noqa: F811
+def test_nul_bytes_and_lone_surrogates_are_stored(backend: Backend) -> None:
     log = backend.make()
     nul = "nul\u0000byte"
     fields = {
@@ -292,7 +292,7 @@ def test_nul_bytes_and_lone_surrogates_are_stored(backend: Backend) -> None:  # 
     assert log.health().rejected == 0
 
 
-def test_a_row_the_database_refuses_is_set_aside_and_does_not_block_the_rest(backend: Backend) -> None:  # noqa: F811
+def test_a_row_the_database_refuses_is_set_aside_and_does_not_block_the_rest(backend: Backend) -> None:
     log = backend.make()
     log.linger_s = 3600.0
     log.submit(make_record(id="att_fine_1"))
@@ -381,7 +381,7 @@ class Outage:
 
 
 @pytest.fixture
-def outage(backend: Backend, tmp_path: Path) -> Iterator[Outage]:  # noqa: F811
+def outage(backend: Backend, tmp_path: Path) -> Iterator[Outage]:
     if backend.name == "postgresql":
         assert backend.url
         real = make_url(backend.url)
@@ -438,7 +438,7 @@ def test_the_database_down_then_back(outage: Outage) -> None:
     assert sum(usage.total_requests for usage in log.provider_totals().values()) == 9
 
 
-def test_attempts_left_at_close_while_down_are_written_by_the_next_process(outage: Outage, backend: Backend) -> None:  # noqa: F811
+def test_attempts_left_at_close_while_down_are_written_by_the_next_process(outage: Outage, backend: Backend) -> None:
     outage.down()  # before the first use: not even the tables can be created
     for i in range(4):
         outage.log.submit(make_record(id=f"att_left_{i}"))
@@ -451,7 +451,7 @@ def test_attempts_left_at_close_while_down_are_written_by_the_next_process(outag
     assert reopened.health().recovered == 4 and _spool_files(backend) == []
 
 
-def test_a_table_dropped_by_hand_is_a_schema_mismatch_set_aside_not_an_outage(backend: Backend) -> None:  # noqa: F811
+def test_a_table_dropped_by_hand_is_a_schema_mismatch_set_aside_not_an_outage(backend: Backend) -> None:
     """The database is up but lacks a table the migrations made: retrying would never end
     (SQLite reports it as an OperationalError, like an outage). The rows are set aside, and
     health() says why."""
@@ -472,7 +472,7 @@ def test_a_table_dropped_by_hand_is_a_schema_mismatch_set_aside_not_an_outage(ba
     assert all(f"att_after_drop_{i}" in rejected for i in range(3))
 
 
-def test_a_database_emptied_under_a_running_process_is_migrated_again(backend: Backend) -> None:  # noqa: F811
+def test_a_database_emptied_under_a_running_process_is_migrated_again(backend: Backend) -> None:
     """Every table gone, the version table too (a schema dropped and created again): the next
     write finds an empty database and the migrations build it afresh."""
     log = backend.make()
@@ -489,14 +489,14 @@ def test_a_database_emptied_under_a_running_process_is_migrated_again(backend: B
     assert log.health().rejected == 0 and log.write_errors == 0 and log.health().schema_error is None
 
 
-def test_submit_after_close_is_counted(backend: Backend) -> None:  # noqa: F811
+def test_submit_after_close_is_counted(backend: Backend) -> None:
     log = backend.make()
     log.close()
     log.submit(make_record())
     assert log.write_errors == 1 and "closed" in (log.last_write_error or "")
 
 
-def test_a_log_without_a_usable_spool_still_writes(backend: Backend, tmp_path: Path) -> None:  # noqa: F811
+def test_a_log_without_a_usable_spool_still_writes(backend: Backend, tmp_path: Path) -> None:
     """The data dir is unusable for the spool (a file is in the way): attempts are kept in
     memory, written all the same, and the trouble is counted."""
     if backend.name == "sqlite":
@@ -543,7 +543,7 @@ def test_a_busy_spool_rotates_and_deletes_what_is_committed(tmp_path: Path, monk
     assert list(tmp_path.glob("*.spool")) == []
 
 
-def test_every_field_round_trips_through_the_spool(backend: Backend) -> None:  # noqa: F811
+def test_every_field_round_trips_through_the_spool(backend: Backend) -> None:
     from tests.store_backends import full_record
 
     log = backend.make()
@@ -552,7 +552,7 @@ def test_every_field_round_trips_through_the_spool(backend: Backend) -> None:  #
     assert log.records() == [full_record()]
 
 
-def test_a_forked_child_writes_through_a_spool_of_its_own(backend: Backend) -> None:  # noqa: F811
+def test_a_forked_child_writes_through_a_spool_of_its_own(backend: Backend) -> None:
     """A server that forks its workers after the log was used (gunicorn --preload): the
     child must not append to, commit from, or truncate the parent's spool."""
     log = backend.make()

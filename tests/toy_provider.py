@@ -6,7 +6,7 @@ needs no server; everything else about it is what a real provider file has."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING
 
 from conductor_core.errors import NotConfiguredError, ProviderError
@@ -53,7 +53,7 @@ class ToyProvider(BaseProvider):
         words = self._words(request)
         return Completion(text="".join(words), model=model, finish_reason="stop", usage=Usage(output_tokens=len(words)))
 
-    async def _stream(self, request: ChatRequest, model: str) -> AsyncIterator[StreamPiece]:
+    async def _stream(self, request: ChatRequest, model: str) -> AsyncGenerator[StreamPiece, None]:
         words = self._words(request)
         for word in words:
             yield word

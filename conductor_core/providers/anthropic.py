@@ -7,7 +7,7 @@ when a provider is built, not with this module (it takes seconds): see providers
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any
 
 from .. import aio
@@ -173,7 +173,7 @@ class AnthropicProvider(BaseProvider):
         message = await self._clients.get().messages.create(**params)
         return self._from_message(message, model)
 
-    async def _stream(self, request: ChatRequest, model: str) -> AsyncIterator[StreamPiece]:
+    async def _stream(self, request: ChatRequest, model: str) -> AsyncGenerator[StreamPiece, None]:
         served, stop_reason = model, None
         input_usage: Any = None
         output_tokens = 0

@@ -17,7 +17,7 @@ import asyncio
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -117,18 +117,18 @@ class StreamStats:
 class BaseProvider(ABC):
     #: What Conductor knows about this provider (providers/spec.py). A class that sets it takes
     #: the attributes below from it; a provider without one (a fake, a configured endpoint)
-    #: sets them itself.
+    #: sets them itself, on the class or per instance (hence not ClassVar).
     spec: ProviderSpec | None = None
     #: Shown in the UI.
-    display_name: ClassVar[str] = "Provider"
+    display_name: str = "Provider"
     #: The variable a user sets to enable it (None: needs no key).
-    key_env_var: ClassVar[str | None] = None
+    key_env_var: str | None = None
     #: genai-prices provider id used for cost (None: unknown unless overridden).
-    price_provider_id: ClassVar[str | None] = None
+    price_provider_id: str | None = None
     can_stream: ClassVar[bool] = True
     #: The optional ChatRequest settings this provider passes on (see SAMPLING_SETTINGS and
     #: FEATURE_SETTINGS). `ignored_settings` and `check` say what it cannot.
-    supported_settings: ClassVar[frozenset[str]] = frozenset(SAMPLING_SETTINGS)
+    supported_settings: frozenset[str] = frozenset(SAMPLING_SETTINGS)
     #: Most concurrent calls (None: the configured `bulkhead_limit`).
     max_concurrency: ClassVar[int | None] = None
     #: The most tokens one answer can have (None: not known here; the upstream says, as OpenAI does).
@@ -171,7 +171,7 @@ class BaseProvider(ABC):
     async def _complete(self, request: ChatRequest, model: str) -> Completion: ...
 
     @abstractmethod
-    def _stream(self, request: ChatRequest, model: str) -> AsyncIterator[StreamPiece]:
+    def _stream(self, request: ChatRequest, model: str) -> AsyncGenerator[StreamPiece, None]:
         """Yield text pieces (and tool-call pieces, status notices), then exactly one `Completion`."""
 
     @abstractmethod
@@ -314,7 +314,7 @@ class BaseProvider(ABC):
         self.update_metrics(True, latency_ms)
         return self._response(completion, started_at, latency_ms, ttft_ms=None)
 
-    async def astream(self, request: ChatRequest, *, stats: StreamStats | None = None) -> AsyncIterator[Any]:
+    async def astream(self, request: ChatRequest, *, stats: StreamStats | None = None) -> AsyncGenerator[Any, None]:
         """Text (and tool-call) deltas as they arrive, then one `StreamDone`. A break after
         text raises `StreamInterruptedError` carrying the partial text; a break before it
         raises the mapped error. `stats` (optional) is kept up to date as the stream goes."""
@@ -334,20 +334,21 @@ class BaseProvider(ABC):
                 async for piece in pieces:
                     if clock is not None:
                         clock.upstream_piece()
-                    kind = type(piece)
+                    kind = type(piece)  # once per piece (the hot path); each branch casts to what it holds
                     if kind is str:
                         if not piece:
                             continue
                         if stats.ttft_ms is None:
                             stats.ttft_ms = stats.elapsed_ms()
                         stats.chunks += 1
-                        parts.append(piece)
-                        yield TextDelta(text=piece)
+                        text = cast(str, piece)
+                        parts.append(text)
+                        yield TextDelta(text=text)
                     elif kind is ToolCallDelta:
                         if stats.ttft_ms is None:
                             stats.ttft_ms = stats.elapsed_ms()
                         stats.chunks += 1
-                        _add_call_piece(calls, piece)
+                        _add_call_piece(calls, cast(ToolCallDelta, piece))
                         yield piece
                     elif kind is Served:
                         served = cast(Served, piece)
@@ -355,12 +356,12 @@ class BaseProvider(ABC):
                         stats.response_id = served.response_id or stats.response_id
                         stats.system_fingerprint = served.system_fingerprint or stats.system_fingerprint
                     elif kind is Loaded:
-                        stats.load_ms = piece.ms
+                        stats.load_ms = cast(Loaded, piece).ms
                         stats.t0 = time.perf_counter()  # loading is not a first-token time
                     elif kind is StatusNotice:
                         yield piece
                     else:
-                        completion = piece
+                        completion = cast(Completion, piece)
             if completion is None:
                 raise StreamInterruptedError(f"{self.name} ended the stream without finishing it", provider=self.name)
         except Exception as exc:  # noqa: BLE001 - every failure is mapped to our tree, none escapes raw

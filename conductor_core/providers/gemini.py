@@ -7,7 +7,7 @@ is built or a request converted, not with this module: see providers/spec.py."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from datetime import date
 from typing import TYPE_CHECKING, Any
@@ -151,9 +151,11 @@ class GeminiProvider(BaseProvider):
         choice = request.tool_choice if request.tools else None
         if choice is not None:
             if not isinstance(choice, str):
-                calling = types.FunctionCallingConfig(mode="ANY", allowed_function_names=[choice.function.name])
+                calling = types.FunctionCallingConfig(
+                    mode=types.FunctionCallingConfigMode.ANY, allowed_function_names=[choice.function.name]
+                )
             else:
-                calling = types.FunctionCallingConfig(mode=_MODES[choice])
+                calling = types.FunctionCallingConfig(mode=types.FunctionCallingConfigMode(_MODES[choice]))
             fields["tool_config"] = types.ToolConfig(function_calling_config=calling)
         return _contents(request.messages), types.GenerateContentConfig(**fields)
 
@@ -216,11 +218,12 @@ class GeminiProvider(BaseProvider):
         except _WRONG_SHAPE as exc:
             raise MalformedResponse(f"not a GenerateContentResponse ({type(exc).__name__}: {exc})") from exc
 
-    async def _stream(self, request: ChatRequest, model: str) -> AsyncIterator[StreamPiece]:
+    async def _stream(self, request: ChatRequest, model: str) -> AsyncGenerator[StreamPiece, None]:
         contents, config = self._prepared(self._to_request, request)
         served, finish, usage, called = None, None, None, 0
         chunks = await self._clients.get().models.generate_content_stream(model=model, contents=contents, config=config)
-        async with aclosing(chunks):
+        # The SDK annotates an AsyncIterator; what it returns is an async generator, which has aclose().
+        async with aclosing(chunks):  # type: ignore[type-var]
             async for chunk in chunks:
                 try:
                     if served is None and chunk.model_version:

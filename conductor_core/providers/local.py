@@ -18,7 +18,7 @@ import queue
 import random
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -418,7 +418,7 @@ class LocalProvider(BaseProvider):
                 return value
         raise ProviderError(f"{self.name}: the local model ended without an answer", provider=self.name)
 
-    async def _stream(self, request: ChatRequest, model: str) -> AsyncIterator[StreamPiece]:
+    async def _stream(self, request: ChatRequest, model: str) -> AsyncGenerator[StreamPiece, None]:
         if not self.is_loaded:
             yield StatusNotice(message=LOADING_MESSAGE, provider=self.name)
         async for kind, value in self._run(self._generate(request, model, stream=True)):

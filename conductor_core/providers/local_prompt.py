@@ -19,9 +19,12 @@ Only the model sees this prompt: the request log stores the messages the user se
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ..models import ChatMessage, ChatRequest, MessageRole
+
+if TYPE_CHECKING:
+    from llama_cpp.llama_types import ChatCompletionRequestMessage
 
 __all__ = [
     "FEW_SHOT_HEADER",
@@ -121,7 +124,9 @@ class ChatTemplate:
         import jinja2
 
         try:
-            result = self._formatter(messages=[{"role": m.role.value, "content": m.content} for m in messages])
+            # llama_cpp types each role's message apart; ours are those same role/content pairs.
+            turns = [{"role": m.role.value, "content": m.content} for m in messages]
+            result = self._formatter(messages=cast("list[ChatCompletionRequestMessage]", turns))
         except jinja2.TemplateError as exc:
             raise ValueError(str(exc)) from exc
         stop = result.stop if isinstance(result.stop, list) else [result.stop] if result.stop else []

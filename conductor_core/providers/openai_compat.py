@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -156,6 +156,7 @@ def _sdk() -> _Sdk:
         @base_url.setter
         def base_url(self, url: httpx2.URL | str) -> None:
             self._urls = {}
+            # mypy reads a property on the class as its value's type, not as the property.
             openai.AsyncOpenAI.base_url.fset(self, url)  # type: ignore[attr-defined]
 
     return _Sdk(
@@ -325,7 +326,7 @@ class OpenAICompatProvider(BaseProvider):
             body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
         return _json_bytes(body)
 
-    async def _stream(self, request: ChatRequest, model: str) -> AsyncIterator[StreamPiece]:
+    async def _stream(self, request: ChatRequest, model: str) -> AsyncGenerator[StreamPiece, None]:
         finish_reason, served_model, usage, answer_id, fingerprint = None, None, None, None, None
         logprobs: list[Any] = []
         response = await self._post(self._prepared(self._encoded, request, model, True), stream=True)

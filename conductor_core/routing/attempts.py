@@ -36,6 +36,7 @@ from ..models import (
     Attempt,
     ChatRequest,
     ChatResponse,
+    ResponseMetadata,
     StreamDone,
     StreamIncomplete,
     StreamStart,
@@ -304,13 +305,13 @@ class Attempts:
         route.reason = route.reason or "stream broke after text was shown"
         partial = ChatResponse(
             content=text,
-            metadata={
-                "id": route.request_id,
-                "provider": provider.name,
-                "model": record.model or provider.resolve_model(request),
-                "finish_reason": "incomplete",
-                "started_at": stats.started_at,
-            },
+            metadata=ResponseMetadata(
+                id=route.request_id,
+                provider=provider.name,
+                model=record.model or provider.resolve_model(request),
+                finish_reason="incomplete",
+                started_at=stats.started_at,
+            ),
             analytics=partial_analytics(record, stats),
             routing=route.info(),
         )

@@ -348,6 +348,6 @@ class AsyncConductor:
                 retryable=error.retryable,
                 retry_after=error.retry_after,
             )
-        error.attempts = list(route.attempts)  # type: ignore[attr-defined]
-        error.request_id = route.request_id  # type: ignore[attr-defined]
+        error.attempts = list(route.attempts)
+        error.request_id = route.request_id
         return error

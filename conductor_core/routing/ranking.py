@@ -54,8 +54,8 @@ class Score:
             return (-success, latency)
         if policy == RoutingPolicy.preferred:
             # Rated targets first, best rated first; the rest as `balanced` ranks them.
-            if self.rated:
-                return (0.0, -self.rating.rating, latency)  # type: ignore[union-attr]
+            if self.rating is not None and self.rating.enough:
+                return (0.0, -self.rating.rating, latency)
             return (1.0, *self.key(RoutingPolicy.balanced))
         # Balanced: expected seconds to a good answer (a failure costs another try, so divide
         # by the success rate, squared to punish flakiness), plus one second per tenth of a cent.
@@ -72,8 +72,8 @@ class Score:
         if policy == RoutingPolicy.reliable:
             return f"most reliable healthy provider: {rate}"
         if policy == RoutingPolicy.preferred:
-            if self.rated:
-                return f"highest rated: {self.rating.describe()}"  # type: ignore[union-attr]
+            if self.rating is not None and self.rating.enough:
+                return f"highest rated: {self.rating.describe()}"
             votes = self.rating.votes if self.rating else 0
             needed = self.rating.min_votes if self.rating else self.min_votes
             return f"too few blind votes ({votes} < {needed}): " + self.explain(RoutingPolicy.balanced)

@@ -18,8 +18,11 @@ from ..metrics import MetricsRegistry
 from ..models import (
     Attempt,
     AttemptRecord,
+    AttemptStatus,
     ChatRequest,
     ChatResponse,
+    ResponseAnalytics,
+    RouteMode,
     RoutingInfo,
     RoutingPolicy,
     new_id,
@@ -40,7 +43,7 @@ class Route:
     def __init__(
         self,
         request: ChatRequest,
-        mode: str,
+        mode: RouteMode,
         policy: RoutingPolicy | None,
         group_id: str | None,
         request_id: str | None = None,
@@ -157,7 +160,7 @@ class Recorder:
         provider: BaseProvider,
         request: ChatRequest,
         route: Route,
-        status: str,
+        status: AttemptStatus,
         error: ProviderError,
         started: float,
         *,
@@ -210,17 +213,17 @@ def attempt_of(record: AttemptRecord) -> Attempt:
     )
 
 
-def partial_analytics(record: AttemptRecord, stats: StreamStats) -> dict:
-    """The figures of a stream that ended early, as `ResponseAnalytics` fields."""
+def partial_analytics(record: AttemptRecord, stats: StreamStats) -> ResponseAnalytics:
+    """The figures of a stream that ended early."""
     latency = record.latency_ms or 0.0
-    return {
-        "latency_ms": latency,
-        "time_to_first_token_ms": record.ttft_ms,
-        "output_tokens": stats.chunks,
-        "output_tokens_estimated": True,
-        "tokens_per_second": _round(tokens_per_second(stats.chunks, latency, record.ttft_ms)),
-        "load_ms": round(stats.load_ms, 3) if stats.load_ms is not None else None,
-    }
+    return ResponseAnalytics(
+        latency_ms=latency,
+        time_to_first_token_ms=record.ttft_ms,
+        output_tokens=stats.chunks,
+        output_tokens_estimated=True,
+        tokens_per_second=_round(tokens_per_second(stats.chunks, latency, record.ttft_ms)),
+        load_ms=round(stats.load_ms, 3) if stats.load_ms is not None else None,
+    )
 
 
 def _round(value: float | None) -> float | None:

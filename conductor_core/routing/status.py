@@ -23,6 +23,8 @@ from ..models import (
     AttemptRecord,
     BreakerState,
     HealthResponse,
+    HealthStatus,
+    OverallStatus,
     ProviderHealth,
     ProviderReliability,
     ProviderState,
@@ -72,9 +74,8 @@ class StatusView:
         """The last health result (refreshed in the background when stale). Only `refresh`
         or the very first call waits, and the first one at most a couple of seconds."""
         cached = self._health
-        fresh = cached is not None and self._clock() - cached[0] < _HEALTH_CACHE_S
-        if fresh and not refresh:
-            return cached[1]  # type: ignore[index]
+        if cached is not None and self._clock() - cached[0] < _HEALTH_CACHE_S and not refresh:
+            return cached[1]
         task = self._refresh_task()
         if refresh:
             return await asyncio.shield(task)
@@ -114,7 +115,9 @@ class StatusView:
         statuses = {name: self._provider_status(name, providers.get(name), shared, totals) for name in names}
         configured = [p for p in statuses.values() if p.health.state != ProviderState.not_configured]
         ready = [p for p in configured if p.health.healthy]
-        overall = "healthy" if configured and len(ready) == len(configured) else "degraded" if ready else "down"
+        overall: OverallStatus = (
+            "healthy" if configured and len(ready) == len(configured) else "degraded" if ready else "down"
+        )
         # Requests, not attempts: from the log's rollups (a request's retries and fallbacks
         # count once). Without them, the providers' calls are all there is to add up.
         totals_all = self._log_totals or ProviderUsage(
@@ -209,7 +212,7 @@ class StatusView:
 
 def _health_response(results: dict[str, bool]) -> HealthResponse:
     healthy = sum(results.values())
-    status = "ok" if results and healthy == len(results) else "degraded" if healthy else "down"
+    status: HealthStatus = "ok" if results and healthy == len(results) else "degraded" if healthy else "down"
     return HealthResponse(status=status, providers=results)
 
 

@@ -54,7 +54,7 @@ def export_records(
     if verdicts is not None:
         judged = verdicts(records)
         fields += VOTE_FIELDS
-        for row, record in zip(rows, records):
+        for row, record in zip(rows, records, strict=True):
             verdict, vote_id = judged.get(record.request_id, (None, None)) if record.status == "ok" else (None, None)
             row["vote"], row["vote_id"] = verdict, vote_id
     if fmt == "json":

@@ -157,9 +157,9 @@ class LogReader:
             [r.bucket_ts < whole_to] if whole_to is not None else []
         )
         parts = [select(r.provider, r.bucket_ts.label("ts"), *(r[name] for name in ROLLUP_SUMS)).where(*where)]
-        if start is not None and start < whole_from:
+        if start is not None and whole_from is not None and start < whole_from:
             parts.append(raw(start, whole_from))
-        if end is not None and whole_to < end:
+        if end is not None and whole_to is not None and whole_to < end:
             parts.append(raw(whole_to, end))
         return (parts[0] if len(parts) == 1 else union_all(*parts)).subquery("cells")
 
@@ -226,7 +226,7 @@ class LogReader:
                 parameters: Any = tuple(params[name] for name in compiled.positiontup or ())
             else:
                 parameters = params
-            cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+            cursor = conn.connection.cursor()  # the pooled connection's: the driver's own cursor
             try:
                 cursor.execute(str(compiled), parameters)
                 while rows := cursor.fetchmany(size):
@@ -396,7 +396,7 @@ def _frame_column(name: str, values: np.ndarray) -> Any:
         # Sorted categories, so sorting or factorizing the column gives alphabetical
         # order; None becomes code -1, i.e. NaN.
         codes, categories = pd.factorize(values, sort=True)
-        return pd.Categorical.from_codes(codes, categories=categories)
+        return pd.Categorical.from_codes(codes, categories=pd.Index(categories))
     column_type = attempts.c[name].type
     if isinstance(column_type, Double):
         return values.astype("float64")  # None becomes NaN

@@ -38,20 +38,18 @@ def _select(dialect: str, *where: ColumnElement[bool]) -> Any:
     )
 
 
-def _dialect_insert(dialect: str) -> Any:
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as dialect_insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert as dialect_insert
-    return dialect_insert
+def dialect_insert(dialect: str) -> Any:
+    """The dialect's `insert` (it has `on_conflict_do_*`): PostgreSQL's or SQLite's."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    return postgresql.insert if dialect == "postgresql" else sqlite.insert
 
 
 def upsert_for_ids(dialect: str) -> Any:
     """A statement that adds the rollups of the attempts whose ids are bound as `ids`.
     Build it once per engine: building costs more than running it."""
-    dialect_insert = _dialect_insert(dialect)
     rows = _select(dialect, attempts.c.id.in_(bindparam("ids", expanding=True)))
-    stmt = dialect_insert(attempt_rollups).from_select(["provider", "bucket_ts", *ROLLUP_SUMS], rows)
+    stmt = dialect_insert(dialect)(attempt_rollups).from_select(["provider", "bucket_ts", *ROLLUP_SUMS], rows)
     return stmt.on_conflict_do_update(
         index_elements=[attempt_rollups.c.provider, attempt_rollups.c.bucket_ts],
         set_={name: attempt_rollups.c[name] + stmt.excluded[name] for name in ROLLUP_SUMS},

@@ -151,7 +151,7 @@ class SafeText(TypeDecorator[str]):
     a NUL is stored as U+2400 (the visible symbol for NUL) instead of failing the insert;
     lone surrogates, which no UTF-8 driver accepts, become U+FFFD on every backend."""
 
-    impl = Text()
+    impl: String = Text()  # typed as String, which SafeString below uses
     cache_ok = True
 
     def process_bind_param(self, value: str | None, dialect: Any) -> str | None:

@@ -29,6 +29,7 @@ from sqlalchemy import Table, insert
 
 from ..config import redact
 from ..models import AttemptRecord, LogHealth, Vote
+from . import rollups
 from .database import (
     WRITE_ATTEMPTS,
     Database,
@@ -270,18 +271,18 @@ class LogWriter:
                     self._outage(batch, exc)
                     return None  # rows committed so far are skipped on the retry (idempotent)
                 refused.append((record, exc))
-        for record, exc in refused:
-            self._reject([_encode(record).rstrip(b"\n")], exc)
+        for record, error in refused:
+            self._reject([_encode(record).rstrip(b"\n")], error)
         return new
 
     def _insert_new(self, rows: list[dict[str, Any]]) -> int:
         """Insert the rows whose id is not in the log yet, and add exactly those to the
         rollups, in one transaction: replaying a committed batch changes nothing."""
-        if self._db.dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as dialect_insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert as dialect_insert
-        stmt = dialect_insert(attempts).on_conflict_do_nothing(index_elements=[attempts.c.id]).returning(attempts.c.id)
+        stmt = (
+            rollups.dialect_insert(self._db.dialect)(attempts)
+            .on_conflict_do_nothing(index_elements=[attempts.c.id])
+            .returning(attempts.c.id)
+        )
         for attempt in range(WRITE_ATTEMPTS):
             try:
                 self._db.ensure_schema()

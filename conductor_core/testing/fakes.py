@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
 from ..errors import ProviderError, ProviderUnavailableError
@@ -87,7 +87,7 @@ class ScriptedProvider(BaseProvider):
             raise reply.error
         return Completion(text=reply.text, model=model, finish_reason="stop", usage=self._usage(request, reply.text))
 
-    async def _stream(self, request: ChatRequest, model: str) -> AsyncIterator[StreamPiece]:
+    async def _stream(self, request: ChatRequest, model: str) -> AsyncGenerator[StreamPiece, None]:
         reply = self._next(request)
         await asyncio.sleep(reply.latency_s)
         if reply.error:

@@ -1054,7 +1054,7 @@ class AnthropicServer(ProtocolServer):
         "any" or "tool", for which Claude writes no text first."""
         body = call.body
         tools = body.get("tools") or []
-        choice = body.get("tool_choice") if isinstance(body.get("tool_choice"), dict) else {"type": "auto"}
+        choice = given if isinstance(given := body.get("tool_choice"), dict) else {"type": "auto"}
         messages = body.get("messages") or []
         last = messages[-1].get("content") if messages else None
         answering = isinstance(last, list) and any(isinstance(b, dict) and b.get("type") == "tool_result" for b in last)

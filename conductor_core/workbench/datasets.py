@@ -124,7 +124,7 @@ def _guess_format(text: str, filename: str | None) -> Format:
 
 
 def _is_tsv(filename: str | None) -> bool:
-    return bool(filename) and filename.lower().endswith(".tsv")  # type: ignore[union-attr]
+    return filename is not None and filename.lower().endswith(".tsv")
 
 
 def _too_large(count: int, limit: int) -> None:
@@ -180,7 +180,7 @@ def _read_csv(text: str, limit: int, *, tab: bool) -> Dataset:
             )
         count += 1
         if count <= limit:
-            rows.append(dict(zip(header, record)))
+            rows.append(dict(zip(header, record, strict=True)))
             lines.append(record_start)
     _too_large(count, limit)
     if header is None:
@@ -244,7 +244,10 @@ def _read_json_array(text: str, limit: int) -> Dataset:
     return Dataset(columns=tuple(columns), rows=tuple(values), format="jsonl", lines=())
 
 
+_KINDS: dict[type, str] = {list: "an array", str: "a string"}
+
+
 def _check_object(value: Any, line: int) -> None:
     if not isinstance(value, dict):
-        kind = {list: "an array", str: "a string"}.get(type(value), f"a {type(value).__name__}")
+        kind = _KINDS.get(type(value), f"a {type(value).__name__}")
         raise DatasetError(f'is {kind}; each line must be one JSON object such as {{"question": "..."}}', line=line)

@@ -766,13 +766,12 @@ class ExperimentStore:
             .where(c.run_id == run_id, c.status != "cancelled")
             .subquery()
         )
-        by_row = dict(partition_by=scored.c.row)
         ranged = select(
             scored.c.row,
             scored.c.variant,
             scored.c.score,
-            func.max(scored.c.score).over(**by_row).label("top"),
-            func.min(scored.c.score).over(**by_row).label("bottom"),
+            func.max(scored.c.score).over(partition_by=scored.c.row).label("top"),
+            func.min(scored.c.score).over(partition_by=scored.c.row).label("bottom"),
         ).subquery()
         tops = select(
             ranged,

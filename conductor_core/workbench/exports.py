@@ -486,7 +486,7 @@ def to_html(doc: Document, *, charts: bool = True) -> str:
         stats_head=_STATS_HEAD,
         stats_rows=_stats_rows(doc.stats) if isinstance(doc, RunReport) else [],
         ratings_head=_RATINGS_HEAD,
-        ratings_rows=_ratings_rows(doc.leaderboard) if getattr(doc, "leaderboard", None) else [],
+        ratings_rows=_ratings_rows(leaderboard) if (leaderboard := getattr(doc, "leaderboard", None)) else [],
         letter=lambda i: chr(65 + i),
     )
     page = env.from_string(_PAGE).render(

@@ -107,16 +107,17 @@ def _pairs(
             w = index[judgement.winner]
             for other in subjects:
                 if other != judgement.winner:
-                    votes.append(number), first.append(w), second.append(index[other]), score.append(1.0)
+                    votes.append(number)
+                    first.append(w)
+                    second.append(index[other])
+                    score.append(1.0)
         else:
             for a in range(len(subjects)):
                 for b in range(a + 1, len(subjects)):
-                    (
-                        votes.append(number),
-                        first.append(index[subjects[a]]),
-                        second.append(index[subjects[b]]),
-                        score.append(0.5),
-                    )
+                    votes.append(number)
+                    first.append(index[subjects[a]])
+                    second.append(index[subjects[b]])
+                    score.append(0.5)
     return (
         np.array(votes, dtype=np.int64),
         np.array(first, dtype=np.int64),

@@ -28,6 +28,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
+from types import EllipsisType
 from typing import Any, Literal
 
 from pydantic import ValidationError
@@ -367,7 +368,7 @@ class RunHandle:
         finishing = False
         while True:
             try:
-                item = self._results.get(timeout=1.0)
+                item: Cell | EllipsisType | None = self._results.get(timeout=1.0)
             except queue.Empty:
                 item = ...
             if item is None:

@@ -92,7 +92,7 @@ __all__ = [
 
 SessionKind = str  # "chat", "compare"; other modules may add kinds
 AnswerStatus = Literal["streaming", "done", "error", "incomplete", "stopped", "interrupted"]
-LIVE = "streaming"
+LIVE: AnswerStatus = "streaming"
 FINISHED: frozenset[str] = frozenset({"done", "error", "incomplete", "stopped", "interrupted"})
 #: A streaming answer whose worker has not written for this long is taken as interrupted
 #: (its process ended). Workers write at least every few seconds, even while waiting.
@@ -905,8 +905,8 @@ def _path(turn_rows: Sequence[Any], answers: Sequence[Answer], *, single_lane: b
         children.setdefault(row["parent_id"], []).append(row)
     known_turns = {row["id"] for row in turn_rows}
     # A turn whose parent was removed by other means (never by this module) joins the root.
-    for parent in [p for p in children if p is not None and p not in known_turns]:
-        children.setdefault(None, []).extend(children.pop(parent))
+    for missing in [p for p in children if p is not None and p not in known_turns]:
+        children.setdefault(None, []).extend(children.pop(missing))
     selected_ts = {row["id"]: row["selected_ts"] for row in turn_rows}
     answer_selected = _selected_answers(answers)
 
