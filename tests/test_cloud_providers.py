@@ -257,6 +257,49 @@ def test_openai_answers_are_parsed_strictly() -> None:
     assert (completion.text, completion.model, completion.usage.input_tokens) == ("hi", "m2", 3)
 
 
+def test_openai_request_headers_are_the_sdks_own() -> None:
+    # The client keeps the headers the SDK builds from the same parts (`_build_headers`): each
+    # call's request carries exactly what the SDK would build anew, and a changed key, retry
+    # count or call-specific header is built anew.
+    import asyncio
+    import functools
+
+    import openai
+
+    from conductor_core.providers.openai_compat import OpenAICompatProvider
+
+    provider = OpenAICompatProvider(
+        "up", api_key="sk-first-key", base_url="http://127.0.0.1:9/v1", default_model="m", official=False
+    )
+
+    async def check() -> None:
+        client = provider._clients.get()
+        uncached = client.copy()
+        uncached._build_headers = functools.partial(openai.AsyncOpenAI._build_headers, uncached)
+
+        def both(retries: int = 0, **update: object) -> tuple[list[tuple[bytes, bytes]], list[tuple[bytes, bytes]]]:
+            options = provider._sdk.chat.model_copy(update={"json_data": b"{}", **update})
+            return (
+                client._build_request(options, retries_taken=retries).headers.raw,
+                uncached._build_request(options, retries_taken=retries).headers.raw,
+            )
+
+        for _ in range(2):  # built, then kept
+            kept, built = both()
+            assert kept == built and (b"authorization", b"Bearer sk-first-key") in kept
+        kept, built = both(headers={"x-extra": "1"})
+        assert kept == built and (b"x-extra", b"1") in kept
+        kept, built = both(retries=2)
+        assert kept == built and (b"x-stainless-retry-count", b"2") in kept
+        client.api_key = uncached.api_key = "sk-second-key"
+        kept, built = both()
+        assert kept == built and (b"authorization", b"Bearer sk-second-key") in kept
+        await client.close()
+        await uncached.close()
+
+    asyncio.run(check())
+
+
 def test_openai_asks_models_that_reason_by_default_not_to(tmp_path) -> None:
     # GPT-6 Luna, the default, reasons unless told not to, and then Chat Completions refuses
     # temperature, top_p, logprobs and function tools: its spec adds reasoning_effort "none".

@@ -23,6 +23,7 @@ from sqlalchemy.engine import make_url
 from conductor_core.config import register_secret
 from conductor_core.models import AttemptRecord, ProviderUsage, Vote
 from conductor_core.store import AGGREGATE_COLUMNS, FRAME_COLUMNS, RequestLog, normalize_database_url
+from conductor_core.store.writer import row_of
 from tests.store_backends import POSTGRES_URL, REPO_ROOT, T0, Backend, full_record, make_record
 
 # --- round trip ---------------------------------------------------------------------------
@@ -32,6 +33,8 @@ def test_round_trip_of_every_field(backend: Backend) -> None:
     log = backend.make()
     record = full_record()
     assert set(record.model_fields_set) == set(AttemptRecord.model_fields)  # the test covers every field
+    # The writer's row is the record's __dict__: right while every field is a plain value.
+    assert row_of(record) == {**record.model_dump(), "created_ts": record.created_at.timestamp()}
     sparse = AttemptRecord(request_id="req_sparse", provider="local", status="error", created_at=T0)
     assert log.write(record) is True
     assert log.write(sparse) is True

@@ -512,7 +512,9 @@ class LogWriter:
 
 
 def row_of(record: AttemptRecord) -> dict[str, Any]:
-    row = record.model_dump()
+    # Its fields are all plain values, so its __dict__ is what model_dump() gives, at a
+    # quarter of the cost (once per attempt, in the writer thread).
+    row = dict(record.__dict__)
     row["created_ts"] = epoch(record.created_at)
     return row
 
