@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from conductor_core.providers.spec import provider_variables
 
@@ -359,9 +359,60 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-class LiteLLMProxyProcess:
+class ServerProcess:
+    """A server the benchmarks start in its own process: `_answers()` says when it is ready;
+    closing (or leaving the `with` block) terminates it, and kills it after 10 s."""
+
+    name = "the server"
+    ready_timeout_s = 60.0
+    _process: subprocess.Popen[bytes]
+
+    def _answers(self) -> bool:
+        raise NotImplementedError
+
+    def wait_ready(self, timeout_s: float | None = None) -> None:
+        import httpx
+
+        deadline = time.monotonic() + (timeout_s or self.ready_timeout_s)
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                error = self._process.stderr.read().decode(errors="replace") if self._process.stderr else ""
+                raise RuntimeError(f"{self.name} exited: {error[-2000:]}")
+            try:
+                if self._answers():
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        self.close()
+        raise TimeoutError(f"{self.name} did not start")
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
+    def close(self) -> None:
+        if self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class LiteLLMProxyProcess(ServerProcess):
     """The LiteLLM proxy (`litellm --config`, its own virtualenv) in front of the same upstream,
     with a master key: the side-by-side baseline of the gateway benchmark."""
+
+    name = "the LiteLLM proxy"
+    ready_timeout_s = 180.0
 
     def __init__(self, python: str, upstream_url: str, model: str, key: str, workers: int = 1) -> None:
         import tempfile
@@ -398,48 +449,20 @@ class LiteLLMProxyProcess:
         self._key = key
         self.wait_ready()
 
-    def wait_ready(self, timeout_s: float = 180.0) -> None:
+    def _answers(self) -> bool:
         import httpx
 
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                error = self._process.stderr.read().decode(errors="replace") if self._process.stderr else ""
-                raise RuntimeError(f"the LiteLLM proxy exited: {error[-2000:]}")
-            try:
-                r = httpx.get(self.url + "/models", headers={"Authorization": f"Bearer {self._key}"}, timeout=1.0)
-                if r.status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.25)
-        self.close()
-        raise TimeoutError("the LiteLLM proxy did not start")
-
-    @property
-    def pid(self) -> int:
-        return self._process.pid
-
-    def close(self) -> None:
-        if self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
-
-    def __enter__(self) -> LiteLLMProxyProcess:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        r = httpx.get(self.url + "/models", headers={"Authorization": f"Bearer {self._key}"}, timeout=1.0)
+        return r.status_code == 200
 
 
-class GatewayProcess:
+class GatewayProcess(ServerProcess):
     """The gateway as users start it (`python -m gateway`, its own process), configured by
     environment variables with one named endpoint pointing at an upstream. `repo`: the
     source tree it runs from (another revision's, for a before/after comparison)."""
+
+    name = "the gateway"
+    ready_timeout_s = 120.0
 
     def __init__(
         self,
@@ -472,47 +495,18 @@ class GatewayProcess:
         if wait:
             self.wait_ready()
 
-    def wait_ready(self, timeout_s: float = 120.0) -> None:
-        """Block until /health answers (the gateway imports and builds its Conductor first)."""
+    def _answers(self) -> bool:
+        """/health answers once the gateway has imported and built its Conductor."""
         import httpx
 
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                error = self._process.stderr.read().decode(errors="replace") if self._process.stderr else ""
-                raise RuntimeError(f"the gateway exited: {error[-2000:]}")
-            try:
-                if httpx.get(self.url.removesuffix("/v1") + "/health", timeout=1.0).status_code < 500:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        self.close()
-        raise TimeoutError("the gateway did not start")
-
-    @property
-    def pid(self) -> int:
-        return self._process.pid
-
-    def close(self) -> None:
-        if self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
-
-    def __enter__(self) -> GatewayProcess:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        return httpx.get(self.url.removesuffix("/v1") + "/health", timeout=1.0).status_code < 500
 
 
-class FloorProcess:
+class FloorProcess(ServerProcess):
     """The floor of the gateway's stack (`benchmarks/floor_proxy.py`: uvicorn and aiohttp, a
     bearer check, the body forwarded and the answer streamed back) in its own process."""
+
+    name = "the floor proxy"
 
     def __init__(self, upstream_url: str, key: str) -> None:
         self.port = free_port()
@@ -522,40 +516,11 @@ class FloorProcess:
         self._process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self.wait_ready()
 
-    def wait_ready(self, timeout_s: float = 60.0) -> None:
+    def _answers(self) -> bool:
         import httpx
 
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                error = self._process.stderr.read().decode(errors="replace") if self._process.stderr else ""
-                raise RuntimeError(f"the floor proxy exited: {error[-2000:]}")
-            try:
-                httpx.get(self.url + "/chat/completions", timeout=1.0)  # 401: it answers
-                return
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        self.close()
-        raise TimeoutError("the floor proxy did not start")
-
-    @property
-    def pid(self) -> int:
-        return self._process.pid
-
-    def close(self) -> None:
-        if self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
-
-    def __enter__(self) -> FloorProcess:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        httpx.get(self.url + "/chat/completions", timeout=1.0)  # any answer (401) will do
+        return True
 
 
 @contextmanager
