@@ -193,6 +193,13 @@ def shots(tmp_path_factory):
     return save
 
 
+def ask(page, prompt: str) -> None:
+    """Type a prompt into the chat input and send it, as a person does."""
+    box = page.get_by_test_id("stChatInputTextArea")
+    box.fill(prompt)
+    box.press("Enter")
+
+
 def choose(page, label: str, option: str, *, within=None) -> None:
     """Open the select box labelled `label` and click the option containing `option`."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout

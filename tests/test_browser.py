@@ -23,6 +23,7 @@ from browser_support import (
     CHROMIUM,
     CHROMIUM_ARGS,
     Playground,
+    ask,
     choose,
     endpoint_config,
     eventually,
@@ -65,12 +66,6 @@ def loopback(app_server):
 
 
 # --- helpers: what a person does ------------------------------------------------------------
-
-
-def ask(page, prompt: str) -> None:
-    box = page.get_by_test_id("stChatInputTextArea")
-    box.fill(prompt)
-    box.press("Enter")
 
 
 _FINISHED_ANSWER = """(n) => {

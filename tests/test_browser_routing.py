@@ -13,6 +13,7 @@ from __future__ import annotations
 import pytest
 from browser_support import (
     Playground,
+    ask,
     choose,
     endpoint_config,
     eventually,
@@ -71,12 +72,6 @@ def servers(routing_app):
 
 def chats(server) -> list[dict]:
     return [r for r in server.requests if r["path"].endswith("/chat/completions")]
-
-
-def ask(page, prompt: str) -> None:
-    box = page.get_by_test_id("stChatInputTextArea")
-    box.fill(prompt)
-    box.press("Enter")
 
 
 _ANSWERED = """(n) => {
