@@ -6,6 +6,7 @@ OpenAPI page and the playground's tooltips come from one place.
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import threading
@@ -28,6 +29,14 @@ __all__ = [
     "ProviderName",
     "register_provider_name",
     "known_provider_names",
+    "TextPart",
+    "ImagePart",
+    "FilePart",
+    "ContentPart",
+    "IMAGE_MEDIA_TYPES",
+    "FILE_MEDIA_TYPES",
+    "data_url",
+    "parse_data_url",
     "ChatMessage",
     "ChatRequest",
     "TEXT_CHECKED",
@@ -218,7 +227,8 @@ class NamedToolChoice(BaseModel):
 
 
 class JsonSchemaSpec(BaseModel):
-    model_config = ConfigDict(extra="allow", populate_by_name=True, strict=True)
+    # Dumped as OpenAI spells it ("schema"), so a stored or exported format reads back anywhere.
+    model_config = ConfigDict(extra="allow", populate_by_name=True, serialize_by_alias=True, strict=True)
 
     name: str = Field(min_length=1, max_length=64)
     description: str | None = None
@@ -269,6 +279,94 @@ def tool_choice_from_function_call(value: Any) -> str | NamedToolChoice:
     return NamedToolChoice(function=ToolName(name=name))
 
 
+#: What a message may attach (what the three wires all take), and how big one attachment may be
+#: (Anthropic's per-image limit; OpenAI's and Gemini's are larger).
+IMAGE_MEDIA_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif")
+FILE_MEDIA_TYPES = ("application/pdf",)
+MAX_ATTACHMENT_BYTES = 5 * 1024 * 1024
+
+_DATA_URL = re.compile(r"data:(?P<type>[\w.+-]+/[\w.+-]+)(?:;[\w-]+=[^;,]*)*;base64,(?P<data>[A-Za-z0-9+/=\s]*)\Z")
+
+
+def data_url(media_type: str, data: bytes) -> str:
+    """`data:<type>;base64,<data>`: how an attachment travels in a message."""
+    return f"data:{media_type};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+def parse_data_url(url: str) -> tuple[str, bytes] | None:
+    """(media type, bytes) of a base64 data URL; None for any other URL (https://...)."""
+    found = _DATA_URL.match(url) if url.startswith("data:") else None
+    if found is None:
+        return None
+    return found.group("type").lower(), base64.b64decode(found.group("data"))
+
+
+class TextPart(BaseModel):
+    model_config = _WIRE
+
+    type: Literal["text"] = "text"
+    text: str
+
+
+class ImagePart(BaseModel):
+    """An image: a base64 data URL (what the playground attaches) or an https URL (passed on
+    where the provider fetches URLs itself)."""
+
+    model_config = _WIRE
+
+    type: Literal["image"] = "image"
+    url: str = Field(
+        min_length=1,
+        pattern=r"^(data:image/(png|jpeg|webp|gif);base64,|https?://)",  # what _url checks (and the size)
+        description="data:image/png;base64,... or https://...",
+    )
+    detail: Literal["auto", "low", "high"] | None = Field(default=None, description="OpenAI's image detail.")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return _check_attachment_url(value, IMAGE_MEDIA_TYPES, "an image")
+
+
+class FilePart(BaseModel):
+    """A document (PDF), as a base64 data URL."""
+
+    model_config = _WIRE
+
+    type: Literal["file"] = "file"
+    url: str = Field(
+        min_length=1, pattern=r"^data:application/pdf;base64,", description="data:application/pdf;base64,..."
+    )
+    filename: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value.startswith("data:"):
+            raise ValueError("a file travels as a base64 data URL (data:application/pdf;base64,...)")
+        return _check_attachment_url(value, FILE_MEDIA_TYPES, "a file")
+
+
+def _check_attachment_url(value: str, media_types: tuple[str, ...], what: str) -> str:
+    if value.startswith(("https://", "http://")):
+        return value
+    parsed = parse_data_url(value) if value.startswith("data:") else None
+    if parsed is None:
+        raise ValueError(f"{what} must be a base64 data URL (data:<type>;base64,...) or an http(s) URL")
+    media_type, data = parsed
+    if media_type not in media_types:
+        raise ValueError(f"{what} of type {media_type} cannot be sent: use one of {', '.join(media_types)}")
+    if len(data) > MAX_ATTACHMENT_BYTES:
+        raise ValueError(
+            f"{what} of {len(data) / 1e6:.1f} MB is too large: at most {MAX_ATTACHMENT_BYTES // (1024 * 1024)} MB"
+        )
+    return value
+
+
+#: A piece of a user message: text, an image or a file, in the order the person put them.
+ContentPart = Annotated[TextPart | ImagePart | FilePart, Field(discriminator="type")]
+
+
 class ChatMessage(BaseModel):
     """One message. System and user messages carry text; an assistant message may carry
     `tool_calls` and empty content; a `tool` message answers the call `tool_call_id` names."""
@@ -279,8 +377,21 @@ class ChatMessage(BaseModel):
             # What the validators below enforce, for clients and schema checks.
             "allOf": [
                 {
-                    "if": {"properties": {"role": {"enum": ["system", "user"]}}, "required": ["role"]},
+                    "if": {"properties": {"role": {"const": "system"}}, "required": ["role"]},
                     "then": {"required": ["content"], "properties": {"content": {"type": "string", "minLength": 1}}},
+                },
+                {
+                    "if": {"properties": {"role": {"const": "user"}}, "required": ["role"]},
+                    "then": {
+                        "anyOf": [
+                            {"required": ["content"], "properties": {"content": {"type": "string", "minLength": 1}}},
+                            {"required": ["parts"], "properties": {"parts": {"type": "array", "minItems": 1}}},
+                        ]
+                    },
+                },
+                {
+                    "if": {"properties": {"role": {"enum": ["system", "assistant", "tool"]}}, "required": ["role"]},
+                    "then": {"properties": {"parts": {"type": "null"}}},
                 },
                 {
                     "if": {"properties": {"role": {"const": "tool"}}, "required": ["role"]},
@@ -298,6 +409,11 @@ class ChatMessage(BaseModel):
     )
 
     role: MessageRole = Field(description="Who wrote the message: system, user, assistant or tool.")
+    parts: list[ContentPart] | None = Field(
+        default=None,
+        description="User messages with images or files: every part in order (text, image, file). `content` then "
+        "holds their text alone (what the log, token estimates and text-only views read).",
+    )
     # Never None once validated (an assistant's null becomes ""), so every consumer can treat it as text.
     content: str = Field(
         default="",
@@ -314,12 +430,21 @@ class ChatMessage(BaseModel):
         role = info.data.get("role")
         if value is None and role in (MessageRole.assistant, MessageRole.tool):
             return ""  # an assistant that only calls tools sends null
+        parts = info.data.get("parts")
+        if parts is not None and not parts:
+            raise ValueError("parts, when set, needs at least one part")
+        if parts and value in (None, ""):
+            return "\n".join(p.text for p in parts if isinstance(p, TextPart))
         if role in (MessageRole.system, MessageRole.user) and value == "":
             raise ValueError(f"a {role.value} message needs non-empty content")
         return value
 
     @model_validator(mode="after")
     def _shape(self) -> ChatMessage:
+        if self.parts is not None and self.role != MessageRole.user:
+            raise ValueError("only user messages carry parts (images and files)")
+        if self.parts is not None and not self.parts:
+            raise ValueError("parts, when set, needs at least one part")
         if self.tool_calls and self.role != MessageRole.assistant:
             raise ValueError("only assistant messages carry tool_calls")
         if self.role == MessageRole.tool and not self.tool_call_id:
@@ -533,6 +658,10 @@ class ChatRequest(BaseModel):
             if found:
                 raise ValueError(unencodable_message(*found))
         return self
+
+    def attachments(self) -> list[ImagePart | FilePart]:
+        """The images and files in the conversation, in order."""
+        return [p for m in self.messages for p in m.parts or () if not isinstance(p, TextPart)]
 
     def uses_tools(self) -> bool:
         """Whether the request offers tools or its conversation contains tool calls or results."""

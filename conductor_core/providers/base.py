@@ -129,6 +129,8 @@ class BaseProvider(ABC):
     #: The optional ChatRequest settings this provider passes on (see SAMPLING_SETTINGS and
     #: FEATURE_SETTINGS). `ignored_settings` and `check` say what it cannot.
     supported_settings: frozenset[str] = frozenset(SAMPLING_SETTINGS)
+    #: Whether it can be sent images and files (ChatMessage.parts); never sent one it would drop.
+    reads_attachments: bool = False
     #: Most concurrent calls (None: the configured `bulkhead_limit`).
     max_concurrency: ClassVar[int | None] = None
     #: The most tokens one answer can have (None: not known here; the upstream says, as OpenAI does).
@@ -145,6 +147,7 @@ class BaseProvider(ABC):
             cls.price_provider_id = spec.price_provider_id
             cls.can_stream = spec.capabilities.streaming
             cls.supported_settings = spec.capabilities.settings()
+            cls.reads_attachments = spec.capabilities.vision
 
     def __init__(self, name: str, *, default_model: str | None = None, timeout_s: float = 60.0) -> None:
         if default_model is None:
@@ -247,6 +250,8 @@ class BaseProvider(ABC):
             ]
         if "tools" not in self.supported_settings and "tools" not in missing and request.uses_tools():
             missing.append("tool calls in messages")
+        if not self.reads_attachments and request.attachments():
+            missing.append("images and files in messages")
         if request.unsupported == "reject":
             missing = self.ignored_settings(request) + missing
         if self._too_many_tokens(request):
@@ -279,7 +284,7 @@ class BaseProvider(ABC):
                 provider=self.name,
                 status_code=400,
             )
-            error.param = "messages" if missing[0] == "tool calls in messages" else missing[0]
+            error.param = "messages" if missing[0].endswith(" in messages") else missing[0]
             raise error
 
     def resolve_model(self, request: ChatRequest) -> str:

@@ -93,8 +93,7 @@ class Capabilities:
     #: OpenAI parameters Conductor has no field for (`reasoning_effort`, `service_tier`...), sent
     #: as the client wrote them.
     extra_params: bool = False
-    #: The API takes images in messages (Conductor's messages carry text today; the images
-    #: work reads this).
+    #: The API takes images (and PDFs) in user messages (`ChatMessage.parts`).
     vision: bool = False
 
     def __post_init__(self) -> None:

@@ -6,11 +6,20 @@ one. The same model twice with other settings is two variants, labelled by what 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..models import ChatMessage, ChatRequest, MessageRole, ProviderName, RoutingPolicy
+from ..models import (
+    ChatMessage,
+    ChatRequest,
+    MessageRole,
+    NamedToolChoice,
+    ProviderName,
+    ResponseFormat,
+    RoutingPolicy,
+    Tool,
+)
 
 __all__ = ["Variant", "variant_labels", "differing_settings"]
 
@@ -45,6 +54,16 @@ class Variant(BaseModel):
     seed: int | None = Field(default=None, ge=0, le=2**31 - 1)
     system: str | None = Field(default=None, description="System prompt sent before the conversation.")
     policy: RoutingPolicy | None = Field(default=None, description="AUTO's policy when provider is 'auto'.")
+    response_format: ResponseFormat | None = Field(
+        default=None, description="What the answer must be: text (None), any JSON object, or JSON matching a schema."
+    )
+    tools: tuple[Tool, ...] | None = Field(default=None, description="Functions the model may call.")
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = Field(
+        default=None, description="With tools: whether and which one the model must call (None: the provider's)."
+    )
+
+    def __hash__(self) -> int:  # its output format and tools are not hashable models
+        return hash(self.model_dump_json())
 
     @property
     def target(self) -> str:
@@ -66,6 +85,9 @@ class Variant(BaseModel):
             stop=list(self.stop) if self.stop else None,
             seed=self.seed,
             policy=self.policy if self.provider == "auto" else None,
+            response_format=self.response_format,
+            tools=list(self.tools) if self.tools else None,
+            tool_choice=self.tool_choice if self.tools else None,
         )
 
 
