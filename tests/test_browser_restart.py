@@ -9,6 +9,7 @@ process opens the same data directory, as a restart does.
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -105,6 +106,10 @@ def test_a_run_cut_off_by_a_restart_reads_interrupted_at_once(services, tmp_path
                 second = Playground(work, config=config, name="second")
                 page.goto(f"{second.url}/experiments?experiment={experiment_id}")
                 page.get_by_role("button", name="Re-run").wait_for(timeout=60_000)
+                # The header draws before the run's state: wait for the state, whichever it is, then judge it.
+                page.get_by_text(re.compile("Run 1 was interrupted|running in another server process")).first.wait_for(
+                    timeout=60_000
+                )
                 wait_settled(page)
                 text = page.get_by_test_id("stMain").inner_text()
                 assert "running in another server process" not in text
