@@ -29,12 +29,16 @@ from conductor_core.models import (
     ChatMessage,
     ChatRequest,
     ChatResponse,
+    ContentPart,
+    FilePart,
+    ImagePart,
     MessageRole,
     StatusNotice,
     StreamDone,
     StreamIncomplete,
     StreamStart,
     TextDelta,
+    TextPart,
     ToolCallDelta,
     known_provider_names,
     tool_choice_from_function_call,
@@ -62,9 +66,12 @@ from .schemas import (
     ChatCompletion,
     ChatCompletionRequest,
     ConductorInfo,
+    FileContentPart,
+    ImageContentPart,
     ModelCard,
     ModelList,
     OpenAIChatRequest,
+    TextContentPart,
 )
 
 __all__ = [
@@ -179,13 +186,34 @@ def _message(m: Any) -> ChatMessage:
     # The fields from the model's __dict__: a missing attribute on a pydantic model raises
     # through its metaclass (~30 us for the three a user message lacks).
     fields = m.__dict__
+    content, parts = m.content, None
+    if isinstance(content, list):  # a user message's parts (checked by the core's rules already)
+        content, parts = _parts(content)
     return ChatMessage.model_construct(
         role=_ROLE[m.role],
-        content=m.content if m.content is not None else "",  # an assistant that only calls tools: null
+        content=content if content is not None else "",  # an assistant that only calls tools: null
+        parts=parts,
         tool_calls=fields.get("tool_calls"),
         tool_call_id=fields.get("tool_call_id"),
         name=fields.get("name"),
     )
+
+
+def _parts(parts: list[Any]) -> tuple[str, list[ContentPart] | None]:
+    """A user message's OpenAI parts as (its text, the core's parts): text alone stays text, as
+    before parts existed (joined); with an image or a file, every part in order, and the text
+    joined as ChatMessage joins it."""
+    if all(isinstance(part, TextContentPart) for part in parts):
+        return "".join(part.text for part in parts), None
+    out: list[ContentPart] = []
+    for part in parts:
+        if isinstance(part, ImageContentPart):
+            out.append(ImagePart.model_construct(url=part.image_url.url, detail=part.image_url.detail))
+        elif isinstance(part, FileContentPart):
+            out.append(FilePart.model_construct(url=part.file.file_data, filename=part.file.filename))
+        else:
+            out.append(TextPart.model_construct(text=part.text))
+    return "\n".join(part.text for part in out if isinstance(part, TextPart)), out
 
 
 def conductor_info(response: ChatResponse, overhead_ms: float | None = None) -> ConductorInfo:
