@@ -793,6 +793,11 @@ class ChatResponse(BaseModel):
     logprobs: dict[str, Any] | None = Field(
         default=None, description="Log probabilities, in OpenAI's shape, when asked for."
     )
+    more_choices: list[dict[str, Any]] | None = Field(
+        default=None,
+        description="Choices after the first, in OpenAI's shape (index, message, finish_reason, logprobs), when an "
+        "upstream that takes OpenAI's `n` was asked for several; `content` and the fields above are choice 0.",
+    )
 
 
 # --- stream events: a discriminated union on `type` -------------------------------
@@ -801,6 +806,11 @@ class ChatResponse(BaseModel):
 class TextDelta(BaseModel):
     type: Literal["text"] = "text"
     text: str
+    logprobs: list[dict[str, Any]] | None = Field(
+        default=None,
+        exclude_if=lambda value: value is None,  # only on streams that asked for them
+        description="This piece's tokens' log probabilities, in OpenAI's shape, when asked for and streamed.",
+    )
 
 
 class ToolCallDelta(BaseModel):

@@ -6,7 +6,7 @@ client sends arrives (see `gateway.openai_api.to_chat_request`): those Conductor
 checked and translated for each provider; the others (reasoning_effort, service_tier, store,
 metadata, any newer one) are the upstream's business, sent as they are to OpenAI and
 OpenAI-compatible upstreams. A provider that cannot honour one answers 400 naming it. `n` > 1
-is rejected with a sentence saying so.
+is sent on where the upstream takes it, and made as `n` calls where it does not.
 """
 
 from __future__ import annotations
@@ -107,7 +107,8 @@ _SEED = bounds("seed")
 # Bounds before the validator, or pydantic writes them as "ge"/"le", which JSON Schema ignores.
 # OpenAI's contract for the token cap: an integer >= 1 (the model's own limit is the upstream's to say).
 MaxTokens = Annotated[int, Field(ge=1), BeforeValidator(integral)]
-OneChoice = Annotated[int, Field(ge=1, le=1), BeforeValidator(integral)]
+#: OpenAI's limit on `n`.
+Choices = Annotated[int, Field(ge=1, le=128), BeforeValidator(integral)]
 
 
 class OpenAIChatRequest(ChatRequest):
@@ -370,7 +371,13 @@ class ChatCompletionRequest(BaseModel):
     )
     stream: bool | None = Field(default=False, description="Answer with server-sent events in OpenAI's chunk format.")
     stream_options: StreamOptions | None = None
-    n: OneChoice | None = Field(default=None, description="Number of choices: only 1 is supported.")
+    n: Choices | None = Field(
+        default=None,
+        description="Number of choices (1-128). OpenAI and OpenAI-compatible upstreams are sent `n` and answer all "
+        "of them in one call (streamed: `n` calls). Anthropic, Gemini, the local model and `auto` get `n` calls at "
+        "once (each an attempt in the request log; with `auto` each is routed on its own), answered as choices "
+        "0..n-1 with their usage and cost summed. Streamed, every chunk carries its choice's index.",
+    )
     top_p: float | None = Field(default=None, ge=0.0, le=1.0, description="Nucleus sampling, 0 to 1.")
     stop: (
         Annotated[str, Field(min_length=1)]

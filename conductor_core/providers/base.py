@@ -74,6 +74,7 @@ class Completion:
     load_ms: float | None = None  # time spent loading the model before generating (local)
     response_id: str | None = None  # the upstream's own id for the answer
     system_fingerprint: str | None = None
+    more_choices: list[dict[str, Any]] | None = None  # choices after the first (OpenAI's n), in OpenAI's shape
 
 
 @dataclass(slots=True)
@@ -93,7 +94,7 @@ class Loaded:
     ms: float
 
 
-StreamPiece = str | ToolCallDelta | StatusNotice | Served | Loaded | Completion
+StreamPiece = str | TextDelta | ToolCallDelta | StatusNotice | Served | Loaded | Completion
 
 
 @dataclass(slots=True)
@@ -131,6 +132,9 @@ class BaseProvider(ABC):
     supported_settings: frozenset[str] = frozenset(SAMPLING_SETTINGS)
     #: Whether it can be sent images and files (ChatMessage.parts); never sent one it would drop.
     reads_attachments: bool = False
+    #: Whether it answers OpenAI's `n` (several choices in one call, `extra_params`, not streamed);
+    #: where not, the gateway makes `n` calls.
+    answers_n: ClassVar[bool] = False
     #: Most concurrent calls (None: the configured `bulkhead_limit`).
     max_concurrency: ClassVar[int | None] = None
     #: The most tokens one answer can have (None: not known here; the upstream says, as OpenAI does).
@@ -349,6 +353,13 @@ class BaseProvider(ABC):
                         text = cast(str, piece)
                         parts.append(text)
                         yield TextDelta(text=text)
+                    elif kind is TextDelta:  # text with its log probabilities
+                        delta = cast(TextDelta, piece)
+                        if stats.ttft_ms is None:
+                            stats.ttft_ms = stats.elapsed_ms()
+                        stats.chunks += 1
+                        parts.append(delta.text)
+                        yield delta
                     elif kind is ToolCallDelta:
                         if stats.ttft_ms is None:
                             stats.ttft_ms = stats.elapsed_ms()
@@ -506,6 +517,7 @@ class BaseProvider(ABC):
             ),
             tool_calls=completion.tool_calls or None,
             logprobs=completion.logprobs,
+            more_choices=completion.more_choices,
         )
 
     def __repr__(self) -> str:  # never shows a client (and so never a key)

@@ -49,6 +49,7 @@ from ..models import (
     ContentPart,
     FilePart,
     ImagePart,
+    TextDelta,
     ToolCall,
     ToolCallDelta,
     Usage,
@@ -195,6 +196,7 @@ def _sdk() -> _Sdk:
 
 class OpenAICompatProvider(BaseProvider):
     spec: ProviderSpec | None = SPEC  # None on a configured endpoint
+    answers_n = True
 
     def __init__(
         self,
@@ -338,6 +340,7 @@ class OpenAICompatProvider(BaseProvider):
                 logprobs=choice.get("logprobs"),
                 response_id=_optional_text(data.get("id")),
                 system_fingerprint=_optional_text(data.get("system_fingerprint")),
+                more_choices=[_choice(other, index) for index, other in enumerate(choices[1:], 1)] or None,
             )
         except _WRONG_SHAPE as exc:
             raise MalformedResponse(f"not a chat completion ({type(exc).__name__}: {exc})") from exc
@@ -382,8 +385,12 @@ class OpenAICompatProvider(BaseProvider):
                         usage = self._usage(data["usage"])
                     for choice in data.get("choices") or ():
                         delta = choice.get("delta") or {}
+                        pieces = (choice.get("logprobs") or {}).get("content")
+                        if pieces:
+                            logprobs.extend(pieces)
                         if delta.get("content"):
-                            yield _text(delta["content"])
+                            text = _text(delta["content"])
+                            yield TextDelta(text=text, logprobs=pieces) if pieces else text
                         for call in delta.get("tool_calls") or ():
                             function = call.get("function") or {}
                             yield ToolCallDelta(
@@ -400,8 +407,6 @@ class OpenAICompatProvider(BaseProvider):
                                 name=legacy.get("name"),
                                 arguments=legacy.get("arguments") or "",
                             )
-                        if choice.get("logprobs") and choice["logprobs"].get("content"):
-                            logprobs.extend(choice["logprobs"]["content"])
                         if choice.get("finish_reason"):
                             finish_reason = choice["finish_reason"]
                 except _WRONG_SHAPE as exc:
@@ -485,6 +490,23 @@ def _message(m: ChatMessage) -> dict[str, Any]:
     if m.name is not None:
         out["name"] = m.name
     return out
+
+
+def _choice(choice: dict[str, Any], index: int) -> dict[str, Any]:
+    """A choice after the first (OpenAI's n), in OpenAI's shape, its text checked as the first's."""
+    message = choice.get("message") or {}
+    calls = [ToolCall.model_validate(call).model_dump(mode="json") for call in message.get("tool_calls") or ()]
+    return {
+        "index": index,
+        "message": {
+            "role": "assistant",
+            "content": _text(message.get("content")) or (None if calls else ""),
+            "refusal": _optional_text(message.get("refusal")),
+            "tool_calls": calls or None,
+        },
+        "finish_reason": choice.get("finish_reason"),
+        "logprobs": choice.get("logprobs"),
+    }
 
 
 def _part(part: ContentPart) -> dict[str, Any]:
