@@ -706,6 +706,12 @@ class Usage(BaseModel):
     input_tokens: int = Field(default=0, ge=0, description="Prompt tokens as reported by the provider.")
     output_tokens: int = Field(default=0, ge=0, description="Generated tokens as reported by the provider.")
     cached_tokens: int = Field(default=0, ge=0, description="Prompt tokens served from the provider's cache.")
+    image_tokens: int = Field(
+        default=0,
+        ge=0,
+        description="Of the prompt tokens, those counted for images, where the provider says (Gemini): priced at the "
+        "model's image rate where genai-prices has one, else as input tokens (as the providers bill them).",
+    )
 
 
 class ResponseMetadata(BaseModel):

@@ -172,6 +172,12 @@ class GeminiProvider(BaseProvider):
             input_tokens=meta.prompt_token_count or 0,
             output_tokens=(meta.candidates_token_count or 0) + (meta.thoughts_token_count or 0),
             cached_tokens=meta.cached_content_token_count or 0,
+            # The prompt's tokens by modality: images are priced apart where the model has an image rate.
+            image_tokens=sum(
+                detail.token_count or 0
+                for detail in meta.prompt_tokens_details or ()
+                if str(getattr(detail.modality, "value", detail.modality)) == "IMAGE"
+            ),
         )
 
     @staticmethod

@@ -279,6 +279,7 @@ class _Call:
     input_tokens: int
     max_tokens: int | None
     body: dict[str, Any]
+    image_tokens: int = 0  # of input_tokens, those counted for images (Gemini reports them apart)
 
 
 class ProtocolServer:
@@ -1390,14 +1391,31 @@ class GeminiServer(ProtocolServer):
             self._record(request, None, method == "streamGenerateContent", fault)
             return self._error_response(fault)
         gen_config = body.get("generationConfig")
+        image_tokens = self.IMAGE_TOKENS * self._images(body)
         call = _Call(
             model=model.removeprefix("models/"),
             stream=method == "streamGenerateContent",
-            input_tokens=_count_words(body.get("systemInstruction", {}), body.get("contents", [])),
+            input_tokens=_count_words(body.get("systemInstruction", {}), body.get("contents", [])) + image_tokens,
             max_tokens=_as_int(gen_config.get("maxOutputTokens")) if isinstance(gen_config, dict) else None,
             body=body,
+            image_tokens=image_tokens,
         )
         return await self._generate(request, call, system=body.get("systemInstruction"))
+
+    #: What Gemini counts for an image of at most 384x384 pixels.
+    IMAGE_TOKENS: ClassVar[int] = 258
+
+    @staticmethod
+    def _images(body: dict[str, Any]) -> int:
+        """How many image parts the request's contents hold (inline or by URI)."""
+        count = 0
+        for content in body.get("contents") or ():
+            for part in (content.get("parts") if isinstance(content, dict) else None) or ():
+                data = part.get("inlineData", part.get("inline_data")) if isinstance(part, dict) else None
+                data = data or (part.get("fileData", part.get("file_data")) if isinstance(part, dict) else None)
+                mime = (data.get("mimeType", data.get("mime_type")) if isinstance(data, dict) else None) or ""
+                count += mime.startswith("image/")
+        return count
 
     def _bad_content(self, body: dict[str, Any]) -> str | None:
         contents = body.get("contents")
@@ -1460,7 +1478,8 @@ class GeminiServer(ProtocolServer):
                 "promptTokenCount": call.input_tokens,
                 "candidatesTokenCount": output_tokens,
                 "totalTokenCount": call.input_tokens + output_tokens,
-                "promptTokensDetails": [{"modality": "TEXT", "tokenCount": call.input_tokens}],
+                "promptTokensDetails": [{"modality": "TEXT", "tokenCount": call.input_tokens - call.image_tokens}]
+                + ([{"modality": "IMAGE", "tokenCount": call.image_tokens}] if call.image_tokens else []),
             },
             "modelVersion": call.model,
             "responseId": response_id,
