@@ -248,7 +248,7 @@ def _user_parts(value: Any) -> Any:
             if not isinstance(part, dict):
                 continue
             kind = part.get("type")
-            if kind in _REFUSED_PART:
+            if isinstance(kind, str) and kind in _REFUSED_PART:
                 raise ValueError(_REFUSED_PART[kind])
             file = part.get("file")
             if kind == "file" and isinstance(file, dict) and "file_id" in file and "file_data" not in file:
