@@ -146,3 +146,15 @@ def test_a_configured_endpoint_reads_images_unless_configured_text_only(tmp_path
         text_only.check(request)
     assert caught.value.status_code == 400 and caught.value.param == "messages"
     assert OpenAICompatProvider.reads_attachments  # the instance's setting, not the class's
+
+
+def test_a_provider_that_cannot_read_images_says_who_can(tmp_path):
+    settings = load_settings(_env_file=None, data_dir=tmp_path)
+    text_only = OpenAICompatProvider.from_endpoint(
+        "textonly", EndpointConfig(base_url="http://127.0.0.1:9/v1", vision=False), settings
+    )
+    with pytest.raises(BadRequestError) as caught:
+        text_only.check(_with_parts(ImagePart(url=data_url("image/png", PNG))))
+    message = caught.value.message
+    assert "remove them from the message" in message and "Anthropic, Gemini" in message
+    assert "every OpenAI parameter" not in message  # an image is not an API parameter

@@ -255,7 +255,7 @@ class BaseProvider(ABC):
         if "tools" not in self.supported_settings and "tools" not in missing and request.uses_tools():
             missing.append("tool calls in messages")
         if not self.reads_attachments and request.attachments():
-            missing.append("images and files in messages")
+            missing.append(_ATTACHMENTS)
         if request.unsupported == "reject":
             missing = self.ignored_settings(request) + missing
         if self._too_many_tokens(request):
@@ -279,6 +279,15 @@ class BaseProvider(ABC):
             error.param = "max_tokens"
             raise error
         missing = self.unsupported(request)
+        if missing == [_ATTACHMENTS]:  # a person's attachment, not an API parameter: say who reads it
+            error = BadRequestError(
+                f"{self.name} does not support {_ATTACHMENTS}: remove them from the message, or choose a provider "
+                "that reads them (OpenAI, Anthropic, Gemini, or an OpenAI-compatible endpoint with vision)",
+                provider=self.name,
+                status_code=400,
+            )
+            error.param = "messages"
+            raise error
         if missing:
             names = ", ".join(missing)
             error = BadRequestError(
@@ -522,6 +531,10 @@ class BaseProvider(ABC):
 
     def __repr__(self) -> str:  # never shows a client (and so never a key)
         return f"<{type(self).__name__} {self.name!r} model={self.default_model!r}>"
+
+
+#: What `unsupported` names for a message's images and files on a provider that cannot read them.
+_ATTACHMENTS = "images and files in messages"
 
 
 def _rounded(value: float | None) -> float | None:
