@@ -314,8 +314,18 @@ def parse_data_url(url: str) -> tuple[str, bytes] | None:
         return None
 
 
+def _type_required(schema: dict[str, Any]) -> None:
+    """A part's `type` has a default (`TextPart(text=...)`), but a list of parts is told apart by
+    it, so validation needs it: the documented schema says so."""
+    schema["required"] = ["type", *schema.get("required", [])]
+
+
+#: A message part's config: strict, as every wire model, and `type` required in its schema.
+_PART = ConfigDict(strict=True, json_schema_extra=_type_required)
+
+
 class TextPart(BaseModel):
-    model_config = _WIRE
+    model_config = _PART
 
     type: Literal["text"] = "text"
     text: str
@@ -325,7 +335,7 @@ class ImagePart(BaseModel):
     """An image: a base64 data URL (what the playground attaches) or an https URL (passed on
     where the provider fetches URLs itself)."""
 
-    model_config = _WIRE
+    model_config = _PART
 
     type: Literal["image"] = "image"
     url: str = Field(
@@ -344,7 +354,7 @@ class ImagePart(BaseModel):
 class FilePart(BaseModel):
     """A document (PDF), as a base64 data URL."""
 
-    model_config = _WIRE
+    model_config = _PART
 
     type: Literal["file"] = "file"
     url: str = Field(
