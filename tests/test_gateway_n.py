@@ -13,7 +13,7 @@ import pytest
 
 from conductor_core.config import EndpointConfig
 from conductor_core.router import Conductor
-from conductor_core.testing.protocol_servers import AnthropicServer, GeminiServer, OpenAIServer
+from conductor_core.testing.protocol_servers import AnthropicServer, Fault, GeminiServer, OpenAIServer
 from gateway.main import create_app
 from tests.test_gateway import KEY, client, make_conductor, serve, user
 
@@ -148,3 +148,36 @@ def test_unstreamed_logprobs_are_the_upstreams(gateway, upstreams):
     url, _ = gateway
     answer = client(url).chat.completions.create(model="compat", messages=user(), logprobs=True)
     assert "".join(t.token for t in answer.choices[0].logprobs.content) == REPLY
+
+
+def test_one_failed_call_fails_the_request_and_is_logged(gateway, upstreams):
+    import openai
+
+    url, conductor = gateway
+    server = upstreams["anthropic"]
+    server.script(Fault("status", status=400, message="scripted refusal of one of the three"))
+    try:
+        with pytest.raises(openai.BadRequestError) as caught:
+            client(url).chat.completions.create(model="anthropic", messages=user(), n=3)
+    finally:
+        server.script()
+    assert "scripted refusal" in caught.value.message  # no answer with two choices passed off as three
+    request_id = caught.value.response.headers["x-request-id"]
+    assert "error" in {r.status for r in conductor.log.records(request_id=request_id)}
+
+
+def test_a_stream_that_breaks_ends_the_answer_with_an_error_not_a_finish(gateway, upstreams):
+    import openai
+
+    url, _ = gateway
+    server = upstreams["anthropic"]
+    server.script(Fault("cut"))  # the first of the three streams is cut after its first text
+    seen: list[Any] = []
+    try:
+        with pytest.raises(openai.APIError):
+            for chunk in client(url).chat.completions.create(model="anthropic", messages=user(), n=3, stream=True):
+                seen.append(chunk)
+    finally:
+        server.script()
+    finishes = {c.index for chunk in seen for c in chunk.choices if c.finish_reason}
+    assert len(finishes) < 3  # never every choice finished: the broken one did not
