@@ -7,6 +7,7 @@ OpenAPI page and the playground's tooltips come from one place.
 from __future__ import annotations
 
 import base64
+import binascii
 import os
 import re
 import threading
@@ -35,6 +36,8 @@ __all__ = [
     "ContentPart",
     "IMAGE_MEDIA_TYPES",
     "FILE_MEDIA_TYPES",
+    "IMAGE_URL_PATTERN",
+    "FILE_URL_PATTERN",
     "data_url",
     "parse_data_url",
     "ChatMessage",
@@ -288,6 +291,13 @@ MAX_ATTACHMENT_BYTES = 5 * 1024 * 1024
 _DATA_URL = re.compile(r"data:(?P<type>[\w.+-]+/[\w.+-]+)(?:;[\w-]+=[^;,]*)*;base64,(?P<data>[A-Za-z0-9+/=\s]*)\Z")
 
 
+_BASE64 = r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+#: What an image's and a file's `url` may be, whole (the documented schema says the same; the
+#: size is checked apart): a data URL of canonical base64, or (images) an http(s) URL.
+IMAGE_URL_PATTERN = rf"^(?:data:image/(?:png|jpeg|webp|gif);base64,{_BASE64}|https?://)"
+FILE_URL_PATTERN = rf"^data:application/pdf;base64,{_BASE64}"
+
+
 def data_url(media_type: str, data: bytes) -> str:
     """`data:<type>;base64,<data>`: how an attachment travels in a message."""
     return f"data:{media_type};base64,{base64.b64encode(data).decode('ascii')}"
@@ -298,11 +308,24 @@ def parse_data_url(url: str) -> tuple[str, bytes] | None:
     found = _DATA_URL.match(url) if url.startswith("data:") else None
     if found is None:
         return None
-    return found.group("type").lower(), base64.b64decode(found.group("data"))
+    try:
+        return found.group("type").lower(), base64.b64decode(found.group("data"))
+    except binascii.Error:  # not base64 after all (bad padding)
+        return None
+
+
+def _type_required(schema: dict[str, Any]) -> None:
+    """A part's `type` has a default (`TextPart(text=...)`), but a list of parts is told apart by
+    it, so validation needs it: the documented schema says so."""
+    schema["required"] = ["type", *schema.get("required", [])]
+
+
+#: A message part's config: strict, as every wire model, and `type` required in its schema.
+_PART = ConfigDict(strict=True, json_schema_extra=_type_required)
 
 
 class TextPart(BaseModel):
-    model_config = _WIRE
+    model_config = _PART
 
     type: Literal["text"] = "text"
     text: str
@@ -312,12 +335,12 @@ class ImagePart(BaseModel):
     """An image: a base64 data URL (what the playground attaches) or an https URL (passed on
     where the provider fetches URLs itself)."""
 
-    model_config = _WIRE
+    model_config = _PART
 
     type: Literal["image"] = "image"
     url: str = Field(
         min_length=1,
-        pattern=r"^(data:image/(png|jpeg|webp|gif);base64,|https?://)",  # what _url checks (and the size)
+        json_schema_extra={"pattern": IMAGE_URL_PATTERN},  # what _url checks (with clearer words, and the size)
         description="data:image/png;base64,... or https://...",
     )
     detail: Literal["auto", "low", "high"] | None = Field(default=None, description="OpenAI's image detail.")
@@ -325,17 +348,17 @@ class ImagePart(BaseModel):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        return _check_attachment_url(value, IMAGE_MEDIA_TYPES, "an image")
+        return _check_attachment_url(value, IMAGE_MEDIA_TYPES, "an image", IMAGE_URL_PATTERN)
 
 
 class FilePart(BaseModel):
     """A document (PDF), as a base64 data URL."""
 
-    model_config = _WIRE
+    model_config = _PART
 
     type: Literal["file"] = "file"
     url: str = Field(
-        min_length=1, pattern=r"^data:application/pdf;base64,", description="data:application/pdf;base64,..."
+        min_length=1, json_schema_extra={"pattern": FILE_URL_PATTERN}, description="data:application/pdf;base64,..."
     )
     filename: str | None = None
 
@@ -344,18 +367,38 @@ class FilePart(BaseModel):
     def _url(cls, value: str) -> str:
         if not value.startswith("data:"):
             raise ValueError("a file travels as a base64 data URL (data:application/pdf;base64,...)")
-        return _check_attachment_url(value, FILE_MEDIA_TYPES, "a file")
+        return _check_attachment_url(value, FILE_MEDIA_TYPES, "a file", FILE_URL_PATTERN)
 
 
-def _check_attachment_url(value: str, media_types: tuple[str, ...], what: str) -> str:
+def _check_attachment_url(value: str, media_types: tuple[str, ...], what: str, pattern: str) -> str:
     if value.startswith(("https://", "http://")):
         return value
+    found = _DATA_URL.match(value) if value.startswith("data:") else None
+    if found is None:
+        raise ValueError(f"{what} must be a base64 data URL (data:<type>;base64,...) or an http(s) URL")
+    media_type = found.group("type").lower()
+    if media_type not in media_types:
+        raise ValueError(f"{what} of type {media_type} cannot be sent: use one of {', '.join(media_types)}")
+    # Python's re, as JSON Schema validators in Python and schema-driven test generators read
+    # the documented pattern (`$` also before a final newline, which base64 decoding skips).
+    if re.match(pattern, value) is None:
+        raise ValueError(f"{what}'s data is not base64: send data:<type>;base64, then the base64 text, no spaces")
+    data = base64.b64decode(found.group("data"))
+    if len(data) > MAX_ATTACHMENT_BYTES:
+        raise ValueError(
+            f"{what} of {len(data) / 1e6:.1f} MB is too large: at most {MAX_ATTACHMENT_BYTES // (1024 * 1024)} MB"
+        )
+    return value
     parsed = parse_data_url(value) if value.startswith("data:") else None
     if parsed is None:
         raise ValueError(f"{what} must be a base64 data URL (data:<type>;base64,...) or an http(s) URL")
     media_type, data = parsed
     if media_type not in media_types:
         raise ValueError(f"{what} of type {media_type} cannot be sent: use one of {', '.join(media_types)}")
+    # Python's re, as JSON Schema validators in Python and schema-driven test generators read
+    # the documented pattern (`$` also before a final newline, which base64 decoding skips).
+    if re.match(pattern, value) is None:
+        raise ValueError(f"{what}'s data is not base64: send data:<type>;base64, then the base64 text, no spaces")
     if len(data) > MAX_ATTACHMENT_BYTES:
         raise ValueError(
             f"{what} of {len(data) / 1e6:.1f} MB is too large: at most {MAX_ATTACHMENT_BYTES // (1024 * 1024)} MB"
@@ -411,6 +454,7 @@ class ChatMessage(BaseModel):
     role: MessageRole = Field(description="Who wrote the message: system, user, assistant or tool.")
     parts: list[ContentPart] | None = Field(
         default=None,
+        json_schema_extra={"minItems": 1},  # what _content and _shape check (with their own message)
         description="User messages with images or files: every part in order (text, image, file). `content` then "
         "holds their text alone (what the log, token estimates and text-only views read).",
     )
@@ -672,6 +716,12 @@ class Usage(BaseModel):
     input_tokens: int = Field(default=0, ge=0, description="Prompt tokens as reported by the provider.")
     output_tokens: int = Field(default=0, ge=0, description="Generated tokens as reported by the provider.")
     cached_tokens: int = Field(default=0, ge=0, description="Prompt tokens served from the provider's cache.")
+    image_tokens: int = Field(
+        default=0,
+        ge=0,
+        description="Of the prompt tokens, those counted for images, where the provider says (Gemini): priced at the "
+        "model's image rate where genai-prices has one, else as input tokens (as the providers bill them).",
+    )
 
 
 class ResponseMetadata(BaseModel):
@@ -759,6 +809,11 @@ class ChatResponse(BaseModel):
     logprobs: dict[str, Any] | None = Field(
         default=None, description="Log probabilities, in OpenAI's shape, when asked for."
     )
+    more_choices: list[dict[str, Any]] | None = Field(
+        default=None,
+        description="Choices after the first, in OpenAI's shape (index, message, finish_reason, logprobs), when an "
+        "upstream that takes OpenAI's `n` was asked for several; `content` and the fields above are choice 0.",
+    )
 
 
 # --- stream events: a discriminated union on `type` -------------------------------
@@ -767,6 +822,11 @@ class ChatResponse(BaseModel):
 class TextDelta(BaseModel):
     type: Literal["text"] = "text"
     text: str
+    logprobs: list[dict[str, Any]] | None = Field(
+        default=None,
+        exclude_if=lambda value: value is None,  # only on streams that asked for them
+        description="This piece's tokens' log probabilities, in OpenAI's shape, when asked for and streamed.",
+    )
 
 
 class ToolCallDelta(BaseModel):

@@ -23,13 +23,14 @@ from .models import Usage
 __all__ = ["estimate_cost", "model_is_priced"]
 
 _MTOK = 1_000_000
-_LINEAR_FIELDS = {"input_mtok", "output_mtok", "cache_read_mtok"}
+_LINEAR_FIELDS = {"input_mtok", "output_mtok", "cache_read_mtok", "input_image_mtok"}
 
 
 class _FlatRates(NamedTuple):
     input: float
     output: float
     cache_read: float
+    image: float  # input image tokens (the input rate where the model has no image price)
 
 
 @lru_cache(maxsize=512)
@@ -49,6 +50,7 @@ def _rates(provider_id: str | None, model: str) -> _FlatRates | str | None:
         input=input_rate,
         output=float(prices.get("output_mtok", 0)) / _MTOK,
         cache_read=float(prices["cache_read_mtok"]) / _MTOK if "cache_read_mtok" in prices else input_rate,
+        image=float(prices["input_image_mtok"]) / _MTOK if "input_image_mtok" in prices else input_rate,
     )
 
 
@@ -57,18 +59,32 @@ def model_is_priced(model: str, provider_id: str | None) -> bool:
 
 
 def estimate_cost(usage: Usage, model: str, provider_id: str | None) -> float | None:
-    """Estimated cost of `usage` on `model` at `provider_id` (a genai-prices provider id)."""
+    """Estimated cost of `usage` on `model` at `provider_id` (a genai-prices provider id):
+    cached input at the cache-read rate and image input at the image rate where the model has
+    them (genai-prices' rules), the rest at the input and output rates."""
     rates = _rates(provider_id, model)
     if rates is None:
         return None
     if isinstance(rates, _FlatRates):
         cached = min(usage.cached_tokens, usage.input_tokens)
+        images = min(usage.image_tokens, usage.input_tokens - cached)
         return (
-            (usage.input_tokens - cached) * rates.input + cached * rates.cache_read + usage.output_tokens * rates.output
+            (usage.input_tokens - cached - images) * rates.input
+            + cached * rates.cache_read
+            + images * rates.image
+            + usage.output_tokens * rates.output
         )
+    cached = min(usage.cached_tokens, usage.input_tokens)
+    images = min(usage.image_tokens, usage.input_tokens - cached)
     priced = _PriceUsage(
         input_tokens=usage.input_tokens,
         output_tokens=usage.output_tokens,
-        cache_read_tokens=usage.cached_tokens or None,
+        cache_read_tokens=cached or None,
+        input_image_tokens=images or None,
+        # Images read from the cache are not reported apart: none (the library wants it said).
+        cache_image_read_tokens=0 if cached and images else None,
     )
-    return float(calc_price(priced, model_ref=model, provider_id=provider_id).total_price)
+    try:
+        return float(calc_price(priced, model_ref=model, provider_id=provider_id).total_price)
+    except (LookupError, ValueError):  # usage the library cannot price for this model: unknown, not 0
+        return None

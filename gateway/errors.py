@@ -206,7 +206,9 @@ _UNSUPPORTED = {
 
 _MESSAGE_TAGS = {"system", "developer", "user", "assistant", "tool"}
 #: Discriminated unions: pydantic puts the chosen shape's tag in the path, people do not.
-_TAGGED = {"response_format": {"text", "json_object", "json_schema"}}
+_TAGGED = {"response_format": {"text", "json_object", "json_schema"}, "content": {"text", "parts"}}
+#: ...and in the path of a list's items: a user message's parts (after their index).
+_TAGGED_ITEMS = {"parts": {"text", "image_url", "file"}}
 #: A union's member, as pydantic names it in an error's path ("constrained-str",
 #: "list[constrained-str]", "literal['none','auto']", "NamedToolChoice", "function-after[...]").
 _MEMBER = re.compile(r"^(?:[A-Z]\w*|[a-z]+(?:-[a-z]+)*(?:\[.*\])?|literal\[.*\])$")
@@ -223,6 +225,8 @@ def _parts(loc: tuple[Any, ...]) -> tuple[list[Any], list[str]]:
         if isinstance(part, str) and part in _MESSAGE_TAGS and isinstance(before, int):
             continue  # a message's role picks its shape
         if isinstance(part, str) and part in _TAGGED.get(str(before), ()):
+            continue
+        if isinstance(part, str) and isinstance(before, int) and part in _TAGGED_ITEMS.get(str(raw[i - 2]), ()):
             continue
         if isinstance(part, str) and not _FIELD_NAME.match(part) and _MEMBER.match(part):
             members.append(part)

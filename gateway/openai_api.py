@@ -29,12 +29,16 @@ from conductor_core.models import (
     ChatMessage,
     ChatRequest,
     ChatResponse,
+    ContentPart,
+    FilePart,
+    ImagePart,
     MessageRole,
     StatusNotice,
     StreamDone,
     StreamIncomplete,
     StreamStart,
     TextDelta,
+    TextPart,
     ToolCallDelta,
     known_provider_names,
     tool_choice_from_function_call,
@@ -62,9 +66,12 @@ from .schemas import (
     ChatCompletion,
     ChatCompletionRequest,
     ConductorInfo,
+    FileContentPart,
+    ImageContentPart,
     ModelCard,
     ModelList,
     OpenAIChatRequest,
+    TextContentPart,
 )
 
 __all__ = [
@@ -179,13 +186,34 @@ def _message(m: Any) -> ChatMessage:
     # The fields from the model's __dict__: a missing attribute on a pydantic model raises
     # through its metaclass (~30 us for the three a user message lacks).
     fields = m.__dict__
+    content, parts = m.content, None
+    if isinstance(content, list):  # a user message's parts (checked by the core's rules already)
+        content, parts = _parts(content)
     return ChatMessage.model_construct(
         role=_ROLE[m.role],
-        content=m.content if m.content is not None else "",  # an assistant that only calls tools: null
+        content=content if content is not None else "",  # an assistant that only calls tools: null
+        parts=parts,
         tool_calls=fields.get("tool_calls"),
         tool_call_id=fields.get("tool_call_id"),
         name=fields.get("name"),
     )
+
+
+def _parts(parts: list[Any]) -> tuple[str, list[ContentPart] | None]:
+    """A user message's OpenAI parts as (its text, the core's parts): text alone stays text, as
+    before parts existed (joined); with an image or a file, every part in order, and the text
+    joined as ChatMessage joins it."""
+    if all(isinstance(part, TextContentPart) for part in parts):
+        return "".join(part.text for part in parts), None
+    out: list[ContentPart] = []
+    for part in parts:
+        if isinstance(part, ImageContentPart):
+            out.append(ImagePart.model_construct(url=part.image_url.url, detail=part.image_url.detail))
+        elif isinstance(part, FileContentPart):
+            out.append(FilePart.model_construct(url=part.file.file_data, filename=part.file.filename))
+        else:
+            out.append(TextPart.model_construct(text=part.text))
+    return "\n".join(part.text for part in out if isinstance(part, TextPart)), out
 
 
 def conductor_info(response: ChatResponse, overhead_ms: float | None = None) -> ConductorInfo:
@@ -250,6 +278,26 @@ def completion_body(
 ) -> dict[str, Any]:
     """`to_completion` as the JSON it dumps to, built directly (the hot path's: validating the
     answer into the response models and dumping them again cost more than the rest of it)."""
+    choices = [_choice(response, legacy_functions)]
+    for index, more in enumerate(response.more_choices or (), 1):  # OpenAI's n (several choices)
+        message = {"function_call": None, **more["message"]}
+        choices.append({**more, "index": index, "message": message, "finish_reason": _finish(more["finish_reason"])})
+    usage = _usage(response)
+    usage.setdefault("prompt_tokens_details", None)
+    return {
+        "id": completion_id(response.metadata.id, response.metadata.upstream_id),
+        "object": "chat.completion",
+        "created": int(response.metadata.finished_at.timestamp()),
+        "model": _label(response),
+        "choices": choices,
+        "usage": usage,
+        "system_fingerprint": response.metadata.system_fingerprint,
+        "conductor": conductor_info_body(response, overhead_ms),
+    }
+
+
+def _choice(response: ChatResponse, legacy_functions: bool, index: int = 0) -> dict[str, Any]:
+    """The answer as one of OpenAI's choices."""
     message: dict[str, Any] = {
         "role": "assistant",
         "content": response.content,
@@ -266,18 +314,56 @@ def completion_body(
             message["tool_calls"] = [call.model_dump(mode="json") for call in response.tool_calls]
             finish = "tool_calls"
         message["content"] = response.content or None
-    usage = _usage(response)
-    usage.setdefault("prompt_tokens_details", None)
-    return {
-        "id": completion_id(response.metadata.id, response.metadata.upstream_id),
-        "object": "chat.completion",
-        "created": int(response.metadata.finished_at.timestamp()),
-        "model": _label(response),
-        "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": response.logprobs}],
-        "usage": usage,
-        "system_fingerprint": response.metadata.system_fingerprint,
-        "conductor": conductor_info_body(response, overhead_ms),
-    }
+    return {"index": index, "message": message, "finish_reason": finish, "logprobs": response.logprobs}
+
+
+def _logprobs(content: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"content": content, "refusal": None}
+
+
+# --- n > 1 ------------------------------------------------------------------------------------
+
+
+def asking_for_n(request: ChatRequest, n: int) -> ChatRequest:
+    """`request` with OpenAI's `n` for an upstream that answers it (sent as the client wrote it)."""
+    return request.model_copy(update={"extra_params": {**(request.extra_params or {}), "n": n}})
+
+
+def merged(responses: list[ChatResponse], legacy_functions: bool) -> ChatResponse:
+    """`n` answers to the same request as one with `n` choices: the first's figures, with the
+    tokens and the cost of all (unknown if any one's is unknown) and the longest latency."""
+    first = responses[0]
+    costs = [r.analytics.cost_usd for r in responses]
+    analytics = first.analytics.model_copy(
+        update={
+            "input_tokens": sum(r.analytics.input_tokens for r in responses),
+            "output_tokens": sum(r.analytics.output_tokens for r in responses),
+            "cached_tokens": sum(r.analytics.cached_tokens for r in responses),
+            "cost_usd": None if any(c is None for c in costs) else sum(c for c in costs if c is not None),
+            "latency_ms": max(r.analytics.latency_ms for r in responses),
+        }
+    )
+    more = [_choice(r, legacy_functions, index) for index, r in enumerate(responses[1:], 1)]
+    return first.model_copy(update={"analytics": analytics, "more_choices": more or None})
+
+
+async def fan_out(core: AsyncConductor, request: ChatRequest, n: int, request_id: str) -> list[ChatResponse]:
+    """`n` calls at once, for an upstream without OpenAI's `n`: each is an attempt of this
+    request in the log. The first failure fails the request (as one call's would) and stops
+    the others."""
+    tasks: list[asyncio.Task[ChatResponse]] = []
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(core.chat(request, request_id=request_id)) for _ in range(n)]
+    except BaseExceptionGroup as failed:
+        raise _first_failure(failed) from None
+    return [task.result() for task in tasks]
+
+
+def _first_failure(group: BaseExceptionGroup) -> BaseException:
+    """The error to answer with: a provider's, else the first."""
+    found = group.exceptions
+    return next((e for e in found if isinstance(e, ProviderError)), found[0])
 
 
 def _header(value: Any) -> str:
@@ -547,12 +633,22 @@ async def serve_chat(app: Any, scope: Scope, receive: Receive, send: Send) -> No
         provider, model = await resolve_model(core, body.model)
         chat_request = await off_loop(len(raw), to_chat_request, body, provider, model)
         legacy = body.functions is not None and body.tools is None  # the client reads function_call
+        n = body.n or 1
+        upstream = core.registry.providers.get(provider)
+        if n > 1 and not body.stream and upstream is not None and upstream.answers_n:
+            chat_request, n = asking_for_n(chat_request, n), 1  # one call: the upstream answers all n
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            await _serve_stream(core, chat_request, include_usage, request_id, legacy, start, send)
+            if n > 1:
+                await _serve_streams(core, chat_request, n, include_usage, request_id, legacy, start, send)
+            else:
+                await _serve_stream(core, chat_request, include_usage, request_id, legacy, start, send)
             return
         try:
-            response = await core.chat(chat_request, request_id=request_id)
+            if n > 1:
+                response = merged(await fan_out(core, chat_request, n, request_id), legacy)
+            else:
+                response = await core.chat(chat_request, request_id=request_id)
         except ProviderError as error:
             raise _with_hint(error) from None
         spent = clock.release() if clock is not None else None
@@ -612,17 +708,47 @@ class _Chunks:
         self.model = model
         self.fingerprint = start.system_fingerprint if start else None
 
-    def chunk(self, delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:
+    def chunk(
+        self,
+        delta: dict[str, Any],
+        finish: str | None = None,
+        *,
+        index: int = 0,
+        logprobs: dict[str, Any] | None = None,
+        **extra: Any,
+    ) -> bytes:
         body = {
             "id": self.id,
             "object": "chat.completion.chunk",
             "created": self.created,
             "model": self.model,
             "system_fingerprint": self.fingerprint,
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+            "choices": [{"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}],
             **extra,
         }
         return _sse(body)
+
+    def piece(self, event: Any, legacy_functions: bool, index: int = 0) -> bytes | None:
+        """A text, tool-call or status event as SSE bytes (None for any other event)."""
+        kind = type(event)
+        if kind is TextDelta:
+            if event.logprobs:  # the upstream's, for this piece's tokens
+                return self.chunk({"content": event.text}, index=index, logprobs=_logprobs(event.logprobs))
+            return self.chunk({"content": event.text}, index=index)
+        if kind is ToolCallDelta:
+            function = {"arguments": event.arguments}
+            if event.name:
+                function["name"] = event.name
+            if legacy_functions:  # a client that sent `functions` reads `function_call` pieces
+                return self.chunk({"function_call": function}, index=index)
+            call: dict[str, Any] = {"index": event.index}
+            if event.id:
+                call.update(id=event.id, type="function")
+            call["function"] = function
+            return self.chunk({"tool_calls": [call]}, index=index)
+        if kind is StatusNotice:
+            return f": {_header(event.message)}\n\n".encode()  # an SSE comment: clients skip it
+        return None
 
     def usage(self, response: ChatResponse) -> bytes:
         return _sse(
@@ -775,21 +901,9 @@ async def _stream_body(
     def render(event: Any) -> tuple[bytes, bool]:
         """One core event as SSE bytes, and whether it ends the stream."""
         kind = type(event)
-        if kind is TextDelta:
-            return chunks.chunk({"content": event.text}), False
-        if kind is ToolCallDelta:
-            function = {"arguments": event.arguments}
-            if event.name:
-                function["name"] = event.name
-            if legacy_functions:  # a client that sent `functions` reads `function_call` pieces
-                return chunks.chunk({"function_call": function}), False
-            call: dict[str, Any] = {"index": event.index}
-            if event.id:
-                call.update(id=event.id, type="function")
-            call["function"] = function
-            return chunks.chunk({"tool_calls": [call]}), False
-        if kind is StatusNotice:
-            return f": {_header(event.message)}\n\n".encode(), False  # an SSE comment: clients skip it
+        piece = chunks.piece(event, legacy_functions)
+        if piece is not None:
+            return piece, False
         if kind is StreamDone:
             response = event.response
             clock = overhead.current()
@@ -830,6 +944,138 @@ async def _stream_body(
             yield _sse(error_body(provider_error(error), request_id), "error")
         except ApiError as error:
             yield _sse(error_body(error, request_id), "error")
+
+
+async def _serve_streams(
+    core: AsyncConductor,
+    chat_request: ChatRequest,
+    n: int,
+    include_usage: bool,
+    request_id: str,
+    legacy_functions: bool,
+    start: Callable[[int, list[tuple[bytes, bytes]]], Awaitable[None]],
+    send: Send,
+) -> None:
+    """`n` > 1 streamed: `n` streams at once (each an attempt of this request in the log),
+    their chunks interleaved as they come, each carrying its choice's index. As with one
+    stream, the answer starts once every stream has its first content, so a failure before
+    that gets a real HTTP status."""
+    streams = [core.stream(chat_request, request_id=request_id) for _ in range(n)]
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(_head(events)) for events in streams]
+        heads = [task.result() for task in tasks]
+    except BaseExceptionGroup as failed:
+        await _close_all(streams)
+        error = _first_failure(failed)
+        if isinstance(error, ProviderError):
+            raise _with_hint(error) from None
+        raise error from None
+    except BaseException:
+        await _close_all(streams)
+        raise
+    start_event = next((e for e in heads[0] if isinstance(e, StreamStart)), None)
+    headers = [
+        (b"cache-control", b"no-cache"),
+        (b"x-accel-buffering", b"no"),
+        (b"x-request-id", request_id.encode()),
+        (b"content-type", b"text/event-stream; charset=utf-8"),
+    ]
+    pieces = coalesced(
+        _streams_body(streams, heads, start_event, chat_request, include_usage, request_id, legacy_functions)
+    )
+    async with aclosing(pieces):
+        await start(200, headers)
+        async for data in pieces:
+            await send({"type": "http.response.body", "body": data, "more_body": True})
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _close_all(streams: list[AsyncGenerator[Any, None]]) -> None:
+    with anyio.CancelScope(shield=True):
+        for events in streams:
+            await events.aclose()
+
+
+_ENDED = object()  # a stream's last item in the queue below
+
+
+async def _streams_body(
+    streams: list[AsyncGenerator[Any, None]],
+    heads: list[list[Any]],
+    start: StreamStart | None,
+    chat_request: ChatRequest,
+    include_usage: bool,
+    request_id: str,
+    legacy_functions: bool,
+) -> AsyncIterator[bytes]:
+    """The SSE bytes of `n` streams whose first events (`heads`) were read already: every
+    choice's pieces under its index, a finish chunk per choice, then (once all have finished)
+    Conductor's figures for all of them, the summed usage and [DONE]. A stream that breaks
+    ends the answer with an error event, as one stream's break does."""
+    served = f"{start.provider}/{start.model}" if start else chat_request.model or chat_request.provider
+    chunks = _Chunks(request_id, served, start)
+    queue: asyncio.Queue[tuple[int, Any]] = asyncio.Queue()
+
+    async def pump(index: int, events: AsyncGenerator[Any, None]) -> None:
+        try:
+            async for event in events:
+                await queue.put((index, event))
+            await queue.put((index, _ENDED))
+        except Exception as exc:  # noqa: BLE001 - handed to the reader below
+            await queue.put((index, exc))
+
+    finished: dict[int, ChatResponse] = {}
+    loop = asyncio.get_running_loop()
+    pumps: list[asyncio.Task[None]] = []
+    try:
+        out = [chunks.chunk({"role": "assistant", "content": ""}, index=i) for i in range(len(streams))]
+        for index, head in enumerate(heads):
+            for event in head:
+                await queue.put((index, event))
+        yield b"".join(out)
+        pumps = [loop.create_task(pump(index, events)) for index, events in enumerate(streams)]
+        ended = 0
+        while ended < len(streams):
+            index, event = await queue.get()
+            piece = chunks.piece(event, legacy_functions, index)
+            if piece is not None:
+                yield piece
+            elif isinstance(event, StreamDone):
+                response = finished[index] = event.response
+                finish = _finish(response.metadata.finish_reason)
+                if response.tool_calls:
+                    finish = "function_call" if legacy_functions else "tool_calls"
+                if len(finished) < len(streams):
+                    yield chunks.chunk({}, finish, index=index)
+                    continue
+                clock = overhead.current()
+                spent = clock.release() if clock is not None else None
+                whole = merged([finished[i] for i in range(len(streams))], legacy_functions)
+                tail = chunks.chunk({}, finish, index=index, conductor=conductor_info_body(whole, spent))
+                if include_usage:
+                    tail += chunks.usage(whole)
+                yield tail + b"data: [DONE]\n\n"
+                return
+            elif isinstance(event, StreamIncomplete):
+                yield _incomplete(event)
+                return
+            elif isinstance(event, ProviderError):
+                yield _sse(error_body(provider_error(event), request_id), "error")
+                return
+            elif isinstance(event, BaseException):
+                raise event
+            elif event is _ENDED:
+                ended += 1
+        # A stream ended without StreamDone: not a success either.
+        error = ApiError(502, "stream_interrupted", "the stream ended before it finished", request_id=request_id)
+        yield _sse(error_body(error), "error")
+    finally:
+        for task in pumps:
+            task.cancel()
+        with anyio.CancelScope(shield=True):
+            await asyncio.gather(*pumps, return_exceptions=True)
+        await _close_all(streams)
 
 
 def _incomplete(event: StreamIncomplete) -> bytes:

@@ -6,7 +6,7 @@ client sends arrives (see `gateway.openai_api.to_chat_request`): those Conductor
 checked and translated for each provider; the others (reasoning_effort, service_tier, store,
 metadata, any newer one) are the upstream's business, sent as they are to OpenAI and
 OpenAI-compatible upstreams. A provider that cannot honour one answers 400 naming it. `n` > 1
-is rejected with a sentence saying so.
+is sent on where the upstream takes it, and made as `n` calls where it does not.
 """
 
 from __future__ import annotations
@@ -14,14 +14,29 @@ from __future__ import annotations
 from types import UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, WithJsonSchema, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+)
 from pydantic.fields import FieldInfo
 
 from conductor_core.models import (
     CONTROL_CHARACTERS,
+    FILE_URL_PATTERN,
+    IMAGE_URL_PATTERN,
     Attempt,
     ChatRequest,
     ErrorResponse,
+    FilePart,
+    ImagePart,
     NamedToolChoice,
     ResponseFormat,
     Tool,
@@ -92,7 +107,8 @@ _SEED = bounds("seed")
 # Bounds before the validator, or pydantic writes them as "ge"/"le", which JSON Schema ignores.
 # OpenAI's contract for the token cap: an integer >= 1 (the model's own limit is the upstream's to say).
 MaxTokens = Annotated[int, Field(ge=1), BeforeValidator(integral)]
-OneChoice = Annotated[int, Field(ge=1, le=1), BeforeValidator(integral)]
+#: OpenAI's limit on `n`.
+Choices = Annotated[int, Field(ge=1, le=128), BeforeValidator(integral)]
 
 
 class OpenAIChatRequest(ChatRequest):
@@ -112,7 +128,8 @@ def _content_text(value: Any) -> str:
         for part in value:
             if not isinstance(part, dict) or part.get("type") != "text":
                 raise ValueError(
-                    "only text parts ({'type': 'text', 'text': '...'}) are supported, not images, audio or files"
+                    "only text parts ({'type': 'text', 'text': '...'}) are supported here: images and files go in "
+                    "user messages"
                 )
             piece = part.get("text")
             if not isinstance(piece, str) or not piece:
@@ -134,8 +151,8 @@ _PARTS = {
         "properties": {"type": {"type": "string", "enum": ["text"]}, "text": {"type": "string", "minLength": 1}},
     },
 }
-_DESCRIPTION = "The message text, or a list of text parts (joined). Images, audio and files are not supported."
-#: Text that must not be empty (system, developer and user messages).
+_DESCRIPTION = "The message text, or a list of text parts (joined). Images and files go in user messages."
+#: Text that must not be empty (system and developer messages).
 RequiredText = Annotated[
     str,
     BeforeValidator(_text_content),
@@ -152,6 +169,110 @@ OptionalText = Annotated[
 ]
 
 
+# --- a user message's parts: text, images and PDFs (OpenAI's content parts) -------------------
+
+
+class TextContentPart(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+    type: Literal["text"]
+    text: str = Field(min_length=1)
+
+
+class ImageURL(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+    url: str = Field(
+        min_length=1,
+        description="data:image/png;base64,... (PNG, JPEG, WebP or GIF, at most 5 MB) or an http(s) URL the "
+        "provider fetches itself.",
+        json_schema_extra={"pattern": IMAGE_URL_PATTERN},  # checked by ImagePart, with the size
+    )
+    detail: Literal["auto", "low", "high"] | None = Field(default=None, description="OpenAI's; others ignore it.")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return _checked(ImagePart, url=value).url
+
+
+class ImageContentPart(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+    type: Literal["image_url"]
+    image_url: ImageURL
+
+
+class FileData(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+    file_data: str = Field(
+        min_length=1,
+        description="The PDF as a data URL: data:application/pdf;base64,... (at most 5 MB).",
+        json_schema_extra={"pattern": FILE_URL_PATTERN},  # checked by FilePart, with the size
+    )
+    filename: str | None = None
+
+    @field_validator("file_data")
+    @classmethod
+    def _file_data(cls, value: str) -> str:
+        return _checked(FilePart, url=value).url
+
+
+class FileContentPart(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+    type: Literal["file"]
+    file: FileData
+
+
+def _checked(part: type[ImagePart] | type[FilePart], **fields: Any) -> Any:
+    """The core's part, or its complaint as this field's (the core's rules, said once)."""
+    try:
+        return part.model_validate(fields)
+    except ValidationError as error:
+        raise ValueError(error.errors()[0]["msg"].removeprefix("Value error, ")) from None
+
+
+_REFUSED_PART = {
+    "input_audio": "audio parts (input_audio) are not supported: send text, image_url or file parts",
+    "image_file": "image_file parts (the Assistants API's) are not supported: send the image as image_url",
+}
+
+
+def _user_parts(value: Any) -> Any:
+    """Clear words for the parts OpenAI has and Conductor does not pass on (before the shape
+    is checked, which would only say the part matches none of text, image_url and file)."""
+    if isinstance(value, list):
+        for part in value:
+            if not isinstance(part, dict):
+                continue
+            kind = part.get("type")
+            if isinstance(kind, str) and kind in _REFUSED_PART:
+                raise ValueError(_REFUSED_PART[kind])
+            file = part.get("file")
+            if kind == "file" and isinstance(file, dict) and "file_id" in file and "file_data" not in file:
+                raise ValueError(
+                    "file.file_id is not supported (Conductor has no Files API): send the PDF inline as "
+                    "file.file_data, data:application/pdf;base64,..."
+                )
+    return value
+
+
+#: One part of a user message, by `type`.
+UserPart = Annotated[TextContentPart | ImageContentPart | FileContentPart, Field(discriminator="type")]
+UserContent = Annotated[
+    Annotated[str, Field(min_length=1), Tag("text")] | Annotated[list[UserPart], Field(min_length=1), Tag("parts")],
+    # Text or parts by the value's type, so an error names only the form that was sent.
+    Discriminator(lambda value: "parts" if isinstance(value, list) else "text"),
+    BeforeValidator(_user_parts),
+    Field(
+        description="The message text, or its parts in order: text, images (image_url: a data URL or an http(s) "
+        "URL) and PDFs (file with file_data). Audio and file_id are not supported."
+    ),
+]
+
+
 class SystemMessage(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore")
 
@@ -164,7 +285,7 @@ class UserMessage(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore")
 
     role: Literal["user"]
-    content: RequiredText
+    content: UserContent
     name: str | None = Field(default=None, description="Passed on to OpenAI-compatible upstreams.")
 
 
@@ -250,7 +371,13 @@ class ChatCompletionRequest(BaseModel):
     )
     stream: bool | None = Field(default=False, description="Answer with server-sent events in OpenAI's chunk format.")
     stream_options: StreamOptions | None = None
-    n: OneChoice | None = Field(default=None, description="Number of choices: only 1 is supported.")
+    n: Choices | None = Field(
+        default=None,
+        description="Number of choices (1-128). OpenAI and OpenAI-compatible upstreams are sent `n` and answer all "
+        "of them in one call (streamed: `n` calls). Anthropic, Gemini, the local model and `auto` get `n` calls at "
+        "once (each an attempt in the request log; with `auto` each is routed on its own), answered as choices "
+        "0..n-1 with their usage and cost summed. Streamed, every chunk carries its choice's index.",
+    )
     top_p: float | None = Field(default=None, ge=0.0, le=1.0, description="Nucleus sampling, 0 to 1.")
     stop: (
         Annotated[str, Field(min_length=1)]

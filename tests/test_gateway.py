@@ -332,7 +332,7 @@ def test_a_client_that_goes_away_mid_stream_is_recorded_as_cancelled(tmp_path) -
             "messages[0].tool_call_id is required",
         ),
         ({"messages": [{"role": "robot", "content": "x"}]}, openai.BadRequestError, "messages[0].role must be"),
-        ({"n": 2}, openai.BadRequestError, "n must be 1, got 2"),
+        ({"n": 129}, openai.BadRequestError, "n must be between 1 and 128, got 129"),
         ({"model": "nosuch/model"}, openai.NotFoundError, "GET /v1/models"),
         ({"model": "gpt-7-ultra"}, openai.NotFoundError, "GET /v1/models"),
         ({"model": "local"}, openai.NotFoundError, "local is not configured"),

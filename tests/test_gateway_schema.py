@@ -37,7 +37,7 @@ def _conductor() -> Conductor:
         "max_retries": 0,
         "data_dir": Path(tempfile.mkdtemp(prefix="conductor-schema-")),
     }
-    # They take every OpenAI parameter (as OpenAI-compatible upstreams do): a schema-valid
+    # They take every OpenAI parameter and content part (as OpenAI-compatible upstreams do): a schema-valid
     # request is then served, not refused for a parameter the provider lacks.
     every = frozenset(SAMPLING_SETTINGS + FEATURE_SETTINGS)
     providers = [
@@ -49,6 +49,8 @@ def _conductor() -> Conductor:
         ),
         ScriptedProvider("spare", reply="Another scripted answer.", cost_per_token=None, supported_settings=every),
     ]
+    for provider in providers:
+        provider.reads_attachments = True  # images and PDFs too, as OpenAI-compatible upstreams take them
     return Conductor(load_settings(_env_file=None, **fields), extra_providers=providers, source="gateway")
 
 

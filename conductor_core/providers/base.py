@@ -74,6 +74,7 @@ class Completion:
     load_ms: float | None = None  # time spent loading the model before generating (local)
     response_id: str | None = None  # the upstream's own id for the answer
     system_fingerprint: str | None = None
+    more_choices: list[dict[str, Any]] | None = None  # choices after the first (OpenAI's n), in OpenAI's shape
 
 
 @dataclass(slots=True)
@@ -93,7 +94,7 @@ class Loaded:
     ms: float
 
 
-StreamPiece = str | ToolCallDelta | StatusNotice | Served | Loaded | Completion
+StreamPiece = str | TextDelta | ToolCallDelta | StatusNotice | Served | Loaded | Completion
 
 
 @dataclass(slots=True)
@@ -131,6 +132,9 @@ class BaseProvider(ABC):
     supported_settings: frozenset[str] = frozenset(SAMPLING_SETTINGS)
     #: Whether it can be sent images and files (ChatMessage.parts); never sent one it would drop.
     reads_attachments: bool = False
+    #: Whether it answers OpenAI's `n` (several choices in one call, `extra_params`, not streamed);
+    #: where not, the gateway makes `n` calls.
+    answers_n: ClassVar[bool] = False
     #: Most concurrent calls (None: the configured `bulkhead_limit`).
     max_concurrency: ClassVar[int | None] = None
     #: The most tokens one answer can have (None: not known here; the upstream says, as OpenAI does).
@@ -251,7 +255,7 @@ class BaseProvider(ABC):
         if "tools" not in self.supported_settings and "tools" not in missing and request.uses_tools():
             missing.append("tool calls in messages")
         if not self.reads_attachments and request.attachments():
-            missing.append("images and files in messages")
+            missing.append(_ATTACHMENTS)
         if request.unsupported == "reject":
             missing = self.ignored_settings(request) + missing
         if self._too_many_tokens(request):
@@ -275,6 +279,15 @@ class BaseProvider(ABC):
             error.param = "max_tokens"
             raise error
         missing = self.unsupported(request)
+        if missing == [_ATTACHMENTS]:  # a person's attachment, not an API parameter: say who reads it
+            error = BadRequestError(
+                f"{self.name} does not support {_ATTACHMENTS}: remove them from the message, or choose a provider "
+                "that reads them (OpenAI, Anthropic, Gemini, or an OpenAI-compatible endpoint with vision)",
+                provider=self.name,
+                status_code=400,
+            )
+            error.param = "messages"
+            raise error
         if missing:
             names = ", ".join(missing)
             error = BadRequestError(
@@ -349,6 +362,13 @@ class BaseProvider(ABC):
                         text = cast(str, piece)
                         parts.append(text)
                         yield TextDelta(text=text)
+                    elif kind is TextDelta:  # text with its log probabilities
+                        delta = cast(TextDelta, piece)
+                        if stats.ttft_ms is None:
+                            stats.ttft_ms = stats.elapsed_ms()
+                        stats.chunks += 1
+                        parts.append(delta.text)
+                        yield delta
                     elif kind is ToolCallDelta:
                         if stats.ttft_ms is None:
                             stats.ttft_ms = stats.elapsed_ms()
@@ -506,10 +526,15 @@ class BaseProvider(ABC):
             ),
             tool_calls=completion.tool_calls or None,
             logprobs=completion.logprobs,
+            more_choices=completion.more_choices,
         )
 
     def __repr__(self) -> str:  # never shows a client (and so never a key)
         return f"<{type(self).__name__} {self.name!r} model={self.default_model!r}>"
+
+
+#: What `unsupported` names for a message's images and files on a provider that cannot read them.
+_ATTACHMENTS = "images and files in messages"
 
 
 def _rounded(value: float | None) -> float | None:

@@ -46,6 +46,10 @@ from ..errors import (
 from ..models import (
     ChatMessage,
     ChatRequest,
+    ContentPart,
+    FilePart,
+    ImagePart,
+    TextDelta,
     ToolCall,
     ToolCallDelta,
     Usage,
@@ -192,6 +196,7 @@ def _sdk() -> _Sdk:
 
 class OpenAICompatProvider(BaseProvider):
     spec: ProviderSpec | None = SPEC  # None on a configured endpoint
+    answers_n = True
 
     def __init__(
         self,
@@ -206,6 +211,7 @@ class OpenAICompatProvider(BaseProvider):
         key_env_var: str | None = None,
         price_provider_id: str | None = "openai",
         official: bool = True,
+        vision: bool = True,
     ) -> None:
         if not official:
             self.spec = None  # a configured endpoint: its own models, names and prices
@@ -229,6 +235,8 @@ class OpenAICompatProvider(BaseProvider):
         self.key_env_var = key_env_var
         self.price_provider_id = price_provider_id
         self._base_url = base_url
+        # A configured endpoint says whether it reads images (`vision = false`: a text-only server).
+        self.reads_attachments = vision
         # The official API renamed max_tokens; compatible servers still expect the old name.
         self._max_tokens_param = "max_completion_tokens" if official else "max_tokens"
 
@@ -264,6 +272,7 @@ class OpenAICompatProvider(BaseProvider):
             key_env_var=endpoint.api_key_env,
             price_provider_id=endpoint.price_provider,
             official=False,
+            vision=endpoint.vision,
         )
 
     # --- converters (pure) --------------------------------------------------------
@@ -331,6 +340,7 @@ class OpenAICompatProvider(BaseProvider):
                 logprobs=choice.get("logprobs"),
                 response_id=_optional_text(data.get("id")),
                 system_fingerprint=_optional_text(data.get("system_fingerprint")),
+                more_choices=[_choice(other, index) for index, other in enumerate(choices[1:], 1)] or None,
             )
         except _WRONG_SHAPE as exc:
             raise MalformedResponse(f"not a chat completion ({type(exc).__name__}: {exc})") from exc
@@ -375,8 +385,12 @@ class OpenAICompatProvider(BaseProvider):
                         usage = self._usage(data["usage"])
                     for choice in data.get("choices") or ():
                         delta = choice.get("delta") or {}
+                        pieces = (choice.get("logprobs") or {}).get("content")
+                        if pieces:
+                            logprobs.extend(pieces)
                         if delta.get("content"):
-                            yield _text(delta["content"])
+                            text = _text(delta["content"])
+                            yield TextDelta(text=text, logprobs=pieces) if pieces else text
                         for call in delta.get("tool_calls") or ():
                             function = call.get("function") or {}
                             yield ToolCallDelta(
@@ -393,8 +407,6 @@ class OpenAICompatProvider(BaseProvider):
                                 name=legacy.get("name"),
                                 arguments=legacy.get("arguments") or "",
                             )
-                        if choice.get("logprobs") and choice["logprobs"].get("content"):
-                            logprobs.extend(choice["logprobs"]["content"])
                         if choice.get("finish_reason"):
                             finish_reason = choice["finish_reason"]
                 except _WRONG_SHAPE as exc:
@@ -467,6 +479,8 @@ def _respell(params: dict[str, Any], request: ChatRequest) -> None:
 
 def _message(m: ChatMessage) -> dict[str, Any]:
     out: dict[str, Any] = {"role": m.role.value, "content": m.content}
+    if m.parts is not None:
+        out["content"] = [_part(part) for part in m.parts]
     if m.tool_calls:
         out["tool_calls"] = [call.model_dump() for call in m.tool_calls]
         if not m.content:
@@ -476,6 +490,34 @@ def _message(m: ChatMessage) -> dict[str, Any]:
     if m.name is not None:
         out["name"] = m.name
     return out
+
+
+def _choice(choice: dict[str, Any], index: int) -> dict[str, Any]:
+    """A choice after the first (OpenAI's n), in OpenAI's shape, its text checked as the first's."""
+    message = choice.get("message") or {}
+    calls = [ToolCall.model_validate(call).model_dump(mode="json") for call in message.get("tool_calls") or ()]
+    return {
+        "index": index,
+        "message": {
+            "role": "assistant",
+            "content": _text(message.get("content")) or (None if calls else ""),
+            "refusal": _optional_text(message.get("refusal")),
+            "tool_calls": calls or None,
+        },
+        "finish_reason": choice.get("finish_reason"),
+        "logprobs": choice.get("logprobs"),
+    }
+
+
+def _part(part: ContentPart) -> dict[str, Any]:
+    """One content part as OpenAI spells it (compatible servers take the same)."""
+    if isinstance(part, ImagePart):
+        image = {"url": part.url, **({"detail": part.detail} if part.detail else {})}
+        return {"type": "image_url", "image_url": image}
+    if isinstance(part, FilePart):
+        # OpenAI wants a filename with file_data (its own 400 otherwise).
+        return {"type": "file", "file": {"file_data": part.url, "filename": part.filename or "document.pdf"}}
+    return {"type": "text", "text": part.text}
 
 
 def _json_bytes(body: dict[str, Any]) -> bytes:

@@ -63,6 +63,13 @@ Behaviour can be scripted:
 Every request is kept whole in ``requests`` (method, path, headers, the JSON body), so
 tests can check each field that arrived.
 
+Images and documents are checked as the real APIs check them: a malformed part (an OpenAI
+``image_url`` without a url or of another type, an Anthropic image block without
+``media_type``, a Gemini ``inlineData`` without its type or with data that is not base64)
+gets the API's 400, and an image outside a user turn too. OpenAI's ``n`` is answered with
+``n`` choices, and ``logprobs: true`` with a log probability per reply chunk (streamed in
+each chunk, as OpenAI does).
+
 Scripted faults and ``failure_rate`` apply only to generation endpoints
 (chat completions / messages / generateContent), so an SDK or router that lists
 models first does not silently consume a scripted fault. ``set_down`` and
@@ -237,6 +244,23 @@ def _as_int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+_IMAGE_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
+_BASE64_TEXT = re.compile(r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
+
+
+def _is_base64(value: Any) -> bool:
+    return isinstance(value, str) and bool(value) and _BASE64_TEXT.fullmatch(value) is not None
+
+
+def _token_logprobs(text: str, position: int, top: int) -> dict[str, Any]:
+    """A made-up but deterministic log probability for one reply chunk, in OpenAI's shape."""
+    entry = {"token": text, "logprob": round(-0.05 * (position + 1), 4), "bytes": list(text.encode())}
+    alternatives = [
+        {"token": f"alt{k}", "logprob": round(-1.0 - k, 4), "bytes": list(f"alt{k}".encode())} for k in range(top)
+    ]
+    return {**entry, "top_logprobs": alternatives}
+
+
 class _Held:
     """A request waiting in `ProtocolServer.hold()`."""
 
@@ -255,6 +279,7 @@ class _Call:
     input_tokens: int
     max_tokens: int | None
     body: dict[str, Any]
+    image_tokens: int = 0  # of input_tokens, those counted for images (Gemini reports them apart)
 
 
 class ProtocolServer:
@@ -502,6 +527,10 @@ class ProtocolServer:
         """Whether the request asks for JSON output (the protocol's own setting)."""
         return False
 
+    def _bad_content(self, body: dict[str, Any]) -> str | None:
+        """The API's words for an image or document part it refuses (None: all are well formed)."""
+        return None
+
     #: The arguments of every tool call these servers make, in the pieces they stream them in.
     TOOL_ARGUMENTS: ClassVar[list[str]] = ['{"city": ', '"Paris"}']
     TOOL_INPUT: ClassVar[dict[str, Any]] = {"city": "Paris"}
@@ -649,6 +678,10 @@ class ProtocolServer:
     async def _generate(self, request: Request, call: _Call, **extra: Any) -> Response:
         """The shared flow for a generation request, whatever the protocol."""
         fault = self._pick_fault(request, generation=True, model=call.model)
+        if fault is None or fault.kind != "status":  # what the real API refuses before generating
+            problem = self._bad_content(call.body)
+            if problem is not None:
+                fault = Fault("status", status=400, message=problem)
         entry = self._record(request, call.body, call.stream, fault, model=call.model, **extra)
         if self._holding and not (call.stream and self._hold_after) and await self._wait_for_release(request):
             entry["disconnected"] = True
@@ -821,11 +854,57 @@ class OpenAIServer(ProtocolServer):
         return await self._generate(request, call)
 
     def _usage(self, call: _Call, chunks: list[str]) -> dict[str, Any]:
+        completion = len(chunks) * (1 if call.stream else self._choices(call))  # streams answer one choice
         return {
             "prompt_tokens": call.input_tokens,
-            "completion_tokens": len(chunks),
-            "total_tokens": call.input_tokens + len(chunks),
+            "completion_tokens": completion,
+            "total_tokens": call.input_tokens + completion,
         }
+
+    @staticmethod
+    def _choices(call: _Call) -> int:
+        """OpenAI's `n`: how many choices to answer with."""
+        return max(_as_int(call.body.get("n")) or 1, 1)
+
+    @staticmethod
+    def _logprobs(call: _Call, chunks: list[str], first: int = 0) -> dict[str, Any] | None:
+        """With `logprobs: true`, one entry per reply chunk (`first`: the chunk's position)."""
+        if call.body.get("logprobs") is not True:
+            return None
+        top = _as_int(call.body.get("top_logprobs")) or 0
+        content = [_token_logprobs(text, first + i, top) for i, text in enumerate(chunks)]
+        return {"content": content, "refusal": None}
+
+    def _bad_content(self, body: dict[str, Any]) -> str | None:
+        messages = body.get("messages")
+        for i, message in enumerate(messages if isinstance(messages, list) else ()):
+            content = message.get("content") if isinstance(message, dict) else None
+            for j, part in enumerate(content if isinstance(content, list) else ()):
+                where = f"messages[{i}].content[{j}]"
+                kind = part.get("type") if isinstance(part, dict) else None
+                if kind not in ("text", "image_url", "input_audio", "file", "refusal"):
+                    return f"Invalid value: {kind!r}. Supported values are: 'text', 'image_url', 'input_audio', 'refusal', and 'file'."
+                if kind in ("image_url", "file") and message.get("role") != "user":
+                    return f"Invalid '{where}': image and file parts are only allowed for messages with role 'user'."
+                if kind == "image_url":
+                    image = part.get("image_url")
+                    url = image.get("url") if isinstance(image, dict) else None
+                    if not isinstance(url, str):
+                        return f"Missing required parameter: '{where}.image_url.url'."
+                    if url.startswith("data:") and not any(url.startswith(f"data:{t};base64,") for t in _IMAGE_TYPES):
+                        return (
+                            f"Invalid '{where}.image_url.url'. Expected a base64-encoded data URL with an image MIME "
+                            "type (e.g. 'data:image/png;base64,aW1nIGJ5dGVzIGhlcmU=')."
+                        )
+                    if not url.startswith(("data:", "https://", "http://")):
+                        return f"Invalid '{where}.image_url.url': expected a URL or a data URL."
+                    if image.get("detail") not in (None, "auto", "low", "high"):
+                        return f"Invalid '{where}.image_url.detail': expected one of 'auto', 'low' or 'high'."
+                if kind == "file":
+                    file = part.get("file")
+                    if not isinstance(file, dict) or not (file.get("file_data") or file.get("file_id")):
+                        return f"Missing required parameter: '{where}.file.file_data' or '{where}.file.file_id'."
+        return None
 
     def _wants_json(self, call: _Call) -> bool:
         fmt = call.body.get("response_format")
@@ -877,7 +956,10 @@ class OpenAIServer(ProtocolServer):
             "object": "chat.completion",
             "created": int(time.time()),
             "model": call.model,
-            "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
+            "choices": [
+                {"index": index, "message": message, "logprobs": self._logprobs(call, chunks), "finish_reason": finish}
+                for index in range(self._choices(call))
+            ],
             "usage": self._usage(call, chunks),
             "system_fingerprint": self.system_fingerprint,
         }
@@ -892,14 +974,14 @@ class OpenAIServer(ProtocolServer):
         function = self._function_call(call)
         fingerprint = self.system_fingerprint
 
-        def chunk(delta: dict[str, Any], finish: str | None) -> bytes:
+        def chunk(delta: dict[str, Any], finish: str | None, logprobs: dict[str, Any] | None = None) -> bytes:
             obj: dict[str, Any] = {
                 "id": cid,
                 "object": "chat.completion.chunk",
                 "created": created,
                 "model": call.model,
                 "system_fingerprint": fingerprint,
-                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+                "choices": [{"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}],
             }
             if include_usage:
                 obj["usage"] = None  # real API: null on every chunk but the last
@@ -922,8 +1004,8 @@ class OpenAIServer(ProtocolServer):
             chunks = self.TOOL_ARGUMENTS
             yield "post", chunk({}, "tool_calls")
         else:
-            for text in chunks:
-                yield "text", chunk({"content": text}, None)
+            for position, text in enumerate(chunks):
+                yield "text", chunk({"content": text}, None, self._logprobs(call, [text], position))
             yield "post", chunk({}, "length" if truncated else "stop")
         if include_usage:
             usage_obj = {
@@ -1039,6 +1121,36 @@ class AnthropicServer(ProtocolServer):
             body=body,
         )
         return await self._generate(request, call, system=body.get("system"))
+
+    def _bad_content(self, body: dict[str, Any]) -> str | None:
+        messages = body.get("messages")
+        for i, message in enumerate(messages if isinstance(messages, list) else ()):
+            content = message.get("content") if isinstance(message, dict) else None
+            for j, block in enumerate(content if isinstance(content, list) else ()):
+                kind = block.get("type") if isinstance(block, dict) else None
+                if kind not in ("image", "document"):
+                    continue
+                where = f"messages.{i}.content.{j}.{kind}"
+                if message.get("role") != "user":
+                    return f"{where}: images and documents are only allowed in user turns"
+                source = block.get("source")
+                source_type = source.get("type") if isinstance(source, dict) else None
+                if source_type == "url":
+                    if not isinstance(source.get("url"), str):
+                        return f"{where}.source.url.url: Field required"
+                    continue
+                if source_type != "base64" and not (kind == "document" and source_type == "text"):
+                    return f"{where}.source: Input tag {source_type!r} found using 'type' does not match any of the expected tags"
+                if source_type == "text":
+                    continue
+                allowed = _IMAGE_TYPES if kind == "image" else ("application/pdf",)
+                if "media_type" not in source:
+                    return f"{where}.source.base64.media_type: Field required"
+                if source["media_type"] not in allowed:
+                    return f"{where}.source.base64.media_type: Input should be " + " or ".join(repr(t) for t in allowed)
+                if not _is_base64(source.get("data")):
+                    return f"{where}.source.base64.data: invalid base64 data"
+        return None
 
     #: What Claude writes before a tool call it chose to make (tool_choice auto).
     TOOL_PREAMBLE: ClassVar[str] = "Let me look that up."
@@ -1279,14 +1391,54 @@ class GeminiServer(ProtocolServer):
             self._record(request, None, method == "streamGenerateContent", fault)
             return self._error_response(fault)
         gen_config = body.get("generationConfig")
+        image_tokens = self.IMAGE_TOKENS * self._images(body)
         call = _Call(
             model=model.removeprefix("models/"),
             stream=method == "streamGenerateContent",
-            input_tokens=_count_words(body.get("systemInstruction", {}), body.get("contents", [])),
+            input_tokens=_count_words(body.get("systemInstruction", {}), body.get("contents", [])) + image_tokens,
             max_tokens=_as_int(gen_config.get("maxOutputTokens")) if isinstance(gen_config, dict) else None,
             body=body,
+            image_tokens=image_tokens,
         )
         return await self._generate(request, call, system=body.get("systemInstruction"))
+
+    #: What Gemini counts for an image of at most 384x384 pixels.
+    IMAGE_TOKENS: ClassVar[int] = 258
+
+    @staticmethod
+    def _images(body: dict[str, Any]) -> int:
+        """How many image parts the request's contents hold (inline or by URI)."""
+        count = 0
+        for content in body.get("contents") or ():
+            for part in (content.get("parts") if isinstance(content, dict) else None) or ():
+                data = part.get("inlineData", part.get("inline_data")) if isinstance(part, dict) else None
+                data = data or (part.get("fileData", part.get("file_data")) if isinstance(part, dict) else None)
+                mime = (data.get("mimeType", data.get("mime_type")) if isinstance(data, dict) else None) or ""
+                count += mime.startswith("image/")
+        return count
+
+    def _bad_content(self, body: dict[str, Any]) -> str | None:
+        contents = body.get("contents")
+        for i, content in enumerate(contents if isinstance(contents, list) else ()):
+            parts = content.get("parts") if isinstance(content, dict) else None
+            for j, part in enumerate(parts if isinstance(parts, list) else ()):
+                if not isinstance(part, dict):
+                    continue
+                # The API reads both spellings of a field (google-genai sends some in snake_case).
+                inline = part.get("inlineData", part.get("inline_data"))
+                where = f"contents[{i}].parts[{j}]"
+                if inline is not None:
+                    mime = inline.get("mimeType", inline.get("mime_type")) if isinstance(inline, dict) else None
+                    if not mime:
+                        return f"Invalid value at '{where}.inline_data.mime_type': a MIME type is required."
+                    if not _is_base64(inline.get("data")):
+                        return f"Invalid value at '{where}.inline_data.data' (TYPE_BYTES), Base64 decoding failed"
+                file_data = part.get("fileData", part.get("file_data"))
+                if file_data is not None:
+                    uri = file_data.get("fileUri", file_data.get("file_uri")) if isinstance(file_data, dict) else None
+                    if not isinstance(uri, str) or not uri:
+                        return f"Invalid value at '{where}.file_data.file_uri': a URI is required."
+        return None
 
     def _wants_json(self, call: _Call) -> bool:
         config = call.body.get("generationConfig")
@@ -1326,7 +1478,8 @@ class GeminiServer(ProtocolServer):
                 "promptTokenCount": call.input_tokens,
                 "candidatesTokenCount": output_tokens,
                 "totalTokenCount": call.input_tokens + output_tokens,
-                "promptTokensDetails": [{"modality": "TEXT", "tokenCount": call.input_tokens}],
+                "promptTokensDetails": [{"modality": "TEXT", "tokenCount": call.input_tokens - call.image_tokens}]
+                + ([{"modality": "IMAGE", "tokenCount": call.image_tokens}] if call.image_tokens else []),
             },
             "modelVersion": call.model,
             "responseId": response_id,
