@@ -190,7 +190,7 @@ class Check(BaseModel):
     def label(self) -> str:
         """How the check reads on the page and in exports ("$.total = {{expected_total}}")."""
         if self.kind in _TEXT_CHECKS:
-            return f"{self.kind.value} expected"
+            return self.kind.value  # against the expected column, as every run before said
         if self.kind == CheckKind.schema:
             return "valid against the schema" + (" (the check's)" if self.schema_ is not None else "")
         if self.kind == CheckKind.json_path:
