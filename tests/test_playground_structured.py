@@ -142,3 +142,35 @@ def test_output_format_values_are_read_as_the_control_shows_them() -> None:
         'The schema: a JSON Schema is a JSON object, such as {"type": "object", "properties": {...}}'
     )
     assert "Name the schema" in (controls.output_format("JSON schema", "{}", "my schema!", True)[1] or "")
+
+
+def test_an_experiment_with_a_schema_check_and_a_json_path_check_from_the_page(app: AppTest) -> None:
+    from test_playground_experiments import finish, start
+
+    from conductor_core.workbench.experiments import Check, CheckKind
+    from playground import state as playground_state
+
+    app.switch_page("views/experiments.py").run()
+    app.text_area(key="exp_template").set_value("Extract: {{text}}").run()
+    app.text_area(key="exp_data_text").set_value("text,total\nAcme 12.50,12.5\nAcme 13,13\n").run()
+    app.segmented_control(key="exp_count").set_value(2).run()
+    for i in range(2):
+        app.selectbox(key=f"exp{i}_provider").set_value("alpha" if i == 0 else "gamma").run()
+        choose_invoice_schema(app, f"exp{i}")
+    app.segmented_control(key="exp_check").set_value(None).run()
+    app.multiselect(key="exp_check_more").set_value(["schema", "json_path"]).run()
+    app.text_input(key="exp_check_path").set_value("$.total").run()
+    app.selectbox(key="exp_check_path_column").set_value("total").run()
+    # alpha answers the right invoice each time; gamma the first row's total for both.
+    fakes.FAKES["alpha"].script(Reply(text=json.dumps(INVOICE)), Reply(text=json.dumps({**INVOICE, "total": 13})))
+    fakes.FAKES["gamma"].script(Reply(text=json.dumps(INVOICE)), Reply(text=json.dumps(INVOICE)))
+    app = finish(start(app))
+    store = playground_state.experiments()
+    run = store.run(app.query_params["run"])
+    assert run.checks == (Check(kind=CheckKind.schema), Check(kind=CheckKind.json_path, path="$.total", column="total"))
+    rates = {row["check"]: dict(row) for _, row in app.table[1].value.reset_index().iterrows()}
+    assert list(rates) == ["valid against the schema", "$.total = {{total}}"]
+    assert list(rates["$.total = {{total}}"].values())[1:] == ["2/2 (100%)", "1/2 (50%)"]
+    assert sum("valid JSON ✓ (schema invoice)" in b for b in badges(app.main)) == 4
+    failed = [plain(c.value) for c in app.caption if "$.total: 12.5 is not '13'" in plain(c.value)]
+    assert len(failed) == 1, failed
