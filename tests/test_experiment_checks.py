@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from workbench_support import KEYS, database_url  # noqa: F401 - database_url is a fixture
+from workbench_support import KEYS
 
 from conductor_core.config import load_settings
 from conductor_core.models import ResponseFormatJsonSchema, Tool
