@@ -174,3 +174,23 @@ def test_an_experiment_with_a_schema_check_and_a_json_path_check_from_the_page(a
     assert sum("valid JSON ✓ (schema invoice)" in b for b in badges(app.main)) == 4
     failed = [plain(c.value) for c in app.caption if "$.total: 12.5 is not '13'" in plain(c.value)]
     assert len(failed) == 1, failed
+
+
+def test_an_arena_round_sends_one_output_format_to_every_contestant(app: AppTest) -> None:
+    from test_arena_page import start_round
+
+    at = app
+    at.switch_page("views/arena.py").run()
+    at.multiselect(key="arena_targets").set_value(["alpha/alpha-small", "gamma/gamma-1"]).run()
+    choose_invoice_schema(at, "arena")
+    fakes.FAKES["alpha"].script(Reply(text=json.dumps(INVOICE)))
+    fakes.FAKES["gamma"].script(Reply(text="Acme, 12.50 EUR"))
+    start_round(at, "Extract the invoice")
+    for name in ("alpha", "gamma"):
+        sent = fakes.FAKES[name].calls[-1].response_format
+        assert isinstance(sent, ResponseFormatJsonSchema) and sent.json_schema.name == "invoice"
+    assert not badges(at.main)  # before the vote: nothing that could tell the contestants apart
+    next(b for b in at.button if b.label == "Tie").click().run()
+    shown = badges(at.main)
+    assert len(shown) == 2 and sum("valid JSON ✓ (schema invoice)" in b for b in shown) == 1
+    assert sum("not JSON" in b for b in shown) == 1

@@ -2,7 +2,8 @@
 
     store = ExperimentStore(conductor.log)
     experiment = store.create("Capitals", "Capital of {{country}}?", dataset, variants)
-    handle = start_run(conductor, store, experiment.id, check=CheckKind.contains)   # runner.py
+    handle = start_run(conductor, store, experiment.id, checks=[Check(kind="contains"),
+                       Check(kind="json_path", path="$.total", column="expected_total")])   # runner.py
     handle.progress()            # poll it (a page every second); handle.stop() keeps what finished
     store.stats(handle.run_id)   # per variant, computed in SQL
     store.grid(handle.run_id, offset=0, limit=25)   # one page of rows x variants
@@ -10,8 +11,11 @@
 
 An experiment is immutable once created (its template, dataset and variants), so every run of
 it is comparable with every other; change something and it is a new experiment. A run picks
-its check (contains / regex / equals against the `expected` column) and its concurrency per
-provider.
+its checks and its concurrency per provider. A check compares the answer with the `expected`
+column (contains / regex / equals), or checks it is valid against the schema, that a JSON path
+in it equals a column, that the model called a tool (with an argument equal to a column), or
+that it called none. A cell passes when every check that applies to its row passes; each
+check's verdict is stored per cell, and the stats give each check's pass rate per variant.
 
 Tables (beside the request log, created by its migrations, conductor_core/store/migrations):
 
@@ -19,12 +23,14 @@ Tables (beside the request log, created by its migrations, conductor_core/store/
                       columns (JSON), row_count, has_expected
     experiment_rows   (experiment_id, row_index) -> line, row_values (JSON), expected
     experiment_runs   id, experiment_id, number (1, 2, ... per experiment), created_at/_ts,
-                      check_kind, concurrency (JSON), status (running / completed / stopped),
-                      heartbeat_ts, finished_at, cells_total
+                      check_kind (the first check's), checks (JSON list; NULL before 0005:
+                      one check of check_kind), concurrency (JSON), status (running /
+                      completed / stopped), heartbeat_ts, finished_at, cells_total
     experiment_cells  (run_id, row_index, variant_index) -> status (ok / error / incomplete /
                       cancelled), request_id (the request log's attempts.request_id), answer,
                       error_type, error_message, latency_ms, ttft_ms, input/output tokens,
-                      cost_usd, passed, rating (+1 / -1), finished_ts
+                      cost_usd, passed, rating (+1 / -1), finished_ts, tool_calls (JSON),
+                      checks (JSON: one verdict per run check; NULL before 0005: `passed`)
 
 A run whose process died shows as `interrupted` at once: the process holds the run's lease
 (`store/leases.py`: an advisory lock on PostgreSQL, a file lock beside SQLite's file) from

@@ -518,6 +518,12 @@ def draw_output_check(run: Run, cell: Cell, response_format: object) -> None:
     )
 
 
+def differing_output(variant) -> str:
+    """A variant's output format in words ("JSON", "schema invoice")."""
+    fmt = variant.response_format
+    return f"schema {fmt.json_schema.name}" if getattr(fmt, "type", None) == "json_schema" else "JSON"
+
+
 def _clip(text: str, width: int = 60) -> str:
     text = " ".join(text.split())
     return text if len(text) <= width else text[: width - 1] + "…"
@@ -549,6 +555,8 @@ def experiment_header(experiment: Experiment, runs: list[Run], run: Run | None) 
                 extras.append(f"top_p={variant.top_p:g}")
             if variant.seed is not None:
                 extras.append(f"seed {variant.seed}")
+            if variant.response_format is not None:
+                extras.append(f"output: {differing_output(variant)}")
             st.markdown(f"**{letter(i)}** · {ui.escape_md(label)} · {ui.escape_md(', '.join(extras))}")
             if variant.system:
                 st.text(f"System prompt: {variant.system}")
@@ -737,7 +745,8 @@ def draw_summary(stats, run: Run | None = None) -> None:
         st.markdown("**Each check's pass rate**")
         st.table(pd.DataFrame(check_rows, columns=check_head).set_index(check_head[0]))
     st.caption(
-        "Success: answered without error, of the requests that ran. Pass rate: of the rows with an expected value. "
+        "Success: answered without error, of the requests that ran. Pass rate: a cell passes when every check "
+        "that applies to its row passes (a comparison with expected applies to rows with an expected value). "
         "Win rate: rows where a variant scored best (your rating first, then the check, then answering)."
     )
 
