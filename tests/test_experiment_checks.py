@@ -259,3 +259,28 @@ def test_values_compare_as_numbers_when_they_are_numbers_else_as_trimmed_text() 
     assert same_value(100.5, "100.50") and same_value(12, " 12 ") and not same_value(12, "twelve")
     assert same_value("Paris", " paris ") and not same_value("12", "12.0")
     assert same_value(True, "true") and same_value(None, "null")
+
+
+def test_the_csv_export_neutralises_formulas_in_answers_and_values(tmp_path: Path) -> None:
+    from conductor_core.testing.fakes import ScriptedProvider
+
+    formula = '=HYPERLINK("http://example.invalid/x","click")'
+    providers = [ScriptedProvider("sheet", reply=formula), ScriptedProvider("other", reply="-1 is fine")]
+    settings = load_settings(_env_file=None, local_enabled=False, data_dir=tmp_path, max_retries=0)
+    conductor = Conductor(settings, extra_providers=providers)
+    try:
+        store = ExperimentStore(conductor.log)
+        experiment = store.create(
+            "Formulas",
+            "Say {{word}}",
+            read_dataset('{"word": "@SUM(A1:A9)", "expected": "=1+1", "count": -3}\n'),
+            [Variant(provider="sheet"), Variant(provider="other")],
+        )
+        handle = start_run(conductor, store, experiment.id, checks=["equals"])
+        assert handle.wait(60)
+        table = list(csv.DictReader(io.StringIO(to_csv(run_report(store, handle.run_id)))))
+        assert [line["answer"] for line in table] == ["'" + formula, "'-1 is fine"]
+        assert {line["word"] for line in table} == {"'@SUM(A1:A9)"} and {line["count"] for line in table} == {"-3"}
+        assert {line["expected"] for line in table} == {"'=1+1"}
+    finally:
+        conductor.close()

@@ -32,6 +32,7 @@ from pydantic import BaseModel, Field
 
 from ..models import utcnow
 from ..secrets import redact, redact_json
+from ..store.export import neutralize_formula
 from .arena import Arena, Reveal
 from .experiments import Cell, Check, ExperimentStore, GridRow, VariantStats
 from .ratings import Leaderboard
@@ -549,7 +550,8 @@ def to_html(doc: Document, *, charts: bool = True) -> str:
 
 def to_csv(doc: RunReport) -> str:
     """A run as a spreadsheet: one line per cell (row × variant), the row's values, the answer,
-    the tool calls, and each check's verdict and why it failed."""
+    the tool calls, and each check's verdict and why it failed. Text that a spreadsheet would
+    run as a formula (=, +, -, @...) gets a leading quote, as the request log's CSV does."""
     out = io.StringIO()
     writer = csv.writer(out)
     checks = [f"check {i + 1}: {check.label}" for i, check in enumerate(doc.checks)]
@@ -581,7 +583,7 @@ def to_csv(doc: RunReport) -> str:
                 verdict = "" if result is None or result.passed is None else ("pass" if result.passed else "fail")
                 per_check += [verdict, (result.detail or "") if result is not None else ""]
             writer.writerow(
-                [
+                _as_text_cells(
                     row.row + 1,
                     *values,
                     label,
@@ -596,9 +598,13 @@ def to_csv(doc: RunReport) -> str:
                     "" if cell.cost_usd is None else cell.cost_usd,
                     cell.rating or "",
                     cell.error_message or "",
-                ]
+                )
             )
     return redact(out.getvalue())
+
+
+def _as_text_cells(*values: Any) -> list[Any]:
+    return [neutralize_formula(v) if isinstance(v, str) else v for v in values]
 
 
 _RATINGS_TABLE = """

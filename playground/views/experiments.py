@@ -619,6 +619,7 @@ def share_run(experiment: Experiment, run: Run) -> None:
         )
         stem = share.file_stem("experiment-run", experiment.name, f"run-{run.number}")
         share.export_buttons(lambda: exports.run_report(store, run.id), key=f"exp_export_{run.id}", name=stem)
+        csv_download(run, stem)
         st.divider()
         st.markdown("**Get code** for one row's request")
         cols = st.columns([3, 1])
@@ -639,6 +640,20 @@ def share_run(experiment: Experiment, run: Run) -> None:
                 share.get_code(c, experiment.variants[v].request([ChatMessage(role="user", content=prompt)]))
             except (TemplateError, ValueError) as error:
                 st.caption(ui.escape_md(error))
+
+
+def csv_download(run: Run, stem: str) -> None:
+    """The run as a spreadsheet: a line per cell with its answer, tool calls and each check's verdict."""
+    st.download_button(
+        "CSV (a line per cell)",
+        data=lambda: exports.to_csv(exports.run_report(store, run.id)),
+        file_name=f"{stem}.csv",
+        mime="text/csv",
+        key=f"exp_export_{run.id}_csv",
+        icon=":material/download:",
+        on_click="ignore",
+        help="Each cell's answer, tool calls and every check's verdict with why it failed.",
+    )
 
 
 def _cell_figures(cell: Cell) -> str:
