@@ -409,7 +409,12 @@ def new_experiment_form() -> None:
                     c,
                     store,
                     created.id,
-                    checks=checks_from_state("exp_check"),
+                    # No expected column: a comparison with it would check nothing.
+                    checks=[
+                        ch
+                        for ch in checks_from_state("exp_check")
+                        if ch.kind not in _TEXT_KINDS or dataset.has_expected
+                    ],
                     concurrency=_concurrency(ss.get("exp_concurrency")),
                     overrides=state.overrides(),
                 )
@@ -478,7 +483,10 @@ def checks_editor(prefix: str, columns: Sequence[str], *, keep: str | None = Non
         "equals a column (numbers as numbers). Tool checks read the calls the model made. A cell passes when "
         "every check passes.",
     )
-    choices = [c for c in columns if c != "expected"] or list(columns)
+    # Columns of expected values first (expected_total...): what a check usually compares with.
+    choices = sorted((c for c in columns if c != "expected"), key=lambda c: not c.startswith("expected")) or list(
+        columns
+    )
     if CheckKind.json_path.value in more:
         left, right = st.columns(2)
         left.text_input("JSON path", key=f"{prefix}_path", placeholder="$.total", persist_state=keep)
