@@ -9,6 +9,7 @@ the chosen provider ignores says so beside its control.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -16,9 +17,16 @@ from dataclasses import dataclass
 import streamlit as st
 from pydantic import ValidationError
 
-from conductor_core.models import ChatMessage, RoutingPolicy, Usage
+from conductor_core.models import (
+    ChatMessage,
+    ResponseFormatJsonObject,
+    ResponseFormatJsonSchema,
+    RoutingPolicy,
+    Usage,
+)
 from conductor_core.providers import BaseProvider
 from conductor_core.router import Conductor
+from conductor_core.structured import EXAMPLE_SCHEMAS, schema_problem
 from conductor_core.workbench.variants import Variant
 
 from . import components as ui
@@ -38,6 +46,10 @@ __all__ = [
     "loaded",
     "cost_caption",
     "CHARS_PER_TOKEN",
+    "OUTPUTS",
+    "output_format",
+    "output_control",
+    "lacks_structured_output",
 ]
 
 DEFAULT_VARIANT = Variant(provider="auto", temperature=0.7, max_tokens=256)
@@ -82,6 +94,7 @@ def load(prefix: str, variant: Variant) -> None:
     ss[_key(prefix, "seed")] = variant.seed
     ss[_key(prefix, "stop")] = format_stop(variant.stop)
     ss[_key(prefix, "system")] = variant.system or ""
+    _load_output(prefix, variant.response_format)
 
 
 def parse_stop(text: str) -> tuple[str, ...] | None:
@@ -236,6 +249,7 @@ def variant_controls(
         persist_state=KEEP,
         help="The most tokens the answer may use (1 to 4000).",
     )
+    response_format, output_problem = output_control(c, prefix, [provider], compact=compact)
     hidden = [s for s in ("top_p", "seed", "stop") if s in ignored]
     note = f" · {len(hidden)} ignored" if hidden else ""
     # In a Compare column (itself inside an expander, which cannot nest) a popover instead.
@@ -251,6 +265,8 @@ def variant_controls(
     if not compact:
         system = _system_control(prefix, compact=False)
     stop = parse_stop(stop_text)
+    if output_problem:
+        return None  # said beside the Output control
     try:
         return Variant(
             provider=provider,
@@ -262,11 +278,145 @@ def variant_controls(
             seed=int(seed) if seed is not None else None,
             system=system.strip() or None,
             policy=RoutingPolicy(policy) if policy else None,
+            response_format=response_format,
         )
     except ValidationError as error:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in error.errors())
         st.error(f"These settings cannot be sent: {ui.escape_md(problems)}", icon=":material/error:")
         return None
+
+
+# --- the output format ------------------------------------------------------------------------
+
+#: The Output control's choices, as a person reads them.
+OUTPUTS = ("Text", "JSON object", "JSON schema")
+_STARTER = next(iter(EXAMPLE_SCHEMAS))
+
+
+def _load_output(prefix: str, response_format: object) -> None:
+    """The Output control's keys from a variant's response_format (text: the starter schema
+    stays in the editor, ready for when JSON schema is chosen)."""
+    ss = st.session_state
+    if isinstance(response_format, ResponseFormatJsonSchema):
+        spec = response_format.json_schema
+        ss[_key(prefix, "output")] = "JSON schema"
+        ss[_key(prefix, "schema_name")] = spec.name
+        ss[_key(prefix, "schema_text")] = json.dumps(spec.schema_, indent=2, ensure_ascii=False)
+        ss[_key(prefix, "schema_strict")] = bool(spec.strict)
+        return
+    ss[_key(prefix, "output")] = "JSON object" if isinstance(response_format, ResponseFormatJsonObject) else "Text"
+    ss.setdefault(_key(prefix, "schema_name"), _STARTER.lower())
+    ss.setdefault(_key(prefix, "schema_text"), json.dumps(EXAMPLE_SCHEMAS[_STARTER], indent=2))
+    ss.setdefault(_key(prefix, "schema_strict"), True)
+
+
+def _use_example(prefix: str) -> None:
+    name = st.session_state.get(_key(prefix, "schema_example"))
+    if name in EXAMPLE_SCHEMAS:
+        st.session_state[_key(prefix, "schema_text")] = json.dumps(EXAMPLE_SCHEMAS[name], indent=2)
+        st.session_state[_key(prefix, "schema_name")] = name.lower()
+
+
+def output_format(
+    choice: str, schema_text: str, name: str, strict: bool
+) -> tuple[ResponseFormatJsonObject | ResponseFormatJsonSchema | None, str | None]:
+    """The response_format the Output control's values ask for, or why they cannot be sent
+    (the schema's JSON error with its line, or what is wrong in the schema and where)."""
+    if choice == "JSON object":
+        return ResponseFormatJsonObject(type="json_object"), None
+    if choice != "JSON schema":
+        return None, None
+    try:
+        schema = json.loads(schema_text or "")
+    except ValueError as exc:
+        return None, f"The schema is not JSON: {exc}"
+    if problem := schema_problem(schema):
+        return None, f"The schema is {problem}" if problem.startswith("not") else f"The schema: {problem}"
+    clean = (name or "").strip()
+    if not clean or len(clean) > 64 or not all(ch.isalnum() or ch in "_-" for ch in clean):
+        return None, "Name the schema: letters, digits, _ and - (up to 64), e.g. invoice"
+    spec = {"name": clean, "schema": schema, "strict": bool(strict)}
+    return ResponseFormatJsonSchema.model_validate({"type": "json_schema", "json_schema": spec}), None
+
+
+def lacks_structured_output(c: Conductor, chosen: Sequence[str]) -> list[str]:
+    """Display names of the providers that would refuse response_format (400): the chosen ones,
+    and for AUTO those it may choose."""
+    names = [n for name in chosen for n in (state.configured_names(c) if name == "auto" else [name])]
+    lacking = []
+    for provider_name in names:
+        provider = _provider(c, provider_name)
+        if provider is not None and "response_format" not in provider.supported_settings:
+            lacking.append(state.display_name(c, provider_name))
+    return lacking
+
+
+def output_control(
+    c: Conductor, prefix: str, providers: Sequence[str], *, compact: bool
+) -> tuple[ResponseFormatJsonObject | ResponseFormatJsonSchema | None, str | None]:
+    """Text / JSON object / JSON schema, the schema's editor, and whether the chosen providers
+    can honour it. Returns the response_format and, when it cannot be sent, why (shown here)."""
+    ss = st.session_state
+    if _key(prefix, "output") not in ss:
+        _load_output(prefix, None)
+    choice = st.segmented_control(
+        "Output",
+        OUTPUTS,
+        key=_key(prefix, "output"),
+        persist_state=KEEP,
+        required=True,
+        help="What the answer must be. JSON schema: the provider is asked to match it (OpenAI's response_format, "
+        "Gemini's response schema, Anthropic's structured output), and every answer is checked against it.",
+    )
+    if choice == "JSON schema":
+        name = ss.get(_key(prefix, "schema_name")) or "schema"
+        box = (
+            st.popover(f"Schema: {name}", icon=":material/data_object:", width="stretch")
+            if compact
+            else st.expander(f"Schema: {name}", icon=":material/data_object:", expanded=True)
+        )
+        with box:
+            st.selectbox(
+                "Start from an example",
+                list(EXAMPLE_SCHEMAS),
+                index=None,
+                key=_key(prefix, "schema_example"),
+                placeholder="Invoice, Sentiment, Entities…",
+                on_change=_use_example,
+                args=(prefix,),
+            )
+            st.text_input("Name", key=_key(prefix, "schema_name"), persist_state=KEEP, max_chars=64)
+            st.text_area(
+                "JSON Schema",
+                key=_key(prefix, "schema_text"),
+                persist_state=KEEP,
+                height=220,
+                help="JSON Schema (draft 2020-12). Checked before anything is sent.",
+            )
+            st.checkbox(
+                "Strict",
+                key=_key(prefix, "schema_strict"),
+                persist_state=KEEP,
+                help="OpenAI's strict mode: the answer matches the schema exactly (every property required, "
+                "no others). Providers without it ignore it; the answer is checked here either way.",
+            )
+    response_format, problem = output_format(
+        choice or "Text",
+        ss.get(_key(prefix, "schema_text")) or "",
+        ss.get(_key(prefix, "schema_name")) or "",
+        bool(ss.get(_key(prefix, "schema_strict"))),
+    )
+    if problem:
+        st.error(ui.escape_md(problem), icon=":material/data_object:")
+    elif response_format is not None and (lacking := lacks_structured_output(c, providers)):
+        names = ", ".join(dict.fromkeys(lacking))
+        text = (
+            f"If AUTO picks {names}, the request is refused: it has no structured output."
+            if "auto" in providers
+            else f"{names}: no structured output, so this request would be refused (400, response_format)."
+        )
+        st.caption(f":orange[:material/block:] {ui.escape_md(text)}")
+    return response_format, problem
 
 
 def _system_control(prefix: str, *, compact: bool) -> str:
@@ -317,7 +467,9 @@ def _model_control(c: Conductor, prefix: str, provider: str, *, compact: bool) -
 def loaded(prefix: str) -> bool:
     """Whether the controls keyed by `prefix` hold values (Streamlit forgets a widget's value
     once a page without it has run, so coming back to a page means loading again)."""
-    return all(_key(prefix, name) in st.session_state for name in ("provider", "temperature", "max_tokens", "system"))
+    return all(
+        _key(prefix, name) in st.session_state for name in ("provider", "temperature", "max_tokens", "system", "output")
+    )
 
 
 # --- cost before sending ----------------------------------------------------------------------

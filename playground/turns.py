@@ -20,7 +20,7 @@ from conductor_core.workbench.sessions import STALE_S, Answer, Conversation, Ses
 from conductor_core.workbench.variants import Variant
 
 from . import components as ui
-from . import session_nav, state
+from . import session_nav, state, structured_view
 
 __all__ = [
     "REFRESH_S",
@@ -174,6 +174,7 @@ def render_answer(answer: Answer, key: str) -> None:
     """A finished answer: its text (Markdown, raw HTML inert), what happened, its figures."""
     if answer.content or answer.status == "done":
         ui.render_answer_text(answer.content)
+    _output_check(answer)
     if answer.status == "error":
         ui.render_error(answer.error_message or "The request failed.", attempts=answer.attempts)
     elif answer.status == "incomplete":
@@ -186,6 +187,12 @@ def render_answer(answer: Answer, key: str) -> None:
         ui.render_routing(answer.response)
     elif answer.status in ("stopped", "interrupted") and answer.elapsed_ms is not None:
         st.markdown(ui.seen_figures_line(answer.variant.target, answer.elapsed_ms, answer.first_text_ms))
+
+
+def _output_check(answer: Answer) -> None:
+    """Asked for JSON: whether the finished answer parsed and matched its schema."""
+    if answer.status == "done":
+        structured_view.show_output_check(answer.content, answer.variant.response_format, key=answer.id)
 
 
 @st.fragment(run_every=REFRESH_S)

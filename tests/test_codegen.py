@@ -8,6 +8,7 @@ import contextlib
 import io
 import json
 import os
+import shlex
 import socket
 import subprocess
 import threading
@@ -23,6 +24,7 @@ from workbench_support import KEYS, cloud_conductor
 from conductor_core.config import EndpointConfig, SecretStr, load_settings
 from conductor_core.models import ChatMessage, ChatRequest
 from conductor_core.providers.spec import provider_specs
+from conductor_core.structured import EXAMPLE_SCHEMAS
 from conductor_core.workbench.codegen import code_target, curl, gateway_python, sdk_python, snippets
 
 CLAUDE = provider_specs()["anthropic"].default_model
@@ -69,6 +71,36 @@ def test_the_sdk_snippet_sends_what_conductor_sends(kind: str, clouds, tmp_path:
         assert printed.strip() == server.reply
         assert theirs["path"] == ours["path"]
         assert theirs["json"] == ours["json"]
+    finally:
+        conductor.close()
+
+
+INVOICE_FORMAT = {
+    "type": "json_schema",
+    "json_schema": {"name": "invoice", "schema": EXAMPLE_SCHEMAS["Invoice"], "strict": True},
+}
+
+
+@pytest.mark.parametrize("kind", ["openai", "anthropic", "gemini"])
+@pytest.mark.parametrize("response_format", [INVOICE_FORMAT, {"type": "json_object"}], ids=["schema", "object"])
+def test_the_sdk_snippet_asks_for_the_same_json_output(
+    kind: str, response_format: dict[str, Any], clouds, tmp_path: Path
+) -> None:
+    conductor = cloud_conductor(clouds, tmp_path)
+    server = clouds[kind]
+    try:
+        req = request(kind, response_format=response_format)
+        conductor.chat(req)
+        ours = server.requests[-1]["json"]
+        target = code_target(conductor.settings, kind, default_model=conductor.registry.get(kind).default_model)
+        code = sdk_python(req, target)
+        assert code is not None
+        run_python(code, {target.key_env: KEYS[kind]})
+        assert server.requests[-1]["json"] == ours  # the schema, name and strict, as the provider sends them
+        assert ('"vendor"' in json.dumps(ours)) == (response_format is INVOICE_FORMAT)  # the schema went out
+        gateway_code = gateway_python(req, target)
+        assert f"response_format={response_format!r}" in gateway_code
+        assert json.loads(shlex.split(curl(req, target).split(" -d ", 1)[1])[0])["response_format"] == response_format
     finally:
         conductor.close()
 

@@ -42,7 +42,8 @@ from conductor_core.store import (
 from conductor_core.store.migrations.baseline import baseline_tables
 from conductor_core.store.writer import REJECTED_FILE
 from conductor_core.workbench.arena import Arena
-from conductor_core.workbench.experiments import ExperimentStore
+from conductor_core.workbench.experiments import Check, CheckKind, ExperimentStore
+from conductor_core.workbench.exports import run_report, to_markdown
 from conductor_core.workbench.sessions import SessionStore
 from gateway.main import create_app
 from tests.store_backends import REPO_ROOT, T0, make_record, postgres_schema
@@ -306,6 +307,17 @@ def test_a_previous_release_database_upgrades_in_place_and_keeps_every_row(
         (run,) = experiments.runs(experiment.id)
         assert len(experiments.cells(run.id)) == counts["experiment_cells"]
         assert sum(stats.thumbs_up + stats.thumbs_down for stats in experiments.stats(run.id)) == 2
+        # A run from before several checks reads as one check of its kind, each cell's verdict
+        # its `passed`; its cells called no tool.
+        assert run.checks == (Check(kind=CheckKind.contains),)
+        old_cells = experiments.cells(run.id)
+        assert all(cell.checks is None and cell.tool_calls is None for cell in old_cells)
+        for stats in experiments.stats(run.id):
+            (only,) = stats.checks
+            mine = [c for c in old_cells if c.variant == stats.variant and c.status != "cancelled"]
+            assert (only.checked, only.passed) == (stats.checked, stats.passed)
+            assert only.passed == sum(c.passed is True for c in mine) and only.checked > 0
+        assert "check: contains" in to_markdown(run_report(experiments, run.id))
         # ...and it takes new rows.
         assert log.write(make_record(id="att_after_upgrade", request_id="req_after_upgrade", attempt_index=0))
         assert log.count() == counts["attempts"] + 1

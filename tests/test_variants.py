@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from conductor_core.models import ChatMessage, RoutingPolicy
-from conductor_core.workbench.variants import Variant, variant_labels
+from conductor_core.workbench.variants import Variant, differing_settings, variant_labels
 
 
 def test_a_variant_builds_the_request_with_its_own_system_prompt_first() -> None:
@@ -74,3 +74,20 @@ def test_differing_settings_name_what_differs_between_all_variants_whatever_thei
         ("T=1", "system “Be brief.”"),
         ("T=1", "no system prompt"),
     ]
+
+
+def test_labels_say_the_output_format_where_it_differs() -> None:
+    from conductor_core.models import ResponseFormatJsonSchema
+    from conductor_core.structured import EXAMPLE_SCHEMAS
+
+    invoice = ResponseFormatJsonSchema.model_validate(
+        {"type": "json_schema", "json_schema": {"name": "invoice", "schema": EXAMPLE_SCHEMAS["Invoice"]}}
+    )
+    variants = [
+        Variant(provider="openai", response_format=invoice),
+        Variant(provider="openai", response_format={"type": "json_object"}),
+        Variant(provider="openai"),
+    ]
+    assert variant_labels(variants) == ["openai · schema invoice", "openai · JSON", "openai · text"]
+    assert differing_settings([variants[0], Variant(provider="local", response_format=invoice)]) == [(), ()]
+    assert differing_settings([variants[0], Variant(provider="local")]) == [("schema invoice",), ("text",)]

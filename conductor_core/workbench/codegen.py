@@ -25,7 +25,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from ..config import EndpointConfig, Settings
-from ..models import ChatRequest, MessageRole
+from ..models import ChatRequest, MessageRole, response_schema
 from ..providers.spec import ProviderSpec, get_spec
 
 __all__ = ["CodeTarget", "code_target", "gateway_python", "sdk_python", "curl", "snippets", "DEFAULT_GATEWAY_URL"]
@@ -99,6 +99,32 @@ def _optional(request: ChatRequest, names: dict[str, str]) -> dict[str, object]:
     return {names[key]: value for key, value in values.items() if key in names and value is not None}
 
 
+def _response_format(request: ChatRequest) -> dict[str, object]:
+    """OpenAI's `response_format` (the gateway's and OpenAI-compatible APIs' own), when the
+    request asks for JSON: as the request carries it, schema, name and strict included."""
+    if request.response_format is None or request.response_format.type == "text":
+        return {}
+    return {"response_format": request.response_format.model_dump(mode="json", by_alias=True, exclude_none=True)}
+
+
+def _anthropic_output(request: ChatRequest) -> dict[str, object]:
+    """Anthropic's structured output (`output_config.format`), as Conductor's provider sends it."""
+    if request.response_format is None or request.response_format.type == "text":
+        return {}
+    schema = response_schema(request.response_format) or {"type": "object"}
+    return {"extra_body": {"output_config": {"format": {"type": "json_schema", "schema": schema}}}}
+
+
+def _gemini_output(request: ChatRequest) -> dict[str, object]:
+    """Gemini's JSON output: a MIME type and, for a schema, `response_json_schema`."""
+    if request.response_format is None or request.response_format.type == "text":
+        return {}
+    fields: dict[str, object] = {"response_mime_type": "application/json"}
+    if (schema := response_schema(request.response_format)) is not None:
+        fields["response_json_schema"] = schema
+    return fields
+
+
 def _spec(target: CodeTarget) -> ProviderSpec | None:
     return get_spec(target.provider)  # None for a configured endpoint
 
@@ -111,6 +137,7 @@ def _gateway_body(request: ChatRequest, target: CodeTarget) -> dict[str, object]
         "max_tokens": request.max_tokens,
     }
     body.update(_optional(request, {"top_p": "top_p", "stop": "stop", "seed": "seed"}))
+    body.update(_response_format(request))
     # Sampling settings the target's provider cannot take (its spec's capabilities): the
     # gateway answers 400 to a parameter its provider has no equivalent for, so the snippet
     # leaves them out rather than hand the reader a call that fails.
@@ -174,6 +201,7 @@ def _openai(request: ChatRequest, target: CodeTarget) -> str:
     known = spec.model(target.model) if spec is not None else None
     if known is not None:
         params.update(known.request_fields)  # what Conductor's provider adds for this model
+    params.update(_response_format(request))
     base = f", base_url={target.base_url!r}" if target.base_url else ""
     return (
         "import os\n\n"
@@ -193,6 +221,7 @@ def _anthropic(request: ChatRequest, target: CodeTarget) -> str:
     if _system(request):
         params["system"] = _system(request)
     params.update(_optional(request, {"stop": "stop_sequences"}))
+    params.update(_anthropic_output(request))
     base = f", base_url={target.base_url!r}" if target.base_url else ""
     return (
         "import os\n\n"
@@ -214,6 +243,7 @@ def _gemini(request: ChatRequest, target: CodeTarget) -> str:
     if _system(request):
         config = {"system_instruction": _system(request), **config}
     config.update(_optional(request, {"top_p": "top_p", "stop": "stop_sequences", "seed": "seed"}))
+    config.update(_gemini_output(request))
     options = f", http_options=types.HttpOptions(base_url={target.base_url!r})" if target.base_url else ""
     return (
         "import os\n\n"

@@ -2,7 +2,8 @@
 
     store = ExperimentStore(conductor.log)
     experiment = store.create("Capitals", "Capital of {{country}}?", dataset, variants)
-    handle = start_run(conductor, store, experiment.id, check=CheckKind.contains)   # runner.py
+    handle = start_run(conductor, store, experiment.id, checks=[Check(kind="contains"),
+                       Check(kind="json_path", path="$.total", column="expected_total")])   # runner.py
     handle.progress()            # poll it (a page every second); handle.stop() keeps what finished
     store.stats(handle.run_id)   # per variant, computed in SQL
     store.grid(handle.run_id, offset=0, limit=25)   # one page of rows x variants
@@ -10,8 +11,11 @@
 
 An experiment is immutable once created (its template, dataset and variants), so every run of
 it is comparable with every other; change something and it is a new experiment. A run picks
-its check (contains / regex / equals against the `expected` column) and its concurrency per
-provider.
+its checks and its concurrency per provider. A check compares the answer with the `expected`
+column (contains / regex / equals), or checks it is valid against the schema, that a JSON path
+in it equals a column, that the model called a tool (with an argument equal to a column), or
+that it called none. A cell passes when every check that applies to its row passes; each
+check's verdict is stored per cell, and the stats give each check's pass rate per variant.
 
 Tables (beside the request log, created by its migrations, conductor_core/store/migrations):
 
@@ -19,12 +23,14 @@ Tables (beside the request log, created by its migrations, conductor_core/store/
                       columns (JSON), row_count, has_expected
     experiment_rows   (experiment_id, row_index) -> line, row_values (JSON), expected
     experiment_runs   id, experiment_id, number (1, 2, ... per experiment), created_at/_ts,
-                      check_kind, concurrency (JSON), status (running / completed / stopped),
-                      heartbeat_ts, finished_at, cells_total
+                      check_kind (the first check's), checks (JSON list; NULL before 0005:
+                      one check of check_kind), concurrency (JSON), status (running /
+                      completed / stopped), heartbeat_ts, finished_at, cells_total
     experiment_cells  (run_id, row_index, variant_index) -> status (ok / error / incomplete /
                       cancelled), request_id (the request log's attempts.request_id), answer,
                       error_type, error_message, latency_ms, ttft_ms, input/output tokens,
-                      cost_usd, passed, rating (+1 / -1), finished_ts
+                      cost_usd, passed, rating (+1 / -1), finished_ts, tool_calls (JSON),
+                      checks (JSON: one verdict per run check; NULL before 0005: `passed`)
 
 A run whose process died shows as `interrupted` at once: the process holds the run's lease
 (`store/leases.py`: an advisory lock on PostgreSQL, a file lock beside SQLite's file) from
@@ -51,7 +57,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy import (
     Boolean,
     Column,
@@ -73,15 +79,23 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 
 from ..config import redact
-from ..models import RoutingPolicy, new_id, utcnow
+from ..models import RoutingPolicy, ToolCall, new_id, response_schema, utcnow
 from ..store import RequestLog, SafeText, UTCDateTime
 from ..store.leases import Lease, leases_for
+from ..structured import check_json, json_path_problem, json_path_values, schema_problem
 from .datasets import DEFAULT_MAX_ROWS, Dataset, DatasetTooLargeError
 from .templates import Template, TemplateError
 from .variants import Variant, variant_labels
 
 __all__ = [
     "CheckKind",
+    "Check",
+    "CheckResult",
+    "evaluate",
+    "all_passed",
+    "as_checks",
+    "applies",
+    "failed_checks",
     "CheckError",
     "ExperimentError",
     "Experiment",
@@ -109,11 +123,20 @@ class CheckError(ExperimentError):
 
 
 class CheckKind(StrEnum):
-    """How an answer is checked against the row's `expected` value."""
+    """What a check asks of an answer. The first three compare the answer's text with the row's
+    `expected` value; the others read its JSON or its tool calls."""
 
     contains = "contains"  # the answer contains it (case and surrounding spaces ignored)
     regex = "regex"  # Python `re.search` of it in the answer (add (?i) to ignore case)
     equals = "equals"  # the answer is it (case and surrounding spaces ignored)
+    schema = "schema"  # the answer is JSON valid against the schema (the check's, else the variant's)
+    json_path = "json_path"  # the value at `path` in the answer's JSON equals the row's `column`
+    called_tool = "called_tool"  # the model called tool `tool`
+    tool_argument = "tool_argument"  # it called `tool` with argument `path` equal to the row's `column`
+    no_tool = "no_tool"  # the model called no tool
+
+
+_TEXT_CHECKS = (CheckKind.contains, CheckKind.regex, CheckKind.equals)
 
 
 def check_answer(kind: CheckKind | str, answer: str, expected: str) -> bool:
@@ -121,8 +144,201 @@ def check_answer(kind: CheckKind | str, answer: str, expected: str) -> bool:
     if kind == CheckKind.regex:
         return re.search(expected, answer) is not None
     if kind == CheckKind.equals:
-        return answer.strip().casefold() == expected.strip().casefold()
+        return _same_text(answer, expected)
+    if kind not in _TEXT_CHECKS:
+        raise CheckError(f"{kind.value} is not a check of the answer's text against the expected column")
     return expected.strip().casefold() in answer.casefold()
+
+
+def _same_text(a: str, b: str) -> bool:
+    return a.strip().casefold() == b.strip().casefold()
+
+
+def same_value(found: Any, wanted: str) -> bool:
+    """A JSON value against a column's text: numbers as numbers (12 == "12.0"), anything else
+    as text with case and surrounding spaces ignored (as the equals check)."""
+    if isinstance(found, (int, float)) and not isinstance(found, bool):
+        try:
+            return float(found) == float(wanted)
+        except ValueError:
+            return False
+    text = found if isinstance(found, str) else json.dumps(found, ensure_ascii=False)
+    return _same_text(text, wanted)
+
+
+class Check(BaseModel):
+    """One check of a run. `column` names the dataset column a value is compared with
+    (`{{expected_total}}` or `expected_total`; the text checks use `expected`)."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True, serialize_by_alias=True)
+
+    kind: CheckKind
+    path: str | None = Field(
+        default=None, description="json_path: $.total; tool_argument: the argument (city or $.city)."
+    )
+    column: str | None = Field(default=None, description="The dataset column compared with (json_path, tool_argument).")
+    tool: str | None = Field(default=None, description="called_tool, tool_argument: the tool's name.")
+    schema_: dict[str, Any] | None = Field(
+        default=None, alias="schema", description="schema: the JSON Schema (None: the variant's output schema)."
+    )
+
+    @field_validator("column")
+    @classmethod
+    def _bare_column(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        bare = value.strip()
+        if bare.startswith("{{") and bare.endswith("}}"):
+            bare = bare[2:-2].strip()
+        return bare or None
+
+    @property
+    def label(self) -> str:
+        """How the check reads on the page and in exports ("$.total = {{expected_total}}")."""
+        if self.kind in _TEXT_CHECKS:
+            return self.kind.value  # against the expected column, as every run before said
+        if self.kind == CheckKind.schema:
+            return "valid against the schema" + (" (the check's)" if self.schema_ is not None else "")
+        if self.kind == CheckKind.json_path:
+            return f"{self.path} = {{{{{self.column}}}}}"
+        if self.kind == CheckKind.called_tool:
+            return f"called {self.tool}"
+        if self.kind == CheckKind.tool_argument:
+            return f"{self.tool}({self.path} = {{{{{self.column}}}}})"
+        return "called no tool"
+
+    def problem(self, experiment: Experiment) -> str | None:
+        """What is missing for this check to run on this experiment, said before any call."""
+        if self.kind in (CheckKind.json_path, CheckKind.tool_argument):
+            if not self.path:
+                return f"{self.label}: say which {'field' if self.kind == CheckKind.json_path else 'argument'}"
+            if self.kind == CheckKind.json_path or self.path.startswith("$"):
+                if problem := json_path_problem(self.path):
+                    return problem
+            if not self.column:
+                return f"{self.label}: say which column it equals, e.g. {{{{expected_total}}}}"
+            if self.column not in experiment.columns:
+                return f"the dataset has no column {self.column!r} (columns: {', '.join(experiment.columns)})"
+        if self.kind in (CheckKind.called_tool, CheckKind.tool_argument) and not (self.tool or "").strip():
+            return f"the {self.kind.value} check needs the tool's name"
+        if self.kind == CheckKind.schema:
+            if self.schema_ is not None:
+                return schema_problem(self.schema_)
+            if any(response_schema(v.response_format) is None for v in experiment.variants):
+                return "the schema check needs a schema: give every variant a JSON schema output, or the check one"
+        return None
+
+
+class CheckResult(BaseModel):
+    """One check's verdict on one cell: passed (None: the row has no value to compare with) and
+    why it failed."""
+
+    model_config = ConfigDict(frozen=True)
+
+    passed: bool | None
+    detail: str | None = None
+
+
+def evaluate(
+    check: Check,
+    *,
+    answer: str,
+    tool_calls: Sequence[ToolCall],
+    values: dict[str, Any],
+    expected: str | None,
+    response_format: Any = None,
+) -> CheckResult:
+    """One check of a finished answer (its text and tool calls) on its row."""
+    kind = check.kind
+    if not applies(check, values, expected):
+        return CheckResult(passed=None)
+    if kind in _TEXT_CHECKS:
+        assert expected is not None
+        passed = check_answer(kind, answer, expected)
+        return CheckResult(passed=passed, detail=None if passed else f"does not {kind.value} {expected!r}")
+    if kind == CheckKind.schema:
+        schema = check.schema_ if check.schema_ is not None else response_schema(response_format)
+        if schema is None:
+            return CheckResult(passed=False, detail="no schema to check against")
+        verdict = check_json(answer, schema)
+        return CheckResult(passed=verdict.ok, detail=verdict.error)
+    if kind == CheckKind.no_tool:
+        names = ", ".join(c.function.name for c in tool_calls)
+        return CheckResult(passed=not tool_calls, detail=f"called {names}" if tool_calls else None)
+    wanted = _column_value(values, check.column)
+    if kind == CheckKind.json_path:
+        if wanted is None:
+            return CheckResult(passed=None)
+        verdict = check_json(answer, None)
+        if not verdict.parsed:
+            return CheckResult(passed=False, detail=verdict.error)
+        return _found_equals(json_path_values(verdict.value, check.path or "$"), wanted, check.path or "$")
+    calls = [c for c in tool_calls if c.function.name == check.tool]
+    if not calls:
+        called = ", ".join(c.function.name for c in tool_calls) or "no tool"
+        return CheckResult(passed=False, detail=f"did not call {check.tool} (called {called})")
+    if kind == CheckKind.called_tool:
+        return CheckResult(passed=True)
+    if wanted is None:
+        return CheckResult(passed=None)
+    found: list[Any] = []
+    for call in calls:
+        try:
+            arguments = json.loads(call.function.arguments or "{}")
+        except ValueError:
+            continue
+        path = check.path or ""
+        if path.startswith("$"):
+            found.extend(json_path_values(arguments, path))
+        elif isinstance(arguments, dict) and path in arguments:
+            found.append(arguments[path])
+    return _found_equals(found, wanted, f"{check.tool}({check.path})")
+
+
+def applies(check: Check, values: dict[str, Any], expected: str | None) -> bool:
+    """Whether the row has what the check compares with (a blank expected value checks nothing)."""
+    if check.kind in _TEXT_CHECKS:
+        return expected is not None
+    if check.kind in (CheckKind.json_path, CheckKind.tool_argument):
+        return _column_value(values, check.column) is not None
+    return True
+
+
+def failed_checks(checks: Sequence[Check], values: dict[str, Any], expected: str | None, why: str) -> list[CheckResult]:
+    """The verdicts of a cell that got no (whole) answer: failed, where the check applies."""
+    return [
+        CheckResult(passed=False, detail=why) if applies(c, values, expected) else CheckResult(passed=None)
+        for c in checks
+    ]
+
+
+def _column_value(values: dict[str, Any], column: str | None) -> str | None:
+    value = values.get(column or "")
+    if value is None:
+        return None
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return text if text.strip() else None
+
+
+def _found_equals(found: list[Any], wanted: str, where: str) -> CheckResult:
+    if not found:
+        return CheckResult(passed=False, detail=f"{where}: not found")
+    if any(same_value(value, wanted) for value in found):
+        return CheckResult(passed=True)
+    shown = json.dumps(found[0], ensure_ascii=False)
+    return CheckResult(passed=False, detail=f"{where}: {shown} is not {wanted!r}")
+
+
+def all_passed(results: Sequence[CheckResult]) -> bool | None:
+    """A cell passes when every check that applies to its row passes (None: none applies)."""
+    verdicts = [r.passed for r in results if r.passed is not None]
+    return all(verdicts) if verdicts else None
+
+
+def as_checks(checks: CheckKind | str | Check | Sequence[CheckKind | str | Check]) -> tuple[Check, ...]:
+    """A run's checks from a kind, a check or a list of either (a bare kind: the text checks)."""
+    items = [checks] if isinstance(checks, (str, Check)) else list(checks)
+    return tuple(item if isinstance(item, Check) else Check(kind=CheckKind(item)) for item in items)
 
 
 # --- tables ----------------------------------------------------------------------------------
@@ -168,6 +384,7 @@ runs_table = Table(
     Column("heartbeat_ts", Double(), nullable=False),
     Column("finished_at", UTCDateTime()),
     Column("cells_total", Integer(), nullable=False),
+    Column("checks", SafeText()),  # JSON list of Check; NULL: a run from before, one check of check_kind
     UniqueConstraint("experiment_id", "number", name="uq_experiment_runs_number"),
 )
 
@@ -190,6 +407,8 @@ cells_table = Table(
     Column("passed", Boolean()),
     Column("rating", Integer()),
     Column("finished_ts", Double(), nullable=False),
+    Column("tool_calls", SafeText()),  # JSON list of ToolCall the model made; NULL: none
+    Column("checks", SafeText()),  # JSON list of CheckResult, one per run check; NULL: a run from before
     Index("ix_experiment_cells_request_id", "request_id"),
 )
 
@@ -236,11 +455,20 @@ class Run(BaseModel):
     experiment_id: str
     number: int
     created_at: datetime
-    check: CheckKind
+    checks: tuple[Check, ...]
     concurrency: dict[str, int]
     status: RunStatus
     finished_at: datetime | None
     cells_total: int
+
+    @property
+    def check(self) -> CheckKind | None:
+        """The first check's kind (a run of the previous release had exactly one)."""
+        return self.checks[0].kind if self.checks else None
+
+    @property
+    def checks_label(self) -> str:
+        return ", ".join(check.label for check in self.checks) or "no check"
 
 
 class Cell(BaseModel):
@@ -258,8 +486,10 @@ class Cell(BaseModel):
     input_tokens: int = 0
     output_tokens: int = 0
     cost_usd: float | None = None
-    passed: bool | None = None
+    passed: bool | None = Field(default=None, description="Every check that applies passed (None: none applies).")
     rating: int | None = Field(default=None, description="+1 (👍), -1 (👎) or None (not rated).")
+    tool_calls: list[ToolCall] | None = Field(default=None, description="The tools the model called.")
+    checks: list[CheckResult] | None = Field(default=None, description="One result per run check, in order.")
 
 
 class GridRow(BaseModel):
@@ -269,6 +499,15 @@ class GridRow(BaseModel):
     values: dict[str, Any]
     expected: str | None
     cells: list[Cell | None]
+
+
+class CheckStats(BaseModel):
+    """One check's pass rate for one variant."""
+
+    label: str
+    checked: int = Field(default=0, description="Cells that ran whose row the check applies to.")
+    passed: int = 0
+    pass_rate: float | None = None
 
 
 class VariantStats(BaseModel):
@@ -286,12 +525,13 @@ class VariantStats(BaseModel):
     cost_usd: float = Field(default=0.0, description="Sum over answers whose cost is known.")
     priced: int = Field(default=0, description="Answers with a known cost.")
     unpriced: int = Field(default=0, description="Answers whose cost is unknown (not in cost_usd).")
-    checked: int = Field(default=0, description="Cells that ran on a row with an expected value.")
+    checked: int = Field(default=0, description="Cells that ran on a row some check applies to.")
     passed: int = 0
     pass_rate: float | None = None
     thumbs_up: int = 0
     thumbs_down: int = 0
     avg_rating: float | None = Field(default=None, description="Mean of +1/-1 over rated cells.")
+    checks: list[CheckStats] = Field(default_factory=list, description="Per run check, in order.")
     wins: float = Field(default=0.0, description="Rows won (shared wins count as fractions).")
     decided_rows: int = Field(default=0, description="Rows where the variants' scores differed.")
     win_rate: float | None = None
@@ -447,9 +687,19 @@ class ExperimentStore:
 
     # --- runs ----------------------------------------------------------------------------
 
-    def new_run(self, experiment: Experiment, check: CheckKind, concurrency: dict[str, int]) -> Run:
-        """Number the run (1, 2, ... per experiment; several processes may race for a number)."""
-        if check == CheckKind.regex and experiment.has_expected:
+    def new_run(
+        self,
+        experiment: Experiment,
+        checks: CheckKind | str | Check | Sequence[CheckKind | str | Check],
+        concurrency: dict[str, int],
+    ) -> Run:
+        """Number the run (1, 2, ... per experiment; several processes may race for a number).
+        Every check is checked first: one that cannot run says so before any call."""
+        checks = as_checks(checks)
+        for check in checks:
+            if problem := check.problem(experiment):
+                raise CheckError(problem)
+        if any(check.kind == CheckKind.regex for check in checks) and experiment.has_expected:
             for index, _values, expected in self.iter_rows(experiment.id):
                 if expected is None:
                     continue
@@ -462,7 +712,7 @@ class ExperimentStore:
         # Held before the row exists, so no reader ever sees this run running and unheld.
         lease = self.leases.hold(_run_lease(run_id))
         try:
-            run = self._insert_run(run_id, experiment, check, concurrency, now)
+            run = self._insert_run(run_id, experiment, checks, concurrency, now)
         except BaseException:
             lease.release()
             raise
@@ -471,7 +721,7 @@ class ExperimentStore:
         return run
 
     def _insert_run(
-        self, run_id: str, experiment: Experiment, check: CheckKind, concurrency: dict[str, int], now: datetime
+        self, run_id: str, experiment: Experiment, checks: tuple[Check, ...], concurrency: dict[str, int], now: datetime
     ) -> Run:
         for attempt in range(5):
             try:
@@ -484,7 +734,7 @@ class ExperimentStore:
                         experiment_id=experiment.id,
                         number=(latest or 0) + 1,
                         created_at=now,
-                        check=check,
+                        checks=checks,
                         concurrency=concurrency,
                         status="running",
                         finished_at=None,
@@ -498,7 +748,9 @@ class ExperimentStore:
                             "number": run.number,
                             "created_at": now,
                             "created_ts": now.timestamp(),
-                            "check_kind": check.value,
+                            # The first check's kind, as the previous release kept it ("" for none).
+                            "check_kind": checks[0].kind.value if checks else "",
+                            "checks": json.dumps([c.model_dump(mode="json") for c in checks], ensure_ascii=False),
                             "concurrency": json.dumps(concurrency),
                             "status": "running",
                             "heartbeat_ts": time.time(),
@@ -542,7 +794,7 @@ class ExperimentStore:
             experiment_id=row["experiment_id"],
             number=row["number"],
             created_at=row["created_at"],
-            check=CheckKind(row["check_kind"]),
+            checks=_run_checks(row),
             concurrency=json.loads(row["concurrency"]),
             status=status,
             finished_at=row["finished_at"],
@@ -588,6 +840,17 @@ class ExperimentStore:
             row["finished_ts"] = now
             row["answer"] = redact(cell.answer) if cell.answer is not None and self.keeps_text else None
             row["error_message"] = redact(cell.error_message) if cell.error_message is not None else None
+            # Tool calls are what the model wrote, as its answer is: kept only when answers are.
+            row["tool_calls"] = (
+                json.dumps([c.model_dump(mode="json") for c in cell.tool_calls], ensure_ascii=False)
+                if cell.tool_calls and self.keeps_text
+                else None
+            )
+            row["checks"] = (
+                json.dumps([r.model_dump(mode="json") for r in cell.checks], ensure_ascii=False)
+                if cell.checks is not None
+                else None
+            )
             rows.append(row)
         self._renew(run_id)
         with self.engine.begin() as conn:
@@ -621,10 +884,15 @@ class ExperimentStore:
 
     @staticmethod
     def _cell(row: Any) -> Cell:
+        plain = {
+            name: row[name] for name in Cell.model_fields if name not in ("row", "variant", "tool_calls", "checks")
+        }
         return Cell(
             row=row["row_index"],
             variant=row["variant_index"],
-            **{name: row[name] for name in Cell.model_fields if name not in ("row", "variant")},
+            tool_calls=json.loads(row["tool_calls"]) if row["tool_calls"] else None,
+            checks=json.loads(row["checks"]) if row["checks"] is not None else None,
+            **plain,
         )
 
     def sent_for(self, request_id: str) -> tuple[Experiment, Run, int, str] | None:
@@ -717,7 +985,30 @@ class ExperimentStore:
                 for variant, value in self._percentiles(conn, column, ok & column.is_not(None), q).items():
                     setattr(stats[variant], field, value)
             self._win_rates(conn, run_id, stats)
+            self._check_rates(conn, run, stats)
         return stats
+
+    @staticmethod
+    def _check_rates(conn: Any, run: Run, stats: list[VariantStats]) -> None:
+        """Each check's pass rate per variant, read a batch of cells' verdicts at a time (a
+        run's cells are never all in memory). A cell of a run from before several checks has
+        its one verdict in `passed`."""
+        counts = [[[0, 0] for _ in run.checks] for _ in stats]
+        c = cells_table.c
+        result = conn.execution_options(yield_per=500).execute(
+            select(c.variant_index, c.checks, c.passed).where(c.run_id == run.id, c.status != "cancelled")
+        )
+        for variant, checks, passed in result:
+            verdicts = [r.get("passed") for r in json.loads(checks)] if checks is not None else [passed]
+            for index, verdict in enumerate(verdicts[: len(run.checks)]):
+                if verdict is not None:
+                    counts[variant][index][0] += 1
+                    counts[variant][index][1] += bool(verdict)
+        for s, per_check in zip(stats, counts, strict=True):
+            s.checks = [
+                CheckStats(label=check.label, checked=n, passed=ok, pass_rate=ok / n if n else None)
+                for check, (n, ok) in zip(run.checks, per_check, strict=True)
+            ]
 
     @staticmethod
     def _percentiles(conn: Any, column: Any, where: Any, q: float) -> dict[int, float]:
@@ -828,6 +1119,13 @@ def describe_change(now: VariantStats, before: VariantStats, since_run: int) -> 
         parts.append(f"cost ${before.cost_usd:.4f} → ${now.cost_usd:.4f}")
     said = ", ".join(parts) if parts else "no change"
     return f"variant {letter} ({now.label}): {said} since run {since_run}"
+
+
+def _run_checks(row: Any) -> tuple[Check, ...]:
+    """A run's checks; a run from before several checks has one, of its `check_kind`."""
+    if row["checks"] is None:
+        return (Check(kind=CheckKind(row["check_kind"])),)
+    return tuple(Check.model_validate(c) for c in json.loads(row["checks"]))
 
 
 def _run_lease(run_id: str) -> str:

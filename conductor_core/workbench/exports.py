@@ -22,6 +22,8 @@ Promises:
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from datetime import datetime
 from typing import Any, Literal
@@ -30,8 +32,9 @@ from pydantic import BaseModel, Field
 
 from ..models import utcnow
 from ..secrets import redact, redact_json
+from ..store.export import neutralize_formula
 from .arena import Arena, Reveal
-from .experiments import ExperimentStore, GridRow, VariantStats
+from .experiments import Cell, Check, ExperimentStore, GridRow, VariantStats
 from .ratings import Leaderboard
 from .variants import Variant
 
@@ -49,6 +52,8 @@ __all__ = [
     "to_markdown",
     "to_json",
     "to_html",
+    "to_csv",
+    "check_rates_table",
     "filename",
     "stats_table",
     "total_cost_text",
@@ -109,7 +114,8 @@ class RunReport(BaseModel):
     template: str
     run_number: int
     status: str
-    check: str
+    check: str = Field(description="The run's checks, in words.")
+    checks: list[Check] = Field(default_factory=list)
     created_at: datetime
     finished_at: datetime | None
     variants: list[Variant]
@@ -151,7 +157,8 @@ def run_report(
         template=experiment.template,
         run_number=run.number,
         status=run.status,
-        check=run.check.value,
+        check=run.checks_label,
+        checks=list(run.checks),
         created_at=run.created_at,
         finished_at=run.finished_at,
         variants=list(experiment.variants),
@@ -285,6 +292,35 @@ def stats_table(stats: list[VariantStats]) -> tuple[list[str], list[list[str]]]:
     return list(_STATS_HEAD), _stats_rows(stats)
 
 
+def check_rates_table(doc_checks: list[Check], stats: list[VariantStats]) -> tuple[list[str], list[list[str]]]:
+    """Each check's pass rate per variant (head, rows): "12/20 (60%)"."""
+    head = ["check", *[f"{chr(65 + s.variant)} · {s.label}" for s in stats]]
+    rows = [
+        [check.label, *[_rate(s.checks[i].passed, s.checks[i].checked) if i < len(s.checks) else "—" for s in stats]]
+        for i, check in enumerate(doc_checks)
+    ]
+    return head, rows
+
+
+def _rate(passed: int, checked: int) -> str:
+    return f"{passed}/{checked} ({passed / checked:.0%})" if checked else "—"
+
+
+def _verdicts(cell: Cell, checks: list[Check]) -> str:
+    """Each check's verdict on a cell, in words: "valid against the schema ✗ ($.total: ...)"."""
+    said = []
+    for check, result in zip(checks, cell.checks or [], strict=False):
+        if result.passed is None:
+            continue
+        mark = "✓" if result.passed else "✗"
+        said.append(f"{check.label} {mark}" + (f" ({result.detail})" if result.detail and not result.passed else ""))
+    return "; ".join(said)
+
+
+def _tool_calls_text(cell: Cell) -> str:
+    return "; ".join(f"{c.function.name}({c.function.arguments})" for c in cell.tool_calls or [])
+
+
 def _table(head: list[str], rows: list[list[str]]) -> list[str]:
     lines = ["| " + " | ".join(_cell(h) for h in head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
@@ -358,6 +394,8 @@ def to_markdown(doc: Document) -> str:
             *_table(_STATS_HEAD, _stats_rows(doc.stats)),
             "",
         ]
+        if doc.checks:
+            out += ["## Checks", "", *_table(*check_rates_table(doc.checks, doc.stats)), ""]
         if doc.changes:
             out += ["## Since the previous run", "", *[f"- {_cell(line)}" for line in doc.changes], ""]
         if doc.leaderboard and doc.leaderboard.ratings:
@@ -377,6 +415,10 @@ def to_markdown(doc: Document) -> str:
                     "",
                 ]
                 out += [cell.answer or f"_({cell.error_message or 'no answer'})_", ""]
+                if cell.tool_calls:
+                    out += [f"Tool calls: `{_cell(_tool_calls_text(cell))}`", ""]
+                if verdicts := _verdicts(cell, doc.checks):
+                    out += [f"_Checks: {_cell(verdicts)}_", ""]
         if len(doc.rows) < doc.rows_total:
             out += [f"_{doc.rows_total - len(doc.rows)} more rows are not in this export._", ""]
     else:
@@ -488,6 +530,10 @@ def to_html(doc: Document, *, charts: bool = True) -> str:
         ratings_head=_RATINGS_HEAD,
         ratings_rows=_ratings_rows(leaderboard) if (leaderboard := getattr(doc, "leaderboard", None)) else [],
         letter=lambda i: chr(65 + i),
+        check_head=check_rates_table(doc.checks, doc.stats)[0] if isinstance(doc, RunReport) else [],
+        check_rows=check_rates_table(doc.checks, doc.stats)[1] if isinstance(doc, RunReport) else [],
+        verdicts=_verdicts,
+        tool_calls_text=_tool_calls_text,
     )
     page = env.from_string(_PAGE).render(
         csp=Markup(_CSP),  # a constant of ours: its quotes must stay quotes
@@ -497,6 +543,68 @@ def to_html(doc: Document, *, charts: bool = True) -> str:
         exported=utcnow().strftime("%Y-%m-%d %H:%M UTC"),
     )
     return redact(page)
+
+
+# --- CSV -------------------------------------------------------------------------------------
+
+
+def to_csv(doc: RunReport) -> str:
+    """A run as a spreadsheet: one line per cell (row × variant), the row's values, the answer,
+    the tool calls, and each check's verdict and why it failed. Text that a spreadsheet would
+    run as a formula (=, +, -, @...) gets a leading quote, as the request log's CSV does."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    checks = [f"check {i + 1}: {check.label}" for i, check in enumerate(doc.checks)]
+    writer.writerow(
+        [
+            "row",
+            *doc.columns,
+            "variant",
+            "status",
+            "answer",
+            "tool_calls",
+            "passed",
+            *[f"{name}{suffix}" for name in checks for suffix in ("", " (why)")],
+            "latency_ms",
+            "cost_usd",
+            "rating",
+            "error",
+        ]
+    )
+    for row in doc.rows:
+        values = [row.values.get(column, "") for column in doc.columns]
+        for label, cell in zip(doc.labels, row.cells, strict=False):
+            if cell is None:
+                continue
+            results = list(cell.checks or [])
+            per_check = []
+            for i in range(len(doc.checks)):
+                result = results[i] if i < len(results) else None
+                verdict = "" if result is None or result.passed is None else ("pass" if result.passed else "fail")
+                per_check += [verdict, (result.detail or "") if result is not None else ""]
+            writer.writerow(
+                _as_text_cells(
+                    row.row + 1,
+                    *values,
+                    label,
+                    cell.status,
+                    cell.answer or "",
+                    json.dumps([c.model_dump(mode="json") for c in cell.tool_calls], ensure_ascii=False)
+                    if cell.tool_calls
+                    else "",
+                    "" if cell.passed is None else ("pass" if cell.passed else "fail"),
+                    *per_check,
+                    "" if cell.latency_ms is None else round(cell.latency_ms, 1),
+                    "" if cell.cost_usd is None else cell.cost_usd,
+                    cell.rating or "",
+                    cell.error_message or "",
+                )
+            )
+    return redact(out.getvalue())
+
+
+def _as_text_cells(*values: Any) -> list[Any]:
+    return [neutralize_formula(v) if isinstance(v, str) else v for v in values]
 
 
 _RATINGS_TABLE = """
@@ -527,6 +635,8 @@ _BODIES = {
 <h2>Results per variant</h2>
 <table><tr>{% for h in stats_head %}<th>{{ h }}</th>{% endfor %}</tr>
 {% for row in stats_rows %}<tr>{% for c in row %}<td>{{ c }}</td>{% endfor %}</tr>{% endfor %}</table>
+{% if check_rows %}<h2>Checks</h2><table><tr>{% for h in check_head %}<th>{{ h }}</th>{% endfor %}</tr>
+{% for row in check_rows %}<tr>{% for c in row %}<td>{{ c }}</td>{% endfor %}</tr>{% endfor %}</table>{% endif %}
 {{ charts }}
 {% if doc.changes %}<h2>Since the previous run</h2><ul>{% for line in doc.changes %}<li>{{ line }}</li>{% endfor %}</ul>{% endif %}
 {% if doc.leaderboard and doc.leaderboard.ratings %}<h2>Ratings</h2>"""
@@ -539,6 +649,8 @@ _BODIES = {
 {% for cell in row.cells %}<td>{% if cell is none %}<span class="figures">not run</span>{% else %}
 <div class="figures">{{ cell.status }}{% if cell.passed is not none %} · <span class="{{ 'good' if cell.passed else 'bad' }}">{{ "pass" if cell.passed else "fail" }}</span>{% endif %}{% if cell.rating == 1 %} · 👍{% elif cell.rating == -1 %} · 👎{% endif %} · {{ cell.latency_ms | ms }} · {{ cell.cost_usd | usd }}</div>
 {% if cell.answer %}<div class="answer">{{ cell.answer | markdown }}</div>{% elif cell.error_message %}<div class="bad">{{ cell.error_message }}</div>{% endif %}
+{% if cell.tool_calls %}<pre class="literal">{{ tool_calls_text(cell) }}</pre>{% endif %}
+{% if verdicts(cell, doc.checks) %}<div class="figures">{{ verdicts(cell, doc.checks) }}</div>{% endif %}
 {% endif %}</td>{% endfor %}</tr>
 {% endfor %}</table>
 {% if doc.rows | length < doc.rows_total %}<p class="meta">{{ doc.rows_total - (doc.rows | length) }} more rows are not in this export.</p>{% endif %}

@@ -26,7 +26,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from types import EllipsisType
 from typing import Any, Literal
@@ -36,7 +36,18 @@ from pydantic import ValidationError
 from ..errors import ProviderError
 from ..models import ChatMessage, MessageRole, StreamDone, StreamIncomplete, TextDelta
 from .datasets import DatasetTooLargeError
-from .experiments import Cell, CheckKind, Experiment, ExperimentError, ExperimentStore, check_answer
+from .experiments import (
+    Cell,
+    Check,
+    CheckKind,
+    Experiment,
+    ExperimentError,
+    ExperimentStore,
+    all_passed,
+    as_checks,
+    evaluate,
+    failed_checks,
+)
 from .templates import Template, TemplateError
 
 __all__ = ["Progress", "RunHandle", "start_run", "concurrency_limits"]
@@ -120,14 +131,14 @@ class RunHandle:
         store: ExperimentStore,
         experiment: Experiment,
         run_id: str,
-        check: CheckKind,
+        checks: tuple[Check, ...],
         limits: dict[str, int],
         overrides: Mapping[str, Any] | None,
         on_progress: Callable[[Progress], None] | None,
     ) -> None:
         self.run_id = run_id
         self.experiment = experiment
-        self.check = check
+        self.checks = checks
         self.limits = limits
         self._conductor = conductor
         self._store = store
@@ -242,7 +253,7 @@ class RunHandle:
             prompt = self._template.render(values, row=row + 1)
             request = variant.request([ChatMessage(role=MessageRole.user, content=prompt)])
         except (TemplateError, ValidationError) as exc:
-            return self._failed(row, variant_index, expected, "bad_request", str(exc), None)
+            return self._failed(row, values, variant_index, expected, "bad_request", str(exc), None)
         stream = self._conductor.stream(request, overrides=self._overrides)
         parts: list[str] = []
         try:
@@ -250,6 +261,17 @@ class RunHandle:
                 if isinstance(event, StreamDone):
                     response = event.response
                     a = response.analytics
+                    results = [
+                        evaluate(
+                            check,
+                            answer=response.content,
+                            tool_calls=response.tool_calls or [],
+                            values=values,
+                            expected=expected,
+                            response_format=variant.response_format,
+                        )
+                        for check in self.checks
+                    ]
                     return Cell(
                         row=row,
                         variant=variant_index,
@@ -261,7 +283,9 @@ class RunHandle:
                         input_tokens=a.input_tokens,
                         output_tokens=a.output_tokens,
                         cost_usd=a.cost_usd,
-                        passed=None if expected is None else check_answer(self.check, response.content, expected),
+                        passed=all_passed(results),
+                        tool_calls=response.tool_calls or None,
+                        checks=results,
                     )
                 if isinstance(event, StreamIncomplete):
                     partial = event.partial
@@ -279,23 +303,37 @@ class RunHandle:
                         input_tokens=a.input_tokens,
                         output_tokens=a.output_tokens,
                         cost_usd=a.cost_usd,
-                        passed=None if expected is None else False,
+                        **self._verdicts(values, expected, "the answer was cut off"),
                     )
                 if isinstance(event, TextDelta):
                     parts.append(event.text)
                 if self._stop.is_set():
                     # Closing the stream (finally) makes the log record this attempt as cancelled.
                     return Cell(row=row, variant=variant_index, status="cancelled", answer="".join(parts) or None)
-            return self._failed(row, variant_index, expected, "incomplete", "the stream ended without an answer", None)
+            return self._failed(
+                row, values, variant_index, expected, "incomplete", "the stream ended without an answer", None
+            )
         except ProviderError as error:
             return self._failed(
-                row, variant_index, expected, error.type, error.message, getattr(error, "request_id", None)
+                row, values, variant_index, expected, error.type, error.message, getattr(error, "request_id", None)
             )
         finally:
             stream.close()
 
-    @staticmethod
-    def _failed(row: int, variant: int, expected: str | None, kind: str, message: str, request_id: str | None) -> Cell:
+    def _verdicts(self, values: dict[str, Any], expected: str | None, why: str) -> dict[str, Any]:
+        results = failed_checks(self.checks, values, expected, why)
+        return {"passed": all_passed(results), "checks": results}
+
+    def _failed(
+        self,
+        row: int,
+        values: dict[str, Any],
+        variant: int,
+        expected: str | None,
+        kind: str,
+        message: str,
+        request_id: str | None,
+    ) -> Cell:
         return Cell(
             row=row,
             variant=variant,
@@ -303,7 +341,7 @@ class RunHandle:
             request_id=request_id,
             error_type=kind,
             error_message=message,
-            passed=None if expected is None else False,
+            **self._verdicts(values, expected, "no answer"),
         )
 
     def _count(self, *, running: int = 0) -> None:
@@ -419,6 +457,7 @@ def start_run(
     experiment_id: str,
     *,
     check: CheckKind | str = CheckKind.contains,
+    checks: Sequence[Check | CheckKind | str] | None = None,
     concurrency: Mapping[str, int] | None = None,
     overrides: Mapping[str, Any] | None = None,
     on_progress: Callable[[Progress], None] | None = None,
@@ -431,12 +470,12 @@ def start_run(
     limit = conductor.settings.dataset_max_rows
     if experiment.row_count > limit:  # the limit may have been lowered since it was created
         raise DatasetTooLargeError(experiment.row_count, limit)
-    kind = CheckKind(check)
+    kinds = as_checks(checks if checks is not None else check)
     providers = list(dict.fromkeys(v.provider for v in experiment.variants))
     limits = concurrency_limits(conductor.settings.experiment_concurrency, providers, concurrency)
-    run = store.new_run(experiment, kind, limits)  # holds the run's lease until finish_run
+    run = store.new_run(experiment, kinds, limits)  # holds the run's lease until finish_run
     try:
-        handle = RunHandle(conductor, store, experiment, run.id, kind, limits, overrides, on_progress)
+        handle = RunHandle(conductor, store, experiment, run.id, run.checks, limits, overrides, on_progress)
         handle._start()
     except BaseException:
         store.finish_run(run.id, "stopped")  # never left "running" by a live process that does not run it

@@ -5,7 +5,7 @@ one. The same model twice with other settings is two variants, labelled by what 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -17,6 +17,8 @@ from ..models import (
     NamedToolChoice,
     ProviderName,
     ResponseFormat,
+    ResponseFormatJsonObject,
+    ResponseFormatJsonSchema,
     RoutingPolicy,
     Tool,
 )
@@ -32,7 +34,22 @@ _LABELLED = (
     ("seed", lambda v: "random seed" if v.seed is None else f"seed {v.seed}"),
     ("system", lambda v: "no system prompt" if not v.system else f"system “{_clip(v.system)}”"),
     ("policy", lambda v: f"{v.policy.value if v.policy else 'default'} policy"),
+    ("response_format", lambda v: _say_output(v.response_format)),
 )
+
+
+def _say_output(response_format: object) -> str:
+    if isinstance(response_format, ResponseFormatJsonSchema):
+        return f"schema {response_format.json_schema.name}"
+    if isinstance(response_format, ResponseFormatJsonObject):
+        return "JSON"
+    return "text"
+
+
+def _setting(variant: Variant, name: str) -> Hashable:
+    """A setting's value, hashable (an output format is a model holding a dict)."""
+    value = getattr(variant, name)
+    return value.model_dump_json() if isinstance(value, BaseModel) and name == "response_format" else value
 
 
 def _clip(text: str, width: int = 24) -> str:
@@ -101,7 +118,7 @@ def variant_labels(variants: Sequence[Variant]) -> list[str]:
         parts = [variant.target]
         if len(twins) > 1:
             for name, say in _LABELLED:
-                if len({getattr(v, name) for v in twins}) > 1:
+                if len({_setting(v, name) for v in twins}) > 1:
                     parts.append(say(variant))
         labels.append(" · ".join(parts))
     # Same label twice (identical settings): number them in order of appearance.
@@ -117,5 +134,5 @@ def differing_settings(variants: Sequence[Variant]) -> list[tuple[str, ...]]:
     """Per variant, its value of every setting that differs between the variants, whatever
     their targets (("T=0.2", "max 64 tok"); () when they share every setting). A Compare
     column's header shows them under the column's label, leaving out what the label says."""
-    differ = [say for name, say in _LABELLED if len({getattr(v, name) for v in variants}) > 1]
+    differ = [say for name, say in _LABELLED if len({_setting(v, name) for v in variants}) > 1]
     return [tuple(say(v) for say in differ) for v in variants]

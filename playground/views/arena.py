@@ -8,13 +8,15 @@ not cut them. Which letter is which model lives only in the database until the v
 
 from __future__ import annotations
 
+from typing import Any
+
 import streamlit as st
 
 from conductor_core.models import ProviderState
-from conductor_core.workbench.arena import ArenaError, Reveal
+from conductor_core.workbench.arena import ArenaError, Reveal, RevealedAnswer
 from conductor_core.workbench.variants import Variant
 from playground import components as ui
-from playground import state
+from playground import controls, state, structured_view
 
 c = state.conductor()
 arena = state.arena()
@@ -98,6 +100,7 @@ def new_round() -> None:
         left, right = st.columns(2)
         temperature = left.slider("Temperature", 0.0, 2.0, 0.7, 0.1, key="arena_temperature")
         max_tokens = right.number_input("Max tokens", 1, 4000, 256, key="arena_max_tokens")
+        response_format, output_problem = _output_control(chosen)
     with st.form("arena_form", border=False):
         prompt = st.text_area(
             "Prompt", key="arena_prompt", height=110, placeholder="Ask something all of them will answer…"
@@ -108,9 +111,16 @@ def new_round() -> None:
     if not 2 <= len(chosen) <= 4:
         st.warning("Choose 2 to 4 contestants.", icon=":material/group:")
         return
+    if output_problem:
+        st.warning(f"Fix the output schema first: {ui.escape_md(output_problem)}", icon=":material/data_object:")
+        return
     variants = [
         Variant(
-            provider=t.partition("/")[0], model=t.partition("/")[2], temperature=temperature, max_tokens=int(max_tokens)
+            provider=t.partition("/")[0],
+            model=t.partition("/")[2],
+            temperature=temperature,
+            max_tokens=int(max_tokens),
+            response_format=response_format,
         )
         for t in chosen
     ]
@@ -210,6 +220,19 @@ def voting(match_id: str) -> None:
         )
 
 
+def _output_control(chosen: list[str]) -> tuple[Any, str | None]:
+    """One output format for the round, sent to every contestant alike (the round stays blind)."""
+    return controls.output_control(c, "arena", [t.partition("/")[0] for t in chosen], compact=True)
+
+
+def _output_check(answer: RevealedAnswer, match_id: str) -> None:
+    """After the reveal: whether each answer parsed and matched the round's schema."""
+    if answer.status == "ok":
+        structured_view.show_output_check(
+            answer.answer, answer.variant.response_format, key=f"arena_{match_id}_{answer.letter}"
+        )
+
+
 def _reveal_only(match_id: str) -> None:
     st.session_state[f"arena_unvoted_{match_id}"] = True
 
@@ -235,6 +258,7 @@ def revealed(reveal: Reveal | None, match_id: str) -> None:
                 st.badge("Your pick", icon=":material/thumb_up:", color="violet")
             if answer.status == "ok":
                 ui.render_answer_text(answer.answer or "")
+                _output_check(answer, match_id)
             else:
                 if answer.answer:
                     ui.render_answer_text(answer.answer)

@@ -9,6 +9,7 @@ re-run, and see what changed since another run of the same experiment.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 import pandas as pd
 import streamlit as st
@@ -16,12 +17,12 @@ import streamlit as st
 from conductor_core.models import ChatMessage
 from conductor_core.workbench import exports
 from conductor_core.workbench.datasets import Dataset, DatasetError, read_dataset
-from conductor_core.workbench.experiments import Cell, CheckKind, Experiment, ExperimentError, Run
+from conductor_core.workbench.experiments import Cell, Check, CheckKind, Experiment, ExperimentError, Run
 from conductor_core.workbench.runner import RunHandle, start_run
 from conductor_core.workbench.templates import Template, TemplateError
 from conductor_core.workbench.variants import variant_labels
 from playground import components as ui
-from playground import controls, share, state
+from playground import controls, share, state, structured_view
 
 c = state.conductor()
 store = state.experiments()
@@ -38,6 +39,17 @@ _CHECK_HELP = {
     "contains": "The answer contains the expected text (case ignored).",
     "regex": "The expected value is a regular expression searched in the answer (add (?i) to ignore case).",
     "equals": "The answer is the expected text (case and surrounding spaces ignored).",
+}
+
+
+_TEXT_KINDS = (CheckKind.contains, CheckKind.regex, CheckKind.equals)
+#: The checks beyond the expected column, as the editor offers them.
+_MORE_CHECKS = {
+    CheckKind.schema: "valid against the schema",
+    CheckKind.json_path: "JSON path equals a column",
+    CheckKind.called_tool: "called a tool",
+    CheckKind.tool_argument: "tool argument equals a column",
+    CheckKind.no_tool: "called no tool",
 }
 
 
@@ -86,7 +98,7 @@ def rerun(experiment_id: str) -> None:
             c,
             store,
             experiment_id,
-            check=ss.get(f"exp_rerun_check_{experiment_id}") or CheckKind.contains,
+            checks=checks_from_state(f"exp_rerun_check_{experiment_id}"),
             concurrency=_concurrency(ss.get(f"exp_rerun_conc_{experiment_id}")),
             overrides=state.overrides(),
         )
@@ -340,14 +352,7 @@ def new_experiment_form() -> None:
 
     settings_row = st.columns([3, 2])
     with settings_row[0]:
-        st.segmented_control(
-            "Check answers against `expected`",
-            [k.value for k in CheckKind],
-            key="exp_check",
-            required=True,
-            persist_state=KEEP,
-            help=" ".join(f"{k}: {v}" for k, v in _CHECK_HELP.items()),
-        )
+        checks_editor("exp_check", dataset.columns if dataset is not None else (), keep=KEEP)
     with settings_row[1]:
         configured = c.settings.experiment_concurrency
         st.number_input(
@@ -404,7 +409,12 @@ def new_experiment_form() -> None:
                     c,
                     store,
                     created.id,
-                    check=ss.get("exp_check") or CheckKind.contains,
+                    # No expected column: a comparison with it would check nothing.
+                    checks=[
+                        ch
+                        for ch in checks_from_state("exp_check")
+                        if ch.kind not in _TEXT_KINDS or dataset.has_expected
+                    ],
                     concurrency=_concurrency(ss.get("exp_concurrency")),
                     overrides=state.overrides(),
                 )
@@ -414,6 +424,112 @@ def new_experiment_form() -> None:
                 open_run(created.id, handle.run_id)
                 ss["exp_scroll_top"] = handle.run_id
                 st.rerun()
+
+
+# --- checks: which ones a run makes (an editor keyed by a prefix, read back in callbacks too) -------
+
+
+def load_checks(prefix: str, checks: Sequence[Check]) -> None:
+    """Put a run's checks into the editor keyed by `prefix`."""
+    text = next((ch.kind.value for ch in checks if ch.kind in _TEXT_KINDS), None)
+    ss[prefix] = text
+    ss[f"{prefix}_more"] = [ch.kind.value for ch in checks if ch.kind not in _TEXT_KINDS]
+    for ch in checks:
+        if ch.kind == CheckKind.json_path:
+            ss[f"{prefix}_path"], ss[f"{prefix}_path_column"] = ch.path, ch.column
+        elif ch.kind in (CheckKind.called_tool, CheckKind.tool_argument):
+            ss[f"{prefix}_tool"] = ch.tool
+            if ch.kind == CheckKind.tool_argument:
+                ss[f"{prefix}_argument"], ss[f"{prefix}_argument_column"] = ch.path, ch.column
+
+
+def checks_from_state(prefix: str) -> list[Check]:
+    """The checks the editor keyed by `prefix` shows (a run with none checks nothing)."""
+    checks = [Check(kind=CheckKind(ss[prefix]))] if ss.get(prefix) else []
+    tool = (ss.get(f"{prefix}_tool") or "").strip() or None
+    for kind in ss.get(f"{prefix}_more") or []:
+        kind = CheckKind(kind)
+        if kind == CheckKind.json_path:
+            checks.append(Check(kind=kind, path=ss.get(f"{prefix}_path"), column=ss.get(f"{prefix}_path_column")))
+        elif kind == CheckKind.tool_argument:
+            path = (ss.get(f"{prefix}_argument") or "").strip() or None
+            checks.append(Check(kind=kind, tool=tool, path=path, column=ss.get(f"{prefix}_argument_column")))
+        elif kind == CheckKind.called_tool:
+            checks.append(Check(kind=kind, tool=tool))
+        else:
+            checks.append(Check(kind=kind))
+    return checks
+
+
+def checks_editor(prefix: str, columns: Sequence[str], *, keep: str | None = None) -> None:
+    """Compare with `expected` (contains / regex / equals, or not), and the other checks, each
+    with what it needs (a JSON path and a column, a tool's name, an argument and a column)."""
+    ss.setdefault(prefix, CheckKind.contains.value)
+    ss.setdefault(f"{prefix}_more", [])
+    st.segmented_control(
+        "Check answers against `expected`",
+        [k.value for k in _TEXT_KINDS],
+        key=prefix,
+        persist_state=keep,
+        help=" ".join(f"{k}: {v}" for k, v in _CHECK_HELP.items()) + " None chosen: no comparison with `expected`.",
+    )
+    more = st.multiselect(
+        "More checks",
+        [k.value for k in _MORE_CHECKS],
+        key=f"{prefix}_more",
+        persist_state=keep,
+        format_func=lambda k: _MORE_CHECKS[CheckKind(k)],
+        help="Valid against the schema: the variant's JSON schema output. JSON path: a field of the answer's JSON "
+        "equals a column (numbers as numbers). Tool checks read the calls the model made. A cell passes when "
+        "every check passes.",
+    )
+    # Columns of expected values first (expected_total...): what a check usually compares with.
+    choices = sorted((c for c in columns if c != "expected"), key=lambda c: not c.startswith("expected")) or list(
+        columns
+    )
+    if CheckKind.json_path.value in more:
+        left, right = st.columns(2)
+        left.text_input("JSON path", key=f"{prefix}_path", placeholder="$.total", persist_state=keep)
+        right.selectbox("equals the column", choices, key=f"{prefix}_path_column", persist_state=keep)
+    if CheckKind.called_tool.value in more or CheckKind.tool_argument.value in more:
+        st.text_input("Tool", key=f"{prefix}_tool", placeholder="get_weather", persist_state=keep)
+    if CheckKind.tool_argument.value in more:
+        left, right = st.columns(2)
+        left.text_input(
+            "Argument", key=f"{prefix}_argument", placeholder="city (or $.address.city)", persist_state=keep
+        )
+        right.selectbox("equals the column", choices, key=f"{prefix}_argument_column", persist_state=keep)
+
+
+def draw_cell_checks(run: Run, cell: Cell) -> None:
+    """With several checks: each one's verdict on this cell, and why it failed."""
+    if len(run.checks) < 2 and not (run.checks and run.checks[0].kind not in _TEXT_KINDS):
+        return
+    lines = []
+    for check, result in zip(run.checks, cell.checks or [], strict=False):
+        if result.passed is None:
+            continue
+        mark = ":green[:material/check:]" if result.passed else ":red[:material/close:]"
+        why = f" — {ui.escape_md(result.detail)}" if result.detail and not result.passed else ""
+        lines.append(f"{mark} {ui.escape_md(check.label)}{why}")
+    if lines:
+        st.caption("  \n".join(lines))
+    if cell.tool_calls:
+        calls = "; ".join(f"{t.function.name}({t.function.arguments})" for t in cell.tool_calls)
+        st.caption(f":material/build: {ui.escape_md(calls)}")
+
+
+def draw_output_check(run: Run, cell: Cell, response_format: object) -> None:
+    """The answer's JSON verdict and pretty JSON, when its variant asked for JSON."""
+    structured_view.show_output_check(
+        cell.answer, response_format, key=f"exp_{run.id}_{cell.row}_{cell.variant}", box="popover"
+    )
+
+
+def differing_output(variant) -> str:
+    """A variant's output format in words ("JSON", "schema invoice")."""
+    fmt = variant.response_format
+    return f"schema {fmt.json_schema.name}" if getattr(fmt, "type", None) == "json_schema" else "JSON"
 
 
 def _clip(text: str, width: int = 60) -> str:
@@ -430,7 +546,7 @@ def _plain(value) -> str:
 
 def _run_label(run: Run) -> str:
     # No status here: a select box keeps an option's first label while the run goes on.
-    return f"Run {run.number} · check: {run.check.value} · {run.created_at:%Y-%m-%d %H:%M:%S} UTC"
+    return f"Run {run.number} · checks: {run.checks_label} · {run.created_at:%Y-%m-%d %H:%M:%S} UTC"
 
 
 def experiment_header(experiment: Experiment, runs: list[Run], run: Run | None) -> None:
@@ -447,6 +563,8 @@ def experiment_header(experiment: Experiment, runs: list[Run], run: Run | None) 
                 extras.append(f"top_p={variant.top_p:g}")
             if variant.seed is not None:
                 extras.append(f"seed {variant.seed}")
+            if variant.response_format is not None:
+                extras.append(f"output: {differing_output(variant)}")
             st.markdown(f"**{letter(i)}** · {ui.escape_md(label)} · {ui.escape_md(', '.join(extras))}")
             if variant.system:
                 st.text(f"System prompt: {variant.system}")
@@ -473,8 +591,9 @@ def experiment_header(experiment: Experiment, runs: list[Run], run: Run | None) 
             help="Wait for the run in progress first." if live else "Run it again: a new run, kept beside the others.",
         ):
             key = f"exp_rerun_check_{experiment.id}"
-            ss.setdefault(key, (run.check.value if run else CheckKind.contains.value))
-            st.segmented_control("Check", [k.value for k in CheckKind], key=key, required=True)
+            if key not in ss:
+                load_checks(key, run.checks if run else (Check(kind=CheckKind.contains),))
+            checks_editor(key, experiment.columns)
             st.number_input(
                 "Calls at once per provider",
                 1,
@@ -508,6 +627,7 @@ def share_run(experiment: Experiment, run: Run) -> None:
         )
         stem = share.file_stem("experiment-run", experiment.name, f"run-{run.number}")
         share.export_buttons(lambda: exports.run_report(store, run.id), key=f"exp_export_{run.id}", name=stem)
+        csv_download(run, stem)
         st.divider()
         st.markdown("**Get code** for one row's request")
         cols = st.columns([3, 1])
@@ -530,6 +650,20 @@ def share_run(experiment: Experiment, run: Run) -> None:
                 st.caption(ui.escape_md(error))
 
 
+def csv_download(run: Run, stem: str) -> None:
+    """The run as a spreadsheet: a line per cell with its answer, tool calls and each check's verdict."""
+    st.download_button(
+        "CSV (a line per cell)",
+        data=lambda: exports.to_csv(exports.run_report(store, run.id)),
+        file_name=f"{stem}.csv",
+        mime="text/csv",
+        key=f"exp_export_{run.id}_csv",
+        icon=":material/download:",
+        on_click="ignore",
+        help="Each cell's answer, tool calls and every check's verdict with why it failed.",
+    )
+
+
 def _cell_figures(cell: Cell) -> str:
     parts = [ui.format_ms(cell.latency_ms), f"first token {ui.format_ms(cell.ttft_ms)}"]
     if cell.input_tokens or cell.output_tokens:
@@ -538,7 +672,7 @@ def _cell_figures(cell: Cell) -> str:
     return " · ".join(parts)
 
 
-def draw_cell(run: Run, cell: Cell | None, *, live: bool) -> None:
+def draw_cell(run: Run, cell: Cell | None, *, live: bool, response_format: object = None) -> None:
     if cell is None:
         st.caption(":material/hourglass_top: waiting…" if live else ":material/remove: not run")
         return
@@ -548,6 +682,7 @@ def draw_cell(run: Run, cell: Cell | None, *, live: bool) -> None:
         return
     if cell.passed is not None:
         st.markdown(":green-badge[:material/check: pass]" if cell.passed else ":red-badge[:material/close: fail]")
+    draw_cell_checks(run, cell)
     if cell.status == "error":
         st.error(ui.escape_md(cell.error_message or "The request failed."), icon=":material/error:")
     elif cell.status == "incomplete":
@@ -557,6 +692,7 @@ def draw_cell(run: Run, cell: Cell | None, *, live: bool) -> None:
         )
     if cell.answer is not None:
         ui.render_answer_text(cell.answer)
+        draw_output_check(run, cell, response_format)
     elif cell.status == "ok":
         st.caption("(answer not kept: prompt logging is off)")
     if cell.status != "error" or cell.latency_ms is not None:
@@ -623,12 +759,17 @@ def draw_status(run: Run, stats) -> None:
         )
 
 
-def draw_summary(stats) -> None:
+def draw_summary(stats, run: Run | None = None) -> None:
     head, rows = exports.stats_table(stats)
     # A table, not a data grid: ten short columns, readable (and copyable) as text.
     st.table(pd.DataFrame(rows, columns=[h or " " for h in head]).set_index(head[0] or " "))
+    if run is not None and (len(run.checks) > 1 or (run.checks and run.checks[0].kind not in _TEXT_KINDS)):
+        check_head, check_rows = exports.check_rates_table(list(run.checks), stats)
+        st.markdown("**Each check's pass rate**")
+        st.table(pd.DataFrame(check_rows, columns=check_head).set_index(check_head[0]))
     st.caption(
-        "Success: answered without error, of the requests that ran. Pass rate: of the rows with an expected value. "
+        "Success: answered without error, of the requests that ran. Pass rate: a cell passes when every check "
+        "that applies to its row passes (a comparison with expected applies to rows with an expected value). "
         "Win rate: rows where a variant scored best (your rating first, then the check, then answering)."
     )
 
@@ -659,12 +800,12 @@ def draw_grid(experiment: Experiment, run: Run, *, live: bool) -> None:
             st.markdown(f"**Row {grid_row.row + 1}**")
             values = ", ".join(f"{k} = {_plain(v)}" for k, v in grid_row.values.items() if k != "expected")
             if grid_row.expected is not None:
-                values += f"\nexpected ({run.check.value}): {grid_row.expected}"
+                values += f"\nexpected: {grid_row.expected}"
             st.text(values)  # what the person wrote, literally
             for v, column in enumerate(st.columns(len(experiment.variants), gap="small")):
                 with column:
                     st.markdown(f"**{letter(v)}** · {ui.escape_md(labels[v])}")
-                    draw_cell(run, grid_row.cells[v], live=live)
+                    draw_cell(run, grid_row.cells[v], live=live, response_format=experiment.variants[v].response_format)
 
 
 def draw_run(experiment: Experiment, run: Run, runs: list[Run]) -> None:
@@ -674,7 +815,7 @@ def draw_run(experiment: Experiment, run: Run, runs: list[Run]) -> None:
         draw_progress(run, stats)
     else:
         draw_status(run, stats)
-    draw_summary(stats)
+    draw_summary(stats, run)
     if not live:
         draw_changes(experiment, runs, run)
     draw_grid(experiment, run, live=live)
