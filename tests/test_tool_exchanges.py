@@ -248,3 +248,85 @@ def wait_for(predicate, timeout: float = 60.0):
             return value
         time.sleep(0.02)
     raise AssertionError("condition not met in time")
+
+
+# --- the tools editor's parsing, and exports ----------------------------------------------------
+
+
+def test_importing_openai_tools_says_which_tool_is_wrong_and_what_to_change():
+    from playground.tools_editor import ToolDraft, ToolSet, build_tools, choice_value, parse_tools_json
+
+    tools = [WEATHER.model_dump(mode="json", exclude_none=True), {"type": "function", "function": {"name": "now"}}]
+    drafts = parse_tools_json(json.dumps(tools))
+    assert [d.name for d in drafts] == ["get_weather", "now"] and drafts[1].parameters == ""
+    built, problems = build_tools(drafts)
+    assert problems == [] and built[0] == WEATHER and built[1].function.parameters is None
+    # The deprecated `functions` form and {"tools": [...]} are taken too.
+    assert parse_tools_json(json.dumps({"name": "now"}))[0].name == "now"
+    assert len(parse_tools_json(json.dumps({"tools": tools}))) == 2
+
+    bad_schema = [tools[0], {"type": "function", "function": {"name": "f", "parameters": {"type": "objekt"}}}]
+    with pytest.raises(ValueError, match=r"tool 2 \(f\): parameters: not a valid JSON Schema"):
+        parse_tools_json(json.dumps(bad_schema))
+    with pytest.raises(ValueError, match=r"tool 1: only function tools"):
+        parse_tools_json(json.dumps([{"type": "web_search"}]))
+    with pytest.raises(ValueError, match=r"tool 2: it needs \"function\""):
+        parse_tools_json(json.dumps([tools[0], {"type": "function"}]))
+    with pytest.raises(ValueError, match="not JSON"):
+        parse_tools_json("[{")
+    with pytest.raises(ValueError, match=r"tool 1 \(get weather\): a tool name has only letters"):
+        parse_tools_json(json.dumps([{"type": "function", "function": {"name": "get weather"}}]))
+
+    typed = [ToolDraft("a", parameters="{"), ToolDraft("b"), ToolDraft("b"), ToolDraft("")]
+    _, problems = build_tools(typed)
+    assert problems == [
+        "tool 1 (a): parameters are not JSON (Expecting property name enclosed in double quotes: line 1 column 2 (char 1))",
+        "tool 3 (b): another tool has this name; names must differ",
+        "tool 4: give it a name (letters, digits, _ or -, up to 64)",
+    ]
+    # A tool set on a variant, and off again; a named choice is sent as OpenAI names it.
+    named = ToolSet((WEATHER,), choice_value("get_weather"), {"get_weather": "sunny", "gone": "x"})
+    on = named.apply(Variant(provider="local"))
+    assert on.tools == (WEATHER,) and on.tool_mocks == {"get_weather": "sunny"}
+    sent = on.request([ChatMessage(role="user", content="hi")]).model_dump(mode="json", exclude_none=True)
+    assert sent["tool_choice"] == {"type": "function", "function": {"name": "get_weather"}}
+    assert ToolSet.of(on) == ToolSet((WEATHER,), named.tool_choice, {"get_weather": "sunny"})
+    off = ToolSet((), "required", {}).apply(on)
+    assert (off.tools, off.tool_choice, off.tool_mocks) == (None, None, None)
+
+
+def test_exports_carry_the_tools_the_calls_and_the_results(store):
+    from conductor_core.workbench import exports
+    from playground import share
+
+    session = store.create("chat", [CHAT])
+    turn, (asked,) = store.add_turn(session.id, "Weather?", parent_id=None)
+    finish(store, asked, calls=[call("call_1")])
+    store.set_tool_results(asked.id, {"call_1": "sunny <b>hot</b>"})
+    _, (answer,) = store.add_turn(session.id, "", parent_id=turn.id, after_answer_id=asked.id, continues=True)
+    finish(store, answer, "It is sunny.")
+    transcript = share.transcript(store.conversation(session.id))
+    assert [t.role for t in transcript.turns] == ["user", "assistant", "tool", "assistant"]
+    assert transcript.turns[1].tool_calls == [call("call_1")]
+    assert (transcript.turns[2].name, transcript.turns[2].tool_call_id) == ("get_weather", "call_1")
+
+    markdown = exports.to_markdown(transcript)
+    assert "Tools (tool choice: default):" in markdown and "- `get_weather`: The weather in a city." in markdown
+    assert "**Tool call** `get_weather` (call_1):" in markdown and '{"city": "Paris"}' in markdown
+    assert "## Tool result: get_weather" in markdown and "sunny <b>hot</b>" in markdown
+    html = exports.to_html(transcript)
+    assert "Tool call <strong>get_weather</strong>" in html and "sunny &lt;b&gt;hot&lt;/b&gt;" in html
+    assert "<th>Parameters</th>" in html and "Tool result: get_weather" in html
+    again = exports.Transcript.model_validate_json(exports.to_json(transcript))
+    assert again.settings.tools == (WEATHER,) and again.turns[1].tool_calls == [call("call_1")]
+
+    compare = store.create("compare", [CHAT, CHAT.model_copy(update={"temperature": 0.0})])
+    _, (a, b) = store.add_turn(compare.id, "Weather?", parent_id=None)
+    finish(store, a, calls=[call("call_a")])
+    finish(store, b, "Sunny.")
+    store.set_tool_results(a.id, {"call_a": "rain"})
+    round_ = share.comparison(store.conversation(compare.id), 0)
+    assert round_.columns[0].tool_results == {"call_a": "rain"} and round_.columns[1].tool_calls is None
+    markdown = exports.to_markdown(round_)
+    assert "**Tool call** `get_weather` (call_a):" in markdown and "**Result:**" in markdown
+    assert "Tool call <strong>get_weather</strong>" in exports.to_html(round_)
