@@ -133,19 +133,19 @@ def continue_lanes(session_id: str, turn_id: str, answer_ids: Sequence[str]) -> 
     turn = conversation.turns[index]
     chosen = {a.id: a for a in turn.chosen.values()}
     answers = [chosen[a] for a in answer_ids if a in chosen and chosen[a].awaiting_tools]
-    for answer in answers:
-        results = {call.id: st.session_state.get(result_key(answer.id, call.id)) or "" for call in answer.tool_calls}
-        missing = [call.function.name for call in answer.tool_calls if not results[call.id].strip()]
-        if missing:
-            turns.note(f"Answer every tool call first (no result yet for {', '.join(missing)}), or use its mock.")
-            return
+    typed = {
+        answer.id: {call.id: st.session_state.get(result_key(answer.id, call.id)) or "" for call in answer.tool_calls}
+        for answer in answers
+    }
+    missing = [c.function.name for a in answers for c in a.tool_calls if not typed[a.id][c.id].strip()]
+    if missing:
+        turns.note(f"Answer every tool call first (no result yet for {', '.join(missing)}), or use its mock.")
+        return
     if not answers:
         return
     try:
         for answer in answers:
-            store.set_tool_results(
-                answer.id, {call.id: st.session_state[result_key(answer.id, call.id)] for call in answer.tool_calls}
-            )
+            store.set_tool_results(answer.id, typed[answer.id])
         lanes = [a.lane for a in answers]
         following = conversation.turns[index + 1] if index + 1 < len(conversation.turns) else None
         if following is not None and following.continues and not set(lanes) & set(following.chosen):

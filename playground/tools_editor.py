@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import streamlit as st
-from pydantic import ValidationError
 
 from conductor_core.models import NamedToolChoice, Tool, ToolFunction, ToolName
 from conductor_core.structured import schema_problem
@@ -331,8 +330,4 @@ def tool_editor(prefix: str, *, mocks: bool = True) -> ToolSet | None:
             st.error(ui.escape_md(problem), icon=":material/error:")
         return None
     mock_of = {d.name.strip(): d.mock for d in drafts if mocks and d.mock.strip()}
-    try:
-        return ToolSet(tuple(tools), choice_value(option) if tools else None, mock_of)
-    except ValidationError as error:  # a choice naming no tool cannot happen: options are the tools
-        st.error(ui.escape_md(str(error)), icon=":material/error:")
-        return None
+    return ToolSet(tuple(tools), choice_value(option) if tools else None, mock_of)

@@ -178,7 +178,7 @@ def render_answer(answer: Answer, key: str) -> None:
     if answer.content or (answer.status == "done" and not answer.tool_calls):
         ui.render_answer_text(answer.content)
     if answer.tool_calls:
-        from . import tool_calls
+        from . import tool_calls  # here, not at the top: tool_calls starts answers through this module
 
         tool_calls.render_calls(answer)
     if answer.status == "error":
@@ -211,7 +211,7 @@ def live_answer(answer_id: str) -> None:
     if found.content:
         st.markdown(found.content + " ▌")
     if found.tool_calls:
-        from . import tool_calls
+        from . import tool_calls  # here, not at the top: tool_calls starts answers through this module
 
         tool_calls.render_live_calls(found.tool_calls)
     elif not found.content:

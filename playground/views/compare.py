@@ -151,8 +151,11 @@ def _rerun_round(session_id: str, turn_id: str) -> None:
     index = fresh.index_of(turn_id) if fresh else None
     if index is None:
         return
+    turn = fresh.turns[index]
+    # A round that continued after tool results has an answer only in the columns that continued.
+    lanes = sorted(turn.chosen) if turn.continues else list(range(len(fresh.session.variants)))
     try:
-        answers = store.add_answers(session_id, turn_id, list(range(len(fresh.session.variants))))
+        answers = store.add_answers(session_id, turn_id, lanes)
     except ValueError as error:
         turns.note(str(error))
         return
