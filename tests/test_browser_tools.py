@@ -184,14 +184,49 @@ def test_compare_shows_each_columns_calls_side_by_side_and_continues_them_with_m
             )
             wait_idle(page)
             shots(page, "compare_tool_calls", full_page=True)
-            main.get_by_role("button", name="Continue all columns").click()
+            # One column continues on its own; the other then joins the same continued round.
+            main.get_by_role("button", name="Continue this column").first.click()
             main.get_by_text(FINAL).wait_for(timeout=120_000)
+            wait_idle(page)
+            assert chat_requests(second)[-1]["messages"][-1]["role"] == "user"  # column two not sent yet
+            assert boxes.count() == 1 and boxes.first.input_value() == "mock: sunny"
+            main.get_by_role("button", name="Continue this column").click()
             main.get_by_text("Column two says: mild.").wait_for(timeout=120_000)
             wait_idle(page)
             for upstream in (first, second):
                 sent = chat_requests(upstream)[-1]["messages"]
+                assert [m["role"] for m in sent] == ["user", "assistant", "tool"]
                 assert sent[-2]["tool_calls"][0]["function"]["name"] == "get_weather"
-                assert sent[-1]["role"] == "tool" and sent[-1]["content"] == "mock: sunny"
+                assert sent[-1]["content"] == "mock: sunny"
             assert main.get_by_text("Continued after the tool results", exact=False).count() == 1
+
+            # A follow-up: both call the tool again; Continue all columns answers both at once.
+            page.get_by_label("Follow-up", exact=True).fill("And tomorrow?")
+            page.get_by_role("button", name="Send follow-up").click()
+            eventually(lambda: calls.count() == 4, 120, "both columns' second calls")
+            wait_idle(page)
+            main.get_by_role("button", name="Use mocks for all").click()
+            eventually(lambda: [b.input_value() for b in boxes.all()] == ["mock: sunny"] * 2, 60, "the mocks")
+            wait_idle(page)
+            main.get_by_role("button", name="Continue all columns").click()
+            shown = main.get_by_text(FINAL).filter(visible=True)  # (Copy holds a hidden copy of each answer)
+            eventually(lambda: shown.count() == 2, 120, "column one's second answer")
+            shown = main.get_by_text("Column two says: mild.").filter(visible=True)
+            eventually(lambda: shown.count() == 2, 120, "column two's second answer")
+            wait_idle(page)
+            for upstream in (first, second):
+                sent = chat_requests(upstream)[-1]["messages"]
+                # Each column's own history: its first exchange, its answer, the follow-up, its second exchange.
+                assert [m["role"] for m in sent] == [
+                    "user",
+                    "assistant",
+                    "tool",
+                    "assistant",
+                    "user",
+                    "assistant",
+                    "tool",
+                ]
+                assert sent[3]["content"] == upstream.reply and sent[4]["content"] == "And tomorrow?"
+            assert main.get_by_text("Continued after the tool results", exact=False).count() == 2
         finally:
             browser.close()
