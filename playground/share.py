@@ -71,7 +71,8 @@ def transcript(conversation: Conversation) -> exports.Transcript:
     if variant is not None and variant.system:
         turns.append(exports.Turn(role="system", content=variant.system))
     for turn in conversation.turns:
-        turns.append(exports.Turn(role="user", content=turn.prompt))
+        if not turn.continues:  # a turn that continues after tool results has no message of its own
+            turns.append(exports.Turn(role="user", content=turn.prompt))
         answer = turn.chosen.get(0)
         if answer is not None:
             turns.append(
@@ -83,8 +84,16 @@ def transcript(conversation: Conversation) -> exports.Transcript:
                     error=answer.error_message,
                     figures=figures(answer),
                     request_id=answer.request_id,
+                    tool_calls=answer.tool_calls or None,
                 )
             )
+            turns += [
+                exports.Turn(
+                    role="tool", content=answer.tool_results[call.id], tool_call_id=call.id, name=call.function.name
+                )
+                for call in answer.tool_calls
+                if call.id in answer.tool_results
+            ]
     return exports.Transcript(
         title=conversation.session.title or "Conversation",
         created_at=conversation.session.created_at,
@@ -112,13 +121,16 @@ def comparison(conversation: Conversation, index: int) -> exports.Comparison:
                 figures=figures(answer),
                 request_id=answer.request_id,
                 settings=answer.variant,
+                tool_calls=answer.tool_calls or None,
+                tool_results=answer.tool_results or None,
             )
         )
     title = conversation.session.title or "Comparison"
     if len(conversation.turns) > 1:
         title += f" (message {index + 1})"
     vote = {"both_bad": "all bad"}.get(turn.vote or "", turn.vote)
-    return exports.Comparison(title=title, prompt=turn.prompt, created_at=turn.created_at, columns=columns, vote=vote)
+    prompt = "(continued after the tool results)" if turn.continues else turn.prompt
+    return exports.Comparison(title=title, prompt=prompt, created_at=turn.created_at, columns=columns, vote=vote)
 
 
 # --- the controls ---------------------------------------------------------------------------------
@@ -185,5 +197,6 @@ def get_code(c: Conductor, request: ChatRequest) -> None:
     )
 
 
-def last_request(variant, history: list[ChatMessage], prompt: str) -> ChatRequest:
-    return variant.request([*history, ChatMessage(role="user", content=prompt)])
+def last_request(variant, history: list[ChatMessage], prompt: str | None) -> ChatRequest:
+    """What was sent: the history, then the prompt (None: a turn that continued after tool results)."""
+    return variant.request([*history, *([ChatMessage(role="user", content=prompt)] if prompt is not None else [])])

@@ -53,13 +53,15 @@ def take_note() -> None:
 # --- starting answers ---------------------------------------------------------------------------
 
 
-def launch(conversation: Conversation | None, upto: int | None, prompt: str, answers: Sequence[Answer]) -> None:
-    """Start streaming each answer: its lane's history before turn `upto`, then `prompt`."""
+def launch(conversation: Conversation | None, upto: int | None, prompt: str | None, answers: Sequence[Answer]) -> None:
+    """Start streaming each answer: its lane's history before turn `upto`, then `prompt`
+    (None: a turn that continues after tool results, which ends the history)."""
     store, worker = state.sessions(), state.worker()
     for answer in answers:
         history = conversation.context(answer.lane, upto) if conversation is not None else []
+        asked = [ChatMessage(role="user", content=prompt)] if prompt is not None else []
         try:
-            request = answer.variant.request([*history, ChatMessage(role="user", content=prompt)])
+            request = answer.variant.request([*history, *asked])
         except ValidationError as error:
             problems = "; ".join(e["msg"] for e in error.errors())
             store.finish(
@@ -114,7 +116,8 @@ def _regenerate(session_id: str, turn_id: str, lane: int) -> None:
     except (ValueError, KeyError) as error:
         note(str(error))
         return
-    launch(conversation, index, conversation.turns[index].prompt, [answer])
+    turn = conversation.turns[index]
+    launch(conversation, index, None if turn.continues else turn.prompt, [answer])
 
 
 def _edit(session_id: str, turn_id: str, key: str) -> None:
@@ -172,9 +175,13 @@ _STATUS = {
 
 def render_answer(answer: Answer, key: str) -> None:
     """A finished answer: its text (Markdown, raw HTML inert), what happened, its figures."""
-    if answer.content or answer.status == "done":
+    if answer.content or (answer.status == "done" and not answer.tool_calls):
         ui.render_answer_text(answer.content)
     _output_check(answer)
+    if answer.tool_calls:
+        from . import tool_calls  # here, not at the top: tool_calls starts answers through this module
+
+        tool_calls.render_calls(answer)
     if answer.status == "error":
         ui.render_error(answer.error_message or "The request failed.", attempts=answer.attempts)
     elif answer.status == "incomplete":
@@ -210,7 +217,11 @@ def live_answer(answer_id: str) -> None:
         return
     if found.content:
         st.markdown(found.content + " ▌")
-    else:
+    if found.tool_calls:
+        from . import tool_calls  # here, not at the top: tool_calls starts answers through this module
+
+        tool_calls.render_live_calls(found.tool_calls)
+    elif not found.content:
         st.caption(f":material/hourglass_top: {ui.escape_md(found.notice or 'Waiting for the first token…')}")
     if found.notice and found.content:
         st.caption(f":material/hourglass_top: {ui.escape_md(found.notice)}")

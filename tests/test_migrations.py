@@ -299,7 +299,13 @@ def test_a_previous_release_database_upgrades_in_place_and_keeps_every_row(
             conversation = sessions.conversation(info.id)
             assert conversation is not None and conversation.turns
             turns += len(conversation.turns)
+            # Older answers made no tool calls, and older turns continue nothing.
+            assert not any(
+                t.continues or a.tool_calls or a.tool_results for t in conversation.turns for a in t.chosen.values()
+            )
         assert turns >= 2
+        for table, column in (("wb_answers", "tool_calls"), ("wb_answers", "tool_results"), ("wb_turns", "continues")):
+            assert all(row[column] is None for row in opened.rows(table)), (table, column)
         arena = Arena(log)
         assert len(arena.votes()) == 1 and arena.reveal(arena.votes()[0].match_id).answers
         experiments = ExperimentStore(log)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import shlex
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -79,10 +79,31 @@ def code_target(
     )
 
 
-def _messages(request: ChatRequest, *, system: bool = True) -> list[dict[str, str]]:
-    return [
-        {"role": m.role.value, "content": m.content} for m in request.messages if system or m.role != MessageRole.system
-    ]
+def _messages(request: ChatRequest, *, system: bool = True) -> list[dict[str, Any]]:
+    """OpenAI's shape: an assistant's tool calls and each tool result's call id go with them."""
+    out: list[dict[str, Any]] = []
+    for m in request.messages:
+        if not system and m.role == MessageRole.system:
+            continue
+        message: dict[str, Any] = {"role": m.role.value, "content": m.content}
+        if m.tool_calls:
+            message["content"] = m.content or None  # an assistant that only calls tools sends null
+            message["tool_calls"] = [call.model_dump(mode="json") for call in m.tool_calls]
+        if m.tool_call_id:
+            message["tool_call_id"] = m.tool_call_id
+        out.append(message)
+    return out
+
+
+def _openai_tools(request: ChatRequest) -> dict[str, object]:
+    """`tools` and `tool_choice` as OpenAI (and the gateway) take them, when the request has tools."""
+    if not request.tools:
+        return {}
+    params: dict[str, object] = {"tools": [tool.model_dump(mode="json", exclude_none=True) for tool in request.tools]}
+    choice = request.tool_choice
+    if choice is not None:
+        params["tool_choice"] = choice if isinstance(choice, str) else choice.model_dump(mode="json")
+    return params
 
 
 def _system(request: ChatRequest) -> str:
@@ -138,6 +159,7 @@ def _gateway_body(request: ChatRequest, target: CodeTarget) -> dict[str, object]
     }
     body.update(_optional(request, {"top_p": "top_p", "stop": "stop", "seed": "seed"}))
     body.update(_response_format(request))
+    body.update(_openai_tools(request))
     # Sampling settings the target's provider cannot take (its spec's capabilities): the
     # gateway answers 400 to a parameter its provider has no equivalent for, so the snippet
     # leaves them out rather than hand the reader a call that fails.
@@ -152,6 +174,16 @@ def _gateway_body(request: ChatRequest, target: CodeTarget) -> dict[str, object]
 def gateway_python(request: ChatRequest, target: CodeTarget, *, gateway_url: str = DEFAULT_GATEWAY_URL) -> str:
     """The `openai` client against Conductor's gateway (OpenAI-compatible), streamed."""
     body = _gateway_body(request, target)
+    # With tools, the calls stream too: each call's name first, then its arguments in pieces.
+    calls = (
+        "    for call in (chunk.choices[0].delta.tool_calls or []) if chunk.choices else []:\n"
+        "        if call.function and call.function.name:\n"
+        '            print(f"\\n[tool call] {call.function.name}", end=" ")\n'
+        "        if call.function and call.function.arguments:\n"
+        '            print(call.function.arguments, end="", flush=True)\n'
+        if request.tools
+        else ""
+    )
     return (
         "import os\n\n"
         "from openai import OpenAI\n\n"
@@ -160,8 +192,7 @@ def gateway_python(request: ChatRequest, target: CodeTarget, *, gateway_url: str
         "stream = client.chat.completions.create(\n" + _kwargs(body) + "    stream=True,\n)\n"
         "for chunk in stream:\n"
         "    if chunk.choices and chunk.choices[0].delta.content:\n"
-        '        print(chunk.choices[0].delta.content, end="", flush=True)\n'
-        "print()\n"
+        '        print(chunk.choices[0].delta.content, end="", flush=True)\n' + calls + "print()\n"
     )
 
 
@@ -197,18 +228,25 @@ def _openai(request: ChatRequest, target: CodeTarget) -> str:
         ("max_completion_tokens" if official else "max_tokens"): request.max_tokens,
     }
     params.update(_optional(request, {"top_p": "top_p", "stop": "stop", "seed": "seed"}))
+    params.update(_openai_tools(request))
     spec = _spec(target)
     known = spec.model(target.model) if spec is not None else None
     if known is not None:
         params.update(known.request_fields)  # what Conductor's provider adds for this model
     params.update(_response_format(request))
     base = f", base_url={target.base_url!r}" if target.base_url else ""
+    calls = (
+        "for call in response.choices[0].message.tool_calls or []:\n"
+        '    print("[tool call]", call.function.name, call.function.arguments)\n'
+        if request.tools
+        else ""
+    )
     return (
         "import os\n\n"
         "from openai import OpenAI\n\n"
         f"client = OpenAI(api_key={_key(target)}{base})\n"
         "response = client.chat.completions.create(\n" + _kwargs(params) + ")\n"
-        "print(response.choices[0].message.content)\n"
+        "print(response.choices[0].message.content)\n" + calls
     )
 
 
@@ -222,6 +260,19 @@ def _anthropic(request: ChatRequest, target: CodeTarget) -> str:
         params["system"] = _system(request)
     params.update(_optional(request, {"stop": "stop_sequences"}))
     params.update(_anthropic_output(request))
+    calls = ""
+    if request.uses_tools():
+        # Tools, tool calls and results in Anthropic's shape, exactly as Conductor's provider sends them.
+        from ..providers.anthropic import AnthropicProvider
+
+        sent = AnthropicProvider._to_request(request, target.model)
+        params["messages"] = sent["messages"]
+        params.update({name: sent[name] for name in ("tools", "tool_choice") if name in sent})
+        calls = (
+            "for block in message.content:\n"
+            '    if block.type == "tool_use":\n'
+            '        print("[tool call]", block.name, block.input)\n'
+        )
     base = f", base_url={target.base_url!r}" if target.base_url else ""
     return (
         "import os\n\n"
@@ -229,13 +280,40 @@ def _anthropic(request: ChatRequest, target: CodeTarget) -> str:
         f"client = anthropic.Anthropic(api_key={_key(target)}{base})\n"
         "# No temperature, top_p or seed: the anthropic SDK 2.x has no sampling parameters on messages.create.\n"
         "message = client.messages.create(\n" + _kwargs(params) + ")\n"
-        'print("".join(block.text for block in message.content if block.type == "text"))\n'
+        'print("".join(block.text for block in message.content if block.type == "text"))\n' + calls
     )
 
 
+def _gemini_parts(message: Any, names: dict[str, str]) -> str:
+    """A message's parts as google-genai code: text, function calls, a function's result."""
+    if message.role == MessageRole.tool:
+        try:
+            result = json.loads(message.content)
+        except ValueError:
+            result = message.content
+        response = result if isinstance(result, dict) else {"result": result}
+        name = names.get(message.tool_call_id or "", "unknown")
+        return (
+            f"types.Part(function_response=types.FunctionResponse(id={message.tool_call_id!r}, name={name!r}, "
+            f"response={response!r}))"
+        )
+    parts = [f"types.Part(text={message.content!r})"] if message.content or not message.tool_calls else []
+    for call in message.tool_calls or ():
+        try:
+            args = json.loads(call.function.arguments or "{}")
+        except ValueError:
+            args = {"_raw": call.function.arguments}
+        args = args if isinstance(args, dict) else {"value": args}
+        parts.append(
+            f"types.Part(function_call=types.FunctionCall(id={call.id!r}, name={call.function.name!r}, args={args!r}))"
+        )
+    return ", ".join(parts)
+
+
 def _gemini(request: ChatRequest, target: CodeTarget) -> str:
+    names = {call.id: call.function.name for m in request.messages for call in m.tool_calls or ()}
     contents = "".join(
-        f"        types.Content(role={('model' if m.role == MessageRole.assistant else 'user')!r}, parts=[types.Part(text={m.content!r})]),\n"
+        f"        types.Content(role={('model' if m.role == MessageRole.assistant else 'user')!r}, parts=[{_gemini_parts(m, names)}]),\n"
         for m in request.messages
         if m.role != MessageRole.system
     )
@@ -244,6 +322,28 @@ def _gemini(request: ChatRequest, target: CodeTarget) -> str:
         config = {"system_instruction": _system(request), **config}
     config.update(_optional(request, {"top_p": "top_p", "stop": "stop_sequences", "seed": "seed"}))
     config.update(_gemini_output(request))
+    tool_config = ""
+    if request.tools:
+        declarations = "".join(
+            f"                types.FunctionDeclaration(name={t.function.name!r}, description={t.function.description!r}, "
+            f"parameters_json_schema={t.function.parameters!r}),\n"
+            for t in request.tools
+        )
+        tool_config = (
+            "        tools=[\n            types.Tool(function_declarations=[\n"
+            + declarations
+            + "            ])\n        ],\n"
+            "        automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),\n"
+        )
+        choice = request.tool_choice
+        if choice is not None:
+            mode = "ANY" if not isinstance(choice, str) else {"auto": "AUTO", "required": "ANY", "none": "NONE"}[choice]
+            only = f", allowed_function_names=[{choice.function.name!r}]" if not isinstance(choice, str) else ""
+            tool_config += (
+                "        tool_config=types.ToolConfig(\n"
+                f"            function_calling_config=types.FunctionCallingConfig(mode={mode!r}{only})\n"
+                "        ),\n"
+            )
     options = f", http_options=types.HttpOptions(base_url={target.base_url!r})" if target.base_url else ""
     return (
         "import os\n\n"
@@ -253,9 +353,14 @@ def _gemini(request: ChatRequest, target: CodeTarget) -> str:
         "response = client.models.generate_content(\n"
         f"    model={target.model!r},\n"
         "    contents=[\n" + contents + "    ],\n"
-        "    config=types.GenerateContentConfig(\n" + _kwargs(config, "        ") + "    ),\n"
+        "    config=types.GenerateContentConfig(\n" + _kwargs(config, "        ") + tool_config + "    ),\n"
         ")\n"
         "print(response.text)\n"
+        + (
+            'for call in response.function_calls or []:\n    print("[tool call]", call.name, call.args)\n'
+            if request.tools
+            else ""
+        )
     )
 
 

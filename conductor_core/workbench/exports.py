@@ -30,7 +30,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from ..models import utcnow
+from ..models import ToolCall, utcnow
 from ..secrets import redact, redact_json
 from ..store.export import neutralize_formula
 from .arena import Arena, Reveal
@@ -72,13 +72,16 @@ class Figures(BaseModel):
 
 
 class Turn(BaseModel):
-    role: Literal["system", "user", "assistant"]
+    role: Literal["system", "user", "assistant", "tool"]
     content: str
     label: str | None = Field(default=None, description="Who answered (provider/model and what differs).")
     status: str = Field(default="ok", description="ok, stopped, failed, interrupted, incomplete...")
     error: str | None = None
     figures: Figures | None = None
     request_id: str | None = None
+    tool_calls: list[ToolCall] | None = Field(default=None, description="Assistant: the tools it called.")
+    tool_call_id: str | None = Field(default=None, description="Tool: the call this result answers.")
+    name: str | None = Field(default=None, description="Tool: the tool's name.")
 
 
 class Transcript(BaseModel):
@@ -97,6 +100,8 @@ class Column(BaseModel):
     figures: Figures | None = None
     request_id: str | None = None
     settings: Variant | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_results: dict[str, str] | None = Field(default=None, description="Call id -> the result it was given.")
 
 
 class Comparison(BaseModel):
@@ -352,6 +357,38 @@ def _redacted(doc: Document) -> Document:
     return type(doc).model_validate(redact_json(doc.model_dump(mode="json")))
 
 
+def _tools_lines(settings: Variant | None) -> list[str]:
+    """The tools offered: each one's name, description and parameters."""
+    if settings is None or not settings.tools:
+        return []
+    choice = settings.tool_choice
+    said = choice if isinstance(choice, str) or choice is None else f"call {choice.function.name}"
+    out = [f"Tools (tool choice: {said or 'default'}):", ""]
+    for tool in settings.tools:
+        description = f": {_cell(tool.function.description)}" if tool.function.description else ""
+        out += [f"- `{_cell(tool.function.name)}`{description}"]
+    out += [
+        "",
+        _fence(json.dumps([t.model_dump(mode="json", exclude_none=True) for t in settings.tools], indent=2)),
+        "",
+    ]
+    return out
+
+
+def _calls_lines(calls: list[ToolCall] | None, results: dict[str, str] | None = None) -> list[str]:
+    out: list[str] = []
+    for call in calls or ():
+        out += [
+            f"**Tool call** `{_cell(call.function.name)}` ({_cell(call.id)}):",
+            "",
+            _fence(call.function.arguments),
+            "",
+        ]
+        if results and call.id in results:
+            out += ["**Result:**", "", _fence(results[call.id]), ""]
+    return out
+
+
 def to_markdown(doc: Document) -> str:
     doc = _redacted(doc)
     out: list[str] = [f"# {_cell(doc.title)}", ""]
@@ -361,20 +398,28 @@ def to_markdown(doc: Document) -> str:
                 f"Settings: `{doc.settings.target}`, temperature {doc.settings.temperature:g}, max {doc.settings.max_tokens} tokens",
                 "",
             ]
+        out += _tools_lines(doc.settings)
         for turn in doc.turns:
-            who = "You" if turn.role == "user" else "System" if turn.role == "system" else (turn.label or "Assistant")
+            who = {"user": "You", "system": "System", "tool": f"Tool result: {turn.name or 'tool'}"}.get(
+                turn.role, turn.label or "Assistant"
+            )
             status = "" if turn.status == "ok" else f" ({turn.status})"
             out += [f"## {_cell(who)}{status}", ""]
-            out += [_fence(turn.content) if turn.role != "assistant" else turn.content, ""]
+            if turn.content or turn.role != "assistant" or not turn.tool_calls:
+                out += [_fence(turn.content) if turn.role != "assistant" else turn.content, ""]
+            out += _calls_lines(turn.tool_calls)
             if turn.error:
                 out += [f"> Error: {_cell(turn.error)}", ""]
             if turn.figures:
                 out += [f"_{_figures_line(turn.figures)}_", ""]
     elif isinstance(doc, Comparison):
         out += ["## Prompt", "", _fence(doc.prompt), ""]
+        out += _tools_lines(next((c.settings for c in doc.columns if c.settings and c.settings.tools), None))
         for column in doc.columns:
             status = "" if column.status == "ok" else f" ({column.status})"
-            out += [f"## {_cell(column.label)}{status}", "", column.answer or "_(no answer)_", ""]
+            answer = column.answer or ("" if column.tool_calls else "_(no answer)_")
+            out += [f"## {_cell(column.label)}{status}", "", answer, ""]
+            out += _calls_lines(column.tool_calls, column.tool_results)
             if column.error:
                 out += [f"> Error: {_cell(column.error)}", ""]
             if column.figures:
@@ -499,6 +544,12 @@ def to_html(doc: Document, *, charts: bool = True) -> str:
     env.filters["usd"] = _usd
     env.filters["pct"] = _pct
     env.globals["figures_line"] = _figures_line
+    env.globals["calls_html"] = lambda calls, results=None: Markup(
+        env.from_string(_CALLS_HTML).render(calls=calls or [], results=results or {})
+    )
+    env.globals["tools_html"] = lambda settings: Markup(
+        env.from_string(_TOOLS_HTML).render(tools=settings.tools or [], choice=settings.tool_choice)
+    )
     chart_html = ""
     if isinstance(doc, RunReport):
         subtitle = f"Run {doc.run_number} · {doc.status} · check: {doc.check} · {doc.rows_total} rows × {len(doc.variants)} variants"
@@ -607,6 +658,15 @@ def _as_text_cells(*values: Any) -> list[Any]:
     return [neutralize_formula(v) if isinstance(v, str) else v for v in values]
 
 
+_CALLS_HTML = """{% for call in calls %}<div class="figures">Tool call <strong>{{ call.function.name }}</strong> ({{ call.id }})</div>
+<pre class="literal">{{ call.function.arguments }}</pre>
+{% if call.id in results %}<div class="figures">Result</div><pre class="literal">{{ results[call.id] }}</pre>{% endif %}
+{% endfor %}"""
+
+_TOOLS_HTML = """<table><tr><th>Tool</th><th>Description</th><th>Parameters</th></tr>
+{% for tool in tools %}<tr><td>{{ tool.function.name }}</td><td>{{ tool.function.description or "" }}</td><td><pre class="literal">{{ tool.function.parameters | tojson(indent=2) }}</pre></td></tr>{% endfor %}
+</table>{% if choice %}<p class="meta">Tool choice: {{ choice if choice is string else "call " ~ choice.function.name }}</p>{% endif %}"""
+
 _RATINGS_TABLE = """
 <table><tr>{% for h in ratings_head %}<th>{{ h }}</th>{% endfor %}</tr>
 {% for row in ratings_rows %}<tr>{% for c in row %}<td>{{ c }}</td>{% endfor %}</tr>{% endfor %}
@@ -615,9 +675,10 @@ _RATINGS_TABLE = """
 
 _BODIES = {
     "conversation": """
+{% if doc.settings and doc.settings.tools %}<h2>Tools</h2>{{ tools_html(doc.settings) }}{% endif %}
 {% for turn in doc.turns %}
-<div class="turn"><div class="who">{{ "You" if turn.role == "user" else ("System" if turn.role == "system" else (turn.label or "Assistant")) }}{% if turn.status != "ok" %} <span class="bad">({{ turn.status }})</span>{% endif %}</div>
-{% if turn.role == "assistant" %}<div class="answer">{{ turn.content | markdown }}</div>{% else %}<pre class="literal">{{ turn.content }}</pre>{% endif %}
+<div class="turn"><div class="who">{{ "You" if turn.role == "user" else ("System" if turn.role == "system" else ("Tool result: " ~ (turn.name or "tool") if turn.role == "tool" else (turn.label or "Assistant"))) }}{% if turn.status != "ok" %} <span class="bad">({{ turn.status }})</span>{% endif %}</div>
+{% if turn.role == "assistant" %}<div class="answer">{{ turn.content | markdown }}</div>{{ calls_html(turn.tool_calls) }}{% else %}<pre class="literal">{{ turn.content }}</pre>{% endif %}
 {% if turn.error %}<div class="bad">Error: {{ turn.error }}</div>{% endif %}
 {% if turn.figures %}<div class="figures">{{ figures_line(turn.figures) }}</div>{% endif %}
 </div>
@@ -625,8 +686,9 @@ _BODIES = {
 """,
     "comparison": """
 <h2>Prompt</h2><pre class="literal">{{ doc.prompt }}</pre>
+{% for c in doc.columns if c.settings and c.settings.tools %}{% if loop.first %}<h2>Tools</h2>{{ tools_html(c.settings) }}{% endif %}{% endfor %}
 <table class="grid"><tr>{% for c in doc.columns %}<th>{{ c.label }}{% if c.status != "ok" %} <span class="bad">({{ c.status }})</span>{% endif %}</th>{% endfor %}</tr>
-<tr>{% for c in doc.columns %}<td><div class="answer">{{ (c.answer or "") | markdown }}</div>{% if c.error %}<div class="bad">Error: {{ c.error }}</div>{% endif %}</td>{% endfor %}</tr>
+<tr>{% for c in doc.columns %}<td><div class="answer">{{ (c.answer or "") | markdown }}</div>{{ calls_html(c.tool_calls, c.tool_results) }}{% if c.error %}<div class="bad">Error: {{ c.error }}</div>{% endif %}</td>{% endfor %}</tr>
 <tr>{% for c in doc.columns %}<td class="figures">{{ figures_line(c.figures) }}</td>{% endfor %}</tr></table>
 {% if doc.vote %}<p><strong>Vote:</strong> {{ doc.vote }}</p>{% endif %}
 """,

@@ -17,7 +17,9 @@ may add session kinds, without changing them)::
                   NULL for the first), after_answer_id (single-lane sessions: the answer
                   alternative this turn followed; NULL in comparisons, whose later rounds
                   follow every column), prompt, created_at/created_ts, selected_ts,
-                  vote (a comparison's verdict: a lane label, "tie" or "both_bad"), vote_id
+                  vote (a comparison's verdict: a lane label, "tie" or "both_bad"), vote_id,
+                  continues (true: no prompt of its own; it continues after the tool results of
+                  the answer before it)
     wb_answers    id PK "ans_…", session_id, turn_id → wb_turns, lane, variant (what
                   answered, as JSON), status, content (the text so far), notice (the last
                   progress message), error_type, error_message, request_id (→ the request
@@ -25,7 +27,9 @@ may add session kinds, without changing them)::
                   and routing), attempts (failed attempts as JSON), use_as_context (NULL:
                   by status), created_at/created_ts, updated_ts (progress/heartbeat),
                   finished_ts, selected_ts, elapsed_ms and first_text_ms (as the page saw
-                  them: a stopped answer has no response)
+                  them: a stopped answer has no response), tool_calls (the calls the answer
+                  made, as JSON, written while they stream), tool_results (what the person
+                  answered them with, as JSON {call id: text})
 
 Answer statuses: ``streaming`` (a worker is writing it), ``done``, ``error`` (failed before
 any text), ``incomplete`` (the stream broke after text), ``stopped`` (a person stopped
@@ -33,6 +37,11 @@ it), ``interrupted`` (its worker went away: the process ended; found by a heartb
 than `STALE_S`). Only ``done`` answers are sent as context by default; a person can
 include a stopped/incomplete/interrupted answer's text, or leave a done one out
 (`use_as_context`). A failed turn is therefore never re-sent by accident.
+
+Tool calls: a done answer that called tools is sent as context once every call has a
+result (`set_tool_results`): the assistant message with its `tool_calls`, then one `tool`
+message per call. The model's next answer is a turn that `continues` (no user message):
+in a comparison it has an answer in each lane that continued.
 
 Thread-safe; one `SessionStore` per process. On PostgreSQL every process sees every
 session (a team's shared playground).
@@ -70,7 +79,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.pool import StaticPool
 
-from ..models import Attempt, ChatMessage, ChatResponse, MessageRole, new_id
+from ..models import Attempt, ChatMessage, ChatResponse, MessageRole, ToolCall, new_id
 from ..secrets import redact, redact_json
 from ..store import RequestLog, SafeText, UTCDateTime
 from .variants import Variant, variant_labels
@@ -136,6 +145,7 @@ turns_table = Table(
     Column("selected_ts", Double(), nullable=False),
     Column("vote", String()),
     Column("vote_id", String()),
+    Column("continues", Boolean()),
     Index("ix_wb_turns_session", "session_id", "created_ts"),
 )
 
@@ -163,6 +173,8 @@ answers_table = Table(
     Column("selected_ts", Double(), nullable=False),
     Column("elapsed_ms", Double()),
     Column("first_text_ms", Double()),
+    Column("tool_calls", SafeText()),
+    Column("tool_results", SafeText()),
     Index("ix_wb_answers_session", "session_id", "created_ts"),
     Index("ix_wb_answers_turn", "turn_id"),
     Index("ix_wb_answers_request", "request_id"),
@@ -218,10 +230,41 @@ class Answer:
     elapsed_ms: float | None
     first_text_ms: float | None
     selected_ts: float = 0.0
+    #: The calls the answer made (while it streams: as far as they have come).
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    #: What each call was answered with (call id -> text), once the person sent them.
+    tool_results: dict[str, str] = field(default_factory=dict)
 
     @property
     def live(self) -> bool:
         return self.status == LIVE
+
+    @property
+    def tools_answered(self) -> bool:
+        """A done answer that called tools, each of whose calls has its result."""
+        return (
+            self.status == "done"
+            and bool(self.tool_calls)
+            and all(call.id in self.tool_results for call in self.tool_calls)
+        )
+
+    @property
+    def awaiting_tools(self) -> bool:
+        """A done answer whose tool calls have not all been answered yet."""
+        return self.status == "done" and bool(self.tool_calls) and not self.tools_answered
+
+    def messages(self) -> list[ChatMessage]:
+        """This answer as history: the assistant message (with its tool calls and a `tool`
+        message per call once they are all answered; its text alone before that)."""
+        if not self.tools_answered:
+            return [ChatMessage(role=MessageRole.assistant, content=self.content)]
+        return [
+            ChatMessage(role=MessageRole.assistant, content=self.content, tool_calls=self.tool_calls),
+            *(
+                ChatMessage(role=MessageRole.tool, content=self.tool_results[call.id], tool_call_id=call.id)
+                for call in self.tool_calls
+            ),
+        ]
 
     @property
     def settling(self) -> bool:
@@ -232,7 +275,7 @@ class Answer:
     @property
     def in_context(self) -> bool:
         """Whether later requests send this answer (and its prompt) as history."""
-        if not self.content.strip():
+        if not self.content.strip() and not self.tools_answered:
             return False  # an empty answer would make two user messages in a row
         if self.use_as_context is None:
             return self.status == "done"
@@ -254,6 +297,8 @@ class Turn:
     chosen: dict[int, Answer] = field(default_factory=dict)
     #: Turn ids at the same fork (this one and its edits), oldest first.
     branches: list[str] = field(default_factory=list)
+    #: No prompt of its own: the model continues after the previous answer's tool results.
+    continues: bool = False
 
     @property
     def branch_index(self) -> int:
@@ -281,13 +326,20 @@ class Conversation:
 
     def context(self, lane: int, upto: int | None = None) -> list[ChatMessage]:
         """The history lane `lane` sends before turn number `upto` (default: after the last):
-        each earlier turn whose chosen answer is in context, as a user/assistant pair."""
+        each earlier turn whose chosen answer is in context, as a user/assistant pair (an
+        answer whose tool calls were answered adds them and their results; a turn that
+        continues after them adds its answer alone, and only when they were sent)."""
         messages: list[ChatMessage] = []
+        sent_tools = False  # the turn before sent tool calls with their results
         for turn in self.turns[: len(self.turns) if upto is None else upto]:
             answer = turn.chosen.get(lane)
-            if answer is not None and answer.in_context:
+            if answer is None or not answer.in_context or (turn.continues and not sent_tools):
+                sent_tools = False
+                continue
+            if not turn.continues:
                 messages.append(ChatMessage(role=MessageRole.user, content=turn.prompt))
-                messages.append(ChatMessage(role=MessageRole.assistant, content=answer.content))
+            messages.extend(answer.messages())
+            sent_tools = answer.tools_answered
         return messages
 
     def index_of(self, turn_id: str) -> int | None:
@@ -475,21 +527,26 @@ class SessionStore:
         parent_id: str | None,
         after_answer_id: str | None = None,
         lanes: Iterable[int] | None = None,
+        continues: bool = False,
     ) -> tuple[Turn, list[Answer]]:
         """A new turn (chosen at its fork) with a streaming answer in each of `lanes` (default:
         every lane, with each lane's current variant). Refused while the session has an answer
-        still streaming, so two tabs cannot interleave turns."""
-        if not prompt.strip():
+        still streaming, so two tabs cannot interleave turns. A turn that `continues` after
+        tool results has no prompt."""
+        if continues:
+            prompt = ""
+        elif not prompt.strip():
             raise ValueError("a message cannot be empty")
         moment, ts = _now()
         turn_id = new_id("turn")
         with self._begin() as conn:
             # Taking the session row first serialises two tabs sending at once.
-            self._touch(conn, session_id, title_from=prompt)
+            self._touch(conn, session_id, title_from=prompt or None)
             self._refuse_if_live(conn, session_id)
             variants = self._lane_variants(conn, session_id)
             conn.execute(
                 insert(turns_table).values(
+                    continues=continues or None,
                     id=turn_id,
                     session_id=session_id,
                     parent_id=parent_id,
@@ -504,7 +561,7 @@ class SessionStore:
                 self._insert_answer(conn, session_id, turn_id, lane, variants[lane])
                 for lane in (lanes or range(len(variants)))
             ]
-        turn = Turn(turn_id, parent_id, after_answer_id, prompt, moment, None, None)
+        turn = Turn(turn_id, parent_id, after_answer_id, prompt, moment, None, None, continues=continues)
         return turn, answers
 
     def add_answer(self, session_id: str, turn_id: str, lane: int, variant: Variant | None = None) -> Answer:
@@ -586,13 +643,22 @@ class SessionStore:
             ts,
         )
 
-    def progress(self, answer_id: str, content: str, *, notice: str | None = None) -> bool:
-        """A streaming answer's text so far (also its heartbeat). False when it is no longer
-        streaming (stopped, or its session deleted): the worker then stops reading."""
+    def progress(
+        self,
+        answer_id: str,
+        content: str,
+        *,
+        notice: str | None = None,
+        tool_calls: Sequence[ToolCall] | None = None,
+    ) -> bool:
+        """A streaming answer's text (and tool calls) so far (also its heartbeat). False when it
+        is no longer streaming (stopped, or its session deleted): the worker then stops reading."""
         # Redacted as the request log is: an upstream may echo a key, and this text is shown.
         values: dict[str, Any] = {"content": redact(content), "updated_ts": time.time()}
         if notice is not None:
             values["notice"] = redact(notice)
+        if tool_calls:
+            values["tool_calls"] = _calls_json(tool_calls)
         with self._begin() as conn:
             return (
                 conn.execute(
@@ -632,12 +698,16 @@ class SessionStore:
         attempts: Sequence[Attempt] = (),
         elapsed_ms: float | None = None,
         first_text_ms: float | None = None,
+        tool_calls: Sequence[ToolCall] | None = None,
     ) -> bool:
         """The end of an answer. A streaming answer takes any final status; one a person
-        stopped keeps "stopped" and gains the rest of its text and figures."""
+        stopped keeps "stopped" and gains the rest of its text and figures. Its tool calls
+        are the response's, else `tool_calls` (as far as they streamed)."""
         if status not in FINISHED:
             raise ValueError(f"not a final status: {status!r}")
+        calls = (response.tool_calls if response is not None else None) or tool_calls
         values: dict[str, Any] = {
+            "tool_calls": _calls_json(calls) if calls else None,
             "content": redact(content),
             # Its strings redacted, not its JSON (whose escapes and quotes redaction must not meet).
             "response": json.dumps(redact_json(response.model_dump(mode="json"))) if response is not None else None,
@@ -722,6 +792,23 @@ class SessionStore:
         """Show this alternative in its lane."""
         with self._begin() as conn:
             conn.execute(update(answers_table).where(answers_table.c.id == answer_id).values(selected_ts=time.time()))
+
+    def set_tool_results(self, answer_id: str, results: dict[str, str]) -> None:
+        """What each of the answer's tool calls is answered with (call id -> text): every call
+        must have one, and the answer must be done."""
+        found = self.answers([answer_id]).get(answer_id)
+        if found is None:
+            raise KeyError(f"no answer {answer_id!r}: it may have been deleted")
+        if found.status != "done" or not found.tool_calls:
+            raise ValueError("only a finished answer that called tools can be given tool results")
+        missing = [call.function.name for call in found.tool_calls if call.id not in results]
+        if missing:
+            raise ValueError(f"answer every tool call first (no result yet for {', '.join(missing)})")
+        kept = {call.id: redact(results[call.id]) for call in found.tool_calls}
+        with self._begin() as conn:
+            conn.execute(
+                update(answers_table).where(answers_table.c.id == answer_id).values(tool_results=json.dumps(kept))
+            )
 
     def set_context(self, answer_id: str, include: bool | None) -> None:
         """Send this answer as history (True), never (False), or by its status (None)."""
@@ -891,7 +978,14 @@ def _answer(row: Any) -> Answer:
         elapsed_ms=row["elapsed_ms"],
         first_text_ms=row["first_text_ms"],
         selected_ts=row["selected_ts"],
+        tool_calls=[ToolCall.model_validate(c) for c in json.loads(row["tool_calls"])] if row["tool_calls"] else [],
+        tool_results=json.loads(row["tool_results"]) if row["tool_results"] else {},
     )
+
+
+def _calls_json(calls: Sequence[ToolCall]) -> str:
+    # Its strings redacted, as the response's are (arguments are model text and may echo a key).
+    return json.dumps(redact_json([c.model_dump(mode="json") for c in calls]))
 
 
 def _path(turn_rows: Sequence[Any], answers: Sequence[Answer], *, single_lane: bool) -> list[Turn]:
@@ -933,6 +1027,7 @@ def _path(turn_rows: Sequence[Any], answers: Sequence[Answer], *, single_lane: b
             row["created_at"],
             row["vote"],
             row["vote_id"],
+            continues=bool(row["continues"]),
         )
         turn.branches = slot
         for answer in by_turn.get(row["id"], []):

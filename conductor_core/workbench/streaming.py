@@ -31,7 +31,17 @@ from typing import Any
 
 from .. import aio
 from ..errors import ProviderError
-from ..models import ChatRequest, StatusNotice, StreamDone, StreamIncomplete, TextDelta, new_id
+from ..models import (
+    ChatRequest,
+    FunctionCall,
+    StatusNotice,
+    StreamDone,
+    StreamIncomplete,
+    TextDelta,
+    ToolCall,
+    ToolCallDelta,
+    new_id,
+)
 from .sessions import LIVE, STALE_S, SessionStore
 
 __all__ = ["AnswerWorker", "FLUSH_S", "HEARTBEAT_S", "POLL_S", "REMOTE_POLL_S", "stoppable_events"]
@@ -163,6 +173,7 @@ class AnswerWorker:
         started = time.perf_counter()
         first_text_ms: float | None = None
         parts: list[str] = []
+        calls = _CallsSoFar()
         written = 0.0
         unwritten = False  # text arrived since the last write
         kept = True  # False once the store says the answer no longer streams (stopped, deleted)
@@ -178,20 +189,23 @@ class AnswerWorker:
         )
         try:
             for event in events:
-                if event is _QUIET or isinstance(event, TextDelta):
-                    if isinstance(event, TextDelta):
+                if event is _QUIET or isinstance(event, TextDelta | ToolCallDelta):
+                    if isinstance(event, TextDelta | ToolCallDelta):
                         if first_text_ms is None:
                             first_text_ms = elapsed()
-                        parts.append(event.text)
+                        if isinstance(event, TextDelta):
+                            parts.append(event.text)
+                        else:
+                            calls.add(event)
                         unwritten = True
                     # At most every flush_s while text comes; and what came last is written
                     # when the upstream pauses, not when (if ever) its next piece comes.
                     if unwritten and time.monotonic() - written >= self.flush_s:
-                        kept = store.progress(answer_id, "".join(parts))
+                        kept = store.progress(answer_id, "".join(parts), tool_calls=calls.calls())
                         written = time.monotonic()
                         unwritten = False
                 elif isinstance(event, StatusNotice):
-                    kept = store.progress(answer_id, "".join(parts), notice=event.message)
+                    kept = store.progress(answer_id, "".join(parts), notice=event.message, tool_calls=calls.calls())
                     written = time.monotonic()
                     unwritten = False
                 elif isinstance(event, StreamDone):
@@ -217,6 +231,7 @@ class AnswerWorker:
                         attempts=event.partial.routing.attempts,
                         elapsed_ms=elapsed(),
                         first_text_ms=first_text_ms,
+                        tool_calls=calls.calls(),
                     )
                     return
                 if not kept:
@@ -231,6 +246,7 @@ class AnswerWorker:
                 request_id=request_id,
                 elapsed_ms=elapsed(),
                 first_text_ms=first_text_ms,
+                tool_calls=calls.calls(),
             )
         except ProviderError as error:
             store.finish(
@@ -280,6 +296,31 @@ class AnswerWorker:
                 self.store.heartbeat(ids)
             except Exception:
                 log.warning("answer heartbeat failed", exc_info=True)
+
+
+class _CallsSoFar:
+    """Tool calls put together from their streamed pieces (`ToolCallDelta`), as far as they came."""
+
+    def __init__(self) -> None:
+        self._pieces: dict[int, dict[str, str]] = {}
+
+    def add(self, piece: ToolCallDelta) -> None:
+        call = self._pieces.setdefault(piece.index, {"id": "", "name": "", "arguments": ""})
+        if piece.id:
+            call["id"] = piece.id
+        if piece.name:
+            call["name"] = piece.name
+        call["arguments"] += piece.arguments
+
+    def calls(self) -> list[ToolCall]:
+        # A piece may come before its call's id or name (never on OpenAI's wire): shown as "?".
+        return [
+            ToolCall(
+                id=call["id"] or f"call_{index}",
+                function=FunctionCall(name=call["name"] or "?", arguments=call["arguments"]),
+            )
+            for index, call in sorted(self._pieces.items())
+        ]
 
 
 def stoppable_events(

@@ -78,6 +78,10 @@ class Variant(BaseModel):
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = Field(
         default=None, description="With tools: whether and which one the model must call (None: the provider's)."
     )
+    tool_mocks: dict[str, str] | None = Field(
+        default=None,
+        description="A fixed result per tool name, to answer its calls with one click (kept here, never sent).",
+    )
 
     def __hash__(self) -> int:  # its output format and tools are not hashable models
         return hash(self.model_dump_json())

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from playground import controls, session_nav, share, state, turns
+from playground import controls, session_nav, share, state, tool_calls, tools_editor, turns
 
 c = state.conductor()
 store = state.sessions()
@@ -26,8 +26,9 @@ busy = bool(conversation and conversation.live)
 # --- settings: the session's, loaded into the controls when it opens or another tab changed them
 stored = session.variants[0] if session else st.session_state.get("chat_draft", controls.DEFAULT_VARIANT)
 revision = (sid, session.settings_rev if session else None)
-if st.session_state.get("chat_loaded") != revision or not controls.loaded("chat"):
+if st.session_state.get("chat_loaded") != revision or not (controls.loaded("chat") and tools_editor.loaded("chat")):
     controls.load("chat", stored)
+    tools_editor.load("chat", tools_editor.ToolSet.of(stored))
     st.session_state["chat_loaded"] = revision
 
 with st.sidebar:
@@ -35,6 +36,9 @@ with st.sidebar:
     st.subheader("Model")
     labels = {name: state.provider_label(c, name) for name in ["auto", *state.provider_names(c)]}
     variant = controls.variant_controls(c, "chat", providers=state.provider_names(c), allow_auto=True, labels=labels)
+    with st.expander(f"Tools ({len(stored.tools or ())})", icon=":material/build:"):
+        tools = tools_editor.tool_editor("chat")
+    variant = tools.apply(variant) if variant is not None and tools is not None else None
 
 if variant is not None and variant != stored:
     if session is not None:
@@ -57,9 +61,10 @@ turns.take_note()
 
 for index, turn in enumerate(conversation.turns if conversation else []):
     last = index == len(conversation.turns) - 1
-    with st.chat_message("user"):
-        turns.render_prompt(turn.prompt)
-        turns.turn_actions(session, turn, busy=busy)
+    if not turn.continues:  # a turn that continues after tool results has no message of its own
+        with st.chat_message("user"):
+            turns.render_prompt(turn.prompt)
+            turns.turn_actions(session, turn, busy=busy)
     with st.chat_message("assistant"):
         answer = turn.chosen.get(0)
         if answer is None:
@@ -69,6 +74,8 @@ for index, turn in enumerate(conversation.turns if conversation else []):
         else:
             turns.render_answer(answer, key=answer.id)
             turns.answer_actions(session, turn, 0, busy=busy, last=last)
+            if tool_calls.waiting(conversation, index):
+                tool_calls.answer_form(session, turn, answer, busy=busy)
 
 if conversation is not None and conversation.turns and not busy:
     with st.expander("Share: export or get code", icon=":material/ios_share:"):
@@ -82,7 +89,10 @@ if conversation is not None and conversation.turns and not busy:
         sent = conversation.turns[last].chosen.get(0)
         if sent is not None:
             st.markdown("**Get code** for the last request")
-            request = share.last_request(sent.variant, conversation.context(0, last), conversation.turns[last].prompt)
+            shown = conversation.turns[last]
+            request = share.last_request(
+                sent.variant, conversation.context(0, last), None if shown.continues else shown.prompt
+            )
             share.get_code(c, request)
 
 EXAMPLES = [

@@ -10,7 +10,7 @@ import streamlit as st
 from conductor_core.models import Vote
 from conductor_core.workbench.sessions import Conversation, Turn
 from conductor_core.workbench.variants import Variant, differing_settings, variant_labels
-from playground import compare_links, controls, session_nav, share, state, turns
+from playground import compare_links, controls, session_nav, share, state, tool_calls, tools_editor, turns
 from playground import components as ui
 
 c = state.conductor()
@@ -88,9 +88,12 @@ if not started and len(stored) < count:
     stored = (stored + default_variants(4))[:count]
 stored = stored[:count]
 revision = (sid, session.settings_rev if session else None, count)
-if st.session_state.get("cmp_loaded") != revision or not all(controls.loaded(f"cmp{i}") for i in range(count)):
+if st.session_state.get("cmp_loaded") != revision or not (
+    all(controls.loaded(f"cmp{i}") for i in range(count)) and tools_editor.loaded("cmp")
+):
     for i, v in enumerate(stored):
         controls.load(f"cmp{i}", v)
+    tools_editor.load("cmp", tools_editor.ToolSet.of(stored[0]))  # the same tools in every column
     st.session_state["cmp_loaded"] = revision
 
 shown: list[Variant | None] = []
@@ -109,7 +112,9 @@ with st.expander(f"Columns: {summary}", expanded=not started, icon=":material/vi
                     c, f"cmp{i}", providers=available, allow_auto=False, labels=labels, compact=True
                 )
             )
-variants = [v for v in shown if v is not None]
+with st.expander(f"Tools, the same in every column ({len(stored[0].tools or ())})", icon=":material/build:"):
+    tools = tools_editor.tool_editor("cmp")
+variants = [tools.apply(v) for v in shown if v is not None] if tools is not None else []
 ready = len(variants) == count
 if ready and variants != stored:
     if session is not None:
@@ -146,13 +151,16 @@ def _rerun_round(session_id: str, turn_id: str) -> None:
     index = fresh.index_of(turn_id) if fresh else None
     if index is None:
         return
+    turn = fresh.turns[index]
+    # A round that continued after tool results has an answer only in the columns that continued.
+    lanes = sorted(turn.chosen) if turn.continues else list(range(len(fresh.session.variants)))
     try:
-        answers = store.add_answers(session_id, turn_id, list(range(len(fresh.session.variants))))
+        answers = store.add_answers(session_id, turn_id, lanes)
     except ValueError as error:
         turns.note(str(error))
         return
     store.set_vote(turn_id, None, None)
-    turns.launch(fresh, index, fresh.turns[index].prompt, answers)
+    turns.launch(fresh, index, None if fresh.turns[index].continues else fresh.turns[index].prompt, answers)
 
 
 def _share_round(conv: Conversation, index: int, turn: Turn) -> None:
@@ -173,7 +181,9 @@ def _share_round(conv: Conversation, index: int, turn: Turn) -> None:
             "Column", lanes, key=f"cmp_code_lane_{turn.id}", format_func=lambda n: labels[lanes.index(n)]
         )
         answer = turn.chosen[lane]
-        share.get_code(c, share.last_request(answer.variant, conv.context(lane, index), turn.prompt))
+        share.get_code(
+            c, share.last_request(answer.variant, conv.context(lane, index), None if turn.continues else turn.prompt)
+        )
 
 
 def show_round(conv: Conversation, index: int, turn: Turn) -> None:
@@ -182,7 +192,8 @@ def show_round(conv: Conversation, index: int, turn: Turn) -> None:
     answered_labels = variant_labels([turn.chosen[lane].variant for lane in lanes])
     head = st.container(horizontal=True, vertical_alignment="center", gap="small")
     with head:
-        st.markdown(f"#### {'Message' if index == 0 else 'Follow-up'} {index + 1}")
+        heading = "Continued after the tool results" if turn.continues else "Message" if index == 0 else "Follow-up"
+        st.markdown(f"#### {heading} {index + 1}")
         if last:
             st.button(
                 "Re-run",
@@ -194,8 +205,9 @@ def show_round(conv: Conversation, index: int, turn: Turn) -> None:
                 args=(conv.session.id, turn.id),
                 help="Every column answers this message again with its current settings; the answers so far are kept.",
             )
-    with st.container(border=True):
-        turns.render_prompt(turn.prompt)
+    if not turn.continues:
+        with st.container(border=True):
+            turns.render_prompt(turn.prompt)
     live = [turn.chosen[lane].id for lane in lanes if turn.chosen[lane].live]
     finished = [turn.chosen[lane] for lane in lanes]
     if all(a.status == "done" and a.response is None and a.request_id is None for a in finished):
@@ -205,6 +217,7 @@ def show_round(conv: Conversation, index: int, turn: Turn) -> None:
             ui.render_answer_text(finished[0].content)
         return
     fastest, cheapest = ui.compare_marks([a.response if a.status == "done" else None for a in finished])
+    waiting = tool_calls.waiting(conv, index)  # answers whose tool calls this round can still answer
     settings = differing_settings([turn.chosen[lane].variant for lane in lanes])
     for lane, column in zip(lanes, st.columns(len(lanes), gap="small"), strict=True):
         answer = turn.chosen[lane]
@@ -230,6 +243,27 @@ def show_round(conv: Conversation, index: int, turn: Turn) -> None:
                     st.badge("Your pick", icon=":material/thumb_up:", color="violet")
             turns.render_answer(answer, key=answer.id)
             turns.answer_actions(conv.session, turn, lane, busy=busy, last=last, regenerate=last)
+            if answer.id in {a.id for a in waiting}:
+                tool_calls.answer_form(conv.session, turn, answer, busy=busy, label="Continue this column")
+    if waiting and not live:
+        with st.container(horizontal=True, gap="small"):
+            st.button(
+                "Use mocks for all",
+                key=f"cmp_mocks_{turn.id}",
+                icon=":material/smart_toy:",
+                on_click=tool_calls.use_mocks,
+                args=(conv.session, waiting),
+                help="Answer every column's calls with their tools' mock results (set in Tools).",
+            )
+            st.button(
+                "Continue all columns",
+                key=f"cmp_continue_all_{turn.id}",
+                icon=":material/fast_forward:",
+                type="primary",
+                disabled=busy,
+                on_click=tool_calls.continue_lanes,
+                args=(conv.session.id, turn.id, [a.id for a in waiting]),
+            )
     if live:
         st.button(
             "Stop all", icon=":material/stop_circle:", key=f"cmp_stop_{turn.id}", on_click=_stop_all, args=(live,)

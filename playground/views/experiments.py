@@ -20,9 +20,9 @@ from conductor_core.workbench.datasets import Dataset, DatasetError, read_datase
 from conductor_core.workbench.experiments import Cell, Check, CheckKind, Experiment, ExperimentError, Run
 from conductor_core.workbench.runner import RunHandle, start_run
 from conductor_core.workbench.templates import Template, TemplateError
-from conductor_core.workbench.variants import variant_labels
+from conductor_core.workbench.variants import Variant, variant_labels
 from playground import components as ui
-from playground import controls, share, state, structured_view
+from playground import controls, share, state, structured_view, tools_editor
 
 c = state.conductor()
 store = state.experiments()
@@ -139,6 +139,7 @@ def edit_as_new(experiment_id: str) -> None:
     ss["exp_variants_draft"] = list(experiment.variants)
     for i, variant in enumerate(experiment.variants):
         controls.load(f"exp{i}", variant)
+    tools_editor.load("exp", tools_editor.ToolSet.of(experiment.variants[0]))
     open_run(None, None)
 
 
@@ -215,6 +216,15 @@ if experiment_id:
 
 
 # --- a new experiment -----------------------------------------------------------------------------
+
+
+def experiment_tools(first: Variant) -> tools_editor.ToolSet | None:
+    """The tools every variant may call (one set for the experiment), edited as on Chat; None
+    while one is wrong (the editor says which). Mocks are for answering calls by hand: none here."""
+    if not tools_editor.loaded("exp"):
+        tools_editor.load("exp", tools_editor.ToolSet.of(first))
+    with st.expander(f"Tools, the same for every variant ({len(first.tools or ())})", icon=":material/build:"):
+        return tools_editor.tool_editor("exp", mocks=False)
 
 
 def read_input() -> tuple[Dataset | None, str | None]:
@@ -339,7 +349,8 @@ def new_experiment_form() -> None:
                     c, f"exp{i}", providers=available, allow_auto=False, labels=labels, compact=True
                 )
             )
-    variants = [v for v in shown if v is not None]
+    tools = experiment_tools(defaults[0])
+    variants = [tools.apply(v) for v in shown if v is not None] if tools is not None else []
     if any(v.provider == "local" for v in variants):
         st.caption(state.LOCAL_NOTE_SHORT + " It answers one request at a time.")
     if len(variants) == count:
