@@ -26,6 +26,10 @@ may add session kinds, without changing them)::
                   by status), created_at/created_ts, updated_ts (progress/heartbeat),
                   finished_ts, selected_ts, elapsed_ms and first_text_ms (as the page saw
                   them: a stopped answer has no response)
+    attachments   sha256 PK (of the bytes: each image or PDF stored once, whichever turns,
+                  columns and retries send it), media_type, size, data, created_at
+    wb_turn_attachments  (turn_id → wb_turns, position) PK, sha256 → attachments, name
+                  (as the person named the file): a turn's images and PDFs, in order
 
 Answer statuses: ``streaming`` (a worker is writing it), ``done``, ``error`` (failed before
 any text), ``incomplete`` (the stream broke after text), ``stopped`` (a person stopped
@@ -57,6 +61,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -71,6 +76,7 @@ from sqlalchemy import (
 from sqlalchemy.pool import StaticPool
 
 from ..models import Attempt, ChatMessage, ChatResponse, MessageRole, new_id
+from .attachments import Attachment, AttachmentRef, message_parts
 from ..secrets import redact, redact_json
 from ..store import RequestLog, SafeText, UTCDateTime
 from .variants import Variant, variant_labels
@@ -169,6 +175,27 @@ answers_table = Table(
 )
 
 
+attachments_table = Table(
+    "attachments",
+    metadata,
+    Column("sha256", String(), primary_key=True),
+    Column("media_type", String(), nullable=False),
+    Column("size", Integer(), nullable=False),
+    Column("data", LargeBinary(), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+)
+
+turn_attachments_table = Table(
+    "wb_turn_attachments",
+    metadata,
+    Column("turn_id", String(), ForeignKey("wb_turns.id"), primary_key=True),
+    Column("position", Integer(), primary_key=True),
+    Column("sha256", String(), ForeignKey("attachments.sha256"), nullable=False),
+    Column("name", SafeText(), nullable=False),
+    Index("ix_wb_turn_attachments_sha256", "sha256"),
+)
+
+
 def _now() -> tuple[datetime, float]:
     moment = datetime.now(UTC)
     return moment, moment.timestamp()
@@ -254,6 +281,8 @@ class Turn:
     chosen: dict[int, Answer] = field(default_factory=dict)
     #: Turn ids at the same fork (this one and its edits), oldest first.
     branches: list[str] = field(default_factory=list)
+    #: The images and PDFs sent with the prompt, in order (their bytes: `SessionStore.attachment`).
+    attachments: list[AttachmentRef] = field(default_factory=list)
 
     @property
     def branch_index(self) -> int:
@@ -270,6 +299,8 @@ class Conversation:
     session: SessionInfo
     #: The path shown: one turn per exchange, oldest first.
     turns: list[Turn]
+    #: Reads an attachment's bytes by hash (the store's), for `context` and `user_message`.
+    load_attachment: Any = None
 
     @property
     def live(self) -> list[Answer]:
@@ -286,12 +317,26 @@ class Conversation:
         for turn in self.turns[: len(self.turns) if upto is None else upto]:
             answer = turn.chosen.get(lane)
             if answer is not None and answer.in_context:
-                messages.append(ChatMessage(role=MessageRole.user, content=turn.prompt))
+                messages.append(self.user_message(turn))
                 messages.append(ChatMessage(role=MessageRole.assistant, content=answer.content))
         return messages
 
     def index_of(self, turn_id: str) -> int | None:
         return next((i for i, t in enumerate(self.turns) if t.id == turn_id), None)
+
+    def attachments(self, turn: Turn) -> list[Attachment]:
+        """A turn's attachments with their bytes, in order."""
+        if not turn.attachments:
+            return []
+        if self.load_attachment is None:
+            raise ValueError("this conversation was read without its attachments' store")
+        return [Attachment(ref, self.load_attachment(ref.sha256)) for ref in turn.attachments]
+
+    def user_message(self, turn: Turn) -> ChatMessage:
+        """The turn's message as sent: its text, then its images and PDFs (`parts`)."""
+        if not turn.attachments:
+            return ChatMessage(role=MessageRole.user, content=turn.prompt)
+        return ChatMessage(role=MessageRole.user, parts=message_parts(turn.prompt, self.attachments(turn)))
 
 
 # --- the store --------------------------------------------------------------------------------
@@ -419,8 +464,11 @@ class SessionStore:
     def delete(self, session_id: str) -> bool:
         """The session and everything in it (its request-log rows stay: the log is history)."""
         with self._begin() as conn:
+            turn_ids = select(turns_table.c.id).where(turns_table.c.session_id == session_id)
+            conn.execute(delete(turn_attachments_table).where(turn_attachments_table.c.turn_id.in_(turn_ids)))
             for table in (answers_table, turns_table, lanes_table):
                 conn.execute(delete(table).where(table.c.session_id == session_id))
+            _forget_unused_attachments(conn)
             return conn.execute(delete(sessions_table).where(sessions_table.c.id == session_id)).rowcount > 0
 
     def set_variants(self, session_id: str, variants: Sequence[Variant]) -> int:
@@ -475,17 +523,19 @@ class SessionStore:
         parent_id: str | None,
         after_answer_id: str | None = None,
         lanes: Iterable[int] | None = None,
+        attachments: Sequence[Attachment] = (),
     ) -> tuple[Turn, list[Answer]]:
         """A new turn (chosen at its fork) with a streaming answer in each of `lanes` (default:
-        every lane, with each lane's current variant). Refused while the session has an answer
-        still streaming, so two tabs cannot interleave turns."""
-        if not prompt.strip():
+        every lane, with each lane's current variant), and its `attachments` (kept once each,
+        by content). Refused while the session has an answer still streaming, so two tabs
+        cannot interleave turns."""
+        if not prompt.strip() and not attachments:
             raise ValueError("a message cannot be empty")
         moment, ts = _now()
         turn_id = new_id("turn")
         with self._begin() as conn:
             # Taking the session row first serialises two tabs sending at once.
-            self._touch(conn, session_id, title_from=prompt)
+            self._touch(conn, session_id, title_from=prompt or attachments[0].ref.name)
             self._refuse_if_live(conn, session_id)
             variants = self._lane_variants(conn, session_id)
             conn.execute(
@@ -500,12 +550,24 @@ class SessionStore:
                     selected_ts=ts,
                 )
             )
+            _keep_attachments(conn, turn_id, attachments, moment)
             answers = [
                 self._insert_answer(conn, session_id, turn_id, lane, variants[lane])
                 for lane in (lanes or range(len(variants)))
             ]
         turn = Turn(turn_id, parent_id, after_answer_id, prompt, moment, None, None)
+        turn.attachments = [a.ref for a in attachments]
         return turn, answers
+
+    def attachment(self, sha256: str) -> bytes:
+        """An attachment's bytes (KeyError when no turn ever kept them)."""
+        with self._begin() as conn:
+            data = conn.execute(
+                select(attachments_table.c.data).where(attachments_table.c.sha256 == sha256)
+            ).scalar_one_or_none()
+        if data is None:
+            raise KeyError(f"no attachment {sha256}")
+        return bytes(data)
 
     def add_answer(self, session_id: str, turn_id: str, lane: int, variant: Variant | None = None) -> Answer:
         """Another alternative for `lane` of a turn (regenerate), chosen at once; `variant`
@@ -802,6 +864,8 @@ class SessionStore:
                 .values(parent_id=row["parent_id"], after_answer_id=row["after_answer_id"])
             )
             conn.execute(delete(answers_table).where(answers_table.c.turn_id == turn_id))
+            conn.execute(delete(turn_attachments_table).where(turn_attachments_table.c.turn_id == turn_id))
+            _forget_unused_attachments(conn)
             conn.execute(delete(turns_table).where(t.id == turn_id))
             self._touch(conn, row["session_id"])
             return True
@@ -820,12 +884,18 @@ class SessionStore:
         if any(r["status"] == LIVE and r["updated_ts"] < cutoff for r in rows[1]):
             self.interrupt_stale(session_id)
             rows = self._conversation_rows(session_id)
-        turn_rows, answer_rows = rows
-        return Conversation(
-            session, _path(turn_rows, [_answer(r) for r in answer_rows], single_lane=len(session.variants) == 1)
-        )
+        turn_rows, answer_rows, attachment_rows = rows
+        path = _path(turn_rows, [_answer(r) for r in answer_rows], single_lane=len(session.variants) == 1)
+        refs: dict[str, list[AttachmentRef]] = {}
+        for row in attachment_rows:
+            refs.setdefault(row["turn_id"], []).append(
+                AttachmentRef(row["sha256"], row["name"], row["media_type"], row["size"])
+            )
+        for turn in path:
+            turn.attachments = refs.get(turn.id, [])
+        return Conversation(session, path, load_attachment=self.attachment)
 
-    def _conversation_rows(self, session_id: str) -> tuple[Sequence[Any], Sequence[Any]]:
+    def _conversation_rows(self, session_id: str) -> tuple[Sequence[Any], Sequence[Any], Sequence[Any]]:
         with self._begin() as conn:
             turn_rows = (
                 conn.execute(
@@ -845,7 +915,19 @@ class SessionStore:
                 .mappings()
                 .all()
             )
-        return turn_rows, answer_rows
+            ta, at = turn_attachments_table.c, attachments_table.c
+            attachment_rows = (  # names and sizes only: the bytes are read when sent or shown
+                conn.execute(
+                    select(ta.turn_id, ta.sha256, ta.name, at.media_type, at.size)
+                    .join(attachments_table, at.sha256 == ta.sha256)
+                    .join(turns_table, turns_table.c.id == ta.turn_id)
+                    .where(turns_table.c.session_id == session_id)
+                    .order_by(ta.turn_id, ta.position)
+                )
+                .mappings()
+                .all()
+            )
+        return turn_rows, answer_rows, attachment_rows
 
 
 class _Transaction:
@@ -869,6 +951,41 @@ class _Transaction:
             return self._context.__exit__(*exc)
         finally:
             self._lock.__exit__(None, None, None)
+
+
+def _keep_attachments(conn: Any, turn_id: str, attachments: Sequence[Attachment], moment: datetime) -> None:
+    """A turn's attachments: each one's bytes stored once (by hash), the turn's references in order."""
+    at = attachments_table.c
+    for position, attachment in enumerate(attachments):
+        ref = attachment.ref
+        known = conn.execute(select(at.sha256).where(at.sha256 == ref.sha256)).first()
+        if known is None:
+            # Two sessions attaching the same file at the same moment: the second insert finds it.
+            conn.execute(
+                _insert_new(conn, attachments_table).values(
+                    sha256=ref.sha256, media_type=ref.media_type, size=ref.size, data=attachment.data, created_at=moment
+                )
+            )
+        conn.execute(
+            insert(turn_attachments_table).values(turn_id=turn_id, position=position, sha256=ref.sha256, name=ref.name)
+        )
+
+
+def _insert_new(conn: Any, table: Table) -> Any:
+    """INSERT that leaves an existing row (same primary key) as it is, on SQLite and PostgreSQL."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(table).on_conflict_do_nothing()
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(table).on_conflict_do_nothing()
+
+
+def _forget_unused_attachments(conn: Any) -> None:
+    """Drop the bytes no turn references any more (a deleted turn or session was their last)."""
+    used = select(turn_attachments_table.c.sha256)
+    conn.execute(delete(attachments_table).where(attachments_table.c.sha256.not_in(used)))
 
 
 def _answer(row: Any) -> Answer:
