@@ -87,8 +87,8 @@ def test_a_message_is_its_text_then_its_attachments_in_order_and_the_log_names_t
     assert picture.ref.label() == "[image: cat.png, 1 KB]"
 
 
-def _count(store: SessionStore, table: str) -> int:
-    with store.engine.connect() as conn:
+def _count(sessions: SessionStore, table: str) -> int:
+    with sessions.engine.connect() as conn:
         return conn.execute(text(f"SELECT COUNT(*) FROM {table}")).scalar_one()
 
 

@@ -76,9 +76,9 @@ from sqlalchemy import (
 from sqlalchemy.pool import StaticPool
 
 from ..models import Attempt, ChatMessage, ChatResponse, MessageRole, new_id
-from .attachments import Attachment, AttachmentRef, message_parts
 from ..secrets import redact, redact_json
 from ..store import RequestLog, SafeText, UTCDateTime
+from .attachments import Attachment, AttachmentRef, message_parts
 from .variants import Variant, variant_labels
 
 __all__ = [
