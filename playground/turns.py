@@ -16,6 +16,7 @@ import streamlit as st
 from pydantic import ValidationError
 
 from conductor_core.models import ChatMessage
+from conductor_core.workbench.attachments import Attachment, message_parts
 from conductor_core.workbench.sessions import STALE_S, Answer, Conversation, SessionInfo, Turn
 from conductor_core.workbench.variants import Variant
 
@@ -53,13 +54,25 @@ def take_note() -> None:
 # --- starting answers ---------------------------------------------------------------------------
 
 
-def launch(conversation: Conversation | None, upto: int | None, prompt: str, answers: Sequence[Answer]) -> None:
-    """Start streaming each answer: its lane's history before turn `upto`, then `prompt`."""
+def launch(
+    conversation: Conversation | None,
+    upto: int | None,
+    prompt: str,
+    answers: Sequence[Answer],
+    attachments: Sequence[Attachment] = (),
+) -> None:
+    """Start streaming each answer: its lane's history before turn `upto`, then `prompt` (and
+    its `attachments`, after the text)."""
     store, worker = state.sessions(), state.worker()
     for answer in answers:
         history = conversation.context(answer.lane, upto) if conversation is not None else []
         try:
-            request = answer.variant.request([*history, ChatMessage(role="user", content=prompt)])
+            message = (
+                ChatMessage(role="user", parts=message_parts(prompt, list(attachments)))
+                if attachments
+                else ChatMessage(role="user", content=prompt)
+            )
+            request = answer.variant.request([*history, message])
         except ValidationError as error:
             problems = "; ".join(e["msg"] for e in error.errors())
             store.finish(
@@ -73,12 +86,20 @@ def launch(conversation: Conversation | None, upto: int | None, prompt: str, ans
         worker.start(answer.id, request, state.overrides())
 
 
-def send(kind: str, session_id: str | None, variants: Sequence[Variant], prompt: str) -> str | None:
+def send(
+    kind: str,
+    session_id: str | None,
+    variants: Sequence[Variant],
+    prompt: str,
+    attachments: Sequence[Attachment] = (),
+    lanes: Sequence[int] | None = None,
+) -> str | None:
     """A new turn at the end of the shown path (a new session for the first one), answered
-    in every lane. Returns the session id, or None with a note when it cannot be sent."""
+    in every lane (or `lanes`: a column that cannot read the attachments sits this one out).
+    Returns the session id, or None with a note when it cannot be sent."""
     store = state.sessions()
     prompt = prompt.strip()
-    if not prompt:
+    if not prompt and not attachments:
         return session_id
     try:
         if session_id is None or store.get(session_id) is None:
@@ -88,11 +109,18 @@ def send(kind: str, session_id: str | None, variants: Sequence[Variant], prompt:
         last = conversation.turns[-1] if conversation and conversation.turns else None
         single = conversation is not None and len(conversation.session.variants) == 1
         after = last.chosen[0].id if last is not None and single and 0 in last.chosen else None
-        _, answers = store.add_turn(session_id, prompt, parent_id=last.id if last else None, after_answer_id=after)
+        _, answers = store.add_turn(
+            session_id,
+            prompt,
+            parent_id=last.id if last else None,
+            after_answer_id=after,
+            lanes=lanes,
+            attachments=attachments,
+        )
     except (ValueError, KeyError) as error:
         note(str(error).strip("'\""))
         return session_id
-    launch(conversation, None, prompt, answers)
+    launch(conversation, None, prompt, answers, attachments)
     return session_id
 
 
@@ -114,7 +142,8 @@ def _regenerate(session_id: str, turn_id: str, lane: int) -> None:
     except (ValueError, KeyError) as error:
         note(str(error))
         return
-    launch(conversation, index, conversation.turns[index].prompt, [answer])
+    turn = conversation.turns[index]
+    launch(conversation, index, turn.prompt, [answer], conversation.attachments(turn))
 
 
 def _edit(session_id: str, turn_id: str, key: str) -> None:
@@ -126,12 +155,21 @@ def _edit(session_id: str, turn_id: str, key: str) -> None:
         note("Type the new message first.")
         return
     turn = conversation.turns[index]
+    kept = conversation.attachments(turn)  # an edit changes the text; the attachments stay
+    lanes = sorted(turn.chosen) or None
     try:
-        _, answers = store.add_turn(session_id, text, parent_id=turn.parent_id, after_answer_id=turn.after_answer_id)
+        _, answers = store.add_turn(
+            session_id,
+            text,
+            parent_id=turn.parent_id,
+            after_answer_id=turn.after_answer_id,
+            lanes=lanes,
+            attachments=kept,
+        )
     except (ValueError, KeyError) as error:
         note(str(error))
         return
-    launch(conversation, index, text, answers)
+    launch(conversation, index, text, answers, kept)
 
 
 def _delete_turn(turn_id: str) -> None:

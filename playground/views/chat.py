@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from playground import controls, session_nav, share, state, turns
+from playground import attachments, controls, session_nav, share, state, turns
 
 c = state.conductor()
 store = state.sessions()
@@ -35,6 +35,7 @@ with st.sidebar:
     st.subheader("Model")
     labels = {name: state.provider_label(c, name) for name in ["auto", *state.provider_names(c)]}
     variant = controls.variant_controls(c, "chat", providers=state.provider_names(c), allow_auto=True, labels=labels)
+    held = attachments.held_message("chat", c, variant)  # a message with attachments this target could not read
 
 if variant is not None and variant != stored:
     if session is not None:
@@ -59,6 +60,7 @@ for index, turn in enumerate(conversation.turns if conversation else []):
     last = index == len(conversation.turns) - 1
     with st.chat_message("user"):
         turns.render_prompt(turn.prompt)
+        attachments.show(conversation, turn)
         turns.turn_actions(session, turn, busy=busy)
     with st.chat_message("assistant"):
         answer = turn.chosen.get(0)
@@ -108,12 +110,20 @@ if not (conversation and conversation.turns):
 example = st.session_state.pop("chat_pending_example", None)
 
 with st.bottom:
-    prompt = st.chat_input(
-        "An answer is streaming: stop it or wait…" if busy else "Ask anything…", disabled=busy, key="chat_input"
+    submitted = st.chat_input(
+        "An answer is streaming: stop it or wait…" if busy else "Ask anything, attach images or PDFs…",
+        disabled=busy,
+        key="chat_input",
+        accept_file="multiple",
+        file_type=list(attachments.ACCEPTED_EXTENSIONS),
     )
+    st.caption(f":material/attach_file: {attachments.LIMIT_NOTE}", help="Attach with the clip in the input.")
     controls.cost_caption(c, variant, conversation.context(0) if conversation else [])
 
-prompt = prompt or example
-if prompt and prompt.strip() and variant is not None and not busy:
-    turns.send("chat", sid, [variant], prompt)
-    st.rerun()  # draw the new turn, its answer streaming, and the input disabled
+prompt, files = (submitted.text or "", attachments.take(submitted.files)) if submitted else (example or "", [])
+if held is not None:
+    prompt, files = held
+if (prompt.strip() or files) and variant is not None and not busy:
+    if not attachments.hold_if_unreadable("chat", c, variant, prompt, files):
+        turns.send("chat", sid, [variant], prompt, files)
+        st.rerun()  # draw the new turn, its answer streaming, and the input disabled

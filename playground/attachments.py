@@ -1,0 +1,160 @@
+"""Images and PDFs on a message (Chat, Compare, Arena): taking what a person picked (a refused
+file says why), who can read them (a target that cannot is greyed out with the reason, never
+sent them), and showing a turn's attachments (thumbnails; a PDF as a named chip)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import streamlit as st
+
+from conductor_core.router import Conductor
+from conductor_core.workbench.attachments import (
+    ACCEPTED_EXTENSIONS,
+    LIMIT_NOTE,
+    Attachment,
+    AttachmentError,
+    AttachmentRef,
+    from_upload,
+)
+from conductor_core.workbench.variants import Variant
+
+from . import components as ui
+from . import state
+
+__all__ = [
+    "ACCEPTED_EXTENSIONS",
+    "LIMIT_NOTE",
+    "take",
+    "refusal",
+    "readers",
+    "show",
+    "show_refs",
+    "uploader",
+    "hold_if_unreadable",
+    "held_message",
+]
+
+THUMBNAIL_PX = 160
+
+
+def take(files: Iterable[Any]) -> list[Attachment]:
+    """The picked files (Streamlit's UploadedFile) as attachments, in order; each refused one
+    is shown with the reason (and left out)."""
+    taken: list[Attachment] = []
+    for file in files or ():
+        try:
+            taken.append(from_upload(file.name, file.getvalue()))
+        except AttachmentError as error:
+            st.error(f"Not attached: {ui.escape_md(str(error))}", icon=":material/block:")
+    return taken
+
+
+def refusal(c: Conductor, variant: Variant) -> str | None:
+    """Why `variant` cannot be sent images or PDFs ("local: reads text only"), or None when it can.
+    AUTO can when any configured provider can: the router then chooses only among those."""
+    if variant.provider == "auto":
+        if any(p.reads_attachments for p in {**c.registry.providers, **state.session_providers()}.values()):
+            return None
+        return "auto: no configured provider reads images or PDFs"
+    provider = state.session_providers().get(variant.provider) or c.registry.providers.get(variant.provider)
+    if provider is None or provider.reads_attachments:
+        return None
+    return f"{variant.provider}: reads text only"
+
+
+def readers(c: Conductor, names: Sequence[str]) -> list[str]:
+    """The providers among `names` that read images and PDFs."""
+    return [n for n in names if refusal(c, Variant(provider=n)) is None]
+
+
+def uploader(key: str) -> list[Any]:
+    """A file picker for a form (Compare, Arena): its files, unchecked (see `take`)."""
+    return (
+        st.file_uploader(
+            "Attach images or PDFs",
+            type=list(ACCEPTED_EXTENSIONS),
+            accept_multiple_files=True,
+            key=key,
+            help=LIMIT_NOTE,
+        )
+        or []
+    )
+
+
+def show_refs(refs: Sequence[AttachmentRef], load: Callable[[str], bytes]) -> None:
+    """Thumbnails of the images, a chip per PDF, in the order they were sent."""
+    if not refs:
+        return
+    row = st.container(horizontal=True, gap="small")
+    with row:
+        for ref in refs:
+            if ref.is_image:
+                try:
+                    data = load(ref.sha256)
+                except KeyError:
+                    st.caption(f":material/broken_image: {ui.escape_md(ref.label())} (no longer stored)")
+                    continue
+                st.image(data, caption=ref.name, width=THUMBNAIL_PX)
+            else:
+                st.badge(ui.escape_badge(ref.label()[1:-1]), icon=":material/picture_as_pdf:", color="gray")
+
+
+def show(conversation: Any, turn: Any) -> None:
+    """A session turn's attachments, under its prompt."""
+    show_refs(turn.attachments, conversation.load_attachment)
+
+
+# --- Chat: a message whose target cannot read its attachments is held, not sent ------------------
+
+
+def _held_key(kind: str) -> str:
+    return f"{kind}_held_message"
+
+
+def hold_if_unreadable(kind: str, c: Conductor, variant: Variant, prompt: str, files: list[Attachment]) -> bool:
+    """Hold the message (and rerun, to say why beside the provider control) when `variant`
+    cannot read its attachments. False: it may be sent."""
+    if not files or refusal(c, variant) is None:
+        return False
+    st.session_state[_held_key(kind)] = (prompt, files)
+    st.rerun()
+    return True  # not reached: st.rerun() ends this run
+
+
+def held_message(kind: str, c: Conductor, variant: Variant | None) -> tuple[str, list[Attachment]] | None:
+    """Beside the provider control: why a message was not sent, and (once another target is
+    chosen) a button that sends it. Returns the message when that button is pressed."""
+    reason = refusal(c, variant) if variant is not None else None
+    held = st.session_state.get(_held_key(kind))
+    if held is None:
+        if reason is not None:
+            st.caption(f":material/hide_image: {ui.escape_md(reason)}: images and PDFs cannot be sent to it")
+        return None
+    prompt, files = held
+    names = ", ".join(a.ref.name for a in files)
+    if reason is not None:
+        st.error(
+            f"Not sent ({ui.escape_md(reason)}): your message attaches {ui.escape_md(names)}. "
+            "Pick a provider that reads images and PDFs, then send it.",
+            icon=":material/hide_image:",
+        )
+    else:
+        st.info(f"Held message with {ui.escape_md(names)}: ready to send.", icon=":material/attach_file:")
+    row = st.container(horizontal=True, gap="small")
+    with row:
+        send = st.button(
+            "Send held message",
+            key=f"{kind}_held_send",
+            type="primary",
+            disabled=reason is not None,
+            icon=":material/send:",
+        )
+        if st.button("Discard", key=f"{kind}_held_discard", type="tertiary", icon=":material/delete:"):
+            st.session_state.pop(_held_key(kind), None)
+            st.rerun()
+    if send:
+        st.session_state.pop(_held_key(kind), None)
+        return prompt, files
+    return None
