@@ -42,6 +42,11 @@ class EndpointConfig(BaseModel):
     default_model: str | None = None
     display_name: str | None = None
     price_provider: str | None = Field(default=None, description="genai-prices provider id for cost, e.g. 'groq'.")
+    vision: bool = Field(
+        default=True,
+        description="Whether its models read images and PDFs (sent as OpenAI's content parts); false for a text-only "
+        "server, which the playground then greys out for a message with attachments.",
+    )
 
     def resolved_key(self) -> SecretStr | None:
         if self.api_key is not None:

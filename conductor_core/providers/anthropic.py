@@ -6,6 +6,7 @@ when a provider is built, not with this module (it takes seconds): see providers
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any
@@ -15,11 +16,16 @@ from ..errors import MalformedResponse, NotConfiguredError, ProviderError, sdk_e
 from ..models import (
     ChatMessage,
     ChatRequest,
+    ContentPart,
+    FilePart,
     FunctionCall,
+    ImagePart,
     MessageRole,
+    TextPart,
     ToolCall,
     ToolCallDelta,
     Usage,
+    parse_data_url,
     response_schema,
 )
 from .base import BaseProvider, Completion, Served, StreamPiece
@@ -256,10 +262,31 @@ def _messages(messages: list[ChatMessage]) -> list[dict[str, Any]]:
             continue
         if m.role == MessageRole.assistant and not m.content:
             continue  # an empty turn (OpenAI allows it): Anthropic refuses empty text
+        if m.parts is not None:
+            # Anthropic refuses an empty text block.
+            blocks = [_block(part) for part in m.parts if not isinstance(part, TextPart) or part.text]
+            out.append({"role": m.role.value, "content": blocks})
+            continue
         out.append({"role": m.role.value, "content": m.content})
     for message in out:
         message.pop("_results", None)
     return out
+
+
+def _block(part: ContentPart) -> dict[str, Any]:
+    """One content part as an Anthropic block: images as image blocks, PDFs as document blocks,
+    each from its data URL's bytes (base64 source) or from an https URL (url source)."""
+    if isinstance(part, ImagePart | FilePart):
+        parsed = parse_data_url(part.url)
+        if parsed is None:
+            source: dict[str, Any] = {"type": "url", "url": part.url}
+        else:
+            media_type, data = parsed
+            source = {"type": "base64", "media_type": media_type, "data": base64.b64encode(data).decode("ascii")}
+        if isinstance(part, ImagePart):
+            return {"type": "image", "source": source}
+        return {"type": "document", "source": source, **({"title": part.filename} if part.filename else {})}
+    return {"type": "text", "text": part.text}
 
 
 def _arguments(call: ToolCall) -> Any:

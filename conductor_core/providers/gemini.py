@@ -7,10 +7,12 @@ is built or a request converted, not with this module: see providers/spec.py."""
 from __future__ import annotations
 
 import json
+import mimetypes
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from datetime import date
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from .. import aio
 from ..errors import (
@@ -26,12 +28,15 @@ from ..errors import (
 from ..models import (
     ChatMessage,
     ChatRequest,
+    ContentPart,
     FunctionCall,
     MessageRole,
+    TextPart,
     ToolCall,
     ToolCallDelta,
     Usage,
     new_id,
+    parse_data_url,
     response_schema,
 )
 from .base import BaseProvider, Completion, Served, StreamPiece
@@ -299,7 +304,10 @@ def _contents(messages: list[ChatMessage]) -> list[types.Content]:
             else:
                 out.append(types.Content(role="user", parts=[part]))
             continue
-        parts = [types.Part(text=m.content)] if m.content else []
+        if m.parts is not None:  # text, images and files in order; Gemini refuses an empty text part
+            parts = [_part(part) for part in m.parts if not isinstance(part, TextPart) or part.text]
+        else:
+            parts = [types.Part(text=m.content)] if m.content else []
         for call in m.tool_calls or ():
             parts.append(
                 types.Part(function_call=types.FunctionCall(id=call.id, name=call.function.name, args=_args(call)))
@@ -307,6 +315,22 @@ def _contents(messages: list[ChatMessage]) -> list[types.Content]:
         if parts:
             out.append(types.Content(role="model" if m.role == MessageRole.assistant else "user", parts=parts))
     return out
+
+
+def _part(part: ContentPart) -> types.Part:
+    """A text, image or file part: a data URL's bytes as inline data; an https URL as file data,
+    which the Gemini API fetches itself (public and signed URLs, since early 2026; Google's
+    "Increased file size limits and expanded inputs support in Gemini API")."""
+    from google.genai import types
+
+    if isinstance(part, TextPart):
+        return types.Part(text=part.text)
+    parsed = parse_data_url(part.url)
+    if parsed is None:
+        media_type = mimetypes.guess_type(urlsplit(part.url).path)[0]  # None when the URL does not say: the API decides
+        return types.Part(file_data=types.FileData(file_uri=part.url, mime_type=media_type))
+    media_type, data = parsed
+    return types.Part(inline_data=types.Blob(data=data, mime_type=media_type))
 
 
 def _args(call: ToolCall) -> dict[str, Any]:

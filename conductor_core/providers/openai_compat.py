@@ -46,6 +46,9 @@ from ..errors import (
 from ..models import (
     ChatMessage,
     ChatRequest,
+    ContentPart,
+    FilePart,
+    ImagePart,
     ToolCall,
     ToolCallDelta,
     Usage,
@@ -206,6 +209,7 @@ class OpenAICompatProvider(BaseProvider):
         key_env_var: str | None = None,
         price_provider_id: str | None = "openai",
         official: bool = True,
+        vision: bool = True,
     ) -> None:
         if not official:
             self.spec = None  # a configured endpoint: its own models, names and prices
@@ -229,6 +233,8 @@ class OpenAICompatProvider(BaseProvider):
         self.key_env_var = key_env_var
         self.price_provider_id = price_provider_id
         self._base_url = base_url
+        # A configured endpoint says whether it reads images (`vision = false`: a text-only server).
+        self.reads_attachments = vision
         # The official API renamed max_tokens; compatible servers still expect the old name.
         self._max_tokens_param = "max_completion_tokens" if official else "max_tokens"
 
@@ -264,6 +270,7 @@ class OpenAICompatProvider(BaseProvider):
             key_env_var=endpoint.api_key_env,
             price_provider_id=endpoint.price_provider,
             official=False,
+            vision=endpoint.vision,
         )
 
     # --- converters (pure) --------------------------------------------------------
@@ -467,6 +474,8 @@ def _respell(params: dict[str, Any], request: ChatRequest) -> None:
 
 def _message(m: ChatMessage) -> dict[str, Any]:
     out: dict[str, Any] = {"role": m.role.value, "content": m.content}
+    if m.parts is not None:
+        out["content"] = [_part(part) for part in m.parts]
     if m.tool_calls:
         out["tool_calls"] = [call.model_dump() for call in m.tool_calls]
         if not m.content:
@@ -476,6 +485,17 @@ def _message(m: ChatMessage) -> dict[str, Any]:
     if m.name is not None:
         out["name"] = m.name
     return out
+
+
+def _part(part: ContentPart) -> dict[str, Any]:
+    """One content part as OpenAI spells it (compatible servers take the same)."""
+    if isinstance(part, ImagePart):
+        image = {"url": part.url, **({"detail": part.detail} if part.detail else {})}
+        return {"type": "image_url", "image_url": image}
+    if isinstance(part, FilePart):
+        # OpenAI wants a filename with file_data (its own 400 otherwise).
+        return {"type": "file", "file": {"file_data": part.url, "filename": part.filename or "document.pdf"}}
+    return {"type": "text", "text": part.text}
 
 
 def _json_bytes(body: dict[str, Any]) -> bytes:
