@@ -27,11 +27,13 @@ __all__ = [
     "ACCEPTED_EXTENSIONS",
     "LIMIT_NOTE",
     "take",
+    "refused_note",
     "refusal",
     "readers",
     "show",
     "show_refs",
     "uploader",
+    "skipped_column",
     "hold_if_unreadable",
     "held_message",
 ]
@@ -39,16 +41,23 @@ __all__ = [
 THUMBNAIL_PX = 160
 
 
-def take(files: Iterable[Any]) -> list[Attachment]:
-    """The picked files (Streamlit's UploadedFile) as attachments, in order; each refused one
-    is shown with the reason (and left out)."""
+def take(files: Iterable[Any]) -> tuple[list[Attachment], list[str]]:
+    """The picked files (Streamlit's UploadedFile) as attachments, in order, and why each
+    refused one was refused (the caller sends nothing then: not the message the person meant)."""
     taken: list[Attachment] = []
+    refused: list[str] = []
     for file in files or ():
         try:
             taken.append(from_upload(file.name, file.getvalue()))
         except AttachmentError as error:
-            st.error(f"Not attached: {ui.escape_md(str(error))}", icon=":material/block:")
-    return taken
+            refused.append(str(error))
+    return taken, refused
+
+
+def refused_note(refused: Sequence[str], prompt: str) -> str:
+    """Why a message was not sent, with its text, so nothing typed is lost."""
+    typed = f' Your message was: "{prompt.strip()}"' if prompt.strip() else ""
+    return f"Not sent: {'; '.join(refused)}. {LIMIT_NOTE} can be attached.{typed}"
 
 
 def refusal(c: Conductor, variant: Variant) -> str | None:
@@ -99,6 +108,16 @@ def show_refs(refs: Sequence[AttachmentRef], load: Callable[[str], bytes]) -> No
                 st.image(data, caption=ref.name, width=THUMBNAIL_PX)
             else:
                 st.badge(ui.escape_badge(ref.label()[1:-1]), icon=":material/picture_as_pdf:", color="gray")
+
+
+def skipped_column(c: Conductor, column: Any, variant: Variant) -> None:
+    """A Compare column that sat a message out: greyed, with the reason."""
+    with column.container(border=True):
+        st.markdown(f":gray[**{ui.escape_md(variant.target)}**]")
+        reason = refusal(c, variant) or f"{variant.provider}: did not read this message's attachments"
+        st.caption(
+            f":material/hide_image: Skipped for this message ({ui.escape_md(reason)}): it was not sent the images or PDFs."
+        )
 
 
 def show(conversation: Any, turn: Any) -> None:

@@ -156,7 +156,7 @@ def _edit(session_id: str, turn_id: str, key: str) -> None:
         return
     turn = conversation.turns[index]
     kept = conversation.attachments(turn)  # an edit changes the text; the attachments stay
-    lanes = sorted(turn.chosen) or None
+    lanes = (sorted(turn.chosen) or None) if kept else None  # columns that sat it out still do
     try:
         _, answers = store.add_turn(
             session_id,

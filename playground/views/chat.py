@@ -120,9 +120,14 @@ with st.bottom:
     st.caption(f":material/attach_file: {attachments.LIMIT_NOTE}", help="Attach with the clip in the input.")
     controls.cost_caption(c, variant, conversation.context(0) if conversation else [])
 
-prompt, files = (submitted.text or "", attachments.take(submitted.files)) if submitted else (example or "", [])
+prompt, files, refused = (
+    (submitted.text or "", *attachments.take(submitted.files)) if submitted else (example or "", [], [])
+)
 if held is not None:
     prompt, files = held
+if refused:
+    turns.note(attachments.refused_note(refused, prompt))
+    st.rerun()
 if (prompt.strip() or files) and variant is not None and not busy:
     if not attachments.hold_if_unreadable("chat", c, variant, prompt, files):
         turns.send("chat", sid, [variant], prompt, files)
