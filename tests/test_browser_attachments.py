@@ -146,3 +146,42 @@ def test_an_image_reaches_the_upstream_and_a_text_only_model_is_refused_with_the
     for record in records:
         assert "[image: dots.png, 1 KB]" in (record.prompt or "")
         assert base64.b64encode(PNG).decode()[:24] not in (record.prompt or "")
+
+
+def test_compare_greys_out_the_column_that_reads_text_only_and_sends_the_image_to_the_others(app, tmp_path, shots):
+    from playwright.sync_api import sync_playwright
+
+    picture = tmp_path / "chart.png"
+    picture.write_bytes(PNG)
+    upstream = app["upstream"]
+    before = len(chat_requests(upstream))
+    with sync_playwright() as p:
+        browser = launch(p)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(app["url"])
+            page.get_by_test_id("stSidebarNav").get_by_text("Compare", exact=True).click()
+            page.get_by_role("button", name="Run compare").wait_for(timeout=120_000)
+            wait_idle(page, 120_000)
+            # The default columns: the local model, then the loopback endpoint.
+            page.get_by_text("local: reads text only: skipped for messages with images or PDFs").wait_for(
+                timeout=30_000
+            )
+            page.get_by_label("Prompt", exact=True).fill("Describe the chart.")
+            page.get_by_test_id("stFileUploader").locator("input[type=file]").set_input_files(str(picture))
+            page.get_by_test_id("stFileUploader").get_by_text("chart.png").first.wait_for(timeout=60_000)
+            page.get_by_role("button", name="Run compare").click()
+            page.get_by_text("Skipped for this message (local: reads text only)").wait_for(timeout=120_000)
+            eventually(lambda: REPLY in page.inner_text("body"), 120, "the loopback column's answer")
+            wait_settled(page)
+            sent = chat_requests(upstream)[before:]
+            assert len(sent) == 1
+            content = sent[0]["messages"][-1]["content"]
+            assert content[0] == {"type": "text", "text": "Describe the chart."}
+            assert base64.b64decode(content[1]["image_url"]["url"].split(",", 1)[1]) == PNG
+            page.locator("[data-testid='stImage'] img").first.wait_for(timeout=30_000)  # the round's thumbnail
+            shots(page, "attachments-4-compare", full_page=True)
+        finally:
+            browser.close()
+    records = log_records(app["work"])
+    assert not [r for r in records if r.provider == "local"]  # never sent to the model that would drop it
