@@ -64,6 +64,16 @@ def _label(answer: Answer) -> str:
     return answer.variant.target
 
 
+def attached(conversation: Conversation, turn: Turn) -> list[exports.Attached]:
+    """A turn's images and PDFs for an export (the bytes go only into the HTML)."""
+    return [
+        exports.Attached(
+            name=a.ref.name, media_type=a.ref.media_type, size=a.ref.size, sha256=a.ref.sha256, data=a.data
+        )
+        for a in conversation.attachments(turn)
+    ]
+
+
 def transcript(conversation: Conversation) -> exports.Transcript:
     """The conversation as shown: each message and its chosen answer."""
     turns: list[exports.Turn] = []
@@ -71,7 +81,7 @@ def transcript(conversation: Conversation) -> exports.Transcript:
     if variant is not None and variant.system:
         turns.append(exports.Turn(role="system", content=variant.system))
     for turn in conversation.turns:
-        turns.append(exports.Turn(role="user", content=turn.prompt))
+        turns.append(exports.Turn(role="user", content=turn.prompt, attachments=attached(conversation, turn)))
         answer = turn.chosen.get(0)
         if answer is not None:
             turns.append(
@@ -118,7 +128,14 @@ def comparison(conversation: Conversation, index: int) -> exports.Comparison:
     if len(conversation.turns) > 1:
         title += f" (message {index + 1})"
     vote = {"both_bad": "all bad"}.get(turn.vote or "", turn.vote)
-    return exports.Comparison(title=title, prompt=turn.prompt, created_at=turn.created_at, columns=columns, vote=vote)
+    return exports.Comparison(
+        title=title,
+        prompt=turn.prompt,
+        attachments=attached(conversation, turn),
+        created_at=turn.created_at,
+        columns=columns,
+        vote=vote,
+    )
 
 
 # --- the controls ---------------------------------------------------------------------------------

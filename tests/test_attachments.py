@@ -6,6 +6,8 @@ request log names them and never holds their bytes; who cannot read them is neve
 from __future__ import annotations
 
 import base64
+import json
+import re
 
 import pytest
 from sqlalchemy import text
@@ -174,3 +176,52 @@ def test_the_log_names_an_attachment_and_never_holds_its_bytes(logs):  # noqa: F
         assert stored and not any(base64.b64encode(PNG).decode()[:40] in (p or "") for p in stored)
     finally:
         conductor.close()
+
+
+def test_exports_name_attachments_and_the_html_embeds_the_exact_picture():
+    from conductor_core.workbench import exports
+
+    # Bytes whose base64 holds a key-shaped run ("AIza" and 32 more): a redaction inside the
+    # data URL would break the picture, so it is put in after the page is redacted.
+    padded = PNG + b"\x00" * (-len(PNG) % 3)
+    picture = padded + base64.b64decode("AIza" + "B" * 32)
+    assert "AIza" + "B" * 32 in base64.b64encode(picture).decode()
+    image = from_upload("cat.png", picture)
+    document = from_upload("report.pdf", PDF)
+    attached = [
+        exports.Attached(
+            name=a.ref.name, media_type=a.ref.media_type, size=a.ref.size, sha256=a.ref.sha256, data=a.data
+        )
+        for a in (image, document)
+    ]
+    key = "sk-" + "Q7xZp2Lm9Vt4Rw8Kd3Hs6Jf1"
+    transcript = exports.Transcript(
+        title="Pictures",
+        turns=[
+            exports.Turn(role="user", content=f"What is this? my key is {key}", attachments=attached),
+            exports.Turn(role="assistant", content="A cat and a report."),
+        ],
+    )
+    as_json = json.loads(exports.to_json(transcript))
+    sent = as_json["turns"][0]["attachments"]
+    assert [(a["name"], a["media_type"], a["size"]) for a in sent] == [
+        ("cat.png", "image/png", len(picture)),
+        ("report.pdf", "application/pdf", len(PDF)),
+    ]
+    assert all("data" not in a for a in sent)  # named, never the bytes
+    markdown = exports.to_markdown(transcript)
+    assert "Attached: [image: cat.png, 1 KB], [file: report.pdf, 1 KB]" in markdown
+    html = exports.to_html(transcript)
+    assert key not in html and key not in markdown and key not in json.dumps(as_json)
+    found = re.findall(r'<img src="data:image/png;base64,([^"]+)" alt="cat.png"', html)
+    assert [base64.b64decode(b) for b in found] == [picture]
+    assert "📄 [file: report.pdf, 1 KB]" in html
+    # A comparison's prompt carries them the same way.
+    comparison = exports.Comparison(
+        title="Compare",
+        prompt="Which?",
+        attachments=attached[:1],
+        columns=[exports.Column(label="a", answer="A cat")],
+    )
+    assert re.search(r'<img src="data:image/png;base64,', exports.to_html(comparison))
+    assert "Attached: [image: cat.png, 1 KB]" in exports.to_markdown(comparison)

@@ -18,17 +18,21 @@ Promises:
   so even an image link inside a model's answer cannot make the file fetch anything.
 * Model output is Markdown rendered with raw HTML off (markdown-it-py: `<script>` shows as
   text) and images off; what a person typed (prompts, templates) is shown literally.
+* A message's attachments are named in JSON and Markdown (`[image: cat.png, 12 KB]`); the HTML
+  embeds the images as data URLs (put in after the redaction: base64 is not text a key hides
+  in, and a redaction inside it would break the picture) and names the PDFs.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from ..models import utcnow
+from ..models import IMAGE_MEDIA_TYPES, describe_size, utcnow
 from ..secrets import redact, redact_json
 from .arena import Arena, Reveal
 from .experiments import ExperimentStore, GridRow, VariantStats
@@ -36,6 +40,7 @@ from .ratings import Leaderboard
 from .variants import Variant
 
 __all__ = [
+    "Attached",
     "Figures",
     "Turn",
     "Transcript",
@@ -66,9 +71,27 @@ class Figures(BaseModel):
     cost_usd: float | None = None
 
 
+class Attached(BaseModel):
+    """An image or PDF sent with a message: named in every export, its bytes only in the HTML."""
+
+    name: str
+    media_type: str
+    size: int
+    sha256: str
+    data: bytes | None = Field(default=None, exclude=True, description="For the HTML report's pictures only.")
+
+    @property
+    def is_image(self) -> bool:
+        return self.media_type in IMAGE_MEDIA_TYPES
+
+    def label(self) -> str:
+        return f"[{'image' if self.is_image else 'file'}: {self.name}, {describe_size(self.size)}]"
+
+
 class Turn(BaseModel):
     role: Literal["system", "user", "assistant"]
     content: str
+    attachments: list[Attached] = Field(default_factory=list, description="A user message's images and PDFs.")
     label: str | None = Field(default=None, description="Who answered (provider/model and what differs).")
     status: str = Field(default="ok", description="ok, stopped, failed, interrupted, incomplete...")
     error: str | None = None
@@ -98,6 +121,7 @@ class Comparison(BaseModel):
     kind: Literal["comparison"] = "comparison"
     title: str
     prompt: str
+    attachments: list[Attached] = Field(default_factory=list, description="The prompt's images and PDFs.")
     created_at: datetime | None = None
     columns: list[Column] = Field(min_length=1, max_length=4)
     vote: str | None = Field(default=None, description="The chosen column's label, 'tie' or 'all_bad'.")
@@ -330,12 +354,13 @@ def to_markdown(doc: Document) -> str:
             status = "" if turn.status == "ok" else f" ({turn.status})"
             out += [f"## {_cell(who)}{status}", ""]
             out += [_fence(turn.content) if turn.role != "assistant" else turn.content, ""]
+            out += _attached_lines(turn.attachments)
             if turn.error:
                 out += [f"> Error: {_cell(turn.error)}", ""]
             if turn.figures:
                 out += [f"_{_figures_line(turn.figures)}_", ""]
     elif isinstance(doc, Comparison):
-        out += ["## Prompt", "", _fence(doc.prompt), ""]
+        out += ["## Prompt", "", _fence(doc.prompt), "", *_attached_lines(doc.attachments)]
         for column in doc.columns:
             status = "" if column.status == "ok" else f" ({column.status})"
             out += [f"## {_cell(column.label)}{status}", "", column.answer or "_(no answer)_", ""]
@@ -389,6 +414,10 @@ def to_markdown(doc: Document) -> str:
     return redact("\n".join(out).rstrip() + "\n")
 
 
+def _attached_lines(attached: list[Attached]) -> list[str]:
+    return [f"Attached: {_cell(', '.join(a.label() for a in attached))}", ""] if attached else []
+
+
 def _clip(text: str, width: int = 80) -> str:
     text = " ".join(text.split())
     return text if len(text) <= width else text[: width - 1] + "…"
@@ -409,6 +438,8 @@ _PAGE = """<!doctype html>
 <meta name="generator" content="Conductor">
 <title>{{ title }}</title>
 <style>
+.attached img { max-width: 320px; max-height: 240px; margin: .3rem .5rem .3rem 0; border: 1px solid #ddd; border-radius: 4px; }
+.attached .chip { display: inline-block; background: #f0f0f3; border-radius: 1rem; padding: .1rem .7rem; margin: .2rem .4rem .2rem 0; font-size: .85rem; }
 body { font: 15px/1.5 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0 auto; max-width: 1100px; padding: 1.5rem; color: #1d1d1f; }
 h1 { font-size: 1.6rem; margin-bottom: .2rem; } h2 { margin-top: 2rem; border-bottom: 1px solid #ddd; }
 .meta { color: #666; } pre.literal { white-space: pre-wrap; background: #f5f5f7; padding: .6rem .8rem; border-radius: 6px; }
@@ -442,8 +473,23 @@ def _charts(charts: list[Any]) -> str:
     return '<div class="charts">' + "".join(svg(chart) for chart in charts) + "</div>"
 
 
+_PICTURE = "conductor-attachment:"  # an image's src until the page is redacted
+
+
+def _pictures(doc: Document) -> dict[str, str]:
+    """sha256 → data URL of every image in `doc` that carries its bytes."""
+    attached = [*getattr(doc, "attachments", [])] + [a for t in getattr(doc, "turns", []) for a in t.attachments]
+    return {
+        a.sha256: f"data:{a.media_type};base64,{base64.b64encode(a.data).decode('ascii')}"
+        for a in attached
+        if a.is_image and a.data
+    }
+
+
 def to_html(doc: Document, *, charts: bool = True) -> str:
-    """One HTML file: answers, figures, votes and ratings, charts as inline SVG."""
+    """One HTML file: answers, figures, votes and ratings, charts as inline SVG, the messages'
+    images embedded."""
+    pictures = _pictures(doc)  # before the redaction, which drops the bytes (and must not touch them)
     doc = _redacted(doc)
     from jinja2 import Environment
     from markupsafe import Markup
@@ -457,6 +503,9 @@ def to_html(doc: Document, *, charts: bool = True) -> str:
     env.filters["usd"] = _usd
     env.filters["pct"] = _pct
     env.globals["figures_line"] = _figures_line
+    env.globals["attached"] = lambda items: Markup(
+        env.from_string(_ATTACHED).render(items=items, src=_PICTURE, shown=pictures)
+    )
     chart_html = ""
     if isinstance(doc, RunReport):
         subtitle = f"Run {doc.run_number} · {doc.status} · check: {doc.check} · {doc.rows_total} rows × {len(doc.variants)} variants"
@@ -496,8 +545,13 @@ def to_html(doc: Document, *, charts: bool = True) -> str:
         body=Markup(body),
         exported=utcnow().strftime("%Y-%m-%d %H:%M UTC"),
     )
-    return redact(page)
+    page = redact(page)
+    for sha256, url in pictures.items():
+        page = page.replace(f'src="{_PICTURE}{sha256}"', f'src="{url}"')
+    return page
 
+
+_ATTACHED = """{% if items %}<div class="attached">{% for a in items %}{% if a.sha256 in shown %}<img src="{{ src }}{{ a.sha256 }}" alt="{{ a.name }}" title="{{ a.label() }}">{% else %}<span class="chip">📄 {{ a.label() }}</span>{% endif %}{% endfor %}</div>{% endif %}"""
 
 _RATINGS_TABLE = """
 <table><tr>{% for h in ratings_head %}<th>{{ h }}</th>{% endfor %}</tr>
@@ -510,6 +564,7 @@ _BODIES = {
 {% for turn in doc.turns %}
 <div class="turn"><div class="who">{{ "You" if turn.role == "user" else ("System" if turn.role == "system" else (turn.label or "Assistant")) }}{% if turn.status != "ok" %} <span class="bad">({{ turn.status }})</span>{% endif %}</div>
 {% if turn.role == "assistant" %}<div class="answer">{{ turn.content | markdown }}</div>{% else %}<pre class="literal">{{ turn.content }}</pre>{% endif %}
+{{ attached(turn.attachments) }}
 {% if turn.error %}<div class="bad">Error: {{ turn.error }}</div>{% endif %}
 {% if turn.figures %}<div class="figures">{{ figures_line(turn.figures) }}</div>{% endif %}
 </div>
@@ -517,6 +572,7 @@ _BODIES = {
 """,
     "comparison": """
 <h2>Prompt</h2><pre class="literal">{{ doc.prompt }}</pre>
+{{ attached(doc.attachments) }}
 <table class="grid"><tr>{% for c in doc.columns %}<th>{{ c.label }}{% if c.status != "ok" %} <span class="bad">({{ c.status }})</span>{% endif %}</th>{% endfor %}</tr>
 <tr>{% for c in doc.columns %}<td><div class="answer">{{ (c.answer or "") | markdown }}</div>{% if c.error %}<div class="bad">Error: {{ c.error }}</div>{% endif %}</td>{% endfor %}</tr>
 <tr>{% for c in doc.columns %}<td class="figures">{{ figures_line(c.figures) }}</td>{% endfor %}</tr></table>
