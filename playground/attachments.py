@@ -33,6 +33,7 @@ __all__ = [
     "show",
     "show_refs",
     "uploader",
+    "readable_lanes",
     "skipped_column",
     "hold_if_unreadable",
     "held_message",
@@ -76,6 +77,14 @@ def refusal(c: Conductor, variant: Variant) -> str | None:
 def readers(c: Conductor, names: Sequence[str]) -> list[str]:
     """The providers among `names` that read images and PDFs."""
     return [n for n in names if refusal(c, Variant(provider=n)) is None]
+
+
+def readable_lanes(c: Conductor, variants: Sequence[Variant], files: Sequence[Attachment]) -> list[int] | None:
+    """The columns a message with `files` goes to (None: every one): those that can read them."""
+    if not files:
+        return None
+    lanes = [i for i, v in enumerate(variants) if refusal(c, v) is None]
+    return lanes if len(lanes) < len(variants) else None
 
 
 def uploader(key: str) -> list[Any]:

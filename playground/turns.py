@@ -101,6 +101,9 @@ def send(
     prompt = prompt.strip()
     if not prompt and not attachments:
         return session_id
+    if lanes is not None and not lanes:
+        note("Not sent: no column reads images or PDFs. Pick a provider that does in at least one column.")
+        return session_id
     try:
         if session_id is None or store.get(session_id) is None:
             session_id = store.create(kind, variants).id

@@ -27,6 +27,7 @@ from conductor_core.router import Conductor
 from conductor_core.testing.fakes import ScriptedProvider
 from conductor_core.workbench import attachments
 from conductor_core.workbench.attachments import AttachmentError, from_upload
+from conductor_core.workbench.replay import attachments_of
 from conductor_core.workbench.sessions import SessionStore
 from conductor_core.workbench.variants import Variant
 from tests.test_sessions import database_url, logs, store  # noqa: F401  (fixtures: both databases)
@@ -225,3 +226,47 @@ def test_exports_name_attachments_and_the_html_embeds_the_exact_picture():
     )
     assert re.search(r'<img src="data:image/png;base64,', exports.to_html(comparison))
     assert "Attached: [image: cat.png, 1 KB]" in exports.to_markdown(comparison)
+
+
+def test_a_replay_sends_the_attachments_again_and_a_log_only_replay_says_it_cannot(logs):  # noqa: F811
+    from conductor_core.workbench.replay import replay_of
+
+    log = logs()
+    sessions = SessionStore.for_log(log)
+    seer = Seer("seer", reply="A cat.", models=["seer-1"])
+    settings = load_settings(_env_file=None, local_enabled=False, max_retries=0)
+    conductor = Conductor(settings, request_log=log, extra_providers=[seer])
+    try:
+        picture, document = from_upload("cat.png", PNG), from_upload("report.pdf", PDF)
+        session = sessions.create("chat", [CHAT])
+        first, (answer,) = sessions.add_turn(session.id, "Look", parent_id=None, attachments=[picture])
+        sessions.finish(answer.id, "done", content="A cat.")
+        conversation = sessions.conversation(session.id)
+        _, (second,) = sessions.add_turn(
+            session.id, "And this?", parent_id=first.id, after_answer_id=answer.id, attachments=[document]
+        )
+        request = second.variant.model_copy(update={"provider": "seer", "model": "seer-1"}).request(
+            [*conversation.context(0), conversation.user_message(sessions.conversation(session.id).turns[-1])]
+        )
+        response = conductor.chat(request)
+        sessions.link_request(second.id, response.metadata.id)
+        sessions.finish(second.id, "done", content="A report.", response=response)
+
+        replay = replay_of(log, sessions, response.metadata.id)
+        assert [a.ref.name for a in replay.prompt_attachments] == ["report.pdf"]
+        assert replay.prompt_attachments[0].data == PDF
+        ((user, assistant),) = replay.turns
+        assert assistant == "A cat." and [a.data for a in attachments_of(user)] == [PNG]
+
+        # Sent outside the playground: the log names the image and keeps no bytes, and says so.
+        direct = conductor.chat(
+            ChatRequest(
+                messages=[ChatMessage(role="user", parts=attachments.message_parts("What?", [picture]))],
+                provider="seer",
+            )
+        )
+        from_log = replay_of(log, sessions, direct.metadata.id)
+        assert "[image: cat.png, 1 KB]" in from_log.prompt
+        assert "keeps none of their bytes" in from_log.note
+    finally:
+        conductor.close()

@@ -19,7 +19,11 @@ store = state.sessions()
 compare_links.take_url_comparison(c, lambda variants, prompt: turns.send("compare", None, variants, prompt))
 # ?replay=REQUEST_ID&with=… : a logged request again, against other targets (from the Dashboard).
 compare_links.take_replay(
-    c, store, lambda session_id, variants, prompt: turns.send("compare", session_id, variants, prompt)
+    c,
+    store,
+    lambda session_id, variants, prompt, files: turns.send(
+        "compare", session_id, variants, prompt, files, attachments.readable_lanes(c, variants, files)
+    ),
 )
 
 sid = session_nav.current("compare")
@@ -328,10 +332,10 @@ if submitted and not (prompt or "").strip() and not files:
 elif submitted and ready and not busy:
     taken, refused = attachments.take(files)
     # A column that cannot read the attachments sits this message out (greyed, with the reason).
-    readers = [i for i, v in enumerate(variants) if not taken or attachments.refusal(c, v) is None]
+    readers = attachments.readable_lanes(c, variants, taken)
     if refused:
         st.error(ui.escape_md(attachments.refused_note(refused, prompt or "")), icon=":material/block:")
-    elif not readers:
+    elif readers == []:
         st.error(
             "Not sent: no column reads images or PDFs ("
             + ui.escape_md("; ".join(attachments.refusal(c, v) or "" for v in variants))
@@ -339,5 +343,5 @@ elif submitted and ready and not busy:
             icon=":material/hide_image:",
         )
     else:
-        turns.send("compare", sid, variants, prompt, taken, readers if len(readers) < len(variants) else None)
+        turns.send("compare", sid, variants, prompt, taken, readers)
         st.rerun()
