@@ -4,6 +4,7 @@ sent them), and showing a turn's attachments (thumbnails; a PDF as a named chip)
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -29,10 +30,11 @@ __all__ = [
     "take",
     "refused_note",
     "refusal",
-    "readers",
+    "cannot_read",
     "show",
     "show_refs",
     "uploader",
+    "contestants",
     "readable_lanes",
     "skipped_column",
     "hold_if_unreadable",
@@ -62,21 +64,22 @@ def refused_note(refused: Sequence[str], prompt: str) -> str:
 
 
 def refusal(c: Conductor, variant: Variant) -> str | None:
-    """Why `variant` cannot be sent images or PDFs ("local: reads text only"), or None when it can.
-    AUTO can when any configured provider can: the router then chooses only among those."""
-    if variant.provider == "auto":
-        if any(p.reads_attachments for p in {**c.registry.providers, **state.session_providers()}.values()):
+    """Why `variant` cannot be sent images or PDFs ("local: reads text only"), or None when it can."""
+    return cannot_read(c, variant.provider)
+
+
+def cannot_read(c: Conductor, name: str) -> str | None:
+    """Why provider `name` cannot be sent images or PDFs, or None when it can. AUTO can when any
+    configured provider can: the router then chooses only among those (`unsupported()`)."""
+    providers = {**c.registry.providers, **state.session_providers()}
+    if name == "auto":
+        if any(p.reads_attachments for p in providers.values()):
             return None
         return "auto: no configured provider reads images or PDFs"
-    provider = state.session_providers().get(variant.provider) or c.registry.providers.get(variant.provider)
+    provider = providers.get(name)
     if provider is None or provider.reads_attachments:
         return None
-    return f"{variant.provider}: reads text only"
-
-
-def readers(c: Conductor, names: Sequence[str]) -> list[str]:
-    """The providers among `names` that read images and PDFs."""
-    return [n for n in names if refusal(c, Variant(provider=n)) is None]
+    return f"{name}: reads text only"
 
 
 def readable_lanes(c: Conductor, variants: Sequence[Variant], files: Sequence[Attachment]) -> list[int] | None:
@@ -85,6 +88,22 @@ def readable_lanes(c: Conductor, variants: Sequence[Variant], files: Sequence[At
         return None
     lanes = [i for i, v in enumerate(variants) if refusal(c, v) is None]
     return lanes if len(lanes) < len(variants) else None
+
+
+def contestants(
+    c: Conductor, chosen: Sequence[str], targets: Sequence[str], files: Sequence[Attachment]
+) -> tuple[list[str], list[str]]:
+    """Arena: the chosen targets ("provider/model") that read `files`, topped up to two by a
+    random draw among the other targets that do; and why the others were left out."""
+    if not files:
+        return list(chosen), []
+    unable = {t: cannot_read(c, t.partition("/")[0]) for t in targets}
+    kept = [t for t in chosen if unable[t] is None]
+    spare = [t for t in targets if t not in kept and unable[t] is None]
+    secrets.SystemRandom().shuffle(spare)
+    kept += spare[: max(0, 2 - len(kept))]
+    left_out = sorted({reason for t in chosen if (reason := unable[t]) is not None})
+    return kept, left_out
 
 
 def uploader(key: str) -> list[Any]:

@@ -270,3 +270,39 @@ def test_a_replay_sends_the_attachments_again_and_a_log_only_replay_says_it_cann
         assert "keeps none of their bytes" in from_log.note
     finally:
         conductor.close()
+
+
+def test_a_blind_round_sends_its_image_to_every_contestant_and_keeps_it_once(logs):  # noqa: F811
+    from conductor_core.workbench.arena import Arena
+
+    log = logs()
+    one = Seer("seer", reply="A cat.", models=["seer-1"])
+    two = Seer("seer2", reply="A small cat.", models=["seer2-1"])
+    settings = load_settings(_env_file=None, local_enabled=False, max_retries=0)
+    conductor = Conductor(settings, request_log=log, extra_providers=[one, two])
+    try:
+        arena = Arena(log)
+        picture = from_upload("cat.png", PNG)
+        variants = [Variant(provider="seer", model="seer-1"), Variant(provider="seer2", model="seer2-1")]
+        match = arena.start("", variants, [picture])  # an image alone is a question too
+        list(arena.answers(conductor, match.id))
+        for provider in (one, two):
+            (call,) = provider.calls
+            assert [p.type for p in call.messages[-1].parts or []] == ["image"]
+            assert call.attachments()[0].url == picture.url
+        shown = arena.match(match.id)
+        assert [r.name for r in shown.attachments] == ["cat.png"]
+        assert [a.data for a in arena.attachments(match.id)] == [PNG]
+        # The same picture in a session and another round: still one stored copy; deleting the
+        # session keeps the bytes the rounds use.
+        sessions = SessionStore.for_log(log)
+        session = sessions.create("chat", [CHAT])
+        sessions.add_turn(session.id, "Again", parent_id=None, attachments=[picture])
+        arena.start("And now?", variants, [picture])
+        assert _count(sessions, "attachments") == 1
+        for answer in sessions.conversation(session.id).turns[0].chosen.values():
+            sessions.finish(answer.id, "done", content="ok")
+        sessions.delete(session.id)
+        assert arena.attachments(match.id)[0].data == PNG
+    finally:
+        conductor.close()

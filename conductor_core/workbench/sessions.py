@@ -30,6 +30,9 @@ may add session kinds, without changing them)::
                   columns and retries send it), media_type, size, data, created_at
     wb_turn_attachments  (turn_id → wb_turns, position) PK, sha256 → attachments, name
                   (as the person named the file): a turn's images and PDFs, in order
+    arena_match_attachments  (match_id → arena_matches, position) PK, sha256, name: a
+                  blind round's (kept here, with every other use of `attachments`, so the
+                  bytes no use references any more are found in one place)
 
 Answer statuses: ``streaming`` (a worker is writing it), ``done``, ``error`` (failed before
 any text), ``incomplete`` (the stream broke after text), ``stopped`` (a person stopped
@@ -94,6 +97,9 @@ __all__ = [
     "STALE_S",
     "MAX_LANES",
     "metadata",
+    "keep_attachments",
+    "attachments_of",
+    "match_attachments_table",
 ]
 
 SessionKind = str  # "chat", "compare"; other modules may add kinds
@@ -194,6 +200,19 @@ turn_attachments_table = Table(
     Column("name", SafeText(), nullable=False),
     Index("ix_wb_turn_attachments_sha256", "sha256"),
 )
+
+
+match_attachments_table = Table(
+    "arena_match_attachments",
+    metadata,
+    Column("match_id", String(), primary_key=True),  # arena_matches.id (the arena's own metadata)
+    Column("position", Integer(), primary_key=True),
+    Column("sha256", String(), ForeignKey("attachments.sha256"), nullable=False),
+    Column("name", SafeText(), nullable=False),
+)
+
+#: Every table that references `attachments` (by its sha256 column): bytes none of them names are dropped.
+_ATTACHMENT_USES = (turn_attachments_table, match_attachments_table)
 
 
 def _now() -> tuple[datetime, float]:
@@ -550,7 +569,7 @@ class SessionStore:
                     selected_ts=ts,
                 )
             )
-            _keep_attachments(conn, turn_id, attachments, moment)
+            keep_attachments(conn, turn_attachments_table, turn_id, attachments, moment)
             answers = [
                 self._insert_answer(conn, session_id, turn_id, lane, variants[lane])
                 for lane in (lanes or range(len(variants)))
@@ -953,8 +972,11 @@ class _Transaction:
             self._lock.__exit__(None, None, None)
 
 
-def _keep_attachments(conn: Any, turn_id: str, attachments: Sequence[Attachment], moment: datetime) -> None:
-    """A turn's attachments: each one's bytes stored once (by hash), the turn's references in order."""
+def keep_attachments(
+    conn: Any, uses: Table, owner_id: str, attachments: Sequence[Attachment], moment: datetime
+) -> None:
+    """An owner's attachments (a turn's, a blind round's): each one's bytes stored once (by
+    hash), the owner's references in order in `uses` (whose first column names the owner)."""
     at = attachments_table.c
     for position, attachment in enumerate(attachments):
         ref = attachment.ref
@@ -966,9 +988,22 @@ def _keep_attachments(conn: Any, turn_id: str, attachments: Sequence[Attachment]
                     sha256=ref.sha256, media_type=ref.media_type, size=ref.size, data=attachment.data, created_at=moment
                 )
             )
+        owner = uses.c[0].name
         conn.execute(
-            insert(turn_attachments_table).values(turn_id=turn_id, position=position, sha256=ref.sha256, name=ref.name)
+            insert(uses).values({owner: owner_id, "position": position, "sha256": ref.sha256, "name": ref.name})
         )
+
+
+def attachments_of(conn: Any, uses: Table, owner_id: str) -> list[Attachment]:
+    """An owner's attachments with their bytes, in order."""
+    at = attachments_table.c
+    rows = conn.execute(
+        select(uses.c.sha256, uses.c.name, at.media_type, at.size, at.data)
+        .join(attachments_table, at.sha256 == uses.c.sha256)
+        .where(uses.c[0] == owner_id)
+        .order_by(uses.c.position)
+    ).all()
+    return [Attachment(AttachmentRef(r.sha256, r.name, r.media_type, r.size), bytes(r.data)) for r in rows]
 
 
 def _insert_new(conn: Any, table: Table) -> Any:
@@ -984,8 +1019,8 @@ def _insert_new(conn: Any, table: Table) -> Any:
 
 def _forget_unused_attachments(conn: Any) -> None:
     """Drop the bytes no turn references any more (a deleted turn or session was their last)."""
-    used = select(turn_attachments_table.c.sha256)
-    conn.execute(delete(attachments_table).where(attachments_table.c.sha256.not_in(used)))
+    used = [select(table.c.sha256) for table in _ATTACHMENT_USES]
+    conn.execute(delete(attachments_table).where(*[attachments_table.c.sha256.not_in(u) for u in used]))
 
 
 def _answer(row: Any) -> Answer:
