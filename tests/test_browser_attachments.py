@@ -3,7 +3,9 @@ OpenAI-compatible loopback upstream as an `image_url` part carrying exactly its 
 at the upstream); the local model, which reads text only, is named as such beside the provider
 control and a message with an image is held there with the reason, never sent to it; once
 another provider is picked the held message goes; after a reload the thumbnails are still in
-the history; the request log names the image and never holds its bytes.
+the history; the request log names the image and never holds its bytes. Compare greys out the
+local model's column for a round with an image; the Arena draws its contestants among those
+that read images.
 
 Skipped with the reason when chromium, playwright or the local model is missing, unless
 CONDUCTOR_REQUIRE_SERVICES=1 (CI), where that is a failure.
@@ -32,6 +34,7 @@ PNG = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAIAAAD91JpzAAAAFklEQVR4nGM8ISfHwMDAxMDAwMDAAAANBAEIfXHKZgAAAABJRU5ErkJggg=="
 )
 REPLY = "A tiny picture with four pixels."
+SECOND_REPLY = "Four red pixels, I think."
 
 
 @pytest.fixture(scope="module")
@@ -40,12 +43,15 @@ def app(services, tmp_path_factory):
 
     work = tmp_path_factory.mktemp("attachments")
     upstream = OpenAIServer(reply=REPLY, models=["vision-model"], chunk_delay_s=0.01).start()
-    server = Playground(work, config=endpoint_config(upstream))
+    second = OpenAIServer(reply=SECOND_REPLY, models=["second-model"], chunk_delay_s=0.01).start()
+    config = endpoint_config(upstream) + endpoint_config(second, "vision2")
+    server = Playground(work, config=config)
     try:
-        yield {"url": server.url, "upstream": upstream, "work": work}
+        yield {"url": server.url, "upstream": upstream, "second": second, "work": work}
     finally:
         server.stop()
         upstream.stop()
+        second.stop()
 
 
 def chat_requests(server) -> list[dict]:
@@ -185,3 +191,39 @@ def test_compare_greys_out_the_column_that_reads_text_only_and_sends_the_image_t
             browser.close()
     records = log_records(app["work"])
     assert not [r for r in records if r.provider == "local"]  # never sent to the model that would drop it
+
+
+def test_arena_draws_its_contestants_among_those_that_read_the_image(app, tmp_path, shots):
+    from playwright.sync_api import sync_playwright
+
+    picture = tmp_path / "red.png"
+    picture.write_bytes(PNG)
+    upstreams = [app["upstream"], app["second"]]
+    before = [len(chat_requests(u)) for u in upstreams]
+    with sync_playwright() as p:
+        browser = launch(p)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(f"{app['url']}/arena")
+            page.get_by_role("button", name="Start blind round").wait_for(timeout=120_000)
+            wait_idle(page, 120_000)
+            chosen = page.get_by_test_id("stMultiSelect").inner_text()
+            assert "gemma" in chosen and "vision-model" in chosen and "second-model" in chosen
+            page.get_by_label("Prompt").fill("What colour is it?")
+            page.get_by_test_id("stFileUploader").locator("input[type=file]").set_input_files(str(picture))
+            page.get_by_test_id("stFileUploader").get_by_text("red.png").first.wait_for(timeout=60_000)
+            page.get_by_role("button", name="Start blind round").click()
+            page.get_by_text("Which answer is best?").wait_for(timeout=120_000)
+            wait_settled(page)
+            main = page.get_by_test_id("stMain").inner_text()
+            assert "Left out of this round, as they cannot read its images or PDFs: local: reads text only" in main
+            assert "Answer C" not in main  # two contestants: the local model was not drawn
+            page.locator("[data-testid='stImage'] img").first.wait_for(timeout=30_000)
+            for upstream, seen in zip(upstreams, before, strict=True):
+                (sent,) = chat_requests(upstream)[seen:]
+                url = sent["messages"][-1]["content"][1]["image_url"]["url"]
+                assert base64.b64decode(url.split(",", 1)[1]) == PNG
+            shots(page, "attachments-5-arena", full_page=True)
+        finally:
+            browser.close()
+    assert not [r for r in log_records(app["work"]) if r.provider == "local"]

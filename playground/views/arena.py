@@ -129,8 +129,6 @@ def new_round() -> None:
             icon=":material/hide_image:",
         )
         return
-    if left_out:
-        _note("Left out of this round, as they cannot read its images or PDFs: " + "; ".join(left_out) + ".")
     variants = [
         Variant(
             provider=t.partition("/")[0], model=t.partition("/")[2], temperature=temperature, max_tokens=int(max_tokens)
@@ -142,6 +140,8 @@ def new_round() -> None:
     except ArenaError as error:
         st.warning(ui.escape_md(str(error).capitalize() + "."), icon=":material/edit:")
         return
+    if left_out:  # said beside the round's prompt for as long as it is shown
+        st.session_state[f"arena_left_out_{match.id}"] = "; ".join(left_out)
     rounds.launch(match.id, state.overrides())
     st.query_params["match"] = match.id
     st.rerun()
@@ -284,6 +284,12 @@ if match_id:
         with st.container(border=True):
             st.text(match.prompt)  # literally what was typed
             attachments.show_refs(list(match.attachments), lambda sha: _bytes_of(match.id, sha))
+            left_out = st.session_state.get(f"arena_left_out_{match.id}")
+            if left_out:
+                st.caption(
+                    ":material/hide_image: Left out of this round, as they cannot read its images or PDFs: "
+                    + ui.escape_md(left_out)
+                )
         if arena.voted(match.id):
             revealed(arena.reveal(match.id), match.id)
         elif not arena.finished(match.id) and rounds.live(match.id) is None and arena.close_if_abandoned(match.id):
