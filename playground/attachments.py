@@ -36,6 +36,7 @@ __all__ = [
     "uploader",
     "contestants",
     "readable_lanes",
+    "history_attaches",
     "skipped_column",
     "hold_if_unreadable",
     "held_message",
@@ -82,11 +83,24 @@ def cannot_read(c: Conductor, name: str) -> str | None:
     return f"{name}: reads text only"
 
 
-def readable_lanes(c: Conductor, variants: Sequence[Variant], files: Sequence[Attachment]) -> list[int] | None:
-    """The columns a message with `files` goes to (None: every one): those that can read them."""
-    if not files:
-        return None
-    lanes = [i for i, v in enumerate(variants) if refusal(c, v) is None]
+def history_attaches(conversation: Any, lane: int = 0) -> bool:
+    """Whether the history `lane` sends with its next message carries images or PDFs."""
+    if conversation is None:
+        return False
+    return any(
+        turn.attachments and (answer := turn.chosen.get(lane)) is not None and answer.in_context
+        for turn in conversation.turns
+    )
+
+
+def readable_lanes(
+    c: Conductor, variants: Sequence[Variant], files: Sequence[Attachment], conversation: Any = None
+) -> list[int] | None:
+    """The columns a message goes to (None: every one): a column that cannot read images or
+    PDFs sits out a message that has some, or whose history has."""
+    lanes = [
+        i for i, v in enumerate(variants) if not (files or history_attaches(conversation, i)) or refusal(c, v) is None
+    ]
     return lanes if len(lanes) < len(variants) else None
 
 
@@ -160,10 +174,12 @@ def _held_key(kind: str) -> str:
     return f"{kind}_held_message"
 
 
-def hold_if_unreadable(kind: str, c: Conductor, variant: Variant, prompt: str, files: list[Attachment]) -> bool:
+def hold_if_unreadable(
+    kind: str, c: Conductor, variant: Variant, prompt: str, files: list[Attachment], *, history: bool = False
+) -> bool:
     """Hold the message (and rerun, to say why beside the provider control) when `variant`
-    cannot read its attachments. False: it may be sent."""
-    if not files or refusal(c, variant) is None:
+    cannot read its attachments, or those of the `history` sent with it. False: it may be sent."""
+    if not (files or history) or refusal(c, variant) is None:
         return False
     st.session_state[_held_key(kind)] = (prompt, files)
     st.rerun()
@@ -181,14 +197,15 @@ def held_message(kind: str, c: Conductor, variant: Variant | None) -> tuple[str,
         return None
     prompt, files = held
     names = ", ".join(a.ref.name for a in files)
+    what = f"your message attaches {names}" if files else "the conversation before it has images or PDFs"
     if reason is not None:
         st.error(
-            f"Not sent ({ui.escape_md(reason)}): your message attaches {ui.escape_md(names)}. "
+            f"Not sent ({ui.escape_md(reason)}): {ui.escape_md(what)}. "
             "Pick a provider that reads images and PDFs, then send it.",
             icon=":material/hide_image:",
         )
     else:
-        st.info(f"Held message with {ui.escape_md(names)}: ready to send.", icon=":material/attach_file:")
+        st.info(f"Held message ({ui.escape_md(what)}): ready to send.", icon=":material/attach_file:")
     row = st.container(horizontal=True, gap="small")
     with row:
         send = st.button(

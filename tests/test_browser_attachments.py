@@ -137,6 +137,17 @@ def test_an_image_reaches_the_upstream_and_a_text_only_model_is_refused_with_the
             assert second[0]["content"][1]["image_url"]["url"] == url  # history keeps its image
             assert second[2]["content"][0]["text"] == "And this one?"
 
+            # Text alone to the local model is held too: the history it would send has images.
+            choose(page, "Provider", "Local (Gemma 3 270M)", within=sidebar)
+            wait_idle(page)
+            page.get_by_test_id("stChatInputTextArea").fill("Now in words only")
+            page.get_by_test_id("stChatInputTextArea").press("Enter")
+            sidebar.get_by_text("the conversation before it has images or PDFs").wait_for(timeout=60_000)
+            assert user_messages(page).count() == 2
+            sidebar.get_by_role("button", name="Discard").click()
+            wait_idle(page)
+            assert sidebar.get_by_text("Not sent").count() == 0
+
             # A reload draws the history from the store: both thumbnails are there.
             page.reload()
             page.get_by_test_id("stChatInput").wait_for(timeout=120_000)

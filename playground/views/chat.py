@@ -129,6 +129,7 @@ if refused:
     turns.note(attachments.refused_note(refused, prompt))
     st.rerun()
 if (prompt.strip() or files) and variant is not None and not busy:
-    if not attachments.hold_if_unreadable("chat", c, variant, prompt, files):
+    earlier = attachments.history_attaches(conversation)
+    if not attachments.hold_if_unreadable("chat", c, variant, prompt, files, history=earlier):
         turns.send("chat", sid, [variant], prompt, files)
         st.rerun()  # draw the new turn, its answer streaming, and the input disabled

@@ -219,7 +219,7 @@ def show_round(conv: Conversation, index: int, turn: Turn) -> None:
         return
     fastest, cheapest = ui.compare_marks([a.response if a.status == "done" else None for a in finished])
     settings = differing_settings([turn.chosen[lane].variant for lane in lanes])
-    every = range(len(conv.session.variants)) if turn.attachments else lanes
+    every = range(len(conv.session.variants)) if len(lanes) < len(conv.session.variants) else lanes
     for lane, column in zip(every, st.columns(len(every), gap="small"), strict=True):
         if lane not in turn.chosen:  # it could not read this message's attachments
             attachments.skipped_column(c, column, conv.session.variants[lane])
@@ -332,7 +332,7 @@ if submitted and not (prompt or "").strip() and not files:
 elif submitted and ready and not busy:
     taken, refused = attachments.take(files)
     # A column that cannot read the attachments sits this message out (greyed, with the reason).
-    readers = attachments.readable_lanes(c, variants, taken)
+    readers = attachments.readable_lanes(c, variants, taken, conversation)
     if refused:
         st.error(ui.escape_md(attachments.refused_note(refused, prompt or "")), icon=":material/block:")
     elif readers == []:
