@@ -306,3 +306,23 @@ def test_a_blind_round_sends_its_image_to_every_contestant_and_keeps_it_once(log
         assert arena.attachments(match.id)[0].data == PNG
     finally:
         conductor.close()
+
+
+def test_without_prompt_logging_attachments_live_in_memory_only(tmp_path):
+    from conductor_core.store import RequestLog
+
+    log = RequestLog(None, data_dir=tmp_path / "data", log_prompts=False)
+    try:
+        sessions = SessionStore.for_log(log)
+        assert sessions.memory
+        marker = PNG + b"private-picture-5f1c"
+        session = sessions.create("chat", [CHAT])
+        turn, _ = sessions.add_turn(session.id, "Look", parent_id=None, attachments=[from_upload("me.png", marker)])
+        conversation = sessions.conversation(session.id)
+        assert [a.data for a in conversation.attachments(conversation.turns[0])] == [marker]
+        log.flush()
+        for path in (tmp_path / "data").rglob("*"):
+            if path.is_file():
+                assert b"private-picture-5f1c" not in path.read_bytes()
+    finally:
+        log.close()
