@@ -110,6 +110,16 @@ def test_an_image_reaches_the_upstream_and_a_text_only_model_is_refused_with_the
             assert "dots.png" in first.inner_text()
             shots(page, "attachments-1-sent")
 
+            # A file that is not what its name says is refused, with why, and nothing is sent.
+            fake = tmp_path / "fake.png"
+            fake.write_bytes(b"just some text, not a picture")
+            calls = len(chat_requests(upstream))
+            attach_and_send(page, fake, "Is this a picture?")
+            page.get_by_text("fake.png is not a PNG, JPEG, WebP or GIF image or a PDF").first.wait_for(timeout=60_000)
+            wait_idle(page)
+            assert user_messages(page).count() == 1 and len(chat_requests(upstream)) == calls
+            assert 'Your message was: "Is this a picture?"' in page.get_by_test_id("stMain").inner_text()
+
             # The local model reads text only: said beside the provider control, and a message
             # with an image is held there with the reason, never sent.
             choose(page, "Provider", "Local (Gemma 3 270M)", within=sidebar)
