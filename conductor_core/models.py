@@ -40,6 +40,8 @@ __all__ = [
     "FILE_URL_PATTERN",
     "data_url",
     "parse_data_url",
+    "describe_attachment",
+    "describe_size",
     "ChatMessage",
     "ChatRequest",
     "TEXT_CHECKED",
@@ -344,6 +346,9 @@ class ImagePart(BaseModel):
         description="data:image/png;base64,... or https://...",
     )
     detail: Literal["auto", "low", "high"] | None = Field(default=None, description="OpenAI's image detail.")
+    name: str | None = Field(
+        default=None, description="The image's file name, for people (the log, the history); never sent upstream."
+    )
 
     @field_validator("url")
     @classmethod
@@ -404,6 +409,25 @@ def _check_attachment_url(value: str, media_types: tuple[str, ...], what: str, p
             f"{what} of {len(data) / 1e6:.1f} MB is too large: at most {MAX_ATTACHMENT_BYTES // (1024 * 1024)} MB"
         )
     return value
+
+
+def describe_size(size: int) -> str:
+    """123 KB, 2.4 MB: an attachment's size for people."""
+    if size < 1024 * 1024:
+        return f"{max(1, round(size / 1024))} KB"
+    return f"{size / (1024 * 1024):.1f} MB"
+
+
+def describe_attachment(part: ImagePart | FilePart) -> str:
+    """`[image: cat.png, 123 KB]`: how the request log (and text exports) name an attachment,
+    never holding its bytes."""
+    if not part.url.startswith("data:"):
+        return f"[image: {part.url}]"
+    payload = part.url.partition(",")[2].strip()
+    size = describe_size(len(payload) * 3 // 4 - payload[-2:].count("="))  # decoded size, not decoding
+    if isinstance(part, ImagePart):
+        return f"[image: {part.name or part.url[5 : part.url.index(';')]}, {size}]"
+    return f"[file: {part.filename or 'application/pdf'}, {size}]"
 
 
 #: A piece of a user message: text, an image or a file, in the order the person put them.

@@ -16,7 +16,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 import streamlit as st
 
 from conductor_core.router import Conductor
-from conductor_core.workbench.replay import ReplayError, replay_of
+from conductor_core.workbench.replay import ReplayError, attachments_of, replay_of
 from conductor_core.workbench.variants import Variant
 
 from . import components as ui
@@ -140,12 +140,12 @@ def take_replay(c: Conductor, store, send) -> None:
     session_id = store.create("compare", variants, title=f"Replay: {replay.prompt[:60]}").id
     session_nav.open_session("compare", session_id)
     parent = None
-    for user, assistant in replay.history:
-        turn, answers = store.add_turn(session_id, user, parent_id=parent)
+    for user, assistant in replay.turns:
+        turn, answers = store.add_turn(session_id, user.content, parent_id=parent, attachments=attachments_of(user))
         for answer in answers:  # the logged answer, the same in every column: context for what follows
             store.finish(answer.id, "done", content=assistant)
         parent = turn.id
-    st.session_state[NOTES_KEY] = (send(session_id, variants, replay.prompt), problems)
+    st.session_state[NOTES_KEY] = (send(session_id, variants, replay.prompt, replay.prompt_attachments), problems)
     st.session_state[REPLAY_NOTE_KEY] = (
         session_id,
         f"Replay of request {request_id} ({replay.target}): {replay.note}.",

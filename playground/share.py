@@ -64,6 +64,16 @@ def _label(answer: Answer) -> str:
     return answer.variant.target
 
 
+def attached(conversation: Conversation, turn: Turn) -> list[exports.Attached]:
+    """A turn's images and PDFs for an export (the bytes go only into the HTML)."""
+    return [
+        exports.Attached(
+            name=a.ref.name, media_type=a.ref.media_type, size=a.ref.size, sha256=a.ref.sha256, data=a.data
+        )
+        for a in conversation.attachments(turn)
+    ]
+
+
 def transcript(conversation: Conversation) -> exports.Transcript:
     """The conversation as shown: each message and its chosen answer."""
     turns: list[exports.Turn] = []
@@ -72,7 +82,7 @@ def transcript(conversation: Conversation) -> exports.Transcript:
         turns.append(exports.Turn(role="system", content=variant.system))
     for turn in conversation.turns:
         if not turn.continues:  # a turn that continues after tool results has no message of its own
-            turns.append(exports.Turn(role="user", content=turn.prompt))
+            turns.append(exports.Turn(role="user", content=turn.prompt, attachments=attached(conversation, turn)))
         answer = turn.chosen.get(0)
         if answer is not None:
             turns.append(
@@ -130,7 +140,14 @@ def comparison(conversation: Conversation, index: int) -> exports.Comparison:
         title += f" (message {index + 1})"
     vote = {"both_bad": "all bad"}.get(turn.vote or "", turn.vote)
     prompt = "(continued after the tool results)" if turn.continues else turn.prompt
-    return exports.Comparison(title=title, prompt=prompt, created_at=turn.created_at, columns=columns, vote=vote)
+    return exports.Comparison(
+        title=title,
+        prompt=prompt,
+        attachments=attached(conversation, turn),
+        created_at=turn.created_at,
+        columns=columns,
+        vote=vote,
+    )
 
 
 # --- the controls ---------------------------------------------------------------------------------

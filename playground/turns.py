@@ -16,6 +16,7 @@ import streamlit as st
 from pydantic import ValidationError
 
 from conductor_core.models import ChatMessage
+from conductor_core.workbench.attachments import Attachment, message_parts
 from conductor_core.workbench.sessions import STALE_S, Answer, Conversation, SessionInfo, Turn
 from conductor_core.workbench.variants import Variant
 
@@ -53,14 +54,26 @@ def take_note() -> None:
 # --- starting answers ---------------------------------------------------------------------------
 
 
-def launch(conversation: Conversation | None, upto: int | None, prompt: str | None, answers: Sequence[Answer]) -> None:
-    """Start streaming each answer: its lane's history before turn `upto`, then `prompt`
-    (None: a turn that continues after tool results, which ends the history)."""
+def launch(
+    conversation: Conversation | None,
+    upto: int | None,
+    prompt: str | None,
+    answers: Sequence[Answer],
+    attachments: Sequence[Attachment] = (),
+) -> None:
+    """Start streaming each answer: its lane's history before turn `upto`, then `prompt` (and
+    its `attachments`, after the text; None: a turn that continues after tool results, which
+    ends the history)."""
     store, worker = state.sessions(), state.worker()
     for answer in answers:
         history = conversation.context(answer.lane, upto) if conversation is not None else []
-        asked = [ChatMessage(role="user", content=prompt)] if prompt is not None else []
         try:
+            if prompt is None:  # continues after tool results: the history ends the request
+                asked = []
+            elif attachments:
+                asked = [ChatMessage(role="user", parts=message_parts(prompt, list(attachments)))]
+            else:
+                asked = [ChatMessage(role="user", content=prompt)]
             request = answer.variant.request([*history, *asked])
         except ValidationError as error:
             problems = "; ".join(e["msg"] for e in error.errors())
@@ -75,12 +88,23 @@ def launch(conversation: Conversation | None, upto: int | None, prompt: str | No
         worker.start(answer.id, request, state.overrides())
 
 
-def send(kind: str, session_id: str | None, variants: Sequence[Variant], prompt: str) -> str | None:
+def send(
+    kind: str,
+    session_id: str | None,
+    variants: Sequence[Variant],
+    prompt: str,
+    attachments: Sequence[Attachment] = (),
+    lanes: Sequence[int] | None = None,
+) -> str | None:
     """A new turn at the end of the shown path (a new session for the first one), answered
-    in every lane. Returns the session id, or None with a note when it cannot be sent."""
+    in every lane (or `lanes`: a column that cannot read the attachments sits this one out).
+    Returns the session id, or None with a note when it cannot be sent."""
     store = state.sessions()
     prompt = prompt.strip()
-    if not prompt:
+    if not prompt and not attachments:
+        return session_id
+    if lanes is not None and not lanes:
+        note("Not sent: no column reads images or PDFs. Pick a provider that does in at least one column.")
         return session_id
     try:
         if session_id is None or store.get(session_id) is None:
@@ -90,11 +114,18 @@ def send(kind: str, session_id: str | None, variants: Sequence[Variant], prompt:
         last = conversation.turns[-1] if conversation and conversation.turns else None
         single = conversation is not None and len(conversation.session.variants) == 1
         after = last.chosen[0].id if last is not None and single and 0 in last.chosen else None
-        _, answers = store.add_turn(session_id, prompt, parent_id=last.id if last else None, after_answer_id=after)
+        _, answers = store.add_turn(
+            session_id,
+            prompt,
+            parent_id=last.id if last else None,
+            after_answer_id=after,
+            lanes=lanes,
+            attachments=attachments,
+        )
     except (ValueError, KeyError) as error:
         note(str(error).strip("'\""))
         return session_id
-    launch(conversation, None, prompt, answers)
+    launch(conversation, None, prompt, answers, attachments)
     return session_id
 
 
@@ -117,7 +148,7 @@ def _regenerate(session_id: str, turn_id: str, lane: int) -> None:
         note(str(error))
         return
     turn = conversation.turns[index]
-    launch(conversation, index, None if turn.continues else turn.prompt, [answer])
+    launch(conversation, index, None if turn.continues else turn.prompt, [answer], conversation.attachments(turn))
 
 
 def _edit(session_id: str, turn_id: str, key: str) -> None:
@@ -129,12 +160,21 @@ def _edit(session_id: str, turn_id: str, key: str) -> None:
         note("Type the new message first.")
         return
     turn = conversation.turns[index]
+    kept = conversation.attachments(turn)  # an edit changes the text; the attachments stay
+    lanes = (sorted(turn.chosen) or None) if kept else None  # columns that sat it out still do
     try:
-        _, answers = store.add_turn(session_id, text, parent_id=turn.parent_id, after_answer_id=turn.after_answer_id)
+        _, answers = store.add_turn(
+            session_id,
+            text,
+            parent_id=turn.parent_id,
+            after_answer_id=turn.after_answer_id,
+            lanes=lanes,
+            attachments=kept,
+        )
     except (ValueError, KeyError) as error:
         note(str(error))
         return
-    launch(conversation, index, text, answers)
+    launch(conversation, index, text, answers, kept)
 
 
 def _delete_turn(turn_id: str) -> None:

@@ -41,6 +41,7 @@ from conductor_core.store import (
 )
 from conductor_core.store.migrations.baseline import baseline_tables
 from conductor_core.store.writer import REJECTED_FILE
+from conductor_core.workbench import attachments
 from conductor_core.workbench.arena import Arena
 from conductor_core.workbench.experiments import Check, CheckKind, ExperimentStore
 from conductor_core.workbench.exports import run_report, to_markdown
@@ -53,6 +54,11 @@ MANIFEST = json.loads((FIXTURES / "manifest.json").read_text())
 FLOAT_TOLERANCE = 1e-9
 GATEWAY_KEY = "Rb5wKq8ZtN2vLm7XcJ4hPy9GdS3fTa6U"
 MODELS = migrate.model_metadata  # the real one, for tests that stand another in
+# A 1x1 PNG.
+PNG_1PX = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+    "1f15c4890000000d49444154789c63f8cfc0f01f0005000201a5f6a2d10000000049454e44ae426082"
+)
 
 
 @dataclass
@@ -306,6 +312,15 @@ def test_a_previous_release_database_upgrades_in_place_and_keeps_every_row(
         assert turns >= 2
         for table, column in (("wb_answers", "tool_calls"), ("wb_answers", "tool_results"), ("wb_turns", "continues")):
             assert all(row[column] is None for row in opened.rows(table)), (table, column)
+        # The attachment tables (0007) are there, empty, and take an old session's new image turn.
+        assert opened.rows("attachments") == [] and opened.rows("wb_turn_attachments") == []
+        picture = attachments.from_upload("dot.png", PNG_1PX)
+        turn, _ = sessions.add_turn(listed[0].id, "and this?", parent_id=None, attachments=[picture, picture])
+        reopened = sessions.conversation(listed[0].id)
+        assert reopened is not None
+        kept = next(t for t in reopened.turns if t.id == turn.id)
+        assert [a.data for a in reopened.attachments(kept)] == [PNG_1PX, PNG_1PX]
+        assert len(opened.rows("attachments")) == 1  # the same bytes twice: stored once
         arena = Arena(log)
         assert len(arena.votes()) == 1 and arena.reveal(arena.votes()[0].match_id).answers
         experiments = ExperimentStore(log)

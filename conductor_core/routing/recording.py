@@ -19,12 +19,15 @@ from ..models import (
     Attempt,
     AttemptRecord,
     AttemptStatus,
+    ChatMessage,
     ChatRequest,
     ChatResponse,
     ResponseAnalytics,
     RouteMode,
     RoutingInfo,
     RoutingPolicy,
+    TextPart,
+    describe_attachment,
     new_id,
     tokens_per_second,
 )
@@ -55,7 +58,7 @@ class Route:
         self.attempts: list[Attempt] = []
         self.reason: str | None = None
         self.started = False  # a stream has shown its first content (StreamStart sent)
-        self.prompt = "\n".join(f"{m.role.value}: {m.content}" for m in request.messages)
+        self.prompt = "\n".join(f"{m.role.value}: {_logged_text(m)}" for m in request.messages)
         # Attempts written to the log so far. Not len(attempts): that also lists calls
         # refused before they were made (breaker open, bulkhead full), which are not logged.
         self.logged = 0
@@ -71,6 +74,13 @@ class Route:
         return RoutingInfo(
             mode=self.mode, policy=self.policy, reason=self.reason, attempts=list(self.attempts), group_id=self.group_id
         )
+
+
+def _logged_text(message: ChatMessage) -> str:
+    """A message as the log keeps it: its text, and each attachment named, never its bytes."""
+    if not message.parts:
+        return message.content
+    return "\n".join(p.text if isinstance(p, TextPart) else describe_attachment(p) for p in message.parts)
 
 
 def cancelled_error(provider: str, what: str = "the client stopped reading before the end") -> ProviderError:

@@ -57,6 +57,8 @@ from ..errors import ProviderError
 from ..models import ChatMessage, MessageRole, StreamDone, StreamIncomplete, TextDelta, new_id, utcnow
 from ..store import RequestLog, SafeText, UTCDateTime
 from ..store.leases import Lease, leases_for
+from . import sessions as _sessions
+from .attachments import Attachment, AttachmentRef, message_parts
 from .experiments import _variant
 from .ratings import Judgement, Leaderboard, fit_ratings
 from .streaming import REMOTE_POLL_S, stoppable_events
@@ -128,6 +130,8 @@ class BlindMatch(BaseModel):
     id: str
     prompt: str
     letters: tuple[str, ...]
+    #: The prompt's images and PDFs, in order (their bytes: `Arena.attachments`).
+    attachments: tuple[AttachmentRef, ...] = ()
 
 
 class BlindEvent(BaseModel):
@@ -199,9 +203,12 @@ class Arena:
         self._stops: dict[str, threading.Event] = {}  # rounds answered here: match -> its Stop
         self._stops_lock = threading.Lock()
         log.require_tables(metadata)
+        log.require_tables(_sessions.metadata)  # where attachments are kept
 
-    def start(self, prompt: str, variants: Sequence[Variant]) -> BlindMatch:
-        if not prompt.strip():
+    def start(self, prompt: str, variants: Sequence[Variant], attachments: Sequence[Attachment] = ()) -> BlindMatch:
+        """A new round; `attachments` (images, PDFs) go after the prompt to every contestant,
+        which must all be able to read them (the page draws them among those that can)."""
+        if not prompt.strip() and not attachments:
             raise ArenaError("write a prompt first")
         if not 2 <= len(variants) <= 4:
             raise ArenaError(f"a blind match takes 2 to 4 contestants, got {len(variants)}")
@@ -211,8 +218,14 @@ class Arena:
         secrets.SystemRandom().shuffle(order)  # slot -> variant; stored, never shown before the vote
         labels = variant_labels(variants)
         now = utcnow()
-        match = BlindMatch(id=new_id("arena"), prompt=prompt, letters=tuple(LETTERS[: len(variants)]))
+        match = BlindMatch(
+            id=new_id("arena"),
+            prompt=prompt,
+            letters=tuple(LETTERS[: len(variants)]),
+            attachments=tuple(a.ref for a in attachments),
+        )
         with self.engine.begin() as conn:
+            _sessions.keep_attachments(conn, _sessions.match_attachments_table, match.id, attachments, now)
             conn.execute(
                 insert(matches_table),
                 {"id": match.id, "created_at": now, "created_ts": now.timestamp(), "prompt": prompt, "status": "open"},
@@ -235,7 +248,17 @@ class Arena:
 
     def match(self, match_id: str) -> BlindMatch:
         row, answers = self._load(match_id)
-        return BlindMatch(id=match_id, prompt=row["prompt"], letters=tuple(LETTERS[a["slot"]] for a in answers))
+        return BlindMatch(
+            id=match_id,
+            prompt=row["prompt"],
+            letters=tuple(LETTERS[a["slot"]] for a in answers),
+            attachments=tuple(a.ref for a in self.attachments(match_id)),
+        )
+
+    def attachments(self, match_id: str) -> list[Attachment]:
+        """The round's images and PDFs with their bytes, in order."""
+        with self.engine.connect() as conn:
+            return _sessions.attachments_of(conn, _sessions.match_attachments_table, match_id)
 
     def blind_answers(self, match_id: str) -> list[BlindAnswer]:
         """Each letter's answer as stored so far, with no name, figure or error message (a
@@ -289,6 +312,12 @@ class Arena:
                 lease.release()
             raise
         prompt = row["prompt"]
+        attached = self.attachments(match_id)
+        message = (
+            ChatMessage(role=MessageRole.user, parts=message_parts(prompt, attached))
+            if attached
+            else ChatMessage(role=MessageRole.user, content=prompt)
+        )
         events: queue.Queue[BlindEvent | None] = queue.Queue()
         stop = threading.Event()
         with self._stops_lock:
@@ -315,7 +344,7 @@ class Arena:
                 result = self._answer(
                     conductor,
                     variant,
-                    prompt,
+                    message,
                     overrides,
                     self._stopped(match_id, slot["slot"], stop),
                     lambda t: events.put(BlindEvent(letter=letter, text=t)),
@@ -399,12 +428,12 @@ class Arena:
     def _answer(
         conductor: Any,
         variant: Variant,
-        prompt: str,
+        message: ChatMessage,
         overrides: Mapping[str, Any] | None,
         stopped: Callable[[], bool],
         emit: Any,
     ) -> dict[str, Any]:
-        request = variant.request([ChatMessage(role=MessageRole.user, content=prompt)])
+        request = variant.request([message])
         request_id = new_id("req")  # given to the core: a stopped answer still names its log rows
         events = stoppable_events(conductor, request, overrides=overrides, request_id=request_id, stopped=stopped)
         parts: list[str] = []

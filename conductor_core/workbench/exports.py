@@ -18,10 +18,14 @@ Promises:
   so even an image link inside a model's answer cannot make the file fetch anything.
 * Model output is Markdown rendered with raw HTML off (markdown-it-py: `<script>` shows as
   text) and images off; what a person typed (prompts, templates) is shown literally.
+* A message's attachments are named in JSON and Markdown (`[image: cat.png, 12 KB]`); the HTML
+  embeds the images as data URLs (put in after the redaction: base64 is not text a key hides
+  in, and a redaction inside it would break the picture) and names the PDFs.
 """
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import json
@@ -30,7 +34,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from ..models import ToolCall, utcnow
+from ..models import IMAGE_MEDIA_TYPES, ToolCall, describe_size, utcnow
 from ..secrets import redact, redact_json
 from ..store.export import neutralize_formula
 from .arena import Arena, Reveal
@@ -39,6 +43,7 @@ from .ratings import Leaderboard
 from .variants import Variant
 
 __all__ = [
+    "Attached",
     "Figures",
     "Turn",
     "Transcript",
@@ -71,9 +76,27 @@ class Figures(BaseModel):
     cost_usd: float | None = None
 
 
+class Attached(BaseModel):
+    """An image or PDF sent with a message: named in every export, its bytes only in the HTML."""
+
+    name: str
+    media_type: str
+    size: int
+    sha256: str
+    data: bytes | None = Field(default=None, exclude=True, description="For the HTML report's pictures only.")
+
+    @property
+    def is_image(self) -> bool:
+        return self.media_type in IMAGE_MEDIA_TYPES
+
+    def label(self) -> str:
+        return f"[{'image' if self.is_image else 'file'}: {self.name}, {describe_size(self.size)}]"
+
+
 class Turn(BaseModel):
     role: Literal["system", "user", "assistant", "tool"]
     content: str
+    attachments: list[Attached] = Field(default_factory=list, description="A user message's images and PDFs.")
     label: str | None = Field(default=None, description="Who answered (provider/model and what differs).")
     status: str = Field(default="ok", description="ok, stopped, failed, interrupted, incomplete...")
     error: str | None = None
@@ -108,6 +131,7 @@ class Comparison(BaseModel):
     kind: Literal["comparison"] = "comparison"
     title: str
     prompt: str
+    attachments: list[Attached] = Field(default_factory=list, description="The prompt's images and PDFs.")
     created_at: datetime | None = None
     columns: list[Column] = Field(min_length=1, max_length=4)
     vote: str | None = Field(default=None, description="The chosen column's label, 'tie' or 'all_bad'.")
@@ -407,13 +431,14 @@ def to_markdown(doc: Document) -> str:
             out += [f"## {_cell(who)}{status}", ""]
             if turn.content or turn.role != "assistant" or not turn.tool_calls:
                 out += [_fence(turn.content) if turn.role != "assistant" else turn.content, ""]
+            out += _attached_lines(turn.attachments)
             out += _calls_lines(turn.tool_calls)
             if turn.error:
                 out += [f"> Error: {_cell(turn.error)}", ""]
             if turn.figures:
                 out += [f"_{_figures_line(turn.figures)}_", ""]
     elif isinstance(doc, Comparison):
-        out += ["## Prompt", "", _fence(doc.prompt), ""]
+        out += ["## Prompt", "", _fence(doc.prompt), "", *_attached_lines(doc.attachments)]
         out += _tools_lines(next((c.settings for c in doc.columns if c.settings and c.settings.tools), None))
         for column in doc.columns:
             status = "" if column.status == "ok" else f" ({column.status})"
@@ -476,6 +501,10 @@ def to_markdown(doc: Document) -> str:
     return redact("\n".join(out).rstrip() + "\n")
 
 
+def _attached_lines(attached: list[Attached]) -> list[str]:
+    return [f"Attached: {_cell(', '.join(a.label() for a in attached))}", ""] if attached else []
+
+
 def _clip(text: str, width: int = 80) -> str:
     text = " ".join(text.split())
     return text if len(text) <= width else text[: width - 1] + "…"
@@ -496,6 +525,8 @@ _PAGE = """<!doctype html>
 <meta name="generator" content="Conductor">
 <title>{{ title }}</title>
 <style>
+.attached img { max-width: 320px; max-height: 240px; margin: .3rem .5rem .3rem 0; border: 1px solid #ddd; border-radius: 4px; }
+.attached .chip { display: inline-block; background: #f0f0f3; border-radius: 1rem; padding: .1rem .7rem; margin: .2rem .4rem .2rem 0; font-size: .85rem; }
 body { font: 15px/1.5 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0 auto; max-width: 1100px; padding: 1.5rem; color: #1d1d1f; }
 h1 { font-size: 1.6rem; margin-bottom: .2rem; } h2 { margin-top: 2rem; border-bottom: 1px solid #ddd; }
 .meta { color: #666; } pre.literal { white-space: pre-wrap; background: #f5f5f7; padding: .6rem .8rem; border-radius: 6px; }
@@ -529,8 +560,23 @@ def _charts(charts: list[Any]) -> str:
     return '<div class="charts">' + "".join(svg(chart) for chart in charts) + "</div>"
 
 
+_PICTURE = "conductor-attachment:"  # an image's src until the page is redacted
+
+
+def _pictures(doc: Document) -> dict[str, str]:
+    """sha256 → data URL of every image in `doc` that carries its bytes."""
+    attached = [*getattr(doc, "attachments", [])] + [a for t in getattr(doc, "turns", []) for a in t.attachments]
+    return {
+        a.sha256: f"data:{a.media_type};base64,{base64.b64encode(a.data).decode('ascii')}"
+        for a in attached
+        if a.is_image and a.data
+    }
+
+
 def to_html(doc: Document, *, charts: bool = True) -> str:
-    """One HTML file: answers, figures, votes and ratings, charts as inline SVG."""
+    """One HTML file: answers, figures, votes and ratings, charts as inline SVG, the messages'
+    images embedded."""
+    pictures = _pictures(doc)  # before the redaction, which drops the bytes (and must not touch them)
     doc = _redacted(doc)
     from jinja2 import Environment
     from markupsafe import Markup
@@ -549,6 +595,9 @@ def to_html(doc: Document, *, charts: bool = True) -> str:
     )
     env.globals["tools_html"] = lambda settings: Markup(
         env.from_string(_TOOLS_HTML).render(tools=settings.tools or [], choice=settings.tool_choice)
+    )
+    env.globals["attached"] = lambda items: Markup(
+        env.from_string(_ATTACHED).render(items=items, src=_PICTURE, shown=pictures)
     )
     chart_html = ""
     if isinstance(doc, RunReport):
@@ -593,7 +642,10 @@ def to_html(doc: Document, *, charts: bool = True) -> str:
         body=Markup(body),
         exported=utcnow().strftime("%Y-%m-%d %H:%M UTC"),
     )
-    return redact(page)
+    page = redact(page)
+    for sha256, url in pictures.items():
+        page = page.replace(f'src="{_PICTURE}{sha256}"', f'src="{url}"')
+    return page
 
 
 # --- CSV -------------------------------------------------------------------------------------
@@ -667,6 +719,8 @@ _TOOLS_HTML = """<table><tr><th>Tool</th><th>Description</th><th>Parameters</th>
 {% for tool in tools %}<tr><td>{{ tool.function.name }}</td><td>{{ tool.function.description or "" }}</td><td><pre class="literal">{{ tool.function.parameters | tojson(indent=2) }}</pre></td></tr>{% endfor %}
 </table>{% if choice %}<p class="meta">Tool choice: {{ choice if choice is string else "call " ~ choice.function.name }}</p>{% endif %}"""
 
+_ATTACHED = """{% if items %}<div class="attached">{% for a in items %}{% if a.sha256 in shown %}<img src="{{ src }}{{ a.sha256 }}" alt="{{ a.name }}" title="{{ a.label() }}">{% else %}<span class="chip">📄 {{ a.label() }}</span>{% endif %}{% endfor %}</div>{% endif %}"""
+
 _RATINGS_TABLE = """
 <table><tr>{% for h in ratings_head %}<th>{{ h }}</th>{% endfor %}</tr>
 {% for row in ratings_rows %}<tr>{% for c in row %}<td>{{ c }}</td>{% endfor %}</tr>{% endfor %}
@@ -679,6 +733,7 @@ _BODIES = {
 {% for turn in doc.turns %}
 <div class="turn"><div class="who">{{ "You" if turn.role == "user" else ("System" if turn.role == "system" else ("Tool result: " ~ (turn.name or "tool") if turn.role == "tool" else (turn.label or "Assistant"))) }}{% if turn.status != "ok" %} <span class="bad">({{ turn.status }})</span>{% endif %}</div>
 {% if turn.role == "assistant" %}<div class="answer">{{ turn.content | markdown }}</div>{{ calls_html(turn.tool_calls) }}{% else %}<pre class="literal">{{ turn.content }}</pre>{% endif %}
+{{ attached(turn.attachments) }}
 {% if turn.error %}<div class="bad">Error: {{ turn.error }}</div>{% endif %}
 {% if turn.figures %}<div class="figures">{{ figures_line(turn.figures) }}</div>{% endif %}
 </div>
@@ -686,6 +741,7 @@ _BODIES = {
 """,
     "comparison": """
 <h2>Prompt</h2><pre class="literal">{{ doc.prompt }}</pre>
+{{ attached(doc.attachments) }}
 {% for c in doc.columns if c.settings and c.settings.tools %}{% if loop.first %}<h2>Tools</h2>{{ tools_html(c.settings) }}{% endif %}{% endfor %}
 <table class="grid"><tr>{% for c in doc.columns %}<th>{{ c.label }}{% if c.status != "ok" %} <span class="bad">({{ c.status }})</span>{% endif %}</th>{% endfor %}</tr>
 <tr>{% for c in doc.columns %}<td><div class="answer">{{ (c.answer or "") | markdown }}</div>{{ calls_html(c.tool_calls, c.tool_results) }}{% if c.error %}<div class="bad">Error: {{ c.error }}</div>{% endif %}</td>{% endfor %}</tr>

@@ -10,14 +10,16 @@ Sources, the better first:
 * **A playground session** (chat or comparison): the answer linked to the request
   (`wb_answers.request_id`) keeps the variant it was sent with — model, temperature, max
   tokens, top_p, stop, seed, system prompt — and its turn gives the prompt and the history
-  before it (the turns on the conversation's path, as that lane sent them).
+  before it (the turns on the conversation's path, as that lane sent them), with their
+  images and PDFs (kept by the session, so they are sent again).
 * **A blind round** (the Arena): the contestant's variant and the round's prompt.
 * **An experiment run**: the cell's variant, and the prompt its row rendered from the template.
 * **The request log alone** (gateway traffic, scripts): each attempt row keeps the provider,
   the model and the prompt as a transcript (``role: content`` lines), and no sampling
   parameters. The messages are read back from the transcript (a message whose text holds a
   line starting ``user:`` would be split there: the log's format cannot tell); the parameters
-  are the defaults, and the note says so.
+  are the defaults, and the note says so. The log names attachments (``[image: cat.png,
+  12 KB]``) and keeps none of their bytes: such a replay sends the names, and says so.
 
 With prompt logging off (`CONDUCTOR_LOG_PROMPTS=false`) nothing of the prompt is kept, and
 a replay is refused with that reason.
@@ -30,14 +32,15 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 
-from ..models import ChatMessage, MessageRole
+from ..models import ChatMessage, FilePart, ImagePart, MessageRole, parse_data_url
 from ..store import RequestLog
 from .arena import Arena
+from .attachments import Attachment, AttachmentError, from_upload
 from .experiments import ExperimentStore
 from .sessions import SessionStore, answers_table, turns_table
 from .variants import Variant
 
-__all__ = ["Replay", "ReplayError", "replay_of", "parse_transcript"]
+__all__ = ["Replay", "ReplayError", "replay_of", "parse_transcript", "attachments_of"]
 
 
 class ReplayError(ValueError):
@@ -67,7 +70,37 @@ class Replay:
     def prompt(self) -> str:
         return self.messages[-1].content
 
+    @property
+    def turns(self) -> list[tuple[ChatMessage, str]]:
+        """`history` with each user message whole (its images and PDFs: `attachments_of`)."""
+        turns = [m for m in self.messages if m.role != MessageRole.system]
+        return [(turns[i], turns[i + 1].content) for i in range(0, len(turns) - 1, 2)]
 
+    @property
+    def prompt_attachments(self) -> list[Attachment]:
+        """The last user message's images and PDFs, to send again."""
+        return attachments_of(self.messages[-1])
+
+
+def attachments_of(message: ChatMessage) -> list[Attachment]:
+    """A message's attachments back as the playground keeps them (links, which the playground
+    never attaches, are left out)."""
+    found = []
+    for part in message.parts or ():
+        if not isinstance(part, (ImagePart, FilePart)):
+            continue
+        parsed = parse_data_url(part.url)
+        if parsed is None:
+            continue
+        name = part.name if isinstance(part, ImagePart) else part.filename
+        try:
+            found.append(from_upload(name or "attachment", parsed[1]))
+        except AttachmentError:
+            continue
+    return found
+
+
+_LOGGED_ATTACHMENT = re.compile(r"^\[(image|file): ", re.MULTILINE)
 _ROLE_LINE = re.compile(r"^(system|user|assistant|tool): ", re.MULTILINE)
 
 
@@ -114,6 +147,11 @@ def replay_of(log: RequestLog, sessions: SessionStore | None, request_id: str) -
         "messages from the request log; the log keeps no sampling parameters (temperature, max tokens, top_p, "
         "stop, seed) for requests made outside the playground, so the defaults are used"
     )
+    if _LOGGED_ATTACHMENT.search(served.prompt):
+        note += (
+            "; the request log names images and files but keeps none of their bytes, so their names are sent in their "
+            "place"
+        )
     if not _well_formed(messages):
         user = [m for m in messages if m.role == MessageRole.user]
         if not user:
@@ -171,7 +209,12 @@ def _from_session(sessions: SessionStore, request_id: str) -> Sent | None:
     variant = answer.variant
     if variant is None:
         return None
-    messages = [*history, ChatMessage(role=MessageRole.user, content=prompt)]
+    asked = (
+        conversation.user_message(conversation.turns[index])
+        if conversation is not None and index is not None
+        else ChatMessage(role=MessageRole.user, content=prompt)
+    )
+    messages = [*history, asked]
     if variant.system and variant.system.strip():
         messages.insert(0, ChatMessage(role=MessageRole.system, content=variant.system))
     return variant, messages, "messages and parameters as the playground sent them"

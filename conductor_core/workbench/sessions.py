@@ -30,6 +30,13 @@ may add session kinds, without changing them)::
                   them: a stopped answer has no response), tool_calls (the calls the answer
                   made, as JSON, written while they stream), tool_results (what the person
                   answered them with, as JSON {call id: text})
+    attachments   sha256 PK (of the bytes: each image or PDF stored once, whichever turns,
+                  columns and retries send it), media_type, size, data, created_at
+    wb_turn_attachments  (turn_id → wb_turns, position) PK, sha256 → attachments, name
+                  (as the person named the file): a turn's images and PDFs, in order
+    arena_match_attachments  (match_id → arena_matches, position) PK, sha256, name: a
+                  blind round's (kept here, with every other use of `attachments`, so the
+                  bytes no use references any more are found in one place)
 
 Answer statuses: ``streaming`` (a worker is writing it), ``done``, ``error`` (failed before
 any text), ``incomplete`` (the stream broke after text), ``stopped`` (a person stopped
@@ -66,6 +73,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -82,6 +90,7 @@ from sqlalchemy.pool import StaticPool
 from ..models import Attempt, ChatMessage, ChatResponse, MessageRole, ToolCall, new_id
 from ..secrets import redact, redact_json
 from ..store import RequestLog, SafeText, UTCDateTime
+from .attachments import Attachment, AttachmentRef, message_parts
 from .variants import Variant, variant_labels
 
 __all__ = [
@@ -97,6 +106,9 @@ __all__ = [
     "STALE_S",
     "MAX_LANES",
     "metadata",
+    "keep_attachments",
+    "attachments_of",
+    "match_attachments_table",
 ]
 
 SessionKind = str  # "chat", "compare"; other modules may add kinds
@@ -179,6 +191,40 @@ answers_table = Table(
     Index("ix_wb_answers_turn", "turn_id"),
     Index("ix_wb_answers_request", "request_id"),
 )
+
+
+attachments_table = Table(
+    "attachments",
+    metadata,
+    Column("sha256", String(), primary_key=True),
+    Column("media_type", String(), nullable=False),
+    Column("size", Integer(), nullable=False),
+    Column("data", LargeBinary(), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+)
+
+turn_attachments_table = Table(
+    "wb_turn_attachments",
+    metadata,
+    Column("turn_id", String(), ForeignKey("wb_turns.id"), primary_key=True),
+    Column("position", Integer(), primary_key=True),
+    Column("sha256", String(), ForeignKey("attachments.sha256"), nullable=False),
+    Column("name", SafeText(), nullable=False),
+    Index("ix_wb_turn_attachments_sha256", "sha256"),
+)
+
+
+match_attachments_table = Table(
+    "arena_match_attachments",
+    metadata,
+    Column("match_id", String(), primary_key=True),  # arena_matches.id (the arena's own metadata)
+    Column("position", Integer(), primary_key=True),
+    Column("sha256", String(), ForeignKey("attachments.sha256"), nullable=False),
+    Column("name", SafeText(), nullable=False),
+)
+
+#: Every table that references `attachments` (by its sha256 column): bytes none of them names are dropped.
+_ATTACHMENT_USES = (turn_attachments_table, match_attachments_table)
 
 
 def _now() -> tuple[datetime, float]:
@@ -299,6 +345,8 @@ class Turn:
     branches: list[str] = field(default_factory=list)
     #: No prompt of its own: the model continues after the previous answer's tool results.
     continues: bool = False
+    #: The images and PDFs sent with the prompt, in order (their bytes: `SessionStore.attachment`).
+    attachments: list[AttachmentRef] = field(default_factory=list)
 
     @property
     def branch_index(self) -> int:
@@ -315,6 +363,8 @@ class Conversation:
     session: SessionInfo
     #: The path shown: one turn per exchange, oldest first.
     turns: list[Turn]
+    #: Reads an attachment's bytes by hash (the store's), for `context` and `user_message`.
+    load_attachment: Any = None
 
     @property
     def live(self) -> list[Answer]:
@@ -337,13 +387,27 @@ class Conversation:
                 sent_tools = False
                 continue
             if not turn.continues:
-                messages.append(ChatMessage(role=MessageRole.user, content=turn.prompt))
+                messages.append(self.user_message(turn))
             messages.extend(answer.messages())
             sent_tools = answer.tools_answered
         return messages
 
     def index_of(self, turn_id: str) -> int | None:
         return next((i for i, t in enumerate(self.turns) if t.id == turn_id), None)
+
+    def attachments(self, turn: Turn) -> list[Attachment]:
+        """A turn's attachments with their bytes, in order."""
+        if not turn.attachments:
+            return []
+        if self.load_attachment is None:
+            raise ValueError("this conversation was read without its attachments' store")
+        return [Attachment(ref, self.load_attachment(ref.sha256)) for ref in turn.attachments]
+
+    def user_message(self, turn: Turn) -> ChatMessage:
+        """The turn's message as sent: its text, then its images and PDFs (`parts`)."""
+        if not turn.attachments:
+            return ChatMessage(role=MessageRole.user, content=turn.prompt)
+        return ChatMessage(role=MessageRole.user, parts=message_parts(turn.prompt, self.attachments(turn)))
 
 
 # --- the store --------------------------------------------------------------------------------
@@ -471,8 +535,11 @@ class SessionStore:
     def delete(self, session_id: str) -> bool:
         """The session and everything in it (its request-log rows stay: the log is history)."""
         with self._begin() as conn:
+            turn_ids = select(turns_table.c.id).where(turns_table.c.session_id == session_id)
+            conn.execute(delete(turn_attachments_table).where(turn_attachments_table.c.turn_id.in_(turn_ids)))
             for table in (answers_table, turns_table, lanes_table):
                 conn.execute(delete(table).where(table.c.session_id == session_id))
+            _forget_unused_attachments(conn)
             return conn.execute(delete(sessions_table).where(sessions_table.c.id == session_id)).rowcount > 0
 
     def set_variants(self, session_id: str, variants: Sequence[Variant]) -> int:
@@ -528,20 +595,21 @@ class SessionStore:
         after_answer_id: str | None = None,
         lanes: Iterable[int] | None = None,
         continues: bool = False,
+        attachments: Sequence[Attachment] = (),
     ) -> tuple[Turn, list[Answer]]:
         """A new turn (chosen at its fork) with a streaming answer in each of `lanes` (default:
-        every lane, with each lane's current variant). Refused while the session has an answer
-        still streaming, so two tabs cannot interleave turns. A turn that `continues` after
-        tool results has no prompt."""
+        every lane, with each lane's current variant), and its `attachments` (kept once each,
+        by content). Refused while the session has an answer still streaming, so two tabs
+        cannot interleave turns. A turn that `continues` after tool results has no prompt."""
         if continues:
-            prompt = ""
-        elif not prompt.strip():
+            prompt, attachments = "", ()
+        elif not prompt.strip() and not attachments:
             raise ValueError("a message cannot be empty")
         moment, ts = _now()
         turn_id = new_id("turn")
         with self._begin() as conn:
             # Taking the session row first serialises two tabs sending at once.
-            self._touch(conn, session_id, title_from=prompt or None)
+            self._touch(conn, session_id, title_from=prompt or (attachments[0].ref.name if attachments else None))
             self._refuse_if_live(conn, session_id)
             variants = self._lane_variants(conn, session_id)
             conn.execute(
@@ -557,12 +625,24 @@ class SessionStore:
                     selected_ts=ts,
                 )
             )
+            keep_attachments(conn, turn_attachments_table, turn_id, attachments, moment)
             answers = [
                 self._insert_answer(conn, session_id, turn_id, lane, variants[lane])
                 for lane in (lanes or range(len(variants)))
             ]
         turn = Turn(turn_id, parent_id, after_answer_id, prompt, moment, None, None, continues=continues)
+        turn.attachments = [a.ref for a in attachments]
         return turn, answers
+
+    def attachment(self, sha256: str) -> bytes:
+        """An attachment's bytes (KeyError when no turn ever kept them)."""
+        with self._begin() as conn:
+            data = conn.execute(
+                select(attachments_table.c.data).where(attachments_table.c.sha256 == sha256)
+            ).scalar_one_or_none()
+        if data is None:
+            raise KeyError(f"no attachment {sha256}")
+        return bytes(data)
 
     def add_answer(self, session_id: str, turn_id: str, lane: int, variant: Variant | None = None) -> Answer:
         """Another alternative for `lane` of a turn (regenerate), chosen at once; `variant`
@@ -889,6 +969,8 @@ class SessionStore:
                 .values(parent_id=row["parent_id"], after_answer_id=row["after_answer_id"])
             )
             conn.execute(delete(answers_table).where(answers_table.c.turn_id == turn_id))
+            conn.execute(delete(turn_attachments_table).where(turn_attachments_table.c.turn_id == turn_id))
+            _forget_unused_attachments(conn)
             conn.execute(delete(turns_table).where(t.id == turn_id))
             self._touch(conn, row["session_id"])
             return True
@@ -907,12 +989,18 @@ class SessionStore:
         if any(r["status"] == LIVE and r["updated_ts"] < cutoff for r in rows[1]):
             self.interrupt_stale(session_id)
             rows = self._conversation_rows(session_id)
-        turn_rows, answer_rows = rows
-        return Conversation(
-            session, _path(turn_rows, [_answer(r) for r in answer_rows], single_lane=len(session.variants) == 1)
-        )
+        turn_rows, answer_rows, attachment_rows = rows
+        path = _path(turn_rows, [_answer(r) for r in answer_rows], single_lane=len(session.variants) == 1)
+        refs: dict[str, list[AttachmentRef]] = {}
+        for row in attachment_rows:
+            refs.setdefault(row["turn_id"], []).append(
+                AttachmentRef(row["sha256"], row["name"], row["media_type"], row["size"])
+            )
+        for turn in path:
+            turn.attachments = refs.get(turn.id, [])
+        return Conversation(session, path, load_attachment=self.attachment)
 
-    def _conversation_rows(self, session_id: str) -> tuple[Sequence[Any], Sequence[Any]]:
+    def _conversation_rows(self, session_id: str) -> tuple[Sequence[Any], Sequence[Any], Sequence[Any]]:
         with self._begin() as conn:
             turn_rows = (
                 conn.execute(
@@ -932,7 +1020,19 @@ class SessionStore:
                 .mappings()
                 .all()
             )
-        return turn_rows, answer_rows
+            ta, at = turn_attachments_table.c, attachments_table.c
+            attachment_rows = (  # names and sizes only: the bytes are read when sent or shown
+                conn.execute(
+                    select(ta.turn_id, ta.sha256, ta.name, at.media_type, at.size)
+                    .join(attachments_table, at.sha256 == ta.sha256)
+                    .join(turns_table, turns_table.c.id == ta.turn_id)
+                    .where(turns_table.c.session_id == session_id)
+                    .order_by(ta.turn_id, ta.position)
+                )
+                .mappings()
+                .all()
+            )
+        return turn_rows, answer_rows, attachment_rows
 
 
 class _Transaction:
@@ -956,6 +1056,57 @@ class _Transaction:
             return self._context.__exit__(*exc)
         finally:
             self._lock.__exit__(None, None, None)
+
+
+def keep_attachments(
+    conn: Any, uses: Table, owner_id: str, attachments: Sequence[Attachment], moment: datetime
+) -> None:
+    """An owner's attachments (a turn's, a blind round's): each one's bytes stored once (by
+    hash), the owner's references in order in `uses` (whose first column names the owner)."""
+    at = attachments_table.c
+    for position, attachment in enumerate(attachments):
+        ref = attachment.ref
+        known = conn.execute(select(at.sha256).where(at.sha256 == ref.sha256)).first()
+        if known is None:
+            # Two sessions attaching the same file at the same moment: the second insert finds it.
+            conn.execute(
+                _insert_new(conn, attachments_table).values(
+                    sha256=ref.sha256, media_type=ref.media_type, size=ref.size, data=attachment.data, created_at=moment
+                )
+            )
+        owner = uses.c[0].name
+        conn.execute(
+            insert(uses).values({owner: owner_id, "position": position, "sha256": ref.sha256, "name": ref.name})
+        )
+
+
+def attachments_of(conn: Any, uses: Table, owner_id: str) -> list[Attachment]:
+    """An owner's attachments with their bytes, in order."""
+    at = attachments_table.c
+    rows = conn.execute(
+        select(uses.c.sha256, uses.c.name, at.media_type, at.size, at.data)
+        .join(attachments_table, at.sha256 == uses.c.sha256)
+        .where(uses.c[0] == owner_id)
+        .order_by(uses.c.position)
+    ).all()
+    return [Attachment(AttachmentRef(r.sha256, r.name, r.media_type, r.size), bytes(r.data)) for r in rows]
+
+
+def _insert_new(conn: Any, table: Table) -> Any:
+    """INSERT that leaves an existing row (same primary key) as it is, on SQLite and PostgreSQL."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(table).on_conflict_do_nothing()
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(table).on_conflict_do_nothing()
+
+
+def _forget_unused_attachments(conn: Any) -> None:
+    """Drop the bytes no turn references any more (a deleted turn or session was their last)."""
+    used = [select(table.c.sha256) for table in _ATTACHMENT_USES]
+    conn.execute(delete(attachments_table).where(*[attachments_table.c.sha256.not_in(u) for u in used]))
 
 
 def _answer(row: Any) -> Answer:

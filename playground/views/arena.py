@@ -15,8 +15,8 @@ import streamlit as st
 from conductor_core.models import ProviderState
 from conductor_core.workbench.arena import ArenaError, Reveal, RevealedAnswer
 from conductor_core.workbench.variants import Variant
+from playground import attachments, controls, state, structured_view
 from playground import components as ui
-from playground import controls, state, structured_view
 
 c = state.conductor()
 arena = state.arena()
@@ -55,6 +55,13 @@ def _vote(match_id: str, choice: str) -> None:
 
 
 # --- a new round ------------------------------------------------------------------------------
+
+
+def _bytes_of(match_id: str, sha256: str) -> bytes:
+    found = {a.ref.sha256: a.data for a in arena.attachments(match_id)}
+    if sha256 not in found:
+        raise KeyError(sha256)
+    return found[sha256]
 
 
 def _ready(name: str) -> bool:
@@ -105,6 +112,7 @@ def new_round() -> None:
         prompt = st.text_area(
             "Prompt", key="arena_prompt", height=110, placeholder="Ask something all of them will answer…"
         )
+        files = attachments.uploader("arena_files")
         started = st.form_submit_button("Start blind round", type="primary", icon=":material/play_arrow:")
     if not started:
         return
@@ -113,6 +121,19 @@ def new_round() -> None:
         return
     if output_problem:
         st.warning(f"Fix the output schema first: {ui.escape_md(output_problem)}", icon=":material/data_object:")
+        return
+    taken, refused = attachments.take(files)
+    if refused:
+        st.error(ui.escape_md(attachments.refused_note(refused, prompt or "")), icon=":material/block:")
+        return
+    chosen, left_out = attachments.contestants(c, chosen, targets, taken)
+    if len(chosen) < 2:
+        st.warning(
+            "A blind round with images or PDFs needs two contestants that read them, and fewer are configured ("
+            + ui.escape_md("; ".join(left_out))
+            + ").",
+            icon=":material/hide_image:",
+        )
         return
     variants = [
         Variant(
@@ -125,10 +146,12 @@ def new_round() -> None:
         for t in chosen
     ]
     try:
-        match = arena.start(prompt or "", variants)
+        match = arena.start(prompt or "", variants, taken)
     except ArenaError as error:
         st.warning(ui.escape_md(str(error).capitalize() + "."), icon=":material/edit:")
         return
+    if left_out:  # said beside the round's prompt for as long as it is shown
+        st.session_state[f"arena_left_out_{match.id}"] = "; ".join(left_out)
     rounds.launch(match.id, state.overrides())
     st.query_params["match"] = match.id
     st.rerun()
@@ -284,6 +307,13 @@ if match_id:
             st.button("New round", icon=":material/add:", key="arena_new", on_click=_leave_round, type="tertiary")
         with st.container(border=True):
             st.text(match.prompt)  # literally what was typed
+            attachments.show_refs(list(match.attachments), lambda sha: _bytes_of(match.id, sha))
+            left_out = st.session_state.get(f"arena_left_out_{match.id}")
+            if left_out:
+                st.caption(
+                    ":material/hide_image: Left out of this round, as they cannot read its images or PDFs: "
+                    + ui.escape_md(left_out)
+                )
         if arena.voted(match.id):
             revealed(arena.reveal(match.id), match.id)
         elif not arena.finished(match.id) and rounds.live(match.id) is None and arena.close_if_abandoned(match.id):

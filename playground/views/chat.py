@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from playground import controls, session_nav, share, state, tool_calls, tools_editor, turns
+from playground import attachments, controls, session_nav, share, state, tool_calls, tools_editor, turns
 
 c = state.conductor()
 store = state.sessions()
@@ -39,6 +39,7 @@ with st.sidebar:
     with st.expander(f"Tools ({len(stored.tools or ())})", icon=":material/build:"):
         tools = tools_editor.tool_editor("chat")
     variant = tools.apply(variant) if variant is not None and tools is not None else None
+    held = attachments.held_message("chat", c, variant)  # a message with attachments this target could not read
 
 if variant is not None and variant != stored:
     if session is not None:
@@ -64,6 +65,7 @@ for index, turn in enumerate(conversation.turns if conversation else []):
     if not turn.continues:  # a turn that continues after tool results has no message of its own
         with st.chat_message("user"):
             turns.render_prompt(turn.prompt)
+            attachments.show(conversation, turn)
             turns.turn_actions(session, turn, busy=busy)
     with st.chat_message("assistant"):
         answer = turn.chosen.get(0)
@@ -118,12 +120,26 @@ if not (conversation and conversation.turns):
 example = st.session_state.pop("chat_pending_example", None)
 
 with st.bottom:
-    prompt = st.chat_input(
-        "An answer is streaming: stop it or wait…" if busy else "Ask anything…", disabled=busy, key="chat_input"
+    submitted = st.chat_input(
+        "An answer is streaming: stop it or wait…" if busy else "Ask anything, attach images or PDFs…",
+        disabled=busy,
+        key="chat_input",
+        accept_file="multiple",
+        file_type=list(attachments.ACCEPTED_EXTENSIONS),
     )
+    st.caption(f":material/attach_file: {attachments.LIMIT_NOTE}", help="Attach with the clip in the input.")
     controls.cost_caption(c, variant, conversation.context(0) if conversation else [])
 
-prompt = prompt or example
-if prompt and prompt.strip() and variant is not None and not busy:
-    turns.send("chat", sid, [variant], prompt)
-    st.rerun()  # draw the new turn, its answer streaming, and the input disabled
+prompt, files, refused = (
+    (submitted.text or "", *attachments.take(submitted.files)) if submitted else (example or "", [], [])
+)
+if held is not None:
+    prompt, files = held
+if refused:
+    turns.note(attachments.refused_note(refused, prompt))
+    st.rerun()
+if (prompt.strip() or files) and variant is not None and not busy:
+    earlier = attachments.history_attaches(conversation)
+    if not attachments.hold_if_unreadable("chat", c, variant, prompt, files, history=earlier):
+        turns.send("chat", sid, [variant], prompt, files)
+        st.rerun()  # draw the new turn, its answer streaming, and the input disabled

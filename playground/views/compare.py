@@ -10,7 +10,7 @@ import streamlit as st
 from conductor_core.models import Vote
 from conductor_core.workbench.sessions import Conversation, Turn
 from conductor_core.workbench.variants import Variant, differing_settings, variant_labels
-from playground import compare_links, controls, session_nav, share, state, tool_calls, tools_editor, turns
+from playground import attachments, compare_links, controls, session_nav, share, state, tool_calls, tools_editor, turns
 from playground import components as ui
 
 c = state.conductor()
@@ -19,7 +19,11 @@ store = state.sessions()
 compare_links.take_url_comparison(c, lambda variants, prompt: turns.send("compare", None, variants, prompt))
 # ?replay=REQUEST_ID&with=… : a logged request again, against other targets (from the Dashboard).
 compare_links.take_replay(
-    c, store, lambda session_id, variants, prompt: turns.send("compare", session_id, variants, prompt)
+    c,
+    store,
+    lambda session_id, variants, prompt, files: turns.send(
+        "compare", session_id, variants, prompt, files, attachments.readable_lanes(c, variants, files)
+    ),
 )
 
 sid = session_nav.current("compare")
@@ -112,6 +116,11 @@ with st.expander(f"Columns: {summary}", expanded=not started, icon=":material/vi
                     c, f"cmp{i}", providers=available, allow_auto=False, labels=labels, compact=True
                 )
             )
+            unreadable = attachments.refusal(c, shown[-1]) if shown[-1] is not None else None
+            if unreadable:
+                st.caption(
+                    f":material/hide_image: {ui.escape_md(unreadable)}: skipped for messages with images or PDFs"
+                )
 with st.expander(f"Tools, the same in every column ({len(stored[0].tools or ())})", icon=":material/build:"):
     tools = tools_editor.tool_editor("cmp")
 variants = [tools.apply(v) for v in shown if v is not None] if tools is not None else []
@@ -152,15 +161,16 @@ def _rerun_round(session_id: str, turn_id: str) -> None:
     if index is None:
         return
     turn = fresh.turns[index]
-    # A round that continued after tool results has an answer only in the columns that continued.
-    lanes = sorted(turn.chosen) if turn.continues else list(range(len(fresh.session.variants)))
+    # A round that continued after tool results has answers only in the columns that continued;
+    # a round with attachments only in those that could read them.
+    lanes = sorted(turn.chosen) if turn.continues or turn.attachments else list(range(len(fresh.session.variants)))
     try:
         answers = store.add_answers(session_id, turn_id, lanes)
     except ValueError as error:
         turns.note(str(error))
         return
     store.set_vote(turn_id, None, None)
-    turns.launch(fresh, index, None if fresh.turns[index].continues else fresh.turns[index].prompt, answers)
+    turns.launch(fresh, index, None if turn.continues else turn.prompt, answers, fresh.attachments(turn))
 
 
 def _share_round(conv: Conversation, index: int, turn: Turn) -> None:
@@ -208,6 +218,7 @@ def show_round(conv: Conversation, index: int, turn: Turn) -> None:
     if not turn.continues:
         with st.container(border=True):
             turns.render_prompt(turn.prompt)
+            attachments.show(conv, turn)
     live = [turn.chosen[lane].id for lane in lanes if turn.chosen[lane].live]
     finished = [turn.chosen[lane] for lane in lanes]
     if all(a.status == "done" and a.response is None and a.request_id is None for a in finished):
@@ -219,7 +230,11 @@ def show_round(conv: Conversation, index: int, turn: Turn) -> None:
     fastest, cheapest = ui.compare_marks([a.response if a.status == "done" else None for a in finished])
     waiting = tool_calls.waiting(conv, index)  # answers whose tool calls this round can still answer
     settings = differing_settings([turn.chosen[lane].variant for lane in lanes])
-    for lane, column in zip(lanes, st.columns(len(lanes), gap="small"), strict=True):
+    every = range(len(conv.session.variants)) if len(lanes) < len(conv.session.variants) else lanes
+    for lane, column in zip(every, st.columns(len(every), gap="small"), strict=True):
+        if lane not in turn.chosen:  # it could not read this message's attachments
+            attachments.skipped_column(c, column, conv.session.variants[lane])
+            continue
         answer = turn.chosen[lane]
         with column.container(border=True):
             label = answered_labels[lanes.index(lane)]
@@ -325,6 +340,7 @@ with st.form("cmp_form", border=False, clear_on_submit=True):
         if started
         else "Ask the same thing to every column…",
     )
+    files = attachments.uploader("cmp_files")
     submitted = st.form_submit_button(
         "Send follow-up" if started else "Run compare",
         type="primary",
@@ -343,8 +359,21 @@ if ready:
 if busy:
     st.caption(":material/hourglass_top: Answers are streaming: the next message waits for them (or stop them).")
 
-if submitted and not (prompt or "").strip():
+if submitted and not (prompt or "").strip() and not files:
     st.warning("Type a prompt first.", icon=":material/edit:")
 elif submitted and ready and not busy:
-    turns.send("compare", sid, variants, prompt)
-    st.rerun()
+    taken, refused = attachments.take(files)
+    # A column that cannot read the attachments sits this message out (greyed, with the reason).
+    readers = attachments.readable_lanes(c, variants, taken, conversation)
+    if refused:
+        st.error(ui.escape_md(attachments.refused_note(refused, prompt or "")), icon=":material/block:")
+    elif readers == []:
+        st.error(
+            "Not sent: no column reads images or PDFs ("
+            + ui.escape_md("; ".join(attachments.refusal(c, v) or "" for v in variants))
+            + "). Pick a provider that does in at least one column.",
+            icon=":material/hide_image:",
+        )
+    else:
+        turns.send("compare", sid, variants, prompt, taken, readers)
+        st.rerun()
