@@ -233,6 +233,8 @@ def _converter() -> Any:
         """The converter, plus numeric bounds (which it ignores)."""
 
         def visit(self, schema: dict[str, Any], name: str) -> str:
+            if schema is True or (isinstance(schema, dict) and not set(schema) & _KEPT):
+                schema = {}  # annotations only (or keywords jsonschema ignores): any value
             if isinstance(schema, dict) and set(_BOUNDS) & set(schema):
                 rule_name = name + "-" if name in RESERVED_NAMES else name or "root"
                 return str(self._add_rule(rule_name, _bounded_rule(schema) + " space"))
@@ -258,7 +260,13 @@ def _converted(canonical: str) -> str:
         converter.visit(schema, "")
     except RecursionError:
         raise GrammarError("the schema refers to itself without end") from None
-    except (AssertionError, ValueError, KeyError, TypeError) as exc:  # the converter says what it cannot do
+    except (
+        AssertionError,
+        ValueError,
+        KeyError,
+        TypeError,
+        AttributeError,
+    ) as exc:  # the converter says what it cannot do
         raise GrammarError(f"llama.cpp's converter cannot turn it into a grammar ({exc})") from None
     if "char" in converter._rules:
         converter._rules["char"] = _JSON_CHAR
