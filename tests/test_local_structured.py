@@ -127,6 +127,16 @@ def test_a_schema_answer_parses_and_validates(provider: LocalProvider, name: str
         assert check_json(response.content, schema).valid is True
 
 
+@pytest.mark.parametrize("sampling", [{"temperature": 0.9}, {"temperature": 0.9, "presence_penalty": 0.5}])
+def test_sampling_and_penalties_stay_in_the_grammar(provider: LocalProvider, sampling: dict[str, float]) -> None:
+    # Sampling picks among the shortlist's grammar-approved tokens; penalties change the
+    # ranking, so there the whole vocabulary is filtered. Either way the Order grammar ends it.
+    request = ask(PROMPTS["Order"], schema_format("Order", ORDER)).model_copy(update={"seed": 11, **sampling})
+    response = provider.chat_completion(request)
+    assert response.metadata.finish_reason == "stop"
+    assert check_json(response.content, ORDER).valid is True, response.content
+
+
 def test_json_object_answers_with_a_json_object(provider: LocalProvider) -> None:
     request = ask("List three colours with their hex codes.", {"type": "json_object"})
     for response in (provider.chat_completion(request), list(provider.stream(request))[-1].response):  # type: ignore[union-attr]
