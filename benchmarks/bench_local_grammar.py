@@ -152,7 +152,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     counts["picked_again"] += sampler.picked_again
                     counts["whole_vocab"] += sampler.whole_vocab
                 if constrained:
-                    tally = checks.setdefault(f"{schema_name}/{variant}", {"stop": 0, "valid": 0, "length": 0})
+                    tally = checks.setdefault(
+                        f"{schema_name}/{variant}", {"runs": 0, "stop": 0, "valid": 0, "length": 0}
+                    )
+                    tally["runs"] += 1
                     finish = response.metadata.finish_reason
                     key = finish if finish in ("stop", "length") else "other"
                     tally[key] = tally.get(key, 0) + 1
