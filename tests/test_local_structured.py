@@ -199,6 +199,14 @@ def test_a_schema_the_grammar_cannot_keep_is_a_400_naming_it(
         assert named in caught.value.message and "response_format" == caught.value.param
 
 
+def test_auto_passes_the_local_model_over_for_a_schema_it_cannot_keep(provider: LocalProvider) -> None:
+    # What routing reads to choose AUTO's candidates (routing/core.py): able providers only.
+    keepable = ask("x", schema_format("Invoice", SCHEMAS["Invoice"]))
+    unkeepable = ask("x", schema_format("Tags", {"type": "array", "items": {"type": "string"}, "uniqueItems": True}))
+    assert provider.unsupported(keepable) == []
+    assert provider.unsupported(unkeepable) == ["response_format"]
+
+
 def test_tools_stay_refused_clearly(provider: LocalProvider) -> None:
     tool = {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}
     request = ask("Look it up.", None, tools=[tool])

@@ -464,6 +464,20 @@ class LocalProvider(BaseProvider):
             error.param = "response_format"
             raise error from None
 
+    def unsupported(self, request: ChatRequest) -> list[str]:
+        """Also a JSON schema its grammar cannot keep to, so that AUTO passes this model over
+        for that request (`check` says what in the schema)."""
+        missing = super().unsupported(request)
+        try:
+            grammar_for(request.response_format)
+        except GrammarError:
+            missing.append("response_format")
+        return missing
+
+    def check(self, request: ChatRequest) -> None:
+        self._grammar(request)  # first: a 400 naming what in the schema, not only "response_format"
+        super().check(request)
+
     def _prompt(self, llm: Any, request: ChatRequest) -> tuple[list[int], int, list[str]]:
         """The prompt's tokens, how many may be generated after them, and the stop sequences."""
         plan = self._prompt_plan(request)
