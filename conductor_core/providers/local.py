@@ -454,6 +454,8 @@ class LocalProvider(BaseProvider):
         the schema the grammar cannot keep to, rather than an answer constrained only in part."""
         try:
             return grammar_for(request.response_format)
+        except ImportError as exc:  # the converter is llama-cpp-python's: say what to install
+            raise self._load_error(exc) from None
         except GrammarError as exc:
             error = BadRequestError(
                 f"{self.name}: the local model cannot hold its answer to this JSON schema: {exc}. "
@@ -472,6 +474,8 @@ class LocalProvider(BaseProvider):
             grammar_for(request.response_format)
         except GrammarError:
             missing.append("response_format")
+        except ImportError:
+            pass  # no llama-cpp-python: the call itself says so (NotConfiguredError)
         return missing
 
     def check(self, request: ChatRequest) -> None:
