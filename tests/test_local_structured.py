@@ -207,6 +207,65 @@ def test_auto_passes_the_local_model_over_for_a_schema_it_cannot_keep(provider: 
     assert provider.unsupported(unkeepable) == ["response_format"]
 
 
+def test_through_the_gateway_with_the_openai_sdk(tmp_path: Any) -> None:
+    # The official openai SDK, the gateway, and beside the local model an OpenAI-compatible
+    # loopback upstream for AUTO to choose when the local grammar cannot keep to the schema.
+    import openai
+
+    from conductor_core.testing.protocol_servers import OpenAIServer
+    from gateway.main import create_app
+    from tests.test_gateway import KEY, client, make_conductor, serve
+
+    unkeepable = schema_format("Tags", {"type": "array", "items": {"type": "string"}, "uniqueItems": True})
+    with OpenAIServer(require_key=KEY) as upstream:
+        conductor = make_conductor(
+            tmp_path,
+            local_enabled=True,
+            local_threads=1,
+            local_context=2048,
+            openai_api_key=KEY,
+            openai_base_url=upstream.url,
+            timeout_s=300.0,
+        )
+        try:
+            with serve(create_app(conductor)) as url:
+                api = client(url)
+                api = api.with_options(timeout=300)
+                answer = api.chat.completions.create(
+                    model="local",
+                    messages=[{"role": "user", "content": PROMPTS["Sentiment"]}],
+                    response_format=schema_format("Sentiment", SCHEMAS["Sentiment"]),  # type: ignore[arg-type]
+                    max_tokens=MAX_TOKENS,
+                    temperature=0,
+                    seed=7,
+                )
+                choice = answer.choices[0]
+                assert_constrained(
+                    choice.message.content or "",
+                    choice.finish_reason,
+                    answer.usage.completion_tokens if answer.usage else -1,
+                    SCHEMAS["Sentiment"],
+                )
+
+                with pytest.raises(openai.BadRequestError) as caught:
+                    api.chat.completions.create(
+                        model="local", messages=[{"role": "user", "content": "x"}], response_format=unkeepable
+                    )  # type: ignore[arg-type]
+                body = caught.value.response.json()
+                assert body["error"]["param"] == "response_format" and "uniqueItems" in body["error"]["message"]
+                assert upstream.request_count == 0
+
+                auto = api.chat.completions.create(
+                    model="auto",
+                    messages=[{"role": "user", "content": "x"}],
+                    response_format=unkeepable,  # type: ignore[arg-type]
+                )
+                assert auto.model.startswith("openai/")  # AUTO passed the local model over
+                assert upstream.requests[-1]["json"]["response_format"]["type"] == "json_schema"
+        finally:
+            conductor.close()
+
+
 def test_tools_stay_refused_clearly(provider: LocalProvider) -> None:
     tool = {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}
     request = ask("Look it up.", None, tools=[tool])
