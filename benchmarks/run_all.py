@@ -35,6 +35,7 @@ BENCHMARKS = {
     "dashboard": "benchmarks.bench_dashboard",
     "quality": "benchmarks.bench_quality",
     "local": "benchmarks.bench_local",
+    "local_grammar": "benchmarks.bench_local_grammar",
 }
 
 

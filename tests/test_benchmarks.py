@@ -22,7 +22,17 @@ from tests.dependencies import missing
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
 REPO = Path(__file__).resolve().parents[1]
-NAMES = ("request_log", "overhead", "fanout", "experiments", "gateway_load", "dashboard", "quality", "local")
+NAMES = (
+    "request_log",
+    "overhead",
+    "fanout",
+    "experiments",
+    "gateway_load",
+    "dashboard",
+    "quality",
+    "local",
+    "local_grammar",
+)
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +62,14 @@ def test_every_benchmark_ran(quick_run: tuple[Path, subprocess.CompletedProcess[
     assert "Targets" in run.stdout
     summary = _result(out, "summary")
     assert summary["failed"] == []
-    assert {row["benchmark"] for row in summary["targets"]} >= {"overhead", "fanout", "dashboard", "quality", "local"}
+    assert {row["benchmark"] for row in summary["targets"]} >= {
+        "overhead",
+        "fanout",
+        "dashboard",
+        "quality",
+        "local",
+        "local_grammar",
+    }
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -189,3 +206,34 @@ def test_quality_answers_are_judged_by_their_patterns() -> None:
     assert not is_right(question, "The capital of Australia is Sydney.")
     assert not is_right({"answer": r"(?<![\d.])5(?![\d.]\d)"}, "2 + 3 = 15.")
     assert is_right({"answer": r"(?<![\d.])5(?![\d.]\d)"}, "2 + 3 = 5.")
+
+
+def test_local_grammar_measures_each_schema_three_ways_on_the_same_prompt(
+    quick_run: tuple[Path, subprocess.CompletedProcess[str]],
+) -> None:
+    out, run = quick_run
+    result = _result(out, "local_grammar")
+    if "skipped" in result:
+        missing(f"the local grammar benchmark was skipped: {result['skipped']}")
+    schemas = result["config"]["schemas"]
+    variants = {f"{s}/{v}" for s in schemas for v in ("constrained", "unconstrained", "whole_vocab")}
+    assert set(result["tokens_per_second"]) == variants
+    for schema in schemas:
+        # Constrained and unconstrained prompts are the same tokens (one input count per schema).
+        assert len(result["input_tokens"][schema]) == 1
+        picks = result["picked_again"][schema]
+        assert picks["tokens"] > 0 and 0 <= picks["whole_vocab"] <= picks["tokens"]
+        for variant in ("constrained", "whole_vocab"):
+            answers = result["answers"][f"{schema}/{variant}"]
+            assert answers["stop"] + answers["length"] + answers.get("other", 0) == answers["runs"] >= 1
+            assert answers["valid"] == answers["stop"]  # every answer that ended by itself is valid
+        ratio, tps = result["ratio"][schema], result["tokens_per_second"]
+        if ratio is not None:
+            constrained = tps[f"{schema}/constrained"]["median_of_round_medians"]
+            unconstrained = tps[f"{schema}/unconstrained"]["median_of_round_medians"]
+            assert ratio == pytest.approx(constrained / unconstrained, rel=0.01)
+    [row] = result["targets"]
+    assert row["comparison"] == ">=" and row["limit"] == 0.7
+    measured = [r for r in result["ratio"].values() if r is not None]
+    assert row["measured"] == (min(measured) if measured else None)
+    assert "local_grammar ->" in run.stdout

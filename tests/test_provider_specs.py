@@ -70,9 +70,10 @@ def test_capabilities_name_the_request_settings_they_pass_on():
     assert specs["anthropic"].capabilities.sampling == {"stop"}
     anthropic = specs["anthropic"].capabilities
     assert {"tools", "tool_choice", "parallel_tool_calls", "response_format"} <= anthropic.settings()
-    # The embedded model: every sampling setting, no tools, images or JSON mode.
+    # The embedded model: every sampling setting and JSON (a llama.cpp grammar); no tools or images.
     local = specs["local"].capabilities
-    assert local.settings() == frozenset(SAMPLING_SETTINGS) and not (local.tools or local.vision)
+    assert local.settings() == frozenset({*SAMPLING_SETTINGS, "response_format"}) and not (local.tools or local.vision)
+    assert local.structured_output == {"json_object", "json_schema"}
     gemini = specs["gemini"].capabilities
     assert gemini.tools and not gemini.parallel_tool_calls and not gemini.logprobs and gemini.seed
     with pytest.raises(ValueError, match="unknown sampling settings"):

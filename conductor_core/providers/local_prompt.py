@@ -36,6 +36,7 @@ __all__ = [
     "chat_template_of",
     "plan_prompt",
     "transcript",
+    "with_instruction",
 ]
 
 FEW_SHOT_HEADER = (
@@ -87,6 +88,19 @@ def build_prompt(request: ChatRequest) -> str:
     system prompt (if any), then the transcript."""
     system = _system_text(request.messages)
     return _PREAMBLE + (f"{system}\n" if system else "") + transcript(request.messages)
+
+
+def with_instruction(request: ChatRequest, instruction: str) -> ChatRequest:
+    """`request` with `instruction` as a system line after the user's own system prompt (first
+    in the conversation when there is none; chat templates take a system message there)."""
+    messages = list(request.messages)
+    at = next((i for i, m in enumerate(messages) if m.role != MessageRole.system), len(messages))
+    if at > 0:
+        last = messages[at - 1]
+        messages[at - 1] = ChatMessage(role=MessageRole.system, content=f"{last.content.rstrip()}\n{instruction}")
+    else:
+        messages.insert(0, ChatMessage(role=MessageRole.system, content=instruction))
+    return request.model_copy(update={"messages": messages})
 
 
 # --- GGUFs that carry a chat template ---------------------------------------------------------
