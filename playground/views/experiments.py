@@ -332,7 +332,7 @@ def new_experiment_form() -> None:
             if dataset.has_expected
             else "no `expected` column: answers are not checked"
         )
-        shown = (
+        pictured = (
             f" · images from {', '.join(dataset.image_columns)}: "
             f"{len({a.ref.sha256 for row in dataset.images for a in row}):,} distinct"
             if dataset.image_columns
@@ -342,7 +342,7 @@ def new_experiment_form() -> None:
             f"{len(dataset):,} row{'s' if len(dataset) != 1 else ''} (limit {limit:,}) · columns: "
             + ui.escape_md(", ".join(dataset.columns))
             + f" · {has}"
-            + ui.escape_md(shown)
+            + ui.escape_md(pictured)
         )
         preview = pd.DataFrame([{k: _plain(v) for k, v in row.items()} for row in dataset.rows[:5]])
         st.dataframe(preview, hide_index=True, height="auto")
