@@ -18,6 +18,7 @@ from conductor_core.models import MAX_ATTACHMENT_BYTES
 from conductor_core.router import Conductor
 from conductor_core.workbench.datasets import DatasetError, is_image_column, read_dataset
 from conductor_core.workbench.experiments import ExperimentError, ExperimentStore
+from conductor_core.workbench.replay import attachments_of, replay_of
 from conductor_core.workbench.runner import image_refusals, start_run
 from conductor_core.workbench.sessions import attachments_table, row_attachments_table
 from conductor_core.workbench.variants import Variant
@@ -144,6 +145,10 @@ def test_an_experiment_run_sends_each_rows_picture_after_its_text_stored_once(cl
     # The grid carries each row's picture for its thumbnail.
     grid = store.grid(handle.run_id, offset=0, limit=10)
     assert [[a.data for a in row.images] for row in grid] == [[picture(min(n, 5))] for n in range(1, 7)]
+    # A replay of a cell's request sends its row's picture again, after the text.
+    replay = replay_of(conductor.log, None, grid[3].cells[1].request_id)
+    assert replay.parameters_known and replay.messages[-1].content == "Extract invoice 4 in this image as JSON"
+    assert [a.data for a in attachments_of(replay.messages[-1])] == [picture(4)]
 
 
 def test_the_local_model_is_refused_before_the_run_with_the_reason(tmp_path: Path) -> None:

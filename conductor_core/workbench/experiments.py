@@ -951,9 +951,9 @@ class ExperimentStore:
             **plain,
         )
 
-    def sent_for(self, request_id: str) -> tuple[Experiment, Run, int, str] | None:
-        """Which cell sent a logged request (replay): its experiment, run, variant index and the
-        prompt its row rendered; None when no cell did."""
+    def sent_for(self, request_id: str) -> tuple[Experiment, Run, int, str, list[Attachment]] | None:
+        """Which cell sent a logged request (replay): its experiment, run, variant index, the
+        prompt its row rendered and the row's pictures (sent after it); None when no cell did."""
         c = cells_table.c
         with self.engine.connect() as conn:
             cell = conn.execute(
@@ -969,7 +969,10 @@ class ExperimentStore:
             ).scalar()
         experiment = self.experiment(run.experiment_id)
         prompt = self.prompt(experiment, json.loads(values) if values else {}, cell.row_index)
-        return experiment, run, cell.variant_index, prompt
+        pictures = (
+            self.images(experiment.id, cell.row_index).get(cell.row_index, []) if experiment.image_columns else []
+        )
+        return experiment, run, cell.variant_index, prompt, pictures
 
     def grid(self, run_id: str, *, offset: int = 0, limit: int = 25) -> list[GridRow]:
         """One page of the results grid: `limit` rows from `offset`, one cell per variant."""
