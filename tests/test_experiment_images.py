@@ -165,3 +165,24 @@ def test_the_local_model_is_refused_before_the_run_with_the_reason(tmp_path: Pat
     assert store.runs(experiment.id) == [] and conductor.log.records() == []  # nothing ran, nothing sent
     # Without an image column the same variants may run.
     assert image_refusals(conductor, variants, read_dataset("id\n1\n").image_columns) == []
+
+
+def test_a_deleted_chat_leaves_the_pictures_an_experiment_still_uses(tmp_path: Path) -> None:
+    from conductor_core.store import RequestLog
+    from conductor_core.workbench.attachments import from_upload
+    from conductor_core.workbench.sessions import SessionStore
+
+    log = RequestLog(None, data_dir=tmp_path)
+    try:
+        experiments, sessions = ExperimentStore(log), SessionStore.for_log(log)
+        dataset = read_dataset(f'id,image\n1,"{url(picture(1))}"\n')
+        variants = [Variant(provider="openai"), Variant(provider="openai", temperature=0.0)]
+        experiment = experiments.create("Shared", "Read {{id}}", dataset, variants)
+        chat = sessions.create("chat", [variants[0]])
+        sessions.add_turn(chat.id, "and this?", parent_id=None, attachments=[from_upload("same.png", picture(1))])
+        with log.engine.connect() as conn:
+            assert conn.execute(select(func.count()).select_from(attachments_table)).scalar() == 1  # shared
+        assert sessions.delete(chat.id)
+        assert [a.data for a in experiments.images(experiment.id, 0)[0]] == [picture(1)]
+    finally:
+        log.close()
