@@ -84,7 +84,10 @@ def test_a_zip_of_rows_and_pictures_runs_and_a_text_only_variant_is_refused(lab,
         page.get_by_text("images from image: 5 distinct", exact=False).wait_for(timeout=60_000)
         wait_idle(page)
 
-        # Three variants (alpha, beta, zeta): zeta reads text only, refused before any call.
+        # Three variants (alpha, beta, zeta): zeta reads text only, said before Run and refused on it.
+        warning = page.get_by_test_id("stAlertContentWarning").filter(has_text="reads text only").first
+        warning.wait_for(timeout=30_000)
+        assert "zeta reads text only: remove it or the image column (image)" in warning.inner_text()
         page.get_by_role("button", name="Run experiment").click()
         error = alert(page, "reads text only")
         assert "zeta reads text only: remove it or the image column (image)" in error, error
@@ -94,6 +97,9 @@ def test_a_zip_of_rows_and_pictures_runs_and_a_text_only_variant_is_refused(lab,
         # Two variants: alpha and beta, both read images. The run goes.
         page.get_by_test_id("stButtonGroup").filter(has_text="4").get_by_text("2", exact=True).click()
         wait_idle(page)
+        page.get_by_test_id("stAlertContentWarning").filter(has_text="reads text only").wait_for(
+            state="detached", timeout=30_000
+        )
         page.get_by_role("button", name="Run experiment").click()
         page.get_by_text("Run 1 completed", exact=False).wait_for(timeout=180_000)
         wait_settled(page)

@@ -424,6 +424,9 @@ def new_experiment_form() -> None:
             help="The template's length plus each variant's max tokens, per row, at each model's price.",
         )
 
+    if dataset is not None and (refused := image_refusals(c, variants, dataset.image_columns, state.overrides())):
+        # Said before Run too: the run would be refused, and nothing sent.
+        st.warning(ui.escape_md("; ".join(refused)), icon=":material/hide_image:")
     if st.button("Run experiment", type="primary", icon=":material/play_arrow:", key="exp_run_button"):
         if not template_text.strip():
             st.error(
