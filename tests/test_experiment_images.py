@@ -163,8 +163,10 @@ def test_the_local_model_is_refused_before_the_run_with_the_reason(tmp_path: Pat
     with pytest.raises(ExperimentError, match=r"local reads text only: remove it or the image column \(image\)"):
         start_run(conductor, store, experiment.id)
     assert store.runs(experiment.id) == [] and conductor.log.records() == []  # nothing ran, nothing sent
-    # Without an image column the same variants may run.
+    # Without an image column the same variants may run; so do rows whose image cells are all blank.
     assert image_refusals(conductor, variants, read_dataset("id\n1\n").image_columns) == []
+    blank = store.create("Blank", "Read {{id}}", read_dataset("id,image\n1,\n"), variants)
+    assert store.has_images(experiment.id) and not store.has_images(blank.id)  # start_run refuses only the first
 
 
 def test_a_deleted_chat_leaves_the_pictures_an_experiment_still_uses(tmp_path: Path) -> None:

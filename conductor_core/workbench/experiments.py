@@ -738,6 +738,14 @@ class ExperimentStore:
                 found.setdefault(r.row_index, []).append(Attachment(ref, bytes(r.data)))
         return found
 
+    def has_images(self, experiment_id: str) -> bool:
+        """Whether any row has a picture (an experiment from before image columns has none)."""
+        ra = row_attachments_table.c
+        with self.engine.connect() as conn:
+            return (
+                conn.execute(select(ra.row_index).where(ra.experiment_id == experiment_id).limit(1)).first() is not None
+            )
+
     def prompt(self, experiment: Experiment, values: dict[str, Any], row: int) -> str:
         return Template(experiment.template).render(values, row=row + 1)
 

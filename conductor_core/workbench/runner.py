@@ -497,7 +497,8 @@ def start_run(
     limit = conductor.settings.dataset_max_rows
     if experiment.row_count > limit:  # the limit may have been lowered since it was created
         raise DatasetTooLargeError(experiment.row_count, limit)
-    if refusals := image_refusals(conductor, experiment.variants, experiment.image_columns, overrides):
+    pictured = experiment.image_columns if store.has_images(experiment.id) else ()
+    if refusals := image_refusals(conductor, experiment.variants, pictured, overrides):
         raise ExperimentError("; ".join(refusals) + ". Nothing was sent.")
     kinds = as_checks(checks if checks is not None else check)
     providers = list(dict.fromkeys(v.provider for v in experiment.variants))
