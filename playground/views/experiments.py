@@ -332,7 +332,7 @@ def new_experiment_form() -> None:
             if dataset.has_expected
             else "no `expected` column: answers are not checked"
         )
-        pictured = (
+        images_note = (
             f" · images from {', '.join(dataset.image_columns)}: "
             f"{len({a.ref.sha256 for row in dataset.images for a in row}):,} distinct"
             if dataset.image_columns
@@ -342,7 +342,7 @@ def new_experiment_form() -> None:
             f"{len(dataset):,} row{'s' if len(dataset) != 1 else ''} (limit {limit:,}) · columns: "
             + ui.escape_md(", ".join(dataset.columns))
             + f" · {has}"
-            + ui.escape_md(pictured)
+            + ui.escape_md(images_note)
         )
         preview = pd.DataFrame([{k: _plain(v) for k, v in row.items()} for row in dataset.rows[:5]])
         st.dataframe(preview, hide_index=True, height="auto")
@@ -424,9 +424,12 @@ def new_experiment_form() -> None:
             help="The template's length plus each variant's max tokens, per row, at each model's price.",
         )
 
-    if dataset is not None and (refused := image_refusals(c, variants, dataset.image_columns, state.overrides())):
+    # The image columns that send a picture (all blank: none), and who cannot read them.
+    pictured = dataset.image_columns if dataset is not None and any(dataset.images) else ()
+    unreadable = image_refusals(c, variants, pictured, state.overrides())
+    if unreadable:
         # Said before Run too: the run would be refused, and nothing sent.
-        st.warning(ui.escape_md("; ".join(refused)), icon=":material/hide_image:")
+        st.warning(ui.escape_md("; ".join(unreadable)), icon=":material/hide_image:")
     if st.button("Run experiment", type="primary", icon=":material/play_arrow:", key="exp_run_button"):
         if not template_text.strip():
             st.error(
@@ -441,9 +444,9 @@ def new_experiment_form() -> None:
             )
         elif len(variants) != count:
             st.error("A variant's settings cannot be sent: see the message in its column.", icon=":material/error:")
-        elif refused := image_refusals(c, variants, dataset.image_columns, state.overrides()):
+        elif unreadable:
             st.error(
-                f"Not started: {ui.escape_md('; '.join(refused))}. Nothing was sent.", icon=":material/hide_image:"
+                f"Not started: {ui.escape_md('; '.join(unreadable))}. Nothing was sent.", icon=":material/hide_image:"
             )
         else:
             try:
