@@ -35,7 +35,7 @@ import io
 import json
 import posixpath
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -135,7 +135,7 @@ def read_dataset(
     if isinstance(data, bytes) and data.startswith(b"PK\x03\x04"):
         return _read_zip(data, filename or "the zip", format, limit)
     dataset = _read_rows(data, filename, format, limit)
-    return _with_images(dataset, lambda path: None)
+    return _with_images(dataset, lambda path: None)  # no zip: a path names no file
 
 
 def _read_rows(data: str | bytes, filename: str | None, format: Format | None, limit: int) -> Dataset:
@@ -171,8 +171,8 @@ def _read_zip(data: bytes, zip_name: str, format: Format | None, limit: int) -> 
     (table,) = tables
     folder = posixpath.dirname(table)
 
-    def open_image(path: str) -> tuple[str, bytes] | str:
-        """The image at `path` (as the zip names it), or why not."""
+    def open_image(path: str) -> bytes | str:
+        """The bytes of the image at `path` (as a cell names it), or why not."""
         wanted = posixpath.normpath(path.strip().replace("\\", "/").lstrip("/"))
         for candidate in (posixpath.normpath(posixpath.join(folder, wanted)), wanted):
             info = members.get(candidate)
@@ -183,7 +183,7 @@ def _read_zip(data: bytes, zip_name: str, format: Format | None, limit: int) -> 
                     f"{candidate} is {describe_size(info.file_size)}: at most "
                     f"{MAX_ATTACHMENT_BYTES // (1024 * 1024)} MB per image; make it smaller"
                 )
-            return candidate, archive.read(info)
+            return archive.read(info)
         return f"the zip has no file {path.strip()!r}; add it to the zip or correct the path"
 
     with archive:
@@ -191,7 +191,11 @@ def _read_zip(data: bytes, zip_name: str, format: Format | None, limit: int) -> 
         return _with_images(dataset, open_image)
 
 
-def _with_images(dataset: Dataset, open_image: Any) -> Dataset:
+#: A cell's path -> the file's bytes, why it cannot be read, or None (no zip to read it from).
+OpenImage = Callable[[str], "bytes | str | None"]
+
+
+def _with_images(dataset: Dataset, open_image: OpenImage) -> Dataset:
     """The dataset with its image columns read: each cell's picture checked and kept once by
     content, the cell's value replaced by the picture's name."""
     columns = dataset.image_columns
@@ -220,7 +224,7 @@ def _name_of(cell: Any) -> str:
     return cell.strip() if isinstance(cell, str) and not cell.strip().startswith("data:") else ""
 
 
-def _image(cell: Any, column: str, index: int, open_image: Any, dataset: Dataset) -> Attachment:
+def _image(cell: Any, column: str, index: int, open_image: OpenImage, dataset: Dataset) -> Attachment:
     where = f"row {index + 1}, column {column}"
     line = dataset.lines[index] if index < len(dataset.lines) else None
     if not isinstance(cell, str):
@@ -247,7 +251,7 @@ def _image(cell: Any, column: str, index: int, open_image: Any, dataset: Dataset
             )
         if isinstance(opened, str):
             raise DatasetError(f"{where}: {opened}", line=line)
-        name, data = text, opened[1]
+        name, data = text, opened
     try:
         picture = from_upload(name, data)
     except AttachmentError as error:
