@@ -10,13 +10,14 @@ rerun, and every one passes through `redact()`, so no key reaches a file.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import streamlit as st
 
 from conductor_core.models import ChatMessage, ChatRequest
 from conductor_core.router import Conductor
 from conductor_core.workbench import codegen, exports
+from conductor_core.workbench.attachments import Attachment, message_parts
 from conductor_core.workbench.sessions import Answer, Conversation, Turn
 from conductor_core.workbench.variants import variant_labels
 
@@ -214,6 +215,16 @@ def get_code(c: Conductor, request: ChatRequest) -> None:
     )
 
 
-def last_request(variant, history: list[ChatMessage], prompt: str | None) -> ChatRequest:
-    """What was sent: the history, then the prompt (None: a turn that continued after tool results)."""
-    return variant.request([*history, *([ChatMessage(role="user", content=prompt)] if prompt is not None else [])])
+def last_request(
+    variant, history: list[ChatMessage], prompt: str | None, attachments: Sequence[Attachment] = ()
+) -> ChatRequest:
+    """What was sent: the history, then the prompt with its images and PDFs (None: a turn that
+    continued after tool results)."""
+    if prompt is None:
+        return variant.request(history)
+    last = (
+        ChatMessage(role="user", parts=message_parts(prompt, list(attachments)))
+        if attachments
+        else ChatMessage(role="user", content=prompt)
+    )
+    return variant.request([*history, last])

@@ -43,6 +43,7 @@ from conductor_core.store.migrations.baseline import baseline_tables
 from conductor_core.store.writer import REJECTED_FILE
 from conductor_core.workbench import attachments
 from conductor_core.workbench.arena import Arena
+from conductor_core.workbench.datasets import read_dataset
 from conductor_core.workbench.experiments import Check, CheckKind, ExperimentStore
 from conductor_core.workbench.exports import run_report, to_markdown
 from conductor_core.workbench.sessions import SessionStore
@@ -339,6 +340,16 @@ def test_a_previous_release_database_upgrades_in_place_and_keeps_every_row(
             assert (only.checked, only.passed) == (stats.checked, stats.passed)
             assert only.passed == sum(c.passed is True for c in mine) and only.checked > 0
         assert "check: contains" in to_markdown(run_report(experiments, run.id))
+        # The experiment rows' pictures (0008): the old experiment has none; a new one over an
+        # image column keeps each row's picture, the bytes shared with the session's turn above.
+        assert opened.rows("experiment_row_attachments") == []
+        assert experiments.images(experiment.id, 0, 10) == {}
+        url = f'"{picture.url}"'
+        pictured = experiments.create(
+            "pictures", "Read {{id}}", read_dataset(f"id,image\n1,{url}\n2,{url}\n"), list(experiment.variants)
+        )
+        assert [[a.data for a in row] for row in experiments.images(pictured.id, 0, 1).values()] == [[PNG_1PX]] * 2
+        assert len(opened.rows("attachments")) == 1 and len(opened.rows("experiment_row_attachments")) == 2
         # ...and it takes new rows.
         assert log.write(make_record(id="att_after_upgrade", request_id="req_after_upgrade", attempt_index=0))
         assert log.count() == counts["attempts"] + 1

@@ -285,3 +285,38 @@ def test_a_comparison_export_names_columns_by_the_settings_they_answered_with(en
     data = json.loads(exports.to_json(share.comparison(compared, 0)))
     assert [c["label"] for c in data["columns"]] == ["alpha/alpha-small · T=0.7", "alpha/alpha-small · T=0"]
     assert [c["settings"]["temperature"] for c in data["columns"]] == [0.7, 0.0]
+
+
+def test_an_image_column_refuses_text_only_variants_then_runs_and_edits_as_new_with_its_pictures(env, monkeypatch):
+    import base64
+    import io
+
+    from PIL import Image
+
+    from conductor_core.models import ImagePart
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), (200, 30, 30)).save(buffer, format="PNG")
+    url = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    at = fill(experiments_page(), template="Describe {{id}}", data=f'id,image\n1,"{url}"\n2,"{url}"\n')
+    assert any("images from image: 1 distinct" in t for t in texts(at))
+    # The scripted providers read text only: said before Run, refused on it, nothing sent.
+    assert any("alpha reads text only: remove it or the image column (image)" in plain(w.value) for w in at.warning), [
+        w.value for w in at.warning
+    ]
+    at.button(key="exp_run_button").click().run()
+    assert "run" not in at.query_params and not any(f.calls for f in fakes.FAKES.values())
+    assert any("Nothing was sent" in e.value for e in at.error)
+
+    for fake in fakes.FAKES.values():
+        monkeypatch.setattr(fake, "reads_attachments", True)
+    at = finish(start(at.run()))
+    sent = fakes.FAKES["alpha"].calls
+    assert len(sent) == 2 and all(
+        [p.url for p in r.messages[-1].parts or () if isinstance(p, ImagePart)] == [url] for r in sent
+    )
+    # Edit as a new experiment: the pictures come back into their cells as data URLs.
+    at.button(key=f"exp_edit_{at.query_params['experiment']}").click().run()
+    no_traceback(at)
+    rows = [json.loads(line) for line in at.text_area(key="exp_data_text").value.splitlines()]
+    assert rows == [{"id": "1", "image": url}, {"id": "2", "image": url}]

@@ -248,7 +248,11 @@ _IMAGE_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
 _BASE64_TEXT = re.compile(r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
 
 
-def _is_base64(value: Any) -> bool:
+def _is_base64(value: Any, *, url_safe: bool = False) -> bool:
+    """Standard base64; with `url_safe`, its URL-safe alphabet too (`-` `_`), which Gemini's
+    JSON takes (protobuf's bytes) and google-genai sends."""
+    if url_safe and isinstance(value, str):
+        value = value.replace("-", "+").replace("_", "/")
     return isinstance(value, str) and bool(value) and _BASE64_TEXT.fullmatch(value) is not None
 
 
@@ -1431,7 +1435,7 @@ class GeminiServer(ProtocolServer):
                     mime = inline.get("mimeType", inline.get("mime_type")) if isinstance(inline, dict) else None
                     if not mime:
                         return f"Invalid value at '{where}.inline_data.mime_type': a MIME type is required."
-                    if not _is_base64(inline.get("data")):
+                    if not _is_base64(inline.get("data"), url_safe=True):
                         return f"Invalid value at '{where}.inline_data.data' (TYPE_BYTES), Base64 decoding failed"
                 file_data = part.get("fileData", part.get("file_data"))
                 if file_data is not None:

@@ -14,18 +14,26 @@ SDK a provider uses, its default model, key variable and settings come from its 
 (providers/spec.py). The official OpenAI API takes `max_completion_tokens`, compatible servers
 `max_tokens`; the anthropic SDK 2.x takes no sampling parameters (only stop sequences), and the
 system prompt goes in `system`; google-genai takes a `GenerateContentConfig`.
+
+Images and PDFs: the snippets read each attached file from disk, under the name it was
+attached with (`cat.png`, in the folder the program runs in), rather than embed its bytes, so a
+5 MB picture makes a short program: the Python ones with `Path("cat.png").read_bytes()` into each
+SDK's shape (OpenAI `image_url` / `file` parts with a data URL, Anthropic base64 image /
+document blocks, Gemini inline data), curl with `base64 < cat.png` into a shell variable.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shlex
+from collections.abc import Callable
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
 from ..config import EndpointConfig, Settings
-from ..models import ChatRequest, MessageRole, response_schema
+from ..models import ChatRequest, FilePart, ImagePart, MessageRole, parse_data_url, response_schema
 from ..providers.spec import ProviderSpec, get_spec
 
 __all__ = ["CodeTarget", "code_target", "gateway_python", "sdk_python", "curl", "snippets", "DEFAULT_GATEWAY_URL"]
@@ -79,13 +87,94 @@ def code_target(
     )
 
 
+class _Code(str):
+    """Python code written as it is where a value's repr would go (a file read from disk)."""
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+class _Files:
+    """The request's attached files (by data URL), each named by the file the snippet reads."""
+
+    def __init__(self, request: ChatRequest) -> None:
+        self.by_url: dict[str, tuple[str, str]] = {}  # data URL -> (file name, media type)
+        taken: set[str] = set()
+        for m in request.messages:
+            for part in m.parts or ():
+                if not isinstance(part, ImagePart | FilePart) or part.url in self.by_url:
+                    continue
+                parsed = parse_data_url(part.url)
+                if parsed is None:
+                    continue  # an https URL travels as it is
+                media_type = parsed[0]
+                given = part.name if isinstance(part, ImagePart) else part.filename
+                name = _file_name(given, media_type, len(self.by_url) + 1, taken)
+                taken.add(name)
+                self.by_url[part.url] = (name, media_type)
+
+    def __bool__(self) -> bool:
+        return bool(self.by_url)
+
+    @property
+    def names(self) -> str:
+        return ", ".join(name for name, _ in self.by_url.values())
+
+    def swap(self, value: Any, code: Callable[[str, str, str], Any]) -> Any:
+        """`value` with every file's data URL, or its bare base64, replaced by `code(url, name, type)`."""
+        bare = {url.split(",", 1)[1]: url for url in self.by_url}
+        if isinstance(value, dict):
+            return {k: self.swap(v, code) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.swap(v, code) for v in value]
+        if isinstance(value, str) and (url := value if value in self.by_url else bare.get(value)) is not None:
+            name, media_type = self.by_url[url]
+            return code(value, name, media_type)
+        return value
+
+    def python_helpers(self) -> str:
+        if not self:
+            return ""
+        return (
+            f"# The attached files, read from the folder this runs in: {self.names}\n"
+            "def data_url(path, media_type):\n"
+            '    return f"data:{media_type};base64," + base64.b64encode(Path(path).read_bytes()).decode()\n\n\n'
+        )
+
+
+def _file_name(given: str | None, media_type: str, number: int, taken: set[str]) -> str:
+    """A plain file name for an attachment: the one it was given (its folder dropped), else one of its type."""
+    extension = media_type.split("/")[1].replace("jpeg", "jpg")
+    name = re.sub(r"[^\w.\- ]", "_", (given or "").replace("\\", "/").rsplit("/", 1)[-1]).strip(" .")
+    name = name or f"attachment-{number}.{extension}"
+    stem, dot, suffix = name.rpartition(".")
+    candidate, n = name, 2
+    while candidate in taken:
+        candidate = f"{stem}-{n}.{suffix}" if dot else f"{name}-{n}"
+        n += 1
+    return candidate
+
+
+def _read_as_data_url(url: str, name: str, media_type: str) -> _Code:
+    return _Code(f"data_url({name!r}, {media_type!r})")
+
+
+def _python_imports(files: _Files) -> str:
+    return "import base64\nimport os\nfrom pathlib import Path\n\n" if files else "import os\n\n"
+
+
 def _messages(request: ChatRequest, *, system: bool = True) -> list[dict[str, Any]]:
-    """OpenAI's shape: an assistant's tool calls and each tool result's call id go with them."""
+    """OpenAI's shape: an assistant's tool calls and each tool result's call id go with them;
+    a message with images or PDFs has OpenAI's content parts."""
+    from ..providers.openai_compat import _part
+
     out: list[dict[str, Any]] = []
     for m in request.messages:
         if not system and m.role == MessageRole.system:
             continue
         message: dict[str, Any] = {"role": m.role.value, "content": m.content}
+        if m.parts is not None:
+            message["content"] = [_part(part) for part in m.parts]
         if m.tool_calls:
             message["content"] = m.content or None  # an assistant that only calls tools sends null
             message["tool_calls"] = [call.model_dump(mode="json") for call in m.tool_calls]
@@ -173,7 +262,8 @@ def _gateway_body(request: ChatRequest, target: CodeTarget) -> dict[str, object]
 
 def gateway_python(request: ChatRequest, target: CodeTarget, *, gateway_url: str = DEFAULT_GATEWAY_URL) -> str:
     """The `openai` client against Conductor's gateway (OpenAI-compatible), streamed."""
-    body = _gateway_body(request, target)
+    files = _Files(request)
+    body = files.swap(_gateway_body(request, target), _read_as_data_url)
     # With tools, the calls stream too: each call's name first, then its arguments in pieces.
     calls = (
         "    for call in (chunk.choices[0].delta.tool_calls or []) if chunk.choices else []:\n"
@@ -185,8 +275,7 @@ def gateway_python(request: ChatRequest, target: CodeTarget, *, gateway_url: str
         else ""
     )
     return (
-        "import os\n\n"
-        "from openai import OpenAI\n\n"
+        _python_imports(files) + "from openai import OpenAI\n\n" + files.python_helpers() + ""
         "# Conductor's gateway (python -m gateway). CONDUCTOR_API_KEY only if the gateway requires one.\n"
         f'client = OpenAI(base_url={gateway_url!r}, api_key=os.environ.get("CONDUCTOR_API_KEY", "unused"))\n'
         "stream = client.chat.completions.create(\n" + _kwargs(body) + "    stream=True,\n)\n"
@@ -197,14 +286,31 @@ def gateway_python(request: ChatRequest, target: CodeTarget, *, gateway_url: str
 
 
 def curl(request: ChatRequest, target: CodeTarget, *, gateway_url: str = DEFAULT_GATEWAY_URL) -> str:
-    """curl against the gateway; the key comes from $CONDUCTOR_API_KEY."""
-    body = json.dumps(_gateway_body(request, target), ensure_ascii=False, indent=2)
-    return (
+    """curl against the gateway; the key comes from $CONDUCTOR_API_KEY. Each attached file is
+    read into a shell variable (base64 < cat.png) that the body names; the body then goes on
+    curl's standard input (printf is the shell's own, so a large picture is no argument too long)."""
+    files = _Files(request)
+    variables = {url: f"CONDUCTOR_FILE_{i}" for i, url in enumerate(files.by_url, 1)}
+    body = json.dumps(
+        files.swap(_gateway_body(request, target), lambda url, _n, _t: f"@@{variables[url]}@@"),
+        ensure_ascii=False,
+        indent=2,
+    )
+    quoted = shlex.quote(body)
+    reads = ""
+    for url, (name, media_type) in files.by_url.items():
+        variable = variables[url]
+        # Out of the body's single quotes for the variable, then back in.
+        quoted = quoted.replace(f"@@{variable}@@", f"'\"${variable}\"'")
+        reads += f"{variable}=\"data:{media_type};base64,$(base64 < {shlex.quote(name)} | tr -d '\\n')\"\n"
+    command = (
         f"curl -sS {shlex.quote(gateway_url.rstrip('/') + '/chat/completions')} \\\n"
         '  -H "Content-Type: application/json" \\\n'
         '  -H "Authorization: Bearer ${CONDUCTOR_API_KEY:-unused}" \\\n'
-        f"  -d {shlex.quote(body)}\n"
     )
+    if files:
+        return f"{reads}printf '%s' {quoted} | " + command + "  --data-binary @-\n"
+    return command + f"  -d {quoted}\n"
 
 
 def sdk_python(request: ChatRequest, target: CodeTarget) -> str | None:
@@ -234,6 +340,8 @@ def _openai(request: ChatRequest, target: CodeTarget) -> str:
     if known is not None:
         params.update(known.request_fields)  # what Conductor's provider adds for this model
     params.update(_response_format(request))
+    files = _Files(request)
+    params = files.swap(params, _read_as_data_url)
     base = f", base_url={target.base_url!r}" if target.base_url else ""
     calls = (
         "for call in response.choices[0].message.tool_calls or []:\n"
@@ -242,8 +350,7 @@ def _openai(request: ChatRequest, target: CodeTarget) -> str:
         else ""
     )
     return (
-        "import os\n\n"
-        "from openai import OpenAI\n\n"
+        _python_imports(files) + "from openai import OpenAI\n\n" + files.python_helpers() + ""
         f"client = OpenAI(api_key={_key(target)}{base})\n"
         "response = client.chat.completions.create(\n" + _kwargs(params) + ")\n"
         "print(response.choices[0].message.content)\n" + calls
@@ -261,22 +368,30 @@ def _anthropic(request: ChatRequest, target: CodeTarget) -> str:
     params.update(_optional(request, {"stop": "stop_sequences"}))
     params.update(_anthropic_output(request))
     calls = ""
-    if request.uses_tools():
-        # Tools, tool calls and results in Anthropic's shape, exactly as Conductor's provider sends them.
+    files = _Files(request)
+    if request.uses_tools() or files:
+        # Tools, tool calls and results, images and documents in Anthropic's shape, exactly as
+        # Conductor's provider sends them.
         from ..providers.anthropic import AnthropicProvider
 
         sent = AnthropicProvider._to_request(request, target.model)
-        params["messages"] = sent["messages"]
+        params["messages"] = files.swap(sent["messages"], lambda _b, name, _t: _Code(f"b64({name!r})"))
         params.update({name: sent[name] for name in ("tools", "tool_choice") if name in sent})
+    if request.uses_tools():
         calls = (
             "for block in message.content:\n"
             '    if block.type == "tool_use":\n'
             '        print("[tool call]", block.name, block.input)\n'
         )
+    helpers = (
+        f"# The attached files, read from the folder this runs in: {files.names}\n"
+        "def b64(path):\n    return base64.b64encode(Path(path).read_bytes()).decode()\n\n\n"
+        if files
+        else ""
+    )
     base = f", base_url={target.base_url!r}" if target.base_url else ""
     return (
-        "import os\n\n"
-        "import anthropic\n\n"
+        _python_imports(files) + "import anthropic\n\n" + helpers + ""
         f"client = anthropic.Anthropic(api_key={_key(target)}{base})\n"
         "# No temperature, top_p or seed: the anthropic SDK 2.x has no sampling parameters on messages.create.\n"
         "message = client.messages.create(\n" + _kwargs(params) + ")\n"
@@ -284,8 +399,20 @@ def _anthropic(request: ChatRequest, target: CodeTarget) -> str:
     )
 
 
-def _gemini_parts(message: Any, names: dict[str, str]) -> str:
-    """A message's parts as google-genai code: text, function calls, a function's result."""
+def _gemini_parts(message: Any, names: dict[str, str], files: _Files) -> str:
+    """A message's parts as google-genai code: text, images and files (inline data read from
+    disk), function calls, a function's result."""
+    if message.parts is not None:
+        out = []
+        for part in message.parts:
+            if isinstance(part, ImagePart | FilePart) and part.url in files.by_url:
+                name, media_type = files.by_url[part.url]
+                out.append(f"types.Part.from_bytes(data=Path({name!r}).read_bytes(), mime_type={media_type!r})")
+            elif isinstance(part, ImagePart | FilePart):
+                out.append(f"types.Part(file_data=types.FileData(file_uri={part.url!r}))")
+            elif part.text:  # Gemini refuses an empty text part
+                out.append(f"types.Part(text={part.text!r})")
+        return ", ".join(out)
     if message.role == MessageRole.tool:
         try:
             result = json.loads(message.content)
@@ -312,8 +439,9 @@ def _gemini_parts(message: Any, names: dict[str, str]) -> str:
 
 def _gemini(request: ChatRequest, target: CodeTarget) -> str:
     names = {call.id: call.function.name for m in request.messages for call in m.tool_calls or ()}
+    files = _Files(request)
     contents = "".join(
-        f"        types.Content(role={('model' if m.role == MessageRole.assistant else 'user')!r}, parts=[{_gemini_parts(m, names)}]),\n"
+        f"        types.Content(role={('model' if m.role == MessageRole.assistant else 'user')!r}, parts=[{_gemini_parts(m, names, files)}]),\n"
         for m in request.messages
         if m.role != MessageRole.system
     )
@@ -346,10 +474,10 @@ def _gemini(request: ChatRequest, target: CodeTarget) -> str:
             )
     options = f", http_options=types.HttpOptions(base_url={target.base_url!r})" if target.base_url else ""
     return (
-        "import os\n\n"
-        "from google import genai\n"
+        ("import os\nfrom pathlib import Path\n\n" if files else "import os\n\n") + "from google import genai\n"
         "from google.genai import types\n\n"
-        f"client = genai.Client(api_key={_key(target)}{options})\n"
+        + (f"# The attached files, read from the folder this runs in: {files.names}\n" if files else "")
+        + f"client = genai.Client(api_key={_key(target)}{options})\n"
         "response = client.models.generate_content(\n"
         f"    model={target.model!r},\n"
         "    contents=[\n" + contents + "    ],\n"

@@ -16,23 +16,56 @@ many fields as the header. JSONL: one JSON object per line (blank lines skipped)
 whose text starts with `[` is read as one JSON array of objects. Keys missing from a row are
 missing values (a template that uses one says which row); numbers and nested values are
 kept as JSON.
+
+Images: a column named `image` or ending in `_image` (`receipt_image`) is an image column.
+Each cell is a data URL (`data:image/png;base64,...`) or, when the dataset is uploaded as a
+.zip holding one CSV/JSONL file and the pictures, a path inside the zip (relative to the zip's
+root or to the data file's folder). A blank cell sends no image. The cell's value becomes the
+image's name; the bytes are in `Dataset.images` (row by row, in column order), each checked as
+an attachment is (PNG/JPEG/WebP/GIF by its content, at most 5 MB): a refused one names its row,
+its column and what to change.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import csv
 import io
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import posixpath
+import zipfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-__all__ = ["Dataset", "DatasetError", "DatasetTooLargeError", "read_dataset", "DEFAULT_MAX_ROWS", "EXPECTED_COLUMN"]
+from ..models import IMAGE_MEDIA_TYPES, MAX_ATTACHMENT_BYTES, describe_size
+from .attachments import Attachment, AttachmentError, from_upload
+
+__all__ = [
+    "Dataset",
+    "DatasetError",
+    "DatasetTooLargeError",
+    "read_dataset",
+    "is_image_column",
+    "DEFAULT_MAX_ROWS",
+    "EXPECTED_COLUMN",
+    "DATA_EXTENSIONS",
+]
 
 DEFAULT_MAX_ROWS = 1000  # Settings.dataset_max_rows (CONDUCTOR_DATASET_MAX_ROWS) overrides it
 EXPECTED_COLUMN = "expected"
 _DELIMITERS = (",", ";", "\t", "|")
 _LIMIT_SETTING = "CONDUCTOR_DATASET_MAX_ROWS"
+#: The names of a file that holds rows (inside a zip too).
+DATA_EXTENSIONS = ("csv", "tsv", "txt", "jsonl", "ndjson", "json")
+
+
+def is_image_column(name: str) -> bool:
+    """`image`, `receipt_image`: a column whose cells are pictures sent after the prompt's text."""
+    lowered = name.strip().lower()
+    return lowered == "image" or lowered.endswith("_image")
+
 
 Format = Literal["csv", "jsonl"]
 
@@ -65,9 +98,15 @@ class Dataset:
     rows: tuple[Mapping[str, Any], ...]
     format: Format
     lines: tuple[int, ...] = field(default=())
+    #: Per row, its image columns' pictures in column order (empty when it has no image column).
+    images: tuple[tuple[Attachment, ...], ...] = field(default=())
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    @property
+    def image_columns(self) -> tuple[str, ...]:
+        return tuple(c for c in self.columns if is_image_column(c))
 
     @property
     def has_expected(self) -> bool:
@@ -90,8 +129,16 @@ def read_dataset(
     max_rows: int | None = None,
 ) -> Dataset:
     """Read pasted text or a file's bytes. The format is `format`, else the file's extension
-    (.csv/.tsv/.txt, .jsonl/.ndjson/.json), else JSON when the text starts with `{` or `[`."""
+    (.csv/.tsv/.txt, .jsonl/.ndjson/.json), else JSON when the text starts with `{` or `[`.
+    A .zip (by its bytes) holds one such file and the images its image columns name."""
     limit = DEFAULT_MAX_ROWS if max_rows is None else max_rows
+    if isinstance(data, bytes) and data.startswith(b"PK\x03\x04"):
+        return _read_zip(data, filename or "the zip", format, limit)
+    dataset = _read_rows(data, filename, format, limit)
+    return _with_images(dataset, lambda path: None)  # no zip: a path names no file
+
+
+def _read_rows(data: str | bytes, filename: str | None, format: Format | None, limit: int) -> Dataset:
     text = _decode(data)
     if not text.strip():
         raise DatasetError("the dataset is empty: paste or upload CSV (a header line, then rows) or JSONL")
@@ -100,6 +147,122 @@ def read_dataset(
     if not dataset.rows:
         raise DatasetError("the dataset has a header but no rows")
     return dataset
+
+
+# --- images ----------------------------------------------------------------------------------
+
+
+def _read_zip(data: bytes, zip_name: str, format: Format | None, limit: int) -> Dataset:
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        members = {info.filename: info for info in archive.infolist() if not info.is_dir()}
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise DatasetError(f"{zip_name} is not a readable zip ({exc})") from None
+    tables = [
+        name
+        for name in members
+        if name.rsplit(".", 1)[-1].lower() in DATA_EXTENSIONS and not name.startswith("__MACOSX/")
+    ]
+    if len(tables) != 1:
+        found = f"found {len(tables)}: {', '.join(sorted(tables))}" if tables else "found none"
+        raise DatasetError(
+            f"a zip dataset holds exactly one CSV or JSONL file beside its images ({found}); put the rows in one file"
+        )
+    (table,) = tables
+    folder = posixpath.dirname(table)
+
+    def open_image(path: str) -> bytes | str:
+        """The bytes of the image at `path` (as a cell names it), or why not."""
+        wanted = posixpath.normpath(path.strip().replace("\\", "/").lstrip("/"))
+        for candidate in (posixpath.normpath(posixpath.join(folder, wanted)), wanted):
+            info = members.get(candidate)
+            if info is None:
+                continue
+            if info.file_size > MAX_ATTACHMENT_BYTES:
+                return (
+                    f"{candidate} is {describe_size(info.file_size)}: at most "
+                    f"{MAX_ATTACHMENT_BYTES // (1024 * 1024)} MB per image; make it smaller"
+                )
+            return archive.read(info)
+        return f"the zip has no file {path.strip()!r}; add it to the zip or correct the path"
+
+    with archive:
+        dataset = _read_rows(archive.read(table), table, format, limit)
+        return _with_images(dataset, open_image)
+
+
+#: A cell's path -> the file's bytes, why it cannot be read, or None (no zip to read it from).
+OpenImage = Callable[[str], "bytes | str | None"]
+
+
+def _with_images(dataset: Dataset, open_image: OpenImage) -> Dataset:
+    """The dataset with its image columns read: each cell's picture checked and kept once by
+    content, the cell's value replaced by the picture's name."""
+    columns = dataset.image_columns
+    if not columns:
+        return dataset
+    by_hash: dict[str, Attachment] = {}  # the same picture in many rows: one copy in memory
+    rows: list[dict[str, Any]] = []
+    images: list[tuple[Attachment, ...]] = []
+    for index, row in enumerate(dataset.rows):
+        values = dict(row)
+        found: list[Attachment] = []
+        for column in columns:
+            cell = values.get(column)
+            if cell is None or (isinstance(cell, str) and not cell.strip()):
+                continue
+            picture = _image(cell, column, index, open_image, dataset)
+            shared = by_hash.setdefault(picture.ref.sha256, picture)
+            values[column] = picture.ref.name
+            found.append(Attachment(picture.ref, shared.data))
+        rows.append(values)
+        images.append(tuple(found))
+    return Dataset(dataset.columns, tuple(rows), dataset.format, dataset.lines, tuple(images))
+
+
+def _name_of(cell: Any) -> str:
+    return cell.strip() if isinstance(cell, str) and not cell.strip().startswith("data:") else ""
+
+
+def _image(cell: Any, column: str, index: int, open_image: OpenImage, dataset: Dataset) -> Attachment:
+    where = f"row {index + 1}, column {column}"
+    line = dataset.lines[index] if index < len(dataset.lines) else None
+    if not isinstance(cell, str):
+        raise DatasetError(f"{where}: an image is a data URL or a path inside the zip, not JSON", line=line)
+    text = cell.strip()
+    if text.startswith("data:"):
+        head, _, payload = text.partition(",")
+        if not head.endswith(";base64") or not payload:
+            raise DatasetError(f"{where}: a data URL reads data:image/png;base64,<the bytes in base64>", line=line)
+        try:
+            data = base64.b64decode(payload, validate=True)
+        except (binascii.Error, ValueError):
+            raise DatasetError(
+                f"{where}: the data URL's base64 is not valid; encode the file again", line=line
+            ) from None
+        name = f"{column}-{index + 1}"
+    else:
+        opened = open_image(text)
+        if opened is None:
+            raise DatasetError(
+                f"{where}: {text[:80]!r} is not a data URL; upload the dataset as a .zip holding "
+                "this file and the images, or write the image as data:image/png;base64,...",
+                line=line,
+            )
+        if isinstance(opened, str):
+            raise DatasetError(f"{where}: {opened}", line=line)
+        name, data = text, opened
+    try:
+        picture = from_upload(name, data)
+    except AttachmentError as error:
+        raise DatasetError(f"{where}: {error}; use a PNG, JPEG, WebP or GIF image of at most 5 MB", line=line) from None
+    if picture.ref.media_type not in IMAGE_MEDIA_TYPES:
+        raise DatasetError(f"{where}: {name} is a PDF, not an image; an image column takes pictures", line=line)
+    if not _name_of(cell):
+        # A data URL's picture is named by where it is, with its type's extension.
+        extension = picture.ref.media_type.split("/")[1].replace("jpeg", "jpg")
+        picture = Attachment(replace(picture.ref, name=f"{name}.{extension}"), picture.data)
+    return picture
 
 
 def _decode(data: str | bytes) -> str:

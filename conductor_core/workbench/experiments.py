@@ -22,6 +22,9 @@ Tables (beside the request log, created by its migrations, conductor_core/store/
     experiments       id, created_at/_ts, name, template, variants (JSON list of Variant),
                       columns (JSON), row_count, has_expected
     experiment_rows   (experiment_id, row_index) -> line, row_values (JSON), expected
+    experiment_row_attachments  (experiment_id, row_index, position) -> sha256, name: a
+                      row's images (its image columns', in order), each picture's bytes once
+                      in `attachments` (sessions.py) however many rows, runs and chats use it
     experiment_runs   id, experiment_id, number (1, 2, ... per experiment), created_at/_ts,
                       check_kind (the first check's), checks (JSON list; NULL before 0005:
                       one check of check_kind), concurrency (JSON), status (running /
@@ -83,7 +86,10 @@ from ..models import RoutingPolicy, ToolCall, new_id, response_schema, utcnow
 from ..store import RequestLog, SafeText, UTCDateTime
 from ..store.leases import Lease, leases_for
 from ..structured import check_json, json_path_problem, json_path_values, schema_problem
-from .datasets import DEFAULT_MAX_ROWS, Dataset, DatasetTooLargeError
+from .attachments import Attachment, AttachmentRef
+from .datasets import DEFAULT_MAX_ROWS, Dataset, DatasetTooLargeError, is_image_column
+from .sessions import keep_bytes, row_attachments_table
+from .sessions import metadata as attachments_metadata
 from .templates import Template, TemplateError
 from .variants import Variant, variant_labels
 
@@ -447,6 +453,11 @@ class Experiment(BaseModel):
         """One label per variant, saying what differs between variants of one target."""
         return variant_labels(self.variants)
 
+    @property
+    def image_columns(self) -> tuple[str, ...]:
+        """The columns whose cells are pictures, sent after each row's text (datasets.py)."""
+        return tuple(c for c in self.columns if is_image_column(c))
+
 
 class Run(BaseModel):
     model_config = ConfigDict(frozen=True)
@@ -495,10 +506,13 @@ class Cell(BaseModel):
 class GridRow(BaseModel):
     """One row of the results grid: the row's values and one cell per variant (None: not run yet)."""
 
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
     row: int
     values: dict[str, Any]
     expected: str | None
     cells: list[Cell | None]
+    images: list[Attachment] = Field(default_factory=list, description="The row's pictures, in column order.")
 
 
 class CheckStats(BaseModel):
@@ -559,6 +573,7 @@ class ExperimentStore:
         #: With CONDUCTOR_LOG_PROMPTS=false answers are not kept (figures, checks and ratings are).
         self.keeps_text = log.log_prompts
         log.require_tables(metadata)
+        log.require_tables(attachments_metadata)
 
     # --- experiments ---------------------------------------------------------------------
 
@@ -626,6 +641,27 @@ class ExperimentStore:
                 },
             )
             conn.execute(insert(rows_table), rows)
+            pictures = [
+                (index, position, picture)
+                for index, row in enumerate(dataset.images)
+                for position, picture in enumerate(row)
+            ]
+            for _index, _position, picture in pictures:
+                keep_bytes(conn, picture, experiment.created_at)  # once per content, not per row
+            if pictures:
+                conn.execute(
+                    insert(row_attachments_table),
+                    [
+                        {
+                            "experiment_id": experiment.id,
+                            "row_index": index,
+                            "position": position,
+                            "sha256": picture.ref.sha256,
+                            "name": picture.ref.name,
+                        }
+                        for index, position, picture in pictures
+                    ],
+                )
         return experiment
 
     def experiment(self, experiment_id: str) -> Experiment:
@@ -681,6 +717,34 @@ class ExperimentStore:
             if len(chunk) < page:
                 return
             offset = chunk[-1][0] + 1
+
+    def images(self, experiment_id: str, first: int, last: int | None = None) -> dict[int, list[Attachment]]:
+        """The pictures of rows `first`..`last` (inclusive; default: just `first`), by row, in order."""
+        ra, at = row_attachments_table.c, attachments_metadata.tables["attachments"].c
+        stmt = (
+            select(ra.row_index, ra.sha256, ra.name, at.media_type, at.size, at.data)
+            .join(attachments_metadata.tables["attachments"], at.sha256 == ra.sha256)
+            .where(
+                ra.experiment_id == experiment_id,
+                ra.row_index >= first,
+                ra.row_index <= (first if last is None else last),
+            )
+            .order_by(ra.row_index, ra.position)
+        )
+        found: dict[int, list[Attachment]] = {}
+        with self.engine.connect() as conn:
+            for r in conn.execute(stmt):
+                ref = AttachmentRef(r.sha256, r.name, r.media_type, r.size)
+                found.setdefault(r.row_index, []).append(Attachment(ref, bytes(r.data)))
+        return found
+
+    def has_images(self, experiment_id: str) -> bool:
+        """Whether any row has a picture (an experiment from before image columns has none)."""
+        ra = row_attachments_table.c
+        with self.engine.connect() as conn:
+            return (
+                conn.execute(select(ra.row_index).where(ra.experiment_id == experiment_id).limit(1)).first() is not None
+            )
 
     def prompt(self, experiment: Experiment, values: dict[str, Any], row: int) -> str:
         return Template(experiment.template).render(values, row=row + 1)
@@ -895,9 +959,9 @@ class ExperimentStore:
             **plain,
         )
 
-    def sent_for(self, request_id: str) -> tuple[Experiment, Run, int, str] | None:
-        """Which cell sent a logged request (replay): its experiment, run, variant index and the
-        prompt its row rendered; None when no cell did."""
+    def sent_for(self, request_id: str) -> tuple[Experiment, Run, int, str, list[Attachment]] | None:
+        """Which cell sent a logged request (replay): its experiment, run, variant index, the
+        prompt its row rendered and the row's pictures (sent after it); None when no cell did."""
         c = cells_table.c
         with self.engine.connect() as conn:
             cell = conn.execute(
@@ -913,7 +977,10 @@ class ExperimentStore:
             ).scalar()
         experiment = self.experiment(run.experiment_id)
         prompt = self.prompt(experiment, json.loads(values) if values else {}, cell.row_index)
-        return experiment, run, cell.variant_index, prompt
+        pictures = (
+            self.images(experiment.id, cell.row_index).get(cell.row_index, []) if experiment.image_columns else []
+        )
+        return experiment, run, cell.variant_index, prompt, pictures
 
     def grid(self, run_id: str, *, offset: int = 0, limit: int = 25) -> list[GridRow]:
         """One page of the results grid: `limit` rows from `offset`, one cell per variant."""
@@ -927,8 +994,15 @@ class ExperimentStore:
         with self.engine.connect() as conn:
             found = {(r["row_index"], r["variant_index"]): self._cell(r) for r in conn.execute(stmt).mappings()}
         width = len(experiment.variants)
+        pictures = self.images(experiment.id, rows[0][0], rows[-1][0]) if experiment.image_columns else {}
         return [
-            GridRow(row=index, values=values, expected=expected, cells=[found.get((index, v)) for v in range(width)])
+            GridRow(
+                row=index,
+                values=values,
+                expected=expected,
+                cells=[found.get((index, v)) for v in range(width)],
+                images=pictures.get(index, []),
+            )
             for index, values, expected in rows
         ]
 

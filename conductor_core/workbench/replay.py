@@ -35,7 +35,7 @@ from sqlalchemy import select
 from ..models import ChatMessage, FilePart, ImagePart, MessageRole, parse_data_url
 from ..store import RequestLog
 from .arena import Arena
-from .attachments import Attachment, AttachmentError, from_upload
+from .attachments import Attachment, AttachmentError, from_upload, message_parts
 from .experiments import ExperimentStore
 from .sessions import SessionStore, answers_table, turns_table
 from .variants import Variant
@@ -179,12 +179,13 @@ def _from_experiment(log: RequestLog, request_id: str) -> Sent | None:
     found = ExperimentStore(log).sent_for(request_id)
     if found is None:
         return None
-    experiment, run, index, prompt = found
+    experiment, run, index, prompt, pictures = found
     variant = experiment.variants[index]
     label = experiment.labels[index]
+    asked = ChatMessage(role=MessageRole.user, parts=message_parts(prompt, pictures)) if pictures else None
     return (
         variant,
-        _single_turn(variant, prompt),
+        variant.request([asked]).messages if asked is not None else _single_turn(variant, prompt),
         f"the prompt and parameters of experiment “{experiment.name}”, run {run.number}, variant {label}",
     )
 

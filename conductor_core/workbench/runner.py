@@ -35,6 +35,7 @@ from pydantic import ValidationError
 
 from ..errors import ProviderError
 from ..models import ChatMessage, MessageRole, StreamDone, StreamIncomplete, TextDelta
+from .attachments import message_parts
 from .datasets import DatasetTooLargeError
 from .experiments import (
     Cell,
@@ -50,7 +51,7 @@ from .experiments import (
 )
 from .templates import Template, TemplateError
 
-__all__ = ["Progress", "RunHandle", "start_run", "concurrency_limits"]
+__all__ = ["Progress", "RunHandle", "start_run", "concurrency_limits", "image_refusals"]
 
 log = logging.getLogger("conductor.experiments")
 
@@ -251,7 +252,13 @@ class RunHandle:
             return Cell(row=row, variant=variant_index, status="cancelled")
         try:
             prompt = self._template.render(values, row=row + 1)
-            request = variant.request([ChatMessage(role=MessageRole.user, content=prompt)])
+            pictures = self._store.images(self.experiment.id, row).get(row) if self.experiment.image_columns else None
+            message = (
+                ChatMessage(role=MessageRole.user, parts=message_parts(prompt, pictures))
+                if pictures
+                else ChatMessage(role=MessageRole.user, content=prompt)
+            )
+            request = variant.request([message])
         except (TemplateError, ValidationError) as exc:
             return self._failed(row, values, variant_index, expected, "bad_request", str(exc), None)
         stream = self._conductor.stream(request, overrides=self._overrides)
@@ -451,6 +458,26 @@ class RunHandle:
         return []
 
 
+def image_refusals(
+    conductor: Any,
+    variants: Sequence[Any],
+    image_columns: Sequence[str],
+    overrides: Mapping[str, Any] | None = None,
+) -> list[str]:
+    """Why variants cannot run a dataset with image columns ("local reads text only: remove it
+    or the image column (image)"), one line per provider; empty when every one can."""
+    if not image_columns:
+        return []
+    providers = {**conductor.registry.providers, **(overrides or {})}
+    unable = [
+        name
+        for name in dict.fromkeys(v.provider for v in variants)
+        if (provider := providers.get(name)) is not None and not provider.reads_attachments
+    ]
+    columns = ", ".join(image_columns)
+    return [f"{name} reads text only: remove it or the image column ({columns})" for name in unable]
+
+
 def start_run(
     conductor: Any,
     store: ExperimentStore,
@@ -470,6 +497,9 @@ def start_run(
     limit = conductor.settings.dataset_max_rows
     if experiment.row_count > limit:  # the limit may have been lowered since it was created
         raise DatasetTooLargeError(experiment.row_count, limit)
+    pictured = experiment.image_columns if store.has_images(experiment.id) else ()
+    if refusals := image_refusals(conductor, experiment.variants, pictured, overrides):
+        raise ExperimentError("; ".join(refusals) + ". Nothing was sent.")
     kinds = as_checks(checks if checks is not None else check)
     providers = list(dict.fromkeys(v.provider for v in experiment.variants))
     limits = concurrency_limits(conductor.settings.experiment_concurrency, providers, concurrency)

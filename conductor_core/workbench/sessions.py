@@ -37,6 +37,8 @@ may add session kinds, without changing them)::
     arena_match_attachments  (match_id → arena_matches, position) PK, sha256, name: a
                   blind round's (kept here, with every other use of `attachments`, so the
                   bytes no use references any more are found in one place)
+    experiment_row_attachments  (experiment_id, row_index, position) PK, sha256, name: an
+                  experiment dataset row's images (its image columns, in order)
 
 Answer statuses: ``streaming`` (a worker is writing it), ``done``, ``error`` (failed before
 any text), ``incomplete`` (the stream broke after text), ``stopped`` (a person stopped
@@ -107,6 +109,9 @@ __all__ = [
     "MAX_LANES",
     "metadata",
     "keep_attachments",
+    "keep_bytes",
+    "row_attachments_table",
+    "attachments_table",
     "attachments_of",
     "match_attachments_table",
 ]
@@ -223,8 +228,19 @@ match_attachments_table = Table(
     Column("name", SafeText(), nullable=False),
 )
 
+row_attachments_table = Table(
+    "experiment_row_attachments",
+    metadata,
+    Column("experiment_id", String(), primary_key=True),  # experiments.id (the experiments' own metadata)
+    Column("row_index", Integer(), primary_key=True),
+    Column("position", Integer(), primary_key=True),
+    Column("sha256", String(), ForeignKey("attachments.sha256"), nullable=False),
+    Column("name", SafeText(), nullable=False),
+    Index("ix_experiment_row_attachments_sha256", "sha256"),
+)
+
 #: Every table that references `attachments` (by its sha256 column): bytes none of them names are dropped.
-_ATTACHMENT_USES = (turn_attachments_table, match_attachments_table)
+_ATTACHMENT_USES = (turn_attachments_table, match_attachments_table, row_attachments_table)
 
 
 def _now() -> tuple[datetime, float]:
@@ -1063,20 +1079,26 @@ def keep_attachments(
 ) -> None:
     """An owner's attachments (a turn's, a blind round's): each one's bytes stored once (by
     hash), the owner's references in order in `uses` (whose first column names the owner)."""
-    at = attachments_table.c
     for position, attachment in enumerate(attachments):
-        ref = attachment.ref
-        known = conn.execute(select(at.sha256).where(at.sha256 == ref.sha256)).first()
-        if known is None:
-            # Two sessions attaching the same file at the same moment: the second insert finds it.
-            conn.execute(
-                _insert_new(conn, attachments_table).values(
-                    sha256=ref.sha256, media_type=ref.media_type, size=ref.size, data=attachment.data, created_at=moment
-                )
-            )
+        keep_bytes(conn, attachment, moment)
         owner = uses.c[0].name
+        ref = attachment.ref
         conn.execute(
             insert(uses).values({owner: owner_id, "position": position, "sha256": ref.sha256, "name": ref.name})
+        )
+
+
+def keep_bytes(conn: Any, attachment: Attachment, moment: datetime) -> None:
+    """An attachment's bytes in `attachments`, once per content (nothing when they are there)."""
+    at = attachments_table.c
+    ref = attachment.ref
+    known = conn.execute(select(at.sha256).where(at.sha256 == ref.sha256)).first()
+    if known is None:
+        # Two sessions attaching the same file at the same moment: the second insert finds it.
+        conn.execute(
+            _insert_new(conn, attachments_table).values(
+                sha256=ref.sha256, media_type=ref.media_type, size=ref.size, data=attachment.data, created_at=moment
+            )
         )
 
 

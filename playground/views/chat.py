@@ -93,7 +93,10 @@ if conversation is not None and conversation.turns and not busy:
             st.markdown("**Get code** for the last request")
             shown = conversation.turns[last]
             request = share.last_request(
-                sent.variant, conversation.context(0, last), None if shown.continues else shown.prompt
+                sent.variant,
+                conversation.context(0, last),
+                None if shown.continues else shown.prompt,
+                conversation.attachments(shown),
             )
             share.get_code(c, request)
 

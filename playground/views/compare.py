@@ -192,7 +192,13 @@ def _share_round(conv: Conversation, index: int, turn: Turn) -> None:
         )
         answer = turn.chosen[lane]
         share.get_code(
-            c, share.last_request(answer.variant, conv.context(lane, index), None if turn.continues else turn.prompt)
+            c,
+            share.last_request(
+                answer.variant,
+                conv.context(lane, index),
+                None if turn.continues else turn.prompt,
+                conv.attachments(turn),
+            ),
         )
 
 

@@ -4,6 +4,9 @@ and checks against an `expected` column. Runs are carried out by the process (th
 threads), never by the page: a reload or another page loses nothing, and the URL
 (`?experiment=…&run=…`) opens the run again. Every run is stored; open an earlier one,
 re-run, and see what changed since another run of the same experiment.
+
+Images: a column named `image` or ending in `_image` holds a picture per row (a data URL, or a
+path inside a .zip uploaded with the rows), sent after the row's text; the grid shows it.
 """
 
 from __future__ import annotations
@@ -16,11 +19,12 @@ import streamlit as st
 
 from conductor_core.models import ChatMessage
 from conductor_core.workbench import exports
-from conductor_core.workbench.datasets import Dataset, DatasetError, read_dataset
+from conductor_core.workbench.datasets import DATA_EXTENSIONS, Dataset, DatasetError, read_dataset
 from conductor_core.workbench.experiments import Cell, Check, CheckKind, Experiment, ExperimentError, Run
-from conductor_core.workbench.runner import RunHandle, start_run
+from conductor_core.workbench.runner import RunHandle, image_refusals, start_run
 from conductor_core.workbench.templates import Template, TemplateError
 from conductor_core.workbench.variants import Variant, variant_labels
+from playground import attachments as pictures
 from playground import components as ui
 from playground import controls, share, state, structured_view, tools_editor
 
@@ -35,6 +39,11 @@ REFRESH_S = 1.0
 EXAMPLE_TEMPLATE = "What is the capital of {{country}}? Answer with the city only."
 EXAMPLE_DATA = "country,expected\nFrance,Paris\nJapan,Tokyo\nKenya,Nairobi\nCanada,Ottawa\nPeru,Lima\n"
 KEEP = "session"  # persist_state: a form's values survive a visit to another page
+IMAGES_HELP = (
+    "Images: a column named `image` or ending in `_image` holds one per row, sent after the prompt's text: "
+    "a data URL (data:image/png;base64,…), or the path of a file inside a .zip that holds the CSV/JSONL "
+    "and the images (e.g. `scans/1.png`). PNG, JPEG, WebP or GIF, at most 5 MB each."
+)
 _CHECK_HELP = {
     "contains": "The answer contains the expected text (case ignored).",
     "regex": "The expected value is a regular expression searched in the answer (add (?i) to ignore case).",
@@ -128,7 +137,16 @@ def edit_as_new(experiment_id: str) -> None:
     """Fill the form with this experiment (template, rows as JSONL, variants): change what you
     want and run it as a new experiment (an experiment never changes, so runs stay comparable)."""
     experiment = store.experiment(experiment_id)
-    lines = [json.dumps(values, ensure_ascii=False) for _index, values, _expected in store.iter_rows(experiment_id)]
+    rows = list(store.iter_rows(experiment_id))
+    if experiment.image_columns and rows:
+        # The pictures go back into their cells as data URLs (the stored values are their names).
+        stored = store.images(experiment_id, 0, rows[-1][0])
+        for index, values, _expected in rows:
+            kept = iter(stored.get(index, []))
+            for column in experiment.image_columns:
+                if str(values.get(column) or "").strip() and (picture := next(kept, None)) is not None:
+                    values[column] = picture.url
+    lines = [json.dumps(values, ensure_ascii=False) for _index, values, _expected in rows]
     ss.update(
         exp_name=f"{experiment.name} (copy)",
         exp_template=experiment.template,
@@ -287,11 +305,12 @@ def new_experiment_form() -> None:
     st.segmented_control("Dataset", ["Paste", "Upload a file"], key="exp_source", required=True, persist_state=KEEP)
     if ss.get("exp_source") == "Upload a file":
         st.file_uploader(
-            "CSV, TSV or JSONL file",
-            type=["csv", "tsv", "txt", "jsonl", "ndjson", "json"],
+            "CSV, TSV or JSONL file, or a .zip of one with its images",
+            type=[*DATA_EXTENSIONS, "zip"],
             key="exp_data_file",
-            help="A header line, then one row a line (CSV); or one JSON object a line (JSONL).",
+            help="A header line, then one row a line (CSV); or one JSON object a line (JSONL). " + IMAGES_HELP,
         )
+        st.caption(IMAGES_HELP)
     else:
         st.text_area(
             "Rows: CSV with a header line, or JSONL (one JSON object a line)",
@@ -313,10 +332,17 @@ def new_experiment_form() -> None:
             if dataset.has_expected
             else "no `expected` column: answers are not checked"
         )
+        images_note = (
+            f" · images from {', '.join(dataset.image_columns)}: "
+            f"{len({a.ref.sha256 for row in dataset.images for a in row}):,} distinct"
+            if dataset.image_columns
+            else ""
+        )
         st.caption(
             f"{len(dataset):,} row{'s' if len(dataset) != 1 else ''} (limit {limit:,}) · columns: "
             + ui.escape_md(", ".join(dataset.columns))
             + f" · {has}"
+            + ui.escape_md(images_note)
         )
         preview = pd.DataFrame([{k: _plain(v) for k, v in row.items()} for row in dataset.rows[:5]])
         st.dataframe(preview, hide_index=True, height="auto")
@@ -398,6 +424,12 @@ def new_experiment_form() -> None:
             help="The template's length plus each variant's max tokens, per row, at each model's price.",
         )
 
+    # The image columns that send a picture (all blank: none), and who cannot read them.
+    pictured = dataset.image_columns if dataset is not None and any(dataset.images) else ()
+    unreadable = image_refusals(c, variants, pictured, state.overrides())
+    if unreadable:
+        # Said before Run too: the run would be refused, and nothing sent.
+        st.warning(ui.escape_md("; ".join(unreadable)), icon=":material/hide_image:")
     if st.button("Run experiment", type="primary", icon=":material/play_arrow:", key="exp_run_button"):
         if not template_text.strip():
             st.error(
@@ -412,6 +444,10 @@ def new_experiment_form() -> None:
             )
         elif len(variants) != count:
             st.error("A variant's settings cannot be sent: see the message in its column.", icon=":material/error:")
+        elif unreadable:
+            st.error(
+                f"Not started: {ui.escape_md('; '.join(unreadable))}. Nothing was sent.", icon=":material/hide_image:"
+            )
         else:
             try:
                 name = (ss.get("exp_name") or "").strip() or _clip(template_text)  # like a chat's title
@@ -813,6 +849,9 @@ def draw_grid(experiment: Experiment, run: Run, *, live: bool) -> None:
             if grid_row.expected is not None:
                 values += f"\nexpected: {grid_row.expected}"
             st.text(values)  # what the person wrote, literally
+            pictures.show_refs(
+                [a.ref for a in grid_row.images], {a.ref.sha256: a.data for a in grid_row.images}.__getitem__
+            )
             for v, column in enumerate(st.columns(len(experiment.variants), gap="small")):
                 with column:
                     st.markdown(f"**{letter(v)}** · {ui.escape_md(labels[v])}")
