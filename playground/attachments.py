@@ -13,6 +13,7 @@ import streamlit as st
 from conductor_core.router import Conductor
 from conductor_core.workbench.attachments import (
     ACCEPTED_EXTENSIONS,
+    LIMIT_MB,
     LIMIT_NOTE,
     Attachment,
     AttachmentError,
@@ -129,6 +130,7 @@ def uploader(key: str) -> list[Any]:
             accept_multiple_files=True,
             key=key,
             help=LIMIT_NOTE,
+            max_upload_size=LIMIT_MB,  # the picker states the real limit (Streamlit's default says 200 MB)
         )
         or []
     )

@@ -195,7 +195,9 @@ def test_compare_greys_out_the_column_that_reads_text_only_and_sends_the_image_t
                 timeout=30_000
             )
             page.get_by_label("Prompt", exact=True).fill("Describe the chart.")
-            page.get_by_test_id("stFileUploader").locator("input[type=file]").set_input_files(str(picture))
+            uploader = page.get_by_test_id("stFileUploader")
+            assert "5MB per file" in uploader.inner_text() and "200MB" not in uploader.inner_text()  # the real limit
+            uploader.locator("input[type=file]").set_input_files(str(picture))
             page.get_by_test_id("stFileUploader").get_by_text("chart.png").first.wait_for(timeout=60_000)
             page.get_by_role("button", name="Run compare").click()
             page.get_by_text("Skipped for this message (local: reads text only)").wait_for(timeout=120_000)

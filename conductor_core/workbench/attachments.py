@@ -29,6 +29,7 @@ __all__ = [
     "AttachmentRef",
     "AttachmentError",
     "ACCEPTED_EXTENSIONS",
+    "LIMIT_MB",
     "LIMIT_NOTE",
     "sniff_media_type",
     "from_upload",
@@ -39,7 +40,8 @@ __all__ = [
 
 #: What the file picker offers (its names; the bytes decide, see `sniff_media_type`).
 ACCEPTED_EXTENSIONS = ("png", "jpg", "jpeg", "webp", "gif", "pdf")
-LIMIT_NOTE = f"PNG, JPEG, WebP, GIF or PDF, at most {MAX_ATTACHMENT_BYTES // (1024 * 1024)} MB each"
+LIMIT_MB = MAX_ATTACHMENT_BYTES // (1024 * 1024)
+LIMIT_NOTE = f"PNG, JPEG, WebP, GIF or PDF, at most {LIMIT_MB} MB each"
 
 # The first bytes of each type we accept: a file is what its bytes say, not what its name says.
 _SIGNATURES: tuple[tuple[bytes, str], ...] = (

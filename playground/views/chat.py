@@ -129,6 +129,7 @@ with st.bottom:
         key="chat_input",
         accept_file="multiple",
         file_type=list(attachments.ACCEPTED_EXTENSIONS),
+        max_upload_size=attachments.LIMIT_MB,
     )
     st.caption(f":material/attach_file: {attachments.LIMIT_NOTE}", help="Attach with the clip in the input.")
     controls.cost_caption(c, variant, conversation.context(0) if conversation else [])
