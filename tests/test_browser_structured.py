@@ -107,9 +107,16 @@ def test_a_json_schema_compare_shows_each_columns_verdict(services, tmp_path, sh
                     # This branch's local model has no structured output: refused, and said so.
                     assert "response_format" in local and "valid JSON" not in local, local
                 # The pretty JSON opens from the column's expander.
-                pretty = page.get_by_test_id("stCode").filter(has_text='"vendor": "Acme"')
+                # The good column's (every column that parsed has one, the local model's too).
+                good_column = (
+                    page.get_by_test_id("stColumn")
+                    .filter(has_text="good/good-model")
+                    .filter(has_not_text="bad/bad-model")
+                    .filter(has_not_text="local/")
+                )
+                pretty = good_column.get_by_test_id("stCode")
                 assert not pretty.first.is_visible()  # collapsed until opened
-                page.get_by_test_id("stExpander").filter(has=page.get_by_text("JSON", exact=True)).first.click()
+                good_column.get_by_test_id("stExpander").get_by_text("JSON", exact=True).click()
                 pretty.first.wait_for(state="visible", timeout=30_000)
                 assert '"total": 12.5' in pretty.first.inner_text()
                 shots(page, "compare_json_schema", full_page=True)
