@@ -401,7 +401,9 @@ def test_thresholds_read_a_variants_figures(written: str, figures: dict, holds: 
 def test_a_named_checks_threshold_reads_that_checks_pass_rate() -> None:
     threshold = Threshold.model_validate({"metric": "pass_rate", "check": "tone", "op": ">=", "value": "75%"})
     assert threshold.text == "pass_rate[tone] >= 0.75"
-    figures = stats(pass_rate=0.2, checks=[CheckStats(label="contains", pass_rate=0.2), CheckStats(label="x", pass_rate=0.8)])
+    figures = stats(
+        pass_rate=0.2, checks=[CheckStats(label="contains", pass_rate=0.2), CheckStats(label="x", pass_rate=0.8)]
+    )
     verdict = judge(threshold, figures, check_index=1)
     assert verdict.holds and verdict.measured == 0.8
     assert "FAIL" in judge(Threshold.model_validate("pass_rate[1] >= 0.5"), figures, check_index=0).text

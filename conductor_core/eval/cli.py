@@ -54,7 +54,9 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--junit", type=Path, help="write JUnit XML here (a testsuite per variant, a testcase per row)")
     parser.add_argument("--html", type=Path, help="write the self-contained HTML report here")
     parser.add_argument(
-        "--base-url", default=DEFAULT_BASE_URL, help=f"the playground's address, for the run's link ({DEFAULT_BASE_URL})"
+        "--base-url",
+        default=DEFAULT_BASE_URL,
+        help=f"the playground's address, for the run's link ({DEFAULT_BASE_URL})",
     )
     return parser.parse_args(argv)
 

@@ -31,7 +31,7 @@ def _x(text: str) -> str:
 
 
 def _row_name(row: GridRow) -> str:
-    """"row 3: France" (the row's first values, clipped)."""
+    """The testcase's name, "row 3: France": the row's values, clipped."""
     shown = ", ".join(str(v) for k, v in row.values.items() if k != "expected")
     shown = " ".join(shown.split())
     return f"row {row.row + 1}" + (f": {shown[:60]}{'…' if len(shown) > 60 else ''}" if shown else "")

@@ -149,7 +149,9 @@ def read_document(path: Path) -> Document:
         else:
             data = yaml.safe_load(text)
     except json.JSONDecodeError as exc:
-        raise EvalFileError(name, [Problem(f"not valid JSON: {exc.msg} (column {exc.colno})", line=exc.lineno)]) from None
+        raise EvalFileError(
+            name, [Problem(f"not valid JSON: {exc.msg} (column {exc.colno})", line=exc.lineno)]
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or str(exc)
@@ -385,7 +387,9 @@ def parse_spec(doc: Document) -> EvalSpec:
     ]:
         for index, threshold in enumerate(thresholds):
             if threshold.metric == "pass_rate" and not spec.checks:
-                problems.append(doc.problem("a pass rate needs checks: add checks (e.g. - kind: contains)", (*where, index)))
+                problems.append(
+                    doc.problem("a pass rate needs checks: add checks (e.g. - kind: contains)", (*where, index))
+                )
             elif threshold.check is not None and spec.check_index(threshold.check) is None:
                 known = [n or c.label for n, c in zip(spec.check_names, spec.checks, strict=False)]
                 problems.append(

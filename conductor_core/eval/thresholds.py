@@ -130,9 +130,7 @@ def measure(threshold: Threshold, stats: VariantStats, check_index: int | None =
     return METRICS[threshold.metric][1](stats)
 
 
-def judge(
-    threshold: Threshold, stats: VariantStats, check_index: int | None = None
-) -> Verdict:
+def judge(threshold: Threshold, stats: VariantStats, check_index: int | None = None) -> Verdict:
     measured = measure(threshold, stats, check_index)
     holds = measured is not None and _OPS[threshold.op](round(measured, 9), threshold.value)
     return Verdict(variant=stats.variant, label=stats.label, threshold=threshold, measured=measured, holds=holds)
