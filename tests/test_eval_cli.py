@@ -12,12 +12,16 @@ that name where to change the file.
 
 from __future__ import annotations
 
+import fcntl
 import os
+import pty
 import re
 import shutil
 import signal
+import struct
 import subprocess
 import sys
+import termios
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -27,13 +31,14 @@ from typing import Any
 
 import pytest
 
+from conductor_core.eval.cli import main
 from conductor_core.eval.spec import EvalFileError, parse_spec, read_document
 from conductor_core.eval.thresholds import Threshold, judge
 from conductor_core.providers.spec import provider_variables
 from conductor_core.store import RequestLog
-from conductor_core.testing.protocol_servers import AnthropicServer, OpenAIServer
+from conductor_core.testing.protocol_servers import AnthropicServer, Fault, OpenAIServer
 from conductor_core.workbench.experiments import CheckStats, ExperimentStore, VariantStats
-from tests.secret_support import leaks, problems
+from tests.secret_support import leaks, problems, quotes
 from tests.store_backends import REPO_ROOT, postgres_schema
 
 pytestmark = pytest.mark.timeout(600)
@@ -232,14 +237,50 @@ def test_a_variant_under_its_threshold_fails_the_eval_naming_it(servers, tmp_pat
 
 
 def test_failed_calls_are_junit_errors_and_fail_the_errors_threshold(servers, tmp_path: Path) -> None:
-    servers["openai"].set_down(True)  # every call answers 503
+    # Every call fails with an error body that quotes the key (as upstreams do) until the breaker opens.
+    servers["openai"].script(*[Fault("status", status=500, message=quotes(KEYS["openai"]))] * ROWS)
     run = run_eval(servers, tmp_path, EXAMPLE, "--junit", "junit.xml")
     assert run.returncode == 1, run.stdout + run.stderr
     assert "FAIL variant A (openai/gpt-5.4-mini): errors == 0, measured 6" in run.stderr
     a = suites(tmp_path / "junit.xml")["A · openai/gpt-5.4-mini"]
     # Six errors (no answer), and the three thresholds fail (pass rates 0, six errors).
     assert (a["tests"], a["failures"], a["errors"]) == (ROWS + 3, 3, ROWS)
+    assert {c.find("error").get("type") for c in a["cases"][:ROWS]} <= {"unavailable", "circuit_open"}
+    assert "[REDACTED]" in (tmp_path / "junit.xml").read_text()  # the quoted key, taken out
     no_key_in(run.stdout, run.stderr, (tmp_path / "junit.xml").read_text())
+
+
+def test_a_terminal_gets_a_progress_bar(servers, tmp_path: Path) -> None:
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))  # a terminal 120 wide
+    process = subprocess.Popen(
+        command(EXAMPLE),
+        cwd=tmp_path,
+        env=eval_env(servers, tmp_path / "data"),
+        stdout=follower,
+        stderr=subprocess.PIPE,
+    )
+    os.close(follower)
+    shown = b""
+    try:
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # the terminal closed: the process has exited
+                break
+            if not chunk:
+                break
+            shown += chunk
+        process.wait(timeout=300)
+    finally:
+        os.close(leader)
+        if process.poll() is None:
+            process.kill()
+    text = shown.decode("utf-8", "replace")
+    assert process.returncode == 0, text
+    assert re.search(r"100%\|.*\| 12/12 ", text), text  # tqdm's bar, redrawn in place
+    assert "cells (ok" not in text  # no plain progress lines on a terminal
+    assert "Open the run: " in text
 
 
 def write_eval(tmp_path: Path, text: str) -> Path:
@@ -267,6 +308,26 @@ def test_a_bad_file_exits_2_naming_the_line_and_the_field(servers, tmp_path: Pat
     assert run.returncode == 2, run.stdout + run.stderr
     assert "eval.yaml, line 6: variants[1].temperature: Input should be less than or equal to 2" in run.stderr
     assert not (tmp_path / "junit.xml").exists() and not servers["openai"].requests
+
+
+def test_a_dataset_that_cannot_be_read_exits_2_naming_its_line(servers, tmp_path: Path) -> None:
+    path = write_eval(tmp_path, BAD_TEMPERATURE.replace("temperature: 5", "temperature: 0"))
+    (tmp_path / "tickets.csv").write_text('ticket,expected\n"never closed,billing\n', encoding="utf-8")
+    run = run_eval(servers, tmp_path, path)
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert "tickets.csv: line 2: malformed CSV" in run.stderr and not servers["openai"].requests
+
+
+def test_a_prompt_reference_says_what_it_needs(tmp_path: Path, capsys) -> None:
+    path = write_eval(
+        tmp_path,
+        BAD_TEMPERATURE.replace('"Team for {{ticket}}?"', "support-reply@production").replace(
+            "temperature: 5", "seed: 1"
+        ),
+    )
+    assert main([str(path)]) == 2
+    said = capsys.readouterr().err
+    assert "eval.yaml, line 1: prompt: prompt references need saved prompts" in said
 
 
 def test_ctrl_c_stops_the_run_like_stop_keeping_what_finished(servers, tmp_path: Path) -> None:
@@ -407,3 +468,36 @@ def test_a_named_checks_threshold_reads_that_checks_pass_rate() -> None:
     verdict = judge(threshold, figures, check_index=1)
     assert verdict.holds and verdict.measured == 0.8
     assert "FAIL" in judge(Threshold.model_validate("pass_rate[1] >= 0.5"), figures, check_index=0).text
+
+
+def test_the_printed_link_opens_the_run_in_the_playground(servers, services, shots, tmp_path: Path) -> None:
+    """A person follows the link the eval printed: the Experiments page shows that run."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.browser_support import Playground, launch, wait_settled
+
+    playground = Playground(tmp_path, config="", name="eval", extra_env={"CONDUCTOR_LOCAL_ENABLED": "false"})
+    try:
+        run = run_eval(servers, tmp_path, EXAMPLE, "--base-url", playground.url)  # the playground's database
+        assert run.returncode == 0, run.stdout + run.stderr
+        url, _experiment_id, _run_id = printed_run(run.stdout)
+        with sync_playwright() as p:
+            browser = launch(p)
+            page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+            try:
+                page.goto(url)
+                page.get_by_text("Run 1 completed", exact=False).wait_for(timeout=120_000)
+                wait_settled(page)
+                main = page.get_by_test_id("stMain")
+                main.get_by_role("heading", name="Ticket triage").wait_for(timeout=30_000)
+                table = main.get_by_test_id("stTable").first.inner_text()
+                assert "openai/gpt-5.4-mini" in table and "anthropic/claude-haiku-5-5" in table
+                assert f"{2 * ROWS} answers" in main.inner_text()
+                shots(page, "eval_run_opened", full_page=True)
+            except BaseException:
+                shots(page, "failure_eval_run_opened", full_page=True)
+                raise
+            finally:
+                browser.close()
+    finally:
+        playground.stop()
