@@ -13,6 +13,7 @@ that name where to change the file.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import pty
 import re
@@ -328,6 +329,61 @@ def test_a_prompt_reference_says_what_it_needs(tmp_path: Path, capsys) -> None:
     assert main([str(path)]) == 2
     said = capsys.readouterr().err
     assert "eval.yaml, line 1: prompt: prompt references need saved prompts" in said
+
+
+SHORT_FORMS = """\
+prompt:
+  messages:
+    - {role: system, content: Be brief.}
+    - {role: user, content: "Team for {{ticket}}?"}
+dataset: tickets.jsonl
+variants:
+  - target: loopback/loop-1
+  - {provider: openai, model: gpt-5.4-mini, system: Answer in one word.}
+checks: [contains, {kind: regex, name: one_word}]
+thresholds:
+  - pass_rate[one_word] >= 0.5
+concurrency: {"*": 2, loopback: 1}
+"""
+
+
+def test_an_endpoint_configured_by_the_environment_and_the_short_forms(servers, tmp_path: Path) -> None:
+    """A variant on an OpenAI-compatible endpoint from CONDUCTOR_ENDPOINTS; a JSONL dataset; the
+    prompt as messages (the variant's own system prompt wins over the file's)."""
+    loop = OpenAIServer(reply="billing", models=["loop-1"]).start()
+    try:
+        (tmp_path / "eval.yaml").write_text(SHORT_FORMS, encoding="utf-8")
+        rows = [("charged twice", "billing"), ("app crashes", "technical|billing")]
+        (tmp_path / "tickets.jsonl").write_text(
+            "".join(json.dumps({"ticket": t, "expected": e}) + "\n" for t, e in rows), encoding="utf-8"
+        )
+        env = eval_env(servers, tmp_path / "data")
+        env["CONDUCTOR_ENDPOINTS"] = json.dumps({"loopback": {"base_url": loop.url, "models": ["loop-1"]}})
+        run = subprocess.run(
+            command(tmp_path / "eval.yaml", "--junit", "junit.xml"),
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=420,
+        )
+        # contains fails row 2 for both (no answer holds the text "technical|billing"); the regex passes every row.
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert run.stdout.count("pass_rate[one_word] >= 0.5, measured 1") == 2
+        sent = loop.requests[0]["json"]["messages"]
+        assert sent[0] == {"role": "system", "content": "Be brief."} and sent[1]["content"] in (
+            "Team for charged twice?",
+            "Team for app crashes?",
+        )
+        assert servers["openai"].requests[0]["json"]["messages"][0]["content"] == "Answer in one word."
+        assert loop.peak_in_flight == 1
+        report = suites(tmp_path / "junit.xml")
+        assert {name: (s["tests"], s["failures"]) for name, s in report.items()} == {
+            "A · loopback/loop-1": (3, 1),
+            "B · openai/gpt-5.4-mini": (3, 1),
+        }
+    finally:
+        loop.stop()
 
 
 def test_ctrl_c_stops_the_run_like_stop_keeping_what_finished(servers, tmp_path: Path) -> None:
