@@ -207,6 +207,7 @@ def test_the_example_passes_its_thresholds_and_its_run_opens_in_the_playground(
         finally:
             log.close()
         no_key_in(run.stdout, run.stderr, (tmp_path / "out" / "junit.xml").read_text(), html)
+        assert "conductor:conductor@" not in run.stdout + run.stderr  # the database's password is never shown
 
 
 def test_a_variant_under_its_threshold_fails_the_eval_naming_it(servers, tmp_path: Path) -> None:
@@ -240,7 +241,7 @@ def test_a_variant_under_its_threshold_fails_the_eval_naming_it(servers, tmp_pat
 def test_failed_calls_are_junit_errors_and_fail_the_errors_threshold(servers, tmp_path: Path) -> None:
     # Every call fails with an error body that quotes the key (as upstreams do) until the breaker opens.
     servers["openai"].script(*[Fault("status", status=500, message=quotes(KEYS["openai"]))] * ROWS)
-    run = run_eval(servers, tmp_path, EXAMPLE, "--junit", "junit.xml")
+    run = run_eval(servers, tmp_path, EXAMPLE, "--junit", "junit.xml", "--html", "report.html")
     assert run.returncode == 1, run.stdout + run.stderr
     assert "FAIL variant A (openai/gpt-5.4-mini): errors == 0, measured 6" in run.stderr
     a = suites(tmp_path / "junit.xml")["A · openai/gpt-5.4-mini"]
@@ -248,7 +249,7 @@ def test_failed_calls_are_junit_errors_and_fail_the_errors_threshold(servers, tm
     assert (a["tests"], a["failures"], a["errors"]) == (ROWS + 3, 3, ROWS)
     assert {c.find("error").get("type") for c in a["cases"][:ROWS]} <= {"unavailable", "circuit_open"}
     assert "[REDACTED]" in (tmp_path / "junit.xml").read_text()  # the quoted key, taken out
-    no_key_in(run.stdout, run.stderr, (tmp_path / "junit.xml").read_text())
+    no_key_in(run.stdout, run.stderr, (tmp_path / "junit.xml").read_text(), (tmp_path / "report.html").read_text())
 
 
 def test_a_terminal_gets_a_progress_bar(servers, tmp_path: Path) -> None:
@@ -341,8 +342,7 @@ variants:
   - target: loopback/loop-1
   - {provider: openai, model: gpt-5.4-mini, system: Answer in one word.}
 checks: [contains, {kind: regex, name: one_word}]
-thresholds:
-  - pass_rate[one_word] >= 0.5
+thresholds: pass_rate[one_word] >= 0.5   # one, without a list
 concurrency: {"*": 2, loopback: 1}
 """
 

@@ -6,7 +6,7 @@ playground afterwards by the URL it prints. Exit status:
 
     0   every threshold holds
     1   a threshold failed (each one is named, with the value measured)
-    2   the file is bad, or the run could not start (or a report could not be written)
+    2   the file is bad, or the run could not start or stopped by itself (or a report could not be written)
     130 stopped with Ctrl-C (what finished is kept, as the page's Stop keeps it)
 
 A progress bar on a terminal; plain lines, one per tenth of the cells, when the output is not
@@ -148,6 +148,11 @@ def _run(conductor: Conductor, doc: Any, spec: EvalSpec, args: argparse.Namespac
     if interrupted:
         print("Stopped with Ctrl-C: the cells that finished are kept; the rest are marked cancelled.", file=sys.stderr)
         return EXIT_INTERRUPTED
+    if handle.progress().state != "completed":
+        # The run stopped itself (it could not read its rows): its figures cover part of the dataset.
+        why = handle.progress().database_error or "see the log above"
+        print(f"The run stopped before every cell ran ({why}); no threshold is judged on part of it.", file=sys.stderr)
+        return EXIT_BAD
     failed = [v for v in verdicts if not v.holds]
     if failed:
         print(f"{len(failed)} threshold(s) failed:", file=sys.stderr)

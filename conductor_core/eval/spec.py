@@ -268,6 +268,11 @@ def _variant_entry(data: Any) -> Any:
     return data
 
 
+def _listed(value: Any) -> Any:
+    """One threshold or check written alone, without a list around it."""
+    return [value] if isinstance(value, (str, dict)) else value
+
+
 class EvalSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -275,12 +280,14 @@ class EvalSpec(BaseModel):
     prompt: PromptSpec
     dataset: str = Field(description="The rows' file, relative to the eval file.")
     variants: list[Annotated[Variant, BeforeValidator(_variant_entry)]] = Field(min_length=2, max_length=4)
-    checks: list[Check] = Field(default_factory=list)
-    thresholds: list[Threshold] = Field(default_factory=list, description="Every variant must meet these.")
+    checks: Annotated[list[Check], BeforeValidator(_listed)] = Field(default_factory=list)
+    thresholds: Annotated[list[Threshold], BeforeValidator(_listed)] = Field(
+        default_factory=list, description="Every variant must meet these."
+    )
     concurrency: int | dict[str, int] | None = Field(default=None, description="Calls at once per provider.")
     store: StoreSpec = Field(default_factory=StoreSpec)
     # From each variant's and check's own entry (popped before validation; see _entries):
-    variant_thresholds: list[list[Threshold]] = Field(default_factory=list)
+    variant_thresholds: list[Annotated[list[Threshold], BeforeValidator(_listed)]] = Field(default_factory=list)
     check_names: list[str | None] = Field(default_factory=list)
 
     @model_validator(mode="before")
@@ -298,7 +305,7 @@ class EvalSpec(BaseModel):
                 {k: x for k, x in v.items() if k != "thresholds"} if isinstance(v, dict) else v for v in variants
             ]
             data["variant_thresholds"] = kept
-        checks = data.get("checks")
+        checks = _listed(data.get("checks"))
         if isinstance(checks, list):
             checks = [{"kind": c} if isinstance(c, str) else c for c in checks]
             data["check_names"] = [c.get("name") if isinstance(c, dict) else None for c in checks]
