@@ -211,7 +211,8 @@ def test_the_example_passes_its_thresholds_and_its_run_opens_in_the_playground(
 
 
 def test_a_variant_under_its_threshold_fails_the_eval_naming_it(servers, tmp_path: Path) -> None:
-    servers["anthropic"].reply = "billing"  # right on rows 1 and 4 only: 2/6
+    # Right on rows 1 and 4 only (2/6), with a character XML cannot hold (the file must still parse).
+    servers["anthropic"].reply = "billing\x1b"
     run = run_eval(servers, tmp_path, EXAMPLE, "--junit", "junit.xml")
     assert run.returncode == 1, run.stdout + run.stderr
     assert "2 threshold(s) failed:" in run.stderr
@@ -234,7 +235,7 @@ def test_a_variant_under_its_threshold_fails_the_eval_naming_it(servers, tmp_pat
     ]
     failure = b["cases"][1].find("failure")
     assert failure.get("message") == "contains: does not contains 'technical'"
-    assert "expected: technical" in failure.text and "answer:\nbilling" in failure.text
+    assert "expected: technical" in failure.text and "answer:\nbilling\ufffd" in failure.text
     no_key_in(run.stdout, run.stderr, (tmp_path / "junit.xml").read_text())
 
 
