@@ -387,6 +387,14 @@ def test_an_endpoint_configured_by_the_environment_and_the_short_forms(servers, 
         loop.stop()
 
 
+def test_a_setting_that_is_not_valid_exits_2_naming_it(tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("CONDUCTOR_MAX_RETRIES", "many")
+    path = write_eval(tmp_path, BAD_TEMPERATURE.replace("temperature: 5", "seed: 1"))
+    assert main([str(path)]) == 2
+    said = capsys.readouterr().err
+    assert "could not start: a setting is not valid: max_retries: Input should be a valid integer" in said
+
+
 def test_ctrl_c_stops_the_run_like_stop_keeping_what_finished(servers, tmp_path: Path) -> None:
     servers["openai"].hold()  # openai's calls wait; anthropic's answer
     process = subprocess.Popen(

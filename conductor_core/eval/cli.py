@@ -6,7 +6,8 @@ playground afterwards by the URL it prints. Exit status:
 
     0   every threshold holds
     1   a threshold failed (each one is named, with the value measured)
-    2   the file is bad, or the run could not start or stopped by itself (or a report could not be written)
+    2   the file is bad, or the run could not start or stopped by itself, a report could not be
+        written, or anything else went wrong (a crash never reads as a failed threshold)
     130 stopped with Ctrl-C (what finished is kept, as the page's Stop keeps it)
 
 A progress bar on a terminal; plain lines, one per tenth of the cells, when the output is not
@@ -17,11 +18,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from ..config import load_settings
+from pydantic import ValidationError
+
+from ..config import load_settings, redact
 from ..models import register_provider_name
 from ..providers import get_spec
 from ..router import Conductor
@@ -31,7 +35,7 @@ from ..workbench.experiments import ExperimentError, ExperimentStore, VariantSta
 from ..workbench.runner import Progress, RunHandle, start_run
 from ..workbench.templates import TemplateError
 from .junit import run_junit
-from .spec import EvalFileError, EvalSpec, parse_spec, parse_store, read_document, resolve_prompt
+from .spec import Document, EvalFileError, EvalSpec, parse_spec, parse_store, read_document, resolve_prompt
 from .thresholds import Verdict, judge
 
 __all__ = ["main", "EXIT_OK", "EXIT_THRESHOLD", "EXIT_BAD", "EXIT_INTERRUPTED", "run_url"]
@@ -67,7 +71,12 @@ def main(argv: Sequence[str] | None = None, *, out: IO[str] | None = None) -> in
     try:
         doc = read_document(args.file)
         store_spec = parse_store(doc)
-        settings = load_settings(**store_spec.settings(doc.folder))
+        try:
+            settings = load_settings(**store_spec.settings(doc.folder))
+        except ValidationError as error:  # the environment's settings, not the file: no value is shown
+            said = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors(include_input=False))
+            print(f"could not start: a setting is not valid: {said}", file=sys.stderr)
+            return EXIT_BAD
         for name in settings.endpoints:  # a variant may name a configured endpoint
             register_provider_name(name)
         spec = parse_spec(doc)
@@ -82,15 +91,19 @@ def main(argv: Sequence[str] | None = None, *, out: IO[str] | None = None) -> in
     try:
         conductor = Conductor(settings, source="eval")
     except Exception as error:  # noqa: BLE001 - a database or provider that cannot start: say which
-        print(f"could not start: {type(error).__name__}: {error}", file=sys.stderr)
+        print(f"could not start: {type(error).__name__}: {redact(error)}", file=sys.stderr)
         return EXIT_BAD
     try:
         return _run(conductor, doc, spec, args, out)
+    except Exception:  # noqa: BLE001 - a crash must not read as a failed threshold (exit 1) in CI
+        print(redact(traceback.format_exc()), file=sys.stderr)
+        print("The eval could not finish (the error above).", file=sys.stderr)
+        return EXIT_BAD
     finally:
         conductor.close()
 
 
-def _run(conductor: Conductor, doc: Any, spec: EvalSpec, args: argparse.Namespace, out: IO[str]) -> int:
+def _run(conductor: Conductor, doc: Document, spec: EvalSpec, args: argparse.Namespace, out: IO[str]) -> int:
     unready = [
         doc.problem(_not_configured(variant.provider), ("variants", index))
         for index, variant in enumerate(spec.variants)
