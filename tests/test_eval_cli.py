@@ -320,6 +320,11 @@ def test_a_dataset_that_cannot_be_read_exits_2_naming_its_line(servers, tmp_path
     assert run.returncode == 2, run.stdout + run.stderr
     assert "tickets.csv: line 2: malformed CSV" in run.stderr and not servers["openai"].requests
 
+    path.write_text(path.read_text().replace("dataset: tickets.csv", "dataset: {ref: tickets@3}"))
+    run = run_eval(servers, tmp_path, path)
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert "eval.yaml, line 2: dataset: dataset references need named datasets" in run.stderr
+
 
 def test_a_prompt_reference_says_what_it_needs(tmp_path: Path, capsys) -> None:
     path = write_eval(

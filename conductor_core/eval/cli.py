@@ -35,7 +35,16 @@ from ..workbench.experiments import ExperimentError, ExperimentStore, VariantSta
 from ..workbench.runner import Progress, RunHandle, start_run
 from ..workbench.templates import TemplateError
 from .junit import run_junit
-from .spec import Document, EvalFileError, EvalSpec, parse_spec, parse_store, read_document, resolve_prompt
+from .spec import (
+    Document,
+    EvalFileError,
+    EvalSpec,
+    parse_spec,
+    parse_store,
+    read_document,
+    resolve_dataset,
+    resolve_prompt,
+)
 from .thresholds import Verdict, judge
 
 __all__ = ["main", "EXIT_OK", "EXIT_THRESHOLD", "EXIT_BAD", "EXIT_INTERRUPTED", "run_url"]
@@ -112,16 +121,21 @@ def _run(conductor: Conductor, doc: Document, spec: EvalSpec, args: argparse.Nam
     if unready:
         print(EvalFileError(doc.path.name, unready), file=sys.stderr)
         return EXIT_BAD
-    dataset_path = doc.folder / spec.dataset
     try:
-        dataset = read_dataset(
-            dataset_path.read_bytes(), filename=dataset_path.name, max_rows=conductor.settings.dataset_max_rows
-        )
+        if spec.dataset.ref is not None:
+            data, filename = resolve_dataset(spec.dataset.ref)
+        else:
+            dataset_path = doc.folder / (spec.dataset.path or "")
+            data, filename = dataset_path.read_bytes(), dataset_path.name
+        dataset = read_dataset(data, filename=filename, max_rows=conductor.settings.dataset_max_rows)
     except OSError as error:
         print(doc.error(f"cannot read {dataset_path} ({error.strerror or error})", ("dataset",)), file=sys.stderr)
         return EXIT_BAD
     except DatasetError as error:
-        print(f"{dataset_path.name}: {error}", file=sys.stderr)
+        print(f"{filename}: {error}", file=sys.stderr)
+        return EXIT_BAD
+    except ValueError as error:  # a reference that cannot be read
+        print(doc.error(str(error), ("dataset",)), file=sys.stderr)
         return EXIT_BAD
     system = spec.prompt.system
     variants = [v if v.system or not system else v.model_copy(update={"system": system}) for v in spec.variants]

@@ -5,6 +5,7 @@
       system: You answer customers of Acme in one short paragraph.   # optional, no {{variables}}
       user: "A customer writes: {{message}}"
     dataset: support.csv                  # relative to this file: CSV, TSV, JSONL, JSON, or a zip with images
+                                          # ({ref: NAME@VERSION}: a named dataset, once they exist)
     variants:                             # 2 to 4; each is a Variant (conductor_core/workbench/variants.py)
       - target: openai/gpt-4o-mini        # provider/model (or `provider:` and `model:`)
         temperature: 0
@@ -57,6 +58,8 @@ __all__ = [
     "parse_store",
     "parse_spec",
     "resolve_prompt",
+    "resolve_dataset",
+    "DatasetSpec",
 ]
 
 Path_ = tuple[str | int, ...]
@@ -224,6 +227,29 @@ def _from_messages(messages: Any) -> dict[str, Any]:
     return {"user": contents["user"], **({"system": contents["system"]} if "system" in contents else {})}
 
 
+class DatasetSpec(BaseModel):
+    """The rows: a file (`path`, relative to the eval file; `dataset: FILE` is short for it), or a
+    named dataset at a version (`ref: NAME@VERSION`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: str | None = None
+    ref: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short(cls, data: Any) -> Any:
+        return {"path": data} if isinstance(data, str) else data
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DatasetSpec:
+        if (self.path is None) == (self.ref is None):
+            raise ValueError("give the dataset's path (dataset: rows.csv) or a ref (dataset: {ref: NAME@VERSION})")
+        if self.ref is not None and not _REFERENCE.match(self.ref.strip()):
+            raise ValueError(f"ref {self.ref!r} is not NAME@VERSION (e.g. invoices@3)")
+        return self
+
+
 class StoreSpec(BaseModel):
     """Where the run is kept; unset: the playground's own settings (CONDUCTOR_DATABASE_URL, CONDUCTOR_DATA_DIR)."""
 
@@ -278,7 +304,7 @@ class EvalSpec(BaseModel):
 
     name: str | None = None
     prompt: PromptSpec
-    dataset: str = Field(description="The rows' file, relative to the eval file.")
+    dataset: DatasetSpec = Field(description="The rows' file, relative to the eval file (or a named dataset).")
     variants: list[Annotated[Variant, BeforeValidator(_variant_entry)]] = Field(min_length=2, max_length=4)
     checks: Annotated[list[Check], BeforeValidator(_listed)] = Field(default_factory=list)
     thresholds: Annotated[list[Threshold], BeforeValidator(_listed)] = Field(
@@ -408,6 +434,16 @@ def parse_spec(doc: Document) -> EvalSpec:
     if problems:
         raise EvalFileError(doc.path.name, problems)
     return spec
+
+
+def resolve_dataset(reference: str) -> tuple[bytes, str]:
+    """A named dataset at a version (`invoices@3`) as its bytes and a file name to read them by.
+
+    The hook for named, versioned datasets: until they exist, a reference says so."""
+    raise ValueError(
+        f"dataset references need named datasets with versions ({reference!r}); this version cannot read them "
+        "yet: give the rows' file instead (dataset: rows.csv)"
+    )
 
 
 def resolve_prompt(reference: str) -> PromptSpec:
