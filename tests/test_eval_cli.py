@@ -94,11 +94,11 @@ def command(file: Path, *args: str) -> list[str]:
     return [sys.executable, "-m", "conductor_core.eval", str(file), *args]
 
 
-def run_eval(servers, tmp_path: Path, file: Path, *args: str, database_url: str | None = None):
+def run_eval(servers, tmp_path: Path, file: Path, *args: str, database_url: str | None = None, **env: str):
     return subprocess.run(
         command(file, *args),
         cwd=tmp_path,
-        env=eval_env(servers, tmp_path / "data", database_url),
+        env=eval_env(servers, tmp_path / "data", database_url) | env,
         capture_output=True,
         text=True,
         timeout=420,
@@ -213,8 +213,11 @@ def test_the_example_passes_its_thresholds_and_its_run_opens_in_the_playground(
 def test_a_variant_under_its_threshold_fails_the_eval_naming_it(servers, tmp_path: Path) -> None:
     # Right on rows 1 and 4 only (2/6), with a character XML cannot hold (the file must still parse).
     servers["anthropic"].reply = "billing\x1b"
-    run = run_eval(servers, tmp_path, EXAMPLE, "--junit", "junit.xml")
+    run = run_eval(
+        servers, tmp_path, EXAMPLE, "--junit", "junit.xml", CONDUCTOR_PLAYGROUND_URL="https://play.example.com"
+    )
     assert run.returncode == 1, run.stdout + run.stderr
+    assert printed_run(run.stdout)[0].startswith("https://play.example.com/experiments?experiment=")
     assert "2 threshold(s) failed:" in run.stderr
     assert "FAIL variant B (anthropic/claude-haiku-5-5): pass_rate >= 0.8, measured 0.333333" in run.stderr
     assert "FAIL variant B (anthropic/claude-haiku-5-5): pass_rate[right_team] >= 0.8, measured 0.333333" in run.stderr

@@ -17,6 +17,7 @@ one (CI logs).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -51,6 +52,7 @@ __all__ = ["main", "EXIT_OK", "EXIT_THRESHOLD", "EXIT_BAD", "EXIT_INTERRUPTED", 
 
 EXIT_OK, EXIT_THRESHOLD, EXIT_BAD, EXIT_INTERRUPTED = 0, 1, 2, 130
 DEFAULT_BASE_URL = "http://localhost:8501"
+BASE_URL_ENV = "CONDUCTOR_PLAYGROUND_URL"  # a team's playground, for CI's links
 
 
 def run_url(base_url: str, experiment_id: str, run_id: str) -> str:
@@ -68,8 +70,8 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--html", type=Path, help="write the self-contained HTML report here")
     parser.add_argument(
         "--base-url",
-        default=DEFAULT_BASE_URL,
-        help=f"the playground's address, for the run's link ({DEFAULT_BASE_URL})",
+        default=os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL,
+        help=f"the playground's address, for the run's link (${BASE_URL_ENV}, else {DEFAULT_BASE_URL})",
     )
     return parser.parse_args(argv)
 
