@@ -1,0 +1,7 @@
+"""`python -m conductor_core.eval FILE`: see cli.py."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
