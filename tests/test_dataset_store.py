@@ -10,7 +10,8 @@ import json
 import pytest
 from workbench_support import cloud_conductor
 
-from conductor_core.workbench.dataset_store import DatasetStore, DatasetStoreError
+from conductor_core.models import ChatMessage, ChatRequest, MessageRole
+from conductor_core.workbench.dataset_store import DatasetStore, DatasetStoreError, row_from_request
 from conductor_core.workbench.datasets import DatasetError, read_dataset
 from conductor_core.workbench.experiments import ExperimentStore
 from conductor_core.workbench.runner import start_run
@@ -155,7 +156,7 @@ def recorded_run(conductor) -> None:
     saved = datasets.add_rows("capitals", [{"country": "France", "expected": "Paris"}], by="local")
     datasets.add_rows("capitals", [{"country": "Italy", "expected": "Rome"}], by="local")
     store = ExperimentStore(conductor.log)
-    variants = [Variant(provider="openai", model="gpt-4o-mini"), Variant(provider="anthropic", model="claude-x")]
+    variants = [Variant(provider="openai"), Variant(provider="anthropic")]
     experiment = store.create("Capitals", "Capital of {{country}}?", datasets.load("capitals", 1), variants)
     handle = start_run(conductor, store, experiment.id, dataset=("capitals", saved.version))
     handle.wait(timeout=120)
@@ -166,3 +167,61 @@ def recorded_run(conductor) -> None:
     assert store.run(again.run_id).dataset_label == "dataset capitals v1"
     pasted = store.create("Pasted", "Capital of {{country}}?", read_dataset("country\nPeru\n"), variants)
     assert store.new_run(pasted, "contains", {}).dataset_label is None
+
+
+def test_a_logged_request_becomes_a_row_with_its_messages_and_the_good_answer(backend: Backend, clouds) -> None:
+    """A request sent through the router to a loopback upstream: the log keeps a transcript,
+    read back into `messages` and `prompt`; the answer becomes `expected` only when marked good."""
+    conductor = cloud_conductor(clouds, backend.data_dir, backend.url)
+    try:
+        request = ChatRequest(
+            provider="openai",
+            messages=[
+                ChatMessage(role=MessageRole.system, content="Answer in one word."),
+                ChatMessage(role=MessageRole.user, content="Capital of France?\nJust the city."),
+            ],
+        )
+        conductor.chat(request, request_id="req_capital")
+        assert conductor.log.flush()
+        found = row_from_request(conductor.log, None, "req_capital")
+        assert found.values["prompt"] == "Capital of France?\nJust the city."
+        assert found.values["messages"] == [
+            {"role": "system", "content": "Answer in one word."},
+            {"role": "user", "content": "Capital of France?\nJust the city."},
+        ]
+        assert found.answer == "Paris is the capital, I believe."  # what the loopback server said
+        assert "expected" not in found.row(answer_is_good=False)
+        row = found.row(answer_is_good=True)
+        assert row["expected"] == found.answer
+        store = DatasetStore(conductor.log)
+        version = store.add_rows("from traffic", [row], by="local", source="dashboard:req_capital")
+        loaded = store.load("from traffic", version.version)
+        assert loaded.expected(0) == found.answer and loaded.rows[0]["messages"] == found.values["messages"]
+        # A request whose prompt the log did not keep cannot be added, and says why.
+        conductor.log.log_prompts = False
+        conductor.chat(request, request_id="req_quiet")
+        assert conductor.log.flush()
+        with pytest.raises(DatasetStoreError, match="CONDUCTOR_LOG_PROMPTS=false"):
+            row_from_request(conductor.log, None, "req_quiet")
+    finally:
+        conductor.close()
+
+
+def test_an_experiment_cells_request_brings_its_rows_variables(tmp_path, clouds) -> None:
+    conductor = cloud_conductor(clouds, tmp_path)
+    try:
+        store = ExperimentStore(conductor.log)
+        variants = [Variant(provider="openai"), Variant(provider="gemini")]
+        dataset = read_dataset("country,expected\nFrance,Paris\n")
+        experiment = store.create("Capitals", "Capital of {{country}}?", dataset, variants)
+        handle = start_run(conductor, store, experiment.id)
+        assert handle.wait(timeout=120)
+        assert conductor.log.flush()
+        cell = store.cells(handle.run_id)[0]
+        assert cell.request_id is not None
+        found = row_from_request(conductor.log, None, cell.request_id)
+        # The variables, the rendered prompt; the old expected is not carried over.
+        assert found.values["country"] == "France" and found.values["prompt"] == "Capital of France?"
+        assert "expected" not in found.values and "experiment row" in found.note
+    finally:
+        conductor.close()

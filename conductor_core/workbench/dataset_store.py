@@ -58,12 +58,15 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
-from ..models import new_id, utcnow
+from ..models import ChatMessage, MessageRole, new_id, utcnow
 from ..secrets import redact_json
 from ..store import RequestLog, SafeText, UTCDateTime
 from .attachments import Attachment, AttachmentRef
 from .datasets import EXPECTED_COLUMN, Dataset, DatasetError, is_image_column, read_dataset
-from .sessions import attachments_table, dataset_row_attachments_table, keep_bytes
+from .experiments import cells_table, runs_table
+from .experiments import rows_table as experiment_rows_table
+from .replay import ReplayError, attachments_of, replay_of
+from .sessions import SessionStore, attachments_table, dataset_row_attachments_table, keep_bytes
 from .sessions import metadata as attachments_metadata
 
 __all__ = [
@@ -74,6 +77,9 @@ __all__ = [
     "ExportFormat",
     "metadata",
     "MAX_NAME_CHARS",
+    "TrafficRow",
+    "row_from_request",
+    "row_values",
 ]
 
 MAX_NAME_CHARS = 100
@@ -484,3 +490,84 @@ def _csv_cell(value: Any) -> str:
     if value is None:
         return ""
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+# --- rows from real traffic ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrafficRow:
+    """What a logged request gives a dataset: its input as row values (`prompt`: the last user
+    message's text, `messages`: the whole conversation as JSON, the experiment row's variables
+    when an experiment sent it, `image`: the last message's first picture), the answer it got
+    (None: none kept), and a note saying where they came from."""
+
+    request_id: str
+    values: dict[str, Any]
+    answer: str | None
+    note: str
+
+    def row(self, *, answer_is_good: bool) -> dict[str, Any]:
+        """The row to add: with the answer as `expected` when the person marked it good."""
+        row = dict(self.values)
+        if answer_is_good:
+            if not (self.answer or "").strip():
+                raise DatasetStoreError(
+                    "this request has no answer to use as expected (it failed, or answers were not logged)"
+                )
+            row[EXPECTED_COLUMN] = self.answer
+        return row
+
+
+def row_values(messages: Sequence[ChatMessage], variables: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A dataset row's input columns from the messages a request sent (see `TrafficRow`)."""
+    users = [m for m in messages if m.role == MessageRole.user]
+    if not users:
+        raise DatasetStoreError("the request has no user message to add")
+    values: dict[str, Any] = dict(variables or {})
+    values["prompt"] = users[-1].content
+    values["messages"] = [{"role": m.role.value, "content": m.content} for m in messages if m.role != MessageRole.tool]
+    pictures = [a for a in attachments_of(users[-1]) if a.ref.is_image]
+    if pictures:
+        values["image"] = pictures[0].url
+    return values
+
+
+def row_from_request(log: RequestLog, sessions: SessionStore | None, request_id: str) -> TrafficRow:
+    """A logged request as a dataset row: its messages as the playground sent them when it sent
+    it (a chat, a comparison, a blind round, an experiment), else as the request log kept them
+    (a transcript of text; pictures named, not kept). Raises `DatasetStoreError` when the log
+    kept no prompt (CONDUCTOR_LOG_PROMPTS=false)."""
+    try:
+        replay = replay_of(log, sessions, request_id)
+    except ReplayError as error:
+        raise DatasetStoreError(str(error)) from None
+    records = log.records(request_id=request_id, limit=20)
+    served = next((r for r in records if r.status == "ok"), None)
+    answer = served.answer if served is not None else None
+    if sessions is not None and (found := sessions.answer_for_request(request_id)) is not None:
+        answer = found.content if found.status == "done" else answer  # the whole answer, as shown
+    variables = _experiment_values(log, request_id)
+    note = f"messages: {replay.note}"
+    if variables is not None:
+        note += "; the experiment row's values as variables"
+    return TrafficRow(request_id, row_values(replay.messages, variables), answer, note)
+
+
+def _experiment_values(log: RequestLog, request_id: str) -> dict[str, Any] | None:
+    """The values of the experiment row whose cell sent the request (None: no cell did)."""
+    c, r, runs = cells_table.c, experiment_rows_table.c, runs_table.c
+    stmt = (
+        select(r.row_values)
+        .select_from(cells_table)
+        .join(runs_table, runs.id == c.run_id)
+        .join(experiment_rows_table, and_(r.experiment_id == runs.experiment_id, r.row_index == c.row_index))
+        .where(c.request_id == request_id)
+    )
+    with log.engine.connect() as conn:
+        found = conn.execute(stmt).scalar()
+    if found is None:
+        return None
+    values = json.loads(found)
+    values.pop(EXPECTED_COLUMN, None)  # the answer marked good is the expected one
+    return {k: v for k, v in values.items() if not is_image_column(k)}
