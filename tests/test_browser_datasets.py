@@ -48,9 +48,7 @@ def send_through_the_router(app) -> None:
         _env_file=None,
         local_enabled=False,
         data_dir=app["work"] / "data",
-        endpoints={
-            name: EndpointConfig(base_url=s.url, models=[f"{name}-1"]) for name, s in app["servers"].items()
-        },
+        endpoints={name: EndpointConfig(base_url=s.url, models=[f"{name}-1"]) for name, s in app["servers"].items()},
     )
     conductor = Conductor(settings)
     try:
