@@ -1,13 +1,14 @@
 """Datasets from real traffic, in a real browser (issue 21, item 3): a request sent through the
 router to a loopback upstream shows on the Dashboard; "Add to dataset" saves its message as a
-row of a new dataset with its answer marked good as `expected`; the Experiments page starts a
-run on that saved dataset version, and the run records it ("dataset capitals v1")."""
+row of a new dataset with its answer marked good as `expected`; a chat answer adds a second row
+(version 2); the Experiments page starts a run on version 1, and the run records it
+("dataset capitals v1")."""
 
 from __future__ import annotations
 
 import browser_support
 import pytest
-from browser_support import Playground, endpoint_config, eventually, launch, wait_idle, wait_settled
+from browser_support import Playground, ask, choose, endpoint_config, eventually, launch, wait_idle, wait_settled
 
 services = browser_support.services
 shots = browser_support.shots
@@ -15,6 +16,7 @@ shots = browser_support.shots
 pytestmark = pytest.mark.timeout(420)
 
 QUESTION = "What is the capital of France?"
+CHAT_QUESTION = "And the capital of Italy?"
 GOOD = "Paris is the capital."  # alpha's answer, the one marked good
 OTHER = "It is Paris, surely."  # beta's: does not contain alpha's answer, so its check fails
 
@@ -108,7 +110,36 @@ def test_add_a_logged_request_to_a_dataset_then_run_an_experiment_on_that_versio
                 log.close()
             page.keyboard.press("Escape")
 
-            # Experiments: start from the saved dataset at its latest version.
+            # A chat answer: its message (as the playground sent it) is the next version's new row.
+            page.goto(app["url"])
+            page.get_by_test_id("stChatInputTextArea").wait_for(timeout=120_000)
+            wait_idle(page, 120_000)
+            ask(page, CHAT_QUESTION)
+            add = page.get_by_test_id("stMain").get_by_role("button", name="Add to dataset")
+            add.wait_for(timeout=120_000)  # drawn once the answer is done
+            wait_idle(page)
+            add.click()
+            dialog = page.get_by_role("dialog")
+            dialog.get_by_role("button", name="Add").wait_for(timeout=60_000)
+            choose(page, "Dataset", "capitals", within=dialog)
+            wait_idle(page)
+            dialog.get_by_role("button", name="Add").click()
+            dialog.get_by_text("Added to capitals v2 (2 rows).").wait_for(timeout=60_000)
+            page.keyboard.press("Escape")
+            log, datasets, experiments = stores(app)
+            try:
+                latest = datasets.load("capitals")
+                assert [row["prompt"] for row in latest.rows] == [QUESTION, CHAT_QUESTION]
+                assert latest.rows[1]["messages"][-1] == {"role": "user", "content": CHAT_QUESTION}
+                assert latest.expected(1) is None  # not marked good
+                assert [v.note for v in datasets.versions("capitals")] == [
+                    "1 row from Chat",
+                    "1 row from Dashboard (answer marked good)",
+                ]
+            finally:
+                log.close()
+
+            # Experiments: start from the saved dataset at version 1 (the newest is 2).
             page.goto(app["url"] + "/experiments")
             page.get_by_role("heading", name="Experiments", exact=True).wait_for(timeout=120_000)
             page.get_by_role("button", name="Run experiment").wait_for(timeout=120_000)
@@ -117,6 +148,8 @@ def test_add_a_logged_request_to_a_dataset_then_run_an_experiment_on_that_versio
             page.keyboard.press("Tab")
             wait_idle(page)
             page.get_by_text("Saved dataset", exact=True).click()
+            wait_idle(page)
+            choose(page, "Version", "v1")
             wait_idle(page)
             page.get_by_text("capitals v1: 1 row from Dashboard (answer marked good)", exact=False).wait_for(
                 timeout=60_000

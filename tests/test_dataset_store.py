@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 
 import pytest
 from workbench_support import cloud_conductor
@@ -225,3 +226,35 @@ def test_an_experiment_cells_request_brings_its_rows_variables(tmp_path, clouds)
         assert "expected" not in found.values and "experiment row" in found.note
     finally:
         conductor.close()
+
+
+def test_processes_adding_rows_at_once_each_get_their_own_version(backend: Backend) -> None:
+    """Four stores (as four processes would) add rows to one dataset at the same moment: every
+    row lands, each addition is its own version, and each version holds the rows before it."""
+    stores = [store_on(backend) for _ in range(4)]
+    stores[0].add_rows("shared", [{"n": "0"}], by="local")
+    start = threading.Barrier(len(stores))
+    made: list[int] = []
+    errors: list[BaseException] = []
+
+    def add(index: int, store: DatasetStore) -> None:
+        try:
+            start.wait(timeout=60)
+            for round_ in range(3):
+                made.append(store.add_rows("shared", [{"n": f"{index}.{round_}"}], by=f"p{index}").version)
+        except BaseException as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=add, args=(i, s)) for i, s in enumerate(stores)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors, errors
+    assert sorted(made) == list(range(2, 14))  # 12 additions, 12 versions, none lost or shared
+    versions = stores[0].versions("shared")
+    assert [v.row_count for v in reversed(versions)] == list(range(1, 14))
+    final = stores[0].load("shared")
+    assert len({row["n"] for row in final.rows}) == 13
+    for version in versions:  # each version: the one before it and one more row
+        assert len(stores[0].load("shared", version.version)) == version.row_count

@@ -247,7 +247,12 @@ class DatasetStore:
         self, conn: Any, name: str, dataset: Dataset, *, by: str, note: str, source: str | None, replace: bool
     ) -> DatasetVersion:
         now = utcnow()
-        found = conn.execute(select(datasets_table.c.id).where(datasets_table.c.name == name)).first()
+        # A write first: it takes the dataset's row lock on PostgreSQL and the write lock on
+        # SQLite before anything is read, so writers of one dataset take turns instead of
+        # reading the same "latest version" (SQLite would refuse the later one's write at once).
+        d = datasets_table.c
+        conn.execute(update(datasets_table).where(d.name == name).values(name=d.name))
+        found = conn.execute(select(d.id).where(d.name == name)).first()
         if found is None:
             dataset_id = new_id("ds")
             conn.execute(
