@@ -14,6 +14,8 @@ from conductor_core.workbench.datasets import DatasetError
 from . import state
 from .access import who
 
+ss = st.session_state
+
 __all__ = ["add_to_dataset", "NEW_DATASET"]
 
 NEW_DATASET = "New dataset…"
@@ -54,6 +56,15 @@ def add_to_dataset(request_id: str, source: str) -> None:
         st.caption("Answer")
         st.code(_clip(found.answer or ""), language=None, wrap_lines=True)
     st.caption(found.note)
+    added = f"ds_added_{request_id}"
+    if ss.get(added):
+        # Added in this dialog: say where, and offer another dataset rather than a second copy.
+        label, rows, row = ss[added]
+        st.success(f"Added to {label} ({rows:,} row{'s' if rows != 1 else ''}).", icon=":material/check:")
+        with st.expander("The row"):
+            st.code(json.dumps(row, ensure_ascii=False, indent=2)[:2000], language="json")
+        st.button("Add it to another dataset", key=f"ds_again_{request_id}", on_click=ss.pop, args=(added, None))
+        return
     if st.button("Add", type="primary", icon=":material/playlist_add:", key=f"ds_add_{request_id}"):
         try:
             row = found.row(answer_is_good=good)
@@ -67,6 +78,5 @@ def add_to_dataset(request_id: str, source: str) -> None:
         except DatasetError as error:
             st.error(str(error), icon=":material/error:")
             return
-        st.success(f"Added to {version.label} ({version.row_count} rows).", icon=":material/check:")
-        with st.expander("The row"):
-            st.code(json.dumps(row, ensure_ascii=False, indent=2)[:2000], language="json")
+        ss[added] = (version.label, version.row_count, row)
+        st.rerun(scope="fragment")  # the dialog again: the result, and no second Add

@@ -90,14 +90,19 @@ def test_add_a_logged_request_to_a_dataset_then_run_an_experiment_on_that_versio
             add.click()
             dialog = page.get_by_role("dialog")
             dialog.get_by_text("Answer is good → use as expected").wait_for(timeout=60_000)
-            assert QUESTION in dialog.inner_text()
+            # The dialog's code blocks are drawn a moment after its widgets.
+            eventually(lambda: QUESTION in dialog.inner_text(), what="the dialog shows the request's message")
             dialog.get_by_label("Name of the new dataset").fill("capitals")
             dialog.get_by_label("Name of the new dataset").press("Tab")
             wait_idle(page)
             dialog.get_by_text("Answer is good → use as expected").click()
             wait_idle(page)
             dialog.get_by_role("button", name="Add").click()
-            dialog.get_by_text("Added to capitals v1 (1 rows).").wait_for(timeout=60_000)
+            dialog.get_by_text("Added to capitals v1 (1 row).").wait_for(timeout=60_000)
+            wait_idle(page)
+            # Added once: no second Add in this dialog, only "another dataset".
+            assert dialog.get_by_role("button", name="Add", exact=True).count() == 0
+            assert dialog.get_by_role("button", name="Add it to another dataset").is_visible()
             shots(page, "dataset_added_from_dashboard")
 
             log, datasets, experiments = stores(app)

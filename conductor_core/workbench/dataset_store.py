@@ -553,7 +553,9 @@ def row_from_request(log: RequestLog, sessions: SessionStore | None, request_id:
     if sessions is not None and (found := sessions.answer_for_request(request_id)) is not None:
         answer = found.content if found.status == "done" else answer  # the whole answer, as shown
     variables = _experiment_values(log, request_id)
-    note = f"messages: {replay.note}"
+    # What the replay note says of sampling parameters does not matter to a dataset row.
+    said = [part for part in replay.note.split("; ") if "sampling parameters" not in part]
+    note = "Input: " + "; ".join(said)
     if variables is not None:
         note += "; the experiment row's values as variables"
     return TrafficRow(request_id, row_values(replay.messages, variables), answer, note)
