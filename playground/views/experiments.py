@@ -223,6 +223,9 @@ if not store.keeps_text:
 message = ss.pop("exp_note", None)
 if message:
     st.warning(ui.escape_md(message), icon=":material/info:")
+saved_note = ss.pop("exp_saved_note", None)
+if saved_note:
+    st.success(ui.escape_md(saved_note), icon=":material/save:")
 
 experiment: Experiment | None = None
 if experiment_id:
@@ -272,7 +275,7 @@ def save_as_dataset(dataset: Dataset, label: str) -> None:
         note(f"Not saved: {error}")
         return
     ss.update(exp_source=SAVED, exp_saved_name=saved.name, exp_saved_version=LATEST)
-    note(f"Saved as {saved.label}: the run will record it.")
+    ss["exp_saved_note"] = f"Saved as {saved.label}: the run will record it."
 
 
 def read_input() -> tuple[Dataset | None, str | None]:
