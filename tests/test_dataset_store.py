@@ -12,7 +12,7 @@ import pytest
 from workbench_support import cloud_conductor
 
 from conductor_core.models import ChatMessage, ChatRequest, MessageRole
-from conductor_core.workbench.dataset_store import DatasetStore, DatasetStoreError, row_from_request
+from conductor_core.workbench.dataset_store import DatasetStore, DatasetStoreError, row_from_request, row_values
 from conductor_core.workbench.datasets import DatasetError, read_dataset
 from conductor_core.workbench.experiments import ExperimentStore
 from conductor_core.workbench.runner import start_run
@@ -258,3 +258,17 @@ def test_processes_adding_rows_at_once_each_get_their_own_version(backend: Backe
     assert len({row["n"] for row in final.rows}) == 13
     for version in versions:  # each version: the one before it and one more row
         assert len(stores[0].load("shared", version.version)) == version.row_count
+
+
+def test_a_message_with_a_picture_keeps_it_in_the_image_column(backend: Backend) -> None:
+    from conductor_core.workbench.attachments import from_upload, message_parts
+
+    picture = from_upload("receipt.png", PNG)
+    asked = ChatMessage(role=MessageRole.user, parts=message_parts("Total of this receipt?", [picture]))
+    values = row_values([asked])
+    assert values["prompt"] == "Total of this receipt?" and values["image"].startswith("data:image/png;base64,")
+    store = store_on(backend)
+    store.add_rows("receipts", [{**values, "expected": "12.40"}], by="local")
+    loaded = store.load("receipts")
+    assert [[a.data for a in row] for row in loaded.images] == [[PNG]]
+    assert loaded.image_columns == ("image",)
