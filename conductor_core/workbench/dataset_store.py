@@ -406,8 +406,9 @@ class DatasetStore:
         return Dataset(columns=chosen.columns, rows=values, format="jsonl", lines=(), images=images)
 
     def export(self, name: str, version: int | None, format: ExportFormat) -> bytes:
-        """A version as CSV (a header, then rows; JSON values as JSON text) or JSONL (one
-        object per line), images as data URLs: `read_dataset` reads either back."""
+        """A version as CSV (a header, then rows; JSON values as JSON text, which a CSV reads
+        back as text) or JSONL (one object per line, JSON values kept), images as data URLs:
+        `read_dataset` reads either back."""
         dataset = self.load(name, version)
         rows = [_with_data_urls(row, dataset, index) for index, row in enumerate(dataset.rows)]
         if format == "jsonl":
