@@ -39,6 +39,15 @@ def add_to_dataset(request_id: str, source: str) -> None:
     extra = [k for k in found.values if k not in ("prompt", "messages")]
     if extra:
         st.caption("Also: " + ", ".join(f"`{k}`" for k in extra))
+    added = f"ds_added_{request_id}"
+    if ss.get(added):
+        # Added in this dialog: say where, and offer another dataset rather than a second copy.
+        label, rows, row = ss[added]
+        st.success(f"Added to {label} ({rows:,} row{'s' if rows != 1 else ''}).", icon=":material/check:")
+        with st.expander("The row"):
+            st.code(json.dumps(row, ensure_ascii=False, indent=2)[:2000], language="json")
+        st.button("Add it to another dataset", key=f"ds_again_{request_id}", on_click=ss.pop, args=(added, None))
+        return
     store = state.datasets()
     names = store.names()
     choice = st.selectbox("Dataset", [*names, NEW_DATASET], index=len(names), key=f"ds_pick_{request_id}")
@@ -56,15 +65,6 @@ def add_to_dataset(request_id: str, source: str) -> None:
         st.caption("Answer")
         st.code(_clip(found.answer or ""), language=None, wrap_lines=True)
     st.caption(found.note)
-    added = f"ds_added_{request_id}"
-    if ss.get(added):
-        # Added in this dialog: say where, and offer another dataset rather than a second copy.
-        label, rows, row = ss[added]
-        st.success(f"Added to {label} ({rows:,} row{'s' if rows != 1 else ''}).", icon=":material/check:")
-        with st.expander("The row"):
-            st.code(json.dumps(row, ensure_ascii=False, indent=2)[:2000], language="json")
-        st.button("Add it to another dataset", key=f"ds_again_{request_id}", on_click=ss.pop, args=(added, None))
-        return
     if st.button("Add", type="primary", icon=":material/playlist_add:", key=f"ds_add_{request_id}"):
         try:
             row = found.row(answer_is_good=good)
