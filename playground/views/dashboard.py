@@ -427,7 +427,7 @@ def _request_label(record) -> str:
 
 
 def replay_panel() -> None:
-    st.markdown("##### A logged request: replay it, or add it to a dataset")
+    st.markdown("##### Replay a logged request, or add it to a dataset")
     records = c.log.records(limit=200)
     latest: dict[str, object] = {}
     for record in records:  # newest first: one entry per request (its last attempt)
