@@ -272,3 +272,16 @@ def test_a_message_with_a_picture_keeps_it_in_the_image_column(backend: Backend)
     loaded = store.load("receipts")
     assert [[a.data for a in row] for row in loaded.images] == [[PNG]]
     assert loaded.image_columns == ("image",)
+
+
+def test_a_deleted_chat_leaves_the_pictures_a_dataset_still_uses(backend: Backend) -> None:
+    from conductor_core.workbench.attachments import from_upload
+    from conductor_core.workbench.sessions import SessionStore
+
+    log = backend.make()
+    datasets, sessions = DatasetStore(log), SessionStore.for_log(log)
+    datasets.add_rows("receipts", [{"id": "1", "image": PNG_URL}], by="local")
+    chat = sessions.create("chat", [Variant(provider="openai")])
+    sessions.add_turn(chat.id, "and this?", parent_id=None, attachments=[from_upload("same.png", PNG)])
+    assert sessions.delete(chat.id)  # the chat was the picture's other user
+    assert [[a.data for a in row] for row in datasets.load("receipts").images] == [[PNG]]
