@@ -348,3 +348,8 @@ def test_pasted_rows_saved_as_a_dataset_are_what_the_run_records(env):
     at = finish(start(at))
     run = store.run(at.query_params["run"])
     assert run.dataset_version == 1 and store.experiment(run.experiment_id).row_count == 3
+    # Edit as a new experiment starts from the same dataset version.
+    at.button(key=f"exp_edit_{run.experiment_id}").click().run()
+    no_traceback(at)
+    assert at.session_state["exp_source"] == "Saved dataset"
+    assert (at.selectbox(key="exp_saved_name").value, at.selectbox(key="exp_saved_version").value) == ("capitals", "1")

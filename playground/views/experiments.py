@@ -155,6 +155,11 @@ def edit_as_new(experiment_id: str) -> None:
         exp_data_text="\n".join(lines) + "\n",
         exp_count=len(experiment.variants),
     )
+    # Rows from a saved dataset version: the copy starts from that version again (the rows are
+    # in the Paste box too, to change them there).
+    source = next((r for r in store.runs(experiment_id) if r.dataset_name is not None), None)
+    if source is not None:
+        ss.update(exp_source=SAVED, exp_saved_name=source.dataset_name, exp_saved_version=str(source.dataset_version))
     ss["exp_variants_draft"] = list(experiment.variants)
     for i, variant in enumerate(experiment.variants):
         controls.load(f"exp{i}", variant)
