@@ -15,7 +15,7 @@ import time
 
 import streamlit as st
 
-__all__ = ["require_access"]
+__all__ = ["require_access", "who"]
 
 _OK = "_access_granted"
 
@@ -63,3 +63,14 @@ def require_access() -> None:
         st.error(error, icon=":material/lock:")
     st.caption("Ask the person who runs this playground for the password.")
     st.stop()
+
+
+def who() -> str:
+    """Who did something (saved a dataset version): the signed-in person's email or name when
+    the page has a login, else "local". One place, for when Conductor has user accounts."""
+    try:
+        if st.user.is_logged_in:
+            return str(st.user.get("email") or st.user.get("name") or "signed in")
+    except Exception:  # noqa: BLE001 - no login configured: st.user has nothing to say
+        pass
+    return "local"

@@ -35,6 +35,7 @@ from conductor_core.models import ProviderState, utcnow
 from conductor_core.providers import BaseProvider, get_spec
 from conductor_core.router import Conductor
 from conductor_core.workbench.arena import Arena
+from conductor_core.workbench.dataset_store import DatasetStore
 from conductor_core.workbench.experiments import ExperimentStore
 from conductor_core.workbench.sessions import SessionStore
 from conductor_core.workbench.streaming import AnswerWorker
@@ -147,6 +148,16 @@ def experiments() -> ExperimentStore:
     """Experiments and their runs (runs are carried out by the process, not the page: see
     conductor_core.workbench.runner, whose `RunHandle.find` a page uses after a reload)."""
     return _experiment_store(os.environ.get(FACTORY_ENV, ""))
+
+
+@st.cache_resource(show_spinner=False)
+def _dataset_store(factory_spec: str) -> DatasetStore:
+    return DatasetStore(_shared_conductor(factory_spec).log)
+
+
+def datasets() -> DatasetStore:
+    """Saved datasets and their versions (the request log's database)."""
+    return _dataset_store(os.environ.get(FACTORY_ENV, ""))
 
 
 # --- per-session providers ----------------------------------------------------------------

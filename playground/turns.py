@@ -22,6 +22,7 @@ from conductor_core.workbench.variants import Variant
 
 from . import components as ui
 from . import session_nav, state, structured_view
+from .add_to_dataset import add_to_dataset
 
 __all__ = [
     "REFRESH_S",
@@ -332,6 +333,16 @@ def answer_actions(
                 + ("" if last else " Later messages stay with the answer they followed."),
             )
         ui.copy_control(answer.content, key=f"copy_{answer.id}")
+        if answer.request_id and answer.status == "done":
+            if st.button(
+                "Add to dataset",
+                icon=":material/playlist_add:",
+                key=f"ds_{answer.id}",
+                type="tertiary",
+                help="This message (and the conversation before it) as a row of a saved dataset; the answer as "
+                "the expected one if you mark it good.",
+            ):
+                add_to_dataset(answer.request_id, session.kind)
         if answer.content.strip():
             if answer.in_context:
                 st.button(

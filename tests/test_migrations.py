@@ -43,6 +43,7 @@ from conductor_core.store.migrations.baseline import baseline_tables
 from conductor_core.store.writer import REJECTED_FILE
 from conductor_core.workbench import attachments
 from conductor_core.workbench.arena import Arena
+from conductor_core.workbench.dataset_store import DatasetStore
 from conductor_core.workbench.datasets import read_dataset
 from conductor_core.workbench.experiments import Check, CheckKind, ExperimentStore
 from conductor_core.workbench.exports import run_report, to_markdown
@@ -340,6 +341,10 @@ def test_a_previous_release_database_upgrades_in_place_and_keeps_every_row(
             assert (only.checked, only.passed) == (stats.checked, stats.passed)
             assert only.passed == sum(c.passed is True for c in mine) and only.checked > 0
         assert "check: contains" in to_markdown(run_report(experiments, run.id))
+        # Saved datasets (0011): an old run came from no saved dataset; a new one saves and loads.
+        assert run.dataset_label is None
+        saved = DatasetStore(log).add_rows("after the upgrade", [{"q": "1"}], by="local")
+        assert DatasetStore(log).load(saved.name, saved.version).rows == ({"q": "1"},)
         # The experiment rows' pictures (0008): the old experiment has none; a new one over an
         # image column keeps each row's picture, the bytes shared with the session's turn above.
         assert opened.rows("experiment_row_attachments") == []
@@ -507,6 +512,54 @@ def test_a_database_at_an_older_revision_is_upgraded_and_its_requests_counted(pl
         assert by_provider == {"alpha": 3, "beta": 2, "gamma": 1}  # calls each provider received
         aggregate = log.aggregate(bucket_s=60)
         assert (aggregate["requests"].sum(), aggregate["first_attempts"].sum()) == (6, 3)
+    finally:
+        log.close()
+
+
+def test_a_database_at_0008_gets_saved_datasets_and_its_runs_read_as_from_no_dataset(place: Place) -> None:
+    """The release before saved datasets: its experiment run upgrades in place, reads as a run of
+    no saved dataset, and a run after the upgrade records the dataset version it used."""
+    place.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = place.engine()
+    migrate.upgrade(engine, "older", target="0008")
+    engine.dispose()
+    true = "true" if place.backend == "postgresql" else "1"
+    variants = json.dumps([{"provider": "openai", "model": "a"}, {"provider": "openai", "model": "b"}])
+    at = T0.isoformat()
+    place.execute(
+        "INSERT INTO experiments (id, created_at, created_ts, name, template, variants, columns, row_count, "
+        f"has_expected) VALUES ('exp_old', '{at}', {T0.timestamp()}, 'old', 'Say {{{{x}}}}', '{variants}', "
+        f"'[\"x\"]', 1, {true})",
+        "INSERT INTO experiment_rows (experiment_id, row_index, line, row_values, expected) "
+        "VALUES ('exp_old', 0, 2, '{\"x\": \"hi\"}', 'hi')",
+        "INSERT INTO experiment_runs (id, experiment_id, number, created_at, created_ts, check_kind, concurrency, "
+        f"status, heartbeat_ts, finished_at, cells_total, checks) VALUES ('run_old', 'exp_old', 1, '{at}', "
+        f"{T0.timestamp()}, 'contains', '{{}}', 'completed', {T0.timestamp()}, '{at}', 2, NULL)",
+    )
+    log = place.open_log()
+    try:
+        log.open()
+        assert place.revisions() == (migrate.HEAD,)
+        experiments = ExperimentStore(log)
+        (old_run,) = experiments.runs("exp_old")
+        assert (old_run.number, old_run.dataset_name, old_run.dataset_version) == (1, None, None)
+        datasets = DatasetStore(log)
+        saved = datasets.import_dataset("greetings", read_dataset("x,expected\nhi,hi\n"), by="local")
+        experiment = experiments.create(
+            "new", "Say {{x}}", datasets.load("greetings"), list(experiments.experiment("exp_old").variants)
+        )
+        run = experiments.new_run(experiment, "contains", {}, (saved.name, saved.version))
+        experiments.finish_run(run.id, "stopped")
+        assert experiments.run(run.id).dataset_label == "dataset greetings v1"
+        # Down to 0008 and up again: the tables go and come back, the old run stays.
+        engine = place.engine()
+        migrate.downgrade(engine, "older", "0008")
+        with engine.connect() as conn:
+            assert "datasets" not in set(inspect(conn).get_table_names())
+        migrate.upgrade(engine, "older")
+        assert migrate.differences(engine) == []
+        engine.dispose()
+        assert [r.id for r in experiments.runs("exp_old")] == ["run_old"]
     finally:
         log.close()
 

@@ -320,3 +320,36 @@ def test_an_image_column_refuses_text_only_variants_then_runs_and_edits_as_new_w
     no_traceback(at)
     rows = [json.loads(line) for line in at.text_area(key="exp_data_text").value.splitlines()]
     assert rows == [{"id": "1", "image": url}, {"id": "2", "image": url}]
+
+
+def test_pasted_rows_saved_as_a_dataset_are_what_the_run_records(env):
+    """Save as a dataset: the form switches to the saved dataset (latest version), the run
+    records "dataset capitals v1"; saving other rows under the name makes v2, and v1 can still be run."""
+    at = fill(experiments_page())
+    at.text_input(key="exp_save_name").set_value("capitals").run()
+    at.button(key="exp_save_dataset").click().run()
+    no_traceback(at)
+    assert at.session_state["exp_source"] == "Saved dataset"
+    assert at.selectbox(key="exp_saved_name").value == "capitals"
+    assert any("Saved as capitals v1" in plain(m.value) for m in at.success)
+    at = finish(start(at))
+    store = playground_state.experiments()
+    run = store.run(at.query_params["run"])
+    assert (run.dataset_name, run.dataset_version) == ("capitals", 1)
+    assert any("dataset capitals v1" in plain(c.value) for c in at.caption)
+
+    # Other rows under the same name: version 2; version 1 is still there to run.
+    at = fill(experiments_page(), data="country,expected\nPeru,Lima\n")
+    at.text_input(key="exp_save_name").set_value("capitals").run()
+    at.button(key="exp_save_dataset").click().run()
+    assert [v.version for v in playground_state.datasets().versions("capitals")] == [2, 1]
+    assert at.selectbox(key="exp_saved_version").value == "latest"
+    at.selectbox(key="exp_saved_version").set_value("1").run()
+    at = finish(start(at))
+    run = store.run(at.query_params["run"])
+    assert run.dataset_version == 1 and store.experiment(run.experiment_id).row_count == 3
+    # Edit as a new experiment starts from the same dataset version.
+    at.button(key=f"exp_edit_{run.experiment_id}").click().run()
+    no_traceback(at)
+    assert at.session_state["exp_source"] == "Saved dataset"
+    assert (at.selectbox(key="exp_saved_name").value, at.selectbox(key="exp_saved_version").value) == ("capitals", "1")

@@ -13,6 +13,7 @@ every process on PostgreSQL. No UI imports here: the playground's pages call the
     streaming.py     AnswerWorker: answers streamed by the process into the sessions store; Stop
     templates.py     {{variable}} prompts (exact, nothing evaluated)
     datasets.py      CSV / JSONL to rows; errors that name the line; the row limit
+    dataset_store.py saved datasets: names, immutable versions, rows added from real traffic, export
     experiments.py   experiments, runs and cells in SQL; per-variant statistics; run-to-run changes
     runner.py        start_run: rows x variants, a limit per provider, progress, Stop
     arena.py         blind matches, votes, reveals

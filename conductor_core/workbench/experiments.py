@@ -391,6 +391,9 @@ runs_table = Table(
     Column("finished_at", UTCDateTime()),
     Column("cells_total", Integer(), nullable=False),
     Column("checks", SafeText()),  # JSON list of Check; NULL: a run from before, one check of check_kind
+    # The saved dataset version its rows came from (dataset_store.py); NULL: pasted or uploaded.
+    Column("dataset_name", SafeText()),
+    Column("dataset_version", Integer()),
     UniqueConstraint("experiment_id", "number", name="uq_experiment_runs_number"),
 )
 
@@ -471,6 +474,15 @@ class Run(BaseModel):
     status: RunStatus
     finished_at: datetime | None
     cells_total: int
+    dataset_name: str | None = None
+    dataset_version: int | None = None
+
+    @property
+    def dataset_label(self) -> str | None:
+        """The run's dataset as the page says it: "dataset invoices v3" (None: pasted or uploaded)."""
+        if self.dataset_name is None:
+            return None
+        return f"dataset {self.dataset_name} v{self.dataset_version}"
 
     @property
     def check(self) -> CheckKind | None:
@@ -756,9 +768,12 @@ class ExperimentStore:
         experiment: Experiment,
         checks: CheckKind | str | Check | Sequence[CheckKind | str | Check],
         concurrency: dict[str, int],
+        dataset: tuple[str, int] | None = None,
     ) -> Run:
         """Number the run (1, 2, ... per experiment; several processes may race for a number).
-        Every check is checked first: one that cannot run says so before any call."""
+        Every check is checked first: one that cannot run says so before any call. `dataset`
+        is the saved dataset (name, version) the experiment's rows came from; when not given,
+        the run inherits the one an earlier run of this experiment recorded (same rows)."""
         checks = as_checks(checks)
         for check in checks:
             if problem := check.problem(experiment):
@@ -776,7 +791,7 @@ class ExperimentStore:
         # Held before the row exists, so no reader ever sees this run running and unheld.
         lease = self.leases.hold(_run_lease(run_id))
         try:
-            run = self._insert_run(run_id, experiment, checks, concurrency, now)
+            run = self._insert_run(run_id, experiment, checks, concurrency, now, dataset)
         except BaseException:
             lease.release()
             raise
@@ -785,7 +800,13 @@ class ExperimentStore:
         return run
 
     def _insert_run(
-        self, run_id: str, experiment: Experiment, checks: tuple[Check, ...], concurrency: dict[str, int], now: datetime
+        self,
+        run_id: str,
+        experiment: Experiment,
+        checks: tuple[Check, ...],
+        concurrency: dict[str, int],
+        now: datetime,
+        dataset: tuple[str, int] | None,
     ) -> Run:
         for attempt in range(5):
             try:
@@ -793,6 +814,8 @@ class ExperimentStore:
                     latest = conn.execute(
                         select(func.max(runs_table.c.number)).where(runs_table.c.experiment_id == experiment.id)
                     ).scalar()
+                    if dataset is None:
+                        dataset = _earlier_dataset(conn, experiment.id)
                     run = Run(
                         id=run_id,
                         experiment_id=experiment.id,
@@ -803,6 +826,8 @@ class ExperimentStore:
                         status="running",
                         finished_at=None,
                         cells_total=experiment.row_count * len(experiment.variants),
+                        dataset_name=dataset[0] if dataset else None,
+                        dataset_version=dataset[1] if dataset else None,
                     )
                     conn.execute(
                         insert(runs_table),
@@ -819,6 +844,8 @@ class ExperimentStore:
                             "status": "running",
                             "heartbeat_ts": time.time(),
                             "cells_total": run.cells_total,
+                            "dataset_name": run.dataset_name,
+                            "dataset_version": run.dataset_version,
                         },
                     )
                 return run
@@ -863,6 +890,8 @@ class ExperimentStore:
             status=status,
             finished_at=row["finished_at"],
             cells_total=row["cells_total"],
+            dataset_name=row["dataset_name"],
+            dataset_version=row["dataset_version"],
         )
 
     def heartbeat(self, run_id: str) -> None:
@@ -1200,6 +1229,18 @@ def _run_checks(row: Any) -> tuple[Check, ...]:
     if row["checks"] is None:
         return (Check(kind=CheckKind(row["check_kind"])),)
     return tuple(Check.model_validate(c) for c in json.loads(row["checks"]))
+
+
+def _earlier_dataset(conn: Any, experiment_id: str) -> tuple[str, int] | None:
+    """The saved dataset version an earlier run of the experiment recorded (its rows are the same)."""
+    r = runs_table.c
+    found = conn.execute(
+        select(r.dataset_name, r.dataset_version)
+        .where(r.experiment_id == experiment_id, r.dataset_name.is_not(None))
+        .order_by(r.number.desc())
+        .limit(1)
+    ).first()
+    return (found.dataset_name, found.dataset_version) if found is not None else None
 
 
 def _run_lease(run_id: str) -> str:

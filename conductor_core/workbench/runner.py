@@ -488,11 +488,13 @@ def start_run(
     concurrency: Mapping[str, int] | None = None,
     overrides: Mapping[str, Any] | None = None,
     on_progress: Callable[[Progress], None] | None = None,
+    dataset: tuple[str, int] | None = None,
 ) -> RunHandle:
     """Store a new run of the experiment and start it in the background. `conductor` is a
     `Conductor` (its sync `stream` is called from worker threads); `overrides` are the
     providers a browser session added (passed to every call); `concurrency` overrides the
-    configured calls at once per provider for this run. Calling it again re-runs the experiment."""
+    configured calls at once per provider for this run. Calling it again re-runs the experiment.
+    `dataset` (name, version) records the saved dataset the experiment's rows came from."""
     experiment = store.experiment(experiment_id)
     limit = conductor.settings.dataset_max_rows
     if experiment.row_count > limit:  # the limit may have been lowered since it was created
@@ -503,7 +505,7 @@ def start_run(
     kinds = as_checks(checks if checks is not None else check)
     providers = list(dict.fromkeys(v.provider for v in experiment.variants))
     limits = concurrency_limits(conductor.settings.experiment_concurrency, providers, concurrency)
-    run = store.new_run(experiment, kinds, limits)  # holds the run's lease until finish_run
+    run = store.new_run(experiment, kinds, limits, dataset)  # holds the run's lease until finish_run
     try:
         handle = RunHandle(conductor, store, experiment, run.id, run.checks, limits, overrides, on_progress)
         handle._start()

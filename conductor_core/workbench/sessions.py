@@ -111,6 +111,7 @@ __all__ = [
     "keep_attachments",
     "keep_bytes",
     "row_attachments_table",
+    "dataset_row_attachments_table",
     "attachments_table",
     "attachments_of",
     "match_attachments_table",
@@ -239,8 +240,24 @@ row_attachments_table = Table(
     Index("ix_experiment_row_attachments_sha256", "sha256"),
 )
 
+dataset_row_attachments_table = Table(
+    "dataset_row_attachments",
+    metadata,
+    Column("dataset_id", String(), primary_key=True),  # datasets.id (dataset_store.py's metadata)
+    Column("row_id", Integer(), primary_key=True),
+    Column("position", Integer(), primary_key=True),
+    Column("sha256", String(), ForeignKey("attachments.sha256"), nullable=False),
+    Column("name", SafeText(), nullable=False),
+    Index("ix_dataset_row_attachments_sha256", "sha256"),
+)
+
 #: Every table that references `attachments` (by its sha256 column): bytes none of them names are dropped.
-_ATTACHMENT_USES = (turn_attachments_table, match_attachments_table, row_attachments_table)
+_ATTACHMENT_USES = (
+    turn_attachments_table,
+    match_attachments_table,
+    row_attachments_table,
+    dataset_row_attachments_table,
+)
 
 
 def _now() -> tuple[datetime, float]:

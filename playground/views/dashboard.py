@@ -12,6 +12,7 @@ from conductor_core.workbench.replay import parse_transcript
 from playground import charts, state
 from playground import components as ui
 from playground import dashboard_data as dd
+from playground.add_to_dataset import add_to_dataset
 
 c = state.conductor()
 
@@ -426,7 +427,7 @@ def _request_label(record) -> str:
 
 
 def replay_panel() -> None:
-    st.markdown("##### Replay a logged request")
+    st.markdown("##### Replay a logged request, or add it to a dataset")
     records = c.log.records(limit=200)
     latest: dict[str, object] = {}
     for record in records:  # newest first: one entry per request (its last attempt)
@@ -459,8 +460,17 @@ def replay_panel() -> None:
             max_selections=3,
             key=f"dash_replay_with_{chosen}",
         )
-        if st.button("Replay in Compare", icon=":material/replay:", key="dash_replay_go", disabled=not against):
+        buttons = st.container(horizontal=True, gap="small")
+        if buttons.button("Replay in Compare", icon=":material/replay:", key="dash_replay_go", disabled=not against):
             st.switch_page("views/compare.py", query_params={"replay": chosen, "with": ",".join(against)})
+        if buttons.button(
+            "Add to dataset",
+            icon=":material/playlist_add:",
+            key="dash_add_to_dataset",
+            help="Its messages as a row of a saved dataset (Experiments can run on it), and its answer as the "
+            "expected one if you mark it good.",
+        ):
+            add_to_dataset(chosen, "dashboard")
 
 
 replay_panel()

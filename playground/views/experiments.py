@@ -1,5 +1,5 @@
 """Experiments: a prompt template with {{variables}} over a dataset (pasted or uploaded CSV or
-JSONL), answered by 2-4 variants, with a grid of every answer, figures per variant, ratings
+JSONL, or a saved dataset at a version, which the run records), answered by 2-4 variants, with a grid of every answer, figures per variant, ratings
 and checks against an `expected` column. Runs are carried out by the process (the runner's
 threads), never by the page: a reload or another page loses nothing, and the URL
 (`?experiment=…&run=…`) opens the run again. Every run is stored; open an earlier one,
@@ -27,6 +27,7 @@ from conductor_core.workbench.variants import Variant, variant_labels
 from playground import attachments as pictures
 from playground import components as ui
 from playground import controls, share, state, structured_view, tools_editor
+from playground.access import who
 
 c = state.conductor()
 store = state.experiments()
@@ -154,6 +155,11 @@ def edit_as_new(experiment_id: str) -> None:
         exp_data_text="\n".join(lines) + "\n",
         exp_count=len(experiment.variants),
     )
+    # Rows from a saved dataset version: the copy starts from that version again (the rows are
+    # in the Paste box too, to change them there).
+    source = next((r for r in store.runs(experiment_id) if r.dataset_name is not None), None)
+    if source is not None:
+        ss.update(exp_source=SAVED, exp_saved_name=source.dataset_name, exp_saved_version=str(source.dataset_version))
     ss["exp_variants_draft"] = list(experiment.variants)
     for i, variant in enumerate(experiment.variants):
         controls.load(f"exp{i}", variant)
@@ -222,6 +228,9 @@ if not store.keeps_text:
 message = ss.pop("exp_note", None)
 if message:
     st.warning(ui.escape_md(message), icon=":material/info:")
+saved_note = ss.pop("exp_saved_note", None)
+if saved_note:
+    st.success(ui.escape_md(saved_note), icon=":material/save:")
 
 experiment: Experiment | None = None
 if experiment_id:
@@ -245,10 +254,47 @@ def experiment_tools(first: Variant) -> tools_editor.ToolSet | None:
         return tools_editor.tool_editor("exp", mocks=False)
 
 
+SAVED = "Saved dataset"
+LATEST = "latest"
+
+
+def saved_choice() -> tuple[str, int] | None:
+    """The saved dataset and version the form names (latest: its newest now), or None."""
+    name = ss.get("exp_saved_name")
+    if ss.get("exp_source") != SAVED or not name:
+        return None
+    picked = ss.get("exp_saved_version") or LATEST
+    try:
+        return name, state.datasets().version(name, None if picked == LATEST else int(picked)).version
+    except (DatasetError, ValueError):
+        return None
+
+
+def save_as_dataset(dataset: Dataset, label: str) -> None:
+    """Keep the pasted or uploaded rows as a saved dataset (a new version when the name exists),
+    and use it: the run then records the version."""
+    name = (ss.get("exp_save_name") or "").strip()
+    try:
+        saved = state.datasets().import_dataset(name, dataset, by=who(), note=f"saved from Experiments ({label})")
+    except DatasetError as error:
+        note(f"Not saved: {error}")
+        return
+    ss.update(exp_source=SAVED, exp_saved_name=saved.name, exp_saved_version=LATEST)
+    ss["exp_saved_note"] = f"Saved as {saved.label}: the run will record it."
+
+
 def read_input() -> tuple[Dataset | None, str | None]:
     """The dataset the form holds, or the reason it cannot be read (naming the line)."""
     limit = c.settings.dataset_max_rows
     try:
+        if ss.get("exp_source") == SAVED:
+            chosen = saved_choice()
+            if chosen is None:
+                return None, None
+            dataset = state.datasets().load(*chosen)
+            if len(dataset) > limit:
+                return None, f"{chosen[0]} v{chosen[1]} has {len(dataset):,} rows; the limit is {limit:,}"
+            return dataset, None
         if ss.get("exp_source") == "Upload a file":
             uploaded = ss.get("exp_data_file")
             if uploaded is None:
@@ -302,8 +348,12 @@ def new_experiment_form() -> None:
         except TemplateError as error:
             st.error(f"The template cannot be used: {ui.escape_md(error)}", icon=":material/error:")
 
-    st.segmented_control("Dataset", ["Paste", "Upload a file"], key="exp_source", required=True, persist_state=KEEP)
-    if ss.get("exp_source") == "Upload a file":
+    st.segmented_control(
+        "Dataset", ["Paste", "Upload a file", SAVED], key="exp_source", required=True, persist_state=KEEP
+    )
+    if ss.get("exp_source") == SAVED:
+        saved_picker()
+    elif ss.get("exp_source") == "Upload a file":
         st.file_uploader(
             "CSV, TSV or JSONL file, or a .zip of one with its images",
             type=[*DATA_EXTENSIONS, "zip"],
@@ -346,6 +396,17 @@ def new_experiment_form() -> None:
         )
         preview = pd.DataFrame([{k: _plain(v) for k, v in row.items()} for row in dataset.rows[:5]])
         st.dataframe(preview, hide_index=True, height="auto")
+        if ss.get("exp_source") != SAVED:
+            with st.popover("Save as a dataset", icon=":material/save:"):
+                st.text_input("Dataset name", key="exp_save_name", placeholder="e.g. capitals")
+                st.caption("A new dataset, or a new version of one with this name; runs record the version.")
+                st.button(
+                    "Save",
+                    key="exp_save_dataset",
+                    icon=":material/save:",
+                    on_click=save_as_dataset,
+                    args=(dataset, ss.get("exp_source") or "Paste"),
+                )
         if template is not None and template.missing(dataset.columns):
             st.error(
                 "The dataset has no column for "
@@ -464,6 +525,7 @@ def new_experiment_form() -> None:
                     ],
                     concurrency=_concurrency(ss.get("exp_concurrency")),
                     overrides=state.overrides(),
+                    dataset=saved_choice(),
                 )
             except (DatasetError, TemplateError, ExperimentError) as error:
                 st.error(f"Not started: {ui.escape_md(error)}. Nothing was sent.", icon=":material/error:")
@@ -471,6 +533,58 @@ def new_experiment_form() -> None:
                 open_run(created.id, handle.run_id)
                 ss["exp_scroll_top"] = handle.run_id
                 st.rerun()
+
+
+def saved_picker() -> None:
+    """A saved dataset and its version (the newest by default)."""
+    found = state.datasets().datasets()
+    if not found:
+        st.info(
+            "No saved dataset yet: paste or upload rows and save them, or use “Add to dataset” on the Dashboard, "
+            "Chat or Compare.",
+            icon=":material/dataset:",
+        )
+        return
+    names = [d.name for d in found]
+    if ss.get("exp_saved_name") not in names:
+        ss["exp_saved_name"] = names[0]
+    columns = st.columns([3, 2])
+    columns[0].selectbox(
+        "Saved dataset",
+        names,
+        key="exp_saved_name",
+        format_func=lambda n: f"{n} ({next(d for d in found if d.name == n).latest.row_count:,} rows)",
+    )
+    versions = state.datasets().versions(ss["exp_saved_name"])
+    options = [LATEST, *(str(v.version) for v in versions)]
+    if ss.get("exp_saved_version") not in options:
+        ss["exp_saved_version"] = LATEST
+    columns[1].selectbox(
+        "Version",
+        options,
+        key="exp_saved_version",
+        format_func=lambda o: f"latest (v{versions[0].version})" if o == LATEST else f"v{o}",
+    )
+    chosen = saved_choice()
+    if chosen is not None:
+        version = next(v for v in versions if v.version == chosen[1])
+        st.caption(
+            ui.escape_md(
+                f"{version.label}: {version.note or 'saved'} by {version.created_by}, "
+                f"{version.created_at:%Y-%m-%d %H:%M} UTC"
+            )
+        )
+        downloads = st.container(horizontal=True, gap="small")
+        for fmt, mime in (("csv", "text/csv"), ("jsonl", "application/jsonl")):
+            downloads.download_button(
+                f"Export {fmt.upper()}",
+                state.datasets().export(*chosen, fmt),
+                file_name=f"{share.file_stem('dataset', chosen[0], f'v{chosen[1]}')}.{fmt}",
+                mime=mime,
+                icon=":material/download:",
+                type="tertiary",
+                key=f"exp_saved_export_{fmt}",
+            )
 
 
 # --- checks: which ones a run makes (an editor keyed by a prefix, read back in callbacks too) -------
@@ -598,9 +712,11 @@ def _run_label(run: Run) -> str:
 
 def experiment_header(experiment: Experiment, runs: list[Run], run: Run | None) -> None:
     st.subheader(ui.escape_md(experiment.name))  # as typed: no Markdown, no directives
+    source = f" · {run.dataset_label}" if run is not None and run.dataset_label else ""
     st.caption(
         f"{experiment.row_count:,} rows × {len(experiment.variants)} variants · created "
         f"{experiment.created_at:%Y-%m-%d %H:%M} UTC · {len(runs)} run{'s' if len(runs) != 1 else ''}"
+        + ui.escape_md(source)
     )
     with st.expander("Template and variants", icon=":material/description:"):
         st.code(experiment.template, language=None, wrap_lines=True)
