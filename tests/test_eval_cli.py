@@ -38,6 +38,8 @@ from conductor_core.eval.thresholds import Threshold, judge
 from conductor_core.providers.spec import provider_variables
 from conductor_core.store import RequestLog
 from conductor_core.testing.protocol_servers import AnthropicServer, Fault, OpenAIServer
+from conductor_core.workbench.dataset_store import DatasetStore
+from conductor_core.workbench.datasets import read_dataset
 from conductor_core.workbench.experiments import CheckStats, ExperimentStore, VariantStats
 from tests.secret_support import leaks, problems, quotes
 from tests.store_backends import REPO_ROOT, postgres_schema
@@ -326,7 +328,40 @@ def test_a_dataset_that_cannot_be_read_exits_2_naming_its_line(servers, tmp_path
     path.write_text(path.read_text().replace("dataset: tickets.csv", "dataset: {ref: tickets@3}"))
     run = run_eval(servers, tmp_path, path)
     assert run.returncode == 2, run.stdout + run.stderr
-    assert "eval.yaml, line 2: dataset: dataset references need named datasets" in run.stderr
+    assert "tickets@3: there is no dataset named 'tickets'" in run.stderr and not servers["openai"].requests
+
+
+def test_a_saved_dataset_at_a_version_is_what_the_run_reads_and_records(servers, tmp_path: Path) -> None:
+    log = RequestLog(None, data_dir=tmp_path / "data")
+    try:
+        saved = DatasetStore(log)
+        rows = read_dataset((EXAMPLE.parent / "tickets.csv").read_bytes(), filename="tickets.csv")
+        saved.import_dataset("tickets", rows, by="test")
+        saved.add_rows("tickets", [{"ticket": "Where is my refund?", "expected": "billing"}], by="test")
+    finally:
+        log.close()
+    text = EXAMPLE.read_text(encoding="utf-8").replace("dataset: tickets.csv", "dataset: {ref: tickets@1}")
+    path = tmp_path / "eval.yaml"
+    path.write_text(text, encoding="utf-8")
+    run = run_eval(servers, tmp_path, path)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert len(servers["openai"].requests) == ROWS  # version 1: the file's rows, not the row added in v2
+    _, _, run_id = printed_run(run.stdout)
+
+    servers["openai"].reset()
+    path.write_text(text.replace("tickets@1", "tickets@latest"), encoding="utf-8")
+    latest = run_eval(servers, tmp_path, path)
+    assert latest.returncode == 0, latest.stdout + latest.stderr
+    assert len(servers["openai"].requests) == ROWS + 1
+
+    log = RequestLog(None, data_dir=tmp_path / "data")
+    try:
+        store = ExperimentStore(log)
+        assert (store.run(run_id).dataset_name, store.run(run_id).dataset_version) == ("tickets", 1)
+        _, _, latest_id = printed_run(latest.stdout)
+        assert store.run(latest_id).dataset_version == 2
+    finally:
+        log.close()
 
 
 def test_a_prompt_reference_says_what_it_needs(tmp_path: Path, capsys) -> None:

@@ -31,6 +31,7 @@ from ..models import register_provider_name
 from ..providers import get_spec
 from ..router import Conductor
 from ..workbench import exports
+from ..workbench.dataset_store import DatasetStore
 from ..workbench.datasets import DatasetError, read_dataset
 from ..workbench.experiments import ExperimentError, ExperimentStore, VariantStats
 from ..workbench.runner import Progress, RunHandle, start_run
@@ -123,13 +124,15 @@ def _run(conductor: Conductor, doc: Document, spec: EvalSpec, args: argparse.Nam
     if unready:
         print(EvalFileError(doc.path.name, unready), file=sys.stderr)
         return EXIT_BAD
+    saved: tuple[str, int] | None = None  # the saved dataset's (name, version), which the run records
+    dataset_path = doc.folder / (spec.dataset.path or "")
+    filename = spec.dataset.ref or dataset_path.name
     try:
         if spec.dataset.ref is not None:
-            data, filename = resolve_dataset(spec.dataset.ref)
+            dataset, saved = resolve_dataset(spec.dataset.ref, DatasetStore(conductor.log))
         else:
-            dataset_path = doc.folder / (spec.dataset.path or "")
-            data, filename = dataset_path.read_bytes(), dataset_path.name
-        dataset = read_dataset(data, filename=filename, max_rows=conductor.settings.dataset_max_rows)
+            data = dataset_path.read_bytes()
+            dataset = read_dataset(data, filename=filename, max_rows=conductor.settings.dataset_max_rows)
     except OSError as error:
         print(doc.error(f"cannot read {dataset_path} ({error.strerror or error})", ("dataset",)), file=sys.stderr)
         return EXIT_BAD
@@ -144,7 +147,14 @@ def _run(conductor: Conductor, doc: Document, spec: EvalSpec, args: argparse.Nam
     store = ExperimentStore(conductor.log)
     try:
         experiment = store.create(spec.name or doc.path.stem, spec.prompt.user or "", dataset, variants)
-        handle = start_run(conductor, store, experiment.id, checks=spec.checks, concurrency=spec.concurrency_limits())
+        handle = start_run(
+            conductor,
+            store,
+            experiment.id,
+            checks=spec.checks,
+            concurrency=spec.concurrency_limits(),
+            dataset=saved,
+        )
     except TemplateError as error:
         print(doc.error(str(error), ("prompt",)), file=sys.stderr)
         return EXIT_BAD

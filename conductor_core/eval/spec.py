@@ -5,7 +5,7 @@
       system: You answer customers of Acme in one short paragraph.   # optional, no {{variables}}
       user: "A customer writes: {{message}}"
     dataset: support.csv                  # relative to this file: CSV, TSV, JSONL, JSON, or a zip with images
-                                          # ({ref: NAME@VERSION}: a named dataset, once they exist)
+                                          # ({ref: NAME@VERSION}: a saved dataset; VERSION may be latest)
     variants:                             # 2 to 4; each is a Variant (conductor_core/workbench/variants.py)
       - target: openai/gpt-4o-mini        # provider/model (or `provider:` and `model:`)
         temperature: 0
@@ -43,6 +43,8 @@ from typing import Annotated, Any
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
+from ..workbench.dataset_store import DatasetStore
+from ..workbench.datasets import Dataset
 from ..workbench.experiments import Check
 from ..workbench.variants import Variant
 from .thresholds import Threshold
@@ -436,14 +438,17 @@ def parse_spec(doc: Document) -> EvalSpec:
     return spec
 
 
-def resolve_dataset(reference: str) -> tuple[bytes, str]:
-    """A named dataset at a version (`invoices@3`) as its bytes and a file name to read them by.
-
-    The hook for named, versioned datasets: until they exist, a reference says so."""
-    raise ValueError(
-        f"dataset references need named datasets with versions ({reference!r}); this version cannot read them "
-        "yet: give the rows' file instead (dataset: rows.csv)"
-    )
+def resolve_dataset(reference: str, store: DatasetStore) -> tuple[Dataset, tuple[str, int]]:
+    """A saved dataset at a version (`invoices@3`, or `invoices@latest`) as its rows and the
+    (name, version) the run records."""
+    match = _REFERENCE.match(reference.strip())
+    if match is None:  # DatasetSpec has checked it; a caller that did not gets the same words
+        raise ValueError(f"ref {reference!r} is not NAME@VERSION (e.g. invoices@3)")
+    name, label = match["name"], match["label"]
+    if label != "latest" and not label.isdigit():
+        raise ValueError(f"ref {reference!r}: a dataset version is a number or 'latest' (e.g. {name}@3)")
+    chosen = store.version(name, None if label == "latest" else int(label))
+    return store.load(chosen.name, chosen.version), (chosen.name, chosen.version)
 
 
 def resolve_prompt(reference: str) -> PromptSpec:
