@@ -19,7 +19,7 @@ import pytest
 
 from tests.dependencies import missing
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(2700)]  # a hang guard only: on a busy machine the quick run took 775-1100+ s
 
 REPO = Path(__file__).resolve().parents[1]
 NAMES = (
@@ -45,7 +45,7 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subproces
         env=env,
         capture_output=True,
         text=True,
-        timeout=1100,
+        timeout=2400,
     )
     return out, run
 
