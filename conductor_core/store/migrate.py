@@ -60,7 +60,7 @@ log = logging.getLogger("conductor.store")
 
 #: The newest revision in migrations/versions/ (a test checks it is Alembic's head): what an
 #: up-to-date database holds, checked on open without loading Alembic.
-HEAD = "0008"
+HEAD = "0010"
 #: The schema of the last release before migrations (migrations/baseline.py).
 BASELINE = "0001"
 SCRIPT_DIR = Path(__file__).with_name("migrations")
@@ -103,10 +103,10 @@ CONTEXT_OPTIONS: dict[str, Any] = {
 def model_metadata() -> list[MetaData]:
     """Every table the code expects: the log's and the workbench's (imported here, not at the
     top: the store does not otherwise depend on the workbench)."""
-    from ..workbench import arena, experiments, sessions
+    from ..workbench import arena, experiments, prompts, sessions
     from . import schema
 
-    return [schema.metadata, sessions.metadata, arena.metadata, experiments.metadata]
+    return [schema.metadata, sessions.metadata, arena.metadata, experiments.metadata, prompts.metadata]
 
 
 def alembic_config(connection: Connection | None = None) -> Config:

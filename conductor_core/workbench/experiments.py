@@ -28,7 +28,8 @@ Tables (beside the request log, created by its migrations, conductor_core/store/
     experiment_runs   id, experiment_id, number (1, 2, ... per experiment), created_at/_ts,
                       check_kind (the first check's), checks (JSON list; NULL before 0005:
                       one check of check_kind), concurrency (JSON), status (running /
-                      completed / stopped), heartbeat_ts, finished_at, cells_total
+                      completed / stopped), heartbeat_ts, finished_at, cells_total,
+                      prompt_version_id (the prompt version it started from, prompts.py)
     experiment_cells  (run_id, row_index, variant_index) -> status (ok / error / incomplete /
                       cancelled), request_id (the request log's attempts.request_id), answer,
                       error_type, error_message, latency_ms, ttft_ms, input/output tokens,
@@ -391,6 +392,7 @@ runs_table = Table(
     Column("finished_at", UTCDateTime()),
     Column("cells_total", Integer(), nullable=False),
     Column("checks", SafeText()),  # JSON list of Check; NULL: a run from before, one check of check_kind
+    Column("prompt_version_id", String()),  # the prompt version it started from (prompts.py); NULL: none
     UniqueConstraint("experiment_id", "number", name="uq_experiment_runs_number"),
 )
 
@@ -471,6 +473,7 @@ class Run(BaseModel):
     status: RunStatus
     finished_at: datetime | None
     cells_total: int
+    prompt_version_id: str | None = Field(default=None, description="The prompt version it ran (prompts.py).")
 
     @property
     def check(self) -> CheckKind | None:
@@ -756,6 +759,8 @@ class ExperimentStore:
         experiment: Experiment,
         checks: CheckKind | str | Check | Sequence[CheckKind | str | Check],
         concurrency: dict[str, int],
+        *,
+        prompt_version_id: str | None = None,
     ) -> Run:
         """Number the run (1, 2, ... per experiment; several processes may race for a number).
         Every check is checked first: one that cannot run says so before any call."""
@@ -776,7 +781,7 @@ class ExperimentStore:
         # Held before the row exists, so no reader ever sees this run running and unheld.
         lease = self.leases.hold(_run_lease(run_id))
         try:
-            run = self._insert_run(run_id, experiment, checks, concurrency, now)
+            run = self._insert_run(run_id, experiment, checks, concurrency, now, prompt_version_id)
         except BaseException:
             lease.release()
             raise
@@ -785,7 +790,13 @@ class ExperimentStore:
         return run
 
     def _insert_run(
-        self, run_id: str, experiment: Experiment, checks: tuple[Check, ...], concurrency: dict[str, int], now: datetime
+        self,
+        run_id: str,
+        experiment: Experiment,
+        checks: tuple[Check, ...],
+        concurrency: dict[str, int],
+        now: datetime,
+        prompt_version_id: str | None = None,
     ) -> Run:
         for attempt in range(5):
             try:
@@ -803,6 +814,7 @@ class ExperimentStore:
                         status="running",
                         finished_at=None,
                         cells_total=experiment.row_count * len(experiment.variants),
+                        prompt_version_id=prompt_version_id,
                     )
                     conn.execute(
                         insert(runs_table),
@@ -819,6 +831,7 @@ class ExperimentStore:
                             "status": "running",
                             "heartbeat_ts": time.time(),
                             "cells_total": run.cells_total,
+                            "prompt_version_id": prompt_version_id,
                         },
                     )
                 return run
@@ -863,6 +876,7 @@ class ExperimentStore:
             status=status,
             finished_at=row["finished_at"],
             cells_total=row["cells_total"],
+            prompt_version_id=row.get("prompt_version_id"),
         )
 
     def heartbeat(self, run_id: str) -> None:
