@@ -504,7 +504,8 @@ def start_run(
     kinds = as_checks(checks if checks is not None else check)
     providers = list(dict.fromkeys(v.provider for v in experiment.variants))
     limits = concurrency_limits(conductor.settings.experiment_concurrency, providers, concurrency)
-    run = store.new_run(experiment, kinds, limits, prompt_version_id=prompt_version_id)  # holds the run's lease until finish_run
+    # Holds the run's lease until finish_run.
+    run = store.new_run(experiment, kinds, limits, prompt_version_id=prompt_version_id)
     try:
         handle = RunHandle(conductor, store, experiment, run.id, run.checks, limits, overrides, on_progress)
         handle._start()
