@@ -14,7 +14,8 @@ settings. What the request adds, and what wins:
 * the label is read on every request: moving it serves the new version at once.
 
 A missing variable is a 400 naming every missing one (param `variables`); an unknown prompt,
-version or label a 404 naming what exists (param `model`); `variables` without a prompt a 400.
+version or label a 404 naming what exists (param `model`). `variables` with another model are ignored (never
+sent upstream), as `policy` is with a model other than `auto`.
 The rendered request then goes through the same checks as any other.
 """
 
@@ -50,14 +51,6 @@ def prompt_reference(data: Any) -> str | None:
     model = data.get("model")
     if isinstance(model, str) and model.strip().lower().startswith(PREFIX):
         return model.strip()[len(PREFIX) :].strip()
-    if "variables" in data:
-        raise ApiError(
-            400,
-            "validation_error",
-            "variables fill a saved prompt's {{variables}}: use them with model 'prompt:NAME@LABEL', "
-            "or leave variables out",
-            param="variables",
-        )
     return None
 
 

@@ -15,7 +15,7 @@ import time
 
 import streamlit as st
 
-__all__ = ["require_access"]
+__all__ = ["require_access", "who"]
 
 _OK = "_access_granted"
 
@@ -63,3 +63,14 @@ def require_access() -> None:
         st.error(error, icon=":material/lock:")
     st.caption("Ask the person who runs this playground for the password.")
     st.stop()
+
+
+def who() -> str:
+    """Who is acting, for records such as a prompt label's move: the signed-in person's email or
+    name when the deployment has a login, else "local" (there are no user accounts yet)."""
+    try:
+        if st.user.is_logged_in:
+            return str(st.user.get("email") or st.user.get("name") or "signed in")
+    except Exception:  # noqa: BLE001 - no [auth] configured: st.user has no login to ask about
+        pass
+    return "local"

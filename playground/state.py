@@ -36,6 +36,7 @@ from conductor_core.providers import BaseProvider, get_spec
 from conductor_core.router import Conductor
 from conductor_core.workbench.arena import Arena
 from conductor_core.workbench.experiments import ExperimentStore
+from conductor_core.workbench.prompts import PromptStore
 from conductor_core.workbench.sessions import SessionStore
 from conductor_core.workbench.streaming import AnswerWorker
 
@@ -147,6 +148,16 @@ def experiments() -> ExperimentStore:
     """Experiments and their runs (runs are carried out by the process, not the page: see
     conductor_core.workbench.runner, whose `RunHandle.find` a page uses after a reload)."""
     return _experiment_store(os.environ.get(FACTORY_ENV, ""))
+
+
+@st.cache_resource(show_spinner=False)
+def _prompt_store(factory_spec: str) -> PromptStore:
+    return PromptStore(_shared_conductor(factory_spec).log)
+
+
+def prompts() -> PromptStore:
+    """Saved prompts, their versions and labels (workbench/prompts.py)."""
+    return _prompt_store(os.environ.get(FACTORY_ENV, ""))
 
 
 # --- per-session providers ----------------------------------------------------------------

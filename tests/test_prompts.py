@@ -190,3 +190,17 @@ def test_an_experiment_run_records_the_prompt_version_it_started_from(backend) -
     assert prompts.version_by_id(experiments.run(run.id).prompt_version_id).reference == "capitals@1"
     with log.engine.connect() as conn:
         assert conn.execute(text("SELECT prompt_version_id FROM experiment_runs")).scalar() == version.id
+
+
+def test_rendered_messages_become_earlier_turns_and_the_message_to_send() -> None:
+    from conductor_core.models import ChatMessage
+    from conductor_core.workbench.prompts import as_turns
+
+    def m(role: str, text: str) -> ChatMessage:
+        return ChatMessage(role=MessageRole(role), content=text)
+
+    assert as_turns([m("user", "a"), m("assistant", "b"), m("user", "c")]) == ([("a", "b")], "c")
+    assert as_turns([m("user", "a"), m("user", "b")]) == ([], "a\n\nb")
+    assert as_turns([m("user", "a"), m("assistant", "b")]) == ([("a", "b")], None)
+    assert as_turns([]) == ([], None)
+    assert as_turns([m("assistant", "hi"), m("user", "q")]) == ([("", "hi")], "q")

@@ -80,6 +80,7 @@ __all__ = [
     "diff",
     "metadata",
     "parse_reference",
+    "as_turns",
 ]
 
 DEFAULT_LABEL = "production"
@@ -240,6 +241,25 @@ class LabelMove(BaseModel):
     to_version: int | None = Field(description="None: the label was removed.")
     moved_by: str
     moved_at: datetime
+
+
+def as_turns(messages: Sequence[ChatMessage]) -> tuple[list[tuple[str, str]], str | None]:
+    """Rendered messages as a conversation's turns: (user, assistant) pairs already answered
+    (Chat and Compare seed them as earlier turns), and the last user message, to send (None
+    when the prompt ends with an answer or has no message). Consecutive messages of one role
+    are joined with a blank line: a turn has one of each."""
+    merged: list[tuple[str, str]] = []
+    for m in messages:
+        role = "user" if m.role == MessageRole.user else "assistant"
+        if merged and merged[-1][0] == role:
+            merged[-1] = (role, merged[-1][1] + "\n\n" + (m.content or ""))
+        else:
+            merged.append((role, m.content or ""))
+    if merged and merged[0][0] == "assistant":  # an answer to nothing: its own turn, with an empty prompt
+        merged.insert(0, ("user", ""))
+    last = merged.pop()[1] if merged and merged[-1][0] == "user" else None
+    pairs = [(merged[i][1], merged[i + 1][1]) for i in range(0, len(merged) - 1, 2)]
+    return pairs, last
 
 
 # --- diff --------------------------------------------------------------------------------------
