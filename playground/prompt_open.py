@@ -107,12 +107,14 @@ def send(
         for answer in answers:  # the prompt's own answer, the same in every column: context for what follows
             store.finish(answer.id, "done", content=assistant)
         parent = turn.id
-    st.session_state[f"prompt_call_{session_id}"] = PromptCall(reference=reference, variables=values)
+    # Get code shows the prompt's gateway call for the round it sent (the one after its history).
+    st.session_state[f"prompt_call_{session_id}"] = (PromptCall(reference=reference, variables=values), len(pairs))
     st.session_state.pop(_key(kind), None)
     if last is not None:
         turns.send(kind, session_id, list(variants), last)
 
 
-def prompt_call(session_id: str | None) -> PromptCall | None:
-    """The prompt the session was opened from (for Get code), if any."""
-    return st.session_state.get(f"prompt_call_{session_id}") if session_id else None
+def prompt_call(session_id: str | None, index: int) -> PromptCall | None:
+    """The prompt the session was opened from, when round `index` is the one it sent (Get code)."""
+    call, sent = st.session_state.get(f"prompt_call_{session_id}") or (None, None)
+    return call if sent == index else None
