@@ -98,3 +98,46 @@ def test_a_missing_variable_is_asked_for_and_nothing_is_sent(env) -> None:
     next(b for b in at.get("form_submit_button") if b.label == "Send").click().run()
     assert any("Fill in name first." in plain(w.value) for w in at.warning)
     assert not fakes.FAKES["alpha"].calls
+
+
+def test_an_experiment_started_from_a_prompt_records_its_version_and_a_rerun_too(env) -> None:
+    from conductor_core.workbench.prompts import PromptContent, PromptMessage
+    from conductor_core.workbench.variants import Variant
+    from tests.test_playground_experiments import experiments_page, finish, start
+
+    new_session()  # builds the Conductor and its stores
+    prompts = playground_state.prompts()
+    prompts.save(
+        "capitals",
+        PromptContent(
+            system="Answer with the city only.",
+            messages=(PromptMessage(role="user", content="Capital of {{country}}?"),),
+            variant=Variant(provider="alpha", model="alpha-small", temperature=0.1),
+        ),
+        by="local",
+    )
+    saved = prompts.save(
+        "capitals",
+        PromptContent(
+            system="Answer with the city only.",
+            messages=(PromptMessage(role="user", content="What is the capital of {{country}}?"),),
+            variant=Variant(provider="alpha", model="alpha-small", temperature=0.1),
+        ),
+        by="local",
+    )
+    prompts.move_label("capitals", "staging", 2, by="local")
+    at = experiments_page(open_prompt="capitals@staging")
+    assert at.text_area(key="exp_template").value == "What is the capital of {{country}}?"
+    assert any("From prompt capitals@2" in plain(c.value) for c in at.caption)
+    at.text_area(key="exp_data_text").set_value("country,expected\nFrance,Paris\n").run()
+    finish(start(at))
+    run = playground_state.experiments().run(at.query_params["run"])
+    assert run.prompt_version_id == saved.id
+    assert any("ran prompt capitals@2" in plain(c.value) for c in at.caption)
+    call = fakes.FAKES["alpha"].calls[-1]
+    assert contents(call) == ["Answer with the city only.", "What is the capital of France?"]
+    assert call.temperature == 0.1
+    at.button(key=f"exp_rerun_{run.experiment_id}").click().run()
+    finish(at)
+    runs = playground_state.experiments().runs(run.experiment_id)
+    assert [r.prompt_version_id for r in runs] == [saved.id, saved.id]
