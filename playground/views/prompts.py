@@ -100,7 +100,9 @@ edit, settings_column = st.columns([3, 2], gap="large")
 with settings_column:
     st.subheader("Model settings")
     labels = {name: state.provider_label(c, name) for name in ["auto", *state.provider_names(c)]}
-    variant = controls.variant_controls(c, "pr", providers=state.provider_names(c), allow_auto=True, labels=labels)
+    variant = controls.variant_controls(
+        c, "pr", providers=state.provider_names(c), allow_auto=True, labels=labels, system_label="System prompt"
+    )
     with st.expander("Tools", icon=":material/build:"):
         tools = tools_editor.tool_editor("pr", mocks=False)
 with edit:
