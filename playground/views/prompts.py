@@ -107,7 +107,9 @@ with settings_column:
         tools = tools_editor.tool_editor("pr", mocks=False)
 with edit:
     st.subheader("Messages")
-    st.caption("The system prompt is with the model settings. Write {{name}} for a variable, \\{{ for a literal {{.")
+    st.caption(
+        "The system prompt is with the model settings. Write `{{name}}` for a variable, `\\{{` for a literal `{{`."
+    )
     for mid in list(ss["pr_message_ids"]):
         with st.container(border=True, key=f"pr_message_{mid}"):
             role_column, remove_column = st.columns([4, 1], vertical_alignment="center")
