@@ -655,7 +655,7 @@ async def serve_chat(app: Any, scope: Scope, receive: Receive, send: Send) -> No
         watch = DisconnectWatch(receive)
         data = await off_loop(len(raw), load_completion_data, raw, settings.max_messages)
         if (reference := prompt_reference(data)) is not None:  # model "prompt:NAME@LABEL"
-            data = await prompted(core_of_app(app), reference, data)
+            data = await prompted(app, core_of_app(app), reference, data)
         body = await off_loop(len(raw), ChatCompletionRequest.model_validate, data)
         core = core_of_app(app)
         provider, model = await resolve_model(core, body.model)

@@ -21,7 +21,6 @@ The rendered request then goes through the same checks as any other.
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import anyio
@@ -40,8 +39,6 @@ from .errors import ApiError
 __all__ = ["PREFIX", "prompt_reference", "apply_prompt", "prompted"]
 
 PREFIX = "prompt:"
-_stores: dict[int, PromptStore] = {}
-_stores_lock = threading.Lock()
 
 
 def prompt_reference(data: Any) -> str | None:
@@ -54,12 +51,12 @@ def prompt_reference(data: Any) -> str | None:
     return None
 
 
-def _store(core: AsyncConductor) -> PromptStore:
-    with _stores_lock:  # one per request log (a gateway has one; tests start several)
-        store = _stores.get(id(core.log))
-        if store is None or store.log is not core.log:
-            store = _stores[id(core.log)] = PromptStore(core.log)
-        return store
+def _store(app: Any, core: AsyncConductor) -> PromptStore:
+    """The app's prompt store, made on first use (its request log's database)."""
+    store = getattr(app.state, "prompt_store", None)
+    if store is None or store.log is not core.log:
+        store = app.state.prompt_store = PromptStore(core.log)
+    return store
 
 
 def _explicit(data: dict[str, Any], name: str) -> bool:
@@ -113,9 +110,9 @@ def apply_prompt(data: dict[str, Any], version: PromptVersion) -> dict[str, Any]
     return out
 
 
-def _resolved(core: AsyncConductor, reference: str) -> PromptVersion:
+def _resolved(app: Any, core: AsyncConductor, reference: str) -> PromptVersion:
     try:
-        return _store(core).resolve(reference)
+        return _store(app, core).resolve(reference)
     except PromptNotFoundError as error:
         raise ApiError(404, "prompt_not_found", str(error), param="model") from None
     except PromptError as error:
@@ -128,8 +125,8 @@ def _resolved(core: AsyncConductor, reference: str) -> PromptVersion:
         ) from None
 
 
-async def prompted(core: AsyncConductor, reference: str, data: dict[str, Any]) -> dict[str, Any]:
+async def prompted(app: Any, core: AsyncConductor, reference: str, data: dict[str, Any]) -> dict[str, Any]:
     """`data` with the prompt `reference` names applied. The prompt is read in a worker thread:
     the store's database calls block."""
-    version = await anyio.to_thread.run_sync(_resolved, core, reference)
+    version = await anyio.to_thread.run_sync(_resolved, app, core, reference)
     return apply_prompt(data, version)

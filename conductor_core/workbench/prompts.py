@@ -34,7 +34,7 @@ import difflib
 import json
 import re
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -419,7 +419,7 @@ class PromptStore:
             PromptSummary(
                 name=name,
                 latest=latest_version,
-                updated_at=datetime.fromtimestamp(ts, tz=utcnow().tzinfo),
+                updated_at=datetime.fromtimestamp(ts, tz=UTC),
                 labels=dict(sorted(labels.get(prompt_id, {}).items())),
             )
             for prompt_id, name, latest_version, ts in rows
@@ -603,7 +603,14 @@ class PromptStore:
                 raise PromptError(f"{label!r} already points at version {version}")
             values = {"version": version, "moved_at": now, "moved_ts": now.timestamp(), "moved_by": by}
             if before is None:
-                conn.execute(insert(labels_table), {"prompt_id": prompt_id, "label": label, **values})
+                try:
+                    with conn.begin_nested():
+                        conn.execute(insert(labels_table), {"prompt_id": prompt_id, "label": label, **values})
+                except IntegrityError:
+                    raise PromptError(
+                        f"someone else created {label!r} at the same moment: look at where it points now, "
+                        "then move it again"
+                    ) from None
             else:
                 conn.execute(update(labels_table).where(lab.prompt_id == prompt_id, lab.label == label).values(values))
             move = LabelMove(label=label, from_version=before, to_version=version, moved_by=by, moved_at=now)
