@@ -50,7 +50,7 @@ def test_save_twice_label_diff_and_open_in_compare_at_the_label(services, tmp_pa
 
                 # production -> v2, recorded; the diff of v1 and v2.
                 choose(page, "Version", "v2")
-                page.get_by_role("button", name="Move label").click()
+                page.get_by_role("button", name="Move label", exact=True).click()
                 expect(page.get_by_text("production now points at v2.")).to_be_visible(timeout=60_000)
                 wait_idle(page)
                 diff = page.get_by_test_id("stCode").filter(has_text="--- support-reply@1")
@@ -85,6 +85,11 @@ def test_save_twice_label_diff_and_open_in_compare_at_the_label(services, tmp_pa
                 assert first["model"] == "m"
                 expect(page.get_by_text("Customer asks: Where is my parcel?").first).to_be_visible()
                 shots(page, "prompts-open-in-compare", full_page=True)
+                # Get code for column 1's request: the gateway call of the prompt at its label.
+                page.get_by_text("Share this round: export or get code").click()
+                snippet = page.get_by_role("tabpanel", name="Python · gateway").get_by_test_id("stCode")
+                expect(snippet).to_contain_text("model='prompt:support-reply@production'", timeout=30_000)
+                expect(snippet).to_contain_text("'question': 'Where is my parcel?'")
             finally:
                 browser.close()
     finally:

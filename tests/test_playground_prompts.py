@@ -57,6 +57,18 @@ def test_save_twice_label_diff_and_open_in_compare_and_chat(env) -> None:
     code = [c.value for c in at.code]
     diff = next(v for v in code if v.startswith("--- support-reply@1"))
     assert "-You answer for {{company}}." in diff and "+You answer kindly for {{company}}." in diff
+    # A label that is not wanted any more goes, recorded.
+    at.text_input(key="pr_label_name").set_value("staging")
+    at.selectbox(key="pr_label_version").set_value(2)
+    next(b for b in at.get("form_submit_button") if b.label == "Move label").click().run()
+    at.text_input(key="pr_label_name").set_value("staging")
+    next(b for b in at.get("form_submit_button") if b.label == "Remove label").click().run()
+    assert any("staging removed (it pointed at v2)." in plain(s.value) for s in at.success)
+    assert playground_state.prompts().labels("support-reply") == {"production": 1}
+    assert [(m.label, m.to_version) for m in playground_state.prompts().moves("support-reply")][:2] == [
+        ("staging", None),
+        ("staging", 2),
+    ]
     at.selectbox(key="pr_open_at").set_value("@production").run()
     assert any("model='prompt:support-reply@production'" in c.value for c in at.code)  # Get code on the page
 

@@ -173,10 +173,19 @@ if labels_now:
 else:
     st.caption("No label yet. The gateway's bare `prompt:NAME` serves the production label.")
 with st.form("pr_label_form", border=False):
-    label_column, version_column, button_column = st.columns([2, 1, 1], vertical_alignment="bottom")
+    label_column, version_column, button_column, remove_column = st.columns([3, 2, 2, 2], vertical_alignment="bottom")
     label = label_column.text_input("Label", value=DEFAULT_LABEL, key="pr_label_name")
     target = version_column.selectbox("Version", numbers, key="pr_label_version", format_func=lambda n: f"v{n}")
     moved = button_column.form_submit_button("Move label", icon=":material/sell:")
+    removed = remove_column.form_submit_button("Remove label", icon=":material/label_off:", type="tertiary")
+if removed:
+    try:
+        gone = store.remove_label(selected, label.strip(), by=access.who())
+    except PromptError as error:
+        st.error(ui.escape_md(str(error)), icon=":material/error:")
+    else:
+        ss["pr_moved_note"] = f"{gone.label} removed (it pointed at v{gone.from_version})."
+        st.rerun()
 if moved:
     try:
         move = store.move_label(selected, label, int(target), by=access.who())
