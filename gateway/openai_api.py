@@ -61,7 +61,7 @@ from .errors import (
     validation_error,
 )
 from .middleware import OVERHEAD_HEADER, overhead_value
-from .prompts import prompt_reference, prompted
+from .prompts import PROMPT_HEADER, prompt_reference, prompted
 from .schemas import (
     BLANK,
     ChatCompletion,
@@ -602,7 +602,8 @@ _STREAM_SCHEMA = {
     "first, then the request's own messages. Its settings (target, temperature, max tokens, top_p, stop, seed, "
     "response_format, tools) apply except where the request sets one explicitly: the request's value wins. A "
     "missing variable is a 400 that names it (param `variables`); an unknown prompt, version or label a 404 "
-    "(param `model`). The label is read on every request, so moving it serves the new version at once.",
+    "(param `model`). The label is read on every request, so moving it serves the new version at once; the "
+    "`x-conductor-prompt` header names the version that answered (`support-reply@2`).",
     tags=["OpenAI-compatible"],
     openapi_extra={
         "requestBody": {
@@ -643,11 +644,12 @@ async def serve_chat(app: Any, scope: Scope, receive: Receive, send: Send) -> No
     clock = overhead.current()
     watch: DisconnectWatch | None = None
     started = False
+    served_prompt: list[tuple[bytes, bytes]] = []  # x-conductor-prompt: the version a prompt request got
 
     async def start(status: int, headers: list[tuple[bytes, bytes]]) -> None:
         nonlocal started
         started = True
-        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.start", "status": status, "headers": headers + served_prompt})
 
     try:
         settings = app.state.gateway_settings
@@ -655,7 +657,8 @@ async def serve_chat(app: Any, scope: Scope, receive: Receive, send: Send) -> No
         watch = DisconnectWatch(receive)
         data = await off_loop(len(raw), load_completion_data, raw, settings.max_messages)
         if (reference := prompt_reference(data)) is not None:  # model "prompt:NAME@LABEL"
-            data = await prompted(app, core_of_app(app), reference, data)
+            data, version = await prompted(app, core_of_app(app), reference, data)
+            served_prompt.append((PROMPT_HEADER, version.encode()))
         body = await off_loop(len(raw), ChatCompletionRequest.model_validate, data)
         core = core_of_app(app)
         provider, model = await resolve_model(core, body.model)

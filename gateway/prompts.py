@@ -11,7 +11,8 @@ settings. What the request adds, and what wins:
   tool_choice) are used, except where the request sets one explicitly (a non-null value): then
   the request's wins (`max_tokens` or `max_completion_tokens` in the request replaces the
   prompt's max tokens; the request's `tools` replace the prompt's tools and tool_choice);
-* the label is read on every request: moving it serves the new version at once.
+* the label is read on every request: moving it serves the new version at once; the answer's
+  `x-conductor-prompt` header names the version served (`support-reply@2`).
 
 A missing variable is a 400 naming every missing one (param `variables`); an unknown prompt,
 version or label a 404 naming what exists (param `model`). `variables` with another model are ignored (never
@@ -36,9 +37,11 @@ from conductor_core.workbench.prompts import (
 
 from .errors import ApiError
 
-__all__ = ["PREFIX", "prompt_reference", "apply_prompt", "prompted"]
+__all__ = ["PREFIX", "PROMPT_HEADER", "prompt_reference", "apply_prompt", "prompted"]
 
 PREFIX = "prompt:"
+#: Names the version a prompt request was served with (`support-reply@2`), on every answer.
+PROMPT_HEADER = b"x-conductor-prompt"
 
 
 def prompt_reference(data: Any) -> str | None:
@@ -125,8 +128,8 @@ def _resolved(app: Any, core: AsyncConductor, reference: str) -> PromptVersion:
         ) from None
 
 
-async def prompted(app: Any, core: AsyncConductor, reference: str, data: dict[str, Any]) -> dict[str, Any]:
-    """`data` with the prompt `reference` names applied. The prompt is read in a worker thread:
-    the store's database calls block."""
+async def prompted(app: Any, core: AsyncConductor, reference: str, data: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """`data` with the prompt `reference` names applied, and the version it is (`NAME@2`). The
+    prompt is read in a worker thread: the store's database calls block."""
     version = await anyio.to_thread.run_sync(_resolved, app, core, reference)
-    return apply_prompt(data, version)
+    return apply_prompt(data, version), version.reference

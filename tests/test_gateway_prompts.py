@@ -41,10 +41,11 @@ def test_a_prompt_is_served_at_its_label_and_moving_the_label_serves_the_new_ver
             with serve(create_app(conductor)) as url:
                 api = client(url)
                 variables = {"company": "Acme", "question": "Where is my parcel?"}
-                answer = api.chat.completions.create(
+                raw = api.chat.completions.with_raw_response.create(
                     model="prompt:support-reply@production", messages=[], extra_body={"variables": variables}
                 )
-                assert answer.model == "up/m"
+                assert raw.headers["x-conductor-prompt"] == "support-reply@1"  # the version the label named
+                assert raw.parse().model == "up/m"
                 body = upstream.requests[-1]["json"]
                 assert body["messages"] == [
                     {"role": "system", "content": "You answer for Acme."},
@@ -60,7 +61,7 @@ def test_a_prompt_is_served_at_its_label_and_moving_the_label_serves_the_new_ver
                 # The label moves: the next request gets version 2, with no restart.
                 prompts.move_label("support-reply", "production", 2, by="ben")
                 follow_up = [{"role": "assistant", "content": "Let me look."}, {"role": "user", "content": "Thanks"}]
-                api.chat.completions.create(
+                moved = api.chat.completions.with_raw_response.create(
                     model="prompt:support-reply",  # bare: the production label
                     messages=follow_up,
                     temperature=0.0,  # set by the client: wins over the prompt's 0.9
@@ -68,17 +69,18 @@ def test_a_prompt_is_served_at_its_label_and_moving_the_label_serves_the_new_ver
                     stream=False,
                     extra_body={"variables": variables},
                 )
+                assert moved.headers["x-conductor-prompt"] == "support-reply@2"
                 body = upstream.requests[-1]["json"]
                 assert body["messages"][0] == {"role": "system", "content": "You answer kindly for Acme."}
                 assert body["messages"][2:] == follow_up  # the request's own messages after the prompt's
                 assert body["temperature"] == 0.0 and body["max_completion_tokens"] == 12 and "max_tokens" not in body
 
                 # A version by number, streamed.
-                chunks = list(
-                    api.chat.completions.create(
-                        model="prompt:support-reply@1", messages=[], stream=True, extra_body={"variables": variables}
-                    )
+                streamed = api.chat.completions.with_raw_response.create(
+                    model="prompt:support-reply@1", messages=[], stream=True, extra_body={"variables": variables}
                 )
+                assert streamed.headers["x-conductor-prompt"] == "support-reply@1"
+                chunks = list(streamed.parse())
                 assert chunks and upstream.requests[-1]["json"]["messages"][0]["content"] == "You answer for Acme."
                 served = len(upstream.requests)
 
