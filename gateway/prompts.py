@@ -115,7 +115,7 @@ def apply_prompt(data: dict[str, Any], version: PromptVersion) -> dict[str, Any]
 
 def _resolved(app: Any, core: AsyncConductor, reference: str) -> PromptVersion:
     try:
-        return _store(app, core).resolve(reference)
+        return _store(app, core).resolve(reference, with_labels=False)  # one query
     except PromptNotFoundError as error:
         raise ApiError(404, "prompt_not_found", str(error), param="model") from None
     except PromptError as error:

@@ -47,6 +47,7 @@ from sqlalchemy import (
     String,
     Table,
     UniqueConstraint,
+    and_,
     delete,
     func,
     insert,
@@ -478,11 +479,25 @@ class PromptStore:
             version = conn.execute(select(versions_table).where(v.id == version_id)).mappings().first()
             return self._versions(conn, row.name, row.prompt_id, [version])[0]
 
-    def resolve(self, reference: str) -> PromptVersion:
-        """The version `NAME`, `NAME@LABEL` or `NAME@3` names."""
+    def resolve(self, reference: str, *, with_labels: bool = True) -> PromptVersion:
+        """The version `NAME`, `NAME@LABEL` or `NAME@3` names, in one query (the gateway's path;
+        `with_labels=False` leaves out which labels point at it). When there is none, more
+        queries find what does exist, for the error."""
         name, where = parse_reference(reference)
+        v, p, lab = versions_table.c, prompts_table.c, labels_table.c
+        stmt = select(versions_table).join(prompts_table, p.id == v.prompt_id).where(p.name == name)
         if isinstance(where, int):
-            return self.version(name, where)
+            stmt = stmt.where(v.version == where)
+        else:
+            stmt = stmt.join(labels_table, and_(lab.prompt_id == v.prompt_id, lab.version == v.version)).where(
+                lab.label == where
+            )
+        with self.engine.connect() as conn:
+            row = conn.execute(stmt).mappings().first()
+            if row is not None:
+                return self._versions(conn, name, row["prompt_id"], [row], with_labels=with_labels)[0]
+        if isinstance(where, int):
+            return self.version(name, where)  # raises, naming the versions there are
         labels = self.labels(name)
         if where not in labels:
             have = ", ".join(f"{label} (v{v})" for label, v in labels.items()) or "none yet"
@@ -505,13 +520,16 @@ class PromptStore:
             ).mappings()
             return [LabelMove.model_validate(dict(r)) for r in rows]
 
-    def _versions(self, conn: Any, name: str, prompt_id: str, rows: Any) -> list[PromptVersion]:
+    def _versions(
+        self, conn: Any, name: str, prompt_id: str, rows: Any, *, with_labels: bool = True
+    ) -> list[PromptVersion]:
         pointing: dict[int, list[str]] = {}
-        for label, version in conn.execute(
+        labels = (
             select(labels_table.c.label, labels_table.c.version)
             .where(labels_table.c.prompt_id == prompt_id)
             .order_by(labels_table.c.label)
-        ):
+        )
+        for label, version in conn.execute(labels) if with_labels else ():
             pointing.setdefault(version, []).append(label)
         return [
             PromptVersion(
