@@ -47,6 +47,12 @@ def test_save_twice_label_diff_and_open_in_compare_and_chat(env) -> None:
     save_prompt(at, "You answer kindly for {{company}}.", "Customer asks: {{question}}", 0.9)
     assert any("Saved support-reply version 2." in plain(s.value) for s in at.success)
 
+    # Editing from version 1 loads it; saving it again would restore it as version 3.
+    at.selectbox(key="pr_base_support-reply").set_value(1).run()
+    assert at.text_area(key="pr_system").value == "You answer for {{company}}."
+    at.selectbox(key="pr_base_support-reply").set_value(2).run()
+    assert at.text_area(key="pr_system").value == "You answer kindly for {{company}}."
+
     # Label v1 production, then see the diff of v1 -> v2.
     at.text_input(key="pr_label_name").set_value("production")
     at.selectbox(key="pr_label_version").set_value(1)

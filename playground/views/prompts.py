@@ -40,6 +40,7 @@ summaries = store.summaries()
 names = [s.name for s in summaries]
 if just_saved := ss.pop("pr_select_next", None):  # set before the widgets are drawn (Streamlit's rule)
     ss["pr_selected"] = just_saved
+    ss.pop(f"pr_base_{just_saved}", None)  # the editor shows the version just saved
     ss.pop("pr_note", None)
 wanted = st.query_params.get("prompt")
 if wanted in names and ss.get("pr_taken_param") != wanted:
@@ -77,9 +78,18 @@ def _load(content: PromptContent) -> None:
         ss[f"pr_text_{i}"] = message.content
 
 
-shown = (selected, latest.version if latest else None)
+base = latest
+if len(versions) > 1:  # edit from an earlier version (saving it again restores it as the newest)
+    number = st.selectbox(
+        "Edit from",
+        [v.version for v in versions],
+        key=f"pr_base_{selected}",
+        format_func=lambda n: f"version {n}" + (" (latest)" if n == versions[0].version else ""),
+    )
+    base = next(v for v in versions if v.version == number)
+shown = (selected, base.version if base else None)
 if ss.get("pr_loaded") != shown or not (controls.loaded("pr") and tools_editor.loaded("pr")):
-    _load(latest.content if latest else DEFAULT)
+    _load(base.content if base else DEFAULT)
     ss["pr_loaded"] = shown
 
 
