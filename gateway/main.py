@@ -225,6 +225,7 @@ EXPOSED_HEADERS = [
     "x-conductor-ttft-ms",
     "x-conductor-cost-usd",
     "x-conductor-attempts",
+    "x-conductor-prompt",  # the saved prompt's version that answered (gateway/prompts.py)
     OVERHEAD_HEADER,
 ]
 

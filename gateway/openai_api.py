@@ -61,6 +61,7 @@ from .errors import (
     validation_error,
 )
 from .middleware import OVERHEAD_HEADER, overhead_value
+from .prompts import PROMPT_HEADER, prompt_reference, prompted
 from .schemas import (
     BLANK,
     ChatCompletion,
@@ -103,13 +104,19 @@ def parse_completion_request(raw: bytes, max_messages: int) -> ChatCompletionReq
     """The body as a ChatCompletionRequest. Refused (400 naming the field) before anything is
     sent: text no provider can be sent (checked only when the bytes could hold it), more than
     `max_messages` messages (counted before the messages are validated one by one)."""
+    return ChatCompletionRequest.model_validate(load_completion_data(raw, max_messages))
+
+
+def load_completion_data(raw: bytes, max_messages: int) -> Any:
+    """The body as JSON, checked as `parse_completion_request` says, not yet validated (a
+    saved prompt is applied to it first: gateway/prompts.py)."""
     data = load_json(raw)
     if may_hold_surrogate(raw):
         check_text(data)
     messages = data.get("messages") if isinstance(data, dict) else None
     if isinstance(messages, list):
         check_message_count(len(messages), max_messages)
-    return ChatCompletionRequest.model_validate(data)
+    return data
 
 
 def to_chat_request(body: ChatCompletionRequest, provider: str, model: str | None) -> ChatRequest:
@@ -466,8 +473,8 @@ async def resolve_model(core: AsyncConductor, requested: str) -> tuple[str, str 
     raise ApiError(
         404,
         "model_not_found",
-        f"unknown model {text!r}: use 'auto', a provider name (configured: {configured}) or 'provider/model'; "
-        f"{MODELS_HINT}",
+        f"unknown model {text!r}: use 'auto', a provider name (configured: {configured}), 'provider/model' "
+        f"or 'prompt:NAME@LABEL' (a saved prompt); {MODELS_HINT}",
         param="model",
     )
 
@@ -535,6 +542,17 @@ CHAT_EXAMPLES = {
         "summary": "AUTO with a routing policy (Conductor extension)",
         "value": {"model": "auto", "policy": "fastest", "messages": [{"role": "user", "content": "Hi!"}]},
     },
+    "prompt": {
+        "summary": "A saved prompt at a label, with its variables (Conductor extension)",
+        "description": "The prompt's system prompt and messages, rendered with `variables`, come first, then the "
+        "request's messages; its settings apply where the request sets none. `prompt:NAME` is the `production` "
+        "label, `prompt:NAME@3` version 3.",
+        "value": {
+            "model": "prompt:support-reply@production",
+            "variables": {"company": "Acme", "question": "Where is my parcel?"},
+            "messages": [],
+        },
+    },
 }
 
 
@@ -577,7 +595,15 @@ _STREAM_SCHEMA = {
     responses={**ERROR_RESPONSES, **PROVIDER_RESPONSES, 200: {"content": _STREAM_SCHEMA, "description": "The answer."}},
     summary="Chat completion (OpenAI format)",
     description="OpenAI's Chat Completions API over every Conductor provider. Figures travel in `x-conductor-*` "
-    "headers and in the extra `conductor` field (on the final chunk when streaming).",
+    "headers and in the extra `conductor` field (on the final chunk when streaming).\n\n"
+    '**Saved prompts**: `model: "prompt:NAME@LABEL"` (or `prompt:NAME@3` for version 3; `prompt:NAME` is the '
+    "`production` label) serves a prompt saved on the playground's Prompts page, rendered with the `variables` "
+    'field (with the openai client: `extra_body={"variables": {...}}`). Its system prompt and messages come '
+    "first, then the request's own messages. Its settings (target, temperature, max tokens, top_p, stop, seed, "
+    "response_format, tools) apply except where the request sets one explicitly: the request's value wins. A "
+    "missing variable is a 400 that names it (param `variables`); an unknown prompt, version or label a 404 "
+    "(param `model`). The label is read on every request, so moving it serves the new version at once; the "
+    "`x-conductor-prompt` header names the version that answered (`support-reply@2`).",
     tags=["OpenAI-compatible"],
     openapi_extra={
         "requestBody": {
@@ -618,17 +644,22 @@ async def serve_chat(app: Any, scope: Scope, receive: Receive, send: Send) -> No
     clock = overhead.current()
     watch: DisconnectWatch | None = None
     started = False
+    served_prompt: list[tuple[bytes, bytes]] = []  # x-conductor-prompt: the version a prompt request got
 
     async def start(status: int, headers: list[tuple[bytes, bytes]]) -> None:
         nonlocal started
         started = True
-        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.start", "status": status, "headers": headers + served_prompt})
 
     try:
         settings = app.state.gateway_settings
         raw = await read_body(receive, settings.max_body_bytes)
         watch = DisconnectWatch(receive)
-        body = await off_loop(len(raw), parse_completion_request, raw, settings.max_messages)
+        data = await off_loop(len(raw), load_completion_data, raw, settings.max_messages)
+        if (reference := prompt_reference(data)) is not None:  # model "prompt:NAME@LABEL"
+            data, version = await prompted(app, core_of_app(app), reference, data)
+            served_prompt.append((PROMPT_HEADER, version.encode()))
+        body = await off_loop(len(raw), ChatCompletionRequest.model_validate, data)
         core = core_of_app(app)
         provider, model = await resolve_model(core, body.model)
         chat_request = await off_loop(len(raw), to_chat_request, body, provider, model)

@@ -352,9 +352,16 @@ class ChatCompletionRequest(BaseModel):
 
     model: str = Field(
         min_length=1,
-        description="'auto' (Conductor chooses), a provider name such as 'local' (its default model), or "
-        "'provider/model' such as 'gemini/gemini-3.5-flash-lite'. GET /v1/models lists them.",
-        examples=["auto", "local", "gemini/gemini-3.5-flash-lite", "ollama/llama3.2"],
+        description="'auto' (Conductor chooses), a provider name such as 'local' (its default model), "
+        "'provider/model' such as 'gemini/gemini-3.5-flash-lite' (GET /v1/models lists them), or a saved prompt: "
+        "'prompt:NAME@LABEL', 'prompt:NAME@3' (version 3), 'prompt:NAME' (its production label).",
+        examples=[
+            "auto",
+            "local",
+            "gemini/gemini-3.5-flash-lite",
+            "ollama/llama3.2",
+            "prompt:support-reply@production",
+        ],
         # Documented, checked by the validator below (which gives the clearer message).
         json_schema_extra={"pattern": MODEL_NOT_BLANK, "not": NO_CONTROL_CHARACTERS},
     )
@@ -413,6 +420,13 @@ class ChatCompletionRequest(BaseModel):
         "OpenAI clients pass it with extra_body.",
     )
     user: str | None = Field(default=None, description="End-user id: passed on where the provider has one.")
+    variables: dict[str, Any] | None = Field(
+        default=None,
+        description="Conductor extension: values for a saved prompt's {{variables}}, with model "
+        "'prompt:NAME@LABEL' only (name -> text; numbers and other JSON values are written as JSON). OpenAI clients "
+        "pass it with extra_body.",
+        examples=[{"company": "Acme", "question": "Where is my parcel?"}],
+    )
 
     @field_validator("model")
     @classmethod

@@ -1,6 +1,6 @@
 """Conductor's playground: `streamlit run playground/app.py`.
 
-Thin pages over `conductor_core`: Playground (chat), Compare, Experiments, Arena, Dashboard, Providers.
+Thin pages over `conductor_core`: Playground (chat), Compare, Experiments, Prompts, Arena, Dashboard, Providers.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ pages = [
     st.Page(_HERE / "views" / "chat.py", title="Playground", icon=":material/forum:", default=True),
     st.Page(_HERE / "views" / "compare.py", title="Compare", icon=":material/view_column:"),
     st.Page(_HERE / "views" / "experiments.py", title="Experiments", icon=":material/science:"),
+    st.Page(_HERE / "views" / "prompts.py", title="Prompts", icon=":material/notes:"),
     st.Page(_HERE / "views" / "arena.py", title="Arena", icon=":material/how_to_vote:"),
     st.Page(_HERE / "views" / "dashboard.py", title="Dashboard", icon=":material/monitoring:"),
     st.Page(_HERE / "views" / "providers.py", title="Providers", icon=":material/key:"),

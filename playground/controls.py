@@ -145,10 +145,11 @@ def variant_controls(
     allow_auto: bool,
     labels: Mapping[str, str],
     compact: bool = False,
+    system_label: str | None = None,
 ) -> Variant | None:
     """Draw the controls; return the variant they show (None if the values are refused, with
     a message beside the control). `compact` (a Compare column) hides the labels that the
-    column's header makes obvious."""
+    column's header makes obvious; `system_label` names the system prompt's box otherwise."""
     options = (["auto"] if allow_auto else []) + list(providers)
     ss = st.session_state
     if ss.get(_key(prefix, "provider")) not in options and options:
@@ -263,7 +264,7 @@ def variant_controls(
             system = _system_control(prefix, compact=True)
         top_p, seed, stop_text = more()
     if not compact:
-        system = _system_control(prefix, compact=False)
+        system = _system_control(prefix, compact=False, label=system_label)
     stop = parse_stop(stop_text)
     if output_problem:
         return None  # said beside the Output control
@@ -419,9 +420,9 @@ def output_control(
     return response_format, problem
 
 
-def _system_control(prefix: str, *, compact: bool) -> str:
+def _system_control(prefix: str, *, compact: bool, label: str | None = None) -> str:
     return st.text_area(
-        "System prompt" if compact else "System prompt (this conversation)",
+        label or ("System prompt" if compact else "System prompt (this conversation)"),
         key=_key(prefix, "system"),
         persist_state=KEEP,
         height=80 if compact else 90,

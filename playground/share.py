@@ -180,8 +180,9 @@ def file_stem(*parts: str) -> str:
     return stem[:80] or "export"
 
 
-def get_code(c: Conductor, request: ChatRequest) -> None:
-    """The three snippets for one request, in tabs. Keys are read from environment variables."""
+def get_code(c: Conductor, request: ChatRequest, *, prompt: codegen.PromptCall | None = None) -> None:
+    """The three snippets for one request, in tabs. Keys are read from environment variables.
+    `prompt`: the saved prompt it came from (the gateway snippets then ask for it by name)."""
     provider = request.provider
     try:
         target = codegen.code_target(
@@ -194,7 +195,7 @@ def get_code(c: Conductor, request: ChatRequest) -> None:
     except ValueError as error:
         st.caption(f":material/code_off: {ui.escape_md(str(error))}")
         return
-    snippets = codegen.snippets(request, target)
+    snippets = codegen.snippets(request, target, prompt=prompt)
     tabs = st.tabs(["Python · gateway", "Python · provider SDK", "curl"])
     with tabs[0]:
         st.caption("The `openai` client against Conductor's gateway (`python -m gateway`).")

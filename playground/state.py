@@ -37,6 +37,7 @@ from conductor_core.router import Conductor
 from conductor_core.workbench.arena import Arena
 from conductor_core.workbench.dataset_store import DatasetStore
 from conductor_core.workbench.experiments import ExperimentStore
+from conductor_core.workbench.prompts import PromptStore
 from conductor_core.workbench.sessions import SessionStore
 from conductor_core.workbench.streaming import AnswerWorker
 
@@ -158,6 +159,16 @@ def _dataset_store(factory_spec: str) -> DatasetStore:
 def datasets() -> DatasetStore:
     """Saved datasets and their versions (the request log's database)."""
     return _dataset_store(os.environ.get(FACTORY_ENV, ""))
+
+
+@st.cache_resource(show_spinner=False)
+def _prompt_store(factory_spec: str) -> PromptStore:
+    return PromptStore(_shared_conductor(factory_spec).log)
+
+
+def prompts() -> PromptStore:
+    """Saved prompts, their versions and labels (workbench/prompts.py)."""
+    return _prompt_store(os.environ.get(FACTORY_ENV, ""))
 
 
 # --- per-session providers ----------------------------------------------------------------

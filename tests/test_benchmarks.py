@@ -19,7 +19,10 @@ import pytest
 
 from tests.dependencies import missing
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(2700)]  # a hang guard only: on a busy machine the quick run took 775-1100+ s
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.timeout(2700),
+]  # a hang guard only: on a busy machine the quick run took 775-1100+ s
 
 REPO = Path(__file__).resolve().parents[1]
 NAMES = (

@@ -47,6 +47,7 @@ from conductor_core.workbench.dataset_store import DatasetStore
 from conductor_core.workbench.datasets import read_dataset
 from conductor_core.workbench.experiments import Check, CheckKind, ExperimentStore
 from conductor_core.workbench.exports import run_report, to_markdown
+from conductor_core.workbench.prompts import PromptContent, PromptStore
 from conductor_core.workbench.sessions import SessionStore
 from gateway.main import create_app
 from tests.store_backends import REPO_ROOT, T0, make_record, postgres_schema
@@ -355,6 +356,20 @@ def test_a_previous_release_database_upgrades_in_place_and_keeps_every_row(
         )
         assert [[a.data for a in row] for row in experiments.images(pictured.id, 0, 1).values()] == [[PNG_1PX]] * 2
         assert len(opened.rows("attachments")) == 1 and len(opened.rows("experiment_row_attachments")) == 2
+        # Prompts (0010): the old run started from no prompt; the tables are there, empty, and a
+        # prompt saved now, labelled, is what a new run of the old experiment records.
+        assert run.prompt_version_id is None
+        assert all(row["prompt_version_id"] is None for row in opened.rows("experiment_runs"))
+        assert opened.rows("prompts") == [] and opened.rows("prompt_label_moves") == []
+        prompts = PromptStore(log)
+        saved = prompts.save(
+            "old-experiment", PromptContent(system=experiment.template, variant=experiment.variants[0]), by="local"
+        )
+        prompts.move_label("old-experiment", "production", saved.version, by="local")
+        assert prompts.resolve("old-experiment").id == saved.id
+        again = experiments.new_run(experiment, "contains", {}, prompt_version_id=saved.id)
+        experiments.finish_run(again.id, "stopped")
+        assert experiments.run(again.id).prompt_version_id == saved.id
         # ...and it takes new rows.
         assert log.write(make_record(id="att_after_upgrade", request_id="req_after_upgrade", attempt_index=0))
         assert log.count() == counts["attempts"] + 1

@@ -103,10 +103,17 @@ CONTEXT_OPTIONS: dict[str, Any] = {
 def model_metadata() -> list[MetaData]:
     """Every table the code expects: the log's and the workbench's (imported here, not at the
     top: the store does not otherwise depend on the workbench)."""
-    from ..workbench import arena, dataset_store, experiments, sessions
+    from ..workbench import arena, dataset_store, experiments, prompts, sessions
     from . import schema
 
-    return [schema.metadata, sessions.metadata, arena.metadata, experiments.metadata, dataset_store.metadata]
+    return [
+        schema.metadata,
+        sessions.metadata,
+        arena.metadata,
+        experiments.metadata,
+        dataset_store.metadata,
+        prompts.metadata,
+    ]
 
 
 def alembic_config(connection: Connection | None = None) -> Config:

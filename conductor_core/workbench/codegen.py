@@ -36,7 +36,18 @@ from ..config import EndpointConfig, Settings
 from ..models import ChatRequest, FilePart, ImagePart, MessageRole, parse_data_url, response_schema
 from ..providers.spec import ProviderSpec, get_spec
 
-__all__ = ["CodeTarget", "code_target", "gateway_python", "sdk_python", "curl", "snippets", "DEFAULT_GATEWAY_URL"]
+__all__ = [
+    "CodeTarget",
+    "PromptCall",
+    "code_target",
+    "gateway_python",
+    "sdk_python",
+    "curl",
+    "prompt_gateway_python",
+    "prompt_curl",
+    "snippets",
+    "DEFAULT_GATEWAY_URL",
+]
 
 DEFAULT_GATEWAY_URL = "http://127.0.0.1:8000/v1"
 SdkKind = Literal["openai", "openai_compatible", "anthropic", "gemini", "local"]
@@ -492,10 +503,61 @@ def _gemini(request: ChatRequest, target: CodeTarget) -> str:
     )
 
 
+class PromptCall(BaseModel):
+    """A saved prompt served by the gateway: `model="prompt:NAME@LABEL"` with its variables."""
+
+    reference: str = Field(description="NAME@LABEL or NAME@3.")
+    variables: dict[str, str] = Field(default_factory=dict)
+
+
+def _prompt_body(call: PromptCall) -> dict[str, object]:
+    return {"model": f"prompt:{call.reference}", "messages": []}
+
+
+def prompt_gateway_python(call: PromptCall, *, gateway_url: str = DEFAULT_GATEWAY_URL) -> str:
+    """The `openai` client asking the gateway for a saved prompt, its variables in extra_body."""
+    return (
+        "import os\n\nfrom openai import OpenAI\n\n"
+        "# Conductor's gateway (python -m gateway). CONDUCTOR_API_KEY only if the gateway requires one.\n"
+        f'client = OpenAI(base_url={gateway_url!r}, api_key=os.environ.get("CONDUCTOR_API_KEY", "unused"))\n'
+        "# The saved prompt's messages and settings; messages you add here go after its own.\n"
+        "stream = client.chat.completions.create(\n"
+        + _kwargs(_prompt_body(call))
+        + f"    extra_body={{'variables': {call.variables!r}}},\n"
+        "    stream=True,\n)\n"
+        "for chunk in stream:\n"
+        "    if chunk.choices and chunk.choices[0].delta.content:\n"
+        '        print(chunk.choices[0].delta.content, end="", flush=True)\n'
+        "print()\n"
+    )
+
+
+def prompt_curl(call: PromptCall, *, gateway_url: str = DEFAULT_GATEWAY_URL) -> str:
+    body = json.dumps({**_prompt_body(call), "variables": call.variables}, ensure_ascii=False, indent=2)
+    return (
+        f"curl -sS {shlex.quote(gateway_url.rstrip('/') + '/chat/completions')} \\\n"
+        '  -H "Content-Type: application/json" \\\n'
+        '  -H "Authorization: Bearer ${CONDUCTOR_API_KEY:-unused}" \\\n'
+        f"  -d {shlex.quote(body)}\n"
+    )
+
+
 def snippets(
-    request: ChatRequest, target: CodeTarget, *, gateway_url: str = DEFAULT_GATEWAY_URL
+    request: ChatRequest,
+    target: CodeTarget,
+    *,
+    gateway_url: str = DEFAULT_GATEWAY_URL,
+    prompt: PromptCall | None = None,
 ) -> dict[str, str | None]:
-    """All three, keyed: python_gateway, python_sdk (None for the embedded model), curl."""
+    """All three, keyed: python_gateway, python_sdk (None for the embedded model), curl. With
+    `prompt` (the page has a saved prompt open), the gateway snippets ask for the prompt by name;
+    the provider SDK's sends the rendered request (the SDK knows no saved prompts)."""
+    if prompt is not None:
+        return {
+            "python_gateway": prompt_gateway_python(prompt, gateway_url=gateway_url),
+            "python_sdk": sdk_python(request, target),
+            "curl": prompt_curl(prompt, gateway_url=gateway_url),
+        }
     return {
         "python_gateway": gateway_python(request, target, gateway_url=gateway_url),
         "python_sdk": sdk_python(request, target),

@@ -28,7 +28,8 @@ Tables (beside the request log, created by its migrations, conductor_core/store/
     experiment_runs   id, experiment_id, number (1, 2, ... per experiment), created_at/_ts,
                       check_kind (the first check's), checks (JSON list; NULL before 0005:
                       one check of check_kind), concurrency (JSON), status (running /
-                      completed / stopped), heartbeat_ts, finished_at, cells_total
+                      completed / stopped), heartbeat_ts, finished_at, cells_total,
+                      prompt_version_id (the prompt version it started from, prompts.py)
     experiment_cells  (run_id, row_index, variant_index) -> status (ok / error / incomplete /
                       cancelled), request_id (the request log's attempts.request_id), answer,
                       error_type, error_message, latency_ms, ttft_ms, input/output tokens,
@@ -394,6 +395,7 @@ runs_table = Table(
     # The saved dataset version its rows came from (dataset_store.py); NULL: pasted or uploaded.
     Column("dataset_name", SafeText()),
     Column("dataset_version", Integer()),
+    Column("prompt_version_id", String()),  # the prompt version it started from (prompts.py); NULL: none
     UniqueConstraint("experiment_id", "number", name="uq_experiment_runs_number"),
 )
 
@@ -483,6 +485,8 @@ class Run(BaseModel):
         if self.dataset_name is None:
             return None
         return f"dataset {self.dataset_name} v{self.dataset_version}"
+
+    prompt_version_id: str | None = Field(default=None, description="The prompt version it ran (prompts.py).")
 
     @property
     def check(self) -> CheckKind | None:
@@ -769,6 +773,8 @@ class ExperimentStore:
         checks: CheckKind | str | Check | Sequence[CheckKind | str | Check],
         concurrency: dict[str, int],
         dataset: tuple[str, int] | None = None,
+        *,
+        prompt_version_id: str | None = None,
     ) -> Run:
         """Number the run (1, 2, ... per experiment; several processes may race for a number).
         Every check is checked first: one that cannot run says so before any call. `dataset`
@@ -791,7 +797,7 @@ class ExperimentStore:
         # Held before the row exists, so no reader ever sees this run running and unheld.
         lease = self.leases.hold(_run_lease(run_id))
         try:
-            run = self._insert_run(run_id, experiment, checks, concurrency, now, dataset)
+            run = self._insert_run(run_id, experiment, checks, concurrency, now, dataset, prompt_version_id)
         except BaseException:
             lease.release()
             raise
@@ -807,6 +813,7 @@ class ExperimentStore:
         concurrency: dict[str, int],
         now: datetime,
         dataset: tuple[str, int] | None,
+        prompt_version_id: str | None = None,
     ) -> Run:
         for attempt in range(5):
             try:
@@ -828,6 +835,7 @@ class ExperimentStore:
                         cells_total=experiment.row_count * len(experiment.variants),
                         dataset_name=dataset[0] if dataset else None,
                         dataset_version=dataset[1] if dataset else None,
+                        prompt_version_id=prompt_version_id,
                     )
                     conn.execute(
                         insert(runs_table),
@@ -846,6 +854,7 @@ class ExperimentStore:
                             "cells_total": run.cells_total,
                             "dataset_name": run.dataset_name,
                             "dataset_version": run.dataset_version,
+                            "prompt_version_id": prompt_version_id,
                         },
                     )
                 return run
@@ -892,6 +901,7 @@ class ExperimentStore:
             cells_total=row["cells_total"],
             dataset_name=row["dataset_name"],
             dataset_version=row["dataset_version"],
+            prompt_version_id=row.get("prompt_version_id"),
         )
 
     def heartbeat(self, run_id: str) -> None:

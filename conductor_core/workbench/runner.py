@@ -489,6 +489,7 @@ def start_run(
     overrides: Mapping[str, Any] | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     dataset: tuple[str, int] | None = None,
+    prompt_version_id: str | None = None,
 ) -> RunHandle:
     """Store a new run of the experiment and start it in the background. `conductor` is a
     `Conductor` (its sync `stream` is called from worker threads); `overrides` are the
@@ -505,7 +506,8 @@ def start_run(
     kinds = as_checks(checks if checks is not None else check)
     providers = list(dict.fromkeys(v.provider for v in experiment.variants))
     limits = concurrency_limits(conductor.settings.experiment_concurrency, providers, concurrency)
-    run = store.new_run(experiment, kinds, limits, dataset)  # holds the run's lease until finish_run
+    # Holds the run's lease until finish_run.
+    run = store.new_run(experiment, kinds, limits, dataset, prompt_version_id=prompt_version_id)
     try:
         handle = RunHandle(conductor, store, experiment, run.id, run.checks, limits, overrides, on_progress)
         handle._start()

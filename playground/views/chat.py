@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import streamlit as st
 
-from playground import attachments, controls, session_nav, share, state, tool_calls, tools_editor, turns
+from playground import attachments, controls, prompt_open, session_nav, share, state, tool_calls, tools_editor, turns
 
 c = state.conductor()
 store = state.sessions()
 
+prompt_open.take("chat")  # ?open_prompt=NAME@LABEL: a saved prompt, sent once its variables are filled in
 sid = session_nav.current("chat")
 conversation = store.conversation(sid) if sid else None
 if sid and conversation is None:
@@ -50,6 +51,10 @@ if variant is not None and variant != stored:
 # --- the conversation ---------------------------------------------------------------------------
 st.title("Playground")
 session_nav.header("chat", session, busy=busy)
+if (opened_prompt := prompt_open.form("chat")) is not None:
+    reference, version, values = opened_prompt
+    prompt_open.send("chat", reference, version, values, [version.variant(values)])
+    st.rerun()
 if store.memory:
     st.info(
         "Prompt logging is off (CONDUCTOR_LOG_PROMPTS=false), so sessions are **not kept**: they live in this "
@@ -98,7 +103,7 @@ if conversation is not None and conversation.turns and not busy:
                 None if shown.continues else shown.prompt,
                 conversation.attachments(shown),
             )
-            share.get_code(c, request)
+            share.get_code(c, request, prompt=prompt_open.prompt_call(sid, last))
 
 EXAMPLES = [
     "Explain what a circuit breaker is in one paragraph.",

@@ -10,7 +10,18 @@ import streamlit as st
 from conductor_core.models import Vote
 from conductor_core.workbench.sessions import Conversation, Turn
 from conductor_core.workbench.variants import Variant, differing_settings, variant_labels
-from playground import attachments, compare_links, controls, session_nav, share, state, tool_calls, tools_editor, turns
+from playground import (
+    attachments,
+    compare_links,
+    controls,
+    prompt_open,
+    session_nav,
+    share,
+    state,
+    tool_calls,
+    tools_editor,
+    turns,
+)
 from playground import components as ui
 
 c = state.conductor()
@@ -25,6 +36,9 @@ compare_links.take_replay(
         "compare", session_id, variants, prompt, files, attachments.readable_lanes(c, variants, files)
     ),
 )
+
+# ?open_prompt=NAME@LABEL : a saved prompt, sent once its variables are filled in (prompt_open.py).
+prompt_open.take("compare")
 
 sid = session_nav.current("compare")
 conversation = store.conversation(sid) if sid else None
@@ -44,6 +58,7 @@ st.caption(
     "column, each with its own history. Vote for the better answer."
 )
 session_nav.header("compare", session, busy=busy)
+opened_prompt = prompt_open.form("compare")
 turns.take_note()
 compare_links.show_notes(sid)
 if conversation is not None and conversation.turns:
@@ -199,6 +214,7 @@ def _share_round(conv: Conversation, index: int, turn: Turn) -> None:
                 None if turn.continues else turn.prompt,
                 conv.attachments(turn),
             ),
+            prompt=prompt_open.prompt_call(session_id, index) if lane == 0 else None,
         )
 
 
@@ -228,9 +244,11 @@ def show_round(conv: Conversation, index: int, turn: Turn) -> None:
     live = [turn.chosen[lane].id for lane in lanes if turn.chosen[lane].live]
     finished = [turn.chosen[lane] for lane in lanes]
     if all(a.status == "done" and a.response is None and a.request_id is None for a in finished):
-        # A replay's history, seeded from the log: one answer, sent as context to every column.
+        # A replay's (or a prompt's) history: one answer, sent as context to every column.
         with st.container(border=True):
-            st.caption("The logged answer (history of the replayed request, sent as context to every column):")
+            st.caption(
+                "An earlier answer (history of the replayed request or the prompt, sent as context to every column):"
+            )
             ui.render_answer_text(finished[0].content)
         return
     fastest, cheapest = ui.compare_marks([a.response if a.status == "done" else None for a in finished])
@@ -365,6 +383,14 @@ if ready:
 if busy:
     st.caption(":material/hourglass_top: Answers are streaming: the next message waits for them (or stop them).")
 
+if opened_prompt is not None:
+    if ready:
+        reference, version, values = opened_prompt
+        columns = prompt_open.columns_for(version, values, variants[1:])
+        prompt_open.send("compare", reference, version, values, columns)
+        st.rerun()
+    else:
+        st.warning("Set up every column first: the prompt answers in column 1, the others compare.")
 if submitted and not (prompt or "").strip() and not files:
     st.warning("Type a prompt first.", icon=":material/edit:")
 elif submitted and ready and not busy:

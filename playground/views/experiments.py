@@ -21,6 +21,7 @@ from conductor_core.models import ChatMessage
 from conductor_core.workbench import exports
 from conductor_core.workbench.datasets import DATA_EXTENSIONS, Dataset, DatasetError, read_dataset
 from conductor_core.workbench.experiments import Cell, Check, CheckKind, Experiment, ExperimentError, Run
+from conductor_core.workbench.prompts import PromptError
 from conductor_core.workbench.runner import RunHandle, image_refusals, start_run
 from conductor_core.workbench.templates import Template, TemplateError
 from conductor_core.workbench.variants import Variant, variant_labels
@@ -102,8 +103,45 @@ def note(message: str) -> None:
 # --- actions (widget callbacks: they run before the page, which then draws the new state) ---------
 
 
+def take_open_prompt() -> None:
+    """?open_prompt=NAME@LABEL: fill the form from that prompt version (its last user message as the
+    template, its settings as variant A and B); a run started with the template unchanged records
+    the version (experiment_runs.prompt_version_id)."""
+    reference = st.query_params.get("open_prompt")
+    if not reference:
+        return
+    del st.query_params["open_prompt"]
+    try:
+        version = state.prompts().resolve(reference)
+    except PromptError as error:
+        note(f"Cannot open prompt {reference}: {error}")
+        return
+    user = [m.content for m in version.content.messages if m.role == "user"]
+    variant = version.content.variant.model_copy(update={"system": version.content.system})
+    ss.update(exp_name=reference, exp_template=user[-1] if user else "", exp_count=2)
+    ss["exp_variants_draft"] = [variant, variant]
+    for i in range(2):
+        controls.load(f"exp{i}", variant)
+    tools_editor.load("exp", tools_editor.ToolSet.of(variant))
+    ss["exp_prompt"] = (version.id, f"{version.name}@{version.version}", ss["exp_template"])
+    if len(version.content.messages) > 1 or (version.content.system and Template(version.content.system).variables):
+        note(
+            f"From prompt {reference}: an experiment sends one templated message per row, so its last user message "
+            "is the template; its earlier messages are not sent, and {{variables}} in its system prompt are sent as "
+            "written."
+        )
+    open_run(None, None)
+
+
+def prompt_version_of(template_text: str) -> str | None:
+    """The prompt version the form was filled from, while its template is unchanged."""
+    version_id, _reference, template = ss.get("exp_prompt") or (None, None, None)
+    return version_id if template == template_text else None
+
+
 def rerun(experiment_id: str) -> None:
     try:
+        first = store.runs(experiment_id)[-1:]  # the runs of one experiment share its prompt version
         handle = start_run(
             c,
             store,
@@ -111,6 +149,7 @@ def rerun(experiment_id: str) -> None:
             checks=checks_from_state(f"exp_rerun_check_{experiment_id}"),
             concurrency=_concurrency(ss.get(f"exp_rerun_conc_{experiment_id}")),
             overrides=state.overrides(),
+            prompt_version_id=first[0].prompt_version_id if first else None,
         )
     except (DatasetError, TemplateError, ExperimentError) as error:
         note(str(error))
@@ -184,6 +223,7 @@ def _concurrency(value: int | None) -> dict[str, int] | None:
 
 # --- the sidebar: experiments, newest first ------------------------------------------------------
 
+take_open_prompt()  # ?open_prompt=NAME@LABEL from the Prompts page
 experiment_id, run_id = current()
 with st.sidebar:
     st.button(
@@ -339,6 +379,8 @@ def new_experiment_form() -> None:
         help="{{column}} is replaced by that column's value in each row. Write \\{{ for a literal {{.",
         persist_state=KEEP,
     )
+    if prompt_version_of(template_text) is not None:
+        st.caption(f":material/notes: From prompt {ui.escape_md(ss['exp_prompt'][1])}: a run records this version.")
     template: Template | None = None
     if template_text.strip():
         try:
@@ -526,6 +568,7 @@ def new_experiment_form() -> None:
                     concurrency=_concurrency(ss.get("exp_concurrency")),
                     overrides=state.overrides(),
                     dataset=saved_choice(),
+                    prompt_version_id=prompt_version_of(template_text),
                 )
             except (DatasetError, TemplateError, ExperimentError) as error:
                 st.error(f"Not started: {ui.escape_md(error)}. Nothing was sent.", icon=":material/error:")
@@ -718,6 +761,12 @@ def experiment_header(experiment: Experiment, runs: list[Run], run: Run | None) 
         f"{experiment.created_at:%Y-%m-%d %H:%M} UTC · {len(runs)} run{'s' if len(runs) != 1 else ''}"
         + ui.escape_md(source)
     )
+    if run is not None and run.prompt_version_id:
+        try:
+            started = state.prompts().version_by_id(run.prompt_version_id).reference
+        except PromptError:
+            started = "a deleted prompt"
+        st.caption(f":material/notes: Run {run.number} ran prompt {ui.escape_md(started)}.")
     with st.expander("Template and variants", icon=":material/description:"):
         st.code(experiment.template, language=None, wrap_lines=True)
         for i, (variant, label) in enumerate(zip(experiment.variants, experiment.labels, strict=True)):
