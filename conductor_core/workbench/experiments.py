@@ -97,6 +97,9 @@ __all__ = [
     "CheckKind",
     "Check",
     "CheckResult",
+    "JudgeTarget",
+    "Judgement",
+    "RUBRIC_VARIABLES",
     "evaluate",
     "all_passed",
     "as_checks",
@@ -140,6 +143,7 @@ class CheckKind(StrEnum):
     called_tool = "called_tool"  # the model called tool `tool`
     tool_argument = "tool_argument"  # it called `tool` with argument `path` equal to the row's `column`
     no_tool = "no_tool"  # the model called no tool
+    rubric = "rubric"  # a judge model grades the answer against `rubric` (judging.py)
 
 
 _TEXT_CHECKS = (CheckKind.contains, CheckKind.regex, CheckKind.equals)
@@ -172,9 +176,40 @@ def same_value(found: Any, wanted: str) -> bool:
     return _same_text(text, wanted)
 
 
+#: What a rubric may use besides the row's columns.
+RUBRIC_VARIABLES = ("answer", "expected")
+
+
+class JudgeTarget(BaseModel):
+    """Who judges a rubric check: a provider (a built-in one, an endpoint, the embedded `local`)
+    and a model (None: the provider's default). Plain text, so a stored check always reads back
+    (an endpoint another process added is checked when a run starts)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    provider: str = Field(min_length=1)
+    model: str | None = None
+
+    @field_validator("provider")
+    @classmethod
+    def _plain_provider(cls, value: str) -> str:
+        return value.strip().lower()
+
+    @field_validator("model")
+    @classmethod
+    def _plain_model(cls, value: str | None) -> str | None:
+        return (value or "").strip() or None
+
+    @property
+    def label(self) -> str:
+        return f"{self.provider}/{self.model}" if self.model else self.provider
+
+
 class Check(BaseModel):
     """One check of a run. `column` names the dataset column a value is compared with
-    (`{{expected_total}}` or `expected_total`; the text checks use `expected`)."""
+    (`{{expected_total}}` or `expected_total`; the text checks use `expected`). A rubric check
+    has its `rubric` (with `{{column}}`, `{{answer}}`, `{{expected}}`) and its `judge`:
+    `{"kind": "rubric", "rubric": "Is {{answer}} polite?", "judge": {"provider": "openai"}}`."""
 
     model_config = ConfigDict(frozen=True, populate_by_name=True, serialize_by_alias=True)
 
@@ -187,6 +222,8 @@ class Check(BaseModel):
     schema_: dict[str, Any] | None = Field(
         default=None, alias="schema", description="schema: the JSON Schema (None: the variant's output schema)."
     )
+    rubric: str | None = Field(default=None, description="rubric: what the judge grades the answer against.")
+    judge: JudgeTarget | None = Field(default=None, description="rubric: the provider and model that judge.")
 
     @field_validator("column")
     @classmethod
@@ -211,10 +248,16 @@ class Check(BaseModel):
             return f"called {self.tool}"
         if self.kind == CheckKind.tool_argument:
             return f"{self.tool}({self.path} = {{{{{self.column}}}}})"
+        if self.kind == CheckKind.rubric:
+            text = " ".join((self.rubric or "").split())
+            clipped = text if len(text) <= 40 else text[:39] + "…"
+            return f"rubric “{clipped}” (judge {self.judge.label if self.judge else 'none'})"
         return "called no tool"
 
     def problem(self, experiment: Experiment) -> str | None:
         """What is missing for this check to run on this experiment, said before any call."""
+        if self.kind == CheckKind.rubric:
+            return self._rubric_problem(experiment.columns)
         if self.kind in (CheckKind.json_path, CheckKind.tool_argument):
             if not self.path:
                 return f"{self.label}: say which {'field' if self.kind == CheckKind.json_path else 'argument'}"
@@ -234,15 +277,47 @@ class Check(BaseModel):
                 return "the schema check needs a schema: give every variant a JSON schema output, or the check one"
         return None
 
+    def _rubric_problem(self, columns: Sequence[str]) -> str | None:
+        if not (self.rubric or "").strip():
+            return "the rubric check needs a rubric: what a good answer does, e.g. “{{answer}} names the capital”"
+        if self.judge is None:
+            return "the rubric check needs a judge: a provider (and model) that grades the answers"
+        if self.judge.provider == "auto":
+            return "the judge names a provider: 'auto' could grade each answer with another model"
+        try:
+            variables = Template(self.rubric or "").variables
+        except TemplateError as exc:
+            return f"the rubric cannot be used: {exc}"
+        unknown = [v for v in variables if v not in columns and v not in RUBRIC_VARIABLES]
+        if unknown:
+            have = ", ".join([*columns, *RUBRIC_VARIABLES])
+            return f"the rubric uses {', '.join(f'{{{{{v}}}}}' for v in unknown)}, which no column holds ({have})"
+        return None
+
+
+class Judgement(BaseModel):
+    """What became of a judge's call for one rubric check of one cell."""
+
+    model_config = ConfigDict(frozen=True)
+
+    status: Literal["pending", "ok", "failed", "cancelled"]
+    reason: str | None = Field(default=None, description="The judge's one-line reason (status ok).")
+    error: str | None = Field(default=None, description="Why there is no verdict (status failed).")
+    request_id: str | None = Field(default=None, description="The judge call's request id in the request log.")
+    latency_ms: float | None = None
+    cost_usd: float | None = Field(default=None, description="None: unknown (or no call was made).")
+
 
 class CheckResult(BaseModel):
-    """One check's verdict on one cell: passed (None: the row has no value to compare with) and
-    why it failed."""
+    """One check's verdict on one cell: passed (None: the row has no value to compare with, or
+    the judge gave no verdict) and why it failed; a rubric check's score and judgement."""
 
     model_config = ConfigDict(frozen=True)
 
     passed: bool | None
     detail: str | None = None
+    score: float | None = Field(default=None, description="rubric: the judge's score, 0..1.")
+    judge: Judgement | None = Field(default=None, description="rubric: the judge's call.")
 
 
 def evaluate(
@@ -258,6 +333,9 @@ def evaluate(
     kind = check.kind
     if not applies(check, values, expected):
         return CheckResult(passed=None)
+    if kind == CheckKind.rubric:
+        # Graded by its judge after the answer (runner.py, judging.py).
+        return CheckResult(passed=None, detail="waiting for the judge", judge=Judgement(status="pending"))
     if kind in _TEXT_CHECKS:
         assert expected is not None
         passed = check_answer(kind, answer, expected)
@@ -307,6 +385,11 @@ def applies(check: Check, values: dict[str, Any], expected: str | None) -> bool:
         return expected is not None
     if check.kind in (CheckKind.json_path, CheckKind.tool_argument):
         return _column_value(values, check.column) is not None
+    if check.kind == CheckKind.rubric and expected is None:
+        try:
+            return "expected" not in Template(check.rubric or "").variables
+        except TemplateError:
+            return True  # said by problem() before the run
     return True
 
 
@@ -522,6 +605,18 @@ class CheckStats(BaseModel):
     checked: int = Field(default=0, description="Cells that ran whose row the check applies to.")
     passed: int = 0
     pass_rate: float | None = None
+    # A rubric check's judgements (None / 0 for other checks).
+    judged: int = Field(default=0, description="rubric: cells the judge gave a verdict on.")
+    mean_score: float | None = Field(default=None, description="rubric: mean of the judge's scores.")
+    judge_calls: int = Field(default=0, description="rubric: calls made to the judge (failed ones too).")
+    judge_failed: int = Field(default=0, description="rubric: judge calls that gave no verdict.")
+    judge_cancelled: int = Field(default=0, description="rubric: judgements cancelled by Stop.")
+    judge_cost_usd: float = Field(default=0.0, description="rubric: judge calls' cost, where known.")
+    judge_unpriced: int = Field(default=0, description="rubric: judge calls whose cost is unknown.")
+    agreement: list[list[int]] = Field(
+        default_factory=lambda: [[0, 0], [0, 0]],
+        description="rubric: [[judge pass & 👍, judge pass & 👎], [judge fail & 👍, judge fail & 👎]].",
+    )
 
 
 class VariantStats(BaseModel):
@@ -1066,23 +1161,45 @@ class ExperimentStore:
     def _check_rates(conn: Any, run: Run, stats: list[VariantStats]) -> None:
         """Each check's pass rate per variant, read a batch of cells' verdicts at a time (a
         run's cells are never all in memory). A cell of a run from before several checks has
-        its one verdict in `passed`."""
-        counts = [[[0, 0] for _ in run.checks] for _ in stats]
+        its one verdict in `passed`. A rubric check adds its judge's scores, failures, cost,
+        and a 2x2 table of the judge's verdict against the cell's 👍/👎 (agreement)."""
+        per = [[CheckStats(label=check.label) for check in run.checks] for _ in stats]
+        scores = [[0.0 for _ in run.checks] for _ in stats]
         c = cells_table.c
         result = conn.execution_options(yield_per=500).execute(
-            select(c.variant_index, c.checks, c.passed).where(c.run_id == run.id, c.status != "cancelled")
+            select(c.variant_index, c.checks, c.passed, c.rating).where(c.run_id == run.id, c.status != "cancelled")
         )
-        for variant, checks, passed in result:
-            verdicts = [r.get("passed") for r in json.loads(checks)] if checks is not None else [passed]
-            for index, verdict in enumerate(verdicts[: len(run.checks)]):
+        for variant, checks, passed, rating in result:
+            results = json.loads(checks) if checks is not None else [{"passed": passed}]
+            for index, found in enumerate(results[: len(run.checks)]):
+                s = per[variant][index]
+                verdict = found.get("passed")
                 if verdict is not None:
-                    counts[variant][index][0] += 1
-                    counts[variant][index][1] += bool(verdict)
-        for s, per_check in zip(stats, counts, strict=True):
-            s.checks = [
-                CheckStats(label=check.label, checked=n, passed=ok, pass_rate=ok / n if n else None)
-                for check, (n, ok) in zip(run.checks, per_check, strict=True)
-            ]
+                    s.checked += 1
+                    s.passed += bool(verdict)
+                judge = found.get("judge")
+                if not judge:
+                    continue
+                status = judge.get("status")
+                s.judge_failed += status == "failed"
+                s.judge_cancelled += status == "cancelled"
+                if status in ("ok", "failed") and judge.get("request_id"):
+                    s.judge_calls += 1
+                    if judge.get("cost_usd") is None:
+                        s.judge_unpriced += 1
+                    else:
+                        s.judge_cost_usd += float(judge["cost_usd"])
+                if status == "ok" and found.get("score") is not None:
+                    s.judged += 1
+                    scores[variant][index] += float(found["score"])
+                if verdict is not None and rating in (1, -1):
+                    s.agreement[0 if verdict else 1][0 if rating == 1 else 1] += 1
+        for s, per_check, sums in zip(stats, per, scores, strict=True):
+            for check_stats, total in zip(per_check, sums, strict=True):
+                n = check_stats.checked
+                check_stats.pass_rate = check_stats.passed / n if n else None
+                check_stats.mean_score = total / check_stats.judged if check_stats.judged else None
+            s.checks = per_check
 
     @staticmethod
     def _percentiles(conn: Any, column: Any, where: Any, q: float) -> dict[int, float]:

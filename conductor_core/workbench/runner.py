@@ -18,6 +18,11 @@ Stop: workers take no new cell; a call in flight is closed at its next stream ev
 request log records it as cancelled (the core cannot interrupt a call that is still waiting
 for its first byte: that one is closed when the byte comes). Cells never started are stored
 as `cancelled` too, so a stopped run's grid says what did not run.
+
+Rubric checks (judging.py): a cell whose answer finished goes to the judges' queue, where
+`experiment_judge_concurrency` threads (default 2) ask each rubric check's judge, then the cell
+is stored with its verdicts. Stop cancels them too: a judgement not begun, or in flight (closed
+at its next event), is stored as cancelled, and says so.
 """
 
 from __future__ import annotations
@@ -41,17 +46,20 @@ from .experiments import (
     Cell,
     Check,
     CheckKind,
+    CheckResult,
     Experiment,
     ExperimentError,
     ExperimentStore,
+    Judgement,
     all_passed,
     as_checks,
     evaluate,
     failed_checks,
 )
+from .judging import cancelled_judgement, judge_answer
 from .templates import Template, TemplateError
 
-__all__ = ["Progress", "RunHandle", "start_run", "concurrency_limits", "image_refusals"]
+__all__ = ["Progress", "RunHandle", "start_run", "concurrency_limits", "image_refusals", "judge_problems"]
 
 log = logging.getLogger("conductor.experiments")
 
@@ -78,6 +86,7 @@ class Progress:
     elapsed_s: float
     per_variant: tuple[int, ...]  # finished cells per variant
     database_error: str | None = None  # the database refused the last batch (it is retried) or a read
+    judging: int = 0  # answers waiting for (or with) their judges
 
     @property
     def fraction(self) -> float:
@@ -176,6 +185,12 @@ class RunHandle:
             for name, source in self._sources.items()
             for i in range(max(1, min(limits[name], cells_of[name])))
         ]
+        self._rubrics = [i for i, check in enumerate(checks) if check.kind == CheckKind.rubric]
+        self._to_judge: queue.SimpleQueue[tuple[Cell, dict[str, Any], str | None] | None] = queue.SimpleQueue()
+        judges = max(1, int(getattr(conductor.settings, "experiment_judge_concurrency", 2))) if self._rubrics else 0
+        self._judges = [
+            threading.Thread(target=self._judge_work, name=f"experiment-judge-{i}", daemon=True) for i in range(judges)
+        ]
         self._writer = threading.Thread(target=self._write, name="experiment-writer", daemon=True)
         self._supervisor = threading.Thread(target=self._supervise, name="experiment-run", daemon=True)
 
@@ -221,6 +236,8 @@ class RunHandle:
         self._writer.start()
         for worker in self._workers:
             worker.start()
+        for judge in self._judges:
+            judge.start()
         self._supervisor.start()
 
     def _work(self, source: _Cells) -> None:
@@ -244,7 +261,52 @@ class RunHandle:
             except Exception as exc:
                 log.exception("experiment cell %s/%s crashed", row, variant)
                 cell = Cell(row=row, variant=variant, status="error", error_type="internal", error_message=str(exc))
-            self._finish(cell)
+            if self._rubrics and cell.status == "ok":
+                self._count(running=-1, judging=1)
+                self._to_judge.put((cell, values, expected))
+            else:
+                self._finish(cell)
+
+    def _judge_work(self) -> None:
+        while (item := self._to_judge.get()) is not None:
+            cell, values, expected = item
+            try:
+                cell = self._judged(cell, values, expected)
+            except Exception as exc:
+                log.exception("experiment cell %s/%s: judging crashed", cell.row, cell.variant)
+                results = list(cell.checks or [])
+                for i in self._rubrics:
+                    if (judgement := results[i].judge) is not None and judgement.status == "pending":
+                        error = f"internal: {type(exc).__name__}: {exc}"
+                        results[i] = CheckResult(
+                            passed=None,
+                            detail=f"the judge failed: {error}",
+                            judge=Judgement(status="failed", error=error),
+                        )
+                cell = cell.model_copy(update={"checks": results, "passed": all_passed(results)})
+            self._finish(cell, was_running=False, was_judging=True)
+
+    def _judged(self, cell: Cell, values: dict[str, Any], expected: str | None) -> Cell:
+        """The cell with each of its pending rubric checks graded by its judge (or cancelled)."""
+        results = list(cell.checks or [])
+        for i in self._rubrics:
+            judgement = results[i].judge
+            if judgement is None or judgement.status != "pending":
+                continue  # the check does not apply to this row
+            if self._stop.is_set():
+                results[i] = cancelled_judgement()
+                continue
+            results[i] = judge_answer(
+                self._conductor,
+                self.checks[i],
+                answer=cell.answer or "",
+                values=values,
+                expected=expected,
+                row=cell.row,
+                overrides=self._overrides,
+                stopped=self._stop.is_set,
+            )
+        return cell.model_copy(update={"checks": results, "passed": all_passed(results)})
 
     def _run_cell(self, row: int, values: dict[str, Any], expected: str | None, variant_index: int) -> Cell:
         variant = self.experiment.variants[variant_index]
@@ -351,11 +413,12 @@ class RunHandle:
             **self._verdicts(values, expected, "no answer"),
         )
 
-    def _count(self, *, running: int = 0) -> None:
+    def _count(self, *, running: int = 0, judging: int = 0) -> None:
         with self._lock:
-            self._progress = replace(self._progress, running=self._progress.running + running)
+            p = self._progress
+            self._progress = replace(p, running=p.running + running, judging=p.judging + judging)
 
-    def _finish(self, cell: Cell, *, was_running: bool = True) -> None:
+    def _finish(self, cell: Cell, *, was_running: bool = True, was_judging: bool = False) -> None:
         self._results.put(cell)
         with self._lock:
             p = self._progress
@@ -369,6 +432,7 @@ class RunHandle:
                 incomplete=p.incomplete + (cell.status == "incomplete"),
                 cancelled=p.cancelled + (cell.status == "cancelled"),
                 running=p.running - (1 if was_running else 0),
+                judging=p.judging - (1 if was_judging else 0),
                 per_variant=tuple(per_variant),
             )
         self._notify()
@@ -384,6 +448,10 @@ class RunHandle:
     def _supervise(self) -> None:
         for worker in self._workers:
             worker.join()
+        for _judge in self._judges:
+            self._to_judge.put(None)  # after every answer that was queued: each judge takes one and ends
+        for judge in self._judges:
+            judge.join()
         stopped = self._stop.is_set()
         if stopped:
             for source in self._sources.values():
@@ -478,6 +546,17 @@ def image_refusals(
     return [f"{name} reads text only: remove it or the image column ({columns})" for name in unable]
 
 
+def judge_problems(conductor: Any, checks: Sequence[Check], overrides: Mapping[str, Any] | None = None) -> list[str]:
+    """Why rubric checks' judges cannot be asked (a provider not configured here), one line each."""
+    ready = {**conductor.registry.providers, **(overrides or {})}
+    judges = dict.fromkeys(c.judge.provider for c in checks if c.kind == CheckKind.rubric and c.judge is not None)
+    return [
+        f"the judge {name!r} is not a configured provider (configured: {', '.join(sorted(ready)) or 'none'})"
+        for name in judges
+        if name not in ready
+    ]
+
+
 def start_run(
     conductor: Any,
     store: ExperimentStore,
@@ -501,6 +580,8 @@ def start_run(
     if refusals := image_refusals(conductor, experiment.variants, pictured, overrides):
         raise ExperimentError("; ".join(refusals) + ". Nothing was sent.")
     kinds = as_checks(checks if checks is not None else check)
+    if problems := judge_problems(conductor, kinds, overrides):
+        raise ExperimentError("; ".join(problems) + ". Nothing was sent.")
     providers = list(dict.fromkeys(v.provider for v in experiment.variants))
     limits = concurrency_limits(conductor.settings.experiment_concurrency, providers, concurrency)
     run = store.new_run(experiment, kinds, limits)  # holds the run's lease until finish_run
