@@ -34,8 +34,11 @@ class ScriptedJudge(OpenAIServer):
         if isinstance(answer, Fault):
             self._record(request, call.body, call.stream, answer, model=call.model)
             return self._error_response(answer)
-        if answer is not None:
-            # Read by the base class before its first await, so concurrent requests cannot mix up.
+        # Read by the base class before its first await, so concurrent requests cannot mix up;
+        # a prompt the script does not know gets the server's own reply back.
+        if answer is None:
+            self.reply, self.json_reply = self._defaults["reply"], self._defaults["json_reply"]
+        else:
             self.json_reply = self.reply = answer
         return await super()._generate(request, call, **extra)
 
