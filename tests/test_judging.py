@@ -19,7 +19,15 @@ from workbench_support import KEYS, cloud_conductor
 
 from conductor_core.testing.protocol_servers import AnthropicServer, Fault, GeminiServer
 from conductor_core.workbench.datasets import read_dataset
-from conductor_core.workbench.experiments import Check, CheckError, CheckKind, ExperimentStore, evaluate
+from conductor_core.workbench.experiments import (
+    Check,
+    CheckError,
+    CheckKind,
+    ExperimentError,
+    ExperimentStore,
+    JudgeTarget,
+    evaluate,
+)
 from conductor_core.workbench.exports import check_rates_table, run_report, to_csv, to_html, to_json
 from conductor_core.workbench.judging import (
     JUDGE_SCHEMA,
@@ -27,9 +35,10 @@ from conductor_core.workbench.judging import (
     agreements,
     cohens_kappa,
     judge_prompt,
+    pair_outcome,
     read_verdict,
 )
-from conductor_core.workbench.runner import start_run
+from conductor_core.workbench.runner import PairwiseProgress, start_pairwise, start_run
 from conductor_core.workbench.templates import TemplateError
 from conductor_core.workbench.variants import Variant
 
@@ -130,10 +139,26 @@ def test_kappa_is_undefined_when_every_label_is_one_class():
 # --- runs over loopback upstreams -----------------------------------------------------------------
 
 
+def pairwise_script(prompt: str) -> str | None:
+    """Which answer is better, by row: rows 1-5 A's (anthropic's) both times, rows 6-7 B's both
+    times; row 8 always "1" and row 10 always "2" (they flip with the order: ties); row 9 "tie"."""
+    row = next(i for i, r in enumerate(ROWS) if f"country {r}?" in prompt)
+    a_first = prompt.index(A_REPLY) < prompt.index(B_REPLY)
+    if row < 5:
+        better = "1" if a_first else "2"
+    elif row < 7:
+        better = "2" if a_first else "1"
+    else:
+        better = {7: "1", 8: "tie", 9: "2"}[row]
+    return json.dumps({"better": better, "reason": f"row {ROWS[row]}"})
+
+
 def script(prompt: str) -> str | Fault | None:
     """The judge's verdicts, by the row id and the answer in its prompt. Variant A (anthropic,
     "It is Paris."): rows 1-7 pass. Variant B (gemini, "Rome, surely."): rows 1-4 pass, 5-8
     fail, row 9's judge answers prose (not a verdict), row 10's judge call fails with a 500."""
+    if "Answer 1:" in prompt:
+        return pairwise_script(prompt)
     row = next((i for i, r in enumerate(ROWS) if f"Row {r}." in prompt), None)
     if row is None:
         return None
@@ -314,10 +339,64 @@ def test_a_judge_that_is_not_configured_is_refused_before_any_call(upstreams, tm
         store, experiment_id = judged_experiment(conductor)
         with pytest.raises(CheckError, match="needs a judge"):
             start_run(conductor, store, experiment_id, checks=[Check(kind="rubric", rubric="{{answer}}")])
-        from conductor_core.workbench.experiments import ExperimentError
-
         with pytest.raises(ExperimentError, match="the judge 'local' is not a configured provider"):
             start_run(conductor, store, experiment_id, checks=[rubric(provider="local")])
         assert sum(s.request_count for s in upstreams.values()) == 0
+    finally:
+        conductor.close()
+
+
+def test_pair_outcome_takes_the_same_winner_twice_and_a_flip_is_a_tie():
+    assert pair_outcome("1", "2") == "a"  # A first: 1 (A); B first: 2 (A)
+    assert pair_outcome("2", "1") == "b"
+    assert pair_outcome("1", "1") == "tie"  # position bias: the first answer both times
+    assert pair_outcome("2", "2") == "tie"
+    assert pair_outcome("tie", "1") == pair_outcome("tie", "tie") == "tie"
+    assert pair_outcome(None, "1") is None and pair_outcome("1", None) is None
+
+
+def test_pairwise_judging_with_the_order_swapped_feeds_a_judge_leaderboard(upstreams, tmp_path: Path):
+    conductor = cloud_conductor(upstreams, tmp_path, None)
+    judge = upstreams["openai"]
+    try:
+        store, experiment_id = judged_experiment(conductor)
+        run = start_run(conductor, store, experiment_id, checks=[])
+        assert run.wait(120)
+        pairwise = start_pairwise(conductor, store, run.run_id, 0, 1, JudgeTarget(provider="openai"))
+        assert pairwise.wait(120)
+        assert pairwise.progress() == PairwiseProgress(run.run_id, 0, 1, 10, 10, "completed")
+
+        # Each row asked twice, the answers in both orders.
+        asked = [p for p in judge.prompts() if "Answer 1:" in p]
+        assert len(asked) == 20
+        for r in ROWS:
+            mine = [p for p in asked if f"country {r}?" in p]
+            assert sorted(p.index(A_REPLY) < p.index(B_REPLY) for p in mine) == [False, True]
+        [stats] = store.pairwise_stats(run.run_id)
+        assert (stats.a, stats.b, stats.wins_a, stats.wins_b, stats.ties, stats.failed) == (0, 1, 5, 2, 3, 0)
+        assert (stats.win_rate(0), stats.win_rate(1)) == (0.5, 0.2)
+        votes = {v.row: v for v in store.judge_votes(run.run_id)}
+        assert (votes[7].first, votes[7].second, votes[7].outcome) == ("1", "1", "tie")
+        assert (votes[9].first, votes[9].second, votes[9].outcome) == ("2", "2", "tie")
+        assert (votes[0].outcome, votes[0].reason, votes[0].calls) == ("a", "row r01 | row r01", 2)
+
+        # Judge votes feed the judges' Bradley–Terry leaderboard, never people's.
+        board = store.judge_leaderboard(min_votes=1, rounds=20)
+        assert board.voters == "judge" and board.votes == 10
+        first, second = board.ratings
+        assert (first.subject, first.wins, first.losses, first.ties) == ("anthropic", 5, 2, 3)
+        assert second.subject == "gemini" and first.rating > second.rating
+        people = conductor.ratings(fresh=True)
+        assert people.voters == "people" and people.votes == 0 and people.ratings == []
+
+        # Judged again: the pair's earlier votes are replaced, not added to.
+        again = start_pairwise(conductor, store, run.run_id, 1, 0, JudgeTarget(provider="openai"))
+        assert again.wait(120)
+        [stats] = store.pairwise_stats(run.run_id)
+        assert (stats.a, stats.b, stats.wins_a, stats.wins_b, stats.ties) == (1, 0, 2, 5, 3)
+        with pytest.raises(ExperimentError, match="two different variants"):
+            start_pairwise(conductor, store, run.run_id, 1, 1, JudgeTarget(provider="openai"))
+        with pytest.raises(ExperimentError, match="the judge 'local' is not a configured provider"):
+            start_pairwise(conductor, store, run.run_id, 0, 1, JudgeTarget(provider="local"))
     finally:
         conductor.close()

@@ -58,7 +58,7 @@ import time
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy import (
@@ -93,6 +93,9 @@ from .sessions import metadata as attachments_metadata
 from .templates import Template, TemplateError
 from .variants import Variant, variant_labels
 
+if TYPE_CHECKING:
+    from .ratings import Leaderboard
+
 __all__ = [
     "CheckKind",
     "Check",
@@ -113,6 +116,8 @@ __all__ = [
     "GridRow",
     "VariantStats",
     "ExperimentStore",
+    "JudgeVote",
+    "PairwiseStats",
     "check_answer",
     "metadata",
 ]
@@ -501,6 +506,30 @@ cells_table = Table(
     Index("ix_experiment_cells_request_id", "request_id"),
 )
 
+# Pairwise judgements (0009): per row, which of two variants' answers a judge found better,
+# asked twice with the order swapped. Judge votes, kept apart from people's votes.
+judge_votes_table = Table(
+    "experiment_judge_votes",
+    metadata,
+    Column("id", String(), primary_key=True),
+    Column("run_id", String(), nullable=False),
+    Column("row_index", Integer(), nullable=False),
+    Column("variant_a", Integer(), nullable=False),
+    Column("variant_b", Integer(), nullable=False),
+    Column("judge", SafeText(), nullable=False),  # JSON JudgeTarget
+    Column("criteria", SafeText()),
+    Column("outcome", String(), nullable=False),  # a / b / tie / failed / cancelled
+    Column("first", String()),  # the verdict with A shown first: "1", "2", "tie"
+    Column("second", String()),  # with B shown first
+    Column("reason", SafeText()),
+    Column("error", SafeText()),
+    Column("latency_ms", Double()),
+    Column("cost_usd", Double()),
+    Column("calls", Integer(), nullable=False),
+    Column("created_ts", Double(), nullable=False),
+    Index("ix_experiment_judge_votes_run_id", "run_id"),
+)
+
 
 # --- models ----------------------------------------------------------------------------------
 
@@ -584,6 +613,49 @@ class Cell(BaseModel):
     rating: int | None = Field(default=None, description="+1 (👍), -1 (👎) or None (not rated).")
     tool_calls: list[ToolCall] | None = Field(default=None, description="The tools the model called.")
     checks: list[CheckResult] | None = Field(default=None, description="One result per run check, in order.")
+
+
+class JudgeVote(BaseModel):
+    """One row's pairwise judgement of variants `a` and `b` (judging.py `judge_pair`)."""
+
+    row: int
+    a: int
+    b: int
+    judge: JudgeTarget
+    criteria: str | None = None
+    outcome: Literal["a", "b", "tie", "failed", "cancelled"]
+    first: str | None = None
+    second: str | None = None
+    reason: str | None = None
+    error: str | None = None
+    latency_ms: float | None = None
+    cost_usd: float | None = None
+    calls: int = 0
+
+
+class PairwiseStats(BaseModel):
+    """A pair of variants judged by one judge over a run's rows: who won how often."""
+
+    a: int
+    b: int
+    judge: JudgeTarget
+    wins_a: int = 0
+    wins_b: int = 0
+    ties: int = Field(default=0, description="Rows where the judge said tie, or flipped with the order.")
+    failed: int = 0
+    cancelled: int = 0
+    cost_usd: float = 0.0
+    unpriced: int = Field(default=0, description="Rows whose judge calls' cost is unknown.")
+
+    @property
+    def judged(self) -> int:
+        return self.wins_a + self.wins_b + self.ties
+
+    def win_rate(self, variant: int) -> float | None:
+        """Rows the variant won ÷ rows judged (ties count for neither)."""
+        if not self.judged:
+            return None
+        return (self.wins_a if variant == self.a else self.wins_b) / self.judged
 
 
 class GridRow(BaseModel):
@@ -1273,6 +1345,116 @@ class ExperimentStore:
         for s in stats:
             s.decided_rows = total
             s.win_rate = s.wins / total if total else None
+
+    # --- pairwise judge votes --------------------------------------------------------------
+
+    def clear_judge_votes(self, run_id: str, a: int, b: int) -> None:
+        """Forget a pair's earlier judgement of this run (a new one replaces it)."""
+        v = judge_votes_table.c
+        pair = ((v.variant_a == a) & (v.variant_b == b)) | ((v.variant_a == b) & (v.variant_b == a))
+        with self.engine.begin() as conn:
+            conn.execute(judge_votes_table.delete().where(v.run_id == run_id, pair))
+
+    def write_judge_votes(self, run_id: str, votes: Sequence[JudgeVote]) -> None:
+        if not votes:
+            return
+        now = time.time()
+        rows = [
+            {
+                "id": new_id("jvote"),
+                "run_id": run_id,
+                "row_index": vote.row,
+                "variant_a": vote.a,
+                "variant_b": vote.b,
+                "judge": vote.judge.model_dump_json(),
+                "criteria": vote.criteria,
+                "outcome": vote.outcome,
+                "first": vote.first,
+                "second": vote.second,
+                "reason": redact(vote.reason) if vote.reason is not None else None,
+                "error": redact(vote.error) if vote.error is not None else None,
+                "latency_ms": vote.latency_ms,
+                "cost_usd": vote.cost_usd,
+                "calls": vote.calls,
+                "created_ts": now,
+            }
+            for vote in votes
+        ]
+        with self.engine.begin() as conn:
+            conn.execute(insert(judge_votes_table), rows)
+
+    def judge_votes(self, run_id: str) -> list[JudgeVote]:
+        v = judge_votes_table.c
+        stmt = select(judge_votes_table).where(v.run_id == run_id).order_by(v.variant_a, v.variant_b, v.row_index)
+        with self.engine.connect() as conn:
+            return [self._judge_vote(row) for row in conn.execute(stmt).mappings()]
+
+    @staticmethod
+    def _judge_vote(row: Any) -> JudgeVote:
+        return JudgeVote(
+            row=row["row_index"],
+            a=row["variant_a"],
+            b=row["variant_b"],
+            judge=JudgeTarget.model_validate_json(row["judge"]),
+            **{k: row[k] for k in ("criteria", "outcome", "first", "second", "reason", "error", "latency_ms")},
+            cost_usd=row["cost_usd"],
+            calls=row["calls"],
+        )
+
+    def pairwise_stats(self, run_id: str) -> list[PairwiseStats]:
+        """Per pair of variants and judge: wins, ties (flips included), failures and cost."""
+        v = judge_votes_table.c
+        stmt = (
+            select(
+                v.variant_a,
+                v.variant_b,
+                v.judge,
+                v.outcome,
+                func.count(),
+                func.sum(func.coalesce(v.cost_usd, 0.0)),
+                func.sum(case(((v.cost_usd.is_(None)) & (v.calls > 0), 1), else_=0)),
+            )
+            .where(v.run_id == run_id)
+            .group_by(v.variant_a, v.variant_b, v.judge, v.outcome)
+        )
+        found: dict[tuple[int, int, str], PairwiseStats] = {}
+        with self.engine.connect() as conn:
+            for a, b, judge, outcome, n, cost, unpriced in conn.execute(stmt):
+                s = found.setdefault(
+                    (a, b, judge), PairwiseStats(a=a, b=b, judge=JudgeTarget.model_validate_json(judge))
+                )
+                field = {"a": "wins_a", "b": "wins_b", "tie": "ties"}.get(outcome, outcome)
+                setattr(s, field, getattr(s, field) + int(n))
+                s.cost_usd += float(cost or 0.0)
+                s.unpriced += int(unpriced or 0)
+        return [found[key] for key in sorted(found)]
+
+    def judge_leaderboard(self, **options: Any) -> Leaderboard:
+        """Bradley–Terry ratings from every judge vote of every run (a win, or a tie), the
+        variants named by their labels: the judges' leaderboard, never mixed with people's votes
+        (the arena's and Compare's `votes`). `options` go to `ratings.fit_ratings`."""
+        from .ratings import Judgement as Comparison
+        from .ratings import fit_ratings
+
+        v, r = judge_votes_table.c, runs_table.c
+        stmt = (
+            select(r.experiment_id, v.variant_a, v.variant_b, v.outcome)
+            .join(runs_table, r.id == v.run_id)
+            .where(v.outcome.in_(("a", "b", "tie")))
+        )
+        labels: dict[str, list[str]] = {}
+        comparisons = []
+        with self.engine.connect() as conn:
+            rows = list(conn.execute(stmt))
+        for experiment_id, a, b, outcome in rows:
+            if experiment_id not in labels:
+                labels[experiment_id] = self.experiment(experiment_id).labels
+            names = labels[experiment_id]
+            if names[a] == names[b]:
+                continue
+            winner = {"a": names[a], "b": names[b]}.get(outcome)
+            comparisons.append(Comparison(subjects=(names[a], names[b]), winner=winner))
+        return fit_ratings(comparisons, **{**options, "voters": "judge"})
 
     def changes(self, run_id: str, earlier_run_id: str | None = None) -> list[str]:
         """What moved since an earlier run of the same experiment (default: the one before),

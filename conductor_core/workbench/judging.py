@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from ..errors import ProviderError
 from ..models import (
@@ -31,7 +31,7 @@ from ..models import (
     new_id,
 )
 from ..structured import check_json
-from .experiments import Check, CheckKind, CheckResult, Judgement
+from .experiments import Check, CheckKind, CheckResult, Judgement, JudgeTarget
 from .templates import Template, TemplateError
 
 __all__ = [
@@ -42,6 +42,13 @@ __all__ = [
     "judge_request",
     "read_verdict",
     "judge_answer",
+    "ask_judge",
+    "Asked",
+    "PAIRWISE_SCHEMA",
+    "pairwise_prompt",
+    "pair_outcome",
+    "judge_pair",
+    "PairVerdict",
     "cancelled_judgement",
     "Agreement",
     "cohens_kappa",
@@ -120,6 +127,59 @@ def _failed(error: str, *, request_id: str | None = None, latency_ms: float | No
     )
 
 
+@dataclass(frozen=True)
+class Asked:
+    """One call to a judge: the JSON it answered (status ok) or why there is none."""
+
+    status: Literal["ok", "failed", "cancelled"]
+    value: Any = None
+    error: str | None = None
+    request_id: str | None = None
+    latency_ms: float | None = None
+    cost_usd: float | None = None
+
+
+def ask_judge(
+    conductor: Any,
+    request: ChatRequest,
+    schema: dict[str, Any],
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    stopped: Callable[[], bool] = lambda: False,
+) -> Asked:
+    """Ask a judge through the router (`Conductor.stream`) for JSON matching `schema`. Never
+    raises for what the judge did: a provider error, an answer cut off or one that does not match
+    the schema is `failed` (with the error); `stopped()` before or during the call, `cancelled`."""
+    if stopped():
+        return Asked("cancelled")
+    request_id = new_id("judge")
+    try:
+        stream = conductor.stream(request, overrides=overrides, request_id=request_id)
+    except ProviderError as error:
+        return Asked("failed", error=f"{error.type}: {error.message}", request_id=request_id)
+    try:
+        for event in stream:
+            if isinstance(event, StreamDone):
+                a = event.response.analytics
+                checked = check_json(event.response.content, schema)
+                if not checked.ok:
+                    why = f"the judge's answer is not a verdict ({checked.error})"
+                    return Asked("failed", None, why, request_id, a.latency_ms, a.cost_usd)
+                return Asked("ok", checked.value, None, request_id, a.latency_ms, a.cost_usd)
+            if isinstance(event, StreamIncomplete):
+                a = event.partial.analytics
+                why = f"the judge's answer was cut off ({event.error.message})"
+                return Asked("failed", None, why, request_id, a.latency_ms, a.cost_usd)
+            if stopped():
+                # Closing the stream (finally) makes the log record this attempt as cancelled.
+                return Asked("cancelled", request_id=request_id)
+        return Asked("failed", error="the judge's stream ended without an answer", request_id=request_id)
+    except ProviderError as error:
+        return Asked("failed", error=f"{error.type}: {error.message}", request_id=request_id)
+    finally:
+        stream.close()
+
+
 def judge_answer(
     conductor: Any,
     check: Check,
@@ -143,47 +203,132 @@ def judge_answer(
         request = judge_request(check, prompt)
     except (TemplateError, ValueError) as exc:
         return _failed(f"the rubric cannot be filled: {exc}")
-    request_id = new_id("judge")
-    try:
-        stream = conductor.stream(request, overrides=overrides, request_id=request_id)
-    except ProviderError as error:
-        return _failed(f"{error.type}: {error.message}", request_id=request_id)
-    try:
-        for event in stream:
-            if isinstance(event, StreamDone):
-                a = event.response.analytics
-                verdict = read_verdict(event.response.content)
-                if isinstance(verdict, str):
-                    return _failed(verdict, request_id=request_id, latency_ms=a.latency_ms, cost=a.cost_usd)
-                passed, score, reason = verdict
-                return CheckResult(
-                    passed=passed,
-                    detail=None if passed else reason,
-                    score=score,
-                    judge=Judgement(
-                        status="ok",
-                        reason=reason,
-                        request_id=request_id,
-                        latency_ms=a.latency_ms,
-                        cost_usd=a.cost_usd,
-                    ),
-                )
-            if isinstance(event, StreamIncomplete):
-                a = event.partial.analytics
-                return _failed(
-                    f"the judge's answer was cut off ({event.error.message})",
-                    request_id=request_id,
-                    latency_ms=a.latency_ms,
-                    cost=a.cost_usd,
-                )
-            if stopped():
-                # Closing the stream (finally) makes the log record this attempt as cancelled.
-                return cancelled_judgement(request_id)
-        return _failed("the judge's stream ended without an answer", request_id=request_id)
-    except ProviderError as error:
-        return _failed(f"{error.type}: {error.message}", request_id=request_id)
-    finally:
-        stream.close()
+    asked = ask_judge(conductor, request, JUDGE_SCHEMA, overrides=overrides, stopped=stopped)
+    if asked.status == "cancelled":
+        return cancelled_judgement(asked.request_id)
+    if asked.status == "failed":
+        return _failed(
+            asked.error or "no verdict", request_id=asked.request_id, latency_ms=asked.latency_ms, cost=asked.cost_usd
+        )
+    passed, score, reason = bool(asked.value["pass"]), float(asked.value["score"]), _one_line(asked.value["reason"])
+    return CheckResult(
+        passed=passed,
+        detail=None if passed else reason,
+        score=score,
+        judge=Judgement(
+            status="ok",
+            reason=reason,
+            request_id=asked.request_id,
+            latency_ms=asked.latency_ms,
+            cost_usd=asked.cost_usd,
+        ),
+    )
+
+
+def _one_line(text: Any) -> str:
+    return " ".join(str(text).split())
+
+
+# --- pairwise: which of two answers is better, asked twice with the order swapped ----------------
+
+#: What a pairwise judge answers: which answer is better ("1", "2" or "tie") and why.
+PAIRWISE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"better": {"type": "string", "enum": ["1", "2", "tie"]}, "reason": {"type": "string"}},
+    "required": ["better", "reason"],
+    "additionalProperties": False,
+}
+PAIRWISE_FORMAT = ResponseFormatJsonSchema.model_validate(
+    {"type": "json_schema", "json_schema": {"name": "preference", "schema": PAIRWISE_SCHEMA, "strict": True}}
+)
+PAIRWISE_SYSTEM = (
+    "You compare two answers to the same prompt. Reply with JSON only: "
+    '{"better": "1", "2" or "tie", "reason": one short sentence}.'
+)
+DEFAULT_CRITERIA = "Which answer is better: more correct, more helpful, clearer?"
+
+
+def pairwise_prompt(prompt: str, first: str, second: str, criteria: str | None = None) -> str:
+    return (
+        f"{(criteria or '').strip() or DEFAULT_CRITERIA}\n\nThe prompt:\n{prompt}\n\n"
+        f"Answer 1:\n{first}\n\nAnswer 2:\n{second}"
+    )
+
+
+def pairwise_request(judge: JudgeTarget, prompt: str) -> ChatRequest:
+    return ChatRequest(
+        provider=judge.provider,
+        model=judge.model,
+        messages=[
+            ChatMessage(role=MessageRole.system, content=PAIRWISE_SYSTEM),
+            ChatMessage(role=MessageRole.user, content=prompt),
+        ],
+        temperature=0.0,
+        max_tokens=JUDGE_MAX_TOKENS,
+        response_format=PAIRWISE_FORMAT,
+    )
+
+
+def pair_outcome(first: str | None, second: str | None) -> Literal["a", "b", "tie"] | None:
+    """The row's result from the two verdicts: `first` asked with A as answer 1, `second` with B
+    as answer 1. The same answer picked both times wins; a flip (position bias) or a tie is a
+    tie; None when either verdict is missing."""
+    if first is None or second is None:
+        return None
+    if (first, second) == ("1", "2"):
+        return "a"
+    if (first, second) == ("2", "1"):
+        return "b"
+    return "tie"
+
+
+def judge_pair(
+    conductor: Any,
+    judge: JudgeTarget,
+    *,
+    prompt: str,
+    answer_a: str,
+    answer_b: str,
+    criteria: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    stopped: Callable[[], bool] = lambda: False,
+) -> PairVerdict:
+    """Ask the judge twice, A first then B first, and combine the verdicts (`pair_outcome`)."""
+    asked = []
+    for first, second in ((answer_a, answer_b), (answer_b, answer_a)):
+        request = pairwise_request(judge, pairwise_prompt(prompt, first, second, criteria))
+        asked.append(ask_judge(conductor, request, PAIRWISE_SCHEMA, overrides=overrides, stopped=stopped))
+        if asked[-1].status != "ok":
+            break
+    picks = [a.value["better"] if a.status == "ok" else None for a in asked] + [None] * (2 - len(asked))
+    outcome = pair_outcome(picks[0], picks[1])
+    costs = [a.cost_usd for a in asked if a.request_id is not None]
+    latencies = [a.latency_ms for a in asked if a.latency_ms is not None]
+    last = asked[-1]
+    return PairVerdict(
+        outcome=outcome if outcome is not None else ("cancelled" if last.status == "cancelled" else "failed"),
+        first=picks[0],
+        second=picks[1],
+        reason=" | ".join(_one_line(a.value["reason"]) for a in asked if a.status == "ok") or None,
+        error=last.error if last.status == "failed" else None,
+        latency_ms=sum(latencies) if latencies else None,
+        cost_usd=None if not costs or any(c is None for c in costs) else sum(c for c in costs if c is not None),
+        calls=len(costs),
+    )
+
+
+@dataclass(frozen=True)
+class PairVerdict:
+    """One row's pairwise judgement: `outcome` a (A better both times), b, tie, failed or cancelled."""
+
+    outcome: Literal["a", "b", "tie", "failed", "cancelled"]
+    first: str | None  # the verdict with A shown first: "1", "2" or "tie"
+    second: str | None  # with B shown first
+    reason: str | None
+    error: str | None
+    latency_ms: float | None  # both calls
+    cost_usd: float | None  # both calls; None when either's cost is unknown
+    calls: int
 
 
 # --- agreement between the judge and a person ----------------------------------------------------

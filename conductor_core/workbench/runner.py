@@ -32,7 +32,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from types import EllipsisType
 from typing import Any, Literal
 
@@ -51,15 +51,27 @@ from .experiments import (
     ExperimentError,
     ExperimentStore,
     Judgement,
+    JudgeTarget,
+    JudgeVote,
     all_passed,
     as_checks,
     evaluate,
     failed_checks,
 )
-from .judging import cancelled_judgement, judge_answer
+from .judging import cancelled_judgement, judge_answer, judge_pair
 from .templates import Template, TemplateError
 
-__all__ = ["Progress", "RunHandle", "start_run", "concurrency_limits", "image_refusals", "judge_problems"]
+__all__ = [
+    "Progress",
+    "RunHandle",
+    "start_run",
+    "concurrency_limits",
+    "image_refusals",
+    "judge_problems",
+    "PairwiseHandle",
+    "PairwiseProgress",
+    "start_pairwise",
+]
 
 log = logging.getLogger("conductor.experiments")
 
@@ -591,4 +603,170 @@ def start_run(
     except BaseException:
         store.finish_run(run.id, "stopped")  # never left "running" by a live process that does not run it
         raise
+    return handle
+
+
+# --- pairwise judging: which of two variants answered a row better ------------------------------
+
+
+@dataclass(frozen=True)
+class PairwiseProgress:
+    run_id: str
+    a: int
+    b: int
+    total: int  # rows where both variants answered
+    done: int
+    state: State
+
+
+_live_pairs: dict[tuple[str, int, int], PairwiseHandle] = {}
+
+
+class PairwiseHandle:
+    """A pairwise judgement of two variants over a finished run's rows, in this process. Each
+    row whose two cells answered is judged twice (order swapped; judging.py `judge_pair`) by
+    `experiment_judge_concurrency` threads, and its vote stored as it comes. Stop: no new row;
+    a call in flight is closed at its next event and its row stored as cancelled."""
+
+    def __init__(
+        self,
+        conductor: Any,
+        store: ExperimentStore,
+        run_id: str,
+        a: int,
+        b: int,
+        judge: JudgeTarget,
+        criteria: str | None,
+        overrides: Mapping[str, Any] | None,
+    ) -> None:
+        self.run_id, self.a, self.b, self.judge, self.criteria = run_id, a, b, judge, criteria
+        self._conductor, self._store, self._overrides = conductor, store, overrides
+        self._stop = threading.Event()
+        self._done = threading.Event()
+        self._lock = threading.Lock()
+        self._pairs = list(self._answered_pairs())
+        self._next = iter(self._pairs)
+        self._progress = PairwiseProgress(run_id, a, b, len(self._pairs), 0, "running")
+        limit = max(1, int(getattr(conductor.settings, "experiment_judge_concurrency", 2)))
+        self._threads = [
+            threading.Thread(target=self._work, name=f"experiment-pairwise-{i}", daemon=True)
+            for i in range(max(1, min(limit, len(self._pairs))))
+        ]
+
+    @classmethod
+    def find(cls, run_id: str, a: int, b: int) -> PairwiseHandle | None:
+        with _live_lock:
+            return _live_pairs.get((run_id, a, b))
+
+    def _answered_pairs(self) -> Iterator[tuple[int, str, str, str]]:
+        """(row, its prompt, A's answer, B's answer) for every row where both answered."""
+        experiment = self._store.experiment(self._store.run(self.run_id).experiment_id)
+        offset = 0
+        while page := self._store.grid(self.run_id, offset=offset, limit=200):
+            for grid_row in page:
+                one, two = grid_row.cells[self.a], grid_row.cells[self.b]
+                if one is None or two is None or one.status != "ok" or two.status != "ok":
+                    continue
+                if one.answer is None or two.answer is None:
+                    continue
+                prompt = self._store.prompt(experiment, grid_row.values, grid_row.row)
+                yield grid_row.row, prompt, one.answer, two.answer
+            offset = page[-1].row + 1
+
+    def progress(self) -> PairwiseProgress:
+        with self._lock:
+            return self._progress
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._lock:
+            if self._progress.state == "running":
+                self._progress = replace(self._progress, state="stopping")
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._done.wait(timeout)
+
+    def _start(self) -> None:
+        with _live_lock:
+            _live_pairs[(self.run_id, self.a, self.b)] = self
+        for thread in self._threads:
+            thread.start()
+        threading.Thread(target=self._supervise, name="experiment-pairwise", daemon=True).start()
+
+    def _take(self) -> tuple[int, str, str, str] | None:
+        with self._lock:
+            return next(self._next, None)
+
+    def _work(self) -> None:
+        while (item := self._take()) is not None:
+            row, prompt, answer_a, answer_b = item
+            try:
+                verdict = judge_pair(
+                    self._conductor,
+                    self.judge,
+                    prompt=prompt,
+                    answer_a=answer_a,
+                    answer_b=answer_b,
+                    criteria=self.criteria,
+                    overrides=self._overrides,
+                    stopped=self._stop.is_set,
+                )
+                vote = JudgeVote(
+                    row=row, a=self.a, b=self.b, judge=self.judge, criteria=self.criteria, **asdict(verdict)
+                )
+            except Exception as exc:  # the row says what went wrong; the others go on
+                log.exception("pairwise judgement of row %s crashed", row)
+                vote = JudgeVote(
+                    row=row, a=self.a, b=self.b, judge=self.judge, outcome="failed", error=f"internal: {exc}"
+                )
+            try:
+                self._store.write_judge_votes(self.run_id, [vote])
+            except Exception:
+                log.exception("pairwise judgement of row %s could not be stored", row)
+            with self._lock:
+                self._progress = replace(self._progress, done=self._progress.done + 1)
+
+    def _supervise(self) -> None:
+        for thread in self._threads:
+            thread.join()
+        with self._lock:
+            state: State = "stopped" if self._stop.is_set() else "completed"
+            self._progress = replace(self._progress, state=state)
+        with _live_lock:
+            _live_pairs.pop((self.run_id, self.a, self.b), None)
+        self._done.set()
+
+
+def start_pairwise(
+    conductor: Any,
+    store: ExperimentStore,
+    run_id: str,
+    a: int,
+    b: int,
+    judge: JudgeTarget,
+    *,
+    criteria: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> PairwiseHandle:
+    """Judge variants `a` and `b` of a finished run row by row (replacing an earlier judgement
+    of the pair). Refused, before any call, for a run still running, a judge not configured,
+    or a run whose answers are not kept."""
+    run = store.run(run_id)
+    experiment = store.experiment(run.experiment_id)
+    width = len(experiment.variants)
+    if a == b or not (0 <= a < width and 0 <= b < width):
+        raise ExperimentError(f"choose two different variants of the {width}")
+    if run.status == "running":
+        raise ExperimentError("the run is still running: judge its answers once it has finished")
+    if judge.provider == "auto":
+        raise ExperimentError("the judge names a provider: 'auto' could judge each row with another model")
+    if problems := judge_problems(conductor, [Check(kind=CheckKind.rubric, rubric="-", judge=judge)], overrides):
+        raise ExperimentError("; ".join(problems) + ". Nothing was sent.")
+    if not store.keeps_text:
+        raise ExperimentError("answers are not kept (prompt logging is off): there is nothing to compare")
+    if PairwiseHandle.find(run_id, a, b) is not None:
+        raise ExperimentError("this pair is being judged already")
+    store.clear_judge_votes(run_id, a, b)
+    handle = PairwiseHandle(conductor, store, run_id, a, b, judge, criteria, overrides)
+    handle._start()
     return handle
