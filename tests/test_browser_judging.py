@@ -5,6 +5,8 @@ person's 👍/👎 and the judge's agreement with them (n, %, Cohen's kappa)."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from judge_support import ScriptedJudge, verdict
 
@@ -20,9 +22,25 @@ RUBRIC = "Row {{id}}: the answer names {{expected}}. Answer: {{answer}}"
 ALPHA, BETA = "Alpha says Paris.", "Beta says Rome."
 
 
+def pairwise(prompt: str) -> str:
+    """Which answer is better: alpha's on rows 1-6 both times, beta's on rows 7-8; row 9 always
+    the first shown (it flips with the order: a tie), row 10 a tie."""
+    row = next(i for i, r in enumerate(ROWS) if f"Land {r}?" in prompt)
+    alpha_first = prompt.index(ALPHA) < prompt.index(BETA)
+    if row < 6:
+        better = "1" if alpha_first else "2"
+    elif row < 8:
+        better = "2" if alpha_first else "1"
+    else:
+        better = "1" if row == 8 else "tie"
+    return json.dumps({"better": better, "reason": f"row {ROWS[row]}"})
+
+
 def script(prompt: str) -> str | None:
     """alpha's answers pass on rows 1-7; beta's on rows 1-4, fail on 5-9, and row 10's judge
     answers prose (a failed judge, not a failed answer). Anything else is an ordinary answer."""
+    if "Answer 1:" in prompt:
+        return pairwise(prompt)
     row = next((i for i, r in enumerate(ROWS) if f"Row {r}:" in prompt), None)
     if row is None:
         return None
@@ -155,3 +173,19 @@ def test_a_rubric_check_graded_by_a_judge_then_agreement_with_thumbs(lab, shots)
         [(_label, cells)] = agreement.items()
         assert cells == ["3", "2 of 3 (67%)", "0.40"], cells
         shots(page, "experiment_rubric_agreement", full_page=True)
+
+        # Pairwise: alpha judges A against B, each row twice with the order swapped.
+        page.get_by_text("Judge two variants against each other (pairwise)").click()
+        page.get_by_role("button", name="Judge the pair").click()
+        page.get_by_text("Pairwise judge", exact=True).wait_for(timeout=120_000)
+        eventually(lambda: "A 6 · B 2" in run_text(page), what="the pairwise result")
+        pairs = table_rows(page, "Pairwise judge")
+        [(pair, cells)] = pairs.items()
+        assert pair == "A · alpha/alpha-1 vs B · beta/beta-1"
+        # judge, wins, ties (a flip and a tie answer), no verdict, win rate
+        assert cells[:5] == ["alpha", "A 6 · B 2", "2", "0", "A 60% · B 20%"], cells
+        assert len([q for q in lab["alpha"].prompts() if "Answer 1:" in q]) == 20
+        board = table_rows(page, "Judges' leaderboard")
+        assert board["1"][0] == "alpha/alpha-1" and board["1"][4] == "6/2/2", board
+        assert "10 judge votes" in board["1"][5], board
+        shots(page, "experiment_pairwise", full_page=True)

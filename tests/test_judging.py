@@ -28,7 +28,15 @@ from conductor_core.workbench.experiments import (
     JudgeTarget,
     evaluate,
 )
-from conductor_core.workbench.exports import check_rates_table, run_report, to_csv, to_html, to_json
+from conductor_core.workbench.exports import (
+    check_rates_table,
+    pairwise_table,
+    ratings_table,
+    run_report,
+    to_csv,
+    to_html,
+    to_json,
+)
 from conductor_core.workbench.judging import (
     JUDGE_SCHEMA,
     Agreement,
@@ -388,6 +396,14 @@ def test_pairwise_judging_with_the_order_swapped_feeds_a_judge_leaderboard(upstr
         assert second.subject == "gemini" and first.rating > second.rating
         people = conductor.ratings(fresh=True)
         assert people.voters == "people" and people.votes == 0 and people.ratings == []
+
+        # The exports carry the pair's figures; the judges' leaderboard names its votes as theirs.
+        report = run_report(store, run.run_id)
+        assert json.loads(to_json(report))["pairwise"][0]["wins_a"] == 5
+        _head, [pair_row] = pairwise_table(report.labels, report.pairwise)
+        assert pair_row[2:6] == ["A 5 · B 2", "3", "0", "A 50% · B 20%"]
+        assert "A 5 · B 2" in to_html(report, charts=False)
+        assert "10 judge votes" in ratings_table(store.judge_leaderboard(min_votes=1, rounds=5))[1][0][-1]
 
         # Judged again: the pair's earlier votes are replaced, not added to.
         again = start_pairwise(conductor, store, run.run_id, 1, 0, JudgeTarget(provider="openai"))

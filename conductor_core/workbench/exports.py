@@ -38,7 +38,17 @@ from ..models import IMAGE_MEDIA_TYPES, ToolCall, describe_size, utcnow
 from ..secrets import redact, redact_json
 from ..store.export import neutralize_formula
 from .arena import Arena, Reveal
-from .experiments import Cell, Check, CheckKind, CheckResult, CheckStats, ExperimentStore, GridRow, VariantStats
+from .experiments import (
+    Cell,
+    Check,
+    CheckKind,
+    CheckResult,
+    CheckStats,
+    ExperimentStore,
+    GridRow,
+    PairwiseStats,
+    VariantStats,
+)
 from .judging import agreements
 from .ratings import Leaderboard
 from .variants import Variant
@@ -61,6 +71,8 @@ __all__ = [
     "to_csv",
     "check_rates_table",
     "agreement_table",
+    "pairwise_table",
+    "ratings_table",
     "JudgeAgreement",
     "filename",
     "stats_table",
@@ -171,6 +183,7 @@ class RunReport(BaseModel):
     rows_total: int
     leaderboard: Leaderboard | None = None
     agreement: list[JudgeAgreement] = Field(default_factory=list, description="Per rubric check: judge vs person.")
+    pairwise: list[PairwiseStats] = Field(default_factory=list, description="Pairs of variants a judge compared.")
 
 
 class ArenaReport(BaseModel):
@@ -212,6 +225,7 @@ def run_report(
         columns=list(experiment.columns),
         stats=stats,
         agreement=judge_agreement(list(run.checks), stats),
+        pairwise=store.pairwise_stats(run_id),
         changes=store.changes(run_id),
         rows=rows,
         rows_total=experiment.row_count,
@@ -241,6 +255,38 @@ def agreement_table(checks: list[Check], stats: list[VariantStats]) -> tuple[lis
         kappa = "—" if a.n == 0 else (f"{a.kappa:.2f}" if a.kappa is not None else (a.kappa_note or "undefined"))
         rows.append([check.label, str(a.n), "—" if a.rate is None else f"{a.agreed} of {a.n} ({a.rate:.0%})", kappa])
     return ["rubric check", "cells rated by both", "agreed", "Cohen's κ"], rows
+
+
+def pairwise_table(labels: list[str], pairs: list[PairwiseStats]) -> tuple[list[str], list[list[str]]]:
+    """Each judged pair (head, rows): wins per variant, ties (flips included), win rates, cost."""
+    head = ["pair", "judge", "wins", "ties", "no verdict", "win rate", "judges' cost"]
+    rows = []
+    for p in pairs:
+        a, b = chr(65 + p.a), chr(65 + p.b)
+        rates = [p.win_rate(p.a), p.win_rate(p.b)]
+        priced = p.judged + p.failed - p.unpriced > 0
+        cost = _usd(p.cost_usd if priced else None) + (f" + {p.unpriced} unpriced" if p.unpriced and priced else "")
+        rows.append(
+            [
+                f"{a} · {labels[p.a]} vs {b} · {labels[p.b]}",
+                p.judge.label,
+                f"{a} {p.wins_a} · {b} {p.wins_b}",
+                str(p.ties),
+                str(p.failed + p.cancelled),
+                f"{a} {_pct(rates[0])} · {b} {_pct(rates[1])}",
+                cost,
+            ]
+        )
+    return head, rows
+
+
+def ratings_table(board: Leaderboard) -> tuple[list[str], list[list[str]]]:
+    """A leaderboard (head, rows), its votes named for whose they are (people's or judges')."""
+    rows = _ratings_rows(board)
+    if board.voters == "judge":
+        for row in rows:
+            row[-1] = row[-1].replace("blind vote", "judge vote")
+    return list(_RATINGS_HEAD), rows
 
 
 def _describe(a: JudgeAgreement) -> str:
@@ -557,6 +603,8 @@ def to_markdown(doc: Document) -> str:
             out += ["## Checks", "", *_table(*check_rates_table(doc.checks, doc.stats)), ""]
         if doc.agreement:
             out += ["## Judge and person", "", *_table(*agreement_table(doc.checks, doc.stats)), ""]
+        if doc.pairwise:
+            out += ["## Pairwise judge", "", *_table(*pairwise_table(doc.labels, doc.pairwise)), ""]
         if doc.changes:
             out += ["## Since the previous run", "", *[f"- {_cell(line)}" for line in doc.changes], ""]
         if doc.leaderboard and doc.leaderboard.ratings:
@@ -726,6 +774,8 @@ def to_html(doc: Document, *, charts: bool = True) -> str:
         agreement_head=agreement_table(doc.checks, doc.stats)[0] if isinstance(doc, RunReport) else [],
         agreement_rows=agreement_table(doc.checks, doc.stats)[1] if isinstance(doc, RunReport) else [],
         describe_agreement=lambda a: _describe(a),
+        pairwise_head=pairwise_table(doc.labels, doc.pairwise)[0] if isinstance(doc, RunReport) else [],
+        pairwise_rows=pairwise_table(doc.labels, doc.pairwise)[1] if isinstance(doc, RunReport) else [],
         verdicts=_verdicts,
         tool_calls_text=_tool_calls_text,
     )
@@ -863,6 +913,9 @@ _BODIES = {
 {% if agreement_rows %}<h2>Judge and person</h2><table><tr>{% for h in agreement_head %}<th>{{ h }}</th>{% endfor %}</tr>
 {% for row in agreement_rows %}<tr>{% for c in row %}<td>{{ c }}</td>{% endfor %}</tr>{% endfor %}</table>
 <p class="meta">{% for a in doc.agreement %}{{ a.label }}: {{ describe_agreement(a) }}. {% endfor %}</p>{% endif %}
+{% if pairwise_rows %}<h2>Pairwise judge</h2><table><tr>{% for h in pairwise_head %}<th>{{ h }}</th>{% endfor %}</tr>
+{% for row in pairwise_rows %}<tr>{% for c in row %}<td>{{ c }}</td>{% endfor %}</tr>{% endfor %}</table>
+<p class="meta">Each row asked twice, the answers in both orders: the same winner both times is a win; a flip or a tie is a tie.</p>{% endif %}
 {{ charts }}
 {% if doc.changes %}<h2>Since the previous run</h2><ul>{% for line in doc.changes %}<li>{{ line }}</li>{% endfor %}</ul>{% endif %}
 {% if doc.leaderboard and doc.leaderboard.ratings %}<h2>Ratings</h2>"""

@@ -658,6 +658,12 @@ class PairwiseHandle:
         with _live_lock:
             return _live_pairs.get((run_id, a, b))
 
+    @classmethod
+    def live(cls, run_id: str) -> list[PairwiseHandle]:
+        """The pairs of this run being judged in this process."""
+        with _live_lock:
+            return [h for (run, _a, _b), h in _live_pairs.items() if run == run_id]
+
     def _answered_pairs(self) -> Iterator[tuple[int, str, str, str]]:
         """(row, its prompt, A's answer, B's answer) for every row where both answered."""
         experiment = self._store.experiment(self._store.run(self.run_id).experiment_id)

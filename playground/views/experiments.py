@@ -18,7 +18,7 @@ import pandas as pd
 import streamlit as st
 
 from conductor_core.models import ChatMessage
-from conductor_core.workbench import exports
+from conductor_core.workbench import exports, judging
 from conductor_core.workbench.datasets import DATA_EXTENSIONS, Dataset, DatasetError, read_dataset
 from conductor_core.workbench.experiments import (
     Cell,
@@ -29,7 +29,7 @@ from conductor_core.workbench.experiments import (
     JudgeTarget,
     Run,
 )
-from conductor_core.workbench.runner import RunHandle, image_refusals, start_run
+from conductor_core.workbench.runner import PairwiseHandle, RunHandle, image_refusals, start_pairwise, start_run
 from conductor_core.workbench.templates import Template, TemplateError
 from conductor_core.workbench.variants import Variant, variant_labels
 from playground import attachments as pictures
@@ -904,6 +904,102 @@ def draw_agreement(run: Run, stats) -> None:
     st.table(pd.DataFrame(rows, columns=head).set_index(head[0]))
 
 
+def judge_pair_of(run_id: str) -> None:
+    """Start judging the pair the pairwise form shows (a callback: the page then shows progress)."""
+    prefix = f"exp_pair_{run_id}"
+    provider = (ss.get(f"{prefix}_judge") or "").strip()
+    if not provider:
+        note("Choose a judge first.")
+        return
+    try:
+        start_pairwise(
+            c,
+            store,
+            run_id,
+            int(ss.get(f"{prefix}_a") or 0),
+            int(ss.get(f"{prefix}_b") or 0),
+            JudgeTarget(provider=provider, model=ss.get(f"{prefix}_judge_model")),
+            criteria=(ss.get(f"{prefix}_criteria") or "").strip() or None,
+            overrides=state.overrides(),
+        )
+    except ExperimentError as error:
+        note(str(error))
+
+
+def draw_pairwise(experiment: Experiment, run: Run) -> None:
+    """Two variants compared row by row by a judge (each row asked twice, the order swapped),
+    the pairs judged so far with their win rates, and the judges' own leaderboard."""
+    if run.status == "running":
+        return
+    for handle in PairwiseHandle.live(run.id):
+        live_pairwise(run.id, handle.a, handle.b)
+    pairs = store.pairwise_stats(run.id)
+    if pairs:
+        st.markdown("**Pairwise judge**")
+        head, rows = exports.pairwise_table(experiment.labels, pairs)
+        st.table(pd.DataFrame(rows, columns=head).set_index(head[0]))
+        board = store.judge_leaderboard()
+        st.markdown(
+            "**Judges' leaderboard**",
+            help="Bradley–Terry ratings from the judge votes of every run, kept apart from people's votes "
+            "(the Arena's and Compare's), which have their own leaderboard.",
+        )
+        head, rows = exports.ratings_table(board)
+        st.table(pd.DataFrame(rows, columns=[h or " " for h in head]).set_index(head[0]))
+    prefix = f"exp_pair_{run.id}"
+    with st.expander("Judge two variants against each other (pairwise)", icon=":material/balance:"):
+        st.caption(
+            "A judge model picks the better answer per row, asked twice with the answers in both orders: the same "
+            "winner both times is a win; a flip (position bias) or a tie answer is a tie. Judge votes feed the "
+            "judges' leaderboard below, never the people's."
+        )
+        options = list(range(len(experiment.variants)))
+        ss.setdefault(f"{prefix}_b", 1)
+        name = lambda i: f"{letter(i)} · {experiment.labels[i]}"  # noqa: E731
+        left, right = st.columns(2)
+        left.selectbox("First variant", options, key=f"{prefix}_a", format_func=name)
+        right.selectbox("Second variant", options, key=f"{prefix}_b", format_func=name)
+        left, right = st.columns([3, 2])
+        left.selectbox(
+            "Pairwise judge",
+            state.configured_names(c),
+            key=f"{prefix}_judge",
+            format_func=lambda n: state.provider_label(c, n),
+        )
+        chosen = ss.get(f"{prefix}_judge")
+        right.text_input(
+            "Pairwise judge model",
+            key=f"{prefix}_judge_model",
+            placeholder=state.default_model(c, chosen) if chosen else "the provider's default",
+        )
+        st.text_input("What makes an answer better", key=f"{prefix}_criteria", placeholder=judging.DEFAULT_CRITERIA)
+        st.button(
+            "Judge the pair",
+            key=f"{prefix}_go",
+            icon=":material/balance:",
+            on_click=judge_pair_of,
+            args=(run.id,),
+            disabled=bool(PairwiseHandle.live(run.id)),
+        )
+
+
+@st.fragment(run_every=REFRESH_S)
+def live_pairwise(run_id: str, a: int, b: int) -> None:
+    handle = PairwiseHandle.find(run_id, a, b)
+    if handle is None:
+        st.rerun()
+        return
+    p = handle.progress()
+    st.progress(
+        p.done / p.total if p.total else 1.0,
+        text=f"Judging {letter(a)} vs {letter(b)}: {p.done} of {p.total} rows"
+        + (" · stopping" if p.state == "stopping" else ""),
+    )
+    st.button(
+        "Stop judging", key=f"exp_pair_stop_{run_id}_{a}_{b}", icon=":material/stop_circle:", on_click=handle.stop
+    )
+
+
 def draw_changes(experiment: Experiment, runs: list[Run], run: Run) -> None:
     earlier = [r for r in runs if r.number < run.number]
     if not earlier:
@@ -950,6 +1046,7 @@ def draw_run(experiment: Experiment, run: Run, runs: list[Run]) -> None:
         draw_status(run, stats)
     draw_summary(stats, run)
     if not live:
+        draw_pairwise(experiment, run)
         draw_changes(experiment, runs, run)
     draw_grid(experiment, run, live=live)
 
