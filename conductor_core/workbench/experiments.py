@@ -14,8 +14,12 @@ it is comparable with every other; change something and it is a new experiment. 
 its checks and its concurrency per provider. A check compares the answer with the `expected`
 column (contains / regex / equals), or checks it is valid against the schema, that a JSON path
 in it equals a column, that the model called a tool (with an argument equal to a column), or
-that it called none. A cell passes when every check that applies to its row passes; each
-check's verdict is stored per cell, and the stats give each check's pass rate per variant.
+that it called none; or a judge model grades it against a rubric (`rubric`, judging.py: its
+pass, score 0-1, reason, latency and cost are stored in the cell's verdict; a judge that gave
+no verdict is a failed judge, not a failed answer). A cell passes when every check that applies
+to its row passes; each check's verdict is stored per cell, and the stats give each check's pass
+rate per variant (a rubric's also its mean score, judge failures, cost, and its agreement with
+the cells' 👍/👎).
 
 Tables (beside the request log, created by its migrations, conductor_core/store/migrations):
 
@@ -34,6 +38,10 @@ Tables (beside the request log, created by its migrations, conductor_core/store/
                       error_type, error_message, latency_ms, ttft_ms, input/output tokens,
                       cost_usd, passed, rating (+1 / -1), finished_ts, tool_calls (JSON),
                       checks (JSON: one verdict per run check; NULL before 0005: `passed`)
+    experiment_judge_votes  id -> run_id, row_index, variant_a, variant_b, judge (JSON), criteria,
+                      outcome (a / b / tie / failed / cancelled), first, second (the verdicts with
+                      A, then B, shown first), reason, error, latency_ms, cost_usd, calls: pairwise
+                      judgements (0009), judge votes kept apart from people's
 
 A run whose process died shows as `interrupted` at once: the process holds the run's lease
 (`store/leases.py`: an advisory lock on PostgreSQL, a file lock beside SQLite's file) from
