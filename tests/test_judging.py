@@ -230,6 +230,9 @@ def test_a_ten_row_run_graded_by_a_scripted_judge(upstreams, tmp_path: Path, dat
         asked = [r for r in judge.requests if r["path"].endswith("/chat/completions")]
         assert len(asked) == 20
         assert {r["json"]["response_format"]["json_schema"]["name"] for r in asked} == {"judgement"}
+        # The score's bounds are checked here, not sent: not every provider's structured output takes them.
+        sent = asked[0]["json"]["response_format"]["json_schema"]["schema"]
+        assert sent["properties"]["score"] == {"type": "number"} and sent["required"] == ["pass", "score", "reason"]
         assert all(r["json"]["temperature"] == 0 for r in asked)
         assert sorted(judge.prompts()) == sorted(
             f"Row {r}. Question: Capital of country {r}?. A good answer names Paris. Answer: {reply}"
@@ -415,4 +418,29 @@ def test_pairwise_judging_with_the_order_swapped_feeds_a_judge_leaderboard(upstr
         with pytest.raises(ExperimentError, match="the judge 'local' is not a configured provider"):
             start_pairwise(conductor, store, run.run_id, 0, 1, JudgeTarget(provider="local"))
     finally:
+        conductor.close()
+
+
+def test_stop_cancels_a_pairwise_judgement_and_says_so(upstreams, tmp_path: Path):
+    conductor = cloud_conductor(upstreams, tmp_path, None, timeout_s=120.0)
+    judge = upstreams["openai"]
+    try:
+        store, experiment_id = judged_experiment(conductor)
+        run = start_run(conductor, store, experiment_id, checks=[])
+        assert run.wait(120)
+        judge.hold()
+        pairwise = start_pairwise(conductor, store, run.run_id, 0, 1, JudgeTarget(provider="openai"))
+        eventually(lambda: judge.held == 2, "two rows' first calls held at the judge")  # the limit: 2
+        pairwise.stop()
+        judge.release()
+        assert pairwise.wait(120)
+        assert pairwise.progress().state == "stopped" and pairwise.progress().done == 10
+        # The two calls in flight were closed; no other row was asked.
+        assert len(judge.prompts()) == 2
+        votes = store.judge_votes(run.run_id)
+        assert len(votes) == 10 and {v.outcome for v in votes} == {"cancelled"}
+        [stats] = store.pairwise_stats(run.run_id)
+        assert (stats.cancelled, stats.judged, stats.win_rate(0)) == (10, 0, None)
+    finally:
+        judge.release()
         conductor.close()

@@ -66,8 +66,15 @@ JUDGE_SCHEMA: dict[str, Any] = {
     "required": ["pass", "score", "reason"],
     "additionalProperties": False,
 }
+#: What is sent as the `response_format`: the same without the score's bounds, which Anthropic's
+#: and (strict) OpenAI's structured output do not all take; the answer is checked against the
+#: whole schema, bounds included, when it comes back.
+JUDGE_WIRE_SCHEMA: dict[str, Any] = {
+    **JUDGE_SCHEMA,
+    "properties": {**JUDGE_SCHEMA["properties"], "score": {"type": "number"}},
+}
 JUDGE_FORMAT = ResponseFormatJsonSchema.model_validate(
-    {"type": "json_schema", "json_schema": {"name": "judgement", "schema": JUDGE_SCHEMA, "strict": True}}
+    {"type": "json_schema", "json_schema": {"name": "judgement", "schema": JUDGE_WIRE_SCHEMA, "strict": True}}
 )
 JUDGE_SYSTEM = (
     "You grade an answer against a rubric. Reply with JSON only: "
