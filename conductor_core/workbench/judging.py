@@ -171,6 +171,8 @@ def ask_judge(
                 checked = check_json(event.response.content, schema)
                 if not checked.ok:
                     why = f"the judge's answer is not a verdict ({checked.error})"
+                    if event.response.metadata.finish_reason == "length":
+                        why = f"the judge's answer was cut at its {request.max_tokens} tokens before the verdict ended"
                     return Asked("failed", None, why, request_id, a.latency_ms, a.cost_usd)
                 return Asked("ok", checked.value, None, request_id, a.latency_ms, a.cost_usd)
             if isinstance(event, StreamIncomplete):
