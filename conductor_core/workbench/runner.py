@@ -198,8 +198,11 @@ class RunHandle:
             for i in range(max(1, min(limits[name], cells_of[name])))
         ]
         self._rubrics = [i for i, check in enumerate(checks) if check.kind == CheckKind.rubric]
-        self._to_judge: queue.SimpleQueue[tuple[Cell, dict[str, Any], str | None] | None] = queue.SimpleQueue()
         judges = max(1, int(getattr(conductor.settings, "experiment_judge_concurrency", 2))) if self._rubrics else 0
+        # Bounded: answers faster than their judges wait here (memory stays flat in the rows).
+        self._to_judge: queue.Queue[tuple[Cell, dict[str, Any], str | None] | None] = queue.Queue(
+            maxsize=max(16, 4 * judges)
+        )
         self._judges = [
             threading.Thread(target=self._judge_work, name=f"experiment-judge-{i}", daemon=True) for i in range(judges)
         ]
