@@ -12,6 +12,11 @@ which rows are judges' calls. Three ways a judgement ends other than a verdict, 
 as such and never as the cell failing its rubric: the judge call failed (a provider error, an
 answer cut off), the judge's answer is not a verdict (not JSON, or not matching the schema),
 or the run was stopped (cancelled).
+
+Pairwise (`judge_pair`): the judge is shown one row's two answers and asked which is better,
+then asked again with the answers' order swapped (judges favour a position); the same answer
+picked both times wins the row, a flip or a "tie" is a tie, and a missing verdict is no vote.
+Agreement (`Agreement`, `cohens_kappa`): a person's 👍 counts as a pass and 👎 as a fail.
 """
 
 from __future__ import annotations
@@ -114,8 +119,12 @@ def read_verdict(text: str) -> tuple[bool, float, str] | str:
     checked = check_json(text, JUDGE_SCHEMA)
     if not checked.ok:
         return f"the judge's answer is not a verdict ({checked.error})"
-    value = checked.value
-    return bool(value["pass"]), float(value["score"]), " ".join(str(value["reason"]).split())
+    return _verdict_of(checked.value)
+
+
+def _verdict_of(value: dict[str, Any]) -> tuple[bool, float, str]:
+    """A verdict that matched JUDGE_SCHEMA, its reason on one line."""
+    return bool(value["pass"]), float(value["score"]), _one_line(value["reason"])
 
 
 def cancelled_judgement(request_id: str | None = None) -> CheckResult:
@@ -126,7 +135,9 @@ def cancelled_judgement(request_id: str | None = None) -> CheckResult:
     )
 
 
-def _failed(error: str, *, request_id: str | None = None, latency_ms: float | None = None, cost: float | None = None):
+def _failed(
+    error: str, *, request_id: str | None = None, latency_ms: float | None = None, cost: float | None = None
+) -> CheckResult:
     return CheckResult(
         passed=None,
         detail=f"the judge failed: {error}",
@@ -219,7 +230,7 @@ def judge_answer(
         return _failed(
             asked.error or "no verdict", request_id=asked.request_id, latency_ms=asked.latency_ms, cost=asked.cost_usd
         )
-    passed, score, reason = bool(asked.value["pass"]), float(asked.value["score"]), _one_line(asked.value["reason"])
+    passed, score, reason = _verdict_of(asked.value)
     return CheckResult(
         passed=passed,
         detail=None if passed else reason,
