@@ -93,7 +93,7 @@ def test_what_a_rubric_check_lacks_is_said_before_a_run():
     assert "'auto'" in (rubric(provider="auto").problem(experiment) or "")
     unknown = Check.model_validate({"kind": "rubric", "rubric": "{{tone}} {{answer}}", "judge": {"provider": "x"}})
     assert unknown.problem(experiment) == (
-        "the rubric uses {{tone}}, which no column holds (id, question, expected, answer, expected)"
+        "the rubric uses {{tone}}, which no column holds (id, question, expected, answer)"
     )
     broken = Check.model_validate({"kind": "rubric", "rubric": "{{ oops", "judge": {"provider": "x"}})
     assert (broken.problem(experiment) or "").startswith("the rubric cannot be used: line 1, column 1")
@@ -496,4 +496,29 @@ def test_the_embedded_model_judges_through_its_grammar(tmp_path: Path):
             timeout=120,
         )
     finally:
+        conductor.close()
+
+
+@pytest.mark.parametrize("log_prompts", [True, False])
+def test_a_judge_quoting_a_key_is_stored_redacted_and_its_reason_only_with_the_answers(
+    upstreams, tmp_path: Path, log_prompts: bool
+):
+    conductor = cloud_conductor(upstreams, tmp_path, None, log_prompts=log_prompts)
+    judge = upstreams["openai"]
+    judge.verdicts = lambda prompt: verdict(False, 0.1, f"it leaks {KEYS['gemini']}")
+    try:
+        store, experiment_id = judged_experiment(conductor)
+        handle = start_run(conductor, store, experiment_id, checks=[rubric()])
+        assert handle.wait(120)
+        stored = [cell.checks[0] for cell in store.cells(handle.run_id)]  # type: ignore[index]
+        assert len(stored) == 20 and all(r.passed is False and r.score == 0.1 for r in stored)
+        for result in stored:
+            assert KEYS["gemini"] not in result.model_dump_json()
+            if log_prompts:
+                assert result.judge is not None and result.judge.reason is not None
+                assert result.judge.reason.startswith("it leaks ")
+            else:  # answers are not kept: nor is the judge's text about them
+                assert result.judge is not None and result.judge.reason is None and result.detail is None
+    finally:
+        judge.verdicts = script
         conductor.close()

@@ -91,6 +91,7 @@ from sqlalchemy.exc import IntegrityError
 
 from ..config import redact
 from ..models import RoutingPolicy, ToolCall, new_id, response_schema, utcnow
+from ..secrets import redact_json
 from ..store import RequestLog, SafeText, UTCDateTime
 from ..store.leases import Lease, leases_for
 from ..structured import check_json, json_path_problem, json_path_values, schema_problem
@@ -303,7 +304,7 @@ class Check(BaseModel):
             return f"the rubric cannot be used: {exc}"
         unknown = [v for v in variables if v not in columns and v not in RUBRIC_VARIABLES]
         if unknown:
-            have = ", ".join([*columns, *RUBRIC_VARIABLES])
+            have = ", ".join(dict.fromkeys([*columns, *RUBRIC_VARIABLES]))
             return f"the rubric uses {', '.join(f'{{{{{v}}}}}' for v in unknown)}, which no column holds ({have})"
         return None
 
@@ -1086,7 +1087,7 @@ class ExperimentStore:
                 else None
             )
             row["checks"] = (
-                json.dumps([r.model_dump(mode="json") for r in cell.checks], ensure_ascii=False)
+                json.dumps([self._kept_verdict(r) for r in cell.checks], ensure_ascii=False)
                 if cell.checks is not None
                 else None
             )
@@ -1095,6 +1096,15 @@ class ExperimentStore:
         with self.engine.begin() as conn:
             conn.execute(insert(cells_table), rows)
             conn.execute(update(runs_table).where(runs_table.c.id == run_id).values(heartbeat_ts=now))
+
+    def _kept_verdict(self, result: CheckResult) -> dict[str, Any]:
+        """A verdict as stored: redacted (a judge may quote an answer that holds a key); a judge's
+        reason is model-written text, so it is kept only when answers are."""
+        if result.judge is not None and result.judge.reason is not None and not self.keeps_text:
+            result = result.model_copy(
+                update={"detail": None, "judge": result.judge.model_copy(update={"reason": None})}
+            )
+        return redact_json(result.model_dump(mode="json"))
 
     def rate(self, run_id: str, row: int, variant: int, rating: int | None) -> None:
         """👍 (+1), 👎 (-1) or clear (None) one cell's rating."""
