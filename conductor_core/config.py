@@ -121,6 +121,11 @@ class Settings(BaseSettings):
         description="Calls at once per provider in an experiment run ('*': every other provider). "
         "The embedded model answers one request at a time, so more would only queue.",
     )
+    experiment_judge_concurrency: int = Field(
+        default=2,
+        ge=1,
+        description="Judge calls at once in an experiment run (rubric checks), beside the answers' own limits.",
+    )
 
     # Gateway.
     api_key: SecretStr | None = Field(default=None, description="When set, the gateway requires this bearer key.")

@@ -45,7 +45,7 @@ from conductor_core.workbench import attachments
 from conductor_core.workbench.arena import Arena
 from conductor_core.workbench.dataset_store import DatasetStore
 from conductor_core.workbench.datasets import read_dataset
-from conductor_core.workbench.experiments import Check, CheckKind, ExperimentStore
+from conductor_core.workbench.experiments import Check, CheckKind, ExperimentStore, JudgeTarget, JudgeVote
 from conductor_core.workbench.exports import run_report, to_markdown
 from conductor_core.workbench.prompts import PromptContent, PromptStore
 from conductor_core.workbench.sessions import SessionStore
@@ -370,6 +370,12 @@ def test_a_previous_release_database_upgrades_in_place_and_keeps_every_row(
         again = experiments.new_run(experiment, "contains", {}, prompt_version_id=saved.id)
         experiments.finish_run(again.id, "stopped")
         assert experiments.run(again.id).prompt_version_id == saved.id
+        # The pairwise judges' votes (0009): none yet; an old run takes a judged pair and counts it.
+        assert opened.rows("experiment_judge_votes") == []
+        judged = JudgeVote(row=0, a=0, b=1, judge=JudgeTarget(provider="alpha"), outcome="a", first="1", second="2")
+        experiments.write_judge_votes(run.id, [judged.model_copy(update={"calls": 2})])
+        (pair,) = experiments.pairwise_stats(run.id)
+        assert (pair.wins_a, pair.wins_b, pair.ties, pair.win_rate(0)) == (1, 0, 0, 1.0)
         # ...and it takes new rows.
         assert log.write(make_record(id="att_after_upgrade", request_id="req_after_upgrade", attempt_index=0))
         assert log.count() == counts["attempts"] + 1

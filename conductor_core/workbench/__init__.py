@@ -15,9 +15,13 @@ every process on PostgreSQL. No UI imports here: the playground's pages call the
     datasets.py      CSV / JSONL to rows; errors that name the line; the row limit
     dataset_store.py saved datasets: names, immutable versions, rows added from real traffic, export
     experiments.py   experiments, runs and cells in SQL; per-variant statistics; run-to-run changes
-    runner.py        start_run: rows x variants, a limit per provider, progress, Stop
+    runner.py        start_run: rows x variants, a limit per provider, progress, Stop; judges
+                     after each answer (rubric checks); start_pairwise: two variants judged per row
+    judging.py       model-graded checks: the judge's prompt and call (through the router),
+                     its verdict's schema, pairwise with the order swapped, agreement and kappa
     arena.py         blind matches, votes, reveals
-    ratings.py       Bradley-Terry with bootstrap intervals: the leaderboard
+    ratings.py       Bradley-Terry with bootstrap intervals: the leaderboard (people's votes, or
+                     judges' votes, never both in one)
     preference.py    the ratings AUTO's `preferred` policy reads: cached, refitted in the background
     exports.py       Markdown / JSON / self-contained HTML; report_charts.py draws its charts
     codegen.py       "Get code": openai client via the gateway, the provider's SDK, curl

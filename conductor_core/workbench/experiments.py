@@ -14,8 +14,12 @@ it is comparable with every other; change something and it is a new experiment. 
 its checks and its concurrency per provider. A check compares the answer with the `expected`
 column (contains / regex / equals), or checks it is valid against the schema, that a JSON path
 in it equals a column, that the model called a tool (with an argument equal to a column), or
-that it called none. A cell passes when every check that applies to its row passes; each
-check's verdict is stored per cell, and the stats give each check's pass rate per variant.
+that it called none; or a judge model grades it against a rubric (`rubric`, judging.py: its
+pass, score 0-1, reason, latency and cost are stored in the cell's verdict; a judge that gave
+no verdict is a failed judge, not a failed answer). A cell passes when every check that applies
+to its row passes; each check's verdict is stored per cell, and the stats give each check's pass
+rate per variant (a rubric's also its mean score, judge failures, cost, and its agreement with
+the cells' 👍/👎).
 
 Tables (beside the request log, created by its migrations, conductor_core/store/migrations):
 
@@ -35,6 +39,10 @@ Tables (beside the request log, created by its migrations, conductor_core/store/
                       error_type, error_message, latency_ms, ttft_ms, input/output tokens,
                       cost_usd, passed, rating (+1 / -1), finished_ts, tool_calls (JSON),
                       checks (JSON: one verdict per run check; NULL before 0005: `passed`)
+    experiment_judge_votes  id -> run_id, row_index, variant_a, variant_b, judge (JSON), criteria,
+                      outcome (a / b / tie / failed / cancelled), first, second (the verdicts with
+                      A, then B, shown first), reason, error, latency_ms, cost_usd, calls: pairwise
+                      judgements (0009), judge votes kept apart from people's
 
 A run whose process died shows as `interrupted` at once: the process holds the run's lease
 (`store/leases.py`: an advisory lock on PostgreSQL, a file lock beside SQLite's file) from
@@ -59,7 +67,7 @@ import time
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy import (
@@ -84,6 +92,7 @@ from sqlalchemy.exc import IntegrityError
 
 from ..config import redact
 from ..models import RoutingPolicy, ToolCall, new_id, response_schema, utcnow
+from ..secrets import redact_json
 from ..store import RequestLog, SafeText, UTCDateTime
 from ..store.leases import Lease, leases_for
 from ..structured import check_json, json_path_problem, json_path_values, schema_problem
@@ -94,10 +103,16 @@ from .sessions import metadata as attachments_metadata
 from .templates import Template, TemplateError
 from .variants import Variant, variant_labels
 
+if TYPE_CHECKING:
+    from .ratings import Leaderboard
+
 __all__ = [
     "CheckKind",
     "Check",
     "CheckResult",
+    "JudgeTarget",
+    "Judgement",
+    "RUBRIC_VARIABLES",
     "evaluate",
     "all_passed",
     "as_checks",
@@ -111,6 +126,8 @@ __all__ = [
     "GridRow",
     "VariantStats",
     "ExperimentStore",
+    "JudgeVote",
+    "PairwiseStats",
     "check_answer",
     "metadata",
 ]
@@ -141,6 +158,7 @@ class CheckKind(StrEnum):
     called_tool = "called_tool"  # the model called tool `tool`
     tool_argument = "tool_argument"  # it called `tool` with argument `path` equal to the row's `column`
     no_tool = "no_tool"  # the model called no tool
+    rubric = "rubric"  # a judge model grades the answer against `rubric` (judging.py)
 
 
 _TEXT_CHECKS = (CheckKind.contains, CheckKind.regex, CheckKind.equals)
@@ -173,9 +191,40 @@ def same_value(found: Any, wanted: str) -> bool:
     return _same_text(text, wanted)
 
 
+#: What a rubric may use besides the row's columns.
+RUBRIC_VARIABLES = ("answer", "expected")
+
+
+class JudgeTarget(BaseModel):
+    """Who judges a rubric check: a provider (a built-in one, an endpoint, the embedded `local`)
+    and a model (None: the provider's default). Plain text, so a stored check always reads back
+    (an endpoint another process added is checked when a run starts)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    provider: str = Field(min_length=1)
+    model: str | None = None
+
+    @field_validator("provider")
+    @classmethod
+    def _plain_provider(cls, value: str) -> str:
+        return value.strip().lower()
+
+    @field_validator("model")
+    @classmethod
+    def _plain_model(cls, value: str | None) -> str | None:
+        return (value or "").strip() or None
+
+    @property
+    def label(self) -> str:
+        return f"{self.provider}/{self.model}" if self.model else self.provider
+
+
 class Check(BaseModel):
     """One check of a run. `column` names the dataset column a value is compared with
-    (`{{expected_total}}` or `expected_total`; the text checks use `expected`)."""
+    (`{{expected_total}}` or `expected_total`; the text checks use `expected`). A rubric check
+    has its `rubric` (with `{{column}}`, `{{answer}}`, `{{expected}}`) and its `judge`:
+    `{"kind": "rubric", "rubric": "Is {{answer}} polite?", "judge": {"provider": "openai"}}`."""
 
     model_config = ConfigDict(frozen=True, populate_by_name=True, serialize_by_alias=True)
 
@@ -188,6 +237,8 @@ class Check(BaseModel):
     schema_: dict[str, Any] | None = Field(
         default=None, alias="schema", description="schema: the JSON Schema (None: the variant's output schema)."
     )
+    rubric: str | None = Field(default=None, description="rubric: what the judge grades the answer against.")
+    judge: JudgeTarget | None = Field(default=None, description="rubric: the provider and model that judge.")
 
     @field_validator("column")
     @classmethod
@@ -212,10 +263,16 @@ class Check(BaseModel):
             return f"called {self.tool}"
         if self.kind == CheckKind.tool_argument:
             return f"{self.tool}({self.path} = {{{{{self.column}}}}})"
+        if self.kind == CheckKind.rubric:
+            text = " ".join((self.rubric or "").split())
+            clipped = text if len(text) <= 40 else text[:39] + "…"
+            return f"rubric “{clipped}” (judge {self.judge.label if self.judge else 'none'})"
         return "called no tool"
 
     def problem(self, experiment: Experiment) -> str | None:
         """What is missing for this check to run on this experiment, said before any call."""
+        if self.kind == CheckKind.rubric:
+            return self._rubric_problem(experiment.columns)
         if self.kind in (CheckKind.json_path, CheckKind.tool_argument):
             if not self.path:
                 return f"{self.label}: say which {'field' if self.kind == CheckKind.json_path else 'argument'}"
@@ -235,15 +292,47 @@ class Check(BaseModel):
                 return "the schema check needs a schema: give every variant a JSON schema output, or the check one"
         return None
 
+    def _rubric_problem(self, columns: Sequence[str]) -> str | None:
+        if not (self.rubric or "").strip():
+            return "the rubric check needs a rubric: what a good answer does, e.g. “{{answer}} names the capital”"
+        if self.judge is None:
+            return "the rubric check needs a judge: a provider (and model) that grades the answers"
+        if self.judge.provider == "auto":
+            return "the judge names a provider: 'auto' could grade each answer with another model"
+        try:
+            variables = Template(self.rubric or "").variables
+        except TemplateError as exc:
+            return f"the rubric cannot be used: {exc}"
+        unknown = [v for v in variables if v not in columns and v not in RUBRIC_VARIABLES]
+        if unknown:
+            have = ", ".join(dict.fromkeys([*columns, *RUBRIC_VARIABLES]))
+            return f"the rubric uses {', '.join(f'{{{{{v}}}}}' for v in unknown)}, which no column holds ({have})"
+        return None
+
+
+class Judgement(BaseModel):
+    """What became of a judge's call for one rubric check of one cell."""
+
+    model_config = ConfigDict(frozen=True)
+
+    status: Literal["pending", "ok", "failed", "cancelled"]
+    reason: str | None = Field(default=None, description="The judge's one-line reason (status ok).")
+    error: str | None = Field(default=None, description="Why there is no verdict (status failed).")
+    request_id: str | None = Field(default=None, description="The judge call's request id in the request log.")
+    latency_ms: float | None = None
+    cost_usd: float | None = Field(default=None, description="None: unknown (or no call was made).")
+
 
 class CheckResult(BaseModel):
-    """One check's verdict on one cell: passed (None: the row has no value to compare with) and
-    why it failed."""
+    """One check's verdict on one cell: passed (None: the row has no value to compare with, or
+    the judge gave no verdict) and why it failed; a rubric check's score and judgement."""
 
     model_config = ConfigDict(frozen=True)
 
     passed: bool | None
     detail: str | None = None
+    score: float | None = Field(default=None, description="rubric: the judge's score, 0..1.")
+    judge: Judgement | None = Field(default=None, description="rubric: the judge's call.")
 
 
 def evaluate(
@@ -259,6 +348,9 @@ def evaluate(
     kind = check.kind
     if not applies(check, values, expected):
         return CheckResult(passed=None)
+    if kind == CheckKind.rubric:
+        # Graded by its judge after the answer (runner.py, judging.py).
+        return CheckResult(passed=None, detail="waiting for the judge", judge=Judgement(status="pending"))
     if kind in _TEXT_CHECKS:
         assert expected is not None
         passed = check_answer(kind, answer, expected)
@@ -308,6 +400,11 @@ def applies(check: Check, values: dict[str, Any], expected: str | None) -> bool:
         return expected is not None
     if check.kind in (CheckKind.json_path, CheckKind.tool_argument):
         return _column_value(values, check.column) is not None
+    if check.kind == CheckKind.rubric and expected is None:
+        try:
+            return "expected" not in Template(check.rubric or "").variables
+        except TemplateError:
+            return True  # said by problem() before the run
     return True
 
 
@@ -423,6 +520,30 @@ cells_table = Table(
     Index("ix_experiment_cells_request_id", "request_id"),
 )
 
+# Pairwise judgements (0009): per row, which of two variants' answers a judge found better,
+# asked twice with the order swapped. Judge votes, kept apart from people's votes.
+judge_votes_table = Table(
+    "experiment_judge_votes",
+    metadata,
+    Column("id", String(), primary_key=True),
+    Column("run_id", String(), nullable=False),
+    Column("row_index", Integer(), nullable=False),
+    Column("variant_a", Integer(), nullable=False),
+    Column("variant_b", Integer(), nullable=False),
+    Column("judge", SafeText(), nullable=False),  # JSON JudgeTarget
+    Column("criteria", SafeText()),
+    Column("outcome", String(), nullable=False),  # a / b / tie / failed / cancelled
+    Column("first", String()),  # the verdict with A shown first: "1", "2", "tie"
+    Column("second", String()),  # with B shown first
+    Column("reason", SafeText()),
+    Column("error", SafeText()),
+    Column("latency_ms", Double()),
+    Column("cost_usd", Double()),
+    Column("calls", Integer(), nullable=False),
+    Column("created_ts", Double(), nullable=False),
+    Index("ix_experiment_judge_votes_run_id", "run_id"),
+)
+
 
 # --- models ----------------------------------------------------------------------------------
 
@@ -519,6 +640,49 @@ class Cell(BaseModel):
     checks: list[CheckResult] | None = Field(default=None, description="One result per run check, in order.")
 
 
+class JudgeVote(BaseModel):
+    """One row's pairwise judgement of variants `a` and `b` (judging.py `judge_pair`)."""
+
+    row: int
+    a: int
+    b: int
+    judge: JudgeTarget
+    criteria: str | None = None
+    outcome: Literal["a", "b", "tie", "failed", "cancelled"]
+    first: str | None = None
+    second: str | None = None
+    reason: str | None = None
+    error: str | None = None
+    latency_ms: float | None = None
+    cost_usd: float | None = None
+    calls: int = 0
+
+
+class PairwiseStats(BaseModel):
+    """A pair of variants judged by one judge over a run's rows: who won how often."""
+
+    a: int
+    b: int
+    judge: JudgeTarget
+    wins_a: int = 0
+    wins_b: int = 0
+    ties: int = Field(default=0, description="Rows where the judge said tie, or flipped with the order.")
+    failed: int = 0
+    cancelled: int = 0
+    cost_usd: float = 0.0
+    unpriced: int = Field(default=0, description="Rows whose judge calls' cost is unknown.")
+
+    @property
+    def judged(self) -> int:
+        return self.wins_a + self.wins_b + self.ties
+
+    def win_rate(self, variant: int) -> float | None:
+        """Rows the variant won ÷ rows judged (ties count for neither)."""
+        if not self.judged:
+            return None
+        return (self.wins_a if variant == self.a else self.wins_b) / self.judged
+
+
 class GridRow(BaseModel):
     """One row of the results grid: the row's values and one cell per variant (None: not run yet)."""
 
@@ -538,6 +702,18 @@ class CheckStats(BaseModel):
     checked: int = Field(default=0, description="Cells that ran whose row the check applies to.")
     passed: int = 0
     pass_rate: float | None = None
+    # A rubric check's judgements (None / 0 for other checks).
+    judged: int = Field(default=0, description="rubric: cells the judge gave a verdict on.")
+    mean_score: float | None = Field(default=None, description="rubric: mean of the judge's scores.")
+    judge_calls: int = Field(default=0, description="rubric: calls made to the judge (failed ones too).")
+    judge_failed: int = Field(default=0, description="rubric: judge calls that gave no verdict.")
+    judge_cancelled: int = Field(default=0, description="rubric: judgements cancelled by Stop.")
+    judge_cost_usd: float = Field(default=0.0, description="rubric: judge calls' cost, where known.")
+    judge_unpriced: int = Field(default=0, description="rubric: judge calls whose cost is unknown.")
+    agreement: list[list[int]] = Field(
+        default_factory=lambda: [[0, 0], [0, 0]],
+        description="rubric: [[judge pass & 👍, judge pass & 👎], [judge fail & 👍, judge fail & 👎]].",
+    )
 
 
 class VariantStats(BaseModel):
@@ -950,7 +1126,7 @@ class ExperimentStore:
                 else None
             )
             row["checks"] = (
-                json.dumps([r.model_dump(mode="json") for r in cell.checks], ensure_ascii=False)
+                json.dumps([self._kept_verdict(r) for r in cell.checks], ensure_ascii=False)
                 if cell.checks is not None
                 else None
             )
@@ -959,6 +1135,15 @@ class ExperimentStore:
         with self.engine.begin() as conn:
             conn.execute(insert(cells_table), rows)
             conn.execute(update(runs_table).where(runs_table.c.id == run_id).values(heartbeat_ts=now))
+
+    def _kept_verdict(self, result: CheckResult) -> dict[str, Any]:
+        """A verdict as stored: redacted (a judge may quote an answer that holds a key); a judge's
+        reason is model-written text, so it is kept only when answers are."""
+        if result.judge is not None and result.judge.reason is not None and not self.keeps_text:
+            result = result.model_copy(
+                update={"detail": None, "judge": result.judge.model_copy(update={"reason": None})}
+            )
+        return redact_json(result.model_dump(mode="json"))
 
     def rate(self, run_id: str, row: int, variant: int, rating: int | None) -> None:
         """👍 (+1), 👎 (-1) or clear (None) one cell's rating."""
@@ -1105,23 +1290,45 @@ class ExperimentStore:
     def _check_rates(conn: Any, run: Run, stats: list[VariantStats]) -> None:
         """Each check's pass rate per variant, read a batch of cells' verdicts at a time (a
         run's cells are never all in memory). A cell of a run from before several checks has
-        its one verdict in `passed`."""
-        counts = [[[0, 0] for _ in run.checks] for _ in stats]
+        its one verdict in `passed`. A rubric check adds its judge's scores, failures, cost,
+        and a 2x2 table of the judge's verdict against the cell's 👍/👎 (agreement)."""
+        per = [[CheckStats(label=check.label) for check in run.checks] for _ in stats]
+        scores = [[0.0 for _ in run.checks] for _ in stats]
         c = cells_table.c
         result = conn.execution_options(yield_per=500).execute(
-            select(c.variant_index, c.checks, c.passed).where(c.run_id == run.id, c.status != "cancelled")
+            select(c.variant_index, c.checks, c.passed, c.rating).where(c.run_id == run.id, c.status != "cancelled")
         )
-        for variant, checks, passed in result:
-            verdicts = [r.get("passed") for r in json.loads(checks)] if checks is not None else [passed]
-            for index, verdict in enumerate(verdicts[: len(run.checks)]):
+        for variant, checks, passed, rating in result:
+            results = json.loads(checks) if checks is not None else [{"passed": passed}]
+            for index, found in enumerate(results[: len(run.checks)]):
+                s = per[variant][index]
+                verdict = found.get("passed")
                 if verdict is not None:
-                    counts[variant][index][0] += 1
-                    counts[variant][index][1] += bool(verdict)
-        for s, per_check in zip(stats, counts, strict=True):
-            s.checks = [
-                CheckStats(label=check.label, checked=n, passed=ok, pass_rate=ok / n if n else None)
-                for check, (n, ok) in zip(run.checks, per_check, strict=True)
-            ]
+                    s.checked += 1
+                    s.passed += bool(verdict)
+                judge = found.get("judge")
+                if not judge:
+                    continue
+                status = judge.get("status")
+                s.judge_failed += status == "failed"
+                s.judge_cancelled += status == "cancelled"
+                if status in ("ok", "failed") and judge.get("request_id"):
+                    s.judge_calls += 1
+                    if judge.get("cost_usd") is None:
+                        s.judge_unpriced += 1
+                    else:
+                        s.judge_cost_usd += float(judge["cost_usd"])
+                if status == "ok" and found.get("score") is not None:
+                    s.judged += 1
+                    scores[variant][index] += float(found["score"])
+                if verdict is not None and rating in (1, -1):
+                    s.agreement[0 if verdict else 1][0 if rating == 1 else 1] += 1
+        for s, per_check, sums in zip(stats, per, scores, strict=True):
+            for check_stats, total in zip(per_check, sums, strict=True):
+                n = check_stats.checked
+                check_stats.pass_rate = check_stats.passed / n if n else None
+                check_stats.mean_score = total / check_stats.judged if check_stats.judged else None
+            s.checks = per_check
 
     @staticmethod
     def _percentiles(conn: Any, column: Any, where: Any, q: float) -> dict[int, float]:
@@ -1195,6 +1402,116 @@ class ExperimentStore:
         for s in stats:
             s.decided_rows = total
             s.win_rate = s.wins / total if total else None
+
+    # --- pairwise judge votes --------------------------------------------------------------
+
+    def clear_judge_votes(self, run_id: str, a: int, b: int) -> None:
+        """Forget a pair's earlier judgement of this run (a new one replaces it)."""
+        v = judge_votes_table.c
+        pair = ((v.variant_a == a) & (v.variant_b == b)) | ((v.variant_a == b) & (v.variant_b == a))
+        with self.engine.begin() as conn:
+            conn.execute(judge_votes_table.delete().where(v.run_id == run_id, pair))
+
+    def write_judge_votes(self, run_id: str, votes: Sequence[JudgeVote]) -> None:
+        if not votes:
+            return
+        now = time.time()
+        rows = [
+            {
+                "id": new_id("jvote"),
+                "run_id": run_id,
+                "row_index": vote.row,
+                "variant_a": vote.a,
+                "variant_b": vote.b,
+                "judge": vote.judge.model_dump_json(),
+                "criteria": vote.criteria,
+                "outcome": vote.outcome,
+                "first": vote.first,
+                "second": vote.second,
+                "reason": redact(vote.reason) if vote.reason is not None else None,
+                "error": redact(vote.error) if vote.error is not None else None,
+                "latency_ms": vote.latency_ms,
+                "cost_usd": vote.cost_usd,
+                "calls": vote.calls,
+                "created_ts": now,
+            }
+            for vote in votes
+        ]
+        with self.engine.begin() as conn:
+            conn.execute(insert(judge_votes_table), rows)
+
+    def judge_votes(self, run_id: str) -> list[JudgeVote]:
+        v = judge_votes_table.c
+        stmt = select(judge_votes_table).where(v.run_id == run_id).order_by(v.variant_a, v.variant_b, v.row_index)
+        with self.engine.connect() as conn:
+            return [self._judge_vote(row) for row in conn.execute(stmt).mappings()]
+
+    @staticmethod
+    def _judge_vote(row: Any) -> JudgeVote:
+        return JudgeVote(
+            row=row["row_index"],
+            a=row["variant_a"],
+            b=row["variant_b"],
+            judge=JudgeTarget.model_validate_json(row["judge"]),
+            **{k: row[k] for k in ("criteria", "outcome", "first", "second", "reason", "error", "latency_ms")},
+            cost_usd=row["cost_usd"],
+            calls=row["calls"],
+        )
+
+    def pairwise_stats(self, run_id: str) -> list[PairwiseStats]:
+        """Per pair of variants and judge: wins, ties (flips included), failures and cost."""
+        v = judge_votes_table.c
+        stmt = (
+            select(
+                v.variant_a,
+                v.variant_b,
+                v.judge,
+                v.outcome,
+                func.count(),
+                func.sum(func.coalesce(v.cost_usd, 0.0)),
+                func.sum(case(((v.cost_usd.is_(None)) & (v.calls > 0), 1), else_=0)),
+            )
+            .where(v.run_id == run_id)
+            .group_by(v.variant_a, v.variant_b, v.judge, v.outcome)
+        )
+        found: dict[tuple[int, int, str], PairwiseStats] = {}
+        with self.engine.connect() as conn:
+            for a, b, judge, outcome, n, cost, unpriced in conn.execute(stmt):
+                s = found.setdefault(
+                    (a, b, judge), PairwiseStats(a=a, b=b, judge=JudgeTarget.model_validate_json(judge))
+                )
+                field = {"a": "wins_a", "b": "wins_b", "tie": "ties"}.get(outcome, outcome)
+                setattr(s, field, getattr(s, field) + int(n))
+                s.cost_usd += float(cost or 0.0)
+                s.unpriced += int(unpriced or 0)
+        return [found[key] for key in sorted(found)]
+
+    def judge_leaderboard(self, **options: Any) -> Leaderboard:
+        """Bradley–Terry ratings from every judge vote of every run (a win, or a tie), the
+        variants named by their labels: the judges' leaderboard, never mixed with people's votes
+        (the arena's and Compare's `votes`). `options` go to `ratings.fit_ratings`."""
+        from .ratings import Judgement as Comparison
+        from .ratings import fit_ratings
+
+        v, r = judge_votes_table.c, runs_table.c
+        stmt = (
+            select(r.experiment_id, v.variant_a, v.variant_b, v.outcome)
+            .join(runs_table, r.id == v.run_id)
+            .where(v.outcome.in_(("a", "b", "tie")))
+        )
+        labels: dict[str, list[str]] = {}
+        comparisons = []
+        with self.engine.connect() as conn:
+            rows = list(conn.execute(stmt))
+        for experiment_id, a, b, outcome in rows:
+            if experiment_id not in labels:
+                labels[experiment_id] = self.experiment(experiment_id).labels
+            names = labels[experiment_id]
+            if names[a] == names[b]:
+                continue
+            winner = {"a": names[a], "b": names[b]}.get(outcome)
+            comparisons.append(Comparison(subjects=(names[a], names[b]), winner=winner))
+        return fit_ratings(comparisons, **{**options, "voters": "judge"})
 
     def changes(self, run_id: str, earlier_run_id: str | None = None) -> list[str]:
         """What moved since an earlier run of the same experiment (default: the one before),

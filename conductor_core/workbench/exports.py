@@ -38,7 +38,18 @@ from ..models import IMAGE_MEDIA_TYPES, ToolCall, describe_size, utcnow
 from ..secrets import redact, redact_json
 from ..store.export import neutralize_formula
 from .arena import Arena, Reveal
-from .experiments import Cell, Check, ExperimentStore, GridRow, VariantStats
+from .experiments import (
+    Cell,
+    Check,
+    CheckKind,
+    CheckResult,
+    CheckStats,
+    ExperimentStore,
+    GridRow,
+    PairwiseStats,
+    VariantStats,
+)
+from .judging import agreements
 from .ratings import Leaderboard
 from .variants import Variant
 
@@ -59,6 +70,10 @@ __all__ = [
     "to_html",
     "to_csv",
     "check_rates_table",
+    "agreement_table",
+    "pairwise_table",
+    "ratings_table",
+    "JudgeAgreement",
     "filename",
     "stats_table",
     "total_cost_text",
@@ -137,6 +152,18 @@ class Comparison(BaseModel):
     vote: str | None = Field(default=None, description="The chosen column's label, 'tie' or 'all_bad'.")
 
 
+class JudgeAgreement(BaseModel):
+    """How often a rubric check's judge agreed with a person's 👍/👎, over every variant."""
+
+    check: int = Field(description="The check's position in the run's checks (0-based).")
+    label: str
+    n: int = Field(description="Cells with both a verdict and a 👍/👎.")
+    agreed: int
+    rate: float | None
+    kappa: float | None = Field(description="Cohen's kappa; None when undefined (see kappa_note).")
+    kappa_note: str | None = None
+
+
 class RunReport(BaseModel):
     kind: Literal["experiment_run"] = "experiment_run"
     title: str
@@ -155,6 +182,8 @@ class RunReport(BaseModel):
     rows: list[GridRow]
     rows_total: int
     leaderboard: Leaderboard | None = None
+    agreement: list[JudgeAgreement] = Field(default_factory=list, description="Per rubric check: judge vs person.")
+    pairwise: list[PairwiseStats] = Field(default_factory=list, description="Pairs of variants a judge compared.")
 
 
 class ArenaReport(BaseModel):
@@ -181,6 +210,7 @@ def run_report(
         if not page:
             break
         rows.extend(page)
+    stats = store.stats(run_id)
     return RunReport(
         title=experiment.name,
         template=experiment.template,
@@ -193,12 +223,76 @@ def run_report(
         variants=list(experiment.variants),
         labels=experiment.labels,
         columns=list(experiment.columns),
-        stats=store.stats(run_id),
+        stats=stats,
+        agreement=judge_agreement(list(run.checks), stats),
+        pairwise=store.pairwise_stats(run_id),
         changes=store.changes(run_id),
         rows=rows,
         rows_total=experiment.row_count,
         leaderboard=leaderboard,
     )
+
+
+def judge_agreement(checks: list[Check], stats: list[VariantStats]) -> list[JudgeAgreement]:
+    return [
+        JudgeAgreement(
+            check=index,
+            label=check.label,
+            n=a.n,
+            agreed=a.agreed,
+            rate=a.rate,
+            kappa=a.kappa,
+            kappa_note=a.kappa_note,
+        )
+        for index, check, a in agreements(checks, stats)
+    ]
+
+
+def agreement_table(checks: list[Check], stats: list[VariantStats]) -> tuple[list[str], list[list[str]]]:
+    """Per rubric check, the judge against a person's 👍/👎 (head, rows): "6 of 7 (86%)", "κ = 0.70"."""
+    rows = []
+    for _index, check, a in agreements(checks, stats):
+        kappa = "—" if a.n == 0 else (f"{a.kappa:.2f}" if a.kappa is not None else (a.kappa_note or "undefined"))
+        rows.append([check.label, str(a.n), "—" if a.rate is None else f"{a.agreed} of {a.n} ({a.rate:.0%})", kappa])
+    return ["rubric check", "cells rated by both", "agreed", "Cohen's κ"], rows
+
+
+def pairwise_table(labels: list[str], pairs: list[PairwiseStats]) -> tuple[list[str], list[list[str]]]:
+    """Each judged pair (head, rows): wins per variant, ties (flips included), win rates, cost."""
+    head = ["pair", "judge", "wins", "ties", "no verdict", "win rate", "judges' cost"]
+    rows = []
+    for p in pairs:
+        a, b = chr(65 + p.a), chr(65 + p.b)
+        rates = [p.win_rate(p.a), p.win_rate(p.b)]
+        priced = p.judged + p.failed - p.unpriced > 0
+        cost = _usd(p.cost_usd if priced else None) + (f" + {p.unpriced} unpriced" if p.unpriced and priced else "")
+        rows.append(
+            [
+                f"{a} · {labels[p.a]} vs {b} · {labels[p.b]}",
+                p.judge.label,
+                f"{a} {p.wins_a} · {b} {p.wins_b}",
+                str(p.ties),
+                str(p.failed + p.cancelled),
+                f"{a} {_pct(rates[0])} · {b} {_pct(rates[1])}",
+                cost,
+            ]
+        )
+    return head, rows
+
+
+def ratings_table(board: Leaderboard) -> tuple[list[str], list[list[str]]]:
+    """A leaderboard (head, rows), its votes named for whose they are (people's or judges')."""
+    rows = _ratings_rows(board)
+    if board.voters == "judge":
+        for row in rows:
+            row[-1] = row[-1].replace("blind vote", "judge vote")
+    return list(_RATINGS_HEAD), rows
+
+
+def _describe(a: JudgeAgreement) -> str:
+    from .judging import Agreement
+
+    return Agreement(n=a.n, agreed=a.agreed, kappa=a.kappa, kappa_note=a.kappa_note).describe()
 
 
 def arena_report(arena: Arena, *, votes: int = 50, **leaderboard_options: Any) -> ArenaReport:
@@ -325,7 +419,7 @@ def check_rates_table(doc_checks: list[Check], stats: list[VariantStats]) -> tup
     """Each check's pass rate per variant (head, rows): "12/20 (60%)"."""
     head = ["check", *[f"{chr(65 + s.variant)} · {s.label}" for s in stats]]
     rows = [
-        [check.label, *[_rate(s.checks[i].passed, s.checks[i].checked) if i < len(s.checks) else "—" for s in stats]]
+        [check.label, *[_check_rate(check, s.checks[i]) if i < len(s.checks) else "—" for s in stats]]
         for i, check in enumerate(doc_checks)
     ]
     return head, rows
@@ -335,13 +429,54 @@ def _rate(passed: int, checked: int) -> str:
     return f"{passed}/{checked} ({passed / checked:.0%})" if checked else "—"
 
 
+def _check_rate(check: Check, s: CheckStats) -> str:
+    """A check's pass rate; a rubric check's adds its mean score, the judges' failures and cost:
+    "7/10 (70%) · mean score 0.69 · judges $0.0012"."""
+    said = _rate(s.passed, s.checked)
+    if check.kind != CheckKind.rubric:
+        return said
+    if s.mean_score is not None:
+        said += f" · mean score {s.mean_score:.2f}"
+    if s.judge_failed:
+        said += f" · {s.judge_failed} judge failure{'s' if s.judge_failed > 1 else ''}"
+    if s.judge_cancelled:
+        said += f" · {s.judge_cancelled} not judged (stopped)"
+    if s.judge_calls:
+        priced = s.judge_calls - s.judge_unpriced
+        cost = _usd(s.judge_cost_usd if priced else None)
+        said += f" · judges {cost}" + (f" + {s.judge_unpriced} unpriced" if s.judge_unpriced and priced else "")
+    return said
+
+
+def _verdict_word(result: CheckResult | None) -> str:
+    if result is None:
+        return ""
+    if result.judge is not None and result.judge.status in ("failed", "cancelled"):
+        return "judge failed" if result.judge.status == "failed" else "not judged"
+    return "" if result.passed is None else ("pass" if result.passed else "fail")
+
+
+def _why(result: CheckResult | None) -> str:
+    if result is None:
+        return ""
+    if result.judge is not None and result.judge.status == "ok":
+        return result.judge.reason or ""
+    return result.detail or ""
+
+
 def _verdicts(cell: Cell, checks: list[Check]) -> str:
     """Each check's verdict on a cell, in words: "valid against the schema ✗ ($.total: ...)"."""
     said = []
     for check, result in zip(checks, cell.checks or [], strict=False):
+        if result.judge is not None and result.judge.status in ("failed", "cancelled"):
+            said.append(f"{check.label}: {result.detail}")
+            continue
         if result.passed is None:
             continue
         mark = "✓" if result.passed else "✗"
+        if result.judge is not None:  # a verdict: its score and reason, pass or fail
+            said.append(f"{check.label} {mark} {result.score or 0:.2f} ({result.judge.reason})")
+            continue
         said.append(f"{check.label} {mark}" + (f" ({result.detail})" if result.detail and not result.passed else ""))
     return "; ".join(said)
 
@@ -466,6 +601,10 @@ def to_markdown(doc: Document) -> str:
         ]
         if doc.checks:
             out += ["## Checks", "", *_table(*check_rates_table(doc.checks, doc.stats)), ""]
+        if doc.agreement:
+            out += ["## Judge and person", "", *_table(*agreement_table(doc.checks, doc.stats)), ""]
+        if doc.pairwise:
+            out += ["## Pairwise judge", "", *_table(*pairwise_table(doc.labels, doc.pairwise)), ""]
         if doc.changes:
             out += ["## Since the previous run", "", *[f"- {_cell(line)}" for line in doc.changes], ""]
         if doc.leaderboard and doc.leaderboard.ratings:
@@ -632,6 +771,11 @@ def to_html(doc: Document, *, charts: bool = True) -> str:
         letter=lambda i: chr(65 + i),
         check_head=check_rates_table(doc.checks, doc.stats)[0] if isinstance(doc, RunReport) else [],
         check_rows=check_rates_table(doc.checks, doc.stats)[1] if isinstance(doc, RunReport) else [],
+        agreement_head=agreement_table(doc.checks, doc.stats)[0] if isinstance(doc, RunReport) else [],
+        agreement_rows=agreement_table(doc.checks, doc.stats)[1] if isinstance(doc, RunReport) else [],
+        describe_agreement=lambda a: _describe(a),
+        pairwise_head=pairwise_table(doc.labels, doc.pairwise)[0] if isinstance(doc, RunReport) else [],
+        pairwise_rows=pairwise_table(doc.labels, doc.pairwise)[1] if isinstance(doc, RunReport) else [],
         verdicts=_verdicts,
         tool_calls_text=_tool_calls_text,
     )
@@ -658,6 +802,11 @@ def to_csv(doc: RunReport) -> str:
     out = io.StringIO()
     writer = csv.writer(out)
     checks = [f"check {i + 1}: {check.label}" for i, check in enumerate(doc.checks)]
+    # A rubric check adds its score and its judge's latency and cost.
+    suffixes = [
+        ("", " (why)", " (score)", " (judge ms)", " (judge usd)") if check.kind == CheckKind.rubric else ("", " (why)")
+        for check in doc.checks
+    ]
     writer.writerow(
         [
             "row",
@@ -667,7 +816,7 @@ def to_csv(doc: RunReport) -> str:
             "answer",
             "tool_calls",
             "passed",
-            *[f"{name}{suffix}" for name in checks for suffix in ("", " (why)")],
+            *[f"{name}{suffix}" for name, ends in zip(checks, suffixes, strict=True) for suffix in ends],
             "latency_ms",
             "cost_usd",
             "rating",
@@ -680,11 +829,17 @@ def to_csv(doc: RunReport) -> str:
             if cell is None:
                 continue
             results = list(cell.checks or [])
-            per_check = []
+            per_check: list[Any] = []
             for i in range(len(doc.checks)):
                 result = results[i] if i < len(results) else None
-                verdict = "" if result is None or result.passed is None else ("pass" if result.passed else "fail")
-                per_check += [verdict, (result.detail or "") if result is not None else ""]
+                per_check += [_verdict_word(result), _why(result)]
+                if len(suffixes[i]) > 2:
+                    judge = result.judge if result is not None else None
+                    per_check += [
+                        "" if result is None or result.score is None else result.score,
+                        "" if judge is None or judge.latency_ms is None else round(judge.latency_ms, 1),
+                        "" if judge is None or judge.cost_usd is None else judge.cost_usd,
+                    ]
             writer.writerow(
                 _as_text_cells(
                     row.row + 1,
@@ -755,6 +910,12 @@ _BODIES = {
 {% for row in stats_rows %}<tr>{% for c in row %}<td>{{ c }}</td>{% endfor %}</tr>{% endfor %}</table>
 {% if check_rows %}<h2>Checks</h2><table><tr>{% for h in check_head %}<th>{{ h }}</th>{% endfor %}</tr>
 {% for row in check_rows %}<tr>{% for c in row %}<td>{{ c }}</td>{% endfor %}</tr>{% endfor %}</table>{% endif %}
+{% if agreement_rows %}<h2>Judge and person</h2><table><tr>{% for h in agreement_head %}<th>{{ h }}</th>{% endfor %}</tr>
+{% for row in agreement_rows %}<tr>{% for c in row %}<td>{{ c }}</td>{% endfor %}</tr>{% endfor %}</table>
+<p class="meta">{% for a in doc.agreement %}{{ a.label }}: {{ describe_agreement(a) }}. {% endfor %}</p>{% endif %}
+{% if pairwise_rows %}<h2>Pairwise judge</h2><table><tr>{% for h in pairwise_head %}<th>{{ h }}</th>{% endfor %}</tr>
+{% for row in pairwise_rows %}<tr>{% for c in row %}<td>{{ c }}</td>{% endfor %}</tr>{% endfor %}</table>
+<p class="meta">Each row asked twice, the answers in both orders: the same winner both times is a win; a flip or a tie is a tie.</p>{% endif %}
 {{ charts }}
 {% if doc.changes %}<h2>Since the previous run</h2><ul>{% for line in doc.changes %}<li>{{ line }}</li>{% endfor %}</ul>{% endif %}
 {% if doc.leaderboard and doc.leaderboard.ratings %}<h2>Ratings</h2>"""

@@ -37,11 +37,22 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["Judgement", "Rating", "Leaderboard", "fit_ratings", "bradley_terry", "RatingError", "SCALE", "BASE"]
+__all__ = [
+    "Judgement",
+    "Rating",
+    "Leaderboard",
+    "Voters",
+    "fit_ratings",
+    "bradley_terry",
+    "RatingError",
+    "SCALE",
+    "BASE",
+]
 
 SCALE = 400.0
 BASE = 1000.0
@@ -85,12 +96,18 @@ class Rating(BaseModel):
         return f"{self.rating:,.0f} ± {self.margin:,.0f} from {self.votes} blind vote{'s' if self.votes != 1 else ''}"
 
 
+#: Who voted: people (the arena's blind votes, Compare's) or judge models (Experiments' pairwise
+#: judgements). Never fitted together: each has its own leaderboard.
+Voters = Literal["people", "judge"]
+
+
 class Leaderboard(BaseModel):
     ratings: list[Rating] = Field(description="Best first; subjects with too few votes after the others.")
     votes: int
     min_votes: int
     rounds: int
     seed: int
+    voters: Voters = Field(default="people", description="Whose votes these ratings come from.")
 
     def get(self, subject: str) -> Rating | None:
         return next((r for r in self.ratings if r.subject == subject), None)
@@ -193,15 +210,17 @@ def fit_ratings(
     rounds: int = 200,
     seed: int = 0,
     prior: float = 1.0,
+    voters: Voters = "people",
 ) -> Leaderboard:
-    """A leaderboard from blind votes: rating, 95% bootstrap interval, votes, wins/losses/ties."""
+    """A leaderboard from blind votes: rating, 95% bootstrap interval, votes, wins/losses/ties.
+    `voters` says whose they are (the caller passes one kind only: people's or judges')."""
     judgements = [j for j in judgements if len(set(j.subjects)) >= 2]
     for judgement in judgements:
         if judgement.winner is not None and judgement.winner not in judgement.subjects:
             raise RatingError(f"the winner {judgement.winner!r} is not one of the judged subjects {judgement.subjects}")
     subjects = sorted({s for j in judgements for s in j.subjects})
     if not subjects:
-        return Leaderboard(ratings=[], votes=0, min_votes=min_votes, rounds=rounds, seed=seed)
+        return Leaderboard(ratings=[], votes=0, min_votes=min_votes, rounds=rounds, seed=seed, voters=voters)
     index = {s: i for i, s in enumerate(subjects)}
     n = len(subjects)
     vote_of, first, second, score = _pairs(judgements, index)
@@ -247,4 +266,6 @@ def fit_ratings(
         for i, s in enumerate(subjects)
     ]
     ratings.sort(key=lambda r: (not r.enough, -r.rating, r.subject))
-    return Leaderboard(ratings=ratings, votes=len(judgements), min_votes=min_votes, rounds=rounds, seed=seed)
+    return Leaderboard(
+        ratings=ratings, votes=len(judgements), min_votes=min_votes, rounds=rounds, seed=seed, voters=voters
+    )

@@ -18,6 +18,11 @@ Stop: workers take no new cell; a call in flight is closed at its next stream ev
 request log records it as cancelled (the core cannot interrupt a call that is still waiting
 for its first byte: that one is closed when the byte comes). Cells never started are stored
 as `cancelled` too, so a stopped run's grid says what did not run.
+
+Rubric checks (judging.py): a cell whose answer finished goes to the judges' queue, where
+`experiment_judge_concurrency` threads (default 2) ask each rubric check's judge, then the cell
+is stored with its verdicts. Stop cancels them too: a judgement not begun, or in flight (closed
+at its next event), is stored as cancelled, and says so.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from types import EllipsisType
 from typing import Any, Literal
 
@@ -41,17 +46,32 @@ from .experiments import (
     Cell,
     Check,
     CheckKind,
+    CheckResult,
     Experiment,
     ExperimentError,
     ExperimentStore,
+    Judgement,
+    JudgeTarget,
+    JudgeVote,
     all_passed,
     as_checks,
     evaluate,
     failed_checks,
 )
+from .judging import cancelled_judgement, judge_answer, judge_pair
 from .templates import Template, TemplateError
 
-__all__ = ["Progress", "RunHandle", "start_run", "concurrency_limits", "image_refusals"]
+__all__ = [
+    "Progress",
+    "RunHandle",
+    "start_run",
+    "concurrency_limits",
+    "image_refusals",
+    "judge_problems",
+    "PairwiseHandle",
+    "PairwiseProgress",
+    "start_pairwise",
+]
 
 log = logging.getLogger("conductor.experiments")
 
@@ -78,6 +98,7 @@ class Progress:
     elapsed_s: float
     per_variant: tuple[int, ...]  # finished cells per variant
     database_error: str | None = None  # the database refused the last batch (it is retried) or a read
+    judging: int = 0  # answers waiting for (or with) their judges
 
     @property
     def fraction(self) -> float:
@@ -176,6 +197,15 @@ class RunHandle:
             for name, source in self._sources.items()
             for i in range(max(1, min(limits[name], cells_of[name])))
         ]
+        self._rubrics = [i for i, check in enumerate(checks) if check.kind == CheckKind.rubric]
+        judges = max(1, int(getattr(conductor.settings, "experiment_judge_concurrency", 2))) if self._rubrics else 0
+        # Bounded: answers faster than their judges wait here (memory stays flat in the rows).
+        self._to_judge: queue.Queue[tuple[Cell, dict[str, Any], str | None] | None] = queue.Queue(
+            maxsize=max(16, 4 * judges)
+        )
+        self._judges = [
+            threading.Thread(target=self._judge_work, name=f"experiment-judge-{i}", daemon=True) for i in range(judges)
+        ]
         self._writer = threading.Thread(target=self._write, name="experiment-writer", daemon=True)
         self._supervisor = threading.Thread(target=self._supervise, name="experiment-run", daemon=True)
 
@@ -221,6 +251,8 @@ class RunHandle:
         self._writer.start()
         for worker in self._workers:
             worker.start()
+        for judge in self._judges:
+            judge.start()
         self._supervisor.start()
 
     def _work(self, source: _Cells) -> None:
@@ -244,7 +276,52 @@ class RunHandle:
             except Exception as exc:
                 log.exception("experiment cell %s/%s crashed", row, variant)
                 cell = Cell(row=row, variant=variant, status="error", error_type="internal", error_message=str(exc))
-            self._finish(cell)
+            if self._rubrics and cell.status == "ok":
+                self._count(running=-1, judging=1)
+                self._to_judge.put((cell, values, expected))
+            else:
+                self._finish(cell)
+
+    def _judge_work(self) -> None:
+        while (item := self._to_judge.get()) is not None:
+            cell, values, expected = item
+            try:
+                cell = self._judged(cell, values, expected)
+            except Exception as exc:
+                log.exception("experiment cell %s/%s: judging crashed", cell.row, cell.variant)
+                results = list(cell.checks or [])
+                for i in self._rubrics:
+                    if (judgement := results[i].judge) is not None and judgement.status == "pending":
+                        error = f"internal: {type(exc).__name__}: {exc}"
+                        results[i] = CheckResult(
+                            passed=None,
+                            detail=f"the judge failed: {error}",
+                            judge=Judgement(status="failed", error=error),
+                        )
+                cell = cell.model_copy(update={"checks": results, "passed": all_passed(results)})
+            self._finish(cell, was_running=False, was_judging=True)
+
+    def _judged(self, cell: Cell, values: dict[str, Any], expected: str | None) -> Cell:
+        """The cell with each of its pending rubric checks graded by its judge (or cancelled)."""
+        results = list(cell.checks or [])
+        for i in self._rubrics:
+            judgement = results[i].judge
+            if judgement is None or judgement.status != "pending":
+                continue  # the check does not apply to this row
+            if self._stop.is_set():
+                results[i] = cancelled_judgement()
+                continue
+            results[i] = judge_answer(
+                self._conductor,
+                self.checks[i],
+                answer=cell.answer or "",
+                values=values,
+                expected=expected,
+                row=cell.row,
+                overrides=self._overrides,
+                stopped=self._stop.is_set,
+            )
+        return cell.model_copy(update={"checks": results, "passed": all_passed(results)})
 
     def _run_cell(self, row: int, values: dict[str, Any], expected: str | None, variant_index: int) -> Cell:
         variant = self.experiment.variants[variant_index]
@@ -351,11 +428,12 @@ class RunHandle:
             **self._verdicts(values, expected, "no answer"),
         )
 
-    def _count(self, *, running: int = 0) -> None:
+    def _count(self, *, running: int = 0, judging: int = 0) -> None:
         with self._lock:
-            self._progress = replace(self._progress, running=self._progress.running + running)
+            p = self._progress
+            self._progress = replace(p, running=p.running + running, judging=p.judging + judging)
 
-    def _finish(self, cell: Cell, *, was_running: bool = True) -> None:
+    def _finish(self, cell: Cell, *, was_running: bool = True, was_judging: bool = False) -> None:
         self._results.put(cell)
         with self._lock:
             p = self._progress
@@ -369,6 +447,7 @@ class RunHandle:
                 incomplete=p.incomplete + (cell.status == "incomplete"),
                 cancelled=p.cancelled + (cell.status == "cancelled"),
                 running=p.running - (1 if was_running else 0),
+                judging=p.judging - (1 if was_judging else 0),
                 per_variant=tuple(per_variant),
             )
         self._notify()
@@ -384,6 +463,10 @@ class RunHandle:
     def _supervise(self) -> None:
         for worker in self._workers:
             worker.join()
+        for _judge in self._judges:
+            self._to_judge.put(None)  # after every answer that was queued: each judge takes one and ends
+        for judge in self._judges:
+            judge.join()
         stopped = self._stop.is_set()
         if stopped:
             for source in self._sources.values():
@@ -478,6 +561,17 @@ def image_refusals(
     return [f"{name} reads text only: remove it or the image column ({columns})" for name in unable]
 
 
+def judge_problems(conductor: Any, checks: Sequence[Check], overrides: Mapping[str, Any] | None = None) -> list[str]:
+    """Why rubric checks' judges cannot be asked (a provider not configured here), one line each."""
+    ready = {**conductor.registry.providers, **(overrides or {})}
+    judges = dict.fromkeys(c.judge.provider for c in checks if c.kind == CheckKind.rubric and c.judge is not None)
+    return [
+        f"the judge {name!r} is not a configured provider (configured: {', '.join(sorted(ready)) or 'none'})"
+        for name in judges
+        if name not in ready
+    ]
+
+
 def start_run(
     conductor: Any,
     store: ExperimentStore,
@@ -504,6 +598,8 @@ def start_run(
     if refusals := image_refusals(conductor, experiment.variants, pictured, overrides):
         raise ExperimentError("; ".join(refusals) + ". Nothing was sent.")
     kinds = as_checks(checks if checks is not None else check)
+    if problems := judge_problems(conductor, kinds, overrides):
+        raise ExperimentError("; ".join(problems) + ". Nothing was sent.")
     providers = list(dict.fromkeys(v.provider for v in experiment.variants))
     limits = concurrency_limits(conductor.settings.experiment_concurrency, providers, concurrency)
     # Holds the run's lease until finish_run.
@@ -514,4 +610,176 @@ def start_run(
     except BaseException:
         store.finish_run(run.id, "stopped")  # never left "running" by a live process that does not run it
         raise
+    return handle
+
+
+# --- pairwise judging: which of two variants answered a row better ------------------------------
+
+
+@dataclass(frozen=True)
+class PairwiseProgress:
+    run_id: str
+    a: int
+    b: int
+    total: int  # rows where both variants answered
+    done: int
+    state: State
+
+
+_live_pairs: dict[tuple[str, int, int], PairwiseHandle] = {}
+
+
+class PairwiseHandle:
+    """A pairwise judgement of two variants over a finished run's rows, in this process. Each
+    row whose two cells answered is judged twice (order swapped; judging.py `judge_pair`) by
+    `experiment_judge_concurrency` threads, and its vote stored as it comes. Stop: no new row;
+    a call in flight is closed at its next event and its row stored as cancelled."""
+
+    def __init__(
+        self,
+        conductor: Any,
+        store: ExperimentStore,
+        run_id: str,
+        a: int,
+        b: int,
+        judge: JudgeTarget,
+        criteria: str | None,
+        overrides: Mapping[str, Any] | None,
+    ) -> None:
+        self.run_id, self.a, self.b, self.judge, self.criteria = run_id, a, b, judge, criteria
+        self._conductor, self._store, self._overrides = conductor, store, overrides
+        self._stop = threading.Event()
+        self._done = threading.Event()
+        self._lock = threading.Lock()
+        self._pairs = list(self._answered_pairs())
+        self._next = iter(self._pairs)
+        self._progress = PairwiseProgress(run_id, a, b, len(self._pairs), 0, "running")
+        limit = max(1, int(getattr(conductor.settings, "experiment_judge_concurrency", 2)))
+        self._threads = [
+            threading.Thread(target=self._work, name=f"experiment-pairwise-{i}", daemon=True)
+            for i in range(max(1, min(limit, len(self._pairs))))
+        ]
+
+    @classmethod
+    def find(cls, run_id: str, a: int, b: int) -> PairwiseHandle | None:
+        with _live_lock:
+            return _live_pairs.get((run_id, a, b))
+
+    @classmethod
+    def live(cls, run_id: str) -> list[PairwiseHandle]:
+        """The pairs of this run being judged in this process."""
+        with _live_lock:
+            return [h for (run, _a, _b), h in _live_pairs.items() if run == run_id]
+
+    def _answered_pairs(self) -> Iterator[tuple[int, str, str, str]]:
+        """(row, its prompt, A's answer, B's answer) for every row where both answered."""
+        experiment = self._store.experiment(self._store.run(self.run_id).experiment_id)
+        offset = 0
+        while page := self._store.grid(self.run_id, offset=offset, limit=200):
+            for grid_row in page:
+                one, two = grid_row.cells[self.a], grid_row.cells[self.b]
+                if one is None or two is None or one.status != "ok" or two.status != "ok":
+                    continue
+                if one.answer is None or two.answer is None:
+                    continue
+                prompt = self._store.prompt(experiment, grid_row.values, grid_row.row)
+                yield grid_row.row, prompt, one.answer, two.answer
+            offset = page[-1].row + 1
+
+    def progress(self) -> PairwiseProgress:
+        with self._lock:
+            return self._progress
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._lock:
+            if self._progress.state == "running":
+                self._progress = replace(self._progress, state="stopping")
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._done.wait(timeout)
+
+    def _start(self) -> None:
+        with _live_lock:
+            _live_pairs[(self.run_id, self.a, self.b)] = self
+        for thread in self._threads:
+            thread.start()
+        threading.Thread(target=self._supervise, name="experiment-pairwise", daemon=True).start()
+
+    def _take(self) -> tuple[int, str, str, str] | None:
+        with self._lock:
+            return next(self._next, None)
+
+    def _work(self) -> None:
+        while (item := self._take()) is not None:
+            row, prompt, answer_a, answer_b = item
+            try:
+                verdict = judge_pair(
+                    self._conductor,
+                    self.judge,
+                    prompt=prompt,
+                    answer_a=answer_a,
+                    answer_b=answer_b,
+                    criteria=self.criteria,
+                    overrides=self._overrides,
+                    stopped=self._stop.is_set,
+                )
+                vote = JudgeVote(
+                    row=row, a=self.a, b=self.b, judge=self.judge, criteria=self.criteria, **asdict(verdict)
+                )
+            except Exception as exc:  # the row says what went wrong; the others go on
+                log.exception("pairwise judgement of row %s crashed", row)
+                vote = JudgeVote(
+                    row=row, a=self.a, b=self.b, judge=self.judge, outcome="failed", error=f"internal: {exc}"
+                )
+            try:
+                self._store.write_judge_votes(self.run_id, [vote])
+            except Exception:
+                log.exception("pairwise judgement of row %s could not be stored", row)
+            with self._lock:
+                self._progress = replace(self._progress, done=self._progress.done + 1)
+
+    def _supervise(self) -> None:
+        for thread in self._threads:
+            thread.join()
+        with self._lock:
+            state: State = "stopped" if self._stop.is_set() else "completed"
+            self._progress = replace(self._progress, state=state)
+        with _live_lock:
+            _live_pairs.pop((self.run_id, self.a, self.b), None)
+        self._done.set()
+
+
+def start_pairwise(
+    conductor: Any,
+    store: ExperimentStore,
+    run_id: str,
+    a: int,
+    b: int,
+    judge: JudgeTarget,
+    *,
+    criteria: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> PairwiseHandle:
+    """Judge variants `a` and `b` of a finished run row by row (replacing an earlier judgement
+    of the pair). Refused, before any call, for a run still running, a judge not configured,
+    or a run whose answers are not kept."""
+    run = store.run(run_id)
+    experiment = store.experiment(run.experiment_id)
+    width = len(experiment.variants)
+    if a == b or not (0 <= a < width and 0 <= b < width):
+        raise ExperimentError(f"choose two different variants of the {width}")
+    if run.status == "running":
+        raise ExperimentError("the run is still running: judge its answers once it has finished")
+    if judge.provider == "auto":
+        raise ExperimentError("the judge names a provider: 'auto' could judge each row with another model")
+    if problems := judge_problems(conductor, [Check(kind=CheckKind.rubric, rubric="-", judge=judge)], overrides):
+        raise ExperimentError("; ".join(problems) + ". Nothing was sent.")
+    if not store.keeps_text:
+        raise ExperimentError("answers are not kept (prompt logging is off): there is nothing to compare")
+    if PairwiseHandle.find(run_id, a, b) is not None:
+        raise ExperimentError("this pair is being judged already")
+    store.clear_judge_votes(run_id, a, b)
+    handle = PairwiseHandle(conductor, store, run_id, a, b, judge, criteria, overrides)
+    handle._start()
     return handle

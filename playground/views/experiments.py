@@ -18,11 +18,19 @@ import pandas as pd
 import streamlit as st
 
 from conductor_core.models import ChatMessage
-from conductor_core.workbench import exports
+from conductor_core.workbench import exports, judging
 from conductor_core.workbench.datasets import DATA_EXTENSIONS, Dataset, DatasetError, read_dataset
-from conductor_core.workbench.experiments import Cell, Check, CheckKind, Experiment, ExperimentError, Run
+from conductor_core.workbench.experiments import (
+    Cell,
+    Check,
+    CheckKind,
+    Experiment,
+    ExperimentError,
+    JudgeTarget,
+    Run,
+)
 from conductor_core.workbench.prompts import PromptError
-from conductor_core.workbench.runner import RunHandle, image_refusals, start_run
+from conductor_core.workbench.runner import PairwiseHandle, RunHandle, image_refusals, start_pairwise, start_run
 from conductor_core.workbench.templates import Template, TemplateError
 from conductor_core.workbench.variants import Variant, variant_labels
 from playground import attachments as pictures
@@ -61,7 +69,9 @@ _MORE_CHECKS = {
     CheckKind.called_tool: "called a tool",
     CheckKind.tool_argument: "tool argument equals a column",
     CheckKind.no_tool: "called no tool",
+    CheckKind.rubric: "graded by a judge (rubric)",
 }
+EXAMPLE_RUBRIC = "The answer to “{{country}}” names {{expected}} and nothing wrong. Answer: {{answer}}"
 
 
 def letter(i: int) -> str:
@@ -645,6 +655,10 @@ def load_checks(prefix: str, checks: Sequence[Check]) -> None:
             ss[f"{prefix}_tool"] = ch.tool
             if ch.kind == CheckKind.tool_argument:
                 ss[f"{prefix}_argument"], ss[f"{prefix}_argument_column"] = ch.path, ch.column
+        elif ch.kind == CheckKind.rubric:
+            ss[f"{prefix}_rubric"] = ch.rubric
+            if ch.judge is not None:
+                ss[f"{prefix}_judge"], ss[f"{prefix}_judge_model"] = ch.judge.provider, ch.judge.model or ""
 
 
 def checks_from_state(prefix: str) -> list[Check]:
@@ -660,9 +674,50 @@ def checks_from_state(prefix: str) -> list[Check]:
             checks.append(Check(kind=kind, tool=tool, path=path, column=ss.get(f"{prefix}_argument_column")))
         elif kind == CheckKind.called_tool:
             checks.append(Check(kind=kind, tool=tool))
+        elif kind == CheckKind.rubric:
+            checks.append(rubric_from_state(prefix))
         else:
             checks.append(Check(kind=kind))
     return checks
+
+
+def rubric_from_state(prefix: str) -> Check:
+    """The rubric check the editor shows; what it lacks is said when the run starts."""
+    provider = (ss.get(f"{prefix}_judge") or "").strip()
+    judge = JudgeTarget(provider=provider, model=ss.get(f"{prefix}_judge_model")) if provider else None
+    return Check(kind=CheckKind.rubric, rubric=(ss.get(f"{prefix}_rubric") or "").strip() or None, judge=judge)
+
+
+def rubric_editor(prefix: str, keep: str | None) -> None:
+    """A rubric and its judge: any configured provider (the local model too) and a model."""
+    st.text_area(
+        "Rubric",
+        key=f"{prefix}_rubric",
+        height=90,
+        placeholder=EXAMPLE_RUBRIC,
+        persist_state=keep,
+        help="What a good answer does. {{column}} is the row's value, {{answer}} the answer graded, {{expected}} "
+        "the expected column. The judge answers pass/fail, a score from 0 to 1 and a one-line reason.",
+    )
+    judges = state.configured_names(c)
+    left, right = st.columns([3, 2])
+    left.selectbox(
+        "Judge",
+        judges,
+        key=f"{prefix}_judge",
+        format_func=lambda name: state.provider_label(c, name),
+        persist_state=keep,
+        help="Who grades every answer (asked after each answer, at most "
+        f"{c.settings.experiment_judge_concurrency} at once; Stop cancels them).",
+    )
+    chosen = ss.get(f"{prefix}_judge")
+    right.text_input(
+        "Judge model",
+        key=f"{prefix}_judge_model",
+        placeholder=state.default_model(c, chosen) if chosen else "the provider's default",
+        persist_state=keep,
+        help="Empty: the provider's default model.",
+    )
 
 
 def checks_editor(prefix: str, columns: Sequence[str], *, keep: str | None = None) -> None:
@@ -684,8 +739,8 @@ def checks_editor(prefix: str, columns: Sequence[str], *, keep: str | None = Non
         persist_state=keep,
         format_func=lambda k: _MORE_CHECKS[CheckKind(k)],
         help="Valid against the schema: the variant's JSON schema output. JSON path: a field of the answer's JSON "
-        "equals a column (numbers as numbers). Tool checks read the calls the model made. A cell passes when "
-        "every check passes.",
+        "equals a column (numbers as numbers). Tool checks read the calls the model made. A rubric is graded by "
+        "a judge model. A cell passes when every check passes.",
     )
     # Columns of expected values first (expected_total...): what a check usually compares with.
     choices = sorted((c for c in columns if c != "expected"), key=lambda c: not c.startswith("expected")) or list(
@@ -703,6 +758,8 @@ def checks_editor(prefix: str, columns: Sequence[str], *, keep: str | None = Non
             "Argument", key=f"{prefix}_argument", placeholder="city (or $.address.city)", persist_state=keep
         )
         right.selectbox("equals the column", choices, key=f"{prefix}_argument_column", persist_state=keep)
+    if CheckKind.rubric.value in more:
+        rubric_editor(prefix, keep)
 
 
 def draw_cell_checks(run: Run, cell: Cell) -> None:
@@ -711,9 +768,20 @@ def draw_cell_checks(run: Run, cell: Cell) -> None:
         return
     lines = []
     for check, result in zip(run.checks, cell.checks or [], strict=False):
+        if (judgement := result.judge) is not None and judgement.status != "ok":
+            icon = ":orange[:material/gavel:]" if judgement.status == "failed" else ":gray[:material/block:]"
+            lines.append(f"{icon} {ui.escape_md(check.label)} — {ui.escape_md(result.detail or judgement.status)}")
+            continue
         if result.passed is None:
             continue
         mark = ":green[:material/check:]" if result.passed else ":red[:material/close:]"
+        if judgement is not None:  # the judge's verdict: its score and reason, pass or fail
+            figures = f"{ui.format_ms(judgement.latency_ms)} · {ui.format_cost(judgement.cost_usd)}"
+            lines.append(
+                f"{mark} {ui.escape_md(check.label)} · score {result.score or 0:.2f} — "
+                f"{ui.escape_md(judgement.reason or '')} ({ui.escape_md(figures)})"
+            )
+            continue
         why = f" — {ui.escape_md(result.detail)}" if result.detail and not result.passed else ""
         lines.append(f"{mark} {ui.escape_md(check.label)}{why}")
     if lines:
@@ -923,7 +991,9 @@ def draw_progress(run: Run, stats) -> None:
         text = (
             f"{p.done:,} of {p.total:,} answers · {p.ok:,} ok · {p.errors:,} failed"
             + (f" · {p.incomplete:,} cut short" if p.incomplete else "")
-            + f" · {p.running} in flight · {p.elapsed_s:,.0f} s"
+            + f" · {p.running} in flight"
+            + (f" · {p.judging} with the judge" if p.judging else "")
+            + f" · {p.elapsed_s:,.0f} s"
         )
         st.progress(
             p.fraction, text=("Stopping: closing the calls in flight… " if p.state == "stopping" else "") + text
@@ -979,10 +1049,119 @@ def draw_summary(stats, run: Run | None = None) -> None:
         check_head, check_rows = exports.check_rates_table(list(run.checks), stats)
         st.markdown("**Each check's pass rate**")
         st.table(pd.DataFrame(check_rows, columns=check_head).set_index(check_head[0]))
+    if run is not None and any(ch.kind == CheckKind.rubric for ch in run.checks):
+        draw_agreement(run, stats)
     st.caption(
         "Success: answered without error, of the requests that ran. Pass rate: a cell passes when every check "
         "that applies to its row passes (a comparison with expected applies to rows with an expected value). "
         "Win rate: rows where a variant scored best (your rating first, then the check, then answering)."
+    )
+
+
+def draw_agreement(run: Run, stats) -> None:
+    """Per rubric check: how often its judge agreed with the 👍/👎 given here (n, %, Cohen's κ)."""
+    head, rows = exports.agreement_table(list(run.checks), stats)
+    st.markdown(
+        "**Judge and person**",
+        help="A 👍 counts as a pass and a 👎 as a fail; cells the judge gave "
+        "no verdict are left out. Cohen's κ: agreement beyond chance (1 perfect, 0 chance).",
+    )
+    st.table(pd.DataFrame(rows, columns=head).set_index(head[0]))
+
+
+def judge_pair_of(run_id: str) -> None:
+    """Start judging the pair the pairwise form shows (a callback: the page then shows progress)."""
+    prefix = f"exp_pair_{run_id}"
+    provider = (ss.get(f"{prefix}_judge") or "").strip()
+    if not provider:
+        note("Choose a judge first.")
+        return
+    try:
+        start_pairwise(
+            c,
+            store,
+            run_id,
+            int(ss.get(f"{prefix}_a") or 0),
+            int(ss.get(f"{prefix}_b") or 0),
+            JudgeTarget(provider=provider, model=ss.get(f"{prefix}_judge_model")),
+            criteria=(ss.get(f"{prefix}_criteria") or "").strip() or None,
+            overrides=state.overrides(),
+        )
+    except ExperimentError as error:
+        note(str(error))
+
+
+def draw_pairwise(experiment: Experiment, run: Run) -> None:
+    """Two variants compared row by row by a judge (each row asked twice, the order swapped),
+    the pairs judged so far with their win rates, and the judges' own leaderboard."""
+    if run.status == "running":
+        return
+    for handle in PairwiseHandle.live(run.id):
+        live_pairwise(run.id, handle.a, handle.b)
+    pairs = store.pairwise_stats(run.id)
+    if pairs:
+        st.markdown("**Pairwise judge**")
+        head, rows = exports.pairwise_table(experiment.labels, pairs)
+        st.table(pd.DataFrame(rows, columns=head).set_index(head[0]))
+        board = store.judge_leaderboard()
+        st.markdown(
+            "**Judges' leaderboard**",
+            help="Bradley–Terry ratings from the judge votes of every run, kept apart from people's votes "
+            "(the Arena's and Compare's), which have their own leaderboard.",
+        )
+        head, rows = exports.ratings_table(board)
+        st.table(pd.DataFrame(rows, columns=[h or " " for h in head]).set_index(head[0]))
+    prefix = f"exp_pair_{run.id}"
+    with st.expander("Judge two variants against each other (pairwise)", icon=":material/balance:"):
+        st.caption(
+            "A judge model picks the better answer per row, asked twice with the answers in both orders: the same "
+            "winner both times is a win; a flip (position bias) or a tie answer is a tie. Judge votes feed the "
+            "judges' leaderboard below, never the people's."
+        )
+        options = list(range(len(experiment.variants)))
+        ss.setdefault(f"{prefix}_b", 1)
+        name = lambda i: f"{letter(i)} · {experiment.labels[i]}"  # noqa: E731
+        left, right = st.columns(2)
+        left.selectbox("First variant", options, key=f"{prefix}_a", format_func=name)
+        right.selectbox("Second variant", options, key=f"{prefix}_b", format_func=name)
+        left, right = st.columns([3, 2])
+        left.selectbox(
+            "Pairwise judge",
+            state.configured_names(c),
+            key=f"{prefix}_judge",
+            format_func=lambda n: state.provider_label(c, n),
+        )
+        chosen = ss.get(f"{prefix}_judge")
+        right.text_input(
+            "Pairwise judge model",
+            key=f"{prefix}_judge_model",
+            placeholder=state.default_model(c, chosen) if chosen else "the provider's default",
+        )
+        st.text_input("What makes an answer better", key=f"{prefix}_criteria", placeholder=judging.DEFAULT_CRITERIA)
+        st.button(
+            "Judge the pair",
+            key=f"{prefix}_go",
+            icon=":material/balance:",
+            on_click=judge_pair_of,
+            args=(run.id,),
+            disabled=bool(PairwiseHandle.live(run.id)),
+        )
+
+
+@st.fragment(run_every=REFRESH_S)
+def live_pairwise(run_id: str, a: int, b: int) -> None:
+    handle = PairwiseHandle.find(run_id, a, b)
+    if handle is None:
+        st.rerun()
+        return
+    p = handle.progress()
+    st.progress(
+        p.done / p.total if p.total else 1.0,
+        text=f"Judging {letter(a)} vs {letter(b)}: {p.done} of {p.total} rows"
+        + (" · stopping" if p.state == "stopping" else ""),
+    )
+    st.button(
+        "Stop judging", key=f"exp_pair_stop_{run_id}_{a}_{b}", icon=":material/stop_circle:", on_click=handle.stop
     )
 
 
@@ -1032,6 +1211,7 @@ def draw_run(experiment: Experiment, run: Run, runs: list[Run]) -> None:
         draw_status(run, stats)
     draw_summary(stats, run)
     if not live:
+        draw_pairwise(experiment, run)
         draw_changes(experiment, runs, run)
     draw_grid(experiment, run, live=live)
 
