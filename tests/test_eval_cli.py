@@ -41,6 +41,8 @@ from conductor_core.testing.protocol_servers import AnthropicServer, Fault, Open
 from conductor_core.workbench.dataset_store import DatasetStore
 from conductor_core.workbench.datasets import read_dataset
 from conductor_core.workbench.experiments import CheckStats, ExperimentStore, VariantStats
+from conductor_core.workbench.prompts import PromptContent, PromptMessage, PromptStore
+from conductor_core.workbench.variants import Variant
 from tests.secret_support import leaks, problems, quotes
 from tests.store_backends import REPO_ROOT, postgres_schema
 
@@ -364,16 +366,47 @@ def test_a_saved_dataset_at_a_version_is_what_the_run_reads_and_records(servers,
         log.close()
 
 
-def test_a_prompt_reference_says_what_it_needs(tmp_path: Path, capsys) -> None:
-    path = write_eval(
-        tmp_path,
-        BAD_TEMPERATURE.replace('"Team for {{ticket}}?"', "support-reply@production").replace(
-            "temperature: 5", "seed: 1"
-        ),
-    )
-    assert main([str(path)]) == 2
-    said = capsys.readouterr().err
-    assert "eval.yaml, line 1: prompt: prompt references need saved prompts" in said
+def test_a_saved_prompt_at_a_label_is_what_the_run_sends_and_records(servers, tmp_path: Path) -> None:
+    text = EXAMPLE.read_text(encoding="utf-8")
+    text = text[: text.index("prompt:")] + "prompt: triage@production\n" + text[text.index("dataset:") :]
+    path = tmp_path / "eval.yaml"
+    path.write_text(text.replace("dataset: tickets.csv", f"dataset: {EXAMPLE.parent / 'tickets.csv'}"))
+
+    missing = run_eval(servers, tmp_path, path)
+    assert missing.returncode == 2, missing.stdout + missing.stderr
+    assert "eval.yaml, line 4: prompt: " in missing.stderr and "triage" in missing.stderr
+    assert not servers["openai"].requests
+
+    log = RequestLog(None, data_dir=tmp_path / "data")
+    try:
+        prompts = PromptStore(log)
+        variant = Variant(provider="openai", model="gpt-5.4-mini")
+        turn = PromptMessage(role="user", content="T: {{ticket}}")
+        one = PromptContent(system="Route tickets.", messages=(turn,), variant=variant)
+        saved = prompts.save("triage", one, by="test")
+        prompts.move_label("triage", "production", saved.version, by="test")
+        two_turns = (PromptMessage(role="user", content="Hi"), PromptMessage(role="user", content="T: {{ticket}}"))
+        prompts.save("triage", one.model_copy(update={"messages": two_turns}), by="test")
+    finally:
+        log.close()
+
+    run = run_eval(servers, tmp_path, path)
+    assert run.returncode == 0, run.stdout + run.stderr
+    sent = servers["openai"].requests[0]["json"]["messages"]
+    assert sent[0] == {"role": "system", "content": "Route tickets."}
+    assert sent[1]["content"].startswith("T: ") and len(sent) == 2
+    _, _, run_id = printed_run(run.stdout)
+    log = RequestLog(None, data_dir=tmp_path / "data")
+    try:
+        assert ExperimentStore(log).run(run_id).prompt_version_id == saved.id
+    finally:
+        log.close()
+
+    # Version 2 has two user turns: an eval sends one, so it says so rather than drop one.
+    path.write_text(path.read_text().replace("triage@production", "triage@2"))
+    refused = run_eval(servers, tmp_path, path)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "prompt triage@2 has 2 message(s) (user, user)" in refused.stderr
 
 
 SHORT_FORMS = """\

@@ -34,6 +34,7 @@ from ..workbench import exports
 from ..workbench.dataset_store import DatasetStore
 from ..workbench.datasets import DatasetError, read_dataset
 from ..workbench.experiments import ExperimentError, ExperimentStore, VariantStats
+from ..workbench.prompts import PromptStore
 from ..workbench.runner import Progress, RunHandle, start_run
 from ..workbench.templates import TemplateError
 from .junit import run_junit
@@ -92,11 +93,6 @@ def main(argv: Sequence[str] | None = None, *, out: IO[str] | None = None) -> in
         for name in settings.endpoints:  # a variant may name a configured endpoint
             register_provider_name(name)
         spec = parse_spec(doc)
-        if spec.prompt.ref is not None:
-            try:
-                resolve_prompt(spec.prompt.ref)
-            except ValueError as error:
-                raise doc.error(str(error), ("prompt",)) from None
     except EvalFileError as error:
         print(error, file=sys.stderr)
         return EXIT_BAD
@@ -142,11 +138,18 @@ def _run(conductor: Conductor, doc: Document, spec: EvalSpec, args: argparse.Nam
     except ValueError as error:  # a reference that cannot be read
         print(doc.error(str(error), ("dataset",)), file=sys.stderr)
         return EXIT_BAD
-    system = spec.prompt.system
+    prompt, prompt_version_id = spec.prompt, None
+    if prompt.ref is not None:
+        try:
+            prompt, prompt_version_id = resolve_prompt(prompt.ref, PromptStore(conductor.log))
+        except ValueError as error:
+            print(doc.error(str(error), ("prompt",)), file=sys.stderr)
+            return EXIT_BAD
+    system = prompt.system
     variants = [v if v.system or not system else v.model_copy(update={"system": system}) for v in spec.variants]
     store = ExperimentStore(conductor.log)
     try:
-        experiment = store.create(spec.name or doc.path.stem, spec.prompt.user or "", dataset, variants)
+        experiment = store.create(spec.name or doc.path.stem, prompt.user or "", dataset, variants)
         handle = start_run(
             conductor,
             store,
@@ -154,6 +157,7 @@ def _run(conductor: Conductor, doc: Document, spec: EvalSpec, args: argparse.Nam
             checks=spec.checks,
             concurrency=spec.concurrency_limits(),
             dataset=saved,
+            prompt_version_id=prompt_version_id,
         )
     except TemplateError as error:
         print(doc.error(str(error), ("prompt",)), file=sys.stderr)

@@ -25,7 +25,7 @@
 
 `prompt` may also be the user message alone (a string), or `messages:` (one optional system
 message, then one user message). A reference to a saved prompt (`prompt: NAME@LABEL`) is read
-by `resolve_prompt` once prompts have versions.
+by `resolve_prompt` from the playground's saved prompts.
 
 A file that cannot run gets one error per problem, each with its line and field and what to
 change (`EvalFileError`).
@@ -46,6 +46,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from ..workbench.dataset_store import DatasetStore
 from ..workbench.datasets import Dataset
 from ..workbench.experiments import Check
+from ..workbench.prompts import PromptError, PromptStore
 from ..workbench.variants import Variant
 from .thresholds import Threshold
 
@@ -451,11 +452,25 @@ def resolve_dataset(reference: str, store: DatasetStore) -> tuple[Dataset, tuple
     return store.load(chosen.name, chosen.version), (chosen.name, chosen.version)
 
 
-def resolve_prompt(reference: str) -> PromptSpec:
-    """A saved prompt at a label (`support-reply@production`) as a PromptSpec.
+def resolve_prompt(reference: str, store: PromptStore) -> tuple[PromptSpec, str]:
+    """A saved prompt at a label or version (`support-reply@production`, `support-reply@3`) as
+    the PromptSpec it amounts to, and the version's id (which the run records).
 
-    The hook for prompts with versions: until the Prompts store exists, a reference says so."""
-    raise ValueError(
-        f"prompt references need saved prompts with versions and labels ({reference!r}); "
-        "this version cannot read them yet: write the prompt in the file (prompt: {user: ..., system: ...})"
-    )
+    An eval sends one optional system message and one user message filled from each row, so a
+    prompt with earlier turns, or {{variables}} in its system prompt, is refused, naming why."""
+    try:
+        version = store.resolve(reference.strip())
+    except PromptError as error:
+        raise ValueError(str(error)) from None
+    messages = version.content.messages
+    if len(messages) != 1 or messages[0].role != "user":
+        raise ValueError(
+            f"prompt {version.reference} has {len(messages)} message(s) ({', '.join(m.role for m in messages)}); "
+            "an eval sends one user message filled from each row: save a version with one user message"
+        )
+    try:
+        return PromptSpec(user=messages[0].content, system=version.content.system), version.id
+    except ValidationError as error:
+        raise ValueError(
+            f"prompt {version.reference}: {error.errors()[0]['msg'].removeprefix('Value error, ')}"
+        ) from None
