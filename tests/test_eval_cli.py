@@ -43,6 +43,7 @@ from conductor_core.workbench.datasets import read_dataset
 from conductor_core.workbench.experiments import CheckStats, ExperimentStore, VariantStats
 from conductor_core.workbench.prompts import PromptContent, PromptMessage, PromptStore
 from conductor_core.workbench.variants import Variant
+from tests.judge_support import ScriptedJudge, verdict
 from tests.secret_support import leaks, problems, quotes
 from tests.store_backends import REPO_ROOT, postgres_schema
 
@@ -461,6 +462,52 @@ def test_an_endpoint_configured_by_the_environment_and_the_short_forms(servers, 
         }
     finally:
         loop.stop()
+
+
+JUDGED = """\
+name: Judged triage
+prompt: "Team for {{ticket}}?"
+dataset: tickets.csv
+variants:
+  - target: openai/gpt-5.4-mini
+  - target: anthropic/claude-haiku-5-5
+checks:
+  - kind: rubric
+    name: quality
+    rubric: "Is this a sound routing of the ticket {{ticket}}? Answer: {{answer}}"
+    judge: {provider: judge, model: judge-1}
+thresholds:
+  - pass_rate[quality] >= 0.7
+"""
+
+
+def test_a_model_graded_check_in_the_file_is_judged_and_thresholded(servers, tmp_path: Path) -> None:
+    """A rubric check judged by a scripted judge endpoint: rows whose ticket says "good" pass."""
+    judge = ScriptedJudge(
+        lambda prompt: verdict("good" in prompt, 0.9 if "good" in prompt else 0.2, "scripted"), models=["judge-1"]
+    )
+    judge.start()
+    try:
+        tickets = ["good one", "good two", "good three", "bad four"]
+        path = write_eval(tmp_path, JUDGED)
+        (tmp_path / "tickets.csv").write_text("ticket\n" + "".join(f"{t}\n" for t in tickets), encoding="utf-8")
+        endpoint = json.dumps({"judge": {"base_url": judge.url, "models": ["judge-1"]}})
+        run = run_eval(servers, tmp_path, path, "--junit", "junit.xml", CONDUCTOR_ENDPOINTS=endpoint)
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert run.stdout.count("pass_rate[quality] >= 0.7, measured 0.75") == 2
+        assert len(judge.prompts()) == 2 * len(tickets)  # one verdict per cell
+        report = suites(tmp_path / "junit.xml")
+        assert {name: (s["tests"], s["failures"]) for name, s in report.items()} == {
+            "A · openai/gpt-5.4-mini": (5, 1),
+            "B · anthropic/claude-haiku-5-5": (5, 1),
+        }
+
+        path.write_text(JUDGED.replace(">= 0.7", ">= 0.8"), encoding="utf-8")
+        failing = run_eval(servers, tmp_path, path, CONDUCTOR_ENDPOINTS=endpoint)
+        assert failing.returncode == 1, failing.stdout + failing.stderr
+        assert "pass_rate[quality] >= 0.8, measured 0.75" in failing.stderr
+    finally:
+        judge.stop()
 
 
 def test_a_setting_that_is_not_valid_exits_2_naming_it(tmp_path: Path, capsys, monkeypatch) -> None:
