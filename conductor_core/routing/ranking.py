@@ -151,16 +151,18 @@ def _by_evaluation(rest: list[BaseProvider], scores: dict[str, Score], bar: Qual
 
     within = sorted([j for j in judged if j[1].pass_rate >= floor], key=thrift)
     below = sorted([j for j in judged if j[1].pass_rate < floor], key=lambda j: -j[1].pass_rate)
+    points = bar.points
     ranked = [
         Candidate(
-            p,
-            f"{bar.prefer} within {bar.points} of the best pass rate: {e.pass_rate:.2f} vs {best:.2f} on {e.source}",
+            p, f"{bar.prefer} within {points} of the best pass rate: {e.pass_rate:.2f} vs {best:.2f} on {e.source}"
         )
         for p, e in within
     ] + [
-        Candidate(p, f"pass rate {e.pass_rate:.2f}, more than {bar.points} below the best {best:.2f}, on {e.source}")
+        Candidate(p, f"pass rate {e.pass_rate:.2f}, more than {points} below the best {best:.2f}, on {e.source}")
         for p, e in below
     ]
+    if len(judged) == len(rest):
+        return ranked
     done = {p for p, _ in judged}
     others = [p for p in rest if p not in done]
     for candidate in order(others, scores, [], RoutingPolicy.balanced):

@@ -131,6 +131,8 @@ class EvaluatedPassRates:
                     with self._lock:
                         self._checking = False
             return
+        if self._checking or self._clock() - self._checked < self._check_every_s:
+            return  # the common case, read without the lock (a stale read only delays a check)
         with self._lock:
             if self._checking or self._clock() - self._checked < self._check_every_s:
                 return
