@@ -14,7 +14,11 @@ The same request goes, in interleaved rounds after a warm-up:
 Non-streaming: latency. Streaming: time to first token (and total). Conductor's request
 log stays on (SQLite under a temporary data_dir): it is part of Conductor's real cost.
 
-    python -m benchmarks.bench_overhead [--quick] [--out DIR]
+Then AUTO's ranking alone (`rank()`, no call made), per policy, in interleaved rounds over
+three providers with a history: `balanced` against `evaluated` on a saved prompt whose
+experiment run measured every target (real tables, read through the real cached source).
+
+    python -m benchmarks.bench_overhead [--quick] [--out DIR] [--rank-only]
 """
 
 from __future__ import annotations
@@ -65,6 +69,12 @@ SIZES = {
 LIMIT_ADDED_MS = 0.5
 LIMIT_RATIO = 0.1
 LIMIT_TTFT_MS = 1.0
+#: `rank()` under `evaluated` may take at most this times as long as under `balanced`.
+LIMIT_EVALUATED_RANK_RATIO = 1.2
+RANK_SIZES = {
+    "quick": {"rounds": 5, "per_round": 200, "warmup": 200},
+    "full": {"rounds": 30, "per_round": 2000, "warmup": 2000},
+}
 
 
 # --- LiteLLM, in its own interpreter ---------------------------------------------------------
@@ -239,12 +249,123 @@ def _section(results: Rounds, variants: list[str], litellm: bool) -> dict[str, A
     return section
 
 
+def _evaluated_conductor(data_dir: Path, url: str) -> Any:
+    """A Conductor with three providers (never called) and one completed 20-row experiment run
+    of the saved prompt "bench" that measured all three, as the Experiments page stores it."""
+    from conductor_core.config import EndpointConfig, load_settings
+    from conductor_core.models import AttemptRecord
+    from conductor_core.router import Conductor
+    from conductor_core.workbench.datasets import read_dataset
+    from conductor_core.workbench.experiments import Cell, ExperimentStore
+    from conductor_core.workbench.prompts import PromptContent, PromptMessage, PromptStore
+    from conductor_core.workbench.variants import Variant
+
+    names = ("a", "b", "c")
+    settings = load_settings(
+        _env_file=None,
+        local_enabled=False,
+        endpoints={n: EndpointConfig(base_url=url, models=[MODEL]) for n in names},
+        data_dir=data_dir,
+    )
+    conductor = Conductor(settings, source="benchmark")
+    for i in range(30):  # a history, so `balanced` ranks on real figures
+        for k, n in enumerate(names):
+            conductor.metrics.record(
+                AttemptRecord(request_id=f"r{i}", provider=n, model=MODEL, status="ok", latency_ms=20.0 + 10 * k + i)
+            )
+    version = PromptStore(conductor.log).save(
+        "bench",
+        PromptContent(messages=(PromptMessage(role="user", content="{{q}}"),), variant=Variant(provider="auto")),
+        by="benchmark",
+    )
+    rows = "q,expected\n" + "".join(f"question {i},yes\n" for i in range(20))
+    store = ExperimentStore(conductor.log)
+    experiment = store.create("bench", "{{q}}", read_dataset(rows), [Variant(provider=n, model=MODEL) for n in names])
+    run = store.new_run(experiment, "contains", {}, prompt_version_id=version.id)
+    passes = {0: 19, 1: 18, 2: 15}  # 0.95, 0.90, 0.75
+    cells = [
+        Cell(row=r, variant=v, status="ok", answer="yes", passed=r < passes[v]) for r in range(20) for v in range(3)
+    ]
+    store.write_cells(run.id, cells)
+    store.finish_run(run.id, "completed")
+    return conductor
+
+
+def _rank_cost(conductor: Any, size: dict[str, int]) -> dict[str, Any]:
+    """Microseconds per `rank()` call, `balanced` and `evaluated`, interleaved in rounds."""
+    from conductor_core.models import ChatRequest, RoutingPolicy
+
+    request = ChatRequest.model_validate({**REQUEST, "provider": "auto", "prompt_name": "bench"})
+    evaluated = conductor.rank(request, RoutingPolicy.evaluated)
+    assert "best pass rate" in evaluated[0].reason, evaluated[0].reason  # the source answered: measured
+
+    def variant(policy: Any) -> Any:
+        def run(n: int) -> dict[str, list[float]]:
+            samples = []
+            for _ in range(n):
+                t0 = time.perf_counter()
+                conductor.rank(request, policy)
+                samples.append((time.perf_counter() - t0) * 1e6)
+            return {"rank_us": samples}
+
+        return run
+
+    results = interleaved(
+        {"balanced": variant(RoutingPolicy.balanced), "evaluated": variant(RoutingPolicy.evaluated)}, **size
+    )["rank_us"]
+    balanced, chosen = results.median_of_medians("balanced"), results.median_of_medians("evaluated")
+    return {
+        "unit": "microseconds per rank() call (3 providers)",
+        "balanced": results.summary("balanced"),
+        "evaluated": results.summary("evaluated"),
+        "ratio_evaluated_to_balanced": rounded(chosen / balanced if balanced and chosen else None, 4),
+        "evaluated_reason": evaluated[0].reason,
+        **size,
+    }
+
+
+def _rank_only(args: Any, started: float) -> dict[str, Any]:
+    scrub_environ()
+    quiet_logging()
+    with tempfile.TemporaryDirectory(prefix="conductor-bench-") as tmp:
+        conductor = _evaluated_conductor(Path(tmp) / "ranking", "http://127.0.0.1:9/v1")
+        try:
+            ranking = _rank_cost(conductor, RANK_SIZES["quick" if args.quick else "full"])
+        finally:
+            conductor.close()
+    targets = [_rank_target(ranking)]
+    payload = envelope(f"{NAME}_ranking", args, started, ranking=ranking, targets=targets)
+    path = write_result(args.out, f"{NAME}_ranking", payload)
+    report([f"ranking -> {path}", f"  {_rank_line(ranking)}"])
+    return payload
+
+
+def _rank_target(ranking: dict[str, Any]) -> dict[str, Any]:
+    return target(
+        "AUTO rank(): evaluated / balanced (median of round medians)",
+        ranking["ratio_evaluated_to_balanced"],
+        LIMIT_EVALUATED_RANK_RATIO,
+        unit="x",
+    )
+
+
+def _rank_line(ranking: dict[str, Any]) -> str:
+    return (
+        f"rank() balanced {ranking['balanced']['median_of_round_medians']} us, "
+        f"evaluated {ranking['evaluated']['median_of_round_medians']} us "
+        f"(x{ranking['ratio_evaluated_to_balanced']})"
+    )
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--no-gateway", action="store_true", help="skip the gateway variant")
+    p.add_argument("--rank-only", action="store_true", help="only the rank() comparison (no upstream, no LiteLLM)")
     args = p.parse_args(argv)
     size = SIZES["quick" if args.quick else "full"]
     started = time.perf_counter()
+    if args.rank_only:
+        return _rank_only(args, started)
     scrub_environ()
     quiet_logging()
 
@@ -306,6 +427,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         logged = conductor.log.count()
         log_errors = conductor.log.write_errors
         conductor.close()
+        ranked_by = _evaluated_conductor(Path(tmp) / "ranking", upstream.url)
+        try:
+            ranking = _rank_cost(ranked_by, RANK_SIZES["quick" if args.quick else "full"])
+        finally:
+            ranked_by.close()
 
     names = list(runs)
     latency = results["latency"]
@@ -358,6 +484,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         target(
             "Conductor AUTO: added streaming time to first token", ttft_added["auto"]["p50"], LIMIT_TTFT_MS, unit="ms"
         ),
+        _rank_target(ranking),
     ]
     payload = envelope(
         NAME,
@@ -375,6 +502,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         request_log={"rows_written": logged, "write_errors": log_errors},
         non_streaming=non_streaming,
         streaming=streaming,
+        ranking=ranking,
         targets=targets,
     )
     path = write_result(args.out, NAME, payload)
@@ -385,6 +513,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 f"  {label:8} {name:10} added p50 {fig['p50']} ms (paired {fig['paired_round_median']}), p99 {fig['p99']} ms"
             )
     lines.append(f"  ratios to LiteLLM: {ratios}  litellm: {litellm_info['status']}")
+    lines.append(f"  {_rank_line(ranking)}")
     report(lines)
     return payload
 

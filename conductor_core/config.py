@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import (
@@ -89,6 +89,22 @@ class Settings(BaseSettings):
     routing_policy: str = "balanced"
     preferred_min_votes: int = Field(
         default=10, ge=1, description="Blind votes a target needs before the `preferred` policy ranks it by rating."
+    )
+    evaluated_margin: float = Field(
+        default=0.02,
+        ge=0,
+        le=1,
+        description="The `evaluated` policy picks among the targets whose pass rate on the prompt is within this of "
+        "the best (0.02: 2 points).",
+    )
+    evaluated_prefer: Literal["cheapest", "fastest"] = Field(
+        default="cheapest", description="Which of those the `evaluated` policy picks first."
+    )
+    evaluated_min_rows: int = Field(
+        default=20,
+        ge=1,
+        description="Rows a target's latest run of the prompt must have checked before `evaluated` ranks it by its "
+        "pass rate (fewer: `balanced`).",
     )
     first_try_timeout_s: float = Field(
         default=5.0,

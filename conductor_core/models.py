@@ -179,6 +179,7 @@ class RoutingPolicy(StrEnum):
     cheapest = "cheapest"
     reliable = "reliable"
     preferred = "preferred"  # by blind-vote rating; `balanced` where too few votes
+    evaluated = "evaluated"  # by a saved prompt's measured pass rate; `balanced` without one
 
 
 #: Shapes that come from OpenAI's wire format: strict, so that what the gateway's schema says
@@ -573,7 +574,7 @@ SPELLED_BY_CLIENT = frozenset(
 #: the client's spellings above. Conductor's own fields that no upstream body holds (provider,
 #: policy...) may be an upstream's own parameters (OpenRouter's `provider`): they pass.
 _NOT_EXTRA = frozenset({"model", "messages", "stream"})
-_CONDUCTORS_OWN = frozenset({"provider", "policy", "unsupported", "extra_params"})
+_CONDUCTORS_OWN = frozenset({"provider", "policy", "unsupported", "extra_params", "prompt_name"})
 
 # Unicode's control characters (C0, DEL, C1): never part of a model's name.
 CONTROL_CHARACTERS = "[\u0000-\u001f\u007f-\u009f]"
@@ -680,6 +681,11 @@ class ChatRequest(BaseModel):
     )
     policy: RoutingPolicy | None = Field(
         default=None, description="AUTO policy for this request; None uses the configured default."
+    )
+    prompt_name: str | None = Field(
+        default=None,
+        description="The saved prompt this request renders (the gateway's 'prompt:NAME@LABEL' sets it): AUTO's "
+        "`evaluated` policy routes by how targets did on it. Never sent to a provider.",
     )
     unsupported: Literal["ignore", "reject"] = Field(
         default="ignore",

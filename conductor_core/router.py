@@ -9,8 +9,9 @@ implementation, and this module only carries calls across. Code that runs on an 
 (the gateway) uses `conductor.core` directly.
 
 This is also where routing meets the workbench: the core's `preferred` policy reads the
-arena's blind-vote ratings (`workbench.preference`) through routing's `RatingsSource`, and
-routing itself imports nothing from the workbench.
+arena's blind-vote ratings (`workbench.preference`) through routing's `RatingsSource`, its
+`evaluated` policy the prompts' measured pass rates (`workbench.evaluation`) through routing's
+`EvaluationSource`, and routing itself imports nothing from the workbench.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from .models import (
 from .providers import BaseProvider, ProviderRegistry
 from .routing import AsyncConductor, Candidate
 from .store import RequestLog
+from .workbench.evaluation import EvaluatedPassRates
 from .workbench.preference import PreferenceRatings
 
 if TYPE_CHECKING:
@@ -66,6 +68,9 @@ class Conductor:
         #: The arena's blind-vote ratings: the core's `preferred` policy ranks by them, the
         #: Dashboard shows them (`ratings()`). Fitted in the background, read cached.
         self.preference = PreferenceRatings(log, min_votes=settings.preferred_min_votes, clock=clock)
+        #: The prompts' pass rates from experiment runs: the core's `evaluated` policy ranks by
+        #: them. Read in the background, read cached.
+        self.evaluations = EvaluatedPassRates(log, clock=clock)
         self.core = AsyncConductor(
             settings,
             registry=registry,
@@ -75,6 +80,7 @@ class Conductor:
             clock=clock,
             sleep=None if sleep is time.sleep else sleep,
             ratings=self.preference,
+            evaluations=self.evaluations,
         )
 
     # --- what the core holds --------------------------------------------------------------

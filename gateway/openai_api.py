@@ -61,7 +61,7 @@ from .errors import (
     validation_error,
 )
 from .middleware import OVERHEAD_HEADER, overhead_value
-from .prompts import PROMPT_HEADER, prompt_reference, prompted
+from .prompts import PROMPT_HEADER, prompt_reference, prompted, with_prompt
 from .schemas import (
     BLANK,
     ChatCompletion,
@@ -663,6 +663,8 @@ async def serve_chat(app: Any, scope: Scope, receive: Receive, send: Send) -> No
         core = core_of_app(app)
         provider, model = await resolve_model(core, body.model)
         chat_request = await off_loop(len(raw), to_chat_request, body, provider, model)
+        if served_prompt:  # the evaluated policy routes by the prompt's name
+            chat_request = with_prompt(chat_request, served_prompt[0][1].decode())
         legacy = body.functions is not None and body.tools is None  # the client reads function_call
         n = body.n or 1
         upstream = core.registry.providers.get(provider)

@@ -12,7 +12,9 @@ settings. What the request adds, and what wins:
   the request's wins (`max_tokens` or `max_completion_tokens` in the request replaces the
   prompt's max tokens; the request's `tools` replace the prompt's tools and tool_choice);
 * the label is read on every request: moving it serves the new version at once; the answer's
-  `x-conductor-prompt` header names the version served (`support-reply@2`).
+  `x-conductor-prompt` header names the version served (`support-reply@2`);
+* the core's request carries the prompt's name (`ChatRequest.prompt_name`, `with_prompt`): AUTO's
+  `evaluated` policy routes by how targets did on that prompt in the Experiments page's runs.
 
 A missing variable is a 400 naming every missing one (param `variables`); an unknown prompt,
 version or label a 404 naming what exists (param `model`). `variables` with another model are ignored (never
@@ -26,6 +28,7 @@ from typing import Any
 
 import anyio
 
+from conductor_core.models import ChatRequest
 from conductor_core.routing import AsyncConductor
 from conductor_core.workbench.prompts import (
     PromptError,
@@ -37,7 +40,7 @@ from conductor_core.workbench.prompts import (
 
 from .errors import ApiError
 
-__all__ = ["PREFIX", "PROMPT_HEADER", "prompt_reference", "apply_prompt", "prompted"]
+__all__ = ["PREFIX", "PROMPT_HEADER", "prompt_reference", "apply_prompt", "prompted", "with_prompt"]
 
 PREFIX = "prompt:"
 #: Names the version a prompt request was served with (`support-reply@2`), on every answer.
@@ -133,3 +136,9 @@ async def prompted(app: Any, core: AsyncConductor, reference: str, data: dict[st
     prompt is read in a worker thread: the store's database calls block."""
     version = await anyio.to_thread.run_sync(_resolved, app, core, reference)
     return apply_prompt(data, version), version.reference
+
+
+def with_prompt(request: ChatRequest, served: str) -> ChatRequest:
+    """The core's request naming the prompt it renders (`served` is the version's reference,
+    `NAME@2`), for AUTO's `evaluated` policy."""
+    return request.model_copy(update={"prompt_name": served.rsplit("@", 1)[0]})

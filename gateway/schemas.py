@@ -413,10 +413,11 @@ class ChatCompletionRequest(BaseModel):
     function_call: Literal["none", "auto"] | ToolName | None = Field(
         default=None, description="Deprecated form of tool_choice."
     )
-    policy: Literal["balanced", "fastest", "cheapest", "reliable", "preferred"] | None = Field(
+    policy: Literal["balanced", "fastest", "cheapest", "reliable", "preferred", "evaluated"] | None = Field(
         default=None,
         description="Conductor extension: the AUTO routing policy for this request (model 'auto' only; "
-        "'preferred' ranks by blind-vote rating, as 'balanced' where too few votes). "
+        "'preferred' ranks by blind-vote rating, as 'balanced' where too few votes; 'evaluated', with a saved "
+        "prompt, by the targets' pass rates on it, as 'balanced' without). "
         "OpenAI clients pass it with extra_body.",
     )
     user: str | None = Field(default=None, description="End-user id: passed on where the provider has one.")

@@ -98,6 +98,10 @@ def test_overhead_measures_every_path_and_records_litellm(
         assert section["variants"]["direct"]["n"] > 0
     # The request log stayed on: every Conductor request left its row.
     assert result["request_log"]["rows_written"] > 0 and result["request_log"]["write_errors"] == 0
+    # AUTO's rank() under `evaluated` against `balanced`: the evaluated path was the one measured.
+    ranking = result["ranking"]
+    assert ranking["balanced"]["n"] > 0 and ranking["evaluated"]["n"] == ranking["balanced"]["n"]
+    assert ranking["evaluated_reason"].startswith("cheapest within 2 points of the best pass rate")
     litellm = result["litellm"]
     assert litellm["status"] in ("measured", "skipped")
     if litellm["status"] == "skipped":

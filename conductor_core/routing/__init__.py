@@ -2,6 +2,7 @@
 
     ranking.py    AUTO's order of candidates and the sentence that explains each (pure)
     preference.py what the `preferred` policy reads: blind-vote ratings, through an interface the workbench provides
+    evaluation.py what the `evaluated` policy reads: prompts' pass rates, through an interface the workbench provides
     retry.py      when to retry and how long to wait: tenacity's policy, honouring Retry-After (pure)
     recording.py  what an attempt leaves behind: the breaker's verdict, metrics, the request log
     attempts.py   running attempts: admission (breaker, bulkhead), one call or stream, retries

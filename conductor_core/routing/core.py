@@ -40,6 +40,7 @@ from ..store import RequestLog
 from . import first_try, ranking
 from .attempts import Attempts
 from .compare import fan_out
+from .evaluation import EvaluationSource, NoEvaluations, QualityBar
 from .preference import NoRatings, RatingsSource
 from .ranking import Candidate, Score
 from .recording import Recorder, Route
@@ -90,9 +91,12 @@ class AsyncConductor:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Any] | None = None,
         ratings: RatingsSource | None = None,
+        evaluations: EvaluationSource | None = None,
     ) -> None:
         """`ratings`: the blind-vote ratings the `preferred` policy ranks by (the workbench's,
-        as `conductor_core.router.Conductor` wires them); without them no target is rated."""
+        as `conductor_core.router.Conductor` wires them); without them no target is rated.
+        `evaluations`: the prompts' measured pass rates the `evaluated` policy ranks by (the
+        same); without them nothing is evaluated."""
         self.settings = settings or load_settings()
         self.registry = registry or build_registry(self.settings, extra_providers)
         if registry is not None:
@@ -111,6 +115,7 @@ class AsyncConductor:
         self.view = StatusView(self.registry, self.log, self.metrics, self.breaker, self.started_at, clock)
         self.metrics.seed(self.view.recent_from_log())  # after a restart, routing remembers
         self.ratings: RatingsSource = ratings if ratings is not None else NoRatings(self.settings.preferred_min_votes)
+        self.evaluations: EvaluationSource = evaluations if evaluations is not None else NoEvaluations()
 
     # --- answers ---------------------------------------------------------------------------
 
@@ -304,13 +309,20 @@ class AsyncConductor:
         full = [p for p in usable if p not in roomy]
         scores = {p.name: self._score(p, request, streaming, policy) for p in roomy}
         probes = [p for p in roomy if self.breaker(p.name).state == BreakerState.half_open]
-        ordered = ranking.order(roomy, scores, probes, policy)
+        bar = None
+        if policy == RoutingPolicy.evaluated:
+            s = self.settings
+            bar = QualityBar(request.prompt_name, s.evaluated_margin, s.evaluated_prefer, s.evaluated_min_rows)
+        ordered = ranking.order(roomy, scores, probes, policy, bar)
         return ordered + [Candidate(p, f"{p.name} is at its concurrency limit: tried last") for p in full]
 
     def _score(self, p: BaseProvider, request: ChatRequest, streaming: bool, policy: RoutingPolicy) -> Score:
         snap = self._routing_snapshot(p.name)
         ttft = snap.performance.p50_ttft_ms if streaming else None
         preferred = policy == RoutingPolicy.preferred
+        evaluation = None
+        if policy == RoutingPolicy.evaluated and request.prompt_name is not None:
+            evaluation = self.evaluations.get(request.prompt_name, f"{p.name}/{p.resolve_model(request)}")
         return Score(
             samples=snap.samples,
             latency_ms=ttft or snap.performance.p50_latency_ms,
@@ -319,6 +331,7 @@ class AsyncConductor:
             cost=ranking.estimated_cost(p, request),
             rating=self.ratings.get(f"{p.name}/{p.resolve_model(request)}") if preferred else None,
             min_votes=self.ratings.min_votes,
+            evaluation=evaluation,
         )
 
     def _routing_snapshot(self, name: str):
