@@ -177,7 +177,10 @@ def variant_controls(
             format_func=str.capitalize,
             help="What AUTO optimises for. Balanced: speed, reliability and cost together; Preferred: the highest "
             "rated in the Arena's blind votes (as Balanced for models with fewer than "
-            f"{c.settings.preferred_min_votes} votes).",
+            f"{c.settings.preferred_min_votes} votes); Evaluated: for a saved prompt served by the gateway "
+            '(model "prompt:NAME@LABEL"), the cheapest model within '
+            f"{c.settings.evaluated_margin * 100:g} points of the best judged pass rate on that prompt's runs (here, "
+            "without a prompt, as Balanced, and the routing reason says so).",
         )
     elif state.provider_hint(c, provider):
         st.info(
