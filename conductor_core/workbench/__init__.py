@@ -24,6 +24,7 @@ every process on PostgreSQL. No UI imports here: the playground's pages call the
                      judges' votes, never both in one)
     preference.py    the ratings AUTO's `preferred` policy reads: cached, refitted in the background
     evaluation.py    the prompts' pass rates AUTO's `evaluated` policy reads: cached, reloaded in the background
+    refreshed.py     the cache both read through: a request reads memory; checks run in the background
     exports.py       Markdown / JSON / self-contained HTML; report_charts.py draws its charts
     codegen.py       "Get code": openai client via the gateway, the provider's SDK, curl
 """

@@ -9,16 +9,13 @@ else the run's overall pass rate (a cell passes when every check that applies pa
 with two variants of one target (say two temperatures) counts the first.
 
 Reading that takes a few aggregate queries per run: far too much per request. So it is
-cached, as `workbench.preference.PreferenceRatings` caches the ratings: a request only reads
-the cache; at most every `check_every_s` a request starts a check in a background thread (one
-small query for the runs' signature), and a reload only when that changed. The first read
-loads synchronously once.
+cached (`refreshed.BackgroundRefreshed`, as the blind-vote ratings are): the signature checked
+in the background is the completed prompt runs' count and newest, and a reload happens only
+when that changed.
 """
 
 from __future__ import annotations
 
-import logging
-import threading
 import time
 from collections.abc import Callable
 
@@ -26,27 +23,25 @@ from sqlalchemy import func, select
 
 from ..routing.evaluation import Evaluation
 from ..store import RequestLog
+from .refreshed import BackgroundRefreshed
 
 __all__ = ["EvaluatedPassRates"]
 
-log = logging.getLogger("conductor.evaluation")
 
-
-class EvaluatedPassRates:
+class EvaluatedPassRates(BackgroundRefreshed):
     """Per prompt name, per target ("provider/model", or the provider alone for a variant on its
     default model): its latest completed run's pass rate. Thread-safe."""
+
+    what = "the prompts' pass rates"
+    thread_name = "conductor-evaluations"
 
     def __init__(
         self, log_: RequestLog, *, check_every_s: float = 2.0, clock: Callable[[], float] = time.monotonic
     ) -> None:
+        super().__init__(check_every_s=check_every_s, clock=clock)
         self._log = log_
-        self._check_every_s = check_every_s
-        self._clock = clock
-        self._lock = threading.Lock()
         self._by_prompt: dict[str, dict[str, Evaluation]] | None = None
         self._signature: tuple[int, float | None] | None = None
-        self._checked = float("-inf")
-        self._checking = False
         self.loads = 0  # how many times the runs were read (tests read it)
 
     def get(self, prompt: str, target: str) -> Evaluation | None:
@@ -113,39 +108,8 @@ class EvaluatedPassRates:
             self.loads += 1
         return True
 
-    def _maybe_refresh(self) -> None:
-        if self._by_prompt is None:
-            with self._lock:
-                first = self._by_prompt is None and not self._checking
-                if first:
-                    self._checking = True
-            if first:
-                try:
-                    self.refresh()
-                except Exception:
-                    log.exception("the prompts' pass rates could not be read")
-                    with self._lock:  # ranked without them until a background check succeeds
-                        self._by_prompt = self._by_prompt or {}
-                        self._checked = self._clock()
-                finally:
-                    with self._lock:
-                        self._checking = False
-            return
-        if self._checking or self._clock() - self._checked < self._check_every_s:
-            return  # the common case, read without the lock (a stale read only delays a check)
-        with self._lock:
-            if self._checking or self._clock() - self._checked < self._check_every_s:
-                return
-            self._checking = True
-        threading.Thread(target=self._background_check, name="conductor-evaluations", daemon=True).start()
+    def _loaded(self) -> bool:
+        return self._by_prompt is not None
 
-    def _background_check(self) -> None:
-        try:
-            self.refresh()
-        except Exception:
-            log.exception("the prompts' pass rates could not be refreshed")
-            with self._lock:
-                self._checked = self._clock()
-        finally:
-            with self._lock:
-                self._checking = False
+    def _fallback(self) -> None:
+        self._by_prompt = self._by_prompt or {}

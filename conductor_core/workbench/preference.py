@@ -3,21 +3,14 @@ workbench's side of routing's `RatingsSource` (`conductor_core.routing.preferenc
 the core by `conductor_core.router.Conductor`.
 
 A Bradley–Terry fit with bootstrap intervals takes tens of milliseconds: far too much per
-request. So the fitted leaderboard is cached, and a request only reads the cache. At most
-every `check_every_s` a request notices the cache is due for a check and starts one in a
-background thread (never on the request's own thread or event loop): one small query for
-the votes' signature (how many, and the newest), and a refit only when that changed. Every
-process sees every vote this way (on PostgreSQL too, a vote cast through another replica),
-a few seconds late at most.
-
-The first read has nothing cached: it loads synchronously once (so AUTO never says "no
-ratings" merely because the process just started).
+request. So the fitted leaderboard is cached (`refreshed.BackgroundRefreshed`): the signature
+checked in the background is the votes' count and newest, and a refit happens only when that
+changed. Every process sees every vote this way (on PostgreSQL too, a vote cast through
+another replica), a few seconds late at most.
 """
 
 from __future__ import annotations
 
-import logging
-import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -26,6 +19,7 @@ from sqlalchemy import func, select
 
 from ..routing.preference import DEFAULT_MIN_VOTES
 from ..store import RequestLog
+from .refreshed import BackgroundRefreshed
 
 if TYPE_CHECKING:  # numpy comes with them: loaded on the first read, not with the router
     from .arena import Arena
@@ -33,11 +27,12 @@ if TYPE_CHECKING:  # numpy comes with them: loaded on the first read, not with t
 
 __all__ = ["PreferenceRatings"]
 
-log = logging.getLogger("conductor.preference")
 
-
-class PreferenceRatings:
+class PreferenceRatings(BackgroundRefreshed):
     """Ratings per target ("provider/model") from every blind arena vote. Thread-safe."""
+
+    what = "blind-vote ratings"
+    thread_name = "conductor-ratings"
 
     def __init__(
         self,
@@ -47,16 +42,12 @@ class PreferenceRatings:
         check_every_s: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        super().__init__(check_every_s=check_every_s, clock=clock)
         self._log = log_
         self.min_votes = min_votes
-        self._check_every_s = check_every_s
-        self._clock = clock
-        self._lock = threading.Lock()
         self._board: Leaderboard | None = None
         self._by_target: dict[str, Rating] = {}
         self._signature: tuple[int, float | None] | None = None
-        self._checked = float("-inf")
-        self._checking = False
         self._arena: Arena | None = None
         self.fits = 0  # how many times the ratings were fitted (tests read it)
 
@@ -98,37 +89,8 @@ class PreferenceRatings:
             self.fits += 1
         return True
 
-    def _maybe_refresh(self) -> None:
-        if self._board is None:
-            with self._lock:
-                first = self._board is None and not self._checking
-                if first:
-                    self._checking = True
-            if first:
-                try:
-                    self.refresh()
-                except Exception:
-                    log.exception("blind-vote ratings could not be read")
-                    with self._lock:  # ranked without ratings until a background check succeeds
-                        self._board = self._board or self._empty()
-                        self._checked = self._clock()
-                finally:
-                    with self._lock:
-                        self._checking = False
-            return
-        with self._lock:
-            if self._checking or self._clock() - self._checked < self._check_every_s:
-                return
-            self._checking = True
-        threading.Thread(target=self._background_check, name="conductor-ratings", daemon=True).start()
+    def _loaded(self) -> bool:
+        return self._board is not None
 
-    def _background_check(self) -> None:
-        try:
-            self.refresh()
-        except Exception:
-            log.exception("blind-vote ratings could not be refreshed")
-            with self._lock:
-                self._checked = self._clock()
-        finally:
-            with self._lock:
-                self._checking = False
+    def _fallback(self) -> None:
+        self._board = self._board or self._empty()
