@@ -92,7 +92,10 @@ def test_answers_and_inputs_are_cut_to_one_short_line(frame):
     answer = long.split(" — ", 1)[1]
     assert len(answer) == run_grid.ANSWER_WIDTH and answer.endswith("…")
     assert run_grid.clip("a\n b   c") == "a b c"
-    assert list(frame[run_grid.INPUT])[:2] == ["country = France · expected: Paris", "country = Japan · expected: Tokyo"]
+    assert list(frame[run_grid.INPUT])[:2] == [
+        "country = France · expected: Paris",
+        "country = Japan · expected: Tokyo",
+    ]
     assert run_grid.shown_columns(frame) == [run_grid.ROW, run_grid.MARKS, run_grid.INPUT, A, B]
 
 
