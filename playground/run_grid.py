@@ -29,7 +29,7 @@ MARK_ERROR = "⚠ error"
 MARK_CUT = "✂ cut short"
 MARK_WAITING = "… waiting"
 MARK_NOT_RUN = "– not run"
-MARK_NO_CHECK = "·"
+MARK_NO_CHECK = "○"  # answered; no check applies
 
 
 def letter(i: int) -> str:
@@ -92,7 +92,12 @@ def cell_text(cell: Cell | None, *, live: bool = False, width: int = ANSWER_WIDT
         parts.append(f"{s:.2f}")
     if cell.latency_ms is not None:
         parts.append(_seconds(cell.latency_ms))
-    body = cell.answer if cell.answer is not None else (cell.error_message or "")
+    if cell.answer is not None:
+        body = cell.answer
+    elif cell.status == "error":
+        body = cell.error_message or "the request failed"
+    else:  # answered, but the answer was not stored
+        body = "(answer not kept)"
     text = " · ".join(parts)
     return f"{text} — {clip(body, width)}" if body else text
 

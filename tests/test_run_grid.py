@@ -83,6 +83,8 @@ def test_marks_come_first_in_each_cell(frame):
     assert texts.loc[4, B] == "⊘ cancelled"
     assert texts.loc[5, A] == "⚠ error · 100 ms — upstream said 503"
     assert texts.loc[5, B] == "– not run"
+    kept_none = cell(0, 0, None, passed=None)  # prompt logging off: answered, nothing stored
+    assert run_grid.cell_text(kept_none) == "○ · 100 ms — (answer not kept)"
     assert grid_frame(rows(), LABELS, live=True).set_index(run_grid.ROW).loc[5, B] == "… waiting"
     assert list(frame[run_grid.MARKS]) == ["A✓ B✓", "A✓ B✗", "A✓ B✓", "A⚠ B⊘", "A⚠ B–"]
 
