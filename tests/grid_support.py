@@ -43,3 +43,12 @@ def choose_grid_row(page, position: int) -> None:
     page.mouse.click(box["x"] + 18, box["y"] + HEADER_PX + ROW_PX * position + ROW_PX / 2)
     wait_idle(page)
     wait_settled(page)
+
+
+# Every text in the run grid's accessible table (its rows in view), for wait_for_function.
+GRID_TEXT = f"() => {{ const g = ({GRID})(); return g ? g.flat().join('\\n') : ''; }}"
+
+
+def wait_grid_text(page, text: str, timeout_ms: int = 60_000) -> None:
+    """Until a cell of the run grid (in view) holds `text`."""
+    page.wait_for_function(f"(t) => ({GRID_TEXT})().includes(t)", arg=text, timeout=timeout_ms, polling=200)
