@@ -6,7 +6,7 @@ threads), never by the page: a reload or another page loses nothing, and the URL
 re-run, and see what changed since another run of the same experiment.
 
 Images: a column named `image` or ending in `_image` holds a picture per row (a data URL, or a
-path inside a .zip uploaded with the rows), sent after the row's text; the grid shows it.
+path inside a .zip uploaded with the rows), sent after the row's text; a row opened from the grid shows it.
 """
 
 from __future__ import annotations
