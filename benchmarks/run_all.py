@@ -31,6 +31,7 @@ BENCHMARKS = {
     "overhead": "benchmarks.bench_overhead",
     "fanout": "benchmarks.bench_fanout",
     "experiments": "benchmarks.bench_experiments",
+    "run_grid": "benchmarks.bench_run_grid",
     "gateway_load": "benchmarks.bench_gateway_load",
     "dashboard": "benchmarks.bench_dashboard",
     "quality": "benchmarks.bench_quality",

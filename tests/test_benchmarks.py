@@ -30,6 +30,7 @@ NAMES = (
     "overhead",
     "fanout",
     "experiments",
+    "run_grid",
     "gateway_load",
     "dashboard",
     "quality",

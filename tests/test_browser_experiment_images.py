@@ -11,6 +11,7 @@ import io
 import zipfile
 
 import pytest
+from grid_support import choose_grid_row
 
 from tests.test_browser import Playground, endpoint_config, wait_idle, wait_settled
 from tests.test_browser_experiments import alert, browser_page, generations, open_experiments
@@ -120,8 +121,11 @@ def test_a_zip_of_rows_and_pictures_runs_and_a_text_only_variant_is_refused(lab,
             )
         assert sorted(int(t["text"].split()[2]) for t, _ in sent) == sorted(list(range(1, ROWS + 1)) * 2)
 
-        # The grid: a thumbnail per row, named as the dataset names it.
-        page.get_by_test_id("stImage").nth(ROWS - 1).wait_for(timeout=30_000)
-        captions = page.get_by_test_id("stImageCaption").all_inner_texts()
-        assert [c.strip() for c in captions][:ROWS] == [f"scans/invoice-{n}.png" for n in range(1, ROWS + 1)]
+        # The grid: each row, opened, shows its thumbnail, named as the dataset names it.
+        for n in range(1, ROWS + 1):
+            choose_grid_row(page, n - 1)
+            page.get_by_text(f"Row {n}", exact=True).wait_for(timeout=30_000)
+            page.get_by_test_id("stImage").first.wait_for(timeout=30_000)
+            captions = [c.strip() for c in page.get_by_test_id("stImageCaption").all_inner_texts()]
+            assert captions == [f"scans/invoice-{n}.png"], captions
         shots(page, "experiment_images", full_page=True)

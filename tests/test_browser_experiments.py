@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from grid_support import choose_grid_row, grid, wait_grid_text
 
 from tests.test_browser import (
     Playground,
@@ -169,7 +170,18 @@ def test_ten_rows_three_variants_one_failing_then_export(lab, shots):
 
     upstreams = ("fast", "slow", "broken")
     before = {name: generations(lab[name]) for name in upstreams}  # the module's other tests may have run first
-    with sync_playwright() as p, browser_page(p, shots, "ten_rows", accept_downloads=True) as page:
+    with (
+        sync_playwright() as p,
+        browser_page(
+            # Wide enough for the grid's three answer columns side by side (its accessible table
+            # holds the columns in view).
+            p,
+            shots,
+            "ten_rows",
+            accept_downloads=True,
+            viewport={"width": 1920, "height": 1000},
+        ) as page,
+    ):
         open_experiments(page, lab["url"])
         fill_form(page)
         page.get_by_text("10 rows (limit 25)", exact=False).wait_for(timeout=30_000)
@@ -197,11 +209,24 @@ def test_ten_rows_three_variants_one_failing_then_export(lab, shots):
         assert rows["A"][1] == "100%" and rows["B"][1] == "100%" and rows["C"][1] == "0%"
         assert rows["A"][6] == "60%" and rows["B"][6] == "60%" and rows["C"][6] == "0%"
         assert rows["C"][2] == "—" and rows["C"][5] == "—"  # no latency and no cost from failures
-        text = run_text(page)
-        assert text.count(FAST_REPLY) == 10 and text.count(SLOW_REPLY) == 10
-        errors = page.get_by_test_id("stAlertContentError").all_inner_texts()
-        assert len(errors) == 10 and "rejected the API key" in errors[0], errors[:2]
+        # The grid: a line per row, each variant's mark first; the broken variant's errors named.
+        table = grid(page)
+        assert len(table) == 10, table
+        a, b, c = (next(k for k in table[0] if k.startswith(f"{v} · ")) for v in "ABC")
+        assert sum(r[a].endswith(f"— {FAST_REPLY}") for r in table) == 10
+        assert sum(f"— {SLOW_REPLY}" in r[b] for r in table) == 10
+        assert [r[a][0] for r in table] == ["✓"] * 6 + ["✗"] * 4
+        errors = [r[c] for r in table]
+        assert all(e.startswith("⚠ error") for e in errors) and "rejected the API key" in errors[0], errors[:2]
         assert all("rejected the API key" in e or "paused it" in e for e in errors), errors
+        assert CANARY not in page.content()
+        # Row 1 opened from the grid: each answer in full, the error as an error.
+        choose_grid_row(page, 0)
+        page.get_by_text("Row 1", exact=True).wait_for(timeout=30_000)
+        text = run_text(page)
+        assert text.count(FAST_REPLY) == 1 and text.count(SLOW_REPLY) == 1
+        [error] = page.get_by_test_id("stAlertContentError").all_inner_texts()
+        assert "rejected the API key" in error or "paused it" in error, error
         assert CANARY not in page.content()
         shots(page, "experiment_run", full_page=True)
 
@@ -312,9 +337,7 @@ def test_stop_after_a_reload_keeps_what_finished_and_an_earlier_run_reopens(lab,
                 timeout=60_000,
                 polling=100,
             )
-            page.wait_for_function(  # the slow variant's answer is in
-                "() => document.body.innerText.includes('Slowly: I believe')", timeout=60_000, polling=200
-            )
+            wait_grid_text(page, "Slowly: I believe")  # the slow variant's answer is in
             eventually(lambda: lab["slow"].held == 1, 60, "variant B's next call waiting at its upstream")
             page.get_by_role("button", name="Stop", exact=True).click()
             # A call still waiting for its first byte is closed when that byte comes (the
@@ -324,7 +347,11 @@ def test_stop_after_a_reload_keeps_what_finished_and_an_earlier_run_reopens(lab,
             lab["slow"].release()
         page.get_by_text("Run 2 was stopped", exact=False).wait_for(timeout=60_000)
         text = run_text(page)
-        assert "cancelled: the run was stopped" in text
+        assert any(r[k].startswith("⊘ cancelled") for r in grid(page) for k in r if k[1:4] == " · ")
+        # A row with a cancelled cell, opened: it says when the stop came.
+        cancelled_at = next(i for i, r in enumerate(grid(page)) if "⊘" in r["Marks"])
+        choose_grid_row(page, cancelled_at)
+        page.get_by_text("cancelled: the run was stopped", exact=False).first.wait_for(timeout=30_000)
         shots(page, "experiment_stopped", full_page=True)
 
         log, exp = store(lab["work"])

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from grid_support import choose_grid_row, grid
 from judge_support import ScriptedJudge, verdict
 
 from tests.test_browser import Playground, endpoint_config, eventually, wait_idle, wait_settled
@@ -152,18 +153,35 @@ def test_a_rubric_check_graded_by_a_judge_then_agreement_with_thumbs(lab, shots)
         [rubric_row] = [cells for label, cells in checks.items() if label.startswith("rubric")]
         assert rubric_row[0].startswith("7/10 (70%) · mean score 0.70"), rubric_row
         assert rubric_row[1].startswith("4/9 (44%) · mean score 0.41 · 1 judge failure"), rubric_row
-        text = run_text(page)
-        assert "r07 names Paris" in text  # a cell's reason, in the grid
-        assert "the judge failed: the judge's answer is not a verdict (not JSON" in text
+        # The grid: each cell's mark and the judge's score (beta fails "contains" on every row);
+        # row 10's judge gave beta no verdict: a mark and a latency, no score.
+        table = grid(page)
+        a, b = (next(k for k in table[0] if k.startswith(f"{v} · ")) for v in "AB")
+        assert table[0][a].startswith("✓ · 1.00 · ") and table[6][a].startswith("✓ · 1.00 · "), table[6]
+        assert table[7][a].startswith("✗ · 0.00 · ") and table[4][b].startswith("✗ · 0.10 · "), table[4]
+        assert table[9][b].startswith("✗ · ") and len(table[9][b].split(" — ")[0].split(" · ")) == 2, table[9]
+        choose_grid_row(page, 6)  # row 7, opened: the judge's reason
+        page.get_by_text("r07 names Paris", exact=False).first.wait_for(timeout=30_000)
+        choose_grid_row(page, 9)  # row 10: why the judge gave no verdict
+        page.get_by_text("the judge failed: the judge's answer is not a verdict (not JSON", exact=False).first.wait_for(
+            timeout=30_000
+        )
         agreement = table_rows(page, "Judge and person")
         [(_label, cells)] = agreement.items()
         assert cells == ["0", "—", "—"], cells
         shots(page, "experiment_rubric", full_page=True)
 
         # 👍 row 1 alpha (judge: pass, agree), 👎 row 1 beta (judge: pass, disagree), 👎 row 8
-        # alpha (judge: fail, agree). Each cell's thumbs are the stFeedback widgets in grid order.
+        # alpha (judge: fail, agree). The open row's thumbs: a stFeedback per variant.
         thumbs = page.get_by_test_id("stFeedback")
-        for index, button, want in ((0, 0, {(0, 0): 1}), (1, 1, {(0, 1): -1}), (14, 1, {(7, 0): -1})):
+        for position, index, button, want in (
+            (0, 0, 0, {(0, 0): 1}),
+            (0, 1, 1, {(0, 1): -1}),
+            (7, 0, 1, {(7, 0): -1}),
+        ):
+            if page.get_by_text(f"Row {position + 1}", exact=True).count() == 0:
+                choose_grid_row(page, position)
+                page.get_by_text(f"Row {position + 1}", exact=True).wait_for(timeout=30_000)
             thumbs.nth(index).locator("button").nth(button).click()
             wait_settled(page)
             eventually(lambda want=want: want.items() <= ratings(lab["work"], run_id).items(), what="the rating")
@@ -177,7 +195,8 @@ def test_a_rubric_check_graded_by_a_judge_then_agreement_with_thumbs(lab, shots)
         # Pairwise: alpha judges A against B, each row twice with the order swapped.
         page.get_by_text("Judge two variants against each other (pairwise)").click()
         page.get_by_role("button", name="Judge the pair").click()
-        page.get_by_text("Pairwise judge", exact=True).wait_for(timeout=120_000)
+        # The table's heading (the form's "Pairwise judge" box has the same words).
+        page.get_by_role("strong").filter(has_text="Pairwise judge").wait_for(timeout=120_000)
         eventually(lambda: "A 6 · B 2" in run_text(page), what="the pairwise result")
         pairs = table_rows(page, "Pairwise judge")
         [(pair, cells)] = pairs.items()

@@ -73,6 +73,20 @@ def summary(at: AppTest) -> dict[str, dict[str, str]]:
     return {letter: dict(row) for letter, row in frame.iterrows()}
 
 
+def grid(at: AppTest):
+    """The run grid's table (a line per row; the variants' cells as the page shows them)."""
+    return next(d for d in at.dataframe if (d.key or "").startswith("exp_grid_")).value
+
+
+def open_row(at: AppTest, position: int) -> AppTest:
+    """Choose the `position`-th line of the run grid: the row opens below it in full."""
+    table = next(d for d in at.dataframe if (d.key or "").startswith("exp_grid_"))
+    at.session_state[table.key] = {"selection": {"rows": [position], "columns": [], "cells": []}}
+    at.run()
+    no_traceback(at)
+    return at
+
+
 def texts(at: AppTest) -> list[str]:
     return [plain(m.value) for m in at.markdown] + [plain(c.value) for c in at.caption] + [t.value for t in at.text]
 
@@ -88,10 +102,18 @@ def test_a_run_over_three_variants_with_one_failing(env):
     # "Alpha answers first." contains "Alpha" (row 1) and "first" (row 2); gamma's answer neither.
     assert [rows[k]["pass rate"] for k in "ABC"] == ["67%", "0%", "0%"]
     assert rows["B"]["p50"] == "—" and rows["B"]["total cost"] == "—"
-    # Each of beta's cells shows its error; the other variants' answers are there.
-    assert sum("beta is down" in plain(e.value) for e in at.error) == 3
+    # Each of beta's cells shows its error, mark first; the other variants' answers are there.
+    table = grid(at)
+    [a, b, c] = [col for col in table.columns if col[:4] in ("A · ", "B · ", "C · ")]
+    assert all(t.startswith("⚠ error") and "beta is down" in t for t in table[b]), list(table[b])
+    assert all(t.endswith("— Alpha answers first.") for t in table[a]) and all(
+        t.endswith("— Gamma is free.") for t in table[c]
+    )
+    # A row opened from the grid shows its cells in full: beta's error as an error.
+    open_row(at, 0)
+    assert sum("beta is down" in plain(e.value) for e in at.error) == 1
     shown = texts(at)
-    assert shown.count("Alpha answers first.") == 3 and shown.count("Gamma is free.") == 3
+    assert shown.count("Alpha answers first.") == 1 and shown.count("Gamma is free.") == 1
     assert {call.messages[-1].content for call in fakes.FAKES["alpha"].calls} == {
         "Capital of France?",
         "Capital of Japan?",
@@ -128,6 +150,7 @@ def test_ratings_a_rerun_what_changed_and_an_earlier_run_by_url(env):
     experiment_id, first_run = at.query_params["experiment"], at.query_params["run"]
     store = playground_state.experiments()
 
+    open_row(at, 0)
     at.get("feedback")[0].set_value(1).run()  # 👍 on row 1, variant A
     no_traceback(at)
     assert store.cells(first_run, limit=1)[0].rating == 1
@@ -268,7 +291,12 @@ def test_with_prompt_logging_off_the_page_says_answers_are_not_kept(env, monkeyp
     finish(start(fill(at)))
     assert summary(at)["A"]["success"] == "100%"  # the figures are kept
     assert "Alpha answers first." not in texts(at)
-    assert sum("answer not kept" in plain(c.value) for c in at.caption) == 9
+    table = grid(at)
+    answers = [str(v) for col in table.columns if col[1:4] == " · " for v in table[col]]
+    assert len(answers) == 9 and all(a.endswith("(answer not kept)") for a in answers), answers
+    assert not any("Alpha answers first." in a for a in answers)
+    open_row(at, 0)
+    assert sum("answer not kept" in plain(c.value) for c in at.caption) == 3
     assert all(c.answer is None for c in playground_state.experiments().cells(at.query_params["run"]))
 
 

@@ -1206,8 +1206,9 @@ class ExperimentStore:
         )
         return experiment, run, cell.variant_index, prompt, pictures
 
-    def grid(self, run_id: str, *, offset: int = 0, limit: int = 25) -> list[GridRow]:
-        """One page of the results grid: `limit` rows from `offset`, one cell per variant."""
+    def grid(self, run_id: str, *, offset: int = 0, limit: int = 25, images: bool = True) -> list[GridRow]:
+        """One page of the results grid: `limit` rows from `offset`, one cell per variant (and the
+        rows' pictures unless `images` is False: the dense table reads a whole run without them)."""
         run = self.run(run_id)
         experiment = self.experiment(run.experiment_id)
         rows = self.rows(experiment.id, offset=offset, limit=limit)
@@ -1218,7 +1219,8 @@ class ExperimentStore:
         with self.engine.connect() as conn:
             found = {(r["row_index"], r["variant_index"]): self._cell(r) for r in conn.execute(stmt).mappings()}
         width = len(experiment.variants)
-        pictures = self.images(experiment.id, rows[0][0], rows[-1][0]) if experiment.image_columns else {}
+        want_pictures = images and experiment.image_columns
+        pictures = self.images(experiment.id, rows[0][0], rows[-1][0]) if want_pictures else {}
         return [
             GridRow(
                 row=index,

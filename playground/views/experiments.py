@@ -6,7 +6,7 @@ threads), never by the page: a reload or another page loses nothing, and the URL
 re-run, and see what changed since another run of the same experiment.
 
 Images: a column named `image` or ending in `_image` holds a picture per row (a data URL, or a
-path inside a .zip uploaded with the rows), sent after the row's text; the grid shows it.
+path inside a .zip uploaded with the rows), sent after the row's text; a row opened from the grid shows it.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from conductor_core.workbench.experiments import (
     CheckKind,
     Experiment,
     ExperimentError,
+    GridRow,
     JudgeTarget,
     Run,
 )
@@ -35,15 +36,13 @@ from conductor_core.workbench.templates import Template, TemplateError
 from conductor_core.workbench.variants import Variant, variant_labels
 from playground import attachments as pictures
 from playground import components as ui
-from playground import controls, share, state, structured_view, tools_editor
+from playground import controls, run_grid, share, state, structured_view, tools_editor
 from playground.access import who
 
 c = state.conductor()
 store = state.experiments()
 ss = st.session_state
 
-#: Rows of the grid drawn at a time (the store reads one page; memory stays flat in the rows).
-GRID_PAGE = 10
 #: How often a running run's progress and grid are redrawn.
 REFRESH_S = 1.0
 EXAMPLE_TEMPLATE = "What is the capital of {{country}}? Answer with the city only."
@@ -1180,26 +1179,81 @@ def draw_changes(experiment: Experiment, runs: list[Run], run: Run) -> None:
     st.markdown("\n".join(f"- {ui.escape_md(line)}" for line in lines))
 
 
+def draw_row_card(experiment: Experiment, run: Run, grid_row: GridRow, *, live: bool) -> None:
+    """One row in full: its values, pictures and every variant's whole answer, checks and 👍/👎."""
+    with st.container(border=True):
+        st.markdown(f"**Row {grid_row.row + 1}**")
+        values = ", ".join(f"{k} = {_plain(v)}" for k, v in grid_row.values.items() if k != "expected")
+        if grid_row.expected is not None:
+            values += f"\nexpected: {grid_row.expected}"
+        st.text(values)  # what the person wrote, literally
+        pictures.show_refs(
+            [a.ref for a in grid_row.images], {a.ref.sha256: a.data for a in grid_row.images}.__getitem__
+        )
+        for v, column in enumerate(st.columns(len(experiment.variants), gap="small")):
+            with column:
+                st.markdown(f"**{letter(v)}** · {ui.escape_md(experiment.labels[v])}")
+                draw_cell(run, grid_row.cells[v], live=live, response_format=experiment.variants[v].response_format)
+
+
+def grid_view(run: Run, variants: int) -> run_grid.GridView:
+    """The filters, search and sort above the table (their values: the view to show)."""
+    key = f"exp_grid_{run.id}"
+    left, middle, right = st.columns(3)
+    failed = left.toggle("Failed checks only", key=f"{key}_failed")
+    disagree = middle.toggle(
+        "Judge and person disagree", key=f"{key}_disagree", help="A 👍/👎 differs from a judge's verdict."
+    )
+    differ = right.toggle("Answers differ", key=f"{key}_differ", help="Rows whose variants gave different answers.")
+    left, right = st.columns([3, 2])
+    search = left.text_input("Search inputs and answers", key=f"{key}_search", placeholder="words in a row or answer")
+    sorts: list[tuple[int, str] | None] = [None] + [(v, by) for v in range(variants) for by in ("score", "latency")]
+    sort = right.selectbox(
+        "Sort",
+        range(len(sorts)),
+        key=f"{key}_sort",
+        format_func=lambda i: "by row" if sorts[i] is None else f"{letter(sorts[i][0])}'s {sorts[i][1]}, highest first",
+    )
+    chosen = sorts[sort or 0]
+    return run_grid.GridView(
+        failed_only=failed,
+        disagree_only=disagree,
+        differ_only=differ,
+        search=search or "",
+        sort_variant=None if chosen is None else chosen[0],
+        sort_by="latency" if chosen is not None and chosen[1] == "latency" else "score",
+        descending=True,
+    )
+
+
 def draw_grid(experiment: Experiment, run: Run, *, live: bool) -> None:
-    pages = max(1, -(-experiment.row_count // GRID_PAGE))
-    page = 1
-    if pages > 1:
-        page = int(st.number_input(f"Rows page (of {pages})", 1, pages, 1, key=f"exp_page_{run.id}"))
-    labels = experiment.labels
-    for grid_row in store.grid(run.id, offset=(page - 1) * GRID_PAGE, limit=GRID_PAGE):
-        with st.container(border=True):
-            st.markdown(f"**Row {grid_row.row + 1}**")
-            values = ", ".join(f"{k} = {_plain(v)}" for k, v in grid_row.values.items() if k != "expected")
-            if grid_row.expected is not None:
-                values += f"\nexpected: {grid_row.expected}"
-            st.text(values)  # what the person wrote, literally
-            pictures.show_refs(
-                [a.ref for a in grid_row.images], {a.ref.sha256: a.data for a in grid_row.images}.__getitem__
-            )
-            for v, column in enumerate(st.columns(len(experiment.variants), gap="small")):
-                with column:
-                    st.markdown(f"**{letter(v)}** · {ui.escape_md(labels[v])}")
-                    draw_cell(run, grid_row.cells[v], live=live, response_format=experiment.variants[v].response_format)
+    """Rows × variants as one table (a line per row: each variant's mark, score, latency and
+    answer cut short); a row chosen in it opens below with everything the card shows."""
+    view = grid_view(run, len(experiment.variants))
+    rows = store.grid(run.id, offset=0, limit=max(experiment.row_count, 1), images=False)
+    frame = run_grid.grid_frame(rows, experiment.labels, live=live)
+    shown = run_grid.select_rows(frame, view)
+    st.caption(f"{len(shown):,} of {len(frame):,} rows · choose a row to see it in full")
+    answer_columns = run_grid.shown_columns(frame)[3:]
+    event = st.dataframe(
+        shown[run_grid.shown_columns(frame)],
+        hide_index=True,
+        on_select="rerun",
+        selection_mode="single-row",
+        # A new view is a new table: a row chosen under other filters must not open another row.
+        key=f"exp_grid_{run.id}_{abs(hash(view))}",
+        column_config={
+            run_grid.ROW: st.column_config.NumberColumn(width=48, format="%d"),
+            run_grid.MARKS: st.column_config.TextColumn(width=80, help="Each variant's mark: ✓ pass, ✗ fail"),
+            run_grid.INPUT: st.column_config.TextColumn(width="medium"),
+            **{name: st.column_config.TextColumn(width="large") for name in answer_columns},
+        },
+    )
+    picked = event.selection.rows if event is not None else []
+    if picked and picked[0] < len(shown):
+        index = int(shown["_row"].iloc[picked[0]])
+        for grid_row in store.grid(run.id, offset=index, limit=1):
+            draw_row_card(experiment, run, grid_row, live=live)
 
 
 def draw_run(experiment: Experiment, run: Run, runs: list[Run]) -> None:
