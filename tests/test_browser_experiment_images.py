@@ -125,7 +125,11 @@ def test_a_zip_of_rows_and_pictures_runs_and_a_text_only_variant_is_refused(lab,
         for n in range(1, ROWS + 1):
             choose_grid_row(page, n - 1)
             page.get_by_text(f"Row {n}", exact=True).wait_for(timeout=30_000)
-            page.get_by_test_id("stImage").first.wait_for(timeout=30_000)
+            # The opened row is redrawn by a rerun: wait for this row's picture, not any picture
+            # (the previous row's can still be on screen when the heading has changed).
+            expected = page.get_by_test_id("stImageCaption").filter(has_text=f"scans/invoice-{n}.png")
+            expected.first.wait_for(timeout=30_000)
+            wait_settled(page)
             captions = [c.strip() for c in page.get_by_test_id("stImageCaption").all_inner_texts()]
             assert captions == [f"scans/invoice-{n}.png"], captions
         shots(page, "experiment_images", full_page=True)

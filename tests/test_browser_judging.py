@@ -182,6 +182,7 @@ def test_a_rubric_check_graded_by_a_judge_then_agreement_with_thumbs(lab, shots)
             if page.get_by_text(f"Row {position + 1}", exact=True).count() == 0:
                 choose_grid_row(page, position)
                 page.get_by_text(f"Row {position + 1}", exact=True).wait_for(timeout=30_000)
+                wait_settled(page)  # the rest of the opened row is drawn after its heading: not the last row's 👍/👎
             thumbs.nth(index).locator("button").nth(button).click()
             wait_settled(page)
             eventually(lambda want=want: want.items() <= ratings(lab["work"], run_id).items(), what="the rating")
