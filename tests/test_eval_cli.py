@@ -23,6 +23,7 @@ import struct
 import subprocess
 import sys
 import termios
+import threading
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -528,15 +529,34 @@ def test_ctrl_c_stops_the_run_like_stop_keeping_what_finished(servers, tmp_path:
         stderr=subprocess.PIPE,
         text=True,
     )
+    said: dict[str, list[str]] = {"out": [], "err": []}
+    readers = [
+        threading.Thread(target=lambda name=name, pipe=pipe: said[name].extend(pipe), daemon=True)
+        for name, pipe in (("out", process.stdout), ("err", process.stderr))
+    ]
+    for reader in readers:
+        reader.start()
     try:
         deadline = time.monotonic() + 300
-        while servers["openai"].held < 1 or len(servers["anthropic"].requests) < ROWS:
-            assert process.poll() is None, process.communicate()
+        anthropic = servers["anthropic"]
+        # Every anthropic answer sent in full (so some finished before Ctrl-C), an openai call held.
+        while servers["openai"].held < 1 or len(anthropic.requests) < ROWS or anthropic.in_flight:
+            assert process.poll() is None, "".join(said["out"] + said["err"])
             assert time.monotonic() < deadline, "the run never reached the upstreams"
             time.sleep(0.1)
         process.send_signal(signal.SIGINT)
+        # Released only once the eval has stopped the run (a busy machine may take a while to
+        # deliver the signal): released earlier, the held calls and the rows after them would
+        # all answer, and nothing would be left to cancel.
+        while not any(line.startswith("Stopping") for line in said["err"]):
+            assert process.poll() is None, "".join(said["out"] + said["err"])
+            assert time.monotonic() < deadline, "the eval never said it was stopping"
+            time.sleep(0.1)
         servers["openai"].release()  # the calls in flight answer; the run closes them and takes no more
-        stdout, stderr = process.communicate(timeout=300)
+        process.wait(timeout=300)
+        for reader in readers:
+            reader.join(timeout=60)
+        stdout, stderr = "".join(said["out"]), "".join(said["err"])
     finally:
         if process.poll() is None:
             process.kill()

@@ -222,8 +222,8 @@ def _follow(handle: RunHandle, out: IO[str]) -> bool | None:
             _lines(handle, out)
         return False
     except KeyboardInterrupt:
+        handle.stop()  # before saying so: whoever reads "Stopping" may rely on no new call starting
         print("\nStopping: no new calls, calls in flight are closed (Ctrl-C again to leave at once)…", file=sys.stderr)
-        handle.stop()
         try:
             handle.wait()
         except KeyboardInterrupt:
