@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -20,6 +21,7 @@ from conductor_core.secrets import redact
 from conductor_core.state import LocalRoutingState
 from conductor_core.state.redis_state import RedisRoutingState
 from conductor_core.testing.fakes import ScriptedProvider
+from tests.playground_support import env  # noqa: F401  (fixture)
 from tests.redis_support import RedisServer
 
 PASSWORD = "Zq7Wk2Xv9Rj4Lm8Tn3"  # never to be seen in /status, errors or logs
@@ -206,3 +208,28 @@ def test_an_unreachable_redis_at_start_is_local_state_not_an_outage(tmp_path):
         assert PASSWORD not in info.model_dump_json()
     finally:
         conductor.close()
+
+
+def test_the_dashboard_says_whether_routing_state_is_shared_and_when_it_is_local(env, redis_server, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from tests.playground_fakes import CONDUCTORS
+
+    if redis_server.process is None:
+        redis_server.start()
+    monkeypatch.setenv("CONDUCTOR_REDIS_URL", redis_server.url)
+    at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "playground" / "app.py"), default_timeout=60)
+    at.run()
+    assert shared(CONDUCTORS[-1]).wait_connected(30)
+    at.switch_page("views/dashboard.py").run()
+    assert not at.exception, at.exception
+    captions = [c.value.replace("\\", "") for c in at.caption if "shared with every replica" in c.value]
+    assert captions and f"through redis://127.0.0.1:{redis_server.port}." in captions[0]
+    assert not [w for w in at.warning if "Routing state is local" in w.value]
+    redis_server.stop()
+    until(lambda: CONDUCTORS[-1].status().routing_state.mode == "local", "the playground to notice Redis is gone")
+    at.run()
+    (warning,) = [w.value for w in at.warning if "Routing state is local" in w.value]
+    assert "unreachable" in warning and "requests are still served" in warning
+    page_text = " ".join(str(e.value) for e in [*at.caption, *at.warning, *at.markdown] if hasattr(e, "value"))
+    assert PASSWORD not in page_text
