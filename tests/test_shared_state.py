@@ -21,7 +21,6 @@ from conductor_core.secrets import redact
 from conductor_core.state import LocalRoutingState
 from conductor_core.state.redis_state import RedisRoutingState
 from conductor_core.testing.fakes import ScriptedProvider
-from tests.playground_support import env  # noqa: F401  (fixture)
 from tests.redis_support import RedisServer
 
 PASSWORD = "Zq7Wk2Xv9Rj4Lm8Tn3"  # never to be seen in /status, errors or logs
@@ -233,3 +232,74 @@ def test_the_dashboard_says_whether_routing_state_is_shared_and_when_it_is_local
     assert "unreachable" in warning and "requests are still served" in warning
     page_text = " ".join(str(e.value) for e in [*at.caption, *at.warning, *at.markdown] if hasattr(e, "value"))
     assert PASSWORD not in page_text
+
+
+def test_two_gateway_processes_share_a_breaker_and_keep_answering_without_redis(redis_server, tmp_path):
+    """As deployed: `python -m gateway` twice, one Redis, the official openai client. A breaker
+    opened through gateway one is open in gateway two's /status; with Redis gone both still
+    answer and say their state is local."""
+    import httpx
+    import openai
+
+    from conductor_core.testing.protocol_servers import OpenAIServer
+    from tests.store_backends import Backend
+    from tests.test_durability import GATEWAY_KEY, GPT, Gateway
+
+    if redis_server.process is None:
+        redis_server.start()
+    backend = Backend("sqlite", None, tmp_path / "data")
+    env = {
+        "CONDUCTOR_REDIS_URL": redis_server.url,
+        "CONDUCTOR_REDIS_PREFIX": f"gw{time.time_ns()}:",
+        "CONDUCTOR_BREAKER_FAILURES": "3",
+        "CONDUCTOR_BREAKER_COOLDOWN_S": "1",
+    }
+    with OpenAIServer() as upstream:
+        gateways = [Gateway(backend, upstream, 1, tmp_path, env), Gateway(backend, upstream, 1, tmp_path, env)]
+        try:
+            one, two = (openai.OpenAI(base_url=f"{g.url}/v1", api_key=GATEWAY_KEY, max_retries=0) for g in gateways)
+
+            def breaker(gateway: Gateway) -> str:
+                status = httpx.get(f"{gateway.url}/status", headers={"Authorization": f"Bearer {GATEWAY_KEY}"}).json()
+                return status["providers"]["openai"]["reliability"]["breaker"]
+
+            def routing_mode(gateway: Gateway) -> str:
+                status = httpx.get(f"{gateway.url}/status", headers={"Authorization": f"Bearer {GATEWAY_KEY}"}).json()
+                return status["routing_state"]["mode"]
+
+            def ask(client: openai.OpenAI) -> str | None:
+                answer = client.chat.completions.create(
+                    model=f"openai/{GPT}", messages=[{"role": "user", "content": "hi"}], max_tokens=5
+                )
+                return answer.choices[0].message.content
+
+            until(lambda: all(routing_mode(g) == "shared" for g in gateways), "both gateways to reach Redis")
+            upstream.set_down(True)
+            for _ in range(3):
+                with pytest.raises(openai.APIStatusError):
+                    ask(one)
+            until(lambda: breaker(gateways[1]) == "open", "gateway two to show the breaker gateway one opened")
+            served_before = upstream.request_count
+            with pytest.raises(openai.APIStatusError) as refused:
+                ask(two)
+            assert refused.value.status_code == 503 and upstream.request_count == served_before  # never called
+            upstream.set_down(False)
+            until(lambda: breaker(gateways[0]) != "open" and breaker(gateways[1]) != "open", "the cooldown to end")
+
+            def recovered() -> bool:
+                for client in (one, two):  # the replica that holds the probe answers and closes it for both
+                    try:
+                        ask(client)
+                    except openai.APIStatusError:
+                        pass
+                return all(breaker(g) == "closed" for g in gateways)
+
+            until(recovered, "both gateways to close the breaker")
+            assert ask(one) and ask(two)
+
+            redis_server.stop()
+            until(lambda: all(routing_mode(g) == "local" for g in gateways), "both gateways to say state is local")
+            assert ask(one) and ask(two)
+        finally:
+            for gateway in gateways:
+                gateway.stop()
