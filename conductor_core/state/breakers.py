@@ -21,8 +21,8 @@ _CLOSED, _OPEN, _HALF_OPEN = BreakerState.closed, BreakerState.open, BreakerStat
 
 
 class SharedBreaker(CircuitBreaker):
-    def __init__(self, name: str, report: Callable[[str, bool], None], **kwargs: Any) -> None:
-        """`report(name, failed)` hands one verdict to the sync (it must not block)."""
+    def __init__(self, name: str, report: Callable[[str, bool, bool], None], **kwargs: Any) -> None:
+        """`report(name, failed, urgent)` hands one verdict to the sync (it must not block)."""
         super().__init__(**kwargs)
         self.name = name
         self._report = report
@@ -41,13 +41,13 @@ class SharedBreaker(CircuitBreaker):
             super().record_success()
             return
         # A probe's slot stays taken until Redis's verdict comes back: no second probe meanwhile.
-        self._report(self.name, False)
+        self._report(self.name, False, self._state is not _CLOSED)
 
     def record_failure(self) -> None:
         if not self.shared:
             super().record_failure()
             return
-        self._report(self.name, True)
+        self._report(self.name, True, True)
 
     def release(self) -> None:
         with self._lock:

@@ -63,13 +63,14 @@ local function reply(h, now)
 end
 """
 
-# KEYS: hash, outcomes list. ARGV: base cooldown ms, failed (0/1), failures, rate, window, max cooldown ms.
+# KEYS: hash, outcomes list. ARGV: base cooldown ms, outcomes in order ('1' failed, '0' succeeded),
+# failures, rate, window, max cooldown ms. A replica sends its verdicts in batches (successes
+# wait for the next read; a failure is sent at once), applied in order as CircuitBreaker would.
 _RECORD = (
     _READ
     + """
 local h, w = KEYS[1], KEYS[2]
 local now = now_ms()
-local state = redis.call('HGET', h, 'state') or 'closed'
 local window = tonumber(ARGV[5])
 local function trip(cooldown)
   redis.call('HSET', h, 'state', 'open', 'opened_at', now, 'cooldown', cooldown, 'consecutive', 0,
@@ -77,29 +78,33 @@ local function trip(cooldown)
   redis.call('HINCRBY', h, 'trips', 1)
   redis.call('DEL', w)
 end
-if ARGV[2] == '1' then
-  if state == 'half_open' then
-    local cooldown = tonumber(redis.call('HGET', h, 'cooldown') or ARGV[1])
-    trip(math.min(cooldown * 2, tonumber(ARGV[6])))
-  elseif state == 'closed' then
-    redis.call('LPUSH', w, '1')
-    redis.call('LTRIM', w, 0, window - 1)
-    local consecutive = redis.call('HINCRBY', h, 'consecutive', 1)
-    local outcomes = redis.call('LRANGE', w, 0, -1)
-    local bad = 0
-    for _, o in ipairs(outcomes) do if o == '1' then bad = bad + 1 end end
-    if consecutive >= tonumber(ARGV[3]) or (#outcomes == window and bad / #outcomes >= tonumber(ARGV[4])) then
-      trip(tonumber(redis.call('HGET', h, 'cooldown') or ARGV[1]))
+local seq = ARGV[2]
+for i = 1, #seq do
+  local state = redis.call('HGET', h, 'state') or 'closed'
+  if seq:sub(i, i) == '1' then
+    if state == 'half_open' then
+      local cooldown = tonumber(redis.call('HGET', h, 'cooldown') or ARGV[1])
+      trip(math.min(cooldown * 2, tonumber(ARGV[6])))
+    elseif state == 'closed' then
+      redis.call('LPUSH', w, '1')
+      redis.call('LTRIM', w, 0, window - 1)
+      local consecutive = redis.call('HINCRBY', h, 'consecutive', 1)
+      local outcomes = redis.call('LRANGE', w, 0, -1)
+      local bad = 0
+      for _, o in ipairs(outcomes) do if o == '1' then bad = bad + 1 end end
+      if consecutive >= tonumber(ARGV[3]) or (#outcomes == window and bad / #outcomes >= tonumber(ARGV[4])) then
+        trip(tonumber(redis.call('HGET', h, 'cooldown') or ARGV[1]))
+      end
     end
-  end
-else
-  if state == 'half_open' then
-    redis.call('HSET', h, 'state', 'closed', 'cooldown', ARGV[1], 'consecutive', 0, 'probe', '', 'probe_until', 0)
-    redis.call('DEL', w)
-  elseif state == 'closed' then
-    redis.call('LPUSH', w, '0')
-    redis.call('LTRIM', w, 0, window - 1)
-    redis.call('HSET', h, 'consecutive', 0)
+  else
+    if state == 'half_open' then
+      redis.call('HSET', h, 'state', 'closed', 'cooldown', ARGV[1], 'consecutive', 0, 'probe', '', 'probe_until', 0)
+      redis.call('DEL', w)
+    elseif state == 'closed' then
+      redis.call('LPUSH', w, '0')
+      redis.call('LTRIM', w, 0, window - 1)
+      redis.call('HSET', h, 'consecutive', 0)
+    end
   end
 end
 return reply(h, now)
@@ -204,9 +209,8 @@ class RedisRoutingState:
         self._metrics = metrics
 
     def record_attempt(self, record: AttemptRecord) -> None:
-        fields = window_fields(record)
-        if fields is not None and self._connected.is_set():
-            self._outbox.put(("entry", (record.provider, fields)))
+        if self._connected.is_set():
+            self._outbox.put(("entry", record))  # turned into a window entry by the sync thread
 
     def info(self) -> RoutingStateInfo:
         shared = self._connected.is_set()
@@ -225,9 +229,12 @@ class RedisRoutingState:
         self._wake.set()
         self._thread.join(timeout=2)
 
-    def _report(self, name: str, failed: bool) -> None:
+    def _report(self, name: str, failed: bool, urgent: bool) -> None:
+        """A verdict for Redis. Only the urgent ones (a failure, a probe's result) wake the sync
+        now; a success in a closed breaker changes nothing until it is sent with the next read."""
         self._outbox.put(("verdict", (name, failed)))
-        self._wake.set()
+        if urgent:
+            self._wake.set()
 
     # --- the sync thread -----------------------------------------------------------------
 
@@ -250,7 +257,7 @@ class RedisRoutingState:
                 self._go_local(exc)
                 self._stop.wait(_RECONNECT_S)
                 continue
-            except Exception as exc:  # noqa: BLE001 - a bug here must not leave breakers frozen
+            except Exception as exc:  # a bug here must not leave breakers frozen: log it, go local
                 log.exception("routing state sync failed; routing locally until it recovers")
                 self._go_local(exc)
                 self._stop.wait(_RECONNECT_S)
@@ -304,7 +311,7 @@ class RedisRoutingState:
                 kind, item = self._outbox.get_nowait()
             except queue.Empty:
                 break
-            if kind == "verdict":
+            if kind == "verdict":  # metrics entries are already counted locally
                 found = self._breakers.get(item[0])
                 if found is not None:
                     (found.record_failure if item[1] else found.record_success)()
@@ -318,7 +325,7 @@ class RedisRoutingState:
 
     def _flush(self) -> None:
         assert self._client is not None
-        verdicts: list[tuple[SharedBreaker, bool]] = []
+        verdicts: dict[str, list[str]] = {}  # by breaker, in the order they were given
         entries: dict[str, list[str]] = {}
         while True:
             try:
@@ -326,17 +333,20 @@ class RedisRoutingState:
             except queue.Empty:
                 break
             if kind == "verdict":
-                verdicts.append((self._breakers[item[0]], item[1]))
+                verdicts.setdefault(item[0], []).append("1" if item[1] else "0")
             else:
-                entries.setdefault(item[0], []).append(_encode(item[1]))
+                fields = window_fields(item)
+                if fields is not None:
+                    entries.setdefault(item.provider, []).append(_encode(fields))
         if not verdicts and not entries:
             return
         pipe = self._client.pipeline(transaction=False)
-        for breaker, failed in verdicts:  # their replies come first, in this order
+        breakers = [self._breakers[name] for name in verdicts]
+        for breaker in breakers:  # their replies come first, in this order
             name = breaker.name
-            args = [
+            args: list[str | int | float] = [
                 _ms(breaker.base_cooldown_s),
-                int(failed),
+                "".join(verdicts[name]),
                 breaker.failures,
                 breaker.failure_rate,
                 breaker.window,
@@ -352,7 +362,7 @@ class RedisRoutingState:
             pipe.incr(self._key("metrics", provider, "version"))
             pipe.sadd(self._key("metrics"), provider)
         results = pipe.execute()
-        for (breaker, _), reply in zip(verdicts, results, strict=False):
+        for breaker, reply in zip(breakers, results, strict=False):
             self._apply(breaker, reply)
 
     def _sync_breakers(self) -> None:
