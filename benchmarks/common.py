@@ -474,7 +474,9 @@ class GatewayProcess(ServerProcess):
         workers: int = 1,
         api_key: str | None = None,
         repo: Path = REPO,
+        extra_env: dict[str, str] | None = None,
     ) -> None:
+        """`extra_env`: more settings (e.g. CONDUCTOR_REDIS_URL for the shared-state benchmark)."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
         config = {name: {"base_url": url, "models": list(models)} for name, url in endpoints.items()}
@@ -488,6 +490,7 @@ class GatewayProcess(ServerProcess):
             CONDUCTOR_ENDPOINTS=json.dumps(config),
             CONDUCTOR_GATEWAY_WORKERS=str(workers),
             **({"CONDUCTOR_API_KEY": api_key} if api_key else {}),
+            **(extra_env or {}),
         )
         env["PYTHONPATH"] = os.pathsep.join([str(repo), *env["PYTHONPATH"].split(os.pathsep)[1:]])
         command = [sys.executable, "-m", "gateway"]

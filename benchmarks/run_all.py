@@ -33,6 +33,7 @@ BENCHMARKS = {
     "experiments": "benchmarks.bench_experiments",
     "run_grid": "benchmarks.bench_run_grid",
     "gateway_load": "benchmarks.bench_gateway_load",
+    "shared_state": "benchmarks.bench_shared_state",
     "dashboard": "benchmarks.bench_dashboard",
     "quality": "benchmarks.bench_quality",
     "local": "benchmarks.bench_local",

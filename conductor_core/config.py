@@ -12,6 +12,7 @@ import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import (
@@ -143,6 +144,13 @@ class Settings(BaseSettings):
         description="Judge calls at once in an experiment run (rubric checks), beside the answers' own limits.",
     )
 
+    # Shared routing state (conductor_core.state): several replicas share breakers and AUTO's metrics.
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis or Valkey URL (redis://host:6379/0). Unset: each process keeps its own routing state.",
+    )
+    redis_prefix: str = Field(default="conductor:", description="Prefix of every key Conductor writes in Redis.")
+
     # Gateway.
     api_key: SecretStr | None = Field(default=None, description="When set, the gateway requires this bearer key.")
 
@@ -169,6 +177,8 @@ class Settings(BaseSettings):
             register_secret(key)
         for endpoint in self.endpoints.values():
             register_secret(endpoint.resolved_key())
+        if self.redis_url:
+            register_secret(urlsplit(self.redis_url).password)  # the URL itself is shown with it hidden
         return self
 
     def provider_key(self, provider: str) -> SecretStr | None:

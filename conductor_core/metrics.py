@@ -39,7 +39,7 @@ from .config import redact
 from .errors import provider_at_fault
 from .models import AttemptRecord, ProviderPerformance, ProviderUsage
 
-__all__ = ["MetricsRegistry", "MetricsSnapshot", "percentile"]
+__all__ = ["MetricsRegistry", "MetricsSnapshot", "WindowFields", "percentile", "window_fields"]
 
 
 def percentile(sorted_values: list[float], q: float) -> float | None:
@@ -127,6 +127,19 @@ class _ProviderMetrics:
 
 def _counts_for_health(record: AttemptRecord) -> bool:
     return record.status == "ok" or record.error_type is None or provider_at_fault(record.error_type)
+
+
+# One window entry as plain values (ts, ok, latency ms, TTFT ms, output tokens): what replicas
+# share through Redis (conductor_core.state).
+WindowFields = tuple[float, bool, float | None, float | None, int]
+
+
+def window_fields(record: AttemptRecord) -> WindowFields | None:
+    """The entry `record` adds to its provider's window; None if it stays out of it."""
+    if not _counts_for_health(record):
+        return None
+    entry = _entry(record)
+    return entry.ts, entry.ok, entry.latency_ms, entry.ttft_ms, entry.output_tokens
 
 
 def _entry(record: AttemptRecord) -> _Entry:
@@ -219,6 +232,14 @@ class MetricsRegistry:
                 metrics.input_tokens = totals.input_tokens
                 metrics.output_tokens = totals.output_tokens
                 metrics.cost_usd = totals.cost_usd
+
+    def replace_window(self, provider: str, entries: Iterable[WindowFields]) -> None:
+        """Every replica's recent entries for `provider` (oldest first), read from the shared
+        state: they become this process's window. Totals and streaks stay this process's."""
+        window = deque((_Entry(*fields) for fields in entries), maxlen=self.window_size)
+        metrics = self._get(provider)
+        with metrics.lock:
+            metrics.window = window
 
     def providers(self) -> list[str]:
         with self._lock:

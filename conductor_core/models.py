@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 __all__ = [
+    "RoutingStateInfo",
     "MessageRole",
     "FunctionCall",
     "ToolCall",
@@ -978,6 +979,20 @@ class ProviderStatus(BaseModel):
     usage: ProviderUsage = Field(default_factory=ProviderUsage)
 
 
+class RoutingStateInfo(BaseModel):
+    """Where this process keeps its routing state (`/status` shows it as `routing_state`)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    mode: Literal["local", "shared"] = Field(
+        description="shared: breakers and AUTO's metrics are shared with every replica through Redis; local: this "
+        "process routes on what it alone has seen (no CONDUCTOR_REDIS_URL, or Redis unreachable)."
+    )
+    backend: str | None = Field(default=None, description="The shared store's address, password hidden.")
+    detail: str | None = Field(default=None, description="Why the state is local while a shared store is configured.")
+    since: float | None = Field(default=None, description="Epoch seconds when this mode began.")
+
+
 class LogHealth(BaseModel):
     """What a status page needs to know about the request log's writing in this process
     (`RequestLog.health()`; `/status` shows it as `request_log`)."""
@@ -1028,6 +1043,9 @@ class SystemStatus(BaseModel):
         description="This process's request-log writer: attempts waiting (spooled) to be committed, written, failed "
         "and rejected, and the last write error (redacted). A growing `pending` with `database_ok` false means the "
         "database is not taking writes; nothing is lost while the spool holds them.",
+    )
+    routing_state: RoutingStateInfo | None = Field(
+        default=None, description="Whether breakers and AUTO's metrics are shared with other replicas (Redis) or local."
     )
 
 

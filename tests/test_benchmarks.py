@@ -32,6 +32,7 @@ NAMES = (
     "experiments",
     "run_grid",
     "gateway_load",
+    "shared_state",
     "dashboard",
     "quality",
     "local",
@@ -162,6 +163,24 @@ def test_fanout_and_gateway_load_complete_without_errors(
         assert load[mode]["overhead_whole_ms"]["gateway"]["n"] == load[mode]["latency_ms"]["gateway"]["n"]
     hung = load["hung_upstream"]
     assert hung["health_ms"]["with_hung"]["n"] > 0 and hung["healthy_chat_ms"]["with_hung"]["n"] > 0
+
+
+def test_shared_state_measures_redis_beside_local_state_and_a_breaker_travelling(
+    quick_run: tuple[Path, subprocess.CompletedProcess[str]],
+) -> None:
+    out, _ = quick_run
+    result = _result(out, "shared_state")
+    assert set(result["added_p50_ms"]) == {"gateway", "gateway_redis"}
+    assert result["redis_added_p50_ms"] == pytest.approx(
+        result["added_p50_ms"]["gateway_redis"] - result["added_p50_ms"]["gateway"], abs=0.002
+    )
+    for mode in ("non_streaming", "streaming"):
+        assert not any(result["errors"][mode].values())
+        cpu = result["cpu_ms_per_request"][mode]
+        assert cpu["gateway"] > 0 and cpu["gateway_redis"] > 0 and cpu["redis_server"] is not None
+    # Every trip reached the other gateway (the benchmark raises if one never does).
+    assert result["propagation_s"]["n"] == result["config"]["trips"] and result["propagation_s"]["max"] > 0
+    assert {row["target"] for row in result["targets"]} >= {"Redis's added p50 latency per request"}
 
 
 def test_experiments_runs_every_cell_and_measures_progress_and_memory(

@@ -69,7 +69,9 @@ def _free_port() -> int:
 class Gateway:
     """`python -m gateway` in its own process group, so SIGKILL reaches every worker at once."""
 
-    def __init__(self, backend: Backend, upstream: OpenAIServer, workers: int, cwd: Path) -> None:
+    def __init__(
+        self, backend: Backend, upstream: OpenAIServer, workers: int, cwd: Path, extra_env: dict[str, str] | None = None
+    ) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if k not in _SCRUB}
@@ -90,6 +92,7 @@ class Gateway:
         )
         if backend.url:
             env["CONDUCTOR_DATABASE_URL"] = backend.url
+        env.update(extra_env or {})
         # cwd: an empty folder, so no developer's .env or conductor.toml is read.
         self.proc = subprocess.Popen([sys.executable, "-m", "gateway"], cwd=cwd, env=env, start_new_session=True)
         deadline = time.monotonic() + 90

@@ -36,6 +36,7 @@ from ..models import (
     utcnow,
 )
 from ..providers import BaseProvider, ProviderRegistry, build_registry
+from ..state import open_routing_state
 from ..store import RequestLog
 from . import first_try, ranking
 from .attempts import Attempts
@@ -107,12 +108,17 @@ class AsyncConductor:
         self.started_at = utcnow()
         self._clock = clock  # breakers and caches read it; tests move it instead of waiting
         self.metrics = MetricsRegistry()
+        # Breakers and metrics: this process's own, or shared with other replicas (Redis).
+        self.routing_state = open_routing_state(self.settings)
+        self.routing_state.attach(self.metrics)
         self._breakers: dict[str, CircuitBreaker] = {}
         self._breakers_lock = threading.Lock()
         self._snapshots: dict[str, tuple[float, object]] = {}  # routing's view of the metrics
-        self.recorder = Recorder(self.metrics, self.log, source, self.breaker)
+        self.recorder = Recorder(self.metrics, self.log, source, self.breaker, self.routing_state.record_attempt)
         self.attempts = Attempts(self.settings, self.recorder, self.breaker, _awaitable_sleep(sleep))
-        self.view = StatusView(self.registry, self.log, self.metrics, self.breaker, self.started_at, clock)
+        self.view = StatusView(
+            self.registry, self.log, self.metrics, self.breaker, self.started_at, clock, self.routing_state.info
+        )
         self.metrics.seed(self.view.recent_from_log())  # after a restart, routing remembers
         self.ratings: RatingsSource = ratings if ratings is not None else NoRatings(self.settings.preferred_min_votes)
         self.evaluations: EvaluationSource = evaluations if evaluations is not None else NoEvaluations()
@@ -200,7 +206,8 @@ class AsyncConductor:
             breaker = self._breakers.get(name)
             if breaker is None:
                 s = self.settings
-                breaker = self._breakers[name] = CircuitBreaker(
+                breaker = self._breakers[name] = self.routing_state.breaker(
+                    name,
                     failures=s.breaker_failures,
                     failure_rate=s.breaker_failure_rate,
                     window=s.breaker_window,
@@ -231,6 +238,7 @@ class AsyncConductor:
                 await provider.aclose()
             except Exception:  # noqa: BLE001 - closing is best effort
                 pass
+        self.routing_state.close()
         await asyncio.to_thread(self.log.close)
 
     # --- planning ------------------------------------------------------------------------

@@ -9,6 +9,7 @@ the metrics leave them out of success rates too."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from .. import overhead
 from ..breaker import CircuitBreaker
@@ -90,11 +91,19 @@ def cancelled_error(provider: str, what: str = "the client stopped reading befor
 
 
 class Recorder:
-    def __init__(self, metrics: MetricsRegistry, log: RequestLog, source: str, breaker) -> None:
+    def __init__(
+        self,
+        metrics: MetricsRegistry,
+        log: RequestLog,
+        source: str,
+        breaker,
+        share: Callable[[AttemptRecord], None] | None = None,
+    ) -> None:
         self.metrics = metrics
         self.log = log
         self.source = source
         self._breaker = breaker  # name -> CircuitBreaker
+        self._share = share  # the attempt for other replicas' metrics (conductor_core.state)
 
     def success(self, provider: BaseProvider, route: Route, response: ChatResponse, *, streamed: bool) -> None:
         self._breaker(provider.name).record_success()
@@ -202,6 +211,8 @@ class Recorder:
 
     def write(self, record: AttemptRecord) -> None:
         self.metrics.record(record)
+        if self._share is not None:
+            self._share(record)
         clock = overhead.current()
         if clock is not None:  # a server timing the request: this attempt's share of Conductor's time
             if record.status == "ok":

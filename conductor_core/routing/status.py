@@ -30,6 +30,7 @@ from ..models import (
     ProviderState,
     ProviderStatus,
     ProviderUsage,
+    RoutingStateInfo,
     SystemStatus,
     utcnow,
 )
@@ -54,6 +55,7 @@ class StatusView:
         breaker: Callable[[str], CircuitBreaker],
         started_at: datetime,
         clock: Callable[[], float],
+        routing_state: Callable[[], RoutingStateInfo] | None = None,
     ) -> None:
         self.registry = registry
         self.log = request_log
@@ -61,6 +63,7 @@ class StatusView:
         self.breaker = breaker
         self.started_at = started_at
         self._clock = clock
+        self._routing_state = routing_state
         self._health: tuple[float, HealthResponse] | None = None
         self._health_task: asyncio.Task[HealthResponse] | None = None
         self._health_lock = threading.Lock()
@@ -136,6 +139,7 @@ class StatusView:
             started_at=self.started_at,
             uptime_s=(utcnow() - self.started_at).total_seconds(),
             request_log=self.log.health(),
+            routing_state=self._routing_state() if self._routing_state is not None else None,
         )
 
     def _provider_status(

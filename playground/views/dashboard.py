@@ -178,6 +178,19 @@ def live_panel() -> None:
             f"The request log is not being written: {ui.escape_md(status.request_log.schema_error)}",
             icon=":material/database:",
         )
+    routing_state = status.routing_state
+    if routing_state is not None and routing_state.backend is not None:
+        if routing_state.mode == "local":
+            st.warning(
+                f"Routing state is local: {ui.escape_md(routing_state.detail or routing_state.backend)}. Breakers and "
+                "AUTO's metrics are this server's own until Redis answers again; requests are still served.",
+                icon=":material/lan:",
+            )
+        else:
+            st.caption(
+                f":material/lan: Breakers and AUTO's metrics are shared with every replica through "
+                f"{ui.escape_md(routing_state.backend)}."
+            )
     top, bottom = st.columns(3), st.columns(3)
     attempts, requests = totals["requests"], totals["first_attempts"]
     top[0].metric(
