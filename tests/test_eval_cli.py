@@ -100,6 +100,17 @@ def command(file: Path, *args: str) -> list[str]:
     return [sys.executable, "-m", "conductor_core.eval", str(file), *args]
 
 
+def interruptible(file: Path, *args: str) -> list[str]:
+    """`command`, as started from a terminal, where Ctrl-C reaches it. A job started in the
+    background (`cmd &`, as CI scripts and harnesses start test runs) inherits SIGINT ignored,
+    and Python then installs no KeyboardInterrupt handler: the eval would never see Ctrl-C."""
+    start = (
+        "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "sys.argv = sys.argv[1:]; runpy.run_module('conductor_core.eval', run_name='__main__', alter_sys=True)"
+    )
+    return [sys.executable, "-c", start, "conductor_core.eval", str(file), *args]
+
+
 def run_eval(servers, tmp_path: Path, file: Path, *args: str, database_url: str | None = None, **env: str):
     return subprocess.run(
         command(file, *args),
@@ -522,7 +533,7 @@ def test_a_setting_that_is_not_valid_exits_2_naming_it(tmp_path: Path, capsys, m
 def test_ctrl_c_stops_the_run_like_stop_keeping_what_finished(servers, tmp_path: Path) -> None:
     servers["openai"].hold()  # openai's calls wait; anthropic's answer
     process = subprocess.Popen(
-        command(EXAMPLE, "--junit", "junit.xml"),
+        interruptible(EXAMPLE, "--junit", "junit.xml"),
         cwd=tmp_path,
         env=eval_env(servers, tmp_path / "data"),
         stdout=subprocess.PIPE,
