@@ -230,6 +230,25 @@ def wait_idle(page, timeout_ms: int = 60_000) -> None:
     )
 
 
+def commit(page, field, timeout_ms: int = 60_000) -> None:
+    """Press Enter in a text or number `field` whose value was changed, and wait until the rerun
+    that commits it has finished. `wait_idle` alone can look before that rerun has begun (the
+    widget sends its value a moment after the key press; on a busy machine, long enough for the
+    page to still read as idle), and the next click then runs with the old value."""
+    page.evaluate(
+        """() => {
+            const app = document.querySelector('[data-testid="stApp"]');
+            window.__conductorRuns = 0;
+            window.__conductorRunWatch?.disconnect();
+            window.__conductorRunWatch = new MutationObserver((changes) => { window.__conductorRuns += changes.length; });
+            window.__conductorRunWatch.observe(app, {attributes: true, attributeFilter: ['data-test-script-state']});
+        }"""
+    )
+    field.press("Enter")
+    page.wait_for_function("() => window.__conductorRuns > 0", timeout=timeout_ms, polling=50)
+    wait_idle(page, timeout_ms)
+
+
 def wait_settled(page, timeout_ms: int = 30_000) -> None:
     """Until no element is faded as stale (a rerun or a live refresh has finished drawing)."""
     page.wait_for_function(

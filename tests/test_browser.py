@@ -25,6 +25,7 @@ from browser_support import (
     Playground,
     ask,
     choose,
+    commit,
     endpoint_config,
     eventually,
     launch,
@@ -142,8 +143,7 @@ def test_playground_in_a_real_browser(app_server, shots):
             wait_idle(page)
             tokens = sidebar.get_by_label("Max tokens", exact=True)
             tokens.fill("40")
-            tokens.press("Enter")
-            wait_idle(page)
+            commit(page, tokens)
             t1 = time.monotonic()
             ask(page, "Explain in two sentences why the sky is blue.")
             answer = assistant_with_figures(page, 1)
@@ -196,8 +196,7 @@ def test_playground_in_a_real_browser(app_server, shots):
             wait_idle(page)
             tokens = page.get_by_label("Max tokens", exact=True).first  # column 1: the local model
             tokens.fill("32")  # the local model is slow on a busy CI machine: keep its answer short
-            tokens.press("Enter")
-            wait_idle(page)
+            commit(page, tokens)
             page.get_by_label("Prompt", exact=True).fill("Name three primary colours.")
             app_server["loopback"].hold(after_chunks=2)  # column 2 streams until released, however fast column 1 is
             try:
@@ -345,8 +344,7 @@ def test_a_session_survives_reload_and_two_tabs_share_it(app_server, loopback, s
             wait_idle(page)
             tokens = sidebar.get_by_label("Max tokens", exact=True)
             tokens.fill("77")
-            tokens.press("Enter")
-            wait_idle(page)
+            commit(page, tokens)
 
             # What you typed is what you see: no heading, no colour directive, no icon, no LaTeX.
             prompt = "# Big heading\n:red[x] :material/home: $E=mc^2$"

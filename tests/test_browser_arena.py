@@ -20,6 +20,7 @@ import pytest
 from browser_support import (
     Playground,
     choose,
+    commit,
     endpoint_config,
     eventually,
     launch,
@@ -408,8 +409,7 @@ def test_a_blind_round_s_request_is_replayed_with_its_parameters(arena_app, serv
             page.get_by_text("Settings (the same for every contestant)").click()
             tokens = page.get_by_label("Max tokens", exact=True)
             tokens.fill("123")
-            tokens.press("Enter")
-            wait_idle(page)
+            commit(page, tokens)
             page.get_by_label("Prompt").fill(prompt)
             page.get_by_role("button", name="Start blind round").click()
             page.get_by_text("Which answer is best?").wait_for(timeout=60_000)
@@ -523,8 +523,7 @@ def test_compare_column_headers_say_what_differs_between_different_models(arena_
                 wait_idle(page)
             tokens = page.get_by_label("Max tokens", exact=True).first  # column 1 (alpha)
             tokens.fill("64")
-            tokens.press("Enter")
-            wait_idle(page)
+            commit(page, tokens)
             page.get_by_label("Prompt", exact=True).fill("Same prompt, other settings")
             page.get_by_role("button", name="Run compare").click()
             page.get_by_text(REPLIES["alpha"]).wait_for(timeout=60_000)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from browser_support import Playground, launch, open_page, wait_idle
+from browser_support import Playground, commit, launch, open_page, wait_idle
 from test_browser import chat_requests, open_chat
 
 from conductor_core.providers.spec import get_spec
@@ -67,8 +67,7 @@ def test_a_json_schema_compare_shows_each_columns_verdict(services, tmp_path, sh
                     wait_idle(page)
                 tokens = page.get_by_label("Max tokens", exact=True).first  # the local model's column
                 tokens.fill("200")
-                tokens.press("Enter")
-                wait_idle(page)
+                commit(page, tokens)
                 body = page.inner_text("body")
                 if not local_honours_schemas():
                     # Said beside the local column's control before anything is sent.
