@@ -31,6 +31,7 @@ import argparse
 import asyncio
 import json
 import os
+import shlex
 import subprocess
 import sys
 import threading
@@ -50,6 +51,7 @@ from conductor_core.testing.protocol_servers import AnthropicServer, OpenAIServe
 
 SmokeFailure, check = smoke.SmokeFailure, smoke.check
 UPSTREAM_KEY = "team-test-upstream-key"
+PREFIX = "conductor:"  # the keys' prefix in Redis (CONDUCTOR_REDIS_PREFIX's default)
 SLOW_S = 0.4  # the OpenAI upstream's latency; the Anthropic one answers at once
 DEADLINE_S = 120.0  # for every state the stack must reach (the machine is shared and busy)
 
@@ -127,6 +129,56 @@ def bridge_address(docker: str) -> str:
     return out[0]
 
 
+class RedisMonitor:
+    """Every command Redis runs, in its order, with its client's address: `redis-cli MONITOR`
+    in the Redis container. How the test sees what a gateway has read from Redis (the state
+    thread's reads leave no other trace outside the process)."""
+
+    def __init__(self, docker: str, container: str) -> None:
+        self._process = subprocess.Popen(
+            [docker, "exec", container, "redis-cli", "monitor"], stdout=subprocess.PIPE, text=True
+        )
+        self.lines: list[tuple[float, str, list[str]]] = []  # (Redis time, client address, command words)
+        self._ready = threading.Event()  # redis-cli printed "OK": monitoring
+        threading.Thread(target=self._read, daemon=True, name="redis-monitor").start()
+        check(self._ready.wait(DEADLINE_S), "redis-cli MONITOR did not start")
+
+    def _read(self) -> None:
+        assert self._process.stdout is not None
+        for line in self._process.stdout:
+            self._ready.set()
+            # 1701965470.123456 [0 172.18.0.5:41234] "lrange" "conductor:metrics:anthropic" "0" "-1"
+            stamp, _, rest = line.partition(" [")
+            client, _, words = rest.partition("] ")
+            try:
+                parts = shlex.split(words)
+                name = parts[0].lower()
+                # A script sent whole (EVAL) reads like one sent by its hash: numkeys, then the keys.
+                parts[0] = "evalsha" if name == "eval" else name
+                self.lines.append((float(stamp), client.split(" ")[-1].rsplit(":", 1)[0], parts))
+            except (ValueError, IndexError):
+                continue  # "OK", or a value shlex cannot read (none of the keys this test looks at)
+
+    def commands(self, client: str | None = None, name: str | None = None, key: str | None = None):
+        """The lines (time, client, words) of `client` running `name` on `key`, in Redis's order."""
+        return [
+            (i, line)
+            for i, line in enumerate(list(self.lines))
+            if (client is None or line[1] == client)
+            and (name is None or line[2][:1] == [name])
+            and (key is None or key in line[2][1:4])
+        ]
+
+
+def container_address(docker: str, container: str) -> str:
+    return subprocess.run(
+        [docker, "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", container],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+
+
 def generations(server: ProtocolServer) -> int:
     return sum(1 for r in server.requests if "/models" not in r["path"])
 
@@ -135,10 +187,11 @@ def generations(server: ProtocolServer) -> int:
 
 
 class Gateway:
-    def __init__(self, name: str, url: str, key: str) -> None:
+    def __init__(self, name: str, url: str, key: str, address: str = "") -> None:
         import openai
 
         self.name, self.url, self.key = name, url, key
+        self.address = address  # in the compose network: how Redis's MONITOR names its connections
         self.client = openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0, timeout=60)
 
     def status(self) -> dict[str, Any]:
@@ -163,14 +216,13 @@ class Gateway:
         return reply.choices[0].message.content, headers
 
     def refusal(self, model: str) -> tuple[int, str]:
-        """A request that must fail: (HTTP status, the error's type)."""
+        """A request that must fail: (HTTP status, the error's code)."""
         import openai
 
         try:
             self.chat(model)
         except openai.APIStatusError as exc:
-            body = exc.body if isinstance(exc.body, dict) else {}
-            return exc.status_code, str(body.get("type"))
+            return exc.status_code, str(exc.code)  # error.code: Conductor's kind of error
         raise SmokeFailure(f"{self.name} answered {model} when it should have refused")
 
 
@@ -185,48 +237,61 @@ def check_shared(gateways: list[Gateway]) -> None:
         say(f"  {gw.name}: routing_state shared ({backend})")
 
 
-def check_auto(one: Gateway, two: Gateway, fast: ProtocolServer) -> None:
+def check_auto(one: Gateway, two: Gateway, fast: ProtocolServer, monitor: RedisMonitor) -> None:
     before = generations(fast)
     for _ in range(5):  # gateway 1's traffic only: gateway 2 has called neither provider
         one.chat("openai")
         one.chat("anthropic")
     check(generations(fast) - before == 5, "gateway 1's requests did not all reach the fast upstream")
 
-    def shared_latency() -> dict[str, float] | None:
-        providers = two.status()["providers"]
-        seen = {p: providers[p]["performance"]["p50_latency_ms"] for p in ("openai", "anthropic")}
-        return seen if all(seen.values()) else None
+    # Gateway 2's state thread reads a provider's latencies back when they change. Wait until it
+    # has read them after gateway 1's last entry landed, so its first AUTO request ranks on them
+    # (without sharing, that request would explore: "no history yet").
+    def read_by_two() -> bool:
+        for provider in ("openai", "anthropic"):
+            key = f"{PREFIX}metrics:{provider}"
+            pushes = monitor.commands(name="lpush", key=key)
+            if sum(len(words) - 2 for _, (_, _, words) in pushes) < 5:
+                return False
+            if not any(i > pushes[-1][0] for i, _ in monitor.commands(two.address, "lrange", key)):
+                return False
+        return True
 
-    seen = until(shared_latency, "gateway 2's /status to show the latencies gateway 1 measured")
-    say(
-        f"  gateway 2 knows, from gateway 1's traffic: p50 openai {seen['openai']:.0f} ms, anthropic {seen['anthropic']:.0f} ms"
-    )
-    check(seen["anthropic"] < seen["openai"], f"the upstreams' latencies are not as set: {seen}")
+    until(read_by_two, "gateway 2 to read gateway 1's latencies from Redis")
     _, headers = two.chat("auto", policy="fastest")
     provider, reason = headers.get("x-conductor-provider"), headers.get("x-conductor-route-reason", "")
     check(provider == "anthropic", f"AUTO on gateway 2 chose {provider!r} ({reason}), not the faster anthropic")
     check("fastest" in reason and "no history" not in reason, f"AUTO's reason is not the shared latency: {reason!r}")
-    say(f"  AUTO (fastest) on gateway 2 chose anthropic: {reason!r}")
+    say(f"  AUTO (fastest) on gateway 2, its first request, chose anthropic: {reason!r}")
 
 
-def check_breaker(one: Gateway, two: Gateway, failing: ProtocolServer, failures: int) -> dict[str, float]:
+def check_breaker(
+    one: Gateway, two: Gateway, failing: ProtocolServer, failures: int, monitor: RedisMonitor
+) -> dict[str, float]:
     calls_at_start = generations(failing)
     failing.set_down(True)
     for _ in range(failures):
         status, kind = one.refusal("openai")
         check(status >= 500, f"gateway 1 answered a failing upstream with HTTP {status} ({kind})")
     until(lambda: one.breaker("openai") == "open", "gateway 1's openai breaker to open")
-    opened = time.monotonic()
-    reads = 0
+    until(lambda: two.breaker("openai") == "open", "gateway 2's openai breaker to open (shared)", every_s=0.05)
 
-    def open_on_two() -> bool:
-        nonlocal reads
-        reads += 1
-        return two.breaker("openai") == "open"
-
-    until(open_on_two, "gateway 2's openai breaker to open (shared)", every_s=0.05)
-    spread = time.monotonic() - opened
-    say(f"  open on gateway 2 {spread:.2f} s after gateway 1's /status showed it ({reads} gateway 2 reads)")
+    # When it spread, on Redis's clock: gateway 1's last verdict (the script call that tripped it,
+    # two keys) to gateway 2's next read of that breaker (which can only have answered "open").
+    key = f"{PREFIX}breaker:openai"
+    verdicts = [(i, line) for i, line in monitor.commands(one.address, "evalsha", key) if line[2][2] == "2"]
+    check(verdicts, "no breaker verdict from gateway 1 in Redis")
+    trip_index, (trip_time, _, _) = verdicts[-1]
+    reads = [line[0] for i, line in monitor.commands(two.address, "evalsha", key) if i > trip_index]
+    check(reads, "gateway 2 shows the breaker open without having read it from Redis")
+    spread_ms = (reads[0] - trip_time) * 1000
+    before = [line[0] for i, line in monitor.commands(two.address, "evalsha", key) if i < trip_index][-20:]
+    gaps = sorted(b - a for a, b in zip(before, before[1:], strict=False))
+    poll_ms = gaps[len(gaps) // 2] * 1000 if gaps else float("nan")
+    say(
+        f"  open on gateway 2: its first read of the breaker after gateway 1 tripped it came {spread_ms:.0f} ms later "
+        f"(Redis clock; gateway 2 reads it every {poll_ms:.0f} ms, median)"
+    )
     calls_before = generations(failing)
     status, kind = two.refusal("openai")
     check((status, kind) == (503, "circuit_open"), f"gateway 2 answered HTTP {status} {kind}, not 503 circuit_open")
@@ -253,14 +318,10 @@ def check_breaker(one: Gateway, two: Gateway, failing: ProtocolServer, failures:
     for gw in (one, two):
         until(lambda gw=gw: gw.breaker("openai") == "closed", f"{gw.name}'s openai breaker to close")
     say(f"  after the upstream recovered: closed on both ({time.monotonic() - recovered:.1f} s, cooldown included)")
-    return {"breaker spread s": round(spread, 2), "breaker spread reads": reads}
+    return {"breaker spread ms (Redis clock)": round(spread_ms), "gateway 2 read interval ms": round(poll_ms)}
 
 
-def check_redis_outage(one: Gateway, two: Gateway, compose: list[str], docker: str) -> None:
-    container = subprocess.run(
-        [*compose, "ps", "-q", "redis"], capture_output=True, text=True, check=True
-    ).stdout.strip()
-    check(container, "no redis container")
+def check_redis_outage(one: Gateway, two: Gateway, docker: str, container: str) -> None:
     subprocess.run([docker, "stop", container], check=True, capture_output=True)
     for gw in (one, two):
         until(lambda gw=gw: gw.mode() == "local", f"{gw.name} to say its routing state is local")
@@ -325,6 +386,12 @@ def compose_url(compose: list[str], service: str, port: int) -> str:
     return smoke.published(out)
 
 
+def service_container(compose: list[str], service: str) -> str:
+    found = subprocess.run([*compose, "ps", "-q", service], capture_output=True, text=True, check=True).stdout.split()
+    check(len(found) == 1, f"expected one {service} container, found {found}")
+    return found[0]
+
+
 def run(compose: list[str], docker: str, worker: bool, timings: dict[str, float]) -> dict[str, Any]:
     key = os.environ.get("CONDUCTOR_API_KEY")
     check(key, "set CONDUCTOR_API_KEY to the gateways' key")
@@ -352,18 +419,27 @@ def run(compose: list[str], docker: str, worker: bool, timings: dict[str, float]
     timings["compose up --wait"] = round(time.monotonic() - started, 1)
     say(f"stack healthy after {timings['compose up --wait']} s")
 
-    one = Gateway("gateway 1", compose_url(compose, "gateway-1", 8000), key)
-    two = Gateway("gateway 2", compose_url(compose, "gateway-2", 8000), key)
+    one, two = (
+        Gateway(
+            f"gateway {n}",
+            compose_url(compose, f"gateway-{n}", 8000),
+            key,
+            container_address(docker, service_container(compose, f"gateway-{n}")),
+        )
+        for n in (1, 2)
+    )
+    redis = service_container(compose, "redis")
     proxy_gateway = Gateway("the proxy's gateway", compose_url(compose, "proxy", 8000), key)
     proxy_playground = compose_url(compose, "proxy", 8080)
     say(f"gateway 1 {one.url}, gateway 2 {two.url}, proxy: gateway {proxy_gateway.url}, playground {proxy_playground}")
 
     results: dict[str, Any] = {}
+    monitor = RedisMonitor(docker, redis)  # ends when Redis is stopped (step 4)
     for title, step in (
         ("1. routing state shared", lambda: check_shared([one, two])),
-        ("2. AUTO on gateway 2 ranks on gateway 1's traffic", lambda: check_auto(one, two, fast)),
-        ("3. a breaker opened through gateway 1", lambda: check_breaker(one, two, slow, failures)),
-        ("4. Redis stopped and started", lambda: check_redis_outage(one, two, compose, docker)),
+        ("2. AUTO on gateway 2 ranks on gateway 1's traffic", lambda: check_auto(one, two, fast, monitor)),
+        ("3. a breaker opened through gateway 1", lambda: check_breaker(one, two, slow, failures, monitor)),
+        ("4. Redis stopped and started", lambda: check_redis_outage(one, two, docker, redis)),
         ("5. the proxy", lambda: check_proxy(proxy_gateway, proxy_playground)),
     ):
         say(f"\n-- {title}")
@@ -385,10 +461,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=["test"])
     parser.add_argument("--no-worker", action="store_true", help="conductor_core.worker is missing: scale it to 0")
     parser.add_argument("--docker", default="docker")
-    parser.add_argument("compose", nargs=argparse.REMAINDER, help="-- then the compose command with -p and -f")
-    args = parser.parse_args(argv)
-    compose = args.compose[1:] if args.compose[:1] == ["--"] else args.compose
-    check(compose, "give the compose command after --")
+    argv = sys.argv[1:] if argv is None else argv
+    split = argv.index("--") if "--" in argv else len(argv)
+    args = parser.parse_args(argv[:split])
+    compose = argv[split + 1 :]  # after --: the compose command, with its -p and -f
+    if not compose:
+        parser.error("give the compose command after --")
     timings: dict[str, float] = {}
     try:
         results = run(compose, args.docker, not args.no_worker, timings)
