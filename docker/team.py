@@ -17,12 +17,18 @@ gateways pointed at them (docker/team/test.yml), then checks, each step printing
 5. through the proxy: the gateways in turn (round robin); the playgrounds sticky (a cookie keeps a
    browser on one replica); the playground's page in Chromium, its websocket through the proxy.
 
+Gateway 2's reads of Redis leave no trace outside its process, so the test watches Redis itself
+(`redis-cli MONITOR`: every command, in Redis's order, with the client's address). Step 2 sends
+gateway 2's first request only once gateway 2 has read gateway 1's latencies back (without sharing,
+that request would explore a provider it has no history for, and say so).
+
 Timing: "open on gateway 2 within 1 s" is not asserted against the wall clock (a busy CI machine
-would make that flaky). The breaker's spread is measured and printed: from gateway 1's /status
-first showing it open to gateway 2's first showing it, with the number of gateway 2 reads in
-between. What is asserted is that it arrives (generous deadline) at a replica that never saw a
-failure; tests/test_shared_state.py asserts the bound itself in-process, by counting the state
-thread's Redis reads (at most two, 0.2 s apart).
+would make that flaky). It is measured on Redis's clock and printed: from gateway 1's script call
+that tripped the breaker to gateway 2's next read of it (which can only answer "open"), next to how
+often gateway 2 reads it. What is asserted is that gateway 2, which never saw a failure, reads it,
+shows it open and refuses without calling the upstream (generous deadlines);
+tests/test_shared_state.py asserts the bound in-process, by counting the state thread's reads (at
+most two, 0.2 s apart).
 """
 
 from __future__ import annotations
@@ -129,6 +135,22 @@ def bridge_address(docker: str) -> str:
     return out[0]
 
 
+def parse_monitor_line(line: str) -> tuple[float, str, list[str]] | None:
+    """One line of `redis-cli MONITOR` as (Redis time, client address, command words, the
+    command lower-cased); None for what is not a command ("OK", a value shlex cannot read)."""
+    # 1701965470.123456 [0 172.18.0.5:41234] "LRANGE" "conductor:metrics:anthropic" "0" "-1"
+    stamp, _, rest = line.partition(" [")
+    client, _, words = rest.partition("] ")
+    try:
+        parts = shlex.split(words)
+        name = parts[0].lower()
+        # A script sent whole (EVAL) reads like one sent by its hash: numkeys, then the keys.
+        parts[0] = "evalsha" if name == "eval" else name
+        return float(stamp), client.split(" ")[-1].rsplit(":", 1)[0], parts
+    except (ValueError, IndexError):
+        return None
+
+
 class RedisMonitor:
     """Every command Redis runs, in its order, with its client's address: `redis-cli MONITOR`
     in the Redis container. How the test sees what a gateway has read from Redis (the state
@@ -147,17 +169,9 @@ class RedisMonitor:
         assert self._process.stdout is not None
         for line in self._process.stdout:
             self._ready.set()
-            # 1701965470.123456 [0 172.18.0.5:41234] "lrange" "conductor:metrics:anthropic" "0" "-1"
-            stamp, _, rest = line.partition(" [")
-            client, _, words = rest.partition("] ")
-            try:
-                parts = shlex.split(words)
-                name = parts[0].lower()
-                # A script sent whole (EVAL) reads like one sent by its hash: numkeys, then the keys.
-                parts[0] = "evalsha" if name == "eval" else name
-                self.lines.append((float(stamp), client.split(" ")[-1].rsplit(":", 1)[0], parts))
-            except (ValueError, IndexError):
-                continue  # "OK", or a value shlex cannot read (none of the keys this test looks at)
+            parsed = parse_monitor_line(line)
+            if parsed is not None:
+                self.lines.append(parsed)
 
     def commands(self, client: str | None = None, name: str | None = None, key: str | None = None):
         """The lines (time, client, words) of `client` running `name` on `key`, in Redis's order."""
