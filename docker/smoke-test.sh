@@ -39,7 +39,7 @@ cleanup() {
     local rc=$?
     set +e
     if [ -n "$DOCKER" ] && "$DOCKER" info >/dev/null 2>&1; then
-        "$DOCKER" rm -f "$SOLO" >/dev/null 2>&1
+        "$DOCKER" rm -fv "$SOLO" >/dev/null 2>&1
         if [ -n "$STACK_UP" ]; then
             if [ $rc -ne 0 ]; then
                 "${COMPOSE[@]}" logs --no-color --tail 40 >"$WORK/compose.log" 2>&1
@@ -72,7 +72,7 @@ export CONDUCTOR_GATEWAY_PUBLISH=127.0.0.1:$PORT_STACK_GATEWAY
 export CONDUCTOR_PLAYGROUND_PUBLISH=127.0.0.1:$PORT_STACK_PLAYGROUND
 
 # A stack left by an interrupted earlier run would hold the ports.
-"$DOCKER" rm -f "$SOLO" >/dev/null 2>&1 || true
+"$DOCKER" rm -fv "$SOLO" >/dev/null 2>&1 || true
 "${COMPOSE[@]}" down -v --remove-orphans >/dev/null 2>&1 || true
 if [ -n "${DOCKER_TEST_PORTS:-}" ]; then
     [ -n "$PORT_STACK_PLAYGROUND" ] || fail "DOCKER_TEST_PORTS needs three ports (gateway alone, compose gateway, compose playground), got '$DOCKER_TEST_PORTS'"
@@ -128,7 +128,7 @@ echo "health after $T_SOLO_HEALTH s, first answer after $T_SOLO_ANSWER s: $chat"
 "$DOCKER" logs "$SOLO" >"$WORK/solo.log" 2>&1
 grep -q "Uvicorn running on http://0.0.0.0:8000" "$WORK/solo.log" || fail "the gateway did not listen on 0.0.0.0:8000"
 ! grep -qF "$KEY" "$WORK/solo.log" || fail "the gateway's key appears in its log"
-"$DOCKER" rm -f "$SOLO" >/dev/null
+"$DOCKER" rm -fv "$SOLO" >/dev/null
 
 # --- 5. the compose stack ----------------------------------------------------------------------
 step "docker compose up -d --wait (gateway, playground, PostgreSQL)"
