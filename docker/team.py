@@ -158,7 +158,10 @@ class RedisMonitor:
 
     def __init__(self, docker: str, container: str) -> None:
         self._process = subprocess.Popen(
-            [docker, "exec", container, "redis-cli", "monitor"], stdout=subprocess.PIPE, text=True
+            [docker, "exec", container, "redis-cli", "monitor"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,  # "Server closed the connection" when step 4 stops Redis: expected
+            text=True,
         )
         self.lines: list[tuple[float, str, list[str]]] = []  # (Redis time, client address, command words)
         self._ready = threading.Event()  # redis-cli printed "OK": monitoring
