@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 8501
 
-.PHONY: install install-dev run gateway test lint bench screenshots docker-test clean
+.PHONY: install install-dev run gateway test lint bench screenshots docker-test team-up team-down team-test clean
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,20 @@ screenshots: install-dev
 # if none runs; on Debian as root it installs what is missing.
 docker-test: install-dev
 	PY=$(PY) bash docker/smoke-test.sh
+
+# Several replicas (docker-compose.team.yml): two gateways, two playgrounds, workers, PostgreSQL,
+# Redis and a Caddy proxy with sticky sessions. team-up builds conductor:latest (incrementally),
+# brings the stack up healthy and prints its URLs; team-down stops it. team-test runs the same
+# stack on free ports and checks shared breakers, AUTO, a Redis outage and the proxy
+# (docker/team.sh, docker/team.py); it removes what it started.
+team-up: install-dev
+	PY=$(PY) bash docker/team.sh up
+
+team-down: install-dev
+	PY=$(PY) bash docker/team.sh down
+
+team-test: install-dev
+	PY=$(PY) bash docker/team.sh test
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

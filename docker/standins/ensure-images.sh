@@ -4,7 +4,7 @@
 # machines) build a stand-in from Debian's packages under the same name. The project's files
 # stay standard: a user with a registry gets the official images.
 #
-#   docker/standins/ensure-images.sh python:3.11-slim postgres:17-alpine
+#   docker/standins/ensure-images.sh python:3.11-slim postgres:17-alpine redis:7-bookworm caddy:2
 #
 # Needs root (debootstrap), debootstrap and a Debian mirror (the one apt uses). DOCKER may name
 # the docker client to use.
@@ -76,6 +76,8 @@ standin_dir() {
     case "$1" in
         python:3.11-slim) echo "$HERE/python" ;;
         postgres:17-alpine) echo "$HERE/postgres" ;;
+        redis:7-bookworm) echo "$HERE/redis" ;;
+        caddy:2) echo "$HERE/caddy" ;;
         *) return 1 ;;
     esac
 }
