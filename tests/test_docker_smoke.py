@@ -60,3 +60,14 @@ def test_the_smoke_test_lets_docker_choose_unless_told() -> None:
     for published in ('port "$SOLO" 8000', "port gateway 8000", "port playground 8501"):
         assert published in script
     assert subprocess.run(["bash", "-n", str(ROOT / "docker" / "smoke-test.sh")]).returncode == 0
+
+
+def test_the_image_compiles_the_llama_cpp_python_that_requirements_pin() -> None:
+    """The Dockerfile installs llama-cpp-python in a layer of its own (a change to another pin
+    must not recompile llama.cpp), so its version is written there too: the two must agree."""
+    import re
+
+    pinned = re.search(r"^llama-cpp-python==(\S+)$", (ROOT / "requirements.txt").read_text(), re.M)
+    built = re.search(r"^ARG LLAMA_CPP_PYTHON=(\S+)$", (ROOT / "Dockerfile").read_text(), re.M)
+    assert pinned and built, "requirements.txt or the Dockerfile no longer names llama-cpp-python's version"
+    assert built.group(1) == pinned.group(1), "update ARG LLAMA_CPP_PYTHON in the Dockerfile to the pin"
