@@ -42,6 +42,16 @@ def _number(name: str, default: float) -> float:
     return number
 
 
+#: procrastinate's lines kept at INFO: the worker's start and stop (it writes one per job besides).
+_LIFECYCLE = {"start_worker", "stopping_worker", "stop_worker", "abort_job"}
+
+
+def _worker_lifecycle(record: logging.LogRecord) -> bool:
+    if not record.name.startswith("procrastinate") or record.levelno >= logging.WARNING:
+        return True
+    return getattr(record, "action", None) in _LIFECYCLE
+
+
 def options_from_env() -> WorkerOptions:
     return WorkerOptions(
         concurrency=int(_number("CONDUCTOR_WORKER_CONCURRENCY", 8)),
@@ -56,7 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, help="cells at once in this worker (CONDUCTOR_WORKER_CONCURRENCY)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("procrastinate").setLevel(logging.WARNING)  # a line per job otherwise
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_worker_lifecycle)
     options = options_from_env()
     if args.concurrency is not None:
         if args.concurrency < 1:
