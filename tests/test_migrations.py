@@ -468,7 +468,12 @@ def test_a_fresh_database_is_built_by_the_migrations_to_what_the_models_describe
         queue = {t for t in tables if t.startswith(migrate.QUEUE_TABLE_PREFIX)}
         assert tables - queue == {t for m in migrate.model_metadata() for t in m.tables} | {"alembic_version"}
         # The job queue's tables (0012) on PostgreSQL only: SQLite runs experiments in-process.
-        wanted = {"procrastinate_jobs", "procrastinate_workers", "procrastinate_events", "procrastinate_periodic_defers"}
+        wanted = {
+            "procrastinate_jobs",
+            "procrastinate_workers",
+            "procrastinate_events",
+            "procrastinate_periodic_defers",
+        }
         assert queue == (wanted if place.backend == "postgresql" else set())
         engine.dispose()
     finally:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from workbench_support import KEYS, cloud_conductor
 
 from conductor_core.jobs import QueuedRun, queued_progress, workers_seen
 from conductor_core.providers.spec import provider_variables
@@ -29,7 +30,6 @@ from conductor_core.workbench.experiments import ExperimentError, ExperimentStor
 from conductor_core.workbench.runner import RunHandle, start_run
 from conductor_core.workbench.variants import Variant
 from tests.store_backends import REPO_ROOT, postgres_schema
-from tests.workbench_support import KEYS, clouds, cloud_conductor  # noqa: F401 - clouds is a fixture
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -59,7 +59,9 @@ class Workers:
     """Worker processes started for one test, each logging to its own file; stopped at the end."""
 
     def __init__(self, clouds: dict[str, Any], database: str, tmp_path: Path) -> None:
-        self.env = {k: v for k, v in os.environ.items() if k not in provider_variables() and not k.startswith("CONDUCTOR_")}
+        self.env = {
+            k: v for k, v in os.environ.items() if k not in provider_variables() and not k.startswith("CONDUCTOR_")
+        }
         self.env.update(
             OPENAI_API_KEY=KEYS["openai"],
             OPENAI_BASE_URL=clouds["openai"].url,
@@ -82,7 +84,7 @@ class Workers:
         self.started: list[subprocess.Popen[bytes]] = []
 
     def start(self, concurrency: int, **env: str) -> subprocess.Popen[bytes]:
-        log = open(self.tmp_path / f"worker-{len(self.started)}.log", "wb")  # noqa: SIM115 - closed with the process
+        log = open(self.tmp_path / f"worker-{len(self.started)}.log", "wb")
         process = subprocess.Popen(
             [sys.executable, "-m", "conductor_core.worker", "--concurrency", str(concurrency)],
             cwd=self.tmp_path,

@@ -87,7 +87,9 @@ class _Runs:
         return value
 
 
-def _cell_job(runs: _Runs, store: ExperimentStore, conductor: Any, context: Any, run_id: str, row: int, variant: int) -> None:
+def _cell_job(
+    runs: _Runs, store: ExperimentStore, conductor: Any, context: Any, run_id: str, row: int, variant: int
+) -> None:
     run, experiment = runs.get(run_id)
     if store.run(run_id).status != "running":
         return  # finished already (a job put back after its run was completed by its last cell)
@@ -131,14 +133,14 @@ async def _put_back_stalled(app: procrastinate.App, options: WorkerOptions) -> N
             stalled = await app.job_manager.get_stalled_jobs(
                 seconds_since_heartbeat=options.stalled_after_s, task_name=CELL_TASK
             )
-        except Exception:  # noqa: BLE001 - the database may be away for a moment; next round
+        except Exception:
             log.warning("could not look for stalled cells", exc_info=True)
             continue
         for job in stalled:
             try:
                 await app.job_manager.retry_job(job)
                 log.info("cell %s of a worker that stopped beating is back in the queue", job.task_kwargs)
-            except Exception:  # noqa: BLE001 - another worker put it back first
+            except Exception:
                 log.debug("stalled job %s was taken care of already", job.id, exc_info=True)
 
 
@@ -178,4 +180,3 @@ def run_worker(conductor: Any, store: ExperimentStore, options: WorkerOptions | 
                 recovery.cancel()
 
     asyncio.run(main())
-

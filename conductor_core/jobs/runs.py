@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+
 from ..workbench.experiments import ExperimentStore, Run
 from ..workbench.runner import Progress
 from .queue import DEFAULT_STALLED_AFTER_S, in_flight, workers_seen

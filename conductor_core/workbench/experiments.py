@@ -963,7 +963,7 @@ class ExperimentStore:
         dataset: tuple[str, int] | None = None,
         *,
         prompt_version_id: str | None = None,
-        enqueue: Callable[[Connection, Run], None] | None = None,
+        enqueue: Callable[[Connection, Run], object] | None = None,
     ) -> Run:
         """Number the run (1, 2, ... per experiment; several processes may race for a number).
         With `enqueue` the run is queued for the workers (conductor_core/jobs): `enqueue(conn,
@@ -1008,7 +1008,7 @@ class ExperimentStore:
         now: datetime,
         dataset: tuple[str, int] | None,
         prompt_version_id: str | None = None,
-        enqueue: Callable[[Connection, Run], None] | None = None,
+        enqueue: Callable[[Connection, Run], object] | None = None,
     ) -> Run:
         for attempt in range(5):
             try:
@@ -1087,8 +1087,10 @@ class ExperimentStore:
         queued = row.get("runner") == "jobs"
         # A queued run lives in the queue, not in a process: it is running until its last cell
         # is stored, whichever workers come and go (the page says when none is there).
-        if status == "running" and not queued and (
-            time.time() - row["heartbeat_ts"] > STALE_AFTER_S or not self.run_is_live(row["id"])
+        if (
+            status == "running"
+            and not queued
+            and (time.time() - row["heartbeat_ts"] > STALE_AFTER_S or not self.run_is_live(row["id"]))
         ):
             status = "interrupted"
         return Run(
@@ -1121,9 +1123,7 @@ class ExperimentStore:
 
     def stop_requested(self, run_id: str) -> bool:
         with self.engine.connect() as conn:
-            return bool(
-                conn.execute(select(runs_table.c.stop_requested).where(runs_table.c.id == run_id)).scalar()
-            )
+            return bool(conn.execute(select(runs_table.c.stop_requested).where(runs_table.c.id == run_id)).scalar())
 
     def finish_if_complete(self, run_id: str) -> RunStatus | None:
         """Mark a queued run completed (or stopped, if Stop was asked) once every cell is stored;
@@ -1145,8 +1145,10 @@ class ExperimentStore:
         """Stored cells per (variant, status): a run's progress read from the database, by
         any process (a queued run's cells are stored by the workers)."""
         c = cells_table.c
-        stmt = select(c.variant_index, c.status, func.count()).where(c.run_id == run_id).group_by(
-            c.variant_index, c.status
+        stmt = (
+            select(c.variant_index, c.status, func.count())
+            .where(c.run_id == run_id)
+            .group_by(c.variant_index, c.status)
         )
         with self.engine.connect() as conn:
             return {(variant, status): int(n) for variant, status, n in conn.execute(stmt)}
