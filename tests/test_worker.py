@@ -327,3 +327,27 @@ def test_a_worker_without_postgresql_says_what_to_set(tmp_path: Path) -> None:
         [sys.executable, "-m", "conductor_core.worker"], env=env, capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 2 and "CONDUCTOR_DATABASE_URL=postgresql://" in done.stderr
+
+
+def test_the_page_says_a_queued_run_waits_for_a_worker_and_its_stop_reaches_the_workers(
+    env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No worker running: the page shows the queued run's progress from the database, says it
+    waits for a worker (not a silent spinner), and its Stop sets the flag every worker reads."""
+    from playground import state as playground_state
+    from tests.test_playground_experiments import experiments_page, fill, start
+
+    with postgres_schema() as url:
+        monkeypatch.setenv("CONDUCTOR_DATABASE_URL", url)
+        monkeypatch.setenv("CONDUCTOR_EXPERIMENT_RUNNER", "jobs")
+        at = start(fill(experiments_page()))
+        run_id = at.query_params["run"]
+        assert RunHandle.find(run_id) is None  # queued, not run by this process
+        assert any("Waiting for a worker" in i.value for i in at.info)
+        (bar,) = at.get("progress")
+        assert "0 of 9 answers" in bar.proto.text and "another server process" not in bar.proto.text
+        at.button(key=f"exp_stop_{run_id}").click().run()
+        store = playground_state.experiments()
+        assert store.run(run_id).stop_requested and store.run(run_id).status == "running"
+        (bar,) = at.get("progress")
+        assert bar.proto.text.startswith("Stopping")

@@ -31,6 +31,7 @@ from conductor_core.workbench.experiments import (
     Run,
 )
 from conductor_core.workbench.prompts import PromptError
+from conductor_core.jobs import queued_progress
 from conductor_core.workbench.runner import PairwiseHandle, RunHandle, image_refusals, start_pairwise, start_run
 from conductor_core.workbench.templates import Template, TemplateError
 from conductor_core.workbench.variants import Variant, variant_labels
@@ -168,10 +169,12 @@ def rerun(experiment_id: str) -> None:
 
 def stop(run_id: str) -> None:
     handle = RunHandle.find(run_id)
-    if handle is None:
+    if handle is not None:
+        handle.stop()
+    elif store.run(run_id).queued:
+        store.request_stop(run_id)  # the workers read it, wherever they run
+    else:
         note("This run is not running in this server process (it finished, or another process runs it).")
-        return
-    handle.stop()
 
 
 def rate(run_id: str, row: int, variant: int, key: str) -> None:
@@ -985,8 +988,8 @@ def draw_cell(run: Run, cell: Cell | None, *, live: bool, response_format: objec
 
 def draw_progress(run: Run, stats) -> None:
     handle = RunHandle.find(run.id)
-    if handle is not None:
-        p = handle.progress()
+    p = handle.progress() if handle is not None else queued_progress(store, run) if run.queued else None
+    if p is not None:
         text = (
             f"{p.done:,} of {p.total:,} answers · {p.ok:,} ok · {p.errors:,} failed"
             + (f" · {p.incomplete:,} cut short" if p.incomplete else "")
@@ -997,6 +1000,12 @@ def draw_progress(run: Run, stats) -> None:
         st.progress(
             p.fraction, text=("Stopping: closing the calls in flight… " if p.state == "stopping" else "") + text
         )
+        if p.workers == 0:
+            st.info(
+                "Waiting for a worker: this run's requests are queued for `python -m conductor_core.worker`, "
+                "and none is running. Start one (or more) and the run goes on.",
+                icon=":material/hourglass_empty:",
+            )
         if p.database_error:
             st.warning(
                 f"The database refused the last results (they are kept and retried): {ui.escape_md(p.database_error)}",
