@@ -351,3 +351,28 @@ def test_the_page_says_a_queued_run_waits_for_a_worker_and_its_stop_reaches_the_
         assert store.run(run_id).stop_requested and store.run(run_id).status == "running"
         (bar,) = at.get("progress")
         assert bar.proto.text.startswith("Stopping")
+
+
+def test_a_cell_answered_twice_is_stored_once_and_the_run_finishes_once(database: str, tmp_path: Path) -> None:
+    """What a worker presumed dead and the worker that retried its cell both do: the first answer
+    stored stays, the second is dropped, and the run is marked finished by its last cell only."""
+    from conductor_core.workbench.experiments import Cell
+
+    log = RequestLog(database, data_dir=tmp_path / "data")
+    try:
+        store = ExperimentStore(log)
+        experiment = store.create(
+            "Twice", "{{country}}", read_dataset(rows(1)), [Variant(provider="openai"), Variant(provider="anthropic")]
+        )
+        run = store.new_run(experiment, "contains", {"openai": 1, "anthropic": 1}, enqueue=lambda conn, run: None)
+        first = Cell(row=0, variant=0, status="ok", answer="first", input_tokens=1, output_tokens=1)
+        store.write_cells(run.id, [first], once=True)
+        assert store.finish_if_complete(run.id) is None  # one of two cells
+        store.write_cells(run.id, [first.model_copy(update={"answer": "second"})], once=True)
+        assert [(c.variant, c.answer) for c in store.cells(run.id)] == [(0, "first")]
+        store.write_cells(run.id, [Cell(row=0, variant=1, status="cancelled")], once=True)
+        assert store.finish_if_complete(run.id) == "completed"
+        assert store.finish_if_complete(run.id) is None  # finished once
+        assert store.run(run.id).status == "completed"
+    finally:
+        log.close()
