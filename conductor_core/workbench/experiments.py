@@ -33,7 +33,9 @@ Tables (beside the request log, created by its migrations, conductor_core/store/
                       check_kind (the first check's), checks (JSON list; NULL before 0005:
                       one check of check_kind), concurrency (JSON), status (running /
                       completed / stopped), heartbeat_ts, finished_at, cells_total,
-                      prompt_version_id (the prompt version it started from, prompts.py)
+                      prompt_version_id (the prompt version it started from, prompts.py),
+                      runner (NULL: in the process that started it; "jobs": queued for the workers,
+                      conductor_core/jobs), stop_requested (Stop, from any process; 0012)
     experiment_cells  (run_id, row_index, variant_index) -> status (ok / error / incomplete /
                       cancelled), request_id (the request log's attempts.request_id), answer,
                       error_type, error_message, latency_ms, ttft_ms, input/output tokens,
@@ -44,7 +46,8 @@ Tables (beside the request log, created by its migrations, conductor_core/store/
                       A, then B, shown first), reason, error, latency_ms, cost_usd, calls: pairwise
                       judgements (0009), judge votes kept apart from people's
 
-A run whose process died shows as `interrupted` at once: the process holds the run's lease
+A queued run (runner "jobs") belongs to no process: it is running until its last cell is stored
+(`finish_if_complete`), whichever workers come and go. A run whose process died shows as `interrupted` at once: the process holds the run's lease
 (`store/leases.py`: an advisory lock on PostgreSQL, a file lock beside SQLite's file) from
 `new_run` to `finish_run`, and the lease dies with it. A run whose heartbeat (written at least
 every few seconds while it runs) went stale is interrupted too (a process alive but stuck). Statistics are computed in SQL (percentiles with window
