@@ -23,6 +23,7 @@ import asyncio
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -162,6 +163,11 @@ def run_worker(conductor: Any, store: ExperimentStore, options: WorkerOptions | 
         _cell_job(runs, store, conductor, context, run_id, row, variant)
 
     async def main() -> None:
+        # procrastinate runs a sync task in the loop's default executor: min(32, CPUs + 4) threads,
+        # 6 on two cores, fewer than `concurrency` cells.
+        asyncio.get_running_loop().set_default_executor(
+            ThreadPoolExecutor(max_workers=options.concurrency + 2, thread_name_prefix="cell")
+        )
         async with app.open_async():
             recovery = asyncio.create_task(_put_back_stalled(app, options), name="put back stalled cells")
             try:

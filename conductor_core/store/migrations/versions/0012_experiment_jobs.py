@@ -35,10 +35,37 @@ def upgrade() -> None:
         # SQLAlchemy's execute would hand psycopg as a placeholder. Same connection, same transaction.
         with op.get_bind().connection.dbapi_connection.cursor() as cursor:  # type: ignore[union-attr]
             cursor.execute(QUEUE_SCHEMA.read_text())
+            cursor.execute(LANE_FREED)
+
+
+# A job whose lock (an experiment run's provider lane, conductor_core/jobs) was held leaves `doing`:
+# the next job of that lane can run now. procrastinate only wakes its workers when a job is
+# inserted, so without this an idle worker would find it at its next poll. The notification is
+# the one procrastinate's own insert trigger sends (its workers then fetch at once).
+LANE_FREED = """
+CREATE FUNCTION conductor_notify_lane_freed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify(
+        'procrastinate_queue_v1#' || OLD.queue_name,
+        json_build_object('type', 'job_inserted', 'job_id', OLD.id)::text
+    );
+    RETURN NULL;
+END;
+$$;
+CREATE TRIGGER conductor_lane_freed_on_update
+    AFTER UPDATE OF status ON procrastinate_jobs
+    FOR EACH ROW WHEN (OLD.status = 'doing' AND NEW.status <> 'doing' AND OLD.lock IS NOT NULL)
+    EXECUTE PROCEDURE conductor_notify_lane_freed();
+CREATE TRIGGER conductor_lane_freed_on_delete
+    AFTER DELETE ON procrastinate_jobs
+    FOR EACH ROW WHEN (OLD.status = 'doing' AND OLD.lock IS NOT NULL)
+    EXECUTE PROCEDURE conductor_notify_lane_freed();
+"""
 
 
 def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
+        op.execute("DROP FUNCTION IF EXISTS conductor_notify_lane_freed CASCADE")
         sql = QUEUE_SCHEMA.read_text()
         for kind in ("TABLE", "FUNCTION", "PROCEDURE", "TYPE"):
             for name in dict.fromkeys(re.findall(rf"CREATE {kind} (procrastinate_\w+)", sql)):
