@@ -65,7 +65,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m conductor_core.worker", description=__doc__.split("\n\n")[0])
     parser.add_argument("--concurrency", type=int, help="cells at once in this worker (CONDUCTOR_WORKER_CONCURRENCY)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Warnings from the libraries (not a line per HTTP request); the worker's own lines and the queue's start/stop.
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in ("conductor", "procrastinate"):
+        logging.getLogger(name).setLevel(logging.INFO)
     for handler in logging.getLogger().handlers:
         handler.addFilter(_worker_lifecycle)
     options = options_from_env()

@@ -376,3 +376,37 @@ def test_a_cell_answered_twice_is_stored_once_and_the_run_finishes_once(database
         assert store.run(run.id).status == "completed"
     finally:
         log.close()
+
+
+def test_cells_stored_at_the_same_moment_by_many_workers_finish_the_run(database: str, tmp_path: Path) -> None:
+    """The last cells of a run stored at once, in concurrent transactions: the run is finished
+    by exactly one of them (each counts the cells stored before it, in order of the run's row)."""
+    import threading
+
+    from conductor_core.workbench.experiments import Cell
+
+    log = RequestLog(database, data_dir=tmp_path / "data")
+    try:
+        store = ExperimentStore(log)
+        experiment = store.create(
+            "Race", "{{country}}", read_dataset(rows(8)), [Variant(provider="openai"), Variant(provider="anthropic")]
+        )
+        for _round in range(5):
+            run = store.new_run(experiment, "contains", {"openai": 8, "anthropic": 8}, enqueue=lambda conn, run: None)
+            start = threading.Barrier(16)
+            finished: list[str | None] = []
+
+            def store_cell(row: int, variant: int, run_id: str = run.id) -> None:
+                start.wait()
+                cell = Cell(row=row, variant=variant, status="ok", input_tokens=1, output_tokens=1)
+                finished.append(store.write_cells(run_id, [cell], once=True, finish=True))
+
+            threads = [threading.Thread(target=store_cell, args=(r, v)) for r in range(8) for v in range(2)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(60)
+            assert (finished.count("completed"), finished.count(None)) == (1, 15)
+            assert store.run(run.id).status == "completed"
+    finally:
+        log.close()

@@ -62,7 +62,7 @@ class _Runs:
         self._stop_poll_s = stop_poll_s
         self._lock = threading.Lock()
         self._known: dict[str, tuple[Run, Experiment]] = {}
-        self._stop_read: dict[str, tuple[float, bool]] = {}
+        self._state_read: dict[str, tuple[float, bool, bool]] = {}  # run -> (read at, stop asked, finished)
 
     def get(self, run_id: str) -> tuple[Run, Experiment]:
         with self._lock:
@@ -76,23 +76,30 @@ class _Runs:
                 self._known[run_id] = found
         return found
 
-    def stopped(self, run_id: str) -> bool:
+    def _state(self, run_id: str) -> tuple[bool, bool]:
+        """(Stop asked, finished), read from the run's row at most every `stop_poll_s`."""
         now = time.monotonic()
         with self._lock:
-            read = self._stop_read.get(run_id)
-        if read is not None and (read[1] or now - read[0] < self._stop_poll_s):
-            return read[1]
-        value = self._store.stop_requested(run_id)
-        with self._lock:
-            self._stop_read[run_id] = (now, value)
-        return value
+            read = self._state_read.get(run_id)
+        if read is None or now - read[0] >= self._stop_poll_s:
+            state = self._store.run_state(run_id)
+            read = (now, *state)
+            with self._lock:
+                self._state_read[run_id] = read
+        return read[1], read[2]
+
+    def stopped(self, run_id: str) -> bool:
+        return self._state(run_id)[0]
+
+    def finished(self, run_id: str) -> bool:
+        return self._state(run_id)[1]
 
 
 def _cell_job(
     runs: _Runs, store: ExperimentStore, conductor: Any, context: Any, run_id: str, row: int, variant: int
 ) -> None:
     run, experiment = runs.get(run_id)
-    if store.run(run_id).status != "running":
+    if runs.finished(run_id):
         return  # finished already (a job put back after its run was completed by its last cell)
 
     def shutting_down() -> bool:
@@ -115,8 +122,7 @@ def _cell_job(
             cell = cells.judged_safely(cell, values, expected)
         if shutting_down() and not runs.stopped(run_id):
             raise _ShutDown(f"cell {row}/{variant} of run {run_id} goes back to the queue")
-    store.write_cells(run_id, [cell], once=True)
-    if (status := store.finish_if_complete(run_id)) is not None:
+    if (status := store.write_cells(run_id, [cell], once=True, finish=True)) is not None:
         log.info("experiment run %s %s", run_id, status)
 
 

@@ -1125,24 +1125,24 @@ class ExperimentStore:
         return bool(changed)
 
     def stop_requested(self, run_id: str) -> bool:
+        return self.run_state(run_id)[0]
+
+    def run_state(self, run_id: str) -> tuple[bool, bool]:
+        """(Stop asked, finished) of a run, in one small read (a worker asks it while it streams)."""
+        r = runs_table.c
         with self.engine.connect() as conn:
-            return bool(conn.execute(select(runs_table.c.stop_requested).where(runs_table.c.id == run_id)).scalar())
+            found = conn.execute(select(r.stop_requested, r.status).where(r.id == run_id)).first()
+        if found is None:
+            raise ExperimentError(f"no run {run_id!r}")
+        return bool(found.stop_requested), found.status != "running"
 
     def finish_if_complete(self, run_id: str) -> RunStatus | None:
         """Mark a queued run completed (or stopped, if Stop was asked) once every cell is stored;
         any worker may call it after storing a cell, several at once: the first one wins. The
         status it set, or None while cells are missing (or it was finished already)."""
-        r, c = runs_table.c, cells_table.c
-        stored = select(func.count()).where(c.run_id == run_id).scalar_subquery()
-        status = case((r.stop_requested == True, "stopped"), else_="completed")  # noqa: E712
         with self.engine.begin() as conn:
-            found = conn.execute(
-                update(runs_table)
-                .where(r.id == run_id, r.status == "running", r.cells_total <= stored)
-                .values(status=status, finished_at=utcnow(), heartbeat_ts=time.time())
-                .returning(r.status)
-            ).first()
-        return found[0] if found is not None else None
+            conn.execute(update(runs_table).where(runs_table.c.id == run_id).values(heartbeat_ts=time.time()))
+            return _finish_if_complete(conn, run_id)
 
     def cell_counts(self, run_id: str) -> dict[tuple[int, str], int]:
         """Stored cells per (variant, status): a run's progress read from the database, by
@@ -1181,12 +1181,15 @@ class ExperimentStore:
             if lease is not None:
                 lease.release()
 
-    def write_cells(self, run_id: str, cells: Sequence[Cell], *, once: bool = False) -> None:
+    def write_cells(
+        self, run_id: str, cells: Sequence[Cell], *, once: bool = False, finish: bool = False
+    ) -> RunStatus | None:
         """Insert finished cells in one transaction (and beat the run's heart). With `once`, a
         cell stored already is left as it is (a worker retrying a job another worker finished:
-        a cell is stored once, by the first)."""
+        a cell is stored once, by the first). With `finish`, the run is marked finished in the
+        same transaction if these were its last cells (`finish_if_complete`; its status then)."""
         if not cells:
-            return
+            return None
         now = time.time()
         rows = []
         for cell in cells:
@@ -1214,8 +1217,11 @@ class ExperimentStore:
         if once:
             statement = _insert_once(self.engine.dialect.name)
         with self.engine.begin() as conn:
-            conn.execute(statement, rows)
+            # The run's row first: its lock orders the transactions storing this run's cells, so
+            # the count below sees every cell stored before (the last cell always finishes the run).
             conn.execute(update(runs_table).where(runs_table.c.id == run_id).values(heartbeat_ts=now))
+            conn.execute(statement, rows)
+            return _finish_if_complete(conn, run_id) if finish else None
 
     def _kept_verdict(self, result: CheckResult) -> dict[str, Any]:
         """A verdict as stored: redacted (a judge may quote an answer that holds a key); a judge's
@@ -1651,6 +1657,20 @@ def _earlier_dataset(conn: Any, experiment_id: str) -> tuple[str, int] | None:
         .limit(1)
     ).first()
     return (found.dataset_name, found.dataset_version) if found is not None else None
+
+
+def _finish_if_complete(conn: Connection, run_id: str) -> RunStatus | None:
+    """In a transaction that holds the run's row lock (it updated the row)."""
+    r, c = runs_table.c, cells_table.c
+    stored = select(func.count()).where(c.run_id == run_id).scalar_subquery()
+    status = case((r.stop_requested == True, "stopped"), else_="completed")  # noqa: E712
+    found = conn.execute(
+        update(runs_table)
+        .where(r.id == run_id, r.status == "running", r.cells_total <= stored)
+        .values(status=status, finished_at=utcnow(), heartbeat_ts=time.time())
+        .returning(r.status)
+    ).first()
+    return found[0] if found is not None else None
 
 
 def _insert_once(dialect: str) -> Any:

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import pandas as pd
 import streamlit as st
 
+from conductor_core.jobs import queued_progress
 from conductor_core.models import ChatMessage
 from conductor_core.workbench import exports, judging
 from conductor_core.workbench.datasets import DATA_EXTENSIONS, Dataset, DatasetError, read_dataset
@@ -31,7 +32,6 @@ from conductor_core.workbench.experiments import (
     Run,
 )
 from conductor_core.workbench.prompts import PromptError
-from conductor_core.jobs import queued_progress
 from conductor_core.workbench.runner import PairwiseHandle, RunHandle, image_refusals, start_pairwise, start_run
 from conductor_core.workbench.templates import Template, TemplateError
 from conductor_core.workbench.variants import Variant, variant_labels
