@@ -396,7 +396,9 @@ def test_cells_stored_at_the_same_moment_by_many_workers_finish_the_run(database
             start = threading.Barrier(16)
             finished: list[str | None] = []
 
-            def store_cell(row: int, variant: int, run_id: str = run.id) -> None:
+            def store_cell(
+                row: int, variant: int, run_id: str = run.id, start: Any = start, finished: list[Any] = finished
+            ) -> None:
                 start.wait()
                 cell = Cell(row=row, variant=variant, status="ok", input_tokens=1, output_tokens=1)
                 finished.append(store.write_cells(run_id, [cell], once=True, finish=True))
