@@ -412,3 +412,32 @@ def test_cells_stored_at_the_same_moment_by_many_workers_finish_the_run(database
             assert store.run(run.id).status == "completed"
     finally:
         log.close()
+
+
+def test_stop_from_another_process_stops_a_run_in_process_too(clouds: dict[str, Any], tmp_path: Path) -> None:
+    """The default runner (in the process that started the run): Stop asked through another
+    store (another replica's page) is read by the process running it, as its own Stop."""
+    conductor = cloud_conductor(clouds, tmp_path / "data")
+    upstream = clouds["openai"]
+    other = RequestLog(None, data_dir=tmp_path / "data")
+    try:
+        upstream.reply = " ".join(f"word{i}" for i in range(40))
+        upstream.chunk_delay_s = 0.05
+        upstream.hold(after_chunks=1)
+        store = ExperimentStore(conductor.log)
+        experiment = store.create(
+            "Elsewhere", "{{country}}", read_dataset(rows(6)), [Variant(provider="openai"), Variant(provider="openai")]
+        )
+        handle = start_run(conductor, store, experiment.id, concurrency={"openai": 2})
+        assert isinstance(handle, RunHandle)
+        wait_for(lambda: upstream.held == 2, "two answers streaming")
+        assert ExperimentStore(other).request_stop(handle.run_id)
+        wait_for(lambda: handle.progress().state == "stopping", "the run to read its Stop flag")
+        upstream.release()
+        assert handle.wait(DEADLINE_S) and handle.progress().state == "stopped"
+        cells = store.cells(handle.run_id)
+        assert len(cells) == 12 and {c.status for c in cells} == {"cancelled"}
+        assert upstream.request_count == 2
+    finally:
+        other.close()
+        conductor.close()

@@ -14,7 +14,8 @@ fast one, and the wall time is the slowest provider's cells × latency ÷ limit.
 the database in batches from one writer thread (one transaction per batch, not per cell);
 the runner keeps counters, never the results, so memory stays flat in the number of rows.
 
-Stop: workers take no new cell; a call in flight is closed at its next stream event, so the
+Stop (`handle.stop()`, or `store.request_stop(run_id)` from any process, read every second):
+workers take no new cell; a call in flight is closed at its next stream event, so the
 request log records it as cancelled (the core cannot interrupt a call that is still waiting
 for its first byte: that one is closed when the byte comes). Cells never started are stored
 as `cancelled` too, so a stopped run's grid says what did not run.
@@ -81,6 +82,7 @@ log = logging.getLogger("conductor.experiments")
 _BATCH = 200  # most cells in one insert
 _LINGER_S = 0.25  # how long the writer lets cells gather
 _HEARTBEAT_S = 5.0  # the run's heartbeat, also when no cell finishes (a slow model)
+_STOP_READ_S = 1.0  # how often the run's Stop flag (set by any process) is read
 
 State = Literal["running", "stopping", "completed", "stopped"]
 
@@ -524,7 +526,7 @@ class RunHandle:
 
     def _write(self) -> None:
         pending: list[Cell] = []
-        last_beat = time.monotonic()
+        last_beat = last_stop_read = time.monotonic()
         finishing = False
         while True:
             try:
@@ -548,10 +550,25 @@ class RunHandle:
             if pending or time.monotonic() - last_beat > _HEARTBEAT_S:
                 pending = self._flush(pending, final=finishing)
                 last_beat = time.monotonic()
+            if not finishing and time.monotonic() - last_stop_read > _STOP_READ_S:
+                self._read_stop()
+                last_stop_read = time.monotonic()
             if finishing and not pending:
                 return
             if finishing:
                 time.sleep(1.0)  # the database refused the batch: retry until it takes it
+
+    def _read_stop(self) -> None:
+        """Stop asked from another process (a replica's page: `ExperimentStore.request_stop`)."""
+        if self._stop.is_set():
+            return
+        try:
+            asked = self._store.stop_requested(self.run_id)
+        except Exception:  # the database is away: read again next time
+            log.debug("experiment run %s: could not read its Stop flag", self.run_id, exc_info=True)
+            return
+        if asked:
+            self.stop()
 
     def _flush(self, pending: list[Cell], *, final: bool) -> list[Cell]:
         try:

@@ -171,10 +171,8 @@ def stop(run_id: str) -> None:
     handle = RunHandle.find(run_id)
     if handle is not None:
         handle.stop()
-    elif store.run(run_id).queued:
-        store.request_stop(run_id)  # the workers read it, wherever they run
-    else:
-        note("This run is not running in this server process (it finished, or another process runs it).")
+    elif not store.request_stop(run_id):  # the workers, or the process running it, read it
+        note("This run is not running any more.")
 
 
 def rate(run_id: str, row: int, variant: int, key: str) -> None:
@@ -1024,7 +1022,17 @@ def draw_progress(run: Run, stats) -> None:
     done = sum(s.cells for s in stats)
     st.progress(
         done / run.cells_total if run.cells_total else 1.0,
-        text=f"{done:,} of {run.cells_total:,} answers · running in another server process",
+        text=("Stopping… " if run.stop_requested else "")
+        + f"{done:,} of {run.cells_total:,} answers · running in another server process",
+    )
+    st.button(
+        "Stop",
+        icon=":material/stop_circle:",
+        key=f"exp_stop_{run.id}",
+        on_click=stop,
+        args=(run.id,),
+        disabled=run.stop_requested,
+        help="The process running it stops it within a second; the answers that finished are kept.",
     )
 
 
