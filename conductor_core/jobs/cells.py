@@ -48,6 +48,10 @@ class WorkerOptions:
     stop_poll_s: float = 0.5  # how often a run's Stop flag is read while its cells run
 
 
+#: Tries of a cell's job before its cell is stored as an internal error (an outage lasting minutes).
+_ATTEMPTS = 30
+
+
 class _ShutDown(Exception):
     """The worker is stopping: the cell goes back to the queue (procrastinate retries it)."""
 
@@ -120,7 +124,11 @@ def _cell_job(
             cell = Cell(row=row, variant=variant, status="error", error_type="internal", error_message=str(exc))
         if cells.rubrics and cell.status == "ok":
             cell = cells.judged_safely(cell, values, expected)
-        if shutting_down() and not runs.stopped(run_id):
+        cut = cell.status == "cancelled" or any(
+            r.judge is not None and r.judge.status == "cancelled" for r in cell.checks or []
+        )
+        if cut and shutting_down() and not runs.stopped(run_id):
+            # Closed by the shutdown, not by Stop: another worker answers it whole.
             raise _ShutDown(f"cell {row}/{variant} of run {run_id} goes back to the queue")
     if (status := store.write_cells(run_id, [cell], once=True, finish=True)) is not None:
         log.info("experiment run %s %s", run_id, status)
@@ -163,10 +171,21 @@ def run_worker(conductor: Any, store: ExperimentStore, options: WorkerOptions | 
         queue=QUEUE,
         pass_context=True,
         # Only a shutdown or an outage escapes the job (a failed call is a stored cell): try again.
-        retry=procrastinate.RetryStrategy(max_attempts=50, wait=1),
+        retry=procrastinate.RetryStrategy(max_attempts=_ATTEMPTS, wait=1),
     )
     def experiment_cell(context: Any, run_id: str, row: int, variant: int) -> None:
-        _cell_job(runs, store, conductor, context, run_id, row, variant)
+        try:
+            _cell_job(runs, store, conductor, context, run_id, row, variant)
+        except _ShutDown:
+            raise
+        except Exception as exc:
+            if context.job.attempts + 1 < _ATTEMPTS:
+                raise
+            # The last try: the cell says why, so the run can finish (nothing is left running for ever).
+            log.exception("experiment cell %s/%s of run %s failed %d times", row, variant, run_id, _ATTEMPTS)
+            error = f"the worker could not answer it: {type(exc).__name__}: {exc}"
+            cell = Cell(row=row, variant=variant, status="error", error_type="internal", error_message=error)
+            store.write_cells(run_id, [cell], once=True, finish=True)
 
     async def main() -> None:
         # procrastinate runs a sync task in the loop's default executor: min(32, CPUs + 4) threads,
