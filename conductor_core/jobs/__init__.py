@@ -9,18 +9,19 @@ Where it runs: with `CONDUCTOR_EXPERIMENT_RUNNER=jobs` (PostgreSQL only) `runner
 queues a run's cells here; the default, `in_process`, runs them in the process that started the
 run, as before (SQLite, `make run`, and single-process PostgreSQL deployments need no worker).
 
-The queue: procrastinate (pinned, requirements.txt). Chosen over PgQueuer because
-- it speaks psycopg 3, the driver the request log already uses (PgQueuer prefers asyncpg);
+The queue: procrastinate (pinned, requirements.txt), chosen over PgQueuer for what this needs:
+- it speaks psycopg 3, the driver the request log already uses, and runs sync tasks in threads
+  (a cell calls the sync `Conductor.stream`, as the in-process runner's threads do);
 - its schema is one SQL file with documented SQL functions: a run's cells are enqueued by
-  calling `procrastinate_defer_jobs_v1` inside our own SQLAlchemy transaction (its Python API
+  calling `procrastinate_defer_jobs_v1` inside our own SQLAlchemy transaction (its Python `defer`
   opens its own connection, so it could not join the transaction that creates the run), and
   migration 0012 applies the pinned schema like any other revision;
 - its job `lock` gives per-provider concurrency across every worker in the database itself: a
-  run's cells for one provider are spread over `limit` lanes (lock `run:provider:k`), and
-  PostgreSQL never hands out two jobs of one lane at once, so at most `limit` calls to that
-  provider run at once for the run, however many workers there are (as the in-process runner
-  gives each provider `limit` threads). A job waiting for its lane is not fetched, so it holds
-  no worker slot;
+  run's cells for one provider are dealt to `limit` lanes (lock `run:provider:k`), and PostgreSQL
+  never hands out two jobs of one lane at once, so at most `limit` calls to that provider run at
+  once for the run, however many workers there are (as the in-process runner gives each
+  provider `limit` threads). A job waiting for its lane is not fetched, so it holds no worker
+  slot; a lane freed wakes the workers (a trigger of migration 0012);
 - workers heartbeat in its `procrastinate_workers` table, and `get_stalled_jobs` finds the
   jobs of a worker that stopped beating (kill -9): any worker puts them back in the queue.
 
