@@ -31,7 +31,7 @@ import procrastinate
 
 from ..workbench.experiments import Cell, Experiment, ExperimentStore, Run
 from ..workbench.runner import CellRunner
-from .queue import CELL_TASK, DEFAULT_STALLED_AFTER_S, QUEUE, queue_conninfo
+from .queue import CELL_TASK, DEFAULT_STALLED_AFTER_S, QUEUE, enqueue_next, queue_conninfo
 
 __all__ = ["WorkerOptions", "make_app", "run_worker"]
 
@@ -100,11 +100,18 @@ class _Runs:
 
 
 def _cell_job(
-    runs: _Runs, store: ExperimentStore, conductor: Any, context: Any, run_id: str, row: int, variant: int
+    runs: _Runs,
+    store: ExperimentStore,
+    conductor: Any,
+    context: Any,
+    run_id: str,
+    row: int,
+    variant: int,
+    position: int,
 ) -> None:
     run, experiment = runs.get(run_id)
-    if runs.finished(run_id):
-        return  # finished already (a job put back after its run was completed by its last cell)
+    if runs.finished(run_id) or store.has_cell(run_id, row, variant):
+        return  # answered already: a job put back after its cell was stored (its next was queued then)
 
     def shutting_down() -> bool:
         return context.should_abort()
@@ -130,7 +137,11 @@ def _cell_job(
         if cut and shutting_down() and not runs.stopped(run_id):
             # Closed by the shutdown, not by Stop: another worker answers it whole.
             raise _ShutDown(f"cell {row}/{variant} of run {run_id} goes back to the queue")
-    if (status := store.write_cells(run_id, [cell], once=True, finish=True)) is not None:
+
+    def queue_next(conn: Any) -> None:
+        enqueue_next(conn, run_id, experiment, run.concurrency, position, variant)
+
+    if (status := store.write_cells(run_id, [cell], once=True, finish=True, on_stored=queue_next)) is not None:
         log.info("experiment run %s %s", run_id, status)
 
 
@@ -173,9 +184,9 @@ def run_worker(conductor: Any, store: ExperimentStore, options: WorkerOptions | 
         # Only a shutdown or an outage escapes the job (a failed call is a stored cell): try again.
         retry=procrastinate.RetryStrategy(max_attempts=_ATTEMPTS, wait=1),
     )
-    def experiment_cell(context: Any, run_id: str, row: int, variant: int) -> None:
+    def experiment_cell(context: Any, run_id: str, row: int, variant: int, position: int) -> None:
         try:
-            _cell_job(runs, store, conductor, context, run_id, row, variant)
+            _cell_job(runs, store, conductor, context, run_id, row, variant, position)
         except _ShutDown:
             raise
         except Exception as exc:
@@ -185,7 +196,12 @@ def run_worker(conductor: Any, store: ExperimentStore, options: WorkerOptions | 
             log.exception("experiment cell %s/%s of run %s failed %d times", row, variant, run_id, _ATTEMPTS)
             error = f"the worker could not answer it: {type(exc).__name__}: {exc}"
             cell = Cell(row=row, variant=variant, status="error", error_type="internal", error_message=error)
-            store.write_cells(run_id, [cell], once=True, finish=True)
+            run, experiment = runs.get(run_id)
+
+            def queue_next(conn: Any) -> None:
+                enqueue_next(conn, run_id, experiment, run.concurrency, position, variant)
+
+            store.write_cells(run_id, [cell], once=True, finish=True, on_stored=queue_next)
 
     async def main() -> None:
         # procrastinate runs a sync task in the loop's default executor: min(32, CPUs + 4) threads,

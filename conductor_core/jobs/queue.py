@@ -13,7 +13,17 @@ from sqlalchemy.engine import Connection, Engine, make_url
 
 from ..store import normalize_database_url
 
-__all__ = ["CELL_TASK", "QUEUE", "enqueue_run", "in_flight", "lane_lock", "queue_conninfo", "workers_seen"]
+__all__ = [
+    "CELL_TASK",
+    "QUEUE",
+    "enqueue_next",
+    "enqueue_run",
+    "lane_cell",
+    "in_flight",
+    "lane_lock",
+    "queue_conninfo",
+    "workers_seen",
+]
 
 #: The task and the queue of a cell's job (the worker registers the task under this name).
 CELL_TASK = "conductor.experiment_cell"
@@ -39,28 +49,55 @@ def lane_lock(run_id: str, provider: str, lane: int) -> str:
     return f"experiment-run:{run_id}:{provider}:{lane}"
 
 
-def enqueue_run(conn: Connection, run: Any, experiment: Any, limits: Mapping[str, int]) -> int:
-    """Queue every cell of `run` (row × variant) in `conn`'s transaction: if the run's row is not
-    committed, neither is any job. Each provider's cells, in row order, are dealt round the
-    provider's `limits[provider]` lanes. Returns the number of jobs."""
-    if conn.dialect.name != "postgresql":
-        raise RuntimeError("experiment jobs need PostgreSQL")
-    dealt: dict[str, int] = {}
-    jobs = []
-    for row in range(experiment.row_count):
-        for index, variant in enumerate(experiment.variants):
-            provider = variant.provider
-            n = dealt.get(provider, 0)
-            dealt[provider] = n + 1
-            jobs.append(
-                {
-                    "lock": lane_lock(run.id, provider, n % max(1, int(limits.get(provider, 1)))),
-                    "args": {"run_id": run.id, "row": row, "variant": index},
-                }
-            )
+def lane_cell(experiment: Any, provider: str, position: int) -> tuple[int, int] | None:
+    """The (row, variant) at `position` in a provider's cells, in row order (its variants in
+    order within a row); None past the last."""
+    variants = [i for i, v in enumerate(experiment.variants) if v.provider == provider]
+    row, at = divmod(position, len(variants))
+    return (row, variants[at]) if row < experiment.row_count else None
+
+
+def _job(run_id: str, provider: str, lanes: int, position: int, experiment: Any) -> dict[str, Any] | None:
+    found = lane_cell(experiment, provider, position)
+    if found is None:
+        return None
+    row, variant = found
+    return {
+        "lock": lane_lock(run_id, provider, position % lanes),
+        "args": {"run_id": run_id, "row": row, "variant": variant, "position": position},
+    }
+
+
+def _defer(conn: Connection, jobs: list[dict[str, Any]]) -> None:
     if jobs:
         conn.execute(_DEFER, {"queue": QUEUE, "task": CELL_TASK, "jobs": json.dumps(jobs)})
+
+
+def enqueue_run(conn: Connection, run: Any, experiment: Any, limits: Mapping[str, int]) -> int:
+    """Queue `run`'s cells in `conn`'s transaction (if the run's row is not committed, neither is
+    any job). Each provider's cells, in row order, are dealt round its `limits[provider]` lanes;
+    only the head of each lane is queued now, and each cell's job queues the next of its lane
+    when it stores its cell (`enqueue_next`): the queue holds a few jobs per run, not every
+    cell (procrastinate looks at every waiting job of a busy lane each time it fetches).
+    Returns the number of jobs queued."""
+    if conn.dialect.name != "postgresql":
+        raise RuntimeError("experiment jobs need PostgreSQL")
+    jobs: list[dict[str, Any]] = []
+    for provider in dict.fromkeys(v.provider for v in experiment.variants):
+        lanes = max(1, int(limits.get(provider, 1)))
+        jobs.extend(j for k in range(lanes) if (j := _job(run.id, provider, lanes, k, experiment)) is not None)
+    _defer(conn, jobs)
     return len(jobs)
+
+
+def enqueue_next(
+    conn: Connection, run_id: str, experiment: Any, limits: Mapping[str, int], position: int, variant: int
+) -> None:
+    """Queue the cell after the one at `position` in its lane (in the transaction that stored it)."""
+    provider = experiment.variants[variant].provider
+    lanes = max(1, int(limits.get(provider, 1)))
+    job = _job(run_id, provider, lanes, position + lanes, experiment)
+    _defer(conn, [job] if job is not None else [])
 
 
 def in_flight(engine: Engine, run_id: str) -> int:

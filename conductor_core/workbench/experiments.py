@@ -1144,6 +1144,12 @@ class ExperimentStore:
             conn.execute(update(runs_table).where(runs_table.c.id == run_id).values(heartbeat_ts=time.time()))
             return _finish_if_complete(conn, run_id)
 
+    def has_cell(self, run_id: str, row: int, variant: int) -> bool:
+        c = cells_table.c
+        stmt = select(c.status).where(c.run_id == run_id, c.row_index == row, c.variant_index == variant)
+        with self.engine.connect() as conn:
+            return conn.execute(stmt).first() is not None
+
     def cell_counts(self, run_id: str) -> dict[tuple[int, str], int]:
         """Stored cells per (variant, status): a run's progress read from the database, by
         any process (a queued run's cells are stored by the workers)."""
@@ -1182,12 +1188,20 @@ class ExperimentStore:
                 lease.release()
 
     def write_cells(
-        self, run_id: str, cells: Sequence[Cell], *, once: bool = False, finish: bool = False
+        self,
+        run_id: str,
+        cells: Sequence[Cell],
+        *,
+        once: bool = False,
+        finish: bool = False,
+        on_stored: Callable[[Connection], object] | None = None,
     ) -> RunStatus | None:
         """Insert finished cells in one transaction (and beat the run's heart). With `once`, a
         cell stored already is left as it is (a worker retrying a job another worker finished:
         a cell is stored once, by the first). With `finish`, the run is marked finished in the
-        same transaction if these were its last cells (`finish_if_complete`; its status then)."""
+        same transaction if these were its last cells (`finish_if_complete`; its status then).
+        `on_stored(conn)` runs in the transaction when every cell was stored by this call (none
+        was there already): a worker queues the next cell of its lane there, exactly once."""
         if not cells:
             return None
         now = time.time()
@@ -1220,7 +1234,10 @@ class ExperimentStore:
             # The run's row first: its lock orders the transactions storing this run's cells, so
             # the count below sees every cell stored before (the last cell always finishes the run).
             conn.execute(update(runs_table).where(runs_table.c.id == run_id).values(heartbeat_ts=now))
-            conn.execute(statement, rows)
+            if on_stored is None:
+                conn.execute(statement, rows)
+            elif len(conn.execute(statement.returning(cells_table.c.row_index), rows).all()) == len(rows):
+                on_stored(conn)  # every cell is stored by this call (a rowcount says -1 here)
             return _finish_if_complete(conn, run_id) if finish else None
 
     def _kept_verdict(self, result: CheckResult) -> dict[str, Any]:
