@@ -21,7 +21,9 @@ The queue: procrastinate (pinned, requirements.txt), chosen over PgQueuer for wh
   never hands out two jobs of one lane at once, so at most `limit` calls to that provider run at
   once for the run, however many workers there are (as the in-process runner gives each
   provider `limit` threads). A job waiting for its lane is not fetched, so it holds no worker
-  slot; a lane freed wakes the workers (a trigger of migration 0012);
+  slot; a lane freed wakes the workers (a trigger of migration 0012). Only each lane's head is
+  in the queue: a cell's job queues the next of its lane when it stores its cell (procrastinate
+  looks at every waiting job of a busy lane on each fetch: 25 ms with 2,000 waiting);
 - workers heartbeat in its `procrastinate_workers` table, and `get_stalled_jobs` finds the
   jobs of a worker that stopped beating (kill -9): any worker puts them back in the queue.
 
