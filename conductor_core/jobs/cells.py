@@ -9,8 +9,9 @@ A cell's job (args: run_id, row, variant) runs in one of procrastinate's threads
 2. else the variant is asked (runner.CellRunner, as the in-process runner asks it), the stream
    closed at its next event if Stop comes meanwhile (the cell is stored as cancelled), then the
    rubric checks' judges grade it;
-3. the cell is stored once (ON CONFLICT DO NOTHING), and the run marked completed / stopped
-   when its last cell is in.
+3. the cell is stored once (ON CONFLICT DO NOTHING) and, in the same transaction, the next cell
+   of its lane is queued (only by the job that stored it) and the run marked completed / stopped
+   when its last cell is in. A job whose cell is stored already ends at once.
 A worker shutting down (SIGTERM) lets its cells finish for `grace_s`, then closes their calls at
 the next event and puts the cells back in the queue (nothing stored): another worker (or this
 one, restarted) answers them. A worker killed outright stops beating; after `stalled_after_s`
