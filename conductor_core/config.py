@@ -138,6 +138,11 @@ class Settings(BaseSettings):
         description="Calls at once per provider in an experiment run ('*': every other provider). "
         "The embedded model answers one request at a time, so more would only queue.",
     )
+    experiment_runner: Literal["in_process", "jobs"] = Field(
+        default="in_process",
+        description="Where experiment runs execute: in the process that starts them, or as jobs in the "
+        "PostgreSQL database for `python -m conductor_core.worker` (jobs needs a PostgreSQL database_url).",
+    )
     experiment_judge_concurrency: int = Field(
         default=2,
         ge=1,

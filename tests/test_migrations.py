@@ -465,7 +465,16 @@ def test_a_fresh_database_is_built_by_the_migrations_to_what_the_models_describe
         assert migrate.differences(engine) == []
         with engine.connect() as conn:
             tables = set(inspect(conn).get_table_names())
-        assert tables == {t for m in migrate.model_metadata() for t in m.tables} | {"alembic_version"}
+        queue = {t for t in tables if t.startswith(migrate.QUEUE_TABLE_PREFIX)}
+        assert tables - queue == {t for m in migrate.model_metadata() for t in m.tables} | {"alembic_version"}
+        # The job queue's tables (0012) on PostgreSQL only: SQLite runs experiments in-process.
+        wanted = {
+            "procrastinate_jobs",
+            "procrastinate_workers",
+            "procrastinate_events",
+            "procrastinate_periodic_defers",
+        }
+        assert queue == (wanted if place.backend == "postgresql" else set())
         engine.dispose()
     finally:
         log.close()
@@ -581,6 +590,73 @@ def test_a_database_at_0008_gets_saved_datasets_and_its_runs_read_as_from_no_dat
         assert migrate.differences(engine) == []
         engine.dispose()
         assert [r.id for r in experiments.runs("exp_old")] == ["run_old"]
+    finally:
+        log.close()
+
+
+def test_a_database_at_0011_gets_experiment_jobs_and_its_running_run_stays_in_process(place: Place) -> None:
+    """The release before experiment jobs (0012): its runs upgrade in place and read as run in
+    their process, never stopped; on PostgreSQL the job queue's tables come, a run's cells can be
+    queued in the transaction that creates it, and they go again on a downgrade."""
+    from conductor_core.jobs import enqueue_run
+
+    place.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = place.engine()
+    migrate.upgrade(engine, "older", target="0011")
+    engine.dispose()
+    true = "true" if place.backend == "postgresql" else "1"
+    variants = json.dumps([{"provider": "openai", "model": "a"}, {"provider": "anthropic", "model": "b"}])
+    at = T0.isoformat()
+    place.execute(
+        "INSERT INTO experiments (id, created_at, created_ts, name, template, variants, columns, row_count, "
+        f"has_expected) VALUES ('exp_old', '{at}', {T0.timestamp()}, 'old', 'Say {{{{x}}}}', '{variants}', "
+        f"'[\"x\"]', 2, {true})",
+        "INSERT INTO experiment_rows (experiment_id, row_index, line, row_values, expected) "
+        "VALUES ('exp_old', 0, 2, '{\"x\": \"hi\"}', 'hi'), ('exp_old', 1, 3, '{\"x\": \"yo\"}', 'yo')",
+        "INSERT INTO experiment_runs (id, experiment_id, number, created_at, created_ts, check_kind, concurrency, "
+        f"status, heartbeat_ts, finished_at, cells_total, checks) VALUES ('run_old', 'exp_old', 1, '{at}', "
+        f"{T0.timestamp()}, 'contains', '{{}}', 'running', {T0.timestamp()}, NULL, 4, NULL)",
+    )
+    log = place.open_log()
+    try:
+        log.open()
+        assert place.revisions() == (migrate.HEAD,)
+        experiments = ExperimentStore(log)
+        old = experiments.run("run_old")
+        # Ran in a process that is gone (no lease): interrupted, as before; not a queued run.
+        assert (old.runner, old.stop_requested, old.status) == ("in_process", False, "interrupted")
+        engine = place.engine()
+        assert migrate.differences(engine) == []
+        with engine.connect() as conn:
+            queue_tables = {t for t in inspect(conn).get_table_names() if t.startswith("procrastinate_")}
+        assert ("procrastinate_jobs" in queue_tables) == (place.backend == "postgresql")
+        if place.backend == "postgresql":
+            experiment = experiments.experiment("exp_old")
+            limits = {"openai": 1, "anthropic": 2}
+            run = experiments.new_run(
+                experiment, "contains", limits, enqueue=lambda conn, run: enqueue_run(conn, run, experiment, limits)
+            )
+            assert (experiments.run(run.id).runner, experiments.run(run.id).status) == ("jobs", "running")
+            with engine.connect() as conn:
+                jobs = conn.execute(
+                    text("SELECT lock, args FROM procrastinate_jobs WHERE args->>'run_id' = :run ORDER BY id"),
+                    {"run": run.id},
+                ).all()
+            # The head of each lane: one lane for openai (its cells one at a time), two for anthropic.
+            assert [(lock.rsplit(":", 2)[1:], args["row"], args["variant"]) for lock, args in jobs] == [
+                (["openai", "0"], 0, 0),
+                (["anthropic", "0"], 0, 1),
+                (["anthropic", "1"], 1, 1),
+            ]
+        # Down to 0011 and up again: the queue and the columns go and come back; the run stays.
+        migrate.downgrade(engine, "older", "0011")
+        with engine.connect() as conn:
+            assert not {t for t in inspect(conn).get_table_names() if t.startswith("procrastinate_")}
+            assert "runner" not in {c["name"] for c in inspect(conn).get_columns("experiment_runs")}
+        migrate.upgrade(engine, "older")
+        assert migrate.differences(engine) == []
+        engine.dispose()
+        assert "run_old" in [r.id for r in experiments.runs("exp_old")]
     finally:
         log.close()
 

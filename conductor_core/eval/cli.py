@@ -27,6 +27,7 @@ from typing import IO, Any
 from pydantic import ValidationError
 
 from ..config import load_settings, redact
+from ..jobs.runs import QueuedRun
 from ..models import register_provider_name
 from ..providers import get_spec
 from ..router import Conductor
@@ -212,7 +213,7 @@ def _not_configured(provider: str) -> str:
     return f"provider {provider!r} is not configured here: {how}, or remove the variant"
 
 
-def _follow(handle: RunHandle, out: IO[str]) -> bool | None:
+def _follow(handle: RunHandle | QueuedRun, out: IO[str]) -> bool | None:
     """Shows progress until the run ends. True when Ctrl-C stopped it (after it stored what
     finished), None on a second Ctrl-C (leave at once), False when it ran to the end."""
     try:
@@ -237,7 +238,7 @@ def _said(p: Progress) -> str:
     )
 
 
-def _bar(handle: RunHandle, out: IO[str]) -> None:
+def _bar(handle: RunHandle | QueuedRun, out: IO[str]) -> None:
     from tqdm import tqdm
 
     total = handle.progress().total
@@ -247,7 +248,7 @@ def _bar(handle: RunHandle, out: IO[str]) -> None:
             bar.set_postfix_str(f"ok {p.ok} · errors {p.errors}", refresh=False)
 
 
-def _lines(handle: RunHandle, out: IO[str]) -> None:
+def _lines(handle: RunHandle | QueuedRun, out: IO[str]) -> None:
     """A line per tenth of the cells and one at the end: a CI log stays short."""
     total = handle.progress().total
     step = max(1, total // 10)

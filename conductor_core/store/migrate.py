@@ -60,7 +60,7 @@ log = logging.getLogger("conductor.store")
 
 #: The newest revision in migrations/versions/ (a test checks it is Alembic's head): what an
 #: up-to-date database holds, checked on open without loading Alembic.
-HEAD = "0011"
+HEAD = "0012"
 #: The schema of the last release before migrations (migrations/baseline.py).
 BASELINE = "0001"
 SCRIPT_DIR = Path(__file__).with_name("migrations")
@@ -91,8 +91,18 @@ def _rendered_type(type_: str, obj: Any, autogen_context: Any) -> str | bool:
     return False
 
 
+def _ours(name: str | None, type_: str, parent_names: Any) -> bool:
+    """Whether autogenerate and the comparison look at this object: not the job queue's own
+    tables (procrastinate_*, PostgreSQL only, revision 0012), which its library describes."""
+    return not (type_ == "table" and (name or "").startswith(QUEUE_TABLE_PREFIX))
+
+
+#: The job queue's tables (conductor_core/jobs): made by migration 0012 from the library's schema.
+QUEUE_TABLE_PREFIX = "procrastinate_"
+
 #: Alembic's options, the same for migrations, autogenerate and the comparison test.
 CONTEXT_OPTIONS: dict[str, Any] = {
+    "include_name": _ours,
     "render_as_batch": True,  # SQLite can only drop or change a column by copying its table
     "compare_type": True,
     "compare_server_default": True,

@@ -33,7 +33,9 @@ Tables (beside the request log, created by its migrations, conductor_core/store/
                       check_kind (the first check's), checks (JSON list; NULL before 0005:
                       one check of check_kind), concurrency (JSON), status (running /
                       completed / stopped), heartbeat_ts, finished_at, cells_total,
-                      prompt_version_id (the prompt version it started from, prompts.py)
+                      prompt_version_id (the prompt version it started from, prompts.py),
+                      runner (NULL: in the process that started it; "jobs": queued for the workers,
+                      conductor_core/jobs), stop_requested (Stop, from any process; 0012)
     experiment_cells  (run_id, row_index, variant_index) -> status (ok / error / incomplete /
                       cancelled), request_id (the request log's attempts.request_id), answer,
                       error_type, error_message, latency_ms, ttft_ms, input/output tokens,
@@ -44,7 +46,8 @@ Tables (beside the request log, created by its migrations, conductor_core/store/
                       A, then B, shown first), reason, error, latency_ms, cost_usd, calls: pairwise
                       judgements (0009), judge votes kept apart from people's
 
-A run whose process died shows as `interrupted` at once: the process holds the run's lease
+A queued run (runner "jobs") belongs to no process: it is running until its last cell is stored
+(`finish_if_complete`), whichever workers come and go. A run whose process died shows as `interrupted` at once: the process holds the run's lease
 (`store/leases.py`: an advisory lock on PostgreSQL, a file lock beside SQLite's file) from
 `new_run` to `finish_run`, and the lease dies with it. A run whose heartbeat (written at least
 every few seconds while it runs) went stale is interrupted too (a process alive but stuck). Statistics are computed in SQL (percentiles with window
@@ -64,7 +67,7 @@ import json
 import re
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Literal
@@ -88,6 +91,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from ..config import redact
@@ -493,6 +497,8 @@ runs_table = Table(
     Column("dataset_name", SafeText()),
     Column("dataset_version", Integer()),
     Column("prompt_version_id", String()),  # the prompt version it started from (prompts.py); NULL: none
+    Column("runner", String()),  # NULL: runs in the process that started it; "jobs": queued for workers (0012)
+    Column("stop_requested", Boolean()),  # Stop asked, from any process; workers read it (0012)
     UniqueConstraint("experiment_id", "number", name="uq_experiment_runs_number"),
 )
 
@@ -608,6 +614,15 @@ class Run(BaseModel):
         return f"dataset {self.dataset_name} v{self.dataset_version}"
 
     prompt_version_id: str | None = Field(default=None, description="The prompt version it ran (prompts.py).")
+    runner: Literal["in_process", "jobs"] = Field(
+        default="in_process", description="Where its cells run: the process that started it, or the workers."
+    )
+    stop_requested: bool = False
+
+    @property
+    def queued(self) -> bool:
+        """Its cells are jobs for `python -m conductor_core.worker` (conductor_core/jobs)."""
+        return self.runner == "jobs"
 
     @property
     def check(self) -> CheckKind | None:
@@ -951,8 +966,12 @@ class ExperimentStore:
         dataset: tuple[str, int] | None = None,
         *,
         prompt_version_id: str | None = None,
+        enqueue: Callable[[Connection, Run], object] | None = None,
     ) -> Run:
         """Number the run (1, 2, ... per experiment; several processes may race for a number).
+        With `enqueue` the run is queued for the workers (conductor_core/jobs): `enqueue(conn,
+        run)` adds its cells' jobs in the transaction that creates the run, and no process holds
+        its lease (the workers' heartbeats say it is alive).
         Every check is checked first: one that cannot run says so before any call. `dataset`
         is the saved dataset (name, version) the experiment's rows came from; when not given,
         the run inherits the one an earlier run of this experiment recorded (same rows)."""
@@ -970,6 +989,8 @@ class ExperimentStore:
                     raise CheckError(f"row {index + 1}: expected is not a valid regular expression ({exc})") from None
         now = utcnow()
         run_id = new_id("run")
+        if enqueue is not None:
+            return self._insert_run(run_id, experiment, checks, concurrency, now, dataset, prompt_version_id, enqueue)
         # Held before the row exists, so no reader ever sees this run running and unheld.
         lease = self.leases.hold(_run_lease(run_id))
         try:
@@ -990,6 +1011,7 @@ class ExperimentStore:
         now: datetime,
         dataset: tuple[str, int] | None,
         prompt_version_id: str | None = None,
+        enqueue: Callable[[Connection, Run], object] | None = None,
     ) -> Run:
         for attempt in range(5):
             try:
@@ -1012,6 +1034,7 @@ class ExperimentStore:
                         dataset_name=dataset[0] if dataset else None,
                         dataset_version=dataset[1] if dataset else None,
                         prompt_version_id=prompt_version_id,
+                        runner="jobs" if enqueue is not None else "in_process",
                     )
                     conn.execute(
                         insert(runs_table),
@@ -1031,8 +1054,11 @@ class ExperimentStore:
                             "dataset_name": run.dataset_name,
                             "dataset_version": run.dataset_version,
                             "prompt_version_id": prompt_version_id,
+                            "runner": "jobs" if enqueue is not None else None,
                         },
                     )
+                    if enqueue is not None:
+                        enqueue(conn, run)
                 return run
             except IntegrityError:
                 if attempt == 4:
@@ -1061,8 +1087,13 @@ class ExperimentStore:
 
     def _run(self, row: Any) -> Run:
         status = row["status"]
-        if status == "running" and (
-            time.time() - row["heartbeat_ts"] > STALE_AFTER_S or not self.run_is_live(row["id"])
+        queued = row.get("runner") == "jobs"
+        # A queued run lives in the queue, not in a process: it is running until its last cell
+        # is stored, whichever workers come and go (the page says when none is there).
+        if (
+            status == "running"
+            and not queued
+            and (time.time() - row["heartbeat_ts"] > STALE_AFTER_S or not self.run_is_live(row["id"]))
         ):
             status = "interrupted"
         return Run(
@@ -1078,7 +1109,58 @@ class ExperimentStore:
             dataset_name=row["dataset_name"],
             dataset_version=row["dataset_version"],
             prompt_version_id=row.get("prompt_version_id"),
+            runner="jobs" if queued else "in_process",
+            stop_requested=bool(row.get("stop_requested")),
         )
+
+    def request_stop(self, run_id: str) -> bool:
+        """Ask a running run to stop, from any process: the workers (and the process running it)
+        read the flag before each cell and while a call streams. False if it was not running."""
+        with self.engine.begin() as conn:
+            changed = conn.execute(
+                update(runs_table)
+                .where(runs_table.c.id == run_id, runs_table.c.status == "running")
+                .values(stop_requested=True)
+            ).rowcount
+        return bool(changed)
+
+    def stop_requested(self, run_id: str) -> bool:
+        return self.run_state(run_id)[0]
+
+    def run_state(self, run_id: str) -> tuple[bool, bool]:
+        """(Stop asked, finished) of a run, in one small read (a worker asks it while it streams)."""
+        r = runs_table.c
+        with self.engine.connect() as conn:
+            found = conn.execute(select(r.stop_requested, r.status).where(r.id == run_id)).first()
+        if found is None:
+            raise ExperimentError(f"no run {run_id!r}")
+        return bool(found.stop_requested), found.status != "running"
+
+    def finish_if_complete(self, run_id: str) -> RunStatus | None:
+        """Mark a queued run completed (or stopped, if Stop was asked) once every cell is stored;
+        any worker may call it after storing a cell, several at once: the first one wins. The
+        status it set, or None while cells are missing (or it was finished already)."""
+        with self.engine.begin() as conn:
+            conn.execute(update(runs_table).where(runs_table.c.id == run_id).values(heartbeat_ts=time.time()))
+            return _finish_if_complete(conn, run_id)
+
+    def has_cell(self, run_id: str, row: int, variant: int) -> bool:
+        c = cells_table.c
+        stmt = select(c.status).where(c.run_id == run_id, c.row_index == row, c.variant_index == variant)
+        with self.engine.connect() as conn:
+            return conn.execute(stmt).first() is not None
+
+    def cell_counts(self, run_id: str) -> dict[tuple[int, str], int]:
+        """Stored cells per (variant, status): a run's progress read from the database, by
+        any process (a queued run's cells are stored by the workers)."""
+        c = cells_table.c
+        stmt = (
+            select(c.variant_index, c.status, func.count())
+            .where(c.run_id == run_id)
+            .group_by(c.variant_index, c.status)
+        )
+        with self.engine.connect() as conn:
+            return {(variant, status): int(n) for variant, status, n in conn.execute(stmt)}
 
     def heartbeat(self, run_id: str) -> None:
         self._renew(run_id)
@@ -1105,10 +1187,23 @@ class ExperimentStore:
             if lease is not None:
                 lease.release()
 
-    def write_cells(self, run_id: str, cells: Sequence[Cell]) -> None:
-        """Insert finished cells in one transaction (and beat the run's heart)."""
+    def write_cells(
+        self,
+        run_id: str,
+        cells: Sequence[Cell],
+        *,
+        once: bool = False,
+        finish: bool = False,
+        on_stored: Callable[[Connection], object] | None = None,
+    ) -> RunStatus | None:
+        """Insert finished cells in one transaction (and beat the run's heart). With `once`, a
+        cell stored already is left as it is (a worker retrying a job another worker finished:
+        a cell is stored once, by the first). With `finish`, the run is marked finished in the
+        same transaction if these were its last cells (`finish_if_complete`; its status then).
+        `on_stored(conn)` runs in the transaction when every cell was stored by this call (none
+        was there already): a worker queues the next cell of its lane there, exactly once."""
         if not cells:
-            return
+            return None
         now = time.time()
         rows = []
         for cell in cells:
@@ -1132,9 +1227,18 @@ class ExperimentStore:
             )
             rows.append(row)
         self._renew(run_id)
+        statement = insert(cells_table)
+        if once:
+            statement = _insert_once(self.engine.dialect.name)
         with self.engine.begin() as conn:
-            conn.execute(insert(cells_table), rows)
+            # The run's row first: its lock orders the transactions storing this run's cells, so
+            # the count below sees every cell stored before (the last cell always finishes the run).
             conn.execute(update(runs_table).where(runs_table.c.id == run_id).values(heartbeat_ts=now))
+            if on_stored is None:
+                conn.execute(statement, rows)
+            elif len(conn.execute(statement.returning(cells_table.c.row_index), rows).all()) == len(rows):
+                on_stored(conn)  # every cell is stored by this call (a rowcount says -1 here)
+            return _finish_if_complete(conn, run_id) if finish else None
 
     def _kept_verdict(self, result: CheckResult) -> dict[str, Any]:
         """A verdict as stored: redacted (a judge may quote an answer that holds a key); a judge's
@@ -1570,6 +1674,31 @@ def _earlier_dataset(conn: Any, experiment_id: str) -> tuple[str, int] | None:
         .limit(1)
     ).first()
     return (found.dataset_name, found.dataset_version) if found is not None else None
+
+
+def _finish_if_complete(conn: Connection, run_id: str) -> RunStatus | None:
+    """In a transaction that holds the run's row lock (it updated the row)."""
+    r, c = runs_table.c, cells_table.c
+    stored = select(func.count()).where(c.run_id == run_id).scalar_subquery()
+    status = case((r.stop_requested == True, "stopped"), else_="completed")  # noqa: E712
+    found = conn.execute(
+        update(runs_table)
+        .where(r.id == run_id, r.status == "running", r.cells_total <= stored)
+        .values(status=status, finished_at=utcnow(), heartbeat_ts=time.time())
+        .returning(r.status)
+    ).first()
+    return found[0] if found is not None else None
+
+
+def _insert_once(dialect: str) -> Any:
+    """An insert of cells that skips a cell already stored (the table's key: run, row, variant)."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(cells_table).on_conflict_do_nothing()
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(cells_table).on_conflict_do_nothing()
 
 
 def _run_lease(run_id: str) -> str:

@@ -14,7 +14,8 @@ fast one, and the wall time is the slowest provider's cells × latency ÷ limit.
 the database in batches from one writer thread (one transaction per batch, not per cell);
 the runner keeps counters, never the results, so memory stays flat in the number of rows.
 
-Stop: workers take no new cell; a call in flight is closed at its next stream event, so the
+Stop (`handle.stop()`, or `store.request_stop(run_id)` from any process, read every second):
+workers take no new cell; a call in flight is closed at its next stream event, so the
 request log records it as cancelled (the core cannot interrupt a call that is still waiting
 for its first byte: that one is closed when the byte comes). Cells never started are stored
 as `cancelled` too, so a stopped run's grid says what did not run.
@@ -34,7 +35,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from types import EllipsisType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import ValidationError
 
@@ -61,6 +62,9 @@ from .experiments import (
 from .judging import cancelled_judgement, judge_answer, judge_pair
 from .templates import Template, TemplateError
 
+if TYPE_CHECKING:
+    from ..jobs import QueuedRun
+
 __all__ = [
     "Progress",
     "RunHandle",
@@ -78,6 +82,7 @@ log = logging.getLogger("conductor.experiments")
 _BATCH = 200  # most cells in one insert
 _LINGER_S = 0.25  # how long the writer lets cells gather
 _HEARTBEAT_S = 5.0  # the run's heartbeat, also when no cell finishes (a slow model)
+_STOP_READ_S = 1.0  # how often the run's Stop flag (set by any process) is read
 
 State = Literal["running", "stopping", "completed", "stopped"]
 
@@ -99,6 +104,7 @@ class Progress:
     per_variant: tuple[int, ...]  # finished cells per variant
     database_error: str | None = None  # the database refused the last batch (it is retried) or a read
     judging: int = 0  # answers waiting for (or with) their judges
+    workers: int | None = None  # a queued run (conductor_core/jobs): workers alive now, 0 = none; else None
 
     @property
     def fraction(self) -> float:
@@ -140,6 +146,175 @@ class _Cells:
             yield item
 
 
+class CellRunner:
+    """One cell of a run: render the row's prompt, stream the variant's answer, check it, and
+    grade it with the rubric checks' judges. Shared by the threads of a run in this process
+    (RunHandle) and by the workers (conductor_core/jobs), so both store the same cells.
+    `stopped` is asked before the call and at each stream event: True closes the call."""
+
+    def __init__(
+        self,
+        conductor: Any,
+        store: ExperimentStore,
+        experiment: Experiment,
+        checks: tuple[Check, ...],
+        overrides: Mapping[str, Any] | None,
+        stopped: Callable[[], bool],
+    ) -> None:
+        self.experiment = experiment
+        self.checks = checks
+        self.rubrics = [i for i, check in enumerate(checks) if check.kind == CheckKind.rubric]
+        self._conductor = conductor
+        self._store = store
+        self._template = Template(experiment.template)
+        self._overrides = overrides
+        self._stopped = stopped
+
+    def judged(self, cell: Cell, values: dict[str, Any], expected: str | None) -> Cell:
+        """The cell with each of its pending rubric checks graded by its judge (or cancelled)."""
+        results = list(cell.checks or [])
+        for i in self.rubrics:
+            judgement = results[i].judge
+            if judgement is None or judgement.status != "pending":
+                continue  # the check does not apply to this row
+            if self._stopped():
+                results[i] = cancelled_judgement()
+                continue
+            results[i] = judge_answer(
+                self._conductor,
+                self.checks[i],
+                answer=cell.answer or "",
+                values=values,
+                expected=expected,
+                row=cell.row,
+                overrides=self._overrides,
+                stopped=self._stopped,
+            )
+        return cell.model_copy(update={"checks": results, "passed": all_passed(results)})
+
+    def judged_safely(self, cell: Cell, values: dict[str, Any], expected: str | None) -> Cell:
+        """`judged`, and a judging that crashed is each pending check's failed judgement."""
+        try:
+            return self.judged(cell, values, expected)
+        except Exception as exc:
+            log.exception("experiment cell %s/%s: judging crashed", cell.row, cell.variant)
+            results = list(cell.checks or [])
+            for i in self.rubrics:
+                if (judgement := results[i].judge) is not None and judgement.status == "pending":
+                    error = f"internal: {type(exc).__name__}: {exc}"
+                    results[i] = CheckResult(
+                        passed=None,
+                        detail=f"the judge failed: {error}",
+                        judge=Judgement(status="failed", error=error),
+                    )
+            return cell.model_copy(update={"checks": results, "passed": all_passed(results)})
+
+    def run_cell(self, row: int, values: dict[str, Any], expected: str | None, variant_index: int) -> Cell:
+        variant = self.experiment.variants[variant_index]
+        if self._stopped():
+            return Cell(row=row, variant=variant_index, status="cancelled")
+        try:
+            prompt = self._template.render(values, row=row + 1)
+            pictures = self._store.images(self.experiment.id, row).get(row) if self.experiment.image_columns else None
+            message = (
+                ChatMessage(role=MessageRole.user, parts=message_parts(prompt, pictures))
+                if pictures
+                else ChatMessage(role=MessageRole.user, content=prompt)
+            )
+            request = variant.request([message])
+        except (TemplateError, ValidationError) as exc:
+            return self._failed(row, values, variant_index, expected, "bad_request", str(exc), None)
+        stream = self._conductor.stream(request, overrides=self._overrides)
+        parts: list[str] = []
+        try:
+            for event in stream:
+                if isinstance(event, StreamDone):
+                    response = event.response
+                    a = response.analytics
+                    results = [
+                        evaluate(
+                            check,
+                            answer=response.content,
+                            tool_calls=response.tool_calls or [],
+                            values=values,
+                            expected=expected,
+                            response_format=variant.response_format,
+                        )
+                        for check in self.checks
+                    ]
+                    return Cell(
+                        row=row,
+                        variant=variant_index,
+                        status="ok",
+                        request_id=response.metadata.id,
+                        answer=response.content,
+                        latency_ms=a.latency_ms,
+                        ttft_ms=a.time_to_first_token_ms,
+                        input_tokens=a.input_tokens,
+                        output_tokens=a.output_tokens,
+                        cost_usd=a.cost_usd,
+                        passed=all_passed(results),
+                        tool_calls=response.tool_calls or None,
+                        checks=results,
+                    )
+                if isinstance(event, StreamIncomplete):
+                    partial = event.partial
+                    a = partial.analytics
+                    return Cell(
+                        row=row,
+                        variant=variant_index,
+                        status="incomplete",
+                        request_id=partial.metadata.id,
+                        answer=partial.content,
+                        error_type=event.error.type,
+                        error_message=event.error.message,
+                        latency_ms=a.latency_ms,
+                        ttft_ms=a.time_to_first_token_ms,
+                        input_tokens=a.input_tokens,
+                        output_tokens=a.output_tokens,
+                        cost_usd=a.cost_usd,
+                        **self._verdicts(values, expected, "the answer was cut off"),
+                    )
+                if isinstance(event, TextDelta):
+                    parts.append(event.text)
+                if self._stopped():
+                    # Closing the stream (finally) makes the log record this attempt as cancelled.
+                    return Cell(row=row, variant=variant_index, status="cancelled", answer="".join(parts) or None)
+            return self._failed(
+                row, values, variant_index, expected, "incomplete", "the stream ended without an answer", None
+            )
+        except ProviderError as error:
+            return self._failed(
+                row, values, variant_index, expected, error.type, error.message, getattr(error, "request_id", None)
+            )
+        finally:
+            stream.close()
+
+    def _verdicts(self, values: dict[str, Any], expected: str | None, why: str) -> dict[str, Any]:
+        results = failed_checks(self.checks, values, expected, why)
+        return {"passed": all_passed(results), "checks": results}
+
+    def _failed(
+        self,
+        row: int,
+        values: dict[str, Any],
+        variant: int,
+        expected: str | None,
+        kind: str,
+        message: str,
+        request_id: str | None,
+    ) -> Cell:
+        return Cell(
+            row=row,
+            variant=variant,
+            status="error",
+            request_id=request_id,
+            error_type=kind,
+            error_message=message,
+            **self._verdicts(values, expected, "no answer"),
+        )
+
+
 _live: dict[str, RunHandle] = {}
 _live_lock = threading.Lock()
 
@@ -164,7 +339,6 @@ class RunHandle:
         self.limits = limits
         self._conductor = conductor
         self._store = store
-        self._template = Template(experiment.template)
         self._overrides = overrides
         self._on_progress = on_progress
         self._stop = threading.Event()
@@ -197,7 +371,8 @@ class RunHandle:
             for name, source in self._sources.items()
             for i in range(max(1, min(limits[name], cells_of[name])))
         ]
-        self._rubrics = [i for i, check in enumerate(checks) if check.kind == CheckKind.rubric]
+        self._cells = CellRunner(conductor, store, experiment, checks, overrides, stopped=self._stop.is_set)
+        self._rubrics = self._cells.rubrics
         judges = max(1, int(getattr(conductor.settings, "experiment_judge_concurrency", 2))) if self._rubrics else 0
         # Bounded: answers faster than their judges wait here (memory stays flat in the rows).
         self._to_judge: queue.Queue[tuple[Cell, dict[str, Any], str | None] | None] = queue.Queue(
@@ -272,7 +447,7 @@ class RunHandle:
             row, values, expected, variant = item
             self._count(running=1)
             try:
-                cell = self._run_cell(row, values, expected, variant)
+                cell = self._cells.run_cell(row, values, expected, variant)
             except Exception as exc:
                 log.exception("experiment cell %s/%s crashed", row, variant)
                 cell = Cell(row=row, variant=variant, status="error", error_type="internal", error_message=str(exc))
@@ -285,148 +460,7 @@ class RunHandle:
     def _judge_work(self) -> None:
         while (item := self._to_judge.get()) is not None:
             cell, values, expected = item
-            try:
-                cell = self._judged(cell, values, expected)
-            except Exception as exc:
-                log.exception("experiment cell %s/%s: judging crashed", cell.row, cell.variant)
-                results = list(cell.checks or [])
-                for i in self._rubrics:
-                    if (judgement := results[i].judge) is not None and judgement.status == "pending":
-                        error = f"internal: {type(exc).__name__}: {exc}"
-                        results[i] = CheckResult(
-                            passed=None,
-                            detail=f"the judge failed: {error}",
-                            judge=Judgement(status="failed", error=error),
-                        )
-                cell = cell.model_copy(update={"checks": results, "passed": all_passed(results)})
-            self._finish(cell, was_running=False, was_judging=True)
-
-    def _judged(self, cell: Cell, values: dict[str, Any], expected: str | None) -> Cell:
-        """The cell with each of its pending rubric checks graded by its judge (or cancelled)."""
-        results = list(cell.checks or [])
-        for i in self._rubrics:
-            judgement = results[i].judge
-            if judgement is None or judgement.status != "pending":
-                continue  # the check does not apply to this row
-            if self._stop.is_set():
-                results[i] = cancelled_judgement()
-                continue
-            results[i] = judge_answer(
-                self._conductor,
-                self.checks[i],
-                answer=cell.answer or "",
-                values=values,
-                expected=expected,
-                row=cell.row,
-                overrides=self._overrides,
-                stopped=self._stop.is_set,
-            )
-        return cell.model_copy(update={"checks": results, "passed": all_passed(results)})
-
-    def _run_cell(self, row: int, values: dict[str, Any], expected: str | None, variant_index: int) -> Cell:
-        variant = self.experiment.variants[variant_index]
-        if self._stop.is_set():
-            return Cell(row=row, variant=variant_index, status="cancelled")
-        try:
-            prompt = self._template.render(values, row=row + 1)
-            pictures = self._store.images(self.experiment.id, row).get(row) if self.experiment.image_columns else None
-            message = (
-                ChatMessage(role=MessageRole.user, parts=message_parts(prompt, pictures))
-                if pictures
-                else ChatMessage(role=MessageRole.user, content=prompt)
-            )
-            request = variant.request([message])
-        except (TemplateError, ValidationError) as exc:
-            return self._failed(row, values, variant_index, expected, "bad_request", str(exc), None)
-        stream = self._conductor.stream(request, overrides=self._overrides)
-        parts: list[str] = []
-        try:
-            for event in stream:
-                if isinstance(event, StreamDone):
-                    response = event.response
-                    a = response.analytics
-                    results = [
-                        evaluate(
-                            check,
-                            answer=response.content,
-                            tool_calls=response.tool_calls or [],
-                            values=values,
-                            expected=expected,
-                            response_format=variant.response_format,
-                        )
-                        for check in self.checks
-                    ]
-                    return Cell(
-                        row=row,
-                        variant=variant_index,
-                        status="ok",
-                        request_id=response.metadata.id,
-                        answer=response.content,
-                        latency_ms=a.latency_ms,
-                        ttft_ms=a.time_to_first_token_ms,
-                        input_tokens=a.input_tokens,
-                        output_tokens=a.output_tokens,
-                        cost_usd=a.cost_usd,
-                        passed=all_passed(results),
-                        tool_calls=response.tool_calls or None,
-                        checks=results,
-                    )
-                if isinstance(event, StreamIncomplete):
-                    partial = event.partial
-                    a = partial.analytics
-                    return Cell(
-                        row=row,
-                        variant=variant_index,
-                        status="incomplete",
-                        request_id=partial.metadata.id,
-                        answer=partial.content,
-                        error_type=event.error.type,
-                        error_message=event.error.message,
-                        latency_ms=a.latency_ms,
-                        ttft_ms=a.time_to_first_token_ms,
-                        input_tokens=a.input_tokens,
-                        output_tokens=a.output_tokens,
-                        cost_usd=a.cost_usd,
-                        **self._verdicts(values, expected, "the answer was cut off"),
-                    )
-                if isinstance(event, TextDelta):
-                    parts.append(event.text)
-                if self._stop.is_set():
-                    # Closing the stream (finally) makes the log record this attempt as cancelled.
-                    return Cell(row=row, variant=variant_index, status="cancelled", answer="".join(parts) or None)
-            return self._failed(
-                row, values, variant_index, expected, "incomplete", "the stream ended without an answer", None
-            )
-        except ProviderError as error:
-            return self._failed(
-                row, values, variant_index, expected, error.type, error.message, getattr(error, "request_id", None)
-            )
-        finally:
-            stream.close()
-
-    def _verdicts(self, values: dict[str, Any], expected: str | None, why: str) -> dict[str, Any]:
-        results = failed_checks(self.checks, values, expected, why)
-        return {"passed": all_passed(results), "checks": results}
-
-    def _failed(
-        self,
-        row: int,
-        values: dict[str, Any],
-        variant: int,
-        expected: str | None,
-        kind: str,
-        message: str,
-        request_id: str | None,
-    ) -> Cell:
-        return Cell(
-            row=row,
-            variant=variant,
-            status="error",
-            request_id=request_id,
-            error_type=kind,
-            error_message=message,
-            **self._verdicts(values, expected, "no answer"),
-        )
+            self._finish(self._cells.judged_safely(cell, values, expected), was_running=False, was_judging=True)
 
     def _count(self, *, running: int = 0, judging: int = 0) -> None:
         with self._lock:
@@ -492,7 +526,7 @@ class RunHandle:
 
     def _write(self) -> None:
         pending: list[Cell] = []
-        last_beat = time.monotonic()
+        last_beat = last_stop_read = time.monotonic()
         finishing = False
         while True:
             try:
@@ -516,10 +550,25 @@ class RunHandle:
             if pending or time.monotonic() - last_beat > _HEARTBEAT_S:
                 pending = self._flush(pending, final=finishing)
                 last_beat = time.monotonic()
+            if not finishing and time.monotonic() - last_stop_read > _STOP_READ_S:
+                self._read_stop()
+                last_stop_read = time.monotonic()
             if finishing and not pending:
                 return
             if finishing:
                 time.sleep(1.0)  # the database refused the batch: retry until it takes it
+
+    def _read_stop(self) -> None:
+        """Stop asked from another process (a replica's page: `ExperimentStore.request_stop`)."""
+        if self._stop.is_set():
+            return
+        try:
+            asked = self._store.stop_requested(self.run_id)
+        except Exception:  # the database is away: read again next time
+            log.debug("experiment run %s: could not read its Stop flag", self.run_id, exc_info=True)
+            return
+        if asked:
+            self.stop()
 
     def _flush(self, pending: list[Cell], *, final: bool) -> list[Cell]:
         try:
@@ -584,7 +633,7 @@ def start_run(
     on_progress: Callable[[Progress], None] | None = None,
     dataset: tuple[str, int] | None = None,
     prompt_version_id: str | None = None,
-) -> RunHandle:
+) -> RunHandle | QueuedRun:
     """Store a new run of the experiment and start it in the background. `conductor` is a
     `Conductor` (its sync `stream` is called from worker threads); `overrides` are the
     providers a browser session added (passed to every call); `concurrency` overrides the
@@ -602,6 +651,8 @@ def start_run(
         raise ExperimentError("; ".join(problems) + ". Nothing was sent.")
     providers = list(dict.fromkeys(v.provider for v in experiment.variants))
     limits = concurrency_limits(conductor.settings.experiment_concurrency, providers, concurrency)
+    if conductor.settings.experiment_runner == "jobs":
+        return _queue_run(store, experiment, kinds, limits, overrides, dataset, prompt_version_id)
     # Holds the run's lease until finish_run.
     run = store.new_run(experiment, kinds, limits, dataset, prompt_version_id=prompt_version_id)
     try:
@@ -611,6 +662,42 @@ def start_run(
         store.finish_run(run.id, "stopped")  # never left "running" by a live process that does not run it
         raise
     return handle
+
+
+def _queue_run(
+    store: ExperimentStore,
+    experiment: Experiment,
+    checks: tuple[Check, ...],
+    limits: dict[str, int],
+    overrides: Mapping[str, Any] | None,
+    dataset: tuple[str, int] | None,
+    prompt_version_id: str | None,
+) -> QueuedRun:
+    """CONDUCTOR_EXPERIMENT_RUNNER=jobs: the run and its cells' jobs in one transaction; the
+    workers (`python -m conductor_core.worker`) answer them."""
+    from ..jobs import QueuedRun, enqueue_run
+
+    if store.engine.dialect.name != "postgresql":
+        raise ExperimentError(
+            "CONDUCTOR_EXPERIMENT_RUNNER=jobs needs a PostgreSQL database (CONDUCTOR_DATABASE_URL): "
+            "with SQLite, unset it and runs execute in this process"
+        )
+    used = [*(v.provider for v in experiment.variants), *(c.judge.provider for c in checks if c.judge is not None)]
+    session_only = [name for name in dict.fromkeys(used) if name in (overrides or {})]
+    if session_only:
+        raise ExperimentError(
+            f"{', '.join(session_only)} was set up in this browser session, and runs are answered by the workers, "
+            "which know only the configured providers: configure it on the server, or choose another. Nothing was sent."
+        )
+    run = store.new_run(
+        experiment,
+        checks,
+        limits,
+        dataset,
+        prompt_version_id=prompt_version_id,
+        enqueue=lambda conn, run: enqueue_run(conn, run, experiment, limits),
+    )
+    return QueuedRun(store, run.id)
 
 
 # --- pairwise judging: which of two variants answered a row better ------------------------------

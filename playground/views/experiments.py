@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import pandas as pd
 import streamlit as st
 
+from conductor_core.jobs import queued_progress
 from conductor_core.models import ChatMessage
 from conductor_core.workbench import exports, judging
 from conductor_core.workbench.datasets import DATA_EXTENSIONS, Dataset, DatasetError, read_dataset
@@ -168,10 +169,10 @@ def rerun(experiment_id: str) -> None:
 
 def stop(run_id: str) -> None:
     handle = RunHandle.find(run_id)
-    if handle is None:
-        note("This run is not running in this server process (it finished, or another process runs it).")
-        return
-    handle.stop()
+    if handle is not None:
+        handle.stop()
+    elif not store.request_stop(run_id):  # the workers, or the process running it, read it
+        note("This run is not running any more.")
 
 
 def rate(run_id: str, row: int, variant: int, key: str) -> None:
@@ -985,8 +986,8 @@ def draw_cell(run: Run, cell: Cell | None, *, live: bool, response_format: objec
 
 def draw_progress(run: Run, stats) -> None:
     handle = RunHandle.find(run.id)
-    if handle is not None:
-        p = handle.progress()
+    p = handle.progress() if handle is not None else queued_progress(store, run) if run.queued else None
+    if p is not None:
         text = (
             f"{p.done:,} of {p.total:,} answers · {p.ok:,} ok · {p.errors:,} failed"
             + (f" · {p.incomplete:,} cut short" if p.incomplete else "")
@@ -997,6 +998,12 @@ def draw_progress(run: Run, stats) -> None:
         st.progress(
             p.fraction, text=("Stopping: closing the calls in flight… " if p.state == "stopping" else "") + text
         )
+        if p.workers == 0:
+            st.info(
+                "Waiting for a worker: this run's requests are queued for `python -m conductor_core.worker`, "
+                "and none is running. Start one (or more) and the run goes on.",
+                icon=":material/hourglass_empty:",
+            )
         if p.database_error:
             st.warning(
                 f"The database refused the last results (they are kept and retried): {ui.escape_md(p.database_error)}",
@@ -1015,7 +1022,17 @@ def draw_progress(run: Run, stats) -> None:
     done = sum(s.cells for s in stats)
     st.progress(
         done / run.cells_total if run.cells_total else 1.0,
-        text=f"{done:,} of {run.cells_total:,} answers · running in another server process",
+        text=("Stopping… " if run.stop_requested else "")
+        + f"{done:,} of {run.cells_total:,} answers · running in another server process",
+    )
+    st.button(
+        "Stop",
+        icon=":material/stop_circle:",
+        key=f"exp_stop_{run.id}",
+        on_click=stop,
+        args=(run.id,),
+        disabled=run.stop_requested,
+        help="The process running it stops it within a second; the answers that finished are kept.",
     )
 
 
