@@ -398,6 +398,121 @@ def check_proxy(proxy_gateway: Gateway, proxy_playground: str) -> None:
 # --- the run ---------------------------------------------------------------------------------------
 
 
+# --- 6. experiments on the workers --------------------------------------------------------------
+
+# Run inside a playground container (its settings: PostgreSQL, CONDUCTOR_EXPERIMENT_RUNNER=jobs, the
+# test's upstreams), as its Experiments page does: `start_run` queues the cells for the workers.
+_START_RUN = """
+import sys
+from conductor_core.router import Conductor
+from conductor_core.workbench.datasets import read_dataset
+from conductor_core.workbench.experiments import ExperimentStore
+from conductor_core.workbench.runner import start_run
+from conductor_core.workbench.variants import Variant
+rows, name = int(sys.argv[1]), sys.argv[2]
+conductor = Conductor()
+store = ExperimentStore(conductor.log)
+data = "country,expected\\n" + "".join(f"country {i},Paris\\n" for i in range(rows))
+variants = [Variant(provider="openai", temperature=0.0), Variant(provider="openai", temperature=1.0)]
+experiment = store.create(name, "{{country}}", read_dataset(data), variants)
+print(start_run(conductor, store, experiment.id, concurrency={"openai": 2}).run_id)
+conductor.close()
+"""
+
+# Run inside the other playground: what its page reads (progress from the database), or its Stop.
+_READ_RUN = """
+import json, sys
+from conductor_core.config import load_settings
+from conductor_core.jobs import queued_progress
+from conductor_core.store import RequestLog
+from conductor_core.workbench.experiments import ExperimentStore
+log = RequestLog.from_settings(load_settings())
+store = ExperimentStore(log)
+if sys.argv[2] == "stop":
+    store.request_stop(sys.argv[1])
+p = queued_progress(store, store.run(sys.argv[1]))
+print(json.dumps({"state": p.state, "done": p.done, "total": p.total, "workers": p.workers}))
+log.close()
+"""
+
+
+def in_container(compose: list[str], service: str, script: str, *args: str) -> str:
+    result = subprocess.run(
+        [*compose, "exec", "-T", service, "python", "-c", script, *args], capture_output=True, text=True
+    )
+    check(result.returncode == 0, f"python in {service} failed: {result.stdout}{result.stderr}")
+    return result.stdout.strip().splitlines()[-1]
+
+
+def psql(compose: list[str], sql: str) -> str:
+    result = subprocess.run(
+        [*compose, "exec", "-T", "postgres", "psql", "-U", "conductor", "-d", "conductor", "-tAc", sql],
+        capture_output=True,
+        text=True,
+    )
+    check(result.returncode == 0, f"psql failed: {result.stderr}")
+    return result.stdout.strip()
+
+
+def check_workers(compose: list[str], docker: str, upstream: OpenAIServer) -> dict[str, Any]:
+    """A run started on playground 1 is answered by the workers, read as progressing on playground
+    2, survives `docker kill` of a worker holding a cell with every cell stored once, and a Stop
+    from playground 2 stops the next run everywhere."""
+    workers = subprocess.run([*compose, "ps", "-q", "worker"], capture_output=True, text=True, check=True)
+    containers = workers.stdout.split()
+    check(len(containers) == 2, f"expected two worker containers, found {containers}")
+    upstream.reset()
+    upstream.hold()  # every call waits: the test decides when cells finish
+    run_id = in_container(compose, "playground-1", _START_RUN, "6", "killed worker")
+    say(f"run {run_id} queued on playground 1 (12 cells, 2 lanes)")
+    # One cell at once per worker (test.yml): two calls held means each worker holds one.
+    until(lambda: upstream.held == 2, "each worker to hold one cell upstream")
+    seen = json.loads(in_container(compose, "playground-2", _READ_RUN, run_id, "read"))
+    check(seen["state"] == "running" and seen["workers"] == 2, f"playground 2 reads {seen}")
+    say(f"playground 2 reads the run: {seen}")
+    subprocess.run([docker, "kill", containers[0]], capture_output=True, check=True)
+    say("killed one worker (docker kill) while it held a cell")
+    upstream.release()
+    cells_sql = (
+        f"SELECT count(*), count(DISTINCT (row_index, variant_index)) FROM experiment_cells WHERE run_id = '{run_id}'"
+    )
+    status = until(
+        lambda: (s := psql(compose, f"SELECT status FROM experiment_runs WHERE id = '{run_id}'")) != "running" and s,
+        "the run to finish on the remaining worker",
+        timeout_s=240,
+        every_s=1.0,
+    )
+    check(status == "completed", f"the run ended {status}")
+    stored, distinct = psql(compose, cells_sql).split("|")
+    check(stored == distinct == "12", f"{stored} cells stored for 12 ({distinct} distinct)")
+    ok = psql(compose, f"SELECT count(*) FROM experiment_cells WHERE run_id = '{run_id}' AND status = 'ok'")
+    check(ok == "12", f"{ok} of 12 cells answered")
+    # Twelve answers, and the call the killed worker had open (answered again by the other).
+    check(upstream.request_count >= 13, f"the upstream saw {upstream.request_count} calls for 12 cells and a kill")
+    say(f"completed: 12 cells stored once each; the upstream saw {upstream.request_count} calls")
+
+    upstream.hold()
+    stopped_id = in_container(compose, "playground-1", _START_RUN, "6", "stopped from playground 2")
+    until(lambda: upstream.held >= 1, "the next run's first cell held upstream")
+    in_container(compose, "playground-2", _READ_RUN, stopped_id, "stop")
+    upstream.release()
+    status = until(
+        lambda: (
+            (s := psql(compose, f"SELECT status FROM experiment_runs WHERE id = '{stopped_id}'")) != "running" and s
+        ),
+        "the stopped run to end",
+        timeout_s=240,
+        every_s=1.0,
+    )
+    check(status == "stopped", f"the run stopped from playground 2 ended {status}")
+    cancelled = psql(
+        compose, f"SELECT count(*) FROM experiment_cells WHERE run_id = '{stopped_id}' AND status = 'cancelled'"
+    )
+    check(int(cancelled) > 0, "no cell was cancelled by the Stop")
+    say(f"Stop from playground 2: the run stopped, {cancelled} cells cancelled")
+    return {"worker_run_calls": upstream.request_count}
+
+
 def compose_url(compose: list[str], service: str, port: int) -> str:
     out = subprocess.run([*compose, "port", service, str(port)], capture_output=True, text=True, check=True).stdout
     return smoke.published(out)
@@ -463,6 +578,11 @@ def run(compose: list[str], docker: str, worker: bool, timings: dict[str, float]
         t = time.monotonic()
         results.update(step() or {})
         timings[title] = round(time.monotonic() - t, 1)
+    if worker:
+        say("\n-- 6. experiments on the workers")
+        t = time.monotonic()
+        results.update(check_workers(compose, docker, slow))
+        timings["6. experiments on the workers"] = round(time.monotonic() - t, 1)
     logs = subprocess.run([*compose, "logs", "--no-color"], capture_output=True, text=True).stdout
     check(UPSTREAM_KEY not in logs and key not in logs, "a key appears in the stack's logs")
     if not worker:
