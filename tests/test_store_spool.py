@@ -481,7 +481,15 @@ def test_a_database_emptied_under_a_running_process_is_migrated_again(backend: B
     everything = MetaData()
     everything.reflect(engine)
     assert "alembic_version" in everything.tables
-    everything.drop_all(engine)
+    if engine.dialect.name == "postgresql":
+        # Literally so: the job queue's functions and types (migration 0012) depend on its tables,
+        # and go with the schema.
+        with engine.begin() as conn:
+            schema = conn.execute(text("SELECT current_schema()")).scalar_one()
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    else:
+        everything.drop_all(engine)
     engine.dispose()
     log.submit(make_record(id="att_after_drop"))
     assert log.flush() is True
