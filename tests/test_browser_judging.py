@@ -118,6 +118,7 @@ def table_rows(page, heading: str) -> dict[str, list[str]]:
 
 
 def test_a_rubric_check_graded_by_a_judge_then_agreement_with_thumbs(lab, shots):
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p, browser_page(p, shots, "judging") as page:
@@ -195,9 +196,20 @@ def test_a_rubric_check_graded_by_a_judge_then_agreement_with_thumbs(lab, shots)
 
         # Pairwise: alpha judges A against B, each row twice with the order swapped.
         page.get_by_text("Judge two variants against each other (pairwise)").click()
-        page.get_by_role("button", name="Judge the pair").click()
         # The table's heading (the form's "Pairwise judge" box has the same words).
-        page.get_by_role("strong").filter(has_text="Pairwise judge").wait_for(timeout=120_000)
+        table_heading = page.get_by_role("strong").filter(has_text="Pairwise judge")
+        started = page.get_by_text("Judging A vs B", exact=False).or_(table_heading)
+        for _ in range(3):
+            # A click that lands while a live refresh redraws the page can be dropped (seen under
+            # load: the form stayed as it was, nothing judged): as a person would, click again.
+            wait_settled(page)
+            page.get_by_role("button", name="Judge the pair").click()
+            try:
+                started.first.wait_for(timeout=20_000)
+                break
+            except PlaywrightTimeout:
+                continue
+        table_heading.wait_for(timeout=120_000)
         eventually(lambda: "A 6 · B 2" in run_text(page), what="the pairwise result")
         pairs = table_rows(page, "Pairwise judge")
         [(pair, cells)] = pairs.items()
