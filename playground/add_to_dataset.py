@@ -25,6 +25,22 @@ def _clip(text: str, limit: int = 400) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+# The most elements the form below draws after the request's input (picker, name, checkbox,
+# answer caption and text, note, Add), and the fewest the "added" view does (success, row, button).
+_FORM_SLOTS = 7
+_ADDED_SLOTS = 3
+
+
+def _cover_the_form() -> None:
+    """Draw empty slots where the form's last elements were. The browser removes elements a
+    fragment run did not redraw only when that run ends; if a live refresh of the page starts at
+    that moment, the removal is scoped to the refresh and the dialog kept its old "Add" button,
+    answer and note under the result (streamlit/streamlit#16708). Slots drawn again replace them
+    whatever the timing."""
+    for _ in range(_FORM_SLOTS - _ADDED_SLOTS):
+        st.empty()
+
+
 @st.dialog("Add to dataset", width="medium")
 def add_to_dataset(request_id: str, source: str) -> None:
     """`source` says where the person clicked ("dashboard", "chat", "compare"): kept on the row."""
@@ -47,6 +63,7 @@ def add_to_dataset(request_id: str, source: str) -> None:
         with st.expander("The row"):
             st.code(json.dumps(row, ensure_ascii=False, indent=2)[:2000], language="json")
         st.button("Add it to another dataset", key=f"ds_again_{request_id}", on_click=ss.pop, args=(added, None))
+        _cover_the_form()
         return
     store = state.datasets()
     names = store.names()
