@@ -59,7 +59,8 @@ docker-test: install-dev
 # Several replicas (docker-compose.team.yml): two gateways, two playgrounds, workers, PostgreSQL,
 # Redis and a Caddy proxy with sticky sessions. team-up builds conductor:latest (incrementally),
 # brings the stack up healthy and prints its URLs; team-down stops it. team-test runs the same
-# stack on free ports and checks shared breakers, AUTO, a Redis outage and the proxy
+# stack on free ports and checks shared breakers, AUTO, a Redis outage, the proxy and the
+# experiment workers driven from both playgrounds' pages in Chromium
 # (docker/team.sh, docker/team.py); it removes what it started.
 team-up: install-dev
 	PY=$(PY) bash docker/team.sh up

@@ -15,7 +15,11 @@ gateways pointed at them (docker/team/test.yml), then checks, each step printing
    it on both;
 4. with Redis stopped both gateways keep answering and say "local"; started again, "shared";
 5. through the proxy: the gateways in turn (round robin); the playgrounds sticky (a cookie keeps a
-   browser on one replica); the playground's page in Chromium, its websocket through the proxy.
+   browser on one replica); the playground's page in Chromium, its websocket through the proxy;
+6. in Chromium through the proxy, one browser held to each playground: a run started on playground
+   1's Experiments page is answered by the workers and shown progressing on playground 2's page; a
+   worker killed (`docker kill`) while it holds a cell, every cell is still stored exactly once; Stop
+   on playground 2's page stops the next run in the workers.
 
 Gateway 2's reads of Redis leave no trace outside its process, so the test watches Redis itself
 (`redis-cli MONITOR`: every command, in Redis's order, with the client's address). Step 2 sends
@@ -54,6 +58,7 @@ if str(ROOT) not in sys.path:  # run as `python docker/team.py` from the checkou
 import smoke  # noqa: E402 - docker/smoke.py: the browser and URL helpers the smoke test uses
 
 from conductor_core.testing.protocol_servers import AnthropicServer, OpenAIServer, ProtocolServer  # noqa: E402
+from tests import browser_support  # noqa: E402 - waiting for the playground's reruns, as the browser tests do
 
 SmokeFailure, check = smoke.SmokeFailure, smoke.check
 UPSTREAM_KEY = "team-test-upstream-key"
@@ -400,39 +405,21 @@ def check_proxy(proxy_gateway: Gateway, proxy_playground: str) -> None:
 
 # --- 6. experiments on the workers --------------------------------------------------------------
 
-# Run inside a playground container (its settings: PostgreSQL, CONDUCTOR_EXPERIMENT_RUNNER=jobs, the
-# test's upstreams), as its Experiments page does: `start_run` queues the cells for the workers.
-_START_RUN = """
+# Run inside playground 1's container: the experiment, stored as the page stores one (its settings:
+# PostgreSQL, CONDUCTOR_EXPERIMENT_RUNNER=jobs, the test's upstreams). Its runs start from the page.
+_CREATE_EXPERIMENT = """
 import sys
 from conductor_core.router import Conductor
 from conductor_core.workbench.datasets import read_dataset
 from conductor_core.workbench.experiments import ExperimentStore
-from conductor_core.workbench.runner import start_run
 from conductor_core.workbench.variants import Variant
 rows, name = int(sys.argv[1]), sys.argv[2]
 conductor = Conductor()
 store = ExperimentStore(conductor.log)
 data = "country,expected\\n" + "".join(f"country {i},Paris\\n" for i in range(rows))
 variants = [Variant(provider="openai", temperature=0.0), Variant(provider="openai", temperature=1.0)]
-experiment = store.create(name, "{{country}}", read_dataset(data), variants)
-print(start_run(conductor, store, experiment.id, concurrency={"openai": 2}).run_id)
+print(store.create(name, "{{country}}", read_dataset(data), variants).id)
 conductor.close()
-"""
-
-# Run inside the other playground: what its page reads (progress from the database), or its Stop.
-_READ_RUN = """
-import json, sys
-from conductor_core.config import load_settings
-from conductor_core.jobs import queued_progress
-from conductor_core.store import RequestLog
-from conductor_core.workbench.experiments import ExperimentStore
-log = RequestLog.from_settings(load_settings())
-store = ExperimentStore(log)
-if sys.argv[2] == "stop":
-    store.request_stop(sys.argv[1])
-p = queued_progress(store, store.run(sys.argv[1]))
-print(json.dumps({"state": p.state, "done": p.done, "total": p.total, "workers": p.workers}))
-log.close()
 """
 
 
@@ -454,63 +441,108 @@ def psql(compose: list[str], sql: str) -> str:
     return result.stdout.strip()
 
 
-def check_workers(compose: list[str], docker: str, upstream: OpenAIServer) -> dict[str, Any]:
-    """A run started on playground 1 is answered by the workers, read as progressing on playground
-    2, survives `docker kill` of a worker holding a cell with every cell stored once, and a Stop
-    from playground 2 stops the next run everywhere."""
+def page_on(browser: Any, proxy_playground: str, replica: str) -> Any:
+    """A browser page whose sticky cookie holds it to `replica`: new browsers (contexts) are
+    spread at random over the playgrounds; the first that lands on `replica` is kept."""
+    for _ in range(40):
+        context = browser.new_context(viewport={"width": 1440, "height": 960})
+        answer = context.request.get(f"{proxy_playground}/_stcore/health")
+        if answer.headers.get("x-conductor-replica") == replica:
+            return context.new_page()  # the context's cookie jar holds the proxy's cookie
+        context.close()
+    raise SmokeFailure(f"40 new browsers and none went to {replica}")
+
+
+def open_experiment(page: Any, url: str) -> None:
+    page.goto(url)
+    page.get_by_role("heading", name="Experiments", exact=True).wait_for(timeout=120_000)
+    page.get_by_role("button", name="Re-run").wait_for(timeout=120_000)
+    browser_support.wait_idle(page, 120_000)
+
+
+def start_run_on(page: Any, number: int) -> None:
+    """Re-run → Start run N, as a person starts one (the configured calls at once per provider)."""
+    page.get_by_role("button", name="Re-run").click()
+    page.get_by_role("button", name=f"Start run {number}").click()
+
+
+def progress_text(page: Any) -> str:
+    bar = page.get_by_test_id("stProgress")
+    return bar.inner_text() if bar.count() else ""
+
+
+def check_workers(compose: list[str], docker: str, upstream: OpenAIServer, proxy_playground: str) -> dict[str, Any]:
+    """In Chromium, through the proxy: a run started on playground 1's page is answered by the
+    workers, shown progressing on playground 2's page, survives `docker kill` of a worker holding
+    a cell with every cell stored once, and Stop on playground 2's page stops the next run."""
     workers = subprocess.run([*compose, "ps", "-q", "worker"], capture_output=True, text=True, check=True)
     containers = workers.stdout.split()
     check(len(containers) == 2, f"expected two worker containers, found {containers}")
-    upstream.reset()
-    upstream.hold()  # every call waits: the test decides when cells finish
-    run_id = in_container(compose, "playground-1", _START_RUN, "6", "killed worker")
-    say(f"run {run_id} queued on playground 1 (12 cells, 2 lanes)")
-    # One cell at once per worker (test.yml): two calls held means each worker holds one.
-    until(lambda: upstream.held == 2, "each worker to hold one cell upstream")
-    seen = json.loads(in_container(compose, "playground-2", _READ_RUN, run_id, "read"))
-    check(seen["state"] == "running" and seen["workers"] == 2, f"playground 2 reads {seen}")
-    say(f"playground 2 reads the run: {seen}")
-    subprocess.run([docker, "kill", containers[0]], capture_output=True, check=True)
-    say("killed one worker (docker kill) while it held a cell")
-    upstream.release()
-    cells_sql = (
-        f"SELECT count(*), count(DISTINCT (row_index, variant_index)) FROM experiment_cells WHERE run_id = '{run_id}'"
-    )
-    status = until(
-        lambda: (s := psql(compose, f"SELECT status FROM experiment_runs WHERE id = '{run_id}'")) != "running" and s,
-        "the run to finish on the remaining worker",
-        timeout_s=240,
-        every_s=1.0,
-    )
-    check(status == "completed", f"the run ended {status}")
-    stored, distinct = psql(compose, cells_sql).split("|")
-    check(stored == distinct == "12", f"{stored} cells stored for 12 ({distinct} distinct)")
-    ok = psql(compose, f"SELECT count(*) FROM experiment_cells WHERE run_id = '{run_id}' AND status = 'ok'")
-    check(ok == "12", f"{ok} of 12 cells answered")
-    # Twelve answers, and the call the killed worker had open (answered again by the other).
-    check(upstream.request_count >= 13, f"the upstream saw {upstream.request_count} calls for 12 cells and a kill")
-    say(f"completed: 12 cells stored once each; the upstream saw {upstream.request_count} calls")
+    experiment_id = in_container(compose, "playground-1", _CREATE_EXPERIMENT, "6", "workers")
+    url = f"{proxy_playground}/experiments?experiment={experiment_id}"
+    runs_sql = f"SELECT id, status FROM experiment_runs WHERE experiment_id = '{experiment_id}' ORDER BY number"
 
-    upstream.hold()
-    stopped_id = in_container(compose, "playground-1", _START_RUN, "6", "stopped from playground 2")
-    until(lambda: upstream.held >= 1, "the next run's first cell held upstream")
-    in_container(compose, "playground-2", _READ_RUN, stopped_id, "stop")
-    upstream.release()
-    status = until(
-        lambda: (
-            (s := psql(compose, f"SELECT status FROM experiment_runs WHERE id = '{stopped_id}'")) != "running" and s
-        ),
-        "the stopped run to end",
-        timeout_s=240,
-        every_s=1.0,
-    )
-    check(status == "stopped", f"the run stopped from playground 2 ended {status}")
-    cancelled = psql(
-        compose, f"SELECT count(*) FROM experiment_cells WHERE run_id = '{stopped_id}' AND status = 'cancelled'"
-    )
-    check(int(cancelled) > 0, "no cell was cancelled by the Stop")
-    say(f"Stop from playground 2: the run stopped, {cancelled} cells cancelled")
-    return {"worker_run_calls": upstream.request_count}
+    def runs() -> list[tuple[str, str]]:
+        return [(line.split("|")[0], line.split("|")[1]) for line in psql(compose, runs_sql).splitlines() if line]
+
+    manager, browser = smoke._browser()
+    try:
+        one = page_on(browser, proxy_playground, "playground-1")
+        two = page_on(browser, proxy_playground, "playground-2")
+        say(f"experiment {experiment_id} (12 cells); two browsers, held by the proxy to playground 1 and 2")
+
+        upstream.reset()
+        upstream.hold()  # every call waits: the test decides when cells finish
+        open_experiment(one, url)
+        start_run_on(one, 1)
+        # One cell at once per worker (test.yml): two calls held means each worker holds one.
+        until(lambda: upstream.held == 2, "each worker to hold one cell upstream")
+        run_id = runs()[0][0]
+        say(f"run 1 ({run_id}) started on playground 1's page; each worker holds a cell upstream")
+
+        open_experiment(two, f"{url}&run={run_id}")
+        seen = until(
+            lambda: "2 in flight" in (text := progress_text(two)) and text, "playground 2's page to show the run"
+        )
+        check("of 12 answers" in seen, f"playground 2's page shows {seen!r}")
+        check(two.get_by_text("Waiting for a worker").count() == 0, "playground 2's page waits for a worker")
+        say(f"playground 2's page: {seen!r}")
+
+        subprocess.run([docker, "kill", containers[0]], capture_output=True, check=True)
+        say("killed one worker (docker kill) while it held a cell")
+        upstream.release()
+        two.get_by_text("Run 1 completed").wait_for(timeout=240_000)
+        say("playground 2's page: 'Run 1 completed'")
+        cells_sql = f"SELECT count(*), count(DISTINCT (row_index, variant_index)) FROM experiment_cells WHERE run_id = '{run_id}'"
+        stored, distinct = psql(compose, cells_sql).split("|")
+        check(stored == distinct == "12", f"{stored} cells stored for 12 ({distinct} distinct)")
+        ok = psql(compose, f"SELECT count(*) FROM experiment_cells WHERE run_id = '{run_id}' AND status = 'ok'")
+        check(ok == "12", f"{ok} of 12 cells answered")
+        # Twelve answers, and the call the killed worker had open (answered again by the other).
+        check(upstream.request_count >= 13, f"the upstream saw {upstream.request_count} calls for 12 cells and a kill")
+        say(f"completed: 12 cells stored once each; the upstream saw {upstream.request_count} calls")
+        calls = upstream.request_count
+
+        upstream.hold()
+        open_experiment(one, url)
+        start_run_on(one, 2)
+        until(lambda: upstream.held >= 1, "run 2's first cell held upstream")
+        stopped_id = runs()[-1][0]
+        open_experiment(two, f"{url}&run={stopped_id}")
+        two.get_by_role("button", name="Stop", exact=True).click()
+        upstream.release()
+        two.get_by_text("Run 2 was stopped").wait_for(timeout=240_000)
+        status = dict(runs())[stopped_id]
+        check(status == "stopped", f"the run stopped from playground 2 ended {status}")
+        cancelled = psql(
+            compose, f"SELECT count(*) FROM experiment_cells WHERE run_id = '{stopped_id}' AND status = 'cancelled'"
+        )
+        check(int(cancelled) > 0, "no cell was cancelled by the Stop")
+        say(f"Stop on playground 2's page: run 2 stopped there and in the workers, {cancelled} cells cancelled")
+    finally:
+        browser.close()
+        manager.stop()
+    return {"worker_run_calls": calls}
 
 
 def compose_url(compose: list[str], service: str, port: int) -> str:
@@ -581,7 +613,7 @@ def run(compose: list[str], docker: str, worker: bool, timings: dict[str, float]
     if worker:
         say("\n-- 6. experiments on the workers")
         t = time.monotonic()
-        results.update(check_workers(compose, docker, slow))
+        results.update(check_workers(compose, docker, slow, proxy_playground))
         timings["6. experiments on the workers"] = round(time.monotonic() - t, 1)
     logs = subprocess.run([*compose, "logs", "--no-color"], capture_output=True, text=True).stdout
     check(UPSTREAM_KEY not in logs and key not in logs, "a key appears in the stack's logs")
