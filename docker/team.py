@@ -520,7 +520,12 @@ def check_workers(compose: list[str], docker: str, upstream: OpenAIServer, proxy
         check(ok == "12", f"{ok} of 12 cells answered")
         # Twelve answers, and the call the killed worker had open (answered again by the other).
         check(upstream.request_count >= 13, f"the upstream saw {upstream.request_count} calls for 12 cells and a kill")
-        say(f"completed: 12 cells stored once each; the upstream saw {upstream.request_count} calls")
+        logs = subprocess.run([*compose, "logs", "--no-color", "worker"], capture_output=True, text=True).stdout
+        put_back = logs.count("stopped beating is back in the queue")
+        say(
+            f"completed: 12 cells stored once each; the upstream saw {upstream.request_count} calls; "
+            f"{put_back} cells put back by the stalled-worker check"
+        )
         calls = upstream.request_count
 
         upstream.hold()
