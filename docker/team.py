@@ -518,15 +518,16 @@ def check_workers(compose: list[str], docker: str, upstream: OpenAIServer, proxy
         check(stored == distinct == "12", f"{stored} cells stored for 12 ({distinct} distinct)")
         ok = psql(compose, f"SELECT count(*) FROM experiment_cells WHERE run_id = '{run_id}' AND status = 'ok'")
         check(ok == "12", f"{ok} of 12 cells answered")
-        # Twelve answers, and the call the killed worker had open (answered again by the other).
-        check(upstream.request_count >= 13, f"the upstream saw {upstream.request_count} calls for 12 cells and a kill")
+        # Twelve answers, and the call the killed worker had open (answered again by the other). The
+        # pages' model lists are requests to the upstream too: only chat calls count.
+        calls = sum(1 for r in upstream.requests if r["method"] == "POST")
+        check(calls >= 13, f"the upstream saw {calls} calls for 12 cells and a kill")
         logs = subprocess.run([*compose, "logs", "--no-color", "worker"], capture_output=True, text=True).stdout
         put_back = logs.count("stopped beating is back in the queue")
         say(
-            f"completed: 12 cells stored once each; the upstream saw {upstream.request_count} calls; "
-            f"{put_back} cells put back by the stalled-worker check"
+            f"completed: 12 cells stored once each; the upstream saw {calls} chat calls (and "
+            f"{upstream.request_count - calls} model lists); {put_back} cells put back by the stalled-worker check"
         )
-        calls = upstream.request_count
 
         upstream.hold()
         open_experiment(one, url)
