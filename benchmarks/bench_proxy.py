@@ -63,7 +63,7 @@ TEAM_CADDYFILE = REPO / "docker" / "team" / "Caddyfile"
 MISSING_CADDY = "caddy is not installed (apt-get install caddy; the benchmark runs the binary itself, no service)"
 SIZES = {
     "quick": {"rounds": 1, "block_s": 1.0, "warmup_s": 0.3, "replica_checks": 10},
-    "full": {"rounds": 4, "block_s": 8.0, "warmup_s": 2.0, "replica_checks": 40},
+    "full": {"rounds": 6, "block_s": 5.0, "warmup_s": 2.0, "replica_checks": 40},
 }
 # (c), (a), (b) of the brief: the baseline first.
 CONFIGS = ("gateway_direct", "proxy_1_gateway", "proxy_2_gateways")
