@@ -13,8 +13,9 @@ and streaming, the three configurations in interleaved blocks (A B C, C B A, ...
 other work on the machine hits all alike; the load average is recorded beside every block.
 
 Every request must be answered (no error, no refused connection) and written to the request
-log exactly once: the benchmark counts the log's rows after the gateways stop and exits with
-status 1 when a check fails.
+log exactly once: the benchmark counts the log's rows after the gateways stop. A paced stream
+(a second upstream sends its 20 deltas 20 ms apart) must reach the client through Caddy as it
+comes, its first text long before its end, as directly. It exits with status 1 when a check fails.
 
     python -m benchmarks.bench_proxy [--quick] [--out DIR]
 """
@@ -40,7 +41,16 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.bench_gateway_load import CONCURRENCY, KEY, MODEL, REPLY, UPSTREAM_LATENCY_MS, _block
+from benchmarks.bench_gateway_load import (
+    CONCURRENCY,
+    KEY,
+    MODEL,
+    REPLY,
+    UPSTREAM_LATENCY_MS,
+    _block,
+    _Connection,
+    _raw_request,
+)
 from benchmarks.common import (
     REPO,
     GatewayProcess,
@@ -62,11 +72,12 @@ NAME = "proxy"
 TEAM_CADDYFILE = REPO / "docker" / "team" / "Caddyfile"
 MISSING_CADDY = "caddy is not installed (apt-get install caddy; the benchmark runs the binary itself, no service)"
 SIZES = {
-    "quick": {"rounds": 1, "block_s": 1.0, "warmup_s": 0.3, "replica_checks": 10},
-    "full": {"rounds": 6, "block_s": 5.0, "warmup_s": 2.0, "replica_checks": 40},
+    "quick": {"rounds": 1, "block_s": 1.0, "warmup_s": 0.3, "replica_checks": 10, "paced_streams": 4},
+    "full": {"rounds": 6, "block_s": 5.0, "warmup_s": 2.0, "replica_checks": 40, "paced_streams": 20},
 }
 # (c), (a), (b) of the brief: the baseline first.
 CONFIGS = ("gateway_direct", "proxy_1_gateway", "proxy_2_gateways")
+PACED_CHUNK_DELAY_MS = 20.0  # the paced upstream's gap between text deltas (a stream of about 0.45 s)
 
 
 class CaddyProcess(ServerProcess):
@@ -245,6 +256,27 @@ def _replicas_seen(url: str, n: int) -> dict[str, int]:
     return dict(seen)
 
 
+async def _paced_streams(url: str, n: int) -> dict[str, Any]:
+    """`n` streams one at a time from the paced upstream: the p50 of the time to the first text
+    and of the whole stream (ms). Passed on as it comes, the first text arrives long before the
+    end; a proxy that buffered would deliver both at once."""
+    host, port, raw = _raw_request(url, f"paced/{MODEL}", True)
+    connection = _Connection(host, port)
+    first: list[float] = []
+    whole: list[float] = []
+    try:
+        for _ in range(n):
+            t0 = time.perf_counter()
+            status, ttft = await connection.send(raw, t0)
+            if status != 200 or ttft is None:
+                raise RuntimeError(f"a paced stream through {url} failed: status {status}, first text {ttft}")
+            whole.append((time.perf_counter() - t0) * 1000)
+            first.append(ttft * 1000)
+    finally:
+        await connection.close()
+    return {"n": n, "ttft_p50_ms": rounded(percentile(first, 0.5)), "total_p50_ms": rounded(percentile(whole, 0.5))}
+
+
 def _logged_rows(url: str | None, data_dir: Path, expected: int) -> int:
     """Rows in the shared request log once the gateways have stopped (each writes what it
     holds on exit; a little grace for a spool replayed late)."""
@@ -283,6 +315,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with (
         tempfile.TemporaryDirectory(prefix="conductor-bench-proxy-") as tmp,
         Upstreams([UPSTREAM_LATENCY_MS], reply=REPLY) as upstream,
+        Upstreams([UPSTREAM_LATENCY_MS], reply=REPLY, chunk_delay_ms=PACED_CHUNK_DELAY_MS) as paced,
     ):
         data_dir = Path(tmp) / "gateway-data"  # one for both gateways, as the stack's shared volume
         with shared_request_log(data_dir) as (database_url, database):
@@ -296,7 +329,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             try:
                 for _ in range(2):  # both start at once, then both must answer
                     gateways.append(
-                        GatewayProcess({"up": upstream.url}, data_dir, api_key=KEY, extra_env=extra_env, wait=False)
+                        GatewayProcess(
+                            {"up": upstream.url, "paced": paced.url},
+                            data_dir,
+                            api_key=KEY,
+                            extra_env=extra_env,
+                            wait=False,
+                        )
                     )
                 for gateway in gateways:
                     gateway.wait_ready()
@@ -316,17 +355,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     name: _replicas_seen(caddy.urls[name], size["replica_checks"])
                     for name in ("proxy_1_gateway", "proxy_2_gateways")
                 }
+                paced_streams = {
+                    name: asyncio.run(_paced_streams(url, size["paced_streams"]))
+                    for name, url in (("gateway_direct", first.url), *caddy.urls.items())
+                }
                 caddyfile = caddy.caddyfile.read_text()
             finally:
                 if caddy is not None:
                     caddy.close()
                 for gateway in gateways:
                     gateway.close()
-            answered = results.pop("answered") + 2 * size["replica_checks"]
+            answered = results.pop("answered") + 2 * size["replica_checks"] + 3 * size["paced_streams"]
             rows = _logged_rows(database_url, data_dir, answered)
 
     errors = results.pop("errors")
     balanced = sorted(replicas["proxy_2_gateways"].values()) == [size["replica_checks"] // 2] * 2
+    # Streamed as it comes: the first text within the first half of the stream (the deltas span ~0.4 s).
+    buffered = [name for name, r in paced_streams.items() if r["ttft_p50_ms"] > r["total_p50_ms"] / 2]
     checks = {
         "errors": errors,
         "answered": answered,
@@ -334,6 +379,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "every_request_logged_once": rows == answered,
         "replicas_seen": replicas,
         "round_robin_even": balanced,
+        "paced_streams": paced_streams,
+        "streamed_as_it_comes": not buffered,
     }
     failed = [
         what
@@ -341,6 +388,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             (f"{errors} request(s) failed", errors != 0),
             (f"the request log holds {rows} rows for {answered} answers", rows != answered),
             (f"through 2 gateways, one at a time, the answers came from {replicas['proxy_2_gateways']}", not balanced),
+            (f"paced streams arrived whole, not as they came, through {buffered}: {paced_streams}", bool(buffered)),
         )
         if bad
     ]
@@ -352,6 +400,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             **size,
             "concurrency": CONCURRENCY,
             "upstream_latency_ms": UPSTREAM_LATENCY_MS,
+            "paced_chunk_delay_ms": PACED_CHUNK_DELAY_MS,
             "reply_words": len(REPLY.split()),
             "gateways": "python -m gateway, one uvicorn process each on its own port, access log off",
             "request_log": database,
@@ -382,6 +431,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             )
         lines.append(f"    {section['comparison']}")
     lines.append(f"  answered {answered}, request log rows {rows}, through 2 gateways one at a time: {replicas}")
+    lines.append(f"  paced streams (first text / whole, p50 ms): {paced_streams}")
     lines.extend(f"  CHECK FAILED: {what}" for what in failed)
     report(lines)
     if failed:
