@@ -34,6 +34,7 @@ BENCHMARKS = {
     "run_grid": "benchmarks.bench_run_grid",
     "gateway_load": "benchmarks.bench_gateway_load",
     "shared_state": "benchmarks.bench_shared_state",
+    "proxy": "benchmarks.bench_proxy",
     "dashboard": "benchmarks.bench_dashboard",
     "quality": "benchmarks.bench_quality",
     "local": "benchmarks.bench_local",
