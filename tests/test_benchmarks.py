@@ -33,6 +33,7 @@ NAMES = (
     "run_grid",
     "gateway_load",
     "shared_state",
+    "proxy",
     "dashboard",
     "quality",
     "local",
@@ -264,3 +265,15 @@ def test_local_grammar_measures_each_schema_three_ways_on_the_same_prompt(
     measured = [r for r in result["ratio"].values() if r is not None]
     assert row["measured"] == (min(measured) if measured else None)
     assert "local_grammar ->" in run.stdout
+
+
+def test_caddy_balances_two_gateways_and_passes_streams_on(
+    quick_run: tuple[Path, subprocess.CompletedProcess[str]],
+) -> None:
+    out, _ = quick_run
+    result = _result(out, "proxy")
+    if "skipped" in result:
+        missing(result["skipped"])
+    assert result["failed_checks"] == []
+    checks = result["checks"]
+    assert checks["round_robin_even"] and checks["streamed_as_it_comes"]
