@@ -111,7 +111,7 @@ class _Workers:
     def __init__(self, env: dict[str, str], n: int, logs: Path) -> None:
         self.processes = []
         for i in range(n):
-            log = open(logs / f"worker-{uuid.uuid4().hex[:6]}-{i}.log", "wb")  # noqa: SIM115 - the child owns it
+            log = open(logs / f"worker-{uuid.uuid4().hex[:6]}-{i}.log", "wb")
             self.processes.append(
                 subprocess.Popen(
                     [sys.executable, "-m", "conductor_core.worker"],
@@ -294,7 +294,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return statistics.median(values) if values else None
 
     summary = {
-        runner: {key: rounded(median(runner, key), 4) for key in ("wall_s", "ratio_to_ideal", "cells_per_s", "cpu_ms_per_cell")}
+        runner: {
+            key: rounded(median(runner, key), 4)
+            for key in ("wall_s", "ratio_to_ideal", "cells_per_s", "cpu_ms_per_cell")
+        }
         for runner in ("1 worker", "2 workers", "in-process")
     }
     payload = envelope(
@@ -314,7 +317,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         summary=summary,
         runs=results,
         targets=[
-            target(f"{n} wall time / ideal schedule (cells × latency ÷ limit)", summary[n]["ratio_to_ideal"], LIMIT_RATIO, unit="x")
+            target(
+                f"{n} wall time / ideal schedule (cells × latency ÷ limit)",
+                summary[n]["ratio_to_ideal"],
+                LIMIT_RATIO,
+                unit="x",
+            )
             for n in ("1 worker", "2 workers")
         ],
     )
