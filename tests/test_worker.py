@@ -380,7 +380,7 @@ def test_a_cell_answered_twice_is_stored_once_and_the_run_finishes_once(database
 
 def test_cells_stored_at_the_same_moment_by_many_workers_finish_the_run(database: str, tmp_path: Path) -> None:
     """The last cells of a run stored at once, in concurrent transactions: the run is finished
-    by exactly one of them (each counts the cells stored before it, in order of the run's row)."""
+    by exactly one of them (each counts the cells after its own commit, so the last to commit sees all)."""
     import threading
 
     from conductor_core.workbench.experiments import Cell

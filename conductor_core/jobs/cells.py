@@ -187,7 +187,8 @@ def _lane_job(
             enqueue_next(conn, run_id, experiment, run.concurrency, at, cell_variant)
 
         last = k == len(chunk) - 1
-        status = store.write_cells(run_id, [cell], once=True, finish=True, on_stored=queue_next if last else None)
+        # The run's last cell is a lane's last, so the last of a chunk: only then can the run be finished.
+        status = store.write_cells(run_id, [cell], once=True, finish=last, on_stored=queue_next if last else None)
         if status is not None:
             log.info("experiment run %s %s", run_id, status)
 
