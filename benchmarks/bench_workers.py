@@ -257,15 +257,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             run = _wait(lambda: (r := store.run(handle.run_id)).status != "running" and r, f"the {label} run")
             cpu = (workers.cpu_s() if workers else time.process_time()) - cpu0
             wall = (run.finished_at - run.created_at).total_seconds()
+            checked = _checked(store, handle.run_id, cells_total)
+            # The ideal again with the calls' p50 latency as the runner saw it: on a loaded machine the
+            # upstream process answers late too; what is left above this ratio is the runner's own.
+            seen_ideal_s = rows * checked["call_latency_ms_p50"] / 1000 / LIMIT
             found = {
                 "runner": label,
                 "wall_s": rounded(wall),
                 "ratio_to_ideal": rounded(wall / ideal_s, 4),
+                "ratio_to_ideal_at_seen_latency": rounded(wall / seen_ideal_s, 4),
                 "cells_per_s": rounded(cells_total / wall, 1),
                 "cpu_ms_per_cell": rounded(cpu * 1000 / cells_total, 2),
                 "load_before": load_before,
                 "load_after": load(),
-                **_checked(store, handle.run_id, cells_total),
+                **checked,
             }
             results.append(found)
             print(f"  {label}: {json.dumps(found)}", flush=True)
@@ -296,7 +301,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     summary = {
         runner: {
             key: rounded(median(runner, key), 4)
-            for key in ("wall_s", "ratio_to_ideal", "cells_per_s", "cpu_ms_per_cell")
+            for key in ("wall_s", "ratio_to_ideal", "ratio_to_ideal_at_seen_latency", "cells_per_s", "cpu_ms_per_cell")
         }
         for runner in ("1 worker", "2 workers", "in-process")
     }
@@ -333,7 +338,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"  {rows} rows × {len(PROVIDERS)} variants, {LATENCY_MS:g} ms upstream, {LIMIT} at once per provider: "
             f"ideal {ideal_s:.2f} s",
             *(
-                f"  {runner}: {s['wall_s']} s, {s['ratio_to_ideal']}× ideal, {s['cells_per_s']} cells/s, "
+                f"  {runner}: {s['wall_s']} s, {s['ratio_to_ideal']}× ideal "
+                f"({s['ratio_to_ideal_at_seen_latency']}× at the latency seen), {s['cells_per_s']} cells/s, "
                 f"{s['cpu_ms_per_cell']} ms CPU a cell"
                 for runner, s in summary.items()
             ),
