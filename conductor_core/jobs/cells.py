@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -119,6 +120,7 @@ def _lane_job(
     position: int,
     variant: int,
     failure: str | None = None,
+    leaving: threading.Event | None = None,
 ) -> None:
     """Answer the chunk of a run's lane that starts at `position` (its provider's cells are
     dealt round the lanes, queue.lane_cell): LANE_CHUNK cells, `lanes` apart. Each cell is
@@ -127,7 +129,8 @@ def _lane_job(
     vanished, a shutdown) skips the cells stored already, so each is asked once; chunks are
     fixed by `position`, so a retried job and one presumed dead end on the same cell and only
     one of them queues the next. `failure`: the last try, every cell left is stored as this
-    error (the run can finish)."""
+    error (the run can finish). `leaving`: set when the worker was told to stop; the cell in
+    flight finishes, the rest of the chunk goes back to the queue."""
     run, experiment = runs.get(run_id)
     provider = experiment.variants[variant].provider
     lanes = max(1, int(run.concurrency.get(provider, 1)))
@@ -191,6 +194,10 @@ def _lane_job(
         status = store.write_cells(run_id, [cell], once=True, finish=last, on_stored=queue_next if last else None)
         if status is not None:
             log.info("experiment run %s %s", run_id, status)
+        if leaving is not None and leaving.is_set() and not last:
+            raise _ShutDown(
+                f"the rest of the chunk after cell {row}/{cell_variant} of run {run_id} goes back to the queue"
+            )
 
 
 def make_app(database_url: str) -> procrastinate.App:
@@ -224,6 +231,7 @@ def run_worker(conductor: Any, store: ExperimentStore, options: WorkerOptions | 
     database_url = str(store.engine.url.render_as_string(hide_password=False))
     app = make_app(database_url)
     runs = _Runs(conductor, store, options.stop_poll_s)
+    leaving = threading.Event()  # SIGTERM / SIGINT came: no new cell, the chunks in hand go back
 
     @app.task(
         name=CELL_TASK,
@@ -235,7 +243,7 @@ def run_worker(conductor: Any, store: ExperimentStore, options: WorkerOptions | 
     def experiment_cell(context: Any, run_id: str, row: int, variant: int, position: int) -> None:
         # (row, variant): the chunk's first cell, for the logs; the chunk is fixed by `position`.
         try:
-            _lane_job(runs, store, conductor, context, run_id, position, variant)
+            _lane_job(runs, store, conductor, context, run_id, position, variant, leaving=leaving)
         except _ShutDown:
             raise
         except Exception as exc:
@@ -254,8 +262,11 @@ def run_worker(conductor: Any, store: ExperimentStore, options: WorkerOptions | 
         )
         async with app.open_async():
             recovery = asyncio.create_task(_put_back_stalled(app, options), name="put back stalled cells")
-            try:
-                await app.run_worker_async(
+            # The worker's own signal handling (procrastinate's, which it replaces, does the same
+            # after this): cancelling run_worker_async is its graceful stop, `grace_s` for the jobs.
+            loop = asyncio.get_running_loop()
+            worker = asyncio.create_task(
+                app.run_worker_async(
                     queues=[QUEUE],
                     name="conductor-worker",
                     concurrency=options.concurrency,
@@ -265,8 +276,27 @@ def run_worker(conductor: Any, store: ExperimentStore, options: WorkerOptions | 
                     update_heartbeat_interval=options.heartbeat_s,
                     stalled_worker_timeout=options.stalled_after_s,
                     delete_jobs="successful",  # the queue keeps what is left to do (and what failed)
-                )
+                    install_signal_handlers=False,
+                ),
+                name="worker",
+            )
+
+            def stop() -> None:
+                if not leaving.is_set():
+                    log.info("stopping: the cells in flight finish, the rest of their chunks go back to the queue")
+                    leaving.set()
+                    worker.cancel()
+
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(signum, stop)
+            try:
+                await worker
+            except asyncio.CancelledError:
+                if not leaving.is_set():
+                    raise
             finally:
+                for signum in (signal.SIGTERM, signal.SIGINT):
+                    loop.remove_signal_handler(signum)
                 recovery.cancel()
 
     asyncio.run(main())
