@@ -31,6 +31,7 @@ BENCHMARKS = {
     "overhead": "benchmarks.bench_overhead",
     "fanout": "benchmarks.bench_fanout",
     "experiments": "benchmarks.bench_experiments",
+    "workers": "benchmarks.bench_workers",
     "run_grid": "benchmarks.bench_run_grid",
     "gateway_load": "benchmarks.bench_gateway_load",
     "shared_state": "benchmarks.bench_shared_state",

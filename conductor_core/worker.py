@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from .config import load_settings, redact
 from .jobs.cells import WorkerOptions, run_worker
 from .router import Conductor
+from .store import RequestLog
 from .workbench.experiments import ExperimentStore
 
 __all__ = ["main"]
@@ -84,7 +85,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     try:
-        conductor = Conductor(settings, source="worker")
+        # A connection for each cell at once, the request log's writer and the queue's own work.
+        log = RequestLog.from_settings(settings, pool_size=options.concurrency + 4)
+        conductor = Conductor(settings, request_log=log, source="worker")
         store = ExperimentStore(conductor.log)
     except Exception as error:  # noqa: BLE001 - a database or provider that cannot start: say which
         print(f"could not start: {type(error).__name__}: {redact(error)}", file=sys.stderr)

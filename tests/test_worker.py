@@ -306,6 +306,40 @@ def test_sigterm_puts_the_cells_in_flight_back_and_the_worker_exits_cleanly(
         conductor.close()
 
 
+def test_sigterm_answers_the_cell_in_flight_and_hands_the_rest_of_its_chunk_back(
+    clouds: dict[str, Any], database: str, workers: Workers, tmp_path: Path
+) -> None:
+    """A job answers a chunk of its lane's cells; a worker told to stop finishes the cell in
+    flight and puts the rest of the chunk back in the queue at once (not after its grace)."""
+    conductor, store = playground(clouds, database, tmp_path)
+    upstream = clouds["openai"]
+    try:
+        upstream.hold()
+        # One lane of twelve cells, one chunk; CONDUCTOR_WORKER_GRACE_S=60: time enough to answer it all.
+        leaving = workers.start(concurrency=1)
+        wait_for_workers(store, 1, workers)
+        experiment = store.create(
+            "Handed back",
+            "{{country}}",
+            read_dataset(rows(6)),
+            [Variant(provider="openai", temperature=0.0), Variant(provider="openai", temperature=1.0)],
+        )
+        handle = start_run(conductor, store, experiment.id, concurrency={"openai": 1})
+        wait_for(lambda: upstream.held == 1, "the lane's first call held upstream")
+        leaving.send_signal(signal.SIGTERM)
+        wait_for(lambda: "stopping:" in workers.logs(), "the worker to take the signal")
+        upstream.release()  # nothing is held any more: a worker that kept going would answer all twelve
+        assert leaving.wait(DEADLINE_S) == 0, workers.logs()
+        assert [(c.row, c.variant, c.status) for c in store.cells(handle.run_id)] == [(0, 0, "ok")]
+        assert store.run(handle.run_id).status == "running" and upstream.request_count == 1
+        workers.start(concurrency=1)
+        assert finished(store, handle.run_id, workers) == "completed"
+        assert {c.status for c in stored_once(store, handle.run_id, 12)} == {"ok"}
+        assert upstream.request_count == 12
+    finally:
+        conductor.close()
+
+
 def test_jobs_need_postgresql_and_say_so(clouds: dict[str, Any], tmp_path: Path) -> None:
     conductor = cloud_conductor(clouds, tmp_path / "data", None, experiment_runner="jobs")
     try:
@@ -380,7 +414,7 @@ def test_a_cell_answered_twice_is_stored_once_and_the_run_finishes_once(database
 
 def test_cells_stored_at_the_same_moment_by_many_workers_finish_the_run(database: str, tmp_path: Path) -> None:
     """The last cells of a run stored at once, in concurrent transactions: the run is finished
-    by exactly one of them (each counts the cells stored before it, in order of the run's row)."""
+    by exactly one of them (each counts the cells after its own commit, so the last to commit sees all)."""
     import threading
 
     from conductor_core.workbench.experiments import Cell

@@ -22,8 +22,10 @@ The queue: procrastinate (pinned, requirements.txt), chosen over PgQueuer for wh
   once for the run, however many workers there are (as the in-process runner gives each
   provider `limit` threads). A job waiting for its lane is not fetched, so it holds no worker
   slot; a lane freed wakes the workers (a trigger of migration 0012). Only each lane's head is
-  in the queue: a cell's job queues the next of its lane when it stores its cell (procrastinate
-  looks at every waiting job of a busy lane on each fetch: 25 ms with 2,000 waiting);
+  in the queue (procrastinate looks at every waiting job of a busy lane on each fetch: 25 ms
+  with 2,000 waiting), and a job answers a chunk of its lane (cells.LANE_CHUNK cells, one after
+  another), queueing the lane's next chunk when it stores the chunk's last cell: the queue's
+  own work per job (fetch, finish, the wake-up) is paid once per chunk;
 - workers heartbeat in its `procrastinate_workers` table, and `get_stalled_jobs` finds the
   jobs of a worker that stopped beating (kill -9): any worker puts them back in the queue.
 

@@ -3,25 +3,28 @@
     options = WorkerOptions(concurrency=8)
     run_worker(conductor, store, options)   # until SIGTERM / SIGINT
 
-A cell's job (args: run_id, row, variant) runs in one of procrastinate's threads:
+A job (args: run_id, position, and the row and variant of its first cell) answers a chunk of
+one lane: LANE_CHUNK of its provider's cells, one after another, in one of procrastinate's
+threads. For each cell:
 1. the run was stopped (its `stop_requested`, read at most every `stop_poll_s`): the cell is
    stored as cancelled, no call;
 2. else the variant is asked (runner.CellRunner, as the in-process runner asks it), the stream
    closed at its next event if Stop comes meanwhile (the cell is stored as cancelled), then the
    rubric checks' judges grade it;
-3. the cell is stored once (ON CONFLICT DO NOTHING) and, in the same transaction, the next cell
-   of its lane is queued (only by the job that stored it) and the run marked completed / stopped
-   when its last cell is in. A job whose cell is stored already ends at once.
+3. the cell is stored once (ON CONFLICT DO NOTHING), and the run marked completed / stopped when
+   its last cell is in; the chunk's last cell queues the lane's next chunk in the same
+   transaction (only the job that stored it does). A job tried again skips the cells stored.
 A worker shutting down (SIGTERM) lets its cells finish for `grace_s`, then closes their calls at
-the next event and puts the cells back in the queue (nothing stored): another worker (or this
-one, restarted) answers them. A worker killed outright stops beating; after `stalled_after_s`
-any live worker puts its cells back in the queue.
+the next event and puts their chunks back in the queue (the cells not stored): another worker
+(or this one, restarted) answers them. A worker killed outright stops beating; after
+`stalled_after_s` any live worker puts its cells back in the queue.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -32,7 +35,7 @@ import procrastinate
 
 from ..workbench.experiments import Cell, Experiment, ExperimentStore, Run
 from ..workbench.runner import CellRunner
-from .queue import CELL_TASK, DEFAULT_STALLED_AFTER_S, QUEUE, enqueue_next, queue_conninfo
+from .queue import CELL_TASK, DEFAULT_STALLED_AFTER_S, QUEUE, enqueue_next, lane_cell, queue_conninfo
 
 __all__ = ["WorkerOptions", "make_app", "run_worker"]
 
@@ -100,19 +103,54 @@ class _Runs:
         return self._state(run_id)[1]
 
 
-def _cell_job(
+#: Cells of one lane a job answers one after another (the queue holds the lane's next chunk
+#: meanwhile). The queue's own work for a job (fetch it, finish it, wake a worker for the next
+#: one when the lane's lock is freed) is then paid once for them rather than once a cell: on a
+#: busy machine it cost more than a 200 ms call. Between chunks the lane goes back to the queue,
+#: so a worker that starts mid-run takes lanes at their next chunk.
+LANE_CHUNK = 16
+
+
+def _lane_job(
     runs: _Runs,
     store: ExperimentStore,
     conductor: Any,
     context: Any,
     run_id: str,
-    row: int,
-    variant: int,
     position: int,
+    variant: int,
+    failure: str | None = None,
+    leaving: threading.Event | None = None,
 ) -> None:
+    """Answer the chunk of a run's lane that starts at `position` (its provider's cells are
+    dealt round the lanes, queue.lane_cell): LANE_CHUNK cells, `lanes` apart. Each cell is
+    stored on its own; the chunk's last one queues the lane's next chunk in the transaction
+    that stores it (only the job that stored it does). A job tried again (a worker that
+    vanished, a shutdown) skips the cells stored already, so each is asked once; chunks are
+    fixed by `position`, so a retried job and one presumed dead end on the same cell and only
+    one of them queues the next. `failure`: the last try, every cell left is stored as this
+    error (the run can finish). `leaving`: set when the worker was told to stop; the cell in
+    flight finishes, the rest of the chunk goes back to the queue."""
     run, experiment = runs.get(run_id)
-    if runs.finished(run_id) or store.has_cell(run_id, row, variant):
-        return  # answered already: a job put back after its cell was stored (its next was queued then)
+    provider = experiment.variants[variant].provider
+    lanes = max(1, int(run.concurrency.get(provider, 1)))
+    chunk = [
+        (at, found)
+        for at in range(position, position + LANE_CHUNK * lanes, lanes)
+        if (found := lane_cell(experiment, provider, at)) is not None
+    ]
+    if not chunk:
+        return
+    retried = context.job.attempts > 0 or failure is not None
+    first_row, last_row = chunk[0][1][0], chunk[-1][1][0]
+    rows = (
+        {
+            index: (values, expected)
+            for index, values, expected in store.rows(experiment.id, offset=first_row, limit=last_row - first_row + 1)
+        }
+        if failure is None
+        else {}
+    )
 
     def shutting_down() -> bool:
         return context.should_abort()
@@ -120,30 +158,46 @@ def _cell_job(
     def stopped() -> bool:
         return shutting_down() or runs.stopped(run_id)
 
-    if runs.stopped(run_id):
-        cell = Cell(row=row, variant=variant, status="cancelled")
-    else:
-        cells = CellRunner(conductor, store, experiment, run.checks, None, stopped=stopped)
-        ((_index, values, expected),) = store.rows(experiment.id, offset=row, limit=1)
-        try:
-            cell = cells.run_cell(row, values, expected, variant)
-        except Exception as exc:
-            log.exception("experiment cell %s/%s crashed", row, variant)
-            cell = Cell(row=row, variant=variant, status="error", error_type="internal", error_message=str(exc))
-        if cells.rubrics and cell.status == "ok":
-            cell = cells.judged_safely(cell, values, expected)
-        cut = cell.status == "cancelled" or any(
-            r.judge is not None and r.judge.status == "cancelled" for r in cell.checks or []
-        )
-        if cut and shutting_down() and not runs.stopped(run_id):
-            # Closed by the shutdown, not by Stop: another worker answers it whole.
-            raise _ShutDown(f"cell {row}/{variant} of run {run_id} goes back to the queue")
+    cells = CellRunner(conductor, store, experiment, run.checks, None, stopped=stopped)
+    for k, (at, (row, cell_variant)) in enumerate(chunk):
+        if runs.finished(run_id):
+            return  # every cell is in (stored by a job presumed dead, or by this one's earlier try)
+        if retried and store.has_cell(run_id, row, cell_variant):
+            continue  # answered already (the last of the chunk queued the next chunk with it)
+        if failure is not None:
+            cell = Cell(row=row, variant=cell_variant, status="error", error_type="internal", error_message=failure)
+        elif runs.stopped(run_id):
+            cell = Cell(row=row, variant=cell_variant, status="cancelled")
+        else:
+            values, expected = rows[row]
+            try:
+                cell = cells.run_cell(row, values, expected, cell_variant)
+            except Exception as exc:
+                log.exception("experiment cell %s/%s crashed", row, cell_variant)
+                cell = Cell(
+                    row=row, variant=cell_variant, status="error", error_type="internal", error_message=str(exc)
+                )
+            if cells.rubrics and cell.status == "ok":
+                cell = cells.judged_safely(cell, values, expected)
+            cut = cell.status == "cancelled" or any(
+                r.judge is not None and r.judge.status == "cancelled" for r in cell.checks or []
+            )
+            if cut and shutting_down() and not runs.stopped(run_id):
+                # Closed by the shutdown, not by Stop: another worker answers it (and the rest) whole.
+                raise _ShutDown(f"cell {row}/{cell_variant} of run {run_id} goes back to the queue")
 
-    def queue_next(conn: Any) -> None:
-        enqueue_next(conn, run_id, experiment, run.concurrency, position, variant)
+        def queue_next(conn: Any, at: int = at, cell_variant: int = cell_variant) -> None:
+            enqueue_next(conn, run_id, experiment, run.concurrency, at, cell_variant)
 
-    if (status := store.write_cells(run_id, [cell], once=True, finish=True, on_stored=queue_next)) is not None:
-        log.info("experiment run %s %s", run_id, status)
+        last = k == len(chunk) - 1
+        # The run's last cell is a lane's last, so the last of a chunk: only then can the run be finished.
+        status = store.write_cells(run_id, [cell], once=True, finish=last, on_stored=queue_next if last else None)
+        if status is not None:
+            log.info("experiment run %s %s", run_id, status)
+        if leaving is not None and leaving.is_set() and not last:
+            raise _ShutDown(
+                f"the rest of the chunk after cell {row}/{cell_variant} of run {run_id} goes back to the queue"
+            )
 
 
 def make_app(database_url: str) -> procrastinate.App:
@@ -177,6 +231,7 @@ def run_worker(conductor: Any, store: ExperimentStore, options: WorkerOptions | 
     database_url = str(store.engine.url.render_as_string(hide_password=False))
     app = make_app(database_url)
     runs = _Runs(conductor, store, options.stop_poll_s)
+    leaving = threading.Event()  # SIGTERM / SIGINT came: no new cell, the chunks in hand go back
 
     @app.task(
         name=CELL_TASK,
@@ -186,23 +241,18 @@ def run_worker(conductor: Any, store: ExperimentStore, options: WorkerOptions | 
         retry=procrastinate.RetryStrategy(max_attempts=_ATTEMPTS, wait=1),
     )
     def experiment_cell(context: Any, run_id: str, row: int, variant: int, position: int) -> None:
+        # (row, variant): the chunk's first cell, for the logs; the chunk is fixed by `position`.
         try:
-            _cell_job(runs, store, conductor, context, run_id, row, variant, position)
+            _lane_job(runs, store, conductor, context, run_id, position, variant, leaving=leaving)
         except _ShutDown:
             raise
         except Exception as exc:
             if context.job.attempts + 1 < _ATTEMPTS:
                 raise
-            # The last try: the cell says why, so the run can finish (nothing is left running for ever).
-            log.exception("experiment cell %s/%s of run %s failed %d times", row, variant, run_id, _ATTEMPTS)
+            # The last try: the cells left say why, so the run can finish (nothing is left running for ever).
+            log.exception("experiment cells from %s/%s of run %s failed %d times", row, variant, run_id, _ATTEMPTS)
             error = f"the worker could not answer it: {type(exc).__name__}: {exc}"
-            cell = Cell(row=row, variant=variant, status="error", error_type="internal", error_message=error)
-            run, experiment = runs.get(run_id)
-
-            def queue_next(conn: Any) -> None:
-                enqueue_next(conn, run_id, experiment, run.concurrency, position, variant)
-
-            store.write_cells(run_id, [cell], once=True, finish=True, on_stored=queue_next)
+            _lane_job(runs, store, conductor, context, run_id, position, variant, failure=error)
 
     async def main() -> None:
         # procrastinate runs a sync task in the loop's default executor: min(32, CPUs + 4) threads,
@@ -212,8 +262,11 @@ def run_worker(conductor: Any, store: ExperimentStore, options: WorkerOptions | 
         )
         async with app.open_async():
             recovery = asyncio.create_task(_put_back_stalled(app, options), name="put back stalled cells")
-            try:
-                await app.run_worker_async(
+            # The worker's own signal handling (procrastinate's, which it replaces, does the same
+            # after this): cancelling run_worker_async is its graceful stop, `grace_s` for the jobs.
+            loop = asyncio.get_running_loop()
+            worker = asyncio.create_task(
+                app.run_worker_async(
                     queues=[QUEUE],
                     name="conductor-worker",
                     concurrency=options.concurrency,
@@ -223,8 +276,27 @@ def run_worker(conductor: Any, store: ExperimentStore, options: WorkerOptions | 
                     update_heartbeat_interval=options.heartbeat_s,
                     stalled_worker_timeout=options.stalled_after_s,
                     delete_jobs="successful",  # the queue keeps what is left to do (and what failed)
-                )
+                    install_signal_handlers=False,
+                ),
+                name="worker",
+            )
+
+            def stop() -> None:
+                if not leaving.is_set():
+                    log.info("stopping: the cells in flight finish, the rest of their chunks go back to the queue")
+                    leaving.set()
+                    worker.cancel()
+
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(signum, stop)
+            try:
+                await worker
+            except asyncio.CancelledError:
+                if not leaving.is_set():
+                    raise
             finally:
+                for signum in (signal.SIGTERM, signal.SIGINT):
+                    loop.remove_signal_handler(signum)
                 recovery.cancel()
 
     asyncio.run(main())

@@ -76,9 +76,10 @@ def _defer(conn: Connection, jobs: list[dict[str, Any]]) -> None:
 def enqueue_run(conn: Connection, run: Any, experiment: Any, limits: Mapping[str, int]) -> int:
     """Queue `run`'s cells in `conn`'s transaction (if the run's row is not committed, neither is
     any job). Each provider's cells, in row order, are dealt round its `limits[provider]` lanes;
-    only the head of each lane is queued now, and each cell's job queues the next of its lane
-    when it stores its cell (`enqueue_next`): the queue holds a few jobs per run, not every
-    cell (procrastinate looks at every waiting job of a busy lane each time it fetches).
+    only the head of each lane is queued now; a job answers a chunk of its lane from there and
+    queues the lane's next chunk when it stores the chunk's last cell (`enqueue_next`): the
+    queue holds a few jobs per run, not every cell (procrastinate looks at every waiting job of
+    a busy lane each time it fetches).
     Returns the number of jobs queued."""
     if conn.dialect.name != "postgresql":
         raise RuntimeError("experiment jobs need PostgreSQL")
@@ -93,7 +94,7 @@ def enqueue_run(conn: Connection, run: Any, experiment: Any, limits: Mapping[str
 def enqueue_next(
     conn: Connection, run_id: str, experiment: Any, limits: Mapping[str, int], position: int, variant: int
 ) -> None:
-    """Queue the cell after the one at `position` in its lane (in the transaction that stored it)."""
+    """Queue the job of the lane's cells after the one at `position` (in the transaction that stored it)."""
     provider = experiment.variants[variant].provider
     lanes = max(1, int(limits.get(provider, 1)))
     job = _job(run_id, provider, lanes, position + lanes, experiment)

@@ -113,7 +113,7 @@ def is_outage(exc: BaseException) -> bool:
 class Database:
     """One engine (one connection pool) and its schema, created on first use."""
 
-    def __init__(self, url: str | None, data_dir: Path | None) -> None:
+    def __init__(self, url: str | None, data_dir: Path | None, *, pool_size: int | None = None) -> None:
         self.sqlite_dir: Path | None = None
         if url is None:
             directory = Path(data_dir) if data_dir is not None else default_data_dir()
@@ -123,7 +123,7 @@ class Database:
             self.url = make_url(normalize_database_url(url))
             if self.url.get_backend_name() == "sqlite" and self.url.database not in (None, "", ":memory:"):
                 self.sqlite_dir = Path(self.url.database).parent
-        self.engine = _create_engine(self.url)
+        self.engine = _create_engine(self.url, pool_size)
         self.dialect: str = self.engine.dialect.name
         self.closed = False
         #: Why the schema could not be brought to this code's on open (a `SchemaError`'s
@@ -273,7 +273,7 @@ class Database:
         self.engine.dispose()
 
 
-def _create_engine(url: URL) -> Engine:
+def _create_engine(url: URL, pool_size: int | None = None) -> Engine:
     # hide_parameters: a failed INSERT must not put prompt text into an exception message.
     if url.get_backend_name() == "sqlite":
         engine = create_engine(
@@ -301,5 +301,9 @@ def _create_engine(url: URL) -> Engine:
     if url.get_backend_name() == "postgresql" and "connect_timeout" not in url.query:
         # An unreachable database must cost seconds, not minutes.
         connect_args["connect_timeout"] = 5
+    # pool_size: connections kept open. A process with more threads at the database at once
+    # than that opens (and closes again) a connection each time it is short of one: a worker
+    # answering dozens of cells at once asks for one that fits them.
+    sized = {"pool_size": pool_size} if pool_size is not None else {}
     # pre_ping: after a database restart the first write gets a fresh connection, not an error.
-    return create_engine(url, hide_parameters=True, pool_pre_ping=True, connect_args=connect_args)
+    return create_engine(url, hide_parameters=True, pool_pre_ping=True, connect_args=connect_args, **sized)

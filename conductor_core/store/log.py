@@ -58,8 +58,15 @@ class RequestLog:
     ``conductor_core/store/spool.py``) for every database, PostgreSQL included; without it,
     Settings' default (``~/.local/share/conductor``)."""
 
-    def __init__(self, url: str | None = None, *, data_dir: Path | None = None, log_prompts: bool = True) -> None:
-        self._db = Database(url, data_dir)
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        data_dir: Path | None = None,
+        log_prompts: bool = True,
+        pool_size: int | None = None,
+    ) -> None:
+        self._db = Database(url, data_dir, pool_size=pool_size)
         spool_dir = None
         if not self._db.in_memory:  # an in-memory database dies with its process: nothing to replay
             spool_dir = spool_directory(
@@ -70,8 +77,11 @@ class RequestLog:
         _open_logs.add(self)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> RequestLog:
-        return cls(settings.database_url, data_dir=settings.data_dir, log_prompts=settings.log_prompts)
+    def from_settings(cls, settings: Settings, *, pool_size: int | None = None) -> RequestLog:
+        """`pool_size`: database connections kept open (None: SQLAlchemy's default, 5)."""
+        return cls(
+            settings.database_url, data_dir=settings.data_dir, log_prompts=settings.log_prompts, pool_size=pool_size
+        )
 
     def __repr__(self) -> str:
         return f"RequestLog({self.url!r}, log_prompts={self.log_prompts})"

@@ -1196,12 +1196,16 @@ class ExperimentStore:
         finish: bool = False,
         on_stored: Callable[[Connection], object] | None = None,
     ) -> RunStatus | None:
-        """Insert finished cells in one transaction (and beat the run's heart). With `once`, a
-        cell stored already is left as it is (a worker retrying a job another worker finished:
-        a cell is stored once, by the first). With `finish`, the run is marked finished in the
-        same transaction if these were its last cells (`finish_if_complete`; its status then).
+        """Insert finished cells in one transaction (and beat the run's heart). With `once` (a
+        queued run's worker), a cell stored already is left as it is (a worker retrying a job
+        another worker finished: a cell is stored once, by the first), and the run's heart is not
+        beaten (a queued run lives while its workers do): the transaction then takes no lock on
+        the run's row, so the cells of one run are stored side by side, not one at a time. With
+        `finish`, the run is marked finished if these were its last cells (its status then), in
+        a transaction of its own after this one commits: of two cells stored at once, the one
+        that commits last sees both, so the last cell always finishes the run.
         `on_stored(conn)` runs in the transaction when every cell was stored by this call (none
-        was there already): a worker queues the next cell of its lane there, exactly once."""
+        was there already): a worker queues the next cells of its lane there, exactly once."""
         if not cells:
             return None
         now = time.time()
@@ -1231,14 +1235,16 @@ class ExperimentStore:
         if once:
             statement = _insert_once(self.engine.dialect.name)
         with self.engine.begin() as conn:
-            # The run's row first: its lock orders the transactions storing this run's cells, so
-            # the count below sees every cell stored before (the last cell always finishes the run).
-            conn.execute(update(runs_table).where(runs_table.c.id == run_id).values(heartbeat_ts=now))
+            if not once:
+                conn.execute(update(runs_table).where(runs_table.c.id == run_id).values(heartbeat_ts=now))
             if on_stored is None:
                 conn.execute(statement, rows)
             elif len(conn.execute(statement.returning(cells_table.c.row_index), rows).all()) == len(rows):
                 on_stored(conn)  # every cell is stored by this call (a rowcount says -1 here)
-            return _finish_if_complete(conn, run_id) if finish else None
+        if not finish:
+            return None
+        with self.engine.begin() as conn:
+            return _finish_if_complete(conn, run_id)
 
     def _kept_verdict(self, result: CheckResult) -> dict[str, Any]:
         """A verdict as stored: redacted (a judge may quote an answer that holds a key); a judge's
@@ -1677,7 +1683,8 @@ def _earlier_dataset(conn: Any, experiment_id: str) -> tuple[str, int] | None:
 
 
 def _finish_if_complete(conn: Connection, run_id: str) -> RunStatus | None:
-    """In a transaction that holds the run's row lock (it updated the row)."""
+    """After the transaction that stored the cells committed (it sees them, and every cell
+    committed before; two runs of it at once: the second finds the run finished already)."""
     r, c = runs_table.c, cells_table.c
     stored = select(func.count()).where(c.run_id == run_id).scalar_subquery()
     status = case((r.stop_requested == True, "stopped"), else_="completed")  # noqa: E712
