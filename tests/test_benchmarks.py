@@ -34,6 +34,7 @@ NAMES = (
     "gateway_load",
     "shared_state",
     "proxy",
+    "workers",
     "dashboard",
     "quality",
     "local",
@@ -277,3 +278,15 @@ def test_caddy_balances_two_gateways_and_passes_streams_on(
     assert result["failed_checks"] == []
     checks = result["checks"]
     assert checks["round_robin_even"] and checks["streamed_as_it_comes"]
+
+
+def test_workers_answered_every_cell_once_on_one_and_two_workers(
+    quick_run: tuple[Path, subprocess.CompletedProcess[str]],
+) -> None:
+    out, _ = quick_run
+    result = _result(out, "workers")
+    if "skipped" in result:
+        missing(result["skipped"])
+    # Each run's cells were counted before its figures were kept (the benchmark fails otherwise).
+    assert set(result["summary"]) == {"1 worker", "2 workers", "in-process"}
+    assert all(s["cells_per_s"] > 0 for s in result["summary"].values())
