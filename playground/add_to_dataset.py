@@ -25,22 +25,6 @@ def _clip(text: str, limit: int = 400) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-# The most elements the form below draws after the request's input (picker, name, checkbox,
-# answer caption and text, note, Add), and the fewest the "added" view does (success, row, button).
-_FORM_SLOTS = 7
-_ADDED_SLOTS = 3
-
-
-def _cover_the_form() -> None:
-    """Draw empty slots where the form's last elements were. The browser removes elements a
-    fragment run did not redraw only when that run ends; if a live refresh of the page starts at
-    that moment, the removal is scoped to the refresh and the dialog kept its old "Add" button,
-    answer and note under the result (streamlit/streamlit#16708). Slots drawn again replace them
-    whatever the timing."""
-    for _ in range(_FORM_SLOTS - _ADDED_SLOTS):
-        st.empty()
-
-
 @st.dialog("Add to dataset", width="medium")
 def add_to_dataset(request_id: str, source: str) -> None:
     """`source` says where the person clicked ("dashboard", "chat", "compare"): kept on the row."""
@@ -56,24 +40,26 @@ def add_to_dataset(request_id: str, source: str) -> None:
     if extra:
         st.caption("Also: " + ", ".join(f"`{k}`" for k in extra))
     added = f"ds_added_{request_id}"
-    if ss.get(added):
-        # Added in this dialog: say where, and offer another dataset rather than a second copy.
-        label, rows, row = ss[added]
-        st.success(f"Added to {label} ({rows:,} row{'s' if rows != 1 else ''}).", icon=":material/check:")
-        with st.expander("The row"):
-            st.code(json.dumps(row, ensure_ascii=False, indent=2)[:2000], language="json")
-        st.button("Add it to another dataset", key=f"ds_again_{request_id}", on_click=ss.pop, args=(added, None))
-        _cover_the_form()
-        return
+    done = ss.get(added)
+    # Once added, the same form is drawn again, disabled, with the result after it. Every widget
+    # keeps its place and key: the browser removes what a dialog run did not redraw only when that
+    # run ends, and a live refresh starting at that moment leaves it there (streamlit/streamlit#16708),
+    # so a form that gave way to another view could keep its old "Add" button under the result.
     store = state.datasets()
     names = store.names()
-    choice = st.selectbox("Dataset", [*names, NEW_DATASET], index=len(names), key=f"ds_pick_{request_id}")
-    name = st.text_input("Name of the new dataset", key=f"ds_new_{request_id}") if choice == NEW_DATASET else choice
+    choice = st.selectbox(
+        "Dataset", [*names, NEW_DATASET], index=len(names), key=f"ds_pick_{request_id}", disabled=bool(done)
+    )
+    name = (
+        st.text_input("Name of the new dataset", key=f"ds_new_{request_id}", disabled=bool(done))
+        if choice == NEW_DATASET
+        else choice
+    )
     has_answer = bool((found.answer or "").strip())
     good = st.checkbox(
         "Answer is good → use as expected",
         key=f"ds_good_{request_id}",
-        disabled=not has_answer,
+        disabled=not has_answer or bool(done),
         help="The answer becomes the row's `expected` column, which Experiments' checks compare with."
         if has_answer
         else "This request has no answer kept (it failed, or answers are not logged).",
@@ -82,6 +68,15 @@ def add_to_dataset(request_id: str, source: str) -> None:
         st.caption("Answer")
         st.code(_clip(found.answer or ""), language=None, wrap_lines=True)
     st.caption(found.note)
+    if done:
+        # Added in this dialog: say where, and offer another dataset rather than a second copy.
+        label, rows, row = done
+        st.button("Added", icon=":material/check:", key=f"ds_add_{request_id}", disabled=True)
+        st.success(f"Added to {label} ({rows:,} row{'s' if rows != 1 else ''}).", icon=":material/check:")
+        with st.expander("The row"):
+            st.code(json.dumps(row, ensure_ascii=False, indent=2)[:2000], language="json")
+        st.button("Add it to another dataset", key=f"ds_again_{request_id}", on_click=ss.pop, args=(added, None))
+        return
     if st.button("Add", type="primary", icon=":material/playlist_add:", key=f"ds_add_{request_id}"):
         try:
             row = found.row(answer_is_good=good)
@@ -96,4 +91,4 @@ def add_to_dataset(request_id: str, source: str) -> None:
             st.error(str(error), icon=":material/error:")
             return
         ss[added] = (version.label, version.row_count, row)
-        st.rerun(scope="fragment")  # the dialog again: the result, and no second Add
+        st.rerun(scope="fragment")  # the dialog again: the form disabled, the result, no second Add

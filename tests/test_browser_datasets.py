@@ -102,8 +102,10 @@ def test_add_a_logged_request_to_a_dataset_then_run_an_experiment_on_that_versio
             dialog.get_by_text("Added to capitals v1 (1 row).").wait_for(timeout=60_000)
             wait_idle(page)
             shots(page, "added_to_dataset")
-            # Added once: no second Add in this dialog, only "another dataset".
+            # Added once: no second Add in this dialog (it reads "Added", disabled), only "another dataset".
             assert dialog.get_by_role("button", name="Add", exact=True).count() == 0
+            assert dialog.get_by_role("button", name="Added").is_disabled()
+            assert dialog.get_by_label("Name of the new dataset").is_disabled()
             assert dialog.get_by_role("button", name="Add it to another dataset").is_visible()
 
             log, datasets, experiments = stores(app)
