@@ -146,7 +146,8 @@ class Settings(BaseSettings):
     experiment_judge_concurrency: int = Field(
         default=2,
         ge=1,
-        description="Judge calls at once in an experiment run (rubric checks), beside the answers' own limits.",
+        description="Judge calls at once in an experiment run (rubric checks), beside the answers' own limits; "
+        "for runs queued for workers, at once in each worker process.",
     )
 
     # Shared routing state (conductor_core.state): several replicas share breakers and AUTO's metrics.

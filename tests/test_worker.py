@@ -9,6 +9,7 @@ with a generous deadline: the machine is shared and slow.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -26,7 +27,7 @@ from conductor_core.providers.spec import provider_variables
 from conductor_core.router import Conductor
 from conductor_core.store import RequestLog
 from conductor_core.workbench.datasets import read_dataset
-from conductor_core.workbench.experiments import ExperimentError, ExperimentStore
+from conductor_core.workbench.experiments import Check, ExperimentError, ExperimentStore
 from conductor_core.workbench.runner import RunHandle, start_run
 from conductor_core.workbench.variants import Variant
 from tests.store_backends import REPO_ROOT, postgres_schema
@@ -336,6 +337,39 @@ def test_sigterm_answers_the_cell_in_flight_and_hands_the_rest_of_its_chunk_back
         assert finished(store, handle.run_id, workers) == "completed"
         assert {c.status for c in stored_once(store, handle.run_id, 12)} == {"ok"}
         assert upstream.request_count == 12
+    finally:
+        conductor.close()
+
+
+def test_a_queued_run_s_rubric_is_judged_by_the_workers_at_most_the_judge_limit_at_once(
+    clouds: dict[str, Any], database: str, workers: Workers, tmp_path: Path
+) -> None:
+    """Answers from Anthropic, graded by a rubric whose judge is the OpenAI upstream: every cell
+    carries the judge's verdict, and a worker answering 4 cells at once asks at most
+    experiment_judge_concurrency (1 here) judges at once."""
+    conductor, store = playground(clouds, database, tmp_path)  # resets the servers
+    judge = clouds["openai"]
+    judge.json_reply = json.dumps({"pass": True, "score": 0.9, "reason": "names Paris"})
+    judge.latency_s = 0.3  # judgements overlap unless the worker keeps them apart
+    try:
+        workers.start(concurrency=4, CONDUCTOR_EXPERIMENT_JUDGE_CONCURRENCY="1")
+        wait_for_workers(store, 1, workers)
+        experiment = store.create(
+            "Judged",
+            "{{country}}",
+            read_dataset(rows(6)),
+            [Variant(provider="anthropic", temperature=t) for t in (0, 1)],
+        )
+        rubric = Check.model_validate(
+            {"kind": "rubric", "rubric": "Does {{answer}} name {{expected}}?", "judge": {"provider": "openai"}}
+        )
+        handle = start_run(conductor, store, experiment.id, checks=[rubric], concurrency={"anthropic": 4})
+        assert finished(store, handle.run_id, workers) == "completed"
+        cells = stored_once(store, handle.run_id, 12)
+        verdicts = {(c.checks[0].passed, c.checks[0].score, c.checks[0].judge.status) for c in cells}  # type: ignore[index,union-attr]
+        assert verdicts == {(True, 0.9, "ok")}
+        assert sum(r["path"].endswith("/chat/completions") for r in judge.requests) == 12
+        assert judge.peak_in_flight == 1
     finally:
         conductor.close()
 

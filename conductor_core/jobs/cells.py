@@ -71,6 +71,9 @@ class _Runs:
         self._lock = threading.Lock()
         self._known: dict[str, tuple[Run, Experiment]] = {}
         self._state_read: dict[str, tuple[float, bool, bool]] = {}  # run -> (read at, stop asked, finished)
+        #: Rubric judges asked at once by this worker's cells, whatever run they belong to (the
+        #: in-process runner gives each run as many judge threads): experiment_judge_concurrency.
+        self.judges = threading.BoundedSemaphore(max(1, int(conductor.settings.experiment_judge_concurrency)))
 
     def get(self, run_id: str) -> tuple[Run, Experiment]:
         with self._lock:
@@ -178,7 +181,8 @@ def _lane_job(
                     row=row, variant=cell_variant, status="error", error_type="internal", error_message=str(exc)
                 )
             if cells.rubrics and cell.status == "ok":
-                cell = cells.judged_safely(cell, values, expected)
+                with runs.judges:
+                    cell = cells.judged_safely(cell, values, expected)
             cut = cell.status == "cancelled" or any(
                 r.judge is not None and r.judge.status == "cancelled" for r in cell.checks or []
             )
