@@ -9,7 +9,7 @@ limits (rpm, tpm) and a budget per day or month, enforced by the gateway across 
 from __future__ import annotations
 
 from .store import KEY_PREFIX, BudgetPeriod, GatewayKey, KeyRing, KeyStore, hash_key, period_bounds
-from .usage import KeyUse, current_use, using
+from .usage import KeyUse, current_use, reset_use, using
 
 __all__ = [
     "KEY_PREFIX",
@@ -21,5 +21,6 @@ __all__ = [
     "current_use",
     "hash_key",
     "period_bounds",
+    "reset_use",
     "using",
 ]

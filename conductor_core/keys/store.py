@@ -90,7 +90,9 @@ def period_bounds(period: BudgetPeriod, now: datetime | None = None) -> tuple[da
         start = now.replace(hour=0, minute=0, second=0, microsecond=0)
         return start, datetime.fromtimestamp(start.timestamp() + 86400, tz=UTC)
     start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    following = start.replace(year=start.year + 1, month=1) if start.month == 12 else start.replace(month=start.month + 1)
+    following = (
+        start.replace(year=start.year + 1, month=1) if start.month == 12 else start.replace(month=start.month + 1)
+    )
     return start, following
 
 
@@ -285,6 +287,6 @@ class KeyRing:
         while not self._stop.wait(self.refresh_s):
             try:
                 self._refresh()
-            except Exception:  # noqa: BLE001 - a database hiccup: keep the last view, try again
+            except Exception:
                 log.warning("could not refresh gateway keys; using the last view", exc_info=True)
                 time.sleep(self.refresh_s)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from ..models import AttemptRecord
 
-__all__ = ["KeyUse", "current_use", "using"]
+__all__ = ["KeyUse", "current_use", "reset_use", "using"]
 
 
 class KeyUse:
@@ -43,4 +43,4 @@ class KeyUse:
 _CURRENT: ContextVar[KeyUse | None] = ContextVar("conductor_key_use", default=None)
 current_use = _CURRENT.get
 using = _CURRENT.set
-reset = _CURRENT.reset
+reset_use = _CURRENT.reset

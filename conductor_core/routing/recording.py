@@ -12,10 +12,10 @@ import time
 from collections.abc import Callable
 
 from .. import overhead
-from ..keys.usage import current_use
 from ..breaker import CircuitBreaker
 from ..config import redact
 from ..errors import NotConfiguredError, ProviderError, provider_at_fault
+from ..keys.usage import current_use
 from ..metrics import MetricsRegistry
 from ..models import (
     Attempt,
