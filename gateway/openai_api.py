@@ -491,11 +491,21 @@ async def resolve_model(core: AsyncConductor, requested: str) -> tuple[str, str 
     response_model=ModelList,
     responses=ERROR_RESPONSES,
     summary="List models (OpenAI format)",
-    description="'auto' plus every model of every configured provider, as 'provider/model'.",
+    description="'auto' plus every model of every configured provider, as 'provider/model' (for a gateway key "
+    "limited to some models, those only).",
     tags=["OpenAI-compatible"],
 )
 async def get_models(request: Request) -> ModelList:
-    return ModelList(data=await list_models(core_of(request)))
+    cards = await list_models(core_of(request))
+    key = key_of(request.scope)
+    if key is not None and key.models is not None:  # a gateway key sees the models it may use
+        cards = [card for card in cards if key.allows(*_provider_model(card.id))]
+    return ModelList(data=cards)
+
+
+def _provider_model(model_id: str) -> tuple[str, str | None]:
+    provider, _, model = model_id.partition("/")
+    return provider, model or None
 
 
 @router.get(

@@ -8,6 +8,7 @@ refreshes (every 0.25 s), and everything else waits for a state with a generous 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -22,12 +23,14 @@ import openai
 import pytest
 from sqlalchemy import create_engine, inspect, text
 
+from conductor_core.keys import GatewayKey, KeyUse
+from conductor_core.keys.counters import Admission, KeyCounters, OverLimit
+from conductor_core.models import utcnow
+from conductor_core.store import RequestLog
 from conductor_core.testing.protocol_servers import OpenAIServer
 from tests.redis_support import RedisServer
 from tests.store_backends import REPO_ROOT, Backend
 from tests.test_durability import _SCRUB, GPT, UPSTREAM_KEY, _free_port
-
-pytestmark = pytest.mark.slow
 
 ADMIN_KEY = "Vt3kQp8ZrW6mXc2NbJ9hLy4GdS7fTa5E"  # CONDUCTOR_API_KEY: 32 characters
 PRICED = "gpt-4o-mini"  # a model genai-prices knows: its answers cost something
@@ -145,6 +148,7 @@ def ask(client: openai.OpenAI, model: str = f"openai/{GPT}") -> str | None:
     return answer.choices[0].message.content
 
 
+@pytest.mark.slow
 def test_the_admin_api_needs_the_admin_key_and_says_what_to_change(stack: Stack) -> None:
     body = {"name": "app", "rpm": 5}
     assert stack.one.admin("POST", "/v1/conductor/keys", json=body, headers={}).status_code == 401
@@ -181,6 +185,7 @@ def test_the_admin_api_needs_the_admin_key_and_says_what_to_change(stack: Stack)
     assert {"post", "get"} <= set(paths["/v1/conductor/keys"]) and "delete" in paths["/v1/conductor/keys/{key_id}"]
 
 
+@pytest.mark.slow
 def test_a_key_with_rpm_5_gets_429_on_the_6th_request_across_two_gateways(stack: Stack) -> None:
     key = stack.make_key(name="rpm", rpm=5)["key"]
     one, two = stack.one.client(key), stack.two.client(key)
@@ -197,6 +202,7 @@ def test_a_key_with_rpm_5_gets_429_on_the_6th_request_across_two_gateways(stack:
     assert chats(stack.upstream) == served  # never sent upstream
 
 
+@pytest.mark.slow
 def test_a_key_over_its_tokens_per_minute_is_refused_naming_the_limit(stack: Stack) -> None:
     key = stack.make_key(name="tpm", tpm=1)["key"]
     assert ask(stack.one.client(key))  # admitted (an empty window); its real tokens are counted after
@@ -207,6 +213,7 @@ def test_a_key_over_its_tokens_per_minute_is_refused_naming_the_limit(stack: Sta
     assert int(refused.value.response.headers["retry-after"]) >= 1
 
 
+@pytest.mark.slow
 def test_an_exhausted_budget_gives_the_documented_error_on_every_gateway(stack: Stack) -> None:
     key = stack.make_key(name="budget", budget_usd=1e-9, budget_period="day")["key"]
     assert ask(stack.one.client(key), f"openai/{PRICED}")  # spent 0 < budget: admitted; it costs more
@@ -220,6 +227,7 @@ def test_an_exhausted_budget_gives_the_documented_error_on_every_gateway(stack: 
         assert response.headers["x-should-retry"] == "false" and int(response.headers["retry-after"]) >= 1
 
 
+@pytest.mark.slow
 def test_a_key_limited_to_one_model_cannot_reach_another(stack: Stack) -> None:
     key = stack.make_key(name="one model", models=[f"openai/{GPT}"])["key"]
     client = stack.two.client(key)
@@ -232,8 +240,10 @@ def test_a_key_limited_to_one_model_cannot_reach_another(stack: Stack) -> None:
         error = refused.value.response.json()["error"]
         assert error["code"] == "model_not_allowed" and f"it may use: openai/{GPT}" in error["message"], other
     assert chats(stack.upstream) == served
+    assert [m.id for m in client.models.list().data] == [f"openai/{GPT}"]  # what it may use, listed
 
 
+@pytest.mark.slow
 def test_a_revoked_key_is_refused_by_both_gateways_within_two_refreshes(stack: Stack) -> None:
     made = stack.make_key(name="revoked")
     one, two = stack.one.client(made["key"]), stack.two.client(made["key"])
@@ -253,12 +263,14 @@ def test_a_revoked_key_is_refused_by_both_gateways_within_two_refreshes(stack: S
     assert [k["revoked_at"] is not None for k in listed if k["id"] == made["id"]] == [True]
 
 
+@pytest.mark.slow
 def test_an_unknown_key_is_refused_in_openais_shape(stack: Stack) -> None:
     with pytest.raises(openai.AuthenticationError) as refused:
         ask(stack.one.client("sk-cnd-" + "x" * 43))
     assert refused.value.response.json()["error"]["message"] == "invalid API key: no such gateway key"
 
 
+@pytest.mark.slow
 def test_every_attempt_records_its_key_and_no_key_appears_anywhere(stack: Stack) -> None:
     """Runs last in this module: the canary over everything the tests above did."""
     made = stack.make_key(name="canary", owner="ops")
@@ -272,8 +284,11 @@ def test_every_attempt_records_its_key_and_no_key_appears_anywhere(stack: Stack)
             with engine.connect() as conn:
                 return [dict(r._mapping) for r in conn.execute(text("SELECT * FROM attempts"))]
 
-        until(lambda: sum(r["key_id"] == made["id"] for r in rows()) == 2, "the key's two attempts in the log")
-        assert any(r["key_id"] is None for r in rows())  # the admin key's
+        def attributed() -> bool:  # the key's two attempts, and the admin key's with no key id
+            found = rows()
+            return sum(r["key_id"] == made["id"] for r in found) == 2 and any(r["key_id"] is None for r in found)
+
+        until(attributed, "the key's two attempts and the admin key's in the log")
         with engine.connect() as conn:
             dump = [
                 json.dumps([list(map(str, row)) for row in conn.execute(text(f"SELECT * FROM {table}"))])
@@ -281,10 +296,92 @@ def test_every_attempt_records_its_key_and_no_key_appears_anywhere(stack: Stack)
             ]
     finally:
         engine.dispose()
-    exported = stack.one.admin("GET", "/status").text
+    log = RequestLog(None, data_dir=stack.backend.data_dir)
+    try:
+        exports = [log.export("csv").decode(), log.export("json").decode()]
+    finally:
+        log.close()
+    assert made["id"] in exports[1]  # exports carry the key's id (never the key)
+    status = stack.one.admin("GET", "/status").text
     logs = [gateway.output.read_text() for gateway in (stack.one, stack.two)]
     assert "POST /v1/chat/completions" in logs[0]  # the access lines are there to look through
     for key in stack.keys:
         secret = key.removeprefix("sk-cnd-")
-        for where, content in (("the database", "\n".join(dump)), ("/status", exported), ("the logs", "\n".join(logs))):
+        places = {"the database": dump, "/status": [status], "the logs": logs, "the exports": exports}
+        for where, found in places.items():
+            content = "\n".join(found)
             assert secret not in content and secret[:12] not in content, f"a key in {where}"
+
+
+# --- the counters alone, in this process (no Redis: the single-machine default) ----------------
+
+
+def _key(**limits: Any) -> GatewayKey:
+    return GatewayKey(id="key_t", name="t", prefix="sk-cnd-abcd", created_at=utcnow(), created_by="admin", **limits)
+
+
+def _refused(counters: KeyCounters, key: GatewayKey, tokens: int = 10) -> OverLimit:
+    with pytest.raises(OverLimit) as refused:
+        asyncio.run(counters.admit(key, tokens))
+    return refused.value
+
+
+def test_without_redis_rpm_and_tpm_count_in_the_process() -> None:
+    counters = KeyCounters(lambda key_id, since: 0.0)
+    assert counters.info()["mode"] == "local"
+    key = _key(rpm=2, tpm=100)
+    for _ in range(2):
+        asyncio.run(counters.settle(asyncio.run(counters.admit(key, 10)), KeyUse(key.id)))
+    over = _refused(counters, key)
+    assert over.limit == "rpm" and 1 <= over.retry_after_s <= 60
+    tpm = _key(tpm=100)
+    admitted = asyncio.run(counters.admit(tpm, 60))
+    used = KeyUse(tpm.id)
+    used.input_tokens, used.output_tokens = 30, 80  # more than reserved: the window gets the difference
+    asyncio.run(counters.settle(admitted, used))
+    over = _refused(counters, tpm, tokens=1)
+    assert over.limit == "tpm" and "100 tokens per minute" in over.message
+
+
+def test_a_budget_starts_from_the_logged_spend_and_parallel_requests_overshoot_by_one_request_at_most() -> None:
+    asked: list[str] = []
+
+    def logged(key_id: str, since: Any) -> float:
+        asked.append(key_id)
+        return 0.5  # what the request log priced for the key earlier in the period
+
+    counters = KeyCounters(logged)
+    key = _key(budget_usd=1.0, budget_period="month")
+
+    def spend(admission: Admission, cost: float) -> None:
+        use = KeyUse(key.id)
+        use.cost_usd = cost
+        asyncio.run(counters.settle(admission, use))
+
+    spend(asyncio.run(counters.admit(key, 10)), 0.125)  # 0.625 spent; a request costs 0.125 (reserved from now on)
+
+    async def burst() -> list[Admission | OverLimit]:
+        async def one() -> Admission | OverLimit:
+            try:
+                return await counters.admit(key, 10)
+            except OverLimit as over:
+                return over
+
+        return await asyncio.gather(*(one() for _ in range(10)))
+
+    results = asyncio.run(burst())  # ten at once, none settled yet
+    admitted = [r for r in results if isinstance(r, Admission)]
+    assert len(admitted) == 3  # 0.625 + 3 x 0.125 reserved reaches the budget: the rest are refused
+    for admission in admitted:
+        spend(admission, 0.125)
+    over = _refused(counters, key)
+    assert over.limit == "budget" and "budget of $1 per month is spent ($1.000000 so far)" in over.message
+    assert asked == [key.id]  # the log is read once per period and process
+
+
+def test_an_unreachable_redis_counts_locally_and_says_so() -> None:
+    counters = KeyCounters(lambda key_id, since: 0.0, redis_url=f"redis://127.0.0.1:{_free_port()}/0")
+    key = _key(rpm=1)
+    asyncio.run(counters.admit(key, 10))  # served: Redis down is never an outage
+    assert counters.info()["mode"] == "local" and "unreachable" in counters.info()["detail"]
+    assert _refused(counters, key).limit == "rpm"  # still limited, here
