@@ -7,7 +7,7 @@ import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Request, Security
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator
 
 from conductor_core.keys import BudgetPeriod, GatewayKey
 from conductor_core.models import known_provider_names
@@ -27,7 +27,9 @@ class KeyCreate(BaseModel):
 
     model_config = {"extra": "forbid"}
 
-    name: str = Field(min_length=1, max_length=200, description="What the key is for (an app, a person).")
+    name: str = Field(
+        min_length=1, max_length=200, pattern=r"\S", description="What the key is for (an app, a person)."
+    )
     owner: str | None = Field(
         default=None, max_length=200, description="Who the key belongs to: free text for now (a person or a team)."
     )
@@ -42,6 +44,15 @@ class KeyCreate(BaseModel):
     tpm: int | None = Field(default=None, ge=1, description="Tokens (input + output) per minute, across processes.")
     budget_usd: float | None = Field(default=None, gt=0, description="USD the key may spend per budget_period.")
     budget_period: BudgetPeriod = Field(default="month", description="'day' or 'month' (calendar, UTC).")
+
+    @field_validator("name", mode="before")
+    @classmethod
+    def _name_said(cls, name: Any) -> Any:
+        if isinstance(name, str):
+            if not name.strip():
+                raise ValueError("must not be blank: say what the key is for (an app, a person)")
+            return name.strip()
+        return name
 
     @field_validator("models")
     @classmethod
@@ -63,13 +74,6 @@ class KeyCreate(BaseModel):
                 )
             cleaned.append(provider + text[len(provider) :])
         return list(dict.fromkeys(cleaned))
-
-    @model_validator(mode="after")
-    def _name_is_text(self) -> KeyCreate:
-        if not self.name.strip():
-            raise ValueError("name must not be blank: say what the key is for")
-        self.name = self.name.strip()
-        return self
 
 
 class KeyCreated(GatewayKey):

@@ -13,6 +13,7 @@ import asyncio
 import gc
 import json
 import logging
+import re
 import warnings
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -163,10 +164,12 @@ def create_app(
     app.state.core = conductor.core if isinstance(conductor, Conductor) else conductor
     app.state.gateway_settings = gateway_settings
     install_error_handlers(app)
+    app.state.routes = []  # every route, for a 405's Allow header (errors.py)
     for router in (openai_api.router, native_api.router, native_api.health_router, keys_api.router):
         for route in router.routes:  # HEAD on every GET route: the same answer without its body
             if isinstance(route, APIRoute) and route.methods and "GET" in route.methods:
                 route.methods.add("HEAD")
+        app.state.routes += router.routes
         app.include_router(router)
 
     def current_key() -> Any:
@@ -271,6 +274,10 @@ def _openapi(app: FastAPI, max_messages: int) -> dict[str, Any]:
     provider.pop("type", None)
     provider["enum"] = known_provider_names()
     provider["type"] = "string"
+    # A gateway key's models: 'auto', or a known provider with an optional '/model'.
+    names = "|".join(re.escape(name) for name in known_provider_names() if name != "auto")
+    models = next(s for s in components["KeyCreate"]["properties"]["models"]["anyOf"] if s.get("type") == "array")
+    models["items"]["pattern"] = f"^(auto|({names})(/.+)?)$"
     return schema
 
 
