@@ -186,39 +186,54 @@ class KeyCounters:
         return await self._admit(key, estimated_tokens, shared=False)
 
     async def _admit(self, key: GatewayKey, estimated_tokens: int, *, shared: bool) -> Admission:
+        """The key's limits checked at once (with Redis, one round trip's wait instead of one
+        per limit); if any refuses, what the others reserved is given back."""
         windows = self._shared if shared and self._shared is not None else self._local
         admission = Admission(key=key, shared=shared)
+        checks = []
         if key.rpm is not None:
-            item = self._item("rpm", key.rpm)
-            if not await windows.moving.hit(item, key.id):
-                stats = await windows.moving.get_window_stats(item, key.id)
-                wait = _until(stats.reset_time)
-                raise OverLimit(
-                    "rpm",
-                    f"this key's rate limit of {key.rpm} requests per minute is reached; retry in {_seconds(wait)}",
-                    wait,
-                )
+            checks.append(self._count_request(windows, key))
         if key.tpm is not None:
-            item = self._item("tpm", key.tpm)
-            reserve = max(1, min(estimated_tokens, key.tpm))
-            if not await windows.fixed.hit(item, key.id, cost=reserve):
-                await windows.storage.incr(item.key_for(key.id), item.get_expiry(), amount=-reserve)  # not used
-                stats = await windows.fixed.get_window_stats(item, key.id)
-                wait = _until(stats.reset_time)
-                raise OverLimit(
-                    "tpm",
-                    f"this key's limit of {key.tpm} tokens per minute is reached (this request would use about "
-                    f"{estimated_tokens}: a lower max_tokens may fit sooner); retry in {_seconds(wait)}",
-                    wait,
-                )
-            admission.tokens = reserve
+            checks.append(self._reserve_tokens(windows, key, estimated_tokens, admission))
         if key.budget_usd is not None and key.budget_period is not None:
-            try:
-                await self._reserve_budget(key, admission, shared=shared)
-            except BaseException:
-                await self._give_back_tokens(windows, admission)
-                raise
+            checks.append(self._reserve_budget(key, admission, shared=shared))
+        if not checks:
+            return admission
+        outcomes = await asyncio.gather(*checks, return_exceptions=True)
+        failures = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+        if failures:
+            await self._give_back(windows, admission)
+            refusals = [f for f in failures if isinstance(f, OverLimit)]
+            raise refusals[0] if refusals else failures[0]
         return admission
+
+    async def _count_request(self, windows: _Windows, key: GatewayKey) -> None:
+        assert key.rpm is not None
+        item = self._item("rpm", key.rpm)
+        if not await windows.moving.hit(item, key.id):
+            stats = await windows.moving.get_window_stats(item, key.id)
+            wait = _until(stats.reset_time)
+            raise OverLimit(
+                "rpm",
+                f"this key's rate limit of {key.rpm} requests per minute is reached; retry in {_seconds(wait)}",
+                wait,
+            )
+
+    async def _reserve_tokens(self, windows: _Windows, key: GatewayKey, estimated: int, admission: Admission) -> None:
+        assert key.tpm is not None
+        item = self._item("tpm", key.tpm)
+        reserve = max(1, min(estimated, key.tpm))
+        if not await windows.fixed.hit(item, key.id, cost=reserve):
+            await windows.storage.incr(item.key_for(key.id), item.get_expiry(), amount=-reserve)  # not used
+            stats = await windows.fixed.get_window_stats(item, key.id)
+            wait = _until(stats.reset_time)
+            raise OverLimit(
+                "tpm",
+                f"this key's limit of {key.tpm} tokens per minute is reached (this request would use about "
+                f"{estimated}: a lower max_tokens may fit sooner); retry in {_seconds(wait)}",
+                wait,
+            )
+        admission.tokens = reserve
 
     async def _reserve_budget(self, key: GatewayKey, admission: Admission, *, shared: bool) -> None:
         assert key.budget_usd is not None and key.budget_period is not None
@@ -268,21 +283,31 @@ class KeyCounters:
                     item.key_for(key.id), item.get_expiry(), amount=use.tokens - admission.tokens
                 )
             if admission.slot is not None:
-                if admission.shared:
-                    keys = [self._prefix + admission.slot, self._prefix + admission.slot + ":reserved"]
-                    await self._scripts["settle"](keys=keys, args=[repr(admission.budget_usd), repr(use.cost_usd)])
-                else:
-                    self._local_spent[admission.slot] = self._local_spent.get(admission.slot, 0.0) + use.cost_usd
-                    left = self._local_reserved.get(admission.slot, 0.0) - admission.budget_usd
-                    self._local_reserved[admission.slot] = max(0.0, left)
+                await self._settle_budget(admission, use.cost_usd)
         except Exception as exc:  # noqa: BLE001 - Redis went away mid-request: the log has the cost
             self._went_local(exc)
 
-    async def _give_back_tokens(self, windows: _Windows, admission: Admission) -> None:
-        if admission.tokens and admission.key.tpm is not None:
-            item = self._item("tpm", admission.key.tpm)
-            await windows.storage.incr(item.key_for(admission.key.id), item.get_expiry(), amount=-admission.tokens)
-            admission.tokens = 0
+    async def _settle_budget(self, admission: Admission, cost: float) -> None:
+        assert admission.slot is not None
+        if admission.shared:
+            keys = [self._prefix + admission.slot, self._prefix + admission.slot + ":reserved"]
+            await self._scripts["settle"](keys=keys, args=[repr(admission.budget_usd), repr(cost)])
+        else:
+            self._local_spent[admission.slot] = self._local_spent.get(admission.slot, 0.0) + cost
+            left = self._local_reserved.get(admission.slot, 0.0) - admission.budget_usd
+            self._local_reserved[admission.slot] = max(0.0, left)
+        admission.slot = None  # settled once
+
+    async def _give_back(self, windows: _Windows, admission: Admission) -> None:
+        """What a refused request reserved (its rpm entry stays: a refused request counts)."""
+        try:
+            if admission.tokens and admission.key.tpm is not None:
+                item = self._item("tpm", admission.key.tpm)
+                await windows.storage.incr(item.key_for(admission.key.id), item.get_expiry(), amount=-admission.tokens)
+            if admission.slot is not None:
+                await self._settle_budget(admission, 0.0)
+        except Exception as exc:  # noqa: BLE001 - Redis went away meanwhile
+            self._went_local(exc)
 
     async def aclose(self) -> None:
         if self._redis is not None:
