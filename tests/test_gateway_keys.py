@@ -273,8 +273,12 @@ def test_an_unknown_key_is_refused_in_openais_shape(stack: Stack) -> None:
 @pytest.mark.slow
 def test_every_attempt_records_its_key_and_no_key_appears_anywhere(stack: Stack) -> None:
     """Runs last in this module: the canary over everything the tests above did."""
-    made = stack.make_key(name="canary", owner="ops")
+    made = stack.make_key(name="canary", owner="ops", tpm=100_000)
     assert ask(stack.one.client(made["key"])) and ask(stack.two.client(made["key"]))
+    streamed = stack.two.client(made["key"]).chat.completions.create(
+        model=f"openai/{GPT}", messages=[{"role": "user", "content": "hi"}], max_tokens=5, stream=True
+    )
+    assert "".join(chunk.choices[0].delta.content or "" for chunk in streamed if chunk.choices)
     assert stack.one.client(ADMIN_KEY).models.list().data  # the admin key's requests carry no key id
     assert ask(stack.one.client(ADMIN_KEY))
     engine = create_engine(f"sqlite:///{stack.backend.data_dir / 'conductor.db'}")
@@ -284,11 +288,11 @@ def test_every_attempt_records_its_key_and_no_key_appears_anywhere(stack: Stack)
             with engine.connect() as conn:
                 return [dict(r._mapping) for r in conn.execute(text("SELECT * FROM attempts"))]
 
-        def attributed() -> bool:  # the key's two attempts, and the admin key's with no key id
+        def attributed() -> bool:  # the key's three attempts (one streamed), and the admin key's with no key id
             found = rows()
-            return sum(r["key_id"] == made["id"] for r in found) == 2 and any(r["key_id"] is None for r in found)
+            return sum(r["key_id"] == made["id"] for r in found) == 3 and any(r["key_id"] is None for r in found)
 
-        until(attributed, "the key's two attempts and the admin key's in the log")
+        until(attributed, "the key's three attempts and the admin key's in the log")
         with engine.connect() as conn:
             dump = [
                 json.dumps([list(map(str, row)) for row in conn.execute(text(f"SELECT * FROM {table}"))])
