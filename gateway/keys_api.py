@@ -59,7 +59,7 @@ class KeyCreate(BaseModel):
     def _known_providers(cls, models: list[str] | None) -> list[str] | None:
         if models is None:
             return None
-        known = known_provider_names()
+        known = [name for name in known_provider_names() if name != "auto"]
         cleaned = []
         for entry in models:
             text = entry.strip()
