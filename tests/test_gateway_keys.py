@@ -1,4 +1,4 @@
-"""Gateway keys as deployed: two `python -m gateway` processes sharing one request log (SQLite)
+"""Gateway keys as deployed: two `python -m gateway` processes sharing one request log (SQLite or PostgreSQL)
 and one real Redis, the official openai client, a loopback OpenAI upstream. Keys are made,
 listed and revoked through the admin API; their limits hold across both processes; the key
 itself is never seen again after its creation (logs, request log, errors, exports).
@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +27,10 @@ from sqlalchemy import create_engine, inspect, text
 from conductor_core.keys import GatewayKey, KeyUse
 from conductor_core.keys.counters import Admission, KeyCounters, OverLimit
 from conductor_core.models import utcnow
-from conductor_core.store import RequestLog
+from conductor_core.store import RequestLog, normalize_database_url
 from conductor_core.testing.protocol_servers import OpenAIServer
 from tests.redis_support import RedisServer
-from tests.store_backends import REPO_ROOT, Backend
+from tests.store_backends import REPO_ROOT, Backend, postgres_schema
 from tests.test_durability import _SCRUB, GPT, UPSTREAM_KEY, _free_port
 
 ADMIN_KEY = "Vt3kQp8ZrW6mXc2NbJ9hLy4GdS7fTa5E"  # CONDUCTOR_API_KEY: 32 characters
@@ -61,6 +62,8 @@ class Gateway:
                 "CONDUCTOR_REDIS_PREFIX": prefix,
             }
         )
+        if backend.url:
+            env["CONDUCTOR_DATABASE_URL"] = backend.url
         with self.output.open("wb") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "gateway"], cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT
@@ -112,11 +115,16 @@ class Stack:
         return made
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory) -> Iterator[Stack]:
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def stack(request: pytest.FixtureRequest, tmp_path_factory) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("keys")
+    with ExitStack() as cleanup:
+        url = cleanup.enter_context(postgres_schema()) if request.param == "postgresql" else None
+        yield from _stack(root, Backend(request.param, url, root / "data"))
+
+
+def _stack(root: Path, backend: Backend) -> Iterator[Stack]:
     redis = RedisServer(root).start()
-    backend = Backend("sqlite", None, root / "data")
     gateways: list[Gateway] = []
     try:
         with OpenAIServer(models=[GPT, "gpt-6-sol", PRICED]) as upstream:
@@ -215,7 +223,7 @@ def test_a_key_over_its_tokens_per_minute_is_refused_naming_the_limit(stack: Sta
 
 @pytest.mark.slow
 def test_an_exhausted_budget_gives_the_documented_error_on_every_gateway(stack: Stack) -> None:
-    key = stack.make_key(name="budget", budget_usd=1e-9, budget_period="day")["key"]
+    key = stack.make_key(name="budget", budget_usd=1e-9, budget_period="month")["key"]
     assert ask(stack.one.client(key), f"openai/{PRICED}")  # spent 0 < budget: admitted; it costs more
     for gateway in (stack.two, stack.one):
         with pytest.raises(openai.RateLimitError) as refused:
@@ -223,7 +231,7 @@ def test_an_exhausted_budget_gives_the_documented_error_on_every_gateway(stack: 
         response = refused.value.response
         error = response.json()["error"]
         assert error["code"] == "insufficient_quota" and response.json()["type"] == "budget_exceeded"
-        assert "budget of $1e-09 per day is spent" in error["message"] and "resets at" in error["message"]
+        assert "budget of $1e-09 per month is spent" in error["message"] and "resets at" in error["message"]
         assert response.headers["x-should-retry"] == "false" and int(response.headers["retry-after"]) >= 1
 
 
@@ -281,7 +289,8 @@ def test_every_attempt_records_its_key_and_no_key_appears_anywhere(stack: Stack)
     assert "".join(chunk.choices[0].delta.content or "" for chunk in streamed if chunk.choices)
     assert stack.one.client(ADMIN_KEY).models.list().data  # the admin key's requests carry no key id
     assert ask(stack.one.client(ADMIN_KEY))
-    engine = create_engine(f"sqlite:///{stack.backend.data_dir / 'conductor.db'}")
+    database = stack.backend.url or f"sqlite:///{stack.backend.data_dir / 'conductor.db'}"
+    engine = create_engine(normalize_database_url(database))
     try:
 
         def rows() -> list[dict[str, Any]]:
@@ -300,7 +309,7 @@ def test_every_attempt_records_its_key_and_no_key_appears_anywhere(stack: Stack)
             ]
     finally:
         engine.dispose()
-    log = RequestLog(None, data_dir=stack.backend.data_dir)
+    log = RequestLog(stack.backend.url, data_dir=stack.backend.data_dir)
     try:
         exports = [log.export("csv").decode(), log.export("json").decode()]
     finally:
