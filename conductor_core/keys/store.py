@@ -186,7 +186,8 @@ class KeyStore:
         }
         with self.engine.begin() as conn:
             conn.execute(keys_table.insert().values(**row))
-        return _key_of(_Row(row)), secret
+        made = GatewayKey.model_validate({**row, "models": models})
+        return made, secret
 
     def list(self) -> list[GatewayKey]:
         with self.engine.connect() as conn:
@@ -229,14 +230,6 @@ class KeyStore:
         self.log.flush()  # this process's own queued rows first
         with self.engine.connect() as conn:
             return float(conn.execute(stmt).scalar() or 0.0)
-
-
-class _Row:
-    """A dict read as a row (`_key_of` takes either)."""
-
-    def __init__(self, values: dict[str, Any]) -> None:
-        self.__dict__.update(values)
-        self.revoked_at = values.get("revoked_at")
 
 
 class KeyRing:
