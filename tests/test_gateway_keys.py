@@ -398,3 +398,25 @@ def test_an_unreachable_redis_counts_locally_and_says_so() -> None:
     asyncio.run(counters.admit(key, 10))  # served: Redis down is never an outage
     assert counters.info()["mode"] == "local" and "unreachable" in counters.info()["detail"]
     assert _refused(counters, key).limit == "rpm"  # still limited, here
+
+
+def test_without_an_admin_key_no_gateway_key_can_be_made(tmp_path: Path) -> None:
+    """An open gateway (no CONDUCTOR_API_KEY) takes every request anyway: a key would limit
+    nothing, so the keys API says what to set instead of making one."""
+    from fastapi.testclient import TestClient
+
+    from conductor_core.config import load_settings
+    from conductor_core.router import Conductor
+    from gateway.main import create_app
+    from gateway.settings import GatewaySettings
+
+    conductor = Conductor(load_settings(_env_file=None, local_enabled=False, api_key=None, data_dir=tmp_path))
+    try:
+        app = create_app(conductor, settings=GatewaySettings(allow_unauthenticated=True))
+        with TestClient(app) as client:
+            refused = client.post("/v1/conductor/keys", json={"name": "app"})
+            assert refused.status_code == 403
+            assert "set CONDUCTOR_API_KEY" in refused.json()["error"]["message"]
+            assert client.get("/v1/conductor/keys").status_code == 403
+    finally:
+        conductor.close()
