@@ -516,8 +516,9 @@ def _provider_model(model_id: str) -> tuple[str, str | None]:
     tags=["OpenAI-compatible"],
 )
 async def get_model(model_id: str, request: Request) -> ModelCard:
+    key = key_of(request.scope)
     for card in await list_models(core_of(request)):
-        if card.id == model_id:
+        if card.id == model_id and (key is None or key.allows(*_provider_model(card.id))):
             return card
     raise ApiError(404, "model_not_found", f"unknown model {model_id!r}; {MODELS_HINT}", param="model")
 

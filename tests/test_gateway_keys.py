@@ -249,6 +249,9 @@ def test_a_key_limited_to_one_model_cannot_reach_another(stack: Stack) -> None:
         assert error["code"] == "model_not_allowed" and f"it may use: openai/{GPT}" in error["message"], other
     assert chats(stack.upstream) == served
     assert [m.id for m in client.models.list().data] == [f"openai/{GPT}"]  # what it may use, listed
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("openai/gpt-6-sol")
+    assert stack.two.client(ADMIN_KEY).models.retrieve("openai/gpt-6-sol").id == "openai/gpt-6-sol"
 
 
 @pytest.mark.slow
