@@ -4,6 +4,8 @@ shown once), list them (never the key or its hash), revoke one. Enforcement: key
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 from typing import Any
 
 from fastapi import APIRouter, Request, Security
@@ -21,14 +23,17 @@ __all__ = ["KeyCreate", "KeyCreated", "KeyList", "router"]
 
 router = APIRouter(dependencies=[Security(bearer)])
 
+_BLANK = " \t\n\r\f\v"  # what a name may not be made of only (the schema's pattern says the same)
+_MOST = 1_000_000_000  # rpm and tpm: stored as 32-bit integers (PostgreSQL's INTEGER)
+
 
 class KeyCreate(BaseModel):
     """A new gateway key. Limits left out are not applied."""
 
-    model_config = {"extra": "forbid"}
+    model_config = {"extra": "forbid", "strict": True}  # true is not 1, "5" is not 5
 
     name: str = Field(
-        min_length=1, max_length=200, pattern=r"\S", description="What the key is for (an app, a person)."
+        min_length=1, max_length=200, pattern=r"[^ \t\n\r\f\v]", description="What the key is for (an app, a person)."
     )
     owner: str | None = Field(
         default=None, max_length=200, description="Who the key belongs to: free text for now (a person or a team)."
@@ -40,18 +45,32 @@ class KeyCreate(BaseModel):
         "may route to any provider). Left out: any model.",
         examples=[["openai/gpt-5.4-mini", "local"]],
     )
-    rpm: int | None = Field(default=None, ge=1, description="Requests per minute, across every gateway process.")
-    tpm: int | None = Field(default=None, ge=1, description="Tokens (input + output) per minute, across processes.")
-    budget_usd: float | None = Field(default=None, gt=0, description="USD the key may spend per budget_period.")
+    rpm: int | None = Field(
+        default=None, ge=1, le=_MOST, strict=False, description="Requests per minute, across every gateway process."
+    )
+    tpm: int | None = Field(
+        default=None, ge=1, le=_MOST, strict=False, description="Tokens (input + output) per minute, across processes."
+    )
+    budget_usd: float | None = Field(
+        default=None, gt=0, le=1e12, description="USD the key may spend per budget_period."
+    )
     budget_period: BudgetPeriod = Field(default="month", description="'day' or 'month' (calendar, UTC).")
+
+    @field_validator("rpm", "tpm", mode="before")
+    @classmethod
+    def _whole_number(cls, value: Any) -> Any:
+        # JSON's 60.0 is the integer 60 (as JSON Schema reads it); true and "60" are not numbers.
+        if isinstance(value, bool | str):
+            raise ValueError(f"must be a whole number, got {json.dumps(value)}")
+        return value
 
     @field_validator("name", mode="before")
     @classmethod
     def _name_said(cls, name: Any) -> Any:
         if isinstance(name, str):
-            if not name.strip():
+            if not name.strip(_BLANK):
                 raise ValueError("must not be blank: say what the key is for (an app, a person)")
-            return name.strip()
+            return name.strip(_BLANK)
         return name
 
     @field_validator("models")
@@ -59,21 +78,21 @@ class KeyCreate(BaseModel):
     def _known_providers(cls, models: list[str] | None) -> list[str] | None:
         if models is None:
             return None
-        known = [name for name in known_provider_names() if name != "auto"]
-        cleaned = []
+        pattern = re.compile(models_pattern())
         for entry in models:
-            text = entry.strip()
-            provider = text.partition("/")[0].lower()
-            if text.lower() == "auto":
-                cleaned.append("auto")
-                continue
-            if provider not in known:
-                raise ValueError(
-                    f"{entry!r} names no provider: use 'auto', a provider ({', '.join(sorted(known))}) or "
-                    "'provider/model'"
-                )
-            cleaned.append(provider + text[len(provider) :])
-        return list(dict.fromkeys(cleaned))
+            if not pattern.fullmatch(entry):
+                providers = ", ".join(sorted(_providers()))
+                raise ValueError(f"{entry!r} is not 'auto', a provider ({providers}) or 'provider/model'")
+        return list(dict.fromkeys(models))
+
+
+def _providers() -> list[str]:
+    return [name for name in known_provider_names() if name != "auto"]
+
+
+def models_pattern() -> str:
+    """What a `models` entry must be (the schema shows it): 'auto', or a provider and an optional '/model'."""
+    return f"^(auto|({'|'.join(re.escape(name) for name in _providers())})(/.+)?)$"
 
 
 class KeyCreated(GatewayKey):

@@ -13,7 +13,6 @@ import asyncio
 import gc
 import json
 import logging
-import re
 import warnings
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -275,9 +274,8 @@ def _openapi(app: FastAPI, max_messages: int) -> dict[str, Any]:
     provider["enum"] = known_provider_names()
     provider["type"] = "string"
     # A gateway key's models: 'auto', or a known provider with an optional '/model'.
-    names = "|".join(re.escape(name) for name in known_provider_names() if name != "auto")
     models = next(s for s in components["KeyCreate"]["properties"]["models"]["anyOf"] if s.get("type") == "array")
-    models["items"]["pattern"] = f"^(auto|({names})(/.+)?)$"
+    models["items"]["pattern"] = keys_api.models_pattern()
     return schema
 
 

@@ -171,7 +171,7 @@ def test_the_admin_api_needs_the_admin_key_and_says_what_to_change(stack: Stack)
     # Bad input: a 400 naming the field and what to change.
     for bad, field, words in (
         ({"name": "x", "rpm": 0}, "rpm", "rpm must be at least 1"),
-        ({"name": "x", "models": ["nowhere/model"]}, "models", "names no provider"),
+        ({"name": "x", "models": ["nowhere/model"]}, "models", "is not 'auto', a provider ("),
         ({"name": "x", "budget_usd": 5, "budget_period": "week"}, "budget_period", "'day' or 'month'"),
         ({"name": "x", "rpn": 5}, "rpn", "not permitted"),
         ({"rpm": 5}, "name", "name is required"),
