@@ -1131,6 +1131,11 @@ class AttemptRecord(BaseModel):
     overhead_ms: float | None = Field(
         default=None, description="Time Conductor itself spent on the request, the upstream's time excluded."
     )
+    key_id: str | None = Field(
+        default=None,
+        description="The gateway key the request was made with (its id, never the key); None: the admin key, "
+        "the playground or a script.",
+    )
 
 
 class Vote(BaseModel):

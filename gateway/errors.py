@@ -29,6 +29,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Route
 
 from conductor_core.config import redact
 from conductor_core.errors import (
@@ -442,7 +443,23 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 async def _handler(request: Request, exc: Exception) -> Response:
-    return response_for(exc, _id(request), request.method, request.url.path)
+    response = response_for(exc, _id(request), request.method, request.url.path)
+    if response.status_code == 405:
+        # Starlette names the methods of the first route at this path only; a path served by
+        # several routes (GET and POST /v1/conductor/keys) allows all of theirs.
+        allowed = _methods_at(request)
+        if allowed:
+            response.headers["allow"] = ", ".join(allowed)
+    return response
+
+
+def _methods_at(request: Request) -> list[str]:
+    """Every method the app's routes serve at this path (`app.state.routes`: main.py's list)."""
+    methods: set[str] = set()
+    for route in getattr(request.app.state, "routes", ()):
+        if isinstance(route, Route) and route.methods and route.path_regex.match(request.url.path):
+            methods |= route.methods
+    return sorted(methods)
 
 
 def response_for(exc: BaseException, request_id: str | None, method: str, path: str) -> Response:

@@ -30,7 +30,7 @@ from conductor_core.models import ChatRequest, known_provider_names
 from conductor_core.router import Conductor
 from conductor_core.routing import AsyncConductor
 
-from . import native_api, openai_api
+from . import keys, keys_api, native_api, openai_api
 from .errors import install_error_handlers
 from .middleware import OVERHEAD_HEADER, FrontDoor, RedactingFilter
 from .schemas import ChatCompletionChunk, ChatCompletionRequest
@@ -63,6 +63,11 @@ OpenAI-compatible server (Ollama, vLLM, Groq...) and an embedded local model.
   `Authorization: Bearer <key>` (without it, `/health` says only up or down). Without a key
   the gateway serves loopback only (unless `CONDUCTOR_GATEWAY_ALLOW_UNAUTHENTICATED=true`);
   on another address the key must have at least 32 characters.
+* Gateway keys (`POST /v1/conductor/keys`, admin key only) each carry allowed models, rpm and tpm
+  limits and a budget per day or month, counted across gateway processes (through Redis when
+  `CONDUCTOR_REDIS_URL` is set). Over a rate limit: 429 with `Retry-After`, naming the limit;
+  budget spent: 429 with `code: insufficient_quota`, naming when it resets; a model the key
+  may not use: 403 naming those it may; a revoked key: 401.
 * Every response carries `x-request-id` (yours, when you send a valid one). 503s from a
   paused or full provider carry `Retry-After` and `x-should-retry: true`. HEAD works on every
   GET route.
@@ -74,6 +79,10 @@ TAGS = [
     {"name": "OpenAI-compatible", "description": "Drop-in for OpenAI's Chat Completions and Models APIs."},
     {"name": "Conductor", "description": "Conductor's native request and response, with full analytics."},
     {"name": "Status", "description": "Health, performance and usage per provider."},
+    {
+        "name": "Keys",
+        "description": "Gateway keys with allowed models, rate limits and budgets (admin key only).",
+    },
 ]
 
 # "conductor": the core logs a bug met while calling a provider there, with its traceback.
@@ -133,6 +142,10 @@ def create_app(
         try:
             yield
         finally:
+            gate = getattr(app.state, "key_gate", None)
+            if gate is not None:
+                app.state.key_gate = None
+                await gate.aclose()
             if owned and app.state.core is not None:
                 await app.state.core.aclose()
                 app.state.core = None
@@ -150,10 +163,12 @@ def create_app(
     app.state.core = conductor.core if isinstance(conductor, Conductor) else conductor
     app.state.gateway_settings = gateway_settings
     install_error_handlers(app)
-    for router in (openai_api.router, native_api.router, native_api.health_router):
+    app.state.routes = []  # every route, for a 405's Allow header (errors.py)
+    for router in (openai_api.router, native_api.router, native_api.health_router, keys_api.router):
         for route in router.routes:  # HEAD on every GET route: the same answer without its body
             if isinstance(route, APIRoute) and route.methods and "GET" in route.methods:
                 route.methods.add("HEAD")
+        app.state.routes += router.routes
         app.include_router(router)
 
     def current_key() -> Any:
@@ -182,6 +197,7 @@ def create_app(
         cors=cors,
         # The hot path, without FastAPI's routing, dependencies and exception middleware per request.
         routes={("POST", "/v1/chat/completions"): partial(openai_api.serve_chat, app)},
+        check_gateway_key=partial(keys.check_gateway_key, app),
     )
 
     def openapi() -> dict[str, Any]:
@@ -257,6 +273,9 @@ def _openapi(app: FastAPI, max_messages: int) -> dict[str, Any]:
     provider.pop("type", None)
     provider["enum"] = known_provider_names()
     provider["type"] = "string"
+    # A gateway key's models: 'auto', or a known provider with an optional '/model'.
+    models = next(s for s in components["KeyCreate"]["properties"]["models"]["anyOf"] if s.get("type") == "array")
+    models["items"]["pattern"] = keys_api.models_pattern()
     return schema
 
 

@@ -10,7 +10,7 @@ import hmac
 import ipaddress
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pydantic import SecretStr
@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from conductor_core import overhead
 from conductor_core.config import redact
+from conductor_core.keys.store import KEY_PREFIX
 from conductor_core.models import new_id
 
 from .errors import ApiError, error_response
@@ -123,9 +124,11 @@ class FrontDoor:
         allow_unauthenticated: bool = False,
         cors: dict[str, Any] | None = None,
         routes: Routes | None = None,
+        check_gateway_key: Callable[[Scope, str], Awaitable[ApiError | None]] | None = None,
     ) -> None:
         self.app = app
         self.get_key = get_key
+        self.check_gateway_key = check_gateway_key
         self.max_body_bytes = max_body_bytes
         self.allow_unauthenticated = allow_unauthenticated
         self.routes: Routes = routes or {}
@@ -159,6 +162,9 @@ class FrontDoor:
     async def _guarded(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["path"] not in OPEN_PATHS:
             refusal = self._refusal(scope)
+            if refusal is _GATEWAY_KEY:  # not the admin key, but shaped as a gateway key: looked up
+                assert self.check_gateway_key is not None
+                refusal = await self.check_gateway_key(scope, _bearer(scope) or "")
             if refusal is not None:
                 request_id = scope["state"]["request_id"]
                 await error_response(refusal, request_id)(scope, receive, _stamped(send, request_id))
@@ -184,15 +190,17 @@ class FrontDoor:
             refusal = self._refusals[cache_key]
             if refusal is not None:
                 return ApiError(403, "unauthenticated_exposure", refusal)
+        presented = _bearer(scope)
+        if secret and presented is not None and hmac.compare_digest(presented.encode(), secret.encode()):
+            return None  # the admin key
+        if self.check_gateway_key is not None and presented is not None and presented.startswith(KEY_PREFIX):
+            return _GATEWAY_KEY
         if not secret:
             return None
-        presented = _bearer(scope)
         if presented is None:
-            reason = "missing API key: send 'Authorization: Bearer <CONDUCTOR_API_KEY>'"
-        elif not hmac.compare_digest(presented.encode(), secret.encode()):
-            reason = "invalid API key: the bearer key does not match CONDUCTOR_API_KEY"
+            reason = "missing API key: send 'Authorization: Bearer <CONDUCTOR_API_KEY>' or a gateway key"
         else:
-            return None
+            reason = "invalid API key: the bearer key is neither CONDUCTOR_API_KEY nor a gateway key"
         return ApiError(401, "authentication", reason, headers={"www-authenticate": "Bearer"})
 
     async def _limited(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -287,6 +295,10 @@ def _bearer(scope: Scope) -> str | None:
                 return token.strip()
             return None
     return None
+
+
+#: `_refusal`'s answer for a bearer shaped as a gateway key: `check_gateway_key` decides.
+_GATEWAY_KEY = ApiError(401, "authentication", "a gateway key")
 
 
 class _TooLarge(StarletteHTTPException):

@@ -9,6 +9,7 @@ import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
+from contextvars import Token
 from functools import partial
 from typing import Any
 
@@ -23,6 +24,8 @@ from starlette.types import Receive, Scope, Send
 from conductor_core import overhead
 from conductor_core.config import redact
 from conductor_core.errors import NotConfiguredError, ProviderError
+from conductor_core.keys import KeyUse, reset_use, using
+from conductor_core.keys.counters import Admission
 from conductor_core.models import (
     SPELLED_BY_CLIENT,
     TEXT_CHECKED,
@@ -60,6 +63,7 @@ from .errors import (
     response_for,
     validation_error,
 )
+from .keys import admit, check_model, key_of, settle
 from .middleware import OVERHEAD_HEADER, overhead_value
 from .prompts import PROMPT_HEADER, prompt_reference, prompted, with_prompt
 from .schemas import (
@@ -487,11 +491,21 @@ async def resolve_model(core: AsyncConductor, requested: str) -> tuple[str, str 
     response_model=ModelList,
     responses=ERROR_RESPONSES,
     summary="List models (OpenAI format)",
-    description="'auto' plus every model of every configured provider, as 'provider/model'.",
+    description="'auto' plus every model of every configured provider, as 'provider/model' (for a gateway key "
+    "limited to some models, those only).",
     tags=["OpenAI-compatible"],
 )
 async def get_models(request: Request) -> ModelList:
-    return ModelList(data=await list_models(core_of(request)))
+    cards = await list_models(core_of(request))
+    key = key_of(request.scope)
+    if key is not None and key.models is not None:  # a gateway key sees the models it may use
+        cards = [card for card in cards if key.allows(*_provider_model(card.id))]
+    return ModelList(data=cards)
+
+
+def _provider_model(model_id: str) -> tuple[str, str | None]:
+    provider, _, model = model_id.partition("/")
+    return provider, model or None
 
 
 @router.get(
@@ -502,8 +516,9 @@ async def get_models(request: Request) -> ModelList:
     tags=["OpenAI-compatible"],
 )
 async def get_model(model_id: str, request: Request) -> ModelCard:
+    key = key_of(request.scope)
     for card in await list_models(core_of(request)):
-        if card.id == model_id:
+        if card.id == model_id and (key is None or key.allows(*_provider_model(card.id))):
             return card
     raise ApiError(404, "model_not_found", f"unknown model {model_id!r}; {MODELS_HINT}", param="model")
 
@@ -645,6 +660,10 @@ async def serve_chat(app: Any, scope: Scope, receive: Receive, send: Send) -> No
     watch: DisconnectWatch | None = None
     started = False
     served_prompt: list[tuple[bytes, bytes]] = []  # x-conductor-prompt: the version a prompt request got
+    key = key_of(scope)  # a gateway key's request: its models and limits apply, its attempts carry its id
+    admission: Admission | None = None
+    use: KeyUse | None = None
+    use_token: Token[KeyUse | None] | None = None
 
     async def start(status: int, headers: list[tuple[bytes, bytes]]) -> None:
         nonlocal started
@@ -662,6 +681,12 @@ async def serve_chat(app: Any, scope: Scope, receive: Receive, send: Send) -> No
         body = await off_loop(len(raw), ChatCompletionRequest.model_validate, data)
         core = core_of_app(app)
         provider, model = await resolve_model(core, body.model)
+        if key is not None:
+            known = core.registry.providers.get(provider)
+            check_model(key, provider, model, known.default_model if known is not None else None)
+            admission = await admit(app, key, len(raw), body.max_completion_tokens or body.max_tokens, body.n or 1)
+            use = KeyUse(key.id)
+            use_token = using(use)
         chat_request = await off_loop(len(raw), to_chat_request, body, provider, model)
         if served_prompt:  # the evaluated policy routes by the prompt's name
             chat_request = with_prompt(chat_request, served_prompt[0][1].decode())
@@ -709,6 +734,10 @@ async def serve_chat(app: Any, scope: Scope, receive: Receive, send: Send) -> No
     finally:
         if watch is not None:
             watch.close()
+        if use_token is not None:
+            reset_use(use_token)
+        if admission is not None and use is not None:
+            await settle(app, admission, use)
 
 
 def _raw(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:

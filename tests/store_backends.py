@@ -158,4 +158,5 @@ def full_record() -> AttemptRecord:
         answer="Packets wait; the answer blooms",
         attempt_index=1,
         overhead_ms=0.375,
+        key_id="key_0123456789abcdef0123",
     )

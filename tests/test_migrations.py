@@ -661,6 +661,48 @@ def test_a_database_at_0011_gets_experiment_jobs_and_its_running_run_stays_in_pr
         log.close()
 
 
+def test_a_database_at_0012_gets_gateway_keys_and_its_attempts_read_as_made_with_no_key(place: Place) -> None:
+    """The release before gateway keys (0013): its attempts upgrade in place with no key; a key
+    made afterwards is stored as a hash, and its attempts are counted in its spend."""
+    from conductor_core.keys import KeyStore, hash_key
+
+    place.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = place.engine()
+    migrate.upgrade(engine, "older", target="0012")
+    engine.dispose()
+    at = T0.isoformat()
+    true = "true" if place.backend == "postgresql" else "1"
+    place.execute(
+        "INSERT INTO attempts (id, created_at, created_ts, request_id, provider, route, source, streamed, status, "
+        f"input_tokens, output_tokens, cost_usd) VALUES ('att_old', '{at}', {T0.timestamp()}, 'req_old', 'openai', "
+        f"'manual', 'gateway', {true}, 'ok', 3, 4, 0.5)"
+    )
+    log = place.open_log()
+    try:
+        log.open()
+        assert place.revisions() == (migrate.HEAD,)
+        (old,) = place.rows("attempts")
+        assert old["key_id"] is None and old["cost_usd"] == 0.5
+        keys = KeyStore(log)
+        made, secret = keys.create("app", owner="ana", rpm=5, budget_usd=1.0, budget_period="month")
+        (stored,) = place.rows("gateway_keys")
+        assert stored["secret_hash"] == hash_key(secret) and secret not in json.dumps(stored, default=str)
+        assert log.write(make_record(key_id=made.id, cost_usd=0.25, created_at=T0 + timedelta(seconds=1)))
+        assert keys.spent_since(made.id, T0) == 0.25  # the old attempt is no key's
+        # Down to 0012 and up again: the table and the column go and come back; the old row stays.
+        engine = place.engine()
+        migrate.downgrade(engine, "older", "0012")
+        with engine.connect() as conn:
+            assert "gateway_keys" not in set(inspect(conn).get_table_names())
+            assert "key_id" not in {c["name"] for c in inspect(conn).get_columns("attempts")}
+        migrate.upgrade(engine, "older")
+        assert migrate.differences(engine) == []
+        engine.dispose()
+        assert "att_old" in {row["id"] for row in place.rows("attempts")}
+    finally:
+        log.close()
+
+
 def test_a_database_newer_than_the_code_is_a_clear_error_and_no_row_is_retried_for_ever(
     place: Place, monkeypatch
 ) -> None:

@@ -15,6 +15,7 @@ from .. import overhead
 from ..breaker import CircuitBreaker
 from ..config import redact
 from ..errors import NotConfiguredError, ProviderError, provider_at_fault
+from ..keys.usage import current_use
 from ..metrics import MetricsRegistry
 from ..models import (
     Attempt,
@@ -210,6 +211,9 @@ class Recorder:
         )
 
     def write(self, record: AttemptRecord) -> None:
+        use = current_use()
+        if use is not None:  # made with a gateway key: stamped with its id, counted against its limits
+            use.add(record)
         self.metrics.record(record)
         if self._share is not None:
             self._share(record)

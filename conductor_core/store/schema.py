@@ -197,9 +197,12 @@ attempts = Table(
     Column("attempt_index", Integer()),
     # Time Conductor itself spent on the request, the upstream's time excluded.
     Column("overhead_ms", Double()),
+    # The gateway key the request was made with (conductor_core/keys); NULL: the admin key or no gateway.
+    Column("key_id", SafeString()),
     # Range filters, ordering and buckets all go through created_ts (see module docstring).
     Index("ix_attempts_created_ts", "created_ts"),
     Index("ix_attempts_provider_created_ts", "provider", "created_ts"),
+    Index("ix_attempts_key_id_created_ts", "key_id", "created_ts"),  # a key's spend in its budget period
 )
 
 votes_table = Table(
