@@ -133,6 +133,7 @@ def fill_log(data_dir: Path, rows: int, *, seed: int = 7, votes: int = 300) -> f
             # Every 20th attempt a retry (the dashboard counts requests by first attempts).
             "attempt_index": (rng.random(n) < 0.05).astype(int).tolist(),
             "overhead_ms": np.where(source == "gateway", np.round(rng.uniform(0.5, 3.0, size=n), 3), None).tolist(),
+            "key_id": [None] * n,  # made with no gateway key (playground, or the admin key)
         }
         con.execute("BEGIN")
         con.executemany(sql, zip(*(values[c] for c in columns), strict=True))
