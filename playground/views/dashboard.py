@@ -455,6 +455,8 @@ def replay_panel() -> None:
             choices,
             format_func=lambda rid: _request_label(latest[rid]),
             key="dash_replay_request",
+            on_change=st.session_state.pop,  # another request: its own default targets below
+            args=("dash_replay_with", None),
             help="The 50 newest requests. Its messages and, for the playground's own requests, its parameters "
             "(temperature, max tokens, top_p, stop, seed, system prompt) are sent again.",
         )
@@ -471,7 +473,9 @@ def replay_panel() -> None:
             others,
             default=others[:1],
             max_selections=3,
-            key=f"dash_replay_with_{chosen}",
+            # One key whatever the request: a widget whose key changes is a new widget, and the old one stays
+            # drawn beside it until the run's cleanup, which a live refresh can skip (streamlit#16708).
+            key="dash_replay_with",
         )
         buttons = st.container(horizontal=True, gap="small")
         if buttons.button("Replay in Compare", icon=":material/replay:", key="dash_replay_go", disabled=not against):
