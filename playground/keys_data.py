@@ -34,18 +34,19 @@ __all__ = [
 
 FormatCost = Callable[[float | None], str]
 
+#: What a glance needs first (it fits a phone's width): which key, is it active, what has it spent.
 KEY_TABLE_COLUMNS = [
     "Name",
-    "Owner",
     "Key",
+    "Status",
+    "Spent this period",
+    "Used",
+    "Budget",
     "Models",
     "RPM",
     "TPM",
-    "Budget",
-    "Spent this period",
-    "Used",
+    "Owner",
     "Created",
-    "Status",
     "id",
 ]
 
@@ -61,11 +62,11 @@ def key_period(key: GatewayKey) -> BudgetPeriod:
 
 
 def _when(moment: datetime) -> str:
-    return f"{moment:%Y-%m-%d %H:%M} UTC"
+    return f"{moment:%Y-%m-%d %H:%M}"  # UTC, as every time on these pages
 
 
 def status_text(key: GatewayKey) -> str:
-    return f"revoked {_when(key.revoked_at)}" if key.revoked_at is not None else "active"
+    return f"revoked {_when(key.revoked_at)} UTC" if key.revoked_at is not None else "active"
 
 
 def models_text(key: GatewayKey) -> str:
@@ -118,7 +119,7 @@ def key_table(keys: Iterable[GatewayKey], spends: Mapping[str, KeySpend], format
                 "Spent this period": f"{spend_text(spend, format_cost)} this {key_period(key)}",
                 "Used": used_share(key, spend),
                 "Created": _when(key.created_at),
-                "Status": status_text(key),
+                "Status": status_text(key).removesuffix(" UTC"),  # the column says UTC
                 "id": key.id,
             }
         )

@@ -84,7 +84,7 @@ def test_key_table_shows_the_prefix_limits_spend_and_state():
     table = kd.key_table(keys, {"key_a": KeySpend(5, 4, 2.5, 1)}, ui.format_cost)
     assert list(table.columns) == kd.KEY_TABLE_COLUMNS
     newest, older = table.to_dict("records")
-    assert newest["Name"] == "old" and newest["Status"] == "revoked 2026-03-04 09:30 UTC"
+    assert newest["Name"] == "old" and newest["Status"] == "revoked 2026-03-04 09:30"
     assert newest["Spent this period"] == "nothing yet this month" and newest["Budget"] == "none"
     assert newest["Used"] != newest["Used"] and newest["Models"] == "any"  # NaN: no budget
     assert older["Key"] == "sk-cnd-AbCd…" and older["Models"] == "openai, local/gemma" and older["RPM"] == 60

@@ -17,11 +17,12 @@ ss = st.session_state
 
 st.title("Keys")
 st.caption(
-    "Keys for apps and people that call the gateway's OpenAI-compatible API, each with the models it may use, "
-    "rate limits and a budget. The gateway checks them on every request when it runs with an admin key "
-    "(`CONDUCTOR_API_KEY`; without one it is open to anyone, and a key limits nothing) on this same database "
-    "(`CONDUCTOR_DATABASE_URL`); a change here reaches every gateway process within a second. Rate and spend "
-    "counters are shared by every gateway process through Redis (`CONDUCTOR_REDIS_URL`)."
+    "Keys for the apps and people that call the gateway, each with the models it may use, rate limits and a "
+    "budget. The gateway checks them when it runs with an admin key (`CONDUCTOR_API_KEY`: without one it is open "
+    "to anyone, and a key limits nothing) on this database (`CONDUCTOR_DATABASE_URL`); a change here reaches every "
+    "gateway process within a second.",
+    help="Rate and spend counters are shared by every gateway process through Redis (`CONDUCTOR_REDIS_URL`); "
+    "without it each process counts on its own.",
 )
 
 _NOTE = "keys_note"  # (kind, text) for the next run: what a callback did
@@ -139,8 +140,10 @@ else:
                 "there is no budget). Unknown prices are not free: 'unknown' or '+ N unpriced' says so.",
             ),
             "Used": st.column_config.ProgressColumn(
-                "Used", format="percent", min_value=0.0, max_value=1.0, help="Share of the budget spent."
+                "Used", format="percent", min_value=0.0, max_value=1.0, width=90, help="Share of the budget spent."
             ),
+            "Status": st.column_config.TextColumn("Status", help="Active, or when it was revoked (UTC)."),
+            "Created": st.column_config.TextColumn("Created", help="UTC."),
         },
     )
     active = [k for k in keys if not k.revoked]
