@@ -78,6 +78,11 @@ def metric(page, label: str) -> str | None:
     )
 
 
+def overflow(page) -> int:
+    """How much wider than the window the page's content is (px)."""
+    return page.evaluate("() => document.querySelector('[data-testid=\"stMain\"]').scrollWidth - window.innerWidth")
+
+
 def download(page, label: str) -> bytes:
     with page.expect_download(timeout=60_000) as started:
         page.get_by_test_id("stDownloadButton").filter(has_text=label).first.click()
@@ -186,8 +191,10 @@ def test_a_key_made_on_the_page_is_used_filtered_revoked_and_never_shown_again(d
             for output in (gateway.output, deployment.work / "streamlit.log"):
                 assert leaks(hidden, output.read_text(errors="replace")) == [], output
 
-            phone = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=1)
-            small = phone.new_page()
+            phone = {**p.devices["iPhone 13"], "viewport": {"width": 390, "height": 844}, "device_scale_factor": 1}
+            phone.pop("default_browser_type", None)
+            context = browser.new_context(**phone)
+            small = context.new_page()
             small.goto(f"{url}/keys")
             small.get_by_role("heading", name="Keys", exact=True).wait_for(timeout=120_000)
             wait_idle(small)
@@ -195,7 +202,16 @@ def test_a_key_made_on_the_page_is_used_filtered_revoked_and_never_shown_again(d
                 state="attached", timeout=60_000
             )
             assert leaks(hidden, page_text(small)) == []
+            assert overflow(small) <= 1, "the Keys page is wider than the phone"
             shots(small, "keys_phone", full_page=True)
-            phone.close()
+            small.get_by_test_id("stExpandSidebarButton").click()
+            open_page(small, "Dashboard")
+            wait_idle(small)
+            small.get_by_test_id("stSelectbox").filter(has=small.get_by_text("Key", exact=True)).wait_for(
+                timeout=60_000
+            )
+            assert overflow(small) <= 1, "the Dashboard with its Key filter is wider than the phone"
+            shots(small, "dashboard_key_filter_390")
+            context.close()
         finally:
             browser.close()

@@ -60,6 +60,7 @@ if gateway_keys:
             else kd.key_label(gateway_keys[k])
         ),
         key="dash_key",
+        persist_state="session",
         width=420,
         help="The requests made with one gateway key (the Keys page makes them), or without any.",
     )
