@@ -61,6 +61,8 @@ if gateway_keys:
         ),
         key="dash_key",
         persist_state="session",
+        # The replay list below follows the filter: a request chosen from another key's is no option any more.
+        on_change=lambda: st.session_state.pop("dash_replay_request", None),
         width=420,
         help="The requests made with one gateway key (the Keys page makes them), or without any.",
     )
