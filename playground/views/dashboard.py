@@ -68,7 +68,7 @@ if gateway_keys:
     )
     key_id = None if chosen_key in (ALL_KEYS, None) else chosen_key
     if key_id is not None:
-        in_window += " with no key" if key_id == NO_KEY else f" with the key {gateway_keys[key_id].name}"
+        in_window += " with no key" if key_id == NO_KEY else f" with the key {ui.escape_md(gateway_keys[key_id].name)}"
 
 
 def export(fmt: str):
