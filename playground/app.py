@@ -1,6 +1,7 @@
 """Conductor's playground: `streamlit run playground/app.py`.
 
-Thin pages over `conductor_core`: Playground (chat), Compare, Experiments, Prompts, Arena, Dashboard, Providers.
+Thin pages over `conductor_core`: Playground (chat), Compare, Experiments, Prompts, Arena, Dashboard, Providers,
+Keys.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ pages = [
     st.Page(_HERE / "views" / "arena.py", title="Arena", icon=":material/how_to_vote:"),
     st.Page(_HERE / "views" / "dashboard.py", title="Dashboard", icon=":material/monitoring:"),
     st.Page(_HERE / "views" / "providers.py", title="Providers", icon=":material/key:"),
+    st.Page(_HERE / "views" / "keys.py", title="Keys", icon=":material/key:"),
 ]
 page = st.navigation(pages)
 

@@ -31,9 +31,11 @@ import pandas as pd
 import streamlit as st
 
 from conductor_core.errors import ProviderError
+from conductor_core.keys import GatewayKey, KeyStore
 from conductor_core.models import ProviderState, utcnow
 from conductor_core.providers import BaseProvider, get_spec
 from conductor_core.router import Conductor
+from conductor_core.store import NO_KEY
 from conductor_core.workbench.arena import Arena
 from conductor_core.workbench.dataset_store import DatasetStore
 from conductor_core.workbench.experiments import ExperimentStore
@@ -70,6 +72,8 @@ __all__ = [
     "readiness",
     "DashboardSnapshot",
     "dashboard_snapshot",
+    "gateway_keys",
+    "key_list",
 ]
 
 FACTORY_ENV = "CONDUCTOR_PLAYGROUND_FACTORY"
@@ -169,6 +173,41 @@ def _prompt_store(factory_spec: str) -> PromptStore:
 def prompts() -> PromptStore:
     """Saved prompts, their versions and labels (workbench/prompts.py)."""
     return _prompt_store(os.environ.get(FACTORY_ENV, ""))
+
+
+class _KeyList:
+    """Every key, read again when older than `max_age_s` (the Dashboard's Key filter draws
+    them on every rerun: a query per rerun for a list that rarely changes). Thread-safe."""
+
+    def __init__(self, store: KeyStore, max_age_s: float = 5.0) -> None:
+        self.store, self.max_age_s = store, max_age_s
+        self._lock = threading.Lock()
+        self._read_at = float("-inf")
+        self._keys: list[GatewayKey] = []
+
+    def get(self, fresh: bool = False) -> list[GatewayKey]:
+        with self._lock:
+            if fresh or time.monotonic() - self._read_at > self.max_age_s:
+                self._keys, self._read_at = self.store.list(), time.monotonic()
+            return list(self._keys)
+
+
+@st.cache_resource(show_spinner=False)
+def _key_store(factory_spec: str) -> tuple[KeyStore, _KeyList]:
+    store = KeyStore(_shared_conductor(factory_spec).log)
+    return store, _KeyList(store)
+
+
+def gateway_keys() -> KeyStore:
+    """The gateway's keys (the request log's database): the Keys page writes them, every
+    gateway process reads them (conductor_core/keys)."""
+    return _key_store(os.environ.get(FACTORY_ENV, ""))[0]
+
+
+def key_list(*, fresh: bool = False) -> list[GatewayKey]:
+    """Every key, revoked ones too, oldest first, read at most every few seconds; `fresh`:
+    read now (after this process changed one)."""
+    return _key_store(os.environ.get(FACTORY_ENV, ""))[1].get(fresh)
 
 
 # --- per-session providers ----------------------------------------------------------------
@@ -318,21 +357,23 @@ class DashboardSnapshot:
     error: str | None = None
 
 
-def _build_snapshot(c: Conductor, window_s: int | None) -> DashboardSnapshot:
+def _build_snapshot(c: Conductor, window_s: int | None, key_id: str | None = None) -> DashboardSnapshot:
+    """The window's figures, everyone's (`key_id` None: from the rollups when the window is
+    big) or one gateway key's (`NO_KEY`: the attempts made without one), read from its rows."""
     t0 = time.perf_counter()
     now = utcnow()
     log = c.log
     since = now - timedelta(seconds=window_s) if window_s is not None else None
-    rows = log.count(since=since)
+    rows = log.count(since=since, key_id=key_id)
     if rows <= FRAME_ROW_LIMIT:
-        frame = log.frame(since=since, columns=_FRAME_COLUMNS)
+        frame = log.frame(since=since, columns=_FRAME_COLUMNS, key_id=key_id)
         first = frame["created_at"].iloc[0].to_pydatetime() if len(frame) else None
         start, end = dd.window_bounds(window_s, now, first)
         series, bucket_s = dd.series_from_frame(frame, start=start, end=end)
         from_rows = True
     else:
         if window_s is None:
-            daily = log.aggregate(bucket_s=86400)
+            daily = log.aggregate(bucket_s=86400, key_id=key_id)
             first = daily["bucket"].min().to_pydatetime() if len(daily) else None
         else:
             first = None
@@ -342,13 +383,14 @@ def _build_snapshot(c: Conductor, window_s: int | None) -> DashboardSnapshot:
         # session state here: the snapshot is shared); more providers in the log than that
         # are handled by re-bucketing the sums, which stay exact.
         bucket_s = dd.bucket_seconds(span_s, providers=len(c.registry.names()))
-        aggregate = log.aggregate(since=start, bucket_s=bucket_s)
+        aggregate = log.aggregate(since=start, bucket_s=bucket_s, key_id=key_id)
         series = dd.series_from_aggregate(aggregate, start=start, end=end, bucket_s=bucket_s)
         if len(series) > dd.MAX_POINTS:
             bucket_s = dd.bucket_seconds(span_s, providers=series["provider"].nunique())
             series = dd.series_from_aggregate(aggregate, start=start, end=end, bucket_s=bucket_s)
         from_rows = False
-    wins = dd.win_rates(log.votes(since=since))
+    # Votes are cast in the playground and the Arena, never with a gateway key.
+    wins = dd.win_rates(log.votes(since=since) if key_id is None or key_id == NO_KEY else [])
     return DashboardSnapshot(
         series, bucket_s, start, end, rows, from_rows, wins, time.perf_counter() - t0, log_since=_log_since(c)
     )
@@ -383,15 +425,17 @@ class _SnapshotCache:
         self._build_locks: dict[Any, threading.Lock] = {}
         self._snapshots: dict[Any, DashboardSnapshot] = {}
 
-    def get(self, c: Conductor, window_s: int | None, min_age_s: float = 2.0) -> DashboardSnapshot:
-        key = (id(c), window_s)
+    def get(
+        self, c: Conductor, window_s: int | None, min_age_s: float = 2.0, key_id: str | None = None
+    ) -> DashboardSnapshot:
+        key = (id(c), window_s, key_id)
         with self._lock:
             build_lock = self._build_locks.setdefault(key, threading.Lock())
         with build_lock:  # one build per window at a time; the others wait and share it
             cached = self._snapshots.get(key)
             if cached and time.monotonic() - cached.taken_at < max(min_age_s, 3 * cached.took_s):
                 return cached
-            snapshot = _build_snapshot(c, window_s)
+            snapshot = _build_snapshot(c, window_s, key_id)
             self._snapshots[key] = snapshot
             return snapshot
 
@@ -401,5 +445,7 @@ def _snapshot_cache() -> _SnapshotCache:
     return _SnapshotCache()
 
 
-def dashboard_snapshot(c: Conductor, window_s: int | None) -> DashboardSnapshot:
-    return _snapshot_cache().get(c, window_s)
+def dashboard_snapshot(c: Conductor, window_s: int | None, key_id: str | None = None) -> DashboardSnapshot:
+    """The Dashboard's figures over a window: everyone's, or one gateway key's (`key_id`;
+    `NO_KEY`: the traffic made without one)."""
+    return _snapshot_cache().get(c, window_s, key_id=key_id)

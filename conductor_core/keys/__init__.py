@@ -8,7 +8,7 @@ limits (rpm, tpm) and a budget per day or month, enforced by the gateway across 
 
 from __future__ import annotations
 
-from .store import KEY_PREFIX, BudgetPeriod, GatewayKey, KeyRing, KeyStore, hash_key, period_bounds
+from .store import KEY_PREFIX, BudgetPeriod, GatewayKey, KeyRing, KeySpend, KeyStore, hash_key, period_bounds
 from .usage import KeyUse, current_use, reset_use, using
 
 __all__ = [
@@ -16,6 +16,7 @@ __all__ = [
     "BudgetPeriod",
     "GatewayKey",
     "KeyRing",
+    "KeySpend",
     "KeyStore",
     "KeyUse",
     "current_use",

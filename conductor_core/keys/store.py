@@ -26,10 +26,10 @@ import secrets
 import threading
 import time
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, Field
-from sqlalchemy import Column, Double, Index, Integer, MetaData, String, Table, func, select, update
+from sqlalchemy import Column, Double, Index, Integer, MetaData, String, Table, and_, case, func, select, update
 
 from ..models import new_id, utcnow
 from ..store import RequestLog
@@ -40,6 +40,7 @@ __all__ = [
     "BudgetPeriod",
     "GatewayKey",
     "KeyRing",
+    "KeySpend",
     "KeyStore",
     "hash_key",
     "keys_table",
@@ -146,6 +147,17 @@ def _key_of(row: Any) -> GatewayKey:
     )
 
 
+class KeySpend(NamedTuple):
+    """What the request log holds for a key since a moment: its attempts, the cost of the
+    priced ones, and its answers whose price is unknown (unknown is not free: a budget's
+    figure with any of them is a lower bound)."""
+
+    attempts: int
+    answers: int  # successful attempts
+    cost_usd: float
+    unpriced: int  # answers without a known price
+
+
 class KeyStore:
     """Keys in the request log's database. Thread-safe (one engine, short transactions)."""
 
@@ -230,6 +242,23 @@ class KeyStore:
         self.log.flush()  # this process's own queued rows first
         with self.engine.connect() as conn:
             return float(conn.execute(stmt).scalar() or 0.0)
+
+    def spend(self, key_id: str, since: datetime) -> KeySpend:
+        """`key_id`'s attempts since `since`, what the priced ones cost, and how many of its
+        answers (successful attempts) have no known price, as the Dashboard counts them."""
+        a = attempts.c
+        ok = case((a.status == "ok", 1), else_=0)
+        unpriced = case((and_(a.status == "ok", a.cost_usd.is_(None)), 1), else_=0)
+        stmt = select(
+            func.count(),
+            func.coalesce(func.sum(ok), 0),
+            func.coalesce(func.sum(a.cost_usd), 0.0),
+            func.coalesce(func.sum(unpriced), 0),
+        ).where(a.key_id == key_id, a.created_ts >= since.timestamp())
+        self.log.flush()  # this process's own queued rows first
+        with self.engine.connect() as conn:
+            count, answers, cost, unknown = conn.execute(stmt).one()
+        return KeySpend(int(count), int(answers), float(cost), int(unknown))
 
 
 class KeyRing:

@@ -39,7 +39,7 @@ Promises kept here:
 
 from __future__ import annotations
 
-from .log import RequestLog
+from .log import NO_KEY, RequestLog
 from .migrate import DatabaseNewerError, SchemaError, SchemaMismatchError
 from .schema import (
     AGGREGATE_COLUMNS,
@@ -58,6 +58,7 @@ from .writer import LogHealth
 __all__ = [
     "AGGREGATE_COLUMNS",
     "FRAME_COLUMNS",
+    "NO_KEY",
     "DatabaseNewerError",
     "LogHealth",
     "RequestLog",

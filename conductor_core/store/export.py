@@ -41,16 +41,27 @@ def neutralize_formula(value: str) -> str:
 
 
 def export_records(
-    records: Iterable[AttemptRecord], fmt: Literal["csv", "json"], *, verdicts: Verdicts | None = None
+    records: Iterable[AttemptRecord],
+    fmt: Literal["csv", "json"],
+    *,
+    verdicts: Verdicts | None = None,
+    key_names: Mapping[str, str] | None = None,
 ) -> bytes:
     """CSV (RFC 4180) with a header, or a JSON array of objects with ISO 8601 timestamps. UTF-8.
     With `verdicts`, every row also says how a vote judged its answer (`VOTE_FIELDS`); only
-    the attempt that answered carries it (a failed attempt of the same request was not judged)."""
+    the attempt that answered carries it (a failed attempt of the same request was not judged).
+    With `key_names` (gateway key id -> name), every row also says the name of the key it was
+    made with (`key_name`, beside `key_id`; empty without one). Never the key itself: the log
+    holds only its id."""
     if fmt not in ("csv", "json"):
         raise ValueError(f"unknown export format {fmt!r}; use 'csv' or 'json'")
     records = list(records)
     rows = [_export_row(record) for record in records]
     fields = list(ATTEMPT_FIELDS)
+    if key_names is not None:
+        fields.insert(fields.index("key_id") + 1, "key_name")
+        for row in rows:
+            row["key_name"] = key_names.get(row["key_id"]) if row["key_id"] is not None else None
     if verdicts is not None:
         judged = verdicts(records)
         fields += VOTE_FIELDS

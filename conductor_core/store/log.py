@@ -7,7 +7,7 @@ from __future__ import annotations
 import atexit
 import os
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -18,7 +18,7 @@ from ..models import AttemptRecord, ProviderUsage, Vote
 from . import rollups
 from .database import Database
 from .export import Verdicts, export_records
-from .reads import GatewayOverhead, LogReader
+from .reads import NO_KEY, GatewayOverhead, LogReader
 from .schema import default_data_dir
 from .spool import spool_directory
 from .writer import LogHealth, LogWriter
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
     from ..config import Settings
 
-__all__ = ["RequestLog"]
+__all__ = ["NO_KEY", "RequestLog"]
 
 _open_logs: weakref.WeakSet[RequestLog] = weakref.WeakSet()
 
@@ -202,12 +202,20 @@ class RequestLog:
         status: str | None = None,
         limit: int | None = None,
         request_id: str | None = None,
+        key_id: str | None = None,
     ) -> list[AttemptRecord]:
         """Attempts newest first. `since` is inclusive, `until` exclusive. `request_id`: the
-        attempts of one request (not indexed: for a person's look-up, not a hot path)."""
+        attempts of one request (not indexed: for a person's look-up, not a hot path).
+        `key_id`: the attempts made with one gateway key (`NO_KEY`: with none)."""
         self.flush()
         return self._reader.records(
-            since=since, until=until, provider=provider, status=status, limit=limit, request_id=request_id
+            since=since,
+            until=until,
+            provider=provider,
+            status=status,
+            limit=limit,
+            request_id=request_id,
+            key_id=key_id,
         )
 
     def count(
@@ -218,11 +226,15 @@ class RequestLog:
         provider: str | None = None,
         status: str | None = None,
         limit: int | None = None,
+        key_id: str | None = None,
     ) -> int:
         """How many attempts match (at most `limit`, to mirror `records()`); requests are
-        `aggregate()`'s `first_attempts`."""
+        `aggregate()`'s `first_attempts`. With `key_id` (`NO_KEY`: none) the key's rows are
+        counted, not the rollups."""
         self.flush()
-        return self._reader.count(since=since, until=until, provider=provider, status=status, limit=limit)
+        return self._reader.count(
+            since=since, until=until, provider=provider, status=status, limit=limit, key_id=key_id
+        )
 
     def frame(
         self,
@@ -230,6 +242,7 @@ class RequestLog:
         since: datetime | None = None,
         until: datetime | None = None,
         columns: Sequence[str] | None = None,
+        key_id: str | None = None,
     ) -> pd.DataFrame:
         """Attempts as a DataFrame for dashboards, oldest first (`since` inclusive, `until`
         exclusive). Default columns: `FRAME_COLUMNS`; any attempt field may be asked for.
@@ -240,11 +253,19 @@ class RequestLog:
         None).
 
         For a whole-log overview prefer `aggregate()`: this returns one row per attempt,
-        and on SQLite most of its time is the driver turning cells into Python objects."""
+        and on SQLite most of its time is the driver turning cells into Python objects.
+        `key_id`: one gateway key's attempts only (`NO_KEY`: those made without one)."""
         self.flush()
-        return self._reader.frame(since=since, until=until, columns=columns)
+        return self._reader.frame(since=since, until=until, columns=columns, key_id=key_id)
 
-    def aggregate(self, *, since: datetime | None = None, until: datetime | None = None, bucket_s: int) -> pd.DataFrame:
+    def aggregate(
+        self,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        bucket_s: int,
+        key_id: str | None = None,
+    ) -> pd.DataFrame:
         """Per provider and time bucket, computed in SQL: at most providers x buckets rows.
 
         Columns (`AGGREGATE_COLUMNS`): provider, bucket (UTC start of the bucket), requests
@@ -254,9 +275,10 @@ class RequestLog:
         generation_s (streamed successes: tokens per second is their ratio), cost_usd
         (unknown costs count as 0), input_tokens, output_tokens. Oldest bucket first.
         When `bucket_s` is a whole number of minutes (the dashboard's case) this reads the
-        rollups, and costs the same for a thousand rows or a million."""
+        rollups, and costs the same for a thousand rows or a million; with `key_id` (one gateway
+        key's attempts; `NO_KEY`: those made without one) it sums that key's rows instead."""
         self.flush()
-        return self._reader.aggregate(since=since, until=until, bucket_s=bucket_s)
+        return self._reader.aggregate(since=since, until=until, bucket_s=bucket_s, key_id=key_id)
 
     def export(
         self,
@@ -268,14 +290,18 @@ class RequestLog:
         status: str | None = None,
         limit: int | None = None,
         verdicts: Verdicts | None = None,
+        key_id: str | None = None,
+        key_names: Mapping[str, str] | None = None,
     ) -> bytes:
         """The matching attempts (newest first, like `records()`) as CSV with a header, or a
         JSON array of objects with ISO 8601 timestamps. UTF-8. JSON is exact; in CSV a text
-        cell that a spreadsheet would run as a formula gets a leading quote (see export.py)."""
+        cell that a spreadsheet would run as a formula gets a leading quote (see export.py).
+        `key_id` narrows them to one gateway key's (`NO_KEY`: none); `key_names` (key id ->
+        name) adds each row's `key_name` beside its `key_id`."""
         if fmt not in ("csv", "json"):
             raise ValueError(f"unknown export format {fmt!r}; use 'csv' or 'json'")
-        found = self.records(since=since, until=until, provider=provider, status=status, limit=limit)
-        return export_records(found, fmt, verdicts=verdicts)
+        found = self.records(since=since, until=until, provider=provider, status=status, limit=limit, key_id=key_id)
+        return export_records(found, fmt, verdicts=verdicts, key_names=key_names)
 
     def provider_totals(self) -> dict[str, ProviderUsage]:
         """Usage per provider over the whole log, summed from the rollups. For one provider

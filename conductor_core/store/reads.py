@@ -37,7 +37,11 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
-__all__ = ["GatewayOverhead", "LogReader"]
+__all__ = ["NO_KEY", "GatewayOverhead", "LogReader"]
+
+#: `key_id=NO_KEY` in a read: the attempts made without a gateway key (the playground, the
+#: admin key, scripts). No key id is empty, so it cannot name a key.
+NO_KEY = ""
 
 _LABEL_COLUMNS = {"provider", "model", "route", "status", "error_type", "source"}
 _STATUS_COLUMN = {"ok": "ok", "error": "errors", "incomplete": "incomplete"}
@@ -68,6 +72,13 @@ def _range(table: Table, since: datetime | None, until: datetime | None) -> list
     return where
 
 
+def _by_key(key_id: str | None) -> list[ColumnElement[bool]]:
+    """The attempts made with one gateway key (`NO_KEY`: with none); None: every attempt."""
+    if key_id is None:
+        return []
+    return [attempts.c.key_id.is_(None) if key_id == NO_KEY else attempts.c.key_id == key_id]
+
+
 class LogReader:
     def __init__(self, database: Database) -> None:
         self._db = database
@@ -79,8 +90,9 @@ class LogReader:
         provider: str | None,
         status: str | None,
         request_id: str | None = None,
+        key_id: str | None = None,
     ) -> list[ColumnElement[bool]]:
-        where = _range(attempts, since, until)
+        where = _range(attempts, since, until) + _by_key(key_id)
         if request_id is not None:
             where.append(attempts.c.request_id == request_id)
         if provider is not None:
@@ -98,12 +110,13 @@ class LogReader:
         status: str | None = None,
         limit: int | None = None,
         request_id: str | None = None,
+        key_id: str | None = None,
     ) -> list[AttemptRecord]:
         self._db.ensure_schema()
         columns = [attempts.c[name] for name in ATTEMPT_FIELDS]
         stmt = (
             select(*columns)
-            .where(*self._filters(since, until, provider, status, request_id))
+            .where(*self._filters(since, until, provider, status, request_id, key_id))
             .order_by(attempts.c.created_ts.desc(), attempts.c.id.desc())
         )
         if limit is not None:
@@ -120,11 +133,12 @@ class LogReader:
         provider: str | None = None,
         status: str | None = None,
         limit: int | None = None,
+        key_id: str | None = None,
     ) -> int:
         self._db.ensure_schema()
         if status is not None and status not in _STATUS_COLUMN:
             return 0  # no attempt has any other status
-        cells = self._cells(since, until)
+        cells = self._cells(since, until, key_id=key_id)
         column = cells.c[_STATUS_COLUMN[status] if status is not None else "requests"]
         stmt = select(func.coalesce(func.sum(column), 0))
         if provider is not None:
@@ -133,19 +147,27 @@ class LogReader:
             total = int(conn.execute(stmt).scalar_one())
         return min(total, limit) if limit is not None else total
 
-    def _cells(self, since: datetime | None, until: datetime | None, *, bucket_s: int = ROLLUP_S) -> Any:
+    def _cells(
+        self, since: datetime | None, until: datetime | None, *, bucket_s: int = ROLLUP_S, key_id: str | None = None
+    ) -> Any:
         """Sums per provider and `ts` covering exactly [since, until): whole minutes from the
         rollups, the partial minutes at either edge from the attempts themselves (one cell per
-        attempt). For buckets that minutes do not divide evenly, every cell is an attempt."""
+        attempt). For buckets that minutes do not divide evenly, every cell is an attempt; so
+        is it for one key's attempts (`key_id`: the rollups do not keep keys apart), read
+        through the (key_id, created_ts) index."""
         start = epoch(since) if since is not None else None
         end = epoch(until) if until is not None else None
         whole_from = -(-start // ROLLUP_S) * ROLLUP_S if start is not None else None  # ceil to the minute
         whole_to = end // ROLLUP_S * ROLLUP_S if end is not None else None
-        use_rollups = bucket_s % ROLLUP_S == 0 and (whole_from is None or whole_to is None or whole_from <= whole_to)
+        use_rollups = (
+            key_id is None
+            and bucket_s % ROLLUP_S == 0
+            and (whole_from is None or whole_to is None or whole_from <= whole_to)
+        )
 
         def raw(lo: float | None, hi: float | None) -> Any:
             ts = attempts.c.created_ts
-            where = ([ts >= lo] if lo is not None else []) + ([ts < hi] if hi is not None else [])
+            where = ([ts >= lo] if lo is not None else []) + ([ts < hi] if hi is not None else []) + _by_key(key_id)
             return select(
                 attempts.c.provider, ts.label("ts"), *(expr.label(name) for name, expr in ROLLUP_SUMS.items())
             ).where(*where)
@@ -169,6 +191,7 @@ class LogReader:
         since: datetime | None = None,
         until: datetime | None = None,
         columns: Sequence[str] | None = None,
+        key_id: str | None = None,
     ) -> pd.DataFrame:
         # Imported here, not at the top: only dashboards need them, and the router (which
         # imports the store in every process) starts faster without pandas.
@@ -186,7 +209,7 @@ class LogReader:
             selected.append(attempts.c.created_ts)  # needed to order the rows
         # No ORDER BY: rows come back in insertion order, which is almost always time order,
         # and checking (or sorting) in numpy is far cheaper than SQLite sorting the rows.
-        matrix = self._fetch_matrix(select(*selected).where(*_range(attempts, since, until)))
+        matrix = self._fetch_matrix(select(*selected).where(*_range(attempts, since, until), *_by_key(key_id)))
         ts_position = wanted.index("created_at") if "created_at" in wanted else len(selected) - 1
         ts = matrix[:, ts_position].astype("float64")
         frame = pd.DataFrame(
@@ -218,7 +241,7 @@ class LogReader:
 
     def _fetch_raw_chunks(self, stmt: Any, size: int = _FETCH_CHUNK_ROWS) -> Iterator[list[tuple[Any, ...]]]:
         """Run a Core select on the DBAPI cursor directly: plain tuples, no Row objects (and
-        no bind processing: only numbers may be bound here)."""
+        no bind processing: only numbers and plain ids, such as a key's, may be bound here)."""
         with self._db.engine.connect() as conn:
             compiled = stmt.compile(dialect=conn.dialect)
             params = compiled.construct_params()
@@ -237,13 +260,20 @@ class LogReader:
     def _fetch_raw(self, stmt: Any) -> list[tuple[Any, ...]]:
         return [row for rows in self._fetch_raw_chunks(stmt) for row in rows]
 
-    def aggregate(self, *, since: datetime | None = None, until: datetime | None = None, bucket_s: int) -> pd.DataFrame:
+    def aggregate(
+        self,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        bucket_s: int,
+        key_id: str | None = None,
+    ) -> pd.DataFrame:
         if int(bucket_s) <= 0:
             raise ValueError("bucket_s must be a positive number of seconds")
         import pandas as pd
 
         self._db.ensure_schema()
-        cells = self._cells(since, until, bucket_s=int(bucket_s))
+        cells = self._cells(since, until, bucket_s=int(bucket_s), key_id=key_id)
         bucket = rollups.bucket(self._db.dialect, int(bucket_s), cells.c.ts)
         sums = {name: func.sum(cells.c[name]) for name in ROLLUP_SUMS}
         stmt = select(

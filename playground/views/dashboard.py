@@ -7,11 +7,14 @@ from datetime import timedelta
 
 import streamlit as st
 
+from conductor_core.keys import period_bounds
 from conductor_core.models import utcnow
+from conductor_core.store import NO_KEY
 from conductor_core.workbench.replay import parse_transcript
 from playground import charts, state
 from playground import components as ui
 from playground import dashboard_data as dd
+from playground import keys_data as kd
 from playground.add_to_dataset import add_to_dataset
 
 c = state.conductor()
@@ -38,16 +41,46 @@ window_s = dd.WINDOWS[window_label]
 window_name = dd.WINDOW_NAMES[window_label]
 in_window = "in the whole log" if window_s is None else f"in the last {window_name}"
 
+# The Key filter, once the gateway has keys (read every few seconds at most, not per refresh).
+ALL_KEYS = "all"  # no key id is "all" (they are key_<hex>); NO_KEY ("") is the traffic without one
+try:
+    gateway_keys = {k.id: k for k in state.key_list()}
+except Exception:  # noqa: BLE001 - the live panel says when the log cannot be read
+    gateway_keys = {}
+key_id: str | None = None  # None: every request
+if gateway_keys:
+    chosen_key = st.selectbox(
+        "Key",
+        [ALL_KEYS, *gateway_keys, NO_KEY],
+        format_func=lambda k: (
+            "All traffic"
+            if k == ALL_KEYS
+            else "No key (playground, admin key)"
+            if k == NO_KEY
+            else kd.key_label(gateway_keys[k])
+        ),
+        key="dash_key",
+        persist_state="session",
+        # The replay list below follows the filter: a request chosen from another key's is no option any more.
+        on_change=lambda: st.session_state.pop("dash_replay_request", None),
+        width=420,
+        help="The requests made with one gateway key (the Keys page makes them), or without any.",
+    )
+    key_id = None if chosen_key in (ALL_KEYS, None) else chosen_key
+    if key_id is not None:
+        in_window += " with no key" if key_id == NO_KEY else f" with the key {ui.escape_md(gateway_keys[key_id].name)}"
+
 
 def export(fmt: str):
     def build() -> bytes:
         since = utcnow() - timedelta(seconds=window_s) if window_s is not None else None
-        return c.log.export(fmt, since=since, verdicts=state.vote_verdicts)  # with the votes
+        names = {k.id: k.name for k in state.gateway_keys().list()}  # key_name beside key_id; never the key
+        return c.log.export(fmt, since=since, verdicts=state.vote_verdicts, key_id=key_id, key_names=names)
 
     return build
 
 
-suffix = window_label.replace(" ", "")
+suffix = window_label.replace(" ", "") + ("" if key_id is None else "-nokey" if key_id == NO_KEY else f"-{key_id}")
 with controls[2]:
     st.download_button(
         "CSV",
@@ -147,6 +180,12 @@ def chart_grid(snapshot: state.DashboardSnapshot) -> None:
             st.altair_chart(charts.win_rate_chart(snapshot.wins), key="dash_chart_wins")
 
 
+def _key_said() -> str:
+    if key_id is None:
+        return ""
+    return " · without a key" if key_id == NO_KEY else f" · key {ui.escape_md(gateway_keys[key_id].name)}"
+
+
 def _when(moment) -> str:
     """A start time that fits a tile: the clock today, the date before."""
     now = utcnow()
@@ -159,10 +198,25 @@ def _when(moment) -> str:
     )
 
 
+def key_spend_line(key) -> None:
+    """One key's spend this period against its budget (from its rows in the log)."""
+    try:
+        spend = state.gateway_keys().spend(key.id, period_bounds(kd.key_period(key))[0])
+    except Exception as exc:  # noqa: BLE001
+        st.error(f"The key's spend could not be read: {ui.escape_md(ui.unexpected_error(exc))}")
+        return
+    over = key.budget_usd is not None and spend.cost_usd >= key.budget_usd
+    st.markdown(
+        f":material/key: {ui.escape_md(kd.spend_line(key, spend, ui.format_cost))}"
+        + (" :red[Over budget: the gateway refuses it until the reset.]" if over else "")
+        + (f" :gray[This key was {kd.status_text(key)}.]" if key.revoked else "")
+    )
+
+
 @st.fragment(run_every=2.0 if live else None)
 def live_panel() -> None:
     try:
-        snapshot = state.dashboard_snapshot(c, window_s)
+        snapshot = state.dashboard_snapshot(c, window_s, key_id)
         status = c.status(overrides=state.overrides())
         gateway = c.log.gateway_overhead(since=utcnow() - timedelta(seconds=window_s) if window_s else None)
     except Exception as exc:  # noqa: BLE001 - an unreachable log is a message, the page keeps working
@@ -191,6 +245,8 @@ def live_panel() -> None:
                 f":material/lan: Breakers and AUTO's metrics are shared with every replica through "
                 f"{ui.escape_md(routing_state.backend)}."
             )
+    if key_id is not None and key_id != NO_KEY:
+        key_spend_line(gateway_keys[key_id])
     top, bottom = st.columns(3), st.columns(3)
     attempts, requests = totals["requests"], totals["first_attempts"]
     top[0].metric(
@@ -354,7 +410,7 @@ def live_panel() -> None:
         else "per-minute sums (means of latency and first token; p50/p95 need a shorter window)"
     )
     st.caption(
-        f"{'Whole log' if window_s is None else f'Last {window_name}'} · {snapshot.rows:,} attempts · {dd.bucket_name(snapshot.bucket_s)} buckets · from {source} · "
+        f"{'Whole log' if window_s is None else f'Last {window_name}'}{_key_said()} · {snapshot.rows:,} attempts · {dd.bucket_name(snapshot.bucket_s)} buckets · from {source} · "
         f"updated {snapshot.end:%H:%M:%S} UTC"
         + (" · live" if live else " · paused")
         + f" · this server up for {dd.humanize_seconds(status.uptime_s)}"
@@ -441,7 +497,7 @@ def _request_label(record) -> str:
 
 def replay_panel() -> None:
     st.markdown("##### Replay a logged request, or add it to a dataset")
-    records = c.log.records(limit=200)
+    records = c.log.records(limit=200, key_id=key_id)  # the Key filter's, when one is chosen
     latest: dict[str, object] = {}
     for record in records:  # newest first: one entry per request (its last attempt)
         latest.setdefault(record.request_id, record)
