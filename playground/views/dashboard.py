@@ -62,7 +62,7 @@ if gateway_keys:
         key="dash_key",
         persist_state="session",
         # The replay list below follows the filter: a request chosen from another key's is no option any more.
-        on_change=lambda: st.session_state.pop("dash_replay_request", None),
+        on_change=lambda: [st.session_state.pop(k, None) for k in ("dash_replay_request", "dash_replay_with")],
         width=420,
         help="The requests made with one gateway key (the Keys page makes them), or without any.",
     )
