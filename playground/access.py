@@ -25,7 +25,7 @@ import streamlit as st
 
 from conductor_core.team import LOCAL, Membership, Person, User
 
-__all__ = ["require_access", "who", "person", "signed_in"]
+__all__ = ["require_access", "who", "person", "signed_in", "spending_refusal"]
 
 _OK = "_access_granted"
 _USER = "_access_user"  # the signed-in account (password or identity provider)
@@ -199,6 +199,13 @@ def person() -> Person:
     login configured, or the one shared password)."""
     found = st.session_state.get(_PERSON)
     return found if isinstance(found, Person) else LOCAL
+
+
+def spending_refusal() -> str | None:
+    """Why this person may not send anything to a provider (None: they may): viewers look and export."""
+    if person().can_send:
+        return None
+    return "You are a viewer in this workspace: you can read and export, not send to a provider."
 
 
 def signed_in() -> bool:

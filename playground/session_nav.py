@@ -225,10 +225,10 @@ def _sharing_button(session: SessionInfo, noun: str) -> None:
 
 def send_refusal(session: SessionInfo | None) -> str | None:
     """Why this person cannot send here (None: they can): a viewer looks and exports, never spends."""
-    me = access.person()
-    if not me.can_send:
-        return "You are a viewer in this workspace: you can read and export sessions, not send messages."
-    return None if session is None or session.writable_by(me) else NOT_YOURS
+    refusal = access.spending_refusal()
+    if refusal:
+        return refusal
+    return None if session is None or session.writable_by(access.person()) else NOT_YOURS
 
 
 def header(kind: str, session: SessionInfo | None, *, busy: bool) -> None:

@@ -111,6 +111,13 @@ def test_a_viewer_reads_a_shared_session_but_cannot_send(env):
     assert any("You are a viewer in this workspace" in c.value for c in at.caption)
     at = sign_in(page(), "cy@example.com", PASSWORD)  # a new chat: no sending either
     assert at.chat_input[0].disabled
+    at.switch_page("views/compare.py").run()
+    assert next(b for b in at.get("form_submit_button") if b.label == "Run compare").disabled
+    at.switch_page("views/arena.py").run()
+    assert at.get("form_submit_button")[0].disabled  # Start blind round
+    assert any("You are a viewer in this workspace" in c.value for c in at.caption)
+    at.switch_page("views/experiments.py").run()
+    assert next(b for b in at.button if b.label == "Run experiment").disabled
 
 
 def test_with_no_login_nothing_is_asked_and_sharing_is_not_offered(env):
