@@ -171,8 +171,23 @@ def session_labels(sessions: Sequence[SessionInfo], *, noun: str, now: datetime,
     ]
 
 
+def _managed(session_id: str) -> bool:
+    """Whether this person may still change the session (its sharing may have changed since the
+    menu was drawn); a note says so when not."""
+    found, me = state.sessions().get(session_id), access.person()
+    if found is not None and found.manageable_by(me):
+        return True
+    if found is not None and found.readable_by(me):  # else the page says it is not theirs
+        st.session_state["session_note"] = (
+            "Only its author, or a workspace owner once it is shared, can change this session."
+        )
+    return False
+
+
 def _rename(session_id: str, key: str) -> None:
     title = (st.session_state.get(key) or "").strip()
+    if not _managed(session_id):
+        return
     try:
         state.sessions().rename(session_id, title)
         st.toast("Renamed.", icon=":material/edit:")
@@ -181,6 +196,8 @@ def _rename(session_id: str, key: str) -> None:
 
 
 def _delete(kind: str, session_id: str) -> None:
+    if not _managed(session_id):
+        return
     state.sessions().delete(session_id)
     forget(kind)
     st.toast("Session deleted.", icon=":material/delete:")
@@ -195,9 +212,11 @@ def _asked_key(session_id: str) -> str:
 
 
 def _share(session_id: str, shared: bool) -> None:
+    if not _managed(session_id):
+        return
     state.sessions().set_visibility(session_id, "workspace" if shared else "private")
     st.toast(
-        "Shared with the workspace." if shared else "Private: only you can open it now.",
+        "Shared with the workspace." if shared else "Private: only its author can open it now.",
         icon=":material/group:" if shared else ":material/lock:",
     )
 
@@ -231,6 +250,56 @@ def send_refusal(session: SessionInfo | None) -> str | None:
     return None if session is None or session.writable_by(access.person()) else NOT_YOURS
 
 
+def _menu(kind: str, session: SessionInfo, noun: str, *, busy: bool, team: bool) -> None:
+    """Rename, share (when people sign in) and delete, behind the ⋯ beside the session's name."""
+    actions = "Rename, share or delete" if team else "Rename or delete"
+    with st.popover("", icon=":material/more_horiz:", help=f"{actions} this {noun}", type="tertiary"):
+        key = f"rename_{session.id}"
+        st.text_input("Name", value=session.title, key=key, max_chars=80)
+        st.button(
+            "Rename",
+            key=f"do_rename_{session.id}",
+            on_click=_rename,
+            args=(session.id, key),
+            icon=":material/edit:",
+        )
+        st.divider()
+        if team:  # with nobody signed in, there is nobody to share with
+            _sharing_button(session, noun)
+            st.divider()
+        if st.session_state.get(_asked_key(session.id)) and not busy:
+            # Deleting cannot be undone: say what goes, and wait for a second click.
+            st.warning(
+                f"Delete **{ui.escape_md(session.title or f'Untitled {noun}')}** for good, with every "
+                "message and answer in it? The requests it made stay in the request log (Dashboard).",
+                icon=":material/delete_forever:",
+            )
+            with st.container(horizontal=True, gap="small"):
+                st.button(
+                    f"Delete {noun}",
+                    key=f"delete_confirmed_{session.id}",
+                    type="primary",
+                    icon=":material/delete:",
+                    on_click=_delete,
+                    args=(kind, session.id),
+                )
+                st.button(
+                    "Cancel", key=f"delete_cancelled_{session.id}", on_click=_ask_delete, args=(session.id, False)
+                )
+        else:
+            st.button(
+                f"Delete this {noun}",
+                key=f"delete_{session.id}",
+                on_click=_ask_delete,
+                args=(session.id, True),
+                icon=":material/delete:",
+                disabled=busy,
+                help="Stop the answer that is streaming first."
+                if busy
+                else "Asks before it deletes; its request-log rows stay on the Dashboard.",
+            )
+
+
 def header(kind: str, session: SessionInfo | None, *, busy: bool) -> None:
     """The session's name, with rename, delete, and sharing with the workspace (for whoever
     may manage it: its author, or a workspace owner once it is shared)."""
@@ -244,54 +313,8 @@ def header(kind: str, session: SessionInfo | None, *, busy: bool) -> None:
         team = access.signed_in()
         if session.shared and team:
             st.badge("Shared with the workspace", icon=":material/group:", color="blue")
-        if not session.manageable_by(access.person()):
-            return
-        actions = "Rename, share or delete" if team else "Rename or delete"
-        with st.popover("", icon=":material/more_horiz:", help=f"{actions} this {noun}", type="tertiary"):
-            key = f"rename_{session.id}"
-            st.text_input("Name", value=session.title, key=key, max_chars=80)
-            st.button(
-                "Rename",
-                key=f"do_rename_{session.id}",
-                on_click=_rename,
-                args=(session.id, key),
-                icon=":material/edit:",
-            )
-            st.divider()
-            if team:  # with nobody signed in, there is nobody to share with
-                _sharing_button(session, noun)
-                st.divider()
-            if st.session_state.get(_asked_key(session.id)) and not busy:
-                # Deleting cannot be undone: say what goes, and wait for a second click.
-                st.warning(
-                    f"Delete **{ui.escape_md(session.title or f'Untitled {noun}')}** for good, with every "
-                    "message and answer in it? The requests it made stay in the request log (Dashboard).",
-                    icon=":material/delete_forever:",
-                )
-                with st.container(horizontal=True, gap="small"):
-                    st.button(
-                        f"Delete {noun}",
-                        key=f"delete_confirmed_{session.id}",
-                        type="primary",
-                        icon=":material/delete:",
-                        on_click=_delete,
-                        args=(kind, session.id),
-                    )
-                    st.button(
-                        "Cancel", key=f"delete_cancelled_{session.id}", on_click=_ask_delete, args=(session.id, False)
-                    )
-            else:
-                st.button(
-                    f"Delete this {noun}",
-                    key=f"delete_{session.id}",
-                    on_click=_ask_delete,
-                    args=(session.id, True),
-                    icon=":material/delete:",
-                    disabled=busy,
-                    help="Stop the answer that is streaming first."
-                    if busy
-                    else "Asks before it deletes; its request-log rows stay on the Dashboard.",
-                )
+        if session.manageable_by(access.person()):
+            _menu(kind, session, noun, busy=busy, team=team)
     note = st.session_state.pop("session_note", None)
     if note:
         st.warning(ui.escape_md(note))

@@ -129,3 +129,21 @@ def test_with_no_login_nothing_is_asked_and_sharing_is_not_offered(env):
     assert not at.get("form_submit_button")
     assert "Share with the workspace" not in buttons(at) and "Rename" in buttons(at)
     assert not any("Signed in" in c.value for c in at.sidebar.caption)
+
+
+def test_a_menu_drawn_before_the_author_made_the_session_private_changes_nothing(env):
+    account("ana@example.com", "owner")  # an owner manages what is shared in her workspace
+    bo = account("bo@example.com", "member")
+    store = playground_state.sessions()
+    theirs = store.create(
+        "chat", [chat()], title="Bo's demo", by=Person(bo, "bo@example.com", DEFAULT_WORKSPACE_ID, "member")
+    )
+    store.set_visibility(theirs.id, "workspace")
+    at = sign_in(page(session=theirs.id), "ana@example.com", PASSWORD)
+    assert "Make private" in buttons(at)  # drawn while it is shared
+    store.set_visibility(theirs.id, "private")  # meanwhile, Bo takes it back
+    at.text_input(key=f"rename_{theirs.id}").set_value("Ana's now")
+    next(b for b in at.button if b.label == "Rename").click().run()
+    assert store.get(theirs.id).title == "Bo's demo"
+    assert any("not yours" in w.value for w in at.warning)  # and nothing of it is shown
+    assert all("Bo's demo" not in m.value for m in at.markdown)
