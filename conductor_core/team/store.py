@@ -12,13 +12,13 @@ low-memory profile); a password is never stored, logged or returned. Thread-safe
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from datetime import datetime
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import Column, ForeignKey, MetaData, String, Table, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from ..models import new_id, utcnow
 from ..store import RequestLog
@@ -121,7 +121,6 @@ class TeamStore:
         self._hasher = hasher or PasswordHasher()
         # Verified against when the email is unknown, so a wrong email costs what a wrong password does.
         self._decoy = self._hasher.hash("no such account")
-        self._lock = threading.Lock()
 
     # --- users -------------------------------------------------------------------------------
 
@@ -129,11 +128,12 @@ class TeamStore:
         """A new user (ValueError: not an address, already there, or a password too short)."""
         email = _checked_email(email)
         hashed = self._hasher.hash(_checked_password(password)) if password is not None else None
-        with self.engine.begin() as conn:
-            if conn.execute(select(users_table.c.id).where(users_table.c.email == email)).first():
-                raise ValueError(f"{email} has an account already")
-            row = {"id": new_id("usr"), "email": email, "name": name.strip() or None, "password_hash": hashed}
-            conn.execute(insert(users_table).values(**row, created_at=utcnow()))
+        row = {"id": new_id("usr"), "email": email, "name": name.strip() or None, "password_hash": hashed}
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(insert(users_table).values(**row, created_at=utcnow()))
+        except IntegrityError:  # the email is unique: here already, or made a moment ago by another process
+            raise ValueError(f"{email} has an account already") from None
         found = self.user(email)
         assert found is not None
         return found
@@ -175,16 +175,15 @@ class TeamStore:
         found = self.user(email)
         if found is not None:
             return found
-        with self._lock:
-            try:
-                made = self.add_user(email, name=name)
-            except ValueError:  # another replica made it a moment ago
-                again = self.user(email)
-                if again is None:
-                    raise
-                return again
-            self.set_role(made.id, DEFAULT_WORKSPACE_ID, "member")
-            return made
+        try:
+            made = self.add_user(email, name=name)
+        except ValueError:  # another tab or replica made it a moment ago
+            again = self.user(email)
+            if again is None:
+                raise
+            return again
+        self.set_role(made.id, DEFAULT_WORKSPACE_ID, "member")
+        return made
 
     # --- workspaces and roles ------------------------------------------------------------------
 
