@@ -25,6 +25,8 @@ import streamlit as st
 
 from conductor_core.team import LOCAL, Membership, Person, User
 
+from . import members
+
 __all__ = ["require_access", "who", "person", "signed_in", "spending_refusal"]
 
 _OK = "_access_granted"
@@ -169,7 +171,8 @@ def require_access() -> None:
                 st.button("Sign out", icon=":material/logout:", on_click=_sign_out, args=(identity_provider,))
                 st.warning("Your account belongs to no workspace yet: ask an owner to add you to one.")
                 st.stop()
-            st.session_state[_PERSON] = _acting(user, memberships)
+            acting = st.session_state[_PERSON] = _acting(user, memberships)
+            members.members_section(acting)
             st.button(
                 "Sign out",
                 icon=":material/logout:",

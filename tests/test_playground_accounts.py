@@ -147,3 +147,37 @@ def test_a_menu_drawn_before_the_author_made_the_session_private_changes_nothing
     assert store.get(theirs.id).title == "Bo's demo"
     assert any("not yours" in w.value for w in at.warning)  # and nothing of it is shown
     assert all("Bo's demo" not in m.value for m in at.markdown)
+
+
+def test_an_owner_adds_a_member_and_changes_a_role_in_the_sidebar(env):
+    ana = account("ana@example.com", "owner")
+    bo = account("bo@example.com", "member")
+    at = sign_in(page(), "ana@example.com", PASSWORD)
+    team = playground_state.team()
+    assert at.sidebar.selectbox(key=f"member_role_{DEFAULT_WORKSPACE_ID}_{bo}_member").value == "member"
+    assert at.sidebar.selectbox(key=f"member_role_{DEFAULT_WORKSPACE_ID}_{ana}_owner").disabled  # her own
+    assert not [
+        b for b in at.sidebar.selectbox if (b.key or "").startswith(f"member_role_{DEFAULT_WORKSPACE_ID}_usr_local")
+    ]
+
+    at.sidebar.selectbox(key=f"member_role_{DEFAULT_WORKSPACE_ID}_{bo}_member").set_value("viewer").run()
+    assert team.person(team.user("bo@example.com")).role == "viewer"
+
+    at.sidebar.text_input(key="member_email").set_value("cy@example.com")
+    at.sidebar.text_input(key="member_password").set_value("cy's long passphrase")
+    at.sidebar.selectbox(key="member_role").set_value("viewer")
+    next(b for b in at.sidebar.get("form_submit_button") if b.label == "Add to this workspace").click().run()
+    assert any("cy@example.com is viewer here." in s.value for s in at.sidebar.success)
+    assert team.check_password("cy@example.com", "cy's long passphrase") is not None
+    assert "cy's long passphrase" not in repr(at.session_state.to_dict())
+
+    at.sidebar.text_input(key="member_email").set_value("dee@example.com")
+    at.sidebar.text_input(key="member_password").set_value("short")
+    next(b for b in at.sidebar.get("form_submit_button") if b.label == "Add to this workspace").click().run()
+    assert any("at least 8 characters" in e.value for e in at.sidebar.error) and team.user("dee@example.com") is None
+
+
+def test_members_and_viewers_see_no_members_section(env):
+    account("bo@example.com", "member")
+    at = sign_in(page(), "bo@example.com", PASSWORD)
+    assert not [e for e in at.sidebar.expander if e.label == "Members"]
