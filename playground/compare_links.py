@@ -19,8 +19,8 @@ from conductor_core.router import Conductor
 from conductor_core.workbench.replay import ReplayError, attachments_of, replay_of
 from conductor_core.workbench.variants import Variant
 
+from . import access, session_nav, state
 from . import components as ui
-from . import session_nav, state
 
 __all__ = ["parse_targets", "resolve_targets", "comparison_link", "take_url_comparison", "NOTES_KEY"]
 
@@ -134,10 +134,14 @@ def take_replay(c: Conductor, store, send) -> None:
         problems.append("A replay needs at least one other target to compare with: choose one on the Dashboard.")
         st.session_state[NOTES_KEY] = (None, problems)
         return
+    refusal = session_nav.send_refusal(None)
+    if refusal:
+        st.session_state[NOTES_KEY] = (None, [refusal])
+        return
     st.session_state.pop("compare_session", None)
     if "session" in params:
         del params["session"]
-    session_id = store.create("compare", variants, title=f"Replay: {replay.prompt[:60]}").id
+    session_id = store.create("compare", variants, title=f"Replay: {replay.prompt[:60]}", by=access.person()).id
     session_nav.open_session("compare", session_id)
     parent = None
     for user, assistant in replay.turns:

@@ -17,8 +17,8 @@ from conductor_core.workbench.codegen import PromptCall
 from conductor_core.workbench.prompts import PromptError, PromptVersion, as_turns, parse_reference
 from conductor_core.workbench.variants import Variant
 
+from . import access, session_nav, state, turns
 from . import components as ui
-from . import session_nav, state, turns
 
 __all__ = ["take", "form", "prompt_call"]
 
@@ -98,8 +98,12 @@ def send(
     last user message sent (nothing is sent when it ends with an answer)."""
     _, messages = version.render(values)
     pairs, last = as_turns(messages)
+    refusal = session_nav.send_refusal(None)
+    if refusal:
+        turns.note(refusal)
+        return
     store = state.sessions()
-    session_id = store.create(kind, list(variants), title=f"{reference}").id
+    session_id = store.create(kind, list(variants), title=f"{reference}", by=access.person()).id
     session_nav.open_session(kind, session_id)
     parent = None
     for user, assistant in pairs:

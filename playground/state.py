@@ -36,6 +36,7 @@ from conductor_core.models import ProviderState, utcnow
 from conductor_core.providers import BaseProvider, get_spec
 from conductor_core.router import Conductor
 from conductor_core.store import NO_KEY
+from conductor_core.team import TeamStore
 from conductor_core.workbench.arena import Arena
 from conductor_core.workbench.dataset_store import DatasetStore
 from conductor_core.workbench.experiments import ExperimentStore
@@ -53,6 +54,7 @@ __all__ = [
     "FRAME_ROW_LIMIT",
     "conductor",
     "sessions",
+    "team",
     "arena",
     "blind_rounds",
     "vote_verdicts",
@@ -142,6 +144,16 @@ def sessions() -> SessionStore:
 def worker() -> AnswerWorker:
     """Streams answers in the background, into `sessions()`."""
     return _workbench(os.environ.get(FACTORY_ENV, ""))[1]
+
+
+@st.cache_resource(show_spinner=False)
+def _team_store(factory_spec: str) -> TeamStore:
+    return TeamStore(_shared_conductor(factory_spec).log)
+
+
+def team() -> TeamStore:
+    """Users, workspaces and roles (conductor_core/team), when the page has sign-in."""
+    return _team_store(os.environ.get(FACTORY_ENV, ""))
 
 
 @st.cache_resource(show_spinner=False)

@@ -20,8 +20,8 @@ from conductor_core.workbench.attachments import Attachment, message_parts
 from conductor_core.workbench.sessions import STALE_S, Answer, Conversation, SessionInfo, Turn
 from conductor_core.workbench.variants import Variant
 
+from . import access, session_nav, state, structured_view
 from . import components as ui
-from . import session_nav, state, structured_view
 from .add_to_dataset import add_to_dataset
 
 __all__ = [
@@ -107,9 +107,14 @@ def send(
     if lanes is not None and not lanes:
         note("Not sent: no column reads images or PDFs. Pick a provider that does in at least one column.")
         return session_id
+    existing = store.get(session_id) if session_id is not None else None
+    refusal = session_nav.send_refusal(existing)
+    if refusal:  # the page disables sending for them; a link (?compare=, ?replay=) must not spend either
+        note(refusal)
+        return session_id
     try:
-        if session_id is None or store.get(session_id) is None:
-            session_id = store.create(kind, variants).id
+        if session_id is None or existing is None:
+            session_id = store.create(kind, variants, by=access.person()).id
             session_nav.open_session(kind, session_id)
         conversation = store.conversation(session_id)
         last = conversation.turns[-1] if conversation and conversation.turns else None

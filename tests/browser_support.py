@@ -101,7 +101,13 @@ class Playground:
     """One `streamlit run playground/app.py` process on a free loopback port."""
 
     def __init__(
-        self, work: Path, *, config: str, extra_env: dict[str, str] | None = None, name: str = "streamlit"
+        self,
+        work: Path,
+        *,
+        config: str,
+        extra_env: dict[str, str] | None = None,
+        name: str = "streamlit",
+        extra_args: tuple[str, ...] = (),
     ) -> None:
         self.work = work
         (work / f"{name}.toml").write_text(config)
@@ -127,6 +133,7 @@ class Playground:
                 "true",
                 "--browser.gatherUsageStats",
                 "false",
+                *extra_args,  # e.g. --secrets.files PATH: a test's own secrets.toml
             ],
             cwd=ROOT,  # .streamlit/config.toml is read from here (it binds 127.0.0.1)
             env=env,

@@ -49,6 +49,7 @@ from conductor_core.workbench.experiments import Check, CheckKind, ExperimentSto
 from conductor_core.workbench.exports import run_report, to_markdown
 from conductor_core.workbench.prompts import PromptContent, PromptStore
 from conductor_core.workbench.sessions import SessionStore
+from conductor_core.workbench.variants import Variant
 from gateway.main import create_app
 from tests.store_backends import REPO_ROOT, T0, make_record, postgres_schema
 
@@ -699,6 +700,59 @@ def test_a_database_at_0012_gets_gateway_keys_and_its_attempts_read_as_made_with
         assert migrate.differences(engine) == []
         engine.dispose()
         assert "att_old" in {row["id"] for row in place.rows("attempts")}
+    finally:
+        log.close()
+
+
+def test_a_database_at_0013_gets_people_and_its_sessions_are_the_local_users_shared_in_default(place: Place) -> None:
+    """The release before people (0014): its sessions upgrade in place as the local user's, in
+    the Default workspace and shared there (everyone who could open them still can); the local
+    user owns Default; a session made afterwards is private to its author."""
+    from conductor_core.team import DEFAULT_WORKSPACE_ID, LOCAL, LOCAL_USER_ID, Person, TeamStore
+
+    place.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = place.engine()
+    migrate.upgrade(engine, "older", target="0013")
+    engine.dispose()
+    at = T0.isoformat()
+    variant = json.dumps({"provider": "openai", "model": "a"})
+    place.execute(
+        "INSERT INTO wb_sessions (id, kind, title, created_at, updated_at, updated_ts, settings_rev) "
+        f"VALUES ('ses_old', 'chat', 'before people', '{at}', '{at}', {T0.timestamp()}, 0)",
+        f"INSERT INTO wb_lanes (session_id, lane, variant) VALUES ('ses_old', 0, '{variant}')",
+    )
+    log = place.open_log()
+    try:
+        log.open()
+        assert place.revisions() == (migrate.HEAD,)
+        (old,) = place.rows("wb_sessions")
+        assert (old["workspace_id"], old["created_by"], old["visibility"]) == (
+            DEFAULT_WORKSPACE_ID,
+            LOCAL_USER_ID,
+            "workspace",
+        )
+        sessions = SessionStore.for_log(log)
+        assert [s.id for s in sessions.recent("chat", person=LOCAL)] == ["ses_old"]
+        colleague = Person("usr_bo", "bo@example.com", DEFAULT_WORKSPACE_ID, "member")
+        assert [s.id for s in sessions.recent("chat", person=colleague)] == ["ses_old"]
+        (membership,) = TeamStore(log).memberships(LOCAL_USER_ID)
+        assert (membership.workspace.name, membership.role) == ("Default", "owner")
+        made = sessions.create("chat", [Variant(provider="openai", model="a")], by=LOCAL)
+        assert [s.id for s in sessions.recent("chat", person=colleague)] == ["ses_old"]
+        assert sessions.get(made.id).visibility == "private"
+        # Down to 0013 and up again: the tables and the columns go and come back; the session stays.
+        engine = place.engine()
+        migrate.downgrade(engine, "older", "0013")
+        with engine.connect() as conn:
+            assert not {"users", "workspaces", "memberships"} & set(inspect(conn).get_table_names())
+            assert "created_by" not in {c["name"] for c in inspect(conn).get_columns("wb_sessions")}
+        migrate.upgrade(engine, "older")
+        assert migrate.differences(engine) == []
+        engine.dispose()
+        assert {row["id"]: row["created_by"] for row in place.rows("wb_sessions")} == {
+            "ses_old": LOCAL_USER_ID,
+            made.id: LOCAL_USER_ID,
+        }
     finally:
         log.close()
 

@@ -60,7 +60,7 @@ log = logging.getLogger("conductor.store")
 
 #: The newest revision in migrations/versions/ (a test checks it is Alembic's head): what an
 #: up-to-date database holds, checked on open without loading Alembic.
-HEAD = "0013"
+HEAD = "0014"
 #: The schema of the last release before migrations (migrations/baseline.py).
 BASELINE = "0001"
 SCRIPT_DIR = Path(__file__).with_name("migrations")
@@ -114,6 +114,7 @@ def model_metadata() -> list[MetaData]:
     """Every table the code expects: the log's and the workbench's (imported here, not at the
     top: the store does not otherwise depend on the workbench)."""
     from ..keys import store as keys
+    from ..team import store as team
     from ..workbench import arena, dataset_store, experiments, prompts, sessions
     from . import schema
 
@@ -125,6 +126,7 @@ def model_metadata() -> list[MetaData]:
         dataset_store.metadata,
         prompts.metadata,
         keys.metadata,
+        team.metadata,
     ]
 
 

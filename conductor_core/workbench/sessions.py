@@ -11,7 +11,10 @@ may add session kinds, without changing them)::
 
     wb_sessions   id PK "ses_…", kind ("chat" | "compare" | …), title, created_at,
                   updated_at, updated_ts (float epoch, for ordering), settings_rev (bumped
-                  when a lane's variant changes, so other tabs reload their controls)
+                  when a lane's variant changes, so other tabs reload their controls),
+                  workspace_id and created_by (conductor_core/team: ids, no foreign key, as
+                  an in-memory store has no users), visibility ("private": its author's
+                  only; "workspace": shared with the workspace; see team/people.py)
     wb_lanes      (session_id → wb_sessions, lane 0-3) PK, variant (Variant as JSON)
     wb_turns      id PK "turn_…", session_id → wb_sessions, parent_id (the turn before,
                   NULL for the first), after_answer_id (single-lane sessions: the answer
@@ -92,6 +95,7 @@ from sqlalchemy.pool import StaticPool
 from ..models import Attempt, ChatMessage, ChatResponse, MessageRole, ToolCall, new_id
 from ..secrets import redact, redact_json
 from ..store import RequestLog, SafeText, UTCDateTime
+from ..team.people import LOCAL, PRIVATE, Person, Visibility, may_manage, may_read, may_write
 from .attachments import Attachment, AttachmentRef, message_parts
 from .variants import Variant, variant_labels
 
@@ -139,7 +143,11 @@ sessions_table = Table(
     Column("updated_at", UTCDateTime(), nullable=False),
     Column("updated_ts", Double(), nullable=False),
     Column("settings_rev", Integer(), nullable=False),
+    Column("workspace_id", String(), nullable=False),
+    Column("created_by", String(), nullable=False),
+    Column("visibility", String(), nullable=False),
     Index("ix_wb_sessions_kind_updated", "kind", "updated_ts"),
+    Index("ix_wb_sessions_workspace_kind_updated", "workspace_id", "kind", "updated_ts"),
 )
 
 lanes_table = Table(
@@ -282,6 +290,24 @@ class SessionInfo:
     updated_at: datetime
     settings_rev: int
     variants: list[Variant]
+    workspace_id: str = LOCAL.workspace_id
+    created_by: str = LOCAL.user_id
+    visibility: Visibility = PRIVATE
+
+    @property
+    def shared(self) -> bool:
+        return self.visibility != PRIVATE
+
+    def readable_by(self, person: Person) -> bool:
+        return may_read(person, author=self.created_by, workspace_id=self.workspace_id, visibility=self.visibility)
+
+    def writable_by(self, person: Person) -> bool:
+        """Whether `person` may add to it (send, regenerate, vote): not a viewer."""
+        return may_write(person, author=self.created_by, workspace_id=self.workspace_id, visibility=self.visibility)
+
+    def manageable_by(self, person: Person) -> bool:
+        """Whether `person` may rename, delete, share or make it private."""
+        return may_manage(person, author=self.created_by, workspace_id=self.workspace_id, visibility=self.visibility)
 
     @property
     def labels(self) -> list[str]:
@@ -492,7 +518,10 @@ class SessionStore:
 
     # --- sessions ---------------------------------------------------------------------------
 
-    def create(self, kind: SessionKind, variants: Sequence[Variant], *, title: str = "") -> SessionInfo:
+    def create(
+        self, kind: SessionKind, variants: Sequence[Variant], *, title: str = "", by: Person = LOCAL
+    ) -> SessionInfo:
+        """A new session of `by`'s, in their workspace, private to them until shared."""
         if not 1 <= len(variants) <= MAX_LANES:
             raise ValueError(f"a session has 1 to {MAX_LANES} lanes, got {len(variants)}")
         moment, ts = _now()
@@ -507,22 +536,43 @@ class SessionStore:
                     updated_at=moment,
                     updated_ts=ts,
                     settings_rev=0,
+                    workspace_id=by.workspace_id,
+                    created_by=by.user_id,
+                    visibility=PRIVATE,
                 )
             )
             conn.execute(
                 insert(lanes_table),
                 [{"session_id": session_id, "lane": i, "variant": v.model_dump_json()} for i, v in enumerate(variants)],
             )
-        return SessionInfo(session_id, kind, _title(title) if title else "", moment, moment, 0, list(variants))
+        return SessionInfo(
+            session_id,
+            kind,
+            _title(title) if title else "",
+            moment,
+            moment,
+            0,
+            list(variants),
+            by.workspace_id,
+            by.user_id,
+        )
 
     def get(self, session_id: str) -> SessionInfo | None:
         found = self._sessions(select(sessions_table).where(sessions_table.c.id == session_id))
         return found[0] if found else None
 
-    def recent(self, kind: SessionKind | None = None, *, search: str = "", limit: int = 30) -> list[SessionInfo]:
-        """Newest first. `search` matches titles, prompts and answers (case-insensitive)."""
+    def recent(
+        self, kind: SessionKind | None = None, *, search: str = "", limit: int = 30, person: Person | None = None
+    ) -> list[SessionInfo]:
+        """Newest first. `search` matches titles, prompts and answers (case-insensitive). With
+        `person`: only the sessions they may open (their own, and those shared with their
+        workspace); without, every session (tools that are not a person's view)."""
         s = sessions_table.c
         stmt = select(sessions_table)
+        if person is not None:
+            stmt = stmt.where(
+                s.workspace_id == person.workspace_id, or_(s.created_by == person.user_id, s.visibility != PRIVATE)
+            )
         if kind is not None:
             stmt = stmt.where(s.kind == kind)
         text = search.strip()
@@ -548,10 +598,31 @@ class SessionStore:
                     lanes[lane["session_id"]].append(Variant.model_validate_json(lane["variant"]))
         return [
             SessionInfo(
-                r["id"], r["kind"], r["title"], r["created_at"], r["updated_at"], r["settings_rev"], lanes[r["id"]]
+                r["id"],
+                r["kind"],
+                r["title"],
+                r["created_at"],
+                r["updated_at"],
+                r["settings_rev"],
+                lanes[r["id"]],
+                r["workspace_id"],
+                r["created_by"],
+                r["visibility"],
             )
             for r in rows
         ]
+
+    def set_visibility(self, session_id: str, visibility: Visibility) -> bool:
+        """Share a session with its workspace ("workspace") or make it its author's again ("private")."""
+        if visibility not in ("private", "workspace"):
+            raise ValueError(f"a session is 'private' or shared with the 'workspace', not {visibility!r}")
+        with self._begin() as conn:
+            return (
+                conn.execute(
+                    update(sessions_table).where(sessions_table.c.id == session_id).values(visibility=visibility)
+                ).rowcount
+                > 0
+            )
 
     def rename(self, session_id: str, title: str) -> bool:
         title = _title(title)

@@ -15,7 +15,7 @@ import streamlit as st
 from conductor_core.models import ProviderState
 from conductor_core.workbench.arena import ArenaError, Reveal, RevealedAnswer
 from conductor_core.workbench.variants import Variant
-from playground import attachments, controls, state, structured_view
+from playground import access, attachments, controls, state, structured_view
 from playground import components as ui
 
 c = state.conductor()
@@ -113,8 +113,13 @@ def new_round() -> None:
             "Prompt", key="arena_prompt", height=110, placeholder="Ask something all of them will answer…"
         )
         files = attachments.uploader("arena_files")
-        started = st.form_submit_button("Start blind round", type="primary", icon=":material/play_arrow:")
-    if not started:
+        refusal = access.spending_refusal()
+        started = st.form_submit_button(
+            "Start blind round", type="primary", icon=":material/play_arrow:", disabled=bool(refusal)
+        )
+    if refusal:
+        st.caption(f":material/visibility: {refusal}")
+    if not started or refusal:
         return
     if not 2 <= len(chosen) <= 4:
         st.warning("Choose 2 to 4 contestants.", icon=":material/group:")

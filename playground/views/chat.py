@@ -23,6 +23,7 @@ if sid and conversation is None:
     sid = None
 session = conversation.session if conversation else None
 busy = bool(conversation and conversation.live)
+refusal = session_nav.send_refusal(session)  # a viewer reads and exports, never sends
 
 # --- settings: the session's, loaded into the controls when it opens or another tab changed them
 stored = session.variants[0] if session else st.session_state.get("chat_draft", controls.DEFAULT_VARIANT)
@@ -42,7 +43,7 @@ with st.sidebar:
     variant = tools.apply(variant) if variant is not None and tools is not None else None
     held = attachments.held_message("chat", c, variant)  # a message with attachments this target could not read
 
-if variant is not None and variant != stored:
+if variant is not None and variant != stored and not refusal:
     if session is not None:
         st.session_state["chat_loaded"] = (sid, store.set_variants(sid, [variant]))
     else:
@@ -71,7 +72,8 @@ for index, turn in enumerate(conversation.turns if conversation else []):
         with st.chat_message("user"):
             turns.render_prompt(turn.prompt)
             attachments.show(conversation, turn)
-            turns.turn_actions(session, turn, busy=busy)
+            if not refusal:
+                turns.turn_actions(session, turn, busy=busy)
     with st.chat_message("assistant"):
         answer = turn.chosen.get(0)
         if answer is None:
@@ -80,8 +82,8 @@ for index, turn in enumerate(conversation.turns if conversation else []):
             turns.live_answer(answer.id)
         else:
             turns.render_answer(answer, key=answer.id)
-            turns.answer_actions(session, turn, 0, busy=busy, last=last)
-            if tool_calls.waiting(conversation, index):
+            turns.answer_actions(session, turn, 0, busy=busy or bool(refusal), last=last, regenerate=not refusal)
+            if tool_calls.waiting(conversation, index) and not refusal:
                 tool_calls.answer_form(session, turn, answer, busy=busy)
 
 if conversation is not None and conversation.turns and not busy:
@@ -118,7 +120,7 @@ def _take_example() -> None:
     st.session_state["chat_example"] = None
 
 
-if not (conversation and conversation.turns):
+if not (conversation and conversation.turns) and not refusal:
     st.markdown(
         "##### Ask something to get started\n"
         "Pick **AUTO** to let Conductor choose the fastest healthy provider, or pick one yourself. "
@@ -128,9 +130,15 @@ if not (conversation and conversation.turns):
 example = st.session_state.pop("chat_pending_example", None)
 
 with st.bottom:
+    if refusal:
+        st.caption(f":material/visibility: {refusal}")
     submitted = st.chat_input(
-        "An answer is streaming: stop it or wait…" if busy else "Ask anything, attach images or PDFs…",
-        disabled=busy,
+        "Viewers cannot send"
+        if refusal
+        else "An answer is streaming: stop it or wait…"
+        if busy
+        else "Ask anything, attach images or PDFs…",
+        disabled=busy or bool(refusal),
         key="chat_input",
         accept_file="multiple",
         file_type=list(attachments.ACCEPTED_EXTENSIONS),
@@ -147,7 +155,7 @@ if held is not None:
 if refused:
     turns.note(attachments.refused_note(refused, prompt))
     st.rerun()
-if (prompt.strip() or files) and variant is not None and not busy:
+if (prompt.strip() or files) and variant is not None and not busy and not refusal:
     earlier = attachments.history_attaches(conversation)
     if not attachments.hold_if_unreadable("chat", c, variant, prompt, files, history=earlier):
         turns.send("chat", sid, [variant], prompt, files)

@@ -48,6 +48,7 @@ if sid and conversation is None:
 session = conversation.session if conversation else None
 busy = bool(conversation and conversation.live)
 started = bool(conversation and conversation.turns)
+refusal = session_nav.send_refusal(session)  # a viewer reads and exports, never sends
 
 with st.sidebar:
     session_nav.sidebar_list("compare", sid)
@@ -140,7 +141,7 @@ with st.expander(f"Tools, the same in every column ({len(stored[0].tools or ())}
     tools = tools_editor.tool_editor("cmp")
 variants = [tools.apply(v) for v in shown if v is not None] if tools is not None else []
 ready = len(variants) == count
-if ready and variants != stored:
+if ready and variants != stored and not refusal:
     if session is not None:
         try:
             st.session_state["cmp_loaded"] = (sid, store.set_variants(sid, variants), count)
@@ -226,7 +227,7 @@ def show_round(conv: Conversation, index: int, turn: Turn) -> None:
     with head:
         heading = "Continued after the tool results" if turn.continues else "Message" if index == 0 else "Follow-up"
         st.markdown(f"#### {heading} {index + 1}")
-        if last:
+        if last and not refusal:
             st.button(
                 "Re-run",
                 icon=":material/replay:",
@@ -281,10 +282,12 @@ def show_round(conv: Conversation, index: int, turn: Turn) -> None:
                 if turn.vote == answered_labels[lanes.index(lane)]:
                     st.badge("Your pick", icon=":material/thumb_up:", color="violet")
             turns.render_answer(answer, key=answer.id)
-            turns.answer_actions(conv.session, turn, lane, busy=busy, last=last, regenerate=last)
-            if answer.id in {a.id for a in waiting}:
+            turns.answer_actions(
+                conv.session, turn, lane, busy=busy or bool(refusal), last=last, regenerate=last and not refusal
+            )
+            if answer.id in {a.id for a in waiting} and not refusal:
                 tool_calls.answer_form(conv.session, turn, answer, busy=busy, label="Continue this column")
-    if waiting and not live:
+    if waiting and not live and not refusal:
         with st.container(horizontal=True, gap="small"):
             st.button(
                 "Use mocks for all",
@@ -320,7 +323,7 @@ def show_round(conv: Conversation, index: int, turn: Turn) -> None:
         verdict = {"tie": "a tie", "both_bad": "all bad"}.get(turn.vote, turn.vote)
         st.success(f"Vote recorded: {ui.escape_md(verdict)}. Thank you!", icon=":material/how_to_vote:")
         return
-    if not done:
+    if not done or refusal:
         return
     st.markdown("**Which answer is better?**")
     buttons = st.container(horizontal=True, gap="small")
@@ -369,8 +372,10 @@ with st.form("cmp_form", border=False, clear_on_submit=True):
         "Send follow-up" if started else "Run compare",
         type="primary",
         icon=":material/play_arrow:",
-        disabled=busy or not ready,
+        disabled=busy or not ready or bool(refusal),
     )
+if refusal:
+    st.caption(f":material/visibility: {refusal}")
 if ready:
     estimates = [
         controls.estimate_cost(c, v, conversation.context(i) if conversation else []) for i, v in enumerate(variants)
@@ -393,7 +398,7 @@ if opened_prompt is not None:
         st.warning("Set up every column first: the prompt answers in column 1, the others compare.")
 if submitted and not (prompt or "").strip() and not files:
     st.warning("Type a prompt first.", icon=":material/edit:")
-elif submitted and ready and not busy:
+elif submitted and ready and not busy and not refusal:
     taken, refused = attachments.take(files)
     # A column that cannot read the attachments sits this message out (greyed, with the reason).
     readers = attachments.readable_lanes(c, variants, taken, conversation)

@@ -38,7 +38,7 @@ from conductor_core.workbench.variants import Variant, variant_labels
 from playground import attachments as pictures
 from playground import components as ui
 from playground import controls, run_grid, share, state, structured_view, tools_editor
-from playground.access import who
+from playground.access import spending_refusal, who
 
 c = state.conductor()
 store = state.experiments()
@@ -543,7 +543,12 @@ def new_experiment_form() -> None:
     if unreadable:
         # Said before Run too: the run would be refused, and nothing sent.
         st.warning(ui.escape_md("; ".join(unreadable)), icon=":material/hide_image:")
-    if st.button("Run experiment", type="primary", icon=":material/play_arrow:", key="exp_run_button"):
+    refusal = spending_refusal()
+    if refusal:
+        st.caption(f":material/visibility: {refusal}")
+    if st.button(
+        "Run experiment", type="primary", icon=":material/play_arrow:", key="exp_run_button", disabled=bool(refusal)
+    ):
         if not template_text.strip():
             st.error(
                 "Write a prompt template first, with a {{variable}} for each column to use.", icon=":material/edit:"
