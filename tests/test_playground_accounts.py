@@ -181,3 +181,20 @@ def test_members_and_viewers_see_no_members_section(env):
     account("bo@example.com", "member")
     at = sign_in(page(), "bo@example.com", PASSWORD)
     assert not [e for e in at.sidebar.expander if e.label == "Members"]
+
+
+def test_only_owners_make_and_revoke_gateway_keys(env):
+    account("ed@example.com", "member")
+    account("fay@example.com", "owner")
+    made, _secret = playground_state.gateway_keys().create("ci app")
+    at = sign_in(page(), "ed@example.com", PASSWORD)
+    at.switch_page("views/keys.py").run()
+    assert not at.exception, at.exception
+    assert any("Only the workspace's owners" in c.value for c in at.caption)
+    submits = [b.label for b in at.get("form_submit_button")]
+    assert "Create key" not in submits and "Revoke…" not in buttons(at)  # nothing to create or revoke with
+    at = sign_in(page(), "fay@example.com", PASSWORD)
+    at.switch_page("views/keys.py").run()
+    assert "Create key" in [b.label for b in at.get("form_submit_button")]
+    assert "Revoke…" in buttons(at)
+    assert not playground_state.gateway_keys().get(made.id).revoked

@@ -25,6 +25,11 @@ st.caption(
     "without it each process counts on its own.",
 )
 
+#: Signed in, only a workspace's owners make and revoke keys (keys spend); with no login, the
+#: local user owns everything, as on a laptop.
+MANAGES = not access.signed_in() or access.person().role == "owner"
+NOT_OWNER = "Only the workspace's owners make and revoke keys: ask one of them."
+
 _NOTE = "keys_note"  # (kind, text) for the next run: what a callback did
 _SECRET = "keys_new_secret"  # (name, key): shown by the next run only, then gone
 _CONFIRM = "keys_confirm_revoke"  # the key id whose revocation waits for a yes
@@ -43,6 +48,9 @@ def _reset_form() -> None:
 
 
 def create_key() -> None:
+    if not MANAGES:  # the form is not drawn for them; a stale one changes nothing
+        ss[_NOTE] = ("error", NOT_OWNER)
+        return
     name = (ss.get("key_name") or "").strip()
     if not name:
         ss[_NOTE] = ("error", "Name the key: say what it is for (an app, a person), then create it.")
@@ -72,6 +80,9 @@ def ask_revoke() -> None:
 
 def revoke_key(key_id: str) -> None:
     ss.pop(_CONFIRM, None)
+    if not MANAGES:
+        ss[_NOTE] = ("error", NOT_OWNER)
+        return
     before = store.get(key_id)
     if before is None:
         ss[_NOTE] = ("error", "That key no longer exists.")
@@ -147,7 +158,7 @@ else:
         },
     )
     active = [k for k in keys if not k.revoked]
-    if active:
+    if active and MANAGES:
         st.markdown("##### Revoke a key")
         by_id = {k.id: k for k in active}
         row = st.container(horizontal=True, vertical_alignment="bottom")
@@ -180,6 +191,10 @@ else:
                 buttons.button("Cancel", key="key_revoke_no", on_click=cancel_revoke)
 
 # --- make one ------------------------------------------------------------------------------------
+
+if not MANAGES:
+    st.caption(NOT_OWNER)
+    st.stop()
 
 st.markdown("##### Create a key")
 models_by_provider = {name: state.models_of(c, name) for name in c.registry.providers}
